@@ -1,0 +1,1 @@
+"""driftwatch streams: everything that moves data (Kafka, Faust, InfluxDB, webhooks)."""

@@ -1,0 +1,64 @@
+"""The ``driftwatch`` command line.
+
+Each subcommand lives in its own module, which exposes
+``add_arguments(parser)`` and ``run(args) -> int``; this file only routes, and
+imports a module when its command runs, so ``driftwatch --help`` stays fast
+(alibi-detect alone takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("streams.up", "run everything locally: stack, worker, dashboard, demo traffic"),
+    "stack": ("streams.localstack", "start/stop/status of the local broker and InfluxDB"),
+    "worker": ("streams.worker", "run a Faust worker that monitors the inference stream"),
+    "demo": ("streams.demo", "publish demo traffic (drift, quality breaks, malformed, attacks)"),
+    "dashboard": ("dashboard.launch", "serve the Streamlit dashboard"),
+    "check-config": ("streams.check_config", "validate a monitor config file"),
+    "schema": ("streams.schema_cli", "export the JSON Schema of the wire events"),
+    "reference": ("streams.reference_cli", "set, show or reset a model's reference"),
+    "alerts": ("streams.alerts.cli", "list alerts, silence them"),
+    "bench": ("benchmarks.cli", "benchmarks that print JSON"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftwatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_module, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        top.parse_args(argv)  # prints help or the error, exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            print(f"driftwatch {name}: not available in this build", file=sys.stderr)
+            return 2
+        raise
+    parser = argparse.ArgumentParser(prog=f"driftwatch {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

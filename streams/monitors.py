@@ -1,0 +1,153 @@
+"""Per-model monitor configuration: one YAML file, validated by pydantic.
+
+A bad file raises :class:`ConfigError` whose message names the file, the
+field path (``models[0].features[2].min``) and the problem.
+
+Example (the demo's file is ``streams/examples/demo.yaml``)::
+
+    models:
+      - model_id: iris
+        task: classification
+        features:
+          - {name: sepal_length, kind: numeric, min: 0, max: 10}
+          - {name: color, kind: categorical, allowed: [red, green]}
+        window: {size_events: 1000}
+        reference: {first_n: 2000}
+        drift: {p_val: 0.05, correction: bonferroni}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from detectors.spec import DriftSpec, FeatureSpec
+
+
+class ConfigError(ValueError):
+    """A config or reference file is unusable; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WindowConfig(_Strict):
+    """Tumbling windows: by event count, or by event time with a lateness grace."""
+
+    size_events: int | None = Field(None, ge=10, le=10_000_000)
+    size_seconds: float | None = Field(None, gt=0)
+    grace_seconds: float = Field(0.0, ge=0, description="event-time windows: wait for late events")
+    idle_close_seconds: float = Field(
+        30.0, gt=0, description="count windows: close a partial window after this long without events"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "WindowConfig":
+        if (self.size_events is None) == (self.size_seconds is None):
+            raise ValueError("set exactly one of size_events or size_seconds")
+        return self
+
+
+class ReferenceConfig(_Strict):
+    """Where the reference distribution comes from (exactly one source)."""
+
+    file: Path | None = Field(None, description="CSV, Parquet or NPZ of reference rows")
+    first_n: int | None = Field(None, ge=10, description="the first N events of each model version")
+    rolling: bool = Field(False, description="the previous window")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ReferenceConfig":
+        n = sum([self.file is not None, self.first_n is not None, self.rolling])
+        if n != 1:
+            raise ValueError("set exactly one of file, first_n or rolling")
+        return self
+
+
+class LabelsConfig(_Strict):
+    """Delayed-label join: bounded memory, expiring."""
+
+    ttl_seconds: float = Field(86_400.0, gt=0)
+    max_pending: int = Field(1_000_000, ge=1)
+
+
+class ModelMonitor(_Strict):
+    """Everything monitored for one model id (all its versions)."""
+
+    model_id: str = Field(min_length=1)
+    task: Literal["classification", "regression"] = "classification"
+    features: list[FeatureSpec] = Field(min_length=1)
+    window: WindowConfig = WindowConfig(size_events=1000)
+    reference: ReferenceConfig = ReferenceConfig(first_n=1000)
+    drift: DriftSpec = DriftSpec()
+    segments: list[str] = Field(default_factory=list, description="categorical features to segment by")
+    labels: LabelsConfig = LabelsConfig()
+    alerts: list[dict[str, Any]] = Field(default_factory=list, description="alert rules")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelMonitor":
+        names = [f.name for f in self.features]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate feature names: {sorted(dup)}")
+        kinds = {f.name: f.kind for f in self.features}
+        for s in self.segments:
+            if kinds.get(s) != "categorical":
+                raise ValueError(f"segment {s!r} must name a categorical feature")
+        return self
+
+
+class MonitorsConfig(_Strict):
+    """The whole file: the monitored models (and, later, shared webhook endpoints)."""
+
+    models: list[ModelMonitor] = Field(min_length=1)
+    webhooks: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "MonitorsConfig":
+        ids = [m.model_id for m in self.models]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate model_id: {sorted(dup)}")
+        return self
+
+    def model(self, model_id: str) -> ModelMonitor | None:
+        """The monitor of ``model_id``, or None when the model is not configured."""
+        return next((m for m in self.models if m.model_id == model_id), None)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_monitors(data: Any, source: str = "<config>") -> MonitorsConfig:
+    """Validate already-parsed YAML/JSON data."""
+    try:
+        return MonitorsConfig.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: {_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid monitor config\n  " + "\n  ".join(lines)) from None
+
+
+def load_monitors(path: Path | str) -> MonitorsConfig:
+    """Read and validate a monitor config file (relative reference paths resolve next to it)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read monitor config: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    cfg = parse_monitors(data, str(path))
+    for m in cfg.models:
+        if m.reference.file is not None and not m.reference.file.is_absolute():
+            m.reference.file = (path.parent / m.reference.file).resolve()
+    return cfg

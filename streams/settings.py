@@ -1,0 +1,97 @@
+"""Service settings from the environment (prefix ``DRIFTWATCH_``) via pydantic-settings.
+
+The defaults are the local stack's: broker and InfluxDB on loopback, state in
+``./.driftwatch``. Production sets the same names (see ``.env.example``).
+Secrets are :class:`~pydantic.SecretStr` and may also come from files:
+``DRIFTWATCH_INFLUX_PASSWORD_FILE=/run/secrets/influx`` reads the file.
+
+>>> Settings(kafka_bootstrap="k:9092").kafka_bootstrap
+'k:9092'
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the dashboard and the CLI need to find their services."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTWATCH_", extra="ignore")
+
+    # Kafka ---------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="bootstrap servers, comma separated")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    topic_inferences: str = "driftwatch.inferences"
+    topic_labels: str = "driftwatch.labels"
+    topic_deadletter: str = "driftwatch.deadletter"
+    topic_alerts: str = "driftwatch.alerts"
+    topic_partitions: int = Field(4, ge=1, description="partitions created for each topic")
+    consumer_group: str = "driftwatch"
+    max_message_bytes: int = Field(1_000_000, ge=1024, description="larger messages are dead-lettered")
+
+    # InfluxDB --------------------------------------------------------------------
+    influx_version: Literal[1, 2] = 1
+    influx_url: str = "http://127.0.0.1:18086"
+    influx_db: str = Field("driftwatch", description="1.x database (2.x: bucket via v1 mapping)")
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    influx_token: SecretStr | None = Field(None, description="2.x API token")
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+
+    # Worker ------------------------------------------------------------------------
+    monitors: Path = Field(
+        Path(__file__).parent / "examples" / "demo.yaml", description="monitor config (YAML)"
+    )
+    detector_engine: Literal["native", "alibi"] = "native"
+    worker_web_port: int = Field(6066, ge=0, le=65535)
+
+    # Local stack / dashboard ---------------------------------------------------------
+    state_dir: Path = Path(".driftwatch")
+    kafka_port: int = Field(19092, ge=1, le=65535)
+    influx_port: int = Field(18086, ge=1, le=65535)
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+    dashboard_password: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """``DRIFTWATCH_<NAME>_FILE`` holds the path of a file with the secret's value."""
+        if not isinstance(data, dict):
+            return data
+        for name in ("kafka_sasl_password", "influx_password", "influx_token", "dashboard_password"):
+            path = os.environ.get(f"DRIFTWATCH_{name.upper()}_FILE")
+            if path and name not in data:
+                data[name] = Path(path).read_text().strip()
+        return data
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options in kafka-python/aiokafka spelling (empty for PLAINTEXT)."""
+        opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
+            opts["sasl_plain_username"] = self.kafka_sasl_username
+            opts["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
+            opts["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return opts
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
