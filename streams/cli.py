@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("streams.demo", "publish demo traffic (drift, quality breaks, malformed, attacks)"),
     "dashboard": ("dashboard.launch", "serve the Streamlit dashboard"),
     "check-config": ("streams.check_config", "validate a monitor config file"),
+    "settings": ("streams.settings_cli", "show effective settings (secrets masked) or the reference"),
     "schema": ("streams.schema_cli", "export the JSON Schema of the wire events"),
     "reference": ("streams.reference_cli", "set, show or reset a model's reference"),
     "alerts": ("streams.alerts.cli", "list alerts, silence them"),

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_000_000, ge=1024, description="larger messages are dead-lettered")
 
     # InfluxDB --------------------------------------------------------------------
-    influx_version: Literal[1, 2] = 1
+    influx_version: int = Field(1, ge=1, le=2, description="1: InfluxDB 1.x (database, user/password); 2: InfluxDB 2.x (org, bucket, token)")
     influx_url: str = "http://127.0.0.1:18086"
     influx_db: str = Field("driftwatch", description="1.x database (2.x: bucket via v1 mapping)")
     influx_username: str | None = None
@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     kafka_port: int = Field(19092, ge=1, le=65535)
     influx_port: int = Field(18086, ge=1, le=65535)
     dashboard_port: int = Field(8501, ge=1, le=65535)
+    dashboard_address: str = Field("127.0.0.1", description="interface the dashboard binds (0.0.0.0 in containers)")
     dashboard_password: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

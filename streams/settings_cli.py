@@ -1,0 +1,50 @@
+"""``driftwatch settings``: show the effective settings (secrets masked) or the reference table.
+
+``driftwatch settings --reference`` prints the Markdown table of every setting,
+its environment variable, default and description; docs/operations.md embeds it
+and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pydantic import SecretStr
+
+from streams.settings import Settings
+
+
+def _type_name(annotation: object) -> str:
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    for prefix in ("typing.", "pathlib.", "pydantic.types."):
+        text = text.replace(prefix, "")
+    return text.replace("|", "\\|")
+
+
+def reference_table() -> str:
+    """Markdown table of every setting, generated from the Settings model."""
+    rows = ["| variable | type | default | description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        ann = _type_name(field.annotation)
+        default = field.default
+        if isinstance(default, SecretStr) or "password" in name or "token" in name:
+            default = None if default is None else "***"
+        shown = "" if default is None else f"`{default}`"
+        desc = (field.description or "").replace("|", "\\|")
+        secret = " Secret: also `DRIFTWATCH_%s_FILE`." % name.upper() if "SecretStr" in ann else ""
+        rows.append(f"| `DRIFTWATCH_{name.upper()}` | {ann} | {shown} | {desc}{secret} |")
+    return "\n".join(rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", action="store_true", help="print the Markdown reference table")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.reference:
+        print(reference_table())
+        return 0
+    shown = Settings().model_dump(mode="json")  # SecretStr dumps as '**********'
+    print(json.dumps(shown, indent=2, default=str))
+    return 0
