@@ -1,0 +1,135 @@
+"""Create and drop driftwatch's InfluxDB database over the v1 HTTP API.
+
+InfluxDB 1.x: ``POST /query`` with ``CREATE DATABASE`` / ``DROP DATABASE`` (both
+idempotent). Credentials: ``influx_username``/``influx_password`` (HTTP basic) or
+``influx_token`` (``Authorization: Token …``, how 2.x's v1 endpoints accept a token).
+
+InfluxDB 2.x (``influx_version=2``) has no ``CREATE DATABASE``: the database is a
+bucket (``influx_bucket`` or ``influx_db``) that 2.7+ maps to a v1 database
+automatically; :func:`ensure_database` creates the bucket through ``/api/v2/buckets``
+in ``influx_org`` if it is missing. (The local stack runs 1.x; the 2.x path is
+written against the documented API but not exercised by the test suite.)
+
+:func:`query` runs one InfluxQL statement and returns the parsed JSON, for tests and
+small tools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from streams.settings import Settings
+
+
+class InfluxAdminError(RuntimeError):
+    """InfluxDB refused or could not be reached; the message says which URL and why."""
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes.
+
+    >>> quote_ident('my "db"')
+    '"my \\\\"db\\\\""'
+    """
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _headers_auth(settings: Settings) -> tuple[dict[str, str], tuple[str, str] | None]:
+    headers: dict[str, str] = {}
+    auth = None
+    if settings.influx_token is not None:
+        headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
+    elif settings.influx_username:
+        pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
+        auth = (settings.influx_username, pw)
+    return headers, auth
+
+
+def _request(settings: Settings, method: str, path: str, timeout: float = 10.0, **kw: Any) -> httpx.Response:
+    headers, auth = _headers_auth(settings)
+    headers.update(kw.pop("headers", {}))
+    url = settings.influx_url.rstrip("/") + path
+    try:
+        resp = httpx.request(method, url, headers=headers, auth=auth, timeout=timeout, **kw)
+    except httpx.HTTPError as e:
+        raise InfluxAdminError(
+            f"cannot reach InfluxDB at {settings.influx_url} ({type(e).__name__}: {e}): is it running? "
+            "(`driftwatch stack status`; set DRIFTWATCH_INFLUX_URL for another server)"
+        ) from e
+    if resp.status_code >= 300:
+        raise InfluxAdminError(f"InfluxDB {method} {path} answered {resp.status_code}: {resp.text.strip()[:500]}")
+    return resp
+
+
+def query(settings: Settings, influxql: str, db: str | None = None, method: str = "POST") -> dict[str, Any]:
+    """Run one InfluxQL statement via ``/query``; raise on any statement error.
+
+    ``db`` defaults to ``settings.influx_db``. Returns the JSON answer
+    (``{"results": [{"statement_id": 0, "series": [...]}]}``).
+    """
+    params = {"q": influxql, "db": db if db is not None else settings.influx_db, "epoch": "ns"}
+    if method == "GET":
+        resp = _request(settings, "GET", "/query", params=params)
+    else:
+        resp = _request(settings, "POST", "/query", data=params)
+    body = resp.json()
+    for res in body.get("results", []):
+        if "error" in res:
+            raise InfluxAdminError(f"InfluxDB rejected {influxql!r}: {res['error']}")
+    if "error" in body:
+        raise InfluxAdminError(f"InfluxDB rejected {influxql!r}: {body['error']}")
+    return body
+
+
+def ensure_database(settings: Settings, name: str | None = None) -> str:
+    """Create the database (1.x) or bucket (2.x) if missing; return its name. Idempotent."""
+    db = name or settings.influx_db
+    if settings.influx_version == 2:
+        return _ensure_bucket(settings, settings.influx_bucket or db)
+    query(settings, f"CREATE DATABASE {quote_ident(db)}", db="")
+    return db
+
+
+def drop_database(settings: Settings, name: str | None = None) -> None:
+    """Drop the database (1.x) or delete the bucket (2.x); missing is fine."""
+    db = name or settings.influx_db
+    if settings.influx_version == 2:
+        bucket = _find_bucket(settings, settings.influx_bucket or db)
+        if bucket is not None:
+            _request(settings, "DELETE", f"/api/v2/buckets/{bucket['id']}")
+        return
+    query(settings, f"DROP DATABASE {quote_ident(db)}", db="")
+
+
+def list_databases(settings: Settings) -> list[str]:
+    """Names of the databases the server has (1.x: ``SHOW DATABASES``)."""
+    body = query(settings, "SHOW DATABASES", db="", method="GET")
+    series = body["results"][0].get("series") or []
+    return [row[0] for s in series for row in s.get("values") or []]
+
+
+# ----------------------------------------------------------------------- 2.x buckets
+
+
+def _find_bucket(settings: Settings, bucket: str) -> dict[str, Any] | None:
+    params = {"name": bucket}
+    if settings.influx_org:
+        params["org"] = settings.influx_org
+    found = _request(settings, "GET", "/api/v2/buckets", params=params).json().get("buckets") or []
+    return found[0] if found else None
+
+
+def _ensure_bucket(settings: Settings, bucket: str) -> str:
+    if _find_bucket(settings, bucket) is not None:
+        return bucket
+    if not settings.influx_org:
+        raise InfluxAdminError(
+            f"bucket {bucket!r} does not exist and DRIFTWATCH_INFLUX_ORG is not set: set it or create the bucket"
+        )
+    orgs = _request(settings, "GET", "/api/v2/orgs", params={"org": settings.influx_org}).json().get("orgs") or []
+    if not orgs:
+        raise InfluxAdminError(f"InfluxDB organisation {settings.influx_org!r} not found at {settings.influx_url}")
+    _request(settings, "POST", "/api/v2/buckets", json={"name": bucket, "orgID": orgs[0]["id"], "retentionRules": []})
+    return bucket

@@ -1,0 +1,222 @@
+"""``driftwatch up``: everything on one machine, in the foreground, until Ctrl-C.
+
+1. starts the local stack (tansu + InfluxDB, :mod:`streams.localstack`) unless it runs;
+2. creates the topics (explicit partition count) and the InfluxDB database;
+3. starts ``driftwatch worker``, ``driftwatch dashboard`` and ``driftwatch demo`` as child
+   processes with the same settings (passed as ``DRIFTWATCH_*`` environment variables),
+   each logging to ``<state_dir>/logs/<name>.log``;
+4. prints the dashboard URL, then waits for Ctrl-C or SIGTERM;
+5. stops the children (demo, dashboard, worker: producers first, the worker last so it
+   can commit) and then the stack — unless ``--keep-stack``, or the stack was already
+   running before ``up`` started it.
+
+If a child exits early, ``up`` says which one, shows the end of its log and stops the
+rest (a demo that finishes with exit code 0 is just reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from streams.localstack import (
+    LocalStack,
+    StackError,
+    port_in_use,
+    settings_env,
+    spawn,
+    tail,
+    terminate,
+    who_listens,
+)
+
+#: children in start order; stopped in reverse order
+CHILDREN = ("worker", "dashboard", "demo")
+STOP_TIMEOUT = {"worker": 20.0, "dashboard": 10.0, "demo": 10.0}
+#: how a child is started: this prefix + its command name
+CHILD_ARGV_PREFIX = [sys.executable, "-m", "streams.cli"]
+
+
+class _Stop(Exception):
+    """SIGTERM arrived."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float = field(default_factory=time.monotonic)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-demo", action="store_true", help="do not publish demo traffic")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    parser.add_argument("--no-worker", action="store_true", help="do not run a worker (e.g. you run your own)")
+    parser.add_argument("--keep-stack", action="store_true", help="leave broker and InfluxDB running on exit")
+    parser.add_argument("--state-dir", type=Path, help="state/log folder (default: DRIFTWATCH_STATE_DIR or .driftwatch)")
+    parser.add_argument("--kafka-port", type=int, help="broker port (default: DRIFTWATCH_KAFKA_PORT or 19092)")
+    parser.add_argument("--influx-port", type=int, help="InfluxDB port (default: DRIFTWATCH_INFLUX_PORT or 18086)")
+    parser.add_argument("--dashboard-port", type=int, help="dashboard port (default: DRIFTWATCH_DASHBOARD_PORT or 8501)")
+
+
+def local_settings(args: argparse.Namespace) -> Any:
+    """Settings from the environment, pointed at the local stack (flags win)."""
+    from streams.settings import Settings
+
+    base = Settings()
+    over: dict[str, Any] = {}
+    for name in ("state_dir", "kafka_port", "influx_port", "dashboard_port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            over[name] = value
+    s = base.model_copy(update=over)
+    # `up` is the local stack: the broker and InfluxDB addresses follow its ports.
+    return s.model_copy(
+        update={
+            "state_dir": Path(s.state_dir).resolve(),
+            "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}",
+            "kafka_security_protocol": "PLAINTEXT",
+            "influx_url": f"http://127.0.0.1:{s.influx_port}",
+            "influx_version": 1,
+        }
+    )
+
+
+def _say(msg: str) -> None:
+    print(f"driftwatch up: {msg}", flush=True)
+
+
+def _check_port(port: int, what: str, env: str) -> None:
+    if port and port_in_use(port):
+        who = who_listens(port)
+        raise StackError(
+            f"port {port} ({what}) is in use by another process{f' ({who})' if who else ''}: "
+            f"stop it or set {env} to a free port"
+        )
+
+
+def _dashboard_url(settings: Any) -> str:
+    host = getattr(settings, "dashboard_address", "127.0.0.1")
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.dashboard_port}"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return 200 <= r.status < 400
+    except OSError:
+        return False
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def _start_children(settings: Any, names: list[str]) -> list[Child]:
+    env = settings_env(settings)
+    env["PYTHONUNBUFFERED"] = "1"
+    logs = Path(settings.state_dir) / "logs"
+    children: list[Child] = []
+    for name in names:
+        log = logs / f"{name}.log"
+        proc = spawn([*CHILD_ARGV_PREFIX, name], log, env=env, die_with_parent=True)
+        children.append(Child(name, proc, log))
+        _say(f"started {name} (pid {proc.pid}), log {log}")
+    return children
+
+
+def _stop_children(children: list[Child]) -> None:
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            how = terminate(child.proc.pid, STOP_TIMEOUT[child.name], child.proc)
+            _say(f"{child.name} {how}")
+
+
+def _early_exit(child: Child, code: int) -> str:
+    return (
+        f"{child.name} exited with code {code} after {time.monotonic() - child.started:.1f} s; "
+        f"last lines of {child.log}:\n{tail(child.log, 30)}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.influx_admin import InfluxAdminError, ensure_database
+    from streams.kafka_admin import TopicError, ensure_topics
+
+    settings = local_settings(args)
+    names = [n for n in CHILDREN if not getattr(args, f"no_{n}", False)]
+    stack = LocalStack(settings.state_dir, settings.kafka_port, settings.influx_port)
+    was_running = stack.status()["running"]
+    own_stack = not was_running and not args.keep_stack
+    stack.die_with_parent = own_stack
+    children: list[Child] = []
+    old_term = signal.signal(signal.SIGTERM, _raise_stop)
+    code = 0
+    try:
+        if "dashboard" in names:
+            _check_port(settings.dashboard_port, "dashboard", "DRIFTWATCH_DASHBOARD_PORT or --dashboard-port")
+        if "worker" in names:
+            _check_port(settings.worker_web_port, "worker web server", "DRIFTWATCH_WORKER_WEB_PORT")
+        status = stack.up()
+        _say(status["message"])
+        ensure_topics(settings)
+        ensure_database(settings)
+        _say(f"topics ready ({settings.topic_partitions} partitions), InfluxDB database {settings.influx_db!r} ready")
+        children = _start_children(settings, names)
+        t_start = time.monotonic()
+
+        url = _dashboard_url(settings)
+        announced = "dashboard" not in names
+        deadline = time.monotonic() + 90
+        finished: set[str] = set()
+        while True:
+            for child in children:
+                rc = child.proc.poll()
+                if rc is None or child.name in finished:
+                    continue
+                finished.add(child.name)
+                if child.name == "demo" and rc == 0:
+                    _say("demo traffic finished")
+                    continue
+                _say(_early_exit(child, rc))
+                code = 1
+            if code:
+                break
+            if not announced and (_http_ok(url + "/_stcore/health") or time.monotonic() > deadline):
+                ready = time.monotonic() <= deadline
+                note = f"   (ready after {time.monotonic() - t_start:.1f} s)" if ready else "   (still starting: see its log)"
+                print(
+                    "\n" + "=" * 64 + f"\n  Dashboard: {url}{note}"
+                    + "\n  Stop everything with Ctrl-C\n" + "=" * 64 + "\n",
+                    flush=True,
+                )
+                announced = True
+            time.sleep(0.3)
+    except (KeyboardInterrupt, _Stop):
+        _say("stopping ...")
+    except (StackError, TopicError, InfluxAdminError) as e:
+        print(f"driftwatch up: {e}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _stop_children(children)
+            if own_stack:
+                result = stack.down()
+                _say("stack " + ", ".join(f"{k} {v}" for k, v in result.items()))
+            elif stack.status()["running"]:
+                _say(f"local stack left running (stop it with: driftwatch stack down --state-dir {settings.state_dir})")
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+    return code
