@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from detectors.spec import DriftSpec, FeatureSpec
+from streams.alerts.rules import AlertRule, RuleError, SilenceConfig, WebhookConfig, check_routes
 
 
 class ConfigError(ValueError):
@@ -42,7 +43,10 @@ class WindowConfig(_Strict):
     size_seconds: float | None = Field(None, gt=0)
     grace_seconds: float = Field(0.0, ge=0, description="event-time windows: wait for late events")
     idle_close_seconds: float = Field(
-        30.0, gt=0, description="count windows: close a partial window after this long without events"
+        30.0, gt=0, description="close the open window(s) after this long without events"
+    )
+    max_open_windows: int = Field(
+        16, ge=1, le=1000, description="event-time windows: most open at once (caps the grace; bounds memory)"
     )
 
     @model_validator(mode="after")
@@ -85,7 +89,7 @@ class ModelMonitor(_Strict):
     drift: DriftSpec = DriftSpec()
     segments: list[str] = Field(default_factory=list, description="categorical features to segment by")
     labels: LabelsConfig = LabelsConfig()
-    alerts: list[dict[str, Any]] = Field(default_factory=list, description="alert rules")
+    alerts: list[AlertRule] = Field(default_factory=list, description="alert rules (docs/alerts.md)")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelMonitor":
@@ -104,7 +108,9 @@ class MonitorsConfig(_Strict):
     """The whole file: the monitored models (and, later, shared webhook endpoints)."""
 
     models: list[ModelMonitor] = Field(min_length=1)
-    webhooks: list[dict[str, Any]] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list, description="alert endpoints (docs/alerts.md)")
+    silences: list[SilenceConfig] = Field(default_factory=list, description="alert silences, each with an expiry")
+    dashboard_url: str | None = Field(None, description="dashboard base URL put in alerts (default: local port)")
 
     @model_validator(mode="after")
     def _unique(self) -> "MonitorsConfig":
@@ -112,6 +118,10 @@ class MonitorsConfig(_Strict):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate model_id: {sorted(dup)}")
+        try:
+            check_routes({m.model_id: m.alerts for m in self.models}, self.webhooks)
+        except RuleError as e:
+            raise ValueError(str(e)) from None
         return self
 
     def model(self, model_id: str) -> ModelMonitor | None:

@@ -1,0 +1,101 @@
+"""Lifecycle: pending → firing → resolved, one notification per firing, repeats, silences."""
+
+from __future__ import annotations
+
+from streams.alerts.lifecycle import AlertState, advance
+from streams.alerts.rules import AlertRule, Observation
+
+S = 1_000_000_000  # one second in ns
+
+
+def make_rule(**kw) -> AlertRule:
+    return AlertRule(**{"name": "r", "signal": "drift.p_value", "op": "<", "threshold": 0.01, **kw})
+
+
+def run(rule: AlertRule, values, *, silenced=None, now_step=S, state=None):
+    """Feed p-values window by window; returns (states, events) lists."""
+    states, events = [], []
+    for i, v in enumerate(values):
+        obs = Observation("k", rule, "m", "1", {"feature": "age"}, v, v < 0.01, (i + 1) * 60 * S)
+        step = advance(state, obs, now_ns=(i + 1) * now_step, silenced=bool(silenced and silenced[i]))
+        state = step.state
+        states.append(state.status)
+        events.append(step.event)
+    return states, events
+
+
+def kinds(events):
+    return [(e.status, e.repeat, e.notify) if e else None for e in events]
+
+
+def test_for_n_consecutive_windows():
+    states, events = run(make_rule(for_windows=3), [0.001, 0.002, 0.5, 0.001, 0.001, 0.001, 0.001])
+    assert states == ["pending", "pending", "inactive", "pending", "pending", "firing", "firing"]
+    assert kinds(events) == [None] * 5 + [("firing", 0, True), None]
+
+
+def test_one_notification_per_firing_and_one_resolve():
+    states, events = run(make_rule(repeat_interval=None), [0.001] * 5 + [0.5] * 3)
+    assert states == ["firing"] * 5 + ["resolved"] * 3
+    assert kinds(events) == [("firing", 0, True)] + [None] * 4 + [("resolved", 0, True)] + [None] * 2
+    fire, resolve = events[0], events[5]
+    assert fire.starts_at_ns == 60 * S and fire.ends_at_ns == 0
+    assert resolve.starts_at_ns == 60 * S and resolve.ends_at_ns == 6 * 60 * S
+    assert fire.id != resolve.id and fire.fingerprint == resolve.fingerprint
+
+
+def test_new_episode_gets_new_ids_and_same_inputs_give_same_ids():
+    _, a = run(make_rule(), [0.001, 0.5, 0.001, 0.5])
+    _, b = run(make_rule(), [0.001, 0.5, 0.001, 0.5])
+    ids = [e.id for e in a]
+    assert len(set(ids)) == 4 and ids == [e.id for e in b]
+
+
+def test_repeat_only_after_the_interval():
+    # windows every 10 s of wall clock, repeat every 25 s: notify at t=10, 40, 70
+    states, events = run(make_rule(repeat_interval=25), [0.001] * 8, now_step=10 * S)
+    assert kinds(events) == [("firing", 0, True), None, None, ("firing", 1, True), None, None,
+                             ("firing", 2, True), None]
+    assert len({e.id for e in events if e}) == 3
+
+
+def test_silenced_firing_is_recorded_not_notified_then_notified_when_silence_ends():
+    sil = [True, True, False, False, False]
+    states, events = run(make_rule(repeat_interval=None), [0.001, 0.001, 0.001, 0.001, 0.5], silenced=sil)
+    assert states == ["firing"] * 4 + ["resolved"]
+    assert kinds(events) == [("firing", 0, False), None, ("firing", 0, True), None, ("resolved", 0, True)]
+    assert events[0].silenced and events[0].id == events[2].id  # same firing, same idempotency key
+
+
+def test_resolve_of_a_firing_nobody_heard_of_is_not_notified():
+    _, events = run(make_rule(), [0.001, 0.5], silenced=[True, False])
+    assert kinds(events) == [("firing", 0, False), ("resolved", 0, False)]
+
+
+def test_silence_does_not_swallow_the_resolve_of_a_notified_firing():
+    _, events = run(make_rule(), [0.001, 0.001, 0.5], silenced=[False, True, True])
+    assert kinds(events) == [("firing", 0, True), None, ("resolved", 0, True)]
+
+
+def test_texts_say_what_and_where():
+    _, events = run(make_rule(summary="{feature} drifted on {model} v{version}: p={value:.2g}",
+                              for_windows=2), [0.001, 0.002])
+    ev = events[1]
+    assert ev.summary == "age drifted on m v1: p=0.002"
+    assert "drift.p_value = 0.002 < 0.01 for 2 consecutive window(s)" in ev.description
+    assert "feature=age" in ev.description and ev.labels["feature"] == "age"
+
+
+def test_state_round_trips_through_a_dict():
+    rule = make_rule()
+    obs = Observation("k", rule, "m", "1", {}, 0.001, True, 5)
+    st = advance(None, obs, now_ns=1).state
+    assert AlertState.from_dict(st.to_dict()) == st
+
+
+def test_a_new_episode_starts_untold():
+    rule = make_rule(for_windows=2)
+    st = None
+    for i, p in enumerate([0.001, 0.001, 0.5, 0.001], start=1):
+        st = advance(st, Observation("k", rule, "m", "1", {}, p, p < 0.01, i * S), now_ns=i * S).state
+    assert (st.status, st.notified, st.repeat) == ("pending", False, 0)
