@@ -1281,7 +1281,7 @@ def run(args: argparse.Namespace) -> int:
 # ============================================================================ plug-ins
 #: Modules whose scenarios (and models) register themselves when imported. A module
 #: listed here that does not exist (yet) is skipped; an error inside one is raised.
-SCENARIO_MODULES: tuple[str, ...] = ("streams.demo_attacks",)
+SCENARIO_MODULES: tuple[str, ...] = ("streams.demo_attacks", "streams.attacks")
 
 
 def _load_plugins() -> None:

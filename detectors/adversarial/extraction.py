@@ -1,0 +1,522 @@
+"""Model-extraction detection per source (client id), PRADA-style (Juuti et al. 2019).
+
+An extraction attack synthesises queries from a few seeds (Jacobian-based
+augmentation, random sign steps, walks): each new query sits a small, regular
+distance from an earlier one. PRADA keeps, per client, the distance from every
+new query to the nearest of that client's earlier queries, and tests the
+distances for normality with Shapiro–Wilk: benign clients give a smooth,
+roughly bell-shaped distribution; synthetic probing gives spikes and gaps, so a
+low W flags the client.
+
+What runs here, all vectorised over the events of a batch (no per-event loop):
+
+* queries are rows standardised by the reference (see
+  :class:`~detectors.adversarial.monitor.AdversarialMonitor`), distances are
+  Euclidean;
+* per source the state is small and bounded: a ring of its ``buffer`` most
+  recent queries (float32) and a ring of its ``distances`` most recent minimum
+  distances; a new query's distance is to the nearest of the source's
+  ``buffer`` most recent earlier queries (those before the batch from the ring,
+  those inside the batch through a lower-triangular pair list), so memory is
+  ``max_sources × (buffer × d + distances) × 4`` bytes;
+* exact duplicates (distance 0: retries, replays) are not counted as distances;
+* a source is tested when it has ``min_queries`` distances and again every
+  ``test_every`` new ones, on its last ``distances`` values; W is computed
+  for all due sources at once (:func:`~detectors.adversarial.stats.shapiro_w`,
+  grouped by sample size);
+* at most ``max_sources`` sources are tracked: sources idle for
+  ``idle_seconds`` (event time) are dropped, then the least recently seen ones
+  are evicted to make room (both counted).
+
+The flag threshold δ is calibrated (:func:`calibrate`) on benign clients
+*simulated from the reference*: sequences of reference rows without
+replacement, half drawn from all rows, half that switch (at a random point)
+to a random half-space holding a ``focus`` share of the rows — a benign
+client concentrating on a subpopulation. The simulated clients run through
+the same tracker, tested after every ``test_every`` queries (the most looks a
+live client can get), and δ is the ``fpr`` quantile of each client's lowest W,
+so at most ``fpr`` of benign clients are ever flagged within ``horizon``
+queries. Each source also gets a calibrated ``score``: the share of simulated
+benign clients whose W never went as low as this one's.
+
+Differences from PRADA, on purpose: no per-predicted-class split of the
+query history and no "growing set" filter (every query is kept, in a capped
+ring), for bounded memory and a batch-vectorised update.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> t = ExtractionTracker(dim=2, min_queries=20, test_every=10)
+>>> benign = rng.normal(size=(100, 2))
+>>> r = t.update(np.array(["a"] * 100, dtype=object), benign, np.zeros(100))
+>>> r.n_queries.tolist(), bool(r.w[0] > 0.8)
+([100], True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.adversarial.stats import shapiro_w
+
+__all__ = ["ExtractionCalibration", "ExtractionTracker", "SourceUpdate", "calibrate", "simulate_benign"]
+
+_CHUNK_ELEMENTS = 2_000_000  # float64 elements per distance block (~16 MB)
+_SMALL = 256  # sources with at most this many queries in a batch are handled in padded buckets
+_DUP_SQ = 1e-9  # squared distances at or below this are duplicates (rounding of the expansion)
+
+
+@dataclass(frozen=True)
+class SourceUpdate:
+    """The sources seen in one batch (one entry per source, batch order of first appearance)."""
+
+    source: np.ndarray  # object[str]
+    n_batch: np.ndarray  # int64: queries in this batch
+    n_queries: np.ndarray  # int64: queries since tracked
+    w: np.ndarray  # float64: latest Shapiro-Wilk W (NaN: not tested yet)
+    tested: np.ndarray  # bool: tested in this batch
+    flagged: np.ndarray  # bool: latest test below delta
+    score: np.ndarray  # float64 in [0, 1]: calibrated suspicion (NaN: not tested yet)
+    first_flag: np.ndarray  # int64: queries when first flagged (-1: never)
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+
+@dataclass(frozen=True)
+class ExtractionCalibration:
+    """δ and the benign null it comes from (lowest W of each simulated benign client)."""
+
+    delta: float
+    null_min_w: np.ndarray  # sorted; +inf for simulated clients never tested
+    fpr: float
+    n_uniform: int
+    n_focused: int
+    horizon: int
+
+    def score(self, w: np.ndarray) -> np.ndarray:
+        """Share of simulated benign clients whose lowest W stayed above ``w`` (NaN stays NaN)."""
+        w = np.asarray(w, dtype=np.float64)
+        n = self.null_min_w.shape[0]
+        below_or_eq = np.searchsorted(self.null_min_w, np.nan_to_num(w, nan=0.0), side="right")
+        s = 1.0 - below_or_eq / n
+        return np.where(np.isnan(w), np.nan, s)
+
+
+class ExtractionTracker:
+    """Bounded per-source state and the vectorised PRADA update (see module docstring)."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        buffer: int = 128,
+        distances: int = 256,
+        min_queries: int = 50,
+        test_every: int = 25,
+        max_sources: int = 5000,
+        idle_seconds: float = 3600.0,
+        calibration: ExtractionCalibration | None = None,
+    ) -> None:
+        if dim < 1:
+            raise ValueError("extraction tracking needs at least one numeric feature")
+        if min_queries < 3 or min_queries > distances:
+            raise ValueError(f"min_queries must be in [3, distances={distances}], got {min_queries}")
+        self.dim = int(dim)
+        self.B = int(buffer)
+        self.M = int(distances)
+        self.min_queries = int(min_queries)
+        self.test_every = max(1, int(test_every))
+        self.max_sources = int(max_sources)
+        self.idle_seconds = float(idle_seconds)
+        self.calibration = calibration
+        self.evicted = 0  # least-recently-seen evictions to make room
+        self.expired = 0  # dropped after idle_seconds
+        self.overflow = 0  # queries ignored: more new sources in one batch than max_sources
+        self.duplicates = 0  # queries at distance 0 of an earlier one (not counted)
+        self._slot: dict[str, int] = {}
+        self._cap = 0
+        self._free: list[int] = []
+        self._grow(min(self.max_sources, 64))
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _grow(self, cap: int) -> None:
+        cap = min(cap, self.max_sources)
+        old = self._cap
+        if cap <= old:
+            return
+
+        def ext(a: np.ndarray | None, shape: tuple[int, ...], dtype, fill) -> np.ndarray:
+            out = np.full((cap, *shape), fill, dtype=dtype)
+            if a is not None:
+                out[:old] = a
+            return out
+
+        g = getattr
+        self._q = ext(g(self, "_q", None), (self.B, self.dim), np.float32, 0.0)
+        self._q_count = ext(g(self, "_q_count", None), (), np.int64, 0)
+        self._q_head = ext(g(self, "_q_head", None), (), np.int64, 0)
+        self._d = ext(g(self, "_d", None), (self.M,), np.float32, 0.0)
+        self._d_total = ext(g(self, "_d_total", None), (), np.int64, 0)
+        self._n = ext(g(self, "_n", None), (), np.int64, 0)
+        self._last = ext(g(self, "_last", None), (), np.float64, -np.inf)
+        self._w = ext(g(self, "_w", None), (), np.float64, np.nan)
+        self._flag = ext(g(self, "_flag", None), (), bool, False)
+        self._first = ext(g(self, "_first", None), (), np.int64, -1)
+        self._src = ext(g(self, "_src", None), (), object, None)
+        self._free.extend(range(cap - 1, old - 1, -1))
+        self._cap = cap
+
+    def _reset(self, slots: np.ndarray) -> None:
+        for s in slots.tolist():
+            self._slot.pop(self._src[s], None)
+        self._q_count[slots] = 0
+        self._q_head[slots] = 0
+        self._d_total[slots] = 0
+        self._n[slots] = 0
+        self._last[slots] = -np.inf
+        self._w[slots] = np.nan
+        self._flag[slots] = False
+        self._first[slots] = -1
+        self._src[slots] = None
+        self._free.extend(slots.tolist())
+
+    @property
+    def n_sources(self) -> int:
+        """Sources tracked now."""
+        return len(self._slot)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the per-source arrays (grows with sources up to ``max_sources``)."""
+        return int(sum(a.nbytes for a in (self._q, self._d, self._q_count, self._q_head, self._d_total,
+                                          self._n, self._last, self._w, self._flag, self._first))
+                   + self._src.nbytes)
+
+    def state(self, source: str) -> dict[str, object] | None:
+        """One source's counters (for inspection and tests); None if not tracked."""
+        s = self._slot.get(source)
+        if s is None:
+            return None
+        return {"n_queries": int(self._n[s]), "n_distances": int(self._d_total[s]),
+                "w": float(self._w[s]), "flagged": bool(self._flag[s]), "first_flag": int(self._first[s]),
+                "last_seen": float(self._last[s])}
+
+    def _assign(self, names: np.ndarray, now: float) -> np.ndarray:
+        """Slot of each (unique) source name, making room as needed; -1 where none is left."""
+        if self.idle_seconds < np.inf and self._slot:
+            used = np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
+            idle = used[self._last[used] < now - self.idle_seconds]
+            if idle.size:
+                self.expired += int(idle.size)
+                self._reset(idle)
+        get = self._slot.get
+        slots = np.fromiter((get(k, -1) for k in names.tolist()), dtype=np.int64, count=names.shape[0])
+        new = np.flatnonzero(slots < 0)
+        if new.size:
+            if new.size > len(self._free) and self._cap < self.max_sources:
+                self._grow(max(self._cap * 2, self._cap + new.size - len(self._free)))
+            short = new.size - len(self._free)
+            if short > 0:  # evict the least recently seen sources not in this batch
+                used = np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
+                keep = np.zeros(self._cap, dtype=bool)
+                keep[slots[slots >= 0]] = True
+                cand = used[~keep[used]]
+                k = min(short, cand.size)
+                if k:
+                    victims = cand[np.argpartition(self._last[cand], k - 1)[:k]]
+                    self.evicted += int(k)
+                    self._reset(victims)
+            take = min(new.size, len(self._free))
+            for i in new[:take].tolist():
+                s = self._free.pop()
+                slots[i] = s
+                self._slot[names[i]] = s
+                self._src[s] = names[i]
+        return slots
+
+    def _nearest_sq(self, s: np.ndarray, Zs: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Squared distance of each (grouped) query to the nearest of its source's B most recent earlier ones.
+
+        Sources are processed in buckets of equal padded size (powers of two) with batched
+        matrix products: the ring of past queries is gathered once per source, in-batch
+        pairs come from a lower-triangular band mask (``j < i``, ``i - j <= B``). Sources
+        with more than ``_SMALL`` queries in the batch go row block by row block.
+        """
+        n = s.shape[0]
+        B = self.B
+        best = np.full(n, np.inf)
+        Z = Zs.astype(np.float64)
+        zn = np.einsum("nd,nd->n", Z, Z)
+        arB = np.arange(B)
+        psize = np.left_shift(1, np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
+        small = sizes <= _SMALL
+        for P in np.unique(psize[small]).tolist():
+            gsel = np.flatnonzero(small & (psize == P))
+            per = max(1, _CHUNK_ELEMENTS // (P * (B + P + self.dim) + B * self.dim))
+            ar = np.arange(P)
+            band = (ar[None, :] < ar[:, None]) & (ar[:, None] - ar[None, :] <= B)
+            from_ring = B - np.minimum(ar, B)
+            for a in range(0, gsel.shape[0], per):
+                gi = gsel[a: a + per]
+                ev = ar[None, :] < sizes[gi][:, None]
+                idx = np.where(ev, starts[gi][:, None] + ar[None, :], starts[gi][:, None])
+                E = Z[idx]
+                En = zn[idx]
+                m = np.full(idx.shape, np.inf)
+                slots = s[starts[gi]]
+                cnt = self._q_count[slots]
+                if cnt.any():
+                    R = self._q[slots].astype(np.float64)
+                    d2 = En[:, :, None] + np.einsum("gbd,gbd->gb", R, R)[:, None, :] - 2.0 * (E @ R.transpose(0, 2, 1))
+                    age = (self._q_head[slots][:, None] - 1 - arB[None, :]) % B
+                    valid = (arB[None, None, :] < cnt[:, None, None]) & (age[:, None, :] < from_ring[None, :, None])
+                    m = np.where(valid, d2, np.inf).min(axis=2)
+                if P > 1:
+                    d2 = En[:, :, None] + En[:, None, :] - 2.0 * (E @ E.transpose(0, 2, 1))
+                    valid = band[None, :, :] & ev[:, None, :]
+                    m = np.minimum(m, np.where(valid, d2, np.inf).min(axis=2))
+                best[idx[ev]] = m[ev]
+        for g in np.flatnonzero(~small).tolist():
+            a0, size = int(starts[g]), int(sizes[g])
+            slot = int(s[a0])
+            cnt = int(self._q_count[slot])
+            R = self._q[slot].astype(np.float64)
+            Rn = np.einsum("bd,bd->b", R, R)
+            age = (int(self._q_head[slot]) - 1 - arB) % B
+            for r0 in range(0, size, _SMALL):
+                r1 = min(size, r0 + _SMALL)
+                rows = np.arange(r0, r1)
+                E = Z[a0 + r0: a0 + r1]
+                En = zn[a0 + r0: a0 + r1]
+                m = np.full(r1 - r0, np.inf)
+                if cnt and r0 < B:
+                    d2 = En[:, None] + Rn[None, :] - 2.0 * (E @ R.T)
+                    valid = (arB[None, :] < cnt) & (age[None, :] < (B - np.minimum(rows, B))[:, None])
+                    m = np.where(valid, d2, np.inf).min(axis=1)
+                c0 = max(0, r0 - B)
+                C = Z[a0 + c0: a0 + r1]
+                cols = np.arange(c0, r1)
+                d2 = En[:, None] + zn[a0 + c0: a0 + r1][None, :] - 2.0 * (E @ C.T)
+                valid = (cols[None, :] < rows[:, None]) & (rows[:, None] - cols[None, :] <= B)
+                m = np.minimum(m, np.where(valid, d2, np.inf).min(axis=1))
+                best[a0 + r0: a0 + r1] = m
+        return np.maximum(best, 0.0)
+
+    # -- the update --------------------------------------------------------------------------
+
+    def update(self, sources: np.ndarray, Z: np.ndarray, times: np.ndarray | None = None) -> SourceUpdate:
+        """Add a batch of queries (rows of ``Z``, in arrival order) and test the sources that are due.
+
+        ``sources``: object array of client ids (None = unknown: ignored); ``times``: event
+        times (epoch s), for idle expiry and LRU eviction.
+        """
+        Z = np.asarray(Z, dtype=np.float32)
+        if Z.ndim != 2 or Z.shape[1] != self.dim:
+            raise ValueError(f"queries must be (n, {self.dim}), got {Z.shape}")
+        sources = np.asarray(sources, dtype=object)
+        n_all = Z.shape[0]
+        times = np.zeros(n_all) if times is None else np.asarray(times, dtype=np.float64)
+        if sources.shape[0] != n_all or times.shape[0] != n_all:
+            raise ValueError("sources, queries and times must have the same length")
+        ok = np.not_equal(sources, None)
+        if not ok.all():
+            sources, Z, times = sources[ok], Z[ok], times[ok]
+        if Z.shape[0] == 0:
+            return _empty_update()
+        names, first_idx, inv = np.unique(sources.astype(str), return_index=True, return_inverse=True)
+        now = float(np.nanmax(times)) if np.isfinite(times).any() else 0.0
+        uslots = self._assign(names, now)
+        slot_e = uslots[inv]
+        keep = slot_e >= 0
+        if not keep.all():
+            self.overflow += int((~keep).sum())
+            slot_e, Z, times = slot_e[keep], Z[keep], times[keep]
+        n = Z.shape[0]
+        if n == 0:
+            return _empty_update()
+
+        order = np.argsort(slot_e, kind="stable")  # grouped by source, arrival order kept
+        s = slot_e[order]
+        Zs = Z[order]
+        ts = times[order]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        gslot = s[starts]
+        pos = np.arange(n) - np.repeat(starts, sizes)
+        best = self._nearest_sq(s, Zs, starts, sizes)
+        best[best <= _DUP_SQ] = 0.0
+        dmin = np.sqrt(best)
+        finite = np.isfinite(dmin)
+        dup = finite & (dmin == 0)
+        self.duplicates += int(dup.sum())
+        counted = finite & ~dup
+
+        # rings: distances, then queries ------------------------------------------------------
+        grp = np.repeat(np.arange(starts.shape[0]), sizes)
+        cs = np.cumsum(counted)
+        before = np.r_[0, cs][starts]
+        rank = cs - 1 - np.repeat(before, sizes)  # 0-based rank among counted, per source
+        kcount = np.add.reduceat(counted.astype(np.int64), starts)
+        old_total = self._d_total[gslot].copy()
+        w_ok = counted & (rank >= np.repeat(kcount, sizes) - self.M)
+        col = (np.repeat(old_total, sizes)[w_ok] + rank[w_ok]) % self.M
+        self._d[s[w_ok], col] = dmin[w_ok].astype(np.float32)
+        self._d_total[gslot] = old_total + kcount
+
+        q_ok = pos >= np.repeat(sizes, sizes) - self.B
+        qcol = (np.repeat(self._q_head[gslot], sizes)[q_ok] + pos[q_ok]) % self.B
+        self._q[s[q_ok], qcol] = Zs[q_ok]
+        self._q_head[gslot] = (self._q_head[gslot] + sizes) % self.B
+        self._q_count[gslot] = np.minimum(self._q_count[gslot] + sizes, self.B)
+        self._n[gslot] += sizes
+        last = np.maximum.reduceat(np.nan_to_num(ts, nan=now), starts)
+        self._last[gslot] = np.maximum(self._last[gslot], last)
+
+        # tests ---------------------------------------------------------------------------------
+        new_total = self._d_total[gslot]
+        mq, ev = self.min_queries, self.test_every
+        due = (new_total >= mq) & ((old_total < mq) | ((new_total - mq) // ev > (old_total - mq) // ev))
+        tested = np.zeros(gslot.shape[0], dtype=bool)
+        if due.any():
+            dslots = gslot[due]
+            k = np.minimum(self._d_total[dslots], self.M)
+            w = np.empty(dslots.shape[0])
+            for size in np.unique(k).tolist():
+                sel = k == size
+                w[sel] = shapiro_w(self._d[dslots[sel], :size])
+            self._w[dslots] = w
+            if self.calibration is not None:
+                flag = w < self.calibration.delta
+                self._flag[dslots] = flag
+                newly = flag & (self._first[dslots] < 0)
+                self._first[dslots[newly]] = self._n[dslots[newly]]
+            tested[due] = True
+        # report in order of first appearance in the batch
+        first_pos = np.minimum.reduceat(order, starts)  # original index of each source's first event
+        rep = np.argsort(first_pos, kind="stable")
+        g = gslot[rep]
+        w_now = self._w[g].copy()
+        score = self.calibration.score(w_now) if self.calibration is not None else np.full(g.shape[0], np.nan)
+        return SourceUpdate(
+            source=self._src[g].copy(),
+            n_batch=sizes[rep].astype(np.int64),
+            n_queries=self._n[g].copy(),
+            w=w_now,
+            tested=tested[rep],
+            flagged=self._flag[g].copy(),
+            score=score,
+            first_flag=self._first[g].copy(),
+        )
+
+
+def _empty_update() -> SourceUpdate:
+    e = np.empty(0)
+    return SourceUpdate(np.empty(0, dtype=object), e.astype(np.int64), e.astype(np.int64), e, e.astype(bool),
+                        e.astype(bool), e, e.astype(np.int64))
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def _sequences(Z: np.ndarray, n_uniform: int, n_focused: int, horizon: int, focus: float,
+               rng: np.random.Generator) -> list[np.ndarray]:
+    """Row-index sequences of simulated benign clients (no row twice in one sequence)."""
+    n = Z.shape[0]
+    L = min(horizon, n)
+    seqs = [rng.permutation(n)[:L] for _ in range(n_uniform)]
+    d = Z.shape[1]
+    for i in range(n_focused):
+        if i % 2 == 0:  # a half-space along one feature
+            u = np.zeros(d)
+            u[rng.integers(d)] = rng.choice([-1.0, 1.0])
+        else:  # along a random direction
+            u = rng.normal(size=d)
+            u /= np.linalg.norm(u) or 1.0
+        p = Z @ u
+        inside = p >= np.quantile(p, 1.0 - focus)
+        switch = int(rng.integers(0, L // 2 + 1))
+        perm = rng.permutation(n)
+        prefix = perm[:switch]
+        used = np.zeros(n, dtype=bool)
+        used[prefix] = True
+        rest = perm[switch:]
+        rest = rest[inside[rest] & ~used[rest]]
+        seqs.append(np.concatenate([prefix, rest])[:L])
+    return seqs
+
+
+def simulate_benign(
+    Z: np.ndarray,
+    *,
+    n_uniform: int,
+    n_focused: int,
+    horizon: int,
+    focus: float,
+    seed: int = 0,
+    **tracker_kw,
+) -> np.ndarray:
+    """Lowest W of each simulated benign client (``+inf`` if it never reached a test).
+
+    Every client is fed to one :class:`ExtractionTracker` ``test_every`` queries at a
+    time, so each is tested at every checkpoint (the most looks a live client gets).
+    """
+    rng = np.random.default_rng(seed)
+    Z = np.asarray(Z, dtype=np.float32)
+    seqs = _sequences(Z, n_uniform, n_focused, horizon, focus, rng)
+    k = len(seqs)
+    tracker_kw = {**tracker_kw, "max_sources": k, "idle_seconds": np.inf, "calibration": None}
+    t = ExtractionTracker(Z.shape[1], **tracker_kw)
+    step = t.test_every
+    lengths = np.array([len(q) for q in seqs])
+    pad = np.full((k, int(lengths.max())), -1, dtype=np.int64)
+    for i, q in enumerate(seqs):
+        pad[i, : len(q)] = q
+    ids = np.array([f"sim-{i}" for i in range(k)], dtype=object)
+    min_w = np.full(k, np.inf)
+    for a in range(0, pad.shape[1], step):
+        block = pad[:, a: a + step]
+        ok = block >= 0
+        rows, _ = np.nonzero(ok)
+        if rows.size == 0:
+            break
+        r = t.update(ids[rows], Z[block[ok]], np.full(rows.size, float(a)))
+        tested = r.tested
+        if tested.any():
+            idx = np.fromiter((int(s[4:]) for s in r.source[tested]), dtype=np.int64)
+            min_w[idx] = np.minimum(min_w[idx], r.w[tested])
+    return min_w
+
+
+def calibrate(
+    Z: np.ndarray,
+    *,
+    fpr: float = 0.01,
+    simulations: int = 400,
+    focus: float = 0.5,
+    horizon: int = 600,
+    seed: int = 0,
+    **tracker_kw,
+) -> ExtractionCalibration:
+    """δ such that at most ``fpr`` of simulated benign clients are ever flagged (see module docstring).
+
+    ``Z``: standardised reference rows. With ``focus=1`` all simulated clients draw from
+    all rows. δ is the ``j``-th lowest of the clients' lowest W, ``j = max(1,
+    floor(fpr · (N + 1)))``; a source is flagged when its W is strictly below δ.
+    """
+    Z = np.asarray(Z, dtype=np.float32)
+    mq = tracker_kw.get("min_queries", 50)
+    if Z.shape[0] < mq + 2:
+        raise ValueError(f"extraction calibration needs more than {mq + 1} reference rows, got {Z.shape[0]}")
+    n_focused = simulations // 2 if focus < 1.0 else 0
+    n_uniform = simulations - n_focused
+    null = np.sort(simulate_benign(Z, n_uniform=n_uniform, n_focused=n_focused, horizon=horizon,
+                                   focus=focus, seed=seed, **tracker_kw))
+    j = max(1, int(np.floor(fpr * (null.shape[0] + 1))))
+    delta = float(null[j - 1])
+    if not np.isfinite(delta):  # no simulated client ever reached a test: never flag
+        delta = 0.0
+    return ExtractionCalibration(delta=delta, null_min_w=null, fpr=float(fpr), n_uniform=n_uniform,
+                                 n_focused=n_focused, horizon=min(horizon, Z.shape[0]))

@@ -1,0 +1,519 @@
+"""Adversarial detectors: statistics against scipy/sklearn/alibi-detect, the vectorised
+per-source tracker against a naive loop, calibration, bounded state, records, evaluator."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import importlib.util
+import math
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import mahalanobis
+
+from detectors import records as R
+from detectors.adversarial.evaluator import AdversarialEvaluator, AdversarialFitError
+from detectors.adversarial.extraction import ExtractionTracker, calibrate, simulate_benign
+from detectors.adversarial.margin import MarginDetector, frame_margins, margins
+from detectors.adversarial.monitor import AdversarialMonitor
+from detectors.adversarial.outlier import (
+    EngineUnavailable,
+    IForestScorer,
+    MahalanobisScorer,
+    OutlierDetector,
+    make_scorer,
+)
+from detectors.adversarial.spec import AdversarialSpec, ExtractionSpec
+from detectors.adversarial.squeeze import QuantileSqueezer, SqueezeDetector, SqueezeModelError, load_estimator
+from detectors.adversarial.stats import Calibration, bonferroni_min, calibrate_upper, exceedance_pvalue, shapiro_w
+from detectors.frame import Frame
+from detectors.spec import FeatureSpec
+
+SMALL = {"extraction": {"simulations": 80, "horizon": 300}}  # fast calibration for unit tests
+COV = np.array([[1.0, 0.8, 0.2], [0.8, 1.0, 0.1], [0.2, 0.1, 1.0]])
+FEATURES = [FeatureSpec(name=n, kind="numeric") for n in ("a", "b", "c")] + [
+    FeatureSpec(name="colour", kind="categorical")]
+
+
+def frame(X: np.ndarray, sources=None, proba=None, t0: float = 0.0) -> Frame:
+    n = X.shape[0]
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str).astype(object),
+        event_time=t0 + np.arange(n, dtype=float),
+        source_id=None if sources is None else np.asarray(sources, dtype=object),
+        numeric={k: X[:, j] for j, k in enumerate("abc")},
+        categorical={"colour": np.array(["red"] * n, dtype=object)},
+        pred_proba=proba,
+        classes=("x", "y", "z") if proba is not None else (),
+    )
+
+
+@pytest.mark.parametrize("module", ["stats", "extraction", "outlier", "margin", "squeeze", "monitor", "spec"])
+def test_doctests(module: str) -> None:
+    mod = importlib.import_module(f"detectors.adversarial.{module}")
+    assert doctest.testmod(mod).failed == 0
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_shapiro_w_matches_scipy() -> None:
+    rng = np.random.default_rng(1)
+    for n in [*range(3, 30), 50, 99, 256, 1000]:
+        for draw in (rng.normal, rng.exponential, rng.uniform):
+            x = draw(size=(5, n))
+            expected = [stats.shapiro(r).statistic for r in x]
+            np.testing.assert_allclose(shapiro_w(x), expected, atol=1e-7)
+    assert shapiro_w(np.ones((2, 10))).tolist() == [0.0, 0.0]  # zero range: maximally non-normal
+
+
+def test_binomial_pvalue_matches_binomtest() -> None:
+    cal = calibrate_upper(np.arange(2000.0), rate=0.05)
+    for k, n in [(1, 10), (25, 500), (40, 500), (0, 500), (500, 500)]:
+        expected = stats.binomtest(k, n, cal.ref_rate, alternative="greater").pvalue if k else 1.0
+        assert exceedance_pvalue(k, n, cal, "binomial") == pytest.approx(expected, rel=1e-9)
+
+
+def test_beta_binomial_pvalue_and_its_calibration() -> None:
+    cal = Calibration(threshold=1.0, n_cal=500, n_above=24)
+    assert exceedance_pvalue(40, 500, cal) == pytest.approx(stats.betabinom.sf(39, 500, 25, 476))
+    # exact for exchangeable data: benign windows' p-values are (conservatively) uniform
+    rng = np.random.default_rng(2)
+    ps = []
+    for _ in range(400):
+        ref = rng.normal(size=500)
+        c = calibrate_upper(ref, 0.05)
+        win = rng.normal(size=300)
+        ps.append(exceedance_pvalue(int((win > c.threshold).sum()), 300, c))
+    ps = np.array(ps)
+    assert (ps < 0.05).mean() <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 400)
+    assert (ps < 0.2).mean() <= 0.2 + 2 * math.sqrt(0.2 * 0.8 / 400)
+
+
+def test_calibrate_upper_order_statistic_and_errors() -> None:
+    cal = calibrate_upper(np.arange(100.0)[::-1], rate=0.1)
+    assert cal.threshold == 90.0 and cal.n_above == 9 and cal.ref_rate == pytest.approx(10 / 101)
+    with pytest.raises(ValueError, match="at least 2"):
+        calibrate_upper(np.array([1.0]), 0.1)
+    with pytest.raises(ValueError, match="rate"):
+        calibrate_upper(np.arange(10.0), 1.5)
+    with pytest.raises(ValueError, match="unknown rate test"):
+        exceedance_pvalue(1, 10, cal, "z")
+    assert bonferroni_min([0.01, 0.5, float("nan")]) == pytest.approx(0.02)
+    assert bonferroni_min([]) == 1.0
+
+
+# ----------------------------------------------------------------------------- outlier
+
+
+def test_native_mahalanobis_equals_scipy() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.multivariate_normal([1, -1, 0], COV, 800)
+    x = rng.multivariate_normal([0, 0, 0], COV * 3, 20)
+    sc = MahalanobisScorer().fit(ref)
+    vi = np.linalg.inv(np.cov(ref, rowvar=False))
+    expected = [mahalanobis(r, ref.mean(axis=0), vi) ** 2 for r in x]
+    np.testing.assert_allclose(sc.score(x), expected, rtol=1e-9)
+
+
+def test_alibi_mahalanobis_engine() -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.multivariate_normal([0, 0, 0], COV, 500)
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(EngineUnavailable, match="PyTorch"):
+            make_scorer("mahalanobis", "alibi")
+    else:  # pragma: no cover - PyTorch is not part of the default install
+        a = make_scorer("mahalanobis", "alibi").fit(ref)
+        np.testing.assert_allclose(a.score(ref[:20]), MahalanobisScorer().fit(ref).score(ref[:20]), rtol=1e-4)
+
+
+def test_iforest_native_and_alibi_flag_the_same_events() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(600, 3))
+    x = np.vstack([rng.normal(size=(50, 3)), rng.normal(size=(10, 3)) + 4])
+    native = IForestScorer(50, seed=7).fit(ref)
+    alibi = IForestScorer(50, seed=7, engine="alibi").fit(ref)
+    diff = alibi.score(x) - native.score(x)
+    np.testing.assert_allclose(diff, diff[0], atol=1e-12)  # same trees: scores differ by the offset
+    d_native = OutlierDetector.fit(ref, method="iforest", engine="native", n_estimators=50, seed=1)
+    d_alibi = OutlierDetector.fit(ref, method="iforest", engine="alibi", n_estimators=50, seed=1)
+    assert d_native.evaluate(x).k == d_alibi.evaluate(x).k >= 10
+
+
+def test_outlier_detector_rate_is_calibrated_on_held_out_rows() -> None:
+    rng = np.random.default_rng(6)
+    det = OutlierDetector.fit(rng.multivariate_normal([0, 0, 0], COV, 4000), rate=0.05, seed=0)
+    rates = [det.evaluate(rng.multivariate_normal([0, 0, 0], COV, 1000)).rate for _ in range(20)]
+    assert abs(np.mean(rates) - det.calibration.ref_rate) < 0.01
+    shifted = det.evaluate(rng.multivariate_normal([0, 0, 0], COV, 1000) * [1, -1, 1])  # broken correlation
+    assert shifted.p_value < 1e-6 and shifted.change > 0.2
+    with pytest.raises(ValueError, match="more reference rows"):
+        OutlierDetector.fit(rng.normal(size=(20, 3)))
+    with pytest.raises(ValueError, match="unknown outlier method"):
+        make_scorer("lof")
+
+
+# ----------------------------------------------------------------------------- margins
+
+
+def test_margins_against_a_sort() -> None:
+    rng = np.random.default_rng(7)
+    p = rng.dirichlet([1, 1, 1, 1], 50)
+    s = np.sort(p, axis=1)
+    np.testing.assert_allclose(margins(p), s[:, -1] - s[:, -2])
+    f = Frame.from_columns(event_id=np.array(["a", "b"], dtype=object), event_time=np.zeros(2),
+                           pred_value=np.array([0.9, 0.4]))
+    np.testing.assert_allclose(frame_margins(f), [0.8, 0.2])
+    assert frame_margins(Frame.from_columns(event_id=np.array(["a"], dtype=object), event_time=np.zeros(1))) is None
+    with pytest.raises(ValueError, match="probabilities"):
+        margins(np.ones((3, 1)))
+
+
+def test_low_margin_windows_are_flagged() -> None:
+    rng = np.random.default_rng(8)
+    ref = margins(rng.dirichlet([5, 1, 1], 2000))
+    det = MarginDetector.fit(ref, rate=0.1)
+    assert det.evaluate(margins(rng.dirichlet([5, 1, 1], 500))).p_value > 0.001
+    tie = np.array([0.45, 0.44, 0.11]) + rng.normal(0, 0.002, (50, 3))  # balanced on a boundary
+    near = np.vstack([rng.dirichlet([5, 1, 1], 450), tie / tie.sum(axis=1, keepdims=True)])
+    r = det.evaluate(margins(near))
+    assert r.p_value < 1e-4 and r.rate > r.ref_rate
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+def _naive_distances(src, Z, B):
+    hist: dict[str, list] = {}
+    out: dict[str, list] = {}
+    for s, z in zip(src, Z):
+        h = hist.setdefault(s, [])
+        if h:
+            d = np.sqrt(((np.array(h[-B:]) - z) ** 2).sum(axis=1)).min()
+            if d > 0:
+                out.setdefault(s, []).append(d)
+        h.append(z)
+    return out
+
+
+@pytest.mark.parametrize("cuts", [3, 60])
+def test_tracker_matches_a_naive_loop(cuts: int) -> None:
+    """Distances, counts and W equal a per-event loop, whatever the batch boundaries."""
+    rng = np.random.default_rng(9)
+    n, d, B, M, every = 3000, 4, 16, 60, 7
+    names = np.array(["a", "b", "c", "d", "e"], dtype=object)
+    src = rng.choice(names, n, p=[0.6, 0.2, 0.1, 0.05, 0.05])
+    src = np.r_[src, np.repeat(names, every)]  # last batch: every source crosses a test checkpoint
+    Z = rng.normal(size=(src.size, d)).astype(np.float32)
+    Z[500] = Z[np.flatnonzero(src[:500] == src[500])[-1]]  # an exact repeat: not a distance
+    t = ExtractionTracker(d, buffer=B, distances=M, min_queries=20, test_every=every)
+    edges = np.r_[0, np.sort(rng.choice(np.arange(1, n), cuts, replace=False)), n, src.size]
+    for a, b in zip(edges[:-1], edges[1:]):  # with 3 cuts, source "a" has > 256 queries per batch
+        t.update(src[a:b], Z[a:b], np.full(b - a, 1.0))
+    naive = _naive_distances(src, Z, B)
+    assert t.duplicates == 1
+    for s in "abcde":
+        st = t.state(s)
+        ds = np.array(naive[s])
+        assert st["n_queries"] == int((src == s).sum()) and st["n_distances"] == ds.size
+        tail = ds[-M:]
+        ring = t._d[t._slot[s]]
+        np.testing.assert_allclose(np.sort(ring[: min(M, ds.size)]), np.sort(tail), atol=1e-5)
+        assert st["w"] == pytest.approx(stats.shapiro(tail).statistic, abs=1e-5)
+
+
+def test_tracker_tests_on_schedule_and_ignores_unknown_sources() -> None:
+    t = ExtractionTracker(2, min_queries=20, test_every=10)
+    rng = np.random.default_rng(10)
+    r = t.update(np.array(["s"] * 15 + [None] * 5, dtype=object), rng.normal(size=(20, 2)))
+    assert r.source.tolist() == ["s"] and not r.tested[0] and math.isnan(r.w[0])
+    r = t.update(np.array(["s"] * 6, dtype=object), rng.normal(size=(6, 2)))  # 20 distances: first test
+    assert r.tested[0] and 0 < r.w[0] <= 1
+    r = t.update(np.array(["s"] * 5, dtype=object), rng.normal(size=(5, 2)))  # 25: not due
+    assert not r.tested[0]
+    r = t.update(np.array(["s"] * 5, dtype=object), rng.normal(size=(5, 2)))  # 30: due
+    assert r.tested[0]
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        t.update(np.array(["s"], dtype=object), np.zeros((1, 3)))
+
+
+def test_bounded_state_lru_eviction_and_idle_expiry() -> None:
+    rng = np.random.default_rng(11)
+    t = ExtractionTracker(3, buffer=8, distances=32, min_queries=20, max_sources=100, idle_seconds=50)
+    for i in range(5):  # 5 batches of 40 new sources each, at increasing times
+        ids = np.array([f"s{i}-{j}" for j in range(40)], dtype=object)
+        t.update(np.repeat(ids, 3), rng.normal(size=(120, 3)), np.full(120, float(i)))
+    assert t.n_sources == 100 and t.evicted == 100  # the oldest sources made room
+    assert t.state("s0-0") is None and t.state("s4-0")["n_queries"] == 3
+    assert t.memory_bytes <= 100 * (8 * 3 * 4 + 32 * 4 + 80)
+    t.update(np.array(["late"], dtype=object), rng.normal(size=(1, 3)), np.array([100.0]))
+    assert t.expired == 100 and t.n_sources == 1  # everyone else idle for > 50 s
+    # more new sources in one batch than max_sources: the excess is counted, not tracked
+    many = np.array([f"x{j}" for j in range(150)], dtype=object)
+    t.update(many, rng.normal(size=(150, 3)), np.full(150, 101.0))
+    assert t.n_sources == 100 and t.overflow == 50 and t.evicted == 101
+
+
+def test_thousands_of_sources_in_bounded_time() -> None:
+    rng = np.random.default_rng(12)
+    t = ExtractionTracker(13, max_sources=5000, min_queries=50, test_every=25)
+    ids = np.array([f"c{j}" for j in range(4000)], dtype=object)
+    t0 = time.perf_counter()
+    for _ in range(8):  # 8 windows of 4000 events, one per source
+        t.update(ids, rng.normal(size=(4000, 13)), np.zeros(4000))
+    per_window = (time.perf_counter() - t0) / 8
+    assert t.n_sources == 4000 and t.evicted == 0
+    assert per_window < 1.0  # ~50 ms on an idle core; generous for a loaded CI machine
+    assert t.memory_bytes < 5000 * (128 * 13 * 4 + 256 * 4 + 100)
+
+
+def test_calibration_bounds_the_benign_false_flag_rate() -> None:
+    rng = np.random.default_rng(13)
+    ref = rng.multivariate_normal([0, 0, 0], COV, 800)
+    kw = dict(min_queries=50, test_every=25)
+    cal = calibrate(ref, fpr=0.02, simulations=150, focus=0.5, horizon=300, seed=1, **kw)
+    assert cal.n_uniform == 75 and cal.n_focused == 75 and 0 < cal.delta < 1
+    assert (cal.null_min_w < cal.delta).mean() <= 0.02
+    again = calibrate(ref, fpr=0.02, simulations=150, focus=0.5, horizon=300, seed=1, **kw)
+    assert again.delta == cal.delta  # deterministic
+    # fresh benign clients from the same distribution are flagged about as rarely
+    fresh = simulate_benign(rng.multivariate_normal([0, 0, 0], COV, 800), n_uniform=150, n_focused=0,
+                            horizon=300, focus=1.0, seed=2, **kw)
+    assert (fresh < cal.delta).mean() <= 0.05
+    # a sign-step prober is flagged quickly
+    seeds = ref[:5]
+    steps = [seeds]
+    S = seeds
+    while sum(len(s) for s in steps) < 120:
+        S = np.vstack([S, S + 0.1 * np.sign(rng.normal(size=S.shape))])
+        steps.append(S[len(S) // 2:])
+    probe = np.vstack(steps)[:120]
+    t = ExtractionTracker(3, calibration=cal, **kw)
+    r = t.update(np.array(["p"] * 120, dtype=object), probe)
+    assert r.flagged[0] and r.score[0] > 0.98 and r.first_flag[0] == 120
+    assert np.isnan(cal.score(np.array([np.nan, 0.5])))[0]  # not tested yet: no score
+    with pytest.raises(ValueError, match="reference rows"):
+        calibrate(ref[:30], **kw)
+
+
+# ----------------------------------------------------------------------------- squeeze
+
+
+MEANS = np.array([[0.0, 0, 0], [6, 0, 0], [0, 0, 6]])
+
+
+def _sample(rng, n):
+    """Three Gaussian classes: the 'natural' inputs of the test classifier."""
+    y = rng.integers(0, 3, n)
+    return MEANS[y] + rng.multivariate_normal([0, 0, 0], COV, n), y
+
+
+def _classifier(rng):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _sample(rng, 900)
+    return LogisticRegression(max_iter=1000).fit(X, y), X
+
+
+def test_quantile_squeezer_against_explicit_bins() -> None:
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(400, 1))
+    sq = QuantileSqueezer.fit(x, bins=5)
+    edges = np.quantile(x[:, 0], [0.2, 0.4, 0.6, 0.8])
+    probe = np.array([[-3.0], [0.0], [3.0], [np.nan]])
+    b = np.searchsorted(edges, probe[:3, 0], side="right")
+    expected = [np.median(x[np.searchsorted(edges, x[:, 0], side="right") == k, 0]) for k in b]
+    np.testing.assert_allclose(sq.transform(probe)[:3, 0], expected)
+    assert np.isnan(sq.transform(probe)[3, 0])
+
+
+def test_squeeze_flags_boundary_inputs(tmp_path) -> None:
+    import joblib
+
+    rng = np.random.default_rng(15)
+    clf, X = _classifier(rng)
+    det = SqueezeDetector.fit(clf, list("abc"), X, bins=8, rate=0.05, sample=300)
+    benign, _ = det.evaluate(_sample(rng, 300)[0])
+    assert benign.p_value > 1e-3
+    # points near the boundary between class 0 and 1 (a = 3)
+    edge = rng.multivariate_normal([3, 0, 0], COV * 0.05, 300)
+    attacked, mean = det.evaluate(edge)
+    assert attacked.p_value < 1e-6 and mean > 0
+    path = tmp_path / "m.joblib"
+    joblib.dump(clf, path)
+    assert hasattr(load_estimator(path), "predict_proba")
+    joblib.dump({"not": "a model"}, tmp_path / "bad.joblib")
+    with pytest.raises(SqueezeModelError, match="no predict_proba"):
+        load_estimator(tmp_path / "bad.joblib")
+    with pytest.raises(SqueezeModelError, match="not found"):
+        load_estimator(tmp_path / "missing.joblib")
+
+
+# ----------------------------------------------------------------------------- the monitor
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(16)
+    clf, X = _classifier(rng)
+    Xr = X[rng.permutation(len(X))]
+    spec = AdversarialSpec.model_validate(SMALL)
+    ref = frame(Xr, proba=clf.predict_proba(Xr))
+    return clf, X, AdversarialMonitor.fit(ref, FEATURES, spec, task="classification")
+
+
+def _window(clf, X, rng, n=400, attack=0, src=None):
+    rows, _ = _sample(rng, n)
+    if attack:  # inputs balanced on a decision boundary, anywhere in a wide box (mostly off-manifold)
+        cand = rng.uniform(-3, 9, (400 * attack, 3))
+        cand = cand[margins(clf.predict_proba(cand)) < 0.05]
+        rows[:attack] = cand[:attack]
+        if src is None:
+            src = np.array(["evader"] * attack + ["u1", "u2", "u3"] * n, dtype=object)[:n]
+    sources = src if src is not None else rng.choice(np.array(["u1", "u2", "u3"], dtype=object), n)
+    return frame(rows, sources, clf.predict_proba(rows))
+
+
+def test_monitor_scores_benign_low_and_attacks_high(fitted) -> None:
+    import copy
+
+    clf, X, base = fitted
+    mon = copy.deepcopy(base)
+    rng = np.random.default_rng(17)
+    assert base.names == ["a", "b", "c"]  # categoricals are not used
+    benign = [mon.evaluate(_window(clf, X, rng)) for _ in range(30)]
+    attacked = [mon.evaluate(_window(clf, X, rng, attack=60)) for _ in range(10)]
+    assert sum(r.flagged for r in benign) <= 2  # alpha = 0.01 per window
+    assert all(r.flagged and r.score > 0.99 for r in attacked)
+    r = attacked[0]
+    assert {"outlier", "low_margin"} <= set(r.components)
+    assert r.components["outlier"].p_value < 1e-4 and r.components["low_margin"].p_value < 1e-4
+    assert r.p_value == pytest.approx(bonferroni_min([c.p_value for c in r.components.values()]))
+
+
+def test_records_names_fields_and_top_k(fitted) -> None:
+    import copy
+
+    clf, X, base = fitted
+    mon = copy.deepcopy(base)
+    rng = np.random.default_rng(18)
+    srcs = np.array([f"client\n{i}" for i in range(30)], dtype=object)
+    for _ in range(4):
+        res = mon.evaluate(_window(clf, X, rng, n=1200, src=srcs[rng.integers(0, 30, 1200)]))
+    recs = mon.records(res, {"model": "m", "version": "1"}, 123)
+    adv = [r for r in recs if r.measurement == R.ADVERSARIAL]
+    src = [r for r in recs if r.measurement == R.SOURCE]
+    assert len(adv) == 1 and len(src) == base.spec.extraction.top_k
+    f = adv[0].fields
+    for key in ("score", "p_value", "threshold", "flagged", "n_events", "outlier_rate", "outlier_ref_rate",
+                "outlier_change", "outlier_p_value", "low_margin_rate", "low_margin_p_value",
+                "extraction_p_value", "extraction_flagged", "sources_active", "sources_tracked"):
+        assert key in f, key
+    assert adv[0].tags == {"model": "m", "version": "1"} and adv[0].time_ns == 123
+    assert 0 <= f["score"] <= 1 and isinstance(f["flagged"], bool)
+    for r in src:
+        assert set(r.tags) == {"model", "version", R.T_SOURCE} and "\n" not in r.tags[R.T_SOURCE]
+        assert r.fields["extraction_flag"] == r.fields["flagged"] == r.fields["extraction"]
+        assert {"shapiro_w", "score", "n_queries", "n_window", "threshold"} <= set(r.fields)
+    for r in recs:
+        assert all(not (isinstance(v, float) and not math.isfinite(v)) for v in r.fields.values())
+
+
+def test_regression_and_no_numeric_features() -> None:
+    rng = np.random.default_rng(19)
+    spec = AdversarialSpec.model_validate(SMALL)
+    mon = AdversarialMonitor.fit(frame(rng.normal(size=(500, 3))), FEATURES, spec, task="regression")
+    assert set(mon.evaluate(frame(rng.normal(size=(100, 3)))).components) == {"outlier"}  # no source ids
+    cat_only = [FeatureSpec(name="colour", kind="categorical")]
+    mon = AdversarialMonitor.fit(frame(rng.normal(size=(500, 3))), cat_only, spec, task="regression")
+    assert mon.outlier is None and mon.tracker is None and "no numeric" in mon.notes[0]
+    assert mon.evaluate(frame(rng.normal(size=(10, 3)))).score == 0.0
+
+
+def test_margin_reference_warms_up_when_the_reference_has_no_probabilities(fitted) -> None:
+    clf, X, _ = fitted
+    rng = np.random.default_rng(20)
+    spec = AdversarialSpec.model_validate({**SMALL, "margin": {"warmup_events": 500}})
+    mon = AdversarialMonitor.fit(frame(X), FEATURES, spec, task="classification")
+    assert mon.margin is None and "first 500" in mon.notes[-1]
+    assert "low_margin" not in mon.evaluate(_window(clf, X, rng, n=300)).components
+    mon.evaluate(_window(clf, X, rng, n=300))  # 600 margins seen: calibrated on the first 500
+    assert mon.margin is not None
+    assert "low_margin" in mon.evaluate(_window(clf, X, rng, n=300)).components
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError, match="min_queries"):
+        ExtractionSpec(min_queries=300, distances=256)
+    with pytest.raises(ValueError):
+        AdversarialSpec.model_validate({"outlier": {"method": "lof"}})
+    assert AdversarialSpec().squeeze.enabled is False
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+class Ctx:
+    """What the evaluator reads from ``detectors.runner.WindowContext``."""
+
+    def __init__(self, f: Frame, cache=None, adversarial=None, task="classification", version="1"):
+        self.model_id, self.version, self.frame, self.task = "m", version, f, task
+        self.features = tuple(FEATURES)
+        self.reference = None
+        self.cache = cache or {}
+        self.time_ns = 5
+        if adversarial is not None:
+            self.adversarial = adversarial
+
+    def tags(self, segmented=True):
+        return {"model": self.model_id, "version": self.version}
+
+
+def test_evaluator_warms_up_then_scores(fitted) -> None:
+    clf, X, _ = fitted
+    rng = np.random.default_rng(21)
+    assert AdversarialEvaluator(AdversarialSpec.model_validate(SMALL)).evaluate(Ctx(_window(clf, X, rng))) == []
+    ev = AdversarialEvaluator(AdversarialSpec.model_validate({**SMALL, "warmup_events": 600}))
+    assert ev.name == "adversarial" and ev.segmented is False
+    assert ev.evaluate(Ctx(_window(clf, X, rng, n=400))) == []  # warming up
+    assert ev.evaluate(Ctx(_window(clf, X, rng, n=400))) == []  # 800 >= 600: fitted on the first 600
+    assert ev.monitor("m", "1") is not None
+    recs = ev.evaluate(Ctx(_window(clf, X, rng, n=400)))
+    assert recs[0].measurement == R.ADVERSARIAL and recs[0].time_ns == 5
+    # reference rows attached by the worker are used at once
+    from detectors.advanced import attach_reference_frame
+    from detectors.reference import Reference
+
+    ref = frame(X, proba=clf.predict_proba(X))
+    ctx = Ctx(_window(clf, X, rng))
+    ctx.reference = attach_reference_frame(Reference.from_frame(ref, FEATURES), ref)
+    ev2 = AdversarialEvaluator(AdversarialSpec.model_validate(SMALL))
+    assert ev2.evaluate(ctx)[0].measurement == R.ADVERSARIAL
+    off = AdversarialSpec.model_validate({"enabled": False})
+    assert ev2.evaluate(Ctx(_window(clf, X, rng), adversarial=off)) == []
+
+
+def test_evaluator_fit_failure_is_raised_once(fitted) -> None:
+    clf, X, _ = fitted
+    rng = np.random.default_rng(22)
+    spec = AdversarialSpec.model_validate({**SMALL, "squeeze": {"model": "/nonexistent/model.joblib"}})
+    ev = AdversarialEvaluator(spec)
+    ref = frame(X, proba=clf.predict_proba(X))
+    with pytest.raises(AdversarialFitError, match="estimator file not found"):
+        ev.evaluate(Ctx(_window(clf, X, rng), cache={"reference_frame": ref}))
+    assert ev.evaluate(Ctx(_window(clf, X, rng), cache={"reference_frame": ref})) == []
+
+
+def test_detectors_stay_pure() -> None:
+    """Importing the evaluator (everything it needs) pulls in no I/O package."""
+    import subprocess
+    import sys
+
+    code = ("import sys, detectors.adversarial.evaluator, detectors.adversarial.squeeze; "
+            "print(sorted({m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for banned in ("faust", "kafka", "aiokafka", "influxdb_client", "streamlit", "streams", "dashboard"):
+        assert f"'{banned}'" not in out, banned
