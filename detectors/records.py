@@ -26,6 +26,7 @@ SOURCE = "dw_source"  # per-source (top-K) attack flags
 DEADLETTER = "dw_deadletter"  # dead-lettered messages by reason
 ALERT = "dw_alert"  # alert state changes
 DELIVERY = "dw_delivery"  # webhook delivery log
+IMPACT = "dw_impact"  # one per reference and feature: impact on the model output
 
 # Tags -------------------------------------------------------------------------
 T_MODEL = "model"
@@ -37,6 +38,8 @@ T_SEVERITY = "severity"
 T_SEGMENT = "segment"
 T_SOURCE = "source"
 T_REASON = "reason"
+T_RULE = "rule"  # alert rule name (dw_alert, dw_delivery)
+T_ENDPOINT = "endpoint"  # webhook endpoint name (dw_delivery)
 
 FieldValue = float | int | str | bool
 

@@ -33,6 +33,10 @@ class FeatureSpec(_Strict):
     allowed: list[str] | None = Field(default=None, description="allowed categories (categorical)")
     nullable: bool = True
     sensitive: bool = Field(default=False, description="histograms noised (DP) or withheld")
+    dp_epsilon: float | None = Field(
+        default=1.0, gt=0,
+        description="sensitive features: Laplace noise at this epsilon per published histogram "
+                    "(smaller = more private); null = histograms withheld")
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSpec":

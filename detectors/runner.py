@@ -1,0 +1,365 @@
+"""The one call the worker makes when a window closes: window in, Records out.
+
+:func:`evaluate_window` runs every registered :class:`WindowEvaluator` on a
+:class:`WindowContext` (the window's events, the reference, the monitor's
+specs) and returns the :class:`~detectors.records.Record` list to write. Evaluators
+marked ``segmented`` run again on each segment of the window (see below).
+
+Adding an evaluator (prediction drift, performance, adversarial, ...) is one line::
+
+    register(PredictionDrift())        # anything with .name, .segmented, .evaluate(ctx)
+
+Records produced here (names from :mod:`detectors.records`; full field list in
+``docs/detectors.md``); every one has ``time_ns`` = window end in ns, so rewriting
+a window overwrites its points:
+
+* ``WINDOW`` (model, version): event count, start/end, duration (s), events/s,
+  missing and type-error cell totals;
+* ``DRIFT`` (model, version, segment, feature, detector = ks/cvm/chi2): statistic,
+  p_value, corrected threshold, drift (0/1), psi, js, wasserstein (numeric),
+  n_ref, n_cur, rank, engine, window_start;
+* ``DRIFT_SUMMARY`` (model, version, segment, detector = univariate): share_drifted,
+  n_drifted, n_features, n_skipped, correction, p_val, threshold, drift, engine,
+  top_feature, window_start;
+* ``QUALITY`` (model, version, segment, feature): counts and rates of missing,
+  type errors, out of range, unknown category, null violations;
+* ``HISTOGRAM`` / ``REFERENCE_HISTOGRAM`` (model, version, segment, feature):
+  ``b00..`` counts, ``e01..`` numeric edges (``e<i>`` = lower edge of bin i),
+  ``l00..`` categorical labels (string
+  values), n, n_bins, noised, epsilon, kind, window_start.
+
+Segments: unsegmented results carry **no** ``segment`` tag (InfluxQL selects
+them with ``WHERE segment = ''``); a segment's results carry ``segment="<feature>=<value>"`` for the reference's top-K values of each
+declared segment feature, and ``"<feature>=__other__"`` for the rest. A segment
+is evaluated only when the reference has a sub-reference for it and the window
+has at least ``reference.min_segment_rows`` rows in it. Each segment is its
+own family for the multiple-testing correction; the whole-window summary is the
+primary verdict.
+
+Raw feature values never appear: only statistics, reference quantile edges,
+and the reference's top-K category names as string field values / segment tag
+values (made safe by :func:`~detectors.reference.safe_label`). Sensitive
+features publish histograms with Laplace noise and without edges or labels, or
+none at all (:class:`Histograms`).
+
+If an evaluator raises, the others still run; :class:`WindowEvaluationError`
+then carries the records that were produced and the errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from detectors import records as R
+from detectors.frame import Frame
+from detectors.histograms import (
+    Histogram,
+    histogram_fields,
+    privatize,
+    reference_histograms,
+    window_histograms,
+)
+from detectors.quality import FeatureQuality, data_quality, window_totals
+from detectors.records import Record
+from detectors.reference import Reference, WindowColumns
+from detectors.spec import DriftSpec, FeatureSpec
+from detectors.univariate import DriftResult, univariate_drift
+
+
+@dataclass(frozen=True)
+class WindowContext:
+    """Everything an evaluator may look at for one closed window.
+
+    ``reference`` is None while the reference is still being collected (first N
+    events): drift and histograms are then skipped, quality and counts still run.
+    ``cache`` lets evaluators share work within one context (see :meth:`cached`).
+    """
+
+    model_id: str
+    version: str
+    frame: Frame
+    reference: Reference | None
+    features: tuple[FeatureSpec, ...]
+    drift: DriftSpec = DriftSpec()
+    task: str = "classification"
+    segments: tuple[str, ...] = ()
+    window_start: float = 0.0  # epoch seconds
+    window_end: float = 0.0  # epoch seconds
+    segment: str | None = None  # None: the whole window (no segment tag)
+    adversarial: Any = None  # the model's AdversarialSpec (detectors.adversarial); None: defaults
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def time_ns(self) -> int:
+        """Record timestamp: the window end in nanoseconds."""
+        return int(round(self.window_end * 1e9))
+
+    def tags(self, segmented: bool = True, **extra: str) -> dict[str, str]:
+        """Base tags (model, version, and the segment if any, unless ``segmented=False``) + ``extra``."""
+        tags = {R.T_MODEL: self.model_id, R.T_VERSION: self.version}
+        if segmented and self.segment is not None:
+            tags[R.T_SEGMENT] = self.segment
+        tags.update(extra)
+        return tags
+
+    def record(self, measurement: str, tags: dict[str, str], fields: dict[str, Any]) -> Record:
+        """A Record at the window end; non-finite float fields are dropped (InfluxDB rejects them)."""
+        clean = {k: v for k, v in fields.items()
+                 if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+        return Record(measurement, tags, clean, self.time_ns)
+
+    def cached(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` computed once per context (e.g. quality, shared by two evaluators)."""
+        if key not in self.cache:
+            self.cache[key] = fn()
+        return self.cache[key]
+
+    @property
+    def columns(self) -> WindowColumns:
+        """The window's prepared columns (sorted numeric, unicode categories), shared."""
+        return self.cached("columns", lambda: WindowColumns(self.frame))
+
+    def quality(self) -> list[FeatureQuality]:
+        return self.cached("quality", lambda: data_quality(self.frame, self.features))
+
+    def for_segment(self, tag: str, mask: np.ndarray, reference: Reference) -> "WindowContext":
+        """The context of one segment: its rows, its sub-reference, no further segmenting."""
+        return replace(self, frame=self.frame.take(mask), reference=reference, segments=(),
+                       segment=tag, cache={})
+
+
+@runtime_checkable
+class WindowEvaluator(Protocol):
+    """Anything that turns a window into records."""
+
+    name: str
+    segmented: bool  # also run on each segment of the window
+
+    def evaluate(self, ctx: WindowContext) -> list[Record]: ...
+
+
+# -- built-in evaluators ------------------------------------------------------------------
+
+
+class WindowStats:
+    """``WINDOW``: event count, timing and missing/type-error totals of the window."""
+
+    name = "window"
+    segmented = False
+
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
+        n = len(ctx.frame)
+        duration = max(ctx.window_end - ctx.window_start, 0.0)
+        fields: dict[str, Any] = {
+            "n_events": n,
+            "window_start": float(ctx.window_start),
+            "window_end": float(ctx.window_end),
+            "duration": float(duration),
+            "events_per_s": n / duration if duration > 0 else None,
+            "n_features": len(ctx.features),
+        }
+        fields.update(window_totals(ctx.quality()))
+        return [ctx.record(R.WINDOW, ctx.tags(segmented=False), fields)]
+
+
+class DataQuality:
+    """``QUALITY``: per-feature missing / type-error / out-of-range / unknown rates."""
+
+    name = "quality"
+    segmented = True
+
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
+        out = []
+        for q in ctx.quality():
+            fields: dict[str, Any] = {**q.counts(), **q.rates(),
+                                      "window_start": float(ctx.window_start)}
+            out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: q.feature}), fields))
+        return out
+
+
+class DataDrift:
+    """``DRIFT`` per feature and ``DRIFT_SUMMARY`` per window (univariate tests)."""
+
+    name = "data_drift"
+    segmented = True
+
+    def result(self, ctx: WindowContext) -> DriftResult | None:
+        if ctx.reference is None:
+            return None
+        names = [f.name for f in ctx.features
+                 if f.name in ctx.reference.numeric or f.name in ctx.reference.categorical]
+        return ctx.cached("univariate_drift",
+                          lambda: univariate_drift(ctx.frame, ctx.reference, ctx.drift, names,
+                                                   columns=ctx.columns))
+
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
+        res = self.result(ctx)
+        if res is None:
+            return []
+        start = float(ctx.window_start)
+        out = []
+        for f in res.features:
+            fields = {
+                "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold,
+                "drift": int(f.drift), "psi": f.psi, "js": f.js, "wasserstein": f.wasserstein,
+                "n_ref": f.n_ref, "n_cur": f.n_cur, "rank": f.rank, "engine": res.engine,
+                "window_start": start,
+            }
+            tags = ctx.tags(**{R.T_FEATURE: f.feature, R.T_DETECTOR: f.test})
+            out.append(ctx.record(R.DRIFT, tags, fields))
+        summary = {
+            "share_drifted": float(res.share_drifted), "n_drifted": res.n_drifted,
+            "n_features": res.n_features, "n_skipped": len(res.skipped),
+            "correction": res.correction, "p_val": float(res.p_val),
+            "threshold": float(res.threshold), "drift": int(res.drift), "engine": res.engine,
+            "top_feature": res.features[0].feature if res.features else None,
+            "window_start": start,
+        }
+        out.append(ctx.record(R.DRIFT_SUMMARY, ctx.tags(**{R.T_DETECTOR: "univariate"}), summary))
+        return out
+
+
+class Histograms:
+    """``HISTOGRAM`` and ``REFERENCE_HISTOGRAM`` per feature.
+
+    ``sensitive="noise"``: sensitive features get Laplace noise at ``epsilon``
+    (default None: each feature's ``FeatureSpec.dp_epsilon``; a feature whose
+    ``dp_epsilon`` is None has its histograms withheld)
+    (the reference's noised once per reference object and then reused, so
+    repeated windows do not re-spend the budget on it) and no edges or labels;
+    ``sensitive="withhold"``: no histograms at all for them. ``rng`` defaults to
+    OS entropy (noise must not be predictable).
+    """
+
+    name = "histograms"
+    segmented = True
+
+    def __init__(self, epsilon: float | None = None,
+                 sensitive: Literal["noise", "withhold"] = "noise",
+                 rng: np.random.Generator | None = None) -> None:
+        if sensitive not in ("noise", "withhold"):
+            raise ValueError(f"sensitive must be 'noise' or 'withhold', got {sensitive!r}")
+        if epsilon is not None and not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        self.epsilon = None if epsilon is None else float(epsilon)  # None: each feature's dp_epsilon
+        self.sensitive = sensitive
+        self.rng = rng if rng is not None else np.random.default_rng()
+
+    def _epsilon(self, spec: FeatureSpec) -> float | None:
+        """The feature's noise level, or None when its histograms are withheld."""
+        if self.sensitive == "withhold":
+            return None
+        if self.epsilon is not None:
+            return self.epsilon
+        return getattr(spec, "dp_epsilon", 1.0)
+
+    def _publish(self, h: Histogram, sensitive: bool, eps: float | None = None) -> Histogram | None:
+        if not sensitive:
+            return h
+        if eps is None:
+            return None
+        return privatize(h, eps, self.rng)
+
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
+        ref = ctx.reference
+        if ref is None:
+            return []
+        specs = {f.name: f for f in ctx.features}
+        names = [n for n in specs if n in ref.numeric or n in ref.categorical]
+        out = []
+        start = float(ctx.window_start)
+        cur = window_histograms(ctx.frame, ref, names, columns=ctx.columns)
+        base = reference_histograms(ref, names)
+        for h, r in zip(cur, base):
+            sensitive = specs[h.feature].sensitive
+            tags = ctx.tags(**{R.T_FEATURE: h.feature})
+            eps = self._epsilon(specs[h.feature]) if sensitive else None
+            pub = self._publish(h, sensitive, eps)
+            if pub is None:
+                continue
+            out.append(ctx.record(R.HISTOGRAM, tags, {**histogram_fields(pub), "kind": h.kind,
+                                                      "window_start": start}))
+            if sensitive:  # noise the reference once per reference object
+                key = ("noised_reference_histogram", h.feature, eps)
+                if key not in ref._cache:
+                    ref._cache[key] = privatize(r, eps, self.rng)
+                r = ref._cache[key]
+            out.append(ctx.record(R.REFERENCE_HISTOGRAM, tags,
+                                  {**histogram_fields(r), "kind": h.kind, "window_start": start}))
+        return out
+
+
+EVALUATORS: list[WindowEvaluator] = [WindowStats(), DataQuality(), DataDrift(), Histograms()]
+"""The default registry, run in this order by :func:`evaluate_window`."""
+
+
+def register(evaluator: WindowEvaluator,
+             registry: list[WindowEvaluator] | None = None) -> WindowEvaluator:
+    """Add ``evaluator`` to ``registry`` (default: :data:`EVALUATORS`), replacing one of the same name."""
+    if not isinstance(evaluator, WindowEvaluator):
+        raise TypeError(f"{evaluator!r} is not a WindowEvaluator (needs name, segmented, evaluate)")
+    reg = EVALUATORS if registry is None else registry
+    reg[:] = [e for e in reg if e.name != evaluator.name]
+    reg.append(evaluator)
+    return evaluator
+
+
+class WindowEvaluationError(RuntimeError):
+    """One or more evaluators failed; ``records`` holds what the others produced."""
+
+    def __init__(self, records: list[Record], errors: list[tuple[str, str | None, BaseException]]):
+        self.records = records
+        self.errors = errors  # (evaluator name, segment tag or None, exception)
+        detail = "; ".join(f"{name} [{seg or 'whole window'}]: {type(e).__name__}: {e}"
+                           for name, seg, e in errors)
+        super().__init__(f"{len(errors)} evaluator(s) failed: {detail}")
+
+
+def segment_contexts(ctx: WindowContext) -> list[WindowContext]:
+    """The segment contexts of a window (bounded: reference top-K values + ``__other__``)."""
+    ref = ctx.reference
+    if ref is None or not ctx.segments:
+        return []
+    out = []
+    for feature in ctx.segments:
+        col = ctx.frame.categorical.get(feature)
+        if col is None or feature not in ref.segment_values:
+            continue
+        for tag, mask in ref.segment_masks(feature, col):
+            sub = ref.segments.get(tag)
+            if sub is not None and int(mask.sum()) >= ref.min_segment_rows:
+                out.append(ctx.for_segment(tag, mask, sub))
+    return out
+
+
+def evaluate_window(ctx: WindowContext,
+                    evaluators: Sequence[WindowEvaluator] | None = None) -> list[Record]:
+    """Run ``evaluators`` (default :data:`EVALUATORS`) on the window and its segments."""
+    evaluators = EVALUATORS if evaluators is None else evaluators
+    out: list[Record] = []
+    errors: list[tuple[str, str | None, BaseException]] = []
+
+    def run(ev: WindowEvaluator, c: WindowContext) -> None:
+        try:
+            out.extend(ev.evaluate(c))
+        except Exception as e:  # isolate evaluators: one bug must not lose the others' results
+            errors.append((ev.name, c.segment, e))
+
+    for ev in evaluators:
+        run(ev, ctx)
+    segmented = [ev for ev in evaluators if getattr(ev, "segmented", False)]
+    if segmented:
+        for sub in segment_contexts(ctx):
+            for ev in segmented:
+                run(ev, sub)
+    if errors:
+        raise WindowEvaluationError(out, errors)
+    return out
+
+
+from detectors.adversarial.evaluator import AdversarialEvaluator  # noqa: E402 - adversarial scores
+register(AdversarialEvaluator())

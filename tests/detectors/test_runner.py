@@ -1,0 +1,208 @@
+"""The window runner: record shapes and tags, segments, privacy, the registry, error isolation."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from detectors import records as R
+from detectors.records import Record
+from detectors.reference import OTHER, Reference
+from detectors.runner import (
+    EVALUATORS,
+    DataDrift,
+    DataQuality,
+    Histograms,
+    WindowContext,
+    WindowEvaluationError,
+    WindowStats,
+    evaluate_window,
+    register,
+)
+from detectors.spec import DriftSpec, FeatureSpec
+from tests.detectors.drift_data import feature_specs, make_frame
+
+
+def mine():
+    """The evaluators of this module (the default registry may hold more, added by others)."""
+    return [WindowStats(), DataQuality(), DataDrift(), Histograms()]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(23)
+
+
+def _ctx(rng, *, shift=None, segments=(), specs=None, reference=True, n=1000, **kw):
+    specs = specs or feature_specs()
+    ref = Reference.from_frame(make_frame(rng, 3000), specs, segments=segments,
+                               segment_top_k=2, min_segment_rows=100) if reference else None
+    frame = make_frame(rng, n, shift=shift, missing=0.02, t0=1_700_000_000.0)
+    return WindowContext(model_id="iris", version="v2", frame=frame, reference=ref,
+                         features=specs, drift=DriftSpec(), task="classification",
+                         segments=segments, window_start=1_700_000_000.0,
+                         window_end=1_700_000_010.5, **kw)
+
+
+def test_records_of_a_drifting_window(rng):
+    ctx = _ctx(rng, shift={"x3": 0.5})
+    recs = evaluate_window(ctx, mine())
+    kinds = Counter(r.measurement for r in recs)
+    assert kinds == {R.WINDOW: 1, R.DRIFT: 20, R.DRIFT_SUMMARY: 1, R.QUALITY: 20,
+                     R.HISTOGRAM: 20, R.REFERENCE_HISTOGRAM: 20}
+    assert all(r.time_ns == 1_700_000_010_500_000_000 for r in recs)
+    win = next(r for r in recs if r.measurement == R.WINDOW)
+    assert win.tags == {"model": "iris", "version": "v2"}
+    assert win.fields["n_events"] == 1000 and win.fields["duration"] == pytest.approx(10.5)
+    assert win.fields["events_per_s"] == pytest.approx(1000 / 10.5)
+    assert win.fields["n_missing_cells"] > 0
+    summary = next(r for r in recs if r.measurement == R.DRIFT_SUMMARY)
+    assert summary.tags == {"model": "iris", "version": "v2", "detector": "univariate"}
+    assert summary.fields["drift"] == 1 and summary.fields["top_feature"] == "x3"
+    assert summary.fields["correction"] == "bonferroni" and summary.fields["n_features"] == 20
+    assert summary.fields["share_drifted"] == summary.fields["n_drifted"] / 20
+    drift = {r.tags["feature"]: r for r in recs if r.measurement == R.DRIFT}
+    x3 = drift["x3"]
+    assert x3.tags == {"model": "iris", "version": "v2", "feature": "x3", "detector": "ks"}
+    assert x3.fields["drift"] == 1 and x3.fields["rank"] == 1
+    assert x3.fields["threshold"] == pytest.approx(0.05 / 20)
+    assert set(x3.fields) == {"statistic", "p_value", "threshold", "drift", "psi", "js",
+                              "wasserstein", "n_ref", "n_cur", "rank", "engine", "window_start"}
+    assert drift["c1"].tags["detector"] == "chi2" and "wasserstein" not in drift["c1"].fields
+    assert sorted(r.fields["rank"] for r in drift.values()) == list(range(1, 21))
+    q = next(r for r in recs if r.measurement == R.QUALITY and r.tags["feature"] == "x0")
+    assert q.fields["n"] == 1000 and 0 < q.fields["missing_rate"] < 0.05
+
+
+def test_field_types_are_stable_and_finite(rng):
+    """InfluxDB fixes a field's type on first write: ints stay ints, floats stay floats."""
+    recs = evaluate_window(_ctx(rng), mine()) + evaluate_window(_ctx(rng, shift={"x0": 2.0}), mine())
+    types: dict[tuple[str, str], set[type]] = {}
+    for r in recs:
+        for k, v in r.fields.items():
+            types.setdefault((r.measurement, k), set()).add(type(v))
+            assert not (isinstance(v, float) and not np.isfinite(v)), (r.measurement, k)
+            assert isinstance(v, (int, float, str, bool)) and not isinstance(v, np.generic)
+    assert all(len(t) == 1 for t in types.values()), {k: t for k, t in types.items() if len(t) > 1}
+
+
+def test_no_raw_values_in_records(rng):
+    ctx = _ctx(rng)
+    recs = evaluate_window(ctx, mine())
+    raw = set(np.round(ctx.frame.numeric["x0"][:200], 12)) - {np.nan}
+    for r in recs:
+        for v in r.fields.values():
+            if isinstance(v, float):
+                assert round(v, 12) not in raw
+    labels = {v for r in recs for k, v in r.fields.items() if k.startswith("l")}
+    assert labels <= set(ctx.reference.categorical["c0"].top.tolist()) | {OTHER} | {
+        lab for c in ctx.reference.categorical.values() for lab in c.top.tolist()}
+
+
+def test_segments_are_tagged_and_bounded(rng):
+    ctx = _ctx(rng, segments=("c0",))
+    recs = evaluate_window(ctx)
+    segs = Counter(r.tags.get("segment") for r in recs if r.measurement == R.DRIFT_SUMMARY)
+    assert segs == {None: 1, "c0=cat_0": 1, "c0=cat_1": 1, f"c0={OTHER}": 1}
+    assert all("segment" not in r.tags for r in recs if r.measurement == R.WINDOW)
+    seg_q = next(r for r in recs if r.measurement == R.QUALITY
+                 and r.tags == {"model": "iris", "version": "v2", "segment": "c0=cat_1",
+                                "feature": "x0"})
+    assert seg_q.fields["n"] == int((ctx.frame.categorical["c0"] == "cat_1").sum())
+
+
+def test_small_segments_are_skipped(rng):
+    ctx = _ctx(rng, segments=("c0",), n=150)  # cat_1 has ~30 rows < min_segment_rows
+    segs = {r.tags.get("segment") for r in evaluate_window(ctx) if r.measurement == R.DRIFT_SUMMARY}
+    assert "c0=cat_1" not in segs and None in segs
+
+
+def test_without_reference_only_counts_and_quality(rng):
+    recs = evaluate_window(_ctx(rng, reference=False), mine())
+    assert {r.measurement for r in recs} == {R.WINDOW, R.QUALITY}
+
+
+def test_sensitive_features_are_noised_or_withheld(rng):
+    specs = feature_specs(2, 1)
+    specs = (specs[0].model_copy(update={"sensitive": True}),) + specs[1:]
+    ctx = _ctx(rng, specs=specs)
+    hist = Histograms(epsilon=0.5, rng=np.random.default_rng(1))
+    recs = evaluate_window(ctx, [hist])
+    x0 = [r for r in recs if r.tags["feature"] == "x0"]
+    assert {r.measurement for r in x0} == {R.HISTOGRAM, R.REFERENCE_HISTOGRAM}
+    for r in x0:
+        assert r.fields["noised"] == 1 and r.fields["epsilon"] == 0.5
+        assert not any(k.startswith("e") and k[1:].isdigit() for k in r.fields)
+    x1 = next(r for r in recs if r.tags["feature"] == "x1" and r.measurement == R.HISTOGRAM)
+    assert x1.fields["noised"] == 0 and "e01" in x1.fields and "e00" not in x1.fields
+    # the reference is noised once per reference object, not per window
+    again = evaluate_window(ctx, [hist])
+    ref1 = [r.fields for r in recs if r.measurement == R.REFERENCE_HISTOGRAM and r.tags["feature"] == "x0"]
+    ref2 = [r.fields for r in again if r.measurement == R.REFERENCE_HISTOGRAM and r.tags["feature"] == "x0"]
+    assert ref1 == ref2
+    withheld = evaluate_window(ctx, [Histograms(sensitive="withhold")])
+    assert not [r for r in withheld if r.tags["feature"] == "x0"]
+
+
+def test_register_and_error_isolation(rng):
+    class Count:
+        name = "count"
+        segmented = False
+
+        def evaluate(self, ctx):
+            return [ctx.record("dw_test", ctx.tags(), {"n": len(ctx.frame)})]
+
+    class Broken:
+        name = "broken"
+        segmented = True
+
+        def evaluate(self, ctx):
+            raise RuntimeError("boom")
+
+    registry = [WindowStats()]
+    register(Count(), registry)
+    register(Count(), registry)  # same name replaces
+    assert [e.name for e in registry] == ["window", "count"]
+    with pytest.raises(TypeError):
+        register(object(), registry)
+    ctx = _ctx(rng, segments=("c0",))
+    recs = evaluate_window(ctx, registry)
+    assert next(r for r in recs if r.measurement == "dw_test").fields == {"n": 1000}
+    with pytest.raises(WindowEvaluationError, match="broken") as e:
+        evaluate_window(ctx, registry + [Broken()])
+    assert len(e.value.records) == len(recs)  # the others' results are kept
+    assert {seg for _, seg, _ in e.value.errors} == {None, "c0=cat_0", "c0=cat_1", f"c0={OTHER}"}
+
+
+def test_default_registry_and_engine_choice(rng):
+    assert [e.name for e in EVALUATORS][:4] == ["window", "quality", "data_drift", "histograms"]
+    ctx = _ctx(rng, specs=feature_specs(3, 1))
+    ctx_alibi = WindowContext(**{**ctx.__dict__, "drift": DriftSpec(engine="alibi"), "cache": {}})
+    a = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx) if r.measurement == R.DRIFT}
+    b = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx_alibi)
+         if r.measurement == R.DRIFT}
+    assert a.keys() == b.keys() and all(b[k]["engine"] == "alibi" for k in b)
+    for k in a:
+        assert a[k]["statistic"] == pytest.approx(b[k]["statistic"], rel=2e-6)
+        assert a[k]["drift"] == b[k]["drift"]
+
+
+def test_quality_is_shared_between_evaluators(rng):
+    ctx = _ctx(rng)
+    WindowStats().evaluate(ctx)
+    cached = ctx.cache["quality"]
+    DataQuality().evaluate(ctx)
+    assert ctx.cache["quality"] is cached
+    assert isinstance(DataQuality().evaluate(ctx)[0], Record)
+
+
+def test_feature_spec_order_and_unknown_features(rng):
+    specs = feature_specs(2, 1)
+    ctx = _ctx(rng, specs=specs)
+    extra = specs + (FeatureSpec(name="new_feature", kind="numeric"),)
+    ctx2 = WindowContext(**{**ctx.__dict__, "features": extra, "cache": {}})
+    recs = evaluate_window(ctx2, mine())
+    # not in the reference: quality only (all missing), no drift or histogram
+    assert {r.measurement for r in recs if r.tags.get("feature") == "new_feature"} == {R.QUALITY}
