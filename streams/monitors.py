@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from detectors.adversarial.spec import AdversarialSpec
 from detectors.spec import DriftSpec, FeatureSpec
 from streams.alerts.rules import AlertRule, RuleError, SilenceConfig, WebhookConfig, check_routes
 
@@ -90,6 +91,7 @@ class ModelMonitor(_Strict):
     segments: list[str] = Field(default_factory=list, description="categorical features to segment by")
     labels: LabelsConfig = LabelsConfig()
     alerts: list[AlertRule] = Field(default_factory=list, description="alert rules (docs/alerts.md)")
+    adversarial: AdversarialSpec = Field(AdversarialSpec(), description="adversarial scores (docs/adversarial.md)")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelMonitor":
@@ -101,6 +103,8 @@ class ModelMonitor(_Strict):
         for s in self.segments:
             if kinds.get(s) != "categorical":
                 raise ValueError(f"segment {s!r} must name a categorical feature")
+            if any(f.sensitive for f in self.features if f.name == s):  # its values would become tag values
+                raise ValueError(f"segment {s!r} is a sensitive feature: segments publish its values")
         return self
 
 
@@ -149,15 +153,22 @@ def load_monitors(path: Path | str) -> MonitorsConfig:
     """Read and validate a monitor config file (relative reference paths resolve next to it)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read monitor config: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a monitor config: nested too deeply") from None
     cfg = parse_monitors(data, str(path))
     for m in cfg.models:
         if m.reference.file is not None and not m.reference.file.is_absolute():
             m.reference.file = (path.parent / m.reference.file).resolve()
+        sq = m.adversarial.squeeze
+        if sq.model is not None and not sq.model.is_absolute():  # the estimator file, next to the config
+            m.adversarial = m.adversarial.model_copy(update={"squeeze": sq.model_copy(update={"model": (path.parent / sq.model).resolve()})})
     return cfg

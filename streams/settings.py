@@ -23,7 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Everything a worker, the dashboard and the CLI need to find their services."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTWATCH_", extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the input dict, secrets included
+    model_config = SettingsConfigDict(env_prefix="DRIFTWATCH_", extra="ignore", hide_input_in_errors=True)
 
     # Kafka ---------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="bootstrap servers, comma separated")
@@ -75,7 +76,11 @@ class Settings(BaseSettings):
         for name in ("kafka_sasl_password", "influx_password", "influx_token", "dashboard_password"):
             path = os.environ.get(f"DRIFTWATCH_{name.upper()}_FILE")
             if path and name not in data:
-                data[name] = Path(path).read_text().strip()
+                try:
+                    data[name] = Path(path).read_text().strip()
+                except OSError as e:  # name the variable, never the content
+                    raise ValueError(f"DRIFTWATCH_{name.upper()}_FILE={path}: cannot read the secret file "
+                                     f"({e.strerror})") from None
         return data
 
     def kafka_client_options(self) -> dict[str, Any]:

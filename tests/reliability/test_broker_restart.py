@@ -1,0 +1,87 @@
+"""Broker restart: the local broker keeps everything in memory; when it restarts the worker must
+reconnect, say clearly what was lost, and carry on — no hang, no silent stall.
+
+A dedicated local stack; the worker processes phase-1 traffic; tansu is
+stopped (SIGTERM) and started again on the same port — every topic, message,
+committed offset and group is gone. The test then recreates the topics (as
+``driftwatch stack up`` + the SDK would) and sends phase-2 traffic; it must be
+windowed within a bounded time, and the worker's log must say the broker lost
+its state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.localstack import KAFKA, LocalStack, free_ports, settings_env, terminate
+from tests.reliability.helpers import Traffic, monitors_file, tail, wait_for, windowed, worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"  # gitignored
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    stack, err = None, None
+    for _ in range(3):
+        kp, ip = free_ports(2)
+        candidate = LocalStack(tmp_path / "stack", kp, ip, start_timeout=30, die_with_parent=True)
+        try:
+            candidate.up()
+        except Exception as e:  # noqa: BLE001
+            err = e
+            continue
+        stack = candidate
+        break
+    if stack is None:
+        pytest.fail(f"could not start a dedicated local stack: {err}", pytrace=False)
+    yield stack
+    stack.down()
+
+
+def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
+    from streams.influx_admin import ensure_database
+    from streams.kafka_admin import ensure_topics
+
+    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, "influx_url": own_stack.influx_url,
+                                    "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})
+    ensure_topics(s, partitions=s.topic_partitions)
+    ensure_database(s)
+    mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0)
+    traffic = Traffic(s, seed=31)
+    for _ in range(8):
+        traffic.send("m", 250)
+    traffic.flush()
+    traffic.close()
+    log = tmp_path / "worker.log"
+    with worker(settings_env(s), mon, log) as proc:
+        wait_for(lambda: True if windowed(s) >= 2000 else windowed(s), 90, "phase-1 windows", [proc], log)
+        before = windowed(s)
+        t0 = time.monotonic()
+        pid = own_stack.status()["services"][KAFKA]["pid"]
+        assert terminate(pid, 10) == "stopped"
+        time.sleep(3)  # the worker notices the broker is gone
+        own_stack.up()  # a new, empty broker on the same port
+        ensure_topics(s, partitions=s.topic_partitions)
+        traffic = Traffic(s, seed=32)
+        traffic.next["m"] = 2000  # new events (new ids and times), not a replay of phase 1
+        for _ in range(8):  # phase 2 on the new broker
+            traffic.send("m", 250, drift=True)
+        traffic.flush()
+        traffic.close()
+        wait_for(lambda: True if windowed(s) >= before + 2000 else windowed(s) - before, 120,
+                 "phase-2 windows after the broker restart (no hang, no silent stall)", [proc], log)
+        took = time.monotonic() - t0
+        assert proc.poll() is None
+    text = log.read_text(errors="replace")
+    said = [ln for ln in text.splitlines() if "lost" in ln.lower() and ("broker" in ln.lower() or "offset" in ln.lower())]
+    assert said, f"the worker did not say what the broker restart lost:\n{tail(log, 60)}"
+    result = {"events_before": before, "events_after_restart": windowed(s) - before,
+              "recovered_in_s": round(took, 1), "log_lines": [ln[:240] for ln in said[:3]]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "broker_restart.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("broker restart:", json.dumps(result))
