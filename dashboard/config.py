@@ -1,0 +1,55 @@
+"""Dashboard settings: the service :class:`~streams.settings.Settings` plus a few knobs.
+
+The dashboard reads the same ``DRIFTWATCH_*`` environment as the worker (InfluxDB
+address, database, credentials, ``dashboard_port``, ``dashboard_address``,
+``dashboard_password``). The knobs that only the dashboard uses live here, so the
+service settings stay small:
+
+``DRIFTWATCH_DASHBOARD_REFRESH_SECONDS``
+    auto-refresh period of every page (0 turns it off; default 30).
+``DRIFTWATCH_DASHBOARD_CACHE_SECONDS``
+    how long a query result is reused (default 10).
+``DRIFTWATCH_DASHBOARD_AUTH``
+    ``auto`` (default: ``password`` when a password is set, ``oidc`` when
+    ``.streamlit/secrets.toml`` has an ``[auth]`` section, else ``none``),
+    or one of ``none``, ``password``, ``oidc``.
+``DRIFTWATCH_DASHBOARD_ACCESS``
+    optional YAML file: which models each user may see (see :mod:`dashboard.auth`).
+
+>>> DashboardSettings(dashboard_refresh_seconds=0).dashboard_refresh_seconds
+0.0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from streams.settings import Settings
+
+
+# page key -> (script relative to app.py, title, icon, URL path); the overview is the root URL
+PAGES: dict[str, tuple[str, str, str, str]] = {
+    "overview": ("views/overview.py", "Overview", ":material/monitor_heart:", "overview"),
+    "drift": ("views/drift.py", "Data drift", ":material/stacked_line_chart:", "drift"),
+    "quality": ("views/quality.py", "Data quality", ":material/rule:", "quality"),
+    "performance": ("views/performance.py", "Concept drift & performance", ":material/speed:", "performance"),
+    "adversarial": ("views/adversarial.py", "Adversarial", ":material/shield:", "adversarial"),
+    "alerts": ("views/alerts.py", "Alerts", ":material/notifications_active:", "alerts"),
+}
+
+
+class DashboardSettings(Settings):
+    """Service settings plus the dashboard's own (same ``DRIFTWATCH_`` prefix)."""
+
+    dashboard_refresh_seconds: float = Field(30.0, ge=0, description="auto-refresh period; 0 = off")
+    dashboard_cache_seconds: float = Field(10.0, ge=0, description="query results are reused this long")
+    dashboard_auth: Literal["auto", "none", "password", "oidc"] = "auto"
+    dashboard_access: Path | None = Field(None, description="YAML: models each user may see")
+
+
+def load_settings() -> DashboardSettings:
+    """Settings from the environment, read fresh (cheap: ~1 ms)."""
+    return DashboardSettings()

@@ -1,0 +1,67 @@
+"""``driftwatch dashboard``: serve the Streamlit dashboard.
+
+Runs ``streamlit run dashboard/app.py`` headless (no browser is opened, no usage
+statistics are sent), on ``Settings.dashboard_address`` (127.0.0.1 by default:
+set ``DRIFTWATCH_DASHBOARD_ADDRESS=0.0.0.0`` in a container) and
+``Settings.dashboard_port`` (8501). The process is replaced by Streamlit's, so
+signals reach it directly. Arguments after ``--`` go to ``streamlit run``.
+
+>>> cmd = streamlit_command(port=8600, address="127.0.0.1")
+>>> cmd[1:4], "--server.headless=true" in cmd, "--browser.gatherUsageStats=false" in cmd
+(['-m', 'streamlit', 'run'], True, True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+APP = Path(__file__).with_name("app.py")
+
+
+def streamlit_command(*, port: int, address: str, extra: list[str] | None = None) -> list[str]:
+    """The ``python -m streamlit run`` command line for the dashboard."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        f"--server.port={port}",
+        f"--server.address={address}",
+        "--server.headless=true",
+        "--server.runOnSave=false",
+        "--server.fileWatcherType=none",
+        "--browser.gatherUsageStats=false",
+        f"--browser.serverAddress={address if address not in ('0.0.0.0', '::') else 'localhost'}",
+        f"--browser.serverPort={port}",
+        "--global.developmentMode=false",
+        "--client.toolbarMode=viewer",
+        "--theme.base=light",
+        *(extra or []),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=None, help="port (default: DRIFTWATCH_DASHBOARD_PORT, 8501)")
+    parser.add_argument("--address", default=None,
+                        help="interface to bind (default: DRIFTWATCH_DASHBOARD_ADDRESS, 127.0.0.1)")
+    parser.add_argument("--print-command", action="store_true", help="print the streamlit command and exit")
+    parser.add_argument("streamlit_args", nargs=argparse.REMAINDER,
+                        help="after --: extra options for `streamlit run`")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dashboard.config import load_settings  # noqa: PLC0415
+
+    s = load_settings()
+    extra = [a for a in (args.streamlit_args or []) if a != "--"]
+    cmd = streamlit_command(port=args.port or s.dashboard_port, address=args.address or s.dashboard_address,
+                            extra=extra)
+    if args.print_command:
+        print(shlex.join(cmd))
+        return 0
+    host = args.address or s.dashboard_address
+    print(f"driftwatch dashboard on http://{host}:{args.port or s.dashboard_port} "
+          f"(InfluxDB {s.influx_url}, database {s.influx_db})", flush=True)
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover - execv does not return

@@ -1,0 +1,1052 @@
+"""Every InfluxQL statement the dashboard runs, and the client that runs them.
+
+All queries go over InfluxDB's v1 HTTP API (``GET /query``), which InfluxDB 1.x
+serves natively, 2.x through its v1 compatibility API (database = bucket name,
+``Authorization: Token``) and 3.x as well; InfluxQL is the one language all three
+answer. Aggregation happens in InfluxDB (``GROUP BY time``, ``MEAN``, ``MIN``,
+``COUNT``, ``ORDER BY time DESC LIMIT 1`` for the latest point of a series), so the
+dashboard moves hundreds of rows, not the raw points.
+
+Measurement and tag names come from :mod:`detectors.records`; field names are the
+``F_*`` constants below (what :mod:`detectors.runner` writes). Renaming anything
+is one edit here. This module is independent of Streamlit (the benchmark and the
+tests call it directly); :mod:`dashboard.data` adds the short cache.
+
+>>> lit("it's")
+"'it\\\\'s'"
+>>> TimeRange.last("7d").clause()
+'time > now() - 604800s'
+>>> pick_bucket(7 * 86400)
+'1h'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from detectors import records as R
+
+# Field names ------------------------------------------------------------------
+# dw_drift
+F_STATISTIC = "statistic"
+F_P_VALUE = "p_value"
+F_THRESHOLD = "threshold"
+F_DRIFT = "drift"
+F_PSI = "psi"
+F_JS = "js"
+F_WASSERSTEIN = "wasserstein"
+F_N_REF = "n_ref"
+F_N_CUR = "n_cur"
+F_RANK = "rank"
+F_ENGINE = "engine"
+EFFECT_FIELDS = (F_PSI, F_JS, F_WASSERSTEIN)
+DRIFT_TESTS = ("ks", "cvm", "chi2")  # detector tag values of dw_drift
+# dw_impact (one per reference and feature; detector = mi | permutation)
+F_NORMALIZED = "normalized"  # share of the sum of positive importances
+F_IMPORTANCE = "importance"
+# dw_drift_summary
+F_SHARE_DRIFTED = "share_drifted"
+F_N_DRIFTED = "n_drifted"
+F_N_FEATURES = "n_features"
+F_CORRECTION = "correction"
+F_P_VAL = "p_val"
+F_TOP_FEATURE = "top_feature"
+SUMMARY_DETECTOR = "univariate"  # detector tag of the per-window univariate summary
+# dw_quality
+QUALITY_RATES = ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate",
+                 "null_violation_rate")
+# dw_window
+F_N_EVENTS = "n_events"
+F_N_INVALID = "n_invalid"
+F_EVENTS_PER_S = "events_per_s"
+F_DURATION = "duration"
+F_WINDOW_START = "window_start"
+F_CONSUMER_LAG = "consumer_lag"  # optional: messages behind, if a worker reports it
+F_CLOSED_AT = "closed_at"  # wall clock (epoch s) when the worker closed the window
+# dw_deadletter
+F_COUNT = "count"
+# dw_performance (tags metric, detector = realized | cbpe; metric=label_join: join counters)
+F_VALUE = "value"
+F_ESTIMATED = "estimated"
+F_N_LABELS = "n_labels"
+F_LABEL_COVERAGE = "label_coverage"
+F_DELAY_P50 = "label_delay_p50"
+F_DELAY_P95 = "label_delay_p95"
+REALIZED, CBPE = "realized", "cbpe"
+LABEL_JOIN = "label_join"
+F_MATCHED, F_PREDICTIONS, F_PENDING, F_EXPIRED = "matched", "predictions", "pending_predictions", "expired"
+# dw_prediction (tags feature = output, detector = test | summary | share)
+F_N_WINDOW = "n_window"
+PRED_ALL = "__all__"
+# dw_adversarial / dw_source
+F_SCORE = "score"
+F_FLAGGED = "flagged"  # dw_adversarial
+F_EXTRACTION_FLAG = "extraction_flag"  # dw_source
+# dw_alert (one point per alert and window while pending/firing, and on every change;
+# tags: model, version, rule, severity + the series' own tags such as feature)
+F_STATE = "status"  # inactive | pending | firing | resolved
+F_FIRING = "firing"  # 1 while firing
+F_MESSAGE = "summary"
+F_SILENCED = "silenced"
+F_RULE = R.T_RULE if hasattr(R, "T_RULE") else "rule"
+STATE_FIRING = "firing"
+STATE_RESOLVED = "resolved"
+STATE_PENDING = "pending"
+# dw_delivery (tags: endpoint, model, version, rule)
+F_DELIVERY_STATUS = "status"  # pending | retrying | delivered | failed
+F_HTTP_STATUS = "http_status"
+F_ATTEMPTS = "attempts"
+F_LAST_ERROR = "last_error"
+F_EVENT = "event"  # firing | resolved
+DELIVERED = "delivered"
+T_ENDPOINT = getattr(R, "T_ENDPOINT", "endpoint")
+
+TIME = "time"
+
+# Time ranges --------------------------------------------------------------------
+PRESETS: dict[str, int] = {
+    "15m": 15 * 60,
+    "1h": 3600,
+    "6h": 6 * 3600,
+    "24h": 86400,
+    "7d": 7 * 86400,
+    "30d": 30 * 86400,
+}
+#: GROUP BY time() intervals the dashboard uses, in seconds, smallest first
+BUCKETS: tuple[tuple[str, int], ...] = (
+    ("10s", 10), ("30s", 30), ("1m", 60), ("2m", 120), ("5m", 300), ("10m", 600),
+    ("15m", 900), ("30m", 1800), ("1h", 3600), ("2h", 7200), ("3h", 10800),
+    ("6h", 21600), ("12h", 43200), ("1d", 86400),
+)
+#: at most this many time buckets per line chart, and per heatmap row (a heatmap draws
+#: features × buckets cells: 50 × 100 at most)
+MAX_BUCKETS = 200
+MAX_HEAT_BUCKETS = 100
+
+
+class InfluxError(RuntimeError):
+    """InfluxDB answered with an error (the message quotes it)."""
+
+
+class InfluxUnavailable(InfluxError):
+    """InfluxDB cannot be reached at all."""
+
+
+class NoDatabase(InfluxError):
+    """The database does not exist yet: nothing has been written."""
+
+
+def lit(value: str) -> str:
+    """An InfluxQL string literal (single quotes, backslash escapes)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ident(name: str) -> str:
+    """An InfluxQL identifier (double quotes)."""
+    return '"' + str(name).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def pick_bucket(seconds: float, max_buckets: int = MAX_BUCKETS) -> str:
+    """The smallest ``GROUP BY time()`` interval that keeps a range under ``max_buckets``.
+
+    >>> pick_bucket(3600)
+    '30s'
+    """
+    for name, size in BUCKETS:
+        if seconds / size <= max_buckets:
+            return name
+    return BUCKETS[-1][0]
+
+
+def bucket_seconds(bucket: str) -> int:
+    """Seconds of a bucket name.
+
+    >>> bucket_seconds('2h')
+    7200
+    """
+    return dict(BUCKETS)[bucket]
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """A query's time range: the last N seconds (relative to InfluxDB's ``now()``) or absolute."""
+
+    seconds: int
+    end_ns: int | None = None  # None: up to now
+
+    @classmethod
+    def last(cls, preset: str) -> "TimeRange":
+        if preset not in PRESETS:
+            raise ValueError(f"unknown time range {preset!r}; one of {', '.join(PRESETS)}")
+        return cls(PRESETS[preset])
+
+    @classmethod
+    def between(cls, start: datetime, end: datetime) -> "TimeRange":
+        if end <= start:
+            raise ValueError("the end of the time range must be after its start")
+        return cls(max(1, int((end - start).total_seconds())), int(end.timestamp() * 1e9))
+
+    def clause(self) -> str:
+        if self.end_ns is None:
+            return f"time > now() - {self.seconds}s"
+        start = self.end_ns - self.seconds * 1_000_000_000
+        return f"time > {start} AND time <= {self.end_ns}"
+
+    @property
+    def bucket(self) -> str:
+        """``GROUP BY time()`` interval of line charts (≤ 200 points)."""
+        return pick_bucket(self.seconds)
+
+    @property
+    def heat_bucket(self) -> str:
+        """``GROUP BY time()`` interval of feature × time heatmaps (≤ 100 columns)."""
+        return pick_bucket(self.seconds, MAX_HEAT_BUCKETS)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a page looks at: one model (or all), a version, a segment, a time range.
+
+    ``version=None`` means every version; ``segment=None`` means the whole
+    population (points without a segment tag).
+    """
+
+    rng: TimeRange
+    model: str | None = None
+    version: str | None = None
+    segment: str | None = None
+
+    def where(self, *extra: str, segment: bool = True, time_: bool = True) -> str:
+        parts = [self.rng.clause()] if time_ else []
+        if self.model is not None:
+            parts.append(f"{ident(R.T_MODEL)} = {lit(self.model)}")
+        if self.version is not None:
+            parts.append(f"{ident(R.T_VERSION)} = {lit(self.version)}")
+        if segment:
+            parts.append(f"{ident(R.T_SEGMENT)} = {lit(self.segment or '')}")
+        parts.extend(e for e in extra if e)
+        return " WHERE " + " AND ".join(parts) if parts else ""
+
+
+# Client --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conn:
+    """Where and how to reach InfluxDB's v1 API (hashable: it is part of cache keys)."""
+
+    url: str
+    db: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    timeout: float = 15.0
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "Conn":
+        """From :class:`streams.settings.Settings`: 1.x user/password, or a 2.x token + bucket."""
+        secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
+        db = s.influx_db
+        if getattr(s, "influx_version", 1) == 2 and getattr(s, "influx_bucket", None):
+            db = s.influx_bucket
+        return cls(
+            url=s.influx_url.rstrip("/"),
+            db=db,
+            username=s.influx_username,
+            password=secret(s.influx_password),
+            token=secret(s.influx_token),
+        )
+
+
+_clients: dict[tuple[str, float], httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(conn: Conn) -> httpx.Client:
+    key = (conn.url, conn.timeout)
+    with _clients_lock:
+        c = _clients.get(key)
+        if c is None:
+            c = httpx.Client(base_url=conn.url, timeout=conn.timeout)
+            _clients[key] = c
+        return c
+
+
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dw-influx")
+
+
+def run(conn: Conn, statements: str | Sequence[str]) -> list[list[dict[str, Any]]]:
+    """Run InfluxQL statements, each in its own request, concurrently; per statement its series.
+
+    InfluxDB runs the statements of one request one after the other; separate
+    requests run on its cores side by side, so a page's queries cost about the
+    slowest of them rather than their sum.
+    """
+    stmts = [statements] if isinstance(statements, str) else list(statements)
+    if len(stmts) <= 1:
+        return _run_one(conn, stmts)
+    futures = [_pool.submit(_run_one, conn, [st]) for st in stmts]
+    return [f.result()[0] for f in futures]
+
+
+def _run_one(conn: Conn, statements: str | Sequence[str]) -> list[list[dict[str, Any]]]:
+    """Run one or more InfluxQL statements in one request; per statement its series.
+
+    Raises :class:`InfluxUnavailable` when the server cannot be reached,
+    :class:`NoDatabase` when the database does not exist, :class:`InfluxError` for
+    any other error (the message carries the server's words and the statement).
+    """
+    stmts = [statements] if isinstance(statements, str) else list(statements)
+    if not stmts:
+        return []
+    params = {"db": conn.db, "q": ";\n".join(stmts), "epoch": "ms"}
+    headers = {}
+    auth = None
+    if conn.token:
+        headers["Authorization"] = f"Token {conn.token}"
+    elif conn.username:
+        # HTTP basic auth: InfluxDB (1.x and 2.x) reads u/p from the URL query only, never from a POST form
+        auth = (conn.username, conn.password or "")
+    try:
+        resp = _client(conn).post("/query", data=params, headers=headers, auth=auth)
+    except httpx.TransportError as e:
+        raise InfluxUnavailable(f"InfluxDB at {conn.url} cannot be reached: {e}") from None
+    if resp.status_code in (401, 403):
+        raise InfluxError(f"InfluxDB at {conn.url} refused the credentials ({resp.status_code})")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise InfluxError(f"InfluxDB at {conn.url} answered {resp.status_code}: {resp.text[:200]}") from None
+    if "error" in body:
+        _raise(body["error"], conn, stmts[0])
+    out: list[list[dict[str, Any]]] = []
+    results = body.get("results", [])
+    for i, stmt in enumerate(stmts):
+        res = next((r for r in results if r.get("statement_id") == i), {})
+        if "error" in res:
+            _raise(res["error"], conn, stmt)
+        out.append(res.get("series", []))
+    return out
+
+
+def _raise(msg: str, conn: Conn, stmt: str) -> None:
+    if "database not found" in msg:
+        raise NoDatabase(f"database {conn.db!r} does not exist on {conn.url} yet")
+    raise InfluxError(f"InfluxDB error: {msg} (in: {stmt})")
+
+
+def ping(conn: Conn) -> bool:
+    """True when InfluxDB answers ``/ping``."""
+    try:
+        return _client(conn).get("/ping").status_code in (200, 204)
+    except httpx.TransportError:
+        return False
+
+
+def frame(series: list[dict[str, Any]], *, strip_prefix: str | None = None) -> pd.DataFrame:
+    """One DataFrame from a statement's series: columns + one column per tag, ``time`` as UTC.
+
+    ``strip_prefix`` turns ``mean_p_value`` into ``p_value`` (``SELECT mean(*)``).
+    """
+    parts = []
+    for s in series:
+        df = pd.DataFrame(s.get("values", []), columns=s["columns"])
+        for k, v in (s.get("tags") or {}).items():
+            df[k] = v
+        parts.append(df)
+    if not parts:
+        return pd.DataFrame()
+    if len(parts) == 1:
+        df = parts[0]
+    else:
+        with warnings.catch_warnings():  # all-NA columns of some series: keep today's dtype rules
+            warnings.simplefilter("ignore", FutureWarning)
+            df = pd.concat(parts, ignore_index=True)
+    if TIME in df:
+        df[TIME] = pd.to_datetime(df[TIME], unit="ms", utc=True)
+    if strip_prefix:
+        df.columns = [c[len(strip_prefix):] if c.startswith(strip_prefix) else c for c in df.columns]
+    return df
+
+
+def query_df(conn: Conn, statement: str, **kw: Any) -> pd.DataFrame:
+    """Run one statement, return its DataFrame."""
+    return frame(run(conn, statement)[0], **kw)
+
+
+def col(df: pd.DataFrame, name: str, default: Any = float("nan")) -> pd.Series:
+    """A column, or a column of ``default`` when the worker did not write that field."""
+    if name in df:
+        return df[name]
+    return pd.Series([default] * len(df), index=df.index, dtype=object if isinstance(default, str) else None)
+
+
+# Metadata --------------------------------------------------------------------------
+
+
+def tag_values(conn: Conn, key: str, *, measurement: str | None = None, model: str | None = None) -> list[str]:
+    """Distinct values of a tag (optionally of one measurement / one model), sorted."""
+    q = "SHOW TAG VALUES"
+    if measurement:
+        q += f" FROM {ident(measurement)}"
+    q += f" WITH KEY = {ident(key)}"
+    if model is not None:
+        q += f" WHERE {ident(R.T_MODEL)} = {lit(model)}"
+    vals = {row[1] for s in run(conn, q)[0] for row in s.get("values", [])}
+    return sorted(v for v in vals if v != "")
+
+
+def models(conn: Conn) -> list[str]:
+    """Every model that has written anything."""
+    return tag_values(conn, R.T_MODEL)
+
+
+def versions(conn: Conn, model: str) -> list[str]:
+    return tag_values(conn, R.T_VERSION, model=model)
+
+
+def segments(conn: Conn, model: str) -> list[str]:
+    """Segments with drift results (``dw_prediction`` uses the segment tag for class shares)."""
+    return tag_values(conn, R.T_SEGMENT, measurement=R.DRIFT, model=model)
+
+
+def features(conn: Conn, model: str) -> list[str]:
+    return tag_values(conn, R.T_FEATURE, measurement=R.DRIFT, model=model)
+
+
+# Overview ----------------------------------------------------------------------------
+
+
+def overview(conn: Conn, rng: TimeRange, model_list: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per model: its latest window, totals over the range, latest drift summary
+    and adversarial score, and how many alerts are firing now (health via :func:`health`)."""
+    all_ = Scope(rng)
+    stmts = [
+        # the latest window of each model and version
+        f"SELECT * FROM {ident(R.WINDOW)}{all_.where()} GROUP BY {ident(R.T_MODEL)}, {ident(R.T_VERSION)}"
+        " ORDER BY time DESC LIMIT 1",
+        f"SELECT sum({ident(F_N_EVENTS)}) AS n_events_total, sum({ident(F_N_INVALID)}) AS n_invalid_total,"
+        f" mean({ident(F_EVENTS_PER_S)}) AS events_per_s_mean, count({ident(F_N_EVENTS)}) AS n_windows"
+        f" FROM {ident(R.WINDOW)}{all_.where()} GROUP BY {ident(R.T_MODEL)}",
+        f"SELECT * FROM {ident(R.DRIFT_SUMMARY)}{all_.where(_summary_only())} GROUP BY {ident(R.T_MODEL)}"
+        " ORDER BY time DESC LIMIT 1",
+        f"SELECT {ident(F_SCORE)} FROM {ident(R.ADVERSARIAL)}{all_.where()} GROUP BY {ident(R.T_MODEL)}"
+        " ORDER BY time DESC LIMIT 1",
+        ALERT_LATEST,
+    ]
+    latest_w, totals, summary, adv, alert_last = (frame(s) for s in run(conn, stmts))
+    alerts = _firing(alert_last)
+    names = set(model_list) if model_list is not None else None
+    models_seen: set[str] = set()
+    for df in (latest_w, totals, summary, adv):
+        if R.T_MODEL in df:
+            models_seen.update(df[R.T_MODEL].dropna())
+    if names is not None:
+        models_seen &= names
+    rows = []
+    for m in sorted(models_seen):
+        row: dict[str, Any] = {"model": m}
+        w = latest_w[latest_w[R.T_MODEL] == m] if R.T_MODEL in latest_w else latest_w.iloc[0:0]
+        if len(w):
+            w = w.sort_values(TIME)
+            last = w.iloc[-1]
+            row["versions"] = ", ".join(sorted(w[R.T_VERSION].dropna().astype(str))) if R.T_VERSION in w else ""
+            row["last_window"] = last[TIME]
+            row["events_per_s"] = _num(last.get(F_EVENTS_PER_S))
+            row["window_events"] = _num(last.get(F_N_EVENTS))
+            row["window_seconds"] = _num(last.get(F_DURATION))
+            row["consumer_lag"] = _num(last.get(F_CONSUMER_LAG))
+            closed = _num(last.get(F_CLOSED_AT))
+            # event-time lag: how long after its newest event the worker closed the window
+            row["lag_s"] = closed - pd.Timestamp(last[TIME]).timestamp() if closed == closed else float("nan")
+        t = totals[totals[R.T_MODEL] == m] if R.T_MODEL in totals else totals.iloc[0:0]
+        if len(t):
+            n = _num(t.iloc[0].get("n_events_total"))
+            bad = _num(t.iloc[0].get("n_invalid_total"))
+            row["events_total"] = n
+            row["windows"] = _num(t.iloc[0].get("n_windows"))
+            row["events_per_s_mean"] = _num(t.iloc[0].get("events_per_s_mean"))
+            row["invalid_rate"] = bad / n if n and not math.isnan(n) and not math.isnan(bad) else float("nan")
+        d = summary[summary[R.T_MODEL] == m] if R.T_MODEL in summary else summary.iloc[0:0]
+        if len(d):
+            last = d.iloc[-1]
+            row["drift"] = bool(last.get(F_DRIFT)) if last.get(F_DRIFT) is not None else None
+            row["share_drifted"] = _num(last.get(F_SHARE_DRIFTED))
+            row["n_drifted"] = _num(last.get(F_N_DRIFTED))
+            row["n_features"] = _num(last.get(F_N_FEATURES))
+        a = adv[adv[R.T_MODEL] == m] if R.T_MODEL in adv else adv.iloc[0:0]
+        if len(a):
+            row["adversarial_score"] = _num(a.iloc[-1].get(F_SCORE))
+        al = alerts[alerts[R.T_MODEL] == m] if R.T_MODEL in alerts else alerts.iloc[0:0]
+        row["active_alerts"] = int(len(al))
+        sev = col(al, R.T_SEVERITY, "").astype(str).str.lower()
+        row["critical_alerts"] = int((sev == "critical").sum())
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out):
+        status = [health(r) for r in out.to_dict("records")]
+        out.insert(1, "status", [s for s, _ in status])
+        out.insert(2, "why", [w for _, w in status])
+    return out
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+#: invalid events above this share of a range make a model "degraded"
+INVALID_RATE_WARN = 0.05
+#: a model whose last window is older than this many window lengths is "stale"
+STALE_WINDOWS = 3.0
+STALE_MIN_S = 900.0
+
+
+def health(row: dict[str, Any], now: datetime | None = None) -> tuple[str, str]:
+    """A model's status and the reasons, from an :func:`overview` row.
+
+    ``critical`` (a critical alert is firing), ``alerting`` (any alert firing),
+    ``drifting`` (the latest drift summary says drift), ``degraded`` (more than 5 %
+    invalid events), ``stale`` (no window for 3 window lengths, at least 15 min),
+    ``no data`` (nothing in the range), else ``ok``.
+
+    >>> health({"active_alerts": 0, "drift": False, "invalid_rate": 0.0})[0]
+    'no data'
+    """
+    now = now or datetime.now(timezone.utc)
+    reasons: list[str] = []
+    status = "ok"
+    crit, active = row.get("critical_alerts", 0) or 0, row.get("active_alerts", 0) or 0
+    if crit:
+        status = "critical"
+        reasons.append(f"{crit} critical alert(s) firing")
+    elif active:
+        status = "alerting"
+        reasons.append(f"{active} alert(s) firing")
+    if row.get("drift"):
+        if status == "ok":
+            status = "drifting"
+        nd, nf = row.get("n_drifted"), row.get("n_features")
+        reasons.append(f"{_fmt_int(nd)}/{_fmt_int(nf)} features drifting" if nf == nf and nf else "drift")
+    inv = row.get("invalid_rate")
+    if inv is not None and inv == inv and inv > INVALID_RATE_WARN:
+        if status == "ok":
+            status = "degraded"
+        reasons.append(f"{inv:.1%} invalid events")
+    last = row.get("last_window")
+    if last is None or (isinstance(last, float) and math.isnan(last)) or pd.isna(last):
+        return ("no data", "no window in this time range") if status == "ok" else (status, "; ".join(reasons))
+    age = (now - pd.Timestamp(last).to_pydatetime()).total_seconds()
+    dur = row.get("window_seconds")
+    limit = max(STALE_MIN_S, STALE_WINDOWS * dur) if dur and dur == dur else STALE_MIN_S
+    if age > limit:
+        if status == "ok":
+            status = "stale"
+        reasons.append(f"last window {_ago(age)} ago")
+    return status, "; ".join(reasons) or "all checks pass"
+
+
+def _fmt_int(v: Any) -> str:
+    try:
+        return str(int(v))
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def throughput(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Events per second and invalid share per model over time (bucketed means / sums)."""
+    q = (
+        f"SELECT mean({ident(F_EVENTS_PER_S)}) AS events_per_s, sum({ident(F_N_EVENTS)}) AS n_events,"
+        f" sum({ident(F_N_INVALID)}) AS n_invalid FROM {ident(R.WINDOW)}{scope.where()}"
+        f" GROUP BY time({scope.rng.bucket}), {ident(R.T_MODEL)} fill(none)"
+    )
+    df = query_df(conn, q)
+    if len(df):
+        n = pd.to_numeric(col(df, "n_events"), errors="coerce")
+        df["invalid_rate"] = pd.to_numeric(col(df, "n_invalid"), errors="coerce") / n.where(n > 0)
+    return df
+
+
+# Alerts ---------------------------------------------------------------------------------
+
+
+#: the latest point of every alert series (all time: an alert may fire for weeks)
+ALERT_LATEST = f"SELECT * FROM {ident(R.ALERT)} GROUP BY * ORDER BY time DESC LIMIT 1"
+
+
+def alert_latest(conn: Conn) -> pd.DataFrame:
+    """The latest point of every alert series."""
+    return query_df(conn, ALERT_LATEST)
+
+
+def active_alerts(conn: Conn) -> pd.DataFrame:
+    """Alerts whose latest state is firing."""
+    return _firing(alert_latest(conn))
+
+
+def _firing(df: pd.DataFrame) -> pd.DataFrame:
+    if not len(df) or F_STATE not in df:
+        return df.iloc[0:0]
+    return df[df[F_STATE].astype(str).str.lower() == STATE_FIRING].reset_index(drop=True)
+
+
+def alert_points(conn: Conn, scope: Scope, limit: int = 10_000) -> pd.DataFrame:
+    """Every ``dw_alert`` point in the range, one row per alert series and window (oldest first)."""
+    q = f"SELECT * FROM {ident(R.ALERT)}{scope.where(segment=False)} GROUP BY * ORDER BY time DESC LIMIT {limit}"
+    df = query_df(conn, q)
+    return df.sort_values(TIME).reset_index(drop=True) if len(df) else df
+
+
+#: columns that are fields of dw_alert, not tags identifying an alert series
+_ALERT_FIELDS = {TIME, F_STATE, F_FIRING, F_MESSAGE, F_SILENCED, F_VALUE, F_THRESHOLD, "value_str", "threshold_str",
+                 "consecutive", "key", "notified"}
+
+
+def alert_key_columns(df: pd.DataFrame) -> list[str]:
+    """The columns that identify one alert series (its tags)."""
+    if "key" in df:
+        return ["key"]
+    return [c for c in df.columns if c not in _ALERT_FIELDS]
+
+
+def alert_changes(points: pd.DataFrame) -> pd.DataFrame:
+    """Only the points where an alert's status changed (its first point counts as a change)."""
+    if not len(points) or F_STATE not in points:
+        return points.iloc[0:0]
+    keys = alert_key_columns(points)
+    df = points.sort_values(TIME)
+    prev = df.groupby(keys, dropna=False)[F_STATE].shift()
+    return df[prev.ne(df[F_STATE])].sort_values(TIME, ascending=False).reset_index(drop=True)
+
+
+def alert_intervals(points: pd.DataFrame, now: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Pending and firing periods per alert: ``start``, ``end``, ``status``, ``ongoing`` + its tags.
+
+    A period starts at the first window with that status and ends at the first
+    window with another status (``resolved``); a period still open ends ``now``.
+
+    >>> t = pd.to_datetime([0, 60, 120, 180], unit="s", utc=True)
+    >>> p = pd.DataFrame({"time": t, "rule": "r", "status": ["pending", "firing", "firing", "resolved"]})
+    >>> alert_intervals(p)[["status", "ongoing"]].values.tolist()
+    [['pending', False], ['firing', False]]
+    """
+    cols = ["start", "end", F_STATE, "ongoing"]
+    if not len(points) or F_STATE not in points:
+        return pd.DataFrame(columns=cols)
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    keys = alert_key_columns(points)
+    out = []
+    for _key, g in points.sort_values(TIME).groupby(keys, dropna=False, sort=False):
+        status = g[F_STATE].astype(str).tolist()
+        times = list(g[TIME])
+        starts = [0] + [i for i in range(1, len(status)) if status[i] != status[i - 1]]
+        tags = {k: g.iloc[0][k] for k in g.columns if k not in _ALERT_FIELDS or k == "key"}
+        sev = g.iloc[-1].get(R.T_SEVERITY)
+        for j, i0 in enumerate(starts):
+            if status[i0] not in (STATE_FIRING, STATE_PENDING):
+                continue
+            nxt = starts[j + 1] if j + 1 < len(starts) else None
+            last = g.iloc[(nxt if nxt is not None else len(g)) - 1]
+            out.append({**tags, "start": times[i0], "end": times[nxt] if nxt is not None else now,
+                        F_STATE: status[i0], "ongoing": nxt is None, "severity": sev,
+                        F_MESSAGE: last.get(F_MESSAGE), F_VALUE: last.get(F_VALUE)})
+    df = pd.DataFrame(out)
+    return df if len(df) else pd.DataFrame(columns=cols)
+
+
+def deliveries(conn: Conn, scope: Scope, limit: int = 2000) -> pd.DataFrame:
+    """The webhook delivery log in the range (newest first)."""
+    q = f"SELECT * FROM {ident(R.DELIVERY)}{scope.where(segment=False)} GROUP BY * ORDER BY time DESC LIMIT {limit}"
+    df = query_df(conn, q)
+    return df.sort_values(TIME, ascending=False).reset_index(drop=True) if len(df) else df
+
+
+# Data drift ---------------------------------------------------------------------------
+
+
+def _summary_only() -> str:
+    return f"{ident(R.T_DETECTOR)} = {lit(SUMMARY_DETECTOR)}"
+
+
+def drift_heatmap(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Feature × time bucket: ``share`` of the bucket's windows whose test found drift
+    (the mean of the 0/1 ``drift`` field) and the smallest p-value (``p_min``).
+
+    Two aggregates only: over 7 days × 50 features each one costs InfluxDB a full
+    decode of a field (~0.1-0.3 s), so the tooltip's evidence is the smallest p-value.
+    """
+    q = (
+        f"SELECT mean({ident(F_DRIFT)}) AS share, min({ident(F_P_VALUE)}) AS p_min FROM {ident(R.DRIFT)}"
+        f"{scope.where()} GROUP BY time({scope.rng.heat_bucket}), {ident(R.T_FEATURE)} fill(none)"
+    )
+    return query_df(conn, q)
+
+
+def drift_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """The latest window's result of every feature and detector in the range.
+
+    Columns: feature, detector, time, statistic, p_value, threshold, drift, the
+    effect sizes, n_ref, n_cur (whatever the worker wrote) plus ``drift_rank``
+    (1 = most significant) and ``impact_rank`` (1 = largest effect, weighted by
+    feature importance when the worker reports one).
+    """
+    stmts = [
+        f"SELECT * FROM {ident(R.DRIFT)}{scope.where()} GROUP BY {ident(R.T_FEATURE)}, {ident(R.T_DETECTOR)}"
+        " ORDER BY time DESC LIMIT 1",
+        # impact is computed once per reference, maybe long before the range
+        f"SELECT {ident(F_NORMALIZED)}, {ident(F_IMPORTANCE)} FROM {ident(R.IMPACT)}"
+        f"{Scope(scope.rng, scope.model, scope.version).where(segment=False, time_=False)}"
+        f" GROUP BY {ident(R.T_FEATURE)} ORDER BY time DESC LIMIT 1",
+    ]
+    df, imp = (frame(s) for s in run(conn, stmts))
+    if not len(df):
+        return df
+    if len(imp) and R.T_FEATURE in imp:
+        imp = imp.rename(columns={F_IMPORTANCE: "importance_raw"}).drop(columns=[TIME], errors="ignore")
+        df = df.merge(imp[[R.T_FEATURE, F_NORMALIZED]], on=R.T_FEATURE, how="left")
+    return rank_features(df)
+
+
+def rank_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Rank features by drift (significance) and by impact (effect size × importance).
+
+    *By drift*: drifting first, then by p-value ascending (the statistic over its
+    threshold ranks distance-only detectors, which have no p-value). *By impact*:
+    the size of the shift, not its significance (large windows make tiny shifts
+    significant): the Jensen-Shannon distance (bounded 0..1, defined for numeric
+    and categorical features; else PSI) times the feature's normalized importance
+    to the model output (``dw_impact``) when the worker computed one — so a big
+    shift in an input the model ignores ranks low.
+    """
+    df = df.copy()
+    p = pd.to_numeric(col(df, F_P_VALUE), errors="coerce")
+    stat = pd.to_numeric(col(df, F_STATISTIC), errors="coerce")
+    thr = pd.to_numeric(col(df, F_THRESHOLD), errors="coerce")
+    ratio = (stat / thr.where(thr > 0)).where(p.isna())  # only meaningful without a p-value
+    drift = pd.to_numeric(col(df, F_DRIFT), errors="coerce").fillna(0).astype(bool)
+    df[F_DRIFT] = drift
+    key = pd.DataFrame({"d": ~drift, "p": p.fillna(1.0), "r": -ratio.fillna(0.0)})
+    order = key.sort_values(["d", "p", "r"], kind="stable").index
+    df.loc[order, "drift_rank"] = range(1, len(df) + 1)
+    effect = pd.to_numeric(col(df, F_JS), errors="coerce")
+    effect = effect.fillna(pd.to_numeric(col(df, F_PSI), errors="coerce"))
+    imp = pd.to_numeric(col(df, F_NORMALIZED), errors="coerce")
+    df["importance"] = imp
+    df["impact"] = effect * imp.fillna(1.0) if imp.notna().any() else effect
+    df["impact_rank"] = df["impact"].rank(ascending=False, method="first", na_option="bottom")
+    df["drift_rank"] = df["drift_rank"].astype(int)
+    df["impact_rank"] = df["impact_rank"].astype(int)
+    df["stat_over_threshold"] = ratio
+    return df.sort_values("drift_rank").reset_index(drop=True)
+
+
+def drift_feature_series(conn: Conn, scope: Scope, feature: str) -> pd.DataFrame:
+    """One feature over time: per bucket the smallest p-value, largest statistic,
+    threshold, mean effect sizes and window sizes, and how many windows drifted."""
+    w = scope.where(f"{ident(R.T_FEATURE)} = {lit(feature)}")
+    q = (
+        f"SELECT min({ident(F_P_VALUE)}) AS p_value, max({ident(F_STATISTIC)}) AS statistic,"
+        f" max({ident(F_THRESHOLD)}) AS threshold, mean({ident(F_PSI)}) AS psi, mean({ident(F_JS)}) AS js,"
+        f" mean({ident(F_WASSERSTEIN)}) AS wasserstein, mean({ident(F_N_REF)}) AS n_ref,"
+        f" mean({ident(F_N_CUR)}) AS n_cur, count({ident(F_STATISTIC)}) AS n, sum({ident(F_DRIFT)}) AS n_drift"
+        f" FROM {ident(R.DRIFT)}{w} GROUP BY time({scope.rng.bucket}), {ident(R.T_DETECTOR)} fill(none)"
+    )
+    df = query_df(conn, q)
+    if len(df):
+        df["n_drift"] = pd.to_numeric(df["n_drift"], errors="coerce").fillna(0).astype(int)
+    return df
+
+
+def drift_feature_windows(conn: Conn, scope: Scope, feature: str, limit: int = 20) -> pd.DataFrame:
+    """The last ``limit`` windows of one feature, every field as written (newest first)."""
+    w = scope.where(f"{ident(R.T_FEATURE)} = {lit(feature)}")
+    df = query_df(conn, f"SELECT * FROM {ident(R.DRIFT)}{w} ORDER BY time DESC LIMIT {limit}")
+    return df
+
+
+def drift_summary_series(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Share of features drifting per bucket (mean over the bucket's windows) and the latest summary."""
+    q = (
+        f"SELECT mean({ident(F_SHARE_DRIFTED)}) AS share_drifted, max({ident(F_N_DRIFTED)}) AS n_drifted"
+        f" FROM {ident(R.DRIFT_SUMMARY)}{scope.where(_summary_only())} GROUP BY time({scope.rng.bucket}) fill(none)"
+    )
+    return query_df(conn, q)
+
+
+def drift_summary_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """The latest univariate drift summary (one row per version)."""
+    q = (f"SELECT * FROM {ident(R.DRIFT_SUMMARY)}{scope.where(_summary_only())}"
+         " GROUP BY * ORDER BY time DESC LIMIT 1")
+    df = query_df(conn, q)
+    return df.sort_values(TIME, ascending=False).reset_index(drop=True) if len(df) else df
+
+
+# Histograms ---------------------------------------------------------------------------
+
+_BIN = re.compile(r"^b(\d+)$")  # count of bin i
+_EDGE = re.compile(r"^e(\d+)$")  # lower (closed) edge of bin i, i >= 1
+_LABEL = re.compile(r"^l(\d+)$")  # label of bin i (categorical)
+OTHER_LABEL = "__other__"
+
+
+def histogram(conn: Conn, scope: Scope, feature: str, at: pd.Timestamp | None = None) -> dict[str, pd.DataFrame]:
+    """Reference and current bins of a feature: ``{"reference": df, "current": df}``.
+
+    The current histogram is the feature's latest window in the range (or the
+    window at ``at``); the reference is the latest reference histogram written for
+    the model/version. Each DataFrame has ``bin`` (label), ``order``, ``count`` and
+    ``share`` (count / total), ``time`` (the point's), plus ``lo``/``hi`` for numeric bins.
+    """
+    ftag = f"{ident(R.T_FEATURE)} = {lit(feature)}"
+    cur_where = scope.where(ftag)
+    if at is not None:
+        ns = int(pd.Timestamp(at).value)
+        cur_where = scope.where(ftag, f"time <= {ns}")
+    stmts = [
+        f"SELECT * FROM {ident(R.HISTOGRAM)}{cur_where} ORDER BY time DESC LIMIT 1",
+        # the reference is written once per model version, maybe long before the range
+        f"SELECT * FROM {ident(R.REFERENCE_HISTOGRAM)}{scope.where(ftag, time_=False)} ORDER BY time DESC LIMIT 1",
+    ]
+    cur, ref = (frame(s) for s in run(conn, stmts))
+    return {"reference": parse_histogram(ref), "current": parse_histogram(cur)}
+
+
+def parse_histogram(df: pd.DataFrame) -> pd.DataFrame:
+    """Bins of one histogram point (see :func:`histogram`); empty when there is none.
+
+    The worker's format (:func:`detectors.histograms.histogram_fields`): counts
+    ``b00``…, numeric edges ``e01``… (``e<i>`` = lower edge of bin ``i``; bin 0
+    starts at -inf, the last bin ends at +inf), categorical labels ``l00``…
+    Noised histograms (sensitive features) carry no edges or labels.
+
+    >>> p = pd.DataFrame([{"time": 0, "b00": 1, "b01": 2, "b02": 1, "e01": 0.0, "e02": 1.5, "n_bins": 3}])
+    >>> parse_histogram(p)[["bin", "count", "share"]].values.tolist()
+    [['< 0', 1, 0.25], ['[0, 1.5)', 2, 0.5], ['≥ 1.5', 1, 0.25]]
+    """
+    if not len(df):
+        return pd.DataFrame(columns=["bin", "order", "count", "share"])
+    row = df.iloc[0].to_dict()
+    bins: dict[int, float] = {}
+    edges: dict[int, float] = {}
+    labels: dict[int, str] = {}
+    for k, v in row.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if m := _BIN.match(k):
+            bins[int(m.group(1))] = float(v)
+        elif m := _EDGE.match(k):
+            edges[int(m.group(1))] = float(v)
+        elif m := _LABEL.match(k):
+            labels[int(m.group(1))] = "other" if v == OTHER_LABEL else str(v)
+    if not bins:
+        return pd.DataFrame(columns=["bin", "order", "count", "share"])
+    n = max(bins) + 1
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        lo, hi = edges.get(i), edges.get(i + 1)
+        if i in labels:
+            label = labels[i]
+        elif i == 0 and hi is not None:
+            label = f"< {hi:.4g}"
+        elif i == n - 1 and lo is not None:
+            label = f"≥ {lo:.4g}"
+        elif lo is not None and hi is not None:
+            label = f"[{lo:.4g}, {hi:.4g})"
+        else:
+            label = f"bin {i}"
+        rows.append({"bin": label, "order": i, "count": max(bins.get(i, 0.0), 0.0)})
+    out = pd.DataFrame(rows)
+    total = out["count"].sum()
+    out["share"] = out["count"] / total if total > 0 else 0.0
+    out["count"] = out["count"].map(lambda x: int(round(x)))
+    out[TIME] = row.get(TIME)
+    out["noised"] = bool(row.get("noised") or 0)
+    return out
+
+
+# Data quality ---------------------------------------------------------------------------
+
+
+def quality_series(conn: Conn, scope: Scope, rates: tuple[str, ...] = QUALITY_RATES) -> pd.DataFrame:
+    """Per feature and bucket: the mean of each of ``rates`` over the bucket's windows
+    (ask for the rate on screen only: each one is a full decode of a field)."""
+    sel = ", ".join(f"mean({ident(r)}) AS {ident(r)}" for r in rates)
+    q = (
+        f"SELECT {sel} FROM {ident(R.QUALITY)}{scope.where()}"
+        f" GROUP BY time({scope.rng.heat_bucket}), {ident(R.T_FEATURE)} fill(none)"
+    )
+    return query_df(conn, q)
+
+
+def quality_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """The latest window's quality result of every feature."""
+    q = f"SELECT * FROM {ident(R.QUALITY)}{scope.where()} GROUP BY {ident(R.T_FEATURE)} ORDER BY time DESC LIMIT 1"
+    return query_df(conn, q)
+
+
+def deadletters(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Dead-lettered messages per reason and bucket. Messages too broken to name a model
+    have no model tag; they are counted on every model's page."""
+    where = [scope.rng.clause()]
+    if scope.model is not None:
+        where.append(f"({ident(R.T_MODEL)} = {lit(scope.model)} OR {ident(R.T_MODEL)} = '')")
+    q = (
+        f"SELECT sum({ident(F_COUNT)}) AS count FROM {ident(R.DEADLETTER)} WHERE {' AND '.join(where)}"
+        f" GROUP BY time({scope.rng.bucket}), {ident(R.T_REASON)} fill(none)"
+    )
+    return query_df(conn, q)
+
+
+# Performance ------------------------------------------------------------------------------
+
+
+def performance_series(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Realized (``detector=realized``) and estimated (``detector=cbpe``) performance per
+    metric and bucket; ``kind`` says which."""
+    q = (
+        f"SELECT mean({ident(F_VALUE)}) AS value FROM {ident(R.PERFORMANCE)}"
+        f"{scope.where(f'{ident(R.T_METRIC)} != {lit(LABEL_JOIN)}')}"
+        f" GROUP BY time({scope.rng.bucket}), {ident(R.T_METRIC)}, {ident(R.T_DETECTOR)} fill(none)"
+    )
+    df = query_df(conn, q)
+    if len(df):
+        det = col(df, R.T_DETECTOR, "").astype(str)
+        df["kind"] = det.map({REALIZED: "realized", CBPE: "estimated"}).fillna(det)
+    return df
+
+
+def performance_labels(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Label coverage and delay per bucket.
+
+    Coverage = labelled share of predictions, from the label join's cumulative
+    counters (``matched / predictions`` at the bucket's last window); delay = the
+    median and 95th percentile seconds from prediction to label of the rows
+    joined in the bucket's windows (mean of the windows' p50, max of their p95).
+    """
+    g = f" GROUP BY time({scope.rng.bucket}) fill(none)"
+    stmts = [
+        f"SELECT last({ident(F_MATCHED)}) AS matched, last({ident(F_PREDICTIONS)}) AS predictions,"
+        f" last({ident(F_PENDING)}) AS pending, last({ident(F_EXPIRED)}) AS expired FROM {ident(R.PERFORMANCE)}"
+        f"{scope.where(f'{ident(R.T_METRIC)} = {lit(LABEL_JOIN)}')}{g}",
+        f"SELECT mean({ident(F_DELAY_P50)}) AS delay_p50, max({ident(F_DELAY_P95)}) AS delay_p95,"
+        f" sum({ident(F_N_LABELS)}) AS n_labels FROM {ident(R.PERFORMANCE)}"
+        f"{scope.where(f'{ident(R.T_DETECTOR)} = {lit(REALIZED)}', f'{ident(R.T_METRIC)} = {lit(_FIRST_METRIC)}')}{g}",
+    ]
+    join, delay = (frame(s) for s in run(conn, stmts))
+    if len(join):
+        pred = pd.to_numeric(join["predictions"], errors="coerce")
+        join[F_LABEL_COVERAGE] = pd.to_numeric(join["matched"], errors="coerce") / pred.where(pred > 0)
+    if len(join) and len(delay):
+        return join.merge(delay, on=TIME, how="outer").sort_values(TIME)
+    return join if len(join) else delay
+
+
+_FIRST_METRIC = "accuracy"  # one metric per window carries the delays: read them from accuracy (or mae)
+
+
+def prediction_drift(conn: Conn, scope: Scope) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prediction drift per output and bucket (smallest p-value, largest statistic,
+    threshold, windows tested), and the latest window's tests: the early warning
+    before labels arrive. Class shares and the summary rows are left out."""
+    g = f" GROUP BY time({scope.rng.bucket}), {ident(R.T_FEATURE)} fill(none)"
+    w = scope.where(f"{ident(R.T_FEATURE)} != {lit(PRED_ALL)}", f"{ident(R.T_DETECTOR)} != 'summary'",
+                    f"{ident(R.T_DETECTOR)} != 'share'")
+    stmts = [
+        f"SELECT min({ident(F_P_VALUE)}) AS p_value, max({ident(F_STATISTIC)}) AS statistic,"
+        f" max({ident(F_THRESHOLD)}) AS threshold, count({ident(F_STATISTIC)}) AS n FROM {ident(R.PREDICTION)}{w}{g}",
+        f"SELECT * FROM {ident(R.PREDICTION)}{w} GROUP BY {ident(R.T_FEATURE)}, {ident(R.T_DETECTOR)}"
+        " ORDER BY time DESC LIMIT 1",
+    ]
+    series, latest = (frame(s) for s in run(conn, stmts))
+    return series, latest
+
+
+def performance_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
+    q = f"SELECT * FROM {ident(R.PERFORMANCE)}{scope.where()} GROUP BY * ORDER BY time DESC LIMIT 1"
+    return query_df(conn, q)
+
+
+# Adversarial -------------------------------------------------------------------------------
+
+
+def adversarial_series(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """The combined score and every numeric component, mean per bucket."""
+    q = (
+        f"SELECT mean(*) FROM {ident(R.ADVERSARIAL)}{scope.where()}"
+        f" GROUP BY time({scope.rng.bucket}) fill(none)"
+    )
+    return query_df(conn, q, strip_prefix="mean_")
+
+
+P_SUFFIX = "_p_value"
+
+
+def adversarial_components(columns: Sequence[str]) -> list[str]:
+    """Component names of ``dw_adversarial`` from its ``<name>_p_value`` fields.
+
+    >>> adversarial_components(["score", "p_value", "outlier_p_value", "outlier_rate", "extraction_p_value"])
+    ['extraction', 'outlier']
+    """
+    return sorted(c[: -len(P_SUFFIX)] for c in columns if c.endswith(P_SUFFIX) and c != F_P_VALUE)
+
+
+def adversarial_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
+    q = f"SELECT * FROM {ident(R.ADVERSARIAL)}{scope.where()} GROUP BY * ORDER BY time DESC LIMIT 1"
+    return query_df(conn, q)
+
+
+def sources(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """Per source (top-K only): latest point, and how many windows flagged it in the range."""
+    w = scope.where()
+    stmts = [
+        f"SELECT * FROM {ident(R.SOURCE)}{w} GROUP BY {ident(R.T_SOURCE)} ORDER BY time DESC LIMIT 1",
+        f"SELECT count({ident(F_SCORE)}) AS windows, max({ident(F_SCORE)}) AS max_score"
+        f" FROM {ident(R.SOURCE)}{w} GROUP BY {ident(R.T_SOURCE)}",
+        f"SELECT count({ident(F_SCORE)}) AS flagged_windows FROM {ident(R.SOURCE)}{w}"
+        f" AND {ident(F_EXTRACTION_FLAG)} = true GROUP BY {ident(R.T_SOURCE)}",
+    ]
+    latest, counts, flagged = (frame(s) for s in run(conn, stmts))
+    if not len(latest):
+        return latest
+    for extra in (counts, flagged):
+        if len(extra):
+            latest = latest.merge(extra.drop(columns=[TIME], errors="ignore"), on=R.T_SOURCE, how="left")
+    if "flagged_windows" not in latest:
+        latest["flagged_windows"] = 0
+    latest["flagged_windows"] = latest["flagged_windows"].fillna(0).astype(int)
+    return latest.sort_values(["flagged_windows", TIME], ascending=False).reset_index(drop=True)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, float]:
+    """``(fn(*a, **kw), seconds)`` — for the benchmark."""
+    t = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t

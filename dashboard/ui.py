@@ -1,0 +1,457 @@
+"""The frame every page shares: settings, login, filters, auto-refresh, empty states, links.
+
+The entry script (``app.py``) calls :func:`start` (login gate + sidebar filters)
+before it runs the selected page, because widgets made by the entry script keep
+their state when the user switches pages. A page gets the :class:`Ctx` from
+:func:`current` and calls :func:`body` with its render function, which runs
+inside an ``st.fragment`` that reruns every ``DRIFTWATCH_DASHBOARD_REFRESH_SECONDS``.
+
+Filters live in ``st.session_state`` (so the sidebar navigation keeps them) and
+are mirrored to the URL's query parameters (``?model=churn&version=2&range=7d``),
+so a copied link or an ``st.page_link`` opens the same view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import auth
+from dashboard import data as D
+from dashboard import queries as Q
+from dashboard.config import PAGES, DashboardSettings, load_settings
+
+FILTERS = ("model", "version", "segment", "range", "from", "to", "feature")
+ALL_VERSIONS = "(all versions)"
+ALL_TRAFFIC = "(all traffic)"
+CUSTOM = "custom"
+DEFAULT_RANGE = "24h"
+RANGE_LABELS = {"15m": "last 15 minutes", "1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours",
+                "7d": "last 7 days", "30d": "last 30 days", CUSTOM: "custom dates"}
+
+NO_DATA_HINT = (
+    "**No data yet: is the worker running?** Results appear when the first window closes. "
+    "Start everything locally with `driftwatch up`, or a worker with `driftwatch worker`, "
+    "and publish traffic (`driftwatch demo`)."
+)
+
+
+def _k(name: str) -> str:
+    return f"dw_{name}"
+
+
+@dataclass
+class Ctx:
+    """What a page needs: settings, connection, who is looking and what is selected."""
+
+    settings: DashboardSettings
+    conn: Q.Conn
+    user: str | None
+    models: list[str]  # the models this user may see
+    model: str | None
+    version: str | None
+    segment: str | None
+    rng: Q.TimeRange
+    range_label: str
+    page: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> Q.Scope:
+        """The selected model/version/segment over the selected range."""
+        return Q.Scope(self.rng, self.model, self.version, self.segment)
+
+    @property
+    def all_scope(self) -> Q.Scope:
+        """Every model over the selected range (the overview)."""
+        return Q.Scope(self.rng)
+
+    def link_params(self, **override: str | None) -> dict[str, str]:
+        """The current filters as query parameters (for ``st.page_link``)."""
+        p = {k: v for k, v in self.params.items() if k != "feature"}
+        for k, v in override.items():
+            if v is None:
+                p.pop(k, None)
+            else:
+                p[k] = v
+        return p
+
+
+# Login ------------------------------------------------------------------------------------
+
+
+def _secrets_have_auth() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets.toml at all  # noqa: BLE001
+        return False
+
+
+def _load_access(settings: DashboardSettings) -> auth.Access | None:
+    if settings.dashboard_access is None:
+        return None
+    try:
+        return auth.load_access(settings.dashboard_access)
+    except auth.AccessError as e:
+        st.error(f"The dashboard's access file is unusable, so nobody is let in: {e}")
+        st.stop()
+    return None
+
+
+def logged_in(settings: DashboardSettings | None = None) -> bool:
+    """Whether this session is past the login gate (True when no login is configured)."""
+    settings = settings or load_settings()
+    access = None
+    if settings.dashboard_access is not None:
+        try:
+            access = auth.load_access(settings.dashboard_access)
+        except auth.AccessError:
+            return False
+    mode = auth.resolve_mode(settings, access, _secrets_have_auth())
+    if mode == "none":
+        return True
+    if mode == "oidc":
+        return bool(st.user.get("is_logged_in", False))
+    return bool(st.session_state.get("dw_auth_ok"))
+
+
+def login(settings: DashboardSettings) -> tuple[str | None, auth.Access | None, bool]:
+    """Run the login gate. Returns ``(user, access, named)`` or stops the script.
+
+    ``named`` is True when the user proved who they are (own password or OIDC),
+    which is when a per-user model list applies.
+    """
+    access = _load_access(settings)
+    mode = auth.resolve_mode(settings, access, _secrets_have_auth())
+    if mode == "none":
+        return None, access, False
+    if mode == "oidc":
+        return _login_oidc(settings, access)
+    return _login_password(settings, access)
+
+
+def _login_oidc(settings: DashboardSettings, access: auth.Access | None) -> tuple[str | None, auth.Access | None, bool]:
+    if not st.user.get("is_logged_in", False):
+        st.title("driftwatch")
+        st.write("Log in with your organisation's account to see the monitored models.")
+        if st.button("Log in", type="primary"):
+            st.login()
+        st.stop()
+    user = st.user.get("email") or st.user.get("name") or st.user.get("sub")
+    with st.sidebar:
+        st.caption(f"Signed in as **{user}**")
+        if st.button("Log out", key="dw_logout"):
+            st.logout()
+    return (str(user) if user else None), access, True
+
+
+def _login_password(settings: DashboardSettings, access: auth.Access | None) -> tuple[str | None, auth.Access | None, bool]:
+    ss = st.session_state
+    if ss.get("dw_auth_ok"):
+        with st.sidebar:
+            who = ss.get("dw_auth_user")
+            st.caption(f"Signed in{f' as **{who}**' if who else ''}")
+            if st.button("Log out", key="dw_logout"):
+                for k in ("dw_auth_ok", "dw_auth_user", "dw_auth_named"):
+                    ss.pop(k, None)
+                st.rerun()
+        return ss.get("dw_auth_user"), access, bool(ss.get("dw_auth_named"))
+    st.title("driftwatch")
+    shared = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
+    named_logins = bool(access and access.hashes)
+    with st.form("dw_login"):
+        name = st.text_input("User", help="your user name from the access file") if named_logins else ""
+        pw = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Log in", type="primary")
+    if submitted:
+        h = access.password_hash(name) if (access and name) else None
+        if h and auth.verify_password(pw, h):
+            ss.update(dw_auth_ok=True, dw_auth_user=name, dw_auth_named=True)
+            st.rerun()
+        elif shared is not None and auth.check_shared(pw, shared):
+            ss.update(dw_auth_ok=True, dw_auth_user=None, dw_auth_named=False)
+            st.rerun()
+        else:
+            st.error("Wrong user or password.")
+    st.stop()
+    return None, access, False
+
+
+# Filters ------------------------------------------------------------------------------------
+
+
+def _sync_from_url() -> None:
+    """Copy filters from the URL into session state when the URL changed (a link was opened)."""
+    ss = st.session_state
+    qp = {k: st.query_params.get(k) for k in FILTERS if k in st.query_params}
+    if qp and qp != ss.get("dw__qp_seen"):
+        for k, v in qp.items():
+            ss[_k(k)] = v
+    ss["dw__qp_seen"] = qp
+
+
+def _valid(key: str, options: list[str], default: str) -> None:
+    ss = st.session_state
+    if ss.get(_k(key)) not in options:
+        ss[_k(key)] = default
+
+
+def _parse_date(s: Any) -> date | None:
+    try:
+        return date.fromisoformat(str(s))
+    except ValueError:
+        return None
+
+
+def _guarded(fn: Callable[..., Any], *a: Any, what: str = "") -> Any:
+    """Run a query for the frame; on failure show what to do and stop the page."""
+    try:
+        return fn(*a)
+    except Q.NoDatabase:
+        return None
+    except Q.InfluxUnavailable as e:
+        st.error(
+            f"**InfluxDB cannot be reached** ({e}). Start the local stack with `driftwatch stack up`, "
+            "or point `DRIFTWATCH_INFLUX_URL` at your InfluxDB."
+        )
+        st.stop()
+    except Q.InfluxError as e:
+        st.error(f"InfluxDB refused a query{f' ({what})' if what else ''}: {e}")
+        st.stop()
+
+
+def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
+    """Login, then the sidebar filters. Returns the page's context (or stops with an empty state)."""
+    settings = settings or load_settings()
+    conn = Q.Conn.from_settings(settings)
+    user, access, named = login(settings)
+    ss = st.session_state
+    _sync_from_url()
+
+    seen = _guarded(D.models, conn, what="list models") or []
+    if access is not None:
+        allowed = access.allowed(user if named else None, seen)
+    else:
+        allowed = list(seen)
+
+    sb = st.sidebar
+    sb.markdown("### Filters")
+    if not allowed:
+        if seen and access is not None:
+            st.warning(
+                f"Your account{f' ({user})' if user else ''} may not see any of the {len(seen)} monitored models. "
+                "Ask an administrator to add them to the dashboard's access file."
+            )
+        else:
+            st.info(NO_DATA_HINT + f"\n\nReading database `{conn.db}` at {conn.url}.")
+        st.stop()
+    _valid("model", allowed, allowed[0])
+    model = sb.selectbox("Model", allowed, key=_k("model"))
+
+    meta = D.fetch(versions=(D.versions, (conn, model)), segments=(D.segments, (conn, model)))
+    vers = _guarded(meta.__getitem__, "versions") or []
+    v_opts = [ALL_VERSIONS, *vers]
+    _valid("version", v_opts, ALL_VERSIONS)
+    version = sb.selectbox("Version", v_opts, key=_k("version"))
+
+    segs = _guarded(meta.__getitem__, "segments") or []
+    s_opts = [ALL_TRAFFIC, *segs]
+    _valid("segment", s_opts, ALL_TRAFFIC)
+    segment = sb.selectbox(
+        "Segment", s_opts, key=_k("segment"), disabled=not segs,
+        help="Segments are categorical features listed under `segments:` in the model's monitor config.",
+    )
+
+    r_opts = [*Q.PRESETS, CUSTOM]
+    _valid("range", r_opts, DEFAULT_RANGE)
+    rkey = sb.selectbox("Time range", r_opts, key=_k("range"), format_func=lambda r: RANGE_LABELS.get(r, r))
+    params = {"model": model, "range": rkey}
+    if rkey == CUSTOM:
+        today = datetime.now(timezone.utc).date()
+        d_from = _parse_date(ss.get(_k("from"))) or today - timedelta(days=7)
+        d_to = _parse_date(ss.get(_k("to"))) or today
+        picked = sb.date_input("Dates (UTC)", value=(d_from, d_to), max_value=today + timedelta(days=1))
+        if isinstance(picked, (tuple, list)) and len(picked) == 2:
+            d_from, d_to = picked
+        ss[_k("from")], ss[_k("to")] = d_from.isoformat(), d_to.isoformat()
+        start_dt = datetime.combine(d_from, time(0), tzinfo=timezone.utc)
+        end_dt = datetime.combine(d_to, time(0), tzinfo=timezone.utc) + timedelta(days=1)
+        rng = Q.TimeRange.between(start_dt, end_dt)
+        label = f"{d_from.isoformat()} to {d_to.isoformat()} (UTC)"
+        params.update({"from": d_from.isoformat(), "to": d_to.isoformat()})
+    else:
+        rng = Q.TimeRange.last(rkey)
+        label = RANGE_LABELS[rkey]
+    if version != ALL_VERSIONS:
+        params["version"] = version
+    if segment != ALL_TRAFFIC:
+        params["segment"] = segment
+    if page == "drift" and ss.get(_k("feature")):
+        params["feature"] = ss[_k("feature")]
+    _write_url(params)
+
+    if settings.dashboard_refresh_seconds:
+        sb.caption(f"Auto-refresh every {settings.dashboard_refresh_seconds:g} s; query results reused for "
+                   f"{D.TTL_SECONDS:g} s.")
+    sb.caption(f"InfluxDB `{conn.db}` at {conn.url} · times in UTC")
+    ctx = Ctx(settings, conn, user, allowed, model, None if version == ALL_VERSIONS else version,
+              None if segment == ALL_TRAFFIC else segment, rng, label, page, params)
+    ss["dw__ctx"] = ctx
+    return ctx
+
+
+def current() -> Ctx:
+    """The context :func:`start` made for this run (pages call this)."""
+    ctx = st.session_state.get("dw__ctx")
+    if ctx is None:  # a page run without the entry script (should not happen)
+        st.error("Open the dashboard through its entry point: `driftwatch dashboard`.")
+        st.stop()
+    return ctx
+
+
+def _write_url(params: dict[str, str]) -> None:
+    current = {k: st.query_params.get(k) for k in FILTERS if k in st.query_params}
+    if current != params:
+        for k in FILTERS:
+            if k not in params and k in st.query_params:
+                del st.query_params[k]
+        for k, v in params.items():
+            if st.query_params.get(k) != v:
+                st.query_params[k] = v
+    st.session_state["dw__qp_seen"] = dict(params)
+
+
+def set_param(key: str, value: str | None) -> None:
+    """Record a page-level filter (e.g. the drift page's feature) in state and URL."""
+    st.session_state[_k(key)] = value
+    if value is None:
+        if key in st.query_params:
+            del st.query_params[key]
+    else:
+        st.query_params[key] = value
+    seen = dict(st.session_state.get("dw__qp_seen") or {})
+    if value is None:
+        seen.pop(key, None)
+    else:
+        seen[key] = value
+    st.session_state["dw__qp_seen"] = seen
+
+
+# Body -----------------------------------------------------------------------------------
+
+
+def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = "") -> None:
+    """The page's title, then ``render(ctx)`` inside an auto-refreshing fragment."""
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    every = ctx.settings.dashboard_refresh_seconds or None
+
+    @st.fragment(run_every=every)
+    def _refreshing() -> None:
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        now = datetime.now(timezone.utc)
+        scope = ctx.model if ctx.page != "overview" else f"{len(ctx.models)} model(s)"
+        extra = []
+        if ctx.version:
+            extra.append(f"version {ctx.version}")
+        if ctx.segment:
+            extra.append(f"segment {ctx.segment}")
+        left.caption(
+            f"**{scope}**{' · ' + ' · '.join(extra) if extra else ''} · {ctx.range_label} · "
+            f"last updated **{now:%H:%M:%S} UTC**"
+            + (f" (auto-refresh every {ctx.settings.dashboard_refresh_seconds:g} s)" if every else "")
+        )
+        if right.button("Refresh now", key=f"dw_refresh_{ctx.page}", icon=":material/refresh:"):
+            D.clear()
+            st.rerun(scope="fragment")
+        try:
+            render(ctx)
+        except Q.NoDatabase:
+            st.info(NO_DATA_HINT)
+        except Q.InfluxUnavailable as e:
+            st.error(f"**InfluxDB cannot be reached** ({e}). Is it running? `driftwatch stack status` tells.")
+        except Q.InfluxError as e:
+            st.error(f"InfluxDB refused a query: {e}")
+
+    _refreshing()
+
+
+def links(ctx: Ctx, targets: list[tuple[str, str]], **override: str | None) -> None:
+    """A row of links to other pages that keep the filters (``(page key, label)`` pairs)."""
+    cols = st.columns(len(targets))
+    for c, (key, label) in zip(cols, targets):
+        path, _title, icon, _url = PAGES[key]
+        c.page_link(path, label=label, icon=icon, query_params=ctx.link_params(**override))
+
+
+def empty(message: str, hint: str = "") -> None:
+    """An empty state that says what to do, instead of a blank chart."""
+    st.info(f"{message}" + (f"\n\n{hint}" if hint else ""), icon=":material/info:")
+
+
+# Formatting -----------------------------------------------------------------------------
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value for people: ``< 1e-16`` style for tiny values.
+
+    >>> fmt_p(0.0123), fmt_p(1e-30), fmt_p(float("nan"))
+    ('0.0123', '< 1e-16', '—')
+    """
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return "—"
+    if math.isnan(p):
+        return "—"
+    if p < 1e-16:
+        return "< 1e-16"
+    return f"{p:.3g}"
+
+
+def median(values: Any) -> float | None:
+    """The median of the numeric values, or None when there is none (no warning).
+
+    >>> median(pd.Series([1.0, None, 3.0])), median(pd.Series([None]))
+    (2.0, None)
+    """
+    s = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return float(s.median()) if len(s) else None
+
+
+def fmt_num(v: Any, spec: str = ".3g") -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "—" if v is None else str(v)
+    return "—" if math.isnan(f) else format(f, spec)
+
+
+def fmt_time(t: Any) -> str:
+    if t is None or (isinstance(t, float) and math.isnan(t)) or pd.isna(t):
+        return "—"
+    return pd.Timestamp(t).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+TEST_NAMES = {
+    "ks": "Kolmogorov-Smirnov",
+    "cvm": "Cramér-von Mises",
+    "chi2": "chi-squared",
+    "fisher": "Fisher exact",
+    "mmd": "MMD (permutation)",
+    "psi": "PSI",
+    "js": "Jensen-Shannon",
+    "wasserstein": "Wasserstein",
+}
+
+
+def test_name(detector: Any) -> str:
+    d = str(detector or "")
+    return TEST_NAMES.get(d.lower(), d or "—")

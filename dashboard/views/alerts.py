@@ -1,0 +1,88 @@
+"""Alerts: timeline of firing and resolved alerts, their webhook deliveries and failures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard import data as D
+from dashboard import queries as Q
+
+SERIES_TAGS = ("feature", "metric", "source", "detector")
+FAILED = ("failed",)
+
+
+def _label(df: pd.DataFrame) -> pd.Series:
+    lab = Q.col(df, "model", "").fillna("").astype(str) + " · " + Q.col(df, Q.F_RULE, "").fillna("").astype(str)
+    for c in SERIES_TAGS:
+        if c in df:
+            lab = lab + df[c].fillna("").astype(str).map(lambda v: f" · {v}" if v else "")
+    return lab
+
+
+def _mine(df: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    return df[df["model"].isin(models)] if len(df) and "model" in df else df
+
+
+def render(ctx: ui.Ctx) -> None:
+    only = st.toggle(f"Only {ctx.model}", value=True, key="dw_alerts_only", help="off: every model you may see")
+    models = [ctx.model] if only else ctx.models
+    scope = ctx.scope if only else Q.Scope(ctx.rng)
+    f = D.fetch(points=(D.alert_points, (ctx.conn, scope)), active=(D.active_alerts, (ctx.conn,)),
+                dl=(D.deliveries, (ctx.conn, scope)))
+    points = _mine(f["points"], models)
+    active = _mine(f["active"], models)
+    dl = _mine(f["dl"], models)
+    status = Q.col(dl, Q.F_DELIVERY_STATUS, "").astype(str)
+    failed = dl[status.isin(FAILED)] if len(dl) else dl
+    changes = Q.alert_changes(points)
+
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric("Firing now", len(active))
+    k2.metric("Fired in range", int((Q.col(changes, Q.F_STATE, "") == Q.STATE_FIRING).sum()))
+    k3.metric("Resolved in range", int((Q.col(changes, Q.F_STATE, "") == Q.STATE_RESOLVED).sum()))
+    k4.metric("Failed deliveries", len(failed), help="webhook deliveries given up after all retries")
+
+    if len(active):
+        st.markdown("**Firing now**")
+        show = [c for c in ("time", "model", "version", "severity", Q.F_RULE, *SERIES_TAGS, Q.F_MESSAGE, Q.F_VALUE,
+                            Q.F_THRESHOLD) if c in active]
+        st.dataframe(active[show].rename(columns={"time": "last window"}), hide_index=True, width="stretch",
+                     column_config={"last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+
+    st.subheader("Timeline")
+    iv = Q.alert_intervals(points)
+    if not len(points):
+        ui.empty(f"No alert was pending, firing or resolved in the {ctx.range_label}.",
+                 "Alert rules are set per model in the monitor config (`alerts:`); their periods show here.")
+    else:
+        if len(iv):
+            iv = iv.assign(alert=_label(iv))
+            tips = [c for c in ("alert", "status", "severity", Q.F_MESSAGE, "ongoing") if c in iv]
+            st.altair_chart(charts.timeline(iv, row="alert", tooltip=tips), width="stretch")
+            st.caption("Bars: pending (orange) and firing (red) periods; a bar ends when the alert resolved "
+                       "(lighter bars are still open).")
+        st.markdown("**State changes**")
+        show = [c for c in ("time", Q.F_STATE, "severity", "model", "version", Q.F_RULE, *SERIES_TAGS, Q.F_MESSAGE,
+                            Q.F_VALUE, Q.F_THRESHOLD, Q.F_SILENCED) if c in changes]
+        st.dataframe(changes[show], hide_index=True, width="stretch", column_config={
+            "time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss")})
+
+    st.subheader("Webhook deliveries")
+    if not len(dl):
+        ui.empty("No webhook delivery in this range.",
+                 "Deliveries are logged when a firing or resolved alert is sent to its webhooks.")
+    else:
+        if len(failed):
+            st.error(f"{len(failed)} delivery(ies) failed in the {ctx.range_label}: "
+                     + ", ".join(sorted(set(Q.col(failed, Q.T_ENDPOINT, "?").astype(str)))), icon=":material/error:")
+        first = [c for c in ("time", Q.F_DELIVERY_STATUS, Q.F_HTTP_STATUS, Q.T_ENDPOINT, Q.F_EVENT, "model", Q.F_RULE,
+                             Q.F_ATTEMPTS, Q.F_LAST_ERROR, "latency_ms") if c in dl]
+        st.dataframe(dl[first], hide_index=True, width="stretch", column_config={
+            "time": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
+    ui.links(ctx, [("overview", "Overview"), ("drift", f"Data drift of {ctx.model}"), ("quality", "Data quality")])
+
+
+ctx = ui.current()
+ui.body(ctx, render, title="Alerts", caption="When alerts fired and resolved, and whether their webhooks got through.")

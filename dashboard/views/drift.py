@@ -1,0 +1,226 @@
+"""Data drift: feature × time heatmap, features ranked by drift and by impact, per-feature detail.
+
+Every verdict on this page carries its test, statistic, p-value (or distance) and
+threshold, the correction for many features, and the window sizes it came from.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard import data as D
+from dashboard import queries as Q
+
+CORRECTIONS = {"bonferroni": "Bonferroni", "fdr": "Benjamini-Hochberg FDR", "none": "no correction"}
+
+
+def verdict_text(row: pd.Series) -> str:
+    """One sentence with everything a verdict rests on."""
+    test = ui.test_name(row.get("detector"))
+    stat = ui.fmt_num(row.get(Q.F_STATISTIC), ".4g")
+    thr = row.get(Q.F_THRESHOLD)
+    p = row.get(Q.F_P_VALUE)
+    drift = bool(row.get(Q.F_DRIFT))
+    has_p = p is not None and pd.notna(p)
+    if has_p:
+        rel = "<" if drift else "≥"
+        shown = ui.fmt_p(p)
+        basis = f"p {shown if shown.startswith('<') else '= ' + shown} {rel} threshold {ui.fmt_num(thr, '.3g')}"
+    else:
+        rel = ">" if drift else "≤"
+        basis = f"statistic {rel} threshold {ui.fmt_num(thr, '.3g')}"
+    sizes = f"window of {ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} events vs reference of {ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}"
+    return (f"**{'Drift' if drift else 'No drift'}** — {test} statistic {stat}, {basis}; {sizes}; "
+            f"window ending {ui.fmt_time(row.get('time'))}.")
+
+
+def _summary(ctx: ui.Ctx, latest: pd.DataFrame, summ: pd.DataFrame) -> None:
+    tests = ", ".join(f"{ui.test_name(d)} ({n} features)" for d, n in
+                      Q.col(latest, "detector", "").value_counts().items()) or "—"
+    n_cur = pd.to_numeric(Q.col(latest, Q.F_N_CUR), errors="coerce")
+    n_ref = pd.to_numeric(Q.col(latest, Q.F_N_REF), errors="coerce")
+    c1, c2, c3, c4 = st.columns(4)
+    if len(summ):
+        s = summ.iloc[0]
+        nd, nf = s.get(Q.F_N_DRIFTED), s.get(Q.F_N_FEATURES)
+        c1.metric("Features drifting (latest window)", f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}",
+                  help=f"window ending {ui.fmt_time(s.get('time'))}")
+        corr = CORRECTIONS.get(str(s.get(Q.F_CORRECTION)), str(s.get(Q.F_CORRECTION, "—")))
+        c2.metric("Level", f"α = {ui.fmt_num(s.get(Q.F_P_VAL), '.3g')}", help=f"multiple-testing correction: {corr}")
+        c2.caption(corr)
+    else:
+        n_drift = int(Q.col(latest, Q.F_DRIFT, False).fillna(False).astype(bool).sum())
+        c1.metric("Features drifting (latest window)", f"{n_drift} / {len(latest)}")
+        c2.metric("Level", "—", help="no drift summary written yet")
+    c3.metric("Window (events)", ui.fmt_num(ui.median(n_cur), ",.0f"), help="median current-window size over features")
+    c4.metric("Reference (events)", ui.fmt_num(ui.median(n_ref), ",.0f"))
+    st.caption(f"Tests: {tests}. A feature drifts when its p-value is below the corrected threshold "
+               "(distance detectors: when the statistic exceeds it).")
+
+
+def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
+    cols = {
+        "feature": "feature",
+        "verdict": "verdict",
+        "test": "test",
+        Q.F_STATISTIC: "statistic",
+        Q.F_P_VALUE: "p-value",
+        Q.F_THRESHOLD: "threshold",
+        Q.F_PSI: "PSI",
+        Q.F_JS: "JS distance",
+        Q.F_WASSERSTEIN: "Wasserstein",
+        "importance": "importance",
+        "impact": "impact",
+        Q.F_N_CUR: "window n",
+        Q.F_N_REF: "reference n",
+        "time": "window end",
+    }
+    t = latest.copy()
+    t["verdict"] = Q.col(t, Q.F_DRIFT, False).fillna(False).astype(bool)
+    t["test"] = Q.col(t, "detector", "").map(ui.test_name)
+    present = [c for c in cols if c in t]
+    cfg = {
+        "verdict": st.column_config.CheckboxColumn("drift", help="the test's p-value is below the corrected threshold"),
+        "p-value": st.column_config.NumberColumn(format="%.3g"),
+        "statistic": st.column_config.NumberColumn(format="%.4g"),
+        "threshold": st.column_config.NumberColumn(format="%.3g"),
+        "PSI": st.column_config.NumberColumn(format="%.3f"),
+        "JS distance": st.column_config.NumberColumn(format="%.3f"),
+        "Wasserstein": st.column_config.NumberColumn(format="%.3g"),
+        "impact": st.column_config.NumberColumn(format="%.3f"),
+        "importance": st.column_config.NumberColumn(format="percent", help="share of the model's dependence on "
+                                                    "its inputs (mutual information with the output, dw_impact)"),
+        "window end": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+    }
+    by_drift, by_impact = st.tabs(["Ranked by drift", "Ranked by impact"])
+    with by_drift:
+        st.dataframe(t.sort_values("drift_rank")[present].rename(columns=cols), hide_index=True,
+                     width="stretch", column_config=cfg)
+        st.caption("Drifting features first, then by p-value (most significant first).")
+    with by_impact:
+        st.dataframe(t.sort_values("impact_rank")[present].rename(columns=cols), hide_index=True,
+                     width="stretch", column_config=cfg)
+        has_imp = "importance" in t and t["importance"].notna().any()
+        st.caption("By the size of the shift rather than its significance: impact = Jensen-Shannon distance "
+                   "(else PSI)" + (" × the feature's importance to the model output (its share of the mutual "
+                                   "information between inputs and predictions, from the reference)" if has_imp
+                                   else "; no feature importance has been computed for this model yet") +
+                   ". Large windows make small shifts significant; this ranking shows which shifts matter.")
+
+
+def _detail(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
+    ranked = latest.sort_values("drift_rank")["feature"].drop_duplicates().tolist()
+    want = st.session_state.get("dw_feature")
+    idx = ranked.index(want) if want in ranked else 0
+
+    def _pick() -> None:
+        ui.set_param("feature", st.session_state["dw_feature_sel"])
+
+    feature = st.selectbox("Feature", ranked, index=idx, key="dw_feature_sel", on_change=_pick)
+    if st.session_state.get("dw_feature") != feature:
+        ui.set_param("feature", feature)
+    f = D.fetch(hist=(D.histogram, (ctx.conn, ctx.scope, feature)),
+                series=(D.drift_feature_series, (ctx.conn, ctx.scope, feature)),
+                win=(D.drift_feature_windows, (ctx.conn, ctx.scope, feature)))
+    rows = latest[latest["feature"] == feature]
+    for _, row in rows.iterrows():
+        st.markdown(verdict_text(row))
+        m = st.columns(6)
+        m[0].metric("Statistic", ui.fmt_num(row.get(Q.F_STATISTIC), ".4g"), help=ui.test_name(row.get("detector")))
+        m[1].metric("p-value", ui.fmt_p(row.get(Q.F_P_VALUE)))
+        m[2].metric("Threshold", ui.fmt_num(row.get(Q.F_THRESHOLD), ".3g"))
+        m[3].metric("PSI", ui.fmt_num(row.get(Q.F_PSI), ".3f"))
+        m[4].metric("JS distance", ui.fmt_num(row.get(Q.F_JS), ".3f"))
+        m[5].metric("Wasserstein", ui.fmt_num(row.get(Q.F_WASSERSTEIN), ".3g"))
+
+    left, right = st.columns(2)
+    with left:
+        hist = f["hist"]
+        ref, cur = hist["reference"], hist["current"]
+        if len(ref) or len(cur):
+            when = ui.fmt_time(cur["time"].iloc[0]) if len(cur) else "—"
+            st.altair_chart(charts.distributions(ref, cur, title=f"{feature}: reference vs window ending {when}"),
+                            width="stretch")
+            if not len(ref):
+                st.caption("No reference histogram stored for this feature yet.")
+            if len(cur) and bool(cur["noised"].iloc[0]):
+                st.caption("Sensitive feature: counts carry Laplace noise (differential privacy); bins are unnamed.")
+        else:
+            ui.empty(f"No histograms stored for `{feature}`.",
+                     "The worker writes bin counts with every window (unless the feature is marked sensitive).")
+    series = f["series"]
+    with right:
+        if len(series) and series[Q.F_P_VALUE].notna().any():
+            s = series.dropna(subset=[Q.F_P_VALUE]).copy()
+            s[Q.F_P_VALUE] = s[Q.F_P_VALUE].clip(lower=1e-300)
+            thr = ui.median(s[Q.F_THRESHOLD])
+            st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="smallest p-value per bucket (log)",
+                                         title=f"{feature}: p-value over time", rule=thr,
+                                         rule_label=f"threshold {ui.fmt_num(thr, '.3g')}"), width="stretch")
+        elif len(series):
+            thr = ui.median(series[Q.F_THRESHOLD])
+            st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="largest statistic per bucket",
+                                         title=f"{feature}: statistic over time", rule=thr),
+                            width="stretch")
+    if len(series):
+        eff = [c for c in Q.EFFECT_FIELDS if c in series and series[c].notna().any()]
+        if eff:
+            long = series.melt(id_vars=["time"], value_vars=eff, var_name="effect size", value_name="value").dropna()
+            st.altair_chart(charts.lines(long, "value", color="effect size", y_title="effect size (mean per bucket)",
+                                         title=f"{feature}: effect sizes over time", height=200), width="stretch")
+    st.markdown("**Latest windows of this feature** (every field as the worker wrote it)")
+    win = f["win"]
+    if len(win):
+        show = [c for c in ("time", "version", "detector", Q.F_DRIFT, Q.F_STATISTIC, Q.F_P_VALUE, Q.F_THRESHOLD,
+                            Q.F_PSI, Q.F_JS, Q.F_WASSERSTEIN, Q.F_N_CUR, Q.F_N_REF) if c in win]
+        st.dataframe(win[show], hide_index=True, width="stretch",
+                     column_config={"time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss"),
+                                    Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g")})
+    ui.links(ctx, [("quality", f"Data quality of {ctx.model}"), ("performance", "Performance"), ("alerts", "Alerts")])
+
+
+def render(ctx: ui.Ctx) -> None:
+    f = D.fetch(latest=(D.drift_latest, (ctx.conn, ctx.scope)), summ=(D.drift_summary_latest, (ctx.conn, ctx.scope)),
+                series=(D.drift_summary_series, (ctx.conn, ctx.scope)), heat=(D.drift_heatmap, (ctx.conn, ctx.scope)))
+    latest = f["latest"]
+    if not len(latest):
+        ui.empty(
+            f"No drift results for `{ctx.model}` in the {ctx.range_label}.",
+            "Drift tests start once the model's reference is complete (the first N events, a reference file, or "
+            "the previous window, as its monitor config says), then run on every window. Widen the time range, "
+            "or check that the worker is running.",
+        )
+        return
+    _summary(ctx, latest, f["summ"])
+
+    summ = f["series"]
+    heat = f["heat"]
+    st.subheader("Drift over time")
+    if len(summ):
+        st.altair_chart(charts.lines(summ, Q.F_SHARE_DRIFTED, y_title="share of features drifting", fmt=".1%",
+                                     height=160), width="stretch")
+    if len(heat):
+        order = latest.sort_values("drift_rank")["feature"].drop_duplicates().tolist()
+        heat = heat[heat["feature"].isin(order)]
+        bucket = ctx.rng.heat_bucket
+        st.altair_chart(
+            charts.heatmap(
+                heat, "share", bucket_s=Q.bucket_seconds(bucket), order=order, legend="share of windows drifting",
+                title=f"Feature × time ({bucket} buckets): share of windows whose test found drift",
+                tooltip=[alt.Tooltip("share:Q", title="share of windows drifting", format=".0%"),
+                         alt.Tooltip("p_min:Q", title="smallest p-value", format=".3g")],
+            ),
+            width="stretch",
+        )
+    st.subheader("Features")
+    _tables(ctx, latest)
+    st.subheader("Feature detail")
+    _detail(ctx, latest)
+
+
+ctx = ui.current()
+ui.body(ctx, render, title="Data drift",
+        caption="Which inputs moved away from the reference, how significantly and by how much.")

@@ -1,0 +1,123 @@
+"""Overview: every model's health, throughput, invalid rate, lag, alerts and last window."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard import data as D
+from dashboard import queries as Q
+
+STATUS_COLOR = {
+    "critical": "#c62828",
+    "alerting": "#ef6c00",
+    "drifting": "#ef6c00",
+    "degraded": "#b58900",
+    "stale": "#757575",
+    "no data": "#757575",
+    "ok": "#2e7d32",
+}
+
+
+def _status_style(v: object) -> str:
+    return f"color: {STATUS_COLOR.get(str(v), 'inherit')}; font-weight: 600"
+
+
+def render(ctx: ui.Ctx) -> None:
+    f = D.fetch(ov=(D.overview, (ctx.conn, ctx.rng, tuple(ctx.models))), tp=(D.throughput, (ctx.conn, ctx.all_scope)),
+                al=(D.active_alerts, (ctx.conn,)))
+    ov = f["ov"]
+    if not len(ov):
+        ui.empty(
+            f"No windows from any of your {len(ctx.models)} model(s) in the {ctx.range_label}.",
+            "Widen the time range in the sidebar, or check that the worker is running and consuming "
+            f"`{ctx.settings.topic_inferences}` (`driftwatch worker`).",
+        )
+        return
+    firing = int(ov["active_alerts"].sum())
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric("Models", len(ov), help="models with results in the selected time range")
+    k2.metric("Alerts firing", firing)
+    k3.metric("Models drifting", int((ov.get("drift", pd.Series(dtype=bool)) == True).sum()))  # noqa: E712
+    eps = pd.to_numeric(ov.get("events_per_s"), errors="coerce").sum()
+    k4.metric("Events / s (latest windows)", ui.fmt_num(eps, ",.1f"))
+
+    table = pd.DataFrame({
+        "model": ov["model"],
+        "status": ov["status"],
+        "why": ov["why"],
+        "versions": Q.col(ov, "versions", ""),
+        "last window": Q.col(ov, "last_window", None),
+        "events/s": Q.col(ov, "events_per_s"),
+        "invalid rate": Q.col(ov, "invalid_rate"),
+        "lag (s)": Q.col(ov, "lag_s"),
+        "consumer lag": Q.col(ov, "consumer_lag"),
+        "alerts firing": ov["active_alerts"],
+        "features drifting": Q.col(ov, "share_drifted"),
+        "adversarial score": Q.col(ov, "adversarial_score"),
+    })
+    for optional in ("lag (s)", "consumer lag"):  # only when the worker reports it
+        if pd.to_numeric(table[optional], errors="coerce").isna().all():
+            table = table.drop(columns=[optional])
+    st.dataframe(
+        table.style.map(_status_style, subset=["status"]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss", help="end of the latest window (UTC)"),
+            "events/s": st.column_config.NumberColumn(format="%.2f", help="throughput of the latest window"),
+            "invalid rate": st.column_config.NumberColumn(format="percent", help="invalid events / events over the range"),
+            "lag (s)": st.column_config.NumberColumn(
+                format="%.1f", help="seconds between the end of the latest window and the moment the worker closed it"),
+            "consumer lag": st.column_config.NumberColumn(format="%d", help="messages behind, when the worker reports it"),
+            "features drifting": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="percent", help="share of features drifting in the latest window"),
+            "adversarial score": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    st.caption(
+        "Status: critical / alerting = alerts firing now; drifting = the latest drift summary found drift; "
+        f"degraded = more than {Q.INVALID_RATE_WARN:.0%} invalid events; stale = no window for "
+        f"{Q.STALE_WINDOWS:g} window lengths (at least {Q.STALE_MIN_S / 60:.0f} min)."
+    )
+
+    st.subheader("Open a model")
+    for m in ov["model"]:
+        c0, c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1, 1])
+        c0.markdown(f"**{m}**")
+        params = ctx.link_params(model=m, version=None, segment=None)
+        for c, key, label in ((c1, "drift", "drift"), (c2, "quality", "quality"),
+                              (c3, "performance", "performance"), (c4, "alerts", "alerts")):
+            path, _t, icon, _u = ui.PAGES[key]
+            c.page_link(path, label=label, icon=icon, query_params=params)
+
+    tp = f["tp"]
+    if len(tp):
+        tp = tp[tp["model"].isin(ctx.models)]
+    st.subheader("Throughput and invalid events")
+    if not len(tp):
+        ui.empty("No windows in this range.")
+        return
+    c1, c2 = st.columns(2)
+    c1.altair_chart(charts.lines(tp, "events_per_s", color="model", y_title="events / s (mean per bucket)"),
+                    width="stretch")
+    c2.altair_chart(charts.lines(tp.dropna(subset=["invalid_rate"]), "invalid_rate", color="model",
+                                 y_title="invalid events / events", fmt=".2%"), width="stretch")
+
+    al = f["al"]
+    if len(al) and "model" in al:
+        al = al[al["model"].isin(ctx.models)]
+    st.subheader("Alerts firing now")
+    if not len(al):
+        st.success("No alert is firing.", icon=":material/check_circle:")
+    else:
+        cols = [c for c in ("time", "model", "version", "severity", Q.F_RULE, "feature", Q.F_MESSAGE, Q.F_VALUE) if c in al]
+        st.dataframe(al[cols].rename(columns={"time": "last window"}), hide_index=True, width="stretch",
+                     column_config={"last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+        ui.links(ctx, [("alerts", "All alerts")])
+
+
+ctx = ui.current()
+ui.body(ctx, render, title="Overview",
+        caption="Every model you may see: health, throughput, invalid events, lag, alerts and its latest window.")

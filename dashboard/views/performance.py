@@ -1,0 +1,122 @@
+"""Concept drift and performance: realized performance once labels arrive, estimated
+performance beside it, label coverage and delay, and prediction drift."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard import data as D
+from dashboard import queries as Q
+
+#: metrics shown as percentages (the others — log_loss, mae, rmse, bias — as numbers)
+PERCENT_METRICS = {"accuracy", "precision", "recall", "f1"}
+OUTPUT_NAMES = {"__label__": "predicted class"}
+
+
+def _fmt(metric: str) -> str:
+    return ".1%" if metric in PERCENT_METRICS else ".4g"
+
+
+def _latest_metrics(ctx: ui.Ctx, metrics: list[str], latest: pd.DataFrame) -> None:
+    if not len(latest) or "metric" not in latest:
+        return
+    latest = latest.sort_values("time", ascending=False)
+    cols = st.columns(max(1, min(4, len(metrics))))
+    for i, m in enumerate(metrics[:4]):
+        rows = latest[latest["metric"] == m]
+        det = Q.col(rows, "detector", "").astype(str)
+        real, est = rows[det == Q.REALIZED], rows[det == Q.CBPE]
+        rv = real.iloc[0].get(Q.F_VALUE) if len(real) else None
+        ev = est.iloc[0].get(Q.F_VALUE) if len(est) else None
+        when = ui.fmt_time(real.iloc[0].get("time")) if len(real) else "no labels yet"
+        cols[i].metric(f"{m} (realized)", ui.fmt_num(rv, _fmt(m)),
+                       delta=(f"estimated {ui.fmt_num(ev, _fmt(m))}" if ev is not None else None),
+                       delta_color="off", delta_arrow="off", help=f"latest labelled window: {when}")
+
+
+def render(ctx: ui.Ctx) -> None:
+    f = D.fetch(perf=(D.performance_series, (ctx.conn, ctx.scope)), latest=(D.performance_latest, (ctx.conn, ctx.scope)),
+                lab=(D.performance_labels, (ctx.conn, ctx.scope)), pred=(D.prediction_drift, (ctx.conn, ctx.scope)))
+    perf = f["perf"]
+    if not len(perf):
+        ui.empty(
+            f"No performance results for `{ctx.model}` in the {ctx.range_label}.",
+            f"Realized performance needs labels: publish them to `{ctx.settings.topic_labels}` with the event id "
+            "they answer; the worker joins them to predictions and scores each window. Estimated performance "
+            "(from the model's own probabilities) appears as soon as windows close.",
+        )
+    else:
+        metrics = sorted(perf["metric"].dropna().unique().tolist(), key=lambda m: (m != "accuracy", m))
+        _latest_metrics(ctx, metrics, f["latest"])
+        for m in metrics:
+            d = perf[perf["metric"] == m]
+            st.altair_chart(charts.lines(d, "value", color="kind", title=f"{m}: realized (labels) vs estimated",
+                                         y_title=f"{m} (mean per bucket)", fmt=_fmt(m)), width="stretch")
+        st.caption("Realized = computed from the true labels joined to the predictions, plotted at the window in "
+                   "which the labels were joined; estimated = confidence-based (CBPE) from the model's own "
+                   "probabilities, available before labels arrive. A gap that opens between them is a sign of "
+                   "concept drift or of a model that is no longer calibrated.")
+
+    st.subheader("Labels")
+    lab = f["lab"]
+    if not len(lab):
+        ui.empty("No labels joined yet.",
+                 f"Coverage and delay appear once labels for `{ctx.model}` arrive on `{ctx.settings.topic_labels}`.")
+    else:
+        c1, c2 = st.columns(2)
+        if Q.F_LABEL_COVERAGE in lab and lab[Q.F_LABEL_COVERAGE].notna().any():
+            cov = lab.dropna(subset=[Q.F_LABEL_COVERAGE])
+            c1.altair_chart(charts.lines(cov, Q.F_LABEL_COVERAGE, fmt=".1%", y_title="labelled share of predictions",
+                                         title="Label coverage (cumulative)"), width="stretch")
+            last = cov.iloc[-1]
+            c1.caption(f"{ui.fmt_num(last.get('matched'), ',.0f')} of {ui.fmt_num(last.get('predictions'), ',.0f')} "
+                       f"predictions labelled; {ui.fmt_num(last.get('pending'), ',.0f')} waiting, "
+                       f"{ui.fmt_num(last.get('expired'), ',.0f')} expired unlabelled.")
+        if "delay_p50" in lab and lab["delay_p50"].notna().any():
+            d = lab.dropna(subset=["delay_p50"])
+            scale, unit = (3600.0, "hours") if (ui.median(d["delay_p50"]) or 0) > 7200 else (60.0, "minutes")
+            long = pd.concat([
+                pd.DataFrame({"time": d["time"], "delay": d["delay_p50"] / scale, "quantile": "median"}),
+                pd.DataFrame({"time": d["time"], "delay": pd.to_numeric(Q.col(d, "delay_p95"), errors="coerce") / scale,
+                              "quantile": "95th percentile"}),
+            ]).dropna()
+            c2.altair_chart(charts.lines(long, "delay", color="quantile", fmt=".1f",
+                                         y_title=f"{unit} from prediction to label", title="Label delay"),
+                            width="stretch")
+
+    st.subheader("Prediction drift")
+    pred, pred_latest = f["pred"]
+    if not len(pred):
+        ui.empty("No prediction-drift results yet.",
+                 "The worker compares each window's predictions with the reference's (no labels needed).")
+    else:
+        for _, row in pred_latest.iterrows():
+            p = row.get(Q.F_P_VALUE)
+            shown = ui.fmt_p(p)
+            basis = (f"p {shown if shown.startswith('<') else '= ' + shown} vs threshold "
+                     f"{ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}" if p is not None and pd.notna(p)
+                     else f"threshold {ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}")
+            out = OUTPUT_NAMES.get(str(row.get("feature")), str(row.get("feature")))
+            st.markdown(
+                f"**{out}** — latest window ({ui.fmt_time(row.get('time'))}): "
+                f"**{'drift' if row.get(Q.F_DRIFT) else 'no drift'}**, {ui.test_name(row.get('detector'))} statistic "
+                f"{ui.fmt_num(row.get(Q.F_STATISTIC), '.4g')}, {basis}; window of "
+                f"{ui.fmt_num(row.get(Q.F_N_WINDOW), ',.0f')} predictions vs reference of "
+                f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}."
+            )
+        y = Q.F_P_VALUE if Q.F_P_VALUE in pred and pred[Q.F_P_VALUE].notna().any() else Q.F_STATISTIC
+        d = pred.dropna(subset=[y]).copy()
+        if y == Q.F_P_VALUE:
+            d[y] = d[y].clip(lower=1e-300)
+        d["output"] = Q.col(d, "feature", "").astype(str).map(lambda f: OUTPUT_NAMES.get(f, f))
+        st.altair_chart(charts.lines(d, y, log=(y == Q.F_P_VALUE), color="output", title="Prediction drift over time",
+                                     y_title=f"smallest {y.replace('_', '-')} per bucket",
+                                     rule=ui.median(Q.col(d, Q.F_THRESHOLD))), width="stretch")
+    ui.links(ctx, [("drift", f"Data drift of {ctx.model}"), ("alerts", "Alerts"), ("overview", "Overview")])
+
+
+ctx = ui.current()
+ui.body(ctx, render, title="Concept drift & performance",
+        caption="Is the model still right? Realized performance once labels arrive, estimated performance meanwhile.")

@@ -1,0 +1,90 @@
+"""Data quality: missing, out-of-range, unknown-category and type-error rates per feature; dead letters."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard import data as D
+from dashboard import queries as Q
+
+RATE_LABELS = {
+    "missing_rate": "missing",
+    "out_of_range_rate": "out of range",
+    "unknown_category_rate": "unknown category",
+    "type_error_rate": "type error",
+    "null_violation_rate": "null violation",
+}
+TOP_N = 8
+
+
+def render(ctx: ui.Ctx) -> None:
+    rate = st.session_state.get("dw_q_rate", Q.QUALITY_RATES[0])
+    rate = rate if rate in Q.QUALITY_RATES else Q.QUALITY_RATES[0]
+    f = D.fetch(series=(D.quality_series, (ctx.conn, ctx.scope, (rate,))),
+                latest=(D.quality_latest, (ctx.conn, ctx.scope)), dl=(D.deadletters, (ctx.conn, ctx.scope)))
+    series = f["series"]
+    latest = f["latest"]
+    if not len(series):
+        ui.empty(
+            f"No data-quality results for `{ctx.model}` in the {ctx.range_label}.",
+            "The worker checks every window against the feature expectations of the monitor config "
+            "(range, allowed values, nullable). Widen the time range, or check that the worker is running.",
+        )
+    else:
+        rates = [r for r in Q.QUALITY_RATES if r in latest] or [rate]
+        if len(latest):
+            worst = {r: pd.to_numeric(Q.col(latest, r), errors="coerce").max() for r in rates}
+            cols = st.columns(len(rates))
+            for c, r in zip(cols, rates):
+                c.metric(f"Worst {RATE_LABELS[r]} rate", ui.fmt_num(worst[r], ".2%"),
+                         help="the highest rate over features in the latest window")
+        st.radio("Rate", rates, index=rates.index(rate) if rate in rates else 0,
+                 format_func=lambda r: RATE_LABELS.get(r, r), horizontal=True, key="dw_q_rate")
+        s = series.dropna(subset=[rate]) if rate in series else series.iloc[0:0]
+        peak = s.groupby("feature")[rate].max().sort_values(ascending=False)
+        order = peak.index.tolist()
+        top = max(float(peak.max()), 1e-6) if len(peak) else 1.0
+        st.altair_chart(
+            charts.heatmap(s, rate, bucket_s=Q.bucket_seconds(ctx.rng.heat_bucket), order=order, legend=f"{RATE_LABELS[rate]} rate", domain=(0.0, top),
+                           hot="#e65100", title=f"Feature × time ({ctx.rng.heat_bucket} buckets): mean {RATE_LABELS[rate]} rate",
+                           tooltip=[alt.Tooltip(f"{rate}:Q", format=".2%", title=f"{RATE_LABELS[rate]} rate")]),
+            width="stretch",
+        )
+        worst_feats = [f for f in order[:TOP_N] if peak[f] > 0]
+        if worst_feats:
+            st.altair_chart(
+                charts.lines(s[s["feature"].isin(worst_feats)], rate, color="feature", fmt=".2%",
+                             y_title=f"{RATE_LABELS[rate]} rate", title=f"The {len(worst_feats)} worst features over time"),
+                width="stretch",
+            )
+        else:
+            st.success(f"No {RATE_LABELS[rate]} values in this range.", icon=":material/check_circle:")
+        if len(latest):
+            st.markdown("**Latest window per feature**")
+            show = ["feature", *rates, "n", *[c for c in latest.columns if c.startswith("n_")], "time"]
+            show = [c for c in dict.fromkeys(show) if c in latest]
+            cfg = {r: st.column_config.NumberColumn(RATE_LABELS[r], format="percent") for r in rates}
+            cfg["time"] = st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm")
+            st.dataframe(latest[show].sort_values(rates[0], ascending=False), hide_index=True, width="stretch",
+                         column_config=cfg)
+
+    st.subheader("Dead letters")
+    dl = f["dl"]
+    if not len(dl):
+        st.success(f"No message was dead-lettered in the {ctx.range_label}.", icon=":material/check_circle:")
+    else:
+        c1, c2 = st.columns([3, 1])
+        c1.altair_chart(charts.bars_over_time(dl, "count", "reason", y_title="messages dead-lettered"), width="stretch")
+        totals = dl.groupby("reason", as_index=False)["count"].sum().sort_values("count", ascending=False)
+        c2.dataframe(totals, hide_index=True, width="stretch")
+        st.caption(f"Malformed messages go to `{ctx.settings.topic_deadletter}` with their reason, nothing is "
+                   "dropped. Messages too broken to name a model are counted on every model's page.")
+    ui.links(ctx, [("drift", f"Data drift of {ctx.model}"), ("overview", "Overview"), ("alerts", "Alerts")])
+
+
+ctx = ui.current()
+ui.body(ctx, render, title="Data quality",
+        caption="Missing, out-of-range, unknown-category and type-error rates per feature, and dead-lettered messages.")

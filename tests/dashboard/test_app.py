@@ -1,0 +1,364 @@
+"""Every dashboard page under Streamlit's AppTest, against the real InfluxDB of the local stack.
+
+The database is filled with synthetic results (``dashboard.sample``) written over the
+v1 ``/write`` API: model ``churn`` drifts on ``f_001`` and loses 30 % of ``f_002``
+from the middle of the span on, with a critical alert firing and one failed webhook
+delivery; ``fraud`` and ``ranker`` are healthy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import dashboard
+from dashboard import auth, sample
+from dashboard import queries as Q
+from streams.localstack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+APP = str(Path(dashboard.__file__).with_name("app.py"))
+MODELS = ["churn", "fraud", "ranker"]
+DRIFTING = "f_001"
+BROKEN = "f_002"
+SEGMENT = "country=de"
+PAGES = ["drift", "quality", "performance", "adversarial", "alerts"]
+
+
+@pytest.fixture(scope="module")
+def populated(stack: LocalStack) -> Iterator[Q.Conn]:
+    """One database with 8 hours of results (5-minute windows) for three models."""
+    conn = Q.Conn(stack.influx_url, f"dash{uuid.uuid4().hex[:10]}")
+    recs = sample.sample_records(MODELS, n_features=8, windows=96, cadence_s=300, drift_feature=DRIFTING,
+                                 quality_feature=BROKEN, segments=[SEGMENT], false_alarms=False)
+    n = sample.write_records(conn, recs)
+    assert n > 10_000
+    yield conn
+    with contextlib.suppress(Exception):
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, url: str, db: str, **extra: str) -> None:
+    for k in ("PASSWORD", "PASSWORD_FILE", "AUTH", "ACCESS"):
+        monkeypatch.delenv(f"DRIFTWATCH_DASHBOARD_{k}", raising=False)
+    monkeypatch.setenv("DRIFTWATCH_INFLUX_URL", url)
+    monkeypatch.setenv("DRIFTWATCH_INFLUX_DB", db)
+    monkeypatch.setenv("DRIFTWATCH_INFLUX_VERSION", "1")
+    for k in ("INFLUX_USERNAME", "INFLUX_PASSWORD", "INFLUX_TOKEN"):
+        monkeypatch.delenv(f"DRIFTWATCH_{k}", raising=False)
+    monkeypatch.setenv("DRIFTWATCH_DASHBOARD_REFRESH_SECONDS", "0")
+    for k, v in extra.items():
+        monkeypatch.setenv(f"DRIFTWATCH_{k.upper()}", v)
+
+
+@pytest.fixture
+def env(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch) -> Q.Conn:
+    _env(monkeypatch, populated.url, populated.db)
+    return populated
+
+
+def open_page(page: str = "overview", **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    if page != "overview":
+        at.switch_page(f"views/{page}.py").run()
+    return at
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, "\n".join(str(e.value) for e in at.exception)
+
+
+def charts(at: AppTest) -> list:
+    return at.get("vega_lite_chart")
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.info] + [e.value for e in at.error] + [e.value for e in at.warning]
+    parts += [e.value for e in at.success]
+    return "\n".join(parts)
+
+
+# Pages ------------------------------------------------------------------------------------
+
+
+def test_overview_shows_every_model_and_its_health(env: Q.Conn) -> None:
+    at = open_page()
+    no_exception(at)
+    assert at.title[0].value == "Overview"
+    assert metric(at, "Models") == "3"
+    assert metric(at, "Alerts firing") == "1"
+    table = at.dataframe[0].value
+    assert table["model"].tolist() == MODELS
+    status = dict(zip(table["model"], table["status"]))
+    assert status["churn"] == "critical"
+    assert status["fraud"] == "ok" and status["ranker"] == "ok"
+    assert "critical alert(s) firing" in table.loc[table["model"] == "churn", "why"].iloc[0]
+    assert (table["events/s"] > 0).all()
+    assert table["last window"].notna().all()
+    assert len(charts(at)) == 2  # events/s and invalid rate per model
+    # every model row links to its pages, keeping the time range
+    links = [p for p in at.get("page_link") if p.value == "drift"]
+    assert len(links) == 3
+    q = parse_qs(links[1].proto.query_string)
+    assert q["model"] == ["fraud"] and q["range"] == ["24h"]
+
+
+def test_drift_page_shows_the_drifting_feature_with_its_evidence(env: Q.Conn) -> None:
+    at = open_page("drift", model="churn")
+    no_exception(at)
+    assert at.title[0].value == "Data drift"
+    ranked = at.dataframe[0].value
+    assert ranked["feature"].iloc[0] == DRIFTING
+    assert ranked["verdict"].tolist() == [True] + [False] * 7  # the "drift" checkbox column
+    for col in ("test", "statistic", "p-value", "threshold", "PSI", "JS distance", "window n", "reference n"):
+        assert col in ranked
+    assert ranked["p-value"].iloc[0] < ranked["threshold"].iloc[0]
+    by_impact = at.dataframe[1].value
+    assert by_impact["feature"].iloc[0] == DRIFTING
+    # the detail of the (default) top feature: verdict sentence with test, statistic, p, threshold, windows
+    verdict = next(m.value for m in at.markdown if m.value.startswith("**Drift**"))
+    for part in ("Kolmogorov-Smirnov statistic", "< threshold", "window of", "reference of 2,000", "window ending"):
+        assert part in verdict, verdict
+    assert re.search(r"p (= [0-9.e+-]+|< 1e-16) < threshold 0.00625", verdict), verdict
+    assert at.selectbox(key="dw_feature_sel").value == DRIFTING
+    assert at.query_params["feature"] == [DRIFTING] or at.query_params["feature"] == DRIFTING
+    assert metric(at, "Features drifting (latest window)") == "1 / 8"
+    assert "Bonferroni" in texts(at)
+    # share over time, heatmap, distributions, p-value, effect sizes
+    assert len(charts(at)) == 5
+
+
+def test_drift_page_of_a_healthy_model(env: Q.Conn) -> None:
+    at = open_page("drift", model="fraud", range="7d")
+    no_exception(at)
+    ranked = at.dataframe[0].value
+    assert not ranked["verdict"].any()
+    assert any(m.value.startswith("**No drift**") for m in at.markdown)
+
+
+def test_drift_feature_detail_follows_the_selection(env: Q.Conn) -> None:
+    at = open_page("drift", model="churn", feature="c_004")
+    no_exception(at)
+    assert at.selectbox(key="dw_feature_sel").value == "c_004"
+    verdict = next(m.value for m in at.markdown if m.value.startswith("**No drift**"))
+    assert "chi-squared" in verdict
+    at.selectbox(key="dw_feature_sel").select("f_003").run()
+    no_exception(at)
+    assert at.query_params["feature"] in ("f_003", ["f_003"])
+
+
+def test_quality_page(env: Q.Conn) -> None:
+    at = open_page("quality", model="churn")
+    no_exception(at)
+    assert metric(at, "Worst missing rate") == "30.00%"
+    latest = at.dataframe[0].value
+    assert latest["feature"].iloc[0] == BROKEN
+    dead = at.dataframe[1].value  # a message without a model (not_json) counts on every model's page
+    assert dead["reason"].tolist() == ["schema", "not_json"] and dead["count"].iloc[0] > 1
+    assert len(charts(at)) == 3  # heatmap, worst features, dead letters
+    at.radio(key="dw_q_rate").set_value("unknown_category_rate").run()
+    no_exception(at)
+
+
+def test_performance_page(env: Q.Conn) -> None:
+    at = open_page("performance", model="churn")
+    no_exception(at)
+    assert at.title[0].value == "Concept drift & performance"
+    assert len(charts(at)) == 4  # accuracy realized vs estimated, coverage, delay, prediction drift
+    acc = next(m for m in at.metric if m.label == "accuracy (realized)")
+    assert acc.value.endswith("%") and "estimated" in acc.proto.delta
+    assert any("predicted class" in m.value and "chi-squared" in m.value for m in at.markdown)
+    assert "predictions labelled" in texts(at)
+
+
+def test_adversarial_page_flags_the_scraper(env: Q.Conn) -> None:
+    at = open_page("adversarial", model="churn")
+    no_exception(at)
+    assert "scraper-7" in at.error[0].value
+    src = at.dataframe[0].value
+    assert src["source"].iloc[0] == "scraper-7" and src["flagged_windows"].iloc[0] > 0
+    assert len(charts(at)) == 2
+    at = open_page("adversarial", model="fraud")
+    assert "No source flagged" in texts(at)
+
+
+def test_alerts_page(env: Q.Conn) -> None:
+    at = open_page("alerts", model="churn")
+    no_exception(at)
+    assert metric(at, "Firing now") == "1"
+    assert metric(at, "Resolved in range") == "1"
+    assert metric(at, "Failed deliveries") == "1"
+    assert "slack" in at.error[0].value
+    assert len(charts(at)) == 1
+    changes = at.dataframe[1].value
+    assert {"pending", "firing", "resolved"} <= set(changes["status"])
+    at = open_page("alerts", model="fraud")
+    no_exception(at)
+    assert metric(at, "Firing now") == "0"
+    assert "No alert was pending" in texts(at)
+
+
+# Navigation --------------------------------------------------------------------------------
+
+
+def test_filters_come_from_the_url_and_survive_page_switches(env: Q.Conn) -> None:
+    at = open_page("overview", model="fraud", range="7d")
+    no_exception(at)
+    assert at.sidebar.selectbox[0].value == "fraud"
+    assert at.sidebar.selectbox[3].value == "7d"
+    for page in PAGES:
+        at.switch_page(f"views/{page}.py").run()
+        no_exception(at)
+        assert at.sidebar.selectbox[0].value == "fraud", page
+        assert at.query_params["model"] in ("fraud", ["fraud"]), page
+        assert at.query_params["range"] in ("7d", ["7d"]), page
+    # in-page links carry the filters too
+    link = at.get("page_link")[0]
+    q = parse_qs(link.proto.query_string)
+    assert q["model"] == ["fraud"] and q["range"] == ["7d"]
+
+
+def test_version_and_segment_filters(env: Q.Conn) -> None:
+    at = open_page("drift", model="churn")
+    version, segment = at.sidebar.selectbox[1], at.sidebar.selectbox[2]
+    assert version.options == ["(all versions)", "1"]
+    assert segment.options == ["(all traffic)", SEGMENT]
+    segment.select(SEGMENT).run()
+    no_exception(at)
+    assert at.query_params["segment"] in (SEGMENT, [SEGMENT])
+    assert f"segment {SEGMENT}" in texts(at)
+    assert at.dataframe[0].value["feature"].iloc[0] == DRIFTING
+    at.sidebar.selectbox[1].select("1").run()
+    no_exception(at)
+    # a segment without data for another model: empty states, not errors
+    at = open_page("quality", model="fraud", segment=SEGMENT)
+    no_exception(at)
+
+
+def test_custom_date_range(env: Q.Conn) -> None:
+    at = open_page("drift", model="churn", range="custom")
+    no_exception(at)
+    assert at.query_params["from"] and at.query_params["to"]
+    assert "(UTC)" in texts(at)
+
+
+def test_empty_states_say_what_to_do(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, settings.influx_url, settings.influx_db)
+    at = open_page()
+    no_exception(at)
+    assert "No data yet: is the worker running?" in at.info[0].value
+    assert not charts(at)
+    # a database that does not exist at all: same message
+    _env(monkeypatch, settings.influx_url, f"{settings.influx_db}_missing")
+    at = open_page()
+    no_exception(at)
+    assert "No data yet: is the worker running?" in at.info[0].value
+
+
+def test_a_model_without_results_in_the_range(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = Q.Conn(settings.influx_url, settings.influx_db)
+    # only an old window: nothing in the last 15 minutes
+    from datetime import datetime, timedelta, timezone
+
+    sample.write_records(conn, sample.sample_records(["old"], n_features=3, windows=2,
+                                                     end=datetime.now(timezone.utc) - timedelta(hours=3)))
+    _env(monkeypatch, settings.influx_url, settings.influx_db)
+    for page in ["overview", *PAGES]:
+        at = open_page(page, model="old", range="15m")
+        no_exception(at)
+        assert not charts(at), page
+        assert at.info, page
+
+
+def test_unreachable_influxdb_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.localstack import free_port
+
+    _env(monkeypatch, f"http://127.0.0.1:{free_port()}", "nothing")
+    at = open_page()
+    no_exception(at)
+    assert "InfluxDB cannot be reached" in at.error[0].value
+    assert "driftwatch stack up" in at.error[0].value
+
+
+# Access -------------------------------------------------------------------------------------
+
+
+def test_password_login(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, populated.url, populated.db, dashboard_password="hunter2")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    no_exception(at)
+    assert not at.get("page_link") and not at.dataframe
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert "Wrong user or password" in at.error[0].value
+    at.text_input[0].input("hunter2")
+    at.button[0].click().run()
+    no_exception(at)
+    assert at.title[0].value == "Overview"
+    assert at.sidebar.selectbox[0].options == MODELS
+
+
+def test_per_user_model_lists(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    access = tmp_path / "access.yaml"
+    access.write_text(
+        "users:\n"
+        f"  bob: {{models: [fraud], password_hash: '{auth.hash_password('bobpw', iterations=1000)}'}}\n"
+        "default_models: [ranker]\n"
+    )
+    _env(monkeypatch, populated.url, populated.db, dashboard_password="shared", dashboard_access=str(access))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input("bob")
+    at.text_input[1].input("bobpw")
+    at.button[0].click().run()
+    no_exception(at)
+    assert at.sidebar.selectbox[0].options == ["fraud"]
+    assert at.dataframe[0].value["model"].tolist() == ["fraud"]
+    # a model outside the list cannot be forced through the URL
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["model"] = "churn"
+    at.run()
+    at.text_input[0].input("")
+    at.text_input[1].input("shared")
+    at.button[0].click().run()
+    no_exception(at)
+    assert at.sidebar.selectbox[0].options == ["ranker"]
+    assert at.sidebar.selectbox[0].value == "ranker"
+
+
+def test_oidc_login_and_access(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    access = tmp_path / "access.yaml"
+    access.write_text("users:\n  alice@example.com: {models: ['*']}\n  bob@example.com: {models: ['fr*']}\n")
+    _env(monkeypatch, populated.url, populated.db, dashboard_auth="oidc", dashboard_access=str(access))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.user = {"is_logged_in": False}
+    at.run()
+    no_exception(at)
+    assert at.button[0].label == "Log in"
+    assert not at.dataframe
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.user = {"is_logged_in": True, "email": "bob@example.com"}
+    at.run()
+    no_exception(at)
+    assert at.sidebar.selectbox[0].options == ["fraud"]
+    assert "bob@example.com" in "\n".join(c.value for c in at.sidebar.caption)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.user = {"is_logged_in": True, "email": "mallory@example.com"}
+    at.run()
+    no_exception(at)
+    assert "may not see any" in at.warning[0].value
