@@ -6,9 +6,10 @@ idempotent). Credentials: ``influx_username``/``influx_password`` (HTTP basic) o
 
 InfluxDB 2.x (``influx_version=2``) has no ``CREATE DATABASE``: the database is a
 bucket (``influx_bucket`` or ``influx_db``) that 2.7+ maps to a v1 database
-automatically; :func:`ensure_database` creates the bucket through ``/api/v2/buckets``
-in ``influx_org`` if it is missing. (The local stack runs 1.x; the 2.x path is
-written against the documented API but not exercised by the test suite.)
+automatically; :func:`ensure_database` creates the bucket in ``influx_org`` with
+influxdb-client's ``BucketsApi`` if it is missing (the compose file's InfluxDB creates
+it at its first start anyway). The local stack runs 1.x; the 2.x requests are checked
+against an emulation of the 2.x API in ``tests/streams/test_influx_v2.py``.
 
 :func:`query` runs one InfluxQL statement and returns the parsed JSON, for tests and
 small tools.
@@ -16,11 +17,14 @@ small tools.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from streams.settings import Settings
+from streams.sinks.influx import InfluxConfigError, database, v2_client, v2_error
 
 
 class InfluxAdminError(RuntimeError):
@@ -66,10 +70,10 @@ def _request(settings: Settings, method: str, path: str, timeout: float = 10.0, 
 def query(settings: Settings, influxql: str, db: str | None = None, method: str = "POST") -> dict[str, Any]:
     """Run one InfluxQL statement via ``/query``; raise on any statement error.
 
-    ``db`` defaults to ``settings.influx_db``. Returns the JSON answer
-    (``{"results": [{"statement_id": 0, "series": [...]}]}``).
+    ``db`` defaults to the v1 database (``influx_db``; on 2.x the bucket). Returns the
+    JSON answer (``{"results": [{"statement_id": 0, "series": [...]}]}``).
     """
-    params = {"q": influxql, "db": db if db is not None else settings.influx_db, "epoch": "ns"}
+    params = {"q": influxql, "db": db if db is not None else database(settings), "epoch": "ns"}
     if method == "GET":
         resp = _request(settings, "GET", "/query", params=params)
     else:
@@ -96,9 +100,7 @@ def drop_database(settings: Settings, name: str | None = None) -> None:
     """Drop the database (1.x) or delete the bucket (2.x); missing is fine."""
     db = name or settings.influx_db
     if settings.influx_version == 2:
-        bucket = _find_bucket(settings, settings.influx_bucket or db)
-        if bucket is not None:
-            _request(settings, "DELETE", f"/api/v2/buckets/{bucket['id']}")
+        _drop_bucket(settings, settings.influx_bucket or db)
         return
     query(settings, f"DROP DATABASE {quote_ident(db)}", db="")
 
@@ -113,23 +115,43 @@ def list_databases(settings: Settings) -> list[str]:
 # ----------------------------------------------------------------------- 2.x buckets
 
 
-def _find_bucket(settings: Settings, bucket: str) -> dict[str, Any] | None:
-    params = {"name": bucket}
-    if settings.influx_org:
-        params["org"] = settings.influx_org
-    found = _request(settings, "GET", "/api/v2/buckets", params=params).json().get("buckets") or []
+@contextlib.contextmanager
+def _buckets_api(settings: Settings, what: str) -> Iterator[Any]:
+    """influxdb-client's ``BucketsApi``, its errors turned into :class:`InfluxAdminError`."""
+    import urllib3
+    from influxdb_client.client.exceptions import InfluxDBError
+
+    try:
+        client = v2_client(settings)
+    except InfluxConfigError as e:
+        raise InfluxAdminError(str(e)) from None
+    try:
+        with client:
+            yield client.buckets_api()
+    except (InfluxDBError, urllib3.exceptions.HTTPError, OSError) as e:
+        err = v2_error(e)
+        if isinstance(err, tuple):
+            raise InfluxAdminError(f"InfluxDB at {settings.influx_url}: {what} answered {err[0]}: {err[1]}") from None
+        if type(e) is InfluxDBError:  # the client's own verdict, e.g. the organisation does not exist
+            raise InfluxAdminError(f"InfluxDB at {settings.influx_url}: {what}: {e.message}") from None
+        raise InfluxAdminError(f"cannot reach InfluxDB at {settings.influx_url} ({err}): is it running? "
+                               "(set DRIFTWATCH_INFLUX_URL for another server)") from None
+
+
+def _find_bucket(api: Any, settings: Settings, bucket: str) -> Any | None:
+    found = api.find_buckets(name=bucket, org=settings.influx_org).buckets or []
     return found[0] if found else None
 
 
 def _ensure_bucket(settings: Settings, bucket: str) -> str:
-    if _find_bucket(settings, bucket) is not None:
-        return bucket
-    if not settings.influx_org:
-        raise InfluxAdminError(
-            f"bucket {bucket!r} does not exist and DRIFTWATCH_INFLUX_ORG is not set: set it or create the bucket"
-        )
-    orgs = _request(settings, "GET", "/api/v2/orgs", params={"org": settings.influx_org}).json().get("orgs") or []
-    if not orgs:
-        raise InfluxAdminError(f"InfluxDB organisation {settings.influx_org!r} not found at {settings.influx_url}")
-    _request(settings, "POST", "/api/v2/buckets", json={"name": bucket, "orgID": orgs[0]["id"], "retentionRules": []})
+    with _buckets_api(settings, f"ensure bucket {bucket!r}") as api:
+        if _find_bucket(api, settings, bucket) is None:
+            api.create_bucket(bucket_name=bucket, org=settings.influx_org)  # retention: infinite (docs/influxdb.md)
     return bucket
+
+
+def _drop_bucket(settings: Settings, bucket: str) -> None:
+    with _buckets_api(settings, f"delete bucket {bucket!r}") as api:
+        found = _find_bucket(api, settings, bucket)
+        if found is not None:
+            api.delete_bucket(found)

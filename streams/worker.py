@@ -2,8 +2,8 @@
 
 Loads the monitor config (``--monitors FILE``, default ``Settings.monitors``),
 creates the topics it needs (idempotent), makes sure the InfluxDB database
-exists (1.x; on 2.x the bucket must exist), then runs the Faust worker in the
-foreground until SIGINT/SIGTERM. Start more workers with the same
+exists (1.x: CREATE DATABASE; 2.x: the bucket, via BucketsApi), then runs the
+Faust worker in the foreground until SIGINT/SIGTERM. Start more workers with the same
 ``DRIFTWATCH_CONSUMER_GROUP`` to split the partitions between them.
 """
 

@@ -1,10 +1,18 @@
 """Write :class:`~detectors.records.Record` s to InfluxDB, off the hot path; query it back.
 
-One code path for every InfluxDB the project supports: the **v1 HTTP API** —
-``POST /write?db=…&precision=ns`` with line protocol, ``/query`` with InfluxQL —
-which InfluxDB 1.x serves natively, 2.x through its v1 compatibility API
-(database = bucket name, ``Authorization: Token …``; 2.7+ maps every bucket
-automatically, older 2.x need ``influx v1 dbrp create``) and 3.x too.
+Writes speak each server's own API (``Settings.influx_version``):
+
+* **1.x**: ``POST /write?db=…&precision=ns`` with line protocol (httpx; optional
+  user/password as HTTP basic auth);
+* **2.x**: ``POST /api/v2/write?org=…&bucket=…&precision=ns`` through
+  influxdb-client's ``WriteApi`` (``SYNCHRONOUS``; the sink already batches), called
+  in the sink's own thread so the event loop never waits on it, ``Authorization:
+  Token …``. The body is byte for byte the line protocol the 1.x path sends.
+
+Queries use InfluxQL on the v1 ``/query`` endpoint for both: 1.x natively, 2.x through
+its v1 compatibility API (database = bucket name, ``Authorization: Token …``; 2.7+
+maps every bucket automatically, older 2.x need ``influx v1 dbrp create``), and 3.x
+too. docs/influxdb.md explains the choice.
 
 :class:`InfluxSink` is an asyncio writer: the worker :meth:`~InfluxSink.submit` s
 the records of one window as a *unit* and gets a future that resolves once
@@ -17,7 +25,8 @@ the task retries with exponential backoff (0.25 s … 30 s) — nothing is dropp
 which pauses consumption (backpressure) instead of growing memory. A log line
 says when writes start failing (and every 30 s while they do) and when they
 recover. A 400 answer (InfluxDB wrote what it could and refused the rest, e.g.
-a field type conflict) cannot be fixed by retrying: it is logged with
+a field type conflict; 2.x answers 422 for points outside the bucket's retention)
+cannot be fixed by retrying: it is logged with
 InfluxDB's message and the unit completes, so one bad point does not stall the
 stream.
 
@@ -60,6 +69,10 @@ class DatabaseNotFound(InfluxQueryError):
     """The database does not exist (nothing has been written yet)."""
 
 
+class InfluxConfigError(ValueError):
+    """The settings cannot work (e.g. InfluxDB 2.x without a token or organisation)."""
+
+
 # ----------------------------------------------------------------------------- line protocol
 
 _MEAS_ESC = str.maketrans({",": "\\,", " ": "\\ ", "\n": " "})
@@ -72,6 +85,11 @@ def _escape_key(s: str) -> str:
 
 def _field_value(v: Any) -> str | None:
     """Line-protocol text of a field value, or None to leave the field out."""
+    t = type(v)  # fast path for the plain Python types detectors produce (~1,400 fields per window)
+    if t is float:
+        return repr(v) if math.isfinite(v) else None
+    if t is int:
+        return repr(float(v))
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (int, float, np.integer, np.floating)):
@@ -93,19 +111,34 @@ def to_line(record: Record) -> str | None:
     are sorted by key, as InfluxDB recommends.
     """
     fields = []
-    for k in sorted(record.fields):
-        text = _field_value(record.fields[k])
+    values = record.fields
+    for k in sorted(values):
+        text = _field_value(values[k])
         if text is not None:
-            fields.append(f"{_escape_key(k)}={text}")
+            fields.append(_escaped_name(k) + "=" + text)
     if not fields:
         return None
     head = record.measurement.translate(_MEAS_ESC)
-    for k in sorted(record.tags):
-        v = record.tags[k]
+    tags = record.tags
+    for k in sorted(tags):
+        v = tags[k]
         if v is None or v == "":
             continue
-        head += f",{_escape_key(k)}={_escape_key(str(v))}"
+        head += "," + _escaped_name(k) + "=" + _escape_key(str(v))
     return f"{head} {','.join(fields)} {int(record.time_ns)}"
+
+
+_NAME_CACHE: dict[str, str] = {}
+
+
+def _escaped_name(k: str) -> str:
+    """:func:`_escape_key` of a field or tag *name* (a small, fixed vocabulary: cached)."""
+    e = _NAME_CACHE.get(k)
+    if e is None:
+        if len(_NAME_CACHE) > 10_000:  # names are bounded by design; stay bounded regardless
+            _NAME_CACHE.clear()
+        e = _NAME_CACHE[k] = _escape_key(k)
+    return e
 
 
 def to_lines(records: Iterable[Record]) -> list[str]:
@@ -126,6 +159,55 @@ def database(settings: Settings) -> str:
     if settings.influx_version == 2:
         return settings.influx_bucket or settings.influx_db
     return settings.influx_db
+
+
+def v2_target(settings: Settings) -> tuple[str, str]:
+    """``(org, bucket)`` of InfluxDB 2.x writes; :class:`InfluxConfigError` if the token or org is missing.
+
+    >>> v2_target(Settings(influx_version=2, influx_token="t", influx_org="o", influx_bucket="b"))
+    ('o', 'b')
+    """
+    missing = [name for name, value in (("DRIFTWATCH_INFLUX_TOKEN", settings.influx_token),
+                                        ("DRIFTWATCH_INFLUX_ORG", settings.influx_org)) if not value]
+    if missing:
+        raise InfluxConfigError(f"InfluxDB 2.x (DRIFTWATCH_INFLUX_VERSION=2) needs {' and '.join(missing)} "
+                                "(the bucket is DRIFTWATCH_INFLUX_BUCKET, else DRIFTWATCH_INFLUX_DB)")
+    return settings.influx_org, database(settings)
+
+
+def v2_client(settings: Settings, timeout: float = 10.0) -> Any:
+    """An influxdb-client ``InfluxDBClient`` for 2.x (imported here: it costs ~0.5 s of start-up).
+
+    No client-side retries (the sink retries with its own backoff), no gzip.
+    """
+    v2_target(settings)
+    from influxdb_client import InfluxDBClient
+
+    return InfluxDBClient(url=settings.influx_url.rstrip("/"), token=settings.influx_token.get_secret_value(),
+                          org=settings.influx_org, timeout=int(timeout * 1000), retries=False)
+
+
+def v2_error(exc: Exception) -> tuple[int, str] | str:
+    """An influxdb-client write error as ``(HTTP status, InfluxDB's message)``, or a transport failure text.
+
+    InfluxDB 2.x answers errors as JSON ``{"code": …, "message": …}``; the message is
+    kept, the response headers (which the exception's ``str`` would print) are not.
+    """
+    status = getattr(exc, "status", None)
+    if status:  # influxdb_client.rest.ApiException carrying an HTTP answer
+        text = getattr(exc, "message", None) or getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
+        return int(status), str(text).strip()[:300]
+    detail = str((getattr(exc, "reason", None) if status == 0 else None) or exc).strip()  # 0: TLS, request prep
+    first = detail.splitlines()[0] if detail else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _v2_transport_errors() -> tuple[type[BaseException], ...]:
+    import urllib3
+
+    from influxdb_client.rest import ApiException
+
+    return (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 def auth_options(settings: Settings) -> dict[str, Any]:
@@ -203,7 +285,24 @@ def _check_query(resp: httpx.Response, influxql: str) -> list[dict[str, Any]]:
 
 
 def write_lines(settings: Settings, lines: Sequence[str], timeout: float = 10.0) -> None:
-    """Write line protocol synchronously (tools and tests); raise on any error."""
+    """Write line protocol synchronously (tools and tests); raise on any error.
+
+    2.x: ``/api/v2/write`` through influxdb-client; 1.x: ``/write``.
+    """
+    if settings.influx_version == 2:
+        org, bucket = v2_target(settings)
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        with v2_client(settings, timeout) as client:
+            try:
+                client.write_api(write_options=SYNCHRONOUS).write(
+                    bucket=bucket, org=org, record="\n".join(lines).encode(), write_precision="ns")
+            except _v2_transport_errors() as e:
+                err = v2_error(e)
+                if isinstance(err, str):
+                    raise InfluxQueryError(f"cannot reach InfluxDB at {settings.influx_url}: {err}") from None
+                raise InfluxQueryError(f"InfluxDB refused the write ({err[0]}): {err[1]}") from None
+        return
     resp = httpx.post(
         settings.influx_url.rstrip("/") + "/write",
         params={"db": database(settings), "precision": "ns"},
@@ -272,6 +371,10 @@ class InfluxSink:
         self._stopping = False
         self._down_since: float | None = None
         self._last_complaint = 0.0
+        self._v2: tuple[Any, Any] | None = None  # (InfluxDBClient, WriteApi), made in the writer thread
+        self._v2_executor: Any = None
+        if settings.influx_version == 2:
+            self._v2_org, self._v2_bucket = v2_target(settings)  # fail at start, not at the first window
 
     @property
     def pending_points(self) -> int:
@@ -321,6 +424,10 @@ class InfluxSink:
             if self._client is not None:
                 await self._client.aclose()
                 self._client = None
+            if self._v2_executor is not None:
+                executor, self._v2_executor = self._v2_executor, None
+                await asyncio.get_running_loop().run_in_executor(executor, self._close_v2)
+                executor.shutdown(wait=False)
 
     async def submit(self, records: Iterable[Record]) -> asyncio.Future:
         """Queue one unit of records; returns a future resolved when InfluxDB has them.
@@ -378,17 +485,50 @@ class InfluxSink:
             if self._pending_points <= self.max_pending_points:
                 self._room.set()
 
-    async def _post(self, batch: list[_Unit], n: int) -> tuple[bool, bool]:
-        """Write one request: (written, worth retrying)."""
-        body = "\n".join(line for u in batch for line in u.lines).encode()
+    async def _send_v1(self, body: bytes) -> tuple[int, str] | str:
+        """``POST /write`` (1.x): (status, text), or the transport failure."""
         params = {"db": database(self.settings), "precision": "ns"}
-        self.stats.requests += 1
         try:
             resp = await self.client.post("/write", params=params, content=body)
         except httpx.HTTPError as e:
-            self._failed(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, n)
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        return resp.status_code, (resp.text.strip()[:300] if resp.status_code >= 300 else "")
+
+    async def _send_v2(self, body: bytes) -> tuple[int, str] | str:
+        """``POST /api/v2/write`` (2.x) through influxdb-client, in the sink's own thread."""
+        if self._v2_executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._v2_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-v2-write")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._v2_executor, self._write_v2, body)
+        except _v2_transport_errors() as e:  # an HTTP answer (ApiException) or no answer at all
+            return v2_error(e)
+        return 204, ""
+
+    def _write_v2(self, body: bytes) -> None:
+        """Blocking write (runs in the sink's thread; the client is created there on first use)."""
+        if self._v2 is None:
+            from influxdb_client.client.write_api import SYNCHRONOUS
+
+            client = v2_client(self.settings, self.timeout)
+            self._v2 = (client, client.write_api(write_options=SYNCHRONOUS))
+        self._v2[1].write(bucket=self._v2_bucket, org=self._v2_org, record=body, write_precision="ns")
+
+    def _close_v2(self) -> None:
+        if self._v2 is not None:
+            client, self._v2 = self._v2[0], None
+            client.close()
+
+    async def _post(self, batch: list[_Unit], n: int) -> tuple[bool, bool]:
+        """Write one request: (written, worth retrying)."""
+        body = "\n".join(line for u in batch for line in u.lines).encode()
+        self.stats.requests += 1
+        sent = await (self._send_v2(body) if self.settings.influx_version == 2 else self._send_v1(body))
+        if isinstance(sent, str):  # no answer: connection refused, timeout, ...
+            self._failed(sent, n)
             return False, True
-        code = resp.status_code
+        code, text = sent
         if code < 300:
             if self._down_since is not None:
                 log.info("InfluxDB writes recovered after %.1f s (%d points queued)",
@@ -396,14 +536,14 @@ class InfluxSink:
                 self._down_since = None
             self.stats.points += n
             return True, False
-        text = resp.text.strip()[:300]
-        if code == 400:  # a partial write or a bad point: retrying cannot help
+        if code in (400, 422):  # a partial write or a bad point (2.x: 422 = outside retention): retrying cannot help
             self.stats.rejected_requests += 1
-            log.error("InfluxDB refused part of a write of %d points (HTTP 400): %s", n, text)
+            log.error("InfluxDB refused part of a write of %d points (HTTP %d): %s", n, code, text)
             return True, False
         hint = ""
         if code == 404:
-            hint = f" (does database {database(self.settings)!r} exist?)"
+            what = "bucket" if self.settings.influx_version == 2 else "database"
+            hint = f" (does {what} {database(self.settings)!r} exist?)"
         elif code in (401, 403):
             hint = " (check the InfluxDB credentials/token)"
         self._failed(f"HTTP {code}: {text}{hint}", n)

@@ -4,7 +4,7 @@
 * every produced event is counted in a window or sits in the dead-letter topic;
 * a SIGKILLed and restarted worker writes the same windows as a worker that
   never crashed (compared point for point), and nothing twice;
-* two workers in one consumer group split the partitions.
+* (two workers in one consumer group: tests/integration/test_scale_out.py).
 
 Each test runs ``driftwatch worker`` as a subprocess (``python -m streams.cli
 worker``) with the test's settings in its environment.
@@ -301,28 +301,7 @@ def test_sigkilled_worker_restarts_with_the_same_windows(settings, settings_env,
 
 
 # ----------------------------------------------------------------------------- scale-out
-
-
-@pytest.mark.slow
-def test_two_workers_split_the_partitions(settings, settings_env, tmp_path):
-    from benchmarks.traffic import balanced_model_ids
-
-    models = balanced_model_ids(4, settings.topic_partitions, prefix="s")
-    mon = monitors_file(tmp_path, models, window=500, first_n=500, idle=600.0)
-    traffic = Traffic(settings, seed=8)
-    for _ in range(4):
-        for m in models:
-            traffic.send(m, 250)
-    traffic.flush()
-    traffic.close()
-    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-    env2 = {**settings_env, "DRIFTWATCH_WORKER_WEB_PORT": "0"}
-    with worker(settings_env, mon, logs[0]) as p1, worker(env2, mon, logs[1]) as p2:
-        wait_for(lambda: True if windowed(settings) >= 4 * 1000 else windowed(settings), 120,
-                 "windows of both workers", [p1, p2], logs[0])
-    started = [{line.split(" in ")[-1].split(":")[0] for line in log.read_text().splitlines()
-                if "starting s" in line or "resuming s" in line} for log in logs]
-    assert all(started), f"each worker should have processed partitions: {started}"
+# Two workers in one group versus one: tests/integration/test_scale_out.py
 
 
 # ----------------------------------------------------------------------------- InfluxDB outage
