@@ -146,6 +146,10 @@ class Runtime:
             async def start_alerting():  # delivery queues (rows left by a previous run go first)
                 await rt.alerting.start()
 
+        @app.task
+        async def watch_references():  # references set/reset by `driftwatch reference` apply without a restart
+            await rt.pipeline.watch_references()
+
         @app.timer(interval=1.0, name="driftwatch-idle-close")
         async def idle_close():
             await rt.pipeline.tick()

@@ -272,7 +272,7 @@ class AdversarialMonitor:
             for i in order.tolist():
                 flag = bool(u.flagged[i])
                 sf: dict[str, Any] = {
-                    "extraction_flag": flag, "flagged": flag, "extraction": flag,
+                    "extraction_flag": flag,
                     "score": float(u.score[i]), "shapiro_w": float(u.w[i]), "threshold": res.delta,
                     "n_queries": int(u.n_queries[i]), "n_window": int(u.n_batch[i]),
                 }

@@ -17,6 +17,7 @@ from detectors.runner import (
     Histograms,
     WindowContext,
     WindowEvaluationError,
+    WindowEvaluator,
     WindowStats,
     evaluate_window,
     register,
@@ -177,7 +178,13 @@ def test_register_and_error_isolation(rng):
 
 
 def test_default_registry_and_engine_choice(rng):
-    assert [e.name for e in EVALUATORS][:4] == ["window", "quality", "data_drift", "histograms"]
+    # the built-in four come first, in this order; other modules register more after them
+    names = [e.name for e in EVALUATORS]
+    assert names[:4] == ["window", "quality", "data_drift", "histograms"]
+    assert [type(e) for e in EVALUATORS[:4]] == [WindowStats, DataQuality, DataDrift, Histograms]
+    assert len(set(names)) == len(names), names  # register() replaces an evaluator of the same name
+    assert all(isinstance(e, WindowEvaluator) for e in EVALUATORS)
+    assert "adversarial" in names[4:]  # registered by detectors.runner itself, after the built-ins
     ctx = _ctx(rng, specs=feature_specs(3, 1))
     ctx_alibi = WindowContext(**{**ctx.__dict__, "drift": DriftSpec(engine="alibi"), "cache": {}})
     a = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx) if r.measurement == R.DRIFT}
