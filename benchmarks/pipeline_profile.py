@@ -1,0 +1,148 @@
+"""The worker's engine alone: ``streams.pipeline.Pipeline`` on the benchmark traffic, no Kafka, no Faust.
+
+Why: on a shared 2-core machine the end-to-end figure mixes the worker's own
+cost with the broker's, InfluxDB's and everybody else's. This feeds the same
+column batches the throughput benchmark produces straight into the pipeline
+(batches of ``--batch`` messages, like the agent's ``take_events``), with a
+sink that confirms every unit at once, and reports events per second of wall
+time and per second of this process's CPU, the split between decoding and
+detectors, and (``--profile``) the functions that cost the most.
+
+    python -m benchmarks.pipeline_profile --events 400000 --profile 25
+
+Prints one JSON object (the profile, if asked, on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+from typing import Any
+
+from benchmarks import procstats
+from benchmarks.traffic import Traffic, balanced_model_ids, iter_messages, monitor_config
+
+
+class NullSink:
+    """Confirms every unit at once and counts what it was given (lines are still formatted)."""
+
+    def __init__(self) -> None:
+        self.points = 0
+        self.pending_points = 0
+        self.client = None
+
+    async def submit(self, records) -> asyncio.Future:
+        from streams.sinks.influx import to_lines  # noqa: PLC0415
+
+        self.points += len(to_lines(records))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(0)
+        return fut
+
+    async def stop(self, timeout: float = 0.0) -> None:  # noqa: ARG002
+        return None
+
+
+class NullDeadLetters:
+    counts: dict = {}
+
+    async def publish(self, dl):  # pragma: no cover - the bench traffic is clean
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.decode import RawMessage  # noqa: PLC0415
+    from streams.monitors import parse_monitors  # noqa: PLC0415
+    from streams.pipeline import Pipeline  # noqa: PLC0415
+    from streams.settings import Settings  # noqa: PLC0415
+
+    models = balanced_model_ids(args.models, 4)
+    tr = Traffic(models=models, events=args.events, batch_events=args.batch_events)
+    cfg = parse_monitors(monitor_config(tr, window=args.window, reference=args.window))
+    now_ms = int(time.time() * 1000)
+    msgs = []
+    offsets: dict[bytes, int] = {}
+    for key, value, _n in iter_messages(tr):
+        part = models.index(key.decode()) % 4
+        off = offsets.get(key, 0)
+        offsets[key] = off + 1
+        msgs.append(RawMessage(value, key, "bench", part * 100 + models.index(key.decode()), off, now_ms))
+    sink = NullSink()
+    rss0 = round(procstats.rss_mb(os.getpid()), 1)  # the traffic itself is in memory here
+    kw: dict[str, Any] = {}
+    if args.no_eval_thread:
+        kw["eval_thread"] = False
+    pipe = Pipeline(Settings(), cfg, sink=sink, deadletters=NullDeadLetters(), **kw)
+    import gc  # noqa: PLC0415
+
+    if args.gc == "off":
+        gc.disable()
+    elif args.gc == "freeze":
+        gc.collect()
+        gc.freeze()
+    prof = cProfile.Profile() if args.profile else None
+    t0, c0 = time.perf_counter(), time.process_time()
+    if prof:
+        prof.enable()
+    for i in range(0, len(msgs), args.batch):
+        await pipe.process(msgs[i : i + args.batch])
+    drain = getattr(pipe, "drain", None)
+    if drain is not None:
+        await drain()
+    if prof:
+        prof.disable()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    st = pipe.stats
+    out = {
+        "events": tr.per_model * len(models),
+        "events_windowed": st.windowed_events,
+        "windows": st.windows,
+        "points": sink.points,
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "events_per_s": round(st.events / wall, 1),
+        "events_per_cpu_s": round(st.events / cpu, 1),
+        "decode_s": round(st.decode_s, 3),
+        "evaluate_s": round(st.evaluate_s, 3),
+        "evaluate_ms_per_window": round(1e3 * st.evaluate_s / max(st.windows, 1), 2),
+        "batch_messages": args.batch,
+        "gc": args.gc,
+        "rss_mb": round(procstats.rss_mb(os.getpid()), 1),
+        "peak_rss_mb": round(procstats.peak_rss_mb(os.getpid()), 1),
+        "rss_mb_before": rss0,
+    }
+    if prof:
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats(args.sort).print_stats(args.profile)
+        print(buf.getvalue(), file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_profile", description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=400_000)
+    p.add_argument("--models", type=int, default=8)
+    p.add_argument("--window", type=int, default=5000)
+    p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=200, help="messages per pipeline call (the agent's take_events)")
+    p.add_argument("--no-eval-thread", action="store_true", help="run the detectors inline (if the pipeline allows)")
+    p.add_argument("--gc", choices=["on", "off", "freeze"], default="on",
+                   help="Python's cyclic garbage collector during the run (default on, as in the worker)")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions (cProfile)")
+    p.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumtime)")
+    args = p.parse_args(argv)
+    print(json.dumps(asyncio.run(_run(args)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""The throughput benchmark: its traffic, its bookkeeping, and one small real run.
+
+No timing assertions: the figures depend on the machine. What must hold is that
+the benchmark measures what it says — the traffic is the SDK's wire format, the
+floor and the naive baseline read the events that were produced, and the worker
+counted every produced event — and that it prints the JSON keys the README
+table is built from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from benchmarks import procstats, throughput
+from benchmarks.traffic import (
+    CATEGORICAL,
+    NUMERIC,
+    Traffic,
+    balanced_model_ids,
+    batch_payload,
+    iter_messages,
+    monitor_config,
+    partition_for,
+    single_event_payloads,
+)
+from streams.monitors import parse_monitors
+from streams.schemas import InferenceBatch, InferenceEvent
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _plan(*argv: str) -> throughput.Plan:
+    p = argparse.ArgumentParser()
+    throughput.add_arguments(p)
+    return throughput.Plan.from_args(p.parse_args(list(argv)))
+
+
+# ----------------------------------------------------------------------------- traffic
+
+
+def test_model_ids_fill_the_partitions_evenly():
+    ids = balanced_model_ids(8, 4)
+    assert len(set(ids)) == 8
+    counts = np.bincount([partition_for(m, 4) for m in ids], minlength=4)
+    assert counts.tolist() == [2, 2, 2, 2]
+
+
+def test_partition_for_matches_kafka_python():
+    from kafka.partitioner.default import murmur2
+
+    for key in ("a", "bench-m0", "iris"):
+        assert partition_for(key, 4) == (murmur2(key.encode()) & 0x7FFFFFFF) % 4
+
+
+def test_batches_are_valid_sdk_column_batches_with_20_features():
+    tr = Traffic(models=["m1"], events=3000, batch_events=1000)
+    msgs = list(iter_messages(tr))
+    assert [n for _k, _v, n in msgs] == [1000, 1000, 1000]
+    batch = InferenceBatch.model_validate_json(msgs[0][1])
+    assert set(batch.features) == set(NUMERIC) | set(CATEGORICAL)
+    assert len(NUMERIC) == 15 and len(CATEGORICAL) == 5
+    assert len(batch.event_id) == 1000 and msgs[0][0] == b"m1"
+    ids = [e for _k, v, _n in msgs for e in orjson.loads(v)["event_id"]]
+    assert len(set(ids)) == 3000  # unique event ids across batches
+
+
+def test_single_event_messages_carry_the_same_events():
+    tr = Traffic(models=["m1"])
+    payload = batch_payload(tr, "m1", 0, 5)
+    singles = single_event_payloads(payload)
+    doc = orjson.loads(payload)
+    assert len(singles) == 5
+    for i, raw in enumerate(singles):
+        ev = InferenceEvent.model_validate_json(raw)
+        assert ev.event_id == doc["event_id"][i]
+        assert ev.features["n3"] == doc["features"]["n3"][i]
+        assert ev.features["c1"] == doc["features"]["c1"][i]
+
+
+def test_monitor_config_is_valid_and_windows_are_5000_by_default():
+    cfg = parse_monitors(monitor_config(Traffic(models=balanced_model_ids(4, 4))))
+    assert len(cfg.models) == 4
+    assert all(m.window.size_events == 5000 and len(m.features) == 20 for m in cfg.models)
+
+
+# ----------------------------------------------------------------------------- plan & summary
+
+
+def test_full_defaults_follow_the_issue():
+    plan = _plan()
+    assert plan.events == 10_000_000 and plan.window == 5000 and plan.rss_at == [1_000_000, 10_000_000]
+    assert len(plan.models) == 8
+
+
+def test_sizes_round_up_to_whole_windows():
+    plan = _plan("--quick", "--models", "4", "--window", "1000", "--events", "10500", "--naive-events", "1")
+    assert plan.events == 12_000  # 3 windows per model
+    assert plan.naive_events == 4_000  # at least one window per model
+    assert plan.scale_events == plan.events
+
+
+def test_summary_computes_ratios_and_targets():
+    report = {
+        "worker": {"events_per_s_per_worker": 120_000.0, "events_counted": 10, "events_expected": 10,
+                   "latency_ms": {"p50": 100.0, "p99": 400.0}, "peak_rss_mb": 300.0,
+                   "rss_mb_at": {"1000000": 200.0, "10000000": 210.0}},
+        "floor": {"events_per_s": 200_000.0},
+        "naive": {"events_per_s": 3_000.0},
+        "drift": {"data_drift": {"p50": 8.0, "p99": 12.0, "cpu": {"p50": 7.0, "p99": 9.0}}},
+        "scale_out": {"one_worker": {"events_per_s": 100.0}, "two_workers": {"events_per_s": 170.0}},
+    }
+    s = throughput.summarise(report, _plan())
+    assert s["ratio_to_floor"] == 0.6
+    assert s["rss_growth"] == 0.05
+    assert s["two_workers_speedup"] == 1.7
+    assert s["speedup_vs_naive"] == 40.0
+    assert all(s["targets"].values())
+    report["worker"]["events_counted"] = 9
+    assert throughput.summarise(report, _plan())["targets"]["counted_equals_produced"] is False
+
+
+def test_procstats_reads_this_process():
+    pid = os.getpid()
+    assert 0 < procstats.rss_mb(pid) <= procstats.peak_rss_mb(pid)
+    meter = procstats.CpuMeter({"me": pid}).start()
+    sum(i * i for i in range(300_000))
+    cpu = meter.stop()
+    assert cpu["me"] is not None and cpu["me"] >= 0 and "machine_total" in cpu
+    assert procstats.machine()["nproc"] == os.cpu_count()
+    with pytest.raises(procstats.ProcessGone):
+        procstats.rss_mb(2**22 + 12345)
+
+
+# ----------------------------------------------------------------------------- a real run
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_quick_benchmark_counts_every_event_and_prints_the_table_keys(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, "-m", "streams.cli", "bench", "throughput", "--quick",
+        "--models", "4", "--window", "1000", "--events", "16000", "--naive-events", "8000",
+        "--drift-repeats", "3", "--output", str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.exists(), f"no JSON written (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    report = json.loads(proc.stdout)
+    assert report == json.loads(out.read_text())
+    assert report["errors"] == {}, f"{report['errors']}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0
+
+    for key in ("events_per_s_per_worker", "floor_events_per_s", "naive_events_per_s", "ratio_to_floor",
+                "drift_ms_5000x20", "latency_ms", "peak_rss_mb", "two_workers_speedup", "machine", "targets"):
+        assert key in report, key
+    assert report["machine"]["nproc"] == os.cpu_count()
+
+    produced = report["produce"]["events"]
+    assert produced == 16_000
+    assert report["events_produced"] == produced
+    assert report["events_counted"] == produced
+    assert report["worker"]["windows"] == 16
+    assert report["floor"]["events"] == produced
+    assert report["floor_columnar"]["events"] == produced
+    assert report["scale_out"]["one_worker"]["events_counted"] == produced
+    assert report["scale_out"]["two_workers"]["events_counted"] == produced
+    assert report["naive"]["events"] == 8000 and report["naive"]["drift_calls"] == 4
+    assert set(report["worker"]["rss_mb_at"]) == {"1600", "16000"}  # quick: at 10% and 100%
+    for cpu_of in (report["worker"]["cpu_percent"], report["scale_out"]["two_workers"]["cpu_percent"]):
+        assert {"broker", "influxd", "worker0", "machine_total"} <= set(cpu_of)
+    assert "worker1" in report["scale_out"]["two_workers"]["cpu_percent"]
