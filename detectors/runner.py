@@ -363,3 +363,6 @@ def evaluate_window(ctx: WindowContext,
 
 from detectors.adversarial.evaluator import AdversarialEvaluator  # noqa: E402 - adversarial scores
 register(AdversarialEvaluator())
+
+from detectors.advanced import ADVANCED_EVALUATORS  # noqa: E402 - prediction/multivariate drift, CBPE, impact
+EVALUATORS.extend(e for e in ADVANCED_EVALUATORS if e.name not in {x.name for x in EVALUATORS})

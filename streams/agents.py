@@ -24,14 +24,14 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.deadletter import DeadLetterPublisher
+from streams.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.decode import RawMessage
 from streams.monitors import MonitorsConfig
 from streams.pipeline import CheckpointSource, Pipeline
 from streams.references import ReferenceStore
 from streams.settings import Settings
 from streams.sinks.influx import InfluxSink
-from streams.topics import Topics
+from streams.topics import Topics, TopicWatch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Runtime:
         within: float = 0.2,
         stats_every: float = 30.0,
         evaluator: Any = "default",
+        recreate_topics: bool = True,
+        topic_watch_every: float = 2.0,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -70,15 +72,15 @@ class Runtime:
 
             self.alerting = Alerting(monitors, settings, write_records=self.sink.submit)
 
-        async def send(key, value, headers):
-            return await app.producer.send(settings.topic_deadletter, key, value, partition=None, timestamp=None,
-                                           headers=headers)
-
+        # dead letters of a batch go out as one record batch per partition on their own producer
+        self.deadletter_sender = KafkaBatchSender(settings)
+        # the broker lost its topics (in-memory broker restarted): recreate them with the configured partitions
+        self.topic_watch = TopicWatch(settings, topic_watch_every, recreate=recreate_topics)
         self.pipeline = Pipeline(
             settings,
             monitors,
             sink=self.sink,
-            deadletters=DeadLetterPublisher(send),
+            deadletters=DeadLetterPublisher(send_batch=self.deadletter_sender),
             ack=lambda event: event.ack(),
             references=self.references,
             checkpoints=CheckpointSource(settings, lambda: self.sink.client),
@@ -147,6 +149,10 @@ class Runtime:
                 await rt.alerting.start()
 
         @app.task
+        async def watch_topics():
+            await rt.topic_watch.run()
+
+        @app.task
         async def watch_references():  # references set/reset by `driftwatch reference` apply without a restart
             await rt.pipeline.watch_references()
 
@@ -167,6 +173,7 @@ class Runtime:
             if rt.alerting is not None:
                 await rt.alerting.stop()
             await rt.sink.stop(timeout=5.0)
+            await rt.deadletter_sender.stop()
             await rt.references.close()
 
         self.agents = (inferences, labels)

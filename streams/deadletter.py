@@ -26,13 +26,25 @@ A message with several bad rows of one reason gives one dead letter (rows
 listed); bad rows with different reasons give one per reason. The value is
 never cut or rewritten, so a fixed consumer can replay it.
 
-Each dead letter is also counted on the ``dw_deadletter`` measurement
-(:func:`deadletter_record`): tags ``reason`` and ``model`` (only for models in
-the monitor config — an unknown model id is attacker-controlled and would make
-tag cardinality unbounded), field ``count`` = events. The point time is the
-original record's Kafka timestamp plus a sub-millisecond offset derived from
-partition and offset, so a replayed dead letter overwrites its own point
-instead of counting twice.
+Dead letters are counted on the ``dw_deadletter`` measurement, aggregated per
+batch (:func:`deadletter_records`): one point per (source topic partition,
+reason, model, version) of a batch of messages, not one per message — a flood
+of malformed messages must not turn into a flood of InfluxDB points. Tags
+``reason`` and ``model`` (only for models in the monitor config — an unknown
+model id is attacker-controlled and would make tag cardinality unbounded);
+fields ``count`` (events), ``messages``, ``partition``, ``offset`` (the first
+dead-lettered offset of the group) and ``last_offset``. The point time is the
+first message's Kafka timestamp plus a sub-millisecond offset derived from its
+partition and offset, so a group of one message gives exactly the point of
+:func:`deadletter_record`, and the same batch replayed overwrites its own
+points. A batch replayed after a crash can be cut differently (batch
+boundaries depend on fetch timing): the counts are then *at least once*, like
+the dead-letter topic itself — never fewer.
+
+:meth:`DeadLetterPublisher.publish_batch` sends the dead letters of a batch
+without waiting for each delivery: they are appended to the producer in order
+(one produce request carries them) and one future resolves when the broker
+has all of them.
 
 >>> compact_rows((0, 1, 2, 3, 7, 9, 10))
 '0-3,7,9-10'
@@ -44,7 +56,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, Record
@@ -57,6 +69,9 @@ MAX_ROWS_TEXT = 8000
 
 #: ``send(key, value, headers) -> awaitable`` that resolves once the broker has the record
 SendFn = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
+#: ``send_batch([(key, value, headers), ...]) -> awaitable`` of one future for the whole list
+BatchSendFn = Callable[[Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]],
+                       Awaitable[Awaitable[Any]]]
 
 
 def compact_rows(rows: Iterable[int]) -> str:
@@ -123,20 +138,63 @@ def deadletter_record(dl: DeadLetter, known_models: frozenset[str] | set[str]) -
         tags[T_MODEL] = dl.model_id
         if dl.model_version is not None:
             tags[T_VERSION] = dl.model_version
-    fields = {"count": dl.n_events, "messages": 1, "partition": m.partition, "offset": m.offset}
+    fields = {"count": dl.n_events, "messages": 1, "partition": m.partition, "offset": m.offset,
+              "last_offset": m.offset}
     return Record(DEADLETTER, tags, fields, time_ns)
 
 
-class DeadLetterPublisher:
-    """Sends dead letters with :data:`SendFn`; counts them by reason."""
+def deadletter_records(dls: Iterable[DeadLetter], known_models: frozenset[str] | set[str]) -> list[Record]:
+    """``dw_deadletter`` points of a batch of dead letters, aggregated (see module docstring).
 
-    def __init__(self, send: SendFn) -> None:
+    >>> from streams.decode import RawMessage
+    >>> msgs = [RawMessage(b"x", b"m", "t", 0, off, 1_700_000_000_000) for off in (5, 6, 7)]
+    >>> recs = deadletter_records([DeadLetter(m, "schema", "bad") for m in msgs], {"m"})
+    >>> [(r.tags, r.fields["count"], r.fields["offset"], r.fields["last_offset"]) for r in recs]
+    [({'reason': 'schema'}, 3, 5, 7)]
+    """
+    groups: dict[tuple, list] = {}  # key -> [first dead letter, events, messages, last offset]
+    for dl in dls:
+        m = dl.message
+        model = dl.model_id if dl.model_id is not None and dl.model_id in known_models else None
+        version = dl.model_version if model is not None else None
+        k = (m.topic, m.partition, dl.reason, model, version)
+        g = groups.get(k)
+        if g is None:
+            groups[k] = [dl, dl.n_events, 1, m.offset]
+        else:
+            g[1] += dl.n_events
+            g[2] += 1
+            g[3] = max(g[3], m.offset)
+    out = []
+    for first, events, messages, last in groups.values():
+        r = deadletter_record(first, known_models)
+        r.fields.update(count=events, messages=messages, last_offset=last)
+        out.append(r)
+    return out
+
+
+class DeadLetterPublisher:
+    """Sends dead letters and counts them by reason.
+
+    ``send`` sends one record (:data:`SendFn`); ``send_batch`` (optional, e.g. a
+    :class:`KafkaBatchSender`) sends a list of ``(key, value, headers)`` in order
+    and returns one future for all of them — what :meth:`publish_batch` uses when
+    given, so a batch of dead letters costs one produce request instead of one
+    producer call per dead letter.
+    """
+
+    def __init__(self, send: SendFn | None = None, *, send_batch: BatchSendFn | None = None) -> None:
+        if send is None and send_batch is None:
+            raise TypeError("DeadLetterPublisher needs send or send_batch")
         self._send = send
+        self._send_batch = send_batch
         self.counts: Counter[str] = Counter()  # events per reason
         self.messages = 0
 
     async def publish(self, dl: DeadLetter) -> asyncio.Future:
         """Send one dead letter; the returned future resolves when the broker has it."""
+        if self._send is None:
+            return await self.publish_batch([dl], retries=0)
         m = dl.message
         delivery = await self._send(m.key, m.value, headers_for(dl))
         self.counts[dl.reason] += dl.n_events
@@ -144,3 +202,115 @@ class DeadLetterPublisher:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dead letter %s from %s[%d]@%d: %s", dl.reason, m.topic, m.partition, m.offset, dl.detail[:200])
         return asyncio.ensure_future(delivery)
+
+    async def publish_batch(self, dls: Sequence[DeadLetter], retries: int = 5,
+                            backoff: float = 0.5) -> asyncio.Future:
+        """Send the dead letters of one batch, in order, without waiting for their delivery.
+
+        The returned future resolves once the broker has every one of them, and
+        fails if any delivery fails. A send that raises (broker briefly
+        unavailable) is retried ``retries`` times with exponential backoff before
+        the error propagates (a retried batch may be published twice: the
+        dead-letter topic is at-least-once).
+        """
+        if not dls:
+            return _done()
+        now_ms = int(time.time() * 1000)
+        records = [(dl.message.key, dl.message.value, headers_for(dl, now_ms)) for dl in dls]
+        wait = backoff
+        for attempt in range(retries + 1):
+            try:
+                if self._send_batch is not None:
+                    delivered = await self._send_batch(records)
+                else:
+                    # each send only appends to the producer's batch (it waits only when that is full)
+                    delivered = asyncio.gather(*[await self._send(k, v, h) for k, v, h in records])
+                break
+            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                if attempt == retries:
+                    raise
+                log.warning("publishing %d dead letter(s) failed (%s); retrying in %.1f s", len(records), e, wait)
+                await asyncio.sleep(wait)
+                wait *= 2
+        for dl in dls:
+            self.counts[dl.reason] += dl.n_events
+        self.messages += len(dls)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%d dead letter(s) from %s[%d]@%d..: %s", len(dls), dls[0].message.topic,
+                      dls[0].message.partition, dls[0].message.offset, dict(Counter(d.reason for d in dls)))
+        return delivered
+
+
+def _done() -> asyncio.Future:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result([])
+    return fut
+
+
+class KafkaBatchSender:
+    """:data:`BatchSendFn` on a dedicated aiokafka producer: one record batch per partition per call.
+
+    Records are spread over the dead-letter topic's partitions by key with the
+    Kafka default partitioner (murmur2, as every Kafka client does; records
+    without a key go round-robin), appended to one ``BatchBuilder`` per
+    partition (a new one when it is full) and submitted with ``send_batch``:
+    per record this costs an append, not a producer call. Order is kept per
+    partition. The producer is started on first use and retried by the caller
+    (:meth:`DeadLetterPublisher.publish_batch`) while the broker is away.
+    """
+
+    def __init__(self, settings: Any, topic: str | None = None, client_id: str = "driftwatch-deadletters") -> None:
+        self.settings = settings
+        self.topic = topic or settings.topic_deadletter
+        self.client_id = client_id
+        self._producer = None
+        self._partitioner = None
+        self._rr = 0
+
+    async def _get(self):
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+            from aiokafka.partitioner import DefaultPartitioner
+
+            from streams.security import aiokafka_options
+
+            size = max(int(self.settings.max_message_bytes) + 64 * 1024, 1_048_576)
+            p = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0,
+                                 max_batch_size=size, max_request_size=size, client_id=self.client_id,
+                                 **aiokafka_options(self.settings))
+            try:
+                await p.start()
+            except BaseException:
+                await p.stop()
+                raise
+            self._producer, self._partitioner = p, DefaultPartitioner()
+        return self._producer
+
+    async def __call__(self, records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+                       ) -> asyncio.Future:
+        p = await self._get()
+        partitions = sorted(await p.partitions_for(self.topic))
+        by_part: dict[int, list] = {}
+        for rec in records:
+            key = rec[0]
+            if key is None:
+                part = partitions[self._rr % len(partitions)]
+                self._rr += 1
+            else:
+                part = self._partitioner(key, partitions, partitions)
+            by_part.setdefault(part, []).append(rec)
+        deliveries = []
+        for part, recs in by_part.items():
+            batch = p.create_batch()
+            for key, value, headers in recs:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+                    deliveries.append(await p.send_batch(batch, self.topic, partition=part))
+                    batch = p.create_batch()
+                    batch.append(key=key, value=value, timestamp=None, headers=headers)  # a first record always fits
+            deliveries.append(await p.send_batch(batch, self.topic, partition=part))
+        return asyncio.gather(*deliveries)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            p, self._producer = self._producer, None
+            await p.stop()

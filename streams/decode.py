@@ -216,6 +216,8 @@ def _classify_json_error(value: bytes, err: Exception) -> _Bad:
         return _Bad(R_TOO_DEEP, f"nesting too deep: {msg}")
     if "infinity" in msg.lower():
         return _Bad(R_NON_FINITE, f"a number is out of float range: {msg}")
+    if "NaN" not in text and "Infinity" not in text:  # nothing the stdlib would accept either
+        return _Bad(R_INVALID_JSON, f"not JSON: {msg}")
     try:  # the stdlib accepts NaN/Infinity: if it parses, that was the problem
         json.loads(text)
     except (ValueError, RecursionError):
@@ -565,11 +567,24 @@ class Decoder:
         self.models: dict[str, ModelMonitor] = {m.model_id: m for m in monitors.models}
         self.max_message_bytes = max_message_bytes
         self.max_future_s = max_future_s
+        self._details_left = self.SCHEMA_DETAILS_PER_CALL
+
+    #: schema errors per :meth:`decode` call explained by pydantic (the rest keep the decoder's own
+    #: detail, which names the field too): validating a flood of malformed events a second time
+    #: only to word the detail would cost more than everything else done with them
+    SCHEMA_DETAILS_PER_CALL = 16
+
+    def _schema_detail(self, model_cls: Any, doc: Any) -> str | None:
+        if self._details_left <= 0:
+            return None
+        self._details_left -= 1
+        return _pydantic_detail(model_cls, doc)
 
     # -- public ------------------------------------------------------------------
     def decode(self, messages: Sequence[RawMessage]) -> Decoded:
         """Decode messages (any topics/partitions, in consumption order)."""
         out = Decoded()
+        self._details_left = self.SCHEMA_DETAILS_PER_CALL
         segs: dict[StreamKey, list[_ColSeg | _RowSeg]] = {}
         label_rows: dict[tuple[str, int, str], _RowSeg] = {}
         # (id(message), reason) -> [message, reason, rows, details, model, version]
@@ -662,7 +677,7 @@ class Decoder:
             if b.reason == R_SCHEMA:
                 from streams.schemas import InferenceBatch
 
-                detail = _pydantic_detail(InferenceBatch, doc) or detail
+                detail = self._schema_detail(InferenceBatch, doc) or detail
             out.dead.append(DeadLetter(msg, b.reason, detail, None, n_guess, model_id, version))
             return
         if msg.key is not None and msg.key != model_id.encode():
@@ -687,7 +702,7 @@ class Decoder:
             if b.reason == R_SCHEMA:
                 from streams.schemas import LabelBatch
 
-                detail = _pydantic_detail(LabelBatch, doc) or detail
+                detail = self._schema_detail(LabelBatch, doc) or detail
             out.dead.append(DeadLetter(msg, b.reason, detail, None, n, model_id))
             return
         label = np.array(labels, dtype=object) if n else np.empty(0, dtype=object)
@@ -741,7 +756,7 @@ class Decoder:
                 from streams.schemas import InferenceEvent, LabelEvent
 
                 cls = LabelEvent if row.get("type") == "label" or "label_time" in row else InferenceEvent
-                detail = _pydantic_detail(cls, row) or detail
+                detail = self._schema_detail(cls, row) or detail
             where = f"event [{idx}]: " if idx >= 0 else ""
             dead_row(msg, idx, b.reason, where + detail, model_id, version)
             return
@@ -770,7 +785,7 @@ class Decoder:
                     if b.reason == R_SCHEMA:
                         from streams.schemas import InferenceBatch
 
-                        detail = _pydantic_detail(InferenceBatch, doc) or detail
+                        detail = self._schema_detail(InferenceBatch, doc) or detail
                     out.dead.append(DeadLetter(msg, b.reason, detail, None, n, key.model_id, key.model_version))
                     continue
                 origin = np.full(n, msg.offset, dtype=np.int64)

@@ -7,7 +7,9 @@ the Faust event the agent must ack) and drives everything else:
    (topic, partition, model, version), labels and dead letters;
 2. per stream key, a :class:`StreamState` feeds the reference (``first_n``:
    the first N events build it; ``file``: loaded once; ``rolling``: the
-   previous window) and the windows (:mod:`streams.windows`);
+   previous window; a reference set with ``driftwatch reference set`` overrides
+   these, see :meth:`Pipeline.watch_references`; the reference's rows are attached
+   for the row-based evaluators) and the windows (:mod:`streams.windows`);
 3. each closed window runs through ``detectors.runner.evaluate_window`` (all
    features at once) and its records, plus a ``dw_window`` point carrying the
    counts and the window's :class:`~streams.windows.Checkpoint`, go to the
@@ -54,7 +56,7 @@ import numpy as np
 
 from detectors.frame import Frame, concat
 from detectors.records import T_MODEL, T_VERSION, WINDOW, Record
-from streams.deadletter import DeadLetterPublisher, deadletter_record
+from streams.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
 from streams.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
 from streams.monitors import ModelMonitor, MonitorsConfig
 from streams.settings import Settings
@@ -285,6 +287,13 @@ def default_evaluator() -> Evaluator | None:
     return evaluate
 
 
+def _with_rows(reference, rows: Frame):
+    """Keep a reference's rows with it: the adversarial and advanced evaluators need whole rows."""
+    from detectors.advanced import attach_reference_frame
+
+    return attach_reference_frame(reference, rows)
+
+
 def _invalid_rows(frame: Frame) -> int:
     """Rows with at least one value of the wrong type."""
     masks = [m for m in frame.type_error.values() if m is not None]
@@ -312,6 +321,7 @@ class StreamState:
     prev_holds: list[np.ndarray] = field(default_factory=list)  # rolling: released when the next is written
     last_event_at: float = field(default_factory=time.monotonic)
     windows_closed: int = 0
+    pinned: bool = False  # the reference was set by an operator (`driftwatch reference set`)
 
 
 @dataclass
@@ -379,7 +389,10 @@ class Pipeline:
         self._tps: dict[tuple[str, int], _TP] = {}
         self._stored_refs: dict[tuple[str, str], Any] = {}
         self._file_refs: dict[str, Any] = {}
+        self._decoded: dict[tuple[str, str], tuple[Any, Any]] = {}  # key -> (StoredReference, Reference)
+        self._refs_live = False  # watch_references() keeps _stored_refs current
         self._warned: set[tuple] = set()
+        self._lost_warned: set[tuple[str, int]] = set()  # partitions whose lost broker state was reported
         self._pending: set[asyncio.Future] = set()
         # detectors run on one thread (numpy releases the GIL in its heavy parts), overlapping decoding
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="detectors") if eval_thread else None
@@ -463,8 +476,8 @@ class Pipeline:
                 self._warned.add(w)
                 log.warning("messages of model %r in %s[%d] are not keyed by the model id: its windows are kept "
                             "per partition (key messages by model id, as the SDK does)", model_id, topic, partition)
-        for dl in decoded.dead:
-            await self._dead_letter(dl, tps[(dl.message.topic, dl.message.partition)].tracker)
+        if decoded.dead:  # one InfluxDB unit and one confirmation for the whole batch (hostile floods)
+            await self._dead_letters(decoded.dead, tps)
         for key, part in decoded.frames.items():
             st_tp = tps[(key.topic, key.partition)]
             state = st_tp.streams.get(key)
@@ -489,6 +502,17 @@ class Pipeline:
         ck = None
         if st_tp.trusted and self.checkpoints is not None:
             ck = await self.checkpoints.latest(key)
+        elif self.checkpoints is not None and (key.topic, key.partition) not in self._lost_warned:
+            old = await self.checkpoints.latest(key)  # only to say what was lost, never to resume from
+            if old is not None:
+                self._lost_warned.add((key.topic, key.partition))
+                log.warning(
+                    "%s[%d]: the broker has no committed offset for group %s, but InfluxDB holds windows of %s v%s "
+                    "up to offset %d (window #%d): the broker lost its state (an in-memory broker restarted, or the "
+                    "topic was recreated). Events it held that were not yet in a written window are lost; "
+                    "consumption restarts from the beginning of what the broker has now.",
+                    key.topic, key.partition, self.settings.consumer_group, key.model_id, key.model_version,
+                    old.end_pos[0], old.seq)
         win = model.window
         if win.size_events is not None:
             windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
@@ -500,48 +524,175 @@ class Pipeline:
                             key.model_id, windows.requested_grace, windows.grace, windows.max_open)
         state = StreamState(key, model, windows)
         ref_cfg = model.reference
-        if ref_cfg.file is not None:
-            state.reference = self._file_reference(model)
-        elif ref_cfg.first_n is not None:
-            stored = await self._stored_reference(key)
-            if stored is not None:
-                state.reference = stored.reference()
-                same = stored.topic == key.topic and stored.partition == key.partition
-                state.ref_end_pos = stored.end_pos if same else (-1, -1)
-            else:
-                state.builder = []
+        # operator-set references apply to every kind of source
+        await self._stored_reference(key, wait=ref_cfg.first_n is not None)
+        self._configure_reference(state, None)
         st_tp.streams[key] = state
         log.info("%s %s v%s in %s[%d]: %s, %s", "resuming" if ck else "starting", key.model_id, key.model_version,
                  key.topic, key.partition,
                  f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
+                 "reference set by an operator" if state.pinned else
                  "stored reference" if state.reference is not None and ref_cfg.first_n else
                  ("building the reference" if state.builder is not None else "reference from config"))
         return state
+
+    # -- references --------------------------------------------------------------
+    def _configure_reference(self, state: StreamState, tracker: AckTracker | None) -> None:
+        """Pick the state's reference: one set by an operator, else the configured source.
+
+        Called for a new stream key and whenever the stored references change
+        (``driftwatch reference set/reset``, see :meth:`watch_references`).
+        """
+        from streams.references import ORIGIN_SET, applicable
+
+        key, model = state.key, state.model
+        cfg = model.reference
+        stored = applicable(self._stored_refs, key.model_id, key.model_version)
+        if stored is not None and stored.origin == ORIGIN_SET:
+            ref = self._decode(stored)
+            if ref is None:  # unusable: as if it were not there
+                stored = self._stored_refs.get((key.model_id, key.model_version))
+                stored = None if stored is None or stored.origin == ORIGIN_SET else stored
+            else:
+                self._drop_builder(state, tracker)
+                state.reference, state.ref_end_pos, state.pinned = ref, (-1, -1), True
+                return
+        state.pinned = False
+        if cfg.file is not None:
+            state.reference = self._file_reference(model)
+        elif cfg.first_n is not None:
+            ref = self._decode(stored) if stored is not None else None
+            if ref is not None:
+                state.reference = ref
+                same = stored.topic == key.topic and stored.partition == key.partition
+                state.ref_end_pos = stored.end_pos if same else (-1, -1)
+                self._drop_builder(state, tracker)
+            elif state.builder is None:  # none stored (or reset): the next first_n events build it
+                state.reference, state.ref_end_pos, state.builder = None, None, []
+        else:  # rolling: the previous window
+            state.reference = None
+
+    def _drop_builder(self, state: StreamState, tracker: AckTracker | None) -> None:
+        if state.builder is not None and tracker is not None:
+            for h in state.builder_holds:
+                tracker.release(h.tolist())
+        state.builder, state.builder_rows, state.builder_holds = None, 0, []
+
+    def _decode(self, stored):
+        """The Reference of a stored one (decoded once; the in-memory one if this worker built it)."""
+        k = (stored.model_id, stored.version)
+        have = self._decoded.get(k)
+        if have is not None and (have[0] is stored or have[0].blob == stored.blob):
+            return have[1]
+        from detectors.reference import ReferenceDataError
+
+        try:
+            ref = stored.reference()
+        except ReferenceDataError as e:
+            log.error("the stored reference of %s v%s is unusable (%s): using the configured source", k[0], k[1], e)
+            return None
+        self._decoded[k] = (stored, ref)
+        return ref
+
+    async def watch_references(self, retry_max: float = 30.0) -> None:
+        """Follow the reference topic until cancelled: references set or reset by the CLI apply at once.
+
+        A set reference replaces the reference of the matching stream keys from
+        the next closing window on; a reset sends them back to the configured
+        source (``first_n``: the next N events build a new one). Worker-built
+        references of other workers only update the cache (stream keys seen later
+        use them). While the topic cannot be followed, new stream keys load the
+        store themselves, as without this task.
+        """
+        if self.references is None:
+            return
+        backoff = 0.5
+
+        async def snapshot(refs) -> None:
+            nonlocal backoff
+            backoff = 0.5
+            for k, stored in refs.items():
+                await self._reference_changed(k, stored)
+            self._refs_live = True
+
+        while True:
+            try:
+                await self.references.follow(snapshot, self._reference_changed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                log.warning("following the stored references failed (%s); retrying in %.1f s", e, backoff)
+            finally:
+                self._refs_live = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, retry_max)
+
+    async def _reference_changed(self, k: tuple[str, str], stored) -> None:
+        """A stored reference appeared, changed or was reset (``stored`` None)."""
+        from streams.references import ALL_VERSIONS, ORIGIN_SET
+
+        have = self._stored_refs.get(k)
+        if stored is not None and have is not None and have.blob == stored.blob and have.origin == stored.origin:
+            return  # unchanged (e.g. this worker's own save coming back)
+        if stored is None and have is None:
+            return
+        if stored is None:
+            self._stored_refs.pop(k, None)
+        else:
+            self._stored_refs[k] = stored
+        operator = stored is None or stored.origin == ORIGIN_SET
+        if not operator:
+            return  # another worker's first_n reference: stream keys seen later use it
+        async with self.lock:
+            for st_tp in self._tps.values():
+                for state in st_tp.streams.values():
+                    if state.key.model_id != k[0] or k[1] not in (state.key.model_version, ALL_VERSIONS):
+                        continue
+                    self._configure_reference(state, st_tp.tracker)
+                    log.info("%s v%s in %s[%d]: reference %s (%s)", state.key.model_id, state.key.model_version,
+                             state.key.topic, state.key.partition,
+                             "set by an operator" if state.pinned else "reset to the configured source",
+                             getattr(state.reference, "source", None) if state.pinned else
+                             ("building from the next events" if state.builder is not None else
+                              state.model.reference.model_dump(exclude_none=True, exclude_defaults=True)))
 
     def _file_reference(self, model: ModelMonitor):
         if model.model_id not in self._file_refs:
             from detectors.reference import Reference, ReferenceDataError
 
             try:
-                self._file_refs[model.model_id] = Reference.from_file(
-                    model.reference.file, model.features, bins=model.drift.histogram_bins,
-                    segments=model.segments, source=str(model.reference.file))
+                from detectors.reference import read_rows
+
+                rows = read_rows(model.reference.file, model.features)
+                self._file_refs[model.model_id] = _with_rows(Reference.from_frame(
+                    rows, model.features, bins=model.drift.histogram_bins,
+                    segments=model.segments, source=str(model.reference.file)), rows)
             except (ReferenceDataError, OSError, ValueError) as e:
                 log.error("%s: the reference file cannot be used, windows get no drift tests: %s", model.model_id, e)
                 self._file_refs[model.model_id] = None
         return self._file_refs[model.model_id]
 
-    async def _stored_reference(self, key: StreamKey):
+    async def _stored_reference(self, key: StreamKey, wait: bool = True):
+        """The stored reference of ``key`` (loading the store unless the watcher keeps it current).
+
+        ``wait``: retry until the store can be read (``first_n``: building a second, different
+        reference must not happen); otherwise one attempt, and the watcher applies a set
+        reference later.
+        """
         if self.references is None:
             return None
         k = (key.model_id, key.model_version)
-        if k not in self._stored_refs:
+        if k not in self._stored_refs and not self._refs_live:
             backoff = 0.5
             while True:
                 try:
                     self._stored_refs.update(await self.references.load())
                     break
                 except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                    if not wait:
+                        log.warning("cannot read stored references (%s): %s v%s starts with its configured "
+                                    "reference source", e, key.model_id, key.model_version)
+                        break
                     log.warning("cannot read stored references (%s); retrying in %.1f s", e, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -587,9 +738,10 @@ class Pipeline:
         origin = np.concatenate([p.origin for p in state.builder])
         ordinals = _ordinals_of_last(state.builder)
         model = state.model
-        state.reference = Reference.from_frame(
-            concat(frames), model.features, bins=model.drift.histogram_bins, segments=model.segments,
-            source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}")
+        rows = concat(frames)
+        state.reference = _with_rows(Reference.from_frame(
+            rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
+            source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}"), rows)
         state.ref_end_pos = (int(origin[-1]), ordinals)
         holds, state.builder, state.builder_holds = state.builder_holds, None, []
         log.info("%s v%s: reference built from the first %d events (ends at %s[%d]@%d)", model.model_id,
@@ -610,6 +762,7 @@ class Pipeline:
         stored = StoredReference(key.model_id, key.model_version, state.reference.to_bytes(), key.topic,
                                  key.partition, state.ref_end_pos, state.builder_rows, time.time())
         self._stored_refs[(key.model_id, key.model_version)] = stored
+        self._decoded[(key.model_id, key.model_version)] = (stored, state.reference)
 
         async def save() -> None:
             backoff = 0.5
@@ -663,7 +816,9 @@ class Pipeline:
         key, model = state.key, state.model
         cfg = model.reference
         reference, ref_kind, rolling_frames = None, "none", None
-        if cfg.file is not None:
+        if state.pinned and state.reference is not None:
+            reference, ref_kind = state.reference, "set"
+        elif cfg.file is not None:
             reference, ref_kind = state.reference, "file"
         elif cfg.first_n is not None:
             if state.reference is not None and state.ref_end_pos is not None and w.start_pos > state.ref_end_pos:
@@ -704,9 +859,10 @@ class Pipeline:
                 if rolling_frames is not None:
                     from detectors.reference import Reference
 
-                    ref = Reference.from_frame(concat(rolling_frames), model.features,
-                                               bins=model.drift.histogram_bins, segments=model.segments,
-                                               source="previous window")
+                    rows = concat(rolling_frames)
+                    ref = _with_rows(Reference.from_frame(rows, model.features,
+                                                          bins=model.drift.histogram_bins, segments=model.segments,
+                                                          source="previous window"), rows)
                 records = list(self.evaluator(model, key, w, ref))
             except Exception:  # noqa: BLE001 - a detector bug must not stop the stream; the window is counted
                 log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
@@ -782,6 +938,41 @@ class Pipeline:
                           "cancelled" if f.cancelled() else f.exception())
                 return
             tracker.release([offset])
+
+        both.add_done_callback(done)
+
+    async def _dead_letters(self, dls: Sequence[DeadLetter], tps: dict[tuple[str, int], _TP]) -> None:
+        """Dead letters of one batch: published in order without waiting for each delivery, counted as
+        aggregated points in one sink unit, and released together.
+
+        Same guarantee as :meth:`_dead_letter` — a message is acked (so its offset may be committed)
+        only once the broker has confirmed its dead letter and InfluxDB its count — at a fraction of
+        the cost per message: one produce request, one sink unit with one point per (partition,
+        reason, model), one callback per batch. A flood of malformed messages must not slow the valid
+        traffic down (tests/reliability/test_hostile_input.py, docs/reliability.md).
+        """
+        held: dict[AckTracker, list[int]] = {}
+        events = 0
+        for dl in dls:
+            m = dl.message
+            held.setdefault(tps[(m.topic, m.partition)].tracker, []).append(m.offset)
+            events += dl.n_events
+        self.stats.dead_letters += len(dls)
+        self.stats.dead_events += events
+        for tracker, offsets in held.items():
+            tracker.hold(offsets)
+        delivered = await self.deadletters.publish_batch(dls)
+        written = await self.sink.submit(deadletter_records(dls, self.known_models))
+        both = asyncio.gather(written, delivered)
+        self._track(both)
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                log.error("%d dead letter(s) not confirmed (%s): their messages stay un-acked", len(dls),
+                          "cancelled" if f.cancelled() else f.exception())
+                return
+            for tracker, offsets in held.items():
+                tracker.release(offsets)
 
         both.add_done_callback(done)
 

@@ -10,15 +10,26 @@
 
 Topics are never auto-created: brokers choose their own partition count for
 those (tansu at random) and tansu cannot add partitions later.
+
+A broker can also *lose* the topics while the worker runs (the local broker
+keeps everything in memory: a restart loses every topic, offset and group).
+:class:`TopicWatch` looks at the broker's metadata every few seconds and, when
+one of the worker's topics is missing, says so and recreates them all with the
+configured partition count — before the first producer send auto-creates them
+with a count of the broker's choosing (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 import faust
 
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,3 +56,89 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     counts = _ensure(settings)
     ensure_references_topic(settings)
     return counts
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """Every topic the worker needs: inferences, labels, dead letters, alerts, references."""
+    from streams.kafka_admin import topic_names
+    from streams.references import references_topic
+
+    return topic_names(settings, [references_topic(settings)])
+
+
+class TopicWatch:
+    """Recreates the worker's topics when the broker has lost them (see module docstring).
+
+    One metadata request every ``interval`` seconds on a small aiokafka client
+    (cheap; it never auto-creates a topic). When topics are missing: a WARNING
+    naming them, then :func:`ensure_topics` (idempotent: only the missing ones
+    are created, with ``Settings.topic_partitions``). With ``recreate=False``
+    (``driftwatch worker --no-create-topics``) it only warns.
+    """
+
+    def __init__(self, settings: Settings, interval: float = 2.0, recreate: bool = True) -> None:
+        self.settings = settings
+        self.interval = interval
+        self.recreate = recreate
+        self.topics = worker_topics(settings)
+        self.recreated = 0  # times topics were found missing and recreated
+        self._warned: frozenset[str] = frozenset()
+
+    async def missing(self, client) -> list[str]:
+        md = await client.fetch_all_metadata()
+        have = md.topics()
+        return [t for t in self.topics if t not in have]
+
+    async def check(self, client) -> list[str]:
+        """One round: the topics found missing (and recreated, unless ``recreate`` is off)."""
+        gone = await self.missing(client)
+        if not gone:
+            self._warned = frozenset()
+            return []
+        if not self.recreate:
+            if frozenset(gone) != self._warned:
+                self._warned = frozenset(gone)
+                log.warning("topics %s are missing on %s (the broker lost its state, or they were deleted) and "
+                            "--no-create-topics is set: create them with %d partitions before producers send, or "
+                            "the broker picks its own partition count", gone, self.settings.kafka_bootstrap,
+                            self.settings.topic_partitions)
+            return gone
+        log.warning("topics %s are missing on %s: the broker lost its state (an in-memory broker restarted, or the "
+                    "topics were deleted); recreating them with %d partitions before a producer auto-creates them "
+                    "with a count of the broker's choosing", gone, self.settings.kafka_bootstrap,
+                    self.settings.topic_partitions)
+        counts = await asyncio.to_thread(ensure_topics, self.settings)
+        self.recreated += 1
+        log.info("topics recreated: %s", {t: counts.get(t, 1) for t in gone})
+        return gone
+
+    async def run(self) -> None:
+        """Check every ``interval`` seconds until cancelled (a broker that is away is retried quietly)."""
+        from aiokafka import AIOKafkaClient
+
+        from streams.security import aiokafka_options
+
+        client = None
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                try:
+                    if client is None:
+                        client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                                client_id="driftwatch-topic-watch", request_timeout_ms=10_000,
+                                                **aiokafka_options(self.settings))
+                        await client.bootstrap()
+                    await self.check(client)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - broker away or restarting: next round
+                    log.debug("topic watch: %r", e)
+                    if client is not None:
+                        try:
+                            await client.close()
+                        except Exception:  # noqa: BLE001
+                            pass
+                        client = None
+        finally:
+            if client is not None:
+                await client.close()

@@ -25,18 +25,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--within", type=float, default=0.2,
                         help="seconds to wait for a batch to fill (default 0.2)")
     parser.add_argument("--no-create-topics", action="store_true",
-                        help="do not create missing topics (they must exist)")
+                        help="do not create missing topics, at start or when the broker loses them "
+                             "(they must exist)")
 
 
-def build(settings, monitors, *, batch: int = 200, within: float = 0.2, evaluator="default"):
-    """The Faust app with the driftwatch agents registered, and its runtime."""
+def build(settings, monitors, *, batch: int = 200, within: float = 0.2, evaluator="default",
+          recreate_topics: bool = True):
+    """The Faust app with the driftwatch agents registered, and its runtime.
+
+    ``recreate_topics``: topics the broker lost while the worker runs are recreated
+    (:class:`streams.topics.TopicWatch`); off with ``--no-create-topics``.
+    """
     from streams.agents import Runtime
     from streams.app import create_app
     from streams.topics import define_topics
 
     app = create_app(settings)
     topics = define_topics(app, settings)
-    runtime = Runtime(app, settings, monitors, topics, batch=batch, within=within, evaluator=evaluator)
+    runtime = Runtime(app, settings, monitors, topics, batch=batch, within=within, evaluator=evaluator,
+                      recreate_topics=recreate_topics)
     return app, runtime
 
 
@@ -75,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("could not make sure the InfluxDB database exists (%s); writes will retry", e)
     import faust
 
-    app, _runtime = build(settings, monitors, batch=args.batch, within=args.within)
+    app, _runtime = build(settings, monitors, batch=args.batch, within=args.within,
+                          recreate_topics=not args.no_create_topics)
     log.info("worker for %d model(s) from %s: group %s, topic %s (%d partitions), InfluxDB %s db %s",
              len(monitors.models), path, settings.consumer_group, settings.topic_inferences,
              settings.topic_partitions, settings.influx_url, settings.influx_db)
