@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from pydantic import SecretStr
 
 from streams.settings import Settings
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _type_name(annotation: object) -> str:
@@ -30,6 +33,8 @@ def reference_table() -> str:
         default = field.default
         if isinstance(default, SecretStr) or "password" in name or "token" in name:
             default = None if default is None else "***"
+        if isinstance(default, Path) and default.is_absolute():
+            default = default.relative_to(_ROOT)  # the same table wherever the project lives
         shown = "" if default is None else f"`{default}`"
         desc = (field.description or "").replace("|", "\\|")
         secret = " Secret: also `DRIFTWATCH_%s_FILE`." % name.upper() if "SecretStr" in ann else ""
