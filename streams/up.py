@@ -41,6 +41,8 @@ from streams.localstack import (
 #: children in start order; stopped in reverse order
 CHILDREN = ("worker", "dashboard", "demo")
 STOP_TIMEOUT = {"worker": 20.0, "dashboard": 10.0, "demo": 10.0}
+# the demo injects data drift one minute in, so the dashboard shows drift within two minutes
+CHILD_EXTRA_ARGS = {"demo": ["--drift-at", "60"]}
 #: how a child is started: this prefix + its command name
 CHILD_ARGV_PREFIX = [sys.executable, "-m", "streams.cli"]
 
@@ -130,7 +132,8 @@ def _start_children(settings: Any, names: list[str]) -> list[Child]:
     children: list[Child] = []
     for name in names:
         log = logs / f"{name}.log"
-        proc = spawn([*CHILD_ARGV_PREFIX, name], log, env=env, die_with_parent=True)
+        argv = [*CHILD_ARGV_PREFIX, name, *CHILD_EXTRA_ARGS.get(name, [])]
+        proc = spawn(argv, log, env=env, die_with_parent=True)
         children.append(Child(name, proc, log))
         _say(f"started {name} (pid {proc.pid}), log {log}")
     return children
