@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -172,6 +173,10 @@ class Runtime:
         async def on_shutdown(app, **kwargs):  # noqa: ARG001
             if rt.alerting is not None:
                 await rt.alerting.stop()
+            try:  # dead letters still waiting for their flush (else their messages are simply read again)
+                await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
+            except Exception as e:  # noqa: BLE001
+                log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
             await rt.sink.stop(timeout=5.0)
             await rt.deadletter_sender.stop()
             await rt.references.close()

@@ -26,24 +26,25 @@ A message with several bad rows of one reason gives one dead letter (rows
 listed); bad rows with different reasons give one per reason. The value is
 never cut or rewritten, so a fixed consumer can replay it.
 
-Dead letters are counted on the ``dw_deadletter`` measurement, aggregated per
-batch (:func:`deadletter_records`): one point per (source topic partition,
-reason, model, version) of a batch of messages, not one per message — a flood
-of malformed messages must not turn into a flood of InfluxDB points. Tags
-``reason`` and ``model`` (only for models in the monitor config — an unknown
-model id is attacker-controlled and would make tag cardinality unbounded);
-fields ``count`` (events), ``messages``, ``partition``, ``offset`` (the first
+Dead letters are counted on the ``dw_deadletter`` measurement, aggregated
+(:func:`deadletter_records`): one point per (source topic partition, reason,
+model, version) of the dead letters flushed together (the pipeline flushes
+every 0.5 s or 2,000 dead letters), not one per message — a flood of malformed
+messages must not turn into a flood of InfluxDB points. Tags ``reason`` and
+``model`` (only for models in the monitor config — an unknown model id is
+attacker-controlled and would make tag cardinality unbounded); fields
+``count`` (events), ``messages``, ``partition``, ``offset`` (the first
 dead-lettered offset of the group) and ``last_offset``. The point time is the
 first message's Kafka timestamp plus a sub-millisecond offset derived from its
 partition and offset, so a group of one message gives exactly the point of
-:func:`deadletter_record`, and the same batch replayed overwrites its own
-points. A batch replayed after a crash can be cut differently (batch
+:func:`deadletter_record`, and a replay grouped the same way overwrites its own
+points. Messages replayed after a crash can be grouped differently (batch
 boundaries depend on fetch timing): the counts are then *at least once*, like
 the dead-letter topic itself — never fewer.
 
-:meth:`DeadLetterPublisher.publish_batch` sends the dead letters of a batch
-without waiting for each delivery: they are appended to the producer in order
-(one produce request carries them) and one future resolves when the broker
+:meth:`DeadLetterPublisher.publish_batch` sends a list of dead letters without
+waiting for each delivery; with :class:`KafkaBatchSender` they go out as one
+record batch per partition, in order, and one future resolves when the broker
 has all of them.
 
 >>> compact_rows((0, 1, 2, 3, 7, 9, 10))
@@ -111,21 +112,21 @@ def headers_for(dl: DeadLetter, now_ms: int | None = None) -> list[tuple[str, by
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     detail = dl.detail if len(dl.detail) <= MAX_DETAIL else dl.detail[: MAX_DETAIL - 1] + "…"
     h = [
-        ("dw-reason", dl.reason),
-        ("dw-detail", detail),
-        ("dw-rows", "all" if dl.rows is None else compact_rows(dl.rows)),
-        ("dw-events", str(dl.n_events)),
-        ("dw-source-topic", m.topic),
-        ("dw-source-partition", str(m.partition)),
-        ("dw-source-offset", str(m.offset)),
-        ("dw-source-timestamp", "" if m.timestamp_ms is None else str(m.timestamp_ms)),
-        ("dw-time", str(now_ms)),
+        ("dw-reason", dl.reason.encode("utf-8", "replace")),
+        ("dw-detail", detail.encode("utf-8", "replace")),
+        ("dw-rows", b"all" if dl.rows is None else compact_rows(dl.rows).encode("utf-8")),
+        ("dw-events", b"%d" % dl.n_events),
+        ("dw-source-topic", m.topic.encode("utf-8", "replace")),
+        ("dw-source-partition", b"%d" % m.partition),
+        ("dw-source-offset", b"%d" % m.offset),
+        ("dw-source-timestamp", b"" if m.timestamp_ms is None else b"%d" % m.timestamp_ms),
+        ("dw-time", b"%d" % now_ms),
     ]
     if dl.model_id is not None:
-        h.append(("dw-model", dl.model_id))
+        h.append(("dw-model", dl.model_id.encode("utf-8", "replace")))
     if dl.model_version is not None:
-        h.append(("dw-version", dl.model_version))
-    return [(k, v.encode("utf-8", "replace")) for k, v in h]
+        h.append(("dw-version", dl.model_version.encode("utf-8", "replace")))
+    return h
 
 
 def deadletter_record(dl: DeadLetter, known_models: frozenset[str] | set[str]) -> Record:

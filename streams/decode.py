@@ -549,6 +549,11 @@ def _pydantic_detail(model_cls: Any, doc: Any) -> str | None:
     return None
 
 
+def _source_position(dl: DeadLetter) -> tuple[str, int, int]:
+    m = dl.message
+    return m.topic, m.partition, m.offset
+
+
 class Decoder:
     """Decodes message values for the models of one monitor config.
 
@@ -572,7 +577,7 @@ class Decoder:
     #: schema errors per :meth:`decode` call explained by pydantic (the rest keep the decoder's own
     #: detail, which names the field too): validating a flood of malformed events a second time
     #: only to word the detail would cost more than everything else done with them
-    SCHEMA_DETAILS_PER_CALL = 16
+    SCHEMA_DETAILS_PER_CALL = 4
 
     def _schema_detail(self, model_cls: Any, doc: Any) -> str | None:
         if self._details_left <= 0:
@@ -631,6 +636,8 @@ class Decoder:
             idx = tuple(sorted(rows))
             whole = idx == (-1,)
             out.dead.append(DeadLetter(msg, reason, detail, None if whole else idx, len(idx), model, version))
+        if len(out.dead) > 1:  # in source order (stable: the reasons of one message keep their order)
+            out.dead.sort(key=_source_position)
         return out
 
     # -- intake ------------------------------------------------------------------
@@ -767,45 +774,40 @@ class Decoder:
     # -- finishing ---------------------------------------------------------------
     def _finish(self, key: StreamKey, parts: list, out: Decoded, dead_row) -> None:
         model = self.models[key.model_id]
+        singles = self._rows_pieces(model, key, [p for p in parts if type(p) is _RowSeg], dead_row)
         frames: list[Frame] = []
         origins: list[np.ndarray] = []
         indexes: list[np.ndarray] = []
         for seg in parts:
+            if type(seg) is _RowSeg:
+                piece = singles.get(id(seg))
+                if piece is not None:
+                    frames.append(piece[0])
+                    origins.append(piece[1])
+                    indexes.append(piece[2])
+                continue
             errors = _RowErrors()
-            if type(seg) is _ColSeg:
-                msg, doc = seg.message, seg.doc
-                n = len(doc["event_id"])
-                ts = None if msg.timestamp_ms is None or msg.timestamp_ms < 0 else np.float64(msg.timestamp_ms / 1000)
-                cols = _Cols(model, n, doc["event_id"], doc.get("event_time"), doc.get("source_id"),
-                             doc["features"], doc["prediction"], ts)
-                try:
-                    frame = _build_frame(cols, errors, self.max_future_s)
-                except _Bad as b:
-                    detail = b.detail
-                    if b.reason == R_SCHEMA:
-                        from streams.schemas import InferenceBatch
+            msg, doc = seg.message, seg.doc
+            n = len(doc["event_id"])
+            ts = None if msg.timestamp_ms is None or msg.timestamp_ms < 0 else np.float64(msg.timestamp_ms / 1000)
+            cols = _Cols(model, n, doc["event_id"], doc.get("event_time"), doc.get("source_id"),
+                         doc["features"], doc["prediction"], ts)
+            try:
+                frame = _build_frame(cols, errors, self.max_future_s)
+            except _Bad as b:
+                detail = b.detail
+                if b.reason == R_SCHEMA:
+                    from streams.schemas import InferenceBatch
 
-                        detail = self._schema_detail(InferenceBatch, doc) or detail
-                    out.dead.append(DeadLetter(msg, b.reason, detail, None, n, key.model_id, key.model_version))
-                    continue
-                origin = np.full(n, msg.offset, dtype=np.int64)
-                rows_idx = np.arange(n, dtype=np.int64)
-                row_msgs = None
-                row_index = None
-            else:
-                frame, origin = self._rows_frame(model, seg, errors)
-                row_msgs, row_index = seg.messages, seg.index
-                rows_idx = np.array(seg.index, dtype=np.int64)
+                    detail = self._schema_detail(InferenceBatch, doc) or detail
+                out.dead.append(DeadLetter(msg, b.reason, detail, None, n, key.model_id, key.model_version))
+                continue
+            origin = np.full(n, msg.offset, dtype=np.int64)
+            rows_idx = np.arange(n, dtype=np.int64)
             if errors.bad:
                 bad = np.fromiter(errors.bad, dtype=np.int64, count=len(errors.bad))
                 for i in bad.tolist():
-                    reason = errors.bad[i][0]
-                    if row_msgs is None:
-                        dead_row(seg.message, i, reason, errors.column_detail(i), key.model_id, key.model_version)
-                    else:
-                        idx = row_index[i]
-                        dead_row(row_msgs[i], idx, reason, errors.row_detail(i, idx),
-                                 key.model_id, key.model_version)
+                    dead_row(msg, i, errors.bad[i][0], errors.column_detail(i), key.model_id, key.model_version)
                 keep = np.ones(len(frame), dtype=bool)
                 keep[bad] = False
                 frame = frame.take(keep)
@@ -817,6 +819,48 @@ class Decoder:
                 indexes.append(rows_idx)
         if frames:
             out.frames[key] = FramePart(concat(frames), np.concatenate(origins), np.concatenate(indexes))
+
+    def _rows_pieces(self, model: ModelMonitor, key: StreamKey, segs: list[_RowSeg],
+                     dead_row) -> dict[int, tuple[Frame, np.ndarray, np.ndarray]]:
+        """The single events of a stream key validated as one column set, then split back per segment.
+
+        Column batches between single events cut them into many small segments (a
+        flood of malformed single events beside SDK batches): validating each
+        segment on its own would cost a whole frame build per segment. Returns
+        ``id(segment) -> (frame, origin, row index)`` without the bad rows (which
+        go to ``dead_row``); segments left empty are absent.
+        """
+        if not segs:
+            return {}
+        if len(segs) == 1:
+            merged = segs[0]
+        else:
+            merged = _RowSeg([r for sg in segs for r in sg.rows], [m for sg in segs for m in sg.messages],
+                             [i for sg in segs for i in sg.index])
+        errors = _RowErrors()
+        frame, origin = self._rows_frame(model, merged, errors)
+        rows_idx = np.array(merged.index, dtype=np.int64)
+        keep = None
+        if errors.bad:
+            bad = np.fromiter(errors.bad, dtype=np.int64, count=len(errors.bad))
+            for i in bad.tolist():
+                idx = merged.index[i]
+                dead_row(merged.messages[i], idx, errors.bad[i][0], errors.row_detail(i, idx),
+                         key.model_id, key.model_version)
+            keep = np.ones(len(frame), dtype=bool)
+            keep[bad] = False
+        out: dict[int, tuple[Frame, np.ndarray, np.ndarray]] = {}
+        start = 0
+        for sg in segs:
+            end = start + len(sg.rows)
+            if keep is None and start == 0 and end == len(frame):
+                out[id(sg)] = (frame, origin, rows_idx)
+            else:
+                sel = np.arange(start, end) if keep is None else start + np.flatnonzero(keep[start:end])
+                if sel.size:
+                    out[id(sg)] = (frame.take(sel), origin[sel], rows_idx[sel])
+            start = end
+        return out
 
     def _rows_frame(self, model: ModelMonitor, seg: _RowSeg, errors: _RowErrors) -> tuple[Frame, np.ndarray]:
         rows = seg.rows

@@ -368,6 +368,8 @@ class Pipeline:
         eval_thread: bool = True,
         max_windows_in_flight: int = 1,
         chunk_bytes: int = 1_000_000,
+        deadletter_linger: float = 0.5,
+        deadletter_max: int = 2000,
     ) -> None:
         self.settings = settings
         self.monitors = monitors
@@ -401,6 +403,11 @@ class Pipeline:
         self.max_windows_in_flight = max_windows_in_flight
         self.chunk_bytes = chunk_bytes
         self._room = asyncio.Event()
+        # dead letters waiting to be flushed (published + counted), see _dead_letters
+        self.deadletter_linger = deadletter_linger
+        self.deadletter_max = deadletter_max
+        self._dl_pending: list[tuple[DeadLetter, AckTracker]] = []
+        self._dl_since = 0.0
 
     # -- partitions --------------------------------------------------------------
     def forget(self, tps: Iterable[tuple[str, int]] | None = None) -> None:
@@ -942,25 +949,48 @@ class Pipeline:
         both.add_done_callback(done)
 
     async def _dead_letters(self, dls: Sequence[DeadLetter], tps: dict[tuple[str, int], _TP]) -> None:
-        """Dead letters of one batch: published in order without waiting for each delivery, counted as
-        aggregated points in one sink unit, and released together.
+        """Dead letters of one batch: their messages are held, then flushed with the ones before them.
 
-        Same guarantee as :meth:`_dead_letter` — a message is acked (so its offset may be committed)
-        only once the broker has confirmed its dead letter and InfluxDB its count — at a fraction of
-        the cost per message: one produce request, one sink unit with one point per (partition,
-        reason, model), one callback per batch. A flood of malformed messages must not slow the valid
-        traffic down (tests/reliability/test_hostile_input.py, docs/reliability.md).
+        A flush (:meth:`_flush_dead_letters`) happens once ``deadletter_max`` dead letters are
+        waiting or the oldest has waited ``deadletter_linger`` seconds (checked here and by
+        :meth:`tick`, every second): a flood of malformed messages costs one produce request
+        and one InfluxDB write per flush instead of per message (or per batch), so it does not
+        slow the valid traffic down (tests/reliability/test_hostile_input.py, docs/reliability.md).
         """
-        held: dict[AckTracker, list[int]] = {}
+        if not self._dl_pending:
+            self._dl_since = self.clock()
         events = 0
+        held: dict[AckTracker, list[int]] = {}
+        pending = self._dl_pending
         for dl in dls:
             m = dl.message
-            held.setdefault(tps[(m.topic, m.partition)].tracker, []).append(m.offset)
+            tracker = tps[(m.topic, m.partition)].tracker
+            held.setdefault(tracker, []).append(m.offset)
+            pending.append((dl, tracker))
             events += dl.n_events
         self.stats.dead_letters += len(dls)
         self.stats.dead_events += events
         for tracker, offsets in held.items():
             tracker.hold(offsets)
+        if len(pending) >= self.deadletter_max or self.clock() - self._dl_since >= self.deadletter_linger:
+            await self._flush_dead_letters()
+
+    async def _flush_dead_letters(self) -> None:
+        """Publish the waiting dead letters in order and write their counts; release their messages after both.
+
+        The messages are acked (so their offsets may be committed) only once the broker has
+        confirmed every dead letter of the flush and InfluxDB has the aggregated counts
+        (:func:`streams.deadletter.deadletter_records`). Dead letters of partitions this
+        worker no longer owns are dropped: their new owner reads those messages again.
+        """
+        pending, self._dl_pending = self._dl_pending, []
+        pending = [(dl, tr) for dl, tr in pending if tr.active]
+        if not pending:
+            return
+        dls = [dl for dl, _tr in pending]
+        held: dict[AckTracker, list[int]] = {}
+        for dl, tracker in pending:
+            held.setdefault(tracker, []).append(dl.message.offset)
         delivered = await self.deadletters.publish_batch(dls)
         written = await self.sink.submit(deadletter_records(dls, self.known_models))
         both = asyncio.gather(written, delivered)
@@ -976,6 +1006,12 @@ class Pipeline:
 
         both.add_done_callback(done)
 
+    async def flush_dead_letters(self) -> None:
+        """Flush the waiting dead letters now (shutdown, tests)."""
+        if self._dl_pending:
+            async with self.lock:
+                await self._flush_dead_letters()
+
     def _track(self, fut: asyncio.Future) -> None:
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
@@ -988,6 +1024,8 @@ class Pipeline:
         if self.lock.locked():  # messages are being processed: nothing is idle right now
             return 0
         async with self.lock:
+            if self._dl_pending and now - self._dl_since >= self.deadletter_linger:
+                await self._flush_dead_letters()
             for st_tp in list(self._tps.values()):
                 for state in list(st_tp.streams.values()):
                     if state.windows.n_open and now - state.last_event_at >= state.model.window.idle_close_seconds:
@@ -1000,6 +1038,7 @@ class Pipeline:
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for background work (window evaluations, reference stores, dead letters) to finish."""
+        await self.flush_dead_letters()
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
             await asyncio.wait(list(self._pending), timeout=max(deadline - time.monotonic(), 0.01))

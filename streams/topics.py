@@ -83,11 +83,27 @@ class TopicWatch:
         self.topics = worker_topics(settings)
         self.recreated = 0  # times topics were found missing and recreated
         self._warned: frozenset[str] = frozenset()
+        self._wrong: set[tuple[str, int]] = set()  # (topic, partition count) already warned about
 
     async def missing(self, client) -> list[str]:
         md = await client.fetch_all_metadata()
         have = md.topics()
+        self._check_counts({t: len(md.partitions_for_topic(t) or ()) for t in self.topics if t in have})
         return [t for t in self.topics if t not in have]
+
+    def _check_counts(self, counts: dict[str, int]) -> None:
+        """Warn (once per topic and count) about a topic someone else created with another partition count."""
+        from streams.references import references_topic
+
+        refs = references_topic(self.settings)
+        for t, n in counts.items():
+            want = 1 if t == refs else self.settings.topic_partitions
+            if n != want and (t, n) not in self._wrong:
+                self._wrong.add((t, n))
+                log.warning("topic %s has %d partitions, not %d: it was created by someone else (a producer's first "
+                            "send auto-creates topics with the broker's count); windows stay correct, but the "
+                            "labels join and scale-out need co-partitioned topics — recreate it with %d",
+                            t, n, want, want)
 
     async def check(self, client) -> list[str]:
         """One round: the topics found missing (and recreated, unless ``recreate`` is off)."""
@@ -112,22 +128,30 @@ class TopicWatch:
         log.info("topics recreated: %s", {t: counts.get(t, 1) for t in gone})
         return gone
 
-    async def run(self) -> None:
-        """Check every ``interval`` seconds until cancelled (a broker that is away is retried quietly)."""
+    async def connect(self):
+        """A bootstrapped aiokafka client for :meth:`check` (the security settings applied)."""
         from aiokafka import AIOKafkaClient
 
         from streams.security import aiokafka_options
 
+        client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap, client_id="driftwatch-topic-watch",
+                                request_timeout_ms=10_000, **aiokafka_options(self.settings))
+        try:
+            await client.bootstrap()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def run(self) -> None:
+        """Check every ``interval`` seconds until cancelled (a broker that is away is retried quietly)."""
         client = None
         try:
             while True:
                 await asyncio.sleep(self.interval)
                 try:
                     if client is None:
-                        client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                                client_id="driftwatch-topic-watch", request_timeout_ms=10_000,
-                                                **aiokafka_options(self.settings))
-                        await client.bootstrap()
+                        client = await self.connect()
                     await self.check(client)
                 except asyncio.CancelledError:
                     raise

@@ -206,6 +206,20 @@ async def _aiokafka_clients(s: Settings) -> None:
     finally:
         if target._producer is not None:
             await target._producer.stop()
+    from streams.deadletter import KafkaBatchSender
+    from streams.topics import TopicWatch
+
+    sender = KafkaBatchSender(s)  # the worker's dead-letter producer
+    try:
+        await asyncio.wait_for(await sender([(b"k", b"dead", [("dw-reason", b"empty")])]), 30)
+    finally:
+        await sender.stop()
+    watch = TopicWatch(s)  # the worker's topic watch (metadata only)
+    client = await watch.connect()
+    try:
+        assert await watch.check(client) == []
+    finally:
+        await client.close()
 
 
 @pytest.mark.integration
@@ -228,7 +242,7 @@ def test_every_kafka_client_honours_the_security_settings(protocol, settings, ce
         assert recs and b'"x0"' in recs[0].value
         asyncio.run(_aiokafka_clients(s))
         expected = {"driftwatch-admin", "driftwatch-producer", "driftwatch-consume-all", "driftwatch-references",
-                    "driftwatch-alerts"}
+                    "driftwatch-alerts", "driftwatch-deadletters", "driftwatch-topic-watch"}
         assert expected <= set(gw.clients), gw.clients
         if users:
             assert gw.stats["auth_ok"] >= len(expected) and gw.stats["auth_failed"] == 0

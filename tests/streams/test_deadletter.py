@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from detectors.records import DEADLETTER
 from streams.deadletter import DeadLetterPublisher, compact_rows, deadletter_record, headers_for, parse_rows
 from streams.decode import DeadLetter, RawMessage
@@ -60,3 +62,105 @@ def test_publisher_sends_original_bytes_and_counts():
     pub, result = asyncio.run(main())
     assert result == "ok" and sent[0][0] == b"m" and sent[0][1] == b'{"orig": 1}'
     assert pub.counts == {"schema": 3} and pub.messages == 1
+
+
+def test_deadletter_points_are_aggregated_per_partition_reason_and_model():
+    from streams.deadletter import deadletter_records
+
+    dls = [dl(offset=10), dl(offset=11, rows=(1, 2)), dl(offset=12, reason="invalid_json", model=None),
+           dl(offset=13, reason="unknown_model", model="attacker-1"), dl(offset=14, reason="unknown_model",
+                                                                          model="attacker-2")]
+    recs = {(r.tags.get("reason"), r.tags.get("model")): r for r in deadletter_records(dls, {"m"})}
+    assert set(recs) == {("schema", "m"), ("invalid_json", None), ("unknown_model", None)}
+    schema = recs[("schema", "m")]
+    assert (schema.fields["count"], schema.fields["messages"], schema.fields["offset"],
+            schema.fields["last_offset"]) == (3, 2, 10, 11)
+    assert schema.time_ns == deadletter_record(dls[0], {"m"}).time_ns  # keyed by its first message
+    assert recs[("unknown_model", None)].fields["count"] == 2  # attacker ids never become tags
+    one = deadletter_records([dls[0]], {"m"})[0]
+    assert one == deadletter_record(dls[0], {"m"})  # a group of one is the per-message point
+
+
+def test_publish_batch_sends_in_order_with_either_sender():
+    batches, singles = [], []
+
+    async def send_batch(records):
+        batches.append(list(records))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(len(records))
+        return fut
+
+    async def send(key, value, headers):
+        singles.append(value)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    dls = [dl(offset=o) for o in range(5)]
+    for d, o in zip(dls, range(5)):
+        d.message.value = b"v%d" % o
+
+    async def main():
+        a = DeadLetterPublisher(send_batch=send_batch)
+        await (await a.publish_batch(dls))
+        b = DeadLetterPublisher(send)
+        await (await b.publish_batch(dls))
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert len(batches) == 1 and [v for _k, v, _h in batches[0]] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+    assert singles == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+    assert a.messages == b.messages == 5 and a.counts == b.counts == {"schema": 5}
+
+
+def test_publish_batch_retries_a_failing_send():
+    attempts = []
+
+    async def send_batch(records):
+        attempts.append(len(records))
+        if len(attempts) < 3:
+            raise ConnectionError("broker away")
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def main():
+        pub = DeadLetterPublisher(send_batch=send_batch)
+        await (await pub.publish_batch([dl()], backoff=0.01))
+
+    asyncio.run(main())
+    assert attempts == [1, 1, 1]
+
+
+@pytest.mark.integration
+def test_kafka_batch_sender_keeps_order_key_partitioning_and_bytes(settings, consume_all):
+    """The real producer: records by key on the partition any Kafka client would pick, in order, bytes intact."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.deadletter import KafkaBatchSender
+
+    keys = [b"m", b"other", b"m", None, b"k2"] * 40
+    records = [(k, b"value-%d" % i, [("dw-n", b"%d" % i)]) for i, k in enumerate(keys)]
+
+    async def main():
+        sender = KafkaBatchSender(settings)
+        try:
+            await (await sender(records[:100]))
+            await (await sender(records[100:]))
+        finally:
+            await sender.stop()
+
+    asyncio.run(main())
+    got = consume_all(settings, settings.topic_deadletter, expected=len(records), timeout=30)
+    assert len(got) == len(records)
+    parts = list(range(settings.topic_partitions))
+    part = DefaultPartitioner()
+    by_part: dict[int, list[int]] = {}
+    for r in got:
+        i = int(dict(r.headers)["dw-n"])
+        assert r.value == b"value-%d" % i and r.key == keys[i]
+        if keys[i] is not None:
+            assert r.partition == part(keys[i], parts, parts)
+        by_part.setdefault(r.partition, []).append((r.offset, i))
+    for seq in by_part.values():  # per partition, offsets follow the sending order
+        assert [i for _o, i in sorted(seq)] == sorted(i for _o, i in seq)

@@ -433,3 +433,44 @@ def test_frames_hold_no_nan_times():
     f = out.frames[StreamKey("t", 0, "m", "1")].frame
     assert np.isfinite(f.event_time).all() and len(f) == 3
     assert math.isclose(f.event_time[0], T0 + 1)
+
+
+# ------------------------------------------------------------------ floods of bad single events
+
+
+def test_single_events_between_batches_are_validated_together_and_kept_in_order():
+    """Single events cut into many segments by column batches are validated as one column set;
+    the good ones keep their place between the batches, the bad ones are dead letters, in offset order."""
+    singles = rows_of(batch(6, start=100))
+    singles[1]["event_time"] = -5.0  # bad time
+    singles[4]["event_time"] = "yesterday"  # not a time
+    msgs, expect = [], []
+    for i in range(6):
+        msgs.append(msg(batch(2, start=10 * i), 2 * i))
+        expect += [f"e{10 * i}", f"e{10 * i + 1}"]
+        msgs.append(msg(singles[i], 2 * i + 1))
+        if i not in (1, 4):
+            expect.append(f"e{100 + i}")
+    out = decode(*msgs)
+    part = out.frames[StreamKey("t", 0, "m", "1")]
+    assert part.frame.event_id.tolist() == expect
+    assert part.origin.tolist() == sorted(part.origin.tolist())
+    assert [(d.message.offset, d.reason) for d in out.dead] == [(3, D.R_BAD_TIME), (9, D.R_SCHEMA)]
+    assert out.n_events() == 6 * 2 + 6
+
+
+def test_dead_letters_come_out_in_source_order():
+    msgs = [msg(b"{bad", 0), msg(batch(3), 1), msg(b"", 2), msg(batch(2, event_id=["", "ok"]), 3),
+            msg(b"[1", 4), msg(batch(2, model="nope"), 5)]
+    out = decode(*msgs)
+    assert [d.message.offset for d in out.dead] == [0, 2, 3, 4, 5]
+
+
+def test_schema_details_from_pydantic_are_budgeted_per_call():
+    """Each dead letter gets a detail; only the first few per call are worded by pydantic."""
+    bad = [msg({k: v for k, v in rows_of(batch(1, start=i))[0].items() if k != "prediction"}, i) for i in range(40)]
+    out = decode(*bad)
+    assert len(out.dead) == 40 and all(d.reason == D.R_SCHEMA and d.detail for d in out.dead)
+    worded = [d for d in out.dead if "Field required" in d.detail]
+    assert len(worded) == Decoder.SCHEMA_DETAILS_PER_CALL
+    assert all("prediction" in d.detail for d in out.dead)

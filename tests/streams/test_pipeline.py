@@ -321,3 +321,67 @@ def test_a_failed_batch_is_never_acked():
     with pytest.raises(RuntimeError):
         asyncio.run(p.process([batch_msg("m", 0, 5, 0)]))
     assert acked == [] and p.pending_messages() == 0  # state dropped: nothing of it will be acked
+
+
+def test_dead_letters_are_flushed_together_and_acked_only_when_confirmed():
+    """A flood of malformed messages: dead letters wait for one flush (count or age); their messages
+    are acked only once the broker confirmed every dead letter of the flush and InfluxDB its counts."""
+    cfg = config({"size_events": 1000}, {"first_n": 10})
+    sink, acked, deliveries, calls = FakeSink(), [], [], []
+
+    async def send_batch(records):
+        calls.append([(k, v) for k, v, _h in records])
+        fut = asyncio.get_running_loop().create_future()
+        deliveries.append(fut)
+        return fut
+
+    now = [100.0]
+    p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(send_batch=send_batch),
+                 ack=acked.append, evaluator=None, eval_thread=False, clock=lambda: now[0],
+                 deadletter_linger=0.5, deadletter_max=50)
+    bad = [RawMessage(b"{nope %d" % i, b"m", "t", 0, i, None) for i in range(30)]
+
+    async def main():
+        await p.process(bad[:20])
+        assert calls == [] and acked == []  # waiting for the flush
+        now[0] += 0.6
+        await p.process(bad[20:])  # the oldest waited 0.6 s > linger: all 30 flushed at once
+        assert len(calls) == 1 and [v for _k, v in calls[0]] == [m.value for m in bad]  # in order
+        assert acked == []  # the broker has not confirmed yet
+        deliveries[0].set_result(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [m.offset for m in acked] == list(range(30))
+        await p.process([RawMessage(b"[1", b"m", "t", 0, 30, None)])
+        assert len(calls) == 1
+        now[0] += 1.0
+        await p.tick()  # the 1 s timer flushes what has waited long enough
+        assert len(calls) == 2
+        deliveries[1].set_result(None)
+        await p.drain()
+
+    asyncio.run(main())
+    assert [m.offset for m in acked] == list(range(31))
+    points = [r for r in sink.records if r.measurement == "dw_deadletter"]
+    assert sum(r.fields["count"] for r in points) == 31 and sum(r.fields["messages"] for r in points) == 31
+    assert len(points) == 2  # one aggregated point per flush (one reason, one partition)
+
+
+def test_dead_letters_not_confirmed_stay_unacked():
+    cfg = config({"size_events": 1000}, {"first_n": 10})
+    acked = []
+
+    async def send_batch(records):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(RuntimeError("broker said no"))
+        return fut
+
+    p = Pipeline(Settings(), cfg, sink=FakeSink(), deadletters=DeadLetterPublisher(send_batch=send_batch),
+                 ack=acked.append, evaluator=None, eval_thread=False, deadletter_linger=0.0)
+
+    async def main():
+        await p.process([RawMessage(b"", b"m", "t", 0, i, None) for i in range(5)])
+        await p.drain()
+
+    asyncio.run(main())
+    assert acked == []
