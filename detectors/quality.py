@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from detectors.frame import Frame
-from detectors.reference import as_str, lookup, not_missing
+from detectors.reference import WindowColumns, as_str, lookup
 from detectors.spec import FeatureSpec
 
 
@@ -104,9 +104,34 @@ def _type_errors(frame: Frame, name: str, n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool) if te is None else np.asarray(te, dtype=bool)
 
 
-def data_quality(frame: Frame, features: Sequence[FeatureSpec]) -> list[FeatureQuality]:
-    """Quality counts for each of ``features`` in ``frame`` (in the order given)."""
+def unknown_count(columns: WindowColumns, name: str, allowed: Sequence[str]) -> int:
+    """How many present values of categorical column ``name`` are not in ``allowed``.
+
+    Compared by string hash first (one C pass over the column, cached in
+    ``columns`` for the drift tests too); only the values whose hash is not an
+    allowed one are converted to text and checked exactly, so a value counts as
+    allowed only if its text is — up to a 64-bit hash collision with an allowed
+    value (~1e-15 per window).
+    """
+    h = columns.hashes(name)
+    allowed_h = np.fromiter(map(hash, allowed), dtype=np.int64, count=len(allowed))
+    cand = np.flatnonzero(~np.isin(h, allowed_h))
+    if cand.size == 0:
+        return 0
+    col = np.asarray(columns.frame.categorical[name], dtype=object)
+    values = as_str(col[np.flatnonzero(columns.present(name))[cand]])
+    return int((lookup(np.unique(np.array(allowed, dtype=str)), values) < 0).sum())
+
+
+def data_quality(frame: Frame, features: Sequence[FeatureSpec],
+                 columns: WindowColumns | None = None) -> list[FeatureQuality]:
+    """Quality counts for each of ``features`` in ``frame`` (in the order given).
+
+    ``columns``: the window's shared :class:`~detectors.reference.WindowColumns`
+    (the categorical hashes computed here are reused by the drift tests).
+    """
     n = len(frame)
+    columns = WindowColumns(frame) if columns is None else columns
     out: dict[str, FeatureQuality] = {}
 
     numeric = [f for f in features if f.kind == "numeric"]
@@ -132,18 +157,13 @@ def data_quality(frame: Frame, features: Sequence[FeatureSpec]) -> list[FeatureQ
     for f in features:
         if f.kind != "categorical":
             continue
-        col = frame.categorical.get(f.name)
         te = _type_errors(frame, f.name, n)
-        if col is None:
-            present = np.zeros(n, dtype=bool)
-        else:
-            present = not_missing(np.asarray(col, dtype=object))
+        present = columns.present(f.name)
         n_te = int(te.sum())
         n_missing = int((~present & ~te).sum())
         n_unknown = 0
-        if f.allowed is not None and col is not None:
-            allowed = np.unique(np.array(f.allowed, dtype=str))
-            n_unknown = int((lookup(allowed, as_str(col[present])) < 0).sum())
+        if f.allowed is not None and f.name in frame.categorical:
+            n_unknown = unknown_count(columns, f.name, f.allowed)
         out[f.name] = FeatureQuality(f.name, "categorical", n, n_missing, n_te, 0, n_unknown,
                                      0 if f.nullable else n_missing)
     return [out[f.name] for f in features]

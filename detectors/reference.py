@@ -156,18 +156,26 @@ class WindowColumns:
         self.frame = frame
         self._numeric: dict[str, np.ndarray] = {}
         self._categories: dict[str, np.ndarray] = {}
-        self._hashes: dict[str, np.ndarray] = {}
+        self._hashes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._codes: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
 
-    def hashes(self, name: str) -> np.ndarray:
-        """Per-process hashes of the present values of categorical column ``name``."""
+    def _hashed(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self._hashes:
             col = self.frame.categorical.get(name)
             if col is None:
-                self._hashes[name] = np.empty(0, dtype=np.int64)
+                n = len(self.frame)
+                self._hashes[name] = (np.empty(0, dtype=np.int64), np.zeros(n, dtype=bool))
             else:
-                self._hashes[name] = hash_values(np.asarray(col, dtype=object))[0]
+                self._hashes[name] = hash_values(np.asarray(col, dtype=object))
         return self._hashes[name]
+
+    def hashes(self, name: str) -> np.ndarray:
+        """Per-process hashes of the present values of categorical column ``name``."""
+        return self._hashed(name)[0]
+
+    def present(self, name: str) -> np.ndarray:
+        """Mask of the rows where categorical column ``name`` has a value (not None)."""
+        return self._hashed(name)[1]
 
     def category_codes(self, name: str, cref: "CategoricalReference") -> tuple[np.ndarray, int]:
         """``(codes, n_unseen)``: index of each present value in ``cref.categories``;

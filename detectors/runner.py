@@ -124,7 +124,7 @@ class WindowContext:
         return self.cached("columns", lambda: WindowColumns(self.frame))
 
     def quality(self) -> list[FeatureQuality]:
-        return self.cached("quality", lambda: data_quality(self.frame, self.features))
+        return self.cached("quality", lambda: data_quality(self.frame, self.features, self.columns))
 
     def for_segment(self, tag: str, mask: np.ndarray, reference: Reference) -> "WindowContext":
         """The context of one segment: its rows, its sub-reference, no further segmenting."""

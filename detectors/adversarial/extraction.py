@@ -63,6 +63,7 @@ from detectors.adversarial.stats import shapiro_w
 __all__ = ["ExtractionCalibration", "ExtractionTracker", "SourceUpdate", "calibrate", "simulate_benign"]
 
 _CHUNK_ELEMENTS = 2_000_000  # float64 elements per distance block (~16 MB)
+_BLOCK_ELEMENTS = 262_144  # float64 elements per chunk of query blocks (2 MB: fits in cache)
 _SMALL = 256  # sources with at most this many queries in a batch are handled in padded buckets
 _DUP_SQ = 1e-9  # squared distances at or below this are duplicates (rounding of the expansion)
 
@@ -279,31 +280,64 @@ class ExtractionTracker:
                     valid = band[None, :, :] & ev[:, None, :]
                     m = np.minimum(m, np.where(valid, d2, np.inf).min(axis=2))
                 best[idx[ev]] = m[ev]
-        for g in np.flatnonzero(~small).tolist():
-            a0, size = int(starts[g]), int(sizes[g])
-            slot = int(s[a0])
-            cnt = int(self._q_count[slot])
-            R = self._q[slot].astype(np.float64)
-            Rn = np.einsum("bd,bd->b", R, R)
-            age = (int(self._q_head[slot]) - 1 - arB) % B
-            for r0 in range(0, size, _SMALL):
-                r1 = min(size, r0 + _SMALL)
-                rows = np.arange(r0, r1)
-                E = Z[a0 + r0: a0 + r1]
-                En = zn[a0 + r0: a0 + r1]
-                m = np.full(r1 - r0, np.inf)
-                if cnt and r0 < B:
-                    d2 = En[:, None] + Rn[None, :] - 2.0 * (E @ R.T)
-                    valid = (arB[None, :] < cnt) & (age[None, :] < (B - np.minimum(rows, B))[:, None])
-                    m = np.where(valid, d2, np.inf).min(axis=1)
-                c0 = max(0, r0 - B)
-                C = Z[a0 + c0: a0 + r1]
-                cols = np.arange(c0, r1)
-                d2 = En[:, None] + zn[a0 + c0: a0 + r1][None, :] - 2.0 * (E @ C.T)
-                valid = (cols[None, :] < rows[:, None]) & (rows[:, None] - cols[None, :] <= B)
-                m = np.minimum(m, np.where(valid, d2, np.inf).min(axis=1))
-                best[a0 + r0: a0 + r1] = m
+        large = np.flatnonzero(~small)
+        if large.size:
+            self._nearest_blocked(s, Z, zn, starts[large], sizes[large], best)
         return np.maximum(best, 0.0)
+
+    def _nearest_blocked(self, s: np.ndarray, Z: np.ndarray, zn: np.ndarray, starts: np.ndarray,
+                         sizes: np.ndarray, best: np.ndarray) -> None:
+        """:meth:`_nearest_sq` for sources with many queries in the batch, all at once.
+
+        Each source's sequence — its ring of past queries (oldest first), then its batch
+        queries, padded to whole blocks of ``B`` rows — is laid out in one array. The
+        queries of block ``b`` only look back ``B`` rows, so their candidates are blocks
+        ``b - 1`` and ``b``: one batched matrix product of ``(B × d) @ (d × 2B)`` per
+        block, a fixed band mask (lag 1..B), and ``+inf`` norms for ring slots not yet
+        filled and for padding. Writes into ``best`` (indexed like ``Z``).
+        """
+        B, d = self.B, Z.shape[1]
+        arB = np.arange(B)
+        nb = -(-sizes // B)  # query blocks per source
+        seg_blocks = nb + 1  # + the ring's block
+        first_block = np.concatenate(([0], np.cumsum(seg_blocks)[:-1]))
+        T = int(seg_blocks.sum()) * B
+        X = np.zeros((T, d))
+        Xn = np.full(T, np.inf)
+        dest = np.full(T, -1, dtype=np.int64)
+        # ring, oldest first: slot (head + k) % B holds age B - 1 - k
+        slots = s[starts]
+        ring_rows = (first_block * B)[:, None] + arB[None, :]
+        ordered = (self._q_head[slots][:, None] + arB[None, :]) % B
+        X[ring_rows] = self._q[slots[:, None], ordered]
+        filled = (B - 1 - arB)[None, :] < self._q_count[slots][:, None]
+        Xn[ring_rows[filled]] = np.einsum("nd,nd->n", X[ring_rows[filled]], X[ring_rows[filled]])
+        # batch queries after the ring
+        grp = np.repeat(np.arange(sizes.shape[0]), sizes)
+        src = np.repeat(starts, sizes) + (np.arange(grp.shape[0]) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+        rows = (first_block[grp] + 1) * B + (src - starts[grp])
+        X[rows] = Z[src]
+        Xn[rows] = zn[src]
+        dest[rows] = src
+        Xb, Xnb = X.reshape(-1, B, d), Xn.reshape(-1, B)
+        qblocks = np.concatenate([np.arange(f + 1, f + 1 + k) for f, k in zip(first_block.tolist(), nb.tolist())])
+        c = arB[None, :]
+        band = (c >= arB[:, None]) & (c < arB[:, None] + B)  # column c of [block b-1 | block b]: lag B + r - c
+        band = np.concatenate((band, (arB[None, :] < arB[:, None])), axis=1)
+        penalty = np.where(band, 0.0, np.inf)  # added: +inf outside lags 1..B
+        XT = np.ascontiguousarray(Xb.transpose(0, 2, 1))  # (blocks, d, B): BLAS-friendly right operand
+        per = max(1, _BLOCK_ELEMENTS // (2 * B * B))  # small chunks: the temporaries stay in cache
+        for a in range(0, qblocks.shape[0], per):
+            qb = qblocks[a: a + per]
+            d2 = Xb[qb] @ np.concatenate((XT[qb - 1], XT[qb]), axis=2)
+            d2 *= -2.0  # in place from here: no more full-size temporaries
+            d2 += Xnb[qb][:, :, None]
+            d2 += np.concatenate((Xnb[qb - 1], Xnb[qb]), axis=1)[:, None, :]
+            d2 += penalty
+            m = d2.min(axis=2).ravel()
+            dq = dest[(qb[:, None] * B + arB[None, :]).ravel()]
+            ok = dq >= 0
+            best[dq[ok]] = m[ok]
 
     # -- the update --------------------------------------------------------------------------
 
