@@ -55,10 +55,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"driftwatch {name}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    _redact_secrets()
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+
+
+def _redact_secrets() -> None:
+    """Keep the secrets of the settings in force out of this command's logs (docs/reliability.md).
+
+    Every command gets it, not only the worker: the demo, the alerts and reference
+    commands open Kafka and InfluxDB clients that log their configuration at DEBUG.
+    Settings that do not load are left to the command, which reports them.
+    """
+    try:
+        from streams.security import redact_secrets_in_logs
+        from streams.settings import Settings
+
+        redact_secrets_in_logs(Settings())
+    except Exception:  # noqa: BLE001 - e.g. a bad DRIFTWATCH_* value: the command says which
+        pass
 
 
 if __name__ == "__main__":
