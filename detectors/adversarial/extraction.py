@@ -241,13 +241,17 @@ class ExtractionTracker:
     def _nearest_sq(self, s: np.ndarray, Zs: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Squared distance of each (grouped) query to the nearest of its source's B most recent earlier ones.
 
-        Sources are processed in buckets of equal padded size (powers of two) with batched
-        matrix products: the ring of past queries is gathered once per source, in-batch
-        pairs come from a lower-triangular band mask (``j < i``, ``i - j <= B``). Sources
-        with more than ``_SMALL`` queries in the batch go row block by row block.
+        Every source's candidates are laid out as one sequence: its ring of past queries,
+        oldest first, then its batch queries. Query ``i`` of the batch looks back at
+        sequence positions ``i .. B + i - 1`` — a band that is the same for every source —
+        and ring slots not filled yet (or batch padding) get an infinite norm, so the whole
+        search is matrix products plus in-place adds of a fixed ``+inf`` penalty outside the
+        band, on chunks small enough to stay in cache. Sources with at most ``_SMALL``
+        queries in the batch are bucketed by padded size (powers of two) and done one
+        bucket at a time; busier sources go block by block (:meth:`_nearest_blocked`).
         """
         n = s.shape[0]
-        B = self.B
+        B, d = self.B, self.dim
         best = np.full(n, np.inf)
         Z = Zs.astype(np.float64)
         zn = np.einsum("nd,nd->n", Z, Z)
@@ -256,29 +260,28 @@ class ExtractionTracker:
         small = sizes <= _SMALL
         for P in np.unique(psize[small]).tolist():
             gsel = np.flatnonzero(small & (psize == P))
-            per = max(1, _CHUNK_ELEMENTS // (P * (B + P + self.dim) + B * self.dim))
             ar = np.arange(P)
-            band = (ar[None, :] < ar[:, None]) & (ar[:, None] - ar[None, :] <= B)
-            from_ring = B - np.minimum(ar, B)
+            cols = np.arange(B + P)[None, :]
+            penalty = np.where((cols >= ar[:, None]) & (cols < B + ar[:, None]), 0.0, np.inf)  # (P, B + P)
+            per = max(1, _BLOCK_ELEMENTS // (P * (B + P)))
             for a in range(0, gsel.shape[0], per):
                 gi = gsel[a: a + per]
+                slots = s[starts[gi]]
                 ev = ar[None, :] < sizes[gi][:, None]
                 idx = np.where(ev, starts[gi][:, None] + ar[None, :], starts[gi][:, None])
-                E = Z[idx]
-                En = zn[idx]
-                m = np.full(idx.shape, np.inf)
-                slots = s[starts[gi]]
-                cnt = self._q_count[slots]
-                if cnt.any():
-                    R = self._q[slots].astype(np.float64)
-                    d2 = En[:, :, None] + np.einsum("gbd,gbd->gb", R, R)[:, None, :] - 2.0 * (E @ R.transpose(0, 2, 1))
-                    age = (self._q_head[slots][:, None] - 1 - arB[None, :]) % B
-                    valid = (arB[None, None, :] < cnt[:, None, None]) & (age[:, None, :] < from_ring[None, :, None])
-                    m = np.where(valid, d2, np.inf).min(axis=2)
-                if P > 1:
-                    d2 = En[:, :, None] + En[:, None, :] - 2.0 * (E @ E.transpose(0, 2, 1))
-                    valid = band[None, :, :] & ev[:, None, :]
-                    m = np.minimum(m, np.where(valid, d2, np.inf).min(axis=2))
+                X = np.empty((gi.shape[0], B + P, d))
+                X[:, :B] = self._q[slots[:, None], (self._q_head[slots][:, None] + arB[None, :]) % B]
+                X[:, B:] = Z[idx]
+                Xn = np.empty((gi.shape[0], B + P))
+                Xn[:, :B] = np.where((B - 1 - arB)[None, :] < self._q_count[slots][:, None],
+                                     np.einsum("gbd,gbd->gb", X[:, :B], X[:, :B]), np.inf)
+                Xn[:, B:] = np.where(ev, zn[idx], np.inf)
+                d2 = X[:, B:] @ np.ascontiguousarray(X.transpose(0, 2, 1))
+                d2 *= -2.0  # in place from here: no more full-size temporaries
+                d2 += Xn[:, B:, None]
+                d2 += Xn[:, None, :]
+                d2 += penalty
+                m = d2.min(axis=2)
                 best[idx[ev]] = m[ev]
         large = np.flatnonzero(~small)
         if large.size:

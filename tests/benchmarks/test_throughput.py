@@ -112,6 +112,7 @@ def test_summary_computes_ratios_and_targets():
     report = {
         "worker": {"events_per_s_per_worker": 120_000.0, "events_counted": 10, "events_expected": 10,
                    "latency_ms": {"p50": 100.0, "p99": 400.0}, "peak_rss_mb": 300.0,
+                   "latency_after_warm_up_ms": {"p50": 90.0, "p99": 300.0, "warm_up_s": 5.0},
                    "rss_mb_at": {"1000000": 200.0, "10000000": 210.0}},
         "floor": {"events_per_s": 200_000.0},
         "naive": {"events_per_s": 3_000.0},
@@ -124,6 +125,7 @@ def test_summary_computes_ratios_and_targets():
     assert s["two_workers_speedup"] == 1.7
     assert s["speedup_vs_naive"] == 40.0
     assert all(s["targets"].values())
+    assert s["latency_after_warm_up_ms"] == {"p50": 90.0, "p99": 300.0, "warm_up_s": 5.0}
     report["worker"]["events_counted"] = 9
     assert throughput.summarise(report, _plan())["targets"]["counted_equals_produced"] is False
 
@@ -178,3 +180,13 @@ def test_quick_benchmark_counts_every_event_and_prints_the_table_keys(tmp_path: 
     for cpu_of in (report["worker"]["cpu_percent"], report["scale_out"]["two_workers"]["cpu_percent"]):
         assert {"broker", "influxd", "worker0", "machine_total"} <= set(cpu_of)
     assert "worker1" in report["scale_out"]["two_workers"]["cpu_percent"]
+
+
+def test_warm_up_ends_when_every_models_first_evaluated_window_is_queryable():
+    P = throughput.WindowPoint
+    pts = [P((1, "a", "1"), 5, 10.0, 10.1), P((2, "a", "1"), 5, 11.0, 15.0),  # a: 2nd window seen at 15.0
+           P((1, "b", "1"), 5, 10.5, 10.6), P((2, "b", "1"), 5, 12.0, 16.0),  # b: 2nd window seen at 16.0
+           P((3, "a", "1"), 5, 16.5, 16.7), P((3, "b", "1"), 5, 17.0, 17.5)]
+    end, lat = throughput._warm_up_end(pts)
+    assert end == 16.0
+    assert sorted(lat.round(1).tolist()) == [200.0, 500.0]  # only the windows closed after it
