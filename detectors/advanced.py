@@ -29,9 +29,13 @@ Evaluators (registered in :data:`detectors.runner.EVALUATORS`):
   classification windows with probabilities;
 * :class:`FeatureImpactEvaluator` (``dw_impact``) — computed once per
   reference, re-emitted each window so the dashboard's latest query finds it;
-* :class:`OnlineDrift` (``dw_drift``, ``detector="cvm_online"``) — not
-  registered by default: construct it with the features to watch (state is
-  kept per model/version across windows).
+* :class:`OnlineDrift` (``dw_drift``, ``detector="cvm_online"``) — the
+  features named in the monitor's ``drift.online`` (none by default: then it
+  writes nothing); state is kept per model/version/feature across windows.
+
+The row-based evaluators use the features the attached rows carry: a reference
+read back from the store (``streams.references``) carries no sensitive features,
+so they run without those.
 
 Realized performance is not an evaluator: labels arrive on their own topic
 and are joined by the worker (see :mod:`detectors.concept` for the exact calls).
@@ -39,6 +43,9 @@ and are joined by the worker (see :mod:`detectors.concept` for the exact calls).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -58,6 +65,7 @@ from detectors.performance import CBPE, performance_records
 from detectors.prediction import PredictionReference, prediction_drift, prediction_records
 from detectors.reference import Reference
 from detectors.records import Record
+from detectors.spec import DriftSpec, OnlineSpec
 
 if TYPE_CHECKING:  # the runner imports this module; no import cycle at run time
     from detectors.runner import WindowContext
@@ -72,6 +80,7 @@ __all__ = [
     "OnlineDrift",
     "PredictionDrift",
     "attach_reference_frame",
+    "configure_online",
     "reference_frame",
 ]
 
@@ -142,8 +151,11 @@ class MultivariateDrift:
         ref_frame = reference_frame(ctx.reference)
         if method == "none" or ref_frame is None:
             return []
-        numeric = [f.name for f in ctx.features if f.kind == "numeric"]
-        categorical = [f.name for f in ctx.features if f.kind == "categorical"]
+        # features the rows carry (a stored reference leaves sensitive features out)
+        numeric = [f.name for f in ctx.features if f.kind == "numeric" and f.name in ref_frame.numeric]
+        categorical = [f.name for f in ctx.features if f.kind == "categorical" and f.name in ref_frame.categorical]
+        if not numeric and not categorical:
+            return []
         key = ("multivariate", method, ctx.drift.engine, ctx.drift.p_val, tuple(numeric), tuple(categorical))
         note = None
 
@@ -215,7 +227,9 @@ class FeatureImpactEvaluator:
             return []
         if ref_frame.pred_label is None and ref_frame.pred_proba is None and ref_frame.pred_value is None:
             return []
-        features = [f for f in ctx.features]
+        features = [f for f in ctx.features if f.name in ref_frame.numeric or f.name in ref_frame.categorical]
+        if not features:
+            return []
         impacts = _fitted(ctx.reference, ("impact", self.method, tuple(f.name for f in features)),
                           lambda: feature_impact(ref_frame, features, method=self.method,  # type: ignore[arg-type]
                                                  max_rows=self.max_rows, seed=self.seed))
@@ -223,71 +237,205 @@ class FeatureImpactEvaluator:
         return [ctx.record(r.measurement, r.tags, r.fields) for r in recs]
 
 
+@dataclass(frozen=True)
+class _OnlineParams:
+    features: tuple[str, ...]
+    ert: float
+    window_sizes: tuple[int, ...]
+    n_bootstraps: int
+    engine: str
+
+
+@dataclass
+class _Watch:
+    """One watched (model, version, feature): its detector, or the calibration under way."""
+
+    reference: Reference
+    params: _OnlineParams
+    detector: CVMOnline | None = None
+    future: Future | None = None
+    error: BaseException | None = None
+    buffer: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    buffered: int = 0
+    dropped: int = 0
+
+
+_calibration_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _calibration_pool
+    if _calibration_pool is None:  # one thread: calibrations run one after the other, later ones hit the cache
+        _calibration_pool = ThreadPoolExecutor(1, thread_name_prefix="online-calibration")
+    return _calibration_pool
+
+
 class OnlineDrift:
     """``dw_drift`` (``detector="cvm_online"``) per watched numeric feature, event by event.
 
-    Keeps one :class:`~detectors.online.CVMOnline` per (model, version,
-    feature), rebuilt when the reference changes; calibration is cached in
-    ``cache_dir``. Per window: ``drift`` (1 if it fired), ``n_detections``,
+    Which features, ERT, window sizes, number of simulated streams and engine come
+    from the window's ``DriftSpec.online`` (the monitor's ``drift.online``), unless
+    given to the constructor (then they apply to every model). With no features
+    it does nothing, so it is registered by default.
+
+    Keeps one :class:`~detectors.online.CVMOnline` per (model, version, feature)
+    across windows, rebuilt when the reference object or the parameters change. The
+    reference is the feature's reference values (``Reference.numeric[f].values``:
+    summaries suffice, no rows needed). Thresholds are cached in ``cache_dir``
+    (they depend on the reference *size*, not its values).
+
+    ``background=True`` (the worker): a calibration that is not cached yet runs on
+    a separate thread; meanwhile the window's values wait in a bounded buffer
+    (``max_buffer`` events per feature, oldest dropped and counted) and no record is
+    written; the first window after it is ready feeds them all, so detections inside
+    them still report their own event time. Without it the first window pays the
+    calibration.
+
+    Per window: ``drift`` (1 if it fired), ``n_detections``,
     ``first_detection_time`` (event time of the first), ``statistic`` (largest),
-    ``threshold`` (in force at the end), ``ert``, ``t`` (events since the last
-    detection). Missing values are skipped. For alerts *within* a window the
-    worker can call :meth:`update` on every decoded batch instead.
+    ``threshold`` (the one the first detection crossed, else the latest in force),
+    ``ert``, ``t`` (events since the last
+    detection), ``n`` (events fed, buffered ones included), ``n_buffered`` (of them,
+    held while calibrating), ``n_dropped``, ``engine``. Missing values are skipped.
+    Events are fed in event-time order within a window, windows in closing order.
+    State lives in the process: after a restart each run starts afresh (``t`` = 0).
     """
 
     name = "online_drift"
     segmented = False
 
-    def __init__(self, features: Sequence[str], ert: float = 10_000.0,
-                 window_sizes: Sequence[int] = (50, 200), n_bootstraps: int = 20_000,
-                 cache_dir: str | None = None, engine: str = "native") -> None:
-        self.features = list(features)
+    def __init__(self, features: Sequence[str] | None = None, ert: float | None = None,
+                 window_sizes: Sequence[int] | None = None, n_bootstraps: int | None = None,
+                 cache_dir: str | None = None, engine: str | None = None, *, background: bool = False,
+                 max_buffer: int = 100_000, max_watches: int = 1024) -> None:
+        self.features = None if features is None else list(features)
         self.ert = ert
-        self.window_sizes = tuple(window_sizes)
+        self.window_sizes = None if window_sizes is None else tuple(window_sizes)
         self.n_bootstraps = n_bootstraps
         self.cache_dir = cache_dir
         self.engine = engine
-        self._state: dict[tuple[str, str, str], tuple[int, CVMOnline]] = {}
+        self.background = background
+        self.max_buffer = int(max_buffer)
+        self.max_watches = int(max_watches)
+        self._state: OrderedDict[tuple[str, str, str], _Watch] = OrderedDict()
 
-    def detector(self, model: str, version: str, feature: str, reference: Reference) -> CVMOnline | None:
+    def params(self, drift: DriftSpec | None) -> _OnlineParams:
+        """Constructor arguments first, then the monitor's ``drift.online``, then the defaults."""
+        spec = drift.online if drift is not None else OnlineSpec()
+        features = self.features if self.features is not None else spec.features
+        return _OnlineParams(
+            tuple(features), float(self.ert if self.ert is not None else spec.ert),
+            tuple(self.window_sizes if self.window_sizes is not None else spec.window_sizes),
+            int(self.n_bootstraps if self.n_bootstraps is not None else spec.n_bootstraps),
+            str(self.engine if self.engine is not None else spec.engine))
+
+    def _build(self, values: np.ndarray, p: _OnlineParams) -> CVMOnline:
+        return CVMOnline(values, p.ert, p.window_sizes, n_bootstraps=p.n_bootstraps, cache_dir=self.cache_dir,
+                         engine=p.engine)  # type: ignore[arg-type]
+
+    def _watch(self, model: str, version: str, feature: str, reference: Reference,
+               p: _OnlineParams) -> _Watch | None:
         key = (model, version, feature)
-        have = self._state.get(key)
-        if have is not None and have[0] == id(reference):
-            return have[1]
+        w = self._state.get(key)
+        if w is not None and w.reference is reference and w.params == p:
+            self._state.move_to_end(key)
+            return w
         ref = reference.numeric.get(feature)
         if ref is None or ref.n < 10:
             return None
-        det = CVMOnline(ref.values, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps,
-                        cache_dir=self.cache_dir, engine=self.engine)  # type: ignore[arg-type]
-        self._state[key] = (id(reference), det)
-        return det
+        w = _Watch(reference, p)
+        if self.background:
+            w.future = _pool().submit(self._build, ref.values, p)
+        else:
+            w.detector = self._build(ref.values, p)
+        self._state[key] = w
+        while len(self._state) > self.max_watches:
+            self._state.popitem(last=False)
+        return w
 
-    def update(self, model: str, version: str, reference: Reference, frame: Frame) -> dict[str, Any]:
-        """Feed a batch; returns feature -> :class:`~detectors.online.OnlineResult` (with event times)."""
+    def detector(self, model: str, version: str, feature: str, reference: Reference,
+                 drift: DriftSpec | None = None) -> CVMOnline | None:
+        """The feature's detector (None: no usable reference values, or still calibrating)."""
+        w = self._watch(model, version, feature, reference, self.params(drift))
+        return None if w is None else self._ready(w)
+
+    @staticmethod
+    def _ready(w: _Watch) -> CVMOnline | None:
+        if w.detector is None and w.future is not None and w.future.done():
+            try:
+                w.detector = w.future.result()
+            except Exception as e:  # noqa: BLE001 - raised once by evaluate, the feature is then off
+                w.error = e
+            w.future = None
+        return w.detector
+
+    def update(self, model: str, version: str, reference: Reference, frame: Frame,
+               drift: DriftSpec | None = None) -> dict[str, Any]:
+        """Feed a batch; returns feature -> (OnlineResult, event times, n_buffered, n_dropped).
+
+        Features still calibrating keep the batch in their buffer and are left out.
+        """
+        p = self.params(drift)
         out: dict[str, Any] = {}
+        if not p.features or not len(frame):
+            return out
         order = np.argsort(frame.event_time, kind="stable")
-        for feature in self.features:
-            det = self.detector(model, version, feature, reference)
+        times_all = frame.event_time[order]
+        for feature in p.features:
             col = frame.numeric.get(feature)
-            if det is None or col is None:
+            w = self._watch(model, version, feature, reference, p)
+            if w is None or col is None:
                 continue
             vals = col[order]
             ok = np.isfinite(vals)
-            res = det.update(vals[ok])
-            out[feature] = (res, frame.event_time[order][ok])
+            vals, times = vals[ok], times_all[ok]
+            det = self._ready(w)
+            if w.error is not None:
+                err, w.error = w.error, None
+                w.buffer, w.buffered = [], 0
+                w.future = None
+                raise RuntimeError(f"online drift of {feature!r} is off for {model} v{version}: "
+                                   f"{type(err).__name__}: {err}") from err
+            if det is None:
+                if w.future is None:  # failed before: stays off for this reference
+                    continue
+                w.buffer.append((vals, times))
+                w.buffered += vals.shape[0]
+                while w.buffered > self.max_buffer and w.buffer:  # bounded: the oldest go first
+                    over = w.buffered - self.max_buffer
+                    v0, t0 = w.buffer[0]
+                    cut = min(over, v0.shape[0])
+                    w.buffer[0] = (v0[cut:], t0[cut:])
+                    w.buffered -= cut
+                    w.dropped += cut
+                    if not w.buffer[0][0].shape[0]:
+                        w.buffer.pop(0)
+                continue
+            held, dropped = w.buffered, w.dropped
+            if w.buffer:
+                vals = np.concatenate([b[0] for b in w.buffer] + [vals])
+                times = np.concatenate([b[1] for b in w.buffer] + [times])
+                w.buffer, w.buffered, w.dropped = [], 0, 0
+            out[feature] = (det.update(vals), times, held, dropped)
         return out
 
     def evaluate(self, ctx: "WindowContext") -> list[Record]:
         if ctx.reference is None:
             return []
+        p = self.params(ctx.drift)
         out = []
-        for feature, (res, times) in self.update(ctx.model_id, ctx.version, ctx.reference, ctx.frame).items():
+        for feature, (res, times, held, dropped) in self.update(ctx.model_id, ctx.version, ctx.reference,
+                                                                ctx.frame, ctx.drift).items():
             first = res.first_drift
+            finite = np.isfinite(res.stats)
+            thr = np.flatnonzero(np.isfinite(res.thresholds))
+            at = first if first is not None else (int(thr[-1]) if thr.size else None)
             fields: dict[str, Any] = {
                 "drift": int(res.n_drift > 0), "n_detections": res.n_drift,
-                "statistic": float(np.nanmax(res.stats)) if np.isfinite(res.stats).any() else None,
-                "threshold": float(res.thresholds[-1]) if res.thresholds.size else None,
-                "ert": self.ert, "t": res.t, "window_start": float(ctx.window_start),
+                "statistic": float(np.max(res.stats[finite])) if finite.any() else None,
+                "threshold": float(res.thresholds[at]) if at is not None else None,
+                "ert": p.ert, "t": res.t, "n": int(times.shape[0]), "n_buffered": held, "n_dropped": dropped,
+                "engine": p.engine, "window_start": float(ctx.window_start),
             }
             if first is not None:
                 fields["first_detection_time"] = float(times[first])
@@ -296,6 +444,18 @@ class OnlineDrift:
         return out
 
 
+ONLINE_DRIFT = OnlineDrift()
+"""The registered instance: reads each model's ``drift.online``; see :func:`configure_online`."""
+
+
+def configure_online(cache_dir: str | None, background: bool = True) -> OnlineDrift:
+    """Set where the registered :class:`OnlineDrift` caches thresholds, and whether it calibrates
+    in the background (the worker does both, with ``<state_dir>/cache/online``)."""
+    ONLINE_DRIFT.cache_dir = cache_dir
+    ONLINE_DRIFT.background = background
+    return ONLINE_DRIFT
+
+
 ADVANCED_EVALUATORS: list[Any] = [PredictionDrift(), MultivariateDrift(), EstimatedPerformance(),
-                                  FeatureImpactEvaluator()]
+                                  FeatureImpactEvaluator(), ONLINE_DRIFT]
 """Registered by :mod:`detectors.runner` after its built-in evaluators."""

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -72,14 +73,18 @@ from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, Record
 
 __all__ = [
     "ErrorStreamDetector",
+    "ErrorStreamMonitor",
+    "JoinSnapshot",
     "JoinStats",
     "Joined",
     "LabelJoin",
     "error_stream",
     "join_records",
+    "scored_errors",
 ]
 
 _MATCHED, _EXPIRED, _EVICTED = 1, 2, 3
+_RESTORED = 10  # added to a tombstone's reason when it came from a snapshot (see LabelJoin.restore)
 
 
 @dataclass
@@ -98,6 +103,10 @@ class JoinStats:
     evicted_labels: int = 0
     pending_predictions: int = 0
     pending_labels: int = 0
+    # after a restore: predictions / labels read again that the restored state already held
+    # (re-read from Kafka after a restart), not counted in predictions / labels
+    replayed_predictions: int = 0
+    replayed_labels: int = 0
 
     def as_fields(self) -> dict[str, int]:
         return asdict(self)
@@ -166,6 +175,42 @@ class Joined:
 def _empty_joined(classes: tuple[str, ...]) -> Joined:
     e = np.empty(0)
     return Joined(np.empty(0, dtype=object), e, e, np.empty(0, dtype=object), None, None, None, classes)
+
+
+@dataclass
+class JoinSnapshot:
+    """Everything a :class:`LabelJoin` holds, as columns (see :meth:`LabelJoin.snapshot`).
+
+    ``predictions``: ``ids``, ``time`` (event time) and the prediction columns
+    (``label``, ``proba``, ``value``) of the pending predictions, oldest first;
+    ``labels``: ``ids``, ``time`` (label time), ``label`` of the labels waiting for
+    their prediction; ``tomb``: recently finished ids with their reason, newest first
+    (as :attr:`tomb_ids` / :attr:`tomb_reasons`: oldest first; reasons 1 matched,
+    2 expired, 3 evicted).
+    """
+
+    predictions: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    tomb: list[tuple[str, int]]
+    classes: tuple[str, ...]
+    has: dict[str, bool]
+    stats: JoinStats
+
+    @classmethod
+    def from_arrays(cls, predictions, labels, tomb_ids, tomb_reasons, classes, has, stats) -> "JoinSnapshot":
+        """From oldest-first arrays of finished ids and reasons (as :attr:`tomb_ids` / :attr:`tomb_reasons`)."""
+        return cls(predictions, labels, list(zip(tomb_ids.tolist()[::-1], tomb_reasons.tolist()[::-1])), classes,
+                   has, stats)
+
+    @property
+    def tomb_ids(self) -> np.ndarray:
+        out = np.empty(len(self.tomb), dtype=object)
+        out[:] = [e for e, _ in reversed(self.tomb)]
+        return out
+
+    @property
+    def tomb_reasons(self) -> np.ndarray:
+        return np.array([r for _, r in reversed(self.tomb)], dtype=np.int64) % _RESTORED
 
 
 class _Store:
@@ -276,6 +321,10 @@ class LabelJoin:
         self.classes: tuple[str, ...] = ()
         self._has = {"label": False, "proba": False, "value": False}
         self.stats = JoinStats()
+        self._restored = False
+        self._restored_preds = 0  # insertion sequence numbers below these came from a snapshot
+        self._restored_labels = 0
+        self._restored_until = -np.inf  # the snapshot's clock: later predictions cannot be replays
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _bury(self, ids: Sequence[str], reason: int) -> None:
@@ -335,6 +384,78 @@ class LabelJoin:
             specs["value"] = (np.dtype(np.float64), (), np.nan)
         return specs
 
+    def _replayed(self, ids: np.ndarray) -> np.ndarray:
+        """Which ids have a tombstone that came from a snapshot."""
+        tomb = self._tomb
+        reasons = np.fromiter((tomb.get(e, 0) for e in ids.tolist()), dtype=np.int64, count=ids.shape[0])
+        return reasons > _RESTORED
+
+    # -- persistence -----------------------------------------------------------------------------
+    def snapshot(self, tomb_limit: int = 50_000) -> "JoinSnapshot":
+        """Copies of everything the join holds (columnar), to :meth:`restore` after a restart.
+
+        Cheap (array copies of the live slots, and the ``tomb_limit`` most recently finished
+        ids): the caller may serialise the result on another thread while the join goes on.
+        Older finished ids are left out: after a restore, a label for one of those counts as
+        unmatched (after the TTL) instead of late, and a prediction read again for one of
+        those is held again (it expires) instead of counted as replayed — replays are of
+        the uncommitted tail of the stream, so recent ids are the ones that matter.
+        """
+
+        def live(store: _Store) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            slots = np.flatnonzero(store.alive[: store.size])
+            slots = slots[np.argsort(store.seq[slots], kind="stable")]  # oldest first
+            cols = {name: col[slots].copy() for name, col in store.cols.items()}
+            return slots, {"ids": store.ids[slots].copy(), "time": store.time[slots].copy(), **cols}
+
+        _, preds = live(self._preds)
+        _, labels = live(self._labels)
+        # the most recent finished ids only (walking the OrderedDict costs ~0.5 us per entry), newest first;
+        # turned into arrays by whoever serialises the snapshot (JoinSnapshot.tomb_ids)
+        recent = list(islice(reversed(self._tomb.items()), tomb_limit))
+        return JoinSnapshot(predictions=preds, labels=labels, tomb=recent, classes=tuple(self.classes),
+                            has=dict(self._has), stats=JoinStats(**self.stats.as_fields()))
+
+    def restore(self, snap: "JoinSnapshot", now: float | None = None) -> int:
+        """Load a :meth:`snapshot` into this (new, empty) join; returns the predictions restored.
+
+        Entries older than the TTL at ``now`` are expired (and counted) at once; beyond
+        ``max_pending`` the oldest go. Afterwards, a prediction or label whose id the
+        restored state already held — read again from Kafka after the restart — is
+        counted as ``replayed_*`` and otherwise ignored.
+        """
+        if len(self._preds) or len(self._labels) or self._tomb:
+            raise ValueError("restore into a new LabelJoin only")
+        self.classes = tuple(snap.classes)
+        self._has.update(snap.has)
+        p = snap.predictions
+        ids = np.asarray(p.get("ids", np.empty(0, dtype=object)), dtype=object)
+        k = ids.shape[0]
+        if k > self.max_pending:  # the configured bound shrank: keep the newest
+            p = {name: v[-self.max_pending:] for name, v in p.items()}
+            ids = ids[-self.max_pending:]
+            k = ids.shape[0]
+        if k:
+            values = {name: np.asarray(v) for name, v in p.items() if name not in ("ids", "time")}
+            self._preds.insert(ids, np.asarray(p["time"], dtype=np.float64), values, self._pred_specs())
+        lab = snap.labels
+        lids = np.asarray(lab.get("ids", np.empty(0, dtype=object)), dtype=object)[-self._labels.capacity:]
+        if lids.shape[0]:
+            self._labels.insert(lids, np.asarray(lab["time"], dtype=np.float64)[-lids.shape[0]:],
+                                {"label": np.asarray(lab["label"], dtype=object)[-lids.shape[0]:]},
+                                {"label": (np.dtype(object), (), None)})
+        for e, r in zip(snap.tomb_ids.tolist()[-self.max_pending:], snap.tomb_reasons.tolist()[-self.max_pending:]):
+            self._tomb[e] = int(r) % _RESTORED + _RESTORED
+        self.stats = JoinStats(**{**snap.stats.as_fields(), "pending_predictions": 0, "pending_labels": 0})
+        self._restored = True
+        self._restored_preds = self._preds.next_seq
+        self._restored_labels = self._labels.next_seq
+        self._restored_until = np.inf if now is None else float(now)
+        self._sync()
+        if now is not None:
+            self.expire(now)
+        return len(self._preds)
+
     # -- predictions ---------------------------------------------------------------------------
     def add_predictions(
         self,
@@ -362,9 +483,22 @@ class LabelJoin:
         self._has["value"] |= pred_value is not None
         # first occurrence of each id in the batch, and not already pending
         _, first = np.unique(ids.astype(str), return_index=True) if n else (None, np.empty(0, dtype=np.int64))
-        keep = np.zeros(n, dtype=bool)
-        keep[first] = True
-        keep &= self._preds.lookup(ids.tolist()) < 0
+        firsts = np.zeros(n, dtype=bool)
+        firsts[first] = True
+        pslots = self._preds.lookup(ids.tolist())
+        keep = firsts & (pslots < 0)
+        if self._restored:  # ids the restored state holds (pending or finished) are replays, not new
+            replay = np.zeros(n, dtype=bool)
+            old = keep & (times <= self._restored_until)  # only these can have been seen before the snapshot
+            if old.any():
+                replay[old] = self._replayed(ids[old])
+            if self._preds.size:
+                replay |= firsts & (pslots >= 0) & (self._preds.seq[np.maximum(pslots, 0)] < self._restored_preds)
+            keep &= ~replay
+            n_replay = int(replay.sum())
+            self.stats.replayed_predictions += n_replay
+            self.stats.predictions -= n_replay
+            n -= n_replay
         self.stats.duplicate_predictions += int(n - keep.sum())
         # early labels waiting for these ids
         lslots = self._labels.lookup(ids.tolist())
@@ -437,6 +571,17 @@ class LabelJoin:
         if rest.size:
             tomb = self._tomb
             reasons = np.fromiter((tomb.get(e, 0) for e in ids[rest].tolist()), dtype=np.int64, count=rest.size)
+            if self._restored:  # a label the restored state already joined or holds: read again, not new
+                held_restored = np.zeros(rest.size, dtype=bool)
+                if self._labels.size:
+                    lslots = self._labels.lookup(ids[rest].tolist())
+                    held_restored = (lslots >= 0) & (self._labels.seq[np.maximum(lslots, 0)] < self._restored_labels)
+                replay = ((reasons == _MATCHED + _RESTORED) | held_restored) & firsts[rest]
+                if replay.any():
+                    self.stats.replayed_labels += int(replay.sum())
+                    self.stats.labels -= int(replay.sum())
+                    rest, reasons = rest[~replay], reasons[~replay]
+            reasons = reasons % _RESTORED
             dup_in_batch = ~firsts[rest]
             self.stats.duplicate_labels += int(((reasons == _MATCHED) | (dup_in_batch & (reasons == 0))).sum())
             self.stats.late_labels += int(((reasons == _EXPIRED) | (reasons == _EVICTED)).sum())
@@ -454,22 +599,34 @@ class LabelJoin:
         return joined
 
 
+def scored_errors(rows: Joined, task: Literal["classification", "regression"]) -> tuple[np.ndarray, np.ndarray]:
+    """``(errors, mask)``: the error of each scorable joined row and which rows those are.
+
+    Errors are 1.0 / 0.0 (wrong / right; classification) or the absolute error
+    (regression). A row without a prediction, or with a missing or non-numeric
+    (regression) label, cannot be scored.
+    """
+    n = len(rows)
+    if task == "regression":
+        if rows.pred_value is None:
+            return np.empty(0), np.zeros(n, dtype=bool)
+        e = np.abs(rows.pred_value - rows.label_value)
+        ok = np.isfinite(e)
+        return e[ok], ok
+    if rows.pred_label is None:
+        return np.empty(0), np.zeros(n, dtype=bool)
+    t = normalize_labels(rows.label)
+    p = normalize_labels(rows.pred_label)
+    ok = np.not_equal(t, None) & np.not_equal(p, None)
+    return (t[ok] != p[ok]).astype(np.float64), ok
+
+
 def error_stream(rows: Joined, task: Literal["classification", "regression"]) -> np.ndarray:
     """Per joined row: 1.0 if the prediction was wrong else 0.0 (classification), or |error| (regression).
 
     Rows that cannot be scored (no prediction or a non-numeric regression label) are left out.
     """
-    if task == "regression":
-        if rows.pred_value is None:
-            return np.empty(0)
-        e = np.abs(rows.pred_value - rows.label_value)
-        return e[np.isfinite(e)]
-    if rows.pred_label is None:
-        return np.empty(0)
-    t = normalize_labels(rows.label)
-    p = normalize_labels(rows.pred_label)
-    ok = np.not_equal(t, None) & np.not_equal(p, None)
-    return (t[ok] != p[ok]).astype(np.float64)
+    return scored_errors(rows, task)[0]
 
 
 @dataclass
@@ -508,6 +665,313 @@ class ErrorStreamDetector:
     def update(self, errors: np.ndarray) -> OnlineResult:
         """Feed errors in label-arrival order; detections reset the run (see :class:`OnlineResult`)."""
         return self.detector.update(np.asarray(errors, dtype=np.float64))
+
+
+class ErrorStreamMonitor:
+    """Concept drift on one model's error stream: :class:`~detectors.online.FETOnline` on 0/1 errors.
+
+    Feed it joined rows in label-arrival order (:meth:`add`); each window, take the
+    fields of what happened since the last call (:meth:`window_fields`).
+
+    1. **Reference**: the errors of the first ``reference_size`` scorable joined
+       rows (classification: wrong = 1; regression: ``|error| > threshold``, the
+       threshold being ``error_threshold`` or the ``error_quantile`` quantile of
+       those rows' absolute errors, fixed once). A reference with no errors at all
+       (or only errors) cannot calibrate a test for a *rise* in the error rate: the
+       monitor then keeps collecting, up to ``10 x reference_size`` rows, and gives
+       up with a ``note`` if it still has one kind only.
+    2. **Calibration** (ERT in joined labels, cached in ``cache_dir``): by
+       ``submit(fn)`` (e.g. a thread pool's, so the caller's loop does not wait),
+       else at once. Errors arriving meanwhile wait in a bounded buffer
+       (``max_buffer``, the oldest dropped and counted) and are fed when it is ready.
+    3. **Detection**: one-sided (a rise), the run restarts after each detection.
+
+    ``state()`` / ``restore(state)``: the reference (or what is collected of it),
+    the buffered errors and the detector's run, as arrays, so a restarted worker
+    goes on where the snapshot left it (the thresholds come back from the cache).
+
+    >>> import numpy as np
+    >>> m = ErrorStreamMonitor("classification", reference_size=200, ert=500, window_sizes=(20,),
+    ...                        n_bootstraps=400)
+    >>> rng = np.random.default_rng(0)
+    >>> m.add_errors((rng.random(200) < 0.1).astype(float), np.arange(200.0))
+    >>> m.ready, m.window_fields()["phase"]
+    (True, 'monitoring')
+    >>> m.add_errors(np.ones(40), 200 + np.arange(40.0))      # the model is suddenly always wrong
+    >>> f = m.window_fields(); f["drift"], f["first_detection_time"] < 225
+    (1, True)
+    """
+
+    PHASES = ("reference", "calibrating", "monitoring", "off")
+
+    def __init__(self, task: Literal["classification", "regression"], *, reference_size: int = 1000,
+                 ert: float = 100_000.0, window_sizes: Sequence[int] = (100, 500), n_bootstraps: int = 5000,
+                 error_threshold: float | None = None, error_quantile: float = 0.9,
+                 engine: Literal["native", "alibi"] = "native", cache_dir: Path | str | None = None,
+                 submit=None, max_buffer: int = 100_000, seed: int | None = 0) -> None:
+        self.task = task
+        self.reference_size = int(reference_size)
+        self.ert = float(ert)
+        self.window_sizes = tuple(int(w) for w in window_sizes)
+        self.n_bootstraps = int(n_bootstraps)
+        self.error_threshold = error_threshold
+        self.error_quantile = float(error_quantile)
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self.submit = submit
+        self.max_buffer = int(max_buffer)
+        self.seed = seed
+        self.threshold: float | None = error_threshold if task == "regression" else None
+        self.note = ""
+        self.detector: FETOnline | None = None
+        self._future = None
+        self._pending_run: dict[str, np.ndarray] | None = None
+        self._off = False  # gave up (see phase "off")
+        self._extending = False  # the reference had one kind of value only: collecting more
+        self._ref: list[np.ndarray] = []  # raw errors collected for the reference
+        self._ref_n = 0
+        self.reference: np.ndarray | None = None  # 0/1, once complete
+        self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (errors01, label times, event times)
+        self._buf_n = 0
+        self._window_reset()
+
+    @classmethod
+    def from_spec(cls, spec, task, **kw) -> "ErrorStreamMonitor":
+        """From an :class:`~detectors.spec.ErrorStreamSpec` (``labels.online``)."""
+        return cls(task, reference_size=spec.reference_size, ert=spec.ert, window_sizes=spec.window_sizes,
+                   n_bootstraps=spec.n_bootstraps, error_threshold=spec.error_threshold,
+                   error_quantile=spec.error_quantile, engine=spec.engine, **kw)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        if self._off:
+            return "off"
+        if self.reference is None:
+            return "reference"
+        return "monitoring" if self.detector is not None else "calibrating"
+
+    @property
+    def ready(self) -> bool:
+        self._poll()
+        return self.detector is not None
+
+    def _window_reset(self) -> None:
+        self._w_n = 0
+        self._w_ones = 0
+        self._w_detections = 0
+        self._w_first: tuple[float, float] | None = None
+        self._w_stat = -np.inf
+        self._w_thr = np.nan
+        self._w_buffered = 0
+        self._w_dropped = 0
+        self._w_ref_added = 0
+
+    def _binary(self, errors: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return (errors > self.threshold).astype(np.float64)
+        return errors
+
+    # -- feeding -------------------------------------------------------------------------------
+    def add(self, rows: Joined) -> None:
+        """Feed joined rows (label-arrival order): their errors go to the reference or the detector."""
+        errors, ok = scored_errors(rows, self.task)
+        if errors.size:
+            self.add_errors(errors, rows.label_time[ok], rows.event_time[ok])
+
+    def add_errors(self, errors: np.ndarray, label_times: np.ndarray, event_times: np.ndarray | None = None) -> None:
+        """Feed raw errors (0/1, or absolute errors for regression) with their label times."""
+        errors = np.asarray(errors, dtype=np.float64)
+        label_times = np.asarray(label_times, dtype=np.float64)
+        event_times = label_times if event_times is None else np.asarray(event_times, dtype=np.float64)
+        if self.phase == "off" or not errors.size:
+            return
+        while self.reference is None and errors.size and not self._off:
+            # a reference of one kind only so far takes whole batches until both kinds are in
+            take = errors if self._extending else errors[:max(self.reference_size - self._ref_n, 0)]
+            if take.size:
+                self._ref.append(take)
+                self._ref_n += take.size
+                self._w_ref_added += int(take.size)
+            errors, label_times, event_times = errors[take.size:], label_times[take.size:], event_times[take.size:]
+            if self._ref_n >= self.reference_size:
+                self._complete_reference()
+        if self.reference is None or not errors.size:
+            return
+        self._feed(self._binary(errors), label_times, event_times)
+
+    def _complete_reference(self) -> None:
+        raw = np.concatenate(self._ref) if self._ref else np.empty(0)
+        if self.task == "regression" and self.threshold is None:
+            self.threshold = float(np.quantile(raw[: self.reference_size], self.error_quantile))
+        ref = self._binary(raw)
+        ones = int(ref.sum())
+        if 0 < ones < ref.size:
+            self.reference, self._ref, self.note = ref, [], ""
+            self._start_calibration()
+            return
+        if raw.size >= 10 * self.reference_size:
+            self._ref, self._off = [], True
+            self.note = (f"the first {raw.size} joined labels were all {'wrong' if ones else 'right'}: "
+                         "no error rate to test a rise against")
+            return
+        self._extending = True  # keep collecting
+        self.note = f"reference of {raw.size} errors has one kind of value only: collecting more"
+
+    def _build(self) -> FETOnline:
+        return FETOnline(self.reference, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps,
+                         alternative="greater", cache_dir=self.cache_dir, engine=self.engine, seed=self.seed)
+
+    def _start_calibration(self) -> None:
+        if self.submit is None:
+            self._done(self._build())
+        else:
+            self._future = self.submit(self._build)
+
+    def _done(self, detector: FETOnline) -> None:
+        self.detector = detector
+        if self._pending_run:  # restored: go on with the saved run
+            detector.resume(self._pending_run)
+        self._pending_run = None
+
+    def _poll(self) -> None:
+        fut = self._future
+        if fut is not None and fut.done():
+            self._future = None
+            try:
+                self._done(fut.result())
+            except Exception as e:  # noqa: BLE001 - reported through the window's fields
+                self.note = f"calibration failed: {type(e).__name__}: {e}"
+                self.reference, self._off = None, True
+                self._buf, self._buf_n = [], 0
+                return
+            if self._buf:
+                buf, self._buf, self._buf_n = self._buf, [], 0
+                self._w_buffered += sum(b[0].size for b in buf)
+                self._run(np.concatenate([b[0] for b in buf]), np.concatenate([b[1] for b in buf]),
+                          np.concatenate([b[2] for b in buf]))
+
+    def _feed(self, e01: np.ndarray, label_times: np.ndarray, event_times: np.ndarray) -> None:
+        self._poll()
+        if self.detector is None:
+            if self.reference is None:
+                return
+            self._buf.append((e01, label_times, event_times))
+            self._buf_n += e01.size
+            while self._buf_n > self.max_buffer and self._buf:
+                over = self._buf_n - self.max_buffer
+                e, lt, et = self._buf[0]
+                cut = min(over, e.size)
+                self._buf[0] = (e[cut:], lt[cut:], et[cut:])
+                self._buf_n -= cut
+                self._w_dropped += cut
+                if not self._buf[0][0].size:
+                    self._buf.pop(0)
+            return
+        self._run(e01, label_times, event_times)
+
+    def _run(self, e01: np.ndarray, label_times: np.ndarray, event_times: np.ndarray) -> None:
+        res = self.detector.update(e01)
+        self._w_n += e01.size
+        self._w_ones += int(e01.sum())
+        self._w_detections += res.n_drift
+        finite = np.isfinite(res.stats)
+        if finite.any():
+            self._w_stat = max(self._w_stat, float(res.stats[finite].max()))
+        if self._w_first is None:  # the threshold crossed by the first detection, else the latest in force
+            thr = res.thresholds.reshape(res.thresholds.shape[0], -1).max(axis=1) if res.thresholds.size \
+                else np.empty(0)
+            at = res.first_drift if res.first_drift is not None else None
+            if at is None:
+                ok = np.flatnonzero(np.isfinite(thr))
+                at = int(ok[-1]) if ok.size else None
+            if at is not None and np.isfinite(thr[at]):
+                self._w_thr = float(thr[at])
+        if res.first_drift is not None and self._w_first is None:
+            self._w_first = (float(label_times[res.first_drift]), float(event_times[res.first_drift]))
+
+    # -- reporting -----------------------------------------------------------------------------
+    def window_fields(self) -> dict[str, float | int | str]:
+        """What happened since the last call, as record fields (then starts a new window).
+
+        ``phase`` (reference | calibrating | monitoring | off), ``drift`` (0/1),
+        ``n_detections``, ``first_detection_time`` (label time of the error that
+        fired) and ``first_detection_event_time`` (its prediction's event time),
+        ``statistic`` (largest smoothed ``1 - p``), ``threshold`` (the one the first
+        detection crossed, else the latest in force), ``t`` (errors since the last detection), ``n`` (errors tested),
+        ``error_rate`` (their share of ones), ``reference_error_rate``, ``n_ref``,
+        ``ert``, ``n_buffered`` (tested late, after the calibration),
+        ``n_dropped``, ``error_threshold`` (regression) and ``note``.
+        """
+        self._poll()
+        f: dict[str, float | int | str] = {"phase": self.phase, "ert": self.ert, "n": self._w_n}
+        if self.reference is not None:
+            f["n_ref"] = int(self.reference.size)
+            f["reference_error_rate"] = float(self.reference.mean())
+        else:
+            f["n_ref"] = int(self._ref_n)
+        if self.threshold is not None:
+            f["error_threshold"] = float(self.threshold)
+        if self.detector is not None:
+            f["t"] = int(self.detector.t)
+            f["drift"] = int(self._w_detections > 0)
+            f["n_detections"] = int(self._w_detections)
+        if self._w_n:
+            f["error_rate"] = self._w_ones / self._w_n
+        if np.isfinite(self._w_stat):
+            f["statistic"] = self._w_stat
+        if np.isfinite(self._w_thr):
+            f["threshold"] = self._w_thr
+        if self._w_first is not None:
+            f["first_detection_time"], f["first_detection_event_time"] = self._w_first
+        if self._w_buffered:
+            f["n_buffered"] = self._w_buffered
+        if self._w_dropped:
+            f["n_dropped"] = self._w_dropped
+        if self.note:
+            f["note"] = self.note
+        self._window_reset()
+        return f
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to go on after a restart, as arrays (see class docstring)."""
+        self._poll()
+        out: dict[str, np.ndarray] = {
+            "ref_raw": np.concatenate(self._ref) if self._ref else np.empty(0),
+            "threshold": np.array([np.nan if self.threshold is None else self.threshold]),
+            "extending": np.array([int(self._extending)], dtype=np.int64),
+        }
+        if self.reference is not None:
+            out["reference"] = self.reference.copy()
+        if self._buf:
+            out["buf_e"] = np.concatenate([b[0] for b in self._buf])
+            out["buf_lt"] = np.concatenate([b[1] for b in self._buf])
+            out["buf_et"] = np.concatenate([b[2] for b in self._buf])
+        if self.detector is not None:
+            out.update({f"run_{k}": v for k, v in self.detector.run_state().items()})
+        return out
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Go on from :meth:`state` (of a monitor with the same settings)."""
+        thr = float(state["threshold"][0]) if "threshold" in state else np.nan
+        if self.error_threshold is None and np.isfinite(thr):
+            self.threshold = thr
+        raw = np.asarray(state.get("ref_raw", np.empty(0)), dtype=np.float64)
+        if "reference" in state:
+            self.reference = np.asarray(state["reference"], dtype=np.float64)
+            self._ref, self._ref_n = [], int(self.reference.size)
+            self._pending_run = {k[4:]: v for k, v in state.items() if k.startswith("run_")} or None
+            self._start_calibration()  # from the cache: the same reference, the same thresholds
+            self._poll()
+            if "buf_e" in state:
+                self._buf = [(state["buf_e"], state["buf_lt"], state["buf_et"])]
+                self._buf_n = int(state["buf_e"].size)
+        elif raw.size:
+            self._ref, self._ref_n = [raw], int(raw.size)
+            self._extending = bool(state.get("extending", [0])[0])
+            if self._ref_n >= self.reference_size and not self._extending:
+                self._complete_reference()
 
 
 def join_records(stats: JoinStats, tags: dict[str, str], time_ns: int) -> list[Record]:

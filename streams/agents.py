@@ -87,7 +87,7 @@ class Runtime:
             checkpoints=CheckpointSource(settings, lambda: self.sink.client),
             committed=self._committed,
             evaluator=evaluator,
-            label_hook=_label_hook(monitors),
+            label_hook=_label_hook(monitors, settings),
             alerting=self.alerting,
         )
         self._last_stats = (time.monotonic(), 0, 0)
@@ -161,6 +161,11 @@ class Runtime:
         async def idle_close():
             await rt.pipeline.tick()
 
+        if rt.pipeline.label_hook is not None:
+            @app.timer(interval=1.0, name="driftwatch-label-snapshots")
+            async def label_snapshots():  # pending predictions survive a restart (streams/labels.py)
+                await rt.pipeline.label_hook.snapshot_if_due()
+
         @app.timer(interval=stats_every, name="driftwatch-stats")
         async def stats():
             rt.log_stats()
@@ -177,6 +182,11 @@ class Runtime:
                 await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
             except Exception as e:  # noqa: BLE001
                 log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
+            if rt.pipeline.label_hook is not None:
+                try:  # the last label-join snapshot: a SIGTERM loses no waiting prediction
+                    await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("label-join state not saved at shutdown (%r)", e)
             await rt.sink.stop(timeout=5.0)
             await rt.deadletter_sender.stop()
             await rt.references.close()
@@ -198,9 +208,9 @@ class Runtime:
         )
 
 
-def _label_hook(monitors: MonitorsConfig):
+def _label_hook(monitors: MonitorsConfig, settings: Settings):
     try:
         from streams.labels import LabelHook
     except ImportError:
         return None
-    return LabelHook(monitors)
+    return LabelHook(monitors, settings)

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from detectors.adversarial.spec import AdversarialSpec
-from detectors.spec import DriftSpec, FeatureSpec
+from detectors.spec import DriftSpec, ErrorStreamSpec, FeatureSpec
 from streams.alerts.rules import AlertRule, RuleError, SilenceConfig, WebhookConfig, check_routes
 
 
@@ -73,10 +73,12 @@ class ReferenceConfig(_Strict):
 
 
 class LabelsConfig(_Strict):
-    """Delayed-label join: bounded memory, expiring."""
+    """Delayed-label join: bounded memory, expiring; concept drift on the error stream (``online``)."""
 
     ttl_seconds: float = Field(86_400.0, gt=0)
     max_pending: int = Field(1_000_000, ge=1)
+    online: ErrorStreamSpec = Field(ErrorStreamSpec(), description="FETOnline on the 0/1 error stream "
+                                                                   "(docs/detection-science.md)")
 
 
 class ModelMonitor(_Strict):
@@ -105,6 +107,12 @@ class ModelMonitor(_Strict):
                 raise ValueError(f"segment {s!r} must name a categorical feature")
             if any(f.sensitive for f in self.features if f.name == s):  # its values would become tag values
                 raise ValueError(f"segment {s!r} is a sensitive feature: segments publish its values")
+        numeric = [f.name for f in self.features if f.kind == "numeric"]
+        for name in self.drift.online.features:
+            if name not in numeric:
+                what = "a categorical feature" if kinds.get(name) == "categorical" else "not a feature of the model"
+                raise ValueError(f"drift.online.features: {name!r} is {what}; online drift watches numeric "
+                                 f"features (numeric: {numeric})")
         return self
 
 

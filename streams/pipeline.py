@@ -235,12 +235,13 @@ class CheckpointSource:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def default_evaluator() -> Evaluator | None:
+def default_evaluator(online_cache_dir=None) -> Evaluator | None:
     """``detectors.runner.evaluate_window`` wrapped for the pipeline, or None if it is missing.
 
     The runner pulls scipy.stats in (seconds of imports): it is imported in a
     background thread right away, so the import overlaps the consumer group join,
-    and the first window waits for it if it is not done yet.
+    and the first window waits for it if it is not done yet. ``online_cache_dir``: where the
+    online detectors (``drift.online``) cache their thresholds; they then calibrate in the background.
     """
     import importlib
     import threading
@@ -250,6 +251,8 @@ def default_evaluator() -> Evaluator | None:
     def load() -> None:
         try:
             box["runner"] = importlib.import_module("detectors.runner")
+            if online_cache_dir is not None:
+                importlib.import_module("detectors.advanced").configure_online(str(online_cache_dir))
         except ImportError as e:
             box["error"] = e
 
@@ -382,7 +385,11 @@ class Pipeline:
         self.references = references
         self.checkpoints = checkpoints
         self.committed = committed
-        self.evaluator = default_evaluator() if evaluator == "default" else evaluator
+        if evaluator == "default":
+            from streams.labels import online_cache_dir
+
+            evaluator = default_evaluator(online_cache_dir(settings.state_dir))
+        self.evaluator = evaluator
         self.label_hook = label_hook
         self.alerting = alerting
         self.clock = clock
@@ -763,11 +770,14 @@ class Pipeline:
         if self.references is None:
             release()
             return
-        from streams.references import StoredReference
+        from detectors.advanced import reference_frame
+        from streams.references import StoredReference, encode_rows
 
         key = state.key
+        rows = reference_frame(state.reference)  # stored too (sensitive features left out): see streams/references
         stored = StoredReference(key.model_id, key.model_version, state.reference.to_bytes(), key.topic,
-                                 key.partition, state.ref_end_pos, state.builder_rows, time.time())
+                                 key.partition, state.ref_end_pos, state.builder_rows, time.time(),
+                                 rows_blob=encode_rows(rows, state.model.features) if rows is not None else b"")
         self._stored_refs[(key.model_id, key.model_version)] = stored
         self._decoded[(key.model_id, key.model_version)] = (stored, state.reference)
 

@@ -222,6 +222,9 @@ def _build(args: argparse.Namespace, model):
                        + "\n  ".join(problems))
     for p in problems:
         print(f"warning: {path}: {p}", file=sys.stderr)
+    from streams.references import encode_rows
+
+    args.rows_blob = encode_rows(rows, model.features)  # stored with it: workers attach the rows after a restart
     return ref
 
 
@@ -231,10 +234,13 @@ async def _set(args, settings, store, model) -> int:
     ref = args.built  # built and checked before the broker was contacted
     version = args.version or ALL_VERSIONS
     blob = ref.to_bytes()
+    rows = getattr(args, "rows_blob", b"")
     stored = StoredReference(model.model_id, version, blob, "", -1, (-1, -1), ref.n_rows, time.time(),
-                             origin=ORIGIN_SET, source=str(args.file.resolve()))
+                             origin=ORIGIN_SET, source=str(args.file.resolve()), rows_blob=rows)
     await store.save(stored)
     chunks = math.ceil(len(blob) / store.chunk_bytes) if len(blob) > store.chunk_bytes else 1
+    if rows:
+        chunks += math.ceil(len(rows) / store.chunk_bytes)
     which = f"v{version}" if version != ALL_VERSIONS else "every version (without a reference set of its own)"
     print(f"reference of {model.model_id} {which} set from {args.file}: {ref.n_rows} rows, "
           f"{len(blob) / 1e6:.2f} MB in {chunks} record(s) on {store.topic}")
@@ -267,8 +273,18 @@ def _describe(stored, model, store) -> dict[str, Any]:
     if stored.origin != ORIGIN_SET:
         item["ends_at"] = {"topic": stored.topic, "partition": stored.partition,
                            "offset": stored.end_pos[0], "row": stored.end_pos[1]}
+    if stored.rows_blob:
+        from streams.references import rows_info
+
+        try:
+            info = rows_info(stored.rows_blob)
+            item["stored_rows"] = {"n": info["n"], "bytes": len(stored.rows_blob), "withheld": info["withheld"]}
+        except ValueError as e:
+            item["stored_rows"] = {"error": str(e)}
+    else:
+        item["stored_rows"] = None
     try:
-        ref = stored.reference()
+        ref = stored.reference(rows=False)
     except ReferenceDataError as e:
         item["error"] = str(e)
         return item
@@ -300,6 +316,14 @@ def _print_text(doc: dict[str, Any]) -> None:
         if "ends_at" in r:
             e = r["ends_at"]
             print(f"  ends at  {e['topic']}[{e['partition']}] offset {e['offset']} row {e['row']}")
+        sr = r.get("stored_rows")
+        if sr is None:
+            print("  row data none stored (summary only: the row-based evaluators stay silent with it)")
+        elif "error" in sr:
+            print(f"  row data UNUSABLE: {sr['error']}")
+        else:
+            withheld = f"; sensitive features left out: {', '.join(sr['withheld'])}" if sr["withheld"] else ""
+            print(f"  row data {sr['n']} rows, {sr['bytes'] / 1e6:.2f} MB{withheld}")
         if "error" in r:
             print(f"  ERROR    {r['error']}")
             continue

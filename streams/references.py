@@ -28,6 +28,21 @@ half-used. Chunk keys carry the blob's digest, so a new reference never
 overwrites the chunks the current manifest points at; the chunks of the
 replaced reference are tombstoned after the new manifest is acknowledged.
 
+**Reference rows.** Besides the summary, a stored reference carries its rows
+(``rows_blob``, :func:`encode_rows`): the model's features — **except those
+declared sensitive** — and the predictions (label, probabilities, value), the
+same rows the worker attached when it built the reference. They are what the
+row-based evaluators (adversarial scores, multivariate and prediction drift,
+feature impact) need, so a reference read back after a restart, or set by the
+CLI, runs them too (:meth:`StoredReference.reference` attaches them). Their size
+is bounded by the reference's (``first_n`` or the file). They are always written
+as chunk records of their own digest (``__chunk__/model/version/<rows sha[:16]>/<i>``)
+before the reference's record, whose headers (``dw-rows-sha256``, ``dw-rows-size``,
+``dw-rows-chunks``) point at them; missing or corrupt rows are ignored with a
+warning (the summary is still used). Older records without those headers load as
+summaries only. Raw values then live on this topic as they do on the inference
+topic (docs/reliability.md, data minimisation).
+
 Reading "to the end" of a topic without trusting end offsets (tansu reports
 them wrong, see design.md): :meth:`ReferenceStore.load` first produces a small
 *marker* record to the topic and gets its offset back from the broker's produce
@@ -46,13 +61,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+import dataclasses
 from dataclasses import dataclass
+
+import numpy as np
 
 from streams.settings import Settings
 from streams.security import aiokafka_options
@@ -86,6 +105,10 @@ H_CHUNKS = "dw-chunks"
 H_SHA256 = "dw-sha256"
 H_SIZE = "dw-size"
 H_INDEX = "dw-index"
+H_ROWS_SHA256 = "dw-rows-sha256"
+H_ROWS_SIZE = "dw-rows-size"
+H_ROWS_CHUNKS = "dw-rows-chunks"
+ROWS_FORMAT = "driftwatch-reference-rows"
 
 
 class ReferenceStoreError(RuntimeError):
@@ -125,15 +148,127 @@ class StoredReference:
     created: float
     origin: str = ORIGIN_FIRST_N
     source: str = ""
+    rows_blob: bytes = b""  # encode_rows(...) of the reference's rows (b"": summary only)
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.blob).hexdigest()
 
-    def reference(self):
+    def reference(self, rows: bool = True):
+        """The :class:`~detectors.reference.Reference`, with its rows attached when stored (``rows``)."""
         from detectors.reference import Reference
 
-        return Reference.from_bytes(self.blob)
+        ref = Reference.from_bytes(self.blob)
+        if rows and self.rows_blob:
+            try:
+                frame = decode_rows(self.rows_blob)
+            except ValueError as e:  # summaries still work: only the row-based evaluators stay silent
+                log.warning("the stored rows of the reference of %s/%s are unusable (%s): summary only",
+                            self.model_id, self.version, e)
+                return ref
+            from detectors.advanced import attach_reference_frame
+
+            attach_reference_frame(ref, frame)
+        return ref
+
+
+def _json_array(values) -> np.ndarray:
+    import orjson
+
+    return np.frombuffer(orjson.dumps(np.asarray(values, dtype=object).tolist(),
+                                      option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
+
+
+def _object_array(data: np.ndarray) -> np.ndarray:
+    import orjson
+
+    values = orjson.loads(bytes(data))
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def encode_rows(frame, features) -> bytes:
+    """The reference rows to store: each feature's column — sensitive features left out — and the
+    predictions, as NPZ (plain arrays, categories as JSON text, a JSON header; no pickle).
+
+    >>> import numpy as np
+    >>> from detectors.frame import Frame
+    >>> from detectors.spec import FeatureSpec
+    >>> f = Frame.from_columns(event_id=np.array(["a", "b"], dtype=object), event_time=np.zeros(2),
+    ...     numeric={"x": np.array([1.0, np.nan]), "secret": np.array([7.0, 8.0])},
+    ...     categorical={"c": np.array(["u", None], dtype=object)},
+    ...     pred_label=np.array(["1", "0"], dtype=object))
+    >>> feats = [FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="secret", kind="numeric", sensitive=True),
+    ...          FeatureSpec(name="c", kind="categorical")]
+    >>> blob = encode_rows(f, feats)
+    >>> back = decode_rows(blob)
+    >>> sorted(back.numeric), back.categorical["c"].tolist(), back.pred_label.tolist(), rows_info(blob)["withheld"]
+    (['x'], ['u', None], ['1', '0'], ['secret'])
+    """
+    n = len(frame)
+    arrays: dict[str, np.ndarray] = {}
+    numeric, categorical = [], []
+    withheld = [f.name for f in features if f.sensitive]
+    for f in features:
+        if f.sensitive:
+            continue
+        if f.kind == "numeric" and f.name in frame.numeric:
+            arrays[f"num{len(numeric)}"] = np.asarray(frame.numeric[f.name], dtype=np.float64)
+            numeric.append(f.name)
+        elif f.kind == "categorical" and f.name in frame.categorical:
+            arrays[f"cat{len(categorical)}"] = _json_array(frame.categorical[f.name])
+            categorical.append(f.name)
+    if frame.pred_label is not None:
+        arrays["pred_label"] = _json_array(frame.pred_label)
+    if frame.pred_proba is not None:
+        arrays["pred_proba"] = np.asarray(frame.pred_proba, dtype=np.float64)
+    if frame.pred_value is not None:
+        arrays["pred_value"] = np.asarray(frame.pred_value, dtype=np.float64)
+    meta = {"format": ROWS_FORMAT, "version": 1, "n": n, "numeric": numeric, "categorical": categorical,
+            "withheld": withheld, "classes": list(frame.classes)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _rows_npz(blob: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(data.pop("meta")).decode())
+    except Exception as e:  # zip/json/key errors all mean "not ours"
+        raise ValueError(f"not stored reference rows: {e}") from None
+    if meta.get("format") != ROWS_FORMAT or meta.get("version") != 1:
+        raise ValueError(f"not stored reference rows of version 1: format={meta.get('format')!r}")
+    return meta, data
+
+
+def rows_info(blob: bytes) -> dict:
+    """The header of stored rows: ``n``, ``numeric``, ``categorical``, ``withheld`` (sensitive), ``classes``."""
+    return _rows_npz(blob)[0]
+
+
+def decode_rows(blob: bytes):
+    """Inverse of :func:`encode_rows`: a :class:`~detectors.frame.Frame` (no event ids or times)."""
+    from detectors.frame import Frame
+
+    meta, data = _rows_npz(blob)
+    n = int(meta["n"])
+    try:
+        numeric = {name: data[f"num{i}"] for i, name in enumerate(meta["numeric"])}
+        categorical = {name: _object_array(data[f"cat{i}"]) for i, name in enumerate(meta["categorical"])}
+        label = _object_array(data["pred_label"]) if "pred_label" in data else None
+        cols = [*numeric.values(), *categorical.values(), *(x for x in (label, data.get("pred_proba"),
+                                                                        data.get("pred_value")) if x is not None)]
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"stored reference rows are incomplete: {e}") from None
+    if any(c.shape[0] != n for c in cols):
+        raise ValueError("stored reference rows have columns of different lengths")
+    return Frame.from_columns(event_id=np.full(n, "", dtype=object), event_time=np.zeros(n), numeric=numeric,
+                              categorical=categorical, pred_label=label, pred_proba=data.get("pred_proba"),
+                              classes=tuple(meta["classes"]), pred_value=data.get("pred_value"))
 
 
 def applicable(refs: dict[tuple[str, str], StoredReference], model_id: str,
@@ -223,7 +358,7 @@ class _Fold:
                 blob = self._assemble(k, h, value)
             else:
                 blob = value
-            return StoredReference(
+            stored = StoredReference(
                 k[0], k[1], blob, h.get(H_TOPIC, ""), int(h.get(H_PARTITION, -1)),
                 (int(h.get(H_END_OFFSET, -1)), int(h.get(H_END_ROW, -1))),
                 int(h.get(H_ROWS, 0)), float(h.get(H_CREATED, 0.0)),
@@ -232,12 +367,23 @@ class _Fold:
             self.problems[k] = f"record at offset {offset}: {e}"
             log.warning("ignoring the stored reference of %s/%s: %s", k[0], k[1], self.problems[k])
             return None
+        if H_ROWS_SHA256 in h:  # rows are optional: without them the summary still works
+            try:
+                rows = self._chunks_of(k, int(h[H_ROWS_CHUNKS]), h[H_ROWS_SHA256], int(h[H_ROWS_SIZE]))
+                stored = dataclasses.replace(stored, rows_blob=rows)
+            except (ValueError, KeyError) as e:
+                log.warning("the stored reference of %s/%s has no usable rows (%s): summary only; the "
+                            "row-based evaluators stay silent for it", k[0], k[1], e)
+        return stored
 
     def _assemble(self, k: tuple[str, str], h: dict[str, str], value: bytes) -> bytes:
         manifest = json.loads(value)
         if manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"not a reference manifest: format={manifest.get('format')!r}")
         n, sha, size = int(manifest["chunks"]), str(manifest["sha256"]), int(manifest["size"])
+        return self._chunks_of(k, n, sha, size)
+
+    def _chunks_of(self, k: tuple[str, str], n: int, sha: str, size: int) -> bytes:
         parts = []
         for i in range(n):
             part = self.chunks.get(chunk_key(k[0], k[1], sha, i))
@@ -320,7 +466,24 @@ class ReferenceStore:
             (H_SOURCE, stored.source[:1000].encode()),
         ]
         written: set[str] = set()
+        rows = stored.rows_blob
+        if len(rows) > MAX_REFERENCE_BYTES:
+            log.warning("the rows of %s (%d bytes) are larger than %d bytes: storing the summary only (the "
+                        "row-based evaluators stay silent after a restart)", what, len(rows), MAX_REFERENCE_BYTES)
+            rows = b""
         try:
+            if rows:  # rows first, as chunks of their own digest; the record below points at them
+                rsha = hashlib.sha256(rows).hexdigest()
+                rn = max(1, math.ceil(len(rows) / self.chunk_bytes))
+                futs = []
+                for i in range(rn):
+                    ck = chunk_key(stored.model_id, stored.version, rsha, i)
+                    written.add(ck)
+                    futs.append(await self._send(ck, rows[i * self.chunk_bytes:(i + 1) * self.chunk_bytes],
+                                                 [(H_SHA256, rsha.encode()), (H_INDEX, str(i).encode())]))
+                await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
+                headers += [(H_ROWS_SHA256, rsha.encode()), (H_ROWS_SIZE, str(len(rows)).encode()),
+                            (H_ROWS_CHUNKS, str(rn).encode())]
             if len(blob) <= self.chunk_bytes:
                 value = blob
             else:

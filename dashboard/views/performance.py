@@ -36,9 +36,68 @@ def _latest_metrics(ctx: ui.Ctx, metrics: list[str], latest: pd.DataFrame) -> No
                        delta_color="off", delta_arrow="off", help=f"latest labelled window: {when}")
 
 
+ERROR_STREAM = "error_stream"  # dw_performance metric of the error-stream detector (streams/labels.py)
+FET = "fet_online"
+PHASES = {"reference": "collecting its reference (the errors of the first joined labels)",
+          "calibrating": "calibrating its thresholds", "off": "off"}
+
+
+def _error_stream_query(conn, scope) -> pd.DataFrame:
+    """The error-stream detector's points (newest first): drift, statistic vs threshold, error rates."""
+    w = scope.where(f"{Q.ident('metric')} = {Q.lit(ERROR_STREAM)}", f"{Q.ident('detector')} = {Q.lit(FET)}")
+    return Q.query_df(conn, f"SELECT * FROM {Q.ident('dw_performance')}{w} ORDER BY time DESC LIMIT 500")
+
+
+_error_stream = D._c(_error_stream_query)
+
+
+def _error_stream_section(ctx: ui.Ctx, es: pd.DataFrame) -> None:
+    st.subheader("Concept drift on the error stream")
+    if not len(es):
+        ui.empty("No error-stream detection yet.",
+                 "Once labels are joined, the worker tests each joined label's error (wrong class, or a large "
+                 "regression error) for a rise in the error rate, event by event (`labels.online` in the monitor "
+                 "config); its reference is the errors of the model's first joined labels.")
+        return
+    last = es.iloc[0]
+    phase = str(last.get("phase", ""))
+    if phase != "monitoring":
+        note = last.get("note")
+        st.markdown(f"The detector is {PHASES.get(phase, phase)}: {ui.fmt_num(last.get('n_ref'), ',.0f')} labelled "
+                    f"errors in its reference so far." + (f" {note}" if isinstance(note, str) and note else ""))
+    else:
+        st.markdown(
+            f"Latest window ({ui.fmt_time(last.get('time'))}): **{'drift' if last.get(Q.F_DRIFT) else 'no drift'}**; "
+            f"error rate {ui.fmt_num(last.get('error_rate'), '.1%')} over {ui.fmt_num(last.get('n'), ',.0f')} joined "
+            f"labels vs {ui.fmt_num(last.get('reference_error_rate'), '.1%')} in the reference of "
+            f"{ui.fmt_num(last.get('n_ref'), ',.0f')}; {ui.fmt_num(last.get('t'), ',.0f')} labels since the last "
+            f"detection; expected run time {ui.fmt_num(last.get('ert'), ',.0f')} labels between false alarms.")
+    hits = es[pd.to_numeric(Q.col(es, Q.F_DRIFT), errors="coerce").fillna(0) > 0]
+    if len(hits):
+        first = pd.to_numeric(Q.col(hits, "first_detection_time"), errors="coerce")
+        table = pd.DataFrame({
+            "window end": hits["time"],
+            "first detection (label time)": pd.to_datetime(first, unit="s", utc=True),
+            "detections": Q.col(hits, "n_detections"),
+            "statistic (1 - p, smoothed)": Q.col(hits, Q.F_STATISTIC),
+            "threshold": Q.col(hits, Q.F_THRESHOLD),
+            "error rate": Q.col(hits, "error_rate"),
+            "reference error rate": Q.col(hits, "reference_error_rate"),
+        })
+        st.dataframe(table, hide_index=True, width="stretch")
+    else:
+        st.caption("No detection in this time range.")
+    d = es.dropna(subset=["error_rate"]) if "error_rate" in es else es.iloc[0:0]
+    if len(d):
+        st.altair_chart(charts.lines(d, "error_rate", fmt=".1%", y_title="share of joined labels wrong",
+                                     title="Error rate per window (line: reference)",
+                                     rule=ui.median(Q.col(d, "reference_error_rate"))), width="stretch")
+
+
 def render(ctx: ui.Ctx) -> None:
     f = D.fetch(perf=(D.performance_series, (ctx.conn, ctx.scope)), latest=(D.performance_latest, (ctx.conn, ctx.scope)),
-                lab=(D.performance_labels, (ctx.conn, ctx.scope)), pred=(D.prediction_drift, (ctx.conn, ctx.scope)))
+                lab=(D.performance_labels, (ctx.conn, ctx.scope)), pred=(D.prediction_drift, (ctx.conn, ctx.scope)),
+                es=(_error_stream, (ctx.conn, ctx.scope)))
     perf = f["perf"]
     if not len(perf):
         ui.empty(
@@ -85,6 +144,8 @@ def render(ctx: ui.Ctx) -> None:
             c2.altair_chart(charts.lines(long, "delay", color="quantile", fmt=".1f",
                                          y_title=f"{unit} from prediction to label", title="Label delay"),
                             width="stretch")
+
+    _error_stream_section(ctx, f["es"])
 
     st.subheader("Prediction drift")
     pred, pred_latest = f["pred"]

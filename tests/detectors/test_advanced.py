@@ -90,3 +90,94 @@ def test_online_drift_keeps_state_across_windows(tmp_path):
     loud = evaluate_window(ctx, [ev])[0]
     assert loud.fields["drift"] == 1 and loud.fields["first_detection_time"] < 40
     assert list(tmp_path.glob("*.npz"))
+
+
+def _online_ctx(frame, ref, drift, end=10.0):
+    return WindowContext(model_id="m", version="1", frame=frame, reference=ref, features=FEATS, drift=drift,
+                         window_start=end - 10.0, window_end=end)
+
+
+def test_online_drift_runs_from_the_monitor_config_and_finds_the_first_crossing(tmp_path):
+    """``drift.online`` names the features; the first detection is where the CvM statistic (computed
+    independently with cvm_window_stats over the events in time order) first crosses the threshold."""
+    from detectors.online import cvm_window_stats
+    from detectors.spec import OnlineSpec
+
+    rng = np.random.default_rng(3)
+    ref = Reference.from_frame(_frame(rng, 400), FEATS)
+    spec = DriftSpec(online=OnlineSpec(features=["x"], ert=5000, window_sizes=[20], n_bootstraps=6000))
+    ev = OnlineDrift(cache_dir=str(tmp_path))  # as registered: everything from the window's DriftSpec
+    assert evaluate_window(_online_ctx(_frame(rng, 300), ref, DriftSpec()), [ev]) == []  # no features: off
+    quiet = _frame(rng, 300)
+    q = evaluate_window(_online_ctx(quiet, ref, spec), [ev])
+    assert [(r.tags[R.T_FEATURE], r.tags[R.T_DETECTOR]) for r in q] == [("x", "cvm_online")]
+    assert q[0].fields["n"] == 300 and q[0].fields["ert"] == 5000 and q[0].fields["engine"] == "native"
+    assert q[0].fields["drift"] == 0 and q[0].fields["t"] == 300
+    loud = _frame(rng, 300)
+    loud.event_time = 1000.0 + rng.permutation(300).astype(float)  # out of order: fed in event-time order
+    shifted = loud.event_time >= 1150
+    loud.numeric["x"] = np.where(shifted, loud.numeric["x"] + 1.5, loud.numeric["x"])
+    r = evaluate_window(_online_ctx(loud, ref, spec, end=20.0), [ev])[0]
+    assert r.fields["drift"] == 1 and r.fields["n_detections"] >= 1
+    det = ev.detector("m", "1", "x", ref, spec)
+    order = np.argsort(loud.event_time)
+    stream = np.r_[quiet.numeric["x"][np.argsort(quiet.event_time)], loud.numeric["x"][order]]
+    stats = cvm_window_stats(ref.numeric["x"].values, stream, 20)  # statistic ending at event 19, 20, ...
+    t = np.arange(20, stream.size + 1)  # events seen (the quiet window did not fire: no reset before)
+    first = int(np.argmax(stats > det.thresholds[np.minimum(t - 1, det.thresholds.size - 1)]))
+    assert r.fields["first_detection_time"] == loud.event_time[order][first + 19 - 300]
+    assert r.fields["first_detection_time"] >= 1150
+
+
+def test_online_drift_buffers_while_calibrating_in_the_background(tmp_path):
+    import threading
+
+    from detectors.spec import OnlineSpec
+
+    gate = threading.Event()
+
+    class Slow(OnlineDrift):
+        def _build(self, values, p):
+            gate.wait(30)
+            return super()._build(values, p)
+
+    rng = np.random.default_rng(4)
+    ref = Reference.from_frame(_frame(rng, 400), FEATS)
+    spec = DriftSpec(online=OnlineSpec(features=["x", "y"], ert=300, window_sizes=[20], n_bootstraps=1000))
+    ev = Slow(cache_dir=str(tmp_path), background=True, max_buffer=250)
+    assert evaluate_window(_online_ctx(_frame(rng, 200), ref, spec), [ev]) == []  # calibrating: nothing yet
+    second = _frame(rng, 200)
+    second.event_time = second.event_time + 200
+    assert evaluate_window(_online_ctx(second, ref, spec, end=20.0), [ev]) == []
+    gate.set()
+    for w in ev._state.values():
+        w.future.result(30)
+    third = _frame(rng, 100)
+    third.event_time = third.event_time + 400
+    recs = evaluate_window(_online_ctx(third, ref, spec, end=30.0), [ev])
+    assert sorted(r.tags[R.T_FEATURE] for r in recs) == ["x", "y"]
+    for r in recs:  # 400 buffered, the oldest 150 dropped (bound 250), then the 100 of this window
+        assert r.fields["n"] == 350 and r.fields["n_buffered"] == 250 and r.fields["n_dropped"] == 150
+
+
+def test_row_based_evaluators_use_the_features_the_rows_carry():
+    """A stored reference's rows leave sensitive features out: multivariate drift and impact run without them."""
+    rng = np.random.default_rng(0)
+    full = _frame(rng, 600)
+    rows = full.take(np.arange(600))
+    del rows.numeric["y"]  # as streams.references.decode_rows returns it with 'y' sensitive
+    window = _frame(rng, 500)
+    window.numeric["y"] = window.numeric["y"] + 3.0  # a shift only 'y' shows
+
+    def run(attached):
+        ref = attach_reference_frame(Reference.from_frame(full, FEATS), attached)
+        ctx = WindowContext(model_id="m", version="1", frame=window, reference=ref, features=FEATS,
+                            drift=DriftSpec(multivariate="mmd"), window_start=0.0, window_end=10.0)
+        return evaluate_window(ctx, [MultivariateDrift(n_permutations=50), FeatureImpactEvaluator()])
+
+    without, with_y = run(rows), run(full)
+    assert {r.tags[R.T_FEATURE] for r in without if r.measurement == R.IMPACT} == {"x", "c"}
+    assert {r.tags[R.T_FEATURE] for r in with_y if r.measurement == R.IMPACT} == {"x", "y", "c"}
+    mv = {name: [r for r in recs if r.measurement == R.DRIFT][0] for name, recs in (("without", without),
+                                                                                    ("with", with_y))}
+    assert mv["with"].fields["drift"] == 1 and mv["without"].fields["drift"] == 0  # 'y' is not compared at all

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 from river.drift import ADWIN, PageHinkley
 
-from detectors.concept import ErrorStreamDetector, Joined, LabelJoin, error_stream, join_records
+import pytest
+
+from detectors.concept import (
+    ErrorStreamDetector,
+    ErrorStreamMonitor,
+    Joined,
+    LabelJoin,
+    error_stream,
+    join_records,
+)
 from detectors.records import PERFORMANCE
 
 
@@ -155,3 +164,201 @@ def test_error_stream_regression_uses_cvm():
     assert det.kind == "cvm_online"
     r = det.update(np.abs(rng.normal(0, 3, size=200)))
     assert r.first_drift is not None and r.first_drift < 40
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+def _labels(*vals):
+    out = np.empty(len(vals), dtype=object)
+    out[:] = list(vals)
+    return out
+
+
+def _snapshot_round_trip(j: LabelJoin, now: float) -> LabelJoin:
+    fresh = LabelJoin(ttl_seconds=j.ttl, max_pending=j.max_pending)
+    fresh.restore(j.snapshot(), now=now)
+    return fresh
+
+
+def test_a_restored_join_goes_on_like_the_uninterrupted_one():
+    """Snapshot, restore, replay what Kafka delivers again, go on: same joins and counters as without the restart."""
+    p_ids = ids(*(f"p{i}" for i in range(100)))
+    p_lab = np.where(np.arange(100) % 3 == 0, "x", "y").astype(object)
+    proba = np.column_stack([np.linspace(0, 1, 100), 1 - np.linspace(0, 1, 100)])
+    value = np.arange(100) / 7
+
+    def first_half(j):
+        j.add_predictions(p_ids, np.arange(100.0), pred_label=p_lab, pred_proba=proba, classes=("x", "y"),
+                          pred_value=value, now=99)
+        j.add_labels(p_ids[:30], _labels(*(["x", 1, 2.5, True, None] * 6)), np.full(30, 100.0), now=99)
+        j.add_labels(ids("q0", "q1"), _labels("x", 7), np.array([100.0, 100.0]), now=99)  # early
+
+    def second_half(j):
+        out = [j.add_predictions(ids(*(f"p{i}" for i in range(100, 150)), "q0", "q1"), np.arange(100.0, 152.0),
+                                 pred_label=np.array(["x"] * 52, dtype=object), now=151),
+               j.add_labels(p_ids[30:80], _labels(*(["y"] * 50)), np.full(50, 152.0), now=151)]
+        return Joined.concat(out)
+
+    a = LabelJoin(ttl_seconds=1000, max_pending=500)
+    first_half(a)
+    b = LabelJoin(ttl_seconds=1000, max_pending=500)
+    first_half(b)
+    c = _snapshot_round_trip(b, now=99)
+    assert c.stats == b.stats and c.classes == ("x", "y")
+    # Kafka delivers again what was not committed: predictions p50..p99 and labels p20..p29 (already joined)
+    again = c.add_predictions(p_ids[50:], np.arange(50.0, 100.0), pred_label=p_lab[50:], now=99)
+    again_l = c.add_labels(p_ids[20:30], _labels(*(["x"] * 10)), np.full(10, 100.0), now=99)
+    assert len(again) == 0 and len(again_l) == 0
+    assert c.stats.replayed_predictions == 50 and c.stats.replayed_labels == 10
+    rows_a, rows_c = second_half(a), second_half(c)
+    assert rows_c.event_id.tolist() == rows_a.event_id.tolist()
+    assert rows_c.pred_label.tolist() == rows_a.pred_label.tolist()
+    np.testing.assert_array_equal(rows_c.pred_proba, rows_a.pred_proba)
+    np.testing.assert_array_equal(rows_c.pred_value, rows_a.pred_value)
+    assert rows_c.label.tolist() == rows_a.label.tolist()
+    want = {**a.stats.as_fields(), "replayed_predictions": 50, "replayed_labels": 10}
+    assert c.stats.as_fields() == want
+    kept = c.stats.predictions - c.stats.duplicate_predictions
+    assert kept == c.stats.matched + c.stats.expired + c.stats.evicted + c.stats.pending_predictions
+
+
+def test_restore_expires_what_outlived_the_ttl_and_keeps_the_bound():
+    j = LabelJoin(ttl_seconds=50, max_pending=100)
+    j.add_predictions(ids(*range(80)), np.arange(80.0), pred_label=ids(*["x"] * 80), now=80)
+    j.add_labels(ids("late-early"), _labels("x"), np.array([10.0]), now=80)
+    r = LabelJoin(ttl_seconds=50, max_pending=20)  # the bound shrank: the newest 20 are kept
+    assert r.restore(j.snapshot(), now=200) == 0  # all older than 200 - 50: expired at once
+    assert r.stats.expired == j.stats.expired + 20 and r.stats.unmatched_labels == 1
+    r2 = LabelJoin(ttl_seconds=50, max_pending=20)
+    assert r2.restore(j.snapshot(), now=80) == 20
+    assert sorted(r2._preds.index) == sorted(str(i) for i in range(60, 80))
+    with pytest.raises(ValueError, match="new LabelJoin"):
+        r2.restore(j.snapshot())
+
+
+def test_random_stream_with_restarts_conserves_everything():
+    """Restarts at random points with replays of the uncommitted tail: every prediction still accounted for."""
+    rng = np.random.default_rng(7)
+    j = LabelJoin(ttl_seconds=40, max_pending=300)
+    t, served, history = 0.0, 0, []
+    for step in range(80):
+        n = int(rng.integers(1, 30))
+        e = ids(*(f"e{k}" for k in range(served, served + n)))
+        served += n
+        t += 3
+        history.append((e, t))
+        j.add_predictions(e, np.full(n, t), pred_label=ids(*["x"] * n), now=t)
+        le = ids(*(f"e{k}" for k in rng.integers(0, served, 10)))
+        j.add_labels(le, _labels(*(["x"] * 10)), np.full(10, t), now=t)
+        if step % 17 == 16:  # restart: restore, then the last 3 batches of predictions come again
+            j = _snapshot_round_trip(j, now=t)
+            for e_old, t_old in history[-3:]:
+                j.add_predictions(e_old, np.full(e_old.shape[0], t_old), pred_label=ids(*["x"] * e_old.shape[0]),
+                                  now=t)
+    s = j.stats
+    assert s.replayed_predictions > 0 and s.predictions == served
+    assert s.predictions - s.duplicate_predictions == s.matched + s.expired + s.evicted + s.pending_predictions
+    assert s.labels + s.replayed_labels == 80 * 10
+
+
+# ----------------------------------------------------------------------------- error-stream monitor
+
+
+def _ema(raw: np.ndarray, lam: float) -> np.ndarray:
+    out = np.empty_like(raw)
+    prev = raw[0]
+    for i, x in enumerate(raw):  # the textbook recursion, one step at a time
+        prev = (1 - lam) * prev + lam * x
+        out[i] = prev
+    return out
+
+
+def test_error_stream_monitor_reports_the_smoothed_fisher_statistic():
+    """The window's statistic is the largest EMA of 1 - p(Fisher exact, one-sided) over the sliding window (scipy)."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng(4)
+    m = ErrorStreamMonitor("classification", reference_size=300, ert=50_000, window_sizes=(25,), n_bootstraps=200)
+    ref = (rng.random(300) < 0.2).astype(float)
+    m.add_errors(ref, np.arange(300.0))
+    assert m.phase == "monitoring" and m.window_fields()["n_ref"] == 300
+    x = (rng.random(200) < 0.2).astype(float)
+    m.add_errors(x, 300 + np.arange(200.0))
+    f = m.window_fields()
+    w, ones = 25, ref.sum()
+    raw = np.array([1 - st.fisher_exact([[x[i:i + w].sum(), w - x[i:i + w].sum()], [ones, 300 - ones]],
+                                        alternative="greater").pvalue for i in range(200 - w + 1)])
+    assert f["drift"] == 0 and f["n"] == 200 and f["error_rate"] == pytest.approx(x.mean())
+    assert f["statistic"] == pytest.approx(_ema(raw, 0.99).max(), abs=1e-9)
+    assert f["reference_error_rate"] == pytest.approx(ref.mean())
+
+
+def test_error_stream_monitor_regression_threshold_is_the_reference_quantile():
+    rng = np.random.default_rng(5)
+    m = ErrorStreamMonitor("regression", reference_size=400, ert=2000, window_sizes=(20,), n_bootstraps=400,
+                           error_quantile=0.8)
+    ref = np.abs(rng.normal(size=400))
+    m.add_errors(ref, np.arange(400.0))
+    assert m.threshold == pytest.approx(np.quantile(ref, 0.8))
+    np.testing.assert_array_equal(m.reference, (ref > np.quantile(ref, 0.8)).astype(float))
+    m.add_errors(np.abs(rng.normal(0, 4, size=100)), 400 + np.arange(100.0))  # errors four times larger
+    f = m.window_fields()
+    assert f["drift"] == 1 and 400 <= f["first_detection_time"] < 440 and f["error_threshold"] == m.threshold
+    fixed = ErrorStreamMonitor("regression", reference_size=50, error_threshold=1.5, ert=1000, window_sizes=(10,),
+                               n_bootstraps=400)
+    fixed.add_errors(np.r_[np.full(45, 0.5), np.full(5, 2.0)], np.arange(50.0))
+    assert fixed.threshold == 1.5 and fixed.reference.sum() == 5
+
+
+def test_error_stream_monitor_waits_for_a_reference_with_both_kinds():
+    m = ErrorStreamMonitor("classification", reference_size=100, ert=1000, window_sizes=(10,), n_bootstraps=400)
+    m.add_errors(np.zeros(150), np.arange(150.0))  # a perfect model so far: no rate to test a rise against
+    assert m.phase == "reference" and "one kind" in m.window_fields()["note"]
+    m.add_errors(np.r_[np.ones(3), np.zeros(10)], 150 + np.arange(13.0))
+    assert m.phase == "monitoring" and m.reference.size == 163 and m.reference.sum() == 3
+    never = ErrorStreamMonitor("classification", reference_size=50, ert=1000, window_sizes=(10,), n_bootstraps=400)
+    never.add_errors(np.zeros(600), np.arange(600.0))
+    assert never.phase == "off" and "all right" in never.window_fields()["note"]
+
+
+def test_error_stream_monitor_buffers_while_calibrating_and_resumes_after_a_restart(tmp_path):
+    """Background calibration: errors wait, then are tested with their own times; state() / restore() go on."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = threading.Event()
+    pool = ThreadPoolExecutor(1)
+
+    def submit(fn):
+        return pool.submit(lambda: (gate.wait(30), fn())[1])
+
+    kw = dict(reference_size=200, ert=5000, window_sizes=(20,), n_bootstraps=400, cache_dir=tmp_path)
+    rng = np.random.default_rng(6)
+    m = ErrorStreamMonitor("classification", submit=submit, **kw)
+    m.add_errors((rng.random(200) < 0.1).astype(float), np.arange(200.0))
+    m.add_errors(np.ones(30), 1000 + np.arange(30.0), 500 + np.arange(30.0))  # all wrong: a clear rise
+    f = m.window_fields()
+    assert f["phase"] == "calibrating" and "drift" not in f and f["n"] == 0
+    gate.set()
+    pool.shutdown(wait=True)
+    m.add_errors(np.zeros(5), 1030 + np.arange(5.0))
+    f = m.window_fields()
+    assert f["phase"] == "monitoring" and f["n"] == 35 and f["n_buffered"] == 30
+    assert f["drift"] == 1 and 1000 <= f["first_detection_time"] < 1030
+    assert f["first_detection_event_time"] == f["first_detection_time"] - 500
+    # restart: the same reference and run, thresholds from the cache
+    state = m.state()
+    back = ErrorStreamMonitor("classification", **kw)
+    back.restore(state)
+    assert back.detector.from_cache and back.detector.t == m.detector.t
+    np.testing.assert_array_equal(back.reference, m.reference)
+    x = (rng.random(300) < 0.1).astype(float)
+    a, b = m.detector.update(x), back.detector.update(x)
+    np.testing.assert_allclose(a.stats, b.stats, equal_nan=True)
+    mid = ErrorStreamMonitor("classification", **kw)  # still collecting its reference when saved
+    mid.add_errors(np.r_[np.ones(10), np.zeros(60)], np.arange(70.0))
+    again = ErrorStreamMonitor("classification", **kw)
+    again.restore(mid.state())
+    again.add_errors(np.zeros(130), 70 + np.arange(130.0))
+    assert again.phase == "monitoring" and again.reference.sum() == 10

@@ -233,3 +233,31 @@ def test_bad_input_is_refused_clearly():
         det.update([0.0, 2.0])
     with pytest.raises(ValueError, match="ert"):
         CVMOnline(np.arange(50.0), ert=1, window_sizes=(5,), n_bootstraps=100)
+
+
+@pytest.mark.parametrize("kind", ["cvm", "fet"])
+def test_a_resumed_run_equals_the_uninterrupted_one(kind):
+    """run_state() / resume(): a restarted process goes on with the same statistics (no reset)."""
+    rng = np.random.default_rng(12)
+    if kind == "cvm":
+        ref, x = rng.normal(size=300), rng.normal(size=400)
+        make = lambda: CVMOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=6000, seed=1)  # noqa: E731
+    else:
+        ref, x = (rng.random(400) < 0.2).astype(float), (rng.random(400) < 0.2).astype(float)
+        make = lambda: FETOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=500, seed=1)  # noqa: E731
+    whole = make()
+    full = whole.update(x)
+    assert full.n_drift == 0  # quiet: no reset inside, so the statistics are comparable one to one
+    first = make()
+    head = first.update(x[:157])
+    resumed = make()
+    resumed.resume(first.run_state())
+    tail = resumed.update(x[157:])
+    assert resumed.t == whole.t == 400
+    np.testing.assert_allclose(np.r_[head.stats, tail.stats], full.stats, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(np.r_[head.thresholds, tail.thresholds], full.thresholds, equal_nan=True)
+    fresh = make()  # without resume: a new run (no statistic until the smallest window is full again)
+    assert np.isnan(fresh.update(x[157:166]).stats).all()
+    bad = make()
+    bad.resume({"t": np.array([3]), "tail": np.zeros((50, 1))})  # a tail longer than the run: ignored
+    assert bad.t == 0

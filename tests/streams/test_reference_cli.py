@@ -423,8 +423,10 @@ def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, 
             assert c0["top"][0]["value"] == "a" and c0["top"][0]["share"] == pytest.approx(
                 np.mean(shifted["c0"] == "a"), abs=1e-4)
             assert len(out) < 10_000  # a summary, never the 3000 rows
+            # the rows are stored beside it (for the row-based evaluators of a restarted worker), not shown
+            assert shown["stored_rows"]["n"] == 3000 and shown["stored_rows"]["withheld"] == []
             code, text, _ = _cli(monkeypatch, settings_env, capsys, "show", "m", "--monitors", str(mon))
-            assert "set by an operator" in text and "x0" in text
+            assert "set by an operator" in text and "x0" in text and "row data 3000 rows" in text
 
             code, out, err = _cli(monkeypatch, settings_env, capsys, "reset", "m", "--version", "1",
                                   "--monitors", str(mon))
@@ -438,7 +440,8 @@ def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, 
                 c, o, _e = _cli(monkeypatch, settings_env, capsys, "show", "m", "--version", "1", "--json",
                                 "--monitors", str(mon))
                 refs = json.loads(o)["references"] if c == 0 else []
-                return True if refs and refs[0]["origin"] == ORIGIN_FIRST_N else refs
+                return True if refs and refs[0]["origin"] == ORIGIN_FIRST_N and refs[0]["stored_rows"]["n"] == 1000 \
+                    else refs
 
             wait_for(rebuilt, 30, "the rebuilt reference in the store", [proc], log)
             adversarial = query(settings, f'SELECT "score" FROM "{R.ADVERSARIAL}"')

@@ -1,0 +1,215 @@
+"""What a worker restart keeps: the label join, store-sourced reference rows, and the online detectors.
+
+Real broker, real InfluxDB, ``driftwatch worker`` as a child process (helpers of the
+reliability suite), stopped with SIGTERM or SIGKILL and started again.
+
+* **Label join** — predictions wait for their labels in the worker; they are snapshotted to
+  ``<state_dir>/labels/labels.sqlite3`` every 5 s and at shutdown. The labels arrive only
+  *after* the restart, and every one is matched: the realized-performance points count them
+  all (a worker without the snapshot would count none: the predictions' offsets were
+  committed with their windows, so Kafka does not deliver them again).
+* **Reference rows** — a ``first_n`` reference read back from the references topic after a
+  restart carries its rows (sensitive features left out), so the adversarial, impact,
+  prediction-drift and multivariate points keep coming.
+* Along the way: ``drift.online`` writes ``dw_drift`` points with ``detector="cvm_online"``
+  and ``labels.online`` writes ``dw_performance`` points with ``detector="fet_online"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import numpy as np
+import orjson
+import pytest
+import yaml
+from sklearn.metrics import accuracy_score
+
+from detectors import records as R
+from streams.labels import LabelStore, labels_path
+from streams.sinks.influx import DatabaseNotFound, InfluxQueryError, query
+from tests.reliability.helpers import NUMERIC, T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
+
+pytestmark = pytest.mark.integration
+
+
+def rows(settings, q: str) -> list[dict]:
+    try:
+        return query(settings, q)
+    except (DatabaseNotFound, InfluxQueryError):
+        return []
+
+
+def send_labels(traffic: Traffic, model: str, ids: list[str], labels: list[str]) -> None:
+    doc = {"schema_version": 1, "type": "label_batch", "model_id": model, "event_id": ids, "label": labels,
+           "label_time": [T0 + 3600.0] * len(ids)}
+    traffic.producer.send(traffic.settings.topic_labels, key=model.encode(), value=orjson.dumps(doc))
+    traffic.flush()
+
+
+def predicted(traffic_seed: int, model: str, batches: list[int]) -> list[str]:
+    """The labels the traffic generator predicted (yes if x1 > 0), re-drawn with the same generator."""
+    from tests.reliability.helpers import batch_doc
+
+    rng = np.random.default_rng(traffic_seed)
+    out, start = [], 0
+    for n in batches:
+        out += batch_doc(model, start, n, rng)["prediction"]["label"]
+        start += n
+    return out
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env, tmp_path, how):
+    online = {"features": ["x0"], "ert": 2000, "window_sizes": [20, 50], "n_bootstraps": 3000}
+    labels = {"ttl_seconds": 86_400, "online": {"reference_size": 300, "ert": 2000, "window_sizes": [20],
+                                                "n_bootstraps": 2000}}
+    features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
+    mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0, features=features)
+    cfg = yaml.safe_load(mon.read_text())
+    cfg["models"][0]["drift"]["online"] = online
+    cfg["models"][0]["labels"] = labels
+    mon.write_text(yaml.safe_dump(cfg))
+    store = LabelStore(labels_path(settings.state_dir))
+    traffic = Traffic(settings, seed=3)
+    log1, log2 = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
+    proc = start_worker(settings_env, mon, log1)
+    try:
+        for _ in range(3):  # the first 500 build the reference (and are a window without drift tests), then two
+            traffic.send("m", 500)
+        traffic.flush()
+        wait_for(lambda: windowed(settings) == 1500, 120, "three windows written", [proc], log1)
+        # the snapshot (every 5 s) holds all 1500 predictions waiting for labels
+        wait_for(lambda: store.models().get("m", (0, 0))[1] == 1500, 30, "a snapshot of 1500 predictions",
+                 [proc], log1)
+        t_kill = time.monotonic()
+        if how == "sigkill":
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        else:
+            assert stop(proc, timeout=30) == 0, tail(log1)
+        assert store.models()["m"][1] == 1500
+    finally:
+        stop(proc)
+    # online drift: calibrated on a thread while the windows closed (their events waited in its buffer),
+    # cached in the state dir: the restarted worker loads the thresholds instead of calibrating again
+    assert len(list((settings.state_dir / "cache" / "online").glob("cvm-*.npz"))) == 1
+
+    proc = start_worker(settings_env, mon, log2)
+    try:
+        truth = predicted(3, "m", [500, 500, 500])
+        flip = np.random.default_rng(0).random(1500) < 0.1
+        truth = [("no" if t == "yes" else "yes") if f else t for t, f in zip(truth, flip)]
+        send_labels(traffic, "m", [f"m-{i}" for i in range(1500)], truth)
+
+        def counted():
+            got = rows(settings, f'SELECT sum("n") AS n FROM "{R.PERFORMANCE}" WHERE "metric" = \'accuracy\' '
+                                 f'AND "detector" = \'realized\'')
+            return got[0]["n"] if got else 0
+
+        # joined rows are reported on the model's next window: windows keep closing until they are
+        # (labels and inferences are separate topics: a window may close before the labels are read)
+        deadline = time.monotonic() + 90
+        while counted() < 1500 and time.monotonic() < deadline and proc.poll() is None:
+            traffic.send("m", 500)
+            traffic.flush()
+            time.sleep(3)
+        wait_for(lambda: counted() == 1500, 10, "realized accuracy over 1500 labels", [proc], log2)
+        acc = rows(settings, f'SELECT "value", "n" FROM "{R.PERFORMANCE}" WHERE "metric" = \'accuracy\'')
+        assert [a["n"] for a in acc] == [1500]  # every label joined, in one window
+        assert acc[0]["value"] == pytest.approx(accuracy_score(truth, predicted(3, "m", [500, 500, 500])))
+        join = rows(settings, f'SELECT * FROM "{R.PERFORMANCE}" WHERE "metric" = \'label_join\' '
+                              'ORDER BY time DESC LIMIT 1')[0]
+        assert join["matched"] == 1500 and join["expired"] == 0 and join["duplicate_predictions"] == 0
+        assert join["labels"] == 1500 and join["late_labels"] == 0 and join["unmatched_labels"] == 0
+        # the error stream: reference = the first 300 joined labels' errors; calibrated on a thread
+        # meanwhile (the other 1200 wait in its buffer), tested at the next window
+        def fet():
+            return [r for r in rows(settings, f'SELECT * FROM "{R.PERFORMANCE}" WHERE "detector" = \'fet_online\'')
+                    if r["phase"] == "monitoring"]
+
+        deadline = time.monotonic() + 60
+        while not fet() and time.monotonic() < deadline and proc.poll() is None:
+            traffic.send("m", 500)
+            traffic.flush()
+            time.sleep(2)
+        got = fet()
+        assert got and got[0]["n_ref"] == 300 and got[0]["n"] == 1200 and got[0]["n_buffered"] == 1200, got
+        assert got[0]["reference_error_rate"] == pytest.approx(np.mean(flip[:300]))
+        assert got[0]["error_rate"] == pytest.approx(np.mean(flip[300:]))
+        online_pts = rows(settings, f'SELECT * FROM "{R.DRIFT}" WHERE "detector" = \'cvm_online\'')
+        n_windows = len(rows(settings, f'SELECT "n_events" FROM "{R.WINDOW}"')) - 3
+        # every event after the restart tested once, in order (the first window's waited for the thresholds
+        # to load); a new run started at the restart
+        assert {r["feature"] for r in online_pts} == {"x0"} and len(online_pts) >= n_windows - 1
+        assert sum(r["n"] for r in online_pts) == 500 * n_windows, online_pts
+    finally:
+        stop(proc)
+    text = log2.read_text(errors="replace")
+    assert "m: label join restored" in text and "1500 predictions" in text, tail(log2)
+    print(f"{how}: restart to last window {time.monotonic() - t_kill:.1f} s")
+
+
+def test_row_based_evaluators_keep_running_on_a_stored_reference_after_a_restart(settings, settings_env, tmp_path):
+    from streams.references import ReferenceStore, rows_info
+
+    features = [{"name": n, "kind": "numeric"} for n in NUMERIC[:3]]
+    features += [{"name": "x3", "kind": "numeric", "sensitive": True}, {"name": "c0", "kind": "categorical"},
+                 {"name": "c1", "kind": "categorical"}]
+    mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0, features=features)
+    cfg = yaml.safe_load(mon.read_text())
+    cfg["models"][0]["drift"]["multivariate"] = "pca"
+    mon.write_text(yaml.safe_dump(cfg))
+    traffic = Traffic(settings, seed=4)
+    log1, log2 = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
+
+    def points(measurement: str, extra: str = "") -> list[dict]:
+        return rows(settings, f'SELECT * FROM "{measurement}"{extra}')
+
+    def multivariate() -> list[dict]:
+        return points(R.DRIFT, " WHERE \"feature\" = '__multivariate__'")
+
+    proc = start_worker(settings_env, mon, log1)
+    try:
+        for _ in range(3):
+            traffic.send("m", 500)
+        traffic.flush()
+        wait_for(lambda: windowed(settings) == 1500, 120, "three windows written", [proc], log1)
+        wait_for(lambda: len(points(R.ADVERSARIAL)) == 2, 60, "adversarial points of both windows", [proc], log1)
+    finally:
+        assert stop(proc, timeout=30) == 0, tail(log1)
+    first = {m: len(points(m)) for m in (R.ADVERSARIAL, R.IMPACT, R.PREDICTION)}
+    assert all(first.values()) and len(multivariate()) == 2, (first, tail(log1))
+
+    async def stored():
+        store = ReferenceStore(settings)
+        try:
+            return (await store.load())[("m", "1")]
+        finally:
+            await store.close()
+
+    ref = asyncio.run(stored())
+    info = rows_info(ref.rows_blob)
+    assert info["n"] == 500 and info["withheld"] == ["x3"] and "x3" not in info["numeric"]
+
+    last_before = max(r["time"] for r in points(R.WINDOW))
+    proc = start_worker(settings_env, mon, log2)
+    try:
+        for _ in range(2):
+            traffic.send("m", 500)
+        traffic.flush()
+        wait_for(lambda: windowed(settings) == 2500, 120, "two more windows after the restart", [proc], log2)
+        wait_for(lambda: len(points(R.ADVERSARIAL)) == 4, 60, "adversarial points after the restart", [proc], log2)
+    finally:
+        stop(proc)
+    text = log2.read_text(errors="replace")
+    assert "resuming m v1" in text and "stored reference" in text, tail(log2)
+    for m in (R.ADVERSARIAL, R.IMPACT, R.PREDICTION):
+        later = [r for r in points(m) if r["time"] > last_before]
+        assert later, f"no {m} point after the restart; log:\n{tail(log2)}"
+    later_mv = [r for r in multivariate() if r["time"] > last_before]
+    assert len(later_mv) == 2
+    impact = {r["feature"] for r in points(R.IMPACT) if r["time"] > last_before}
+    assert impact == {"x0", "x1", "x2", "c0", "c1"}  # the sensitive x3 is not in the stored rows
