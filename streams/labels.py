@@ -86,6 +86,7 @@ from detectors.frame import Frame
 from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, T_MODEL, T_VERSION, Record
 from streams.decode import LabelPart, StreamKey
 from streams.monitors import MonitorsConfig
+from streams.references import json_column, object_column
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +110,6 @@ def online_cache_dir(state_dir: Path | str) -> Path:
 # ----------------------------------------------------------------------------- encoding
 
 
-def _json_col(values: np.ndarray) -> np.ndarray:
-    import orjson
-
-    return np.frombuffer(orjson.dumps(np.asarray(values, dtype=object).tolist(),
-                                      option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
-
-
-def _obj_col(data: np.ndarray) -> np.ndarray:
-    import orjson
-
-    out = orjson.loads(bytes(data))
-    arr = np.empty(len(out), dtype=object)
-    arr[:] = out
-    return arr
-
-
 def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: float) -> bytes:
     """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON)."""
     arrays: dict[str, np.ndarray] = {}
@@ -133,10 +118,10 @@ def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: 
     for prefix, cols in (("p.", snap.predictions), ("l.", snap.labels)):
         for name, col in cols.items():
             if col.dtype == object:
-                arrays[f"{prefix}{name}.json"] = _json_col(col)
+                arrays[f"{prefix}{name}.json"] = json_column(col)
             else:
                 arrays[f"{prefix}{name}"] = col
-    arrays["tomb.ids.json"] = _json_col(snap.tomb_ids)
+    arrays["tomb.ids.json"] = json_column(snap.tomb_ids)
     arrays["tomb.reasons"] = snap.tomb_reasons.astype(np.int8)
     if acc is not None:
         meta["acc"] = {k: getattr(acc, k) for k in ("task", "classes", "n", "log_loss_sum", "log_loss_n",
@@ -169,11 +154,11 @@ def decode_state(blob: bytes) -> dict[str, Any]:
             if k.startswith(prefix):
                 name = k[len(prefix):]
                 if name.endswith(".json"):
-                    cols[prefix][name[:-5]] = _obj_col(v)
+                    cols[prefix][name[:-5]] = object_column(v)
                 else:
                     cols[prefix][name] = v
     stats = JoinStats(**{k: v for k, v in meta["stats"].items() if k in JoinStats.__dataclass_fields__})
-    snap = JoinSnapshot.from_arrays(cols["p."], cols["l."], _obj_col(data["tomb.ids.json"]),
+    snap = JoinSnapshot.from_arrays(cols["p."], cols["l."], object_column(data["tomb.ids.json"]),
                                     data["tomb.reasons"].astype(np.int64), tuple(meta["classes"]), dict(meta["has"]),
                                     stats)
     acc = None

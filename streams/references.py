@@ -172,14 +172,17 @@ class StoredReference:
         return ref
 
 
-def _json_array(values) -> np.ndarray:
+def json_column(values) -> np.ndarray:
+    """An object column (str/None/numbers) as JSON bytes in a uint8 array: storable in an .npz
+    without pickle; :func:`object_column` reads it back."""
     import orjson
 
     return np.frombuffer(orjson.dumps(np.asarray(values, dtype=object).tolist(),
                                       option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
 
 
-def _object_array(data: np.ndarray) -> np.ndarray:
+def object_column(data: np.ndarray) -> np.ndarray:
+    """The object column :func:`json_column` stored."""
     import orjson
 
     values = orjson.loads(bytes(data))
@@ -217,10 +220,10 @@ def encode_rows(frame, features) -> bytes:
             arrays[f"num{len(numeric)}"] = np.asarray(frame.numeric[f.name], dtype=np.float64)
             numeric.append(f.name)
         elif f.kind == "categorical" and f.name in frame.categorical:
-            arrays[f"cat{len(categorical)}"] = _json_array(frame.categorical[f.name])
+            arrays[f"cat{len(categorical)}"] = json_column(frame.categorical[f.name])
             categorical.append(f.name)
     if frame.pred_label is not None:
-        arrays["pred_label"] = _json_array(frame.pred_label)
+        arrays["pred_label"] = json_column(frame.pred_label)
     if frame.pred_proba is not None:
         arrays["pred_proba"] = np.asarray(frame.pred_proba, dtype=np.float64)
     if frame.pred_value is not None:
@@ -258,8 +261,8 @@ def decode_rows(blob: bytes):
     n = int(meta["n"])
     try:
         numeric = {name: data[f"num{i}"] for i, name in enumerate(meta["numeric"])}
-        categorical = {name: _object_array(data[f"cat{i}"]) for i, name in enumerate(meta["categorical"])}
-        label = _object_array(data["pred_label"]) if "pred_label" in data else None
+        categorical = {name: object_column(data[f"cat{i}"]) for i, name in enumerate(meta["categorical"])}
+        label = object_column(data["pred_label"]) if "pred_label" in data else None
         cols = [*numeric.values(), *categorical.values(), *(x for x in (label, data.get("pred_proba"),
                                                                         data.get("pred_value")) if x is not None)]
     except (KeyError, ValueError) as e:
