@@ -3,24 +3,30 @@
 Fills an InfluxDB database with 7 days of results for 10 models × 50 features at one
 window per 5 minutes (2016 windows per model: per window and feature a drift test, a
 quality check and a histogram; per window and model the window counts, drift summary,
-performance, adversarial score and three sources — about 3.2 million points), then
+performance, adversarial score and three sources — about 4.2 million points), then
 measures every page, with the query cache off so each load queries InfluxDB:
 
 - ``server_s``: Streamlit's AppTest run of the page (login, filters, every query,
   every chart built) — the time the server spends on one page view (``cpu_s``: the
   dashboard process's CPU seconds in it, InfluxDB's not included);
-- ``browser_load_s``: headless Chromium (Debian's, driven by Playwright) opening the
-  page's URL until the script is idle and every chart is drawn;
-- ``browser_nav_s``: the same after clicking the page in the sidebar (how users move
+- ``browser.load``: headless Chromium (Debian's, driven by Playwright) opening the
+  page's URL until its content is on screen — not DOMContentLoaded: Streamlit builds the
+  page from websocket messages afterwards, so the wait is for the app's "running" state
+  to end, the page's title, and every chart (Vega canvas) and every dataframe (grid
+  canvas) on the page drawn (:data:`dashboard.browser._READY`);
+- ``browser.nav``: the same after clicking the page in the sidebar (how users move
   between pages: no reload of Streamlit's JavaScript), and ``nav_browser_busy_s``, the
   seconds the page's main thread was busy meanwhile (drawing, not waiting);
 - ``queries_ms``: each query function on its own.
 
 Prints one JSON object (medians over ``--repeat`` runs, after one warm-up). Without
 ``--influx-url`` it starts a private InfluxDB (the local stack's binaries) in a temporary
-folder and stops it afterwards.
+folder and stops it afterwards; with ``--keep`` (or ``--state-dir``) its data folder is kept
+(default ``$TMPDIR/driftwatch-bench-dashboard``) so a later ``--reuse`` measures again
+without the 5-20 minute fill.
 
-    driftwatch bench dashboard                       # full size, ~5-10 min on 2 cores
+    driftwatch bench dashboard --keep                # full size: fill once, keep the data
+    driftwatch bench dashboard --reuse               # measure again on the kept data
     driftwatch bench dashboard --models 2 --features 10 --days 1 --repeat 2   # quick look
 """
 
@@ -43,6 +49,9 @@ from typing import Any
 
 import httpx
 
+#: where ``--keep``/``--reuse`` keep the private InfluxDB's data (the fill takes 5-20 min)
+DEFAULT_STATE_DIR = Path(tempfile.gettempdir()) / "driftwatch-bench-dashboard"
+
 # the same pages as dashboard.ui.PAGES
 PAGES = ["overview", "drift", "quality", "performance", "adversarial", "alerts"]
 
@@ -53,9 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=float, default=7.0, help="days of windows (default 7)")
     parser.add_argument("--cadence", type=int, default=300, help="seconds between windows (default 300)")
     parser.add_argument("--influx-url", default=None, help="use this InfluxDB (default: start a private one)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="state folder of the private InfluxDB, kept after the run so --reuse can measure "
+                             f"again without the fill (default with --keep or --reuse: {DEFAULT_STATE_DIR}; "
+                             "otherwise a temporary folder, deleted)")
     parser.add_argument("--db", default="driftwatch_bench", help="database to fill (dropped first unless --reuse)")
-    parser.add_argument("--reuse", action="store_true", help="keep the database if it already has the data")
-    parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the data already there (filled by an earlier --keep run) instead of filling again")
+    parser.add_argument("--keep", action="store_true", help="do not drop the database (nor the private InfluxDB's "
+                                                            "data folder) at the end")
     parser.add_argument("--repeat", type=int, default=3, help="measured runs per page (after a warm-up)")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurements")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds a page may take (exit 1 when exceeded)")
@@ -68,15 +83,22 @@ def _log(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def _influx(url: str | None) -> Iterator[str]:
+def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
+    """The InfluxDB to use: ``url``, or a private local stack in ``state_dir`` (kept) or a temp folder."""
     if url:
         yield url.rstrip("/")
         return
     from streams.localstack import LocalStack, free_ports  # noqa: PLC0415
 
-    with tempfile.TemporaryDirectory(prefix="dw-bench-dash-") as tmp:
+    with contextlib.ExitStack() as es:
+        if state_dir is None:
+            folder = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="dw-bench-dash-")))
+        else:
+            folder = Path(state_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            _log(f"private InfluxDB data in {folder} (kept)")
         k, i = free_ports(2)
-        stack = LocalStack(Path(tmp), k, i, start_timeout=60, die_with_parent=True)
+        stack = LocalStack(folder, k, i, start_timeout=120, die_with_parent=True)
         stack.up()
         try:
             yield stack.influx_url
@@ -174,12 +196,15 @@ def measure_queries(url: str, db: str, model: str, repeat: int) -> dict[str, flo
     conn = Q.Conn(url, db)
     rng = Q.TimeRange.last("7d")
     sc = Q.Scope(rng, model=model)
+    top = tuple(Q.heatmap_rows(Q.drift_latest(conn, sc), Q.drift_counts(conn, sc))[: Q.HEATMAP_TOP])
     calls = {
         "models": (Q.models, (conn,)),
         "overview": (Q.overview, (conn, rng)),
         "throughput": (Q.throughput, (conn, Q.Scope(rng))),
         "drift_latest": (Q.drift_latest, (conn, sc)),
-        "drift_heatmap": (Q.drift_heatmap, (conn, sc)),
+        "drift_counts": (Q.drift_counts, (conn, sc)),
+        "drift_heatmap_top": (Q.drift_heatmap, (conn, sc, top)),  # what the page draws
+        "drift_heatmap_all": (Q.drift_heatmap, (conn, sc)),  # behind the page's "All N features" expander
         "drift_summary_series": (Q.drift_summary_series, (conn, sc)),
         "drift_feature_series": (Q.drift_feature_series, (conn, sc, "f_001")),
         "drift_feature_windows": (Q.drift_feature_windows, (conn, sc, "f_001")),
@@ -305,7 +330,10 @@ def run(args: argparse.Namespace) -> int:
         "data": {"models": args.models, "features": args.features, "days": args.days,
                  "window_seconds": args.cadence, "range_shown": "7d", "model_shown": model},
     }
-    with _influx(args.influx_url) as url:
+    state_dir = args.state_dir
+    if state_dir is None and args.influx_url is None and (args.keep or args.reuse):
+        state_dir = DEFAULT_STATE_DIR
+    with _influx(args.influx_url, state_dir) as url:
         os.environ["DRIFTWATCH_INFLUX_URL"] = url
         os.environ["DRIFTWATCH_INFLUX_DB"] = args.db
         for k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD", "DRIFTWATCH_INFLUX_TOKEN"):
@@ -328,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
                 _log("Chromium page loads")
                 result["browser"] = measure_browser(url, args.db, model, args.repeat, charts, args.screenshots)
         finally:
-            if not args.keep:
+            if not (args.keep or args.reuse):  # a reused database is kept for the next run too
                 with contextlib.suppress(httpx.HTTPError):
                     httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "{args.db}"'}, timeout=60)
     worst = max(v["median_s"] for v in result["server_s"].values())

@@ -10,7 +10,9 @@ Three modes (``DRIFTWATCH_DASHBOARD_AUTH``, default ``auto``):
     listed in the access file with a ``password_hash`` can log in as themselves.
 ``oidc``
     Streamlit's ``st.login`` (OpenID Connect) as configured in the ``[auth]``
-    section of ``.streamlit/secrets.toml``; needs ``Authlib>=1.3.2``. The
+    section of ``.streamlit/secrets.toml``; needs ``Authlib>=1.3.2`` (the
+    ``oidc`` extra: ``pip install 'driftwatch[oidc]'``). Without it the login
+    page says what to install and lets nobody in (:func:`authlib_problem`). The
     user is ``st.user.email`` (else ``name``/``sub``).
 
 ``auto`` picks ``password`` when a password (or a user with a ``password_hash``)
@@ -84,6 +86,44 @@ def verify_password(password: str, hashed: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, want)
+
+
+#: what Streamlit's ``st.login`` needs (``streamlit[auth]`` asks for the same)
+AUTHLIB_MIN = (1, 3, 2)
+OIDC_EXTRA = "oidc"
+
+
+def authlib_problem() -> str | None:
+    """Why OIDC login cannot work in this Python environment (Authlib missing or too old),
+    or None when it can.
+
+    >>> authlib_problem() in (None, "Authlib is not installed") or authlib_problem().endswith("too old")
+    True
+    """
+    try:
+        import authlib  # noqa: PLC0415
+    except ImportError:
+        return "Authlib is not installed"
+    version = str(getattr(authlib, "__version__", "0"))
+    parts = []
+    for p in version.split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    if tuple(parts) < AUTHLIB_MIN:
+        return f"Authlib {version} is too old"
+    return None
+
+
+def oidc_install_hint(problem: str) -> str:
+    """The message for an OIDC login that cannot work: what is wrong and what to install.
+
+    >>> "driftwatch[oidc]" in oidc_install_hint("Authlib is not installed")
+    True
+    """
+    need = ".".join(map(str, AUTHLIB_MIN))
+    return (f"OIDC login is configured, but {problem}: Streamlit's `st.login` needs Authlib>={need}. "
+            f"Install the dashboard's OIDC extra — `pip install 'driftwatch[{OIDC_EXTRA}]'` "
+            f"(or `pip install 'Authlib>={need}'`) — and restart the dashboard. Until then nobody can log in.")
 
 
 def check_shared(password: str, expected: str) -> bool:

@@ -91,14 +91,27 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
             browser.close()
 
 
+# The page is "loaded" when its content is on screen, not at DOMContentLoaded: Streamlit
+# builds the page from websocket messages after the HTML loaded. So: the script has finished
+# (the app's "running" state is gone), the page's title is shown, no element is still a
+# skeleton or spinner, at least ``n`` charts exist and EVERY visible chart on the page has
+# drawn (a Vega canvas/svg with a size), and every visible dataframe has drawn its grid (a
+# canvas). Elements the user cannot see (an inactive tab, a collapsed expander) are not waited for.
 _READY = """([title, n]) => {
     const app = document.querySelector('[data-testid=stApp]');
     if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-    const h1 = [...document.querySelectorAll('[data-testid=stMain] h1')].map(h => h.textContent);
+    const main = document.querySelector('[data-testid=stMain]');
+    if (!main) return false;
+    const h1 = [...main.querySelectorAll('h1')].map(h => h.textContent);
     if (!h1.some(t => t.includes(title))) return false;
-    const drawn = [...document.querySelectorAll('[data-testid=stVegaLiteChart]')]
-        .filter(c => c.querySelector('canvas, svg'));
-    return drawn.length >= n;
+    if (main.querySelector('[data-testid=stSkeleton], [data-testid=stSpinner]')) return false;
+    const sized = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+    const shown = e => e.checkVisibility();
+    const charts = [...main.querySelectorAll('[data-testid=stVegaLiteChart]')];
+    if (charts.length < n) return false;
+    if (!charts.filter(shown).every(c => [...c.querySelectorAll('canvas, svg')].some(sized))) return false;
+    const frames = [...main.querySelectorAll('[data-testid=stDataFrame]')].filter(shown);
+    return frames.every(f => [...f.querySelectorAll('canvas')].some(sized));
 }"""
 
 
@@ -111,7 +124,8 @@ def page_url(base: str, key: str, query: str = "") -> str:
 
 
 def wait_page(page: Any, title: str, charts: int = 0, timeout_ms: float = 60_000) -> None:
-    """Wait until the page titled ``title`` ran to the end and ``charts`` charts are drawn."""
+    """Wait until the page titled ``title`` ran to the end and its content is drawn: at least
+    ``charts`` charts, every chart and every dataframe on the page (see ``_READY``)."""
     page.wait_for_function(_READY, arg=[title, charts], timeout=timeout_ms)
 
 

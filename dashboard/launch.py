@@ -22,8 +22,10 @@ from pathlib import Path
 APP = Path(__file__).with_name("app.py")
 
 
-def streamlit_command(*, port: int, address: str, extra: list[str] | None = None) -> list[str]:
-    """The ``python -m streamlit run`` command line for the dashboard."""
+def streamlit_command(*, port: int, address: str, extra: list[str] | None = None,
+                      log_level: str = "INFO") -> list[str]:
+    """The ``python -m streamlit run`` command line for the dashboard (Streamlit's own log
+    lines at ``log_level``, ``DRIFTWATCH_LOG_LEVEL``, like the dashboard's)."""
     return [
         sys.executable, "-m", "streamlit", "run", str(APP),
         f"--server.port={port}",
@@ -35,8 +37,13 @@ def streamlit_command(*, port: int, address: str, extra: list[str] | None = None
         f"--browser.serverAddress={address if address not in ('0.0.0.0', '::') else 'localhost'}",
         f"--browser.serverPort={port}",
         "--global.developmentMode=false",
+        # the pages use no "magic" (bare expressions written to the page): skip its AST rewrite,
+        # which Streamlit redoes whenever its script cache is emptied (every time the last
+        # browser tab closes or reloads)
+        "--runner.magicEnabled=false",
         "--client.toolbarMode=viewer",
         "--theme.base=light",
+        f"--logger.level={log_level.lower()}",
         *(extra or []),
     ]
 
@@ -56,11 +63,16 @@ def run(args: argparse.Namespace) -> int:
     s = load_settings()
     extra = [a for a in (args.streamlit_args or []) if a != "--"]
     cmd = streamlit_command(port=args.port or s.dashboard_port, address=args.address or s.dashboard_address,
-                            extra=extra)
+                            extra=extra, log_level=s.log_level)
     if args.print_command:
         print(shlex.join(cmd))
         return 0
     host = args.address or s.dashboard_address
+    if s.dashboard_auth == "oidc":
+        from dashboard.auth import authlib_problem, oidc_install_hint  # noqa: PLC0415
+
+        if problem := authlib_problem():  # the login page says so too, and lets nobody in
+            print(f"driftwatch dashboard: {oidc_install_hint(problem)}", file=sys.stderr, flush=True)
     print(f"driftwatch dashboard on http://{host}:{args.port or s.dashboard_port} "
           f"(InfluxDB {s.influx_url}, database {s.influx_db})", flush=True)
     os.execv(sys.executable, cmd)

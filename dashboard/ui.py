@@ -13,6 +13,7 @@ so a copied link or an ``st.page_link`` opens the same view.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from dashboard import auth
 from dashboard import data as D
 from dashboard import queries as Q
 from dashboard.config import PAGES, DashboardSettings, load_settings
+
+log = logging.getLogger(__name__)
 
 FILTERS = ("model", "version", "segment", "range", "from", "to", "feature")
 ALL_VERSIONS = "(all versions)"
@@ -139,6 +142,11 @@ def login(settings: DashboardSettings) -> tuple[str | None, auth.Access | None, 
 def _login_oidc(settings: DashboardSettings, access: auth.Access | None) -> tuple[str | None, auth.Access | None, bool]:
     if not st.user.get("is_logged_in", False):
         st.title("driftwatch")
+        problem = auth.authlib_problem()
+        if problem:  # st.login would raise a traceback at the click: say what to install instead
+            log.error("dashboard: %s", auth.oidc_install_hint(problem))
+            st.error(auth.oidc_install_hint(problem), icon=":material/key_off:")
+            st.stop()
         st.write("Log in with your organisation's account to see the monitored models.")
         if st.button("Log in", type="primary"):
             st.login()
@@ -172,12 +180,15 @@ def _login_password(settings: DashboardSettings, access: auth.Access | None) -> 
     if submitted:
         h = access.password_hash(name) if (access and name) else None
         if h and auth.verify_password(pw, h):
+            log.info("dashboard: user %r logged in with their password", name)
             ss.update(dw_auth_ok=True, dw_auth_user=name, dw_auth_named=True)
             st.rerun()
         elif shared is not None and auth.check_shared(pw, shared):
+            log.info("dashboard: logged in with the shared password")
             ss.update(dw_auth_ok=True, dw_auth_user=None, dw_auth_named=False)
             st.rerun()
         else:
+            log.warning("dashboard: failed login%s", f" as {name!r}" if name else "")
             st.error("Wrong user or password.")
     st.stop()
     return None, access, False

@@ -2,6 +2,12 @@
 
 Every verdict on this page carries its test, statistic, p-value (or distance) and
 threshold, the correction for many features, and the window sizes it came from.
+
+Built for the browser's sake (each Vega mark costs drawing time in the browser, more
+than any query): the heatmap draws the top ``HEATMAP_TOP`` features (most drifting
+windows in the range first) and the others only when their expander is opened; the two
+rankings are lazy tabs (one table drawn); the feature's p-value and effect sizes over time
+and its last windows load when their expander is opened. Content is on the page, a click away.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, ui
+from dashboard import charts, privacy, ui
 from dashboard import data as D
 from dashboard import queries as Q
 
@@ -95,24 +101,114 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
                                                     "its inputs (mutual information with the output, dw_impact)"),
         "window end": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
     }
-    by_drift, by_impact = st.tabs(["Ranked by drift", "Ranked by impact"])
-    with by_drift:
-        st.dataframe(t.sort_values("drift_rank")[present].rename(columns=cols), hide_index=True,
-                     width="stretch", column_config=cfg)
-        st.caption("Drifting features first, then by p-value (most significant first).")
-    with by_impact:
-        st.dataframe(t.sort_values("impact_rank")[present].rename(columns=cols), hide_index=True,
-                     width="stretch", column_config=cfg)
-        has_imp = "importance" in t and t["importance"].notna().any()
-        st.caption("By the size of the shift rather than its significance: impact = Jensen-Shannon distance "
-                   "(else PSI)" + (" × the feature's importance to the model output (its share of the mutual "
-                                   "information between inputs and predictions, from the reference)" if has_imp
-                                   else "; no feature importance has been computed for this model yet") +
-                   ". Large windows make small shifts significant; this ranking shows which shifts matter.")
+    # lazy tabs: only the open tab's table is built and drawn
+    by_drift, by_impact = st.tabs(["Ranked by drift", "Ranked by impact"], key="dw_rank_tab", on_change="rerun")
+    if by_drift.open is not False:
+        with by_drift:
+            st.dataframe(t.sort_values("drift_rank")[present].rename(columns=cols), hide_index=True,
+                         width="stretch", column_config=cfg)
+            st.caption("Drifting features first, then by p-value (most significant first).")
+    if by_impact.open:
+        with by_impact:
+            st.dataframe(t.sort_values("impact_rank")[present].rename(columns=cols), hide_index=True,
+                         width="stretch", column_config=cfg)
+            has_imp = "importance" in t and t["importance"].notna().any()
+            st.caption("By the size of the shift rather than its significance: impact = Jensen-Shannon distance "
+                       "(else PSI)" + (" × the feature's importance to the model output (its share of the mutual "
+                                       "information between inputs and predictions, from the reference)" if has_imp
+                                       else "; no feature importance has been computed for this model yet") +
+                       ". Large windows make small shifts significant; this ranking shows which shifts matter.")
 
 
-def _detail(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
-    ranked = latest.sort_values("drift_rank")["feature"].drop_duplicates().tolist()
+def _ranked(latest: pd.DataFrame) -> list[str]:
+    return latest.sort_values("drift_rank")["feature"].drop_duplicates().tolist()
+
+
+def _chosen_feature(ranked: list[str]) -> str:
+    """The feature the detail will show (before its select box is drawn, so its queries can
+    run beside the heatmap's): the select box's value, else the URL's, else the top one."""
+    ss = st.session_state
+    for v in (ss.get("dw_feature_sel"), ss.get("dw_feature")):
+        if v in ranked:
+            return v
+    return ranked[0]
+
+
+def _detail_queries(ctx: ui.Ctx, feature: str) -> dict[str, tuple]:
+    return {"hist": (D.histogram, (ctx.conn, ctx.scope, feature))}
+
+
+def _distribution(ctx: ui.Ctx, feature: str, hist: dict[str, pd.DataFrame]) -> None:
+    """Reference vs current bins, and what privacy did to them (issue 8: data minimisation)."""
+    ref, cur = hist["reference"], hist["current"]
+    noised_pts = [h for h in (cur, ref) if len(h) and bool(h["noised"].iloc[0])]
+    eps = next((float(h["epsilon"].iloc[0]) for h in noised_pts if pd.notna(h["epsilon"].iloc[0])), None)
+    spec = privacy.feature_specs(ctx.settings.monitors, ctx.model).get(feature)
+    pub = privacy.publication(spec, noised=bool(noised_pts), epsilon=eps)
+    note = pub.note()
+    if len(ref) or len(cur):
+        when = ui.fmt_time(cur["time"].iloc[0]) if len(cur) else "—"
+        st.altair_chart(charts.distributions(ref, cur, title=f"{feature}: reference vs window ending {when}"),
+                        width="stretch")
+        if note:
+            st.caption(f":material/lock: **{feature}**: histogram {note}. Counts carry Laplace noise at this ε per "
+                       "published histogram; bins are unnamed, so no value leaks through an edge or a label.")
+        if not len(ref):
+            st.caption("No reference histogram stored for this feature yet.")
+    elif pub.status == "withheld":
+        st.info(f":material/lock: **{feature}**: histogram {note}. The monitor config marks it sensitive with "
+                "`dp_epsilon: null`; its drift tests are still shown above.", icon=":material/visibility_off:")
+    else:
+        ui.empty(f"No histograms stored for `{feature}`" + (f" (sensitive: {note})" if note else "") + ".",
+                 "The worker writes bin counts with every window once the reference is complete; a sensitive "
+                 "feature with `dp_epsilon: null` in the monitor config never gets any.")
+
+
+def _history(ctx: ui.Ctx, feature: str) -> None:
+    """The feature's p-value and effect sizes over time and its last windows, built only when
+    the expander is opened (each chart costs the browser a fixed ~0.2-0.5 s to draw)."""
+    exp = st.expander(f"History of `{feature}`: p-value and effect sizes over time, the last 20 windows",
+                      key="dw_feature_history", on_change="rerun", icon=":material/history:")
+    if not exp.open:
+        return
+    with exp:
+        f = D.fetch(series=(D.drift_feature_series, (ctx.conn, ctx.scope, feature)),
+                    win=(D.drift_feature_windows, (ctx.conn, ctx.scope, feature)))
+        series, win = f["series"], f["win"]
+        left, right = st.columns(2)
+        with left:
+            if len(series) and series[Q.F_P_VALUE].notna().any():
+                s = series.dropna(subset=[Q.F_P_VALUE]).copy()
+                s[Q.F_P_VALUE] = s[Q.F_P_VALUE].clip(lower=1e-300)
+                thr = ui.median(s[Q.F_THRESHOLD])
+                st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="smallest p-value per bucket (log)",
+                                             title=f"{feature}: p-value over time", rule=thr,
+                                             rule_label=f"threshold {ui.fmt_num(thr, '.3g')}"), width="stretch")
+            elif len(series):
+                thr = ui.median(series[Q.F_THRESHOLD])
+                st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="largest statistic per bucket",
+                                             title=f"{feature}: statistic over time", rule=thr), width="stretch")
+        eff = [c for c in Q.EFFECT_FIELDS if c in series and series[c].notna().any()] if len(series) else []
+        with right:
+            if eff:
+                long = series.melt(id_vars=["time"], value_vars=eff, var_name="effect size",
+                                   value_name="value").dropna()
+                st.altair_chart(charts.lines(long, "value", color="effect size", y_title="effect size (mean per bucket)",
+                                             title=f"{feature}: effect sizes over time"), width="stretch")
+        st.markdown("**Latest windows of this feature** (every field as the worker wrote it)")
+        if len(win):
+            show = [c for c in ("time", "version", "detector", Q.F_DRIFT, Q.F_STATISTIC, Q.F_P_VALUE, Q.F_THRESHOLD,
+                                Q.F_PSI, Q.F_JS, Q.F_WASSERSTEIN, Q.F_N_CUR, Q.F_N_REF) if c in win]
+            st.dataframe(win[show], hide_index=True, width="stretch",
+                         column_config={"time": st.column_config.DatetimeColumn("window end",
+                                                                                format="YYYY-MM-DD HH:mm:ss"),
+                                        Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g")})
+        else:
+            st.caption("No window of this feature in the range.")
+
+
+def _detail(ctx: ui.Ctx, latest: pd.DataFrame, pre: str, early: D.Fetched) -> None:
+    ranked = _ranked(latest)
     want = st.session_state.get("dw_feature")
     idx = ranked.index(want) if want in ranked else 0
 
@@ -122,69 +218,44 @@ def _detail(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
     feature = st.selectbox("Feature", ranked, index=idx, key="dw_feature_sel", on_change=_pick)
     if st.session_state.get("dw_feature") != feature:
         ui.set_param("feature", feature)
-    f = D.fetch(hist=(D.histogram, (ctx.conn, ctx.scope, feature)),
-                series=(D.drift_feature_series, (ctx.conn, ctx.scope, feature)),
-                win=(D.drift_feature_windows, (ctx.conn, ctx.scope, feature)))
+    f = early if feature == pre else D.fetch(**_detail_queries(ctx, feature))
     rows = latest[latest["feature"] == feature]
     for _, row in rows.iterrows():
         st.markdown(verdict_text(row))
-        m = st.columns(6)
-        m[0].metric("Statistic", ui.fmt_num(row.get(Q.F_STATISTIC), ".4g"), help=ui.test_name(row.get("detector")))
-        m[1].metric("p-value", ui.fmt_p(row.get(Q.F_P_VALUE)))
-        m[2].metric("Threshold", ui.fmt_num(row.get(Q.F_THRESHOLD), ".3g"))
-        m[3].metric("PSI", ui.fmt_num(row.get(Q.F_PSI), ".3f"))
-        m[4].metric("JS distance", ui.fmt_num(row.get(Q.F_JS), ".3f"))
-        m[5].metric("Wasserstein", ui.fmt_num(row.get(Q.F_WASSERSTEIN), ".3g"))
+        # one line rather than six metric widgets (each widget is drawing time in the browser)
+        st.markdown(" · ".join([
+            f"**Statistic** {ui.fmt_num(row.get(Q.F_STATISTIC), '.4g')} ({ui.test_name(row.get('detector'))})",
+            f"**p-value** {ui.fmt_p(row.get(Q.F_P_VALUE))}",
+            f"**threshold** {ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}",
+            f"**PSI** {ui.fmt_num(row.get(Q.F_PSI), '.3f')}",
+            f"**JS distance** {ui.fmt_num(row.get(Q.F_JS), '.3f')}",
+            f"**Wasserstein** {ui.fmt_num(row.get(Q.F_WASSERSTEIN), '.3g')}",
+        ]))
 
-    left, right = st.columns(2)
-    with left:
-        hist = f["hist"]
-        ref, cur = hist["reference"], hist["current"]
-        if len(ref) or len(cur):
-            when = ui.fmt_time(cur["time"].iloc[0]) if len(cur) else "—"
-            st.altair_chart(charts.distributions(ref, cur, title=f"{feature}: reference vs window ending {when}"),
-                            width="stretch")
-            if not len(ref):
-                st.caption("No reference histogram stored for this feature yet.")
-            if len(cur) and bool(cur["noised"].iloc[0]):
-                st.caption("Sensitive feature: counts carry Laplace noise (differential privacy); bins are unnamed.")
-        else:
-            ui.empty(f"No histograms stored for `{feature}`.",
-                     "The worker writes bin counts with every window (unless the feature is marked sensitive).")
-    series = f["series"]
-    with right:
-        if len(series) and series[Q.F_P_VALUE].notna().any():
-            s = series.dropna(subset=[Q.F_P_VALUE]).copy()
-            s[Q.F_P_VALUE] = s[Q.F_P_VALUE].clip(lower=1e-300)
-            thr = ui.median(s[Q.F_THRESHOLD])
-            st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="smallest p-value per bucket (log)",
-                                         title=f"{feature}: p-value over time", rule=thr,
-                                         rule_label=f"threshold {ui.fmt_num(thr, '.3g')}"), width="stretch")
-        elif len(series):
-            thr = ui.median(series[Q.F_THRESHOLD])
-            st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="largest statistic per bucket",
-                                         title=f"{feature}: statistic over time", rule=thr),
-                            width="stretch")
-    if len(series):
-        eff = [c for c in Q.EFFECT_FIELDS if c in series and series[c].notna().any()]
-        if eff:
-            long = series.melt(id_vars=["time"], value_vars=eff, var_name="effect size", value_name="value").dropna()
-            st.altair_chart(charts.lines(long, "value", color="effect size", y_title="effect size (mean per bucket)",
-                                         title=f"{feature}: effect sizes over time", height=200), width="stretch")
-    st.markdown("**Latest windows of this feature** (every field as the worker wrote it)")
-    win = f["win"]
-    if len(win):
-        show = [c for c in ("time", "version", "detector", Q.F_DRIFT, Q.F_STATISTIC, Q.F_P_VALUE, Q.F_THRESHOLD,
-                            Q.F_PSI, Q.F_JS, Q.F_WASSERSTEIN, Q.F_N_CUR, Q.F_N_REF) if c in win]
-        st.dataframe(win[show], hide_index=True, width="stretch",
-                     column_config={"time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss"),
-                                    Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g")})
+    _distribution(ctx, feature, f["hist"])
+    _history(ctx, feature)
     ui.links(ctx, [("quality", f"Data quality of {ctx.model}"), ("performance", "Performance"), ("alerts", "Alerts")])
+
+
+def _heatmap(ctx: ui.Ctx, heat: pd.DataFrame, order: list[str], title: str) -> None:
+    heat = heat[heat["feature"].isin(order)]
+    if not len(heat):
+        return
+    bucket = ctx.rng.heat_bucket
+    st.altair_chart(
+        charts.heatmap(
+            heat, "share", bucket_s=Q.bucket_seconds(bucket), order=order, legend="share of windows drifting",
+            title=f"{title} ({bucket} buckets): share of windows whose test found drift",
+            tooltip=[alt.Tooltip("share:Q", title="share of windows drifting", format=".0%"),
+                     alt.Tooltip("p_min:Q", title="smallest p-value", format=".3g")],
+        ),
+        width="stretch",
+    )
 
 
 def render(ctx: ui.Ctx) -> None:
     f = D.fetch(latest=(D.drift_latest, (ctx.conn, ctx.scope)), summ=(D.drift_summary_latest, (ctx.conn, ctx.scope)),
-                series=(D.drift_summary_series, (ctx.conn, ctx.scope)), heat=(D.drift_heatmap, (ctx.conn, ctx.scope)))
+                series=(D.drift_summary_series, (ctx.conn, ctx.scope)), counts=(D.drift_counts, (ctx.conn, ctx.scope)))
     latest = f["latest"]
     if not len(latest):
         ui.empty(
@@ -194,31 +265,30 @@ def render(ctx: ui.Ctx) -> None:
             "or check that the worker is running.",
         )
         return
+    rows = Q.heatmap_rows(latest, f["counts"])
+    top = rows[: Q.HEATMAP_TOP]
+    pre = _chosen_feature(_ranked(latest))
+    # the heatmap's and the feature detail's queries at once
+    g = D.fetch(heat=(D.drift_heatmap, (ctx.conn, ctx.scope, tuple(top))), **_detail_queries(ctx, pre))
     _summary(ctx, latest, f["summ"])
 
     summ = f["series"]
-    heat = f["heat"]
     st.subheader("Drift over time")
     if len(summ):
         st.altair_chart(charts.lines(summ, Q.F_SHARE_DRIFTED, y_title="share of features drifting", fmt=".1%",
                                      height=160), width="stretch")
-    if len(heat):
-        order = latest.sort_values("drift_rank")["feature"].drop_duplicates().tolist()
-        heat = heat[heat["feature"].isin(order)]
-        bucket = ctx.rng.heat_bucket
-        st.altair_chart(
-            charts.heatmap(
-                heat, "share", bucket_s=Q.bucket_seconds(bucket), order=order, legend="share of windows drifting",
-                title=f"Feature × time ({bucket} buckets): share of windows whose test found drift",
-                tooltip=[alt.Tooltip("share:Q", title="share of windows drifting", format=".0%"),
-                         alt.Tooltip("p_min:Q", title="smallest p-value", format=".3g")],
-            ),
-            width="stretch",
-        )
+    more = len(rows) > len(top)
+    _heatmap(ctx, g["heat"], top, f"The {len(top)} features with the most drifting windows" if more else "Feature × time")
+    if more:
+        exp = st.expander(f"All {len(rows)} features × time", key="dw_heat_all", on_change="rerun",
+                          icon=":material/grid_on:")
+        if exp.open:
+            with exp:
+                _heatmap(ctx, D.drift_heatmap(ctx.conn, ctx.scope), rows, f"All {len(rows)} features")
     st.subheader("Features")
     _tables(ctx, latest)
     st.subheader("Feature detail")
-    _detail(ctx, latest)
+    _detail(ctx, latest, pre, g)
 
 
 ctx = ui.current()

@@ -44,22 +44,42 @@ def render(ctx: ui.Ctx) -> None:
         st.radio("Rate", rates, index=rates.index(rate) if rate in rates else 0,
                  format_func=lambda r: RATE_LABELS.get(r, r), horizontal=True, key="dw_q_rate")
         s = series.dropna(subset=[rate]) if rate in series else series.iloc[0:0]
-        peak = s.groupby("feature")[rate].max().sort_values(ascending=False)
+        peak = s.groupby("feature")[rate].max().sort_values(ascending=False, kind="stable")
         order = peak.index.tolist()
         top = max(float(peak.max()), 1e-6) if len(peak) else 1.0
-        st.altair_chart(
-            charts.heatmap(s, rate, bucket_s=Q.bucket_seconds(ctx.rng.heat_bucket), order=order, legend=f"{RATE_LABELS[rate]} rate", domain=(0.0, top),
-                           hot="#e65100", title=f"Feature × time ({ctx.rng.heat_bucket} buckets): mean {RATE_LABELS[rate]} rate",
-                           tooltip=[alt.Tooltip(f"{rate}:Q", format=".2%", title=f"{RATE_LABELS[rate]} rate")]),
-            width="stretch",
-        )
-        worst_feats = [f for f in order[:TOP_N] if peak[f] > 0]
-        if worst_feats:
+        shown = order[: Q.HEATMAP_TOP]
+        more = len(order) > len(shown)
+
+        def heat(feats: list[str], what: str) -> None:
             st.altair_chart(
-                charts.lines(s[s["feature"].isin(worst_feats)], rate, color="feature", fmt=".2%",
-                             y_title=f"{RATE_LABELS[rate]} rate", title=f"The {len(worst_feats)} worst features over time"),
+                charts.heatmap(s[s["feature"].isin(feats)], rate, bucket_s=Q.bucket_seconds(ctx.rng.heat_bucket),
+                               order=feats, legend=f"{RATE_LABELS[rate]} rate", domain=(0.0, top), hot="#e65100",
+                               title=f"{what} ({ctx.rng.heat_bucket} buckets): mean {RATE_LABELS[rate]} rate",
+                               tooltip=[alt.Tooltip(f"{rate}:Q", format=".2%", title=f"{RATE_LABELS[rate]} rate")]),
                 width="stretch",
             )
+
+        heat(shown, f"The {len(shown)} features with the highest {RATE_LABELS[rate]} rate" if more
+             else "Feature × time")
+        if more:  # the rest only when asked for: every cell is drawing time in the browser
+            exp = st.expander(f"All {len(order)} features × time", key="dw_q_heat_all", on_change="rerun",
+                              icon=":material/grid_on:")
+            if exp.open:
+                with exp:
+                    heat(order, f"All {len(order)} features")
+        worst_feats = [f for f in order[:TOP_N] if peak[f] > 0]
+        if worst_feats:
+            st.caption("Worst features: " + ", ".join(f"`{f}` (peak {peak[f]:.1%})" for f in worst_feats) + ".")
+            lines = st.expander(f"The {len(worst_feats)} worst features over time, as lines", key="dw_q_lines",
+                                on_change="rerun", icon=":material/show_chart:")
+            if lines.open:  # a chart is drawing time in the browser: only when asked for
+                with lines:
+                    st.altair_chart(
+                        charts.lines(s[s["feature"].isin(worst_feats)], rate, color="feature", fmt=".2%",
+                                     y_title=f"{RATE_LABELS[rate]} rate",
+                                     title=f"The {len(worst_feats)} worst features over time"),
+                        width="stretch",
+                    )
         else:
             st.success(f"No {RATE_LABELS[rate]} values in this range.", icon=":material/check_circle:")
         if len(latest):

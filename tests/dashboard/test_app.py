@@ -105,17 +105,22 @@ def test_overview_shows_every_model_and_its_health(env: Q.Conn) -> None:
     assert metric(at, "Alerts firing") == "1"
     table = at.dataframe[0].value
     assert table["model"].tolist() == MODELS
-    status = dict(zip(table["model"], table["status"]))
+    status = dict(zip(table["model"], (list(s)[0] for s in table["status"])))  # one coloured label per row
     assert status["churn"] == "critical"
     assert status["fraud"] == "ok" and status["ranker"] == "ok"
     assert "critical alert(s) firing" in table.loc[table["model"] == "churn", "why"].iloc[0]
     assert (table["events/s"] > 0).all()
     assert table["last window"].notna().all()
     assert len(charts(at)) == 2  # events/s and invalid rate per model
-    # every model row links to its pages, keeping the time range
-    links = [p for p in at.get("page_link") if p.value == "drift"]
-    assert len(links) == 3
-    q = parse_qs(links[1].proto.query_string)
+    # "Open a model": the most severe model first; its page links keep the time range
+    pick = at.selectbox(key="dw_ov_open")
+    assert pick.options[0].startswith("churn") and pick.value == "churn"
+    links = {p.value: parse_qs(p.proto.query_string) for p in at.get("page_link")}
+    assert {"drift", "quality", "performance", "alerts"} <= set(links)
+    assert links["drift"]["model"] == ["churn"] and links["drift"]["range"] == ["24h"]
+    pick.select("fraud").run()
+    no_exception(at)
+    q = parse_qs(next(p for p in at.get("page_link") if p.value == "quality").proto.query_string)
     assert q["model"] == ["fraud"] and q["range"] == ["24h"]
 
 
@@ -129,19 +134,36 @@ def test_drift_page_shows_the_drifting_feature_with_its_evidence(env: Q.Conn) ->
     for col in ("test", "statistic", "p-value", "threshold", "PSI", "JS distance", "window n", "reference n"):
         assert col in ranked
     assert ranked["p-value"].iloc[0] < ranked["threshold"].iloc[0]
-    by_impact = at.dataframe[1].value
-    assert by_impact["feature"].iloc[0] == DRIFTING
+    assert len(at.dataframe) == 1  # lazy tabs: only the open ranking is built
     # the detail of the (default) top feature: verdict sentence with test, statistic, p, threshold, windows
     verdict = next(m.value for m in at.markdown if m.value.startswith("**Drift**"))
     for part in ("Kolmogorov-Smirnov statistic", "< threshold", "window of", "reference of 2,000", "window ending"):
         assert part in verdict, verdict
     assert re.search(r"p (= [0-9.e+-]+|< 1e-16) < threshold 0.00625", verdict), verdict
+    detail = next(m.value for m in at.markdown if m.value.startswith("**Statistic**"))
+    for part in ("(Kolmogorov-Smirnov)", "**p-value**", "**threshold** 0.00625", "**PSI**", "**JS distance**",
+                 "**Wasserstein**"):
+        assert part in detail, detail
     assert at.selectbox(key="dw_feature_sel").value == DRIFTING
     assert at.query_params["feature"] == [DRIFTING] or at.query_params["feature"] == DRIFTING
     assert metric(at, "Features drifting (latest window)") == "1 / 8"
     assert "Bonferroni" in texts(at)
-    # share over time, heatmap, distributions, p-value, effect sizes
+    # share over time, heatmap, distributions (the feature's history waits in its expander)
+    assert len(charts(at)) == 3
+    assert not any("noised" in c.value or "withheld" in c.value for c in at.caption)  # not a sensitive feature
+    # the other ranking, when its tab is opened
+    at.session_state["dw_rank_tab"] = "Ranked by impact"
+    at.run()
+    no_exception(at)
+    by_impact = at.dataframe[0].value
+    assert by_impact["feature"].iloc[0] == DRIFTING and "impact" in by_impact
+    # the feature's history, when its expander is opened: p-value and effect sizes over time + its last windows
+    at.session_state["dw_feature_history"] = True
+    at.run()
+    no_exception(at)
     assert len(charts(at)) == 5
+    windows = at.dataframe[1].value
+    assert len(windows) == 20 and windows["drift"].all()
 
 
 def test_drift_page_of_a_healthy_model(env: Q.Conn) -> None:
@@ -171,7 +193,12 @@ def test_quality_page(env: Q.Conn) -> None:
     assert latest["feature"].iloc[0] == BROKEN
     dead = at.dataframe[1].value  # a message without a model (not_json) counts on every model's page
     assert dead["reason"].tolist() == ["schema", "not_json"] and dead["count"].iloc[0] > 1
-    assert len(charts(at)) == 3  # heatmap, worst features, dead letters
+    assert len(charts(at)) == 2  # heatmap, dead letters (the worst features' lines wait in their expander)
+    assert f"`{BROKEN}` (peak 30.0%)" in texts(at)
+    at.session_state["dw_q_lines"] = True
+    at.run()
+    no_exception(at)
+    assert len(charts(at)) == 3
     at.radio(key="dw_q_rate").set_value("unknown_category_rate").run()
     no_exception(at)
 
@@ -249,6 +276,44 @@ def test_version_and_segment_filters(env: Q.Conn) -> None:
     # a segment without data for another model: empty states, not errors
     at = open_page("quality", model="fraud", segment=SEGMENT)
     no_exception(at)
+
+
+def _heatmaps(at: AppTest) -> list[dict]:
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in charts(at)]
+    return [s for s in specs if s.get("mark", {}).get("type") == "rect"]
+
+
+def test_wide_models_draw_the_top_features_and_the_rest_on_demand(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """50 features: the heatmaps draw the top 20 (the drifting / broken one first), the other
+    30 behind an expander whose heatmap is only built when it is opened."""
+    conn = Q.Conn(settings.influx_url, settings.influx_db)
+    sample.write_records(conn, sample.sample_records(["wide"], n_features=50, windows=48, drift_feature="f_031",
+                                                     quality_feature="f_032", false_alarms=False))
+    _env(monkeypatch, settings.influx_url, settings.influx_db)
+    at = open_page("drift", model="wide")
+    no_exception(at)
+    (heat,) = _heatmaps(at)
+    assert heat["title"].startswith(f"The {Q.HEATMAP_TOP} features with the most drifting windows")
+    rows = heat["encoding"]["y"]["sort"]
+    assert len(rows) == Q.HEATMAP_TOP and rows[0] == "f_031"
+    assert [e.label for e in at.expander][0] == "All 50 features × time"
+    at.session_state["dw_heat_all"] = True
+    at.run()
+    no_exception(at)
+    top, everything = _heatmaps(at)
+    assert len(everything["encoding"]["y"]["sort"]) == 50 and everything["title"].startswith("All 50 features")
+
+    at = open_page("quality", model="wide")
+    no_exception(at)
+    (heat,) = _heatmaps(at)
+    rows = heat["encoding"]["y"]["sort"]
+    assert len(rows) == Q.HEATMAP_TOP and rows[0] == "f_032"
+    at.session_state["dw_q_heat_all"] = True
+    at.run()
+    no_exception(at)
+    assert [len(h["encoding"]["y"]["sort"]) for h in _heatmaps(at)] == [Q.HEATMAP_TOP, 50]
 
 
 def test_custom_date_range(env: Q.Conn) -> None:
@@ -345,6 +410,8 @@ def test_oidc_login_and_access(populated: Q.Conn, monkeypatch: pytest.MonkeyPatc
     access = tmp_path / "access.yaml"
     access.write_text("users:\n  alice@example.com: {models: ['*']}\n  bob@example.com: {models: ['fr*']}\n")
     _env(monkeypatch, populated.url, populated.db, dashboard_auth="oidc", dashboard_access=str(access))
+    if auth.authlib_problem() is not None:  # this venv has no Authlib: the login button's path as if it had
+        monkeypatch.setattr(auth, "authlib_problem", lambda: None)
     at = AppTest.from_file(APP, default_timeout=60)
     at.user = {"is_logged_in": False}
     at.run()
@@ -362,3 +429,21 @@ def test_oidc_login_and_access(populated: Q.Conn, monkeypatch: pytest.MonkeyPatc
     at.run()
     no_exception(at)
     assert "may not see any" in at.warning[0].value
+
+
+def test_oidc_without_authlib_says_what_to_install(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OIDC configured, Authlib missing: a clear message naming the extra, no login button, no
+    traceback (``st.login`` would raise StreamlitMissingAuthlibError at the click), nobody let in."""
+    import sys
+
+    _env(monkeypatch, populated.url, populated.db, dashboard_auth="oidc")
+    monkeypatch.setitem(sys.modules, "authlib", None)  # import authlib -> ImportError, installed or not
+    assert auth.authlib_problem() == "Authlib is not installed"
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.user = {"is_logged_in": False}
+    at.run()
+    no_exception(at)
+    msg = at.error[0].value
+    assert "OIDC login is configured, but Authlib is not installed" in msg
+    assert "pip install 'driftwatch[oidc]'" in msg and "Authlib>=1.3.2" in msg
+    assert not at.button and not at.dataframe and not at.sidebar.selectbox

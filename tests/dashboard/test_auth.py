@@ -94,3 +94,24 @@ def test_launch_command_is_headless_and_private() -> None:
                 "--browser.gatherUsageStats=false"):
         assert opt in cmd
     assert cmd[-1] == "--theme.base=dark"
+
+
+def test_streamlit_command_log_level_and_no_magic() -> None:
+    cmd = streamlit_command(port=8765, address="127.0.0.1", log_level="DEBUG")
+    assert "--logger.level=debug" in cmd and "--runner.magicEnabled=false" in cmd
+    assert "--logger.level=info" in streamlit_command(port=1, address="127.0.0.1")
+
+
+def test_authlib_problem_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "authlib", None)  # import authlib -> ImportError
+    assert auth.authlib_problem() == "Authlib is not installed"
+    monkeypatch.setitem(sys.modules, "authlib", SimpleNamespace(__version__="1.2.9"))
+    assert auth.authlib_problem() == "Authlib 1.2.9 is too old"
+    monkeypatch.setitem(sys.modules, "authlib", SimpleNamespace(__version__="1.3.2"))
+    assert auth.authlib_problem() is None
+    monkeypatch.setitem(sys.modules, "authlib", SimpleNamespace(__version__="1.6.0rc1"))
+    assert auth.authlib_problem() is None
+    hint = auth.oidc_install_hint("Authlib is not installed")
+    assert "pip install 'driftwatch[oidc]'" in hint and "Authlib>=1.3.2" in hint and "nobody can log in" in hint
