@@ -52,8 +52,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy.signal import lfilter
-from scipy.stats import hypergeom
 
 __all__ = [
     "CalibrationError",
@@ -73,6 +71,22 @@ _CACHE_VERSION = 1  # bump when the calibration algorithm changes
 class CalibrationError(ValueError):
     """The reference or parameters do not allow threshold calibration."""
 
+
+
+def _lfilter(*args, **kwargs):
+    """``scipy.signal.lfilter``, imported on first use: scipy.signal and scipy.stats take
+    seconds to import, and the worker imports this module (through the label join) while it
+    starts, before it joins its consumer group."""
+    from scipy.signal import lfilter
+
+    return lfilter(*args, **kwargs)
+
+
+def _hypergeom_cdf(*args):
+    """``scipy.stats.hypergeom.cdf``, imported on first use (see :func:`_lfilter`)."""
+    from scipy.stats import hypergeom
+
+    return hypergeom.cdf(*args)
 
 @dataclass(slots=True)
 class OnlineResult:
@@ -862,8 +876,8 @@ class FETOnline(_OnlineBase):
 
     def _pvals(self, sum_win: np.ndarray, w: int, sum_ref: np.ndarray | float) -> np.ndarray:
         if self.alternative == "greater":
-            return hypergeom.cdf(sum_ref, self.n + w, sum_ref + sum_win, self.n)
-        return hypergeom.cdf(sum_win, self.n + w, sum_ref + sum_win, w)
+            return _hypergeom_cdf(sum_ref, self.n + w, sum_ref + sum_win, self.n)
+        return _hypergeom_cdf(sum_win, self.n + w, sum_ref + sum_win, w)
 
     def _stat_table(self, w: int) -> np.ndarray:
         """``1 - p`` for every possible count of ones in a window of ``w`` events, shape (w+1, d).
@@ -885,7 +899,7 @@ class FETOnline(_OnlineBase):
         """
         lam = self.lam
         prev_eff = np.where(np.isnan(prev), raw[0], prev)  # y_0 = x_0 when there is no history
-        out, _ = lfilter([lam], [1.0, -(1 - lam)], raw, axis=0, zi=((1 - lam) * prev_eff)[None, :])
+        out, _ = _lfilter([lam], [1.0, -(1 - lam)], raw, axis=0, zi=((1 - lam) * prev_eff)[None, :])
         return out
 
     def _sim_stats(self, f: int, b: int, steps: int) -> np.ndarray:
@@ -907,7 +921,7 @@ class FETOnline(_OnlineBase):
             if w > steps:
                 continue
             raw = self._stat_table(w)[cs[:, w:] - cs[:, :-w], f]  # (b, steps - w + 1)
-            sm, _ = lfilter([self.lam], [1.0, -(1 - self.lam)], raw, axis=1,
+            sm, _ = _lfilter([self.lam], [1.0, -(1 - self.lam)], raw, axis=1,
                             zi=((1 - self.lam) * raw[:, :1]))
             np.maximum(out[:, w - 1 :], sm, out=out[:, w - 1 :])
         return out
@@ -1075,7 +1089,7 @@ def fet_window_stats(
     cs = np.concatenate([[0.0], np.cumsum(s)])
     sums = cs[w:] - cs[:-w]
     if alternative == "greater":
-        p = hypergeom.cdf(sum_ref, n + w, sum_ref + sums, n)
+        p = _hypergeom_cdf(sum_ref, n + w, sum_ref + sums, n)
     else:
-        p = hypergeom.cdf(sums, n + w, sum_ref + sums, w)
+        p = _hypergeom_cdf(sums, n + w, sum_ref + sums, w)
     return 1 - p
