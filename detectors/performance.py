@@ -197,6 +197,27 @@ class PerformanceAccumulator:
                 self.log_loss_sum += float(-np.log(pt).sum())
                 self.log_loss_n += int(pr.shape[0])
 
+    _STATE_KEYS = ("task", "classes", "n", "log_loss_sum", "log_loss_n", "abs_sum", "sq_sum", "err_sum")
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(scalars, arrays)``: everything :meth:`from_state` needs (JSON-able scalars, plain arrays),
+        so a caller can persist an accumulator without pickle."""
+        return ({k: getattr(self, k) for k in self._STATE_KEYS},
+                {"confusion": self.confusion,
+                 "delays": np.concatenate(self.delays) if self.delays else np.empty(0)})
+
+    @classmethod
+    def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> "PerformanceAccumulator":
+        """The accumulator :meth:`state` described."""
+        acc = cls(scalars["task"])
+        for k in cls._STATE_KEYS[1:]:
+            setattr(acc, k, scalars[k])
+        acc.confusion = np.asarray(arrays["confusion"], dtype=np.int64)
+        delays = np.asarray(arrays["delays"])
+        if delays.size:
+            acc.delays, acc._n_delays = [delays], int(delays.size)
+        return acc
+
     def merge(self, other: "PerformanceAccumulator") -> None:
         """Fold another accumulator of the same task into this one."""
         if other.task != self.task:

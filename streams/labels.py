@@ -124,10 +124,8 @@ def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: 
     arrays["tomb.ids.json"] = json_column(snap.tomb_ids)
     arrays["tomb.reasons"] = snap.tomb_reasons.astype(np.int8)
     if acc is not None:
-        meta["acc"] = {k: getattr(acc, k) for k in ("task", "classes", "n", "log_loss_sum", "log_loss_n",
-                                                    "abs_sum", "sq_sum", "err_sum")}
-        arrays["acc.confusion"] = acc.confusion
-        arrays["acc.delays"] = np.concatenate(acc.delays) if acc.delays else np.empty(0)
+        meta["acc"], acc_arrays = acc.state()
+        arrays.update({f"acc.{k}": v for k, v in acc_arrays.items()})
     if monitor_state is not None:
         meta["monitor"] = sorted(monitor_state)
         for k, v in monitor_state.items():
@@ -163,14 +161,7 @@ def decode_state(blob: bytes) -> dict[str, Any]:
                                     stats)
     acc = None
     if "acc" in meta:
-        a = meta["acc"]
-        acc = PerformanceAccumulator(a["task"])
-        for k in ("classes", "n", "log_loss_sum", "log_loss_n", "abs_sum", "sq_sum", "err_sum"):
-            setattr(acc, k, a[k])
-        acc.confusion = data["acc.confusion"].astype(np.int64)
-        if data["acc.delays"].size:
-            acc.delays = [data["acc.delays"]]
-            acc._n_delays = int(data["acc.delays"].size)
+        acc = PerformanceAccumulator.from_state(meta["acc"], {k: data[f"acc.{k}"] for k in ("confusion", "delays")})
     monitor = {k: data[f"mon.{k}"] for k in meta["monitor"]} if "monitor" in meta else None
     return {"snapshot": snap, "acc": acc, "monitor": monitor, "clock": float(meta["clock"])}
 
