@@ -613,8 +613,9 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
                DWB_RESULT=str(result_path), DWB_DATADIR=str(bench.root / "naive-data"),
                DWB_APP_ID=f"bench-naive-{bench.run_id}", DWB_PARTITIONS=str(PARTITIONS))
     logp = bench.root / "naive.log"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_worker", "worker", "-l", "warn"], env=env,
-                            stdin=subprocess.DEVNULL, stdout=open(logp, "wb"), stderr=subprocess.STDOUT,
+    # --without-web: the `faust worker` command would serve on port 6066, taken by any local worker
+    cmd = [sys.executable, "-m", "benchmarks.naive_worker", "worker", "--without-web", "-l", "warn"]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(logp, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     from streams.localstack import terminate  # noqa: PLC0415
 
