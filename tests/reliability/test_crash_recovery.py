@@ -77,9 +77,12 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
             logs.append(log)
             proc = start_worker(settings_env, mon, log)
             try:
-                # a random point after this worker is up and consuming (traffic still flows)
+                # a random point after this worker is up and has written a window of its own, so
+                # that each restart has a checkpoint to resume from (traffic still flows)
+                before = windowed(settings)
                 wait_for(lambda: "Worker]: Ready" in log.read_text(errors="replace"), 90,
                          f"worker {k} ready", [proc], log)
+                wait_for(lambda: windowed(settings) > before, 90, f"worker {k} writes a window", [proc], log)
                 delay = float(rng.uniform(0.5, 5.0))
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
