@@ -88,7 +88,7 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 assert not done.is_set(), "traffic ended before the kill: it must flow during all three"
-                kills.append({"worker": k, "after_ready_s": round(delay, 2),
+                kills.append({"worker": k, "after_first_window_s": round(delay, 2),
                               "events_windowed_at_kill": windowed(settings)})
             finally:
                 stop(proc)
