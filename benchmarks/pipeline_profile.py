@@ -81,6 +81,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if args.no_eval_thread:
         kw["eval_thread"] = False
+    if args.detector_process:  # as the worker runs by default
+        from streams.detector_process import DetectorProcess  # noqa: PLC0415
+
+        kw.update(evaluator=DetectorProcess(), max_windows_in_flight=4)
     pipe = Pipeline(Settings(), cfg, sink=sink, deadletters=NullDeadLetters(), **kw)
     import gc  # noqa: PLC0415
 
@@ -135,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-events", type=int, default=1000)
     p.add_argument("--batch", type=int, default=200, help="messages per pipeline call (the agent's take_events)")
     p.add_argument("--no-eval-thread", action="store_true", help="run the detectors inline (if the pipeline allows)")
+    p.add_argument("--detector-process", action="store_true",
+                   help="run the detectors in a child process (the worker's default; figures are then the "
+                        "parent's: decoding and windowing)")
     p.add_argument("--gc", choices=["on", "off", "freeze"], default="on",
                    help="Python's cyclic garbage collector during the run (default on, as in the worker)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions (cProfile)")

@@ -128,12 +128,12 @@ _NONE_HASH = hash(None)
 def hash_values(col: np.ndarray) -> np.ndarray:
     """``hash()`` of every element of an object column as int64, and which are None.
 
-    ``map(hash, ...)`` runs in C (no Python bytecode per element) and is about twice
+    ``map(hash, ...)`` over the column as a list runs in C (no Python bytecode per element) and is about four times
     as fast as converting the column to a unicode array. Python's string hashes are
     salted per process: never store them.
     Returns ``(hashes of the present values, present mask)``.
     """
-    h = np.fromiter(map(hash, col), dtype=np.int64, count=col.shape[0])
+    h = np.fromiter(map(hash, col.tolist()), dtype=np.int64, count=col.shape[0])  # a list iterates ~2x faster
     present = np.ones(col.shape[0], dtype=bool)
     cand = np.flatnonzero(h == _NONE_HASH)
     if cand.size:
@@ -260,6 +260,10 @@ class CategoricalReference:
     top_counts: np.ndarray  # int64, len(top) + 1; the last is __other__
     _top_of: np.ndarray | None = field(default=None, init=False, repr=False)  # category -> bin
     _hash_index: tuple | None = field(default=None, init=False, repr=False)  # per process
+
+    def __getstate__(self) -> dict:
+        """Pickled without the hash index: string hashes are salted per process (rebuilt on use)."""
+        return {**self.__dict__, "_hash_index": None}
 
     @property
     def n(self) -> int:

@@ -27,6 +27,7 @@ from faust.types import TP
 
 from streams.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.decode import RawMessage
+from streams.detector_process import DetectorProcess
 from streams.monitors import MonitorsConfig
 from streams.pipeline import CheckpointSource, Pipeline
 from streams.references import ReferenceStore
@@ -77,6 +78,10 @@ class Runtime:
         self.deadletter_sender = KafkaBatchSender(settings)
         # the broker lost its topics (in-memory broker restarted): recreate them with the configured partitions
         self.topic_watch = TopicWatch(settings, topic_watch_every, recreate=recreate_topics)
+        if evaluator == "default" and settings.detector_process:
+            from streams.labels import online_cache_dir
+
+            evaluator = DetectorProcess(str(online_cache_dir(settings.state_dir)))
         self.pipeline = Pipeline(
             settings,
             monitors,
@@ -89,6 +94,8 @@ class Runtime:
             evaluator=evaluator,
             label_hook=_label_hook(monitors, settings),
             alerting=self.alerting,
+            # the detector process gets the next windows while it works on one (no idle gap between them)
+            max_windows_in_flight=4 if isinstance(evaluator, DetectorProcess) else 1,
         )
         self._last_stats = (time.monotonic(), 0, 0)
         self.stale = 0  # events dropped because they were fetched before a rebalance
@@ -190,6 +197,8 @@ class Runtime:
             await rt.sink.stop(timeout=5.0)
             await rt.deadletter_sender.stop()
             await rt.references.close()
+            if isinstance(rt.pipeline.evaluator, DetectorProcess):
+                rt.pipeline.evaluator.close()
 
         self.agents = (inferences, labels)
 

@@ -57,6 +57,7 @@ import numpy as np
 from detectors.frame import Frame, concat
 from detectors.records import T_MODEL, T_VERSION, WINDOW, Record
 from streams.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
+from streams.detector_process import DetectorProcess
 from streams.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
 from streams.monitors import ModelMonitor, MonitorsConfig
 from streams.settings import Settings
@@ -288,6 +289,32 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             return e.records
 
     return evaluate
+
+
+def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w: ClosedWindow, reference,
+                    rolling_frames: list[Frame] | None) -> tuple[list[Record], float]:
+    """Run ``evaluator`` on a closed window: its records, and the seconds it took.
+
+    Runs on the evaluation thread, inline, or in the detector process
+    (:mod:`streams.detector_process`). A ``rolling`` reference (the previous
+    window's rows) is built here, off the event loop. A detector bug must not stop
+    the stream: it is logged and the window gets its counts only.
+    """
+    t0 = time.perf_counter()
+    try:
+        ref = reference
+        if rolling_frames is not None:
+            from detectors.reference import Reference
+
+            rows = concat(rolling_frames)
+            ref = _with_rows(Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
+                                                  segments=model.segments, source="previous window"), rows)
+        records = list(evaluator(model, key, w, ref))
+    except Exception:  # noqa: BLE001
+        log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
+                      w.seq, key.model_id, key.model_version, w.n)
+        records = []
+    return records, time.perf_counter() - t0
 
 
 def _with_rows(reference, rows: Frame):
@@ -867,32 +894,18 @@ class Pipeline:
         self.stats.windowed_events += w.n
         state.windows_closed += 1
 
-        def compute() -> list[Record]:  # on the evaluation thread (or inline)
-            if self.evaluator is None:
-                return []
-            ref = reference
-            t0 = time.perf_counter()
-            try:
-                if rolling_frames is not None:
-                    from detectors.reference import Reference
-
-                    rows = concat(rolling_frames)
-                    ref = _with_rows(Reference.from_frame(rows, model.features,
-                                                          bins=model.drift.histogram_bins, segments=model.segments,
-                                                          source="previous window"), rows)
-                records = list(self.evaluator(model, key, w, ref))
-            except Exception:  # noqa: BLE001 - a detector bug must not stop the stream; the window is counted
-                log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
-                              w.seq, key.model_id, key.model_version, w.n)
-                records = []
-            self.stats.evaluate_s += time.perf_counter() - t0
-            return [r if r.time_ns == w.time_ns else replace(r, time_ns=w.time_ns) for r in records]
-
         async def finish(previous: asyncio.Future | None) -> None:
-            if self._executor is None:
-                records = compute()
+            if self.evaluator is None:
+                records, seconds = [], 0.0
+            elif isinstance(self.evaluator, DetectorProcess):
+                records, seconds = await self.evaluator.evaluate(model, key, w, reference, rolling_frames)
+            elif self._executor is None:
+                records, seconds = evaluate_closed(self.evaluator, model, key, w, reference, rolling_frames)
             else:
-                records = await asyncio.get_running_loop().run_in_executor(self._executor, compute)
+                records, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, evaluate_closed, self.evaluator, model, key, w, reference, rolling_frames)
+            self.stats.evaluate_s += seconds
+            records = [r if r.time_ns == w.time_ns else replace(r, time_ns=w.time_ns) for r in records]
             if previous is not None:
                 await asyncio.wait([previous])  # results go to the sink in closing order
             records.extend(label_records)

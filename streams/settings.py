@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         Path(__file__).parent / "examples" / "demo.yaml", description="monitor config (YAML)"
     )
     detector_engine: Literal["native", "alibi"] = "native"
+    detector_process: bool = Field(
+        True, description="run the detectors in a child process of the worker (another core than decoding); "
+                          "false: on a thread of the worker process")
     worker_web_port: int = Field(6066, ge=0, le=65535)
 
     # Local stack / dashboard ---------------------------------------------------------

@@ -1,0 +1,112 @@
+"""The detectors in a child process give the same records as on the worker's thread, and survive its death."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import time
+
+import pytest
+
+from benchmarks.traffic import Traffic, iter_messages, monitor_config
+from detectors.records import WINDOW
+from streams.deadletter import DeadLetterPublisher
+from streams.decode import RawMessage
+from streams.detector_process import DetectorProcess
+from streams.monitors import parse_monitors
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records = []
+
+    async def submit(self, records):
+        self.records.extend(records)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+async def no_dead_letters(key, value, headers):  # pragma: no cover - the traffic is valid
+    raise AssertionError("no dead letters expected")
+
+
+def traffic_messages(events: int = 6000) -> tuple[Traffic, list[RawMessage]]:
+    tr = Traffic(models=["m"], events=events, batch_events=500, seed=3)
+    msgs = [RawMessage(value, key, "t", 0, i, int(time.time() * 1000))
+            for i, (key, value, _n) in enumerate(iter_messages(tr))]
+    return tr, msgs
+
+
+def run(evaluator, tr: Traffic, msgs: list[RawMessage], window: int = 1000) -> list:
+    cfg = parse_monitors(monitor_config(tr, window=window, reference=window))
+    sink = Sink()
+
+    async def main():
+        p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters), evaluator=evaluator)
+        await p.process(msgs)
+        await p.drain(120)
+
+    asyncio.run(main())
+    return sink.records
+
+
+def comparable(records) -> dict:
+    out = {}
+    for r in records:
+        if r.measurement == WINDOW:
+            continue
+        fields = {k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.fields.items()}
+        out[(r.measurement, tuple(sorted(r.tags.items())), r.time_ns)] = fields
+    return out
+
+
+def test_the_child_process_computes_what_the_thread_computes():
+    tr, msgs = traffic_messages()
+    on_thread = comparable(run("default", tr, msgs))
+    proc = DetectorProcess()
+    try:
+        in_child = comparable(run(proc, tr, msgs))
+    finally:
+        proc.close()
+    measurements = {k[0] for k in on_thread}
+    assert {"dw_drift", "dw_quality", "dw_histogram"} <= measurements  # the detectors really ran
+    assert in_child.keys() == on_thread.keys()
+    for k, want in on_thread.items():
+        got = in_child[k]
+        assert got.keys() == want.keys(), k
+        for f, v in want.items():
+            if isinstance(v, float):
+                assert got[f] == pytest.approx(v, rel=1e-9, abs=1e-12), (k, f)
+            else:
+                assert got[f] == v, (k, f)
+
+
+def test_a_dead_child_costs_one_window_and_is_replaced(caplog):
+    tr, msgs = traffic_messages(4000)
+    proc = DetectorProcess()
+    try:
+        first = run(proc, tr, msgs)
+        assert any(r.measurement == "dw_drift" for r in first)
+        (pid,) = list(proc._pool._processes)  # the one child
+        os.kill(pid, signal.SIGKILL)
+        with caplog.at_level(logging.ERROR, logger="streams.detector_process"):
+            second = run(proc, tr, msgs)
+        assert "the detector process died" in caplog.text
+        assert proc.restarts == 1
+        # every window is still counted (the pipeline's own dw_window point); the one in flight lost its scores
+        windows = {r.time_ns for r in first if r.measurement == WINDOW}
+        assert {r.time_ns for r in second if r.measurement == WINDOW} == windows
+        scored = {r.time_ns for r in second if r.measurement == "dw_drift"}
+        assert len(scored) == len(windows) - 1
+        third = run(proc, tr, msgs)  # the new child works (and got the reference again)
+        drift = lambda records: comparable(r for r in records if r.measurement == "dw_drift")  # noqa: E731
+        assert drift(third) == drift(first)  # (stateful scores, e.g. per source, went on from the 2nd run)
+        assert list(proc._pool._processes) != [pid]
+    finally:
+        proc.close()
