@@ -84,7 +84,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.detector_process:  # as the worker runs by default
         from streams.detector_process import DetectorProcess  # noqa: PLC0415
 
-        kw.update(evaluator=DetectorProcess(), max_windows_in_flight=4)
+        kw["evaluator"] = DetectorProcess()
     pipe = Pipeline(Settings(), cfg, sink=sink, deadletters=NullDeadLetters(), **kw)
     import gc  # noqa: PLC0415
 

@@ -94,8 +94,6 @@ class Runtime:
             evaluator=evaluator,
             label_hook=_label_hook(monitors, settings),
             alerting=self.alerting,
-            # the detector process gets the next windows while it works on one (no idle gap between them)
-            max_windows_in_flight=4 if isinstance(evaluator, DetectorProcess) else 1,
         )
         self._last_stats = (time.monotonic(), 0, 0)
         self.stale = 0  # events dropped because they were fetched before a rebalance
