@@ -63,7 +63,7 @@ def _start(online_cache_dir: str | None, log_level: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-worker", daemon=True).start()
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     # one BLAS thread: the detectors' matrix products are small, and idle BLAS threads spin on the
-    # cores the worker's own process, the broker and InfluxDB need (measured: +10 % events/s on 2 cores)
+    # cores the worker's own process, the broker and InfluxDB need (measured: +15 % events/s on 2 cores)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
