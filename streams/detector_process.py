@@ -25,8 +25,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -91,6 +95,22 @@ def _evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, ref_key
 # -- in the worker ---------------------------------------------------------------------------------
 
 
+@contextmanager
+def _empty_main() -> Iterator[None]:
+    """Start a child without running this process's ``__main__`` in it.
+
+    ``spawn`` imports the parent's main script in the child. The worker's is its CLI (harmless),
+    but a host process may have anything there: under pytest, Streamlit's AppTest leaves the
+    dashboard app as ``__main__``, and the child ran the dashboard and died.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class DetectorProcess:
     """Evaluates closed windows in a child process (see the module docstring).
 
@@ -109,7 +129,8 @@ class DetectorProcess:
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
                                    initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel()))
         self._sent.clear()
-        pool.submit(_ready)
+        with _empty_main():
+            pool.submit(_ready)  # starts the child, here and now
         return pool
 
     async def evaluate(self, model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference: Any,

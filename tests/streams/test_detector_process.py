@@ -7,7 +7,9 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
+import types
 
 import pytest
 
@@ -110,3 +112,21 @@ def test_a_dead_child_costs_one_window_and_is_replaced(caplog):
         assert list(proc._pool._processes) != [pid]
     finally:
         proc.close()
+
+
+def test_the_child_does_not_run_the_hosts_main_script(tmp_path, monkeypatch):
+    # spawn runs the parent's __main__ in the child: a host whose main script must not run there
+    # (under pytest, Streamlit's AppTest leaves the dashboard app as __main__) must not kill the child
+    script = tmp_path / "host.py"
+    script.write_text("raise SystemExit('the host script ran in the detector process')\n")
+    host = types.ModuleType("__main__")
+    host.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", host)
+    tr, msgs = traffic_messages(3000)
+    proc = DetectorProcess()
+    try:
+        records = run(proc, tr, msgs)
+    finally:
+        proc.close()
+    assert proc.restarts == 0
+    assert any(r.measurement == "dw_drift" for r in records)
