@@ -25,6 +25,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -64,6 +65,8 @@ def _exit_with_parent(parent: int, every: float = 1.0) -> None:
 def _start(online_cache_dir: str | None, log_level: int) -> None:
     """Initializer of the child: logging like the worker's, then the detectors (imported in the background)."""
     global _evaluate_fn
+    # Ctrl-C in a terminal reaches the whole process group: the worker shuts down, and stops this process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-worker", daemon=True).start()
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     # one BLAS thread: the detectors' matrix products are small, and idle BLAS threads spin on the

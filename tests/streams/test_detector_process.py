@@ -89,7 +89,7 @@ def test_the_child_process_computes_what_the_thread_computes():
                 assert got[f] == v, (k, f)
 
 
-def test_a_dead_child_costs_one_window_and_is_replaced(caplog):
+def test_a_dead_child_costs_the_windows_in_flight_and_is_replaced(caplog):
     tr, msgs = traffic_messages(4000)
     proc = DetectorProcess()
     try:
@@ -105,7 +105,9 @@ def test_a_dead_child_costs_one_window_and_is_replaced(caplog):
         windows = {r.time_ns for r in first if r.measurement == WINDOW}
         assert {r.time_ns for r in second if r.measurement == WINDOW} == windows
         scored = {r.time_ns for r in second if r.measurement == "dw_drift"}
-        assert len(scored) == len(windows) - 1
+        # the windows in flight when the death is noticed (at most two: one evaluated, one queued)
+        assert 1 <= len(windows) - len(scored) <= 2, (len(windows), len(scored))
+        assert max(windows) in scored  # the new child scores what comes after
         third = run(proc, tr, msgs)  # the new child works (and got the reference again)
         drift = lambda records: comparable(r for r in records if r.measurement == "dw_drift")  # noqa: E731
         assert drift(third) == drift(first)  # (stateful scores, e.g. per source, went on from the 2nd run)
@@ -130,3 +132,20 @@ def test_the_child_does_not_run_the_hosts_main_script(tmp_path, monkeypatch):
         proc.close()
     assert proc.restarts == 0
     assert any(r.measurement == "dw_drift" for r in records)
+
+
+def test_ctrl_c_is_the_workers_to_handle():
+    # Ctrl-C in a terminal signals the worker and its detector process alike: the child must not die
+    # of it (with a traceback) while the worker shuts down in order
+    tr, msgs = traffic_messages(3000)
+    proc = DetectorProcess()
+    try:
+        run(proc, tr, msgs)
+        (pid,) = list(proc._pool._processes)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        records = run(proc, tr, msgs)
+        assert proc.restarts == 0 and list(proc._pool._processes) == [pid]
+        assert any(r.measurement == "dw_drift" for r in records)
+    finally:
+        proc.close()
