@@ -603,7 +603,9 @@ class ReferenceStore:
         on_change: Callable[[tuple[str, str], StoredReference | None], Awaitable[None]],
         poll_ms: int = 1000,
     ) -> None:
-        """Load every reference (``on_snapshot``), then report each change (``on_change``) until cancelled.
+        """Load every reference (``on_snapshot``), then report changes (``on_change``) until cancelled.
+
+        Changes read in one poll are reported once per key, as its latest state.
 
         A change is a new or replaced reference, or ``None`` for a reset (or an
         unusable record: the reader falls back as after a reset). Errors propagate:

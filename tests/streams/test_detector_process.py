@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 import types
+import uuid
 
 import pytest
 
@@ -39,7 +40,9 @@ async def no_dead_letters(key, value, headers):  # pragma: no cover - the traffi
 
 
 def traffic_messages(events: int = 6000) -> tuple[Traffic, list[RawMessage]]:
-    tr = Traffic(models=["m"], events=events, batch_events=500, seed=3)
+    # a model id of its own: the evaluators in this process keep per-model state (per-source extraction
+    # tracking) from other tests' models "m"
+    tr = Traffic(models=[f"dp-{uuid.uuid4().hex[:8]}"], events=events, batch_events=500, seed=3)
     msgs = [RawMessage(value, key, "t", 0, i, int(time.time() * 1000))
             for i, (key, value, _n) in enumerate(iter_messages(tr))]
     return tr, msgs
