@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from streams.sinks.influx import DatabaseNotFound, query
+from tests.sinks import CollectSink
 
 pytestmark = pytest.mark.integration
 
@@ -235,20 +236,10 @@ def expected_points(settings, mon: Path, consume_all, n_messages: int) -> set:
     assert len(recs) == n_messages
     msgs = [RawMessage(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp) for r in recs]
 
-    class Collect:
-        def __init__(self):
-            self.records = []
-
-        async def submit(self, records):
-            self.records.extend(records)
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
-
     async def no_dead_letters(key, value, headers):
         raise AssertionError("this traffic has no dead letters")
 
-    sink = Collect()
+    sink = CollectSink()
     pipeline = Pipeline(settings, load_monitors(mon), sink=sink, deadletters=DeadLetterPublisher(no_dead_letters))
     async def run():
         await pipeline.process(msgs)

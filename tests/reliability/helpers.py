@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from streams.sinks.influx import DatabaseNotFound, InfluxQueryError, query
+from tests.sinks import CollectSink
 
 T0 = float(int(time.time()) - 7200)
 NUMERIC = ["x0", "x1", "x2", "x3"]
@@ -225,22 +226,12 @@ def fault_free_points(settings, monitors: Path, consume_all, n_messages: int) ->
     assert len(recs) == n_messages, (len(recs), n_messages)
     msgs = [RawMessage(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp) for r in recs]
 
-    class Collect:
-        def __init__(self):
-            self.records = []
-
-        async def submit(self, records):
-            self.records.extend(records)
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
-
     async def send(key, value, headers):
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
 
-    sink = Collect()
+    sink = CollectSink()
     pipeline = Pipeline(settings, load_monitors(monitors), sink=sink, deadletters=DeadLetterPublisher(send))
 
     async def run():

@@ -22,17 +22,7 @@ from streams.detector_process import DetectorProcess
 from streams.monitors import parse_monitors
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records = []
-
-    async def submit(self, records):
-        self.records.extend(records)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+from tests.sinks import CollectSink
 
 
 async def no_dead_letters(key, value, headers):  # pragma: no cover - the traffic is valid
@@ -50,7 +40,7 @@ def traffic_messages(events: int = 6000) -> tuple[Traffic, list[RawMessage]]:
 
 def run(evaluator, tr: Traffic, msgs: list[RawMessage], window: int = 1000) -> list:
     cfg = parse_monitors(monitor_config(tr, window=window, reference=window))
-    sink = Sink()
+    sink = CollectSink()
 
     async def main():
         p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters), evaluator=evaluator)

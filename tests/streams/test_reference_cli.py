@@ -39,6 +39,7 @@ from streams.references import (
     references_topic,
 )
 from streams.reference_cli import expectation_problems, feature_summary
+from tests.sinks import CollectSink
 
 NUMERIC = ["x0", "x1", "x2", "x3"]
 C0_P = [0.4, 0.3, 0.2, 0.1]
@@ -208,17 +209,6 @@ def test_cli_rejects_a_bad_file_before_touching_the_broker(tmp_path, monkeypatch
 # ----------------------------------------------------------------------------- the worker wires reference rows
 
 
-class Collect:
-    def __init__(self):
-        self.records = []
-
-    async def submit(self, records):
-        self.records.extend(records)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-
 @pytest.mark.parametrize("source", ["file", "first_n", "rolling"])
 def test_every_reference_source_attaches_its_rows(source, tmp_path):
     """With the reference's rows attached, a model gets adversarial scores without ``warmup_events``."""
@@ -241,7 +231,7 @@ def test_every_reference_source_attaches_its_rows(source, tmp_path):
     async def no_dead_letters(key, value, headers):
         raise AssertionError("no dead letters here")
 
-    sink = Collect()
+    sink = CollectSink()
     p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters))
 
     async def run():
@@ -484,7 +474,7 @@ def test_a_worker_started_later_reads_the_set_reference(settings, settings_env, 
 
         async def main():
             store = ReferenceStore(settings)
-            sink = Collect()
+            sink = CollectSink()
             p = Pipeline(settings, cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters),
                          references=store)
             try:
