@@ -55,19 +55,26 @@ _evaluate_fn: Any = None  # streams.pipeline.default_evaluator(), built by _star
 _references: dict[tuple[str, str], Any] = {}  # (model, version) -> the last reference sent
 
 
-def _exit_with_parent(parent: int, every: float = 1.0) -> None:
-    """End this process when the worker is gone (a SIGKILLed worker must not leave its detectors running)."""
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """End this process when the worker is gone (a SIGKILLed worker must not leave its detectors running).
+
+    ``parent`` is the worker's pid as the worker saw it, not ``os.getppid()`` read here: a worker
+    that dies while this process is still starting (an InfluxDB 401 at start-up, a bad config)
+    has already handed it to init, and a watcher comparing with that would wait forever.
+    """
     while os.getppid() == parent:
         time.sleep(every)
     os._exit(0)
 
 
-def _start(online_cache_dir: str | None, log_level: int) -> None:
+def _start(online_cache_dir: str | None, log_level: int, parent: int) -> None:
     """Initializer of the child: logging like the worker's, then the detectors (imported in the background)."""
     global _evaluate_fn
+    if os.getppid() != parent:  # the worker died before this process got here
+        os._exit(0)
     # Ctrl-C in a terminal reaches the whole process group: the worker shuts down, and stops this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-worker", daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-worker", daemon=True).start()
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     # one BLAS thread: the detectors' matrix products are small, and idle BLAS threads spin on the
     # cores the worker's own process, the broker and InfluxDB need (measured: +15 % events/s on 2 cores)
@@ -130,7 +137,7 @@ class DetectorProcess:
     def _open(self) -> ProcessPoolExecutor:
         # spawn, not fork: the worker has threads (Kafka clients, the event loop's executors)
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                                   initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel()))
+                                   initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel(), os.getpid()))
         self._sent.clear()
         with _empty_main():
             pool.submit(_ready)  # starts the child, here and now

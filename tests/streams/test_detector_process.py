@@ -142,3 +142,48 @@ def test_ctrl_c_is_the_workers_to_handle():
         assert any(r.measurement == "dw_drift" for r in records)
     finally:
         proc.close()
+
+
+HOST = """
+import os, signal, sys, time
+from streams.detector_process import DetectorProcess
+proc = DetectorProcess()
+print(*proc._pool._processes, flush=True)
+how = sys.argv[1]
+if how == "dies-at-once":  # e.g. InfluxDB answered 401 or the config was bad right after start
+    os._exit(1)
+proc._pool.submit(time.sleep, 0).result(120)  # the child is up and initialised
+print("ready", flush=True)
+if how == "exits-without-close":
+    sys.exit(2)
+time.sleep(600)  # killed by the test (SIGTERM, SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["dies-at-once", "exits-without-close", "SIGTERM", "SIGKILL"])
+def test_no_detector_process_outlives_its_worker(how):
+    # after a full CI run a detector process of a worker that died of a 401 at start-up was still
+    # alive minutes later with parent 1: it had read the worker's pid after the worker was gone
+    import subprocess
+
+    host = subprocess.Popen([sys.executable, "-c", HOST, how], stdout=subprocess.PIPE, text=True)
+    try:
+        (child,) = map(int, host.stdout.readline().split())
+        if how in ("SIGTERM", "SIGKILL"):
+            assert host.stdout.readline().strip() == "ready"
+            host.send_signal(getattr(signal, how))
+        host.wait(120)
+        deadline = time.monotonic() + 60
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child), f"the detector process {child} outlived its worker ({how})"
+    finally:
+        host.kill()
