@@ -2,8 +2,9 @@
 
 A :class:`Reference` is built once — from a :class:`~detectors.frame.Frame`
 (the first N events of a model version, or the previous window when the
-reference rolls) or from a file of rows (CSV, Parquet, NPZ; one column per
-feature) — and precomputes everything the drift engine, the histograms and the
+reference rolls) or from a file of rows (CSV or gzipped CSV, JSON lines,
+Parquet, NPZ; one column per feature, values read as the decoder reads events:
+:mod:`detectors.values`) — and precomputes everything the drift engine, the histograms and the
 dashboard need, so a window costs only the work on the window itself:
 
 * numeric features: the non-missing values **sorted** (the KS / CvM engine
@@ -40,6 +41,7 @@ reports them per window).
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -51,14 +53,13 @@ import numpy as np
 
 from detectors.frame import Frame
 from detectors.spec import FeatureSpec
+from detectors.values import parse_categories, parse_numeric
 
 OTHER = "__other__"
 """Label of the bin holding everything outside a top-K list (categories, segments)."""
 
 FORMAT = "driftwatch-reference"
 FORMAT_VERSION = 1
-MISSING_STRINGS = frozenset({"", "na", "nan", "null", "none"})
-"""Cell texts read as missing in CSV files (case-insensitive)."""
 
 
 class ReferenceDataError(ValueError):
@@ -545,46 +546,69 @@ class Reference:
 # -- files of rows ------------------------------------------------------------------------
 
 
-def _frame(path: Path, n: int, numeric: dict, categorical: dict) -> Frame:
+def _check_columns(path: Path, present: Iterable[str], features: Sequence[FeatureSpec]) -> None:
+    present = list(present)
+    missing = [f"{f.name!r} ({_kind(f)})" for f in features if f.name not in present]
+    if missing:
+        raise ReferenceDataError(
+            f"{path}: missing column(s) {', '.join(missing)}; columns present: {present[:50]}")
+
+
+def _kind(f: FeatureSpec) -> str:
+    return "boolean" if f.boolean else f.kind
+
+
+def _frame(path: Path, n: int, columns: dict, features: Sequence[FeatureSpec], text: bool | set[str]) -> Frame:
+    """A frame of the feature columns, each read by :mod:`detectors.values` (as the decoder reads
+    events); the first value of a wrong type is an error naming its column and row.
+
+    ``text``: the cells are text (CSV) — True for every column, or the names of those that are.
+    """
     if n == 0:
         raise ReferenceDataError(f"{path}: the file has no rows")
+    numeric, categorical = {}, {}
+    for f in features:
+        raw = columns[f.name]
+        as_text = text if isinstance(text, bool) else f.name in text
+        if f.kind == "numeric":
+            values, bad = parse_numeric(raw, text=as_text)
+            numeric[f.name] = values
+        else:
+            values, bad = parse_categories(raw, boolean=f.boolean, text=as_text)
+            categorical[f.name] = values
+        if bad is not None:
+            i = int(np.flatnonzero(bad)[0])
+            cell = raw[i]
+            if f.kind == "numeric":
+                what = "the non-numeric value"
+            elif f.boolean:
+                what = "the value (not true/false, 1/0 or yes/no)"
+            else:
+                what = f"a {type(cell).__name__}, not a category (text, integer or boolean):"
+            raise ReferenceDataError(
+                f"{path}: column {f.name!r} is {_kind(f)} but row {i + 1} holds {what} {str(cell)[:40]!r}"
+                f" ({int(bad.sum())} such row(s))")
     return Frame.from_columns(event_id=np.arange(n).astype(str).astype(object),
                               event_time=np.zeros(n), numeric=numeric, categorical=categorical)
 
 
-def _check_columns(path: Path, present: Iterable[str], features: Sequence[FeatureSpec]) -> None:
-    present = list(present)
-    missing = [f"{f.name!r} ({f.kind})" for f in features if f.name not in present]
-    if missing:
-        raise ReferenceDataError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns present: {present}")
-
-
-def _parse_numeric(path: Path, name: str, texts: np.ndarray) -> np.ndarray:
-    """Strings to float64; missing markers become NaN; anything else is an error."""
-    lowered = np.char.lower(np.char.strip(texts.astype(str)))
-    missing = np.isin(lowered, list(MISSING_STRINGS))
-    out = np.full(texts.shape[0], np.nan)
-    try:
-        out[~missing] = texts[~missing].astype(str).astype(np.float64)
-    except ValueError:
-        for i in np.nonzero(~missing)[0]:  # error path only: find the first bad cell
-            try:
-                float(texts[i])
-            except ValueError:
-                raise ReferenceDataError(
-                    f"{path}: column {name!r} is numeric but row {int(i) + 1} holds the "
-                    f"non-numeric value {str(texts[i])[:40]!r}") from None
-        raise
-    return out
+def _open_text(path: Path):
+    """The file as text; ``.gz`` files are decompressed on the fly."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", newline="", encoding="utf-8")
+    return path.open(newline="", encoding="utf-8")
 
 
 def _read_csv(path: Path, features: Sequence[FeatureSpec]) -> Frame:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with _open_text(path) as fh:
             rows = list(csv.reader(fh))
     except UnicodeDecodeError as e:
         raise ReferenceDataError(f"{path}: not UTF-8 text: {e}") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ReferenceDataError(f"{path}: not a readable gzip file: {e}") from None
+    except csv.Error as e:
+        raise ReferenceDataError(f"{path}: not a readable CSV file: {e}") from None
     if not rows:
         raise ReferenceDataError(f"{path}: the file is empty (no header row)")
     header = [h.strip() for h in rows[0]]
@@ -597,17 +621,38 @@ def _read_csv(path: Path, features: Sequence[FeatureSpec]) -> Frame:
     if not body:
         raise ReferenceDataError(f"{path}: the file has no rows")
     table = np.array(body, dtype=object).reshape(len(body), len(header))
-    numeric, categorical = {}, {}
-    for f in features:
-        col = table[:, header.index(f.name)]
-        if f.kind == "numeric":
-            numeric[f.name] = _parse_numeric(path, f.name, col)
-        else:
-            empty = np.char.strip(col.astype(str)) == ""
-            col = col.copy()
-            col[empty] = None
-            categorical[f.name] = col
-    return _frame(path, len(body), numeric, categorical)
+    columns = {f.name: table[:, header.index(f.name)].tolist() for f in features}
+    return _frame(path, len(body), columns, features, text=True)
+
+
+def _read_jsonl(path: Path, features: Sequence[FeatureSpec]) -> Frame:
+    """JSON lines: one object per line, features as keys (or under ``"features"``, as in events)."""
+    import orjson
+
+    rows = []
+    try:
+        with _open_text(path) as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    raise ReferenceDataError(f"{path}: line {number} is not JSON: {e}") from None
+                if type(row) is not dict:
+                    raise ReferenceDataError(f"{path}: line {number} is not a JSON object")
+                inner = row.get("features")
+                rows.append({**row, **inner} if type(inner) is dict else row)
+    except UnicodeDecodeError as e:
+        raise ReferenceDataError(f"{path}: not UTF-8 text: {e}") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ReferenceDataError(f"{path}: not a readable gzip file: {e}") from None
+    if not rows:
+        raise ReferenceDataError(f"{path}: the file has no rows")
+    present = {k for row in rows for k in row}
+    _check_columns(path, sorted(present), features)
+    columns = {f.name: [row.get(f.name) for row in rows] for f in features}
+    return _frame(path, len(rows), columns, features, text=False)
 
 
 def _read_parquet(path: Path, features: Sequence[FeatureSpec]) -> Frame:
@@ -624,26 +669,21 @@ def _read_parquet(path: Path, features: Sequence[FeatureSpec]) -> Frame:
         raise
     except Exception as e:
         raise ReferenceDataError(f"{path}: not a readable Parquet file: {e}") from None
-    numeric, categorical = {}, {}
+    columns = {}
     for f in features:
         col = table.column(f.name)
-        if f.kind == "numeric":
-            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                numeric[f.name] = _parse_numeric(
-                    path, f.name, np.array([None if v is None else v for v in col.to_pylist()],
-                                           dtype=object).astype(str))
+        if f.kind == "numeric" and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            try:  # numbers and booleans in one cast (strings are read as text cells below)
+                columns[f.name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 continue
-            try:
-                numeric[f.name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise ReferenceDataError(
                     f"{path}: column {f.name!r} is numeric but has type {col.type}: {e}") from None
-        else:
-            values = np.array(col.to_pylist(), dtype=object)
-            present = not_missing(values)
-            values[present] = as_str(values[present]).astype(object)
-            categorical[f.name] = values
-    return _frame(path, table.num_rows, numeric, categorical)
+        values = col.to_pylist()
+        if f.kind == "numeric":  # a string column: its cells are parsed as text
+            values = np.array(["" if v is None else v for v in values], dtype=str)
+        columns[f.name] = values
+    return _frame(path, table.num_rows, columns, features, text=False)
 
 
 def _read_npz(path: Path, features: Sequence[FeatureSpec]) -> Frame:
@@ -664,48 +704,51 @@ def _read_npz(path: Path, features: Sequence[FeatureSpec]) -> Frame:
     if len(set(lengths.values())) > 1:
         raise ReferenceDataError(f"{path}: columns have different lengths: {lengths}")
     n = next(iter(lengths.values()), 0)
-    numeric, categorical = {}, {}
+    columns = {}
     for f in features:
         col = np.asarray(data[f.name]).reshape(-1)
-        if f.kind == "numeric":
-            if col.dtype.kind in "fiub":
-                numeric[f.name] = col.astype(np.float64)
-            elif col.dtype.kind in "US":
-                numeric[f.name] = _parse_numeric(path, f.name, col.astype(str))
-            else:
-                raise ReferenceDataError(
-                    f"{path}: column {f.name!r} is numeric but has dtype {col.dtype}")
-        else:
-            if col.dtype.kind not in "USbiuf":
-                raise ReferenceDataError(
-                    f"{path}: column {f.name!r} is categorical but has dtype {col.dtype}; "
-                    f"use strings (or integers/booleans)")
-            values = col.astype(str).astype(object)
-            if col.dtype.kind in "US":
-                values[np.char.strip(col.astype(str)) == ""] = None
-            elif col.dtype.kind == "f":
-                values[np.isnan(col)] = None
-            categorical[f.name] = values
-    return _frame(path, n, numeric, categorical)
+        if col.dtype.kind not in "USbiuf":
+            raise ReferenceDataError(
+                f"{path}: column {f.name!r} is {_kind(f)} but has dtype {col.dtype}; "
+                f"use numbers, booleans or strings")
+        columns[f.name] = col.astype(str).tolist() if col.dtype.kind in "US" else col
+    # strings are text cells (an empty one is missing); numbers and booleans keep their type
+    text = {f.name for f in features if np.asarray(data[f.name]).dtype.kind in "US"}
+    return _frame(path, n, columns, features, text=text)
 
 
-READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".pq": _read_parquet, ".npz": _read_npz}
+READERS = {".csv": _read_csv, ".csv.gz": _read_csv, ".jsonl": _read_jsonl, ".jsonl.gz": _read_jsonl,
+           ".ndjson": _read_jsonl, ".ndjson.gz": _read_jsonl, ".parquet": _read_parquet, ".pq": _read_parquet,
+           ".npz": _read_npz}
+"""Reference file types by name ending (case-insensitive)."""
+
+
+def reader_of(path: str | Path):
+    """The reader of a reference file by its name ending, or None when the type is not supported."""
+    name = Path(path).name.lower()
+    return next((r for suffix, r in sorted(READERS.items(), key=lambda kv: -len(kv[0]))
+                 if name.endswith(suffix)), None)
 
 
 def read_rows(path: str | Path, features: Sequence[FeatureSpec]) -> Frame:
     """Read a file of reference rows into a :class:`Frame` (columns = feature names).
 
-    CSV (header row; empty/``NA``/``NaN``/``null`` cells are missing), Parquet
-    (nulls are missing), or NPZ (one array per feature; strings as unicode arrays).
+    CSV, optionally gzipped (``.csv``, ``.csv.gz``; a header row; every cell is text:
+    empty/``NA``/``NaN``/``null`` numeric cells and empty categorical cells are
+    missing), JSON lines (``.jsonl``, ``.jsonl.gz``, ``.ndjson``: one object per line,
+    the features as keys or under ``"features"`` as in an event; null is missing),
+    Parquet (nulls are missing) or NPZ (one array per feature; strings as unicode
+    arrays). Values are read by :mod:`detectors.values`, the rules the decoder applies
+    to events, so ``True`` in a pandas CSV and ``true`` in an event are one value.
     Extra columns are ignored. Raises :class:`ReferenceDataError` naming the file
-    and the problem: unreadable, unknown format, missing column, non-numeric
-    value in a numeric column, no rows.
+    and the problem: unreadable, unknown format, missing column, a value of the
+    wrong type (with its column and row), no rows.
     """
     path = Path(path)
-    reader = READERS.get(path.suffix.lower())
+    reader = reader_of(path)
     if reader is None:
         raise ReferenceDataError(
-            f"{path}: unknown reference file type {path.suffix!r}; use one of {sorted(READERS)}")
+            f"{path}: unknown reference file type {''.join(path.suffixes[-2:])!r}; use one of {sorted(READERS)}")
     if not path.is_file():
         raise ReferenceDataError(f"{path}: reference file not found")
     try:

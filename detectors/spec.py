@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FeatureKind = Literal["numeric", "categorical"]
+"""Kinds the detectors know; the config also accepts ``kind: boolean`` (see :class:`FeatureSpec`)."""
 Engine = Literal["native", "alibi"]
 Correction = Literal["bonferroni", "fdr", "none"]
 
@@ -24,10 +25,23 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    """One model input: its kind and the expectations data quality checks."""
+    """One model input: its kind and the expectations data quality checks.
+
+    ``kind: boolean`` declares a categorical feature of truth values: ``true``,
+    ``True``, ``1``, ``yes`` (and their opposites) — in events and in reference
+    files alike — are read as one category, ``"true"`` / ``"false"``
+    (:mod:`detectors.values`); anything else is a type error. It is stored as
+    ``kind: categorical`` with ``boolean: true``, so every detector treats it as
+    the categorical feature it is.
+
+    >>> f = FeatureSpec(name="churned", kind="boolean")
+    >>> f.kind, f.boolean
+    ('categorical', True)
+    """
 
     name: str = Field(min_length=1, max_length=128)
     kind: FeatureKind
+    boolean: bool = Field(default=False, description="categorical of truth values (config: kind: boolean)")
     min: float | None = None
     max: float | None = None
     allowed: list[str] | None = Field(default=None, description="allowed categories (categorical)")
@@ -38,8 +52,21 @@ class FeatureSpec(_Strict):
         description="sensitive features: Laplace noise at this epsilon per published histogram "
                     "(smaller = more private); null = histograms withheld")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _boolean_kind(cls, data):
+        if isinstance(data, dict) and data.get("kind") == "boolean":
+            data = {**data, "kind": "categorical", "boolean": True}
+        elif isinstance(data, dict) and "kind" in data and data["kind"] not in ("numeric", "categorical"):
+            raise ValueError(f"kind must be numeric, categorical or boolean, not {data['kind']!r}")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "FeatureSpec":
+        if self.boolean and self.kind != "categorical":
+            raise ValueError("boolean applies to categorical features (write kind: boolean)")
+        if self.boolean and self.allowed is not None and not set(self.allowed) <= {"true", "false"}:
+            raise ValueError(f"a boolean feature's values are 'true' and 'false', not {self.allowed}")
         if self.kind == "categorical" and (self.min is not None or self.max is not None):
             raise ValueError("min/max apply to numeric features only")
         if self.kind == "numeric" and self.allowed is not None:

@@ -1,4 +1,14 @@
-"""``driftwatch check-config FILE``: validate a monitor config and say what is wrong."""
+"""``driftwatch check-config FILE``: validate a monitor config and say what is wrong.
+
+Beyond the schema, it checks what only shows when a worker starts: it opens every
+reference file and builds the reference exactly as the worker does
+(:func:`streams.monitors.file_reference`: readable format, every feature's column
+present, values of the declared kind), resolves each webhook's URL and signing secret
+(environment variables set, secret files readable) and looks for the squeeze model
+files of the adversarial scores. Each problem is reported with its field path
+(``models[0].reference.file``), so a config that passes here is one the worker uses
+as written.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +16,44 @@ import argparse
 import sys
 from pathlib import Path
 
-from streams.monitors import ConfigError, load_monitors
+from streams.monitors import ConfigError, MonitorsConfig, file_reference, load_monitors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="monitor config (YAML)")
+
+
+def problems(cfg: MonitorsConfig) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """``([(field path, problem)], {model id: reference summary})`` of what a worker would reject.
+
+    Reads every reference file (as large as the worker would); touches no broker or database.
+    """
+    from detectors.reference import ReferenceDataError
+    from streams.alerts.rules import RuleError
+
+    found: list[tuple[str, str]] = []
+    summaries: dict[str, str] = {}
+    for i, m in enumerate(cfg.models):
+        if m.reference.file is not None:
+            try:
+                ref = file_reference(m)
+            except (ReferenceDataError, ValueError, OSError) as e:
+                found.append((f"models[{i}].reference.file", str(e)))
+            else:
+                summaries[m.model_id] = f"reference {m.reference.file.name}: {ref.n_rows} rows"
+        sq = m.adversarial.squeeze.model
+        if sq is not None and not Path(sq).is_file():
+            found.append((f"models[{i}].adversarial.squeeze.model", f"{sq}: file not found"))
+    for j, w in enumerate(cfg.webhooks):
+        for what, resolve in (("url_env", w.resolve_url), ("secret_env" if w.secret_env else "secret_file",
+                                                           w.resolve_secret)):
+            if what == "url_env" and w.url_env is None:
+                continue
+            try:
+                resolve()
+            except RuleError as e:
+                found.append((f"webhooks[{j}].{what}", str(e)))
+    return found, summaries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    found, summaries = problems(cfg)
+    if found:
+        print(f"the worker would reject {args.file}:", file=sys.stderr)
+        for path, problem in found:
+            print(f"  {args.file}: {path}: {problem}", file=sys.stderr)
+        return 1
     for m in cfg.models:
         win = m.window
         size = f"{win.size_events} events" if win.size_events else f"{win.size_seconds}s (+{win.grace_seconds}s grace)"
-        print(f"ok  {m.model_id}: {len(m.features)} features, {m.task}, window {size}")
+        ref = summaries.get(m.model_id) or "reference " + ", ".join(
+            f"{k}={v}" for k, v in m.reference.model_dump(exclude_none=True, exclude_defaults=True).items())
+        print(f"ok  {m.model_id}: {len(m.features)} features, {m.task}, window {size}, {ref}")
     return 0

@@ -16,14 +16,18 @@ plus the events counted by its dead letters equal the events it carried
 (:meth:`Decoded.n_events`).
 
 What is *not* a dead letter: a value of the wrong type in a feature (a string
-in a numeric feature, a float or a list in a categorical one). The event is
-kept, the value becomes missing and the feature's ``type_error`` mask marks it,
-so data quality counts it. Features the monitor does not know are ignored.
+in a numeric feature, a fractional number or a list in a categorical one,
+anything but a truth value in a boolean one). The event is kept, the value
+becomes missing and the feature's ``type_error`` mask marks it, so data quality
+counts it. Features the monitor does not know are ignored.
 
+Values are read by :mod:`detectors.values`, the same functions that read
+reference files, so a reference and the events agree on what a value is
+(``True`` in a pandas CSV and ``true`` in an event are one category).
 Validation is columnar: a column batch is checked with one numpy conversion per
 column (``array.array('d', col)`` is strict — it refuses strings, unlike
-``np.asarray(..., float)`` which would parse ``"1.5"`` — with a per-element
-fallback only when that fails). Rows (single events and JSON arrays of events)
+``np.asarray(..., float)`` which would parse ``"1.5"``), with set and dict
+operations over the column where a conversion alone cannot tell. Rows (single events and JSON arrays of events)
 are first turned into the same columns, so a row batch and a column batch with
 the same events decode to the same frame.
 
@@ -52,6 +56,7 @@ import numpy as np
 import orjson
 
 from detectors.frame import Frame, concat
+from detectors.values import parse_categories, parse_numeric
 from streams.monitors import ModelMonitor, MonitorsConfig
 from streams.schemas import SCHEMA_VERSION
 
@@ -81,8 +86,6 @@ _INF_EVENT_KEYS = frozenset(
 _INF_BATCH_KEYS = _INF_EVENT_KEYS
 _LABEL_EVENT_KEYS = frozenset(("schema_version", "type", "event_id", "model_id", "label", "label_time"))
 _LABEL_BATCH_KEYS = _LABEL_EVENT_KEYS
-_NUMBER_TYPES = frozenset((float, int, bool))
-_NUMBER_OR_NONE = frozenset((float, int, bool, type(None)))
 _STR_OR_NONE = frozenset((str, type(None)))
 
 
@@ -228,57 +231,6 @@ def _classify_json_error(value: bytes, err: Exception) -> _Bad:
 # ----------------------------------------------------------------------------- columns
 
 
-def _to_float64(col: list) -> tuple[np.ndarray, np.ndarray | None]:
-    """Numbers (bool as 0/1) to float64 with None as NaN; other values are type errors.
-
-    Returns ``(values, type_error)``; ``type_error`` is None when there is none.
-    """
-    try:  # strict and fast: refuses None and strings (the array shares the array.array's buffer)
-        return np.frombuffer(array.array("d", col), dtype=np.float64), None
-    except (TypeError, OverflowError):
-        pass
-    if set(map(type, col)) <= _NUMBER_OR_NONE:
-        try:
-            return np.asarray(col, dtype=np.float64), None
-        except OverflowError:
-            pass
-    n = len(col)
-    out = np.full(n, np.nan)
-    bad = np.zeros(n, dtype=bool)
-    for i, x in enumerate(col):
-        t = type(x)
-        if t is float or t is int or t is bool:
-            try:
-                out[i] = x
-            except OverflowError:
-                bad[i] = True
-        elif x is not None:
-            bad[i] = True
-    out[~np.isfinite(out) & ~np.isnan(out)] = np.nan  # cannot happen from JSON; defensive
-    return out, (bad if bad.any() else None)
-
-
-def _to_category(col: list) -> tuple[np.ndarray, np.ndarray | None]:
-    """Strings as they are, ints and bools as text; floats, lists, dicts are type errors."""
-    if set(map(type, col)) <= _STR_OR_NONE:
-        return np.array(col, dtype=object), None
-    n = len(col)
-    out = np.empty(n, dtype=object)
-    bad = np.zeros(n, dtype=bool)
-    for i, x in enumerate(col):
-        t = type(x)
-        if t is str or x is None:
-            out[i] = x
-        elif t is bool:
-            out[i] = "true" if x else "false"
-        elif t is int:
-            out[i] = str(x)
-        else:
-            out[i] = None
-            bad[i] = True
-    return out, (bad if bad.any() else None)
-
-
 def _to_time(x: Any) -> float:
     """Epoch seconds from a number or an ISO-8601 string (naive = UTC)."""
     t = type(x)
@@ -293,17 +245,6 @@ def _to_time(x: Any) -> float:
             d = d.replace(tzinfo=timezone.utc)
         return d.timestamp()
     raise _Bad(R_SCHEMA, f"must be a number or an ISO-8601 string, not {t.__name__}")
-
-
-def _label_text(x: Any) -> str | None:
-    t = type(x)
-    if t is str or x is None:
-        return x
-    if t is bool:
-        return "true" if x else "false"
-    if t is int:
-        return str(x)
-    raise ValueError(f"label must be a string, integer or boolean, not {t.__name__}")
 
 
 class _RowErrors:
@@ -432,10 +373,10 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
         if type(col) is not list or len(col) != n:
             raise _Bad(R_SCHEMA, f"features.{spec.name} must be a list of {n} values")
         if spec.kind == "numeric":
-            values, bad = _to_float64(col)
+            values, bad = parse_numeric(col)
             numeric[spec.name] = values
         else:
-            values, bad = _to_category(col)
+            values, bad = parse_categories(col, boolean=spec.boolean)
             categorical[spec.name] = values
         type_error[spec.name] = bad if bad is not None else np.zeros(n, dtype=bool)
     for name, col in feats.items():  # unmonitored features: only their shape matters
@@ -468,15 +409,10 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
     if labels is not None:
         if type(labels) is not list or len(labels) != n:
             raise _Bad(R_SCHEMA, f"prediction.label must be a list of {n} values")
-        if set(map(type, labels)) <= _STR_OR_NONE:
-            pred_label = np.array(labels, dtype=object)
-        else:
-            pred_label = np.empty(n, dtype=object)
-            for i, x in enumerate(labels):
-                try:
-                    pred_label[i] = _label_text(x)
-                except ValueError as e:
-                    errors.add([i], R_SCHEMA, "prediction.label", str(e))
+        pred_label, bad = parse_categories(labels)
+        if bad is not None:
+            errors.add(np.flatnonzero(bad), R_SCHEMA, "prediction.label",
+                       lambda i: f"must be a string, integer or boolean, not {type(labels[i]).__name__}")
         present |= pred_label != None  # noqa: E711 (elementwise)
     pred_proba = None
     classes: tuple[str, ...] = ()
@@ -490,7 +426,7 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
             col = probs[cls]
             if type(col) is not list or len(col) != n:
                 raise _Bad(R_SCHEMA, f"prediction.probabilities[{cls!r}] must be a list of {n} numbers")
-            values, bad = _to_float64(col)
+            values, bad = parse_numeric(col)
             if bad is not None:
                 errors.add(np.flatnonzero(bad), R_SCHEMA, f"prediction.probabilities[{cls!r}]", "is not a number")
             pred_proba[:, j] = values
@@ -503,7 +439,7 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
             continue
         if type(col) is not list or len(col) != n:
             raise _Bad(R_SCHEMA, f"prediction.{key} must be a list of {n} numbers")
-        values, bad = _to_float64(col)
+        values, bad = parse_numeric(col)
         if bad is not None:
             errors.add(np.flatnonzero(bad), R_SCHEMA, f"prediction.{key}", "is not a number")
         present |= ~np.isnan(values)

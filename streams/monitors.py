@@ -60,7 +60,8 @@ class WindowConfig(_Strict):
 class ReferenceConfig(_Strict):
     """Where the reference distribution comes from (exactly one source)."""
 
-    file: Path | None = Field(None, description="CSV, Parquet or NPZ of reference rows")
+    file: Path | None = Field(None, description="reference rows: .csv, .csv.gz, .jsonl(.gz), .parquet or .npz "
+                                                "(docs/references.md)")
     first_n: int | None = Field(None, ge=10, description="the first N events of each model version")
     rolling: bool = Field(False, description="the previous window")
 
@@ -180,3 +181,21 @@ def load_monitors(path: Path | str) -> MonitorsConfig:
         if sq.model is not None and not sq.model.is_absolute():  # the estimator file, next to the config
             m.adversarial = m.adversarial.model_copy(update={"squeeze": sq.model_copy(update={"model": (path.parent / sq.model).resolve()})})
     return cfg
+
+
+def file_reference(model: ModelMonitor):
+    """The :class:`~detectors.reference.Reference` a worker builds from ``model.reference.file``, its rows
+    attached (the row-based evaluators need them).
+
+    One function for the worker and ``check-config``, so the check rejects exactly what the worker would.
+    Raises :class:`~detectors.reference.ReferenceDataError` (or ``ValueError``) saying why the file is unusable.
+    """
+    from detectors.advanced import attach_reference_frame
+    from detectors.reference import Reference, read_rows
+
+    if model.reference.file is None:
+        raise ValueError(f"{model.model_id}: the reference is not a file")
+    rows = read_rows(model.reference.file, model.features)
+    ref = Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
+                               source=str(model.reference.file))
+    return attach_reference_frame(ref, rows)

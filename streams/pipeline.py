@@ -699,15 +699,11 @@ class Pipeline:
 
     def _file_reference(self, model: ModelMonitor):
         if model.model_id not in self._file_refs:
-            from detectors.reference import Reference, ReferenceDataError
+            from detectors.reference import ReferenceDataError
+            from streams.monitors import file_reference
 
             try:
-                from detectors.reference import read_rows
-
-                rows = read_rows(model.reference.file, model.features)
-                self._file_refs[model.model_id] = _with_rows(Reference.from_frame(
-                    rows, model.features, bins=model.drift.histogram_bins,
-                    segments=model.segments, source=str(model.reference.file)), rows)
+                self._file_refs[model.model_id] = file_reference(model)
             except (ReferenceDataError, OSError, ValueError) as e:
                 log.error("%s: the reference file cannot be used, windows get no drift tests: %s", model.model_id, e)
                 self._file_refs[model.model_id] = None

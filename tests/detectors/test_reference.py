@@ -281,3 +281,88 @@ def test_file_level_errors(tmp_path):
     np.savez(tmp_path / "empty.npz", age=np.zeros(0), income=np.zeros(0), color=np.zeros(0, "<U1"))
     with pytest.raises(ReferenceDataError, match="has no rows"):
         read_rows(tmp_path / "empty.npz", SPECS)
+
+
+# -- the files users write: gzipped CSV, JSON lines, pandas-written CSV and Parquet ----------------------------
+
+USER_SPECS = (
+    FeatureSpec(name="age", kind="numeric"),
+    FeatureSpec(name="churned", kind="boolean"),
+    FeatureSpec(name="plan", kind="categorical"),
+    FeatureSpec(name="seats", kind="categorical"),
+)
+
+
+@pytest.fixture
+def user_table(rng):
+    """A pandas DataFrame as users have them: a bool column, an int category with gaps (float64 in pandas)."""
+    import pandas as pd
+
+    n = 300
+    seats = rng.integers(1, 4, n).astype(float)
+    seats[::9] = np.nan
+    age = np.round(rng.normal(40, 10, n), 2)
+    age[::11] = np.nan
+    return pd.DataFrame({"age": age, "churned": rng.random(n) < 0.3,
+                         "plan": np.array(["free", "pro", "team"], dtype=object)[rng.integers(0, 3, n)],
+                         "seats": seats, "unused": np.arange(n)})
+
+
+def _same_reference(a: Reference, b: Reference) -> None:
+    assert a.n_rows == b.n_rows
+    np.testing.assert_array_equal(a.numeric["age"].values, b.numeric["age"].values)
+    for name in ("churned", "plan", "seats"):
+        ca, cb = a.categorical[name], b.categorical[name]
+        assert ca.categories.tolist() == cb.categories.tolist(), name
+        assert ca.counts.tolist() == cb.counts.tolist() and ca.n_missing == cb.n_missing, name
+
+
+def test_every_file_type_users_write_gives_one_reference(tmp_path, user_table):
+    """pandas' to_csv (plain and .gz), to_parquet and to_json(lines) of one table: one reference, with the
+    events' spelling of the values (true/false, 1/2/3)."""
+    df = user_table
+    df.to_csv(tmp_path / "r.csv", index=False)
+    df.to_csv(tmp_path / "r.csv.gz", index=False)  # pandas compresses by the name
+    df.to_parquet(tmp_path / "r.parquet", index=False)
+    df.to_json(tmp_path / "r.jsonl", orient="records", lines=True)
+    df.to_json(tmp_path / "r.jsonl.gz", orient="records", lines=True)
+    assert (tmp_path / "r.csv").read_text().count("True") > 0  # pandas writes True/False
+    refs = {p: Reference.from_file(tmp_path / p, USER_SPECS)
+            for p in ("r.csv", "r.csv.gz", "r.parquet", "r.jsonl", "r.jsonl.gz")}
+    first = refs["r.csv"]
+    assert first.categorical["churned"].categories.tolist() == ["false", "true"]
+    assert first.categorical["seats"].categories.tolist() == ["1", "2", "3"]
+    assert first.categorical["seats"].n_missing == int(df["seats"].isna().sum())
+    assert first.numeric["age"].n_missing == int(df["age"].isna().sum())
+    assert first.categorical["churned"].counts.tolist() == [int((~df["churned"]).sum()), int(df["churned"].sum())]
+    for name, ref in refs.items():
+        _same_reference(ref, first)
+
+
+def test_jsonl_rows_may_be_events(tmp_path):
+    """A dump of the inference stream (features under "features") is a reference file too."""
+    import orjson
+
+    rows = [{"event_id": str(i), "features": {"age": 30 + i, "churned": i % 2 == 0, "plan": "pro", "seats": 2}}
+            for i in range(20)]
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    frame = read_rows(tmp_path / "events.jsonl", USER_SPECS)
+    assert frame.categorical["churned"].tolist()[:2] == ["true", "false"]
+    assert frame.numeric["age"].tolist()[:2] == [30.0, 31.0]
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("bad.csv.gz", b"age,churned\n1,True\n", r"bad\.csv\.gz: not a readable gzip file"),
+    ("bad.jsonl", b'{"age": 1}\n{"age": \n', r"bad\.jsonl: line 2 is not JSON"),
+    ("list.jsonl", b'[1, 2]\n', r"list\.jsonl: line 1 is not a JSON object"),
+    ("cols.jsonl", b'{"age": 1, "churned": true}\n', r"missing column\(s\) 'plan' \(categorical\)"),
+    ("bool.csv", b"age,churned,plan,seats\n1,True,pro,1\n2,maybe,pro,1\n",
+     r"bool\.csv: column 'churned' is boolean but row 2 holds the value .*'maybe'"),
+    ("frac.jsonl", b'{"age": 1, "churned": true, "plan": "pro", "seats": 1.5}\n',
+     r"frac\.jsonl: column 'seats' is categorical but row 1 holds a float"),
+    ("ref.xlsx", b"x", r"unknown reference file type '\.xlsx'"),
+])
+def test_what_the_worker_rejects_is_named(tmp_path, name, content, match):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ReferenceDataError, match=match):
+        read_rows(tmp_path / name, USER_SPECS)

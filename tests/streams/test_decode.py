@@ -474,3 +474,45 @@ def test_schema_details_from_pydantic_are_budgeted_per_call():
     worded = [d for d in out.dead if "Field required" in d.detail]
     assert len(worded) == Decoder.SCHEMA_DETAILS_PER_CALL
     assert all("prediction" in d.detail for d in out.dead)
+
+
+# ------------------------------------------------------------------ events and references read values one way
+
+
+@pytest.mark.parametrize("kind", ["categorical", "boolean"])
+def test_pandas_booleans_in_the_reference_match_json_booleans_in_events(tmp_path, kind):
+    """A reference CSV written by pandas holds True/False, events carry true/false: the same distribution
+    must not drift (it drifted with p = 0 in every window when the two were read differently)."""
+    import pandas as pd
+    from scipy.stats import chi2_contingency
+
+    from detectors.reference import Reference
+    from detectors.spec import DriftSpec
+    from detectors.univariate import univariate_drift
+
+    rng = np.random.default_rng(3)
+    cfg = parse_monitors({"models": [{"model_id": "m", "features": [{"name": "flag", "kind": kind},
+                                                                    {"name": "x", "kind": "numeric"}]}]})
+    feats = cfg.models[0].features
+    pd.DataFrame({"flag": rng.random(2000) < 0.3, "x": rng.normal(size=2000)}).to_csv(tmp_path / "ref.csv",
+                                                                                       index=False)
+    reference = Reference.from_file(tmp_path / "ref.csv", feats)
+    flags = (rng.random(1000) < 0.3).tolist()
+    doc = batch(1000, features={"flag": flags, "x": rng.normal(size=1000).tolist()})
+    frame = Decoder(cfg).decode([msg(doc)]).frames[StreamKey("t", 0, "m", "1")].frame
+    assert set(frame.categorical["flag"].tolist()) == {"true", "false"}
+    result = univariate_drift(frame, reference, DriftSpec())
+    flag = result.feature("flag")
+    ref_counts = reference.categorical["flag"].counts  # false, true
+    cur_counts = [flags.count(False), flags.count(True)]
+    expected_p = chi2_contingency([ref_counts, cur_counts]).pvalue  # independent computation (Yates, as scipy)
+    assert flag.p_value == pytest.approx(expected_p, rel=1e-6, abs=1e-12)
+    assert flag.p_value > 0.001 and not flag.drift
+
+
+def test_a_boolean_feature_reads_every_spelling_in_events():
+    cfg = parse_monitors({"models": [{"model_id": "m", "features": [{"name": "b", "kind": "boolean"}]}]})
+    doc = batch(6, features={"b": [True, "true", 1, "False", 0, "maybe"]})
+    frame = Decoder(cfg).decode([msg(doc)]).frames[StreamKey("t", 0, "m", "1")].frame
+    assert frame.categorical["b"].tolist() == ["true", "true", "true", "false", "false", None]
+    assert frame.type_error["b"].tolist() == [False] * 5 + [True]  # counted by data quality, not dropped

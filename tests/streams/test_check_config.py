@@ -1,0 +1,119 @@
+"""``driftwatch check-config``: it rejects what the worker would reject, naming the field.
+
+The worker builds a file reference with :func:`streams.monitors.file_reference` and, when that
+fails, logs an error and runs without drift tests. ``check-config`` must fail on the same files,
+so every case below is also handed to the worker's own code path (``Pipeline._file_reference``).
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streams.check_config import problems
+from streams.cli import main
+from streams.monitors import load_monitors
+
+FEATURES = [{"name": "age", "kind": "numeric"}, {"name": "churned", "kind": "boolean"},
+            {"name": "plan", "kind": "categorical"}]
+GOOD_CSV = "age,churned,plan\n" + "".join(f"{20 + i % 40},{'True' if i % 3 else 'False'},{'pro' if i % 2 else 'free'}\n"
+                                          for i in range(200))
+
+
+def config(tmp_path: Path, reference: str, webhooks: list | None = None) -> Path:
+    cfg = {"models": [{"model_id": "m", "features": FEATURES, "reference": {"file": reference}}]}
+    if webhooks:
+        cfg["webhooks"] = webhooks
+    path = tmp_path / "monitors.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def worker_reference(path: Path):
+    """What the worker makes of the config's reference file (None: it runs without drift tests)."""
+    from streams.deadletter import DeadLetterPublisher
+    from streams.pipeline import Pipeline
+    from streams.settings import Settings
+    from tests.sinks import CollectSink
+
+    async def no_dead_letters(key, value, headers):
+        raise AssertionError("nothing is decoded here")
+
+    cfg = load_monitors(path)
+    pipeline = Pipeline(Settings(), cfg, sink=CollectSink(), deadletters=DeadLetterPublisher(no_dead_letters))
+    return pipeline._file_reference(cfg.models[0])
+
+
+def test_a_gzipped_csv_written_by_pandas_is_accepted_and_used_by_the_worker(tmp_path, capsys):
+    with gzip.open(tmp_path / "ref.csv.gz", "wt") as fh:
+        fh.write(GOOD_CSV)
+    path = config(tmp_path, "ref.csv.gz")
+    assert main(["check-config", str(path)]) == 0
+    assert "reference ref.csv.gz: 200 rows" in capsys.readouterr().out
+    ref = worker_reference(path)
+    assert ref is not None and ref.n_rows == 200
+    assert ref.categorical["churned"].categories.tolist() == ["false", "true"]
+
+
+BAD = {
+    "corrupt.csv.gz": (b"age,churned,plan\n1,True,pro\n", "not a readable gzip file"),
+    "columns.csv": (b"age,plan\n1,pro\n", "missing column(s) 'churned' (boolean)"),
+    "types.csv": (b"age,churned,plan\n1,True,pro\nold,False,free\n", "column 'age' is numeric but row 2"),
+    "boolean.csv": (b"age,churned,plan\n1,True,pro\n2,perhaps,free\n", "column 'churned' is boolean but row 2"),
+    "ref.xlsx": (b"PK\x03\x04", "unknown reference file type '.xlsx'"),
+    "empty.jsonl": (b"\n", "has no rows"),
+    "truncated.parquet": (b"PAR1\x00\x00", "not a readable Parquet file"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_reference_the_worker_would_reject_is_reported_with_its_field(tmp_path, capsys, name):
+    content, says = BAD[name]
+    (tmp_path / name).write_bytes(content)
+    path = config(tmp_path, name)
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: models[0].reference.file: " in err and says in err and name in err, err
+    assert worker_reference(path) is None  # the worker would have run this model without drift tests
+
+
+def test_a_missing_reference_file_is_reported(tmp_path, capsys):
+    path = config(tmp_path, "nope.csv")
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "models[0].reference.file" in err and "nope.csv: reference file not found" in err
+
+
+def test_unset_webhook_secrets_are_reported(tmp_path, capsys, monkeypatch):
+    (tmp_path / "ref.csv").write_text(GOOD_CSV)
+    monkeypatch.delenv("DW_TEST_HOOK_SECRET", raising=False)
+    monkeypatch.delenv("DW_TEST_HOOK_URL", raising=False)
+    path = config(tmp_path, "ref.csv", webhooks=[
+        {"name": "ops", "url": "https://example.org/hook", "secret_env": "DW_TEST_HOOK_SECRET"},
+        {"name": "chat", "url_env": "DW_TEST_HOOK_URL", "secret_file": str(tmp_path / "no-secret")}])
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "webhooks[0].secret_env: webhook 'ops': environment variable DW_TEST_HOOK_SECRET is not set" in err
+    assert "webhooks[1].url_env: webhook 'chat': environment variable DW_TEST_HOOK_URL is not set" in err
+    assert "webhooks[1].secret_file: webhook 'chat': cannot read secret_file" in err
+    monkeypatch.setenv("DW_TEST_HOOK_SECRET", "s3cret-value")
+    monkeypatch.setenv("DW_TEST_HOOK_URL", "https://chat.example.org/x")
+    (tmp_path / "no-secret").write_text("another-secret\n")
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "s3cret-value" not in out.out + out.err and "another-secret" not in out.out + out.err
+
+
+def test_problems_reads_no_broker_and_lists_everything(tmp_path):
+    """Every problem at once (not only the first), each with its own field path."""
+    (tmp_path / "a.csv").write_bytes(BAD["columns.csv"][0])
+    cfg = {"models": [{"model_id": m, "features": FEATURES, "reference": {"file": f}}
+                      for m, f in (("a", "a.csv"), ("b", "b.parquet"))]}
+    path = tmp_path / "monitors.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    found, summaries = problems(load_monitors(path))
+    assert [p for p, _ in found] == ["models[0].reference.file", "models[1].reference.file"]
+    assert summaries == {}
