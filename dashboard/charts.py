@@ -110,6 +110,22 @@ def lines(
     return unvalidated(alt.layer(base, r).properties(title=title))
 
 
+def lines_with_band(df: pd.DataFrame, y: str, lower: str, upper: str, *, color: str, band_of: str,
+                    title: str = "", y_title: str = "", fmt: str = ".3g") -> alt.LayerChart | alt.Chart:
+    """:func:`lines` plus a shaded band from ``lower`` to ``upper`` under the rows whose ``color`` is
+    ``band_of`` (e.g. the estimate's sampling band beside the realized line)."""
+    base = lines(df, y, color=color, title="", y_title=y_title, fmt=fmt)
+    rows = df[(df[color] == band_of) & df[lower].notna() & df[upper].notna()] if lower in df and upper in df else df.iloc[0:0]
+    if not len(rows):
+        return unvalidated(base.properties(title=title))
+    band = alt.Chart(rows).mark_area(opacity=0.2).encode(
+        x=alt.X("time:T", axis=TIME_AXIS), y=alt.Y(f"{lower}:Q"), y2=alt.Y2(f"{upper}:Q"),
+        color=alt.Color(f"{color}:N", title=None),
+        tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"), alt.Tooltip(f"{lower}:Q", format=fmt),
+                 alt.Tooltip(f"{upper}:Q", format=fmt)])
+    return unvalidated(alt.layer(band, base).properties(title=title))
+
+
 def bars_over_time(df: pd.DataFrame, y: str, color: str, *, title: str = "", y_title: str = "") -> alt.Chart:
     """Stacked bars per time bucket (e.g. dead letters by reason)."""
     return unvalidated(

@@ -88,6 +88,11 @@ F_LABEL_COVERAGE = "label_coverage"
 F_DELAY_P50 = "label_delay_p50"
 F_DELAY_P95 = "label_delay_p95"
 REALIZED, CBPE = "realized", "cbpe"
+F_LOWER, F_UPPER = "lower", "upper"  # CBPE accuracy: the estimate's sampling band (± 3 std)
+F_ESTIMATION_ERROR = "estimation_error"  # realized accuracy: |CBPE's estimate of the same rows - realized|
+F_CBPE_VALUE = "cbpe_value"
+# dw_status (tag detector = evaluator; fields computed 0/1, reason)
+F_COMPUTED, F_REASON = "computed", "reason"
 LABEL_JOIN = "label_join"
 F_MATCHED, F_PREDICTIONS, F_PENDING, F_EXPIRED = "matched", "predictions", "pending_predictions", "expired"
 # dw_prediction (tags feature = output, detector = test | summary | share)
@@ -1021,9 +1026,14 @@ def deadletters(conn: Conn, scope: Scope) -> pd.DataFrame:
 
 def performance_series(conn: Conn, scope: Scope) -> pd.DataFrame:
     """Realized (``detector=realized``) and estimated (``detector=cbpe``) performance per
-    metric and bucket; ``kind`` says which."""
+    metric and bucket; ``kind`` says which. CBPE accuracy also has its band (``lower``,
+    ``upper``); realized accuracy CBPE's estimate of the same labelled rows (``cbpe_value``)
+    and ``estimation_error``. Buckets of "not calibrated" points only have no value and are
+    left out (those points have no ``value`` field)."""
     q = (
-        f"SELECT mean({ident(F_VALUE)}) AS value FROM {ident(R.PERFORMANCE)}"
+        f"SELECT mean({ident(F_VALUE)}) AS value, mean({ident(F_LOWER)}) AS lower, mean({ident(F_UPPER)}) AS upper,"
+        f" mean({ident(F_CBPE_VALUE)}) AS cbpe_value, mean({ident(F_ESTIMATION_ERROR)}) AS estimation_error"
+        f" FROM {ident(R.PERFORMANCE)}"
         f"{scope.where(f'{ident(R.T_METRIC)} != {lit(LABEL_JOIN)}')}"
         f" GROUP BY time({scope.rng.bucket}), {ident(R.T_METRIC)}, {ident(R.T_DETECTOR)} fill(none)"
     )
@@ -1078,6 +1088,14 @@ def prediction_drift(conn: Conn, scope: Scope) -> tuple[pd.DataFrame, pd.DataFra
     ]
     series, latest = (frame(s) for s in run(conn, stmts))
     return series, latest
+
+
+def evaluator_status(conn: Conn, scope: Scope) -> pd.DataFrame:
+    """The latest ``dw_status`` of each row-based evaluator (prediction drift, impact, CBPE):
+    ``detector``, ``computed`` (0/1), ``reason`` (why not), ``time``."""
+    q = (f"SELECT * FROM {ident(R.STATUS)}{scope.where(segment=False)} GROUP BY {ident(R.T_DETECTOR)}"
+         " ORDER BY time DESC LIMIT 1")
+    return query_df(conn, q)
 
 
 def performance_latest(conn: Conn, scope: Scope) -> pd.DataFrame:

@@ -195,14 +195,20 @@ def _records(models: Sequence[str], n_features: int, windows: int, cadence_s: in
                 Q.F_PSI: 0.4 if active else 0.01, Q.F_JS: 0.1 if active else 0.005, Q.F_RANK: 1,
             }, t)
             acc = 0.91 - (0.12 if active else 0.0) + rng.normal(0, 0.01)
+            est = float(acc + rng.normal(0, 0.01))
             yield Record(R.PERFORMANCE, {**base, R.T_METRIC: "accuracy", R.T_DETECTOR: Q.CBPE},
-                         {Q.F_VALUE: float(acc + rng.normal(0, 0.01)), Q.F_ESTIMATED: True, "n": n, "std": 0.01}, t)
+                         {Q.F_VALUE: est, Q.F_ESTIMATED: True, "n": n, "std": 0.01, Q.F_LOWER: est - 0.03,
+                          Q.F_UPPER: est + 0.03, "calibrated": True, "calibration_n": n_ref,
+                          "calibration_source": "reference file: labelled rows"}, t)
+            for ev in ("prediction_drift", "feature_impact", "estimated_performance"):
+                yield Record(R.STATUS, {**base, R.T_DETECTOR: ev}, {Q.F_COMPUTED: 1}, t)
             predictions += n
             if k >= 3:  # labels arrive three windows late
                 n_lab = int(n * 0.8)
                 joined += n_lab
                 yield Record(R.PERFORMANCE, {**base, R.T_METRIC: "accuracy", R.T_DETECTOR: Q.REALIZED}, {
                     Q.F_VALUE: float(acc), Q.F_ESTIMATED: False, "n": n_lab, Q.F_N_LABELS: n_lab,
+                    Q.F_CBPE_VALUE: est, Q.F_ESTIMATION_ERROR: abs(est - float(acc)),
                     Q.F_DELAY_P50: float(rng.normal(3 * cadence_s, 30)), Q.F_DELAY_P95: float(4 * cadence_s),
                 }, t)
             yield Record(R.PERFORMANCE, {**base, R.T_METRIC: Q.LABEL_JOIN, R.T_DETECTOR: "join"}, {

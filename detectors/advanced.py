@@ -45,14 +45,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from detectors import records as R
 from detectors.frame import Frame
-from detectors.impact import feature_impact, impact_records
+from detectors.impact import declared_impact, feature_impact, impact_records
 from detectors.multivariate import (
     MULTIVARIATE_FEATURE,
     EngineUnavailable,
@@ -61,7 +61,7 @@ from detectors.multivariate import (
     RowEncoder,
 )
 from detectors.online import CVMOnline
-from detectors.performance import CBPE, performance_records
+from detectors.performance import CBPE, Calibration, fit_calibration, not_calibrated_record, performance_records
 from detectors.prediction import PredictionReference, prediction_drift, prediction_records
 from detectors.reference import Reference
 from detectors.records import Record
@@ -81,7 +81,9 @@ __all__ = [
     "PredictionDrift",
     "attach_reference_frame",
     "configure_online",
+    "reference_calibration",
     "reference_frame",
+    "status_record",
 ]
 
 
@@ -112,6 +114,51 @@ def _fitted(reference: Reference, key: tuple, build) -> Any:
     return value
 
 
+def status_record(ctx: "WindowContext", evaluator: str, reason: str | None, **fields: Any) -> Record:
+    """``dw_status`` of one row-based evaluator for the window: ``computed`` (0/1) and, when not, ``reason``
+    (what is missing and how to provide it), so the dashboard says why instead of "no results yet"."""
+    f: dict[str, Any] = {"computed": int(reason is None), **fields}
+    if reason is not None:
+        f["reason"] = reason
+    return ctx.record(R.STATUS, ctx.tags(segmented=False, **{R.T_DETECTOR: evaluator}), f)
+
+
+def _has_outputs(frame: Frame) -> bool:
+    return any(x is not None for x in (frame.pred_label, frame.pred_proba, frame.pred_value))
+
+
+def _no_rows_reason(ctx: "WindowContext") -> str:
+    if ctx.reference is None:
+        return "no reference yet (it is being collected, or the reference file could not be read)"
+    return ("the reference has no rows attached (a summary-only stored reference): set it again from a file "
+            "(driftwatch reference set)")
+
+
+NO_OUTPUTS = ("the reference rows carry no model outputs: declare the reference file's prediction/probabilities/"
+              "score columns in the monitor config (reference.prediction, reference.probabilities, "
+              "reference.score), or use a first_n reference")
+
+
+def reference_calibration(reference: Reference | None, min_rows: int = 200) -> "Calibration | str":
+    """CBPE's calibration fitted on the reference rows' labels (cached per reference), or why there is none."""
+    rows = reference_frame(reference)
+    if rows is None:
+        return "no labelled reference rows"
+    if rows.label is None:
+        return "the reference rows carry no labels"
+    if rows.pred_proba is None or len(rows.classes) < 2:
+        return "the reference rows carry no class probabilities"
+    key = ("calibration", min_rows)
+    cache = reference._cache  # type: ignore[union-attr]
+    if key not in cache:
+        try:
+            cache[key] = fit_calibration(rows.pred_proba, rows.label, rows.classes, rows.pred_label,
+                                         min_rows=min_rows, source=f"{reference.source}: labelled rows")  # type: ignore[union-attr]
+        except ValueError as e:
+            cache[key] = f"the reference's labels cannot calibrate it: {e}"
+    return cache[key]
+
+
 class PredictionDrift:
     """``dw_prediction``: drift of predicted classes, probabilities and values (whole window)."""
 
@@ -121,16 +168,22 @@ class PredictionDrift:
     def evaluate(self, ctx: "WindowContext") -> list[Record]:
         ref_frame = reference_frame(ctx.reference)
         if ref_frame is None:
-            return []
-        has_pred = any(x is not None for x in (ref_frame.pred_label, ref_frame.pred_proba, ref_frame.pred_value))
-        if not has_pred:
-            return []
+            return [status_record(ctx, self.name, _no_rows_reason(ctx))]
+        if not _has_outputs(ref_frame):
+            return [status_record(ctx, self.name, NO_OUTPUTS)]
+        if not _has_outputs(ctx.frame):
+            return [status_record(ctx, self.name, "the window's events carry no prediction")]
         pref = _fitted(ctx.reference, ("prediction_reference", ctx.reference.bins),
                        lambda: PredictionReference.from_frame(ref_frame, bins=ctx.reference.bins))
         res = prediction_drift(ctx.frame, pref, ctx.drift)
         recs = prediction_records(res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns)
-        return [ctx.record(r.measurement, r.tags, {**r.fields, "window_start": float(ctx.window_start)})
-                for r in recs]
+        out = [ctx.record(r.measurement, r.tags, {**r.fields, "window_start": float(ctx.window_start)})
+               for r in recs]
+        if not res.features:
+            return out + [status_record(ctx, self.name, "the window and the reference share no model output "
+                                                        "(e.g. the reference has probabilities, the events "
+                                                        "only a label), or too few rows")]
+        return out + [status_record(ctx, self.name, None, n_tested=res.n_features)]
 
 
 class MultivariateDrift:
@@ -190,51 +243,93 @@ class MultivariateDrift:
 
 
 class EstimatedPerformance:
-    """``dw_performance`` (``detector="cbpe"``): expected metrics from calibrated probabilities."""
+    """``dw_performance`` (``detector="cbpe"``): expected metrics from *calibrated* probabilities.
+
+    The calibration comes with the window (``ctx.calibration``: the pipeline's
+    choice, see :mod:`streams.pipeline`), else is fitted on the reference rows'
+    labels. Without one the window gets a "not calibrated" point with the reason
+    and no value (:func:`~detectors.performance.not_calibrated_record`).
+    Classification only: no estimator for regression is kept.
+    """
 
     name = "estimated_performance"
     segmented = False
 
-    def __init__(self) -> None:
-        self.cbpe = CBPE()
-
     def evaluate(self, ctx: "WindowContext") -> list[Record]:
         f = ctx.frame
-        if ctx.task != "classification" or f.pred_proba is None or len(f.classes) < 2:
-            return []
-        est = self.cbpe.estimate(f.pred_proba, f.classes, f.pred_label)
+        if ctx.task != "classification":
+            return [status_record(ctx, self.name, "no performance estimator for regression models (realized "
+                                                  "MAE/RMSE appear once labels are joined)")]
+        if f.pred_proba is None or len(f.classes) < 2:
+            return [status_record(ctx, self.name, "the events carry no class probabilities "
+                                                  "(prediction.probabilities): CBPE needs them")]
+        cal = ctx.calibration if ctx.calibration is not None else reference_calibration(ctx.reference)
+        tags = ctx.tags(segmented=False)
+        start = {"window_start": float(ctx.window_start)}
+        if isinstance(cal, Calibration) and cal.classes != tuple(f.classes):
+            cal = (f"the window's classes {list(f.classes)} differ from the calibration's {list(cal.classes)}")
+        if not isinstance(cal, Calibration):
+            reason = str(cal or "no labelled reference rows")
+            return [ctx.record(r.measurement, r.tags, r.fields) for r in
+                    [not_calibrated_record(tags, ctx.time_ns, reason, len(f), start)]] + [
+                status_record(ctx, self.name, f"not calibrated: {reason}")]
+        est = CBPE(cal).estimate(f.pred_proba, f.classes, f.pred_label)
         if not est:
-            return []
-        recs = performance_records(est, ctx.tags(segmented=False), ctx.time_ns, estimated=True,
-                                   n=int(est["n"]), extra={"window_start": float(ctx.window_start)})
-        return [ctx.record(r.measurement, r.tags, r.fields) for r in recs]
+            return [status_record(ctx, self.name, "no row of the window has complete probabilities")]
+        extra = {**start, "calibrated": True, "calibration_n": cal.n, "calibration_source": cal.source,
+                 "calibration_maps": cal.mapped}
+        recs = performance_records(est, tags, ctx.time_ns, estimated=True, n=int(est["n"]), extra=extra)
+        return [ctx.record(r.measurement, r.tags, r.fields) for r in recs] + [status_record(ctx, self.name, None)]
 
 
 class FeatureImpactEvaluator:
-    """``dw_impact``: each feature's impact on the served output (once per reference)."""
+    """``dw_impact``: each feature's impact on the served output, or on the true label (once per reference);
+    or the importances declared in the config (``detector="declared"``)."""
 
     name = "feature_impact"
     segmented = False
 
-    def __init__(self, method: str = "mi", max_rows: int = 5000, seed: int = 0) -> None:
-        self.method = method
+    def __init__(self, method: str | None = None, max_rows: int = 5000, seed: int = 0) -> None:
+        self.method = method  # None: the model's impact.method
         self.max_rows = max_rows
         self.seed = seed
 
     def evaluate(self, ctx: "WindowContext") -> list[Record]:
+        cfg = ctx.impact
+        declared = dict(getattr(cfg, "declared", {}) or {})
+        if declared:
+            impacts = declared_impact(declared, [f.name for f in ctx.features])
+            recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns)
+            return [ctx.record(r.measurement, r.tags, r.fields) for r in recs] + [status_record(ctx, self.name, None)]
         ref_frame = reference_frame(ctx.reference)
         if ref_frame is None:
-            return []
-        if ref_frame.pred_label is None and ref_frame.pred_proba is None and ref_frame.pred_value is None:
-            return []
-        features = [f for f in ctx.features if f.name in ref_frame.numeric or f.name in ref_frame.categorical]
+            return [status_record(ctx, self.name, _no_rows_reason(ctx))]
+        target = getattr(cfg, "target", "prediction")
+        method = self.method or getattr(cfg, "method", "mi")
+        if target == "label":
+            if ref_frame.label is None:
+                return [status_record(ctx, self.name, "impact.target is label but the reference rows carry no "
+                                                      "labels (declare reference.label, with a file reference)")]
+            rows = replace(ref_frame, pred_label=ref_frame.label if ctx.task == "classification" else None,
+                           pred_proba=None, pred_value=None if ctx.task == "classification"
+                           else np.asarray(ref_frame.label, dtype=np.float64))
+        else:
+            if not _has_outputs(ref_frame):
+                return [status_record(ctx, self.name, NO_OUTPUTS + "; or declare importances (impact.declared)")]
+            rows = ref_frame
+        features = [f for f in ctx.features if f.name in rows.numeric or f.name in rows.categorical]
         if not features:
-            return []
-        impacts = _fitted(ctx.reference, ("impact", self.method, tuple(f.name for f in features)),
-                          lambda: feature_impact(ref_frame, features, method=self.method,  # type: ignore[arg-type]
-                                                 max_rows=self.max_rows, seed=self.seed))
+            return [status_record(ctx, self.name, "the reference rows hold none of the features (sensitive "
+                                                  "features are left out of stored rows)")]
+        try:
+            impacts = _fitted(ctx.reference, ("impact", method, target, tuple(f.name for f in features)),
+                              lambda: feature_impact(rows, features, method=method,  # type: ignore[arg-type]
+                                                     max_rows=self.max_rows, seed=self.seed))
+        except ValueError as e:
+            return [status_record(ctx, self.name, f"cannot rank the features: {e}")]
         recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns)
-        return [ctx.record(r.measurement, r.tags, r.fields) for r in recs]
+        return [ctx.record(r.measurement, r.tags, {**r.fields, "target": target}) for r in recs] + [
+            status_record(ctx, self.name, None, target=target, method=method)]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class Frame:
     pred_proba: np.ndarray | None = None  # float64 (n, len(classes)), NaN row if absent
     classes: tuple[str, ...] = ()  # column order of pred_proba
     pred_value: np.ndarray | None = None  # float64: regression value or score
+    label: np.ndarray | None = None  # object: the true label (labelled reference rows only; events carry none)
 
     def __len__(self) -> int:
         return int(self.event_time.shape[0])
@@ -57,6 +58,7 @@ class Frame:
         pred_proba: np.ndarray | None = None,
         classes: tuple[str, ...] = (),
         pred_value: np.ndarray | None = None,
+        label: np.ndarray | None = None,
     ) -> "Frame":
         """Build a frame, filling absent optional columns with their empty value."""
         n = int(np.asarray(event_time).shape[0])
@@ -78,6 +80,7 @@ class Frame:
             pred_proba=pred_proba,
             classes=tuple(classes),
             pred_value=pred_value,
+            label=label,
         )
 
     def take(self, idx: np.ndarray | slice) -> "Frame":
@@ -97,6 +100,7 @@ class Frame:
             pred_proba=sel(self.pred_proba),
             classes=self.classes,
             pred_value=sel(self.pred_value),
+            label=sel(self.label),
         )
 
 
@@ -129,6 +133,7 @@ def concat(frames: list[Frame]) -> Frame:
         proba = np.concatenate(parts)
     has_label = any(f.pred_label is not None for f in frames)
     has_value = any(f.pred_value is not None for f in frames)
+    has_truth = any(f.label is not None for f in frames)
     return Frame(
         event_id=np.concatenate([f.event_id for f in frames]),
         event_time=np.concatenate([f.event_time for f in frames]),
@@ -142,4 +147,5 @@ def concat(frames: list[Frame]) -> Frame:
         pred_proba=proba,
         classes=classes,
         pred_value=cat(lambda f: f.pred_value, np.nan, np.float64) if has_value else None,
+        label=cat(lambda f: f.label, None, object) if has_truth else None,
     )

@@ -53,7 +53,7 @@ from detectors.spec import FeatureSpec
 
 Method = Literal["mi", "permutation"]
 
-__all__ = ["FeatureImpact", "feature_impact", "impact_records", "rank_drift_by_impact", "target_of"]
+__all__ = ["FeatureImpact", "declared_impact", "feature_impact", "impact_records", "rank_drift_by_impact", "target_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +173,18 @@ def feature_impact(
         res = permutation_importance(model, x[te], target[te], n_repeats=n_repeats, random_state=seed)
         return _finish(names, np.asarray(res.importances_mean, dtype=np.float64), "permutation", n, fidelity)
     raise ValueError(f"unknown impact method {method!r} (use 'mi' or 'permutation')")
+
+
+def declared_impact(weights: Mapping[str, float], features: Sequence[str]) -> list[FeatureImpact]:
+    """Importances declared in the config (``impact.declared``) as :class:`FeatureImpact` (method
+    ``declared``; features not named get 0).
+
+    >>> [(i.feature, i.normalized, i.rank) for i in declared_impact({"a": 3, "b": 1}, ["a", "b", "c"])]
+    [('a', 0.75, 1), ('b', 0.25, 2), ('c', 0.0, 3)]
+    """
+    names = list(dict.fromkeys(features))
+    imp = np.array([float(weights.get(f, 0.0)) for f in names], dtype=np.float64)
+    return _finish(names, imp, "declared", 0, None)
 
 
 def impact_records(impacts: Sequence[FeatureImpact], tags: dict[str, str], time_ns: int) -> list[Record]:

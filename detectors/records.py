@@ -27,6 +27,7 @@ DEADLETTER = "dw_deadletter"  # dead-lettered messages by reason
 ALERT = "dw_alert"  # alert state changes
 DELIVERY = "dw_delivery"  # webhook delivery log
 IMPACT = "dw_impact"  # one per reference and feature: impact on the model output
+STATUS = "dw_status"  # one per window and row-based evaluator: computed or not, and why not
 
 # Tags -------------------------------------------------------------------------
 T_MODEL = "model"

@@ -91,6 +91,10 @@ class WindowContext:
     window_end: float = 0.0  # epoch seconds
     segment: str | None = None  # None: the whole window (no segment tag)
     adversarial: Any = None  # the model's AdversarialSpec (detectors.adversarial); None: defaults
+    # CBPE's calibration (detectors.performance.Calibration), or why there is none yet (str);
+    # None: the evaluator fits one on the reference rows' labels, if they have any
+    calibration: Any = None
+    impact: Any = None  # the model's ImpactConfig (method, target, declared); None: defaults
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

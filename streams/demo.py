@@ -1134,16 +1134,31 @@ def _validate(o: DemoOptions) -> None:
 
 
 # ============================================================================ reference files
+PREDICTION_COLUMN, LABEL_COLUMN, PROBA_PREFIX = "prediction", "label", "proba_"
+"""Output columns of the demo reference files (declared in streams/examples/demo.yaml)."""
+
+
 def reference_rows(model: DemoModel, n: int = REFERENCE_ROWS, seed: int = REFERENCE_SEED) -> dict[str, list[Any]]:
-    """``n`` rows of the model's stationary traffic, as logged feature columns."""
+    """``n`` rows of the model's stationary traffic, as logged feature columns, followed by the model's
+    outputs for them (``prediction``; classifiers also ``proba_<class>``) and the truth (``label``), as the
+    labels topic would carry it: what a file reference needs for prediction drift, impact and CBPE."""
     rng = np.random.default_rng([seed, zlib.crc32(model.model_id.encode())])
-    X, _y = model.sample(rng, n)
-    cols = model.derive(X)
+    X, y = model.sample(rng, n)
+    cols: dict[str, Any] = dict(model.derive(X))
+    out = model.predict(X)
+    if model.task == "classification":
+        cols[PREDICTION_COLUMN] = out["label"]
+        for j, c in enumerate(model.classes):
+            cols[f"{PROBA_PREFIX}{c}"] = np.round(out["proba"][:, j], 6)
+        cols[LABEL_COLUMN] = np.array([str(v) for v in y], dtype=object)
+    else:
+        cols[PREDICTION_COLUMN] = np.round(out["value"], 3)
+        cols[LABEL_COLUMN] = np.round(y.astype(float), 3)
     return {k: _column_list(v) for k, v in cols.items()}
 
 
 def write_reference_csv(model: DemoModel, path: Path, n: int = REFERENCE_ROWS, seed: int = REFERENCE_SEED) -> Path:
-    """Write the model's reference sample (header = feature names) to ``path``."""
+    """Write the model's reference sample (header = feature names, then the output and label columns)."""
     cols = reference_rows(model, n, seed)
     names = list(cols)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -246,6 +246,8 @@ class LabelHook:
         self._joins: dict[str, object] = {}
         self._acc: dict[str, object] = {}
         self._mon: dict[str, object] = {}
+        self._cal_rows: dict[str, object] = {}  # model -> CalibrationCollector (CBPE's labelled reference)
+        self._ref_cal: dict[str, object] = {}  # model -> the Calibration of its labelled reference file
         self._now: dict[str, float] = {}
         self._seen: set[str] = set()  # models whose saved state was looked for
         self._dirty: set[str] = set()
@@ -328,12 +330,55 @@ class LabelHook:
                 acc.add(rows.label_value, rows.pred_value, delays=rows.delay)
         elif rows.pred_label is not None:
             acc.add(rows.label, rows.pred_label, rows.pred_proba, rows.classes, delays=rows.delay)
+            self._calibration_rows(model_id, rows, acc)
         mon = self._monitor(model_id)
         if mon is not None:
             try:
                 mon.add(rows)
             except Exception:  # noqa: BLE001 - the error-stream detector must not stop the join
                 log.exception("error-stream detection failed for %s", model_id)
+
+    # -- CBPE's calibration ------------------------------------------------------------
+    def _calibration_rows(self, model_id: str, rows, acc) -> None:
+        """Joined rows feed CBPE: its labelled reference (the first ones), and its estimate of these rows."""
+        if rows.pred_proba is None or len(rows.classes) < 2:
+            return
+        from detectors.performance import CBPE, Calibration, CalibrationCollector
+
+        cal = self.calibration(model_id)
+        if isinstance(cal, Calibration) and cal.classes == tuple(rows.classes):
+            acc.add_estimate(*CBPE(cal).expected_correct(rows.pred_proba, rows.classes, rows.pred_label))
+        col = self._cal_rows.get(model_id)
+        if col is None:
+            perf = self.models[model_id].performance
+            col = self._cal_rows[model_id] = CalibrationCollector(perf.calibration_rows, perf.min_calibration_rows)
+        col.add(rows.pred_proba, rows.classes, rows.label, rows.pred_label)
+
+    def use_reference_calibration(self, model_id: str, calibration) -> None:
+        """The model's reference has labelled rows: CBPE uses their calibration (not the join's rows)."""
+        if calibration is None:
+            self._ref_cal.pop(model_id, None)
+        else:
+            self._ref_cal[model_id] = calibration
+
+    def calibration(self, model_id: str):
+        """CBPE's calibration for the model (``detectors.performance.Calibration``), or why there is none (str):
+        the labelled reference file's, else one fitted on the model's first joined labels."""
+        ref = self._ref_cal.get(model_id)
+        if ref is not None:
+            return ref
+        col = self._cal_rows.get(model_id)
+        perf = self.models[model_id].performance if model_id in self.models else None
+        need = perf.min_calibration_rows if perf is not None else 0
+        if col is None:
+            return (f"waiting for labels: CBPE calibrates on the first {need} joined labels with probabilities "
+                    f"(none yet), or on a reference file with a label column")
+        cal = col.calibration()
+        if cal is not None:
+            return cal
+        if col.error:
+            return f"the joined labels cannot calibrate it: {col.error}"
+        return f"waiting for labels: {col.n} of {need} joined labels with probabilities so far"
 
     # -- hooks ----------------------------------------------------------------------
     def on_predictions(self, key: StreamKey, frame: Frame) -> None:

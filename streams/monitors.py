@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from detectors.adversarial.spec import AdversarialSpec
+from detectors.outputs import OutputColumns
 from detectors.spec import DriftSpec, ErrorStreamSpec, FeatureSpec
 from streams.alerts.rules import AlertRule, RuleError, SilenceConfig, WebhookConfig, check_routes
 
@@ -64,13 +65,60 @@ class ReferenceConfig(_Strict):
                                                 "(docs/references.md)")
     first_n: int | None = Field(None, ge=10, description="the first N events of each model version")
     rolling: bool = Field(False, description="the previous window")
+    # columns of the file that hold the model's outputs and the true labels (docs/references.md)
+    prediction: str | None = Field(None, min_length=1, description="file: column of the served class "
+                                                                   "(regression: the predicted value)")
+    probabilities: dict[str, str] = Field(default_factory=dict, description="file: class -> column of its "
+                                                                            "predicted probability")
+    score: str | None = Field(None, min_length=1, description="file: column of the model's score")
+    label: str | None = Field(None, min_length=1, description="file: column of the true label (calibrates "
+                                                              "CBPE; impact against labels)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ReferenceConfig":
         n = sum([self.file is not None, self.first_n is not None, self.rolling])
         if n != 1:
             raise ValueError("set exactly one of file, first_n or rolling")
+        cols = self.outputs().columns
+        if cols and self.file is None:
+            raise ValueError("prediction/probabilities/score/label name columns of a reference file: set file "
+                             "(first_n and rolling references take the outputs from the events, and the labels "
+                             "from the label join)")
+        if len(cols) != len([c for c in (self.prediction, *self.probabilities.values(), self.score, self.label)
+                             if c]):
+            raise ValueError("prediction, probabilities, score and label must name different columns")
         return self
+
+    def outputs(self) -> OutputColumns:
+        """The declared output and label columns of the file."""
+        return OutputColumns(self.prediction, dict(self.probabilities), self.score, self.label)
+
+
+class PerformanceConfig(_Strict):
+    """Estimated performance (CBPE): calibrated on labelled reference rows before it shows a number."""
+
+    calibration_rows: int = Field(1000, ge=20, description="first_n/rolling references: calibrate on the "
+                                                           "model's first N joined labels")
+    min_calibration_rows: int = Field(200, ge=20, description="fewest labelled rows to calibrate on; until "
+                                                              "then the estimate says 'not calibrated'")
+
+    @model_validator(mode="after")
+    def _order(self) -> "PerformanceConfig":
+        if self.min_calibration_rows > self.calibration_rows:
+            raise ValueError("min_calibration_rows must not exceed calibration_rows")
+        return self
+
+
+class ImpactConfig(_Strict):
+    """Feature importance: measured on the reference rows, or declared."""
+
+    method: Literal["mi", "permutation"] = Field("mi", description="mutual information, or permutation "
+                                                                   "importance of a surrogate model")
+    target: Literal["prediction", "label"] = Field("prediction", description="explain the served output, or "
+                                                                             "the true label (needs reference "
+                                                                             "labels)")
+    declared: dict[str, float] = Field(default_factory=dict, description="feature -> importance (>= 0): "
+                                                                         "used instead of measuring")
 
 
 class LabelsConfig(_Strict):
@@ -95,6 +143,9 @@ class ModelMonitor(_Strict):
     labels: LabelsConfig = LabelsConfig()
     alerts: list[AlertRule] = Field(default_factory=list, description="alert rules (docs/alerts.md)")
     adversarial: AdversarialSpec = Field(AdversarialSpec(), description="adversarial scores (docs/adversarial.md)")
+    performance: PerformanceConfig = Field(PerformanceConfig(), description="CBPE calibration "
+                                                                            "(docs/detection-science.md)")
+    impact: ImpactConfig = Field(ImpactConfig(), description="feature importance (docs/detectors.md)")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelMonitor":
@@ -108,6 +159,16 @@ class ModelMonitor(_Strict):
                 raise ValueError(f"segment {s!r} must name a categorical feature")
             if any(f.sensitive for f in self.features if f.name == s):  # its values would become tag values
                 raise ValueError(f"segment {s!r} is a sensitive feature: segments publish its values")
+        unknown = sorted(set(self.impact.declared) - set(names))
+        if unknown:
+            raise ValueError(f"impact.declared: {unknown} are not features of the model (features: {names})")
+        if any(not v >= 0 for v in self.impact.declared.values()):
+            raise ValueError("impact.declared: importances must be >= 0")
+        if self.impact.target == "label" and not self.impact.declared and self.reference.file is not None \
+                and self.reference.label is None:
+            raise ValueError("impact.target: label needs reference.label (the column of the true label)")
+        if self.task == "regression" and self.reference.probabilities:
+            raise ValueError("reference.probabilities: a regression model has no class probabilities")
         numeric = [f.name for f in self.features if f.kind == "numeric"]
         for name in self.drift.online.features:
             if name not in numeric:
@@ -191,11 +252,13 @@ def file_reference(model: ModelMonitor):
     Raises :class:`~detectors.reference.ReferenceDataError` (or ``ValueError``) saying why the file is unusable.
     """
     from detectors.advanced import attach_reference_frame
-    from detectors.reference import Reference, read_rows
+    from detectors.outputs import read_reference_rows
+    from detectors.reference import Reference
 
     if model.reference.file is None:
         raise ValueError(f"{model.model_id}: the reference is not a file")
-    rows = read_rows(model.reference.file, model.features)
+    # with the model's outputs and the true labels, where the config declares their columns
+    rows = read_reference_rows(model.reference.file, model.features, model.reference.outputs(), model.task)
     ref = Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
                                source=str(model.reference.file))
     return attach_reference_frame(ref, rows)

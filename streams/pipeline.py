@@ -281,6 +281,8 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             window_start=window.start_time,
             window_end=window.end_time,
             adversarial=getattr(model, "adversarial", None),
+            calibration=getattr(window, "calibration", None),
+            impact=getattr(model, "impact", None),
         )
         try:
             return runner.evaluate_window(ctx)
@@ -879,6 +881,7 @@ class Pipeline:
         }
         if duration > 0:
             fields[F_EVENTS_PER_S] = w.n / duration
+        w.calibration = self._calibration(model, key, reference)
         label_records = list(self.label_hook.on_window(key, w)) if self.label_hook is not None else []
         if cfg.rolling:
             release = state.prev_holds
@@ -930,6 +933,20 @@ class Pipeline:
         while self._in_flight > self.max_windows_in_flight:  # backpressure: the detectors are behind
             self._room.clear()
             await self._room.wait()
+
+    def _calibration(self, model: ModelMonitor, key: StreamKey, reference):
+        """CBPE's calibration for a window of ``key`` (or why there is none, as text): the labelled rows of
+        its reference (a file with a label column), else the model's first joined labels."""
+        if model.task != "classification":
+            return None
+        from detectors.advanced import reference_calibration
+        from detectors.performance import Calibration
+
+        cal = reference_calibration(reference, model.performance.min_calibration_rows)
+        if self.label_hook is None:
+            return cal if isinstance(cal, Calibration) else f"{cal}, and this worker joins no labels"
+        self.label_hook.use_reference_calibration(key.model_id, cal if isinstance(cal, Calibration) else None)
+        return self.label_hook.calibration(key.model_id)
 
     def _job_done(self, task: asyncio.Future) -> None:
         self._in_flight -= 1

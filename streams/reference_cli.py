@@ -206,11 +206,12 @@ def _load_config(args: argparse.Namespace, settings, required: bool):
 
 
 def _build(args: argparse.Namespace, model):
-    from detectors.reference import Reference, ReferenceDataError, read_rows
+    from detectors.outputs import read_reference_rows
+    from detectors.reference import Reference, ReferenceDataError
 
     path: Path = args.file
-    try:
-        rows = read_rows(path, model.features)
+    try:  # with the output/label columns the model's config declares
+        rows = read_reference_rows(path, model.features, model.reference.outputs(), model.task)
         ref = Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
                                    segments=model.segments, source=str(path.resolve()))
     except ReferenceDataError as e:

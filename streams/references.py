@@ -228,6 +228,8 @@ def encode_rows(frame, features) -> bytes:
         arrays["pred_proba"] = np.asarray(frame.pred_proba, dtype=np.float64)
     if frame.pred_value is not None:
         arrays["pred_value"] = np.asarray(frame.pred_value, dtype=np.float64)
+    if frame.label is not None:  # true labels of a labelled reference file: CBPE calibrates on them
+        arrays["label"] = json_column(frame.label)
     meta = {"format": ROWS_FORMAT, "version": 1, "n": n, "numeric": numeric, "categorical": categorical,
             "withheld": withheld, "classes": list(frame.classes)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -263,15 +265,17 @@ def decode_rows(blob: bytes):
         numeric = {name: data[f"num{i}"] for i, name in enumerate(meta["numeric"])}
         categorical = {name: object_column(data[f"cat{i}"]) for i, name in enumerate(meta["categorical"])}
         label = object_column(data["pred_label"]) if "pred_label" in data else None
+        truth = object_column(data["label"]) if "label" in data else None
         cols = [*numeric.values(), *categorical.values(), *(x for x in (label, data.get("pred_proba"),
-                                                                        data.get("pred_value")) if x is not None)]
+                                                                        data.get("pred_value"), truth)
+                                                              if x is not None)]
     except (KeyError, ValueError) as e:
         raise ValueError(f"stored reference rows are incomplete: {e}") from None
     if any(c.shape[0] != n for c in cols):
         raise ValueError("stored reference rows have columns of different lengths")
     return Frame.from_columns(event_id=np.full(n, "", dtype=object), event_time=np.zeros(n), numeric=numeric,
                               categorical=categorical, pred_label=label, pred_proba=data.get("pred_proba"),
-                              classes=tuple(meta["classes"]), pred_value=data.get("pred_value"))
+                              classes=tuple(meta["classes"]), pred_value=data.get("pred_value"), label=truth)
 
 
 def applicable(refs: dict[tuple[str, str], StoredReference], model_id: str,

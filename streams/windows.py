@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class ClosedWindow:
     reason: CloseReason
     checkpoint: Checkpoint
     holds: list[np.ndarray] = field(default_factory=list)  # unique offsets per piece (see Added.entered)
+    calibration: Any = None  # CBPE's calibration for this window (set by the pipeline; see WindowContext)
 
     @property
     def n(self) -> int:

@@ -36,6 +36,63 @@ def _latest_metrics(ctx: ui.Ctx, metrics: list[str], latest: pd.DataFrame) -> No
                        delta_color="off", delta_arrow="off", help=f"latest labelled window: {when}")
 
 
+EVALUATORS = {"prediction_drift": "Prediction drift", "feature_impact": "Feature impact",
+              "estimated_performance": "Estimated performance (CBPE)"}
+
+
+def _not_computed(status: pd.DataFrame, evaluator: str) -> str | None:
+    """Why the worker's latest window did not compute ``evaluator`` (None: it did, or no status yet)."""
+    if not len(status) or "detector" not in status:
+        return None
+    rows = status[Q.col(status, "detector", "").astype(str) == evaluator]
+    if not len(rows) or pd.to_numeric(rows.iloc[0].get(Q.F_COMPUTED), errors="coerce") == 1:
+        return None
+    reason = rows.iloc[0].get(Q.F_REASON)
+    return str(reason) if isinstance(reason, str) and reason else "no reason given"
+
+
+def _cbpe_state(ctx: ui.Ctx, latest: pd.DataFrame, status: pd.DataFrame) -> None:
+    """Say plainly when the estimate is not calibrated yet (and why), or what it is calibrated on."""
+    if not len(latest) or "metric" not in latest:
+        reason = _not_computed(status, "estimated_performance")
+        if reason:
+            st.info(f"**Estimated performance: {reason}.**")
+        return
+    det = Q.col(latest, "detector", "").astype(str)
+    rows = latest[(det == Q.CBPE) & (Q.col(latest, "metric", "").astype(str) == "accuracy")]
+    if not len(rows):
+        reason = _not_computed(status, "estimated_performance")
+        if reason:
+            st.info(f"**Estimated performance not shown: {reason}.**")
+        return
+    row = rows.sort_values("time", ascending=False).iloc[0]
+    if row.get("status") == "not calibrated" or row.get("calibrated") is False:
+        st.warning(f"**Estimated performance: not calibrated** (latest window {ui.fmt_time(row.get('time'))}) — "
+                   f"{row.get(Q.F_REASON) or 'no labelled reference rows yet'}. No estimate is shown until it is: "
+                   "an uncalibrated model's own confidence is not an estimate of its accuracy.")
+    elif isinstance(row.get("calibration_source"), str):
+        st.caption(f"Estimated performance calibrated on {ui.fmt_num(row.get('calibration_n'), ',.0f')} labelled "
+                   f"rows ({row.get('calibration_source')}); band = estimate ± 3 standard deviations of the "
+                   "accuracy a calibrated model would realize on the window.")
+
+
+def _estimation_error(perf: pd.DataFrame) -> None:
+    """|estimate − realized| on the labelled rows, per bucket."""
+    if Q.F_ESTIMATION_ERROR not in perf:
+        return
+    d = perf[(Q.col(perf, "detector", "").astype(str) == Q.REALIZED) & (perf["metric"] == "accuracy")]
+    d = d.dropna(subset=[Q.F_ESTIMATION_ERROR])
+    if not len(d):
+        return
+    mean_err = float(pd.to_numeric(d[Q.F_ESTIMATION_ERROR], errors="coerce").mean())
+    st.altair_chart(charts.lines(d, Q.F_ESTIMATION_ERROR, fmt=".1%", y_title="|estimated − realized| accuracy",
+                                 title=f"Estimation error on the labelled rows (mean {mean_err:.1%})"),
+                    width="stretch")
+    st.caption("For the rows whose labels were joined in each window: CBPE's estimate of those same rows "
+               "against their realized accuracy. A persistent gap means the calibration no longer holds "
+               "(concept drift, or a shift the reference never showed).")
+
+
 ERROR_STREAM = "error_stream"  # dw_performance metric of the error-stream detector (streams/labels.py)
 FET = "fet_online"
 PHASES = {"reference": "collecting its reference (the errors of the first joined labels)",
@@ -97,8 +154,10 @@ def _error_stream_section(ctx: ui.Ctx, es: pd.DataFrame) -> None:
 def render(ctx: ui.Ctx) -> None:
     f = D.fetch(perf=(D.performance_series, (ctx.conn, ctx.scope)), latest=(D.performance_latest, (ctx.conn, ctx.scope)),
                 lab=(D.performance_labels, (ctx.conn, ctx.scope)), pred=(D.prediction_drift, (ctx.conn, ctx.scope)),
-                es=(_error_stream, (ctx.conn, ctx.scope)))
+                es=(_error_stream, (ctx.conn, ctx.scope)), status=(D.evaluator_status, (ctx.conn, ctx.scope)))
     perf = f["perf"]
+    status = f["status"]
+    _cbpe_state(ctx, f["latest"], status)
     if not len(perf):
         ui.empty(
             f"No performance results for `{ctx.model}` in the {ctx.range_label}.",
@@ -110,9 +169,16 @@ def render(ctx: ui.Ctx) -> None:
         metrics = sorted(perf["metric"].dropna().unique().tolist(), key=lambda m: (m != "accuracy", m))
         _latest_metrics(ctx, metrics, f["latest"])
         for m in metrics:
-            d = perf[perf["metric"] == m]
-            st.altair_chart(charts.lines(d, "value", color="kind", title=f"{m}: realized (labels) vs estimated",
-                                         y_title=f"{m} (mean per bucket)", fmt=_fmt(m)), width="stretch")
+            d = perf[(perf["metric"] == m)].dropna(subset=["value"])
+            if m == "accuracy":
+                chart = charts.lines_with_band(d, "value", Q.F_LOWER, Q.F_UPPER, color="kind", band_of="estimated",
+                                               title="accuracy: realized (labels) vs estimated (band: ± 3 std)",
+                                               y_title="accuracy (mean per bucket)", fmt=_fmt(m))
+            else:
+                chart = charts.lines(d, "value", color="kind", title=f"{m}: realized (labels) vs estimated",
+                                     y_title=f"{m} (mean per bucket)", fmt=_fmt(m))
+            st.altair_chart(chart, width="stretch")
+        _estimation_error(perf)
         st.caption("Realized = computed from the true labels joined to the predictions, plotted at the window in "
                    "which the labels were joined; estimated = confidence-based (CBPE) from the model's own "
                    "probabilities, available before labels arrive. A gap that opens between them is a sign of "
@@ -149,7 +215,12 @@ def render(ctx: ui.Ctx) -> None:
 
     st.subheader("Prediction drift")
     pred, pred_latest = f["pred"]
-    if not len(pred):
+    why = _not_computed(status, "prediction_drift")
+    if not len(pred) and why:
+        ui.empty(f"Prediction drift is not computed: {why}.",
+                 "The worker compares each window's predictions with the reference's (no labels needed); with a "
+                 "file reference, the file must carry the model's outputs (docs/references.md).")
+    elif not len(pred):
         ui.empty("No prediction-drift results yet.",
                  "The worker compares each window's predictions with the reference's (no labels needed).")
     else:
@@ -175,6 +246,10 @@ def render(ctx: ui.Ctx) -> None:
         st.altair_chart(charts.lines(d, y, log=(y == Q.F_P_VALUE), color="output", title="Prediction drift over time",
                                      y_title=f"smallest {y.replace('_', '-')} per bucket",
                                      rule=ui.median(Q.col(d, Q.F_THRESHOLD))), width="stretch")
+    missing = [(EVALUATORS[e], r) for e in EVALUATORS if (r := _not_computed(status, e))]
+    if missing:
+        st.subheader("Not computed")
+        st.markdown("\n".join(f"- **{name}**: {reason}." for name, reason in missing))
     ui.links(ctx, [("drift", f"Data drift of {ctx.model}"), ("alerts", "Alerts"), ("overview", "Overview")])
 
 

@@ -207,7 +207,9 @@ def test_performance_page(env: Q.Conn) -> None:
     at = open_page("performance", model="churn")
     no_exception(at)
     assert at.title[0].value == "Concept drift & performance"
-    assert len(charts(at)) == 4  # accuracy realized vs estimated, coverage, delay, prediction drift
+    # accuracy realized vs estimated (with the estimate's band), estimation error, coverage, delay, prediction drift
+    assert len(charts(at)) == 5
+    assert "calibrated on" in texts(at) and "Estimation error" in str(charts(at)[1].proto.spec)
     acc = next(m for m in at.metric if m.label == "accuracy (realized)")
     assert acc.value.endswith("%") and "estimated" in acc.proto.delta
     assert any("predicted class" in m.value and "chi-squared" in m.value for m in at.markdown)

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 # charts each page draws for the drifting model (see test_app.py for what they are)
-CHARTS = {"overview": 2, "drift": 3, "quality": 2, "performance": 4, "adversarial": 2, "alerts": 1}
+CHARTS = {"overview": 2, "drift": 3, "quality": 2, "performance": 5, "adversarial": 2, "alerts": 1}
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,16 @@ FEATS = (FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="y", kind="nume
          FeatureSpec(name="c", kind="categorical"))
 
 
-def _frame(rng, n, flip=False):
+def _frame(rng, n, flip=False, labelled=False):
     cov = [[1, -0.9], [-0.9, 1]] if flip else [[1, 0.9], [0.9, 1]]
     xy = rng.multivariate_normal([0, 0], cov, n)
     p = 1 / (1 + np.exp(-2 * xy[:, 0]))
+    truth = np.where(rng.random(n) < p, "1", "0").astype(object) if labelled else None
     return Frame.from_columns(
         event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=float),
         numeric={"x": xy[:, 0], "y": xy[:, 1]}, categorical={"c": rng.choice(["a", "b"], n).astype(object)},
         pred_label=np.where(p > 0.5, "1", "0").astype(object), pred_proba=np.column_stack([1 - p, p]),
-        classes=("0", "1"), pred_value=p)
+        classes=("0", "1"), pred_value=p, label=truth)
 
 
 def _ctx(rng, ref, flip, multivariate="mmd"):
@@ -42,7 +43,7 @@ def _ctx(rng, ref, flip, multivariate="mmd"):
 
 def test_evaluators_emit_their_records():
     rng = np.random.default_rng(0)
-    ref_frame = _frame(rng, 800)
+    ref_frame = _frame(rng, 800, labelled=True)  # labelled reference rows: CBPE is calibrated on them
     ref = attach_reference_frame(Reference.from_frame(ref_frame, FEATS), ref_frame)
     evs = [PredictionDrift(), MultivariateDrift(n_permutations=50), EstimatedPerformance(),
            FeatureImpactEvaluator()]
@@ -54,7 +55,12 @@ def test_evaluators_emit_their_records():
     assert len(mv) == 1 and mv[0].tags[R.T_DETECTOR] == "mmd" and mv[0].fields["drift"] == 1
     assert mv[0].fields["engine"] == "native" and mv[0].time_ns == 10 * 10**9
     assert {r.tags[R.T_METRIC] for r in by[R.PERFORMANCE]} >= {"accuracy", "f1", "log_loss"}
-    assert all(r.tags[R.T_DETECTOR] == "cbpe" and r.fields["estimated"] for r in by[R.PERFORMANCE])
+    assert all(r.tags[R.T_DETECTOR] == "cbpe" and r.fields["estimated"] and r.fields["calibrated"]
+               for r in by[R.PERFORMANCE])
+    acc = next(r for r in by[R.PERFORMANCE] if r.tags[R.T_METRIC] == "accuracy")
+    assert acc.fields["lower"] < acc.fields["value"] < acc.fields["upper"] and acc.fields["calibration_n"] == 800
+    assert {r.tags[R.T_DETECTOR]: r.fields["computed"] for r in by[R.STATUS]} == {
+        "prediction_drift": 1, "estimated_performance": 1, "feature_impact": 1}
     assert {r.tags[R.T_FEATURE] for r in by[R.IMPACT]} == {"x", "y", "c"}
     assert any(r.tags[R.T_DETECTOR] == "summary" for r in by[R.PREDICTION])
     # PCA variant and the alibi engine request (MMD falls back to native, and says so)
@@ -66,12 +72,26 @@ def test_evaluators_emit_their_records():
     assert r.fields["engine"] == "native" and r.fields["engine_note"] == "alibi MMD unavailable"
 
 
-def test_silent_without_reference_rows_or_when_off():
+def test_say_why_without_reference_rows_or_outputs_and_silent_when_off():
     rng = np.random.default_rng(1)
     ref_frame = _frame(rng, 300)
     ref = Reference.from_frame(ref_frame, FEATS)  # no rows attached
-    evs = [PredictionDrift(), MultivariateDrift(), FeatureImpactEvaluator()]
-    assert evaluate_window(_ctx(rng, ref, flip=True), evs) == []
+    evs = [PredictionDrift(), MultivariateDrift(), FeatureImpactEvaluator(), EstimatedPerformance()]
+    recs = evaluate_window(_ctx(rng, ref, flip=True), evs)
+    status = {r.tags[R.T_DETECTOR]: r.fields for r in recs if r.measurement == R.STATUS}
+    assert {k: v["computed"] for k, v in status.items()} == {
+        "prediction_drift": 0, "feature_impact": 0, "estimated_performance": 0}
+    assert "no rows attached" in status["prediction_drift"]["reason"]
+    assert "not calibrated" in status["estimated_performance"]["reason"]
+    cbpe = [r for r in recs if r.measurement == R.PERFORMANCE]  # a point that says so, and no value
+    assert len(cbpe) == 1 and cbpe[0].fields["status"] == "not calibrated" and "value" not in cbpe[0].fields
+    assert not [r for r in recs if r.measurement in (R.PREDICTION, R.IMPACT)]
+    # rows without outputs (a file reference that declares none): the reason says which config keys to set
+    bare = Frame.from_columns(event_id=ref_frame.event_id, event_time=ref_frame.event_time,
+                              numeric=ref_frame.numeric, categorical=ref_frame.categorical)
+    ref2 = attach_reference_frame(Reference.from_frame(bare, FEATS), bare)
+    recs = evaluate_window(_ctx(rng, ref2, flip=True), [PredictionDrift(), FeatureImpactEvaluator()])
+    assert all(r.measurement == R.STATUS and "reference.probabilities" in r.fields["reason"] for r in recs)
     attach_reference_frame(ref, ref_frame)
     assert evaluate_window(_ctx(rng, ref, flip=True, multivariate="none"), [MultivariateDrift()]) == []
 

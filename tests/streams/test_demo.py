@@ -596,3 +596,46 @@ def test_sigterm_stops_an_endless_demo_and_loses_nothing(settings_env: dict[str,
     assert dict(events[settings.topic_inferences]) == {"wine": wine, "diabetes": dia}
     assert events[settings.topic_labels].get("wine", 0) == wine_labels
     assert events[settings.topic_labels].get("diabetes", 0) == dia_labels
+
+
+def test_demo_references_run_prediction_drift_impact_and_calibrated_cbpe() -> None:
+    """The shipped reference files declare their output and label columns (demo.yaml): with them a file
+    reference gets prediction drift, feature impact, and (wine) a calibrated CBPE; a window of drifted
+    traffic (alcohol + 1.5 sd) shows prediction drift."""
+    from detectors import records as R
+    from detectors.advanced import (EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift,
+                                    attach_reference_frame)
+    from detectors.frame import Frame
+    from detectors.outputs import read_reference_rows
+    from detectors.reference import Reference
+    from detectors.runner import WindowContext, evaluate_window
+
+    rng = np.random.default_rng(3)
+    for mon in CONFIG.models:
+        model = models()[mon.model_id]
+        rows = read_reference_rows(mon.reference.file, mon.features, mon.reference.outputs(), mon.task)
+        assert rows.label is not None and (rows.pred_label is not None or rows.pred_value is not None)
+        ref = attach_reference_frame(Reference.from_frame(rows, mon.features), rows)
+        X, _ = model.sample(rng, 500)
+        X[:, model.index(model.default_drift_features[0])] += 1.5 * model.std[model.index(model.default_drift_features[0])]
+        X = model.finish_inputs(X)
+        cols, out = model.derive(X), model.predict(X)
+        num = {k: np.asarray(v, dtype=float) for k, v in cols.items() if k not in model.categorical}
+        cat = {k: np.asarray(v, dtype=object) for k, v in cols.items() if k in model.categorical}
+        frame = Frame.from_columns(event_id=np.arange(500).astype(str), event_time=np.zeros(500), numeric=num,
+                                   categorical=cat, pred_label=out.get("label"), pred_proba=out.get("proba"),
+                                   classes=tuple(model.classes) if "proba" in out else (),
+                                   pred_value=out.get("value"))
+        ctx = WindowContext(model_id=mon.model_id, version="1", frame=frame, reference=ref,
+                            features=tuple(mon.features), drift=mon.drift, task=mon.task, window_end=1.0,
+                            impact=mon.impact)
+        recs = evaluate_window(ctx, [PredictionDrift(), FeatureImpactEvaluator(), EstimatedPerformance()])
+        status = {r.tags[R.T_DETECTOR]: r.fields for r in recs if r.measurement == R.STATUS}
+        assert status["prediction_drift"]["computed"] == 1 and status["feature_impact"]["computed"] == 1
+        summary = next(r for r in recs if r.measurement == R.PREDICTION and r.tags[R.T_FEATURE] == "__all__")
+        assert summary.fields["drift"] == 1, mon.model_id
+        assert {r.tags[R.T_FEATURE] for r in recs if r.measurement == R.IMPACT} == {f.name for f in mon.features}
+        if mon.task == "classification":
+            acc = next(r for r in recs if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == "accuracy")
+            assert acc.fields["calibrated"] is True and acc.fields["calibration_n"] == D.REFERENCE_ROWS
+            assert acc.fields["lower"] <= acc.fields["value"] <= acc.fields["upper"]
