@@ -80,6 +80,7 @@ F_CONSUMER_LAG = "consumer_lag"  # optional: messages behind, if a worker report
 F_CLOSED_AT = "closed_at"  # wall clock (epoch s) when the worker closed the window
 # dw_deadletter
 F_COUNT = "count"
+F_DL_MODEL = "model_id"  # dw_deadletter: the model the messages named (a field: unknown ids are not tags)
 # dw_performance (tags metric, detector = realized | cbpe; metric=label_join: join counters)
 F_VALUE = "value"
 F_ESTIMATED = "estimated"
@@ -1019,6 +1020,28 @@ def deadletters(conn: Conn, scope: Scope) -> pd.DataFrame:
         f" GROUP BY time({scope.rng.bucket}), {ident(R.T_REASON)} fill(none)"
     )
     return query_df(conn, q)
+
+
+def deadletter_models(conn: Conn, scope: Scope, limit: int = 5000) -> pd.DataFrame:
+    """Dead-lettered events per reason and model: ``reason``, ``model`` (the model the messages named,
+    also one missing from the monitor config; ``—`` when none could be read), ``count``.
+
+    The model of an unknown model id is the ``model_id`` field (never a tag: attacker-controlled),
+    so this reads the latest ``limit`` points of the range and sums them here.
+    """
+    where = [scope.rng.clause()]
+    if scope.model is not None:
+        where.append(f"({ident(R.T_MODEL)} = {lit(scope.model)} OR {ident(R.T_MODEL)} = '')")
+    q = (f"SELECT {ident(F_COUNT)}, {ident(F_DL_MODEL)}, {ident(R.T_MODEL)}, {ident(R.T_REASON)} "
+         f"FROM {ident(R.DEADLETTER)} WHERE {' AND '.join(where)} ORDER BY time DESC LIMIT {int(limit)}")
+    df = query_df(conn, q)
+    if not len(df):
+        return pd.DataFrame(columns=["reason", "model", "count"])
+    named = df[F_DL_MODEL] if F_DL_MODEL in df else pd.Series(None, index=df.index, dtype=object)
+    tagged = df[R.T_MODEL] if R.T_MODEL in df else pd.Series(None, index=df.index, dtype=object)
+    df["model"] = named.where(named.notna() & (named != ""), tagged).fillna("—").replace("", "—")
+    out = df.groupby(["reason", "model"], as_index=False)[F_COUNT].sum()
+    return out.sort_values(F_COUNT, ascending=False).reset_index(drop=True)
 
 
 # Performance ------------------------------------------------------------------------------

@@ -207,10 +207,10 @@ class Runtime:
         dt = max(now - t0, 1e-9)
         self._last_stats = (now, s.events, s.windows)
         log.info(
-            "%.0f events/s, %d windows (+%d), %d events windowed, %d dead-lettered (%s), %d late, "
+            "%.0f events/s, %d windows (+%d), %d events windowed, %d dead-lettered (by reason and model: %s), %d late, "
             "%d events in open windows, %d messages un-acked, %d points queued for InfluxDB",
             (s.events - ev0) / dt, s.windows, s.windows - w0, s.windowed_events, s.dead_events,
-            dict(self.pipeline.deadletters.counts) or "none", s.late_events, self.pipeline.open_events(),
+            self.pipeline.deadletters.summary(), s.late_events, self.pipeline.open_events(),
             self.pipeline.pending_messages(), self.sink.pending_points,
         )
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("streams.schema_cli", "export the JSON Schema of the wire events"),
     "reference": ("streams.reference_cli", "set, show or reset a model's reference"),
     "alerts": ("streams.alerts.cli", "list alerts, silence them"),
+    "deadletter": ("streams.deadletter_cli", "list, show and replay dead-lettered messages"),
     "bench": ("benchmarks.cli", "benchmarks that print JSON"),
 }
 

@@ -34,7 +34,11 @@ messages must not turn into a flood of InfluxDB points. Tags ``reason`` and
 ``model`` (only for models in the monitor config — an unknown model id is
 attacker-controlled and would make tag cardinality unbounded); fields
 ``count`` (events), ``messages``, ``partition``, ``offset`` (the first
-dead-lettered offset of the group) and ``last_offset``. The point time is the
+dead-lettered offset of the group), ``last_offset`` and ``model_id``: the model
+the messages named, also when it is not in the config (a field, so it adds no
+series; made printable and cut at 64 characters), so "unknown_model 2" can say
+*which* model. A flush groups at most :data:`MAX_NAMED_UNKNOWN` unknown model
+ids; the rest share one point without ``model_id``. The point time is the
 first message's Kafka timestamp plus a sub-millisecond offset derived from its
 partition and offset, so a group of one message gives exactly the point of
 :func:`deadletter_record`, and a replay grouped the same way overwrites its own
@@ -61,12 +65,17 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, Record
+from detectors.reference import safe_label
 from streams.decode import DeadLetter
 
 log = logging.getLogger(__name__)
 
 MAX_DETAIL = 1000
 MAX_ROWS_TEXT = 8000
+MAX_NAMED_UNKNOWN = 20
+"""Unknown model ids named (own point, ``model_id`` field) per flush; a flood of random ids shares one point."""
+MAX_LOGGED = 100
+"""(reason, model) pairs the worker log announces and counts by name; the rest are counted as ``(other)``."""
 
 #: ``send(key, value, headers) -> awaitable`` that resolves once the broker has the record
 SendFn = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
@@ -141,6 +150,8 @@ def deadletter_record(dl: DeadLetter, known_models: frozenset[str] | set[str]) -
             tags[T_VERSION] = dl.model_version
     fields = {"count": dl.n_events, "messages": 1, "partition": m.partition, "offset": m.offset,
               "last_offset": m.offset}
+    if dl.model_id is not None:
+        fields["model_id"] = safe_label(dl.model_id)
     return Record(DEADLETTER, tags, fields, time_ns)
 
 
@@ -154,9 +165,15 @@ def deadletter_records(dls: Iterable[DeadLetter], known_models: frozenset[str] |
     [({'reason': 'schema'}, 3, 5, 7)]
     """
     groups: dict[tuple, list] = {}  # key -> [first dead letter, events, messages, last offset]
+    unknown: set[str] = set()
     for dl in dls:
         m = dl.message
-        model = dl.model_id if dl.model_id is not None and dl.model_id in known_models else None
+        model = dl.model_id
+        if model is not None and model not in known_models:
+            if model not in unknown and len(unknown) >= MAX_NAMED_UNKNOWN:
+                model = None
+            else:
+                unknown.add(model)
         version = dl.model_version if model is not None else None
         k = (m.topic, m.partition, dl.reason, model, version)
         g = groups.get(k)
@@ -167,9 +184,11 @@ def deadletter_records(dls: Iterable[DeadLetter], known_models: frozenset[str] |
             g[2] += 1
             g[3] = max(g[3], m.offset)
     out = []
-    for first, events, messages, last in groups.values():
+    for k, (first, events, messages, last) in groups.items():
         r = deadletter_record(first, known_models)
         r.fields.update(count=events, messages=messages, last_offset=last)
+        if k[3] is None:
+            r.fields.pop("model_id", None)
         out.append(r)
     return out
 
@@ -190,7 +209,34 @@ class DeadLetterPublisher:
         self._send = send
         self._send_batch = send_batch
         self.counts: Counter[str] = Counter()  # events per reason
+        self.by_model: Counter[tuple[str, str]] = Counter()  # events per (reason, model id) (bounded)
         self.messages = 0
+
+    def _count(self, dl: DeadLetter) -> None:
+        """Count a published dead letter; the first of each (reason, model) is logged with what to do."""
+        self.counts[dl.reason] += dl.n_events
+        model = "(none)" if dl.model_id is None else safe_label(dl.model_id)
+        key = (dl.reason, model)
+        if key not in self.by_model:
+            if len(self.by_model) >= MAX_LOGGED:
+                key = (dl.reason, "(other)")
+            else:
+                hint = ("declare the model in the monitor config, then `driftwatch deadletter replay --reason "
+                        f"{dl.reason} --model {model}`" if dl.reason == "unknown_model" else
+                        "`driftwatch deadletter list` shows them, `deadletter replay` sends them again once fixed")
+                log.warning("dead-lettering events of model %s: %s (%s); %s", model, dl.reason, dl.detail[:200], hint)
+        self.by_model[key] += dl.n_events
+
+    def summary(self) -> str:
+        """``unknown_model 2 (iris 2), schema 1 (wine 1)``: events per reason and model, for the log."""
+        if not self.counts:
+            return "none"
+        parts = []
+        for reason, n in self.counts.most_common():
+            models = sorted(((m, c) for (r, m), c in self.by_model.items() if r == reason), key=lambda x: -x[1])
+            named = ", ".join(f"{m} {c}" for m, c in models[:5]) + (", …" if len(models) > 5 else "")
+            parts.append(f"{reason} {n} ({named})" if named else f"{reason} {n}")
+        return ", ".join(parts)
 
     async def publish(self, dl: DeadLetter) -> asyncio.Future:
         """Send one dead letter; the returned future resolves when the broker has it."""
@@ -198,7 +244,7 @@ class DeadLetterPublisher:
             return await self.publish_batch([dl], retries=0)
         m = dl.message
         delivery = await self._send(m.key, m.value, headers_for(dl))
-        self.counts[dl.reason] += dl.n_events
+        self._count(dl)
         self.messages += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dead letter %s from %s[%d]@%d: %s", dl.reason, m.topic, m.partition, m.offset, dl.detail[:200])
@@ -234,7 +280,7 @@ class DeadLetterPublisher:
                 await asyncio.sleep(wait)
                 wait *= 2
         for dl in dls:
-            self.counts[dl.reason] += dl.n_events
+            self._count(dl)
         self.messages += len(dls)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%d dead letter(s) from %s[%d]@%d..: %s", len(dls), dls[0].message.topic,

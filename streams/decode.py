@@ -183,10 +183,11 @@ class Decoded:
 class _Bad(Exception):
     """A value or row is unusable: ``reason`` from :data:`REASONS`, ``detail`` for humans."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, model_id: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.model_id = model_id  # the model the event named, when it is known (e.g. unknown_model)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -592,7 +593,7 @@ class Decoder:
             raise _Bad(R_SCHEMA, f"model_id must be a string of 1-{MAX_ID_LEN} chars")
         model = self.models.get(model_id)
         if model is None:
-            raise _Bad(R_UNKNOWN_MODEL, f"model {model_id[:80]!r} is not in the monitor config")
+            raise _Bad(R_UNKNOWN_MODEL, f"model {model_id[:80]!r} is not in the monitor config", model_id)
         return model_id, model
 
     @staticmethod
@@ -621,7 +622,7 @@ class Decoder:
                 from streams.schemas import InferenceBatch
 
                 detail = self._schema_detail(InferenceBatch, doc) or detail
-            out.dead.append(DeadLetter(msg, b.reason, detail, None, n_guess, model_id, version))
+            out.dead.append(DeadLetter(msg, b.reason, detail, None, n_guess, model_id or b.model_id, version))
             return
         if msg.key is not None and msg.key != model_id.encode():
             out.unkeyed.add((msg.topic, msg.partition, model_id))
@@ -646,7 +647,7 @@ class Decoder:
                 from streams.schemas import LabelBatch
 
                 detail = self._schema_detail(LabelBatch, doc) or detail
-            out.dead.append(DeadLetter(msg, b.reason, detail, None, n, model_id))
+            out.dead.append(DeadLetter(msg, b.reason, detail, None, n, model_id or b.model_id))
             return
         label = np.array(labels, dtype=object) if n else np.empty(0, dtype=object)
         for i, x in enumerate(labels):
@@ -701,7 +702,7 @@ class Decoder:
                 cls = LabelEvent if row.get("type") == "label" or "label_time" in row else InferenceEvent
                 detail = self._schema_detail(cls, row) or detail
             where = f"event [{idx}]: " if idx >= 0 else ""
-            dead_row(msg, idx, b.reason, where + detail, model_id, version)
+            dead_row(msg, idx, b.reason, where + detail, model_id or b.model_id, version)
             return
         seg.rows.append(row)
         seg.messages.append(msg)

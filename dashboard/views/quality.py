@@ -24,7 +24,8 @@ def render(ctx: ui.Ctx) -> None:
     rate = st.session_state.get("dw_q_rate", Q.QUALITY_RATES[0])
     rate = rate if rate in Q.QUALITY_RATES else Q.QUALITY_RATES[0]
     f = D.fetch(series=(D.quality_series, (ctx.conn, ctx.scope, (rate,))),
-                latest=(D.quality_latest, (ctx.conn, ctx.scope)), dl=(D.deadletters, (ctx.conn, ctx.scope)))
+                latest=(D.quality_latest, (ctx.conn, ctx.scope)), dl=(D.deadletters, (ctx.conn, ctx.scope)),
+                dl_models=(D.deadletter_models, (ctx.conn, ctx.scope)))
     series = f["series"]
     latest = f["latest"]
     if not len(series):
@@ -98,10 +99,11 @@ def render(ctx: ui.Ctx) -> None:
     else:
         c1, c2 = st.columns([3, 1])
         c1.altair_chart(charts.bars_over_time(dl, "count", "reason", y_title="messages dead-lettered"), width="stretch")
-        totals = dl.groupby("reason", as_index=False)["count"].sum().sort_values("count", ascending=False)
-        c2.dataframe(totals, hide_index=True, width="stretch")
+        c2.dataframe(f["dl_models"], hide_index=True, width="stretch")
         st.caption(f"Malformed messages go to `{ctx.settings.topic_deadletter}` with their reason, nothing is "
-                   "dropped. Messages too broken to name a model are counted on every model's page.")
+                   "dropped. Messages too broken to name a model are counted on every model's page. "
+                   "`driftwatch deadletter list` shows them; `driftwatch deadletter replay` sends them again "
+                   "once the config is fixed (e.g. an unknown model declared).")
     ui.links(ctx, [("drift", f"Data drift of {ctx.model}"), ("overview", "Overview"), ("alerts", "Alerts")])
 
 

@@ -70,13 +70,16 @@ def test_deadletter_points_are_aggregated_per_partition_reason_and_model():
     dls = [dl(offset=10), dl(offset=11, rows=(1, 2)), dl(offset=12, reason="invalid_json", model=None),
            dl(offset=13, reason="unknown_model", model="attacker-1"), dl(offset=14, reason="unknown_model",
                                                                           model="attacker-2")]
-    recs = {(r.tags.get("reason"), r.tags.get("model")): r for r in deadletter_records(dls, {"m"})}
-    assert set(recs) == {("schema", "m"), ("invalid_json", None), ("unknown_model", None)}
+    recs = {(r.tags.get("reason"), r.tags.get("model"), r.fields.get("model_id"))
+            for r in deadletter_records(dls, {"m"})}
+    # attacker ids never become tags; they are named in a field (no new series)
+    assert recs == {("schema", "m", "m"), ("invalid_json", None, None), ("unknown_model", None, "attacker-1"),
+                    ("unknown_model", None, "attacker-2")}
+    recs = {(r.tags.get("reason"), r.tags.get("model")): r for r in deadletter_records(dls[:3], {"m"})}
     schema = recs[("schema", "m")]
     assert (schema.fields["count"], schema.fields["messages"], schema.fields["offset"],
             schema.fields["last_offset"]) == (3, 2, 10, 11)
     assert schema.time_ns == deadletter_record(dls[0], {"m"}).time_ns  # keyed by its first message
-    assert recs[("unknown_model", None)].fields["count"] == 2  # attacker ids never become tags
     one = deadletter_records([dls[0]], {"m"})[0]
     assert one == deadletter_record(dls[0], {"m"})  # a group of one is the per-message point
 
@@ -164,3 +167,33 @@ def test_kafka_batch_sender_keeps_order_key_partitioning_and_bytes(settings, con
         by_part.setdefault(r.partition, []).append((r.offset, i))
     for seq in by_part.values():  # per partition, offsets follow the sending order
         assert [i for _o, i in sorted(seq)] == sorted(i for _o, i in seq)
+
+
+def test_a_flood_of_unknown_model_ids_is_named_up_to_a_bound():
+    from streams.deadletter import MAX_NAMED_UNKNOWN, deadletter_records
+
+    dls = [dl(offset=i, reason="unknown_model", model=f"rnd-{i}") for i in range(200)]
+    recs = deadletter_records(dls, {"m"})
+    assert len(recs) == MAX_NAMED_UNKNOWN + 1 and all("model" not in r.tags for r in recs)
+    assert sum(r.fields["count"] for r in recs) == 200
+    assert sum("model_id" not in r.fields for r in recs) == 1  # the rest share one unnamed point
+
+
+def test_the_log_names_model_and_reason(caplog):
+    async def send(key, value, headers):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result("ok")
+        return fut
+
+    async def main():
+        pub = DeadLetterPublisher(send)
+        for _ in range(2):
+            await pub.publish(dl(reason="unknown_model", model="iris"))
+        return pub
+
+    with caplog.at_level("WARNING", logger="streams.deadletter"):
+        pub = asyncio.run(main())
+    assert pub.summary() == "unknown_model 2 (iris 2)"
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "iris" in warned[0] and "unknown_model" in warned[0]
+    assert "deadletter replay" in warned[0]
