@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.worker", "run a Faust worker that monitors the inference stream"),
     "demo": ("streams.demo", "publish demo traffic (drift, quality breaks, malformed, attacks)"),
     "dashboard": ("dashboard.launch", "serve the Streamlit dashboard"),
+    "init": ("streams.init_cli", "write a monitor config inferred from a CSV of your model's inputs"),
     "check-config": ("streams.check_config", "validate a monitor config file"),
     "settings": ("streams.settings_cli", "show effective settings (secrets masked) or the reference"),
     "schema": ("streams.schema_cli", "export the JSON Schema of the wire events"),
