@@ -22,12 +22,17 @@ service settings stay small:
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 # page key -> (script relative to app.py, title, icon, URL path); the overview is the root URL
@@ -53,3 +58,34 @@ class DashboardSettings(Settings):
 def load_settings() -> DashboardSettings:
     """Settings from the environment, read fresh (cheap: ~1 ms)."""
     return DashboardSettings()
+
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, float], dict[str, Any]] = {}
+
+
+def monitor_model(path: Path | str | None, model: str) -> Any:
+    """The model's entry (``streams.monitors.ModelMonitor``) in the monitor config at ``path``,
+    or None when the file cannot be read or validated (logged once per file version) or the
+    model is not in it. Parsed once per version of the file (its mtime)."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        key = (str(p.resolve()), os.stat(p).st_mtime)
+    except OSError:
+        return None
+    with _lock:
+        models = _cache.get(key)
+    if models is None:
+        from streams.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
+
+        try:
+            models = {m.model_id: m for m in load_monitors(p).models}
+        except ConfigError as e:
+            log.warning("dashboard: cannot read the monitor config %s: %s", p, e)
+            models = {}
+        with _lock:
+            _cache.clear()  # one file version at a time
+            _cache[key] = models
+    return models.get(model)

@@ -66,6 +66,7 @@ def clear() -> None:
 
 
 models = _c(Q.models)
+data_start = _c(Q.data_start)
 versions = _c(Q.versions)
 segments = _c(Q.segments)
 features = _c(Q.features)

@@ -31,12 +31,11 @@ True
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from dashboard.config import monitor_model
 from detectors.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -83,32 +82,8 @@ def publication(spec: FeatureSpec | None, *, noised: bool = False, epsilon: floa
     return Publication("plain", None, "histogram" if spec is None else "config")
 
 
-_lock = threading.Lock()
-_cache: dict[tuple[str, float], dict[str, dict[str, FeatureSpec]]] = {}
-
-
 def feature_specs(path: Path | str | None, model: str) -> dict[str, FeatureSpec]:
     """The model's features by name from the monitor config at ``path`` ({} when the file
     cannot be read or validated, or the model is not in it; logged once per file version)."""
-    if path is None:
-        return {}
-    p = Path(path)
-    try:
-        key = (str(p.resolve()), os.stat(p).st_mtime)
-    except OSError:
-        return {}
-    with _lock:
-        models = _cache.get(key)
-    if models is None:
-        from streams.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
-
-        try:
-            cfg = load_monitors(p)
-            models = {m.model_id: {f.name: f for f in m.features} for m in cfg.models}
-        except ConfigError as e:
-            log.warning("dashboard: cannot read the monitor config for sensitive-feature notes: %s", e)
-            models = {}
-        with _lock:
-            _cache.clear()  # one file version at a time
-            _cache[key] = models
-    return models.get(model, {})
+    m = monitor_model(path, model)
+    return {f.name: f for f in m.features} if m is not None else {}

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -145,6 +145,8 @@ BUCKETS: tuple[tuple[str, int], ...] = (
 #: features × buckets cells, so it shows the top features only (``HEATMAP_TOP``) at ≤ 60
 #: columns (3 h for 7 days) — 20 × 56 cells instead of 50 × 84.
 MAX_BUCKETS = 100
+#: the shortest range the default ("since the data started") shows
+MIN_AUTO_SECONDS = 15 * 60
 MAX_HEAT_BUCKETS = 60
 #: rows of a feature × time heatmap drawn at once; the rest on demand
 HEATMAP_TOP = 20
@@ -217,6 +219,33 @@ class TimeRange:
             return f"time > now() - {self.seconds}s"
         start = self.end_ns - self.seconds * 1_000_000_000
         return f"time > {start} AND time <= {self.end_ns}"
+
+    @classmethod
+    def since(cls, start: datetime, now: datetime | None = None, min_seconds: int = MIN_AUTO_SECONDS) -> "TimeRange":
+        """From shortly before ``start`` up to now: the data's own span plus a margin of a
+        tenth (at least ``min_seconds``, at most the longest preset), so every series fills
+        the chart instead of being one dot in a day.
+
+        >>> t0 = datetime(2026, 1, 1, 9, 18, tzinfo=timezone.utc)
+        >>> TimeRange.since(t0, now=t0 + timedelta(minutes=12)).seconds
+        900
+        >>> TimeRange.since(t0, now=t0 + timedelta(hours=2)).seconds
+        8400
+        """
+        now = now or datetime.now(timezone.utc)
+        span = max(0.0, (now - start).total_seconds())
+        seconds = max(min_seconds, int(math.ceil(span * 11 / 10)))
+        # whole minutes (whole 10 minutes past an hour, hours past a day): the range is part
+        # of every query's cache key, so it must not change with every second
+        step = 60 if seconds <= 3600 else 600 if seconds <= 86400 else 3600
+        seconds = int(math.ceil(seconds / step)) * step
+        return cls(min(seconds, max(PRESETS.values())))
+
+    def start(self, now: datetime | None = None) -> pd.Timestamp:
+        """The range's start as a UTC timestamp (relative ranges: from ``now``)."""
+        if self.end_ns is not None:
+            return pd.Timestamp(self.end_ns - self.seconds * 1_000_000_000, unit="ns", tz="UTC")
+        return pd.Timestamp(now or datetime.now(timezone.utc)) - pd.Timedelta(seconds=self.seconds)
 
     @property
     def bucket(self) -> str:
@@ -446,6 +475,19 @@ def tag_values(conn: Conn, key: str, *, measurement: str | None = None, model: s
         q += f" WHERE {ident(R.T_MODEL)} = {lit(model)}"
     vals = {row[1] for s in run(conn, q)[0] for row in s.get("values", [])}
     return sorted(v for v in vals if v != "")
+
+
+def data_start(conn: Conn, models: Iterable[str] = ()) -> pd.Timestamp | None:
+    """When the first window of ``models`` (default: any) within the longest preset closed,
+    or None without any. One point per series, read in time order: cheap at any volume."""
+    where = f" WHERE time > now() - {max(PRESETS.values())}s"
+    ms = list(models)
+    if ms:
+        where += " AND " + tag_in(R.T_MODEL, ms)
+    df = query_df(conn, f"SELECT {ident(F_N_EVENTS)} FROM {ident(R.WINDOW)}{where} ORDER BY time ASC LIMIT 1")
+    if not len(df) or TIME not in df:
+        return None
+    return pd.Timestamp(df[TIME].min())
 
 
 def models(conn: Conn) -> list[str]:

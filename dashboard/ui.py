@@ -34,8 +34,10 @@ FILTERS = ("model", "version", "segment", "range", "from", "to", "feature")
 ALL_VERSIONS = "(all versions)"
 ALL_TRAFFIC = "(all traffic)"
 CUSTOM = "custom"
-DEFAULT_RANGE = "24h"
-RANGE_LABELS = {"15m": "last 15 minutes", "1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours",
+AUTO = "auto"
+#: the default range follows the data: from shortly before the first window up to now
+DEFAULT_RANGE = AUTO
+RANGE_LABELS = {AUTO: "since the data started", "15m": "last 15 minutes", "1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours",
                 "7d": "last 7 days", "30d": "last 30 days", CUSTOM: "custom dates"}
 
 NO_DATA_HINT = (
@@ -64,6 +66,8 @@ class Ctx:
     range_label: str
     page: str
     params: dict[str, str] = field(default_factory=dict)
+    #: when the first window of these models closed (None: unknown); charts start no earlier
+    data_start: pd.Timestamp | None = None
 
     @property
     def scope(self) -> Q.Scope:
@@ -251,6 +255,7 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
     else:
         allowed = list(seen)
 
+    data_start = _guarded(D.data_start, conn, tuple(allowed), what="first window") if allowed else None
     sb = st.sidebar
     sb.markdown("### Filters")
     if not allowed:
@@ -279,7 +284,7 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
         help="Segments are categorical features listed under `segments:` in the model's monitor config.",
     )
 
-    r_opts = [*Q.PRESETS, CUSTOM]
+    r_opts = [AUTO, *Q.PRESETS, CUSTOM]
     _valid("range", r_opts, DEFAULT_RANGE)
     rkey = sb.selectbox("Time range", r_opts, key=_k("range"), format_func=lambda r: RANGE_LABELS.get(r, r))
     params = {"model": model, "range": rkey}
@@ -296,6 +301,8 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
         rng = Q.TimeRange.between(start_dt, end_dt)
         label = f"{d_from.isoformat()} to {d_to.isoformat()} (UTC)"
         params.update({"from": d_from.isoformat(), "to": d_to.isoformat()})
+    elif rkey == AUTO:
+        rng, label = auto_range(data_start)
     else:
         rng = Q.TimeRange.last(rkey)
         label = RANGE_LABELS[rkey]
@@ -312,9 +319,28 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
                    f"{D.TTL_SECONDS:g} s.")
     sb.caption(f"InfluxDB `{conn.db}` at {conn.url} · times in UTC")
     ctx = Ctx(settings, conn, user, allowed, model, None if version == ALL_VERSIONS else version,
-              None if segment == ALL_TRAFFIC else segment, rng, label, page, params)
+              None if segment == ALL_TRAFFIC else segment, rng, label, page, params, data_start)
     ss["dw__ctx"] = ctx
     return ctx
+
+
+def auto_range(data_start: pd.Timestamp | None, now: datetime | None = None) -> tuple[Q.TimeRange, str]:
+    """The default range: since the data started (at least 15 minutes), else the last 24 hours.
+
+    >>> t0 = pd.Timestamp("2026-01-01 09:18", tz="UTC")
+    >>> rng, label = auto_range(t0, now=t0 + timedelta(minutes=40))
+    >>> rng.seconds, label
+    (2640, 'since the data started (09:18 UTC, last 44 min)')
+    >>> auto_range(None)[1]
+    'last 24 hours'
+    """
+    if data_start is None or pd.isna(data_start):
+        return Q.TimeRange.last("24h"), RANGE_LABELS["24h"]
+    rng = Q.TimeRange.since(data_start.to_pydatetime(), now=now)
+    span = f"{rng.seconds / 60:.0f} min" if rng.seconds < 3 * 3600 else (
+        f"{rng.seconds / 3600:.0f} h" if rng.seconds < 3 * 86400 else f"{rng.seconds / 86400:.0f} days")
+    day = "%H:%M UTC" if rng.seconds < 86400 else "%Y-%m-%d %H:%M UTC"
+    return rng, f"since the data started ({data_start.strftime(day)}, last {span})"
 
 
 def current() -> Ctx:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reference": ("streams.reference_cli", "set, show or reset a model's reference"),
     "alerts": ("streams.alerts.cli", "list alerts, silence them"),
     "deadletter": ("streams.deadletter_cli", "list, show and replay dead-lettered messages"),
+    "webhook-sink": ("streams.alerts.sink", "a local webhook receiver: verifies signatures, logs each alert"),
     "bench": ("benchmarks.cli", "benchmarks that print JSON"),
 }
 

@@ -2,13 +2,17 @@
 
 1. starts the local stack (tansu + InfluxDB, :mod:`streams.localstack`) unless it runs;
 2. creates the topics (explicit partition count) and the InfluxDB database;
-3. starts ``driftwatch worker``, ``driftwatch dashboard`` and ``driftwatch demo`` as child
-   processes with the same settings (passed as ``DRIFTWATCH_*`` environment variables),
-   each logging to ``<state_dir>/logs/<name>.log``;
-4. prints the dashboard URL, then waits for Ctrl-C or SIGTERM;
-5. stops the children (demo, dashboard, worker: producers first, the worker last so it
-   can commit) and then the stack — unless ``--keep-stack``, or the stack was already
-   running before ``up`` started it.
+3. starts ``driftwatch webhook-sink``, ``driftwatch worker``, ``driftwatch dashboard`` and
+   ``driftwatch demo`` as child processes with the same settings (passed as ``DRIFTWATCH_*``
+   environment variables), each logging to ``<state_dir>/logs/<name>.log``. The sink is
+   the demo config's webhook ``local``: ``up`` gives it a free port and a fresh random
+   secret (``DRIFTWATCH_DEMO_WEBHOOK_URL`` / ``_SECRET``, unless already set), so the
+   demo's alert rules deliver signed alerts to it;
+4. prints the dashboard URL, then waits for Ctrl-C or SIGTERM, and says so in the terminal
+   whenever the sink receives an alert;
+5. stops the children (demo, dashboard, worker, sink: producers first, the worker after
+   them so it can commit, the sink last so the worker's last deliveries land) and then the
+   stack — unless ``--keep-stack``, or the stack was already running before ``up`` started it.
 
 If a child exits early, ``up`` says which one, shows the end of its log and stops the
 rest (a demo that finishes with exit code 0 is just reported).
@@ -17,7 +21,10 @@ rest (a demo that finishes with exit code 0 is just reported).
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,10 +46,11 @@ from streams.localstack import (
 )
 
 #: children in start order; stopped in reverse order
-CHILDREN = ("worker", "dashboard", "demo")
-STOP_TIMEOUT = {"worker": 20.0, "dashboard": 10.0, "demo": 10.0}
-# the demo injects data drift one minute in, so the dashboard shows drift within two minutes
-CHILD_EXTRA_ARGS = {"demo": ["--drift-at", "60"]}
+CHILDREN = ("webhook-sink", "worker", "dashboard", "demo")
+STOP_TIMEOUT = {"webhook-sink": 5.0, "worker": 20.0, "dashboard": 10.0, "demo": 10.0}
+#: the demo injects data drift one minute in (``--drift-at``), so the dashboard shows drift
+#: and the demo's alert rules fire within two minutes
+DEFAULT_DRIFT_AT = 60.0
 #: how a child is started: this prefix + its command name
 CHILD_ARGV_PREFIX = [sys.executable, "-m", "streams.cli"]
 
@@ -63,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-demo", action="store_true", help="do not publish demo traffic")
     parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     parser.add_argument("--no-worker", action="store_true", help="do not run a worker (e.g. you run your own)")
+    parser.add_argument("--no-webhook-sink", action="store_true",
+                        help="do not run the local webhook receiver the demo's alert rules post to")
+    parser.add_argument("--webhook-port", type=int, default=0,
+                        help="port of the local webhook receiver (default: a free port)")
+    parser.add_argument("--drift-at", type=float, default=DEFAULT_DRIFT_AT,
+                        help=f"seconds into the demo at which data drift is injected (default {DEFAULT_DRIFT_AT:g})")
     parser.add_argument("--keep-stack", action="store_true", help="leave broker and InfluxDB running on exit")
     parser.add_argument("--state-dir", type=Path, help="state/log folder (default: DRIFTWATCH_STATE_DIR or .driftwatch)")
     parser.add_argument("--kafka-port", type=int, help="broker port (default: DRIFTWATCH_KAFKA_PORT or 19092)")
@@ -125,14 +139,74 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
-def _start_children(settings: Any, names: list[str]) -> list[Child]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhook_env(port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The demo webhook's URL and secret for the children, unless the environment sets them.
+
+    The secret is fresh for every run and never printed: the sink and the worker share it
+    through their environment only.
+    """
+    from streams.alerts.sink import PATH, SECRET_ENV, URL_ENV  # noqa: PLC0415
+
+    base = dict(os.environ if base is None else base)
+    out: dict[str, str] = {}
+    if not base.get(URL_ENV):
+        out[URL_ENV] = f"http://127.0.0.1:{port or _free_port()}{PATH}"
+    if not base.get(SECRET_ENV):
+        out[SECRET_ENV] = secrets.token_urlsafe(24)
+    return out
+
+
+def _child_args(name: str, args: argparse.Namespace) -> list[str]:
+    if name == "demo":
+        return ["--drift-at", f"{getattr(args, 'drift_at', DEFAULT_DRIFT_AT):g}"]
+    return []
+
+
+class _Relay:
+    """Follows the sink's log and says each received alert in ``up``'s terminal."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+        self.partial = b""
+
+    def poll(self) -> list[str]:
+        from streams.alerts.sink import LINE_PREFIX  # noqa: PLC0415
+
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        out = []
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line.startswith((LINE_PREFIX, "REJECTED", "      open:")):
+                out.append(line)
+        return out
+
+
+def _start_children(settings: Any, names: list[str], args: argparse.Namespace | None = None,
+                    extra_env: dict[str, str] | None = None) -> list[Child]:
     env = settings_env(settings)
+    env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     logs = Path(settings.state_dir) / "logs"
     children: list[Child] = []
     for name in names:
         log = logs / f"{name}.log"
-        argv = [*CHILD_ARGV_PREFIX, name, *CHILD_EXTRA_ARGS.get(name, [])]
+        argv = [*CHILD_ARGV_PREFIX, name, *_child_args(name, args or argparse.Namespace())]
         proc = spawn(argv, log, env=env, die_with_parent=True)
         children.append(Child(name, proc, log))
         _say(f"started {name} (pid {proc.pid}), log {log}")
@@ -158,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.kafka_admin import TopicError, ensure_topics
 
     settings = local_settings(args)
-    names = [n for n in CHILDREN if not getattr(args, f"no_{n}", False)]
+    names = [n for n in CHILDREN if not getattr(args, f"no_{n.replace('-', '_')}", False)]
     stack = LocalStack(settings.state_dir, settings.kafka_port, settings.influx_port)
     was_running = stack.status()["running"]
     own_stack = not was_running and not args.keep_stack
@@ -176,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
         ensure_topics(settings)
         ensure_database(settings)
         _say(f"topics ready ({settings.topic_partitions} partitions), InfluxDB database {settings.influx_db!r} ready")
-        children = _start_children(settings, names)
+        hook_env = webhook_env(getattr(args, "webhook_port", 0)) if "webhook-sink" in names else {}
+        children = _start_children(settings, names, args, hook_env)
+        relay = next((_Relay(c.log) for c in children if c.name == "webhook-sink"), None)
         t_start = time.monotonic()
 
         url = _dashboard_url(settings)
@@ -196,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
                 code = 1
             if code:
                 break
+            for line in relay.poll() if relay else ():
+                _say(("webhook received: " + line[len("ALERT "):]) if line.startswith("ALERT ") else line.strip())
             if not announced and (_http_ok(url + "/_stcore/health") or time.monotonic() > deadline):
                 ready = time.monotonic() <= deadline
                 note = f"   (ready after {time.monotonic() - t_start:.1f} s)" if ready else "   (still starting: see its log)"

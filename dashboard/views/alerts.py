@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, ui
+from dashboard.config import monitor_model
 from dashboard import data as D
 from dashboard import queries as Q
 
@@ -25,7 +26,24 @@ def _mine(df: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return df[df["model"].isin(models)] if len(df) and "model" in df else df
 
 
+def rules_note(ctx: ui.Ctx) -> None:
+    """Say which rules watch the model, or that none does (then nothing here can ever fire)."""
+    m = monitor_model(ctx.settings.monitors, ctx.model)
+    if m is None:
+        st.caption(f"`{ctx.model}` is not in the monitor config this dashboard reads (`{ctx.settings.monitors}`), "
+                   "so its alert rules are not known here.")
+    elif not m.alerts:
+        st.warning(f"**`{ctx.model}` has no alert rules**, so nothing on this page can fire for it. Add rules "
+                   f"under `alerts:` in its entry of `{ctx.settings.monitors}` (docs/alerts.md).",
+                   icon=":material/notifications_off:")
+    else:
+        st.caption(f"Rules of `{ctx.model}`: " + "; ".join(
+            f"`{r.name}` ({r.signal} {r.op} {r.threshold}"
+            + (f" for {r.for_windows} windows" if r.for_windows > 1 else "") + ")" for r in m.alerts) + ".")
+
+
 def render(ctx: ui.Ctx) -> None:
+    rules_note(ctx)
     only = st.toggle(f"Only {ctx.model}", value=True, key="dw_alerts_only", help="off: every model you may see")
     models = [ctx.model] if only else ctx.models
     scope = ctx.scope if only else Q.Scope(ctx.rng)

@@ -639,3 +639,17 @@ def test_demo_references_run_prediction_drift_impact_and_calibrated_cbpe() -> No
             acc = next(r for r in recs if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == "accuracy")
             assert acc.fields["calibrated"] is True and acc.fields["calibration_n"] == D.REFERENCE_ROWS
             assert acc.fields["lower"] <= acc.fields["value"] <= acc.fields["upper"]
+
+
+def test_demo_yaml_ships_alert_rules_of_every_kind_to_the_local_sink() -> None:
+    """The demo shows the whole product: data drift, data quality, concept drift and adversarial
+    rules on each model, delivered to the receiver `driftwatch up` runs (issue 18)."""
+    from streams.alerts.sink import SECRET_ENV, URL_ENV
+
+    (hook,) = CONFIG.webhooks
+    assert (hook.name, hook.url_env, hook.secret_env) == ("local", URL_ENV, SECRET_ENV)
+    for mon in CONFIG.models:
+        kinds = {r.signal.split(".")[0] for r in mon.alerts}
+        assert kinds == {"drift_summary", "quality", "performance", "source"}, mon.model_id
+        # none of them watches the adversarial score, which is high on plain drift (issue 18)
+        assert not [r for r in mon.alerts if r.signal.startswith("adversarial.")]
