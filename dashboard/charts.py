@@ -32,8 +32,50 @@ def unvalidated(chart: C) -> C:
     object.__setattr__(chart, "to_dict", _to_dict)
     return chart
 
-TIME_AXIS = alt.Axis(title=None, format="%b %d %H:%M", labelAngle=0)
+#: Vega's own multi-scale time labels ("11:52", "Dec 07"), never overlapping
+TIME_AXIS = alt.Axis(title=None, labelAngle=0, labelOverlap="greedy", labelFlush=True)
 HEIGHT = 240
+#: one distinct colour per series (Streamlit's theme would give two models two blues)
+PALETTE = "tableau10"
+THRESHOLD_COLOR = "#d62728"
+
+
+def axis_format(fmt: str) -> str:
+    """Tick labels for a tooltip format: percentages stay percentages, numbers get at most
+    four significant digits and no trailing zeros (never "200.40079164520…").
+
+    >>> axis_format(".2%"), axis_format(".3g"), axis_format(",.1f")
+    ('.3~%', ',.4~g', ',.4~g')
+    """
+    return ".3~%" if fmt.endswith("%") else ",.4~g"
+
+
+def _flat(values: pd.Series) -> bool:
+    """True when a series has one value (or none): a scale that leaves out zero would then
+    zoom into floating-point noise and label every tick with the same long number."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if not len(v):
+        return True
+    lo, hi = float(v.min()), float(v.max())
+    return hi - lo <= 1e-9 * max(1.0, abs(hi), abs(lo))
+
+
+def _threshold_rules(rules: Sequence[tuple[float, str]]) -> alt.Chart:
+    df = pd.DataFrame({"y": [r[0] for r in rules], "label": [r[1] for r in rules]})
+    return (alt.Chart(df).mark_rule(color=THRESHOLD_COLOR, strokeDash=[4, 4], strokeWidth=1.5)
+            .encode(y="y:Q", tooltip=[alt.Tooltip("label:N", title="")]))
+
+
+def _since_rule(at: pd.Timestamp, label: str, height: int) -> alt.LayerChart:
+    """A vertical line where a change started, labelled at the foot of the plot (threshold
+    lines are usually near the top)."""
+    df = pd.DataFrame({"time": [at], "label": [label]})
+    base = alt.Chart(df).encode(x="time:T")
+    return alt.layer(
+        base.mark_rule(color=THRESHOLD_COLOR, strokeWidth=1.5).encode(tooltip=[alt.Tooltip("label:N", title="")]),
+        base.mark_text(align="left", baseline="bottom", dx=4, dy=-2, color=THRESHOLD_COLOR, fontSize=11)
+        .encode(text="label:N", y=alt.value(height)),
+    )
 
 
 def heatmap(
@@ -47,13 +89,21 @@ def heatmap(
     tooltip: Sequence[alt.Tooltip] = (),
     domain: tuple[float, float] = (0.0, 1.0),
     hot: str = "#c62828",
+    start: pd.Timestamp | None = None,
+    now: pd.Timestamp | None = None,
 ) -> alt.Chart:
     """Feature × time cells coloured by ``value`` from pale grey (0) to ``hot``.
 
     ``time`` is a bucket's start and ``bucket_s`` its length: each cell spans its
-    bucket (a rect without an end would stretch over the whole axis).
+    bucket (a rect without an end would stretch over the whole axis), cut to ``start``
+    (when the data started: a 30-minute cell must not read "since 09:00" for data
+    from 09:18) and ``now`` (the current bucket is not over). The tooltip says both ends.
     """
     df = df.assign(end=df["time"] + pd.Timedelta(seconds=bucket_s))
+    if start is not None:  # the first bucket starts where the data does, not at the bucket boundary
+        df["time"] = df["time"].where(df["time"] >= start, start)
+    if now is not None:  # the current bucket ends now
+        df["end"] = df["end"].where(df["end"] <= now, now)
     n = len(order) if order is not None else df["feature"].nunique()
     scale = alt.Scale(domain=list(domain), range=["#eef0f3", hot], clamp=True, interpolate="rgb")
     return unvalidated(
@@ -65,8 +115,8 @@ def heatmap(
             y=alt.Y("feature:N", sort=list(order) if order is not None else None, title=None,
                     axis=alt.Axis(labelOverlap=False, labelLimit=160)),
             color=alt.Color(f"{value}:Q", scale=scale, title=legend or value),
-            tooltip=[alt.Tooltip("feature:N"), alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC", title="from"),
-                     *tooltip],
+            tooltip=[alt.Tooltip("feature:N"), alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC", title="from"),
+                     alt.Tooltip("end:T", format="%Y-%m-%d %H:%M:%S UTC", title="to"), *tooltip],
         )
         .properties(height=alt.Step(20 if n <= 30 else 16))
     )
@@ -83,38 +133,55 @@ def lines(
     fmt: str = ".3g",
     rule: float | None = None,
     rule_label: str = "",
+    rules: Sequence[tuple[float, str]] = (),
     dash: str | None = None,
     height: int = HEIGHT,
+    zero: bool = False,
+    since: tuple[pd.Timestamp, str] | None = None,
 ) -> alt.LayerChart | alt.Chart:
-    """Lines over ``time`` (one per ``color`` value), optionally a horizontal threshold rule."""
-    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    """Lines over ``time`` (one per ``color`` value, each its own colour), with dashed red
+    threshold rules (``rule``/``rule_label``, or several ``rules`` of (value, label)) and
+    optionally a vertical marker ``since`` = (time, label) where a change started.
+
+    The y scale leaves out zero (``zero=False``) to show small changes, except for a flat
+    series, which gets zero in (a scale around one value labels every tick alike).
+    """
+    if log:
+        scale = alt.Scale(type="log")
+    else:
+        scale = alt.Scale(zero=zero or (y in df and _flat(df[y])), nice=True)
     enc: dict = {
         "x": alt.X("time:T", axis=TIME_AXIS),
-        "y": alt.Y(f"{y}:Q", scale=scale, title=y_title or y),
-        "tooltip": [alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"), alt.Tooltip(f"{y}:Q", format=fmt)],
+        "y": alt.Y(f"{y}:Q", scale=scale, title=y_title or y,
+                   axis=alt.Axis(format=axis_format(fmt), titleLimit=int(height * 0.55), labelOverlap=True)),
+        "tooltip": [alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC"), alt.Tooltip(f"{y}:Q", format=fmt)],
     }
     if color:
-        enc["color"] = alt.Color(f"{color}:N", title=None)
+        domain = sorted(df[color].dropna().astype(str).unique().tolist()) if color in df else None
+        enc["color"] = alt.Color(f"{color}:N", title=None, scale=alt.Scale(scheme=PALETTE, domain=domain))
         enc["tooltip"].insert(0, alt.Tooltip(f"{color}:N"))
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
         enc["tooltip"].insert(0, alt.Tooltip(f"{dash}:N"))
     base = alt.Chart(df).mark_line(point=len(df) < 60).encode(**enc).properties(height=height)
-    if rule is None:
+    all_rules = [*([(rule, rule_label or f"threshold {rule:.3g}")] if rule is not None else []), *rules]
+    all_rules = [(float(v), lab) for v, lab in all_rules if v is not None and pd.notna(v) and (not log or v > 0)]
+    layers: list[Any] = [base]
+    if all_rules:
+        layers.append(_threshold_rules(all_rules))
+    if since is not None and since[0] is not None and pd.notna(since[0]):
+        layers.append(_since_rule(*since, height=height))
+    if len(layers) == 1:
         return unvalidated(base.properties(title=title))
-    r = (
-        alt.Chart(pd.DataFrame({"y": [rule], "label": [rule_label or f"threshold {rule:.3g}"]}))
-        .mark_rule(color="#d62728", strokeDash=[4, 4])
-        .encode(y="y:Q", tooltip=[alt.Tooltip("label:N", title="")])
-    )
-    return unvalidated(alt.layer(base, r).properties(title=title))
+    return unvalidated(alt.layer(*layers).properties(title=title))
 
 
 def lines_with_band(df: pd.DataFrame, y: str, lower: str, upper: str, *, color: str, band_of: str,
-                    title: str = "", y_title: str = "", fmt: str = ".3g") -> alt.LayerChart | alt.Chart:
+                    title: str = "", y_title: str = "", fmt: str = ".3g",
+                    rules: Sequence[tuple[float, str]] = ()) -> alt.LayerChart | alt.Chart:
     """:func:`lines` plus a shaded band from ``lower`` to ``upper`` under the rows whose ``color`` is
     ``band_of`` (e.g. the estimate's sampling band beside the realized line)."""
-    base = lines(df, y, color=color, title="", y_title=y_title, fmt=fmt)
+    base = lines(df, y, color=color, title="", y_title=y_title, fmt=fmt, rules=rules)
     rows = df[(df[color] == band_of) & df[lower].notna() & df[upper].notna()] if lower in df and upper in df else df.iloc[0:0]
     if not len(rows):
         return unvalidated(base.properties(title=title))
@@ -134,7 +201,7 @@ def bars_over_time(df: pd.DataFrame, y: str, color: str, *, title: str = "", y_t
         .encode(
             x=alt.X("time:T", axis=TIME_AXIS),
             y=alt.Y(f"sum({y}):Q", title=y_title or y),
-            color=alt.Color(f"{color}:N", title=None),
+            color=alt.Color(f"{color}:N", title=None, scale=alt.Scale(scheme=PALETTE)),
             tooltip=[alt.Tooltip(f"{color}:N"), alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"),
                      alt.Tooltip(f"sum({y}):Q", title=y_title or y)],
         )

@@ -937,6 +937,29 @@ def drift_summary_series(conn: Conn, scope: Scope) -> pd.DataFrame:
     return query_df(conn, q)
 
 
+def drifting_since(summ: pd.DataFrame) -> pd.Timestamp | None:
+    """Start of the current drift: the first of the trailing buckets in which some feature
+    drifted, when the latest bucket is one of them and at least two are (a lone false alarm
+    of a single window is not "a change"); None otherwise.
+
+    >>> t = pd.date_range("2026-01-01 09:00", periods=6, freq="1min", tz="UTC")
+    >>> str(drifting_since(pd.DataFrame({"time": t, "n_drifted": [0, 1, 0, 2, 3, 3]})))
+    '2026-01-01 09:03:00+00:00'
+    >>> drifting_since(pd.DataFrame({"time": t, "n_drifted": [0, 0, 0, 0, 0, 1]})) is None
+    True
+    """
+    if not len(summ) or "time" not in summ:
+        return None
+    s = summ.sort_values("time")
+    hot = (pd.to_numeric(col(s, F_N_DRIFTED), errors="coerce").fillna(0) > 0).to_numpy()
+    if not hot[-1]:
+        return None
+    k = len(hot) - 1
+    while k > 0 and hot[k - 1]:
+        k -= 1
+    return s["time"].iloc[k] if len(hot) - k >= 2 else None
+
+
 def drift_summary_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
     """The latest univariate drift summary (one row per version)."""
     q = (f"SELECT * FROM {ident(R.DRIFT_SUMMARY)}{scope.where(_summary_only())}"

@@ -26,7 +26,7 @@ import streamlit as st
 from dashboard import auth
 from dashboard import data as D
 from dashboard import queries as Q
-from dashboard.config import PAGES, DashboardSettings, load_settings
+from dashboard.config import PAGES, DashboardSettings, load_settings, monitor_model
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,16 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
         else:
             st.info(NO_DATA_HINT + f"\n\nReading database `{conn.db}` at {conn.url}.")
         st.stop()
+    asked = ss.get(_k("model"))
+    if asked and asked not in allowed:  # e.g. /drift?model=iris: say so instead of showing another model
+        st.warning(
+            f"**No results for model `{asked}`**"
+            + (" that you may see" if access is not None and asked in seen else " in InfluxDB")
+            + f", so this shows `{allowed[0]}` instead. Models with results: "
+            + ", ".join(f"`{m}`" for m in allowed) + ". A model's results appear once the worker has closed a "
+            "window of it, and only for models declared in the monitor config.",
+            icon=":material/help:",
+        )
     _valid("model", allowed, allowed[0])
     model = sb.selectbox("Model", allowed, key=_k("model"))
 
@@ -330,7 +340,7 @@ def auto_range(data_start: pd.Timestamp | None, now: datetime | None = None) -> 
     >>> t0 = pd.Timestamp("2026-01-01 09:18", tz="UTC")
     >>> rng, label = auto_range(t0, now=t0 + timedelta(minutes=40))
     >>> rng.seconds, label
-    (2640, 'since the data started (09:18 UTC, last 44 min)')
+    (2640, 'last 44 min (since the data started at 09:18 UTC)')
     >>> auto_range(None)[1]
     'last 24 hours'
     """
@@ -340,7 +350,7 @@ def auto_range(data_start: pd.Timestamp | None, now: datetime | None = None) -> 
     span = f"{rng.seconds / 60:.0f} min" if rng.seconds < 3 * 3600 else (
         f"{rng.seconds / 3600:.0f} h" if rng.seconds < 3 * 86400 else f"{rng.seconds / 86400:.0f} days")
     day = "%H:%M UTC" if rng.seconds < 86400 else "%Y-%m-%d %H:%M UTC"
-    return rng, f"since the data started ({data_start.strftime(day)}, last {span})"
+    return rng, f"last {span} (since the data started at {data_start.strftime(day)})"
 
 
 def current() -> Ctx:
@@ -492,3 +502,94 @@ TEST_NAMES = {
 def test_name(detector: Any) -> str:
     d = str(detector or "")
     return TEST_NAMES.get(d.lower(), d or "—")
+
+
+def fmt_pct(v: Any) -> str:
+    """A rate as a percentage with enough digits to tell it from zero.
+
+    >>> fmt_pct(0.002), fmt_pct(0.25), fmt_pct(0.00004), fmt_pct(0.0), fmt_pct(None)
+    ('0.20%', '25.0%', '< 0.01%', '0%', '—')
+    """
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "—"
+    if math.isnan(f):
+        return "—"
+    if f == 0:
+        return "0%"
+    if f < 0.0001:
+        return "< 0.01%"
+    return f"{f:.2%}" if f < 0.01 else f"{f:.1%}"
+
+
+def _spec(cfg: Any) -> str:
+    """A Python format spec for a column's ``NumberColumn`` printf format."""
+    fmt = (cfg or {}).get("type_config", {}).get("format") if isinstance(cfg, dict) else None
+    if fmt == "percent":
+        return ".1%"
+    if isinstance(fmt, str) and fmt.startswith("%") and fmt[-1] in "dfgeE":
+        return ".0f" if fmt == "%d" else fmt[1:]
+    return ".4g"
+
+
+def table(df: pd.DataFrame, column_config: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """``st.dataframe`` without the text "None": Streamlit draws every missing cell as
+    "None", which reads as a value. Columns with missing cells are shown as text instead,
+    formatted as their ``NumberColumn`` says (times as UTC), with "—" where nothing is known.
+    """
+    out = df.copy()
+    cfg = dict(column_config or {})
+    for c in out.columns:
+        s = out[c]
+        if not s.isna().any():
+            continue
+        old = cfg.get(c)
+        label = old.get("label") if isinstance(old, dict) else None
+        helptext = old.get("help") if isinstance(old, dict) else None
+        if pd.api.types.is_bool_dtype(s) or (s.dropna().map(type).isin([bool]).all() and len(s.dropna())):
+            out[c] = s.fillna(False).astype(bool)
+            continue
+        if pd.api.types.is_datetime64_any_dtype(s):
+            out[c] = s.map(lambda v: "—" if pd.isna(v) else pd.Timestamp(v).strftime("%Y-%m-%d %H:%M:%S"))
+        elif pd.api.types.is_numeric_dtype(s) or (len(s.dropna()) and s.dropna().map(
+                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()):
+            spec = _spec(old)
+            out[c] = s.map(lambda v: fmt_num(v, spec))
+        else:
+            out[c] = s.map(lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+            continue
+        cfg[c] = st.column_config.TextColumn(label or c, help=helptext)
+    kw.setdefault("hide_index", True)
+    kw.setdefault("width", "stretch")
+    return st.dataframe(out, column_config=cfg, **kw)
+
+
+def rule_thresholds(ctx: Ctx, signal: str, **where: str) -> list[tuple[float, str]]:
+    """The numeric thresholds of the model's alert rules on ``signal`` (``measurement.field``
+    names, e.g. ``drift_summary.share_drifted``) whose ``where`` admits the given tags, as
+    (value, label) pairs for a chart's threshold lines."""
+    m = monitor_model(ctx.settings.monitors, ctx.model) if ctx.model else None
+    out: list[tuple[float, str]] = []
+    for r in getattr(m, "alerts", None) or ():
+        if r.signal.removeprefix("dw_") != signal or isinstance(r.threshold, (bool, str)):
+            continue
+        from streams.alerts.rules import tag_matches  # noqa: PLC0415 - the rules' own matching
+
+        if all(tag_matches(v, r.where[k]) for k, v in where.items() if k in r.where):
+            out.append((float(r.threshold), f"alert {r.name}: {r.op} {r.threshold:g}"))
+    return out
+
+
+def delay_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, unit) to show a delay of about ``seconds`` in: seconds below two minutes,
+    minutes below two hours, else hours (a 5 s label delay is "5 s", not "0.0833 min").
+
+    >>> delay_unit(5), delay_unit(600), delay_unit(3 * 3600)
+    ((1.0, 'seconds'), (60.0, 'minutes'), (3600.0, 'hours'))
+    """
+    if seconds < 120:
+        return 1.0, "seconds"
+    if seconds < 7200:
+        return 60.0, "minutes"
+    return 3600.0, "hours"

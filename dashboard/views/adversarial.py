@@ -47,17 +47,18 @@ def render(ctx: ui.Ctx) -> None:
                 c.metric(f"{name.replace('_', ' ')} p-value", ui.fmt_p(row.get(f"{name}{P_SUFFIX}")),
                          help=f"rate {ui.fmt_num(rate, '.3g')} vs reference {ui.fmt_num(ref, '.3g')}")
         if Q.F_SCORE in series:
-            st.altair_chart(charts.lines(series.dropna(subset=[Q.F_SCORE]), Q.F_SCORE, title="Combined adversarial score",
-                                         y_title="1 − combined p (mean per bucket)", rule=thr,
-                                         rule_label=f"flagged above {ui.fmt_num(thr, '.3g')}"), width="stretch")
+            st.altair_chart(charts.lines(series.dropna(subset=[Q.F_SCORE]), Q.F_SCORE, title="Combined adversarial score (mean per bucket)",
+                                         y_title="1 − combined p", rule=thr,
+                                         rule_label=f"flagged above {ui.fmt_num(thr, '.3g')}",
+                                         rules=ui.rule_thresholds(ctx, "adversarial.score")), width="stretch")
         if comps:
             long = series.melt(id_vars=["time"], value_vars=[f"{c}{P_SUFFIX}" for c in comps if f"{c}{P_SUFFIX}" in series],
                                var_name="component", value_name="p").dropna()
             long["component"] = long["component"].str[: -len(P_SUFFIX)]
             long["p"] = long["p"].clip(lower=1e-300)
             alpha = 1.0 - thr if thr is not None else None
-            st.altair_chart(charts.lines(long, "p", color="component", log=True, title="Components: p-value per window",
-                                         y_title="p-value (mean per bucket, log)", rule=alpha,
+            st.altair_chart(charts.lines(long, "p", color="component", log=True, title="Components: p-value (mean per bucket)",
+                                         y_title="p-value (log)", rule=alpha,
                                          rule_label=f"alpha {ui.fmt_num(alpha, '.3g')} (before Bonferroni)"),
                             width="stretch")
             rates = [c for c in comps if f"{c}_rate" in series]
@@ -80,7 +81,7 @@ def render(ctx: ui.Ctx) -> None:
             st.success("No source flagged in this range.", icon=":material/check_circle:")
         show = [c for c in ("source", "flagged_windows", "windows", Q.F_SCORE, "max_score", Q.F_EXTRACTION_FLAG, "n_queries",
                             "time") if c in src]
-        st.dataframe(src[show], hide_index=True, width="stretch", column_config={
+        ui.table(src[show], column_config={
             "flagged_windows": st.column_config.NumberColumn("windows flagged"),
             "windows": st.column_config.NumberColumn("windows seen"),
             Q.F_SCORE: st.column_config.NumberColumn("latest score", format="%.3f"),

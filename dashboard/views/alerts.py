@@ -66,8 +66,8 @@ def render(ctx: ui.Ctx) -> None:
         st.markdown("**Firing now**")
         show = [c for c in ("time", "model", "version", "severity", Q.F_RULE, *SERIES_TAGS, Q.F_MESSAGE, Q.F_VALUE,
                             Q.F_THRESHOLD) if c in active]
-        st.dataframe(active[show].rename(columns={"time": "last window"}), hide_index=True, width="stretch",
-                     column_config={"last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+        ui.table(active[show].rename(columns={"time": "last window"}),
+                 column_config={"last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
 
     st.subheader("Timeline")
     iv = Q.alert_intervals(points)
@@ -84,7 +84,7 @@ def render(ctx: ui.Ctx) -> None:
         st.markdown("**State changes**")
         show = [c for c in ("time", Q.F_STATE, "severity", "model", "version", Q.F_RULE, *SERIES_TAGS, Q.F_MESSAGE,
                             Q.F_VALUE, Q.F_THRESHOLD, Q.F_SILENCED) if c in changes]
-        st.dataframe(changes[show], hide_index=True, width="stretch", column_config={
+        ui.table(changes[show], column_config={
             "time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss")})
 
     st.subheader("Webhook deliveries")
@@ -97,7 +97,7 @@ def render(ctx: ui.Ctx) -> None:
                      + ", ".join(sorted(set(Q.col(failed, Q.T_ENDPOINT, "?").astype(str)))), icon=":material/error:")
         first = [c for c in ("time", Q.F_DELIVERY_STATUS, Q.F_HTTP_STATUS, Q.T_ENDPOINT, Q.F_EVENT, "model", Q.F_RULE,
                              Q.F_ATTEMPTS, Q.F_LAST_ERROR, "latency_ms") if c in dl]
-        st.dataframe(dl[first], hide_index=True, width="stretch", column_config={
+        ui.table(dl[first], column_config={
             "time": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
     ui.links(ctx, [("overview", "Overview"), ("drift", f"Data drift of {ctx.model}"), ("quality", "Data quality")])
 

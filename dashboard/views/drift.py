@@ -38,7 +38,19 @@ def verdict_text(row: pd.Series) -> str:
     else:
         rel = ">" if drift else "≤"
         basis = f"statistic {rel} threshold {ui.fmt_num(thr, '.3g')}"
-    sizes = f"window of {ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} events vs reference of {ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}"
+    if pd.isna(pd.to_numeric(row.get(Q.F_N_CUR), errors="coerce")) and pd.notna(pd.to_numeric(row.get("n"),
+                                                                                              errors="coerce")):
+        # an online (event-by-event) detector: no window-vs-reference sample sizes, but how many
+        # events it tested and how rarely it raises a false alarm
+        ert = row.get("ert")
+        sizes = (f"{ui.fmt_num(row.get('n'), ',.0f')} events of the window tested one by one against the reference"
+                 + (f" (a false alarm once per {ui.fmt_num(ert, ',.0f')} events)" if pd.notna(
+                     pd.to_numeric(ert, errors="coerce")) else "")
+                 + (f", {ui.fmt_num(row.get('n_detections'), ',.0f')} detections in it"
+                    if pd.notna(pd.to_numeric(row.get("n_detections"), errors="coerce")) else ""))
+    else:
+        sizes = (f"window of {ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} events vs reference of "
+                 f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}")
     return (f"**{'Drift' if drift else 'No drift'}** — {test} statistic {stat}, {basis}; {sizes}; "
             f"window ending {ui.fmt_time(row.get('time'))}.")
 
@@ -105,13 +117,11 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
     by_drift, by_impact = st.tabs(["Ranked by drift", "Ranked by impact"], key="dw_rank_tab", on_change="rerun")
     if by_drift.open is not False:
         with by_drift:
-            st.dataframe(t.sort_values("drift_rank")[present].rename(columns=cols), hide_index=True,
-                         width="stretch", column_config=cfg)
+            ui.table(t.sort_values("drift_rank")[present].rename(columns=cols), column_config=cfg)
             st.caption("Drifting features first, then by p-value (most significant first).")
     if by_impact.open:
         with by_impact:
-            st.dataframe(t.sort_values("impact_rank")[present].rename(columns=cols), hide_index=True,
-                         width="stretch", column_config=cfg)
+            ui.table(t.sort_values("impact_rank")[present].rename(columns=cols), column_config=cfg)
             has_imp = "importance" in t and t["importance"].notna().any()
             st.caption("By the size of the shift rather than its significance: impact = Jensen-Shannon distance "
                        "(else PSI)" + (" × the feature's importance to the model output (its share of the mutual "
@@ -181,26 +191,26 @@ def _history(ctx: ui.Ctx, feature: str) -> None:
                 s = series.dropna(subset=[Q.F_P_VALUE]).copy()
                 s[Q.F_P_VALUE] = s[Q.F_P_VALUE].clip(lower=1e-300)
                 thr = ui.median(s[Q.F_THRESHOLD])
-                st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="smallest p-value per bucket (log)",
-                                             title=f"{feature}: p-value over time", rule=thr,
+                st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="p-value (log)",
+                                             title=f"{feature}: smallest p-value per bucket", rule=thr,
                                              rule_label=f"threshold {ui.fmt_num(thr, '.3g')}"), width="stretch")
             elif len(series):
                 thr = ui.median(series[Q.F_THRESHOLD])
-                st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="largest statistic per bucket",
-                                             title=f"{feature}: statistic over time", rule=thr), width="stretch")
+                st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="statistic",
+                                             title=f"{feature}: largest statistic per bucket", rule=thr), width="stretch")
         eff = [c for c in Q.EFFECT_FIELDS if c in series and series[c].notna().any()] if len(series) else []
         with right:
             if eff:
                 long = series.melt(id_vars=["time"], value_vars=eff, var_name="effect size",
                                    value_name="value").dropna()
-                st.altair_chart(charts.lines(long, "value", color="effect size", y_title="effect size (mean per bucket)",
-                                             title=f"{feature}: effect sizes over time"), width="stretch")
+                st.altair_chart(charts.lines(long, "value", color="effect size", y_title="effect size",
+                                             title=f"{feature}: effect sizes (mean per bucket)"), width="stretch")
         st.markdown("**Latest windows of this feature** (every field as the worker wrote it)")
         if len(win):
             show = [c for c in ("time", "version", "detector", Q.F_DRIFT, Q.F_STATISTIC, Q.F_P_VALUE, Q.F_THRESHOLD,
                                 Q.F_PSI, Q.F_JS, Q.F_WASSERSTEIN, Q.F_N_CUR, Q.F_N_REF) if c in win]
-            st.dataframe(win[show], hide_index=True, width="stretch",
-                         column_config={"time": st.column_config.DatetimeColumn("window end",
+            ui.table(win[show],
+                     column_config={"time": st.column_config.DatetimeColumn("window end",
                                                                                 format="YYYY-MM-DD HH:mm:ss"),
                                         Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g")})
         else:
@@ -245,6 +255,7 @@ def _heatmap(ctx: ui.Ctx, heat: pd.DataFrame, order: list[str], title: str) -> N
     st.altair_chart(
         charts.heatmap(
             heat, "share", bucket_s=Q.bucket_seconds(bucket), order=order, legend="share of windows drifting",
+            start=ctx.data_start, now=pd.Timestamp.now(tz="UTC"),
             title=f"{title} ({bucket} buckets): share of windows whose test found drift",
             tooltip=[alt.Tooltip("share:Q", title="share of windows drifting", format=".0%"),
                      alt.Tooltip("p_min:Q", title="smallest p-value", format=".3g")],
@@ -275,8 +286,14 @@ def render(ctx: ui.Ctx) -> None:
     summ = f["series"]
     st.subheader("Drift over time")
     if len(summ):
-        st.altair_chart(charts.lines(summ, Q.F_SHARE_DRIFTED, y_title="share of features drifting", fmt=".1%",
-                                     height=160), width="stretch")
+        since = Q.drifting_since(summ)
+        st.altair_chart(charts.lines(summ, Q.F_SHARE_DRIFTED, y_title="share drifting", fmt=".1%", height=160,
+                                     rules=ui.rule_thresholds(ctx, "drift_summary.share_drifted"),
+                                     since=(since, f"drifting since {since:%H:%M:%S}") if since is not None else None,
+                                     title="Share of features drifting (mean per bucket)"), width="stretch")
+        if since is not None:
+            st.caption(f"Drifting since **{ui.fmt_time(since)}** (the first bucket of the current run of buckets "
+                       "with drifting features). Dashed lines: the thresholds of the model's alert rules.")
     more = len(rows) > len(top)
     _heatmap(ctx, g["heat"], top, f"The {len(top)} features with the most drifting windows" if more else "Feature × time")
     if more:

@@ -62,10 +62,8 @@ def render(ctx: ui.Ctx) -> None:
     for optional in ("lag (s)", "consumer lag"):  # only when the worker reports it
         if pd.to_numeric(table[optional], errors="coerce").isna().all():
             table = table.drop(columns=[optional])
-    st.dataframe(
+    ui.table(
         table,
-        hide_index=True,
-        width="stretch",
         column_config={
             "status": st.column_config.MultiselectColumn(
                 "status", options=list(STATUS_COLOR), color=list(STATUS_COLOR.values()), disabled=True,
@@ -109,10 +107,13 @@ def render(ctx: ui.Ctx) -> None:
         ui.empty("No windows in this range.")
         return
     c1, c2 = st.columns(2)  # each chart gets only the columns it draws (less to send and parse)
-    c1.altair_chart(charts.lines(tp[["time", "model", "events_per_s"]], "events_per_s", color="model",
-                                 y_title="events / s (mean per bucket)"), width="stretch")
+    c1.altair_chart(charts.lines(tp[["time", "model", "events_per_s"]], "events_per_s", color="model", zero=True,
+                                 fmt=",.1f", y_title="events / s",
+                                 title="Events per second (mean per bucket)"), width="stretch")
     c2.altair_chart(charts.lines(tp[["time", "model", "invalid_rate"]].dropna(subset=["invalid_rate"]), "invalid_rate",
-                                 color="model", y_title="invalid events / events", fmt=".2%"), width="stretch")
+                                 color="model", y_title="invalid share", fmt=".2%", zero=True,
+                                 title="Invalid events / events"),
+                    width="stretch")
 
     al = f["al"]
     if len(al) and "model" in al:
@@ -122,8 +123,8 @@ def render(ctx: ui.Ctx) -> None:
         st.success("No alert is firing.", icon=":material/check_circle:")
     else:
         cols = [c for c in ("time", "model", "version", "severity", Q.F_RULE, "feature", Q.F_MESSAGE, Q.F_VALUE) if c in al]
-        st.dataframe(al[cols].rename(columns={"time": "last window"}), hide_index=True, width="stretch",
-                     column_config={"last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+        ui.table(al[cols].rename(columns={"time": "last window"}),
+                 column_config={"last window": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
         ui.links(ctx, [("alerts", "All alerts")])
 
 

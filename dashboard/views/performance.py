@@ -19,6 +19,17 @@ def _fmt(metric: str) -> str:
     return ".1%" if metric in PERCENT_METRICS else ".4g"
 
 
+def perf_title(metric: str, kinds: pd.Series, band: bool = False) -> str:
+    """A metric chart's title that names only the lines it draws (no "vs estimated" without an
+    estimate: CBPE needs class probabilities, so a regression has realized values only)."""
+    have = set(kinds.dropna().astype(str))
+    real = any(k.startswith("realized") for k in have)
+    est = any(k.startswith("estimated") for k in have)
+    if real and est:
+        return f"{metric}: realized (labels) vs estimated" + (" (band: ± 3 std)" if band else "")
+    return f"{metric}: {'realized (labels)' if real else 'estimated (no labels yet)' if est else ''}".rstrip(": ")
+
+
 def _latest_metrics(ctx: ui.Ctx, metrics: list[str], latest: pd.DataFrame) -> None:
     if not len(latest) or "metric" not in latest:
         return
@@ -141,12 +152,12 @@ def _error_stream_section(ctx: ui.Ctx, es: pd.DataFrame) -> None:
             "error rate": Q.col(hits, "error_rate"),
             "reference error rate": Q.col(hits, "reference_error_rate"),
         })
-        st.dataframe(table, hide_index=True, width="stretch")
+        ui.table(table)
     else:
         st.caption("No detection in this time range.")
     d = es.dropna(subset=["error_rate"]) if "error_rate" in es else es.iloc[0:0]
     if len(d):
-        st.altair_chart(charts.lines(d, "error_rate", fmt=".1%", y_title="share of joined labels wrong",
+        st.altair_chart(charts.lines(d, "error_rate", fmt=".1%", y_title="wrong share",
                                      title="Error rate per window (line: reference)",
                                      rule=ui.median(Q.col(d, "reference_error_rate"))), width="stretch")
 
@@ -170,13 +181,14 @@ def render(ctx: ui.Ctx) -> None:
         _latest_metrics(ctx, metrics, f["latest"])
         for m in metrics:
             d = perf[(perf["metric"] == m)].dropna(subset=["value"])
+            rules = ui.rule_thresholds(ctx, "performance.value", metric=m)
             if m == "accuracy":
                 chart = charts.lines_with_band(d, "value", Q.F_LOWER, Q.F_UPPER, color="kind", band_of="estimated",
-                                               title="accuracy: realized (labels) vs estimated (band: ± 3 std)",
-                                               y_title="accuracy (mean per bucket)", fmt=_fmt(m))
+                                               title=perf_title(m, Q.col(d, "kind", ""), band=True),
+                                               y_title="accuracy", fmt=_fmt(m), rules=rules)
             else:
-                chart = charts.lines(d, "value", color="kind", title=f"{m}: realized (labels) vs estimated",
-                                     y_title=f"{m} (mean per bucket)", fmt=_fmt(m))
+                chart = charts.lines(d, "value", color="kind", title=perf_title(m, Q.col(d, "kind", "")),
+                                     y_title=m, fmt=_fmt(m), rules=rules)
             st.altair_chart(chart, width="stretch")
         _estimation_error(perf)
         st.caption("Realized = computed from the true labels joined to the predictions, plotted at the window in "
@@ -193,7 +205,7 @@ def render(ctx: ui.Ctx) -> None:
         c1, c2 = st.columns(2)
         if Q.F_LABEL_COVERAGE in lab and lab[Q.F_LABEL_COVERAGE].notna().any():
             cov = lab.dropna(subset=[Q.F_LABEL_COVERAGE])
-            c1.altair_chart(charts.lines(cov, Q.F_LABEL_COVERAGE, fmt=".1%", y_title="labelled share of predictions",
+            c1.altair_chart(charts.lines(cov, Q.F_LABEL_COVERAGE, fmt=".1%", y_title="labelled share",
                                          title="Label coverage (cumulative)"), width="stretch")
             last = cov.iloc[-1]
             c1.caption(f"{ui.fmt_num(last.get('matched'), ',.0f')} of {ui.fmt_num(last.get('predictions'), ',.0f')} "
@@ -201,14 +213,15 @@ def render(ctx: ui.Ctx) -> None:
                        f"{ui.fmt_num(last.get('expired'), ',.0f')} expired unlabelled.")
         if "delay_p50" in lab and lab["delay_p50"].notna().any():
             d = lab.dropna(subset=["delay_p50"])
-            scale, unit = (3600.0, "hours") if (ui.median(d["delay_p50"]) or 0) > 7200 else (60.0, "minutes")
+            scale, unit = ui.delay_unit(ui.median(d["delay_p50"]) or 0.0)
             long = pd.concat([
                 pd.DataFrame({"time": d["time"], "delay": d["delay_p50"] / scale, "quantile": "median"}),
                 pd.DataFrame({"time": d["time"], "delay": pd.to_numeric(Q.col(d, "delay_p95"), errors="coerce") / scale,
                               "quantile": "95th percentile"}),
             ]).dropna()
-            c2.altair_chart(charts.lines(long, "delay", color="quantile", fmt=".1f",
-                                         y_title=f"{unit} from prediction to label", title="Label delay"),
+            c2.altair_chart(charts.lines(long, "delay", color="quantile", fmt=".1f", zero=True,
+                                         y_title=unit,
+                                         title="Label delay: prediction to label"),
                             width="stretch")
 
     _error_stream_section(ctx, f["es"])
@@ -244,7 +257,7 @@ def render(ctx: ui.Ctx) -> None:
             d[y] = d[y].clip(lower=1e-300)
         d["output"] = Q.col(d, "feature", "").astype(str).map(lambda f: OUTPUT_NAMES.get(f, f))
         st.altair_chart(charts.lines(d, y, log=(y == Q.F_P_VALUE), color="output", title="Prediction drift over time",
-                                     y_title=f"smallest {y.replace('_', '-')} per bucket",
+                                     y_title=f"smallest {y.replace('_', '-')}",
                                      rule=ui.median(Q.col(d, Q.F_THRESHOLD))), width="stretch")
     missing = [(EVALUATORS[e], r) for e in EVALUATORS if (r := _not_computed(status, e))]
     if missing:

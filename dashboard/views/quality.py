@@ -40,7 +40,7 @@ def render(ctx: ui.Ctx) -> None:
             worst = {r: pd.to_numeric(Q.col(latest, r), errors="coerce").max() for r in rates}
             cols = st.columns(len(rates))
             for c, r in zip(cols, rates):
-                c.metric(f"Worst {RATE_LABELS[r]} rate", ui.fmt_num(worst[r], ".2%"),
+                c.metric(f"Worst {RATE_LABELS[r]} rate", ui.fmt_pct(worst[r]),
                          help="the highest rate over features in the latest window")
         st.radio("Rate", rates, index=rates.index(rate) if rate in rates else 0,
                  format_func=lambda r: RATE_LABELS.get(r, r), horizontal=True, key="dw_q_rate")
@@ -55,14 +55,17 @@ def render(ctx: ui.Ctx) -> None:
             st.altair_chart(
                 charts.heatmap(s[s["feature"].isin(feats)], rate, bucket_s=Q.bucket_seconds(ctx.rng.heat_bucket),
                                order=feats, legend=f"{RATE_LABELS[rate]} rate", domain=(0.0, top), hot="#e65100",
+                               start=ctx.data_start, now=pd.Timestamp.now(tz="UTC"),
                                title=f"{what} ({ctx.rng.heat_bucket} buckets): mean {RATE_LABELS[rate]} rate",
                                tooltip=[alt.Tooltip(f"{rate}:Q", format=".2%", title=f"{RATE_LABELS[rate]} rate")]),
                 width="stretch",
             )
 
-        heat(shown, f"The {len(shown)} features with the highest {RATE_LABELS[rate]} rate" if more
-             else "Feature × time")
-        if more:  # the rest only when asked for: every cell is drawing time in the browser
+        any_bad = bool(len(peak)) and float(peak.max()) > 0
+        if any_bad:  # an all-zero heatmap says nothing the line below does not
+            heat(shown, f"The {len(shown)} features with the highest {RATE_LABELS[rate]} rate" if more
+                 else "Feature × time")
+        if more and any_bad:  # the rest only when asked for: every cell is drawing time in the browser
             exp = st.expander(f"All {len(order)} features × time", key="dw_q_heat_all", on_change="rerun",
                               icon=":material/grid_on:")
             if exp.open:
@@ -70,27 +73,29 @@ def render(ctx: ui.Ctx) -> None:
                     heat(order, f"All {len(order)} features")
         worst_feats = [f for f in order[:TOP_N] if peak[f] > 0]
         if worst_feats:
-            st.caption("Worst features: " + ", ".join(f"`{f}` (peak {peak[f]:.1%})" for f in worst_feats) + ".")
+            st.caption("Worst features: " + ", ".join(f"`{f}` (peak {ui.fmt_pct(peak[f])})" for f in worst_feats)
+                       + " (peak = the highest mean over a bucket).")
             lines = st.expander(f"The {len(worst_feats)} worst features over time, as lines", key="dw_q_lines",
                                 on_change="rerun", icon=":material/show_chart:")
             if lines.open:  # a chart is drawing time in the browser: only when asked for
                 with lines:
                     st.altair_chart(
                         charts.lines(s[s["feature"].isin(worst_feats)], rate, color="feature", fmt=".2%",
-                                     y_title=f"{RATE_LABELS[rate]} rate",
+                                     y_title=f"{RATE_LABELS[rate]} rate", zero=True,
+                                     rules=ui.rule_thresholds(ctx, f"quality.{rate}"),
                                      title=f"The {len(worst_feats)} worst features over time"),
                         width="stretch",
                     )
         else:
-            st.success(f"No {RATE_LABELS[rate]} values in this range.", icon=":material/check_circle:")
+            st.success(f"No {RATE_LABELS[rate]} values in the {ctx.range_label} ({len(order)} features checked).",
+                       icon=":material/check_circle:")
         if len(latest):
             st.markdown("**Latest window per feature**")
             show = ["feature", *rates, "n", *[c for c in latest.columns if c.startswith("n_")], "time"]
             show = [c for c in dict.fromkeys(show) if c in latest]
             cfg = {r: st.column_config.NumberColumn(RATE_LABELS[r], format="percent") for r in rates}
             cfg["time"] = st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm")
-            st.dataframe(latest[show].sort_values(rates[0], ascending=False), hide_index=True, width="stretch",
-                         column_config=cfg)
+            ui.table(latest[show].sort_values(rates[0], ascending=False), column_config=cfg)
 
     st.subheader("Dead letters")
     dl = f["dl"]
@@ -98,8 +103,10 @@ def render(ctx: ui.Ctx) -> None:
         st.success(f"No message was dead-lettered in the {ctx.range_label}.", icon=":material/check_circle:")
     else:
         c1, c2 = st.columns([3, 1])
-        c1.altair_chart(charts.bars_over_time(dl, "count", "reason", y_title="messages dead-lettered"), width="stretch")
-        c2.dataframe(f["dl_models"], hide_index=True, width="stretch")
+        c1.altair_chart(charts.bars_over_time(dl, "count", "reason", y_title="messages",
+                                              title="Dead-lettered messages by reason"), width="stretch")
+        with c2:
+            ui.table(f["dl_models"])
         st.caption(f"Malformed messages go to `{ctx.settings.topic_deadletter}` with their reason, nothing is "
                    "dropped. Messages too broken to name a model are counted on every model's page. "
                    "`driftwatch deadletter list` shows them; `driftwatch deadletter replay` sends them again "

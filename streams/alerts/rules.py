@@ -426,7 +426,8 @@ def compare(value: FieldValue, op: str, threshold: float | bool | str) -> bool |
     return None
 
 
-def _tag_matches(actual: str | None, wanted: str | list[str]) -> bool:
+def tag_matches(actual: str | None, wanted: str | list[str]) -> bool:
+    """Whether a series' tag value matches a rule's ``where`` entry (value, glob or list of them)."""
     if actual is None:
         return False
     patterns = wanted if isinstance(wanted, list) else [wanted]
@@ -460,7 +461,7 @@ def evaluate(
         for rec in recs:
             if rec.measurement != meas or fld not in rec.fields:
                 continue
-            if not all(_tag_matches(rec.tags.get(k), w) for k, w in rule.where.items()):
+            if not all(tag_matches(rec.tags.get(k), w) for k, w in rule.where.items()):
                 continue
             if T_SEGMENT not in rule.where and rec.tags.get(T_SEGMENT, ALL_SEGMENTS) != ALL_SEGMENTS:
                 continue  # segments only when asked for: where: {segment: "*"}

@@ -117,11 +117,11 @@ def test_overview_shows_every_model_and_its_health(env: Q.Conn) -> None:
     assert pick.options[0].startswith("churn") and pick.value == "churn"
     links = {p.value: parse_qs(p.proto.query_string) for p in at.get("page_link")}
     assert {"drift", "quality", "performance", "alerts"} <= set(links)
-    assert links["drift"]["model"] == ["churn"] and links["drift"]["range"] == ["24h"]
+    assert links["drift"]["model"] == ["churn"] and links["drift"]["range"] == ["auto"]
     pick.select("fraud").run()
     no_exception(at)
     q = parse_qs(next(p for p in at.get("page_link") if p.value == "quality").proto.query_string)
-    assert q["model"] == ["fraud"] and q["range"] == ["24h"]
+    assert q["model"] == ["fraud"] and q["range"] == ["auto"]
 
 
 def test_drift_page_shows_the_drifting_feature_with_its_evidence(env: Q.Conn) -> None:
@@ -188,7 +188,7 @@ def test_drift_feature_detail_follows_the_selection(env: Q.Conn) -> None:
 def test_quality_page(env: Q.Conn) -> None:
     at = open_page("quality", model="churn")
     no_exception(at)
-    assert metric(at, "Worst missing rate") == "30.00%"
+    assert metric(at, "Worst missing rate") == "30.0%"
     latest = at.dataframe[0].value
     assert latest["feature"].iloc[0] == BROKEN
     dead = at.dataframe[1].value  # a message without a model (not_json) counts on every model's page
