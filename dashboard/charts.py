@@ -153,7 +153,7 @@ def lines(
     enc: dict = {
         "x": alt.X("time:T", axis=TIME_AXIS),
         "y": alt.Y(f"{y}:Q", scale=scale, title=y_title or y,
-                   axis=alt.Axis(format=axis_format(fmt), titleLimit=int(height * 0.55), labelOverlap=True)),
+                   axis=alt.Axis(format=axis_format(fmt), titleLimit=int(height * 0.6), labelOverlap=True)),
         "tooltip": [alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC"), alt.Tooltip(f"{y}:Q", format=fmt)],
     }
     if color:

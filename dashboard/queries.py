@@ -1147,7 +1147,7 @@ def performance_labels(conn: Conn, scope: Scope) -> pd.DataFrame:
         f"{scope.where(f'{ident(R.T_METRIC)} = {lit(LABEL_JOIN)}')}{g}",
         f"SELECT mean({ident(F_DELAY_P50)}) AS delay_p50, max({ident(F_DELAY_P95)}) AS delay_p95,"
         f" sum({ident(F_N_LABELS)}) AS n_labels FROM {ident(R.PERFORMANCE)}"
-        f"{scope.where(f'{ident(R.T_DETECTOR)} = {lit(REALIZED)}', f'{ident(R.T_METRIC)} = {lit(_FIRST_METRIC)}')}{g}",
+        f"{scope.where(f'{ident(R.T_DETECTOR)} = {lit(REALIZED)}', tag_in(R.T_METRIC, _DELAY_METRICS))}{g}",
     ]
     join, delay = (frame(s) for s in run(conn, stmts))
     if len(join):
@@ -1158,7 +1158,9 @@ def performance_labels(conn: Conn, scope: Scope) -> pd.DataFrame:
     return join if len(join) else delay
 
 
-_FIRST_METRIC = "accuracy"  # one metric per window carries the delays: read them from accuracy (or mae)
+#: every realized metric of a window carries its delays: read them from accuracy (classifiers)
+#: or mae (regressions), one of which every model has
+_DELAY_METRICS = ("accuracy", "mae")
 
 
 def prediction_drift(conn: Conn, scope: Scope) -> tuple[pd.DataFrame, pd.DataFrame]:

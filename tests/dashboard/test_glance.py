@@ -1,0 +1,293 @@
+"""Charts read at a glance (issue 18): one test per defect a new user met, under Streamlit's
+AppTest against the real InfluxDB of the local stack.
+
+The database holds what a newcomer has after twelve minutes of ``driftwatch up``: 30-second
+windows of ``churn`` (drifting on ``f_001`` from the middle on, 30 % missing ``f_002``, 0.2 %
+missing ``f_003``, an online CvM detector on ``f_000``) and a regression ``reg`` with realized
+metrics only. The monitor config gives ``churn`` alert rules, whose thresholds the charts draw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import charts as C
+from dashboard import sample
+from dashboard import queries as Q
+from detectors import records as R
+from detectors.records import Record
+from streams.localstack import LocalStack
+from tests.dashboard.test_app import APP, _env, no_exception, texts
+
+pytestmark = pytest.mark.integration
+
+END = datetime.now(timezone.utc).replace(microsecond=0)
+WINDOWS, CADENCE = 24, 30  # twelve minutes of 30 s windows
+MONITORS = """
+models:
+  - model_id: churn
+    features: [{name: f_000, kind: numeric}, {name: f_001, kind: numeric}]
+    alerts:
+      - {name: features_drifting, signal: drift_summary.share_drifted, op: ">=", threshold: 0.1, for_windows: 3}
+      - {name: missing, signal: quality.missing_rate, where: {feature: "*"}, op: ">", threshold: 0.05}
+      - {name: accuracy_drop, signal: performance.value, where: {metric: accuracy}, op: "<", threshold: 0.8}
+  - model_id: reg
+    task: regression
+    features: [{name: x, kind: numeric}]
+"""
+
+
+def _extra(recs: list[Record]) -> list[Record]:
+    """0.2 % missing in f_003, an online detector's point, a regression with realized metrics only."""
+    out = []
+    q3 = [r for r in recs if r.measurement == R.QUALITY and r.tags.get(R.T_FEATURE) == "f_003"
+          and r.tags.get(R.T_MODEL) == "churn"]
+    out += [Record(R.QUALITY, r.tags, {**r.fields, "missing_rate": 0.002, "n_missing": 1}, r.time_ns) for r in q3]
+    last = max(r.time_ns for r in recs)
+    out.append(Record(R.DRIFT, {R.T_MODEL: "churn", R.T_VERSION: "1", R.T_FEATURE: "f_000", R.T_DETECTOR: "cvm_online"},
+                      {"drift": 0, "statistic": 3.1, "threshold": 8.4, "n": 500, "ert": 20000, "n_detections": 0,
+                       "rank": 9}, last))
+    for k in range(WINDOWS):
+        t = last - (WINDOWS - 1 - k) * CADENCE * 1_000_000_000
+        base = {R.T_MODEL: "reg", R.T_VERSION: "1"}
+        out.append(Record(R.WINDOW, base, {"n_events": 500, "events_per_s": 16.7, "n_invalid": 0}, t))
+        out.append(Record(R.PERFORMANCE, {**base, R.T_METRIC: "mae", R.T_DETECTOR: "realized"},
+                          {"value": 40.0 + k, "n_labels": 250, "label_delay_p50": 5.0, "label_delay_p95": 6.0}, t))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Q.Conn, Path, pd.Timestamp]]:
+    conn = Q.Conn(stack.influx_url, f"glance{uuid.uuid4().hex[:10]}")
+    recs = list(sample.sample_records(["churn"], n_features=8, windows=WINDOWS, cadence_s=CADENCE, end=END,
+                                      drift_feature="f_001", quality_feature="f_002", false_alarms=False))
+    recs += _extra(recs)
+    sample.write_records(conn, recs)
+    first = pd.Timestamp(min(r.time_ns for r in recs if r.measurement == R.WINDOW), unit="ns", tz="UTC")
+    monitors = tmp_path_factory.mktemp("glance") / "monitors.yaml"
+    monitors.write_text(MONITORS)
+    yield conn, monitors, first
+    with contextlib.suppress(Exception):
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+
+
+@pytest.fixture
+def env(fresh, monkeypatch: pytest.MonkeyPatch) -> pd.Timestamp:
+    conn, monitors, first = fresh
+    _env(monkeypatch, conn.url, conn.db, monitors=str(monitors))
+    return first
+
+
+def open_page(page: str = "overview", **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    if page != "overview":
+        at.switch_page(f"views/{page}.py").run()
+    no_exception(at)
+    return at
+
+
+def specs(at: AppTest) -> list[dict]:
+    """Every chart's Vega-Lite spec, with its datasets (Arrow, sent beside the spec) put back in."""
+    import pyarrow as pa
+
+    out = []
+    for c in at.get("vega_lite_chart"):
+        spec = json.loads(c.proto.spec)
+        spec["datasets"] = {d.name: pa.ipc.open_stream(d.data.data).read_pandas().to_dict("records")
+                            for d in c.proto.datasets}
+        out.append(spec)
+    return out
+
+
+def layers(spec: dict) -> list[dict]:
+    return spec.get("layer", [spec])
+
+
+def data(spec: dict, at: AppTest | None = None) -> list[pd.DataFrame]:
+    """The data of each layer of a chart (inline datasets of the spec)."""
+    ds = spec.get("datasets", {})
+    return [pd.DataFrame(ds.get(lay.get("data", {}).get("name", ""), [])) for lay in layers(spec)]
+
+
+def titled(at: AppTest, start: str) -> dict:
+    found = [s for s in specs(at) if str(s.get("title", "")).startswith(start)]
+    assert found, [s.get("title") for s in specs(at)]
+    return found[0]
+
+
+def has_rule(spec: dict, value: float | None = None) -> bool:
+    rules = [lay for lay in layers(spec) if (lay.get("mark") or {}).get("type") == "rule"
+             and lay["encoding"].get("y")]
+    if value is None:
+        return bool(rules)
+    return any(value in pd.DataFrame(spec["datasets"][r["data"]["name"]])["y"].tolist() for r in rules)
+
+
+# Range and time -----------------------------------------------------------------------------
+
+
+def test_default_range_follows_the_data(env: pd.Timestamp) -> None:
+    at = open_page("overview")
+    assert at.sidebar.selectbox(key="dw_range").value == "auto"
+    header = next(c.value for c in at.caption if "last updated" in c.value)
+    assert "since the data started at" in header and "last 15 min" in header, header
+    tp = titled(at, "Events per second")
+    (points,) = data(tp)[:1]
+    # twelve minutes in 10 s buckets: a line of ~24 points per model, not one dot in a day
+    assert points.groupby("model").size().min() >= 20
+
+
+def test_heatmap_cells_start_with_the_data_and_end_now(env: pd.Timestamp) -> None:
+    at = open_page("drift", model="churn")
+    heat = next(s for s in specs(at) if (s.get("mark") or {}).get("type") == "rect")
+    cells = data(heat)[0]
+    start = pd.to_datetime(cells["time"], utc=True)
+    end = pd.to_datetime(cells["end"], utc=True)
+    assert start.min() >= env  # the first cell does not start before the first window closed
+    assert end.max() <= pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)
+    assert {t["title"] for t in heat["encoding"]["tooltip"] if "title" in t} >= {"from", "to"}
+
+
+def test_the_change_is_marked_where_it_starts(env: pd.Timestamp) -> None:
+    at = open_page("drift", model="churn")
+    share = titled(at, "Share of features drifting")
+    marker = [lay for lay in share["layer"] if (lay.get("mark") or {}).get("type") == "rule"
+              and "x" in lay.get("encoding", {})] or [
+        inner for lay in share["layer"] for inner in lay.get("layer", [])
+        if (inner.get("mark") or {}).get("type") == "rule"]
+    assert marker, share["layer"]
+    cap = " ".join(c.value for c in at.caption)
+    assert "Drifting since" in cap
+    # the sample drifts from the middle of its twelve minutes on
+    since = pd.Timestamp(cap.split("Drifting since **")[1].split(" UTC")[0], tz="UTC")
+    assert env + pd.Timedelta(minutes=4) <= since <= env + pd.Timedelta(minutes=8)
+
+
+# Overview ------------------------------------------------------------------------------------
+
+
+def test_throughput_ticks_zero_and_one_colour_per_model(env: pd.Timestamp) -> None:
+    at = open_page("overview")
+    tp = titled(at, "Events per second")
+    y = tp["encoding"]["y"]
+    assert y["axis"]["format"] == ",.4~g" and y["scale"]["zero"] is True  # never "200.40079164520…"
+    color = tp["encoding"]["color"]["scale"]
+    assert color["scheme"] == C.PALETTE and color["domain"] == ["churn", "reg"]
+
+
+# Titles -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["overview", "drift", "quality", "performance", "adversarial"])
+def test_axis_titles_fit_beside_the_plot(env: pd.Timestamp, page: str) -> None:
+    """An axis title longer than the plot is tall pushes the chart out of its frame and cuts
+    its title (what happened to "Combined adversarial score", "Label delay", ...): every
+    y title fits in its limit, at ~6.5 px per character of an 11 px font."""
+    at = open_page(page, model="churn")
+    for spec in specs(at):
+        for lay in layers(spec):
+            y = (lay.get("encoding") or {}).get("y") or {}
+            title, axis = y.get("title"), y.get("axis") or {}
+            if not isinstance(title, str) or "titleLimit" not in axis:
+                continue
+            assert len(title) * 6.5 <= axis["titleLimit"], (spec.get("title"), title)
+
+
+# Tables and texts ---------------------------------------------------------------------------
+
+
+def test_tables_never_show_none(env: pd.Timestamp) -> None:
+    at = open_page("drift", model="churn")
+    ranked = at.dataframe[0].value
+    online = ranked[ranked["test"] == "cvm_online"]
+    assert len(online) == 1
+    assert online["p-value"].iloc[0] == "—" and online["PSI"].iloc[0] == "—"
+    for df in (d.value for d in at.dataframe):
+        assert not df.isna().any().any(), df
+
+
+def test_online_detector_verdict_says_what_it_tested(env: pd.Timestamp) -> None:
+    at = open_page("drift", model="churn", feature="f_000")
+    at.selectbox(key="dw_feature_sel").set_value("f_000").run()
+    no_exception(at)
+    verdicts = [m.value for m in at.markdown if m.value.startswith(("**Drift**", "**No drift**"))]
+    online = [v for v in verdicts if "cvm_online" in v]
+    assert online and "500 events of the window tested one by one" in online[0], verdicts
+    assert "a false alarm once per 20,000 events" in online[0]
+    assert not any("window of — events" in v for v in verdicts)
+
+
+def test_small_missing_rates_are_not_rounded_to_zero(env: pd.Timestamp) -> None:
+    at = open_page("quality", model="churn")
+    assert "`f_003` (peak 0.20%)" in texts(at)
+    assert "`f_002` (peak 30.0%)" in texts(at)
+
+
+def test_no_all_zero_heatmap_beside_no_missing_values(env: pd.Timestamp) -> None:
+    at = open_page("quality", model="reg")  # a model without quality results at all
+    assert "No data-quality results" in texts(at)
+    at = open_page("quality", model="churn")
+    at.radio(key="dw_q_rate").set_value("null_violation_rate").run()
+    no_exception(at)
+    heats = [s for s in specs(at) if (s.get("mark") or {}).get("type") == "rect"]
+    ok = [s.value for s in at.success if "No null violation values" in s.value]
+    assert ok and not heats
+
+
+def test_regression_chart_names_only_the_lines_it_draws(env: pd.Timestamp) -> None:
+    at = open_page("performance", model="reg")
+    mae = titled(at, "mae")
+    assert mae["title"] == "mae: realized (labels)"
+    at = open_page("performance", model="churn")
+    assert titled(at, "accuracy")["title"].startswith("accuracy: ")
+
+
+def test_label_delay_in_seconds_when_short(env: pd.Timestamp) -> None:
+    at = open_page("performance", model="reg")
+    delay = titled(at, "Label delay")
+    assert delay["encoding"]["y"]["title"] == "seconds"
+    values = data(delay)[0]["delay"]
+    assert values.between(4.9, 6.1).all()  # 5 s and 6 s, not 0.0833 min
+
+
+def test_unknown_model_in_the_url_is_said(env: pd.Timestamp) -> None:
+    at = open_page("overview", model="iris")
+    warn = " ".join(w.value for w in at.warning)
+    assert "No results for model `iris`" in warn and "`churn`" in warn
+
+
+# Thresholds ---------------------------------------------------------------------------------
+
+
+def test_threshold_lines_on_every_series_with_a_threshold(env: pd.Timestamp) -> None:
+    at = open_page("drift", model="churn")
+    assert has_rule(titled(at, "Share of features drifting"), 0.1)  # the alert rule's threshold
+    at.session_state["dw_feature_history"] = True
+    at.run()
+    no_exception(at)
+    assert has_rule(titled(at, "f_001: smallest p-value"))  # the test's corrected threshold
+
+    at = open_page("quality", model="churn")
+    at.session_state["dw_q_lines"] = True
+    at.run()
+    no_exception(at)
+    assert has_rule(next(s for s in specs(at) if "worst features" in str(s.get("title"))), 0.05)
+
+    at = open_page("performance", model="churn")
+    assert has_rule(titled(at, "accuracy"), 0.8)
+
+    at = open_page("adversarial", model="churn")
+    for spec in specs(at):
+        assert has_rule(spec), spec.get("title")
