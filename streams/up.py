@@ -4,9 +4,9 @@
 2. creates the topics (explicit partition count) and the InfluxDB database;
 3. starts ``driftwatch webhook-sink``, ``driftwatch worker``, ``driftwatch dashboard`` and
    ``driftwatch demo`` as child processes with the same settings (passed as ``DRIFTWATCH_*``
-   environment variables), each logging to ``<state_dir>/logs/<name>.log``. The sink is
-   the demo config's webhook ``local``: ``up`` gives it a free port and a fresh random
-   secret (``DRIFTWATCH_DEMO_WEBHOOK_URL`` / ``_SECRET``, unless already set), so the
+   environment variables), each logging to ``<state_dir>/logs/<name>.log``. The sink gets
+   a free port and a fresh random secret; with the demo config, the children read a copy
+   of it with one more webhook, ``local``, pointing there (:func:`demo_webhook`), so the
    demo's alert rules deliver signed alerts to it;
 4. prints the dashboard URL, then waits for Ctrl-C or SIGTERM, and says so in the terminal
    whenever the sink receives an alert;
@@ -51,6 +51,9 @@ STOP_TIMEOUT = {"webhook-sink": 5.0, "worker": 20.0, "dashboard": 10.0, "demo": 
 #: the demo injects data drift one minute in (``--drift-at``), so the dashboard shows drift
 #: and the demo's alert rules fire within two minutes
 DEFAULT_DRIFT_AT = 60.0
+#: the packaged demo config, which ``up`` wires to its webhook receiver
+DEMO_MONITORS = Path(__file__).parent / "examples" / "demo.yaml"
+LOCAL_WEBHOOK = "local"
 #: how a child is started: this prefix + its command name
 CHILD_ARGV_PREFIX = [sys.executable, "-m", "streams.cli"]
 
@@ -145,26 +148,60 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def webhook_env(port: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The demo webhook's URL and secret for the children, unless the environment sets them.
+def demo_webhook(settings: Any, port: int = 0) -> tuple[Any, list[str]]:
+    """Wire the local webhook receiver: its arguments, and the settings the children get.
 
-    The secret is fresh for every run and never printed: the sink and the worker share it
-    through their environment only.
+    A fresh random secret goes to ``<state_dir>/webhook-sink.secret`` (mode 0600, never
+    printed). When the monitors are the packaged demo config, the children read
+    ``<state_dir>/demo-monitors.yaml`` instead: the demo config with its reference paths made
+    absolute and one more webhook, ``local``, posting to the sink with that secret. (The
+    demo config itself names no webhook, so a worker run by hand on it, and
+    ``check-config``, need no URL or secret: its alerts then go to the alerts topic and the
+    dashboard only.) Any other monitor config is left as it is.
     """
-    from streams.alerts.sink import PATH, SECRET_ENV, URL_ENV  # noqa: PLC0415
+    from streams.alerts.sink import PATH  # noqa: PLC0415
 
-    base = dict(os.environ if base is None else base)
-    out: dict[str, str] = {}
-    if not base.get(URL_ENV):
-        out[URL_ENV] = f"http://127.0.0.1:{port or _free_port()}{PATH}"
-    if not base.get(SECRET_ENV):
-        out[SECRET_ENV] = secrets.token_urlsafe(24)
-    return out
+    state = Path(settings.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    secret_file = state / "webhook-sink.secret"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(24))
+    argv = ["--port", str(port), "--secret-file", str(secret_file)]
+    if Path(settings.monitors).resolve() != DEMO_MONITORS.resolve():
+        return settings, argv
+    generated = state / "demo-monitors.yaml"
+    write_demo_monitors(generated, f"http://127.0.0.1:{port}{PATH}", secret_file)
+    return settings.model_copy(update={"monitors": generated}), argv
 
 
-def _child_args(name: str, args: argparse.Namespace) -> list[str]:
+def write_demo_monitors(path: Path, url: str, secret_file: Path, source: Path | None = None) -> Path:
+    """The demo config (``source``) plus the webhook ``local`` (``url``, signed with the secret in
+    ``secret_file``), its relative paths made absolute, written to ``path``."""
+    import yaml  # noqa: PLC0415
+
+    source = source or DEMO_MONITORS
+    raw = yaml.safe_load(source.read_text())
+    for m in raw.get("models") or ():
+        ref = m.get("reference") or {}
+        if ref.get("file") and not Path(ref["file"]).is_absolute():
+            ref["file"] = str((source.parent / ref["file"]).resolve())
+        sq = (m.get("adversarial") or {}).get("squeeze") or {}
+        if sq.get("model") and not Path(sq["model"]).is_absolute():
+            sq["model"] = str((source.parent / sq["model"]).resolve())
+    raw["webhooks"] = [*(raw.get("webhooks") or []),
+                       {"name": LOCAL_WEBHOOK, "url": url, "secret_file": str(secret_file), "give_up_after": "10m"}]
+    path.write_text(f"# written by `driftwatch up` from {source}: the demo's alerts go to its local webhook-sink\n"
+                    + yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _child_args(name: str, args: argparse.Namespace, sink_args: list[str]) -> list[str]:
     if name == "demo":
         return ["--drift-at", f"{getattr(args, 'drift_at', DEFAULT_DRIFT_AT):g}"]
+    if name == "webhook-sink":
+        return sink_args
     return []
 
 
@@ -198,15 +235,14 @@ class _Relay:
 
 
 def _start_children(settings: Any, names: list[str], args: argparse.Namespace | None = None,
-                    extra_env: dict[str, str] | None = None) -> list[Child]:
+                    sink_args: list[str] | None = None) -> list[Child]:
     env = settings_env(settings)
-    env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     logs = Path(settings.state_dir) / "logs"
     children: list[Child] = []
     for name in names:
         log = logs / f"{name}.log"
-        argv = [*CHILD_ARGV_PREFIX, name, *_child_args(name, args or argparse.Namespace())]
+        argv = [*CHILD_ARGV_PREFIX, name, *_child_args(name, args or argparse.Namespace(), sink_args or [])]
         proc = spawn(argv, log, env=env, die_with_parent=True)
         children.append(Child(name, proc, log))
         _say(f"started {name} (pid {proc.pid}), log {log}")
@@ -250,8 +286,10 @@ def run(args: argparse.Namespace) -> int:
         ensure_topics(settings)
         ensure_database(settings)
         _say(f"topics ready ({settings.topic_partitions} partitions), InfluxDB database {settings.influx_db!r} ready")
-        hook_env = webhook_env(getattr(args, "webhook_port", 0)) if "webhook-sink" in names else {}
-        children = _start_children(settings, names, args, hook_env)
+        sink_args: list[str] = []
+        if "webhook-sink" in names:
+            settings, sink_args = demo_webhook(settings, getattr(args, "webhook_port", 0))
+        children = _start_children(settings, names, args, sink_args)
         relay = next((_Relay(c.log) for c in children if c.name == "webhook-sink"), None)
         t_start = time.monotonic()
 

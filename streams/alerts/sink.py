@@ -1,9 +1,9 @@
 """``driftwatch webhook-sink``: a local webhook receiver that verifies and logs every delivery.
 
-``driftwatch up`` runs one so the demo's alert rules have somewhere to go: the demo
-config's webhook ``local`` posts to ``DRIFTWATCH_DEMO_WEBHOOK_URL`` signed with
-``DRIFTWATCH_DEMO_WEBHOOK_SECRET``, and ``up`` sets both for its children. It is also a
-reference receiver for your own: it does exactly what docs/alerts.md asks of one —
+``driftwatch up`` runs one so the demo's alert rules have somewhere to go (it adds a
+webhook ``local`` pointing here to the demo config its children read, with a fresh secret
+in a file both share). It is also a reference receiver for your own webhooks: it does
+exactly what docs/alerts.md asks of one —
 
 1. verify the ``X-Driftwatch-Signature`` HMAC over the raw body (401 when it does not verify:
    the worker then fails the delivery instead of pretending it arrived);
@@ -14,7 +14,8 @@ reference receiver for your own: it does exactly what docs/alerts.md asks of one
 With ``--jsonl FILE`` every delivery is also appended as one JSON object (headers that
 matter, whether the signature verified, the parsed body) — what the tests read.
 
-    DRIFTWATCH_DEMO_WEBHOOK_SECRET=s3cret driftwatch webhook-sink --port 9099
+    DRIFTWATCH_WEBHOOK_SINK_SECRET=s3cret driftwatch webhook-sink --port 9099
+    driftwatch webhook-sink --port 9099 --secret-file /run/secrets/webhook
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from streams.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_
 
 log = logging.getLogger("driftwatch.webhook-sink")
 
-SECRET_ENV = "DRIFTWATCH_DEMO_WEBHOOK_SECRET"
-URL_ENV = "DRIFTWATCH_DEMO_WEBHOOK_URL"
+SECRET_ENV = "DRIFTWATCH_WEBHOOK_SINK_SECRET"
+DEFAULT_PORT = 9099
 PATH = "/driftwatch"
 MAX_BODY = 1 << 20  # an alert is a few kB; refuse anything absurd
 LINE_PREFIX = "ALERT"  # `driftwatch up` relays the sink's lines that start with this
@@ -155,21 +156,10 @@ class WebhookSink:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None,
-                        help=f"port (default: the port of {URL_ENV}, else 9099)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--secret-file", type=Path, default=None,
                         help=f"file holding the shared HMAC secret (default: the {SECRET_ENV} variable)")
     parser.add_argument("--jsonl", type=Path, default=None, help="also append every delivery to this JSON-lines file")
-
-
-def _default_port() -> int:
-    from urllib.parse import urlsplit  # noqa: PLC0415
-
-    url = os.environ.get(URL_ENV, "")
-    try:
-        return urlsplit(url).port or 9099
-    except ValueError:
-        return 9099
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         secret = os.environ.get(SECRET_ENV, "").strip().encode()
     try:
-        sink = WebhookSink(secret, args.host, args.port if args.port is not None else _default_port(), args.jsonl)
+        sink = WebhookSink(secret, args.host, args.port, args.jsonl)
     except SinkError as e:
         print(f"driftwatch webhook-sink: {e}", file=sys.stderr)
         return 2

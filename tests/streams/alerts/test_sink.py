@@ -17,7 +17,9 @@ import pytest
 from streams import up
 from streams.alerts.rules import WebhookConfig
 from streams.alerts.signing import sign
-from streams.alerts.sink import SECRET_ENV, URL_ENV, WebhookSink, describe
+from streams.alerts.sink import SECRET_ENV, WebhookSink, describe
+from streams.monitors import load_monitors
+from streams.settings import Settings
 from streams.alerts.store import OutboxRow
 from streams.alerts.webhooks import WebhookTarget
 from streams.localstack import free_ports
@@ -43,11 +45,10 @@ def sink(tmp_path: Path):
     s.close()
 
 
-def test_worker_delivery_code_is_verified_and_logged(sink, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_delivery_code_is_verified_and_logged(sink, tmp_path: Path) -> None:
     s, out = sink
-    monkeypatch.setenv(URL_ENV, s.url)
-    monkeypatch.setenv(SECRET_ENV, SECRET.decode())
-    target = WebhookTarget(WebhookConfig(name="local", url_env=URL_ENV, secret_env=SECRET_ENV))
+    (tmp_path / "secret").write_text(SECRET.decode())
+    target = WebhookTarget(WebhookConfig(name="local", url=s.url, secret_file=tmp_path / "secret"))
     body = json.dumps(ALERT).encode()
 
     async def send() -> list:
@@ -115,12 +116,25 @@ def test_command_needs_a_secret_and_serves_with_one(tmp_path: Path) -> None:
         proc.wait(10)
 
 
-def test_up_gives_the_sink_a_url_and_fresh_secret_unless_set(tmp_path: Path) -> None:
-    a, b = up.webhook_env(0, base={}), up.webhook_env(0, base={})
-    assert a[URL_ENV].startswith("http://127.0.0.1:") and a[URL_ENV].endswith("/driftwatch")
-    assert a[SECRET_ENV] != b[SECRET_ENV] and len(a[SECRET_ENV]) >= 24
-    assert up.webhook_env(9123, base={})[URL_ENV] == "http://127.0.0.1:9123/driftwatch"
-    assert up.webhook_env(0, base={URL_ENV: "http://x:1/h", SECRET_ENV: "mine"}) == {}
+def test_up_wires_the_demo_config_to_the_sink(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    s1, argv = up.demo_webhook(settings, 9123)
+    secret_file = tmp_path / "webhook-sink.secret"
+    assert argv == ["--port", "9123", "--secret-file", str(secret_file)]
+    assert secret_file.stat().st_mode & 0o077 == 0 and len(secret_file.read_text()) >= 24
+    first = secret_file.read_text()
+    cfg = load_monitors(s1.monitors)  # what the children read: the demo config plus the webhook
+    (hook,) = cfg.webhooks
+    assert (hook.name, hook.resolve_url()) == ("local", "http://127.0.0.1:9123/driftwatch")
+    assert hook.resolve_secret() == first.encode()
+    demo = load_monitors(up.DEMO_MONITORS)
+    assert [m.model_id for m in cfg.models] == [m.model_id for m in demo.models]
+    assert [len(m.alerts) for m in cfg.models] == [len(m.alerts) for m in demo.models] != [0, 0]
+    assert all(m.reference.file.is_file() for m in cfg.models)  # the relative paths still point at the CSVs
+    up.demo_webhook(settings, 9123)
+    assert secret_file.read_text() != first  # a fresh secret per run
+    other = Settings(state_dir=tmp_path, monitors=tmp_path / "mine.yaml")
+    assert up.demo_webhook(other)[0].monitors == tmp_path / "mine.yaml"  # a user's config is left alone
 
 
 def test_up_relays_the_sinks_alert_lines(tmp_path: Path) -> None:
