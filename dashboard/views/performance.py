@@ -96,7 +96,7 @@ def _estimation_error(perf: pd.DataFrame) -> None:
     if not len(d):
         return
     mean_err = float(pd.to_numeric(d[Q.F_ESTIMATION_ERROR], errors="coerce").mean())
-    st.altair_chart(charts.lines(d, Q.F_ESTIMATION_ERROR, fmt=".1%", y_title="|estimated − realized| accuracy",
+    st.altair_chart(charts.lines(d, Q.F_ESTIMATION_ERROR, fmt=".1%", y_title="|est. − real.|",
                                  title=f"Estimation error on the labelled rows (mean {mean_err:.1%})"),
                     width="stretch")
     st.caption("For the rows whose labels were joined in each window: CBPE's estimate of those same rows "

@@ -112,7 +112,10 @@ def specs(at: AppTest) -> list[dict]:
 
 
 def layers(spec: dict) -> list[dict]:
-    return spec.get("layer", [spec])
+    """The leaf layers of a (possibly nested) layer chart."""
+    if "layer" not in spec:
+        return [spec]
+    return [leaf for lay in spec["layer"] for leaf in layers(lay)]
 
 
 def data(spec: dict, at: AppTest | None = None) -> list[pd.DataFrame]:
