@@ -40,6 +40,9 @@ class Frame:
     classes: tuple[str, ...] = ()  # column order of pred_proba
     pred_value: np.ndarray | None = None  # float64: regression value or score
     label: np.ndarray | None = None  # object: the true label (labelled reference rows only; events carry none)
+    #: features the monitor does not declare: name -> rows that carried a value (bool); see
+    #: :func:`detectors.quality.undeclared_features`. Empty for well-formed traffic.
+    unknown: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.event_time.shape[0])
@@ -101,6 +104,7 @@ class Frame:
             classes=self.classes,
             pred_value=sel(self.pred_value),
             label=sel(self.label),
+            unknown={k: v[idx] for k, v in self.unknown.items()},
         )
 
 
@@ -148,4 +152,6 @@ def concat(frames: list[Frame]) -> Frame:
         classes=classes,
         pred_value=cat(lambda f: f.pred_value, np.nan, np.float64) if has_value else None,
         label=cat(lambda f: f.label, None, object) if has_truth else None,
+        unknown={k: cat(lambda f: f.unknown.get(k), False, bool)
+                 for k in dict.fromkeys(k for f in frames for k in f.unknown)},
     )

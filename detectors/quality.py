@@ -10,7 +10,10 @@ missing):
 * ``out_of_range`` — numeric values outside ``[min, max]`` of the
   :class:`~detectors.spec.FeatureSpec` (bounds that are not set are open);
 * ``unknown_category`` — categorical values not in ``allowed`` (when set);
-* ``null_violation`` — missing values of a feature declared ``nullable: false``.
+* ``null_violation`` — missing values of a feature declared ``nullable: false``;
+* ``unknown_feature`` — events that carried a feature the config does not declare
+  (a typo'd name goes unnoticed otherwise): :func:`undeclared_features`, one point with
+  feature tag ``__undeclared__`` naming them in a field.
 
 Rates are counts divided by the window's event count. Numeric features are
 checked in one pass over a stacked 2-D array; categorical features with one
@@ -167,6 +170,38 @@ def data_quality(frame: Frame, features: Sequence[FeatureSpec],
         out[f.name] = FeatureQuality(f.name, "categorical", n, n_missing, n_te, 0, n_unknown,
                                      0 if f.nullable else n_missing)
     return [out[f.name] for f in features]
+
+
+UNDECLARED = "__undeclared__"
+"""Feature tag of the quality point that counts features the monitor does not declare."""
+
+
+def undeclared_features(frame: Frame, limit: int = 10) -> dict[str, int | float | str] | None:
+    """Quality of the features events carried that the config does not declare (None: there were none).
+
+    ``n_unknown_feature``: events that carried at least one; ``unknown_feature_rate`` = that / events;
+    ``features``: the names with their event counts, most frequent first (``limit`` of them), e.g.
+    ``"note=1000, colour=3"`` — a string field, so producer-chosen names never become tags.
+
+    >>> import numpy as np
+    >>> f = Frame.from_columns(event_id=np.array(["a", "b"], dtype=object), event_time=np.zeros(2))
+    >>> f.unknown = {"note": np.array([True, True]), "colour": np.array([False, True])}
+    >>> undeclared_features(f)
+    {'n': 2, 'n_unknown_feature': 2, 'unknown_feature_rate': 1.0, 'features': 'note=2, colour=1'}
+    """
+    if not frame.unknown:
+        return None
+    n = len(frame)
+    counts = {name: int(mask.sum()) for name, mask in frame.unknown.items()}
+    counts = {k: v for k, v in counts.items() if v}
+    if not counts:
+        return None
+    any_row = int(np.logical_or.reduce(list(frame.unknown.values())).sum())
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    more = len(counts) - len(top)
+    text = ", ".join(f"{k}={v}" for k, v in top) + (f", (+{more} more)" if more > 0 else "")
+    return {"n": n, "n_unknown_feature": any_row, "unknown_feature_rate": any_row / n if n else 0.0,
+            "features": text}
 
 
 def window_totals(quality: Sequence[FeatureQuality]) -> dict[str, float | int]:

@@ -63,7 +63,7 @@ from detectors.histograms import (
     reference_histograms,
     window_histograms,
 )
-from detectors.quality import FeatureQuality, data_quality, window_totals
+from detectors.quality import UNDECLARED, FeatureQuality, data_quality, undeclared_features, window_totals
 from detectors.records import Record
 from detectors.reference import Reference, WindowColumns
 from detectors.spec import DriftSpec, FeatureSpec
@@ -182,6 +182,10 @@ class DataQuality:
             fields: dict[str, Any] = {**q.counts(), **q.rates(),
                                       "window_start": float(ctx.window_start)}
             out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: q.feature}), fields))
+        undeclared = undeclared_features(ctx.frame)
+        if undeclared is not None:
+            out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: UNDECLARED}),
+                                  {**undeclared, "window_start": float(ctx.window_start)}))
         return out
 
 

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import array
 import json
+import operator
+from itertools import repeat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -78,6 +80,9 @@ REASONS: tuple[str, ...] = (
 )
 
 MAX_ID_LEN = 256
+MAX_UNDECLARED = 20
+"""Undeclared feature names tracked per batch (``Frame.unknown``); more share :data:`OTHER_UNDECLARED`."""
+OTHER_UNDECLARED = "__other__"
 _PRED_KEYS = frozenset(("label", "probabilities", "score", "value"))
 _INF_EVENT_KEYS = frozenset(
     ("schema_version", "type", "event_id", "model_id", "model_version", "event_time", "source_id",
@@ -351,6 +356,10 @@ class _Cols:
     prediction: dict[str, Any]
     ts_s: np.ndarray | None  # Kafka timestamp (s) per row, for the future-time check
 
+    @property
+    def model_names(self) -> frozenset[str]:
+        return self.model.feature_names
+
 
 def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
     """Validate columns and build the frame (bad rows are recorded in ``errors``, kept in the frame)."""
@@ -380,9 +389,18 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
             values, bad = parse_categories(col, boolean=spec.boolean)
             categorical[spec.name] = values
         type_error[spec.name] = bad if bad is not None else np.zeros(n, dtype=bool)
-    for name, col in feats.items():  # unmonitored features: only their shape matters
+    unknown: dict[str, np.ndarray] = {}
+    for name, col in feats.items():  # undeclared features: their shape, and which rows carry one
         if type(col) is not list or len(col) != n:
             raise _Bad(R_SCHEMA, f"features.{name} must be a list of {n} values")
+        if name not in c.model_names:
+            carried = np.fromiter(map(operator.is_not, col, repeat(None)), dtype=bool, count=n)
+            if not carried.any():
+                continue
+            if len(unknown) >= MAX_UNDECLARED:  # a flood of invented names shares one entry
+                name = OTHER_UNDECLARED
+                carried = carried | unknown.get(name, False)
+            unknown[name] = carried
     pred_label, pred_proba, classes, pred_value = _prediction(c.prediction, n, errors)
     return Frame(
         event_id=event_id,
@@ -395,6 +413,7 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
         pred_proba=pred_proba,
         classes=classes,
         pred_value=pred_value,
+        unknown=unknown,
     )
 
 

@@ -410,6 +410,7 @@ class Pipeline:
         self.decoder = Decoder(monitors, settings.max_message_bytes, max_future_s)
         self.sink = sink
         self.deadletters = deadletters
+        self._undeclared_warned: set[tuple[str, str]] = set()  # (model, feature) logged once (bounded)
         self.ack = ack
         self.references = references
         self.checkpoints = checkpoints
@@ -527,6 +528,8 @@ class Pipeline:
             if state is None:
                 state = await self._new_state(key, st_tp)
             self.stats.events += len(part.frame)
+            if part.frame.unknown:
+                self._warn_undeclared(key.model_id, part.frame.unknown)
             await self._feed(state, part, st_tp.tracker)
         if decoded.labels:
             self.stats.labels += sum(len(p) for p in decoded.labels)
@@ -536,6 +539,19 @@ class Pipeline:
         if self.label_hook is not None:
             for key, part in decoded.frames.items():
                 self.label_hook.on_predictions(key, part.frame)
+
+    def _warn_undeclared(self, model_id: str, unknown: dict) -> None:
+        """Log once per (model, name) that events carry a feature the config does not declare (bounded)."""
+        from detectors.reference import safe_label
+
+        warned = self._undeclared_warned
+        new = [n for n in unknown if (model_id, n) not in warned]
+        if not new or len(warned) >= 200:
+            return
+        warned.update((model_id, n) for n in new)
+        log.warning("model %s: events carry feature(s) %s that the monitor config does not declare: not monitored, "
+                    "counted as data quality unknown_feature (feature __undeclared__) — a typo, or a feature to add",
+                    model_id, ", ".join(repr(safe_label(n)) for n in new[:10]))
 
     # -- stream state ------------------------------------------------------------
     async def _new_state(self, key: StreamKey, st_tp: _TP) -> StreamState:

@@ -91,7 +91,8 @@ def render(ctx: ui.Ctx) -> None:
                        icon=":material/check_circle:")
         if len(latest):
             st.markdown("**Latest window per feature**")
-            show = ["feature", *rates, "n", *[c for c in latest.columns if c.startswith("n_")], "time"]
+            # "features": the names of undeclared features (row __undeclared__), with their event counts
+            show = ["feature", *rates, "n", *[c for c in latest.columns if c.startswith("n_")], "features", "time"]
             show = [c for c in dict.fromkeys(show) if c in latest]
             cfg = {r: st.column_config.NumberColumn(RATE_LABELS[r], format="percent") for r in rates}
             cfg["time"] = st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm")

@@ -35,7 +35,8 @@ def batch(start: int, cols: dict[str, np.ndarray]) -> bytes:
         "schema_version": 1, "type": "inference_batch", "model_id": MODEL, "model_version": "1",
         "event_id": [f"e{i}" for i in range(start, start + n)],
         "event_time": (T0 + np.arange(start, start + n) * 0.01).tolist(),
-        "features": {k: v.tolist() for k, v in cols.items()},  # flag: JSON true/false
+        "features": {**{k: v.tolist() for k, v in cols.items()},  # flag: JSON true/false
+                     "note": ["vip"] * n},  # not declared: counted and named, not dropped
         "prediction": {"label": ["yes" if v > 0 else "no" for v in cols["x1"]]},
     })
 
@@ -84,3 +85,8 @@ def test_worker_drift_tests_every_window_against_a_gzipped_pandas_reference(sett
     assert [r["drift"] for r in by_feature["x0"]] == [False] * 4 + [True] * 2
     assert not any(r["drift"] for f in ("x1", "flag", "plan") for r in by_feature[f])
     assert min(r["p_value"] for r in by_feature["flag"]) > 0.001  # was exactly 0 in every window
+    undeclared = query(settings, 'SELECT "n_unknown_feature", "unknown_feature_rate", "features" FROM "dw_quality" '
+                                 'WHERE "feature" = \'__undeclared__\' AND "segment" = \'\'')
+    assert len(undeclared) == 6 and all(q["features"] == f"note={WINDOW}" and q["unknown_feature_rate"] == 1.0
+                                        for q in undeclared), undeclared
+    assert "events carry feature(s) 'note' that the monitor config does not declare" in log.read_text()

@@ -516,3 +516,30 @@ def test_a_boolean_feature_reads_every_spelling_in_events():
     frame = Decoder(cfg).decode([msg(doc)]).frames[StreamKey("t", 0, "m", "1")].frame
     assert frame.categorical["b"].tolist() == ["true", "true", "true", "false", "false", None]
     assert frame.type_error["b"].tolist() == [False] * 5 + [True]  # counted by data quality, not dropped
+
+
+def test_undeclared_features_are_counted_and_named_not_dropped():
+    """docs/producer.md's example sends a `note` the config does not declare: a typo'd name must show."""
+    from detectors.quality import undeclared_features
+
+    doc = batch(4)
+    doc["features"]["note"] = ["vip", None, "x", "y"]
+    doc["features"]["colour"] = [None, None, None, "red"]  # a typo of c
+    doc["features"]["empty"] = [None] * 4  # carried by no event: nothing to report
+    frame = decode(msg(doc)).frames[StreamKey("t", 0, "m", "1")].frame
+    assert sorted(frame.unknown) == ["colour", "note"]
+    assert frame.unknown["note"].tolist() == [True, False, True, True]
+    q = undeclared_features(frame)
+    assert q == {"n": 4, "n_unknown_feature": 3, "unknown_feature_rate": 0.75, "features": "note=3, colour=1"}
+    rows = decode(msg(rows_of(doc))).frames[StreamKey("t", 0, "m", "1")].frame  # rows: the same counts
+    assert undeclared_features(rows) == q
+    assert undeclared_features(frame.take(np.array([1, 2]))) == {"n": 2, "n_unknown_feature": 1,
+                                                                 "unknown_feature_rate": 0.5, "features": "note=1"}
+
+
+def test_a_flood_of_invented_feature_names_is_bounded():
+    doc = batch(2)
+    for i in range(100):
+        doc["features"][f"f{i}"] = [1, None]
+    frame = decode(msg(doc)).frames[StreamKey("t", 0, "m", "1")].frame
+    assert len(frame.unknown) == D.MAX_UNDECLARED + 1 and frame.unknown[D.OTHER_UNDECLARED].tolist() == [True, False]
