@@ -6,7 +6,7 @@ imported only when their benchmark runs.
 
 Benchmarks: ``throughput`` (events/s per worker, floor and naive baseline,
 latency, memory, scale-out), ``detection`` (detection quality), ``dashboard``
-(page timings), ``adversarial``.
+(page timings), ``adversarial``, ``real`` (real data sets, next to the peers).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "detection": "detection power, false-alarm rate and delay of the drift detectors",
     "dashboard": "dashboard page and query timings",
     "adversarial": "adversarial and probing detection scores",
+    "real": "the real worker on real and realistic labelled streams next to alibi-detect, NannyML and River",
 }
 
 

@@ -1,0 +1,140 @@
+"""``driftwatch bench real --quick`` end to end: real worker on the local stack, peers beside it.
+
+The run creates (once, then reuses) NannyML's virtualenv under ``.driftwatch/bench-real`` with pip
+from PyPI; the first run therefore takes a few minutes longer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import chi2_contingency, ks_2samp
+
+from benchmarks import real
+from benchmarks.real_streams import Stream, consensus_changes, load_streams, site_packages
+
+STATE = Path(".driftwatch/bench-real")
+
+
+def _stream(n: int = 1000, window: int = 100, ref_n: int = 300, changes=(600,)) -> Stream:
+    import pandas as pd
+
+    return Stream("t", "real", "test", "classification", ["x"], [], pd.DataFrame({"x": np.zeros(n)}), window, ref_n,
+                  None if changes is None else list(changes), classes=["0", "1"],
+                  pred_label=np.array(["0"] * n, dtype=object), proba=np.tile([0.9, 0.1], (n, 1)),
+                  label=np.array(["0"] * n, dtype=object))
+
+
+def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after_it():
+    s = _stream()  # windows 3..9 evaluated; change at 600: windows 3,4,5 quiet, window 6 holds the change
+    alarms = {3: True, 4: False, 5: False, 6: False, 7: True, 8: True, 9: False}
+    m = real.windows_summary(s, alarms)
+    assert m["no_change_windows"] == 3 and m["false_alarms"] == 1
+    assert m["false_alarms_per_100_windows"] == pytest.approx(33.3)
+    assert m["delay_windows"] == 1 and m["delay_events"] == 200  # window 7 closes at event 800
+    assert m["alarm_rate_after_change"] == pytest.approx(2 / 4) and m["found_change"]  # 2/4 after vs 1/3 before
+    noisy = real.windows_summary(s, {3: True, 4: True, 5: True, 6: True, 7: False, 8: True, 9: False})
+    assert noisy["delay_windows"] == 0 and not noisy["found_change"]  # alarms no more often after than before
+    none_known = real.windows_summary(_stream(changes=()), alarms)
+    assert none_known["no_change_windows"] == 7 and none_known["false_alarms"] == 3 and "delay_windows" not in none_known
+    undocumented = real.windows_summary(_stream(changes=None), alarms)
+    assert undocumented["false_alarms"] is None and undocumented["alarms"] == 3
+
+
+def test_online_metrics_and_checks():
+    s = _stream()
+    m = real.online_summary(s, [250, 640, 900])
+    assert m["false_alarms"] == 1 and m["delay_events"] == 40 and m["delay_windows"] == 0
+    assert m["false_alarms_per_100_windows"] == pytest.approx(100 / 6, abs=0.05)
+    reps = {"a": {"detectors": {
+        "driftwatch_any_verdict": {"false_alarms_per_100_windows": 1.0, "delay_windows": 2, "change_at_event": 600},
+        "alibi_tabular_drift": {"delay_windows": 1, "found_change": True},
+        "nannyml_univariate": {"delay_windows": 3, "found_change": True},
+        "driftwatch_error_stream": {"false_alarms": 0, "delay_events": 50, "change_at_event": 600},
+        "river_adwin": {"false_alarms": 0, "delay_events": 80, "change_at_event": 600}},
+        "performance": {"driftwatch_cbpe": {"mae": 0.02}, "nannyml_cbpe": {"mae": 0.025}}}}
+    c = real.checks(reps)
+    assert c["all"] == {k: True for k in c["all"]}
+    reps["a"]["detectors"]["driftwatch_any_verdict"]["delay_windows"] = 3  # > faster peer + 1
+    reps["a"]["performance"]["driftwatch_cbpe"]["mae"] = 0.031
+    c = real.checks(reps)
+    assert c["all"]["delay_no_later_than_slower_peer_and_within_one_window_of_faster"] is False
+    assert c["all"]["cbpe_mae_at_most_nannyml_and_0.03"] is False
+
+
+def test_consensus_needs_more_than_half_of_the_annotators():
+    assert consensus_changes({"a": [10, 50], "b": [12], "c": [49, 90]}) == [11, 50]
+    assert consensus_changes({"a": [10], "b": [30]}) == []
+
+
+def test_bench_real_quick_end_to_end(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    real.add_arguments(parser)
+    out_file = tmp_path / "real.json"
+    args = parser.parse_args(["--quick", "--state-dir", str(STATE), "--output", str(out_file)])
+    assert real.run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads(out_file.read_text()) == report
+
+    streams = report["streams"]
+    assert len(streams) >= 6
+    assert sum(s["stream"]["kind"] == "real" for s in streams.values()) >= 3
+    assert "synthetic_binary_classification" not in json.dumps(report)  # kept aside for acceptance
+    for name, s in streams.items():
+        d = s["detectors"]
+        for det in ("driftwatch_data_drift", "driftwatch_any_verdict", "alibi_tabular_drift", "nannyml_univariate"):
+            assert {"windows_evaluated", "alarms", "false_alarms", "false_alarms_per_100_windows"} <= set(d[det]), (name, det)
+        n_eval = s["stream"]["windows"] - s["stream"]["reference_first_n"] // s["stream"]["window"]
+        # every evaluated window has a worker result and a verdict of each peer
+        assert d["driftwatch_data_drift"]["windows_with_result"] == n_eval, name
+        assert d["alibi_tabular_drift"]["windows_evaluated"] == n_eval, name
+        assert d["nannyml_univariate"]["windows_evaluated"] == n_eval, name
+        if s["stream"]["first_change_after_reference"] is not None:
+            assert "delay_windows" in d["driftwatch_data_drift"] and "delay_events" in d["alibi_tabular_drift"]
+        if s["stream"]["labelled"] and s["stream"]["task"] == "classification":
+            for det in ("driftwatch_error_stream", "river_adwin", "river_pagehinkley"):
+                assert {"alarms", "false_alarms", "false_alarms_per_100_windows"} <= set(d[det]), (name, det)
+            perf = s["performance"]
+            for est in ("driftwatch_cbpe", "nannyml_cbpe"):
+                assert perf[est]["windows"] == n_eval and 0 <= perf[est]["mae"] <= 1, (name, est)
+    assert set(report["checks"]["all"]) == {
+        "false_alarms_at_most_2_per_100_windows", "delay_no_later_than_slower_peer_and_within_one_window_of_faster",
+        "cbpe_mae_at_most_nannyml_and_0.03", "error_stream_delay_at_most_adwin_and_no_more_false_alarms"}
+
+    # the peers' numbers are their own: recompute them independently on the same data
+    loaded = {s.name: s for s in load_streams(site_packages(STATE / "nannyml-venv"), True)}
+    assert set(loaded) == set(streams)
+    for name, chk in report["peer_checks"].items():
+        s, first = loaded[name], chk["alibi_first_window_p_values"]
+        k = first["window"]
+        assert k == s.ref_n // s.window
+        ref, win = s.features.iloc[: s.ref_n], s.features.iloc[k * s.window:(k + 1) * s.window]
+        for j, f in enumerate(first["features"]):
+            if f in s.numeric:
+                p = ks_2samp(ref[f].to_numpy(float), win[f].to_numpy(float), method="asymp").pvalue
+            else:
+                a, b = ref[f].astype(str), win[f].astype(str)
+                cats = sorted(set(a) | set(b))
+                table = np.array([[int((a == c).sum()) for c in cats], [int((b == c).sum()) for c in cats]])
+                p = chi2_contingency(table)[1]
+            assert first["p_val"][j] == pytest.approx(p, rel=1e-6, abs=1e-12), (name, f)
+    from river.drift import ADWIN
+
+    for name, s in loaded.items():
+        if not (s.labelled and s.task == "classification"):
+            continue
+        d, hits = ADWIN(), []
+        for i, v in enumerate(s.errors().tolist()):
+            d.update(v)
+            if d.drift_detected:
+                hits.append(i)
+        assert streams[name]["detectors"]["river_adwin"]["first_alarms"] == hits[:5], name
+        assert streams[name]["detectors"]["river_adwin"]["alarms"] == len(hits), name
+        # realized accuracy is computed from the labels, not read from the worker
+        e = s.errors()
+        assert streams[name]["performance"]["realized_accuracy_after_reference"] == pytest.approx(
+            1 - e[s.ref_n:].mean(), abs=1e-4)
