@@ -87,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the run folder (worker log, data files)")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
+    parser.add_argument("--table", type=Path, metavar="JSON",
+                        help="print the Markdown table of a saved run (its JSON) and exit; runs nothing")
 
 
 # ----------------------------------------------------------------------------- NannyML's venv
@@ -694,8 +696,62 @@ def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- run
 
 
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:g}{unit}"
+    return f"{v}{unit}"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The README/docs tables of a run: drift verdicts, then estimated performance and the error stream."""
+    rows = ["| stream | kind | quiet / evaluated windows | false alarms per 100 quiet windows: driftwatch (any verdict) · "
+            "data drift · alibi · NannyML | delay after the change, windows: driftwatch · alibi · NannyML |",
+            "|---|---|---|---|---|"]
+    perf = ["| stream | CBPE accuracy MAE: driftwatch · NannyML | error stream, delay events (false alarms): "
+            "driftwatch · ADWIN · PageHinkley |", "|---|---|---|"]
+    for name, r in report["streams"].items():
+        d, st = r["detectors"], r["stream"]
+
+        def g(det: str, key: str) -> Any:
+            return (d.get(det) or {}).get(key)
+
+        quiet = g("driftwatch_any_verdict", "no_change_windows")
+        fa = " · ".join(_fmt(g(x, "false_alarms_per_100_windows")) for x in
+                        ("driftwatch_any_verdict", "driftwatch_data_drift", "alibi_tabular_drift", "nannyml_univariate"))
+        if st["first_change_after_reference"] is None:
+            delay = "no known change" if st["known_changes"] is not None else "not annotated"
+        else:
+            def dl(x: str) -> str:
+                v = g(x, "delay_windows")
+                return "missed" if v is None else str(v) + ("" if g(x, "found_change") in (None, True) else "*")
+            delay = " · ".join(dl(x) for x in ("driftwatch_any_verdict", "alibi_tabular_drift", "nannyml_univariate"))
+        rows.append(f"| {name} | {st['kind']} | {_fmt(quiet)} / {g('driftwatch_any_verdict', 'windows_evaluated')} "
+                    f"| {fa} | {delay} |")
+        p = r.get("performance")
+        if p:
+            mae = f"{_fmt((p.get('driftwatch_cbpe') or {}).get('mae'))} · {_fmt((p.get('nannyml_cbpe') or {}).get('mae'))}"
+
+            def es(x: str) -> str:
+                if not d.get(x):
+                    return "–"
+                if st["known_changes"] is None:
+                    return f"{_fmt(g(x, 'alarms'))} alarms"
+                if st["first_change_after_reference"] is None:
+                    return f"({_fmt(g(x, 'false_alarms'))})"
+                v = g(x, "delay_events")
+                return f"{'missed' if v is None else v} ({_fmt(g(x, 'false_alarms'))})"
+            perf.append(f"| {name} | {mae} | {es('driftwatch_error_stream')} · {es('river_adwin')} · "
+                        f"{es('river_pagehinkley')} |")
+    return "\n".join(rows) + "\n\n" + "\n".join(perf) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     global _TL, BENCH_LEAD, BENCH_STALL, BENCH_SETTLE
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     warnings.filterwarnings("ignore")
     BENCH_LEAD, BENCH_STALL = args.lead, args.stall_timeout
     BENCH_SETTLE = 20.0 if args.quick else 60.0
