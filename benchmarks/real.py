@@ -616,6 +616,8 @@ def stream_report(s: Stream, worker: dict[str, Any] | None, alibi: dict[str, Any
             if notes:
                 perf["driftwatch_cbpe"]["notes"] = notes[:5]
             perf["driftwatch_cbpe"]["windows_with_result"] = sum(k in worker["cbpe"] for k in evaluated_ks)
+            perf["driftwatch_cbpe"]["windows_not_calibrated"] = sum(
+                worker["cbpe"][k].get("calibrated") is False for k in evaluated_ks if k in worker["cbpe"])
         if nanny is not None and "cbpe" in nanny:
             c = nanny["cbpe"]
             est = {first_eval + i: v for i, v in enumerate(c["estimated_accuracy"]) if v is not None}
