@@ -400,7 +400,7 @@ class LocalStack:
         stop_timeout: float = 10.0,
         die_with_parent: bool = False,
     ) -> None:
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).expanduser().resolve()  # the same folder from any working directory
         self.kafka_port = int(kafka_port)
         self.influx_port = int(influx_port)
         self.tansu_bin = str(tansu_bin) if tansu_bin else None
@@ -730,7 +730,8 @@ def from_settings(settings: Any = None, **overrides: Any) -> LocalStack:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["up", "down", "status"], help="start, stop or report the local stack")
-    parser.add_argument("--state-dir", type=Path, help="state folder (default: DRIFTWATCH_STATE_DIR or .driftwatch)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="state folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
     parser.add_argument("--kafka-port", type=int, help="broker port (default: DRIFTWATCH_KAFKA_PORT or 19092)")
     parser.add_argument("--influx-port", type=int, help="InfluxDB port (default: DRIFTWATCH_INFLUX_PORT or 18086)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each service (default 30)")

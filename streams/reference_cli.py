@@ -298,13 +298,36 @@ def _describe(stored, model, store) -> dict[str, Any]:
     return item
 
 
+def _describe_file(model) -> dict[str, Any]:
+    """The configured file reference as a worker builds it, with its per-feature summary."""
+    from detectors.reference import ReferenceDataError
+    from streams.monitors import file_reference
+
+    item: dict[str, Any] = {"source": str(model.reference.file), "rows": None}
+    try:
+        ref = file_reference(model)
+    except (ReferenceDataError, ValueError, OSError) as e:
+        item["error"] = str(e)
+        return item
+    item.update(rows=ref.n_rows, bins=ref.bins, features=feature_summary(ref, model.features))
+    return item
+
+
 def _print_text(doc: dict[str, Any]) -> None:
     head = f"model {doc['model']}" + (f" v{doc['version']}" if doc["version"] else "")
     print(f"{head} — configured source: {doc['configured_source']}")
     if doc.get("in_use"):
         print(f"  in use: {doc['in_use']}")
     if not doc["references"]:
-        print("  nothing stored: workers use the configured source")
+        print(f"  nothing stored: {doc['nothing_stored']}")
+    if doc.get("configured"):
+        c = doc["configured"]
+        print()
+        print(f"configured reference (what workers build from the file): {c['rows']} rows")
+        if "error" in c:
+            print(f"  ERROR    {c['error']}")
+        else:
+            _print_features(c)
     for k, p in doc.get("problems", {}).items():
         print(f"  unusable record {k}: {p}")
     for r in doc["references"]:
@@ -330,30 +353,35 @@ def _print_text(doc: dict[str, Any]) -> None:
             continue
         if r.get("segments"):
             print(f"  segments {', '.join(r['segments'])}")
-        feats = r.get("features", [])
-        num = [f for f in feats if f["kind"] == "numeric"]
-        cat = [f for f in feats if f["kind"] == "categorical"]
-        w = max([len(f["name"]) for f in feats] + [7])
-        if num:
-            qs = "".join(f"{'q' + k:>11}" for k in (f"{q:g}" for q in QUANTILES))
-            print(f"  {'numeric':<{w}} {'n':>7} {'missing':>7} {'mean':>11} {'std':>11} {'min':>11}{qs} {'max':>11}")
+        _print_features(r)
 
-            def g(x):
-                return f"{x:>11.4g}" if isinstance(x, float) else f"{'-':>11}"
 
-            for f in num:
-                if "withheld" in f:
-                    print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7}  ({f['withheld']}: values withheld)")
-                    continue
-                q = f.get("quantiles", {})
-                print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {g(f.get('mean'))} {g(f.get('std'))} "
-                      f"{g(f.get('min'))}" + "".join(g(q.get(f"{x:g}")) for x in QUANTILES) + f" {g(f.get('max'))}")
-        if cat:
-            print(f"  {'categorical':<{w}} {'n':>7} {'missing':>7} {'levels':>7}  top categories (share)")
-            for f in cat:
-                top = f.get("withheld") and f"({f['withheld']}: values withheld)" or ", ".join(
-                    f"{t['value']} {t['share']:.1%}" for t in f.get("top", []) if t["share"] is not None)
-                print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {f['categories']:>7}  {top}")
+def _print_features(r: dict[str, Any]) -> None:
+    """The per-feature summary of a described reference (numeric quantiles, top categories)."""
+    feats = r.get("features", [])
+    num = [f for f in feats if f["kind"] == "numeric"]
+    cat = [f for f in feats if f["kind"] == "categorical"]
+    w = max([len(f["name"]) for f in feats] + [7])
+    if num:
+        qs = "".join(f"{'q' + k:>11}" for k in (f"{q:g}" for q in QUANTILES))
+        print(f"  {'numeric':<{w}} {'n':>7} {'missing':>7} {'mean':>11} {'std':>11} {'min':>11}{qs} {'max':>11}")
+
+        def g(x):
+            return f"{x:>11.4g}" if isinstance(x, float) else f"{'-':>11}"
+
+        for f in num:
+            if "withheld" in f:
+                print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7}  ({f['withheld']}: values withheld)")
+                continue
+            q = f.get("quantiles", {})
+            print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {g(f.get('mean'))} {g(f.get('std'))} "
+                  f"{g(f.get('min'))}" + "".join(g(q.get(f"{x:g}")) for x in QUANTILES) + f" {g(f.get('max'))}")
+    if cat:
+        print(f"  {'categorical':<{w}} {'n':>7} {'missing':>7} {'levels':>7}  top categories (share)")
+        for f in cat:
+            top = f.get("withheld") and f"({f['withheld']}: values withheld)" or ", ".join(
+                f"{t['value']} {t['share']:.1%}" for t in f.get("top", []) if t["share"] is not None)
+            print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {f['categories']:>7}  {top}")
 
 
 async def _show(args, settings, store, model) -> int:
@@ -371,6 +399,18 @@ async def _show(args, settings, store, model) -> int:
     else:
         shown = [mine[k] for k in sorted(mine)]
     doc["references"] = [_describe(s, model, store) for s in shown]
+    if model is None:
+        doc["nothing_stored"] = ("no worker monitors this model: declare it in the monitor config (its events are "
+                                 "dead-lettered as unknown_model until then)")
+        doc.pop("in_use", None)
+    elif model.reference.file is not None:
+        doc["nothing_stored"] = "workers use the configured file (below)"
+    elif model.reference.first_n is not None:
+        doc["nothing_stored"] = f"workers build it from the first {model.reference.first_n} events of each version"
+    else:
+        doc["nothing_stored"] = "workers compare each window with the previous one (rolling)"
+    if not shown and model is not None and model.reference.file is not None:
+        doc["configured"] = _describe_file(model)
     doc["problems"] = {f"{k[0]}/{k[1]}": p for k, p in store.problems.items() if k[0] == args.model}
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -1,7 +1,8 @@
 """Service settings from the environment (prefix ``DRIFTWATCH_``) via pydantic-settings.
 
-The defaults are the local stack's: broker and InfluxDB on loopback, state in
-``./.driftwatch``. Production sets the same names (see ``.env.example``).
+The defaults are the local stack's: broker and InfluxDB on loopback, state in the
+project's ``.driftwatch`` folder (:func:`default_state_dir`), resolved once to an absolute
+path so every command finds the same stack and stores from any folder. Production sets the same names (see ``.env.example``).
 Secrets are :class:`~pydantic.SecretStr` and may also come from files:
 ``DRIFTWATCH_INFLUX_PASSWORD_FILE=/run/secrets/influx`` reads the file.
 
@@ -16,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,7 +63,9 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=0, le=65535)
 
     # Local stack / dashboard ---------------------------------------------------------
-    state_dir: Path = Path(".driftwatch")
+    state_dir: Path = Field(default_factory=lambda: default_state_dir(),
+                            description="state folder of the local stack, alert store and caches (absolute once "
+                                        "loaded; default: the project's .driftwatch)")
     kafka_port: int = Field(19092, ge=1, le=65535)
     influx_port: int = Field(18086, ge=1, le=65535)
     dashboard_port: int = Field(8501, ge=1, le=65535)
@@ -86,6 +89,13 @@ class Settings(BaseSettings):
                                      f"({e.strerror})") from None
         return data
 
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, v: Path) -> Path:
+        """Resolved once, when the settings load: a relative DRIFTWATCH_STATE_DIR is taken from the folder the
+        command started in, and every later use (children, other folders) sees the same absolute path."""
+        return Path(v).expanduser().resolve()
+
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options in kafka-python/aiokafka spelling (empty for PLAINTEXT)."""
         opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
@@ -98,6 +108,19 @@ class Settings(BaseSettings):
         if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
             opts["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return opts
+
+
+def default_state_dir() -> Path:
+    """The project's state folder: ``.driftwatch`` in the driftwatch checkout when it runs from its source
+    (where ``./run.sh`` keeps the local stack), else ``~/.driftwatch`` (an installed package).
+
+    Not the current folder: ``driftwatch stack status`` run elsewhere must see the running stack, and
+    ``driftwatch alerts list`` elsewhere must not create a stray ``./.driftwatch``.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "streams").is_dir():
+        return root / ".driftwatch"
+    return Path.home() / ".driftwatch"
 
 
 @lru_cache(maxsize=1)

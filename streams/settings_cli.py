@@ -25,12 +25,23 @@ def _type_name(annotation: object) -> str:
     return text.replace("|", "\\|")
 
 
+def settings_models() -> list[type[Settings]]:
+    """Every settings model read from ``DRIFTWATCH_*``: the service's and the dashboard's own knobs."""
+    from dashboard.config import DashboardSettings  # pydantic only: no Streamlit import
+
+    return [Settings, DashboardSettings]
+
+
 def reference_table() -> str:
-    """Markdown table of every setting, generated from the Settings model."""
+    """Markdown table of every setting, generated from the settings models (:func:`settings_models`)."""
     rows = ["| variable | type | default | description |", "|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    fields = {}
+    for model in settings_models():
+        for name, field in model.model_fields.items():
+            fields.setdefault(name, field)
+    for name, field in fields.items():
         ann = _type_name(field.annotation)
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         if isinstance(default, SecretStr) or "password" in name or "token" in name:
             default = None if default is None else "***"
         if isinstance(default, Path) and default.is_absolute():

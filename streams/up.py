@@ -81,7 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift-at", type=float, default=DEFAULT_DRIFT_AT,
                         help=f"seconds into the demo at which data drift is injected (default {DEFAULT_DRIFT_AT:g})")
     parser.add_argument("--keep-stack", action="store_true", help="leave broker and InfluxDB running on exit")
-    parser.add_argument("--state-dir", type=Path, help="state/log folder (default: DRIFTWATCH_STATE_DIR or .driftwatch)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="state/log folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
+    parser.add_argument("--monitors", type=Path,
+                        help="monitor config the worker runs (default: DRIFTWATCH_MONITORS or the demo's)")
+    parser.add_argument("--worker-port", dest="worker_web_port", type=int,
+                        help="worker web server port (default: DRIFTWATCH_WORKER_WEB_PORT or 6066; 0: none) — "
+                             "a second local instance needs its own")
     parser.add_argument("--kafka-port", type=int, help="broker port (default: DRIFTWATCH_KAFKA_PORT or 19092)")
     parser.add_argument("--influx-port", type=int, help="InfluxDB port (default: DRIFTWATCH_INFLUX_PORT or 18086)")
     parser.add_argument("--dashboard-port", type=int, help="dashboard port (default: DRIFTWATCH_DASHBOARD_PORT or 8501)")
@@ -93,10 +99,12 @@ def local_settings(args: argparse.Namespace) -> Any:
 
     base = Settings()
     over: dict[str, Any] = {}
-    for name in ("state_dir", "kafka_port", "influx_port", "dashboard_port"):
+    for name in ("state_dir", "kafka_port", "influx_port", "dashboard_port", "monitors", "worker_web_port"):
         value = getattr(args, name, None)
         if value is not None:
             over[name] = value
+    if "monitors" in over:  # the children start in another folder
+        over["monitors"] = Path(over["monitors"]).expanduser().resolve()
     s = base.model_copy(update=over)
     # `up` is the local stack: the broker and InfluxDB addresses follow its ports.
     return s.model_copy(
@@ -280,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         if "dashboard" in names:
             _check_port(settings.dashboard_port, "dashboard", "DRIFTWATCH_DASHBOARD_PORT or --dashboard-port")
         if "worker" in names:
-            _check_port(settings.worker_web_port, "worker web server", "DRIFTWATCH_WORKER_WEB_PORT")
+            _check_port(settings.worker_web_port, "worker web server", "DRIFTWATCH_WORKER_WEB_PORT or --worker-port")
         status = stack.up()
         _say(status["message"])
         ensure_topics(settings)

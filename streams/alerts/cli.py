@@ -1,7 +1,8 @@
 """``driftwatch alerts``: list alerts and deliveries, silence and unsilence.
 
 Reads and writes the alert store under the worker's ``state_dir``
-(``DRIFTWATCH_STATE_DIR``, default ``.driftwatch``); a running worker sees a new silence
+(``DRIFTWATCH_STATE_DIR``, default the project's ``.driftwatch``, see
+:func:`streams.settings.default_state_dir`); a running worker sees a new silence
 at its next window.
 
     driftwatch alerts list                       # pending and firing alerts
@@ -29,7 +30,7 @@ from streams.alerts.store import AlertStore, StoreError, default_path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=None,
-                        help="worker state folder (default: DRIFTWATCH_STATE_DIR or .driftwatch)")
+                        help="worker state folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = sub.add_parser("list", help="alerts and their state")
@@ -63,13 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("id")
 
 
-def _store(args: argparse.Namespace) -> AlertStore:
+def _store_path(args: argparse.Namespace) -> Path:
     state_dir = args.state_dir
     if state_dir is None:
         from streams.settings import Settings
 
-        state_dir = Settings().state_dir
-    return AlertStore(default_path(state_dir))
+        state_dir = Settings().state_dir  # absolute: the same store from any folder
+    return default_path(Path(state_dir).expanduser().resolve())
+
+
+def _store(args: argparse.Namespace) -> AlertStore:
+    return AlertStore(_store_path(args))
 
 
 def _parse_until(text: str) -> int:
@@ -116,6 +121,11 @@ def _config_silences(path: Path | None) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    path = _store_path(args)
+    if args.action == "list" and not path.exists():  # reading creates nothing (no stray state folder)
+        if not getattr(args, "json", False):
+            print(f"no alerts: no alert store at {path} yet (a worker creates it when it starts)")
+        return 0
     try:
         store = _store(args)
     except StoreError as e:

@@ -502,3 +502,24 @@ def test_a_worker_started_later_reads_the_set_reference(settings, settings_env, 
     assert summary(run_worker("c")) == [("file", 0), ("file", 0)]
     code, out, _ = _cli(monkeypatch, settings_env, capsys, "reset", "m", "--monitors", str(mon))
     assert code == 0 and "nothing stored for m" in out
+
+
+@pytest.mark.integration
+def test_show_says_one_thing_and_gives_the_summary_its_help_promises(settings, settings_env, tmp_path,
+                                                                     monkeypatch, capsys):
+    """`reference show iris` once said both "not in the monitor config" and "workers use the configured
+    source"; `reference show wine` (a file reference, nothing stored) printed no per-feature summary."""
+    cols = write_rows(tmp_path / "ref.csv", 400, seed=3)
+    mon = write_monitors(tmp_path / "monitors.yaml", {"file": "ref.csv"})
+    code, out, err = _cli(monkeypatch, settings_env, capsys, "show", "iris", "--monitors", str(mon))
+    assert code == 0, err
+    assert "no worker monitors this model" in out and "workers use the configured source" not in out
+    code, out, err = _cli(monkeypatch, settings_env, capsys, "show", "m", "--monitors", str(mon))
+    assert code == 0 and "workers use the configured file" in out, err
+    assert "configured reference (what workers build from the file): 400 rows" in out
+    x0 = next(line for line in out.splitlines() if line.strip().startswith("x0 "))
+    assert f"{np.mean(cols['x0']):.4g}" in x0  # the per-feature summary, checked against numpy
+    assert any(line.strip().startswith("c0 ") for line in out.splitlines())
+    code, out, err = _cli(monkeypatch, settings_env, capsys, "show", "m", "--monitors", str(mon), "--json")
+    doc = json.loads(out)
+    assert doc["configured"]["rows"] == 400 and {f["name"] for f in doc["configured"]["features"]} == {*NUMERIC, "c0"}
