@@ -65,6 +65,7 @@ _BOOL_CASE: dict[str, str] = {s: TRUE for s in _spellings([TRUE]) if s != TRUE}
 _BOOL_CASE.update({s: FALSE for s in _spellings([FALSE]) if s != FALSE})
 """``True``/``TRUE``/``False``/``FALSE`` -> ``true``/``false``: a categorical feature's booleans in
 any file read as the events' JSON booleans do."""
+_BOOL_CASE_KEYS = frozenset(_BOOL_CASE)
 _INTEGRAL_TEXT = re.compile(r"[+-]?\d+\.0*")
 _NUMBER_OR_NONE = frozenset((float, int, bool, type(None)))
 _STR_OR_NONE = frozenset((str, type(None)))
@@ -198,18 +199,18 @@ def parse_categories(values: Sequence[Any] | np.ndarray, *, boolean: bool = Fals
     if types <= _STR_OR_NONE:
         out = np.empty(n, dtype=object)
         out[:] = values
-        vocab = set(values)
         if boolean:
-            return _apply(out, values, vocab, lambda v: _category_of(v, True))
+            return _apply(out, values, set(values), lambda v: _category_of(v, True))
         if text:
-            vocab = {v for v in vocab if v is not None and _INTEGRAL_TEXT.fullmatch(v)} | (vocab & _BOOL_CASE.keys())
+            vocab = set(values)
+            vocab = {v for v in vocab if v is not None and _INTEGRAL_TEXT.fullmatch(v)} | (vocab & _BOOL_CASE_KEYS)
             if vocab:
                 return _apply(out, values, vocab, lambda v: _BOOL_CASE.get(v) or str(int(v.partition(".")[0])))
             return out, None
-        hits = vocab & _BOOL_CASE.keys()
-        if hits:  # True/TRUE/...: the spelling of a boolean in a file, read as events carry it
-            return _apply(out, values, hits, _BOOL_CASE.get)
-        return out, None
+        if _BOOL_CASE_KEYS.isdisjoint(values):  # the common case: one C pass, no set built
+            return out, None
+        # True/TRUE/...: the spelling of a boolean in a file, read as events carry it
+        return _apply(out, values, set(values) & _BOOL_CASE_KEYS, _BOOL_CASE.get)
     if types <= _BOOL_OR_NONE:
         obj = np.empty(n, dtype=object)
         obj[:] = values

@@ -356,10 +356,6 @@ class _Cols:
     prediction: dict[str, Any]
     ts_s: np.ndarray | None  # Kafka timestamp (s) per row, for the future-time check
 
-    @property
-    def model_names(self) -> frozenset[str]:
-        return self.model.feature_names
-
 
 def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
     """Validate columns and build the frame (bad rows are recorded in ``errors``, kept in the frame)."""
@@ -393,7 +389,7 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
     for name, col in feats.items():  # undeclared features: their shape, and which rows carry one
         if type(col) is not list or len(col) != n:
             raise _Bad(R_SCHEMA, f"features.{name} must be a list of {n} values")
-        if name not in c.model_names:
+        if name not in numeric and name not in categorical:  # every declared feature is in one of them
             carried = np.fromiter(map(operator.is_not, col, repeat(None)), dtype=bool, count=n)
             if not carried.any():
                 continue

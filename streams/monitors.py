@@ -147,11 +147,6 @@ class ModelMonitor(_Strict):
                                                                             "(docs/detection-science.md)")
     impact: ImpactConfig = Field(ImpactConfig(), description="feature importance (docs/detectors.md)")
 
-    @property
-    def feature_names(self) -> frozenset[str]:
-        """The declared feature names (the decoder counts the others as undeclared)."""
-        return frozenset(f.name for f in self.features)
-
     @model_validator(mode="after")
     def _check(self) -> "ModelMonitor":
         names = [f.name for f in self.features]
