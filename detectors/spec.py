@@ -156,6 +156,50 @@ class ErrorStreamSpec(_Strict):
         return self
 
 
+ThresholdMethod = Literal["p_value", "reference_chunks", "effect_size", "both"]
+
+
+class ThresholdSpec(_Strict):
+    """How a window's drift verdict is made (``drift.threshold``; :mod:`detectors.thresholds`).
+
+    * ``p_value`` — the classical test: p < the corrected level (``correction``);
+    * ``reference_chunks`` — the test statistic above its own variability across
+      chunks of the reference of the window's size, kept in time order (NannyML's
+      ``StandardDeviationThreshold``: mean + k·sd of the chunk values);
+    * ``effect_size`` — an effect-size floor (Evidently's large-sample default):
+      Wasserstein distance / reference std > ``numeric_floor`` for numeric
+      features, Jensen–Shannon distance (natural log) > ``categorical_floor``
+      for categorical ones;
+    * ``both`` — outside the chunk band **and** above the floor.
+
+    Without enough reference chunks (a reference shorter than ``min_chunks``
+    windows, or without its rows) the chunk methods fall back to ``p_and_effect``:
+    p below the corrected level and effect above the floor.
+
+    ``sd_multiplier`` None: k is derived from the family level (``p_val``, or the
+    level the alarm budget allots) split over the features, ``k = Φ⁻¹(1 - level / n)``.
+
+    >>> ThresholdSpec().method
+    'both'
+    """
+
+    method: ThresholdMethod = "both"
+    sd_multiplier: float | None = Field(default=None, gt=0, le=20,
+                                        description="k of mean + k·sd (None: from the level)")
+    min_chunks: int = Field(default=5, ge=2, le=1000,
+                            description="reference chunks needed for a band (fewer: effect_size)")
+    max_chunks: int = Field(default=50, ge=2, le=1000, description="chunks used at most (spread evenly)")
+    numeric_floor: float = Field(default=0.1, gt=0, description="Wasserstein distance / reference std")
+    categorical_floor: float = Field(default=0.1, gt=0, lt=1,
+                                     description="Jensen-Shannon distance (natural log, as Evidently)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ThresholdSpec":
+        if self.max_chunks < self.min_chunks:
+            raise ValueError(f"max_chunks ({self.max_chunks}) is below min_chunks ({self.min_chunks})")
+        return self
+
+
 class DriftSpec(_Strict):
     """Which univariate/multivariate drift tests run and how verdicts are made."""
 
@@ -168,3 +212,6 @@ class DriftSpec(_Strict):
     histogram_bins: int = Field(default=10, ge=2, le=100)
     online: OnlineSpec = Field(default_factory=OnlineSpec,
                                description="event-by-event drift on key features (off without features)")
+    threshold: ThresholdSpec = Field(default_factory=ThresholdSpec,
+                                     description="how verdicts are made: p_value | reference_chunks | "
+                                                 "effect_size | both (docs/detection-science.md)")

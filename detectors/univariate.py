@@ -75,6 +75,7 @@ from detectors.correction import correct
 from detectors.frame import Frame
 from detectors.reference import Reference, WindowColumns, sorted_bin_counts
 from detectors.spec import DriftSpec
+from detectors.thresholds import FeatureVerdict, drift_verdicts
 
 PSI_EPS = 1e-4
 """Floor of bin proportions in PSI (empty bins would make it infinite)."""
@@ -542,6 +543,7 @@ class FeatureDrift:
     threshold: float = float("nan")  # corrected threshold (reject where p < threshold)
     drift: bool = False
     rank: int = 0  # 1 = contributes most
+    verdict: FeatureVerdict | None = None  # method, judged value and band (detectors.thresholds)
 
 
 @dataclass(frozen=True)
@@ -557,6 +559,7 @@ class DriftResult:
     n_drifted: int
     drift: bool
     skipped: tuple[str, ...] = ()  # features with too few values on either side
+    threshold_method: str = "p_value"  # configured DriftSpec.threshold.method
 
     @property
     def share_drifted(self) -> float:
@@ -617,9 +620,17 @@ def univariate_drift(
     n_ref = np.concatenate([num.n_ref, cat.n_ref])
     n_cur = np.concatenate([num.n_cur, cat.n_cur])
     corr = correct(p, spec.p_val, spec.correction)
-    # rank: drifting first, then larger PSI, then smaller p-value, then name
-    order = sorted(range(len(names)), key=lambda i: (not corr.reject[i], -psi[i], p[i], names[i]))
     n_num = len(num_names)
+    kinds = ["numeric"] * n_num + ["categorical"] * len(cat_names)
+    wass = [float(w) for w in num.wasserstein] + [None] * len(cat_names)
+    tests = [spec.numeric_test] * n_num + [spec.categorical_test] * len(cat_names)
+    dof = np.concatenate([np.full(n_num, np.nan),
+                          [float(np.count_nonzero(a + b) - 1) for a, b in zip(cat.ref_counts, cat.cur_counts)]])
+    verdicts = drift_verdicts(reference, len(frame), names, kinds, tests, stat, p, js, wass,
+                              n_ref, n_cur, dof, corr.threshold, corr.reject, spec)
+    reject = np.array([v.drift for v in verdicts], dtype=bool)
+    # rank: drifting first, then larger PSI, then smaller p-value, then name
+    order = sorted(range(len(names)), key=lambda i: (not reject[i], -psi[i], p[i], names[i]))
     results = tuple(
         FeatureDrift(
             feature=names[i],
@@ -628,7 +639,7 @@ def univariate_drift(
             statistic=float(stat[i]), p_value=float(p[i]),
             n_ref=int(n_ref[i]), n_cur=int(n_cur[i]), psi=float(psi[i]), js=float(js[i]),
             wasserstein=float(num.wasserstein[i]) if i < n_num else None,
-            threshold=corr.threshold, drift=bool(corr.reject[i]), rank=r + 1)
+            threshold=corr.threshold, drift=bool(reject[i]), rank=r + 1, verdict=verdicts[i])
         for r, i in enumerate(order))
     return DriftResult(
         features=results,
@@ -637,7 +648,8 @@ def univariate_drift(
         p_val=spec.p_val,
         threshold=corr.threshold,
         n_features=len(results),
-        n_drifted=corr.n_rejected,
-        drift=corr.any,
+        n_drifted=int(reject.sum()),
+        drift=bool(reject.any()),
         skipped=tuple(skipped),
+        threshold_method=spec.threshold.method,
     )

@@ -69,8 +69,12 @@ def test_records_of_a_drifting_window(rng):
     assert x3.tags == {"model": "iris", "version": "v2", "feature": "x3", "detector": "ks"}
     assert x3.fields["drift"] == 1 and x3.fields["rank"] == 1
     assert x3.fields["threshold"] == pytest.approx(0.05 / 20)
-    assert set(x3.fields) == {"statistic", "p_value", "threshold", "drift", "psi", "js",
-                              "wasserstein", "n_ref", "n_cur", "rank", "engine", "window_start"}
+    assert set(x3.fields) - {"band_lower", "band_upper", "threshold_note"} == {
+        "statistic", "p_value", "threshold", "drift", "psi", "js", "wasserstein", "n_ref", "n_cur", "rank",
+        "engine", "window_start", "threshold_method", "judged", "effect", "effect_floor"}
+    assert x3.fields["threshold_method"] == summary.fields["threshold_method"] or \
+        x3.fields["threshold_method"] == "p_and_effect"  # the chunk methods' fallback on a short reference
+    assert "band_lower" in x3.fields or "band_upper" in x3.fields  # every verdict stores its band
     assert drift["c1"].tags["detector"] == "chi2" and "wasserstein" not in drift["c1"].fields
     assert sorted(r.fields["rank"] for r in drift.values()) == list(range(1, 21))
     q = next(r for r in recs if r.measurement == R.QUALITY and r.tags["feature"] == "x0")

@@ -1,0 +1,180 @@
+"""Threshold methods on River's annotated real change-point series (no downloads).
+
+Run: ``python -m benchmarks.thresholds_real [--window N] [--json PATH]``
+
+River 0.23 ships the Turing change-point data sets (TCPD) in
+``river/drift/datasets``: each real series with the change points several human
+annotators marked. A change is *known* where at least half of the annotators
+marked a point within ``TOLERANCE`` steps of each other. Between two known
+changes the stream has no known change, so every episode is:
+
+* reference = the first ``ref_windows`` windows after a known change (in time order);
+* the following windows up to the next known change: *no change known* —
+  every flag there is a false alarm;
+* the windows from the next known change on (``horizon`` windows): a detection
+  delay is the number of windows from the one containing the change to the first flag.
+
+Each threshold method of :mod:`detectors.thresholds` runs through
+:func:`detectors.thresholds.judge_windows` (the worker's code path). ``p_value``
+is the classical per-feature KS test with Bonferroni — the verdicts of
+alibi-detect's ``TabularDrift`` (tests/detectors/test_univariate.py checks the
+two agree window for window).
+
+:func:`known_changes`, :func:`episodes` and :func:`river_streams` are shared
+with ``driftwatch bench real``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.thresholds import METHODS, judge_windows
+
+TOLERANCE = 10
+"""Steps within which annotators' marks count as the same change."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One real series: values (rows × features, time order) and its annotators' change points."""
+
+    name: str
+    values: np.ndarray
+    annotations: dict[str, list[int]]
+
+
+def river_streams() -> list[Series]:
+    """River's annotated real series that ship in its package (columns as monitored features).
+
+    Brent crude oil is left out: its annotations index the 500-point weekly TCPD
+    series, the file River ships holds 8,195 daily prices. UK coal employment
+    (105 yearly points) is too short for a reference and a window.
+    """
+    from river.drift import datasets as D
+
+    def rows(ds, cols):
+        out = []
+        for x, y in ds:
+            d = {**x, **(y if isinstance(y, dict) else {"y": y})}
+            out.append([float(d[c]) for c in cols])
+        return np.asarray(out, dtype=np.float64)
+
+    spec = [(D.Occupancy, ["V1", "V2", "V3", "V4"]), (D.RunLog, ["Pace"]),
+            (D.Apple, ["Close", "Volume"]), (D.Bitcoin, ["y"]), (D.AirlinePassengers, ["y"])]
+    out = []
+    for cls, cols in spec:
+        ds = cls()
+        out.append(Series(cls.__name__, rows(ds, cols), {k: list(v) for k, v in ds.annotations.items()}))
+    return out
+
+
+def known_changes(annotations: dict[str, list[int]], tolerance: int = TOLERANCE) -> list[int]:
+    """Change points marked by at least half of the annotators (within ``tolerance``), sorted.
+
+    Each point is the median of the marks that support it; marks closer than
+    ``tolerance`` to an accepted point are merged into it.
+    """
+    n = len(annotations)
+    marks = sorted({(p, a) for a, pts in annotations.items() for p in pts})
+    out: list[int] = []
+    for p, _ in marks:
+        if out and p - out[-1] <= tolerance:
+            continue
+        near = {a: q for q, a in marks if abs(q - p) <= tolerance and q >= p}
+        if len(near) * 2 >= n:
+            out.append(int(np.median(list(near.values()))))
+    return out
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A reference, the no-change windows after it, and the windows after the next change."""
+
+    ref: slice
+    quiet: list[slice]  # no change known
+    change: int | None  # index of the next known change
+    after: list[slice]  # windows from the one containing the change
+
+
+def episodes(n: int, changes: list[int], window: int, ref_windows: int, horizon: int = 5) -> list[Episode]:
+    """Episodes of ``window``-sized windows between known changes (see the module docstring)."""
+    bounds = [0] + changes + [n]
+    out = []
+    for k in range(len(bounds) - 1):
+        start, stop = bounds[k], bounds[k + 1]
+        ref = slice(start, start + ref_windows * window)
+        if ref.stop + window > stop:
+            continue
+        quiet = [slice(s, s + window) for s in range(ref.stop, stop - window + 1, window)]
+        nxt = stop if stop < n else None
+        after = []
+        if nxt is not None:
+            first = quiet[-1].stop if quiet else ref.stop  # the window containing the change
+            after = [slice(s, s + window) for s in range(first, n - window + 1, window)][:horizon]
+        out.append(Episode(ref, quiet, nxt, after))
+    return out
+
+
+def measure(series: list[Series], window: int, ref_windows: int, methods=METHODS, **threshold) -> dict:
+    """False alarms per 100 no-change windows and delays (windows) per method and series."""
+    result: dict = {}
+    for s in series:
+        changes = known_changes(s.annotations)
+        eps = episodes(len(s.values), changes, window, ref_windows)
+        row: dict = {"known_changes": changes, "episodes": len(eps)}
+        for method in methods:
+            fa = quiet = 0
+            delays: list[int | None] = []
+            for e in eps:
+                wins = e.quiet + e.after
+                res = judge_windows(s.values[e.ref], [s.values[w] for w in wins], method, **threshold)
+                flags = [r.drift for r in res]
+                fa += sum(flags[:len(e.quiet)])
+                quiet += len(e.quiet)
+                if e.after:
+                    hit = [i for i, f in enumerate(flags[len(e.quiet):]) if f]
+                    delays.append(hit[0] if hit else None)
+            row[method] = {"false_alarms": fa, "quiet_windows": quiet,
+                           "fa_per_100": round(100 * fa / quiet, 1) if quiet else None,
+                           "delays": delays}
+        result[s.name] = row
+    return result
+
+
+def summary(result: dict, methods=METHODS) -> dict:
+    """Pooled over series: false alarms per 100 quiet windows, changes found, mean delay."""
+    out = {}
+    for m in methods:
+        fa = sum(r[m]["false_alarms"] for r in result.values())
+        q = sum(r[m]["quiet_windows"] for r in result.values())
+        d = [x for r in result.values() for x in r[m]["delays"]]
+        found = [x for x in d if x is not None]
+        out[m] = {"fa_per_100": round(100 * fa / q, 1) if q else None, "quiet_windows": q,
+                  "changes": len(d), "found": len(found),
+                  "mean_delay": round(float(np.mean(found)), 2) if found else None}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--window", type=int, default=10)
+    ap.add_argument("--ref-windows", type=int, default=8)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    series = river_streams()
+    res = measure(series, a.window, a.ref_windows)
+    out = {"window": a.window, "ref_windows": a.ref_windows, "per_series": res, "summary": summary(res)}
+    text = json.dumps(out, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+    if a.json:
+        with open(a.json, "w") as fh:
+            fh.write(text)
+    print(json.dumps(out["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,464 @@
+"""Thresholds calibrated on the reference: chunk bands and effect-size floors.
+
+A p-value answers "could these two samples come from one distribution?". On
+real streams the answer is nearly always no — seasons, autocorrelation and
+slow trends move the data by themselves — so a windowed test at 1,000 events
+flags almost every window (docs/detection-science.md, "Thresholds"). Two
+other ways to judge a window statistic, both available for every statistic:
+
+* **reference chunks** (NannyML's ``StandardDeviationThreshold``): cut the
+  reference, in time order, into contiguous chunks of the window's size;
+  compute the statistic of each chunk against the rest of the reference; the
+  band is ``mean ± k·sd`` of those values. A window is judged against how much
+  the statistic moves *inside* the reference, autocorrelation included.
+  Each chunk is compared with the reference **without** it (NannyML keeps it
+  in, which biases the chunk values low and the band too narrow: a window is
+  never part of the reference it is compared with).
+* **effect-size floor** (Evidently's default for samples over 1,000): the
+  Wasserstein distance divided by the reference's standard deviation above
+  0.1 (numeric), the Jensen–Shannon distance (natural log) above 0.1
+  (categorical). It ignores sample size entirely.
+
+:func:`sd_band`, :func:`chunk_slices` and :func:`chunk_band` are generic
+(any statistic of a block of reference rows: a quality rate, a prediction
+drift statistic, an estimated metric); :func:`drift_bands` computes the bands
+of the per-feature drift statistics and effect sizes for
+:func:`detectors.univariate.univariate_drift`; :func:`judge_windows` is the
+one call a benchmark makes: reference array + windows + method in, verdicts out.
+
+>>> band = sd_band(np.array([0.10, 0.12, 0.11, 0.09]), 3.0, two_sided=False)
+>>> band.lower is None, round(band.upper, 4)
+(True, 0.1385)
+>>> [(s.start, s.stop) for s in chunk_slices(10, 3)]
+[(0, 3), (3, 6), (6, 9)]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from detectors.frame import Frame
+from detectors.reference import Reference
+from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
+
+METHODS = ("p_value", "reference_chunks", "effect_size", "both")
+LN2_SQRT = math.sqrt(math.log(2.0))
+"""Base-2 Jensen–Shannon distance × this = natural-log distance (Evidently's unit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """An acceptance band: a value outside ``[lower, upper]`` is an alarm (None = unbounded)."""
+
+    lower: float | None
+    upper: float | None
+
+    def outside(self, value: float) -> bool:
+        """True when ``value`` is below ``lower`` or above ``upper`` (NaN is never outside)."""
+        if value is None or not math.isfinite(value):
+            return False
+        return (self.lower is not None and value < self.lower) or \
+               (self.upper is not None and value > self.upper)
+
+
+def sd_band(values: np.ndarray, multiplier: float, *, two_sided: bool = True,
+            clip: tuple[float | None, float | None] = (None, None)) -> Band:
+    """``mean ± multiplier · sd`` of ``values`` (NaN ignored; sd with ddof=0 as NannyML).
+
+    ``two_sided=False``: upper bound only (distances: smaller is never an alarm).
+    ``clip``: the statistic's own range (e.g. rates in [0, 1]).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return Band(None, None)
+    mean, sd = float(v.mean()), float(v.std())
+    lo = mean - multiplier * sd if two_sided else None
+    hi = mean + multiplier * sd
+    if clip[0] is not None:
+        lo = None if lo is None or lo <= clip[0] else lo
+    if clip[1] is not None and hi >= clip[1]:
+        hi = None
+    return Band(lo, hi)
+
+
+def chunk_slices(n_rows: int, size: int, max_chunks: int | None = None) -> list[slice]:
+    """Contiguous chunks of ``size`` rows in order; the incomplete tail is dropped.
+
+    With more than ``max_chunks`` complete chunks, ``max_chunks`` of them spread
+    evenly over the reference are kept (bounded cost for long references).
+    """
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    n = n_rows // size
+    idx = np.arange(n)
+    if max_chunks is not None and n > max_chunks:
+        idx = np.unique(np.round(np.linspace(0, n - 1, max_chunks)).astype(np.int64))
+    return [slice(int(i) * size, int(i + 1) * size) for i in idx]
+
+
+def chunk_band(statistic: Callable[[slice], float], n_rows: int, size: int, multiplier: float, *,
+               min_chunks: int = 5, max_chunks: int | None = 50, two_sided: bool = True,
+               clip: tuple[float | None, float | None] = (None, None)) -> Band | None:
+    """Band of ``statistic(chunk)`` over the reference's chunks of ``size`` rows.
+
+    Generic: ``statistic`` gets a slice of the (time-ordered) reference rows and
+    returns a number — a quality rate, a prediction-drift statistic, an estimated
+    metric. None when fewer than ``min_chunks`` chunks fit.
+    """
+    slices = chunk_slices(n_rows, size, max_chunks)
+    if len(slices) < min_chunks:
+        return None
+    return sd_band(np.array([statistic(s) for s in slices], dtype=np.float64), multiplier,
+                   two_sided=two_sided, clip=clip)
+
+
+def multiplier_for_level(level: float) -> float:
+    """k with one-sided normal tail ``level``: ``Φ⁻¹(1 - level)`` (3 ↔ 0.00135)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(stats.norm.isf(level))
+
+
+def sd_multiplier(spec: ThresholdSpec, family_level: float, n_tests: int) -> float:
+    """The k in force: the configured one, or derived from the level split over ``n_tests``."""
+    if spec.sd_multiplier is not None:
+        return float(spec.sd_multiplier)
+    return multiplier_for_level(family_level / max(int(n_tests), 1))
+
+
+def null_quantile(test: str, q_upper: float, n_ref, n_cur, dof=None) -> np.ndarray:
+    """The statistic's value with upper-tail probability ``q_upper`` under no drift (iid samples).
+
+    ``ks``: ``kstwo.isf(q, round(n·m/(n+m)))`` (the distribution the KS p-value uses);
+    ``chi2``: ``chi2.isf(q, dof)``; ``cvm``: the asymptotic CvM p-value inverted by bisection.
+    """
+    n_ref = np.asarray(n_ref, dtype=np.float64)
+    n_cur = np.asarray(n_cur, dtype=np.float64)
+    if test == "ks":
+        return np.asarray(stats.kstwo.isf(q_upper, np.round(n_ref * n_cur / (n_ref + n_cur))), dtype=np.float64)
+    if test == "chi2":
+        return np.asarray(stats.chi2.isf(q_upper, np.maximum(np.asarray(dof, dtype=np.float64), 1)),
+                          dtype=np.float64)
+    if test == "cvm":
+        from detectors.univariate import cvm_pvalue
+
+        lo = np.zeros(np.broadcast(n_ref, n_cur).shape)
+        hi = np.full(lo.shape, 50.0)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = cvm_pvalue(mid, n_ref, n_cur) > q_upper
+            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+        return (lo + hi) / 2
+    raise ValueError(f"unknown test {test!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _critical(test: str, q_upper: float, n_ref: int, n_cur: int, dof: int) -> float:
+    """:func:`null_quantile` of one test and sizes, cached (count windows repeat their sizes)."""
+    return float(null_quantile(test, q_upper, n_ref, n_cur, dof))
+
+
+def time_order(frame: Frame) -> np.ndarray:
+    """Row order by event time, stable (a file without times keeps its row order)."""
+    return np.argsort(frame.event_time, kind="stable")
+
+
+# -- the drift statistics of the reference's chunks ----------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkValues:
+    """Per-feature drift statistics of each reference chunk against the rest of the reference.
+
+    Arrays are (n_chunks,) per feature name: the test statistic (KS D, CvM T or
+    chi-square), PSI, JS distance (base 2) and Wasserstein (numeric; NaN for
+    categorical). ``size``: rows per chunk.
+    """
+
+    size: int
+    n_chunks: int
+    statistic: dict[str, np.ndarray]
+    psi: dict[str, np.ndarray]
+    js: dict[str, np.ndarray]
+    wasserstein: dict[str, np.ndarray]
+    ratio: dict[str, np.ndarray]  # statistic / its median under no drift at the chunk's sizes
+
+    def band(self, name: str, value: str, multiplier: float) -> Band:
+        """Upper band (mean + k·sd) of one feature's chunk ``value`` ("statistic", "psi", ...)."""
+        return sd_band(getattr(self, value)[name], multiplier, two_sided=False)
+
+    def inflation(self, name: str) -> float:
+        """How much larger the statistic runs inside the reference than on independent samples.
+
+        The median over chunks of statistic / null median, floored at 1 (never
+        more sensitive than the test). ~1 for iid data; > 1 where the reference
+        moves by itself (autocorrelation, seasons): the effective sample size is
+        smaller than the count.
+        """
+        r = self.ratio[name]
+        r = r[np.isfinite(r)]
+        return max(1.0, float(np.median(r))) if r.size else float("nan")
+
+
+def _remove_sorted(values: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """Sorted ``values`` without the multiset ``sub`` (sorted, contained in ``values``), O(n)."""
+    if sub.size == 0:
+        return values
+    first = np.searchsorted(values, sub, side="left")
+    within = np.arange(sub.shape[0]) - np.searchsorted(sub, sub, side="left")  # k-th copy of a tie
+    return np.delete(values, first + within)
+
+
+def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: int,
+                 numeric_test: str, *, max_chunks: int | None = 50) -> ChunkValues:
+    """Drift statistics of every chunk of ``size`` rows of ``rows`` (time order) vs the rest.
+
+    ``rows`` are the reference's own rows (the frame it was built from); the
+    statistics are those :func:`~detectors.univariate.univariate_drift` computes
+    for a window, with the reference's bins, so chunk and window values are
+    comparable.
+    """
+    from detectors.univariate import binned_effects, chi2_2xk, numeric_block, _starts
+
+    order = time_order(rows)
+    slices = chunk_slices(len(rows), size, max_chunks)
+    num = [n for n in names if n in reference.numeric and n in rows.numeric]
+    cat = [n for n in names if n in reference.categorical and n in rows.categorical]
+    out = {k: {n: np.full(len(slices), np.nan) for n in num + cat}
+           for k in ("statistic", "psi", "js", "wasserstein", "ratio")}
+    num_cols = {}
+    for n in num:
+        col = np.asarray(rows.numeric[n], dtype=np.float64)[order]
+        num_cols[n] = np.where(np.isfinite(col), col, np.nan)
+    cat_codes = {}
+    for n in cat:
+        col = np.asarray(rows.categorical[n], dtype=object)[order]
+        present = np.not_equal(col, None)
+        codes = np.full(col.shape[0], -1, dtype=np.int64)
+        codes[present] = reference.categorical[n].codes(col[present].astype(str))
+        cat_codes[n] = codes
+    for j, s in enumerate(slices):
+        if num:
+            cur = [np.sort(num_cols[n][s][~np.isnan(num_cols[n][s])]) for n in num]
+            rest = [_remove_sorted(reference.numeric[n].values, c) for n, c in zip(num, cur)]
+            ok = [i for i, (r, c) in enumerate(zip(rest, cur)) if r.size >= 2 and c.size >= 2]
+            if ok:
+                blk = numeric_block([rest[i] for i in ok], [cur[i] for i in ok],
+                                    [reference.numeric[num[i]].edges for i in ok], [num[i] for i in ok],
+                                    cvm=numeric_test == "cvm")
+                st = blk.cvm if numeric_test == "cvm" else blk.ks
+                med = null_quantile(numeric_test, 0.5, blk.n_ref, blk.n_cur)
+                for k, i in enumerate(ok):
+                    out["ratio"][num[i]][j] = st[k] / med[k] if med[k] > 0 else np.nan
+                    out["statistic"][num[i]][j] = st[k]
+                    out["psi"][num[i]][j] = blk.psi[k]
+                    out["js"][num[i]][j] = blk.js[k]
+                    out["wasserstein"][num[i]][j] = blk.wasserstein[k]
+        if cat:
+            a_l, b_l = [], []
+            for n in cat:
+                total = reference.categorical[n].counts
+                c = cat_codes[n][s]
+                chunk = np.bincount(c[c >= 0], minlength=total.shape[0])
+                a_l.append(total - chunk)
+                b_l.append(chunk)
+            lens = np.array([a.shape[0] for a in a_l])
+            a, b = np.concatenate(a_l), np.concatenate(b_l)
+            keep = (a + b) > 0  # a category absent from both sides is no column of the table
+            seg = np.repeat(np.arange(len(cat)), lens)
+            a, b, seg = a[keep], b[keep], seg[keep]
+            kept = np.bincount(seg, minlength=len(cat))
+            valid = (kept > 0) & (np.bincount(seg, weights=a, minlength=len(cat)) > 0) & \
+                    (np.bincount(seg, weights=b, minlength=len(cat)) > 0)
+            if valid.all():  # every feature has values on both sides (else: this chunk stays NaN)
+                starts = _starts(kept)
+                st, _, dof = chi2_2xk(a, b, starts)
+                psi, js = binned_effects(a, b, starts)
+                med = null_quantile("chi2", 0.5, 0, 0, dof)
+                for i, n in enumerate(cat):
+                    out["statistic"][n][j], out["psi"][n][j], out["js"][n][j] = st[i], psi[i], js[i]
+                    out["ratio"][n][j] = st[i] / med[i] if dof[i] > 0 and med[i] > 0 else np.nan
+    return ChunkValues(size, len(slices), out["statistic"], out["psi"], out["js"], out["wasserstein"],
+                       out["ratio"])
+
+
+def chunk_size_key(m: int) -> int:
+    """Window size rounded to two significant digits: time windows of varying counts share bands."""
+    if m < 100:
+        return int(m)
+    e = 10 ** (int(math.log10(m)) - 1)
+    return int(round(m / e) * e)
+
+
+def drift_chunks(reference: Reference, rows: Frame | None, names: Sequence[str], window_rows: int,
+                 spec: DriftSpec) -> ChunkValues | None:
+    """The reference's chunk values for windows of ``window_rows`` rows, cached on the reference.
+
+    None when the reference has no rows attached or fewer than
+    ``spec.threshold.min_chunks`` chunks of that size fit in it.
+    """
+    if rows is None or window_rows < 2:
+        return None
+    size = chunk_size_key(window_rows)
+    if len(rows) // size < spec.threshold.min_chunks:
+        return None
+    key = ("drift_chunks", size, spec.numeric_test, spec.threshold.max_chunks, tuple(names))
+    cache = reference._cache
+    if key not in cache:
+        cache[key] = chunk_values(reference, rows, names, size, spec.numeric_test,
+                                  max_chunks=spec.threshold.max_chunks)
+    return cache[key]
+
+
+# -- effect sizes in Evidently's units ------------------------------------------------------
+
+
+def effect_size(kind: str, wasserstein: float | None, js_base2: float, ref_std: float) -> float:
+    """Evidently's large-sample drift score: normed Wasserstein (numeric), JS distance ln (categorical)."""
+    if kind == "numeric":
+        return float(wasserstein) / (ref_std if ref_std > 0 else 1e-3)  # Evidently's guard for sd 0
+    return float(js_base2) * LN2_SQRT
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVerdict:
+    """How one feature's window verdict was made, with the band it was judged against.
+
+    ``method``: the method in force for this feature (``reference_chunks`` and
+    ``both`` fall back to ``p_and_effect`` — p below the corrected level **and**
+    effect above the floor — when the reference has too few chunks or no rows);
+    ``judged``: the value compared with the band (``p_value``,
+    ``statistic`` or ``effect``); ``lower``/``upper``: the band of ``judged``;
+    ``effect``/``effect_floor``: Evidently's effect size and its floor;
+    ``note``: why a fallback happened (empty otherwise).
+    """
+
+    method: str
+    judged: str
+    value: float
+    lower: float | None
+    upper: float | None
+    effect: float
+    effect_floor: float
+    drift: bool
+    note: str = ""
+
+
+def reference_rows(reference: Reference) -> Frame | None:
+    """The rows kept with the reference (``detectors.advanced.attach_reference_frame``), or None."""
+    from detectors.advanced import reference_frame
+
+    return reference_frame(reference)
+
+
+def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str], kinds: Sequence[str],
+                   tests: Sequence[str], statistic: np.ndarray, p_value: np.ndarray, js: np.ndarray,
+                   wasserstein: Sequence[float | None], n_ref: np.ndarray, n_cur: np.ndarray,
+                   dof: np.ndarray, p_threshold: float, p_reject: np.ndarray,
+                   spec: DriftSpec) -> list[FeatureVerdict]:
+    """Per-feature verdicts under ``spec.threshold.method`` (see :class:`FeatureVerdict`).
+
+    ``p_threshold``/``p_reject``: the corrected p-value bar and its verdicts
+    (:func:`detectors.correction.correct`), used by ``p_value``. The chunk band
+    (``sd_multiplier`` unset) is ``inflation × null_quantile(level / n)``: the
+    statistic's critical value at the Bonferroni share of the family level,
+    widened by how much more the statistic moves between reference chunks than
+    between independent samples (:meth:`ChunkValues.inflation`). With
+    ``sd_multiplier`` set it is NannyML's ``mean + k·sd`` of the chunk values.
+    """
+    t = spec.threshold
+    method = t.method
+    chunks = None
+    note = ""
+    if method in ("reference_chunks", "both"):
+        rows = reference_rows(reference)
+        chunks = drift_chunks(reference, rows, list(names), window_rows, spec)
+        if chunks is None:
+            note = ("the reference has no rows" if rows is None else
+                    f"the reference ({len(rows)} rows) holds fewer than {t.min_chunks} chunks of "
+                    f"{chunk_size_key(window_rows)}")
+    per_test = spec.p_val / max(len(names), 1)
+    out = []
+    for i, (name, kind) in enumerate(zip(names, kinds)):
+        floor = t.numeric_floor if kind == "numeric" else t.categorical_floor
+        ref_std = float(np.std(reference.numeric[name].values)) if kind == "numeric" else 0.0
+        eff = effect_size(kind, wasserstein[i], float(js[i]), ref_std)
+        if method == "p_value":
+            out.append(FeatureVerdict("p_value", "p_value", float(p_value[i]), float(p_threshold), None,
+                                      eff, floor, bool(p_reject[i])))
+            continue
+        if method == "effect_size":
+            out.append(FeatureVerdict("effect_size", "effect", eff, None, floor, eff, floor, bool(eff > floor)))
+            continue
+        upper = None
+        if chunks is not None:
+            if t.sd_multiplier is not None:
+                upper = chunks.band(name, "statistic", float(t.sd_multiplier)).upper
+            else:
+                c = chunks.inflation(name)
+                if math.isfinite(c):
+                    upper = c * _critical(tests[i], per_test, int(n_ref[i]), int(n_cur[i]),
+                                          int(dof[i]) if tests[i] == "chi2" else 0)
+        if upper is None or not math.isfinite(upper):  # significant and large: noise cannot pass
+            out.append(FeatureVerdict("p_and_effect", "p_value", float(p_value[i]), float(p_threshold), None,
+                                      eff, floor, bool(p_reject[i] and eff > floor),
+                                      note or f"no chunk values for {name!r}"))
+            continue
+        above = float(statistic[i]) > upper
+        drift = above and eff > floor if method == "both" else above
+        out.append(FeatureVerdict(method, "statistic", float(statistic[i]), None, float(upper), eff, floor,
+                                  bool(drift)))
+    return out
+
+
+# -- the one call a benchmark makes -----------------------------------------------------------
+
+
+def judge_windows(reference: np.ndarray | Mapping[str, np.ndarray], windows: Sequence[np.ndarray | Mapping],
+                  method: str, *, kinds: Mapping[str, str] | None = None, spec: DriftSpec | None = None,
+                  **threshold) -> list:
+    """Verdicts of ``windows`` against ``reference`` with threshold ``method``.
+
+    ``reference`` and each window: a 2-D array (rows × features, time order,
+    numeric; features named ``x0, x1, ...``) or a mapping name → column
+    (categorical columns as object arrays, named in ``kinds``). ``spec``: the
+    drift spec to start from (default ``DriftSpec()``); ``threshold`` overrides
+    ``ThresholdSpec`` fields (``sd_multiplier=3``). Returns one
+    :class:`~detectors.univariate.DriftResult` per window — the same code path as
+    the worker (reference rows attached, bands cached across windows).
+    """
+    from detectors.advanced import attach_reference_frame
+    from detectors.univariate import univariate_drift
+
+    if method not in METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; expected one of {METHODS}")
+
+    def columns(data) -> dict[str, np.ndarray]:
+        if isinstance(data, Mapping):
+            return {str(k): np.asarray(v) for k, v in data.items()}
+        arr = np.asarray(data, dtype=np.float64)
+        arr = arr.reshape(-1, 1) if arr.ndim == 1 else arr
+        return {f"x{i}": arr[:, i] for i in range(arr.shape[1])}
+
+    def frame(cols: dict[str, np.ndarray]) -> Frame:
+        n = len(next(iter(cols.values())))
+        num = {k: v.astype(np.float64) for k, v in cols.items() if kinds_.get(k, "numeric") == "numeric"}
+        cat = {k: np.asarray(v, dtype=object) for k, v in cols.items() if kinds_.get(k) == "categorical"}
+        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=np.float64),
+                                  numeric=num, categorical=cat)
+
+    ref_cols = columns(reference)
+    kinds_ = dict(kinds or {})
+    feats = [FeatureSpec(name=k, kind=kinds_.get(k, "numeric")) for k in ref_cols]
+    base = spec or DriftSpec()
+    dspec = base.model_copy(update={"threshold": base.threshold.model_copy(update={"method": method, **threshold})})
+    rows = frame(ref_cols)
+    ref = attach_reference_frame(Reference.from_frame(rows, feats, bins=dspec.histogram_bins), rows)
+    return [univariate_drift(frame(columns(w)), ref, dspec) for w in windows]

@@ -1,0 +1,170 @@
+"""Thresholds calibrated on the reference, checked against scipy/numpy computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from scipy import stats
+
+from detectors.advanced import attach_reference_frame
+from detectors.frame import Frame
+from detectors.reference import Reference
+from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
+from detectors.thresholds import (
+    chunk_slices,
+    chunk_values,
+    judge_windows,
+    multiplier_for_level,
+    null_quantile,
+    sd_band,
+)
+from detectors.univariate import cvm_pvalue
+
+
+def test_sd_band_is_mean_plus_k_sd_by_hand():
+    v = np.array([0.2, 0.5, 0.3, 0.9, np.nan])
+    b = sd_band(v, 3.0)
+    x = v[:4]
+    mean, sd = x.sum() / 4, np.sqrt(((x - x.sum() / 4) ** 2).sum() / 4)
+    assert b.lower == pytest.approx(mean - 3 * sd) and b.upper == pytest.approx(mean + 3 * sd)
+    assert sd_band(v, 3.0, two_sided=False).lower is None
+    assert sd_band(v, 3.0, clip=(0.0, 1.0)) .lower is None  # below the statistic's range: unbounded
+    assert b.outside(b.upper + 1e-9) and not b.outside(b.upper) and not b.outside(float("nan"))
+
+
+def test_chunks_keep_time_order_and_drop_the_tail():
+    assert [(s.start, s.stop) for s in chunk_slices(25, 10)] == [(0, 10), (10, 20)]
+    spread = chunk_slices(1000, 10, max_chunks=5)
+    assert len(spread) == 5 and spread[0].start == 0 and spread[-1].stop == 1000
+
+
+def _frame(num: dict, cat: dict | None = None, times=None) -> Frame:
+    n = len(next(iter(num.values())))
+    return Frame.from_columns(event_id=np.arange(n).astype(str),
+                              event_time=np.arange(n, dtype=float) if times is None else times,
+                              numeric=num, categorical=cat or {})
+
+
+def test_chunk_statistics_match_scipy_on_chunk_versus_rest():
+    rng = np.random.default_rng(3)
+    n = 1200
+    x = rng.normal(size=n)
+    x[rng.random(n) < 0.05] = np.nan
+    c = rng.choice(np.array(["a", "b", "c"], dtype=object), size=n, p=[0.5, 0.3, 0.2])
+    times = rng.permutation(n).astype(float)  # rows arrive shuffled: the chunks follow event time
+    rows = _frame({"x": x}, {"c": c}, times)
+    feats = [FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="c", kind="categorical")]
+    ref = Reference.from_frame(rows, feats)
+    cv = chunk_values(ref, rows, ["x", "c"], 200, "ks")
+    assert cv.n_chunks == 6
+    order = np.argsort(times, kind="stable")
+    for j in range(6):
+        idx = order[j * 200:(j + 1) * 200]
+        rest = np.setdiff1d(np.arange(n), idx)
+        xc, xr = x[idx], x[rest]
+        ks = stats.ks_2samp(xc[~np.isnan(xc)], xr[~np.isnan(xr)]).statistic
+        assert cv.statistic["x"][j] == pytest.approx(ks, abs=1e-12)
+        w = stats.wasserstein_distance(xc[~np.isnan(xc)], xr[~np.isnan(xr)])
+        assert cv.wasserstein["x"][j] == pytest.approx(w, rel=1e-9)
+        table = np.array([[np.sum(c[rest] == k) for k in "abc"], [np.sum(c[idx] == k) for k in "abc"]])
+        assert cv.statistic["c"][j] == pytest.approx(stats.chi2_contingency(table)[0], rel=1e-9)
+        med = stats.kstwo.median(round(len(xr[~np.isnan(xr)]) * len(xc[~np.isnan(xc)])
+                                       / (len(xr[~np.isnan(xr)]) + len(xc[~np.isnan(xc)]))))
+        assert cv.ratio["x"][j] == pytest.approx(ks / med, rel=1e-6)
+        assert cv.ratio["c"][j] == pytest.approx(cv.statistic["c"][j] / stats.chi2.median(2), rel=1e-9)
+
+
+def test_null_quantiles_invert_the_p_values():
+    q = null_quantile("ks", 0.001, 5000, 1000)
+    assert stats.kstwo.sf(q, round(5000 * 1000 / 6000)) == pytest.approx(0.001, rel=1e-6)
+    assert null_quantile("chi2", 0.01, 0, 0, 4) == pytest.approx(stats.chi2.isf(0.01, 4))
+    t = null_quantile("cvm", 0.01, 2000, 500)
+    assert float(cvm_pvalue(t, 2000, 500)) == pytest.approx(0.01, rel=1e-6)
+    assert multiplier_for_level(0.00135) == pytest.approx(3.0, abs=1e-3)
+
+
+def _ar1(rng, n, d, phi):
+    """AR(1) columns: a stationary stream whose values move by themselves (autocorrelation)."""
+    e = rng.normal(size=(n, d)) * np.sqrt(1 - phi**2)
+    x = np.empty((n, d))
+    x[0] = rng.normal(size=d)
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + e[t]
+    return x
+
+
+def test_chunk_band_absorbs_autocorrelation_that_the_p_value_calls_drift():
+    rng = np.random.default_rng(7)
+    x = _ar1(rng, 30_000, 5, 0.98)
+    ref, quiet = x[:10_000], [x[i:i + 1000] for i in range(10_000, 30_000, 1000)]
+    p_flags = sum(r.drift for r in judge_windows(ref, quiet, "p_value"))
+    c_flags = sum(r.drift for r in judge_windows(ref, quiet, "reference_chunks"))
+    assert p_flags >= 10  # the classical test flags most windows of a stationary but autocorrelated stream
+    assert c_flags <= p_flags / 3
+    shifted = [w + np.array([3.0, 0, 0, 0, 0]) for w in quiet[:5]]
+    assert all(r.drift for r in judge_windows(ref, shifted, "both"))
+    r = judge_windows(ref, shifted[:1], "reference_chunks")[0]
+    v = r.feature("x0").verdict
+    assert v.method == "reference_chunks" and v.judged == "statistic" and v.upper > 0 and v.lower is None
+    assert r.threshold_method == "reference_chunks"
+
+
+def test_chunk_band_keeps_the_false_alarm_level_on_iid_data():
+    rng = np.random.default_rng(11)
+    ref = rng.normal(size=(10_000, 10))
+    quiet = [rng.normal(size=(1000, 10)) for _ in range(60)]
+    for method in ("reference_chunks", "both"):
+        assert sum(r.drift for r in judge_windows(ref, quiet, method)) <= 3  # family level 0.05: ~3 of 60
+
+
+def test_p_value_method_is_the_bonferroni_ks_test_by_hand():
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(2000, 3))
+    w = rng.normal(size=(500, 3)) + np.array([0.25, 0.0, 0.0])
+    r = judge_windows(ref, [w], "p_value")[0]
+    for i in range(3):
+        p = stats.ks_2samp(ref[:, i], w[:, i], method="asymp").pvalue
+        f = r.feature(f"x{i}")
+        assert f.p_value == pytest.approx(p, rel=1e-6) and f.drift == (p < 0.05 / 3)
+        assert f.verdict.judged == "p_value" and f.verdict.lower == pytest.approx(0.05 / 3)
+
+
+def test_effect_size_is_evidentlys_normed_wasserstein_and_js():
+    rng = np.random.default_rng(2)
+    ref = {"x": rng.normal(10, 2, 3000), "c": rng.choice(np.array(["a", "b"], dtype=object), 3000)}
+    w = {"x": rng.normal(10.5, 2, 3000), "c": rng.choice(np.array(["a", "b"], dtype=object), 3000, p=[0.8, 0.2])}
+    r = judge_windows(ref, [w], "effect_size", kinds={"c": "categorical"})[0]
+    x = r.feature("x").verdict
+    assert x.effect == pytest.approx(stats.wasserstein_distance(ref["x"], w["x"]) / np.std(ref["x"]), rel=1e-9)
+    assert x.drift == (x.effect > 0.1) and x.upper == 0.1
+    pr = np.array([np.mean(ref["c"] == k) for k in "ab"])
+    pw = np.array([np.mean(w["c"] == k) for k in "ab"])
+    from scipy.spatial.distance import jensenshannon
+    assert r.feature("c").verdict.effect == pytest.approx(jensenshannon(pr, pw), rel=1e-9)  # natural log
+
+
+def test_short_reference_falls_back_to_significant_and_large():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(1000, 2))
+    r = judge_windows(ref, [rng.normal(size=(1000, 2))], "both")[0]
+    v = r.feature("x0").verdict
+    assert v.method == "p_and_effect" and "fewer than 5 chunks" in v.note and not r.drift
+
+
+def test_reference_without_rows_falls_back():
+    rng = np.random.default_rng(1)
+    feats = [FeatureSpec(name="x", kind="numeric")]
+    ref = Reference.from_frame(_frame({"x": rng.normal(size=5000)}), feats)
+    from detectors.univariate import univariate_drift
+    res = univariate_drift(_frame({"x": rng.normal(size=500)}), ref,
+                           DriftSpec(threshold=ThresholdSpec(method="reference_chunks")))
+    assert res.features[0].verdict.note == "the reference has no rows"
+    attach_reference_frame(ref, _frame({"x": rng.normal(size=5000)}))
+
+
+def test_threshold_spec_rejects_nonsense():
+    with pytest.raises(ValidationError, match="max_chunks"):
+        ThresholdSpec(min_chunks=10, max_chunks=5)
+    with pytest.raises(ValidationError):
+        ThresholdSpec(method="magic")
