@@ -62,13 +62,13 @@ def load_settings() -> DashboardSettings:
 
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, float], dict[str, Any]] = {}
+_cache: dict[tuple[str, float], Any] = {}
 
 
-def monitor_model(path: Path | str | None, model: str) -> Any:
-    """The model's entry (``streams.monitors.ModelMonitor``) in the monitor config at ``path``,
-    or None when the file cannot be read or validated (logged once per file version) or the
-    model is not in it. Parsed once per version of the file (its mtime)."""
+def monitor_config(path: Path | str | None) -> Any:
+    """The whole monitor config (``streams.monitors.MonitorsConfig``) at ``path``, or None when
+    there is no path or the file cannot be read or validated (logged once per file version).
+    Parsed once per version of the file (its mtime)."""
     if path is None:
         return None
     p = Path(path)
@@ -77,16 +77,23 @@ def monitor_model(path: Path | str | None, model: str) -> Any:
     except OSError:
         return None
     with _lock:
-        models = _cache.get(key)
-    if models is None:
-        from streams.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
+        if key in _cache:
+            return _cache[key]
+    from streams.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
 
-        try:
-            models = {m.model_id: m for m in load_monitors(p).models}
-        except ConfigError as e:
-            log.warning("dashboard: cannot read the monitor config %s: %s", p, e)
-            models = {}
-        with _lock:
-            _cache.clear()  # one file version at a time
-            _cache[key] = models
-    return models.get(model)
+    try:
+        cfg = load_monitors(p)
+    except ConfigError as e:
+        log.warning("dashboard: cannot read the monitor config %s: %s", p, e)
+        cfg = None
+    with _lock:
+        _cache.clear()  # one file version at a time
+        _cache[key] = cfg
+    return cfg
+
+
+def monitor_model(path: Path | str | None, model: str) -> Any:
+    """The model's entry (``streams.monitors.ModelMonitor``) in the monitor config at ``path``,
+    or None when the file cannot be read or validated or the model is not in it."""
+    cfg = monitor_config(path)
+    return cfg.model(model) if cfg is not None else None

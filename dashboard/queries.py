@@ -780,6 +780,27 @@ def deliveries(conn: Conn, scope: Scope, limit: int = 2000) -> pd.DataFrame:
 # Data drift ---------------------------------------------------------------------------
 
 
+def budget_spent(conn: Conn, seconds: int) -> pd.DataFrame:
+    """Per model over the last ``seconds``: drift alarms raised (``alarms``: window-level
+    univariate verdicts, every segment included — what the false-alarm budget counts) and
+    the mean event rate (``events_per_s``: sets the window rate of ``size_events`` models)."""
+    since = f"time > now() - {int(seconds)}s"
+    res = run(conn, [
+        f"SELECT sum({ident(F_DRIFT)}) AS alarms FROM {ident(R.DRIFT_SUMMARY)} WHERE {since} AND {_summary_only()} "
+        f"GROUP BY {ident(R.T_MODEL)}",
+        f"SELECT mean({ident(F_EVENTS_PER_S)}) AS events_per_s FROM {ident(R.WINDOW)} WHERE {since} "
+        f"GROUP BY {ident(R.T_MODEL)}",
+    ])
+    alarms, rate = frame(res[0]), frame(res[1])
+    out = pd.DataFrame({R.T_MODEL: pd.Series(dtype=str)})
+    for df in (alarms, rate):
+        if len(df):
+            out = out.merge(df.drop(columns=[TIME], errors="ignore"), on=R.T_MODEL, how="outer")
+    out["alarms"] = pd.to_numeric(col(out, "alarms"), errors="coerce").fillna(0).astype(int)
+    out["events_per_s"] = pd.to_numeric(col(out, "events_per_s"), errors="coerce")
+    return out
+
+
 def _summary_only() -> str:
     return f"{ident(R.T_DETECTOR)} = {lit(SUMMARY_DETECTOR)}"
 

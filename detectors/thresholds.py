@@ -462,3 +462,26 @@ def judge_windows(reference: np.ndarray | Mapping[str, np.ndarray], windows: Seq
     rows = frame(ref_cols)
     ref = attach_reference_frame(Reference.from_frame(rows, feats, bins=dspec.histogram_bins), rows)
     return [univariate_drift(frame(columns(w)), ref, dspec) for w in windows]
+
+
+def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:
+    """The verdict rule of ``spec`` in words (``driftwatch check-config`` prints it)."""
+    t = spec.threshold
+    level = f"family level {spec.p_val:.3g} ({spec.correction} over {n_features} feature(s))"
+    test = {"ks": "Kolmogorov-Smirnov", "cvm": "Cramer-von Mises"}[spec.numeric_test]
+    floor = (f"Wasserstein distance / reference std > {t.numeric_floor:g} (numeric), Jensen-Shannon "
+             f"distance > {t.categorical_floor:g} (categorical)")
+    if t.sd_multiplier is not None:
+        band = (f"above mean + {t.sd_multiplier:g} sd of the same statistic on the reference's chunks of "
+                f"{window}'s size, in time order (NannyML's rule)")
+    else:
+        band = (f"above its critical value at the {level}, widened by how much more it moves between the "
+                f"reference's chunks of {window}'s size (in time order) than between independent samples")
+    fallback = (f" With fewer than {t.min_chunks} such chunks in the reference (or no reference rows) a feature "
+                f"drifts when its p-value is below the corrected level and {floor}.")
+    return {
+        "p_value": f"a feature drifts when its {test} / chi-square p-value is below the {level}.",
+        "effect_size": f"a feature drifts when {floor} (Evidently's large-sample rule; no p-value).",
+        "reference_chunks": f"a feature drifts when its {test} / chi-square statistic is {band}." + fallback,
+        "both": f"a feature drifts when its {test} / chi-square statistic is {band}, and {floor}." + fallback,
+    }[t.method]

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from detectors import budget as B
 from detectors.adversarial.spec import AdversarialSpec
 from detectors.outputs import OutputColumns
 from detectors.spec import DriftSpec, ErrorStreamSpec, FeatureSpec
@@ -130,6 +131,29 @@ class LabelsConfig(_Strict):
                                                                    "(docs/detection-science.md)")
 
 
+SEGMENT_TOP_K = 10
+"""Values kept per segment feature (``Reference.from_frame``'s default): at most this + 1 segments."""
+
+
+class AlarmBudgetConfig(_Strict):
+    """False alarms the deployment accepts across all models × features × segments (``alarm_budget``).
+
+    driftwatch derives every model's drift level from it (:mod:`detectors.budget`);
+    it replaces ``drift.p_val``. ``event_rates``: events per second of models whose
+    windows count events (``size_events``); without one the worker uses the rate
+    it observes.
+    """
+
+    false_alarms: float = Field(gt=0, description="false alarms accepted per period")
+    per: Literal["day", "week"] = "day"
+    event_rates: dict[str, float] = Field(default_factory=dict,
+                                          description="model_id -> events/s (size_events windows)")
+
+    @property
+    def per_day(self) -> float:
+        return B.per_day(self.false_alarms, self.per)
+
+
 class ModelMonitor(_Strict):
     """Everything monitored for one model id (all its versions)."""
 
@@ -146,6 +170,35 @@ class ModelMonitor(_Strict):
     performance: PerformanceConfig = Field(PerformanceConfig(), description="CBPE calibration "
                                                                             "(docs/detection-science.md)")
     impact: ImpactConfig = Field(ImpactConfig(), description="feature importance (docs/detectors.md)")
+    _budget: tuple[float, int, float | None] | None = PrivateAttr(default=None)  # (alarms/day, Σ families,
+    # declared events/s) under an alarm budget
+
+    @property
+    def families(self) -> int:
+        """Drift test families per window: the whole window and, at most, each segment."""
+        return 1 + len(self.segments) * (SEGMENT_TOP_K + 1)
+
+    def load(self, events_per_second: float | None = None, source: str = "declared") -> B.ModelLoad:
+        """This model's demand on the false-alarm budget (windows/day from the window or the rate)."""
+        w = self.window
+        wpd = B.windows_per_day(w.size_seconds, w.size_events, events_per_second)
+        src = "size_seconds" if w.size_seconds is not None else (source if wpd is not None else "unknown")
+        return B.ModelLoad(self.model_id, wpd, self.families, len(self.features), src)
+
+    @property
+    def observes_rate(self) -> bool:
+        """The budget's level follows the observed event rate (size_events windows, no declared rate)."""
+        return self._budget is not None and self.window.size_events is not None and self._budget[2] is None
+
+    def drift_for_rate(self, events_per_second: float | None) -> DriftSpec:
+        """The drift spec in force: ``drift``, with the budget's level at this event rate when budgeted
+        (a declared rate, ``alarm_budget.event_rates``, wins over ``events_per_second``)."""
+        if self._budget is None:
+            return self.drift
+        per_day, total, declared = self._budget
+        events_per_second = declared if declared is not None else events_per_second
+        level = B.window_level(per_day, total, self.load(events_per_second).windows_per_day)
+        return self.drift if level is None else self.drift.model_copy(update={"p_val": level})
 
     @model_validator(mode="after")
     def _check(self) -> "ModelMonitor":
@@ -185,6 +238,8 @@ class MonitorsConfig(_Strict):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="alert endpoints (docs/alerts.md)")
     silences: list[SilenceConfig] = Field(default_factory=list, description="alert silences, each with an expiry")
     dashboard_url: str | None = Field(None, description="dashboard base URL put in alerts (default: local port)")
+    alarm_budget: AlarmBudgetConfig | None = Field(None, description="false alarms per day/week across all "
+                                                                    "models (docs/detection-science.md)")
 
     @model_validator(mode="after")
     def _unique(self) -> "MonitorsConfig":
@@ -192,11 +247,36 @@ class MonitorsConfig(_Strict):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate model_id: {sorted(dup)}")
+        if self.alarm_budget is not None:
+            for mid, rate in self.alarm_budget.event_rates.items():
+                if mid not in ids:
+                    raise ValueError(f"alarm_budget.event_rates: {mid!r} is not a configured model_id")
+                if not rate > 0:
+                    raise ValueError(f"alarm_budget.event_rates.{mid}: must be > 0 events/s, got {rate}")
+            total = sum(m.families for m in self.models)
+            for m in self.models:  # the level in force; size_events without a rate: set per window (observed)
+                m._budget = (self.alarm_budget.per_day, total, self.alarm_budget.event_rates.get(m.model_id))
+                m.drift = m.drift_for_rate(None)
         try:
             check_routes({m.model_id: m.alerts for m in self.models}, self.webhooks)
         except RuleError as e:
             raise ValueError(str(e)) from None
         return self
+
+    def budget_plan(self, observed_rates: dict[str, float] | None = None) -> list[B.BudgetLine] | None:
+        """The budget's allocation per model (None without ``alarm_budget``).
+
+        Event rates: declared (``alarm_budget.event_rates``) first, then ``observed_rates``.
+        """
+        if self.alarm_budget is None:
+            return None
+        observed = observed_rates or {}
+        loads = []
+        for m in self.models:
+            declared = self.alarm_budget.event_rates.get(m.model_id)
+            rate, src = (declared, "declared") if declared is not None else (observed.get(m.model_id), "observed")
+            loads.append(m.load(rate, src))
+        return B.allocate(self.alarm_budget.per_day, loads)
 
     def model(self, model_id: str) -> ModelMonitor | None:
         """The monitor of ``model_id``, or None when the model is not configured."""

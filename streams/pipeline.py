@@ -259,6 +259,7 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
 
     loader = threading.Thread(target=load, name="import-detectors", daemon=True)
     loader.start()
+    rates = ObservedRates()
 
     def evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference) -> list[Record]:
         if loader.is_alive():
@@ -275,7 +276,7 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             frame=window.frame,
             reference=reference,
             features=tuple(model.features),
-            drift=model.drift,
+            drift=rates.drift_for(model, window),
             task=model.task,
             segments=tuple(model.segments),
             window_start=window.start_time,
@@ -291,6 +292,33 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             return e.records
 
     return evaluate
+
+
+class ObservedRates:
+    """Event rate per model, smoothed over its windows: the false-alarm budget's window rate.
+
+    A budgeted model whose windows count events (``size_events``) and has no declared
+    rate gets its level from the rate it is observed to run at
+    (:meth:`~streams.monitors.ModelMonitor.drift_for_rate`); other models keep ``model.drift``.
+    """
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self.rates: dict[str, float] = {}
+
+    def observe(self, model_id: str, n: int, seconds: float) -> float | None:
+        """Fold a window of ``n`` events over ``seconds`` into the model's rate; the current rate."""
+        if n > 1 and seconds > 0:
+            r = n / seconds
+            old = self.rates.get(model_id)
+            self.rates[model_id] = r if old is None else old + self.smoothing * (r - old)
+        return self.rates.get(model_id)
+
+    def drift_for(self, model: ModelMonitor, window: ClosedWindow):
+        if not model.observes_rate:
+            return model.drift  # no budget, or the level is fixed by the window length / declared rate
+        rate = self.observe(model.model_id, window.n, window.end_time - window.start_time)
+        return model.drift_for_rate(rate) if rate is not None else model.drift
 
 
 def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w: ClosedWindow, reference,

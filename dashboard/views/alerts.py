@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard import budget as BV
 from dashboard import charts, ui
 from dashboard.config import monitor_model
 from dashboard import data as D
 from dashboard import queries as Q
+from dashboard.config import monitor_config
 
 SERIES_TAGS = ("feature", "metric", "source", "detector")
 FAILED = ("failed",)
@@ -99,7 +101,49 @@ def render(ctx: ui.Ctx) -> None:
                              Q.F_ATTEMPTS, Q.F_LAST_ERROR, "latency_ms") if c in dl]
         ui.table(dl[first], column_config={
             "time": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
+    budget_section(ctx)
     ui.links(ctx, [("overview", "Overview"), ("drift", f"Data drift of {ctx.model}"), ("quality", "Data quality")])
+
+
+def budget_section(ctx: ui.Ctx) -> None:
+    """The deployment's false-alarm budget: declared, its allocation per model, the alarms spent."""
+    st.subheader("False-alarm budget")
+    cfg = monitor_config(ctx.settings.monitors)
+    if cfg is None or cfg.alarm_budget is None:
+        ui.empty("No false-alarm budget is declared" + ("" if cfg is not None else
+                 " (the monitor config the worker runs with cannot be read here)") + ".",
+                 "Declare how many false alarms a day or week you accept across all models, features and "
+                 "segments (`alarm_budget: {false_alarms: 2, per: day}` in the monitor config); driftwatch "
+                 "derives every drift test's level from it.")
+        return
+    seconds = BV.period_seconds(cfg.alarm_budget.per)
+    view = BV.budget_view(cfg, D.budget_spent(ctx.conn, seconds))
+    period = f"last {cfg.alarm_budget.per}"
+    k1, k2, k3 = st.columns(3)
+    k1.metric(f"Budget per {view.per}", ui.fmt_num(view.budget, ",.3g"),
+              help="false alarms accepted across all models, features and segments")
+    k2.metric(f"Alarms spent ({period})", view.spent,
+              delta=f"{view.spent - view.budget:+.3g} vs budget", delta_color="inverse",
+              help="window-level drift verdicts raised, every segment included; on a stream without "
+                   "drift each one is a false alarm")
+    k3.metric(f"Expected on stable data per {view.per}", ui.fmt_num(view.expected, ",.3g"),
+              help="what the allocation spends when nothing drifts (below the budget where a level is "
+                   "capped or a model's event rate is not known yet)")
+    if view.spent > view.budget:
+        st.warning(f"{view.spent} drift alarms in the {period}, over the budget of {view.budget:g}: either the "
+                   "data really moved (check the Drift page) or the thresholds need the reference's chunks "
+                   "(`drift.threshold`).", icon=":material/warning:")
+    st.dataframe(view.table, hide_index=True, width="stretch", column_config={
+        "allotted": st.column_config.NumberColumn(f"allotted per {view.per}", format="%.3g"),
+        "spent": st.column_config.NumberColumn(f"spent ({period})", format="%d"),
+        "windows": st.column_config.NumberColumn(f"windows per {view.per}", format="%.4g"),
+        "level per window": st.column_config.NumberColumn(format="%.2e"),
+        "level per test": st.column_config.NumberColumn(format="%.2e"),
+    })
+    st.caption("Allocation: the budget is shared by test families (a window's features, and each segment's), "
+               "and spread evenly over each model's windows: level per window = budget / (all families × the "
+               "model's windows); each feature gets its Bonferroni share. `rate from`: how the window rate is "
+               "known (window length, a declared event rate, or the rate observed here).")
 
 
 ctx = ui.current()

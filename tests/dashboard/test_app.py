@@ -9,6 +9,7 @@ delivery; ``fraud`` and ``ranker`` are healthy.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -241,6 +242,38 @@ def test_alerts_page(env: Q.Conn) -> None:
     no_exception(at)
     assert metric(at, "Firing now") == "0"
     assert "No alert was pending" in texts(at)
+
+
+def test_alerts_page_shows_the_false_alarm_budget(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    feats = [{"name": f"f_{i:03d}", "kind": "numeric"} for i in range(8)]
+    cfg = tmp_path / "monitors.yaml"
+    cfg.write_text(json.dumps({
+        "alarm_budget": {"false_alarms": 2, "per": "day"},
+        "models": [{"model_id": "churn", "features": feats, "window": {"size_seconds": 300}},
+                   {"model_id": "fraud", "features": feats, "window": {"size_events": 1000}},
+                   {"model_id": "ranker", "features": feats, "window": {"size_seconds": 300}}]}))
+    _env(monkeypatch, populated.url, populated.db, monitors=str(cfg))
+    at = open_page("alerts", model="churn")
+    no_exception(at)
+    assert metric(at, "Budget per day") == "2"
+    # alarms spent, counted independently: drift verdicts of the univariate summaries in the last day
+    rows = Q.run(populated, "SELECT count(\"drift\") FROM \"dw_drift_summary\" WHERE \"drift\" = 1 AND "
+                            "\"detector\" = 'univariate' AND time > now() - 86400s GROUP BY \"model\"")[0]
+    by_model = {r["tags"]["model"]: r["values"][0][1] for r in rows}
+    assert by_model.get("churn", 0) > 0  # churn drifts in the sample
+    assert metric(at, "Alarms spent (last day)") == str(sum(by_model.values()))
+    table = next(d.value for d in at.dataframe if "allotted" in d.value)
+    assert table["model"].tolist() == MODELS
+    assert table["allotted"].sum() == pytest.approx(2.0)  # the whole budget, shared by families
+    assert table.loc[table["model"] == "churn", "spent"].iloc[0] == by_model["churn"]
+    churn = table[table["model"] == "churn"].iloc[0]
+    assert churn["windows"] == pytest.approx(288) and churn["rate from"] == "size_seconds"
+    assert churn["level per window"] == pytest.approx(2 / (3 * 288))  # B / (families x windows per day)
+    assert churn["level per test"] == pytest.approx(2 / (3 * 288) / 8)
+    fraud = table[table["model"] == "fraud"].iloc[0]
+    assert fraud["rate from"] == "observed" and fraud["windows"] > 0  # from the stored events/s
+    assert "over the budget" in texts(at)
 
 
 # Navigation --------------------------------------------------------------------------------

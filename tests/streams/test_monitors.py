@@ -64,3 +64,41 @@ def test_the_demo_configures_online_detection():
     wine, diabetes = cfg.model("wine"), cfg.model("diabetes")
     assert wine.drift.online.features == ["alcohol"] and diabetes.drift.online.features == ["bmi"]
     assert wine.labels.online.enabled and diabetes.labels.online.error_quantile == 0.9
+
+
+# -- the false-alarm budget (alarm_budget) ------------------------------------------------------
+
+
+def _budgeted(**budget):
+    feats = [{"name": "a", "kind": "numeric"}, {"name": "c", "kind": "categorical"}]
+    return parse_monitors({
+        "alarm_budget": {"false_alarms": 2, "per": "day", **budget},
+        "models": [{"model_id": "seg", "features": feats, "segments": ["c"], "window": {"size_seconds": 300}},
+                   {"model_id": "evt", "features": feats, "window": {"size_events": 1000}}]})
+
+
+def test_alarm_budget_sets_the_drift_level_of_each_model():
+    cfg = _budgeted(event_rates={"evt": 10.0})
+    seg, evt = cfg.models
+    families = seg.families + evt.families
+    assert seg.families == 1 + 11  # the window and at most 10 segment values + __other__
+    assert seg.drift.p_val == pytest.approx(2 / (families * 288))
+    assert evt.drift.p_val == pytest.approx(2 / (families * 86_400 * 10 / 1000))
+    plan = cfg.budget_plan()
+    assert [l.rate_source for l in plan] == ["size_seconds", "declared"]
+    assert sum(l.share_per_day for l in plan) == pytest.approx(2.0)
+
+
+def test_alarm_budget_without_a_rate_follows_the_observed_one():
+    cfg = _budgeted()
+    evt = cfg.model("evt")
+    assert evt.observes_rate and evt.drift.p_val == 0.05  # the configured level until a window is seen
+    assert evt.drift_for_rate(5.0).p_val == pytest.approx(2 / (13 * 86_400 * 5 / 1000))
+    assert cfg.budget_plan({"evt": 5.0})[1].rate_source == "observed"
+
+
+def test_alarm_budget_errors_name_the_field():
+    with pytest.raises(ConfigError, match="alarm_budget.event_rates: 'nope' is not a configured model_id"):
+        _budgeted(event_rates={"nope": 1.0})
+    with pytest.raises(ConfigError, match="alarm_budget.false_alarms"):
+        _budgeted(false_alarms=0)

@@ -385,3 +385,38 @@ def test_dead_letters_not_confirmed_stay_unacked():
 
     asyncio.run(main())
     assert acked == []
+
+
+def _budget_cfg(window: dict):
+    return parse_monitors({"alarm_budget": {"false_alarms": 1, "per": "day"}, "models": [{
+        "model_id": "m", "features": [{"name": "x", "kind": "numeric"}], "window": window}]})
+
+
+def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
+    from types import SimpleNamespace
+
+    from detectors.frame import Frame
+    from detectors.records import DRIFT_SUMMARY
+    from detectors.reference import Reference
+    from streams.pipeline import ObservedRates, default_evaluator
+
+    model = _budget_cfg({"size_events": 500}).models[0]
+    rates = ObservedRates(smoothing=0.5)
+    win = lambda n, secs: SimpleNamespace(n=n, start_time=T0, end_time=T0 + secs)  # noqa: E731
+    assert rates.drift_for(model, win(500, 10.0)).p_val == pytest.approx(1 / (86_400 * 50 / 500))
+    assert rates.drift_for(model, win(500, 5.0)).p_val == pytest.approx(1 / (86_400 * 75 / 500))  # smoothed 50->75
+    fixed = _budget_cfg({"size_seconds": 60}).models[0]
+    assert rates.drift_for(fixed, win(500, 5.0)) is fixed.drift  # the window length fixes the level
+    assert fixed.drift.p_val == pytest.approx(1 / 1440)
+
+    rng = np.random.default_rng(0)
+
+    def frame(n, secs):
+        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=T0 + np.linspace(0, secs, n),
+                                  numeric={"x": rng.normal(size=n)})
+    ref = Reference.from_frame(frame(2000, 40), model.features)
+    evaluate = default_evaluator()
+    w = SimpleNamespace(seq=1, n=500, frame=frame(500, 20.0), start_time=T0, end_time=T0 + 20.0)
+    recs = evaluate(model, StreamKey("t", 0, "m", "v1"), w, ref)
+    summary = next(r for r in recs if r.measurement == DRIFT_SUMMARY)
+    assert summary.fields["p_val"] == pytest.approx(1 / (86_400 * 25 / 500))  # 500 events in 20 s
