@@ -42,7 +42,7 @@ from detectors.frame import Frame
 from detectors.multivariate import MMDDrift, PCADrift
 from detectors.online import CVMOnline, FETOnline
 from detectors.reference import Reference
-from detectors.spec import DriftSpec, FeatureSpec
+from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
 from detectors.univariate import univariate_drift
 
 COMMAND = "driftwatch bench detection"
@@ -107,7 +107,8 @@ class _Covariate:
         d = x_ref.shape[1]
         self.specs = [FeatureSpec(name=f"f{j}", kind="numeric") for j in range(d)]
         self.ref = Reference.from_frame(_frame(x_ref), self.specs)
-        self.spec = DriftSpec(p_val=args.p_val, correction="bonferroni")
+        # the classical test, compared with alibi's KSDrift (the thresholds bench is benchmarks/thresholds_real.py)
+        self.spec = DriftSpec(p_val=args.p_val, correction="bonferroni", threshold=ThresholdSpec(method="p_value"))
         self.mmd = MMDDrift(x_ref, p_val=args.p_val, n_permutations=args.mmd_permutations,
                             max_ref=args.mmd_rows, max_test=args.mmd_rows, seed=seed)
         self.mean, self.sd = x_ref.mean(0), x_ref.std(0)

@@ -120,20 +120,47 @@ def episodes(n: int, changes: list[int], window: int, ref_windows: int, horizon:
     return out
 
 
-def measure(series: list[Series], window: int, ref_windows: int, methods=METHODS, **threshold) -> dict:
-    """False alarms per 100 no-change windows and delays (windows) per method and series."""
+def nannyml_flags(series: list[Series], window: int, ref_windows: int, python: str) -> dict:
+    """NannyML's univariate-drift alerts on the same episodes: ``{(series, episode): {method: flags}}``.
+
+    NannyML runs in its own virtualenv (``python``), on the episodes exported as .npz.
+    """
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in series:
+            for k, e in enumerate(episodes(len(s.values), known_changes(s.annotations), window, ref_windows)):
+                wins = {f"win_{i}": s.values[w] for i, w in enumerate(e.quiet + e.after)}
+                np.savez(Path(tmp) / f"{s.name}__{k}.npz", ref=s.values[e.ref], **wins)
+        script = Path(__file__).with_name("nannyml_univariate.py")
+        out = subprocess.run([python, str(script), tmp], check=True, capture_output=True, text=True).stdout
+    return {tuple(k.rsplit("__", 1)[0:1]) + (int(k.rsplit("__", 1)[1]),): v for k, v in json.loads(out).items()}
+
+
+def measure(series: list[Series], window: int, ref_windows: int, methods=METHODS,
+            peers: dict | None = None, **threshold) -> dict:
+    """False alarms per 100 no-change windows and delays (windows) per method and series.
+
+    ``peers``: :func:`nannyml_flags` output, scored the same way as ``nannyml_<method>``.
+    """
     result: dict = {}
+    peer_methods = sorted({m for v in (peers or {}).values() for m in v})
     for s in series:
         changes = known_changes(s.annotations)
         eps = episodes(len(s.values), changes, window, ref_windows)
         row: dict = {"known_changes": changes, "episodes": len(eps)}
-        for method in methods:
+        for method in list(methods) + [f"nannyml_{m}" for m in peer_methods]:
             fa = quiet = 0
             delays: list[int | None] = []
-            for e in eps:
+            for k, e in enumerate(eps):
                 wins = e.quiet + e.after
-                res = judge_windows(s.values[e.ref], [s.values[w] for w in wins], method, **threshold)
-                flags = [r.drift for r in res]
+                if method.startswith("nannyml_"):
+                    flags = peers[(s.name, k)][method[len("nannyml_"):]]
+                else:
+                    res = judge_windows(s.values[e.ref], [s.values[w] for w in wins], method, **threshold)
+                    flags = [r.drift for r in res]
                 fa += sum(flags[:len(e.quiet)])
                 quiet += len(e.quiet)
                 if e.after:
@@ -146,9 +173,10 @@ def measure(series: list[Series], window: int, ref_windows: int, methods=METHODS
     return result
 
 
-def summary(result: dict, methods=METHODS) -> dict:
+def summary(result: dict) -> dict:
     """Pooled over series: false alarms per 100 quiet windows, changes found, mean delay."""
     out = {}
+    methods = [k for k in next(iter(result.values())) if isinstance(next(iter(result.values()))[k], dict)]
     for m in methods:
         fa = sum(r[m]["false_alarms"] for r in result.values())
         q = sum(r[m]["quiet_windows"] for r in result.values())
@@ -165,9 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--ref-windows", type=int, default=8)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--nannyml-python", default=None,
+                    help="python of a virtualenv with nannyml: also score NannyML's univariate drift")
     a = ap.parse_args(argv)
     series = river_streams()
-    res = measure(series, a.window, a.ref_windows)
+    peers = nannyml_flags(series, a.window, a.ref_windows, a.nannyml_python) if a.nannyml_python else None
+    res = measure(series, a.window, a.ref_windows, peers=peers)
     out = {"window": a.window, "ref_windows": a.ref_windows, "per_series": res, "summary": summary(res)}
     text = json.dumps(out, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
     if a.json:
