@@ -117,3 +117,25 @@ def test_problems_reads_no_broker_and_lists_everything(tmp_path):
     found, summaries = problems(load_monitors(path))
     assert [p for p, _ in found] == ["models[0].reference.file", "models[1].reference.file"]
     assert summaries == {}
+
+
+def test_check_config_explains_the_verdict_rule_and_the_alarm_budget(tmp_path, capsys):
+    feats = [{"name": "age", "kind": "numeric"}, {"name": "plan", "kind": "categorical"}]
+    path = tmp_path / "monitors.yaml"
+    path.write_text(yaml.safe_dump({
+        "alarm_budget": {"false_alarms": 7, "per": "week"},
+        "models": [{"model_id": "a", "features": feats, "window": {"size_seconds": 600},
+                    "drift": {"threshold": {"method": "reference_chunks", "sd_multiplier": 3}}},
+                   {"model_id": "b", "features": feats, "window": {"size_events": 500},
+                    "drift": {"threshold": {"method": "p_value"}}}]}))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "drift (reference_chunks): a feature drifts when its Kolmogorov-Smirnov / chi-square statistic " \
+           "is above mean + 3 sd of the same statistic on the reference's chunks" in out
+    assert "fewer than 5 such chunks" in out  # the fallback is said too
+    assert "drift (p_value): a feature drifts when its Kolmogorov-Smirnov / chi-square p-value is below" in out
+    assert "level follows the observed event rate" in out  # b counts events and declares no rate
+    assert "alarm budget: 7 false alarm(s) per week" in out and "(1/day)" in out
+    level = 1 / (2 * 144)  # 1 alarm a day over 2 families, a: 144 windows a day
+    assert f"a: 0.5 alarm(s)/day over 1 family(ies) x 2 test(s); windows/day 144 (size_seconds); " \
+           f"level {level:.3g} per window, {level / 2:.3g} per test" in out
