@@ -195,7 +195,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--nannyml-python", default=None,
                     help="python of a virtualenv with nannyml: also score NannyML's univariate drift")
+    ap.add_argument("--bench-streams", metavar="NANNYML_VENV", default=None,
+                    help="instead: the methods on driftwatch bench real's streams (NannyML's data from this venv)")
     a = ap.parse_args(argv)
+    if a.bench_streams:
+        from pathlib import Path
+
+        from benchmarks.real_streams import load_streams, site_packages
+
+        streams = load_streams(site_packages(Path(a.bench_streams)), quick=False,
+                               only=["car_loan", "multiclass", "census_ma", "phishing_concept", "segment_shift"])
+        print(json.dumps(measure_bench_streams(streams), indent=1))
+        return
     series = river_streams()
     peers = nannyml_flags(series, a.window, a.ref_windows, a.nannyml_python) if a.nannyml_python else None
     res = measure(series, a.window, a.ref_windows, peers=peers)
@@ -205,6 +216,41 @@ def main(argv: list[str] | None = None) -> None:
         with open(a.json, "w") as fh:
             fh.write(text)
     print(json.dumps(out["summary"], indent=1))
+
+
+
+def measure_bench_streams(streams, methods=METHODS, **threshold) -> dict:
+    """The threshold methods on ``driftwatch bench real``'s streams (:mod:`benchmarks.real_streams`).
+
+    Reference = the stream's first ``ref_n`` events (its ``first_n``), windows of its
+    ``window`` events after it; windows that end before the first known change after the
+    reference have no known change (all of them when ``changes == []``; streams with
+    ``changes is None`` are skipped). Delay: windows from the one holding the change to
+    the first flag (None: not found).
+    """
+    out: dict = {}
+    for s in streams:
+        if s.changes is None:
+            continue
+        kinds = {c: "categorical" for c in s.categorical}
+        cols = {c: (s.features[c].to_numpy(dtype=float) if c in s.numeric else
+                    s.features[c].astype(object).where(s.features[c].notna(), None).to_numpy())
+                for c in s.numeric + s.categorical}
+        ref = {c: v[:s.ref_n] for c, v in cols.items()}
+        starts = list(range(s.ref_n, s.n - s.window + 1, s.window))
+        wins = [{c: v[a:a + s.window] for c, v in cols.items()} for a in starts]
+        change = s.first_change_after_reference()
+        quiet = [i for i, a in enumerate(starts) if change is None or a + s.window <= change]
+        at = next((i for i, a in enumerate(starts) if change is not None and a + s.window > change), None)
+        row: dict = {"window": s.window, "ref_n": s.ref_n, "windows": len(starts), "change": change}
+        for m in methods:
+            flags = [r.drift for r in judge_windows(ref, wins, m, kinds=kinds, **threshold)]
+            fa = sum(flags[i] for i in quiet)
+            hit = None if at is None else next((i - at for i in range(at, len(flags)) if flags[i]), None)
+            row[m] = {"fa_per_100": round(100 * fa / len(quiet), 1) if quiet else None,
+                      "quiet_windows": len(quiet), "delay": hit}
+        out[s.name] = row
+    return out
 
 
 if __name__ == "__main__":
