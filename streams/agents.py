@@ -91,6 +91,7 @@ class Runtime:
             references=self.references,
             checkpoints=CheckpointSource(settings, lambda: self.sink.client),
             committed=self._committed,
+            end_offset=self._end_offset,
             evaluator=evaluator,
             label_hook=_label_hook(monitors, settings),
             alerting=self.alerting,
@@ -104,6 +105,15 @@ class Runtime:
             return self.app.consumer._committed_offset.get(TP(topic, partition))
         except Exception:  # noqa: BLE001 - a Faust internal: no answer means "do not trust checkpoints"
             return None
+
+    def _end_offset(self, topic: str, partition: int) -> int | None:
+        """The partition's end offset as of the last fetch (None if unknown): evidence of a broker that lost
+        its state (:meth:`streams.pipeline.Pipeline._report_untrusted`)."""
+        try:
+            end = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - a Faust internal: no answer means "unknown"
+            return None
+        return None if end is None or end < 0 else int(end)
 
     async def handle(self, events: list) -> None:
         """One batch of Faust events into the pipeline (the events are acked by the pipeline).

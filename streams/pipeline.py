@@ -420,6 +420,7 @@ class Pipeline:
         references=None,  # streams.references.ReferenceStore
         checkpoints: CheckpointSource | None = None,
         committed: Callable[[str, int], int | None] = lambda topic, partition: None,
+        end_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
         evaluator: Evaluator | None | str = "default",
         label_hook=None,
         alerting=None,  # streams.alerts.Alerting: rules evaluated on every closed window
@@ -443,6 +444,7 @@ class Pipeline:
         self.references = references
         self.checkpoints = checkpoints
         self.committed = committed
+        self.end_offset = end_offset
         if evaluator == "default":
             from streams.labels import online_cache_dir
 
@@ -590,16 +592,10 @@ class Pipeline:
         if st_tp.trusted and self.checkpoints is not None:
             ck = await self.checkpoints.latest(key)
         elif self.checkpoints is not None and (key.topic, key.partition) not in self._lost_warned:
-            old = await self.checkpoints.latest(key)  # only to say what was lost, never to resume from
+            old = await self.checkpoints.latest(key)  # only to say what happened, never to resume from
             if old is not None:
                 self._lost_warned.add((key.topic, key.partition))
-                log.warning(
-                    "%s[%d]: the broker has no committed offset for group %s, but InfluxDB holds windows of %s v%s "
-                    "up to offset %d (window #%d): the broker lost its state (an in-memory broker restarted, or the "
-                    "topic was recreated). Events it held that were not yet in a written window are lost; "
-                    "consumption restarts from the beginning of what the broker has now.",
-                    key.topic, key.partition, self.settings.consumer_group, key.model_id, key.model_version,
-                    old.end_pos[0], old.seq)
+                self._report_untrusted(key, old)
         win = model.window
         if win.size_events is not None:
             windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
@@ -622,6 +618,35 @@ class Pipeline:
                  "stored reference" if state.reference is not None and ref_cfg.first_n else
                  ("building the reference" if state.builder is not None else "reference from config"))
         return state
+
+    def _report_untrusted(self, key: StreamKey, old: Checkpoint) -> None:
+        """No committed offset, but InfluxDB holds windows of this partition: say why, with the evidence.
+
+        Two causes look alike: the broker lost its state (an in-memory broker restarted, the topic
+        was recreated), or the group never committed (a restart before the first commit, e.g. while
+        the messages of a ``first_n`` reference were still held until it was stored). Only the
+        broker's end offset tells them apart: if the partition ends before the first message of
+        the newest written window, the broker no longer holds what was windowed — a warning;
+        otherwise the messages are all there and are simply read again (windows are rewritten
+        with the same values) — an info line.
+        """
+        end = self.end_offset(key.topic, key.partition)
+        if end is not None and end <= old.start_pos[0]:
+            log.warning(
+                "%s[%d]: the broker has no committed offset for group %s and the partition ends at offset %d, "
+                "but InfluxDB holds windows of %s v%s from offset %d to %d (window #%d): the broker lost its "
+                "state (an in-memory broker restarted, or the topic was recreated). Events it held that were "
+                "not yet in a written window are lost; consumption restarts from the beginning of what the "
+                "broker has now.",
+                key.topic, key.partition, self.settings.consumer_group, end, key.model_id, key.model_version,
+                old.start_pos[0], old.end_pos[0], old.seq)
+        else:
+            log.info(
+                "%s[%d]: no committed offset for group %s yet (InfluxDB holds windows of %s v%s up to offset %d, "
+                "window #%d; the partition ends at %s): reading the partition from its first offset, the "
+                "windows are rebuilt and rewritten with the same values.",
+                key.topic, key.partition, self.settings.consumer_group, key.model_id, key.model_version,
+                old.end_pos[0], old.seq, "an unknown offset" if end is None else f"offset {end}")
 
     # -- references --------------------------------------------------------------
     def _configure_reference(self, state: StreamState, tracker: AckTracker | None) -> None:

@@ -8,6 +8,7 @@ ones are exercised by tests/integration/test_pipeline.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
 import numpy as np
@@ -420,3 +421,30 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     recs = evaluate(model, StreamKey("t", 0, "m", "v1"), w, ref)
     summary = next(r for r in recs if r.measurement == DRIFT_SUMMARY)
     assert summary.fields["p_val"] == pytest.approx(1 / (86_400 * 25 / 500))  # 500 events in 20 s
+
+
+@pytest.mark.parametrize("end, lost", [(None, False), (200, False), (3, True), (0, True)])
+def test_a_missing_committed_offset_is_called_a_lost_broker_state_only_with_evidence(caplog, end, lost):
+    """Windows in InfluxDB but no committed offset: a warning only when the broker's partition ends
+    before the newest written window's first message (it no longer holds what was windowed);
+    otherwise (a restart before the first commit) an info line."""
+    cfg = config({"size_events": 20})
+    sink = FakeSink()
+    a, _, _, _ = make(cfg, sink=sink)
+    msgs = [batch_msg("m", i * 10, 10, i) for i in range(6)]
+
+    async def run(p, messages):
+        await p.process(messages)
+        await p.drain()
+
+    asyncio.run(run(a, msgs))
+    assert len(sink.windows()) == 3  # windows #1-#3 end at offsets 1, 3, 5
+    b = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
+                 checkpoints=FakeCheckpoints(sink), committed=lambda t, p: None, end_offset=lambda t, p: end,
+                 evaluator=evaluator)
+    with caplog.at_level(logging.INFO, logger="streams.pipeline"):
+        asyncio.run(run(b, msgs[:1]))
+    said = [r for r in caplog.records if "committed offset" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert ("lost its state" in said[0].getMessage()) == lost
+    assert said[0].levelno == (logging.WARNING if lost else logging.INFO)
