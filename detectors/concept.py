@@ -195,12 +195,14 @@ class JoinSnapshot:
     classes: tuple[str, ...]
     has: dict[str, bool]
     stats: JoinStats
+    label_clock: float = -np.inf  # the latest label time seen (LabelJoin.label_clock)
 
     @classmethod
-    def from_arrays(cls, predictions, labels, tomb_ids, tomb_reasons, classes, has, stats) -> "JoinSnapshot":
+    def from_arrays(cls, predictions, labels, tomb_ids, tomb_reasons, classes, has, stats,
+                    label_clock: float = -np.inf) -> "JoinSnapshot":
         """From oldest-first arrays of finished ids and reasons (as :attr:`tomb_ids` / :attr:`tomb_reasons`)."""
         return cls(predictions, labels, list(zip(tomb_ids.tolist()[::-1], tomb_reasons.tolist()[::-1])), classes,
-                   has, stats)
+                   has, stats, label_clock)
 
     @property
     def tomb_ids(self) -> np.ndarray:
@@ -305,16 +307,34 @@ class LabelJoin:
     in the same epoch seconds — event time (e.g. the latest event time seen)
     for replayable results, or wall time. ``max_pending``: most predictions
     held (and, separately, most early labels held); the oldest go first.
+
+    ``align``: event-time alignment of the two streams. A prediction then expires
+    only once the *label* stream has moved past its TTL (the latest label time
+    seen, :attr:`label_clock`, is more than ``ttl_seconds`` after its event time),
+    not when later predictions arrive: when the predictions run ahead of their
+    labels (a backlog read from the start, a slow label source) they wait, bounded
+    by ``max_pending``, and the join gives the same matches as on live traffic. An
+    early label still expires on ``now`` (the prediction stream's clock: its
+    prediction, older than the label, should have come by then).
+
+    >>> j = LabelJoin(ttl_seconds=10, align=True)
+    >>> _ = j.add_predictions(np.array(["a"], dtype=object), np.array([0.0]), pred_label=np.array(["x"], dtype=object))
+    >>> _ = j.add_predictions(np.array(["b"], dtype=object), np.array([500.0]), pred_label=np.array(["x"], dtype=object),
+    ...                       now=500.0)  # the predictions ran ahead: "a" still waits for its label
+    >>> len(j.add_labels(np.array(["a"], dtype=object), np.array(["x"], dtype=object), np.array([5.0]), now=500.0))
+    1
     """
 
     def __init__(self, ttl_seconds: float = 86_400.0, max_pending: int = 1_000_000,
-                 max_pending_labels: int | None = None) -> None:
+                 max_pending_labels: int | None = None, align: bool = False) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be > 0")
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         self.ttl = float(ttl_seconds)
         self.max_pending = int(max_pending)
+        self.align = bool(align)
+        self.label_clock = -np.inf  # the latest label time seen
         self._preds = _Store(max_pending)
         self._labels = _Store(max_pending_labels or max_pending)
         self._tomb: OrderedDict[str, int] = OrderedDict()
@@ -340,9 +360,11 @@ class LabelJoin:
         self.stats.pending_labels = len(self._labels)
 
     def expire(self, now: float) -> int:
-        """Expire predictions and early labels older than the TTL; returns how many predictions expired."""
+        """Expire predictions and early labels older than the TTL; returns how many predictions expired.
+
+        With ``align``, predictions expire on ``min(now, label_clock)`` (see the class docstring)."""
         cutoff = float(now) - self.ttl
-        ps = self._preds.expired(cutoff)
+        ps = self._preds.expired(min(cutoff, self.label_clock - self.ttl) if self.align else cutoff)
         if ps.size:
             ids = self._preds.ids[ps].tolist()
             self._preds.remove(ps)
@@ -414,7 +436,8 @@ class LabelJoin:
         # turned into arrays by whoever serialises the snapshot (JoinSnapshot.tomb_ids)
         recent = list(islice(reversed(self._tomb.items()), tomb_limit))
         return JoinSnapshot(predictions=preds, labels=labels, tomb=recent, classes=tuple(self.classes),
-                            has=dict(self._has), stats=JoinStats(**self.stats.as_fields()))
+                            has=dict(self._has), stats=JoinStats(**self.stats.as_fields()),
+                            label_clock=float(self.label_clock))
 
     def restore(self, snap: "JoinSnapshot", now: float | None = None) -> int:
         """Load a :meth:`snapshot` into this (new, empty) join; returns the predictions restored.
@@ -428,6 +451,7 @@ class LabelJoin:
             raise ValueError("restore into a new LabelJoin only")
         self.classes = tuple(snap.classes)
         self._has.update(snap.has)
+        self.label_clock = float(snap.label_clock)
         p = snap.predictions
         ids = np.asarray(p.get("ids", np.empty(0, dtype=object)), dtype=object)
         k = ids.shape[0]
@@ -548,6 +572,8 @@ class LabelJoin:
             raise ValueError("event_ids, labels and label_times differ in length")
         if now is not None:
             self.expire(now)
+        if n and np.isfinite(lt).any():  # after the expiry: this batch's own predictions must not expire first
+            self.label_clock = max(self.label_clock, float(np.nanmax(lt)))
         self.stats.labels += n
         slots = self._preds.lookup(ids.tolist())
         # within the batch, a repeated id joins once; later copies are duplicates

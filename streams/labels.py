@@ -114,7 +114,8 @@ def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: 
     """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON)."""
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"format": _FORMAT, "clock": clock, "classes": list(snap.classes), "has": snap.has,
-                            "stats": snap.stats.as_fields()}
+                            "stats": snap.stats.as_fields(),
+                            "label_clock": snap.label_clock if math.isfinite(snap.label_clock) else None}
     for prefix, cols in (("p.", snap.predictions), ("l.", snap.labels)):
         for name, col in cols.items():
             if col.dtype == object:
@@ -158,7 +159,7 @@ def decode_state(blob: bytes) -> dict[str, Any]:
     stats = JoinStats(**{k: v for k, v in meta["stats"].items() if k in JoinStats.__dataclass_fields__})
     snap = JoinSnapshot.from_arrays(cols["p."], cols["l."], object_column(data["tomb.ids.json"]),
                                     data["tomb.reasons"].astype(np.int64), tuple(meta["classes"]), dict(meta["has"]),
-                                    stats)
+                                    stats, -math.inf if meta.get("label_clock") is None else meta["label_clock"])
     acc = None
     if "acc" in meta:
         acc = PerformanceAccumulator.from_state(meta["acc"], {k: data[f"acc.{k}"] for k in ("confusion", "delays")})
@@ -262,7 +263,7 @@ class LabelHook:
         from detectors.concept import LabelJoin
 
         cfg = self.models[model_id].labels
-        return LabelJoin(ttl_seconds=cfg.ttl_seconds, max_pending=cfg.max_pending)
+        return LabelJoin(ttl_seconds=cfg.ttl_seconds, max_pending=cfg.max_pending, align=True)
 
     def _ensure(self, model_id: str) -> None:
         """First sight of a model: restore its saved state, if any."""

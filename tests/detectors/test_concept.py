@@ -362,3 +362,62 @@ def test_error_stream_monitor_buffers_while_calibrating_and_resumes_after_a_rest
     again.restore(mid.state())
     again.add_errors(np.zeros(130), 70 + np.arange(130.0))
     assert again.phase == "monitoring" and again.reference.sum() == 10
+
+
+def _stream(n=3000, delay=200, seed=3):
+    """Predictions (event time = index) and their labels ``delay`` events later, 10 % of labels missing."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"e{i}" for i in range(n)], dtype=object)
+    t = np.arange(n, dtype=float)
+    pred = rng.choice(np.array(["a", "b"], dtype=object), n)
+    have = rng.random(n) > 0.1
+    lab_ids, lab_t = ids[have], t[have] + delay
+    return ids, t, pred, lab_ids, lab_t
+
+
+def _run(order, align, ttl=500.0):
+    ids, t, pred, lab_ids, lab_t = _stream()
+    j = LabelJoin(ttl_seconds=ttl, align=align)
+    matched = []
+    now = -np.inf
+
+    def preds(a, b):
+        nonlocal now
+        now = max(now, t[b - 1])
+        matched.extend(j.add_predictions(ids[a:b], t[a:b], pred_label=pred[a:b], now=now).event_id.tolist())
+
+    def labels(a, b):
+        matched.extend(j.add_labels(lab_ids[a:b], np.full(b - a, "a", dtype=object),
+                                    lab_t[a:b], now=now if np.isfinite(now) else None).event_id.tolist())
+
+    step = 100
+    if order == "live":  # labels follow their predictions closely
+        li = 0
+        for a in range(0, len(ids), step):
+            preds(a, a + step)
+            while li < len(lab_ids) and lab_t[li] <= t[a + step - 1]:
+                labels(li, li + 1)
+                li += 1
+        labels(li, len(lab_ids))
+    else:  # a backlog: every prediction read before the first label
+        for a in range(0, len(ids), step):
+            preds(a, a + step)
+        labels(0, len(lab_ids))
+    j.expire(now + 10 * ttl)
+    return sorted(matched), j.stats
+
+
+def test_aligned_join_gives_a_backlog_the_same_matches_as_live_traffic():
+    """With event-time alignment, predictions read far ahead of their labels wait for them (the label
+    stream's clock decides their expiry): a backlog matches exactly what live traffic matches."""
+    live, s_live = _run("live", align=True)
+    backlog, s_backlog = _run("backlog", align=True)
+    n_labels = len(_stream()[3])
+    assert len(live) == n_labels and backlog == live
+    assert s_backlog.matched == s_live.matched == n_labels
+    # the unlabelled predictions: expired once the labels moved a TTL past them, or still waiting (the last ones)
+    assert (s_backlog.expired, s_backlog.pending_predictions) == (s_live.expired, s_live.pending_predictions)
+    assert s_live.expired + s_live.pending_predictions == 3000 - n_labels and s_live.expired > 0
+    # without alignment the backlog loses the labels of every prediction more than a TTL behind the last one
+    old, s_old = _run("backlog", align=False)
+    assert len(old) < n_labels // 5 and s_old.late_labels == n_labels - len(old)
