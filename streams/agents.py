@@ -178,7 +178,8 @@ class Runtime:
 
         if rt.pipeline.label_hook is not None:
             @app.timer(interval=1.0, name="driftwatch-label-snapshots")
-            async def label_snapshots():  # pending predictions survive a restart (streams/labels.py)
+            async def label_snapshots():  # label results within ~1 s; the join survives a restart (streams/labels.py)
+                await rt.pipeline.flush_labels()
                 await rt.pipeline.label_hook.snapshot_if_due()
 
         @app.timer(interval=stats_every, name="driftwatch-stats")
@@ -198,6 +199,10 @@ class Runtime:
             except Exception as e:  # noqa: BLE001
                 log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
             if rt.pipeline.label_hook is not None:
+                try:  # label results not yet written, then the last label-join snapshot
+                    await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
                 try:  # the last label-join snapshot: a SIGTERM loses no waiting prediction
                     await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
                 except Exception as e:  # noqa: BLE001

@@ -67,6 +67,7 @@ window closes next.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import importlib
 import io
@@ -77,6 +78,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +94,12 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_SECONDS = 5.0
 """Default interval of the label-join snapshots (what a SIGKILL can lose at most)."""
+KEEP_WINDOWS = 1000
+"""Windows per model whose label-derived results are kept (a label for an older window's prediction is dropped)."""
 ERROR_STREAM_METRIC = "error_stream"
 FET_DETECTOR = "fet_online"
-_FORMAT = 1
+_FORMAT = 2
+_FORMATS = (1, 2)  # 1: before the results per window (its accumulator is ignored)
 
 
 def labels_path(state_dir: Path | str) -> Path:
@@ -107,15 +112,188 @@ def online_cache_dir(state_dir: Path | str) -> Path:
     return Path(state_dir) / "cache" / "online"
 
 
+# ----------------------------------------------------------------------------- results per window
+
+
+@dataclass
+class WindowResult:
+    """Label-derived results of one window of predictions, rewritten as its labels arrive.
+
+    ``acc``: realized performance of the window's predictions joined so far;
+    ``errors``: the error-stream detector's fields over their errors (merged across
+    feeds, :func:`merge_error_fields`). ``changed`` counts changes; ``submitted`` /
+    ``written`` the change count last handed to / confirmed by InfluxDB: the window is
+    written again until ``written == changed`` (nothing is lost while InfluxDB is down,
+    nor by a crash: these counters are in the snapshot).
+    """
+
+    version: str
+    time_ns: int
+    end_time: float
+    acc: Any = None  # detectors.performance.PerformanceAccumulator
+    errors: dict[str, Any] | None = None
+    changed: int = 0
+    submitted: int = 0
+    written: int = 0
+
+
+_SUM = ("n", "n_detections", "n_buffered", "n_dropped")
+_MAX = ("drift", "statistic")
+
+
+def merge_error_fields(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The error-stream fields of one window fed in several pieces (counts add up, the first detection stays).
+
+    >>> merge_error_fields({"n": 10, "error_rate": 0.1, "drift": 0}, {"n": 30, "error_rate": 0.5, "drift": 1})
+    {'n': 40, 'error_rate': 0.4, 'drift': 1}
+    """
+    if old is None:
+        return dict(new)
+    out = {**old, **{k: v for k, v in new.items() if k not in _SUM + _MAX + ("error_rate",)}}
+    for k in _SUM:
+        if k in old or k in new:
+            out[k] = old.get(k, 0) + new.get(k, 0)
+    for k in _MAX:
+        if k in old or k in new:
+            out[k] = max(old.get(k, -math.inf), new.get(k, -math.inf))
+    n_old, n_new = old.get("n", 0), new.get("n", 0)
+    if n_old + n_new:
+        out["error_rate"] = (old.get("error_rate", 0.0) * n_old + new.get("error_rate", 0.0) * n_new) / (n_old + n_new)
+    if "first_detection_time" in old:  # the first detection (and the threshold it crossed) stay
+        for k in ("first_detection_time", "first_detection_event_time", "threshold"):
+            if k in old:
+                out[k] = old[k]
+    return out
+
+
+class LabelResults:
+    """Records of label-derived results, and what to mark written once InfluxDB confirmed them."""
+
+    def __init__(self, records: list[Record] | None = None, marks: list[tuple[WindowResult, int]] | None = None):
+        self.records = records or []
+        self.marks = marks or []
+
+    def confirm(self) -> None:
+        """InfluxDB has the records: their windows are written up to the submitted change."""
+        for res, gen in self.marks:
+            res.written = max(res.written, gen)
+
+    def failed(self) -> None:
+        """Not written: submit these windows again at the next flush."""
+        for res, gen in self.marks:
+            if res.submitted == gen:
+                res.submitted = res.written
+
+
+@dataclass
+class ModelResults:
+    """One model's closed windows (by end event time) and the joined rows not yet attributed to one."""
+
+    ends: list[float] = field(default_factory=list)  # sorted window end event times
+    keys: list[tuple[str, int]] = field(default_factory=list)  # (version, time_ns) per end
+    results: dict[tuple[str, int], WindowResult] = field(default_factory=dict)
+    waiting: list[Any] = field(default_factory=list)  # detectors.concept.Joined, in join order
+    calibrating: tuple[str, int] | None = None  # window whose errors wait in the monitor's calibration buffer
+    floor: float = -math.inf  # end of the newest window no longer kept: older rows are dropped
+    dropped: int = 0  # joined rows of windows no longer kept
+
+    def add_window(self, version: str, time_ns: int, end_time: float, keep: int) -> None:
+        key = (version, int(time_ns))
+        if key in self.results:
+            return  # replayed after a restart
+        i = bisect.bisect_right(self.ends, end_time)
+        self.ends.insert(i, float(end_time))
+        self.keys.insert(i, key)
+        self.results[key] = WindowResult(version, int(time_ns), float(end_time))
+        while len(self.ends) > keep:  # the oldest windows no longer take rows (docs/worker.md)
+            self.keys.pop(0)
+            self.floor = max(self.floor, self.ends.pop(0))
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget the results of windows no longer kept once they are written."""
+        live = set(self.keys)
+        for k in [k for k, r in self.results.items() if k not in live and r.written >= r.changed]:
+            del self.results[k]
+
+    def attributable(self, event_time: np.ndarray) -> tuple[np.ndarray, int]:
+        """Window index of each row (-1: before the kept windows), and how many leading rows have a
+        closed window (the rest wait: rows are attributed in join order, see LabelHook)."""
+        idx = np.searchsorted(np.asarray(self.ends), event_time, side="left")
+        beyond = np.flatnonzero(idx >= len(self.ends))
+        n = int(beyond[0]) if beyond.size else int(event_time.shape[0])
+        idx = np.where(event_time <= self.floor, -1, idx)
+        return idx[:n], n
+
+
 # ----------------------------------------------------------------------------- encoding
 
 
-def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: float) -> bytes:
+def _encode_results(mr: ModelResults | None, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """A model's window results and waiting joined rows into ``meta`` / ``arrays`` (see :func:`encode_state`)."""
+    if mr is None:
+        return
+    results = []
+    for i, res in enumerate(mr.results.values()):
+        item = {"version": res.version, "time_ns": res.time_ns, "end_time": res.end_time, "errors": res.errors,
+                "changed": res.changed, "written": res.written, "acc": None}
+        if res.acc is not None:
+            item["acc"], acc_arrays = res.acc.state()
+            arrays.update({f"res{i}.{k}": v for k, v in acc_arrays.items()})
+        results.append(item)
+    meta["results"] = {"ends": mr.ends, "keys": [list(k) for k in mr.keys], "items": results,
+                       "calibrating": list(mr.calibrating) if mr.calibrating else None,
+                       "floor": mr.floor if math.isfinite(mr.floor) else None, "dropped": mr.dropped}
+    if mr.waiting:
+        from detectors.concept import Joined
+
+        rows = Joined.concat(mr.waiting)
+        meta["waiting_classes"] = list(rows.classes)
+        for name in ("event_id", "label", "pred_label"):
+            col = getattr(rows, name)
+            if col is not None:
+                arrays[f"w.{name}.json"] = json_column(col)
+        for name in ("event_time", "label_time", "pred_proba", "pred_value"):
+            col = getattr(rows, name)
+            if col is not None:
+                arrays[f"w.{name}"] = np.asarray(col, dtype=np.float64)
+
+
+def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelResults | None:
+    from detectors.concept import Joined
+    from detectors.performance import PerformanceAccumulator
+
+    r = meta.get("results")
+    if r is None:
+        return None
+    mr = ModelResults(ends=[float(e) for e in r["ends"]], keys=[(str(v), int(t)) for v, t in r["keys"]],
+                      calibrating=tuple(r["calibrating"]) if r["calibrating"] else None,
+                      floor=-math.inf if r["floor"] is None else float(r["floor"]), dropped=int(r["dropped"]))
+    for i, item in enumerate(r["items"]):
+        acc = None
+        if item["acc"] is not None:
+            acc = PerformanceAccumulator.from_state(item["acc"], {k: data[f"res{i}.{k}"] for k in ("confusion", "delays")})
+        # submitted = written: what InfluxDB may not have is written again
+        res = WindowResult(item["version"], int(item["time_ns"]), float(item["end_time"]), acc, item["errors"],
+                           int(item["changed"]), int(item["written"]), int(item["written"]))
+        mr.results[(res.version, res.time_ns)] = res
+    if "w.event_id.json" in data:
+        def obj(name):
+            return object_column(data[f"w.{name}.json"]) if f"w.{name}.json" in data else None
+
+        mr.waiting = [Joined(obj("event_id"), data["w.event_time"], data["w.label_time"], obj("label"), obj("pred_label"),
+                             data.get("w.pred_proba"), data.get("w.pred_value"), tuple(meta.get("waiting_classes", ())))]
+    return mr
+
+
+def encode_state(snap, results: ModelResults | None, monitor_state: dict[str, np.ndarray] | None,
+                 clock: float, offsets: dict[tuple[str, int], int] | None = None) -> bytes:
     """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON)."""
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"format": _FORMAT, "clock": clock, "classes": list(snap.classes), "has": snap.has,
                             "stats": snap.stats.as_fields(),
-                            "label_clock": snap.label_clock if math.isfinite(snap.label_clock) else None}
+                            "label_clock": snap.label_clock if math.isfinite(snap.label_clock) else None,
+                            "offsets": [[t, p, o] for (t, p), o in sorted((offsets or {}).items())]}
     for prefix, cols in (("p.", snap.predictions), ("l.", snap.labels)):
         for name, col in cols.items():
             if col.dtype == object:
@@ -124,9 +302,7 @@ def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: 
                 arrays[f"{prefix}{name}"] = col
     arrays["tomb.ids.json"] = json_column(snap.tomb_ids)
     arrays["tomb.reasons"] = snap.tomb_reasons.astype(np.int8)
-    if acc is not None:
-        meta["acc"], acc_arrays = acc.state()
-        arrays.update({f"acc.{k}": v for k, v in acc_arrays.items()})
+    _encode_results(results, meta, arrays)
     if monitor_state is not None:
         meta["monitor"] = sorted(monitor_state)
         for k, v in monitor_state.items():
@@ -138,14 +314,13 @@ def encode_state(snap, acc, monitor_state: dict[str, np.ndarray] | None, clock: 
 
 
 def decode_state(blob: bytes) -> dict[str, Any]:
-    """Inverse of :func:`encode_state`: ``snapshot`` (a JoinSnapshot), ``acc``, ``monitor``, ``clock``."""
+    """Inverse of :func:`encode_state`: ``snapshot`` (a JoinSnapshot), ``results``, ``monitor``, ``clock``."""
     from detectors.concept import JoinSnapshot, JoinStats
-    from detectors.performance import PerformanceAccumulator
 
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     meta = json.loads(bytes(data.pop("meta")).decode())
-    if meta.get("format") != _FORMAT:
+    if meta.get("format") not in _FORMATS:
         raise ValueError(f"unknown label-state format {meta.get('format')!r}")
     cols: dict[str, dict[str, np.ndarray]] = {"p.": {}, "l.": {}}
     for k, v in data.items():
@@ -160,11 +335,10 @@ def decode_state(blob: bytes) -> dict[str, Any]:
     snap = JoinSnapshot.from_arrays(cols["p."], cols["l."], object_column(data["tomb.ids.json"]),
                                     data["tomb.reasons"].astype(np.int64), tuple(meta["classes"]), dict(meta["has"]),
                                     stats, -math.inf if meta.get("label_clock") is None else meta["label_clock"])
-    acc = None
-    if "acc" in meta:
-        acc = PerformanceAccumulator.from_state(meta["acc"], {k: data[f"acc.{k}"] for k in ("confusion", "delays")})
     monitor = {k: data[f"mon.{k}"] for k in meta["monitor"]} if "monitor" in meta else None
-    return {"snapshot": snap, "acc": acc, "monitor": monitor, "clock": float(meta["clock"])}
+    offsets = {(str(t), int(p)): int(o) for t, p, o in meta.get("offsets", [])}
+    return {"snapshot": snap, "results": _decode_results(meta, data), "monitor": monitor, "clock": float(meta["clock"]),
+            "offsets": offsets}
 
 
 class LabelStore:
@@ -245,7 +419,11 @@ class LabelHook:
         self.snapshot_every = float(snapshot_every)
         self.clock = clock
         self._joins: dict[str, object] = {}
-        self._acc: dict[str, object] = {}
+        self._res: dict[str, ModelResults] = {}
+        self._offsets: dict[str, dict[tuple[str, int], int]] = {}  # model -> (topic, partition) -> last offset fed
+        self._fed: list[tuple[str, int, np.ndarray]] = []
+        self._held: list[tuple[Any, np.ndarray]] = []  # (AckTracker, offsets) released by the next snapshot
+        self.keep_windows = KEEP_WINDOWS
         self._mon: dict[str, object] = {}
         self._cal_rows: dict[str, object] = {}  # model -> CalibrationCollector (CBPE's labelled reference)
         self._ref_cal: dict[str, object] = {}  # model -> the Calibration of its labelled reference file
@@ -286,8 +464,9 @@ class LabelHook:
             return
         self._joins[model_id] = join
         self._now[model_id] = max(self._now.get(model_id, -math.inf), st["clock"])
-        if st["acc"] is not None:
-            self._acc[model_id] = st["acc"]
+        if st["results"] is not None:
+            self._res[model_id] = st["results"]
+        self._offsets[model_id] = dict(st["offsets"])
         if st["monitor"] is not None:
             mon = self._monitor(model_id)
             if mon is not None:
@@ -318,26 +497,124 @@ class LabelHook:
         return mon
 
     def _add(self, model_id: str, rows) -> None:
-        if not len(rows):
+        """Joined rows wait (in join order) to be attributed to their prediction's window (:meth:`_drain`)."""
+        if len(rows):
+            self._res_of(model_id).waiting.append(rows)
+
+    def _res_of(self, model_id: str) -> ModelResults:
+        r = self._res.get(model_id)
+        if r is None:
+            r = self._res[model_id] = ModelResults()
+        return r
+
+    def _drain(self, model_id: str) -> None:
+        """Attribute the waiting joined rows to the closed windows of their predictions, in join order.
+
+        Each row goes to the first closed window whose end event time is at or after its
+        prediction's event time; rows after the first one whose window has not closed yet
+        wait, and so do all rows while the error-stream detector calibrates on its thread:
+        the detector sees the errors in join order, each window gets the same rows and the
+        same verdict whatever the timing (live, a backlog, a restart).
+        """
+        from detectors.concept import Joined
+
+        mr = self._res.get(model_id)
+        if mr is None or not mr.ends:
             return
+        mon = self._monitor(model_id)
+        if mon is not None and mr.calibrating is not None:
+            if not mon.ready:
+                return
+            key, mr.calibrating = mr.calibrating, None  # the buffered errors ran: they belong to that window
+            res = mr.results.get(key)
+            if res is not None:
+                res.errors = merge_error_fields(res.errors, mon.window_fields())
+                res.changed += 1
+        if not mr.waiting:
+            return
+        rows = Joined.concat(mr.waiting) if len(mr.waiting) > 1 else mr.waiting[0]
+        idx, n = mr.attributable(rows.event_time)
+        if n == 0:
+            mr.waiting = [rows]
+            return
+        # runs of rows of the same window, in join order
+        cuts = np.flatnonzero(np.diff(idx)) + 1
+        starts = np.concatenate([[0], cuts]).astype(np.int64)
+        stops = np.concatenate([cuts, [n]]).astype(np.int64)
+        done = 0
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            done = b
+            if idx[a] < 0:
+                mr.dropped += b - a
+                continue
+            res = mr.results[mr.keys[int(idx[a])]]
+            part = rows.take(np.arange(a, b))
+            self._accumulate(model_id, res, part)
+            if mon is not None:
+                try:
+                    mon.add(part)
+                    if mon.phase == "calibrating" and not mon.ready:  # the rest of this piece is buffered
+                        mr.calibrating = (res.version, res.time_ns)
+                        break
+                    res.errors = merge_error_fields(res.errors, mon.window_fields())
+                except Exception:  # noqa: BLE001 - the error-stream detector must not stop the join
+                    log.exception("error-stream detection failed for %s", model_id)
+            res.changed += 1
+        if mr.calibrating is not None and done:
+            res.changed += 1
+        mr.waiting = [rows.take(np.arange(done, len(rows)))] if done < len(rows) else []
+
+    def _accumulate(self, model_id: str, res: WindowResult, rows) -> None:
         from detectors.performance import PerformanceAccumulator
 
         task = self.models[model_id].task
-        acc = self._acc.get(model_id)
-        if acc is None:
-            acc = self._acc[model_id] = PerformanceAccumulator(task)
+        if res.acc is None:
+            res.acc = PerformanceAccumulator(task)
         if task == "regression":
             if rows.pred_value is not None:
-                acc.add(rows.label_value, rows.pred_value, delays=rows.delay)
+                res.acc.add(rows.label_value, rows.pred_value, delays=rows.delay)
         elif rows.pred_label is not None:
-            acc.add(rows.label, rows.pred_label, rows.pred_proba, rows.classes, delays=rows.delay)
-            self._calibration_rows(model_id, rows, acc)
-        mon = self._monitor(model_id)
-        if mon is not None:
-            try:
-                mon.add(rows)
-            except Exception:  # noqa: BLE001 - the error-stream detector must not stop the join
-                log.exception("error-stream detection failed for %s", model_id)
+            res.acc.add(rows.label, rows.pred_label, rows.pred_proba, rows.classes, delays=rows.delay)
+            self._calibration_rows(model_id, rows, res.acc)
+
+    def _collect(self, model_ids) -> LabelResults:
+        """Records of every window whose results changed since they were last handed to InfluxDB."""
+        from detectors.performance import performance_records
+
+        out = LabelResults()
+        for m in model_ids:
+            mr = self._res.get(m)
+            if mr is None:
+                continue
+            for res in mr.results.values():
+                if res.changed <= res.submitted:
+                    continue
+                tags = {T_MODEL: m, T_VERSION: res.version}
+                if res.acc is not None and res.acc.n:
+                    extra = {"n_labels": res.acc.n, **res.acc.delay_quantiles()}
+                    out.records += performance_records(res.acc.metrics(), tags, res.time_ns, estimated=False,
+                                                       n=res.acc.n, extra=extra)
+                if res.errors is not None:
+                    fields = {k: v for k, v in res.errors.items() if not (isinstance(v, float) and not math.isfinite(v))}
+                    out.records.append(Record(PERFORMANCE, {**tags, T_METRIC: ERROR_STREAM_METRIC,
+                                                            T_DETECTOR: FET_DETECTOR}, fields, res.time_ns))
+                res.submitted = res.changed
+                out.marks.append((res, res.changed))
+                self._dirty.add(m)
+            mr.prune()
+        return out
+
+    def flush(self) -> LabelResults:
+        """The timer's call (every second): attribute what joined since, and the records of the windows that
+        changed — a label's result is in InfluxDB within about a second of its arrival, also when the
+        stream pauses or ends (no next window needed)."""
+        try:
+            for m in list(self._res):
+                self._drain(m)
+            return self._collect(list(self._res))
+        except Exception:  # noqa: BLE001 - label results must not stop the worker
+            log.exception("label results failed")
+            return LabelResults()
 
     # -- CBPE's calibration ------------------------------------------------------------
     def _calibration_rows(self, model_id: str, rows, acc) -> None:
@@ -382,15 +659,51 @@ class LabelHook:
         return f"waiting for labels: {col.n} of {need} joined labels with probabilities so far"
 
     # -- hooks ----------------------------------------------------------------------
-    def on_predictions(self, key: StreamKey, frame: Frame) -> None:
+    def _fresh(self, model_id: str, topic: str, partition: int, origin: np.ndarray | None) -> np.ndarray | None:
+        """Mask of the rows not fed to the join before (offset above the highest one fed for this model and
+        partition: rows read again after a restart or a rebalance are in the state already); remembers the
+        messages fed, to hold them until a snapshot has them (:meth:`take_fed`). None: no offsets known."""
+        if origin is None:
+            return None
+        offs = self._offsets.setdefault(model_id, {})
+        last = offs.get((topic, partition), -1)
+        fresh = origin > last
+        if fresh.any():
+            offs[(topic, partition)] = int(origin[fresh].max())
+            if self.store is not None:
+                self._fed.append((topic, partition, np.unique(origin[fresh])))
+        return fresh
+
+    def take_fed(self) -> list[tuple[str, int, np.ndarray]]:
+        """``(topic, partition, offsets)`` of the messages fed to the join since the last call: the pipeline
+        keeps them un-acked and hands them back (:meth:`hold_until_snapshot`) until a snapshot that contains
+        what they brought is written — a crash then re-reads exactly what the restored state lacks."""
+        fed, self._fed = self._fed, []
+        return fed
+
+    def hold_until_snapshot(self, tracker, offsets: np.ndarray) -> None:
+        """Release ``offsets`` on ``tracker`` (a :class:`streams.pipeline.AckTracker`) after the next snapshot."""
+        self._held.append((tracker, offsets))
+
+    def _release(self, held) -> None:
+        for tracker, offsets in held:
+            tracker.release(offsets.tolist())
+
+    def on_predictions(self, key: StreamKey, frame: Frame, origin: np.ndarray | None = None) -> None:
         if not len(frame):
             return
         try:
             self._ensure(key.model_id)
+            if key.model_id not in self._joins and key.model_id not in self.eager:
+                self._now[key.model_id] = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
+                return  # no label seen yet for this model: do not hold its predictions
+            fresh = self._fresh(key.model_id, key.topic, key.partition, origin)
+            if fresh is not None and not fresh.all():
+                if not fresh.any():
+                    return
+                frame = frame.take(fresh)
             now = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
             self._now[key.model_id] = now
-            if key.model_id not in self._joins and key.model_id not in self.eager:
-                return  # no label seen yet for this model: do not hold its predictions
             rows = self._join(key.model_id).add_predictions(
                 frame.event_id, frame.event_time, pred_label=frame.pred_label, pred_proba=frame.pred_proba,
                 classes=frame.classes, pred_value=frame.pred_value, now=now)
@@ -404,39 +717,50 @@ class LabelHook:
             return
         try:
             self._ensure(part.model_id)
+            fresh = self._fresh(part.model_id, part.topic, part.partition, part.origin)
+            ids, labels, times = part.event_id, part.label, part.label_time
+            if fresh is not None and not fresh.all():
+                if not fresh.any():
+                    return
+                ids, labels, times = ids[fresh], labels[fresh], times[fresh]
             now = self._now.get(part.model_id)
-            rows = self._join(part.model_id).add_labels(part.event_id, part.label, part.label_time,
-                                                        now=None if now is None else now)
+            rows = self._join(part.model_id).add_labels(ids, labels, times, now=None if now is None else now)
             self._add(part.model_id, rows)
             self._dirty.add(part.model_id)
         except Exception:  # noqa: BLE001
             log.exception("label join failed on labels of %s", part.model_id)
 
-    def on_window(self, key: StreamKey, window) -> list[Record]:
-        """Realized performance of the rows joined since the model's previous window, join counters,
-        and the error-stream detector's verdict."""
-        out: list[Record] = []
+    def last_window_ns(self, key: StreamKey) -> int:
+        """Point time of the newest window of ``key``'s model and version the label results know (-1: none)."""
+        self._ensure(key.model_id)
+        mr = self._res.get(key.model_id)
+        times = [t for v, t in mr.keys if v == key.model_version] if mr is not None else []
+        return max(times, default=-1)
+
+    def add_window(self, key: StreamKey, time_ns: int, end_time: float) -> None:
+        """A window written before a restart that the restored state does not know (see Pipeline._new_state)."""
+        self._ensure(key.model_id)
+        self._res_of(key.model_id).add_window(key.model_version, time_ns, end_time, self.keep_windows)
+        self._dirty.add(key.model_id)
+
+    def on_window(self, key: StreamKey, window) -> LabelResults:
+        """A window of the model closed: its predictions' joined rows are attributed to it (now and as their
+        labels arrive, :meth:`flush`); returns the records of the model's windows whose label-derived results
+        changed, and the join's counters at the window's time."""
+        out = LabelResults()
         try:
             self._ensure(key.model_id)
             from detectors.concept import join_records
-            from detectors.performance import performance_records
 
-            tags = {T_MODEL: key.model_id, T_VERSION: key.model_version}
-            acc = self._acc.pop(key.model_id, None)
-            if acc is not None and acc.n:
-                extra = {"n_labels": acc.n, **acc.delay_quantiles()}
-                out += performance_records(acc.metrics(), tags, window.time_ns, estimated=False, n=acc.n,
-                                           extra=extra)
             j = self._joins.get(key.model_id)
+            mr = self._res_of(key.model_id)  # also before the first label: its predictions may be labelled later
+            mr.add_window(key.model_version, window.time_ns, window.end_time, self.keep_windows)
+            self._dirty.add(key.model_id)
+            self._drain(key.model_id)
+            out = self._collect([key.model_id])
             if j is not None:
-                out += join_records(j.stats, tags, window.time_ns)
-                self._dirty.add(key.model_id)
-            mon = self._mon.get(key.model_id)
-            if mon is not None:
-                fields = {k: v for k, v in mon.window_fields().items()
-                          if not (isinstance(v, float) and not math.isfinite(v))}
-                out.append(Record(PERFORMANCE, {**tags, T_METRIC: ERROR_STREAM_METRIC, T_DETECTOR: FET_DETECTOR},
-                                  fields, window.time_ns))
+                out.records += join_records(j.stats, {T_MODEL: key.model_id, T_VERSION: key.model_version},
+                                            window.time_ns)
         except Exception:  # noqa: BLE001
             log.exception("performance records failed for %s", key.model_id)
         return out
@@ -449,17 +773,18 @@ class LabelHook:
             j = self._joins.get(m)
             if j is None:
                 continue
-            acc = self._acc.get(m)
+            mr = self._res.get(m)
             mon = self._mon.get(m)
-            items.append((m, j.snapshot(), copy.deepcopy(acc) if acc is not None else None,
-                          mon.state() if mon is not None else None, self._now.get(m, -math.inf)))
+            items.append((m, j.snapshot(), copy.deepcopy(mr) if mr is not None else None,
+                          mon.state() if mon is not None else None, self._now.get(m, -math.inf),
+                          dict(self._offsets.get(m, {}))))
         self._dirty.clear()
         return items
 
     def _write(self, items) -> int:
         rows = []
-        for m, snap, acc, mon, clock in items:
-            rows.append((m, clock, int(snap.predictions["ids"].shape[0]), encode_state(snap, acc, mon, clock)))
+        for m, snap, mr, mon, clock, offsets in items:
+            rows.append((m, clock, int(snap.predictions["ids"].shape[0]), encode_state(snap, mr, mon, clock, offsets)))
         if rows:
             self.store.save(rows)
         return sum(len(r[3]) for r in rows)
@@ -468,9 +793,12 @@ class LabelHook:
         """Write the changed models' state now, on this thread; returns the bytes written."""
         if self.store is None:
             return 0
+        held, self._held = self._held, []
         items = self._capture()
         self._last_snapshot = self.clock()
-        return self._write(items) if items else 0
+        n = self._write(items) if items else 0
+        self._release(held)
+        return n
 
     async def snapshot_if_due(self, force: bool = False) -> int:
         """Write the changed models' state if ``snapshot_every`` has passed (the copies are taken here,
@@ -480,10 +808,12 @@ class LabelHook:
         if not force and self.clock() - self._last_snapshot < self.snapshot_every:
             return 0
         t0 = time.perf_counter()
+        held, self._held = self._held, []  # messages whose rows this snapshot contains
         items = self._capture()
         t1 = time.perf_counter()
         self._last_snapshot = self.clock()
         if not items:
+            self._release(held)
             return 0
         self._writing = True
         try:
@@ -491,9 +821,11 @@ class LabelHook:
         except Exception:  # noqa: BLE001 - disk full, locked file...: try again at the next tick
             log.exception("writing the label-join snapshot to %s failed; retrying", self.store.path)
             self._dirty.update(m for m, *_ in items)
+            self._held = held + self._held
             return 0
         finally:
             self._writing = False
+        self._release(held)
         log.debug("label-join snapshot of %d model(s): %d bytes, copy %.1f ms, write %.1f ms", len(items), n,
                   1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
         return n

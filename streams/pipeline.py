@@ -205,6 +205,16 @@ class CheckpointSource:
         self.max_backoff = max_backoff
 
     async def latest(self, key: StreamKey) -> Checkpoint | None:
+        rows = await self._query(key, "ORDER BY time DESC LIMIT 1")
+        return checkpoint_from_row(rows[0]) if rows else None
+
+    async def since(self, key: StreamKey, after_ns: int) -> list[Checkpoint]:
+        """Checkpoints of the windows of ``key`` written after ``after_ns``, oldest first (the label join
+        learns the windows a crashed worker wrote after its last label snapshot)."""
+        rows = await self._query(key, f"AND time > {int(after_ns)} ORDER BY time ASC")
+        return [c for c in map(checkpoint_from_row, rows) if c is not None]
+
+    async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
         from streams.influx_admin import quote_ident
         from streams.sinks.influx import DatabaseNotFound, InfluxQueryError, aquery
 
@@ -215,22 +225,19 @@ class CheckpointSource:
             f"SELECT * FROM {quote_ident(WINDOW)} WHERE {quote_ident(T_MODEL)} = {lit(key.model_id)}"
             f" AND {quote_ident(T_VERSION)} = {lit(key.model_version)}"
             f" AND {quote_ident(CKPT_FIELDS['topic'])} = {lit(key.topic)}"
-            f" AND {quote_ident(CKPT_FIELDS['partition'])} = {int(key.partition)}"
-            " ORDER BY time DESC LIMIT 1"
+            f" AND {quote_ident(CKPT_FIELDS['partition'])} = {int(key.partition)} {tail}"
         )
         backoff = 0.5
         while True:
             try:
-                rows = await aquery(self._client(), self.settings, q)
-                break
+                return await aquery(self._client(), self.settings, q)
             except DatabaseNotFound:
-                return None
+                return []
             except InfluxQueryError as e:
                 log.warning("cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
                             "/".join(map(str, key)), e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
-        return checkpoint_from_row(rows[0]) if rows else None
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -568,7 +575,13 @@ class Pipeline:
                     self.label_hook.on_labels(p)
         if self.label_hook is not None:
             for key, part in decoded.frames.items():
-                self.label_hook.on_predictions(key, part.frame)
+                self.label_hook.on_predictions(key, part.frame, part.origin)
+            # messages fed to the label join stay un-acked until a snapshot of the join holds them
+            for topic, partition, offsets in self.label_hook.take_fed():
+                st_tp = tps.get((topic, partition))
+                if st_tp is not None:
+                    st_tp.tracker.hold(offsets.tolist())
+                    self.label_hook.hold_until_snapshot(st_tp.tracker, offsets)
 
     def _warn_undeclared(self, model_id: str, unknown: dict) -> None:
         """Log once per (model, name) that events carry a feature the config does not declare (bounded)."""
@@ -597,6 +610,13 @@ class Pipeline:
                 self._lost_warned.add((key.topic, key.partition))
                 self._report_untrusted(key, old)
         win = model.window
+        if ck is not None and self.label_hook is not None:
+            # windows written after the label join's last snapshot (a crash): their predictions' labels go to them
+            after = self.label_hook.last_window_ns(key)
+            if after < ck.time_ns:
+                for c in await self.checkpoints.since(key, after):
+                    self.label_hook.add_window(key, c.time_ns,
+                                               c.max_event_time if win.size_events is not None else c.closed_until)
         if win.size_events is not None:
             windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
         else:
@@ -951,7 +971,7 @@ class Pipeline:
         if duration > 0:
             fields[F_EVENTS_PER_S] = w.n / duration
         w.calibration = self._calibration(model, key, reference)
-        label_records = list(self.label_hook.on_window(key, w)) if self.label_hook is not None else []
+        labelled = self.label_hook.on_window(key, w) if self.label_hook is not None else None
         if cfg.rolling:
             release = state.prev_holds
             state.prev_holds = w.holds
@@ -976,7 +996,8 @@ class Pipeline:
             records = [r if r.time_ns == w.time_ns else replace(r, time_ns=w.time_ns) for r in records]
             if previous is not None:
                 await asyncio.wait([previous])  # results go to the sink in closing order
-            records.extend(label_records)
+            if labelled is not None:
+                records.extend(labelled.records)
             records.append(Record(WINDOW, {T_MODEL: key.model_id, T_VERSION: key.model_version}, fields, w.time_ns))
             if self.alerting is not None:  # never blocks on the network: deliveries have their own queues
                 try:
@@ -988,7 +1009,11 @@ class Pipeline:
 
             def done(_f: asyncio.Future) -> None:
                 if _f.cancelled() or _f.exception() is not None:
+                    if labelled is not None:
+                        labelled.failed()
                     return  # not written: keep the messages un-acked (they are re-read after a restart)
+                if labelled is not None:
+                    labelled.confirm()
                 for h in release:
                     tracker.release(h.tolist())
 
@@ -1140,6 +1165,35 @@ class Pipeline:
                             await self._window_closed(state, w, st_tp.tracker)
                             closed += 1
         return closed
+
+    async def flush_labels(self) -> int:
+        """Label-derived results that changed since the last call go to InfluxDB (the worker's 1 s timer):
+        a label's realized performance and error-stream verdict are written within about a second of its
+        arrival, also when no window closes any more (a paused or ended stream). Returns the records."""
+        if self.label_hook is None:
+            return 0
+        async with self.lock:
+            out = self.label_hook.flush()
+            if not out.records:
+                return 0
+
+            async def submit(previous: asyncio.Future | None) -> None:
+                if previous is not None:
+                    await asyncio.wait([previous])  # after the windows closed before (same points: last wins)
+                fut = await self.sink.submit(out.records)
+
+                def done(f: asyncio.Future) -> None:
+                    if f.cancelled() or f.exception() is not None:
+                        out.failed()
+                    else:
+                        out.confirm()
+
+                fut.add_done_callback(done)
+
+            task = asyncio.ensure_future(submit(self._chain))
+            self._chain = task
+            self._track(task)
+        return len(out.records)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for background work (window evaluations, reference stores, dead letters) to finish."""

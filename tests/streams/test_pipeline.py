@@ -88,6 +88,16 @@ class FakeCheckpoints:
         if not rows:
             return None
         r = max(rows, key=lambda r: r.time_ns)
+        return self._ck(r)
+
+    async def since(self, key: StreamKey, after_ns: int):
+        rows = {r.time_ns: r for r in self.sink.windows() if r.tags["model"] == key.model_id
+                and r.tags["version"] == key.model_version and r.fields["ckpt_partition"] == key.partition
+                and r.time_ns > after_ns}
+        return [self._ck(rows[t]) for t in sorted(rows)]
+
+    @staticmethod
+    def _ck(r):
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.fields.items()}
         return checkpoint_from_row({**row, "time": r.time_ns})
 
