@@ -169,9 +169,12 @@ def merge_error_fields(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[
 class LabelResults:
     """Records of label-derived results, and what to mark written once InfluxDB confirmed them."""
 
-    def __init__(self, records: list[Record] | None = None, marks: list[tuple[WindowResult, int]] | None = None):
+    def __init__(self, records: list[Record] | None = None, marks: list[tuple[WindowResult, int]] | None = None,
+                 sent: dict[str, Any] | None = None):
         self.records = records or []
         self.marks = marks or []
+        self.unsent: list[str] = []  # models whose join counters are in the records
+        self._sent = sent  # LabelHook._join_sent: forgotten for those models if the write fails
 
     def confirm(self) -> None:
         """InfluxDB has the records: their windows are written up to the submitted change."""
@@ -183,6 +186,9 @@ class LabelResults:
         for res, gen in self.marks:
             if res.submitted == gen:
                 res.submitted = res.written
+        if self._sent is not None:
+            for m in self.unsent:
+                self._sent.pop(m, None)
 
 
 @dataclass
@@ -422,6 +428,7 @@ class LabelHook:
         self._res: dict[str, ModelResults] = {}
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}  # model -> (topic, partition) -> last offset fed
         self._fed: list[tuple[str, int, np.ndarray]] = []
+        self._join_sent: dict[str, dict[str, int]] = {}  # model -> the join counters last written
         self._held: list[tuple[Any, np.ndarray]] = []  # (AckTracker, offsets) released by the next snapshot
         self.keep_windows = KEEP_WINDOWS
         self._mon: dict[str, object] = {}
@@ -578,10 +585,12 @@ class LabelHook:
             self._calibration_rows(model_id, rows, res.acc)
 
     def _collect(self, model_ids) -> LabelResults:
-        """Records of every window whose results changed since they were last handed to InfluxDB."""
+        """Records of every window whose results changed since they were last handed to InfluxDB, and the
+        join's counters if they changed."""
+        from detectors.concept import join_records
         from detectors.performance import performance_records
 
-        out = LabelResults()
+        out = LabelResults(sent=self._join_sent)
         for m in model_ids:
             mr = self._res.get(m)
             if mr is None:
@@ -602,6 +611,14 @@ class LabelHook:
                 out.marks.append((res, res.changed))
                 self._dirty.add(m)
             mr.prune()
+            j = self._joins.get(m)
+            if j is not None and mr.keys:  # the counters as they are now, on the model's newest window
+                fields = j.stats.as_fields()
+                if fields != self._join_sent.get(m):
+                    self._join_sent[m] = fields
+                    version, t = max(mr.keys, key=lambda k: k[1])
+                    out.records += join_records(j.stats, {T_MODEL: m, T_VERSION: version}, t)
+                    out.unsent.append(m)
         return out
 
     def flush(self) -> LabelResults:
@@ -750,17 +767,12 @@ class LabelHook:
         out = LabelResults()
         try:
             self._ensure(key.model_id)
-            from detectors.concept import join_records
-
-            j = self._joins.get(key.model_id)
             mr = self._res_of(key.model_id)  # also before the first label: its predictions may be labelled later
             mr.add_window(key.model_version, window.time_ns, window.end_time, self.keep_windows)
             self._dirty.add(key.model_id)
             self._drain(key.model_id)
+            self._join_sent.pop(key.model_id, None)  # every window gets the counters (at its time: the newest)
             out = self._collect([key.model_id])
-            if j is not None:
-                out.records += join_records(j.stats, {T_MODEL: key.model_id, T_VERSION: key.model_version},
-                                            window.time_ns)
         except Exception:  # noqa: BLE001
             log.exception("performance records failed for %s", key.model_id)
         return out
