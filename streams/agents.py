@@ -189,6 +189,9 @@ class Runtime:
         @app.on_partitions_revoked.connect
         async def on_revoked(app, revoked, **kwargs):  # noqa: ARG001
             rt.pipeline.forget((tp.topic, tp.partition) for tp in revoked)
+            if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
+                async with rt.pipeline.lock:
+                    await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
 
         @app.on_before_shutdown.connect
         async def on_shutdown(app, **kwargs):  # noqa: ARG001

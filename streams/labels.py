@@ -842,6 +842,31 @@ class LabelHook:
                   1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
         return n
 
+    async def revoke(self, tps) -> list[str]:
+        """Partitions left this worker (a rebalance): the models fed from them are snapshotted now and
+        dropped from memory. The new owner (sharing the state dir) restores exactly this state and skips
+        what it holds; if they come back here, they are restored again instead of going on from a state
+        another worker has moved past. Returns the models dropped."""
+        gone = {(str(t), int(p)) for t, p in tps}
+        models = sorted(m for m, offs in self._offsets.items() if gone & set(offs))
+        if not models:
+            return []
+        while self._writing:
+            await asyncio.sleep(0.02)
+        if self.store is not None:
+            try:
+                self._dirty.update(models)
+                await self.snapshot_if_due(force=True)
+            except Exception:  # noqa: BLE001 - the new owner then re-reads from the committed offsets
+                log.exception("the label-join state of %s could not be saved at the rebalance", models)
+        for m in models:
+            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent):
+                d.pop(m, None)
+            self._seen.discard(m)
+            self._dirty.discard(m)
+        log.info("label join of %s handed over (partitions %s revoked)", ", ".join(models), sorted(gone))
+        return models
+
     async def close(self) -> None:
         """The last snapshot (shutdown), then the threads stop."""
         if self.store is not None:

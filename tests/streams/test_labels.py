@@ -254,6 +254,53 @@ def test_label_results_are_the_same_live_on_a_backlog_and_after_crashes(tmp_path
     assert s.duplicate_predictions == s.duplicate_labels == 0
 
 
+def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_path):
+    """Worker A is revoked mid-stream (a second worker joined the group), B takes over, then B leaves and A
+    gets the partitions back: with a shared state dir each owner restores the state the previous one saved
+    at the rebalance, the counters reconcile and nothing is counted twice; the points equal a live run's."""
+    inf, lab, live = labelled_stream()
+    want, _ = run_labelled(live, tmp_path / "live")
+    state, shared, clock, acked = tmp_path / "shared", FakeSink(), [0.0], []
+
+    def worker():
+        committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
+        h = LabelHook(cfg({"online": ONLINE}), state_dir=state, background=False, snapshot_every=2.0,
+                      clock=lambda: clock[0])
+        p = Pipeline(Settings(), hook_cfg(h), sink=shared, deadletters=DeadLetterPublisher(dl_sender([])),
+                     evaluator=None, label_hook=h, ack=acked.append, checkpoints=FakeCheckpoints(shared),
+                     committed=lambda t, part: committed.get(t) or None)
+        return p, h, [m for m in live if m.offset >= committed[m.topic]]
+
+    a, ha, rest = worker()
+
+    async def main():
+        nonlocal a, ha, rest
+        await play(a, ha, rest, clock, upto=30)
+        a.forget([("t", 0), ("labels", 0)])  # revoked: what the rebalance hook of streams/agents.py does
+        assert await ha.revoke([("t", 0), ("labels", 0)]) == ["m"] and "m" not in ha._joins
+        b, hb, rest = worker()
+        await play(b, hb, rest, clock, upto=25)
+        b.forget([("t", 0), ("labels", 0)])
+        await hb.revoke([("t", 0), ("labels", 0)])
+        committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
+        a.committed = lambda t, part: committed[t] or None
+        rest = [m for m in live if m.offset >= committed[m.topic]]
+        await play(a, ha, rest, clock)  # A again: restores what B saved, not its own old state
+        await finish(a, ha)
+        return hb
+
+    hb = asyncio.run(main())
+    assert ha.restored["m"] > 0 and hb.restored["m"] > 0
+    assert final_points(shared.records) == want
+    s = ha._joins["m"].stats
+    n_labels = sum(len(orjson.loads(m.value)["event_id"]) for m in lab)
+    assert (s.predictions, s.labels, s.matched, s.duplicate_predictions, s.duplicate_labels) == (
+        800, n_labels, n_labels, 0, 0)
+    assert s.matched + s.expired + s.evicted + s.pending_predictions == s.predictions
+    assert s.matched + s.late_labels + s.duplicate_labels + s.unmatched_labels + s.evicted_labels \
+        + s.pending_labels == s.labels
+
+
 def test_snapshots_are_written_only_when_due_and_changed(tmp_path):
     state = tmp_path / "state"
     clock = [0.0]
