@@ -137,7 +137,8 @@ class WindowResult:
     written: int = 0
 
 
-_SUM = ("n", "n_detections", "n_buffered", "n_dropped")
+_SUM = ("n", "n_detections", "n_dropped")
+_TIMING = ("n_buffered",)  # how many errors waited in the monitor's buffer depends on the timing: not written
 _MAX = ("drift", "statistic")
 
 
@@ -147,8 +148,9 @@ def merge_error_fields(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[
     >>> merge_error_fields({"n": 10, "error_rate": 0.1, "drift": 0}, {"n": 30, "error_rate": 0.5, "drift": 1})
     {'n': 40, 'error_rate': 0.4, 'drift': 1}
     """
+    new = {k: v for k, v in new.items() if k not in _TIMING}
     if old is None:
-        return dict(new)
+        return new
     out = {**old, **{k: v for k, v in new.items() if k not in _SUM + _MAX + ("error_rate",)}}
     for k in _SUM:
         if k in old or k in new:
