@@ -19,8 +19,10 @@ What runs, in one process tree:
    labels one window later (as a label source would), never more than
    ``--lead`` windows ahead of what the worker has written. Results are read
    back from InfluxDB: per window the data-drift summary, prediction drift,
-   CBPE's estimated accuracy, the error-stream detector (``fet_online``), and
-   whatever budget/threshold fields the verdicts carry.
+   CBPE's estimated accuracy, the error-stream detector (``fet_online``) and
+   the threshold method the verdicts record. The deployment declares a
+   false-alarm budget (``alarm_budget``, ``--budget`` false alarms per 100
+   windows per model; the replay clock gives every stream 1,000 windows a day).
 2. **alibi-detect** ``TabularDrift`` (KS per numeric feature, chi-square per
    categorical, Bonferroni, p_val 0.05: its defaults) on exactly the same
    reference rows and windows.
@@ -37,7 +39,8 @@ first known change (windows: 0 = the window that contains it; events: from the
 change to the close of the first flagged window, or to the detection for the
 online detectors), CBPE's mean absolute error against the realized accuracy of
 the same windows (computed here from the labels), and the declared false-alarm
-budget and alarms spent when the worker reports them. ``checks`` holds the
+budget's allocation per model (``streams.monitors``' ``budget_plan``) against
+the data-drift false alarms spent. ``checks`` holds the
 issue's done-when lines as booleans; for the delay line a peer "finds" a change
 only when it alarms more often after it than before it (a peer that alarms on
 most quiet windows finds every change at delay 0 by accident). Progress on stderr, the JSON on stdout.
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -84,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lead", type=int, default=3, help="windows the replay may run ahead of the worker")
     parser.add_argument("--stall-timeout", type=float, default=120.0,
                         help="give up when the worker writes no window for this long")
+    parser.add_argument("--budget", type=float, default=1.0,
+                        help="declared false-alarm budget, per 100 windows per model (as alarm_budget per day)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the run folder (worker log, data files)")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
@@ -158,25 +164,48 @@ def model_id(s: Stream) -> str:
     return f"real-{s.name}"
 
 
-def monitor_config(streams: list[Stream]) -> dict[str, Any]:
-    """One monitor per stream, default configuration apart from reference, window and features."""
+def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
+                   budget: float | None = None) -> dict[str, Any]:
+    """One monitor per stream, default configuration apart from reference, window and features.
+
+    ``budget``: false alarms per 100 windows per model, declared as the deployment's
+    ``alarm_budget`` (per day, over all models; each model's event rate declared from the replay
+    clock, so every model gets ``budget`` per 100 windows) when this driftwatch has one.
+    """
+    from streams.monitors import MonitorsConfig
+
     models = []
     for s in streams:
         feats = [{"name": n, "kind": "numeric"} for n in s.numeric]
         feats += [{"name": n, "kind": "categorical"} for n in s.categorical]
         models.append({"model_id": model_id(s), "task": s.task, "features": feats,
                        "window": {"size_events": s.window}, "reference": {"first_n": s.ref_n}})
-    return {"models": models}
+    cfg: dict[str, Any] = {"models": models}
+    if budget is not None and tl is not None and "alarm_budget" in MonitorsConfig.model_fields:
+        cfg["alarm_budget"] = {"false_alarms": budget / 100 * WINDOWS_PER_DAY * len(streams), "per": "day",
+                               "event_rates": {model_id(s): tl[s.name].events_per_second for s in streams}}
+    return cfg
+
+
+WINDOWS_PER_DAY = 1000
+"""Replay clock: every stream closes this many windows per day of event time (86.4 s per window), so a
+false-alarm budget per day is the same budget per window for every model."""
 
 
 class Timeline:
-    """Event times of the replay: stream event ``i`` happened at ``t0 + i * dt`` (recent, within label TTLs)."""
+    """Event times of one stream's replay: event ``i`` happened at ``t0 + i * dt``, ending ~10 min ago.
 
-    def __init__(self, n_max: int) -> None:
-        self.dt = 1.0
-        while n_max * self.dt > 6 * 3600:
-            self.dt /= 2
-        self.t0 = float(int(time.time() - n_max * self.dt - 600))
+    ``dt`` gives :data:`WINDOWS_PER_DAY` windows a day whatever the window size; the whole replay lies
+    within a day before now (label join TTLs are a day by default).
+    """
+
+    def __init__(self, s: Stream) -> None:
+        self.dt = 86_400.0 / (WINDOWS_PER_DAY * s.window)
+        self.t0 = float(int(time.time() - s.n * self.dt - 600))
+
+    @property
+    def events_per_second(self) -> float:
+        return 1.0 / self.dt
 
     def times(self, start: int, stop: int) -> np.ndarray:
         return np.round(self.t0 + np.arange(start, stop) * self.dt, 6)
@@ -254,7 +283,7 @@ class Influx:
         return {r["model"]: int(r["count"]) for r in rows}
 
 
-def replay(streams: list[Stream], tl: Timeline, settings, influx: Influx, lead: int, stall: float) -> dict:
+def replay(streams: list[Stream], tl: dict[str, Timeline], settings, influx: Influx, lead: int, stall: float) -> dict:
     """Produce every stream window by window (labels one window later), at most ``lead`` windows ahead."""
     from kafka import KafkaProducer
 
@@ -282,14 +311,14 @@ def replay(streams: list[Stream], tl: Timeline, settings, influx: Influx, lead: 
                 if r < s.n_windows:
                     a, b = r * s.window, (r + 1) * s.window
                     producer.send(settings.topic_inferences, key=model_id(s).encode(),
-                                  value=inference_message(s, tl, a, b))
+                                  value=inference_message(s, tl[s.name], a, b))
                     msgs += 1
                     events += b - a
                 if s.labelled and 1 <= r <= s.n_windows:
                     a, b = (r - 1) * s.window, r * s.window
-                    label_time = float(tl.times(min(b + s.window, s.n) - 1, min(b + s.window, s.n))[0])
+                    label_time = float(tl[s.name].times(min(b + s.window, s.n) - 1, min(b + s.window, s.n))[0])
                     producer.send(settings.topic_labels, key=model_id(s).encode(),
-                                  value=label_message(s, tl, a, b, label_time))
+                                  value=label_message(s, tl[s.name], a, b, label_time))
                     msgs += 1
             producer.flush(timeout=60)
             if time.monotonic() - last_log > 15:
@@ -336,7 +365,7 @@ def settle_error_streams(streams: list[Stream], influx: Influx, timeout: float) 
     return round(time.monotonic() - t0, 1)
 
 
-def read_results(streams: list[Stream], tl: Timeline, influx: Influx) -> dict[str, dict[str, Any]]:
+def read_results(streams: list[Stream], tl: dict[str, Timeline], influx: Influx) -> dict[str, dict[str, Any]]:
     """Per stream: the worker's per-window verdicts, indexed by window number."""
     out: dict[str, dict[str, Any]] = {}
     win = influx.rows('SELECT * FROM "dw_window"')
@@ -350,7 +379,7 @@ def read_results(streams: list[Stream], tl: Timeline, influx: Influx) -> dict[st
         for r in win:
             if r.get("model") != mid:
                 continue
-            k = tl.index(float(r["window_start"])) // s.window
+            k = tl[s.name].index(float(r["window_start"])) // s.window
             by_time[int(r["time"])] = k
             evaluated[k] = bool(r.get("drift_evaluated"))
 
@@ -366,14 +395,12 @@ def read_results(streams: list[Stream], tl: Timeline, influx: Influx) -> dict[st
         cbpe = per_window(perf, lambda r: r.get("metric") == "accuracy" and r.get("detector") == "cbpe")
         realized = per_window(perf, lambda r: r.get("metric") == "accuracy" and r.get("detector") == "realized")
         err = per_window(perf, lambda r: r.get("metric") == "error_stream")
-        budget_rows = [r for r in summ + perf + win if r.get("model") == mid
-                       and any("budget" in k or "spent" in k for k in r)]
         out[s.name] = {"evaluated": evaluated, "data": data, "prediction": preds, "cbpe": cbpe,
-                       "realized": realized, "error_stream": err, "budget_rows": budget_rows}
+                       "realized": realized, "error_stream": err}
     return out
 
 
-def run_worker(streams: list[Stream], tl: Timeline, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budget: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Local stack + one worker; replay; the worker's results per stream, and run facts."""
     import yaml
 
@@ -403,8 +430,12 @@ def run_worker(streams: list[Stream], tl: Timeline, root: Path) -> tuple[dict[st
     try:
         tag = uuid.uuid4().hex[:8]
         cfg = root / "monitors.yaml"
-        cfg.write_text(yaml.safe_dump(monitor_config(streams), sort_keys=False))
-        load_monitors(cfg)
+        cfg.write_text(yaml.safe_dump(monitor_config(streams, tl, budget), sort_keys=False))
+        loaded = load_monitors(cfg)
+        lines = loaded.budget_plan() if hasattr(loaded, "budget_plan") else None
+        facts["budget_plan"] = {ln.model_id: {"alarms_per_day": round(ln.share_per_day, 4),
+                                              "windows_per_day": ln.windows_per_day, "window_level": ln.window_level}
+                                for ln in lines or []}
         settings = Settings(
             kafka_bootstrap=stack.bootstrap, kafka_security_protocol="PLAINTEXT", influx_url=stack.influx_url,
             influx_version=1, influx_db=f"bench_real_{tag}", influx_username=None, influx_password=None,
@@ -570,8 +601,9 @@ def _field(row: dict | None, *names: str) -> Any:
     return None
 
 
-def stream_report(s: Stream, worker: dict[str, Any] | None, alibi: dict[str, Any] | None,
-                  nanny: dict[str, Any] | None, river: dict[str, Any] | None) -> dict[str, Any]:
+def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi: dict[str, Any] | None,
+                  nanny: dict[str, Any] | None, river: dict[str, Any] | None,
+                  budget: dict[str, Any] | None = None) -> dict[str, Any]:
     rep: dict[str, Any] = {"stream": s.meta(), "detectors": {}}
     dets = rep["detectors"]
     first_eval = s.ref_n // s.window
@@ -589,9 +621,15 @@ def stream_report(s: Stream, worker: dict[str, Any] | None, alibi: dict[str, Any
                           if _field(r, "method", "threshold_method") is not None})
         if methods:
             dets["driftwatch_data_drift"]["threshold_methods"] = methods
-        if worker["budget_rows"]:
-            last = worker["budget_rows"][-1]
-            rep["budget"] = {k: v for k, v in last.items() if "budget" in k or "spent" in k}
+        if budget is not None:  # the allocation (streams.monitors' budget_plan) against the data-drift alarms
+            quiet = dets["driftwatch_data_drift"].get("no_change_windows")
+            level = budget.get("window_level")
+            expected = None if quiet is None or level is None else level * quiet
+            spent = dets["driftwatch_data_drift"].get("false_alarms")
+            rep["budget"] = {**budget, "quiet_windows": quiet,
+                             "expected_false_alarms": None if expected is None else round(expected, 2),
+                             "false_alarms_spent": spent,
+                             "within": None if expected is None or spent is None else spent <= math.ceil(expected)}
     if alibi is not None:
         dets["alibi_tabular_drift"] = windows_summary(s, {k: alibi["alarms"][k] for k in evaluated_ks
                                                           if k in alibi["alarms"]})
@@ -633,7 +671,7 @@ def stream_report(s: Stream, worker: dict[str, Any] | None, alibi: dict[str, Any
                 n_det = int(r.get("n_detections") or 0)
                 t = r.get("first_detection_event_time")
                 if n_det and t is not None:
-                    i = tl_index(t)
+                    i = tl.index(float(t))
                     events.append(i)
                     if cp is None or i < cp:
                         n_before += n_det
@@ -647,12 +685,6 @@ def stream_report(s: Stream, worker: dict[str, Any] | None, alibi: dict[str, Any
     return rep
 
 
-_TL: Timeline | None = None
-
-
-def tl_index(t: float) -> int:
-    assert _TL is not None
-    return _TL.index(float(t))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -660,7 +692,7 @@ def tl_index(t: float) -> int:
 
 def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's done-when lines, per stream and overall (None where a line does not apply)."""
-    out: dict[str, Any] = {"false_alarms_at_most_2_per_100_windows": {},
+    out: dict[str, Any] = {"false_alarms_at_most_2_per_100_windows": {}, "false_alarms_within_declared_budget": {},
                            "delay_no_later_than_slower_peer_and_within_one_window_of_faster": {},
                            "cbpe_mae_at_most_nannyml_and_0.03": {},
                            "cbpe_mae_at_most_nannyml": {},
@@ -671,6 +703,8 @@ def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         fa = any_v.get("false_alarms_per_100_windows")
         if fa is not None:
             out["false_alarms_at_most_2_per_100_windows"][name] = fa <= 2.0
+        if (rep.get("budget") or {}).get("within") is not None:
+            out["false_alarms_within_declared_budget"][name] = rep["budget"]["within"]
         dw = d.get("driftwatch_any_verdict", {}).get("delay_windows")
         found = [d[p]["delay_windows"] for p in ("alibi_tabular_drift", "nannyml_univariate")
                  if d.get(p, {}).get("found_change")]
@@ -752,7 +786,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    global _TL, BENCH_LEAD, BENCH_STALL, BENCH_SETTLE
+    global BENCH_LEAD, BENCH_STALL, BENCH_SETTLE
     if args.table is not None:
         print(markdown_table(json.loads(args.table.read_text())))
         return 0
@@ -773,9 +807,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if venv is not None:
             nanny_proc, nanny_out, nanny_log = start_nannyml(venv, streams, root)
-        tl = Timeline(max(s.n for s in streams))
-        _TL = tl
-        worker, facts = run_worker(streams, tl, root)
+        tl = {s.name: Timeline(s) for s in streams}
+        worker, facts = run_worker(streams, tl, root, args.budget)
         (root / "worker-rows.json").write_text(json.dumps(worker, default=_json_default))
         log(f"worker done in {facts['worker_seconds']} s; peers")
         alibi = {s.name: alibi_tabular(s) for s in streams}
@@ -786,12 +819,14 @@ def run(args: argparse.Namespace) -> int:
             if rc != 0 or not nanny_out.exists():
                 raise BenchError(f"the NannyML subprocess failed ({rc}): {nanny_log.read_text()[-2000:]}")
             nanny = json.loads(nanny_out.read_text())
-        reports = {s.name: stream_report(s, worker.get(s.name), alibi.get(s.name), nanny.get(s.name),
-                                         river.get(s.name)) for s in streams}
+        plan = facts.pop("budget_plan", {})
+        reports = {s.name: stream_report(s, tl[s.name], worker.get(s.name), alibi.get(s.name), nanny.get(s.name),
+                                         river.get(s.name), plan.get(model_id(s))) for s in streams}
         report = {
             "command": COMMAND + (" --quick" if args.quick else ""),
             "git_commit": _git_commit(),
             "config": {"quick": args.quick, "seed": args.seed, "lead_windows": args.lead,
+                       "budget_false_alarms_per_100_windows": args.budget, "windows_per_day": WINDOWS_PER_DAY,
                        "worker": "driftwatch worker, default monitor config (reference first_n, window, features)",
                        "nannyml": nanny.get("nannyml_version"), "nannyml_spec": None if args.no_nannyml else NANNYML_SPEC},
             "streams": reports,

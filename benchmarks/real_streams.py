@@ -38,14 +38,12 @@ Streams (``kind``: ``real`` = recorded from the world, ``synthetic`` = generated
   trained on half the rows; the other half is replayed; from the change on,
   rows are drawn with weight ``exp(-1.5 z)`` of ``intensity-mean`` — covariate shift
   towards darker images, where the model errs more (error rate ~0.04 → ~0.065).
-* River's annotated change-point series (real; Alan Turing Institute change
-  point benchmark, annotations of 4–5 people): ``occupancy`` (4 sensors),
-  ``apple`` (6 stock figures), ``run_log`` (pace, distance), ``bitcoin`` (price),
-  ``brent`` (daily oil price since 2000). The "model" is a persistence forecast
-  of the first column (prediction value = previous value); no labels. A known
-  change is a point marked by more than half of the annotators (within ±5
-  points, as the benchmark's tolerance); the first one after the reference is
-  the change whose delay is measured, windows before it have no known change.
+* River's annotated change-point series (real; the Alan Turing Institute's change-point
+  benchmark, 4–5 annotators each): occupancy (4 sensors), Apple (close, volume), bitcoin,
+  airline passengers, Brent crude (daily since 2000). Each *episode* between two known changes
+  (a point marked by at least half of the annotators; ``benchmarks/thresholds_real.py``) is one
+  stream: a reference of 8 windows of 10 events, the quiet windows after it, then 5 windows
+  from the next known change. The "model" is a persistence forecast of the first column; no labels.
 """
 
 from __future__ import annotations
@@ -309,61 +307,65 @@ def segment_shift(quick: bool, seed: int = 0) -> Stream:
                   description=f"rows drawn with weight exp(-1.5 z({key})) from the change on (darker images)")
 
 
-def consensus_changes(annotations: dict[str, list[int]], tolerance: int = 5) -> list[int]:
-    """Change points marked by more than half of the annotators (points within ``tolerance`` merged).
+EPISODE_WINDOW = 10
+"""Events per window of the change-point series (as ``benchmarks/thresholds_real.py`` measures them)."""
+EPISODE_REF_WINDOWS = 8
+"""Reference windows of each episode."""
+ANNOTATION_SCALE = {"Apple": 3}
+"""River's Apple file holds every trading day; its annotations index the series sampled every 3rd day
+(annotation 319 × 3 = row 957, 2000-09-27, two days before Apple's crash of 29 September 2000)."""
 
-    >>> consensus_changes({"a": [10, 50], "b": [12], "c": [49, 90]})
-    [11, 50]
+
+def _brent():
+    """Brent crude since 2000, daily (River's file); its annotations index every 10th day (River's docstring).
+
+    Annotation 217 × 10 is 2008-06-30 (the price peak), 228 × 10 2008-12-04 (the trough), 375 × 10
+    2014-10-15 (the 2014 fall): the mapping holds.
     """
-    people = len(annotations)
-    marks = sorted((p, who) for who, pts in annotations.items() for p in pts)
-    out, group = [], []
-    for p, who in marks + [(10**12, None)]:
-        if group and p - group[0][0] > tolerance:
-            if len({w for _, w in group}) > people / 2:
-                out.append(int(round(float(np.median([q for q, _ in group])))))
-            group = []
-        group.append((p, who))
-    return out
-
-
-def _series(name: str, ds, df: pd.DataFrame, cols: list[str], scale: int, w: int, ref_n: int,
-            description: str) -> Stream:
-    changes = [c * scale for c in consensus_changes(ds.annotations)]
-    x = df[cols].astype(float).reset_index(drop=True)
-    n = (len(x) // w) * w
-    x = x.iloc[:n]
-    target = x[cols[0]].to_numpy()
-    pred = np.r_[target[0], target[:-1]]  # persistence forecast
-    return Stream(name, "real", f"river.drift.datasets.{type(ds).__name__}", "regression", cols, [], x, w, ref_n,
-                  [c for c in changes if c < n], pred_value=pred, description=description)
-
-
-def river_series(quick: bool) -> list[Stream]:
     from river.drift import datasets as d
 
-    root = Path(d.__file__).parent
+    from benchmarks.thresholds_real import Series
+
+    df = pd.read_csv(Path(d.__file__).parent / "brent_crude_oil.csv")
+    df = df[pd.to_datetime(df["day"], format="%m/%d/%Y") >= "2000-01-01"]
+    return Series("Brent", df[["DPB"]].to_numpy(dtype=float), {k: list(v) for k, v in d.BrentSpotPrice().annotations.items()})
+
+
+def river_episodes(quick: bool) -> list[Stream]:
+    """River's annotated change-point series, one stream per episode (reference, quiet windows, change).
+
+    The series, the known changes and the episodes come from ``benchmarks/thresholds_real.py``
+    (``river_streams``, ``known_changes``, ``episodes``: the threshold study measures the same
+    episodes judged in-process); here each episode is replayed through the worker. Brent crude is
+    added (daily since 2000, annotations × 10) and Apple's annotations are mapped to its daily rows
+    (× 3, :data:`ANNOTATION_SCALE`). The "model" is a persistence forecast of the first column
+    (prediction value = previous value); the streams have no labels.
+    """
+    from benchmarks.thresholds_real import episodes, known_changes, river_streams
+
+    series = river_streams() + [_brent()]
+    if quick:
+        series = [s for s in series if s.name in ("Occupancy", "Bitcoin")]
+    scale = {**ANNOTATION_SCALE, "Brent": 10}
     out = []
-    occ = d.Occupancy()
-    df = pd.read_csv(root / "occupancy.csv")
-    out.append(_series("occupancy", occ, df, ["V1", "V2", "V3", "V4"], 1, 10, 50,
-                       "room temperature, humidity, light, CO2 (every 16th reading)"))
-    run = d.RunLog()
-    df = pd.read_csv(root / "run_log.csv")
-    out.append(_series("run_log", run, df, ["Pace", "Distance"], 1, 10, 50, "interval-training pace"))
-    if not quick:
-        btc = d.Bitcoin()
-        df = pd.read_csv(root / "bitcoin.csv")
-        out.append(_series("bitcoin", btc, df, ["price"], 1, 20, 400, "bitcoin market price, every 3rd day"))
-        apple = d.Apple()
-        df = pd.read_csv(root / "apple.csv")  # annotations index the series sampled every 3 rows
-        out.append(_series("apple", apple, df, ["Close", "Open", "High", "Low", "Volume"], 3, 30, 150,
-                           "Apple stock, daily (annotations on every 3rd day, mapped back)"))
-        brent = d.BrentSpotPrice()
-        df = pd.read_csv(root / "brent_crude_oil.csv")
-        df = df[pd.to_datetime(df["day"], format="%m/%d/%Y") >= "2000-01-01"]
-        out.append(_series("brent", brent, df, ["DPB"], 10, 50, 500,
-                           "Brent crude, daily since 2000 (annotations on every 10th day, mapped back)"))
+    for ser in series:
+        changes = [c * scale.get(ser.name, 1) for c in known_changes(ser.annotations)]
+        values = np.asarray(ser.values, dtype=float)
+        if values.ndim == 1:
+            values = values[:, None]
+        for i, e in enumerate(episodes(len(values), changes, EPISODE_WINDOW, EPISODE_REF_WINDOWS)):
+            stop = max(sl.stop for sl in [e.ref, *e.quiet, *e.after])
+            x = values[e.ref.start:stop]
+            cols = [f"{ser.name.lower()}_{j}" for j in range(x.shape[1])]
+            target = x[:, 0]
+            cp = None if e.change is None else e.change - e.ref.start
+            out.append(Stream(
+                f"{ser.name.lower()}_{i + 1}", "real", f"river.drift.datasets.{ser.name} (episode {i + 1})",
+                "regression", cols, [], pd.DataFrame(x, columns=cols), EPISODE_WINDOW,
+                EPISODE_REF_WINDOWS * EPISODE_WINDOW, [] if cp is None else [cp],
+                pred_value=np.r_[target[0], target[:-1]],
+                description=f"{ser.name} rows {e.ref.start}..{stop}: reference, {len(e.quiet)} quiet windows"
+                            + ("" if cp is None else f", change at row {e.change}")))
     return out
 
 
@@ -381,7 +383,7 @@ def load_streams(nannyml_site: Path | None, quick: bool, only: list[str] | None 
         out.append(phishing_concept(quick, seed))
     if want("segment_shift"):
         out.append(segment_shift(quick, seed))
-    out += [s for s in river_series(quick) if want(s.name)]
+    out += [s for s in river_episodes(quick) if want(s.name) or want(s.name.rsplit('_', 1)[0])]
     for s in out:
         usable = (s.n // s.window) * s.window
         if usable != s.n:
