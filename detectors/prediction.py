@@ -17,13 +17,16 @@ Records (measurement ``dw_prediction``; see :func:`prediction_records`):
 
 * one per subject — tags ``feature`` (subject) and ``detector`` (test); fields
   ``statistic``, ``p_value``, ``threshold`` (corrected), ``drift`` (0/1), ``n_ref``,
-  ``n_cur``, ``psi``, ``js``, ``rank``, ``engine``, and for numeric subjects
+  ``n_cur``, ``psi``, ``js``, ``rank``, ``engine``, how the verdict was made
+  (``threshold_method``, ``judged``, ``band_lower``/``band_upper``, ``effect``,
+  ``effect_floor``; :mod:`detectors.thresholds` — the reference's outputs are kept in
+  time order, so the chunk band applies to prediction drift too), and for numeric subjects
   ``wasserstein``, ``mean_ref``, ``mean_window``;
 * one per predicted class — tags ``feature="__label__"``, ``detector="share"``,
   ``segment=<class>``; fields ``ref_share``, ``window_share``, ``window_count``;
 * one summary — tags ``feature="__all__"``, ``detector="summary"``; fields
   ``drift`` (0/1), ``n_drifted``, ``n_tested``, ``p_val``, ``threshold``,
-  ``correction``, ``engine``.
+  ``correction``, ``engine``, ``threshold_method``.
 
 >>> import numpy as np
 >>> from detectors.frame import Frame
@@ -142,6 +145,9 @@ class PredictionReference:
             FeatureSpec(name=k, kind="categorical") for k in pf.categorical
         ]
         ref = Reference.from_frame(pf, specs, bins=bins, top_k=top_k, source="predictions")
+        from detectors.advanced import attach_reference_frame  # noqa: PLC0415 - advanced imports this module
+
+        attach_reference_frame(ref, pf)  # rows in time order: the chunk thresholds (detectors.thresholds)
         means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in pf.numeric.items()}
         return cls(ref, used, means)
 
@@ -164,7 +170,7 @@ def prediction_records(result: DriftResult, window: Frame, reference: Prediction
         fields: dict[str, float | int | str | bool] = {
             "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold,
             "drift": int(f.drift), "n_ref": f.n_ref, "n_cur": f.n_cur, "psi": f.psi, "js": f.js,
-            "rank": f.rank, "engine": result.engine,
+            "rank": f.rank, "engine": result.engine, **(f.verdict.fields() if f.verdict else {}),
         }
         if f.kind == "numeric":
             col = pf.numeric.get(f.feature)
@@ -197,6 +203,7 @@ def prediction_records(result: DriftResult, window: Frame, reference: Prediction
     summary: dict[str, float | int | str | bool] = {
         "drift": int(result.drift), "n_drifted": result.n_drifted, "n_tested": result.n_features,
         "p_val": result.p_val, "correction": result.correction, "engine": result.engine,
+        "threshold_method": result.threshold_method,
     }
     if np.isfinite(result.threshold):
         summary["threshold"] = result.threshold

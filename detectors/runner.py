@@ -215,7 +215,7 @@ class DataDrift:
                 "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold,
                 "drift": int(f.drift), "psi": f.psi, "js": f.js, "wasserstein": f.wasserstein,
                 "n_ref": f.n_ref, "n_cur": f.n_cur, "rank": f.rank, "engine": res.engine,
-                "window_start": start, **verdict_fields(f.verdict),
+                "window_start": start, **(f.verdict.fields() if f.verdict else {}),
             }
             tags = ctx.tags(**{R.T_FEATURE: f.feature, R.T_DETECTOR: f.test})
             out.append(ctx.record(R.DRIFT, tags, fields))
@@ -230,19 +230,6 @@ class DataDrift:
         }
         out.append(ctx.record(R.DRIFT_SUMMARY, ctx.tags(**{R.T_DETECTOR: "univariate"}), summary))
         return out
-
-
-def verdict_fields(v) -> dict[str, Any]:
-    """Fields recording how a verdict was made (:class:`detectors.thresholds.FeatureVerdict`).
-
-    ``threshold_method``, ``judged`` (which value was compared), ``band_lower``/``band_upper``
-    (its band; absent = unbounded), ``effect``/``effect_floor`` and ``threshold_note``
-    (why a chunk method fell back). The dashboard draws ``lower``/``upper``.
-    """
-    if v is None:
-        return {}
-    return {"threshold_method": v.method, "judged": v.judged, "band_lower": v.lower, "band_upper": v.upper,
-            "effect": v.effect, "effect_floor": v.effect_floor, "threshold_note": v.note or None}
 
 
 class Histograms:

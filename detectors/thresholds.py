@@ -350,6 +350,14 @@ class FeatureVerdict:
     drift: bool
     note: str = ""
 
+    def fields(self) -> dict:
+        """Record fields: ``threshold_method``, ``judged``, ``band_lower``/``band_upper`` (absent =
+        unbounded), ``effect``, ``effect_floor``, ``threshold_note`` (why a chunk method fell back)."""
+        out = {"threshold_method": self.method, "judged": self.judged, "band_lower": self.lower,
+               "band_upper": self.upper, "effect": self.effect, "effect_floor": self.effect_floor,
+               "threshold_note": self.note or None}
+        return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+
 
 def reference_rows(reference: Reference) -> Frame | None:
     """The rows kept with the reference (``detectors.advanced.attach_reference_frame``), or None."""

@@ -91,3 +91,36 @@ def test_records():
     assert sum(s["window_share"] for s in shares.values()) == pytest.approx(1.0)
     summary = next(r for r in recs if r.tags["feature"] == ALL)
     assert summary.fields["n_tested"] == 3 and summary.fields["drift"] == 1
+
+
+def test_prediction_drift_is_judged_against_the_reference_chunks_of_its_outputs():
+    """The reference's outputs are kept in time order: an autocorrelated score gets a chunk band."""
+    from detectors.spec import ThresholdSpec
+    from detectors.thresholds import judge_windows
+
+    rng = np.random.default_rng(4)
+    n = 16_000
+    e = rng.normal(size=n) * np.sqrt(1 - 0.98**2)
+    x = np.empty(n)
+    x[0] = 0.0
+    for t in range(1, n):
+        x[t] = 0.98 * x[t - 1] + e[t]
+
+    def frame(v):
+        return Frame.from_columns(event_id=np.arange(len(v)).astype(str), event_time=np.arange(len(v), dtype=float),
+                                  pred_value=v)
+    pref = PredictionReference.from_frame(frame(x[:10_000]))
+    spec = DriftSpec(threshold=ThresholdSpec(method="reference_chunks"))
+    results = [prediction_drift(frame(x[a:a + 1000]), pref, spec) for a in range(10_000, n, 1000)]
+    v = results[0].features[0].verdict
+    assert v.method == "reference_chunks" and v.judged == "statistic" and v.upper is not None
+    # the same verdicts as the drift tests' pure entry point on the same arrays (one code path)
+    same = judge_windows({"__value__": x[:10_000]}, [{"__value__": x[a:a + 1000]} for a in range(10_000, n, 1000)],
+                         "reference_chunks")
+    assert [r.drift for r in results] == [r.drift for r in same]
+    assert [r.features[0].verdict.upper for r in results] == pytest.approx([r.features[0].verdict.upper for r in same])
+    recs = prediction_records(results[0], frame(x[10_000:11_000]), pref, {"model": "m", "version": "1"}, 0)
+    subject = next(r for r in recs if r.tags["feature"] == "__value__")
+    assert subject.fields["threshold_method"] == "reference_chunks" and subject.fields["band_upper"] == v.upper
+    summary = next(r for r in recs if r.tags["feature"] == "__all__")
+    assert summary.fields["threshold_method"] == "reference_chunks"
