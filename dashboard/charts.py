@@ -66,16 +66,12 @@ def _threshold_rules(rules: Sequence[tuple[float, str]]) -> alt.Chart:
             .encode(y="y:Q", tooltip=[alt.Tooltip("label:N", title="")]))
 
 
-def _since_rule(at: pd.Timestamp, label: str, height: int) -> alt.LayerChart:
-    """A vertical line where a change started, labelled at the foot of the plot (threshold
-    lines are usually near the top)."""
+def _since_rule(at: pd.Timestamp, label: str) -> alt.Chart:
+    """A vertical line where a change started (its label in the tooltip: a text mark near the
+    right edge would stretch the chart past its frame and cut its title; pages say it in words)."""
     df = pd.DataFrame({"time": [at], "label": [label]})
-    base = alt.Chart(df).encode(x="time:T")
-    return alt.layer(
-        base.mark_rule(color=THRESHOLD_COLOR, strokeWidth=1.5).encode(tooltip=[alt.Tooltip("label:N", title="")]),
-        base.mark_text(align="left", baseline="bottom", dx=4, dy=-2, color=THRESHOLD_COLOR, fontSize=11)
-        .encode(text="label:N", y=alt.value(height)),
-    )
+    return (alt.Chart(df).mark_rule(color=THRESHOLD_COLOR, strokeWidth=2)
+            .encode(x="time:T", tooltip=[alt.Tooltip("label:N", title="")]))
 
 
 def heatmap(
@@ -170,7 +166,7 @@ def lines(
     if all_rules:
         layers.append(_threshold_rules(all_rules))
     if since is not None and since[0] is not None and pd.notna(since[0]):
-        layers.append(_since_rule(*since, height=height))
+        layers.append(_since_rule(*since))
     if len(layers) == 1:
         return unvalidated(base.properties(title=title))
     return unvalidated(alt.layer(*layers).properties(title=title))

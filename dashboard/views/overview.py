@@ -108,11 +108,11 @@ def render(ctx: ui.Ctx) -> None:
         return
     c1, c2 = st.columns(2)  # each chart gets only the columns it draws (less to send and parse)
     c1.altair_chart(charts.lines(tp[["time", "model", "events_per_s"]], "events_per_s", color="model", zero=True,
-                                 fmt=",.1f", y_title="events / s",
-                                 title="Events per second (mean per bucket)"), width="stretch")
+                                 fmt=",.1f", y_title="events / s (mean)",
+                                 title="Events per second"), width="stretch")
     c2.altair_chart(charts.lines(tp[["time", "model", "invalid_rate"]].dropna(subset=["invalid_rate"]), "invalid_rate",
                                  color="model", y_title="invalid share", fmt=".2%", zero=True,
-                                 title="Invalid events / events"),
+                                 title="Invalid events"),
                     width="stretch")
 
     al = f["al"]
