@@ -341,8 +341,26 @@ def segment_contexts(ctx: WindowContext) -> list[WindowContext]:
         for tag, mask in ref.segment_masks(feature, col):
             sub = ref.segments.get(tag)
             if sub is not None and int(mask.sum()) >= ref.min_segment_rows:
+                _attach_segment_rows(ref, feature, tag, sub)
                 out.append(ctx.for_segment(tag, mask, sub))
     return out
+
+
+def _attach_segment_rows(ref: Reference, feature: str, tag: str, sub: Reference) -> None:
+    """Give a segment's sub-reference its rows (the parent's rows of that segment, in order),
+    once: the chunk thresholds (:mod:`detectors.thresholds`) judge segments on their own chunks."""
+    from detectors.advanced import attach_reference_frame, reference_frame
+
+    if reference_frame(sub) is not None or ("segment_rows_tried", tag) in sub._cache:
+        return
+    sub._cache[("segment_rows_tried", tag)] = True
+    rows = reference_frame(ref)
+    col = None if rows is None else rows.categorical.get(feature)
+    if col is None:
+        return
+    mask = dict(ref.segment_masks(feature, col)).get(tag)
+    if mask is not None and mask.any():
+        attach_reference_frame(sub, rows.take(mask))
 
 
 def evaluate_window(ctx: WindowContext,

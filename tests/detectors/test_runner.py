@@ -22,7 +22,7 @@ from detectors.runner import (
     evaluate_window,
     register,
 )
-from detectors.spec import DriftSpec, FeatureSpec
+from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
 from tests.detectors.drift_data import feature_specs, make_frame
 
 
@@ -217,3 +217,25 @@ def test_feature_spec_order_and_unknown_features(rng):
     recs = evaluate_window(ctx2, mine())
     # not in the reference: quality only (all missing), no drift or histogram
     assert {r.measurement for r in recs if r.tags.get("feature") == "new_feature"} == {R.QUALITY}
+
+
+def test_segments_get_their_own_reference_chunks(rng):
+    """A segment's sub-reference is given its rows (the parent's rows of that segment), so its
+    features are judged against the segment's own chunks instead of falling back."""
+    from detectors.advanced import attach_reference_frame, reference_frame
+
+    specs = feature_specs()
+    rows = make_frame(rng, 12_000)
+    ref = attach_reference_frame(Reference.from_frame(rows, specs, segments=("c0",), segment_top_k=2,
+                                                      min_segment_rows=100), rows)
+    ctx = WindowContext(model_id="iris", version="v2", frame=make_frame(rng, 600, t0=1_700_000_000.0),
+                        reference=ref, features=specs, drift=DriftSpec(threshold=ThresholdSpec(method="both")),
+                        segments=("c0",), window_start=1_700_000_000.0, window_end=1_700_000_010.0)
+    recs = evaluate_window(ctx)
+    seg = [r for r in recs if r.measurement == R.DRIFT and r.tags.get("segment") == "c0=cat_0"]
+    methods = {r.tags["feature"]: r.fields["threshold_method"] for r in seg}
+    # not the p_and_effect fallback; only the segment's own feature (one value inside it) has no chunk values
+    assert methods.pop("c0") == "p_and_effect" and set(methods.values()) == {"both"}
+    sub = ref.segments["c0=cat_0"]
+    sub_rows = reference_frame(sub)
+    assert len(sub_rows) == sub.n_rows == int((rows.categorical["c0"] == "cat_0").sum())
