@@ -66,6 +66,23 @@ def _threshold_rules(rules: Sequence[tuple[float, str]]) -> alt.Chart:
             .encode(y="y:Q", tooltip=[alt.Tooltip("label:N", title="")]))
 
 
+def _band(df: pd.DataFrame, y: str, lower: str, upper: str, log: bool) -> alt.Chart:
+    """The shaded band a value was judged against, per time bucket; an unbounded side reaches
+    to the values' own extreme, so the band shows where the line may go without drifting."""
+    lo = pd.to_numeric(df[lower], errors="coerce") if lower in df else pd.Series(float("nan"), index=df.index)
+    hi = pd.to_numeric(df[upper], errors="coerce") if upper in df else pd.Series(float("nan"), index=df.index)
+    v = pd.to_numeric(df[y], errors="coerce")
+    floor = float(v.min()) if log else min(0.0, float(v.min()))
+    d = pd.DataFrame({"time": df["time"], "band_from": lo.fillna(floor), "band_to": hi.fillna(float(v.max()))})
+    d = d[lo.notna() | hi.notna()]
+    if log:
+        d = d.assign(band_from=d["band_from"].clip(lower=1e-300), band_to=d["band_to"].clip(lower=1e-300))
+    return (alt.Chart(d).mark_area(color=THRESHOLD_COLOR, opacity=0.08, interpolate="step-after")
+            .encode(x="time:T", y="band_from:Q", y2="band_to:Q",
+                    tooltip=[alt.Tooltip("band_from:Q", title="band from", format=".3g"),
+                             alt.Tooltip("band_to:Q", title="band to", format=".3g")]))
+
+
 def _since_rule(at: pd.Timestamp, label: str) -> alt.Chart:
     """A vertical line where a change started (its label in the tooltip: a text mark near the
     right edge would stretch the chart past its frame and cut its title; pages say it in words)."""
@@ -134,6 +151,7 @@ def lines(
     height: int = HEIGHT,
     zero: bool = False,
     since: tuple[pd.Timestamp, str] | None = None,
+    band: tuple[str, str] | None = None,
 ) -> alt.LayerChart | alt.Chart:
     """Lines over ``time`` (one per ``color`` value, each its own colour), with dashed red
     threshold rules (``rule``/``rule_label``, or several ``rules`` of (value, label)) and
@@ -163,6 +181,8 @@ def lines(
     all_rules = [*([(rule, rule_label or f"threshold {rule:.3g}")] if rule is not None else []), *rules]
     all_rules = [(float(v), lab) for v, lab in all_rules if v is not None and pd.notna(v) and (not log or v > 0)]
     layers: list[Any] = [base]
+    if band is not None:  # a threshold band that moves with time (columns lower, upper; either may be absent)
+        layers.insert(0, _band(df, y, *band, log=log))
     if all_rules:
         layers.append(_threshold_rules(all_rules))
     if since is not None and since[0] is not None and pd.notna(since[0]):

@@ -89,6 +89,9 @@ F_LABEL_COVERAGE = "label_coverage"
 F_DELAY_P50 = "label_delay_p50"
 F_DELAY_P95 = "label_delay_p95"
 REALIZED, CBPE = "realized", "cbpe"
+#: the band a drift verdict was judged against (detectors/thresholds.py): ``judged`` names the
+#: value (p_value, statistic or effect), ``band_lower``/``band_upper`` its band (absent: unbounded)
+F_JUDGED, F_BAND_LOWER, F_BAND_UPPER, F_EFFECT = "judged", "band_lower", "band_upper", "effect"
 F_LOWER, F_UPPER = "lower", "upper"  # CBPE accuracy: the estimate's sampling band (± 3 std)
 F_ESTIMATION_ERROR = "estimation_error"  # realized accuracy: |CBPE's estimate of the same rows - realized|
 F_CBPE_VALUE = "cbpe_value"
@@ -933,7 +936,9 @@ def drift_feature_series(conn: Conn, scope: Scope, feature: str) -> pd.DataFrame
         f"SELECT min({ident(F_P_VALUE)}) AS p_value, max({ident(F_STATISTIC)}) AS statistic,"
         f" max({ident(F_THRESHOLD)}) AS threshold, mean({ident(F_PSI)}) AS psi, mean({ident(F_JS)}) AS js,"
         f" mean({ident(F_WASSERSTEIN)}) AS wasserstein, mean({ident(F_N_REF)}) AS n_ref,"
-        f" mean({ident(F_N_CUR)}) AS n_cur, count({ident(F_STATISTIC)}) AS n, sum({ident(F_DRIFT)}) AS n_drift"
+        f" mean({ident(F_N_CUR)}) AS n_cur, count({ident(F_STATISTIC)}) AS n, sum({ident(F_DRIFT)}) AS n_drift,"
+        f" mean({ident(F_BAND_LOWER)}) AS band_lower, mean({ident(F_BAND_UPPER)}) AS band_upper,"
+        f" mean({ident(F_EFFECT)}) AS effect"
         f" FROM {ident(R.DRIFT)}{w} GROUP BY time({scope.rng.bucket}), {ident(R.T_DETECTOR)} fill(none)"
     )
     df = query_df(conn, q)

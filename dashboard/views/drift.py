@@ -185,6 +185,7 @@ def _history(ctx: ui.Ctx, feature: str) -> None:
         f = D.fetch(series=(D.drift_feature_series, (ctx.conn, ctx.scope, feature)),
                     win=(D.drift_feature_windows, (ctx.conn, ctx.scope, feature)))
         series, win = f["series"], f["win"]
+        judged = str(win[Q.F_JUDGED].dropna().iloc[0]) if Q.F_JUDGED in win and win[Q.F_JUDGED].notna().any() else ""
         left, right = st.columns(2)
         with left:
             if len(series) and series[Q.F_P_VALUE].notna().any():
@@ -192,11 +193,13 @@ def _history(ctx: ui.Ctx, feature: str) -> None:
                 s[Q.F_P_VALUE] = s[Q.F_P_VALUE].clip(lower=1e-300)
                 thr = ui.median(s[Q.F_THRESHOLD])
                 st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="p-value (log)",
+                                             band=_band_of(series, judged, Q.F_P_VALUE),
                                              title=f"{feature}: smallest p-value per bucket", rule=thr,
                                              rule_label=f"threshold {ui.fmt_num(thr, '.3g')}"), width="stretch")
             elif len(series):
                 thr = ui.median(series[Q.F_THRESHOLD])
                 st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="statistic",
+                                             band=_band_of(series, judged, Q.F_STATISTIC),
                                              title=f"{feature}: largest statistic per bucket", rule=thr), width="stretch")
         eff = [c for c in Q.EFFECT_FIELDS if c in series and series[c].notna().any()] if len(series) else []
         with right:
@@ -215,6 +218,13 @@ def _history(ctx: ui.Ctx, feature: str) -> None:
                                         Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g")})
         else:
             st.caption("No window of this feature in the range.")
+
+
+def _band_of(series: pd.DataFrame, judged: str, value: str) -> tuple[str, str] | None:
+    """The stored threshold band to shade under ``value``'s line, when the verdicts were judged
+    on ``value`` and the worker wrote a band (detectors/thresholds.py)."""
+    has = any(c in series and series[c].notna().any() for c in (Q.F_BAND_LOWER, Q.F_BAND_UPPER))
+    return (Q.F_BAND_LOWER, Q.F_BAND_UPPER) if has and judged == value else None
 
 
 def _detail(ctx: ui.Ctx, latest: pd.DataFrame, pre: str, early: D.Fetched) -> None:

@@ -53,6 +53,10 @@ def _extra(recs: list[Record]) -> list[Record]:
     q3 = [r for r in recs if r.measurement == R.QUALITY and r.tags.get(R.T_FEATURE) == "f_003"
           and r.tags.get(R.T_MODEL) == "churn"]
     out += [Record(R.QUALITY, r.tags, {**r.fields, "missing_rate": 0.002, "n_missing": 1}, r.time_ns) for r in q3]
+    d5 = [r for r in recs if r.measurement == R.DRIFT and r.tags.get(R.T_FEATURE) == "f_005"
+          and r.tags.get(R.T_MODEL) == "churn"]  # judged against a stored band (detectors/thresholds.py)
+    out += [Record(R.DRIFT, r.tags, {**r.fields, "judged": "p_value", "band_lower": 0.001,
+                                     "threshold_method": "reference_chunks"}, r.time_ns) for r in d5]
     last = max(r.time_ns for r in recs)
     out.append(Record(R.DRIFT, {R.T_MODEL: "churn", R.T_VERSION: "1", R.T_FEATURE: "f_000", R.T_DETECTOR: "cvm_online"},
                       {"drift": 0, "statistic": 3.1, "threshold": 8.4, "n": 500, "ert": 20000, "n_detections": 0,
@@ -294,3 +298,22 @@ def test_threshold_lines_on_every_series_with_a_threshold(env: pd.Timestamp) -> 
     at = open_page("adversarial", model="churn")
     for spec in specs(at):
         assert has_rule(spec), spec.get("title")
+
+
+def test_stored_threshold_bands_are_drawn(env: pd.Timestamp) -> None:
+    at = open_page("drift", model="churn", feature="f_005")
+    at.selectbox(key="dw_feature_sel").set_value("f_005").run()
+    at.session_state["dw_feature_history"] = True
+    at.run()
+    no_exception(at)
+    p = titled(at, "f_005: smallest p-value")
+    areas = [lay for lay in layers(p) if (lay.get("mark") or {}).get("type") == "area"]
+    assert len(areas) == 1
+    band = pd.DataFrame(p["datasets"][areas[0]["data"]["name"]])
+    assert len(band) >= 20 and (band["band_from"] == 0.001).all()
+    # a feature judged without a band gets none
+    at.selectbox(key="dw_feature_sel").set_value("f_001").run()
+    at.session_state["dw_feature_history"] = True
+    at.run()
+    no_exception(at)
+    assert not [lay for lay in layers(titled(at, "f_001: smallest p-value")) if (lay.get("mark") or {}).get("type") == "area"]
