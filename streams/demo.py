@@ -895,13 +895,13 @@ class _Sender:
         send = self.dw.send_inference
         if m.task == "classification":
             labels = b.pred["label"].tolist()
-            proba = np.round(b.pred["proba"], 4).tolist()
+            proba = np.round(b.pred["proba"], PROBA_DECIMALS).tolist()
             classes = m.classes
             for i, eid in enumerate(ids):
                 send(m.model_id, rows[i], {"label": labels[i], "probabilities": dict(zip(classes, proba[i]))},
                      event_id=eid, event_time=times[i], model_version=m.version, source_id=srcs[i])
         else:
-            values = np.round(b.pred["value"], 3).tolist()
+            values = np.round(b.pred["value"], VALUE_DECIMALS).tolist()
             for i, eid in enumerate(ids):
                 send(m.model_id, rows[i], {"value": values[i]},
                      event_id=eid, event_time=times[i], model_version=m.version, source_id=srcs[i])
@@ -1136,6 +1136,9 @@ def _validate(o: DemoOptions) -> None:
 # ============================================================================ reference files
 PREDICTION_COLUMN, LABEL_COLUMN, PROBA_PREFIX = "prediction", "label", "proba_"
 """Output columns of the demo reference files (declared in streams/examples/demo.yaml)."""
+PROBA_DECIMALS, VALUE_DECIMALS = 4, 3
+"""Precision of the served probabilities and regression values, in events and reference files alike (a
+reference rounded otherwise than the events differs from them in distribution: prediction drift on ties)."""
 
 
 def reference_rows(model: DemoModel, n: int = REFERENCE_ROWS, seed: int = REFERENCE_SEED) -> dict[str, list[Any]]:
@@ -1149,10 +1152,10 @@ def reference_rows(model: DemoModel, n: int = REFERENCE_ROWS, seed: int = REFERE
     if model.task == "classification":
         cols[PREDICTION_COLUMN] = out["label"]
         for j, c in enumerate(model.classes):
-            cols[f"{PROBA_PREFIX}{c}"] = np.round(out["proba"][:, j], 6)
+            cols[f"{PROBA_PREFIX}{c}"] = np.round(out["proba"][:, j], PROBA_DECIMALS)
         cols[LABEL_COLUMN] = np.array([str(v) for v in y], dtype=object)
     else:
-        cols[PREDICTION_COLUMN] = np.round(out["value"], 3)
+        cols[PREDICTION_COLUMN] = np.round(out["value"], VALUE_DECIMALS)
         cols[LABEL_COLUMN] = np.round(y.astype(float), 3)
     return {k: _column_list(v) for k, v in cols.items()}
 

@@ -647,8 +647,9 @@ class LabelHook:
             acc.add_estimate(*CBPE(cal).expected_correct(rows.pred_proba, rows.classes, rows.pred_label))
         col = self._cal_rows.get(model_id)
         if col is None:
-            perf = self.models[model_id].performance
-            col = self._cal_rows[model_id] = CalibrationCollector(perf.calibration_rows, perf.min_calibration_rows)
+            cfg = self.models[model_id]
+            col = self._cal_rows[model_id] = CalibrationCollector(cfg.performance.rows(cfg.reference),
+                                                                  cfg.performance.min_calibration_rows)
         col.add(rows.pred_proba, rows.classes, rows.label, rows.pred_label)
 
     def use_reference_calibration(self, model_id: str, calibration) -> None:

@@ -98,16 +98,24 @@ class ReferenceConfig(_Strict):
 class PerformanceConfig(_Strict):
     """Estimated performance (CBPE): calibrated on labelled reference rows before it shows a number."""
 
-    calibration_rows: int = Field(1000, ge=20, description="first_n/rolling references: calibrate on the "
-                                                           "model's first N joined labels")
+    calibration_rows: int | None = Field(None, ge=20, description="without a labelled reference file: "
+                                                                   "calibrate on the model's first N joined labels "
+                                                                   "(default: first_n, at least 1000)")
     min_calibration_rows: int = Field(200, ge=20, description="fewest labelled rows to calibrate on; until "
                                                               "then the estimate says 'not calibrated'")
 
     @model_validator(mode="after")
     def _order(self) -> "PerformanceConfig":
-        if self.min_calibration_rows > self.calibration_rows:
+        if self.calibration_rows is not None and self.min_calibration_rows > self.calibration_rows:
             raise ValueError("min_calibration_rows must not exceed calibration_rows")
         return self
+
+    def rows(self, reference: "ReferenceConfig") -> int:
+        """How many joined labels calibrate CBPE: as configured, else as many as a ``first_n``
+        reference has events (the labels of the reference, as NannyML calibrates), at least 1000."""
+        if self.calibration_rows is not None:
+            return self.calibration_rows
+        return max(1000, reference.first_n or 0, self.min_calibration_rows)
 
 
 class ImpactConfig(_Strict):

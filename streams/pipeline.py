@@ -673,8 +673,13 @@ class Pipeline:
         """Pick the state's reference: one set by an operator, else the configured source.
 
         Called for a new stream key and whenever the stored references change
-        (``driftwatch reference set/reset``, see :meth:`watch_references`).
+        (``driftwatch reference set/reset``, see :meth:`watch_references`). A reference with
+        labelled rows calibrates CBPE from here on, also for the labels joined before the first window.
         """
+        self._pick_reference(state, tracker)
+        self._calibration(state.model, state.key, state.reference)
+
+    def _pick_reference(self, state: StreamState, tracker: AckTracker | None) -> None:
         from streams.references import ORIGIN_SET, applicable
 
         key, model = state.key, state.model

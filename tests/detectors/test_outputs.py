@@ -58,6 +58,12 @@ def test_monitor_config_declares_the_columns(tmp_path):
     cfg = parse_monitors({"models": [{**base, "reference": {"file": "r.csv", "prediction": "pred", "label": "y",
                                                             "probabilities": {"a": "pa", "b": "pb"}}}]})
     assert cfg.models[0].reference.outputs().columns == ["pred", "pa", "pb", "y"]
+    # CBPE's labelled rows without a labelled file: the reference period's labels (first_n), at least 1000
+    m = parse_monitors({"models": [{**base, "reference": {"first_n": 20000}}]}).models[0]
+    assert m.performance.rows(m.reference) == 20000
+    m = parse_monitors({"models": [{**base, "reference": {"rolling": True},
+                                    "performance": {"calibration_rows": 300}}]}).models[0]
+    assert m.performance.rows(m.reference) == 300
     with pytest.raises(ConfigError, match=r"models\[0\].reference: .*set file"):
         parse_monitors({"models": [{**base, "reference": {"first_n": 100, "label": "y"}}]})
     with pytest.raises(ConfigError, match="different columns"):
