@@ -48,9 +48,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BENIGN_SHIFTS",
     "EXTRACTION_STRATEGIES",
     "EvasionResult",
     "ExtractionAttack",
+    "benign_shift_sample",
     "decision_gradient",
     "decision_scores",
     "evasion",
@@ -303,6 +305,79 @@ def subpopulation_sample(model: Any, rng: np.random.Generator, n: int, feature: 
     X = model.X[idx] + rng.normal(0.0, 1.0, (n, model.n_inputs)) * (model.jitter * model.std)
     X[:, model.discrete] = model.X[idx][:, model.discrete]
     return model.finish_inputs(X), model.y[idx]
+
+
+#: Benign shifts that must not raise an attack flag (``driftwatch bench adversarial``, tests):
+#: kind -> what happens to the normal clients' traffic.
+BENIGN_SHIFTS: dict[str, str] = {
+    "demo-drift": "the demo's data drift (`driftwatch up`): the model's default drift inputs +1 std",
+    "mean-shift": "three other inputs move by +1.5 std",
+    "scale": "every input's spread around its mean grows by half (x1.5)",
+    "toward-boundary": "every input moves 40% of the way from its predicted class's centroid toward the "
+                       "runner-up's: natural covariate shift toward the decision boundary",
+    "new-segment": "a segment grows: 70% of the traffic is one cultivar / the top BMI quarter (prior shift)",
+    "seasonal": "a slow seasonal cycle: three inputs swing by +-1.5 std over the shifted windows",
+    "subpopulation": "the traffic moves to a natural subpopulation (above-median alcohol / BMI)",
+    "unusual-client": "one heavy client (20% of the traffic) sends the new segment's mix (70% one cultivar / "
+                      "the top BMI quarter); everyone else is unchanged",
+}
+
+_MEAN_SHIFT_INPUTS = {"wine": ["malic_acid", "magnesium", "hue"], "diabetes": ["age", "s1", "s5"]}
+_SEASONAL_INPUTS = {"wine": ["alcohol", "flavanoids", "proline"], "diabetes": ["bmi", "s3", "s6"]}
+_SEGMENT_FEATURE = {"wine": "alcohol", "diabetes": "bmi"}
+
+
+def _toward_boundary(model: Any, X: np.ndarray, fraction: float) -> np.ndarray:
+    """Move rows ``fraction`` of the way from their predicted class's centroid toward the runner-up's."""
+    classes = np.asarray(model.classes, dtype=object)
+    cent = np.stack([model.X[model.y == c].mean(axis=0) for c in classes])
+    s = decision_scores(model.estimator, X)
+    order = np.argsort(-s, axis=1)
+    return model.finish_inputs(X + fraction * (cent[order[:, 1]] - cent[order[:, 0]]))
+
+
+def benign_shift_sample(model: Any, kind: str, rng: np.random.Generator, n: int,
+                        progress: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` inputs (and true targets) of the normal traffic under the benign shift ``kind``
+    (:data:`BENIGN_SHIFTS`; ``progress`` in [0, 1]: how far into the shifted stretch, for
+    ``seasonal``). ``unusual-client`` returns the unusual client's traffic (the others' is
+    :meth:`~streams.demo.DemoModel.sample`). Every kind is natural data — the model's own
+    dataset, resampled with its noise — moved as a whole: data drift, no attack.
+    """
+    from streams.demo import shift_inputs
+
+    if kind not in BENIGN_SHIFTS:
+        raise ValueError(f"unknown benign shift {kind!r}; known: {', '.join(BENIGN_SHIFTS)}")
+    feature = _SEGMENT_FEATURE.get(model.model_id, model.inputs[0])
+    if kind == "subpopulation":
+        return subpopulation_sample(model, rng, n, feature, 0.5, True)
+    if kind in ("new-segment", "unusual-client"):  # the segment is 70% of the (client's) traffic
+        k = int(round(0.7 * n))
+        if model.task == "classification":
+            rows = np.flatnonzero(model.y == model.classes[1])
+            idx = rows[rng.integers(0, rows.size, k)]
+            Xs = model.X[idx] + rng.normal(0.0, 1.0, (k, model.n_inputs)) * (model.jitter * model.std)
+            Xs[:, model.discrete] = model.X[idx][:, model.discrete]
+            Xs, ys = model.finish_inputs(Xs), model.y[idx]
+        else:
+            Xs, ys = subpopulation_sample(model, rng, k, feature, 0.75, True)
+        Xo, yo = model.sample(rng, n - k)
+        perm = rng.permutation(n)
+        return np.vstack([Xs, Xo])[perm], np.concatenate([np.asarray(ys, dtype=object), np.asarray(yo, dtype=object)])[perm]
+    X, y = model.sample(rng, n)
+    if kind == "demo-drift":
+        return shift_inputs(model, X, model.default_drift_features, 1.0), y
+    if kind == "mean-shift":
+        names = [f for f in _MEAN_SHIFT_INPUTS.get(model.model_id, model.inputs[:3]) if f in model.inputs]
+        return shift_inputs(model, X, names, 1.5), y
+    if kind == "scale":
+        return shift_inputs(model, X, model.inputs, 0.0, 1.5), y
+    if kind == "seasonal":
+        names = [f for f in _SEASONAL_INPUTS.get(model.model_id, model.inputs[:3]) if f in model.inputs]
+        return shift_inputs(model, X, names, 1.5 * np.sin(2 * np.pi * progress)), y
+    if model.task != "classification":  # toward-boundary: classifiers only
+        raise ValueError("toward-boundary needs a classifier")
+    return _toward_boundary(model, X, 0.4), y
 
 
 # ============================================================================ demo scenarios

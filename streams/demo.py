@@ -514,14 +514,23 @@ class DataDrift(Scenario):
     def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
         names = [f for f in (self.features or m.default_drift_features) if f in m.inputs]
-        for f in names:
-            j = m.index(f)
-            col = batch.X[:, j]
-            mean = float(m.X[:, j].mean())
-            batch.X[:, j] = mean + (col - mean) * self.scale + self.shift * m.std[j]
         if names:
-            batch.X = m.finish_inputs(batch.X)
+            batch.X = shift_inputs(m, batch.X, names, self.shift, self.scale)
             self.count(batch, "shifted_events", len(batch))
+
+
+def shift_inputs(model: DemoModel, X: np.ndarray, names: Sequence[str], shift: float | np.ndarray = 1.0,
+                 scale: float = 1.0) -> np.ndarray:
+    """``X`` with the named inputs moved by ``shift`` standard deviations (per row when an array) and their
+    spread around the dataset mean multiplied by ``scale``; clipped and rounded as real inputs.
+    The ``data-drift`` scenario's transformation (``driftwatch up`` injects it one minute in)."""
+    X = np.array(X, dtype=np.float64, copy=True)
+    shift = np.asarray(shift, dtype=np.float64)
+    for f in names:
+        j = model.index(f)
+        mean = float(model.X[:, j].mean())
+        X[:, j] = mean + (X[:, j] - mean) * scale + shift * model.std[j]
+    return model.finish_inputs(X)
 
 
 @register_scenario

@@ -65,7 +65,14 @@ class MarginDetector:
         """Margins strictly below this are low."""
         return -self.calibration.threshold
 
-    def evaluate(self, window_margins: np.ndarray) -> ComponentResult:
+    def exceedances(self, window_margins: np.ndarray) -> np.ndarray:
+        """Per margin: is it low (below the calibrated threshold)? Non-finite margins are dropped first."""
         m = np.asarray(window_margins, dtype=np.float64)
-        m = m[np.isfinite(m)]
-        return component("low_margin", -m > self.calibration.threshold, self.calibration, self.test)
+        return -m[np.isfinite(m)] > self.calibration.threshold
+
+    def result(self, exceed: np.ndarray) -> ComponentResult:
+        """The window's low-margin rate (``exceed``: per prediction) tested against the reference rate."""
+        return component("low_margin", exceed, self.calibration, self.test)
+
+    def evaluate(self, window_margins: np.ndarray) -> ComponentResult:
+        return self.result(self.exceedances(window_margins))

@@ -1,27 +1,37 @@
 """One model version's adversarial monitor: fitted on reference rows, run on every window.
 
-:class:`AdversarialMonitor` ties the components together:
+:class:`AdversarialMonitor` ties the components together. Each per-event score is
+judged twice: against the reference (**population** rate — "the inputs moved": any
+data drift raises it) and against the rest of the window, source by source
+(**source contrast** — "someone is probing": drift moves every client alike, an
+attacker's own client id stands out; :mod:`detectors.adversarial.contrast`).
 
-=============  ===========================================  ==========================
-component      per event                                    window test
-=============  ===========================================  ==========================
-outlier        outlier score beyond the reference threshold  exceedances vs ref rate
-low_margin     top-1 − top-2 probability below threshold    low-margin count vs rate
-squeeze        (optional) L1 change of predict_proba when   exceedances vs ref rate
-               inputs are squeezed
-extraction     per source: PRADA Shapiro–Wilk W < δ          flagged sources vs ``fpr``
-=============  ===========================================  ==========================
+==================  ===========================================  ===============================
+component           per event                                    window test
+==================  ===========================================  ===============================
+outlier             outlier score beyond the reference threshold  exceedances vs ref rate
+low_margin          top-1 − top-2 probability below threshold     low-margin count vs ref rate
+squeeze             (optional) L1 change of predict_proba when    exceedances vs ref rate
+                    inputs are squeezed
+outlier_source      as ``outlier``                                each source vs the rest (Fisher)
+low_margin_source   as ``low_margin``                             each source vs the rest (Fisher)
+extraction          per source: PRADA Shapiro–Wilk W < δ          flagged sources vs ``fpr``
+==================  ===========================================  ===============================
 
-**Combined score.** Each component gives a one-sided p-value (calibrated: uniform
-or conservative on benign windows). They are combined with Bonferroni,
+**Combined score.** The components in the score — by default the source
+contrasts and extraction; the population rates too with ``score_population:
+true`` (they flag on data drift) — each give a one-sided p-value (calibrated:
+uniform or conservative on benign windows). They are combined with Bonferroni,
 ``p = min(1, K · min_k p_k)`` over the ``K`` components that ran, and
 ``score = 1 − p`` ∈ [0, 1]. So a benign window reaches ``score ≥ 1 − alpha``
 (``flagged``) with probability at most ``alpha``, whatever the dependence
-between components; evasion windows saturate near 1. The extraction
+between components; evasion windows saturate near 1. ``flagged_by`` names the
+components whose own p-value is below ``alpha / K``. The extraction
 component's p-value is the binomial tail of the number of flagged sources
 among the window's tested sources at the per-source false-flag rate ``fpr`` —
 one flagged client among many does not by itself move the window score; its
-``dw_source`` record (``extraction_flag``) is the signal to alert on.
+``dw_source`` record (``extraction_flag``, ``flag``, ``flagged_by``) is the
+signal to alert on.
 
 Inputs: numeric features standardised by the reference (missing → reference
 mean); **categorical features are not used** by the outlier and extraction
@@ -48,8 +58,8 @@ source).
 >>> spec = AdversarialSpec.model_validate({"extraction": {"simulations": 60, "horizon": 200}})
 >>> mon = AdversarialMonitor.fit(frame(rng.normal(size=(1000, 2))), feats, spec, task="regression")
 >>> res = mon.evaluate(frame(rng.normal(size=(500, 2))))
->>> bool(res.score < 0.99), sorted(res.components)
-(True, ['extraction', 'outlier'])
+>>> bool(res.score < 0.99), sorted(res.components), sorted(res.population)
+(True, ['extraction'], ['outlier'])
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ import numpy as np
 from scipy import stats
 
 from detectors import records as R
+from detectors.adversarial.contrast import ContrastResult, source_contrast
 from detectors.adversarial.extraction import ExtractionCalibration, ExtractionTracker, SourceUpdate, calibrate
 from detectors.adversarial.margin import MarginDetector, frame_margins
 from detectors.adversarial.outlier import ComponentResult, OutlierDetector, Standardizer
@@ -88,7 +99,7 @@ class AdversarialResult:
     """Everything one window produced (see :meth:`AdversarialMonitor.records`)."""
 
     n_events: int
-    components: dict[str, ComponentResult]
+    components: dict[str, ComponentResult | ContrastResult]  # the ones in the combined score
     p_value: float
     score: float
     flagged: bool
@@ -102,6 +113,24 @@ class AdversarialResult:
     sources_expired: int = 0
     delta: float = float("nan")
     notes: list[str] = field(default_factory=list)
+    # population rates against the reference ("the inputs moved": data drift raises them too);
+    # in the combined score only with ``score_population: true``
+    population: dict[str, ComponentResult] = field(default_factory=dict)
+    flagged_by: list[str] = field(default_factory=list)  # components whose Bonferroni share is below alpha
+    top_component: str | None = None  # the component with the smallest p-value
+
+    @property
+    def suspects(self) -> dict[str, str]:
+        """Source -> comma-joined components that flagged it in this window (extraction included)."""
+        out: dict[str, list[str]] = {}
+        for name in self.flagged_by:
+            c = self.components[name]
+            if isinstance(c, ContrastResult) and c.source is not None:
+                out.setdefault(c.source, []).append(name)
+        if self.sources is not None:
+            for s in self.sources.source[self.sources.flagged].tolist():
+                out.setdefault(str(s), []).append("extraction")
+        return {k: ",".join(v) for k, v in out.items()}
 
 
 class AdversarialMonitor:
@@ -193,28 +222,50 @@ class AdversarialMonitor:
     # -- a window -----------------------------------------------------------------------------
 
     def evaluate(self, frame: Frame) -> AdversarialResult:
-        """Score one window (and advance the per-source extraction state)."""
+        """Score one window (and advance the per-source extraction state).
+
+        The combined score takes the *source contrasts* (does one client's low-margin or
+        off-manifold rate stand out from the rest of the window?) and the extraction test:
+        population rates against the reference go to ``res.population`` — they rise with any
+        data drift — and into the score only with ``score_population: true``.
+        """
         n = len(frame)
-        comps: dict[str, ComponentResult] = {}
+        comps: dict[str, ComponentResult | ContrastResult] = {}
+        pop: dict[str, ComponentResult] = {}
         X = numeric_matrix(frame, self.names)
         Z = self.standardizer.transform(X) if self.standardizer is not None else None
         res = AdversarialResult(n_events=n, components=comps, p_value=1.0, score=0.0, flagged=False,
-                                alpha=self.spec.alpha, notes=list(self.notes))
+                                alpha=self.spec.alpha, notes=list(self.notes), population=pop)
+        src = frame.source_id
+        con = self.spec.contrast
+
+        def contrast(name: str, sources: np.ndarray | None, exceed: np.ndarray) -> None:
+            if con.enabled and sources is not None:
+                c = source_contrast(f"{name}_source", sources, exceed, min_events=con.min_events,
+                                    min_excess=con.min_excess)
+                if c.n_tested:
+                    comps[c.name] = c
+
         if self.outlier is not None and n:
-            comps["outlier"] = self.outlier.evaluate(Z)
+            exceed = self.outlier.exceedances(Z)
+            pop["outlier"] = self.outlier.result(exceed)
+            contrast("outlier", src, exceed)
         if self.task == "classification" and self.spec.margin.enabled:
             m = frame_margins(frame)
             if m is not None:
                 if self.margin is not None:
-                    c = self.margin.evaluate(m)
+                    ok = np.isfinite(m)
+                    exceed = self.margin.exceedances(m[ok])
+                    c = self.margin.result(exceed)
                     if c.n:
-                        comps["low_margin"] = c
+                        pop["low_margin"] = c
+                        contrast("low_margin", src[ok] if src is not None else None, exceed)
                 else:
                     self._warm_margin(m)
         if self.squeeze is not None and n:
             c, res.squeeze_mean = self.squeeze.evaluate(X)
             if c.n:
-                comps["squeeze"] = c
+                pop["squeeze"] = c
         if self.tracker is not None and n:
             upd = self.tracker.update(frame.source_id, Z, frame.event_time)
             res.sources = upd
@@ -232,31 +283,59 @@ class AdversarialMonitor:
                     fpr = self.tracker.calibration.fpr
                     p = float(stats.binom.sf(k - 1, m_t, fpr)) if k else 1.0
                     comps["extraction"] = ComponentResult("extraction", m_t, k, fpr, p)
-        res.p_value = bonferroni_min([c.p_value for c in comps.values()])
+        scored: dict[str, ComponentResult | ContrastResult] = dict(comps)
+        if self.spec.score_population:
+            scored.update(pop)
+            res.components = comps = scored
+        ps = {k: c.p_value for k, c in scored.items() if np.isfinite(c.p_value)}
+        res.p_value = bonferroni_min(list(ps.values()))
         res.score = 1.0 - res.p_value
         res.flagged = bool(res.p_value < self.spec.alpha)
+        if ps:
+            res.top_component = min(ps, key=ps.__getitem__)
+            if res.flagged:  # the components that flag on their own share of alpha (Bonferroni)
+                res.flagged_by = sorted((k for k, p in ps.items() if len(ps) * p < self.spec.alpha), key=ps.__getitem__)
         return res
 
     # -- records --------------------------------------------------------------------------------
 
     def records(self, res: AdversarialResult, tags: dict[str, str], time_ns: int) -> list[Record]:
-        """``ADVERSARIAL`` for the window and ``SOURCE`` for its top-K sources (non-finite fields dropped)."""
+        """``ADVERSARIAL`` for the window and ``SOURCE`` for its top-K sources (non-finite fields dropped).
+
+        Population components (``<name>_rate``, ``_ref_rate``, ``_change``, ``_p_value``) say whether
+        the inputs moved; source contrasts (``<name>_source_p_value``, ``_rate``, ``_rest_rate``,
+        ``_excess``, ``_suspect``) and ``extraction_*`` say whether someone is probing; ``flagged_by``
+        names the components that raised the flag (``top_component``: the one closest to it).
+        """
         f: dict[str, Any] = {
             "score": res.score, "p_value": res.p_value, "threshold": 1.0 - res.alpha, "flagged": res.flagged,
             "n_events": res.n_events, "n_components": len(res.components),
+            "score_population": bool(self.spec.score_population),
         }
-        for name, c in res.components.items():
-            if name == "extraction":
-                f["extraction_p_value"] = c.p_value
-                f["extraction_flagged"] = res.extraction_flagged
-                f["extraction_share"] = res.extraction_share
-                f["sources_tested"] = c.n
-                continue
+        if res.top_component is not None:
+            f["top_component"] = res.top_component
+        if res.flagged_by:
+            f["flagged_by"] = ",".join(res.flagged_by)
+        for name, c in res.population.items():
             f[f"{name}_rate"] = c.rate
             f[f"{name}_ref_rate"] = c.ref_rate
             f[f"{name}_change"] = c.change
             f[f"{name}_p_value"] = c.p_value
-        if "squeeze" in res.components:
+        for name, c in res.components.items():
+            if isinstance(c, ContrastResult):
+                f[f"{name}_p_value"] = c.p_value
+                f[f"{name}_tested"] = c.n_tested
+                if c.source is not None:
+                    f[f"{name}_rate"] = c.rate
+                    f[f"{name}_rest_rate"] = c.rest_rate
+                    f[f"{name}_excess"] = c.excess
+                    f[f"{name}_suspect"] = safe_label(c.source)
+            elif name == "extraction":
+                f["extraction_p_value"] = c.p_value
+                f["extraction_flagged"] = res.extraction_flagged
+                f["extraction_share"] = res.extraction_share
+                f["sources_tested"] = c.n
+        if "squeeze" in res.population:
             f["squeeze_mean"] = res.squeeze_mean
         if res.sources is not None:
             f["sources_active"] = len(res.sources)
@@ -267,18 +346,27 @@ class AdversarialMonitor:
         u = res.sources
         k = self.spec.extraction.top_k
         if u is not None and len(u) and k:
+            suspects = res.suspects
+            contrasts = [c for c in res.components.values() if isinstance(c, ContrastResult)]
+            flag = np.array([str(s) in suspects for s in u.source.tolist()], dtype=bool)
             score = np.nan_to_num(u.score, nan=-1.0)
-            order = np.lexsort((-u.n_batch, -score, ~u.flagged))[:k]
+            order = np.lexsort((-u.n_batch, -score, ~u.flagged, ~flag))[:k]
             for i in order.tolist():
-                flag = bool(u.flagged[i])
+                name = str(u.source[i])
                 sf: dict[str, Any] = {
-                    "extraction_flag": flag,
+                    "flag": bool(flag[i]), "extraction_flag": bool(u.flagged[i]),
                     "score": float(u.score[i]), "shapiro_w": float(u.w[i]), "threshold": res.delta,
                     "n_queries": int(u.n_queries[i]), "n_window": int(u.n_batch[i]),
                 }
+                if flag[i]:
+                    sf["flagged_by"] = suspects[name]
+                for c in contrasts:
+                    if name in c.per_source:
+                        rate, rest, p = c.per_source[name]
+                        sf[f"{c.name}_rate"], sf[f"{c.name}_rest_rate"], sf[f"{c.name}_p_value"] = rate, rest, p
                 if u.first_flag[i] >= 0:
                     sf["first_flag_queries"] = int(u.first_flag[i])
-                stags = {**tags, R.T_SOURCE: safe_label(str(u.source[i]))}
+                stags = {**tags, R.T_SOURCE: safe_label(name)}
                 out.append(Record(R.SOURCE, stags, _finite(sf), time_ns))
         return out
 

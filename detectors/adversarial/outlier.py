@@ -221,8 +221,16 @@ class OutlierDetector:
     def scores(self, Z: np.ndarray) -> np.ndarray:
         return self.scorer.score(Z)
 
+    def exceedances(self, Z: np.ndarray) -> np.ndarray:
+        """Per row: is its outlier score beyond the calibrated threshold?"""
+        return self.scores(Z) > self.calibration.threshold if Z.shape[0] else np.zeros(0, dtype=bool)
+
+    def result(self, exceed: np.ndarray) -> ComponentResult:
+        """The window's exceedance rate (``exceed``: per row) and its p-value against the reference rate."""
+        if exceed.shape[0] == 0:
+            return ComponentResult("outlier", 0, 0, self.calibration.ref_rate, float("nan"))
+        return component("outlier", exceed, self.calibration, self.test)
+
     def evaluate(self, Z: np.ndarray) -> ComponentResult:
         """Exceedance rate of the window's rows and its p-value against the reference rate."""
-        if Z.shape[0] == 0:
-            return ComponentResult("outlier", 0, 0, self.calibration.ref_rate, float("nan"))
-        return component("outlier", self.scores(Z) > self.calibration.threshold, self.calibration, self.test)
+        return self.result(self.exceedances(Z))

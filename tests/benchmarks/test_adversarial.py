@@ -31,6 +31,17 @@ def test_done_when_criteria_hold(result: dict) -> None:
     assert sh["shift"]["drift_rate"] > 0.5 and sh["stationary"]["drift_rate"] < 0.5
     assert sh["shift"]["extraction_flagged_clients"] == 0
     assert sh["shift"]["adversarial_flag_rate"] <= 0.2
+    # the demo's drift and the other benign shifts (both demo models) flag no window and no source
+    shifts = result["benign_shifts"]
+    kinds = {k.split("/")[1] for k in shifts}
+    assert {"demo-drift", "toward-boundary", "mean-shift", "scale", "new-segment", "seasonal",
+            "unusual-client"} <= kinds and "diabetes/demo-drift" in shifts
+    for name, r in shifts.items():
+        assert r["shift"]["drift_rate"] > 0.5 or name.endswith("unusual-client"), name  # the inputs did move
+        assert r["shift"]["adversarial_flag_rate"] == 0 and not r["shift"]["flagged_clients"], (name, r["shift"])
+    # while the population rates against the reference rose (what used to flag)
+    assert shifts["wine/demo-drift"]["shift"]["low_margin_rate_mean"] > 0.15
+    assert shifts["wine/toward-boundary"]["shift"]["low_margin_rate_mean"] > 0.3
     assert all(result["done_when"].values()), result["done_when"]
 
 

@@ -389,9 +389,14 @@ def test_monitor_scores_benign_low_and_attacks_high(fitted) -> None:
     assert sum(r.flagged for r in benign) <= 2  # alpha = 0.01 per window
     assert all(r.flagged and r.score > 0.99 for r in attacked)
     r = attacked[0]
-    assert {"outlier", "low_margin"} <= set(r.components)
-    assert r.components["outlier"].p_value < 1e-4 and r.components["low_margin"].p_value < 1e-4
+    # the attacker's own rates stand out from the rest of the window: that is what flags
+    assert {"outlier_source", "low_margin_source"} <= set(r.components)
+    assert r.components["low_margin_source"].source == "evader" and r.components["outlier_source"].source == "evader"
+    assert r.flagged_by and set(r.flagged_by) <= {"outlier_source", "low_margin_source"}
+    # the population rates against the reference see it too, but are reported, not scored
+    assert r.population["outlier"].p_value < 1e-4 and r.population["low_margin"].p_value < 1e-4
     assert r.p_value == pytest.approx(bonferroni_min([c.p_value for c in r.components.values()]))
+    assert r.suspects == {"evader": ",".join(r.flagged_by)}
 
 
 def test_records_names_fields_and_top_k(fitted) -> None:
@@ -427,7 +432,8 @@ def test_regression_and_no_numeric_features() -> None:
     rng = np.random.default_rng(19)
     spec = AdversarialSpec.model_validate(SMALL)
     mon = AdversarialMonitor.fit(frame(rng.normal(size=(500, 3))), FEATURES, spec, task="regression")
-    assert set(mon.evaluate(frame(rng.normal(size=(100, 3)))).components) == {"outlier"}  # no source ids
+    r = mon.evaluate(frame(rng.normal(size=(100, 3))))
+    assert set(r.population) == {"outlier"} and not r.components  # no source ids: nothing to contrast
     cat_only = [FeatureSpec(name="colour", kind="categorical")]
     mon = AdversarialMonitor.fit(frame(rng.normal(size=(500, 3))), cat_only, spec, task="regression")
     assert mon.outlier is None and mon.tracker is None and "no numeric" in mon.notes[0]
@@ -440,10 +446,11 @@ def test_margin_reference_warms_up_when_the_reference_has_no_probabilities(fitte
     spec = AdversarialSpec.model_validate({**SMALL, "margin": {"warmup_events": 500}})
     mon = AdversarialMonitor.fit(frame(X), FEATURES, spec, task="classification")
     assert mon.margin is None and "first 500" in mon.notes[-1]
-    assert "low_margin" not in mon.evaluate(_window(clf, X, rng, n=300)).components
+    assert "low_margin" not in mon.evaluate(_window(clf, X, rng, n=300)).population
     mon.evaluate(_window(clf, X, rng, n=300))  # 600 margins seen: calibrated on the first 500
     assert mon.margin is not None
-    assert "low_margin" in mon.evaluate(_window(clf, X, rng, n=300)).components
+    r = mon.evaluate(_window(clf, X, rng, n=300))
+    assert "low_margin" in r.population and "low_margin_source" in r.components
 
 
 def test_spec_validation() -> None:

@@ -14,6 +14,7 @@ from detectors.adversarial import AdversarialMonitor, AdversarialSpec
 from streams.alerts.rules import AlertRule, evaluate
 from streams.attacks import ExtractionAttack, evasion
 from streams.sinks.influx import database, query, write_records
+from tests.integration.test_pipeline import worker
 
 pytestmark = pytest.mark.integration
 
@@ -96,9 +97,6 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
     (``warmup_events`` is only the fallback without reference rows); one client probes the
     model from the start and evasion attempts come in a later stretch.
     """
-    import subprocess
-    import sys
-
     from streams.demo import EXAMPLES_DIR, DemoOptions, run_demo
 
     opts = DemoOptions(models=["wine"], rate=200, events=6000, pace=False, seed=11, label_fraction=0.0,
@@ -107,18 +105,13 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
     summary = run_demo(settings, opts)
     assert summary.delivered
     log = tmp_path / "worker.log"
-    env = {**settings_env, "DRIFTWATCH_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--monitors",
-                                 str(EXAMPLES_DIR / "demo.yaml")], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    try:
+    with worker(settings_env, EXAMPLES_DIR / "demo.yaml", log) as proc:
         deadline = time.monotonic() + 150
         rows: list = []
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"worker exited: {log.read_text(errors='replace')[-3000:]}"
             try:
-                rows = query(settings, f'SELECT "score", "flagged", "low_margin_rate" FROM "{R.ADVERSARIAL}"',
+                rows = query(settings, f'SELECT "score", "flagged", "low_margin_rate", "flagged_by", "top_component", "low_margin_source_suspect", "outlier_source_suspect" FROM "{R.ADVERSARIAL}"',
                              db=database(settings))
             except Exception:  # noqa: BLE001 - the database appears with the first write
                 rows = []
@@ -128,13 +121,80 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
         assert len(rows) >= 13, f"only {len(rows)} adversarial points; worker log:\n{log.read_text(errors='replace')[-3000:]}"
         sources = query(settings, f'SELECT "extraction_flag", "source" FROM "{R.SOURCE}" WHERE "source" = \'prober-1\'',
                         db=database(settings))
-    finally:
-        proc.terminate()
-        proc.wait(20)
     # the detectors are fitted on the rows of the reference file (attached by the worker), so every
-    # window is scored; evasion runs over simulated seconds 17.5-25, i.e. windows 9-11 of the
-    # 500-event windows (attack events come on top)
-    # (seeded: measured flags [F x 8, T, T, T, F, F] for windows 1..13)
+    # window is scored; evasion runs over simulated seconds 17.5-25: with the prober's 5% on top a
+    # 500-event window spans ~2.4 s, so windows 7-10 (0-based) hold evader-1's events (window 7 only
+    # its last ~30): the low-margin source contrast flags exactly those, naming evader-1
+    # (seeded: measured flags [F x 7, T x 4, F, F] for windows 0..12)
     flagged = [bool(r["flagged"]) for r in rows]
-    assert flagged[8:11] == [True] * 3 and not any(flagged[:8]) and not any(flagged[11:]), flagged
+    verdicts = [(r["flagged"], r.get("flagged_by"), r.get("low_margin_source_suspect")) for r in rows]
+    assert flagged[7:11] == [True] * 4 and not any(flagged[:7]) and not any(flagged[11:]), verdicts
+    assert all("low_margin_source" in r["flagged_by"] and r["low_margin_source_suspect"] == "evader-1"
+               for r in rows if r["flagged"]), verdicts
     assert any(bool(r["extraction_flag"]) for r in sources), sources
+
+
+def _wait_for(settings, proc, log, q: str, n: int, timeout: float = 180.0) -> list:
+    """Rows of ``q`` once there are at least ``n`` (the worker must stay up meanwhile)."""
+    deadline = time.monotonic() + timeout
+    rows: list = []
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"worker exited: {log.read_text(errors='replace')[-3000:]}"
+        try:
+            rows = query(settings, q, db=database(settings))
+        except Exception:  # noqa: BLE001 - the database appears with the first write
+            rows = []
+        if len(rows) >= n:
+            return rows
+        time.sleep(1.0)
+    raise AssertionError(f"only {len(rows)} rows for {q}; worker log:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(settings, settings_env,
+                                                                                tmp_path) -> None:
+    """The demo's data drift (``driftwatch up``: wine alcohol + color_intensity, diabetes bmi + bp,
+    +1 std) through ``driftwatch demo`` → Kafka → ``driftwatch worker`` → InfluxDB: the
+    population low-margin / outlier rates rise (the inputs moved), but no window and no source is
+    flagged; an evasion stretch inside the drift is flagged, by the low-margin source contrast,
+    with the evader named in the verdict.
+    """
+    from streams.demo import EXAMPLES_DIR, DemoOptions, run_demo
+
+    opts = DemoOptions(models=["wine", "diabetes"], rate=200, events=9000, pace=False, seed=5, label_fraction=0.0,
+                       create_topics=False, progress_every=0, drift_at=10.0,
+                       scenarios=["evasion:at=32.5,until=37.5,share=0.15"])
+    assert run_demo(settings, opts).delivered
+    log = tmp_path / "worker.log"
+    fields = '"score", "flagged", "flagged_by", "top_component", "low_margin_rate", "outlier_rate", ' \
+             '"low_margin_source_suspect", "model"'
+    with worker(settings_env, EXAMPLES_DIR / "demo.yaml", log) as proc:
+        q = f'SELECT {fields} FROM "{R.ADVERSARIAL}" GROUP BY "model"'
+        _wait_for(settings, proc, log, f'SELECT count("score") FROM "{R.ADVERSARIAL}" WHERE "model" = \'diabetes\'', 1)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rows = query(settings, q, db=database(settings))
+            by = {m: [r for r in rows if r.get("model") == m] for m in ("wine", "diabetes")}
+            if len(by["wine"]) >= 18 and len(by["diabetes"]) >= 17:
+                break
+            time.sleep(1.0)
+        sources = query(settings, f'SELECT "flag", "extraction_flag", "flagged_by", "source", "model" FROM "{R.SOURCE}"'
+                                  f' GROUP BY "model"', db=database(settings))
+    wine, diabetes = by["wine"], by["diabetes"]
+    assert len(wine) >= 18 and len(diabetes) >= 17, (len(wine), len(diabetes))
+    # 500-event windows at 200 events/s: drift from window 4 on (t = 10 s); evasion events (15% on top)
+    # over t = 32.5-37.5 s, i.e. the two or three wine windows that follow window 13
+    evasion = [i for i, r in enumerate(wine) if r["flagged"]]
+    assert evasion and all(13 <= i <= 16 for i in evasion), [(r["flagged"], r["top_component"]) for r in wine]
+    for i in evasion:
+        assert "low_margin_source" in wine[i]["flagged_by"] and wine[i]["low_margin_source_suspect"] == "evader-1"
+    quiet = wine[:13]
+    assert not any(r["flagged"] for r in quiet + diabetes), [r["score"] for r in quiet + diabetes]
+    assert not any(r.get("flagged_by") for r in quiet + diabetes)
+    # the inputs did move: the population rates against the reference rose with the drift
+    # (windows 0-1 calibrate the margin threshold on the stream: the reference file has no predictions)
+    before = np.mean([r["low_margin_rate"] for r in wine[2:4]])
+    after = np.mean([r["low_margin_rate"] for r in wine[5:13]])
+    assert after > before + 0.05, (before, after)
+    # no source flagged, in either model, except the evader (by the contrast, not extraction)
+    flagged = {(r["model"], r["source"]): r.get("flagged_by") for r in sources if r.get("flag") or r.get("extraction_flag")}
+    assert set(flagged) <= {("wine", "evader-1")}, flagged
