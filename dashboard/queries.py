@@ -106,6 +106,8 @@ PRED_ALL = "__all__"
 F_SCORE = "score"
 F_FLAGGED = "flagged"  # dw_adversarial
 F_EXTRACTION_FLAG = "extraction_flag"  # dw_source
+F_SOURCE_FLAG = "flag"  # dw_source: flagged by any component (extraction or a source contrast)
+F_FLAGGED_BY = "flagged_by"  # dw_adversarial, dw_source: the components that raised the flag
 # dw_alert (one point per alert and window while pending/firing, and on every change;
 # tags: model, version, rule, severity + the series' own tags such as feature)
 F_STATE = "status"  # inactive | pending | firing | resolved
@@ -1243,8 +1245,31 @@ def adversarial_components(columns: Sequence[str]) -> list[str]:
     return sorted(c[: -len(P_SUFFIX)] for c in columns if c.endswith(P_SUFFIX) and c != F_P_VALUE)
 
 
+def adversarial_scored(components: Sequence[str]) -> list[str]:
+    """The components that make the combined score: source contrasts and extraction (the others are
+    population rates against the reference — "the inputs moved" — in the score only with
+    ``score_population: true``).
+
+    >>> adversarial_scored(["extraction", "low_margin", "low_margin_source", "outlier", "outlier_source"])
+    ['extraction', 'low_margin_source', 'outlier_source']
+    """
+    return [c for c in components if c == "extraction" or c.endswith("_source")]
+
+
 def adversarial_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
     q = f"SELECT * FROM {ident(R.ADVERSARIAL)}{scope.where()} GROUP BY * ORDER BY time DESC LIMIT 1"
+    return query_df(conn, q)
+
+
+ADVERSARIAL_VERDICT = ("score", "flagged_by", "top_component", "low_margin_source_suspect", "outlier_source_suspect",
+                       "extraction_flagged")
+
+
+def adversarial_flags(conn: Conn, scope: Scope, limit: int = 20) -> pd.DataFrame:
+    """The latest flagged windows with their verdict: which components raised the flag, and the suspect source."""
+    fields = ", ".join(ident(f) for f in ADVERSARIAL_VERDICT)
+    q = (f"SELECT {fields} FROM {ident(R.ADVERSARIAL)}{scope.where(f'{ident(F_FLAGGED)} = true')}"
+         f" ORDER BY time DESC LIMIT {int(limit)}")
     return query_df(conn, q)
 
 
@@ -1256,7 +1281,7 @@ def sources(conn: Conn, scope: Scope) -> pd.DataFrame:
         f"SELECT count({ident(F_SCORE)}) AS windows, max({ident(F_SCORE)}) AS max_score"
         f" FROM {ident(R.SOURCE)}{w} GROUP BY {ident(R.T_SOURCE)}",
         f"SELECT count({ident(F_SCORE)}) AS flagged_windows FROM {ident(R.SOURCE)}{w}"
-        f" AND {ident(F_EXTRACTION_FLAG)} = true GROUP BY {ident(R.T_SOURCE)}",
+        f" AND ({ident(F_SOURCE_FLAG)} = true OR {ident(F_EXTRACTION_FLAG)} = true) GROUP BY {ident(R.T_SOURCE)}",
     ]
     latest, counts, flagged = (frame(s) for s in run(conn, stmts))
     if not len(latest):

@@ -215,21 +215,32 @@ def _records(models: Sequence[str], n_features: int, windows: int, cadence_s: in
                 "predictions": predictions, "labels": joined, Q.F_MATCHED: joined, Q.F_EXPIRED: 0,
                 Q.F_PENDING: predictions - joined,
             }, t)
-            burst = active and k % 7 == 0
+            burst = active and k % 7 == 0  # scraper-7 sends off-manifold inputs
             out_p = 10 ** -rng.uniform(5, 9) if burst else float(rng.uniform(0.05, 1.0))
             marg_p = float(rng.uniform(0.05, 1.0))
-            p_adv = min(1.0, 2 * min(out_p, marg_p))  # Bonferroni over two components
-            yield Record(R.ADVERSARIAL, base, {
+            p_adv = min(1.0, 2 * min(out_p, marg_p))  # Bonferroni over the two source contrasts
+            top = "outlier_source" if out_p < marg_p else "low_margin_source"
+            fields = {
                 Q.F_SCORE: 1.0 - p_adv, Q.F_P_VALUE: p_adv, Q.F_THRESHOLD: 0.99, Q.F_FLAGGED: p_adv < 0.01,
-                Q.F_N_EVENTS: n, "n_components": 2,
+                Q.F_N_EVENTS: n, "n_components": 2, "top_component": top,
+                "outlier_source_p_value": out_p, "outlier_source_suspect": "scraper-7" if burst else "client-a",
+                "outlier_source_rate": 0.6 if burst else 0.05, "outlier_source_rest_rate": 0.04,
+                "low_margin_source_p_value": marg_p, "low_margin_source_suspect": "client-b",
+                # population rates against the reference (the inputs moved: drift raises them)
                 "outlier_rate": 0.2 if burst else 0.01, "outlier_ref_rate": 0.01,
-                "outlier_change": 0.19 if burst else 0.0, "outlier_p_value": out_p,
-                "low_margin_rate": 0.05, "low_margin_ref_rate": 0.05, "low_margin_change": 0.0,
-                "low_margin_p_value": marg_p,
-            }, t)
+                "outlier_change": 0.19 if burst else 0.0, "outlier_p_value": min(1.0, out_p * 10),
+                "low_margin_rate": 0.12 if drifting else 0.05, "low_margin_ref_rate": 0.05,
+                "low_margin_change": 0.07 if drifting else 0.0, "low_margin_p_value": 1e-6 if drifting else marg_p,
+            }
+            if p_adv < 0.01:
+                fields[Q.F_FLAGGED_BY] = top
+            yield Record(R.ADVERSARIAL, base, fields, t)
             for j, src in enumerate(("client-a", "client-b", "scraper-7")):
                 flagged = src == "scraper-7" and drifting and k % 7 == 0
                 yield Record(R.SOURCE, {**base, R.T_SOURCE: src}, {
+                    Q.F_SOURCE_FLAG: flagged or (src == "scraper-7" and burst),
+                    **({Q.F_FLAGGED_BY: "extraction" if flagged else "outlier_source"}
+                       if flagged or (src == "scraper-7" and burst) else {}),
                     Q.F_EXTRACTION_FLAG: flagged,
                     Q.F_SCORE: 0.9 if flagged else 0.1 + 0.05 * j, "shapiro_w": 0.99, Q.F_THRESHOLD: 0.5,
                     "n_queries": 100 * (k + 1), "n_window": 40,

@@ -107,7 +107,7 @@ KNOWN_FIELDS: dict[str, tuple[str, ...]] = {
     "quality": ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate"),
     "performance": ("value",),
     "adversarial": ("score",),
-    "source": ("extraction_flag",),
+    "source": ("flag", "extraction_flag"),
 }
 
 #: the segment tag value of unsegmented results (detectors/runner.py)

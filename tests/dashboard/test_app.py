@@ -221,8 +221,14 @@ def test_adversarial_page_flags_the_scraper(env: Q.Conn) -> None:
     at = open_page("adversarial", model="churn")
     no_exception(at)
     assert "scraper-7" in at.error[0].value
-    src = at.dataframe[0].value
+    tables = [d.value for d in at.dataframe]
+    src = next(t for t in tables if "source" in t)
     assert src["source"].iloc[0] == "scraper-7" and src["flagged_windows"].iloc[0] > 0
+    assert "flagged_by" in src  # (of its latest point: empty unless flagged now)
+    # which component raised each flagged window, and against whom
+    flags = next(t for t in tables if "verdict" in t)
+    assert len(flags) and (flags["verdict"] == "flagged by outlier (source contrast) — scraper-7").all()
+    assert "flagged by outlier (source contrast) — scraper-7" in at.warning[0].value
     assert len(charts(at)) == 2
     at = open_page("adversarial", model="fraud")
     assert "No source flagged" in texts(at)

@@ -525,3 +525,153 @@ def test_detectors_stay_pure() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for banned in ("faust", "kafka", "aiokafka", "influxdb_client", "streamlit", "streams", "dashboard"):
         assert f"'{banned}'" not in out, banned
+
+
+# ----------------------------------------------------------------------------- drift vs probing
+
+
+def test_source_contrast_is_fishers_exact_test_per_source() -> None:
+    from detectors.adversarial.contrast import source_contrast
+
+    rng = np.random.default_rng(30)
+    src = rng.choice(np.array([f"c{i}" for i in range(8)], dtype=object), 600)
+    src[rng.random(600) < 0.05] = None  # unknown sources count in the rest, are never tested
+    exceed = rng.random(600) < 0.15
+    exceed[src == "c3"] |= rng.random(int((src == "c3").sum())) < 0.6  # c3 stands out
+    r = source_contrast("low_margin_source", src, exceed, min_events=10, min_excess=0.0)
+    known = np.array([s is not None for s in src])
+    names = sorted(set(src[known]))
+    assert r.n_tested == len(names) and r.source == "c3"
+    for name in names:  # each source's p-value: scipy's one-sided Fisher exact test, source vs the rest
+        mine = src == name
+        table = [[int(exceed[mine].sum()), int((~exceed[mine]).sum())],
+                 [int(exceed[~mine].sum()), int((~exceed[~mine]).sum())]]
+        expected = stats.fisher_exact(table, alternative="greater").pvalue
+        if exceed[mine].mean() < exceed[~mine].mean():  # one-sided: a source below the rest is never suspect
+            expected = 1.0
+        assert r.per_source[name][2] == pytest.approx(expected, rel=1e-9)
+    assert r.p_value == pytest.approx(min(1.0, len(names) * r.per_source["c3"][2]))
+    # the effect-size floor: a small excess is not a finding however many events back it
+    floor = source_contrast("x", src, exceed, min_events=10, min_excess=0.9)
+    assert floor.p_value == 1.0 and floor.n_tested == len(names)
+    # a source alone in its window, or too few events: nothing to test
+    assert source_contrast("x", np.array(["a"] * 50, dtype=object), exceed[:50]).n_tested == 0
+    assert source_contrast("x", src, exceed, min_events=1000).n_tested == 0
+    assert source_contrast("x", None, exceed).p_value == 1.0
+    with pytest.raises(ValueError, match="x: 3 source ids for 600"):
+        source_contrast("x", src[:3], exceed)
+
+
+def test_source_contrast_is_calibrated_whatever_the_window_rate() -> None:
+    """Exchangeable sources: the window p-value is (conservatively) uniform, at any base rate (= any drift)."""
+    from detectors.adversarial.contrast import source_contrast
+
+    rng = np.random.default_rng(31)
+    names = np.array([f"c{i}" for i in range(20)], dtype=object)
+    w = 1.0 / np.arange(1, 21)
+    for base in (0.05, 0.3, 0.7):
+        ps = np.array([source_contrast("x", names[rng.choice(20, 500, p=w / w.sum())], rng.random(500) < base,
+                                       min_excess=0.0).p_value for _ in range(400)])
+        assert (ps < 0.05).mean() <= 0.05 and (ps < 0.01).mean() <= 0.015, base
+
+
+@pytest.fixture(scope="module")
+def wine_world():
+    """The demo's wine classifier and its monitor, fitted on 1,000 stationary events (real data: sklearn's wine)."""
+    from benchmarks.adversarial import Options, World
+
+    world = World(Options())
+    X, _ = world.model.sample(np.random.default_rng(32), 1000)
+    ref = world.frame(X, np.full(1000, None, dtype=object))
+    mon = AdversarialMonitor.fit(ref, world.features, AdversarialSpec.model_validate({"extraction": {"simulations": 300}}))
+    return world, mon
+
+
+def _shifted_windows(world, mon, kind: str, n_windows: int, seed: int, evader: bool = False):
+    import copy
+
+    from streams.attacks import benign_shift_sample, evasion
+
+    m, mon = world.model, copy.deepcopy(mon)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_windows):
+        src = world.clients(rng, 500, 40)
+        if kind == "unusual-client":
+            X, _ = m.sample(rng, 500)
+            own = rng.random(500) < 0.2
+            X[own] = benign_shift_sample(m, kind, rng, int(own.sum()))[0]
+            src[own] = "client-unusual"
+        else:
+            X, _ = benign_shift_sample(m, kind, rng, 500, progress=(i + 0.5) / n_windows)
+        if evader:  # 50 evasion attempts from one client, inside the shifted traffic
+            X[:50] = evasion(m.estimator, X[:50], scale=m.std, lo=m.lo, hi=m.hi, finish=m.finish_inputs).X
+            src[:50] = "evader-1"
+        out.append(mon.evaluate(world.frame(X, src, t0=i * 2.5)))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["demo-drift", "mean-shift", "scale", "toward-boundary", "new-segment", "seasonal",
+                                  "subpopulation", "unusual-client"])
+def test_benign_shifts_flag_no_window_and_no_source(wine_world, kind: str) -> None:
+    world, mon = wine_world
+    res = _shifted_windows(world, mon, kind, 12, seed=33)
+    assert not any(r.flagged for r in res), [(r.score, r.top_component) for r in res]
+    assert not any(r.suspects for r in res), [r.suspects for r in res if r.suspects]
+    if kind in ("demo-drift", "toward-boundary"):  # the inputs moved: the population low-margin rate rose ...
+        assert np.mean([r.population["low_margin"].p_value < 1e-3 for r in res]) >= 0.75
+        # ... which is what the old score (population rates in it) flags: it cried wolf on this drift
+        old = AdversarialMonitor(AdversarialSpec(score_population=True), mon.names, mon.standardizer, mon.outlier,
+                                 mon.margin, None, None)
+        assert old.evaluate(world.frame(*_frames_of(world, kind, 34))).flagged
+
+
+def _frames_of(world, kind: str, seed: int):
+    from streams.attacks import benign_shift_sample
+
+    rng = np.random.default_rng(seed)
+    X, _ = benign_shift_sample(world.model, kind, rng, 500)
+    return X, world.clients(rng, 500, 40)
+
+
+def test_evasion_inside_a_drift_is_still_flagged_and_named(wine_world) -> None:
+    world, mon = wine_world
+    for kind in ("demo-drift", "toward-boundary"):
+        res = _shifted_windows(world, mon, kind, 4, seed=35, evader=True)
+        assert all(r.flagged and "low_margin_source" in r.flagged_by for r in res), kind
+        assert all(r.components["low_margin_source"].source == "evader-1" for r in res)
+        assert all(r.suspects.get("evader-1", "").startswith("low_margin_source") for r in res)
+        recs = mon.records(res[-1], {"model": "wine", "version": "1"}, 1)
+        adv = recs[0].fields
+        assert adv["flagged_by"].startswith("low_margin_source") and adv["low_margin_source_suspect"] == "evader-1"
+        assert adv["top_component"] == "low_margin_source" and adv["score_population"] is False
+        ev = next(r for r in recs[1:] if r.tags[R.T_SOURCE] == "evader-1")
+        assert ev.fields["flag"] is True and ev.fields["flagged_by"].startswith("low_margin_source")
+        assert ev.fields["extraction_flag"] is False and ev.fields["low_margin_source_rate"] > 0.9
+
+
+def test_benign_shift_sample_kinds_and_errors() -> None:
+    from streams.attacks import BENIGN_SHIFTS, benign_shift_sample
+    from streams.demo import build_diabetes, build_wine
+
+    wine, diabetes = build_wine(), build_diabetes()
+    rng = np.random.default_rng(36)
+    base, _ = wine.sample(rng, 4000)
+    X, _ = benign_shift_sample(wine, "demo-drift", rng, 4000)
+    j = [wine.index(f) for f in wine.default_drift_features]
+    np.testing.assert_allclose((X[:, j].mean(0) - base[:, j].mean(0)) / wine.std[j], 1.0, atol=0.1)
+    X, _ = benign_shift_sample(wine, "scale", rng, 4000)
+    assert np.all(X.std(0)[~wine.discrete] > 1.2 * base.std(0)[~wine.discrete] - 1e-9)
+    X, _ = benign_shift_sample(wine, "toward-boundary", rng, 4000)
+    from detectors.adversarial.margin import margins
+
+    assert np.median(margins(wine.predict(X)["proba"])) < np.median(margins(wine.predict(base)["proba"])) - 0.2
+    X, y = benign_shift_sample(wine, "new-segment", rng, 1000)
+    assert (y == wine.classes[1]).mean() > 0.7
+    for kind in BENIGN_SHIFTS:
+        if kind != "toward-boundary":
+            assert benign_shift_sample(diabetes, kind, rng, 50)[0].shape == (50, diabetes.n_inputs)
+    with pytest.raises(ValueError, match="toward-boundary needs a classifier"):
+        benign_shift_sample(diabetes, "toward-boundary", rng, 5)
+    with pytest.raises(ValueError, match="unknown benign shift 'storm'"):
+        benign_shift_sample(wine, "storm", rng, 5)
