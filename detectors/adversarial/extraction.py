@@ -33,8 +33,9 @@ The flag threshold δ is calibrated (:func:`calibrate`) on benign clients
 replacement, half drawn from all rows, half that switch (at a random point)
 to a random half-space holding a ``focus`` share of the rows — a benign
 client concentrating on a subpopulation. The simulated clients run through
-the same tracker, tested after every ``test_every`` queries (the most looks a
-live client can get), and δ is the ``fpr`` quantile of each client's lowest W,
+the same tracker, tested at every checkpoint (``min_queries`` distances, then
+every ``test_every``: the most looks a live client can get, the earliest on the
+smallest sample included), and δ is the ``fpr`` quantile of each client's lowest W,
 so at most ``fpr`` of benign clients are ever flagged within ``horizon``
 queries. Each source also gets a calibrated ``score``: the share of simulated
 benign clients whose W never went as low as this one's.
@@ -497,8 +498,10 @@ def simulate_benign(
 ) -> np.ndarray:
     """Lowest W of each simulated benign client (``+inf`` if it never reached a test).
 
-    Every client is fed to one :class:`ExtractionTracker` ``test_every`` queries at a
-    time, so each is tested at every checkpoint (the most looks a live client gets).
+    Every client is fed to one :class:`ExtractionTracker` in blocks that end exactly at its
+    checkpoints (``min_queries``, then every ``test_every`` distances), so each is tested at
+    every checkpoint a live client can reach — including the earliest, on the smallest and
+    most variable sample, which a client sending a few queries per window gets.
     """
     rng = np.random.default_rng(seed)
     Z = np.asarray(Z, dtype=np.float32)
@@ -506,15 +509,17 @@ def simulate_benign(
     k = len(seqs)
     tracker_kw = {**tracker_kw, "max_sources": k, "idle_seconds": np.inf, "calibration": None}
     t = ExtractionTracker(Z.shape[1], **tracker_kw)
-    step = t.test_every
     lengths = np.array([len(q) for q in seqs])
     pad = np.full((k, int(lengths.max())), -1, dtype=np.int64)
     for i, q in enumerate(seqs):
         pad[i, : len(q)] = q
     ids = np.array([f"sim-{i}" for i in range(k)], dtype=object)
     min_w = np.full(k, np.inf)
-    for a in range(0, pad.shape[1], step):
-        block = pad[:, a: a + step]
+    # tests at exactly min_queries, min_queries + test_every, ... distances (the first query has none):
+    # the earliest and every later look a live client can get, small samples included
+    cuts = [0, *range(t.min_queries + 1, pad.shape[1], t.test_every), pad.shape[1]]
+    for a, z in zip(cuts[:-1], cuts[1:]):
+        block = pad[:, a: z]
         ok = block >= 0
         rows, _ = np.nonzero(ok)
         if rows.size == 0:
