@@ -436,8 +436,8 @@ def run_benchmark(o: Options) -> dict[str, Any]:
         dref = world.frame(Xd, np.full(o.reference, None, dtype=object), model=d)
         fitted["diabetes"] = (AdversarialMonitor.fit(dref, world.features_of(d), spec, task="regression"), dref)
     shifts = benign_shifts_experiment(world, o.seed, fitted)
-    shifts_quiet = all(r["shift"]["adversarial_flag_rate"] == 0 and not r["shift"]["flagged_clients"]
-                       and r["stationary"]["adversarial_flag_rate"] == 0 for r in shifts.values())
+    shifts_quiet = all(r[phase]["adversarial_flag_rate"] == 0 and not r[phase]["flagged_clients"]
+                       for r in shifts.values() for phase in ("stationary", "shift"))
     main = o.strategies[0] if o.strategies else None
     done = {
         "extraction_detected_within_200_ge_0.9": bool(main and ext[main]["detected_within_200"] >= 0.9),

@@ -61,7 +61,8 @@ import numpy as np
 
 from detectors.adversarial.stats import shapiro_w
 
-__all__ = ["ExtractionCalibration", "ExtractionTracker", "SourceUpdate", "calibrate", "simulate_benign"]
+__all__ = ["ExtractionCalibration", "ExtractionTracker", "SourceUpdate", "calibrate", "simulate_benign",
+           "tail_quantile"]
 
 _CHUNK_ELEMENTS = 2_000_000  # float64 elements per distance block (~16 MB)
 _BLOCK_ELEMENTS = 262_144  # float64 elements per chunk of query blocks (2 MB: fits in cache)
@@ -486,6 +487,41 @@ def _sequences(Z: np.ndarray, n_uniform: int, n_focused: int, horizon: int, focu
     return seqs
 
 
+TAIL_POINTS = 20  # lowest simulated values the exponential tail is fitted to (at least)
+
+
+def tail_quantile(null: np.ndarray, q: float) -> float:
+    """The lower ``q`` quantile of ``null`` (lowest W per simulated benign client; +inf: never tested).
+
+    Where the simulations resolve it (``j = floor(q · (N + 1)) ≥`` :data:`TAIL_POINTS`) it is
+    the ``j``-th lowest value. Below that an order statistic is the noisy minimum of a few
+    draws (with 1,000 simulations and ``q`` = 1e-4 it would be the minimum, a 1-in-10 event at
+    best), so the lower tail is extrapolated, peaks-over-threshold: the ``k`` lowest values
+    (``k = max(TAIL_POINTS, 5 %)``) lie below ``u`` (the next one) by exponentially distributed
+    amounts of mean ``β``, so ``P(W < u − x) ≈ (k / N) · exp(−x / β)`` and the quantile is
+    ``u − β · ln(k / (N q))``. 0 (never flag) when no simulated client reached a test.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = 1 - rng.exponential(0.1, 2000)          # exact lower tail: 1 + 0.1 ln(q)
+    >>> bool(abs(tail_quantile(x, 1e-4) - (1 + 0.1 * np.log(1e-4))) < 0.1)
+    True
+    """
+    v = np.sort(np.asarray(null, dtype=np.float64))
+    n = v.shape[0]
+    fin = v[np.isfinite(v)]
+    if fin.size == 0 or n == 0:
+        return 0.0
+    j = int(np.floor(q * (n + 1)))
+    if j >= TAIL_POINTS:
+        return float(v[j - 1]) if np.isfinite(v[j - 1]) else 0.0
+    k = min(max(TAIL_POINTS, int(np.ceil(0.05 * n))), fin.size - 1)
+    if k < 2:
+        return float(fin[0])
+    u = fin[k]
+    beta = float(np.mean(u - fin[:k]))
+    return float(max(0.0, u - beta * np.log(k / (n * q)))) if beta > 0 else float(fin[0])
+
+
 def simulate_benign(
     Z: np.ndarray,
     *,
@@ -545,8 +581,9 @@ def calibrate(
     """δ such that at most ``fpr`` of simulated benign clients are ever flagged (see module docstring).
 
     ``Z``: standardised reference rows. With ``focus=1`` all simulated clients draw from
-    all rows. δ is the ``j``-th lowest of the clients' lowest W, ``j = max(1,
-    floor(fpr · (N + 1)))``; a source is flagged when its W is strictly below δ.
+    all rows. δ is the ``fpr`` quantile of the clients' lowest W (:func:`tail_quantile`:
+    the order statistic where the simulations resolve it, an exponential tail beyond);
+    a source is flagged when its W is strictly below δ.
     """
     Z = np.asarray(Z, dtype=np.float32)
     mq = tracker_kw.get("min_queries", 50)
@@ -556,9 +593,6 @@ def calibrate(
     n_uniform = simulations - n_focused
     null = np.sort(simulate_benign(Z, n_uniform=n_uniform, n_focused=n_focused, horizon=horizon,
                                    focus=focus, seed=seed, **tracker_kw))
-    j = max(1, int(np.floor(fpr * (null.shape[0] + 1))))
-    delta = float(null[j - 1])
-    if not np.isfinite(delta):  # no simulated client ever reached a test: never flag
-        delta = 0.0
+    delta = tail_quantile(null, fpr)
     return ExtractionCalibration(delta=delta, null_min_w=null, fpr=float(fpr), n_uniform=n_uniform,
                                  n_focused=n_focused, horizon=min(horizon, Z.shape[0]))

@@ -3,10 +3,10 @@
 Pure pydantic, no numpy/scipy import, so ``streams.monitors`` can load it cheaply.
 Every threshold here is a *rate* that the detectors calibrate on the reference, not a
 raw distance: the defaults mean "a benign window is flagged at most 1% of the time"
-(combined score), "a benign client is flagged at most 0.1% of the time" (extraction).
+(combined score), "a benign client is flagged at most 0.01% of the time" (extraction).
 
 >>> AdversarialSpec().outlier.method, AdversarialSpec().extraction.fpr
-('mahalanobis', 0.001)
+('mahalanobis', 0.0001)
 >>> AdversarialSpec.model_validate({"squeeze": {"model": "m.joblib"}}).squeeze.enabled
 True
 """
@@ -51,10 +51,10 @@ class ExtractionSpec(_Strict):
     """PRADA-style model-extraction detection per source (client id)."""
 
     enabled: bool = True
-    fpr: float = Field(0.001, gt=0, lt=0.5, description="share of benign sources ever flagged (over `horizon` queries)")
+    fpr: float = Field(1e-4, gt=0, lt=0.5, description="share of benign sources ever flagged (over `horizon` queries)")
     buffer: int = Field(128, ge=8, le=4096, description="past queries kept per source for distances")
     distances: int = Field(256, ge=20, le=5000, description="past minimum distances kept per source (Shapiro-Wilk sample)")
-    min_queries: int = Field(50, ge=20, description="distances needed before a source is tested")
+    min_queries: int = Field(100, ge=20, description="distances needed before a source is tested")
     test_every: int = Field(25, ge=1, description="test a source again after this many new distances")
     focus: float = Field(0.25, gt=0, le=1, description="benign clients may concentrate on this share of the data")
     horizon: int = Field(600, ge=50, description="calibration: length of simulated benign sequences")

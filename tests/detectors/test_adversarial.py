@@ -299,6 +299,24 @@ def test_calibration_bounds_the_benign_false_flag_rate() -> None:
         calibrate(ref[:30], **kw)
 
 
+def test_tail_quantile_order_statistic_then_exponential_tail() -> None:
+    from detectors.adversarial.extraction import tail_quantile
+
+    rng = np.random.default_rng(37)
+    x = rng.uniform(size=1000)
+    assert tail_quantile(x, 0.05) == np.sort(x)[int(np.floor(0.05 * 1001)) - 1]  # resolved: the order statistic
+    # beyond what 2,000 simulations resolve: the fitted tail of 1 - Exp(scale 0.05) against scipy's exact quantile
+    errs = []
+    for seed in range(20):
+        y = 1 - np.random.default_rng(seed).exponential(0.05, 2000)
+        errs.append(tail_quantile(y, 1e-4) - (1 - stats.expon.isf(1e-4, scale=0.05)))
+    assert abs(np.mean(errs)) < 0.02 and np.std(errs) < 0.05
+    # lower levels reach further down; never-tested simulations (+inf) count in N, not in the fit
+    assert 0 < tail_quantile(y, 1e-4) < tail_quantile(y, 1e-3) < tail_quantile(y, 0.005)
+    assert tail_quantile(np.r_[y, np.full(200, np.inf)], 1e-3) > tail_quantile(y, 1e-3)  # fewer tested: rarer low W
+    assert tail_quantile(np.full(50, np.inf), 0.01) == 0.0  # no simulated client reached a test: never flag
+
+
 # ----------------------------------------------------------------------------- squeeze
 
 
