@@ -3,10 +3,10 @@
 Pure pydantic, no numpy/scipy import, so ``streams.monitors`` can load it cheaply.
 Every threshold here is a *rate* that the detectors calibrate on the reference, not a
 raw distance: the defaults mean "a benign window is flagged at most 1% of the time"
-(combined score), "a benign client is flagged at most 0.01% of the time" (extraction).
+(combined score), "a benign client is flagged at most 1 in 100,000 times" (extraction).
 
 >>> AdversarialSpec().outlier.method, AdversarialSpec().extraction.fpr
-('mahalanobis', 0.0001)
+('mahalanobis', 1e-05)
 >>> AdversarialSpec.model_validate({"squeeze": {"model": "m.joblib"}}).squeeze.enabled
 True
 """
@@ -51,7 +51,7 @@ class ExtractionSpec(_Strict):
     """PRADA-style model-extraction detection per source (client id)."""
 
     enabled: bool = True
-    fpr: float = Field(1e-4, gt=0, lt=0.5, description="share of benign sources ever flagged (over `horizon` queries)")
+    fpr: float = Field(1e-5, gt=0, lt=0.5, description="share of benign sources ever flagged (over `horizon` queries)")
     buffer: int = Field(128, ge=8, le=4096, description="past queries kept per source for distances")
     distances: int = Field(256, ge=20, le=5000, description="past minimum distances kept per source (Shapiro-Wilk sample)")
     min_queries: int = Field(100, ge=20, description="distances needed before a source is tested")

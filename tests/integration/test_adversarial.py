@@ -111,8 +111,8 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"worker exited: {log.read_text(errors='replace')[-3000:]}"
             try:
-                rows = query(settings, f'SELECT "score", "flagged", "low_margin_rate", "flagged_by", "top_component", "low_margin_source_suspect", "outlier_source_suspect" FROM "{R.ADVERSARIAL}"',
-                             db=database(settings))
+                rows = query(settings, f'SELECT "score", "flagged", "flagged_by", "low_margin_source_suspect" '
+                                       f'FROM "{R.ADVERSARIAL}"', db=database(settings))
             except Exception:  # noqa: BLE001 - the database appears with the first write
                 rows = []
             if len(rows) >= 13:
@@ -125,12 +125,17 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
     # window is scored; evasion runs over simulated seconds 17.5-25: with the prober's 5% on top a
     # 500-event window spans ~2.4 s, so windows 7-10 (0-based) hold evader-1's events (window 7 only
     # its last ~30): the low-margin source contrast flags exactly those, naming evader-1
-    # (seeded: measured flags [F x 7, T x 4, F, F] for windows 0..12)
+    # prober-1 (5% of the traffic, ~25 queries a window) is flagged for extraction once tested, at 100
+    # distances (window 4): from then on the window is flagged by `extraction` too (one flagged client
+    # among ~20 tested is beyond what 1-in-10,000 benign clients explains)
     flagged = [bool(r["flagged"]) for r in rows]
     verdicts = [(r["flagged"], r.get("flagged_by"), r.get("low_margin_source_suspect")) for r in rows]
-    assert flagged[7:11] == [True] * 4 and not any(flagged[:7]) and not any(flagged[11:]), verdicts
-    assert all("low_margin_source" in r["flagged_by"] and r["low_margin_source_suspect"] == "evader-1"
-               for r in rows if r["flagged"]), verdicts
+    assert not any(flagged[:3]) and all(flagged[7:11]), verdicts
+    for i, r in enumerate(rows):
+        if 7 <= i <= 10:  # the evasion windows: the low-margin contrast, naming the evader
+            assert "low_margin_source" in r["flagged_by"] and r["low_margin_source_suspect"] == "evader-1", verdicts
+        elif r["flagged"]:  # elsewhere only the prober's extraction flag
+            assert r["flagged_by"] == "extraction", verdicts
     assert any(bool(r["extraction_flag"]) for r in sources), sources
 
 
