@@ -192,6 +192,11 @@ def test_throughput_ticks_zero_and_one_colour_per_model(env: pd.Timestamp) -> No
     assert y["axis"]["format"] == ",.4~g" and y["scale"]["zero"] is True  # never "200.40079164520…"
     color = tp["encoding"]["color"]["scale"]
     assert color["scheme"] == C.PALETTE and color["domain"] == ["churn", "reg"]
+    # a bucket's mean of its windows' events/s: the first and the current (partial) bucket of
+    # a steady stream are no dips
+    points = data(tp)[0]
+    reg = pd.to_numeric(points.loc[points["model"] == "reg", "events_per_s"])
+    assert len(reg) >= 20 and (reg.round(6) == 16.7).all(), reg.tolist()
 
 
 # Titles -------------------------------------------------------------------------------------
