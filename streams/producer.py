@@ -60,7 +60,7 @@ from typing import Any
 
 import orjson
 
-from streams.schemas import SCHEMA_VERSION
+from streams.wire import SCHEMA_VERSION  # not streams.schemas: the SDK does not load pydantic models
 
 log = logging.getLogger(__name__)
 

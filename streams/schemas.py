@@ -41,7 +41,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-SCHEMA_VERSION = 1
+from streams.wire import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the SDK imports it from streams.wire
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 FeatureValue = float | int | str | bool | None

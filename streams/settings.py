@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     monitors: Path = Field(
         Path(__file__).parent / "examples" / "demo.yaml", description="monitor config (YAML)"
     )
-    detector_engine: Literal["native", "alibi"] = "native"
     detector_process: bool = Field(
         True, description="run the detectors in a child process of the worker (another core than decoding); "
                           "false: on a thread of the worker process")

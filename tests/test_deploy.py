@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.cli import COMMANDS
+from streams.cli import COMMANDS, DEFAULT_EXTRA, EXTRAS
 from streams.settings import Settings
 from streams.settings_cli import reference_table
 
@@ -141,8 +141,22 @@ def test_dockerfile_slim_nonroot_layered() -> None:
     assert users and users[-1] not in ("root", "0")
     deps = DOCKERFILE.index("COPY pyproject.toml")
     first_src = DOCKERFILE.index("COPY streams")
-    install = DOCKERFILE.index("pip install .")
+    install = DOCKERFILE.index('pip install ".[${DW_EXTRAS}]"')
     assert deps < install < first_src, "dependencies must be installed in a layer before the sources"
+
+
+def test_image_installs_the_extras_its_services_need() -> None:
+    """The image runs the worker, the dashboard and the demo: a base install has only the SDK."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    default = re.search(r"^ARG DW_EXTRAS=(\S+)", DOCKERFILE, re.M)
+    built = _resolve(SERVICES["worker"]["build"]["args"]["DW_EXTRAS"])
+    for given in (default.group(1) if default else "", built):
+        assert {"worker", "dashboard"} <= set(given.split(",")) <= set(extras), given
+    for name in ("worker", "dashboard", "demo"):
+        command = SERVICES[name]["command"][1]
+        needed = EXTRAS.get(command, DEFAULT_EXTRA)
+        assert needed in ("worker", "dashboard"), f"{name}: driftwatch {command} needs [{needed}]"
 
 
 def test_dockerfile_copies_every_package() -> None:
