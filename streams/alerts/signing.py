@@ -45,21 +45,27 @@ def sign(secret: bytes, body: bytes, timestamp: int | None = None) -> str:
 def verify_signature(
     secret: bytes,
     body: bytes,
-    header: str,
+    header: str | None,
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
 ) -> bool:
     """True if ``header`` is a valid signature of ``body`` made within ``tolerance`` seconds.
 
-    Accepts several ``v1=`` entries (for secret rotation: any one matching is enough).
+    Accepts several ``v1=`` entries (for secret rotation: any one matching is enough). A
+    missing (``None``) or malformed header is False, never an exception.
     """
+    if not isinstance(header, str):
+        return False
     try:
         parts = [p.split("=", 1) for p in header.split(",")]
-        t = int(next(v for k, v in parts if k.strip() == "t"))
+        t_text = next(v for k, v in parts if k.strip() == "t").strip()
+        if not (t_text.isascii() and t_text.isdigit()):
+            return False
+        t = int(t_text)
         sigs = [v.strip() for k, v in parts if k.strip() == "v1"]
     except (ValueError, StopIteration):
         return False
     if abs((time.time() if now is None else now) - t) > tolerance:
         return False
-    expected = signature(secret, body, t)
-    return any(hmac.compare_digest(expected, s) for s in sigs)
+    expected = signature(secret, body, t).encode()
+    return any(hmac.compare_digest(expected, s.encode()) for s in sigs)

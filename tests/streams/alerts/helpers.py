@@ -21,13 +21,13 @@ MINUTE = 60 * 10**9
 T0 = 1_750_000_000 * 10**9
 
 
-def documented_verify() -> Callable[..., bool]:
-    """``verify_driftwatch_signature`` exactly as docs/alerts.md prints it."""
-    text = (ROOT / "docs" / "alerts.md").read_text()
+def documented_verify(source: str = "docs/alerts.md") -> Callable[..., bool]:
+    """``verify_driftwatch_signature`` exactly as ``source`` (docs/alerts.md or README.md) prints it."""
+    text = (ROOT / source).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     (code,) = [b for b in blocks if "def verify_driftwatch_signature" in b]
     ns: dict[str, Any] = {}
-    exec(compile(code, "docs/alerts.md", "exec"), ns)  # noqa: S102 - our own documentation
+    exec(compile(code, source, "exec"), ns)  # noqa: S102 - our own documentation
     return ns["verify_driftwatch_signature"]
 
 

@@ -20,7 +20,11 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body():
     assert sign(b"k", BODY, 1700000000) == f"t=1700000000,v1={expected}"
 
 
-@pytest.mark.parametrize("verify", [verify_signature, documented_verify()], ids=["library", "docs-snippet"])
+VERIFIERS = [verify_signature, documented_verify(), documented_verify("README.md")]
+IDS = ["library", "docs-snippet", "readme-snippet"]
+
+
+@pytest.mark.parametrize("verify", VERIFIERS, ids=IDS)
 def test_verify_accepts_fresh_and_rejects_tampered_stale_and_wrong(verify):
     h = sign(b"k", BODY)
     assert verify(b"k", BODY, h)
@@ -33,3 +37,13 @@ def test_verify_accepts_fresh_and_rejects_tampered_stale_and_wrong(verify):
     # key rotation: several v1 entries, one matching is enough
     t = int(time.time())
     assert verify(b"k", BODY, f"t={t},v1={'0' * 64},v1={signature(b'k', BODY, t)}")
+
+
+@pytest.mark.parametrize("verify", VERIFIERS, ids=IDS)
+@pytest.mark.parametrize("header", [None, b"t=1,v1=00", "", ",", "t=", "v1=", "t=\u00b2,v1=00", "t=12\u0663,v1=00",
+                                    "t={t},v1=\u00e9\u00e9", "t={t},v1", "=,=,=", "t={t}"])
+def test_missing_or_malformed_header_is_false_not_an_exception(verify, header):
+    """A request without the header (``headers.get()`` -> None) or with garbage in it is refused."""
+    if isinstance(header, str):
+        header = header.replace("{t}", str(int(time.time())))
+    assert verify(b"k", BODY, header) is False
