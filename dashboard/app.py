@@ -13,6 +13,7 @@ import streamlit as st
 from dashboard import logs, ui
 from dashboard.config import load_settings
 
+ui.scrub_forged_widget_state()  # before any widget: a forged widget id breaks session-state reads
 settings = load_settings()
 logs.setup(settings)  # no secret in any log line of this process (docs/reliability.md)
 st.set_page_config(page_title="driftwatch", page_icon=":material/monitoring:", layout="wide")

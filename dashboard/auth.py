@@ -40,6 +40,14 @@ file every logged-in user sees every model. Make a hash with
 []
 >>> verify_password("s3cret", hash_password("s3cret", iterations=1000))
 True
+
+Guessing is throttled (:class:`Throttle`): after ``free`` failed logins in a row for
+one user name, or from one client address, that name/address is locked out for a
+while that doubles with each further failure; a locked-out attempt is refused without
+looking at the password (the right one too). A login for an unknown user costs the
+same PBKDF2 work as one for a known user (:func:`check_login` verifies against a dummy
+hash with the access file's iteration count), so the time does not tell which names
+exist. Failures are counted and logged with the name and address, never the password.
 """
 
 from __future__ import annotations
@@ -50,7 +58,10 @@ import getpass
 import hashlib
 import hmac
 import os
+import secrets
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +165,41 @@ class Access:
         return self.hashes.get(user.lower())
 
 
+_access_cache: dict[str, tuple[float, tuple[int, int], Access | AccessError]] = {}
+_access_lock = threading.Lock()
+#: how long a read access file is reused (it is also re-read as soon as its mtime or size changes)
+ACCESS_CACHE_SECONDS = 2.0
+
+
+def cached_access(path: Path | str, ttl: float = ACCESS_CACHE_SECONDS) -> Access:
+    """:func:`load_access`, re-read when the file changed or after ``ttl`` seconds.
+
+    Every dashboard rerun (full or auto-refresh) asks for the current access list, so a
+    revoked model disappears within ``ttl`` seconds of the edit at the latest; reading
+    the file on each of a busy dashboard's reruns is what the cache saves.
+    """
+    key = str(Path(path).resolve())
+    try:
+        st_ = os.stat(key)
+        stamp = (st_.st_mtime_ns, st_.st_size)
+    except OSError:
+        stamp = (-1, -1)
+    now = time.monotonic()
+    with _access_lock:
+        hit = _access_cache.get(key)
+        if hit is not None and hit[1] == stamp and now - hit[0] < ttl:
+            found = hit[2]
+        else:
+            try:
+                found = load_access(key)
+            except AccessError as e:
+                found = e
+            _access_cache[key] = (now, stamp, found)
+    if isinstance(found, AccessError):
+        raise found
+    return found
+
+
 def load_access(path: Path | str) -> Access:
     """Read and check an access file."""
     path = Path(path)
@@ -197,6 +243,127 @@ def parse_access(data: Any, source: str = "<access>") -> Access:
                 raise AccessError(f"{source}: users.{name}.password_hash: make it with `python -m dashboard.auth hash`")
             hashes[str(name).lower()] = h
     return Access(users, model_list(data.get("default_models"), "default_models"), hashes)
+
+
+# Guessing ---------------------------------------------------------------------------------
+
+_dummy_hashes: dict[int, str] = {}
+_dummy_lock = threading.Lock()
+
+
+def _iterations(hashed: str) -> int | None:
+    try:
+        return int(hashed.split("$")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def dummy_hash(iterations: int = HASH_ITERATIONS) -> str:
+    """A hash of a random password with ``iterations`` rounds (made once per count), to
+    verify unknown users against so that they cost as much time as known ones."""
+    with _dummy_lock:
+        if iterations not in _dummy_hashes:
+            _dummy_hashes[iterations] = hash_password(secrets.token_urlsafe(24), iterations=iterations)
+        return _dummy_hashes[iterations]
+
+
+def check_login(access: Access | None, name: str, password: str, shared: str | None) -> tuple[bool, bool]:
+    """``(ok, named)`` for a login form's ``name``/``password``, in constant work.
+
+    A known name is checked against its own hash; an unknown or empty name against a
+    dummy hash with the same iteration count as the access file's hashes (the largest),
+    so every attempt costs one PBKDF2 run whether or not the name exists. ``named`` is
+    True when the user's own password matched; otherwise the shared password (if any)
+    is compared in constant time.
+
+    >>> acc = Access(users={"bob": ("*",)}, hashes={"bob": hash_password("pw", iterations=1000)})
+    >>> check_login(acc, "Bob", "pw", None), check_login(acc, "eve", "pw", "pw"), check_login(acc, "eve", "x", "pw")
+    ((True, True), (True, False), (False, False))
+    """
+    hashed = access.password_hash(name) if (access is not None and name) else None
+    if hashed is None:
+        counts = [n for n in (_iterations(h) for h in (access.hashes.values() if access else ())) if n]
+        own = verify_password(password, dummy_hash(max(counts) if counts else HASH_ITERATIONS)) and False
+    else:
+        own = verify_password(password, hashed)
+    if own:
+        return True, True
+    if shared is not None and check_shared(password, shared):
+        return True, False
+    return False, False
+
+
+@dataclass
+class _Record:
+    failures: int = 0
+    locked_until: float = 0.0
+    last: float = 0.0
+
+
+class Throttle:
+    """Failed-login counts per key (``"user:<name>"``, ``"addr:<ip>"``) and lockouts.
+
+    The first ``free`` failures in a row cost nothing extra; each further failure locks
+    the key for ``base`` seconds, doubling up to ``cap``. A success clears the keys it
+    used; a key with no failure for ``forget`` seconds starts over. Thread-safe (every
+    browser session runs its script on its own thread).
+
+    >>> th = Throttle(free=2, base=10, cap=60)
+    >>> [th.failed(["user:a"], now=0.0) for _ in range(4)]
+    [0.0, 0.0, 10.0, 20.0]
+    >>> th.wait(["user:a", "addr:x"], now=5.0), th.wait(["user:b"], now=5.0)
+    (15.0, 0.0)
+    """
+
+    def __init__(self, free: int = 5, base: float = 30.0, cap: float = 900.0, forget: float = 3600.0,
+                 max_keys: int = 100_000) -> None:
+        self.free, self.base, self.cap, self.forget, self.max_keys = free, base, cap, forget, max_keys
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, keys: Iterable[str], now: float | None = None) -> float:
+        """Seconds until any of ``keys`` may try again (0: now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return max([0.0, *(r.locked_until - now for k in keys if (r := self._records.get(k)))])
+
+    def failed(self, keys: Iterable[str], now: float | None = None) -> float:
+        """Count a failure for each key; return the resulting lockout in seconds (0: none)."""
+        now = time.monotonic() if now is None else now
+        longest = 0.0
+        with self._lock:
+            if len(self._records) > self.max_keys:  # someone cycling names: forget the stale ones
+                for k in [k for k, r in self._records.items() if now - r.last > self.forget or r.locked_until < now]:
+                    del self._records[k]
+            for k in keys:
+                r = self._records.setdefault(k, _Record())
+                if now - r.last > self.forget:
+                    r.failures = 0
+                r.failures += 1
+                r.last = now
+                if r.failures > self.free:
+                    lock = float(min(self.cap, self.base * 2 ** (r.failures - self.free - 1)))
+                    r.locked_until = max(r.locked_until, now + lock)
+                    longest = max(longest, lock)
+        return longest
+
+    def failures(self, key: str) -> int:
+        with self._lock:
+            r = self._records.get(key)
+            return r.failures if r else 0
+
+    def succeeded(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for k in keys:
+                self._records.pop(k, None)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+#: the dashboard process's login throttle (all sessions share it)
+THROTTLE = Throttle()
 
 
 def resolve_mode(settings: Any, access: Access | None, secrets_have_auth: bool) -> str:

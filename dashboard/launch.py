@@ -1,6 +1,7 @@
 """``driftwatch dashboard``: serve the Streamlit dashboard.
 
-Runs ``streamlit run dashboard/app.py`` headless (no browser is opened, no usage
+Runs ``streamlit run dashboard/server.py`` (the ASGI app around ``dashboard/app.py``, see
+:mod:`dashboard.server`) headless (no browser is opened, no usage
 statistics are sent), on ``Settings.dashboard_address`` (127.0.0.1 by default:
 set ``DRIFTWATCH_DASHBOARD_ADDRESS=0.0.0.0`` in a container) and
 ``Settings.dashboard_port`` (8501). The process is replaced by Streamlit's, so
@@ -20,6 +21,8 @@ import sys
 from pathlib import Path
 
 APP = Path(__file__).with_name("app.py")
+#: what ``streamlit run`` serves: :mod:`dashboard.server`'s ASGI app, which runs ``APP``
+SERVER = Path(__file__).with_name("server.py")
 
 
 def streamlit_command(*, port: int, address: str, extra: list[str] | None = None,
@@ -27,7 +30,7 @@ def streamlit_command(*, port: int, address: str, extra: list[str] | None = None
     """The ``python -m streamlit run`` command line for the dashboard (Streamlit's own log
     lines at ``log_level``, ``DRIFTWATCH_LOG_LEVEL``, like the dashboard's)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "streamlit", "run", str(SERVER),
         f"--server.port={port}",
         f"--server.address={address}",
         "--server.headless=true",
@@ -42,6 +45,9 @@ def streamlit_command(*, port: int, address: str, extra: list[str] | None = None
         # browser tab closes or reloads)
         "--runner.magicEnabled=false",
         "--client.toolbarMode=viewer",
+        # no traceback, exception type, source line or server path reaches a browser (the log has them)
+        "--client.showErrorDetails=none",
+        "--client.showErrorLinks=false",
         "--theme.base=light",
         f"--logger.level={log_level.lower()}",
         *(extra or []),

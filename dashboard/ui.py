@@ -104,28 +104,94 @@ def _load_access(settings: DashboardSettings) -> auth.Access | None:
     if settings.dashboard_access is None:
         return None
     try:
-        return auth.load_access(settings.dashboard_access)
+        return auth.cached_access(settings.dashboard_access)
     except auth.AccessError as e:
         st.error(f"The dashboard's access file is unusable, so nobody is let in: {e}")
         st.stop()
     return None
 
 
-def logged_in(settings: DashboardSettings | None = None) -> bool:
-    """Whether this session is past the login gate (True when no login is configured)."""
-    settings = settings or load_settings()
-    access = None
-    if settings.dashboard_access is not None:
-        try:
-            access = auth.load_access(settings.dashboard_access)
-        except auth.AccessError:
-            return False
+#: session-state key of the :class:`Login` (only ever set by the login form)
+LOGIN_KEY = "dw__login"
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who this browser session proved to be with the password form.
+
+    Kept in session state as an instance of this class: a browser can send widget
+    values under any name it likes, but they arrive as strings, numbers or bytes,
+    never as a ``Login``, so a forged ``dw__login`` (or the old ``dw_auth_ok``) logs
+    nobody in.
+    """
+
+    user: str | None
+    named: bool
+
+
+def _session_login() -> Login | None:
+    try:
+        value = st.session_state.get(LOGIN_KEY)
+    except Exception:  # a forged widget state can make session-state reads raise  # noqa: BLE001
+        return None
+    return value if isinstance(value, Login) else None
+
+
+def scrub_forged_widget_state() -> int:
+    """Drop widget values the browser sent for ids that no widget can have; return how many.
+
+    Streamlit keeps whatever ``WidgetState`` ids a client sends; one that is not an element
+    id (e.g. ``dw_auth_ok``) makes the next widget call raise a KeyError, whose traceback
+    went to the client. Called at the start of every full and fragment rerun.
+    """
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx  # noqa: PLC0415
+        from streamlit.runtime.state.common import is_element_id  # noqa: PLC0415
+
+        run = get_script_run_ctx()
+        if run is None:
+            return 0
+        safe = run.session_state
+        with safe._lock:  # noqa: SLF001 - Streamlit has no public API for this
+            states = safe._state._new_widget_state.states  # noqa: SLF001
+            forged = [k for k in list(states) if not is_element_id(k)]
+            for k in forged:
+                states.pop(k, None)
+    except Exception:  # a Streamlit upgrade moved the internals: the gate below still holds  # noqa: BLE001
+        log.debug("dashboard: cannot scrub widget state", exc_info=True)
+        return 0
+    if forged:
+        log.warning("dashboard: dropped %d widget value(s) sent for ids no widget has", len(forged))
+    return len(forged)
+
+
+def authorize(settings: DashboardSettings) -> tuple[str | None, auth.Access | None, bool] | None:
+    """``(user, access, named)`` of this session right now, or None if it may see nothing.
+
+    Renders nothing, so the auto-refreshing fragments call it before each run: the login
+    (password form or OIDC) is checked again and the access file re-read (short cache).
+    """
+    try:
+        access = auth.cached_access(settings.dashboard_access) if settings.dashboard_access is not None else None
+    except auth.AccessError:
+        return None
     mode = auth.resolve_mode(settings, access, _secrets_have_auth())
     if mode == "none":
-        return True
+        return None, access, False
     if mode == "oidc":
-        return bool(st.user.get("is_logged_in", False))
-    return bool(st.session_state.get("dw_auth_ok"))
+        if not st.user.get("is_logged_in", False):
+            return None
+        user = st.user.get("email") or st.user.get("name") or st.user.get("sub")
+        return (str(user) if user else None), access, True
+    who = _session_login()
+    if who is None:
+        return None
+    return who.user, access, who.named
+
+
+def logged_in(settings: DashboardSettings | None = None) -> bool:
+    """Whether this session is past the login gate (True when no login is configured)."""
+    return authorize(settings or load_settings()) is not None
 
 
 def login(settings: DashboardSettings) -> tuple[str | None, auth.Access | None, bool]:
@@ -163,17 +229,27 @@ def _login_oidc(settings: DashboardSettings, access: auth.Access | None) -> tupl
     return (str(user) if user else None), access, True
 
 
+def client_address() -> str:
+    """The browser's address as the dashboard sees it ("local" for loopback; behind a
+    reverse proxy, the proxy's address — see docs/operations.md)."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no client context  # noqa: BLE001
+        return "local"
+    return ip if isinstance(ip, str) and ip else "local"  # AppTest hands out a mock
+
+
 def _login_password(settings: DashboardSettings, access: auth.Access | None) -> tuple[str | None, auth.Access | None, bool]:
     ss = st.session_state
-    if ss.get("dw_auth_ok"):
+    who = _session_login()
+    if who is not None:
         with st.sidebar:
-            who = ss.get("dw_auth_user")
-            st.caption(f"Signed in{f' as **{who}**' if who else ''}")
+            st.caption(f"Signed in{f' as **{who.user}**' if who.user else ''}")
             if st.button("Log out", key="dw_logout"):
-                for k in ("dw_auth_ok", "dw_auth_user", "dw_auth_named"):
-                    ss.pop(k, None)
+                ss.pop(LOGIN_KEY, None)
+                log.info("dashboard: %s logged out", repr(who.user) if who.user else "shared-password session")
                 st.rerun()
-        return ss.get("dw_auth_user"), access, bool(ss.get("dw_auth_named"))
+        return who.user, access, who.named
     st.title("driftwatch")
     shared = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
     named_logins = bool(access and access.hashes)
@@ -182,20 +258,46 @@ def _login_password(settings: DashboardSettings, access: auth.Access | None) -> 
         pw = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
-        h = access.password_hash(name) if (access and name) else None
-        if h and auth.verify_password(pw, h):
-            log.info("dashboard: user %r logged in with their password", name)
-            ss.update(dw_auth_ok=True, dw_auth_user=name, dw_auth_named=True)
+        name, pw = str(name or "").strip()[:200], str(pw or "")
+        addr = client_address()
+        keys = [f"addr:{addr}", *([f"user:{name.lower()}"] if name else [])]
+        wait = auth.THROTTLE.wait(keys)
+        if wait > 0:
+            log.warning("dashboard: login%s from %s refused unchecked: locked out for %.0f s more",
+                        f" as {name!r}" if name else "", addr, wait)
+            st.error(f"Too many failed logins. Try again in {math.ceil(wait)} s.")
+            st.stop()
+        ok, named = auth.check_login(access, name, pw, shared)
+        if ok:
+            auth.THROTTLE.succeeded(keys)
+            if named:
+                log.info("dashboard: user %r logged in with their password from %s", name, addr)
+            else:
+                log.info("dashboard: logged in with the shared password from %s", addr)
+            ss[LOGIN_KEY] = Login(name if named else None, named)
             st.rerun()
-        elif shared is not None and auth.check_shared(pw, shared):
-            log.info("dashboard: logged in with the shared password")
-            ss.update(dw_auth_ok=True, dw_auth_user=None, dw_auth_named=False)
-            st.rerun()
-        else:
-            log.warning("dashboard: failed login%s", f" as {name!r}" if name else "")
-            st.error("Wrong user or password.")
+        lock = auth.THROTTLE.failed(keys)
+        log.warning("dashboard: failed login%s from %s (%d failure(s) in a row from this address%s)%s",
+                    f" as {name!r}" if name else "", addr, auth.THROTTLE.failures(keys[0]),
+                    f", {auth.THROTTLE.failures(keys[1])} for this user" if name else "",
+                    f"; locked out for {lock:.0f} s" if lock else "")
+        st.error("Wrong user or password." + (f" Too many failed logins: try again in {math.ceil(lock)} s." if lock else ""))
     st.stop()
     return None, access, False
+
+
+def still_allowed(ctx: Ctx) -> bool:
+    """Whether the session that built ``ctx`` may still see what it shows: logged in as the
+    same user, and every model of ``ctx.models`` still in the (re-read) access list."""
+    who = authorize(ctx.settings)
+    if who is None:
+        return False
+    user, access, named = who
+    if user != ctx.user:
+        return False
+    if access is not None and len(access.allowed(user if named else None, ctx.models)) != len(ctx.models):
+        return False
+    return True
 
 
 # Filters ------------------------------------------------------------------------------------
@@ -402,6 +504,13 @@ def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = 
 
     @st.fragment(run_every=every)
     def _refreshing() -> None:
+        # A fragment rerun skips the entry script's login gate and keeps the ctx of the last
+        # full run: check the login and the access list again before rendering anything.
+        scrub_forged_widget_state()
+        if not still_allowed(ctx):
+            log.info("dashboard: %s page: login or access changed since the last full run; rerunning the app",
+                     ctx.page)
+            st.rerun(scope="app")
         left, right = st.columns([5, 1], vertical_alignment="center")
         now = datetime.now(timezone.utc)
         scope = ctx.model if ctx.page != "overview" else f"{len(ctx.models)} model(s)"

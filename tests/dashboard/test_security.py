@@ -1,0 +1,270 @@
+"""The dashboard under attack: logout, revocation, forged widget values, guessing (issue 15).
+
+The session attacks run against ``driftwatch dashboard`` served as a child process, with
+a raw websocket client (:mod:`tests.dashboard.wsclient`: Streamlit's own BackMsg/ForwardMsg
+protobufs, sent as an attacker would) and, in test_browser_security.py, through Chromium.
+Guessing and timing run the real login form under Streamlit's AppTest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import auth, browser, sample
+from dashboard import queries as Q
+from streams.localstack import LocalStack, free_port, settings_env
+from tests.dashboard.wsclient import StreamlitClient, drain, login, until, widget
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+ALICE_PW = "alice-pw-7731"
+BOB_PW = "bob-pw-5519"
+REFRESH = 2
+
+
+def access_text(alice_models: list[str]) -> str:
+    return ("users:\n"
+            f"  alice: {{models: {alice_models}, password_hash: '{HASHES['alice']}'}}\n"
+            f"  bob: {{models: ['*'], password_hash: '{HASHES['bob']}'}}\n"
+            "default_models: []\n")
+
+
+HASHES = {"alice": auth.hash_password(ALICE_PW, iterations=2000), "bob": auth.hash_password(BOB_PW, iterations=2000)}
+
+
+@pytest.fixture(scope="module")
+def influx_db(stack: LocalStack) -> Iterator[Q.Conn]:
+    conn = Q.Conn(stack.influx_url, f"sec{uuid.uuid4().hex[:10]}")
+    sample.write_records(conn, sample.sample_records(["wine", "diabetes"], n_features=4, windows=24,
+                                                     drift_feature="f_001", quality_feature="f_002",
+                                                     false_alarms=False))
+    yield conn
+    with contextlib.suppress(Exception):
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(influx_db: Q.Conn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    """``driftwatch dashboard`` with password login and an access file (alice: wine only)."""
+    from streams.settings import Settings
+
+    folder = tmp_path_factory.mktemp("secdash")
+    access = folder / "access.yaml"
+    access.write_text(access_text(["wine"]))
+    env = settings_env(Settings(influx_url=influx_db.url, influx_db=influx_db.db))
+    env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS=str(REFRESH), DRIFTWATCH_DASHBOARD_AUTH="password",
+               DRIFTWATCH_DASHBOARD_ACCESS=str(access))
+    env.pop("DRIFTWATCH_DASHBOARD_PASSWORD", None)
+    log = folder / "dashboard.log"
+    try:
+        with browser.serve_dashboard(env, free_port(), log) as base:
+            yield base, access, log
+    except browser.BrowserError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def dash(served: tuple[str, Path, Path]) -> Iterator[tuple[str, Path, Path]]:
+    base, access, log = served
+    access.write_text(access_text(["wine"]))
+    yield served
+    access.write_text(access_text(["wine"]))
+
+
+def _no_leak(run, what: str) -> None:
+    assert not run.data_elements(), f"{what}: data reached the client: {run.data_elements()}"
+    text = run.text()
+    for word in ("wine", "diabetes", "f_001", "p-value"):
+        assert word not in text, f"{what}: {word!r} reached the client"
+
+
+def _logged_in_with_fragment(base: str, user: str, pw: str) -> tuple[StreamlitClient, dict[str, str], str]:
+    c = StreamlitClient(base)
+    run = login(c, user, pw)
+    assert run.data_elements(), f"{user} could not log in: {run.text()[:500]}"
+    frags = run.fragment_ids()
+    assert frags, "the page registered no auto-refreshing fragment"
+    return c, run.widget_ids(), next(iter(frags))
+
+
+# Session attacks over a raw websocket ------------------------------------------------------
+
+
+def test_fragment_rerun_after_logout_sends_no_data(dash) -> None:
+    base, _access, _log = dash
+    c, ids, frag = _logged_in_with_fragment(base, "alice", ALICE_PW)
+    with c:
+        # the fragment works while logged in: the browser's refresh tick gets data
+        assert c.rerun(fragment_id=frag).data_elements()
+        c.rerun(widgets=[widget(ids["Log out"], trigger_value=True)], wait=False)
+        after = until(c, lambda r: "Password" in r.widget_ids())
+        _no_leak(after, "the logout run")
+        # the attack: rerun the fragment id the browser received, on the same socket
+        attack = c.rerun(fragment_id=frag)
+        attack.msgs += drain(c, 3).msgs
+        _no_leak(attack, "fragment rerun after logout")
+        assert "Password" in attack.widget_ids(), "the session should be sent back to the login form"
+
+
+def test_revoked_models_stop_at_the_next_refresh_tick(dash) -> None:
+    base, access, _log = dash
+    c, _ids, frag = _logged_in_with_fragment(base, "alice", ALICE_PW)
+    with c:
+        first = c.rerun(fragment_id=frag)
+        assert first.data_elements() and "wine" in (first.text() + "wine")
+        access.write_text(access_text([]))  # an administrator revokes alice's models
+        tick = c.rerun(fragment_id=frag)  # what the browser's run_every timer sends
+        tick.msgs += drain(c, 3).msgs
+        _no_leak(tick, "refresh tick after revocation")
+        assert "may not see any" in tick.text()
+        again = c.rerun(fragment_id=frag)
+        again.msgs += drain(c, 2).msgs
+        _no_leak(again, "a later refresh tick")
+
+
+def test_other_sessions_are_untouched_by_a_revocation_of_alice(dash) -> None:
+    base, access, _log = dash
+    c, _ids, frag = _logged_in_with_fragment(base, "bob", BOB_PW)
+    with c:
+        access.write_text(access_text([]))
+        assert c.rerun(fragment_id=frag).data_elements()
+
+
+# Forged and malformed input --------------------------------------------------------------
+
+FORGED = [
+    widget("dw_auth_ok", bool_value=True), widget("dw_auth_named", bool_value=True),
+    widget("dw_auth_user", string_value="bob"), widget("dw__login", string_value="bob"),
+    widget("dw__ctx", json_value='{"model": "diabetes"}'), widget("$$STREAMLIT_INTERNAL_KEY_x", int_value=1),
+    widget("", string_value="x"), widget("dw_model", string_value="diabetes"),
+]
+
+
+def _no_traceback(run, what: str) -> None:
+    raw = run.raw()
+    for exc in run.exceptions():
+        assert not exc.stack_trace, f"{what}: a stack trace reached the client: {list(exc.stack_trace)[:3]}"
+    for needle in (b"Traceback", b'File "', b".py\", line", b"/work/", b"site-packages", b"KeyError"):
+        assert needle not in raw, f"{what}: {needle!r} reached the client"
+    assert not run.exceptions(), f"{what}: an exception reached the client: {run.exceptions()[0].message[:300]}"
+
+
+def test_forged_widget_keys_before_login_give_no_traceback_and_no_login(dash) -> None:
+    base, _access, _log = dash
+    with StreamlitClient(base) as c:
+        form = c.rerun().widget_ids()
+        run = c.rerun(widgets=FORGED)
+        _no_traceback(run, "forged widget keys")
+        _no_leak(run, "forged widget keys")
+        assert "Password" in run.widget_ids()
+        # the forged values, together with a real but empty login attempt
+        run = c.rerun(widgets=[*FORGED, widget(form["Log in"], trigger_value=True)])
+        _no_traceback(run, "forged keys + submit")
+        _no_leak(run, "forged keys + submit")
+        # wrong types for the real widgets
+        run = c.rerun(widgets=[widget(form["User"], int_value=7), widget(form["Password"], bytes_value=b"\xff" * 64),
+                               widget(form["Log in"], string_value="yes")])
+        _no_traceback(run, "wrongly typed widget values")
+        _no_leak(run, "wrongly typed widget values")
+        run = c.rerun(fragment_id="f" * 32)  # a fragment id that never existed
+        run.msgs += drain(c, 1).msgs
+        _no_traceback(run, "unknown fragment id")
+        _no_leak(run, "unknown fragment id")
+
+
+@pytest.mark.parametrize("query", [
+    "model=diabetes", "model=%00%ff&range=bogus", "range=custom&from=2020-13-45&to=yesterday",
+    "range=custom&from=" + "9" * 300, "version=%27%22;DROP&segment=%5C", "feature=" + "x" * 5000,
+    "model=wine&model=diabetes&range=30d",
+])
+def test_malformed_urls_after_login_give_no_traceback_and_no_foreign_model(dash, query: str) -> None:
+    base, _access, _log = dash
+    with StreamlitClient(base) as c:
+        run = login(c, "alice", ALICE_PW, query=query)
+        _no_traceback(run, query)
+        assert "diabetes" not in run.text()
+        run = c.rerun(query=query, widgets=FORGED)
+        run.msgs += drain(c, 1).msgs
+        _no_traceback(run, query + " + forged keys")
+        assert "diabetes" not in run.text()
+
+
+# Guessing ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def form_app(monkeypatch: pytest.MonkeyPatch, influx_db: Q.Conn, tmp_path: Path) -> Iterator[Path]:
+    access = tmp_path / "access.yaml"
+    access.write_text(access_text(["wine"]))
+    for k in ("PASSWORD", "PASSWORD_FILE"):
+        monkeypatch.delenv(f"DRIFTWATCH_DASHBOARD_{k}", raising=False)
+    for k in ("INFLUX_USERNAME", "INFLUX_PASSWORD", "INFLUX_PASSWORD_FILE", "INFLUX_TOKEN"):
+        monkeypatch.delenv(f"DRIFTWATCH_{k}", raising=False)
+    monkeypatch.setenv("DRIFTWATCH_INFLUX_URL", influx_db.url)
+    monkeypatch.setenv("DRIFTWATCH_INFLUX_DB", influx_db.db)
+    monkeypatch.setenv("DRIFTWATCH_DASHBOARD_AUTH", "password")
+    monkeypatch.setenv("DRIFTWATCH_DASHBOARD_ACCESS", str(access))
+    monkeypatch.setenv("DRIFTWATCH_DASHBOARD_REFRESH_SECONDS", "0")
+    auth.THROTTLE.reset()
+    yield access
+    auth.THROTTLE.reset()
+
+
+def _submit(at: AppTest, user: str, pw: str) -> str:
+    at.text_input[0].input(user)
+    at.text_input[1].input(pw)
+    at.button[0].click().run()
+    return "\n".join(e.value for e in at.error)
+
+
+def test_twenty_five_wrong_guesses_are_throttled_and_logged_without_the_password(
+        form_app: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dashboard")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    guesses = [f"guess-{i:02d}-x" for i in range(25)]
+    answers = [_submit(at, "alice", g) for g in guesses]
+    refused = [a for a in answers if "Too many failed logins" in a]
+    assert len(refused) >= 20, answers
+    # the right password during the lockout is refused as well, and nobody is logged in
+    assert "Too many failed logins" in _submit(at, "alice", ALICE_PW)
+    assert not at.get("vega_lite_chart") and not at.metric
+    assert auth.THROTTLE.wait(["user:alice"]) > 0 and auth.THROTTLE.wait(["addr:local"]) > 0
+    # a different user from the same address is locked out too (the address counts)
+    assert "Too many failed logins" in _submit(at, "bob", BOB_PW)
+    text = caplog.text
+    assert text.count("failed login as 'alice'") >= 5 and "refused unchecked" in text
+    assert not [g for g in [*guesses, ALICE_PW, BOB_PW] if g in text]
+    # after the lockout (simulated: the throttle forgets), the right password works
+    auth.THROTTLE.reset()
+    _submit(at, "alice", ALICE_PW)
+    assert at.metric, "alice should be logged in after the lockout ended"
+
+
+def test_login_time_does_not_tell_whether_a_user_exists(form_app: Path) -> None:
+    """Median time of a wrong password for a known and an unknown user, through the form,
+    with production-strength hashes (600 000 PBKDF2 rounds)."""
+    form_app.write_text("users:\n"
+                        f"  alice: {{models: [wine], password_hash: '{auth.hash_password(ALICE_PW)}'}}\n"
+                        "default_models: []\n")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    _submit(at, "nobody", "warm-up")  # the dummy hash is made once per process
+    times: dict[str, list[float]] = {"alice": [], "nobody-here": []}
+    for _ in range(7):
+        for user in times:
+            auth.THROTTLE.reset()
+            t0 = time.perf_counter()
+            assert "Wrong user or password" in _submit(at, user, "not-the-password")
+            times[user].append(time.perf_counter() - t0)
+    known, unknown = statistics.median(times["alice"]), statistics.median(times["nobody-here"])
+    print(f"\nmedian failed login: known user {known * 1000:.1f} ms, unknown user {unknown * 1000:.1f} ms")
+    assert known > 0.05, "the known user's hash should cost real time"
+    assert abs(known - unknown) < 0.020, (known, unknown)
