@@ -178,6 +178,16 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def service_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the broker and InfluxDB: ``base`` (default ``os.environ``) without
+    any ``DRIFTWATCH_*`` variable — they need none, and some hold secrets.
+
+    >>> service_env({"PATH": "/bin", "DRIFTWATCH_KAFKA_SASL_PASSWORD": "x"})
+    {'PATH': '/bin'}
+    """
+    return {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("DRIFTWATCH_")}
+
+
 def spawn(
     cmd: list[str],
     log_path: Path,
@@ -563,7 +573,7 @@ class LocalStack:
         try:
             for svc in todo:
                 cmd, extra = self._command(svc, bins[svc.name])
-                proc = spawn(cmd, svc.logfile, die_with_parent=self.die_with_parent)
+                proc = spawn(cmd, svc.logfile, env=service_env(), die_with_parent=self.die_with_parent)
                 self._procs[svc.name] = proc
                 started[svc.name] = (svc, proc)
                 self._write_state(svc, proc.pid, cmd, extra)
@@ -685,29 +695,56 @@ class LocalStack:
 # --------------------------------------------------------------------------- child env
 
 
-def settings_env(settings: Any, base: dict[str, str] | None = None) -> dict[str, str]:
+def write_secret(path: Path, value: str) -> Path:
+    """Write ``value`` to ``path`` readable by the owner only (folder 0700, file 0600); return
+    the absolute path. The file is created with mode 0600, never briefly world-readable."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    os.chmod(path, 0o600)
+    return path
+
+
+def settings_env(settings: Any, base: dict[str, str] | None = None, secrets_dir: Path | None = None) -> dict[str, str]:
     """An environment (``base``, default ``os.environ``) in which ``Settings()`` equals ``settings``.
 
     Used to start ``driftwatch worker|dashboard|demo`` as child processes that talk to
-    the same stack: every field becomes ``DRIFTWATCH_<NAME>`` (secrets in clear, as the
-    child needs them; ``None`` removes the variable).
+    the same stack: every field becomes ``DRIFTWATCH_<NAME>`` (``None`` removes the
+    variable) — except secrets, which never travel as values (anyone who may read
+    ``/proc/<pid>/environ`` could read them): a secret becomes ``DRIFTWATCH_<NAME>_FILE``,
+    the file ``base`` already names when it holds that value, else a 0600 file written
+    under ``secrets_dir`` (default ``<state_dir>/secrets``).
     """
-    from pydantic import SecretStr  # noqa: PLC0415
+    from streams.settings import SECRET_FIELDS  # noqa: PLC0415
 
     env = dict(os.environ if base is None else base)
     for name in type(settings).model_fields:
         key = f"DRIFTWATCH_{name.upper()}"
         value = getattr(settings, name)
-        env.pop(f"{key}_FILE", None)
+        given = env.pop(f"{key}_FILE", None)
         if value is None:
             env.pop(key, None)
             continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
+        if name in SECRET_FIELDS:
+            env.pop(key, None)
+            secret = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+            env[f"{key}_FILE"] = str(_secret_file(name, secret, given, secrets_dir or Path(settings.state_dir) / "secrets"))
+            continue
         if isinstance(value, (list, dict, tuple)):
             value = json.dumps(value)
         env[key] = str(value)
     return env
+
+
+def _secret_file(name: str, secret: str, given: str | None, folder: Path) -> Path:
+    """The file that holds ``secret``: ``given`` if it already does, else one written in ``folder``."""
+    if given:
+        with contextlib.suppress(OSError):
+            if Path(given).read_text().strip() == secret:
+                return Path(given).resolve()
+    return write_secret(Path(folder) / name, secret)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -21,6 +21,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+#: the fields that hold secrets; each may also come from ``DRIFTWATCH_<NAME>_FILE``
+SECRET_FIELDS = ("kafka_sasl_password", "influx_password", "influx_token", "dashboard_password")
+
+
 class Settings(BaseSettings):
     """Everything a worker, the dashboard and the CLI need to find their services."""
 
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
         """``DRIFTWATCH_<NAME>_FILE`` holds the path of a file with the secret's value."""
         if not isinstance(data, dict):
             return data
-        for name in ("kafka_sasl_password", "influx_password", "influx_token", "dashboard_password"):
+        for name in SECRET_FIELDS:
             path = os.environ.get(f"DRIFTWATCH_{name.upper()}_FILE")
             if path and name not in data:
                 try:

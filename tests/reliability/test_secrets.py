@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -162,8 +163,8 @@ def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all
                                            "threshold": 0, "severity": "warning"}]
             mon.write_text(yaml.safe_dump(cfg))
             env = settings_env(s)
-            for name in ("KAFKA_SASL_PASSWORD", "INFLUX_PASSWORD"):  # from files, as in production
-                env.pop(f"DRIFTWATCH_{name}")
+            for name in ("KAFKA_SASL_PASSWORD", "INFLUX_PASSWORD"):  # settings_env never passes values
+                assert f"DRIFTWATCH_{name}" not in env and f"DRIFTWATCH_{name}_FILE" in env
             env.update({
                 "DRIFTWATCH_KAFKA_SASL_PASSWORD_FILE": str(secrets_dir / "kafka"),
                 "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(secrets_dir / "influx"),
@@ -235,3 +236,88 @@ def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all
     text = logs[0].read_text(errors="replace")
     assert "DEBUG" in text, "the worker should have logged at DEBUG level"
     assert tail(logs[2]), "the worker with a wrong Kafka password said nothing"
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+@pytest.mark.integration
+def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
+    """``driftwatch up`` with the dashboard password in a file and the Kafka password even as a
+    plain variable of its own: no child's /proc/<pid>/environ holds either value (nor the
+    generated InfluxDB admin password), and the dashboard still accepts the password."""
+    from streams.localstack import free_ports
+    from tests.dashboard.wsclient import StreamlitClient, login
+
+    secret_file = tmp_path / "dashboard-password"
+    secret_file.write_text(DASHBOARD_PW + "\n")
+    kport, iport, dport, wport = free_ports(4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWATCH_")}
+    env.update({"DRIFTWATCH_DASHBOARD_PASSWORD_FILE": str(secret_file), "DRIFTWATCH_KAFKA_SASL_PASSWORD": KAFKA_PW,
+                "DRIFTWATCH_WORKER_WEB_PORT": str(wport), "DRIFTWATCH_DASHBOARD_REFRESH_SECONDS": "0",
+                "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--state-dir", str(state), "--kafka-port", str(kport),
+         "--influx-port", str(iport), "--dashboard-port", str(dport)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("Dashboard:" in ln for ln in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any("Dashboard:" in ln for ln in lines), "".join(lines)
+        time.sleep(3)  # the worker's detector process and the demo are up by now
+        found: dict[int, list[str]] = {}
+        names: dict[int, str] = {}
+        secrets = [DASHBOARD_PW, KAFKA_PW]
+        admin = state / "secrets" / "influx_password"
+        if admin.exists():  # the local stack's generated InfluxDB credential
+            secrets.append(admin.read_text().strip())
+            assert (admin.stat().st_mode & 0o777) == 0o600
+        pids = _descendants(proc.pid)
+        assert len(pids) >= 3, pids
+        for pid in pids:
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120].decode()
+            except OSError:
+                continue
+            found[pid] = [s for s in secrets if s.encode() in environ]
+            assert b"DRIFTWATCH_DASHBOARD_PASSWORD=" not in environ, names[pid]
+        assert not any(found.values()), {names[p]: v for p, v in found.items() if v}
+        assert any("dashboard" in n for n in names.values()) and any("worker" in n for n in names.values()), names
+        for f in (state / "secrets").iterdir():
+            assert (f.stat().st_mode & 0o777) == 0o600, f
+        with StreamlitClient(f"http://127.0.0.1:{dport}") as c:  # the file's password still logs in
+            run = login(c, "", DASHBOARD_PW)
+            assert "Log out" in run.widget_ids(), run.text()[:500]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
