@@ -100,10 +100,23 @@ def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
         k, i = free_ports(2)
         stack = LocalStack(folder, k, i, start_timeout=120, die_with_parent=True)
         stack.up()
+        # its InfluxDB runs with auth on: this process and the dashboard it serves use the admin file
+        os.environ.update({k: v for k, v in stack.influx_env().items() if k.startswith("DRIFTWATCH_INFLUX_")})
+        os.environ.pop("DRIFTWATCH_INFLUX_PASSWORD", None)
         try:
             yield stack.influx_url
         finally:
             stack.down()
+
+
+def _auth() -> tuple[str, str] | None:
+    """HTTP basic auth for InfluxDB from the ``DRIFTWATCH_INFLUX_*`` environment (None without a user)."""
+    from streams.settings import Settings  # noqa: PLC0415
+
+    s = Settings()
+    if not s.influx_username:
+        return None
+    return s.influx_username, s.influx_password.get_secret_value() if s.influx_password else ""
 
 
 def model_names(n: int) -> list[str]:
@@ -140,7 +153,7 @@ def populate(url: str, db: str, *, models: int, features: int, days: float, cade
 
     from dashboard.queries import ident  # noqa: PLC0415
 
-    client = httpx.Client(base_url=url, timeout=120)
+    client = httpx.Client(base_url=url, timeout=120, auth=_auth())
     client.post("/query", data={"q": f"DROP DATABASE {ident(db)}"})
     client.post("/query", data={"q": f"CREATE DATABASE {ident(db)}"})
     windows = int(days * 86400 / cadence)
@@ -179,7 +192,8 @@ def populate(url: str, db: str, *, models: int, features: int, days: float, cade
 
 def _has_data(url: str, db: str, models: int) -> bool:
     try:
-        r = httpx.post(f"{url}/query", data={"db": db, "q": 'SHOW TAG VALUES FROM "dw_window" WITH KEY = "model"'})
+        r = httpx.post(f"{url}/query", data={"db": db, "q": 'SHOW TAG VALUES FROM "dw_window" WITH KEY = "model"'},
+                       auth=_auth())
         series = r.json()["results"][0].get("series", [])
         return bool(series) and len(series[0]["values"]) >= models
     except (httpx.HTTPError, KeyError, ValueError):
@@ -193,7 +207,8 @@ def _median(xs: list[float]) -> float:
 def measure_queries(url: str, db: str, model: str, repeat: int) -> dict[str, float]:
     from dashboard import queries as Q  # noqa: PLC0415
 
-    conn = Q.Conn(url, db)
+    auth = _auth()
+    conn = Q.Conn(url, db, *(auth or ()))
     rng = Q.TimeRange.last("7d")
     sc = Q.Scope(rng, model=model)
     top = tuple(Q.heatmap_rows(Q.drift_latest(conn, sc), Q.drift_counts(conn, sc))[: Q.HEATMAP_TOP])
@@ -268,7 +283,8 @@ def measure_browser(url: str, db: str, model: str, repeat: int, charts: dict[str
     from dashboard.config import PAGES as UI_PAGES  # noqa: PLC0415
     from streams.localstack import free_port  # noqa: PLC0415
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWATCH_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DRIFTWATCH_") or k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD_FILE")}
     env.update(DRIFTWATCH_INFLUX_URL=url, DRIFTWATCH_INFLUX_DB=db, DRIFTWATCH_DASHBOARD_CACHE_SECONDS="0",
                DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0", DRIFTWATCH_DASHBOARD_AUTH="none")
     load: dict[str, list[float]] = {p: [] for p in PAGES}
@@ -333,11 +349,12 @@ def run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir
     if state_dir is None and args.influx_url is None and (args.keep or args.reuse):
         state_dir = DEFAULT_STATE_DIR
+    for k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD", "DRIFTWATCH_INFLUX_PASSWORD_FILE",
+              "DRIFTWATCH_INFLUX_TOKEN"):
+        os.environ.pop(k, None)  # a private stack sets its own (see _influx)
     with _influx(args.influx_url, state_dir) as url:
         os.environ["DRIFTWATCH_INFLUX_URL"] = url
         os.environ["DRIFTWATCH_INFLUX_DB"] = args.db
-        for k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD", "DRIFTWATCH_INFLUX_TOKEN"):
-            os.environ.pop(k, None)
         if args.reuse and _has_data(url, args.db, args.models):
             _log(f"reusing database {args.db}")
             result["populate"] = {"reused": True}
@@ -358,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if not (args.keep or args.reuse):  # a reused database is kept for the next run too
                 with contextlib.suppress(httpx.HTTPError):
-                    httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "{args.db}"'}, timeout=60)
+                    httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "{args.db}"'}, timeout=60, auth=_auth())
     worst = max(v["median_s"] for v in result["server_s"].values())
     if "browser" in result:
         worst = max(worst, *result["browser"]["load"].values(), *result["browser"]["nav"].values())

@@ -303,12 +303,8 @@ class Bench:
         return Settings(
             kafka_bootstrap=self.stack.bootstrap,
             kafka_security_protocol="PLAINTEXT",
-            influx_url=self.stack.influx_url,
-            influx_version=1,
+            **self.stack.influx_settings(),  # the local InfluxDB runs with auth on
             influx_db=f"bench_{self.run_id}_{group or name}".replace("-", "_"),
-            influx_username=None,
-            influx_password=None,
-            influx_token=None,
             topic_inferences=f"bench.{tag}.inferences",
             topic_labels=f"bench.{tag}.labels",
             topic_deadletter=f"bench.{tag}.deadletter",
@@ -381,7 +377,9 @@ class WindowWatcher:
         import httpx  # noqa: PLC0415
 
         self.settings = settings
-        self.client = httpx.Client(base_url=settings.influx_url, timeout=10.0)
+        auth = ((settings.influx_username, settings.influx_password.get_secret_value())
+                if settings.influx_username and settings.influx_password else None)
+        self.client = httpx.Client(base_url=settings.influx_url, timeout=10.0, auth=auth)
         self.points: dict[tuple, WindowPoint] = {}
         self.count_field: str | None = None
         self.closed_field: str | None = None

@@ -326,19 +326,20 @@ def to_line(rec: Record) -> str:
 def write_records(conn: Q.Conn, recs: Iterable[Record], batch: int = 5000) -> int:
     """Write records to ``conn.db`` over ``/write`` (creating the database if missing), serialized
     exactly as the worker's sink does. Returns the number of points."""
-    client = httpx.Client(base_url=conn.url, timeout=60)
+    # credentials as HTTP basic auth (1.x refuses them in a POST form; in the URL they would be logged)
+    basic = (conn.username, conn.password or "") if conn.username and not conn.token else None
+    client = httpx.Client(base_url=conn.url, timeout=60, auth=basic)
     params = {"db": conn.db, "precision": "ns"}
     headers = {"Content-Type": "text/plain"}
     if conn.token:
         headers["Authorization"] = f"Token {conn.token}"
-    elif conn.username:
-        params.update(u=conn.username, p=conn.password or "")
     n = 0
     buf: list[str] = []
     try:
         if not conn.token:  # 1.x: make sure the database exists (idempotent)
-            client.post("/query", data={**{k: v for k, v in params.items() if k in ("u", "p")},
-                                         "q": f"CREATE DATABASE {Q.ident(conn.db)}"})
+            r = client.post("/query", data={"q": f"CREATE DATABASE {Q.ident(conn.db)}"})
+            if r.status_code >= 300:
+                raise Q.InfluxError(f"CREATE DATABASE answered {r.status_code}: {r.text[:300]}")
 
         def flush() -> None:
             r = client.post("/write", params=params, content="\n".join(buf).encode(), headers=headers)

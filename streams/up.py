@@ -4,7 +4,8 @@
 2. creates the topics (explicit partition count) and the InfluxDB database;
 3. starts ``driftwatch webhook-sink``, ``driftwatch worker``, ``driftwatch dashboard`` and
    ``driftwatch demo`` as child processes with the same settings (passed as ``DRIFTWATCH_*``
-   environment variables), each logging to ``<state_dir>/logs/<name>.log``. The sink gets
+   environment variables; secrets only as ``*_FILE`` paths, InfluxDB's being the stack's
+   generated admin credential), each logging to ``<state_dir>/logs/<name>.log``. The sink gets
    a free port and a fresh random secret; with the demo config, the children read a copy
    of it with one more webhook, ``local``, pointing there (:func:`demo_webhook`), so the
    demo's alert rules deliver signed alerts to it;
@@ -243,8 +244,8 @@ class _Relay:
 
 
 def _start_children(settings: Any, names: list[str], args: argparse.Namespace | None = None,
-                    sink_args: list[str] | None = None) -> list[Child]:
-    env = settings_env(settings)
+                    sink_args: list[str] | None = None, base_env: dict[str, str] | None = None) -> list[Child]:
+    env = settings_env(settings, base_env)
     env["PYTHONUNBUFFERED"] = "1"
     logs = Path(settings.state_dir) / "logs"
     children: list[Child] = []
@@ -291,13 +292,15 @@ def run(args: argparse.Namespace) -> int:
             _check_port(settings.worker_web_port, "worker web server", "DRIFTWATCH_WORKER_WEB_PORT or --worker-port")
         status = stack.up()
         _say(status["message"])
+        # InfluxDB runs with auth on: the worker and the dashboard use the stack's admin credential
+        settings = settings.model_copy(update=stack.influx_settings())
         ensure_topics(settings)
         ensure_database(settings)
         _say(f"topics ready ({settings.topic_partitions} partitions), InfluxDB database {settings.influx_db!r} ready")
         sink_args: list[str] = []
         if "webhook-sink" in names:
             settings, sink_args = demo_webhook(settings, getattr(args, "webhook_port", 0))
-        children = _start_children(settings, names, args, sink_args)
+        children = _start_children(settings, names, args, sink_args, {**os.environ, **stack.influx_env()})
         relay = next((_Relay(c.log) for c in children if c.name == "webhook-sink"), None)
         t_start = time.monotonic()
 

@@ -1,8 +1,12 @@
 """Session-wide fixtures: a real local stack (tansu + InfluxDB 1.x) and per-test settings.
 
 - ``stack`` (session): a running :class:`streams.localstack.LocalStack` on free loopback
-  ports under pytest's temp folder; ``stack.bootstrap`` / ``stack.influx_url``. If it
-  cannot start, every test that needs it FAILS with the reason (never skips).
+  ports under pytest's temp folder; ``stack.bootstrap`` / ``stack.influx_url``. Its InfluxDB
+  has authentication on: ``stack.influx_auth`` is the admin ``(user, password)``, and for
+  the session the process environment names it (``DRIFTWATCH_INFLUX_USERNAME`` and
+  ``DRIFTWATCH_INFLUX_PASSWORD_FILE``), so every ``Settings()`` and every child process
+  started with ``os.environ`` can read and write. If the stack cannot start, every test
+  that needs it FAILS with the reason (never skips).
 - ``settings`` (function): :class:`streams.settings.Settings` pointing at the stack,
   with unique topic names (``t<hex>.inferences`` …, created with 4 partitions), a unique
   consumer group, a unique created InfluxDB database, free worker/dashboard ports and
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,9 +79,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         break
     if s is None:
         pytest.fail(f"the local stack (tansu + InfluxDB) could not start: {error}", pytrace=False)
+    names = ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD_FILE")
+    saved = {k: os.environ.get(k) for k in names}
+    user = s.influx_env()
+    os.environ.update({k: user[k] for k in names})
     try:
         yield s
     finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         s.down()
 
 
@@ -100,8 +114,8 @@ def settings(stack: LocalStack, tmp_path: Path) -> Iterator[Settings]:
         influx_version=1,
         influx_url=stack.influx_url,
         influx_db=f"d{tag}",
-        influx_username=None,
-        influx_password=None,
+        influx_username=stack.influx_auth[0],
+        influx_password=stack.influx_auth[1],
         influx_token=None,
         state_dir=tmp_path / "state",
         kafka_port=stack.kafka_port,

@@ -38,14 +38,15 @@ PAGES = ["drift", "quality", "performance", "adversarial", "alerts"]
 @pytest.fixture(scope="module")
 def populated(stack: LocalStack) -> Iterator[Q.Conn]:
     """One database with 8 hours of results (5-minute windows) for three models."""
-    conn = Q.Conn(stack.influx_url, f"dash{uuid.uuid4().hex[:10]}")
+    conn = Q.Conn(stack.influx_url, f"dash{uuid.uuid4().hex[:10]}", *stack.influx_auth)
     recs = sample.sample_records(MODELS, n_features=8, windows=96, cadence_s=300, drift_feature=DRIFTING,
                                  quality_feature=BROKEN, segments=[SEGMENT], false_alarms=False)
     n = sample.write_records(conn, recs)
     assert n > 10_000
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
+                   auth=(conn.username, conn.password))
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, url: str, db: str, **extra: str) -> None:
@@ -54,7 +55,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, url: str, db: str, **extra: str) -> No
     monkeypatch.setenv("DRIFTWATCH_INFLUX_URL", url)
     monkeypatch.setenv("DRIFTWATCH_INFLUX_DB", db)
     monkeypatch.setenv("DRIFTWATCH_INFLUX_VERSION", "1")
-    for k in ("INFLUX_USERNAME", "INFLUX_PASSWORD", "INFLUX_TOKEN"):
+    for k in ("INFLUX_PASSWORD", "INFLUX_TOKEN"):  # the stack's user and password file stay (conftest)
         monkeypatch.delenv(f"DRIFTWATCH_{k}", raising=False)
     monkeypatch.setenv("DRIFTWATCH_DASHBOARD_REFRESH_SECONDS", "0")
     for k, v in extra.items():
@@ -329,7 +330,7 @@ def _heatmaps(at: AppTest) -> list[dict]:
 def test_wide_models_draw_the_top_features_and_the_rest_on_demand(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """50 features: the heatmaps draw the top 20 (the drifting / broken one first), the other
     30 behind an expander whose heatmap is only built when it is opened."""
-    conn = Q.Conn(settings.influx_url, settings.influx_db)
+    conn = Q.Conn.from_settings(settings)
     sample.write_records(conn, sample.sample_records(["wide"], n_features=50, windows=48, drift_feature="f_031",
                                                      quality_feature="f_032", false_alarms=False))
     _env(monkeypatch, settings.influx_url, settings.influx_db)
@@ -378,7 +379,7 @@ def test_empty_states_say_what_to_do(settings, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_model_without_results_in_the_range(settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    conn = Q.Conn(settings.influx_url, settings.influx_db)
+    conn = Q.Conn.from_settings(settings)
     # only an old window: nothing in the last 15 minutes
     from datetime import datetime, timedelta, timezone
 

@@ -34,7 +34,7 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from streams.settings import Settings
 
     db = f"dashb{uuid.uuid4().hex[:10]}"
-    conn = Q.Conn(stack.influx_url, db)
+    conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
     sample.write_records(conn, sample.sample_records(["churn", "fraud", "ranker"], n_features=8, windows=96,
                                                      drift_feature="f_001", quality_feature="f_002",
                                                      false_alarms=False))
@@ -48,7 +48,7 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     except browser.BrowserError as e:
         pytest.fail(str(e), pytrace=False)
     finally:
-        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=30)
+        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=30, auth=stack.influx_auth)
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def db(stack, monkeypatch: pytest.MonkeyPatch):
-    conn = Q.Conn(stack.influx_url, f"dashes{uuid.uuid4().hex[:10]}")
+    conn = Q.Conn(stack.influx_url, f"dashes{uuid.uuid4().hex[:10]}", *stack.influx_auth)
     _env(monkeypatch, conn.url, conn.db)
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
+                   auth=(conn.username, conn.password))
 
 
 def test_detections_of_the_error_stream_are_listed(db) -> None:

@@ -67,14 +67,20 @@ def test_dashboard_password_never_appears_in_the_dashboard_log_at_debug(
         stack: LocalStack, tmp_path: Path) -> None:
     password, influx_pw = _secret("dash"), _secret("influx")
     db = f"dashlog{uuid.uuid4().hex[:8]}"
-    conn = Q.Conn(stack.influx_url, db)
+    conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
     sample.write_records(conn, sample.sample_records(["churn"], n_features=4, windows=12, false_alarms=False))
-    # InfluxDB 1.x without auth accepts any credentials: the dashboard sends them on every query
-    env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db, influx_username="reader",
-                                influx_password=influx_pw, dashboard_password=password, log_level="DEBUG"))
+    # the dashboard reads with a read-only InfluxDB user (least privilege), sent on every query
+    reader = f"reader{uuid.uuid4().hex[:6]}"
+    for q in (f"CREATE USER \"{reader}\" WITH PASSWORD '{influx_pw}'", f'GRANT READ ON "{db}" TO "{reader}"'):
+        r = httpx.post(f"{stack.influx_url}/query", data={"q": q}, auth=stack.influx_auth, timeout=30)
+        assert r.status_code == 200 and "error" not in r.text, r.text
+    env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db, influx_username=reader,
+                                influx_password=influx_pw, dashboard_password=password, log_level="DEBUG",
+                                state_dir=tmp_path / "state"))
     env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0", DRIFTWATCH_DASHBOARD_AUTH="password")
     env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
-    assert env["DRIFTWATCH_DASHBOARD_PASSWORD"] == password and env["DRIFTWATCH_LOG_LEVEL"] == "DEBUG"
+    assert "DRIFTWATCH_DASHBOARD_PASSWORD" not in env and env["DRIFTWATCH_LOG_LEVEL"] == "DEBUG"
+    assert Path(env["DRIFTWATCH_DASHBOARD_PASSWORD_FILE"]).read_text() == password  # a file, never the value
     log = tmp_path / "dashboard.log"
     try:
         browser.chromium_path()
@@ -94,7 +100,8 @@ def test_dashboard_password_never_appears_in_the_dashboard_log_at_debug(
     except browser.BrowserError as e:
         pytest.fail(str(e), pytrace=False)
     finally:
-        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=30)
+        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=30, auth=stack.influx_auth)
+        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP USER "{reader}"'}, timeout=30, auth=stack.influx_auth)
     text = log.read_text(errors="replace")
     # the log really is at DEBUG: Streamlit's debug lines and the dashboard's own query lines
     assert "DEBUG dashboard.queries: InfluxDB" in text, text[-3000:]

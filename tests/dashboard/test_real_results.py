@@ -201,7 +201,8 @@ def test_drift_page_says_how_sensitive_histograms_are_published(private_db, monk
     # what the worker's runner stored: income noised at its epsilon, postcode nothing at all
     r = httpx.post(f"{private_db.influx_url}/query", data={
         "db": private_db.influx_db,
-        "q": 'SELECT "noised", "epsilon", "e01", "n" FROM "dw_histogram" GROUP BY "feature"'}).json()
+        "q": 'SELECT "noised", "epsilon", "e01", "n" FROM "dw_histogram" GROUP BY "feature"'},
+        auth=(private_db.influx_username, private_db.influx_password.get_secret_value())).json()
     stored = {s["tags"]["feature"]: dict(zip(s["columns"], s["values"][-1])) for s in r["results"][0]["series"]}
     assert set(stored) == {"x0", "income"}  # postcode withheld
     assert stored["income"]["noised"] == 1 and stored["income"]["epsilon"] == 0.5 and stored["income"]["e01"] is None

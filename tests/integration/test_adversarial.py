@@ -68,7 +68,7 @@ def test_records_reach_influxdb_the_dashboard_and_the_alert_rules(settings) -> N
     assert all(isinstance(r["flagged"], bool) and 0 <= r["score"] <= 1 for r in rows)
 
     # the dashboard's Adversarial page queries
-    conn = Q.Conn(settings.influx_url, database(settings))
+    conn = Q.Conn.from_settings(settings)
     scope = Q.Scope(Q.TimeRange.last("1h"), model="wine", version="1", segment=None)
     series = Q.adversarial_series(conn, scope)
     assert len(series) and {"score", "outlier_rate", "low_margin_rate"} <= set(series.columns)

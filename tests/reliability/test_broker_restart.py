@@ -66,7 +66,7 @@ def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
     from streams.references import references_topic
     from streams.topics import worker_topics
 
-    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, "influx_url": own_stack.influx_url,
+    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
                                     "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})
     ensure_topics(s, partitions=s.topic_partitions)
     ensure_database(s)

@@ -59,7 +59,7 @@ def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume
     from streams.influx_admin import ensure_database
     from streams.kafka_admin import ensure_topics
 
-    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, "influx_url": own_stack.influx_url,
+    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
                                     "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})
     ensure_topics(s, partitions=s.topic_partitions)
     ensure_database(s)

@@ -83,8 +83,9 @@ class Req:
 class Influx2:
     """An InfluxDB 2.x API emulation backed by a real 1.x server (see module docstring)."""
 
-    def __init__(self, backend_url: str, *, token: str = TOKEN, org: str = ORG, org_id: str = ORG_ID) -> None:
-        self.backend = httpx.Client(base_url=backend_url, timeout=10)
+    def __init__(self, backend_url: str, *, token: str = TOKEN, org: str = ORG, org_id: str = ORG_ID,
+                 backend_auth: tuple[str, str] | None = None) -> None:
+        self.backend = httpx.Client(base_url=backend_url, timeout=10, auth=backend_auth)
         self.tokens = {token}
         self.v1_users: dict[str, str] = {}  # `influx v1 auth create` credentials (username -> password)
         self.org, self.org_id = org, org_id
@@ -272,7 +273,7 @@ class Influx2:
 @pytest.fixture
 def influx2(stack):
     """The emulator backed by the session's real InfluxDB 1.x, with one bucket made up front."""
-    with Influx2(stack.influx_url) as emu:
+    with Influx2(stack.influx_url, backend_auth=stack.influx_auth) as emu:
         emu.bucket = f"b{uuid.uuid4().hex[:10]}"
         emu.add_bucket(emu.bucket)
         yield emu

@@ -57,7 +57,7 @@ def test_influx_config_binds_everything_to_loopback(tmp_path: Path) -> None:
 def test_settings_env_round_trips_through_settings(tmp_path: Path) -> None:
     s = Settings(
         kafka_bootstrap="h:1", topic_inferences="x.inf", influx_db="db1", influx_token="s3cret",
-        state_dir=tmp_path, kafka_port=1234,
+        state_dir=tmp_path, kafka_port=1234, influx_username=None,
     )
     env = settings_env(s, base={"DRIFTWATCH_INFLUX_USERNAME": "stale", "PATH": "/bin"})
     assert env["PATH"] == "/bin" and "DRIFTWATCH_INFLUX_USERNAME" not in env
@@ -112,6 +112,52 @@ def test_up_status_down_cycle(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_influxdb_refuses_unauthenticated_queries_and_keeps_its_credential(tmp_path: Path) -> None:
+    """The local InfluxDB runs with auth on: the generated admin password (0600 file in a 0700
+    folder) works, nothing else does — before and after a restart on the same data."""
+    kport, iport = free_ports(2)
+    stack = LocalStack(tmp_path / "st", kport, iport, die_with_parent=True)
+    try:
+        stack.up()
+        f = stack.influx_password_file
+        assert f == (tmp_path / "st" / "secrets" / "influx_password").resolve()
+        assert (f.stat().st_mode & 0o777, f.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+        user, password = stack.influx_auth
+        assert user == "driftwatch" and len(password) >= 24
+        for q in ("SHOW DATABASES", 'CREATE DATABASE "x"', 'DROP DATABASE "_internal"'):
+            r = httpx.post(f"{stack.influx_url}/query", data={"q": q})
+            assert r.status_code == 401, (q, r.status_code, r.text)
+        r = httpx.post(f"{stack.influx_url}/write", params={"db": "x"}, content=b"m v=1")
+        assert r.status_code == 401
+        assert httpx.post(f"{stack.influx_url}/query", data={"q": "SHOW DATABASES"},
+                          auth=(user, "wrong-" + password)).status_code == 401
+        r = httpx.post(f"{stack.influx_url}/query", data={"q": 'CREATE DATABASE "x"'}, auth=stack.influx_auth)
+        assert r.status_code == 200 and "error" not in r.text, r.text
+        # `driftwatch worker` after `driftwatch stack up` (same state folder, no credential set) finds it
+        from streams.influx_admin import list_databases
+
+        local = Settings(state_dir=tmp_path / "st", influx_port=iport, influx_url=stack.influx_url,
+                         influx_username=None, influx_password=None, influx_token=None)
+        assert local.influx_username == "driftwatch" and "x" in list_databases(local)
+        elsewhere = Settings(state_dir=tmp_path / "other", influx_port=iport, influx_url=stack.influx_url,
+                             influx_username=None, influx_password=None, influx_token=None)
+        assert elsewhere.influx_username is None
+        stack.down()
+        stack.up()  # the same data folder: the user exists, the file's password still works
+        assert stack.influx_auth == (user, password)
+        r = httpx.get(f"{stack.influx_url}/query", params={"q": "SHOW DATABASES"}, auth=stack.influx_auth)
+        assert r.status_code == 200 and '"x"' in r.text
+        assert httpx.get(f"{stack.influx_url}/query", params={"q": "SHOW DATABASES"}).status_code == 401
+        # a lost password file: a new one is generated, which the data folder does not know
+        stack.down()
+        f.unlink()
+        with pytest.raises(StackError, match="has users, and the admin credential"):
+            stack.up()
+    finally:
+        stack.down()
+
+
+@pytest.mark.integration
 def test_kafka_round_trip_through_the_real_broker(settings: Settings) -> None:
     topic = settings.topic_inferences
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
@@ -149,10 +195,11 @@ def test_influx_write_query_round_trip(stack: LocalStack, settings: Settings) ->
     t_ns = 1_700_000_000_123_456_789
     r = httpx.post(
         f"{stack.influx_url}/write", params={"db": db},
-        content=f"drift,model=m1,feature=x score=0.25,n=100i {t_ns}\n".encode(),
+        content=f"drift,model=m1,feature=x score=0.25,n=100i {t_ns}\n".encode(), auth=stack.influx_auth,
     )
     assert r.status_code == 204, r.text
-    r = httpx.get(f"{stack.influx_url}/query", params={"db": db, "epoch": "ns", "q": 'SELECT * FROM "drift"'})
+    r = httpx.get(f"{stack.influx_url}/query", params={"db": db, "epoch": "ns", "q": 'SELECT * FROM "drift"'},
+                  auth=stack.influx_auth)
     series = r.json()["results"][0]["series"][0]
     row = dict(zip(series["columns"], series["values"][0]))
     assert row == {"time": t_ns, "feature": "x", "model": "m1", "n": 100, "score": 0.25}

@@ -57,6 +57,7 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
         assert any("topics ready" in ln for ln in lines), "".join(lines)
         s = up.local_settings(argparse.Namespace(state_dir=tmp_path, kafka_port=kport, influx_port=iport,
                                                  dashboard_port=None))
+        s = s.model_copy(update=LocalStack(tmp_path, kport, iport).influx_settings())  # InfluxDB has auth on
         assert {s.topic_inferences, s.topic_labels, s.topic_deadletter, s.topic_alerts} <= set(list_topics(s))
         assert s.influx_db in list_databases(s)
     finally:
