@@ -91,7 +91,7 @@ def test_launch_command_is_headless_and_private() -> None:
     cmd = streamlit_command(port=8765, address="127.0.0.1", extra=["--theme.base=dark"])
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/server.py")
     for opt in ("--server.port=8765", "--server.address=127.0.0.1", "--server.headless=true",
-                "--browser.gatherUsageStats=false"):
+                "--browser.gatherUsageStats=false", "--client.showErrorDetails=none", "--client.showErrorLinks=false"):
         assert opt in cmd
     assert cmd[-1] == "--theme.base=dark"
 

@@ -26,11 +26,12 @@ FEATS = (FeatureSpec(name="x", kind="numeric"),)
 
 @pytest.fixture
 def db(stack, monkeypatch: pytest.MonkeyPatch):
-    conn = Q.Conn(stack.influx_url, f"dashps{uuid.uuid4().hex[:10]}")
+    conn = Q.Conn(stack.influx_url, f"dashps{uuid.uuid4().hex[:10]}", *stack.influx_auth)
     _env(monkeypatch, conn.url, conn.db)
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
+                   auth=(conn.username, conn.password))
 
 
 def _frame(rng, n, outputs=True):
