@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import statistics
 import time
@@ -253,25 +254,31 @@ def test_twenty_five_wrong_guesses_are_throttled_and_logged_without_the_password
 
 def test_login_time_does_not_tell_whether_a_user_exists(form_app: Path) -> None:
     """Median time of a wrong password for a known and an unknown user, through the form,
-    with production-strength hashes (600 000 PBKDF2 rounds)."""
+    with production-strength hashes (600 000 PBKDF2 rounds). Asserted on the process's CPU
+    time (the work the server does, which is what an attacker's clock measures on an idle
+    server): on this shared machine the wall clock also carries other processes' load
+    (both are printed)."""
     form_app.write_text("users:\n"
                         f"  alice: {{models: [wine], password_hash: '{auth.hash_password(ALICE_PW)}'}}\n"
                         "default_models: []\n")
     at = AppTest.from_file(APP, default_timeout=60).run()
     _submit(at, "nobody", "warm-up")  # the dummy hash is made once per process
-    times: dict[str, list[float]] = {"alice": [], "nobody-here": []}
-    for i in range(11):  # pairs, in alternating order: a load change on the shared machine hits both
-        for user in (list(times) if i % 2 else list(times)[::-1]):
+    users = ["alice", "nobody-here"]
+    wall: dict[str, list[float]] = {u: [] for u in users}
+    cpu: dict[str, list[float]] = {u: [] for u in users}
+    for i in range(11):  # alternating order: a load change hits both
+        for user in (users if i % 2 else users[::-1]):
             auth.THROTTLE.reset()
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             assert "Wrong user or password" in _submit(at, user, "not-the-password")
-            times[user].append(time.perf_counter() - t0)
-    known, unknown = statistics.median(times["alice"]), statistics.median(times["nobody-here"])
-    paired = statistics.median(k - u for k, u in zip(times["alice"], times["nobody-here"]))
-    print(f"\nmedian failed login: known user {known * 1000:.1f} ms, unknown user {unknown * 1000:.1f} ms, "
-          f"median paired difference {paired * 1000:.1f} ms")
-    assert known > 0.05, "the known user's hash should cost real time"
-    assert abs(known - unknown) < 0.020 or abs(paired) < 0.020, (known, unknown, paired)
+            cpu[user].append(time.process_time() - c0)
+            wall[user].append(time.perf_counter() - w0)
+    med = {k: {u: statistics.median(v[u]) for u in users} for k, v in (("wall", wall), ("cpu", cpu))}
+    print("\nmedian failed login (known / unknown user): "
+          + ", ".join(f"{k} {m['alice'] * 1000:.1f} / {m['nobody-here'] * 1000:.1f} ms" for k, m in med.items())
+          + f"; load average {os.getloadavg()[0]:.1f}")
+    assert med["cpu"]["alice"] > 0.05, "the known user's hash should cost real time"
+    assert abs(med["cpu"]["alice"] - med["cpu"]["nobody-here"]) < 0.020, med
 
 
 # What the server tells anyone ------------------------------------------------------------
