@@ -72,7 +72,7 @@ def _extra(recs: list[Record]) -> list[Record]:
 
 @pytest.fixture(scope="module")
 def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Q.Conn, Path, pd.Timestamp]]:
-    conn = Q.Conn(stack.influx_url, f"glance{uuid.uuid4().hex[:10]}")
+    conn = Q.Conn(stack.influx_url, f"glance{uuid.uuid4().hex[:10]}", *stack.influx_auth)
     recs = list(sample.sample_records(["churn"], n_features=8, windows=WINDOWS, cadence_s=CADENCE, end=END,
                                       drift_feature="f_001", quality_feature="f_002", false_alarms=False))
     recs += _extra(recs)
@@ -82,7 +82,8 @@ def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     monitors.write_text(MONITORS)
     yield conn, monitors, first
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30)
+        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
+                   auth=(conn.username, conn.password))
 
 
 @pytest.fixture

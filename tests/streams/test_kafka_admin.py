@@ -91,6 +91,7 @@ def test_database_fixture_and_round_trip(settings: Settings) -> None:
         f"{settings.influx_url}/write",
         params={"db": settings.influx_db, "precision": "s"},
         content=b"m,model=a value=1.5 1700000000\nm,model=b value=2.5 1700000000",
+        auth=(settings.influx_username, settings.influx_password.get_secret_value()),
     )
     assert r.status_code == 204, r.text
     body = query(settings, 'SELECT "value" FROM "m" GROUP BY "model"')
