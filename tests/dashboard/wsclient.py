@@ -44,6 +44,11 @@ class Run:
         """Every element rendered as protobuf text (to search for names and values)."""
         return "\n".join(str(el) for _, el in self.elements())
 
+    def data_text(self) -> str:
+        """The chart/table/metric elements and the select boxes' options, as protobuf text (what
+        the page shows of the data; a message may echo a model name the URL asked for)."""
+        return "\n".join(str(el) for t, el in self.elements() if t in DATA_ELEMENTS or t == "selectbox")
+
     def raw(self, *, new_session: bool = False) -> bytes:
         """The serialized messages (``new_session``, which names the script, only if asked)."""
         return b"".join(m.SerializeToString() for m in self.msgs
