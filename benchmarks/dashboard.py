@@ -111,12 +111,10 @@ def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
 
 def _auth() -> tuple[str, str] | None:
     """HTTP basic auth for InfluxDB from the ``DRIFTWATCH_INFLUX_*`` environment (None without a user)."""
+    from streams.influx_admin import basic_auth  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
 
-    s = Settings()
-    if not s.influx_username:
-        return None
-    return s.influx_username, s.influx_password.get_secret_value() if s.influx_password else ""
+    return basic_auth(Settings())
 
 
 def model_names(n: int) -> list[str]:

@@ -258,7 +258,10 @@ class Influx:
         import httpx
 
         self.settings = settings
-        self.client = httpx.Client(base_url=settings.influx_url, timeout=30.0)
+        from streams.influx_admin import basic_auth  # noqa: PLC0415
+
+        auth = basic_auth(settings)  # the local InfluxDB runs with auth on
+        self.client = httpx.Client(base_url=settings.influx_url, timeout=30.0, auth=auth)
 
     def close(self) -> None:
         self.client.close()
@@ -437,9 +440,9 @@ def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budge
                                               "windows_per_day": ln.windows_per_day, "window_level": ln.window_level}
                                 for ln in lines or []}
         settings = Settings(
-            kafka_bootstrap=stack.bootstrap, kafka_security_protocol="PLAINTEXT", influx_url=stack.influx_url,
-            influx_version=1, influx_db=f"bench_real_{tag}", influx_username=None, influx_password=None,
-            influx_token=None, topic_inferences=f"real.{tag}.inferences", topic_labels=f"real.{tag}.labels",
+            kafka_bootstrap=stack.bootstrap, kafka_security_protocol="PLAINTEXT",
+            **stack.influx_settings(),  # the local InfluxDB runs with auth on
+            influx_db=f"bench_real_{tag}", topic_inferences=f"real.{tag}.inferences", topic_labels=f"real.{tag}.labels",
             topic_deadletter=f"real.{tag}.deadletter", topic_alerts=f"real.{tag}.alerts",
             topic_partitions=PARTITIONS, consumer_group=f"bench-real-{tag}", state_dir=root / "state",
             kafka_port=stack.kafka_port, influx_port=stack.influx_port, monitors=cfg,

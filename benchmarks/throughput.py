@@ -377,8 +377,9 @@ class WindowWatcher:
         import httpx  # noqa: PLC0415
 
         self.settings = settings
-        auth = ((settings.influx_username, settings.influx_password.get_secret_value())
-                if settings.influx_username and settings.influx_password else None)
+        from streams.influx_admin import basic_auth  # noqa: PLC0415
+
+        auth = basic_auth(settings)  # the local InfluxDB runs with auth on
         self.client = httpx.Client(base_url=settings.influx_url, timeout=10.0, auth=auth)
         self.points: dict[tuple, WindowPoint] = {}
         self.count_field: str | None = None

@@ -40,15 +40,22 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def basic_auth(settings: Settings) -> tuple[str, str] | None:
+    """HTTP basic credentials (1.x user/password) for an httpx client, or None (no user, or a token).
+
+    >>> basic_auth(Settings(influx_username="u", influx_password="p")), basic_auth(Settings(influx_token="t"))
+    (('u', 'p'), None)
+    """
+    if settings.influx_token is not None or not settings.influx_username:
+        return None
+    return settings.influx_username, settings.influx_password.get_secret_value() if settings.influx_password else ""
+
+
 def _headers_auth(settings: Settings) -> tuple[dict[str, str], tuple[str, str] | None]:
     headers: dict[str, str] = {}
-    auth = None
     if settings.influx_token is not None:
         headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
-    elif settings.influx_username:
-        pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
-        auth = (settings.influx_username, pw)
-    return headers, auth
+    return headers, basic_auth(settings)
 
 
 def _request(settings: Settings, method: str, path: str, timeout: float = 10.0, **kw: Any) -> httpx.Response:
