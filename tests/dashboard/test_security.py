@@ -252,6 +252,24 @@ def test_twenty_five_wrong_guesses_are_throttled_and_logged_without_the_password
     assert at.metric, "alice should be logged in after the lockout ended"
 
 
+def test_unknown_and_known_users_cost_the_same_pbkdf2_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deterministic half of the timing claim: every attempt runs PBKDF2 exactly once, with
+    the access file's iteration count, whether the name exists, is empty or is unknown."""
+    import hashlib
+
+    calls: list[int] = []
+    real = hashlib.pbkdf2_hmac
+    acc = auth.Access(users={"alice": ("wine",)}, hashes={"alice": auth.hash_password("pw", iterations=3000)})
+    auth.dummy_hash(3000)  # made once per process, not per attempt
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", lambda *a: calls.append(a[3]) or real(*a))
+    for name in ("alice", "ALICE", "nobody", "", "x" * 200):
+        calls.clear()
+        assert auth.check_login(acc, name, "wrong", "shared") == (False, False)
+        assert calls == [3000], (name, calls)
+    calls.clear()
+    assert auth.check_login(acc, "alice", "pw", None) == (True, True) and calls == [3000]
+
+
 def test_login_time_does_not_tell_whether_a_user_exists(form_app: Path) -> None:
     """Median time of a wrong password for a known and an unknown user, through the form,
     with production-strength hashes (600 000 PBKDF2 rounds). Asserted on the process's CPU
@@ -266,7 +284,7 @@ def test_login_time_does_not_tell_whether_a_user_exists(form_app: Path) -> None:
     users = ["alice", "nobody-here"]
     wall: dict[str, list[float]] = {u: [] for u in users}
     cpu: dict[str, list[float]] = {u: [] for u in users}
-    for i in range(11):  # alternating order: a load change hits both
+    for i in range(21):  # alternating order: a load change hits both
         for user in (users if i % 2 else users[::-1]):
             auth.THROTTLE.reset()
             w0, c0 = time.perf_counter(), time.process_time()
