@@ -191,7 +191,7 @@ def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settin
     from streams.kafka_admin import ensure_topics
 
     t_start = time.monotonic()
-    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, "influx_url": own_stack.influx_url,
+    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
                                     "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port,
                                     "topic_partitions": 1})
     ensure_topics(s, partitions=1)
