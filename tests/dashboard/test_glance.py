@@ -27,7 +27,8 @@ from dashboard import queries as Q
 from detectors import records as R
 from detectors.records import Record
 from streams.localstack import LocalStack
-from tests.dashboard.test_app import APP, _env, no_exception, texts
+from tests.dashboard import test_app
+from tests.dashboard.test_app import _env, no_exception, texts
 
 pytestmark = pytest.mark.integration
 
@@ -94,11 +95,7 @@ def env(fresh, monkeypatch: pytest.MonkeyPatch) -> pd.Timestamp:
 
 
 def open_page(page: str = "overview", **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params.update(query)
-    at.run()
-    if page != "overview":
-        at.switch_page(f"views/{page}.py").run()
+    at = test_app.open_page(page, **query)
     no_exception(at)
     return at
 
