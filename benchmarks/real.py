@@ -6,8 +6,8 @@ packages — NannyML's car loans, multiclass credit cards, US-census employment
 injected drift; River's annotated change-point series (occupancy, run log,
 bitcoin, Apple, Brent crude). Nothing is downloaded at run time except NannyML
 itself, with pip from PyPI, into a virtualenv the benchmark creates under its
-state folder (``--state-dir``, default ``.driftwatch/bench-real``; kept between
-runs): NannyML's pins clash with driftwatch's venv.
+state folder (``--state-dir``, default ``bench-real`` in the project's
+``.driftwatch``; kept between runs): NannyML's pins clash with driftwatch's venv.
 
 What runs, in one process tree:
 
@@ -81,8 +81,9 @@ def log(msg: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="shorter streams (a few minutes; the test runs this)")
     parser.add_argument("--streams", default="", help="comma-separated stream names (default: all)")
-    parser.add_argument("--state-dir", type=Path, default=Path(".driftwatch/bench-real"),
-                        help="NannyML's virtualenv and the run folders live here (the venv is reused)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="NannyML's virtualenv and the run folders live here (the venv is reused; default: "
+                             "bench-real in DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
     parser.add_argument("--no-nannyml", action="store_true",
                         help="skip NannyML (its streams and its peer results): no virtualenv, no pip")
     parser.add_argument("--lead", type=int, default=3, help="windows the replay may run ahead of the worker")
@@ -98,6 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- NannyML's venv
+
+
+def default_bench_dir() -> Path:
+    """``bench-real`` in the state folder the CLI uses (``DRIFTWATCH_STATE_DIR`` or the project's ``.driftwatch``)."""
+    from streams.settings import default_state_dir
+
+    env = os.environ.get("DRIFTWATCH_STATE_DIR")
+    return (Path(env) if env else default_state_dir()) / "bench-real"
 
 
 def ensure_nannyml_venv(state_dir: Path) -> Path:
@@ -797,7 +806,7 @@ def run(args: argparse.Namespace) -> int:
     BENCH_LEAD, BENCH_STALL = args.lead, args.stall_timeout
     BENCH_SETTLE = 20.0 if args.quick else 60.0
     t_start = time.perf_counter()
-    state = args.state_dir.resolve()
+    state = (args.state_dir or default_bench_dir()).resolve()
     state.mkdir(parents=True, exist_ok=True)
     only = [x.strip() for x in args.streams.split(",") if x.strip()] or None
     venv = None if args.no_nannyml else ensure_nannyml_venv(state)

@@ -1,6 +1,7 @@
 """``driftwatch bench real --quick`` end to end: real worker on the local stack, peers beside it.
 
-The run creates (once, then reuses) NannyML's virtualenv under ``.driftwatch/bench-real`` with pip
+The run creates (once, then reuses) NannyML's virtualenv under ``.driftwatch/bench-real`` (the project's
+state folder) with pip
 from PyPI; the first run therefore takes a few minutes longer.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from scipy.stats import chi2_contingency, ks_2samp
 from benchmarks import real
 from benchmarks.real_streams import ANNOTATION_SCALE, Stream, load_streams, river_episodes, site_packages
 
-STATE = Path(".driftwatch/bench-real")
+STATE = real.default_bench_dir()
 
 
 def _stream(n: int = 1000, window: int = 100, ref_n: int = 300, changes=(600,)) -> Stream:
