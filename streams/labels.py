@@ -750,12 +750,14 @@ class LabelHook:
         except Exception:  # noqa: BLE001
             log.exception("label join failed on labels of %s", part.model_id)
 
-    def last_window_ns(self, key: StreamKey) -> int:
-        """Point time of the newest window of ``key``'s model and version the label results know (-1: none)."""
+    def last_window_ns(self, key: StreamKey) -> int | None:
+        """Point time of the newest window of ``key``'s model and version the restored label results know
+        (-1: none); None when no join state was restored for the model (nothing to catch up on)."""
         self._ensure(key.model_id)
         mr = self._res.get(key.model_id)
-        times = [t for v, t in mr.keys if v == key.model_version] if mr is not None else []
-        return max(times, default=-1)
+        if key.model_id not in self._joins or mr is None:
+            return None
+        return max((t for v, t in mr.keys if v == key.model_version), default=-1)
 
     def add_window(self, key: StreamKey, time_ns: int, end_time: float) -> None:
         """A window written before a restart that the restored state does not know (see Pipeline._new_state)."""

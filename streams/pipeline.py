@@ -613,7 +613,7 @@ class Pipeline:
         if ck is not None and self.label_hook is not None:
             # windows written after the label join's last snapshot (a crash): their predictions' labels go to them
             after = self.label_hook.last_window_ns(key)
-            if after < ck.time_ns:
+            if after is not None and after < ck.time_ns:
                 for c in await self.checkpoints.since(key, after):
                     self.label_hook.add_window(key, c.time_ns,
                                                c.max_event_time if win.size_events is not None else c.closed_until)
