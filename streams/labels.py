@@ -431,6 +431,7 @@ class LabelHook:
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}  # model -> (topic, partition) -> last offset fed
         self._fed: list[tuple[str, int, np.ndarray]] = []
         self._join_sent: dict[str, dict[str, int]] = {}  # model -> the join counters last written
+        self._since_window: dict[str, set[tuple[str, int]]] = {}  # model -> windows the timer wrote since
         self._held: list[tuple[Any, np.ndarray]] = []  # (AckTracker, offsets) released by the next snapshot
         self.keep_windows = KEEP_WINDOWS
         self._mon: dict[str, object] = {}
@@ -586,9 +587,10 @@ class LabelHook:
             res.acc.add(rows.label, rows.pred_label, rows.pred_proba, rows.classes, delays=rows.delay)
             self._calibration_rows(model_id, rows, res.acc)
 
-    def _collect(self, model_ids) -> LabelResults:
+    def _collect(self, model_ids, window_close: bool = False) -> LabelResults:
         """Records of every window whose results changed since they were last handed to InfluxDB, and the
-        join's counters if they changed."""
+        join's counters if they changed. ``window_close``: also the windows the timer wrote since the model's
+        last window (they go into the closing window's unit, where alert rules evaluate them)."""
         from detectors.concept import join_records
         from detectors.performance import performance_records
 
@@ -597,8 +599,10 @@ class LabelHook:
             mr = self._res.get(m)
             if mr is None:
                 continue
-            for res in mr.results.values():
-                if res.changed <= res.submitted:
+            since = self._since_window.setdefault(m, set())  # written by the timer since the model's last window
+            for key, res in mr.results.items():
+                fresh = res.changed > res.submitted
+                if not fresh and not (window_close and key in since):
                     continue
                 tags = {T_MODEL: m, T_VERSION: res.version}
                 if res.acc is not None and res.acc.n:
@@ -609,9 +613,13 @@ class LabelHook:
                     fields = {k: v for k, v in res.errors.items() if not (isinstance(v, float) and not math.isfinite(v))}
                     out.records.append(Record(PERFORMANCE, {**tags, T_METRIC: ERROR_STREAM_METRIC,
                                                             T_DETECTOR: FET_DETECTOR}, fields, res.time_ns))
-                res.submitted = res.changed
-                out.marks.append((res, res.changed))
-                self._dirty.add(m)
+                if fresh:
+                    res.submitted = res.changed
+                    out.marks.append((res, res.changed))
+                    self._dirty.add(m)
+                    since.add(key)
+            if window_close:  # alert rules see, at each window, every label result that changed since the last
+                since.clear()
             mr.prune()
             j = self._joins.get(m)
             if j is not None and mr.keys:  # the counters as they are now, on the model's newest window
@@ -777,7 +785,7 @@ class LabelHook:
             self._dirty.add(key.model_id)
             self._drain(key.model_id)
             self._join_sent.pop(key.model_id, None)  # every window gets the counters (at its time: the newest)
-            out = self._collect([key.model_id])
+            out = self._collect([key.model_id], window_close=True)
         except Exception:  # noqa: BLE001
             log.exception("performance records failed for %s", key.model_id)
         return out
@@ -865,7 +873,7 @@ class LabelHook:
             except Exception:  # noqa: BLE001 - the new owner then re-reads from the committed offsets
                 log.exception("the label-join state of %s could not be saved at the rebalance", models)
         for m in models:
-            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent):
+            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent, self._since_window):
                 d.pop(m, None)
             self._seen.discard(m)
             self._dirty.discard(m)

@@ -394,3 +394,31 @@ def test_regression_errors_are_cut_at_the_reference_quantile(tmp_path):
     mon = h._mon["m"]
     assert mon.threshold == pytest.approx(np.quantile(np.abs(truth), 0.75))
     assert mon.reference.sum() == int((np.abs(truth) > mon.threshold).sum())
+
+
+def test_results_the_timer_wrote_go_into_the_next_window_unit_for_alert_rules():
+    """A label's result is written by the 1 s timer with no window closing; the next window's unit carries
+    it again (alert rules evaluate each window's unit), and the one after does not (nothing changed)."""
+    from types import SimpleNamespace
+
+    from streams.decode import StreamKey
+
+    h = LabelHook(cfg(), background=False)
+    p, sink = pipeline(h)
+
+    async def run():
+        await p.process([batch_msg("m", 0, 20, 0)])  # window #0 of the 20 predictions closes
+        await p.process([label_msg([f"m-{i}" for i in range(20)], ["p"] * 19 + ["q"], 1)])
+        n = await p.flush_labels()
+        await p.drain()
+        return n
+
+    assert asyncio.run(run()) > 0
+    acc = perf(sink, "accuracy")
+    assert [(r.fields["n"], r.fields["value"]) for r in acc] == [(20, 0.95)]  # no window closed since
+    key = StreamKey("t", 0, "m", "1")
+    later = SimpleNamespace(time_ns=acc[0].time_ns + 10**9, end_time=T0 + 10.0)
+    carried = [r for r in h.on_window(key, later).records if r.tags[R.T_METRIC] == "accuracy"]
+    assert [(r.time_ns, r.fields["value"]) for r in carried] == [(acc[0].time_ns, 0.95)]
+    again = SimpleNamespace(time_ns=acc[0].time_ns + 2 * 10**9, end_time=T0 + 20.0)
+    assert not [r for r in h.on_window(key, again).records if r.tags[R.T_METRIC] == "accuracy"]
