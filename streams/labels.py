@@ -77,7 +77,7 @@ import math
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,63 @@ def labels_path(state_dir: Path | str) -> Path:
     """``<state_dir>/labels/labels.sqlite3``: the label-join snapshots."""
     return Path(state_dir) / "labels" / "labels.sqlite3"
 
+
+
+class DaemonExecutor:
+    """Runs submitted calls one after another on a daemon thread; ``submit`` returns a Future.
+
+    Why not a ``ThreadPoolExecutor``: Python joins every pool thread at exit, even after
+    ``shutdown(wait=False)``, so a worker stopped (SIGTERM) while the error-stream detector
+    calibrates — a simulation of many seconds — sat 20 s and more after "Closing event loop".
+    A calibration cut short is only redone (it is cached once complete).
+
+    >>> ex = DaemonExecutor("demo")
+    >>> ex.submit(sum, [1, 2]).result(5)
+    3
+    >>> ex.shutdown()
+    """
+
+    def __init__(self, name: str) -> None:
+        import queue
+
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fut, fn, args, kwargs = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+                fut.set_exception(e)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        if self._closed:
+            raise RuntimeError("cannot submit after shutdown")
+        fut: Future = Future()
+        self._jobs.put((fut, fn, args, kwargs))
+        return fut
+
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:  # noqa: ARG002 - as the pool's
+        """No new calls; the thread ends after the current one (or with the process: it never holds up exit)."""
+        import queue
+
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        self._jobs.put(None)
 
 def online_cache_dir(state_dir: Path | str) -> Path:
     """``<state_dir>/cache/online``: calibrated thresholds of the online detectors (one ``.npz`` each)."""
@@ -443,7 +500,7 @@ class LabelHook:
         self._last_snapshot = clock()
         self._writing = False
         self._io = ThreadPoolExecutor(1, thread_name_prefix="label-snapshots") if self.store is not None else None
-        self._calib = ThreadPoolExecutor(1, thread_name_prefix="error-stream-calibration") if background else None
+        self._calib = DaemonExecutor("error-stream-calibration") if background else None
         self.restored: dict[str, int] = {}  # model -> predictions restored (introspection, logs)
 
     # -- state ----------------------------------------------------------------------

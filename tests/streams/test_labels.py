@@ -422,3 +422,17 @@ def test_results_the_timer_wrote_go_into_the_next_window_unit_for_alert_rules():
     assert [(r.time_ns, r.fields["value"]) for r in carried] == [(acc[0].time_ns, 0.95)]
     again = SimpleNamespace(time_ns=acc[0].time_ns + 2 * 10**9, end_time=T0 + 20.0)
     assert not [r for r in h.on_window(key, again).records if r.tags[R.T_METRIC] == "accuracy"]
+def test_a_calibration_in_progress_does_not_hold_up_the_workers_exit():
+    # a worker stopped while the error-stream detector calibrated sat 20 s and more after "Closing event
+    # loop": Python joins every ThreadPoolExecutor thread at exit, even after shutdown(wait=False)
+    import subprocess
+    import sys
+    import time
+
+    code = ("import time\nfrom streams.labels import DaemonExecutor\n"
+            "ex = DaemonExecutor('calibration')\nassert ex.submit(sum, [1, 2]).result(5) == 3\n"
+            "ex.submit(time.sleep, 60)\nqueued = ex.submit(time.sleep, 60)\n"
+            "time.sleep(0.2)\nex.shutdown(wait=False, cancel_futures=True)\nassert queued.cancelled()\n")
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert time.monotonic() - t0 < 20
