@@ -66,6 +66,7 @@ from detectors.prediction import PredictionReference, prediction_drift, predicti
 from detectors.reference import Reference
 from detectors.records import Record
 from detectors.spec import DriftSpec, OnlineSpec
+from detectors.thresholds import Band
 
 if TYPE_CHECKING:  # the runner imports this module; no import cycle at run time
     from detectors.runner import WindowContext
@@ -279,7 +280,49 @@ class EstimatedPerformance:
         extra = {**start, "calibrated": True, "calibration_n": cal.n, "calibration_source": cal.source,
                  "calibration_maps": cal.mapped}
         recs = performance_records(est, tags, ctx.time_ns, estimated=True, n=int(est["n"]), extra=extra)
-        return [ctx.record(r.measurement, r.tags, r.fields) for r in recs] + [status_record(ctx, self.name, None)]
+        bands = self.bands(ctx, cal, int(est["n"]))
+        out = []
+        for r in recs:
+            fields = {**r.fields, **bands.get(r.tags.get(R.T_METRIC), {})}
+            if "threshold_method" in fields:
+                band = Band(fields.get("band_lower"), fields.get("band_upper"))
+                fields["alarm"] = int(band.outside(float(fields["value"])))
+            out.append(ctx.record(r.measurement, r.tags, fields))
+        return out + [status_record(ctx, self.name, None)]
+
+    @staticmethod
+    def bands(ctx: "WindowContext", cal: Calibration, window_n: int) -> dict[str, dict[str, Any]]:
+        """Per metric, the band of CBPE's estimates over the reference rows' chunks of the window's size
+        (time order, the window's calibration): ``mean ± k·sd``, k from the drift family level split
+        two-sided over the judged metrics; fields ``threshold_method``, ``band_lower``/``band_upper``,
+        ``alarm`` (estimate outside). Empty without reference rows carrying probabilities, or with
+        fewer than ``min_chunks`` chunks."""
+        from detectors.performance import CHUNK_METRICS, chunk_estimates
+        from detectors.thresholds import chunk_size_key, chunk_slices, sd_band, sd_multiplier, time_order
+
+        rows = reference_frame(ctx.reference)
+        if rows is None or rows.pred_proba is None or tuple(rows.classes) != cal.classes or window_n < 2:
+            return {}
+        t = ctx.drift.threshold
+        size = chunk_size_key(window_n)
+        slices = chunk_slices(len(rows), size, t.max_chunks)
+        if len(slices) < t.min_chunks:
+            return {}
+        key = ("cbpe_chunks", size, t.max_chunks, cal.n, cal.source, cal.classes)
+        cache = ctx.reference._cache  # type: ignore[union-attr]
+        if key not in cache:
+            order = time_order(rows)
+            cache[key] = chunk_estimates(CBPE(cal), rows.pred_proba[order], rows.classes,
+                                         None if rows.pred_label is None else rows.pred_label[order], slices)
+        k = sd_multiplier(t, ctx.drift.p_val / 2, len(CHUNK_METRICS))
+        out = {}
+        for m, values in cache[key].items():
+            b = sd_band(values, k, clip=(0.0, 1.0))
+            if b.lower is None and b.upper is None:
+                continue
+            out[m] = {"threshold_method": "reference_chunks", "band_lower": b.lower, "band_upper": b.upper,
+                      "band_k": k}
+        return out
 
 
 class FeatureImpactEvaluator:

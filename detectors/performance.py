@@ -685,3 +685,25 @@ def not_calibrated_record(tags: dict[str, str], time_ns: int, reason: str, n: in
     fields: dict[str, float | int | str | bool] = {"calibrated": False, "status": "not calibrated",
                                                    "reason": reason, "n": int(n), **(extra or {})}
     return Record(PERFORMANCE, {**tags, T_METRIC: "accuracy", T_DETECTOR: "cbpe"}, fields, time_ns)
+
+
+# -- the estimate judged against the reference's chunks (NannyML's alert rule) ----------------------
+
+CHUNK_METRICS = ("accuracy", "precision", "recall", "f1")
+"""Metrics whose estimate is judged against its band over the reference's chunks."""
+
+
+def chunk_estimates(cbpe: CBPE, proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None,
+                    slices: Sequence[slice]) -> dict[str, np.ndarray]:
+    """CBPE's estimate of each of :data:`CHUNK_METRICS` on each chunk (``slices`` of rows in time order).
+
+    The chunks' spread is how much the *estimate* moves on stable data of the window's size,
+    so a window's estimate outside ``mean ± k·sd`` is a calibrated alert (NannyML's rule).
+    """
+    out = {m: np.full(len(slices), np.nan) for m in CHUNK_METRICS}
+    for j, s in enumerate(slices):
+        est = cbpe.estimate(proba[s], classes, None if pred_label is None else pred_label[s])
+        for m in CHUNK_METRICS:
+            if m in est:
+                out[m][j] = est[m]
+    return out

@@ -215,3 +215,87 @@ def window_totals(quality: Sequence[FeatureQuality]) -> dict[str, float | int]:
         "missing_cell_rate": missing / cells if cells else 0.0,
         "type_error_cell_rate": type_errors / cells if cells else 0.0,
     }
+
+
+# -- judging the rates against the reference ------------------------------------------------
+
+JUDGED_RATES = ("missing_rate", "type_error_rate", "out_of_range_rate", "unknown_category_rate")
+"""The rates each stored quality point is judged on (``<rate>_upper``, ``<rate>_method``)."""
+
+
+def judged_rates(f: FeatureSpec) -> tuple[str, ...]:
+    """The rates that can be non-zero for ``f``: out-of-range needs a bound, unknown-category ``allowed``."""
+    out = ["missing_rate", "type_error_rate"]
+    if f.kind == "numeric" and (f.min is not None or f.max is not None):
+        out.append("out_of_range_rate")
+    if f.kind == "categorical" and f.allowed is not None:
+        out.append("unknown_category_rate")
+    return tuple(out)
+
+
+def _count_of(q: FeatureQuality, rate: str) -> int:
+    return {"missing_rate": q.n_missing, "type_error_rate": q.n_type_error,
+            "out_of_range_rate": q.n_out_of_range, "unknown_category_rate": q.n_unknown_category}[rate]
+
+
+@dataclass(frozen=True)
+class ReferenceQuality:
+    """The reference rows' quality: totals (``totals``) and, per chunk of ``size`` rows in time order,
+    each feature's rates (``chunk_rates[feature][rate]``, None: fewer than ``min_chunks`` chunks)."""
+
+    totals: dict[str, FeatureQuality]
+    size: int
+    chunk_rates: dict[str, dict[str, np.ndarray]] | None
+
+
+def reference_quality(rows: Frame, features: Sequence[FeatureSpec], window_n: int, min_chunks: int,
+                      max_chunks: int | None, cache: dict | None = None) -> ReferenceQuality:
+    """Quality of the reference rows overall and per chunk of the window's size (cached in ``cache``)."""
+    from detectors.thresholds import chunk_size_key, chunk_slices, time_order
+
+    size = chunk_size_key(max(int(window_n), 1))
+    key = ("quality_chunks", size, min_chunks, max_chunks, tuple(repr(f) for f in features))
+    if cache is not None and key in cache:
+        return cache[key]
+    ordered = rows.take(time_order(rows))
+    totals = {q.feature: q for q in data_quality(ordered, features)}
+    slices = chunk_slices(len(ordered), size, max_chunks)
+    rates = None
+    if len(slices) >= min_chunks:
+        per_chunk = [data_quality(ordered.take(s), features) for s in slices]
+        rates = {f.name: {r: np.array([getattr(c[i], r) for c in per_chunk]) for r in JUDGED_RATES}
+                 for i, f in enumerate(features)}
+    out = ReferenceQuality(totals, size, rates)
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def quality_verdicts(quality: Sequence[FeatureQuality], features: Sequence[FeatureSpec],
+                     ref: ReferenceQuality, family_level: float, multiplier: float | None = None) -> list[dict]:
+    """Per feature, the record fields of its judged rates: ``<rate>_method``, ``<rate>_upper``,
+    ``quality_alarm`` (1 if any judged rate is above its band), ``quality_level`` (the level per rate).
+
+    The family is every judged rate of every feature (Bonferroni): each rate is judged at
+    ``family_level / n``, the chunk band's k is ``Φ⁻¹(1 - family_level / n)`` unless ``multiplier`` is set.
+    """
+    from detectors.thresholds import judge_rate, multiplier_for_level
+
+    n_tests = max(sum(len(judged_rates(f)) for f in features), 1)
+    level = family_level / n_tests
+    k = multiplier if multiplier is not None else multiplier_for_level(level)
+    out = []
+    for q, f in zip(quality, features):
+        fields: dict = {"quality_level": level}
+        alarm = False
+        total = ref.totals.get(f.name)
+        for rate in judged_rates(f):
+            chunk = None if ref.chunk_rates is None else ref.chunk_rates[f.name][rate]
+            v = judge_rate(getattr(q, rate), chunk, 0 if total is None else _count_of(total, rate),
+                           0 if total is None else total.n, q.n, level, k)
+            fields[f"{rate}_method"] = v.method
+            fields[f"{rate}_upper"] = v.upper
+            alarm = alarm or v.alarm
+        fields["quality_alarm"] = int(alarm)
+        out.append(fields)
+    return out

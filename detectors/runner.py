@@ -63,7 +63,9 @@ from detectors.histograms import (
     reference_histograms,
     window_histograms,
 )
-from detectors.quality import UNDECLARED, FeatureQuality, data_quality, undeclared_features, window_totals
+from detectors.quality import (UNDECLARED, FeatureQuality, data_quality, quality_verdicts, reference_quality,
+                               undeclared_features, window_totals)
+from detectors.thresholds import reference_rows
 from detectors.records import Record
 from detectors.reference import Reference, WindowColumns
 from detectors.spec import DriftSpec, FeatureSpec
@@ -178,15 +180,30 @@ class DataQuality:
 
     def evaluate(self, ctx: WindowContext) -> list[Record]:
         out = []
-        for q in ctx.quality():
+        quality = ctx.quality()
+        judged = self.verdicts(ctx, quality)
+        for i, q in enumerate(quality):
             fields: dict[str, Any] = {**q.counts(), **q.rates(),
-                                      "window_start": float(ctx.window_start)}
+                                      "window_start": float(ctx.window_start), **judged[i]}
             out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: q.feature}), fields))
         undeclared = undeclared_features(ctx.frame)
         if undeclared is not None:
             out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: UNDECLARED}),
                                   {**undeclared, "window_start": float(ctx.window_start)}))
         return out
+
+
+    @staticmethod
+    def verdicts(ctx: WindowContext, quality: list[FeatureQuality]) -> list[dict[str, Any]]:
+        """Each feature's judged rates (:func:`detectors.quality.quality_verdicts`) against the reference
+        rows' chunks of the window's size, at the drift family level; empty fields without reference rows."""
+        rows = None if ctx.reference is None else reference_rows(ctx.reference)
+        if rows is None or not len(ctx.frame):
+            return [{} for _ in quality]
+        t = ctx.drift.threshold
+        ref = reference_quality(rows, ctx.features, len(ctx.frame), t.min_chunks, t.max_chunks,
+                                ctx.reference._cache)
+        return quality_verdicts(quality, ctx.features, ref, ctx.drift.p_val, t.sd_multiplier)
 
 
 class DataDrift:

@@ -493,3 +493,56 @@ def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:
         "reference_chunks": f"a feature drifts when its {test} / chi-square statistic is {band}." + fallback,
         "both": f"a feature drifts when its {test} / chi-square statistic is {band}, and {floor}." + fallback,
     }[t.method]
+
+
+# -- rates (data quality): chunk band, or a binomial bound when the reference has none -------
+
+
+def binomial_rate_upper(ref_count: int, ref_n: int, window_n: int, level: float) -> float:
+    """Largest window rate of an event kind that is no alarm at ``level``, from the reference's count.
+
+    A band on a rate is degenerate when the reference has none of it (sd 0: any
+    single missing value would be "outside"). Instead: ``p_u``, the one-sided
+    Clopper–Pearson upper bound of the reference rate at ``level``
+    (``beta.ppf(1 - level, x + 1, N - x)``; ``1 - level^(1/N)`` for x = 0), then
+    the window's count ``c`` with ``P(X > c) ≤ level`` for ``X ~ Binomial(n, p_u)``;
+    the bound is ``c / n``. A window alarms when its rate is above it.
+
+    >>> round(binomial_rate_upper(0, 5000, 1000, 0.001), 4)
+    0.006
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if window_n <= 0:
+        return float("nan")
+    if ref_n <= 0 or ref_count >= ref_n:
+        return 1.0
+    p_u = float(stats.beta.ppf(1.0 - level, ref_count + 1, ref_n - ref_count))
+    return float(stats.binom.isf(level, window_n, p_u)) / window_n
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    """How one rate of one window was judged: ``method`` (``reference_chunks`` | ``binomial``), the band's
+    upper end, and whether the rate is above it."""
+
+    method: str
+    value: float
+    upper: float
+    alarm: bool
+
+
+def judge_rate(value: float, chunk_rates: np.ndarray | None, ref_count: int, ref_n: int, window_n: int,
+               level: float, multiplier: float) -> RateVerdict:
+    """A window rate against ``mean + k·sd`` of the reference chunks' rates (time order), or, when the
+    chunks do not vary (sd 0: the reference has none of it, or too few chunks), against
+    :func:`binomial_rate_upper` at ``level``."""
+    if chunk_rates is not None:
+        v = np.asarray(chunk_rates, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size and float(v.std()) > 0:
+            upper = sd_band(v, multiplier, two_sided=False).upper
+            upper = 1.0 if upper is None else min(float(upper), 1.0)
+            return RateVerdict("reference_chunks", float(value), upper, bool(value > upper))
+    upper = binomial_rate_upper(ref_count, ref_n, window_n, level)
+    return RateVerdict("binomial", float(value), upper, bool(value > upper))

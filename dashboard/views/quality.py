@@ -23,7 +23,7 @@ TOP_N = 8
 def render(ctx: ui.Ctx) -> None:
     rate = st.session_state.get("dw_q_rate", Q.QUALITY_RATES[0])
     rate = rate if rate in Q.QUALITY_RATES else Q.QUALITY_RATES[0]
-    f = D.fetch(series=(D.quality_series, (ctx.conn, ctx.scope, (rate,))),
+    f = D.fetch(series=(D.quality_series, (ctx.conn, ctx.scope, (rate, f"{rate}_upper"))),
                 latest=(D.quality_latest, (ctx.conn, ctx.scope)), dl=(D.deadletters, (ctx.conn, ctx.scope)),
                 dl_models=(D.deadletter_models, (ctx.conn, ctx.scope)))
     series = f["series"]
@@ -83,6 +83,9 @@ def render(ctx: ui.Ctx) -> None:
                         charts.lines(s[s["feature"].isin(worst_feats)], rate, color="feature", fmt=".2%",
                                      y_title=f"{RATE_LABELS[rate]} rate", zero=True,
                                      rules=ui.rule_thresholds(ctx, f"quality.{rate}"),
+                                     # the band the rate was judged against (one feature: bands of several
+                                     # features would overlap); the table lists every feature's
+                                     band=(f"{rate}_lower", f"{rate}_upper") if len(worst_feats) == 1 else None,
                                      title=f"The {len(worst_feats)} worst features over time"),
                         width="stretch",
                     )
@@ -92,9 +95,12 @@ def render(ctx: ui.Ctx) -> None:
         if len(latest):
             st.markdown("**Latest window per feature**")
             # "features": the names of undeclared features (row __undeclared__), with their event counts
-            show = ["feature", *rates, "n", *[c for c in latest.columns if c.startswith("n_")], "features", "time"]
+            show = ["feature", *rates, *[f"{r}_upper" for r in rates], "quality_alarm", "n", *[c for c in latest.columns if c.startswith("n_")], "features", "time"]
             show = [c for c in dict.fromkeys(show) if c in latest]
             cfg = {r: st.column_config.NumberColumn(RATE_LABELS[r], format="percent") for r in rates}
+            cfg.update({f"{r}_upper": st.column_config.NumberColumn(f"{RATE_LABELS[r]} band", format="percent",
+                        help="the highest rate that is no alarm (reference chunks or binomial bound)")
+                        for r in rates})
             cfg["time"] = st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm")
             ui.table(latest[show].sort_values(rates[0], ascending=False), column_config=cfg)
 

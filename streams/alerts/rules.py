@@ -104,7 +104,7 @@ SIGNALS: dict[str, str] = {
 KNOWN_FIELDS: dict[str, tuple[str, ...]] = {
     "drift": ("p_value", "statistic", "psi", "js", "wasserstein", "drift"),
     "drift_summary": ("share_drifted",),
-    "quality": ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate"),
+    "quality": ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate", "quality_alarm"),
     "performance": ("value",),
     "adversarial": ("score",),
     "source": ("flag", "extraction_flag"),
