@@ -340,4 +340,5 @@ def test_influxdb_token_and_basic_auth_headers():
     up = Settings(influx_username="u", influx_password="p")
     assert auth_options(up) == {"auth": ("u", "p")}
     assert _headers_auth(up) == ({}, ("u", "p"))
-    assert auth_options(Settings()) == {}
+    # no credential (the session's environment names the test stack's: none of it here)
+    assert auth_options(Settings(influx_url="http://influx.invalid:8086", influx_username=None)) == {}
