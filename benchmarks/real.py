@@ -42,8 +42,9 @@ the same windows (computed here from the labels), and the declared false-alarm
 budget's allocation per model (``streams.monitors``' ``budget_plan``) against
 the data-drift false alarms spent. ``checks`` holds the
 issue's done-when lines as booleans; for the delay line a peer "finds" a change
-only when it alarms more often after it than before it (a peer that alarms on
-most quiet windows finds every change at delay 0 by accident). Progress on stderr, the JSON on stdout.
+only when it alarms more often after it than before it, beyond chance (one-sided
+Fisher exact test, 5 %): a peer that alarms on most quiet windows "finds" every
+change at delay 0 by accident. Progress on stderr, the JSON on stdout.
 """
 
 from __future__ import annotations
@@ -563,12 +564,23 @@ def windows_summary(s: Stream, alarms: dict[int, bool]) -> dict[str, Any]:
         out["delay_events"] = (hits[0] + 1) * s.window - cp if hits else None
         out["detected"] = bool(hits)
         after = [k for k in alarms if k >= k0]
-        out["alarm_rate_after_change"] = round(sum(alarms[k] for k in after) / len(after), 3) if after else None
-        # a detector "finds" the change when it alarms after it more often than it did before it:
-        # alarms as frequent before the change as after carry no information about it
-        before = fa / len(quiet) if quiet else 0.0
-        out["found_change"] = bool(hits) and (out["alarm_rate_after_change"] or 0.0) > before
+        n_after = sum(alarms[k] for k in after)
+        out["alarm_rate_after_change"] = round(n_after / len(after), 3) if after else None
+        out["found_change"] = bool(hits) and _more_alarms_after(n_after, len(after), fa, len(quiet))
     return out
+
+
+def _more_alarms_after(a_after: int, n_after: int, a_before: int, n_before: int, level: float = 0.05) -> bool:
+    """A detector *finds* a change when it alarms more often after it than before it, beyond chance
+    (one-sided Fisher exact test at ``level``). Alarms as frequent before the change as after carry no
+    information about it: a detector that flags 95 % of quiet windows "detects" every change at once.
+    With no quiet window to compare with, any alarm after the change counts."""
+    if n_before == 0:
+        return a_after > 0
+    from scipy.stats import fisher_exact
+
+    table = [[a_after, n_after - a_after], [a_before, n_before - a_before]]
+    return bool(fisher_exact(table, alternative="greater").pvalue < level)
 
 
 def online_summary(s: Stream, alarm_events: list[int], n_alarms_before: int | None = None) -> dict[str, Any]:
