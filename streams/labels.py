@@ -817,12 +817,12 @@ class LabelHook:
 
     def last_window_ns(self, key: StreamKey) -> int | None:
         """Point time of the newest window of ``key``'s model and version the restored label results know
-        (-1: none); None when no join state was restored for the model (nothing to catch up on)."""
+        (-1: none); None for a model that joins no labels (nothing to catch up on)."""
         self._ensure(key.model_id)
-        mr = self._res.get(key.model_id)
-        if key.model_id not in self._joins or mr is None:
+        if key.model_id not in self._joins and key.model_id not in self.eager:
             return None
-        return max((t for v, t in mr.keys if v == key.model_version), default=-1)
+        mr = self._res.get(key.model_id)
+        return max((t for v, t in mr.keys if v == key.model_version), default=-1) if mr is not None else -1
 
     def add_window(self, key: StreamKey, time_ns: int, end_time: float) -> None:
         """A window written before a restart that the restored state does not know (see Pipeline._new_state)."""

@@ -208,11 +208,11 @@ class CheckpointSource:
         rows = await self._query(key, "ORDER BY time DESC LIMIT 1")
         return checkpoint_from_row(rows[0]) if rows else None
 
-    async def since(self, key: StreamKey, after_ns: int) -> list[Checkpoint]:
-        """Checkpoints of the windows of ``key`` written after ``after_ns``, oldest first (the label join
-        learns the windows a crashed worker wrote after its last label snapshot)."""
-        rows = await self._query(key, f"AND time > {int(after_ns)} ORDER BY time ASC")
-        return [c for c in map(checkpoint_from_row, rows) if c is not None]
+    async def since(self, key: StreamKey, after_ns: int, limit: int = 1000) -> list[Checkpoint]:
+        """Checkpoints of the (at most ``limit`` newest) windows of ``key`` written after ``after_ns``, oldest
+        first (the label join learns the windows a crashed worker wrote after its last label snapshot)."""
+        rows = await self._query(key, f"AND time > {int(after_ns)} ORDER BY time DESC LIMIT {int(limit)}")
+        return [c for c in map(checkpoint_from_row, reversed(rows)) if c is not None]
 
     async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
         from streams.influx_admin import quote_ident

@@ -90,11 +90,11 @@ class FakeCheckpoints:
         r = max(rows, key=lambda r: r.time_ns)
         return self._ck(r)
 
-    async def since(self, key: StreamKey, after_ns: int):
+    async def since(self, key: StreamKey, after_ns: int, limit: int = 1000):
         rows = {r.time_ns: r for r in self.sink.windows() if r.tags["model"] == key.model_id
                 and r.tags["version"] == key.model_version and r.fields["ckpt_partition"] == key.partition
                 and r.time_ns > after_ns}
-        return [self._ck(rows[t]) for t in sorted(rows)]
+        return [self._ck(rows[t]) for t in sorted(rows)[-limit:]]
 
     @staticmethod
     def _ck(r):
