@@ -178,9 +178,10 @@ def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
                    budget: float | None = None) -> dict[str, Any]:
     """One monitor per stream, default configuration apart from reference, window and features.
 
-    ``budget``: false alarms per 100 windows per model, declared as the deployment's
-    ``alarm_budget`` (per day, over all models; each model's event rate declared from the replay
-    clock, so every model gets ``budget`` per 100 windows) when this driftwatch has one.
+    ``budget``: false alarms per 100 windows per verdict family, declared as the deployment's
+    ``alarm_budget`` (per day, over all models and their alarming families; each model's event rate
+    declared from the replay clock, so every model's univariate drift verdict gets ``budget`` per 100
+    windows) when this driftwatch has one.
     """
     from streams.monitors import MonitorsConfig
 
@@ -192,7 +193,12 @@ def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
                        "window": {"size_events": s.window}, "reference": {"first_n": s.ref_n}})
     cfg: dict[str, Any] = {"models": models}
     if budget is not None and tl is not None and "alarm_budget" in MonitorsConfig.model_fields:
-        cfg["alarm_budget"] = {"false_alarms": budget / 100 * WINDOWS_PER_DAY * len(streams), "per": "day",
+        from streams.monitors import ModelMonitor
+
+        # the budget covers every alarming verdict family (drift, quality, prediction, CBPE, ...): declare
+        # ``budget`` per 100 windows for each, so the univariate drift family measured here keeps that level
+        families = sum(getattr(ModelMonitor.model_validate(m), "families", 1) for m in models)
+        cfg["alarm_budget"] = {"false_alarms": budget / 100 * WINDOWS_PER_DAY * families, "per": "day",
                                "event_rates": {model_id(s): tl[s.name].events_per_second for s in streams}}
     return cfg
 

@@ -34,7 +34,8 @@ class BudgetView:
     seconds: int
     spent: int
     expected: float  # false alarms per period the allocation spends on stationary data
-    table: pd.DataFrame  # model, allotted, spent, windows/period, rate source, level per window/test
+    table: pd.DataFrame  # model, allotted, spent, windows/period, rate source, families (by kind), online
+    # detectors' expected false alarms per period (deducted from the budget first), level per window/test
 
 
 def period_seconds(per: str) -> int:
@@ -58,6 +59,8 @@ def budget_view(cfg, spent: pd.DataFrame) -> BudgetView | None:
         wpp = None if line.windows_per_day is None else line.windows_per_day * days
         if line.window_level is not None and wpp is not None:
             expected += line.window_level * wpp * line.families
+        online = None if line.fixed_per_day is None else line.fixed_per_day * days
+        expected += online or 0.0
         rows.append({
             "model": line.model_id,
             "allotted": line.share_per_day * days,
@@ -65,6 +68,8 @@ def budget_view(cfg, spent: pd.DataFrame) -> BudgetView | None:
             "windows": wpp,
             "rate from": line.rate_source,
             "families": line.families,
+            "families by kind": line.kinds,
+            "online alarms": online,
             "tests per family": line.tests,
             "level per window": line.window_level,
             "level per test": line.test_level,

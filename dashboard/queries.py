@@ -1143,12 +1143,13 @@ def deadletter_models(conn: Conn, scope: Scope, limit: int = 5000) -> pd.DataFra
 def performance_series(conn: Conn, scope: Scope) -> pd.DataFrame:
     """Realized (``detector=realized``) and estimated (``detector=cbpe``) performance per
     metric and bucket; ``kind`` says which. CBPE accuracy also has its band (``lower``,
-    ``upper``); realized accuracy CBPE's estimate of the same labelled rows (``cbpe_value``)
+    ``upper``), every CBPE metric its reference-chunk band (``band_lower``, ``band_upper``); realized accuracy CBPE's estimate of the same labelled rows (``cbpe_value``)
     and ``estimation_error``. Buckets of "not calibrated" points only have no value and are
     left out (those points have no ``value`` field)."""
     q = (
         f"SELECT mean({ident(F_VALUE)}) AS value, mean({ident(F_LOWER)}) AS lower, mean({ident(F_UPPER)}) AS upper,"
-        f" mean({ident(F_CBPE_VALUE)}) AS cbpe_value, mean({ident(F_ESTIMATION_ERROR)}) AS estimation_error"
+        f" mean({ident(F_CBPE_VALUE)}) AS cbpe_value, mean({ident(F_ESTIMATION_ERROR)}) AS estimation_error,"
+        f" mean({ident(F_BAND_LOWER)}) AS band_lower, mean({ident(F_BAND_UPPER)}) AS band_upper"
         f" FROM {ident(R.PERFORMANCE)}"
         f"{scope.where(f'{ident(R.T_METRIC)} != {lit(LABEL_JOIN)}')}"
         f" GROUP BY time({scope.rng.bucket}), {ident(R.T_METRIC)}, {ident(R.T_DETECTOR)} fill(none)"

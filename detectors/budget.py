@@ -22,6 +22,12 @@ rate: a model whose windows are counted in events (``size_events``) gets its
 rate from the config (``alarm_budget.event_rates``) or, in the worker, from the
 event rate it observes (:func:`windows_per_day`).
 
+Every alarming verdict family the worker writes counts: per window, univariate drift and data
+quality (each also per segment), prediction drift, multivariate drift (when on) and CBPE's
+estimate against its reference-chunk band (classification). The online detectors' level is fixed
+by their ERT calibration: their expected false alarms (``features · events/day / ert``) are
+deducted from ``B`` first (:func:`online_per_day`, :func:`remaining`).
+
 Levels are capped at :data:`MAX_LEVEL` (a budget larger than the windows can
 spend does not make every window an alarm).
 
@@ -49,6 +55,10 @@ class ModelLoad:
     families: int
     tests: int
     rate_source: str = "size_seconds"  # size_seconds | declared | observed | unknown
+    kinds: str = ""  # which verdict families, e.g. "drift 1, quality 1, prediction 1"
+    # false alarms per day of detectors whose level the budget cannot set (online, ERT-calibrated):
+    # deducted from the budget first; None: not known yet (no event rate)
+    fixed_per_day: float | None = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,8 @@ class BudgetLine:
     tests: int
     window_level: float | None  # per family and window (None: rate unknown)
     rate_source: str
+    kinds: str = ""
+    fixed_per_day: float | None = 0.0  # the online detectors' expected false alarms, deducted first
 
     @property
     def test_level(self) -> float | None:
@@ -95,18 +107,46 @@ def window_level(alarms_per_day: float, total_families: int, wpd: float | None) 
     return min(MAX_LEVEL, alarms_per_day / (total_families * wpd))
 
 
+class BudgetExhausted(ValueError):
+    """The detectors whose level is fixed (online, ERT) alone expect more false alarms than the budget."""
+
+
+def remaining(alarms_per_day: float, fixed: Sequence[float | None]) -> float:
+    """The budget left for the families with a level after the fixed contributions (unknown ones: 0)."""
+    spent = sum(f for f in fixed if f)
+    left = alarms_per_day - spent
+    if not left > 0:
+        raise BudgetExhausted(f"the online detectors alone expect {spent:.3g} false alarm(s) per day, the budget "
+                              f"is {alarms_per_day:.3g}: raise drift.online.ert or the budget")
+    return left
+
+
 def allocate(alarms_per_day: float, loads: Sequence[ModelLoad]) -> list[BudgetLine]:
-    """Split ``alarms_per_day`` over ``loads`` (see the module docstring)."""
+    """Split ``alarms_per_day`` over ``loads`` (see the module docstring): the fixed contributions
+    (``fixed_per_day``, online detectors) are deducted first, the rest is shared by the families."""
+    left = remaining(alarms_per_day, [m.fixed_per_day for m in loads])
     total = sum(max(m.families, 1) for m in loads)
     out = []
     for m in loads:
         f = max(m.families, 1)
-        out.append(BudgetLine(m.model_id, alarms_per_day * f / total if total else 0.0, m.windows_per_day, f,
-                              m.tests, window_level(alarms_per_day, total, m.windows_per_day), m.rate_source))
+        out.append(BudgetLine(m.model_id, left * f / total if total else 0.0, m.windows_per_day, f,
+                              m.tests, window_level(left, total, m.windows_per_day), m.rate_source, m.kinds,
+                              m.fixed_per_day))
     return out
 
 
 def expected_alarms(lines: Sequence[BudgetLine]) -> float:
-    """False alarms per day the allocation spends on stationary data (≤ the budget; less when capped)."""
+    """False alarms per day the allocation spends on stationary data (≤ the budget; less when capped),
+    the fixed (online) contributions included."""
     return sum(l.window_level * l.windows_per_day * l.families for l in lines
-               if l.window_level is not None and l.windows_per_day)
+               if l.window_level is not None and l.windows_per_day) + sum(l.fixed_per_day or 0.0 for l in lines)
+
+
+def online_per_day(n_features: int, ert: float, events_per_second: float | None) -> float | None:
+    """Expected false alarms per day of ``n_features`` online detectors calibrated to one false alarm per
+    ``ert`` events each: ``n · events/day / ert`` (0 without features; None: event rate not known)."""
+    if n_features <= 0:
+        return 0.0
+    if events_per_second is None:
+        return None
+    return n_features * events_per_second * SECONDS_PER["day"] / float(ert)

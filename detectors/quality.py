@@ -299,3 +299,16 @@ def quality_verdicts(quality: Sequence[FeatureQuality], features: Sequence[Featu
         fields["quality_alarm"] = int(alarm)
         out.append(fields)
     return out
+
+
+def describe_quality(spec, features: Sequence[FeatureSpec]) -> str:
+    """The quality verdict rule in words (``driftwatch check-config`` prints it); ``spec``: the DriftSpec."""
+    n = max(sum(len(judged_rates(f)) for f in features), 1)
+    level = spec.p_val / n
+    k = "" if spec.threshold.sd_multiplier is None else f" (k = {spec.threshold.sd_multiplier:g})"
+    return (f"each of {n} rate(s) (missing, type error, out of range where bounded, unknown category where "
+            f"'allowed' is set) alarms above mean + k sd of the same rate on the reference's chunks of the "
+            f"window's size, in time order{k}, at level {level:.3g} (family level {spec.p_val:.3g} / {n}); where "
+            f"the reference rate does not vary (none of it: sd 0) or has too few chunks, above the binomial bound: "
+            f"the window count exceeded with probability {level:.3g} at the Clopper-Pearson upper bound of the "
+            f"reference rate.")

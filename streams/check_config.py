@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         for path, problem in found:
             print(f"  {args.file}: {path}: {problem}", file=sys.stderr)
         return 1
+    from detectors.quality import describe_quality  # noqa: PLC0415 - scipy, only once the file is valid
     from detectors.thresholds import describe  # noqa: PLC0415 - scipy, only once the file is valid
 
     for m in cfg.models:
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={v}" for k, v in m.reference.model_dump(exclude_none=True, exclude_defaults=True).items())
         print(f"ok  {m.model_id}: {len(m.features)} features, {m.task}, window {size}, {ref}")
         print(f"    drift ({m.drift.threshold.method}): {describe(m.drift, len(m.features))}")
+        print(f"    quality: {describe_quality(m.drift, m.features)}")
         if m.observes_rate:
             print("    (under the alarm budget the level follows the observed event rate: "
                   f"{m.drift.p_val:g} until the first window)")
@@ -84,12 +86,18 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:
         b = cfg.alarm_budget
         print(f"alarm budget: {b.false_alarms:g} false alarm(s) per {b.per} across all models, features and "
-              f"segments ({b.per_day:.3g}/day), shared by test families (window + segments):")
+              f"segments ({b.per_day:.3g}/day); the online detectors' expected false alarms (features x "
+              f"events/day / ert) come off it first, the rest is shared by every alarming verdict family "
+              f"(per window: drift and quality, each also per segment; prediction drift; multivariate when on; "
+              f"CBPE's estimate band):")
         for line in plan:
             wpd = "? (the observed event rate sets it)" if line.windows_per_day is None else \
                 f"{line.windows_per_day:.4g} ({line.rate_source})"
             lvl = "from the observed rate" if line.window_level is None else \
                 f"{line.window_level:.3g} per window, {line.test_level:.3g} per test"
-            print(f"    {line.model_id}: {line.share_per_day:.3g} alarm(s)/day over {line.families} family(ies) x "
-                  f"{line.tests} test(s); windows/day {wpd}; level {lvl}")
+            online = "unknown until the event rate is observed" if line.fixed_per_day is None else \
+                f"{line.fixed_per_day:.3g}/day"
+            print(f"    {line.model_id}: {line.share_per_day:.3g} alarm(s)/day over {line.families} family(ies) "
+                  f"({line.kinds}) x {line.tests} test(s); windows/day {wpd}; level {lvl}; online detectors "
+                  f"{online}")
     return 0

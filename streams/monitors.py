@@ -182,16 +182,32 @@ class ModelMonitor(_Strict):
     # declared events/s) under an alarm budget
 
     @property
+    def family_counts(self) -> dict[str, int]:
+        """Alarming verdict families per window, by kind: univariate drift and data quality for the whole
+        window and, at most, each segment; prediction drift; multivariate drift when on; CBPE's estimate
+        against its reference-chunk band (classification). Each gets the budget's level per window."""
+        per = 1 + len(self.segments) * (SEGMENT_TOP_K + 1)
+        out = {"drift": per, "quality": per, "prediction": 1}
+        if self.drift.multivariate != "none":
+            out["multivariate"] = 1
+        if self.task == "classification":
+            out["performance"] = 1
+        return out
+
+    @property
     def families(self) -> int:
-        """Drift test families per window: the whole window and, at most, each segment."""
-        return 1 + len(self.segments) * (SEGMENT_TOP_K + 1)
+        """All alarming verdict families per window (:attr:`family_counts`)."""
+        return sum(self.family_counts.values())
 
     def load(self, events_per_second: float | None = None, source: str = "declared") -> B.ModelLoad:
-        """This model's demand on the false-alarm budget (windows/day from the window or the rate)."""
+        """This model's demand on the false-alarm budget (windows/day from the window or the rate; the
+        online detectors' expected false alarms from the event rate)."""
         w = self.window
         wpd = B.windows_per_day(w.size_seconds, w.size_events, events_per_second)
         src = "size_seconds" if w.size_seconds is not None else (source if wpd is not None else "unknown")
-        return B.ModelLoad(self.model_id, wpd, self.families, len(self.features), src)
+        kinds = ", ".join(f"{k} {v}" for k, v in self.family_counts.items())
+        fixed = B.online_per_day(len(self.drift.online.features), self.drift.online.ert, events_per_second)
+        return B.ModelLoad(self.model_id, wpd, self.families, len(self.features), src, kinds, fixed)
 
     @property
     def observes_rate(self) -> bool:
@@ -262,8 +278,12 @@ class MonitorsConfig(_Strict):
                 if not rate > 0:
                     raise ValueError(f"alarm_budget.event_rates.{mid}: must be > 0 events/s, got {rate}")
             total = sum(m.families for m in self.models)
+            # the online detectors' expected false alarms (declared rates: known now) come off the budget first
+            rates = self.alarm_budget.event_rates
+            left = B.remaining(self.alarm_budget.per_day, [m.load(rates.get(m.model_id)).fixed_per_day
+                                                          for m in self.models])
             for m in self.models:  # the level in force; size_events without a rate: set per window (observed)
-                m._budget = (self.alarm_budget.per_day, total, self.alarm_budget.event_rates.get(m.model_id))
+                m._budget = (left, total, rates.get(m.model_id))
                 m.drift = m.drift_for_rate(None)
         try:
             check_routes({m.model_id: m.alerts for m in self.models}, self.webhooks)

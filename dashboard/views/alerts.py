@@ -139,8 +139,16 @@ def budget_section(ctx: ui.Ctx) -> None:
         "windows": st.column_config.NumberColumn(f"windows per {view.per}", format="%.4g"),
         "level per window": st.column_config.NumberColumn(format="%.2e"),
         "level per test": st.column_config.NumberColumn(format="%.2e"),
+        "online alarms": st.column_config.NumberColumn(f"online alarms per {view.per}", format="%.3g",
+                                                       help="the online detectors' expected false alarms "
+                                                            "(features x events / ert), deducted from the budget "
+                                                            "first; empty: event rate not known yet"),
     })
-    st.caption("Allocation: the budget is shared by test families (a window's features, and each segment's), "
+    st.caption("Allocation: the online detectors' expected false alarms come off the budget first; the rest is "
+               "shared by every alarming verdict family (per window: univariate drift and data quality, each also "
+               "per segment; prediction drift; multivariate drift when on; CBPE's estimate band). `spent` counts "
+               "the univariate drift verdicts only. "
+               "The budget is shared by test families (a window's features, and each segment's), "
                "and spread evenly over each model's windows: level per window = budget / (all families × the "
                "model's windows); each feature gets its Bonferroni share. `rate from`: how the window rate is "
                "known (window length, a declared event rate, or the rate observed here).")

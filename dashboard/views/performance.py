@@ -188,7 +188,8 @@ def render(ctx: ui.Ctx) -> None:
                                                y_title="accuracy", fmt=_fmt(m), rules=rules)
             else:
                 chart = charts.lines(d, "value", color="kind", title=perf_title(m, Q.col(d, "kind", "")),
-                                     y_title=m, fmt=_fmt(m), rules=rules)
+                                     y_title=m, fmt=_fmt(m), rules=rules,
+                                     band=(Q.F_BAND_LOWER, Q.F_BAND_UPPER))  # the estimate's reference-chunk band
             st.altair_chart(chart, width="stretch")
         _estimation_error(perf)
         st.caption("Realized = computed from the true labels joined to the predictions, plotted at the window in "

@@ -276,8 +276,11 @@ def test_alerts_page_shows_the_false_alarm_budget(populated: Q.Conn, monkeypatch
     assert table.loc[table["model"] == "churn", "spent"].iloc[0] == by_model["churn"]
     churn = table[table["model"] == "churn"].iloc[0]
     assert churn["windows"] == pytest.approx(288) and churn["rate from"] == "size_seconds"
-    assert churn["level per window"] == pytest.approx(2 / (3 * 288))  # B / (families x windows per day)
-    assert churn["level per test"] == pytest.approx(2 / (3 * 288) / 8)
+    # B / (families x windows per day): 4 alarming families per model (drift, quality, prediction, CBPE)
+    assert churn["families by kind"] == "drift 1, quality 1, prediction 1, performance 1"
+    assert churn["level per window"] == pytest.approx(2 / (12 * 288))
+    assert churn["level per test"] == pytest.approx(2 / (12 * 288) / 8)
+    assert churn["online alarms"] == 0  # no online detector configured
     fraud = table[table["model"] == "fraud"].iloc[0]
     assert fraud["rate from"] == "observed" and fraud["windows"] > 0  # from the stored events/s
     assert "over the budget" in texts(at)

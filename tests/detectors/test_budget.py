@@ -63,3 +63,19 @@ def test_a_budget_buys_that_many_false_alarms_on_stationary_data():
         alarms += int(hits.sum())
     per_day_seen = alarms / days
     assert per_day_seen == pytest.approx(2.0, rel=0.15)  # Poisson: 400 expected, sd 20
+
+
+def test_fixed_online_contributions_come_off_the_budget_first():
+    from detectors.budget import BudgetExhausted, ModelLoad, allocate, expected_alarms, online_per_day
+
+    on = online_per_day(2, 10_000.0, 0.5)  # two features, 43,200 events a day, one false alarm per 10,000 each
+    assert on == pytest.approx(2 * 43_200 / 10_000)
+    assert online_per_day(0, 10_000.0, None) == 0.0 and online_per_day(1, 10_000.0, None) is None
+    lines = allocate(10.0, [ModelLoad("a", 100.0, 3, 4, fixed_per_day=on), ModelLoad("b", 50.0, 1, 2)])
+    left = 10.0 - on
+    assert lines[0].window_level == pytest.approx(left / (4 * 100.0))
+    assert lines[1].window_level == pytest.approx(left / (4 * 50.0))
+    assert sum(l.share_per_day for l in lines) == pytest.approx(left)
+    assert expected_alarms(lines) == pytest.approx(10.0)  # families' share + the online detectors' part
+    with pytest.raises(BudgetExhausted, match="online detectors alone expect 8.64"):
+        allocate(5.0, [ModelLoad("a", 100.0, 3, 4, fixed_per_day=on)])

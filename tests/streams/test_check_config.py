@@ -136,6 +136,34 @@ def test_check_config_explains_the_verdict_rule_and_the_alarm_budget(tmp_path, c
     assert "drift (p_value): a feature drifts when its Kolmogorov-Smirnov / chi-square p-value is below" in out
     assert "level follows the observed event rate" in out  # b counts events and declares no rate
     assert "alarm budget: 7 false alarm(s) per week" in out and "(1/day)" in out
-    level = 1 / (2 * 144)  # 1 alarm a day over 2 families, a: 144 windows a day
-    assert f"a: 0.5 alarm(s)/day over 1 family(ies) x 2 test(s); windows/day 144 (size_seconds); " \
-           f"level {level:.3g} per window, {level / 2:.3g} per test" in out
+    # every alarming family counts: drift, quality, prediction drift, CBPE per model: 1 alarm a day over 8
+    level = 1 / (8 * 144)  # a: 144 windows a day
+    assert f"a: 0.5 alarm(s)/day over 4 family(ies) (drift 1, quality 1, prediction 1, performance 1) x 2 " \
+           f"test(s); windows/day 144 (size_seconds); level {level:.3g} per window, {level / 2:.3g} per test; " \
+           f"online detectors 0/day" in out
+    # the quality rule in words: 2 rates per feature here (no bounds, no allowed list)
+    assert f"quality: each of 4 rate(s)" in out and "Clopper-Pearson upper bound of the reference rate" in out
+    assert f"at level {1 / (8 * 144) / 4:.3g} (family level {1 / (8 * 144):.3g} / 4)" in out
+
+
+def test_the_online_detectors_expected_false_alarms_come_off_the_budget(tmp_path, capsys):
+    feats = [{"name": "age", "kind": "numeric"}]
+    path = tmp_path / "monitors.yaml"
+    path.write_text(yaml.safe_dump({
+        "alarm_budget": {"false_alarms": 2, "per": "day", "event_rates": {"a": 0.1}},
+        "models": [{"model_id": "a", "features": feats, "window": {"size_events": 500}, "task": "regression",
+                    "drift": {"online": {"features": ["age"], "ert": 10000}}}]}))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    online = 0.1 * 86400 / 10000  # one feature, one false alarm per 10,000 events, 8,640 events a day
+    wpd = 0.1 * 86400 / 500
+    level = (2 - online) / (3 * wpd)  # drift, quality, prediction (regression: no CBPE)
+    assert f"over 3 family(ies) (drift 1, quality 1, prediction 1)" in out
+    assert f"level {level:.3g} per window" in out and f"online detectors {online:.3g}/day" in out
+    cfg = load_monitors(path)
+    assert cfg.models[0].drift.p_val == pytest.approx(level)
+    # a budget the online detectors alone exceed is refused, with the reason
+    path.write_text(path.read_text().replace("false_alarms: 2", "false_alarms: 0.5"))
+    assert main(["check-config", str(path)]) != 0
+    cap = capsys.readouterr()
+    assert "online detectors alone expect 0.864" in cap.out + cap.err

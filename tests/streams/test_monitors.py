@@ -81,7 +81,9 @@ def test_alarm_budget_sets_the_drift_level_of_each_model():
     cfg = _budgeted(event_rates={"evt": 10.0})
     seg, evt = cfg.models
     families = seg.families + evt.families
-    assert seg.families == 1 + 11  # the window and at most 10 segment values + __other__
+    # drift and quality for the window and at most 10 segment values + __other__; prediction drift; CBPE
+    assert seg.family_counts == {"drift": 12, "quality": 12, "prediction": 1, "performance": 1}
+    assert seg.families == 2 * (1 + 11) + 2 and evt.families == 4
     assert seg.drift.p_val == pytest.approx(2 / (families * 288))
     assert evt.drift.p_val == pytest.approx(2 / (families * 86_400 * 10 / 1000))
     plan = cfg.budget_plan()
@@ -93,7 +95,7 @@ def test_alarm_budget_without_a_rate_follows_the_observed_one():
     cfg = _budgeted()
     evt = cfg.model("evt")
     assert evt.observes_rate and evt.drift.p_val == 0.05  # the configured level until a window is seen
-    assert evt.drift_for_rate(5.0).p_val == pytest.approx(2 / (13 * 86_400 * 5 / 1000))
+    assert evt.drift_for_rate(5.0).p_val == pytest.approx(2 / ((26 + 4) * 86_400 * 5 / 1000))  # 26 + 4 families
     assert cfg.budget_plan({"evt": 5.0})[1].rate_source == "observed"
 
 
