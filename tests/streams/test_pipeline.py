@@ -412,13 +412,15 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     from streams.pipeline import ObservedRates, default_evaluator
 
     model = _budget_cfg({"size_events": 500}).models[0]
+    F = 4  # alarming families per window: drift, quality, prediction drift, CBPE (the budget counts them all)
+    assert model.families == F
     rates = ObservedRates(smoothing=0.5)
     win = lambda n, secs: SimpleNamespace(n=n, start_time=T0, end_time=T0 + secs)  # noqa: E731
-    assert rates.drift_for(model, win(500, 10.0)).p_val == pytest.approx(1 / (86_400 * 50 / 500))
-    assert rates.drift_for(model, win(500, 5.0)).p_val == pytest.approx(1 / (86_400 * 75 / 500))  # smoothed 50->75
+    assert rates.drift_for(model, win(500, 10.0)).p_val == pytest.approx(1 / (F * 86_400 * 50 / 500))
+    assert rates.drift_for(model, win(500, 5.0)).p_val == pytest.approx(1 / (F * 86_400 * 75 / 500))  # smoothed 50->75
     fixed = _budget_cfg({"size_seconds": 60}).models[0]
     assert rates.drift_for(fixed, win(500, 5.0)) is fixed.drift  # the window length fixes the level
-    assert fixed.drift.p_val == pytest.approx(1 / 1440)
+    assert fixed.drift.p_val == pytest.approx(1 / (F * 1440))
 
     rng = np.random.default_rng(0)
 
@@ -430,7 +432,7 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     w = SimpleNamespace(seq=1, n=500, frame=frame(500, 20.0), start_time=T0, end_time=T0 + 20.0)
     recs = evaluate(model, StreamKey("t", 0, "m", "v1"), w, ref)
     summary = next(r for r in recs if r.measurement == DRIFT_SUMMARY)
-    assert summary.fields["p_val"] == pytest.approx(1 / (86_400 * 25 / 500))  # 500 events in 20 s
+    assert summary.fields["p_val"] == pytest.approx(1 / (F * 86_400 * 25 / 500))  # 500 events in 20 s
 
 
 @pytest.mark.parametrize("end, lost", [(None, False), (200, False), (3, True), (0, True)])
