@@ -158,8 +158,13 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
         # started at the restart
         online_pts.sort(key=lambda r: r["time"])
         assert {r["feature"] for r in online_pts} == {"x0"} and len(online_pts) >= 2, online_pts
+        # every event after the restart tested once: the windows that closed while the thresholds loaded waited
+        # in the buffer and were tested together, then one point per window. The 1000 events the first worker
+        # buffered while it calibrated are tested at most once: by it (its calibration finished before the
+        # stop), after the restart (restored with its state), or not at all (a new run) — which one depends on
+        # timing, so each is accepted; none may be tested twice
         assert [r["n"] for r in online_pts[1:]] == [500] * (len(online_pts) - 1), online_pts
-        assert sum(r["n"] for r in online_pts) == 500 * n_windows, online_pts
+        assert sum(r["n"] for r in online_pts) in (500 * n_windows, 500 * (n_windows + 2)), online_pts
     finally:
         stop(proc)
     text = log2.read_text(errors="replace")
