@@ -19,30 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from streams.localstack import KAFKA, LocalStack, free_ports, settings_env, terminate
+from streams.localstack import KAFKA, settings_env, terminate
 from tests.reliability.helpers import Traffic, monitors_file, tail, wait_for, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"  # gitignored
 
 
-@pytest.fixture
-def own_stack(tmp_path):
-    stack, err = None, None
-    for _ in range(3):
-        kp, ip = free_ports(2)
-        candidate = LocalStack(tmp_path / "stack", kp, ip, start_timeout=30, die_with_parent=True)
-        try:
-            candidate.up()
-        except Exception as e:  # noqa: BLE001
-            err = e
-            continue
-        stack = candidate
-        break
-    if stack is None:
-        pytest.fail(f"could not start a dedicated local stack: {err}", pytrace=False)
-    yield stack
-    stack.down()
 
 
 def _topics_on_broker(s, names: list[str]) -> dict[str, int] | str:

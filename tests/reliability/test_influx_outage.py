@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localstack import INFLUX, LocalStack, free_ports, settings_env, terminate
+from streams.localstack import INFLUX, settings_env, terminate
 from tests.reliability.helpers import (
     Traffic,
     compare_points,
@@ -36,23 +36,6 @@ RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 OUTAGE_S = 30.0
 
 
-@pytest.fixture
-def own_stack(tmp_path):
-    stack = None
-    for _ in range(3):
-        kp, ip = free_ports(2)
-        candidate = LocalStack(tmp_path / "stack", kp, ip, start_timeout=30, die_with_parent=True)
-        try:
-            candidate.up()
-        except Exception as e:  # noqa: BLE001
-            err = e
-            continue
-        stack = candidate
-        break
-    if stack is None:
-        pytest.fail(f"could not start a dedicated local stack: {err}", pytrace=False)
-    yield stack
-    stack.down()
 
 
 def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume_all):

@@ -33,7 +33,7 @@ import orjson
 import pytest
 import yaml
 
-from streams.localstack import INFLUX, LocalStack, free_ports, settings_env, terminate
+from streams.localstack import INFLUX, settings_env, terminate
 from streams.sinks.influx import DatabaseNotFound, query
 from tests.reliability.helpers import start_worker, stop, tail, wait_for, windowed
 from tests.sinks import CollectSink
@@ -165,23 +165,6 @@ def join_counters(s) -> dict:
     return rows[0] if rows else {}
 
 
-@pytest.fixture
-def own_stack(tmp_path):
-    stack, err = None, None
-    for _ in range(3):
-        kp, ip = free_ports(2)
-        candidate = LocalStack(tmp_path / "stack", kp, ip, start_timeout=30, die_with_parent=True)
-        try:
-            candidate.up()
-        except Exception as e:  # noqa: BLE001
-            err = e
-            continue
-        stack = candidate
-        break
-    if stack is None:
-        pytest.fail(f"could not start a dedicated local stack: {err}", pytrace=False)
-    yield stack
-    stack.down()
 
 
 def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settings, tmp_path):
