@@ -84,6 +84,29 @@ class _ConsumerThread(_driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
+    async def seek_to_committed(self):
+        return await self.call_thread(self._seek_assigned_to_committed)
+
+    async def _seek_assigned_to_committed(self):
+        """aiokafka's ``seek_to_committed``, for the partitions that are still assigned when each is sought.
+
+        It asks the committed offset of one partition after another; a rebalance that revokes one
+        meanwhile made the whole seek fail with ``IllegalStateError: No current assignment`` (Faust
+        logs a warning, and the partitions after it were not sought back). A revoked partition is
+        its new owner's to seek.
+        """
+        consumer = self._ensure_consumer()
+        assigned = consumer._subscription.assigned_partitions
+        out = {}
+        for tp in list(assigned()):
+            offset = await consumer.committed(tp)
+            if tp not in assigned():
+                continue
+            out[tp] = offset
+            if offset and offset > 0:
+                consumer._fetcher.seek_to(tp, offset)
+        return out
+
 
 class _Consumer(_driver.Consumer):
     def _new_consumer_thread(self):
