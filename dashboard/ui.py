@@ -702,3 +702,22 @@ def delay_unit(seconds: float) -> tuple[float, str]:
     if seconds < 7200:
         return 60.0, "minutes"
     return 3600.0, "hours"
+
+
+#: how the stored ``threshold_method`` reads on the page (detectors/thresholds.py)
+RULES = {"p_value": "p-value", "reference_chunks": "reference chunks", "effect_size": "effect size",
+         "both": "reference chunks + effect floor", "p_and_effect": "p-value + effect floor"}
+
+
+def band_text(row: dict) -> str:
+    """``p-value ≥ 0.0012`` / ``statistic ≤ 0.08`` / ``effect 0.02–0.1``: the band the judged value had to stay in."""
+    judged = row.get("judged")
+    lo, hi = row.get("band_lower"), row.get("band_upper")
+    lo = None if lo is None or pd.isna(lo) else float(lo)
+    hi = None if hi is None or pd.isna(hi) else float(hi)
+    if not isinstance(judged, str) or (lo is None and hi is None):
+        return "—"
+    name = judged.replace("_", "-")
+    if lo is not None and hi is not None:
+        return f"{name} {lo:.3g}–{hi:.3g}"
+    return f"{name} ≥ {lo:.3g}" if lo is not None else f"{name} ≤ {hi:.3g}"

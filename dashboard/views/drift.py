@@ -64,19 +64,22 @@ def _summary(ctx: ui.Ctx, latest: pd.DataFrame, summ: pd.DataFrame) -> None:
     if len(summ):
         s = summ.iloc[0]
         nd, nf = s.get(Q.F_N_DRIFTED), s.get(Q.F_N_FEATURES)
-        c1.metric("Features drifting (latest window)", f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}",
-                  help=f"window ending {ui.fmt_time(s.get('time'))}")
+        c1.metric("Drifting features", f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}",
+                  help=f"in the latest window, ending {ui.fmt_time(s.get('time'))}")
         corr = CORRECTIONS.get(str(s.get(Q.F_CORRECTION)), str(s.get(Q.F_CORRECTION, "—")))
         c2.metric("Level", f"α = {ui.fmt_num(s.get(Q.F_P_VAL), '.3g')}", help=f"multiple-testing correction: {corr}")
         c2.caption(corr)
     else:
         n_drift = int(Q.col(latest, Q.F_DRIFT, False).fillna(False).astype(bool).sum())
-        c1.metric("Features drifting (latest window)", f"{n_drift} / {len(latest)}")
+        c1.metric("Drifting features", f"{n_drift} / {len(latest)}", help="in the latest window")
         c2.metric("Level", "—", help="no drift summary written yet")
     c3.metric("Window (events)", ui.fmt_num(ui.median(n_cur), ",.0f"), help="median current-window size over features")
     c4.metric("Reference (events)", ui.fmt_num(ui.median(n_ref), ",.0f"))
-    st.caption(f"Tests: {tests}. A feature drifts when its p-value is below the corrected threshold "
-               "(distance detectors: when the statistic exceeds it).")
+    rules = ", ".join(sorted({ui.RULES.get(str(m), str(m)) for m in Q.col(latest, "threshold_method", "p_value")
+                              .fillna("p_value")}))
+    st.caption(f"Tests: {tests}. Verdict rule: {rules} — a feature drifts when the judged value (p-value, "
+               "statistic or effect size) leaves its band (columns rule and band), calibrated on chunks of the "
+               "reference where the rule says so; with an effect floor, the shift must also be large.")
 
 
 def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
@@ -87,6 +90,10 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
         Q.F_STATISTIC: "statistic",
         Q.F_P_VALUE: "p-value",
         Q.F_THRESHOLD: "threshold",
+        "rule": "rule",
+        "band": "band",
+        "effect": "effect",
+        "effect_floor": "effect floor",
         Q.F_PSI: "PSI",
         Q.F_JS: "JS distance",
         Q.F_WASSERSTEIN: "Wasserstein",
@@ -99,9 +106,14 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
     t = latest.copy()
     t["verdict"] = Q.col(t, Q.F_DRIFT, False).fillna(False).astype(bool)
     t["test"] = Q.col(t, "detector", "").map(ui.test_name)
+    t["rule"] = Q.col(t, "threshold_method", "p_value").fillna("p_value").map(lambda m: ui.RULES.get(str(m), str(m)))
+    t["band"] = [ui.band_text(r) for r in t.to_dict("records")]
     present = [c for c in cols if c in t]
     cfg = {
-        "verdict": st.column_config.CheckboxColumn("drift", help="the test's p-value is below the corrected threshold"),
+        "verdict": st.column_config.CheckboxColumn("drift", help="the judged value left its band (see rule and band)"),
+        "effect": st.column_config.NumberColumn(format="%.3f", help="normed Wasserstein (numeric) or "
+                                                "Jensen-Shannon (categorical) distance"),
+        "effect floor": st.column_config.NumberColumn(format="%.2f"),
         "p-value": st.column_config.NumberColumn(format="%.3g"),
         "statistic": st.column_config.NumberColumn(format="%.4g"),
         "threshold": st.column_config.NumberColumn(format="%.3g"),

@@ -136,6 +136,8 @@ def test_drift_page_shows_the_drifting_feature_with_its_evidence(env: Q.Conn) ->
     for col in ("test", "statistic", "p-value", "threshold", "PSI", "JS distance", "window n", "reference n"):
         assert col in ranked
     assert ranked["p-value"].iloc[0] < ranked["threshold"].iloc[0]
+    # points written without a verdict rule were judged on the p-value alone: said so, no band invented
+    assert ranked["rule"].tolist() == ["p-value"] * 8 and ranked["band"].tolist() == ["—"] * 8
     assert len(at.dataframe) == 1  # lazy tabs: only the open ranking is built
     # the detail of the (default) top feature: verdict sentence with test, statistic, p, threshold, windows
     verdict = next(m.value for m in at.markdown if m.value.startswith("**Drift**"))
@@ -148,7 +150,7 @@ def test_drift_page_shows_the_drifting_feature_with_its_evidence(env: Q.Conn) ->
         assert part in detail, detail
     assert at.selectbox(key="dw_feature_sel").value == DRIFTING
     assert at.query_params["feature"] == [DRIFTING] or at.query_params["feature"] == DRIFTING
-    assert metric(at, "Features drifting (latest window)") == "1 / 8"
+    assert metric(at, "Drifting features") == "1 / 8"
     assert "Bonferroni" in texts(at)
     # share over time, heatmap, distributions (the feature's history waits in its expander)
     assert len(charts(at)) == 3
@@ -492,3 +494,12 @@ def test_oidc_without_authlib_says_what_to_install(populated: Q.Conn, monkeypatc
     assert "OIDC login is configured, but Authlib is not installed" in msg
     assert "pip install 'driftwatch[oidc]'" in msg and "Authlib>=1.3.2" in msg
     assert not at.button and not at.dataframe and not at.sidebar.selectbox
+
+
+def test_the_band_column_reads_as_the_judged_value_and_its_limits() -> None:
+    from dashboard.ui import band_text as _band
+
+    assert _band({"judged": "p_value", "band_lower": 0.00125}) == "p-value ≥ 0.00125"
+    assert _band({"judged": "statistic", "band_upper": 0.08, "band_lower": float("nan")}) == "statistic ≤ 0.08"
+    assert _band({"judged": "effect", "band_lower": 0.0, "band_upper": 0.1}) == "effect 0–0.1"
+    assert _band({"judged": "p_value"}) == "—" and _band({}) == "—"

@@ -158,7 +158,7 @@ def test_newcomer_sees_the_injected_drift_fire_an_alert_and_the_pages_show_it(tm
             browser.wait_page(page, "Data drift", 2)
             browser.check_no_exception(page, "drift")
             text = _main(page)
-            m = re.search(r"Features drifting \(latest window\)\s*\n\s*(\d+) / 15", text)
+            m = re.search(r"Drifting features\s*\n\s*(\d+) / 15", text)
             assert m and int(m.group(1)) >= 2, text[:1500]
             shown = re.search(r"(\w+): reference vs window ending", text)
             assert shown and shown.group(1) in DRIFTED, text[:3000]
