@@ -64,11 +64,14 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
     try:
         wait(lambda: "[^Worker]: Ready" in log.read_text(errors="replace"), 90, "the worker did not start")
         time.sleep(3.0)  # the group join
-        # paced, so labels arrive as windows close; labels joined after the last window are reported only when
-        # a later window closes, so stationary traffic goes on (chunks of 1000 events) until one has been
-        for seed in range(20, 30):
+        # stationary traffic (chunks of 1000 events) until labels have been reported and enough quiet windows
+        # are there to judge prediction drift's false alarms on
+        def quiet_windows() -> int:
+            return len(q(f'SELECT "drift" FROM "{R.PREDICTION}" WHERE "feature" = \'__all__\''))
+
+        for seed in range(20, 32):
             assert run_demo(settings, demo(seed, 1000, drift=False)).delivered
-            if len([r for r in realized() if r.get("estimation_error") is not None]) >= 2:
+            if len([r for r in realized() if r.get("estimation_error") is not None]) >= 2 and quiet_windows() >= 5:
                 break
         wait(lambda: len([r for r in realized() if r.get("estimation_error") is not None]) >= 2, 60,
              "no realized accuracy with an estimate on stationary traffic")
