@@ -705,8 +705,9 @@ def delay_unit(seconds: float) -> tuple[float, str]:
 
 
 #: how the stored ``threshold_method`` reads on the page (detectors/thresholds.py)
-RULES = {"p_value": "p-value", "reference_chunks": "reference chunks", "effect_size": "effect size",
-         "both": "reference chunks + effect floor", "p_and_effect": "p-value + effect floor"}
+RULES = {"p_value": "p-value", "statistic": "statistic vs its threshold", "reference_chunks": "reference chunks",
+         "effect_size": "effect size", "both": "reference chunks + effect floor",
+         "p_and_effect": "p-value + effect floor"}
 
 
 def band_text(row: dict) -> str:

@@ -75,11 +75,17 @@ def _summary(ctx: ui.Ctx, latest: pd.DataFrame, summ: pd.DataFrame) -> None:
         c2.metric("Level", "—", help="no drift summary written yet")
     c3.metric("Window (events)", ui.fmt_num(ui.median(n_cur), ",.0f"), help="median current-window size over features")
     c4.metric("Reference (events)", ui.fmt_num(ui.median(n_ref), ",.0f"))
-    rules = ", ".join(sorted({ui.RULES.get(str(m), str(m)) for m in Q.col(latest, "threshold_method", "p_value")
-                              .fillna("p_value")}))
+    rules = ", ".join(sorted(set(_rules(latest))))
     st.caption(f"Tests: {tests}. Verdict rule: {rules} — a feature drifts when the judged value (p-value, "
                "statistic or effect size) leaves its band (columns rule and band), calibrated on chunks of the "
                "reference where the rule says so; with an effect floor, the shift must also be large.")
+
+
+def _rules(df: pd.DataFrame) -> pd.Series:
+    """Each row's verdict rule as the page names it; a point without a stored rule was judged on its
+    p-value, or (online detectors, which have none) on its statistic."""
+    unstated = pd.Series("p_value", index=df.index).where(Q.col(df, Q.F_P_VALUE).notna(), "statistic")
+    return Q.col(df, "threshold_method").fillna(unstated).map(lambda m: ui.RULES.get(str(m), str(m)))
 
 
 def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
@@ -106,7 +112,7 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
     t = latest.copy()
     t["verdict"] = Q.col(t, Q.F_DRIFT, False).fillna(False).astype(bool)
     t["test"] = Q.col(t, "detector", "").map(ui.test_name)
-    t["rule"] = Q.col(t, "threshold_method", "p_value").fillna("p_value").map(lambda m: ui.RULES.get(str(m), str(m)))
+    t["rule"] = _rules(t)
     t["band"] = [ui.band_text(r) for r in t.to_dict("records")]
     present = [c for c in cols if c in t]
     cfg = {

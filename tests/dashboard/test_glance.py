@@ -228,6 +228,10 @@ def test_tables_never_show_none(env: pd.Timestamp) -> None:
     online = ranked[ranked["test"] == "cvm_online"]
     assert len(online) == 1
     assert online["p-value"].iloc[0] == "—" and online["PSI"].iloc[0] == "—"
+    # each row says the rule it was judged by: the online detector its statistic, f_005 its stored band
+    assert online["rule"].iloc[0] == "statistic vs its threshold"
+    f5 = ranked[ranked["feature"] == "f_005"]
+    assert f5["rule"].iloc[0] == "reference chunks" and f5["band"].iloc[0] == "p-value ≥ 0.001"
     for df in (d.value for d in at.dataframe):
         assert not df.isna().any().any(), df
 
