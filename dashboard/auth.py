@@ -69,11 +69,13 @@ from typing import Any
 
 import yaml
 
+from detectors.errors import ConfigurationError
+
 HASH_SCHEME = "pbkdf2_sha256"
 HASH_ITERATIONS = 600_000
 
 
-class AccessError(ValueError):
+class AccessError(ConfigurationError):
     """The access file is unreadable or malformed (the message says where)."""
 
 

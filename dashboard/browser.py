@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from detectors.errors import ServiceError
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -32,7 +34,7 @@ CHART = "[data-testid=stVegaLiteChart]"
 EXCEPTION = "[data-testid=stException]"
 
 
-class BrowserError(RuntimeError):
+class BrowserError(ServiceError):
     """Chromium or the dashboard server is missing or did not come up."""
 
 

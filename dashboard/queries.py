@@ -38,6 +38,7 @@ import httpx
 import pandas as pd
 
 from detectors import records as R
+from detectors.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ MAX_HEAT_BUCKETS = 60
 HEATMAP_TOP = 20
 
 
-class InfluxError(RuntimeError):
+class InfluxError(ServiceError):
     """InfluxDB answered with an error (the message quotes it)."""
 
 

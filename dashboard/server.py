@@ -37,12 +37,13 @@ HIDDEN_PATHS = ("/_stcore/metrics",)
 def scrub_new_session(data: bytes) -> bytes:
     """``data`` (a serialized ForwardMsg) with the script path and the environment blanked
     if it is a ``new_session`` message; any other message is returned unchanged."""
+    from google.protobuf.message import DecodeError  # noqa: PLC0415
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: PLC0415
 
     msg = ForwardMsg()
     try:
         msg.ParseFromString(data)
-    except Exception:  # not ours to judge: pass it on  # noqa: BLE001
+    except DecodeError:  # not a ForwardMsg: not ours to judge, pass it on
         return data
     if msg.WhichOneof("type") != "new_session":
         return data

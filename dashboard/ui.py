@@ -96,7 +96,7 @@ class Ctx:
 def _secrets_have_auth() -> bool:
     try:
         return "auth" in st.secrets
-    except Exception:  # no secrets.toml at all  # noqa: BLE001
+    except FileNotFoundError:  # no secrets.toml at all (or an unparsable one: StreamlitSecretNotFoundError)
         return False
 
 

@@ -41,6 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from detectors.errors import ConfigurationError
+
 SECONDS_PER = {"day": 86_400.0, "week": 7 * 86_400.0}
 MAX_LEVEL = 0.25
 """Largest level a family gets, whatever the budget."""
@@ -107,7 +109,7 @@ def window_level(alarms_per_day: float, total_families: int, wpd: float | None) 
     return min(MAX_LEVEL, alarms_per_day / (total_families * wpd))
 
 
-class BudgetExhausted(ValueError):
+class BudgetExhausted(ConfigurationError):
     """The detectors whose level is fixed (online, ERT) alone expect more false alarms than the budget."""
 
 

@@ -59,6 +59,7 @@ What the worker calls (per model version):
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -70,6 +71,8 @@ import numpy as np
 from detectors.online import CVMOnline, FETOnline, OnlineResult
 from detectors.performance import normalize_labels
 from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, Record
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ErrorStreamDetector",
@@ -866,8 +869,9 @@ class ErrorStreamMonitor:
             self._future = None
             try:
                 self._done(fut.result())
-            except Exception as e:  # noqa: BLE001 - reported through the window's fields
+            except Exception as e:  # noqa: BLE001 - a worker thread's failure: reported through the window's fields
                 self.note = f"calibration failed: {type(e).__name__}: {e}"
+                log.warning("error-stream detector: %s; it stays off for this reference", self.note)
                 self.reference, self._off = None, True
                 self._buf, self._buf_n = [], 0
                 return

@@ -43,6 +43,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from detectors.errors import InvalidInputError
 from detectors.frame import Frame
 from detectors.reference import (
     OTHER,
@@ -55,7 +56,7 @@ from detectors.reference import (
 )
 
 
-class HistogramMismatch(ValueError):
+class HistogramMismatch(InvalidInputError):
     """Two histograms with different features or bins cannot be merged."""
 
 

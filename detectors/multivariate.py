@@ -55,6 +55,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from detectors.errors import EngineUnavailable  # re-exported: raised when alibi's MMD cannot run
 from detectors.frame import Frame
 
 __all__ = [
@@ -70,10 +71,6 @@ __all__ = [
 
 MULTIVARIATE_FEATURE = "__multivariate__"
 """``feature`` tag value of multivariate drift records."""
-
-
-class EngineUnavailable(RuntimeError):
-    """The requested engine cannot run here (e.g. alibi-detect's MMD without TF/PyTorch)."""
 
 
 @dataclass(frozen=True, slots=True)

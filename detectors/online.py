@@ -53,6 +53,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from detectors.errors import InvalidInputError
+
 __all__ = [
     "CalibrationError",
     "CVMOnline",
@@ -68,7 +70,7 @@ __all__ = [
 _CACHE_VERSION = 1  # bump when the calibration algorithm changes
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InvalidInputError):
     """The reference or parameters do not allow threshold calibration."""
 
 

@@ -51,6 +51,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from detectors.errors import InvalidInputError
 from detectors.frame import Frame
 from detectors.spec import FeatureSpec
 from detectors.values import parse_categories, parse_numeric
@@ -62,7 +63,7 @@ FORMAT = "driftwatch-reference"
 FORMAT_VERSION = 1
 
 
-class ReferenceDataError(ValueError):
+class ReferenceDataError(InvalidInputError):
     """A reference source is unusable; the message names the file and the problem."""
 
 

@@ -55,6 +55,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from detectors import records as R
+from detectors.errors import DetectorFailure
 from detectors.frame import Frame
 from detectors.histograms import (
     Histogram,
@@ -334,7 +335,7 @@ def register(evaluator: WindowEvaluator,
     return evaluator
 
 
-class WindowEvaluationError(RuntimeError):
+class WindowEvaluationError(DetectorFailure):
     """One or more evaluators failed; ``records`` holds what the others produced."""
 
     def __init__(self, records: list[Record], errors: list[tuple[str, str | None, BaseException]]):

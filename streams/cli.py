@@ -125,8 +125,8 @@ def _redact_secrets() -> None:
         from streams.settings import Settings
 
         redact_secrets_in_logs(Settings())
-    except Exception:  # noqa: BLE001 - e.g. a bad DRIFTWATCH_* value: the command says which
-        pass
+    except (ValueError, OSError):  # a bad DRIFTWATCH_* value (pydantic's ValidationError), an unreadable
+        pass  # secret file: the command loads the settings again and says which
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
+from detectors.errors import ServiceError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -1296,11 +1297,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"driftwatch demo: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # TopicError and friends: say it plainly
-        if type(e).__name__ == "TopicError":
-            print(f"driftwatch demo: {e}", file=sys.stderr)
-            return 1
-        raise
+    except ServiceError as e:  # TopicError (the broker refused or is away) and friends: say it plainly
+        print(f"driftwatch demo: {e}", file=sys.stderr)
+        return 1
     print(summary.format())
     return 0 if summary.delivered else 1
 

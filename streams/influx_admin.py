@@ -23,11 +23,12 @@ from typing import Any
 
 import httpx
 
+from detectors.errors import ServiceError
 from streams.settings import Settings
 from streams.sinks.influx import InfluxConfigError, database, v2_client, v2_error
 
 
-class InfluxAdminError(RuntimeError):
+class InfluxAdminError(ServiceError):
     """InfluxDB refused or could not be reached; the message says which URL and why."""
 
 

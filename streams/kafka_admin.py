@@ -21,12 +21,13 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, for_code, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from detectors.errors import ServiceError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class TopicError(RuntimeError):
+class TopicError(ServiceError):
     """Topics could not be created, deleted or read; the message says which and why."""
 
 

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detectors.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -69,7 +71,7 @@ INFLUX_ADMIN = "driftwatch"
 INFLUX_PASSWORD_FILE = Path("secrets") / "influx_password"
 
 
-class StackError(RuntimeError):
+class StackError(ServiceError):
     """The local stack cannot start, stop or be found; the message says what to do."""
 
 
@@ -140,7 +142,7 @@ def who_listens(port: int) -> str | None:
                     if target.startswith("socket:[") and target[8:-1] in inodes:
                         name = (proc / "comm").read_text().strip()
                         return f"pid {proc.name} ({name})"
-    except Exception:  # pragma: no cover - purely informative
+    except (OSError, ValueError, IndexError):  # pragma: no cover - purely informative: a /proc line we cannot parse
         return None
     return None
 

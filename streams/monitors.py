@@ -26,12 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from detectors import budget as B
 from detectors.adversarial.spec import AdversarialSpec
+from detectors.errors import ConfigurationError
 from detectors.outputs import OutputColumns
 from detectors.spec import DriftSpec, ErrorStreamSpec, FeatureSpec
 from streams.alerts.rules import AlertRule, RuleError, SilenceConfig, WebhookConfig, check_routes
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError):
     """A config or reference file is unusable; the message says where and why."""
 
 

@@ -39,11 +39,13 @@ from typing import Any
 
 import numpy as np
 
+from detectors.errors import DriftwatchError
+
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TOP_CATEGORIES = 5
 
 
-class CliError(Exception):
+class CliError(DriftwatchError):
     """A user-facing failure: the message is printed, ``code`` is the exit status."""
 
     def __init__(self, message: str, code: int = 2) -> None:

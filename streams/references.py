@@ -73,6 +73,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors.errors import StorageError
 from streams.settings import Settings
 from streams.security import aiokafka_options
 
@@ -111,7 +112,7 @@ H_ROWS_CHUNKS = "dw-rows-chunks"
 ROWS_FORMAT = "driftwatch-reference-rows"
 
 
-class ReferenceStoreError(RuntimeError):
+class ReferenceStoreError(StorageError):
     """The reference topic could not be read or written (the message says why)."""
 
 

@@ -35,10 +35,11 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from detectors.errors import ConfigurationError
 from streams.settings import Settings
 
 
-class SecurityConfigError(ValueError):
+class SecurityConfigError(ConfigurationError):
     """The Kafka security settings are incomplete or unusable; the message says which variable to set."""
 
 

@@ -160,8 +160,8 @@ class TopicWatch:
                     if client is not None:
                         try:
                             await client.close()
-                        except Exception:  # noqa: BLE001
-                            pass
+                        except Exception as close_error:  # noqa: BLE001 - the client is dropped either way
+                            log.debug("topic watch: closing the admin client: %r", close_error)
                         client = None
         finally:
             if client is not None:

@@ -35,13 +35,14 @@ from typing import Any
 
 from detectors.adversarial.monitor import AdversarialMonitor
 from detectors.adversarial.spec import AdversarialSpec
+from detectors.errors import DetectorFailure
 from detectors.frame import Frame, concat
 from detectors.records import Record
 
 __all__ = ["AdversarialEvaluator", "AdversarialFitError", "reference_rows"]
 
 
-class AdversarialFitError(RuntimeError):
+class AdversarialFitError(DetectorFailure):
     """The adversarial detectors of a model version could not be fitted (the message says why)."""
 
 

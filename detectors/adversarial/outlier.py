@@ -40,6 +40,7 @@ from typing import Protocol
 import numpy as np
 
 from detectors.adversarial.stats import Calibration, calibrate_upper, exceedance_pvalue
+from detectors.errors import EngineUnavailable  # re-exported: raised when alibi's Mahalanobis cannot run
 
 __all__ = [
     "ComponentResult",
@@ -50,10 +51,6 @@ __all__ = [
     "Standardizer",
     "make_scorer",
 ]
-
-
-class EngineUnavailable(RuntimeError):
-    """The requested engine cannot run here (e.g. alibi-detect's Mahalanobis without PyTorch)."""
 
 
 @dataclass(frozen=True, slots=True)

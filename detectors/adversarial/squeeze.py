@@ -31,11 +31,12 @@ import numpy as np
 
 from detectors.adversarial.outlier import ComponentResult, component
 from detectors.adversarial.stats import Calibration, calibrate_upper
+from detectors.errors import InvalidInputError
 
 __all__ = ["QuantileSqueezer", "SqueezeDetector", "SqueezeModelError", "load_estimator"]
 
 
-class SqueezeModelError(ValueError):
+class SqueezeModelError(InvalidInputError):
     """The estimator file cannot be loaded or used (the message says which file and why)."""
 
 

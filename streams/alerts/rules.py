@@ -46,6 +46,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from detectors.errors import ConfigurationError
 from detectors.records import (
     ADVERSARIAL,
     DEADLETTER,
@@ -81,7 +82,7 @@ __all__ = [
 ]
 
 
-class RuleError(ValueError):
+class RuleError(ConfigurationError):
     """A rule, webhook or silence is unusable; the message says which and why."""
 
 

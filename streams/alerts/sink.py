@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from detectors.errors import ServiceError
 from streams.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
 
 log = logging.getLogger("driftwatch.webhook-sink")
@@ -41,7 +42,7 @@ MAX_BODY = 1 << 20  # an alert is a few kB; refuse anything absurd
 LINE_PREFIX = "ALERT"  # `driftwatch up` relays the sink's lines that start with this
 
 
-class SinkError(RuntimeError):
+class SinkError(ServiceError):
     """The sink cannot start (no secret, port taken)."""
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detectors.errors import StorageError
 from streams.alerts.lifecycle import AlertState
 
 __all__ = ["AlertStore", "OutboxRow", "Silence", "default_path", "StoreError"]
@@ -61,7 +62,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(target, status, id);
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(StorageError):
     """The alert store cannot be opened or written; the message names the file."""
 
 

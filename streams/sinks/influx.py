@@ -55,13 +55,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from detectors.errors import ConfigurationError, ServiceError
 from detectors.records import Record
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class InfluxQueryError(RuntimeError):
+class InfluxQueryError(ServiceError):
     """InfluxDB refused a query or could not be reached (the message says which and why)."""
 
 
@@ -69,7 +70,7 @@ class DatabaseNotFound(InfluxQueryError):
     """The database does not exist (nothing has been written yet)."""
 
 
-class InfluxConfigError(ValueError):
+class InfluxConfigError(ConfigurationError):
     """The settings cannot work (e.g. InfluxDB 2.x without a token or organisation)."""
 
 
