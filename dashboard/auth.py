@@ -70,6 +70,7 @@ from typing import Any
 import yaml
 
 from detectors.errors import ConfigurationError
+from streams.retry import Backoff
 
 HASH_SCHEME = "pbkdf2_sha256"
 HASH_ITERATIONS = 600_000
@@ -320,6 +321,7 @@ class Throttle:
     def __init__(self, free: int = 5, base: float = 30.0, cap: float = 900.0, forget: float = 3600.0,
                  max_keys: int = 100_000) -> None:
         self.free, self.base, self.cap, self.forget, self.max_keys = free, base, cap, forget, max_keys
+        self._backoff = Backoff(base, cap)
         self._records: dict[str, _Record] = {}
         self._lock = threading.Lock()
 
@@ -344,7 +346,7 @@ class Throttle:
                 r.failures += 1
                 r.last = now
                 if r.failures > self.free:
-                    lock = float(min(self.cap, self.base * 2 ** (r.failures - self.free - 1)))
+                    lock = float(self._backoff.delay(r.failures - self.free))
                     r.locked_until = max(r.locked_until, now + lock)
                     longest = max(longest, lock)
         return longest

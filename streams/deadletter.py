@@ -67,6 +67,7 @@ from typing import Any
 from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, Record
 from detectors.reference import safe_label
 from streams.decode import DeadLetter
+from streams.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,7 @@ class DeadLetterPublisher:
             return _done()
         now_ms = int(time.time() * 1000)
         records = [(dl.message.key, dl.message.value, headers_for(dl, now_ms)) for dl in dls]
-        wait = backoff
-        for attempt in range(retries + 1):
+        async for attempt in Backoff(backoff, cap=30.0, retries=retries).attempts_async():
             try:
                 if self._send_batch is not None:
                     delivered = await self._send_batch(records)
@@ -274,11 +274,10 @@ class DeadLetterPublisher:
                     delivered = asyncio.gather(*[await self._send(k, v, h) for k, v, h in records])
                 break
             except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
-                if attempt == retries:
+                if attempt.wait is None:
                     raise
-                log.warning("publishing %d dead letter(s) failed (%s); retrying in %.1f s", len(records), e, wait)
-                await asyncio.sleep(wait)
-                wait *= 2
+                log.warning("publishing %d dead letter(s) failed (%s); retrying in %.1f s", len(records), e,
+                            attempt.wait)
         for dl in dls:
             self._count(dl)
         self.messages += len(dls)

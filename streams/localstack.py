@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.errors import ServiceError
+from streams.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -702,7 +703,7 @@ class LocalStack:
     def _wait_ready(self, started: dict[str, tuple[_Service, subprocess.Popen[bytes]]]) -> None:
         pending = dict(started)
         deadline = time.monotonic() + self.start_timeout
-        delay = 0.01
+        delays = Backoff(0.01, 0.2, factor=1.5).delays()
         while pending:
             for name, (svc, proc) in list(pending.items()):
                 code = proc.poll()
@@ -722,8 +723,7 @@ class LocalStack:
                     f"{name} did not answer on port {svc.port} within {self.start_timeout:.0f} s; "
                     f"last lines of {svc.logfile}:\n{tail(svc.logfile)}"
                 )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+            time.sleep(next(delays))
 
     # ---------------------------------------------------------------- down
     def down(self) -> dict[str, str]:

@@ -60,6 +60,7 @@ from streams.deadletter import DeadLetterPublisher, deadletter_record, deadlette
 from streams.detector_process import DetectorProcess
 from streams.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
 from streams.monitors import ModelMonitor, MonitorsConfig
+from streams.retry import Backoff
 from streams.settings import Settings
 from streams.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
@@ -227,17 +228,17 @@ class CheckpointSource:
             f" AND {quote_ident(CKPT_FIELDS['topic'])} = {lit(key.topic)}"
             f" AND {quote_ident(CKPT_FIELDS['partition'])} = {int(key.partition)} {tail}"
         )
-        backoff = 0.5
+        delays = Backoff(0.5, self.max_backoff).delays()
         while True:
             try:
                 return await aquery(self._client(), self.settings, q)
             except DatabaseNotFound:
                 return []
             except InfluxQueryError as e:
+                wait = next(delays)
                 log.warning("cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
-                            "/".join(map(str, key)), e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                            "/".join(map(str, key)), e, wait)
+                await asyncio.sleep(wait)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -743,26 +744,30 @@ class Pipeline:
         """
         if self.references is None:
             return
-        backoff = 0.5
+        retry = Backoff(0.5, retry_max)
+        delays = retry.delays()
 
         async def snapshot(refs) -> None:
-            nonlocal backoff
-            backoff = 0.5
+            nonlocal delays
+            delays = retry.delays()  # followed again: the next failure starts from the first delay
             for k, stored in refs.items():
                 await self._reference_changed(k, stored)
             self._refs_live = True
 
         while True:
+            error: Exception | None = None
             try:
                 await self.references.follow(snapshot, self._reference_changed)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
-                log.warning("following the stored references failed (%s); retrying in %.1f s", e, backoff)
+                error = e
             finally:
                 self._refs_live = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, retry_max)
+            wait = next(delays)
+            if error is not None:
+                log.warning("following the stored references failed (%s); retrying in %.1f s", error, wait)
+            await asyncio.sleep(wait)
 
     async def _reference_changed(self, k: tuple[str, str], stored) -> None:
         """A stored reference appeared, changed or was reset (``stored`` None)."""
@@ -816,8 +821,7 @@ class Pipeline:
             return None
         k = (key.model_id, key.model_version)
         if k not in self._stored_refs and not self._refs_live:
-            backoff = 0.5
-            while True:
+            async for attempt in Backoff(0.5, 10.0).attempts_async():
                 try:
                     self._stored_refs.update(await self.references.load())
                     break
@@ -826,9 +830,7 @@ class Pipeline:
                         log.warning("cannot read stored references (%s): %s v%s starts with its configured "
                                     "reference source", e, key.model_id, key.model_version)
                         break
-                    log.warning("cannot read stored references (%s); retrying in %.1f s", e, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    log.warning("cannot read stored references (%s); retrying in %.1f s", e, attempt.wait)
         return self._stored_refs.get(k)
 
     # -- feeding rows ------------------------------------------------------------
@@ -901,16 +903,13 @@ class Pipeline:
         self._decoded[(key.model_id, key.model_version)] = (stored, state.reference)
 
         async def save() -> None:
-            backoff = 0.5
-            for attempt in range(8):
+            async for attempt in Backoff(0.5, 10.0, retries=7).attempts_async():
                 try:
                     await self.references.save(stored)
                     return
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable: retried
                     log.warning("storing the reference of %s v%s failed (%s); attempt %d", key.model_id,
-                                key.model_version, e, attempt + 1)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                                key.model_version, e, attempt.number)
             log.error("the reference of %s v%s (%d bytes) could not be stored: a restart will build a new one",
                       key.model_id, key.model_version, len(stored.blob))
 
@@ -1058,17 +1057,14 @@ class Pipeline:
         self.stats.dead_events += dl.n_events
         offset = dl.message.offset
         tracker.hold([offset])
-        backoff = 0.5
-        for attempt in range(6):
+        async for attempt in Backoff(0.5, retries=5).attempts_async():
             try:
                 delivery = await self.deadletters.publish(dl)
                 break
             except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
-                if attempt == 5:
+                if attempt.wait is None:
                     raise
-                log.warning("publishing a dead letter failed (%s); retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff *= 2
+                log.warning("publishing a dead letter failed (%s); retrying in %.1f s", e, attempt.wait)
         written = await self.sink.submit([deadletter_record(dl, self.known_models)])
         both = asyncio.gather(delivery, written)
         self._track(both)

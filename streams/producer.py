@@ -60,6 +60,7 @@ from typing import Any
 
 import orjson
 
+from streams.retry import Backoff
 from streams.wire import SCHEMA_VERSION  # not streams.schemas: the SDK does not load pydantic models
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ __all__ = [
 _OPTIONAL_CONFIG = frozenset({"bootstrap_timeout_ms", "delivery_timeout_ms"})
 _PRED_KEYS = frozenset({"label", "probabilities", "score", "value"})
 _MAX_ID = 256
+CONNECT_RETRY = Backoff(0.5, 30.0)
+"""Delays between the background thread's tries to connect or send after a failure (0.5 s doubling to 30 s)."""
 
 # A buffered inference: (model_id, model_version, event_id, event_time, source_id, features, prediction)
 InferenceRow = tuple[str, str, str, float, "str | None", dict[str, Any], dict[str, Any]]
@@ -944,7 +947,8 @@ class DriftwatchProducer:
                 )
 
     def _run(self) -> None:
-        backoff = 0.0
+        backoff = 0.0  # 0: no failure since the last success
+        delays = CONNECT_RETRY.delays()
         drained_seq = 0
         while True:
             self._wake.wait(backoff or self.linger_s or 1.0)
@@ -958,9 +962,10 @@ class DriftwatchProducer:
                 if not self._ensure_client() or not self._send_pending():
                     if closing:
                         break
-                    backoff = min(max(backoff * 2, 0.5), 30.0)
+                    backoff = next(delays)
                     continue
-            backoff = 0.0
+            if backoff:
+                backoff, delays = 0.0, CONNECT_RETRY.delays()
             if drained_seq > self._flushed_seq:
                 if self._client is not None and not self._pending:
                     try:

@@ -40,6 +40,7 @@ from streams.alerts.lifecycle import AlertEvent, iso
 from streams.alerts.rules import RuleError, WebhookConfig
 from streams.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 from streams.alerts.store import AlertStore, OutboxRow
+from streams.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int, retry_after: float | None = None,
               rng: Callable[[], float] = random.random) -> float:
-        d = min(self.cap, self.initial * 2 ** max(0, attempts - 1))
-        d = d / 2 + rng() * d / 2
+        d = Backoff(self.initial, self.cap, jitter=0.5).delay(attempts, rng)
         if retry_after is not None:
             d = max(d, min(retry_after, self.cap))
         return d

@@ -57,6 +57,7 @@ import numpy as np
 
 from detectors.errors import ConfigurationError, ServiceError
 from detectors.records import Record
+from streams.retry import Backoff
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -455,7 +456,8 @@ class InfluxSink:
 
     # -- writer task -------------------------------------------------------------
     async def _run(self) -> None:
-        backoff = 0.25
+        retry = Backoff(0.25, self.max_backoff)
+        delays = retry.delays()
         while True:
             if not self._queue:
                 if self._stopping:
@@ -470,12 +472,11 @@ class InfluxSink:
                     break
                 batch.append(unit)
                 n += len(unit.lines)
-            ok, retry = await self._post(batch, n) if n else (True, False)
-            if not ok and retry:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+            ok, again = await self._post(batch, n) if n else (True, False)
+            if not ok and again:
+                await asyncio.sleep(next(delays))
                 continue
-            backoff = 0.25
+            delays = retry.delays()
             now = time.monotonic()
             for unit in batch:
                 self._queue.popleft()
