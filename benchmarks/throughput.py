@@ -254,15 +254,17 @@ def runner_call(runner, feats, spec, ref_frame):
     from detectors.reference import Reference  # noqa: PLC0415
 
     ref = Reference.from_frame(ref_frame, feats, bins=spec.histogram_bins)
+    # one list of evaluators for every window, as the worker keeps (older runners had a module registry)
+    evaluators = runner.default_evaluators() if hasattr(runner, "default_evaluators") else None
 
     def call(frame):
         t = frame.event_time
         ctx = runner.WindowContext(model_id="m", version="1", frame=frame, reference=ref, features=tuple(feats),
                                    drift=spec, task="classification", window_start=float(t.min()),
                                    window_end=float(t.max()))
-        return runner.evaluate_window(ctx)
+        return runner.evaluate_window(ctx, evaluators)
 
-    return call, "detectors.runner.evaluate_window (every registered evaluator; see records for what ran)"
+    return call, "detectors.runner.evaluate_window (every default evaluator; see records for what ran)"
 
 
 def _time_alibi(ref, cur, repeats: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ _EXPORTS = {
     "WindowEvaluator": "detectors.runner",
     "evaluate_window": "detectors.runner",
     "register": "detectors.runner",
-    "EVALUATORS": "detectors.runner",
+    "default_evaluators": "detectors.runner",
 }
 __all__ = sorted(_EXPORTS)
 

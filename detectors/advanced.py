@@ -14,7 +14,7 @@ Without an attached frame these evaluators return no records. Each fitted
 object (encoder + MMD/PCA, prediction reference, impact, CBPE) is built once
 per reference and kept in the same cache.
 
-Evaluators (registered in :data:`detectors.runner.EVALUATORS`):
+Evaluators (built, with the runner's own, by :func:`detectors.runner.default_evaluators`):
 
 * :class:`PredictionDrift` (``dw_prediction``) — :mod:`detectors.prediction`;
 * :class:`MultivariateDrift` (``dw_drift``, ``feature="__multivariate__"``,
@@ -74,14 +74,12 @@ if TYPE_CHECKING:  # the runner imports this module; no import cycle at run time
 REFERENCE_FRAME_KEY = "reference_frame"
 
 __all__ = [
-    "ADVANCED_EVALUATORS",
     "EstimatedPerformance",
     "FeatureImpactEvaluator",
     "MultivariateDrift",
     "OnlineDrift",
     "PredictionDrift",
     "attach_reference_frame",
-    "configure_online",
     "reference_calibration",
     "reference_frame",
     "status_record",
@@ -414,7 +412,7 @@ class OnlineDrift:
     Which features, ERT, window sizes, number of simulated streams and engine come
     from the window's ``DriftSpec.online`` (the monitor's ``drift.online``), unless
     given to the constructor (then they apply to every model). With no features
-    it does nothing, so it is registered by default.
+    it does nothing, so :func:`~detectors.runner.default_evaluators` always includes it.
 
     Keeps one :class:`~detectors.online.CVMOnline` per (model, version, feature)
     across windows, rebuilt when the reference object or the parameters change. The
@@ -581,19 +579,3 @@ class OnlineDrift:
             out.append(ctx.record(R.DRIFT, tags, fields))
         return out
 
-
-ONLINE_DRIFT = OnlineDrift()
-"""The registered instance: reads each model's ``drift.online``; see :func:`configure_online`."""
-
-
-def configure_online(cache_dir: str | None, background: bool = True) -> OnlineDrift:
-    """Set where the registered :class:`OnlineDrift` caches thresholds, and whether it calibrates
-    in the background (the worker does both, with ``<state_dir>/cache/online``)."""
-    ONLINE_DRIFT.cache_dir = cache_dir
-    ONLINE_DRIFT.background = background
-    return ONLINE_DRIFT
-
-
-ADVANCED_EVALUATORS: list[Any] = [PredictionDrift(), MultivariateDrift(), EstimatedPerformance(),
-                                  FeatureImpactEvaluator(), ONLINE_DRIFT]
-"""Registered by :mod:`detectors.runner` after its built-in evaluators."""

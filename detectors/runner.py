@@ -1,13 +1,18 @@
 """The one call the worker makes when a window closes: window in, Records out.
 
-:func:`evaluate_window` runs every registered :class:`WindowEvaluator` on a
+:func:`evaluate_window` runs a list of :class:`WindowEvaluator` on a
 :class:`WindowContext` (the window's events, the reference, the monitor's
 specs) and returns the :class:`~detectors.records.Record` list to write. Evaluators
 marked ``segmented`` run again on each segment of the window (see below).
 
-Adding an evaluator (prediction drift, performance, adversarial, ...) is one line::
+The list comes from the factory :func:`default_evaluators`: fresh instances on each
+call, so the state some evaluators keep per model (the adversarial monitors, the
+online drift detectors) belongs to whoever built the list — one worker, one test —
+and never to the module. Keep the list for as long as that state should live (the
+worker keeps one for its lifetime). Adding an evaluator to a list is one line::
 
-    register(PredictionDrift())        # anything with .name, .segmented, .evaluate(ctx)
+    evaluators = default_evaluators()
+    register(PredictionDrift(), evaluators)   # anything with .name, .segmented, .evaluate(ctx)
 
 Records produced here (names from :mod:`detectors.records`; full field list in
 ``docs/detectors.md``); every one has ``time_ns`` = window end in ns, so rewriting
@@ -55,6 +60,16 @@ from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from detectors import records as R
+from detectors.adversarial.evaluator import AdversarialEvaluator
+from detectors.advanced import (
+    EstimatedPerformance,
+    FeatureImpactEvaluator,
+    MultivariateDrift,
+    OnlineDrift,
+    PredictionDrift,
+    attach_reference_frame,
+    reference_frame,
+)
 from detectors.errors import DetectorFailure
 from detectors.frame import Frame
 from detectors.histograms import (
@@ -320,18 +335,33 @@ class Histograms:
         return out
 
 
-EVALUATORS: list[WindowEvaluator] = [WindowStats(), DataQuality(), DataDrift(), Histograms()]
-"""The default registry, run in this order by :func:`evaluate_window`."""
+def default_evaluators(*, online_cache_dir: str | None = None,
+                       online_background: bool = False) -> list[WindowEvaluator]:
+    """A new list of new evaluators, in the order :func:`evaluate_window` runs them.
+
+    The four built-ins (window stats, quality, univariate drift, histograms), then the
+    adversarial scores, prediction drift, multivariate drift, CBPE, feature impact and
+    the online drift detectors (:mod:`detectors.advanced`). ``online_cache_dir``: where
+    the online detectors cache their thresholds; ``online_background``: they calibrate
+    on a thread of their own (the worker sets both).
+
+    >>> a, b = default_evaluators(), default_evaluators()
+    >>> [e.name for e in a][:4]
+    ['window', 'quality', 'data_drift', 'histograms']
+    >>> any(x is y for x, y in zip(a, b))  # no state shared between two lists
+    False
+    """
+    return [WindowStats(), DataQuality(), DataDrift(), Histograms(), AdversarialEvaluator(),
+            PredictionDrift(), MultivariateDrift(), EstimatedPerformance(), FeatureImpactEvaluator(),
+            OnlineDrift(cache_dir=online_cache_dir, background=online_background)]
 
 
-def register(evaluator: WindowEvaluator,
-             registry: list[WindowEvaluator] | None = None) -> WindowEvaluator:
-    """Add ``evaluator`` to ``registry`` (default: :data:`EVALUATORS`), replacing one of the same name."""
+def register(evaluator: WindowEvaluator, registry: list[WindowEvaluator]) -> WindowEvaluator:
+    """Add ``evaluator`` to ``registry`` (a list the caller owns), replacing one of the same name."""
     if not isinstance(evaluator, WindowEvaluator):
         raise TypeError(f"{evaluator!r} is not a WindowEvaluator (needs name, segmented, evaluate)")
-    reg = EVALUATORS if registry is None else registry
-    reg[:] = [e for e in reg if e.name != evaluator.name]
-    reg.append(evaluator)
+    registry[:] = [e for e in registry if e.name != evaluator.name]
+    registry.append(evaluator)
     return evaluator
 
 
@@ -367,8 +397,6 @@ def segment_contexts(ctx: WindowContext) -> list[WindowContext]:
 def _attach_segment_rows(ref: Reference, feature: str, tag: str, sub: Reference) -> None:
     """Give a segment's sub-reference its rows (the parent's rows of that segment, in order),
     once: the chunk thresholds (:mod:`detectors.thresholds`) judge segments on their own chunks."""
-    from detectors.advanced import attach_reference_frame, reference_frame
-
     if reference_frame(sub) is not None or ("segment_rows_tried", tag) in sub._cache:
         return
     sub._cache[("segment_rows_tried", tag)] = True
@@ -383,8 +411,13 @@ def _attach_segment_rows(ref: Reference, feature: str, tag: str, sub: Reference)
 
 def evaluate_window(ctx: WindowContext,
                     evaluators: Sequence[WindowEvaluator] | None = None) -> list[Record]:
-    """Run ``evaluators`` (default :data:`EVALUATORS`) on the window and its segments."""
-    evaluators = EVALUATORS if evaluators is None else evaluators
+    """Run ``evaluators`` on the window and its segments.
+
+    ``None``: a fresh :func:`default_evaluators` list for this one window, so nothing
+    is remembered between calls (the adversarial monitors refit, the online detectors
+    start again): for a series of windows, build the list once and pass it each time.
+    """
+    evaluators = default_evaluators() if evaluators is None else evaluators
     out: list[Record] = []
     errors: list[tuple[str, str | None, BaseException]] = []
 
@@ -406,8 +439,3 @@ def evaluate_window(ctx: WindowContext,
     return out
 
 
-from detectors.adversarial.evaluator import AdversarialEvaluator  # noqa: E402 - adversarial scores
-register(AdversarialEvaluator())
-
-from detectors.advanced import ADVANCED_EVALUATORS  # noqa: E402 - prediction/multivariate drift, CBPE, impact
-EVALUATORS.extend(e for e in ADVANCED_EVALUATORS if e.name not in {x.name for x in EVALUATORS})

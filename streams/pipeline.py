@@ -251,19 +251,24 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
     background thread right away, so the import overlaps the consumer group join,
     and the first window waits for it if it is not done yet. ``online_cache_dir``: where the
     online detectors (``drift.online``) cache their thresholds; they then calibrate in the background.
+    Each call builds its own evaluators (:func:`detectors.runner.default_evaluators`), so the
+    per-model state they keep is this evaluator's, not the process's.
     """
-    import importlib
     import threading
 
     box: dict[str, Any] = {}
 
     def load() -> None:
         try:
-            box["runner"] = importlib.import_module("detectors.runner")
-            if online_cache_dir is not None:
-                importlib.import_module("detectors.advanced").configure_online(str(online_cache_dir))
+            from detectors import runner
         except ImportError as e:
             box["error"] = e
+            return
+        # this evaluator's own instances: their per-model state lives as long as it does
+        box["evaluators"] = runner.default_evaluators(
+            online_cache_dir=None if online_cache_dir is None else str(online_cache_dir),
+            online_background=online_cache_dir is not None)
+        box["runner"] = runner
 
     loader = threading.Thread(target=load, name="import-detectors", daemon=True)
     loader.start()
@@ -294,7 +299,7 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             impact=getattr(model, "impact", None),
         )
         try:
-            return runner.evaluate_window(ctx)
+            return runner.evaluate_window(ctx, box["evaluators"])
         except runner.WindowEvaluationError as e:  # some evaluators failed: keep what the others produced
             log.error("window #%d of %s v%s: %s", window.seq, key.model_id, key.model_version, e)
             return e.records

@@ -48,7 +48,7 @@ def real_records(now: float) -> list[Record]:
     from detectors.impact import feature_impact, impact_records
     from detectors.performance import performance_records
     from detectors.reference import Reference
-    from detectors.runner import WindowContext, evaluate_window
+    from detectors.runner import WindowContext, default_evaluators, evaluate_window
 
     rng = np.random.default_rng(7)
     ref_frame = _frame(rng, 3000, now - 86400, 0.0)
@@ -56,12 +56,13 @@ def real_records(now: float) -> list[Record]:
     tags = {T_MODEL: MODEL, T_VERSION: "3"}
     out: list[Record] = impact_records(feature_impact(ref_frame, FEATURES), tags, int((now - 86400) * 1e9))
     stats = JoinStats()
+    evaluators = default_evaluators()  # one list for the series of windows, as the worker keeps
     for k in range(WINDOWS):
         start, end = now - (WINDOWS - k) * 300.0, now - (WINDOWS - k - 1) * 300.0
         frame = _frame(rng, SIZE, start, 1.5 if k >= SHIFT_FROM else 0.0)
         ctx = WindowContext(MODEL, "3", frame, ref, FEATURES, DriftSpec(), segments=("region",),
                             window_start=start, window_end=end)
-        out += evaluate_window(ctx)
+        out += evaluate_window(ctx, evaluators)
         t = ctx.time_ns
         out += performance_records({"accuracy": 0.8 - 0.1 * (k >= SHIFT_FROM), "f1": 0.7}, tags, t, estimated=False,
                                    n=300, extra={"n_labels": 300, "label_delay_p50": 1800.0, "label_delay_p95": 3000.0})
@@ -157,16 +158,17 @@ def _private_frame(rng: np.random.Generator, n: int, t0: float) -> Frame:
 def private_records(now: float) -> list[Record]:
     """Windows of a model with one noised and one withheld feature, through the real runner."""
     from detectors.reference import Reference
-    from detectors.runner import WindowContext, evaluate_window
+    from detectors.runner import WindowContext, default_evaluators, evaluate_window
 
     rng = np.random.default_rng(11)
     ref = Reference.from_frame(_private_frame(rng, 2000, now - 86400), PRIVATE_FEATURES, bins=10)
     out: list[Record] = []
+    evaluators = default_evaluators()
     for k in range(4):
         start, end = now - (4 - k) * 300.0, now - (3 - k) * 300.0
         ctx = WindowContext(PRIVATE, "1", _private_frame(rng, 500, start), ref, PRIVATE_FEATURES, DriftSpec(),
                             window_start=start, window_end=end)
-        out += evaluate_window(ctx)
+        out += evaluate_window(ctx, evaluators)
     return out
 
 

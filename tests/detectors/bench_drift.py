@@ -69,6 +69,7 @@ def main() -> None:
         Histograms,
         WindowContext,
         WindowStats,
+        default_evaluators,
         evaluate_window,
     )
     from detectors.univariate import univariate_drift
@@ -93,7 +94,8 @@ def main() -> None:
 
     builtin = [WindowStats(), DataQuality(), DataDrift(), Histograms()]
     rows.append(("evaluate_window (4 built-ins)", lambda: evaluate_window(ctx(), builtin)))
-    rows.append(("evaluate_window (registry)", lambda: evaluate_window(ctx())))
+    every = default_evaluators()
+    rows.append(("evaluate_window (default evaluators)", lambda: evaluate_window(ctx(), every)))
     if a.alibi:
         rows.append(("drift ks (alibi)", lambda: univariate_drift(window, ref, DriftSpec(engine="alibi"))))
     for name, fn in rows:

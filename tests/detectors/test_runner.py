@@ -11,7 +11,6 @@ from detectors import records as R
 from detectors.records import Record
 from detectors.reference import OTHER, Reference
 from detectors.runner import (
-    EVALUATORS,
     DataDrift,
     DataQuality,
     Histograms,
@@ -19,6 +18,7 @@ from detectors.runner import (
     WindowEvaluationError,
     WindowEvaluator,
     WindowStats,
+    default_evaluators,
     evaluate_window,
     register,
 )
@@ -27,7 +27,7 @@ from tests.detectors.drift_data import feature_specs, make_frame
 
 
 def mine():
-    """The evaluators of this module (the default registry may hold more, added by others)."""
+    """The evaluators of this module (the default list holds more, from other modules)."""
     return [WindowStats(), DataQuality(), DataDrift(), Histograms()]
 
 
@@ -181,14 +181,16 @@ def test_register_and_error_isolation(rng):
     assert {seg for _, seg, _ in e.value.errors} == {None, "c0=cat_0", "c0=cat_1", f"c0={OTHER}"}
 
 
-def test_default_registry_and_engine_choice(rng):
-    # the built-in four come first, in this order; other modules register more after them
-    names = [e.name for e in EVALUATORS]
+def test_default_evaluators_and_engine_choice(rng):
+    # the built-in four come first, in this order; the advanced and adversarial ones after them
+    evaluators = default_evaluators()
+    names = [e.name for e in evaluators]
     assert names[:4] == ["window", "quality", "data_drift", "histograms"]
-    assert [type(e) for e in EVALUATORS[:4]] == [WindowStats, DataQuality, DataDrift, Histograms]
-    assert len(set(names)) == len(names), names  # register() replaces an evaluator of the same name
-    assert all(isinstance(e, WindowEvaluator) for e in EVALUATORS)
-    assert "adversarial" in names[4:]  # registered by detectors.runner itself, after the built-ins
+    assert [type(e) for e in evaluators[:4]] == [WindowStats, DataQuality, DataDrift, Histograms]
+    assert len(set(names)) == len(names), names
+    assert all(isinstance(e, WindowEvaluator) for e in evaluators)
+    assert {"adversarial", "prediction_drift", "multivariate_drift", "estimated_performance",
+            "feature_impact", "online_drift"} <= set(names[4:])
     ctx = _ctx(rng, specs=feature_specs(3, 1))
     ctx_alibi = WindowContext(**{**ctx.__dict__, "drift": DriftSpec(engine="alibi"), "cache": {}})
     a = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx) if r.measurement == R.DRIFT}
@@ -198,6 +200,30 @@ def test_default_registry_and_engine_choice(rng):
     for k in a:
         assert a[k]["statistic"] == pytest.approx(b[k]["statistic"], rel=2e-6)
         assert a[k]["drift"] == b[k]["drift"]
+
+
+def test_each_factory_call_builds_its_own_state(rng):
+    """Per-model state (here the adversarial monitors, fitted during warm-up) belongs to the list that
+    built it: a second list, as another worker or test would build, starts empty."""
+    import detectors.runner as runner
+
+    assert not hasattr(runner, "EVALUATORS")  # no module-level registry to leak through
+    first, second = default_evaluators(), default_evaluators()
+    adv1 = next(e for e in first if e.name == "adversarial")
+    adv2 = next(e for e in second if e.name == "adversarial")
+    assert adv1 is not adv2
+    from detectors.adversarial.spec import AdversarialSpec
+
+    spec = AdversarialSpec(warmup_events=500)
+    for _ in range(2):
+        evaluate_window(_ctx(rng, reference=False, n=400, adversarial=spec), first)
+    assert adv1.monitor("iris", "v2") is not None  # warmed up on the first list's windows
+    assert adv2.monitor("iris", "v2") is None
+    online1 = next(e for e in first if e.name == "online_drift")
+    online2 = next(e for e in default_evaluators(online_cache_dir="/tmp/x", online_background=True)
+                   if e.name == "online_drift")
+    assert (online1.cache_dir, online1.background) == (None, False)
+    assert (online2.cache_dir, online2.background) == ("/tmp/x", True)
 
 
 def test_quality_is_shared_between_evaluators(rng):
