@@ -16,6 +16,9 @@ _EXPORTS = {
     "evaluate_window": "detectors.runner",
     "register": "detectors.runner",
     "default_evaluators": "detectors.runner",
+    "Detector": "detectors.contract",
+    "DetectorResult": "detectors.contract",
+    "DriftwatchError": "detectors.errors",
 }
 __all__ = sorted(_EXPORTS)
 
