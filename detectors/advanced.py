@@ -64,7 +64,7 @@ from detectors.online import CVMOnline
 from detectors.performance import CBPE, Calibration, fit_calibration, not_calibrated_record, performance_records
 from detectors.prediction import PredictionReference, prediction_drift, prediction_records
 from detectors.reference import Reference
-from detectors.records import Record
+from detectors.records import FieldValue, Record
 from detectors.spec import DriftSpec, OnlineSpec
 from detectors.thresholds import Band
 
@@ -119,7 +119,7 @@ def status_record(ctx: "WindowContext", evaluator: str, reason: str | None, **fi
     f: dict[str, Any] = {"computed": int(reason is None), **fields}
     if reason is not None:
         f["reason"] = reason
-    return ctx.record(R.STATUS, ctx.tags(segmented=False, **{R.T_DETECTOR: evaluator}), f)
+    return ctx.record(R.STATUS, ctx.tags({R.T_DETECTOR: evaluator}, segmented=False), f)
 
 
 def _has_outputs(frame: Frame) -> bool:
@@ -166,7 +166,7 @@ class PredictionDrift:
 
     def evaluate(self, ctx: "WindowContext") -> list[Record]:
         ref_frame = reference_frame(ctx.reference)
-        if ref_frame is None:
+        if ref_frame is None or ctx.reference is None:  # no rows without a reference
             return [status_record(ctx, self.name, _no_rows_reason(ctx))]
         if not _has_outputs(ref_frame):
             return [status_record(ctx, self.name, NO_OUTPUTS)]
@@ -201,7 +201,7 @@ class MultivariateDrift:
     def evaluate(self, ctx: "WindowContext") -> list[Record]:
         method = ctx.drift.multivariate
         ref_frame = reference_frame(ctx.reference)
-        if method == "none" or ref_frame is None:
+        if method == "none" or ref_frame is None or ctx.reference is None:
             return []
         # features the rows carry (a stored reference leaves sensitive features out)
         numeric = [f.name for f in ctx.features if f.kind == "numeric" and f.name in ref_frame.numeric]
@@ -237,7 +237,7 @@ class MultivariateDrift:
         }
         if note:
             fields["engine_note"] = note
-        tags = ctx.tags(segmented=False, **{R.T_FEATURE: MULTIVARIATE_FEATURE, R.T_DETECTOR: res.detector})
+        tags = ctx.tags({R.T_FEATURE: MULTIVARIATE_FEATURE, R.T_DETECTOR: res.detector}, segmented=False)
         return [ctx.record(R.DRIFT, tags, fields)]
 
 
@@ -264,7 +264,7 @@ class EstimatedPerformance:
                                                   "(prediction.probabilities): CBPE needs them")]
         cal = ctx.calibration if ctx.calibration is not None else reference_calibration(ctx.reference)
         tags = ctx.tags(segmented=False)
-        start = {"window_start": float(ctx.window_start)}
+        start: dict[str, FieldValue] = {"window_start": float(ctx.window_start)}
         if isinstance(cal, Calibration) and cal.classes != tuple(f.classes):
             cal = (f"the window's classes {list(f.classes)} differ from the calibration's {list(cal.classes)}")
         if not isinstance(cal, Calibration):
@@ -275,13 +275,13 @@ class EstimatedPerformance:
         est = CBPE(cal).estimate(f.pred_proba, f.classes, f.pred_label)
         if not est:
             return [status_record(ctx, self.name, "no row of the window has complete probabilities")]
-        extra = {**start, "calibrated": True, "calibration_n": cal.n, "calibration_source": cal.source,
+        extra: dict[str, FieldValue] = {**start, "calibrated": True, "calibration_n": cal.n, "calibration_source": cal.source,
                  "calibration_maps": cal.mapped}
         recs = performance_records(est, tags, ctx.time_ns, estimated=True, n=int(est["n"]), extra=extra)
         bands = self.bands(ctx, cal, int(est["n"]))
         out = []
         for r in recs:
-            fields = {**r.fields, **bands.get(r.tags.get(R.T_METRIC), {})}
+            fields = {**r.fields, **bands.get(r.tags.get(R.T_METRIC, ""), {})}
             if "threshold_method" in fields:
                 band = Band(fields.get("band_lower"), fields.get("band_upper"))
                 fields["alarm"] = int(band.outside(float(fields["value"])))
@@ -343,7 +343,7 @@ class FeatureImpactEvaluator:
             recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns)
             return [ctx.record(r.measurement, r.tags, r.fields) for r in recs] + [status_record(ctx, self.name, None)]
         ref_frame = reference_frame(ctx.reference)
-        if ref_frame is None:
+        if ref_frame is None or ctx.reference is None:  # no rows without a reference
             return [status_record(ctx, self.name, _no_rows_reason(ctx))]
         target = getattr(cfg, "target", "prediction")
         method = self.method or getattr(cfg, "method", "mi")
@@ -575,7 +575,7 @@ class OnlineDrift:
             }
             if first is not None:
                 fields["first_detection_time"] = float(times[first])
-            tags = ctx.tags(segmented=False, **{R.T_FEATURE: feature, R.T_DETECTOR: "cvm_online"})
+            tags = ctx.tags({R.T_FEATURE: feature, R.T_DETECTOR: "cvm_online"}, segmented=False)
             out.append(ctx.record(R.DRIFT, tags, fields))
         return out
 

@@ -64,13 +64,14 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from detectors.online import CVMOnline, FETOnline, OnlineResult
 from detectors.performance import normalize_labels
-from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, Record
+from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, FieldValue, Record
+from detectors.values import not_none
 
 log = logging.getLogger(__name__)
 
@@ -646,7 +647,7 @@ def scored_errors(rows: Joined, task: Literal["classification", "regression"]) -
         return np.empty(0), np.zeros(n, dtype=bool)
     t = normalize_labels(rows.label)
     p = normalize_labels(rows.pred_label)
-    ok = np.not_equal(t, None) & np.not_equal(p, None)
+    ok = not_none(t) & not_none(p)
     return (t[ok] != p[ok]).astype(np.float64), ok
 
 
@@ -681,7 +682,7 @@ class ErrorStreamDetector:
     def __post_init__(self) -> None:
         ref = np.asarray(self.reference_errors, dtype=np.float64)
         ref = ref[np.isfinite(ref)]
-        kw = dict(n_bootstraps=self.n_bootstraps, seed=self.seed, cache_dir=self.cache_dir, engine=self.engine)
+        kw: dict[str, Any] = dict(n_bootstraps=self.n_bootstraps, seed=self.seed, cache_dir=self.cache_dir, engine=self.engine)
         if np.isin(ref, (0.0, 1.0)).all():
             self.detector = FETOnline(ref, self.ert, self.window_sizes, alternative="greater", **kw)
         else:
@@ -848,6 +849,8 @@ class ErrorStreamMonitor:
         self.note = f"reference of {raw.size} errors has one kind of value only: collecting more"
 
     def _build(self) -> FETOnline:
+        if self.reference is None:
+            raise ValueError("no complete error reference to calibrate on")
         return FETOnline(self.reference, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps,
                          alternative="greater", cache_dir=self.cache_dir, engine=self.engine, seed=self.seed)
 
@@ -901,6 +904,7 @@ class ErrorStreamMonitor:
         self._run(e01, label_times, event_times)
 
     def _run(self, e01: np.ndarray, label_times: np.ndarray, event_times: np.ndarray) -> None:
+        assert self.detector is not None, "_run is called once calibrated"
         res = self.detector.update(e01)
         self._w_n += e01.size
         self._w_ones += int(e01.sum())
@@ -1006,4 +1010,5 @@ class ErrorStreamMonitor:
 
 def join_records(stats: JoinStats, tags: dict[str, str], time_ns: int) -> list[Record]:
     """One ``dw_performance`` record (``metric="label_join"``, ``detector="join"``) with the join counters."""
-    return [Record(PERFORMANCE, {**tags, T_METRIC: "label_join", T_DETECTOR: "join"}, stats.as_fields(), time_ns)]
+    fields: dict[str, FieldValue] = {**stats.as_fields()}
+    return [Record(PERFORMANCE, {**tags, T_METRIC: "label_join", T_DETECTOR: "join"}, fields, time_ns)]

@@ -82,8 +82,9 @@ class Histogram:
         if self.counts.shape != other.counts.shape:
             return False
         if self.kind == "numeric":
-            return (self.edges is None) == (other.edges is None) and (
-                self.edges is None or np.array_equal(self.edges, other.edges))
+            if self.edges is None or other.edges is None:
+                return self.edges is None and other.edges is None
+            return np.array_equal(self.edges, other.edges)
         return self.labels == other.labels
 
 

@@ -50,6 +50,7 @@ import numpy as np
 from detectors.frame import Frame
 from detectors.records import IMPACT, T_DETECTOR, T_FEATURE, Record
 from detectors.spec import FeatureSpec
+from detectors.values import not_none
 
 Method = Literal["mi", "permutation"]
 
@@ -71,7 +72,7 @@ class FeatureImpact:
 
 def target_of(frame: Frame) -> tuple[np.ndarray, bool]:
     """The served output to explain: (values, is_discrete). Label, else argmax of probabilities, else value."""
-    if frame.pred_label is not None and np.not_equal(frame.pred_label, None).any():
+    if frame.pred_label is not None and not_none(frame.pred_label).any():
         lab = np.asarray(frame.pred_label, dtype=object)
         return np.array(["" if v is None else str(v) for v in lab], dtype=object), True
     if frame.pred_proba is not None and frame.classes:

@@ -57,6 +57,7 @@ from scipy import stats
 
 from detectors.errors import EngineUnavailable  # re-exported: raised when alibi's MMD cannot run
 from detectors.frame import Frame
+from detectors.values import not_none
 
 __all__ = [
     "EngineUnavailable",
@@ -126,11 +127,11 @@ class RowEncoder:
                 sd = ok.std()
                 self.scale[j] = sd if sd > 0 else 1.0
         for name in self.categorical:
-            col = frame.categorical.get(name)
-            if col is None:
+            cats = frame.categorical.get(name)
+            if cats is None:
                 self.categories[name] = np.empty(0, dtype=object)
                 continue
-            present = col[np.array([v is not None for v in col], dtype=bool)] if col.size else col
+            present = cats[not_none(cats)]
             vals, counts = np.unique(present.astype(str), return_counts=True)
             order = np.lexsort((vals, -counts))[: self.max_categories]
             self.categories[name] = vals[order]

@@ -49,7 +49,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -264,6 +264,8 @@ def _cvm_rows(ref: _RefCDF, windows: np.ndarray | None, sorted_pieces=None) -> n
     exactly. Cost O(rows * w log w), no per-row loop.
     """
     if sorted_pieces is None:
+        if windows is None:
+            raise ValueError("_cvm_rows needs windows or sorted_pieces")
         v = np.sort(windows, axis=1)
         fr, h, g = ref.pieces(v)
     else:
@@ -544,7 +546,7 @@ class _OnlineBase:
         self.engine = engine
         self.from_cache = False
         self.thresholds = np.empty(0)
-        self._alibi = None
+        self._alibi: Any = None  # alibi-detect's detector (engine: alibi); untyped package
 
     # -- state -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -574,7 +576,7 @@ class _OnlineBase:
         >>> b.resume(a.run_state()); b.t, b.update([30.0]).stats.tolist() == a.update([30.0]).stats.tolist()
         (7, True)
         """
-        out = {"t": np.array([self.t], dtype=np.int64)}
+        out: dict[str, np.ndarray] = {"t": np.array([self.t], dtype=np.int64)}
         if self.engine == "native":
             out["tail"] = self._tail.copy()
         return out
@@ -970,12 +972,15 @@ class FETOnline(_OnlineBase):
                     maxima[r].append(m)
                     k = min(keep[r], b)
                     sel = np.argpartition(-m, k - 1)[:k] if k < b else np.arange(b)
-                    cand = np.vstack([tops[r], seg[sel]]) if tops[r] is not None else seg[sel]
+                    top = tops[r]
+                    cand = np.vstack([top, seg[sel]]) if top is not None else seg[sel]
                     cm = cand.max(axis=1)
                     tops[r] = cand[np.argsort(-cm, kind="stable")[: keep[r]]]
             for r, (s0, e) in enumerate(regimes):
                 mx = np.concatenate(maxima[r])
-                hi, lo, q, h_r = _first_passage_threshold(mx, tops[r], self.beta)
+                top = tops[r]
+                assert top is not None  # n_bootstraps >= 1: the loop above ran at least once
+                hi, lo, q, h_r = _first_passage_threshold(mx, top, self.beta)
                 self.hazards[r, f] = h_r
                 thr[s0 : min(e, self.t_max), f] = hi
                 self.band_low[s0 : min(e, self.t_max), f] = lo

@@ -49,11 +49,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, Record
+from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, FieldValue, Record
+from detectors.values import not_none
 
 Task = Literal["classification", "regression"]
 
@@ -183,7 +184,7 @@ class PerformanceAccumulator:
             return
         t = normalize_labels(y_true)
         p = normalize_labels(y_pred)
-        ok = np.not_equal(t, None) & np.not_equal(p, None)
+        ok = not_none(t) & not_none(p)
         t, p = t[ok], p[ok]
         if t.size:
             both = np.concatenate([t, p])
@@ -488,7 +489,7 @@ def fit_calibration(proba: np.ndarray, labels: np.ndarray, classes: Sequence[str
     lab = normalize_labels(labels)
     ok, p, pred_idx = _proba_rows(proba, classes, pred_label)
     lab = lab[ok]
-    has = np.not_equal(lab, None)
+    has = not_none(lab)
     p, pred_idx, lab = p[has], pred_idx[has], lab[has]
     if p.shape[0] < min_rows:
         raise ValueError(f"calibration needs at least {min_rows} labelled rows with probabilities, has {p.shape[0]}")
@@ -608,7 +609,7 @@ class CalibrationCollector:
         if tuple(classes) != self.classes:
             return
         p = np.asarray(proba, dtype=np.float64)
-        ok = np.isfinite(p).all(axis=1) & np.not_equal(normalize_labels(labels), None)
+        ok = np.isfinite(p).all(axis=1) & not_none(normalize_labels(labels))
         take = np.flatnonzero(ok)[: self.size - self.n]
         if not take.size:
             return
@@ -644,7 +645,7 @@ def performance_records(
     *,
     estimated: bool,
     n: int | None = None,
-    extra: dict[str, float | int] | None = None,
+    extra: Mapping[str, FieldValue | None] | None = None,
 ) -> list[Record]:
     """One ``dw_performance`` record per metric (fields in the module docstring).
 
@@ -678,7 +679,7 @@ def performance_records(
 
 
 def not_calibrated_record(tags: dict[str, str], time_ns: int, reason: str, n: int,
-                          extra: dict[str, float | int | str | bool] | None = None) -> Record:
+                          extra: Mapping[str, FieldValue] | None = None) -> Record:
     """The CBPE point of a window it cannot estimate yet: ``metric=accuracy``, ``detector=cbpe``,
     ``calibrated=False``, ``status="not calibrated"``, ``reason`` and ``n`` — and no ``value``, so
     no chart or alert can take an uncalibrated guess for an estimate."""

@@ -47,14 +47,14 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from detectors.errors import InvalidInputError
 from detectors.frame import Frame
 from detectors.spec import FeatureSpec
-from detectors.values import parse_categories, parse_numeric
+from detectors.values import not_none, parse_categories, parse_numeric
 
 OTHER = "__other__"
 """Label of the bin holding everything outside a top-K list (categories, segments)."""
@@ -75,7 +75,7 @@ def not_missing(col: np.ndarray) -> np.ndarray:
     if col.dtype.kind == "f":
         return ~np.isnan(col)
     if col.dtype.kind == "O":
-        return np.not_equal(col, None)
+        return not_none(col)
     return np.ones(col.shape[0], dtype=bool)
 
 
@@ -127,7 +127,7 @@ def sorted_bin_counts(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarra
 _NONE_HASH = hash(None)
 
 
-def hash_values(col: np.ndarray) -> np.ndarray:
+def hash_values(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``hash()`` of every element of an object column as int64, and which are None.
 
     ``map(hash, ...)`` over the column as a list runs in C (no Python bytecode per element) and is about four times
@@ -139,7 +139,7 @@ def hash_values(col: np.ndarray) -> np.ndarray:
     present = np.ones(col.shape[0], dtype=bool)
     cand = np.flatnonzero(h == _NONE_HASH)
     if cand.size:
-        present[cand] = np.not_equal(col[cand], None)
+        present[cand] = not_none(col[cand])
     return h[present], present
 
 
@@ -468,7 +468,10 @@ class Reference:
 
     # serialisation ------------------------------------------------------------------------
 
-    def _arrays(self, prefix: str, out: dict[str, np.ndarray]) -> dict:
+    def _arrays(self, prefix: str, out: dict[str, np.ndarray]) -> dict[str, Any]:
+        numeric: list[dict[str, Any]] = []
+        categorical: list[dict[str, Any]] = []
+        segments: list[dict[str, Any]] = []
         meta = {
             "n_rows": self.n_rows,
             "bins": self.bins,
@@ -476,24 +479,24 @@ class Reference:
             "source": self.source,
             "min_segment_rows": self.min_segment_rows,
             "features": [f.model_dump(mode="json") for f in self.features],
-            "numeric": [],
-            "categorical": [],
+            "numeric": numeric,
+            "categorical": categorical,
             "segment_values": {k: list(v) for k, v in self.segment_values.items()},
-            "segments": [],
+            "segments": segments,
         }
         for i, r in enumerate(self.numeric.values()):
-            meta["numeric"].append({"name": r.name, "n_missing": r.n_missing})
+            numeric.append({"name": r.name, "n_missing": r.n_missing})
             out[f"{prefix}num{i}.values"] = r.values
             out[f"{prefix}num{i}.edges"] = r.edges
             out[f"{prefix}num{i}.counts"] = r.counts
-        for i, r in enumerate(self.categorical.values()):
-            meta["categorical"].append({"name": r.name, "n_missing": r.n_missing})
-            out[f"{prefix}cat{i}.categories"] = r.categories.astype(str)
-            out[f"{prefix}cat{i}.counts"] = r.counts
-            out[f"{prefix}cat{i}.top"] = r.top.astype(str)
-            out[f"{prefix}cat{i}.top_counts"] = r.top_counts
+        for i, c in enumerate(self.categorical.values()):
+            categorical.append({"name": c.name, "n_missing": c.n_missing})
+            out[f"{prefix}cat{i}.categories"] = c.categories.astype(str)
+            out[f"{prefix}cat{i}.counts"] = c.counts
+            out[f"{prefix}cat{i}.top"] = c.top.astype(str)
+            out[f"{prefix}cat{i}.top_counts"] = c.top_counts
         for j, (tag, sub) in enumerate(self.segments.items()):
-            meta["segments"].append({"tag": tag, "meta": sub._arrays(f"{prefix}seg{j}.", out)})
+            segments.append({"tag": tag, "meta": sub._arrays(f"{prefix}seg{j}.", out)})
         return meta
 
     def to_bytes(self, compress: bool = True) -> bytes:

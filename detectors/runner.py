@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -120,12 +120,12 @@ class WindowContext:
         """Record timestamp: the window end in nanoseconds."""
         return int(round(self.window_end * 1e9))
 
-    def tags(self, segmented: bool = True, **extra: str) -> dict[str, str]:
+    def tags(self, extra: Mapping[str, str] | None = None, *, segmented: bool = True) -> dict[str, str]:
         """Base tags (model, version, and the segment if any, unless ``segmented=False``) + ``extra``."""
         tags = {R.T_MODEL: self.model_id, R.T_VERSION: self.version}
         if segmented and self.segment is not None:
             tags[R.T_SEGMENT] = self.segment
-        tags.update(extra)
+        tags.update(extra or {})
         return tags
 
     def record(self, measurement: str, tags: dict[str, str], fields: dict[str, Any]) -> Record:
@@ -201,10 +201,10 @@ class DataQuality:
         for i, q in enumerate(quality):
             fields: dict[str, Any] = {**q.counts(), **q.rates(),
                                       "window_start": float(ctx.window_start), **judged[i]}
-            out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: q.feature}), fields))
+            out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: q.feature}), fields))
         undeclared = undeclared_features(ctx.frame)
         if undeclared is not None:
-            out.append(ctx.record(R.QUALITY, ctx.tags(**{R.T_FEATURE: UNDECLARED}),
+            out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: UNDECLARED}),
                                   {**undeclared, "window_start": float(ctx.window_start)}))
         return out
 
@@ -213,12 +213,13 @@ class DataQuality:
     def verdicts(ctx: WindowContext, quality: list[FeatureQuality]) -> list[dict[str, Any]]:
         """Each feature's judged rates (:func:`detectors.quality.quality_verdicts`) against the reference
         rows' chunks of the window's size, at the drift family level; empty fields without reference rows."""
-        rows = None if ctx.reference is None else reference_rows(ctx.reference)
-        if rows is None or not len(ctx.frame):
+        reference = ctx.reference
+        rows = None if reference is None else reference_rows(reference)
+        if reference is None or rows is None or not len(ctx.frame):
             return [{} for _ in quality]
         t = ctx.drift.threshold
         ref = reference_quality(rows, ctx.features, len(ctx.frame), t.min_chunks, t.max_chunks,
-                                ctx.reference._cache)
+                                reference._cache)
         return quality_verdicts(quality, ctx.features, ref, ctx.drift.p_val, t.sd_multiplier)
 
 
@@ -229,12 +230,12 @@ class DataDrift:
     segmented = True
 
     def result(self, ctx: WindowContext) -> DriftResult | None:
-        if ctx.reference is None:
+        ref = ctx.reference
+        if ref is None:
             return None
-        names = [f.name for f in ctx.features
-                 if f.name in ctx.reference.numeric or f.name in ctx.reference.categorical]
+        names = [f.name for f in ctx.features if f.name in ref.numeric or f.name in ref.categorical]
         return ctx.cached("univariate_drift",
-                          lambda: univariate_drift(ctx.frame, ctx.reference, ctx.drift, names,
+                          lambda: univariate_drift(ctx.frame, ref, ctx.drift, names,
                                                    columns=ctx.columns))
 
     def evaluate(self, ctx: WindowContext) -> list[Record]:
@@ -250,7 +251,7 @@ class DataDrift:
                 "n_ref": f.n_ref, "n_cur": f.n_cur, "rank": f.rank, "engine": res.engine,
                 "window_start": start, **(f.verdict.fields() if f.verdict else {}),
             }
-            tags = ctx.tags(**{R.T_FEATURE: f.feature, R.T_DETECTOR: f.test})
+            tags = ctx.tags({R.T_FEATURE: f.feature, R.T_DETECTOR: f.test})
             out.append(ctx.record(R.DRIFT, tags, fields))
         summary = {
             "share_drifted": float(res.share_drifted), "n_drifted": res.n_drifted,
@@ -261,7 +262,7 @@ class DataDrift:
             "top_feature": res.features[0].feature if res.features else None,
             "window_start": start,
         }
-        out.append(ctx.record(R.DRIFT_SUMMARY, ctx.tags(**{R.T_DETECTOR: "univariate"}), summary))
+        out.append(ctx.record(R.DRIFT_SUMMARY, ctx.tags({R.T_DETECTOR: "univariate"}), summary))
         return out
 
 
@@ -318,14 +319,14 @@ class Histograms:
         base = reference_histograms(ref, names)
         for h, r in zip(cur, base):
             sensitive = specs[h.feature].sensitive
-            tags = ctx.tags(**{R.T_FEATURE: h.feature})
+            tags = ctx.tags({R.T_FEATURE: h.feature})
             eps = self._epsilon(specs[h.feature]) if sensitive else None
             pub = self._publish(h, sensitive, eps)
             if pub is None:
                 continue
             out.append(ctx.record(R.HISTOGRAM, tags, {**histogram_fields(pub), "kind": h.kind,
                                                       "window_start": start}))
-            if sensitive:  # noise the reference once per reference object
+            if sensitive and eps is not None:  # noise the reference once per reference object (published: eps set)
                 key = ("noised_reference_histogram", h.feature, eps)
                 if key not in ref._cache:
                     ref._cache[key] = privatize(r, eps, self.rng)
@@ -402,7 +403,7 @@ def _attach_segment_rows(ref: Reference, feature: str, tag: str, sub: Reference)
     sub._cache[("segment_rows_tried", tag)] = True
     rows = reference_frame(ref)
     col = None if rows is None else rows.categorical.get(feature)
-    if col is None:
+    if rows is None or col is None:
         return
     mask = dict(ref.segment_masks(feature, col)).get(tag)
     if mask is not None and mask.any():

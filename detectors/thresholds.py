@@ -46,6 +46,7 @@ from scipy import stats
 from detectors.frame import Frame
 from detectors.reference import Reference
 from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
+from detectors.values import not_none
 
 METHODS = ("p_value", "reference_chunks", "effect_size", "both")
 LN2_SQRT = math.sqrt(math.log(2.0))
@@ -83,9 +84,7 @@ def sd_band(values: np.ndarray, multiplier: float, *, two_sided: bool = True,
     hi = mean + multiplier * sd
     if clip[0] is not None:
         lo = None if lo is None or lo <= clip[0] else lo
-    if clip[1] is not None and hi >= clip[1]:
-        hi = None
-    return Band(lo, hi)
+    return Band(lo, None if clip[1] is not None and hi >= clip[1] else hi)
 
 
 def chunk_slices(n_rows: int, size: int, max_chunks: int | None = None) -> list[slice]:
@@ -225,7 +224,7 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
     for a window, with the reference's bins, so chunk and window values are
     comparable.
     """
-    from detectors.univariate import binned_effects, chi2_2xk, numeric_block, _starts
+    from detectors.univariate import _starts, binned_effects, chi2_2xk, numeric_block
 
     order = time_order(rows)
     slices = chunk_slices(len(rows), size, max_chunks)
@@ -240,7 +239,7 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
     cat_codes = {}
     for n in cat:
         col = np.asarray(rows.categorical[n], dtype=object)[order]
-        present = np.not_equal(col, None)
+        present = not_none(col)
         codes = np.full(col.shape[0], -1, dtype=np.int64)
         codes[present] = reference.categorical[n].codes(col[present].astype(str))
         cat_codes[n] = codes
@@ -253,7 +252,7 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
                 blk = numeric_block([rest[i] for i in ok], [cur[i] for i in ok],
                                     [reference.numeric[num[i]].edges for i in ok], [num[i] for i in ok],
                                     cvm=numeric_test == "cvm")
-                st = blk.cvm if numeric_test == "cvm" else blk.ks
+                st = blk.ks if blk.cvm is None else blk.cvm  # cvm is computed only when asked
                 med = null_quantile(numeric_test, 0.5, blk.n_ref, blk.n_cur)
                 for k, i in enumerate(ok):
                     out["ratio"][num[i]][j] = st[k] / med[k] if med[k] > 0 else np.nan
@@ -323,6 +322,8 @@ def drift_chunks(reference: Reference, rows: Frame | None, names: Sequence[str],
 def effect_size(kind: str, wasserstein: float | None, js_base2: float, ref_std: float) -> float:
     """Evidently's large-sample drift score: normed Wasserstein (numeric), JS distance ln (categorical)."""
     if kind == "numeric":
+        if wasserstein is None:
+            raise ValueError("effect_size of a numeric feature needs its Wasserstein distance")
         return float(wasserstein) / (ref_std if ref_std > 0 else 1e-3)  # Evidently's guard for sd 0
     return float(js_base2) * LN2_SQRT
 

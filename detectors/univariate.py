@@ -475,6 +475,8 @@ def native_engine(num: NumericBlock, cat: CategoricalBlock, numeric_test: str,
     if numeric_test == "ks":
         stat, p = num.ks, ks_pvalue(num.ks, num.n_ref, num.n_cur)
     else:
+        if num.cvm is None:
+            raise ValueError("numeric_test 'cvm' needs a NumericBlock built with cvm=True")
         stat, p = num.cvm, cvm_pvalue(num.cvm, num.n_ref, num.n_cur)
         small = np.nonzero(np.maximum(num.n_ref, num.n_cur) <= 20)[0]
         if small.size:  # alibi/scipy 'auto': exact distribution for tiny samples

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import array
 import re
+from collections.abc import Callable, Sequence
 from itertools import repeat
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -52,6 +52,19 @@ MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 TRUE, FALSE = "true", "false"
 _TRUE_TEXTS = ("true", "1", "1.0", "yes", "y", "t")
 _FALSE_TEXTS = ("false", "0", "0.0", "no", "n", "f")
+_NONE = np.array(None, dtype=object)
+
+
+def not_none(values: np.ndarray) -> np.ndarray:
+    """Boolean mask: which elements of an object array are not None (``values != None``, elementwise).
+
+    One named function instead of ``np.not_equal(values, None)`` (numpy's stubs refuse a bare
+    None operand) or ``values != None`` (which reads like a mistake).
+
+    >>> not_none(np.array(["a", None, 0], dtype=object)).tolist()
+    [True, False, True]
+    """
+    return np.not_equal(values, _NONE)
 
 
 def _spellings(words: Sequence[str]) -> set[str]:
@@ -191,7 +204,7 @@ def parse_categories(values: Sequence[Any] | np.ndarray, *, boolean: bool = Fals
             obj = values.astype(object)
             obj[nan] = None
             values = obj
-        values = values.tolist()
+        values = cast("list[Any]", values.tolist())
     n = len(values)
     if text:
         values = [None if v is None or not v.strip() else v for v in values] if n else []
@@ -224,19 +237,20 @@ def parse_categories(values: Sequence[Any] | np.ndarray, *, boolean: bool = Fals
         return out, None
     # mixed types: one Python call per distinct (type, value), applied to the column in C
     keys = list(zip(map(type, values), values))
+    distinct: set[tuple[type, Any]] | None
     try:
-        vocab = set(keys)
+        distinct = set(keys)
     except TypeError:  # lists / dicts among the values: type errors, element by element (rare)
-        vocab = None
+        distinct = None
     out = np.empty(n, dtype=object)
-    if vocab is None:
+    if distinct is None:
         bad = np.zeros(n, dtype=bool)
         for i, v in enumerate(values):
             c = None if v is None else (_category_of(v, boolean) if type(v) in _SCALARS else None)
             out[i] = c
             bad[i] = v is not None and c is None
         return out, _mask(bad)
-    canon = {k: (None if k[1] is None else _or_bad(_category_of(k[1], boolean))) for k in vocab}
+    canon = {k: (None if k[1] is None else _or_bad(_category_of(k[1], boolean))) for k in distinct}
     out[:] = list(map(canon.__getitem__, keys))
     bad = out == _BAD
     if bad.any():
@@ -252,7 +266,7 @@ def _or_bad(text: str | None) -> object:
     return _BAD if text is None else text
 
 
-def _apply(out: np.ndarray, values: list, vocab: set, canon) -> Parsed:
+def _apply(out: np.ndarray, values: Sequence[Any], vocab: set[Any], canon: Callable[[Any], Any]) -> Parsed:
     """Replace the strings in ``vocab`` by ``canon(value)`` (None from ``canon``: a type error)."""
     mapping = {v: canon(v) for v in vocab if v is not None}
     if all(k == v for k, v in mapping.items()):

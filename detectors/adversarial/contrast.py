@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from detectors.values import not_none
+
 __all__ = ["ContrastResult", "source_contrast"]
 
 
@@ -74,7 +76,7 @@ def source_contrast(name: str, sources: np.ndarray | None, exceed: np.ndarray, *
     sources = np.asarray(sources, dtype=object)
     if sources.shape[0] != exceed.shape[0]:
         raise ValueError(f"{name}: {sources.shape[0]} source ids for {exceed.shape[0]} scored events")
-    known = np.not_equal(sources, None)
+    known = not_none(sources)
     if not known.any():
         return ContrastResult(name, 0, 1.0)
     N, K = int(exceed.size), int(exceed.sum())

@@ -119,13 +119,14 @@ class AdversarialEvaluator:
                 st.warm, st.warm_n = [], 0
                 self._fit(st, ref, ctx)
                 return []
-            self._fit(st, ref, ctx)
+            st.monitor = self._fit(st, ref, ctx)
         res = st.monitor.evaluate(ctx.frame)
         return st.monitor.records(res, ctx.tags(segmented=False), ctx.time_ns)
 
-    def _fit(self, st: _State, ref: Frame, ctx: Any) -> None:
+    def _fit(self, st: _State, ref: Frame, ctx: Any) -> AdversarialMonitor:
         try:
             st.monitor = AdversarialMonitor.fit(ref, ctx.features, st.spec, task=ctx.task)
+            return st.monitor
         except Exception as e:
             st.failed = True
             raise AdversarialFitError(f"adversarial detectors off for {ctx.model_id} v{ctx.version}: "

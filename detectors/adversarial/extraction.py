@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.adversarial.stats import shapiro_w
+from detectors.values import not_none
 
 __all__ = ["ExtractionCalibration", "ExtractionTracker", "SourceUpdate", "calibrate", "simulate_benign",
            "tail_quantile"]
@@ -360,7 +361,7 @@ class ExtractionTracker:
         times = np.zeros(n_all) if times is None else np.asarray(times, dtype=np.float64)
         if sources.shape[0] != n_all or times.shape[0] != n_all:
             raise ValueError("sources, queries and times must have the same length")
-        ok = np.not_equal(sources, None)
+        ok = not_none(sources)
         if not ok.all():
             sources, Z, times = sources[ok], Z[ok], times[ok]
         if Z.shape[0] == 0:

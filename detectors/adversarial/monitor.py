@@ -189,6 +189,8 @@ class AdversarialMonitor:
             if estimator is None:
                 from detectors.adversarial.squeeze import load_estimator
 
+                if spec.squeeze.model is None:
+                    raise ValueError("adversarial.squeeze needs squeeze.model (a saved estimator) or an estimator")
                 estimator = load_estimator(spec.squeeze.model)
             s = spec.squeeze
             squeeze = SqueezeDetector.fit(estimator, names, X, bins=s.bins, rate=s.rate, sample=s.sample,
@@ -246,7 +248,7 @@ class AdversarialMonitor:
                 if c.n_tested:
                     comps[c.name] = c
 
-        if self.outlier is not None and n:
+        if self.outlier is not None and Z is not None and n:  # fitted together with the standardizer
             exceed = self.outlier.exceedances(Z)
             pop["outlier"] = self.outlier.result(exceed)
             contrast("outlier", src, exceed)
@@ -266,13 +268,15 @@ class AdversarialMonitor:
             c, res.squeeze_mean = self.squeeze.evaluate(X)
             if c.n:
                 pop["squeeze"] = c
-        if self.tracker is not None and n:
+        if self.tracker is not None and Z is not None and n:  # fitted together with the standardizer
+            cal = self.tracker.calibration
+            assert cal is not None, "fit() builds the monitor's tracker with its calibration"
             upd = self.tracker.update(frame.source_id, Z, frame.event_time)
             res.sources = upd
             res.sources_tracked = self.tracker.n_sources
             res.sources_evicted = self.tracker.evicted
             res.sources_expired = self.tracker.expired
-            res.delta = self.tracker.calibration.delta
+            res.delta = cal.delta
             if len(upd):
                 tested = ~np.isnan(upd.w)
                 k = int(upd.flagged.sum())
@@ -280,7 +284,7 @@ class AdversarialMonitor:
                 res.extraction_flagged = k
                 res.extraction_share = float(upd.n_batch[upd.flagged].sum() / max(1, upd.n_batch.sum()))
                 if m_t:
-                    fpr = self.tracker.calibration.fpr
+                    fpr = cal.fpr
                     p = float(stats.binom.sf(k - 1, m_t, fpr)) if k else 1.0
                     comps["extraction"] = ComponentResult("extraction", m_t, k, fpr, p)
         scored: dict[str, ComponentResult | ContrastResult] = dict(comps)
@@ -316,11 +320,11 @@ class AdversarialMonitor:
             f["top_component"] = res.top_component
         if res.flagged_by:
             f["flagged_by"] = ",".join(res.flagged_by)
-        for name, c in res.population.items():
-            f[f"{name}_rate"] = c.rate
-            f[f"{name}_ref_rate"] = c.ref_rate
-            f[f"{name}_change"] = c.change
-            f[f"{name}_p_value"] = c.p_value
+        for name, pc in res.population.items():
+            f[f"{name}_rate"] = pc.rate
+            f[f"{name}_ref_rate"] = pc.ref_rate
+            f[f"{name}_change"] = pc.change
+            f[f"{name}_p_value"] = pc.p_value
         for name, c in res.components.items():
             if isinstance(c, ContrastResult):
                 f[f"{name}_p_value"] = c.p_value
@@ -360,10 +364,10 @@ class AdversarialMonitor:
                 }
                 if flag[i]:
                     sf["flagged_by"] = suspects[name]
-                for c in contrasts:
-                    if name in c.per_source:
-                        rate, rest, p = c.per_source[name]
-                        sf[f"{c.name}_rate"], sf[f"{c.name}_rest_rate"], sf[f"{c.name}_p_value"] = rate, rest, p
+                for cr in contrasts:
+                    if name in cr.per_source:
+                        rate, rest, p = cr.per_source[name]
+                        sf[f"{cr.name}_rate"], sf[f"{cr.name}_rest_rate"], sf[f"{cr.name}_p_value"] = rate, rest, p
                 if u.first_flag[i] >= 0:
                     sf["first_flag_queries"] = int(u.first_flag[i])
                 stags = {**tags, R.T_SOURCE: safe_label(name)}
