@@ -133,6 +133,7 @@ def _session_login() -> Login | None:
     try:
         value = st.session_state.get(LOGIN_KEY)
     except Exception:  # a forged widget state can make session-state reads raise  # noqa: BLE001
+        log.debug("dashboard: unreadable login state", exc_info=True)
         return None
     return value if isinstance(value, Login) else None
 
@@ -235,6 +236,7 @@ def client_address() -> str:
     try:
         ip = st.context.ip_address
     except Exception:  # no client context  # noqa: BLE001
+        log.debug("dashboard: no client context", exc_info=True)
         return "local"
     return ip if isinstance(ip, str) and ip else "local"  # AppTest hands out a mock
 

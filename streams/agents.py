@@ -104,6 +104,7 @@ class Runtime:
         try:
             return self.app.consumer._committed_offset.get(TP(topic, partition))
         except Exception:  # noqa: BLE001 - a Faust internal: no answer means "do not trust checkpoints"
+            log.debug("no committed offset known for %s[%d]", topic, partition, exc_info=True)
             return None
 
     def _end_offset(self, topic: str, partition: int) -> int | None:
@@ -112,6 +113,7 @@ class Runtime:
         try:
             end = self.app.consumer.highwater(TP(topic, partition))
         except Exception:  # noqa: BLE001 - a Faust internal: no answer means "unknown"
+            log.debug("no end offset known for %s[%d]", topic, partition, exc_info=True)
             return None
         return None if end is None or end < 0 else int(end)
 
@@ -126,6 +128,7 @@ class Runtime:
         try:
             assigned = self.app.consumer.assignment()
         except Exception:  # noqa: BLE001 - consumer not started: nothing is assigned
+            log.debug("no partition assignment yet", exc_info=True)
             assigned = set()
         msgs, live = [], []
         for e in events:
