@@ -149,8 +149,8 @@ def secret_values(settings: Settings, monitors: Any = None) -> set[str]:
                 continue  # a URL written in the config file is not a secret
             try:
                 v = getattr(hook, getter)()
-            except Exception:  # noqa: BLE001 - unresolvable now: the alerting code reports it
-                continue
+            except (ValueError, OSError):  # a RuleError (unset variable, unreadable file), an undecodable
+                continue  # file: the alerting code reports it
             out.add(v.decode() if isinstance(v, bytes) else str(v))
     return {v for v in out if v and len(v) >= 4}  # too short to redact safely ("a" would mangle every line)
 
