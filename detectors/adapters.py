@@ -35,6 +35,7 @@ from detectors.quality import data_quality, quality_verdicts, reference_quality,
 from detectors.reference import Reference
 from detectors.spec import DriftSpec, FeatureSpec
 from detectors.univariate import DriftResult, univariate_drift
+from detectors.values import not_none
 
 __all__ = [
     "AdversarialDetector",
@@ -83,16 +84,15 @@ def _drift_result(det: BaseDetector, res: DriftResult, n_window: int) -> Detecto
                       **details)
 
 
-def _online_config(det: Any, ert: Any, window_sizes: Sequence[int], n_bootstraps: Any, seed: Any) -> None:
-    """Check and set the online detectors' shared configuration (expected run time, windows, simulations)."""
+def _online_config(who: str, ert: Any, window_sizes: Sequence[int], n_bootstraps: Any,
+                   seed: Any) -> tuple[float, tuple[int, ...], int, int]:
+    """The online detectors' shared configuration, checked: (ert, window sizes, n_bootstraps, seed)."""
     if isinstance(ert, bool) or not isinstance(ert, (int, float)) or not ert > 1:
-        raise InvalidInputError(f"{det.name}: ert must be a number of events > 1, got {ert!r}")
-    det.ert = float(ert)
-    det.window_sizes = tuple(_positive_int(w, det.name, "window_sizes[]", 2) for w in window_sizes)
-    if not det.window_sizes:
-        raise InvalidInputError(f"{det.name}: window_sizes must name at least one window size")
-    det.n_bootstraps = _positive_int(n_bootstraps, det.name, "n_bootstraps", 10)
-    det.seed = int(seed)
+        raise InvalidInputError(f"{who}: ert must be a number of events > 1, got {ert!r}")
+    sizes = tuple(_positive_int(w, who, "window_sizes[]", 2) for w in window_sizes)
+    if not sizes:
+        raise InvalidInputError(f"{who}: window_sizes must name at least one window size")
+    return float(ert), sizes, _positive_int(n_bootstraps, who, "n_bootstraps", 10), int(seed)
 
 
 def _online_result(det: BaseDetector, r: OnlineResult, n: int, unit: str, **details: Any) -> DetectorResult:
@@ -143,7 +143,7 @@ class UnivariateDetector(BaseDetector):
         return _drift_result(self, univariate_drift(window, self.reference, self.spec, names), len(window))
 
     @classmethod
-    def example(cls) -> "UnivariateDetector":
+    def example(cls) -> UnivariateDetector:
         return cls(EXAMPLE_FEATURES)
 
     @classmethod
@@ -179,7 +179,7 @@ class PredictionDriftDetector(BaseDetector):
         return _drift_result(self, prediction_drift(window, self.reference, self.spec), len(window))
 
     @classmethod
-    def example(cls) -> "PredictionDriftDetector":
+    def example(cls) -> PredictionDriftDetector:
         return cls()
 
     @classmethod
@@ -234,7 +234,7 @@ class MultivariateDetector(BaseDetector):
                            n_reference_used=r.n_ref)
 
     @classmethod
-    def example(cls) -> "MultivariateDetector":
+    def example(cls) -> MultivariateDetector:
         return cls(EXAMPLE_FEATURES, n_permutations=50, max_rows=200)
 
     @classmethod
@@ -260,7 +260,8 @@ class OnlineDriftDetector(BaseDetector):
         if not isinstance(feature, str) or not feature:
             raise InvalidInputError(f"{self.name}: feature must be a feature name, got {feature!r}")
         self.feature = feature
-        _online_config(self, ert, window_sizes, n_bootstraps, seed)
+        self.ert, self.window_sizes, self.n_bootstraps, self.seed = _online_config(
+            self.name, ert, window_sizes, n_bootstraps, seed)
 
     def _fit(self, reference: Frame) -> None:
         self._need(reference, "reference", numeric=[self.feature])
@@ -282,7 +283,7 @@ class OnlineDriftDetector(BaseDetector):
         return _online_result(self, self.detector.update(vals), int(vals.size), "events", ert=self.ert)
 
     @classmethod
-    def example(cls) -> "OnlineDriftDetector":
+    def example(cls) -> OnlineDriftDetector:
         return cls("x0", ert=100.0, window_sizes=(10, 20), n_bootstraps=500)  # a calibration of ~0.1 s
 
     @classmethod
@@ -307,18 +308,19 @@ class ConceptDriftDetector(BaseDetector):
         if task not in ("classification", "regression"):
             raise InvalidInputError(f"{self.name}: task must be 'classification' or 'regression', got {task!r}")
         self.task = task
-        _online_config(self, ert, window_sizes, n_bootstraps, seed)
+        self.ert, self.window_sizes, self.n_bootstraps, self.seed = _online_config(
+            self.name, ert, window_sizes, n_bootstraps, seed)
 
     def _errors(self, frame: Frame, what: str) -> np.ndarray:
         """As :func:`detectors.concept.scored_errors`, from a frame's predictions and labels."""
         if self.task == "regression":
-            self._need(frame, what, columns=("pred_value", "label"))
-            truth = np.array([v if isinstance(v, (int, float)) else np.nan for v in frame.label], dtype=np.float64)
-            e = np.abs(np.asarray(frame.pred_value, dtype=np.float64) - truth)
+            value, label = self._column(frame, "pred_value", what), self._column(frame, "label", what)
+            truth = np.array([v if isinstance(v, (int, float)) else np.nan for v in label], dtype=np.float64)
+            e = np.abs(np.asarray(value, dtype=np.float64) - truth)
             return e[np.isfinite(e)]
-        self._need(frame, what, columns=("pred_label", "label"))
-        t, p = normalize_labels(frame.label), normalize_labels(frame.pred_label)
-        ok = np.not_equal(t, None) & np.not_equal(p, None)
+        pred, label = self._column(frame, "pred_label", what), self._column(frame, "label", what)
+        t, p = normalize_labels(label), normalize_labels(pred)
+        ok = not_none(t) & not_none(p)
         return (t[ok] != p[ok]).astype(np.float64)
 
     def _fit(self, reference: Frame) -> None:
@@ -338,7 +340,7 @@ class ConceptDriftDetector(BaseDetector):
                               kind=self.detector.kind, error_rate=float(errors.mean()))
 
     @classmethod
-    def example(cls) -> "ConceptDriftDetector":
+    def example(cls) -> ConceptDriftDetector:
         return cls(ert=100.0, window_sizes=(10, 20), n_bootstraps=500)
 
     @classmethod
@@ -362,20 +364,19 @@ class PerformanceEstimator(BaseDetector):
         self.min_rows = _positive_int(min_rows, self.name, "min_rows", 10)
 
     def _fit(self, reference: Frame) -> None:
-        self._need(reference, "reference", columns=("pred_proba", "label"))
+        proba, label = self._column(reference, "pred_proba", "reference"), self._column(reference, "label", "reference")
         try:
-            self.calibration: Calibration = fit_calibration(reference.pred_proba, reference.label,
-                                                            reference.classes, reference.pred_label,
+            self.calibration: Calibration = fit_calibration(proba, label, reference.classes, reference.pred_label,
                                                             min_rows=self.min_rows)
         except ValueError as e:
             raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
-        self._need(window, "window", columns=("pred_proba",))
+        proba = self._column(window, "pred_proba", "window")
         if tuple(window.classes) != self.calibration.classes:
             raise InvalidInputError(f"{self.name}: the window's classes {list(window.classes)} differ from the "
                                     f"reference's {list(self.calibration.classes)}")
-        est = CBPE(self.calibration).estimate(window.pred_proba, window.classes, window.pred_label)
+        est = CBPE(self.calibration).estimate(proba, window.classes, window.pred_label)
         if not est:
             return self.result(None, None, None, None, n_window=len(window),
                                reason="no row of the window has complete probabilities")
@@ -384,7 +385,7 @@ class PerformanceEstimator(BaseDetector):
                            **{k: v for k, v in est.items() if k not in ("accuracy", "n")})
 
     @classmethod
-    def example(cls) -> "PerformanceEstimator":
+    def example(cls) -> PerformanceEstimator:
         return cls()
 
     @classmethod
@@ -428,7 +429,7 @@ class DataQualityDetector(BaseDetector):
                            **{k: v for k, v in totals.items() if k != "missing_cell_rate"})
 
     @classmethod
-    def example(cls) -> "DataQualityDetector":
+    def example(cls) -> DataQualityDetector:
         return cls(EXAMPLE_FEATURES)
 
     @classmethod
@@ -476,7 +477,7 @@ class AdversarialDetector(BaseDetector):
                            extraction_flagged=r.extraction_flagged, sources_tracked=r.sources_tracked)
 
     @classmethod
-    def example(cls) -> "AdversarialDetector":
+    def example(cls) -> AdversarialDetector:
         # a short extraction calibration (the default simulates 1,000 benign sources of 600 queries)
         extraction = {"simulations": 100, "horizon": 100, "min_queries": 20, "test_every": 5}
         return cls(EXAMPLE_FEATURES, AdversarialSpec.model_validate({"extraction": extraction}))

@@ -46,11 +46,11 @@ from detectors.frame import Frame
 from detectors.spec import FeatureSpec
 
 __all__ = [
+    "EXAMPLE_FEATURES",
     "BaseDetector",
     "Detector",
     "DetectorResult",
     "NotFittedError",
-    "EXAMPLE_FEATURES",
     "example_frames",
 ]
 
@@ -127,7 +127,7 @@ class Detector(Protocol):
 
     name: str
 
-    def fit(self, reference: Frame) -> "Detector": ...
+    def fit(self, reference: Frame) -> Detector: ...
 
     def update(self, window: Frame) -> DetectorResult: ...
 
@@ -193,18 +193,22 @@ class BaseDetector(ABC):
             raise InvalidInputError(f"{self.name}: {what} must be a detectors.frame.Frame, "
                                     f"got {type(frame).__name__}")
 
-    def _need(self, frame: Frame, what: str, *, numeric: Sequence[str] = (), categorical: Sequence[str] = (),
-              columns: Sequence[str] = ()) -> None:
-        """Raise :class:`InvalidInputError` naming the first field ``frame`` lacks."""
+    def _need(self, frame: Frame, what: str, *, numeric: Sequence[str] = (), categorical: Sequence[str] = ()) -> None:
+        """Raise :class:`InvalidInputError` naming the first feature ``frame`` lacks."""
         for n in numeric:
             if n not in frame.numeric:
                 raise InvalidInputError(f"{self.name}: the {what} has no numeric feature {n!r}")
         for n in categorical:
             if n not in frame.categorical:
                 raise InvalidInputError(f"{self.name}: the {what} has no categorical feature {n!r}")
-        for c in columns:
-            if getattr(frame, c) is None:
-                raise InvalidInputError(f"{self.name}: the {what} has no {c} column")
+
+    def _column(self, frame: Frame, column: str, what: str) -> np.ndarray:
+        """``frame.<column>`` (``label``, ``pred_label``, ``pred_proba``, ``pred_value``), or
+        :class:`InvalidInputError` naming it when the frame has none."""
+        value = getattr(frame, column)
+        if value is None:
+            raise InvalidInputError(f"{self.name}: the {what} has no {column} column")
+        return value
 
     @abstractmethod
     def _fit(self, reference: Frame) -> None: ...

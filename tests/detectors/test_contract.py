@@ -190,12 +190,12 @@ def test_bad_arguments_are_refused(cls, frames) -> None:
     with pytest.raises(NotFittedError, match=cls.name):
         cls.example().update(wins[0])
     det = cls.example()
-    with pytest.raises(InvalidInputError, match="reference must be a detectors.frame.Frame"):
+    with pytest.raises(InvalidInputError, match=r"reference must be a detectors\.frame\.Frame"):
         det.fit({"x0": [1.0, 2.0]})
     with pytest.raises(InvalidInputError, match="reference is empty"):
         det.fit(ref.take(slice(0, 0)))
     det.fit(ref)
-    with pytest.raises(InvalidInputError, match="window must be a detectors.frame.Frame"):
+    with pytest.raises(InvalidInputError, match=r"window must be a detectors\.frame\.Frame"):
         det.update(np.zeros((3, 2)))
     bare = example_frames(seed=4, windows=1)[1][0]
     bare = type(bare).from_columns(event_id=bare.event_id, event_time=bare.event_time)  # no column at all
