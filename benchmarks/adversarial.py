@@ -1,13 +1,13 @@
 """``driftwatch bench adversarial``: do the adversarial scores tell attacks from benign traffic?
 
-One in-process run on the demo's wine classifier (``streams.demo.build_wine``:
+One in-process run on the demo's wine classifier (``streams.devstack.demo.build_wine``:
 standard-scaled logistic regression, 13 numeric inputs, 3 classes) with the
-monitor config of ``streams/examples/demo.yaml``. The reference is 1,000 events
+monitor config of ``streams/devstack/examples/demo.yaml``. The reference is 1,000 events
 of the stationary demo stream with their predictions (what a ``first_n``
 reference holds). The detectors are ``detectors.adversarial`` with default
 settings, fitted once; every experiment runs on a copy of the fitted monitor,
 window by window (``--window`` events), exactly as the worker calls it. The
-attack traffic comes from ``streams.attacks`` (the same generators as the demo's
+attack traffic comes from ``streams.devstack.attacks`` (the same generators as the demo's
 scenarios):
 
 1. **extraction** — benign clients (natural demo traffic, lengths uniform in
@@ -27,7 +27,7 @@ scenarios):
    (``detectors.univariate``, KS + chi-square, Bonferroni), adversarial flag
    rate, clients flagged.
 4. **benign shifts** (``benign_shifts``) — the same on every kind of
-   ``streams.attacks.BENIGN_SHIFTS`` (the demo's drift, a mean shift of three
+   ``streams.devstack.attacks.BENIGN_SHIFTS`` (the demo's drift, a mean shift of three
    other inputs, a scale change, covariate shift toward the decision boundary,
    a new segment, a seasonal swing, a subpopulation, one client with an unusual
    mix), on the wine classifier and (all but toward-boundary) on the diabetes
@@ -126,10 +126,10 @@ class World:
     """The demo model, its monitor config and helpers to turn inputs into frames."""
 
     def __init__(self, o: Options) -> None:
-        from streams.demo import EXAMPLES_DIR, build_wine
-        from streams.monitors import load_monitors
+        from streams.devstack.demo import EXAMPLES_DIR, build_wine
+        from streams.worker.monitors import load_monitors
 
-        from streams.demo import build_diabetes
+        from streams.devstack.demo import build_diabetes
 
         self.model = build_wine()
         self.models = {"wine": self.model, "diabetes": build_diabetes()}
@@ -191,7 +191,7 @@ def _run_windows(mon, world: World, X: np.ndarray, sources: np.ndarray, t0: floa
 
 
 def extraction_experiment(base, world: World, rng: np.random.Generator) -> dict[str, Any]:
-    from streams.attacks import ExtractionAttack
+    from streams.devstack.attacks import ExtractionAttack
 
     o, m = world.o, world.model
     mon = copy.deepcopy(base)
@@ -260,7 +260,7 @@ def extraction_experiment(base, world: World, rng: np.random.Generator) -> dict[
 def evasion_experiment(base, world: World, rng: np.random.Generator) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from streams.attacks import evasion
+    from streams.devstack.attacks import evasion
 
     o, m = world.o, world.model
     mon = copy.deepcopy(base)
@@ -318,7 +318,7 @@ def evasion_experiment(base, world: World, rng: np.random.Generator) -> dict[str
 
 def shift_experiment(base, world: World, rng: np.random.Generator, ref_frame, kind: str = "subpopulation",
                      model=None) -> dict[str, Any]:
-    """Stationary windows, then as many under the benign shift ``kind`` (``streams.attacks.BENIGN_SHIFTS``).
+    """Stationary windows, then as many under the benign shift ``kind`` (``streams.devstack.attacks.BENIGN_SHIFTS``).
 
     Reported per phase: share of windows with data drift (the inputs moved), adversarial flag
     rate (must stay 0), the population rates against the reference (which drift raises), the
@@ -327,7 +327,7 @@ def shift_experiment(base, world: World, rng: np.random.Generator, ref_frame, ki
     from detectors.reference import Reference
     from detectors.spec import DriftSpec
     from detectors.univariate import univariate_drift
-    from streams.attacks import benign_shift_sample
+    from streams.devstack.attacks import benign_shift_sample
 
     o = world.o
     m = model or world.model
@@ -387,9 +387,9 @@ def shift_experiment(base, world: World, rng: np.random.Generator, ref_frame, ki
 
 
 def benign_shifts_experiment(world: World, rng_seed: int, fitted: dict) -> dict[str, Any]:
-    """Every kind of :data:`streams.attacks.BENIGN_SHIFTS` on the wine classifier, and the demo's drift
+    """Every kind of :data:`streams.devstack.attacks.BENIGN_SHIFTS` on the wine classifier, and the demo's drift
     (and the kinds that apply to a regressor) on the diabetes model. ``fitted``: model id -> (monitor, reference)."""
-    from streams.attacks import BENIGN_SHIFTS
+    from streams.devstack.attacks import BENIGN_SHIFTS
 
     out: dict[str, Any] = {}
     for model_id, (mon, ref_frame) in fitted.items():

@@ -88,7 +88,7 @@ def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
     if url:
         yield url.rstrip("/")
         return
-    from streams.localstack import LocalStack, free_ports  # noqa: PLC0415
+    from streams.devstack.localstack import LocalStack, free_ports  # noqa: PLC0415
 
     with contextlib.ExitStack() as es:
         if state_dir is None:
@@ -111,7 +111,7 @@ def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
 
 def _auth() -> tuple[str, str] | None:
     """HTTP basic auth for InfluxDB from the ``DRIFTWATCH_INFLUX_*`` environment (None without a user)."""
-    from streams.influx_admin import basic_auth  # noqa: PLC0415
+    from streams.influx.admin import basic_auth  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
 
     return basic_auth(Settings())
@@ -279,7 +279,7 @@ def measure_browser(url: str, db: str, model: str, repeat: int, charts: dict[str
                     screenshots: Path | None) -> dict[str, Any]:
     from dashboard import browser  # noqa: PLC0415
     from dashboard.config import PAGES as UI_PAGES  # noqa: PLC0415
-    from streams.localstack import free_port  # noqa: PLC0415
+    from streams.devstack.localstack import free_port  # noqa: PLC0415
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DRIFTWATCH_") or k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD_FILE")}

@@ -3,7 +3,7 @@
 What "naive" means here, precisely (the way a first Faust monitor is usually
 written from the tutorials):
 
-* wire: ``event`` (default) — one :class:`~streams.schemas.InferenceEvent` JSON
+* wire: ``event`` (default) — one :class:`~streams.wire.schemas.InferenceEvent` JSON
   object per Kafka message (the same events the worker reads, split out of the
   column batches); ``batch`` — the very same column-batch messages the worker
   reads, walked event by event;

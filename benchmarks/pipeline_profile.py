@@ -1,4 +1,4 @@
-"""The worker's engine alone: ``streams.pipeline.Pipeline`` on the benchmark traffic, no Kafka, no Faust.
+"""The worker's engine alone: ``streams.worker.pipeline.Pipeline`` on the benchmark traffic, no Kafka, no Faust.
 
 Why: on a shared 2-core machine the end-to-end figure mixes the worker's own
 cost with the broker's, InfluxDB's and everybody else's. This feeds the same
@@ -39,7 +39,7 @@ class NullSink:
         self.client = None
 
     async def submit(self, records) -> asyncio.Future:
-        from streams.sinks.influx import to_lines  # noqa: PLC0415
+        from streams.influx.sink import to_lines  # noqa: PLC0415
 
         self.points += len(to_lines(records))
         fut = asyncio.get_running_loop().create_future()
@@ -60,9 +60,9 @@ class NullDeadLetters:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from streams.decode import RawMessage  # noqa: PLC0415
-    from streams.monitors import parse_monitors  # noqa: PLC0415
-    from streams.pipeline import Pipeline  # noqa: PLC0415
+    from streams.worker.decode import RawMessage  # noqa: PLC0415
+    from streams.worker.monitors import parse_monitors  # noqa: PLC0415
+    from streams.worker.pipeline import Pipeline  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
 
     models = balanced_model_ids(args.models, 4)
@@ -82,7 +82,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_eval_thread:
         kw["eval_thread"] = False
     if args.detector_process:  # as the worker runs by default
-        from streams.detector_process import DetectorProcess  # noqa: PLC0415
+        from streams.worker.detector_process import DetectorProcess  # noqa: PLC0415
 
         kw["evaluator"] = DetectorProcess()
     pipe = Pipeline(Settings(), cfg, sink=sink, deadletters=NullDeadLetters(), **kw)

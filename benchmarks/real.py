@@ -11,7 +11,7 @@ state folder (``--state-dir``, default ``bench-real`` in the project's
 
 What runs, in one process tree:
 
-1. **driftwatch** — the local stack (tansu + InfluxDB, ``streams.localstack``)
+1. **driftwatch** — the local stack (tansu + InfluxDB, ``streams.devstack.localstack``)
    and one real ``driftwatch worker`` subprocess with a monitor per stream in
    the *default* configuration: only ``reference: {first_n: N}``, the window
    size and the features are chosen per stream. Each stream is replayed as the
@@ -39,7 +39,7 @@ first known change (windows: 0 = the window that contains it; events: from the
 change to the close of the first flagged window, or to the detection for the
 online detectors), CBPE's mean absolute error against the realized accuracy of
 the same windows (computed here from the labels), and the declared false-alarm
-budget's allocation per model (``streams.monitors``' ``budget_plan``) against
+budget's allocation per model (``streams.worker.monitors``' ``budget_plan``) against
 the data-drift false alarms spent. ``checks`` holds the
 issue's done-when lines as booleans; for the delay line a peer "finds" a change
 only when it alarms more often after it than before it, beyond chance (one-sided
@@ -183,7 +183,7 @@ def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
     declared from the replay clock, so every model's univariate drift verdict gets ``budget`` per 100
     windows) when this driftwatch has one.
     """
-    from streams.monitors import MonitorsConfig
+    from streams.worker.monitors import MonitorsConfig
 
     models = []
     for s in streams:
@@ -193,7 +193,7 @@ def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
                        "window": {"size_events": s.window}, "reference": {"first_n": s.ref_n}})
     cfg: dict[str, Any] = {"models": models}
     if budget is not None and tl is not None and "alarm_budget" in MonitorsConfig.model_fields:
-        from streams.monitors import ModelMonitor
+        from streams.worker.monitors import ModelMonitor
 
         # the budget covers every alarming verdict family (drift, quality, prediction, CBPE, ...): declare
         # ``budget`` per 100 windows for each, so the univariate drift family measured here keeps that level
@@ -274,7 +274,7 @@ class Influx:
         import httpx
 
         self.settings = settings
-        from streams.influx_admin import basic_auth  # noqa: PLC0415
+        from streams.influx.admin import basic_auth  # noqa: PLC0415
 
         auth = basic_auth(settings)  # the local InfluxDB runs with auth on
         self.client = httpx.Client(base_url=settings.influx_url, timeout=30.0, auth=auth)
@@ -423,10 +423,10 @@ def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budge
     """Local stack + one worker; replay; the worker's results per stream, and run facts."""
     import yaml
 
-    from streams.influx_admin import ensure_database
-    from streams.kafka_admin import ensure_topics
-    from streams.localstack import LocalStack, StackError, free_port, free_ports, settings_env, terminate
-    from streams.monitors import load_monitors
+    from streams.influx.admin import ensure_database
+    from streams.broker.admin import ensure_topics
+    from streams.devstack.localstack import LocalStack, StackError, free_port, free_ports, settings_env, terminate
+    from streams.worker.monitors import load_monitors
     from streams.settings import Settings
 
     stack = None
@@ -651,7 +651,7 @@ def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi:
                           if _field(r, "method", "threshold_method") is not None})
         if methods:
             dets["driftwatch_data_drift"]["threshold_methods"] = methods
-        if budget is not None:  # the allocation (streams.monitors' budget_plan) against the data-drift alarms
+        if budget is not None:  # the allocation (streams.worker.monitors' budget_plan) against the data-drift alarms
             quiet = dets["driftwatch_data_drift"].get("no_change_windows")
             level = budget.get("window_level")
             expected = None if quiet is None or level is None else level * quiet

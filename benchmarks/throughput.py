@@ -248,7 +248,7 @@ def _time_calls(call, frames, repeats: int) -> dict[str, Any]:
 def runner_call(runner, feats, spec, ref_frame):
     """``(call(frame), description)``: every detector the worker runs, on one window.
 
-    Builds the same ``WindowContext`` the worker builds (``streams.pipeline``)
+    Builds the same ``WindowContext`` the worker builds (``streams.worker.pipeline``)
     with the reference prepared once, as in the worker.
     """
     from detectors.reference import Reference  # noqa: PLC0415
@@ -320,7 +320,7 @@ class Bench:
         )
 
     def start_stack(self) -> None:
-        from streams.localstack import LocalStack, StackError, free_ports  # noqa: PLC0415
+        from streams.devstack.localstack import LocalStack, StackError, free_ports  # noqa: PLC0415
 
         err = None
         for _ in range(3):
@@ -379,7 +379,7 @@ class WindowWatcher:
         import httpx  # noqa: PLC0415
 
         self.settings = settings
-        from streams.influx_admin import basic_auth  # noqa: PLC0415
+        from streams.influx.admin import basic_auth  # noqa: PLC0415
 
         auth = basic_auth(settings)  # the local InfluxDB runs with auth on
         self.client = httpx.Client(base_url=settings.influx_url, timeout=10.0, auth=auth)
@@ -473,9 +473,9 @@ def _tail(path: Path, n: int = 30) -> str:
 def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, label: str,
                 rss_at: list[int] | None = None) -> dict[str, Any]:
     """Start ``n_workers`` workers in one new consumer group on ``data_settings``' topic; wait for ``expected``."""
-    from streams.influx_admin import ensure_database  # noqa: PLC0415
-    from streams.kafka_admin import ensure_topics  # noqa: PLC0415
-    from streams.localstack import free_port, settings_env, terminate  # noqa: PLC0415
+    from streams.influx.admin import ensure_database  # noqa: PLC0415
+    from streams.broker.admin import ensure_topics  # noqa: PLC0415
+    from streams.devstack.localstack import free_port, settings_env, terminate  # noqa: PLC0415
 
     plan = bench.plan
     s = bench.settings(label)
@@ -612,7 +612,7 @@ def _warm_up_end(pts: list[WindowPoint]) -> tuple[float, np.ndarray | None]:
 
 def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     """Produce the naive baseline's sample and run the per-event Faust agent on it."""
-    from streams.kafka_admin import delete_topics, ensure_topics  # noqa: PLC0415
+    from streams.broker.admin import delete_topics, ensure_topics  # noqa: PLC0415
 
     plan = bench.plan
     s = bench.settings("naive")
@@ -635,7 +635,7 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.naive_worker", "worker", "--without-web", "-l", "warn"]
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(logp, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    from streams.localstack import terminate  # noqa: PLC0415
+    from streams.devstack.localstack import terminate  # noqa: PLC0415
 
     try:
         meter = procstats.CpuMeter(dict(bench.pids)).start()
@@ -662,7 +662,7 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
 
 
 def _produce_traffic(bench: Bench, name: str, events: int, base: Traffic) -> tuple[Any, Traffic, dict]:
-    from streams.kafka_admin import ensure_topics  # noqa: PLC0415
+    from streams.broker.admin import ensure_topics  # noqa: PLC0415
 
     s = bench.settings(name)
     ensure_topics(s, partitions=PARTITIONS)
@@ -677,7 +677,7 @@ def _produce_traffic(bench: Bench, name: str, events: int, base: Traffic) -> tup
 
 
 def _drop_topic(s) -> None:
-    from streams.kafka_admin import delete_topics, topic_names  # noqa: PLC0415
+    from streams.broker.admin import delete_topics, topic_names  # noqa: PLC0415
 
     with contextlib.suppress(Exception):
         delete_topics(s, topic_names(s))

@@ -7,7 +7,7 @@ Why its own module: the floor, the naive baseline and the real worker must read
 The model has 15 numeric features (``n0``..``n14``, normal, rounded to 3
 decimals) and 5 categorical ones (``c0``..``c4``, 6 levels with skewed
 probabilities), a binary classification label as prediction, a source id.
-Messages are :class:`streams.schemas.InferenceBatch` objects (the SDK's wire
+Messages are :class:`streams.wire.schemas.InferenceBatch` objects (the SDK's wire
 format) of ``batch_events`` events, key = model id. Model ids are chosen so the
 default (murmur2) partitioner spreads them evenly over the partitions, so two
 workers get the same load.
@@ -16,7 +16,7 @@ workers get the same load.
 >>> sorted(partition_for(m, 4) for m in ids)
 [0, 0, 1, 1, 2, 2, 3, 3]
 >>> payload = batch_payload(Traffic(models=ids), ids[0], 0, 10)
->>> from streams.schemas import InferenceBatch
+>>> from streams.wire.schemas import InferenceBatch
 >>> len(InferenceBatch.model_validate_json(payload).event_id)
 10
 """
@@ -181,7 +181,7 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
 
 
 def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000) -> dict:
-    """The monitor config (``streams.monitors`` shape) the worker runs for the bench models."""
+    """The monitor config (``streams.worker.monitors`` shape) the worker runs for the bench models."""
     features = [{"name": n, "kind": "numeric", "min": -50.0, "max": 50.0} for n in NUMERIC]
     features += [{"name": c, "kind": "categorical", "allowed": LEVELS.tolist()} for c in CATEGORICAL]
     return {
@@ -201,7 +201,7 @@ def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000) 
 
 def write_monitor_config(path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000) -> Path:
     """Write :func:`monitor_config` as YAML and validate it with the real loader."""
-    from streams.monitors import load_monitors  # noqa: PLC0415
+    from streams.worker.monitors import load_monitors  # noqa: PLC0415
 
     path.write_text(yaml.safe_dump(monitor_config(traffic, window, reference), sort_keys=False))
     load_monitors(path)

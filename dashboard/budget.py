@@ -6,7 +6,7 @@ come from InfluxDB over the budget's own period (the last day or week, whatever
 range the page shows). Every raised drift verdict counts as spent: driftwatch cannot
 tell a false alarm from a true one; on a stream without drift they are all false.
 
->>> from streams.monitors import parse_monitors
+>>> from streams.worker.monitors import parse_monitors
 >>> cfg = parse_monitors({"alarm_budget": {"false_alarms": 7, "per": "week"},
 ...     "models": [{"model_id": "a", "features": [{"name": "x", "kind": "numeric"}],
 ...                 "window": {"size_seconds": 3600}}]})

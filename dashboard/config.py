@@ -66,7 +66,7 @@ _cache: dict[tuple[str, float], Any] = {}
 
 
 def monitor_config(path: Path | str | None) -> Any:
-    """The whole monitor config (``streams.monitors.MonitorsConfig``) at ``path``, or None when
+    """The whole monitor config (``streams.worker.monitors.MonitorsConfig``) at ``path``, or None when
     there is no path or the file cannot be read or validated (logged once per file version).
     Parsed once per version of the file (its mtime)."""
     if path is None:
@@ -79,7 +79,7 @@ def monitor_config(path: Path | str | None) -> Any:
     with _lock:
         if key in _cache:
             return _cache[key]
-    from streams.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
+    from streams.worker.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
 
     try:
         cfg = load_monitors(p)
@@ -93,7 +93,7 @@ def monitor_config(path: Path | str | None) -> Any:
 
 
 def monitor_model(path: Path | str | None, model: str) -> Any:
-    """The model's entry (``streams.monitors.ModelMonitor``) in the monitor config at ``path``,
+    """The model's entry (``streams.worker.monitors.ModelMonitor``) in the monitor config at ``path``,
     or None when the file cannot be read or validated or the model is not in it."""
     cfg = monitor_config(path)
     return cfg.model(model) if cfg is not None else None

@@ -1,7 +1,7 @@
 """Logging of the dashboard process: secrets redacted, the dashboard's own lines on stderr.
 
 :func:`setup` runs at the top of every script run of ``dashboard/app.py`` (cheap after the
-first): it installs the worker's log redaction (:func:`streams.security.redact_secrets_in_logs`)
+first): it installs the worker's log redaction (:func:`streams.broker.security.redact_secrets_in_logs`)
 for the secrets in the dashboard's settings — the dashboard password, InfluxDB password and
 token, Kafka SASL password — so no log line of this process carries one, whatever logs it
 (Streamlit's loggers, client libraries, tracebacks); and sets the ``dashboard.*`` loggers to
@@ -34,7 +34,7 @@ def setup(settings: Any) -> int:
     """Redact ``settings``' secrets in every log record of this process, and let the
     ``dashboard`` loggers log at ``settings.log_level`` (to stderr, unless the process already
     routes the root logger somewhere). Returns how many values are redacted."""
-    from streams.security import redact_secrets_in_logs  # noqa: PLC0415
+    from streams.broker.security import redact_secrets_in_logs  # noqa: PLC0415
 
     n = redact_secrets_in_logs(settings)
     global _handler

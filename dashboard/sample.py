@@ -31,7 +31,7 @@ import numpy as np
 from dashboard import queries as Q
 from detectors import records as R
 from detectors.records import Record
-from streams.sinks.influx import to_line as _sink_to_line
+from streams.influx.sink import to_line as _sink_to_line
 
 NUMERIC_BINS = 10
 CATEGORIES = ("red", "green", "blue", "other")
@@ -319,7 +319,7 @@ def _hist_fields(categorical: bool, shares: np.ndarray, n: int, edge_fields: dic
 
 
 def to_line(rec: Record) -> str:
-    """One record as the worker writes it (:func:`streams.sinks.influx.to_line`); "" when no field."""
+    """One record as the worker writes it (:func:`streams.influx.sink.to_line`); "" when no field."""
     return _sink_to_line(rec) or ""
 
 

@@ -34,7 +34,7 @@ Evaluators (built, with the runner's own, by :func:`detectors.runner.default_eva
   writes nothing); state is kept per model/version/feature across windows.
 
 The row-based evaluators use the features the attached rows carry: a reference
-read back from the store (``streams.references``) carries no sensitive features,
+read back from the store (``streams.worker.references``) carries no sensitive features,
 so they run without those.
 
 Realized performance is not an evaluator: labels arrive on their own topic
@@ -245,7 +245,7 @@ class EstimatedPerformance:
     """``dw_performance`` (``detector="cbpe"``): expected metrics from *calibrated* probabilities.
 
     The calibration comes with the window (``ctx.calibration``: the pipeline's
-    choice, see :mod:`streams.pipeline`), else is fitted on the reference rows'
+    choice, see :mod:`streams.worker.pipeline`), else is fitted on the reference rows'
     labels. Without one the window gets a "not calibrated" point with the reason
     and no value (:func:`~detectors.performance.not_calibrated_record`).
     Classification only: no estimator for regression is kept.

@@ -1,7 +1,7 @@
 """Declarative specs the detectors run from.
 
 These are the pure parts of a monitor's configuration: what a feature is and
-which tests run with which thresholds. ``streams.monitors`` composes them with
+which tests run with which thresholds. ``streams.worker.monitors`` composes them with
 the I/O parts (windows, reference source, alert routes) into the YAML config.
 
 >>> FeatureSpec(name="age", kind="numeric", min=0, max=130).kind

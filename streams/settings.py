@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     # Worker ------------------------------------------------------------------------
     monitors: Path = Field(
-        Path(__file__).parent / "examples" / "demo.yaml", description="monitor config (YAML)"
+        Path(__file__).parent / "devstack" / "examples" / "demo.yaml", description="monitor config (YAML)"
     )
     detector_process: bool = Field(
         True, description="run the detectors in a child process of the worker (another core than decoding); "
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
             return self
         if self.influx_url.rstrip("/") != f"http://127.0.0.1:{self.influx_port}":
             return self
-        from streams.localstack import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # noqa: PLC0415
+        from streams.devstack.localstack import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # noqa: PLC0415
 
         try:
             password = (Path(self.state_dir) / INFLUX_PASSWORD_FILE).read_text().strip()

@@ -1,6 +1,6 @@
 """Session-wide fixtures: a real local stack (tansu + InfluxDB 1.x) and per-test settings.
 
-- ``stack`` (session): a running :class:`streams.localstack.LocalStack` on free loopback
+- ``stack`` (session): a running :class:`streams.devstack.localstack.LocalStack` on free loopback
   ports under pytest's temp folder; ``stack.bootstrap`` / ``stack.influx_url``. Its InfluxDB
   has authentication on: ``stack.influx_auth`` is the admin ``(user, password)``, and for
   the session the process environment names it (``DRIFTWATCH_INFLUX_USERNAME`` and
@@ -13,7 +13,7 @@
   ``state_dir`` under ``tmp_path``. Topics and database are deleted afterwards.
 - ``settings_env`` (function): environment for child processes (``driftwatch worker`` …)
   so their ``Settings()`` equals ``settings``.
-- ``consume_all`` : :func:`streams.kafka_admin.consume_all` — read a topic from the
+- ``consume_all`` : :func:`streams.broker.admin.consume_all` — read a topic from the
   beginning until ``expected`` records or a timeout (never "to the end": tansu's end
   offsets are wrong).
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from streams.localstack import LocalStack, StackError, free_ports, settings_env as _settings_env
+from streams.devstack.localstack import LocalStack, StackError, free_ports, settings_env as _settings_env
 from streams.settings import Settings
 
 log = logging.getLogger("tests.conftest")
@@ -97,9 +97,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 @pytest.fixture
 def settings(stack: LocalStack, tmp_path: Path) -> Iterator[Settings]:
     """Settings for one test: its own topics (4 partitions), group and database."""
-    from streams.influx_admin import drop_database, ensure_database
-    from streams.kafka_admin import delete_topics, ensure_topics, topic_names
-    from streams.localstack import free_port
+    from streams.influx.admin import drop_database, ensure_database
+    from streams.broker.admin import delete_topics, ensure_topics, topic_names
+    from streams.devstack.localstack import free_port
 
     tag = uuid.uuid4().hex[:10]
     s = Settings(
@@ -144,6 +144,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def consume_all() -> Callable[..., list[Any]]:
     """``consume_all(settings, topic, expected=None, timeout=15.0)`` -> ConsumerRecords."""
-    from streams.kafka_admin import consume_all as _consume_all
+    from streams.broker.admin import consume_all as _consume_all
 
     return _consume_all

@@ -6,7 +6,7 @@ import asyncio
 
 
 class CollectSink:
-    """``streams.sinks.influx.InfluxSink``'s ``submit`` without InfluxDB: ``records`` holds what was written."""
+    """``streams.influx.sink.InfluxSink``'s ``submit`` without InfluxDB: ``records`` holds what was written."""
 
     def __init__(self) -> None:
         self.records: list = []

@@ -18,7 +18,7 @@ import yaml
 
 from streams.cli import COMMANDS, DEFAULT_EXTRA, EXTRAS
 from streams.settings import Settings
-from streams.settings_cli import reference_table
+from streams.cli.settings import reference_table
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

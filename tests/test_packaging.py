@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from streams.cli import missing_module_message
-from streams.schemas import InferenceBatch
+from streams.wire.schemas import InferenceBatch
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -104,7 +104,7 @@ def _estimation_error(perf: pd.DataFrame) -> None:
                "(concept drift, or a shift the reference never showed).")
 
 
-ERROR_STREAM = "error_stream"  # dw_performance metric of the error-stream detector (streams/labels.py)
+ERROR_STREAM = "error_stream"  # dw_performance metric of the error-stream detector (streams/worker/labels.py)
 FET = "fet_online"
 PHASES = {"reference": "collecting its reference (the errors of the first joined labels)",
           "calibrating": "calibrating its thresholds", "off": "off"}

@@ -1,6 +1,6 @@
 """Configuration of the adversarial detectors (``adversarial:`` in a model's monitor).
 
-Pure pydantic, no numpy/scipy import, so ``streams.monitors`` can load it cheaply.
+Pure pydantic, no numpy/scipy import, so ``streams.worker.monitors`` can load it cheaply.
 Every threshold here is a *rate* that the detectors calibrate on the reference, not a
 raw distance: the defaults mean "a benign window is flagged at most 1% of the time"
 (combined score), "a benign client is flagged at most 1 in 100,000 times" (extraction).

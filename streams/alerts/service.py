@@ -1,6 +1,6 @@
 """The worker's entry point to alerting: evaluate each closed window, queue announcements.
 
-Wiring (``streams/agents.py`` and ``streams/pipeline.py`` do this)::
+Wiring (``streams/worker/agents.py`` and ``streams/worker/pipeline.py`` do this)::
 
     alerting = Alerting(monitors, settings, write_records=sink.submit)  # InfluxDB sink
     await alerting.start()                      # starts the delivery queues
@@ -97,7 +97,7 @@ def alert_record(state: AlertState, series: dict[str, str], threshold: Any) -> R
 class Alerting:
     """Rules → lifecycle → durable outbox → delivery queues, for one worker process.
 
-    ``monitors`` is a :class:`streams.monitors.MonitorsConfig`; ``settings`` a
+    ``monitors`` is a :class:`streams.worker.monitors.MonitorsConfig`; ``settings`` a
     :class:`streams.settings.Settings` (state_dir, alerts topic, Kafka, dashboard port).
     ``write_records`` receives ``dw_delivery`` Records as deliveries progress (sync or
     async callable). ``publish(key, value, headers)`` replaces the built-in aiokafka

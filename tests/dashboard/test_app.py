@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 import dashboard
 from dashboard import auth, sample
 from dashboard import queries as Q
-from streams.localstack import LocalStack
+from streams.devstack.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -399,7 +399,7 @@ def test_a_model_without_results_in_the_range(settings, monkeypatch: pytest.Monk
 
 
 def test_unreachable_influxdb_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.localstack import free_port
+    from streams.devstack.localstack import free_port
 
     _env(monkeypatch, f"http://127.0.0.1:{free_port()}", "nothing")
     at = open_page()

@@ -19,7 +19,7 @@ import pytest
 from dashboard import browser, sample
 from dashboard import queries as Q
 from dashboard.config import PAGES
-from streams.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, free_port, settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

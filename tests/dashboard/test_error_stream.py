@@ -13,7 +13,7 @@ from dashboard import queries as Q
 from dashboard import sample
 from detectors import records as R
 from detectors.records import Record
-from streams.labels import ERROR_STREAM_METRIC, FET_DETECTOR
+from streams.worker.labels import ERROR_STREAM_METRIC, FET_DETECTOR
 from tests.dashboard.test_app import _env, no_exception, open_page, texts
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ from dashboard import sample
 from dashboard import queries as Q
 from detectors import records as R
 from detectors.records import Record
-from streams.localstack import LocalStack
+from streams.devstack.localstack import LocalStack
 from tests.dashboard import test_app
 from tests.dashboard.test_app import _env, no_exception, texts
 

@@ -21,7 +21,7 @@ import pytest
 
 from dashboard import browser, logs, sample
 from dashboard import queries as Q
-from streams.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, free_port, settings_env
 from streams.settings import Settings
 
 

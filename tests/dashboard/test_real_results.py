@@ -2,7 +2,7 @@
 
 No synthetic shortcut here: windows of events go through ``detectors.runner.evaluate_window``
 (drift, quality, histograms, segments), ``detectors.performance`` and ``detectors.impact``;
-the records are written by ``streams.sinks.influx.write_records`` to the real InfluxDB of
+the records are written by ``streams.influx.sink.write_records`` to the real InfluxDB of
 the local stack. If a measurement, tag or field is renamed on the writing side without
 the dashboard following, this test fails.
 """
@@ -78,7 +78,7 @@ def real_records(now: float) -> list[Record]:
 def real_db(settings, monkeypatch: pytest.MonkeyPatch):
     import time
 
-    from streams.sinks.influx import write_records
+    from streams.influx.sink import write_records
 
     write_records(settings, real_records(time.time()))
     for k in ("PASSWORD", "PASSWORD_FILE", "AUTH", "ACCESS"):
@@ -178,7 +178,7 @@ def private_db(settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
     import yaml
 
-    from streams.sinks.influx import write_records
+    from streams.influx.sink import write_records
 
     write_records(settings, private_records(time.time()))
     config = tmp_path / "monitors.yaml"

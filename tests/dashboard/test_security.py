@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import auth, browser, sample
 from dashboard import queries as Q
-from streams.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, free_port, settings_env
 from tests.dashboard.wsclient import StreamlitClient, drain, login, until, widget
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

@@ -185,7 +185,7 @@ def test_row_based_evaluators_use_the_features_the_rows_carry():
     rng = np.random.default_rng(0)
     full = _frame(rng, 600)
     rows = full.take(np.arange(600))
-    del rows.numeric["y"]  # as streams.references.decode_rows returns it with 'y' sensitive
+    del rows.numeric["y"]  # as streams.worker.references.decode_rows returns it with 'y' sensitive
     window = _frame(rng, 500)
     window.numeric["y"] = window.numeric["y"] + 3.0  # a shift only 'y' shows
 

@@ -608,7 +608,7 @@ def wine_world():
 def _shifted_windows(world, mon, kind: str, n_windows: int, seed: int, evader: bool = False):
     import copy
 
-    from streams.attacks import benign_shift_sample, evasion
+    from streams.devstack.attacks import benign_shift_sample, evasion
 
     m, mon = world.model, copy.deepcopy(mon)
     rng = np.random.default_rng(seed)
@@ -645,7 +645,7 @@ def test_benign_shifts_flag_no_window_and_no_source(wine_world, kind: str) -> No
 
 
 def _frames_of(world, kind: str, seed: int):
-    from streams.attacks import benign_shift_sample
+    from streams.devstack.attacks import benign_shift_sample
 
     rng = np.random.default_rng(seed)
     X, _ = benign_shift_sample(world.model, kind, rng, 500)
@@ -669,8 +669,8 @@ def test_evasion_inside_a_drift_is_still_flagged_and_named(wine_world) -> None:
 
 
 def test_benign_shift_sample_kinds_and_errors() -> None:
-    from streams.attacks import BENIGN_SHIFTS, benign_shift_sample
-    from streams.demo import build_diabetes, build_wine
+    from streams.devstack.attacks import BENIGN_SHIFTS, benign_shift_sample
+    from streams.devstack.demo import build_diabetes, build_wine
 
     wine, diabetes = build_wine(), build_diabetes()
     rng = np.random.default_rng(36)

@@ -52,7 +52,7 @@ def test_problems_name_the_file_and_column(tmp_path):
 
 
 def test_monitor_config_declares_the_columns(tmp_path):
-    from streams.monitors import ConfigError, parse_monitors
+    from streams.worker.monitors import ConfigError, parse_monitors
 
     base = {"model_id": "m", "features": [{"name": "x", "kind": "numeric"}]}
     cfg = parse_monitors({"models": [{**base, "reference": {"file": "r.csv", "prediction": "pred", "label": "y",

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from streams.sinks.influx import query
+from streams.influx.sink import query
 from tests.integration.test_pipeline import T0, dead_events, wait_for, windowed, worker
 
 pytestmark = pytest.mark.integration

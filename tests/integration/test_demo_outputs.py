@@ -1,7 +1,7 @@
 """A file reference with the model's outputs and labels, through the real worker (issue 13, parts 3-4).
 
 ``driftwatch demo`` (wine, 400 events/s paced, every event labelled a second later) → Kafka →
-``driftwatch worker --monitors streams/examples/demo.yaml`` → InfluxDB. First stationary traffic, then
+``driftwatch worker --monitors streams/devstack/examples/demo.yaml`` → InfluxDB. First stationary traffic, then
 traffic whose inputs are shifted by 1.5 sd. The demo's reference file declares its prediction,
 probability and label columns, so from the first window: prediction drift runs (quiet, then flagged),
 feature impact is written, CBPE is calibrated on the file's 1000 labelled rows (a value and a band,
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from detectors import records as R
-from streams.sinks.influx import database, query
+from streams.influx.sink import database, query
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ RATE = 400
 
 def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe(settings, settings_env,
                                                                                   tmp_path) -> None:
-    from streams.demo import EXAMPLES_DIR, DemoOptions, run_demo
+    from streams.devstack.demo import EXAMPLES_DIR, DemoOptions, run_demo
 
     def demo(seed: int, events: int, drift: bool):
         return DemoOptions(models=["wine"], rate=RATE, events=events, pace=True, seed=seed, label_fraction=1.0,

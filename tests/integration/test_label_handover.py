@@ -19,7 +19,7 @@ import orjson
 import pytest
 import yaml
 
-from streams.sinks.influx import DatabaseNotFound, query
+from streams.influx.sink import DatabaseNotFound, query
 from tests.reliability.helpers import T0, Traffic, monitors_file, tail, wait_for, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.sinks.influx import DatabaseNotFound, query
+from streams.influx.sink import DatabaseNotFound, query
 from tests.reliability.helpers import Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 from tests.reliability.test_label_join import N, breast_cancer_stream, monitors
 

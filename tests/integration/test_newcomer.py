@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import browser
-from streams.localstack import free_ports
+from streams.devstack.localstack import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -24,7 +24,7 @@ import orjson
 import pytest
 import yaml
 
-from streams.sinks.influx import DatabaseNotFound, query
+from streams.influx.sink import DatabaseNotFound, query
 from tests.sinks import CollectSink
 
 pytestmark = pytest.mark.integration
@@ -227,10 +227,10 @@ def expected_points(settings, mon: Path, consume_all, n_messages: int) -> set:
     """What a worker that never crashed writes: the same engine in-process, on the topic's messages."""
     import asyncio
 
-    from streams.deadletter import DeadLetterPublisher
-    from streams.decode import RawMessage
-    from streams.monitors import load_monitors
-    from streams.pipeline import Pipeline
+    from streams.worker.deadletter import DeadLetterPublisher
+    from streams.worker.decode import RawMessage
+    from streams.worker.monitors import load_monitors
+    from streams.worker.pipeline import Pipeline
 
     recs = consume_all(settings, settings.topic_inferences, expected=n_messages, timeout=20)
     assert len(recs) == n_messages
@@ -299,13 +299,13 @@ def test_sigkilled_worker_restarts_with_the_same_windows(settings, settings_env,
 
 
 class ThreadedProxy:
-    """tests.streams.test_sink_influx.TcpProxy on its own event loop thread (the worker is a subprocess)."""
+    """tests.streams.influx.test_sink_influx.TcpProxy on its own event loop thread (the worker is a subprocess)."""
 
     def __init__(self, target_port: int):
         import asyncio
         import threading
 
-        from tests.streams.test_sink_influx import TcpProxy
+        from tests.streams.influx.test_sink_influx import TcpProxy
 
         self.proxy = TcpProxy(target_port)
         self.port = self.proxy.port

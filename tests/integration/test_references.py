@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from streams.cli import main
-from streams.sinks.influx import query
+from streams.influx.sink import query
 from tests.integration.test_pipeline import T0, wait_for, windowed, worker
 
 pytestmark = pytest.mark.integration

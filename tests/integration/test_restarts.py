@@ -28,8 +28,8 @@ import yaml
 from sklearn.metrics import accuracy_score
 
 from detectors import records as R
-from streams.labels import LabelStore, labels_path
-from streams.sinks.influx import DatabaseNotFound, InfluxQueryError, query
+from streams.worker.labels import LabelStore, labels_path
+from streams.influx.sink import DatabaseNotFound, InfluxQueryError, query
 from tests.reliability.helpers import NUMERIC, T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 
 pytestmark = pytest.mark.integration
@@ -173,7 +173,7 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
 
 
 def test_row_based_evaluators_keep_running_on_a_stored_reference_after_a_restart(settings, settings_env, tmp_path):
-    from streams.references import ReferenceStore, rows_info
+    from streams.worker.references import ReferenceStore, rows_info
 
     features = [{"name": n, "kind": "numeric"} for n in NUMERIC[:3]]
     features += [{"name": "x3", "kind": "numeric", "sensitive": True}, {"name": "c0", "kind": "categorical"},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localstack import LocalStack, free_ports
+from streams.devstack.localstack import LocalStack, free_ports
 
 
 @pytest.fixture

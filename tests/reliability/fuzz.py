@@ -1,8 +1,8 @@
 """Hostile-input generators: malformed Kafka message values, each with the dead-letter reason it must get.
 
 Every generator is ``gen(rng, i) -> bytes`` and is registered in :data:`KINDS`
-with the reason from :data:`streams.decode.REASONS` the worker must give it,
-decided from the wire contract (``streams/schemas.py``), not from the decoder:
+with the reason from :data:`streams.worker.decode.REASONS` the worker must give it,
+decided from the wire contract (``streams/wire/schemas.py``), not from the decoder:
 
 =================  =======================================================  ===================
 kind               what                                                     reason

@@ -21,7 +21,7 @@ import orjson
 import pytest
 import yaml
 
-from streams.sinks.influx import DatabaseNotFound, InfluxQueryError, query
+from streams.influx.sink import DatabaseNotFound, InfluxQueryError, query
 from tests.sinks import CollectSink
 
 T0 = float(int(time.time()) - 7200)
@@ -217,10 +217,10 @@ def fault_free_points(settings, monitors: Path, consume_all, n_messages: int) ->
     """What a worker that never failed writes: the same engine in-process, over the topic's messages."""
     import asyncio
 
-    from streams.deadletter import DeadLetterPublisher
-    from streams.decode import RawMessage
-    from streams.monitors import load_monitors
-    from streams.pipeline import Pipeline
+    from streams.worker.deadletter import DeadLetterPublisher
+    from streams.worker.decode import RawMessage
+    from streams.worker.monitors import load_monitors
+    from streams.worker.pipeline import Pipeline
 
     recs = consume_all(settings, settings.topic_inferences, expected=n_messages, timeout=30)
     assert len(recs) == n_messages, (len(recs), n_messages)

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.localstack import (
+from streams.devstack.localstack import (
     LocalStack,
     free_ports,
     influx_config,

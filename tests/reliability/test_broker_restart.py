@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localstack import KAFKA, settings_env, terminate
+from streams.devstack.localstack import KAFKA, settings_env, terminate
 from tests.reliability.helpers import Traffic, monitors_file, tail, wait_for, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 
 def _topics_on_broker(s, names: list[str]) -> dict[str, int] | str:
     """Partition count of each of ``names``, or what is missing (listing never auto-creates a topic)."""
-    from streams.kafka_admin import admin_client
+    from streams.broker.admin import admin_client
 
     try:
         with admin_client(s, timeout_ms=5000) as admin:
@@ -44,10 +44,10 @@ def _topics_on_broker(s, names: list[str]) -> dict[str, int] | str:
 
 
 def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
-    from streams.influx_admin import ensure_database
-    from streams.kafka_admin import ensure_topics
-    from streams.references import references_topic
-    from streams.topics import worker_topics
+    from streams.influx.admin import ensure_database
+    from streams.broker.admin import ensure_topics
+    from streams.worker.references import references_topic
+    from streams.worker.topics import worker_topics
 
     s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
                                     "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})

@@ -34,7 +34,7 @@ def test_feature_epsilon_config():
     assert FeatureSpec(name="x", kind="numeric", sensitive=True, dp_epsilon=None).dp_epsilon is None
     with pytest.raises(ValueError):
         FeatureSpec(name="x", kind="numeric", dp_epsilon=0)
-    from streams.monitors import ConfigError, parse_monitors
+    from streams.worker.monitors import ConfigError, parse_monitors
 
     with pytest.raises(ConfigError, match="sensitive feature"):
         parse_monitors({"models": [{"model_id": "m", "segments": ["c"], "features": [
@@ -87,7 +87,7 @@ def test_noise_follows_the_configured_epsilon():
 def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all):
     from tests.streams.alerts.receiver import Receiver
 
-    from streams.sinks.influx import query
+    from streams.influx.sink import query
     from tests.reliability.helpers import Traffic, wait_for, windowed, worker
 
     features = [{"name": "x0", "kind": "numeric"}, {"name": "c0", "kind": "categorical"},

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.decode import REASONS, Decoder, RawMessage
-from streams.monitors import load_monitors
+from streams.worker.decode import REASONS, Decoder, RawMessage
+from streams.worker.monitors import load_monitors
 from tests.reliability import fuzz
 from tests.reliability.helpers import (Traffic, batch, dead_letters, monitors_file, tail, wait_for, windowed,
                                       worker)
@@ -79,9 +79,9 @@ def test_every_malformed_kind_gets_its_reason(tmp_path):
 
 def _second_topics(settings):
     """Another set of topics, group and database on the same stack (cleaned up by the caller)."""
-    from streams.influx_admin import ensure_database
-    from streams.kafka_admin import ensure_topics
-    from streams.localstack import free_port
+    from streams.influx.admin import ensure_database
+    from streams.broker.admin import ensure_topics
+    from streams.devstack.localstack import free_port
 
     tag = uuid.uuid4().hex[:8]
     s = settings.model_copy(update={
@@ -96,7 +96,7 @@ def _second_topics(settings):
 
 def _closes(settings) -> list[tuple[float, int]]:
     """(close time, events) of every window written, in close order."""
-    from streams.sinks.influx import query
+    from streams.influx.sink import query
 
     rows = query(settings, 'SELECT "closed_at", "n_events" FROM "dw_window"')
     return sorted((float(r["closed_at"]), int(r["n_events"])) for r in rows)
@@ -120,9 +120,9 @@ def _cpu_seconds(pid: int) -> float | None:
 @pytest.mark.slow
 def test_malformed_flood_is_dead_lettered_and_valid_traffic_keeps_its_pace(settings, settings_env, tmp_path,
                                                                            consume_all):
-    from streams.influx_admin import drop_database
-    from streams.kafka_admin import delete_topics, topic_names
-    from streams.localstack import settings_env as make_env
+    from streams.influx.admin import drop_database
+    from streams.broker.admin import delete_topics, topic_names
+    from streams.devstack.localstack import settings_env as make_env
 
     window, n_batches, per_batch = 5000, VALID_MESSAGES, PER_MESSAGE
     mon = monitors_file(tmp_path, ["m"], window=window, first_n=window, idle=600.0)
@@ -201,7 +201,7 @@ def test_malformed_flood_is_dead_lettered_and_valid_traffic_keeps_its_pace(setti
         _MEASURED.update(results)
         assert results["lost"] == 0
     finally:  # ~400 MB of messages in the broker's memory: free it (the fixture drops the clean topics)
-        from streams.references import references_topic
+        from streams.worker.references import references_topic
 
         with contextlib.suppress(Exception):
             delete_topics(dirty, topic_names(dirty, [references_topic(dirty)]))

@@ -33,8 +33,8 @@ import orjson
 import pytest
 import yaml
 
-from streams.localstack import INFLUX, settings_env, terminate
-from streams.sinks.influx import DatabaseNotFound, query
+from streams.devstack.localstack import INFLUX, settings_env, terminate
+from streams.influx.sink import DatabaseNotFound, query
 from tests.reliability.helpers import start_worker, stop, tail, wait_for, windowed
 from tests.sinks import CollectSink
 
@@ -107,11 +107,11 @@ def label_points(s) -> dict:
 
 def fault_free(s, mon: Path, inf: list[dict], lab: list[dict], state: Path) -> dict:
     """What the engine writes without faults: the same pipeline and label join in-process, over both topics."""
-    from streams.deadletter import DeadLetterPublisher
-    from streams.decode import RawMessage
-    from streams.labels import LabelHook
-    from streams.monitors import load_monitors
-    from streams.pipeline import Pipeline
+    from streams.worker.deadletter import DeadLetterPublisher
+    from streams.worker.decode import RawMessage
+    from streams.worker.labels import LabelHook
+    from streams.worker.monitors import load_monitors
+    from streams.worker.pipeline import Pipeline
 
     msgs = [RawMessage(orjson.dumps(d), b"bc", s.topic_inferences, 0, i, None) for i, d in enumerate(inf)]
     msgs += [RawMessage(orjson.dumps(d), b"bc", s.topic_labels, 0, i, None) for i, d in enumerate(lab)]
@@ -170,8 +170,8 @@ def join_counters(s) -> dict:
 def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settings, tmp_path):
     from kafka import KafkaProducer
 
-    from streams.influx_admin import ensure_database
-    from streams.kafka_admin import ensure_topics
+    from streams.influx.admin import ensure_database
+    from streams.broker.admin import ensure_topics
 
     t_start = time.monotonic()
     s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),

@@ -85,7 +85,7 @@ def test_settings_command_masks_secrets(tmp_path):
 
 
 def test_webhook_secrets_cannot_sit_in_the_config_file(tmp_path, monkeypatch):
-    from streams.monitors import ConfigError, parse_monitors
+    from streams.worker.monitors import ConfigError, parse_monitors
 
     model = {"model_id": "m", "features": [{"name": "x", "kind": "numeric"}]}
     inline = {"models": [model], "webhooks": [{"name": "ops", "url": "http://127.0.0.1:1/h",
@@ -112,7 +112,7 @@ def test_webhook_secrets_cannot_sit_in_the_config_file(tmp_path, monkeypatch):
 
 def influx_strings(settings) -> str:
     """Every string field value and tag value stored in the database, as one text."""
-    from streams.sinks.influx import query
+    from streams.influx.sink import query
 
     out = []
     for row in query(settings, "SHOW MEASUREMENTS"):
@@ -126,8 +126,8 @@ def influx_strings(settings) -> str:
 def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all):
     from tests.streams.alerts.receiver import Receiver
 
-    from streams.kafka_admin import TopicError, ensure_topics
-    from streams.localstack import settings_env
+    from streams.broker.admin import TopicError, ensure_topics
+    from streams.devstack.localstack import settings_env
 
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
@@ -264,7 +264,7 @@ def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
     """``driftwatch up`` with the dashboard password in a file and the Kafka password even as a
     plain variable of its own: no child's /proc/<pid>/environ holds either value (nor the
     generated InfluxDB admin password), and the dashboard still accepts the password."""
-    from streams.localstack import free_ports
+    from streams.devstack.localstack import free_ports
     from tests.dashboard.wsclient import StreamlitClient, login
 
     secret_file = tmp_path / "dashboard-password"

@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streams.localstack import _kafka_request, free_ports, kafka_ready, spawn, tail, terminate
-from streams.security import (
+from streams.devstack.localstack import _kafka_request, free_ports, kafka_ready, spawn, tail, terminate
+from streams.broker.security import (
     SecurityConfigError,
     aiokafka_options,
     describe,
@@ -94,7 +94,7 @@ def test_settings_map_to_every_client_library(protocol, mechanism, certs):
     else:
         assert creds is None
     # the Faust app the worker builds carries them
-    from streams.app import credentials as app_credentials
+    from streams.worker.app import credentials as app_credentials
 
     got = app_credentials(s)
     assert type(got) is type(creds)
@@ -190,7 +190,7 @@ def test_tansu_sasl_offers_no_plain_and_memory_storage_has_no_users(tmp_path):
 
 async def _aiokafka_clients(s: Settings) -> None:
     from streams.alerts.webhooks import KafkaTarget
-    from streams.references import ReferenceStore, StoredReference
+    from streams.worker.references import ReferenceStore, StoredReference
 
     store = ReferenceStore(s, timeout=20)
     try:
@@ -206,8 +206,8 @@ async def _aiokafka_clients(s: Settings) -> None:
     finally:
         if target._producer is not None:
             await target._producer.stop()
-    from streams.deadletter import KafkaBatchSender
-    from streams.topics import TopicWatch
+    from streams.worker.deadletter import KafkaBatchSender
+    from streams.worker.topics import TopicWatch
 
     sender = KafkaBatchSender(s)  # the worker's dead-letter producer
     try:
@@ -229,8 +229,8 @@ def test_every_kafka_client_honours_the_security_settings(protocol, settings, ce
     users = {"svc": PASSWORD} if protocol.startswith("SASL") else None
     with secured_broker(tmp_path, tls=tls, users=users) as (gw, bootstrap):
         s = secured(settings, bootstrap, protocol, certs[0])
-        from streams.producer import DriftwatchProducer
-        from streams.topics import ensure_topics
+        from streams.wire.producer import DriftwatchProducer
+        from streams.worker.topics import ensure_topics
 
         ensure_topics(s)  # kafka-python admin (and the references topic)
         sdk = DriftwatchProducer(settings=s, linger_ms=10)
@@ -251,11 +251,11 @@ def test_every_kafka_client_honours_the_security_settings(protocol, settings, ce
 @pytest.mark.integration
 def test_worker_runs_end_to_end_over_sasl_ssl(settings, certs, tmp_path):
     """The whole worker (Faust consumer + producer, kafka-python admin, aiokafka references) over SASL_SSL."""
-    from streams.localstack import settings_env
+    from streams.devstack.localstack import settings_env
 
     with secured_broker(tmp_path, tls=certs, users={"svc": PASSWORD}) as (gw, bootstrap):
         s = secured(settings, bootstrap, "SASL_SSL", certs[0])
-        from streams.topics import ensure_topics
+        from streams.worker.topics import ensure_topics
 
         ensure_topics(s)
         traffic = Traffic(s, seed=3)
@@ -278,7 +278,7 @@ def test_worker_runs_end_to_end_over_sasl_ssl(settings, certs, tmp_path):
 
 @pytest.mark.integration
 def test_wrong_password_and_plaintext_client_are_refused(settings, certs, tmp_path):
-    from streams.kafka_admin import TopicError, ensure_topics
+    from streams.broker.admin import TopicError, ensure_topics
 
     with secured_broker(tmp_path, tls=certs, users={"svc": PASSWORD}) as (gw, bootstrap):
         wrong = secured(settings, bootstrap, "SASL_SSL", certs[0], password="not-the-password-91")
@@ -299,8 +299,8 @@ def test_wrong_password_and_plaintext_client_are_refused(settings, certs, tmp_pa
 
 @pytest.mark.integration
 def test_influxdb_username_password(settings, tmp_path):
-    from streams.influx_admin import InfluxAdminError, ensure_database
-    from streams.sinks.influx import InfluxQueryError, InfluxSink, query
+    from streams.influx.admin import InfluxAdminError, ensure_database
+    from streams.influx.sink import InfluxQueryError, InfluxSink, query
 
     from detectors.records import Record
 
@@ -331,8 +331,8 @@ def test_influxdb_username_password(settings, tmp_path):
 
 def test_influxdb_token_and_basic_auth_headers():
     """The token (InfluxDB 2.x v1 API) and user/password spellings; 1.6 has no token auth to test against."""
-    from streams.influx_admin import _headers_auth
-    from streams.sinks.influx import auth_options
+    from streams.influx.admin import _headers_auth
+    from streams.influx.sink import auth_options
 
     tok = Settings(influx_version=2, influx_token="tok-abc")
     assert auth_options(tok) == {"headers": {"Authorization": "Token tok-abc"}}

@@ -11,7 +11,7 @@ from typing import Any
 
 from detectors.records import DRIFT, Record
 from streams.alerts.service import Alerting
-from streams.monitors import parse_monitors
+from streams.worker.monitors import parse_monitors
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]

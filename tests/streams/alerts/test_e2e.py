@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.sinks.influx import query
+from streams.influx.sink import query
 from tests.streams.alerts.helpers import ROOT, SECRET, SECRET_ENV, documented_verify
 from tests.streams.alerts.receiver import Receiver
 
@@ -30,9 +30,9 @@ pytestmark = pytest.mark.integration
 
 
 def monitors_file(tmp_path: Path, receiver: Receiver) -> Path:
-    demo = yaml.safe_load((ROOT / "streams" / "examples" / "demo.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "streams" / "devstack" / "examples" / "demo.yaml").read_text())
     (wine,) = [m for m in demo["models"] if m["model_id"] == "wine"]
-    wine["reference"] = {"file": str(ROOT / "streams" / "examples" / wine["reference"]["file"])}
+    wine["reference"] = {"file": str(ROOT / "streams" / "devstack" / "examples" / wine["reference"]["file"])}
     wine["alerts"] = [
         {"name": "feature_drift", "signal": "drift.drift", "where": {"feature": "*"}, "op": "==", "threshold": 1,
          "for_windows": 2, "summary": "{feature} drifted on {model} v{version} (p={value})"},
@@ -48,7 +48,7 @@ def monitors_file(tmp_path: Path, receiver: Receiver) -> Path:
 
 
 def test_demo_drift_reaches_a_signed_webhook_within_10s_of_the_window_closing(settings, settings_env, tmp_path):
-    from streams.demo import DemoOptions, run_demo
+    from streams.devstack.demo import DemoOptions, run_demo
 
     receiver = Receiver().start()
     monitors = monitors_file(tmp_path, receiver)

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from detectors.records import ALERT, DELIVERY
-from streams.influx_admin import query
-from streams.sinks.influx import InfluxSink
+from streams.influx.admin import query
+from streams.influx.sink import InfluxSink
 from tests.streams.alerts.helpers import SECRET, SECRET_ENV, make_alerting, webhook, window
 from tests.streams.alerts.receiver import Receiver
 

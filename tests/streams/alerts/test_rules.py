@@ -18,7 +18,7 @@ from streams.alerts.rules import (
     parse_duration,
     render_summary,
 )
-from streams.monitors import ConfigError, parse_monitors
+from streams.worker.monitors import ConfigError, parse_monitors
 
 T = 1_700_000_000_000_000_000
 

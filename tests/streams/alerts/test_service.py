@@ -94,7 +94,7 @@ def test_queued_delivery_survives_sigkill(tmp_path):
         import asyncio, sys
         sys.path.insert(0, {str(ROOT)!r})
         from streams.alerts.service import Alerting
-        from streams.monitors import load_monitors
+        from streams.worker.monitors import load_monitors
         from streams.settings import Settings
         from tests.streams.alerts.helpers import window
 

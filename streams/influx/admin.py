@@ -1,0 +1,165 @@
+"""Create and drop driftwatch's InfluxDB database over the v1 HTTP API.
+
+InfluxDB 1.x: ``POST /query`` with ``CREATE DATABASE`` / ``DROP DATABASE`` (both
+idempotent). Credentials: ``influx_username``/``influx_password`` (HTTP basic) or
+``influx_token`` (``Authorization: Token …``, how 2.x's v1 endpoints accept a token).
+
+InfluxDB 2.x (``influx_version=2``) has no ``CREATE DATABASE``: the database is a
+bucket (``influx_bucket`` or ``influx_db``) that 2.7+ maps to a v1 database
+automatically; :func:`ensure_database` creates the bucket in ``influx_org`` with
+influxdb-client's ``BucketsApi`` if it is missing (the compose file's InfluxDB creates
+it at its first start anyway). The local stack runs 1.x; the 2.x requests are checked
+against an emulation of the 2.x API in ``tests/streams/influx/test_influx_v2.py``.
+
+:func:`query` runs one InfluxQL statement and returns the parsed JSON, for tests and
+small tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from detectors.errors import ServiceError
+from streams.settings import Settings
+from streams.influx.sink import InfluxConfigError, database, v2_client, v2_error
+
+
+class InfluxAdminError(ServiceError):
+    """InfluxDB refused or could not be reached; the message says which URL and why."""
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes.
+
+    >>> quote_ident('my "db"')
+    '"my \\\\"db\\\\""'
+    """
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def basic_auth(settings: Settings) -> tuple[str, str] | None:
+    """HTTP basic credentials (1.x user/password) for an httpx client, or None (no user, or a token).
+
+    >>> basic_auth(Settings(influx_username="u", influx_password="p")), basic_auth(Settings(influx_token="t"))
+    (('u', 'p'), None)
+    """
+    if settings.influx_token is not None or not settings.influx_username:
+        return None
+    return settings.influx_username, settings.influx_password.get_secret_value() if settings.influx_password else ""
+
+
+def _headers_auth(settings: Settings) -> tuple[dict[str, str], tuple[str, str] | None]:
+    headers: dict[str, str] = {}
+    if settings.influx_token is not None:
+        headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
+    return headers, basic_auth(settings)
+
+
+def _request(settings: Settings, method: str, path: str, timeout: float = 10.0, **kw: Any) -> httpx.Response:
+    headers, auth = _headers_auth(settings)
+    headers.update(kw.pop("headers", {}))
+    url = settings.influx_url.rstrip("/") + path
+    try:
+        resp = httpx.request(method, url, headers=headers, auth=auth, timeout=timeout, **kw)
+    except httpx.HTTPError as e:
+        raise InfluxAdminError(
+            f"cannot reach InfluxDB at {settings.influx_url} ({type(e).__name__}: {e}): is it running? "
+            "(`driftwatch stack status`; set DRIFTWATCH_INFLUX_URL for another server)"
+        ) from e
+    if resp.status_code >= 300:
+        raise InfluxAdminError(f"InfluxDB {method} {path} answered {resp.status_code}: {resp.text.strip()[:500]}")
+    return resp
+
+
+def query(settings: Settings, influxql: str, db: str | None = None, method: str = "POST") -> dict[str, Any]:
+    """Run one InfluxQL statement via ``/query``; raise on any statement error.
+
+    ``db`` defaults to the v1 database (``influx_db``; on 2.x the bucket). Returns the
+    JSON answer (``{"results": [{"statement_id": 0, "series": [...]}]}``).
+    """
+    params = {"q": influxql, "db": db if db is not None else database(settings), "epoch": "ns"}
+    if method == "GET":
+        resp = _request(settings, "GET", "/query", params=params)
+    else:
+        resp = _request(settings, "POST", "/query", data=params)
+    body = resp.json()
+    for res in body.get("results", []):
+        if "error" in res:
+            raise InfluxAdminError(f"InfluxDB rejected {influxql!r}: {res['error']}")
+    if "error" in body:
+        raise InfluxAdminError(f"InfluxDB rejected {influxql!r}: {body['error']}")
+    return body
+
+
+def ensure_database(settings: Settings, name: str | None = None) -> str:
+    """Create the database (1.x) or bucket (2.x) if missing; return its name. Idempotent."""
+    db = name or settings.influx_db
+    if settings.influx_version == 2:
+        return _ensure_bucket(settings, settings.influx_bucket or db)
+    query(settings, f"CREATE DATABASE {quote_ident(db)}", db="")
+    return db
+
+
+def drop_database(settings: Settings, name: str | None = None) -> None:
+    """Drop the database (1.x) or delete the bucket (2.x); missing is fine."""
+    db = name or settings.influx_db
+    if settings.influx_version == 2:
+        _drop_bucket(settings, settings.influx_bucket or db)
+        return
+    query(settings, f"DROP DATABASE {quote_ident(db)}", db="")
+
+
+def list_databases(settings: Settings) -> list[str]:
+    """Names of the databases the server has (1.x: ``SHOW DATABASES``)."""
+    body = query(settings, "SHOW DATABASES", db="", method="GET")
+    series = body["results"][0].get("series") or []
+    return [row[0] for s in series for row in s.get("values") or []]
+
+
+# ----------------------------------------------------------------------- 2.x buckets
+
+
+@contextlib.contextmanager
+def _buckets_api(settings: Settings, what: str) -> Iterator[Any]:
+    """influxdb-client's ``BucketsApi``, its errors turned into :class:`InfluxAdminError`."""
+    import urllib3
+    from influxdb_client.client.exceptions import InfluxDBError
+
+    try:
+        client = v2_client(settings)
+    except InfluxConfigError as e:
+        raise InfluxAdminError(str(e)) from None
+    try:
+        with client:
+            yield client.buckets_api()
+    except (InfluxDBError, urllib3.exceptions.HTTPError, OSError) as e:
+        err = v2_error(e)
+        if isinstance(err, tuple):
+            raise InfluxAdminError(f"InfluxDB at {settings.influx_url}: {what} answered {err[0]}: {err[1]}") from None
+        if type(e) is InfluxDBError:  # the client's own verdict, e.g. the organisation does not exist
+            raise InfluxAdminError(f"InfluxDB at {settings.influx_url}: {what}: {e.message}") from None
+        raise InfluxAdminError(f"cannot reach InfluxDB at {settings.influx_url} ({err}): is it running? "
+                               "(set DRIFTWATCH_INFLUX_URL for another server)") from None
+
+
+def _find_bucket(api: Any, settings: Settings, bucket: str) -> Any | None:
+    found = api.find_buckets(name=bucket, org=settings.influx_org).buckets or []
+    return found[0] if found else None
+
+
+def _ensure_bucket(settings: Settings, bucket: str) -> str:
+    with _buckets_api(settings, f"ensure bucket {bucket!r}") as api:
+        if _find_bucket(api, settings, bucket) is None:
+            api.create_bucket(bucket_name=bucket, org=settings.influx_org)  # retention: infinite (docs/influxdb.md)
+    return bucket
+
+
+def _drop_bucket(settings: Settings, bucket: str) -> None:
+    with _buckets_api(settings, f"delete bucket {bucket!r}") as api:
+        found = _find_bucket(api, settings, bucket)
+        if found is not None:
+            api.delete_bucket(found)

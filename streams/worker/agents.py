@@ -1,0 +1,244 @@
+"""Faust agents: the thin layer between Faust and :class:`streams.worker.pipeline.Pipeline`.
+
+* ``inferences`` and ``labels`` agents read their topic with
+  ``stream.take_events(batch, within)``: one call per batch of messages, all
+  per-event work is numpy inside the pipeline (Faust costs ~150 µs per
+  message; the SDK packs ~1000 events into one).
+* Manual acks: ``take_events`` acks every event it yielded; the agent takes an
+  extra reference on each message first (``message.incref()``), so the message
+  stays un-acked until the pipeline's :class:`~streams.worker.pipeline.AckTracker`
+  calls ``event.ack()`` — after the window results that depend on it are
+  written. Faust then commits the offsets.
+* A 1 s timer closes idle windows; another logs throughput every 30 s.
+* On rebalance the pipeline forgets the revoked partitions; Faust re-reads the
+  new assignment from the committed offsets and the pipeline rebuilds its
+  windows from the checkpoints (see :mod:`streams.worker.pipeline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
+from streams.worker.decode import RawMessage
+from streams.worker.detector_process import DetectorProcess
+from streams.worker.monitors import MonitorsConfig
+from streams.worker.pipeline import CheckpointSource, Pipeline
+from streams.worker.references import ReferenceStore
+from streams.settings import Settings
+from streams.influx.sink import InfluxSink
+from streams.worker.topics import Topics, TopicWatch
+
+log = logging.getLogger(__name__)
+
+
+def raw_message(event: Any) -> RawMessage:
+    m = event.message
+    ts = m.timestamp
+    return RawMessage(m.value, m.key, m.topic, m.partition, m.offset, int(ts * 1000) if ts else None)
+
+
+class Runtime:
+    """Everything one worker process holds: sink, pipeline, and their wiring into ``app``."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        monitors: MonitorsConfig,
+        topics: Topics,
+        *,
+        batch: int = 200,
+        within: float = 0.2,
+        stats_every: float = 30.0,
+        evaluator: Any = "default",
+        recreate_topics: bool = True,
+        topic_watch_every: float = 2.0,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.batch = batch
+        self.within = within
+        self.sink = InfluxSink(settings)
+        self.references = ReferenceStore(settings)
+        self.alerting = None
+        if any(m.alerts for m in monitors.models):
+            from streams.alerts import Alerting
+
+            self.alerting = Alerting(monitors, settings, write_records=self.sink.submit)
+
+        # dead letters of a batch go out as one record batch per partition on their own producer
+        self.deadletter_sender = KafkaBatchSender(settings)
+        # the broker lost its topics (in-memory broker restarted): recreate them with the configured partitions
+        self.topic_watch = TopicWatch(settings, topic_watch_every, recreate=recreate_topics)
+        if evaluator == "default" and settings.detector_process:
+            from streams.worker.labels import online_cache_dir
+
+            evaluator = DetectorProcess(str(online_cache_dir(settings.state_dir)))
+        self.pipeline = Pipeline(
+            settings,
+            monitors,
+            sink=self.sink,
+            deadletters=DeadLetterPublisher(send_batch=self.deadletter_sender),
+            ack=lambda event: event.ack(),
+            references=self.references,
+            checkpoints=CheckpointSource(settings, lambda: self.sink.client),
+            committed=self._committed,
+            end_offset=self._end_offset,
+            evaluator=evaluator,
+            label_hook=_label_hook(monitors, settings),
+            alerting=self.alerting,
+        )
+        self._last_stats = (time.monotonic(), 0, 0)
+        self.stale = 0  # events dropped because they were fetched before a rebalance
+        self._register(stats_every)
+
+    def _committed(self, topic: str, partition: int) -> int | None:
+        try:
+            return self.app.consumer._committed_offset.get(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - a Faust internal: no answer means "do not trust checkpoints"
+            log.debug("no committed offset known for %s[%d]", topic, partition, exc_info=True)
+            return None
+
+    def _end_offset(self, topic: str, partition: int) -> int | None:
+        """The partition's end offset as of the last fetch (None if unknown): evidence of a broker that lost
+        its state (:meth:`streams.worker.pipeline.Pipeline._report_untrusted`)."""
+        try:
+            end = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - a Faust internal: no answer means "unknown"
+            log.debug("no end offset known for %s[%d]", topic, partition, exc_info=True)
+            return None
+        return None if end is None or end < 0 else int(end)
+
+    async def handle(self, events: list) -> None:
+        """One batch of Faust events into the pipeline (the events are acked by the pipeline).
+
+        Events fetched before a rebalance (older consumer generation, or a partition
+        no longer assigned) are left alone: never processed and never acked — the
+        partition's owner reads them again from the committed offset.
+        """
+        gen = self.app.consumer_generation_id
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - consumer not started: nothing is assigned
+            log.debug("no partition assignment yet", exc_info=True)
+            assigned = set()
+        msgs, live = [], []
+        for e in events:
+            m = e.message
+            m.incref()  # take_events acks on its own after the batch: keep one reference for us
+            if (m.generation_id is not None and m.generation_id != gen) or m.tp not in assigned:
+                self.stale += 1
+                continue
+            msgs.append(raw_message(e))
+            live.append(e)
+        if msgs:
+            try:
+                await self.pipeline.process(msgs, live)
+            except Exception as exc:  # noqa: BLE001
+                # at-least-once: stop rather than skip a batch; the restarted worker re-reads it
+                log.critical("processing failed, stopping the worker (it resumes from the committed offsets): %r",
+                             exc, exc_info=True)
+                await self.app.crash(exc)
+                raise
+
+    def _register(self, stats_every: float) -> None:
+        app, rt = self.app, self
+
+        @app.agent(self.topics.inferences, name="driftwatch-inferences")
+        async def inferences(stream):
+            async for events in stream.take_events(rt.batch, within=rt.within):
+                await rt.handle(events)
+
+        @app.agent(self.topics.labels, name="driftwatch-labels")
+        async def labels(stream):
+            async for events in stream.take_events(rt.batch, within=rt.within):
+                await rt.handle(events)
+
+        if rt.alerting is not None:
+            @app.task
+            async def start_alerting():  # delivery queues (rows left by a previous run go first)
+                await rt.alerting.start()
+
+        @app.task
+        async def watch_topics():
+            await rt.topic_watch.run()
+
+        @app.task
+        async def watch_references():  # references set/reset by `driftwatch reference` apply without a restart
+            await rt.pipeline.watch_references()
+
+        @app.timer(interval=1.0, name="driftwatch-idle-close")
+        async def idle_close():
+            await rt.pipeline.tick()
+
+        if rt.pipeline.label_hook is not None:
+            @app.timer(interval=1.0, name="driftwatch-label-snapshots")
+            async def label_snapshots():  # label results within ~1 s; the join survives a restart (streams/worker/labels.py)
+                await rt.pipeline.flush_labels()
+                await rt.pipeline.label_hook.snapshot_if_due()
+
+        @app.timer(interval=stats_every, name="driftwatch-stats")
+        async def stats():
+            rt.log_stats()
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app, revoked, **kwargs):  # noqa: ARG001
+            rt.pipeline.forget((tp.topic, tp.partition) for tp in revoked)
+            if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
+                async with rt.pipeline.lock:
+                    await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
+
+        @app.on_before_shutdown.connect
+        async def on_shutdown(app, **kwargs):  # noqa: ARG001
+            if rt.alerting is not None:
+                await rt.alerting.stop()
+            try:  # dead letters still waiting for their flush (else their messages are simply read again)
+                await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
+            except Exception as e:  # noqa: BLE001
+                log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
+            if rt.pipeline.label_hook is not None:
+                try:  # label results not yet written, then the last label-join snapshot
+                    await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
+                try:  # the last label-join snapshot: a SIGTERM loses no waiting prediction
+                    await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("label-join state not saved at shutdown (%r)", e)
+            await rt.sink.stop(timeout=5.0)
+            await rt.deadletter_sender.stop()
+            await rt.references.close()
+            if isinstance(rt.pipeline.evaluator, DetectorProcess):
+                rt.pipeline.evaluator.close()
+
+        self.agents = (inferences, labels)
+
+    def log_stats(self) -> None:
+        s = self.pipeline.stats
+        now = time.monotonic()
+        t0, ev0, w0 = self._last_stats
+        dt = max(now - t0, 1e-9)
+        self._last_stats = (now, s.events, s.windows)
+        log.info(
+            "%.0f events/s, %d windows (+%d), %d events windowed, %d dead-lettered (by reason and model: %s), %d late, "
+            "%d events in open windows, %d messages un-acked, %d points queued for InfluxDB",
+            (s.events - ev0) / dt, s.windows, s.windows - w0, s.windowed_events, s.dead_events,
+            self.pipeline.deadletters.summary(), s.late_events, self.pipeline.open_events(),
+            self.pipeline.pending_messages(), self.sink.pending_points,
+        )
+
+
+def _label_hook(monitors: MonitorsConfig, settings: Settings):
+    try:
+        from streams.worker.labels import LabelHook
+    except ImportError:
+        return None
+    return LabelHook(monitors, settings)

@@ -1,0 +1,951 @@
+"""Delayed labels: the worker's bridge to :mod:`detectors.concept` and :mod:`detectors.performance`.
+
+The pipeline calls three hooks:
+
+* :meth:`LabelHook.on_predictions` with every decoded frame of inferences:
+  the predictions wait in the model's :class:`~detectors.concept.LabelJoin`
+  (bounded by ``labels.max_pending``, expiring after ``labels.ttl_seconds``);
+* :meth:`LabelHook.on_labels` with every decoded batch of labels (topic
+  ``Settings.topic_labels``, key = model id, co-partitioned with the
+  inferences so a model's predictions and labels meet in the same worker);
+* :meth:`LabelHook.on_window` when a window of the model closes: the rows
+  joined since the previous window become realized ``dw_performance`` points
+  (accuracy, F1, … or MAE, RMSE …, with label delays), the join's counters
+  a ``metric=label_join`` point, and the error-stream detector a
+  ``metric=error_stream, detector=fet_online`` point, all at the window's time.
+
+**Concept drift on the error stream** (``labels.online``, on by default for a
+model with labels): every joined label gives one 0/1 error (wrong class; for
+regression ``|error|`` above ``error_threshold`` or the reference's
+``error_quantile`` quantile), fed in label-arrival order to
+:class:`detectors.concept.ErrorStreamMonitor` (``FETOnline``: a *rise* in the
+error rate, ERT counted in joined labels). Its reference is the error stream of
+the model's first ``reference_size`` joined labels (the reference *window* has
+no labels, so that is the only labelled reference there is). Calibration
+(~1–4 s, once per reference size and count of errors; cached under
+``<state_dir>/cache/online``) runs on a thread; errors wait for it in a bounded
+buffer. Alert on it with ``signal: performance.drift`` and ``where: {detector:
+fet_online}``.
+
+**Surviving a restart.** With a state dir (the worker's ``Settings.state_dir``),
+each model's state — pending predictions (event id, event time, predicted label,
+probabilities, value), labels waiting for their prediction, recently finished ids,
+the join's counters, the rows joined but not yet reported, and the error-stream
+detector (reference, run) — is written to ``<state_dir>/labels/labels.sqlite3``
+(one row per model, columnar NPZ, no pickle) every ``snapshot_every`` seconds
+when it changed, by :meth:`LabelHook.snapshot_if_due` (a 1 s timer of the
+worker) and at shutdown (:meth:`LabelHook.close`). A restarted worker restores a
+model's state when it first sees the model, expiring what outlived its TTL.
+Predictions and labels read again from Kafka after the restart (their offsets
+were not yet committed) that the restored state already held are counted as
+``replayed_predictions`` / ``replayed_labels``, not twice.
+
+What a crash can lose: after SIGKILL, what changed since the last snapshot
+(at most ``snapshot_every`` seconds, 5 by default): labels consumed in that
+interval (their offsets are committed within about a second) and predictions
+of windows written in that interval are not in the restored state, so those
+labels' predictions never join (counted as expired). Predictions not yet in a
+written window are read again from Kafka, so they are never lost. After
+SIGTERM, nothing (the shutdown writes a last snapshot).
+
+Several workers: the file belongs to a state dir. A worker restores only what
+a worker with the same state dir saved; when a model's partition moves to a worker
+with another state dir, its waiting predictions are lost there (their labels
+count as unmatched), as for alert state (docs/scale-out.md).
+
+Memory: a join holds every prediction until its label comes or it expires
+(up to ``labels.max_pending`` per model, ~200 bytes each). So a model whose
+config has no ``labels:`` section starts joining only when its first label
+arrives (labels for predictions made before that count as unmatched); a model
+with an explicit ``labels:`` section joins from its first prediction.
+
+Limits (documented in docs/worker.md): labels carry no model version, so with
+several versions live at once the joined rows are reported on the version whose
+window closes next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import copy
+import importlib
+import io
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors.frame import Frame
+from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, T_MODEL, T_VERSION, Record
+from streams.worker.decode import LabelPart, StreamKey
+from streams.worker.monitors import MonitorsConfig
+from streams.worker.references import json_column, object_column
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_SECONDS = 5.0
+"""Default interval of the label-join snapshots (what a SIGKILL can lose at most)."""
+KEEP_WINDOWS = 1000
+"""Windows per model whose label-derived results are kept (a label for an older window's prediction is dropped)."""
+ERROR_STREAM_METRIC = "error_stream"
+FET_DETECTOR = "fet_online"
+_FORMAT = 2
+_FORMATS = (1, 2)  # 1: before the results per window (its accumulator is ignored)
+
+
+def labels_path(state_dir: Path | str) -> Path:
+    """``<state_dir>/labels/labels.sqlite3``: the label-join snapshots."""
+    return Path(state_dir) / "labels" / "labels.sqlite3"
+
+
+
+class DaemonExecutor:
+    """Runs submitted calls one after another on a daemon thread; ``submit`` returns a Future.
+
+    Why not a ``ThreadPoolExecutor``: Python joins every pool thread at exit, even after
+    ``shutdown(wait=False)``, so a worker stopped (SIGTERM) while the error-stream detector
+    calibrates — a simulation of many seconds — sat 20 s and more after "Closing event loop".
+    A calibration cut short is only redone (it is cached once complete).
+
+    >>> ex = DaemonExecutor("demo")
+    >>> ex.submit(sum, [1, 2]).result(5)
+    3
+    >>> ex.shutdown()
+    """
+
+    def __init__(self, name: str) -> None:
+        import queue
+
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fut, fn, args, kwargs = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+                fut.set_exception(e)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        if self._closed:
+            raise RuntimeError("cannot submit after shutdown")
+        fut: Future = Future()
+        self._jobs.put((fut, fn, args, kwargs))
+        return fut
+
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:  # noqa: ARG002 - as the pool's
+        """No new calls; the thread ends after the current one (or with the process: it never holds up exit)."""
+        import queue
+
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        self._jobs.put(None)
+
+def online_cache_dir(state_dir: Path | str) -> Path:
+    """``<state_dir>/cache/online``: calibrated thresholds of the online detectors (one ``.npz`` each)."""
+    return Path(state_dir) / "cache" / "online"
+
+
+# ----------------------------------------------------------------------------- results per window
+
+
+@dataclass
+class WindowResult:
+    """Label-derived results of one window of predictions, rewritten as its labels arrive.
+
+    ``acc``: realized performance of the window's predictions joined so far;
+    ``errors``: the error-stream detector's fields over their errors (merged across
+    feeds, :func:`merge_error_fields`). ``changed`` counts changes; ``submitted`` /
+    ``written`` the change count last handed to / confirmed by InfluxDB: the window is
+    written again until ``written == changed`` (nothing is lost while InfluxDB is down,
+    nor by a crash: these counters are in the snapshot).
+    """
+
+    version: str
+    time_ns: int
+    end_time: float
+    acc: Any = None  # detectors.performance.PerformanceAccumulator
+    errors: dict[str, Any] | None = None
+    changed: int = 0
+    submitted: int = 0
+    written: int = 0
+
+
+_SUM = ("n", "n_detections", "n_dropped")
+_TIMING = ("n_buffered",)  # how many errors waited in the monitor's buffer depends on the timing: not written
+_MAX = ("drift", "statistic")
+
+
+def merge_error_fields(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The error-stream fields of one window fed in several pieces (counts add up, the first detection stays).
+
+    >>> merge_error_fields({"n": 10, "error_rate": 0.1, "drift": 0}, {"n": 30, "error_rate": 0.5, "drift": 1})
+    {'n': 40, 'error_rate': 0.4, 'drift': 1}
+    """
+    new = {k: v for k, v in new.items() if k not in _TIMING}
+    if old is None:
+        return new
+    out = {**old, **{k: v for k, v in new.items() if k not in _SUM + _MAX + ("error_rate",)}}
+    for k in _SUM:
+        if k in old or k in new:
+            out[k] = old.get(k, 0) + new.get(k, 0)
+    for k in _MAX:
+        if k in old or k in new:
+            out[k] = max(old.get(k, -math.inf), new.get(k, -math.inf))
+    n_old, n_new = old.get("n", 0), new.get("n", 0)
+    if n_old + n_new:
+        out["error_rate"] = (old.get("error_rate", 0.0) * n_old + new.get("error_rate", 0.0) * n_new) / (n_old + n_new)
+    if "first_detection_time" in old:  # the first detection (and the threshold it crossed) stay
+        for k in ("first_detection_time", "first_detection_event_time", "threshold"):
+            if k in old:
+                out[k] = old[k]
+    return out
+
+
+class LabelResults:
+    """Records of label-derived results, and what to mark written once InfluxDB confirmed them."""
+
+    def __init__(self, records: list[Record] | None = None, marks: list[tuple[WindowResult, int]] | None = None,
+                 sent: dict[str, Any] | None = None):
+        self.records = records or []
+        self.marks = marks or []
+        self.unsent: list[str] = []  # models whose join counters are in the records
+        self._sent = sent  # LabelHook._join_sent: forgotten for those models if the write fails
+
+    def confirm(self) -> None:
+        """InfluxDB has the records: their windows are written up to the submitted change."""
+        for res, gen in self.marks:
+            res.written = max(res.written, gen)
+
+    def failed(self) -> None:
+        """Not written: submit these windows again at the next flush."""
+        for res, gen in self.marks:
+            if res.submitted == gen:
+                res.submitted = res.written
+        if self._sent is not None:
+            for m in self.unsent:
+                self._sent.pop(m, None)
+
+
+@dataclass
+class ModelResults:
+    """One model's closed windows (by end event time) and the joined rows not yet attributed to one."""
+
+    ends: list[float] = field(default_factory=list)  # sorted window end event times
+    keys: list[tuple[str, int]] = field(default_factory=list)  # (version, time_ns) per end
+    results: dict[tuple[str, int], WindowResult] = field(default_factory=dict)
+    waiting: list[Any] = field(default_factory=list)  # detectors.concept.Joined, in join order
+    calibrating: tuple[str, int] | None = None  # window whose errors wait in the monitor's calibration buffer
+    floor: float = -math.inf  # end of the newest window no longer kept: older rows are dropped
+    dropped: int = 0  # joined rows of windows no longer kept
+
+    def add_window(self, version: str, time_ns: int, end_time: float, keep: int) -> None:
+        key = (version, int(time_ns))
+        if key in self.results:
+            return  # replayed after a restart
+        i = bisect.bisect_right(self.ends, end_time)
+        self.ends.insert(i, float(end_time))
+        self.keys.insert(i, key)
+        self.results[key] = WindowResult(version, int(time_ns), float(end_time))
+        while len(self.ends) > keep:  # the oldest windows no longer take rows (docs/worker.md)
+            self.keys.pop(0)
+            self.floor = max(self.floor, self.ends.pop(0))
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget the results of windows no longer kept once they are written."""
+        live = set(self.keys)
+        for k in [k for k, r in self.results.items() if k not in live and r.written >= r.changed]:
+            del self.results[k]
+
+    def attributable(self, event_time: np.ndarray) -> tuple[np.ndarray, int]:
+        """Window index of each row (-1: before the kept windows), and how many leading rows have a
+        closed window (the rest wait: rows are attributed in join order, see LabelHook)."""
+        idx = np.searchsorted(np.asarray(self.ends), event_time, side="left")
+        beyond = np.flatnonzero(idx >= len(self.ends))
+        n = int(beyond[0]) if beyond.size else int(event_time.shape[0])
+        idx = np.where(event_time <= self.floor, -1, idx)
+        return idx[:n], n
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _encode_results(mr: ModelResults | None, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """A model's window results and waiting joined rows into ``meta`` / ``arrays`` (see :func:`encode_state`)."""
+    if mr is None:
+        return
+    results = []
+    for i, res in enumerate(mr.results.values()):
+        item = {"version": res.version, "time_ns": res.time_ns, "end_time": res.end_time, "errors": res.errors,
+                "changed": res.changed, "written": res.written, "acc": None}
+        if res.acc is not None:
+            item["acc"], acc_arrays = res.acc.state()
+            arrays.update({f"res{i}.{k}": v for k, v in acc_arrays.items()})
+        results.append(item)
+    meta["results"] = {"ends": mr.ends, "keys": [list(k) for k in mr.keys], "items": results,
+                       "calibrating": list(mr.calibrating) if mr.calibrating else None,
+                       "floor": mr.floor if math.isfinite(mr.floor) else None, "dropped": mr.dropped}
+    if mr.waiting:
+        from detectors.concept import Joined
+
+        rows = Joined.concat(mr.waiting)
+        meta["waiting_classes"] = list(rows.classes)
+        for name in ("event_id", "label", "pred_label"):
+            col = getattr(rows, name)
+            if col is not None:
+                arrays[f"w.{name}.json"] = json_column(col)
+        for name in ("event_time", "label_time", "pred_proba", "pred_value"):
+            col = getattr(rows, name)
+            if col is not None:
+                arrays[f"w.{name}"] = np.asarray(col, dtype=np.float64)
+
+
+def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelResults | None:
+    from detectors.concept import Joined
+    from detectors.performance import PerformanceAccumulator
+
+    r = meta.get("results")
+    if r is None:
+        return None
+    mr = ModelResults(ends=[float(e) for e in r["ends"]], keys=[(str(v), int(t)) for v, t in r["keys"]],
+                      calibrating=tuple(r["calibrating"]) if r["calibrating"] else None,
+                      floor=-math.inf if r["floor"] is None else float(r["floor"]), dropped=int(r["dropped"]))
+    for i, item in enumerate(r["items"]):
+        acc = None
+        if item["acc"] is not None:
+            acc = PerformanceAccumulator.from_state(item["acc"], {k: data[f"res{i}.{k}"] for k in ("confusion", "delays")})
+        # submitted = written: what InfluxDB may not have is written again
+        res = WindowResult(item["version"], int(item["time_ns"]), float(item["end_time"]), acc, item["errors"],
+                           int(item["changed"]), int(item["written"]), int(item["written"]))
+        mr.results[(res.version, res.time_ns)] = res
+    if "w.event_id.json" in data:
+        def obj(name):
+            return object_column(data[f"w.{name}.json"]) if f"w.{name}.json" in data else None
+
+        mr.waiting = [Joined(obj("event_id"), data["w.event_time"], data["w.label_time"], obj("label"), obj("pred_label"),
+                             data.get("w.pred_proba"), data.get("w.pred_value"), tuple(meta.get("waiting_classes", ())))]
+    return mr
+
+
+def encode_state(snap, results: ModelResults | None, monitor_state: dict[str, np.ndarray] | None,
+                 clock: float, offsets: dict[tuple[str, int], int] | None = None) -> bytes:
+    """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON)."""
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"format": _FORMAT, "clock": clock, "classes": list(snap.classes), "has": snap.has,
+                            "stats": snap.stats.as_fields(),
+                            "label_clock": snap.label_clock if math.isfinite(snap.label_clock) else None,
+                            "offsets": [[t, p, o] for (t, p), o in sorted((offsets or {}).items())]}
+    for prefix, cols in (("p.", snap.predictions), ("l.", snap.labels)):
+        for name, col in cols.items():
+            if col.dtype == object:
+                arrays[f"{prefix}{name}.json"] = json_column(col)
+            else:
+                arrays[f"{prefix}{name}"] = col
+    arrays["tomb.ids.json"] = json_column(snap.tomb_ids)
+    arrays["tomb.reasons"] = snap.tomb_reasons.astype(np.int8)
+    _encode_results(results, meta, arrays)
+    if monitor_state is not None:
+        meta["monitor"] = sorted(monitor_state)
+        for k, v in monitor_state.items():
+            arrays[f"mon.{k}"] = np.asarray(v)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # ids and floats compress poorly; speed matters more here
+    return buf.getvalue()
+
+
+def decode_state(blob: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_state`: ``snapshot`` (a JoinSnapshot), ``results``, ``monitor``, ``clock``."""
+    from detectors.concept import JoinSnapshot, JoinStats
+
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(data.pop("meta")).decode())
+    if meta.get("format") not in _FORMATS:
+        raise ValueError(f"unknown label-state format {meta.get('format')!r}")
+    cols: dict[str, dict[str, np.ndarray]] = {"p.": {}, "l.": {}}
+    for k, v in data.items():
+        for prefix in cols:
+            if k.startswith(prefix):
+                name = k[len(prefix):]
+                if name.endswith(".json"):
+                    cols[prefix][name[:-5]] = object_column(v)
+                else:
+                    cols[prefix][name] = v
+    stats = JoinStats(**{k: v for k, v in meta["stats"].items() if k in JoinStats.__dataclass_fields__})
+    snap = JoinSnapshot.from_arrays(cols["p."], cols["l."], object_column(data["tomb.ids.json"]),
+                                    data["tomb.reasons"].astype(np.int64), tuple(meta["classes"]), dict(meta["has"]),
+                                    stats, -math.inf if meta.get("label_clock") is None else meta["label_clock"])
+    monitor = {k: data[f"mon.{k}"] for k in meta["monitor"]} if "monitor" in meta else None
+    offsets = {(str(t), int(p)): int(o) for t, p, o in meta.get("offsets", [])}
+    return {"snapshot": snap, "results": _decode_results(meta, data), "monitor": monitor, "clock": float(meta["clock"]),
+            "offsets": offsets}
+
+
+class LabelStore:
+    """The SQLite file of label-join snapshots: one row per model (see module docstring)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")  # a reader never sees a half-written snapshot
+            conn.execute("CREATE TABLE IF NOT EXISTS label_state (model TEXT PRIMARY KEY, saved_at REAL NOT NULL,"
+                         " clock REAL NOT NULL, pending INTEGER NOT NULL, state BLOB NOT NULL)")
+            self._conn = conn
+        return self._conn
+
+    def save(self, rows: list[tuple[str, float, int, bytes]]) -> None:
+        """Replace the saved state of these models in one transaction: ``(model, clock, pending, blob)``."""
+        with self._lock:
+            db = self._db()
+            now = time.time()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO label_state (model, saved_at, clock, pending, state)"
+                               " VALUES (?, ?, ?, ?, ?)", [(m, now, c, p, b) for m, c, p, b in rows])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def load(self, model: str) -> tuple[float, bytes] | None:
+        """``(saved_at, state)`` of a model, or None."""
+        with self._lock:
+            row = self._db().execute("SELECT saved_at, state FROM label_state WHERE model = ?", (model,)).fetchone()
+        return None if row is None else (float(row[0]), bytes(row[1]))
+
+    def models(self) -> dict[str, tuple[float, int]]:
+        """Saved models: ``model -> (saved_at, pending predictions)``."""
+        with self._lock:
+            rows = self._db().execute("SELECT model, saved_at, pending FROM label_state").fetchall()
+        return {m: (float(t), int(p)) for m, t, p in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+# ----------------------------------------------------------------------------- the hook
+
+
+class LabelHook:
+    """Label join + realized performance + error-stream detection per model (see module docstring).
+
+    ``settings``: takes ``state_dir`` from it (snapshots and the threshold cache);
+    without one (or ``state_dir``) nothing is persisted and calibrations are not
+    cached. ``background``: calibrate the error-stream detector on a thread.
+    """
+
+    def __init__(self, monitors: MonitorsConfig, settings=None, *, state_dir: Path | str | None = None,
+                 snapshot_every: float = SNAPSHOT_SECONDS, cache_dir: Path | str | None = None,
+                 background: bool = True, clock=time.monotonic) -> None:
+        importlib.import_module("detectors.concept")  # fail early: the worker then runs without labels
+
+        self.models = {m.model_id: m for m in monitors.models}
+        #: models whose predictions are held from the start (their config has a ``labels:`` section)
+        self.eager = {m.model_id for m in monitors.models if "labels" in m.model_fields_set}
+        if state_dir is None and settings is not None:
+            state_dir = settings.state_dir
+        self.store = LabelStore(labels_path(state_dir)) if state_dir is not None else None
+        self.cache_dir = cache_dir if cache_dir is not None else (
+            online_cache_dir(state_dir) if state_dir is not None else None)
+        self.snapshot_every = float(snapshot_every)
+        self.clock = clock
+        self._joins: dict[str, object] = {}
+        self._res: dict[str, ModelResults] = {}
+        self._offsets: dict[str, dict[tuple[str, int], int]] = {}  # model -> (topic, partition) -> last offset fed
+        self._fed: list[tuple[str, int, np.ndarray]] = []
+        self._join_sent: dict[str, dict[str, int]] = {}  # model -> the join counters last written
+        self._since_window: dict[str, set[tuple[str, int]]] = {}  # model -> windows the timer wrote since
+        self._held: list[tuple[Any, np.ndarray]] = []  # (AckTracker, offsets) released by the next snapshot
+        self.keep_windows = KEEP_WINDOWS
+        self._mon: dict[str, object] = {}
+        self._cal_rows: dict[str, object] = {}  # model -> CalibrationCollector (CBPE's labelled reference)
+        self._ref_cal: dict[str, object] = {}  # model -> the Calibration of its labelled reference file
+        self._now: dict[str, float] = {}
+        self._seen: set[str] = set()  # models whose saved state was looked for
+        self._dirty: set[str] = set()
+        self._last_snapshot = clock()
+        self._writing = False
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="label-snapshots") if self.store is not None else None
+        self._calib = DaemonExecutor("error-stream-calibration") if background else None
+        self.restored: dict[str, int] = {}  # model -> predictions restored (introspection, logs)
+
+    # -- state ----------------------------------------------------------------------
+    def _new_join(self, model_id: str):
+        from detectors.concept import LabelJoin
+
+        cfg = self.models[model_id].labels
+        return LabelJoin(ttl_seconds=cfg.ttl_seconds, max_pending=cfg.max_pending, align=True)
+
+    def _ensure(self, model_id: str) -> None:
+        """First sight of a model: restore its saved state, if any."""
+        if model_id in self._seen:
+            return
+        self._seen.add(model_id)
+        if self.store is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            got = self.store.load(model_id)
+            if got is None:
+                return
+            saved_at, blob = got
+            st = decode_state(blob)
+            join = self._new_join(model_id)
+            n = join.restore(st["snapshot"], now=st["clock"])
+        except Exception:  # noqa: BLE001 - a damaged snapshot must not stop the worker: start empty
+            log.exception("the saved label-join state of %s is unusable; starting with an empty join", model_id)
+            return
+        self._joins[model_id] = join
+        self._now[model_id] = max(self._now.get(model_id, -math.inf), st["clock"])
+        if st["results"] is not None:
+            self._res[model_id] = st["results"]
+        self._offsets[model_id] = dict(st["offsets"])
+        if st["monitor"] is not None:
+            mon = self._monitor(model_id)
+            if mon is not None:
+                mon.restore(st["monitor"])
+        self.restored[model_id] = n
+        s = join.stats
+        log.info("%s: label join restored from %s (saved %.0f s ago): %d predictions and %d labels waiting, "
+                 "%d expired on restore; %.0f ms", model_id, self.store.path, time.time() - saved_at, n,
+                 s.pending_labels, s.expired - st["snapshot"].stats.expired, 1e3 * (time.perf_counter() - t0))
+
+    def _join(self, model_id: str):
+        j = self._joins.get(model_id)
+        if j is None:
+            j = self._joins[model_id] = self._new_join(model_id)
+        return j
+
+    def _monitor(self, model_id: str):
+        mon = self._mon.get(model_id)
+        if mon is None:
+            cfg = self.models[model_id]
+            spec = cfg.labels.online
+            if not spec.enabled:
+                return None
+            from detectors.concept import ErrorStreamMonitor
+
+            mon = self._mon[model_id] = ErrorStreamMonitor.from_spec(
+                spec, cfg.task, cache_dir=self.cache_dir, submit=None if self._calib is None else self._calib.submit)
+        return mon
+
+    def _add(self, model_id: str, rows) -> None:
+        """Joined rows wait (in join order) to be attributed to their prediction's window (:meth:`_drain`)."""
+        if len(rows):
+            self._res_of(model_id).waiting.append(rows)
+
+    def _res_of(self, model_id: str) -> ModelResults:
+        r = self._res.get(model_id)
+        if r is None:
+            r = self._res[model_id] = ModelResults()
+        return r
+
+    def _drain(self, model_id: str) -> None:
+        """Attribute the waiting joined rows to the closed windows of their predictions, in join order.
+
+        Each row goes to the first closed window whose end event time is at or after its
+        prediction's event time; rows after the first one whose window has not closed yet
+        wait, and so do all rows while the error-stream detector calibrates on its thread:
+        the detector sees the errors in join order, each window gets the same rows and the
+        same verdict whatever the timing (live, a backlog, a restart).
+        """
+        from detectors.concept import Joined
+
+        mr = self._res.get(model_id)
+        if mr is None or not mr.ends:
+            return
+        mon = self._monitor(model_id)
+        if mon is not None and mr.calibrating is not None:
+            if not mon.ready:
+                return
+            key, mr.calibrating = mr.calibrating, None  # the buffered errors ran: they belong to that window
+            res = mr.results.get(key)
+            if res is not None:
+                res.errors = merge_error_fields(res.errors, mon.window_fields())
+                res.changed += 1
+        if not mr.waiting:
+            return
+        rows = Joined.concat(mr.waiting) if len(mr.waiting) > 1 else mr.waiting[0]
+        idx, n = mr.attributable(rows.event_time)
+        if n == 0:
+            mr.waiting = [rows]
+            return
+        # runs of rows of the same window, in join order
+        cuts = np.flatnonzero(np.diff(idx)) + 1
+        starts = np.concatenate([[0], cuts]).astype(np.int64)
+        stops = np.concatenate([cuts, [n]]).astype(np.int64)
+        done = 0
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            done = b
+            if idx[a] < 0:
+                mr.dropped += b - a
+                continue
+            res = mr.results[mr.keys[int(idx[a])]]
+            part = rows.take(np.arange(a, b))
+            self._accumulate(model_id, res, part)
+            if mon is not None:
+                try:
+                    mon.add(part)
+                    if mon.phase == "calibrating" and not mon.ready:  # the rest of this piece is buffered
+                        mr.calibrating = (res.version, res.time_ns)
+                        break
+                    res.errors = merge_error_fields(res.errors, mon.window_fields())
+                except Exception:  # noqa: BLE001 - the error-stream detector must not stop the join
+                    log.exception("error-stream detection failed for %s", model_id)
+            res.changed += 1
+        if mr.calibrating is not None and done:
+            res.changed += 1
+        mr.waiting = [rows.take(np.arange(done, len(rows)))] if done < len(rows) else []
+
+    def _accumulate(self, model_id: str, res: WindowResult, rows) -> None:
+        from detectors.performance import PerformanceAccumulator
+
+        task = self.models[model_id].task
+        if res.acc is None:
+            res.acc = PerformanceAccumulator(task)
+        if task == "regression":
+            if rows.pred_value is not None:
+                res.acc.add(rows.label_value, rows.pred_value, delays=rows.delay)
+        elif rows.pred_label is not None:
+            res.acc.add(rows.label, rows.pred_label, rows.pred_proba, rows.classes, delays=rows.delay)
+            self._calibration_rows(model_id, rows, res.acc)
+
+    def _collect(self, model_ids, window_close: bool = False) -> LabelResults:
+        """Records of every window whose results changed since they were last handed to InfluxDB, and the
+        join's counters if they changed. ``window_close``: also the windows the timer wrote since the model's
+        last window (they go into the closing window's unit, where alert rules evaluate them)."""
+        from detectors.concept import join_records
+        from detectors.performance import performance_records
+
+        out = LabelResults(sent=self._join_sent)
+        for m in model_ids:
+            mr = self._res.get(m)
+            if mr is None:
+                continue
+            since = self._since_window.setdefault(m, set())  # written by the timer since the model's last window
+            for key, res in mr.results.items():
+                fresh = res.changed > res.submitted
+                if not fresh and not (window_close and key in since):
+                    continue
+                tags = {T_MODEL: m, T_VERSION: res.version}
+                if res.acc is not None and res.acc.n:
+                    extra = {"n_labels": res.acc.n, **res.acc.delay_quantiles()}
+                    out.records += performance_records(res.acc.metrics(), tags, res.time_ns, estimated=False,
+                                                       n=res.acc.n, extra=extra)
+                if res.errors is not None:
+                    fields = {k: v for k, v in res.errors.items() if not (isinstance(v, float) and not math.isfinite(v))}
+                    out.records.append(Record(PERFORMANCE, {**tags, T_METRIC: ERROR_STREAM_METRIC,
+                                                            T_DETECTOR: FET_DETECTOR}, fields, res.time_ns))
+                if fresh:
+                    res.submitted = res.changed
+                    out.marks.append((res, res.changed))
+                    self._dirty.add(m)
+                    since.add(key)
+            if window_close:  # alert rules see, at each window, every label result that changed since the last
+                since.clear()
+            mr.prune()
+            j = self._joins.get(m)
+            if j is not None and mr.keys:  # the counters as they are now, on the model's newest window
+                fields = j.stats.as_fields()
+                if fields != self._join_sent.get(m):
+                    self._join_sent[m] = fields
+                    version, t = max(mr.keys, key=lambda k: k[1])
+                    out.records += join_records(j.stats, {T_MODEL: m, T_VERSION: version}, t)
+                    out.unsent.append(m)
+        return out
+
+    def flush(self) -> LabelResults:
+        """The timer's call (every second): attribute what joined since, and the records of the windows that
+        changed — a label's result is in InfluxDB within about a second of its arrival, also when the
+        stream pauses or ends (no next window needed)."""
+        try:
+            for m in list(self._res):
+                self._drain(m)
+            return self._collect(list(self._res))
+        except Exception:  # noqa: BLE001 - label results must not stop the worker
+            log.exception("label results failed")
+            return LabelResults()
+
+    # -- CBPE's calibration ------------------------------------------------------------
+    def _calibration_rows(self, model_id: str, rows, acc) -> None:
+        """Joined rows feed CBPE: its labelled reference (the first ones), and its estimate of these rows."""
+        if rows.pred_proba is None or len(rows.classes) < 2:
+            return
+        from detectors.performance import CBPE, Calibration, CalibrationCollector
+
+        cal = self.calibration(model_id)
+        if isinstance(cal, Calibration) and cal.classes == tuple(rows.classes):
+            acc.add_estimate(*CBPE(cal).expected_correct(rows.pred_proba, rows.classes, rows.pred_label))
+        col = self._cal_rows.get(model_id)
+        if col is None:
+            cfg = self.models[model_id]
+            col = self._cal_rows[model_id] = CalibrationCollector(cfg.performance.rows(cfg.reference),
+                                                                  cfg.performance.min_calibration_rows)
+        col.add(rows.pred_proba, rows.classes, rows.label, rows.pred_label)
+
+    def use_reference_calibration(self, model_id: str, calibration) -> None:
+        """The model's reference has labelled rows: CBPE uses their calibration (not the join's rows)."""
+        if calibration is None:
+            self._ref_cal.pop(model_id, None)
+        else:
+            self._ref_cal[model_id] = calibration
+
+    def calibration(self, model_id: str):
+        """CBPE's calibration for the model (``detectors.performance.Calibration``), or why there is none (str):
+        the labelled reference file's, else one fitted on the model's first joined labels."""
+        ref = self._ref_cal.get(model_id)
+        if ref is not None:
+            return ref
+        col = self._cal_rows.get(model_id)
+        perf = self.models[model_id].performance if model_id in self.models else None
+        need = perf.min_calibration_rows if perf is not None else 0
+        if col is None:
+            return (f"waiting for labels: CBPE calibrates on the first {need} joined labels with probabilities "
+                    f"(none yet), or on a reference file with a label column")
+        cal = col.calibration()
+        if cal is not None:
+            return cal
+        if col.error:
+            return f"the joined labels cannot calibrate it: {col.error}"
+        return f"waiting for labels: {col.n} of {need} joined labels with probabilities so far"
+
+    # -- hooks ----------------------------------------------------------------------
+    def _fresh(self, model_id: str, topic: str, partition: int, origin: np.ndarray | None) -> np.ndarray | None:
+        """Mask of the rows not fed to the join before (offset above the highest one fed for this model and
+        partition: rows read again after a restart or a rebalance are in the state already); remembers the
+        messages fed, to hold them until a snapshot has them (:meth:`take_fed`). None: no offsets known."""
+        if origin is None:
+            return None
+        offs = self._offsets.setdefault(model_id, {})
+        last = offs.get((topic, partition), -1)
+        fresh = origin > last
+        if fresh.any():
+            offs[(topic, partition)] = int(origin[fresh].max())
+            if self.store is not None:
+                self._fed.append((topic, partition, np.unique(origin[fresh])))
+        return fresh
+
+    def take_fed(self) -> list[tuple[str, int, np.ndarray]]:
+        """``(topic, partition, offsets)`` of the messages fed to the join since the last call: the pipeline
+        keeps them un-acked and hands them back (:meth:`hold_until_snapshot`) until a snapshot that contains
+        what they brought is written — a crash then re-reads exactly what the restored state lacks."""
+        fed, self._fed = self._fed, []
+        return fed
+
+    def hold_until_snapshot(self, tracker, offsets: np.ndarray) -> None:
+        """Release ``offsets`` on ``tracker`` (a :class:`streams.worker.pipeline.AckTracker`) after the next snapshot."""
+        self._held.append((tracker, offsets))
+
+    def _release(self, held) -> None:
+        for tracker, offsets in held:
+            tracker.release(offsets.tolist())
+
+    def on_predictions(self, key: StreamKey, frame: Frame, origin: np.ndarray | None = None) -> None:
+        if not len(frame):
+            return
+        try:
+            self._ensure(key.model_id)
+            if key.model_id not in self._joins and key.model_id not in self.eager:
+                self._now[key.model_id] = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
+                return  # no label seen yet for this model: do not hold its predictions
+            fresh = self._fresh(key.model_id, key.topic, key.partition, origin)
+            if fresh is not None and not fresh.all():
+                if not fresh.any():
+                    return
+                frame = frame.take(fresh)
+            now = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
+            self._now[key.model_id] = now
+            rows = self._join(key.model_id).add_predictions(
+                frame.event_id, frame.event_time, pred_label=frame.pred_label, pred_proba=frame.pred_proba,
+                classes=frame.classes, pred_value=frame.pred_value, now=now)
+            self._add(key.model_id, rows)
+            self._dirty.add(key.model_id)
+        except Exception:  # noqa: BLE001 - the label join must not stop drift monitoring
+            log.exception("label join failed on predictions of %s", key.model_id)
+
+    def on_labels(self, part: LabelPart) -> None:
+        if part.model_id not in self.models or not len(part):
+            return
+        try:
+            self._ensure(part.model_id)
+            fresh = self._fresh(part.model_id, part.topic, part.partition, part.origin)
+            ids, labels, times = part.event_id, part.label, part.label_time
+            if fresh is not None and not fresh.all():
+                if not fresh.any():
+                    return
+                ids, labels, times = ids[fresh], labels[fresh], times[fresh]
+            now = self._now.get(part.model_id)
+            rows = self._join(part.model_id).add_labels(ids, labels, times, now=None if now is None else now)
+            self._add(part.model_id, rows)
+            self._dirty.add(part.model_id)
+        except Exception:  # noqa: BLE001
+            log.exception("label join failed on labels of %s", part.model_id)
+
+    def last_window_ns(self, key: StreamKey) -> int | None:
+        """Point time of the newest window of ``key``'s model and version the restored label results know
+        (-1: none); None for a model that joins no labels (nothing to catch up on)."""
+        self._ensure(key.model_id)
+        if key.model_id not in self._joins and key.model_id not in self.eager:
+            return None
+        mr = self._res.get(key.model_id)
+        return max((t for v, t in mr.keys if v == key.model_version), default=-1) if mr is not None else -1
+
+    def add_window(self, key: StreamKey, time_ns: int, end_time: float) -> None:
+        """A window written before a restart that the restored state does not know (see Pipeline._new_state)."""
+        self._ensure(key.model_id)
+        self._res_of(key.model_id).add_window(key.model_version, time_ns, end_time, self.keep_windows)
+        self._dirty.add(key.model_id)
+
+    def on_window(self, key: StreamKey, window) -> LabelResults:
+        """A window of the model closed: its predictions' joined rows are attributed to it (now and as their
+        labels arrive, :meth:`flush`); returns the records of the model's windows whose label-derived results
+        changed, and the join's counters at the window's time."""
+        out = LabelResults()
+        try:
+            self._ensure(key.model_id)
+            mr = self._res_of(key.model_id)  # also before the first label: its predictions may be labelled later
+            mr.add_window(key.model_version, window.time_ns, window.end_time, self.keep_windows)
+            self._dirty.add(key.model_id)
+            self._drain(key.model_id)
+            self._join_sent.pop(key.model_id, None)  # every window gets the counters (at its time: the newest)
+            out = self._collect([key.model_id], window_close=True)
+        except Exception:  # noqa: BLE001
+            log.exception("performance records failed for %s", key.model_id)
+        return out
+
+    # -- persistence ----------------------------------------------------------------
+    def _capture(self) -> list[tuple[str, Any, Any, Any, float]]:
+        """Copies of the dirty models' state (on the caller's thread; serialised elsewhere)."""
+        items = []
+        for m in sorted(self._dirty):
+            j = self._joins.get(m)
+            if j is None:
+                continue
+            mr = self._res.get(m)
+            mon = self._mon.get(m)
+            items.append((m, j.snapshot(), copy.deepcopy(mr) if mr is not None else None,
+                          mon.state() if mon is not None else None, self._now.get(m, -math.inf),
+                          dict(self._offsets.get(m, {}))))
+        self._dirty.clear()
+        return items
+
+    def _write(self, items) -> int:
+        rows = []
+        for m, snap, mr, mon, clock, offsets in items:
+            rows.append((m, clock, int(snap.predictions["ids"].shape[0]), encode_state(snap, mr, mon, clock, offsets)))
+        if rows:
+            self.store.save(rows)
+        return sum(len(r[3]) for r in rows)
+
+    def snapshot_now(self) -> int:
+        """Write the changed models' state now, on this thread; returns the bytes written."""
+        if self.store is None:
+            return 0
+        held, self._held = self._held, []
+        items = self._capture()
+        self._last_snapshot = self.clock()
+        n = self._write(items) if items else 0
+        self._release(held)
+        return n
+
+    async def snapshot_if_due(self, force: bool = False) -> int:
+        """Write the changed models' state if ``snapshot_every`` has passed (the copies are taken here,
+        the encoding and the SQLite write run on a thread). Returns the bytes written."""
+        if self.store is None or not self._dirty or self._writing:
+            return 0
+        if not force and self.clock() - self._last_snapshot < self.snapshot_every:
+            return 0
+        t0 = time.perf_counter()
+        held, self._held = self._held, []  # messages whose rows this snapshot contains
+        items = self._capture()
+        t1 = time.perf_counter()
+        self._last_snapshot = self.clock()
+        if not items:
+            self._release(held)
+            return 0
+        self._writing = True
+        try:
+            n = await asyncio.get_running_loop().run_in_executor(self._io, self._write, items)
+        except Exception:  # noqa: BLE001 - disk full, locked file...: try again at the next tick
+            log.exception("writing the label-join snapshot to %s failed; retrying", self.store.path)
+            self._dirty.update(m for m, *_ in items)
+            self._held = held + self._held
+            return 0
+        finally:
+            self._writing = False
+        self._release(held)
+        log.debug("label-join snapshot of %d model(s): %d bytes, copy %.1f ms, write %.1f ms", len(items), n,
+                  1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
+        return n
+
+    async def revoke(self, tps) -> list[str]:
+        """Partitions left this worker (a rebalance): the models fed from them are snapshotted now and
+        dropped from memory. The new owner (sharing the state dir) restores exactly this state and skips
+        what it holds; if they come back here, they are restored again instead of going on from a state
+        another worker has moved past. Returns the models dropped."""
+        gone = {(str(t), int(p)) for t, p in tps}
+        models = sorted(m for m, offs in self._offsets.items() if gone & set(offs))
+        if not models:
+            return []
+        while self._writing:
+            await asyncio.sleep(0.02)
+        if self.store is not None:
+            try:
+                self._dirty.update(models)
+                await self.snapshot_if_due(force=True)
+            except Exception:  # noqa: BLE001 - the new owner then re-reads from the committed offsets
+                log.exception("the label-join state of %s could not be saved at the rebalance", models)
+        for m in models:
+            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent, self._since_window):
+                d.pop(m, None)
+            self._seen.discard(m)
+            self._dirty.discard(m)
+        log.info("label join of %s handed over (partitions %s revoked)", ", ".join(models), sorted(gone))
+        return models
+
+    async def close(self) -> None:
+        """The last snapshot (shutdown), then the threads stop."""
+        if self.store is not None:
+            while self._writing:
+                await asyncio.sleep(0.05)
+            try:
+                await self.snapshot_if_due(force=True)
+            finally:
+                self.store.close()
+        for ex in (self._io, self._calib):
+            if ex is not None:
+                ex.shutdown(wait=False, cancel_futures=True)

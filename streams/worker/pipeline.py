@@ -1,0 +1,1226 @@
+"""The worker's engine, without Faust: decode → windows → detectors → sink, and the commit bookkeeping.
+
+:class:`Pipeline` gets batches of raw messages (with an opaque *token* each —
+the Faust event the agent must ack) and drives everything else:
+
+1. :class:`~streams.worker.decode.Decoder` turns them into frames per stream key
+   (topic, partition, model, version), labels and dead letters;
+2. per stream key, a :class:`StreamState` feeds the reference (``first_n``:
+   the first N events build it; ``file``: loaded once; ``rolling``: the
+   previous window; a reference set with ``driftwatch reference set`` overrides
+   these, see :meth:`Pipeline.watch_references`; the reference's rows are attached
+   for the row-based evaluators) and the windows (:mod:`streams.worker.windows`);
+3. each closed window runs through ``detectors.runner.evaluate_window`` (all
+   features at once) and its records, plus a ``dw_window`` point carrying the
+   counts and the window's :class:`~streams.worker.windows.Checkpoint`, go to the
+   :class:`~streams.influx.sink.InfluxSink` as one unit;
+4. dead letters go to the dead-letter topic (:mod:`streams.worker.deadletter`) and are
+   counted on ``dw_deadletter``; label events go to the label join.
+
+**Offsets are committed only after the results that depend on them are
+written.** :class:`AckTracker` keeps, per topic partition, a reference count
+per message: +1 while the batch is processed, +1 per open-window piece holding
+its rows (released when the window's unit is confirmed by InfluxDB — for a
+rolling reference, when the *next* window is written, since it depends on
+this one), +1 while a ``first_n`` reference built from it is not yet stored,
++1 per dead letter until the broker has it and its count is written. A
+message is acked (so Faust may commit it) when its count reaches 0 **and**
+every earlier message of its partition is acked: Faust then commits a
+contiguous prefix (which also side-steps Faust's own gap handling).
+
+**Restarts.** When a partition is (re)assigned, its state is rebuilt lazily:
+the first time a stream key is seen, its last :class:`~streams.worker.windows.Checkpoint`
+is read back from InfluxDB (the newest ``dw_window`` point of that key and
+partition) and its stored reference from the reference topic. Rows already in
+written windows are skipped, windows restart exactly where they were: the
+same points are rewritten at most (idempotent), none are lost. Checkpoints are
+only trusted when the consumer group has a committed offset for the partition:
+without one, consumption starts from the beginning and everything is rebuilt
+from scratch (e.g. the local broker restarted and lost its topics while
+InfluxDB kept old points).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from detectors.frame import Frame, concat
+from detectors.records import T_MODEL, T_VERSION, WINDOW, Record
+from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
+from streams.worker.detector_process import DetectorProcess
+from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
+from streams.worker.monitors import ModelMonitor, MonitorsConfig
+from streams.retry import Backoff
+from streams.settings import Settings
+from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
+
+log = logging.getLogger(__name__)
+
+# dw_window fields written by the worker (the dashboard reads the first five)
+F_N_EVENTS = "n_events"
+F_N_INVALID = "n_invalid"
+F_EVENTS_PER_S = "events_per_s"
+F_DURATION = "duration"
+F_WINDOW_START = "window_start"
+F_CLOSED_AT = "closed_at"  # wall clock (epoch s) when the window closed: latency measurements
+F_CLOSE_REASON = "close_reason"
+F_SEQ = "seq"
+F_DRIFT_EVALUATED = "drift_evaluated"
+F_REFERENCE = "reference"
+CKPT_FIELDS = {
+    "topic": "ckpt_topic",
+    "partition": "ckpt_partition",
+    "start_offset": "ckpt_start_offset",
+    "start_row": "ckpt_start_row",
+    "end_offset": "ckpt_end_offset",
+    "end_row": "ckpt_end_row",
+    "closed_until": "ckpt_closed_until",
+    "max_event_time": "ckpt_max_event_time",
+    "window_start": "ckpt_window_start",
+}
+
+Evaluator = Callable[..., list[Record]]
+
+
+# ----------------------------------------------------------------------------- commit bookkeeping
+
+
+class AckTracker:
+    """Per topic partition: ack messages in offset order once nothing holds them.
+
+    >>> acked = []
+    >>> t = AckTracker(acked.append)
+    >>> for off in (10, 11, 12): t.register(off, f"m{off}", None)
+    >>> t.hold([11]); t.release([10, 11, 12]); acked
+    ['m10']
+    >>> t.release([11]); acked
+    ['m10', 'm11', 'm12']
+    """
+
+    __slots__ = ("_ack", "_pending", "_order", "active", "last_offset", "acked")
+
+    def __init__(self, ack: Callable[[Any], None]) -> None:
+        self._ack = ack
+        self._pending: dict[int, list] = {}  # offset -> [refcount, token, RawMessage]
+        self._order: deque[int] = deque()
+        self.active = True
+        self.last_offset = -1
+        self.acked = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def register(self, offset: int, token: Any, message: RawMessage | None) -> None:
+        """A new message (refcount 1: it is being processed)."""
+        if offset in self._pending:  # the same message again (should not happen): keep the first
+            self._pending[offset][0] += 1
+            return
+        self._pending[offset] = [1, token, message]
+        self._order.append(offset)
+        self.last_offset = max(self.last_offset, offset)
+
+    def hold(self, offsets: Iterable[int]) -> None:
+        for o in offsets:
+            e = self._pending.get(int(o))
+            if e is not None:
+                e[0] += 1
+
+    def release(self, offsets: Iterable[int]) -> None:
+        pending = self._pending
+        for o in offsets:
+            e = pending.get(int(o))
+            if e is not None:
+                e[0] -= 1
+        order = self._order
+        while order and pending[order[0]][0] <= 0:
+            token = pending.pop(order.popleft())[1]
+            self.acked += 1
+            if self.active:
+                self._ack(token)
+
+    def message(self, offset: int) -> RawMessage | None:
+        e = self._pending.get(offset)
+        return None if e is None else e[2]
+
+    @property
+    def oldest_pending(self) -> int | None:
+        return self._order[0] if self._order else None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_fields(key: StreamKey, ck: Checkpoint) -> dict[str, Any]:
+    """The checkpoint as ``dw_window`` fields (non-finite values are left out by the sink)."""
+    return {
+        CKPT_FIELDS["topic"]: key.topic,
+        CKPT_FIELDS["partition"]: key.partition,
+        CKPT_FIELDS["start_offset"]: ck.start_pos[0],
+        CKPT_FIELDS["start_row"]: ck.start_pos[1],
+        CKPT_FIELDS["end_offset"]: ck.end_pos[0],
+        CKPT_FIELDS["end_row"]: ck.end_pos[1],
+        CKPT_FIELDS["closed_until"]: ck.closed_until,
+        CKPT_FIELDS["max_event_time"]: ck.max_event_time,
+        CKPT_FIELDS["window_start"]: ck.window_start,
+        F_SEQ: ck.seq,
+    }
+
+
+def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint | None:
+    """Inverse of :func:`checkpoint_fields` on a queried ``dw_window`` row."""
+
+    def num(name: str, default: float = -math.inf) -> float:
+        v = row.get(CKPT_FIELDS[name])
+        return default if v is None else float(v)
+
+    try:
+        return Checkpoint(
+            seq=int(row[F_SEQ]),
+            start_pos=(int(num("start_offset")), int(num("start_row"))),
+            end_pos=(int(num("end_offset")), int(num("end_row"))),
+            time_ns=int(row["time"]),
+            closed_until=num("closed_until"),
+            max_event_time=num("max_event_time"),
+            window_start=num("window_start"),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+class CheckpointSource:
+    """Reads the newest checkpoint of a stream key back from InfluxDB (retrying while it is down)."""
+
+    def __init__(self, settings: Settings, client_getter: Callable[[], Any], max_backoff: float = 10.0) -> None:
+        self.settings = settings
+        self._client = client_getter
+        self.max_backoff = max_backoff
+
+    async def latest(self, key: StreamKey) -> Checkpoint | None:
+        rows = await self._query(key, "ORDER BY time DESC LIMIT 1")
+        return checkpoint_from_row(rows[0]) if rows else None
+
+    async def since(self, key: StreamKey, after_ns: int, limit: int = 1000) -> list[Checkpoint]:
+        """Checkpoints of the (at most ``limit`` newest) windows of ``key`` written after ``after_ns``, oldest
+        first (the label join learns the windows a crashed worker wrote after its last label snapshot)."""
+        rows = await self._query(key, f"AND time > {int(after_ns)} ORDER BY time DESC LIMIT {int(limit)}")
+        return [c for c in map(checkpoint_from_row, reversed(rows)) if c is not None]
+
+    async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
+        from streams.influx.admin import quote_ident
+        from streams.influx.sink import DatabaseNotFound, InfluxQueryError, aquery
+
+        def lit(s: str) -> str:
+            return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+        q = (
+            f"SELECT * FROM {quote_ident(WINDOW)} WHERE {quote_ident(T_MODEL)} = {lit(key.model_id)}"
+            f" AND {quote_ident(T_VERSION)} = {lit(key.model_version)}"
+            f" AND {quote_ident(CKPT_FIELDS['topic'])} = {lit(key.topic)}"
+            f" AND {quote_ident(CKPT_FIELDS['partition'])} = {int(key.partition)} {tail}"
+        )
+        delays = Backoff(0.5, self.max_backoff).delays()
+        while True:
+            try:
+                return await aquery(self._client(), self.settings, q)
+            except DatabaseNotFound:
+                return []
+            except InfluxQueryError as e:
+                wait = next(delays)
+                log.warning("cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
+                            "/".join(map(str, key)), e, wait)
+                await asyncio.sleep(wait)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def default_evaluator(online_cache_dir=None) -> Evaluator | None:
+    """``detectors.runner.evaluate_window`` wrapped for the pipeline, or None if it is missing.
+
+    The runner pulls scipy.stats in (seconds of imports): it is imported in a
+    background thread right away, so the import overlaps the consumer group join,
+    and the first window waits for it if it is not done yet. ``online_cache_dir``: where the
+    online detectors (``drift.online``) cache their thresholds; they then calibrate in the background.
+    Each call builds its own evaluators (:func:`detectors.runner.default_evaluators`), so the
+    per-model state they keep is this evaluator's, not the process's.
+    """
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            from detectors import runner
+        except ImportError as e:
+            box["error"] = e
+            return
+        # this evaluator's own instances: their per-model state lives as long as it does
+        box["evaluators"] = runner.default_evaluators(
+            online_cache_dir=None if online_cache_dir is None else str(online_cache_dir),
+            online_background=online_cache_dir is not None)
+        box["runner"] = runner
+
+    loader = threading.Thread(target=load, name="import-detectors", daemon=True)
+    loader.start()
+    rates = ObservedRates()
+
+    def evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference) -> list[Record]:
+        if loader.is_alive():
+            loader.join()
+        runner = box.get("runner")
+        if runner is None:
+            if "warned" not in box:
+                box["warned"] = True
+                log.warning("detectors.runner is not available (%s): windows get counts only", box.get("error"))
+            return []
+        ctx = runner.WindowContext(
+            model_id=key.model_id,
+            version=key.model_version,
+            frame=window.frame,
+            reference=reference,
+            features=tuple(model.features),
+            drift=rates.drift_for(model, window),
+            task=model.task,
+            segments=tuple(model.segments),
+            window_start=window.start_time,
+            window_end=window.end_time,
+            adversarial=getattr(model, "adversarial", None),
+            calibration=getattr(window, "calibration", None),
+            impact=getattr(model, "impact", None),
+        )
+        try:
+            return runner.evaluate_window(ctx, box["evaluators"])
+        except runner.WindowEvaluationError as e:  # some evaluators failed: keep what the others produced
+            log.error("window #%d of %s v%s: %s", window.seq, key.model_id, key.model_version, e)
+            return e.records
+
+    return evaluate
+
+
+class ObservedRates:
+    """Event rate per model, smoothed over its windows: the false-alarm budget's window rate.
+
+    A budgeted model whose windows count events (``size_events``) and has no declared
+    rate gets its level from the rate it is observed to run at
+    (:meth:`~streams.worker.monitors.ModelMonitor.drift_for_rate`); other models keep ``model.drift``.
+    """
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self.rates: dict[str, float] = {}
+
+    def observe(self, model_id: str, n: int, seconds: float) -> float | None:
+        """Fold a window of ``n`` events over ``seconds`` into the model's rate; the current rate."""
+        if n > 1 and seconds > 0:
+            r = n / seconds
+            old = self.rates.get(model_id)
+            self.rates[model_id] = r if old is None else old + self.smoothing * (r - old)
+        return self.rates.get(model_id)
+
+    def drift_for(self, model: ModelMonitor, window: ClosedWindow):
+        if not model.observes_rate:
+            return model.drift  # no budget, or the level is fixed by the window length / declared rate
+        rate = self.observe(model.model_id, window.n, window.end_time - window.start_time)
+        return model.drift_for_rate(rate) if rate is not None else model.drift
+
+
+def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w: ClosedWindow, reference,
+                    rolling_frames: list[Frame] | None) -> tuple[list[Record], float]:
+    """Run ``evaluator`` on a closed window: its records, and the seconds it took.
+
+    Runs on the evaluation thread, inline, or in the detector process
+    (:mod:`streams.worker.detector_process`). A ``rolling`` reference (the previous
+    window's rows) is built here, off the event loop. A detector bug must not stop
+    the stream: it is logged and the window gets its counts only.
+    """
+    t0 = time.perf_counter()
+    try:
+        ref = reference
+        if rolling_frames is not None:
+            from detectors.reference import Reference
+
+            rows = concat(rolling_frames)
+            ref = _with_rows(Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
+                                                  segments=model.segments, source="previous window"), rows)
+        records = list(evaluator(model, key, w, ref))
+    except Exception:  # noqa: BLE001
+        log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
+                      w.seq, key.model_id, key.model_version, w.n)
+        records = []
+    return records, time.perf_counter() - t0
+
+
+def _with_rows(reference, rows: Frame):
+    """Keep a reference's rows with it: the adversarial and advanced evaluators need whole rows."""
+    from detectors.advanced import attach_reference_frame
+
+    return attach_reference_frame(reference, rows)
+
+
+def _invalid_rows(frame: Frame) -> int:
+    """Rows with at least one value of the wrong type."""
+    masks = [m for m in frame.type_error.values() if m is not None]
+    if not masks:
+        return 0
+    return int(np.logical_or.reduce(masks).sum())
+
+
+# ----------------------------------------------------------------------------- per stream key
+
+
+@dataclass
+class StreamState:
+    """Everything kept for one stream key (topic partition, model, version)."""
+
+    key: StreamKey
+    model: ModelMonitor
+    windows: CountWindows | TimeWindows
+    reference: Any = None  # detectors.reference.Reference
+    ref_end_pos: Position | None = None  # first_n: windows starting after it are drift-tested
+    builder: list[FramePart] | None = None  # first_n rows collected so far
+    builder_rows: int = 0
+    builder_holds: list[np.ndarray] = field(default_factory=list)
+    prev_frames: list[Frame] = field(default_factory=list)  # rolling: the previous window (rebuilt on replay)
+    prev_holds: list[np.ndarray] = field(default_factory=list)  # rolling: released when the next is written
+    last_event_at: float = field(default_factory=time.monotonic)
+    windows_closed: int = 0
+    pinned: bool = False  # the reference was set by an operator (`driftwatch reference set`)
+
+
+@dataclass
+class _TP:
+    tracker: AckTracker
+    streams: dict[StreamKey, StreamState] = field(default_factory=dict)
+    trusted: bool | None = None  # checkpoints usable (the group has a committed offset)
+
+
+@dataclass
+class PipelineStats:
+    messages: int = 0
+    events: int = 0  # rows decoded into frames
+    windows: int = 0
+    windowed_events: int = 0
+    dead_letters: int = 0
+    dead_events: int = 0
+    late_events: int = 0
+    labels: int = 0
+    skipped_replayed: int = 0
+    evaluate_s: float = 0.0
+    decode_s: float = 0.0
+
+
+class Pipeline:
+    """The engine (see module docstring). Not thread-safe: one asyncio task drives it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        monitors: MonitorsConfig,
+        *,
+        sink,
+        deadletters: DeadLetterPublisher,
+        ack: Callable[[Any], None] = lambda token: None,
+        references=None,  # streams.worker.references.ReferenceStore
+        checkpoints: CheckpointSource | None = None,
+        committed: Callable[[str, int], int | None] = lambda topic, partition: None,
+        end_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
+        evaluator: Evaluator | None | str = "default",
+        label_hook=None,
+        alerting=None,  # streams.alerts.Alerting: rules evaluated on every closed window
+        max_future_s: float = 86_400.0,
+        clock: Callable[[], float] = time.monotonic,
+        eval_thread: bool = True,
+        max_windows_in_flight: int = 1,
+        chunk_bytes: int = 1_000_000,
+        deadletter_linger: float = 0.5,
+        deadletter_max: int = 2000,
+    ) -> None:
+        self.settings = settings
+        self.monitors = monitors
+        self.models = {m.model_id: m for m in monitors.models}
+        self.known_models = frozenset(self.models)
+        self.decoder = Decoder(monitors, settings.max_message_bytes, max_future_s)
+        self.sink = sink
+        self.deadletters = deadletters
+        self._undeclared_warned: set[tuple[str, str]] = set()  # (model, feature) logged once (bounded)
+        self.ack = ack
+        self.references = references
+        self.checkpoints = checkpoints
+        self.committed = committed
+        self.end_offset = end_offset
+        if evaluator == "default":
+            from streams.worker.labels import online_cache_dir
+
+            evaluator = default_evaluator(online_cache_dir(settings.state_dir))
+        self.evaluator = evaluator
+        self.label_hook = label_hook
+        self.alerting = alerting
+        self.clock = clock
+        self.stats = PipelineStats()
+        self.lock = asyncio.Lock()
+        self._tps: dict[tuple[str, int], _TP] = {}
+        self._stored_refs: dict[tuple[str, str], Any] = {}
+        self._file_refs: dict[str, Any] = {}
+        self._decoded: dict[tuple[str, str], tuple[Any, Any]] = {}  # key -> (StoredReference, Reference)
+        self._refs_live = False  # watch_references() keeps _stored_refs current
+        self._warned: set[tuple] = set()
+        self._lost_warned: set[tuple[str, int]] = set()  # partitions whose lost broker state was reported
+        self._pending: set[asyncio.Future] = set()
+        # detectors run on one thread (numpy releases the GIL in its heavy parts), overlapping decoding
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="detectors") if eval_thread else None
+        self._chain: asyncio.Future | None = None
+        self._in_flight = 0
+        self.max_windows_in_flight = max_windows_in_flight
+        self.chunk_bytes = chunk_bytes
+        self._room = asyncio.Event()
+        # dead letters waiting to be flushed (published + counted), see _dead_letters
+        self.deadletter_linger = deadletter_linger
+        self.deadletter_max = deadletter_max
+        self._dl_pending: list[tuple[DeadLetter, AckTracker]] = []
+        self._dl_since = 0.0
+
+    # -- partitions --------------------------------------------------------------
+    def forget(self, tps: Iterable[tuple[str, int]] | None = None) -> None:
+        """Drop the state of partitions (revoked, or re-read from the committed offset)."""
+        for tp in list(self._tps) if tps is None else list(tps):
+            st = self._tps.pop(tuple(tp), None)
+            if st is not None:
+                st.tracker.active = False  # results still in flight will not ack old messages
+
+    def _tp(self, topic: str, partition: int, first_offset: int) -> _TP:
+        tp = (topic, partition)
+        st = self._tps.get(tp)
+        # a jump back means the partition is read again from the committed offset (forward gaps are
+        # normal: transaction markers take offsets; a partition that moved away and back was forgotten
+        # by the rebalance hook)
+        if st is not None and first_offset <= st.tracker.last_offset:
+            log.info("%s[%d] is read again from offset %d (was at %d): rebuilding its windows from the checkpoints",
+                     topic, partition, first_offset, st.tracker.last_offset)
+            self.forget([tp])
+            st = None
+        if st is None:
+            st = self._tps[tp] = _TP(AckTracker(self.ack))
+        return st
+
+    # -- main entry --------------------------------------------------------------
+    async def process(self, messages: Sequence[RawMessage], tokens: Sequence[Any] | None = None) -> None:
+        """Process one batch of messages (in consumption order).
+
+        Large batches are cut into chunks of about ``chunk_bytes`` of values, with
+        a return to the event loop between chunks, so results of closed windows
+        reach InfluxDB while a long backlog is being decoded (latency stays low).
+        """
+        tokens = tokens if tokens is not None else messages
+        start, size = 0, 0
+        for i, m in enumerate(messages):
+            size += len(m.value) if m.value else 0
+            if size >= self.chunk_bytes or i == len(messages) - 1:
+                async with self.lock:
+                    await self._process(messages[start:i + 1], tokens[start:i + 1])
+                await asyncio.sleep(0)
+                start, size = i + 1, 0
+
+    async def _process(self, messages: Sequence[RawMessage], tokens: Sequence[Any]) -> None:
+        if not messages:
+            return
+        by_tp: dict[tuple[str, int], list[int]] = {}
+        for i, m in enumerate(messages):
+            by_tp.setdefault((m.topic, m.partition), []).append(i)
+        tps: dict[tuple[str, int], _TP] = {}
+        for tp, idx in by_tp.items():
+            st = self._tp(tp[0], tp[1], messages[idx[0]].offset)
+            tps[tp] = st
+            for i in idx:
+                st.tracker.register(messages[i].offset, tokens[i], messages[i])
+        self.stats.messages += len(messages)
+        try:
+            t0 = time.perf_counter()
+            decoded = self.decoder.decode(messages)
+            self.stats.decode_s += time.perf_counter() - t0
+            await self._handle(decoded, tps)
+        except BaseException:
+            # never ack what was not fully processed: drop these partitions' state, so nothing of
+            # theirs is acked any more; the caller stops and they are re-read from the committed offset
+            self.forget(tps)
+            raise
+        for tp, idx in by_tp.items():
+            tps[tp].tracker.release(messages[i].offset for i in idx)
+
+    async def _handle(self, decoded: Decoded, tps: dict[tuple[str, int], _TP]) -> None:
+        for (topic, partition, model_id) in decoded.unkeyed:
+            w = ("unkeyed", topic, partition, model_id)
+            if w not in self._warned:
+                self._warned.add(w)
+                log.warning("messages of model %r in %s[%d] are not keyed by the model id: its windows are kept "
+                            "per partition (key messages by model id, as the SDK does)", model_id, topic, partition)
+        if decoded.dead:  # one InfluxDB unit and one confirmation for the whole batch (hostile floods)
+            await self._dead_letters(decoded.dead, tps)
+        for key, part in decoded.frames.items():
+            st_tp = tps[(key.topic, key.partition)]
+            state = st_tp.streams.get(key)
+            if state is None:
+                state = await self._new_state(key, st_tp)
+            self.stats.events += len(part.frame)
+            if part.frame.unknown:
+                self._warn_undeclared(key.model_id, part.frame.unknown)
+            await self._feed(state, part, st_tp.tracker)
+        if decoded.labels:
+            self.stats.labels += sum(len(p) for p in decoded.labels)
+            if self.label_hook is not None:
+                for p in decoded.labels:
+                    self.label_hook.on_labels(p)
+        if self.label_hook is not None:
+            for key, part in decoded.frames.items():
+                self.label_hook.on_predictions(key, part.frame, part.origin)
+            # messages fed to the label join stay un-acked until a snapshot of the join holds them
+            for topic, partition, offsets in self.label_hook.take_fed():
+                st_tp = tps.get((topic, partition))
+                if st_tp is not None:
+                    st_tp.tracker.hold(offsets.tolist())
+                    self.label_hook.hold_until_snapshot(st_tp.tracker, offsets)
+
+    def _warn_undeclared(self, model_id: str, unknown: dict) -> None:
+        """Log once per (model, name) that events carry a feature the config does not declare (bounded)."""
+        from detectors.reference import safe_label
+
+        warned = self._undeclared_warned
+        new = [n for n in unknown if (model_id, n) not in warned]
+        if not new or len(warned) >= 200:
+            return
+        warned.update((model_id, n) for n in new)
+        log.warning("model %s: events carry feature(s) %s that the monitor config does not declare: not monitored, "
+                    "counted as data quality unknown_feature (feature __undeclared__) — a typo, or a feature to add",
+                    model_id, ", ".join(repr(safe_label(n)) for n in new[:10]))
+
+    # -- stream state ------------------------------------------------------------
+    async def _new_state(self, key: StreamKey, st_tp: _TP) -> StreamState:
+        model = self.models[key.model_id]
+        if st_tp.trusted is None:
+            st_tp.trusted = self.committed(key.topic, key.partition) is not None
+        ck = None
+        if st_tp.trusted and self.checkpoints is not None:
+            ck = await self.checkpoints.latest(key)
+        elif self.checkpoints is not None and (key.topic, key.partition) not in self._lost_warned:
+            old = await self.checkpoints.latest(key)  # only to say what happened, never to resume from
+            if old is not None:
+                self._lost_warned.add((key.topic, key.partition))
+                self._report_untrusted(key, old)
+        win = model.window
+        if ck is not None and self.label_hook is not None:
+            # windows written after the label join's last snapshot (a crash): their predictions' labels go to them
+            after = self.label_hook.last_window_ns(key)
+            if after is not None and after < ck.time_ns:
+                for c in await self.checkpoints.since(key, after):
+                    self.label_hook.add_window(key, c.time_ns,
+                                               c.max_event_time if win.size_events is not None else c.closed_until)
+        if win.size_events is not None:
+            windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
+        else:
+            windows = TimeWindows(win.size_seconds, win.grace_seconds,
+                                  win.max_open_windows, ck)
+            if windows.grace_capped:
+                log.warning("%s: grace %.0f s capped to %.0f s (at most %d open windows)",
+                            key.model_id, windows.requested_grace, windows.grace, windows.max_open)
+        state = StreamState(key, model, windows)
+        ref_cfg = model.reference
+        # operator-set references apply to every kind of source
+        await self._stored_reference(key, wait=ref_cfg.first_n is not None)
+        self._configure_reference(state, None)
+        st_tp.streams[key] = state
+        log.info("%s %s v%s in %s[%d]: %s, %s", "resuming" if ck else "starting", key.model_id, key.model_version,
+                 key.topic, key.partition,
+                 f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
+                 "reference set by an operator" if state.pinned else
+                 "stored reference" if state.reference is not None and ref_cfg.first_n else
+                 ("building the reference" if state.builder is not None else "reference from config"))
+        return state
+
+    def _report_untrusted(self, key: StreamKey, old: Checkpoint) -> None:
+        """No committed offset, but InfluxDB holds windows of this partition: say why, with the evidence.
+
+        Two causes look alike: the broker lost its state (an in-memory broker restarted, the topic
+        was recreated), or the group never committed (a restart before the first commit, e.g. while
+        the messages of a ``first_n`` reference were still held until it was stored). Only the
+        broker's end offset tells them apart: if the partition ends before the first message of
+        the newest written window, the broker no longer holds what was windowed — a warning;
+        otherwise the messages are all there and are simply read again (windows are rewritten
+        with the same values) — an info line.
+        """
+        end = self.end_offset(key.topic, key.partition)
+        if end is not None and end <= old.start_pos[0]:
+            log.warning(
+                "%s[%d]: the broker has no committed offset for group %s and the partition ends at offset %d, "
+                "but InfluxDB holds windows of %s v%s from offset %d to %d (window #%d): the broker lost its "
+                "state (an in-memory broker restarted, or the topic was recreated). Events it held that were "
+                "not yet in a written window are lost; consumption restarts from the beginning of what the "
+                "broker has now.",
+                key.topic, key.partition, self.settings.consumer_group, end, key.model_id, key.model_version,
+                old.start_pos[0], old.end_pos[0], old.seq)
+        else:
+            log.info(
+                "%s[%d]: no committed offset for group %s yet (InfluxDB holds windows of %s v%s up to offset %d, "
+                "window #%d; the partition ends at %s): reading the partition from its first offset, the "
+                "windows are rebuilt and rewritten with the same values.",
+                key.topic, key.partition, self.settings.consumer_group, key.model_id, key.model_version,
+                old.end_pos[0], old.seq, "an unknown offset" if end is None else f"offset {end}")
+
+    # -- references --------------------------------------------------------------
+    def _configure_reference(self, state: StreamState, tracker: AckTracker | None) -> None:
+        """Pick the state's reference: one set by an operator, else the configured source.
+
+        Called for a new stream key and whenever the stored references change
+        (``driftwatch reference set/reset``, see :meth:`watch_references`). A reference with
+        labelled rows calibrates CBPE from here on, also for the labels joined before the first window.
+        """
+        self._pick_reference(state, tracker)
+        self._calibration(state.model, state.key, state.reference)
+
+    def _pick_reference(self, state: StreamState, tracker: AckTracker | None) -> None:
+        from streams.worker.references import ORIGIN_SET, applicable
+
+        key, model = state.key, state.model
+        cfg = model.reference
+        stored = applicable(self._stored_refs, key.model_id, key.model_version)
+        if stored is not None and stored.origin == ORIGIN_SET:
+            ref = self._decode(stored)
+            if ref is None:  # unusable: as if it were not there
+                stored = self._stored_refs.get((key.model_id, key.model_version))
+                stored = None if stored is None or stored.origin == ORIGIN_SET else stored
+            else:
+                self._drop_builder(state, tracker)
+                state.reference, state.ref_end_pos, state.pinned = ref, (-1, -1), True
+                return
+        state.pinned = False
+        if cfg.file is not None:
+            state.reference = self._file_reference(model)
+        elif cfg.first_n is not None:
+            ref = self._decode(stored) if stored is not None else None
+            if ref is not None:
+                state.reference = ref
+                same = stored.topic == key.topic and stored.partition == key.partition
+                state.ref_end_pos = stored.end_pos if same else (-1, -1)
+                self._drop_builder(state, tracker)
+            elif state.builder is None:  # none stored (or reset): the next first_n events build it
+                state.reference, state.ref_end_pos, state.builder = None, None, []
+        else:  # rolling: the previous window
+            state.reference = None
+
+    def _drop_builder(self, state: StreamState, tracker: AckTracker | None) -> None:
+        if state.builder is not None and tracker is not None:
+            for h in state.builder_holds:
+                tracker.release(h.tolist())
+        state.builder, state.builder_rows, state.builder_holds = None, 0, []
+
+    def _decode(self, stored):
+        """The Reference of a stored one (decoded once; the in-memory one if this worker built it)."""
+        k = (stored.model_id, stored.version)
+        have = self._decoded.get(k)
+        if have is not None and (have[0] is stored or have[0].blob == stored.blob):
+            return have[1]
+        from detectors.reference import ReferenceDataError
+
+        try:
+            ref = stored.reference()
+        except ReferenceDataError as e:
+            log.error("the stored reference of %s v%s is unusable (%s): using the configured source", k[0], k[1], e)
+            return None
+        self._decoded[k] = (stored, ref)
+        return ref
+
+    async def watch_references(self, retry_max: float = 30.0) -> None:
+        """Follow the reference topic until cancelled: references set or reset by the CLI apply at once.
+
+        A set reference replaces the reference of the matching stream keys from
+        the next closing window on; a reset sends them back to the configured
+        source (``first_n``: the next N events build a new one). Worker-built
+        references of other workers only update the cache (stream keys seen later
+        use them). While the topic cannot be followed, new stream keys load the
+        store themselves, as without this task.
+        """
+        if self.references is None:
+            return
+        retry = Backoff(0.5, retry_max)
+        delays = retry.delays()
+
+        async def snapshot(refs) -> None:
+            nonlocal delays
+            delays = retry.delays()  # followed again: the next failure starts from the first delay
+            for k, stored in refs.items():
+                await self._reference_changed(k, stored)
+            self._refs_live = True
+
+        while True:
+            error: Exception | None = None
+            try:
+                await self.references.follow(snapshot, self._reference_changed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                error = e
+            finally:
+                self._refs_live = False
+            wait = next(delays)
+            if error is not None:
+                log.warning("following the stored references failed (%s); retrying in %.1f s", error, wait)
+            await asyncio.sleep(wait)
+
+    async def _reference_changed(self, k: tuple[str, str], stored) -> None:
+        """A stored reference appeared, changed or was reset (``stored`` None)."""
+        from streams.worker.references import ALL_VERSIONS, ORIGIN_SET
+
+        have = self._stored_refs.get(k)
+        if stored is not None and have is not None and have.blob == stored.blob and have.origin == stored.origin:
+            return  # unchanged (e.g. this worker's own save coming back)
+        if stored is None and have is None:
+            return
+        if stored is None:
+            self._stored_refs.pop(k, None)
+        else:
+            self._stored_refs[k] = stored
+        operator = stored is None or stored.origin == ORIGIN_SET
+        if not operator:
+            return  # another worker's first_n reference: stream keys seen later use it
+        async with self.lock:
+            for st_tp in self._tps.values():
+                for state in st_tp.streams.values():
+                    if state.key.model_id != k[0] or k[1] not in (state.key.model_version, ALL_VERSIONS):
+                        continue
+                    self._configure_reference(state, st_tp.tracker)
+                    log.info("%s v%s in %s[%d]: reference %s (%s)", state.key.model_id, state.key.model_version,
+                             state.key.topic, state.key.partition,
+                             "set by an operator" if state.pinned else "reset to the configured source",
+                             getattr(state.reference, "source", None) if state.pinned else
+                             ("building from the next events" if state.builder is not None else
+                              state.model.reference.model_dump(exclude_none=True, exclude_defaults=True)))
+
+    def _file_reference(self, model: ModelMonitor):
+        if model.model_id not in self._file_refs:
+            from detectors.reference import ReferenceDataError
+            from streams.worker.monitors import file_reference
+
+            try:
+                self._file_refs[model.model_id] = file_reference(model)
+            except (ReferenceDataError, OSError, ValueError) as e:
+                log.error("%s: the reference file cannot be used, windows get no drift tests: %s", model.model_id, e)
+                self._file_refs[model.model_id] = None
+        return self._file_refs[model.model_id]
+
+    async def _stored_reference(self, key: StreamKey, wait: bool = True):
+        """The stored reference of ``key`` (loading the store unless the watcher keeps it current).
+
+        ``wait``: retry until the store can be read (``first_n``: building a second, different
+        reference must not happen); otherwise one attempt, and the watcher applies a set
+        reference later.
+        """
+        if self.references is None:
+            return None
+        k = (key.model_id, key.model_version)
+        if k not in self._stored_refs and not self._refs_live:
+            async for attempt in Backoff(0.5, 10.0).attempts_async():
+                try:
+                    self._stored_refs.update(await self.references.load())
+                    break
+                except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                    if not wait:
+                        log.warning("cannot read stored references (%s): %s v%s starts with its configured "
+                                    "reference source", e, key.model_id, key.model_version)
+                        break
+                    log.warning("cannot read stored references (%s); retrying in %.1f s", e, attempt.wait)
+        return self._stored_refs.get(k)
+
+    # -- feeding rows ------------------------------------------------------------
+    async def _feed(self, state: StreamState, part: FramePart, tracker: AckTracker) -> None:
+        state.last_event_at = self.clock()
+        if state.builder is not None:
+            await self._feed_builder(state, part, tracker)
+        added = state.windows.add(part.frame, part.origin)
+        for held in added.entered:
+            tracker.hold(held.tolist())
+        if added.skipped:
+            self.stats.skipped_replayed += added.skipped
+        if added.replayed.size and state.model.reference.rolling:
+            # the last written window, replayed: the rolling reference of the next one; its messages stay
+            # un-acked until the next window is written (it depends on them)
+            state.prev_frames.append(part.frame.take(added.replayed))
+            held = np.unique(part.origin[added.replayed])
+            tracker.hold(held.tolist())
+            state.prev_holds.append(held)
+        if added.late.size:
+            await self._late(state, part, added.late, tracker)
+        for w in added.closed:
+            await self._window_closed(state, w, tracker)
+
+    async def _feed_builder(self, state: StreamState, part: FramePart, tracker: AckTracker) -> None:
+        need = state.model.reference.first_n - state.builder_rows
+        take = part if len(part.frame) <= need else FramePart(
+            part.frame.take(slice(0, need)), part.origin[:need],
+            None if part.row_index is None else part.row_index[:need])
+        state.builder.append(take)
+        state.builder_rows += len(take.frame)
+        held = np.unique(take.origin)
+        tracker.hold(held.tolist())
+        state.builder_holds.append(held)
+        if state.builder_rows < state.model.reference.first_n:
+            return
+        from detectors.reference import Reference
+
+        frames = [p.frame for p in state.builder]
+        origin = np.concatenate([p.origin for p in state.builder])
+        ordinals = _ordinals_of_last(state.builder)
+        model = state.model
+        rows = concat(frames)
+        state.reference = _with_rows(Reference.from_frame(
+            rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
+            source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}"), rows)
+        state.ref_end_pos = (int(origin[-1]), ordinals)
+        holds, state.builder, state.builder_holds = state.builder_holds, None, []
+        log.info("%s v%s: reference built from the first %d events (ends at %s[%d]@%d)", model.model_id,
+                 state.key.model_version, state.builder_rows, state.key.topic, state.key.partition, origin[-1])
+        await self._store_reference(state, holds, tracker)
+
+    async def _store_reference(self, state: StreamState, holds: list[np.ndarray], tracker: AckTracker) -> None:
+        def release(_f=None) -> None:
+            for h in holds:
+                tracker.release(h.tolist())
+
+        if self.references is None:
+            release()
+            return
+        from detectors.advanced import reference_frame
+        from streams.worker.references import StoredReference, encode_rows
+
+        key = state.key
+        rows = reference_frame(state.reference)  # stored too (sensitive features left out): see streams/references
+        stored = StoredReference(key.model_id, key.model_version, state.reference.to_bytes(), key.topic,
+                                 key.partition, state.ref_end_pos, state.builder_rows, time.time(),
+                                 rows_blob=encode_rows(rows, state.model.features) if rows is not None else b"")
+        self._stored_refs[(key.model_id, key.model_version)] = stored
+        self._decoded[(key.model_id, key.model_version)] = (stored, state.reference)
+
+        async def save() -> None:
+            async for attempt in Backoff(0.5, 10.0, retries=7).attempts_async():
+                try:
+                    await self.references.save(stored)
+                    return
+                except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable: retried
+                    log.warning("storing the reference of %s v%s failed (%s); attempt %d", key.model_id,
+                                key.model_version, e, attempt.number)
+            log.error("the reference of %s v%s (%d bytes) could not be stored: a restart will build a new one",
+                      key.model_id, key.model_version, len(stored.blob))
+
+        task = asyncio.ensure_future(save())
+        self._track(task)
+        task.add_done_callback(release)
+
+    async def _late(self, state: StreamState, part: FramePart, late: np.ndarray, tracker: AckTracker) -> None:
+        key = state.key
+        w = state.windows
+        self.stats.late_events += int(late.size)
+        offsets = part.origin[late]
+        rows = part.row_index[late] if part.row_index is not None else np.full(late.size, -1)
+        times = part.frame.event_time[late]
+        # one dead letter per message (we need its bytes: the tracker holds the token = the message)
+        by_off: dict[int, list[int]] = {}
+        for o, r in zip(offsets.tolist(), rows.tolist()):
+            by_off.setdefault(o, []).append(r)
+        for o, rs in by_off.items():
+            msg = tracker.message(o)
+            if msg is None:
+                continue
+            detail = (f"{len(rs)} event(s) of {key.model_id} v{key.model_version} arrived after their window "
+                      f"closed (event time {float(times.min()):.3f}; windows closed until {w.closed_until:.3f}, "
+                      f"grace {w.grace:g} s)")
+            dl = DeadLetter(msg, R_LATE, detail, None if rs == [-1] else tuple(rs), len(rs), key.model_id,
+                            key.model_version)
+            await self._dead_letter(dl, tracker)
+
+    # -- results -----------------------------------------------------------------
+    async def _window_closed(self, state: StreamState, w: ClosedWindow, tracker: AckTracker) -> None:
+        """Queue a closed window for evaluation; results reach the sink in closing order.
+
+        What depends on the order of the stream (which reference, the rolling state,
+        which messages the result releases) is decided here, synchronously; the
+        detectors then run on the evaluation thread while the next messages are
+        decoded, and a chain of tasks hands the results to the sink in order.
+        """
+        key, model = state.key, state.model
+        cfg = model.reference
+        reference, ref_kind, rolling_frames = None, "none", None
+        if state.pinned and state.reference is not None:
+            reference, ref_kind = state.reference, "set"
+        elif cfg.file is not None:
+            reference, ref_kind = state.reference, "file"
+        elif cfg.first_n is not None:
+            if state.reference is not None and state.ref_end_pos is not None and w.start_pos > state.ref_end_pos:
+                reference, ref_kind = state.reference, "first_n"
+        elif cfg.rolling and state.prev_frames:
+            rolling_frames, ref_kind = list(state.prev_frames), "rolling"
+        duration = max(w.end_time - w.start_time, 0.0)
+        fields: dict[str, Any] = {
+            F_N_EVENTS: w.n,
+            F_N_INVALID: _invalid_rows(w.frame),
+            F_WINDOW_START: w.start_time,
+            F_DURATION: duration,
+            F_CLOSED_AT: time.time(),
+            F_CLOSE_REASON: w.reason,
+            F_DRIFT_EVALUATED: ref_kind != "none" and (reference is not None or rolling_frames is not None),
+            F_REFERENCE: ref_kind,
+            **checkpoint_fields(key, w.checkpoint),
+        }
+        if duration > 0:
+            fields[F_EVENTS_PER_S] = w.n / duration
+        w.calibration = self._calibration(model, key, reference)
+        labelled = self.label_hook.on_window(key, w) if self.label_hook is not None else None
+        if cfg.rolling:
+            release = state.prev_holds
+            state.prev_holds = w.holds
+            state.prev_frames = [w.frame]
+        else:
+            release = w.holds
+        self.stats.windows += 1
+        self.stats.windowed_events += w.n
+        state.windows_closed += 1
+
+        async def finish(previous: asyncio.Future | None) -> None:
+            if self.evaluator is None:
+                records, seconds = [], 0.0
+            elif isinstance(self.evaluator, DetectorProcess):
+                records, seconds = await self.evaluator.evaluate(model, key, w, reference, rolling_frames)
+            elif self._executor is None:
+                records, seconds = evaluate_closed(self.evaluator, model, key, w, reference, rolling_frames)
+            else:
+                records, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, evaluate_closed, self.evaluator, model, key, w, reference, rolling_frames)
+            self.stats.evaluate_s += seconds
+            records = [r if r.time_ns == w.time_ns else replace(r, time_ns=w.time_ns) for r in records]
+            if previous is not None:
+                await asyncio.wait([previous])  # results go to the sink in closing order
+            if labelled is not None:
+                records.extend(labelled.records)
+            records.append(Record(WINDOW, {T_MODEL: key.model_id, T_VERSION: key.model_version}, fields, w.time_ns))
+            if self.alerting is not None:  # never blocks on the network: deliveries have their own queues
+                try:
+                    records.extend(self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns))
+                except Exception:  # noqa: BLE001 - alerting must not stop detection
+                    log.exception("alert evaluation failed on window #%d of %s v%s", w.seq, key.model_id,
+                                  key.model_version)
+            fut = await self.sink.submit(records)
+
+            def done(_f: asyncio.Future) -> None:
+                if _f.cancelled() or _f.exception() is not None:
+                    if labelled is not None:
+                        labelled.failed()
+                    return  # not written: keep the messages un-acked (they are re-read after a restart)
+                if labelled is not None:
+                    labelled.confirm()
+                for h in release:
+                    tracker.release(h.tolist())
+
+            fut.add_done_callback(done)
+
+        task = asyncio.ensure_future(finish(self._chain))
+        self._chain = task
+        self._track(task)
+        task.add_done_callback(self._job_done)
+        self._in_flight += 1
+        while self._in_flight > self.max_windows_in_flight:  # backpressure: the detectors are behind
+            self._room.clear()
+            await self._room.wait()
+
+    def _calibration(self, model: ModelMonitor, key: StreamKey, reference):
+        """CBPE's calibration for a window of ``key`` (or why there is none, as text): the labelled rows of
+        its reference (a file with a label column), else the model's first joined labels."""
+        if model.task != "classification":
+            return None
+        from detectors.advanced import reference_calibration
+        from detectors.performance import Calibration
+
+        cal = reference_calibration(reference, model.performance.min_calibration_rows)
+        if self.label_hook is None:
+            return cal if isinstance(cal, Calibration) else f"{cal}, and this worker joins no labels"
+        self.label_hook.use_reference_calibration(key.model_id, cal if isinstance(cal, Calibration) else None)
+        return self.label_hook.calibration(key.model_id)
+
+    def _job_done(self, task: asyncio.Future) -> None:
+        self._in_flight -= 1
+        self._room.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("writing a window's results failed: %r", task.exception())
+
+    async def _dead_letter(self, dl: DeadLetter, tracker: AckTracker) -> None:
+        self.stats.dead_letters += 1
+        self.stats.dead_events += dl.n_events
+        offset = dl.message.offset
+        tracker.hold([offset])
+        async for attempt in Backoff(0.5, retries=5).attempts_async():
+            try:
+                delivery = await self.deadletters.publish(dl)
+                break
+            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                if attempt.wait is None:
+                    raise
+                log.warning("publishing a dead letter failed (%s); retrying in %.1f s", e, attempt.wait)
+        written = await self.sink.submit([deadletter_record(dl, self.known_models)])
+        both = asyncio.gather(delivery, written)
+        self._track(both)
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                log.error("dead letter of %s[%d]@%d not confirmed (%s): the message stays un-acked",
+                          dl.message.topic, dl.message.partition, offset,
+                          "cancelled" if f.cancelled() else f.exception())
+                return
+            tracker.release([offset])
+
+        both.add_done_callback(done)
+
+    async def _dead_letters(self, dls: Sequence[DeadLetter], tps: dict[tuple[str, int], _TP]) -> None:
+        """Dead letters of one batch: their messages are held, then flushed with the ones before them.
+
+        A flush (:meth:`_flush_dead_letters`) happens once ``deadletter_max`` dead letters are
+        waiting or the oldest has waited ``deadletter_linger`` seconds (checked here and by
+        :meth:`tick`, every second): a flood of malformed messages costs one produce request
+        and one InfluxDB write per flush instead of per message (or per batch), so it does not
+        slow the valid traffic down (tests/reliability/test_hostile_input.py, docs/reliability.md).
+        """
+        if not self._dl_pending:
+            self._dl_since = self.clock()
+        events = 0
+        held: dict[AckTracker, list[int]] = {}
+        pending = self._dl_pending
+        for dl in dls:
+            m = dl.message
+            tracker = tps[(m.topic, m.partition)].tracker
+            held.setdefault(tracker, []).append(m.offset)
+            pending.append((dl, tracker))
+            events += dl.n_events
+        self.stats.dead_letters += len(dls)
+        self.stats.dead_events += events
+        for tracker, offsets in held.items():
+            tracker.hold(offsets)
+        if len(pending) >= self.deadletter_max or self.clock() - self._dl_since >= self.deadletter_linger:
+            await self._flush_dead_letters()
+
+    async def _flush_dead_letters(self) -> None:
+        """Publish the waiting dead letters in order and write their counts; release their messages after both.
+
+        The messages are acked (so their offsets may be committed) only once the broker has
+        confirmed every dead letter of the flush and InfluxDB has the aggregated counts
+        (:func:`streams.worker.deadletter.deadletter_records`). Dead letters of partitions this
+        worker no longer owns are dropped: their new owner reads those messages again.
+        """
+        pending, self._dl_pending = self._dl_pending, []
+        pending = [(dl, tr) for dl, tr in pending if tr.active]
+        if not pending:
+            return
+        dls = [dl for dl, _tr in pending]
+        held: dict[AckTracker, list[int]] = {}
+        for dl, tracker in pending:
+            held.setdefault(tracker, []).append(dl.message.offset)
+        delivered = await self.deadletters.publish_batch(dls)
+        written = await self.sink.submit(deadletter_records(dls, self.known_models))
+        both = asyncio.gather(written, delivered)
+        self._track(both)
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                log.error("%d dead letter(s) not confirmed (%s): their messages stay un-acked", len(dls),
+                          "cancelled" if f.cancelled() else f.exception())
+                return
+            for tracker, offsets in held.items():
+                tracker.release(offsets)
+
+        both.add_done_callback(done)
+
+    async def flush_dead_letters(self) -> None:
+        """Flush the waiting dead letters now (shutdown, tests)."""
+        if self._dl_pending:
+            async with self.lock:
+                await self._flush_dead_letters()
+
+    def _track(self, fut: asyncio.Future) -> None:
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+    # -- timers ------------------------------------------------------------------
+    async def tick(self, now: float | None = None) -> int:
+        """Close windows idle for longer than their ``idle_close_seconds``; returns how many closed."""
+        now = self.clock() if now is None else now
+        closed = 0
+        if self.lock.locked():  # messages are being processed: nothing is idle right now
+            return 0
+        async with self.lock:
+            if self._dl_pending and now - self._dl_since >= self.deadletter_linger:
+                await self._flush_dead_letters()
+            for st_tp in list(self._tps.values()):
+                for state in list(st_tp.streams.values()):
+                    if state.windows.n_open and now - state.last_event_at >= state.model.window.idle_close_seconds:
+                        out = state.windows.close_idle()
+                        ws = [out] if isinstance(out, ClosedWindow) else list(out or [])
+                        for w in ws:
+                            await self._window_closed(state, w, st_tp.tracker)
+                            closed += 1
+        return closed
+
+    async def flush_labels(self) -> int:
+        """Label-derived results that changed since the last call go to InfluxDB (the worker's 1 s timer):
+        a label's realized performance and error-stream verdict are written within about a second of its
+        arrival, also when no window closes any more (a paused or ended stream). Returns the records."""
+        if self.label_hook is None:
+            return 0
+        async with self.lock:
+            out = self.label_hook.flush()
+            if not out.records:
+                return 0
+
+            async def submit(previous: asyncio.Future | None) -> None:
+                if previous is not None:
+                    await asyncio.wait([previous])  # after the windows closed before (same points: last wins)
+                fut = await self.sink.submit(out.records)
+
+                def done(f: asyncio.Future) -> None:
+                    if f.cancelled() or f.exception() is not None:
+                        out.failed()
+                    else:
+                        out.confirm()
+
+                fut.add_done_callback(done)
+
+            task = asyncio.ensure_future(submit(self._chain))
+            self._chain = task
+            self._track(task)
+        return len(out.records)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait for background work (window evaluations, reference stores, dead letters) to finish."""
+        await self.flush_dead_letters()
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.wait(list(self._pending), timeout=max(deadline - time.monotonic(), 0.01))
+
+    # -- introspection -----------------------------------------------------------
+    def pending_messages(self) -> int:
+        return sum(len(st.tracker) for st in self._tps.values())
+
+    def open_events(self) -> int:
+        return sum(s.windows.n_open for st in self._tps.values() for s in st.streams.values())
+
+
+def _ordinals_of_last(parts: list[FramePart]) -> int:
+    """Ordinal (among this key's rows in its message) of the last row of the collected parts."""
+    from streams.worker.windows import row_ordinals
+
+    last = parts[-1]
+    origin = last.origin
+    # rows of the same message may span the previous parts too (a message is decoded whole, so no)
+    return int(row_ordinals(origin)[-1])

@@ -1,0 +1,376 @@
+"""Columnar tumbling windows per stream key (topic partition, model, version).
+
+Two kinds, both fed with decoded :class:`~streams.worker.decode.FramePart` s and both
+pure (no I/O, no clocks except the idle close the caller triggers):
+
+* :class:`CountWindows` — every ``size`` events form a window. A window keeps
+  the list of frames it received and concatenates them once, when it closes.
+  A message's rows may straddle two windows. The last partial window is closed
+  by :meth:`CountWindows.close_idle` (the worker calls it after
+  ``idle_close_seconds`` without events). Point time: the window's largest
+  event time (strictly increasing per key).
+* :class:`TimeWindows` — windows of ``size`` seconds aligned to the epoch
+  (``[k*size, (k+1)*size)``). The watermark is the largest event time seen
+  minus ``grace``; a window closes when the watermark reaches its end. A row
+  whose window has already closed is **late**: it is returned in
+  :attr:`Added.late` and the worker dead-letters it with reason ``late``
+  (original bytes kept, so it can be replayed; and it is counted on the
+  DEADLETTER measurement). At most ``max_open`` windows can be open: the grace
+  is capped at ``(max_open - 1) * size``. Point time: the window end.
+
+Determinism (needed so a restarted worker rewrites the *same* points): every
+decision is a function of the rows in (offset, row) order and of the
+:class:`Checkpoint` the worker starts from — never of how rows were batched.
+A row's *position* is ``(offset, k)``: its message offset and its ordinal
+among the rows of this key in that message.
+
+Restart. The worker stores a :class:`Checkpoint` with every written window (on
+the WINDOW point) and, when it takes a partition over, re-reads from the
+committed offset and rebuilds its windows from the checkpoint:
+
+* count windows: rows at or before the checkpoint's end position were in
+  written windows: skipped; the next window starts right after it.
+* time windows: rows at or before the close position whose time is before the
+  checkpoint's ``closed_until`` were in written windows (or were late and
+  dead-lettered before it): skipped; the watermark restarts where it was.
+
+Rows of the last written window are handed back (:attr:`Added.replayed`), so
+a *rolling* reference (the previous window) can be rebuilt after a restart.
+
+>>> import numpy as np
+>>> from detectors.frame import Frame
+>>> def part(times, offset):
+...     n = len(times)
+...     f = Frame.from_columns(event_id=np.array([str(t) for t in times], dtype=object),
+...                            event_time=np.array(times, dtype=float))
+...     return f, np.full(n, offset, dtype=np.int64)
+>>> w = CountWindows(size=3)
+>>> added = w.add(*part([1, 2], 0)); added.closed
+[]
+>>> added = w.add(*part([3, 4], 1)); [len(c.frame) for c in added.closed], w.n_open
+([3], 1)
+>>> [c.end_pos for c in added.closed]
+[(1, 0)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from detectors.frame import Frame, concat
+
+Position = tuple[int, int]  # (message offset, ordinal of the row among this key's rows in that message)
+NO_POSITION: Position = (-1, -1)
+CloseReason = Literal["full", "watermark", "idle"]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where the last *written* window of a stream key ended (stored on its WINDOW point).
+
+    ``seq``: number of that window (0-based); ``start_pos``/``end_pos``: first and
+    last row position of a count window, or, for a time window, ``end_pos`` is the
+    position of the row at which it closed; ``time_ns``: its point time;
+    ``closed_until`` (time windows): its end, every earlier window is closed too;
+    ``max_event_time``: the largest event time seen at its close;
+    ``window_start``: its start (time windows) — rows of it are replayed to rebuild
+    a rolling reference.
+    """
+
+    seq: int
+    start_pos: Position
+    end_pos: Position
+    time_ns: int
+    closed_until: float = -math.inf
+    max_event_time: float = -math.inf
+    window_start: float = -math.inf
+
+
+@dataclass(slots=True)
+class ClosedWindow:
+    """A window ready for the detectors: its frame, rows' offsets and its checkpoint."""
+
+    seq: int
+    frame: Frame
+    origin: np.ndarray  # int64 offset of every row (for the commit bookkeeping)
+    start_time: float  # epoch s: count = smallest event time; time = window start
+    end_time: float  # epoch s: count = largest event time; time = window end
+    time_ns: int  # the InfluxDB point time
+    reason: CloseReason
+    checkpoint: Checkpoint
+    holds: list[np.ndarray] = field(default_factory=list)  # unique offsets per piece (see Added.entered)
+    calibration: Any = None  # CBPE's calibration for this window (set by the pipeline; see WindowContext)
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+    @property
+    def start_pos(self) -> Position:
+        return self.checkpoint.start_pos
+
+    @property
+    def end_pos(self) -> Position:
+        return self.checkpoint.end_pos
+
+
+@dataclass(slots=True)
+class Added:
+    """What one :meth:`add` produced.
+
+    ``closed``: windows closed by these rows, oldest first. ``entered``: for every
+    piece of rows that went into a window, the unique offsets of its messages — the
+    caller holds those messages (keeps them un-acked) once per piece and releases
+    them with :attr:`ClosedWindow.holds` once the window is written. ``late``: row indexes (into the added part) that arrived after their window
+    closed. ``skipped``: rows already accounted for before a restart. ``replayed``:
+    row indexes of rows of the last written window (rolling reference rebuild).
+    """
+
+    closed: list[ClosedWindow] = field(default_factory=list)
+    entered: list[np.ndarray] = field(default_factory=list)
+    late: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    skipped: int = 0
+    replayed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def row_ordinals(origin: np.ndarray) -> np.ndarray:
+    """Each row's ordinal among the rows of its message (``origin`` groups are contiguous).
+
+    >>> row_ordinals(np.array([5, 5, 5, 6, 9, 9])).tolist()
+    [0, 1, 2, 0, 0, 1]
+    """
+    n = origin.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(origin[1:], origin[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    lengths = np.diff(np.append(starts, n))
+    return np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+
+
+def at_or_before(origin: np.ndarray, k: np.ndarray, pos: Position) -> np.ndarray:
+    """Mask of rows whose position is ``<= pos`` (lexicographic)."""
+    off, kk = pos
+    return (origin < off) | ((origin == off) & (k <= kk))
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+def _unique_sorted(origin: np.ndarray) -> np.ndarray:
+    """Unique values of a non-decreasing array."""
+    if origin.shape[0] <= 1:
+        return origin.copy()
+    keep = np.empty(origin.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(origin[1:], origin[:-1], out=keep[1:])
+    return origin[keep]
+
+
+class CountWindows:
+    """Tumbling windows of ``size`` events (see module docstring)."""
+
+    kind = "count"
+
+    def __init__(self, size: int, checkpoint: Checkpoint | None = None) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.size = int(size)
+        self.checkpoint = checkpoint
+        self.next_seq = checkpoint.seq + 1 if checkpoint else 0
+        self._last_time_ns = checkpoint.time_ns if checkpoint else -1
+        self._frames: list[Frame] = []
+        self._origins: list[np.ndarray] = []
+        self._ks: list[np.ndarray] = []
+        self._holds: list[np.ndarray] = []
+        self.n_open = 0
+
+    @property
+    def open_offsets(self) -> np.ndarray:
+        """Offsets of the messages whose rows are in the open window."""
+        if not self._origins:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(self._origins))
+
+    def add(self, frame: Frame, origin: np.ndarray) -> Added:
+        """Add rows (in position order); return the windows they closed."""
+        out = Added()
+        k = row_ordinals(origin)
+        idx = np.arange(len(frame))
+        ck = self.checkpoint
+        if ck is not None and len(frame) and origin[0] <= ck.end_pos[0]:
+            done = at_or_before(origin, k, ck.end_pos)
+            if done.any():
+                last = done & ~at_or_before(origin, k, (ck.start_pos[0], ck.start_pos[1] - 1))
+                out.replayed = idx[last]
+                out.skipped = int(done.sum())
+                keep = ~done
+                frame, origin, k, idx = frame.take(keep), origin[keep], k[keep], idx[keep]
+        start = 0
+        n = len(frame)
+        while start < n:
+            take = min(self.size - self.n_open, n - start)
+            sl = slice(start, start + take)
+            self._frames.append(frame.take(sl) if (start or take < n) else frame)
+            self._origins.append(origin[sl])
+            self._ks.append(k[sl])
+            held = _unique_sorted(origin[sl])
+            self._holds.append(held)
+            out.entered.append(held)
+            self.n_open += take
+            start += take
+            if self.n_open >= self.size:
+                out.closed.append(self._close("full"))
+        return out
+
+    def close_idle(self) -> ClosedWindow | None:
+        """Close the partial window (after ``idle_close_seconds`` without events)."""
+        return self._close("idle") if self.n_open else None
+
+    def _close(self, reason: CloseReason) -> ClosedWindow:
+        frame = concat(self._frames)
+        origin = np.concatenate(self._origins)
+        ks = np.concatenate(self._ks)
+        t = frame.event_time
+        t_min, t_max = float(t.min()), float(t.max())
+        time_ns = max(_ns(t_max), self._last_time_ns + 1000)  # strictly increasing points
+        self._last_time_ns = time_ns
+        ck = Checkpoint(
+            seq=self.next_seq,
+            start_pos=(int(origin[0]), int(ks[0])),
+            end_pos=(int(origin[-1]), int(ks[-1])),
+            time_ns=time_ns,
+            max_event_time=t_max,
+        )
+        self.next_seq += 1
+        holds = self._holds
+        self._frames, self._origins, self._ks, self._holds, self.n_open = [], [], [], [], 0
+        return ClosedWindow(ck.seq, frame, origin, t_min, t_max, time_ns, reason, ck, holds)
+
+
+class TimeWindows:
+    """Event-time tumbling windows with a lateness grace (see module docstring)."""
+
+    kind = "time"
+
+    def __init__(
+        self, size: float, grace: float = 0.0, max_open: int = 16, checkpoint: Checkpoint | None = None
+    ) -> None:
+        if size <= 0:
+            raise ValueError("size must be > 0")
+        if max_open < 1:
+            raise ValueError("max_open must be >= 1")
+        self.size = float(size)
+        self.requested_grace = float(grace)
+        self.grace = min(float(grace), (max_open - 1) * self.size)
+        self.max_open = max_open
+        self.checkpoint = checkpoint
+        self.next_seq = checkpoint.seq + 1 if checkpoint else 0
+        self.max_event_time = checkpoint.max_event_time if checkpoint else -math.inf
+        self.closed_until = checkpoint.closed_until if checkpoint else -math.inf
+        self._last_pos: Position = checkpoint.end_pos if checkpoint else NO_POSITION
+        # window index -> pieces
+        self._open: dict[int, list[tuple[Frame, np.ndarray, np.ndarray]]] = {}
+
+    @property
+    def grace_capped(self) -> bool:
+        return self.grace < self.requested_grace
+
+    @property
+    def n_open(self) -> int:
+        return sum(len(f) for pieces in self._open.values() for f, _o, _k in pieces)
+
+    @property
+    def open_windows(self) -> list[int]:
+        return sorted(self._open)
+
+    @property
+    def open_offsets(self) -> np.ndarray:
+        parts = [o for pieces in self._open.values() for _f, o, _k in pieces]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+    def add(self, frame: Frame, origin: np.ndarray) -> Added:
+        """Add rows in position order: returns closed windows and the late rows."""
+        out = Added()
+        k = row_ordinals(origin)
+        idx = np.arange(len(frame))
+        t = frame.event_time
+        ck = self.checkpoint
+        if ck is not None and len(frame) and origin[0] <= ck.end_pos[0]:
+            before = at_or_before(origin, k, ck.end_pos)
+            done = before & (t < ck.closed_until)
+            if done.any():
+                out.replayed = idx[done & (t >= ck.window_start)]
+                out.skipped = int(done.sum())
+                keep = ~done
+                frame, origin, k, idx, t = frame.take(keep), origin[keep], k[keep], idx[keep], t[keep]
+        n = len(frame)
+        if n == 0:
+            return out
+        size, grace = self.size, self.grace
+        # watermark before each row (running max of event times, from the state we start in)
+        run = np.maximum.accumulate(np.concatenate(([self.max_event_time], t)))
+        m_before, m_after = run[:-1], run[1:]
+        closed_before = np.maximum(self.closed_until, np.floor((m_before - grace) / size) * size)
+        w = np.floor(t / size)
+        late = (w + 1) * size <= closed_before
+        out.late = idx[late]
+        ok = ~late
+        # attach the rows to their windows (stable: rows keep their order inside a window)
+        if ok.any():
+            w_ok = w[ok].astype(np.int64)
+            rows = np.flatnonzero(ok)
+            order = np.argsort(w_ok, kind="stable")
+            w_sorted = w_ok[order]
+            bounds = np.flatnonzero(np.diff(w_sorted)) + 1
+            for grp in np.split(order, bounds):
+                sel = rows[grp]
+                self._open.setdefault(int(w_ok[grp[0]]), []).append((frame.take(sel), origin[sel], k[sel]))
+                out.entered.append(_unique_sorted(origin[sel]))
+        # close the windows the watermark passed, each at the row that passed it
+        new_closed = max(self.closed_until, math.floor((m_after[-1] - grace) / size) * size)
+        for win in sorted(self._open):
+            end = (win + 1) * size
+            if end > new_closed:
+                break
+            at = int(np.searchsorted(m_after - grace, end, side="left"))
+            at = min(at, n - 1)
+            out.closed.append(self._close(win, (int(origin[at]), int(k[at])), float(m_after[at]), "watermark"))
+        self.max_event_time = float(m_after[-1])
+        self.closed_until = max(self.closed_until, new_closed)
+        self._last_pos = (int(origin[-1]), int(k[-1]))
+        return out
+
+    def close_idle(self) -> list[ClosedWindow]:
+        """Close every open window (the stream went quiet); later rows for them are late."""
+        closed = [self._close(w, self._last_pos, self.max_event_time, "idle") for w in sorted(self._open)]
+        return closed
+
+    def _close(self, win: int, at: Position, max_event_time: float, reason: CloseReason) -> ClosedWindow:
+        pieces = self._open.pop(win)
+        frame = concat([f for f, _o, _k in pieces])
+        origin = np.concatenate([o for _f, o, _k in pieces])
+        start, end = win * self.size, (win + 1) * self.size
+        self.closed_until = max(self.closed_until, end)
+        ck = Checkpoint(
+            seq=self.next_seq,
+            start_pos=(int(origin.min()), 0),
+            end_pos=at,
+            time_ns=_ns(end),
+            closed_until=end,
+            max_event_time=max_event_time,
+            window_start=start,
+        )
+        self.next_seq += 1
+        holds = [_unique_sorted(o) for _f, o, _k in pieces]
+        return ClosedWindow(ck.seq, frame, origin, start, end, ck.time_ns, reason, ck, holds)
+
+
+Windows = CountWindows | TimeWindows

@@ -1,0 +1,21 @@
+"""streams.worker.app: the worker's Faust app polls and fetches with short waits (see the module docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.worker.app import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_S, App, create_app
+from streams.settings import Settings
+
+
+def test_the_worker_consumer_fetches_and_polls_with_short_waits(tmp_path):
+    """Faust hard-codes a 1.5 s fetch wait and a 1 s poll; a burst of small messages stalled on both."""
+    assert FETCH_MAX_WAIT_MS <= 200 and POLL_TIMEOUT_S <= 0.2
+    app = create_app(Settings(state_dir=tmp_path))
+    assert isinstance(app, App)
+
+    async def main():
+        consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+        return consumer._fetch_max_wait_ms
+
+    assert asyncio.run(main()) == FETCH_MAX_WAIT_MS
