@@ -15,8 +15,8 @@ SDK and the dashboard can use it without pulling numpy or scipy in.
 The families and their members:
 
 * :class:`ConfigurationError` (``ValueError``): a setting, a monitor / rule /
-  security / access file, or a budget that cannot work — ``streams.monitors.ConfigError``,
-  ``streams.security.SecurityConfigError``, ``streams.sinks.influx.InfluxConfigError``,
+  security / access file, or a budget that cannot work — ``streams.worker.monitors.ConfigError``,
+  ``streams.broker.security.SecurityConfigError``, ``streams.influx.sink.InfluxConfigError``,
   ``streams.alerts.rules.RuleError``, ``dashboard.auth.AccessError``,
   ``detectors.budget.BudgetExhausted``;
 * :class:`InvalidInputError` (``ValueError``): data or arguments a detector cannot
@@ -29,15 +29,15 @@ The families and their members:
   ``detectors.adversarial.evaluator.AdversarialFitError``;
 * :class:`ServiceError` (``RuntimeError``): a service (Kafka broker, InfluxDB, the
   alert sink, the local stack, Chromium) refused or could not be reached —
-  ``streams.kafka_admin.TopicError``, ``streams.sinks.influx.InfluxQueryError``,
-  ``streams.influx_admin.InfluxAdminError``, ``dashboard.queries.InfluxError``,
-  ``streams.localstack.StackError``, ``streams.alerts.sink.SinkError``,
+  ``streams.broker.admin.TopicError``, ``streams.influx.sink.InfluxQueryError``,
+  ``streams.influx.admin.InfluxAdminError``, ``dashboard.queries.InfluxError``,
+  ``streams.devstack.localstack.StackError``, ``streams.alerts.sink.SinkError``,
   ``dashboard.browser.BrowserError``;
 * :class:`StorageError` (``RuntimeError``): kept state (the reference topic, the
-  alert store) cannot be read or written — ``streams.references.ReferenceStoreError``,
+  alert store) cannot be read or written — ``streams.worker.references.ReferenceStoreError``,
   ``streams.alerts.store.StoreError``.
 
-``streams.reference_cli.CliError`` (a message for the terminal and an exit code)
+``streams.cli.reference.CliError`` (a message for the terminal and an exit code)
 derives from the root directly.
 
 >>> issubclass(InvalidInputError, ValueError) and issubclass(InvalidInputError, DriftwatchError)

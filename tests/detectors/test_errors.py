@@ -66,7 +66,7 @@ def test_families_keep_their_builtin_bases() -> None:
     for fam in (E.EngineUnavailable, E.DetectorFailure, E.ServiceError, E.StorageError):
         assert issubclass(fam, RuntimeError)
     from detectors.reference import ReferenceDataError
-    from streams.monitors import ConfigError
+    from streams.worker.monitors import ConfigError
 
     with pytest.raises(ValueError):
         raise ReferenceDataError("x")
