@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from streams.alerts.rules import WebhookConfig
-from streams.security import secret_values
+from streams.broker.security import secret_values
 from streams.settings import Settings
 
 
