@@ -44,9 +44,10 @@ and are joined by the worker (see :mod:`detectors.concept` for the exact calls).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,8 +64,8 @@ from detectors.multivariate import (
 from detectors.online import CVMOnline
 from detectors.performance import CBPE, Calibration, fit_calibration, not_calibrated_record, performance_records
 from detectors.prediction import PredictionReference, prediction_drift, prediction_records
-from detectors.reference import Reference
 from detectors.records import FieldValue, Record
+from detectors.reference import Reference
 from detectors.spec import DriftSpec, OnlineSpec
 from detectors.thresholds import Band
 
@@ -113,7 +114,7 @@ def _fitted(reference: Reference, key: tuple, build) -> Any:
     return value
 
 
-def status_record(ctx: "WindowContext", evaluator: str, reason: str | None, **fields: Any) -> Record:
+def status_record(ctx: WindowContext, evaluator: str, reason: str | None, **fields: Any) -> Record:
     """``dw_status`` of one row-based evaluator for the window: ``computed`` (0/1) and, when not, ``reason``
     (what is missing and how to provide it), so the dashboard says why instead of "no results yet"."""
     f: dict[str, Any] = {"computed": int(reason is None), **fields}
@@ -126,7 +127,7 @@ def _has_outputs(frame: Frame) -> bool:
     return any(x is not None for x in (frame.pred_label, frame.pred_proba, frame.pred_value))
 
 
-def _no_rows_reason(ctx: "WindowContext") -> str:
+def _no_rows_reason(ctx: WindowContext) -> str:
     if ctx.reference is None:
         return "no reference yet (it is being collected, or the reference file could not be read)"
     return ("the reference has no rows attached (a summary-only stored reference): set it again from a file "
@@ -138,7 +139,7 @@ NO_OUTPUTS = ("the reference rows carry no model outputs: declare the reference 
               "reference.score), or use a first_n reference")
 
 
-def reference_calibration(reference: Reference | None, min_rows: int = 200) -> "Calibration | str":
+def reference_calibration(reference: Reference | None, min_rows: int = 200) -> Calibration | str:
     """CBPE's calibration fitted on the reference rows' labels (cached per reference), or why there is none."""
     rows = reference_frame(reference)
     if rows is None:
@@ -164,7 +165,7 @@ class PredictionDrift:
     name = "prediction_drift"
     segmented = False
 
-    def evaluate(self, ctx: "WindowContext") -> list[Record]:
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
         ref_frame = reference_frame(ctx.reference)
         if ref_frame is None or ctx.reference is None:  # no rows without a reference
             return [status_record(ctx, self.name, _no_rows_reason(ctx))]
@@ -198,7 +199,7 @@ class MultivariateDrift:
         self.pca_variance = pca_variance
         self.seed = seed
 
-    def evaluate(self, ctx: "WindowContext") -> list[Record]:
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
         method = ctx.drift.multivariate
         ref_frame = reference_frame(ctx.reference)
         if method == "none" or ref_frame is None or ctx.reference is None:
@@ -254,7 +255,7 @@ class EstimatedPerformance:
     name = "estimated_performance"
     segmented = False
 
-    def evaluate(self, ctx: "WindowContext") -> list[Record]:
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
         f = ctx.frame
         if ctx.task != "classification":
             return [status_record(ctx, self.name, "no performance estimator for regression models (realized "
@@ -289,7 +290,7 @@ class EstimatedPerformance:
         return out + [status_record(ctx, self.name, None)]
 
     @staticmethod
-    def bands(ctx: "WindowContext", cal: Calibration, window_n: int) -> dict[str, dict[str, Any]]:
+    def bands(ctx: WindowContext, cal: Calibration, window_n: int) -> dict[str, dict[str, Any]]:
         """Per metric, the band of CBPE's estimates over the reference rows' chunks of the window's size
         (time order, the window's calibration): ``mean ± k·sd``, k from the drift family level split
         two-sided over the judged metrics; fields ``threshold_method``, ``band_lower``/``band_upper``,
@@ -335,7 +336,7 @@ class FeatureImpactEvaluator:
         self.max_rows = max_rows
         self.seed = seed
 
-    def evaluate(self, ctx: "WindowContext") -> list[Record]:
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
         cfg = ctx.impact
         declared = dict(getattr(cfg, "declared", {}) or {})
         if declared:
@@ -500,7 +501,7 @@ class OnlineDrift:
         if w.detector is None and w.future is not None and w.future.done():
             try:
                 w.detector = w.future.result()
-            except Exception as e:  # noqa: BLE001 - raised once by evaluate, the feature is then off
+            except Exception as e:  # raised once by evaluate, the feature is then off
                 w.error = e
             w.future = None
         return w.detector
@@ -555,7 +556,7 @@ class OnlineDrift:
             out[feature] = (det.update(vals), times, held, dropped)
         return out
 
-    def evaluate(self, ctx: "WindowContext") -> list[Record]:
+    def evaluate(self, ctx: WindowContext) -> list[Record]:
         if ctx.reference is None:
             return []
         p = self.params(ctx.drift)

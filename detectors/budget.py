@@ -38,8 +38,8 @@ spend does not make every window an alarm).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from detectors.errors import ConfigurationError
 
@@ -140,8 +140,9 @@ def allocate(alarms_per_day: float, loads: Sequence[ModelLoad]) -> list[BudgetLi
 def expected_alarms(lines: Sequence[BudgetLine]) -> float:
     """False alarms per day the allocation spends on stationary data (≤ the budget; less when capped),
     the fixed (online) contributions included."""
-    return sum(l.window_level * l.windows_per_day * l.families for l in lines
-               if l.window_level is not None and l.windows_per_day) + sum(l.fixed_per_day or 0.0 for l in lines)
+    return sum(line.window_level * line.windows_per_day * line.families for line in lines
+               if line.window_level is not None and line.windows_per_day) + sum(
+        line.fixed_per_day or 0.0 for line in lines)
 
 
 def online_per_day(n_features: int, ert: float, events_per_second: float | None) -> float | None:

@@ -61,10 +61,11 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -146,7 +147,7 @@ class Joined:
                 out[i] = float(v)
         return out
 
-    def take(self, idx: np.ndarray) -> "Joined":
+    def take(self, idx: np.ndarray) -> Joined:
         def sel(a):
             return None if a is None else a[idx]
 
@@ -154,7 +155,7 @@ class Joined:
                       sel(self.pred_label), sel(self.pred_proba), sel(self.pred_value), self.classes)
 
     @staticmethod
-    def concat(parts: Sequence["Joined"]) -> "Joined":
+    def concat(parts: Sequence[Joined]) -> Joined:
         parts = [p for p in parts if len(p)]
         if not parts:
             return _empty_joined(())
@@ -203,7 +204,7 @@ class JoinSnapshot:
 
     @classmethod
     def from_arrays(cls, predictions, labels, tomb_ids, tomb_reasons, classes, has, stats,
-                    label_clock: float = -np.inf) -> "JoinSnapshot":
+                    label_clock: float = -np.inf) -> JoinSnapshot:
         """From oldest-first arrays of finished ids and reasons (as :attr:`tomb_ids` / :attr:`tomb_reasons`)."""
         return cls(predictions, labels, list(zip(tomb_ids.tolist()[::-1], tomb_reasons.tolist()[::-1])), classes,
                    has, stats, label_clock)
@@ -282,7 +283,7 @@ class _Store:
         self.time[slots] = times
         self.ids[slots] = ids
         for name, col in self.cols.items():  # columns this batch lacks are reset, not left stale
-            col[slots] = values[name] if name in values else (np.nan if col.dtype.kind == "f" else None)
+            col[slots] = values.get(name, np.nan if col.dtype.kind == "f" else None)
         self.index.update(zip(ids.tolist(), slots.tolist()))
         return evicted
 
@@ -417,7 +418,7 @@ class LabelJoin:
         return reasons > _RESTORED
 
     # -- persistence -----------------------------------------------------------------------------
-    def snapshot(self, tomb_limit: int = 50_000) -> "JoinSnapshot":
+    def snapshot(self, tomb_limit: int = 50_000) -> JoinSnapshot:
         """Copies of everything the join holds (columnar), to :meth:`restore` after a restart.
 
         Cheap (array copies of the live slots, and the ``tomb_limit`` most recently finished
@@ -443,7 +444,7 @@ class LabelJoin:
                             has=dict(self._has), stats=JoinStats(**self.stats.as_fields()),
                             label_clock=float(self.label_clock))
 
-    def restore(self, snap: "JoinSnapshot", now: float | None = None) -> int:
+    def restore(self, snap: JoinSnapshot, now: float | None = None) -> int:
         """Load a :meth:`snapshot` into this (new, empty) join; returns the predictions restored.
 
         Entries older than the TTL at ``now`` are expired (and counted) at once; beyond
@@ -766,7 +767,7 @@ class ErrorStreamMonitor:
         self._window_reset()
 
     @classmethod
-    def from_spec(cls, spec, task, **kw) -> "ErrorStreamMonitor":
+    def from_spec(cls, spec, task, **kw) -> ErrorStreamMonitor:
         """From an :class:`~detectors.spec.ErrorStreamSpec` (``labels.online``)."""
         return cls(task, reference_size=spec.reference_size, ert=spec.ert, window_sizes=spec.window_sizes,
                    n_bootstraps=spec.n_bootstraps, error_threshold=spec.error_threshold,
@@ -872,7 +873,7 @@ class ErrorStreamMonitor:
             self._future = None
             try:
                 self._done(fut.result())
-            except Exception as e:  # noqa: BLE001 - a worker thread's failure: reported through the window's fields
+            except Exception as e:  # a worker thread's failure: reported through the window's fields
                 self.note = f"calibration failed: {type(e).__name__}: {e}"
                 log.warning("error-stream detector: %s; it stays off for this reference", self.note)
                 self.reference, self._off = None, True

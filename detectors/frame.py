@@ -62,7 +62,7 @@ class Frame:
         classes: tuple[str, ...] = (),
         pred_value: np.ndarray | None = None,
         label: np.ndarray | None = None,
-    ) -> "Frame":
+    ) -> Frame:
         """Build a frame, filling absent optional columns with their empty value."""
         n = int(np.asarray(event_time).shape[0])
         if source_id is None:
@@ -86,7 +86,7 @@ class Frame:
             label=label,
         )
 
-    def take(self, idx: np.ndarray | slice) -> "Frame":
+    def take(self, idx: np.ndarray | slice) -> Frame:
         """Rows selected by an index array, boolean mask or slice."""
 
         def sel(a: np.ndarray | None) -> np.ndarray | None:
@@ -142,16 +142,16 @@ def concat(frames: list[Frame]) -> Frame:
         event_id=np.concatenate([f.event_id for f in frames]),
         event_time=np.concatenate([f.event_time for f in frames]),
         source_id=np.concatenate([f.source_id for f in frames]),
-        numeric={k: cat(lambda f: f.numeric.get(k), np.nan, np.float64) for k in num_names},
-        categorical={k: cat(lambda f: f.categorical.get(k), None, object) for k in cat_names},
+        numeric={k: cat(lambda f, k=k: f.numeric.get(k), np.nan, np.float64) for k in num_names},
+        categorical={k: cat(lambda f, k=k: f.categorical.get(k), None, object) for k in cat_names},
         type_error={
-            k: cat(lambda f: f.type_error.get(k), False, bool) for k in (*num_names, *cat_names)
+            k: cat(lambda f, k=k: f.type_error.get(k), False, bool) for k in (*num_names, *cat_names)
         },
         pred_label=cat(lambda f: f.pred_label, None, object) if has_label else None,
         pred_proba=proba,
         classes=classes,
         pred_value=cat(lambda f: f.pred_value, np.nan, np.float64) if has_value else None,
         label=cat(lambda f: f.label, None, object) if has_truth else None,
-        unknown={k: cat(lambda f: f.unknown.get(k), False, bool)
+        unknown={k: cat(lambda f, k=k: f.unknown.get(k), False, bool)
                  for k in dict.fromkeys(k for f in frames for k in f.unknown)},
     )

@@ -37,9 +37,9 @@ characters with control characters replaced (:func:`~detectors.reference.safe_la
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import reduce
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class Histogram:
     def n(self) -> int:
         return int(np.asarray(self.counts).sum())
 
-    def same_bins(self, other: "Histogram") -> bool:
+    def same_bins(self, other: Histogram) -> bool:
         if (self.feature, self.kind) != (other.feature, other.kind):
             return False
         if self.counts.shape != other.counts.shape:

@@ -49,8 +49,8 @@ True
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -117,7 +117,7 @@ class RowEncoder:
         if not self.numeric and not self.categorical:
             raise ValueError("multivariate drift needs at least one feature")
 
-    def fit(self, frame: Frame) -> "RowEncoder":
+    def fit(self, frame: Frame) -> RowEncoder:
         """Learn means, scales and categories from the reference frame."""
         for j, name in enumerate(self.numeric):
             col = np.asarray(frame.numeric.get(name, np.full(len(frame), np.nan)), dtype=np.float64)

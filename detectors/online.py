@@ -47,17 +47,18 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from detectors.errors import InvalidInputError
 
 __all__ = [
-    "CalibrationError",
     "CVMOnline",
+    "CalibrationError",
     "FETOnline",
     "OnlineResult",
     "calibration_key",
@@ -287,7 +288,7 @@ def _cvm_rows(ref: _RefCDF, windows: np.ndarray | None, sorted_pieces=None) -> n
     return normalise_cvm(term_ref + term_win, n, w)
 
 
-def cvm_window_stats(x_ref: "np.ndarray | _RefCDF", stream: np.ndarray, window_size: int) -> np.ndarray:
+def cvm_window_stats(x_ref: np.ndarray | _RefCDF, stream: np.ndarray, window_size: int) -> np.ndarray:
     """Standardised CvM statistic of every full sliding window of ``stream`` vs ``x_ref`` (1-D).
 
     Entry ``j`` is the statistic of ``stream[j : j + window_size]``.

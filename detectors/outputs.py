@@ -19,9 +19,10 @@ a pandas CSV's ``True`` is the events' ``true``, ``1.0`` their ``1``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 

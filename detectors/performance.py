@@ -48,8 +48,10 @@ from event to label); for CBPE accuracy, ``std``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from itertools import pairwise
+from typing import Literal
 
 import numpy as np
 
@@ -62,13 +64,13 @@ __all__ = [
     "CBPE",
     "Calibration",
     "CalibrationCollector",
+    "PerformanceAccumulator",
+    "classification_metrics",
     "fit_calibration",
     "isotonic_fit",
     "needs_calibration",
-    "not_calibrated_record",
-    "PerformanceAccumulator",
-    "classification_metrics",
     "normalize_labels",
+    "not_calibrated_record",
     "performance_records",
     "regression_metrics",
 ]
@@ -223,7 +225,7 @@ class PerformanceAccumulator:
                  "delays": np.concatenate(self.delays) if self.delays else np.empty(0)})
 
     @classmethod
-    def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> "PerformanceAccumulator":
+    def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> PerformanceAccumulator:
         """The accumulator :meth:`state` described."""
         acc = cls(scalars["task"])
         for k in cls._STATE_KEYS[1:]:
@@ -235,7 +237,7 @@ class PerformanceAccumulator:
             acc.delays, acc._n_delays = [delays], int(delays.size)
         return acc
 
-    def merge(self, other: "PerformanceAccumulator") -> None:
+    def merge(self, other: PerformanceAccumulator) -> None:
         """Fold another accumulator of the same task into this one."""
         if other.task != self.task:
             raise ValueError("cannot merge accumulators of different tasks")
@@ -380,7 +382,7 @@ def _ece(truth: np.ndarray, proba: np.ndarray, bins: int) -> float:
     width = n // bins
     edges = np.arange(0, n + 1, width)
     edges[-1] = n
-    return float(sum((r - l) / n * abs(p[l:r].mean() - t[l:r].mean()) for l, r in zip(edges[:-1], edges[1:])))
+    return float(sum((hi - lo) / n * abs(p[lo:hi].mean() - t[lo:hi].mean()) for lo, hi in pairwise(edges)))
 
 
 def needs_calibration(proba: np.ndarray, truth: np.ndarray, *, splits: int = 10, test_size: float = 0.1,
@@ -517,7 +519,7 @@ class CBPE:
     def __init__(self, calibration: Calibration | None = None) -> None:
         self.calibration = calibration
 
-    def fit_calibration(self, proba: np.ndarray, labels: np.ndarray, classes: Sequence[str], **kw) -> "CBPE":
+    def fit_calibration(self, proba: np.ndarray, labels: np.ndarray, classes: Sequence[str], **kw) -> CBPE:
         """Fit the calibration on labelled reference rows (:func:`fit_calibration`)."""
         self.calibration = fit_calibration(proba, labels, classes, **kw)
         return self

@@ -136,7 +136,7 @@ class PredictionReference:
 
     @classmethod
     def from_frame(cls, frame: Frame, *, bins: int = 10, top_k: int = 50,
-                   max_classes: int = 20) -> "PredictionReference":
+                   max_classes: int = 20) -> PredictionReference:
         """Build from the reference events' predictions (raises if they hold none)."""
         pf, used = prediction_frame(frame, None, max_classes)
         if not pf.numeric and not pf.categorical:
@@ -145,7 +145,7 @@ class PredictionReference:
             FeatureSpec(name=k, kind="categorical") for k in pf.categorical
         ]
         ref = Reference.from_frame(pf, specs, bins=bins, top_k=top_k, source="predictions")
-        from detectors.advanced import attach_reference_frame  # noqa: PLC0415 - advanced imports this module
+        from detectors.advanced import attach_reference_frame  # advanced imports this module
 
         attach_reference_frame(ref, pf)  # rows in time order: the chunk thresholds (detectors.thresholds)
         means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in pf.numeric.items()}

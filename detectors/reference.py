@@ -45,9 +45,10 @@ import gzip
 import hashlib
 import io
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -179,7 +180,7 @@ class WindowColumns:
         """Mask of the rows where categorical column ``name`` has a value (not None)."""
         return self._hashed(name)[1]
 
-    def category_codes(self, name: str, cref: "CategoricalReference") -> tuple[np.ndarray, int]:
+    def category_codes(self, name: str, cref: CategoricalReference) -> tuple[np.ndarray, int]:
         """``(codes, n_unseen)``: index of each present value in ``cref.categories``;
         values the reference never saw get ``K, K + 1, ...`` (K = number of categories).
 
@@ -363,7 +364,7 @@ class Reference:
     bins: int = 10
     top_k: int = 20
     segment_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    segments: dict[str, "Reference"] = field(default_factory=dict)  # tag -> sub-reference
+    segments: dict[str, Reference] = field(default_factory=dict)  # tag -> sub-reference
     min_segment_rows: int = 50
     source: str = "frame"
     _cache: dict = field(default_factory=dict, repr=False)  # engines' derived objects
@@ -382,7 +383,7 @@ class Reference:
         segment_top_k: int = 10,
         min_segment_rows: int = 50,
         source: str = "frame",
-    ) -> "Reference":
+    ) -> Reference:
         """Build from the events of ``frame`` (first N events, or the previous window).
 
         ``bins``: numeric histogram/PSI bins (reference quantiles); ``top_k``: categories
@@ -420,7 +421,7 @@ class Reference:
 
     @classmethod
     def _build(cls, frame: Frame, features: tuple[FeatureSpec, ...], *, bins: int, top_k: int,
-               parent: "Reference | None", source: str) -> "Reference":
+               parent: Reference | None, source: str) -> Reference:
         n = len(frame)
         numeric, categorical = {}, {}
         for f in features:
@@ -434,7 +435,7 @@ class Reference:
         return cls(features, n, numeric, categorical, bins=bins, top_k=top_k, source=source)
 
     @classmethod
-    def from_file(cls, path: str | Path, features: Sequence[FeatureSpec], **kwargs) -> "Reference":
+    def from_file(cls, path: str | Path, features: Sequence[FeatureSpec], **kwargs) -> Reference:
         """Build from a CSV, Parquet or NPZ file of rows (see :func:`read_rows`)."""
         kwargs.setdefault("source", str(path))
         return cls.from_frame(read_rows(path, features), features, **kwargs)
@@ -510,7 +511,7 @@ class Reference:
         return buf.getvalue()
 
     @classmethod
-    def _from_arrays(cls, meta: dict, prefix: str, data) -> "Reference":
+    def _from_arrays(cls, meta: dict, prefix: str, data) -> Reference:
         features = tuple(FeatureSpec.model_validate(f) for f in meta["features"])
         numeric = {}
         for i, m in enumerate(meta["numeric"]):
@@ -532,7 +533,7 @@ class Reference:
         return ref
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "Reference":
+    def from_bytes(cls, blob: bytes) -> Reference:
         """Inverse of :meth:`to_bytes`; raises :class:`ReferenceDataError` on foreign data."""
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:

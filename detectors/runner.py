@@ -54,13 +54,13 @@ then carries the records that were produced and the errors.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from detectors import records as R
-from detectors.adversarial.evaluator import AdversarialEvaluator
 from detectors.advanced import (
     EstimatedPerformance,
     FeatureImpactEvaluator,
@@ -70,6 +70,7 @@ from detectors.advanced import (
     attach_reference_frame,
     reference_frame,
 )
+from detectors.adversarial.evaluator import AdversarialEvaluator
 from detectors.errors import DetectorFailure
 from detectors.frame import Frame
 from detectors.histograms import (
@@ -79,12 +80,19 @@ from detectors.histograms import (
     reference_histograms,
     window_histograms,
 )
-from detectors.quality import (UNDECLARED, FeatureQuality, data_quality, quality_verdicts, reference_quality,
-                               undeclared_features, window_totals)
-from detectors.thresholds import reference_rows
+from detectors.quality import (
+    UNDECLARED,
+    FeatureQuality,
+    data_quality,
+    quality_verdicts,
+    reference_quality,
+    undeclared_features,
+    window_totals,
+)
 from detectors.records import Record
 from detectors.reference import Reference, WindowColumns
 from detectors.spec import DriftSpec, FeatureSpec
+from detectors.thresholds import reference_rows
 from detectors.univariate import DriftResult, univariate_drift
 
 
@@ -102,7 +110,7 @@ class WindowContext:
     frame: Frame
     reference: Reference | None
     features: tuple[FeatureSpec, ...]
-    drift: DriftSpec = DriftSpec()
+    drift: DriftSpec = field(default_factory=DriftSpec)
     task: str = "classification"
     segments: tuple[str, ...] = ()
     window_start: float = 0.0  # epoch seconds
@@ -148,7 +156,7 @@ class WindowContext:
     def quality(self) -> list[FeatureQuality]:
         return self.cached("quality", lambda: data_quality(self.frame, self.features, self.columns))
 
-    def for_segment(self, tag: str, mask: np.ndarray, reference: Reference) -> "WindowContext":
+    def for_segment(self, tag: str, mask: np.ndarray, reference: Reference) -> WindowContext:
         """The context of one segment: its rows, its sub-reference, no further segmenting."""
         return replace(self, frame=self.frame.take(mask), reference=reference, segments=(),
                        segment=tag, cache={})

@@ -62,7 +62,7 @@ class FeatureSpec(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "FeatureSpec":
+    def _check(self) -> FeatureSpec:
         if self.boolean and self.kind != "categorical":
             raise ValueError("boolean applies to categorical features (write kind: boolean)")
         if self.boolean and self.allowed is not None and not set(self.allowed) <= {"true", "false"}:
@@ -108,7 +108,7 @@ class OnlineSpec(_Strict):
     engine: Engine = "native"
 
     @model_validator(mode="after")
-    def _check(self) -> "OnlineSpec":
+    def _check(self) -> OnlineSpec:
         if any(w < 2 or w > 1000 for w in self.window_sizes):
             raise ValueError(f"window_sizes must be between 2 and 1000 events, got {self.window_sizes}")
         object.__setattr__(self, "window_sizes", _check_window_sizes(self.window_sizes))
@@ -145,7 +145,7 @@ class ErrorStreamSpec(_Strict):
     engine: Engine = "native"
 
     @model_validator(mode="after")
-    def _check(self) -> "ErrorStreamSpec":
+    def _check(self) -> ErrorStreamSpec:
         if any(w < 2 or w > 10_000 for w in self.window_sizes):
             raise ValueError(f"window_sizes must be between 2 and 10000 labels, got {self.window_sizes}")
         object.__setattr__(self, "window_sizes", _check_window_sizes(self.window_sizes))
@@ -194,7 +194,7 @@ class ThresholdSpec(_Strict):
                                      description="Jensen-Shannon distance (natural log, as Evidently)")
 
     @model_validator(mode="after")
-    def _check(self) -> "ThresholdSpec":
+    def _check(self) -> ThresholdSpec:
         if self.max_chunks < self.min_chunks:
             raise ValueError(f"max_chunks ({self.max_chunks}) is below min_chunks ({self.min_chunks})")
         return self

@@ -64,8 +64,8 @@ when both samples have at most 20 values), so they agree to float32 precision
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import scipy.special as sc

@@ -56,6 +56,7 @@ ring), for bounded memory and a batch-vectorised update.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -366,7 +367,7 @@ class ExtractionTracker:
             sources, Z, times = sources[ok], Z[ok], times[ok]
         if Z.shape[0] == 0:
             return _empty_update()
-        names, first_idx, inv = np.unique(sources.astype(str), return_index=True, return_inverse=True)
+        names, inv = np.unique(sources.astype(str), return_inverse=True)
         now = float(np.nanmax(times)) if np.isfinite(times).any() else 0.0
         uslots = self._assign(names, now)
         slot_e = uslots[inv]
@@ -395,7 +396,6 @@ class ExtractionTracker:
         counted = finite & ~dup
 
         # rings: distances, then queries ------------------------------------------------------
-        grp = np.repeat(np.arange(starts.shape[0]), sizes)
         cs = np.cumsum(counted)
         before = np.r_[0, cs][starts]
         rank = cs - 1 - np.repeat(before, sizes)  # 0-based rank among counted, per source
@@ -555,7 +555,7 @@ def simulate_benign(
     # tests at exactly min_queries, min_queries + test_every, ... distances (the first query has none):
     # the earliest and every later look a live client can get, small samples included
     cuts = [0, *range(t.min_queries + 1, pad.shape[1], t.test_every), pad.shape[1]]
-    for a, z in zip(cuts[:-1], cuts[1:]):
+    for a, z in pairwise(cuts):
         block = pad[:, a: z]
         ok = block >= 0
         rows, _ = np.nonzero(ok)

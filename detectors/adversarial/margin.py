@@ -53,7 +53,7 @@ class MarginDetector:
         self.test = test
 
     @classmethod
-    def fit(cls, reference_margins: np.ndarray, rate: float = 0.1, test: str = "beta-binomial") -> "MarginDetector":
+    def fit(cls, reference_margins: np.ndarray, rate: float = 0.1, test: str = "beta-binomial") -> MarginDetector:
         m = np.asarray(reference_margins, dtype=np.float64)
         m = m[np.isfinite(m)]
         if m.shape[0] < 20:

@@ -65,8 +65,9 @@ source).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -155,7 +156,7 @@ class AdversarialMonitor:
 
     @classmethod
     def fit(cls, reference: Frame, features: Sequence[FeatureSpec], spec: AdversarialSpec | None = None,
-            task: str = "classification", estimator: Any = None) -> "AdversarialMonitor":
+            task: str = "classification", estimator: Any = None) -> AdversarialMonitor:
         """Fit every enabled component on the reference rows (see the module docstring).
 
         ``estimator``: the model itself for the squeeze component (default: loaded from
@@ -167,7 +168,7 @@ class AdversarialMonitor:
         X = numeric_matrix(reference, names)
         std = Standardizer.fit(X) if names else None
         Z = std.transform(X) if std is not None else np.zeros((len(reference), 0))
-        outlier = tracker = margin = squeeze = None
+        outlier = tracker = squeeze = None
         if not names:
             notes.append("no numeric features: outlier and extraction components off")
         if names and spec.outlier.enabled:

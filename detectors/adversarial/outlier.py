@@ -88,7 +88,7 @@ class Standardizer:
         self.std = np.asarray(std, dtype=np.float64)
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
+    def fit(cls, X: np.ndarray) -> Standardizer:
         X = np.asarray(X, dtype=np.float64)
         with np.errstate(all="ignore"):
             mean = np.nanmean(X, axis=0) if X.size else np.zeros(X.shape[1])
@@ -103,7 +103,7 @@ class Standardizer:
 
 
 class Scorer(Protocol):
-    def fit(self, Z: np.ndarray) -> "Scorer": ...
+    def fit(self, Z: np.ndarray) -> Scorer: ...
     def score(self, Z: np.ndarray) -> np.ndarray: ...
 
 
@@ -113,7 +113,7 @@ class MahalanobisScorer:
     def __init__(self, min_eigenvalue: float = 1e-6) -> None:
         self.min_eigenvalue = float(min_eigenvalue)
 
-    def fit(self, Z: np.ndarray) -> "MahalanobisScorer":
+    def fit(self, Z: np.ndarray) -> MahalanobisScorer:
         Z = np.asarray(Z, dtype=np.float64)
         if Z.shape[0] < 2:
             raise ValueError("Mahalanobis needs at least 2 reference rows")
@@ -142,7 +142,7 @@ class AlibiMahalanobisScorer:  # pragma: no cover - needs PyTorch
 
         self.det = _mahalanobis.Mahalanobis(min_eigenvalue=min_eigenvalue, backend="pytorch", device="cpu")
 
-    def fit(self, Z: np.ndarray) -> "AlibiMahalanobisScorer":
+    def fit(self, Z: np.ndarray) -> AlibiMahalanobisScorer:
         self.det.fit(np.asarray(Z, dtype=np.float32))
         return self
 
@@ -158,7 +158,7 @@ class IForestScorer:
         self.seed = int(seed)
         self.engine = engine
 
-    def fit(self, Z: np.ndarray) -> "IForestScorer":
+    def fit(self, Z: np.ndarray) -> IForestScorer:
         Z = np.asarray(Z, dtype=np.float64)
         if self.engine == "alibi":
             from alibi_detect.od import IForest
@@ -202,7 +202,7 @@ class OutlierDetector:
     @classmethod
     def fit(cls, Z: np.ndarray, *, rate: float = 0.05, holdout: float = 0.5, method: str = "mahalanobis",
             engine: str = "native", min_eigenvalue: float = 1e-6, n_estimators: int = 100, seed: int = 0,
-            test: str = "beta-binomial") -> "OutlierDetector":
+            test: str = "beta-binomial") -> OutlierDetector:
         """Fit on ``1 - holdout`` of the (standardised) reference rows, calibrate on the rest."""
         Z = np.asarray(Z, dtype=np.float64)
         n = Z.shape[0]

@@ -64,7 +64,7 @@ class ExtractionSpec(_Strict):
     top_k: int = Field(10, ge=0, le=1000, description="per-source records per window (most suspicious first)")
 
     @model_validator(mode="after")
-    def _check(self) -> "ExtractionSpec":
+    def _check(self) -> ExtractionSpec:
         if self.min_queries > self.distances:
             raise ValueError("min_queries must not exceed distances")
         return self

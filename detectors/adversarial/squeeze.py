@@ -24,8 +24,9 @@ a pandas DataFrame with those column names (they must be numeric features).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def load_estimator(path: str | Path) -> Any:
         est = joblib.load(path)
     except FileNotFoundError:
         raise SqueezeModelError(f"{path}: estimator file not found") from None
-    except Exception as e:  # noqa: BLE001 - unpickling can raise anything
+    except Exception as e:  # unpickling can raise anything
         raise SqueezeModelError(f"{path}: cannot load the estimator: {type(e).__name__}: {e}") from None
     if not callable(getattr(est, "predict_proba", None)):
         raise SqueezeModelError(f"{path}: {type(est).__name__} has no predict_proba (a classifier is needed)")
@@ -67,7 +68,7 @@ class QuantileSqueezer:
         self.centers = centers
 
     @classmethod
-    def fit(cls, X: np.ndarray, bins: int = 16) -> "QuantileSqueezer":
+    def fit(cls, X: np.ndarray, bins: int = 16) -> QuantileSqueezer:
         X = np.asarray(X, dtype=np.float64)
         edges, centers = [], []
         for j in range(X.shape[1]):
@@ -132,14 +133,14 @@ class SqueezeDetector:
                     _model_input(self.squeezer.transform(Xo), self.names, self.estimator)))
             except SqueezeModelError:
                 raise
-            except Exception as e:  # noqa: BLE001 - a user model; say what failed
+            except Exception as e:  # a user model; say what failed
                 raise SqueezeModelError(f"the estimator's predict_proba failed: {type(e).__name__}: {e}") from None
             out[ok] = np.abs(p - q).sum(axis=1)
         return out
 
     @classmethod
     def fit(cls, estimator: Any, names: Sequence[str], X_ref: np.ndarray, *, bins: int = 16, rate: float = 0.05,
-            holdout: float = 0.5, sample: int = 200, test: str = "beta-binomial", seed: int = 0) -> "SqueezeDetector":
+            holdout: float = 0.5, sample: int = 200, test: str = "beta-binomial", seed: int = 0) -> SqueezeDetector:
         """Quantile bins from one part of the (raw, numeric) reference rows, threshold from the rest."""
         X_ref = np.asarray(X_ref, dtype=np.float64)
         n = X_ref.shape[0]
