@@ -615,20 +615,39 @@ def univariate_drift(
     num_stat, num_p, cat_stat, cat_p = ENGINES[spec.engine](num, cat, spec.numeric_test, reference)
 
     names = num_names + cat_names
-    p = np.concatenate([num_p, cat_p]).astype(np.float64)
-    stat = np.concatenate([num_stat, cat_stat]).astype(np.float64)
-    psi = np.concatenate([num.psi, cat.psi])
-    js = np.concatenate([num.js, cat.js])
-    n_ref = np.concatenate([num.n_ref, cat.n_ref])
-    n_cur = np.concatenate([num.n_cur, cat.n_cur])
+    dof = np.concatenate([np.full(len(num_names), np.nan),
+                          [float(np.count_nonzero(a + b) - 1) for a, b in zip(cat.ref_counts, cat.cur_counts)]])
+    return drift_result(
+        reference, spec, len(frame), num_names, cat_names,
+        statistic=np.concatenate([num_stat, cat_stat]), p_value=np.concatenate([num_p, cat_p]),
+        psi=np.concatenate([num.psi, cat.psi]), js=np.concatenate([num.js, cat.js]),
+        wasserstein=num.wasserstein, n_ref=np.concatenate([num.n_ref, cat.n_ref]),
+        n_cur=np.concatenate([num.n_cur, cat.n_cur]), dof=dof, skipped=skipped)
+
+
+def drift_result(reference: Reference, spec: DriftSpec, window_rows: int, num_names: Sequence[str],
+                 cat_names: Sequence[str], *, statistic: np.ndarray, p_value: np.ndarray, psi: np.ndarray,
+                 js: np.ndarray, wasserstein: np.ndarray, n_ref: np.ndarray, n_cur: np.ndarray,
+                 dof: np.ndarray, skipped: Sequence[str] = (), engine: str | None = None) -> DriftResult:
+    """The window's :class:`DriftResult` from per-feature statistics (numeric features first).
+
+    Shared by :func:`univariate_drift` (statistics on the window's rows) and
+    :func:`detectors.summaries.summary_drift` (statistics from a window summary):
+    the many-test correction, the threshold method's verdicts
+    (:func:`detectors.thresholds.drift_verdicts`) and the ranking are the same.
+    ``dof``: chi-square degrees of freedom (NaN for numeric features); ``engine``: the name
+    recorded (default ``spec.engine``).
+    """
+    num_names, cat_names = list(num_names), list(cat_names)
+    names = num_names + cat_names
+    p = np.asarray(p_value, dtype=np.float64)
+    stat = np.asarray(statistic, dtype=np.float64)
     corr = correct(p, spec.p_val, spec.correction)
     n_num = len(num_names)
     kinds = ["numeric"] * n_num + ["categorical"] * len(cat_names)
-    wass = [float(w) for w in num.wasserstein] + [None] * len(cat_names)
+    wass = [float(w) for w in wasserstein] + [None] * len(cat_names)
     tests = [spec.numeric_test] * n_num + [spec.categorical_test] * len(cat_names)
-    dof = np.concatenate([np.full(n_num, np.nan),
-                          [float(np.count_nonzero(a + b) - 1) for a, b in zip(cat.ref_counts, cat.cur_counts)]])
-    verdicts = drift_verdicts(reference, len(frame), names, kinds, tests, stat, p, js, wass,
+    verdicts = drift_verdicts(reference, window_rows, names, kinds, tests, stat, p, js, wass,
                               n_ref, n_cur, dof, corr.threshold, corr.reject, spec)
     reject = np.array([v.drift for v in verdicts], dtype=bool)
     # rank: drifting first, then larger PSI, then smaller p-value, then name
@@ -636,16 +655,16 @@ def univariate_drift(
     results = tuple(
         FeatureDrift(
             feature=names[i],
-            kind="numeric" if i < n_num else "categorical",
-            test=spec.numeric_test if i < n_num else spec.categorical_test,
+            kind=kinds[i],
+            test=tests[i],
             statistic=float(stat[i]), p_value=float(p[i]),
             n_ref=int(n_ref[i]), n_cur=int(n_cur[i]), psi=float(psi[i]), js=float(js[i]),
-            wasserstein=float(num.wasserstein[i]) if i < n_num else None,
+            wasserstein=wass[i],
             threshold=corr.threshold, drift=bool(reject[i]), rank=r + 1, verdict=verdicts[i])
         for r, i in enumerate(order))
     return DriftResult(
         features=results,
-        engine=spec.engine,
+        engine=spec.engine if engine is None else engine,
         correction=spec.correction,
         p_val=spec.p_val,
         threshold=corr.threshold,
