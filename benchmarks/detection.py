@@ -20,6 +20,16 @@ stream, seeded:
   (defaults), and, at a smaller ERT that its calibration can reach, alibi-detect's
   ``FETDriftOnline`` used directly beside driftwatch's at the same ERT.
 
+* summary vs exact verdicts (:mod:`detectors.summaries`): the same windows
+  judged on their rows (``univariate_drift``) and on a mergeable summary
+  (``summary_drift``, ``--summary-bins`` fine bins, filled in batches of 100
+  events), for the default threshold method (``both``: reference-chunk band and
+  effect floor, reference rows attached as in the worker) and for ``p_value``;
+  numeric features plus one categorical; stationary windows and windows whose
+  feature 0 is shifted by 0.05-0.5 sd (many near the verdict boundary). Reported:
+  windows whose verdict differs, features whose verdict differs, the largest
+  |KS D summary - exact|.
+
 Metrics: ``delay`` (windows after the change until the first alarm, 0 = the
 first full window after onset; events for online detectors), ``power`` (share
 of changed windows flagged), ``false_alarms_per_1000_windows`` (for event
@@ -75,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p1", type=float, default=0.20, help="error rate after the change")
     parser.add_argument("--no-alibi", action="store_true", help="skip alibi-detect (it imports slowly)")
     parser.add_argument("--cache-dir", default=".driftwatch/calibration", help="online threshold cache")
+    parser.add_argument("--summary-windows", type=int, default=600,
+                        help="windows judged both from rows and from summaries (per threshold method)")
+    parser.add_argument("--summary-bins", type=int, default=1024, help="fine bins of the window summaries")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
 
 
@@ -382,6 +395,67 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
     return out
 
 
+# -- summary verdicts vs exact ----------------------------------------------------------------
+
+
+def summary_agreement(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
+    """How often the verdict from a window summary differs from the verdict on the window's rows."""
+    from detectors.advanced import attach_reference_frame
+    from detectors.summaries import SummaryLayout, summary_drift
+
+    n, d = args.window, args.features
+    cats = np.array(list("abcdefgh"))
+    probs = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.05])
+    specs = [FeatureSpec(name=f"f{j}", kind="numeric") for j in range(d)] + [FeatureSpec(name="c", kind="categorical")]
+
+    def frame(m: int, shift: float, cat_shift: float) -> Frame:
+        x = _window(rng, m, d, shift=shift)
+        p = probs + cat_shift * (np.eye(len(probs))[-1] - probs)
+        return Frame.from_columns(event_id=np.arange(m).astype(str).astype(object), event_time=np.arange(m, dtype=float),
+                                  numeric={f"f{j}": x[:, j] for j in range(d)},
+                                  categorical={"c": rng.choice(cats, m, p=p).astype(object)})
+
+    shifts = (0.0, 0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+    out: dict[str, Any] = {"bins": args.summary_bins, "window_events": n, "features": d + 1,
+                           "shifts_sd": list(shifts)}
+    t0 = time.perf_counter()
+    for method in ("both", "p_value"):
+        spec = DriftSpec(p_val=args.p_val, threshold=ThresholdSpec(method=method))
+        windows = feat_diff = drift_exact = drift_summary = 0
+        window_diff, ks_err = 0, 0.0
+        per_ref = 20  # windows per fresh reference
+        while windows < args.summary_windows:
+            batch = min(per_ref, args.summary_windows - windows)
+            rows = frame(10 * n, 0.0, 0.0)
+            ref = attach_reference_frame(Reference.from_frame(rows, specs), rows)
+            layout = SummaryLayout.build(ref, specs, bins=args.summary_bins, reservoir=0)
+            for k in range(batch):
+                shift = shifts[(windows + k) % len(shifts)]
+                w = frame(n, shift, 0.5 * shift)
+                exact = univariate_drift(w, ref, spec)
+                summ = layout.summary()
+                for lo in range(0, n, 100):
+                    summ.update(w.take(slice(lo, lo + 100)))
+                approx = summary_drift(summ, ref, spec)
+                drift_exact += exact.drift
+                drift_summary += approx.drift
+                window_diff += exact.drift != approx.drift
+                for f in exact.features:
+                    g = approx.feature(f.feature)
+                    feat_diff += f.drift != g.drift
+                    if f.test == "ks":
+                        ks_err = max(ks_err, abs(f.statistic - g.statistic))
+            windows += batch
+        out[method] = {"windows": windows, "windows_drifting_exact": int(drift_exact),
+                       "windows_drifting_summary": int(drift_summary),
+                       "windows_verdict_differs": int(window_diff),
+                       "window_agreement": round(1 - window_diff / max(windows, 1), 4),
+                       "feature_verdicts_differ": int(feat_diff), "feature_verdicts": windows * (d + 1),
+                       "max_abs_ks_difference": round(ks_err, 6)}
+    _log(f"summary vs exact: {time.perf_counter() - t0:.0f}s")
+    return out
+
+
 def _checks(cov: dict[str, Any], con: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     conf = 1000 * args.p_val
     ks = cov["stationary"]["ks_native"]["false_alarms_per_1000_windows"]
@@ -400,6 +474,7 @@ def _checks(cov: dict[str, Any], con: dict[str, Any], args: argparse.Namespace) 
 def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.stationary_windows, args.mv_windows, args.streams = 40, 10, 3
+        args.summary_windows = 40
         args.error_events, args.error_streams, args.mmd_permutations = 20_000, 1, 50
         args.ert = min(args.ert, 1e6)
     warnings.filterwarnings("ignore")
@@ -409,13 +484,18 @@ def run(args: argparse.Namespace) -> int:
     cov = covariate(args, rng, alibi)
     onl = online_feature(args, rng, alibi)
     con = concept(args, rng, alibi)
+    summ = summary_agreement(args, rng)
+    checks = _checks(cov, con, args)
+    checks["summary_verdicts_agree_with_exact_on_99pct_of_windows"] = all(
+        summ[m]["window_agreement"] >= 0.99 for m in ("both", "p_value"))
     report = {
         "command": COMMAND + " " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "detection"] else []),
         "config": {k: v for k, v in vars(args).items() if k not in ("name", "rest")},
         "covariate": cov,
         "online_key_feature": onl,
         "concept_error_stream": con,
-        "checks": _checks(cov, con, args),
+        "summary_vs_exact": summ,
+        "checks": checks,
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(report, indent=2))

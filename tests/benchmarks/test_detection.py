@@ -15,6 +15,7 @@ def test_detection_benchmark_prints_json(tmp_path, capsys):
         "--no-alibi", "--features", "5", "--window", "300", "--stationary-windows", "20", "--mv-windows", "4",
         "--streams", "2", "--mmd-permutations", "20", "--mmd-rows", "100", "--ert", "20000",
         "--error-bootstraps", "3000", "--error-events", "5000", "--error-streams", "1", "--ert-small", "300", "--online-ert", "200", "--online-bootstraps", "2000", "--small-bootstraps", "3000",
+        "--summary-windows", "16", "--summary-bins", "256",
         "--cache-dir", str(tmp_path),
     ])
     assert detection.run(args) == 0
@@ -33,5 +34,12 @@ def test_detection_benchmark_prints_json(tmp_path, capsys):
         "abrupt_0.5sd_one_of_20_detected_in_first_full_window",
         "error_stream_delay_no_worse_than_adwin",
         "error_stream_false_alarms_no_more_than_adwin",
+        "summary_verdicts_agree_with_exact_on_99pct_of_windows",
     }
+    summ = report["summary_vs_exact"]
+    for method in ("both", "p_value"):
+        assert summ[method]["windows"] == 16
+        assert summ[method]["windows_verdict_differs"] <= 16
+        assert 0 < summ[method]["max_abs_ks_difference"] < 0.02  # 256 bins, 300-event windows
+    assert summ["p_value"]["windows_drifting_exact"] > 0  # the shifted windows drift
     assert list(tmp_path.glob("*.npz"))  # online calibrations cached where asked
