@@ -81,6 +81,7 @@ __all__ = [
     "OnlineDrift",
     "PredictionDrift",
     "attach_reference_frame",
+    "prediction_reference",
     "reference_calibration",
     "reference_frame",
     "status_record",
@@ -159,6 +160,17 @@ def reference_calibration(reference: Reference | None, min_rows: int = 200) -> C
     return cache[key]
 
 
+def prediction_reference(reference: Reference) -> PredictionReference:
+    """The reference rows' outputs (one object per reference; raises ValueError when the rows carry none
+    or there are no rows): what prediction drift compares with, and what a window summary bins the
+    outputs by (:meth:`detectors.summaries.SummaryLayout.build`)."""
+    rows = reference_frame(reference)
+    if rows is None:
+        raise ValueError("the reference has no rows")
+    return _fitted(reference, ("prediction_reference", reference.bins),
+                   lambda: PredictionReference.from_frame(rows, bins=reference.bins))
+
+
 class PredictionDrift:
     """``dw_prediction``: drift of predicted classes, probabilities and values (whole window)."""
 
@@ -171,12 +183,22 @@ class PredictionDrift:
             return [status_record(ctx, self.name, _no_rows_reason(ctx))]
         if not _has_outputs(ref_frame):
             return [status_record(ctx, self.name, NO_OUTPUTS)]
-        if not _has_outputs(ctx.frame):
+        summary = ctx.summary
+        if summary is not None and summary.layout.outputs is None:
+            return [status_record(ctx, self.name, "the window summary has no output bins")]
+        if summary is None and not _has_outputs(ctx.frame):
             return [status_record(ctx, self.name, "the window's events carry no prediction")]
-        pref = _fitted(ctx.reference, ("prediction_reference", ctx.reference.bins),
-                       lambda: PredictionReference.from_frame(ref_frame, bins=ctx.reference.bins))
-        res = prediction_drift(ctx.frame, pref, ctx.drift)
-        recs = prediction_records(res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns)
+        pref = prediction_reference(ctx.reference)
+        if summary is not None:  # from the window summary's output bins (detectors.summaries)
+            from detectors.summaries import output_totals, summary_drift
+
+            res = summary_drift(summary, pref.reference, ctx.drift, outputs=True)
+            means, labels = output_totals(summary)
+            recs = prediction_records(res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns,
+                                      window_means=means, label_counts=labels)
+        else:
+            res = prediction_drift(ctx.frame, pref, ctx.drift)
+            recs = prediction_records(res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns)
         out = [ctx.record(r.measurement, r.tags, {**r.fields, "window_start": float(ctx.window_start)})
                for r in recs]
         if not res.features:

@@ -162,8 +162,14 @@ def prediction_drift(window: Frame, reference: PredictionReference, spec: DriftS
 
 
 def prediction_records(result: DriftResult, window: Frame, reference: PredictionReference,
-                       tags: dict[str, str], time_ns: int, max_share_classes: int = 50) -> list[Record]:
-    """``dw_prediction`` records of one window (fields documented in the module docstring)."""
+                       tags: dict[str, str], time_ns: int, max_share_classes: int = 50, *,
+                       window_means: dict[str, float] | None = None,
+                       label_counts: dict[str, int] | None = None) -> list[Record]:
+    """``dw_prediction`` records of one window (fields documented in the module docstring).
+
+    ``window_means``/``label_counts``: the window's output means and predicted-class counts when
+    ``window`` does not hold all its rows (a window summary: :func:`detectors.summaries.output_totals`).
+    """
     out: list[Record] = []
     pf, _ = prediction_frame(window, reference.proba_classes)
     for f in result.features:
@@ -177,19 +183,23 @@ def prediction_records(result: DriftResult, window: Frame, reference: Prediction
             if f.wasserstein is not None:
                 fields["wasserstein"] = f.wasserstein
             fields["mean_ref"] = reference.mean_ref.get(f.feature, float("nan"))
-            if col is not None and np.isfinite(col).any():
+            if window_means is not None:
+                fields["mean_window"] = window_means.get(f.feature, float("nan"))
+            elif col is not None and np.isfinite(col).any():
                 fields["mean_window"] = float(np.nanmean(col))
         fields = {k: v for k, v in fields.items() if not (isinstance(v, float) and not np.isfinite(v))}
         out.append(Record(PREDICTION, {**tags, T_FEATURE: f.feature, T_DETECTOR: f.test}, fields, time_ns))
     lab_ref = reference.reference.categorical.get(LABEL)
-    if lab_ref is not None and LABEL in pf.categorical:
-        col = pf.categorical[LABEL]
-        vals = as_str(col[not_missing(col)])
-        classes, counts = np.unique(vals, return_counts=True)
-        n_win = max(int(counts.sum()), 1)
+    if lab_ref is not None and (LABEL in pf.categorical or label_counts is not None):
+        if label_counts is not None:
+            win_counts = dict(label_counts)
+        else:
+            col = pf.categorical[LABEL]
+            classes, counts = np.unique(as_str(col[not_missing(col)]), return_counts=True)
+            win_counts = dict(zip(classes.tolist(), counts.tolist()))
+        n_win = max(int(sum(win_counts.values())), 1)
         n_ref = max(lab_ref.n, 1)
         ref_counts = dict(zip(lab_ref.categories.tolist(), lab_ref.counts.tolist()))
-        win_counts = dict(zip(classes.tolist(), counts.tolist()))
         names = sorted(set(ref_counts) | set(win_counts),
                        key=lambda c: -(ref_counts.get(c, 0) + win_counts.get(c, 0)))[:max_share_classes]
         for c in names:

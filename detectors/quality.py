@@ -191,12 +191,17 @@ def undeclared_features(frame: Frame, limit: int = 10) -> dict[str, int | float 
     """
     if not frame.unknown:
         return None
-    n = len(frame)
     counts = {name: int(mask.sum()) for name, mask in frame.unknown.items()}
+    any_row = int(np.logical_or.reduce(list(frame.unknown.values())).sum())
+    return undeclared_fields(len(frame), any_row, counts, limit)
+
+
+def undeclared_fields(n: int, any_row: int, counts: dict[str, int], limit: int = 10) -> dict | None:
+    """The fields of :func:`undeclared_features` from counts: ``n`` events, ``any_row`` of them carried an
+    undeclared feature, ``counts`` per name (also what a window summary keeps). None: there were none."""
     counts = {k: v for k, v in counts.items() if v}
     if not counts:
         return None
-    any_row = int(np.logical_or.reduce(list(frame.unknown.values())).sum())
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     more = len(counts) - len(top)
     text = ", ".join(f"{k}={v}" for k, v in top) + (f", (+{more} more)" if more > 0 else "")

@@ -87,6 +87,7 @@ from detectors.quality import (
     quality_verdicts,
     reference_quality,
     undeclared_features,
+    undeclared_fields,
     window_totals,
 )
 from detectors.records import Record
@@ -121,7 +122,15 @@ class WindowContext:
     # None: the evaluator fits one on the reference rows' labels, if they have any
     calibration: Any = None
     impact: Any = None  # the model's ImpactConfig (method, target, declared); None: defaults
+    # the window's WindowSummary (detectors.summaries) when it kept no rows: counts, quality, drift and
+    # histograms come from it, and ``frame`` holds only its reservoir sample (for the row-based evaluators)
+    summary: Any = None
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def n_events(self) -> int:
+        """Events in the window (the summary's count when the window kept no rows)."""
+        return len(self.frame) if self.summary is None else int(self.summary.n)
 
     @property
     def time_ns(self) -> int:
@@ -154,7 +163,18 @@ class WindowContext:
         return self.cached("columns", lambda: WindowColumns(self.frame))
 
     def quality(self) -> list[FeatureQuality]:
+        if self.summary is not None:
+            from detectors.summaries import summary_quality
+
+            return self.cached("quality", lambda: summary_quality(self.summary, self.features))
         return self.cached("quality", lambda: data_quality(self.frame, self.features, self.columns))
+
+    def undeclared(self) -> dict[str, Any] | None:
+        """Quality fields of the undeclared features the events carried (None: none)."""
+        s = self.summary
+        if s is None:
+            return undeclared_features(self.frame)
+        return undeclared_fields(s.n, s.n_unknown_rows, s.unknown)
 
     def for_segment(self, tag: str, mask: np.ndarray, reference: Reference) -> WindowContext:
         """The context of one segment: its rows, its sub-reference, no further segmenting."""
@@ -182,7 +202,7 @@ class WindowStats:
     segmented = False
 
     def evaluate(self, ctx: WindowContext) -> list[Record]:
-        n = len(ctx.frame)
+        n = ctx.n_events
         duration = max(ctx.window_end - ctx.window_start, 0.0)
         fields: dict[str, Any] = {
             "n_events": n,
@@ -210,7 +230,7 @@ class DataQuality:
             fields: dict[str, Any] = {**q.counts(), **q.rates(),
                                       "window_start": float(ctx.window_start), **judged[i]}
             out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: q.feature}), fields))
-        undeclared = undeclared_features(ctx.frame)
+        undeclared = ctx.undeclared()
         if undeclared is not None:
             out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: UNDECLARED}),
                                   {**undeclared, "window_start": float(ctx.window_start)}))
@@ -223,10 +243,10 @@ class DataQuality:
         rows' chunks of the window's size, at the drift family level; empty fields without reference rows."""
         reference = ctx.reference
         rows = None if reference is None else reference_rows(reference)
-        if reference is None or rows is None or not len(ctx.frame):
+        if reference is None or rows is None or not ctx.n_events:
             return [{} for _ in quality]
         t = ctx.drift.threshold
-        ref = reference_quality(rows, ctx.features, len(ctx.frame), t.min_chunks, t.max_chunks,
+        ref = reference_quality(rows, ctx.features, ctx.n_events, t.min_chunks, t.max_chunks,
                                 reference._cache)
         return quality_verdicts(quality, ctx.features, ref, ctx.drift.p_val, t.sd_multiplier)
 
@@ -242,6 +262,10 @@ class DataDrift:
         if ref is None:
             return None
         names = [f.name for f in ctx.features if f.name in ref.numeric or f.name in ref.categorical]
+        if ctx.summary is not None:
+            from detectors.summaries import summary_drift
+
+            return ctx.cached("univariate_drift", lambda: summary_drift(ctx.summary, ref, ctx.drift, names))
         return ctx.cached("univariate_drift",
                           lambda: univariate_drift(ctx.frame, ref, ctx.drift, names,
                                                    columns=ctx.columns))
@@ -323,7 +347,12 @@ class Histograms:
         names = [n for n in specs if n in ref.numeric or n in ref.categorical]
         out = []
         start = float(ctx.window_start)
-        cur = window_histograms(ctx.frame, ref, names, columns=ctx.columns)
+        if ctx.summary is not None:
+            from detectors.summaries import summary_histograms
+
+            cur = summary_histograms(ctx.summary, ref, names)
+        else:
+            cur = window_histograms(ctx.frame, ref, names, columns=ctx.columns)
         base = reference_histograms(ref, names)
         for h, r in zip(cur, base):
             sensitive = specs[h.feature].sensitive
@@ -388,7 +417,7 @@ class WindowEvaluationError(DetectorFailure):
 def segment_contexts(ctx: WindowContext) -> list[WindowContext]:
     """The segment contexts of a window (bounded: reference top-K values + ``__other__``)."""
     ref = ctx.reference
-    if ref is None or not ctx.segments:
+    if ref is None or not ctx.segments or ctx.summary is not None:  # a summary keeps no per-segment counts
         return []
     out = []
     for feature in ctx.segments:
@@ -418,6 +447,13 @@ def _attach_segment_rows(ref: Reference, feature: str, tag: str, sub: Reference)
         attach_reference_frame(sub, rows.take(mask))
 
 
+NEEDS_EVERY_ROW = frozenset({"online_drift", "adversarial"})
+"""Evaluators that follow every event (a stream of tests, per-source state): not run on a window that kept
+a summary instead of its rows (its ``frame`` is a sample); they write a ``dw_status`` saying so."""
+SUMMARY_SKIP = ("the window kept a summary, not its rows (a window above the summary size): this detector "
+                "needs every event")
+
+
 def evaluate_window(ctx: WindowContext,
                     evaluators: Sequence[WindowEvaluator] | None = None) -> list[Record]:
     """Run ``evaluators`` on the window and its segments.
@@ -432,6 +468,11 @@ def evaluate_window(ctx: WindowContext,
 
     def run(ev: WindowEvaluator, c: WindowContext) -> None:
         try:
+            if c.summary is not None and ev.name in NEEDS_EVERY_ROW:
+                from detectors.advanced import status_record
+
+                out.append(status_record(c, ev.name, SUMMARY_SKIP))
+                return
             out.extend(ev.evaluate(c))
         except Exception as e:  # isolate evaluators: one bug must not lose the others' results
             errors.append((ev.name, c.segment, e))

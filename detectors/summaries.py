@@ -101,8 +101,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from detectors.frame import Frame, concat
+from detectors.histograms import Histogram
 from detectors.quality import FeatureQuality
-from detectors.reference import Reference, as_str, hash_values, lookup, sorted_bin_counts
+from detectors.reference import OTHER, Reference, as_str, hash_values, lookup, sorted_bin_counts
 from detectors.spec import DriftSpec, FeatureSpec
 from detectors.univariate import (
     MIN_SAMPLES,
@@ -129,8 +130,10 @@ __all__ = [
     "WindowSummary",
     "merge",
     "numeric_statistics",
+    "output_totals",
     "row_keys",
     "summary_drift",
+    "summary_histograms",
     "summary_quality",
 ]
 
@@ -937,3 +940,53 @@ def summary_quality(summary: WindowSummary, features: Sequence[FeatureSpec]) -> 
             out.append(FeatureQuality(f.name, "categorical", summary.n, miss, int(a["f.cat_type_error"][i]), 0,
                                       int(a["f.cat_unknown"][i]), 0 if f.nullable else miss))
     return out
+
+
+def summary_histograms(summary: WindowSummary, reference: Reference,
+                       features: Sequence[str] | None = None) -> list[Histogram]:
+    """The window's histograms over the reference's bins (as :func:`detectors.histograms.window_histograms`
+    on the rows: numeric bins are unions of fine bins, categorical top-K bins unions of columns)."""
+    layout, a = summary.layout, summary.arrays
+    num = {x.name: i for i, x in enumerate(layout.numeric)}  # no reference values: one bin, as the rows' path
+    cat = {x.name: i for i, x in enumerate(layout.categorical) if x.binned}
+    starts = _starts(np.array([c.n_columns for c in layout.categorical], dtype=np.int64))
+    names = list(features) if features is not None else [f.name for f in reference.features]
+    out = []
+    for name in names:
+        if name in reference.numeric and name in num:
+            nl = layout.numeric[num[name]]
+            counts = np.bincount(nl.coarse, weights=a["f.num_counts"][num[name], : nl.n_bins],
+                                 minlength=nl.n_coarse).astype(np.int64)
+            out.append(Histogram(name, "numeric", counts, edges=reference.numeric[name].edges))
+        elif name in reference.categorical and name in cat:
+            cl = layout.categorical[cat[name]]
+            cref = reference.categorical[name]
+            k = cref.top.shape[0]
+            cols = a["f.cat_counts"][starts[cat[name]]: starts[cat[name]] + cl.n_columns]
+            to_top = np.concatenate((cref.top_codes(cl.categories), np.full(cl.hash_buckets, k)))
+            counts = np.bincount(to_top, weights=cols, minlength=k + 1).astype(np.int64)
+            out.append(Histogram(name, "categorical", counts, labels=tuple(cref.top.tolist()) + (OTHER,)))
+    return out
+
+
+def output_totals(summary: WindowSummary) -> tuple[dict[str, float], dict[str, int] | None]:
+    """The window's mean of each numeric output and its count of each predicted class the reference
+    knows (classes it never saw share hash buckets and are not named), for
+    :func:`detectors.prediction.prediction_records`. The label counts are None without a label column."""
+    from detectors.prediction import LABEL
+
+    layout = summary.layout.outputs
+    if layout is None:
+        return {}, None
+    a = summary.arrays
+    counts = a["o.num_counts"].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = a["o.num_sums"].sum(axis=1) / counts
+    out_means = {x.name: float(means[i]) for i, x in enumerate(layout.numeric) if counts[i] > 0}
+    labels = None
+    starts = _starts(np.array([c.n_columns for c in layout.categorical], dtype=np.int64))
+    for i, cl in enumerate(layout.categorical):
+        if cl.name == LABEL:
+            cols = a["o.cat_counts"][starts[i]: starts[i] + cl.categories.shape[0]]
+            labels = {c: int(v) for c, v in zip(cl.categories.tolist(), cols.tolist()) if v}
+    return out_means, labels

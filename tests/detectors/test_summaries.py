@@ -306,3 +306,48 @@ def test_build_rejects_bad_configuration(setup):
         SummaryLayout.build(ref, FEATURES, reservoir=-1)
     with pytest.raises(SummaryError, match="not in the summary"):
         summary_quality(SummaryLayout.build(ref, FEATURES[:1]).summary(), FEATURES)
+
+
+def test_evaluate_window_from_a_summary(setup):
+    """The runner on a summary: the same points as on the rows, with equal counts, quality, histograms and
+    drift verdicts; the evaluators that need every event say why they did not run."""
+    from detectors import records as R
+    from detectors.advanced import prediction_reference
+    from detectors.runner import SUMMARY_SKIP, WindowContext, evaluate_window
+
+    rng, ref, _, _ = setup
+    layout = SummaryLayout.build(ref, FEATURES, outputs=prediction_reference(ref), reservoir=300)
+    w = make_frame(rng, 5000, 0.5, dirty=True, outputs=True)
+    s = summarise(layout, w)
+    base = dict(model_id="m", version="1", reference=ref, features=tuple(FEATURES), window_start=0.0,
+                window_end=5000.0)
+    exact = evaluate_window(WindowContext(frame=w, **base))
+    approx = evaluate_window(WindowContext(frame=s.reservoir.frame, summary=s, **base))
+
+    def by_key(records):
+        return {(r.measurement, tuple(sorted(r.tags.items()))): r.fields for r in records}
+
+    e, a = by_key(exact), by_key(approx)
+    skipped = {k for k, f in a.items() if f.get("reason") == SUMMARY_SKIP}
+    assert {dict(k[1])[R.T_DETECTOR] for k in skipped} == {"online_drift", "adversarial"}
+    assert set(a) - skipped <= set(e)
+    assert {k for k in e if k[0] in (R.WINDOW, R.QUALITY, R.DRIFT, R.DRIFT_SUMMARY, R.HISTOGRAM, R.PREDICTION)} \
+        <= set(a)
+    for k, fe in e.items():
+        if k not in a or k in skipped:
+            continue
+        fa = a[k]
+        if k[0] in (R.WINDOW, R.QUALITY, R.HISTOGRAM, R.REFERENCE_HISTOGRAM):
+            assert fa == fe, k
+        elif k[0] in (R.DRIFT, R.DRIFT_SUMMARY) and "drift" in fe and "engine" in fe:
+            assert fa["drift"] == fe["drift"], k
+            for name in ("psi", "js"):
+                if name in fe:
+                    assert fa[name] == pytest.approx(fe[name], abs=1e-12)
+        elif k[0] == R.PREDICTION and "drift" in fe:
+            assert fa["drift"] == fe["drift"], k
+            if "mean_window" in fe:
+                assert fa["mean_window"] == pytest.approx(fe["mean_window"], rel=1e-9)
+        elif k[0] == R.PREDICTION and "window_count" in fe:
+            assert fa == fe, k
+    assert a[(R.WINDOW, (("model", "m"), ("version", "1")))]["n_events"] == 5000
