@@ -225,6 +225,10 @@ class CategoricalLayout:
     binned: bool = True
     _index: dict = field(default_factory=dict, repr=False, compare=False)  # per process: hash lookup
 
+    def __getstate__(self) -> dict:
+        """Pickled without the hash index: string hashes are salted per process (rebuilt on use)."""
+        return {**self.__dict__, "_index": {}}
+
     @property
     def n_columns(self) -> int:
         return int(self.categories.shape[0]) + self.hash_buckets
@@ -497,7 +501,8 @@ def _binned_arrays(layout: SummaryLayout, prefix: str) -> dict[str, tuple[str, n
 class WindowSummary:
     """The mergeable state of one window (see module docstring). Make with :meth:`SummaryLayout.summary`.
 
-    ``n``: events; ``t_min``/``t_max``: event-time range; ``arrays``: named count/sum
+    ``n``: events; ``t_min``/``t_max``: event-time range; ``n_invalid_rows``: rows with a type error;
+    ``arrays``: named count/sum
     arrays (``f.*`` features, ``o.*`` outputs); ``reservoir``: sampled rows;
     ``unknown``: undeclared feature name -> events carrying it (at most ``MAX_UNKNOWN`` names).
     """
@@ -510,6 +515,7 @@ class WindowSummary:
         self.t_min = math.inf
         self.t_max = -math.inf
         self.n_unknown_rows = 0
+        self.n_invalid_rows = 0  # rows with at least one value of the wrong type
         self.unknown: dict[str, int] = {}
         spec = _binned_arrays(layout, "f.")
         if layout.outputs is not None:
@@ -537,6 +543,9 @@ class WindowSummary:
             pf, _ = prediction_frame(frame, self.layout.proba_classes)
             _update_binned(self.arrays, "o.", self.layout.outputs, pf)
         self.reservoir.update(frame)
+        te = [m for m in frame.type_error.values() if m is not None]
+        if te:
+            self.n_invalid_rows += int(np.logical_or.reduce(te).sum())
         if frame.unknown:
             self.n_unknown_rows += int(np.logical_or.reduce(list(frame.unknown.values())).sum())
             for name, mask in frame.unknown.items():
@@ -562,8 +571,8 @@ class WindowSummary:
         """Same counts, counters and sampled rows; float sums equal within ``rtol`` (summation order)."""
         if self.layout.fingerprint != other.layout.fingerprint or self.n != other.n:
             return False
-        if (self.t_min, self.t_max, self.n_unknown_rows, self.unknown) != \
-                (other.t_min, other.t_max, other.n_unknown_rows, other.unknown):
+        if (self.t_min, self.t_max, self.n_unknown_rows, self.n_invalid_rows, self.unknown) != \
+                (other.t_min, other.t_max, other.n_unknown_rows, other.n_invalid_rows, other.unknown):
             return False
         for k, a in self.arrays.items():
             b = other.arrays[k]
@@ -582,7 +591,8 @@ class WindowSummary:
         meta: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION,
                                 "fingerprint": self.layout.fingerprint, "n": self.n,
                                 "t_min": self.t_min, "t_max": self.t_max,
-                                "n_unknown_rows": self.n_unknown_rows, "unknown": self.unknown}
+                                "n_unknown_rows": self.n_unknown_rows, "n_invalid_rows": self.n_invalid_rows,
+                                "unknown": self.unknown}
         out["r.keys"] = self.reservoir.keys
         if self.reservoir.frame is not None:
             meta["frame"] = _frame_arrays(self.reservoir.frame, "r.", out)
@@ -608,6 +618,7 @@ class WindowSummary:
         s = cls(layout)
         s.n, s.t_min, s.t_max = int(meta["n"]), float(meta["t_min"]), float(meta["t_max"])
         s.n_unknown_rows, s.unknown = int(meta["n_unknown_rows"]), {k: int(v) for k, v in meta["unknown"].items()}
+        s.n_invalid_rows = int(meta["n_invalid_rows"])
         for k in s.arrays:
             s.arrays[k] = data[f"a.{k}"]
         s.reservoir.keys = data["r.keys"]
@@ -624,6 +635,7 @@ def merge(a: WindowSummary, b: WindowSummary) -> WindowSummary:
     out.n = a.n + b.n
     out.t_min, out.t_max = min(a.t_min, b.t_min), max(a.t_max, b.t_max)
     out.n_unknown_rows = a.n_unknown_rows + b.n_unknown_rows
+    out.n_invalid_rows = a.n_invalid_rows + b.n_invalid_rows
     out.unknown = dict(a.unknown)
     for k, v in b.unknown.items():
         if k in out.unknown or len(out.unknown) < WindowSummary.MAX_UNKNOWN:

@@ -52,6 +52,13 @@ class WindowConfig(_Strict):
     max_open_windows: int = Field(
         16, ge=1, le=1000, description="event-time windows: most open at once (caps the grace; bounds memory)"
     )
+    summary_min_events: int | None = Field(
+        100_000, ge=10, description="count windows of at least this many events keep a mergeable summary "
+                                    "instead of their rows (detectors/summaries.py); null: always rows")
+    summary_bins: int = Field(1024, ge=16, le=65_536, description="summaries: fine reference-quantile bins "
+                                                                  "per numeric feature")
+    summary_reservoir: int = Field(2000, ge=0, le=100_000, description="summaries: rows sampled per window for "
+                                                                       "the row-based detectors")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "WindowConfig":

@@ -77,6 +77,7 @@ F_CLOSE_REASON = "close_reason"
 F_SEQ = "seq"
 F_DRIFT_EVALUATED = "drift_evaluated"
 F_REFERENCE = "reference"
+F_SUMMARISED = "summarised"  # 1: the window kept a summary, not its rows (window.summary_min_events)
 CKPT_FIELDS = {
     "topic": "ckpt_topic",
     "partition": "ckpt_partition",
@@ -297,6 +298,7 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             adversarial=getattr(model, "adversarial", None),
             calibration=getattr(window, "calibration", None),
             impact=getattr(model, "impact", None),
+            summary=getattr(window, "summary", None),
         )
         try:
             return runner.evaluate_window(ctx, box["evaluators"])
@@ -392,6 +394,8 @@ class StreamState:
     builder_holds: list[np.ndarray] = field(default_factory=list)
     prev_frames: list[Frame] = field(default_factory=list)  # rolling: the previous window (rebuilt on replay)
     prev_holds: list[np.ndarray] = field(default_factory=list)  # rolling: released when the next is written
+    summary_layout: Any = None  # (reference, detectors.summaries.SummaryLayout) of the summarised windows
+    summary_refs: dict[int, Any] = field(default_factory=dict)  # id(open window summary) -> its reference
     last_event_at: float = field(default_factory=time.monotonic)
     windows_closed: int = 0
     pinned: bool = False  # the reference was set by an operator (`driftwatch reference set`)
@@ -624,7 +628,11 @@ class Pipeline:
                     self.label_hook.add_window(key, c.time_ns,
                                                c.max_event_time if win.size_events is not None else c.closed_until)
         if win.size_events is not None:
-            windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
+            summarise = None
+            if (win.summary_min_events is not None and win.size_events >= win.summary_min_events
+                    and not model.reference.rolling):
+                summarise = lambda: self._open_summary(state)  # noqa: E731 - state is set below
+            windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck, summarise)
         else:
             windows = TimeWindows(win.size_seconds, win.grace_seconds,
                                   win.max_open_windows, ck)
@@ -644,6 +652,27 @@ class Pipeline:
                  "stored reference" if state.reference is not None and ref_cfg.first_n else
                  ("building the reference" if state.builder is not None else "reference from config"))
         return state
+
+    def _open_summary(self, state: StreamState):
+        """A summary for the count window that opens now (``window.summary_min_events``), or None to keep its
+        rows: there is no reference yet (the window is not drift-tested anyway), or it has no layout."""
+        ref = state.reference
+        if ref is None:
+            return None
+        if state.summary_layout is None or state.summary_layout[0] is not ref:
+            from detectors.advanced import prediction_reference
+            from detectors.summaries import SummaryLayout
+
+            win = state.model.window
+            try:
+                outputs = prediction_reference(ref)
+            except ValueError:  # no reference rows, or they carry no model output
+                outputs = None
+            state.summary_layout = (ref, SummaryLayout.build(ref, state.model.features, bins=win.summary_bins,
+                                                             reservoir=win.summary_reservoir, outputs=outputs))
+        summary = state.summary_layout[1].summary()
+        state.summary_refs[id(summary)] = ref
+        return summary
 
     def _report_untrusted(self, key: StreamKey, old: Checkpoint) -> None:
         """No committed offset, but InfluxDB holds windows of this partition: say why, with the evidence.
@@ -965,10 +994,15 @@ class Pipeline:
                 reference, ref_kind = state.reference, "first_n"
         elif cfg.rolling and state.prev_frames:
             rolling_frames, ref_kind = list(state.prev_frames), "rolling"
+        if w.summary is not None:  # judged against the reference its bins were cut from
+            built = state.summary_refs.pop(id(w.summary), None)
+            if reference is not None and built is not None:
+                reference = built
         duration = max(w.end_time - w.start_time, 0.0)
         fields: dict[str, Any] = {
             F_N_EVENTS: w.n,
-            F_N_INVALID: _invalid_rows(w.frame),
+            F_N_INVALID: _invalid_rows(w.frame) if w.summary is None else w.summary.n_invalid_rows,
+            F_SUMMARISED: int(w.summary is not None),
             F_WINDOW_START: w.start_time,
             F_DURATION: duration,
             F_CLOSED_AT: time.time(),

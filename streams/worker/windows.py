@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -104,10 +104,13 @@ class ClosedWindow:
     checkpoint: Checkpoint
     holds: list[np.ndarray] = field(default_factory=list)  # unique offsets per piece (see Added.entered)
     calibration: Any = None  # CBPE's calibration for this window (set by the pipeline; see WindowContext)
+    # the window's detectors.summaries.WindowSummary when it kept no rows: ``frame`` is then its reservoir
+    # sample and ``origin`` holds the offsets of its first and last rows only
+    summary: Any = None
 
     @property
     def n(self) -> int:
-        return len(self.frame)
+        return len(self.frame) if self.summary is None else int(self.summary.n)
 
     @property
     def start_pos(self) -> Position:
@@ -175,14 +178,22 @@ def _unique_sorted(origin: np.ndarray) -> np.ndarray:
 
 
 class CountWindows:
-    """Tumbling windows of ``size`` events (see module docstring)."""
+    """Tumbling windows of ``size`` events (see module docstring).
+
+    ``summarise``: called when a window opens; a :class:`~detectors.summaries.WindowSummary` it
+    returns takes the window's rows batch by batch instead of a list of frames (memory bounded by
+    the summary's configuration, not by ``size``); None keeps the rows (e.g. no reference yet).
+    """
 
     kind = "count"
 
-    def __init__(self, size: int, checkpoint: Checkpoint | None = None) -> None:
+    def __init__(self, size: int, checkpoint: Checkpoint | None = None,
+                 summarise: Callable[[], Any] | None = None) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.size = int(size)
+        self.summarise = summarise
+        self._summary: Any = None
         self.checkpoint = checkpoint
         self.next_seq = checkpoint.seq + 1 if checkpoint else 0
         self._last_time_ns = checkpoint.time_ns if checkpoint else -1
@@ -195,9 +206,9 @@ class CountWindows:
     @property
     def open_offsets(self) -> np.ndarray:
         """Offsets of the messages whose rows are in the open window."""
-        if not self._origins:
+        if not self._holds:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate(self._origins))
+        return np.unique(np.concatenate(self._holds))
 
     def add(self, frame: Frame, origin: np.ndarray) -> Added:
         """Add rows (in position order); return the windows they closed."""
@@ -218,9 +229,19 @@ class CountWindows:
         while start < n:
             take = min(self.size - self.n_open, n - start)
             sl = slice(start, start + take)
-            self._frames.append(frame.take(sl) if (start or take < n) else frame)
-            self._origins.append(origin[sl])
-            self._ks.append(k[sl])
+            piece = frame.take(sl) if (start or take < n) else frame
+            if self.n_open == 0 and self.summarise is not None:
+                self._summary = self.summarise()
+            if self._summary is not None:  # only the first and last row positions are kept
+                self._summary.update(piece)
+                o, kk = origin[sl], k[sl]
+                first = not self._origins
+                self._origins = [np.array([(self._origins[0][0] if not first else o[0]), o[-1]], dtype=np.int64)]
+                self._ks = [np.array([(self._ks[0][0] if not first else kk[0]), kk[-1]], dtype=np.int64)]
+            else:
+                self._frames.append(piece)
+                self._origins.append(origin[sl])
+                self._ks.append(k[sl])
             held = _unique_sorted(origin[sl])
             self._holds.append(held)
             out.entered.append(held)
@@ -235,11 +256,18 @@ class CountWindows:
         return self._close("idle") if self.n_open else None
 
     def _close(self, reason: CloseReason) -> ClosedWindow:
-        frame = concat(self._frames)
+        summary, self._summary = self._summary, None
         origin = np.concatenate(self._origins)
         ks = np.concatenate(self._ks)
-        t = frame.event_time
-        t_min, t_max = float(t.min()), float(t.max())
+        if summary is not None:
+            frame = summary.reservoir.frame
+            if frame is None:
+                frame = Frame.from_columns(event_id=np.zeros(0, dtype=object), event_time=np.zeros(0))
+            t_min, t_max = float(summary.t_min), float(summary.t_max)
+        else:
+            frame = concat(self._frames)
+            t = frame.event_time
+            t_min, t_max = float(t.min()), float(t.max())
         time_ns = max(_ns(t_max), self._last_time_ns + 1000)  # strictly increasing points
         self._last_time_ns = time_ns
         ck = Checkpoint(
@@ -252,7 +280,7 @@ class CountWindows:
         self.next_seq += 1
         holds = self._holds
         self._frames, self._origins, self._ks, self._holds, self.n_open = [], [], [], [], 0
-        return ClosedWindow(ck.seq, frame, origin, t_min, t_max, time_ns, reason, ck, holds)
+        return ClosedWindow(ck.seq, frame, origin, t_min, t_max, time_ns, reason, ck, holds, summary=summary)
 
 
 class TimeWindows:

@@ -351,3 +351,22 @@ def test_evaluate_window_from_a_summary(setup):
         elif k[0] == R.PREDICTION and "window_count" in fe:
             assert fa == fe, k
     assert a[(R.WINDOW, (("model", "m"), ("version", "1")))]["n_events"] == 5000
+
+
+def test_a_pickled_summary_counts_the_same_in_another_process(setup, tmp_path):
+    """The detector process gets summaries pickled: the categorical hash index (Python's string hashes are
+    salted per process) is not pickled, so another process rebuilds it and counts the same columns."""
+    import pickle
+
+    rng, _, _, layout = setup
+    w = make_frame(rng, 2000, unseen=("new",))
+    s = summarise(layout, w)
+    assert layout.categorical[0]._index  # built in this process
+    blob = pickle.dumps((layout.summary(), w))
+    assert pickle.loads(blob)[0].layout.categorical[0]._index == {}
+    (tmp_path / "in.pkl").write_bytes(blob)
+    code = ("import pickle, sys; s, w = pickle.load(open(sys.argv[1], 'rb')); s.update(w); "
+            "sys.stdout.buffer.write(pickle.dumps(s.arrays['f.cat_counts']))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pkl")], capture_output=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "7"}).stdout
+    assert np.array_equal(pickle.loads(out), s.arrays["f.cat_counts"])

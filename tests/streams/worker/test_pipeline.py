@@ -460,3 +460,48 @@ def test_a_missing_committed_offset_is_called_a_lost_broker_state_only_with_evid
     assert len(said) == 1, [r.getMessage() for r in caplog.records]
     assert ("lost its state" in said[0].getMessage()) == lost
     assert said[0].levelno == (logging.WARNING if lost else logging.INFO)
+
+
+def test_large_count_windows_are_evaluated_from_summaries():
+    """``window.summary_min_events``: windows that size or larger keep a summary; the detectors' points are
+    those of the same windows kept as rows (same counts, quality and verdicts), and every message is acked."""
+    from detectors.records import DRIFT_SUMMARY, QUALITY
+    from streams.pipeline import default_evaluator
+
+    def run_with(summary_min):
+        cfg = config({"size_events": 40, "summary_min_events": summary_min, "summary_bins": 64},
+                     {"first_n": 30})
+        sink, acked = FakeSink(), []
+        p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
+                     ack=acked.append, checkpoints=FakeCheckpoints(sink), committed=lambda t, p: None,
+                     evaluator=default_evaluator())
+        msgs = [batch_msg("m", i * 10, 10, i) for i in range(20)]
+
+        async def main():
+            await p.process(msgs)
+            await p.drain()
+
+        asyncio.run(main())
+        return sink.records, acked
+
+    rows, acked_rows = run_with(None)
+    summ, acked_summ = run_with(10)
+    assert [m.offset for m in acked_summ] == [m.offset for m in acked_rows]
+
+    def points(records, measurement):
+        return {(r.time_ns, tuple(sorted(r.tags.items()))): r.fields for r in records
+                if r.measurement == measurement}
+
+    w_rows, w_summ = points(rows, WINDOW), points(summ, WINDOW)
+    assert w_rows.keys() == w_summ.keys()
+    assert [f["summarised"] for f in w_rows.values()] == [0] * len(w_rows)
+    assert sum(f["summarised"] for f in w_summ.values()) >= 3  # after the first_n reference
+    for k, f in w_rows.items():
+        assert {n: v for n, v in w_summ[k].items() if n not in ("summarised", "closed_at")} == \
+            {n: v for n, v in f.items() if n not in ("summarised", "closed_at")}
+    assert points(summ, QUALITY) == points(rows, QUALITY)
+    d_rows, d_summ = points(rows, DRIFT_SUMMARY), points(summ, DRIFT_SUMMARY)
+    assert d_rows.keys() == d_summ.keys() and d_rows
+    for k, f in d_rows.items():
+        assert d_summ[k]["engine"] == "summary" and f["engine"] == "native"
+        assert d_summ[k]["drift"] == f["drift"] and d_summ[k]["n_drifted"] == f["n_drifted"]

@@ -254,3 +254,30 @@ def test_holds_taken_equal_holds_released(kind):
         for h in c.holds:
             released.update(h.tolist())
     assert taken == released
+
+
+@pytest.mark.parametrize("group", [1, 7])
+def test_count_windows_with_summaries_close_at_the_same_rows(group):
+    """A summarised count window (window.summary_min_events) closes where a window of rows does, with the
+    same checkpoint, point time and held messages; it keeps a summary of its rows and a sample of them."""
+    from detectors.reference import Reference
+    from detectors.spec import FeatureSpec
+    from detectors.summaries import SummaryLayout
+
+    msgs = stream(2)
+    feats = [FeatureSpec(name="x", kind="numeric")]
+    ref_frame, _ = part(np.linspace(1000, 1300, 500), 0)
+    layout = SummaryLayout.build(Reference.from_frame(ref_frame, feats), feats, bins=64, reservoir=10)
+    rows, _ = run(CountWindows(50), msgs, group=1)
+    summ, _ = run(CountWindows(50, summarise=layout.summary), msgs, group=group)
+    assert [(w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in summ] == \
+        [(w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in rows]
+    for s, r in zip(summ, rows):
+        assert s.summary is not None and r.summary is None
+        assert np.array_equal(np.unique(np.concatenate(s.holds)), np.unique(r.origin))
+        assert len(s.frame) == 10 and set(s.frame.event_id) <= set(r.frame.event_id)
+        x = r.frame.numeric["x"]
+        assert s.summary.arrays["f.num_counts"].sum() == np.isfinite(x).sum() == 50
+    # None from the factory keeps the rows (no reference yet)
+    mixed, _ = run(CountWindows(50, summarise=lambda: None), msgs)
+    assert summary(mixed) == summary(rows)
