@@ -21,7 +21,8 @@ The families and their members:
   ``detectors.budget.BudgetExhausted``;
 * :class:`InvalidInputError` (``ValueError``): data or arguments a detector cannot
   use — ``detectors.reference.ReferenceDataError``, ``detectors.online.CalibrationError``,
-  ``detectors.histograms.HistogramMismatch``, ``detectors.adversarial.squeeze.SqueezeModelError``;
+  ``detectors.histograms.HistogramMismatch``, ``detectors.adversarial.squeeze.SqueezeModelError``,
+  ``detectors.summaries.SummaryError``;
 * :class:`EngineUnavailable` (``RuntimeError``): an optional engine (alibi-detect,
   PyTorch, TensorFlow) cannot run here;
 * :class:`DetectorFailure` (``RuntimeError``): a detector or evaluator failed on

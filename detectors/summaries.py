@@ -100,6 +100,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from detectors.errors import ConfigurationError, InvalidInputError
 from detectors.frame import Frame, concat
 from detectors.histograms import Histogram
 from detectors.quality import FeatureQuality
@@ -150,7 +151,7 @@ FORMAT = "driftwatch-window-summary"
 FORMAT_VERSION = 1
 
 
-class SummaryError(ValueError):
+class SummaryError(InvalidInputError):
     """Summaries that cannot be combined (different layouts) or bytes that are no summary."""
 
 
@@ -305,11 +306,11 @@ class SummaryLayout:
         feature, ``8·(max_categories + hash_buckets)`` per categorical one, plus ``reservoir`` rows.
         """
         if bins < 2:
-            raise ValueError(f"bins must be >= 2, got {bins}")
+            raise ConfigurationError(f"summary bins must be >= 2, got {bins}")
         if max_categories < 1 or hash_buckets < 1:
-            raise ValueError("max_categories and hash_buckets must be >= 1")
+            raise ConfigurationError("summary max_categories and hash_buckets must be >= 1")
         if reservoir < 0:
-            raise ValueError(f"reservoir must be >= 0, got {reservoir}")
+            raise ConfigurationError(f"summary reservoir must be >= 0, got {reservoir}")
         features = tuple(reference.features if features is None else features)
         num, cat = [], []
         for f in features:
