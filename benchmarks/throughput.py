@@ -19,6 +19,9 @@ partitions) so producer speed limits nothing. Phases, all in the same run:
    window-close → point-queryable latency is the time the poll first sees a
    point minus the close time the worker wrote in it; RSS (VmRSS) is sampled
    when 1M and 10M events have been counted; CPU per process over the run.
+   ``--summary-min-events`` sets the models' ``window.summary_min_events`` (windows that large
+   keep a mergeable summary, not their rows); ``--rows-too`` runs this phase a second time
+   with summaries off (``worker_rows``), so both are measured against the same floor.
 4. **scale-out** — the same traffic (a topic of ``--scale-events``), one worker,
    then two workers in one consumer group, started together.
 5. **naive** — a per-event Faust agent that appends to a Python list and calls
@@ -86,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=int, default=8, help="model ids (spread evenly over 4 partitions)")
     parser.add_argument("--window", type=int, default=5000, help="window size in events")
     parser.add_argument("--batch-events", type=int, default=1000, help="events per Kafka message")
+    parser.add_argument("--reference-events", type=int, default=None,
+                        help="first_n reference size of the bench models (default: --window)")
+    parser.add_argument("--summary-min-events", default=None,
+                        help="window.summary_min_events of the bench models: windows this large keep a summary "
+                             "instead of their rows; 'off' = always rows (default: the config default)")
+    parser.add_argument("--rows-too", action="store_true",
+                        help="run the worker phase a second time in the same run with summaries off "
+                             "(window.summary_min_events: null): 'worker_rows', beside 'worker'")
     parser.add_argument("--rss-at", default=None,
                         help="comma-separated event counts at which to sample worker RSS (default 1M,10M; quick 10%%,100%%)")
     parser.add_argument("--drift-repeats", type=int, default=50, help="timed drift computations")
@@ -118,6 +129,9 @@ class Plan:
     skip: set[str]
     worker_cmd: list[str]
     worker_log_level: str = "WARNING"
+    summary_min_events: int | None | str = "default"  # "default": not written (the config default)
+    reference_events: int | None = None  # None: the window size
+    rows_too: bool = False
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> "Plan":
@@ -141,7 +155,14 @@ class Plan:
             poll=a.poll, stall_timeout=a.stall_timeout,
             skip={s.strip() for s in a.skip.split(",") if s.strip()}, worker_cmd=cmd,
             worker_log_level=a.worker_log_level,
+            summary_min_events=("default" if a.summary_min_events is None else
+                                None if a.summary_min_events == "off" else int(a.summary_min_events)),
+            rows_too=a.rows_too, reference_events=a.reference_events,
         )
+
+    def window_extra(self) -> dict:
+        """The ``window`` settings the bench adds to the monitor config."""
+        return {} if self.summary_min_events == "default" else {"summary_min_events": self.summary_min_events}
 
 
 def _round_up(n: int, unit: int) -> int:
@@ -471,8 +492,9 @@ def _tail(path: Path, n: int = 30) -> str:
 
 
 def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, label: str,
-                rss_at: list[int] | None = None) -> dict[str, Any]:
-    """Start ``n_workers`` workers in one new consumer group on ``data_settings``' topic; wait for ``expected``."""
+                rss_at: list[int] | None = None, monitors: str = "monitors.yaml") -> dict[str, Any]:
+    """Start ``n_workers`` workers in one new consumer group on ``data_settings``' topic; wait for ``expected``.
+    ``monitors``: the monitor config file (in the bench folder) the workers run."""
     from streams.influx.admin import ensure_database  # noqa: PLC0415
     from streams.broker.admin import ensure_topics  # noqa: PLC0415
     from streams.devstack.localstack import free_port, settings_env, terminate  # noqa: PLC0415
@@ -481,7 +503,7 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
     s = bench.settings(label)
     # same inference topic (the pre-produced traffic), own group/database/other topics
     s = s.model_copy(update={"topic_inferences": data_settings.topic_inferences,
-                             "monitors": bench.root / "monitors.yaml"})
+                             "monitors": bench.root / monitors})
     ensure_topics(s, partitions=PARTITIONS)
     ensure_database(s)
     procs: list[subprocess.Popen] = []
@@ -697,6 +719,8 @@ def run(args: argparse.Namespace) -> int:
             "categorical": len(CATEGORICAL)}, "window_events": plan.window, "batch_events": plan.batch_events,
             "events": plan.events, "scale_events": plan.scale_events, "floor_events": plan.floor_events,
             "naive_events": plan.naive_events, "naive_wire": plan.naive_wire,
+            "summary_min_events": plan.summary_min_events, "rows_too": plan.rows_too,
+            "reference_events": plan.reference_events or plan.window,
         },
     }
     errors: dict[str, str] = {}
@@ -711,7 +735,11 @@ def run(args: argparse.Namespace) -> int:
         bench.start_stack()
         log(f"stack up: {bench.stack.bootstrap}, {bench.stack.influx_url} (logs under {tmp})")
         base = Traffic(models=plan.models)
-        write_monitor_config(tmp / "monitors.yaml", base, window=plan.window, reference=plan.window)
+        ref_n = plan.reference_events or plan.window
+        write_monitor_config(tmp / "monitors.yaml", base, window=plan.window, reference=ref_n,
+                             window_extra=plan.window_extra())
+        write_monitor_config(tmp / "monitors-rows.yaml", base, window=plan.window, reference=ref_n,
+                             window_extra={"summary_min_events": None})
         main_s, main_tr, prod = _produce_traffic(bench, "main", plan.events, base)
         report["produce"] = prod
         report["broker_rss_mb_after_produce"] = round(procstats.rss_mb(bench.pids["broker"]), 1)
@@ -728,6 +756,12 @@ def run(args: argparse.Namespace) -> int:
                                                rss_at=plan.rss_at)
             except Exception as e:  # noqa: BLE001
                 errors["worker"] = f"{type(e).__name__}: {e}"
+        if "worker" not in plan.skip and plan.rows_too:
+            try:
+                report["worker_rows"] = run_workers(bench, main_s, 1, main_tr.per_model * len(plan.models),
+                                                    "w1rows", rss_at=plan.rss_at, monitors="monitors-rows.yaml")
+            except Exception as e:  # noqa: BLE001
+                errors["worker_rows"] = f"{type(e).__name__}: {e}"
         if "scale" not in plan.skip:
             try:
                 if plan.scale_events == plan.events:
@@ -824,6 +858,12 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "events_produced": expected,
         "events_counted": counted,
     }
+    if r.get("worker_rows"):  # --rows-too: the same worker with summaries off, in the same run
+        rows_eps = g("worker_rows", "events_per_s_per_worker")
+        s["rows"] = {"events_per_s_per_worker": rows_eps,
+                     "ratio_to_floor": round(rows_eps / floor, 3) if rows_eps and floor else None,
+                     "rss_mb_at": g("worker_rows", "rss_mb_at"), "peak_rss_mb": g("worker_rows", "peak_rss_mb"),
+                     "events_counted": g("worker_rows", "events_counted")}
     s["targets"] = {
         "events_per_s_per_worker>=50000": _ok(eps, lambda v: v >= 50_000),
         "ratio_to_floor>=0.5": _ok(s["ratio_to_floor"], lambda v: v >= 0.5),

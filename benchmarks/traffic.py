@@ -180,8 +180,11 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
     return {"messages": n_msg, "events": n_ev, "bytes": n_bytes, "seconds": time.perf_counter() - t0}
 
 
-def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000) -> dict:
-    """The monitor config (``streams.worker.monitors`` shape) the worker runs for the bench models."""
+def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000,
+                   window_extra: dict | None = None) -> dict:
+    """The monitor config (``streams.worker.monitors`` shape) the worker runs for the bench models.
+
+    ``window_extra``: more ``window`` settings (e.g. ``summary_min_events``)."""
     features = [{"name": n, "kind": "numeric", "min": -50.0, "max": 50.0} for n in NUMERIC]
     features += [{"name": c, "kind": "categorical", "allowed": LEVELS.tolist()} for c in CATEGORICAL]
     return {
@@ -190,7 +193,7 @@ def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000) 
                 "model_id": m,
                 "task": "classification",
                 "features": features,
-                "window": {"size_events": window, "idle_close_seconds": 600.0},
+                "window": {"size_events": window, "idle_close_seconds": 600.0, **(window_extra or {})},
                 "reference": {"first_n": reference},
                 "drift": {"p_val": 0.05, "correction": "bonferroni"},
             }
@@ -199,10 +202,11 @@ def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000) 
     }
 
 
-def write_monitor_config(path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000) -> Path:
+def write_monitor_config(path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000,
+                         window_extra: dict | None = None) -> Path:
     """Write :func:`monitor_config` as YAML and validate it with the real loader."""
     from streams.worker.monitors import load_monitors  # noqa: PLC0415
 
-    path.write_text(yaml.safe_dump(monitor_config(traffic, window, reference), sort_keys=False))
+    path.write_text(yaml.safe_dump(monitor_config(traffic, window, reference, window_extra), sort_keys=False))
     load_monitors(path)
     return path
