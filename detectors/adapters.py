@@ -34,6 +34,7 @@ from detectors.prediction import PredictionReference, prediction_drift
 from detectors.quality import data_quality, quality_verdicts, reference_quality, window_totals
 from detectors.reference import Reference
 from detectors.spec import DriftSpec, FeatureSpec
+from detectors.summaries import SummaryLayout, summary_drift
 from detectors.univariate import DriftResult, univariate_drift
 from detectors.values import not_none
 
@@ -45,6 +46,7 @@ __all__ = [
     "OnlineDriftDetector",
     "PerformanceEstimator",
     "PredictionDriftDetector",
+    "SummaryDriftDetector",
     "UnivariateDetector",
 ]
 
@@ -149,6 +151,55 @@ class UnivariateDetector(BaseDetector):
     @classmethod
     def bad_arguments(cls) -> list[dict[str, Any]]:
         return [dict(features=()), dict(features=EXAMPLE_FEATURES, bins=1), dict(features=EXAMPLE_FEATURES, spec={})]
+
+
+class SummaryDriftDetector(BaseDetector):
+    """:class:`UnivariateDetector` judged from a mergeable window summary (:mod:`detectors.summaries`).
+
+    Each ``update`` is one window: its rows go into a fresh :class:`~detectors.summaries.WindowSummary`
+    in batches of ``batch`` rows (as the worker feeds decoded batches), and the tests run on the summary
+    (:func:`~detectors.summaries.summary_drift`). Same result fields as :class:`UnivariateDetector`;
+    ``details["engine"]`` is ``"summary"``. ``bins``: fine bins per numeric feature.
+    """
+
+    name = "summary_univariate"
+    wraps = ("summary_drift", "WindowSummary", "Reservoir", "SummaryLayout")
+
+    def __init__(self, features: Sequence[FeatureSpec], spec: DriftSpec | None = None, bins: int = 1024,
+                 reservoir: int = 0, batch: int = 1000) -> None:
+        self.features = _features(features, self.name)
+        self.spec = spec if spec is not None else DriftSpec()
+        if not isinstance(self.spec, DriftSpec):
+            raise InvalidInputError(f"{self.name}: spec must be a DriftSpec, got {type(spec).__name__}")
+        self.bins = _positive_int(bins, self.name, "bins", 2)
+        self.reservoir = _positive_int(reservoir, self.name, "reservoir", 0)
+        self.batch = _positive_int(batch, self.name, "batch", 1)
+
+    def _fit(self, reference: Frame) -> None:
+        from detectors.advanced import attach_reference_frame  # the chunk thresholds need the rows
+
+        self._need(reference, "reference", numeric=[f.name for f in self.features if f.kind == "numeric"],
+                   categorical=[f.name for f in self.features if f.kind == "categorical"])
+        self.reference = attach_reference_frame(Reference.from_frame(reference, self.features), reference)
+        self.layout = SummaryLayout.build(self.reference, self.features, bins=self.bins, reservoir=self.reservoir)
+
+    def _update(self, window: Frame) -> DetectorResult:
+        self._need(window, "window", numeric=[f.name for f in self.features if f.kind == "numeric"],
+                   categorical=[f.name for f in self.features if f.kind == "categorical"])
+        summary = self.layout.summary()
+        for lo in range(0, len(window), self.batch):
+            summary.update(window.take(slice(lo, lo + self.batch)))
+        names = [f.name for f in self.features]
+        return _drift_result(self, summary_drift(summary, self.reference, self.spec, names), len(window))
+
+    @classmethod
+    def example(cls) -> SummaryDriftDetector:
+        return cls(EXAMPLE_FEATURES, bins=256, reservoir=50, batch=70)
+
+    @classmethod
+    def bad_arguments(cls) -> list[dict[str, Any]]:
+        return [dict(features=()), dict(features=EXAMPLE_FEATURES, bins=1), dict(features=EXAMPLE_FEATURES, spec={}),
+                dict(features=EXAMPLE_FEATURES, reservoir=-1), dict(features=EXAMPLE_FEATURES, batch=0)]
 
 
 class PredictionDriftDetector(BaseDetector):

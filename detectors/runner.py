@@ -69,6 +69,7 @@ from detectors.advanced import (
     PredictionDrift,
     attach_reference_frame,
     reference_frame,
+    status_record,
 )
 from detectors.adversarial.evaluator import AdversarialEvaluator
 from detectors.errors import DetectorFailure
@@ -469,8 +470,6 @@ def evaluate_window(ctx: WindowContext,
     def run(ev: WindowEvaluator, c: WindowContext) -> None:
         try:
             if c.summary is not None and ev.name in NEEDS_EVERY_ROW:
-                from detectors.advanced import status_record
-
                 out.append(status_record(c, ev.name, SUMMARY_SKIP))
                 return
             out.extend(ev.evaluate(c))

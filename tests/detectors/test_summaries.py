@@ -370,3 +370,19 @@ def test_a_pickled_summary_counts_the_same_in_another_process(setup, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pkl")], capture_output=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "7"}).stdout
     assert np.array_equal(pickle.loads(out), s.arrays["f.cat_counts"])
+
+
+@pytest.mark.parametrize("shift", [0.0, 1.0])
+def test_the_summary_adapter_agrees_with_the_univariate_one(shift):
+    """Under the detector contract (detectors.adapters), the summary's verdicts are the rows' verdicts."""
+    from detectors.adapters import SummaryDriftDetector, UnivariateDetector
+    from detectors.contract import EXAMPLE_FEATURES, example_frames
+
+    ref, windows = example_frames(5, n_reference=3000, n_window=1500, windows=3, shift=shift)
+    rows = UnivariateDetector(EXAMPLE_FEATURES).fit(ref)
+    summ = SummaryDriftDetector(EXAMPLE_FEATURES, batch=400).fit(ref)
+    for w in windows:
+        a, b = rows.update(w), summ.update(w)
+        assert a.drift == b.drift and a.threshold == b.threshold and a.n_window == b.n_window
+        assert b.details["engine"] == "summary" and a.details["n_features"] == b.details["n_features"]
+    assert b.drift == (shift > 0)
