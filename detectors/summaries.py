@@ -95,8 +95,9 @@ import io
 import json
 import math
 import zlib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +117,7 @@ from detectors.univariate import (
     drift_result,
     ks_pvalue,
 )
+from detectors.values import not_none
 
 __all__ = [
     "DEFAULT_BINS",
@@ -261,10 +263,7 @@ class CategoricalLayout:
         other = np.flatnonzero(idx < 0)
         not_allowed = 0
         if other.size:
-            if values is None:
-                values = as_str(np.asarray(col, dtype=object)[present][other])
-            else:
-                values = values[other]
+            values = as_str(np.asarray(col, dtype=object)[present][other]) if values is None else values[other]
             uniq, inv = np.unique(values, return_inverse=True)
             idx[other] = k + _stable_bucket(uniq, self.hash_buckets)[inv]
             if self.allowed is not None:
@@ -290,7 +289,7 @@ class SummaryLayout:
     categorical: tuple[CategoricalLayout, ...]
     bins: int
     reservoir: int
-    outputs: "SummaryLayout | None" = None
+    outputs: SummaryLayout | None = None
     proba_classes: tuple[str, ...] = ()
     fingerprint: str = ""
 
@@ -298,7 +297,7 @@ class SummaryLayout:
     def build(cls, reference: Reference, features: Sequence[FeatureSpec] | None = None, *,
               bins: int = DEFAULT_BINS, max_categories: int = DEFAULT_MAX_CATEGORIES,
               hash_buckets: int = DEFAULT_HASH_BUCKETS, reservoir: int = DEFAULT_RESERVOIR,
-              outputs: Any = None) -> "SummaryLayout":
+              outputs: Any = None) -> SummaryLayout:
         """The layout of ``reference`` for ``features`` (default: the reference's).
 
         ``outputs``: a :class:`~detectors.prediction.PredictionReference` to summarise the
@@ -338,7 +337,7 @@ class SummaryLayout:
         """Columns of the numeric count matrix (the most fine bins of any feature)."""
         return max((n.n_bins for n in self.numeric), default=1)
 
-    def summary(self) -> "WindowSummary":
+    def summary(self) -> WindowSummary:
         """An empty summary of this layout."""
         return WindowSummary(self)
 
@@ -468,11 +467,11 @@ class Reservoir:
         else:
             self._keep(np.concatenate((self.keys, keys)), [self.frame, frame])
 
-    def merge(self, other: "Reservoir") -> "Reservoir":
+    def merge(self, other: Reservoir) -> Reservoir:
         out = Reservoir(self.capacity)
-        parts = [r for r in (self, other) if r.frame is not None and r.n]
+        parts = [(r.keys, r.frame) for r in (self, other) if r.frame is not None and r.n]
         if parts:
-            out._keep(np.concatenate([r.keys for r in parts]), [r.frame for r in parts])
+            out._keep(np.concatenate([k for k, _ in parts]), [f for _, f in parts])
         return out
 
 
@@ -568,7 +567,7 @@ class WindowSummary:
             total += sum(a.nbytes for a in cols)
         return total
 
-    def equals(self, other: "WindowSummary", rtol: float = 1e-12) -> bool:
+    def equals(self, other: WindowSummary, rtol: float = 1e-12) -> bool:
         """Same counts, counters and sampled rows; float sums equal within ``rtol`` (summation order)."""
         if self.layout.fingerprint != other.layout.fingerprint or self.n != other.n:
             return False
@@ -603,7 +602,7 @@ class WindowSummary:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, layout: SummaryLayout, blob: bytes) -> "WindowSummary":
+    def from_bytes(cls, layout: SummaryLayout, blob: bytes) -> WindowSummary:
         """Inverse of :meth:`to_bytes` for the same ``layout`` (:class:`SummaryError` otherwise)."""
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:
@@ -709,7 +708,7 @@ def _update_binned(arrays: dict[str, np.ndarray], prefix: str, layout: SummaryLa
 
 def _put_objects(col: np.ndarray, key: str, out: dict[str, np.ndarray]) -> None:
     col = np.asarray(col, dtype=object)
-    present = np.not_equal(col, None)
+    present = not_none(col)
     text = np.full(col.shape[0], "", dtype=object)
     text[present] = col[present]
     out[key] = text.astype(str)
@@ -852,7 +851,7 @@ def numeric_statistics(layout: SummaryLayout, counts: np.ndarray, sums: np.ndarr
                              ref_coarse, cur_coarse)
 
 
-def _select(layout: SummaryLayout, names: Sequence[str] | None) -> tuple[list[int], list[int]]:
+def _select(layout: SummaryLayout, names: Collection[str] | None) -> tuple[list[int], list[int]]:
     num = [i for i, x in enumerate(layout.numeric) if x.binned and (names is None or x.name in names)]
     cat = [i for i, x in enumerate(layout.categorical) if x.binned and (names is None or x.name in names)]
     return num, cat
@@ -978,7 +977,7 @@ def summary_histograms(summary: WindowSummary, reference: Reference,
             cols = a["f.cat_counts"][starts[cat[name]]: starts[cat[name]] + cl.n_columns]
             to_top = np.concatenate((cref.top_codes(cl.categories), np.full(cl.hash_buckets, k)))
             counts = np.bincount(to_top, weights=cols, minlength=k + 1).astype(np.int64)
-            out.append(Histogram(name, "categorical", counts, labels=tuple(cref.top.tolist()) + (OTHER,)))
+            out.append(Histogram(name, "categorical", counts, labels=(*cref.top.tolist(), OTHER)))
     return out
 
 

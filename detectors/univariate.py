@@ -614,7 +614,6 @@ def univariate_drift(
 
     num_stat, num_p, cat_stat, cat_p = ENGINES[spec.engine](num, cat, spec.numeric_test, reference)
 
-    names = num_names + cat_names
     dof = np.concatenate([np.full(len(num_names), np.nan),
                           [float(np.count_nonzero(a + b) - 1) for a, b in zip(cat.ref_counts, cat.cur_counts)]])
     return drift_result(

@@ -50,6 +50,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -628,11 +629,7 @@ class Pipeline:
                     self.label_hook.add_window(key, c.time_ns,
                                                c.max_event_time if win.size_events is not None else c.closed_until)
         if win.size_events is not None:
-            summarise = None
-            if (win.summary_min_events is not None and win.size_events >= win.summary_min_events
-                    and not model.reference.rolling):
-                summarise = lambda: self._open_summary(state)  # noqa: E731 - state is set below
-            windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck, summarise)
+            windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
         else:
             windows = TimeWindows(win.size_seconds, win.grace_seconds,
                                   win.max_open_windows, ck)
@@ -640,6 +637,9 @@ class Pipeline:
                 log.warning("%s: grace %.0f s capped to %.0f s (at most %d open windows)",
                             key.model_id, windows.requested_grace, windows.grace, windows.max_open)
         state = StreamState(key, model, windows)
+        if (isinstance(windows, CountWindows) and win.summary_min_events is not None
+                and windows.size >= win.summary_min_events and not model.reference.rolling):
+            windows.summarise = partial(self._open_summary, state)
         ref_cfg = model.reference
         # operator-set references apply to every kind of source
         await self._stored_reference(key, wait=ref_cfg.first_n is not None)

@@ -56,8 +56,9 @@ a *rolling* reference (the previous window) can be rebuilt after a restart.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 

@@ -188,7 +188,7 @@ def test_chi_square_equals_scipy_with_unseen_categories(setup):
     table = np.array([[int(ref.categorical["c"].counts[list(ref.categorical["c"].categories).index(c)])
                        if c in ref.categorical["c"].categories else 0 for c in cats],
                       [int(np.sum(vals == c)) for c in cats]])
-    chi2, p, dof, _ = stats.chi2_contingency(table)
+    chi2, p, _dof, _ = stats.chi2_contingency(table)
     f = res.feature("c")
     assert f.statistic == pytest.approx(chi2, rel=1e-10) and f.p_value == pytest.approx(p, rel=1e-8)
 
