@@ -466,7 +466,7 @@ def test_large_count_windows_are_evaluated_from_summaries():
     """``window.summary_min_events``: windows that size or larger keep a summary; the detectors' points are
     those of the same windows kept as rows (same counts, quality and verdicts), and every message is acked."""
     from detectors.records import DRIFT_SUMMARY, QUALITY
-    from streams.pipeline import default_evaluator
+    from streams.worker.pipeline import default_evaluator
 
     def run_with(summary_min):
         cfg = config({"size_events": 40, "summary_min_events": summary_min, "summary_bins": 64},
