@@ -708,7 +708,7 @@ def delay_unit(seconds: float) -> tuple[float, str]:
 
 #: how the stored ``threshold_method`` reads on the page (detectors/thresholds.py)
 RULES = {"p_value": "p-value", "statistic": "statistic vs its threshold", "reference_chunks": "reference chunks",
-         "effect_size": "effect size", "both": "reference chunks + effect floor",
+         "effect_size": "effect size", "both": "reference chunks + effect band + floor",
          "p_and_effect": "p-value + effect floor"}
 
 

@@ -170,7 +170,12 @@ class ThresholdSpec(_Strict):
       Wasserstein distance / reference std > ``numeric_floor`` for numeric
       features, Jensen–Shannon distance (natural log) > ``categorical_floor``
       for categorical ones;
-    * ``both`` — outside the chunk band **and** above the floor.
+    * ``both`` — outside the chunk band, the effect above the band of the
+      reference chunks' own effect sizes (log-normal), **and** above the floor.
+
+    Where the chunk band reaches the largest value the statistic can take (short
+    windows of a series that moves by itself), the chunk methods judge the effect
+    against the chunks' effects instead: a band nothing can cross is no threshold.
 
     Without enough reference chunks (a reference shorter than ``min_chunks``
     windows, or without its rows) the chunk methods fall back to ``p_and_effect``:

@@ -14,6 +14,14 @@ other ways to judge a window statistic, both available for every statistic:
   Each chunk is compared with the reference **without** it (NannyML keeps it
   in, which biases the chunk values low and the band too narrow: a window is
   never part of the reference it is compared with).
+* **effect band**: the same chunks' effect sizes (below), each chunk against the
+  rest; ``both`` also requires the window's effect above their log-normal band
+  (:func:`log_band`), so a window must move the distribution more than the
+  reference moves between its own chunks. Where the statistic's band is at or
+  above the largest value the statistic can take (:func:`statistic_max`: KS
+  D = 1 — ten values of a random walk against 70 others are often wholly apart),
+  the statistic cannot tell a quiet window from one 10 sd away; the effect band
+  alone decides (before, such a feature could never alarm).
 * **effect-size floor** (Evidently's default for samples over 1,000): the
   Wasserstein distance divided by the reference's standard deviation above
   0.1 (numeric), the Jensen–Shannon distance (natural log) above 0.1
@@ -85,6 +93,45 @@ def sd_band(values: np.ndarray, multiplier: float, *, two_sided: bool = True,
     if clip[0] is not None:
         lo = None if lo is None or lo <= clip[0] else lo
     return Band(lo, None if clip[1] is not None and hi >= clip[1] else hi)
+
+
+def log_band(values: np.ndarray, multiplier: float) -> float | None:
+    """Upper end ``exp(mean + multiplier · sd)`` of the logs of the positive finite ``values`` (ddof 0).
+
+    For distances (an effect size of each reference chunk against the rest): they are
+    positive and right-skewed, so a normal band on their raw values (``mean + k·sd``) sits
+    inside their own upper tail; on the log scale it does not. None with fewer than two
+    positive values.
+
+    >>> round(log_band(np.array([0.5, 1.0, 2.0]), 1.0), 4)
+    1.7611
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size < 2:
+        return None
+    lv = np.log(v)
+    return float(np.exp(lv.mean() + multiplier * lv.std()))
+
+
+def statistic_max(test: str, n_ref: int, n_cur: int) -> float:
+    """The largest value ``test``'s statistic can take at these sample sizes (complete separation).
+
+    ``ks``: 1; ``chi2`` (2 × k table, no continuity correction): ``n_ref + n_cur``
+    (Cramér's V = 1); ``cvm``: ``nm/(n+m) − (4nm − 1)/(6(n+m))`` (Anderson's T with
+    every current value beyond every reference value). A band at or above it can
+    never be crossed: the test is blind there (:func:`drift_verdicts`).
+    """
+    if test == "ks":
+        return 1.0
+    n, m = float(n_ref), float(n_cur)
+    if n <= 0 or m <= 0:
+        return float("nan")
+    if test == "chi2":
+        return n + m
+    if test == "cvm":
+        return n * m / (n + m) - (4.0 * n * m - 1.0) / (6.0 * (n + m))
+    raise ValueError(f"unknown test {test!r}")
 
 
 def chunk_slices(n_rows: int, size: int, max_chunks: int | None = None) -> list[slice]:
@@ -192,6 +239,12 @@ class ChunkValues:
     def band(self, name: str, value: str, multiplier: float) -> Band:
         """Upper band (mean + k·sd) of one feature's chunk ``value`` ("statistic", "psi", ...)."""
         return sd_band(getattr(self, value)[name], multiplier, two_sided=False)
+
+    def effects(self, name: str, kind: str, ref_std: float) -> np.ndarray:
+        """Each chunk's effect size against the rest, in :func:`effect_size`'s units."""
+        if kind == "numeric":
+            return self.wasserstein[name] / (ref_std if ref_std > 0 else 1e-3)
+        return self.js[name] * LN2_SQRT
 
     def inflation(self, name: str) -> float:
         """How much larger the statistic runs inside the reference than on independent samples.
@@ -350,13 +403,16 @@ class FeatureVerdict:
     effect_floor: float
     drift: bool
     note: str = ""
+    effect_band: float | None = None
 
     def fields(self) -> dict:
         """Record fields: ``threshold_method``, ``judged``, ``band_lower``/``band_upper`` (absent =
-        unbounded), ``effect``, ``effect_floor``, ``threshold_note`` (why a chunk method fell back)."""
+        unbounded), ``effect``, ``effect_floor``, ``effect_band`` (the reference chunks' effect band the
+        effect had to exceed too), ``threshold_note`` (why a chunk method fell back, or that the
+        statistic saturates)."""
         out = {"threshold_method": self.method, "judged": self.judged, "band_lower": self.lower,
                "band_upper": self.upper, "effect": self.effect, "effect_floor": self.effect_floor,
-               "threshold_note": self.note or None}
+               "effect_band": self.effect_band, "threshold_note": self.note or None}
         return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
@@ -375,7 +431,11 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
     """Per-feature verdicts under ``spec.threshold.method`` (see :class:`FeatureVerdict`).
 
     ``p_threshold``/``p_reject``: the corrected p-value bar and its verdicts
-    (:func:`detectors.correction.correct`), used by ``p_value``. The chunk band
+    (:func:`detectors.correction.correct`), used by ``p_value``. ``both`` also
+    requires the effect above the chunks' effect band (:meth:`ChunkValues.effects`,
+    :func:`log_band` with the same k); where the statistic's band reaches
+    :func:`statistic_max` the verdict is judged on the effect against that band
+    (``judged="effect"``, a note says why). The chunk band
     (``sd_multiplier`` unset) is ``inflation × null_quantile(level / n)``: the
     statistic's critical value at the Bonferroni share of the family level,
     widened by how much more the statistic moves between reference chunks than
@@ -406,8 +466,10 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
         if method == "effect_size":
             out.append(FeatureVerdict("effect_size", "effect", eff, None, floor, eff, floor, bool(eff > floor)))
             continue
-        upper = None
+        upper = eff_upper = None
         if chunks is not None:
+            k = float(t.sd_multiplier) if t.sd_multiplier is not None else multiplier_for_level(per_test)
+            eff_upper = log_band(chunks.effects(name, kind, ref_std), k)
             if t.sd_multiplier is not None:
                 upper = chunks.band(name, "statistic", float(t.sd_multiplier)).upper
             else:
@@ -420,10 +482,20 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
                                       eff, floor, bool(p_reject[i] and eff > floor),
                                       note or f"no chunk values for {name!r}"))
             continue
+        top = statistic_max(tests[i], int(n_ref[i]), int(n_cur[i]))
+        saturated = eff_upper is not None and math.isfinite(top) and upper >= top
         above = float(statistic[i]) > upper
-        drift = above and eff > floor if method == "both" else above
-        out.append(FeatureVerdict(method, "statistic", float(statistic[i]), None, float(upper), eff, floor,
-                                  bool(drift)))
+        over_band = eff_upper is None or eff > eff_upper
+        if method == "both":
+            drift = (saturated or above) and over_band and eff > floor
+        else:
+            drift = over_band if saturated else above
+        note = (f"the statistic's band ({upper:.4g}) reaches its maximum ({top:.4g}) at these sizes: "
+                f"judged on the effect against the reference chunks' effects") if saturated else ""
+        out.append(FeatureVerdict(method, "effect" if saturated else "statistic",
+                                  eff if saturated else float(statistic[i]), None,
+                                  eff_upper if saturated else float(upper), eff, floor, bool(drift), note,
+                                  eff_upper if method == "both" or saturated else None))
     return out
 
 
@@ -488,11 +560,17 @@ def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:
                 f"reference's chunks of {window}'s size (in time order) than between independent samples")
     fallback = (f" With fewer than {t.min_chunks} such chunks in the reference (or no reference rows) a feature "
                 f"drifts when its p-value is below the corrected level and {floor}.")
+    eff_band = ("the effect size is above the log-normal band of the same effect on those chunks (each against "
+                "the rest of the reference)")
+    saturated = (f" Where that band reaches the largest value the statistic can take at these sizes (short "
+                 f"windows of a series that moves by itself), the statistic cannot tell, and {eff_band} decides.")
     return {
         "p_value": f"a feature drifts when its {test} / chi-square p-value is below the {level}.",
         "effect_size": f"a feature drifts when {floor} (Evidently's large-sample rule; no p-value).",
-        "reference_chunks": f"a feature drifts when its {test} / chi-square statistic is {band}." + fallback,
-        "both": f"a feature drifts when its {test} / chi-square statistic is {band}, and {floor}." + fallback,
+        "reference_chunks": f"a feature drifts when its {test} / chi-square statistic is {band}." + saturated
+                            + fallback,
+        "both": f"a feature drifts when its {test} / chi-square statistic is {band}, {eff_band}, and {floor}."
+                + saturated + fallback,
     }[t.method]
 
 

@@ -100,6 +100,7 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
         "band": "band",
         "effect": "effect",
         "effect_floor": "effect floor",
+        "effect_band": "effect band",
         Q.F_PSI: "PSI",
         Q.F_JS: "JS distance",
         Q.F_WASSERSTEIN: "Wasserstein",
@@ -120,6 +121,9 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
         "effect": st.column_config.NumberColumn(format="%.3f", help="normed Wasserstein (numeric) or "
                                                 "Jensen-Shannon (categorical) distance"),
         "effect floor": st.column_config.NumberColumn(format="%.2f"),
+        "effect band": st.column_config.NumberColumn(format="%.3g", help="the effect of the reference's own chunks "
+                                                     "(each against the rest), upper end: a drifting window's "
+                                                     "effect is above it"),
         "p-value": st.column_config.NumberColumn(format="%.3g"),
         "statistic": st.column_config.NumberColumn(format="%.4g"),
         "threshold": st.column_config.NumberColumn(format="%.3g"),

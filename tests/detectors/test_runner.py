@@ -69,7 +69,7 @@ def test_records_of_a_drifting_window(rng):
     assert x3.tags == {"model": "iris", "version": "v2", "feature": "x3", "detector": "ks"}
     assert x3.fields["drift"] == 1 and x3.fields["rank"] == 1
     assert x3.fields["threshold"] == pytest.approx(0.05 / 20)
-    assert set(x3.fields) - {"band_lower", "band_upper", "threshold_note"} == {
+    assert set(x3.fields) - {"band_lower", "band_upper", "threshold_note", "effect_band"} == {
         "statistic", "p_value", "threshold", "drift", "psi", "js", "wasserstein", "n_ref", "n_cur", "rank",
         "engine", "window_start", "threshold_method", "judged", "effect", "effect_floor"}
     assert x3.fields["threshold_method"] == summary.fields["threshold_method"] or \

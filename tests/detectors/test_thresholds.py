@@ -15,9 +15,11 @@ from detectors.thresholds import (
     chunk_slices,
     chunk_values,
     judge_windows,
+    log_band,
     multiplier_for_level,
     null_quantile,
     sd_band,
+    statistic_max,
 )
 from detectors.univariate import cvm_pvalue
 
@@ -168,3 +170,70 @@ def test_threshold_spec_rejects_nonsense():
         ThresholdSpec(min_chunks=10, max_chunks=5)
     with pytest.raises(ValidationError):
         ThresholdSpec(method="magic")
+
+
+def test_log_band_is_the_lognormal_upper_end_by_hand():
+    v = np.array([0.3, 0.5, 1.2, 0.8, 0.0, np.nan, 2.5])
+    x = np.log(np.array([0.3, 0.5, 1.2, 0.8, 2.5]))  # zeros and NaN have no log: left out
+    m, sd = x.sum() / 5, np.sqrt(((x - x.sum() / 5) ** 2).sum() / 5)
+    assert log_band(v, 2.0) == pytest.approx(np.exp(m + 2.0 * sd), rel=1e-12)
+    assert log_band(np.array([1.0, 0.0]), 2.0) is None
+
+
+def test_statistic_max_is_what_scipy_gives_for_separated_samples():
+    for n, m in ((80, 10), (1000, 250), (7, 3)):
+        a, b = np.arange(n, dtype=float), np.arange(n, n + m, dtype=float) + 0.5
+        assert statistic_max("ks", n, m) == stats.ks_2samp(a, b).statistic == 1.0
+        assert statistic_max("cvm", n, m) == pytest.approx(stats.cramervonmises_2samp(a, b).statistic, rel=1e-12)
+        table = np.array([[n // 2, n - n // 2, 0], [0, 0, m]])  # no category shared by the two samples
+        assert statistic_max("chi2", n, m) == pytest.approx(stats.chi2_contingency(table, correction=False)[0])
+
+
+def _random_walk(rng, n):
+    return np.cumsum(rng.normal(size=n))
+
+
+def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
+    # a random walk: chunks of 10 of an 80-row reference are far from the rest, their KS statistics run
+    # near 1, and the inflated critical value is above 1 — the statistic could never cross it.
+    rng = np.random.default_rng(4)
+    x = _random_walk(rng, 80)
+    ref = x[:, None]
+    sd = x.std()
+    inside = x[30:40, None] + rng.normal(scale=0.05 * sd, size=(10, 1))  # inside what the reference holds
+    far = (x.min() - 12 * sd + rng.normal(scale=0.1 * sd, size=10))[:, None]  # far below all of it
+    spec = DriftSpec(p_val=0.01)
+    r_in, r_far = judge_windows(ref, [inside, far], "both", spec=spec)
+    v = r_far.feature("x0").verdict
+    assert v.judged == "effect" and "maximum" in v.note
+    # the band is the log-normal band of the chunks' effects (chunk vs rest, Wasserstein / reference sd)
+    effects = []
+    for j in range(8):
+        c = x[j * 10:(j + 1) * 10]
+        rest = np.r_[x[:j * 10], x[(j + 1) * 10:]]
+        effects.append(stats.wasserstein_distance(c, rest) / sd)
+    k = multiplier_for_level(0.01)
+    assert v.effect_band == pytest.approx(np.exp(np.mean(np.log(effects)) + k * np.std(np.log(effects))), rel=1e-9)
+    assert v.upper == pytest.approx(v.effect_band)
+    assert v.effect == pytest.approx(stats.wasserstein_distance(far[:, 0], x) / sd, rel=1e-9)
+    assert r_far.drift and not r_in.drift
+    # the band on the statistic is at or above the statistic's maximum: before, no window could alarm
+    from detectors.thresholds import _critical, chunk_values as cvals
+    from detectors.advanced import attach_reference_frame as attach
+    rows = _frame({"x0": x})
+    cv = cvals(attach(Reference.from_frame(rows, [FeatureSpec(name="x0", kind="numeric")]), rows), rows,
+               ["x0"], 10, "ks")
+    assert cv.inflation("x0") * _critical("ks", 0.01, 80, 10, 0) >= 1.0
+
+
+def test_both_requires_the_effect_above_the_chunks_effect_band():
+    rng = np.random.default_rng(8)
+    x = _ar1(rng, 20_000, 1, 0.9)
+    ref = x[:10_000]
+    r = judge_windows(ref, [x[10_000:11_000], x[11_000:12_000] + 1.0], "both")
+    for res in r:
+        v = res.feature("x0").verdict
+        assert v.effect_band is not None and v.judged == "statistic"
+        assert res.drift == (v.value > v.upper and v.effect > max(v.effect_floor, v.effect_band))
+    assert not r[0].drift and r[1].drift
+    assert "effect_band" in r[1].feature("x0").verdict.fields()
