@@ -53,6 +53,25 @@ def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after
     assert undocumented["false_alarms"] is None and undocumented["alarms"] == 3
 
 
+def test_windows_outside_the_reference_range_are_counted_apart():
+    import pandas as pd
+
+    s = _stream()  # reference rows 0..299, windows of 100; x in [0, 1] there
+    x = np.r_[np.linspace(0, 1, 300), np.full(100, 0.5), np.r_[np.full(50, 2.0), np.full(50, 0.5)],
+              np.r_[np.full(49, -1.0), np.full(51, 0.5)], np.full(400, 0.2)]
+    s.features = pd.DataFrame({"x": x})
+    out = real.outside_reference(s)
+    ref = x[:300]
+    want = {k: np.mean((x[k * 100:(k + 1) * 100] < ref.min()) | (x[k * 100:(k + 1) * 100] > ref.max())) >= 0.5
+            for k in range(3, 10)}
+    assert out == want and out[4] and not out[5] and not out[3]
+    m = real.windows_summary(s, {3: True, 4: True, 5: False, 6: True, 7: False, 8: False, 9: False}, out)
+    # quiet windows 3, 4, 5; window 4 is outside the reference's range: 1 false alarm of 2 inside it
+    assert m["false_alarms"] == 2 and m["no_change_windows_inside_reference_range"] == 2
+    assert m["false_alarms_inside_reference_range"] == 1
+    assert m["false_alarms_per_100_windows_inside_reference_range"] == pytest.approx(50.0)
+
+
 def test_online_metrics_and_checks():
     s = _stream()
     m = real.online_summary(s, [250, 640, 900])
@@ -66,7 +85,8 @@ def test_online_metrics_and_checks():
         "river_adwin": {"false_alarms": 0, "delay_events": 80, "change_at_event": 600}},
         "performance": {"driftwatch_cbpe": {"mae": 0.02}, "nannyml_cbpe": {"mae": 0.025}}}}
     c = real.checks(reps)
-    assert c["all"] == {k: (True if k != "false_alarms_within_declared_budget" else None) for k in c["all"]}
+    unset = ("false_alarms_within_declared_budget", "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range")
+    assert c["all"] == {k: (True if k not in unset else None) for k in c["all"]}
     reps["a"]["detectors"]["driftwatch_any_verdict"]["delay_windows"] = 3  # > faster peer + 1
     reps["a"]["performance"]["driftwatch_cbpe"]["mae"] = 0.031
     c = real.checks(reps)
@@ -136,7 +156,8 @@ def test_bench_real_quick_end_to_end(tmp_path, capsys):
     assert set(report["checks"]["all"]) == {
         "false_alarms_at_most_2_per_100_windows", "false_alarms_within_declared_budget", "delay_no_later_than_slower_peer_and_within_one_window_of_faster",
         "cbpe_mae_at_most_nannyml_and_0.03", "cbpe_mae_at_most_nannyml",
-        "error_stream_delay_at_most_adwin_and_no_more_false_alarms"}
+        "error_stream_delay_at_most_adwin_and_no_more_false_alarms",
+        "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range"}
 
     # the peers' numbers are their own: recompute them independently on the same data
     loaded = {s.name: s for s in load_streams(site_packages(STATE / "nannyml-venv"), True)}
