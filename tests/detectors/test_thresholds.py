@@ -218,11 +218,11 @@ def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
     assert v.effect == pytest.approx(stats.wasserstein_distance(far[:, 0], x) / sd, rel=1e-9)
     assert r_far.drift and not r_in.drift
     # the band on the statistic is at or above the statistic's maximum: before, no window could alarm
-    from detectors.thresholds import _critical, chunk_values as cvals
-    from detectors.advanced import attach_reference_frame as attach
+    from detectors.thresholds import _critical
+
     rows = _frame({"x0": x})
-    cv = cvals(attach(Reference.from_frame(rows, [FeatureSpec(name="x0", kind="numeric")]), rows), rows,
-               ["x0"], 10, "ks")
+    ref_x = attach_reference_frame(Reference.from_frame(rows, [FeatureSpec(name="x0", kind="numeric")]), rows)
+    cv = chunk_values(ref_x, rows, ["x0"], 10, "ks")
     assert cv.inflation("x0") * _critical("ks", 0.01, 80, 10, 0) >= 1.0
 
 
