@@ -217,6 +217,8 @@ def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
     assert v.upper == pytest.approx(v.effect_band)
     assert v.effect == pytest.approx(stats.wasserstein_distance(far[:, 0], x) / sd, rel=1e-9)
     assert r_far.drift and not r_in.drift
+    c_in, c_far = judge_windows(ref, [inside, far], "reference_chunks", spec=spec)  # the same rule without floor
+    assert c_far.drift and not c_in.drift and c_far.feature("x0").verdict.judged == "effect"
     # the band on the statistic is at or above the statistic's maximum: before, no window could alarm
     from detectors.thresholds import _critical
 
