@@ -39,9 +39,7 @@ def rules_note(ctx: ui.Ctx) -> None:
                    f"under `alerts:` in its entry of `{ctx.settings.monitors}` (docs/alerts.md).",
                    icon=":material/notifications_off:")
     else:
-        st.caption(f"Rules of `{ctx.model}`: " + "; ".join(
-            f"`{r.name}` ({r.signal} {r.op} {r.threshold}"
-            + (f" for {r.for_windows} windows" if r.for_windows > 1 else "") + ")" for r in m.alerts) + ".")
+        st.caption(f"Rules of `{ctx.model}`: " + "; ".join(f"`{r.name}` ({r.condition_text()})" for r in m.alerts) + ".")
 
 
 def render(ctx: ui.Ctx) -> None:

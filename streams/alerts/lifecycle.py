@@ -4,11 +4,16 @@ Pure state machine (no I/O): :func:`advance` takes an alert's previous
 :class:`AlertState` and this window's :class:`~streams.alerts.rules.Observation` and
 returns the new state plus, when something must be said, an :class:`AlertEvent`.
 
-- A breaching window makes an inactive alert *pending*; ``for_windows`` consecutive
-  breaching windows make it *firing* (``for_windows: 1`` fires at once).
+- A breaching window makes an inactive alert *pending*; it is *firing* once
+  ``for_windows`` consecutive windows breached and the run spans ``for`` seconds
+  (end of the first to end of the current breaching window; ``for_windows: 1`` and
+  ``for: 0`` fire at once).
 - A pending alert whose condition clears goes back to *inactive*, silently.
-- A firing alert whose condition clears is *resolved*; the resolve is announced to
-  webhooks only if the firing was (so a receiver never gets a lone "resolved").
+- A firing alert whose condition clears is *resolved* once no window breached for
+  ``keep_firing_for`` seconds (since the end of the last breaching window; 0: at the first
+  clear window); until then it keeps firing, and a breach meanwhile continues the same
+  episode — nothing is announced. The resolve is announced to webhooks only if the
+  firing was (so a receiver never gets a lone "resolved").
 - While firing, one notification; another only after ``repeat_interval`` (wall clock),
   counted by ``repeat`` and given its own idempotency key.
 - A silenced alert still changes state (the alerts topic records it, flagged
@@ -38,7 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from detectors.records import FieldValue
-from streams.alerts.rules import Observation, render_summary
+from streams.alerts.rules import Observation, render_summary, seconds_text
 
 Status = Literal["inactive", "pending", "firing", "resolved"]
 STATUSES: tuple[str, ...] = ("inactive", "pending", "firing", "resolved")
@@ -59,6 +64,7 @@ class AlertState:
     pending_since_ns: int = 0  # window end of the first breach of the current run
     firing_since_ns: int = 0  # window end at which it fired (0: never in this episode)
     resolved_ns: int = 0  # window end at which it resolved
+    last_breach_ns: int = 0  # window end of the latest breaching window (keep_firing_for counts from it)
     last_window_ns: int = 0
     value: FieldValue = 0.0
     summary: str = ""
@@ -154,6 +160,7 @@ def _texts(obs: Observation, state: AlertState, status: str) -> tuple[str, str]:
         **obs.series, **rule.labels, "model": obs.model, "version": obs.version, "rule": rule.name,
         "severity": rule.severity, "value": obs.value, "threshold": rule.threshold, "op": rule.op,
         "signal": rule.signal, "for_windows": rule.for_windows, "windows": state.consecutive,
+        "for": rule.for_, "keep_firing_for": rule.keep_firing_for,
     }
     where = f" [{series}]" if series else ""
     if rule.summary:
@@ -163,14 +170,17 @@ def _texts(obs: Observation, state: AlertState, status: str) -> tuple[str, str]:
     if status == "firing":
         description = (
             f"{rule.signal} = {_fmt(obs.value)} {rule.op} {_fmt(rule.threshold)} for "
-            f"{state.consecutive} consecutive window(s) (rule needs {rule.for_windows}) on model "
+            f"{state.consecutive} consecutive window(s) (rule needs {rule.for_windows}"
+            + (f" over at least {seconds_text(rule.for_)}" if rule.for_ else "") + ") on model "
             f"{obs.model} version {obs.version}{where}; window ending {iso(obs.window_end_ns)}."
         )
     else:
         description = (
             f"{rule.signal} = {_fmt(obs.value)}, no longer {rule.op} {_fmt(rule.threshold)}, on model "
             f"{obs.model} version {obs.version}{where}; firing since {iso(state.firing_since_ns)}, "
-            f"resolved at the window ending {iso(obs.window_end_ns)}."
+            + (f"last breached in the window ending {iso(state.last_breach_ns)} (rule keeps firing for "
+               f"{seconds_text(rule.keep_firing_for)}), " if rule.keep_firing_for else "")
+            + f"resolved at the window ending {iso(obs.window_end_ns)}."
         )
     return summary, description
 
@@ -212,6 +222,8 @@ def advance(prev: AlertState | None, obs: Observation, *, now_ns: int, silenced:
     if not obs.breached:
         if prev.status == "pending":
             return Step(replace(base, status="inactive", consecutive=0), None, True)
+        if prev.status == "firing" and _keeps_firing(prev, obs):
+            return Step(replace(base, consecutive=0), None, False)
         if prev.status == "firing":
             state = replace(base, status="resolved", consecutive=0, resolved_ns=obs.window_end_ns)
             # announce to webhooks only what they were told was firing; rule webhooks may opt out
@@ -220,6 +232,7 @@ def advance(prev: AlertState | None, obs: Observation, *, now_ns: int, silenced:
         return Step(replace(base, consecutive=0), None, False)
 
     consecutive = prev.consecutive + 1 if prev.status in ("pending", "firing") else 1
+    base = replace(base, last_breach_ns=obs.window_end_ns)
     if prev.status == "firing":
         state = replace(base, consecutive=consecutive)
         if not state.notified:
@@ -237,7 +250,7 @@ def advance(prev: AlertState | None, obs: Observation, *, now_ns: int, silenced:
 
     pending_since = prev.pending_since_ns if prev.status == "pending" else obs.window_end_ns
     state = replace(base, consecutive=consecutive, pending_since_ns=pending_since)
-    if consecutive < rule.for_windows:
+    if consecutive < rule.for_windows or obs.window_end_ns - pending_since < rule.for_ * 1e9:
         changed = prev.status != "pending"
         if changed:  # a new episode: nothing of it has been told yet
             state = replace(state, notified=False, repeat=0)
@@ -246,3 +259,16 @@ def advance(prev: AlertState | None, obs: Observation, *, now_ns: int, silenced:
                     notified=not silenced, last_notified_ns=0 if silenced else now_ns)
     ev = _event(obs, state, "firing", notify=not silenced, silenced=silenced)
     return Step(replace(state, summary=ev.summary), ev, True)
+
+
+def _keeps_firing(prev: AlertState, obs: Observation) -> bool:
+    """Whether a firing alert whose condition is false now is still within ``keep_firing_for``.
+
+    >>> from streams.alerts.rules import AlertRule, Observation
+    >>> rule = AlertRule(name="r", signal="drift.drift", op="==", threshold=1, keep_firing_for="1m")
+    >>> st = AlertState("k", "m", "1", "r", "warning", {}, status="firing", last_breach_ns=100 * 10**9)
+    >>> [_keeps_firing(st, Observation("k", rule, "m", "1", {}, 0, False, t * 10**9)) for t in (130, 160)]
+    [True, False]
+    """
+    keep = obs.rule.keep_firing_for
+    return bool(keep) and obs.window_end_ns - prev.last_breach_ns < keep * 1e9

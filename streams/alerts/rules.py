@@ -16,7 +16,9 @@ pending → firing → resolved.
         where: {feature: "*"}
         op: "<"
         threshold: 0.01
-        for_windows: 3
+        for_windows: 3              # three breaching windows in a row ...
+        for: 10m                    # ... spanning at least 10 minutes (window end times) before firing
+        keep_firing_for: 30m        # a firing alert resolves after 30 minutes without a breach
         severity: warning
         labels: {team: risk}
         summary: "{feature} drifted on {model} v{version}: p={value:.3g} < {threshold}"
@@ -78,6 +80,7 @@ __all__ = [
     "compare",
     "render_summary",
     "parse_duration",
+    "seconds_text",
     "check_routes",
 ]
 
@@ -141,6 +144,18 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration as people write it in rules.
+
+    >>> seconds_text(90), seconds_text(600), seconds_text(7200), seconds_text(2.5)
+    ('90s', '10m', '2h', '2.5s')
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
@@ -178,7 +193,18 @@ def render_summary(template: str, values: Mapping[str, Any]) -> str:
 
 # Config models -----------------------------------------------------------------
 class AlertRule(_Strict):
-    """One alert rule of a model (see the module docstring and docs/alerts.md)."""
+    """One alert rule of a model (see the module docstring and docs/alerts.md).
+
+    Hysteresis, with Prometheus' names: ``for`` (and ``for_windows``) is how long the
+    condition must hold before the alert fires (meanwhile it is *pending*);
+    ``keep_firing_for`` is how long a firing alert stays firing after its condition was
+    last true, so a condition that flickers (an online detector's 0/1 verdict, a p-value
+    hovering at the threshold) gives one firing and one resolve instead of a pair per
+    flicker. Both are measured on the windows' end times (the data's event time, as the
+    rest of the lifecycle), not the worker's clock, so a replayed stream alerts the same.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=_NAME, description="unique per model; the alert's `alertname`")
     signal: str = Field(description="`<signal>.<field>`, e.g. drift.p_value, quality.missing_rate")
@@ -188,6 +214,16 @@ class AlertRule(_Strict):
     op: Comparison = Field(description="the condition that means 'wrong': value <op> threshold")
     threshold: float | bool | str
     for_windows: int = Field(1, ge=1, le=10_000, description="consecutive breaching windows before firing")
+    for_: Duration = Field(
+        0.0, alias="for", ge=0, le=30 * 86_400,
+        description="the condition must hold this long (seconds or '10m', between the end of the first and of the "
+                    "current breaching window) before firing; 0 = at once (besides for_windows)",
+    )
+    keep_firing_for: Duration = Field(
+        0.0, ge=0, le=30 * 86_400,
+        description="a firing alert resolves only once its condition has been false this long (seconds or '30m', "
+                    "since the end of the last breaching window); 0 = at the first window without a breach",
+    )
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str | None = Field(None, max_length=500, description="template, e.g. '{feature} drifted: p={value:.3g}'")
@@ -244,6 +280,20 @@ class AlertRule(_Strict):
             if tag in (T_MODEL, T_VERSION):
                 raise ValueError(f"where: {tag!r} is implied by the model the rule belongs to")
         return self
+
+    def condition_text(self) -> str:
+        """The rule's condition and hysteresis in a few words (the dashboard's rule list).
+
+        >>> AlertRule(name="r", signal="drift.drift", op="==", threshold=1, for_windows=3,
+        ...           keep_firing_for="2m").condition_text()
+        'drift.drift == 1 for 3 windows, keeps firing 2m after the last breach'
+        """
+        wait = [f"{self.for_windows} windows"] if self.for_windows > 1 else []
+        wait += [seconds_text(self.for_)] if self.for_ else []
+        keep, t = self.keep_firing_for, self.threshold
+        threshold = f"{t:g}" if isinstance(t, float) else str(t)
+        return (f"{self.signal} {self.op} {threshold}" + (f" for {' and '.join(wait)}" if wait else "")
+                + (f", keeps firing {seconds_text(keep)} after the last breach" if keep else ""))
 
     @property
     def measurement(self) -> str:

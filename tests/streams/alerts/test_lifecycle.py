@@ -99,3 +99,59 @@ def test_a_new_episode_starts_untold():
     for i, p in enumerate([0.001, 0.001, 0.5, 0.001], start=1):
         st = advance(st, Observation("k", rule, "m", "1", {}, p, p < 0.01, i * S), now_ns=i * S).state
     assert (st.status, st.notified, st.repeat) == ("pending", False, 0)
+
+
+def run_flags(rule: AlertRule, flags, step_s: int = 60):
+    """Feed 0/1 verdicts (an online detector's ``drift``) window by window, ``step_s`` apart."""
+    state, states, events = None, [], []
+    for i, f in enumerate(flags):
+        obs = Observation("k", rule, "m", "1", {}, f, f == 1, (i + 1) * step_s * S)
+        step = advance(state, obs, now_ns=(i + 1) * step_s * S)
+        state = step.state
+        states.append(state.status)
+        events.append(step.event)
+    return states, events
+
+
+FLAPPING = [1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]  # windows a minute apart
+
+
+def test_without_keep_firing_for_a_flapping_condition_fires_and_resolves_every_flicker():
+    _, events = run_flags(make_rule(signal="drift.drift", op="==", threshold=1), FLAPPING)
+    assert [e.status for e in events if e] == ["firing", "resolved"] * 4
+
+
+def test_keep_firing_for_gives_one_firing_and_one_resolve_for_a_flapping_condition():
+    rule = make_rule(signal="drift.drift", op="==", threshold=1, keep_firing_for="3m")
+    states, events = run_flags(rule, FLAPPING)
+    # the last breach is window 8 (8 min): firing through 8 + 3 min, resolved at the window ending 11 min
+    assert states == ["firing"] * 10 + ["resolved"] * 4
+    fire, resolve = [e for e in events if e]
+    assert (fire.status, resolve.status) == ("firing", "resolved")
+    assert fire.starts_at_ns == resolve.starts_at_ns == 60 * S and resolve.ends_at_ns == 11 * 60 * S
+    assert "last breached in the window ending" in resolve.description and "keeps firing for 3m" in resolve.description
+
+
+def test_a_breach_within_keep_firing_for_continues_the_episode_without_a_new_notification():
+    rule = make_rule(signal="drift.drift", op="==", threshold=1, keep_firing_for=150, repeat_interval=None)
+    states, events = run_flags(rule, [1, 0, 0, 1, 0, 0, 0])
+    assert states == ["firing"] * 6 + ["resolved"]
+    assert kinds(events) == [("firing", 0, True)] + [None] * 5 + [("resolved", 0, True)]
+
+
+def test_for_holds_the_alert_pending_until_the_run_spans_the_duration():
+    rule = make_rule(signal="drift.drift", op="==", threshold=1, **{"for": "2m"})
+    states, events = run_flags(rule, [1, 1, 0, 1, 1, 1, 1])
+    # a run must last from its first breaching window's end to at least 2 min later
+    assert states == ["pending", "pending", "inactive", "pending", "pending", "firing", "firing"]
+    assert kinds(events) == [None] * 5 + [("firing", 0, True), None]
+    assert "over at least 2m" in events[5].description
+
+
+def test_for_and_for_windows_must_both_hold():
+    rule = make_rule(signal="drift.drift", op="==", threshold=1, for_windows=3, **{"for": "30s"})
+    states, _ = run_flags(rule, [1, 1, 1], step_s=60)
+    assert states == ["pending", "pending", "firing"]  # 2 min spanned after 2 windows, but 3 windows needed
+    states, _ = run_flags(make_rule(signal="drift.drift", op="==", threshold=1, for_windows=2, **{"for": 50}),
+                          [1, 1, 1, 1], step_s=20)
+    assert states == ["pending", "pending", "pending", "firing"]  # 2 windows after 20 s, 50 s after 3 steps (60 s)

@@ -216,3 +216,25 @@ def test_segments_only_when_asked_for():
 
 def verdicts_of(r, recs):
     return {o.key: o.breached for o in evaluate([r], recs, "m", "1")}
+
+
+def test_for_and_keep_firing_for_take_prometheus_names_and_durations():
+    r = rule(**{"for": "10m", "keep_firing_for": "1h"})
+    assert (r.for_, r.keep_firing_for) == (600.0, 3600.0)
+    assert (rule().for_, rule().keep_firing_for) == (0.0, 0.0)  # Prometheus' defaults: fire and resolve at once
+    assert rule(for_=30).for_ == 30.0  # the Python name works too
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("for", "-5m", "not a duration"),
+        ("for", -1, "greater than or equal to 0"),
+        ("keep_firing_for", "soon", "not a duration"),
+        ("keep_firing_for", "45d", "less than or equal to 2592000"),
+    ],
+)
+def test_hysteresis_fields_are_validated_and_the_error_names_the_field(field, value, message):
+    good = {"name": "d", "signal": "drift.p_value", "op": "<", "threshold": 0.01}
+    with pytest.raises(ConfigError, match=rf"models\[0\]\.alerts\[0\]\.{field}: .*{message}"):
+        parse_monitors(monitors([{**good, field: value}]))

@@ -18,13 +18,16 @@ import pytest
 import yaml
 
 from detectors.records import ALERT
+from streams.alerts.lifecycle import iso
 from streams.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 from streams.cli import main as cli
 from tests.streams.alerts.helpers import (
     DRIFT_RULE,
+    MINUTE,
     ROOT,
     SECRET,
     SECRET_ENV,
+    T0,
     documented_verify,
     make_alerting,
     until,
@@ -235,3 +238,34 @@ def test_window_close_to_signed_webhook_latency(tmp_path):
     med, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
     print(f"\nwindow close -> signed webhook received: median {med:.1f} ms, max {worst:.1f} ms (n=20)")
     assert max(latencies) < 10.0
+
+
+def test_a_flapping_condition_reaches_a_real_receiver_as_one_firing_and_one_resolve(tmp_path):
+    """keep_firing_for end to end: rule config → lifecycle → outbox → signed HTTP deliveries."""
+    receiver = Receiver().start()
+    flapping = [0.001, 0.5, 0.002, 0.4, 0.3, 0.001, 0.6, 0.003, 0.5, 0.5, 0.5, 0.5, 0.5]  # windows 1 min apart
+    rules = [{**DRIFT_RULE, "keep_firing_for": "3m"}, {**DRIFT_RULE, "name": "no_hysteresis"}]
+
+    async def run():
+        al = make_alerting(tmp_path, [webhook("j", receiver.url)], rules=rules)
+        await al.start()
+        try:
+            for i, p in enumerate(flapping, start=1):
+                al.on_window("m", "1", window(i, {"age": p}))
+            assert await al.drain(10)
+            await asyncio.sleep(0.3)  # anything that would come twice comes now
+        finally:
+            await al.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        receiver.stop()
+    bodies = [json.loads(q.body) for q in receiver.requests]
+    for q in receiver.requests:
+        assert VERIFY(SECRET.encode(), q.body, q.headers[SIGNATURE_HEADER.lower()])
+    kept = [(b["status"], b["window_end"]) for b in bodies if b["rule"] == "feature_drift"]
+    # last breach in window 8; resolved in window 11, three minutes later
+    assert kept == [("firing", iso(T0 + MINUTE)), ("resolved", iso(T0 + 11 * MINUTE))]
+    # the same condition without keep_firing_for: a pair per flicker (the control)
+    assert [b["status"] for b in bodies if b["rule"] == "no_hysteresis"] == ["firing", "resolved"] * 4
