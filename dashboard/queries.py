@@ -624,6 +624,12 @@ def health(row: dict[str, Any], now: datetime | None = None) -> tuple[str, str]:
 
     >>> health({"active_alerts": 0, "drift": False, "invalid_rate": 0.0})[0]
     'no data'
+
+    A model without a drift summary (drift off, or none written yet) has ``drift`` NaN in the
+    overview's frame, which is not drift:
+
+    >>> health({"drift": float("nan"), "last_window": datetime.now(timezone.utc)})[0]
+    'ok'
     """
     now = now or datetime.now(timezone.utc)
     reasons: list[str] = []
@@ -635,7 +641,8 @@ def health(row: dict[str, Any], now: datetime | None = None) -> tuple[str, str]:
     elif active:
         status = "alerting"
         reasons.append(f"{active} alert(s) firing")
-    if row.get("drift"):
+    drift = row.get("drift")
+    if drift is not None and drift == drift and bool(drift):  # NaN: no summary, not drift
         if status == "ok":
             status = "drifting"
         nd, nf = row.get("n_drifted"), row.get("n_features")

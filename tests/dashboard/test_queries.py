@@ -131,6 +131,8 @@ NOW = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
         ({"last_window": NOW, "active_alerts": 2, "critical_alerts": 1}, "critical"),
         ({"last_window": NOW, "active_alerts": 1}, "alerting"),
         ({"last_window": NOW, "drift": True, "n_drifted": 3, "n_features": 50}, "drifting"),
+        # no drift summary (drift off, or none written yet): NaN in the overview's frame, not drift
+        ({"last_window": NOW, "window_seconds": 300, "drift": float("nan")}, "ok"),
         ({"last_window": NOW, "invalid_rate": 0.2}, "degraded"),
         ({"last_window": NOW - timedelta(hours=2), "window_seconds": 300}, "stale"),
         ({"last_window": NOW - timedelta(minutes=10), "window_seconds": 300}, "ok"),  # < 15 min
