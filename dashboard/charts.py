@@ -32,12 +32,21 @@ def unvalidated(chart: C) -> C:
     object.__setattr__(chart, "to_dict", _to_dict)
     return chart
 
-#: Vega's own multi-scale time labels ("11:52", "Dec 07"), never overlapping
-TIME_AXIS = alt.Axis(title=None, labelAngle=0, labelOverlap="greedy", labelFlush=True)
+#: tick labels per tick alignment (Vega's multi-format): the times in 24-hour UTC, as every
+#: caption and tooltip says them (Vega's default "%I:%M" labelled 15:01 as "03:01" and 15:00
+#: as "03 PM"), days as "07 Dec"
+TIME_LABELS = {"milliseconds": "%H:%M:%S.%L", "seconds": "%H:%M:%S", "minutes": "%H:%M", "hours": "%H:%M",
+               "date": "%d %b", "week": "%d %b", "month": "%b %Y", "quarter": "%b %Y", "year": "%Y"}
+#: multi-scale time labels, never overlapping
+TIME_AXIS = alt.Axis(title=None, labelAngle=0, labelOverlap="greedy", labelFlush=True, format=TIME_LABELS,
+                     formatType="time")
 HEIGHT = 240
 #: one distinct colour per series (Streamlit's theme would give two models two blues)
 PALETTE = "tableau10"
 THRESHOLD_COLOR = "#d62728"
+#: a line style per series besides its colour: the first solid, the others dashed/dotted, so a
+#: series drawn over another with the same values leaves the one under it visible in its gaps
+DASHES: list[list[float]] = [[1, 0], [7, 4], [2, 3], [10, 3, 2, 3], [4, 2], [1, 4], [12, 5], [6, 2, 2, 2]]
 
 
 def axis_format(fmt: str) -> str:
@@ -58,6 +67,67 @@ def _flat(values: pd.Series) -> bool:
         return True
     lo, hi = float(v.min()), float(v.max())
     return hi - lo <= 1e-9 * max(1.0, abs(hi), abs(lo))
+
+
+def overlapping(df: pd.DataFrame, y: str, series: str, tolerance: float = 0.005) -> list[list[str]]:
+    """Groups of series whose lines lie on top of each other: at (nearly) every time both
+    have a value, they differ by at most ``tolerance`` of the chart's y range (under ~1 px
+    of a 240 px chart). A legend cannot show that on its own: the line drawn last hides
+    the others, and two models at the same 200 events/s read as one.
+
+    >>> df = pd.DataFrame({"time": [1, 2, 1, 2, 1, 2], "m": list("aabbcc"), "v": [200, 200, 200, 200, 5, 7]})
+    >>> overlapping(df, "v", "m")
+    [['a', 'b']]
+    """
+    if series not in df or y not in df or "time" not in df:
+        return []
+    wide = (df.assign(_v=pd.to_numeric(df[y], errors="coerce")).dropna(subset=["_v"])
+            .pivot_table(index="time", columns=series, values="_v", aggfunc="mean"))
+    if wide.shape[1] < 2:
+        return []
+    span = float(wide.max().max() - wide.min().min())
+    tol = tolerance * span if span > 0 else 1e-12
+    names = [str(c) for c in wide.columns]
+    groups: list[list[str]] = []
+    placed: set[str] = set()
+    for i, a in enumerate(wide.columns):
+        if names[i] in placed:
+            continue
+        group = [names[i]]
+        for j in range(i + 1, len(names)):
+            b = wide.columns[j]
+            both = wide[[a, b]].dropna()
+            if names[j] not in placed and len(both) and ((both[a] - both[b]).abs() <= tol).mean() >= 0.9:
+                group.append(names[j])
+        if len(group) > 1:
+            placed.update(group)
+            groups.append(group)
+    return groups
+
+
+def overlap_note(groups: list[list[str]], width: int = 34) -> list[str]:
+    """The chart's subtitle lines for :func:`overlapping` groups (none when no group).
+
+    Short lines: a subtitle does not wrap, and a chart in half of the page at 1,024 px has
+    room for ~40 characters of it (Vega cuts the rest with "…").
+
+    >>> overlap_note([["a", "b"], ["c", "d", "e"]])
+    ['lines on top of each other:', 'a = b', 'c = d = e']
+    """
+    if not groups:
+        return []
+    out = ["lines on top of each other:"]
+    for g in groups:
+        line = ""
+        for name in g:
+            part = name if not line else f" = {name}"
+            if line and len(line) + len(part) > width:
+                out.append(line)
+                line = f"= {name}"
+            else:
+                line += part
+        out.append(line)
+    return out
 
 
 def _threshold_rules(rules: Sequence[tuple[float, str]]) -> alt.Chart:
@@ -170,14 +240,25 @@ def lines(
                    axis=alt.Axis(format=axis_format(fmt), titleLimit=int(height * 0.6), labelOverlap=True)),
         "tooltip": [alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC"), alt.Tooltip(f"{y}:Q", format=fmt)],
     }
+    note: list[str] = []
     if color:
         domain = sorted(df[color].dropna().astype(str).unique().tolist()) if color in df else None
         enc["color"] = alt.Color(f"{color}:N", title=None, scale=alt.Scale(scheme=PALETTE, domain=domain))
         enc["tooltip"].insert(0, alt.Tooltip(f"{color}:N"))
+        if domain and len(domain) > 1 and not dash:
+            # each series its own line style too; the solid first series is drawn first (its rows
+            # first), so a dashed one with the same values over it leaves it visible in the gaps
+            enc["strokeDash"] = alt.StrokeDash(f"{color}:N", title=None, scale=alt.Scale(
+                domain=domain, range=[DASHES[i % len(DASHES)] for i in range(len(domain))]))
+            rank = {v: i for i, v in enumerate(domain)}
+            df = df.sort_values(color, key=lambda c: c.astype(str).map(rank), kind="stable")
+            note = overlap_note(overlapping(df, y, color))
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
         enc["tooltip"].insert(0, alt.Tooltip(f"{dash}:N"))
     base = alt.Chart(df).mark_line(point=len(df) < 60).encode(**enc).properties(height=height)
+    if note:  # said under the title: the legend alone cannot show that one line hides another
+        title = alt.TitleParams(title, subtitle=note, subtitleColor="#6b7280")  # type: ignore[assignment]
     all_rules = [*([(rule, rule_label or f"threshold {rule:.3g}")] if rule is not None else []), *rules]
     all_rules = [(float(v), lab) for v, lab in all_rules if v is not None and pd.notna(v) and (not log or v > 0)]
     layers: list[Any] = [base]
@@ -197,16 +278,19 @@ def lines_with_band(df: pd.DataFrame, y: str, lower: str, upper: str, *, color: 
                     rules: Sequence[tuple[float, str]] = ()) -> alt.LayerChart | alt.Chart:
     """:func:`lines` plus a shaded band from ``lower`` to ``upper`` under the rows whose ``color`` is
     ``band_of`` (e.g. the estimate's sampling band beside the realized line)."""
-    base = lines(df, y, color=color, title="", y_title=y_title, fmt=fmt, rules=rules)
+    base = lines(df, y, color=color, title=title, y_title=y_title, fmt=fmt, rules=rules)
     rows = df[(df[color] == band_of) & df[lower].notna() & df[upper].notna()] if lower in df and upper in df else df.iloc[0:0]
     if not len(rows):
-        return unvalidated(base.properties(title=title))
+        return base
+    title = base.title  # with the note when lines lie on top of each other
     band = alt.Chart(rows).mark_area(opacity=0.2).encode(
         x=alt.X("time:T", axis=TIME_AXIS), y=alt.Y(f"{lower}:Q"), y2=alt.Y2(f"{upper}:Q"),
         color=alt.Color(f"{color}:N", title=None),
         tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"), alt.Tooltip(f"{lower}:Q", format=fmt),
                  alt.Tooltip(f"{upper}:Q", format=fmt)])
-    return unvalidated(alt.layer(band, base).properties(title=title))
+    inner = base.copy()
+    inner.title = alt.Undefined  # the title goes on the outer layer
+    return unvalidated(alt.layer(band, inner).properties(title=title))
 
 
 def bars_over_time(df: pd.DataFrame, y: str, color: str, *, title: str = "", y_title: str = "") -> alt.Chart:

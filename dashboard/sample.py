@@ -191,7 +191,7 @@ def _records(models: Sequence[str], n_features: int, windows: int, cadence_s: in
             p_pred = 10 ** -rng.uniform(6, 12) if active else float(rng.uniform(0.01, 1.0))
             yield Record(R.PREDICTION, {**base, R.T_FEATURE: "__label__", R.T_DETECTOR: "chi2"}, {
                 Q.F_STATISTIC: float(_ks_stat(np.array([p_pred]), n_ref, n)[0] * 30), Q.F_P_VALUE: p_pred,
-                Q.F_THRESHOLD: p_val, Q.F_DRIFT: bool(p_pred < p_val), Q.F_N_REF: n_ref, Q.F_N_WINDOW: n,
+                Q.F_THRESHOLD: p_val, Q.F_DRIFT: bool(p_pred < p_val), Q.F_N_REF: n_ref, Q.F_N_CUR: n,
                 Q.F_PSI: 0.4 if active else 0.01, Q.F_JS: 0.1 if active else 0.005, Q.F_RANK: 1,
             }, t)
             acc = 0.91 - (0.12 if active else 0.0) + rng.normal(0, 0.01)

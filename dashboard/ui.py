@@ -513,7 +513,9 @@ def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = 
             log.info("dashboard: %s page: login or access changed since the last full run; rerunning the app",
                      ctx.page)
             st.rerun(scope="app")
-        left, right = st.columns([5, 1], vertical_alignment="center")
+        # a row that wraps: the button keeps its whole label at any width (a [5, 1] column cut it
+        # to "Ref…" at 1,024 px); the caption takes what is left
+        head = st.container(horizontal=True, wrap=True, vertical_alignment="center", gap="medium")
         now = datetime.now(timezone.utc)
         scope = ctx.model if ctx.page != "overview" else f"{len(ctx.models)} model(s)"
         extra = []
@@ -521,12 +523,13 @@ def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = 
             extra.append(f"version {ctx.version}")
         if ctx.segment:
             extra.append(f"segment {ctx.segment}")
-        left.caption(
+        head.caption(
             f"**{scope}**{' · ' + ' · '.join(extra) if extra else ''} · {ctx.range_label} · "
             f"last updated **{now:%H:%M:%S} UTC**"
-            + (f" (auto-refresh every {ctx.settings.dashboard_refresh_seconds:g} s)" if every else "")
+            + (f" (auto-refresh every {ctx.settings.dashboard_refresh_seconds:g} s)" if every else ""),
+            width="stretch",
         )
-        if right.button("Refresh now", key=f"dw_refresh_{ctx.page}", icon=":material/refresh:"):
+        if head.button("Refresh now", key=f"dw_refresh_{ctx.page}", icon=":material/refresh:", width="content"):
             D.clear()
             st.rerun(scope="fragment")
         try:
@@ -543,10 +546,26 @@ def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = 
 
 def links(ctx: Ctx, targets: list[tuple[str, str]], **override: str | None) -> None:
     """A row of links to other pages that keep the filters (``(page key, label)`` pairs)."""
-    cols = st.columns(len(targets))
-    for c, (key, label) in zip(cols, targets):
+    row = st.container(horizontal=True, wrap=True, gap="large")
+    for key, label in targets:
         path, _title, icon, _url = PAGES[key]
-        c.page_link(path, label=label, icon=icon, query_params=ctx.link_params(**override))
+        row.page_link(path, label=label, icon=icon, query_params=ctx.link_params(**override))
+
+
+def metric_row() -> Any:
+    """A row of ``st.metric`` cells that wraps instead of cutting labels.
+
+    Equal columns cut a label longer than its column ("Events / s (latest wi…" and "Worst
+    miss…" at 1,024 px); in this row each cell (``.metric(..., width="content")`` or a
+    :func:`metric_cell`) is as wide as its label and value, and a cell that does not fit
+    moves to the next line.
+    """
+    return st.container(horizontal=True, wrap=True, gap="medium")
+
+
+def metric_cell(row: Any) -> Any:
+    """A cell of a :func:`metric_row` that holds a metric and a caption under it."""
+    return row.container(width="content", gap=None)
 
 
 def empty(message: str, hint: str = "") -> None:

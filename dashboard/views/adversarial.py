@@ -57,23 +57,24 @@ def render(ctx: ui.Ctx) -> None:
         thr = ui.median(Q.col(series, Q.F_THRESHOLD))
         if len(latest):
             row = latest.sort_values("time").iloc[-1]
-            cols = st.columns(1 + min(4, len(comps)))
+            cells = ui.metric_row()
             flagged = bool(row.get(Q.F_FLAGGED)) if pd.notna(row.get(Q.F_FLAGGED)) else False
             top = row.get("top_component")
-            cols[0].metric("Combined score (latest window)", ui.fmt_num(row.get(Q.F_SCORE), ".4f"),
+            cells.metric("Combined score (latest window)", ui.fmt_num(row.get(Q.F_SCORE), ".4f"), width="content",
                            delta=_verdict(row) if flagged else "not flagged", delta_color="inverse" if flagged else "off",
                            delta_arrow="off",
                            help=f"1 − combined p-value (p = {ui.fmt_p(row.get(Q.F_P_VALUE))}); flagged above "
                                 f"{ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}; closest component: "
                                 f"{_label(top) if isinstance(top, str) else '—'}; window ending {ui.fmt_time(row.get('time'))}")
-            for c, name in zip(cols[1:], comps):
+            for name in comps[:4]:
                 if name.endswith("_source"):
                     hint = (f"suspect {row.get(f'{name}_suspect') or '—'}: rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')}"
                             f" vs the rest of the window {ui.fmt_num(row.get(f'{name}_rest_rate'), '.3g')}")
                 else:
                     hint = (f"rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')} vs reference "
                             f"{ui.fmt_num(row.get(f'{name}_ref_rate'), '.3g')}")
-                c.metric(f"{_label(name)} p-value", ui.fmt_p(row.get(f"{name}{P_SUFFIX}")), help=hint)
+                cells.metric(f"{_label(name)} p-value", ui.fmt_p(row.get(f"{name}{P_SUFFIX}")), help=hint,
+                             width="content")
         flags = f["flags"]
         if len(flags):
             show = flags.assign(verdict=[_verdict(r) for _, r in flags.iterrows()])

@@ -56,11 +56,11 @@ def render(ctx: ui.Ctx) -> None:
     failed = dl[status.isin(FAILED)] if len(dl) else dl
     changes = Q.alert_changes(points)
 
-    k1, k2, k3, k4 = st.columns(4)
-    k1.metric("Firing now", len(active))
-    k2.metric("Fired in range", int((Q.col(changes, Q.F_STATE, "") == Q.STATE_FIRING).sum()))
-    k3.metric("Resolved in range", int((Q.col(changes, Q.F_STATE, "") == Q.STATE_RESOLVED).sum()))
-    k4.metric("Failed deliveries", len(failed), help="webhook deliveries given up after all retries")
+    row = ui.metric_row()
+    row.metric("Firing now", len(active), width="content")
+    row.metric("Fired in range", int((Q.col(changes, Q.F_STATE, "") == Q.STATE_FIRING).sum()), width="content")
+    row.metric("Resolved in range", int((Q.col(changes, Q.F_STATE, "") == Q.STATE_RESOLVED).sum()), width="content")
+    row.metric("Failed deliveries", len(failed), help="webhook deliveries given up after all retries", width="content")
 
     if len(active):
         st.markdown("**Firing now**")
@@ -117,16 +117,16 @@ def budget_section(ctx: ui.Ctx) -> None:
     seconds = BV.period_seconds(cfg.alarm_budget.per)
     view = BV.budget_view(cfg, D.budget_spent(ctx.conn, seconds))
     period = f"last {cfg.alarm_budget.per}"
-    k1, k2, k3 = st.columns(3)
-    k1.metric(f"Budget per {view.per}", ui.fmt_num(view.budget, ",.3g"),
-              help="false alarms accepted across all models, features and segments")
-    k2.metric(f"Alarms spent ({period})", view.spent,
-              delta=f"{view.spent - view.budget:+.3g} vs budget", delta_color="inverse",
-              help="window-level drift verdicts raised, every segment included; on a stream without "
-                   "drift each one is a false alarm")
-    k3.metric(f"Expected on stable data per {view.per}", ui.fmt_num(view.expected, ",.3g"),
-              help="what the allocation spends when nothing drifts (below the budget where a level is "
-                   "capped or a model's event rate is not known yet)")
+    row = ui.metric_row()
+    row.metric(f"Budget per {view.per}", ui.fmt_num(view.budget, ",.3g"), width="content",
+               help="false alarms accepted across all models, features and segments")
+    row.metric(f"Alarms spent ({period})", view.spent, width="content",
+               delta=f"{view.spent - view.budget:+.3g} vs budget", delta_color="inverse",
+               help="window-level drift verdicts raised, every segment included; on a stream without "
+                    "drift each one is a false alarm")
+    row.metric(f"Expected on stable data per {view.per}", ui.fmt_num(view.expected, ",.3g"), width="content",
+               help="what the allocation spends when nothing drifts (below the budget where a level is "
+                    "capped or a model's event rate is not known yet)")
     if view.spent > view.budget:
         st.warning(f"{view.spent} drift alarms in the {period}, over the budget of {view.budget:g}: either the "
                    "data really moved (check the Drift page) or the thresholds need the reference's chunks "

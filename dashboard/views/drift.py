@@ -60,21 +60,24 @@ def _summary(ctx: ui.Ctx, latest: pd.DataFrame, summ: pd.DataFrame) -> None:
                       Q.col(latest, "detector", "").value_counts().items()) or "—"
     n_cur = pd.to_numeric(Q.col(latest, Q.F_N_CUR), errors="coerce")
     n_ref = pd.to_numeric(Q.col(latest, Q.F_N_REF), errors="coerce")
-    c1, c2, c3, c4 = st.columns(4)
+    row = ui.metric_row()
     if len(summ):
         s = summ.iloc[0]
         nd, nf = s.get(Q.F_N_DRIFTED), s.get(Q.F_N_FEATURES)
-        c1.metric("Drifting features", f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}",
+        row.metric("Drifting features", f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}", width="content",
                   help=f"in the latest window, ending {ui.fmt_time(s.get('time'))}")
         corr = CORRECTIONS.get(str(s.get(Q.F_CORRECTION)), str(s.get(Q.F_CORRECTION, "—")))
-        c2.metric("Level", f"α = {ui.fmt_num(s.get(Q.F_P_VAL), '.3g')}", help=f"multiple-testing correction: {corr}")
+        c2 = ui.metric_cell(row)  # the level with its correction under it
+        c2.metric("Level", f"α = {ui.fmt_num(s.get(Q.F_P_VAL), '.3g')}", help=f"multiple-testing correction: {corr}",
+                  width="content")
         c2.caption(corr)
     else:
         n_drift = int(Q.col(latest, Q.F_DRIFT, False).fillna(False).astype(bool).sum())
-        c1.metric("Drifting features", f"{n_drift} / {len(latest)}", help="in the latest window")
-        c2.metric("Level", "—", help="no drift summary written yet")
-    c3.metric("Window (events)", ui.fmt_num(ui.median(n_cur), ",.0f"), help="median current-window size over features")
-    c4.metric("Reference (events)", ui.fmt_num(ui.median(n_ref), ",.0f"))
+        row.metric("Drifting features", f"{n_drift} / {len(latest)}", help="in the latest window", width="content")
+        row.metric("Level", "—", help="no drift summary written yet", width="content")
+    row.metric("Window (events)", ui.fmt_num(ui.median(n_cur), ",.0f"), help="median current-window size over features",
+              width="content")
+    row.metric("Reference (events)", ui.fmt_num(ui.median(n_ref), ",.0f"), width="content")
     rules = ", ".join(sorted(set(_rules(latest))))
     st.caption(f"Tests: {tests}. Verdict rule: {rules} — a feature drifts when the judged value (p-value, "
                "statistic or effect size) leaves its band (columns rule and band), calibrated on chunks of the "

@@ -38,12 +38,14 @@ def render(ctx: ui.Ctx) -> None:
         )
         return
     firing = int(ov["active_alerts"].sum())
-    k1, k2, k3, k4 = st.columns(4)
-    k1.metric("Models", len(ov), help="models with results in the selected time range")
-    k2.metric("Alerts firing", firing)
-    k3.metric("Models drifting", int((ov.get("drift", pd.Series(dtype=bool)) == True).sum()))  # noqa: E712
+    row = ui.metric_row()
+    row.metric("Models", len(ov), help="models with results in the selected time range", width="content")
+    row.metric("Alerts firing", firing, width="content")
+    row.metric("Models drifting", int((ov.get("drift", pd.Series(dtype=bool)) == True).sum()),  # noqa: E712
+               width="content")
     eps = pd.to_numeric(ov.get("events_per_s"), errors="coerce").sum()
-    k4.metric("Events / s (latest windows)", ui.fmt_num(eps, ",.1f"))
+    row.metric("Events / s", ui.fmt_num(eps, ",.1f"), help="all models together, each in its latest window",
+               width="content")
 
     table = pd.DataFrame({
         "model": ov["model"],
@@ -90,14 +92,15 @@ def render(ctx: ui.Ctx) -> None:
     # every element is drawing time in the browser, ~0.4 s for 10 rows of links
     by_severity = ov.assign(_sev=ov["status"].map(SEVERITY).fillna(len(SEVERITY))).sort_values(
         ["_sev", "model"], kind="stable")["model"].tolist()
-    c0, c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1, 1], vertical_alignment="bottom")
-    m = c0.selectbox("Model", by_severity, key="dw_ov_open", label_visibility="collapsed",
-                     format_func=lambda x: f"{x} ({dict(zip(ov['model'], ov['status'])).get(x, '')})")
+    # a row that wraps: at 1,024 px equal columns cut the picked model and the "performance" link
+    row = st.container(horizontal=True, wrap=True, vertical_alignment="center", gap="medium")
+    status = dict(zip(ov["model"], ov["status"]))
+    m = row.selectbox("Model", by_severity, key="dw_ov_open", label_visibility="collapsed", width=260,
+                      format_func=lambda x: f"{x} ({status.get(x, '')})")
     params = ctx.link_params(model=m, version=None, segment=None)
-    for c, key, label in ((c1, "drift", "drift"), (c2, "quality", "quality"),
-                          (c3, "performance", "performance"), (c4, "alerts", "alerts")):
+    for key in ("drift", "quality", "performance", "alerts"):
         path, _t, icon, _u = ui.PAGES[key]
-        c.page_link(path, label=label, icon=icon, query_params=params)
+        row.page_link(path, label=key, icon=icon, query_params=params)
 
     tp = f["tp"]
     if len(tp):

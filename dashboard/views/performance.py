@@ -12,7 +12,7 @@ from dashboard import queries as Q
 
 #: metrics shown as percentages (the others — log_loss, mae, rmse, bias — as numbers)
 PERCENT_METRICS = {"accuracy", "precision", "recall", "f1"}
-OUTPUT_NAMES = {"__label__": "predicted class"}
+OUTPUT_NAMES = {"__label__": "predicted class", "__value__": "predicted value"}
 
 
 def _fmt(metric: str) -> str:
@@ -34,17 +34,17 @@ def _latest_metrics(ctx: ui.Ctx, metrics: list[str], latest: pd.DataFrame) -> No
     if not len(latest) or "metric" not in latest:
         return
     latest = latest.sort_values("time", ascending=False)
-    cols = st.columns(max(1, min(4, len(metrics))))
-    for i, m in enumerate(metrics[:4]):
+    row = ui.metric_row()
+    for m in metrics[:4]:
         rows = latest[latest["metric"] == m]
         det = Q.col(rows, "detector", "").astype(str)
         real, est = rows[det == Q.REALIZED], rows[det == Q.CBPE]
         rv = real.iloc[0].get(Q.F_VALUE) if len(real) else None
         ev = est.iloc[0].get(Q.F_VALUE) if len(est) else None
         when = ui.fmt_time(real.iloc[0].get("time")) if len(real) else "no labels yet"
-        cols[i].metric(f"{m} (realized)", ui.fmt_num(rv, _fmt(m)),
-                       delta=(f"estimated {ui.fmt_num(ev, _fmt(m))}" if ev is not None else None),
-                       delta_color="off", delta_arrow="off", help=f"latest labelled window: {when}")
+        row.metric(f"{m} (realized)", ui.fmt_num(rv, _fmt(m)), width="content",
+                   delta=(f"estimated {ui.fmt_num(ev, _fmt(m))}" if ev is not None else None),
+                   delta_color="off", delta_arrow="off", help=f"latest labelled window: {when}")
 
 
 EVALUATORS = {"prediction_drift": "Prediction drift", "feature_impact": "Feature impact",
@@ -249,7 +249,7 @@ def render(ctx: ui.Ctx) -> None:
                 f"**{out}** — latest window ({ui.fmt_time(row.get('time'))}): "
                 f"**{'drift' if row.get(Q.F_DRIFT) else 'no drift'}**, {ui.test_name(row.get('detector'))} statistic "
                 f"{ui.fmt_num(row.get(Q.F_STATISTIC), '.4g')}, {basis}; window of "
-                f"{ui.fmt_num(row.get(Q.F_N_WINDOW), ',.0f')} predictions vs reference of "
+                f"{ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} predictions vs reference of "
                 f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}."
             )
         y = Q.F_P_VALUE if Q.F_P_VALUE in pred and pred[Q.F_P_VALUE].notna().any() else Q.F_STATISTIC

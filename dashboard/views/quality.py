@@ -38,10 +38,10 @@ def render(ctx: ui.Ctx) -> None:
         rates = [r for r in Q.QUALITY_RATES if r in latest] or [rate]
         if len(latest):
             worst = {r: pd.to_numeric(Q.col(latest, r), errors="coerce").max() for r in rates}
-            cols = st.columns(len(rates))
-            for c, r in zip(cols, rates):
-                c.metric(f"Worst {RATE_LABELS[r]} rate", ui.fmt_pct(worst[r]),
-                         help="the highest rate over features in the latest window")
+            row = ui.metric_row()
+            for r in rates:
+                row.metric(f"Worst {RATE_LABELS[r]} rate", ui.fmt_pct(worst[r]),
+                           help="the highest rate over features in the latest window", width="content")
         st.radio("Rate", rates, index=rates.index(rate) if rate in rates else 0,
                  format_func=lambda r: RATE_LABELS.get(r, r), horizontal=True, key="dw_q_rate")
         s = series.dropna(subset=[rate]) if rate in series else series.iloc[0:0]

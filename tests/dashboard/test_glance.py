@@ -68,6 +68,10 @@ def _extra(recs: list[Record]) -> list[Record]:
         out.append(Record(R.WINDOW, base, {"n_events": 500, "events_per_s": 16.7, "n_invalid": 0}, t))
         out.append(Record(R.PERFORMANCE, {**base, R.T_METRIC: "mae", R.T_DETECTOR: "realized"},
                           {"value": 40.0 + k, "n_labels": 250, "label_delay_p50": 5.0, "label_delay_p95": 6.0}, t))
+        # prediction drift of a regression's output, as the worker writes it (window size in n_cur)
+        out.append(Record(R.PREDICTION, {**base, R.T_FEATURE: "__value__", R.T_DETECTOR: "ks"},
+                          {"statistic": 0.05, "p_value": 0.4, "threshold": 0.05, "drift": False, "n_cur": 500,
+                           "n_ref": 1000}, t))
     return out
 
 
@@ -127,8 +131,14 @@ def data(spec: dict, at: AppTest | None = None) -> list[pd.DataFrame]:
     return [pd.DataFrame(ds.get(lay.get("data", {}).get("name", ""), [])) for lay in layers(spec)]
 
 
+def title_text(spec: dict) -> str:
+    """A chart's title (a subtitle makes it a {text, subtitle} object)."""
+    t = spec.get("title", "")
+    return str(t.get("text", "")) if isinstance(t, dict) else str(t)
+
+
 def titled(at: AppTest, start: str) -> dict:
-    found = [s for s in specs(at) if str(s.get("title", "")).startswith(start)]
+    found = [s for s in specs(at) if title_text(s).startswith(start)]
     assert found, [s.get("title") for s in specs(at)]
     return found[0]
 
@@ -328,3 +338,48 @@ def test_stored_threshold_bands_are_drawn(env: pd.Timestamp) -> None:
     at.run()
     no_exception(at)
     assert not [lay for lay in layers(titled(at, "f_001: smallest p-value")) if (lay.get("mark") or {}).get("type") == "area"]
+
+
+# Layout fixes seen at 1,024 px (issue 18; the Chromium side is tests/dashboard/test_layout.py) -----
+
+
+@pytest.mark.parametrize("page", ["overview", "drift", "quality", "performance", "adversarial"])
+def test_time_axes_are_24_hour_utc(env: pd.Timestamp, page: str) -> None:
+    """Vega's default tick labels are 12-hour without AM/PM ("03:01" for 15:01, "03 PM"): every
+    time axis says hours and minutes as the captions and tooltips do."""
+    at = open_page(page, model="churn")
+    axes = [(lay.get("encoding") or {}).get("x", {}).get("axis") for spec in specs(at) for lay in layers(spec)
+            if (lay.get("encoding") or {}).get("x", {}).get("type") == "temporal"]
+    axes = [a for a in axes if a]
+    assert axes, page
+    for a in axes:
+        assert a["format"]["hours"] == a["format"]["minutes"] == "%H:%M" and a["formatType"] == "time", a
+
+
+def test_series_with_equal_values_get_distinct_dashes_and_a_note() -> None:
+    """Two models at the same rate: the second line is dashed over the solid first (drawn
+    first), and the subtitle says they lie on top of each other."""
+    t = pd.date_range("2026-01-01", periods=5, freq="min", tz="UTC")
+    df = pd.DataFrame({"time": [*t, *t, *t], "model": ["b"] * 5 + ["a"] * 5 + ["c"] * 5,
+                       "events_per_s": [200.0] * 10 + [10.0, 12.0, 11.0, 13.0, 12.0]})
+    spec = C.lines(df, "events_per_s", color="model", title="Events per second").to_dict()
+    dash = spec["encoding"]["strokeDash"]
+    assert dash["field"] == "model" and dash["scale"]["domain"] == ["a", "b", "c"]
+    assert dash["scale"]["range"][0] == [1, 0] and len({str(r) for r in dash["scale"]["range"]}) == 3
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [r["model"] for r in rows] == ["a"] * 5 + ["b"] * 5 + ["c"] * 5  # solid series drawn first
+    assert spec["title"]["text"] == "Events per second"
+    assert spec["title"]["subtitle"] == ["lines on top of each other:", "a = b"]
+    # series that differ get no note
+    apart = C.lines(df[df["model"] != "b"], "events_per_s", color="model", title="x").to_dict()
+    assert apart["title"] == "x"
+
+
+def test_prediction_drift_of_a_regression_names_the_output_and_its_window(env: pd.Timestamp) -> None:
+    at = open_page("performance", model="reg")
+    text = texts(at)
+    assert "**predicted value** — latest window" in text and "window of 500 predictions vs reference of 1,000" in text
+    assert "__value__" not in text and "window of — predictions" not in text
+    (pred,) = [s for s in specs(at) if title_text(s).startswith("Prediction drift")]
+    colors = [lay["encoding"]["color"] for lay in layers(pred) if "color" in (lay.get("encoding") or {})]
+    assert colors and data(pred)[0]["output"].unique().tolist() == ["predicted value"]
