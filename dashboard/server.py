@@ -10,6 +10,10 @@ the same ``--server.*``/``--client.*`` options as ``streamlit run dashboard/app.
 * blanks the server's script path and the Streamlit/Python versions and OS in the
   ``new_session`` message every websocket session gets before any login.
 
+Its ``lifespan`` imports what the pages need (:data:`PRELOAD`) after Streamlit's runtime has
+started and before the server accepts a connection, so the first page view does not wait
+for pandas, Altair and Arrow to load.
+
 What it cannot hide: the Streamlit frontend's static files (their contents identify the
 Streamlit release), ``/_stcore/health`` and ``/_stcore/host-config`` (the frontend needs
 them; they carry no data). Tracebacks are kept off the wire by
@@ -18,12 +22,18 @@ them; they carry no data). Tracebacks are kept off the wire by
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from starlette.middleware import Middleware
 from streamlit.starlette import App
+
+log = logging.getLogger("dashboard.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,4 +89,43 @@ class HideInternals:
         await self.app(scope, receive, send)
 
 
-app = App(Path(__file__).with_name("app.py"), middleware=[Middleware(HideInternals)])
+#: what the pages import (pandas, numpy, altair, pyarrow, pydantic, httpx, yaml … ~1-2 s on the
+#: 2-core machine, more when it is busy): imported while the server starts, before it accepts a
+#: connection, instead of in the first viewer's page view (``bench dashboard``'s first visit)
+PRELOAD = (
+    "dashboard.ui", "dashboard.charts", "dashboard.privacy", "dashboard.budget", "dashboard.data",
+    "pyarrow", "pyarrow.ipc",  # Streamlit serializes every chart's and table's data with Arrow
+    "streamlit.material_icon_names",  # the pages' icons
+)
+
+
+def preload(names: tuple[str, ...] = PRELOAD) -> float:
+    """Import ``names`` and read the settings and monitor config once; the seconds it took.
+
+    A module or config that fails here is left for the page to report as it always did
+    (the server must start, and the page shows the error in context).
+    """
+    t = time.perf_counter()
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the page view that needs it says why
+            log.debug("dashboard: preloading %s failed", name, exc_info=True)
+    try:
+        from dashboard.config import load_settings  # noqa: PLC0415
+
+        load_settings()
+    except Exception:  # noqa: BLE001 - a bad config is shown by the page, with its field
+        log.debug("dashboard: reading the settings at start failed", exc_info=True)
+    return time.perf_counter() - t
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app: App) -> AsyncIterator[None]:
+    """Runs after Streamlit's runtime started (so the pages' caches bind to it) and before
+    the server accepts connections."""
+    log.info("dashboard: page modules loaded in %.2f s", preload())
+    yield
+
+
+app = App(Path(__file__).with_name("app.py"), middleware=[Middleware(HideInternals)], lifespan=lifespan)
