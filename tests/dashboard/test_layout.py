@@ -23,7 +23,7 @@ from dashboard import queries as Q
 from dashboard.config import PAGES
 from detectors import records as R
 from detectors.records import Record
-from streams.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, free_port, settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
