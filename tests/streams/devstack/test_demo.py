@@ -649,3 +649,6 @@ def test_demo_yaml_ships_alert_rules_of_every_kind() -> None:
         assert kinds == {"drift_summary", "quality", "performance", "source"}, mon.model_id
         # none of them watches the adversarial score, which is high on plain drift (issue 18)
         assert not [r for r in mon.alerts if r.signal.startswith("adversarial.")]
+        # the error stream's online verdict flickers 1/0 while the rate is up: every rule keeps
+        # firing a minute (24 windows) after its last breach, so a flicker is no new FIRING/RESOLVED
+        assert {r.keep_firing_for for r in mon.alerts} == {60.0}, mon.model_id
