@@ -735,8 +735,8 @@ class ErrorStreamMonitor:
 
     PHASES = ("reference", "calibrating", "monitoring", "off")
 
-    def __init__(self, task: Literal["classification", "regression"], *, reference_size: int = 1000,
-                 ert: float = 100_000.0, window_sizes: Sequence[int] = (100, 500), n_bootstraps: int = 5000,
+    def __init__(self, task: Literal["classification", "regression"], *, reference_size: int = 5000,
+                 ert: float = 100_000.0, window_sizes: Sequence[int] = (100, 500, 2000), n_bootstraps: int = 5000,
                  error_threshold: float | None = None, error_quantile: float = 0.9,
                  engine: Literal["native", "alibi"] = "native", cache_dir: Path | str | None = None,
                  submit=None, max_buffer: int = 100_000, seed: int | None = 0) -> None:
