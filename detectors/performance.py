@@ -65,6 +65,7 @@ __all__ = [
     "Calibration",
     "CalibrationCollector",
     "PerformanceAccumulator",
+    "calibration_residuals",
     "classification_metrics",
     "fit_calibration",
     "isotonic_fit",
@@ -73,6 +74,7 @@ __all__ = [
     "not_calibrated_record",
     "performance_records",
     "regression_metrics",
+    "suffix_z",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -584,18 +586,41 @@ class CalibrationCollector:
     :meth:`calibration` fits once at least ``min_rows`` are in (None before) and
     refits when they have grown by half, and when full. Bounded: ``size`` rows;
     a fit of 20,000 rows takes ~50 ms per class (numpy pool-adjacent-violators).
+
+    **Does the calibration still hold?** CBPE assumes the probabilities keep the
+    meaning they had on the labelled reference; concept drift (the same inputs,
+    other outcomes) breaks that, and no estimate from probabilities can see it.
+    Once full, every joined row after the reference is a test of it: with ``c``
+    the calibrated probability that the served class is right and ``r`` (0/1)
+    whether it was, ``u = r - c`` has mean 0 and variance ``c (1 - c)`` while the
+    calibration holds. Over the joined batches since the reference, the suffix
+    sums give ``z = sum u / sqrt(sum c (1 - c))`` for every recent start (at
+    most ``max_batches``, each with at least ``min_rows`` rows); when one
+    ``|z|`` exceeds ``drift_z`` (default 5: two-sided 6e-7 per start) the
+    calibration no longer holds: the collector starts again from the batch
+    that showed it (:attr:`recalibrations` counts it, :attr:`drift_note` says
+    why), so CBPE is "not calibrated" until ``min_rows`` new labels are in and
+    then calibrated on labels of the new concept. ``drift_z=None`` keeps the
+    first calibration for good (NannyML's behaviour).
     """
 
     size: int = 1000
     min_rows: int = 200
     classes: tuple[str, ...] = ()
     n: int = 0
+    drift_z: float | None = 5.0
+    max_batches: int = 256
     _proba: list[np.ndarray] = field(default_factory=list)
     _label: list[np.ndarray] = field(default_factory=list)
     _pred: list[np.ndarray] = field(default_factory=list)
     _fitted: Calibration | None = None
     _fitted_n: int = 0
+    _tests: list[tuple[float, float, int]] = field(default_factory=list)  # per batch: (sum u, sum var, rows)
     error: str | None = None  # why the last fit failed
+    recalibrations: int = 0
+    drift_note: str | None = None  # why the last recalibration started
+    last_z: float = float("nan")  # the largest |z| of the last test (signed)
+    unstable: bool = False  # a recalibration stopped holding before it was complete: no estimate
 
     @property
     def full(self) -> bool:
@@ -603,12 +628,23 @@ class CalibrationCollector:
 
     def add(self, proba: np.ndarray | None, classes: Sequence[str], labels: np.ndarray,
             pred_label: np.ndarray | None) -> None:
-        """Add joined rows (rows beyond ``size``, without probabilities, or of other classes are ignored)."""
-        if self.full or proba is None or len(classes) < 2:
+        """Add joined rows: the first ``size`` calibrate; later ones test the calibration (see the class)."""
+        if proba is None or len(classes) < 2:
             return
         if not self.classes:
             self.classes = tuple(classes)
         if tuple(classes) != self.classes:
+            return
+        if self.drift_z is not None and (self.full or self.recalibrations) and self.n >= self.min_rows:
+            was_full = self.full
+            if self._holds(proba, labels, pred_label):
+                self.unstable = not was_full  # the new calibration failed before it was even complete
+                if self.unstable:
+                    self.error = self.drift_note
+            elif was_full:
+                self.unstable = False
+                return
+        elif self.full:
             return
         p = np.asarray(proba, dtype=np.float64)
         ok = np.isfinite(p).all(axis=1) & not_none(normalize_labels(labels))
@@ -621,23 +657,86 @@ class CalibrationCollector:
                           else np.asarray(self.classes, dtype=object)[np.argmax(p[take], axis=1)])
         self.n += int(take.size)
 
+    def _holds(self, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None) -> bool:
+        """Test the full calibration on joined rows after it; True when it stopped holding (the
+        collector was reset and the caller collects these rows as the first of the new calibration)."""
+        cal = self.calibration()
+        if cal is None:
+            return False
+        stat = calibration_residuals(cal, proba, labels, pred_label)
+        if stat is None:
+            return False
+        self._tests.append(stat)
+        del self._tests[: -self.max_batches]
+        z, n = suffix_z(np.array([t[0] for t in self._tests]), np.array([t[1] for t in self._tests]),
+                        np.array([t[2] for t in self._tests]), self.min_rows)
+        if not z.size:
+            return False
+        at = int(np.argmax(np.abs(z)))
+        self.last_z = float(z[at])
+        if abs(self.last_z) <= self.drift_z:
+            return False
+        rows = int(n[at])
+        self.drift_note = (f"the calibration of {cal.source} stopped holding: on the last {rows} joined labels "
+                           f"realized accuracy differs from its estimate by z = {self.last_z:.1f} (limit "
+                           f"{self.drift_z:g}); recalibrating on the labels since")
+        self.recalibrations += 1
+        self.n, self._fitted, self._fitted_n, self.error = 0, None, 0, None
+        self._proba, self._label, self._pred, self._tests = [], [], [], []
+        return True
+
     def calibration(self) -> Calibration | None:
         """The calibration of the rows so far (refitted when they grew by half, or filled up)."""
-        if self.n < self.min_rows:
+        if self.n < self.min_rows or (self.unstable and not self.full):
             return None
         if self._fitted is not None and (self._fitted_n == self.n or (not self.full and self.n < 1.5 * self._fitted_n)):
             return self._fitted
         proba, lab, pred = (np.concatenate(x) for x in (self._proba, self._label, self._pred))
         self._proba, self._label, self._pred = [proba], [lab], [pred]
+        what = (f"first {self.n} joined labels" if not self.recalibrations
+                else f"{self.n} joined labels after recalibration {self.recalibrations}")
         try:
-            self._fitted = fit_calibration(proba, lab, self.classes, pred, min_rows=self.min_rows,
-                                           source=f"first {self.n} joined labels")
+            self._fitted = fit_calibration(proba, lab, self.classes, pred, min_rows=self.min_rows, source=what)
             self.error = None
         except ValueError as e:
             self.error = str(e)
             self._fitted = None
         self._fitted_n = self.n
         return self._fitted
+
+
+def calibration_residuals(cal: Calibration, proba: np.ndarray, labels: np.ndarray,
+                          pred_label: np.ndarray | None) -> tuple[float, float, int] | None:
+    """``(sum(r - c), sum(c (1 - c)), rows)`` of labelled rows under a calibration: ``c`` the calibrated
+    probability that the served class is right, ``r`` 1 when it was (rows without finite probabilities,
+    a known served class or a label left out; None when none is left). ``c`` is kept within
+    ``[0.5 / cal.n, 1 - 0.5 / cal.n]``: a calibration of ``n`` rows cannot know a probability closer to
+    0 or 1, and a row it calls certain must not make the variance vanish."""
+    ok, p, pred_idx = _proba_rows(proba, cal.classes, pred_label)
+    lab = normalize_labels(labels)[ok]
+    has = np.not_equal(lab, None)
+    if not has.any():
+        return None
+    p, pred_idx, lab = cal.apply(p[has]), pred_idx[has], lab[has]
+    eps = 0.5 / max(cal.n, 1)
+    c = np.clip(p[np.arange(p.shape[0]), pred_idx], eps, 1 - eps)
+    r = (np.asarray(cal.classes, dtype=object)[pred_idx] == lab).astype(np.float64)
+    return float(np.sum(r - c)), float(np.sum(c * (1 - c))), int(c.shape[0])
+
+
+def suffix_z(u: np.ndarray, v: np.ndarray, rows: np.ndarray, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(z, rows)`` of every suffix of batches (``z = sum u / sqrt(sum v)`` from batch ``s`` to the last)
+    holding at least ``min_rows`` rows and a variance sum of at least 10 (the normal approximation's range).
+
+    >>> z, n = suffix_z(np.array([0.0, 6.0]), np.array([20.0, 20.0]), np.array([100, 100]), 100)
+    >>> np.round(z, 3).tolist(), n.tolist()
+    ([0.949, 1.342], [200, 100])
+    """
+    su = np.cumsum(u[::-1])[::-1]
+    sv = np.cumsum(v[::-1])[::-1]
+    sn = np.cumsum(rows[::-1])[::-1]
+    keep = (sn >= min_rows) & (sv >= 10.0)
+    return su[keep] / np.sqrt(sv[keep]), sn[keep]
 
 
 def performance_records(

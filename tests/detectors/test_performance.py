@@ -249,3 +249,109 @@ def test_realized_records_carry_the_estimate_of_the_same_rows():
     assert "cbpe_accuracy" not in {r.tags["metric"] for r in recs}
     back = PerformanceAccumulator.from_state(*acc.state())
     assert back.est_sum == 2.5 and back.est_n == 4
+
+
+def _binary_rows(rng, n, flip_above=None):
+    """Overconfident binary scores (true P(1) = s ** 2) and labels; ``flip_above``: the label of every row
+    with a score above it is flipped (concept drift: the inputs and scores do not move)."""
+    s = rng.random(n)
+    lab = rng.random(n) < s ** 2
+    if flip_above is not None:
+        lab = np.where(s > flip_above, ~lab, lab)
+    pred = np.where(s > 0.5, "1", "0").astype(object)
+    return np.column_stack([1 - s, s]), np.where(lab, "1", "0").astype(object), pred
+
+
+def test_calibration_residuals_match_sklearn_isotonic():
+    from sklearn.isotonic import IsotonicRegression
+
+    from detectors.performance import calibration_residuals, fit_calibration
+
+    rng = np.random.default_rng(11)
+    p, lab, pred = _binary_rows(rng, 3000)
+    cal = fit_calibration(p, lab, ("0", "1"), pred)
+    q, qlab, qpred = _binary_rows(rng, 800, flip_above=0.7)
+    u, v, n = calibration_residuals(cal, q, qlab, qpred)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(p[:, 1], lab == "1")
+    p1 = iso.predict(q[:, 1])
+    c = np.clip(np.where(qpred == "1", p1, 1 - p1), 0.5 / 3000, 1 - 0.5 / 3000)
+    right = (qpred == qlab).astype(float)
+    assert n == 800
+    assert u == pytest.approx(np.sum(right - c)) and v == pytest.approx(np.sum(c * (1 - c)))
+
+
+def test_calibration_collector_keeps_a_calibration_that_holds():
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(12)
+    col = CalibrationCollector(size=2000, min_rows=200)
+    for _ in range(60):  # 2,000 calibrate, 28,000 test it: the concept does not move
+        p, lab, pred = _binary_rows(rng, 500)
+        col.add(p, ("0", "1"), lab, pred)
+    assert col.recalibrations == 0 and abs(col.last_z) < 5 and col.n == 2000
+    assert col.calibration().source == "first 2000 joined labels"
+
+
+def test_calibration_collector_recalibrates_after_concept_drift():
+    from sklearn.isotonic import IsotonicRegression
+
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(13)
+    col = CalibrationCollector(size=2000, min_rows=200)
+    classes = ("0", "1")
+    for _ in range(10):
+        col.add(*_split(_binary_rows(rng, 500), classes))
+    first = col.calibration()
+    post = [_binary_rows(rng, 500, flip_above=0.7) for _ in range(8)]
+    for k, rows in enumerate(post):
+        col.add(*_split(rows, classes))
+        if col.recalibrations:
+            break
+    assert col.recalibrations == 1 and k <= 1, (k, col.last_z)
+    assert "stopped holding" in col.drift_note and col.drift_note.count("z = ") == 1
+    for rows in post[k + 1:]:
+        col.add(*_split(rows, classes))
+    cal = col.calibration()
+    used = post[k:]
+    assert col.n == min(2000, 500 * len(used)) and cal.source.endswith("after recalibration 1")
+    # the new calibration is the isotonic fit of the post-drift rows (scikit-learn, independently)
+    x = np.concatenate([r[0][:, 1] for r in used])[:2000]
+    y = np.concatenate([r[1] == "1" for r in used])[:2000]
+    grid = np.linspace(0, 1, 101)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(x, y)
+    assert np.allclose(cal.apply(np.column_stack([1 - grid, grid]))[:, 1], iso.predict(grid))
+    # and CBPE estimates the new concept's accuracy; the first calibration cannot see it
+    p, lab, pred = _binary_rows(rng, 5000, flip_above=0.7)
+    realized = float(np.mean(pred == lab))
+    assert abs(CBPE(cal).estimate(p, classes, pred)["accuracy"] - realized) < 0.02
+    assert abs(CBPE(first).estimate(p, classes, pred)["accuracy"] - realized) > 0.1
+
+
+def test_calibration_collector_says_not_calibrated_when_no_calibration_holds():
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(14)
+    col = CalibrationCollector(size=3000, min_rows=200)
+    classes = ("0", "1")
+    for _ in range(6):
+        col.add(*_split(_binary_rows(rng, 500), classes))
+    for k in range(6):  # the concept flips back and forth every batch: no calibration lasts
+        col.add(*_split(_binary_rows(rng, 500, flip_above=0.7 if k % 2 == 0 else None), classes))
+    assert col.recalibrations >= 2 and col.unstable and col.calibration() is None
+    assert "stopped holding" in col.error
+
+
+def test_calibration_collector_without_drift_test_keeps_the_first_calibration():
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(15)
+    col = CalibrationCollector(size=1000, min_rows=200, drift_z=None)
+    for k in range(10):
+        col.add(*_split(_binary_rows(rng, 500, flip_above=0.7 if k >= 2 else None), ("0", "1")))
+    assert col.recalibrations == 0 and col.calibration().source == "first 1000 joined labels"
+
+
+def _split(rows, classes):
+    p, lab, pred = rows
+    return p, classes, lab, pred
