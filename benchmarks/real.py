@@ -648,12 +648,26 @@ def realized_accuracy(s: Stream) -> dict[int, float]:
     return {k: float(1 - e[k * s.window:(k + 1) * s.window].mean()) for k in range(s.n_windows)}
 
 
-def cbpe_summary(s: Stream, estimates: dict[int, float], realized: dict[int, float]) -> dict[str, Any]:
+def cbpe_summary(s: Stream, estimates: dict[int, float], realized: dict[int, float],
+                 same_as: dict[int, float] | None = None) -> dict[str, Any]:
+    """MAE of the estimates against realized accuracy over the evaluated windows with an estimate;
+    ``mae_before_change`` over those ending before the first known change (a concept drift there is
+    what no confidence-based estimate sees); with ``same_as`` (driftwatch's estimates), also the MAE
+    over the windows that have one there (driftwatch writes "not calibrated" instead of a number
+    where its calibration stopped holding)."""
     ks = sorted(k for k in estimates if k in realized and k >= s.ref_n // s.window)
     if not ks:
         return {"windows": 0, "mae": None}
     errs = np.array([abs(estimates[k] - realized[k]) for k in ks])
-    return {"windows": len(ks), "mae": round(float(errs.mean()), 4), "max_abs_error": round(float(errs.max()), 4)}
+    out = {"windows": len(ks), "mae": round(float(errs.mean()), 4), "max_abs_error": round(float(errs.max()), 4)}
+    cp = s.first_change_after_reference()
+    if cp is not None:
+        before = [e for k, e in zip(ks, errs) if (k + 1) * s.window <= cp]
+        out["mae_before_change"] = round(float(np.mean(before)), 4) if before else None
+    if same_as is not None:
+        same = [e for k, e in zip(ks, errs) if k in same_as]
+        out["mae_same_windows_as_driftwatch"] = round(float(np.mean(same)), 4) if same else None
+    return out
 
 
 def _field(row: dict | None, *names: str) -> Any:
@@ -728,7 +742,9 @@ def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi:
         if nanny is not None and "cbpe" in nanny:
             c = nanny["cbpe"]
             est = {first_eval + i: v for i, v in enumerate(c["estimated_accuracy"]) if v is not None}
-            perf["nannyml_cbpe"] = cbpe_summary(s, est, realized)
+            dw_est = {k for k, v in (worker or {}).get("cbpe", {}).items()
+                      if v.get("value") is not None and np.isfinite(float(v["value"]))}
+            perf["nannyml_cbpe"] = cbpe_summary(s, est, realized, {k: 0.0 for k in dw_est} if worker else None)
         rep["performance"] = perf
         if worker is not None:
             # the error-stream detector: detections by the event index of the error that fired

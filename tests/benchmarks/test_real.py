@@ -72,6 +72,19 @@ def test_windows_outside_the_reference_range_are_counted_apart():
     assert m["false_alarms_per_100_windows_inside_reference_range"] == pytest.approx(50.0)
 
 
+def test_cbpe_summary_splits_at_the_change_and_compares_like_windows():
+    s = _stream()  # windows 3..9 evaluated; change at 600 (windows 3, 4, 5 end before it)
+    realized = {k: 0.9 for k in range(10)}
+    nanny = {k: 0.9 + (0.01 if k < 6 else 0.3) for k in range(3, 10)}
+    ours = {k: 0.9 + (0.01 if k < 6 else 0.05) for k in (3, 4, 5, 8, 9)}  # 6, 7 "not calibrated"
+    m = real.cbpe_summary(s, nanny, realized, ours)
+    assert m["windows"] == 7 and m["mae"] == pytest.approx((3 * 0.01 + 4 * 0.3) / 7, abs=1e-4)
+    assert m["mae_before_change"] == pytest.approx(0.01)
+    assert m["mae_same_windows_as_driftwatch"] == pytest.approx((3 * 0.01 + 2 * 0.3) / 5, abs=1e-4)
+    d = real.cbpe_summary(s, ours, realized)
+    assert d["windows"] == 5 and "mae_same_windows_as_driftwatch" not in d
+
+
 def test_online_metrics_and_checks():
     s = _stream()
     m = real.online_summary(s, [250, 640, 900])
