@@ -371,17 +371,28 @@ def settle_error_streams(streams: list[Stream], influx: Influx, timeout: float) 
     The worker writes the detector's state with each window and, once it reports idle streams, on a
     timer; without that timer a stream whose calibration outlasted its last window stays "calibrating".
     """
-    want = {model_id(s) for s in streams if s.labelled and s.task == "classification"}
+    want = {model_id(s): s.window for s in streams if s.labelled and s.task == "classification"}
     t0 = time.monotonic()
     time.sleep(3.0)  # the last labels' results (written on a timer or at the next window)
     while want and time.monotonic() - t0 < timeout:
         rows = influx.rows('SELECT last("phase") FROM "dw_performance" WHERE "metric" = \'error_stream\' '
                            'GROUP BY "model"')
         done = {r["model"] for r in rows if r.get("last") in ("monitoring", "off")}
-        if want <= done:
+        if set(want) <= done and set(want) <= labels_caught_up(influx, want):
             break
         time.sleep(1.0)
     return round(time.monotonic() - t0, 1)
+
+
+def labels_caught_up(influx: Influx, window: dict[str, int]) -> set[str]:
+    """Models whose last window's realized accuracy counts all of its labels: labels join in order per
+    model (one key, one partition), so every earlier label is processed too. Without this wait a worker
+    whose label path lags its windows (a loaded machine) is read before its labels' results exist."""
+    last = {r["model"]: r["time"] for r in influx.rows('SELECT last("n_events") FROM "dw_window" GROUP BY "model"')}
+    rows = influx.rows('SELECT last("n") FROM "dw_performance" WHERE "metric" = \'accuracy\' AND '
+                       '"detector" = \'realized\' GROUP BY "model"')
+    return {r["model"] for r in rows if r["model"] in window and r.get("time") == last.get(r["model"])
+            and (r.get("last") or 0) >= window[r["model"]]}
 
 
 def read_results(streams: list[Stream], tl: dict[str, Timeline], influx: Influx) -> dict[str, dict[str, Any]]:
@@ -887,7 +898,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     warnings.filterwarnings("ignore")
     BENCH_LEAD, BENCH_STALL = args.lead, args.stall_timeout
-    BENCH_SETTLE = 20.0 if args.quick else 60.0
+    BENCH_SETTLE = 120.0 if args.quick else 600.0  # a bound: the wait ends when the label results are in
     t_start = time.perf_counter()
     state = (args.state_dir or default_bench_dir()).resolve()
     state.mkdir(parents=True, exist_ok=True)
