@@ -304,9 +304,11 @@ def test_calibration_collector_recalibrates_after_concept_drift():
         col.add(*_split(_binary_rows(rng, 500), classes))
     first = col.calibration()
     post = [_binary_rows(rng, 500, flip_above=0.7) for _ in range(8)]
-    for k, rows in enumerate(post):
+    k = len(post)
+    for i, rows in enumerate(post):
         col.add(*_split(rows, classes))
         if col.recalibrations:
+            k = i
             break
     assert col.recalibrations == 1 and k <= 1, (k, col.last_z)
     assert "stopped holding" in col.drift_note and col.drift_note.count("z = ") == 1
