@@ -67,7 +67,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     models = balanced_model_ids(args.models, 4)
     tr = Traffic(models=models, events=args.events, batch_events=args.batch_events)
-    cfg = parse_monitors(monitor_config(tr, window=args.window, reference=args.window))
+    extra = {} if args.summary_min_events is None else {
+        "summary_min_events": None if args.summary_min_events == "off" else int(args.summary_min_events)}
+    cfg = parse_monitors(monitor_config(tr, window=args.window, reference=args.reference or args.window,
+                                        window_extra=extra))
     now_ms = int(time.time() * 1000)
     msgs = []
     offsets: dict[bytes, int] = {}
@@ -137,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=int, default=8)
     p.add_argument("--window", type=int, default=5000)
     p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--reference", type=int, default=None, help="first_n reference size (default: --window)")
+    p.add_argument("--summary-min-events", default=None,
+                   help="window.summary_min_events ('off': windows keep their rows; default: the config default)")
     p.add_argument("--batch", type=int, default=200, help="messages per pipeline call (the agent's take_events)")
     p.add_argument("--no-eval-thread", action="store_true", help="run the detectors inline (if the pipeline allows)")
     p.add_argument("--detector-process", action="store_true",
