@@ -35,12 +35,13 @@ CATEGORICAL = ["c0", "c1"]
 LEVELS = np.array(["a", "b", "c", "d"], dtype=object)
 
 
-def monitors_file(tmp_path: Path, models: list[str], *, window: int, first_n: int, idle: float) -> Path:
+def monitors_file(tmp_path: Path, models: list[str], *, window: int, first_n: int, idle: float,
+                  window_extra: dict | None = None) -> Path:
     features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
     features += [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
     cfg = {"models": [{
         "model_id": m, "features": features,
-        "window": {"size_events": window, "idle_close_seconds": idle},
+        "window": {"size_events": window, "idle_close_seconds": idle, **(window_extra or {})},
         "reference": {"first_n": first_n},
         "drift": {"p_val": 0.001, "correction": "bonferroni"},
     } for m in models]}
@@ -208,6 +209,39 @@ def test_drift_recorded_and_every_event_accounted_for(settings, settings_env, tm
     assert [w["drift_evaluated"] for w in sorted(wins, key=lambda w: w["time"])][:2] == [False, False]
     dl_points = query(settings, 'SELECT sum("count") AS n FROM "dw_deadletter" GROUP BY "reason"')
     assert {r["reason"]: int(r["n"]) for r in dl_points} == by
+
+
+def test_summarised_windows_record_the_same_drift(settings, settings_env, tmp_path):
+    """``window.summary_min_events``: the worker keeps summaries, not rows, for the windows after the
+    reference; drift is found in the same windows and features, every event is counted, and the
+    detectors that need every event say why they did not run."""
+    mon = monitors_file(tmp_path, ["m"], window=1000, first_n=2000, idle=2.0,
+                        window_extra={"summary_min_events": 500, "summary_bins": 256, "summary_reservoir": 100})
+    traffic = Traffic(settings)
+    for _ in range(16):  # 4000 stationary events (2000 of them build the reference)
+        traffic.send("m", 250)
+    for _ in range(16):  # 4000 drifted events
+        traffic.send("m", 250, drift=True)
+    traffic.flush()
+    traffic.close()
+    log = tmp_path / "worker.log"
+    with worker(settings_env, mon, log) as proc:
+        wait_for(lambda: windowed(settings) == traffic.events or windowed(settings), 90,
+                 "every event in a window", [proc], log)
+    wins = sorted(query(settings, 'SELECT "n_events", "summarised", "drift_evaluated" FROM "dw_window"'),
+                  key=lambda w: w["time"])
+    assert sum(w["n_events"] for w in wins) == 8000
+    # a window opened after the reference was built keeps a summary (here all of them: the first decoded
+    # batch already holds the 2,000 reference events); the windows overlapping the reference are not tested
+    assert [w["drift_evaluated"] for w in wins] == [False, False] + [True] * 6
+    assert all(w["summarised"] == 1 for w in wins if w["drift_evaluated"])
+    rows = query(settings, 'SELECT "drift", "feature", "engine" FROM "dw_drift" WHERE "segment" = \'\'')
+    assert {r["engine"] for r in rows if r["feature"] in NUMERIC + CATEGORICAL} == {"summary"}
+    assert {r["feature"] for r in rows if r["drift"]} == {"x0", "c0"}
+    assert len({r["time"] for r in rows if r["feature"] == "x0" and r["drift"]}) == 4
+    status = query(settings, 'SELECT "computed", "reason" FROM "dw_status" GROUP BY "detector"')
+    skipped = {r["detector"] for r in status if not r["computed"] and "kept a summary" in (r.get("reason") or "")}
+    assert skipped == {"online_drift", "adversarial"}
 
 
 # ----------------------------------------------------------------------------- SIGKILL + restart
