@@ -109,13 +109,13 @@ def preload(names: tuple[str, ...] = PRELOAD) -> float:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the page view that needs it says why
+        except Exception:  # the page view that needs it says why
             log.debug("dashboard: preloading %s failed", name, exc_info=True)
     try:
-        from dashboard.config import load_settings  # noqa: PLC0415
+        from dashboard.config import load_settings
 
         load_settings()
-    except Exception:  # noqa: BLE001 - a bad config is shown by the page, with its field
+    except Exception:  # a bad config is shown by the page, with its field
         log.debug("dashboard: reading the settings at start failed", exc_info=True)
     return time.perf_counter() - t
 

@@ -126,8 +126,9 @@ def test_refresh_button_and_links_are_whole(served: str, page, key: str) -> None
 
 
 def _colour_pixels(png: bytes, rgb: tuple[int, int, int], tol: int = 40) -> int:
-    from PIL import Image  # noqa: PLC0415 - Pillow comes with Streamlit
-    import io  # noqa: PLC0415
+    import io
+
+    from PIL import Image  # Pillow comes with Streamlit
 
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     return int((np.abs(img - np.array(rgb)).max(axis=2) <= tol).sum())
