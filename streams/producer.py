@@ -15,9 +15,9 @@ from streams.wire.producer import (
 
 __all__ = [
     "DriftwatchProducer",
-    "ProducerStats",
     "EncodedMessage",
+    "ProducerStats",
+    "encode_batches",
     "pack_inferences",
     "pack_labels",
-    "encode_batches",
 ]

@@ -20,7 +20,6 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 #: the fields that hold secrets; each may also come from ``DRIFTWATCH_<NAME>_FILE``
 SECRET_FIELDS = ("kafka_sasl_password", "influx_password", "influx_token", "dashboard_password")
 
@@ -100,7 +99,7 @@ class Settings(BaseSettings):
         return Path(v).expanduser().resolve()
 
     @model_validator(mode="after")
-    def _local_stack_credential(self) -> "Settings":
+    def _local_stack_credential(self) -> Settings:
         """No InfluxDB credential configured and ``influx_url`` is this state folder's local
         stack: use the admin credential the stack generated (``<state_dir>/secrets/influx_password``),
         so ``driftwatch worker`` after ``driftwatch stack up`` works as before auth was on."""
@@ -108,7 +107,7 @@ class Settings(BaseSettings):
             return self
         if self.influx_url.rstrip("/") != f"http://127.0.0.1:{self.influx_port}":
             return self
-        from streams.devstack.localstack import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # noqa: PLC0415
+        from streams.devstack.localstack import INFLUX_ADMIN, INFLUX_PASSWORD_FILE
 
         try:
             password = (Path(self.state_dir) / INFLUX_PASSWORD_FILE).read_text().strip()

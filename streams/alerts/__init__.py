@@ -10,8 +10,8 @@ from streams.alerts.rules import AlertRule, RuleError, SilenceConfig, WebhookCon
 from streams.alerts.signing import sign, verify_signature
 
 __all__ = [
-    "Alerting",
     "AlertRule",
+    "Alerting",
     "RuleError",
     "SilenceConfig",
     "WebhookConfig",

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from detectors.records import FieldValue
@@ -77,7 +77,7 @@ class AlertState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AlertState":
+    def from_dict(cls, d: dict[str, Any]) -> AlertState:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -144,7 +144,7 @@ def iso(ns: int) -> str:
     >>> iso(1_700_000_000_123_000_000)
     '2023-11-14T22:13:20.123Z'
     """
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _fmt(v: Any) -> str:

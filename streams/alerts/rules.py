@@ -42,7 +42,7 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,21 +67,21 @@ from detectors.records import (
 )
 
 __all__ = [
-    "SIGNALS",
     "KNOWN_FIELDS",
     "SEVERITIES",
+    "SIGNALS",
     "AlertRule",
-    "WebhookConfig",
-    "SilenceConfig",
     "Observation",
     "RuleError",
-    "evaluate",
+    "SilenceConfig",
+    "WebhookConfig",
     "alert_key",
-    "compare",
-    "render_summary",
-    "parse_duration",
-    "seconds_text",
     "check_routes",
+    "compare",
+    "evaluate",
+    "parse_duration",
+    "render_summary",
+    "seconds_text",
 ]
 
 
@@ -273,7 +273,7 @@ class AlertRule(_Strict):
         return v or None
 
     @model_validator(mode="after")
-    def _check(self) -> "AlertRule":
+    def _check(self) -> AlertRule:
         if isinstance(self.threshold, str) and self.op not in ("==", "!="):
             raise ValueError(f"a text threshold only works with == or != (got {self.op!r})")
         for tag in self.where:
@@ -335,7 +335,7 @@ class WebhookConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _sources(self) -> "WebhookConfig":
+    def _sources(self) -> WebhookConfig:
         if (self.url is None) == (self.url_env is None):
             raise ValueError("set exactly one of url or url_env")
         if (self.secret_env is None) == (self.secret_file is None):
@@ -387,7 +387,7 @@ class SilenceConfig(_Strict):
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
-            v = v.replace(tzinfo=timezone.utc)
+            v = v.replace(tzinfo=UTC)
         return v
 
 

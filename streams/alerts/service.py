@@ -41,9 +41,9 @@ from streams.alerts.webhooks import (
     RecordWriter,
     Target,
     WebhookTarget,
+    _dumps,
     payload_json,
     render_body,
-    _dumps,
 )
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Alerting:
         settings: Any,
         *,
         write_records: RecordWriter | None = None,
-        publish: Publish | None | bool = None,
+        publish: Publish | bool | None = None,
         store_path: Path | str | None = None,
         dashboard_url: str | None = None,
         clock_ns: Any = time.time_ns,
@@ -163,7 +163,7 @@ class Alerting:
                 n = self.store.prune(self.clock_ns() - int(self.retention_seconds * 1e9))
                 if n:
                     log.info("alerts: pruned %d old rows from the alert store", n)
-            except Exception as e:  # noqa: BLE001 - housekeeping must not stop the worker
+            except Exception as e:  # housekeeping must not stop the worker
                 log.warning("alerts: pruning the alert store failed: %s", e)
             await asyncio.sleep(every)
 

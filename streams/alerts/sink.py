@@ -83,7 +83,7 @@ class WebhookSink:
             def log_message(self, fmt: str, *args: Any) -> None:  # the sink prints its own lines
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 n = int(self.headers.get("Content-Length") or 0)
                 if n > MAX_BODY:
                     self.send_response(413)
@@ -145,7 +145,7 @@ class WebhookSink:
     def serve_forever(self) -> None:
         self.server.serve_forever(poll_interval=0.2)
 
-    def start(self) -> "WebhookSink":
+    def start(self) -> WebhookSink:
         """Serve on a background thread (tests)."""
         threading.Thread(target=self.serve_forever, name="webhook-sink", daemon=True).start()
         return self

@@ -35,7 +35,7 @@ from typing import Any
 from detectors.errors import StorageError
 from streams.alerts.lifecycle import AlertState
 
-__all__ = ["AlertStore", "OutboxRow", "Silence", "default_path", "StoreError"]
+__all__ = ["AlertStore", "OutboxRow", "Silence", "StoreError", "default_path"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_state (
@@ -142,7 +142,7 @@ class AlertStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "AlertStore":
+    def __enter__(self) -> AlertStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -313,7 +313,7 @@ class KafkaTarget:
                 await asyncio.wait_for(self._producer_send(row.alert_key.encode(), row.body, headers), 30)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - any broker failure is retried
+        except Exception as e:  # any broker failure is retried
             if self._producer is not None:
                 with contextlib.suppress(Exception):
                     await self._producer.stop()
@@ -447,7 +447,7 @@ class Dispatcher:
             return
         try:
             res = self.write_records(records)
-        except Exception as e:  # noqa: BLE001 - the delivery log must never stop deliveries
+        except Exception as e:  # the delivery log must never stop deliveries
             log.warning("alerts: could not write %d delivery record(s): %s", len(records), e)
             return
         if not inspect.isawaitable(res):
@@ -474,7 +474,7 @@ class Dispatcher:
                 continue
             try:
                 row = self.store.head(name)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.error("alerts: cannot read the outbox: %s", e)
                 await self._wait(name, self.idle_poll)
                 continue
@@ -498,7 +498,7 @@ class Dispatcher:
                 res = await target.send(row, attempt)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - a target bug must not kill its queue
+            except Exception as e:  # a target bug must not kill its queue
                 res = Attempt(ok=False, error=f"{type(e).__name__}: {e}"[:300])
             done = time.time_ns()
             if res.ok:

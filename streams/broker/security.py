@@ -106,7 +106,7 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
 
 def faust_credentials(settings: Settings):
     """``broker_credentials`` for :class:`faust.App` (None for PLAINTEXT)."""
-    import faust  # noqa: PLC0415 - only the worker needs Faust
+    import faust  # only the worker needs Faust
 
     check(settings)
     ctx = ssl_context(settings)
@@ -185,7 +185,7 @@ def redact_secrets_in_logs(settings: Settings, monitors: Any = None) -> int:
                 return record
             try:
                 message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a broken format string: leave it to the handler
+            except Exception:  # a broken format string: leave it to the handler
                 return record
             clean = redact(message)
             if clean != message:

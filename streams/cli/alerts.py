@@ -20,7 +20,7 @@ import getpass
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from streams.alerts.lifecycle import STATUSES, iso
@@ -83,7 +83,7 @@ def _parse_until(text: str) -> int:
     except ValueError:
         raise SystemExit(f"driftwatch alerts silence: --until {text!r} is not an ISO 8601 time") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1e9)
 
 

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         for path, problem in found:
             print(f"  {args.file}: {path}: {problem}", file=sys.stderr)
         return 1
-    from detectors.quality import describe_quality  # noqa: PLC0415 - scipy, only once the file is valid
-    from detectors.thresholds import describe  # noqa: PLC0415 - scipy, only once the file is valid
+    from detectors.quality import describe_quality  # scipy, only once the file is valid
+    from detectors.thresholds import describe  # scipy, only once the file is valid
 
     for m in cfg.models:
         win = m.window

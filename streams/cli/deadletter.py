@@ -25,6 +25,7 @@ topic is read up to a marker record written just before (as :mod:`streams.worker
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -107,10 +108,8 @@ def _ensure_ledger(settings: Settings) -> str:
     name = ledger_topic(settings)
     with admin_client(settings) as admin:
         if name not in set(admin.list_topics()):
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-            except TopicAlreadyExistsError:
-                pass
     return name
 
 
@@ -255,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     try:
         letters = read_deadletters(settings, idle=args.idle)
-    except Exception as e:  # noqa: BLE001 - e.g. the broker is down: say so, no traceback
+    except Exception as e:  # e.g. the broker is down: say so, no traceback
         print(f"driftwatch deadletter: cannot read {settings.topic_deadletter} at {settings.kafka_bootstrap}: "
               f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

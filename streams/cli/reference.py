@@ -33,7 +33,7 @@ import json
 import math
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def expectation_problems(frame, features) -> list[str]:
 def _iso(ts: float) -> str | None:
     if not ts:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _configured(model) -> str:
@@ -381,7 +381,7 @@ def _print_features(r: dict[str, Any]) -> None:
     if cat:
         print(f"  {'categorical':<{w}} {'n':>7} {'missing':>7} {'levels':>7}  top categories (share)")
         for f in cat:
-            top = f.get("withheld") and f"({f['withheld']}: values withheld)" or ", ".join(
+            top = (f.get("withheld") and f"({f['withheld']}: values withheld)") or ", ".join(
                 f"{t['value']} {t['share']:.1%}" for t in f.get("top", []) if t["share"] is not None)
             print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {f['categories']:>7}  {top}")
 
@@ -442,8 +442,8 @@ ACTIONS = {"set": _set, "show": _show, "reset": _reset}
 
 def run(args: argparse.Namespace) -> int:
     from streams.broker.admin import TopicError
-    from streams.worker.references import ReferenceStore, ReferenceStoreError, ensure_references_topic
     from streams.settings import Settings
+    from streams.worker.references import ReferenceStore, ReferenceStoreError, ensure_references_topic
 
     settings = Settings()
     try:
@@ -453,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
             ensure_references_topic(settings)
         except TopicError as e:
             raise CliError(str(e), 1) from None
-        except Exception as e:  # noqa: BLE001 - kafka-python errors: name them, do not trace
+        except Exception as e:  # kafka-python errors: name them, do not trace
             raise CliError(f"cannot reach the references topic on {settings.kafka_bootstrap}: "
                            f"{type(e).__name__}: {e}", 1) from None
 
@@ -470,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(e), 1) from None
         except CliError:
             raise
-        except Exception as e:  # noqa: BLE001 - aiokafka connection errors and the like
+        except Exception as e:  # aiokafka connection errors and the like
             if type(e).__module__.startswith(("aiokafka", "kafka")):
                 raise CliError(f"broker {settings.kafka_bootstrap}: {type(e).__name__}: {e}", 1) from None
             raise

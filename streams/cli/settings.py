@@ -48,7 +48,7 @@ def reference_table() -> str:
             default = default.relative_to(_ROOT)  # the same table wherever the project lives
         shown = "" if default is None else f"`{default}`"
         desc = (field.description or "").replace("|", "\\|")
-        secret = " Secret: also `DRIFTWATCH_%s_FILE`." % name.upper() if "SecretStr" in ann else ""
+        secret = f" Secret: also `DRIFTWATCH_{name.upper()}_FILE`." if "SecretStr" in ann else ""
         rows.append(f"| `DRIFTWATCH_{name.upper()}` | {ann} | {shown} | {desc}{secret} |")
     return "\n".join(rows)
 

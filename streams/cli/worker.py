@@ -48,8 +48,8 @@ def build(settings, monitors, *, batch: int = 200, within: float = 0.2, evaluato
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.worker.monitors import ConfigError, load_monitors
     from streams.settings import Settings
+    from streams.worker.monitors import ConfigError, load_monitors
 
     settings = Settings()
     from streams.broker.security import redact_secrets_in_logs
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         from streams.influx.admin import ensure_database
 
         ensure_database(settings)
-    except Exception as e:  # noqa: BLE001 - InfluxDB may come later: the sink retries and logs
+    except Exception as e:  # InfluxDB may come later: the sink retries and logs
         log.warning("could not make sure the InfluxDB database exists (%s); writes will retry", e)
     import faust
 

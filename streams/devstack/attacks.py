@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -120,7 +120,7 @@ def evasion(
     result is what a client would actually send.
     """
     X = np.array(X, dtype=np.float64, copy=True)
-    n, d = X.shape
+    n = X.shape[0]
     scale = np.asarray(scale, dtype=np.float64)
     s0 = decision_scores(estimator, X)
     order = np.argsort(-s0, axis=1)
@@ -395,7 +395,7 @@ class Evasion(Scenario):
 
     name = "evasion"
     help = "a client sends inputs perturbed by gradient-sign steps until the model's prediction flips"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "share": Param(float, 0.1, "attack events per normal event"),
         "step": Param(float, 0.05, "step size in standard deviations per feature"),
         "max_steps": Param(int, 60, "give up on a row after this many steps"),
@@ -429,7 +429,7 @@ class Extraction(Scenario):
 
     name = "extraction"
     help = "one client issues synthetic probing queries (Jacobian augmentation, random signs or a walk)"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "share": Param(float, 0.05, "attack queries per normal event"),
         "strategy": Param(str, "jbda", "jbda, random-sign or walk"),
         "step": Param(float, 0.1, "step size λ in standard deviations per feature"),
@@ -469,13 +469,13 @@ class BenignShift(Scenario):
 
     name = "benign-shift"
     help = "normal clients' inputs come from a subpopulation (e.g. above-median alcohol): drift, no attack"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "feature": Param(str, None, "input defining the subpopulation (default: wine alcohol, diabetes bmi)"),
         "quantile": Param(float, 0.5, "cut-off quantile of that input"),
         "above": Param(bool, True, "keep rows at or above the cut-off (else at or below)"),
         "share": Param(float, 1.0, "share of the normal events drawn from the subpopulation"),
     }
-    DEFAULT_FEATURE = {"wine": "alcohol", "diabetes": "bmi"}
+    DEFAULT_FEATURE: ClassVar[dict[str, str]] = {"wine": "alcohol", "diabetes": "bmi"}
 
     def setup(self, models: dict[str, Any]) -> None:
         super().setup(models)

@@ -499,7 +499,7 @@ class DataDrift(Scenario):
 
     name = "data-drift"
     help = "shift chosen numeric inputs by SHIFT standard deviations (the model sees it)"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "features": Param(list, None, "numeric inputs to shift (default: two per model)"),
         "shift": Param(float, 1.0, "shift in standard deviations"),
         "scale": Param(float, 1.0, "also multiply the spread around the mean by this"),
@@ -540,7 +540,7 @@ class QualityBreak(Scenario):
 
     name = "quality-break"
     help = "nulls, out-of-range values and wrong types in chosen logged features"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "features": Param(list, None, "logged features to break (default: two per model)"),
         "null_rate": Param(float, 0.3, "share of events with the feature null"),
         "out_of_range_rate": Param(float, 0.2, "share with an impossible value (numeric) or an unknown category"),
@@ -586,7 +586,7 @@ class ConceptDrift(Scenario):
 
     name = "concept-drift"
     help = "true labels change: a share FLIP of classes moves to the next class; regression targets shift"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "flip": Param(float, 0.4, "classification: share of labels moved to the next class"),
         "shift": Param(float, 1.0, "regression: target shift in standard deviations"),
     }
@@ -633,7 +633,7 @@ class Malformed(Scenario):
 
     name = "malformed"
     help = "malformed messages (RATE per valid event): bad JSON, wrong types, missing fields, unknown model..."
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "rate": Param(float, 0.01, "malformed messages per valid event"),
         "kinds": Param(list, None, "subset of: " + ", ".join(MALFORMED_KINDS)),
     }
@@ -944,7 +944,7 @@ class _Sender:
             if block or f.is_done:
                 try:
                     f.get(timeout=30)
-                except Exception as e:  # noqa: BLE001 - counted and reported
+                except Exception as e:  # counted and reported
                     self.raw_failed += 1
                     log.warning("demo: raw message not delivered: %s", e)
             else:
@@ -956,7 +956,7 @@ class _Sender:
         if self._raw is not None:
             try:
                 self._raw.flush(timeout=timeout)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("demo: raw producer flush failed: %s", e)
                 ok = False
             self._reap(block=True)
@@ -1133,7 +1133,7 @@ def _validate(o: DemoOptions) -> None:
         raise ValueError(f"label_delay: must be >= 0, got {o.label_delay}")
     if not 0 <= o.label_fraction <= 1:
         raise ValueError(f"label_fraction: must be in [0, 1], got {o.label_fraction}")
-    if not 0 <= o.malformed_rate:
+    if not o.malformed_rate >= 0:
         raise ValueError(f"malformed_rate: must be >= 0, got {o.malformed_rate}")
     if o.start_time is not None and o.pace:
         raise ValueError("start_time: only with pace=False (--no-pace); paced events carry the real time")

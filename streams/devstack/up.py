@@ -168,7 +168,7 @@ def demo_webhook(settings: Any, port: int = 0) -> tuple[Any, list[str]]:
     ``check-config``, need no URL or secret: its alerts then go to the alerts topic and the
     dashboard only.) Any other monitor config is left as it is.
     """
-    from streams.alerts.sink import PATH  # noqa: PLC0415
+    from streams.alerts.sink import PATH
 
     state = Path(settings.state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def demo_webhook(settings: Any, port: int = 0) -> tuple[Any, list[str]]:
 def write_demo_monitors(path: Path, url: str, secret_file: Path, source: Path | None = None) -> Path:
     """The demo config (``source``) plus the webhook ``local`` (``url``, signed with the secret in
     ``secret_file``), its relative paths made absolute, written to ``path``."""
-    import yaml  # noqa: PLC0415
+    import yaml
 
     source = source or DEMO_MONITORS
     raw = yaml.safe_load(source.read_text())
@@ -223,7 +223,7 @@ class _Relay:
         self.partial = b""
 
     def poll(self) -> list[str]:
-        from streams.alerts.sink import LINE_PREFIX  # noqa: PLC0415
+        from streams.alerts.sink import LINE_PREFIX
 
         try:
             with open(self.log, "rb") as f:
@@ -273,8 +273,8 @@ def _early_exit(child: Child, code: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.influx.admin import InfluxAdminError, ensure_database
     from streams.broker.admin import TopicError, ensure_topics
+    from streams.influx.admin import InfluxAdminError, ensure_database
 
     settings = local_settings(args)
     names = [n for n in CHILDREN if not getattr(args, f"no_{n.replace('-', '_')}", False)]

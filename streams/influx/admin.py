@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from detectors.errors import ServiceError
-from streams.settings import Settings
 from streams.influx.sink import InfluxConfigError, database, v2_client, v2_error
+from streams.settings import Settings
 
 
 class InfluxAdminError(ServiceError):

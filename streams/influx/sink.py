@@ -44,6 +44,7 @@ out (line protocol cannot carry them); booleans and strings stay as they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -206,7 +207,6 @@ def v2_error(exc: Exception) -> tuple[int, str] | str:
 
 def _v2_transport_errors() -> tuple[type[BaseException], ...]:
     import urllib3
-
     from influxdb_client.rest import ApiException
 
     return (ApiException, urllib3.exceptions.HTTPError, OSError)
@@ -408,14 +408,12 @@ class InfluxSink:
         self._wakeup.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("InfluxDB sink stopped with %d points not written (they will be rewritten after restart)",
                         self._pending_points)
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         finally:
             for unit in self._queue:
                 if not unit.future.done():

@@ -55,7 +55,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -67,11 +67,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DriftwatchProducer",
-    "ProducerStats",
     "EncodedMessage",
+    "ProducerStats",
+    "encode_batches",
     "pack_inferences",
     "pack_labels",
-    "encode_batches",
 ]
 
 # kafka-python settings we set that older kafka-python versions do not know
@@ -108,7 +108,7 @@ def _to_time(field: str, value: Any) -> float:
         f = float(value)
     elif isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         f = value.timestamp()
     elif isinstance(value, bool) or not _is_number(value):
         raise ValueError(f"{field}: must be epoch seconds (number) or a datetime, got {type(value).__name__}")
@@ -493,7 +493,7 @@ class ProducerStats:
         return asdict(self)
 
 
-_LIVE: "weakref.WeakSet[DriftwatchProducer]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[DriftwatchProducer] = weakref.WeakSet()
 
 
 class _SlowTaskFilter(logging.Filter):
@@ -782,7 +782,7 @@ class DriftwatchProducer:
         atexit.unregister(self._atexit)  # never raises (a function not registered is ignored)
         return ok and left == 0
 
-    def __enter__(self) -> "DriftwatchProducer":
+    def __enter__(self) -> DriftwatchProducer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -958,12 +958,11 @@ class DriftwatchProducer:
             if not self._pending and self._in_flight() < self.max_buffer_events:
                 msgs, drained_seq = self._drain()
                 self._pending.extend(msgs)
-            if self._pending:
-                if not self._ensure_client() or not self._send_pending():
-                    if closing:
-                        break
-                    backoff = next(delays)
-                    continue
+            if self._pending and (not self._ensure_client() or not self._send_pending()):
+                if closing:
+                    break
+                backoff = next(delays)
+                continue
             if backoff:
                 backoff, delays = 0.0, CONNECT_RETRY.delays()
             if drained_seq > self._flushed_seq:
@@ -1091,7 +1090,7 @@ def _send_lines(args: Any) -> int:
     for f in futures:
         try:
             f.get(timeout=30)
-        except Exception as e:  # noqa: BLE001 - reported
+        except Exception as e:  # reported
             failed += 1
             print(f"not delivered: {e}", file=sys.stderr)
     client.close(timeout=5)

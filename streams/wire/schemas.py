@@ -41,7 +41,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from streams.wire.constants import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the SDK imports it from streams.wire.constants
+from streams.wire.constants import (
+    SCHEMA_VERSION as SCHEMA_VERSION,  # re-exported: the SDK imports it from streams.wire.constants
+)
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 FeatureValue = float | int | str | bool | None
@@ -65,7 +67,7 @@ class Prediction(BaseModel):
     value: float | None = None
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "Prediction":
+    def _not_empty(self) -> Prediction:
         if self.label is None and self.value is None and self.score is None and not self.probabilities:
             raise ValueError("prediction needs a label, probabilities, a score or a value")
         return self

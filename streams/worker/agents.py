@@ -25,14 +25,14 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.influx.sink import InfluxSink
+from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.worker.decode import RawMessage
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.monitors import MonitorsConfig
 from streams.worker.pipeline import CheckpointSource, Pipeline
 from streams.worker.references import ReferenceStore
-from streams.settings import Settings
-from streams.influx.sink import InfluxSink
 from streams.worker.topics import Topics, TopicWatch
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Runtime:
     def _committed(self, topic: str, partition: int) -> int | None:
         try:
             return self.app.consumer._committed_offset.get(TP(topic, partition))
-        except Exception:  # noqa: BLE001 - a Faust internal: no answer means "do not trust checkpoints"
+        except Exception:  # a Faust internal: no answer means "do not trust checkpoints"
             log.debug("no committed offset known for %s[%d]", topic, partition, exc_info=True)
             return None
 
@@ -112,7 +112,7 @@ class Runtime:
         its state (:meth:`streams.worker.pipeline.Pipeline._report_untrusted`)."""
         try:
             end = self.app.consumer.highwater(TP(topic, partition))
-        except Exception:  # noqa: BLE001 - a Faust internal: no answer means "unknown"
+        except Exception:  # a Faust internal: no answer means "unknown"
             log.debug("no end offset known for %s[%d]", topic, partition, exc_info=True)
             return None
         return None if end is None or end < 0 else int(end)
@@ -127,7 +127,7 @@ class Runtime:
         gen = self.app.consumer_generation_id
         try:
             assigned = self.app.consumer.assignment()
-        except Exception:  # noqa: BLE001 - consumer not started: nothing is assigned
+        except Exception:  # consumer not started: nothing is assigned
             log.debug("no partition assignment yet", exc_info=True)
             assigned = set()
         msgs, live = [], []
@@ -142,7 +142,7 @@ class Runtime:
         if msgs:
             try:
                 await self.pipeline.process(msgs, live)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 # at-least-once: stop rather than skip a batch; the restarted worker re-reads it
                 log.critical("processing failed, stopping the worker (it resumes from the committed offsets): %r",
                              exc, exc_info=True)
@@ -190,28 +190,28 @@ class Runtime:
             rt.log_stats()
 
         @app.on_partitions_revoked.connect
-        async def on_revoked(app, revoked, **kwargs):  # noqa: ARG001
+        async def on_revoked(app, revoked, **kwargs):
             rt.pipeline.forget((tp.topic, tp.partition) for tp in revoked)
             if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
                 async with rt.pipeline.lock:
                     await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
 
         @app.on_before_shutdown.connect
-        async def on_shutdown(app, **kwargs):  # noqa: ARG001
+        async def on_shutdown(app, **kwargs):
             if rt.alerting is not None:
                 await rt.alerting.stop()
             try:  # dead letters still waiting for their flush (else their messages are simply read again)
                 await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
             if rt.pipeline.label_hook is not None:
                 try:  # label results not yet written, then the last label-join snapshot
                     await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
                 try:  # the last label-join snapshot: a SIGTERM loses no waiting prediction
                     await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.warning("label-join state not saved at shutdown (%r)", e)
             await rt.sink.stop(timeout=5.0)
             await rt.deadletter_sender.stop()

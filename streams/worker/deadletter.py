@@ -66,8 +66,8 @@ from typing import Any
 
 from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, Record
 from detectors.reference import safe_label
-from streams.worker.decode import DeadLetter
 from streams.retry import Backoff
+from streams.worker.decode import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class DeadLetterPublisher:
                     # each send only appends to the producer's batch (it waits only when that is full)
                     delivered = asyncio.gather(*[await self._send(k, v, h) for k, v, h in records])
                 break
-            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+            except Exception as e:  # the broker may be briefly unavailable
                 if attempt.wait is None:
                     raise
                 log.warning("publishing %d dead letter(s) failed (%s); retrying in %.1f s", len(records), e,

@@ -48,19 +48,19 @@ from __future__ import annotations
 import array
 import json
 import operator
-from itertools import repeat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from detectors.frame import Frame, concat
-from detectors.values import parse_categories, parse_numeric
-from streams.worker.monitors import ModelMonitor, MonitorsConfig
+from detectors.values import not_none, parse_categories, parse_numeric
 from streams.wire.schemas import SCHEMA_VERSION
+from streams.worker.monitors import ModelMonitor, MonitorsConfig
 
 # Dead-letter reasons: a small, closed vocabulary (also an InfluxDB tag value).
 R_EMPTY = "empty"  # no value (tombstone) or an empty array
@@ -248,7 +248,7 @@ def _to_time(x: Any) -> float:
         except ValueError:
             raise _Bad(R_SCHEMA, f"{x[:40]!r} is neither epoch seconds nor ISO-8601") from None
         if d.tzinfo is None:
-            d = d.replace(tzinfo=timezone.utc)
+            d = d.replace(tzinfo=UTC)
         return d.timestamp()
     raise _Bad(R_SCHEMA, f"must be a number or an ISO-8601 string, not {t.__name__}")
 
@@ -429,7 +429,7 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
         if bad is not None:
             errors.add(np.flatnonzero(bad), R_SCHEMA, "prediction.label",
                        lambda i: f"must be a string, integer or boolean, not {type(labels[i]).__name__}")
-        present |= pred_label != None  # noqa: E711 (elementwise)
+        present |= not_none(pred_label)
     pred_proba = None
     classes: tuple[str, ...] = ()
     probs = p.get("probabilities")
@@ -459,10 +459,7 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
         if bad is not None:
             errors.add(np.flatnonzero(bad), R_SCHEMA, f"prediction.{key}", "is not a number")
         present |= ~np.isnan(values)
-        if pred_value is None:
-            pred_value = values
-        else:
-            pred_value = np.where(np.isnan(pred_value), values, pred_value)
+        pred_value = values if pred_value is None else np.where(np.isnan(pred_value), values, pred_value)
     if not present.all():
         errors.add(np.flatnonzero(~present), R_SCHEMA, "",
                    "prediction needs a label, probabilities, a score or a value")
@@ -496,7 +493,7 @@ def _pydantic_detail(model_cls: Any, doc: Any) -> str | None:
         parts = [f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in errs[:3]]
         more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
         return "; ".join(parts) + more
-    except Exception:  # noqa: BLE001 - best effort: the caller has its own detail
+    except Exception:  # best effort: the caller has its own detail
         return None
     return None
 

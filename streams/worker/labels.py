@@ -139,7 +139,7 @@ class DaemonExecutor:
                 continue
             try:
                 fut.set_result(fn(*args, **kwargs))
-            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+            except BaseException as e:  # handed to whoever waits on the future
                 fut.set_exception(e)
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
@@ -149,7 +149,7 @@ class DaemonExecutor:
         self._jobs.put((fut, fn, args, kwargs))
         return fut
 
-    def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:  # noqa: ARG002 - as the pool's
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:  # as the pool's
         """No new calls; the thread ends after the current one (or with the process: it never holds up exit)."""
         import queue
 
@@ -526,7 +526,7 @@ class LabelHook:
             st = decode_state(blob)
             join = self._new_join(model_id)
             n = join.restore(st["snapshot"], now=st["clock"])
-        except Exception:  # noqa: BLE001 - a damaged snapshot must not stop the worker: start empty
+        except Exception:  # a damaged snapshot must not stop the worker: start empty
             log.exception("the saved label-join state of %s is unusable; starting with an empty join", model_id)
             return
         self._joins[model_id] = join
@@ -624,7 +624,7 @@ class LabelHook:
                         mr.calibrating = (res.version, res.time_ns)
                         break
                     res.errors = merge_error_fields(res.errors, mon.window_fields())
-                except Exception:  # noqa: BLE001 - the error-stream detector must not stop the join
+                except Exception:  # the error-stream detector must not stop the join
                     log.exception("error-stream detection failed for %s", model_id)
             res.changed += 1
         if mr.calibrating is not None and done:
@@ -696,7 +696,7 @@ class LabelHook:
             for m in list(self._res):
                 self._drain(m)
             return self._collect(list(self._res))
-        except Exception:  # noqa: BLE001 - label results must not stop the worker
+        except Exception:  # label results must not stop the worker
             log.exception("label results failed")
             return LabelResults()
 
@@ -794,7 +794,7 @@ class LabelHook:
                 classes=frame.classes, pred_value=frame.pred_value, now=now)
             self._add(key.model_id, rows)
             self._dirty.add(key.model_id)
-        except Exception:  # noqa: BLE001 - the label join must not stop drift monitoring
+        except Exception:  # the label join must not stop drift monitoring
             log.exception("label join failed on predictions of %s", key.model_id)
 
     def on_labels(self, part: LabelPart) -> None:
@@ -812,7 +812,7 @@ class LabelHook:
             rows = self._join(part.model_id).add_labels(ids, labels, times, now=None if now is None else now)
             self._add(part.model_id, rows)
             self._dirty.add(part.model_id)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("label join failed on labels of %s", part.model_id)
 
     def last_window_ns(self, key: StreamKey) -> int | None:
@@ -843,7 +843,7 @@ class LabelHook:
             self._drain(key.model_id)
             self._join_sent.pop(key.model_id, None)  # every window gets the counters (at its time: the newest)
             out = self._collect([key.model_id], window_close=True)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("performance records failed for %s", key.model_id)
         return out
 
@@ -900,7 +900,7 @@ class LabelHook:
         self._writing = True
         try:
             n = await asyncio.get_running_loop().run_in_executor(self._io, self._write, items)
-        except Exception:  # noqa: BLE001 - disk full, locked file...: try again at the next tick
+        except Exception:  # disk full, locked file...: try again at the next tick
             log.exception("writing the label-join snapshot to %s failed; retrying", self.store.path)
             self._dirty.update(m for m, *_ in items)
             self._held = held + self._held
@@ -927,7 +927,7 @@ class LabelHook:
             try:
                 self._dirty.update(models)
                 await self.snapshot_if_due(force=True)
-            except Exception:  # noqa: BLE001 - the new owner then re-reads from the committed offsets
+            except Exception:  # the new owner then re-reads from the committed offsets
                 log.exception("the label-join state of %s could not be saved at the rebalance", models)
         for m in models:
             for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent, self._since_window):

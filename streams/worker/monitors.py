@@ -61,7 +61,7 @@ class WindowConfig(_Strict):
                                                                        "the row-based detectors")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "WindowConfig":
+    def _one_kind(self) -> WindowConfig:
         if (self.size_events is None) == (self.size_seconds is None):
             raise ValueError("set exactly one of size_events or size_seconds")
         return self
@@ -84,7 +84,7 @@ class ReferenceConfig(_Strict):
                                                               "CBPE; impact against labels)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ReferenceConfig":
+    def _one_source(self) -> ReferenceConfig:
         n = sum([self.file is not None, self.first_n is not None, self.rolling])
         if n != 1:
             raise ValueError("set exactly one of file, first_n or rolling")
@@ -113,12 +113,12 @@ class PerformanceConfig(_Strict):
                                                               "then the estimate says 'not calibrated'")
 
     @model_validator(mode="after")
-    def _order(self) -> "PerformanceConfig":
+    def _order(self) -> PerformanceConfig:
         if self.calibration_rows is not None and self.min_calibration_rows > self.calibration_rows:
             raise ValueError("min_calibration_rows must not exceed calibration_rows")
         return self
 
-    def rows(self, reference: "ReferenceConfig") -> int:
+    def rows(self, reference: ReferenceConfig) -> int:
         """How many joined labels calibrate CBPE: as configured, else as many as a ``first_n``
         reference has events (the labels of the reference, as NannyML calibrates), at least 1000."""
         if self.calibration_rows is not None:
@@ -233,7 +233,7 @@ class ModelMonitor(_Strict):
         return self.drift if level is None else self.drift.model_copy(update={"p_val": level})
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelMonitor":
+    def _check(self) -> ModelMonitor:
         names = [f.name for f in self.features]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -274,7 +274,7 @@ class MonitorsConfig(_Strict):
                                                                     "models (docs/detection-science.md)")
 
     @model_validator(mode="after")
-    def _unique(self) -> "MonitorsConfig":
+    def _unique(self) -> MonitorsConfig:
         ids = [m.model_id for m in self.models]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:

@@ -47,8 +47,8 @@ import logging
 import math
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -57,12 +57,12 @@ import numpy as np
 
 from detectors.frame import Frame, concat
 from detectors.records import T_MODEL, T_VERSION, WINDOW, Record
-from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
-from streams.worker.detector_process import DetectorProcess
-from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
-from streams.worker.monitors import ModelMonitor, MonitorsConfig
 from streams.retry import Backoff
 from streams.settings import Settings
+from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
+from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
+from streams.worker.detector_process import DetectorProcess
+from streams.worker.monitors import ModelMonitor, MonitorsConfig
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class AckTracker:
     ['m10', 'm11', 'm12']
     """
 
-    __slots__ = ("_ack", "_pending", "_order", "active", "last_offset", "acked")
+    __slots__ = ("_ack", "_order", "_pending", "acked", "active", "last_offset")
 
     def __init__(self, ack: Callable[[Any], None]) -> None:
         self._ack = ack
@@ -356,7 +356,7 @@ def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w
             ref = _with_rows(Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
                                                   segments=model.segments, source="previous window"), rows)
         records = list(evaluator(model, key, w, ref))
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
                       w.seq, key.model_id, key.model_version, w.n)
         records = []
@@ -439,7 +439,7 @@ class Pipeline:
         checkpoints: CheckpointSource | None = None,
         committed: Callable[[str, int], int | None] = lambda topic, partition: None,
         end_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
-        evaluator: Evaluator | None | str = "default",
+        evaluator: Evaluator | str | None = "default",
         label_hook=None,
         alerting=None,  # streams.alerts.Alerting: rules evaluated on every closed window
         max_future_s: float = 86_400.0,
@@ -794,7 +794,7 @@ class Pipeline:
                 await self.references.follow(snapshot, self._reference_changed)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+            except Exception as e:  # the broker may be briefly unavailable
                 error = e
             finally:
                 self._refs_live = False
@@ -859,7 +859,7 @@ class Pipeline:
                 try:
                     self._stored_refs.update(await self.references.load())
                     break
-                except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+                except Exception as e:  # the broker may be briefly unavailable
                     if not wait:
                         log.warning("cannot read stored references (%s): %s v%s starts with its configured "
                                     "reference source", e, key.model_id, key.model_version)
@@ -941,7 +941,7 @@ class Pipeline:
                 try:
                     await self.references.save(stored)
                     return
-                except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable: retried
+                except Exception as e:  # the broker may be briefly unavailable: retried
                     log.warning("storing the reference of %s v%s failed (%s); attempt %d", key.model_id,
                                 key.model_version, e, attempt.number)
             log.error("the reference of %s v%s (%d bytes) could not be stored: a restart will build a new one",
@@ -1045,7 +1045,7 @@ class Pipeline:
             if self.alerting is not None:  # never blocks on the network: deliveries have their own queues
                 try:
                     records.extend(self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns))
-                except Exception:  # noqa: BLE001 - alerting must not stop detection
+                except Exception:  # alerting must not stop detection
                     log.exception("alert evaluation failed on window #%d of %s v%s", w.seq, key.model_id,
                                   key.model_version)
             fut = await self.sink.submit(records)
@@ -1100,7 +1100,7 @@ class Pipeline:
             try:
                 delivery = await self.deadletters.publish(dl)
                 break
-            except Exception as e:  # noqa: BLE001 - the broker may be briefly unavailable
+            except Exception as e:  # the broker may be briefly unavailable
                 if attempt.wait is None:
                     raise
                 log.warning("publishing a dead letter failed (%s); retrying in %.1f s", e, attempt.wait)

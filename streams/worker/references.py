@@ -60,6 +60,8 @@ worker applies a reference set or reset by the CLI within about a second
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -68,14 +70,13 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from detectors.errors import StorageError
-from streams.settings import Settings
 from streams.broker.security import aiokafka_options
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +316,8 @@ def ensure_references_topic(settings: Settings) -> str:
         if name in set(admin.list_topics()):
             return name
         topic = NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([topic])
-        except TopicAlreadyExistsError:
-            pass
     return name
 
 
@@ -362,10 +361,7 @@ class _Fold:
             return None
         h, value, offset = entry
         try:
-            if H_CHUNKS in h:
-                blob = self._assemble(k, h, value)
-            else:
-                blob = value
+            blob = self._assemble(k, h, value) if H_CHUNKS in h else value
             stored = StoredReference(
                 k[0], k[1], blob, h.get(H_TOPIC, ""), int(h.get(H_PARTITION, -1)),
                 (int(h.get(H_END_OFFSET, -1)), int(h.get(H_END_ROW, -1))),
@@ -522,7 +518,7 @@ class ReferenceStore:
             futs = [await self._send(c, None) for c in sorted(keys)]
             if futs:
                 await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.warning("could not delete %d stale reference chunk(s) on %s: %s", len(keys), self.topic, e)
 
     async def reset(self, model_id: str, version: str) -> None:

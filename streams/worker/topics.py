@@ -155,12 +155,12 @@ class TopicWatch:
                     await self.check(client)
                 except asyncio.CancelledError:
                     raise
-                except Exception as e:  # noqa: BLE001 - broker away or restarting: next round
+                except Exception as e:  # broker away or restarting: next round
                     log.debug("topic watch: %r", e)
                     if client is not None:
                         try:
                             await client.close()
-                        except Exception as close_error:  # noqa: BLE001 - the client is dropped either way
+                        except Exception as close_error:  # the client is dropped either way
                             log.debug("topic watch: closing the admin client: %r", close_error)
                         client = None
         finally:
