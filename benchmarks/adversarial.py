@@ -77,7 +77,7 @@ class Options:
     rate: float = 200.0  # events/s, for event times (idle expiry)
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "Options":
+    def quick(cls, seed: int = 0) -> Options:
         return cls(seed=seed, benign_sources=150, long_sources=4, long_queries=1000, attack_sources=20,
                    attack_queries=250, windows=12, shift_windows=10, clients=40)
 
@@ -126,10 +126,8 @@ class World:
     """The demo model, its monitor config and helpers to turn inputs into frames."""
 
     def __init__(self, o: Options) -> None:
-        from streams.devstack.demo import EXAMPLES_DIR, build_wine
+        from streams.devstack.demo import EXAMPLES_DIR, build_diabetes, build_wine
         from streams.worker.monitors import load_monitors
-
-        from streams.devstack.demo import build_diabetes
 
         self.model = build_wine()
         self.models = {"wine": self.model, "diabetes": build_diabetes()}
@@ -413,7 +411,7 @@ def run_benchmark(o: Options) -> dict[str, Any]:
     from detectors.adversarial import AdversarialMonitor, AdversarialSpec
 
     t_all = time.perf_counter()
-    rng = np.random.default_rng(o.seed)
+
     world = World(o)
     m = world.model
     X_ref, _ = m.sample(np.random.default_rng([o.seed, 1]), o.reference)

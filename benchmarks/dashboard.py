@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
     if url:
         yield url.rstrip("/")
         return
-    from streams.devstack.localstack import LocalStack, free_ports  # noqa: PLC0415
+    from streams.devstack.localstack import LocalStack, free_ports
 
     with contextlib.ExitStack() as es:
         if state_dir is None:
@@ -112,8 +112,8 @@ def _influx(url: str | None, state_dir: Path | None = None) -> Iterator[str]:
 
 def _auth() -> tuple[str, str] | None:
     """HTTP basic auth for InfluxDB from the ``DRIFTWATCH_INFLUX_*`` environment (None without a user)."""
-    from streams.influx.admin import basic_auth  # noqa: PLC0415
-    from streams.settings import Settings  # noqa: PLC0415
+    from streams.influx.admin import basic_auth
+    from streams.settings import Settings
 
     return basic_auth(Settings())
 
@@ -124,12 +124,12 @@ def model_names(n: int) -> list[str]:
 
 def _model_batches(job: tuple[int, str, str, int, int, int, float]) -> list[bytes]:
     """Line-protocol batches (10k lines) of one model's week (runs in a worker process)."""
-    from dashboard import sample  # noqa: PLC0415
+    from dashboard import sample
 
     seed, model, first_model, features, windows, cadence, end_s = job
     recs = sample.sample_records(
         [model], n_features=features, windows=windows, cadence_s=cadence,
-        end=datetime.fromtimestamp(end_s, timezone.utc), seed=seed,
+        end=datetime.fromtimestamp(end_s, UTC), seed=seed,
         drift_model=first_model, drift_feature="f_001", quality_feature="f_002", drift_from=0.6,
     )
     out, buf = [], []
@@ -148,15 +148,15 @@ def _model_batches(job: tuple[int, str, str, int, int, int, float]) -> list[byte
 def populate(url: str, db: str, *, models: int, features: int, days: float, cadence: int,
              processes: int = 2) -> dict[str, Any]:
     """Write the synthetic week (models generated in ``processes`` processes); points, seconds, points/s."""
-    import multiprocessing  # noqa: PLC0415
+    import multiprocessing
 
-    from dashboard.queries import ident  # noqa: PLC0415
+    from dashboard.queries import ident
 
     client = httpx.Client(base_url=url, timeout=120, auth=_auth())
     client.post("/query", data={"q": f"DROP DATABASE {ident(db)}"})
     client.post("/query", data={"q": f"CREATE DATABASE {ident(db)}"})
     windows = int(days * 86400 / cadence)
-    end_s = datetime.now(timezone.utc).timestamp()
+    end_s = datetime.now(UTC).timestamp()
     names = model_names(models)
     jobs = [(i, m, names[0], features, windows, cadence, end_s) for i, m in enumerate(names)]
     batches: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
@@ -204,7 +204,7 @@ def _median(xs: list[float]) -> float:
 
 
 def measure_queries(url: str, db: str, model: str, repeat: int) -> dict[str, float]:
-    from dashboard import queries as Q  # noqa: PLC0415
+    from dashboard import queries as Q
 
     auth = _auth()
     conn = Q.Conn(url, db, *(auth or ()))
@@ -246,9 +246,9 @@ def measure_queries(url: str, db: str, model: str, repeat: int) -> dict[str, flo
 
 def measure_apptest(model: str, repeat: int) -> tuple[dict[str, Any], dict[str, int]]:
     """Median AppTest run time per page, and how many charts each page drew."""
-    from streamlit.testing.v1 import AppTest  # noqa: PLC0415
+    from streamlit.testing.v1 import AppTest
 
-    import dashboard  # noqa: PLC0415
+    import dashboard
 
     app = str(Path(dashboard.__file__).with_name("app.py"))
     times: dict[str, list[float]] = {p: [] for p in PAGES}
@@ -284,9 +284,9 @@ def measure_apptest(model: str, repeat: int) -> tuple[dict[str, Any], dict[str, 
 
 def measure_browser(url: str, db: str, model: str, repeat: int, charts: dict[str, int],
                     screenshots: Path | None) -> dict[str, Any]:
-    from dashboard import browser  # noqa: PLC0415
-    from dashboard.config import PAGES as UI_PAGES  # noqa: PLC0415
-    from streams.devstack.localstack import free_port  # noqa: PLC0415
+    from dashboard import browser
+    from dashboard.config import PAGES as UI_PAGES
+    from streams.devstack.localstack import free_port
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DRIFTWATCH_") or k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD_FILE")}

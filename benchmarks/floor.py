@@ -24,8 +24,8 @@ import orjson
 
 
 async def consume(bootstrap: str, topic: str, events: int, columnar: bool, timeout: float) -> dict:
-    import numpy as np  # noqa: PLC0415
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+    import numpy as np
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,

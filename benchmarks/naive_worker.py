@@ -70,13 +70,13 @@ _codes = [dict() for _ in CATEGORICAL]
 
 
 def _tabular_drift():
-    from alibi_detect.cd import TabularDrift  # noqa: PLC0415  (5 s import: once, at start)
+    from alibi_detect.cd import TabularDrift  # 5 s import: once, at start
 
     return TabularDrift
 
 
 @app.on_configured.connect
-def _warm(app, conf, **kw) -> None:  # noqa: ARG001
+def _warm(app, conf, **kw) -> None:
     _tabular_drift()
 
 

@@ -24,7 +24,7 @@ import os
 import pstats
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from benchmarks import procstats
 from benchmarks.traffic import Traffic, balanced_model_ids, iter_messages, monitor_config
@@ -39,19 +39,19 @@ class NullSink:
         self.client = None
 
     async def submit(self, records) -> asyncio.Future:
-        from streams.influx.sink import to_lines  # noqa: PLC0415
+        from streams.influx.sink import to_lines
 
         self.points += len(to_lines(records))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(0)
         return fut
 
-    async def stop(self, timeout: float = 0.0) -> None:  # noqa: ARG002
+    async def stop(self, timeout: float = 0.0) -> None:
         return None
 
 
 class NullDeadLetters:
-    counts: dict = {}
+    counts: ClassVar[dict] = {}
 
     async def publish(self, dl):  # pragma: no cover - the bench traffic is clean
         fut = asyncio.get_running_loop().create_future()
@@ -60,10 +60,10 @@ class NullDeadLetters:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from streams.worker.decode import RawMessage  # noqa: PLC0415
-    from streams.worker.monitors import parse_monitors  # noqa: PLC0415
-    from streams.worker.pipeline import Pipeline  # noqa: PLC0415
-    from streams.settings import Settings  # noqa: PLC0415
+    from streams.settings import Settings
+    from streams.worker.decode import RawMessage
+    from streams.worker.monitors import parse_monitors
+    from streams.worker.pipeline import Pipeline
 
     models = balanced_model_ids(args.models, 4)
     tr = Traffic(models=models, events=args.events, batch_events=args.batch_events)
@@ -85,11 +85,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_eval_thread:
         kw["eval_thread"] = False
     if args.detector_process:  # as the worker runs by default
-        from streams.worker.detector_process import DetectorProcess  # noqa: PLC0415
+        from streams.worker.detector_process import DetectorProcess
 
         kw["evaluator"] = DetectorProcess()
     pipe = Pipeline(Settings(), cfg, sink=sink, deadletters=NullDeadLetters(), **kw)
-    import gc  # noqa: PLC0415
+    import gc
 
     if args.gc == "off":
         gc.disable()

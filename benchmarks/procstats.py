@@ -84,7 +84,7 @@ class CpuMeter:
     _m0: tuple[float, float] = (0.0, 0.0)
     _result: dict[str, float] | None = None
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self._t0 = time.monotonic()
         self._c0 = {n: _safe_cpu(p) for n, p in self.pids.items()}
         self._m0 = machine_cpu_seconds()

@@ -161,9 +161,10 @@ def start_nannyml(venv: Path, streams: list[Stream], folder: Path) -> tuple[subp
     logp = folder / "nannyml.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["NML_DISABLE_USAGE_LOGGING"] = "1"
-    proc = subprocess.Popen([str(venv / "bin" / "python"), str(script), str(job), str(out)], env=env,
-                            stdin=subprocess.DEVNULL, stdout=open(logp, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(logp, "wb") as log_file:  # the child keeps its own descriptor
+        proc = subprocess.Popen([str(venv / "bin" / "python"), str(script), str(job), str(out)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     return proc, out, logp
 
 
@@ -274,7 +275,7 @@ class Influx:
         import httpx
 
         self.settings = settings
-        from streams.influx.admin import basic_auth  # noqa: PLC0415
+        from streams.influx.admin import basic_auth
 
         auth = basic_auth(settings)  # the local InfluxDB runs with auth on
         self.client = httpx.Client(base_url=settings.influx_url, timeout=30.0, auth=auth)
@@ -413,7 +414,7 @@ def read_results(streams: list[Stream], tl: dict[str, Timeline], influx: Influx)
             by_time[int(r["time"])] = k
             evaluated[k] = bool(r.get("drift_evaluated"))
 
-        def per_window(rows: list[dict], cond=lambda r: True) -> dict[int, dict]:
+        def per_window(rows: list[dict], cond=lambda r: True, mid=mid, by_time=by_time) -> dict[int, dict]:
             d = {}
             for r in rows:
                 if r.get("model") == mid and cond(r) and int(r["time"]) in by_time:
@@ -434,11 +435,11 @@ def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budge
     """Local stack + one worker; replay; the worker's results per stream, and run facts."""
     import yaml
 
-    from streams.influx.admin import ensure_database
     from streams.broker.admin import ensure_topics
     from streams.devstack.localstack import LocalStack, StackError, free_port, free_ports, settings_env, terminate
-    from streams.worker.monitors import load_monitors
+    from streams.influx.admin import ensure_database
     from streams.settings import Settings
+    from streams.worker.monitors import load_monitors
 
     stack = None
     err: Exception | None = None
@@ -481,8 +482,10 @@ def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budge
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                              os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         logp = root / "worker.log"
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdin=subprocess.DEVNULL,
-                                stdout=open(logp, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        with open(logp, "wb") as log_file:  # the child keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         facts["worker_log"] = str(logp)
         influx = Influx(settings)
         t0 = time.perf_counter()
@@ -854,7 +857,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     for name, r in report["streams"].items():
         d, st = r["detectors"], r["stream"]
 
-        def g(det: str, key: str) -> Any:
+        def g(det: str, key: str, d: dict = d) -> Any:
             return (d.get(det) or {}).get(key)
 
         quiet = g("driftwatch_any_verdict", "no_change_windows")
@@ -877,7 +880,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         if p:
             mae = f"{_fmt((p.get('driftwatch_cbpe') or {}).get('mae'))} · {_fmt((p.get('nannyml_cbpe') or {}).get('mae'))}"
 
-            def es(x: str) -> str:
+            def es(x: str, d: dict = d, st: dict = st) -> str:
                 if not d.get(x):
                     return "–"
                 if st["known_changes"] is None:

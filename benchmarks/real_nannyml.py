@@ -89,7 +89,7 @@ def main(job_path: str, out_path: str) -> int:
             res["univariate"] = _univariate(nml, ref, ana, job)
             if job["classes"] and "y_true" in df.columns:
                 res["cbpe"] = _cbpe(nml, ref, ana, job)
-        except Exception as e:  # noqa: BLE001 - reported per stream, the others go on
+        except Exception as e:  # reported per stream, the others go on
             res["error"] = f"{type(e).__name__}: {e}"
             res["traceback"] = traceback.format_exc()[-2000:]
         res["seconds"] = round(time.perf_counter() - t0, 2)

@@ -222,7 +222,7 @@ def census_ma(data_dir: Path, quick: bool) -> Stream:
 
 
 def california(data_dir: Path, quick: bool) -> Stream:
-    df, n_ref_period = _nannyml_pair(data_dir, "california_housing_reference.csv",
+    df, _n_ref_period = _nannyml_pair(data_dir, "california_housing_reference.csv",
                                      "california_housing_analysis.csv", "california_housing_analysis_gt.csv")
     num = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
     w, ref_n = (250, 2500) if quick else (250, 3000)
@@ -373,7 +373,8 @@ def load_streams(nannyml_site: Path | None, quick: bool, only: list[str] | None 
                  seed: int = 0) -> list[Stream]:
     """Every stream of the benchmark (NannyML's need ``nannyml_site``: its venv's site-packages)."""
     out: list[Stream] = []
-    want = (lambda n: only is None or n in only)
+    def want(n):
+        return (only is None or n in only)
     if nannyml_site is not None:
         data = nannyml_data_dir(nannyml_site)
         for fn in (car_loan, multiclass, census_ma, california):

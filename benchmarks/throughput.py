@@ -129,12 +129,12 @@ class Plan:
     skip: set[str]
     worker_cmd: list[str]
     worker_log_level: str = "WARNING"
-    summary_min_events: int | None | str = "default"  # "default": not written (the config default)
+    summary_min_events: int | str | None = "default"  # "default": not written (the config default)
     reference_events: int | None = None  # None: the window size
     rows_too: bool = False
 
     @classmethod
-    def from_args(cls, a: argparse.Namespace) -> "Plan":
+    def from_args(cls, a: argparse.Namespace) -> Plan:
         q = a.quick
         models = balanced_model_ids(a.models, PARTITIONS)
         unit = a.models * a.window  # whole windows only: no partial window waits for an idle close
@@ -174,10 +174,10 @@ def _round_up(n: int, unit: int) -> int:
 
 def _synthetic_frame(n: int, seed: int, shift: float = 0.0):
     """A Frame of ``n`` events with the benchmark's 20 features (from the traffic generator)."""
-    import orjson  # noqa: PLC0415
+    import orjson
 
-    from benchmarks.traffic import batch_payload  # noqa: PLC0415
-    from detectors.frame import Frame  # noqa: PLC0415
+    from benchmarks.traffic import batch_payload
+    from detectors.frame import Frame
 
     doc = orjson.loads(batch_payload(Traffic(models=["m"], seed=seed), "m", 0, n))
     f = doc["features"]
@@ -215,14 +215,14 @@ def bench_drift(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"window": plan.window, "features": len(NUMERIC) + len(CATEGORICAL)}
     ref_frame = _synthetic_frame(plan.window, seed=101)
     cur = [_synthetic_frame(plan.window, seed=200 + i, shift=0.02 * (i % 3)) for i in range(5)]
-    from detectors.spec import DriftSpec, FeatureSpec  # noqa: PLC0415
+    from detectors.spec import DriftSpec, FeatureSpec
 
     feats = [FeatureSpec(name=n, kind="numeric") for n in NUMERIC]
     feats += [FeatureSpec(name=c, kind="categorical") for c in CATEGORICAL]
     spec = DriftSpec()
     try:
-        from detectors.reference import Reference  # noqa: PLC0415
-        from detectors.univariate import univariate_drift  # noqa: PLC0415
+        from detectors.reference import Reference
+        from detectors.univariate import univariate_drift
 
         ref = Reference.from_frame(ref_frame, feats)
         out["data_drift"] = {**_time_calls(lambda c: univariate_drift(c, ref, spec), cur, plan.drift_repeats),
@@ -230,7 +230,7 @@ def bench_drift(plan: Plan) -> dict[str, Any]:
     except ImportError as e:
         out["data_drift"] = {"error": f"data-drift evaluator not importable: {e}"}
     try:
-        import detectors.runner as runner  # noqa: PLC0415
+        import detectors.runner as runner
     except ImportError as e:
         out["all_detectors"] = {"error": f"detectors.runner not importable: {e}"}
     else:
@@ -243,7 +243,7 @@ def bench_drift(plan: Plan) -> dict[str, Any]:
             # which evaluators actually produced something here (others may need per-model state or
             # settings that a bare context lacks): say so rather than claim "everything"
             out["all_detectors"] = {**timed, "what": what, "records": made}
-        except Exception as e:  # noqa: BLE001 - the API may still move; say so
+        except Exception as e:  # the API may still move; say so
             out["all_detectors"] = {"error": f"{type(e).__name__}: {e}"}
     out["alibi_tabular_drift"] = _time_alibi(ref_frame, cur, max(3, plan.drift_repeats // 5))
     return out
@@ -272,7 +272,7 @@ def runner_call(runner, feats, spec, ref_frame):
     Builds the same ``WindowContext`` the worker builds (``streams.worker.pipeline``)
     with the reference prepared once, as in the worker.
     """
-    from detectors.reference import Reference  # noqa: PLC0415
+    from detectors.reference import Reference
 
     ref = Reference.from_frame(ref_frame, feats, bins=spec.histogram_bins)
     # one list of evaluators for every window, as the worker keeps (older runners had a module registry)
@@ -290,7 +290,7 @@ def runner_call(runner, feats, spec, ref_frame):
 
 def _time_alibi(ref, cur, repeats: int) -> dict[str, Any]:
     try:
-        from alibi_detect.cd import TabularDrift  # noqa: PLC0415
+        from alibi_detect.cd import TabularDrift
     except ImportError as e:  # pragma: no cover - alibi-detect is a dependency
         return {"error": str(e)}
 
@@ -320,7 +320,7 @@ class Bench:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def settings(self, name: str, group: str | None = None):
-        from streams.settings import Settings  # noqa: PLC0415
+        from streams.settings import Settings
 
         tag = f"{self.run_id}-{name}"
         return Settings(
@@ -341,7 +341,7 @@ class Bench:
         )
 
     def start_stack(self) -> None:
-        from streams.devstack.localstack import LocalStack, StackError, free_ports  # noqa: PLC0415
+        from streams.devstack.localstack import LocalStack, StackError, free_ports
 
         err = None
         for _ in range(3):
@@ -397,10 +397,10 @@ class WindowWatcher:
     """Polls ``dw_window`` in one InfluxDB database and remembers when each point appeared."""
 
     def __init__(self, settings) -> None:
-        import httpx  # noqa: PLC0415
+        import httpx
 
         self.settings = settings
-        from streams.influx.admin import basic_auth  # noqa: PLC0415
+        from streams.influx.admin import basic_auth
 
         auth = basic_auth(settings)  # the local InfluxDB runs with auth on
         self.client = httpx.Client(base_url=settings.influx_url, timeout=10.0, auth=auth)
@@ -477,10 +477,8 @@ def _tree_mb(measure, pid: int) -> float:
     """``measure`` (RSS or peak RSS, MiB) summed over a worker and its children (the detector process)."""
     total = 0.0
     for p in [pid, *_descendants(pid)]:
-        try:
+        with contextlib.suppress(procstats.ProcessGone):
             total += measure(p)
-        except procstats.ProcessGone:
-            pass
     return total
 
 
@@ -495,9 +493,9 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
                 rss_at: list[int] | None = None, monitors: str = "monitors.yaml") -> dict[str, Any]:
     """Start ``n_workers`` workers in one new consumer group on ``data_settings``' topic; wait for ``expected``.
     ``monitors``: the monitor config file (in the bench folder) the workers run."""
-    from streams.influx.admin import ensure_database  # noqa: PLC0415
-    from streams.broker.admin import ensure_topics  # noqa: PLC0415
-    from streams.devstack.localstack import free_port, settings_env, terminate  # noqa: PLC0415
+    from streams.broker.admin import ensure_topics
+    from streams.devstack.localstack import free_port, settings_env, terminate
+    from streams.influx.admin import ensure_database
 
     plan = bench.plan
     s = bench.settings(label)
@@ -516,9 +514,9 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
             env["PYTHONUNBUFFERED"] = "1"
             logp = bench.root / f"worker-{label}-{i}.log"
             logs.append(logp)
-            procs.append(subprocess.Popen(plan.worker_cmd, env=env, stdin=subprocess.DEVNULL,
-                                          stdout=open(logp, "wb"), stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            with open(logp, "wb") as log_file:  # the child keeps its own descriptor
+                procs.append(subprocess.Popen(plan.worker_cmd, env=env, stdin=subprocess.DEVNULL,
+                                              stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True))
         t_start = time.time()
         log(f"{label}: {n_workers} worker(s) started (pids {[p.pid for p in procs]}), waiting for {expected:,} events")
         meter: procstats.CpuMeter | None = None
@@ -634,7 +632,7 @@ def _warm_up_end(pts: list[WindowPoint]) -> tuple[float, np.ndarray | None]:
 
 def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     """Produce the naive baseline's sample and run the per-event Faust agent on it."""
-    from streams.broker.admin import delete_topics, ensure_topics  # noqa: PLC0415
+    from streams.broker.admin import delete_topics, ensure_topics
 
     plan = bench.plan
     s = bench.settings("naive")
@@ -655,9 +653,10 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     logp = bench.root / "naive.log"
     # --without-web: the `faust worker` command would serve on port 6066, taken by any local worker
     cmd = [sys.executable, "-m", "benchmarks.naive_worker", "worker", "--without-web", "-l", "warn"]
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(logp, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    from streams.devstack.localstack import terminate  # noqa: PLC0415
+    with open(logp, "wb") as log_file:  # the child keeps its own descriptor
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    from streams.devstack.localstack import terminate
 
     try:
         meter = procstats.CpuMeter(dict(bench.pids)).start()
@@ -684,7 +683,7 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
 
 
 def _produce_traffic(bench: Bench, name: str, events: int, base: Traffic) -> tuple[Any, Traffic, dict]:
-    from streams.broker.admin import ensure_topics  # noqa: PLC0415
+    from streams.broker.admin import ensure_topics
 
     s = bench.settings(name)
     ensure_topics(s, partitions=PARTITIONS)
@@ -699,7 +698,7 @@ def _produce_traffic(bench: Bench, name: str, events: int, base: Traffic) -> tup
 
 
 def _drop_topic(s) -> None:
-    from streams.broker.admin import delete_topics, topic_names  # noqa: PLC0415
+    from streams.broker.admin import delete_topics, topic_names
 
     with contextlib.suppress(Exception):
         delete_topics(s, topic_names(s))
@@ -730,7 +729,7 @@ def run(args: argparse.Namespace) -> int:
             log("drift: timing the drift computation of one window")
             try:
                 report["drift"] = bench_drift(plan)
-            except Exception as e:  # noqa: BLE001 - reported, the other phases still run
+            except Exception as e:  # reported, the other phases still run
                 errors["drift"] = f"{type(e).__name__}: {e}"
         bench.start_stack()
         log(f"stack up: {bench.stack.bootstrap}, {bench.stack.influx_url} (logs under {tmp})")
@@ -748,19 +747,19 @@ def run(args: argparse.Namespace) -> int:
             try:
                 report["floor"] = run_floor(bench, main_s.topic_inferences, plan.floor_events, columnar=False)
                 report["floor_columnar"] = run_floor(bench, main_s.topic_inferences, plan.floor_events, columnar=True)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors["floor"] = f"{type(e).__name__}: {e}"
         if "worker" not in plan.skip:
             try:
                 report["worker"] = run_workers(bench, main_s, 1, main_tr.per_model * len(plan.models), "w1",
                                                rss_at=plan.rss_at)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors["worker"] = f"{type(e).__name__}: {e}"
         if "worker" not in plan.skip and plan.rows_too:
             try:
                 report["worker_rows"] = run_workers(bench, main_s, 1, main_tr.per_model * len(plan.models),
                                                     "w1rows", rss_at=plan.rss_at, monitors="monitors-rows.yaml")
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors["worker_rows"] = f"{type(e).__name__}: {e}"
         if "scale" not in plan.skip:
             try:
@@ -773,15 +772,15 @@ def run(args: argparse.Namespace) -> int:
                 one = run_workers(bench, scale_s, 1, n, "scale1")
                 two = run_workers(bench, scale_s, 2, n, "scale2")
                 report["scale_out"] = {"one_worker": one, "two_workers": two}
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors["scale"] = f"{type(e).__name__}: {e}"
         _drop_topic(main_s)
         if "naive" not in plan.skip:
             try:
                 report["naive"] = run_naive(bench, main_tr)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors["naive"] = f"{type(e).__name__}: {e}"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         errors["setup"] = f"{type(e).__name__}: {e}"
     finally:
         with contextlib.suppress(Exception):
@@ -794,7 +793,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         args.output.write_text(text + "\n")
     if not args.keep and not errors:
-        import shutil  # noqa: PLC0415
+        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     else:

@@ -148,7 +148,7 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
 
     Returns messages, events, bytes and seconds. Raises on any delivery error.
     """
-    from kafka import KafkaProducer  # noqa: PLC0415
+    from kafka import KafkaProducer
 
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
@@ -205,7 +205,7 @@ def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000,
 def write_monitor_config(path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000,
                          window_extra: dict | None = None) -> Path:
     """Write :func:`monitor_config` as YAML and validate it with the real loader."""
-    from streams.worker.monitors import load_monitors  # noqa: PLC0415
+    from streams.worker.monitors import load_monitors
 
     path.write_text(yaml.safe_dump(monitor_config(traffic, window, reference, window_extra), sort_keys=False))
     load_monitors(path)

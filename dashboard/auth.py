@@ -115,7 +115,7 @@ def authlib_problem() -> str | None:
     True
     """
     try:
-        import authlib  # noqa: PLC0415
+        import authlib
     except ImportError:
         return "Authlib is not installed"
     version = str(getattr(authlib, "__version__", "0"))

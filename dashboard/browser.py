@@ -51,7 +51,7 @@ def serve_dashboard(env: dict[str, str], port: int, log: Path, timeout: float = 
     env = {**env, "DRIFTWATCH_DASHBOARD_PORT": str(port), "DRIFTWATCH_DASHBOARD_ADDRESS": "127.0.0.1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "dashboard"], env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -81,7 +81,7 @@ def serve_dashboard(env: dict[str, str], port: int, log: Path, timeout: float = 
 @contextlib.contextmanager
 def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
     """A Playwright page in headless Debian Chromium."""
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    from playwright.sync_api import sync_playwright
 
     exe = chromium_path()
     with sync_playwright() as pw:
@@ -119,7 +119,7 @@ _READY = """([title, n]) => {
 
 def page_url(base: str, key: str, query: str = "") -> str:
     """The URL of a dashboard page (the overview is the root)."""
-    from dashboard.config import PAGES  # noqa: PLC0415
+    from dashboard.config import PAGES
 
     path = "" if key == "overview" else PAGES[key][3]
     return f"{base}/{path}{'?' + query.lstrip('?') if query else ''}"

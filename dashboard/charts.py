@@ -230,10 +230,7 @@ def lines(
     The y scale leaves out zero (``zero=False``) to show small changes, except for a flat
     series, which gets zero in (a scale around one value labels every tick alike).
     """
-    if log:
-        scale = alt.Scale(type="log")
-    else:
-        scale = alt.Scale(zero=zero or (y in df and _flat(df[y])), nice=True)
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=zero or (y in df and _flat(df[y])), nice=True)
     enc: dict = {
         "x": alt.X("time:T", axis=TIME_AXIS),
         "y": alt.Y(f"{y}:Q", scale=scale, title=y_title or y,

@@ -79,7 +79,7 @@ def monitor_config(path: Path | str | None) -> Any:
     with _lock:
         if key in _cache:
             return _cache[key]
-    from streams.worker.monitors import ConfigError, load_monitors  # noqa: PLC0415 - pydantic models, ~0.3 s once
+    from streams.worker.monitors import ConfigError, load_monitors  # pydantic models, ~0.3 s once
 
     try:
         cfg = load_monitors(p)

@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dashboard.config import load_settings  # noqa: PLC0415
+    from dashboard.config import load_settings
 
     s = load_settings()
     extra = [a for a in (args.streamlit_args or []) if a != "--"]
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     host = args.address or s.dashboard_address
     if s.dashboard_auth == "oidc":
-        from dashboard.auth import authlib_problem, oidc_install_hint  # noqa: PLC0415
+        from dashboard.auth import authlib_problem, oidc_install_hint
 
         if problem := authlib_problem():  # the login page says so too, and lets nobody in
             print(f"driftwatch dashboard: {oidc_install_hint(problem)}", file=sys.stderr, flush=True)

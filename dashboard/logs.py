@@ -34,7 +34,7 @@ def setup(settings: Any) -> int:
     """Redact ``settings``' secrets in every log record of this process, and let the
     ``dashboard`` loggers log at ``settings.log_level`` (to stderr, unless the process already
     routes the root logger somewhere). Returns how many values are redacted."""
-    from streams.broker.security import redact_secrets_in_logs  # noqa: PLC0415
+    from streams.broker.security import redact_secrets_in_logs
 
     n = redact_secrets_in_logs(settings)
     global _handler

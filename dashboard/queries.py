@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -209,13 +209,13 @@ class TimeRange:
     end_ns: int | None = None  # None: up to now
 
     @classmethod
-    def last(cls, preset: str) -> "TimeRange":
+    def last(cls, preset: str) -> TimeRange:
         if preset not in PRESETS:
             raise ValueError(f"unknown time range {preset!r}; one of {', '.join(PRESETS)}")
         return cls(PRESETS[preset])
 
     @classmethod
-    def between(cls, start: datetime, end: datetime) -> "TimeRange":
+    def between(cls, start: datetime, end: datetime) -> TimeRange:
         if end <= start:
             raise ValueError("the end of the time range must be after its start")
         return cls(max(1, int((end - start).total_seconds())), int(end.timestamp() * 1e9))
@@ -227,7 +227,7 @@ class TimeRange:
         return f"time > {start} AND time <= {self.end_ns}"
 
     @classmethod
-    def since(cls, start: datetime, now: datetime | None = None, min_seconds: int = MIN_AUTO_SECONDS) -> "TimeRange":
+    def since(cls, start: datetime, now: datetime | None = None, min_seconds: int = MIN_AUTO_SECONDS) -> TimeRange:
         """From shortly before ``start`` up to now: the data's own span plus a margin of a
         tenth (at least ``min_seconds``, at most the longest preset), so every series fills
         the chart instead of being one dot in a day.
@@ -238,7 +238,7 @@ class TimeRange:
         >>> TimeRange.since(t0, now=t0 + timedelta(hours=2)).seconds
         8400
         """
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         span = max(0.0, (now - start).total_seconds())
         seconds = max(min_seconds, int(math.ceil(span * 11 / 10)))
         # whole minutes (whole 10 minutes past an hour, hours past a day): the range is part
@@ -251,7 +251,7 @@ class TimeRange:
         """The range's start as a UTC timestamp (relative ranges: from ``now``)."""
         if self.end_ns is not None:
             return pd.Timestamp(self.end_ns - self.seconds * 1_000_000_000, unit="ns", tz="UTC")
-        return pd.Timestamp(now or datetime.now(timezone.utc)) - pd.Timedelta(seconds=self.seconds)
+        return pd.Timestamp(now or datetime.now(UTC)) - pd.Timedelta(seconds=self.seconds)
 
     @property
     def bucket(self) -> str:
@@ -304,7 +304,7 @@ class Conn:
     timeout: float = 15.0
 
     @classmethod
-    def from_settings(cls, s: Any) -> "Conn":
+    def from_settings(cls, s: Any) -> Conn:
         """From :class:`streams.settings.Settings`: 1.x user/password, or a 2.x token + bucket."""
         secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
         db = s.influx_db
@@ -631,7 +631,7 @@ def health(row: dict[str, Any], now: datetime | None = None) -> tuple[str, str]:
     >>> health({"drift": float("nan"), "last_window": datetime.now(timezone.utc)})[0]
     'ok'
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     reasons: list[str] = []
     status = "ok"
     crit, active = row.get("critical_alerts", 0) or 0, row.get("active_alerts", 0) or 0
@@ -1305,7 +1305,7 @@ def sources(conn: Conn, scope: Scope) -> pd.DataFrame:
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, float]:

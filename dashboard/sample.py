@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
@@ -96,7 +96,7 @@ def _records(models: Sequence[str], n_features: int, windows: int, cadence_s: in
              seed: int, p_val: float, versions: Sequence[str], histograms: bool,
              false_alarms: bool) -> Iterator[Record]:
     rng = np.random.default_rng(seed)
-    end = end or datetime.now(timezone.utc)
+    end = end or datetime.now(UTC)
     end_ns = int(end.timestamp()) * 1_000_000_000
     cadence_ns = cadence_s * 1_000_000_000
     drift_model = drift_model if drift_model is not None else models[0]

@@ -47,8 +47,8 @@ HIDDEN_PATHS = ("/_stcore/metrics",)
 def scrub_new_session(data: bytes) -> bytes:
     """``data`` (a serialized ForwardMsg) with the script path and the environment blanked
     if it is a ``new_session`` message; any other message is returned unchanged."""
-    from google.protobuf.message import DecodeError  # noqa: PLC0415
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: PLC0415
+    from google.protobuf.message import DecodeError
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
     msg = ForwardMsg()
     try:

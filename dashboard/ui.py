@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
@@ -132,7 +132,7 @@ class Login:
 def _session_login() -> Login | None:
     try:
         value = st.session_state.get(LOGIN_KEY)
-    except Exception:  # a forged widget state can make session-state reads raise  # noqa: BLE001
+    except Exception:  # a forged widget state can make session-state reads raise
         log.debug("dashboard: unreadable login state", exc_info=True)
         return None
     return value if isinstance(value, Login) else None
@@ -146,19 +146,19 @@ def scrub_forged_widget_state() -> int:
     went to the client. Called at the start of every full and fragment rerun.
     """
     try:
-        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx  # noqa: PLC0415
-        from streamlit.runtime.state.common import is_element_id  # noqa: PLC0415
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+        from streamlit.runtime.state.common import is_element_id
 
         run = get_script_run_ctx()
         if run is None:
             return 0
         safe = run.session_state
-        with safe._lock:  # noqa: SLF001 - Streamlit has no public API for this
-            states = safe._state._new_widget_state.states  # noqa: SLF001
+        with safe._lock:  # Streamlit has no public API for this
+            states = safe._state._new_widget_state.states
             forged = [k for k in list(states) if not is_element_id(k)]
             for k in forged:
                 states.pop(k, None)
-    except Exception:  # a Streamlit upgrade moved the internals: the gate below still holds  # noqa: BLE001
+    except Exception:  # a Streamlit upgrade moved the internals: the gate below still holds
         log.debug("dashboard: cannot scrub widget state", exc_info=True)
         return 0
     if forged:
@@ -235,7 +235,7 @@ def client_address() -> str:
     reverse proxy, the proxy's address — see docs/operations.md)."""
     try:
         ip = st.context.ip_address
-    except Exception:  # no client context  # noqa: BLE001
+    except Exception:  # no client context
         log.debug("dashboard: no client context", exc_info=True)
         return "local"
     return ip if isinstance(ip, str) and ip else "local"  # AppTest hands out a mock
@@ -297,9 +297,7 @@ def still_allowed(ctx: Ctx) -> bool:
     user, access, named = who
     if user != ctx.user:
         return False
-    if access is not None and len(access.allowed(user if named else None, ctx.models)) != len(ctx.models):
-        return False
-    return True
+    return not (access is not None and len(access.allowed(user if named else None, ctx.models)) != len(ctx.models))
 
 
 # Filters ------------------------------------------------------------------------------------
@@ -354,10 +352,7 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
     _sync_from_url()
 
     seen = _guarded(D.models, conn, what="list models") or []
-    if access is not None:
-        allowed = access.allowed(user if named else None, seen)
-    else:
-        allowed = list(seen)
+    allowed = access.allowed(user if named else None, seen) if access is not None else list(seen)
 
     data_start = _guarded(D.data_start, conn, tuple(allowed), what="first window") if allowed else None
     sb = st.sidebar
@@ -403,15 +398,15 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
     rkey = sb.selectbox("Time range", r_opts, key=_k("range"), format_func=lambda r: RANGE_LABELS.get(r, r))
     params = {"model": model, "range": rkey}
     if rkey == CUSTOM:
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         d_from = _parse_date(ss.get(_k("from"))) or today - timedelta(days=7)
         d_to = _parse_date(ss.get(_k("to"))) or today
         picked = sb.date_input("Dates (UTC)", value=(d_from, d_to), max_value=today + timedelta(days=1))
         if isinstance(picked, (tuple, list)) and len(picked) == 2:
             d_from, d_to = picked
         ss[_k("from")], ss[_k("to")] = d_from.isoformat(), d_to.isoformat()
-        start_dt = datetime.combine(d_from, time(0), tzinfo=timezone.utc)
-        end_dt = datetime.combine(d_to, time(0), tzinfo=timezone.utc) + timedelta(days=1)
+        start_dt = datetime.combine(d_from, time(0), tzinfo=UTC)
+        end_dt = datetime.combine(d_to, time(0), tzinfo=UTC) + timedelta(days=1)
         rng = Q.TimeRange.between(start_dt, end_dt)
         label = f"{d_from.isoformat()} to {d_to.isoformat()} (UTC)"
         params.update({"from": d_from.isoformat(), "to": d_to.isoformat()})
@@ -516,7 +511,7 @@ def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = 
         # a row that wraps: the button keeps its whole label at any width (a [5, 1] column cut it
         # to "Ref…" at 1,024 px); the caption takes what is left
         head = st.container(horizontal=True, wrap=True, vertical_alignment="center", gap="medium")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         scope = ctx.model if ctx.page != "overview" else f"{len(ctx.models)} model(s)"
         extra = []
         if ctx.version:
@@ -685,7 +680,7 @@ def table(df: pd.DataFrame, column_config: dict[str, Any] | None = None, **kw: A
         elif pd.api.types.is_numeric_dtype(s) or (len(s.dropna()) and s.dropna().map(
                 lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()):
             spec = _spec(old)
-            out[c] = s.map(lambda v: fmt_num(v, spec))
+            out[c] = s.map(lambda v, spec=spec: fmt_num(v, spec))
         else:
             out[c] = s.map(lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
             continue
@@ -704,7 +699,7 @@ def rule_thresholds(ctx: Ctx, signal: str, **where: str) -> list[tuple[float, st
     for r in getattr(m, "alerts", None) or ():
         if r.signal.removeprefix("dw_") != signal or isinstance(r.threshold, (bool, str)):
             continue
-        from streams.alerts.rules import tag_matches  # noqa: PLC0415 - the rules' own matching
+        from streams.alerts.rules import tag_matches  # the rules' own matching
 
         if all(tag_matches(v, r.where[k]) for k, v in where.items() if k in r.where):
             out.append((float(r.threshold), f"alert {r.name}: {r.op} {r.threshold:g}"))

@@ -7,10 +7,9 @@ import streamlit as st
 
 from dashboard import budget as BV
 from dashboard import charts, ui
-from dashboard.config import monitor_model
 from dashboard import data as D
 from dashboard import queries as Q
-from dashboard.config import monitor_config
+from dashboard.config import monitor_config, monitor_model
 
 SERIES_TAGS = ("feature", "metric", "source", "detector")
 FAILED = ("failed",)
