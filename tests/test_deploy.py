@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from streams.cli import COMMANDS, DEFAULT_EXTRA, EXTRAS
-from streams.settings import Settings
 from streams.cli.settings import reference_table
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from streams.cli import missing_module_message
-from streams.wire.schemas import InferenceBatch
 from streams.settings import Settings
+from streams.wire.schemas import InferenceBatch
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("faust", "streamlit", "sklearn", "alibi_detect", "numpy", "pandas", "scipy", "aiokafka")

@@ -32,8 +32,8 @@ from benchmarks.traffic import (
     partition_for,
     single_event_payloads,
 )
-from streams.worker.monitors import parse_monitors
 from streams.wire.schemas import InferenceBatch, InferenceEvent
+from streams.worker.monitors import parse_monitors
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -107,7 +108,7 @@ def test_overview_shows_every_model_and_its_health(env: Q.Conn) -> None:
     assert metric(at, "Alerts firing") == "1"
     table = at.dataframe[0].value
     assert table["model"].tolist() == MODELS
-    status = dict(zip(table["model"], (list(s)[0] for s in table["status"])))  # one coloured label per row
+    status = dict(zip(table["model"], (next(iter(s)) for s in table["status"])))  # one coloured label per row
     assert status["churn"] == "critical"
     assert status["fraud"] == "ok" and status["ranker"] == "ok"
     assert "critical alert(s) firing" in table.loc[table["model"] == "churn", "why"].iloc[0]
@@ -345,11 +346,11 @@ def test_wide_models_draw_the_top_features_and_the_rest_on_demand(settings, monk
     assert heat["title"].startswith(f"The {Q.HEATMAP_TOP} features with the most drifting windows")
     rows = heat["encoding"]["y"]["sort"]
     assert len(rows) == Q.HEATMAP_TOP and rows[0] == "f_031"
-    assert [e.label for e in at.expander][0] == "All 50 features × time"
+    assert next(e.label for e in at.expander) == "All 50 features × time"
     at.session_state["dw_heat_all"] = True
     at.run()
     no_exception(at)
-    top, everything = _heatmaps(at)
+    _top, everything = _heatmaps(at)
     assert len(everything["encoding"]["y"]["sort"]) == 50 and everything["title"].startswith("All 50 features")
 
     at = open_page("quality", model="wide")
@@ -386,10 +387,10 @@ def test_empty_states_say_what_to_do(settings, monkeypatch: pytest.MonkeyPatch) 
 def test_a_model_without_results_in_the_range(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     conn = Q.Conn.from_settings(settings)
     # only an old window: nothing in the last 15 minutes
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     sample.write_records(conn, sample.sample_records(["old"], n_features=3, windows=2,
-                                                     end=datetime.now(timezone.utc) - timedelta(hours=3)))
+                                                     end=datetime.now(UTC) - timedelta(hours=3)))
     _env(monkeypatch, settings.influx_url, settings.influx_db)
     for page in ["overview", *PAGES]:
         at = open_page(page, model="old", range="15m")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +15,7 @@ from dashboard.launch import streamlit_command
 
 def test_password_hash_is_pbkdf2_and_verifies() -> None:
     h = auth.hash_password("correct horse", iterations=1000, salt=b"0123456789abcdef")
-    scheme, iters, salt_b64, hash_b64 = h.split("$")
+    scheme, iters, _salt_b64, hash_b64 = h.split("$")
     assert (scheme, iters) == ("pbkdf2_sha256", "1000")
     pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
     expected = hashlib.pbkdf2_hmac("sha256", b"correct horse", b"0123456789abcdef", 1000)

@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,8 +23,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import charts as C
-from dashboard import sample
 from dashboard import queries as Q
+from dashboard import sample
 from detectors import records as R
 from detectors.records import Record
 from streams.devstack.localstack import LocalStack
@@ -78,7 +78,7 @@ def _extra(recs: list[Record]) -> list[Record]:
 @pytest.fixture(scope="module")
 def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Q.Conn, Path, pd.Timestamp]]:
     conn = Q.Conn(stack.influx_url, f"glance{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    end = datetime.now(timezone.utc).replace(microsecond=0)  # when the module's tests start, not at collection
+    end = datetime.now(UTC).replace(microsecond=0)  # when the module's tests start, not at collection
     recs = list(sample.sample_records(["churn"], n_features=8, windows=WINDOWS, cadence_s=CADENCE, end=end,
                                       drift_feature="f_001", quality_feature="f_002", false_alarms=False))
     recs += _extra(recs)

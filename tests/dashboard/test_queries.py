@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ def test_scope_where_clause_names_every_filter() -> None:
 
 
 def test_absolute_time_range() -> None:
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
     rng = Q.TimeRange.between(start, start + timedelta(days=2))
     assert rng.seconds == 2 * 86400
     end_ns = int((start + timedelta(days=2)).timestamp()) * 1_000_000_000
@@ -121,7 +121,7 @@ def test_parse_categorical_and_noised_histograms() -> None:
     assert Q.parse_histogram(pd.DataFrame()).empty
 
 
-NOW = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def served(influx_db: Q.Conn, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 def dash(served: tuple[str, Path, Path]) -> Iterator[tuple[str, Path, Path]]:
-    base, access, log = served
+    _base, access, _log = served
     access.write_text(access_text(["wine"]))
     yield served
     access.write_text(access_text(["wine"]))

@@ -198,6 +198,6 @@ def test_row_based_evaluators_use_the_features_the_rows_carry():
     without, with_y = run(rows), run(full)
     assert {r.tags[R.T_FEATURE] for r in without if r.measurement == R.IMPACT} == {"x", "c"}
     assert {r.tags[R.T_FEATURE] for r in with_y if r.measurement == R.IMPACT} == {"x", "y", "c"}
-    mv = {name: [r for r in recs if r.measurement == R.DRIFT][0] for name, recs in (("without", without),
+    mv = {name: next(r for r in recs if r.measurement == R.DRIFT) for name, recs in (("without", without),
                                                                                     ("with", with_y))}
     assert mv["with"].fields["drift"] == 1 and mv["without"].fields["drift"] == 0  # 'y' is not compared at all

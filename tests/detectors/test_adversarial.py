@@ -6,6 +6,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import importlib.util
+import itertools
 import math
 import time
 
@@ -211,7 +212,7 @@ def test_tracker_matches_a_naive_loop(cuts: int) -> None:
     Z[500] = Z[np.flatnonzero(src[:500] == src[500])[-1]]  # an exact repeat: not a distance
     t = ExtractionTracker(d, buffer=B, distances=M, min_queries=20, test_every=every)
     edges = np.r_[0, np.sort(rng.choice(np.arange(1, n), cuts, replace=False)), n, src.size]
-    for a, b in zip(edges[:-1], edges[1:]):  # with 3 cuts, source "a" has > 256 queries per batch
+    for a, b in itertools.pairwise(edges):  # with 3 cuts, source "a" has > 256 queries per batch
         t.update(src[a:b], Z[a:b], np.full(b - a, 1.0))
     naive = _naive_distances(src, Z, B)
     assert t.duplicates == 1

@@ -35,7 +35,7 @@ def test_allocation_by_hand_spends_exactly_the_budget():
     loads = [ModelLoad("a", 288.0, 1, 20), ModelLoad("b", 4320.0, 12, 5), ModelLoad("c", None, 1, 3, "unknown")]
     lines = allocate(3.0, loads)
     total_families = 1 + 12 + 1
-    assert [l.share_per_day for l in lines] == pytest.approx([3 / 14, 3 * 12 / 14, 3 / 14])
+    assert [line.share_per_day for line in lines] == pytest.approx([3 / 14, 3 * 12 / 14, 3 / 14])
     a, b, c = lines
     assert a.window_level == pytest.approx(3.0 / (total_families * 288))
     assert a.test_level == pytest.approx(a.window_level / 20)
@@ -75,7 +75,7 @@ def test_fixed_online_contributions_come_off_the_budget_first():
     left = 10.0 - on
     assert lines[0].window_level == pytest.approx(left / (4 * 100.0))
     assert lines[1].window_level == pytest.approx(left / (4 * 50.0))
-    assert sum(l.share_per_day for l in lines) == pytest.approx(left)
+    assert sum(line.share_per_day for line in lines) == pytest.approx(left)
     assert expected_alarms(lines) == pytest.approx(10.0)  # families' share + the online detectors' part
-    with pytest.raises(BudgetExhausted, match="online detectors alone expect 8.64"):
+    with pytest.raises(BudgetExhausted, match=r"online detectors alone expect 8.64"):
         allocate(5.0, [ModelLoad("a", 100.0, 3, 4, fixed_per_day=on)])

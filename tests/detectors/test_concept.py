@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from river.drift import ADWIN, PageHinkley
-
 import pytest
+from river.drift import ADWIN, PageHinkley
 
 from detectors.concept import (
     ErrorStreamDetector,

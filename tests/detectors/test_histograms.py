@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detectors.frame import concat
 from detectors.histograms import (
     Histogram,
     HistogramMismatch,
@@ -18,7 +19,6 @@ from detectors.histograms import (
     reference_histograms,
     window_histograms,
 )
-from detectors.frame import concat
 from detectors.reference import OTHER, Reference, sorted_bin_counts
 from tests.detectors.drift_data import feature_specs, make_frame
 

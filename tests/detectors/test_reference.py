@@ -335,7 +335,7 @@ def test_every_file_type_users_write_gives_one_reference(tmp_path, user_table):
     assert first.categorical["seats"].n_missing == int(df["seats"].isna().sum())
     assert first.numeric["age"].n_missing == int(df["age"].isna().sum())
     assert first.categorical["churned"].counts.tolist() == [int((~df["churned"]).sum()), int(df["churned"].sum())]
-    for name, ref in refs.items():
+    for _name, ref in refs.items():
         _same_reference(ref, first)
 
 

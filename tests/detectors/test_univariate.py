@@ -116,7 +116,7 @@ def test_chi2_2xk_matches_chi2_contingency(rng):
         assert stat[i] == pytest.approx(exp.statistic, rel=1e-12, abs=1e-12)
         assert p[i] == pytest.approx(exp.pvalue, rel=1e-10)
         assert dof[i] == exp.dof
-    psi, js = binned_effects(a, b, starts)
+    _psi, js = binned_effects(a, b, starts)
     for i, (ta, tb) in enumerate(tables):
         assert js[i] == pytest.approx(jensenshannon(ta / ta.sum(), tb / tb.sum(), base=2), abs=1e-12)
 

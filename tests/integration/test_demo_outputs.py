@@ -48,7 +48,7 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
     def q(text):
         try:
             return query(settings, text, db=db)
-        except Exception:  # noqa: BLE001 - the database appears with the first write
+        except Exception:  # the database appears with the first write
             return []
 
     def realized():

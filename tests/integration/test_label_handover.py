@@ -88,7 +88,7 @@ def test_label_join_counters_reconcile_when_a_worker_joins_and_leaves(settings, 
                     labels_for(m, start - WINDOW)  # the previous step's predictions, waiting since then
             traffic.flush()
             expected = (i + 1) * WINDOW * len(models)
-            wait_for(lambda: windowed(settings) == expected, 120, f"step {i} windowed", list(procs.values()),
+            wait_for(lambda expected=expected: windowed(settings) == expected, 120, f"step {i} windowed", list(procs.values()),
                      logs["a"])
         for m in models:
             labels_for(m, traffic.next[m] - WINDOW)

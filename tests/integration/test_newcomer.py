@@ -55,7 +55,7 @@ class Up:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.log = ARTIFACTS / "up.log"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "up", "--state-dir", str(tmp / "state"),
                  "--kafka-port", str(kport), "--influx-port", str(iport), "--dashboard-port", str(dport),
                  "--drift-at", f"{DRIFT_AT:g}"],

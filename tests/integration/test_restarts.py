@@ -28,8 +28,8 @@ import yaml
 from sklearn.metrics import accuracy_score
 
 from detectors import records as R
-from streams.worker.labels import LabelStore, labels_path
 from streams.influx.sink import DatabaseNotFound, InfluxQueryError, query
+from streams.worker.labels import LabelStore, labels_path
 from tests.reliability.helpers import NUMERIC, T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 
 pytestmark = pytest.mark.integration
@@ -150,7 +150,7 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
             before = windowed(settings)
             traffic.send("m", 500)
             traffic.flush()
-            wait_for(lambda: windowed(settings) > before, 60, "a window after the restart", [proc], log2)
+            wait_for(lambda before=before: windowed(settings) > before, 60, "a window after the restart", [proc], log2)
         online_pts = rows(settings, f'SELECT * FROM "{R.DRIFT}" WHERE "detector" = \'cvm_online\'')
         n_windows = len(rows(settings, f'SELECT "n_events" FROM "{R.WINDOW}"')) - 3
         # every event after the restart tested once, in order: the windows that closed while the thresholds

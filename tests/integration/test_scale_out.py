@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
 from streams.influx.sink import DatabaseNotFound, query
+from streams.settings import Settings
 from tests.integration.test_pipeline import Traffic, monitors_file, tail, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,9 +52,9 @@ NAMED_AFTER_TOPIC = {"ckpt_topic"}
 @contextlib.contextmanager
 def fresh(settings: Settings) -> Iterator[Settings]:
     """Settings like ``settings`` with their own topics (same partition count), group and database."""
-    from streams.influx.admin import drop_database, ensure_database
     from streams.broker.admin import delete_topics, ensure_topics, topic_names
     from streams.devstack.localstack import free_port
+    from streams.influx.admin import drop_database, ensure_database
 
     tag = uuid.uuid4().hex[:10]
     s = settings.model_copy(update=dict(

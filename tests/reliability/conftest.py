@@ -19,7 +19,7 @@ def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
         candidate = LocalStack(tmp_path / "stack", kp, ip, start_timeout=30, die_with_parent=True)
         try:
             candidate.up()
-        except Exception as e:  # noqa: BLE001 - reported below if no attempt works
+        except Exception as e:  # reported below if no attempt works
             err = e
             continue
         stack = candidate

@@ -149,7 +149,7 @@ class KafkaGateway:
                 self._server = loop.run_until_complete(
                     asyncio.start_server(self._handle, self.host, self.port, ssl=ctx))
                 self.port = self._server.sockets[0].getsockname()[1]
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 error.append(e)
                 ready.set()
                 return

@@ -39,13 +39,13 @@ def _topics_on_broker(s, names: list[str]) -> dict[str, int] | str:
             if missing:
                 return f"missing {missing}"
             return {d.get("name", d.get("topic")): len(d.get("partitions") or []) for d in admin.describe_topics(names)}
-    except Exception as e:  # noqa: BLE001 - the broker may still be starting
+    except Exception as e:  # the broker may still be starting
         return repr(e)
 
 
 def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
-    from streams.influx.admin import ensure_database
     from streams.broker.admin import ensure_topics
+    from streams.influx.admin import ensure_database
     from streams.worker.references import references_topic
     from streams.worker.topics import worker_topics
 

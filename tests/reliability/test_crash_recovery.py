@@ -62,7 +62,7 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
                 i += 1
                 if killed_three.is_set():
                     tail_left -= 1
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         finally:
             done.set()
@@ -80,9 +80,9 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
                 # a random point after this worker is up and has written a window of its own, so
                 # that each restart has a checkpoint to resume from (traffic still flows)
                 before = windowed(settings)
-                wait_for(lambda: "Worker]: Ready" in log.read_text(errors="replace"), 90,
+                wait_for(lambda log=log: "Worker]: Ready" in log.read_text(errors="replace"), 90,
                          f"worker {k} ready", [proc], log)
-                wait_for(lambda: windowed(settings) > before, 90, f"worker {k} writes a window", [proc], log)
+                wait_for(lambda before=before: windowed(settings) > before, 90, f"worker {k} writes a window", [proc], log)
                 delay = float(rng.uniform(0.5, 5.0))
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)

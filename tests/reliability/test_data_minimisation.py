@@ -59,9 +59,9 @@ def test_noise_follows_the_configured_epsilon():
         out = []
         for seed in range(40):  # 40 releases x 50 bins
             h = Histograms(rng=np.random.default_rng(seed))
-            noised = [r for r in h.evaluate(WindowContext("m", "1", frame, ref, (spec,))) if r.measurement == "dw_histogram"][0]
-            true = [r for r in Histograms().evaluate(WindowContext("m", "1", frame, ref, (plain,)))
-                    if r.measurement == "dw_histogram"][0]
+            noised = next(r for r in h.evaluate(WindowContext("m", "1", frame, ref, (spec,))) if r.measurement == "dw_histogram")
+            true = next(r for r in Histograms().evaluate(WindowContext("m", "1", frame, ref, (plain,)))
+                    if r.measurement == "dw_histogram")
             assert noised.fields["noised"] and noised.fields["epsilon"] == eps
             assert not any(k.startswith("e") and k[1:].isdigit() for k in noised.fields)  # no edges
             out += [noised.fields[k] - true.fields[k] for k in true.fields if k.startswith("b")
@@ -85,10 +85,9 @@ def test_noise_follows_the_configured_epsilon():
 
 @pytest.mark.integration
 def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all):
-    from tests.streams.alerts.receiver import Receiver
-
     from streams.influx.sink import query
     from tests.reliability.helpers import Traffic, wait_for, windowed, worker
+    from tests.streams.alerts.receiver import Receiver
 
     features = [{"name": "x0", "kind": "numeric"}, {"name": "c0", "kind": "categorical"},
                 {"name": "x1", "kind": "numeric", "sensitive": True, "dp_epsilon": 0.5},

@@ -46,8 +46,7 @@ import pytest
 from streams.worker.decode import REASONS, Decoder, RawMessage
 from streams.worker.monitors import load_monitors
 from tests.reliability import fuzz
-from tests.reliability.helpers import (Traffic, batch, dead_letters, monitors_file, tail, wait_for, windowed,
-                                      worker)
+from tests.reliability.helpers import Traffic, batch, dead_letters, monitors_file, tail, wait_for, windowed, worker
 
 N_MALFORMED = 10_000
 MAX_BYTES = 200_000
@@ -79,9 +78,9 @@ def test_every_malformed_kind_gets_its_reason(tmp_path):
 
 def _second_topics(settings):
     """Another set of topics, group and database on the same stack (cleaned up by the caller)."""
-    from streams.influx.admin import ensure_database
     from streams.broker.admin import ensure_topics
     from streams.devstack.localstack import free_port
+    from streams.influx.admin import ensure_database
 
     tag = uuid.uuid4().hex[:8]
     s = settings.model_copy(update={
@@ -120,9 +119,9 @@ def _cpu_seconds(pid: int) -> float | None:
 @pytest.mark.slow
 def test_malformed_flood_is_dead_lettered_and_valid_traffic_keeps_its_pace(settings, settings_env, tmp_path,
                                                                            consume_all):
-    from streams.influx.admin import drop_database
     from streams.broker.admin import delete_topics, topic_names
     from streams.devstack.localstack import settings_env as make_env
+    from streams.influx.admin import drop_database
 
     window, n_batches, per_batch = 5000, VALID_MESSAGES, PER_MESSAGE
     mon = monitors_file(tmp_path, ["m"], window=window, first_n=window, idle=600.0)

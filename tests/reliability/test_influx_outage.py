@@ -39,8 +39,8 @@ OUTAGE_S = 30.0
 
 
 def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume_all):
-    from streams.influx.admin import ensure_database
     from streams.broker.admin import ensure_topics
+    from streams.influx.admin import ensure_database
 
     s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
                                     "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})

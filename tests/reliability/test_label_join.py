@@ -170,8 +170,8 @@ def join_counters(s) -> dict:
 def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settings, tmp_path):
     from kafka import KafkaProducer
 
-    from streams.influx.admin import ensure_database
     from streams.broker.admin import ensure_topics
+    from streams.influx.admin import ensure_database
 
     t_start = time.monotonic()
     s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
@@ -201,7 +201,7 @@ def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settin
                 producer.flush(30)
                 # paced so that the kills and the outage happen while the stream flows
                 time.sleep(0.02 if killed_three.is_set() else 0.9)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         finally:
             done.set()

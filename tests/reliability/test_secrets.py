@@ -24,7 +24,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from streams.settings import Settings
-from tests.reliability.helpers import Traffic, monitors_file, stop, start_worker, tail, wait_for, windowed
+from tests.reliability.helpers import Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 from tests.reliability.secure_stack import influx_with_auth, secured_broker
 
 KAFKA_PW = "kafka-Pw-4b9e61d2"
@@ -124,10 +124,9 @@ def influx_strings(settings) -> str:
 
 @pytest.mark.integration
 def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all):
-    from tests.streams.alerts.receiver import Receiver
-
     from streams.broker.admin import TopicError, ensure_topics
     from streams.devstack.localstack import settings_env
+    from tests.streams.alerts.receiver import Receiver
 
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()

@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streams.devstack.localstack import _kafka_request, free_ports, kafka_ready, spawn, tail, terminate
 from streams.broker.security import (
     SecurityConfigError,
     aiokafka_options,
@@ -40,6 +39,7 @@ from streams.broker.security import (
     faust_credentials,
     kafka_python_options,
 )
+from streams.devstack.localstack import _kafka_request, free_ports, kafka_ready, spawn, tail, terminate
 from streams.settings import Settings
 from tests.reliability.helpers import Traffic, monitors_file, wait_for, windowed, worker
 from tests.reliability.secure_stack import influx_with_auth, secured_broker, self_signed, tansu_bin
@@ -137,9 +137,10 @@ def test_tansu_cannot_serve_tls_itself(certs, tmp_path):
         assert kafka_ready("127.0.0.1", port), f"tansu --cert did not start:\n{tail(log)}"
         # a plaintext Kafka request is answered: --cert alone does not turn TLS on
         ctx = ssl.create_default_context(cafile=str(cert))
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, pytest.raises((ssl.SSLError, OSError)):
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
-                pass
+        with (socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+              pytest.raises((ssl.SSLError, OSError)),
+              ctx.wrap_socket(raw, server_hostname="127.0.0.1")):
+            pass
     finally:
         terminate(proc.pid, 5, proc)
 
@@ -299,10 +300,9 @@ def test_wrong_password_and_plaintext_client_are_refused(settings, certs, tmp_pa
 
 @pytest.mark.integration
 def test_influxdb_username_password(settings, tmp_path):
+    from detectors.records import Record
     from streams.influx.admin import InfluxAdminError, ensure_database
     from streams.influx.sink import InfluxQueryError, InfluxSink, query
-
-    from detectors.records import Record
 
     pw = "influx-Adm1n-pw-55e2"
     with influx_with_auth(tmp_path / "influx", "admin", pw) as url:

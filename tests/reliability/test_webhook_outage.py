@@ -26,9 +26,8 @@ OUTAGE_S = 60.0
 
 
 def test_receiver_down_for_60s_gets_every_alert_once(settings, settings_env, tmp_path, consume_all):
-    from tests.streams.alerts.receiver import Receiver
-
     from streams.alerts.signing import IDEMPOTENCY_HEADER
+    from tests.streams.alerts.receiver import Receiver
 
     receiver = Receiver()  # not started: connection refused
     mon = monitors_file(tmp_path, ["m", "k"], window=500, first_n=500, idle=600.0, extra={"webhooks": [

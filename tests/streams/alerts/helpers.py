@@ -11,8 +11,8 @@ from typing import Any
 
 from detectors.records import DRIFT, Record
 from streams.alerts.service import Alerting
-from streams.worker.monitors import parse_monitors
 from streams.settings import Settings
+from streams.worker.monitors import parse_monitors
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "test-secret-9f8e7d"
@@ -27,7 +27,7 @@ def documented_verify(source: str = "docs/alerts.md") -> Callable[..., bool]:
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     (code,) = [b for b in blocks if "def verify_driftwatch_signature" in b]
     ns: dict[str, Any] = {}
-    exec(compile(code, source, "exec"), ns)  # noqa: S102 - our own documentation
+    exec(compile(code, source, "exec"), ns)  # our own documentation
     return ns["verify_driftwatch_signature"]
 
 

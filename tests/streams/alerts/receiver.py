@@ -39,11 +39,11 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.arrived:
                     receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
@@ -97,7 +97,7 @@ class Receiver:
         with self.arrived:
             return self.arrived.wait_for(lambda: len(self.requests) >= n, timeout)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

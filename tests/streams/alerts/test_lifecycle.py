@@ -53,7 +53,7 @@ def test_new_episode_gets_new_ids_and_same_inputs_give_same_ids():
 
 def test_repeat_only_after_the_interval():
     # windows every 10 s of wall clock, repeat every 25 s: notify at t=10, 40, 70
-    states, events = run(make_rule(repeat_interval=25), [0.001] * 8, now_step=10 * S)
+    _states, events = run(make_rule(repeat_interval=25), [0.001] * 8, now_step=10 * S)
     assert kinds(events) == [("firing", 0, True), None, None, ("firing", 1, True), None, None,
                              ("firing", 2, True), None]
     assert len({e.id for e in events if e}) == 3

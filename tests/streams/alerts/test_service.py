@@ -225,7 +225,7 @@ def test_window_close_to_signed_webhook_latency(tmp_path):
             for i in range(1, 21):  # a new feature drifts in every window: one firing each
                 t0 = time.time()
                 al.on_window("m", "1", window(i, {f"f{i:02d}": 0.001}))
-                assert await until(lambda: len(receiver.requests) == i, 10)
+                assert await until(lambda i=i: len(receiver.requests) == i, 10)
                 latencies.append(receiver.requests[-1].at - t0)
         finally:
             await al.stop()

@@ -14,15 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.devstack import up
 from streams.alerts.rules import WebhookConfig
 from streams.alerts.signing import sign
 from streams.alerts.sink import SECRET_ENV, WebhookSink, describe
-from streams.worker.monitors import load_monitors
-from streams.settings import Settings
 from streams.alerts.store import OutboxRow
 from streams.alerts.webhooks import WebhookTarget
+from streams.devstack import up
 from streams.devstack.localstack import free_ports
+from streams.settings import Settings
+from streams.worker.monitors import load_monitors
 
 SECRET = b"sink-test-secret"
 ALERT = {"schema": "driftwatch.alert/v1", "status": "firing", "model": "wine", "rule": "features_drifting",

@@ -9,6 +9,7 @@ secrets kept out of logs.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -153,7 +154,7 @@ def test_retries_on_500_with_backoff_and_keeps_body_and_key(tmp_path, receiver):
     assert len({q.body for q in reqs}) == 1 and len({q.headers[IDEM] for q in reqs}) == 1
     assert [q.headers["x-driftwatch-attempt"] for q in reqs] == ["1", "2", "3", "4"]
     assert all(VERIFY(SECRET.encode(), q.body, q.headers[SIG]) for q in reqs)
-    gaps = [b.at - a.at for a, b in zip(reqs, reqs[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(reqs)]
     # backoff: attempt n waits in [d/2, d], d = min(0.3, 0.05 * 2^(n-1))
     for n, gap in enumerate(gaps, start=1):
         d = min(0.3, 0.05 * 2 ** (n - 1))
@@ -218,7 +219,7 @@ def test_timeout_is_per_endpoint_and_a_dead_endpoint_delays_only_its_own_queue(t
                 t0 = time.monotonic()
                 al.on_window("m", "1", window(i, {f"f{i}": 0.001}))
                 calls.append(time.monotonic() - t0)
-                assert await until(lambda: len(receiver.requests) == i, 5)
+                assert await until(lambda i=i: len(receiver.requests) == i, 5)
                 latencies.append(receiver.requests[-1].at - (time.time() - (time.monotonic() - t0)))
             assert await until(lambda: al.store.head("slow").attempts >= 1, 5)
             log = al.store.deliveries(target="slow")

@@ -8,14 +8,6 @@ import httpx
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from streams.influx.admin import (
-    InfluxAdminError,
-    drop_database,
-    ensure_database,
-    list_databases,
-    query,
-    quote_ident,
-)
 from streams.broker.admin import (
     TopicError,
     consume_all,
@@ -23,6 +15,14 @@ from streams.broker.admin import (
     ensure_topics,
     list_topics,
     topic_names,
+)
+from streams.influx.admin import (
+    InfluxAdminError,
+    drop_database,
+    ensure_database,
+    list_databases,
+    query,
+    quote_ident,
 )
 from streams.settings import Settings
 
@@ -109,9 +109,9 @@ def test_drop_database_and_odd_names(settings: Settings) -> None:
 
 
 def test_bad_query_is_a_clear_error(settings: Settings) -> None:
-    with pytest.raises(InfluxAdminError, match="400.*SELEKT"):
+    with pytest.raises(InfluxAdminError, match=r"400.*SELEKT"):
         query(settings, "SELEKT nonsense")
-    with pytest.raises(InfluxAdminError, match="rejected.*nope"):
+    with pytest.raises(InfluxAdminError, match=r"rejected.*nope"):
         query(settings, 'SELECT * FROM "m"', db="nope")
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.cli.check_config import problems
 from streams.cli import main
+from streams.cli.check_config import problems
 from streams.worker.monitors import load_monitors
 
 FEATURES = [{"name": "age", "kind": "numeric"}, {"name": "churned", "kind": "boolean"},
@@ -34,9 +34,9 @@ def config(tmp_path: Path, reference: str, webhooks: list | None = None) -> Path
 
 def worker_reference(path: Path):
     """What the worker makes of the config's reference file (None: it runs without drift tests)."""
+    from streams.settings import Settings
     from streams.worker.deadletter import DeadLetterPublisher
     from streams.worker.pipeline import Pipeline
-    from streams.settings import Settings
     from tests.sinks import CollectSink
 
     async def no_dead_letters(key, value, headers):
@@ -142,7 +142,7 @@ def test_check_config_explains_the_verdict_rule_and_the_alarm_budget(tmp_path, c
            f"test(s); windows/day 144 (size_seconds); level {level:.3g} per window, {level / 2:.3g} per test; " \
            f"online detectors 0/day" in out
     # the quality rule in words: 2 rates per feature here (no bounds, no allowed list)
-    assert f"quality: each of 4 rate(s)" in out and "Clopper-Pearson upper bound of the reference rate" in out
+    assert "quality: each of 4 rate(s)" in out and "Clopper-Pearson upper bound of the reference rate" in out
     assert f"at level {1 / (8 * 144) / 4:.3g} (family level {1 / (8 * 144):.3g} / 4)" in out
 
 
@@ -158,7 +158,7 @@ def test_the_online_detectors_expected_false_alarms_come_off_the_budget(tmp_path
     online = 0.1 * 86400 / 10000  # one feature, one false alarm per 10,000 events, 8,640 events a day
     wpd = 0.1 * 86400 / 500
     level = (2 - online) / (3 * wpd)  # drift, quality, prediction (regression: no CBPE)
-    assert f"over 3 family(ies) (drift 1, quality 1, prediction 1)" in out
+    assert "over 3 family(ies) (drift 1, quality 1, prediction 1)" in out
     assert f"level {level:.3g} per window" in out and f"online detectors {online:.3g}/day" in out
     cfg = load_monitors(path)
     assert cfg.models[0].drift.p_val == pytest.approx(level)

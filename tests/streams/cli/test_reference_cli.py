@@ -24,6 +24,7 @@ from detectors.frame import Frame
 from detectors.reference import Reference
 from detectors.spec import FeatureSpec
 from streams.cli import main as cli
+from streams.cli.reference import expectation_problems, feature_summary
 from streams.worker.references import (
     ALL_VERSIONS,
     CHUNK_PREFIX,
@@ -38,7 +39,6 @@ from streams.worker.references import (
     ensure_references_topic,
     references_topic,
 )
-from streams.cli.reference import expectation_problems, feature_summary
 from tests.sinks import CollectSink
 
 NUMERIC = ["x0", "x1", "x2", "x3"]
@@ -213,11 +213,11 @@ def test_cli_rejects_a_bad_file_before_touching_the_broker(tmp_path, monkeypatch
 def test_every_reference_source_attaches_its_rows(source, tmp_path):
     """With the reference's rows attached, a model gets adversarial scores without ``warmup_events``."""
     from detectors.advanced import reference_frame
+    from streams.settings import Settings
     from streams.worker.deadletter import DeadLetterPublisher
     from streams.worker.decode import RawMessage
     from streams.worker.monitors import load_monitors
     from streams.worker.pipeline import Pipeline
-    from streams.settings import Settings
 
     write_rows(tmp_path / "ref.csv", 1500, seed=2)
     ref_cfg = {"file": "ref.csv"} if source == "file" else {"first_n": 1000} if source == "first_n" else {"rolling": True}
@@ -355,9 +355,10 @@ def _cli(monkeypatch, settings_env, capsys, *argv) -> tuple[int, str, str]:
 @pytest.mark.integration
 def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, monkeypatch, capsys):
     """set → show → the running worker uses it (x0 drifts against it) → reset → rebuilt from the next events."""
-    from tests.integration.test_pipeline import wait_for, worker
     from kafka import KafkaProducer
+
     from streams.influx.sink import DatabaseNotFound, query
+    from tests.integration.test_pipeline import wait_for, worker
 
     mon = write_monitors(tmp_path / "monitors.yaml", {"first_n": 1000})
     shifted = write_rows(tmp_path / "shifted.csv", 3000, seed=4, shift=3.0)

@@ -17,7 +17,6 @@ import pytest
 from scipy import stats
 
 from streams.devstack import demo as D
-from streams.worker.decode import Decoder, RawMessage as DecodeMessage
 from streams.devstack.demo import (
     MALFORMED_KINDS,
     SCENARIOS,
@@ -30,9 +29,11 @@ from streams.devstack.demo import (
     register_scenario,
     run_demo,
 )
-from streams.worker.monitors import load_monitors
-from streams.wire.schemas import InferenceBatch, LabelBatch
 from streams.settings import Settings
+from streams.wire.schemas import InferenceBatch, LabelBatch
+from streams.worker.decode import Decoder
+from streams.worker.decode import RawMessage as DecodeMessage
+from streams.worker.monitors import load_monitors
 
 SETTINGS = Settings(kafka_bootstrap="127.0.0.1:1", topic_inferences="t.inf", topic_labels="t.lab")
 DEMO_YAML = D.EXAMPLES_DIR / "demo.yaml"
@@ -63,7 +64,7 @@ class FakeFuture:
 class FakeClient:
     """kafka-python's KafkaProducer as far as the demo uses it: records every message."""
 
-    instances: ClassVar[list["FakeClient"]] = []
+    instances: ClassVar[list[FakeClient]] = []
 
     def __init__(self, **config: Any) -> None:
         self.config = config
@@ -392,7 +393,7 @@ def test_parse_scenario_and_its_errors() -> None:
     assert s.describe() == "data-drift(at=3.0, until=9.0, models=wine, features=alcohol+hue, shift=2.0)"
     assert s.applies(models()["wine"], 3.0) and not s.applies(models()["wine"], 9.0)
     assert not s.applies(models()["diabetes"], 5.0) and not s.applies(models()["wine"], 2.9)
-    with pytest.raises(ValueError, match="unknown scenario 'nope'; known: .*data-drift"):
+    with pytest.raises(ValueError, match=r"unknown scenario 'nope'; known: .*data-drift"):
         parse_scenario("nope")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['shfit'\]"):
         parse_scenario("data-drift:shfit=2")
@@ -430,7 +431,7 @@ def test_a_new_scenario_plugs_in_through_the_registry() -> None:
     class Probe(Scenario):
         name = "test-probe"
         help = "an extra client sends uniformly random inputs"
-        params = {"share": Param(float, 0.5, "extra events per normal event")}
+        params: ClassVar[dict[str, Param]] = {"share": Param(float, 0.5, "extra events per normal event")}
 
         def on_inputs(self, batch, rng):
             m = batch.model
@@ -591,7 +592,7 @@ def test_sigterm_stops_an_endless_demo_and_loses_nothing(settings_env: dict[str,
     assert m, out
     wine, wine_labels, dia, dia_labels = map(int, m.groups())
     assert wine > 0 and dia > 0
-    events, dead = _topic_contents(settings, consume_all)
+    events, _dead = _topic_contents(settings, consume_all)
     assert dict(events[settings.topic_inferences]) == {"wine": wine, "diabetes": dia}
     assert events[settings.topic_labels].get("wine", 0) == wine_labels
     assert events[settings.topic_labels].get("diabetes", 0) == dia_labels
@@ -602,8 +603,7 @@ def test_demo_references_run_prediction_drift_impact_and_calibrated_cbpe() -> No
     reference gets prediction drift, feature impact, and (wine) a calibrated CBPE; a window of drifted
     traffic (alcohol + 1.5 sd) shows prediction drift."""
     from detectors import records as R
-    from detectors.advanced import (EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift,
-                                    attach_reference_frame)
+    from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift, attach_reference_frame
     from detectors.frame import Frame
     from detectors.outputs import read_reference_rows
     from detectors.reference import Reference

@@ -284,7 +284,7 @@ def test_cli_status_of_the_session_stack(stack: LocalStack) -> None:
             "--influx-port", str(stack.influx_port)]
     r = _cli("stack", "status", *base)
     assert r.returncode == 0, r.stderr
-    assert f"kafka     running" in r.stdout and stack.bootstrap in r.stdout and stack.influx_url in r.stdout
+    assert "kafka     running" in r.stdout and stack.bootstrap in r.stdout and stack.influx_url in r.stdout
     r = _cli("stack", "status", "--json", *base)
     assert json.loads(r.stdout)["running"] is True
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.devstack import up
-from streams.influx.admin import list_databases
 from streams.broker.admin import list_topics
+from streams.devstack import up
 from streams.devstack.localstack import LocalStack, free_ports, port_in_use
+from streams.influx.admin import list_databases
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -52,7 +52,7 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
-            if "database" in line and "ready" in line or not line:
+            if ("database" in line and "ready" in line) or not line:
                 break
         assert any("topics ready" in ln for ln in lines), "".join(lines)
         s = up.local_settings(argparse.Namespace(state_dir=tmp_path, kafka_port=kport, influx_port=iport,

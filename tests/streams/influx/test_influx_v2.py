@@ -53,8 +53,8 @@ from dashboard import queries as Q
 from detectors import records as R
 from detectors.records import Record
 from streams.influx import admin as A
-from streams.settings import Settings
 from streams.influx import sink as S
+from streams.settings import Settings
 
 TOKEN = "tok-2x-Zq81xVd0=="
 ORG, ORG_ID = "acme", "0a1b2c3d4e5f6071"
@@ -100,7 +100,7 @@ class Influx2:
         self._thread = threading.Thread(target=self.server.serve_forever, name="influx2-emulator", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> "Influx2":
+    def __enter__(self) -> Influx2:
         self._thread.start()
         return self
 
@@ -149,7 +149,7 @@ class Influx2:
                     emu.requests.append(req)
                 try:
                     status, payload, extra = emu.route(req)
-                except Exception as e:  # noqa: BLE001 - a bug in the emulator: say so loudly
+                except Exception as e:  # a bug in the emulator: say so loudly
                     status, payload, extra = 500, {"code": "internal error", "message": repr(e)}, {}
                 if status is None:  # "hang": answer after the client gave up
                     time.sleep(emu.hang_seconds)

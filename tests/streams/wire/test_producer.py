@@ -7,13 +7,14 @@ import math
 import threading
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
 import pytest
 
+from streams.settings import Settings
 from streams.wire.producer import (
     DriftwatchProducer,
     encode_batches,
@@ -21,7 +22,6 @@ from streams.wire.producer import (
     pack_labels,
 )
 from streams.wire.schemas import WIRE_ADAPTER, InferenceBatch, LabelBatch
-from streams.settings import Settings
 
 SETTINGS = Settings(kafka_bootstrap="127.0.0.1:1", topic_inferences="t.inf", topic_labels="t.lab")
 PRED = {"label": "a", "probabilities": {"a": 0.75, "b": 0.25}}
@@ -46,7 +46,7 @@ class FakeFuture:
 class FakeClient:
     """Stands in for kafka-python's KafkaProducer: records what it is given, and on which thread."""
 
-    instances: list["FakeClient"] = []
+    instances: ClassVar[list[FakeClient]] = []
 
     def __init__(self, **config: Any) -> None:
         self.config = config
@@ -178,7 +178,7 @@ def test_bad_labels_raise(label: Any, field: str) -> None:
     dw = producer(start=False)
     with pytest.raises(ValueError, match=f"^{field}"):
         dw.send_label("m", "e1", label)
-    with pytest.raises(ValueError, match="^event_id"):
+    with pytest.raises(ValueError, match=r"^event_id"):
         dw.send_label("m", "", "a")
     dw.close(timeout=0)
 
@@ -196,7 +196,7 @@ def test_non_finite_values_become_null_and_are_counted() -> None:
 
 def test_numpy_scalars_and_datetimes_are_accepted_and_converted() -> None:
     dw = producer(start=False)
-    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     dw.send_inference("m", {"f64": np.float64(1.5), "i64": np.int64(7), "b": np.bool_(True), "s": np.str_("u")},
                       {"label": np.int64(2), "probabilities": {np.int64(2): np.float32(0.5)}}, event_time=when)
     dw.send_inference("m", {"x": 1}, {"value": np.float64(3.0)}, event_time=datetime(2025, 1, 2, 3, 4, 5))
@@ -250,7 +250,7 @@ def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
 def test_drop_warning_is_logged_at_most_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     dw = producer(start=False, max_buffer_events=5, warn_interval_s=3600)
     caplog.set_level(logging.WARNING, logger="streams.wire.producer")
-    for i in range(20):
+    for _i in range(20):
         dw.send_inference("m", {"x": 1.0}, PRED)
         dw._check_drops()  # what the background thread does on every wake-up
     warnings = [r for r in caplog.records if "buffer full" in r.getMessage()]

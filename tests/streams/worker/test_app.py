@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.worker.app import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_S, App, create_app
 from streams.settings import Settings
+from streams.worker.app import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_S, App, create_app
 
 
 def test_the_worker_consumer_fetches_and_polls_with_short_waits(tmp_path):

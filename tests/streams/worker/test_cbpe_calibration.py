@@ -16,12 +16,12 @@ import pandas as pd
 
 from detectors import records as R
 from detectors.performance import fit_calibration
+from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
 from streams.worker.labels import LabelHook
 from streams.worker.monitors import parse_monitors
 from streams.worker.pipeline import Pipeline, default_evaluator
-from streams.settings import Settings
 from tests.streams.worker.test_pipeline import T0, FakeSink, dl_sender
 
 N = 100  # events per message (one window each)
@@ -90,7 +90,7 @@ def _run(cfg, windows: int, labelled_until: int):
 
 
 def test_first_joined_labels_calibrate_cbpe_and_it_says_not_calibrated_until_then():
-    sink, data, hook = _run(_cfg({"first_n": 100}), windows=8, labelled_until=8)
+    sink, data, _hook = _run(_cfg({"first_n": 100}), windows=8, labelled_until=8)
     pts = _cbpe(sink)
     assert pts, "no CBPE points"
     early = [r for r in pts if "value" not in r.fields]
@@ -129,7 +129,7 @@ def test_a_labelled_reference_file_calibrates_from_the_first_window(tmp_path):
     pd.DataFrame({"x": x, "yhat": pred, "p_yes": served, "p_no": 1 - served, "y": truth}).to_csv(path, index=False)
     cfg = _cfg({"file": str(path), "prediction": "yhat", "probabilities": {"yes": "p_yes", "no": "p_no"},
                 "label": "y"})
-    sink, data, hook = _run(cfg, windows=3, labelled_until=0)
+    sink, data, _hook = _run(cfg, windows=3, labelled_until=0)
     pts = _cbpe(sink)
     assert len(pts) == 3 and all(r.fields["calibrated"] and r.fields["calibration_n"] == 1000 for r in pts)
     assert all(r.fields["lower"] <= r.fields["value"] <= r.fields["upper"] for r in pts)

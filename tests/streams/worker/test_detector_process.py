@@ -16,12 +16,12 @@ import pytest
 
 from benchmarks.traffic import Traffic, iter_messages, monitor_config
 from detectors.records import WINDOW
+from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.monitors import parse_monitors
 from streams.worker.pipeline import Pipeline
-from streams.settings import Settings
 from tests.sinks import CollectSink
 
 

@@ -17,12 +17,12 @@ from detectors import records as R
 from detectors.concept import ErrorStreamMonitor, LabelJoin
 from detectors.performance import PerformanceAccumulator
 from streams.alerts.rules import AlertRule, evaluate
+from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
 from streams.worker.labels import LabelHook, LabelStore, ModelResults, decode_state, encode_state, labels_path
 from streams.worker.monitors import parse_monitors
 from streams.worker.pipeline import Pipeline
-from streams.settings import Settings
 from tests.streams.worker.test_pipeline import T0, FakeCheckpoints, FakeSink, batch_msg, dl_sender
 
 
@@ -258,7 +258,7 @@ def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_pat
     """Worker A is revoked mid-stream (a second worker joined the group), B takes over, then B leaves and A
     gets the partitions back: with a shared state dir each owner restores the state the previous one saved
     at the rebalance, the counters reconcile and nothing is counted twice; the points equal a live run's."""
-    inf, lab, live = labelled_stream()
+    _inf, lab, live = labelled_stream()
     want, _ = run_labelled(live, tmp_path / "live")
     state, shared, clock, acked = tmp_path / "shared", FakeSink(), [0.0], []
 
@@ -329,7 +329,7 @@ def test_an_unusable_snapshot_is_reported_and_the_join_starts_empty(tmp_path, ca
     state = tmp_path / "state"
     LabelStore(labels_path(state)).save([("m", 0.0, 3, b"not a snapshot")])
     h = LabelHook(cfg(), state_dir=state, background=False)
-    p, sink = pipeline(h)
+    p, _sink = pipeline(h)
     asyncio.run(p.process([batch_msg("m", 0, 30, 0)]))
     assert "unusable" in caplog.text and h.restored == {}
     assert h._joins["m"].stats.pending_predictions == 30
@@ -360,7 +360,7 @@ def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp
     assert (w5["n"], w6["n"]) == (10, 20) and w5["error_rate"] == w6["error_rate"] == 1.0
     fired = w5 if w5.get("drift") else w6
     assert fired["drift"] == 1 and fired["reference_error_rate"] == pytest.approx(0.1) and fired["n_ref"] == 100
-    assert T0 + 60 == fired["first_detection_time"] and fired["statistic"] > fired["threshold"]
+    assert fired["first_detection_time"] == T0 + 60 and fired["statistic"] > fired["threshold"]
     pts = [r for r in pts if r.fields is fired]
     rule = AlertRule(name="concept", signal="performance.drift", where={"detector": "fet_online"}, op="==",
                      threshold=1)

@@ -87,8 +87,8 @@ def test_alarm_budget_sets_the_drift_level_of_each_model():
     assert seg.drift.p_val == pytest.approx(2 / (families * 288))
     assert evt.drift.p_val == pytest.approx(2 / (families * 86_400 * 10 / 1000))
     plan = cfg.budget_plan()
-    assert [l.rate_source for l in plan] == ["size_seconds", "declared"]
-    assert sum(l.share_per_day for l in plan) == pytest.approx(2.0)
+    assert [line.rate_source for line in plan] == ["size_seconds", "declared"]
+    assert sum(line.share_per_day for line in plan) == pytest.approx(2.0)
 
 
 def test_alarm_budget_without_a_rate_follows_the_observed_one():
@@ -100,7 +100,7 @@ def test_alarm_budget_without_a_rate_follows_the_observed_one():
 
 
 def test_alarm_budget_errors_name_the_field():
-    with pytest.raises(ConfigError, match="alarm_budget.event_rates: 'nope' is not a configured model_id"):
+    with pytest.raises(ConfigError, match=r"alarm_budget.event_rates: 'nope' is not a configured model_id"):
         _budgeted(event_rates={"nope": 1.0})
-    with pytest.raises(ConfigError, match="alarm_budget.false_alarms"):
+    with pytest.raises(ConfigError, match=r"alarm_budget.false_alarms"):
         _budgeted(false_alarms=0)

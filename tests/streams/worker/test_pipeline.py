@@ -16,11 +16,11 @@ import orjson
 import pytest
 
 from detectors.records import DRIFT, WINDOW, Record
+from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage, StreamKey
 from streams.worker.monitors import parse_monitors
 from streams.worker.pipeline import AckTracker, Pipeline, checkpoint_from_row
-from streams.settings import Settings
 
 T0 = 1_764_000_000.0
 
@@ -222,7 +222,7 @@ def test_everything_is_accounted_for():
 
 def test_late_rows_are_dead_lettered_with_their_row_index():
     cfg = config({"size_seconds": 1.0, "grace_seconds": 0.0})
-    p, sink, acked, sent = make(cfg)
+    p, _sink, _acked, sent = make(cfg)
     jitter = np.zeros(10)
     jitter[7] = -5.0  # row 7 of the second message is 5 s too old
     msgs = [batch_msg("m", 0, 30, 0), batch_msg("m", 30, 10, 1, t_jitter=jitter)]
@@ -323,7 +323,7 @@ def test_labels_join_into_realized_performance():
 
 def test_a_failed_batch_is_never_acked():
     cfg = config({"size_events": 10}, {"first_n": 10})
-    p, sink, acked, _ = make(cfg)
+    p, _sink, acked, _ = make(cfg)
 
     def boom(*a, **k):
         raise RuntimeError("detector exploded in a way the engine did not expect")
