@@ -284,6 +284,7 @@ def check_login(access: Access | None, name: str, password: str, shared: str | N
     ((True, True), (True, False), (False, False))
     """
     hashed = access.password_hash(name) if (access is not None and name) else None
+    own: bool
     if hashed is None:
         counts = [n for n in (_iterations(h) for h in (access.hashes.values() if access else ())) if n]
         own = verify_password(password, dummy_hash(max(counts) if counts else HASH_ITERATIONS)) and False

@@ -232,7 +232,8 @@ class TimeRange:
         tenth (at least ``min_seconds``, at most the longest preset), so every series fills
         the chart instead of being one dot in a day.
 
-        >>> t0 = datetime(2026, 1, 1, 9, 18, tzinfo=timezone.utc)
+        >>> from datetime import timedelta
+        >>> t0 = datetime(2026, 1, 1, 9, 18, tzinfo=UTC)
         >>> TimeRange.since(t0, now=t0 + timedelta(minutes=12)).seconds
         900
         >>> TimeRange.since(t0, now=t0 + timedelta(hours=2)).seconds

@@ -218,7 +218,7 @@ class AlertStore:
                         (row["target"], row["event_id"], row["event_status"], row["alert_key"], row["model"],
                          row["version"], row["rule"], row["severity"], row["body"], created, created),
                     )
-                    if cur.rowcount:
+                    if cur.rowcount and cur.lastrowid is not None:
                         ids.append(int(cur.lastrowid))
                 self._db.execute(
                     "INSERT INTO window_mark(model, version, last_window_ns) VALUES (?,?,?)"

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from detectors.values import not_none
+
 MAX_ALLOWED = 50
 """Most distinct values listed as ``allowed`` for a categorical feature (more: no allowed list)."""
 REGRESSION_DISTINCT = 20
@@ -56,7 +58,7 @@ def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV (``.gz`` decompressed); raises ValueError saying what is wrong."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", newline="", encoding="utf-8") as fh:  # type: ignore[operator]
+        with opener(path, "rt", newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
         raise ValueError(f"{path}: cannot read it as CSV: {e}") from None
@@ -82,7 +84,7 @@ def infer_feature(name: str, cells: list[str]) -> dict[str, Any]:
 
     feature: dict[str, Any] = {"name": name}
     cats, _bad = parse_categories(cells, text=True)  # empty cells are missing
-    present = np.not_equal(cats, None)
+    present = not_none(cats)
     numbers, bad = parse_numeric(cells, text=True)  # empty, NA, NaN, null cells are missing
     if present.any() and {c.strip().lower() for c in cats[present].tolist()} <= _BOOL_WORDS:
         feature["kind"] = "boolean"
@@ -173,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     output.write_text(text, encoding="utf-8")
     m = cfg["models"][0]
-    kinds = {}
+    kinds: dict[str, int] = {}
     for f in m["features"]:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
     print(f"wrote {output}: model {m['model_id']!r} ({m['task']}), {len(m['features'])} features "

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from detectors.errors import DriftwatchError
+from detectors.values import not_none
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TOP_CATEGORIES = 5
@@ -151,7 +152,7 @@ def expectation_problems(frame, features) -> list[str]:
             col = frame.categorical.get(f.name)
             if col is None:
                 continue
-            missing = np.equal(col, None)
+            missing = ~not_none(col)
             if f.allowed is not None:
                 present = col[~missing].astype(str)
                 bad = ~np.isin(present, np.asarray(f.allowed, dtype=str))

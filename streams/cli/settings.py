@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -35,7 +36,7 @@ def settings_models() -> list[type[Settings]]:
 def reference_table() -> str:
     """Markdown table of every setting, generated from the settings models (:func:`settings_models`)."""
     rows = ["| variable | type | default | description |", "|---|---|---|---|"]
-    fields = {}
+    fields: dict[str, Any] = {}
     for model in settings_models():
         for name, field in model.model_fields.items():
             fields.setdefault(name, field)

@@ -8,5 +8,7 @@ and JSON Schemas) re-exports these names.
 
 from __future__ import annotations
 
+from typing import Literal
+
 #: ``schema_version`` of every event and batch on the wire (see :mod:`streams.wire.schemas`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1

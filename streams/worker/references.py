@@ -213,7 +213,8 @@ def encode_rows(frame, features) -> bytes:
     """
     n = len(frame)
     arrays: dict[str, np.ndarray] = {}
-    numeric, categorical = [], []
+    numeric: list[str] = []
+    categorical: list[str] = []
     withheld = [f.name for f in features if f.sensitive]
     for f in features:
         if f.sensitive:
@@ -351,7 +352,7 @@ class _Fold:
             self.entries.pop(k, None)
         else:
             self.entries[k] = (_headers(rec.headers), rec.value, rec.offset)
-        return k  # type: ignore[return-value]
+        return k
 
     def get(self, k: tuple[str, str]) -> StoredReference | None:
         """The stored reference under ``k`` (None: absent, or unusable — see ``problems``)."""
