@@ -30,22 +30,13 @@ from typing import Any
 
 import pytest
 
-from streams.devstack.localstack import LocalStack, StackError, free_ports, settings_env as _settings_env
+from streams.devstack.localstack import LocalStack, StackError, free_ports
+from streams.devstack.localstack import settings_env as _settings_env
 from streams.settings import Settings
 
 log = logging.getLogger("tests.conftest")
 
 TEST_PARTITIONS = 4
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # kafka-python 3.0 loads its protocol schemas with deprecated importlib.resources
-    # calls: ~200 warnings per session that say nothing about driftwatch.
-    for spec in (
-        "ignore:read_text is deprecated:DeprecationWarning",
-        "ignore:open_text is deprecated:DeprecationWarning",
-    ):
-        config.addinivalue_line("filterwarnings", spec)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -97,9 +88,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 @pytest.fixture
 def settings(stack: LocalStack, tmp_path: Path) -> Iterator[Settings]:
     """Settings for one test: its own topics (4 partitions), group and database."""
-    from streams.influx.admin import drop_database, ensure_database
     from streams.broker.admin import delete_topics, ensure_topics, topic_names
     from streams.devstack.localstack import free_port
+    from streams.influx.admin import drop_database, ensure_database
 
     tag = uuid.uuid4().hex[:10]
     s = Settings(

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# scripts/lint.sh -- the static checks .ci/run runs before the tests; fails on any finding.
+#   ruff check   lint rules of pyproject.toml [tool.ruff.lint] over the whole checkout
+#   mypy         type check of detectors/, streams/, dashboard/ ([tool.mypy] in pyproject.toml)
+# Needs the [lint] extra in .venv (scripts/bootstrap.sh installs it with [test]).
+# Fix findings rather than silencing them: a `# noqa` or `# type: ignore` says why, on its line.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=.venv/bin/python
+echo "lint: ruff check" >&2
+"$PY" -m ruff check .
+echo "lint: mypy" >&2
+"$PY" -m mypy
