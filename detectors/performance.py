@@ -661,7 +661,7 @@ class CalibrationCollector:
         """Test the full calibration on joined rows after it; True when it stopped holding (the
         collector was reset and the caller collects these rows as the first of the new calibration)."""
         cal = self.calibration()
-        if cal is None:
+        if cal is None or self.drift_z is None:  # drift_z=None: the calibration is never tested
             return False
         stat = calibration_residuals(cal, proba, labels, pred_label)
         if stat is None:
@@ -714,7 +714,7 @@ def calibration_residuals(cal: Calibration, proba: np.ndarray, labels: np.ndarra
     0 or 1, and a row it calls certain must not make the variance vanish."""
     ok, p, pred_idx = _proba_rows(proba, cal.classes, pred_label)
     lab = normalize_labels(labels)[ok]
-    has = np.not_equal(lab, None)
+    has = not_none(lab)
     if not has.any():
         return None
     p, pred_idx, lab = cal.apply(p[has]), pred_idx[has], lab[has]
