@@ -629,7 +629,7 @@ def health(row: dict[str, Any], now: datetime | None = None) -> tuple[str, str]:
     A model without a drift summary (drift off, or none written yet) has ``drift`` NaN in the
     overview's frame, which is not drift:
 
-    >>> health({"drift": float("nan"), "last_window": datetime.now(timezone.utc)})[0]
+    >>> health({"drift": float("nan"), "last_window": datetime.now(UTC)})[0]
     'ok'
     """
     now = now or datetime.now(UTC)
