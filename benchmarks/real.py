@@ -88,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-nannyml", action="store_true",
                         help="skip NannyML (its streams and its peer results): no virtualenv, no pip")
     parser.add_argument("--lead", type=int, default=3, help="windows the replay may run ahead of the worker")
+    parser.add_argument("--no-label-pace", action="store_true",
+                        help="pace the replay on the windows written only, not also on the label results")
     parser.add_argument("--stall-timeout", type=float, default=120.0,
                         help="give up when the worker writes no window for this long")
     parser.add_argument("--budget", type=float, default=1.0,
@@ -302,6 +304,12 @@ class Influx:
         rows = self.rows('SELECT count("n_events") FROM "dw_window" GROUP BY "model"')
         return {r["model"]: int(r["count"]) for r in rows}
 
+    def labelled_windows_written(self) -> dict[str, int]:
+        """Windows whose realized accuracy (from joined labels) is in, per model."""
+        rows = self.rows('SELECT count("n") FROM "dw_performance" WHERE "metric" = \'accuracy\' AND '
+                         '"detector" = \'realized\' GROUP BY "model"')
+        return {r["model"]: int(r["count"]) for r in rows}
+
 
 def replay(streams: list[Stream], tl: dict[str, Timeline], settings, influx: Influx, lead: int, stall: float) -> dict:
     """Produce every stream window by window (labels one window later), at most ``lead`` windows ahead."""
@@ -319,6 +327,14 @@ def replay(streams: list[Stream], tl: dict[str, Timeline], settings, influx: Inf
                 written = influx.windows_written()
                 behind = [s for s in streams if min(r, s.n_windows) - written.get(model_id(s), 0) > lead]
                 total = sum(written.values())
+                if not behind and LABEL_PACE:
+                    # the label path too: its results (realized accuracy, error stream, CBPE's calibration) may
+                    # lag the windows by at most `lead` windows, as they would on the replay clock's real time
+                    # (the first UNJOINED windows' predictions came before any label: never joined)
+                    lab = influx.labelled_windows_written()
+                    behind = [s for s in streams if s.labelled and
+                              min(r, s.n_windows) - UNJOINED - 1 - lab.get(model_id(s), 0) > lead]
+                    total += sum(lab.values())
                 if total != last_count:
                     last_count, last_progress = total, time.monotonic()
                 if not behind:
@@ -506,6 +522,14 @@ def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budge
 
 
 BENCH_LEAD = 3
+LABEL_PACE = True
+"""The replay waits for the label path as for the windows (``--no-label-pace``: windows only). Without it, the
+replay's compressed clock (86 s of event time per window, replayed in well under a second) turns a one-off
+minute in the worker — the error-stream detector's calibration, during which the model's joined rows wait —
+into dozens of windows whose CBPE estimate and error-stream verdict used stale label results."""
+UNJOINED = 2
+"""Windows at the start of each labelled stream whose labels do not join in this replay (their predictions
+came before the model's first label; the label join holds predictions from the first label on)."""
 BENCH_STALL = 120.0
 BENCH_SETTLE = 60.0
 
@@ -895,12 +919,13 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    global BENCH_LEAD, BENCH_STALL, BENCH_SETTLE
+    global BENCH_LEAD, BENCH_STALL, BENCH_SETTLE, LABEL_PACE
     if args.table is not None:
         print(markdown_table(json.loads(args.table.read_text())))
         return 0
     warnings.filterwarnings("ignore")
     BENCH_LEAD, BENCH_STALL = args.lead, args.stall_timeout
+    LABEL_PACE = not args.no_label_pace
     BENCH_SETTLE = 120.0 if args.quick else 600.0  # a bound: the wait ends when the label results are in
     t_start = time.perf_counter()
     state = (args.state_dir or default_bench_dir()).resolve()
@@ -934,7 +959,7 @@ def run(args: argparse.Namespace) -> int:
         report = {
             "command": COMMAND + (" --quick" if args.quick else ""),
             "git_commit": _git_commit(),
-            "config": {"quick": args.quick, "seed": args.seed, "lead_windows": args.lead,
+            "config": {"quick": args.quick, "seed": args.seed, "lead_windows": args.lead, "label_pace": LABEL_PACE,
                        "budget_false_alarms_per_100_windows": args.budget, "windows_per_day": WINDOWS_PER_DAY,
                        "worker": "driftwatch worker, default monitor config (reference first_n, window, features)",
                        "nannyml": nanny.get("nannyml_version"), "nannyml_spec": None if args.no_nannyml else NANNYML_SPEC},
