@@ -504,11 +504,7 @@ class Reference:
         """NPZ bytes: arrays plus a JSON header (no pickled objects)."""
         arrays: dict[str, np.ndarray] = {}
         meta = self._arrays("", arrays)
-        meta.update(format=FORMAT, version=FORMAT_VERSION)
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        (np.savez_compressed if compress else np.savez)(buf, **arrays)
-        return buf.getvalue()
+        return npz_bytes(arrays, meta, FORMAT, FORMAT_VERSION, compress)
 
     @classmethod
     def _from_arrays(cls, meta: dict, prefix: str, data) -> Reference:
@@ -535,17 +531,32 @@ class Reference:
     @classmethod
     def from_bytes(cls, blob: bytes) -> Reference:
         """Inverse of :meth:`to_bytes`; raises :class:`ReferenceDataError` on foreign data."""
-        try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-            meta = json.loads(bytes(data["meta"]).decode())
-        except Exception as e:  # zipfile/json/key errors all mean "not ours"
-            raise ReferenceDataError(f"not a serialised driftwatch reference: {e}") from None
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise ReferenceDataError(
-                f"not a driftwatch reference of version {FORMAT_VERSION}: "
-                f"format={meta.get('format')!r} version={meta.get('version')!r}")
+        meta, data = npz_read(blob, FORMAT, FORMAT_VERSION, "driftwatch reference", ReferenceDataError)
         return cls._from_arrays(meta, "", data)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], meta: dict, fmt: str, version: int, compress: bool = True) -> bytes:
+    """NPZ bytes of ``arrays`` plus ``meta`` as a JSON header tagged with ``fmt``/``version`` (no pickles)."""
+    head = {**meta, "format": fmt, "version": version}
+    arrays = {**arrays, "meta": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}
+    buf = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
+    return buf.getvalue()
+
+
+def npz_read(blob: bytes, fmt: str, version: int, what: str,
+             error: type[Exception]) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(meta, arrays)`` of :func:`npz_bytes` output; ``error`` (naming ``what``) on foreign or other-version data."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(data["meta"]).decode())
+    except Exception as e:  # zipfile/json/key errors all mean "not ours"
+        raise error(f"not a serialised {what}: {e}") from None
+    if meta.get("format") != fmt or meta.get("version") != version:
+        raise error(f"not a {what} of version {version}: format={meta.get('format')!r} "
+                    f"version={meta.get('version')!r}")
+    return meta, data
 
 
 # -- files of rows ------------------------------------------------------------------------

@@ -22,30 +22,21 @@ from scipy import stats
 from detectors.frame import Frame
 from detectors.quality import data_quality
 from detectors.reference import Reference, WindowColumns
-from detectors.spec import DriftSpec, FeatureSpec
+from detectors.spec import DriftSpec
 from detectors.summaries import SummaryLayout, numeric_statistics, summary_drift, summary_quality
 from detectors.univariate import univariate_drift
-
-FEATURES = tuple([FeatureSpec(name=f"x{i}", kind="numeric") for i in range(15)]
-                 + [FeatureSpec(name=f"c{i}", kind="categorical") for i in range(5)])
+from tests.detectors import bench_drift
+from tests.detectors.bench_drift import FEATURES
 
 
 def make_frame(rng: np.random.Generator, n: int, shift: float = 0.0, start: int = 0) -> Frame:
-    numeric = {}
+    """bench_drift's window, its numeric features drawn in turn from normal, Student-t(3) and lognormal laws."""
+    f = bench_drift.make_frame(rng, n)
     for i in range(15):
-        col = (rng.normal(size=n), rng.standard_t(3, n), rng.lognormal(0, 1, n))[i % 3]
-        if i == 0:
-            col = col + shift
-        col[rng.random(n) < 0.05] = np.nan
-        numeric[f"x{i}"] = col
-    cats = np.array([f"cat_{j}" for j in range(12)], dtype=object)
-    categorical = {}
-    for i in range(5):
-        col = cats[rng.integers(0, 12, n)].copy()
-        col[rng.random(n) < 0.05] = None
-        categorical[f"c{i}"] = col
-    return Frame.from_columns(event_id=np.arange(start, start + n).astype(str).astype(object),
-                              event_time=np.arange(n) * 1e-3, numeric=numeric, categorical=categorical)
+        col = (rng.normal(size=n), rng.standard_t(3, n), rng.lognormal(0, 1, n))[i % 3] + (shift if i == 0 else 0.0)
+        f.numeric[f"x{i}"] = np.where(np.isnan(f.numeric[f"x{i}"]), np.nan, col)  # its 5 % missing values kept
+    f.event_id = np.arange(start, start + n).astype(str).astype(object)
+    return f
 
 
 def main() -> None:
