@@ -18,6 +18,7 @@ def result() -> dict:
     return B.run_benchmark(o)
 
 
+@pytest.mark.slow  # the module's benchmark run (~1 min)
 def test_done_when_criteria_hold(result: dict) -> None:
     ext, eva, sh = result["extraction"], result["evasion"], result["benign_shift"]
     # >= 90% of extraction attackers flagged within 200 queries, <= 1% of benign clients ever
@@ -46,6 +47,7 @@ def test_done_when_criteria_hold(result: dict) -> None:
     assert all(result["done_when"].values()), result["done_when"]
 
 
+@pytest.mark.slow  # the module's benchmark run (~1 min)
 def test_output_is_json_with_the_reported_numbers(result: dict) -> None:
     text = json.dumps(result)
     back = json.loads(text)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
+
 from benchmarks import detection
 
 
+@pytest.mark.slow  # the detection benchmark's quick run (~30 s)
 def test_detection_benchmark_prints_json(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     detection.add_arguments(parser)

@@ -127,6 +127,7 @@ def test_river_episodes_replay_the_threshold_study_episodes():
     assert brent and all(s.task == "regression" and s.label is None for s in brent)
 
 
+@pytest.mark.slow  # the real-data benchmark end to end (several minutes)
 def test_bench_real_quick_end_to_end(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     real.add_arguments(parser)

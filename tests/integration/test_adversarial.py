@@ -90,6 +90,7 @@ def test_records_reach_influxdb_the_dashboard_and_the_alert_rules(settings) -> N
     assert not any(o.breached for o in evaluate(rules, per_window[0], "wine", "1"))
 
 
+@pytest.mark.slow  # runs the demo's attack scenarios through a worker (25-50 s)
 def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> None:
     """``driftwatch demo`` attack scenarios → Kafka → ``driftwatch worker`` → InfluxDB.
 
@@ -155,6 +156,7 @@ def _wait_for(settings, proc, log, q: str, n: int, timeout: float = 180.0) -> li
     raise AssertionError(f"only {len(rows)} rows for {q}; worker log:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+@pytest.mark.slow  # runs the demo's attack scenarios through a worker (25-50 s)
 def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(settings, settings_env,
                                                                                 tmp_path) -> None:
     """The demo's data drift (``driftwatch up``: wine alcohol + color_intensity, diabetes bmi + bp,

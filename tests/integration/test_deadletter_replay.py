@@ -21,7 +21,7 @@ import yaml
 from streams.influx.sink import query
 from tests.integration.test_pipeline import T0, dead_events, wait_for, windowed, worker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 
 FEATURES = [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}]
 

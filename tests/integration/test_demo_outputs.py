@@ -23,7 +23,7 @@ import pytest
 from detectors import records as R
 from streams.influx.sink import database, query
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 
 RATE = 400
 

@@ -24,7 +24,7 @@ from streams.influx.sink import DatabaseNotFound, query
 from tests.reliability.helpers import Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 from tests.reliability.test_label_join import N, breast_cancer_stream, monitors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "integration"  # gitignored
 
 

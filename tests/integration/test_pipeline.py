@@ -27,7 +27,7 @@ import yaml
 from streams.influx.sink import DatabaseNotFound, query
 from tests.sinks import CollectSink
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 
 T0 = float(int(time.time()) - 3600)
 NUMERIC = ["x0", "x1", "x2", "x3"]

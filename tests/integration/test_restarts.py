@@ -32,7 +32,7 @@ from streams.influx.sink import DatabaseNotFound, InfluxQueryError, query
 from streams.worker.labels import LabelStore, labels_path
 from tests.reliability.helpers import NUMERIC, T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 
 
 def rows(settings, q: str) -> list[dict]:

@@ -35,7 +35,7 @@ from tests.reliability.helpers import (
     windowed,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"  # gitignored
 
 
