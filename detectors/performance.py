@@ -704,6 +704,27 @@ class CalibrationCollector:
         self._fitted_n = self.n
         return self._fitted
 
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(scalars, arrays)``: the rows collected so far (probabilities; labels and predictions as object
+        arrays), so the label join's checkpoint carries CBPE's calibration to a restarted or new worker; the
+        fit is not stored (:meth:`calibration` refits the same rows, deterministically)."""
+        scalars = {"size": self.size, "min_rows": self.min_rows, "classes": list(self.classes), "n": self.n}
+        if not self.n:
+            return scalars, {}
+        return scalars, {"proba": np.concatenate(self._proba), "label": np.concatenate(self._label),
+                         "pred": np.concatenate(self._pred)}
+
+    @classmethod
+    def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> "CalibrationCollector":
+        """The collector :meth:`state` described."""
+        col = cls(int(scalars["size"]), int(scalars["min_rows"]), tuple(str(c) for c in scalars["classes"]))
+        if int(scalars["n"]):
+            col._proba = [np.asarray(arrays["proba"], dtype=np.float64)]
+            col._label = [np.asarray(arrays["label"], dtype=object)]
+            col._pred = [np.asarray(arrays["pred"], dtype=object)]
+            col.n = int(scalars["n"])
+        return col
+
 
 def calibration_residuals(cal: Calibration, proba: np.ndarray, labels: np.ndarray,
                           pred_label: np.ndarray | None) -> tuple[float, float, int] | None:

@@ -181,7 +181,7 @@ class Runtime:
 
         if rt.pipeline.label_hook is not None:
             @app.timer(interval=1.0, name="driftwatch-label-snapshots")
-            async def label_snapshots():  # label results within ~1 s; the join survives a restart (streams/worker/labels.py)
+            async def label_snapshots():  # label results within ~1 s; the join is checkpointed to Kafka (streams/worker/labels.py)
                 await rt.pipeline.flush_labels()
                 await rt.pipeline.label_hook.snapshot_if_due()
 
@@ -209,7 +209,7 @@ class Runtime:
                     await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
                 except Exception as e:
                     log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
-                try:  # the last label-join snapshot: a SIGTERM loses no waiting prediction
+                try:  # the last label-join checkpoint: the next owner re-reads nothing
                     await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
                 except Exception as e:
                     log.warning("label-join state not saved at shutdown (%r)", e)
@@ -241,4 +241,6 @@ def _label_hook(monitors: MonitorsConfig, settings: Settings):
         from streams.worker.labels import LabelHook
     except ImportError:
         return None
-    return LabelHook(monitors, settings)
+    from streams.worker.label_changelog import LabelChangelog
+
+    return LabelHook(monitors, settings, store=LabelChangelog(settings))

@@ -27,31 +27,26 @@ no labels, so that is the only labelled reference there is). Calibration
 buffer. Alert on it with ``signal: performance.drift`` and ``where: {detector:
 fet_online}``.
 
-**Surviving a restart.** With a state dir (the worker's ``Settings.state_dir``),
-each model's state — pending predictions (event id, event time, predicted label,
-probabilities, value), labels waiting for their prediction, recently finished ids,
-the join's counters, the rows joined but not yet reported, and the error-stream
-detector (reference, run) — is written to ``<state_dir>/labels/labels.sqlite3``
-(one row per model, columnar NPZ, no pickle) every ``snapshot_every`` seconds
-when it changed, by :meth:`LabelHook.snapshot_if_due` (a 1 s timer of the
-worker) and at shutdown (:meth:`LabelHook.close`). A restarted worker restores a
-model's state when it first sees the model, expiring what outlived its TTL.
-Predictions and labels read again from Kafka after the restart (their offsets
-were not yet committed) that the restored state already held are counted as
-``replayed_predictions`` / ``replayed_labels``, not twice.
+**Surviving a restart, on any host.** Each input partition's label-join state — for
+every model fed from it: pending predictions (event id, event time, predicted label,
+probabilities, value), labels waiting for their prediction, recently finished ids, the
+join's counters, the rows joined but not yet reported and the window results not yet
+confirmed written, the error-stream detector (reference, run), CBPE's calibration rows,
+and the input offsets the state covers — is checkpointed to a compacted Kafka topic
+(:mod:`streams.worker.label_changelog`: ``<consumer_group>-<topic_labels>-join-changelog``, chunked, one generation per
+checkpoint, columnar NPZ, no pickle) every ``snapshot_every`` seconds when it changed, by
+:meth:`LabelHook.snapshot_if_due` (a 1 s timer of the worker), at a rebalance
+(:meth:`LabelHook.revoke`) and at shutdown (:meth:`LabelHook.close`).
 
-What a crash can lose: after SIGKILL, what changed since the last snapshot
-(at most ``snapshot_every`` seconds, 5 by default): labels consumed in that
-interval (their offsets are committed within about a second) and predictions
-of windows written in that interval are not in the restored state, so those
-labels' predictions never join (counted as expired). Predictions not yet in a
-written window are read again from Kafka, so they are never lost. After
-SIGTERM, nothing (the shutdown writes a last snapshot).
-
-Several workers: the file belongs to a state dir. A worker restores only what
-a worker with the same state dir saved; when a model's partition moves to a worker
-with another state dir, its waiting predictions are lost there (their labels
-count as unmatched), as for alert state (docs/scale-out.md).
+Offsets follow the checkpoint: a message fed to the join stays un-acked (its offset is
+not committed) until a checkpoint holding what it brought is acknowledged by the broker
+(:meth:`take_fed` / :meth:`hold_until_snapshot`). A worker that gets a partition —
+after a restart, a crash, or a rebalance, with or without the previous owner's
+``state_dir`` — restores the partition's newest complete checkpoint before feeding any of
+its messages (:meth:`restore_partitions`), and Faust re-reads from the committed offsets:
+rows the checkpoint already holds (offset at or below the one it covers) are skipped,
+the rest are joined. A crash at any moment therefore loses nothing and counts nothing
+twice; it costs at most ``snapshot_every`` seconds of re-reading.
 
 Memory: a join holds every prediction until its label comes or it expires
 (up to ``labels.max_pending`` per model, ~200 bytes each). So a model whose
@@ -74,9 +69,9 @@ import io
 import json
 import logging
 import math
-import sqlite3
 import threading
 import time
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,12 +95,7 @@ ERROR_STREAM_METRIC = "error_stream"
 FET_DETECTOR = "fet_online"
 _FORMAT = 2
 _FORMATS = (1, 2)  # 1: before the results per window (its accumulator is ignored)
-
-
-def labels_path(state_dir: Path | str) -> Path:
-    """``<state_dir>/labels/labels.sqlite3``: the label-join snapshots."""
-    return Path(state_dir) / "labels" / "labels.sqlite3"
-
+_PARTITION_FORMAT = 1
 
 
 class DaemonExecutor:
@@ -352,8 +342,11 @@ def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelR
 
 
 def encode_state(snap, results: ModelResults | None, monitor_state: dict[str, np.ndarray] | None,
-                 clock: float, offsets: dict[tuple[str, int], int] | None = None) -> bytes:
-    """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON)."""
+                 clock: float, offsets: dict[tuple[str, int], int] | None = None, calibration=None) -> bytes:
+    """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON).
+
+    ``calibration``: CBPE's :class:`~detectors.performance.CalibrationCollector` of the model (its
+    labelled rows from the join), so the calibration follows the join to another worker."""
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"format": _FORMAT, "clock": clock, "classes": list(snap.classes), "has": snap.has,
                             "stats": snap.stats.as_fields(),
@@ -372,6 +365,13 @@ def encode_state(snap, results: ModelResults | None, monitor_state: dict[str, np
         meta["monitor"] = sorted(monitor_state)
         for k, v in monitor_state.items():
             arrays[f"mon.{k}"] = np.asarray(v)
+    if calibration is not None:
+        meta["calibration"], cal_arrays = calibration.state()
+        for k, v in cal_arrays.items():
+            if v.dtype == object:
+                arrays[f"cal.{k}.json"] = json_column(v)
+            else:
+                arrays[f"cal.{k}"] = v
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # ids and floats compress poorly; speed matters more here
@@ -402,59 +402,35 @@ def decode_state(blob: bytes) -> dict[str, Any]:
                                     stats, -math.inf if meta.get("label_clock") is None else meta["label_clock"])
     monitor = {k: data[f"mon.{k}"] for k in meta["monitor"]} if "monitor" in meta else None
     offsets = {(str(t), int(p)): int(o) for t, p, o in meta.get("offsets", [])}
+    calibration = None
+    if "calibration" in meta:
+        from detectors.performance import CalibrationCollector
+
+        cal = {k[4:-5]: object_column(v) for k, v in data.items() if k.startswith("cal.") and k.endswith(".json")}
+        cal.update({k[4:]: v for k, v in data.items() if k.startswith("cal.") and not k.endswith(".json")})
+        calibration = CalibrationCollector.from_state(meta["calibration"], cal)
     return {"snapshot": snap, "results": _decode_results(meta, data), "monitor": monitor, "clock": float(meta["clock"]),
-            "offsets": offsets}
+            "offsets": offsets, "calibration": calibration}
 
 
-class LabelStore:
-    """The SQLite file of label-join snapshots: one row per model (see module docstring)."""
+def encode_partition(states: dict[str, bytes], saved_at: float) -> bytes:
+    """The checkpoint of one input partition: its models' :func:`encode_state` bytes in one zlib-compressed
+    NPZ (event ids and repeated labels compress well; level 1 keeps it fast)."""
+    arrays = {f"s{i}": np.frombuffer(b, dtype=np.uint8) for i, b in enumerate(states.values())}
+    arrays["meta"] = np.frombuffer(json.dumps({"format": _PARTITION_FORMAT, "models": list(states),
+                                               "saved_at": saved_at}).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return zlib.compress(buf.getvalue(), 1)
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")  # a reader never sees a half-written snapshot
-            conn.execute("CREATE TABLE IF NOT EXISTS label_state (model TEXT PRIMARY KEY, saved_at REAL NOT NULL,"
-                         " clock REAL NOT NULL, pending INTEGER NOT NULL, state BLOB NOT NULL)")
-            self._conn = conn
-        return self._conn
-
-    def save(self, rows: list[tuple[str, float, int, bytes]]) -> None:
-        """Replace the saved state of these models in one transaction: ``(model, clock, pending, blob)``."""
-        with self._lock:
-            db = self._db()
-            now = time.time()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT OR REPLACE INTO label_state (model, saved_at, clock, pending, state)"
-                               " VALUES (?, ?, ?, ?, ?)", [(m, now, c, p, b) for m, c, p, b in rows])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-    def load(self, model: str) -> tuple[float, bytes] | None:
-        """``(saved_at, state)`` of a model, or None."""
-        with self._lock:
-            row = self._db().execute("SELECT saved_at, state FROM label_state WHERE model = ?", (model,)).fetchone()
-        return None if row is None else (float(row[0]), bytes(row[1]))
-
-    def models(self) -> dict[str, tuple[float, int]]:
-        """Saved models: ``model -> (saved_at, pending predictions)``."""
-        with self._lock:
-            rows = self._db().execute("SELECT model, saved_at, pending FROM label_state").fetchall()
-        return {m: (float(t), int(p)) for m, t, p in rows}
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+def decode_partition(blob: bytes) -> tuple[dict[str, bytes], float]:
+    """Inverse of :func:`encode_partition`: ``({model: state bytes}, saved_at)``."""
+    with np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        if meta.get("format") != _PARTITION_FORMAT:
+            raise ValueError(f"unknown label-checkpoint format {meta.get('format')!r}")
+        return {m: bytes(z[f"s{i}"]) for i, m in enumerate(meta["models"])}, float(meta["saved_at"])
 
 
 # ----------------------------------------------------------------------------- the hook
@@ -463,12 +439,15 @@ class LabelStore:
 class LabelHook:
     """Label join + realized performance + error-stream detection per model (see module docstring).
 
-    ``settings``: takes ``state_dir`` from it (snapshots and the threshold cache);
-    without one (or ``state_dir``) nothing is persisted and calibrations are not
-    cached. ``background``: calibrate the error-stream detector on a thread.
+    ``store``: where the join is checkpointed per input partition
+    (:class:`streams.worker.label_changelog.LabelChangelog`, or any object with its async
+    ``save(partition, gen, blob)`` / ``load(partition)``); without one nothing is persisted.
+    ``settings`` / ``state_dir``: only for the error-stream detector's threshold cache
+    (``<state_dir>/cache/online``; a cache: another host recomputes it). ``background``:
+    calibrate the error-stream detector on a thread.
     """
 
-    def __init__(self, monitors: MonitorsConfig, settings=None, *, state_dir: Path | str | None = None,
+    def __init__(self, monitors: MonitorsConfig, settings=None, *, store=None, state_dir: Path | str | None = None,
                  snapshot_every: float = SNAPSHOT_SECONDS, cache_dir: Path | str | None = None,
                  background: bool = True, clock=time.monotonic) -> None:
         importlib.import_module("detectors.concept")  # fail early: the worker then runs without labels
@@ -478,7 +457,7 @@ class LabelHook:
         self.eager = {m.model_id for m in monitors.models if "labels" in m.model_fields_set}
         if state_dir is None and settings is not None:
             state_dir = settings.state_dir
-        self.store = LabelStore(labels_path(state_dir)) if state_dir is not None else None
+        self.store = store
         self.cache_dir = cache_dir if cache_dir is not None else (
             online_cache_dir(state_dir) if state_dir is not None else None)
         self.snapshot_every = float(snapshot_every)
@@ -486,6 +465,9 @@ class LabelHook:
         self._joins: dict[str, object] = {}
         self._res: dict[str, ModelResults] = {}
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}  # model -> (topic, partition) -> last offset fed
+        self._part: dict[str, int] = {}  # model -> the input partition (number) its events come from
+        self._gen: dict[int, int] = {}  # input partition -> generation of its checkpoint last restored or written
+        self._restored: set[int] = set()  # input partitions whose checkpoint was looked for since they came
         self._fed: list[tuple[str, int, np.ndarray]] = []
         self._join_sent: dict[str, dict[str, int]] = {}  # model -> the join counters last written
         self._since_window: dict[str, set[tuple[str, int]]] = {}  # model -> windows the timer wrote since
@@ -495,13 +477,15 @@ class LabelHook:
         self._cal_rows: dict[str, object] = {}  # model -> CalibrationCollector (CBPE's labelled reference)
         self._ref_cal: dict[str, object] = {}  # model -> the Calibration of its labelled reference file
         self._now: dict[str, float] = {}
-        self._seen: set[str] = set()  # models whose saved state was looked for
         self._dirty: set[str] = set()
+        self._warned: set[str] = set()  # models seen in two partitions (warned once)
         self._last_snapshot = clock()
         self._writing = False
         self._io = ThreadPoolExecutor(1, thread_name_prefix="label-snapshots") if self.store is not None else None
         self._calib = DaemonExecutor("error-stream-calibration") if background else None
         self.restored: dict[str, int] = {}  # model -> predictions restored (introspection, logs)
+        #: checkpoints written: count, bytes (compressed), seconds (copy + encode + broker acknowledgement)
+        self.checkpoints = {"count": 0, "bytes": 0, "seconds": 0.0, "last_bytes": 0, "last_ms": 0.0}
 
     # -- state ----------------------------------------------------------------------
     def _new_join(self, model_id: str):
@@ -510,39 +494,74 @@ class LabelHook:
         cfg = self.models[model_id].labels
         return LabelJoin(ttl_seconds=cfg.ttl_seconds, max_pending=cfg.max_pending, align=True)
 
-    def _ensure(self, model_id: str) -> None:
-        """First sight of a model: restore its saved state, if any."""
-        if model_id in self._seen:
-            return
-        self._seen.add(model_id)
+    def _owner(self, model_id: str, partition: int) -> None:
+        """Remember the input partition a model's events come from (its checkpoint's key)."""
+        old = self._part.setdefault(model_id, int(partition))
+        if old != partition and model_id not in self._warned:
+            self._warned.add(model_id)
+            log.warning("%s: events in partitions %d and %d: the inference and label topics are not "
+                        "co-partitioned (same partition count, key = model id); the label join is checkpointed "
+                        "with partition %d", model_id, old, partition, old)
+
+    async def restore_partitions(self, partitions) -> int:
+        """Input partitions that just came to this worker: restore the label join of their models from their
+        newest complete checkpoint (before any of their messages is fed). Returns the models restored.
+        A checkpoint that cannot be read (broker away) raises :class:`streams.worker.label_changelog.ChangelogError`:
+        the batch fails and is read again (the worker stops rather than join without the state)."""
+        todo = sorted({int(p) for p in partitions} - self._restored)
+        if not todo:
+            return 0
         if self.store is None:
-            return
+            self._restored.update(todo)
+            return 0
+        n = 0
         t0 = time.perf_counter()
-        try:
-            got = self.store.load(model_id)
+        loaded = await asyncio.gather(*(self.store.load(p) for p in todo))  # one round trip for all of them
+        self._restored.update(todo)
+        for p, got in zip(todo, loaded):
             if got is None:
-                return
-            saved_at, blob = got
+                continue
+            self._gen[p] = max(self._gen.get(p, 0), got.gen)
+            try:
+                states, saved_at = decode_partition(got.blob)
+            except Exception:  # noqa: BLE001 - a damaged checkpoint must not stop the worker: start empty
+                log.exception("the label-join checkpoint of partition %d (generation %d) is unusable; its models "
+                              "start with an empty join", p, got.gen)
+                continue
+            for m, blob in states.items():
+                if m in self.models and m not in self._joins:
+                    n += self._restore_model(m, p, blob, saved_at, got.gen, t0)
+        return n
+
+    def _restore_model(self, model_id: str, partition: int, blob: bytes, saved_at: float, gen: int,
+                       t0: float) -> int:
+        try:
             st = decode_state(blob)
             join = self._new_join(model_id)
             n = join.restore(st["snapshot"], now=st["clock"])
         except Exception:  # a damaged snapshot must not stop the worker: start empty
             log.exception("the saved label-join state of %s is unusable; starting with an empty join", model_id)
-            return
+            return 0
         self._joins[model_id] = join
+        self._part[model_id] = partition
         self._now[model_id] = max(self._now.get(model_id, -math.inf), st["clock"])
         if st["results"] is not None:
             self._res[model_id] = st["results"]
         self._offsets[model_id] = dict(st["offsets"])
+        if st["calibration"] is not None:
+            self._cal_rows[model_id] = st["calibration"]
         if st["monitor"] is not None:
             mon = self._monitor(model_id)
             if mon is not None:
                 mon.restore(st["monitor"])
         self.restored[model_id] = n
         s = join.stats
-        log.info("%s: label join restored from %s (saved %.0f s ago): %d predictions and %d labels waiting, "
-                 "%d expired on restore; %.0f ms", model_id, self.store.path, time.time() - saved_at, n,
-                 s.pending_labels, s.expired - st["snapshot"].stats.expired, 1e3 * (time.perf_counter() - t0))
+        log.info("%s: label join restored from %r (partition %d, generation %d, saved %.0f s ago): %d predictions "
+                 "and %d labels waiting, %d expired on restore, CBPE calibration rows: %d; %.0f ms", model_id,
+                 self.store, partition, gen, time.time() - saved_at, n, s.pending_labels,
+                 s.expired - st["snapshot"].stats.expired,
+                 getattr(st["calibration"], "n", 0), 1e3 * (time.perf_counter() - t0))
+        return 1
 
     def _join(self, model_id: str):
         j = self._joins.get(model_id)
@@ -778,7 +797,7 @@ class LabelHook:
         if not len(frame):
             return
         try:
-            self._ensure(key.model_id)
+            self._owner(key.model_id, key.partition)
             if key.model_id not in self._joins and key.model_id not in self.eager:
                 self._now[key.model_id] = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
                 return  # no label seen yet for this model: do not hold its predictions
@@ -801,7 +820,7 @@ class LabelHook:
         if part.model_id not in self.models or not len(part):
             return
         try:
-            self._ensure(part.model_id)
+            self._owner(part.model_id, part.partition)
             fresh = self._fresh(part.model_id, part.topic, part.partition, part.origin)
             ids, labels, times = part.event_id, part.label, part.label_time
             if fresh is not None and not fresh.all():
@@ -818,7 +837,7 @@ class LabelHook:
     def last_window_ns(self, key: StreamKey) -> int | None:
         """Point time of the newest window of ``key``'s model and version the restored label results know
         (-1: none); None for a model that joins no labels (nothing to catch up on)."""
-        self._ensure(key.model_id)
+        self._owner(key.model_id, key.partition)
         if key.model_id not in self._joins and key.model_id not in self.eager:
             return None
         mr = self._res.get(key.model_id)
@@ -826,7 +845,7 @@ class LabelHook:
 
     def add_window(self, key: StreamKey, time_ns: int, end_time: float) -> None:
         """A window written before a restart that the restored state does not know (see Pipeline._new_state)."""
-        self._ensure(key.model_id)
+        self._owner(key.model_id, key.partition)
         self._res_of(key.model_id).add_window(key.model_version, time_ns, end_time, self.keep_windows)
         self._dirty.add(key.model_id)
 
@@ -836,7 +855,7 @@ class LabelHook:
         changed, and the join's counters at the window's time."""
         out = LabelResults()
         try:
-            self._ensure(key.model_id)
+            self._owner(key.model_id, key.partition)
             mr = self._res_of(key.model_id)  # also before the first label: its predictions may be labelled later
             mr.add_window(key.model_version, window.time_ns, window.end_time, self.keep_windows)
             self._dirty.add(key.model_id)
@@ -848,93 +867,102 @@ class LabelHook:
         return out
 
     # -- persistence ----------------------------------------------------------------
-    def _capture(self) -> list[tuple[str, Any, Any, Any, float]]:
-        """Copies of the dirty models' state (on the caller's thread; serialised elsewhere)."""
-        items = []
-        for m in sorted(self._dirty):
-            j = self._joins.get(m)
-            if j is None:
-                continue
-            mr = self._res.get(m)
-            mon = self._mon.get(m)
-            items.append((m, j.snapshot(), copy.deepcopy(mr) if mr is not None else None,
-                          mon.state() if mon is not None else None, self._now.get(m, -math.inf),
-                          dict(self._offsets.get(m, {}))))
+    def _capture(self) -> list[tuple[int, list[tuple]]]:
+        """Copies of the state of every input partition with a changed model (on the caller's thread;
+        serialised on a thread): ``[(partition, [(model, join snapshot, results, monitor, clock, offsets,
+        calibration), ...]), ...]``. A checkpoint holds all the partition's models (it replaces the last)."""
+        parts = sorted({self._part[m] for m in self._dirty if m in self._part})
         self._dirty.clear()
-        return items
+        out = []
+        for p in parts:
+            items = []
+            for m in sorted(m for m, q in self._part.items() if q == p and m in self._joins):
+                mr = self._res.get(m)
+                mon = self._mon.get(m)
+                cal = self._cal_rows.get(m)
+                items.append((m, self._joins[m].snapshot(), copy.deepcopy(mr) if mr is not None else None,
+                              mon.state() if mon is not None else None, self._now.get(m, -math.inf),
+                              dict(self._offsets.get(m, {})), copy.deepcopy(cal) if cal is not None else None))
+            if items:
+                out.append((p, items))
+        return out
 
-    def _write(self, items) -> int:
-        rows = []
-        for m, snap, mr, mon, clock, offsets in items:
-            rows.append((m, clock, int(snap.predictions["ids"].shape[0]), encode_state(snap, mr, mon, clock, offsets)))
-        if rows:
-            self.store.save(rows)
-        return sum(len(r[3]) for r in rows)
-
-    def snapshot_now(self) -> int:
-        """Write the changed models' state now, on this thread; returns the bytes written."""
-        if self.store is None:
-            return 0
-        held, self._held = self._held, []
-        items = self._capture()
-        self._last_snapshot = self.clock()
-        n = self._write(items) if items else 0
-        self._release(held)
-        return n
+    @staticmethod
+    def _encode(parts: list[tuple[int, list[tuple]]]) -> list[tuple[int, bytes]]:
+        now = time.time()
+        return [(p, encode_partition({m: encode_state(*rest) for m, *rest in items}, now)) for p, items in parts]
 
     async def snapshot_if_due(self, force: bool = False) -> int:
-        """Write the changed models' state if ``snapshot_every`` has passed (the copies are taken here,
-        the encoding and the SQLite write run on a thread). Returns the bytes written."""
+        """Checkpoint the partitions whose models changed, if ``snapshot_every`` has passed: the copies are
+        taken here, the encoding runs on a thread, then each partition's checkpoint goes to the store; the
+        messages whose rows it holds are released (their offsets may be committed) once the broker
+        acknowledged it. Returns the bytes written."""
         if self.store is None or not self._dirty or self._writing:
             return 0
         if not force and self.clock() - self._last_snapshot < self.snapshot_every:
             return 0
         t0 = time.perf_counter()
-        held, self._held = self._held, []  # messages whose rows this snapshot contains
-        items = self._capture()
+        held, self._held = self._held, []  # messages whose rows this checkpoint contains
+        parts = self._capture()
         t1 = time.perf_counter()
         self._last_snapshot = self.clock()
-        if not items:
+        if not parts:
             self._release(held)
             return 0
         self._writing = True
+        n = 0
         try:
-            n = await asyncio.get_running_loop().run_in_executor(self._io, self._write, items)
-        except Exception:  # disk full, locked file...: try again at the next tick
-            log.exception("writing the label-join snapshot to %s failed; retrying", self.store.path)
-            self._dirty.update(m for m, *_ in items)
+            blobs = await asyncio.get_running_loop().run_in_executor(self._io, self._encode, parts)
+            t2 = time.perf_counter()
+            for p, blob in blobs:
+                gen = self._gen.get(p, 0) + 1
+                n += await self.store.save(p, gen, blob)
+                self._gen[p] = gen
+        except Exception:  # broker away...: held messages stay un-acked, try again at the next tick
+            log.exception("writing the label-join checkpoint to %r failed; retrying", self.store)
+            self._dirty.update(m for _, items in parts for m, *_ in items)
             self._held = held + self._held
             return 0
         finally:
             self._writing = False
         self._release(held)
-        log.debug("label-join snapshot of %d model(s): %d bytes, copy %.1f ms, write %.1f ms", len(items), n,
-                  1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
+        t3 = time.perf_counter()
+        c = self.checkpoints
+        c["count"] += 1
+        c["bytes"] += n
+        c["seconds"] += t3 - t0
+        c["last_bytes"], c["last_ms"] = n, 1e3 * (t3 - t0)
+        log.log(logging.WARNING if t3 - t0 > 2.0 else logging.DEBUG,
+                "label-join checkpoint of %d partition(s): %d bytes, copy %.1f ms, encode %.1f ms, write %.1f ms",
+                len(parts), n, 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2))
         return n
 
     async def revoke(self, tps) -> list[str]:
-        """Partitions left this worker (a rebalance): the models fed from them are snapshotted now and
-        dropped from memory. The new owner (sharing the state dir) restores exactly this state and skips
-        what it holds; if they come back here, they are restored again instead of going on from a state
-        another worker has moved past. Returns the models dropped."""
+        """Partitions left this worker (a rebalance): the models fed from them are checkpointed now and
+        dropped from memory. Their new owner, on any host, restores exactly this state from the changelog
+        and skips what it holds; if they come back here, they are restored again from the changelog
+        instead of going on from a state another worker has moved past. Returns the models dropped."""
         gone = {(str(t), int(p)) for t, p in tps}
-        models = sorted(m for m, offs in self._offsets.items() if gone & set(offs))
-        if not models:
-            return []
+        parts = {p for _, p in gone}
+        models = sorted(m for m, p in self._part.items() if p in parts)
         while self._writing:
             await asyncio.sleep(0.02)
-        if self.store is not None:
+        if self.store is not None and models:
             try:
-                self._dirty.update(models)
+                self._dirty.update(m for m in models if m in self._joins)
                 await self.snapshot_if_due(force=True)
             except Exception:  # the new owner then re-reads from the committed offsets
                 log.exception("the label-join state of %s could not be saved at the rebalance", models)
         for m in models:
-            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent, self._since_window):
+            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent, self._since_window,
+                      self._cal_rows, self._part):
                 d.pop(m, None)
-            self._seen.discard(m)
             self._dirty.discard(m)
-        log.info("label join of %s handed over (partitions %s revoked)", ", ".join(models), sorted(gone))
+        self._restored -= parts
+        for p in parts:
+            self._gen.pop(p, None)
+        if models:
+            log.info("label join of %s handed over (partitions %s revoked)", ", ".join(models), sorted(gone))
         return models
 
     async def close(self) -> None:
@@ -945,7 +973,26 @@ class LabelHook:
             try:
                 await self.snapshot_if_due(force=True)
             finally:
-                self.store.close()
+                await self.store.close()
         for ex in (self._io, self._calib):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)
+
+
+async def read_checkpoints(store, partitions) -> dict[str, dict[str, Any]]:
+    """What the newest checkpoints of ``partitions`` hold, per model: ``partition``, ``gen``, ``saved_at``,
+    ``pending_predictions``, ``pending_labels``, ``offsets`` (operations, tests)."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in partitions:
+        got = await store.load(int(p))
+        if got is None:
+            continue
+        states, saved_at = decode_partition(got.blob)
+        for m, blob in states.items():
+            st = decode_state(blob)
+            snap = st["snapshot"]
+            out[m] = {"partition": int(p), "gen": got.gen, "saved_at": saved_at,
+                      "pending_predictions": int(snap.predictions["ids"].shape[0]),
+                      "pending_labels": int(snap.labels["ids"].shape[0]),
+                      "offsets": st["offsets"]}
+    return out

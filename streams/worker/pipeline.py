@@ -562,6 +562,8 @@ class Pipeline:
             tps[tp].tracker.release(messages[i].offset for i in idx)
 
     async def _handle(self, decoded: Decoded, tps: dict[tuple[str, int], _TP]) -> None:
+        if self.label_hook is not None:  # partitions new to this worker: their label join from its checkpoint
+            await self.label_hook.restore_partitions(p for _, p in tps)
         for (topic, partition, model_id) in decoded.unkeyed:
             w = ("unkeyed", topic, partition, model_id)
             if w not in self._warned:
@@ -587,7 +589,7 @@ class Pipeline:
         if self.label_hook is not None:
             for key, part in decoded.frames.items():
                 self.label_hook.on_predictions(key, part.frame, part.origin)
-            # messages fed to the label join stay un-acked until a snapshot of the join holds them
+            # messages fed to the label join stay un-acked until a checkpoint of the join holds them
             for topic, partition, offsets in self.label_hook.take_fed():
                 st_tp = tps.get((topic, partition))
                 if st_tp is not None:

@@ -7,6 +7,8 @@
 * dead letters (``topic_deadletter``): written by :mod:`streams.worker.deadletter`.
 * references (``<topic_inferences>.references``, 1 partition, compacted):
   :mod:`streams.worker.references`.
+* the label join's changelog (``<consumer_group>-<topic_labels>-join-changelog``, ``topic_partitions``
+  partitions, compacted): :mod:`streams.worker.label_changelog`.
 
 Topics are never auto-created: brokers choose their own partition count for
 those (tansu at random) and tansu cannot add partitions later.
@@ -51,19 +53,22 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
 def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create every topic the worker uses that does not exist yet (idempotent)."""
     from streams.broker.admin import ensure_topics as _ensure
+    from streams.worker.label_changelog import ensure_changelog_topic
     from streams.worker.references import ensure_references_topic
 
     counts = _ensure(settings)
     ensure_references_topic(settings)
+    ensure_changelog_topic(settings)
     return counts
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    """Every topic the worker needs: inferences, labels, dead letters, alerts, references."""
+    """Every topic the worker needs: inferences, labels, dead letters, alerts, references, the label changelog."""
     from streams.broker.admin import topic_names
+    from streams.worker.label_changelog import changelog_topic
     from streams.worker.references import references_topic
 
-    return topic_names(settings, [references_topic(settings)])
+    return topic_names(settings, [references_topic(settings), changelog_topic(settings)])
 
 
 class TopicWatch:

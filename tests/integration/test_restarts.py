@@ -3,8 +3,8 @@
 Real broker, real InfluxDB, ``driftwatch worker`` as a child process (helpers of the
 reliability suite), stopped with SIGTERM or SIGKILL and started again.
 
-* **Label join** — predictions wait for their labels in the worker; they are snapshotted to
-  ``<state_dir>/labels/labels.sqlite3`` every 5 s and at shutdown. The labels arrive only
+* **Label join** — predictions wait for their labels in the worker; they are checkpointed to
+  the label-join changelog topic (``<consumer_group>-<topic_labels>-join-changelog``) every 5 s and at shutdown. The labels arrive only
   *after* the restart, and every one is matched: the realized-performance points count them
   all (a worker without the snapshot would count none: the predictions' offsets were
   committed with their windows, so Kafka does not deliver them again).
@@ -29,7 +29,8 @@ from sklearn.metrics import accuracy_score
 
 from detectors import records as R
 from streams.influx.sink import DatabaseNotFound, InfluxQueryError, query
-from streams.worker.labels import LabelStore, labels_path
+from streams.worker.label_changelog import LabelChangelog
+from streams.worker.labels import read_checkpoints
 from tests.reliability.helpers import NUMERIC, T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
@@ -47,6 +48,18 @@ def send_labels(traffic: Traffic, model: str, ids: list[str], labels: list[str])
            "label_time": [T0 + 3600.0] * len(ids)}
     traffic.producer.send(traffic.settings.topic_labels, key=model.encode(), value=orjson.dumps(doc))
     traffic.flush()
+
+
+def checkpointed(settings) -> dict[str, int]:
+    """Predictions waiting per model in the newest label-join checkpoints on the broker."""
+    async def read():
+        store = LabelChangelog(settings)
+        try:
+            return await read_checkpoints(store, range(settings.topic_partitions))
+        finally:
+            await store.close()
+
+    return {m: c["pending_predictions"] for m, c in asyncio.run(read()).items()}
 
 
 def predicted(traffic_seed: int, model: str, batches: list[int]) -> list[str]:
@@ -72,7 +85,6 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
     cfg["models"][0]["drift"]["online"] = online
     cfg["models"][0]["labels"] = labels
     mon.write_text(yaml.safe_dump(cfg))
-    store = LabelStore(labels_path(settings.state_dir))
     traffic = Traffic(settings, seed=3)
     log1, log2 = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
     proc = start_worker(settings_env, mon, log1)
@@ -82,7 +94,7 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
         traffic.flush()
         wait_for(lambda: windowed(settings) == 1500, 120, "three windows written", [proc], log1)
         # the snapshot (every 5 s) holds all 1500 predictions waiting for labels
-        wait_for(lambda: store.models().get("m", (0, 0))[1] == 1500, 30, "a snapshot of 1500 predictions",
+        wait_for(lambda: checkpointed(settings).get("m") == 1500, 30, "a checkpoint of 1500 predictions",
                  [proc], log1)
         # the online thresholds are calibrated on a thread and cached (seconds; longer on a busy machine):
         # the restart below is meant to find them on disk
@@ -95,7 +107,7 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
             proc.wait(10)
         else:
             assert stop(proc, timeout=30) == 0, tail(log1)
-        assert store.models()["m"][1] == 1500
+        assert checkpointed(settings)["m"] == 1500
     finally:
         stop(proc)
     # online drift: calibrated on a thread while the windows closed (their events waited in its buffer),

@@ -47,7 +47,7 @@ FEATURES = ["mean radius", "mean texture", "mean smoothness", "mean compactness"
 OUTAGE_S = 30.0
 
 
-def breast_cancer_stream(seed: int = 7) -> tuple[list[dict], list[dict], int]:
+def breast_cancer_stream(seed: int = 7, model_id: str = "bc") -> tuple[list[dict], list[dict], int]:
     """Inference batches and label batches (one per inference batch) of the resampled breast-cancer set."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
@@ -68,53 +68,56 @@ def breast_cancer_stream(seed: int = 7) -> tuple[list[dict], list[dict], int]:
     inf, lab = [], []
     for b in range(N // PER):
         sl = slice(b * PER, (b + 1) * PER)
-        ids = [f"bc-{i}" for i in range(b * PER, (b + 1) * PER)]
-        inf.append({"schema_version": 1, "type": "inference_batch", "model_id": "bc", "model_version": "1",
+        ids = [f"{model_id}-{i}" for i in range(b * PER, (b + 1) * PER)]
+        inf.append({"schema_version": 1, "type": "inference_batch", "model_id": model_id, "model_version": "1",
                     "event_id": ids, "event_time": (T0 + np.arange(b * PER, (b + 1) * PER) * 0.01).tolist(),
                     "features": {f: x[sl, k].tolist() for k, f in enumerate(FEATURES)},
                     "prediction": {"label": [str(int(p)) for p in pred[sl]]}})
         keep = np.flatnonzero(sent[sl])
-        lab.append({"schema_version": 1, "type": "label_batch", "model_id": "bc",
+        lab.append({"schema_version": 1, "type": "label_batch", "model_id": model_id,
                     "event_id": [ids[k] for k in keep], "label": [str(int(v)) for v in y[sl][keep]],
                     "label_time": [T0 + ((b + 1) * PER + BEHIND * PER) * 0.01] * len(keep)})
     return inf, lab, int(sent.sum())
 
 
-def monitors(tmp_path: Path) -> Path:
+def monitors(tmp_path: Path, models: tuple[str, ...] = ("bc",)) -> Path:
     cfg = {"models": [{
-        "model_id": "bc", "features": [{"name": f, "kind": "numeric"} for f in FEATURES],
+        "model_id": m, "features": [{"name": f, "kind": "numeric"} for f in FEATURES],
         "window": {"size_events": WINDOW, "idle_close_seconds": 600},
         "reference": {"first_n": WINDOW},
         "labels": {"ttl_seconds": 3600,
                    "online": {"reference_size": 500, "ert": 5000, "window_sizes": [50], "n_bootstraps": 2000}},
-    }]}
+    } for m in models]}
     path = tmp_path / "monitors.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def label_points(s) -> dict:
-    """Label-derived dw_performance points in InfluxDB: (metric, detector, time) -> fields."""
+    """Label-derived dw_performance points in InfluxDB: (model, metric, detector, time) -> fields."""
     try:
         rows = query(s, 'SELECT * FROM "dw_performance" WHERE "detector" = \'realized\' OR '
-                        '"detector" = \'fet_online\' GROUP BY "metric", "detector"')
+                        '"detector" = \'fet_online\' GROUP BY "model", "metric", "detector"')
     except DatabaseNotFound:
         return {}
-    return {(r["metric"], r["detector"], int(r["time"])): {k: v for k, v in r.items() if v is not None and k not in
-                                                           ("time", "measurement", "metric", "detector", "model", "version")}
-            for r in rows}
+    return {(r["model"], r["metric"], r["detector"], int(r["time"])): {
+        k: v for k, v in r.items() if v is not None and k not in ("time", "measurement", "metric", "detector", "model",
+                                                                  "version")} for r in rows}
 
 
-def fault_free(s, mon: Path, inf: list[dict], lab: list[dict], state: Path) -> dict:
-    """What the engine writes without faults: the same pipeline and label join in-process, over both topics."""
+def fault_free(s, mon: Path, streams: dict[str, tuple[list[dict], list[dict]]], state: Path) -> dict:
+    """What the engine writes without faults: the same pipeline and label join in-process, over both topics
+    (``streams``: model -> its inference and label batches), as :func:`label_points` reads them back."""
     from streams.worker.deadletter import DeadLetterPublisher
     from streams.worker.decode import RawMessage
     from streams.worker.labels import LabelHook
     from streams.worker.monitors import load_monitors
     from streams.worker.pipeline import Pipeline
 
-    msgs = [RawMessage(orjson.dumps(d), b"bc", s.topic_inferences, 0, i, None) for i, d in enumerate(inf)]
-    msgs += [RawMessage(orjson.dumps(d), b"bc", s.topic_labels, 0, i, None) for i, d in enumerate(lab)]
+    msgs = []
+    for topic, which in ((s.topic_inferences, 0), (s.topic_labels, 1)):
+        docs = [(m, d) for m, both in streams.items() for d in both[which]]
+        msgs += [RawMessage(orjson.dumps(d), m.encode(), topic, 0, i, None) for i, (m, d) in enumerate(docs)]
 
     async def send(key, value, headers):
         fut = asyncio.get_running_loop().create_future()
@@ -129,11 +132,10 @@ def fault_free(s, mon: Path, inf: list[dict], lab: list[dict], state: Path) -> d
     async def run():
         await pipeline.process(msgs)
         await pipeline.drain()
-        for _ in range(200):  # until every joined row is attributed and written
+        for _ in range(300):  # until every joined row is attributed and written
             await pipeline.flush_labels()
             await pipeline.drain()
-            mr = hook._res["bc"]
-            if not mr.waiting and mr.calibrating is None:
+            if all(not hook._res[m].waiting and hook._res[m].calibrating is None for m in streams):
                 break
             await asyncio.sleep(0.1)
         await hook.close()
@@ -142,7 +144,7 @@ def fault_free(s, mon: Path, inf: list[dict], lab: list[dict], state: Path) -> d
     out = {}
     for r in sink.records:
         if r.measurement == "dw_performance" and r.tags["detector"] in ("realized", "fet_online"):
-            out[(r.tags["metric"], r.tags["detector"], r.time_ns)] = dict(r.fields)
+            out[(r.tags["model"], r.tags["metric"], r.tags["detector"], r.time_ns)] = dict(r.fields)
     return out
 
 
@@ -181,10 +183,10 @@ def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settin
     ensure_database(s)
     mon = monitors(tmp_path)
     inf, lab, n_labels = breast_cancer_stream()
-    want = fault_free(s, mon, inf, lab, tmp_path / "fault-free")
-    verdicts = sorted((k[2], v) for k, v in want.items() if k[0] == "error_stream")
+    want = fault_free(s, mon, {"bc": (inf, lab)}, tmp_path / "fault-free")
+    verdicts = sorted((k[3], v) for k, v in want.items() if k[1] == "error_stream")
     assert any(v.get("drift") == 1 for _t, v in verdicts), "the fault-free run finds the concept drift"
-    assert sum(v["n"] for k, v in want.items() if k[0] == "accuracy") == n_labels
+    assert sum(v["n"] for k, v in want.items() if k[1] == "accuracy") == n_labels
 
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5, **s.kafka_client_options())
     killed_three, done, errors = threading.Event(), threading.Event(), []

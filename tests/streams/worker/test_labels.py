@@ -1,13 +1,15 @@
 """streams.worker.labels: the label join persisted across restarts, and concept drift on the error stream.
 
-In-process (the pipeline with a fake sink, a real SQLite file under tmp_path); the real
-worker restarts (SIGTERM, SIGKILL) are in tests/integration/test_restarts.py.
+In-process (the pipeline with a fake sink; the checkpoints in :class:`MemoryChangelog`, which
+keeps the records the real changelog writes in a list and reads them back with the same
+generation fold); the real worker restarts (SIGTERM, SIGKILL) and the changelog on the real
+broker are in tests/integration/test_restarts.py and tests/integration/test_label_changelog.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import zlib
 
 import numpy as np
 import orjson
@@ -20,10 +22,41 @@ from streams.alerts.rules import AlertRule, evaluate
 from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
-from streams.worker.labels import LabelHook, LabelStore, ModelResults, decode_state, encode_state, labels_path
+from streams.worker.label_changelog import ChangelogError, GenerationFold, chunk_records
+from streams.worker.labels import LabelHook, ModelResults, decode_partition, decode_state, encode_state
 from streams.worker.monitors import parse_monitors
 from streams.worker.pipeline import Pipeline
 from tests.streams.worker.test_pipeline import T0, FakeCheckpoints, FakeSink, batch_msg, dl_sender
+
+
+class MemoryChangelog:
+    """The changelog's records in a list (same chunking and generation fold as the Kafka one)."""
+
+    def __init__(self, chunk_bytes: int = 4096) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.records: list[tuple[bytes, bytes, list]] = []
+        self.fail = False
+
+    async def save(self, partition: int, gen: int, blob: bytes) -> int:
+        if self.fail:
+            raise ChangelogError("broker away")
+        self.records += chunk_records(partition, gen, blob, self.chunk_bytes)
+        return len(blob)
+
+    async def load(self, partition: int):
+        fold = GenerationFold(partition)
+        for off, (k, v, h) in enumerate(self.records):
+            fold.add(k, v, h, off)
+        return fold.newest()
+
+    async def close(self) -> None:
+        return None
+
+    def pending(self, partition: int = 0) -> dict[str, int]:
+        """Predictions waiting per model in the partition's newest checkpoint."""
+        got = asyncio.run(self.load(partition))
+        states, _ = decode_partition(got.blob)
+        return {m: int(decode_state(b)["snapshot"].predictions["ids"].shape[0]) for m, b in states.items()}
 
 
 def cfg(labels: dict | None = None, task: str = "classification"):
@@ -108,8 +141,8 @@ def test_waiting_predictions_survive_a_restart(tmp_path):
     after the restart, and counts the predictions Kafka delivers again as replays, not twice."""
     from sklearn.metrics import accuracy_score
 
-    state = tmp_path / "state"
-    h1 = LabelHook(cfg(), state_dir=state, background=False)
+    state = MemoryChangelog()
+    h1 = LabelHook(cfg(), store=state, background=False)
     p1, _ = pipeline(h1)
     preds = batch_msg("m", 0, 30, 0)  # 10 build the reference, 20 close a window; all 30 wait for labels
 
@@ -119,8 +152,8 @@ def test_waiting_predictions_survive_a_restart(tmp_path):
         await h1.close()  # what the worker does on SIGTERM
 
     asyncio.run(first())
-    assert LabelStore(labels_path(state)).models()["m"][1] == 30
-    h2 = LabelHook(cfg(), state_dir=state, background=False)
+    assert state.pending() == {"m": 30}
+    h2 = LabelHook(cfg(), store=state, background=False)
     p2, sink = pipeline(h2)
     truth = ["p" if i % 5 else "q" for i in range(30)]
 
@@ -198,7 +231,7 @@ async def finish(p: Pipeline, h: LabelHook) -> None:
 
 def run_labelled(msgs, state, clock=None):
     clock = clock if clock is not None else [0.0]
-    h = LabelHook(cfg({"online": ONLINE}), state_dir=state, background=False, snapshot_every=2.0,
+    h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0,
                   clock=lambda: clock[0])
     p, sink = pipeline(h)
 
@@ -216,20 +249,20 @@ def test_label_results_are_the_same_live_on_a_backlog_and_after_crashes(tmp_path
     first) and one that is killed at random moments and restarted from its committed offsets write the
     same final points as a worker that ran live."""
     inf, lab, live = labelled_stream()
-    want, h = run_labelled(live, tmp_path / "live")
+    want, h = run_labelled(live, MemoryChangelog())
     assert h._joins["m"].stats.matched == sum(len(orjson.loads(m.value)["event_id"]) for m in lab)
     verdicts = [v for k, v in want.items() if dict(k[0])[R.T_METRIC] == "error_stream"]
     assert any(v.get("drift") == 1 for v in verdicts), "the concept drift is found"
     assert len([k for k in want if dict(k[0])[R.T_METRIC] == "accuracy"]) == 40
-    assert run_labelled(inf + lab, tmp_path / "backlog")[0] == want
-    assert run_labelled(lab + inf, tmp_path / "labels-first")[0] == want
+    assert run_labelled(inf + lab, MemoryChangelog())[0] == want
+    assert run_labelled(lab + inf, MemoryChangelog())[0] == want
 
     rng = np.random.default_rng(11)
-    state, shared, clock = tmp_path / "crashes", FakeSink(), [0.0]
+    state, shared, clock = MemoryChangelog(), FakeSink(), [0.0]
     acked: list[RawMessage] = []
     for crash in [*sorted(rng.choice(np.arange(5, len(live) - 5), 3, replace=False).tolist()), None]:
         committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}  # acks come in order
-        h = LabelHook(cfg({"online": ONLINE}), state_dir=state, background=False, snapshot_every=2.0,
+        h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0,
                       clock=lambda: clock[0])
         p = Pipeline(Settings(), hook_cfg(h), sink=shared, deadletters=DeadLetterPublisher(dl_sender([])),
                      evaluator=None, label_hook=h, ack=acked.append, checkpoints=FakeCheckpoints(shared),
@@ -259,12 +292,12 @@ def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_pat
     gets the partitions back: with a shared state dir each owner restores the state the previous one saved
     at the rebalance, the counters reconcile and nothing is counted twice; the points equal a live run's."""
     _inf, lab, live = labelled_stream()
-    want, _ = run_labelled(live, tmp_path / "live")
-    state, shared, clock, acked = tmp_path / "shared", FakeSink(), [0.0], []
+    want, _ = run_labelled(live, MemoryChangelog())
+    state, shared, clock, acked = MemoryChangelog(), FakeSink(), [0.0], []
 
     def worker():
         committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
-        h = LabelHook(cfg({"online": ONLINE}), state_dir=state, background=False, snapshot_every=2.0,
+        h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0,
                       clock=lambda: clock[0])
         p = Pipeline(Settings(), hook_cfg(h), sink=shared, deadletters=DeadLetterPublisher(dl_sender([])),
                      evaluator=None, label_hook=h, ack=acked.append, checkpoints=FakeCheckpoints(shared),
@@ -301,10 +334,20 @@ def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_pat
         + s.pending_labels == s.labels
 
 
-def test_snapshots_are_written_only_when_due_and_changed(tmp_path):
-    state = tmp_path / "state"
+def test_an_unusable_snapshot_is_reported_and_the_join_starts_empty(caplog):
+    state = MemoryChangelog()
+    asyncio.run(state.save(0, 1, zlib.compress(b"not a snapshot")))
+    h = LabelHook(cfg(), store=state, background=False)
+    p, sink = pipeline(h)
+    asyncio.run(p.process([batch_msg("m", 0, 30, 0)]))
+    assert "unusable" in caplog.text and h.restored == {}
+    assert h._joins["m"].stats.pending_predictions == 30
+
+
+def test_snapshots_are_written_only_when_due_and_changed():
+    state = MemoryChangelog()
     clock = [0.0]
-    h = LabelHook(cfg(), state_dir=state, background=False, snapshot_every=5.0, clock=lambda: clock[0])
+    h = LabelHook(cfg(), store=state, background=False, snapshot_every=5.0, clock=lambda: clock[0])
     p, _ = pipeline(h)
 
     async def run():
@@ -320,26 +363,104 @@ def test_snapshots_are_written_only_when_due_and_changed(tmp_path):
         await h.close()
 
     asyncio.run(run())
-    assert LabelStore(labels_path(state)).models()["m"][1] == 35
-    with sqlite3.connect(labels_path(state)) as db:  # the file is plain SQLite: one row per model
-        assert db.execute("SELECT count(*) FROM label_state").fetchone() == (1,)
+    assert state.pending() == {"m": 35}
+    assert asyncio.run(state.load(0)).gen == 2  # two checkpoints; close had nothing new
+    assert h.checkpoints["count"] == 2 and h.checkpoints["bytes"] > 0
 
 
-def test_an_unusable_snapshot_is_reported_and_the_join_starts_empty(tmp_path, caplog):
-    state = tmp_path / "state"
-    LabelStore(labels_path(state)).save([("m", 0.0, 3, b"not a snapshot")])
-    h = LabelHook(cfg(), state_dir=state, background=False)
-    p, _sink = pipeline(h)
+def test_an_incomplete_generation_is_ignored_and_the_one_before_it_restored():
+    """A crash in the middle of a checkpoint leaves some chunks of a generation: a reader restores the
+    complete one before it (its offsets were the last committed), never a mix."""
+    state = MemoryChangelog(chunk_bytes=512)
+    h = LabelHook(cfg(), store=state, background=False)
+    p, _ = pipeline(h)
     asyncio.run(p.process([batch_msg("m", 0, 30, 0)]))
-    assert "unusable" in caplog.text and h.restored == {}
-    assert h._joins["m"].stats.pending_predictions == 30
+    asyncio.run(h.snapshot_if_due(force=True))
+    complete = len(state.records)
+    assert complete > 2  # chunked
+    asyncio.run(p.process([batch_msg("m", 30, 20, 1)]))
+    asyncio.run(h.snapshot_if_due(force=True))
+    assert state.pending() == {"m": 50}
+    k, v, hd = state.records.pop()  # generation 2 lost its last chunk (a crash while writing it)
+    assert asyncio.run(state.load(0)).gen == 1 and state.pending() == {"m": 30}
+    state.records.append((k, v[:-1] + bytes([v[-1] ^ 1]), hd))  # all chunks there, one corrupt
+    fold = GenerationFold(0)
+    for off, (k2, v2, hd2) in enumerate(state.records):
+        fold.add(k2, v2, hd2, off)
+    assert fold.newest().gen == 1 and "SHA-256" in fold.problems[0]
+    h2 = LabelHook(cfg(), store=state, background=False)
+    asyncio.run(h2.restore_partitions([0]))
+    assert h2.restored == {"m": 30}
+
+
+def test_offsets_are_released_only_after_the_checkpoint_that_covers_them():
+    """The messages fed to the join stay un-acked until a checkpoint holding them is written; a failed
+    write keeps them held (and retries), so a crash re-reads exactly what the last checkpoint lacks."""
+    state, acked = MemoryChangelog(), []
+    h = LabelHook(cfg(), store=state, background=False)
+    p = Pipeline(Settings(), hook_cfg(h), sink=FakeSink(), deadletters=DeadLetterPublisher(dl_sender([])),
+                 evaluator=None, label_hook=h, ack=acked.append)
+
+    async def run():
+        await p.process([batch_msg("m", 0, 5, 0), label_msg(["m-0", "m-1"], ["p", "q"], 0)])
+        await p.drain()
+        assert acked == []
+        state.fail = True
+        assert await h.snapshot_if_due(force=True) == 0
+        assert acked == []
+        state.fail = False
+        assert await h.snapshot_if_due(force=True) > 0
+        # the labels' message is acked; the predictions' message still waits for its window to close
+        assert [(m.topic, m.offset) for m in acked] == [("labels", 0)]
+
+    asyncio.run(run())
+
+
+def test_calibration_rows_travel_with_the_checkpoint():
+    """CBPE's calibration learnt from joined labels (no labelled reference) is in the checkpoint: a new
+    worker restoring the partition has the same rows and fits the same calibration."""
+    from detectors.performance import CBPE
+
+    state = MemoryChangelog()
+    h = LabelHook(cfg(), store=state, background=False)
+    p, _ = pipeline(h)
+    rng = np.random.default_rng(3)
+    n = 300
+    proba = rng.dirichlet([1, 1], n)
+    doc = {"type": "inference_batch", "model_id": "m", "model_version": "1",
+           "event_id": [f"c-{i}" for i in range(n)], "event_time": (T0 + np.arange(n) * 0.1).tolist(),
+           "features": {"x": rng.normal(size=n).tolist(), "c": ["a"] * n},
+           "prediction": {"label": np.where(proba[:, 0] > 0.5, "p", "q").tolist(),
+                          "probabilities": {"p": proba[:, 0].tolist(), "q": proba[:, 1].tolist()}}}
+    truth = np.where(rng.random(n) < proba[:, 0], "p", "q").tolist()
+
+    async def run():
+        await p.process([RawMessage(orjson.dumps(doc), b"m", "t", 0, 0, None)])
+        await p.process([label_msg([f"c-{i}" for i in range(n)], truth, 0)])
+        await p.process([batch_msg("m", 10_000, 40, 1)])  # later windows close: the joined rows reach CBPE
+        await p.drain()
+        await h.close()
+
+    asyncio.run(run())
+    cal = h.calibration("m")
+    assert not isinstance(cal, str), cal
+    h2 = LabelHook(cfg(), store=state, background=False)
+    assert isinstance(h2.calibration("m"), str)  # nothing before the restore
+    asyncio.run(h2.restore_partitions([0]))
+    cal2 = h2.calibration("m")
+    assert h2._cal_rows["m"].n == h._cal_rows["m"].n > 200
+    assert cal2.classes == cal.classes
+    probe = rng.dirichlet([1, 1], 50)
+    np.testing.assert_allclose(CBPE(cal2).expected_correct(probe, ("p", "q"))[0],
+                               CBPE(cal).expected_correct(probe, ("p", "q"))[0])
 
 
 def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp_path):
     """labels.online: reference = the first 100 joined labels' errors (10 % wrong); then the model is
     wrong on every event: a fet_online point with drift=1, which a rule on performance.drift fires on."""
     online = {"reference_size": 100, "ert": 500, "window_sizes": [20], "n_bootstraps": 400}
-    h = LabelHook(cfg({"online": online}), state_dir=tmp_path / "state", background=False)
+    store = MemoryChangelog()
+    h = LabelHook(cfg({"online": online}), store=store, state_dir=tmp_path / "state", background=False)
     p, sink = pipeline(h)
     ref_ids = [f"m-{i}" for i in range(10, 110)]
 
@@ -366,9 +487,9 @@ def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp
                      threshold=1)
     obs = evaluate([rule], [pts[-1]], "m", pts[-1].tags[R.T_VERSION])
     assert len(obs) == 1 and obs[0].breached
-    h2 = LabelHook(cfg({"online": online}), state_dir=tmp_path / "state", background=False)
+    h2 = LabelHook(cfg({"online": online}), store=store, state_dir=tmp_path / "state", background=False)
     asyncio.run(h.close())
-    h2._ensure("m")  # restored with its reference and run; thresholds from the cache of the state dir
+    asyncio.run(h2.restore_partitions([0]))  # restored with its reference and run; thresholds from the cache
     mon = h2._mon["m"]
     assert mon.phase == "monitoring" and mon.detector.from_cache and mon.reference.sum() == 10
     off = LabelHook(cfg({"online": {**online, "enabled": False}}), background=False)
