@@ -131,9 +131,9 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
     import threading
 
     from benchmarks.traffic import balanced_model_ids
-    from streams.kafka_admin import delete_topics
-    from streams.label_changelog import changelog_topic
-    from streams.localstack import settings_env
+    from streams.broker.admin import delete_topics
+    from streams.worker.label_changelog import changelog_topic
+    from streams.devstack.localstack import settings_env
     from tests.reliability.test_label_join import (
         BEHIND,
         N,

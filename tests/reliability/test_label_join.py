@@ -132,7 +132,8 @@ def fault_free(s, mon: Path, streams: dict[str, tuple[list[dict], list[dict]]], 
     async def run():
         await pipeline.process(msgs)
         await pipeline.drain()
-        for _ in range(300):  # until every joined row is attributed and written
+        deadline = time.monotonic() + 600  # calibrations on a thread: slow on a busy machine
+        while time.monotonic() < deadline:  # until every joined row is attributed and written
             await pipeline.flush_labels()
             await pipeline.drain()
             if all(not hook._res[m].waiting and hook._res[m].calibrating is None for m in streams):
