@@ -98,6 +98,7 @@ class Runtime:
         )
         self._last_stats = (time.monotonic(), 0, 0)
         self.stale = 0  # events dropped because they were fetched before a rebalance
+        self.revoked: dict = {}  # TP -> consumer generation when it was revoked (until the next assignment)
         self._register(stats_every)
 
     def _committed(self, topic: str, partition: int) -> int | None:
@@ -117,6 +118,12 @@ class Runtime:
             return None
         return None if end is None or end < 0 else int(end)
 
+    def _revoked(self, m) -> bool:
+        """A message of a partition revoked since it was fetched (same generation: the consumer has not joined
+        the new one yet, and still lists the partition as assigned)."""
+        at = self.revoked.get(m.tp)
+        return at is not None and m.generation_id is not None and m.generation_id <= at
+
     async def handle(self, events: list) -> None:
         """One batch of Faust events into the pipeline (the events are acked by the pipeline).
 
@@ -134,7 +141,7 @@ class Runtime:
         for e in events:
             m = e.message
             m.incref()  # take_events acks on its own after the batch: keep one reference for us
-            if (m.generation_id is not None and m.generation_id != gen) or m.tp not in assigned:
+            if (m.generation_id is not None and m.generation_id != gen) or m.tp not in assigned or self._revoked(m):
                 self.stale += 1
                 continue
             msgs.append(raw_message(e))
@@ -191,10 +198,17 @@ class Runtime:
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app, revoked, **kwargs):
-            rt.pipeline.forget((tp.topic, tp.partition) for tp in revoked)
+            # until the next assignment, the consumer still lists them as assigned and the generation is the old
+            # one: a batch fetched before is not processed (its label join was just handed over)
+            rt.revoked.update(dict.fromkeys(revoked, app.consumer_generation_id))
+            rt.pipeline.revoke((tp.topic, tp.partition) for tp in revoked)
             if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
                 async with rt.pipeline.lock:
                     await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app, assigned, **kwargs):
+            rt.revoked.clear()
 
         @app.on_before_shutdown.connect
         async def on_shutdown(app, **kwargs):

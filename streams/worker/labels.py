@@ -88,7 +88,7 @@ from streams.worker.references import json_column, object_column
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SECONDS = 5.0
-"""Default interval of the label-join snapshots (what a SIGKILL can lose at most)."""
+"""Default interval of the label-join checkpoints (what a crash costs in re-reading, at most)."""
 KEEP_WINDOWS = 1000
 """Windows per model whose label-derived results are kept (a label for an older window's prediction is dropped)."""
 ERROR_STREAM_METRIC = "error_stream"
@@ -786,7 +786,8 @@ class LabelHook:
         return fed
 
     def hold_until_snapshot(self, tracker, offsets: np.ndarray) -> None:
-        """Release ``offsets`` on ``tracker`` (a :class:`streams.worker.pipeline.AckTracker`) after the next snapshot."""
+        """Release ``offsets`` on ``tracker`` (a :class:`streams.worker.pipeline.AckTracker`) after the next
+        checkpoint is acknowledged."""
         self._held.append((tracker, offsets))
 
     def _release(self, held) -> None:
@@ -966,7 +967,7 @@ class LabelHook:
         return models
 
     async def close(self) -> None:
-        """The last snapshot (shutdown), then the threads stop."""
+        """The last checkpoint (shutdown), then the threads stop."""
         if self.store is not None:
             while self._writing:
                 await asyncio.sleep(0.05)

@@ -474,6 +474,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.lock = asyncio.Lock()
         self._tps: dict[tuple[str, int], _TP] = {}
+        self._epoch = 0  # rebalances seen (revoke)
+        self._revoked_at: dict[tuple[str, int], int] = {}  # partition -> the rebalance that revoked it last
         self._stored_refs: dict[tuple[str, str], Any] = {}
         self._file_refs: dict[str, Any] = {}
         self._decoded: dict[tuple[str, str], tuple[Any, Any]] = {}  # key -> (StoredReference, Reference)
@@ -495,6 +497,15 @@ class Pipeline:
         self._dl_since = 0.0
 
     # -- partitions --------------------------------------------------------------
+    def revoke(self, tps: Iterable[tuple[str, int]]) -> None:
+        """Partitions left this worker (a rebalance): forget their state, and do not process the rest of a
+        batch handed to :meth:`process` before (its later chunks): their next owner reads them again."""
+        tps = [tuple(tp) for tp in tps]
+        self._epoch += 1
+        for tp in tps:
+            self._revoked_at[tp] = self._epoch
+        self.forget(tps)
+
     def forget(self, tps: Iterable[tuple[str, int]] | None = None) -> None:
         """Drop the state of partitions (revoked, or re-read from the committed offset)."""
         for tp in list(self._tps) if tps is None else list(tps):
@@ -526,12 +537,17 @@ class Pipeline:
         reach InfluxDB while a long backlog is being decoded (latency stays low).
         """
         tokens = tokens if tokens is not None else messages
+        epoch = self._epoch
         start, size = 0, 0
         for i, m in enumerate(messages):
             size += len(m.value) if m.value else 0
             if size >= self.chunk_bytes or i == len(messages) - 1:
                 async with self.lock:
-                    await self._process(messages[start:i + 1], tokens[start:i + 1])
+                    chunk, chunk_tokens = messages[start:i + 1], tokens[start:i + 1]
+                    if self._epoch != epoch:  # a rebalance since the batch came: drop what was revoked
+                        keep = [k for k, x in enumerate(chunk) if self._revoked_at.get((x.topic, x.partition), 0) <= epoch]
+                        chunk, chunk_tokens = [chunk[k] for k in keep], [chunk_tokens[k] for k in keep]
+                    await self._process(chunk, chunk_tokens)
                 await asyncio.sleep(0)
                 start, size = i + 1, 0
 

@@ -170,6 +170,28 @@ def test_messages_are_acked_only_after_their_window_is_written():
     assert [r.fields["n_events"] for r in sink.windows()] == [25, 25]
 
 
+def test_the_rest_of_a_batch_is_not_processed_once_its_partition_is_revoked():
+    """A rebalance revokes a partition while a batch is cut into chunks: the chunks not yet processed skip
+    its messages (its next owner reads them again); other partitions go on, and later batches too."""
+    cfg = config({"size_events": 25}, {"first_n": 10})
+    p, sink, acked, _ = make(cfg)
+    p.chunk_bytes = 1  # one chunk per message
+    batch = [batch_msg("m", 0, 10, 0, partition=0), batch_msg("m", 10, 10, 1, partition=0),
+             batch_msg("k", 0, 10, 0, partition=1)]
+
+    async def main():
+        async with p.lock:  # the rebalance comes before the first chunk got the lock
+            task = asyncio.ensure_future(p.process(batch))
+            await asyncio.sleep(0)
+            p.revoke([("t", 0)])
+        await task
+        assert p.stats.messages == 1  # only partition 1's message
+        await p.process([batch_msg("m", 0, 10, 0, partition=0)])  # a batch after the new assignment
+        assert p.stats.messages == 2
+
+    asyncio.run(main())
+
+
 def test_rolling_reference_keeps_the_previous_window_unacked():
     cfg = config({"size_events": 25})  # rolling
     p, sink, acked, _ = make(cfg)
