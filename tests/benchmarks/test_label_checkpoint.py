@@ -2,9 +2,9 @@
 
 One model of 3 classes with probabilities, ``N`` predictions waiting for their labels (32-hex
 event ids) and up to 50 000 recently finished ids (what a checkpoint keeps of them), on the
-session's real broker: :meth:`streams.labels.LabelHook.snapshot_if_due` (copy on the event loop,
+session's real broker: :meth:`streams.worker.labels.LabelHook.snapshot_if_due` (copy on the event loop,
 encode + compress on a thread, chunks written to the changelog and acknowledged) and
-:meth:`~streams.labels.LabelHook.restore_partitions` on a second hook (read to the marker,
+:meth:`~streams.worker.labels.LabelHook.restore_partitions` on a second hook (read to the marker,
 decompress, decode, restore). ``N = 1 000 000`` is the default ``labels.max_pending``.
 
     pytest -s tests/benchmarks/test_label_checkpoint.py
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.label_changelog import CHUNK_BYTES, LabelChangelog, changelog_topic, ensure_changelog_topic
-from streams.labels import LabelHook
-from streams.monitors import parse_monitors
+from streams.worker.label_changelog import CHUNK_BYTES, LabelChangelog, changelog_topic, ensure_changelog_topic
+from streams.worker.labels import LabelHook
+from streams.worker.monitors import parse_monitors
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "benchmarks"  # gitignored
@@ -90,7 +90,7 @@ def test_checkpoint_cost_up_to_the_default_bounds(settings):
             rows.append(row)
             print("label checkpoint:", json.dumps(row))
     finally:
-        from streams.kafka_admin import delete_topics
+        from streams.broker.admin import delete_topics
 
         with contextlib.suppress(Exception):  # tansu keeps every checkpoint in memory until then
             delete_topics(settings, [changelog_topic(settings)])
