@@ -31,7 +31,7 @@ from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.worker.decode import RawMessage
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.monitors import MonitorsConfig
-from streams.worker.pipeline import CheckpointSource, Pipeline
+from streams.worker.pipeline import CheckpointSource, PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
 from streams.worker.topics import Topics, TopicWatch
 
@@ -102,6 +102,8 @@ class Runtime:
         self._register(stats_every)
 
     def _committed(self, topic: str, partition: int) -> int | None:
+        if TP(topic, partition) in getattr(self.app.consumer, "revoking", ()):  # Faust forgot its offset already
+            raise PartitionRevoked(f"{topic}[{partition}] is being revoked")
         try:
             return self.app.consumer._committed_offset.get(TP(topic, partition))
         except Exception:  # a Faust internal: no answer means "do not trust checkpoints"

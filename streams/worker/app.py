@@ -109,6 +109,21 @@ class _ConsumerThread(_driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(_driver.Consumer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: partitions a rebalance is taking away: Faust forgets their committed offsets before the worker's
+        #: revocation handler runs; a batch in flight must not read "no committed offset" as a fact
+        #: (streams.worker.agents.Runtime._committed). Cleared when the next assignment begins.
+        self.revoking: set = set()
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.revoking.update(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
+        self.revoking.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
+
     def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

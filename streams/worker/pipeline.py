@@ -67,6 +67,11 @@ from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Posit
 
 log = logging.getLogger(__name__)
 
+
+class PartitionRevoked(RuntimeError):
+    """Raised by the ``committed`` callback for a partition that a rebalance is taking away (its committed
+    offset is no longer known): the batch is left to the partition's next owner, who re-reads it."""
+
 # dw_window fields written by the worker (the dashboard reads the first five)
 F_N_EVENTS = "n_events"
 F_N_INVALID = "n_invalid"
@@ -547,7 +552,14 @@ class Pipeline:
                     if self._epoch != epoch:  # a rebalance since the batch came: drop what was revoked
                         keep = [k for k, x in enumerate(chunk) if self._revoked_at.get((x.topic, x.partition), 0) <= epoch]
                         chunk, chunk_tokens = [chunk[k] for k in keep], [chunk_tokens[k] for k in keep]
-                    await self._process(chunk, chunk_tokens)
+                    try:
+                        await self._process(chunk, chunk_tokens)
+                    except PartitionRevoked as e:
+                        # a rebalance began during this chunk (Faust revokes every partition of the worker at
+                        # once): nothing of it is acked, and the rest of the batch is dropped too; the
+                        # partitions are read again from their committed offsets by whoever gets them
+                        log.info("%s: the rest of this batch is left to the next owner", e)
+                        self.revoke({(x.topic, x.partition) for x in messages})
                 await asyncio.sleep(0)
                 start, size = i + 1, 0
 

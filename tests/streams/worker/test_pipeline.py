@@ -192,6 +192,22 @@ def test_the_rest_of_a_batch_is_not_processed_once_its_partition_is_revoked():
     asyncio.run(main())
 
 
+def test_a_rebalance_that_begins_during_a_chunk_leaves_the_batch_to_the_next_owner():
+    """Faust forgets a revoked partition's committed offset before the worker's handler runs: the committed
+    callback says so (PartitionRevoked) instead of "no committed offset", and the batch is dropped unacked
+    instead of starting the partition's windows from scratch at the wrong offset."""
+    from streams.worker.pipeline import PartitionRevoked
+
+    def committed(t, part):
+        raise PartitionRevoked(f"{t}[{part}] is being revoked")
+
+    cfg = config({"size_events": 25}, {"first_n": 10})
+    p, sink, acked, _ = make(cfg, committed=committed)
+    p.chunk_bytes = 1
+    asyncio.run(p.process([batch_msg("m", 0, 30, 0), batch_msg("m", 30, 30, 1)]))
+    assert acked == [] and not sink.windows() and p.stats.messages == 1  # the second chunk was not processed
+
+
 def test_rolling_reference_keeps_the_previous_window_unacked():
     cfg = config({"size_events": 25})  # rolling
     p, sink, acked, _ = make(cfg)
