@@ -985,6 +985,8 @@ class ErrorStreamMonitor:
             out["buf_et"] = np.concatenate([b[2] for b in self._buf])
         if self.detector is not None:
             out.update({f"run_{k}": v for k, v in self.detector.run_state().items()})
+        elif self._pending_run:  # restored and recalibrating (another host has no cached thresholds): keep the run
+            out.update({f"run_{k}": v for k, v in self._pending_run.items()})
         return out
 
     def restore(self, state: dict[str, np.ndarray]) -> None:

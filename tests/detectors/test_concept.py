@@ -464,3 +464,36 @@ def test_aligned_join_gives_a_backlog_the_same_matches_as_live_traffic():
     # without alignment the backlog loses the labels of every prediction more than a TTL behind the last one
     old, s_old = _run("backlog", align=False)
     assert len(old) < n_labels // 5 and s_old.late_labels == n_labels - len(old)
+
+
+def test_a_restored_run_survives_a_second_save_while_the_thresholds_are_recalibrated():
+    """A monitor restored where its thresholds are not cached (another host) calibrates them on a thread;
+    saved again meanwhile, it keeps the run it was restored with (else the next restore starts a new run:
+    ``t`` restarts and the statistics differ from an uninterrupted monitor's)."""
+    from concurrent.futures import Future
+
+    kw = dict(reference_size=100, ert=1000, window_sizes=(10,), n_bootstraps=400)
+    rng = np.random.default_rng(4)
+    m = ErrorStreamMonitor("classification", **kw)
+    m.add_errors((rng.random(100) < 0.1).astype(float), np.arange(100.0))
+    m.add_errors((rng.random(60) < 0.1).astype(float), np.arange(100.0, 160.0))
+    saved = m.state()
+    assert any(k.startswith("run_") for k in saved) and m.detector.t == 60
+
+    pending: list = []
+
+    def submit(fn):  # the calibration thread has not finished yet
+        fut: Future = Future()
+        pending.append((fut, fn))
+        return fut
+
+    moved = ErrorStreamMonitor("classification", submit=submit, **kw)
+    moved.restore(saved)
+    assert moved.detector is None  # still calibrating
+    again = moved.state()
+    for k, v in saved.items():
+        if k.startswith("run_"):
+            np.testing.assert_array_equal(again[k], v)
+    last = ErrorStreamMonitor("classification", **kw)
+    last.restore(again)
+    assert last.detector.t == 60
