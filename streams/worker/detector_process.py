@@ -95,7 +95,7 @@ def _evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, ref_key
               reference: Any, rolling: list[Frame] | None) -> tuple[list[Record], float]:
     from streams.worker.pipeline import evaluate_closed
 
-    if reference is not None:
+    if reference is not None and ref_key is not None:  # a reference is sent with its key
         _references[ref_key] = reference
     elif ref_key is not None:
         reference = _references[ref_key]
@@ -155,7 +155,7 @@ class DetectorProcess:
             fut: Future = pool.submit(_evaluate, model, key, light, ref_key, send, rolling)
         except BrokenProcessPool as e:
             return self._broken(pool, key, window, e)
-        if send is not None:
+        if send is not None and ref_key is not None:  # send implies ref_key
             self._sent[ref_key] = reference
         try:
             return await asyncio.wrap_future(fut)
@@ -166,7 +166,7 @@ class DetectorProcess:
                 return self._broken(pool, key, window, BrokenProcessPool("the window was queued"))
             raise
         except Exception:
-            if send is not None:  # it may not have arrived (e.g. it could not be pickled): send it again
+            if send is not None and ref_key is not None:  # it may not have arrived (e.g. it could not be pickled): send it again
                 self._sent.pop(ref_key, None)
             raise
 
