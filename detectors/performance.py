@@ -715,7 +715,7 @@ class CalibrationCollector:
                          "pred": np.concatenate(self._pred)}
 
     @classmethod
-    def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> "CalibrationCollector":
+    def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> CalibrationCollector:
         """The collector :meth:`state` described."""
         col = cls(int(scalars["size"]), int(scalars["min_rows"]), tuple(str(c) for c in scalars["classes"]))
         if int(scalars["n"]):

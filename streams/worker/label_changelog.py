@@ -37,6 +37,7 @@ marker, going back further only until it has a complete generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -91,11 +92,9 @@ def ensure_changelog_topic(settings: Settings) -> str:
     with admin_client(settings) as admin:
         if name in set(admin.list_topics()):
             return name
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(name, settings.topic_partitions, 1,
                                           topic_configs={"cleanup.policy": "compact"})])
-        except TopicAlreadyExistsError:
-            pass
     return name
 
 

@@ -524,7 +524,7 @@ class LabelHook:
             self._gen[p] = max(self._gen.get(p, 0), got.gen)
             try:
                 states, saved_at = decode_partition(got.blob)
-            except Exception:  # noqa: BLE001 - a damaged checkpoint must not stop the worker: start empty
+            except Exception:  # a damaged checkpoint must not stop the worker: start empty
                 log.exception("the label-join checkpoint of partition %d (generation %d) is unusable; its models "
                               "start with an empty join", p, got.gen)
                 continue

@@ -139,8 +139,8 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
 
     from benchmarks.traffic import balanced_model_ids
     from streams.broker.admin import delete_topics
-    from streams.worker.label_changelog import changelog_topic
     from streams.devstack.localstack import settings_env
+    from streams.worker.label_changelog import changelog_topic
     from tests.reliability.test_label_join import (
         BEHIND,
         N,
@@ -189,7 +189,7 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
                         producer.send(settings.topic_labels, key=m.encode(), value=orjson.dumps(lab[b - BEHIND]))
                 producer.flush(30)
                 time.sleep(0.3)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         finally:
             done.set()

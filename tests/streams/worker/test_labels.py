@@ -338,7 +338,7 @@ def test_an_unusable_snapshot_is_reported_and_the_join_starts_empty(caplog):
     state = MemoryChangelog()
     asyncio.run(state.save(0, 1, zlib.compress(b"not a snapshot")))
     h = LabelHook(cfg(), store=state, background=False)
-    p, sink = pipeline(h)
+    p, _sink = pipeline(h)
     asyncio.run(p.process([batch_msg("m", 0, 30, 0)]))
     assert "unusable" in caplog.text and h.restored == {}
     assert h._joins["m"].stats.pending_predictions == 30

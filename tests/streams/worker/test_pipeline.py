@@ -174,7 +174,7 @@ def test_the_rest_of_a_batch_is_not_processed_once_its_partition_is_revoked():
     """A rebalance revokes a partition while a batch is cut into chunks: the chunks not yet processed skip
     its messages (its next owner reads them again); other partitions go on, and later batches too."""
     cfg = config({"size_events": 25}, {"first_n": 10})
-    p, sink, acked, _ = make(cfg)
+    p, _sink, _acked, _ = make(cfg)
     p.chunk_bytes = 1  # one chunk per message
     batch = [batch_msg("m", 0, 10, 0, partition=0), batch_msg("m", 10, 10, 1, partition=0),
              batch_msg("k", 0, 10, 0, partition=1)]
