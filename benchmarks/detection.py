@@ -401,7 +401,7 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
 
 def summary_agreement(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
     """How often the verdict from a window summary differs from the verdict on the window's rows."""
-    from detectors.advanced import attach_reference_frame
+    from detectors.reference import attach_reference_frame
     from detectors.summaries import SummaryLayout, summary_drift
 
     n, d = args.window, args.features

@@ -15,7 +15,7 @@ changes the stream has no known change, so every episode is:
   delay is the number of windows from the one containing the change to the first flag.
 
 Each threshold method of :mod:`detectors.thresholds` runs through
-:func:`detectors.thresholds.judge_windows` (the worker's code path). ``p_value``
+:func:`detectors.univariate.judge_windows` (the worker's code path). ``p_value``
 is the classical per-feature KS test with Bonferroni — the verdicts of
 alibi-detect's ``TabularDrift`` (tests/detectors/test_univariate.py checks the
 two agree window for window).
@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.thresholds import METHODS, judge_windows
+from detectors.thresholds import METHODS
+from detectors.univariate import judge_windows
 
 TOLERANCE = 10
 """Steps within which annotators' marks count as the same change."""

@@ -131,7 +131,7 @@ class UnivariateDetector(BaseDetector):
         self.bins = _positive_int(bins, self.name, "bins", 2)
 
     def _fit(self, reference: Frame) -> None:
-        from detectors.advanced import attach_reference_frame  # the chunk thresholds need the rows
+        from detectors.reference import attach_reference_frame  # the chunk thresholds need the rows
 
         self._need(reference, "reference", numeric=[f.name for f in self.features if f.kind == "numeric"],
                    categorical=[f.name for f in self.features if f.kind == "categorical"])
@@ -176,7 +176,7 @@ class SummaryDriftDetector(BaseDetector):
         self.batch = _positive_int(batch, self.name, "batch", 1)
 
     def _fit(self, reference: Frame) -> None:
-        from detectors.advanced import attach_reference_frame  # the chunk thresholds need the rows
+        from detectors.reference import attach_reference_frame  # the chunk thresholds need the rows
 
         self._need(reference, "reference", numeric=[f.name for f in self.features if f.kind == "numeric"],
                    categorical=[f.name for f in self.features if f.kind == "categorical"])

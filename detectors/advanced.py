@@ -6,7 +6,7 @@ reference's *rows* (joint feature values and the served predictions). The
 worker hands them over once per reference::
 
     reference = Reference.from_frame(frame, features, ...)
-    attach_reference_frame(reference, frame)     # rows kept in reference._cache
+    attach_reference_frame(reference, frame)     # detectors.reference: rows kept in reference._cache
 
 (A reference read from a file of rows gets the frame ``read_rows`` returned;
 it carries no predictions, so prediction drift and impact then stay silent.)
@@ -47,11 +47,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from detectors import records as R
+from detectors.context import WindowContext
 from detectors.frame import Frame
 from detectors.impact import declared_impact, feature_impact, impact_records
 from detectors.multivariate import (
@@ -65,14 +66,9 @@ from detectors.online import CVMOnline
 from detectors.performance import CBPE, Calibration, fit_calibration, not_calibrated_record, performance_records
 from detectors.prediction import PredictionReference, prediction_drift, prediction_records
 from detectors.records import FieldValue, Record
-from detectors.reference import Reference
+from detectors.reference import Reference, reference_frame
 from detectors.spec import DriftSpec, OnlineSpec
 from detectors.thresholds import Band
-
-if TYPE_CHECKING:  # the runner imports this module; no import cycle at run time
-    from detectors.runner import WindowContext
-
-REFERENCE_FRAME_KEY = "reference_frame"
 
 __all__ = [
     "EstimatedPerformance",
@@ -80,25 +76,10 @@ __all__ = [
     "MultivariateDrift",
     "OnlineDrift",
     "PredictionDrift",
-    "attach_reference_frame",
     "prediction_reference",
     "reference_calibration",
-    "reference_frame",
     "status_record",
 ]
-
-
-def attach_reference_frame(reference: Reference, frame: Frame) -> Reference:
-    """Keep the reference's rows with it (for multivariate/prediction drift and impact)."""
-    reference._cache[REFERENCE_FRAME_KEY] = frame
-    return reference
-
-
-def reference_frame(reference: Reference | None) -> Frame | None:
-    """The rows attached by :func:`attach_reference_frame`, or None."""
-    if reference is None:
-        return None
-    return reference._cache.get(REFERENCE_FRAME_KEY)
 
 
 def _fitted(reference: Reference, key: tuple, build) -> Any:

@@ -56,7 +56,7 @@ from detectors.records import (
     T_SEGMENT,
     Record,
 )
-from detectors.reference import Reference, as_str, not_missing, safe_label
+from detectors.reference import Reference, as_str, attach_reference_frame, not_missing, safe_label
 from detectors.spec import DriftSpec, FeatureSpec
 from detectors.univariate import DriftResult, univariate_drift
 
@@ -145,8 +145,6 @@ class PredictionReference:
             FeatureSpec(name=k, kind="categorical") for k in pf.categorical
         ]
         ref = Reference.from_frame(pf, specs, bins=bins, top_k=top_k, source="predictions")
-        from detectors.advanced import attach_reference_frame  # advanced imports this module
-
         attach_reference_frame(ref, pf)  # rows in time order: the chunk thresholds (detectors.thresholds)
         means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in pf.numeric.items()}
         return cls(ref, used, means)

@@ -771,3 +771,20 @@ def read_rows(path: str | Path, features: Sequence[FeatureSpec]) -> Frame:
         return reader(path, tuple(features))
     except OSError as e:
         raise ReferenceDataError(f"{path}: cannot read reference file: {e.strerror or e}") from None
+
+
+#: where :func:`attach_reference_frame` keeps the reference's rows (in ``Reference._cache``)
+REFERENCE_FRAME_KEY = "reference_frame"
+
+
+def attach_reference_frame(reference: Reference, frame: Frame) -> Reference:
+    """Keep the reference's rows with it (for multivariate/prediction drift and impact)."""
+    reference._cache[REFERENCE_FRAME_KEY] = frame
+    return reference
+
+
+def reference_frame(reference: Reference | None) -> Frame | None:
+    """The rows attached by :func:`attach_reference_frame`, or None."""
+    if reference is None:
+        return None
+    return reference._cache.get(REFERENCE_FRAME_KEY)

@@ -115,16 +115,8 @@ from detectors.reference import (
     sorted_bin_counts,
 )
 from detectors.spec import DriftSpec, FeatureSpec
-from detectors.univariate import (
-    MIN_SAMPLES,
-    DriftResult,
-    _starts,
-    binned_effects,
-    chi2_2xk,
-    cvm_pvalue,
-    drift_result,
-    ks_pvalue,
-)
+from detectors.twosample import _starts, binned_effects, chi2_2xk, cvm_pvalue, ks_pvalue
+from detectors.univariate import MIN_SAMPLES, DriftResult, drift_result
 from detectors.values import not_none
 
 __all__ = [

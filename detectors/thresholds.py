@@ -45,15 +45,16 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from detectors.frame import Frame
-from detectors.reference import Reference
-from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
+from detectors.reference import Reference, reference_frame
+from detectors.spec import DriftSpec, ThresholdSpec
+from detectors.twosample import _starts, binned_effects, chi2_2xk, cvm_pvalue, numeric_block
 from detectors.values import not_none
 
 METHODS = ("p_value", "reference_chunks", "effect_size", "both")
@@ -193,8 +194,6 @@ def null_quantile(test: str, q_upper: float, n_ref, n_cur, dof=None) -> np.ndarr
         return np.asarray(stats.chi2.isf(q_upper, np.maximum(np.asarray(dof, dtype=np.float64), 1)),
                           dtype=np.float64)
     if test == "cvm":
-        from detectors.univariate import cvm_pvalue
-
         lo = np.zeros(np.broadcast(n_ref, n_cur).shape)
         hi = np.full(lo.shape, 50.0)
         for _ in range(60):
@@ -277,8 +276,6 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
     for a window, with the reference's bins, so chunk and window values are
     comparable.
     """
-    from detectors.univariate import _starts, binned_effects, chi2_2xk, numeric_block
-
     order = time_order(rows)
     slices = chunk_slices(len(rows), size, max_chunks)
     num = [n for n in names if n in reference.numeric and n in rows.numeric]
@@ -416,13 +413,6 @@ class FeatureVerdict:
         return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
-def reference_rows(reference: Reference) -> Frame | None:
-    """The rows kept with the reference (``detectors.advanced.attach_reference_frame``), or None."""
-    from detectors.advanced import reference_frame
-
-    return reference_frame(reference)
-
-
 def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str], kinds: Sequence[str],
                    tests: Sequence[str], statistic: np.ndarray, p_value: np.ndarray, js: np.ndarray,
                    wasserstein: Sequence[float | None], n_ref: np.ndarray, n_cur: np.ndarray,
@@ -447,7 +437,7 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
     chunks = None
     note = ""
     if method in ("reference_chunks", "both"):
-        rows = reference_rows(reference)
+        rows = reference_frame(reference)
         chunks = drift_chunks(reference, rows, list(names), window_rows, spec)
         if chunks is None:
             note = ("the reference has no rows" if rows is None else
@@ -500,49 +490,6 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
 
 
 # -- the one call a benchmark makes -----------------------------------------------------------
-
-
-def judge_windows(reference: np.ndarray | Mapping[str, np.ndarray], windows: Sequence[np.ndarray | Mapping],
-                  method: str, *, kinds: Mapping[str, str] | None = None, spec: DriftSpec | None = None,
-                  **threshold) -> list:
-    """Verdicts of ``windows`` against ``reference`` with threshold ``method``.
-
-    ``reference`` and each window: a 2-D array (rows × features, time order,
-    numeric; features named ``x0, x1, ...``) or a mapping name → column
-    (categorical columns as object arrays, named in ``kinds``). ``spec``: the
-    drift spec to start from (default ``DriftSpec()``); ``threshold`` overrides
-    ``ThresholdSpec`` fields (``sd_multiplier=3``). Returns one
-    :class:`~detectors.univariate.DriftResult` per window — the same code path as
-    the worker (reference rows attached, bands cached across windows).
-    """
-    from detectors.advanced import attach_reference_frame
-    from detectors.univariate import univariate_drift
-
-    if method not in METHODS:
-        raise ValueError(f"unknown threshold method {method!r}; expected one of {METHODS}")
-
-    def columns(data) -> dict[str, np.ndarray]:
-        if isinstance(data, Mapping):
-            return {str(k): np.asarray(v) for k, v in data.items()}
-        arr = np.asarray(data, dtype=np.float64)
-        arr = arr.reshape(-1, 1) if arr.ndim == 1 else arr
-        return {f"x{i}": arr[:, i] for i in range(arr.shape[1])}
-
-    def frame(cols: dict[str, np.ndarray]) -> Frame:
-        n = len(next(iter(cols.values())))
-        num = {k: v.astype(np.float64) for k, v in cols.items() if kinds_.get(k, "numeric") == "numeric"}
-        cat = {k: np.asarray(v, dtype=object) for k, v in cols.items() if kinds_.get(k) == "categorical"}
-        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=np.float64),
-                                  numeric=num, categorical=cat)
-
-    ref_cols = columns(reference)
-    kinds_ = dict(kinds or {})
-    feats = [FeatureSpec(name=k, kind=kinds_.get(k, "numeric")) for k in ref_cols]
-    base = spec or DriftSpec()
-    dspec = base.model_copy(update={"threshold": base.threshold.model_copy(update={"method": method, **threshold})})
-    rows = frame(ref_cols)
-    ref = attach_reference_frame(Reference.from_frame(rows, feats, bins=dspec.histogram_bins), rows)
-    return [univariate_drift(frame(columns(w)), ref, dspec) for w in windows]
 
 
 def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:

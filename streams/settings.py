@@ -21,6 +21,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: the fields that hold secrets; each may also come from ``DRIFTWATCH_<NAME>_FILE``
+#: the local stack's InfluxDB admin user (:mod:`streams.devstack.localstack` creates it); its password is
+#: generated into :data:`INFLUX_PASSWORD_FILE` under the state folder. Here, not in the local stack's
+#: module, because :meth:`Settings._local_stack_credential` reads them and settings import nothing of ours.
+INFLUX_ADMIN = "driftwatch"
+INFLUX_PASSWORD_FILE = Path("secrets") / "influx_password"
+
 SECRET_FIELDS = ("kafka_sasl_password", "influx_password", "influx_token", "dashboard_password")
 
 
@@ -107,8 +113,6 @@ class Settings(BaseSettings):
             return self
         if self.influx_url.rstrip("/") != f"http://127.0.0.1:{self.influx_port}":
             return self
-        from streams.devstack.localstack import INFLUX_ADMIN, INFLUX_PASSWORD_FILE
-
         try:
             password = (Path(self.state_dir) / INFLUX_PASSWORD_FILE).read_text().strip()
         except OSError:

@@ -38,15 +38,13 @@ from detectors.adversarial.spec import AdversarialSpec
 from detectors.errors import DetectorFailure
 from detectors.frame import Frame, concat
 from detectors.records import Record
+from detectors.reference import REFERENCE_FRAME_KEY
 
 __all__ = ["AdversarialEvaluator", "AdversarialFitError", "reference_rows"]
 
 
 class AdversarialFitError(DetectorFailure):
     """The adversarial detectors of a model version could not be fitted (the message says why)."""
-
-
-REFERENCE_FRAME_KEY = "reference_frame"  # as detectors.advanced.attach_reference_frame
 
 
 def reference_rows(ctx: Any) -> Frame | None:

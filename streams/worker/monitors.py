@@ -367,7 +367,7 @@ def file_reference(model: ModelMonitor):
     One function for the worker and ``check-config``, so the check rejects exactly what the worker would.
     Raises :class:`~detectors.reference.ReferenceDataError` (or ``ValueError``) saying why the file is unusable.
     """
-    from detectors.advanced import attach_reference_frame
+    from detectors.reference import attach_reference_frame
     from detectors.outputs import read_reference_rows
     from detectors.reference import Reference
 

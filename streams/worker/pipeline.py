@@ -62,6 +62,7 @@ from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
 from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
 from streams.worker.detector_process import DetectorProcess
+from streams.worker.evaluation import Evaluator, default_evaluator, evaluate_closed
 from streams.worker.monitors import ModelMonitor, MonitorsConfig
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
@@ -96,7 +97,6 @@ CKPT_FIELDS = {
     "window_start": "ckpt_window_start",
 }
 
-Evaluator = Callable[..., list[Record]]
 
 
 # ----------------------------------------------------------------------------- commit bookkeeping
@@ -246,133 +246,6 @@ class CheckpointSource:
                 log.warning("cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
                             "/".join(map(str, key)), e, wait)
                 await asyncio.sleep(wait)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def default_evaluator(online_cache_dir=None) -> Evaluator | None:
-    """``detectors.runner.evaluate_window`` wrapped for the pipeline, or None if it is missing.
-
-    The runner pulls scipy.stats in (seconds of imports): it is imported in a
-    background thread right away, so the import overlaps the consumer group join,
-    and the first window waits for it if it is not done yet. ``online_cache_dir``: where the
-    online detectors (``drift.online``) cache their thresholds; they then calibrate in the background.
-    Each call builds its own evaluators (:func:`detectors.runner.default_evaluators`), so the
-    per-model state they keep is this evaluator's, not the process's.
-    """
-    import threading
-
-    box: dict[str, Any] = {}
-
-    def load() -> None:
-        try:
-            from detectors import runner
-        except ImportError as e:
-            box["error"] = e
-            return
-        # this evaluator's own instances: their per-model state lives as long as it does
-        box["evaluators"] = runner.default_evaluators(
-            online_cache_dir=None if online_cache_dir is None else str(online_cache_dir),
-            online_background=online_cache_dir is not None)
-        box["runner"] = runner
-
-    loader = threading.Thread(target=load, name="import-detectors", daemon=True)
-    loader.start()
-    rates = ObservedRates()
-
-    def evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference) -> list[Record]:
-        if loader.is_alive():
-            loader.join()
-        runner = box.get("runner")
-        if runner is None:
-            if "warned" not in box:
-                box["warned"] = True
-                log.warning("detectors.runner is not available (%s): windows get counts only", box.get("error"))
-            return []
-        ctx = runner.WindowContext(
-            model_id=key.model_id,
-            version=key.model_version,
-            frame=window.frame,
-            reference=reference,
-            features=tuple(model.features),
-            drift=rates.drift_for(model, window),
-            task=model.task,
-            segments=tuple(model.segments),
-            window_start=window.start_time,
-            window_end=window.end_time,
-            adversarial=getattr(model, "adversarial", None),
-            calibration=getattr(window, "calibration", None),
-            impact=getattr(model, "impact", None),
-            summary=getattr(window, "summary", None),
-        )
-        try:
-            return runner.evaluate_window(ctx, box["evaluators"])
-        except runner.WindowEvaluationError as e:  # some evaluators failed: keep what the others produced
-            log.error("window #%d of %s v%s: %s", window.seq, key.model_id, key.model_version, e)
-            return e.records
-
-    return evaluate
-
-
-class ObservedRates:
-    """Event rate per model, smoothed over its windows: the false-alarm budget's window rate.
-
-    A budgeted model whose windows count events (``size_events``) and has no declared
-    rate gets its level from the rate it is observed to run at
-    (:meth:`~streams.worker.monitors.ModelMonitor.drift_for_rate`); other models keep ``model.drift``.
-    """
-
-    def __init__(self, smoothing: float = 0.2) -> None:
-        self.smoothing = smoothing
-        self.rates: dict[str, float] = {}
-
-    def observe(self, model_id: str, n: int, seconds: float) -> float | None:
-        """Fold a window of ``n`` events over ``seconds`` into the model's rate; the current rate."""
-        if n > 1 and seconds > 0:
-            r = n / seconds
-            old = self.rates.get(model_id)
-            self.rates[model_id] = r if old is None else old + self.smoothing * (r - old)
-        return self.rates.get(model_id)
-
-    def drift_for(self, model: ModelMonitor, window: ClosedWindow):
-        if not model.observes_rate:
-            return model.drift  # no budget, or the level is fixed by the window length / declared rate
-        rate = self.observe(model.model_id, window.n, window.end_time - window.start_time)
-        return model.drift_for_rate(rate) if rate is not None else model.drift
-
-
-def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w: ClosedWindow, reference,
-                    rolling_frames: list[Frame] | None) -> tuple[list[Record], float]:
-    """Run ``evaluator`` on a closed window: its records, and the seconds it took.
-
-    Runs on the evaluation thread, inline, or in the detector process
-    (:mod:`streams.worker.detector_process`). A ``rolling`` reference (the previous
-    window's rows) is built here, off the event loop. A detector bug must not stop
-    the stream: it is logged and the window gets its counts only.
-    """
-    t0 = time.perf_counter()
-    try:
-        ref = reference
-        if rolling_frames is not None:
-            from detectors.reference import Reference
-
-            rows = concat(rolling_frames)
-            ref = _with_rows(Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
-                                                  segments=model.segments, source="previous window"), rows)
-        records = list(evaluator(model, key, w, ref))
-    except Exception:
-        log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
-                      w.seq, key.model_id, key.model_version, w.n)
-        records = []
-    return records, time.perf_counter() - t0
-
-
-def _with_rows(reference, rows: Frame):
-    """Keep a reference's rows with it: the adversarial and advanced evaluators need whole rows."""
-    from detectors.advanced import attach_reference_frame
-
-    return attach_reference_frame(reference, rows)
 
 
 def _invalid_rows(frame: Frame) -> int:
@@ -931,14 +804,14 @@ class Pipeline:
         state.builder_holds.append(held)
         if state.builder_rows < state.model.reference.first_n:
             return
-        from detectors.reference import Reference
+        from detectors.reference import Reference, attach_reference_frame
 
         frames = [p.frame for p in state.builder]
         origin = np.concatenate([p.origin for p in state.builder])
         ordinals = _ordinals_of_last(state.builder)
         model = state.model
         rows = concat(frames)
-        state.reference = _with_rows(Reference.from_frame(
+        state.reference = attach_reference_frame(Reference.from_frame(
             rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
             source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}"), rows)
         state.ref_end_pos = (int(origin[-1]), ordinals)
@@ -955,7 +828,7 @@ class Pipeline:
         if self.references is None:
             release()
             return
-        from detectors.advanced import reference_frame
+        from detectors.reference import reference_frame
         from streams.worker.references import StoredReference, encode_rows
 
         key = state.key

@@ -168,7 +168,7 @@ class StoredReference:
                 log.warning("the stored rows of the reference of %s/%s are unusable (%s): summary only",
                             self.model_id, self.version, e)
                 return ref
-            from detectors.advanced import attach_reference_frame
+            from detectors.reference import attach_reference_frame
 
             attach_reference_frame(ref, frame)
         return ref

@@ -13,7 +13,8 @@ import pytest
 
 from dashboard import queries as Q
 from dashboard import sample
-from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift, attach_reference_frame
+from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift
+from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.reference import Reference
 from detectors.runner import WindowContext, evaluate_window

@@ -11,11 +11,10 @@ from detectors.advanced import (
     MultivariateDrift,
     OnlineDrift,
     PredictionDrift,
-    attach_reference_frame,
 )
 from detectors.frame import Frame
 from detectors.multivariate import MULTIVARIATE_FEATURE
-from detectors.reference import Reference
+from detectors.reference import Reference, attach_reference_frame
 from detectors.runner import WindowContext, evaluate_window
 from detectors.spec import DriftSpec, FeatureSpec
 

@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from detectors import records as R
-from detectors.advanced import EstimatedPerformance, attach_reference_frame, reference_calibration
+from detectors.advanced import EstimatedPerformance, reference_calibration
+from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.performance import CBPE
 from detectors.reference import Reference

@@ -96,7 +96,7 @@ def test_records():
 def test_prediction_drift_is_judged_against_the_reference_chunks_of_its_outputs():
     """The reference's outputs are kept in time order: an autocorrelated score gets a chunk band."""
     from detectors.spec import ThresholdSpec
-    from detectors.thresholds import judge_windows
+    from detectors.univariate import judge_windows
 
     rng = np.random.default_rng(4)
     n = 16_000

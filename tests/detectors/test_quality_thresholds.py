@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from detectors import records as R
-from detectors.advanced import attach_reference_frame
+from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.quality import data_quality, quality_verdicts, reference_quality
 from detectors.reference import Reference

@@ -248,7 +248,7 @@ def test_feature_spec_order_and_unknown_features(rng):
 def test_segments_get_their_own_reference_chunks(rng):
     """A segment's sub-reference is given its rows (the parent's rows of that segment), so its
     features are judged against the segment's own chunks instead of falling back."""
-    from detectors.advanced import attach_reference_frame, reference_frame
+    from detectors.reference import attach_reference_frame, reference_frame
 
     specs = feature_specs()
     rows = make_frame(rng, 12_000)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors.advanced import attach_reference_frame
+from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.prediction import PredictionReference, prediction_drift
 from detectors.quality import data_quality

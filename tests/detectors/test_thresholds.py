@@ -7,21 +7,20 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from detectors.advanced import attach_reference_frame
 from detectors.frame import Frame
-from detectors.reference import Reference
+from detectors.reference import Reference, attach_reference_frame
 from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
 from detectors.thresholds import (
     chunk_slices,
     chunk_values,
-    judge_windows,
     log_band,
     multiplier_for_level,
     null_quantile,
     sd_band,
     statistic_max,
 )
-from detectors.univariate import cvm_pvalue
+from detectors.twosample import cvm_pvalue
+from detectors.univariate import judge_windows
 
 
 def test_sd_band_is_mean_plus_k_sd_by_hand():

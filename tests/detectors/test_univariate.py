@@ -11,7 +11,7 @@ from scipy.spatial.distance import jensenshannon
 from detectors.frame import Frame
 from detectors.reference import Reference
 from detectors.spec import DriftSpec, FeatureSpec
-from detectors.univariate import (
+from detectors.twosample import (
     PSI_EPS,
     binned_effects,
     chi2_2xk,
@@ -20,8 +20,8 @@ from detectors.univariate import (
     kstwo_sf,
     numeric_block,
     smirnov_sf,
-    univariate_drift,
 )
+from detectors.univariate import univariate_drift
 from tests.detectors.drift_data import feature_specs, make_frame
 
 

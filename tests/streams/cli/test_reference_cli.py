@@ -212,7 +212,7 @@ def test_cli_rejects_a_bad_file_before_touching_the_broker(tmp_path, monkeypatch
 @pytest.mark.parametrize("source", ["file", "first_n", "rolling"])
 def test_every_reference_source_attaches_its_rows(source, tmp_path):
     """With the reference's rows attached, a model gets adversarial scores without ``warmup_events``."""
-    from detectors.advanced import reference_frame
+    from detectors.reference import reference_frame
     from streams.settings import Settings
     from streams.worker.deadletter import DeadLetterPublisher
     from streams.worker.decode import RawMessage

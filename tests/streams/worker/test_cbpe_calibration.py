@@ -21,7 +21,8 @@ from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
 from streams.worker.labels import LabelHook
 from streams.worker.monitors import parse_monitors
-from streams.worker.pipeline import Pipeline, default_evaluator
+from streams.worker.evaluation import default_evaluator
+from streams.worker.pipeline import Pipeline
 from tests.streams.worker.test_pipeline import T0, FakeSink, dl_sender
 
 N = 100  # events per message (one window each)

@@ -447,7 +447,7 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     from detectors.frame import Frame
     from detectors.records import DRIFT_SUMMARY
     from detectors.reference import Reference
-    from streams.worker.pipeline import ObservedRates, default_evaluator
+    from streams.worker.evaluation import ObservedRates, default_evaluator
 
     model = _budget_cfg({"size_events": 500}).models[0]
     F = 4  # alarming families per window: drift, quality, prediction drift, CBPE (the budget counts them all)
@@ -504,7 +504,7 @@ def test_large_count_windows_are_evaluated_from_summaries():
     """``window.summary_min_events``: windows that size or larger keep a summary; the detectors' points are
     those of the same windows kept as rows (same counts, quality and verdicts), and every message is acked."""
     from detectors.records import DRIFT_SUMMARY, QUALITY
-    from streams.worker.pipeline import default_evaluator
+    from streams.worker.evaluation import default_evaluator
 
     def run_with(summary_min):
         cfg = config({"size_events": 40, "summary_min_events": summary_min, "summary_bins": 64},

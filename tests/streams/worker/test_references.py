@@ -83,7 +83,7 @@ def test_large_reference_round_trips(settings):
 def test_rows_are_stored_chunked_without_sensitive_features(settings, consume_all):
     """Stored rows come back as the frame the worker attached — minus sensitive features — in chunks
     of their own, which a newer save or a reset tombstones; a reference without rows still loads."""
-    from detectors.advanced import reference_frame
+    from detectors.reference import reference_frame
     from streams.worker.references import H_ROWS_SHA256, decode_rows, encode_rows
 
     ensure_references_topic(settings)
