@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import procstats
+from detectors import records as R
+from streams.influx.influxql import quote_ident
 from benchmarks.traffic import (
     CATEGORICAL,
     NUMERIC,
@@ -62,9 +64,8 @@ from benchmarks.traffic import (
 )
 
 PARTITIONS = 4
-#: fields of a ``dw_window`` point the benchmark reads (first match wins)
-COUNT_FIELDS = ("events", "n_events", "count", "n")
-CLOSED_FIELDS = ("closed_at", "close_time", "closed_at_s")
+#: the ``dw_window`` tags that tell two windows with the same end time apart
+WINDOW_TAGS = (R.T_MODEL, R.T_VERSION, R.T_SEGMENT)
 
 
 class BenchError(RuntimeError):
@@ -421,10 +422,10 @@ class WindowWatcher:
         """One query; returns how many new points appeared."""
         # once the fields are known, only the ones needed: every 50 ms over a growing measurement, the
         # whole rows cost InfluxDB and this process more CPU than the worker's own writes did
-        q = 'SELECT * FROM "dw_window"'
+        q = f"SELECT * FROM {quote_ident(R.WINDOW)}"
         if self.count_field is not None:
-            q = "SELECT " + ", ".join(f'"{c}"' for c in (self.count_field, self.closed_field, *self.tags_seen)
-                                      if c) + ' FROM "dw_window"'
+            q = "SELECT " + ", ".join(quote_ident(c) for c in (self.count_field, self.closed_field, *self.tags_seen)
+                                      if c) + f" FROM {quote_ident(R.WINDOW)}"
         resp = self.client.post("/query", data={"q": q, "db": self.settings.influx_db, "epoch": "ns"})
         now = time.time()
         if resp.status_code != 200:
@@ -436,14 +437,14 @@ class WindowWatcher:
                 cols = s["columns"]
                 if not self.fields_seen:
                     self.fields_seen = list(cols)
-                    self.count_field = next((c for c in COUNT_FIELDS if c in cols), None)
-                    self.closed_field = next((c for c in CLOSED_FIELDS if c in cols), None)
-                    self.tags_seen = [c for c in cols if c in ("model", "version", "segment")]
+                    self.count_field = R.F_N_EVENTS if R.F_N_EVENTS in cols else None
+                    self.closed_field = R.F_CLOSED_AT if R.F_CLOSED_AT in cols else None
+                    self.tags_seen = [c for c in cols if c in WINDOW_TAGS]
                     if self.count_field is None:
-                        raise BenchError(f"dw_window points have no event count field (one of {COUNT_FIELDS}): {cols}")
+                        raise BenchError(f"{R.WINDOW} points have no {R.F_N_EVENTS!r} field: {cols}")
                 ic = cols.index(self.count_field)
                 icl = cols.index(self.closed_field) if self.closed_field else None
-                tag_idx = [i for i, c in enumerate(cols) if c in ("model", "version", "segment")]
+                tag_idx = [i for i, c in enumerate(cols) if c in WINDOW_TAGS]
                 for row in s.get("values") or []:
                     key = (row[0], *(row[i] for i in tag_idx))
                     if key in self.points:
@@ -599,7 +600,7 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
             "warm_up_s": round(warm_end - t_start, 1),
         },
         "latency_note": None if lat else (
-            f"dw_window has no close-time field (one of {CLOSED_FIELDS}); latency not measurable"),
+            f"{R.WINDOW} has no {R.F_CLOSED_AT!r} field; latency not measurable"),
         "rss_mb_at": rss,
         "rss_mb_final": round(sum(final_rss), 1),
         "peak_rss_mb": round(max(peak), 1),

@@ -39,96 +39,23 @@ import pandas as pd
 
 from detectors import records as R
 from detectors.errors import ServiceError
+from streams.influx.influxql import quote_ident as ident, quote_literal as lit  # short: every query uses them
+from detectors.records import (  # noqa: F401 - the field names, re-exported for the views (Q.F_*)
+    CBPE, CKPT_FIELDS, DELIVERED, DRIFT_TESTS, EFFECT_FIELDS, F_ATTEMPTS, F_BAND_LOWER, F_BAND_UPPER,
+    F_CBPE_VALUE, F_CLOSED_AT, F_CLOSE_REASON, F_COMPUTED, F_CONSUMER_LAG, F_CORRECTION, F_COUNT,
+    F_DELAY_P50, F_DELAY_P95, F_DELIVERY_STATUS, F_DL_MODEL, F_DRIFT, F_DRIFT_EVALUATED, F_DURATION,
+    F_EFFECT, F_ENGINE, F_ESTIMATED, F_ESTIMATION_ERROR, F_EVENT, F_EVENTS_PER_S, F_EXPIRED,
+    F_EXTRACTION_FLAG, F_FIRING, F_FLAGGED, F_FLAGGED_BY, F_HTTP_STATUS, F_IMPORTANCE, F_JS, F_JUDGED,
+    F_LABEL_COVERAGE, F_LAST_ERROR, F_LOWER, F_MATCHED, F_MESSAGE, F_NORMALIZED, F_N_CUR, F_N_DRIFTED,
+    F_N_EVENTS, F_N_FEATURES, F_N_INVALID, F_N_LABELS, F_N_REF, F_N_WINDOW, F_PENDING, F_PREDICTIONS, F_PSI,
+    F_P_VAL, F_P_VALUE, F_RANK, F_REASON, F_REFERENCE, F_RULE, F_SCORE, F_SEQ, F_SHARE_DRIFTED, F_SILENCED,
+    F_SOURCE_FLAG, F_STATE, F_STATISTIC, F_THRESHOLD, F_TOP_FEATURE, F_UPPER, F_VALUE, F_WASSERSTEIN,
+    F_WINDOW_START, LABEL_JOIN, PRED_ALL, QUALITY_RATES, REALIZED, STATE_FIRING, STATE_PENDING,
+    STATE_RESOLVED, SUMMARY_DETECTOR, T_ENDPOINT, TIME,
+)
 
 log = logging.getLogger(__name__)
 
-# Field names ------------------------------------------------------------------
-# dw_drift
-F_STATISTIC = "statistic"
-F_P_VALUE = "p_value"
-F_THRESHOLD = "threshold"
-F_DRIFT = "drift"
-F_PSI = "psi"
-F_JS = "js"
-F_WASSERSTEIN = "wasserstein"
-F_N_REF = "n_ref"
-F_N_CUR = "n_cur"
-F_RANK = "rank"
-F_ENGINE = "engine"
-EFFECT_FIELDS = (F_PSI, F_JS, F_WASSERSTEIN)
-DRIFT_TESTS = ("ks", "cvm", "chi2")  # detector tag values of dw_drift
-# dw_impact (one per reference and feature; detector = mi | permutation)
-F_NORMALIZED = "normalized"  # share of the sum of positive importances
-F_IMPORTANCE = "importance"
-# dw_drift_summary
-F_SHARE_DRIFTED = "share_drifted"
-F_N_DRIFTED = "n_drifted"
-F_N_FEATURES = "n_features"
-F_CORRECTION = "correction"
-F_P_VAL = "p_val"
-F_TOP_FEATURE = "top_feature"
-SUMMARY_DETECTOR = "univariate"  # detector tag of the per-window univariate summary
-# dw_quality
-QUALITY_RATES = ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate",
-                 "null_violation_rate")
-# dw_window
-F_N_EVENTS = "n_events"
-F_N_INVALID = "n_invalid"
-F_EVENTS_PER_S = "events_per_s"
-F_DURATION = "duration"
-F_WINDOW_START = "window_start"
-F_CONSUMER_LAG = "consumer_lag"  # optional: messages behind, if a worker reports it
-F_CLOSED_AT = "closed_at"  # wall clock (epoch s) when the worker closed the window
-# dw_deadletter
-F_COUNT = "count"
-F_DL_MODEL = "model_id"  # dw_deadletter: the model the messages named (a field: unknown ids are not tags)
-# dw_performance (tags metric, detector = realized | cbpe; metric=label_join: join counters)
-F_VALUE = "value"
-F_ESTIMATED = "estimated"
-F_N_LABELS = "n_labels"
-F_LABEL_COVERAGE = "label_coverage"
-F_DELAY_P50 = "label_delay_p50"
-F_DELAY_P95 = "label_delay_p95"
-REALIZED, CBPE = "realized", "cbpe"
-#: the band a drift verdict was judged against (detectors/thresholds.py): ``judged`` names the
-#: value (p_value, statistic or effect), ``band_lower``/``band_upper`` its band (absent: unbounded)
-F_JUDGED, F_BAND_LOWER, F_BAND_UPPER, F_EFFECT = "judged", "band_lower", "band_upper", "effect"
-F_LOWER, F_UPPER = "lower", "upper"  # CBPE accuracy: the estimate's sampling band (± 3 std)
-F_ESTIMATION_ERROR = "estimation_error"  # realized accuracy: |CBPE's estimate of the same rows - realized|
-F_CBPE_VALUE = "cbpe_value"
-# dw_status (tag detector = evaluator; fields computed 0/1, reason)
-F_COMPUTED, F_REASON = "computed", "reason"
-LABEL_JOIN = "label_join"
-F_MATCHED, F_PREDICTIONS, F_PENDING, F_EXPIRED = "matched", "predictions", "pending_predictions", "expired"
-# dw_prediction (tags feature = output, detector = test | summary | share)
-F_N_WINDOW = "n_window"
-PRED_ALL = "__all__"
-# dw_adversarial / dw_source
-F_SCORE = "score"
-F_FLAGGED = "flagged"  # dw_adversarial
-F_EXTRACTION_FLAG = "extraction_flag"  # dw_source
-F_SOURCE_FLAG = "flag"  # dw_source: flagged by any component (extraction or a source contrast)
-F_FLAGGED_BY = "flagged_by"  # dw_adversarial, dw_source: the components that raised the flag
-# dw_alert (one point per alert and window while pending/firing, and on every change;
-# tags: model, version, rule, severity + the series' own tags such as feature)
-F_STATE = "status"  # inactive | pending | firing | resolved
-F_FIRING = "firing"  # 1 while firing
-F_MESSAGE = "summary"
-F_SILENCED = "silenced"
-F_RULE = R.T_RULE if hasattr(R, "T_RULE") else "rule"
-STATE_FIRING = "firing"
-STATE_RESOLVED = "resolved"
-STATE_PENDING = "pending"
-# dw_delivery (tags: endpoint, model, version, rule)
-F_DELIVERY_STATUS = "status"  # pending | retrying | delivered | failed
-F_HTTP_STATUS = "http_status"
-F_ATTEMPTS = "attempts"
-F_LAST_ERROR = "last_error"
-F_EVENT = "event"  # firing | resolved
-DELIVERED = "delivered"
-T_ENDPOINT = getattr(R, "T_ENDPOINT", "endpoint")
-
-TIME = "time"
 
 # Time ranges --------------------------------------------------------------------
 PRESETS: dict[str, int] = {
@@ -168,16 +95,6 @@ class InfluxUnavailable(InfluxError):
 
 class NoDatabase(InfluxError):
     """The database does not exist yet: nothing has been written."""
-
-
-def lit(value: str) -> str:
-    """An InfluxQL string literal (single quotes, backslash escapes)."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def ident(name: str) -> str:
-    """An InfluxQL identifier (double quotes)."""
-    return '"' + str(name).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def pick_bucket(seconds: float, max_buckets: int = MAX_BUCKETS) -> str:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.errors import ServiceError
+from streams.influx.influxql import quote_ident, quote_literal
 from streams.retry import Backoff
 from streams.settings import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # the admin user and its password's file
 
@@ -512,8 +513,8 @@ class LocalStack:
         code, body = _influx_query(self.influx_url, "SHOW USERS", (user, password))
         if code == 200:
             return
-        quoted = password.replace("\\", "\\\\").replace("'", "\\'")
-        code, body = _influx_query(self.influx_url, f'CREATE USER "{user}" WITH PASSWORD \'{quoted}\' WITH ALL PRIVILEGES')
+        code, body = _influx_query(self.influx_url, f"CREATE USER {quote_ident(user)} WITH PASSWORD "
+                                                    f"{quote_literal(password)} WITH ALL PRIVILEGES")
         if code == 200 and '"error"' not in body:
             log.info("InfluxDB admin user %r created; password in %s", user, self.influx_password_file)
             return

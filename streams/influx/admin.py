@@ -24,21 +24,13 @@ from typing import Any
 import httpx
 
 from detectors.errors import ServiceError
+from streams.influx.influxql import quote_ident
 from streams.influx.sink import InfluxConfigError, database, v2_client, v2_error
 from streams.settings import Settings
 
 
 class InfluxAdminError(ServiceError):
     """InfluxDB refused or could not be reached; the message says which URL and why."""
-
-
-def quote_ident(name: str) -> str:
-    """An InfluxQL identifier in double quotes.
-
-    >>> quote_ident('my "db"')
-    '"my \\\\"db\\\\""'
-    """
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def basic_auth(settings: Settings) -> tuple[str, str] | None:

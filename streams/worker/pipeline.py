@@ -56,7 +56,10 @@ from typing import Any
 import numpy as np
 
 from detectors.frame import Frame, concat
-from detectors.records import T_MODEL, T_VERSION, WINDOW, Record
+from detectors.records import (  # dw_window's fields: one vocabulary for the worker, the dashboard, the benchmarks
+    CKPT_FIELDS, F_CLOSE_REASON, F_CLOSED_AT, F_DRIFT_EVALUATED, F_DURATION, F_EVENTS_PER_S, F_N_EVENTS, F_N_INVALID,
+    F_REFERENCE, F_SEQ, F_SUMMARISED, F_WINDOW_START, T_MODEL, T_VERSION, WINDOW, Record,
+)
 from streams.retry import Backoff
 from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
@@ -72,31 +75,6 @@ log = logging.getLogger(__name__)
 class PartitionRevoked(RuntimeError):
     """Raised by the ``committed`` callback for a partition that a rebalance is taking away (its committed
     offset is no longer known): the batch is left to the partition's next owner, who re-reads it."""
-
-# dw_window fields written by the worker (the dashboard reads the first five)
-F_N_EVENTS = "n_events"
-F_N_INVALID = "n_invalid"
-F_EVENTS_PER_S = "events_per_s"
-F_DURATION = "duration"
-F_WINDOW_START = "window_start"
-F_CLOSED_AT = "closed_at"  # wall clock (epoch s) when the window closed: latency measurements
-F_CLOSE_REASON = "close_reason"
-F_SEQ = "seq"
-F_DRIFT_EVALUATED = "drift_evaluated"
-F_REFERENCE = "reference"
-F_SUMMARISED = "summarised"  # 1: the window kept a summary, not its rows (window.summary_min_events)
-CKPT_FIELDS = {
-    "topic": "ckpt_topic",
-    "partition": "ckpt_partition",
-    "start_offset": "ckpt_start_offset",
-    "start_row": "ckpt_start_row",
-    "end_offset": "ckpt_end_offset",
-    "end_row": "ckpt_end_row",
-    "closed_until": "ckpt_closed_until",
-    "max_event_time": "ckpt_max_event_time",
-    "window_start": "ckpt_window_start",
-}
-
 
 
 # ----------------------------------------------------------------------------- commit bookkeeping
@@ -223,11 +201,8 @@ class CheckpointSource:
         return [c for c in map(checkpoint_from_row, reversed(rows)) if c is not None]
 
     async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
-        from streams.influx.admin import quote_ident
+        from streams.influx.influxql import quote_ident, quote_literal as lit
         from streams.influx.sink import DatabaseNotFound, InfluxQueryError, aquery
-
-        def lit(s: str) -> str:
-            return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
         q = (
             f"SELECT * FROM {quote_ident(WINDOW)} WHERE {quote_ident(T_MODEL)} = {lit(key.model_id)}"

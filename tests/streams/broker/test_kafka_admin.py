@@ -22,8 +22,8 @@ from streams.influx.admin import (
     ensure_database,
     list_databases,
     query,
-    quote_ident,
 )
+from streams.influx.influxql import quote_ident
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
