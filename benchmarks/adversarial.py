@@ -1,6 +1,6 @@
 """``driftwatch bench adversarial``: do the adversarial scores tell attacks from benign traffic?
 
-One in-process run on the demo's wine classifier (``streams.devstack.demo.build_wine``:
+One in-process run on the demo's wine classifier (``streams.devstack.models.build_wine``:
 standard-scaled logistic regression, 13 numeric inputs, 3 classes) with the
 monitor config of ``streams/devstack/examples/demo.yaml``. The reference is 1,000 events
 of the stationary demo stream with their predictions (what a ``first_n``
@@ -126,7 +126,7 @@ class World:
     """The demo model, its monitor config and helpers to turn inputs into frames."""
 
     def __init__(self, o: Options) -> None:
-        from streams.devstack.demo import EXAMPLES_DIR, build_diabetes, build_wine
+        from streams.devstack.models import EXAMPLES_DIR, build_diabetes, build_wine
         from streams.worker.monitors import load_monitors
 
         self.model = build_wine()

@@ -1,3 +1,4 @@
+# size: one benchmark script (streams, peers, worker run, report) run as a whole by `driftwatch bench real`
 """``driftwatch bench real``: the real worker on real and realistic labelled streams, next to the peers.
 
 Streams (``benchmarks/real_streams.py``): data sets that ship inside installed

@@ -1,3 +1,4 @@
+# size: one benchmark script (stack, workers, traffic, watcher, report) run as a whole by `driftwatch bench throughput`
 """``driftwatch bench throughput``: is driftwatch fast, flat in memory, and does it scale out?
 
 One run, on the local stack (tansu + InfluxDB 1.x started on free loopback ports

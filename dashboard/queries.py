@@ -1,3 +1,4 @@
+# size: every InfluxQL statement the dashboard runs, one per page section, kept together so names stay in step
 """Every InfluxQL statement the dashboard runs, and the client that runs them.
 
 All queries go over InfluxDB's v1 HTTP API (``GET /query``), which InfluxDB 1.x

@@ -1,3 +1,4 @@
+# size: the frame every page shares (login, filters, refresh, empty states); each helper is small and used by all pages
 """The frame every page shares: settings, login, filters, auto-refresh, empty states, links.
 
 The entry script (``app.py``) calls :func:`start` (login gate + sidebar filters)

@@ -1,3 +1,4 @@
+# size: the label join and the error stream monitor are one pipeline over the same joined rows
 """Concept drift with delayed labels: the label join and the error stream.
 
 True labels come late, on their own topic, and answer predictions by event id.

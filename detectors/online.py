@@ -1,3 +1,4 @@
+# size: the online detectors share one expected-run-time calibration and its cache
 """Online (event-by-event) drift detection with expected-run-time calibration.
 
 Windowed tests answer once per window. Online detectors answer after every

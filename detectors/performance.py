@@ -1,3 +1,4 @@
+# size: realized and CBPE-estimated performance share the metric definitions and their band arithmetic
 """Model performance per window: realized from joined labels, estimated without them.
 
 Realized performance needs the true labels, which arrive late (hours, weeks)

@@ -1,3 +1,4 @@
+# size: the Reference type and its builders, serialisation and row attachment: one data structure, one module
 """The reference distribution every window is compared with.
 
 A :class:`Reference` is built once — from a :class:`~detectors.frame.Frame`

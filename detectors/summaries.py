@@ -1,3 +1,4 @@
+# size: one mergeable summary type, its batch update and merge, and the window-close tests that read it share the bin layout
 """Mergeable window summaries: a window's state in memory bounded by configuration, not by events.
 
 A window that keeps every raw row until it closes grows with its event count

@@ -1,4 +1,5 @@
-"""The house rules of the source tree (issue 17): no import circle among our modules.
+"""The house rules of the source tree (issue 17): no import circle among our modules, and no
+module over :data:`MAX_LINES` lines without a one-line reason at its top.
 
 The import graph is built from the source with :mod:`ast` (nothing is imported): every
 ``import`` and ``from ... import`` of ``streams``, ``detectors`` or ``dashboard`` in a module,
@@ -19,6 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("streams", "detectors", "dashboard")
+#: a module longer than this says why on its first line: ``# size: <reason>``
+MAX_LINES = 600
+SIZE_TAG = "# size:"
 
 
 def modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
@@ -139,4 +143,37 @@ def test_the_graph_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) 
     assert graph["streams.sub.b"] == {"streams.sub.c"}
     assert graph["streams.sub.c"] == {"streams.sub.a"}
     assert cycles(graph) == [["streams.sub.a", "streams.sub.b", "streams.sub.c"]]
+
+
+def size_problems(known: dict[str, Path]) -> list[str]:
+    """Modules over :data:`MAX_LINES` lines without a reason, and reasons left on modules that no longer need one."""
+    problems = []
+    for name, path in sorted(known.items()):
+        lines = path.read_text().splitlines()
+        first = lines[0] if lines else ""
+        has_reason = first.startswith(SIZE_TAG) and len(first[len(SIZE_TAG):].split()) >= 5
+        if len(lines) > MAX_LINES and not has_reason:
+            problems.append(f"{name}: {len(lines)} lines and no '{SIZE_TAG} <reason of five words or more>' first line")
+        elif len(lines) <= MAX_LINES and first.startswith(SIZE_TAG):
+            problems.append(f"{name}: {len(lines)} lines, its '{SIZE_TAG}' line is stale")
+    return problems
+
+
+def test_no_module_over_600_lines_without_a_reason_at_its_top() -> None:
+    known = modules(ROOT, (*PACKAGES, "benchmarks"))
+    long = [name for name, path in known.items() if len(path.read_text().splitlines()) > MAX_LINES]
+    assert long  # the rule has modules to look at (it would pass vacuously otherwise)
+    assert not size_problems(known), "\n".join(size_problems(known))
+
+
+def test_size_rule_flags_a_long_module_and_a_stale_reason(tmp_path: Path) -> None:
+    pkg = tmp_path / "streams"
+    pkg.mkdir()
+    body = "x = 1\n" * MAX_LINES
+    (pkg / "long.py").write_text(body + "y = 2\n")
+    (pkg / "excused.py").write_text(f"{SIZE_TAG} one table that must stay whole\n" + body)
+    (pkg / "vague.py").write_text(f"{SIZE_TAG} big\n" + body)
+    (pkg / "short.py").write_text(f"{SIZE_TAG} one table that must stay whole\nx = 1\n")
+    problems = size_problems(modules(tmp_path, ("streams",)))
+    assert [p.split(":")[0] for p in problems] == ["streams.long", "streams.short", "streams.vague"]
 

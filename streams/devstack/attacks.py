@@ -47,6 +47,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from streams.devstack.scenarios import Param, Scenario, register_scenario, shift_inputs
+
 __all__ = [
     "BENIGN_SHIFTS",
     "EXTRACTION_STRATEGIES",
@@ -296,7 +298,7 @@ def subpopulation_sample(model: Any, rng: np.random.Generator, n: int, feature: 
                          above: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``n`` inputs (and their true targets) of a demo model's subpopulation, generated like its normal traffic.
 
-    Same smoothed bootstrap as :meth:`streams.devstack.demo.DemoModel.sample` (a row plus the
+    Same smoothed bootstrap as :meth:`streams.devstack.models.DemoModel.sample` (a row plus the
     model's jitter, discrete inputs kept, clipped and rounded), restricted to the rows
     of the subpopulation.
     """
@@ -341,11 +343,9 @@ def benign_shift_sample(model: Any, kind: str, rng: np.random.Generator, n: int,
     """``n`` inputs (and true targets) of the normal traffic under the benign shift ``kind``
     (:data:`BENIGN_SHIFTS`; ``progress`` in [0, 1]: how far into the shifted stretch, for
     ``seasonal``). ``unusual-client`` returns the unusual client's traffic (the others' is
-    :meth:`~streams.devstack.demo.DemoModel.sample`). Every kind is natural data — the model's own
+    :meth:`~streams.devstack.models.DemoModel.sample`). Every kind is natural data — the model's own
     dataset, resampled with its noise — moved as a whole: data drift, no attack.
     """
-    from streams.devstack.demo import shift_inputs
-
     if kind not in BENIGN_SHIFTS:
         raise ValueError(f"unknown benign shift {kind!r}; known: {', '.join(BENIGN_SHIFTS)}")
     feature = _SEGMENT_FEATURE.get(model.model_id, model.inputs[0])
@@ -381,9 +381,6 @@ def benign_shift_sample(model: Any, kind: str, rng: np.random.Generator, n: int,
 
 
 # ============================================================================ demo scenarios
-from streams.devstack.demo import Param, Scenario, register_scenario  # noqa: E402 - demo imports this module at its end
-
-
 def _n_extra(batch: Any, share: float, rng: np.random.Generator) -> int:
     x = len(batch) * share
     return int(np.floor(x) + (rng.random() < x - np.floor(x)))

@@ -1,3 +1,4 @@
+# size: two services (tansu, InfluxDB) with one lifecycle (start, wait, stop, status) and one state folder
 """The local stack: a Kafka-protocol broker (tansu) and InfluxDB 1.x on loopback.
 
 ``driftwatch stack up|down|status`` and :class:`LocalStack` start both services as

@@ -1,3 +1,4 @@
+# size: the SDK is one public class with its packing and its delivery thread; one file for `pip install driftwatch`
 """The producer SDK: what a serving engineer adds to a model service.
 
 Three lines::

@@ -6,7 +6,7 @@
   message; the SDK packs ~1000 events into one).
 * Manual acks: ``take_events`` acks every event it yielded; the agent takes an
   extra reference on each message first (``message.incref()``), so the message
-  stays un-acked until the pipeline's :class:`~streams.worker.pipeline.AckTracker`
+  stays un-acked until the pipeline's :class:`~streams.worker.commits.AckTracker`
   calls ``event.ack()`` — after the window results that depend on it are
   written. Faust then commits the offsets.
 * A 1 s timer closes idle windows; another logs throughput every 30 s.
@@ -31,7 +31,8 @@ from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.worker.decode import RawMessage
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.monitors import MonitorsConfig
-from streams.worker.pipeline import CheckpointSource, PartitionRevoked, Pipeline
+from streams.worker.checkpoints import CheckpointSource
+from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
 from streams.worker.topics import Topics, TopicWatch
 

@@ -1,3 +1,4 @@
+# size: the bulk decoder is one hot loop over three wire shapes; its helpers are specialised to it
 """Bulk decode of Kafka message values into columnar :class:`~detectors.frame.Frame` s.
 
 The worker hands :meth:`Decoder.decode` every message of one ``take_events``

@@ -1,3 +1,4 @@
+# size: the label hook's three entry points share the per-model join and performance state
 """Delayed labels: the worker's bridge to :mod:`detectors.concept` and :mod:`detectors.performance`.
 
 The pipeline calls three hooks:
@@ -786,7 +787,7 @@ class LabelHook:
         return fed
 
     def hold_until_snapshot(self, tracker, offsets: np.ndarray) -> None:
-        """Release ``offsets`` on ``tracker`` (a :class:`streams.worker.pipeline.AckTracker`) after the next
+        """Release ``offsets`` on ``tracker`` (a :class:`streams.worker.commits.AckTracker`) after the next
         checkpoint is acknowledged."""
         self._held.append((tracker, offsets))
 

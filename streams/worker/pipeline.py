@@ -1,3 +1,4 @@
+# size: one class, Pipeline, drives ingestion, the reference lifecycle, evaluation hand-off and dead letters over shared per-stream state (acks: commits.py, checkpoints: checkpoints.py, evaluation: evaluation.py)
 """The worker's engine, without Faust: decode → windows → detectors → sink, and the commit bookkeeping.
 
 :class:`Pipeline` gets batches of raw messages (with an opaque *token* each —
@@ -18,7 +19,7 @@ the Faust event the agent must ack) and drives everything else:
    counted on ``dw_deadletter``; label events go to the label join.
 
 **Offsets are committed only after the results that depend on them are
-written.** :class:`AckTracker` keeps, per topic partition, a reference count
+written.** :class:`~streams.worker.commits.AckTracker` keeps, per topic partition, a reference count
 per message: +1 while the batch is processed, +1 per open-window piece holding
 its rows (released when the window's unit is confirmed by InfluxDB — for a
 rolling reference, when the *next* window is written, since it depends on
@@ -44,9 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -57,11 +56,13 @@ import numpy as np
 
 from detectors.frame import Frame, concat
 from detectors.records import (  # dw_window's fields: one vocabulary for the worker, the dashboard, the benchmarks
-    CKPT_FIELDS, F_CLOSE_REASON, F_CLOSED_AT, F_DRIFT_EVALUATED, F_DURATION, F_EVENTS_PER_S, F_N_EVENTS, F_N_INVALID,
-    F_REFERENCE, F_SEQ, F_SUMMARISED, F_WINDOW_START, T_MODEL, T_VERSION, WINDOW, Record,
+    F_CLOSE_REASON, F_CLOSED_AT, F_DRIFT_EVALUATED, F_DURATION, F_EVENTS_PER_S, F_N_EVENTS, F_N_INVALID,
+    F_REFERENCE, F_SUMMARISED, F_WINDOW_START, T_MODEL, T_VERSION, WINDOW, Record,
 )
 from streams.retry import Backoff
 from streams.settings import Settings
+from streams.worker.checkpoints import CheckpointSource, checkpoint_fields
+from streams.worker.commits import AckTracker
 from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, deadletter_records
 from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
 from streams.worker.detector_process import DetectorProcess
@@ -75,152 +76,6 @@ log = logging.getLogger(__name__)
 class PartitionRevoked(RuntimeError):
     """Raised by the ``committed`` callback for a partition that a rebalance is taking away (its committed
     offset is no longer known): the batch is left to the partition's next owner, who re-reads it."""
-
-
-# ----------------------------------------------------------------------------- commit bookkeeping
-
-
-class AckTracker:
-    """Per topic partition: ack messages in offset order once nothing holds them.
-
-    >>> acked = []
-    >>> t = AckTracker(acked.append)
-    >>> for off in (10, 11, 12): t.register(off, f"m{off}", None)
-    >>> t.hold([11]); t.release([10, 11, 12]); acked
-    ['m10']
-    >>> t.release([11]); acked
-    ['m10', 'm11', 'm12']
-    """
-
-    __slots__ = ("_ack", "_order", "_pending", "acked", "active", "last_offset")
-
-    def __init__(self, ack: Callable[[Any], None]) -> None:
-        self._ack = ack
-        self._pending: dict[int, list] = {}  # offset -> [refcount, token, RawMessage]
-        self._order: deque[int] = deque()
-        self.active = True
-        self.last_offset = -1
-        self.acked = 0
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def register(self, offset: int, token: Any, message: RawMessage | None) -> None:
-        """A new message (refcount 1: it is being processed)."""
-        if offset in self._pending:  # the same message again (should not happen): keep the first
-            self._pending[offset][0] += 1
-            return
-        self._pending[offset] = [1, token, message]
-        self._order.append(offset)
-        self.last_offset = max(self.last_offset, offset)
-
-    def hold(self, offsets: Iterable[int]) -> None:
-        for o in offsets:
-            e = self._pending.get(int(o))
-            if e is not None:
-                e[0] += 1
-
-    def release(self, offsets: Iterable[int]) -> None:
-        pending = self._pending
-        for o in offsets:
-            e = pending.get(int(o))
-            if e is not None:
-                e[0] -= 1
-        order = self._order
-        while order and pending[order[0]][0] <= 0:
-            token = pending.pop(order.popleft())[1]
-            self.acked += 1
-            if self.active:
-                self._ack(token)
-
-    def message(self, offset: int) -> RawMessage | None:
-        e = self._pending.get(offset)
-        return None if e is None else e[2]
-
-    @property
-    def oldest_pending(self) -> int | None:
-        return self._order[0] if self._order else None
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_fields(key: StreamKey, ck: Checkpoint) -> dict[str, Any]:
-    """The checkpoint as ``dw_window`` fields (non-finite values are left out by the sink)."""
-    return {
-        CKPT_FIELDS["topic"]: key.topic,
-        CKPT_FIELDS["partition"]: key.partition,
-        CKPT_FIELDS["start_offset"]: ck.start_pos[0],
-        CKPT_FIELDS["start_row"]: ck.start_pos[1],
-        CKPT_FIELDS["end_offset"]: ck.end_pos[0],
-        CKPT_FIELDS["end_row"]: ck.end_pos[1],
-        CKPT_FIELDS["closed_until"]: ck.closed_until,
-        CKPT_FIELDS["max_event_time"]: ck.max_event_time,
-        CKPT_FIELDS["window_start"]: ck.window_start,
-        F_SEQ: ck.seq,
-    }
-
-
-def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint | None:
-    """Inverse of :func:`checkpoint_fields` on a queried ``dw_window`` row."""
-
-    def num(name: str, default: float = -math.inf) -> float:
-        v = row.get(CKPT_FIELDS[name])
-        return default if v is None else float(v)
-
-    try:
-        return Checkpoint(
-            seq=int(row[F_SEQ]),
-            start_pos=(int(num("start_offset")), int(num("start_row"))),
-            end_pos=(int(num("end_offset")), int(num("end_row"))),
-            time_ns=int(row["time"]),
-            closed_until=num("closed_until"),
-            max_event_time=num("max_event_time"),
-            window_start=num("window_start"),
-        )
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-
-
-class CheckpointSource:
-    """Reads the newest checkpoint of a stream key back from InfluxDB (retrying while it is down)."""
-
-    def __init__(self, settings: Settings, client_getter: Callable[[], Any], max_backoff: float = 10.0) -> None:
-        self.settings = settings
-        self._client = client_getter
-        self.max_backoff = max_backoff
-
-    async def latest(self, key: StreamKey) -> Checkpoint | None:
-        rows = await self._query(key, "ORDER BY time DESC LIMIT 1")
-        return checkpoint_from_row(rows[0]) if rows else None
-
-    async def since(self, key: StreamKey, after_ns: int, limit: int = 1000) -> list[Checkpoint]:
-        """Checkpoints of the (at most ``limit`` newest) windows of ``key`` written after ``after_ns``, oldest
-        first (the label join learns the windows a crashed worker wrote after its last label snapshot)."""
-        rows = await self._query(key, f"AND time > {int(after_ns)} ORDER BY time DESC LIMIT {int(limit)}")
-        return [c for c in map(checkpoint_from_row, reversed(rows)) if c is not None]
-
-    async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
-        from streams.influx.influxql import quote_ident, quote_literal as lit
-        from streams.influx.sink import DatabaseNotFound, InfluxQueryError, aquery
-
-        q = (
-            f"SELECT * FROM {quote_ident(WINDOW)} WHERE {quote_ident(T_MODEL)} = {lit(key.model_id)}"
-            f" AND {quote_ident(T_VERSION)} = {lit(key.model_version)}"
-            f" AND {quote_ident(CKPT_FIELDS['topic'])} = {lit(key.topic)}"
-            f" AND {quote_ident(CKPT_FIELDS['partition'])} = {int(key.partition)} {tail}"
-        )
-        delays = Backoff(0.5, self.max_backoff).delays()
-        while True:
-            try:
-                return await aquery(self._client(), self.settings, q)
-            except DatabaseNotFound:
-                return []
-            except InfluxQueryError as e:
-                wait = next(delays)
-                log.warning("cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
-                            "/".join(map(str, key)), e, wait)
-                await asyncio.sleep(wait)
 
 
 def _invalid_rows(frame: Frame) -> int:

@@ -1,3 +1,4 @@
+# size: one store's record format, topic follower and operator client share private codecs; split they would import each other
 """Stored references: shared by every worker, surviving restarts, set and reset by operators.
 
 The references live on a Kafka topic (``<topic_inferences>.references``, one

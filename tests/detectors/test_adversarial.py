@@ -671,7 +671,7 @@ def test_evasion_inside_a_drift_is_still_flagged_and_named(wine_world) -> None:
 
 def test_benign_shift_sample_kinds_and_errors() -> None:
     from streams.devstack.attacks import BENIGN_SHIFTS, benign_shift_sample
-    from streams.devstack.demo import build_diabetes, build_wine
+    from streams.devstack.models import build_diabetes, build_wine
 
     wine, diabetes = build_wine(), build_diabetes()
     rng = np.random.default_rng(36)

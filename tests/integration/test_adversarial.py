@@ -98,7 +98,8 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
     (``warmup_events`` is only the fallback without reference rows); one client probes the
     model from the start and evasion attempts come in a later stretch.
     """
-    from streams.devstack.demo import EXAMPLES_DIR, DemoOptions, run_demo
+    from streams.devstack.demo import DemoOptions, run_demo
+    from streams.devstack.models import EXAMPLES_DIR
 
     opts = DemoOptions(models=["wine"], rate=200, events=6000, pace=False, seed=11, label_fraction=0.0,
                        create_topics=False, progress_every=0,
@@ -165,7 +166,8 @@ def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(
     flagged; an evasion stretch inside the drift is flagged, by the low-margin source contrast,
     with the evader named in the verdict.
     """
-    from streams.devstack.demo import EXAMPLES_DIR, DemoOptions, run_demo
+    from streams.devstack.demo import DemoOptions, run_demo
+    from streams.devstack.models import EXAMPLES_DIR
 
     opts = DemoOptions(models=["wine", "diabetes"], rate=200, events=9000, pace=False, seed=5, label_fraction=0.0,
                        create_topics=False, progress_every=0, drift_at=10.0,

@@ -30,7 +30,8 @@ RATE = 400
 
 def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe(settings, settings_env,
                                                                                   tmp_path) -> None:
-    from streams.devstack.demo import EXAMPLES_DIR, DemoOptions, run_demo
+    from streams.devstack.demo import DemoOptions, run_demo
+    from streams.devstack.models import EXAMPLES_DIR
 
     def demo(seed: int, events: int, drift: bool):
         return DemoOptions(models=["wine"], rate=RATE, events=events, pace=True, seed=seed, label_fraction=1.0,

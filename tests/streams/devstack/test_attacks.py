@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from streams.devstack import attacks as A
-from streams.devstack.demo import SCENARIOS, DemoOptions, build_wine, run_demo
+from streams.devstack.demo import DemoOptions, run_demo
+from streams.devstack.models import build_wine
+from streams.devstack.scenarios import SCENARIOS
 from streams.settings import Settings
 from streams.wire.schemas import InferenceBatch
 

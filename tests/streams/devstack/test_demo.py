@@ -17,17 +17,17 @@ import pytest
 from scipy import stats
 
 from streams.devstack import demo as D
-from streams.devstack.demo import (
+from streams.devstack import models as M
+from streams.devstack.demo import DemoOptions, run_demo
+from streams.devstack.models import build_models
+from streams.devstack.scenarios import (
     MALFORMED_KINDS,
     SCENARIOS,
-    DemoOptions,
     Param,
     Scenario,
-    build_models,
     malformed_message,
     parse_scenario,
     register_scenario,
-    run_demo,
 )
 from streams.settings import Settings
 from streams.wire.schemas import InferenceBatch, LabelBatch
@@ -36,12 +36,12 @@ from streams.worker.decode import RawMessage as DecodeMessage
 from streams.worker.monitors import load_monitors
 
 SETTINGS = Settings(kafka_bootstrap="127.0.0.1:1", topic_inferences="t.inf", topic_labels="t.lab")
-DEMO_YAML = D.EXAMPLES_DIR / "demo.yaml"
+DEMO_YAML = M.EXAMPLES_DIR / "demo.yaml"
 CONFIG = load_monitors(DEMO_YAML)
 
 
 @functools.cache
-def models() -> dict[str, D.DemoModel]:
+def models() -> dict[str, M.DemoModel]:
     """The trained demo models (built on first use: importing scikit-learn takes seconds)."""
     return build_models(["wine", "diabetes"])
 
@@ -224,7 +224,7 @@ def test_demo_yaml_describes_the_demo_models() -> None:
                 assert col.max() + 0.5 * col.std() <= f.max
             assert f.nullable is False
         assert mon.window.size_events == 500
-        assert mon.reference.file == D.reference_path(mon.model_id).resolve()
+        assert mon.reference.file == M.reference_path(mon.model_id).resolve()
 
 
 def test_check_config_accepts_the_demo_yaml(capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,8 +236,8 @@ def test_check_config_accepts_the_demo_yaml(capsys: pytest.CaptureFixture[str]) 
 
 def test_shipped_references_are_what_the_generator_writes(tmp_path: Path) -> None:
     for model in models().values():
-        fresh = D.write_reference_csv(model, tmp_path / f"{model.model_id}.csv")
-        assert fresh.read_bytes() == D.reference_path(model.model_id).read_bytes(), (
+        fresh = M.write_reference_csv(model, tmp_path / f"{model.model_id}.csv")
+        assert fresh.read_bytes() == M.reference_path(model.model_id).read_bytes(), (
             f"{model.model_id}: regenerate with `driftwatch demo --write-reference streams/devstack/examples`")
 
 
@@ -246,8 +246,8 @@ def test_references_load_and_stay_in_range() -> None:
 
     for mon in CONFIG.models:
         ref = Reference.from_file(mon.reference.file, mon.features)
-        assert ref.n_rows == D.REFERENCE_ROWS
-        rows = D.reference_rows(models()[mon.model_id])
+        assert ref.n_rows == M.REFERENCE_ROWS
+        rows = M.reference_rows(models()[mon.model_id])
         for f in mon.features:
             if f.kind == "numeric":
                 assert f.min <= min(rows[f.name]) and max(rows[f.name]) <= f.max
@@ -274,7 +274,7 @@ def test_stationary_stream_matches_its_reference_and_drift_does_not() -> None:
     drifted = Run(events=1000, rate=500, seed=11, drift_at=0.0, drift_shift=0.5)
     n_tests = sum(len(m.feature_names) for m in models().values())
     for model in models().values():
-        ref = D.reference_rows(model)
+        ref = M.reference_rows(model)
         live = {f: r.column(model.model_id, f) for f in model.feature_names}
         p = _p_values(live, ref, model)
         assert min(p.values()) > 0.01 / n_tests, p
@@ -488,7 +488,7 @@ def test_cli_lists_scenarios_and_writes_references(tmp_path: Path, capsys: pytes
     for name in ("data-drift", "quality-break", "concept-drift", "malformed"):
         assert f"{name}: " in out
     assert main(["demo", "--write-reference", str(tmp_path), "--models", "wine"]) == 0
-    assert (tmp_path / "wine_reference.csv").read_bytes() == D.reference_path("wine").read_bytes()
+    assert (tmp_path / "wine_reference.csv").read_bytes() == M.reference_path("wine").read_bytes()
 
 
 def test_cli_flags_map_to_options() -> None:
@@ -636,7 +636,7 @@ def test_demo_references_run_prediction_drift_impact_and_calibrated_cbpe() -> No
         assert {r.tags[R.T_FEATURE] for r in recs if r.measurement == R.IMPACT} == {f.name for f in mon.features}
         if mon.task == "classification":
             acc = next(r for r in recs if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == "accuracy")
-            assert acc.fields["calibrated"] is True and acc.fields["calibration_n"] == D.REFERENCE_ROWS
+            assert acc.fields["calibrated"] is True and acc.fields["calibration_n"] == M.REFERENCE_ROWS
             assert acc.fields["lower"] <= acc.fields["value"] <= acc.fields["upper"]
 
 

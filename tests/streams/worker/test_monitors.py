@@ -58,7 +58,7 @@ def test_bad_labels_online_is_refused_with_its_field(online, what):
 
 
 def test_the_demo_configures_online_detection():
-    from streams.devstack.demo import EXAMPLES_DIR
+    from streams.devstack.models import EXAMPLES_DIR
 
     cfg = load_monitors(EXAMPLES_DIR / "demo.yaml")
     wine, diabetes = cfg.model("wine"), cfg.model("diabetes")
