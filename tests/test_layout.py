@@ -1,5 +1,7 @@
 """The house rules of the source tree (issue 17): no import circle among our modules, and no
-module over :data:`MAX_LINES` lines without a one-line reason at its top.
+module over :data:`MAX_LINES` lines without a one-line reason at its top, and no routing by
+module-name strings (``importlib.import_module``) except where a lazy import keeps an optional
+dependency out of the way (:data:`STRING_IMPORTS`).
 
 The import graph is built from the source with :mod:`ast` (nothing is imported): every
 ``import`` and ``from ... import`` of ``streams``, ``detectors`` or ``dashboard`` in a module,
@@ -23,6 +25,13 @@ PACKAGES = ("streams", "detectors", "dashboard")
 #: a module longer than this says why on its first line: ``# size: <reason>``
 MAX_LINES = 600
 SIZE_TAG = "# size:"
+#: the modules allowed to import by a module-name string, and why
+STRING_IMPORTS = {
+    "streams.cli": "the router imports a command's module when it runs: commands need extras the SDK install lacks",
+    "benchmarks.cli": "the same for `driftwatch bench NAME`: benchmarks need the [test] extra",
+    "detectors": "lazy exports: `import detectors` must not load scipy, scikit-learn or alibi-detect",
+    "detectors.adversarial": "lazy exports: the adversarial detectors need scikit-learn",
+}
 
 
 def modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
@@ -177,3 +186,22 @@ def test_size_rule_flags_a_long_module_and_a_stale_reason(tmp_path: Path) -> Non
     problems = size_problems(modules(tmp_path, ("streams",)))
     assert [p.split(":")[0] for p in problems] == ["streams.long", "streams.short", "streams.vague"]
 
+
+def string_imports(known: dict[str, Path]) -> dict[str, int]:
+    """Module → how many ``importlib.import_module(...)`` / ``__import__(...)`` calls it makes."""
+    found: dict[str, int] = {}
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                fn = node.func
+                called = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+                if called in ("import_module", "__import__"):
+                    found[name] = found.get(name, 0) + 1
+    return found
+
+
+def test_no_routing_by_module_name_strings_except_lazy_optional_dependencies() -> None:
+    found = string_imports(modules(ROOT, (*PACKAGES, "benchmarks")))
+    assert set(found) == set(STRING_IMPORTS), (
+        f"importing by a module-name string outside {sorted(STRING_IMPORTS)}: {sorted(set(found) - set(STRING_IMPORTS))}; "
+        f"allowed but no longer needed: {sorted(set(STRING_IMPORTS) - set(found))}")

@@ -65,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import copy
-import importlib
 import io
 import json
 import logging
@@ -451,7 +450,7 @@ class LabelHook:
     def __init__(self, monitors: MonitorsConfig, settings=None, *, store=None, state_dir: Path | str | None = None,
                  snapshot_every: float = SNAPSHOT_SECONDS, cache_dir: Path | str | None = None,
                  background: bool = True, clock=time.monotonic) -> None:
-        importlib.import_module("detectors.concept")  # fail early: the worker then runs without labels
+        from detectors import concept  # noqa: F401 - fail early (scikit-learn missing): the worker then runs without labels
 
         self.models = {m.model_id: m for m in monitors.models}
         #: models whose predictions are held from the start (their config has a ``labels:`` section)
