@@ -1,5 +1,5 @@
 # size: every InfluxQL statement the dashboard runs, one per page section, kept together so names stay in step
-"""Every InfluxQL statement the dashboard runs, and the client that runs them.
+"""Every InfluxQL statement the dashboard runs, through driftwatch's one InfluxDB client.
 
 All queries go over InfluxDB's v1 HTTP API (``GET /query``), which InfluxDB 1.x
 serves natively, 2.x through its v1 compatibility API (database = bucket name,
@@ -8,9 +8,11 @@ answer. Aggregation happens in InfluxDB (``GROUP BY time``, ``MEAN``, ``MIN``,
 ``COUNT``, ``ORDER BY time DESC LIMIT 1`` for the latest point of a series), so the
 dashboard moves hundreds of rows, not the raw points.
 
-Measurement and tag names come from :mod:`detectors.records`; field names are the
-``F_*`` constants below (what :mod:`detectors.runner` writes). Renaming anything
-is one edit here. This module is independent of Streamlit (the benchmark and the
+Measurement, tag and field names come from :mod:`detectors.records` (the names the
+worker writes; the ``F_*`` field names are re-exported here for the views); the
+connection (:class:`Conn` = :class:`streams.influx.client.InfluxTarget`), its errors and
+the reading of answers come from :mod:`streams.influx.client`, quoting from
+:mod:`streams.influx.influxql`. This module is independent of Streamlit (the benchmark and the
 tests call it directly); :mod:`dashboard.data` adds the short cache.
 
 >>> lit("it's")
@@ -31,7 +33,7 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,21 +41,100 @@ import httpx
 import pandas as pd
 
 from detectors import records as R
-from detectors.errors import ServiceError
-from streams.influx.influxql import quote_ident as ident, quote_literal as lit  # short: every query uses them
 from detectors.records import (  # noqa: F401 - the field names, re-exported for the views (Q.F_*)
-    CBPE, CKPT_FIELDS, DELIVERED, DRIFT_TESTS, EFFECT_FIELDS, F_ATTEMPTS, F_BAND_LOWER, F_BAND_UPPER,
-    F_CBPE_VALUE, F_CLOSED_AT, F_CLOSE_REASON, F_COMPUTED, F_CONSUMER_LAG, F_CORRECTION, F_COUNT,
-    F_DELAY_P50, F_DELAY_P95, F_DELIVERY_STATUS, F_DL_MODEL, F_DRIFT, F_DRIFT_EVALUATED, F_DURATION,
-    F_EFFECT, F_ENGINE, F_ESTIMATED, F_ESTIMATION_ERROR, F_EVENT, F_EVENTS_PER_S, F_EXPIRED,
-    F_EXTRACTION_FLAG, F_FIRING, F_FLAGGED, F_FLAGGED_BY, F_HTTP_STATUS, F_IMPORTANCE, F_JS, F_JUDGED,
-    F_LABEL_COVERAGE, F_LAST_ERROR, F_LOWER, F_MATCHED, F_MESSAGE, F_NORMALIZED, F_N_CUR, F_N_DRIFTED,
-    F_N_EVENTS, F_N_FEATURES, F_N_INVALID, F_N_LABELS, F_N_REF, F_N_WINDOW, F_PENDING, F_PREDICTIONS, F_PSI,
-    F_P_VAL, F_P_VALUE, F_RANK, F_REASON, F_REFERENCE, F_RULE, F_SCORE, F_SEQ, F_SHARE_DRIFTED, F_SILENCED,
-    F_SOURCE_FLAG, F_STATE, F_STATISTIC, F_THRESHOLD, F_TOP_FEATURE, F_UPPER, F_VALUE, F_WASSERSTEIN,
-    F_WINDOW_START, LABEL_JOIN, PRED_ALL, QUALITY_RATES, REALIZED, STATE_FIRING, STATE_PENDING,
-    STATE_RESOLVED, SUMMARY_DETECTOR, T_ENDPOINT, TIME,
+    CBPE,
+    CKPT_FIELDS,
+    DELIVERED,
+    DRIFT_TESTS,
+    EFFECT_FIELDS,
+    F_ATTEMPTS,
+    F_BAND_LOWER,
+    F_BAND_UPPER,
+    F_CBPE_VALUE,
+    F_CLOSE_REASON,
+    F_CLOSED_AT,
+    F_COMPUTED,
+    F_CONSUMER_LAG,
+    F_CORRECTION,
+    F_COUNT,
+    F_DELAY_P50,
+    F_DELAY_P95,
+    F_DELIVERY_STATUS,
+    F_DL_MODEL,
+    F_DRIFT,
+    F_DRIFT_EVALUATED,
+    F_DURATION,
+    F_EFFECT,
+    F_ENGINE,
+    F_ESTIMATED,
+    F_ESTIMATION_ERROR,
+    F_EVENT,
+    F_EVENTS_PER_S,
+    F_EXPIRED,
+    F_EXTRACTION_FLAG,
+    F_FIRING,
+    F_FLAGGED,
+    F_FLAGGED_BY,
+    F_HTTP_STATUS,
+    F_IMPORTANCE,
+    F_JS,
+    F_JUDGED,
+    F_LABEL_COVERAGE,
+    F_LAST_ERROR,
+    F_LOWER,
+    F_MATCHED,
+    F_MESSAGE,
+    F_N_CUR,
+    F_N_DRIFTED,
+    F_N_EVENTS,
+    F_N_FEATURES,
+    F_N_INVALID,
+    F_N_LABELS,
+    F_N_REF,
+    F_N_WINDOW,
+    F_NORMALIZED,
+    F_P_VAL,
+    F_P_VALUE,
+    F_PENDING,
+    F_PREDICTIONS,
+    F_PSI,
+    F_RANK,
+    F_REASON,
+    F_REFERENCE,
+    F_RULE,
+    F_SCORE,
+    F_SEQ,
+    F_SHARE_DRIFTED,
+    F_SILENCED,
+    F_SOURCE_FLAG,
+    F_STATE,
+    F_STATISTIC,
+    F_THRESHOLD,
+    F_TOP_FEATURE,
+    F_UPPER,
+    F_VALUE,
+    F_WASSERSTEIN,
+    F_WINDOW_START,
+    LABEL_JOIN,
+    PRED_ALL,
+    QUALITY_RATES,
+    REALIZED,
+    STATE_FIRING,
+    STATE_PENDING,
+    STATE_RESOLVED,
+    SUMMARY_DETECTOR,
+    T_ENDPOINT,
+    TIME,
 )
+from streams.influx.client import (
+    DatabaseNotFound,
+    InfluxQueryError,
+    InfluxTarget,
+    InfluxUnavailable,
+    statement_results,
+)
+from streams.influx.influxql import quote_ident as ident  # short: every query uses them
+from streams.influx.influxql import quote_literal as lit
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +167,10 @@ MAX_HEAT_BUCKETS = 60
 HEATMAP_TOP = 20
 
 
-class InfluxError(ServiceError):
-    """InfluxDB answered with an error (the message quotes it)."""
-
-
-class InfluxUnavailable(InfluxError):
-    """InfluxDB cannot be reached at all."""
-
-
-class NoDatabase(InfluxError):
-    """The database does not exist yet: nothing has been written."""
+# one InfluxDB client (streams.influx.client): its target and errors under the dashboard's names
+Conn = InfluxTarget
+InfluxError = InfluxQueryError
+NoDatabase = DatabaseNotFound
 
 
 def pick_bucket(seconds: float, max_buckets: int = MAX_BUCKETS) -> str:
@@ -211,33 +286,6 @@ class Scope:
 # Client --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Conn:
-    """Where and how to reach InfluxDB's v1 API (hashable: it is part of cache keys)."""
-
-    url: str
-    db: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    timeout: float = 15.0
-
-    @classmethod
-    def from_settings(cls, s: Any) -> Conn:
-        """From :class:`streams.settings.Settings`: 1.x user/password, or a 2.x token + bucket."""
-        secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
-        db = s.influx_db
-        if getattr(s, "influx_version", 1) == 2 and getattr(s, "influx_bucket", None):
-            db = s.influx_bucket
-        return cls(
-            url=s.influx_url.rstrip("/"),
-            db=db,
-            username=s.influx_username,
-            password=secret(s.influx_password),
-            token=secret(s.influx_token),
-        )
-
-
 _clients: dict[tuple[str, float], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
@@ -279,56 +327,18 @@ def _run_one(conn: Conn, statements: str | Sequence[str]) -> list[list[dict[str,
     stmts = [statements] if isinstance(statements, str) else list(statements)
     if not stmts:
         return []
-    params = {"db": conn.db, "q": ";\n".join(stmts), "epoch": "ms"}
-    headers = {}
-    auth = None
-    if conn.token:
-        headers["Authorization"] = f"Token {conn.token}"
-    elif conn.username:
-        # HTTP basic auth: InfluxDB (1.x and 2.x) reads u/p from the URL query only, never from a POST form
-        auth = (conn.username, conn.password or "")
+    params = conn.query_params(stmts, epoch="ms")
     t0 = time.perf_counter()
     try:
-        resp = _client(conn).post("/query", data=params, headers=headers, auth=auth)
+        # a POST form: InfluxDB reads credentials from HTTP basic auth (auth_options), never from the form
+        resp = _client(conn).post("/query", data=params, **conn.auth_options())
     except httpx.TransportError as e:
-        raise InfluxUnavailable(f"InfluxDB at {conn.url} cannot be reached: {e}") from None
-    if resp.status_code in (401, 403):
-        raise InfluxError(f"InfluxDB at {conn.url} refused the credentials ({resp.status_code})")
-    try:
-        body = resp.json()
-    except ValueError:
-        raise InfluxError(f"InfluxDB at {conn.url} answered {resp.status_code}: {resp.text[:200]}") from None
+        raise InfluxUnavailable(f"InfluxDB at {conn.safe_url} cannot be reached: {e}") from None
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("InfluxDB %s db=%s answered %d in %.0f ms (%d bytes): %s", _no_userinfo(conn.url), conn.db,
+        log.debug("InfluxDB %s db=%s answered %d in %.0f ms (%d bytes): %s", conn.safe_url, conn.db,
                   resp.status_code,
                   (time.perf_counter() - t0) * 1000, len(resp.content), ";  ".join(stmts)[:600])
-    if "error" in body:
-        _raise(body["error"], conn, stmts[0])
-    out: list[list[dict[str, Any]]] = []
-    results = body.get("results", [])
-    for i, stmt in enumerate(stmts):
-        res = next((r for r in results if r.get("statement_id") == i), {})
-        if "error" in res:
-            _raise(res["error"], conn, stmt)
-        out.append(res.get("series", []))
-    return out
-
-
-def _no_userinfo(url: str) -> str:
-    """``url`` without ``user:password@`` (for log lines).
-
-    >>> _no_userinfo("http://u:secret@influx:8086")
-    'http://influx:8086'
-    """
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}"
-
-
-def _raise(msg: str, conn: Conn, stmt: str) -> None:
-    if "database not found" in msg:
-        raise NoDatabase(f"database {conn.db!r} does not exist on {conn.url} yet")
-    raise InfluxError(f"InfluxDB error: {msg} (in: {stmt})")
+    return statement_results(resp, conn, stmts)
 
 
 def ping(conn: Conn) -> bool:

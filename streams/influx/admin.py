@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 
 from detectors.errors import ServiceError
+from streams.influx.client import InfluxQueryError, InfluxTarget, statement_results
 from streams.influx.influxql import quote_ident
-from streams.influx.sink import InfluxConfigError, database, v2_client, v2_error
+from streams.influx.sink import InfluxConfigError, v2_client, v2_error
 from streams.settings import Settings
 
 
@@ -39,24 +40,15 @@ def basic_auth(settings: Settings) -> tuple[str, str] | None:
     >>> basic_auth(Settings(influx_username="u", influx_password="p")), basic_auth(Settings(influx_token="t"))
     (('u', 'p'), None)
     """
-    if settings.influx_token is not None or not settings.influx_username:
-        return None
-    return settings.influx_username, settings.influx_password.get_secret_value() if settings.influx_password else ""
-
-
-def _headers_auth(settings: Settings) -> tuple[dict[str, str], tuple[str, str] | None]:
-    headers: dict[str, str] = {}
-    if settings.influx_token is not None:
-        headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
-    return headers, basic_auth(settings)
+    return InfluxTarget.from_settings(settings).auth_options().get("auth")
 
 
 def _request(settings: Settings, method: str, path: str, timeout: float = 10.0, **kw: Any) -> httpx.Response:
-    headers, auth = _headers_auth(settings)
-    headers.update(kw.pop("headers", {}))
+    options = InfluxTarget.from_settings(settings).auth_options()
+    headers = {**options.get("headers", {}), **kw.pop("headers", {})}
     url = settings.influx_url.rstrip("/") + path
     try:
-        resp = httpx.request(method, url, headers=headers, auth=auth, timeout=timeout, **kw)
+        resp = httpx.request(method, url, headers=headers, auth=options.get("auth"), timeout=timeout, **kw)
     except httpx.HTTPError as e:
         raise InfluxAdminError(
             f"cannot reach InfluxDB at {settings.influx_url} ({type(e).__name__}: {e}): is it running? "
@@ -73,18 +65,17 @@ def query(settings: Settings, influxql: str, db: str | None = None, method: str 
     ``db`` defaults to the v1 database (``influx_db``; on 2.x the bucket). Returns the
     JSON answer (``{"results": [{"statement_id": 0, "series": [...]}]}``).
     """
-    params = {"q": influxql, "db": db if db is not None else database(settings), "epoch": "ns"}
+    target = InfluxTarget.from_settings(settings)
+    params = target.query_params(influxql, "ns", db)
     if method == "GET":
         resp = _request(settings, "GET", "/query", params=params)
     else:
         resp = _request(settings, "POST", "/query", data=params)
-    body = resp.json()
-    for res in body.get("results", []):
-        if "error" in res:
-            raise InfluxAdminError(f"InfluxDB rejected {influxql!r}: {res['error']}")
-    if "error" in body:
-        raise InfluxAdminError(f"InfluxDB rejected {influxql!r}: {body['error']}")
-    return body
+    try:
+        statement_results(resp, target, [influxql])
+    except InfluxQueryError as e:
+        raise InfluxAdminError(str(e)) from None
+    return resp.json()
 
 
 def ensure_database(settings: Settings, name: str | None = None) -> str:

@@ -56,20 +56,19 @@ from typing import Any
 import httpx
 import numpy as np
 
-from detectors.errors import ConfigurationError, ServiceError
+from detectors.errors import ConfigurationError
 from detectors.records import Record
+from streams.influx import client as influx_client
+from streams.influx.client import (  # noqa: F401 - the errors are re-exported: callers catch them from here
+    DatabaseNotFound,
+    InfluxQueryError,
+    InfluxTarget,
+    InfluxUnavailable,
+)
 from streams.retry import Backoff
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class InfluxQueryError(ServiceError):
-    """InfluxDB refused a query or could not be reached (the message says which and why)."""
-
-
-class DatabaseNotFound(InfluxQueryError):
-    """The database does not exist (nothing has been written yet)."""
 
 
 class InfluxConfigError(ConfigurationError):
@@ -159,9 +158,7 @@ def to_lines(records: Iterable[Record]) -> list[str]:
 
 def database(settings: Settings) -> str:
     """The v1 database name: ``influx_db`` (1.x) or the bucket (2.x, v1 compatibility)."""
-    if settings.influx_version == 2:
-        return settings.influx_bucket or settings.influx_db
-    return settings.influx_db
+    return InfluxTarget.from_settings(settings).db
 
 
 def v2_target(settings: Settings) -> tuple[str, str]:
@@ -214,76 +211,24 @@ def _v2_transport_errors() -> tuple[type[BaseException], ...]:
 
 def auth_options(settings: Settings) -> dict[str, Any]:
     """``headers``/``auth`` for httpx: a 2.x token, or 1.x user and password (never logged)."""
-    if settings.influx_token is not None:
-        return {"headers": {"Authorization": f"Token {settings.influx_token.get_secret_value()}"}}
-    if settings.influx_username:
-        pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
-        return {"auth": (settings.influx_username, pw)}
-    return {}
-
-
-def _rows(body: dict[str, Any], influxql: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for res in body.get("results", []):
-        err = res.get("error")
-        if err:
-            if "database not found" in err:
-                raise DatabaseNotFound(err)
-            raise InfluxQueryError(f"InfluxDB rejected {influxql[:200]!r}: {err}")
-        for s in res.get("series") or []:
-            cols = s.get("columns") or []
-            tags = s.get("tags") or {}
-            name = s.get("name")
-            for values in s.get("values") or []:
-                row = dict(zip(cols, values))
-                row.update(tags)
-                if name is not None:
-                    row.setdefault("measurement", name)
-                out.append(row)
-    if "error" in body:
-        raise InfluxQueryError(f"InfluxDB rejected {influxql[:200]!r}: {body['error']}")
-    return out
+    return InfluxTarget.from_settings(settings).auth_options()
 
 
 def query(settings: Settings, influxql: str, db: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Run InfluxQL on ``/query`` and return one dict per row.
+    """Run InfluxQL on ``/query`` and return one dict per row (:func:`streams.influx.client.query`).
 
     A row holds the columns (``time`` in epoch **nanoseconds**), the series' tags
     (``GROUP BY``) and ``measurement``. Raises :class:`DatabaseNotFound` /
-    :class:`InfluxQueryError`.
+    :class:`InfluxQueryError` (:class:`InfluxUnavailable` when InfluxDB cannot be reached).
     """
-    params = {"q": influxql, "db": db or database(settings), "epoch": "ns"}
-    try:
-        resp = httpx.get(settings.influx_url.rstrip("/") + "/query", params=params, timeout=timeout,
-                         **auth_options(settings))
-    except httpx.HTTPError as e:
-        raise InfluxQueryError(f"cannot reach InfluxDB at {settings.influx_url}: {type(e).__name__}: {e}") from e
-    return _check_query(resp, influxql)
+    return influx_client.query(InfluxTarget.from_settings(settings), influxql, db=db, timeout=timeout)
 
 
 async def aquery(
     client: httpx.AsyncClient, settings: Settings, influxql: str, db: str | None = None
 ) -> list[dict[str, Any]]:
     """:func:`query` on an existing async client (the worker's)."""
-    params = {"q": influxql, "db": db or database(settings), "epoch": "ns"}
-    try:
-        resp = await client.get("/query", params=params)
-    except httpx.HTTPError as e:
-        raise InfluxQueryError(f"cannot reach InfluxDB at {settings.influx_url}: {type(e).__name__}: {e}") from e
-    return _check_query(resp, influxql)
-
-
-def _check_query(resp: httpx.Response, influxql: str) -> list[dict[str, Any]]:
-    if resp.status_code >= 300:
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {"error": resp.text[:300]}
-        err = str(body.get("error") or resp.text[:300])
-        if "database not found" in err:
-            raise DatabaseNotFound(err)
-        raise InfluxQueryError(f"InfluxDB answered {resp.status_code} to {influxql[:200]!r}: {err}")
-    return _rows(resp.json(), influxql)
+    return await influx_client.aquery(client, InfluxTarget.from_settings(settings), influxql, db=db)
 
 
 def write_lines(settings: Settings, lines: Sequence[str], timeout: float = 10.0) -> None:

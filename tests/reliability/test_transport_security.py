@@ -331,14 +331,16 @@ def test_influxdb_username_password(settings, tmp_path):
 
 def test_influxdb_token_and_basic_auth_headers():
     """The token (InfluxDB 2.x v1 API) and user/password spellings; 1.6 has no token auth to test against."""
-    from streams.influx.admin import _headers_auth
+    from dashboard.queries import Conn
+    from streams.influx.admin import basic_auth
     from streams.influx.sink import auth_options
 
+    # one client: the sink, the admin and the dashboard read the same credentials the same way
     tok = Settings(influx_version=2, influx_token="tok-abc")
     assert auth_options(tok) == {"headers": {"Authorization": "Token tok-abc"}}
-    assert _headers_auth(tok) == ({"Authorization": "Token tok-abc"}, None)
+    assert Conn.from_settings(tok).auth_options() == auth_options(tok) and basic_auth(tok) is None
     up = Settings(influx_username="u", influx_password="p")
     assert auth_options(up) == {"auth": ("u", "p")}
-    assert _headers_auth(up) == ({}, ("u", "p"))
+    assert Conn.from_settings(up).auth_options() == auth_options(up) and basic_auth(up) == ("u", "p")
     # no credential (the session's environment names the test stack's: none of it here)
     assert auth_options(Settings(influx_url="http://influx.invalid:8086", influx_username=None)) == {}
