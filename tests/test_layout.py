@@ -31,6 +31,7 @@ STRING_IMPORTS = {
     "benchmarks.cli": "the same for `driftwatch bench NAME`: benchmarks need the [test] extra",
     "detectors": "lazy exports: `import detectors` must not load scipy, scikit-learn or alibi-detect",
     "detectors.adversarial": "lazy exports: the adversarial detectors need scikit-learn",
+    "dashboard.server": "warms the pages' imports (the [dashboard] extra: pyarrow, altair) as the server starts",
 }
 
 
