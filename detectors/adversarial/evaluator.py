@@ -12,7 +12,7 @@ distribution, per-source distances), which :class:`~detectors.reference.Referenc
 does not keep (it stores sorted columns). The evaluator takes, in order:
 
 1. the reference's rows when the worker attached them
-   (``detectors.advanced.attach_reference_frame``, i.e.
+   (``detectors.reference.attach_reference_frame``, i.e.
    ``ctx.reference._cache["reference_frame"]``), or ``ctx.cache["reference_frame"]``;
 2. otherwise, only if ``warmup_events`` is set in the spec, the first
    ``warmup_events`` events of the model version seen by this worker (the

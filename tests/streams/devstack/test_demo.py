@@ -603,10 +603,10 @@ def test_demo_references_run_prediction_drift_impact_and_calibrated_cbpe() -> No
     reference gets prediction drift, feature impact, and (wine) a calibrated CBPE; a window of drifted
     traffic (alcohol + 1.5 sd) shows prediction drift."""
     from detectors import records as R
-    from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift, attach_reference_frame
+    from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift
     from detectors.frame import Frame
     from detectors.outputs import read_reference_rows
-    from detectors.reference import Reference
+    from detectors.reference import Reference, attach_reference_frame
     from detectors.runner import WindowContext, evaluate_window
 
     rng = np.random.default_rng(3)
