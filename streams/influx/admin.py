@@ -72,7 +72,7 @@ def query(settings: Settings, influxql: str, db: str | None = None, method: str 
     else:
         resp = _request(settings, "POST", "/query", data=params)
     try:
-        statement_results(resp, target, [influxql])
+        statement_results(resp, target, [influxql], params["db"])
     except InfluxQueryError as e:
         raise InfluxAdminError(str(e)) from None
     return resp.json()

@@ -98,13 +98,17 @@ class InfluxTarget:
         return {"q": text, "db": self.db if db is None else db, "epoch": epoch}
 
 
-def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Sequence[str]) -> list[list[dict]]:
+def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Sequence[str],
+                      db: str | None = None) -> list[list[dict]]:
     """Per statement its series (``[{"name", "columns", "values", "tags"}, ...]``); raise on any error.
+
+    ``db``: the database the statements ran on (default the target's), for the messages.
 
     :class:`DatabaseNotFound` when the database does not exist, :class:`InfluxQueryError` for a
     refused credential, a statement InfluxDB rejected, or an answer that is not JSON.
     """
     first = statements[0] if statements else ""
+    db = target.db if db is None else db
     if resp.status_code in (401, 403):
         raise InfluxQueryError(f"InfluxDB at {target.safe_url} refused the credentials ({resp.status_code})")
     try:
@@ -114,22 +118,23 @@ def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Se
     if not isinstance(body, dict):
         raise InfluxQueryError(f"InfluxDB at {target.safe_url} answered {resp.status_code}: {resp.text[:300]}")
     if "error" in body:
-        _raise(str(body["error"]), target, first)
+        _raise(str(body["error"]), target, first, db)
     if resp.status_code >= 300:
-        _raise(resp.text[:300], target, first)
+        _raise(resp.text[:300], target, first, db)
     results = body.get("results", [])
     out: list[list[dict]] = []
     for i, statement in enumerate(statements):
         res = next((r for r in results if r.get("statement_id", 0) == i), {})
         if "error" in res:
-            _raise(str(res["error"]), target, statement)
+            _raise(str(res["error"]), target, statement, db)
         out.append(res.get("series") or [])
     return out
 
 
-def _raise(message: str, target: InfluxTarget, statement: str) -> None:
+def _raise(message: str, target: InfluxTarget, statement: str, db: str) -> None:
     if "database not found" in message:
-        raise DatabaseNotFound(f"database {target.db!r} does not exist on {target.safe_url} yet ({message})")
+        raise DatabaseNotFound(f"InfluxDB rejected {statement[:200]!r}: database {db!r} does not exist on "
+                               f"{target.safe_url} yet")
     raise InfluxQueryError(f"InfluxDB rejected {statement[:200]!r}: {message}")
 
 
@@ -157,7 +162,7 @@ def query(target: InfluxTarget, influxql: str, db: str | None = None, timeout: f
                          timeout=target.timeout if timeout is None else timeout, **target.auth_options())
     except httpx.HTTPError as e:
         raise InfluxUnavailable(f"cannot reach InfluxDB at {target.safe_url}: {type(e).__name__}: {e}") from e
-    return rows(statement_results(resp, target, [influxql])[0])
+    return rows(statement_results(resp, target, [influxql], db)[0])
 
 
 async def aquery(client: httpx.AsyncClient, target: InfluxTarget, influxql: str, db: str | None = None,
@@ -167,4 +172,4 @@ async def aquery(client: httpx.AsyncClient, target: InfluxTarget, influxql: str,
         resp = await client.get("/query", params=target.query_params(influxql, epoch, db))
     except httpx.HTTPError as e:
         raise InfluxUnavailable(f"cannot reach InfluxDB at {target.safe_url}: {type(e).__name__}: {e}") from e
-    return rows(statement_results(resp, target, [influxql])[0])
+    return rows(statement_results(resp, target, [influxql], db)[0])
