@@ -73,11 +73,25 @@ import numpy as np
 from detectors.errors import ServiceError
 from streams.devstack import attacks  # noqa: F401 - its scenarios register themselves with the table
 from streams.devstack.models import (
-    MODEL_BUILDERS, PROBA_DECIMALS, DemoModel, build_models, VALUE_DECIMALS, column_list, reference_path, write_reference_csv,
+    MODEL_BUILDERS,
+    PROBA_DECIMALS,
+    VALUE_DECIMALS,
+    DemoModel,
+    build_models,
+    column_list,
+    reference_path,
+    write_reference_csv,
 )
 from streams.devstack.scenarios import (
-    SCENARIOS, ConceptDrift, DataDriftScenario, Malformed, QualityBreak, ScenarioMessage, Scenario,
-    TickBatch, parse_scenario,
+    SCENARIOS,
+    ConceptDrift,
+    DataDriftScenario,
+    Malformed,
+    QualityBreak,
+    Scenario,
+    ScenarioMessage,
+    TickBatch,
+    parse_scenario,
 )
 from streams.settings import Settings
 

@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-
-
 log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"

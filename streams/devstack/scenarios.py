@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-
 from streams.devstack.models import DemoModel, plain_value
 
 log = logging.getLogger(__name__)

@@ -27,11 +27,11 @@ from faust.types import TP
 
 from streams.influx.sink import InfluxSink
 from streams.settings import Settings
+from streams.worker.checkpoints import CheckpointSource
 from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.worker.decode import RawMessage
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.monitors import MonitorsConfig
-from streams.worker.checkpoints import CheckpointSource
 from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
 from streams.worker.topics import Topics, TopicWatch

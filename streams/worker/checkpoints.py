@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from detectors.records import CKPT_FIELDS, F_SEQ, WINDOW, T_MODEL, T_VERSION
+from detectors.records import CKPT_FIELDS, F_SEQ, T_MODEL, T_VERSION, WINDOW
 from streams.retry import Backoff
 from streams.settings import Settings
 from streams.worker.decode import StreamKey
@@ -79,7 +79,8 @@ class CheckpointSource:
         return [c for c in map(checkpoint_from_row, reversed(rows)) if c is not None]
 
     async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
-        from streams.influx.influxql import quote_ident, quote_literal as lit
+        from streams.influx.influxql import quote_ident
+        from streams.influx.influxql import quote_literal as lit
         from streams.influx.sink import DatabaseNotFound, InfluxQueryError, aquery
 
         q = (

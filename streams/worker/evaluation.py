@@ -137,7 +137,7 @@ def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w
             ref = attach_reference_frame(Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
                                                   segments=model.segments, source="previous window"), rows)
         records = list(evaluator(model, key, w, ref))
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
                       w.seq, key.model_id, key.model_version, w.n)
         records = []

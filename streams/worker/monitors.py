@@ -367,9 +367,8 @@ def file_reference(model: ModelMonitor):
     One function for the worker and ``check-config``, so the check rejects exactly what the worker would.
     Raises :class:`~detectors.reference.ReferenceDataError` (or ``ValueError``) saying why the file is unusable.
     """
-    from detectors.reference import attach_reference_frame
     from detectors.outputs import read_reference_rows
-    from detectors.reference import Reference
+    from detectors.reference import Reference, attach_reference_frame
 
     if model.reference.file is None:
         raise ValueError(f"{model.model_id}: the reference is not a file")

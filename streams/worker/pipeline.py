@@ -56,8 +56,20 @@ import numpy as np
 
 from detectors.frame import Frame, concat
 from detectors.records import (  # dw_window's fields: one vocabulary for the worker, the dashboard, the benchmarks
-    F_CLOSE_REASON, F_CLOSED_AT, F_DRIFT_EVALUATED, F_DURATION, F_EVENTS_PER_S, F_N_EVENTS, F_N_INVALID,
-    F_REFERENCE, F_SUMMARISED, F_WINDOW_START, T_MODEL, T_VERSION, WINDOW, Record,
+    F_CLOSE_REASON,
+    F_CLOSED_AT,
+    F_DRIFT_EVALUATED,
+    F_DURATION,
+    F_EVENTS_PER_S,
+    F_N_EVENTS,
+    F_N_INVALID,
+    F_REFERENCE,
+    F_SUMMARISED,
+    F_WINDOW_START,
+    T_MODEL,
+    T_VERSION,
+    WINDOW,
+    Record,
 )
 from streams.retry import Backoff
 from streams.settings import Settings
