@@ -67,6 +67,8 @@ F_N_FEATURES = "n_features"
 F_CORRECTION = "correction"
 F_P_VAL = "p_val"
 F_TOP_FEATURE = "top_feature"
+F_N_SKIPPED = "n_skipped"  # features left untested (too few values)
+F_THRESHOLD_METHOD = "threshold_method"  # the verdict rule (detectors.thresholds.METHODS)
 SUMMARY_DETECTOR = "univariate"  # detector tag of the per-window univariate summary
 # dw_quality
 QUALITY_RATES = ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate",
@@ -77,6 +79,7 @@ F_N_INVALID = "n_invalid"
 F_EVENTS_PER_S = "events_per_s"
 F_DURATION = "duration"
 F_WINDOW_START = "window_start"
+F_WINDOW_END = "window_end"
 F_CONSUMER_LAG = "consumer_lag"  # optional: messages behind, if a worker reports it
 F_CLOSED_AT = "closed_at"  # wall clock (epoch s) when the worker closed the window: latency measurements
 F_CLOSE_REASON = "close_reason"  # count | time | idle | shutdown

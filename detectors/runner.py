@@ -102,12 +102,12 @@ class WindowStats:
         n = ctx.n_events
         duration = max(ctx.window_end - ctx.window_start, 0.0)
         fields: dict[str, Any] = {
-            "n_events": n,
-            "window_start": float(ctx.window_start),
-            "window_end": float(ctx.window_end),
-            "duration": float(duration),
-            "events_per_s": n / duration if duration > 0 else None,
-            "n_features": len(ctx.features),
+            R.F_N_EVENTS: n,
+            R.F_WINDOW_START: float(ctx.window_start),
+            R.F_WINDOW_END: float(ctx.window_end),
+            R.F_DURATION: float(duration),
+            R.F_EVENTS_PER_S: n / duration if duration > 0 else None,
+            R.F_N_FEATURES: len(ctx.features),
         }
         fields.update(window_totals(ctx.quality()))
         return [ctx.record(R.WINDOW, ctx.tags(segmented=False), fields)]
@@ -125,12 +125,12 @@ class DataQuality:
         judged = self.verdicts(ctx, quality)
         for i, q in enumerate(quality):
             fields: dict[str, Any] = {**q.counts(), **q.rates(),
-                                      "window_start": float(ctx.window_start), **judged[i]}
+                                      R.F_WINDOW_START: float(ctx.window_start), **judged[i]}
             out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: q.feature}), fields))
         undeclared = ctx.undeclared()
         if undeclared is not None:
             out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: UNDECLARED}),
-                                  {**undeclared, "window_start": float(ctx.window_start)}))
+                                  {**undeclared, R.F_WINDOW_START: float(ctx.window_start)}))
         return out
 
 
@@ -175,23 +175,23 @@ class DataDrift:
         out = []
         for f in res.features:
             fields = {
-                "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold,
-                "drift": int(f.drift), "psi": f.psi, "js": f.js, "wasserstein": f.wasserstein,
-                "n_ref": f.n_ref, "n_cur": f.n_cur, "rank": f.rank, "engine": res.engine,
-                "window_start": start, **(f.verdict.fields() if f.verdict else {}),
+                R.F_STATISTIC: f.statistic, R.F_P_VALUE: f.p_value, R.F_THRESHOLD: f.threshold,
+                R.F_DRIFT: int(f.drift), R.F_PSI: f.psi, R.F_JS: f.js, R.F_WASSERSTEIN: f.wasserstein,
+                R.F_N_REF: f.n_ref, R.F_N_CUR: f.n_cur, R.F_RANK: f.rank, R.F_ENGINE: res.engine,
+                R.F_WINDOW_START: start, **(f.verdict.fields() if f.verdict else {}),
             }
             tags = ctx.tags({R.T_FEATURE: f.feature, R.T_DETECTOR: f.test})
             out.append(ctx.record(R.DRIFT, tags, fields))
         summary = {
-            "share_drifted": float(res.share_drifted), "n_drifted": res.n_drifted,
-            "n_features": res.n_features, "n_skipped": len(res.skipped),
-            "correction": res.correction, "p_val": float(res.p_val),
-            "threshold_method": res.threshold_method,
-            "threshold": float(res.threshold), "drift": int(res.drift), "engine": res.engine,
-            "top_feature": res.features[0].feature if res.features else None,
-            "window_start": start,
+            R.F_SHARE_DRIFTED: float(res.share_drifted), R.F_N_DRIFTED: res.n_drifted,
+            R.F_N_FEATURES: res.n_features, R.F_N_SKIPPED: len(res.skipped),
+            R.F_CORRECTION: res.correction, R.F_P_VAL: float(res.p_val),
+            R.F_THRESHOLD_METHOD: res.threshold_method,
+            R.F_THRESHOLD: float(res.threshold), R.F_DRIFT: int(res.drift), R.F_ENGINE: res.engine,
+            R.F_TOP_FEATURE: res.features[0].feature if res.features else None,
+            R.F_WINDOW_START: start,
         }
-        out.append(ctx.record(R.DRIFT_SUMMARY, ctx.tags({R.T_DETECTOR: "univariate"}), summary))
+        out.append(ctx.record(R.DRIFT_SUMMARY, ctx.tags({R.T_DETECTOR: R.SUMMARY_DETECTOR}), summary))
         return out
 
 
@@ -259,14 +259,14 @@ class Histograms:
             if pub is None:
                 continue
             out.append(ctx.record(R.HISTOGRAM, tags, {**histogram_fields(pub), "kind": h.kind,
-                                                      "window_start": start}))
+                                                      R.F_WINDOW_START: start}))
             if sensitive and eps is not None:  # noise the reference once per reference object (published: eps set)
                 key = ("noised_reference_histogram", h.feature, eps)
                 if key not in ref._cache:
                     ref._cache[key] = privatize(r, eps, self.rng)
                 r = ref._cache[key]
             out.append(ctx.record(R.REFERENCE_HISTOGRAM, tags,
-                                  {**histogram_fields(r), "kind": h.kind, "window_start": start}))
+                                  {**histogram_fields(r), "kind": h.kind, R.F_WINDOW_START: start}))
         return out
 
 
