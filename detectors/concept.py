@@ -988,10 +988,21 @@ class ErrorStreamMonitor:
             out.update({f"run_{k}": v for k, v in self.detector.run_state().items()})
         elif self._pending_run:  # restored and recalibrating (another host has no cached thresholds): keep the run
             out.update({f"run_{k}": v for k, v in self._pending_run.items()})
+        # what the current window saw so far (errors that waited for the calibration ran in it): reported by
+        # the next window_fields() also after a restore
+        first = self._w_first if self._w_first is not None else (np.nan, np.nan)
+        out["window"] = np.array([self._w_n, self._w_ones, self._w_detections, self._w_stat, self._w_thr,
+                                  self._w_buffered, self._w_dropped, self._w_ref_added, *first], dtype=np.float64)
         return out
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         """Go on from :meth:`state` (of a monitor with the same settings)."""
+        if "window" in state:
+            w = np.asarray(state["window"], dtype=np.float64)
+            self._w_n, self._w_ones, self._w_detections = int(w[0]), int(w[1]), int(w[2])
+            self._w_stat, self._w_thr = float(w[3]), float(w[4])
+            self._w_buffered, self._w_dropped, self._w_ref_added = int(w[5]), int(w[6]), int(w[7])
+            self._w_first = None if np.isnan(w[8]) else (float(w[8]), float(w[9]))
         thr = float(state["threshold"][0]) if "threshold" in state else np.nan
         if self.error_threshold is None and np.isfinite(thr):
             self.threshold = thr

@@ -497,3 +497,32 @@ def test_a_restored_run_survives_a_second_save_while_the_thresholds_are_recalibr
     last = ErrorStreamMonitor("classification", **kw)
     last.restore(again)
     assert last.detector.t == 60
+
+
+def test_the_current_window_of_a_restored_monitor_reports_what_it_saw_before_the_save():
+    """Errors that waited for the calibration ran when the monitor was saved (state() polls it): the window
+    they belong to still reports them (n, error rate, statistic) after a restore, as without the restart."""
+    kw = dict(reference_size=100, ert=1000, window_sizes=(10,), n_bootstraps=400)
+    rng = np.random.default_rng(5)
+    jobs: list = []
+
+    def submit(fn):
+        from concurrent.futures import Future
+
+        fut = Future()
+        jobs.append((fut, fn))
+        return fut
+
+    m = ErrorStreamMonitor("classification", submit=submit, **kw)
+    m.add_errors((rng.random(100) < 0.1).astype(float), np.arange(100.0))  # the reference: calibration starts
+    m.add_errors((rng.random(80) < 0.5).astype(float), np.arange(100.0, 180.0))  # wait in the buffer
+    fut, fn = jobs.pop()
+    fut.set_result(fn())  # the calibration is done: the next poll (here, in state()) runs the buffer
+    saved = m.state()
+    want = m.window_fields()
+    back = ErrorStreamMonitor("classification", **kw)
+    back.restore(saved)
+    got = back.window_fields()
+    assert got["n"] == want["n"] == 80 and got["n_buffered"] == want["n_buffered"] == 80
+    for k in ("error_rate", "statistic", "drift", "n_detections", "t"):
+        assert got.get(k) == want.get(k), k

@@ -9,8 +9,8 @@ label matched once — and every label is in the realized results exactly once: 
 nothing counted twice.
 
 The second test gives the two workers state folders of their own (two hosts), keeps a labelled
-real data set flowing while the partitions move (join, leave, SIGKILL), and compares the
-label-derived points with a fault-free run's.
+real data set flowing while the partitions move (join, leave, SIGKILL), and compares every
+label-derived point with a fault-free run's.
 """
 
 from __future__ import annotations
@@ -119,9 +119,14 @@ def test_label_join_counters_reconcile_when_a_worker_joins_and_leaves(settings, 
     assert "handed over" in text_a and "label join restored" in text_a, tail(logs["a"])
 
 
-def joined(points: dict) -> dict:
-    """The realized-performance points (the error-stream points are not yet exact after such moves)."""
-    return {k: fields for k, fields in points.items() if k[1] != "error_stream"}
+RUN_FIELDS = ("t", "statistic", "threshold")
+"""Error-stream fields of the detector's running statistic: after a move to a host that recalibrates, not yet
+exact (docs/worker.md, "Limits"); compared and printed, not asserted."""
+
+
+def without_run(points: dict) -> dict:
+    return {k: {f: v for f, v in fields.items() if k[1] != "error_stream" or f not in RUN_FIELDS}
+            for k, fields in points.items()}
 
 
 def test_label_partitions_move_between_workers_with_separate_state_folders(settings, tmp_path):
@@ -129,11 +134,13 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
     own (as on two hosts). Under a flowing labelled stream (scikit-learn's breast-cancer set, four models,
     labels 500 rows behind their predictions, 5 % never sent, a concept drift half-way) b joins (half the
     partitions move to b), a leaves (all move to b), a comes back and b is SIGKILLed (all move to a, from
-    b's last checkpoint). Afterwards every realized-performance point (accuracy, precision, recall, F1 and
-    their label counts and delays, per window) equals a fault-free in-process run's — the error-stream points
-    are printed, not asserted: after a move to a host that must recalibrate the thresholds they can differ
-    (docs/worker.md) — and each model's counters reconcile: matched + expired + evicted + waiting = received
-    predictions, every sent label matched once, nothing counted twice."""
+    b's last checkpoint; a2 has no cached error-stream thresholds and recalibrates them). Afterwards every
+    label-derived dw_performance point — realized accuracy, precision, recall, F1 with their label counts
+    and delays, and the error-stream points (errors tested, error rate, detections, their times) — equals
+    a fault-free in-process run's, except the error-stream detector's running statistic (``t``,
+    ``statistic``, ``threshold``: printed, a known gap, docs/worker.md), and each model's
+    counters reconcile: matched + expired + evicted + waiting = received predictions, every sent label
+    matched once, nothing counted twice."""
     import signal
     import threading
 
@@ -226,7 +233,7 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
                 ready("a2", 2)  # b's partitions come to a after the session timeout
             moved[b].set()
         assert done.wait(300) and not errors, errors
-        wait_for(lambda: differences(joined(label_points(settings)), joined(want))[:8] or True, 180,
+        wait_for(lambda: differences(without_run(label_points(settings)), without_run(want))[:8] or True, 180,
                  "label results equal to the fault-free run's", list(procs.values()), logs["a2"])
         time.sleep(2.0)  # the counters of the last labels (the next timer tick)
         got = counters(settings)
@@ -239,11 +246,10 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
             stop(p)
         with contextlib.suppress(Exception):
             delete_topics(settings, [changelog_topic(settings)])
-    problems = differences(joined(label_points(settings)), joined(want))
+    problems = differences(without_run(label_points(settings)), without_run(want))
     assert not problems, "\n".join(problems[:20])
-    # the error-stream points after a move to a host without its cached thresholds: not yet exact
-    # (docs/worker.md, "Limits"); reported, not asserted
-    print("error-stream fields that differ from the fault-free run:", differences(label_points(settings), want))
+    print("label points: the error-stream run fields that differ from the fault-free run:",
+          differences(label_points(settings), want))
     for m in models:
         c = got[m]
         assert (c["predictions"], c["labels"], c["matched"]) == (N, n_labels[m], n_labels[m]), (m, c)
