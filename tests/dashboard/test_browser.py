@@ -21,7 +21,7 @@ from dashboard import queries as Q
 from dashboard.config import PAGES
 from streams.devstack.localstack import LocalStack, free_port, settings_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]  # Chromium over every page: 20-40 s
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 # charts each page draws for the drifting model (see test_app.py for what they are)

@@ -25,7 +25,7 @@ from detectors import records as R
 from detectors.records import Record
 from streams.devstack.localstack import LocalStack, free_port, settings_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]  # Chromium over every page: 20-40 s
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard" / "layout"
 WIDTHS = (1024, 1400)

@@ -161,6 +161,7 @@ def _no_traceback(run, what: str) -> None:
     assert not run.exceptions(), f"{what}: an exception reached the client: {run.exceptions()[0].message[:300]}"
 
 
+@pytest.mark.slow  # every forged key against a fresh session (~30 s)
 def test_forged_widget_keys_before_login_give_no_traceback_and_no_login(dash) -> None:
     base, _access, _log = dash
     with StreamlitClient(base) as c:
@@ -392,6 +393,7 @@ def _browser_login(page, base: str, user: str, pw: str) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # Chromium (~15 s)
 def test_browser_logout_then_replayed_fragment_shows_nothing(dash) -> None:
     base, _access, _log = dash
     with _chromium() as page:
@@ -413,6 +415,7 @@ def test_browser_logout_then_replayed_fragment_shows_nothing(dash) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # Chromium (~15 s)
 def test_browser_revocation_empties_the_open_page_at_the_next_tick(dash) -> None:
     base, access, _log = dash
     with _chromium() as page:
