@@ -123,6 +123,7 @@ def influx_strings(settings) -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # runs the whole local stack with every secret set (~30 s)
 def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all):
     from streams.broker.admin import TopicError, ensure_topics
     from streams.devstack.localstack import settings_env
@@ -259,6 +260,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # runs the whole local stack with every secret set (~30 s)
 def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
     """``driftwatch up`` with the dashboard password in a file and the Kafka password even as a
     plain variable of its own: no child's /proc/<pid>/environ holds either value (nor the

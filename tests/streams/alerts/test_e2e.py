@@ -47,6 +47,7 @@ def monitors_file(tmp_path: Path, receiver: Receiver) -> Path:
     return path
 
 
+@pytest.mark.slow  # demo traffic through a worker to a webhook (~30 s)
 def test_demo_drift_reaches_a_signed_webhook_within_10s_of_the_window_closing(settings, settings_env, tmp_path):
     from streams.devstack.demo import DemoOptions, run_demo
 

@@ -112,6 +112,7 @@ def _events(model: dict, df: pd.DataFrame, target: str | None, prediction: str |
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a worker on the inferred configs (~20 s)
 def test_a_worker_runs_the_inferred_configs(settings, settings_env, tmp_path, capsys):
     from kafka import KafkaProducer
 
