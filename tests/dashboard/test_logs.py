@@ -63,6 +63,7 @@ def test_setup_redacts_the_settings_secrets_in_every_logger(caplog: pytest.LogCa
 
 @pytest.mark.integration
 @pytest.mark.browser
+@pytest.mark.slow  # a dashboard server at DEBUG (~10 s)
 def test_dashboard_password_never_appears_in_the_dashboard_log_at_debug(
         stack: LocalStack, tmp_path: Path) -> None:
     password, influx_pw = _secret("dash"), _secret("influx")

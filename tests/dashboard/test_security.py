@@ -271,6 +271,7 @@ def test_unknown_and_known_users_cost_the_same_pbkdf2_work(monkeypatch: pytest.M
     assert auth.check_login(acc, "alice", "pw", None) == (True, True) and calls == [3000]
 
 
+@pytest.mark.slow  # timing medians over many logins (~8 s)
 def test_login_time_does_not_tell_whether_a_user_exists(form_app: Path) -> None:
     """Median time of a wrong password for a known and an unknown user, through the form,
     with production-strength hashes (600 000 PBKDF2 rounds). Asserted on the process's CPU

@@ -131,6 +131,7 @@ def test_alibi_mahalanobis_engine() -> None:
         np.testing.assert_allclose(a.score(ref[:20]), MahalanobisScorer().fit(ref).score(ref[:20]), rtol=1e-4)
 
 
+@pytest.mark.slow  # fits alibi-detect's IForest (~7 s)
 def test_iforest_native_and_alibi_flag_the_same_events() -> None:
     rng = np.random.default_rng(5)
     ref = rng.normal(size=(600, 3))

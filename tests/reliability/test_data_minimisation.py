@@ -84,6 +84,7 @@ def test_noise_follows_the_configured_epsilon():
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a worker and the dashboard on sentinel values (~14 s)
 def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all):
     from streams.influx.sink import query
     from tests.reliability.helpers import Traffic, wait_for, windowed, worker

@@ -250,6 +250,7 @@ def test_every_kafka_client_honours_the_security_settings(protocol, settings, ce
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a TLS/SASL broker behind a gateway (7-10 s)
 def test_worker_runs_end_to_end_over_sasl_ssl(settings, certs, tmp_path):
     """The whole worker (Faust consumer + producer, kafka-python admin, aiokafka references) over SASL_SSL."""
     from streams.devstack.localstack import settings_env
@@ -278,6 +279,7 @@ def test_worker_runs_end_to_end_over_sasl_ssl(settings, certs, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a TLS/SASL broker behind a gateway (7-10 s)
 def test_wrong_password_and_plaintext_client_are_refused(settings, certs, tmp_path):
     from streams.broker.admin import TopicError, ensure_topics
 

@@ -291,6 +291,7 @@ def _down_then_back(tmp_path, down_seconds: float, backoff_max: float, backoff_i
     return caught_up
 
 
+@pytest.mark.slow  # a receiver down and back (~7 s)
 def test_receiver_down_then_back_gets_every_alert_exactly_once(tmp_path):
     caught_up = _down_then_back(tmp_path, down_seconds=6, backoff_max=1.0)
     assert caught_up < 5

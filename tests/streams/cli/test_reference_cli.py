@@ -353,6 +353,7 @@ def _cli(monkeypatch, settings_env, capsys, *argv) -> tuple[int, str, str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # with a running worker (~11 s)
 def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, monkeypatch, capsys):
     """set → show → the running worker uses it (x0 drifts against it) → reset → rebuilt from the next events."""
     from kafka import KafkaProducer

@@ -563,6 +563,7 @@ def test_demo_command_line(settings_env: dict[str, str], settings: Settings, con
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # an endless demo on the real broker (~7 s)
 def test_sigterm_stops_an_endless_demo_and_loses_nothing(settings_env: dict[str, str], settings: Settings,
                                                          consume_all) -> None:
     import re

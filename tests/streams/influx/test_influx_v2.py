@@ -576,6 +576,7 @@ def test_v2_admin_errors_are_clear(influx2):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a worker end to end (~10 s)
 def test_worker_on_v2_settings_end_to_end(influx2, settings, settings_env, tmp_path):
     """`driftwatch worker` with DRIFTWATCH_INFLUX_VERSION=2: bucket ensured, windows written via
     /api/v2/write, checkpoints read via /query with the token — never the v1 /write."""
