@@ -805,7 +805,8 @@ def run(args: argparse.Namespace) -> int:
 
 def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """The headline figures and the issue's targets, from the phase results."""
-    g = lambda *path: _get(r, *path)  # noqa: E731
+    def g(*path):
+        return _get(r, *path)
     eps = g("worker", "events_per_s_per_worker")
     floor = g("floor", "events_per_s")
     one = g("scale_out", "one_worker", "events_per_s")

@@ -84,7 +84,8 @@ def hash_password(password: str, *, iterations: int = HASH_ITERATIONS, salt: byt
     """``pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>`` of a password."""
     salt = salt or os.urandom(16)
     dk = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    b64 = lambda b: base64.b64encode(b).decode().rstrip("=")  # noqa: E731
+    def b64(b):
+        return base64.b64encode(b).decode().rstrip("=")
     return f"{HASH_SCHEME}${iterations}${b64(salt)}${b64(dk)}"
 
 
@@ -94,7 +95,8 @@ def verify_password(password: str, hashed: str) -> bool:
         scheme, iters, salt_b64, hash_b64 = hashed.split("$")
         if scheme != HASH_SCHEME:
             return False
-        pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+        def pad(s):
+            return s + "=" * (-len(s) % 4)
         salt, want = base64.b64decode(pad(salt_b64)), base64.b64decode(pad(hash_b64))
         got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(iters))
     except (ValueError, TypeError):

@@ -229,7 +229,7 @@ def parse_categories(values: Sequence[Any] | np.ndarray, *, boolean: bool = Fals
         obj[:] = values
         out = np.full(n, None, dtype=object)
         out[obj == True] = TRUE  # noqa: E712 - elementwise over an object array
-        out[obj == False] = FALSE  # noqa: E712
+        out[obj == False] = FALSE  # noqa: E712 - elementwise over an object array
         return out, None
     if types <= _INT_OR_NONE and not boolean:  # integer codes: their text, once per distinct value
         out = np.empty(n, dtype=object)

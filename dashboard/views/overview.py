@@ -41,7 +41,7 @@ def render(ctx: ui.Ctx) -> None:
     row = ui.metric_row()
     row.metric("Models", len(ov), help="models with results in the selected time range", width="content")
     row.metric("Alerts firing", firing, width="content")
-    row.metric("Models drifting", int((ov.get("drift", pd.Series(dtype=bool)) == True).sum()),  # noqa: E712
+    row.metric("Models drifting", int((ov.get("drift", pd.Series(dtype=bool)) == True).sum()),  # noqa: E712 - elementwise over a pandas column
                width="content")
     eps = pd.to_numeric(ov.get("events_per_s"), errors="coerce").sum()
     row.metric("Events / s", ui.fmt_num(eps, ",.1f"), help="all models together, each in its latest window",

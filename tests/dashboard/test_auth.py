@@ -17,7 +17,8 @@ def test_password_hash_is_pbkdf2_and_verifies() -> None:
     h = auth.hash_password("correct horse", iterations=1000, salt=b"0123456789abcdef")
     scheme, iters, _salt_b64, hash_b64 = h.split("$")
     assert (scheme, iters) == ("pbkdf2_sha256", "1000")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+    def pad(s):
+        return s + "=" * (-len(s) % 4)
     expected = hashlib.pbkdf2_hmac("sha256", b"correct horse", b"0123456789abcdef", 1000)
     assert base64.b64decode(pad(hash_b64)) == expected
     assert auth.verify_password("correct horse", h)
@@ -67,7 +68,8 @@ def test_missing_access_file(tmp_path: Path) -> None:
 
 
 def test_resolve_mode() -> None:
-    s = lambda mode="auto", pw=None: SimpleNamespace(dashboard_auth=mode, dashboard_password=pw)  # noqa: E731
+    def s(mode="auto", pw=None):
+        return SimpleNamespace(dashboard_auth=mode, dashboard_password=pw)
     with_hashes = auth.Access(users={"a": ("*",)}, hashes={"a": "pbkdf2_sha256$1$a$b"})
     assert auth.resolve_mode(s(), None, False) == "none"
     assert auth.resolve_mode(s(pw="x"), None, True) == "password"

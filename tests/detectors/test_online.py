@@ -241,10 +241,12 @@ def test_a_resumed_run_equals_the_uninterrupted_one(kind):
     rng = np.random.default_rng(12)
     if kind == "cvm":
         ref, x = rng.normal(size=300), rng.normal(size=400)
-        make = lambda: CVMOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=6000, seed=1)  # noqa: E731
+        def make():
+            return CVMOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=6000, seed=1)
     else:
         ref, x = (rng.random(400) < 0.2).astype(float), (rng.random(400) < 0.2).astype(float)
-        make = lambda: FETOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=500, seed=1)  # noqa: E731
+        def make():
+            return FETOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=500, seed=1)
     whole = make()
     full = whole.update(x)
     assert full.n_drift == 0  # quiet: no reset inside, so the statistics are comparable one to one

@@ -129,7 +129,7 @@ def test_feature_summary_matches_numpy():
     assert s["x"]["min"] == ok.min() and s["x"]["max"] == ok.max()
     for q, v in s["x"]["quantiles"].items():
         assert v == pytest.approx(np.nanpercentile(x, 100 * float(q)))
-    vals, counts = np.unique(c[c != None].astype(str), return_counts=True)  # noqa: E711
+    vals, counts = np.unique(c[c != None].astype(str), return_counts=True)  # noqa: E711 - elementwise over an object array, independent of not_none()
     assert s["c"]["missing"] == 5 and s["c"]["categories"] == 3
     assert [t["value"] for t in s["c"]["top"]] == list(vals[np.argsort(-counts)])
     assert s["c"]["top"][0]["share"] == pytest.approx(counts.max() / (n - 5), abs=1e-4)

@@ -102,7 +102,8 @@ def test_a_dead_child_costs_the_windows_in_flight_and_is_replaced(caplog):
         assert 1 <= len(windows) - len(scored) <= 2, (len(windows), len(scored))
         assert max(windows) in scored  # the new child scores what comes after
         third = run(proc, tr, msgs)  # the new child works (and got the reference again)
-        drift = lambda records: comparable(r for r in records if r.measurement == "dw_drift")  # noqa: E731
+        def drift(records):
+            return comparable(r for r in records if r.measurement == "dw_drift")
         assert drift(third) == drift(first)  # (stateful scores, e.g. per source, went on from the 2nd run)
         assert list(proc._pool._processes) != [pid]
     finally:

@@ -455,7 +455,8 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     F = 4  # alarming families per window: drift, quality, prediction drift, CBPE (the budget counts them all)
     assert model.families == F
     rates = ObservedRates(smoothing=0.5)
-    win = lambda n, secs: SimpleNamespace(n=n, start_time=T0, end_time=T0 + secs)  # noqa: E731
+    def win(n, secs):
+        return SimpleNamespace(n=n, start_time=T0, end_time=T0 + secs)
     assert rates.drift_for(model, win(500, 10.0)).p_val == pytest.approx(1 / (F * 86_400 * 50 / 500))
     assert rates.drift_for(model, win(500, 5.0)).p_val == pytest.approx(1 / (F * 86_400 * 75 / 500))  # smoothed 50->75
     fixed = _budget_cfg({"size_seconds": 60}).models[0]
