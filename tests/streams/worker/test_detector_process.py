@@ -188,3 +188,5 @@ def test_no_detector_process_outlives_its_worker(how):
         assert not _alive(child), f"the detector process {child} outlived its worker ({how})"
     finally:
         host.kill()
+        host.wait()
+        host.stdout.close()
