@@ -122,6 +122,7 @@ def test_prediction_conservation_exact():
     assert kept == s.matched + s.expired + s.evicted + s.pending_predictions
 
 
+@pytest.mark.slow  # simulated error streams against ADWIN (~11 s)
 def test_error_stream_detector_is_no_slower_than_adwin_and_no_noisier(tmp_path):
     """Abrupt error-rate rise 10 % -> 20 %: delay vs River's ADWIN / PageHinkley, alarms on no change."""
     rng = np.random.default_rng(2)

@@ -104,6 +104,7 @@ def test_quality_points_carry_method_band_and_alarm():
     assert "quality_alarm" not in bare[0].fields
 
 
+@pytest.mark.slow  # hundreds of simulated windows (~6 s)
 def test_stationary_windows_rarely_alarm():
     """20 features, 1 % missing and ~0.3 % out of range, iid: the family level (0.05) bounds the alarms."""
     rng = np.random.default_rng(0)

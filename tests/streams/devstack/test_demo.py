@@ -531,6 +531,7 @@ def _topic_contents(settings: Settings, consume_all) -> tuple[dict, dict]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the demo on the real broker (~6 s)
 def test_demo_on_the_real_broker_publishes_what_it_reports(settings: Settings, consume_all) -> None:
     opts = DemoOptions(events=600, rate=600, label_delay=0.5, label_fraction=0.5, malformed_rate=0.02, seed=3,
                        drift_at=0.5, quality_break_at=0.5, progress_every=0)
@@ -548,6 +549,7 @@ def test_demo_on_the_real_broker_publishes_what_it_reports(settings: Settings, c
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the demo on the real broker (~6 s)
 def test_demo_command_line(settings_env: dict[str, str], settings: Settings, consume_all) -> None:
     env = {**os.environ, **settings_env}
     proc = subprocess.run(

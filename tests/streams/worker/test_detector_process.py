@@ -61,6 +61,7 @@ def comparable(records) -> dict:
     return out
 
 
+@pytest.mark.slow  # starts detector processes (5-11 s)
 def test_the_child_process_computes_what_the_thread_computes():
     tr, msgs = traffic_messages()
     on_thread = comparable(run("default", tr, msgs))
@@ -82,6 +83,7 @@ def test_the_child_process_computes_what_the_thread_computes():
                 assert got[f] == v, (k, f)
 
 
+@pytest.mark.slow  # starts detector processes (5-11 s)
 def test_a_dead_child_costs_the_windows_in_flight_and_is_replaced(caplog):
     tr, msgs = traffic_messages(4000)
     proc = DetectorProcess()
@@ -110,6 +112,7 @@ def test_a_dead_child_costs_the_windows_in_flight_and_is_replaced(caplog):
         proc.close()
 
 
+@pytest.mark.slow  # starts detector processes (5-11 s)
 def test_the_child_does_not_run_the_hosts_main_script(tmp_path, monkeypatch):
     # spawn runs the parent's __main__ in the child: a host whose main script must not run there
     # (under pytest, Streamlit's AppTest leaves the dashboard app as __main__) must not kill the child
@@ -128,6 +131,7 @@ def test_the_child_does_not_run_the_hosts_main_script(tmp_path, monkeypatch):
     assert any(r.measurement == "dw_drift" for r in records)
 
 
+@pytest.mark.slow  # starts detector processes (5-11 s)
 def test_ctrl_c_is_the_workers_to_handle():
     # Ctrl-C in a terminal signals the worker and its detector process alike: the child must not die
     # of it (with a traceback) while the worker shuts down in order
