@@ -51,8 +51,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks import procstats
-from detectors import records as R
-from streams.influx.influxql import quote_ident
 from benchmarks.traffic import (
     CATEGORICAL,
     NUMERIC,
@@ -63,6 +61,8 @@ from benchmarks.traffic import (
     single_event_payloads,
     write_monitor_config,
 )
+from detectors import records as R
+from streams.influx.influxql import quote_ident
 
 PARTITIONS = 4
 #: the ``dw_window`` tags that tell two windows with the same end time apart

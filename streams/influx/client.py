@@ -124,7 +124,7 @@ def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Se
     results = body.get("results", [])
     out: list[list[dict]] = []
     for i, statement in enumerate(statements):
-        res = next((r for r in results if r.get("statement_id", 0) == i), {})
+        res: dict[str, Any] = next((r for r in results if r.get("statement_id", 0) == i), {})
         if "error" in res:
             _raise(str(res["error"]), target, statement, db)
         out.append(res.get("series") or [])

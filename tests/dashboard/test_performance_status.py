@@ -14,9 +14,8 @@ import pytest
 from dashboard import queries as Q
 from dashboard import sample
 from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift
-from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
-from detectors.reference import Reference
+from detectors.reference import Reference, attach_reference_frame
 from detectors.runner import WindowContext, evaluate_window
 from detectors.spec import FeatureSpec
 from tests.dashboard.test_app import _env, no_exception, open_page, texts

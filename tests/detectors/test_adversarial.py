@@ -512,8 +512,7 @@ def test_evaluator_warms_up_then_scores(fitted) -> None:
     recs = ev.evaluate(Ctx(_window(clf, X, rng, n=400)))
     assert recs[0].measurement == R.ADVERSARIAL and recs[0].time_ns == 5
     # reference rows attached by the worker are used at once
-    from detectors.reference import attach_reference_frame
-    from detectors.reference import Reference
+    from detectors.reference import Reference, attach_reference_frame
 
     ref = frame(X, proba=clf.predict_proba(X))
     ctx = Ctx(_window(clf, X, rng))

@@ -8,10 +8,9 @@ from scipy import stats
 
 from detectors import records as R
 from detectors.advanced import EstimatedPerformance, reference_calibration
-from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.performance import CBPE
-from detectors.reference import Reference
+from detectors.reference import Reference, attach_reference_frame
 from detectors.runner import WindowContext
 from detectors.spec import DriftSpec, FeatureSpec
 

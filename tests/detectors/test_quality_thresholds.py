@@ -8,10 +8,9 @@ import pytest
 from scipy import stats
 
 from detectors import records as R
-from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.quality import data_quality, quality_verdicts, reference_quality
-from detectors.reference import Reference
+from detectors.reference import Reference, attach_reference_frame
 from detectors.runner import DataQuality, WindowContext
 from detectors.spec import DriftSpec, FeatureSpec
 from detectors.thresholds import binomial_rate_upper, judge_rate

@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors.reference import attach_reference_frame
 from detectors.frame import Frame
 from detectors.prediction import PredictionReference, prediction_drift
 from detectors.quality import data_quality
-from detectors.reference import Reference
+from detectors.reference import Reference, attach_reference_frame
 from detectors.spec import DriftSpec, FeatureSpec, ThresholdSpec
 from detectors.summaries import (
     SummaryError,

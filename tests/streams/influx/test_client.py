@@ -49,7 +49,7 @@ def test_statement_results_maps_every_error_to_one_family() -> None:
         C.statement_results(_answer(200, {"results": [{"statement_id": 0, "error": "database not found: dw"}]}),
                             target, ["SELECT 1"])
     assert "secret" not in str(e.value)
-    with pytest.raises(C.InfluxQueryError, match="rejected 'SELECT x'.*bad"):
+    with pytest.raises(C.InfluxQueryError, match=r"rejected 'SELECT x'.*bad"):
         C.statement_results(_answer(200, {"results": [{"statement_id": 0, "error": "bad"}]}), target, ["SELECT x"])
     with pytest.raises(C.InfluxQueryError, match=r"refused the credentials \(401\)"):
         C.statement_results(_answer(401, {"error": "authorization failed"}), target, ["SELECT 1"])

@@ -19,9 +19,9 @@ from detectors.performance import fit_calibration
 from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
+from streams.worker.evaluation import default_evaluator
 from streams.worker.labels import LabelHook
 from streams.worker.monitors import parse_monitors
-from streams.worker.evaluation import default_evaluator
 from streams.worker.pipeline import Pipeline
 from tests.streams.worker.test_pipeline import T0, FakeSink, dl_sender
 

@@ -17,11 +17,11 @@ import pytest
 
 from detectors.records import DRIFT, WINDOW, Record
 from streams.settings import Settings
+from streams.worker.checkpoints import checkpoint_from_row
+from streams.worker.commits import AckTracker
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage, StreamKey
 from streams.worker.monitors import parse_monitors
-from streams.worker.checkpoints import checkpoint_from_row
-from streams.worker.commits import AckTracker
 from streams.worker.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
