@@ -197,11 +197,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 ends = _parse_until(args.until)
             try:
-                s = store.add_silence(matchers, ends, comment=args.comment, created_by=args.by or getpass.getuser())
+                silence = store.add_silence(matchers, ends, comment=args.comment,
+                                            created_by=args.by or getpass.getuser())
             except ValueError as e:
                 print(f"driftwatch alerts silence: {e}", file=sys.stderr)
                 return 2
-            print(f"silence {s.id} until {iso(s.ends_ns)}")
+            print(f"silence {silence.id} until {iso(silence.ends_ns)}")
             return 0
         if args.action == "unsilence":
             if not store.remove_silence(args.id):

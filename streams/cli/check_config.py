@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
             print("    (under the alarm budget the level follows the observed event rate: "
                   f"{m.drift.p_val:g} until the first window)")
     plan = cfg.budget_plan()
-    if plan is not None:
-        b = cfg.alarm_budget
+    b = cfg.alarm_budget
+    if plan is not None and b is not None:  # a plan exists exactly when a budget is declared
         print(f"alarm budget: {b.false_alarms:g} false alarm(s) per {b.per} across all models, features and "
               f"segments ({b.per_day:.3g}/day); the online detectors' expected false alarms (features x "
               f"events/day / ert) come off it first, the rest is shared by every alarming verdict family "
