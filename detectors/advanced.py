@@ -67,7 +67,7 @@ from detectors.performance import CBPE, Calibration, fit_calibration, not_calibr
 from detectors.prediction import PredictionReference, prediction_drift, prediction_records
 from detectors.records import FieldValue, Record
 from detectors.reference import Reference, reference_frame
-from detectors.spec import DriftSpec, OnlineSpec
+from detectors.spec import DriftSpec, Engine, OnlineSpec
 from detectors.thresholds import Band
 
 __all__ = [
@@ -124,18 +124,18 @@ NO_OUTPUTS = ("the reference rows carry no model outputs: declare the reference 
 def reference_calibration(reference: Reference | None, min_rows: int = 200) -> Calibration | str:
     """CBPE's calibration fitted on the reference rows' labels (cached per reference), or why there is none."""
     rows = reference_frame(reference)
-    if rows is None:
+    if rows is None or reference is None:  # no rows without a reference
         return "no labelled reference rows"
     if rows.label is None:
         return "the reference rows carry no labels"
     if rows.pred_proba is None or len(rows.classes) < 2:
         return "the reference rows carry no class probabilities"
     key = ("calibration", min_rows)
-    cache = reference._cache  # type: ignore[union-attr]
+    cache = reference._cache
     if key not in cache:
         try:
             cache[key] = fit_calibration(rows.pred_proba, rows.label, rows.classes, rows.pred_label,
-                                         min_rows=min_rows, source=f"{reference.source}: labelled rows")  # type: ignore[union-attr]
+                                         min_rows=min_rows, source=f"{reference.source}: labelled rows")
         except ValueError as e:
             cache[key] = f"the reference's labels cannot calibrate it: {e}"
     return cache[key]
@@ -377,13 +377,22 @@ class FeatureImpactEvaluator:
             status_record(ctx, self.name, None, target=target, method=method)]
 
 
+def _engine(name: str) -> Engine:
+    """``name`` as an engine name, or ValueError naming the known ones."""
+    if name == "native":
+        return "native"
+    if name == "alibi":
+        return "alibi"
+    raise ValueError(f"online drift engine must be 'native' or 'alibi', got {name!r}")
+
+
 @dataclass(frozen=True)
 class _OnlineParams:
     features: tuple[str, ...]
     ert: float
     window_sizes: tuple[int, ...]
     n_bootstraps: int
-    engine: str
+    engine: Engine
 
 
 @dataclass
@@ -467,11 +476,11 @@ class OnlineDrift:
             tuple(features), float(self.ert if self.ert is not None else spec.ert),
             tuple(self.window_sizes if self.window_sizes is not None else spec.window_sizes),
             int(self.n_bootstraps if self.n_bootstraps is not None else spec.n_bootstraps),
-            str(self.engine if self.engine is not None else spec.engine))
+            _engine(self.engine if self.engine is not None else spec.engine))
 
     def _build(self, values: np.ndarray, p: _OnlineParams) -> CVMOnline:
         return CVMOnline(values, p.ert, p.window_sizes, n_bootstraps=p.n_bootstraps, cache_dir=self.cache_dir,
-                         engine=p.engine)  # type: ignore[arg-type]
+                         engine=p.engine)
 
     def _watch(self, model: str, version: str, feature: str, reference: Reference,
                p: _OnlineParams) -> _Watch | None:
