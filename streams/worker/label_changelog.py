@@ -45,6 +45,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from detectors.errors import StorageError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ H_SIZE = "dw-size"
 H_SHA256 = "dw-sha256"
 
 
-class ChangelogError(RuntimeError):
+class ChangelogError(StorageError):
     """The label-join changelog could not be read or written (the message says why)."""
 
 

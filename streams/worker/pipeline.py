@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.errors import ServiceError
 from detectors.frame import Frame, concat
 from detectors.records import (  # dw_window's fields: one vocabulary for the worker, the dashboard, the benchmarks
     F_CLOSE_REASON,
@@ -85,7 +86,7 @@ from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Posit
 log = logging.getLogger(__name__)
 
 
-class PartitionRevoked(RuntimeError):
+class PartitionRevoked(ServiceError):
     """Raised by the ``committed`` callback for a partition that a rebalance is taking away (its committed
     offset is no longer known): the batch is left to the partition's next owner, who re-reads it."""
 
