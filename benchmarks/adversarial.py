@@ -78,8 +78,17 @@ class Options:
 
     @classmethod
     def quick(cls, seed: int = 0) -> Options:
-        return cls(seed=seed, benign_sources=150, long_sources=4, long_queries=1000, attack_sources=20,
-                   attack_queries=250, windows=12, shift_windows=10, clients=40)
+        return cls(
+            seed=seed,
+            benign_sources=150,
+            long_sources=4,
+            long_queries=1000,
+            attack_sources=20,
+            attack_queries=250,
+            windows=12,
+            shift_windows=10,
+            clients=40,
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,12 +99,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benign-sources", type=int, help=f"benign clients (default {d.benign_sources})")
     parser.add_argument("--attack-sources", type=int, help=f"attackers per strategy (default {d.attack_sources})")
     parser.add_argument("--attack-queries", type=int, help=f"queries per attacker (default {d.attack_queries})")
-    parser.add_argument("--strategies", default=",".join(d.strategies),
-                        help=f"extraction strategies (default {','.join(d.strategies)})")
+    parser.add_argument(
+        "--strategies", default=",".join(d.strategies), help=f"extraction strategies (default {','.join(d.strategies)})"
+    )
     parser.add_argument("--windows", type=int, help=f"benign and evasion windows, each (default {d.windows})")
-    parser.add_argument("--evasion-share", type=float, default=d.evasion_share,
-                        help="share of an evasion window's events that are attacks (default 0.1)")
-    parser.add_argument("--shift-windows", type=int, help=f"stationary and shifted windows, each (default {d.shift_windows})")
+    parser.add_argument(
+        "--evasion-share",
+        type=float,
+        default=d.evasion_share,
+        help="share of an evasion window's events that are attacks (default 0.1)",
+    )
+    parser.add_argument(
+        "--shift-windows", type=int, help=f"stationary and shifted windows, each (default {d.shift_windows})"
+    )
     parser.add_argument("--clients", type=int, help=f"normal clients in the benign-shift run (default {d.clients})")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
 
@@ -147,8 +163,15 @@ class World:
         n = X.shape[0]
         cols = m.derive(X)
         pred = m.predict(X)
-        out = (dict(pred_label=np.asarray(pred["label"], dtype=object), pred_proba=np.round(pred["proba"], 4),
-                    classes=tuple(m.classes)) if m.task == "classification" else dict(pred_value=pred["value"]))
+        out = (
+            dict(
+                pred_label=np.asarray(pred["label"], dtype=object),
+                pred_proba=np.round(pred["proba"], 4),
+                classes=tuple(m.classes),
+            )
+            if m.task == "classification"
+            else dict(pred_value=pred["value"])
+        )
         return Frame.from_columns(
             event_id=np.arange(n).astype(str).astype(object),
             event_time=t0 + np.arange(n) / self.o.rate,
@@ -207,8 +230,9 @@ def extraction_experiment(base, world: World, rng: np.random.Generator) -> dict[
     for s in o.strategies:
         for i in range(o.attack_sources):
             seeds, _ = m.sample(rng, 10)
-            att = ExtractionAttack(m.estimator.predict, seeds, scale=m.std, strategy=s, step=0.1, rng=rng,
-                                   finish=m.finish_inputs)
+            att = ExtractionAttack(
+                m.estimator.predict, seeds, scale=m.std, strategy=s, step=0.1, rng=rng, finish=m.finish_inputs
+            )
             seqs.append(att.take(o.attack_queries))
             names.append(f"{s}-{i:03d}")
             kinds.append(s)
@@ -224,15 +248,20 @@ def extraction_experiment(base, world: World, rng: np.random.Generator) -> dict[
     first = np.array([tr.state(n)["first_flag"] if tr.state(n) else -1 for n in names])
     kinds_a = np.array(kinds)
     out: dict[str, Any] = {
-        "sources": len(names), "events": int(X.shape[0]), "seconds": round(elapsed, 2),
-        "events_per_s": round(X.shape[0] / elapsed), "delta": round(tr.calibration.delta, 4),
-        "sources_evicted": tr.evicted, "state_bytes": tr.memory_bytes,
+        "sources": len(names),
+        "events": int(X.shape[0]),
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(X.shape[0] / elapsed),
+        "delta": round(tr.calibration.delta, 4),
+        "sources_evicted": tr.evicted,
+        "state_bytes": tr.memory_bytes,
     }
     for s in o.strategies:
         f = first[kinds_a == s]
         det = f[f >= 0]
         out[s] = {
-            "attackers": int(f.size), "queries_each": o.attack_queries,
+            "attackers": int(f.size),
+            "queries_each": o.attack_queries,
             "detected_within_200": round(float(((f >= 0) & (f <= 200)).mean()), 4),
             "detected": round(float((f >= 0).mean()), 4),
             "queries_to_detection_median": float(np.median(det)) if det.size else None,
@@ -241,8 +270,10 @@ def extraction_experiment(base, world: World, rng: np.random.Generator) -> dict[
     b = first[kinds_a == "benign"]
     lengths_b = lengths[kinds_a == "benign"]
     out["benign"] = {
-        "sources": int(b.size), "queries": [int(lo), int(hi)],
-        "flagged": int((b >= 0).sum()), "false_positive_rate": round(float((b >= 0).mean()), 4),
+        "sources": int(b.size),
+        "queries": [int(lo), int(hi)],
+        "flagged": int((b >= 0).sum()),
+        "false_positive_rate": round(float((b >= 0).mean()), 4),
         "flagged_by_length": {
             f"{a}-{z}": round(float((b[(lengths_b >= a) & (lengths_b < z)] >= 0).mean()), 4)
             for a, z in ((lo, (lo + hi) // 2), ((lo + hi) // 2, hi + 1))
@@ -250,8 +281,12 @@ def extraction_experiment(base, world: World, rng: np.random.Generator) -> dict[
     }
     lg = first[kinds_a == "long"]
     if lg.size:
-        out["benign_long"] = {"sources": int(lg.size), "queries_each": o.long_queries,
-                              "flagged": int((lg >= 0).sum()), "false_positive_rate": round(float((lg >= 0).mean()), 4)}
+        out["benign_long"] = {
+            "sources": int(lg.size),
+            "queries_each": o.long_queries,
+            "flagged": int((lg >= 0).sum()),
+            "false_positive_rate": round(float((lg >= 0).mean()), 4),
+        }
     return out
 
 
@@ -272,8 +307,9 @@ def evasion_experiment(base, world: World, rng: np.random.Generator) -> dict[str
         src = world.clients(rng, n_nat, 20)
         if lab:
             start, _ = m.sample(rng, k_att)
-            r = evasion(m.estimator, start, scale=m.std, step=0.05, max_steps=60, lo=m.lo, hi=m.hi,
-                        finish=m.finish_inputs)
+            r = evasion(
+                m.estimator, start, scale=m.std, step=0.05, max_steps=60, lo=m.lo, hi=m.hi, finish=m.finish_inputs
+            )
             flipped.append(r.flipped.mean())
             steps.append(np.median(r.steps))
             dist.append(np.median(np.linalg.norm((r.X - start) / m.std, axis=1)))
@@ -290,21 +326,29 @@ def evasion_experiment(base, world: World, rng: np.random.Generator) -> dict[str
         res = mon.evaluate(f)
         eval_ms.append(1000 * (time.perf_counter() - t1))
         scores.append(res.score)
-        comps.append({**{k: c.p_value for k, c in res.population.items()},
-                      **{k: c.p_value for k, c in res.components.items()}})
+        comps.append(
+            {**{k: c.p_value for k, c in res.population.items()}, **{k: c.p_value for k, c in res.components.items()}}
+        )
     elapsed = time.perf_counter() - t
     scores_a = np.array(scores)
     out: dict[str, Any] = {
         "windows": {"benign": int((labels == 0).sum()), "evasion": int(labels.sum())},
-        "attack_share": o.evasion_share, "window": o.window, "seconds": round(elapsed, 2),
+        "attack_share": o.evasion_share,
+        "window": o.window,
+        "seconds": round(elapsed, 2),
         "evaluate_ms_median": round(float(np.median(eval_ms)), 1),
         "auc": round(float(roc_auc_score(labels, scores_a)), 4),
         "flagged_evasion_windows": round(float((scores_a[labels == 1] > 1 - base.spec.alpha).mean()), 4),
         "flagged_benign_windows": round(float((scores_a[labels == 0] > 1 - base.spec.alpha).mean()), 4),
-        "score_median": {"benign": round(float(np.median(scores_a[labels == 0])), 4),
-                         "evasion": round(float(np.median(scores_a[labels == 1])), 4)},
-        "attack": {"flip_rate": round(float(np.mean(flipped)), 4), "steps_median": float(np.median(steps)),
-                   "perturbation_l2_std_median": round(float(np.median(dist)), 3)},
+        "score_median": {
+            "benign": round(float(np.median(scores_a[labels == 0])), 4),
+            "evasion": round(float(np.median(scores_a[labels == 1])), 4),
+        },
+        "attack": {
+            "flip_rate": round(float(np.mean(flipped)), 4),
+            "steps_median": float(np.median(steps)),
+            "perturbation_l2_std_median": round(float(np.median(dist)), 3),
+        },
         "component_auc": {},
     }
     for name in ("outlier_source", "low_margin_source", "outlier", "low_margin"):
@@ -314,8 +358,9 @@ def evasion_experiment(base, world: World, rng: np.random.Generator) -> dict[str
     return out
 
 
-def shift_experiment(base, world: World, rng: np.random.Generator, ref_frame, kind: str = "subpopulation",
-                     model=None) -> dict[str, Any]:
+def shift_experiment(
+    base, world: World, rng: np.random.Generator, ref_frame, kind: str = "subpopulation", model=None
+) -> dict[str, Any]:
     """Stationary windows, then as many under the benign shift ``kind`` (``streams.devstack.attacks.BENIGN_SHIFTS``).
 
     Reported per phase: share of windows with data drift (the inputs moved), adversarial flag
@@ -354,9 +399,15 @@ def shift_experiment(base, world: World, rng: np.random.Generator, ref_frame, ki
         res = mon.evaluate(frame)
         drift = univariate_drift(frame, ref, spec)
         pop = res.population
-        rows[phase].append((bool(drift.drift), res.flagged, res.score,
-                            pop["outlier"].rate if "outlier" in pop else np.nan,
-                            pop["low_margin"].rate if "low_margin" in pop else np.nan))
+        rows[phase].append(
+            (
+                bool(drift.drift),
+                res.flagged,
+                res.score,
+                pop["outlier"].rate if "outlier" in pop else np.nan,
+                pop["low_margin"].rate if "low_margin" in pop else np.nan,
+            )
+        )
         for name in res.flagged_by:
             by[phase][name] = by[phase].get(name, 0) + 1
         if res.score >= 0.9:  # close calls: which component came near the flag
@@ -399,8 +450,10 @@ def benign_shifts_experiment(world: World, rng_seed: int, fitted: dict) -> dict[
             r = shift_experiment(mon, world, np.random.default_rng([rng_seed, 6, j, len(out)]), ref_frame, kind, m)
             r["seconds"] = round(time.perf_counter() - t, 2)
             out[f"{model_id}/{kind}"] = r
-            _log(f"benign shift {model_id}/{kind}: flag rate {r['shift']['adversarial_flag_rate']}, "
-                 f"clients flagged {r['shift']['flagged_clients']}, drift {r['shift']['drift_rate']}")
+            _log(
+                f"benign shift {model_id}/{kind}: flag rate {r['shift']['adversarial_flag_rate']}, "
+                f"clients flagged {r['shift']['flagged_clients']}, drift {r['shift']['drift_rate']}"
+            )
     return out
 
 
@@ -434,8 +487,11 @@ def run_benchmark(o: Options) -> dict[str, Any]:
         dref = world.frame(Xd, np.full(o.reference, None, dtype=object), model=d)
         fitted["diabetes"] = (AdversarialMonitor.fit(dref, world.features_of(d), spec, task="regression"), dref)
     shifts = benign_shifts_experiment(world, o.seed, fitted)
-    shifts_quiet = all(r[phase]["adversarial_flag_rate"] == 0 and not r[phase]["flagged_clients"]
-                       for r in shifts.values() for phase in ("stationary", "shift"))
+    shifts_quiet = all(
+        r[phase]["adversarial_flag_rate"] == 0 and not r[phase]["flagged_clients"]
+        for r in shifts.values()
+        for phase in ("stationary", "shift")
+    )
     main = o.strategies[0] if o.strategies else None
     done = {
         "extraction_detected_within_200_ge_0.9": bool(main and ext[main]["detected_within_200"] >= 0.9),
@@ -450,9 +506,13 @@ def run_benchmark(o: Options) -> dict[str, Any]:
         "benchmark": "adversarial",
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items()},
         "model": "wine (demo: scaled logistic regression, 13 numeric inputs, 3 classes)",
-        "detectors": {"outlier": f"{spec.outlier.method} ({spec.outlier.engine})", "rate_test": spec.test,
-                      "alpha": spec.alpha, "extraction_fpr": spec.extraction.fpr,
-                      "extraction_focus": spec.extraction.focus},
+        "detectors": {
+            "outlier": f"{spec.outlier.method} ({spec.outlier.engine})",
+            "rate_test": spec.test,
+            "alpha": spec.alpha,
+            "extraction_fpr": spec.extraction.fpr,
+            "extraction_focus": spec.extraction.focus,
+        },
         "fit_seconds": round(fit_s, 2),
         "extraction": ext,
         "evasion": eva,

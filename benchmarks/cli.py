@@ -26,7 +26,9 @@ BENCHMARKS: dict[str, str] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark to run")
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `driftwatch bench NAME -h`)")
+    parser.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `driftwatch bench NAME -h`)"
+    )
     parser.epilog = "benchmarks: " + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
 
 

@@ -63,15 +63,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=float, default=7.0, help="days of windows (default 7)")
     parser.add_argument("--cadence", type=int, default=300, help="seconds between windows (default 300)")
     parser.add_argument("--influx-url", default=None, help="use this InfluxDB (default: start a private one)")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="state folder of the private InfluxDB, kept after the run so --reuse can measure "
-                             f"again without the fill (default with --keep or --reuse: {DEFAULT_STATE_DIR}; "
-                             "otherwise a temporary folder, deleted)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="state folder of the private InfluxDB, kept after the run so --reuse can measure "
+        f"again without the fill (default with --keep or --reuse: {DEFAULT_STATE_DIR}; "
+        "otherwise a temporary folder, deleted)",
+    )
     parser.add_argument("--db", default="driftwatch_bench", help="database to fill (dropped first unless --reuse)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="measure the data already there (filled by an earlier --keep run) instead of filling again")
-    parser.add_argument("--keep", action="store_true", help="do not drop the database (nor the private InfluxDB's "
-                                                            "data folder) at the end")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the data already there (filled by an earlier --keep run) instead of filling again",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="do not drop the database (nor the private InfluxDB's data folder) at the end",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="measured runs per page (after a warm-up)")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurements")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds a page may take (exit 1 when exceeded)")
@@ -128,9 +138,16 @@ def _model_batches(job: tuple[int, str, str, int, int, int, float]) -> list[byte
 
     seed, model, first_model, features, windows, cadence, end_s = job
     recs = sample.sample_records(
-        [model], n_features=features, windows=windows, cadence_s=cadence,
-        end=datetime.fromtimestamp(end_s, UTC), seed=seed,
-        drift_model=first_model, drift_feature="f_001", quality_feature="f_002", drift_from=0.6,
+        [model],
+        n_features=features,
+        windows=windows,
+        cadence_s=cadence,
+        end=datetime.fromtimestamp(end_s, UTC),
+        seed=seed,
+        drift_model=first_model,
+        drift_feature="f_001",
+        quality_feature="f_002",
+        drift_from=0.6,
     )
     out, buf = [], []
     for rec in recs:
@@ -145,8 +162,9 @@ def _model_batches(job: tuple[int, str, str, int, int, int, float]) -> list[byte
     return out
 
 
-def populate(url: str, db: str, *, models: int, features: int, days: float, cadence: int,
-             processes: int = 2) -> dict[str, Any]:
+def populate(
+    url: str, db: str, *, models: int, features: int, days: float, cadence: int, processes: int = 2
+) -> dict[str, Any]:
     """Write the synthetic week (models generated in ``processes`` processes); points, seconds, points/s."""
     import multiprocessing
 
@@ -191,8 +209,9 @@ def populate(url: str, db: str, *, models: int, features: int, days: float, cade
 
 def _has_data(url: str, db: str, models: int) -> bool:
     try:
-        r = httpx.post(f"{url}/query", data={"db": db, "q": 'SHOW TAG VALUES FROM "dw_window" WITH KEY = "model"'},
-                       auth=_auth())
+        r = httpx.post(
+            f"{url}/query", data={"db": db, "q": 'SHOW TAG VALUES FROM "dw_window" WITH KEY = "model"'}, auth=_auth()
+        )
         series = r.json()["results"][0].get("series", [])
         return bool(series) and len(series[0]["values"]) >= models
     except (httpx.HTTPError, KeyError, ValueError):
@@ -278,33 +297,53 @@ def measure_apptest(model: str, repeat: int) -> tuple[dict[str, Any], dict[str, 
             else:
                 times[page].append(dt)
                 cpu[page].append(dc)
-    return {p: {"median_s": _median(times[p]), "max_s": round(max(times[p]), 3) if times[p] else None,
-                "cpu_s": _median(cpu[p]), "first_s": first[p]} for p in PAGES}, charts
+    return {
+        p: {
+            "median_s": _median(times[p]),
+            "max_s": round(max(times[p]), 3) if times[p] else None,
+            "cpu_s": _median(cpu[p]),
+            "first_s": first[p],
+        }
+        for p in PAGES
+    }, charts
 
 
-def measure_browser(url: str, db: str, model: str, repeat: int, charts: dict[str, int],
-                    screenshots: Path | None) -> dict[str, Any]:
+def measure_browser(
+    url: str, db: str, model: str, repeat: int, charts: dict[str, int], screenshots: Path | None
+) -> dict[str, Any]:
     from dashboard import browser
     from dashboard.config import PAGES as UI_PAGES
     from streams.devstack.localstack import free_port
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DRIFTWATCH_") or k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD_FILE")}
-    env.update(DRIFTWATCH_INFLUX_URL=url, DRIFTWATCH_INFLUX_DB=db, DRIFTWATCH_DASHBOARD_CACHE_SECONDS="0",
-               DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0", DRIFTWATCH_DASHBOARD_AUTH="none")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DRIFTWATCH_") or k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD_FILE")
+    }
+    env.update(
+        DRIFTWATCH_INFLUX_URL=url,
+        DRIFTWATCH_INFLUX_DB=db,
+        DRIFTWATCH_DASHBOARD_CACHE_SECONDS="0",
+        DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0",
+        DRIFTWATCH_DASHBOARD_AUTH="none",
+    )
     load: dict[str, list[float]] = {p: [] for p in PAGES}
     nav: dict[str, list[float]] = {p: [] for p in PAGES}
     nav_cpu: dict[str, list[float]] = {p: [] for p in PAGES}
     first_visit = None
-    with tempfile.TemporaryDirectory(prefix="dw-bench-dash-log-") as tmp, \
-            browser.serve_dashboard(env, free_port(), Path(tmp) / "dashboard.log") as base, \
-            browser.chromium() as page:
+    with (
+        tempfile.TemporaryDirectory(prefix="dw-bench-dash-log-") as tmp,
+        browser.serve_dashboard(env, free_port(), Path(tmp) / "dashboard.log") as base,
+        browser.chromium() as page,
+    ):
         q = f"?model={model}&range=7d"
         cdp = page.context.new_cdp_session(page)  # main-thread busy time of the page (Chrome's TaskDuration)
         cdp.send("Performance.enable")
 
         def busy() -> float:
-            return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
+            return next(
+                m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"
+            )
 
         for r in range(repeat + 1):
             for p in PAGES:
@@ -331,12 +370,14 @@ def measure_browser(url: str, db: str, model: str, repeat: int, charts: dict[str
                 if r > 0:
                     nav[p].append(dt)
                     nav_cpu[p].append(db)
-    return {"first_visit_s": first_visit,
-            "load": {p: _median(v) for p, v in load.items()},
-            "load_max": {p: round(max(v), 3) for p, v in load.items() if v},
-            "nav": {p: _median(v) for p, v in nav.items()},
-            "nav_browser_busy_s": {p: _median(v) for p, v in nav_cpu.items()},
-            "nav_max": {p: round(max(v), 3) for p, v in nav.items() if v}}
+    return {
+        "first_visit_s": first_visit,
+        "load": {p: _median(v) for p, v in load.items()},
+        "load_max": {p: round(max(v), 3) for p, v in load.items() if v},
+        "nav": {p: _median(v) for p, v in nav.items()},
+        "nav_browser_busy_s": {p: _median(v) for p, v in nav_cpu.items()},
+        "nav_max": {p: round(max(v), 3) for p, v in nav.items() if v},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -348,14 +389,24 @@ def run(args: argparse.Namespace) -> int:
     model = model_names(args.models)[0]
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]},
-        "data": {"models": args.models, "features": args.features, "days": args.days,
-                 "window_seconds": args.cadence, "range_shown": "7d", "model_shown": model},
+        "data": {
+            "models": args.models,
+            "features": args.features,
+            "days": args.days,
+            "window_seconds": args.cadence,
+            "range_shown": "7d",
+            "model_shown": model,
+        },
     }
     state_dir = args.state_dir
     if state_dir is None and args.influx_url is None and (args.keep or args.reuse):
         state_dir = DEFAULT_STATE_DIR
-    for k in ("DRIFTWATCH_INFLUX_USERNAME", "DRIFTWATCH_INFLUX_PASSWORD", "DRIFTWATCH_INFLUX_PASSWORD_FILE",
-              "DRIFTWATCH_INFLUX_TOKEN"):
+    for k in (
+        "DRIFTWATCH_INFLUX_USERNAME",
+        "DRIFTWATCH_INFLUX_PASSWORD",
+        "DRIFTWATCH_INFLUX_PASSWORD_FILE",
+        "DRIFTWATCH_INFLUX_TOKEN",
+    ):
         os.environ.pop(k, None)  # a private stack sets its own (see _influx)
     with _influx(args.influx_url, state_dir) as url:
         os.environ["DRIFTWATCH_INFLUX_URL"] = url
@@ -365,8 +416,15 @@ def run(args: argparse.Namespace) -> int:
             result["populate"] = {"reused": True}
         else:
             _log(f"writing {args.days:g} days x {args.models} models x {args.features} features to {args.db}")
-            result["populate"] = populate(url, args.db, models=args.models, features=args.features,
-                                          days=args.days, cadence=args.cadence, processes=args.processes)
+            result["populate"] = populate(
+                url,
+                args.db,
+                models=args.models,
+                features=args.features,
+                days=args.days,
+                cadence=args.cadence,
+                processes=args.processes,
+            )
         try:
             _log("queries")
             result["queries_ms"] = measure_queries(url, args.db, model, args.repeat)

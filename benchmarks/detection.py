@@ -64,30 +64,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=int, default=20, help="features per event")
     parser.add_argument("--window", type=int, default=1000, help="events per window")
     parser.add_argument("--p-val", type=float, default=0.05, help="family-wise level of the windowed tests")
-    parser.add_argument("--stationary-windows", type=int, default=400,
-                        help="stationary windows for the univariate tests (over fresh references)")
+    parser.add_argument(
+        "--stationary-windows",
+        type=int,
+        default=400,
+        help="stationary windows for the univariate tests (over fresh references)",
+    )
     parser.add_argument("--mv-windows", type=int, default=60, help="stationary windows for MMD/PCA")
     parser.add_argument("--streams", type=int, default=10, help="streams per drift scenario")
     parser.add_argument("--mmd-permutations", type=int, default=100)
     parser.add_argument("--mmd-rows", type=int, default=400, help="rows MMD keeps per sample")
     parser.add_argument("--ert", type=float, default=1e7, help="ERT (events) of the error-stream detector")
-    parser.add_argument("--ert-small", type=float, default=500.0,
-                        help="ERT of the error-stream side-by-side with alibi-detect's FETDriftOnline")
-    parser.add_argument("--online-ert", type=float, default=1000.0,
-                        help="ERT of the key-feature online detectors (CvM, native and alibi-detect)")
+    parser.add_argument(
+        "--ert-small",
+        type=float,
+        default=500.0,
+        help="ERT of the error-stream side-by-side with alibi-detect's FETDriftOnline",
+    )
+    parser.add_argument(
+        "--online-ert",
+        type=float,
+        default=1000.0,
+        help="ERT of the key-feature online detectors (CvM, native and alibi-detect)",
+    )
     parser.add_argument("--online-bootstraps", type=int, default=10_000)
     parser.add_argument("--small-bootstraps", type=int, default=5000)
-    parser.add_argument("--error-events", type=int, default=200_000,
-                        help="stationary error-stream events per stream")
+    parser.add_argument("--error-events", type=int, default=200_000, help="stationary error-stream events per stream")
     parser.add_argument("--error-streams", type=int, default=4)
-    parser.add_argument("--error-bootstraps", type=int, default=50_000,
-                        help="simulated streams calibrating the error-stream detector")
+    parser.add_argument(
+        "--error-bootstraps", type=int, default=50_000, help="simulated streams calibrating the error-stream detector"
+    )
     parser.add_argument("--p0", type=float, default=0.10, help="error rate before the change")
     parser.add_argument("--p1", type=float, default=0.20, help="error rate after the change")
     parser.add_argument("--no-alibi", action="store_true", help="skip alibi-detect (it imports slowly)")
     parser.add_argument("--cache-dir", default=".driftwatch/calibration", help="online threshold cache")
-    parser.add_argument("--summary-windows", type=int, default=600,
-                        help="windows judged both from rows and from summaries (per threshold method)")
+    parser.add_argument(
+        "--summary-windows",
+        type=int,
+        default=600,
+        help="windows judged both from rows and from summaries (per threshold method)",
+    )
     parser.add_argument("--summary-bins", type=int, default=1024, help="fine bins of the window summaries")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
 
@@ -101,8 +117,9 @@ def _log(msg: str) -> None:
 
 def _frame(x: np.ndarray) -> Frame:
     n = x.shape[0]
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n),
-                              numeric={f"f{j}": x[:, j] for j in range(x.shape[1])})
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str), event_time=np.zeros(n), numeric={f"f{j}": x[:, j] for j in range(x.shape[1])}
+    )
 
 
 def _window(rng: np.random.Generator, n: int, d: int, shift: float = 0.0, corr: float | None = None) -> np.ndarray:
@@ -123,8 +140,14 @@ class _Covariate:
         self.ref = Reference.from_frame(_frame(x_ref), self.specs)
         # the classical test, compared with alibi's KSDrift (the thresholds bench is benchmarks/thresholds_real.py)
         self.spec = DriftSpec(p_val=args.p_val, correction="bonferroni", threshold=ThresholdSpec(method="p_value"))
-        self.mmd = MMDDrift(x_ref, p_val=args.p_val, n_permutations=args.mmd_permutations,
-                            max_ref=args.mmd_rows, max_test=args.mmd_rows, seed=seed)
+        self.mmd = MMDDrift(
+            x_ref,
+            p_val=args.p_val,
+            n_permutations=args.mmd_permutations,
+            max_ref=args.mmd_rows,
+            max_test=args.mmd_rows,
+            seed=seed,
+        )
         self.mean, self.sd = x_ref.mean(0), x_ref.std(0)
         self.pca = PCADrift((x_ref - self.mean) / self.sd, p_val=args.p_val, seed=seed)
         self.alibi = None
@@ -148,8 +171,7 @@ class _Covariate:
 
 def covariate(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> dict[str, Any]:
     n, d = args.window, args.features
-    dets = ("ks_native", "ks_alibi", "mmd_native", "pca_native") if alibi else ("ks_native", "mmd_native",
-                                                                                 "pca_native")
+    dets = ("ks_native", "ks_alibi", "mmd_native", "pca_native") if alibi else ("ks_native", "mmd_native", "pca_native")
     out: dict[str, Any] = {}
 
     # stationary: fresh reference every few windows, false alarms per 1000 windows
@@ -161,21 +183,31 @@ def covariate(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -
     for r in range(n_refs):
         cov = _Covariate(_window(rng, n, d), args, alibi, seed=r)
         for _ in range(per_ref):
-            which = tuple(k for k in dets if k in ("ks_native", "ks_alibi", "pca_native")
-                          or counts[k] < args.mv_windows)
+            which = tuple(
+                k for k in dets if k in ("ks_native", "ks_alibi", "pca_native") or counts[k] < args.mv_windows
+            )
             for k, v in cov.verdicts(_window(rng, n, d), which).items():
                 alarms[k] += v
                 counts[k] += 1
     out["stationary"] = {
-        k: {"windows": counts[k], "false_alarms": alarms[k],
+        k: {
+            "windows": counts[k],
+            "false_alarms": alarms[k],
             "false_alarms_per_1000_windows": round(1000 * alarms[k] / max(counts[k], 1), 1),
-            "configured_per_1000_windows": round(1000 * args.p_val, 1)}
+            "configured_per_1000_windows": round(1000 * args.p_val, 1),
+        }
         for k in dets
     }
     _log(f"covariate stationary: {time.perf_counter() - t0:.0f}s")
 
-    def scenario(name: str, shift_of: Callable[[int], float], corr_of: Callable[[int], float | None],
-                 n_windows: int, changed: Callable[[int], bool], onset: int) -> None:
+    def scenario(
+        name: str,
+        shift_of: Callable[[int], float],
+        corr_of: Callable[[int], float | None],
+        n_windows: int,
+        changed: Callable[[int], bool],
+        onset: int,
+    ) -> None:
         t0 = time.perf_counter()
         res: dict[str, dict[str, list]] = {k: {"delay": [], "hits": [], "false": [], "first": []} for k in dets}
         for s in range(args.streams):
@@ -212,10 +244,17 @@ def covariate(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -
 
     onset = 2
     scenario("abrupt", lambda w: 0.5 if w >= onset else 0.0, lambda w: None, 6, lambda w: w >= onset, onset)
-    scenario("gradual", lambda w: 0.5 * min(max(w - onset + 1, 0), 4) / 4, lambda w: None, 8,
-             lambda w: w >= onset, onset)
-    scenario("recurring", lambda w: 0.5 if (w >= onset and (w - onset) % 4 < 2) else 0.0, lambda w: None, 10,
-             lambda w: w >= onset and (w - onset) % 4 < 2, onset)
+    scenario(
+        "gradual", lambda w: 0.5 * min(max(w - onset + 1, 0), 4) / 4, lambda w: None, 8, lambda w: w >= onset, onset
+    )
+    scenario(
+        "recurring",
+        lambda w: 0.5 if (w >= onset and (w - onset) % 4 < 2) else 0.0,
+        lambda w: None,
+        10,
+        lambda w: w >= onset and (w - onset) % 4 < 2,
+        onset,
+    )
     scenario("joint", lambda w: 0.0, lambda w: -0.8 if w >= onset else 0.8, 5, lambda w: w >= onset, onset)
     out["abrupt"]["description"] = "feature 0 mean +0.5 sd from window 2 on (0 = first full window after onset)"
     out["joint"]["description"] = "features 0,1: correlation +0.8 -> -0.8, marginals unchanged"
@@ -235,8 +274,11 @@ def online_feature(args: argparse.Namespace, rng: np.random.Generator, alibi: bo
     quiet = rng.normal(size=int(20 * ert))
     res = det.update(quiet)
     runs = np.asarray(res.run_lengths) - (min(ws) - 1)
-    out["native"] = {"stationary_events": quiet.size, "false_alarms": res.n_drift,
-                     "mean_run_length": round(float(runs.mean()), 1) if runs.size else None}
+    out["native"] = {
+        "stationary_events": quiet.size,
+        "false_alarms": res.n_drift,
+        "mean_run_length": round(float(runs.mean()), 1) if runs.size else None,
+    }
     delays = []
     for _ in range(args.streams):
         det.reset()
@@ -251,8 +293,9 @@ def online_feature(args: argparse.Namespace, rng: np.random.Generator, alibi: bo
         from alibi_detect.cd import CVMDriftOnline
 
         t0 = time.perf_counter()
-        a = CVMDriftOnline(ref[:, None], ert=ert, window_sizes=list(ws), n_bootstraps=args.online_bootstraps,
-                           verbose=False)
+        a = CVMDriftOnline(
+            ref[:, None], ert=ert, window_sizes=list(ws), n_bootstraps=args.online_bootstraps, verbose=False
+        )
         out["calibration_s_alibi"] = round(time.perf_counter() - t0, 2)
         n_q = min(quiet.size, int(5 * ert))  # alibi is one Python call per event: a shorter stream
         fa = 0
@@ -275,10 +318,14 @@ def online_feature(args: argparse.Namespace, rng: np.random.Generator, alibi: bo
                     break
             delays_a.append(hit)
         ok_a = [x for x in delays_a if x is not None]
-        out["alibi"] = {"stationary_events": n_q, "false_alarms": fa,
-                        "mean_run_length": round(float(np.mean(runs_a)), 1) if runs_a else None,
-                        "abrupt_0.5sd_delay_events_mean": round(float(np.mean(ok_a)), 1) if ok_a else None,
-                        "abrupt_detected": len(ok_a), "abrupt_streams": len(delays_a)}
+        out["alibi"] = {
+            "stationary_events": n_q,
+            "false_alarms": fa,
+            "mean_run_length": round(float(np.mean(runs_a)), 1) if runs_a else None,
+            "abrupt_0.5sd_delay_events_mean": round(float(np.mean(ok_a)), 1) if ok_a else None,
+            "abrupt_detected": len(ok_a),
+            "abrupt_streams": len(delays_a),
+        }
     _log(f"online feature: {time.perf_counter() - t0:.0f}s")
     return out
 
@@ -309,8 +356,14 @@ def _error_streams(kind: str, rng: np.random.Generator, p0: float, p1: float) ->
 def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> dict[str, Any]:
     from river.drift import ADWIN, PageHinkley
 
-    out: dict[str, Any] = {"p0": args.p0, "p1": args.p1, "ert": args.ert, "window_sizes": [100, 500],
-                           "reference_size": 5000, "window_events": args.window}
+    out: dict[str, Any] = {
+        "p0": args.p0,
+        "p1": args.p1,
+        "ert": args.ert,
+        "window_sizes": [100, 500],
+        "reference_size": 5000,
+        "window_events": args.window,
+    }
     t0 = time.perf_counter()
     # stationary: false alarms per 1000 windows of args.window events
     fa = {"fet_native": 0, "adwin_river": 0, "pagehinkley_river": 0}
@@ -319,8 +372,7 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
     for s in range(args.error_streams):
         ref = (rng.random(5000) < args.p0).astype(float)
         refs.append(ref)
-        det = FETOnline(ref, args.ert, (100, 500), n_bootstraps=args.error_bootstraps,
-                       cache_dir=args.cache_dir)
+        det = FETOnline(ref, args.ert, (100, 500), n_bootstraps=args.error_bootstraps, cache_dir=args.cache_dir)
         x = (rng.random(args.error_events) < args.p0).astype(float)
         fa["fet_native"] += det.update(x).n_drift
         fa["adwin_river"] += len(_river(ADWIN, x))
@@ -328,8 +380,10 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
         events += x.size
         _log(f"concept stationary stream {s + 1}/{args.error_streams}: {time.perf_counter() - t0:.0f}s")
     per = 1000 * args.window / events
-    out["stationary"] = {k: {"events": events, "false_alarms": v,
-                             "false_alarms_per_1000_windows": round(v * per, 2)} for k, v in fa.items()}
+    out["stationary"] = {
+        k: {"events": events, "false_alarms": v, "false_alarms_per_1000_windows": round(v * per, 2)}
+        for k, v in fa.items()
+    }
     out["configured_false_alarms_per_1000_windows_fet"] = round(1000 * args.window / args.ert, 2)
 
     for kind in ("abrupt", "gradual", "recurring"):
@@ -337,8 +391,7 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
         res: dict[str, dict[str, list]] = {k: {"delay": [], "false": [], "hits": []} for k in fa}
         for s in range(args.streams):
             ref = refs[s % len(refs)]
-            det = FETOnline(ref, args.ert, (100, 500), n_bootstraps=args.error_bootstraps,
-                       cache_dir=args.cache_dir)
+            det = FETOnline(ref, args.ert, (100, 500), n_bootstraps=args.error_bootstraps, cache_dir=args.cache_dir)
             x, changed = _error_streams(kind, rng, args.p0, args.p1)
             onset = int(np.argmax(changed))
             alarms = {
@@ -352,10 +405,14 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
                 res[k]["false"].append(int(np.sum(~changed[a]) if a.size else 0))
                 res[k]["hits"].append(bool(after.size))
         out[kind] = {
-            k: {"streams": args.streams, "detected": int(sum(r["hits"])),
+            k: {
+                "streams": args.streams,
+                "detected": int(sum(r["hits"])),
                 "delay_events_mean": round(float(np.mean([d for d in r["delay"] if d is not None])), 1)
-                if any(d is not None for d in r["delay"]) else None,
-                "alarms_outside_changed_stretches": int(sum(r["false"]))}
+                if any(d is not None for d in r["delay"])
+                else None,
+                "alarms_outside_changed_stretches": int(sum(r["false"])),
+            }
             for k, r in res.items()
         }
         _log(f"concept {kind}: {time.perf_counter() - t0:.0f}s")
@@ -369,8 +426,9 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
     ali = None
     if alibi:
         t0 = time.perf_counter()
-        ali = FETOnline(ref, args.ert_small, (50, 200), n_bootstraps=args.small_bootstraps, engine="alibi",
-                        cache_dir=args.cache_dir)
+        ali = FETOnline(
+            ref, args.ert_small, (50, 200), n_bootstraps=args.small_bootstraps, engine="alibi", cache_dir=args.cache_dir
+        )
         small["calibration_s_alibi"] = round(time.perf_counter() - t0, 2)
     n_q = int(20 * args.ert_small)
     x = (rng.random(n_q) < ref.mean()).astype(float)
@@ -388,10 +446,14 @@ def concept(args: argparse.Namespace, rng: np.random.Generator, alibi: bool) -> 
             a = a[a >= 2000]
             delays.append(int(a[0] - 2000) if a.size else None)
         ok = [v for v in delays if v is not None]
-        small[name] = {"stationary_events": n_q, "false_alarms": r.n_drift,
-                       "mean_run_length": round(float(runs.mean()), 1) if runs.size else None,
-                       "abrupt_delay_events_mean": round(float(np.mean(ok)), 1) if ok else None,
-                       "abrupt_detected": len(ok), "abrupt_streams": len(delays)}
+        small[name] = {
+            "stationary_events": n_q,
+            "false_alarms": r.n_drift,
+            "mean_run_length": round(float(runs.mean()), 1) if runs.size else None,
+            "abrupt_delay_events_mean": round(float(np.mean(ok)), 1) if ok else None,
+            "abrupt_detected": len(ok),
+            "abrupt_streams": len(delays),
+        }
     out["side_by_side_small_ert"] = small
     return out
 
@@ -412,13 +474,15 @@ def summary_agreement(args: argparse.Namespace, rng: np.random.Generator) -> dic
     def frame(m: int, shift: float, cat_shift: float) -> Frame:
         x = _window(rng, m, d, shift=shift)
         p = probs + cat_shift * (np.eye(len(probs))[-1] - probs)
-        return Frame.from_columns(event_id=np.arange(m).astype(str).astype(object), event_time=np.arange(m, dtype=float),
-                                  numeric={f"f{j}": x[:, j] for j in range(d)},
-                                  categorical={"c": rng.choice(cats, m, p=p).astype(object)})
+        return Frame.from_columns(
+            event_id=np.arange(m).astype(str).astype(object),
+            event_time=np.arange(m, dtype=float),
+            numeric={f"f{j}": x[:, j] for j in range(d)},
+            categorical={"c": rng.choice(cats, m, p=p).astype(object)},
+        )
 
     shifts = (0.0, 0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
-    out: dict[str, Any] = {"bins": args.summary_bins, "window_events": n, "features": d + 1,
-                           "shifts_sd": list(shifts)}
+    out: dict[str, Any] = {"bins": args.summary_bins, "window_events": n, "features": d + 1, "shifts_sd": list(shifts)}
     t0 = time.perf_counter()
     for method in ("both", "p_value"):
         spec = DriftSpec(p_val=args.p_val, threshold=ThresholdSpec(method=method))
@@ -447,12 +511,16 @@ def summary_agreement(args: argparse.Namespace, rng: np.random.Generator) -> dic
                     if f.test == "ks":
                         ks_err = max(ks_err, abs(f.statistic - g.statistic))
             windows += batch
-        out[method] = {"windows": windows, "windows_drifting_exact": int(drift_exact),
-                       "windows_drifting_summary": int(drift_summary),
-                       "windows_verdict_differs": int(window_diff),
-                       "window_agreement": round(1 - window_diff / max(windows, 1), 4),
-                       "feature_verdicts_differ": int(feat_diff), "feature_verdicts": windows * (d + 1),
-                       "max_abs_ks_difference": round(ks_err, 6)}
+        out[method] = {
+            "windows": windows,
+            "windows_drifting_exact": int(drift_exact),
+            "windows_drifting_summary": int(drift_summary),
+            "windows_verdict_differs": int(window_diff),
+            "window_agreement": round(1 - window_diff / max(windows, 1), 4),
+            "feature_verdicts_differ": int(feat_diff),
+            "feature_verdicts": windows * (d + 1),
+            "max_abs_ks_difference": round(ks_err, 6),
+        }
     _log(f"summary vs exact: {time.perf_counter() - t0:.0f}s")
     return out
 
@@ -488,7 +556,8 @@ def run(args: argparse.Namespace) -> int:
     summ = summary_agreement(args, rng)
     checks = _checks(cov, con, args)
     checks["summary_verdicts_agree_with_exact_on_99pct_of_windows"] = all(
-        summ[m]["window_agreement"] >= 0.99 for m in ("both", "p_value"))
+        summ[m]["window_agreement"] >= 0.99 for m in ("both", "p_value")
+    )
     report = {
         "command": COMMAND + " " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "detection"] else []),
         "config": {k: v for k, v in vars(args).items() if k not in ("name", "rest")},

@@ -62,8 +62,15 @@ app = faust.App(
 )
 topic = app.topic(TOPIC, value_type=bytes, key_type=bytes, partitions=PARTITIONS)
 
-_state: dict = {"count": 0, "windows": 0, "drift_calls": 0, "t_first": None, "cpu_first": 0.0, "done": False,
-                "drift_s": 0.0}
+_state: dict = {
+    "count": 0,
+    "windows": 0,
+    "drift_calls": 0,
+    "t_first": None,
+    "cpu_first": 0.0,
+    "done": False,
+    "drift_s": 0.0,
+}
 _rows: dict[str, list[list[float]]] = {}
 _detectors: dict[str, object] = {}
 _codes = [dict() for _ in CATEGORICAL]

@@ -5,6 +5,7 @@ alibi-detect's): ``/path/to/nannyml-venv/bin/python benchmarks/nannyml_univariat
 Input: one .npz per episode in DIR (``ref``, ``win_0``, ``win_1``, ...); output on stdout,
 JSON: episode -> NannyML method -> one alert flag per window (any feature alerted).
 """
+
 import glob
 import json
 import sys
@@ -30,7 +31,7 @@ for path in sorted(glob.glob(sys.argv[1] + "/*.npz")):
         alerts = np.zeros(len(wins), dtype=bool)
         for c in cols:
             a = r[(c, method, "alert")].to_numpy(dtype=bool)
-            alerts[:len(a)] |= a[:len(wins)]
+            alerts[: len(a)] |= a[: len(wins)]
         res[method] = alerts.tolist()
     out[path.split("/")[-1][:-4]] = res
 print(json.dumps(out))

@@ -67,10 +67,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     models = balanced_model_ids(args.models, 4)
     tr = Traffic(models=models, events=args.events, batch_events=args.batch_events)
-    extra = {} if args.summary_min_events is None else {
-        "summary_min_events": None if args.summary_min_events == "off" else int(args.summary_min_events)}
-    cfg = parse_monitors(monitor_config(tr, window=args.window, reference=args.reference or args.window,
-                                        window_extra=extra))
+    extra = (
+        {}
+        if args.summary_min_events is None
+        else {"summary_min_events": None if args.summary_min_events == "off" else int(args.summary_min_events)}
+    )
+    cfg = parse_monitors(
+        monitor_config(tr, window=args.window, reference=args.reference or args.window, window_extra=extra)
+    )
     now_ms = int(time.time() * 1000)
     msgs = []
     offsets: dict[bytes, int] = {}
@@ -141,15 +145,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=5000)
     p.add_argument("--batch-events", type=int, default=1000)
     p.add_argument("--reference", type=int, default=None, help="first_n reference size (default: --window)")
-    p.add_argument("--summary-min-events", default=None,
-                   help="window.summary_min_events ('off': windows keep their rows; default: the config default)")
+    p.add_argument(
+        "--summary-min-events",
+        default=None,
+        help="window.summary_min_events ('off': windows keep their rows; default: the config default)",
+    )
     p.add_argument("--batch", type=int, default=200, help="messages per pipeline call (the agent's take_events)")
     p.add_argument("--no-eval-thread", action="store_true", help="run the detectors inline (if the pipeline allows)")
-    p.add_argument("--detector-process", action="store_true",
-                   help="run the detectors in a child process (the worker's default; figures are then the "
-                        "parent's: decoding and windowing)")
-    p.add_argument("--gc", choices=["on", "off", "freeze"], default="on",
-                   help="Python's cyclic garbage collector during the run (default on, as in the worker)")
+    p.add_argument(
+        "--detector-process",
+        action="store_true",
+        help="run the detectors in a child process (the worker's default; figures are then the "
+        "parent's: decoding and windowing)",
+    )
+    p.add_argument(
+        "--gc",
+        choices=["on", "off", "freeze"],
+        default="on",
+        help="Python's cyclic garbage collector during the run (default on, as in the worker)",
+    )
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions (cProfile)")
     p.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumtime)")
     args = p.parse_args(argv)

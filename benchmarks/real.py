@@ -83,23 +83,42 @@ def log(msg: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="shorter streams (a few minutes; the test runs this)")
     parser.add_argument("--streams", default="", help="comma-separated stream names (default: all)")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="NannyML's virtualenv and the run folders live here (the venv is reused; default: "
-                             "bench-real in DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
-    parser.add_argument("--no-nannyml", action="store_true",
-                        help="skip NannyML (its streams and its peer results): no virtualenv, no pip")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="NannyML's virtualenv and the run folders live here (the venv is reused; default: "
+        "bench-real in DRIFTWATCH_STATE_DIR or the project's .driftwatch)",
+    )
+    parser.add_argument(
+        "--no-nannyml",
+        action="store_true",
+        help="skip NannyML (its streams and its peer results): no virtualenv, no pip",
+    )
     parser.add_argument("--lead", type=int, default=3, help="windows the replay may run ahead of the worker")
-    parser.add_argument("--no-label-pace", action="store_true",
-                        help="pace the replay on the windows written only, not also on the label results")
-    parser.add_argument("--stall-timeout", type=float, default=120.0,
-                        help="give up when the worker writes no window for this long")
-    parser.add_argument("--budget", type=float, default=1.0,
-                        help="declared false-alarm budget, per 100 windows per model (as alarm_budget per day)")
+    parser.add_argument(
+        "--no-label-pace",
+        action="store_true",
+        help="pace the replay on the windows written only, not also on the label results",
+    )
+    parser.add_argument(
+        "--stall-timeout", type=float, default=120.0, help="give up when the worker writes no window for this long"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=1.0,
+        help="declared false-alarm budget, per 100 windows per model (as alarm_budget per day)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the run folder (worker log, data files)")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
-    parser.add_argument("--table", type=Path, metavar="JSON",
-                        help="print the Markdown table of a saved run (its JSON) and exit; runs nothing")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        metavar="JSON",
+        help="print the Markdown table of a saved run (its JSON) and exit; runs nothing",
+    )
 
 
 # ----------------------------------------------------------------------------- NannyML's venv
@@ -124,8 +143,11 @@ def ensure_nannyml_venv(state_dir: Path) -> Path:
     log(f"creating NannyML's virtualenv in {venv} (pip install {want}; ~1-2 min once)")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *NANNYML_SPEC],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *NANNYML_SPEC],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise BenchError(f"pip install {want} failed in {venv}: {r.stderr.strip()[-1500:]}")
     marker.write_text(want)
@@ -150,9 +172,17 @@ def nannyml_jobs(streams: list[Stream], folder: Path) -> list[dict[str, Any]]:
                 df["y_true"] = s.label.astype(str)
         path = folder / f"{s.name}.parquet"
         pd.DataFrame(df).to_parquet(path)
-        jobs.append({"name": s.name, "path": str(path), "numeric": s.numeric, "categorical": s.categorical,
-                     "classes": s.classes if s.task == "classification" else [], "window": s.window,
-                     "ref_n": s.ref_n})
+        jobs.append(
+            {
+                "name": s.name,
+                "path": str(path),
+                "numeric": s.numeric,
+                "categorical": s.categorical,
+                "classes": s.classes if s.task == "classification" else [],
+                "window": s.window,
+                "ref_n": s.ref_n,
+            }
+        )
     return jobs
 
 
@@ -165,9 +195,14 @@ def start_nannyml(venv: Path, streams: list[Stream], folder: Path) -> tuple[subp
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["NML_DISABLE_USAGE_LOGGING"] = "1"
     with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-        proc = subprocess.Popen([str(venv / "bin" / "python"), str(script), str(job), str(out)], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "python"), str(script), str(job), str(out)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, out, logp
 
 
@@ -178,8 +213,9 @@ def model_id(s: Stream) -> str:
     return f"real-{s.name}"
 
 
-def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
-                   budget: float | None = None) -> dict[str, Any]:
+def monitor_config(
+    streams: list[Stream], tl: dict[str, Timeline] | None = None, budget: float | None = None
+) -> dict[str, Any]:
     """One monitor per stream, default configuration apart from reference, window and features.
 
     ``budget``: false alarms per 100 windows per verdict family, declared as the deployment's
@@ -193,8 +229,15 @@ def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
     for s in streams:
         feats = [{"name": n, "kind": "numeric"} for n in s.numeric]
         feats += [{"name": n, "kind": "categorical"} for n in s.categorical]
-        models.append({"model_id": model_id(s), "task": s.task, "features": feats,
-                       "window": {"size_events": s.window}, "reference": {"first_n": s.ref_n}})
+        models.append(
+            {
+                "model_id": model_id(s),
+                "task": s.task,
+                "features": feats,
+                "window": {"size_events": s.window},
+                "reference": {"first_n": s.ref_n},
+            }
+        )
     cfg: dict[str, Any] = {"models": models}
     if budget is not None and tl is not None and "alarm_budget" in MonitorsConfig.model_fields:
         from streams.worker.monitors import ModelMonitor
@@ -202,8 +245,11 @@ def monitor_config(streams: list[Stream], tl: dict[str, Timeline] | None = None,
         # the budget covers every alarming verdict family (drift, quality, prediction, CBPE, ...): declare
         # ``budget`` per 100 windows for each, so the univariate drift family measured here keeps that level
         families = sum(getattr(ModelMonitor.model_validate(m), "families", 1) for m in models)
-        cfg["alarm_budget"] = {"false_alarms": budget / 100 * WINDOWS_PER_DAY * families, "per": "day",
-                               "event_rates": {model_id(s): tl[s.name].events_per_second for s in streams}}
+        cfg["alarm_budget"] = {
+            "false_alarms": budget / 100 * WINDOWS_PER_DAY * families,
+            "per": "day",
+            "event_rates": {model_id(s): tl[s.name].events_per_second for s in streams},
+        }
     return cfg
 
 
@@ -248,27 +294,43 @@ def inference_message(s: Stream, tl: Timeline, start: int, stop: int) -> bytes:
     for c in s.numeric:
         feats[c] = [_clean(float(v)) for v in s.features[c].to_numpy()[start:stop]]
     for c in s.categorical:
-        feats[c] = [None if v is None or (isinstance(v, float) and v != v) else str(v)
-                    for v in s.features[c].to_numpy()[start:stop]]
+        feats[c] = [
+            None if v is None or (isinstance(v, float) and v != v) else str(v)
+            for v in s.features[c].to_numpy()[start:stop]
+        ]
     if s.task == "classification":
-        pred: dict[str, Any] = {"label": s.pred_label[start:stop].tolist(),
-                                "probabilities": {c: np.round(s.proba[start:stop, j], 6).tolist()
-                                                  for j, c in enumerate(s.classes)}}
+        pred: dict[str, Any] = {
+            "label": s.pred_label[start:stop].tolist(),
+            "probabilities": {c: np.round(s.proba[start:stop, j], 6).tolist() for j, c in enumerate(s.classes)},
+        }
     else:
         pred = {"value": [_clean(float(v)) for v in s.pred_value[start:stop]]}
-    doc = {"schema_version": 1, "type": "inference_batch", "model_id": mid, "model_version": "1",
-           "event_id": [f"{s.name}-{i}" for i in range(start, stop)], "event_time": tl.times(start, stop).tolist(),
-           "features": feats, "prediction": pred}
+    doc = {
+        "schema_version": 1,
+        "type": "inference_batch",
+        "model_id": mid,
+        "model_version": "1",
+        "event_id": [f"{s.name}-{i}" for i in range(start, stop)],
+        "event_time": tl.times(start, stop).tolist(),
+        "features": feats,
+        "prediction": pred,
+    }
     return orjson.dumps(doc)
 
 
 def label_message(s: Stream, tl: Timeline, start: int, stop: int, label_time: float) -> bytes:
     import orjson
 
-    return orjson.dumps({"schema_version": 1, "type": "label_batch", "model_id": model_id(s),
-                         "event_id": [f"{s.name}-{i}" for i in range(start, stop)],
-                         "label": [str(v) for v in s.label[start:stop]],
-                         "label_time": [label_time] * (stop - start)})
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "type": "label_batch",
+            "model_id": model_id(s),
+            "event_id": [f"{s.name}-{i}" for i in range(start, stop)],
+            "label": [str(v) for v in s.label[start:stop]],
+            "label_time": [label_time] * (stop - start),
+        }
+    )
 
 
 class Influx:
@@ -307,8 +369,10 @@ class Influx:
 
     def labelled_windows_written(self) -> dict[str, int]:
         """Windows whose realized accuracy (from joined labels) is in, per model."""
-        rows = self.rows('SELECT count("n") FROM "dw_performance" WHERE "metric" = \'accuracy\' AND '
-                         '"detector" = \'realized\' GROUP BY "model"')
+        rows = self.rows(
+            'SELECT count("n") FROM "dw_performance" WHERE "metric" = \'accuracy\' AND '
+            '"detector" = \'realized\' GROUP BY "model"'
+        )
         return {r["model"]: int(r["count"]) for r in rows}
 
 
@@ -316,8 +380,14 @@ def replay(streams: list[Stream], tl: dict[str, Timeline], settings, influx: Inf
     """Produce every stream window by window (labels one window later), at most ``lead`` windows ahead."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5,
-                             batch_size=1 << 20, max_request_size=16 << 20, client_id="driftwatch-bench-real")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks=1,
+        linger_ms=5,
+        batch_size=1 << 20,
+        max_request_size=16 << 20,
+        client_id="driftwatch-bench-real",
+    )
     rounds = max(s.n_windows for s in streams)
     t0 = time.perf_counter()
     msgs = events = 0
@@ -333,29 +403,39 @@ def replay(streams: list[Stream], tl: dict[str, Timeline], settings, influx: Inf
                     # lag the windows by at most `lead` windows, as they would on the replay clock's real time
                     # (the first UNJOINED windows' predictions came before any label: never joined)
                     lab = influx.labelled_windows_written()
-                    behind = [s for s in streams if s.labelled and
-                              min(r, s.n_windows) - UNJOINED - 1 - lab.get(model_id(s), 0) > lead]
+                    behind = [
+                        s
+                        for s in streams
+                        if s.labelled and min(r, s.n_windows) - UNJOINED - 1 - lab.get(model_id(s), 0) > lead
+                    ]
                     total += sum(lab.values())
                 if total != last_count:
                     last_count, last_progress = total, time.monotonic()
                 if not behind:
                     break
                 if time.monotonic() - last_progress > stall:
-                    raise BenchError(f"the worker wrote no window for {stall:.0f} s (round {r}/{rounds}, "
-                                     f"written {written})")
+                    raise BenchError(
+                        f"the worker wrote no window for {stall:.0f} s (round {r}/{rounds}, written {written})"
+                    )
                 time.sleep(0.05)
             for s in streams:
                 if r < s.n_windows:
                     a, b = r * s.window, (r + 1) * s.window
-                    producer.send(settings.topic_inferences, key=model_id(s).encode(),
-                                  value=inference_message(s, tl[s.name], a, b))
+                    producer.send(
+                        settings.topic_inferences,
+                        key=model_id(s).encode(),
+                        value=inference_message(s, tl[s.name], a, b),
+                    )
                     msgs += 1
                     events += b - a
                 if s.labelled and 1 <= r <= s.n_windows:
                     a, b = (r - 1) * s.window, r * s.window
                     label_time = float(tl[s.name].times(min(b + s.window, s.n) - 1, min(b + s.window, s.n))[0])
-                    producer.send(settings.topic_labels, key=model_id(s).encode(),
-                                  value=label_message(s, tl[s.name], a, b, label_time))
+                    producer.send(
+                        settings.topic_labels,
+                        key=model_id(s).encode(),
+                        value=label_message(s, tl[s.name], a, b, label_time),
+                    )
                     msgs += 1
             producer.flush(timeout=60)
             if time.monotonic() - last_log > 15:
@@ -393,8 +473,9 @@ def settle_error_streams(streams: list[Stream], influx: Influx, timeout: float) 
     t0 = time.monotonic()
     time.sleep(3.0)  # the last labels' results (written on a timer or at the next window)
     while want and time.monotonic() - t0 < timeout:
-        rows = influx.rows('SELECT last("phase") FROM "dw_performance" WHERE "metric" = \'error_stream\' '
-                           'GROUP BY "model"')
+        rows = influx.rows(
+            'SELECT last("phase") FROM "dw_performance" WHERE "metric" = \'error_stream\' GROUP BY "model"'
+        )
         done = {r["model"] for r in rows if r.get("last") in ("monitoring", "off")}
         if set(want) <= done and set(want) <= labels_caught_up(influx, want):
             break
@@ -407,10 +488,15 @@ def labels_caught_up(influx: Influx, window: dict[str, int]) -> set[str]:
     model (one key, one partition), so every earlier label is processed too. Without this wait a worker
     whose label path lags its windows (a loaded machine) is read before its labels' results exist."""
     last = {r["model"]: r["time"] for r in influx.rows('SELECT last("n_events") FROM "dw_window" GROUP BY "model"')}
-    rows = influx.rows('SELECT last("n") FROM "dw_performance" WHERE "metric" = \'accuracy\' AND '
-                       '"detector" = \'realized\' GROUP BY "model"')
-    return {r["model"] for r in rows if r["model"] in window and r.get("time") == last.get(r["model"])
-            and (r.get("last") or 0) >= window[r["model"]]}
+    rows = influx.rows(
+        'SELECT last("n") FROM "dw_performance" WHERE "metric" = \'accuracy\' AND '
+        '"detector" = \'realized\' GROUP BY "model"'
+    )
+    return {
+        r["model"]
+        for r in rows
+        if r["model"] in window and r.get("time") == last.get(r["model"]) and (r.get("last") or 0) >= window[r["model"]]
+    }
 
 
 def read_results(streams: list[Stream], tl: dict[str, Timeline], influx: Influx) -> dict[str, dict[str, Any]]:
@@ -443,12 +529,20 @@ def read_results(streams: list[Stream], tl: dict[str, Timeline], influx: Influx)
         cbpe = per_window(perf, lambda r: r.get("metric") == "accuracy" and r.get("detector") == "cbpe")
         realized = per_window(perf, lambda r: r.get("metric") == "accuracy" and r.get("detector") == "realized")
         err = per_window(perf, lambda r: r.get("metric") == "error_stream")
-        out[s.name] = {"evaluated": evaluated, "data": data, "prediction": preds, "cbpe": cbpe,
-                       "realized": realized, "error_stream": err}
+        out[s.name] = {
+            "evaluated": evaluated,
+            "data": data,
+            "prediction": preds,
+            "cbpe": cbpe,
+            "realized": realized,
+            "error_stream": err,
+        }
     return out
 
 
-def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budget: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_worker(
+    streams: list[Stream], tl: dict[str, Timeline], root: Path, budget: float | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Local stack + one worker; replay; the worker's results per stream, and run facts."""
     import yaml
 
@@ -481,28 +575,49 @@ def run_worker(streams: list[Stream], tl: dict[str, Timeline], root: Path, budge
         cfg.write_text(yaml.safe_dump(monitor_config(streams, tl, budget), sort_keys=False))
         loaded = load_monitors(cfg)
         lines = loaded.budget_plan() if hasattr(loaded, "budget_plan") else None
-        facts["budget_plan"] = {ln.model_id: {"alarms_per_day": round(ln.share_per_day, 4),
-                                              "windows_per_day": ln.windows_per_day, "window_level": ln.window_level}
-                                for ln in lines or []}
+        facts["budget_plan"] = {
+            ln.model_id: {
+                "alarms_per_day": round(ln.share_per_day, 4),
+                "windows_per_day": ln.windows_per_day,
+                "window_level": ln.window_level,
+            }
+            for ln in lines or []
+        }
         settings = Settings(
-            kafka_bootstrap=stack.bootstrap, kafka_security_protocol="PLAINTEXT",
+            kafka_bootstrap=stack.bootstrap,
+            kafka_security_protocol="PLAINTEXT",
             **stack.influx_settings(),  # the local InfluxDB runs with auth on
-            influx_db=f"bench_real_{tag}", topic_inferences=f"real.{tag}.inferences", topic_labels=f"real.{tag}.labels",
-            topic_deadletter=f"real.{tag}.deadletter", topic_alerts=f"real.{tag}.alerts",
-            topic_partitions=PARTITIONS, consumer_group=f"bench-real-{tag}", state_dir=root / "state",
-            kafka_port=stack.kafka_port, influx_port=stack.influx_port, monitors=cfg,
-            worker_web_port=free_port(), log_level="WARNING")
+            influx_db=f"bench_real_{tag}",
+            topic_inferences=f"real.{tag}.inferences",
+            topic_labels=f"real.{tag}.labels",
+            topic_deadletter=f"real.{tag}.deadletter",
+            topic_alerts=f"real.{tag}.alerts",
+            topic_partitions=PARTITIONS,
+            consumer_group=f"bench-real-{tag}",
+            state_dir=root / "state",
+            kafka_port=stack.kafka_port,
+            influx_port=stack.influx_port,
+            monitors=cfg,
+            worker_web_port=free_port(),
+            log_level="WARNING",
+        )
         ensure_topics(settings, partitions=PARTITIONS)
         ensure_database(settings)
         env = settings_env(settings)
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
-                                             os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
         logp = root / "worker.log"
         with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         facts["worker_log"] = str(logp)
         influx = Influx(settings)
         t0 = time.perf_counter()
@@ -560,11 +675,14 @@ def alibi_tabular(s: Stream) -> dict[str, Any]:
     first_p = None
     t0 = time.perf_counter()
     for k in range(s.ref_n // s.window, s.n_windows):
-        pr = det.predict(x[k * s.window:(k + 1) * s.window], drift_type="batch", return_p_val=True)
+        pr = det.predict(x[k * s.window : (k + 1) * s.window], drift_type="batch", return_p_val=True)
         alarms[k] = bool(pr["data"]["is_drift"])
         if first_p is None:
-            first_p = {"window": k, "p_val": [float(p) for p in pr["data"]["p_val"]],
-                       "features": s.numeric + s.categorical}
+            first_p = {
+                "window": k,
+                "p_val": [float(p) for p in pr["data"]["p_val"]],
+                "features": s.numeric + s.categorical,
+            }
     return {"alarms": alarms, "first_window_p_values": first_p, "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -604,7 +722,7 @@ def outside_reference(s: Stream) -> dict[int, bool]:
     lo, hi = np.nanmin(ref, axis=0), np.nanmax(ref, axis=0)
     out = {}
     for k in range(s.ref_n // s.window, s.n_windows):
-        w = x[k * s.window:(k + 1) * s.window]
+        w = x[k * s.window : (k + 1) * s.window]
         share = np.mean((w < lo) | (w > hi), axis=0)
         out[k] = bool(np.any(share >= 0.5))
     return out
@@ -620,8 +738,16 @@ def windows_summary(s: Stream, alarms: dict[int, bool], outside: dict[int, bool]
     cp = s.first_change_after_reference()
     out: dict[str, Any] = {"windows_evaluated": len(alarms), "alarms": int(sum(alarms.values()))}
     if s.changes is None:
-        out.update({"no_change_windows": None, "false_alarms": None, "false_alarms_per_100_windows": None,
-                    "delay_windows": None, "delay_events": None, "note": "no change documented: not scored"})
+        out.update(
+            {
+                "no_change_windows": None,
+                "false_alarms": None,
+                "false_alarms_per_100_windows": None,
+                "delay_windows": None,
+                "delay_events": None,
+                "note": "no change documented: not scored",
+            }
+        )
         return out
     quiet = [k for k in alarms if k >= first_eval and (cp is None or (k + 1) * s.window <= cp)]
     fa = sum(alarms[k] for k in quiet)
@@ -634,7 +760,8 @@ def windows_summary(s: Stream, alarms: dict[int, bool], outside: dict[int, bool]
         out["no_change_windows_inside_reference_range"] = len(inside)
         out["false_alarms_inside_reference_range"] = int(fa_in)
         out["false_alarms_per_100_windows_inside_reference_range"] = (
-            round(100 * fa_in / len(inside), 1) if inside else None)
+            round(100 * fa_in / len(inside), 1) if inside else None
+        )
     if cp is not None:
         k0 = cp // s.window
         hits = sorted(k for k, v in alarms.items() if v and k >= k0)
@@ -668,9 +795,12 @@ def online_summary(s: Stream, alarm_events: list[int], n_alarms_before: int | No
     end_quiet = cp if cp is not None else s.n
     fa = sum(1 for a in alarm_events if a < end_quiet) if n_alarms_before is None else n_alarms_before
     quiet_windows = end_quiet / s.window
-    out: dict[str, Any] = {"alarms": len(alarm_events), "false_alarms": int(fa),
-                           "quiet_events": int(end_quiet),
-                           "false_alarms_per_100_windows": round(100 * fa / quiet_windows, 1) if quiet_windows else None}
+    out: dict[str, Any] = {
+        "alarms": len(alarm_events),
+        "false_alarms": int(fa),
+        "quiet_events": int(end_quiet),
+        "false_alarms_per_100_windows": round(100 * fa / quiet_windows, 1) if quiet_windows else None,
+    }
     if s.changes is None:
         out.update({"false_alarms": None, "false_alarms_per_100_windows": None, "note": "no change documented"})
     if cp is not None:
@@ -684,11 +814,12 @@ def online_summary(s: Stream, alarm_events: list[int], n_alarms_before: int | No
 
 def realized_accuracy(s: Stream) -> dict[int, float]:
     e = s.errors()
-    return {k: float(1 - e[k * s.window:(k + 1) * s.window].mean()) for k in range(s.n_windows)}
+    return {k: float(1 - e[k * s.window : (k + 1) * s.window].mean()) for k in range(s.n_windows)}
 
 
-def cbpe_summary(s: Stream, estimates: dict[int, float], realized: dict[int, float],
-                 same_as: dict[int, float] | None = None) -> dict[str, Any]:
+def cbpe_summary(
+    s: Stream, estimates: dict[int, float], realized: dict[int, float], same_as: dict[int, float] | None = None
+) -> dict[str, Any]:
     """MAE of the estimates against realized accuracy over the evaluated windows with an estimate;
     ``mae_before_change`` over those ending before the first known change (a concept drift there is
     what no confidence-based estimate sees); with ``same_as`` (driftwatch's estimates), also the MAE
@@ -718,9 +849,15 @@ def _field(row: dict | None, *names: str) -> Any:
     return None
 
 
-def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi: dict[str, Any] | None,
-                  nanny: dict[str, Any] | None, river: dict[str, Any] | None,
-                  budget: dict[str, Any] | None = None) -> dict[str, Any]:
+def stream_report(
+    s: Stream,
+    tl: Timeline,
+    worker: dict[str, Any] | None,
+    alibi: dict[str, Any] | None,
+    nanny: dict[str, Any] | None,
+    river: dict[str, Any] | None,
+    budget: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     rep: dict[str, Any] = {"stream": s.meta(), "detectors": {}}
     dets = rep["detectors"]
     first_eval = s.ref_n // s.window
@@ -739,8 +876,13 @@ def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi:
         if worker["prediction"]:
             dets["driftwatch_prediction_drift"] = windows_summary(s, predd, outside)
         dets["driftwatch_any_verdict"] = windows_summary(s, anyd, outside)
-        methods = sorted({str(_field(r, "method", "threshold_method")) for r in worker["data"].values()
-                          if _field(r, "method", "threshold_method") is not None})
+        methods = sorted(
+            {
+                str(_field(r, "method", "threshold_method"))
+                for r in worker["data"].values()
+                if _field(r, "method", "threshold_method") is not None
+            }
+        )
         if methods:
             dets["driftwatch_data_drift"]["threshold_methods"] = methods
         if budget is not None:  # the allocation (streams.worker.monitors' budget_plan) against the data-drift alarms
@@ -748,13 +890,17 @@ def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi:
             level = budget.get("window_level")
             expected = None if quiet is None or level is None else level * quiet
             spent = dets["driftwatch_data_drift"].get("false_alarms")
-            rep["budget"] = {**budget, "quiet_windows": quiet,
-                             "expected_false_alarms": None if expected is None else round(expected, 2),
-                             "false_alarms_spent": spent,
-                             "within": None if expected is None or spent is None else spent <= math.ceil(expected)}
+            rep["budget"] = {
+                **budget,
+                "quiet_windows": quiet,
+                "expected_false_alarms": None if expected is None else round(expected, 2),
+                "false_alarms_spent": spent,
+                "within": None if expected is None or spent is None else spent <= math.ceil(expected),
+            }
     if alibi is not None:
-        dets["alibi_tabular_drift"] = windows_summary(s, {k: alibi["alarms"][k] for k in evaluated_ks
-                                                          if k in alibi["alarms"]}, outside)
+        dets["alibi_tabular_drift"] = windows_summary(
+            s, {k: alibi["alarms"][k] for k in evaluated_ks if k in alibi["alarms"]}, outside
+        )
     if nanny is not None and "univariate" in nanny:
         u = nanny["univariate"]
         al = {first_eval + i: bool(a) for i, a in enumerate(u["alert"])}
@@ -764,25 +910,40 @@ def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi:
         rep["nannyml_error"] = nanny["error"]
     if s.labelled and s.task == "classification":
         realized = realized_accuracy(s)
-        perf: dict[str, Any] = {"realized_accuracy_reference": round(float(np.mean(
-            [realized[k] for k in range(first_eval)])), 4) if first_eval else None,
-            "realized_accuracy_after_reference": round(float(np.mean([realized[k] for k in evaluated_ks])), 4)}
+        perf: dict[str, Any] = {
+            "realized_accuracy_reference": round(float(np.mean([realized[k] for k in range(first_eval)])), 4)
+            if first_eval
+            else None,
+            "realized_accuracy_after_reference": round(float(np.mean([realized[k] for k in evaluated_ks])), 4),
+        }
         if worker is not None:
-            est = {k: float(v["value"]) for k, v in worker["cbpe"].items()
-                   if v.get("value") is not None and np.isfinite(float(v["value"]))}
+            est = {
+                k: float(v["value"])
+                for k, v in worker["cbpe"].items()
+                if v.get("value") is not None and np.isfinite(float(v["value"]))
+            }
             perf["driftwatch_cbpe"] = cbpe_summary(s, est, realized)
-            notes = sorted({str(v.get("note") or v.get("status")) for v in worker["cbpe"].values()
-                            if v.get("note") or v.get("status")})
+            notes = sorted(
+                {
+                    str(v.get("note") or v.get("status"))
+                    for v in worker["cbpe"].values()
+                    if v.get("note") or v.get("status")
+                }
+            )
             if notes:
                 perf["driftwatch_cbpe"]["notes"] = notes[:5]
             perf["driftwatch_cbpe"]["windows_with_result"] = sum(k in worker["cbpe"] for k in evaluated_ks)
             perf["driftwatch_cbpe"]["windows_not_calibrated"] = sum(
-                worker["cbpe"][k].get("calibrated") is False for k in evaluated_ks if k in worker["cbpe"])
+                worker["cbpe"][k].get("calibrated") is False for k in evaluated_ks if k in worker["cbpe"]
+            )
         if nanny is not None and "cbpe" in nanny:
             c = nanny["cbpe"]
             est = {first_eval + i: v for i, v in enumerate(c["estimated_accuracy"]) if v is not None}
-            dw_est = {k for k, v in (worker or {}).get("cbpe", {}).items()
-                      if v.get("value") is not None and np.isfinite(float(v["value"]))}
+            dw_est = {
+                k
+                for k, v in (worker or {}).get("cbpe", {}).items()
+                if v.get("value") is not None and np.isfinite(float(v["value"]))
+            }
             perf["nannyml_cbpe"] = cbpe_summary(s, est, realized, {k: 0.0 for k in dw_est} if worker else None)
         rep["performance"] = perf
         if worker is not None:
@@ -809,19 +970,20 @@ def stream_report(s: Stream, tl: Timeline, worker: dict[str, Any] | None, alibi:
     return rep
 
 
-
-
 # ----------------------------------------------------------------------------- checks
 
 
 def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's done-when lines, per stream and overall (None where a line does not apply)."""
-    out: dict[str, Any] = {"false_alarms_at_most_2_per_100_windows": {}, "false_alarms_within_declared_budget": {},
-                           "delay_no_later_than_slower_peer_and_within_one_window_of_faster": {},
-                           "cbpe_mae_at_most_nannyml_and_0.03": {},
-                           "cbpe_mae_at_most_nannyml": {},
-                           "error_stream_delay_at_most_adwin_and_no_more_false_alarms": {},
-                           "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range": {}}
+    out: dict[str, Any] = {
+        "false_alarms_at_most_2_per_100_windows": {},
+        "false_alarms_within_declared_budget": {},
+        "delay_no_later_than_slower_peer_and_within_one_window_of_faster": {},
+        "cbpe_mae_at_most_nannyml_and_0.03": {},
+        "cbpe_mae_at_most_nannyml": {},
+        "error_stream_delay_at_most_adwin_and_no_more_false_alarms": {},
+        "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range": {},
+    }
     for name, rep in reports.items():
         d = rep["detectors"]
         any_v = d.get("driftwatch_any_verdict", {})
@@ -834,8 +996,11 @@ def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if (rep.get("budget") or {}).get("within") is not None:
             out["false_alarms_within_declared_budget"][name] = rep["budget"]["within"]
         dw = d.get("driftwatch_any_verdict", {}).get("delay_windows")
-        found = [d[p]["delay_windows"] for p in ("alibi_tabular_drift", "nannyml_univariate")
-                 if d.get(p, {}).get("found_change")]
+        found = [
+            d[p]["delay_windows"]
+            for p in ("alibi_tabular_drift", "nannyml_univariate")
+            if d.get(p, {}).get("found_change")
+        ]
         if found and "change_at_event" in any_v:
             ok = dw is not None and dw <= max(found) and dw <= min(found) + 1
             out["delay_no_later_than_slower_peer_and_within_one_window_of_faster"][name] = ok
@@ -844,14 +1009,16 @@ def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         m_nm = (perf.get("nannyml_cbpe") or {}).get("mae")
         if perf:
             out["cbpe_mae_at_most_nannyml_and_0.03"][name] = (
-                m_dw is not None and m_dw <= 0.03 and (m_nm is None or m_dw <= m_nm))
+                m_dw is not None and m_dw <= 0.03 and (m_nm is None or m_dw <= m_nm)
+            )
             out["cbpe_mae_at_most_nannyml"][name] = m_dw is not None and (m_nm is None or m_dw <= m_nm)
         es, ad = d.get("driftwatch_error_stream"), d.get("river_adwin")
         if es is not None and ad is not None:
             fa_ok = (es.get("false_alarms") or 0) <= (ad.get("false_alarms") or 0)
             if "change_at_event" in ad:
-                dl_ok = ad.get("delay_events") is None or (es.get("delay_events") is not None
-                                                           and es["delay_events"] <= ad["delay_events"])
+                dl_ok = ad.get("delay_events") is None or (
+                    es.get("delay_events") is not None and es["delay_events"] <= ad["delay_events"]
+                )
             else:
                 dl_ok = True
             out["error_stream_delay_at_most_adwin_and_no_more_false_alarms"][name] = fa_ok and dl_ok
@@ -872,13 +1039,18 @@ def _fmt(v: Any, unit: str = "") -> str:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The README/docs tables of a run: drift verdicts, then estimated performance and the error stream."""
-    rows = ["| stream | kind | quiet / evaluated windows | false alarms per 100 quiet windows: driftwatch (any verdict) · "
-            "data drift · alibi · NannyML | delay after the change, windows: driftwatch · alibi · NannyML | "
-            "quiet windows outside the reference's range; false alarms per 100 of the others: driftwatch · "
-            "alibi · NannyML |",
-            "|---|---|---|---|---|---|"]
-    perf = ["| stream | CBPE accuracy MAE: driftwatch · NannyML | error stream, delay events (false alarms): "
-            "driftwatch · ADWIN · PageHinkley |", "|---|---|---|"]
+    rows = [
+        "| stream | kind | quiet / evaluated windows | false alarms per 100 quiet windows: driftwatch (any verdict) · "
+        "data drift · alibi · NannyML | delay after the change, windows: driftwatch · alibi · NannyML | "
+        "quiet windows outside the reference's range; false alarms per 100 of the others: driftwatch · "
+        "alibi · NannyML |",
+        "|---|---|---|---|---|---|",
+    ]
+    perf = [
+        "| stream | CBPE accuracy MAE: driftwatch · NannyML | error stream, delay events (false alarms): "
+        "driftwatch · ADWIN · PageHinkley |",
+        "|---|---|---|",
+    ]
     for name, r in report["streams"].items():
         d, st = r["detectors"], r["stream"]
 
@@ -886,21 +1058,33 @@ def markdown_table(report: dict[str, Any]) -> str:
             return (d.get(det) or {}).get(key)
 
         quiet = g("driftwatch_any_verdict", "no_change_windows")
-        fa = " · ".join(_fmt(g(x, "false_alarms_per_100_windows")) for x in
-                        ("driftwatch_any_verdict", "driftwatch_data_drift", "alibi_tabular_drift", "nannyml_univariate"))
+        fa = " · ".join(
+            _fmt(g(x, "false_alarms_per_100_windows"))
+            for x in ("driftwatch_any_verdict", "driftwatch_data_drift", "alibi_tabular_drift", "nannyml_univariate")
+        )
         if st["first_change_after_reference"] is None:
             delay = "no known change" if st["known_changes"] is not None else "not annotated"
         else:
+
             def dl(x: str) -> str:
                 v = g(x, "delay_windows")
                 return "missed" if v is None else str(v) + ("" if g(x, "found_change") in (None, True) else "*")
+
             delay = " · ".join(dl(x) for x in ("driftwatch_any_verdict", "alibi_tabular_drift", "nannyml_univariate"))
         n_out = st.get("quiet_windows_outside_reference_range")
-        inside = "–" if n_out is None else f"{n_out}; " + " · ".join(
-            _fmt(g(x, "false_alarms_per_100_windows_inside_reference_range"))
-            for x in ("driftwatch_any_verdict", "alibi_tabular_drift", "nannyml_univariate"))
-        rows.append(f"| {name} | {st['kind']} | {_fmt(quiet)} / {g('driftwatch_any_verdict', 'windows_evaluated')} "
-                    f"| {fa} | {delay} | {inside} |")
+        inside = (
+            "–"
+            if n_out is None
+            else f"{n_out}; "
+            + " · ".join(
+                _fmt(g(x, "false_alarms_per_100_windows_inside_reference_range"))
+                for x in ("driftwatch_any_verdict", "alibi_tabular_drift", "nannyml_univariate")
+            )
+        )
+        rows.append(
+            f"| {name} | {st['kind']} | {_fmt(quiet)} / {g('driftwatch_any_verdict', 'windows_evaluated')} "
+            f"| {fa} | {delay} | {inside} |"
+        )
         p = r.get("performance")
         if p:
             mae = f"{_fmt((p.get('driftwatch_cbpe') or {}).get('mae'))} · {_fmt((p.get('nannyml_cbpe') or {}).get('mae'))}"
@@ -914,8 +1098,11 @@ def markdown_table(report: dict[str, Any]) -> str:
                     return f"({_fmt(g(x, 'false_alarms'))})"
                 v = g(x, "delay_events")
                 return f"{'missed' if v is None else v} ({_fmt(g(x, 'false_alarms'))})"
-            perf.append(f"| {name} | {mae} | {es('driftwatch_error_stream')} · {es('river_adwin')} · "
-                        f"{es('river_pagehinkley')} |")
+
+            perf.append(
+                f"| {name} | {mae} | {es('driftwatch_error_stream')} · {es('river_adwin')} · "
+                f"{es('river_pagehinkley')} |"
+            )
     return "\n".join(rows) + "\n\n" + "\n".join(perf) + "\n"
 
 
@@ -955,18 +1142,36 @@ def run(args: argparse.Namespace) -> int:
                 raise BenchError(f"the NannyML subprocess failed ({rc}): {nanny_log.read_text()[-2000:]}")
             nanny = json.loads(nanny_out.read_text())
         plan = facts.pop("budget_plan", {})
-        reports = {s.name: stream_report(s, tl[s.name], worker.get(s.name), alibi.get(s.name), nanny.get(s.name),
-                                         river.get(s.name), plan.get(model_id(s))) for s in streams}
+        reports = {
+            s.name: stream_report(
+                s,
+                tl[s.name],
+                worker.get(s.name),
+                alibi.get(s.name),
+                nanny.get(s.name),
+                river.get(s.name),
+                plan.get(model_id(s)),
+            )
+            for s in streams
+        }
         report = {
             "command": COMMAND + (" --quick" if args.quick else ""),
             "git_commit": _git_commit(),
-            "config": {"quick": args.quick, "seed": args.seed, "lead_windows": args.lead, "label_pace": LABEL_PACE,
-                       "budget_false_alarms_per_100_windows": args.budget, "windows_per_day": WINDOWS_PER_DAY,
-                       "worker": "driftwatch worker, default monitor config (reference first_n, window, features)",
-                       "nannyml": nanny.get("nannyml_version"), "nannyml_spec": None if args.no_nannyml else NANNYML_SPEC},
+            "config": {
+                "quick": args.quick,
+                "seed": args.seed,
+                "lead_windows": args.lead,
+                "label_pace": LABEL_PACE,
+                "budget_false_alarms_per_100_windows": args.budget,
+                "windows_per_day": WINDOWS_PER_DAY,
+                "worker": "driftwatch worker, default monitor config (reference first_n, window, features)",
+                "nannyml": nanny.get("nannyml_version"),
+                "nannyml_spec": None if args.no_nannyml else NANNYML_SPEC,
+            },
             "streams": reports,
-            "peer_checks": {s.name: {"alibi_first_window_p_values": alibi[s.name]["first_window_p_values"]}
-                            for s in streams},
+            "peer_checks": {
+                s.name: {"alibi_first_window_p_values": alibi[s.name]["first_window_p_values"]} for s in streams
+            },
             "checks": checks(reports),
             "run": facts,
             "elapsed_s": round(time.perf_counter() - t_start, 1),
@@ -988,8 +1193,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                           cwd=Path(__file__).resolve().parent)
+        r = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

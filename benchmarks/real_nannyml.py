@@ -32,16 +32,16 @@ os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # no usage analytics fr
 
 def _univariate(nml, ref, ana, job: dict) -> dict:
     feats = job["numeric"] + job["categorical"]
-    calc = nml.UnivariateDriftCalculator(column_names=feats, treat_as_categorical=job["categorical"] or None,
-                                         chunk_size=job["window"])
+    calc = nml.UnivariateDriftCalculator(
+        column_names=feats, treat_as_categorical=job["categorical"] or None, chunk_size=job["window"]
+    )
     calc.fit(ref)
     df = calc.calculate(ana).filter(period="analysis").to_df(multilevel=False)
     alert_cols = [c for c in df.columns if c.endswith("_alert") and not c.startswith("chunk")]
     alerts = df[alert_cols].fillna(False).astype(bool)
     starts = df["chunk_start_index"].astype(int).tolist() if "chunk_start_index" in df.columns else []
     return {
-        "methods": sorted({c[len(f) + 1:-len("_alert")] for c in alert_cols for f in feats
-                           if c.startswith(f + "_")}),
+        "methods": sorted({c[len(f) + 1 : -len("_alert")] for c in alert_cols for f in feats if c.startswith(f + "_")}),
         "chunk_start_index": starts,
         "alert": alerts.any(axis=1).astype(int).tolist(),
         "n_alerts": alerts.sum(axis=1).astype(int).tolist(),
@@ -51,14 +51,29 @@ def _univariate(nml, ref, ana, job: dict) -> dict:
 def _cbpe(nml, ref, ana, job: dict) -> dict:
     classes = job["classes"]
     if len(classes) == 2:
-        est = nml.CBPE(metrics=["accuracy"], y_pred_proba="p_" + classes[1], y_pred="y_pred_int", y_true="y_true_int",
-                       problem_type="classification_binary", chunk_size=job["window"])
+        est = nml.CBPE(
+            metrics=["accuracy"],
+            y_pred_proba="p_" + classes[1],
+            y_pred="y_pred_int",
+            y_true="y_true_int",
+            problem_type="classification_binary",
+            chunk_size=job["window"],
+        )
     else:
-        est = nml.CBPE(metrics=["accuracy"], y_pred_proba={c: "p_" + c for c in classes}, y_pred="y_pred",
-                       y_true="y_true", problem_type="classification_multiclass", chunk_size=job["window"])
+        est = nml.CBPE(
+            metrics=["accuracy"],
+            y_pred_proba={c: "p_" + c for c in classes},
+            y_pred="y_pred",
+            y_true="y_true",
+            problem_type="classification_multiclass",
+            chunk_size=job["window"],
+        )
     est.fit(ref)
-    df = est.estimate(ana.drop(columns=["y_true", "y_true_int"], errors="ignore")).filter(
-        period="analysis").to_df(multilevel=False)
+    df = (
+        est.estimate(ana.drop(columns=["y_true", "y_true_int"], errors="ignore"))
+        .filter(period="analysis")
+        .to_df(multilevel=False)
+    )
     return {
         "chunk_start_index": df["chunk_start_index"].astype(int).tolist() if "chunk_start_index" in df.columns else [],
         "estimated_accuracy": [float(v) for v in df["accuracy_value"]],
@@ -85,7 +100,7 @@ def main(job_path: str, out_path: str) -> int:
                 df["y_pred_int"] = (df["y_pred"] == job["classes"][1]).astype(int)
                 if "y_true" in df.columns:
                     df["y_true_int"] = (df["y_true"] == job["classes"][1]).astype(int)
-            ref, ana = df.iloc[: job["ref_n"]].copy(), df.iloc[job["ref_n"]:].reset_index(drop=True)
+            ref, ana = df.iloc[: job["ref_n"]].copy(), df.iloc[job["ref_n"] :].reset_index(drop=True)
             res["univariate"] = _univariate(nml, ref, ana, job)
             if job["classes"] and "y_true" in df.columns:
                 res["cbpe"] = _cbpe(nml, ref, ana, job)
@@ -94,8 +109,11 @@ def main(job_path: str, out_path: str) -> int:
             res["traceback"] = traceback.format_exc()[-2000:]
         res["seconds"] = round(time.perf_counter() - t0, 2)
         out[job["name"]] = res
-        print(f"[nannyml] {job['name']}: {res['seconds']} s{' ERROR ' + res['error'] if 'error' in res else ''}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[nannyml] {job['name']}: {res['seconds']} s{' ERROR ' + res['error'] if 'error' in res else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
     with open(out_path, "w") as f:
         json.dump(out, f)
     return 0

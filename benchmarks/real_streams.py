@@ -109,11 +109,18 @@ class Stream:
 
     def meta(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "source": self.source, "task": self.task, "events": self.n,
-            "window": self.window, "reference_first_n": self.ref_n, "windows": self.n_windows,
+            "kind": self.kind,
+            "source": self.source,
+            "task": self.task,
+            "events": self.n,
+            "window": self.window,
+            "reference_first_n": self.ref_n,
+            "windows": self.n_windows,
             "features": {"numeric": len(self.numeric), "categorical": len(self.categorical)},
-            "classes": self.classes, "labelled": self.labelled,
-            "known_changes": self.changes, "first_change_after_reference": self.first_change_after_reference(),
+            "classes": self.classes,
+            "labelled": self.labelled,
+            "known_changes": self.changes,
+            "first_change_after_reference": self.first_change_after_reference(),
             "description": self.description,
         }
 
@@ -151,9 +158,12 @@ def _select(df: pd.DataFrame, ref_n: int, start: int, stop: int) -> tuple[pd.Dat
 
 def _binary(df: pd.DataFrame, proba: str, pred: str, label: str) -> dict[str, Any]:
     p = df[proba].to_numpy(dtype=float)
-    return {"classes": ["0", "1"], "proba": np.c_[1 - p, p],
-            "pred_label": df[pred].astype(int).astype(str).to_numpy(dtype=object),
-            "label": df[label].astype(float).astype(int).astype(str).to_numpy(dtype=object)}
+    return {
+        "classes": ["0", "1"],
+        "proba": np.c_[1 - p, p],
+        "pred_label": df[pred].astype(int).astype(str).to_numpy(dtype=object),
+        "label": df[label].astype(float).astype(int).astype(str).to_numpy(dtype=object),
+    }
 
 
 def _cats(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -172,8 +182,12 @@ def _cats(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def car_loan(data_dir: Path, quick: bool) -> Stream:
-    df, n_ref_period = _nannyml_pair(data_dir, "synthetic_car_loan_reference.csv",
-                                     "synthetic_car_loan_analysis.csv", "synthetic_car_loan_analysis_target.csv")
+    df, n_ref_period = _nannyml_pair(
+        data_dir,
+        "synthetic_car_loan_reference.csv",
+        "synthetic_car_loan_analysis.csv",
+        "synthetic_car_loan_analysis_target.csv",
+    )
     cp = n_ref_period + 25_000
     num = ["car_value", "debt_to_income_ratio", "loan_length", "driver_tenure"]
     cat = ["salary_range", "repaid_loan_on_prev_car", "size_of_downpayment"]
@@ -181,9 +195,20 @@ def car_loan(data_dir: Path, quick: bool) -> Stream:
     start, stop = (cp - 6000, cp + 6000) if quick else (ref_n, len(df))
     sel, shift = _select(df, ref_n, start, stop)
     sel = _cats(sel, cat)
-    return Stream("car_loan", "synthetic", "nannyml load_synthetic_car_loan_dataset", "classification", num, cat,
-                  sel[num + cat], w, ref_n, [cp + shift], **_binary(sel, "y_pred_proba", "y_pred", "repaid"),
-                  description="NannyML's synthetic car loans; drift in the analysis period's second half")
+    return Stream(
+        "car_loan",
+        "synthetic",
+        "nannyml load_synthetic_car_loan_dataset",
+        "classification",
+        num,
+        cat,
+        sel[num + cat],
+        w,
+        ref_n,
+        [cp + shift],
+        **_binary(sel, "y_pred_proba", "y_pred", "repaid"),
+        description="NannyML's synthetic car loans; drift in the analysis period's second half",
+    )
 
 
 def multiclass(data_dir: Path, quick: bool) -> Stream:
@@ -199,38 +224,92 @@ def multiclass(data_dir: Path, quick: bool) -> Stream:
     sel, shift = _select(df, ref_n, start, stop)
     sel = _cats(sel, cat)
     proba = sel[[f"y_pred_proba_{c}" for c in classes]].to_numpy(dtype=float)
-    return Stream("multiclass", "synthetic", "nannyml load_synthetic_multiclass_classification_dataset",
-                  "classification", num, cat, sel[num + cat], w, ref_n, [cp + shift], classes=classes,
-                  pred_label=sel["y_pred"].astype(str).to_numpy(dtype=object), proba=proba,
-                  label=sel["y_true"].astype(str).to_numpy(dtype=object),
-                  description="NannyML's synthetic credit-card offers; change at the analysis midpoint")
+    return Stream(
+        "multiclass",
+        "synthetic",
+        "nannyml load_synthetic_multiclass_classification_dataset",
+        "classification",
+        num,
+        cat,
+        sel[num + cat],
+        w,
+        ref_n,
+        [cp + shift],
+        classes=classes,
+        pred_label=sel["y_pred"].astype(str).to_numpy(dtype=object),
+        proba=proba,
+        label=sel["y_true"].astype(str).to_numpy(dtype=object),
+        description="NannyML's synthetic credit-card offers; change at the analysis midpoint",
+    )
 
 
 def census_ma(data_dir: Path, quick: bool) -> Stream:
-    df, n_ref_period = _nannyml_pair(data_dir, "employment_MA_reference.pq", "employment_MA_analysis.pq",
-                                     "employment_MA_analysis_target.pq")
+    df, n_ref_period = _nannyml_pair(
+        data_dir, "employment_MA_reference.pq", "employment_MA_analysis.pq", "employment_MA_analysis_target.pq"
+    )
     num = ["AGEP"]
-    cat = ["SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC", "NATIVITY", "DEAR", "DEYE", "DREM",
-           "SEX", "RAC1P"]
+    cat = [
+        "SCHL",
+        "MAR",
+        "RELP",
+        "DIS",
+        "ESP",
+        "CIT",
+        "MIG",
+        "MIL",
+        "ANC",
+        "NATIVITY",
+        "DEAR",
+        "DEYE",
+        "DREM",
+        "SEX",
+        "RAC1P",
+    ]
     w, ref_n = (500, 5000) if quick else (1000, 20_000)
     stop = ref_n + 12_000 if quick else n_ref_period + 70_000  # 2015 and (full) 2016
     sel, _ = _select(df, ref_n, ref_n, stop)
     sel = _cats(sel, cat)
-    return Stream("census_ma", "real", "nannyml load_us_census_ma_employment_data", "classification", num, cat,
-                  sel[num + cat], w, ref_n, [], **_binary(sel, "predicted_probability", "prediction", "employed"),
-                  description="US census (ACS) employment, Massachusetts, 2015 then 2016; no documented change")
+    return Stream(
+        "census_ma",
+        "real",
+        "nannyml load_us_census_ma_employment_data",
+        "classification",
+        num,
+        cat,
+        sel[num + cat],
+        w,
+        ref_n,
+        [],
+        **_binary(sel, "predicted_probability", "prediction", "employed"),
+        description="US census (ACS) employment, Massachusetts, 2015 then 2016; no documented change",
+    )
 
 
 def california(data_dir: Path, quick: bool) -> Stream:
-    df, _n_ref_period = _nannyml_pair(data_dir, "california_housing_reference.csv",
-                                     "california_housing_analysis.csv", "california_housing_analysis_gt.csv")
+    df, _n_ref_period = _nannyml_pair(
+        data_dir,
+        "california_housing_reference.csv",
+        "california_housing_analysis.csv",
+        "california_housing_analysis_gt.csv",
+    )
     num = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
     w, ref_n = (250, 2500) if quick else (250, 3000)
     stop = ref_n + 4000 if quick else (len(df) // w) * w
     sel, _ = _select(df, ref_n, ref_n, stop)
-    return Stream("california", "real", "nannyml load_modified_california_housing_dataset", "classification", num, [],
-                  sel[num], w, ref_n, None, **_binary(sel, "y_pred_proba", "y_pred", "clf_target"),
-                  description="California housing (1990 census blocks) with NannyML's timestamps; not annotated")
+    return Stream(
+        "california",
+        "real",
+        "nannyml load_modified_california_housing_dataset",
+        "classification",
+        num,
+        [],
+        sel[num],
+        w,
+        ref_n,
+        None,
+        **_binary(sel, "y_pred_proba", "y_pred", "clf_target"),
+        description="California housing (1990 census blocks) with NannyML's timestamps; not annotated",
+    )
 
 
 # -------------------------------------------------------------------------- River's data
@@ -258,7 +337,7 @@ def phishing_concept(quick: bool, seed: int = 0) -> Stream:
     y = np.asarray(y).astype(int)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
-    train, pool = order[: len(x) // 2], order[len(x) // 2:]
+    train, pool = order[: len(x) // 2], order[len(x) // 2 :]
     model = LogisticRegression(max_iter=1000).fit(x.iloc[train], y[train])
     w, ref_n = (250, 1500) if quick else (250, 2500)
     pre, post = (2000, 2500) if quick else (5000, 5000)
@@ -271,11 +350,23 @@ def phishing_concept(quick: bool, seed: int = 0) -> Stream:
     labels[flip] = 1 - labels[flip]
     proba = model.predict_proba(feats)
     classes = [str(c) for c in model.classes_]
-    return Stream("phishing_concept", "real", "river datasets.Phishing + injected concept drift", "classification",
-                  list(x.columns), [], feats, w, ref_n, [cp], classes=classes,
-                  pred_label=np.asarray(classes, dtype=object)[proba.argmax(1)], proba=proba,
-                  label=labels.astype(str).astype(object),
-                  description=f"labels flipped where {key} >= median from the change on (inputs unchanged)")
+    return Stream(
+        "phishing_concept",
+        "real",
+        "river datasets.Phishing + injected concept drift",
+        "classification",
+        list(x.columns),
+        [],
+        feats,
+        w,
+        ref_n,
+        [cp],
+        classes=classes,
+        pred_label=np.asarray(classes, dtype=object)[proba.argmax(1)],
+        proba=proba,
+        label=labels.astype(str).astype(object),
+        description=f"labels flipped where {key} >= median from the change on (inputs unchanged)",
+    )
 
 
 def segment_shift(quick: bool, seed: int = 0) -> Stream:
@@ -287,7 +378,7 @@ def segment_shift(quick: bool, seed: int = 0) -> Stream:
     y = np.asarray(y).astype(str)
     rng = np.random.default_rng(seed + 1)
     order = rng.permutation(len(x))
-    train, pool = order[: len(x) // 2], order[len(x) // 2:]
+    train, pool = order[: len(x) // 2], order[len(x) // 2 :]
     model = RandomForestClassifier(n_estimators=50, max_depth=8, random_state=seed).fit(x.iloc[train], y[train])
     w, ref_n = (250, 1500) if quick else (250, 2500)
     pre, post = (2000, 2500) if quick else (5000, 5000)
@@ -300,11 +391,23 @@ def segment_shift(quick: bool, seed: int = 0) -> Stream:
     feats = x.iloc[idx].reset_index(drop=True)
     proba = model.predict_proba(feats)
     classes = [str(c) for c in model.classes_]
-    return Stream("segment_shift", "real", "river datasets.Segment + injected covariate shift", "classification",
-                  list(x.columns), [], feats, w, ref_n, [cp], classes=classes,
-                  pred_label=np.asarray(classes, dtype=object)[proba.argmax(1)], proba=proba,
-                  label=y[idx].astype(object),
-                  description=f"rows drawn with weight exp(-1.5 z({key})) from the change on (darker images)")
+    return Stream(
+        "segment_shift",
+        "real",
+        "river datasets.Segment + injected covariate shift",
+        "classification",
+        list(x.columns),
+        [],
+        feats,
+        w,
+        ref_n,
+        [cp],
+        classes=classes,
+        pred_label=np.asarray(classes, dtype=object)[proba.argmax(1)],
+        proba=proba,
+        label=y[idx].astype(object),
+        description=f"rows drawn with weight exp(-1.5 z({key})) from the change on (darker images)",
+    )
 
 
 EPISODE_WINDOW = 10
@@ -328,7 +431,9 @@ def _brent():
 
     df = pd.read_csv(Path(d.__file__).parent / "brent_crude_oil.csv")
     df = df[pd.to_datetime(df["day"], format="%m/%d/%Y") >= "2000-01-01"]
-    return Series("Brent", df[["DPB"]].to_numpy(dtype=float), {k: list(v) for k, v in d.BrentSpotPrice().annotations.items()})
+    return Series(
+        "Brent", df[["DPB"]].to_numpy(dtype=float), {k: list(v) for k, v in d.BrentSpotPrice().annotations.items()}
+    )
 
 
 def river_episodes(quick: bool) -> list[Stream]:
@@ -355,26 +460,37 @@ def river_episodes(quick: bool) -> list[Stream]:
             values = values[:, None]
         for i, e in enumerate(episodes(len(values), changes, EPISODE_WINDOW, EPISODE_REF_WINDOWS)):
             stop = max(sl.stop for sl in [e.ref, *e.quiet, *e.after])
-            x = values[e.ref.start:stop]
+            x = values[e.ref.start : stop]
             cols = [f"{ser.name.lower()}_{j}" for j in range(x.shape[1])]
             target = x[:, 0]
             cp = None if e.change is None else e.change - e.ref.start
-            out.append(Stream(
-                f"{ser.name.lower()}_{i + 1}", "real", f"river.drift.datasets.{ser.name} (episode {i + 1})",
-                "regression", cols, [], pd.DataFrame(x, columns=cols), EPISODE_WINDOW,
-                EPISODE_REF_WINDOWS * EPISODE_WINDOW, [] if cp is None else [cp],
-                pred_value=np.r_[target[0], target[:-1]],
-                description=f"{ser.name} rows {e.ref.start}..{stop}: reference, {len(e.quiet)} quiet windows"
-                            + ("" if cp is None else f", change at row {e.change}")))
+            out.append(
+                Stream(
+                    f"{ser.name.lower()}_{i + 1}",
+                    "real",
+                    f"river.drift.datasets.{ser.name} (episode {i + 1})",
+                    "regression",
+                    cols,
+                    [],
+                    pd.DataFrame(x, columns=cols),
+                    EPISODE_WINDOW,
+                    EPISODE_REF_WINDOWS * EPISODE_WINDOW,
+                    [] if cp is None else [cp],
+                    pred_value=np.r_[target[0], target[:-1]],
+                    description=f"{ser.name} rows {e.ref.start}..{stop}: reference, {len(e.quiet)} quiet windows"
+                    + ("" if cp is None else f", change at row {e.change}"),
+                )
+            )
     return out
 
 
-def load_streams(nannyml_site: Path | None, quick: bool, only: list[str] | None = None,
-                 seed: int = 0) -> list[Stream]:
+def load_streams(nannyml_site: Path | None, quick: bool, only: list[str] | None = None, seed: int = 0) -> list[Stream]:
     """Every stream of the benchmark (NannyML's need ``nannyml_site``: its venv's site-packages)."""
     out: list[Stream] = []
+
     def want(n):
-        return (only is None or n in only)
+        return only is None or n in only
+
     if nannyml_site is not None:
         data = nannyml_data_dir(nannyml_site)
         for fn in (car_loan, multiclass, census_ma, california):
@@ -384,7 +500,7 @@ def load_streams(nannyml_site: Path | None, quick: bool, only: list[str] | None 
         out.append(phishing_concept(quick, seed))
     if want("segment_shift"):
         out.append(segment_shift(quick, seed))
-    out += [s for s in river_episodes(quick) if want(s.name) or want(s.name.rsplit('_', 1)[0])]
+    out += [s for s in river_episodes(quick) if want(s.name) or want(s.name.rsplit("_", 1)[0])]
     for s in out:
         usable = (s.n // s.window) * s.window
         if usable != s.n:

@@ -65,8 +65,13 @@ def river_streams() -> list[Series]:
             out.append([float(d[c]) for c in cols])
         return np.asarray(out, dtype=np.float64)
 
-    spec = [(D.Occupancy, ["V1", "V2", "V3", "V4"]), (D.RunLog, ["Pace"]),
-            (D.Apple, ["Close", "Volume"]), (D.Bitcoin, ["y"]), (D.AirlinePassengers, ["y"])]
+    spec = [
+        (D.Occupancy, ["V1", "V2", "V3", "V4"]),
+        (D.RunLog, ["Pace"]),
+        (D.Apple, ["Close", "Volume"]),
+        (D.Bitcoin, ["y"]),
+        (D.AirlinePassengers, ["y"]),
+    ]
     out = []
     for cls, cols in spec:
         ds = cls()
@@ -140,8 +145,9 @@ def nannyml_flags(series: list[Series], window: int, ref_windows: int, python: s
     return {tuple(k.rsplit("__", 1)[0:1]) + (int(k.rsplit("__", 1)[1]),): v for k, v in json.loads(out).items()}
 
 
-def measure(series: list[Series], window: int, ref_windows: int, methods=METHODS,
-            peers: dict | None = None, **threshold) -> dict:
+def measure(
+    series: list[Series], window: int, ref_windows: int, methods=METHODS, peers: dict | None = None, **threshold
+) -> dict:
     """False alarms per 100 no-change windows and delays (windows) per method and series.
 
     ``peers``: :func:`nannyml_flags` output, scored the same way as ``nannyml_<method>``.
@@ -158,18 +164,21 @@ def measure(series: list[Series], window: int, ref_windows: int, methods=METHODS
             for k, e in enumerate(eps):
                 wins = e.quiet + e.after
                 if method.startswith("nannyml_"):
-                    flags = peers[(s.name, k)][method[len("nannyml_"):]]
+                    flags = peers[(s.name, k)][method[len("nannyml_") :]]
                 else:
                     res = judge_windows(s.values[e.ref], [s.values[w] for w in wins], method, **threshold)
                     flags = [r.drift for r in res]
-                fa += sum(flags[:len(e.quiet)])
+                fa += sum(flags[: len(e.quiet)])
                 quiet += len(e.quiet)
                 if e.after:
-                    hit = [i for i, f in enumerate(flags[len(e.quiet):]) if f]
+                    hit = [i for i, f in enumerate(flags[len(e.quiet) :]) if f]
                     delays.append(hit[0] if hit else None)
-            row[method] = {"false_alarms": fa, "quiet_windows": quiet,
-                           "fa_per_100": round(100 * fa / quiet, 1) if quiet else None,
-                           "delays": delays}
+            row[method] = {
+                "false_alarms": fa,
+                "quiet_windows": quiet,
+                "fa_per_100": round(100 * fa / quiet, 1) if quiet else None,
+                "delays": delays,
+            }
         result[s.name] = row
     return result
 
@@ -183,9 +192,13 @@ def summary(result: dict) -> dict:
         q = sum(r[m]["quiet_windows"] for r in result.values())
         d = [x for r in result.values() for x in r[m]["delays"]]
         found = [x for x in d if x is not None]
-        out[m] = {"fa_per_100": round(100 * fa / q, 1) if q else None, "quiet_windows": q,
-                  "changes": len(d), "found": len(found),
-                  "mean_delay": round(float(np.mean(found)), 2) if found else None}
+        out[m] = {
+            "fa_per_100": round(100 * fa / q, 1) if q else None,
+            "quiet_windows": q,
+            "changes": len(d),
+            "found": len(found),
+            "mean_delay": round(float(np.mean(found)), 2) if found else None,
+        }
     return out
 
 
@@ -194,18 +207,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--ref-windows", type=int, default=8)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--nannyml-python", default=None,
-                    help="python of a virtualenv with nannyml: also score NannyML's univariate drift")
-    ap.add_argument("--bench-streams", metavar="NANNYML_VENV", default=None,
-                    help="instead: the methods on driftwatch bench real's streams (NannyML's data from this venv)")
+    ap.add_argument(
+        "--nannyml-python",
+        default=None,
+        help="python of a virtualenv with nannyml: also score NannyML's univariate drift",
+    )
+    ap.add_argument(
+        "--bench-streams",
+        metavar="NANNYML_VENV",
+        default=None,
+        help="instead: the methods on driftwatch bench real's streams (NannyML's data from this venv)",
+    )
     a = ap.parse_args(argv)
     if a.bench_streams:
         from pathlib import Path
 
         from benchmarks.real_streams import load_streams, site_packages
 
-        streams = load_streams(site_packages(Path(a.bench_streams)), quick=False,
-                               only=["car_loan", "multiclass", "census_ma", "phishing_concept", "segment_shift"])
+        streams = load_streams(
+            site_packages(Path(a.bench_streams)),
+            quick=False,
+            only=["car_loan", "multiclass", "census_ma", "phishing_concept", "segment_shift"],
+        )
         print(json.dumps(measure_bench_streams(streams), indent=1))
         return
     series = river_streams()
@@ -217,7 +240,6 @@ def main(argv: list[str] | None = None) -> None:
         with open(a.json, "w") as fh:
             fh.write(text)
     print(json.dumps(out["summary"], indent=1))
-
 
 
 def measure_bench_streams(streams, methods=METHODS, **threshold) -> dict:
@@ -234,12 +256,17 @@ def measure_bench_streams(streams, methods=METHODS, **threshold) -> dict:
         if s.changes is None:
             continue
         kinds = {c: "categorical" for c in s.categorical}
-        cols = {c: (s.features[c].to_numpy(dtype=float) if c in s.numeric else
-                    s.features[c].astype(object).where(s.features[c].notna(), None).to_numpy())
-                for c in s.numeric + s.categorical}
-        ref = {c: v[:s.ref_n] for c, v in cols.items()}
+        cols = {
+            c: (
+                s.features[c].to_numpy(dtype=float)
+                if c in s.numeric
+                else s.features[c].astype(object).where(s.features[c].notna(), None).to_numpy()
+            )
+            for c in s.numeric + s.categorical
+        }
+        ref = {c: v[: s.ref_n] for c, v in cols.items()}
         starts = list(range(s.ref_n, s.n - s.window + 1, s.window))
-        wins = [{c: v[a:a + s.window] for c, v in cols.items()} for a in starts]
+        wins = [{c: v[a : a + s.window] for c, v in cols.items()} for a in starts]
         change = s.first_change_after_reference()
         quiet = [i for i, a in enumerate(starts) if change is None or a + s.window <= change]
         at = next((i for i, a in enumerate(starts) if change is not None and a + s.window > change), None)
@@ -248,8 +275,11 @@ def measure_bench_streams(streams, methods=METHODS, **threshold) -> dict:
             flags = [r.drift for r in judge_windows(ref, wins, m, kinds=kinds, **threshold)]
             fa = sum(flags[i] for i in quiet)
             hit = None if at is None else next((i - at for i in range(at, len(flags)) if flags[i]), None)
-            row[m] = {"fa_per_100": round(100 * fa / len(quiet), 1) if quiet else None,
-                      "quiet_windows": len(quiet), "delay": hit}
+            row[m] = {
+                "fa_per_100": round(100 * fa / len(quiet), 1) if quiet else None,
+                "quiet_windows": len(quiet),
+                "delay": hit,
+            }
         out[s.name] = row
     return out
 

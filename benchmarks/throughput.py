@@ -83,32 +83,58 @@ def log(msg: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test / CI): 200k events")
     parser.add_argument("--events", type=int, help="events for the main worker run (default 10M; quick 200k)")
-    parser.add_argument("--scale-events", type=int, help="events for the 1-vs-2 worker run (default 2M; quick: --events)")
+    parser.add_argument(
+        "--scale-events", type=int, help="events for the 1-vs-2 worker run (default 2M; quick: --events)"
+    )
     parser.add_argument("--floor-events", type=int, help="events the floor reads (default min(events, 2M))")
-    parser.add_argument("--naive-events", type=int, help="events the naive baseline processes (default 4 windows per model; quick 2)")
-    parser.add_argument("--naive-wire", choices=["event", "batch"], default="event",
-                        help="naive baseline reads one event per message (default) or the same batches")
+    parser.add_argument(
+        "--naive-events", type=int, help="events the naive baseline processes (default 4 windows per model; quick 2)"
+    )
+    parser.add_argument(
+        "--naive-wire",
+        choices=["event", "batch"],
+        default="event",
+        help="naive baseline reads one event per message (default) or the same batches",
+    )
     parser.add_argument("--models", type=int, default=8, help="model ids (spread evenly over 4 partitions)")
     parser.add_argument("--window", type=int, default=5000, help="window size in events")
     parser.add_argument("--batch-events", type=int, default=1000, help="events per Kafka message")
-    parser.add_argument("--reference-events", type=int, default=None,
-                        help="first_n reference size of the bench models (default: --window)")
-    parser.add_argument("--summary-min-events", default=None,
-                        help="window.summary_min_events of the bench models: windows this large keep a summary "
-                             "instead of their rows; 'off' = always rows (default: the config default)")
-    parser.add_argument("--rows-too", action="store_true",
-                        help="run the worker phase a second time in the same run with summaries off "
-                             "(window.summary_min_events: null): 'worker_rows', beside 'worker'")
-    parser.add_argument("--rss-at", default=None,
-                        help="comma-separated event counts at which to sample worker RSS (default 1M,10M; quick 10%%,100%%)")
+    parser.add_argument(
+        "--reference-events",
+        type=int,
+        default=None,
+        help="first_n reference size of the bench models (default: --window)",
+    )
+    parser.add_argument(
+        "--summary-min-events",
+        default=None,
+        help="window.summary_min_events of the bench models: windows this large keep a summary "
+        "instead of their rows; 'off' = always rows (default: the config default)",
+    )
+    parser.add_argument(
+        "--rows-too",
+        action="store_true",
+        help="run the worker phase a second time in the same run with summaries off "
+        "(window.summary_min_events: null): 'worker_rows', beside 'worker'",
+    )
+    parser.add_argument(
+        "--rss-at",
+        default=None,
+        help="comma-separated event counts at which to sample worker RSS (default 1M,10M; quick 10%%,100%%)",
+    )
     parser.add_argument("--drift-repeats", type=int, default=50, help="timed drift computations")
     parser.add_argument("--poll", type=float, default=0.05, help="InfluxDB poll interval, seconds")
     parser.add_argument("--stall-timeout", type=float, default=90.0, help="give up when no window lands for this long")
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: drift,floor,worker,scale,naive")
-    parser.add_argument("--worker-cmd", default=None,
-                        help="command that starts one worker (default: python -m streams.cli worker)")
-    parser.add_argument("--worker-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log level of the workers (logs are under the kept temporary folder)")
+    parser.add_argument(
+        "--worker-cmd", default=None, help="command that starts one worker (default: python -m streams.cli worker)"
+    )
+    parser.add_argument(
+        "--worker-log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the workers (logs are under the kept temporary folder)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
 
@@ -148,18 +174,32 @@ class Plan:
             rss_at = [events // 10, events] if q else [1_000_000, 10_000_000]
         cmd = a.worker_cmd.split() if a.worker_cmd else [sys.executable, "-m", "streams.cli", "worker"]
         return cls(
-            quick=q, events=events, scale_events=scale,
+            quick=q,
+            events=events,
+            scale_events=scale,
             floor_events=min(events, a.floor_events or 2_000_000),
             # the first window of each model is the naive detector's reference: two windows at least
             naive_events=_round_up(a.naive_events or (2 if q else 4) * unit, unit),
-            naive_wire=a.naive_wire, models=models, window=a.window, batch_events=a.batch_events,
-            rss_at=[x for x in rss_at if x <= events], drift_repeats=max(3, a.drift_repeats),
-            poll=a.poll, stall_timeout=a.stall_timeout,
-            skip={s.strip() for s in a.skip.split(",") if s.strip()}, worker_cmd=cmd,
+            naive_wire=a.naive_wire,
+            models=models,
+            window=a.window,
+            batch_events=a.batch_events,
+            rss_at=[x for x in rss_at if x <= events],
+            drift_repeats=max(3, a.drift_repeats),
+            poll=a.poll,
+            stall_timeout=a.stall_timeout,
+            skip={s.strip() for s in a.skip.split(",") if s.strip()},
+            worker_cmd=cmd,
             worker_log_level=a.worker_log_level,
-            summary_min_events=("default" if a.summary_min_events is None else
-                                None if a.summary_min_events == "off" else int(a.summary_min_events)),
-            rows_too=a.rows_too, reference_events=a.reference_events,
+            summary_min_events=(
+                "default"
+                if a.summary_min_events is None
+                else None
+                if a.summary_min_events == "off"
+                else int(a.summary_min_events)
+            ),
+            rows_too=a.rows_too,
+            reference_events=a.reference_events,
         )
 
     def window_extra(self) -> dict:
@@ -227,8 +267,10 @@ def bench_drift(plan: Plan) -> dict[str, Any]:
         from detectors.univariate import univariate_drift
 
         ref = Reference.from_frame(ref_frame, feats)
-        out["data_drift"] = {**_time_calls(lambda c: univariate_drift(c, ref, spec), cur, plan.drift_repeats),
-                             "what": "detectors.univariate.univariate_drift (native engine)"}
+        out["data_drift"] = {
+            **_time_calls(lambda c: univariate_drift(c, ref, spec), cur, plan.drift_repeats),
+            "what": "detectors.univariate.univariate_drift (native engine)",
+        }
     except ImportError as e:
         out["data_drift"] = {"error": f"data-drift evaluator not importable: {e}"}
     try:
@@ -282,9 +324,17 @@ def runner_call(runner, feats, spec, ref_frame):
 
     def call(frame):
         t = frame.event_time
-        ctx = runner.WindowContext(model_id="m", version="1", frame=frame, reference=ref, features=tuple(feats),
-                                   drift=spec, task="classification", window_start=float(t.min()),
-                                   window_end=float(t.max()))
+        ctx = runner.WindowContext(
+            model_id="m",
+            version="1",
+            frame=frame,
+            reference=ref,
+            features=tuple(feats),
+            drift=spec,
+            task="classification",
+            window_start=float(t.min()),
+            window_end=float(t.max()),
+        )
         return runner.evaluate_window(ctx, evaluators)
 
     return call, "detectors.runner.evaluate_window (every default evaluator; see records for what ran)"
@@ -369,8 +419,17 @@ class Bench:
 
 
 def run_floor(bench: Bench, topic: str, events: int, columnar: bool) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.floor", "--bootstrap", bench.stack.bootstrap,
-           "--topic", topic, "--events", str(events)] + (["--columnar"] if columnar else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.floor",
+        "--bootstrap",
+        bench.stack.bootstrap,
+        "--topic",
+        topic,
+        "--events",
+        str(events),
+    ] + (["--columnar"] if columnar else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     meter = procstats.CpuMeter(dict(bench.pids)).start()
     out, err = proc.communicate(timeout=900)
@@ -425,8 +484,11 @@ class WindowWatcher:
         # whole rows cost InfluxDB and this process more CPU than the worker's own writes did
         q = f"SELECT * FROM {quote_ident(R.WINDOW)}"
         if self.count_field is not None:
-            q = "SELECT " + ", ".join(quote_ident(c) for c in (self.count_field, self.closed_field, *self.tags_seen)
-                                      if c) + f" FROM {quote_ident(R.WINDOW)}"
+            q = (
+                "SELECT "
+                + ", ".join(quote_ident(c) for c in (self.count_field, self.closed_field, *self.tags_seen) if c)
+                + f" FROM {quote_ident(R.WINDOW)}"
+            )
         resp = self.client.post("/query", data={"q": q, "db": self.settings.influx_db, "epoch": "ns"})
         now = time.time()
         if resp.status_code != 200:
@@ -491,8 +553,15 @@ def _tail(path: Path, n: int = 30) -> str:
         return ""
 
 
-def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, label: str,
-                rss_at: list[int] | None = None, monitors: str = "monitors.yaml") -> dict[str, Any]:
+def run_workers(
+    bench: Bench,
+    data_settings,
+    n_workers: int,
+    expected: int,
+    label: str,
+    rss_at: list[int] | None = None,
+    monitors: str = "monitors.yaml",
+) -> dict[str, Any]:
     """Start ``n_workers`` workers in one new consumer group on ``data_settings``' topic; wait for ``expected``.
     ``monitors``: the monitor config file (in the bench folder) the workers run."""
     from streams.broker.admin import ensure_topics
@@ -502,8 +571,7 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
     plan = bench.plan
     s = bench.settings(label)
     # same inference topic (the pre-produced traffic), own group/database/other topics
-    s = s.model_copy(update={"topic_inferences": data_settings.topic_inferences,
-                             "monitors": bench.root / monitors})
+    s = s.model_copy(update={"topic_inferences": data_settings.topic_inferences, "monitors": bench.root / monitors})
     ensure_topics(s, partitions=PARTITIONS)
     ensure_database(s)
     procs: list[subprocess.Popen] = []
@@ -517,8 +585,16 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
             logp = bench.root / f"worker-{label}-{i}.log"
             logs.append(logp)
             with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-                procs.append(subprocess.Popen(plan.worker_cmd, env=env, stdin=subprocess.DEVNULL,
-                                              stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        plan.worker_cmd,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         t_start = time.time()
         log(f"{label}: {n_workers} worker(s) started (pids {[p.pid for p in procs]}), waiting for {expected:,} events")
         meter: procstats.CpuMeter | None = None
@@ -563,7 +639,7 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
             terminate(p.pid, 15.0, p)
         watcher.close()
 
-    pts = sorted(watcher.points.values(), key=lambda p: (p.closed_at or p.seen_at))
+    pts = sorted(watcher.points.values(), key=lambda p: p.closed_at or p.seen_at)
     counted = watcher.counted
     t_close = [p.closed_at or p.seen_at for p in pts]
     span = t_close[-1] - t_close[0]
@@ -583,7 +659,9 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
         "events_per_worker_cpu_s": round(rate / (worker_cpu / 100), 1) if rate and worker_cpu else None,
         "seconds_first_to_last_window": round(span, 3),
         "seconds_start_to_last_window": round(t_close[-1] - t_start, 3),
-        "latency_ms": None if lat_ms is None else {
+        "latency_ms": None
+        if lat_ms is None
+        else {
             "p50": round(float(np.percentile(lat_ms, 50)), 1),
             "p99": round(float(np.percentile(lat_ms, 99)), 1),
             "max": round(float(lat_ms.max()), 1),
@@ -593,15 +671,16 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
         # the same after warm-up: windows closed once every model's first evaluated window was
         # queryable (before that, windows queue behind the one-off per-model fits: reference,
         # extraction calibration, feature impact)
-        "latency_after_warm_up_ms": None if lat_steady is None else {
+        "latency_after_warm_up_ms": None
+        if lat_steady is None
+        else {
             "p50": round(float(np.percentile(lat_steady, 50)), 1),
             "p99": round(float(np.percentile(lat_steady, 99)), 1),
             "max": round(float(lat_steady.max()), 1),
             "n": int(lat_steady.size),
             "warm_up_s": round(warm_end - t_start, 1),
         },
-        "latency_note": None if lat else (
-            f"{R.WINDOW} has no {R.F_CLOSED_AT!r} field; latency not measurable"),
+        "latency_note": None if lat else (f"{R.WINDOW} has no {R.F_CLOSED_AT!r} field; latency not measurable"),
         "rss_mb_at": rss,
         "rss_mb_final": round(sum(final_rss), 1),
         "peak_rss_mb": round(max(peak), 1),
@@ -609,8 +688,10 @@ def run_workers(bench: Bench, data_settings, n_workers: int, expected: int, labe
         "window_fields": watcher.fields_seen,
         "logs": [str(p) for p in logs],
     }
-    log(f"{label}: {counted:,} events in {len(pts)} windows, {result['events_per_s']} events/s, "
-        f"latency {result['latency_ms']}, RSS {rss or result['rss_mb_final']} MB, CPU % {cpu}")
+    log(
+        f"{label}: {counted:,} events in {len(pts)} windows, {result['events_per_s']} events/s, "
+        f"latency {result['latency_ms']}, RSS {rss or result['rss_mb_final']} MB, CPU % {cpu}"
+    )
     return result
 
 
@@ -639,8 +720,13 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     plan = bench.plan
     s = bench.settings("naive")
     ensure_topics(s, partitions=PARTITIONS)
-    sample = Traffic(models=traffic.models, events=plan.naive_events, batch_events=plan.batch_events,
-                     seed=traffic.seed, base_time=traffic.base_time)
+    sample = Traffic(
+        models=traffic.models,
+        events=plan.naive_events,
+        batch_events=plan.batch_events,
+        seed=traffic.seed,
+        base_time=traffic.base_time,
+    )
     if plan.naive_wire == "event":
         msgs = ((k, one, 1) for k, v, _n in iter_messages(sample) for one in single_event_payloads(v))
     else:
@@ -648,16 +734,25 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     prod = produce(bench.stack.bootstrap, s.topic_inferences, msgs)
     log(f"naive: produced {prod['messages']:,} messages ({plan.naive_wire} wire) in {prod['seconds']:.1f} s")
     result_path = bench.root / "naive_result.json"
-    env = dict(os.environ, DWB_BOOTSTRAP=bench.stack.bootstrap, DWB_TOPIC=s.topic_inferences,
-               DWB_EVENTS=str(plan.naive_events), DWB_WINDOW=str(plan.window), DWB_WIRE=plan.naive_wire,
-               DWB_RESULT=str(result_path), DWB_DATADIR=str(bench.root / "naive-data"),
-               DWB_APP_ID=f"bench-naive-{bench.run_id}", DWB_PARTITIONS=str(PARTITIONS))
+    env = dict(
+        os.environ,
+        DWB_BOOTSTRAP=bench.stack.bootstrap,
+        DWB_TOPIC=s.topic_inferences,
+        DWB_EVENTS=str(plan.naive_events),
+        DWB_WINDOW=str(plan.window),
+        DWB_WIRE=plan.naive_wire,
+        DWB_RESULT=str(result_path),
+        DWB_DATADIR=str(bench.root / "naive-data"),
+        DWB_APP_ID=f"bench-naive-{bench.run_id}",
+        DWB_PARTITIONS=str(PARTITIONS),
+    )
     logp = bench.root / "naive.log"
     # --without-web: the `faust worker` command would serve on port 6066, taken by any local worker
     cmd = [sys.executable, "-m", "benchmarks.naive_worker", "worker", "--without-web", "-l", "warn"]
     with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
     from streams.devstack.localstack import terminate
 
     try:
@@ -689,8 +784,13 @@ def _produce_traffic(bench: Bench, name: str, events: int, base: Traffic) -> tup
 
     s = bench.settings(name)
     ensure_topics(s, partitions=PARTITIONS)
-    tr = Traffic(models=base.models, events=events, batch_events=bench.plan.batch_events, seed=base.seed,
-                 base_time=base.base_time)
+    tr = Traffic(
+        models=base.models,
+        events=events,
+        batch_events=bench.plan.batch_events,
+        seed=base.seed,
+        base_time=base.base_time,
+    )
     log(f"{name}: producing {events:,} events ({tr.messages:,} messages) to {s.topic_inferences}")
     prod = produce(bench.stack.bootstrap, s.topic_inferences, iter_messages(tr))
     prod["events_per_s"] = round(prod["events"] / prod["seconds"], 1)
@@ -714,13 +814,21 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "throughput",
         "mode": "quick" if plan.quick else "full",
         "machine": procstats.machine(),
-        "command": "driftwatch bench throughput " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "throughput"] else []),
+        "command": "driftwatch bench throughput "
+        + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "throughput"] else []),
         "config": {
-            "models": len(plan.models), "partitions": PARTITIONS, "features": {"numeric": len(NUMERIC),
-            "categorical": len(CATEGORICAL)}, "window_events": plan.window, "batch_events": plan.batch_events,
-            "events": plan.events, "scale_events": plan.scale_events, "floor_events": plan.floor_events,
-            "naive_events": plan.naive_events, "naive_wire": plan.naive_wire,
-            "summary_min_events": plan.summary_min_events, "rows_too": plan.rows_too,
+            "models": len(plan.models),
+            "partitions": PARTITIONS,
+            "features": {"numeric": len(NUMERIC), "categorical": len(CATEGORICAL)},
+            "window_events": plan.window,
+            "batch_events": plan.batch_events,
+            "events": plan.events,
+            "scale_events": plan.scale_events,
+            "floor_events": plan.floor_events,
+            "naive_events": plan.naive_events,
+            "naive_wire": plan.naive_wire,
+            "summary_min_events": plan.summary_min_events,
+            "rows_too": plan.rows_too,
             "reference_events": plan.reference_events or plan.window,
         },
     }
@@ -737,10 +845,16 @@ def run(args: argparse.Namespace) -> int:
         log(f"stack up: {bench.stack.bootstrap}, {bench.stack.influx_url} (logs under {tmp})")
         base = Traffic(models=plan.models)
         ref_n = plan.reference_events or plan.window
-        write_monitor_config(tmp / "monitors.yaml", base, window=plan.window, reference=ref_n,
-                             window_extra=plan.window_extra())
-        write_monitor_config(tmp / "monitors-rows.yaml", base, window=plan.window, reference=ref_n,
-                             window_extra={"summary_min_events": None})
+        write_monitor_config(
+            tmp / "monitors.yaml", base, window=plan.window, reference=ref_n, window_extra=plan.window_extra()
+        )
+        write_monitor_config(
+            tmp / "monitors-rows.yaml",
+            base,
+            window=plan.window,
+            reference=ref_n,
+            window_extra={"summary_min_events": None},
+        )
         main_s, main_tr, prod = _produce_traffic(bench, "main", plan.events, base)
         report["produce"] = prod
         report["broker_rss_mb_after_produce"] = round(procstats.rss_mb(bench.pids["broker"]), 1)
@@ -753,14 +867,22 @@ def run(args: argparse.Namespace) -> int:
                 errors["floor"] = f"{type(e).__name__}: {e}"
         if "worker" not in plan.skip:
             try:
-                report["worker"] = run_workers(bench, main_s, 1, main_tr.per_model * len(plan.models), "w1",
-                                               rss_at=plan.rss_at)
+                report["worker"] = run_workers(
+                    bench, main_s, 1, main_tr.per_model * len(plan.models), "w1", rss_at=plan.rss_at
+                )
             except Exception as e:
                 errors["worker"] = f"{type(e).__name__}: {e}"
         if "worker" not in plan.skip and plan.rows_too:
             try:
-                report["worker_rows"] = run_workers(bench, main_s, 1, main_tr.per_model * len(plan.models),
-                                                    "w1rows", rss_at=plan.rss_at, monitors="monitors-rows.yaml")
+                report["worker_rows"] = run_workers(
+                    bench,
+                    main_s,
+                    1,
+                    main_tr.per_model * len(plan.models),
+                    "w1rows",
+                    rss_at=plan.rss_at,
+                    monitors="monitors-rows.yaml",
+                )
             except Exception as e:
                 errors["worker_rows"] = f"{type(e).__name__}: {e}"
         if "scale" not in plan.skip:
@@ -805,8 +927,10 @@ def run(args: argparse.Namespace) -> int:
 
 def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """The headline figures and the issue's targets, from the phase results."""
+
     def g(*path):
         return _get(r, *path)
+
     eps = g("worker", "events_per_s_per_worker")
     floor = g("floor", "events_per_s")
     one = g("scale_out", "one_worker", "events_per_s")
@@ -829,23 +953,35 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "ratio_to_floor": round(eps / floor, 3) if eps and floor else None,
         # the same ratio per CPU-second of the consumer process: what it would be without
         # other processes competing for the cores (informative; the target is the wall-clock ratio)
-        "ratio_to_floor_per_cpu_s": (round(g("worker", "events_per_worker_cpu_s") / g("floor", "events_per_cpu_s"), 3)
-                                     if g("worker", "events_per_worker_cpu_s") and g("floor", "events_per_cpu_s")
-                                     else None),
+        "ratio_to_floor_per_cpu_s": (
+            round(g("worker", "events_per_worker_cpu_s") / g("floor", "events_per_cpu_s"), 3)
+            if g("worker", "events_per_worker_cpu_s") and g("floor", "events_per_cpu_s")
+            else None
+        ),
         "naive_events_per_s": g("naive", "events_per_s"),
         "speedup_vs_naive": round(eps / g("naive", "events_per_s"), 1) if eps and g("naive", "events_per_s") else None,
-        "drift_ms_5000x20": {"p50": drift, "p99": g("drift", "data_drift", "p99"),
-                             "cpu_p50": drift_cpu, "cpu_p99": g("drift", "data_drift", "cpu", "p99")},
-        "all_detectors_ms_5000x20": {"p50": g("drift", "all_detectors", "p50"),
-                                     "p99": g("drift", "all_detectors", "p99"),
-                                     "cpu_p50": g("drift", "all_detectors", "cpu", "p50")},
-        "alibi_drift_ms_5000x20": {"p50": g("drift", "alibi_tabular_drift", "p50"),
-                                   "p99": g("drift", "alibi_tabular_drift", "p99"),
-                                   "cpu_p50": g("drift", "alibi_tabular_drift", "cpu", "p50")},
+        "drift_ms_5000x20": {
+            "p50": drift,
+            "p99": g("drift", "data_drift", "p99"),
+            "cpu_p50": drift_cpu,
+            "cpu_p99": g("drift", "data_drift", "cpu", "p99"),
+        },
+        "all_detectors_ms_5000x20": {
+            "p50": g("drift", "all_detectors", "p50"),
+            "p99": g("drift", "all_detectors", "p99"),
+            "cpu_p50": g("drift", "all_detectors", "cpu", "p50"),
+        },
+        "alibi_drift_ms_5000x20": {
+            "p50": g("drift", "alibi_tabular_drift", "p50"),
+            "p99": g("drift", "alibi_tabular_drift", "p99"),
+            "cpu_p50": g("drift", "alibi_tabular_drift", "cpu", "p50"),
+        },
         "latency_ms": {"p50": g("worker", "latency_ms", "p50"), "p99": lat99},
-        "latency_after_warm_up_ms": {"p50": g("worker", "latency_after_warm_up_ms", "p50"),
-                                     "p99": g("worker", "latency_after_warm_up_ms", "p99"),
-                                     "warm_up_s": g("worker", "latency_after_warm_up_ms", "warm_up_s")},
+        "latency_after_warm_up_ms": {
+            "p50": g("worker", "latency_after_warm_up_ms", "p50"),
+            "p99": g("worker", "latency_after_warm_up_ms", "p99"),
+            "warm_up_s": g("worker", "latency_after_warm_up_ms", "warm_up_s"),
+        },
         "rss_mb_1m": r1,
         "rss_mb_10m": r10,
         "rss_growth": round(rss_last / rss_first - 1, 3) if rss_first else None,
@@ -862,18 +998,20 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     }
     if r.get("worker_rows"):  # --rows-too: the same worker with summaries off, in the same run
         rows_eps = g("worker_rows", "events_per_s_per_worker")
-        s["rows"] = {"events_per_s_per_worker": rows_eps,
-                     "ratio_to_floor": round(rows_eps / floor, 3) if rows_eps and floor else None,
-                     "rss_mb_at": g("worker_rows", "rss_mb_at"), "peak_rss_mb": g("worker_rows", "peak_rss_mb"),
-                     "events_counted": g("worker_rows", "events_counted")}
+        s["rows"] = {
+            "events_per_s_per_worker": rows_eps,
+            "ratio_to_floor": round(rows_eps / floor, 3) if rows_eps and floor else None,
+            "rss_mb_at": g("worker_rows", "rss_mb_at"),
+            "peak_rss_mb": g("worker_rows", "peak_rss_mb"),
+            "events_counted": g("worker_rows", "events_counted"),
+        }
     s["targets"] = {
         "events_per_s_per_worker>=50000": _ok(eps, lambda v: v >= 50_000),
         "ratio_to_floor>=0.5": _ok(s["ratio_to_floor"], lambda v: v >= 0.5),
         "drift_p50_ms<20": _ok(drift, lambda v: v < 20),
         "drift_cpu_p50_ms<20": _ok(drift_cpu, lambda v: v < 20),
         "latency_p99_ms<1000": _ok(lat99, lambda v: v < 1000),
-        "latency_after_warm_up_p99_ms<1000": _ok(g("worker", "latency_after_warm_up_ms", "p99"),
-                                                 lambda v: v < 1000),
+        "latency_after_warm_up_p99_ms<1000": _ok(g("worker", "latency_after_warm_up_ms", "p99"), lambda v: v < 1000),
         "rss_10m_within_10pct_of_1m": _ok(s["rss_growth"], lambda v: abs(v) <= 0.10),
         "two_workers_speedup>=1.6": _ok(s["two_workers_speedup"], lambda v: v >= 1.6),
         "counted_equals_produced": None if counted is None else counted == expected,

@@ -180,8 +180,9 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
     return {"messages": n_msg, "events": n_ev, "bytes": n_bytes, "seconds": time.perf_counter() - t0}
 
 
-def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000,
-                   window_extra: dict | None = None) -> dict:
+def monitor_config(
+    traffic: Traffic, window: int = 5000, reference: int = 5000, window_extra: dict | None = None
+) -> dict:
     """The monitor config (``streams.worker.monitors`` shape) the worker runs for the bench models.
 
     ``window_extra``: more ``window`` settings (e.g. ``summary_min_events``)."""
@@ -202,8 +203,9 @@ def monitor_config(traffic: Traffic, window: int = 5000, reference: int = 5000,
     }
 
 
-def write_monitor_config(path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000,
-                         window_extra: dict | None = None) -> Path:
+def write_monitor_config(
+    path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000, window_extra: dict | None = None
+) -> Path:
     """Write :func:`monitor_config` as YAML and validate it with the real loader."""
     from streams.worker.monitors import load_monitors
 

@@ -84,8 +84,10 @@ def hash_password(password: str, *, iterations: int = HASH_ITERATIONS, salt: byt
     """``pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>`` of a password."""
     salt = salt or os.urandom(16)
     dk = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+
     def b64(b):
         return base64.b64encode(b).decode().rstrip("=")
+
     return f"{HASH_SCHEME}${iterations}${b64(salt)}${b64(dk)}"
 
 
@@ -95,8 +97,10 @@ def verify_password(password: str, hashed: str) -> bool:
         scheme, iters, salt_b64, hash_b64 = hashed.split("$")
         if scheme != HASH_SCHEME:
             return False
+
         def pad(s):
             return s + "=" * (-len(s) % 4)
+
         salt, want = base64.b64decode(pad(salt_b64)), base64.b64decode(pad(hash_b64))
         got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(iters))
     except (ValueError, TypeError):
@@ -137,9 +141,11 @@ def oidc_install_hint(problem: str) -> str:
     True
     """
     need = ".".join(map(str, AUTHLIB_MIN))
-    return (f"OIDC login is configured, but {problem}: Streamlit's `st.login` needs Authlib>={need}. "
-            f"Install the dashboard's OIDC extra — `pip install 'driftwatch[{OIDC_EXTRA}]'` "
-            f"(or `pip install 'Authlib>={need}'`) — and restart the dashboard. Until then nobody can log in.")
+    return (
+        f"OIDC login is configured, but {problem}: Streamlit's `st.login` needs Authlib>={need}. "
+        f"Install the dashboard's OIDC extra — `pip install 'driftwatch[{OIDC_EXTRA}]'` "
+        f"(or `pip install 'Authlib>={need}'`) — and restart the dashboard. Until then nobody can log in."
+    )
 
 
 def check_shared(password: str, expected: str) -> bool:
@@ -321,8 +327,9 @@ class Throttle:
     (15.0, 0.0)
     """
 
-    def __init__(self, free: int = 5, base: float = 30.0, cap: float = 900.0, forget: float = 3600.0,
-                 max_keys: int = 100_000) -> None:
+    def __init__(
+        self, free: int = 5, base: float = 30.0, cap: float = 900.0, forget: float = 3600.0, max_keys: int = 100_000
+    ) -> None:
         self.free, self.base, self.cap, self.forget, self.max_keys = free, base, cap, forget, max_keys
         self._backoff = Backoff(base, cap)
         self._records: dict[str, _Record] = {}

@@ -41,7 +41,9 @@ class BrowserError(ServiceError):
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        raise BrowserError("Debian's chromium is not installed: `apt-get install -y chromium` (no browser is downloaded)")
+        raise BrowserError(
+            "Debian's chromium is not installed: `apt-get install -y chromium` (no browser is downloaded)"
+        )
     return path
 
 
@@ -52,7 +54,10 @@ def serve_dashboard(env: dict[str, str], port: int, log: Path, timeout: float = 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "dashboard"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "streams.cli", "dashboard"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
@@ -65,7 +70,9 @@ def serve_dashboard(env: dict[str, str], port: int, log: Path, timeout: float = 
                 if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise BrowserError(f"the dashboard did not answer on {base} in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+                raise BrowserError(
+                    f"the dashboard did not answer on {base} in {timeout:.0f} s:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.2)
         yield base
     finally:

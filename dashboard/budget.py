@@ -61,19 +61,27 @@ def budget_view(cfg, spent: pd.DataFrame) -> BudgetView | None:
             expected += line.window_level * wpp * line.families
         online = None if line.fixed_per_day is None else line.fixed_per_day * days
         expected += online or 0.0
-        rows.append({
-            "model": line.model_id,
-            "allotted": line.share_per_day * days,
-            "spent": int(used.get(line.model_id, 0)),
-            "windows": wpp,
-            "rate from": line.rate_source,
-            "families": line.families,
-            "families by kind": line.kinds,
-            "online alarms": online,
-            "tests per family": line.tests,
-            "level per window": line.window_level,
-            "level per test": line.test_level,
-        })
+        rows.append(
+            {
+                "model": line.model_id,
+                "allotted": line.share_per_day * days,
+                "spent": int(used.get(line.model_id, 0)),
+                "windows": wpp,
+                "rate from": line.rate_source,
+                "families": line.families,
+                "families by kind": line.kinds,
+                "online alarms": online,
+                "tests per family": line.tests,
+                "level per window": line.window_level,
+                "level per test": line.test_level,
+            }
+        )
     table = pd.DataFrame(rows)
-    return BudgetView(float(b.false_alarms), b.per, period_seconds(b.per), int(table["spent"].sum()) if len(table) else 0,
-                      expected, table)
+    return BudgetView(
+        float(b.false_alarms),
+        b.per,
+        period_seconds(b.per),
+        int(table["spent"].sum()) if len(table) else 0,
+        expected,
+        table,
+    )

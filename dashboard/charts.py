@@ -32,14 +32,25 @@ def unvalidated(chart: C) -> C:
     object.__setattr__(chart, "to_dict", _to_dict)
     return chart
 
+
 #: tick labels per tick alignment (Vega's multi-format): the times in 24-hour UTC, as every
 #: caption and tooltip says them (Vega's default "%I:%M" labelled 15:01 as "03:01" and 15:00
 #: as "03 PM"), days as "07 Dec"
-TIME_LABELS = {"milliseconds": "%H:%M:%S.%L", "seconds": "%H:%M:%S", "minutes": "%H:%M", "hours": "%H:%M",
-               "date": "%d %b", "week": "%d %b", "month": "%b %Y", "quarter": "%b %Y", "year": "%Y"}
+TIME_LABELS = {
+    "milliseconds": "%H:%M:%S.%L",
+    "seconds": "%H:%M:%S",
+    "minutes": "%H:%M",
+    "hours": "%H:%M",
+    "date": "%d %b",
+    "week": "%d %b",
+    "month": "%b %Y",
+    "quarter": "%b %Y",
+    "year": "%Y",
+}
 #: multi-scale time labels, never overlapping
-TIME_AXIS = alt.Axis(title=None, labelAngle=0, labelOverlap="greedy", labelFlush=True, format=TIME_LABELS,
-                     formatType="time")
+TIME_AXIS = alt.Axis(
+    title=None, labelAngle=0, labelOverlap="greedy", labelFlush=True, format=TIME_LABELS, formatType="time"
+)
 HEIGHT = 240
 #: one distinct colour per series (Streamlit's theme would give two models two blues)
 PALETTE = "tableau10"
@@ -81,8 +92,11 @@ def overlapping(df: pd.DataFrame, y: str, series: str, tolerance: float = 0.005)
     """
     if series not in df or y not in df or "time" not in df:
         return []
-    wide = (df.assign(_v=pd.to_numeric(df[y], errors="coerce")).dropna(subset=["_v"])
-            .pivot_table(index="time", columns=series, values="_v", aggfunc="mean"))
+    wide = (
+        df.assign(_v=pd.to_numeric(df[y], errors="coerce"))
+        .dropna(subset=["_v"])
+        .pivot_table(index="time", columns=series, values="_v", aggfunc="mean")
+    )
     if wide.shape[1] < 2:
         return []
     span = float(wide.max().max() - wide.min().min())
@@ -132,8 +146,11 @@ def overlap_note(groups: list[list[str]], width: int = 34) -> list[str]:
 
 def _threshold_rules(rules: Sequence[tuple[float, str]]) -> alt.Chart:
     df = pd.DataFrame({"y": [r[0] for r in rules], "label": [r[1] for r in rules]})
-    return (alt.Chart(df).mark_rule(color=THRESHOLD_COLOR, strokeDash=[4, 4], strokeWidth=1.5)
-            .encode(y="y:Q", tooltip=[alt.Tooltip("label:N", title="")]))
+    return (
+        alt.Chart(df)
+        .mark_rule(color=THRESHOLD_COLOR, strokeDash=[4, 4], strokeWidth=1.5)
+        .encode(y="y:Q", tooltip=[alt.Tooltip("label:N", title="")])
+    )
 
 
 def _band(df: pd.DataFrame, y: str, lower: str, upper: str, log: bool) -> alt.Chart:
@@ -147,18 +164,30 @@ def _band(df: pd.DataFrame, y: str, lower: str, upper: str, log: bool) -> alt.Ch
     d = d[lo.notna() | hi.notna()]
     if log:
         d = d.assign(band_from=d["band_from"].clip(lower=1e-300), band_to=d["band_to"].clip(lower=1e-300))
-    return (alt.Chart(d).mark_area(color=THRESHOLD_COLOR, opacity=0.08, interpolate="step-after")
-            .encode(x="time:T", y="band_from:Q", y2="band_to:Q",
-                    tooltip=[alt.Tooltip("band_from:Q", title="band from", format=".3g"),
-                             alt.Tooltip("band_to:Q", title="band to", format=".3g")]))
+    return (
+        alt.Chart(d)
+        .mark_area(color=THRESHOLD_COLOR, opacity=0.08, interpolate="step-after")
+        .encode(
+            x="time:T",
+            y="band_from:Q",
+            y2="band_to:Q",
+            tooltip=[
+                alt.Tooltip("band_from:Q", title="band from", format=".3g"),
+                alt.Tooltip("band_to:Q", title="band to", format=".3g"),
+            ],
+        )
+    )
 
 
 def _since_rule(at: pd.Timestamp, label: str) -> alt.Chart:
     """A vertical line where a change started (its label in the tooltip: a text mark near the
     right edge would stretch the chart past its frame and cut its title; pages say it in words)."""
     df = pd.DataFrame({"time": [at], "label": [label]})
-    return (alt.Chart(df).mark_rule(color=THRESHOLD_COLOR, strokeWidth=2)
-            .encode(x="time:T", tooltip=[alt.Tooltip("label:N", title="")]))
+    return (
+        alt.Chart(df)
+        .mark_rule(color=THRESHOLD_COLOR, strokeWidth=2)
+        .encode(x="time:T", tooltip=[alt.Tooltip("label:N", title="")])
+    )
 
 
 def heatmap(
@@ -195,11 +224,19 @@ def heatmap(
         .encode(
             x=alt.X("time:T", axis=TIME_AXIS),
             x2="end:T",
-            y=alt.Y("feature:N", sort=list(order) if order is not None else None, title=None,
-                    axis=alt.Axis(labelOverlap=False, labelLimit=160)),
+            y=alt.Y(
+                "feature:N",
+                sort=list(order) if order is not None else None,
+                title=None,
+                axis=alt.Axis(labelOverlap=False, labelLimit=160),
+            ),
             color=alt.Color(f"{value}:Q", scale=scale, title=legend or value),
-            tooltip=[alt.Tooltip("feature:N"), alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC", title="from"),
-                     alt.Tooltip("end:T", format="%Y-%m-%d %H:%M:%S UTC", title="to"), *tooltip],
+            tooltip=[
+                alt.Tooltip("feature:N"),
+                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC", title="from"),
+                alt.Tooltip("end:T", format="%Y-%m-%d %H:%M:%S UTC", title="to"),
+                *tooltip,
+            ],
         )
         .properties(height=alt.Step(20 if n <= 30 else 16))
     )
@@ -233,8 +270,12 @@ def lines(
     scale = alt.Scale(type="log") if log else alt.Scale(zero=zero or (y in df and _flat(df[y])), nice=True)
     enc: dict = {
         "x": alt.X("time:T", axis=TIME_AXIS),
-        "y": alt.Y(f"{y}:Q", scale=scale, title=y_title or y,
-                   axis=alt.Axis(format=axis_format(fmt), titleLimit=int(height * 0.6), labelOverlap=True)),
+        "y": alt.Y(
+            f"{y}:Q",
+            scale=scale,
+            title=y_title or y,
+            axis=alt.Axis(format=axis_format(fmt), titleLimit=int(height * 0.6), labelOverlap=True),
+        ),
         "tooltip": [alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S UTC"), alt.Tooltip(f"{y}:Q", format=fmt)],
     }
     note: list[str] = []
@@ -245,8 +286,11 @@ def lines(
         if domain and len(domain) > 1 and not dash:
             # each series its own line style too; the solid first series is drawn first (its rows
             # first), so a dashed one with the same values over it leaves it visible in the gaps
-            enc["strokeDash"] = alt.StrokeDash(f"{color}:N", title=None, scale=alt.Scale(
-                domain=domain, range=[DASHES[i % len(DASHES)] for i in range(len(domain))]))
+            enc["strokeDash"] = alt.StrokeDash(
+                f"{color}:N",
+                title=None,
+                scale=alt.Scale(domain=domain, range=[DASHES[i % len(DASHES)] for i in range(len(domain))]),
+            )
             rank = {v: i for i, v in enumerate(domain)}
             df = df.sort_values(color, key=lambda c: c.astype(str).map(rank), kind="stable")
             note = overlap_note(overlapping(df, y, color))
@@ -270,21 +314,45 @@ def lines(
     return unvalidated(alt.layer(*layers).properties(title=title))
 
 
-def lines_with_band(df: pd.DataFrame, y: str, lower: str, upper: str, *, color: str, band_of: str,
-                    title: str = "", y_title: str = "", fmt: str = ".3g",
-                    rules: Sequence[tuple[float, str]] = ()) -> alt.LayerChart | alt.Chart:
+def lines_with_band(
+    df: pd.DataFrame,
+    y: str,
+    lower: str,
+    upper: str,
+    *,
+    color: str,
+    band_of: str,
+    title: str = "",
+    y_title: str = "",
+    fmt: str = ".3g",
+    rules: Sequence[tuple[float, str]] = (),
+) -> alt.LayerChart | alt.Chart:
     """:func:`lines` plus a shaded band from ``lower`` to ``upper`` under the rows whose ``color`` is
     ``band_of`` (e.g. the estimate's sampling band beside the realized line)."""
     base = lines(df, y, color=color, title=title, y_title=y_title, fmt=fmt, rules=rules)
-    rows = df[(df[color] == band_of) & df[lower].notna() & df[upper].notna()] if lower in df and upper in df else df.iloc[0:0]
+    rows = (
+        df[(df[color] == band_of) & df[lower].notna() & df[upper].notna()]
+        if lower in df and upper in df
+        else df.iloc[0:0]
+    )
     if not len(rows):
         return base
     title = base.title  # with the note when lines lie on top of each other
-    band = alt.Chart(rows).mark_area(opacity=0.2).encode(
-        x=alt.X("time:T", axis=TIME_AXIS), y=alt.Y(f"{lower}:Q"), y2=alt.Y2(f"{upper}:Q"),
-        color=alt.Color(f"{color}:N", title=None),
-        tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"), alt.Tooltip(f"{lower}:Q", format=fmt),
-                 alt.Tooltip(f"{upper}:Q", format=fmt)])
+    band = (
+        alt.Chart(rows)
+        .mark_area(opacity=0.2)
+        .encode(
+            x=alt.X("time:T", axis=TIME_AXIS),
+            y=alt.Y(f"{lower}:Q"),
+            y2=alt.Y2(f"{upper}:Q"),
+            color=alt.Color(f"{color}:N", title=None),
+            tooltip=[
+                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"),
+                alt.Tooltip(f"{lower}:Q", format=fmt),
+                alt.Tooltip(f"{upper}:Q", format=fmt),
+            ],
+        )
+    )
     inner = base.copy()
     inner.title = alt.Undefined  # the title goes on the outer layer
     return unvalidated(alt.layer(band, inner).properties(title=title))
@@ -299,8 +367,11 @@ def bars_over_time(df: pd.DataFrame, y: str, color: str, *, title: str = "", y_t
             x=alt.X("time:T", axis=TIME_AXIS),
             y=alt.Y(f"sum({y}):Q", title=y_title or y),
             color=alt.Color(f"{color}:N", title=None, scale=alt.Scale(scheme=PALETTE)),
-            tooltip=[alt.Tooltip(f"{color}:N"), alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"),
-                     alt.Tooltip(f"sum({y}):Q", title=y_title or y)],
+            tooltip=[
+                alt.Tooltip(f"{color}:N"),
+                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC"),
+                alt.Tooltip(f"sum({y}):Q", title=y_title or y),
+            ],
         )
         .properties(height=HEIGHT)
     )
@@ -314,9 +385,7 @@ def distributions(ref: pd.DataFrame, cur: pd.DataFrame, *, title: str = "") -> a
     if len(cur):
         parts.append(cur.assign(series="current window"))
     df = pd.concat(parts, ignore_index=True)
-    order = (
-        df.drop_duplicates("bin").sort_values("order")["bin"].tolist() if "order" in df else None
-    )
+    order = df.drop_duplicates("bin").sort_values("order")["bin"].tolist() if "order" in df else None
     return unvalidated(
         alt.Chart(df, title=title)
         .mark_bar()
@@ -324,10 +393,18 @@ def distributions(ref: pd.DataFrame, cur: pd.DataFrame, *, title: str = "") -> a
             x=alt.X("bin:N", sort=order, title=None, axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
             xOffset=alt.XOffset("series:N", sort=["reference", "current window"]),
             y=alt.Y("share:Q", title="share of the window", axis=alt.Axis(format="%")),
-            color=alt.Color("series:N", title=None, sort=["reference", "current window"],
-                            scale=alt.Scale(range=["#9aa7b8", "#d62728"])),
-            tooltip=[alt.Tooltip("series:N"), alt.Tooltip("bin:N"), alt.Tooltip("count:Q"),
-                     alt.Tooltip("share:Q", format=".2%")],
+            color=alt.Color(
+                "series:N",
+                title=None,
+                sort=["reference", "current window"],
+                scale=alt.Scale(range=["#9aa7b8", "#d62728"]),
+            ),
+            tooltip=[
+                alt.Tooltip("series:N"),
+                alt.Tooltip("bin:N"),
+                alt.Tooltip("count:Q"),
+                alt.Tooltip("share:Q", format=".2%"),
+            ],
         )
         .properties(height=HEIGHT)
     )
@@ -343,11 +420,15 @@ def timeline(df: pd.DataFrame, *, row: str, title: str = "", tooltip: Sequence[s
             x=alt.X("start:T", axis=TIME_AXIS),
             x2="end:T",
             y=alt.Y(f"{row}:N", title=None, axis=alt.Axis(labelLimit=320)),
-            color=alt.Color("status:N", title=None,
-                            scale=alt.Scale(domain=["firing", "pending"], range=["#d62728", "#ff9f1c"])),
+            color=alt.Color(
+                "status:N", title=None, scale=alt.Scale(domain=["firing", "pending"], range=["#d62728", "#ff9f1c"])
+            ),
             opacity=alt.condition("datum.ongoing", alt.value(0.6), alt.value(1.0)),
-            tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M UTC"), alt.Tooltip("end:T", format="%Y-%m-%d %H:%M UTC"),
-                     *[alt.Tooltip(t) for t in tooltip]],
+            tooltip=[
+                alt.Tooltip("start:T", format="%Y-%m-%d %H:%M UTC"),
+                alt.Tooltip("end:T", format="%Y-%m-%d %H:%M UTC"),
+                *[alt.Tooltip(t) for t in tooltip],
+            ],
         )
         .properties(height=alt.Step(28))
     )

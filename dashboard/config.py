@@ -52,7 +52,8 @@ class DashboardSettings(Settings):
     dashboard_refresh_seconds: float = Field(30.0, ge=0, description="auto-refresh period; 0 = off")
     dashboard_cache_seconds: float = Field(10.0, ge=0, description="query results are reused this long")
     dashboard_auth: Literal["auto", "none", "password", "oidc"] = Field(
-        "auto", description="auto: password when one is set, oidc when .streamlit/secrets.toml has [auth], else none")
+        "auto", description="auto: password when one is set, oidc when .streamlit/secrets.toml has [auth], else none"
+    )
     dashboard_access: Path | None = Field(None, description="YAML: models each user may see")
 
 

@@ -25,12 +25,15 @@ APP = Path(__file__).with_name("app.py")
 SERVER = Path(__file__).with_name("server.py")
 
 
-def streamlit_command(*, port: int, address: str, extra: list[str] | None = None,
-                      log_level: str = "INFO") -> list[str]:
+def streamlit_command(*, port: int, address: str, extra: list[str] | None = None, log_level: str = "INFO") -> list[str]:
     """The ``python -m streamlit run`` command line for the dashboard (Streamlit's own log
     lines at ``log_level``, ``DRIFTWATCH_LOG_LEVEL``, like the dashboard's)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(SERVER),
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(SERVER),
         f"--server.port={port}",
         f"--server.address={address}",
         "--server.headless=true",
@@ -56,11 +59,11 @@ def streamlit_command(*, port: int, address: str, extra: list[str] | None = None
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="port (default: DRIFTWATCH_DASHBOARD_PORT, 8501)")
-    parser.add_argument("--address", default=None,
-                        help="interface to bind (default: DRIFTWATCH_DASHBOARD_ADDRESS, 127.0.0.1)")
+    parser.add_argument(
+        "--address", default=None, help="interface to bind (default: DRIFTWATCH_DASHBOARD_ADDRESS, 127.0.0.1)"
+    )
     parser.add_argument("--print-command", action="store_true", help="print the streamlit command and exit")
-    parser.add_argument("streamlit_args", nargs=argparse.REMAINDER,
-                        help="after --: extra options for `streamlit run`")
+    parser.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="after --: extra options for `streamlit run`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
 
     s = load_settings()
     extra = [a for a in (args.streamlit_args or []) if a != "--"]
-    cmd = streamlit_command(port=args.port or s.dashboard_port, address=args.address or s.dashboard_address,
-                            extra=extra, log_level=s.log_level)
+    cmd = streamlit_command(
+        port=args.port or s.dashboard_port,
+        address=args.address or s.dashboard_address,
+        extra=extra,
+        log_level=s.log_level,
+    )
     if args.print_command:
         print(shlex.join(cmd))
         return 0
@@ -79,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
         if problem := authlib_problem():  # the login page says so too, and lets nobody in
             print(f"driftwatch dashboard: {oidc_install_hint(problem)}", file=sys.stderr, flush=True)
-    print(f"driftwatch dashboard on http://{host}:{args.port or s.dashboard_port} "
-          f"(InfluxDB {s.influx_url}, database {s.influx_db})", flush=True)
+    print(
+        f"driftwatch dashboard on http://{host}:{args.port or s.dashboard_port} "
+        f"(InfluxDB {s.influx_url}, database {s.influx_db})",
+        flush=True,
+    )
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover - execv does not return

@@ -150,9 +150,20 @@ PRESETS: dict[str, int] = {
 }
 #: GROUP BY time() intervals the dashboard uses, in seconds, smallest first
 BUCKETS: tuple[tuple[str, int], ...] = (
-    ("10s", 10), ("30s", 30), ("1m", 60), ("2m", 120), ("5m", 300), ("10m", 600),
-    ("15m", 900), ("30m", 1800), ("1h", 3600), ("2h", 7200), ("3h", 10800),
-    ("6h", 21600), ("12h", 43200), ("1d", 86400),
+    ("10s", 10),
+    ("30s", 30),
+    ("1m", 60),
+    ("2m", 120),
+    ("5m", 300),
+    ("10m", 600),
+    ("15m", 900),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("2h", 7200),
+    ("3h", 10800),
+    ("6h", 21600),
+    ("12h", 43200),
+    ("1d", 86400),
 )
 #: at most this many time buckets per line chart, and per heatmap row. The browser pays
 #: for every mark (Vega draws and evaluates tooltips per point and cell): a line chart gets
@@ -335,9 +346,15 @@ def _run_one(conn: Conn, statements: str | Sequence[str]) -> list[list[dict[str,
     except httpx.TransportError as e:
         raise InfluxUnavailable(f"InfluxDB at {conn.safe_url} cannot be reached: {e}") from None
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("InfluxDB %s db=%s answered %d in %.0f ms (%d bytes): %s", conn.safe_url, conn.db,
-                  resp.status_code,
-                  (time.perf_counter() - t0) * 1000, len(resp.content), ";  ".join(stmts)[:600])
+        log.debug(
+            "InfluxDB %s db=%s answered %d in %.0f ms (%d bytes): %s",
+            conn.safe_url,
+            conn.db,
+            resp.status_code,
+            (time.perf_counter() - t0) * 1000,
+            len(resp.content),
+            ";  ".join(stmts)[:600],
+        )
     return statement_results(resp, conn, stmts)
 
 
@@ -381,7 +398,7 @@ def frame(series: list[dict[str, Any]], *, strip_prefix: str | None = None) -> p
     if TIME in df:
         df[TIME] = pd.to_datetime(df[TIME], unit="ms", utc=True)
     if strip_prefix:
-        df.columns = [c[len(strip_prefix):] if c.startswith(strip_prefix) else c for c in df.columns]
+        df.columns = [c[len(strip_prefix) :] if c.startswith(strip_prefix) else c for c in df.columns]
     return df
 
 
@@ -473,8 +490,9 @@ def overview(conn: Conn, rng: TimeRange, model_list: Iterable[str] | None = None
     if names is not None:
         models_seen &= names
     # each frame split by model once (a boolean filter per model and frame cost ~40 ms for 10 models)
-    by_model = {name: _split(df) for name, df in
-                (("w", latest_w), ("t", totals), ("d", summary), ("a", adv), ("al", alerts))}
+    by_model = {
+        name: _split(df) for name, df in (("w", latest_w), ("t", totals), ("d", summary), ("a", adv), ("al", alerts))
+    }
     rows = []
     for m in sorted(models_seen):
         row: dict[str, Any] = {"model": m}
@@ -656,8 +674,20 @@ def alert_points(conn: Conn, scope: Scope, limit: int = 10_000) -> pd.DataFrame:
 
 
 #: columns that are fields of dw_alert, not tags identifying an alert series
-_ALERT_FIELDS = {TIME, F_STATE, F_FIRING, F_MESSAGE, F_SILENCED, F_VALUE, F_THRESHOLD, "value_str", "threshold_str",
-                 "consecutive", "key", "notified"}
+_ALERT_FIELDS = {
+    TIME,
+    F_STATE,
+    F_FIRING,
+    F_MESSAGE,
+    F_SILENCED,
+    F_VALUE,
+    F_THRESHOLD,
+    "value_str",
+    "threshold_str",
+    "consecutive",
+    "key",
+    "notified",
+}
 
 
 def alert_key_columns(df: pd.DataFrame) -> list[str]:
@@ -705,9 +735,18 @@ def alert_intervals(points: pd.DataFrame, now: pd.Timestamp | None = None) -> pd
                 continue
             nxt = starts[j + 1] if j + 1 < len(starts) else None
             last = g.iloc[(nxt if nxt is not None else len(g)) - 1]
-            out.append({**tags, "start": times[i0], "end": times[nxt] if nxt is not None else now,
-                        F_STATE: status[i0], "ongoing": nxt is None, "severity": sev,
-                        F_MESSAGE: last.get(F_MESSAGE), F_VALUE: last.get(F_VALUE)})
+            out.append(
+                {
+                    **tags,
+                    "start": times[i0],
+                    "end": times[nxt] if nxt is not None else now,
+                    F_STATE: status[i0],
+                    "ongoing": nxt is None,
+                    "severity": sev,
+                    F_MESSAGE: last.get(F_MESSAGE),
+                    F_VALUE: last.get(F_VALUE),
+                }
+            )
     df = pd.DataFrame(out)
     return df if len(df) else pd.DataFrame(columns=cols)
 
@@ -727,12 +766,15 @@ def budget_spent(conn: Conn, seconds: int) -> pd.DataFrame:
     univariate verdicts, every segment included — what the false-alarm budget counts) and
     the mean event rate (``events_per_s``: sets the window rate of ``size_events`` models)."""
     since = f"time > now() - {int(seconds)}s"
-    res = run(conn, [
-        f"SELECT sum({ident(F_DRIFT)}) AS alarms FROM {ident(R.DRIFT_SUMMARY)} WHERE {since} AND {_summary_only()} "
-        f"GROUP BY {ident(R.T_MODEL)}",
-        f"SELECT mean({ident(F_EVENTS_PER_S)}) AS events_per_s FROM {ident(R.WINDOW)} WHERE {since} "
-        f"GROUP BY {ident(R.T_MODEL)}",
-    ])
+    res = run(
+        conn,
+        [
+            f"SELECT sum({ident(F_DRIFT)}) AS alarms FROM {ident(R.DRIFT_SUMMARY)} WHERE {since} AND {_summary_only()} "
+            f"GROUP BY {ident(R.T_MODEL)}",
+            f"SELECT mean({ident(F_EVENTS_PER_S)}) AS events_per_s FROM {ident(R.WINDOW)} WHERE {since} "
+            f"GROUP BY {ident(R.T_MODEL)}",
+        ],
+    )
     alarms, rate = frame(res[0]), frame(res[1])
     out = pd.DataFrame({R.T_MODEL: pd.Series(dtype=str)})
     for df in (alarms, rate):
@@ -927,8 +969,7 @@ def drifting_since(summ: pd.DataFrame) -> pd.Timestamp | None:
 
 def drift_summary_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
     """The latest univariate drift summary (one row per version)."""
-    q = (f"SELECT * FROM {ident(R.DRIFT_SUMMARY)}{scope.where(_summary_only())}"
-         " GROUP BY * ORDER BY time DESC LIMIT 1")
+    q = f"SELECT * FROM {ident(R.DRIFT_SUMMARY)}{scope.where(_summary_only())} GROUP BY * ORDER BY time DESC LIMIT 1"
     df = query_df(conn, q)
     return df.sort_values(TIME, ascending=False).reset_index(drop=True) if len(df) else df
 
@@ -1062,8 +1103,10 @@ def deadletter_models(conn: Conn, scope: Scope, limit: int = 5000) -> pd.DataFra
     where = [scope.rng.clause()]
     if scope.model is not None:
         where.append(f"({ident(R.T_MODEL)} = {lit(scope.model)} OR {ident(R.T_MODEL)} = '')")
-    q = (f"SELECT {ident(F_COUNT)}, {ident(F_DL_MODEL)}, {ident(R.T_MODEL)}, {ident(R.T_REASON)} "
-         f"FROM {ident(R.DEADLETTER)} WHERE {' AND '.join(where)} ORDER BY time DESC LIMIT {int(limit)}")
+    q = (
+        f"SELECT {ident(F_COUNT)}, {ident(F_DL_MODEL)}, {ident(R.T_MODEL)}, {ident(R.T_REASON)} "
+        f"FROM {ident(R.DEADLETTER)} WHERE {' AND '.join(where)} ORDER BY time DESC LIMIT {int(limit)}"
+    )
     df = query_df(conn, q)
     if not len(df):
         return pd.DataFrame(columns=["reason", "model", "count"])
@@ -1134,8 +1177,11 @@ def prediction_drift(conn: Conn, scope: Scope) -> tuple[pd.DataFrame, pd.DataFra
     threshold, windows tested), and the latest window's tests: the early warning
     before labels arrive. Class shares and the summary rows are left out."""
     g = f" GROUP BY time({scope.rng.bucket}), {ident(R.T_FEATURE)} fill(none)"
-    w = scope.where(f"{ident(R.T_FEATURE)} != {lit(PRED_ALL)}", f"{ident(R.T_DETECTOR)} != 'summary'",
-                    f"{ident(R.T_DETECTOR)} != 'share'")
+    w = scope.where(
+        f"{ident(R.T_FEATURE)} != {lit(PRED_ALL)}",
+        f"{ident(R.T_DETECTOR)} != 'summary'",
+        f"{ident(R.T_DETECTOR)} != 'share'",
+    )
     stmts = [
         f"SELECT min({ident(F_P_VALUE)}) AS p_value, max({ident(F_STATISTIC)}) AS statistic,"
         f" max({ident(F_THRESHOLD)}) AS threshold, count({ident(F_STATISTIC)}) AS n FROM {ident(R.PREDICTION)}{w}{g}",
@@ -1149,8 +1195,10 @@ def prediction_drift(conn: Conn, scope: Scope) -> tuple[pd.DataFrame, pd.DataFra
 def evaluator_status(conn: Conn, scope: Scope) -> pd.DataFrame:
     """The latest ``dw_status`` of each row-based evaluator (prediction drift, impact, CBPE):
     ``detector``, ``computed`` (0/1), ``reason`` (why not), ``time``."""
-    q = (f"SELECT * FROM {ident(R.STATUS)}{scope.where(segment=False)} GROUP BY {ident(R.T_DETECTOR)}"
-         " ORDER BY time DESC LIMIT 1")
+    q = (
+        f"SELECT * FROM {ident(R.STATUS)}{scope.where(segment=False)} GROUP BY {ident(R.T_DETECTOR)}"
+        " ORDER BY time DESC LIMIT 1"
+    )
     return query_df(conn, q)
 
 
@@ -1164,10 +1212,7 @@ def performance_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
 
 def adversarial_series(conn: Conn, scope: Scope) -> pd.DataFrame:
     """The combined score and every numeric component, mean per bucket."""
-    q = (
-        f"SELECT mean(*) FROM {ident(R.ADVERSARIAL)}{scope.where()}"
-        f" GROUP BY time({scope.rng.bucket}) fill(none)"
-    )
+    q = f"SELECT mean(*) FROM {ident(R.ADVERSARIAL)}{scope.where()} GROUP BY time({scope.rng.bucket}) fill(none)"
     return query_df(conn, q, strip_prefix="mean_")
 
 
@@ -1199,15 +1244,23 @@ def adversarial_latest(conn: Conn, scope: Scope) -> pd.DataFrame:
     return query_df(conn, q)
 
 
-ADVERSARIAL_VERDICT = ("score", "flagged_by", "top_component", "low_margin_source_suspect", "outlier_source_suspect",
-                       "extraction_flagged")
+ADVERSARIAL_VERDICT = (
+    "score",
+    "flagged_by",
+    "top_component",
+    "low_margin_source_suspect",
+    "outlier_source_suspect",
+    "extraction_flagged",
+)
 
 
 def adversarial_flags(conn: Conn, scope: Scope, limit: int = 20) -> pd.DataFrame:
     """The latest flagged windows with their verdict: which components raised the flag, and the suspect source."""
     fields = ", ".join(ident(f) for f in ADVERSARIAL_VERDICT)
-    q = (f"SELECT {fields} FROM {ident(R.ADVERSARIAL)}{scope.where(f'{ident(F_FLAGGED)} = true')}"
-         f" ORDER BY time DESC LIMIT {int(limit)}")
+    q = (
+        f"SELECT {fields} FROM {ident(R.ADVERSARIAL)}{scope.where(f'{ident(F_FLAGGED)} = true')}"
+        f" ORDER BY time DESC LIMIT {int(limit)}"
+    )
     return query_df(conn, q)
 
 

@@ -74,11 +74,17 @@ class HideInternals:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and str(scope.get("path", "")).rstrip("/").endswith(HIDDEN_PATHS):
-            await send({"type": "http.response.start", "status": 404,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
             await send({"type": "http.response.body", "body": b"Not Found"})
             return
         if scope["type"] == "websocket":
+
             async def scrubbing_send(message: Message) -> None:
                 if message.get("type") == "websocket.send" and message.get("bytes"):
                     message = {**message, "bytes": scrub_new_session(message["bytes"])}
@@ -93,8 +99,13 @@ class HideInternals:
 #: 2-core machine, more when it is busy): imported while the server starts, before it accepts a
 #: connection, instead of in the first viewer's page view (``bench dashboard``'s first visit)
 PRELOAD = (
-    "dashboard.ui", "dashboard.charts", "dashboard.privacy", "dashboard.budget", "dashboard.data",
-    "pyarrow", "pyarrow.ipc",  # Streamlit serializes every chart's and table's data with Arrow
+    "dashboard.ui",
+    "dashboard.charts",
+    "dashboard.privacy",
+    "dashboard.budget",
+    "dashboard.data",
+    "pyarrow",
+    "pyarrow.ipc",  # Streamlit serializes every chart's and table's data with Arrow
     "streamlit.material_icon_names",  # the pages' icons
 )
 

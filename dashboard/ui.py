@@ -38,8 +38,16 @@ CUSTOM = "custom"
 AUTO = "auto"
 #: the default range follows the data: from shortly before the first window up to now
 DEFAULT_RANGE = AUTO
-RANGE_LABELS = {AUTO: "since the data started", "15m": "last 15 minutes", "1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours",
-                "7d": "last 7 days", "30d": "last 30 days", CUSTOM: "custom dates"}
+RANGE_LABELS = {
+    AUTO: "since the data started",
+    "15m": "last 15 minutes",
+    "1h": "last hour",
+    "6h": "last 6 hours",
+    "24h": "last 24 hours",
+    "7d": "last 7 days",
+    "30d": "last 30 days",
+    CUSTOM: "custom dates",
+}
 
 NO_DATA_HINT = (
     "**No data yet: is the worker running?** Results appear when the first window closes. "
@@ -242,7 +250,9 @@ def client_address() -> str:
     return ip if isinstance(ip, str) and ip else "local"  # AppTest hands out a mock
 
 
-def _login_password(settings: DashboardSettings, access: auth.Access | None) -> tuple[str | None, auth.Access | None, bool]:
+def _login_password(
+    settings: DashboardSettings, access: auth.Access | None
+) -> tuple[str | None, auth.Access | None, bool]:
     ss = st.session_state
     who = _session_login()
     if who is not None:
@@ -266,8 +276,12 @@ def _login_password(settings: DashboardSettings, access: auth.Access | None) -> 
         keys = [f"addr:{addr}", *([f"user:{name.lower()}"] if name else [])]
         wait = auth.THROTTLE.wait(keys)
         if wait > 0:
-            log.warning("dashboard: login%s from %s refused unchecked: locked out for %.0f s more",
-                        f" as {name!r}" if name else "", addr, wait)
+            log.warning(
+                "dashboard: login%s from %s refused unchecked: locked out for %.0f s more",
+                f" as {name!r}" if name else "",
+                addr,
+                wait,
+            )
             st.error(f"Too many failed logins. Try again in {math.ceil(wait)} s.")
             st.stop()
         ok, named = auth.check_login(access, name, pw, shared)
@@ -280,11 +294,17 @@ def _login_password(settings: DashboardSettings, access: auth.Access | None) -> 
             ss[LOGIN_KEY] = Login(name if named else None, named)
             st.rerun()
         lock = auth.THROTTLE.failed(keys)
-        log.warning("dashboard: failed login%s from %s (%d failure(s) in a row from this address%s)%s",
-                    f" as {name!r}" if name else "", addr, auth.THROTTLE.failures(keys[0]),
-                    f", {auth.THROTTLE.failures(keys[1])} for this user" if name else "",
-                    f"; locked out for {lock:.0f} s" if lock else "")
-        st.error("Wrong user or password." + (f" Too many failed logins: try again in {math.ceil(lock)} s." if lock else ""))
+        log.warning(
+            "dashboard: failed login%s from %s (%d failure(s) in a row from this address%s)%s",
+            f" as {name!r}" if name else "",
+            addr,
+            auth.THROTTLE.failures(keys[0]),
+            f", {auth.THROTTLE.failures(keys[1])} for this user" if name else "",
+            f"; locked out for {lock:.0f} s" if lock else "",
+        )
+        st.error(
+            "Wrong user or password." + (f" Too many failed logins: try again in {math.ceil(lock)} s." if lock else "")
+        )
     st.stop()
     return None, access, False
 
@@ -373,7 +393,8 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
             f"**No results for model `{asked}`**"
             + (" that you may see" if access is not None and asked in seen else " in InfluxDB")
             + f", so this shows `{allowed[0]}` instead. Models with results: "
-            + ", ".join(f"`{m}`" for m in allowed) + ". A model's results appear once the worker has closed a "
+            + ", ".join(f"`{m}`" for m in allowed)
+            + ". A model's results appear once the worker has closed a "
             "window of it, and only for models declared in the monitor config.",
             icon=":material/help:",
         )
@@ -390,7 +411,10 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
     s_opts = [ALL_TRAFFIC, *segs]
     _valid("segment", s_opts, ALL_TRAFFIC)
     segment = sb.selectbox(
-        "Segment", s_opts, key=_k("segment"), disabled=not segs,
+        "Segment",
+        s_opts,
+        key=_k("segment"),
+        disabled=not segs,
         help="Segments are categorical features listed under `segments:` in the model's monitor config.",
     )
 
@@ -425,11 +449,25 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
     _write_url(params)
 
     if settings.dashboard_refresh_seconds:
-        sb.caption(f"Auto-refresh every {settings.dashboard_refresh_seconds:g} s; query results reused for "
-                   f"{D.TTL_SECONDS:g} s.")
+        sb.caption(
+            f"Auto-refresh every {settings.dashboard_refresh_seconds:g} s; query results reused for "
+            f"{D.TTL_SECONDS:g} s."
+        )
     sb.caption(f"InfluxDB `{conn.db}` at {conn.url} · times in UTC")
-    ctx = Ctx(settings, conn, user, allowed, model, None if version == ALL_VERSIONS else version,
-              None if segment == ALL_TRAFFIC else segment, rng, label, page, params, data_start)
+    ctx = Ctx(
+        settings,
+        conn,
+        user,
+        allowed,
+        model,
+        None if version == ALL_VERSIONS else version,
+        None if segment == ALL_TRAFFIC else segment,
+        rng,
+        label,
+        page,
+        params,
+        data_start,
+    )
     ss["dw__ctx"] = ctx
     return ctx
 
@@ -447,8 +485,11 @@ def auto_range(data_start: pd.Timestamp | None, now: datetime | None = None) -> 
     if data_start is None or pd.isna(data_start):
         return Q.TimeRange.last("24h"), RANGE_LABELS["24h"]
     rng = Q.TimeRange.since(data_start.to_pydatetime(), now=now)
-    span = f"{rng.seconds / 60:.0f} min" if rng.seconds < 3 * 3600 else (
-        f"{rng.seconds / 3600:.0f} h" if rng.seconds < 3 * 86400 else f"{rng.seconds / 86400:.0f} days")
+    span = (
+        f"{rng.seconds / 60:.0f} min"
+        if rng.seconds < 3 * 3600
+        else (f"{rng.seconds / 3600:.0f} h" if rng.seconds < 3 * 86400 else f"{rng.seconds / 86400:.0f} days")
+    )
     day = "%H:%M UTC" if rng.seconds < 86400 else "%Y-%m-%d %H:%M UTC"
     return rng, f"last {span} (since the data started at {data_start.strftime(day)})"
 
@@ -506,8 +547,7 @@ def body(ctx: Ctx, render: Callable[[Ctx], None], *, title: str, caption: str = 
         # full run: check the login and the access list again before rendering anything.
         scrub_forged_widget_state()
         if not still_allowed(ctx):
-            log.info("dashboard: %s page: login or access changed since the last full run; rerunning the app",
-                     ctx.page)
+            log.info("dashboard: %s page: login or access changed since the last full run; rerunning the app", ctx.page)
             st.rerun(scope="app")
         # a row that wraps: the button keeps its whole label at any width (a [5, 1] column cut it
         # to "Ref…" at 1,024 px); the caption takes what is left
@@ -678,8 +718,9 @@ def table(df: pd.DataFrame, column_config: dict[str, Any] | None = None, **kw: A
             continue
         if pd.api.types.is_datetime64_any_dtype(s):
             out[c] = s.map(lambda v: "—" if pd.isna(v) else pd.Timestamp(v).strftime("%Y-%m-%d %H:%M:%S"))
-        elif pd.api.types.is_numeric_dtype(s) or (len(s.dropna()) and s.dropna().map(
-                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()):
+        elif pd.api.types.is_numeric_dtype(s) or (
+            len(s.dropna()) and s.dropna().map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()
+        ):
             spec = _spec(old)
             out[c] = s.map(lambda v, spec=spec: fmt_num(v, spec))
         else:
@@ -722,9 +763,14 @@ def delay_unit(seconds: float) -> tuple[float, str]:
 
 
 #: how the stored ``threshold_method`` reads on the page (detectors/thresholds.py)
-RULES = {"p_value": "p-value", "statistic": "statistic vs its threshold", "reference_chunks": "reference chunks",
-         "effect_size": "effect size", "both": "reference chunks + effect band + floor",
-         "p_and_effect": "p-value + effect floor"}
+RULES = {
+    "p_value": "p-value",
+    "statistic": "statistic vs its threshold",
+    "reference_chunks": "reference chunks",
+    "effect_size": "effect size",
+    "both": "reference chunks + effect band + floor",
+    "p_and_effect": "p-value + effect floor",
+}
 
 
 def band_text(row: dict) -> str:

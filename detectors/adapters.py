@@ -73,21 +73,40 @@ def _positive_int(v: Any, who: str, name: str, least: int = 1) -> int:
 def _drift_result(det: BaseDetector, res: DriftResult, n_window: int) -> DetectorResult:
     """A univariate :class:`DriftResult` (many features, one verdict) as a contract result."""
     p_values = [f.p_value for f in res.features if np.isfinite(f.p_value)]
-    details: dict[str, Any] = {"n_drifted": res.n_drifted, "n_features": res.n_features,
-                               "n_skipped": len(res.skipped), "correction": res.correction,
-                               "threshold_method": res.threshold_method, "engine": res.engine,
-                               "top_feature": res.features[0].feature if res.features else None}
+    details: dict[str, Any] = {
+        "n_drifted": res.n_drifted,
+        "n_features": res.n_features,
+        "n_skipped": len(res.skipped),
+        "correction": res.correction,
+        "threshold_method": res.threshold_method,
+        "engine": res.engine,
+        "top_feature": res.features[0].feature if res.features else None,
+    }
     details.update({f"p_value.{f.feature}": f.p_value for f in res.features})
     if not res.n_features:
-        return det.result(None, None, None, None, n_window=n_window, reason="no feature had enough values on "
-                          "both sides to be tested", **details)
-    return det.result(res.share_drifted, min(p_values) if p_values else None, res.threshold, res.drift,
-                      n_window=n_window, reason=None if p_values else "no feature test gave a p-value",
-                      **details)
+        return det.result(
+            None,
+            None,
+            None,
+            None,
+            n_window=n_window,
+            reason="no feature had enough values on both sides to be tested",
+            **details,
+        )
+    return det.result(
+        res.share_drifted,
+        min(p_values) if p_values else None,
+        res.threshold,
+        res.drift,
+        n_window=n_window,
+        reason=None if p_values else "no feature test gave a p-value",
+        **details,
+    )
 
 
-def _online_config(who: str, ert: Any, window_sizes: Sequence[int], n_bootstraps: Any,
-                   seed: Any) -> tuple[float, tuple[int, ...], int, int]:
+def _online_config(
+    who: str, ert: Any, window_sizes: Sequence[int], n_bootstraps: Any, seed: Any
+) -> tuple[float, tuple[int, ...], int, int]:
     """The online detectors' shared configuration, checked: (ert, window sizes, n_bootstraps, seed)."""
     if isinstance(ert, bool) or not isinstance(ert, (int, float)) or not ert > 1:
         raise InvalidInputError(f"{who}: ert must be a number of events > 1, got {ert!r}")
@@ -107,9 +126,18 @@ def _online_result(det: BaseDetector, r: OnlineResult, n: int, unit: str, **deta
     reason = "calibrated to an expected run time, no p-value"
     if not finite.any():
         reason += f"; fewer {unit} than the smallest window since the last detection: no statistic yet"
-    return det.result(float(np.max(r.stats[finite])) if finite.any() else None, None,
-                      thresholds[at] if at is not None else None, r.n_drift > 0, n_window=n, reason=reason,
-                      n_detections=r.n_drift, t=r.t, first_detection=r.first_drift, **details)
+    return det.result(
+        float(np.max(r.stats[finite])) if finite.any() else None,
+        None,
+        thresholds[at] if at is not None else None,
+        r.n_drift > 0,
+        n_window=n,
+        reason=reason,
+        n_detections=r.n_drift,
+        t=r.t,
+        first_detection=r.first_drift,
+        **details,
+    )
 
 
 class UnivariateDetector(BaseDetector):
@@ -133,15 +161,24 @@ class UnivariateDetector(BaseDetector):
     def _fit(self, reference: Frame) -> None:
         from detectors.reference import attach_reference_frame  # the chunk thresholds need the rows
 
-        self._need(reference, "reference", numeric=[f.name for f in self.features if f.kind == "numeric"],
-                   categorical=[f.name for f in self.features if f.kind == "categorical"])
-        self.reference = attach_reference_frame(Reference.from_frame(reference, self.features, bins=self.bins),
-                                                reference)
+        self._need(
+            reference,
+            "reference",
+            numeric=[f.name for f in self.features if f.kind == "numeric"],
+            categorical=[f.name for f in self.features if f.kind == "categorical"],
+        )
+        self.reference = attach_reference_frame(
+            Reference.from_frame(reference, self.features, bins=self.bins), reference
+        )
 
     def _update(self, window: Frame) -> DetectorResult:
         names = [f.name for f in self.features]
-        self._need(window, "window", numeric=[f.name for f in self.features if f.kind == "numeric"],
-                   categorical=[f.name for f in self.features if f.kind == "categorical"])
+        self._need(
+            window,
+            "window",
+            numeric=[f.name for f in self.features if f.kind == "numeric"],
+            categorical=[f.name for f in self.features if f.kind == "categorical"],
+        )
         return _drift_result(self, univariate_drift(window, self.reference, self.spec, names), len(window))
 
     @classmethod
@@ -165,8 +202,14 @@ class SummaryDriftDetector(BaseDetector):
     name = "summary_univariate"
     wraps = ("summary_drift", "WindowSummary", "Reservoir", "SummaryLayout")
 
-    def __init__(self, features: Sequence[FeatureSpec], spec: DriftSpec | None = None, bins: int = 1024,
-                 reservoir: int = 0, batch: int = 1000) -> None:
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec],
+        spec: DriftSpec | None = None,
+        bins: int = 1024,
+        reservoir: int = 0,
+        batch: int = 1000,
+    ) -> None:
         self.features = _features(features, self.name)
         self.spec = spec if spec is not None else DriftSpec()
         if not isinstance(self.spec, DriftSpec):
@@ -178,14 +221,22 @@ class SummaryDriftDetector(BaseDetector):
     def _fit(self, reference: Frame) -> None:
         from detectors.reference import attach_reference_frame  # the chunk thresholds need the rows
 
-        self._need(reference, "reference", numeric=[f.name for f in self.features if f.kind == "numeric"],
-                   categorical=[f.name for f in self.features if f.kind == "categorical"])
+        self._need(
+            reference,
+            "reference",
+            numeric=[f.name for f in self.features if f.kind == "numeric"],
+            categorical=[f.name for f in self.features if f.kind == "categorical"],
+        )
         self.reference = attach_reference_frame(Reference.from_frame(reference, self.features), reference)
         self.layout = SummaryLayout.build(self.reference, self.features, bins=self.bins, reservoir=self.reservoir)
 
     def _update(self, window: Frame) -> DetectorResult:
-        self._need(window, "window", numeric=[f.name for f in self.features if f.kind == "numeric"],
-                   categorical=[f.name for f in self.features if f.kind == "categorical"])
+        self._need(
+            window,
+            "window",
+            numeric=[f.name for f in self.features if f.kind == "numeric"],
+            categorical=[f.name for f in self.features if f.kind == "categorical"],
+        )
         summary = self.layout.summary()
         for lo in range(0, len(window), self.batch):
             summary.update(window.take(slice(lo, lo + self.batch)))
@@ -198,8 +249,13 @@ class SummaryDriftDetector(BaseDetector):
 
     @classmethod
     def bad_arguments(cls) -> list[dict[str, Any]]:
-        return [dict(features=()), dict(features=EXAMPLE_FEATURES, bins=1), dict(features=EXAMPLE_FEATURES, spec={}),
-                dict(features=EXAMPLE_FEATURES, reservoir=-1), dict(features=EXAMPLE_FEATURES, batch=0)]
+        return [
+            dict(features=()),
+            dict(features=EXAMPLE_FEATURES, bins=1),
+            dict(features=EXAMPLE_FEATURES, spec={}),
+            dict(features=EXAMPLE_FEATURES, reservoir=-1),
+            dict(features=EXAMPLE_FEATURES, batch=0),
+        ]
 
 
 class PredictionDriftDetector(BaseDetector):
@@ -225,8 +281,7 @@ class PredictionDriftDetector(BaseDetector):
 
     def _update(self, window: Frame) -> DetectorResult:
         if window.pred_label is None and window.pred_proba is None and window.pred_value is None:
-            raise InvalidInputError(f"{self.name}: the window has no prediction (pred_label, pred_proba or "
-                                    f"pred_value)")
+            raise InvalidInputError(f"{self.name}: the window has no prediction (pred_label, pred_proba or pred_value)")
         return _drift_result(self, prediction_drift(window, self.reference, self.spec), len(window))
 
     @classmethod
@@ -248,8 +303,15 @@ class MultivariateDetector(BaseDetector):
     name = "multivariate"
     wraps = ("MMDDrift", "PCADrift", "RowEncoder")
 
-    def __init__(self, features: Sequence[FeatureSpec], method: str = "mmd", p_val: float = 0.05,
-                 n_permutations: int = 100, max_rows: int = 500, seed: int = 0) -> None:
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec],
+        method: str = "mmd",
+        p_val: float = 0.05,
+        n_permutations: int = 100,
+        max_rows: int = 500,
+        seed: int = 0,
+    ) -> None:
         self.features = _features(features, self.name)
         if method not in ("mmd", "pca"):
             raise InvalidInputError(f"{self.name}: method must be 'mmd' or 'pca', got {method!r}")
@@ -269,20 +331,35 @@ class MultivariateDetector(BaseDetector):
             if self.method == "pca":
                 self.test: MMDDrift | PCADrift = PCADrift(x_ref, p_val=self.p_val, seed=self.seed)
             else:
-                self.test = MMDDrift(x_ref, p_val=self.p_val, n_permutations=self.n_permutations,
-                                     max_ref=self.max_rows, max_test=self.max_rows, seed=self.seed)
+                self.test = MMDDrift(
+                    x_ref,
+                    p_val=self.p_val,
+                    n_permutations=self.n_permutations,
+                    max_ref=self.max_rows,
+                    max_test=self.max_rows,
+                    seed=self.seed,
+                )
         except ValueError as e:
             raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         self._need(window, "window", numeric=self.encoder.numeric, categorical=self.encoder.categorical)
         if len(window) < 2:
-            return self.result(None, None, None, None, n_window=len(window),
-                               reason="a two-sample test needs at least 2 window rows")
+            return self.result(
+                None, None, None, None, n_window=len(window), reason="a two-sample test needs at least 2 window rows"
+            )
         r = self.test.test(self.encoder.transform(window))
-        return self.result(r.statistic, r.p_value, r.threshold, r.drift, n_window=r.n_window,
-                           method=r.detector, reference_value=r.reference_value, engine=r.engine,
-                           n_reference_used=r.n_ref)
+        return self.result(
+            r.statistic,
+            r.p_value,
+            r.threshold,
+            r.drift,
+            n_window=r.n_window,
+            method=r.detector,
+            reference_value=r.reference_value,
+            engine=r.engine,
+            n_reference_used=r.n_ref,
+        )
 
     @classmethod
     def example(cls) -> MultivariateDetector:
@@ -290,8 +367,11 @@ class MultivariateDetector(BaseDetector):
 
     @classmethod
     def bad_arguments(cls) -> list[dict[str, Any]]:
-        return [dict(features=EXAMPLE_FEATURES, method="kde"), dict(features=EXAMPLE_FEATURES, p_val=1.5),
-                dict(features=EXAMPLE_FEATURES, n_permutations=3)]
+        return [
+            dict(features=EXAMPLE_FEATURES, method="kde"),
+            dict(features=EXAMPLE_FEATURES, p_val=1.5),
+            dict(features=EXAMPLE_FEATURES, n_permutations=3),
+        ]
 
 
 class OnlineDriftDetector(BaseDetector):
@@ -306,21 +386,29 @@ class OnlineDriftDetector(BaseDetector):
     name = "online_drift"
     wraps = ("CVMOnline", "make_online")
 
-    def __init__(self, feature: str, ert: float = 200.0, window_sizes: Sequence[int] = (20, 50),
-                 n_bootstraps: int = 2000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        feature: str,
+        ert: float = 200.0,
+        window_sizes: Sequence[int] = (20, 50),
+        n_bootstraps: int = 2000,
+        seed: int = 0,
+    ) -> None:
         if not isinstance(feature, str) or not feature:
             raise InvalidInputError(f"{self.name}: feature must be a feature name, got {feature!r}")
         self.feature = feature
         self.ert, self.window_sizes, self.n_bootstraps, self.seed = _online_config(
-            self.name, ert, window_sizes, n_bootstraps, seed)
+            self.name, ert, window_sizes, n_bootstraps, seed
+        )
 
     def _fit(self, reference: Frame) -> None:
         self._need(reference, "reference", numeric=[self.feature])
         values = reference.numeric[self.feature]
         values = values[np.isfinite(values)]
         try:
-            self.detector = CVMOnline(values, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps,
-                                      seed=self.seed)
+            self.detector = CVMOnline(
+                values, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps, seed=self.seed
+            )
         except ValueError as e:  # CalibrationError included
             raise InvalidInputError(f"{self.name}: {e}") from None
 
@@ -339,8 +427,12 @@ class OnlineDriftDetector(BaseDetector):
 
     @classmethod
     def bad_arguments(cls) -> list[dict[str, Any]]:
-        return [dict(feature=""), dict(feature="x0", ert=1.0), dict(feature="x0", window_sizes=()),
-                dict(feature="x0", n_bootstraps=0)]
+        return [
+            dict(feature=""),
+            dict(feature="x0", ert=1.0),
+            dict(feature="x0", window_sizes=()),
+            dict(feature="x0", n_bootstraps=0),
+        ]
 
 
 class ConceptDriftDetector(BaseDetector):
@@ -354,13 +446,20 @@ class ConceptDriftDetector(BaseDetector):
     name = "concept_drift"
     wraps = ("ErrorStreamDetector", "FETOnline", "error_stream", "scored_errors")
 
-    def __init__(self, task: str = "classification", ert: float = 200.0, window_sizes: Sequence[int] = (20, 50),
-                 n_bootstraps: int = 2000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        task: str = "classification",
+        ert: float = 200.0,
+        window_sizes: Sequence[int] = (20, 50),
+        n_bootstraps: int = 2000,
+        seed: int = 0,
+    ) -> None:
         if task not in ("classification", "regression"):
             raise InvalidInputError(f"{self.name}: task must be 'classification' or 'regression', got {task!r}")
         self.task = task
         self.ert, self.window_sizes, self.n_bootstraps, self.seed = _online_config(
-            self.name, ert, window_sizes, n_bootstraps, seed)
+            self.name, ert, window_sizes, n_bootstraps, seed
+        )
 
     def _errors(self, frame: Frame, what: str) -> np.ndarray:
         """As :func:`detectors.concept.scored_errors`, from a frame's predictions and labels."""
@@ -377,8 +476,9 @@ class ConceptDriftDetector(BaseDetector):
     def _fit(self, reference: Frame) -> None:
         errors = self._errors(reference, "reference")
         try:
-            self.detector = ErrorStreamDetector(errors, ert=self.ert, window_sizes=self.window_sizes,
-                                                n_bootstraps=self.n_bootstraps, seed=self.seed)
+            self.detector = ErrorStreamDetector(
+                errors, ert=self.ert, window_sizes=self.window_sizes, n_bootstraps=self.n_bootstraps, seed=self.seed
+            )
         except ValueError as e:
             raise InvalidInputError(f"{self.name}: {e}") from None
 
@@ -387,8 +487,14 @@ class ConceptDriftDetector(BaseDetector):
         errors = self._errors(window.take(order), "window")
         if not errors.size:
             return self.result(None, None, None, None, n_window=0, reason="no scorable prediction and label")
-        return _online_result(self, self.detector.update(errors), int(errors.size), "labels",
-                              kind=self.detector.kind, error_rate=float(errors.mean()))
+        return _online_result(
+            self,
+            self.detector.update(errors),
+            int(errors.size),
+            "labels",
+            kind=self.detector.kind,
+            error_rate=float(errors.mean()),
+        )
 
     @classmethod
     def example(cls) -> ConceptDriftDetector:
@@ -417,23 +523,33 @@ class PerformanceEstimator(BaseDetector):
     def _fit(self, reference: Frame) -> None:
         proba, label = self._column(reference, "pred_proba", "reference"), self._column(reference, "label", "reference")
         try:
-            self.calibration: Calibration = fit_calibration(proba, label, reference.classes, reference.pred_label,
-                                                            min_rows=self.min_rows)
+            self.calibration: Calibration = fit_calibration(
+                proba, label, reference.classes, reference.pred_label, min_rows=self.min_rows
+            )
         except ValueError as e:
             raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         proba = self._column(window, "pred_proba", "window")
         if tuple(window.classes) != self.calibration.classes:
-            raise InvalidInputError(f"{self.name}: the window's classes {list(window.classes)} differ from the "
-                                    f"reference's {list(self.calibration.classes)}")
+            raise InvalidInputError(
+                f"{self.name}: the window's classes {list(window.classes)} differ from the "
+                f"reference's {list(self.calibration.classes)}"
+            )
         est = CBPE(self.calibration).estimate(proba, window.classes, window.pred_label)
         if not est:
-            return self.result(None, None, None, None, n_window=len(window),
-                               reason="no row of the window has complete probabilities")
-        return self.result(est["accuracy"], None, est["accuracy_lower"], None, n_window=int(est["n"]),
-                           reason="an estimate, not a test: no p-value or verdict",
-                           **{k: v for k, v in est.items() if k not in ("accuracy", "n")})
+            return self.result(
+                None, None, None, None, n_window=len(window), reason="no row of the window has complete probabilities"
+            )
+        return self.result(
+            est["accuracy"],
+            None,
+            est["accuracy_lower"],
+            None,
+            n_window=int(est["n"]),
+            reason="an estimate, not a test: no p-value or verdict",
+            **{k: v for k, v in est.items() if k not in ("accuracy", "n")},
+        )
 
     @classmethod
     def example(cls) -> PerformanceEstimator:
@@ -456,8 +572,9 @@ class DataQualityDetector(BaseDetector):
     wraps = ("data_quality", "quality_verdicts", "reference_quality")
     missing_columns_are_data = True  # a feature absent from the window is missing in every row: judged, not refused
 
-    def __init__(self, features: Sequence[FeatureSpec], p_val: float = 0.05, min_chunks: int = 5,
-                 max_chunks: int | None = 50) -> None:
+    def __init__(
+        self, features: Sequence[FeatureSpec], p_val: float = 0.05, min_chunks: int = 5, max_chunks: int | None = 50
+    ) -> None:
         self.features = _features(features, self.name)
         self.p_val = _level(p_val, self.name)
         self.min_chunks = _positive_int(min_chunks, self.name, "min_chunks", 2)
@@ -469,15 +586,21 @@ class DataQualityDetector(BaseDetector):
 
     def _update(self, window: Frame) -> DetectorResult:
         quality = data_quality(window, self.features)
-        ref = reference_quality(self.rows, self.features, len(window), self.min_chunks, self.max_chunks,
-                                self._cache)
+        ref = reference_quality(self.rows, self.features, len(window), self.min_chunks, self.max_chunks, self._cache)
         verdicts = quality_verdicts(quality, self.features, ref, self.p_val)
         alarms = [q.feature for q, v in zip(quality, verdicts) if v.get("quality_alarm")]
         totals = window_totals(quality)
-        return self.result(totals.get("missing_cell_rate"), None, None, bool(alarms), n_window=len(window),
-                           reason="bands of the reference's chunks, no p-value or single threshold",
-                           n_alarms=len(alarms), first_alarm=alarms[0] if alarms else None,
-                           **{k: v for k, v in totals.items() if k != "missing_cell_rate"})
+        return self.result(
+            totals.get("missing_cell_rate"),
+            None,
+            None,
+            bool(alarms),
+            n_window=len(window),
+            reason="bands of the reference's chunks, no p-value or single threshold",
+            n_alarms=len(alarms),
+            first_alarm=alarms[0] if alarms else None,
+            **{k: v for k, v in totals.items() if k != "missing_cell_rate"},
+        )
 
     @classmethod
     def example(cls) -> DataQualityDetector:
@@ -485,8 +608,11 @@ class DataQualityDetector(BaseDetector):
 
     @classmethod
     def bad_arguments(cls) -> list[dict[str, Any]]:
-        return [dict(features=[]), dict(features=EXAMPLE_FEATURES, p_val=0.0),
-                dict(features=EXAMPLE_FEATURES, min_chunks=1)]
+        return [
+            dict(features=[]),
+            dict(features=EXAMPLE_FEATURES, p_val=0.0),
+            dict(features=EXAMPLE_FEATURES, min_chunks=1),
+        ]
 
 
 class AdversarialDetector(BaseDetector):
@@ -498,11 +624,18 @@ class AdversarialDetector(BaseDetector):
     """
 
     name = "adversarial"
-    wraps = ("AdversarialMonitor", "OutlierDetector", "MarginDetector", "SqueezeDetector", "ExtractionTracker",
-             "source_contrast")
+    wraps = (
+        "AdversarialMonitor",
+        "OutlierDetector",
+        "MarginDetector",
+        "SqueezeDetector",
+        "ExtractionTracker",
+        "source_contrast",
+    )
 
-    def __init__(self, features: Sequence[FeatureSpec], spec: AdversarialSpec | None = None,
-                 task: str = "classification") -> None:
+    def __init__(
+        self, features: Sequence[FeatureSpec], spec: AdversarialSpec | None = None, task: str = "classification"
+    ) -> None:
         self.features = _features(features, self.name)
         self.spec = spec if spec is not None else AdversarialSpec()
         if not isinstance(self.spec, AdversarialSpec):
@@ -521,11 +654,18 @@ class AdversarialDetector(BaseDetector):
     def _update(self, window: Frame) -> DetectorResult:
         self._need(window, "window", numeric=self.monitor.names)
         r = self.monitor.evaluate(window)
-        return self.result(r.score, r.p_value, r.alpha, r.flagged, n_window=r.n_events,
-                           reason=None if np.isfinite(r.score) and np.isfinite(r.p_value) else
-                           "no component could score this window",
-                           top_component=r.top_component, n_flagged_by=len(r.flagged_by),
-                           extraction_flagged=r.extraction_flagged, sources_tracked=r.sources_tracked)
+        return self.result(
+            r.score,
+            r.p_value,
+            r.alpha,
+            r.flagged,
+            n_window=r.n_events,
+            reason=None if np.isfinite(r.score) and np.isfinite(r.p_value) else "no component could score this window",
+            top_component=r.top_component,
+            n_flagged_by=len(r.flagged_by),
+            extraction_flagged=r.extraction_flagged,
+            sources_tracked=r.sources_tracked,
+        )
 
     @classmethod
     def example(cls) -> AdversarialDetector:
@@ -535,5 +675,8 @@ class AdversarialDetector(BaseDetector):
 
     @classmethod
     def bad_arguments(cls) -> list[dict[str, Any]]:
-        return [dict(features=()), dict(features=EXAMPLE_FEATURES, spec={"enabled": True}),
-                dict(features=EXAMPLE_FEATURES, task="ranking")]
+        return [
+            dict(features=()),
+            dict(features=EXAMPLE_FEATURES, spec={"enabled": True}),
+            dict(features=EXAMPLE_FEATURES, task="ranking"),
+        ]

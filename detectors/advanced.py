@@ -112,13 +112,17 @@ def _has_outputs(frame: Frame) -> bool:
 def _no_rows_reason(ctx: WindowContext) -> str:
     if ctx.reference is None:
         return "no reference yet (it is being collected, or the reference file could not be read)"
-    return ("the reference has no rows attached (a summary-only stored reference): set it again from a file "
-            "(driftwatch reference set)")
+    return (
+        "the reference has no rows attached (a summary-only stored reference): set it again from a file "
+        "(driftwatch reference set)"
+    )
 
 
-NO_OUTPUTS = ("the reference rows carry no model outputs: declare the reference file's prediction/probabilities/"
-              "score columns in the monitor config (reference.prediction, reference.probabilities, "
-              "reference.score), or use a first_n reference")
+NO_OUTPUTS = (
+    "the reference rows carry no model outputs: declare the reference file's prediction/probabilities/"
+    "score columns in the monitor config (reference.prediction, reference.probabilities, "
+    "reference.score), or use a first_n reference"
+)
 
 
 def reference_calibration(reference: Reference | None, min_rows: int = 200) -> Calibration | str:
@@ -134,8 +138,14 @@ def reference_calibration(reference: Reference | None, min_rows: int = 200) -> C
     cache = reference._cache
     if key not in cache:
         try:
-            cache[key] = fit_calibration(rows.pred_proba, rows.label, rows.classes, rows.pred_label,
-                                         min_rows=min_rows, source=f"{reference.source}: labelled rows")
+            cache[key] = fit_calibration(
+                rows.pred_proba,
+                rows.label,
+                rows.classes,
+                rows.pred_label,
+                min_rows=min_rows,
+                source=f"{reference.source}: labelled rows",
+            )
         except ValueError as e:
             cache[key] = f"the reference's labels cannot calibrate it: {e}"
     return cache[key]
@@ -148,8 +158,11 @@ def prediction_reference(reference: Reference) -> PredictionReference:
     rows = reference_frame(reference)
     if rows is None:
         raise ValueError("the reference has no rows")
-    return _fitted(reference, ("prediction_reference", reference.bins),
-                   lambda: PredictionReference.from_frame(rows, bins=reference.bins))
+    return _fitted(
+        reference,
+        ("prediction_reference", reference.bins),
+        lambda: PredictionReference.from_frame(rows, bins=reference.bins),
+    )
 
 
 class PredictionDrift:
@@ -175,17 +188,23 @@ class PredictionDrift:
 
             res = summary_drift(summary, pref.reference, ctx.drift, outputs=True)
             means, labels = output_totals(summary)
-            recs = prediction_records(res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns,
-                                      window_means=means, label_counts=labels)
+            recs = prediction_records(
+                res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns, window_means=means, label_counts=labels
+            )
         else:
             res = prediction_drift(ctx.frame, pref, ctx.drift)
             recs = prediction_records(res, ctx.frame, pref, ctx.tags(segmented=False), ctx.time_ns)
-        out = [ctx.record(r.measurement, r.tags, {**r.fields, "window_start": float(ctx.window_start)})
-               for r in recs]
+        out = [ctx.record(r.measurement, r.tags, {**r.fields, "window_start": float(ctx.window_start)}) for r in recs]
         if not res.features:
-            return out + [status_record(ctx, self.name, "the window and the reference share no model output "
-                                                        "(e.g. the reference has probabilities, the events "
-                                                        "only a label), or too few rows")]
+            return out + [
+                status_record(
+                    ctx,
+                    self.name,
+                    "the window and the reference share no model output "
+                    "(e.g. the reference has probabilities, the events "
+                    "only a label), or too few rows",
+                )
+            ]
         return out + [status_record(ctx, self.name, None, n_tested=res.n_features)]
 
 
@@ -195,8 +214,9 @@ class MultivariateDrift:
     name = "multivariate_drift"
     segmented = False
 
-    def __init__(self, n_permutations: int = 200, max_rows: int = 500, pca_variance: float = 0.65,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, n_permutations: int = 200, max_rows: int = 500, pca_variance: float = 0.65, seed: int = 0
+    ) -> None:
         self.n_permutations = n_permutations
         self.max_rows = max_rows
         self.pca_variance = pca_variance
@@ -222,11 +242,24 @@ class MultivariateDrift:
                 return enc, PCADrift(x_ref, variance=self.pca_variance, p_val=ctx.drift.p_val, seed=self.seed)
             engine = ctx.drift.engine
             try:
-                det = MMDDrift(x_ref, p_val=ctx.drift.p_val, n_permutations=self.n_permutations,
-                               max_ref=self.max_rows, max_test=self.max_rows, seed=self.seed, engine=engine)
+                det = MMDDrift(
+                    x_ref,
+                    p_val=ctx.drift.p_val,
+                    n_permutations=self.n_permutations,
+                    max_ref=self.max_rows,
+                    max_test=self.max_rows,
+                    seed=self.seed,
+                    engine=engine,
+                )
             except EngineUnavailable:
-                det = MMDDrift(x_ref, p_val=ctx.drift.p_val, n_permutations=self.n_permutations,
-                               max_ref=self.max_rows, max_test=self.max_rows, seed=self.seed)
+                det = MMDDrift(
+                    x_ref,
+                    p_val=ctx.drift.p_val,
+                    n_permutations=self.n_permutations,
+                    max_ref=self.max_rows,
+                    max_test=self.max_rows,
+                    seed=self.seed,
+                )
                 det.note = "alibi MMD unavailable"  # type: ignore[attr-defined]
             return enc, det
 
@@ -234,9 +267,15 @@ class MultivariateDrift:
         note = getattr(det, "note", None)
         res = det.test(enc.transform(ctx.frame))
         fields: dict[str, Any] = {
-            "statistic": res.statistic, "p_value": res.p_value, "threshold": res.threshold,
-            "p_val": res.p_val, "drift": int(res.drift), "n_ref": res.n_ref, "n_cur": res.n_window,
-            "reference_value": res.reference_value, "engine": res.engine,
+            "statistic": res.statistic,
+            "p_value": res.p_value,
+            "threshold": res.threshold,
+            "p_val": res.p_val,
+            "drift": int(res.drift),
+            "n_ref": res.n_ref,
+            "n_cur": res.n_window,
+            "reference_value": res.reference_value,
+            "engine": res.engine,
             "window_start": float(ctx.window_start),
         }
         if note:
@@ -261,26 +300,42 @@ class EstimatedPerformance:
     def evaluate(self, ctx: WindowContext) -> list[Record]:
         f = ctx.frame
         if ctx.task != "classification":
-            return [status_record(ctx, self.name, "no performance estimator for regression models (realized "
-                                                  "MAE/RMSE appear once labels are joined)")]
+            return [
+                status_record(
+                    ctx,
+                    self.name,
+                    "no performance estimator for regression models (realized MAE/RMSE appear once labels are joined)",
+                )
+            ]
         if f.pred_proba is None or len(f.classes) < 2:
-            return [status_record(ctx, self.name, "the events carry no class probabilities "
-                                                  "(prediction.probabilities): CBPE needs them")]
+            return [
+                status_record(
+                    ctx,
+                    self.name,
+                    "the events carry no class probabilities (prediction.probabilities): CBPE needs them",
+                )
+            ]
         cal = ctx.calibration if ctx.calibration is not None else reference_calibration(ctx.reference)
         tags = ctx.tags(segmented=False)
         start: dict[str, FieldValue] = {"window_start": float(ctx.window_start)}
         if isinstance(cal, Calibration) and cal.classes != tuple(f.classes):
-            cal = (f"the window's classes {list(f.classes)} differ from the calibration's {list(cal.classes)}")
+            cal = f"the window's classes {list(f.classes)} differ from the calibration's {list(cal.classes)}"
         if not isinstance(cal, Calibration):
             reason = str(cal or "no labelled reference rows")
-            return [ctx.record(r.measurement, r.tags, r.fields) for r in
-                    [not_calibrated_record(tags, ctx.time_ns, reason, len(f), start)]] + [
-                status_record(ctx, self.name, f"not calibrated: {reason}")]
+            return [
+                ctx.record(r.measurement, r.tags, r.fields)
+                for r in [not_calibrated_record(tags, ctx.time_ns, reason, len(f), start)]
+            ] + [status_record(ctx, self.name, f"not calibrated: {reason}")]
         est = CBPE(cal).estimate(f.pred_proba, f.classes, f.pred_label)
         if not est:
             return [status_record(ctx, self.name, "no row of the window has complete probabilities")]
-        extra: dict[str, FieldValue] = {**start, "calibrated": True, "calibration_n": cal.n, "calibration_source": cal.source,
-                 "calibration_maps": cal.mapped}
+        extra: dict[str, FieldValue] = {
+            **start,
+            "calibrated": True,
+            "calibration_n": cal.n,
+            "calibration_source": cal.source,
+            "calibration_maps": cal.mapped,
+        }
         recs = performance_records(est, tags, ctx.time_ns, estimated=True, n=int(est["n"]), extra=extra)
         bands = self.bands(ctx, cal, int(est["n"]))
         out = []
@@ -314,16 +369,20 @@ class EstimatedPerformance:
         cache = ctx.reference._cache  # type: ignore[union-attr]
         if key not in cache:
             order = time_order(rows)
-            cache[key] = chunk_estimates(CBPE(cal), rows.pred_proba[order], rows.classes,
-                                         None if rows.pred_label is None else rows.pred_label[order], slices)
+            cache[key] = chunk_estimates(
+                CBPE(cal),
+                rows.pred_proba[order],
+                rows.classes,
+                None if rows.pred_label is None else rows.pred_label[order],
+                slices,
+            )
         k = sd_multiplier(t, ctx.drift.p_val / 2, len(CHUNK_METRICS))
         out = {}
         for m, values in cache[key].items():
             b = sd_band(values, k, clip=(0.0, 1.0))
             if b.lower is None and b.upper is None:
                 continue
-            out[m] = {"threshold_method": "reference_chunks", "band_lower": b.lower, "band_upper": b.upper,
-                      "band_k": k}
+            out[m] = {"threshold_method": "reference_chunks", "band_lower": b.lower, "band_upper": b.upper, "band_k": k}
         return out
 
 
@@ -353,28 +412,51 @@ class FeatureImpactEvaluator:
         method = self.method or getattr(cfg, "method", "mi")
         if target == "label":
             if ref_frame.label is None:
-                return [status_record(ctx, self.name, "impact.target is label but the reference rows carry no "
-                                                      "labels (declare reference.label, with a file reference)")]
-            rows = replace(ref_frame, pred_label=ref_frame.label if ctx.task == "classification" else None,
-                           pred_proba=None, pred_value=None if ctx.task == "classification"
-                           else np.asarray(ref_frame.label, dtype=np.float64))
+                return [
+                    status_record(
+                        ctx,
+                        self.name,
+                        "impact.target is label but the reference rows carry no "
+                        "labels (declare reference.label, with a file reference)",
+                    )
+                ]
+            rows = replace(
+                ref_frame,
+                pred_label=ref_frame.label if ctx.task == "classification" else None,
+                pred_proba=None,
+                pred_value=None if ctx.task == "classification" else np.asarray(ref_frame.label, dtype=np.float64),
+            )
         else:
             if not _has_outputs(ref_frame):
                 return [status_record(ctx, self.name, NO_OUTPUTS + "; or declare importances (impact.declared)")]
             rows = ref_frame
         features = [f for f in ctx.features if f.name in rows.numeric or f.name in rows.categorical]
         if not features:
-            return [status_record(ctx, self.name, "the reference rows hold none of the features (sensitive "
-                                                  "features are left out of stored rows)")]
+            return [
+                status_record(
+                    ctx,
+                    self.name,
+                    "the reference rows hold none of the features (sensitive features are left out of stored rows)",
+                )
+            ]
         try:
-            impacts = _fitted(ctx.reference, ("impact", method, target, tuple(f.name for f in features)),
-                              lambda: feature_impact(rows, features, method=method,  # type: ignore[arg-type]
-                                                     max_rows=self.max_rows, seed=self.seed))
+            impacts = _fitted(
+                ctx.reference,
+                ("impact", method, target, tuple(f.name for f in features)),
+                lambda: feature_impact(
+                    rows,
+                    features,
+                    method=method,  # type: ignore[arg-type]
+                    max_rows=self.max_rows,
+                    seed=self.seed,
+                ),
+            )
         except ValueError as e:
             return [status_record(ctx, self.name, f"cannot rank the features: {e}")]
         recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns)
         return [ctx.record(r.measurement, r.tags, {**r.fields, "target": target}) for r in recs] + [
-            status_record(ctx, self.name, None, target=target, method=method)]
+            status_record(ctx, self.name, None, target=target, method=method)
+        ]
 
 
 def _engine(name: str) -> Engine:
@@ -453,10 +535,19 @@ class OnlineDrift:
     name = "online_drift"
     segmented = False
 
-    def __init__(self, features: Sequence[str] | None = None, ert: float | None = None,
-                 window_sizes: Sequence[int] | None = None, n_bootstraps: int | None = None,
-                 cache_dir: str | None = None, engine: str | None = None, *, background: bool = False,
-                 max_buffer: int = 100_000, max_watches: int = 1024) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] | None = None,
+        ert: float | None = None,
+        window_sizes: Sequence[int] | None = None,
+        n_bootstraps: int | None = None,
+        cache_dir: str | None = None,
+        engine: str | None = None,
+        *,
+        background: bool = False,
+        max_buffer: int = 100_000,
+        max_watches: int = 1024,
+    ) -> None:
         self.features = None if features is None else list(features)
         self.ert = ert
         self.window_sizes = None if window_sizes is None else tuple(window_sizes)
@@ -473,17 +564,19 @@ class OnlineDrift:
         spec = drift.online if drift is not None else OnlineSpec()
         features = self.features if self.features is not None else spec.features
         return _OnlineParams(
-            tuple(features), float(self.ert if self.ert is not None else spec.ert),
+            tuple(features),
+            float(self.ert if self.ert is not None else spec.ert),
             tuple(self.window_sizes if self.window_sizes is not None else spec.window_sizes),
             int(self.n_bootstraps if self.n_bootstraps is not None else spec.n_bootstraps),
-            _engine(self.engine if self.engine is not None else spec.engine))
+            _engine(self.engine if self.engine is not None else spec.engine),
+        )
 
     def _build(self, values: np.ndarray, p: _OnlineParams) -> CVMOnline:
-        return CVMOnline(values, p.ert, p.window_sizes, n_bootstraps=p.n_bootstraps, cache_dir=self.cache_dir,
-                         engine=p.engine)
+        return CVMOnline(
+            values, p.ert, p.window_sizes, n_bootstraps=p.n_bootstraps, cache_dir=self.cache_dir, engine=p.engine
+        )
 
-    def _watch(self, model: str, version: str, feature: str, reference: Reference,
-               p: _OnlineParams) -> _Watch | None:
+    def _watch(self, model: str, version: str, feature: str, reference: Reference, p: _OnlineParams) -> _Watch | None:
         key = (model, version, feature)
         w = self._state.get(key)
         if w is not None and w.reference is reference and w.params == p:
@@ -502,8 +595,9 @@ class OnlineDrift:
             self._state.popitem(last=False)
         return w
 
-    def detector(self, model: str, version: str, feature: str, reference: Reference,
-                 drift: DriftSpec | None = None) -> CVMOnline | None:
+    def detector(
+        self, model: str, version: str, feature: str, reference: Reference, drift: DriftSpec | None = None
+    ) -> CVMOnline | None:
         """The feature's detector (None: no usable reference values, or still calibrating)."""
         w = self._watch(model, version, feature, reference, self.params(drift))
         return None if w is None else self._ready(w)
@@ -518,8 +612,9 @@ class OnlineDrift:
             w.future = None
         return w.detector
 
-    def update(self, model: str, version: str, reference: Reference, frame: Frame,
-               drift: DriftSpec | None = None) -> dict[str, Any]:
+    def update(
+        self, model: str, version: str, reference: Reference, frame: Frame, drift: DriftSpec | None = None
+    ) -> dict[str, Any]:
         """Feed a batch; returns feature -> (OnlineResult, event times, n_buffered, n_dropped).
 
         Features still calibrating keep the batch in their buffer and are left out.
@@ -543,8 +638,9 @@ class OnlineDrift:
                 err, w.error = w.error, None
                 w.buffer, w.buffered = [], 0
                 w.future = None
-                raise RuntimeError(f"online drift of {feature!r} is off for {model} v{version}: "
-                                   f"{type(err).__name__}: {err}") from err
+                raise RuntimeError(
+                    f"online drift of {feature!r} is off for {model} v{version}: {type(err).__name__}: {err}"
+                ) from err
             if det is None:
                 if w.future is None:  # failed before: stays off for this reference
                     continue
@@ -573,22 +669,28 @@ class OnlineDrift:
             return []
         p = self.params(ctx.drift)
         out = []
-        for feature, (res, times, held, dropped) in self.update(ctx.model_id, ctx.version, ctx.reference,
-                                                                ctx.frame, ctx.drift).items():
+        for feature, (res, times, held, dropped) in self.update(
+            ctx.model_id, ctx.version, ctx.reference, ctx.frame, ctx.drift
+        ).items():
             first = res.first_drift
             finite = np.isfinite(res.stats)
             thr = np.flatnonzero(np.isfinite(res.thresholds))
             at = first if first is not None else (int(thr[-1]) if thr.size else None)
             fields: dict[str, Any] = {
-                "drift": int(res.n_drift > 0), "n_detections": res.n_drift,
+                "drift": int(res.n_drift > 0),
+                "n_detections": res.n_drift,
                 "statistic": float(np.max(res.stats[finite])) if finite.any() else None,
                 "threshold": float(res.thresholds[at]) if at is not None else None,
-                "ert": p.ert, "t": res.t, "n": int(times.shape[0]), "n_buffered": held, "n_dropped": dropped,
-                "engine": p.engine, "window_start": float(ctx.window_start),
+                "ert": p.ert,
+                "t": res.t,
+                "n": int(times.shape[0]),
+                "n_buffered": held,
+                "n_dropped": dropped,
+                "engine": p.engine,
+                "window_start": float(ctx.window_start),
             }
             if first is not None:
                 fields["first_detection_time"] = float(times[first])
             tags = ctx.tags({R.T_FEATURE: feature, R.T_DETECTOR: "cvm_online"}, segmented=False)
             out.append(ctx.record(R.DRIFT, tags, fields))
         return out
-

@@ -92,8 +92,9 @@ def per_day(false_alarms: float, per: str) -> float:
     return float(false_alarms) * SECONDS_PER["day"] / SECONDS_PER[per]
 
 
-def windows_per_day(size_seconds: float | None = None, size_events: int | None = None,
-                    events_per_second: float | None = None) -> float | None:
+def windows_per_day(
+    size_seconds: float | None = None, size_events: int | None = None, events_per_second: float | None = None
+) -> float | None:
     """Windows a model closes per day: from the window length, or events per window and the rate."""
     if size_seconds is not None:
         return SECONDS_PER["day"] / float(size_seconds)
@@ -118,8 +119,10 @@ def remaining(alarms_per_day: float, fixed: Sequence[float | None]) -> float:
     spent = sum(f for f in fixed if f)
     left = alarms_per_day - spent
     if not left > 0:
-        raise BudgetExhausted(f"the online detectors alone expect {spent:.3g} false alarm(s) per day, the budget "
-                              f"is {alarms_per_day:.3g}: raise drift.online.ert or the budget")
+        raise BudgetExhausted(
+            f"the online detectors alone expect {spent:.3g} false alarm(s) per day, the budget "
+            f"is {alarms_per_day:.3g}: raise drift.online.ert or the budget"
+        )
     return left
 
 
@@ -131,18 +134,30 @@ def allocate(alarms_per_day: float, loads: Sequence[ModelLoad]) -> list[BudgetLi
     out = []
     for m in loads:
         f = max(m.families, 1)
-        out.append(BudgetLine(m.model_id, left * f / total if total else 0.0, m.windows_per_day, f,
-                              m.tests, window_level(left, total, m.windows_per_day), m.rate_source, m.kinds,
-                              m.fixed_per_day))
+        out.append(
+            BudgetLine(
+                m.model_id,
+                left * f / total if total else 0.0,
+                m.windows_per_day,
+                f,
+                m.tests,
+                window_level(left, total, m.windows_per_day),
+                m.rate_source,
+                m.kinds,
+                m.fixed_per_day,
+            )
+        )
     return out
 
 
 def expected_alarms(lines: Sequence[BudgetLine]) -> float:
     """False alarms per day the allocation spends on stationary data (≤ the budget; less when capped),
     the fixed (online) contributions included."""
-    return sum(line.window_level * line.windows_per_day * line.families for line in lines
-               if line.window_level is not None and line.windows_per_day) + sum(
-        line.fixed_per_day or 0.0 for line in lines)
+    return sum(
+        line.window_level * line.windows_per_day * line.families
+        for line in lines
+        if line.window_level is not None and line.windows_per_day
+    ) + sum(line.fixed_per_day or 0.0 for line in lines)
 
 
 def online_per_day(n_features: int, ert: float, events_per_second: float | None) -> float | None:

@@ -152,8 +152,16 @@ class Joined:
         def sel(a):
             return None if a is None else a[idx]
 
-        return Joined(self.event_id[idx], self.event_time[idx], self.label_time[idx], self.label[idx],
-                      sel(self.pred_label), sel(self.pred_proba), sel(self.pred_value), self.classes)
+        return Joined(
+            self.event_id[idx],
+            self.event_time[idx],
+            self.label_time[idx],
+            self.label[idx],
+            sel(self.pred_label),
+            sel(self.pred_proba),
+            sel(self.pred_value),
+            self.classes,
+        )
 
     @staticmethod
     def concat(parts: Sequence[Joined]) -> Joined:
@@ -204,11 +212,19 @@ class JoinSnapshot:
     label_clock: float = -np.inf  # the latest label time seen (LabelJoin.label_clock)
 
     @classmethod
-    def from_arrays(cls, predictions, labels, tomb_ids, tomb_reasons, classes, has, stats,
-                    label_clock: float = -np.inf) -> JoinSnapshot:
+    def from_arrays(
+        cls, predictions, labels, tomb_ids, tomb_reasons, classes, has, stats, label_clock: float = -np.inf
+    ) -> JoinSnapshot:
         """From oldest-first arrays of finished ids and reasons (as :attr:`tomb_ids` / :attr:`tomb_reasons`)."""
-        return cls(predictions, labels, list(zip(tomb_ids.tolist()[::-1], tomb_reasons.tolist()[::-1])), classes,
-                   has, stats, label_clock)
+        return cls(
+            predictions,
+            labels,
+            list(zip(tomb_ids.tolist()[::-1], tomb_reasons.tolist()[::-1])),
+            classes,
+            has,
+            stats,
+            label_clock,
+        )
 
     @property
     def tomb_ids(self) -> np.ndarray:
@@ -264,8 +280,13 @@ class _Store:
         self.remove(oldest)
         return np.concatenate([free, oldest]), evicted
 
-    def insert(self, ids: np.ndarray, times: np.ndarray, values: dict[str, np.ndarray],
-               col_specs: dict[str, tuple[np.dtype, tuple[int, ...], object]]) -> np.ndarray:
+    def insert(
+        self,
+        ids: np.ndarray,
+        times: np.ndarray,
+        values: dict[str, np.ndarray],
+        col_specs: dict[str, tuple[np.dtype, tuple[int, ...], object]],
+    ) -> np.ndarray:
         """Store rows (ids must be new and unique); returns evicted ids (oldest first out)."""
         k = ids.shape[0]
         if k == 0:
@@ -331,8 +352,13 @@ class LabelJoin:
     1
     """
 
-    def __init__(self, ttl_seconds: float = 86_400.0, max_pending: int = 1_000_000,
-                 max_pending_labels: int | None = None, align: bool = False) -> None:
+    def __init__(
+        self,
+        ttl_seconds: float = 86_400.0,
+        max_pending: int = 1_000_000,
+        max_pending_labels: int | None = None,
+        align: bool = False,
+    ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be > 0")
         if max_pending < 1:
@@ -441,9 +467,15 @@ class LabelJoin:
         # the most recent finished ids only (walking the OrderedDict costs ~0.5 us per entry), newest first;
         # turned into arrays by whoever serialises the snapshot (JoinSnapshot.tomb_ids)
         recent = list(islice(reversed(self._tomb.items()), tomb_limit))
-        return JoinSnapshot(predictions=preds, labels=labels, tomb=recent, classes=tuple(self.classes),
-                            has=dict(self._has), stats=JoinStats(**self.stats.as_fields()),
-                            label_clock=float(self.label_clock))
+        return JoinSnapshot(
+            predictions=preds,
+            labels=labels,
+            tomb=recent,
+            classes=tuple(self.classes),
+            has=dict(self._has),
+            stats=JoinStats(**self.stats.as_fields()),
+            label_clock=float(self.label_clock),
+        )
 
     def restore(self, snap: JoinSnapshot, now: float | None = None) -> int:
         """Load a :meth:`snapshot` into this (new, empty) join; returns the predictions restored.
@@ -462,19 +494,22 @@ class LabelJoin:
         ids = np.asarray(p.get("ids", np.empty(0, dtype=object)), dtype=object)
         k = ids.shape[0]
         if k > self.max_pending:  # the configured bound shrank: keep the newest
-            p = {name: v[-self.max_pending:] for name, v in p.items()}
-            ids = ids[-self.max_pending:]
+            p = {name: v[-self.max_pending :] for name, v in p.items()}
+            ids = ids[-self.max_pending :]
             k = ids.shape[0]
         if k:
             values = {name: np.asarray(v) for name, v in p.items() if name not in ("ids", "time")}
             self._preds.insert(ids, np.asarray(p["time"], dtype=np.float64), values, self._pred_specs())
         lab = snap.labels
-        lids = np.asarray(lab.get("ids", np.empty(0, dtype=object)), dtype=object)[-self._labels.capacity:]
+        lids = np.asarray(lab.get("ids", np.empty(0, dtype=object)), dtype=object)[-self._labels.capacity :]
         if lids.shape[0]:
-            self._labels.insert(lids, np.asarray(lab["time"], dtype=np.float64)[-lids.shape[0]:],
-                                {"label": np.asarray(lab["label"], dtype=object)[-lids.shape[0]:]},
-                                {"label": (np.dtype(object), (), None)})
-        for e, r in zip(snap.tomb_ids.tolist()[-self.max_pending:], snap.tomb_reasons.tolist()[-self.max_pending:]):
+            self._labels.insert(
+                lids,
+                np.asarray(lab["time"], dtype=np.float64)[-lids.shape[0] :],
+                {"label": np.asarray(lab["label"], dtype=object)[-lids.shape[0] :]},
+                {"label": (np.dtype(object), (), None)},
+            )
+        for e, r in zip(snap.tomb_ids.tolist()[-self.max_pending :], snap.tomb_reasons.tolist()[-self.max_pending :]):
             self._tomb[e] = int(r) % _RESTORED + _RESTORED
         self.stats = JoinStats(**{**snap.stats.as_fields(), "pending_predictions": 0, "pending_labels": 0})
         self._restored = True
@@ -537,7 +572,10 @@ class LabelJoin:
         if early.any():
             ls = lslots[early]
             joined = Joined(
-                ids[early], times[early], self._labels.time[ls].copy(), self._labels.cols["label"][ls].copy(),
+                ids[early],
+                times[early],
+                self._labels.time[ls].copy(),
+                self._labels.cols["label"][ls].copy(),
                 None if pred_label is None else np.asarray(pred_label, dtype=object)[early],
                 None if proba is None else proba[early],
                 None if pred_value is None else np.asarray(pred_value, dtype=np.float64)[early],
@@ -567,8 +605,9 @@ class LabelJoin:
         return joined
 
     # -- labels ------------------------------------------------------------------------------------
-    def add_labels(self, event_ids: np.ndarray, labels: np.ndarray, label_times: np.ndarray,
-                   now: float | None = None) -> Joined:
+    def add_labels(
+        self, event_ids: np.ndarray, labels: np.ndarray, label_times: np.ndarray, now: float | None = None
+    ) -> Joined:
         """Join a batch of labels; returns the joined rows. Unknown ids are held or counted."""
         ids = np.asarray(event_ids, dtype=object)
         lab = np.asarray(labels, dtype=object)
@@ -590,7 +629,10 @@ class LabelJoin:
         s = slots[hit]
         p = self._preds
         joined = Joined(
-            ids[hit], p.time[s].copy(), lt[hit], lab[hit],
+            ids[hit],
+            p.time[s].copy(),
+            lt[hit],
+            lab[hit],
             p.cols["label"][s].copy() if "label" in p.cols else None,
             p.cols["proba"][s].copy() if "proba" in p.cols else None,
             p.cols["value"][s].copy() if "value" in p.cols else None,
@@ -624,8 +666,9 @@ class LabelJoin:
             if unknown.size:
                 for start in range(0, unknown.size, self._labels.capacity):
                     part = unknown[start : start + self._labels.capacity]
-                    ev = self._labels.insert(ids[part], lt[part], {"label": lab[part]},
-                                             {"label": (np.dtype(object), (), None)})
+                    ev = self._labels.insert(
+                        ids[part], lt[part], {"label": lab[part]}, {"label": (np.dtype(object), (), None)}
+                    )
                     self.stats.evicted_labels += int(ev.size)
         self._sync()
         return joined
@@ -684,7 +727,9 @@ class ErrorStreamDetector:
     def __post_init__(self) -> None:
         ref = np.asarray(self.reference_errors, dtype=np.float64)
         ref = ref[np.isfinite(ref)]
-        kw: dict[str, Any] = dict(n_bootstraps=self.n_bootstraps, seed=self.seed, cache_dir=self.cache_dir, engine=self.engine)
+        kw: dict[str, Any] = dict(
+            n_bootstraps=self.n_bootstraps, seed=self.seed, cache_dir=self.cache_dir, engine=self.engine
+        )
         if np.isin(ref, (0.0, 1.0)).all():
             self.detector = FETOnline(ref, self.ert, self.window_sizes, alternative="greater", **kw)
         else:
@@ -736,11 +781,22 @@ class ErrorStreamMonitor:
 
     PHASES = ("reference", "calibrating", "monitoring", "off")
 
-    def __init__(self, task: Literal["classification", "regression"], *, reference_size: int = 5000,
-                 ert: float = 100_000.0, window_sizes: Sequence[int] = (100, 500, 2000), n_bootstraps: int = 5000,
-                 error_threshold: float | None = None, error_quantile: float = 0.9,
-                 engine: Literal["native", "alibi"] = "native", cache_dir: Path | str | None = None,
-                 submit=None, max_buffer: int = 100_000, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        task: Literal["classification", "regression"],
+        *,
+        reference_size: int = 5000,
+        ert: float = 100_000.0,
+        window_sizes: Sequence[int] = (100, 500, 2000),
+        n_bootstraps: int = 5000,
+        error_threshold: float | None = None,
+        error_quantile: float = 0.9,
+        engine: Literal["native", "alibi"] = "native",
+        cache_dir: Path | str | None = None,
+        submit=None,
+        max_buffer: int = 100_000,
+        seed: int | None = 0,
+    ) -> None:
         self.task = task
         self.reference_size = int(reference_size)
         self.ert = float(ert)
@@ -770,9 +826,17 @@ class ErrorStreamMonitor:
     @classmethod
     def from_spec(cls, spec, task, **kw) -> ErrorStreamMonitor:
         """From an :class:`~detectors.spec.ErrorStreamSpec` (``labels.online``)."""
-        return cls(task, reference_size=spec.reference_size, ert=spec.ert, window_sizes=spec.window_sizes,
-                   n_bootstraps=spec.n_bootstraps, error_threshold=spec.error_threshold,
-                   error_quantile=spec.error_quantile, engine=spec.engine, **kw)
+        return cls(
+            task,
+            reference_size=spec.reference_size,
+            ert=spec.ert,
+            window_sizes=spec.window_sizes,
+            n_bootstraps=spec.n_bootstraps,
+            error_threshold=spec.error_threshold,
+            error_quantile=spec.error_quantile,
+            engine=spec.engine,
+            **kw,
+        )
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -820,12 +884,12 @@ class ErrorStreamMonitor:
             return
         while self.reference is None and errors.size and not self._off:
             # a reference of one kind only so far takes whole batches until both kinds are in
-            take = errors if self._extending else errors[:max(self.reference_size - self._ref_n, 0)]
+            take = errors if self._extending else errors[: max(self.reference_size - self._ref_n, 0)]
             if take.size:
                 self._ref.append(take)
                 self._ref_n += take.size
                 self._w_ref_added += int(take.size)
-            errors, label_times, event_times = errors[take.size:], label_times[take.size:], event_times[take.size:]
+            errors, label_times, event_times = errors[take.size :], label_times[take.size :], event_times[take.size :]
             if self._ref_n >= self.reference_size:
                 self._complete_reference()
         if self.reference is None or not errors.size:
@@ -844,8 +908,10 @@ class ErrorStreamMonitor:
             return
         if raw.size >= 10 * self.reference_size:
             self._ref, self._off = [], True
-            self.note = (f"the first {raw.size} joined labels were all {'wrong' if ones else 'right'}: "
-                         "no error rate to test a rise against")
+            self.note = (
+                f"the first {raw.size} joined labels were all {'wrong' if ones else 'right'}: "
+                "no error rate to test a rise against"
+            )
             return
         self._extending = True  # keep collecting
         self.note = f"reference of {raw.size} errors has one kind of value only: collecting more"
@@ -853,8 +919,16 @@ class ErrorStreamMonitor:
     def _build(self) -> FETOnline:
         if self.reference is None:
             raise ValueError("no complete error reference to calibrate on")
-        return FETOnline(self.reference, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps,
-                         alternative="greater", cache_dir=self.cache_dir, engine=self.engine, seed=self.seed)
+        return FETOnline(
+            self.reference,
+            self.ert,
+            self.window_sizes,
+            n_bootstraps=self.n_bootstraps,
+            alternative="greater",
+            cache_dir=self.cache_dir,
+            engine=self.engine,
+            seed=self.seed,
+        )
 
     def _start_calibration(self) -> None:
         if self.submit is None:
@@ -883,8 +957,11 @@ class ErrorStreamMonitor:
             if self._buf:
                 buf, self._buf, self._buf_n = self._buf, [], 0
                 self._w_buffered += sum(b[0].size for b in buf)
-                self._run(np.concatenate([b[0] for b in buf]), np.concatenate([b[1] for b in buf]),
-                          np.concatenate([b[2] for b in buf]))
+                self._run(
+                    np.concatenate([b[0] for b in buf]),
+                    np.concatenate([b[1] for b in buf]),
+                    np.concatenate([b[2] for b in buf]),
+                )
 
     def _feed(self, e01: np.ndarray, label_times: np.ndarray, event_times: np.ndarray) -> None:
         self._poll()
@@ -915,8 +992,9 @@ class ErrorStreamMonitor:
         if finite.any():
             self._w_stat = max(self._w_stat, float(res.stats[finite].max()))
         if self._w_first is None:  # the threshold crossed by the first detection, else the latest in force
-            thr = res.thresholds.reshape(res.thresholds.shape[0], -1).max(axis=1) if res.thresholds.size \
-                else np.empty(0)
+            thr = (
+                res.thresholds.reshape(res.thresholds.shape[0], -1).max(axis=1) if res.thresholds.size else np.empty(0)
+            )
             at = res.first_drift if res.first_drift is not None else None
             if at is None:
                 ok = np.flatnonzero(np.isfinite(thr))
@@ -991,8 +1069,20 @@ class ErrorStreamMonitor:
         # what the current window saw so far (errors that waited for the calibration ran in it): reported by
         # the next window_fields() also after a restore
         first = self._w_first if self._w_first is not None else (np.nan, np.nan)
-        out["window"] = np.array([self._w_n, self._w_ones, self._w_detections, self._w_stat, self._w_thr,
-                                  self._w_buffered, self._w_dropped, self._w_ref_added, *first], dtype=np.float64)
+        out["window"] = np.array(
+            [
+                self._w_n,
+                self._w_ones,
+                self._w_detections,
+                self._w_stat,
+                self._w_thr,
+                self._w_buffered,
+                self._w_dropped,
+                self._w_ref_added,
+                *first,
+            ],
+            dtype=np.float64,
+        )
         return out
 
     def restore(self, state: dict[str, np.ndarray]) -> None:

@@ -74,8 +74,9 @@ class WindowContext:
 
     def record(self, measurement: str, tags: dict[str, str], fields: dict[str, Any]) -> Record:
         """A Record at the window end; non-finite float fields are dropped (InfluxDB rejects them)."""
-        clean = {k: v for k, v in fields.items()
-                 if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+        clean = {
+            k: v for k, v in fields.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))
+        }
         return Record(measurement, tags, clean, self.time_ns)
 
     def cached(self, key: str, fn: Callable[[], Any]) -> Any:
@@ -105,8 +106,7 @@ class WindowContext:
 
     def for_segment(self, tag: str, mask: np.ndarray, reference: Reference) -> WindowContext:
         """The context of one segment: its rows, its sub-reference, no further segmenting."""
-        return replace(self, frame=self.frame.take(mask), reference=reference, segments=(),
-                       segment=tag, cache={})
+        return replace(self, frame=self.frame.take(mask), reference=reference, segments=(), segment=tag, cache={})
 
 
 @runtime_checkable

@@ -182,16 +182,33 @@ class BaseDetector(ABC):
             return self.result(None, None, None, None, n_window=0, reason="the window is empty")
         return self._update(window)
 
-    def result(self, statistic: Any, p_value: Any, threshold: Any, drift: bool | None, *, n_window: int,
-               reason: str | None = None, **details: Detail) -> DetectorResult:
+    def result(
+        self,
+        statistic: Any,
+        p_value: Any,
+        threshold: Any,
+        drift: bool | None,
+        *,
+        n_window: int,
+        reason: str | None = None,
+        **details: Detail,
+    ) -> DetectorResult:
         """A :class:`DetectorResult` of this detector (non-finite numbers become None)."""
-        return DetectorResult(self.name, self.n_reference, n_window, finite(statistic), finite(p_value),
-                              finite(threshold), drift, reason, details)
+        return DetectorResult(
+            self.name,
+            self.n_reference,
+            n_window,
+            finite(statistic),
+            finite(p_value),
+            finite(threshold),
+            drift,
+            reason,
+            details,
+        )
 
     def _check_frame(self, frame: Any, what: str) -> None:
         if not isinstance(frame, Frame):
-            raise InvalidInputError(f"{self.name}: {what} must be a detectors.frame.Frame, "
-                                    f"got {type(frame).__name__}")
+            raise InvalidInputError(f"{self.name}: {what} must be a detectors.frame.Frame, got {type(frame).__name__}")
 
     def _need(self, frame: Frame, what: str, *, numeric: Sequence[str] = (), categorical: Sequence[str] = ()) -> None:
         """Raise :class:`InvalidInputError` naming the first feature ``frame`` lacks."""
@@ -250,13 +267,18 @@ def _example(rng: np.random.Generator, n: int, t0: float, shift: float) -> Frame
         event_id=np.array([f"e{t0:.0f}-{i}" for i in range(n)], dtype=object),
         event_time=t0 + np.arange(n, dtype=np.float64),
         source_id=np.array([f"s{i % 7}" for i in range(n)], dtype=object),
-        numeric={"x0": x0, "x1": x1}, categorical={"c0": c0},
-        pred_label=pred, pred_proba=proba, classes=classes, label=truth,
+        numeric={"x0": x0, "x1": x1},
+        categorical={"c0": c0},
+        pred_label=pred,
+        pred_proba=proba,
+        classes=classes,
+        label=truth,
     )
 
 
-def example_frames(seed: int = 0, *, n_reference: int = 800, n_window: int = 200, windows: int = 3,
-                   shift: float = 0.0) -> tuple[Frame, list[Frame]]:
+def example_frames(
+    seed: int = 0, *, n_reference: int = 800, n_window: int = 200, windows: int = 3, shift: float = 0.0
+) -> tuple[Frame, list[Frame]]:
     """``(reference, windows)``: labelled rows with :data:`EXAMPLE_FEATURES`, predicted classes
     ``no``/``yes`` with probabilities, sources ``s0``..``s6``; ``shift`` moves ``x0`` in the windows.
 

@@ -144,14 +144,14 @@ def concat(frames: list[Frame]) -> Frame:
         source_id=np.concatenate([f.source_id for f in frames]),
         numeric={k: cat(lambda f, k=k: f.numeric.get(k), np.nan, np.float64) for k in num_names},
         categorical={k: cat(lambda f, k=k: f.categorical.get(k), None, object) for k in cat_names},
-        type_error={
-            k: cat(lambda f, k=k: f.type_error.get(k), False, bool) for k in (*num_names, *cat_names)
-        },
+        type_error={k: cat(lambda f, k=k: f.type_error.get(k), False, bool) for k in (*num_names, *cat_names)},
         pred_label=cat(lambda f: f.pred_label, None, object) if has_label else None,
         pred_proba=proba,
         classes=classes,
         pred_value=cat(lambda f: f.pred_value, np.nan, np.float64) if has_value else None,
         label=cat(lambda f: f.label, None, object) if has_truth else None,
-        unknown={k: cat(lambda f, k=k: f.unknown.get(k), False, bool)
-                 for k in dict.fromkeys(k for f in frames for k in f.unknown)},
+        unknown={
+            k: cat(lambda f, k=k: f.unknown.get(k), False, bool)
+            for k in dict.fromkeys(k for f in frames for k in f.unknown)
+        },
     )

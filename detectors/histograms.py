@@ -108,9 +108,9 @@ def _labels(reference: Reference, feature: str) -> tuple[str, ...]:
     return tuple(reference.categorical[feature].top.tolist()) + (OTHER,)
 
 
-def window_histograms(frame: Frame, reference: Reference,
-                      features: Sequence[str] | None = None, *,
-                      columns: WindowColumns | None = None) -> list[Histogram]:
+def window_histograms(
+    frame: Frame, reference: Reference, features: Sequence[str] | None = None, *, columns: WindowColumns | None = None
+) -> list[Histogram]:
     """Histogram of each feature (default: all of the reference) in ``frame``.
 
     ``columns``: the frame's prepared columns if already computed (the drift test
@@ -124,8 +124,7 @@ def window_histograms(frame: Frame, reference: Reference,
     for name in names:
         if name in reference.numeric:
             edges = reference.numeric[name].edges
-            out.append(Histogram(name, "numeric", sorted_bin_counts(sorted_cols[name], edges),
-                                 edges=edges))
+            out.append(Histogram(name, "numeric", sorted_bin_counts(sorted_cols[name], edges), edges=edges))
         elif name in reference.categorical:
             cref = reference.categorical[name]
             codes, _ = columns.category_codes(name, cref)
@@ -135,8 +134,7 @@ def window_histograms(frame: Frame, reference: Reference,
     return out
 
 
-def reference_histograms(reference: Reference,
-                         features: Sequence[str] | None = None) -> list[Histogram]:
+def reference_histograms(reference: Reference, features: Sequence[str] | None = None) -> list[Histogram]:
     """The reference's own histograms (precomputed when it was built)."""
     names = list(features) if features is not None else [f.name for f in reference.features]
     out = []
@@ -146,8 +144,7 @@ def reference_histograms(reference: Reference,
             out.append(Histogram(name, "numeric", r.counts.copy(), edges=r.edges))
         elif name in reference.categorical:
             c = reference.categorical[name]
-            out.append(Histogram(name, "categorical", c.top_counts.copy(),
-                                 labels=_labels(reference, name)))
+            out.append(Histogram(name, "categorical", c.top_counts.copy(), labels=_labels(reference, name)))
     return out
 
 
@@ -164,10 +161,15 @@ def merge_histograms(*hists: Histogram) -> Histogram:
         if not a.same_bins(b):
             raise HistogramMismatch(
                 f"cannot merge histograms of {a.feature!r} ({a.kind}, {a.counts.shape[0]} bins) "
-                f"and {b.feature!r} ({b.kind}, {b.counts.shape[0]} bins): bins differ")
+                f"and {b.feature!r} ({b.kind}, {b.counts.shape[0]} bins): bins differ"
+            )
         eps = [e for e in (a.epsilon, b.epsilon) if e is not None]
-        return replace(a, counts=np.asarray(a.counts) + np.asarray(b.counts),
-                       noised=a.noised or b.noised, epsilon=min(eps) if eps else None)
+        return replace(
+            a,
+            counts=np.asarray(a.counts) + np.asarray(b.counts),
+            noised=a.noised or b.noised,
+            epsilon=min(eps) if eps else None,
+        )
 
     return reduce(add, hists)
 
@@ -202,14 +204,20 @@ def laplace_noise(counts, epsilon: float, rng: np.random.Generator) -> np.ndarra
 
 def privatize(h: Histogram, epsilon: float, rng: np.random.Generator) -> Histogram:
     """A sensitive feature's histogram: noised counts, no edges, no labels."""
-    return Histogram(h.feature, h.kind, laplace_noise(h.counts, epsilon, rng), edges=None,
-                     labels=None, noised=True, epsilon=float(epsilon))
+    return Histogram(
+        h.feature,
+        h.kind,
+        laplace_noise(h.counts, epsilon, rng),
+        edges=None,
+        labels=None,
+        noised=True,
+        epsilon=float(epsilon),
+    )
 
 
 def histogram_fields(h: Histogram) -> dict[str, float | int | str]:
     """Record fields: ``b<i>`` count, ``e<i>`` lower edge (numeric, i >= 1), ``l<i>`` label of bin i."""
-    fields: dict[str, float | int | str] = {
-        f"b{i:02d}": int(c) for i, c in enumerate(np.asarray(h.counts))}
+    fields: dict[str, float | int | str] = {f"b{i:02d}": int(c) for i, c in enumerate(np.asarray(h.counts))}
     if h.edges is not None:
         fields.update({f"e{i + 1:02d}": float(e) for i, e in enumerate(h.edges)})
     if h.labels is not None:
@@ -233,6 +241,12 @@ def histogram_from_fields(feature: str, kind: str, fields: dict) -> Histogram:
     if "l00" in fields:
         labels = tuple(str(fields[f"l{i:02d}"]) for i in range(nb))
     eps = fields.get("epsilon")
-    return Histogram(feature, kind, counts, edges=edges, labels=labels,
-                     noised=bool(fields.get("noised", 0)),
-                     epsilon=None if eps is None else float(eps))
+    return Histogram(
+        feature,
+        kind,
+        counts,
+        edges=edges,
+        labels=labels,
+        noised=bool(fields.get("noised", 0)),
+        epsilon=None if eps is None else float(eps),
+    )

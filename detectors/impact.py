@@ -164,12 +164,14 @@ def feature_impact(
         tr, te = idx[: n // 2], idx[n // 2 :]
         if discrete_y:
             target = y.astype(str)
-            model = HistGradientBoostingClassifier(categorical_features=disc if disc.any() else None,
-                                                   random_state=seed, max_iter=100)
+            model = HistGradientBoostingClassifier(
+                categorical_features=disc if disc.any() else None, random_state=seed, max_iter=100
+            )
         else:
             target = y
-            model = HistGradientBoostingRegressor(categorical_features=disc if disc.any() else None,
-                                                  random_state=seed, max_iter=100)
+            model = HistGradientBoostingRegressor(
+                categorical_features=disc if disc.any() else None, random_state=seed, max_iter=100
+            )
         model.fit(x[tr], target[tr])
         fidelity = float(model.score(x[te], target[te]))
         res = permutation_importance(model, x[te], target[te], n_repeats=n_repeats, random_state=seed)
@@ -194,7 +196,10 @@ def impact_records(impacts: Sequence[FeatureImpact], tags: dict[str, str], time_
     out = []
     for i in impacts:
         fields: dict[str, float | int | str | bool] = {
-            "importance": i.importance, "normalized": i.normalized, "rank": i.rank, "n": i.n,
+            "importance": i.importance,
+            "normalized": i.normalized,
+            "rank": i.rank,
+            "n": i.n,
         }
         if i.fidelity is not None:
             fields["fidelity"] = i.fidelity

@@ -294,9 +294,16 @@ class MMDDrift:
         p = (1.0 + np.sum(null >= mmd2)) / (1.0 + self.n_permutations)
         thr = float(np.quantile(null, 1 - self.p_val))
         return MultivariateResult(
-            detector="mmd", statistic=mmd2, p_value=float(p), threshold=thr, p_val=self.p_val,
-            drift=bool(p < self.p_val), n_ref=n, n_window=int(x.shape[0]),
-            reference_value=float(np.mean(null)), engine="native",
+            detector="mmd",
+            statistic=mmd2,
+            p_value=float(p),
+            threshold=thr,
+            p_val=self.p_val,
+            drift=bool(p < self.p_val),
+            n_ref=n,
+            n_window=int(x.shape[0]),
+            reference_value=float(np.mean(null)),
+            engine="native",
         )
 
     def _test_alibi(self, x: np.ndarray) -> MultivariateResult:  # pragma: no cover - needs TF/torch
@@ -304,14 +311,22 @@ class MMDDrift:
 
         backend = "pytorch" if importlib.util.find_spec("torch") else "tensorflow"
         det = AlibiMMD(
-            self.x_ref.astype(np.float32), backend=backend, p_val=self.p_val,
+            self.x_ref.astype(np.float32),
+            backend=backend,
+            p_val=self.p_val,
             n_permutations=self.n_permutations,
         )
         out = det.predict(x.astype(np.float32))["data"]
         return MultivariateResult(
-            detector="mmd", statistic=float(out["distance"]), p_value=float(out["p_val"]),
-            threshold=float(out["distance_threshold"]), p_val=self.p_val, drift=bool(out["is_drift"]),
-            n_ref=self.x_ref.shape[0], n_window=int(x.shape[0]), reference_value=float("nan"),
+            detector="mmd",
+            statistic=float(out["distance"]),
+            p_value=float(out["p_val"]),
+            threshold=float(out["distance_threshold"]),
+            p_val=self.p_val,
+            drift=bool(out["is_drift"]),
+            n_ref=self.x_ref.shape[0],
+            n_window=int(x.shape[0]),
+            reference_value=float("nan"),
             engine="alibi",
         )
 
@@ -336,9 +351,7 @@ class PCADrift:
     from the first, the error's sampling distribution from the second.
     """
 
-    def __init__(
-        self, x_ref: np.ndarray, *, variance: float = 0.65, p_val: float = 0.05, seed: int | None = 0
-    ) -> None:
+    def __init__(self, x_ref: np.ndarray, *, variance: float = 0.65, p_val: float = 0.05, seed: int | None = 0) -> None:
         x_ref = np.asarray(x_ref, dtype=np.float64)
         if x_ref.ndim != 2 or x_ref.shape[0] < 20:
             raise ValueError(f"x_ref must be (n >= 20, d), got shape {x_ref.shape}")
@@ -388,7 +401,14 @@ class PCADrift:
         thr = mean_ref + crit if stat >= mean_ref else mean_ref - crit
         p = float(res.pvalue) if np.isfinite(res.pvalue) else 1.0
         return MultivariateResult(
-            detector="pca", statistic=stat, p_value=p, threshold=thr, p_val=self.p_val,
-            drift=bool(p < self.p_val), n_ref=self.n_ref, n_window=int(x.shape[0]),
-            reference_value=mean_ref, engine="native",
+            detector="pca",
+            statistic=stat,
+            p_value=p,
+            threshold=thr,
+            p_val=self.p_val,
+            drift=bool(p < self.p_val),
+            n_ref=self.n_ref,
+            n_window=int(x.shape[0]),
+            reference_value=mean_ref,
+            engine="native",
         )

@@ -76,7 +76,6 @@ class CalibrationError(InvalidInputError):
     """The reference or parameters do not allow threshold calibration."""
 
 
-
 def _lfilter(*args, **kwargs):
     """``scipy.signal.lfilter``, imported on first use: scipy.signal and scipy.stats take
     seconds to import, and the worker imports this module (through the label join) while it
@@ -91,6 +90,7 @@ def _hypergeom_cdf(*args):
     from scipy.stats import hypergeom
 
     return hypergeom.cdf(*args)
+
 
 @dataclass(slots=True)
 class OnlineResult:
@@ -160,9 +160,7 @@ def calibration_key(kind: str, **params: object) -> str:
             return [norm(x) for x in v]
         return v
 
-    payload = json.dumps(
-        {"kind": kind, "v": _CACHE_VERSION, **{k: norm(v) for k, v in params.items()}}, sort_keys=True
-    )
+    payload = json.dumps({"kind": kind, "v": _CACHE_VERSION, **{k: norm(v) for k, v in params.items()}}, sort_keys=True)
     return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:24]}"
 
 
@@ -412,9 +410,7 @@ def _thresholds_from_max_stats(
     return thresholds, permit
 
 
-def _first_passage_threshold(
-    maxima: np.ndarray, top: np.ndarray, beta: float
-) -> tuple[float, float, float, float]:
+def _first_passage_threshold(maxima: np.ndarray, top: np.ndarray, beta: float) -> tuple[float, float, float, float]:
     """Constant (randomised) threshold whose first-passage hazard per step is ``beta``.
 
     ``maxima``: each simulated stream's largest statistic over the regime's
@@ -725,14 +721,26 @@ class CVMOnline(_OnlineBase):
         engine: Engine = "native",
     ) -> None:
         super().__init__(
-            np.asarray(x_ref, dtype=np.float64), ert, window_sizes, n_bootstraps, seed, cache_dir,
-            reset_on_drift, engine,
+            np.asarray(x_ref, dtype=np.float64),
+            ert,
+            window_sizes,
+            n_bootstraps,
+            seed,
+            cache_dir,
+            reset_on_drift,
+            engine,
         )
         self._refs = [_RefCDF(self.x_ref[:, j]) for j in range(self.n_features)]
         self.t_max = 2 * self.max_ws - 1
         key = calibration_key(
-            "cvm", n=self.n, ert=self.ert, window_sizes=list(self.window_sizes), d=self.n_features,
-            n_bootstraps=self.n_bootstraps, seed=seed, engine=engine,
+            "cvm",
+            n=self.n,
+            ert=self.ert,
+            window_sizes=list(self.window_sizes),
+            d=self.n_features,
+            n_bootstraps=self.n_bootstraps,
+            seed=seed,
+            engine=engine,
         )
         self.cache_key = key
         cached = _cache_load(self.cache_dir, key)
@@ -808,8 +816,14 @@ class FETOnline(_OnlineBase):
         if ref.dtype == bool:
             ref = ref.astype(np.float64)
         super().__init__(
-            np.asarray(ref, dtype=np.float64), ert, window_sizes, n_bootstraps, seed, cache_dir,
-            reset_on_drift, engine,
+            np.asarray(ref, dtype=np.float64),
+            ert,
+            window_sizes,
+            n_bootstraps,
+            seed,
+            cache_dir,
+            reset_on_drift,
+            engine,
         )
         if not np.isin(self.x_ref, (0.0, 1.0)).all():
             raise CalibrationError("FETOnline needs a 0/1 (or boolean) reference")
@@ -828,13 +842,25 @@ class FETOnline(_OnlineBase):
             raise ValueError("t_max must be >= 2 * max(window_sizes) - 1")
         # steady-state events simulated per stream: a few ERTs (streams are stopped by then),
         # at least 4 largest windows, at most 2000 (more streams then, not longer ones)
-        self.tail_steps = (int(tail_steps) if tail_steps is not None
-                           else int(min(max(2000, 4 * self.max_ws), max(4 * self.max_ws, 3 * self.ert))))
+        self.tail_steps = (
+            int(tail_steps)
+            if tail_steps is not None
+            else int(min(max(2000, 4 * self.max_ws), max(4 * self.max_ws, 3 * self.ert)))
+        )
         key = calibration_key(
-            "fet", n=self.n, sum_ref=self.sum_ref.tolist(), ert=self.ert,
-            window_sizes=list(self.window_sizes), n_bootstraps=self.n_bootstraps, t_max=self.t_max,
-            alternative=alternative, lam=self.lam, seed=seed, engine=engine,
-            tail_steps=self.tail_steps if engine == "native" else None, method="first-passage-randomised",
+            "fet",
+            n=self.n,
+            sum_ref=self.sum_ref.tolist(),
+            ert=self.ert,
+            window_sizes=list(self.window_sizes),
+            n_bootstraps=self.n_bootstraps,
+            t_max=self.t_max,
+            alternative=alternative,
+            lam=self.lam,
+            seed=seed,
+            engine=engine,
+            tail_steps=self.tail_steps if engine == "native" else None,
+            method="first-passage-randomised",
         )
         self.cache_key = key
         cached = _cache_load(self.cache_dir, key)
@@ -854,10 +880,17 @@ class FETOnline(_OnlineBase):
             self.from_cache = True
         else:
             self.thresholds, self.permit_probs = self.calibrate()
-            _cache_save(self.cache_dir, key, {
-                "thresholds": self.thresholds, "permit": self.permit_probs, "band_low": self.band_low,
-                "band_q": self.band_q, "hazards": self.hazards,
-            })
+            _cache_save(
+                self.cache_dir,
+                key,
+                {
+                    "thresholds": self.thresholds,
+                    "permit": self.permit_probs,
+                    "band_low": self.band_low,
+                    "band_q": self.band_q,
+                    "hazards": self.hazards,
+                },
+            )
         self.reset()
 
     def reset(self) -> None:
@@ -927,8 +960,7 @@ class FETOnline(_OnlineBase):
             if w > steps:
                 continue
             raw = self._stat_table(w)[cs[:, w:] - cs[:, :-w], f]  # (b, steps - w + 1)
-            sm, _ = _lfilter([self.lam], [1.0, -(1 - self.lam)], raw, axis=1,
-                            zi=((1 - self.lam) * raw[:, :1]))
+            sm, _ = _lfilter([self.lam], [1.0, -(1 - self.lam)], raw, axis=1, zi=((1 - self.lam) * raw[:, :1]))
             np.maximum(out[:, w - 1 :], sm, out=out[:, w - 1 :])
         return out
 
@@ -1052,8 +1084,11 @@ def _alibi_cvm(owner: CVMOnline, cached: dict[str, np.ndarray] | None):
                 super()._configure_thresholds()
 
     return _Cached(
-        owner.x_ref, ert=owner.ert, window_sizes=list(owner.window_sizes),
-        n_bootstraps=owner.n_bootstraps, verbose=False,
+        owner.x_ref,
+        ert=owner.ert,
+        window_sizes=list(owner.window_sizes),
+        n_bootstraps=owner.n_bootstraps,
+        verbose=False,
     )
 
 
@@ -1070,9 +1105,14 @@ def _alibi_fet(owner: FETOnline, cached: dict[str, np.ndarray] | None):
                 super()._configure_thresholds()
 
     return _Cached(
-        owner.x_ref, ert=owner.ert, window_sizes=list(owner.window_sizes),
-        n_bootstraps=owner.n_bootstraps, t_max=owner.t_max, alternative=owner.alternative,
-        lam=owner.lam, verbose=False,
+        owner.x_ref,
+        ert=owner.ert,
+        window_sizes=list(owner.window_sizes),
+        n_bootstraps=owner.n_bootstraps,
+        t_max=owner.t_max,
+        alternative=owner.alternative,
+        lam=owner.lam,
+        verbose=False,
     )
 
 

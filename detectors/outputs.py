@@ -58,8 +58,12 @@ class OutputColumns:
         return bool(self.columns)
 
 
-def read_reference_rows(path: str | Path, features: Sequence[FeatureSpec], outputs: OutputColumns | None,
-                        task: Literal["classification", "regression"] = "classification") -> Frame:
+def read_reference_rows(
+    path: str | Path,
+    features: Sequence[FeatureSpec],
+    outputs: OutputColumns | None,
+    task: Literal["classification", "regression"] = "classification",
+) -> Frame:
     """The reference rows of ``path`` with the declared outputs and labels attached to the frame
     (``pred_label``, ``pred_proba`` + ``classes`` sorted by name as events carry them, ``pred_value``,
     ``label``). Raises :class:`ReferenceDataError` naming the file and the missing or unparsable column."""
@@ -92,12 +96,21 @@ def read_reference_rows(path: str | Path, features: Sequence[FeatureSpec], outpu
         bad = np.isfinite(proba) & ((proba < 0) | (proba > 1))
         if bad.any():
             r, j = (int(x[0]) for x in np.nonzero(bad))
-            raise ReferenceDataError(f"{path}: column {outputs.probabilities[classes[j]]!r} holds a probability "
-                                     f"outside [0, 1] in row {r + 1}: {proba[r, j]!r}")
+            raise ReferenceDataError(
+                f"{path}: column {outputs.probabilities[classes[j]]!r} holds a probability "
+                f"outside [0, 1] in row {r + 1}: {proba[r, j]!r}"
+            )
     if outputs.label:
         label = col[outputs.label]
-    return Frame.from_columns(event_id=rows.event_id, event_time=rows.event_time, numeric=numeric,
-                              categorical=categorical, type_error={k: v for k, v in rows.type_error.items()
-                                                                   if k in names},
-                              pred_label=pred_label, pred_proba=proba, classes=classes, pred_value=pred_value,
-                              label=label)
+    return Frame.from_columns(
+        event_id=rows.event_id,
+        event_time=rows.event_time,
+        numeric=numeric,
+        categorical=categorical,
+        type_error={k: v for k, v in rows.type_error.items() if k in names},
+        pred_label=pred_label,
+        pred_proba=proba,
+        classes=classes,
+        pred_value=pred_value,
+        label=label,
+    )

@@ -217,15 +217,26 @@ class PerformanceAccumulator:
         self.est_sum += float(expected_correct)
         self.est_n += int(n)
 
-    _STATE_KEYS = ("task", "classes", "n", "log_loss_sum", "log_loss_n", "abs_sum", "sq_sum", "err_sum",
-                   "est_sum", "est_n")
+    _STATE_KEYS = (
+        "task",
+        "classes",
+        "n",
+        "log_loss_sum",
+        "log_loss_n",
+        "abs_sum",
+        "sq_sum",
+        "err_sum",
+        "est_sum",
+        "est_n",
+    )
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """``(scalars, arrays)``: everything :meth:`from_state` needs (JSON-able scalars, plain arrays),
         so a caller can persist an accumulator without pickle."""
-        return ({k: getattr(self, k) for k in self._STATE_KEYS},
-                {"confusion": self.confusion,
-                 "delays": np.concatenate(self.delays) if self.delays else np.empty(0)})
+        return (
+            {k: getattr(self, k) for k in self._STATE_KEYS},
+            {"confusion": self.confusion, "delays": np.concatenate(self.delays) if self.delays else np.empty(0)},
+        )
 
     @classmethod
     def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> PerformanceAccumulator:
@@ -248,8 +259,8 @@ class PerformanceAccumulator:
             codes = self._codes(np.array(other.classes, dtype=object))
             k = len(self.classes)
             flat = (codes[:, None] * k + codes[None, :]).ravel()
-            self.confusion += np.bincount(flat, weights=other.confusion.ravel(), minlength=k * k).reshape(k, k).astype(
-                np.int64
+            self.confusion += (
+                np.bincount(flat, weights=other.confusion.ravel(), minlength=k * k).reshape(k, k).astype(np.int64)
             )
         self.n += other.n
         self.log_loss_sum += other.log_loss_sum
@@ -388,8 +399,9 @@ def _ece(truth: np.ndarray, proba: np.ndarray, bins: int) -> float:
     return float(sum((hi - lo) / n * abs(p[lo:hi].mean() - t[lo:hi].mean()) for lo, hi in pairwise(edges)))
 
 
-def needs_calibration(proba: np.ndarray, truth: np.ndarray, *, splits: int = 10, test_size: float = 0.1,
-                      bins: int = 10, seed: int = 42) -> bool:
+def needs_calibration(
+    proba: np.ndarray, truth: np.ndarray, *, splits: int = 10, test_size: float = 0.1, bins: int = 10, seed: int = 42
+) -> bool:
     """Does isotonic calibration lower the expected calibration error out of sample? (NannyML's test.)
 
     ``splits`` random splits hold out ``test_size`` of the rows (stratified by
@@ -449,14 +461,16 @@ class Calibration:
             m = self.maps[0]
             p1 = proba[:, 1] if m is None else np.interp(proba[:, 1], m[0], m[1])
             return np.column_stack([1.0 - p1, p1])
-        out = np.column_stack([proba[:, j] if m is None else np.interp(proba[:, j], m[0], m[1])
-                               for j, m in enumerate(self.maps)])
+        out = np.column_stack(
+            [proba[:, j] if m is None else np.interp(proba[:, j], m[0], m[1]) for j, m in enumerate(self.maps)]
+        )
         s = out.sum(axis=1, keepdims=True)
         return np.where(s > 0, out / np.where(s > 0, s, 1.0), 1.0 / out.shape[1])
 
 
-def _proba_rows(proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _proba_rows(
+    proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows usable by CBPE: (row mask, normalised probabilities, served class index) of the usable rows."""
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2 or proba.shape[1] != len(classes) or len(classes) < 2:
@@ -475,9 +489,16 @@ def _proba_rows(proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarra
     return ok, p, pred_idx[ok]
 
 
-def fit_calibration(proba: np.ndarray, labels: np.ndarray, classes: Sequence[str],
-                    pred_label: np.ndarray | None = None, *, source: str = "reference",
-                    min_rows: int = 100, check: bool = False) -> Calibration:
+def fit_calibration(
+    proba: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    pred_label: np.ndarray | None = None,
+    *,
+    source: str = "reference",
+    min_rows: int = 100,
+    check: bool = False,
+) -> Calibration:
     """Fit CBPE's calibration on labelled reference rows (probabilities + true labels).
 
     As NannyML: an increasing isotonic map per class (one-vs-rest; binary: the
@@ -533,8 +554,9 @@ class CBPE:
         if self.calibration is None:
             return proba
         if tuple(classes) != self.calibration.classes:
-            raise ValueError(f"classes {tuple(classes)} differ from those the calibration was fitted on "
-                             f"{self.calibration.classes}")
+            raise ValueError(
+                f"classes {tuple(classes)} differ from those the calibration was fitted on {self.calibration.classes}"
+            )
         return self.calibration.apply(proba)
 
     def estimate(
@@ -569,8 +591,9 @@ class CBPE:
         out["n"] = float(n)
         return out
 
-    def expected_correct(self, proba: np.ndarray, classes: Sequence[str],
-                         pred_label: np.ndarray | None = None) -> tuple[float, int]:
+    def expected_correct(
+        self, proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None = None
+    ) -> tuple[float, int]:
         """``(sum of P(row is right), rows)``: additive, for the estimate of rows that get labels later."""
         _, p, pred_idx = _proba_rows(proba, classes, pred_label)
         if not p.shape[0]:
@@ -627,8 +650,9 @@ class CalibrationCollector:
     def full(self) -> bool:
         return self.n >= self.size
 
-    def add(self, proba: np.ndarray | None, classes: Sequence[str], labels: np.ndarray,
-            pred_label: np.ndarray | None) -> None:
+    def add(
+        self, proba: np.ndarray | None, classes: Sequence[str], labels: np.ndarray, pred_label: np.ndarray | None
+    ) -> None:
         """Add joined rows: the first ``size`` calibrate; later ones test the calibration (see the class)."""
         if proba is None or len(classes) < 2:
             return
@@ -654,8 +678,11 @@ class CalibrationCollector:
             return
         self._proba.append(p[take])
         self._label.append(normalize_labels(labels)[take])
-        self._pred.append(normalize_labels(pred_label)[take] if pred_label is not None
-                          else np.asarray(self.classes, dtype=object)[np.argmax(p[take], axis=1)])
+        self._pred.append(
+            normalize_labels(pred_label)[take]
+            if pred_label is not None
+            else np.asarray(self.classes, dtype=object)[np.argmax(p[take], axis=1)]
+        )
         self.n += int(take.size)
 
     def _holds(self, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None) -> bool:
@@ -669,8 +696,12 @@ class CalibrationCollector:
             return False
         self._tests.append(stat)
         del self._tests[: -self.max_batches]
-        z, n = suffix_z(np.array([t[0] for t in self._tests]), np.array([t[1] for t in self._tests]),
-                        np.array([t[2] for t in self._tests]), self.min_rows)
+        z, n = suffix_z(
+            np.array([t[0] for t in self._tests]),
+            np.array([t[1] for t in self._tests]),
+            np.array([t[2] for t in self._tests]),
+            self.min_rows,
+        )
         if not z.size:
             return False
         at = int(np.argmax(np.abs(z)))
@@ -678,9 +709,11 @@ class CalibrationCollector:
         if abs(self.last_z) <= self.drift_z:
             return False
         rows = int(n[at])
-        self.drift_note = (f"the calibration of {cal.source} stopped holding: on the last {rows} joined labels "
-                           f"realized accuracy differs from its estimate by z = {self.last_z:.1f} (limit "
-                           f"{self.drift_z:g}); recalibrating on the labels since")
+        self.drift_note = (
+            f"the calibration of {cal.source} stopped holding: on the last {rows} joined labels "
+            f"realized accuracy differs from its estimate by z = {self.last_z:.1f} (limit "
+            f"{self.drift_z:g}); recalibrating on the labels since"
+        )
         self.recalibrations += 1
         self.n, self._fitted, self._fitted_n, self.error = 0, None, 0, None
         self._proba, self._label, self._pred, self._tests = [], [], [], []
@@ -694,8 +727,11 @@ class CalibrationCollector:
             return self._fitted
         proba, lab, pred = (np.concatenate(x) for x in (self._proba, self._label, self._pred))
         self._proba, self._label, self._pred = [proba], [lab], [pred]
-        what = (f"first {self.n} joined labels" if not self.recalibrations
-                else f"{self.n} joined labels after recalibration {self.recalibrations}")
+        what = (
+            f"first {self.n} joined labels"
+            if not self.recalibrations
+            else f"{self.n} joined labels after recalibration {self.recalibrations}"
+        )
         try:
             self._fitted = fit_calibration(proba, lab, self.classes, pred, min_rows=self.min_rows, source=what)
             self.error = None
@@ -712,8 +748,11 @@ class CalibrationCollector:
         scalars = {"size": self.size, "min_rows": self.min_rows, "classes": list(self.classes), "n": self.n}
         if not self.n:
             return scalars, {}
-        return scalars, {"proba": np.concatenate(self._proba), "label": np.concatenate(self._label),
-                         "pred": np.concatenate(self._pred)}
+        return scalars, {
+            "proba": np.concatenate(self._proba),
+            "label": np.concatenate(self._label),
+            "pred": np.concatenate(self._pred),
+        }
 
     @classmethod
     def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> CalibrationCollector:
@@ -727,8 +766,9 @@ class CalibrationCollector:
         return col
 
 
-def calibration_residuals(cal: Calibration, proba: np.ndarray, labels: np.ndarray,
-                          pred_label: np.ndarray | None) -> tuple[float, float, int] | None:
+def calibration_residuals(
+    cal: Calibration, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None
+) -> tuple[float, float, int] | None:
     """``(sum(r - c), sum(c (1 - c)), rows)`` of labelled rows under a calibration: ``c`` the calibrated
     probability that the served class is right, ``r`` 1 when it was (rows without finite probabilities,
     a known served class or a label left out; None when none is left). ``c`` is kept within
@@ -788,11 +828,16 @@ def performance_records(
             continue
         fields: dict[str, float | int | str | bool] = {"value": float(value), "estimated": estimated, "n": int(rows)}
         if extra:
-            fields.update({k: v for k, v in extra.items()
-                           if v is not None and (isinstance(v, (str, bool)) or np.isfinite(v))})
+            fields.update(
+                {k: v for k, v in extra.items() if v is not None and (isinstance(v, (str, bool)) or np.isfinite(v))}
+            )
         if name == "accuracy":
-            for src, dst in (("accuracy_std", "std"), ("accuracy_lower", "lower"), ("accuracy_upper", "upper"),
-                             ("cbpe_accuracy", "cbpe_value")):
+            for src, dst in (
+                ("accuracy_std", "std"),
+                ("accuracy_lower", "lower"),
+                ("accuracy_upper", "upper"),
+                ("cbpe_accuracy", "cbpe_value"),
+            ):
                 if src in metrics and np.isfinite(metrics[src]):
                     fields[dst] = float(metrics[src])
             if "cbpe_value" in fields:
@@ -801,13 +846,19 @@ def performance_records(
     return out
 
 
-def not_calibrated_record(tags: dict[str, str], time_ns: int, reason: str, n: int,
-                          extra: Mapping[str, FieldValue] | None = None) -> Record:
+def not_calibrated_record(
+    tags: dict[str, str], time_ns: int, reason: str, n: int, extra: Mapping[str, FieldValue] | None = None
+) -> Record:
     """The CBPE point of a window it cannot estimate yet: ``metric=accuracy``, ``detector=cbpe``,
     ``calibrated=False``, ``status="not calibrated"``, ``reason`` and ``n`` — and no ``value``, so
     no chart or alert can take an uncalibrated guess for an estimate."""
-    fields: dict[str, float | int | str | bool] = {"calibrated": False, "status": "not calibrated",
-                                                   "reason": reason, "n": int(n), **(extra or {})}
+    fields: dict[str, float | int | str | bool] = {
+        "calibrated": False,
+        "status": "not calibrated",
+        "reason": reason,
+        "n": int(n),
+        **(extra or {}),
+    }
     return Record(PERFORMANCE, {**tags, T_METRIC: "accuracy", T_DETECTOR: "cbpe"}, fields, time_ns)
 
 
@@ -817,8 +868,9 @@ CHUNK_METRICS = ("accuracy", "precision", "recall", "f1")
 """Metrics whose estimate is judged against its band over the reference's chunks."""
 
 
-def chunk_estimates(cbpe: CBPE, proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None,
-                    slices: Sequence[slice]) -> dict[str, np.ndarray]:
+def chunk_estimates(
+    cbpe: CBPE, proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None, slices: Sequence[slice]
+) -> dict[str, np.ndarray]:
     """CBPE's estimate of each of :data:`CHUNK_METRICS` on each chunk (``slices`` of rows in time order).
 
     The chunks' spread is how much the *estimate* moves on stable data of the window's size,

@@ -77,8 +77,9 @@ __all__ = [
 ]
 
 
-def _proba_columns(classes: tuple[str, ...], proba: np.ndarray | None, max_classes: int,
-                   keep: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+def _proba_columns(
+    classes: tuple[str, ...], proba: np.ndarray | None, max_classes: int, keep: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
     if proba is None or not classes:
         return {}
     proba = np.asarray(proba, dtype=np.float64)
@@ -97,8 +98,9 @@ def _proba_columns(classes: tuple[str, ...], proba: np.ndarray | None, max_class
     }
 
 
-def prediction_frame(frame: Frame, proba_classes: tuple[str, ...] | None = None,
-                     max_classes: int = 20) -> tuple[Frame, tuple[str, ...]]:
+def prediction_frame(
+    frame: Frame, proba_classes: tuple[str, ...] | None = None, max_classes: int = 20
+) -> tuple[Frame, tuple[str, ...]]:
     """A frame whose features are the model outputs of ``frame`` (see module docstring).
 
     Returns the frame and the classes whose probabilities it holds (pass the
@@ -115,8 +117,10 @@ def prediction_frame(frame: Frame, proba_classes: tuple[str, ...] | None = None,
         categorical[LABEL] = out
     cols = _proba_columns(frame.classes, frame.pred_proba, max_classes, proba_classes)
     numeric.update(cols)
-    used = tuple(proba_classes) if proba_classes is not None else tuple(
-        c for c in frame.classes if f"{PROBA_PREFIX}{safe_label(c)}" in cols
+    used = (
+        tuple(proba_classes)
+        if proba_classes is not None
+        else tuple(c for c in frame.classes if f"{PROBA_PREFIX}{safe_label(c)}" in cols)
     )
     if frame.pred_value is not None:
         numeric[VALUE] = np.asarray(frame.pred_value, dtype=np.float64)
@@ -135,8 +139,7 @@ class PredictionReference:
     mean_ref: dict[str, float]
 
     @classmethod
-    def from_frame(cls, frame: Frame, *, bins: int = 10, top_k: int = 50,
-                   max_classes: int = 20) -> PredictionReference:
+    def from_frame(cls, frame: Frame, *, bins: int = 10, top_k: int = 50, max_classes: int = 20) -> PredictionReference:
         """Build from the reference events' predictions (raises if they hold none)."""
         pf, used = prediction_frame(frame, None, max_classes)
         if not pf.numeric and not pf.categorical:
@@ -150,19 +153,26 @@ class PredictionReference:
         return cls(ref, used, means)
 
 
-def prediction_drift(window: Frame, reference: PredictionReference, spec: DriftSpec,
-                     *, min_samples: int = 10) -> DriftResult:
+def prediction_drift(
+    window: Frame, reference: PredictionReference, spec: DriftSpec, *, min_samples: int = 10
+) -> DriftResult:
     """Test the window's outputs against the reference's (engine, test, correction from ``spec``)."""
     pf, _ = prediction_frame(window, reference.proba_classes)
-    present = [f.name for f in reference.reference.features
-               if f.name in pf.numeric or f.name in pf.categorical]
+    present = [f.name for f in reference.reference.features if f.name in pf.numeric or f.name in pf.categorical]
     return univariate_drift(pf, reference.reference, spec, present, min_samples=min_samples)
 
 
-def prediction_records(result: DriftResult, window: Frame, reference: PredictionReference,
-                       tags: dict[str, str], time_ns: int, max_share_classes: int = 50, *,
-                       window_means: dict[str, float] | None = None,
-                       label_counts: dict[str, int] | None = None) -> list[Record]:
+def prediction_records(
+    result: DriftResult,
+    window: Frame,
+    reference: PredictionReference,
+    tags: dict[str, str],
+    time_ns: int,
+    max_share_classes: int = 50,
+    *,
+    window_means: dict[str, float] | None = None,
+    label_counts: dict[str, int] | None = None,
+) -> list[Record]:
     """``dw_prediction`` records of one window (fields documented in the module docstring).
 
     ``window_means``/``label_counts``: the window's output means and predicted-class counts when
@@ -172,9 +182,17 @@ def prediction_records(result: DriftResult, window: Frame, reference: Prediction
     pf, _ = prediction_frame(window, reference.proba_classes)
     for f in result.features:
         fields: dict[str, float | int | str | bool] = {
-            "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold,
-            "drift": int(f.drift), "n_ref": f.n_ref, "n_cur": f.n_cur, "psi": f.psi, "js": f.js,
-            "rank": f.rank, "engine": result.engine, **(f.verdict.fields() if f.verdict else {}),
+            "statistic": f.statistic,
+            "p_value": f.p_value,
+            "threshold": f.threshold,
+            "drift": int(f.drift),
+            "n_ref": f.n_ref,
+            "n_cur": f.n_cur,
+            "psi": f.psi,
+            "js": f.js,
+            "rank": f.rank,
+            "engine": result.engine,
+            **(f.verdict.fields() if f.verdict else {}),
         }
         if f.kind == "numeric":
             col = pf.numeric.get(f.feature)
@@ -198,19 +216,29 @@ def prediction_records(result: DriftResult, window: Frame, reference: Prediction
         n_win = max(int(sum(win_counts.values())), 1)
         n_ref = max(lab_ref.n, 1)
         ref_counts = dict(zip(lab_ref.categories.tolist(), lab_ref.counts.tolist()))
-        names = sorted(set(ref_counts) | set(win_counts),
-                       key=lambda c: -(ref_counts.get(c, 0) + win_counts.get(c, 0)))[:max_share_classes]
+        names = sorted(set(ref_counts) | set(win_counts), key=lambda c: -(ref_counts.get(c, 0) + win_counts.get(c, 0)))[
+            :max_share_classes
+        ]
         for c in names:
-            out.append(Record(
-                PREDICTION,
-                {**tags, T_FEATURE: LABEL, T_DETECTOR: "share", T_SEGMENT: safe_label(c)},
-                {"ref_share": ref_counts.get(c, 0) / n_ref, "window_share": win_counts.get(c, 0) / n_win,
-                 "window_count": int(win_counts.get(c, 0))},
-                time_ns,
-            ))
+            out.append(
+                Record(
+                    PREDICTION,
+                    {**tags, T_FEATURE: LABEL, T_DETECTOR: "share", T_SEGMENT: safe_label(c)},
+                    {
+                        "ref_share": ref_counts.get(c, 0) / n_ref,
+                        "window_share": win_counts.get(c, 0) / n_win,
+                        "window_count": int(win_counts.get(c, 0)),
+                    },
+                    time_ns,
+                )
+            )
     summary: dict[str, float | int | str | bool] = {
-        "drift": int(result.drift), "n_drifted": result.n_drifted, "n_tested": result.n_features,
-        "p_val": result.p_val, "correction": result.correction, "engine": result.engine,
+        "drift": int(result.drift),
+        "n_drifted": result.n_drifted,
+        "n_tested": result.n_features,
+        "p_val": result.p_val,
+        "correction": result.correction,
+        "engine": result.engine,
         "threshold_method": result.threshold_method,
     }
     if np.isfinite(result.threshold):

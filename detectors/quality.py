@@ -126,8 +126,9 @@ def unknown_count(columns: WindowColumns, name: str, allowed: Sequence[str]) -> 
     return int((lookup(np.unique(np.array(allowed, dtype=str)), values) < 0).sum())
 
 
-def data_quality(frame: Frame, features: Sequence[FeatureSpec],
-                 columns: WindowColumns | None = None) -> list[FeatureQuality]:
+def data_quality(
+    frame: Frame, features: Sequence[FeatureSpec], columns: WindowColumns | None = None
+) -> list[FeatureQuality]:
     """Quality counts for each of ``features`` in ``frame`` (in the order given).
 
     ``columns``: the window's shared :class:`~detectors.reference.WindowColumns`
@@ -154,8 +155,15 @@ def data_quality(frame: Frame, features: Sequence[FeatureSpec],
             n_oor = ((mat < lo) | (mat > hi)).sum(axis=1)  # NaN compares False
         for i, f in enumerate(numeric):
             out[f.name] = FeatureQuality(
-                f.name, "numeric", n, int(n_missing[i]), int(n_te[i]), int(n_oor[i]), 0,
-                0 if f.nullable else int(n_missing[i]))
+                f.name,
+                "numeric",
+                n,
+                int(n_missing[i]),
+                int(n_te[i]),
+                int(n_oor[i]),
+                0,
+                0 if f.nullable else int(n_missing[i]),
+            )
 
     for f in features:
         if f.kind != "categorical":
@@ -167,8 +175,9 @@ def data_quality(frame: Frame, features: Sequence[FeatureSpec],
         n_unknown = 0
         if f.allowed is not None and f.name in frame.categorical:
             n_unknown = unknown_count(columns, f.name, f.allowed)
-        out[f.name] = FeatureQuality(f.name, "categorical", n, n_missing, n_te, 0, n_unknown,
-                                     0 if f.nullable else n_missing)
+        out[f.name] = FeatureQuality(
+            f.name, "categorical", n, n_missing, n_te, 0, n_unknown, 0 if f.nullable else n_missing
+        )
     return [out[f.name] for f in features]
 
 
@@ -205,8 +214,7 @@ def undeclared_fields(n: int, any_row: int, counts: dict[str, int], limit: int =
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     more = len(counts) - len(top)
     text = ", ".join(f"{k}={v}" for k, v in top) + (f", (+{more} more)" if more > 0 else "")
-    return {"n": n, "n_unknown_feature": any_row, "unknown_feature_rate": any_row / n if n else 0.0,
-            "features": text}
+    return {"n": n, "n_unknown_feature": any_row, "unknown_feature_rate": any_row / n if n else 0.0, "features": text}
 
 
 def window_totals(quality: Sequence[FeatureQuality]) -> dict[str, float | int]:
@@ -239,8 +247,12 @@ def judged_rates(f: FeatureSpec) -> tuple[str, ...]:
 
 
 def _count_of(q: FeatureQuality, rate: str) -> int:
-    return {"missing_rate": q.n_missing, "type_error_rate": q.n_type_error,
-            "out_of_range_rate": q.n_out_of_range, "unknown_category_rate": q.n_unknown_category}[rate]
+    return {
+        "missing_rate": q.n_missing,
+        "type_error_rate": q.n_type_error,
+        "out_of_range_rate": q.n_out_of_range,
+        "unknown_category_rate": q.n_unknown_category,
+    }[rate]
 
 
 @dataclass(frozen=True)
@@ -253,8 +265,14 @@ class ReferenceQuality:
     chunk_rates: dict[str, dict[str, np.ndarray]] | None
 
 
-def reference_quality(rows: Frame, features: Sequence[FeatureSpec], window_n: int, min_chunks: int,
-                      max_chunks: int | None, cache: dict | None = None) -> ReferenceQuality:
+def reference_quality(
+    rows: Frame,
+    features: Sequence[FeatureSpec],
+    window_n: int,
+    min_chunks: int,
+    max_chunks: int | None,
+    cache: dict | None = None,
+) -> ReferenceQuality:
     """Quality of the reference rows overall and per chunk of the window's size (cached in ``cache``)."""
     from detectors.thresholds import chunk_size_key, chunk_slices, time_order
 
@@ -268,16 +286,23 @@ def reference_quality(rows: Frame, features: Sequence[FeatureSpec], window_n: in
     rates = None
     if len(slices) >= min_chunks:
         per_chunk = [data_quality(ordered.take(s), features) for s in slices]
-        rates = {f.name: {r: np.array([getattr(c[i], r) for c in per_chunk]) for r in JUDGED_RATES}
-                 for i, f in enumerate(features)}
+        rates = {
+            f.name: {r: np.array([getattr(c[i], r) for c in per_chunk]) for r in JUDGED_RATES}
+            for i, f in enumerate(features)
+        }
     out = ReferenceQuality(totals, size, rates)
     if cache is not None:
         cache[key] = out
     return out
 
 
-def quality_verdicts(quality: Sequence[FeatureQuality], features: Sequence[FeatureSpec],
-                     ref: ReferenceQuality, family_level: float, multiplier: float | None = None) -> list[dict]:
+def quality_verdicts(
+    quality: Sequence[FeatureQuality],
+    features: Sequence[FeatureSpec],
+    ref: ReferenceQuality,
+    family_level: float,
+    multiplier: float | None = None,
+) -> list[dict]:
     """Per feature, the record fields of its judged rates: ``<rate>_method``, ``<rate>_upper``,
     ``quality_alarm`` (1 if any judged rate is above its band), ``quality_level`` (the level per rate).
 
@@ -296,8 +321,15 @@ def quality_verdicts(quality: Sequence[FeatureQuality], features: Sequence[Featu
         total = ref.totals.get(f.name)
         for rate in judged_rates(f):
             chunk = None if ref.chunk_rates is None else ref.chunk_rates[f.name][rate]
-            v = judge_rate(getattr(q, rate), chunk, 0 if total is None else _count_of(total, rate),
-                           0 if total is None else total.n, q.n, level, k)
+            v = judge_rate(
+                getattr(q, rate),
+                chunk,
+                0 if total is None else _count_of(total, rate),
+                0 if total is None else total.n,
+                q.n,
+                level,
+                k,
+            )
             fields[f"{rate}_method"] = v.method
             fields[f"{rate}_upper"] = v.upper
             alarm = alarm or v.alarm
@@ -311,9 +343,11 @@ def describe_quality(spec, features: Sequence[FeatureSpec]) -> str:
     n = max(sum(len(judged_rates(f)) for f in features), 1)
     level = spec.p_val / n
     k = "" if spec.threshold.sd_multiplier is None else f" (k = {spec.threshold.sd_multiplier:g})"
-    return (f"each of {n} rate(s) (missing, type error, out of range where bounded, unknown category where "
-            f"'allowed' is set) alarms above the wider of mean + k sd of the same rate on the reference's chunks "
-            f"of the window's size, in time order{k}, and the binomial bound: the window count exceeded with "
-            f"probability {level:.3g} at the Clopper-Pearson upper bound of the reference rate; at level "
-            f"{level:.3g} (family level {spec.p_val:.3g} / {n}). Where the reference rate does not vary (none of "
-            f"it: sd 0) or has too few chunks, the binomial bound alone.")
+    return (
+        f"each of {n} rate(s) (missing, type error, out of range where bounded, unknown category where "
+        f"'allowed' is set) alarms above the wider of mean + k sd of the same rate on the reference's chunks "
+        f"of the window's size, in time order{k}, and the binomial bound: the window count exceeded with "
+        f"probability {level:.3g} at the Clopper-Pearson upper bound of the reference rate; at level "
+        f"{level:.3g} (family level {spec.p_val:.3g} / {n}). Where the reference rate does not vary (none of "
+        f"it: sd 0) or has too few chunks, the binomial bound alone."
+    )

@@ -71,8 +71,7 @@ F_N_SKIPPED = "n_skipped"  # features left untested (too few values)
 F_THRESHOLD_METHOD = "threshold_method"  # the verdict rule (detectors.thresholds.METHODS)
 SUMMARY_DETECTOR = "univariate"  # detector tag of the per-window univariate summary
 # dw_quality
-QUALITY_RATES = ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate",
-                 "null_violation_rate")
+QUALITY_RATES = ("missing_rate", "out_of_range_rate", "unknown_category_rate", "type_error_rate", "null_violation_rate")
 # dw_window
 F_N_EVENTS = "n_events"
 F_N_INVALID = "n_invalid"

@@ -292,8 +292,7 @@ class CategoricalReference:
     def hash_lookup(self, hashes: np.ndarray) -> np.ndarray | None:
         """Category index of each value hash (``-1`` if unknown); None if categories collide."""
         if self._hash_index is None:
-            h = np.fromiter(map(hash, self.categories.tolist()), dtype=np.int64,
-                            count=self.categories.shape[0])
+            h = np.fromiter(map(hash, self.categories.tolist()), dtype=np.int64, count=self.categories.shape[0])
             order = np.argsort(h)
             hs = h[order]
             self._hash_index = (hs, order, bool(np.any(hs[1:] == hs[:-1])))
@@ -315,8 +314,9 @@ def lookup(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(sorted_keys[idx_c] == values, idx_c, -1).astype(np.int64)
 
 
-def _numeric_ref(name: str, col: np.ndarray | None, n_rows: int, bins: int,
-                 edges: np.ndarray | None) -> NumericReference:
+def _numeric_ref(
+    name: str, col: np.ndarray | None, n_rows: int, bins: int, edges: np.ndarray | None
+) -> NumericReference:
     if col is None:
         values = np.empty(0, dtype=np.float64)
     else:
@@ -324,8 +324,7 @@ def _numeric_ref(name: str, col: np.ndarray | None, n_rows: int, bins: int,
         values = np.sort(col[np.isfinite(col)])  # +-inf is treated as missing, like NaN
     if edges is None:
         edges = quantile_edges(values, bins)
-    return NumericReference(name, values, n_rows - values.shape[0], edges,
-                            sorted_bin_counts(values, edges))
+    return NumericReference(name, values, n_rows - values.shape[0], edges, sorted_bin_counts(values, edges))
 
 
 def _top(categories: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
@@ -333,8 +332,9 @@ def _top(categories: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
     return categories[order]
 
 
-def _categorical_ref(name: str, col: np.ndarray | None, n_rows: int, top_k: int,
-                     top: np.ndarray | None) -> CategoricalReference:
+def _categorical_ref(
+    name: str, col: np.ndarray | None, n_rows: int, top_k: int, top: np.ndarray | None
+) -> CategoricalReference:
     if col is None:
         present = np.empty(0, dtype="<U1")
     else:
@@ -347,8 +347,7 @@ def _categorical_ref(name: str, col: np.ndarray | None, n_rows: int, top_k: int,
         top = _top(categories, counts, top_k)
     codes = CategoricalReference(name, categories, counts, 0, top, np.empty(0)).top_codes(categories)
     top_counts = np.bincount(codes, weights=counts, minlength=top.shape[0] + 1).astype(np.int64)
-    return CategoricalReference(name, categories, counts, n_rows - int(counts.sum()), top,
-                                top_counts)
+    return CategoricalReference(name, categories, counts, n_rows - int(counts.sum()), top, top_counts)
 
 
 # -- the reference ------------------------------------------------------------------------
@@ -415,14 +414,22 @@ class Reference:
                 continue
             for tag, mask in ref.segment_masks(s, col):
                 if int(mask.sum()) >= min_segment_rows:
-                    ref.segments[tag] = cls._build(frame.take(mask), features, bins=bins,
-                                                   top_k=top_k, parent=ref,
-                                                   source=f"{source} [{tag}]")
+                    ref.segments[tag] = cls._build(
+                        frame.take(mask), features, bins=bins, top_k=top_k, parent=ref, source=f"{source} [{tag}]"
+                    )
         return ref
 
     @classmethod
-    def _build(cls, frame: Frame, features: tuple[FeatureSpec, ...], *, bins: int, top_k: int,
-               parent: Reference | None, source: str) -> Reference:
+    def _build(
+        cls,
+        frame: Frame,
+        features: tuple[FeatureSpec, ...],
+        *,
+        bins: int,
+        top_k: int,
+        parent: Reference | None,
+        source: str,
+    ) -> Reference:
         n = len(frame)
         numeric, categorical = {}, {}
         for f in features:
@@ -431,8 +438,7 @@ class Reference:
                 numeric[f.name] = _numeric_ref(f.name, frame.numeric.get(f.name), n, bins, edges)
             else:
                 top = parent.categorical[f.name].top if parent else None
-                categorical[f.name] = _categorical_ref(f.name, frame.categorical.get(f.name), n,
-                                                       top_k, top)
+                categorical[f.name] = _categorical_ref(f.name, frame.categorical.get(f.name), n, top_k, top)
         return cls(features, n, numeric, categorical, bins=bins, top_k=top_k, source=source)
 
     @classmethod
@@ -513,18 +519,33 @@ class Reference:
         numeric = {}
         for i, m in enumerate(meta["numeric"]):
             numeric[m["name"]] = NumericReference(
-                m["name"], data[f"{prefix}num{i}.values"], int(m["n_missing"]),
-                data[f"{prefix}num{i}.edges"], data[f"{prefix}num{i}.counts"])
+                m["name"],
+                data[f"{prefix}num{i}.values"],
+                int(m["n_missing"]),
+                data[f"{prefix}num{i}.edges"],
+                data[f"{prefix}num{i}.counts"],
+            )
         categorical = {}
         for i, m in enumerate(meta["categorical"]):
             categorical[m["name"]] = CategoricalReference(
-                m["name"], data[f"{prefix}cat{i}.categories"], data[f"{prefix}cat{i}.counts"],
-                int(m["n_missing"]), data[f"{prefix}cat{i}.top"],
-                data[f"{prefix}cat{i}.top_counts"])
-        ref = cls(features, int(meta["n_rows"]), numeric, categorical, bins=int(meta["bins"]),
-                  top_k=int(meta["top_k"]),
-                  segment_values={k: tuple(v) for k, v in meta["segment_values"].items()},
-                  min_segment_rows=int(meta["min_segment_rows"]), source=meta["source"])
+                m["name"],
+                data[f"{prefix}cat{i}.categories"],
+                data[f"{prefix}cat{i}.counts"],
+                int(m["n_missing"]),
+                data[f"{prefix}cat{i}.top"],
+                data[f"{prefix}cat{i}.top_counts"],
+            )
+        ref = cls(
+            features,
+            int(meta["n_rows"]),
+            numeric,
+            categorical,
+            bins=int(meta["bins"]),
+            top_k=int(meta["top_k"]),
+            segment_values={k: tuple(v) for k, v in meta["segment_values"].items()},
+            min_segment_rows=int(meta["min_segment_rows"]),
+            source=meta["source"],
+        )
         for j, s in enumerate(meta["segments"]):
             ref.segments[s["tag"]] = cls._from_arrays(s["meta"], f"{prefix}seg{j}.", data)
         return ref
@@ -545,8 +566,9 @@ def npz_bytes(arrays: dict[str, np.ndarray], meta: dict, fmt: str, version: int,
     return buf.getvalue()
 
 
-def npz_read(blob: bytes, fmt: str, version: int, what: str,
-             error: type[Exception]) -> tuple[dict, dict[str, np.ndarray]]:
+def npz_read(
+    blob: bytes, fmt: str, version: int, what: str, error: type[Exception]
+) -> tuple[dict, dict[str, np.ndarray]]:
     """``(meta, arrays)`` of :func:`npz_bytes` output; ``error`` (naming ``what``) on foreign or other-version data."""
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
@@ -555,8 +577,7 @@ def npz_read(blob: bytes, fmt: str, version: int, what: str,
     except Exception as e:  # zipfile/json/key errors all mean "not ours"
         raise error(f"not a serialised {what}: {e}") from None
     if meta.get("format") != fmt or meta.get("version") != version:
-        raise error(f"not a {what} of version {version}: format={meta.get('format')!r} "
-                    f"version={meta.get('version')!r}")
+        raise error(f"not a {what} of version {version}: format={meta.get('format')!r} version={meta.get('version')!r}")
     return meta, data
 
 
@@ -567,8 +588,7 @@ def _check_columns(path: Path, present: Iterable[str], features: Sequence[Featur
     present = list(present)
     missing = [f"{f.name!r} ({_kind(f)})" for f in features if f.name not in present]
     if missing:
-        raise ReferenceDataError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns present: {present[:50]}")
+        raise ReferenceDataError(f"{path}: missing column(s) {', '.join(missing)}; columns present: {present[:50]}")
 
 
 def _kind(f: FeatureSpec) -> str:
@@ -604,9 +624,14 @@ def _frame(path: Path, n: int, columns: dict, features: Sequence[FeatureSpec], t
                 what = f"a {type(cell).__name__}, not a category (text, integer or boolean):"
             raise ReferenceDataError(
                 f"{path}: column {f.name!r} is {_kind(f)} but row {i + 1} holds {what} {str(cell)[:40]!r}"
-                f" ({int(bad.sum())} such row(s))")
-    return Frame.from_columns(event_id=np.arange(n).astype(str).astype(object),
-                              event_time=np.zeros(n), numeric=numeric, categorical=categorical)
+                f" ({int(bad.sum())} such row(s))"
+            )
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str).astype(object),
+        event_time=np.zeros(n),
+        numeric=numeric,
+        categorical=categorical,
+    )
 
 
 def _open_text(path: Path):
@@ -633,8 +658,7 @@ def _read_csv(path: Path, features: Sequence[FeatureSpec]) -> Frame:
     body = rows[1:]
     bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
     if bad is not None:
-        raise ReferenceDataError(f"{path}: row {bad + 1} has {len(body[bad])} cells, "
-                                 f"the header has {len(header)}")
+        raise ReferenceDataError(f"{path}: row {bad + 1} has {len(body[bad])} cells, the header has {len(header)}")
     if not body:
         raise ReferenceDataError(f"{path}: the file has no rows")
     table = np.array(body, dtype=object).reshape(len(body), len(header))
@@ -694,8 +718,7 @@ def _read_parquet(path: Path, features: Sequence[FeatureSpec]) -> Frame:
                 columns[f.name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 continue
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise ReferenceDataError(
-                    f"{path}: column {f.name!r} is numeric but has type {col.type}: {e}") from None
+                raise ReferenceDataError(f"{path}: column {f.name!r} is numeric but has type {col.type}: {e}") from None
         values = col.to_pylist()
         if f.kind == "numeric":  # a string column: its cells are parsed as text
             values = np.array(["" if v is None else v for v in values], dtype=str)
@@ -714,7 +737,8 @@ def _read_npz(path: Path, features: Sequence[FeatureSpec]) -> Frame:
     except ValueError as e:
         raise ReferenceDataError(
             f"{path}: cannot load without pickle ({e}); store strings as fixed-width "
-            f"unicode arrays (dtype '<U...'), not object arrays") from None
+            f"unicode arrays (dtype '<U...'), not object arrays"
+        ) from None
     except Exception as e:
         raise ReferenceDataError(f"{path}: not a readable NPZ file: {e}") from None
     lengths = {k: int(np.asarray(v).reshape(-1).shape[0]) for k, v in data.items()}
@@ -726,25 +750,32 @@ def _read_npz(path: Path, features: Sequence[FeatureSpec]) -> Frame:
         col = np.asarray(data[f.name]).reshape(-1)
         if col.dtype.kind not in "USbiuf":
             raise ReferenceDataError(
-                f"{path}: column {f.name!r} is {_kind(f)} but has dtype {col.dtype}; "
-                f"use numbers, booleans or strings")
+                f"{path}: column {f.name!r} is {_kind(f)} but has dtype {col.dtype}; use numbers, booleans or strings"
+            )
         columns[f.name] = col.astype(str).tolist() if col.dtype.kind in "US" else col
     # strings are text cells (an empty one is missing); numbers and booleans keep their type
     text = {f.name for f in features if np.asarray(data[f.name]).dtype.kind in "US"}
     return _frame(path, n, columns, features, text=text)
 
 
-READERS = {".csv": _read_csv, ".csv.gz": _read_csv, ".jsonl": _read_jsonl, ".jsonl.gz": _read_jsonl,
-           ".ndjson": _read_jsonl, ".ndjson.gz": _read_jsonl, ".parquet": _read_parquet, ".pq": _read_parquet,
-           ".npz": _read_npz}
+READERS = {
+    ".csv": _read_csv,
+    ".csv.gz": _read_csv,
+    ".jsonl": _read_jsonl,
+    ".jsonl.gz": _read_jsonl,
+    ".ndjson": _read_jsonl,
+    ".ndjson.gz": _read_jsonl,
+    ".parquet": _read_parquet,
+    ".pq": _read_parquet,
+    ".npz": _read_npz,
+}
 """Reference file types by name ending (case-insensitive)."""
 
 
 def reader_of(path: str | Path):
     """The reader of a reference file by its name ending, or None when the type is not supported."""
     name = Path(path).name.lower()
-    return next((r for suffix, r in sorted(READERS.items(), key=lambda kv: -len(kv[0]))
-                 if name.endswith(suffix)), None)
+    return next((r for suffix, r in sorted(READERS.items(), key=lambda kv: -len(kv[0])) if name.endswith(suffix)), None)
 
 
 def read_rows(path: str | Path, features: Sequence[FeatureSpec]) -> Frame:
@@ -765,7 +796,8 @@ def read_rows(path: str | Path, features: Sequence[FeatureSpec]) -> Frame:
     reader = reader_of(path)
     if reader is None:
         raise ReferenceDataError(
-            f"{path}: unknown reference file type {''.join(path.suffixes[-2:])!r}; use one of {sorted(READERS)}")
+            f"{path}: unknown reference file type {''.join(path.suffixes[-2:])!r}; use one of {sorted(READERS)}"
+        )
     if not path.is_file():
         raise ReferenceDataError(f"{path}: reference file not found")
     try:

@@ -124,15 +124,18 @@ class DataQuality:
         quality = ctx.quality()
         judged = self.verdicts(ctx, quality)
         for i, q in enumerate(quality):
-            fields: dict[str, Any] = {**q.counts(), **q.rates(),
-                                      R.F_WINDOW_START: float(ctx.window_start), **judged[i]}
+            fields: dict[str, Any] = {**q.counts(), **q.rates(), R.F_WINDOW_START: float(ctx.window_start), **judged[i]}
             out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: q.feature}), fields))
         undeclared = ctx.undeclared()
         if undeclared is not None:
-            out.append(ctx.record(R.QUALITY, ctx.tags({R.T_FEATURE: UNDECLARED}),
-                                  {**undeclared, R.F_WINDOW_START: float(ctx.window_start)}))
+            out.append(
+                ctx.record(
+                    R.QUALITY,
+                    ctx.tags({R.T_FEATURE: UNDECLARED}),
+                    {**undeclared, R.F_WINDOW_START: float(ctx.window_start)},
+                )
+            )
         return out
-
 
     @staticmethod
     def verdicts(ctx: WindowContext, quality: list[FeatureQuality]) -> list[dict[str, Any]]:
@@ -143,8 +146,7 @@ class DataQuality:
         if reference is None or rows is None or not ctx.n_events:
             return [{} for _ in quality]
         t = ctx.drift.threshold
-        ref = reference_quality(rows, ctx.features, ctx.n_events, t.min_chunks, t.max_chunks,
-                                reference._cache)
+        ref = reference_quality(rows, ctx.features, ctx.n_events, t.min_chunks, t.max_chunks, reference._cache)
         return quality_verdicts(quality, ctx.features, ref, ctx.drift.p_val, t.sd_multiplier)
 
 
@@ -163,9 +165,9 @@ class DataDrift:
             from detectors.summaries import summary_drift
 
             return ctx.cached("univariate_drift", lambda: summary_drift(ctx.summary, ref, ctx.drift, names))
-        return ctx.cached("univariate_drift",
-                          lambda: univariate_drift(ctx.frame, ref, ctx.drift, names,
-                                                   columns=ctx.columns))
+        return ctx.cached(
+            "univariate_drift", lambda: univariate_drift(ctx.frame, ref, ctx.drift, names, columns=ctx.columns)
+        )
 
     def evaluate(self, ctx: WindowContext) -> list[Record]:
         res = self.result(ctx)
@@ -175,19 +177,33 @@ class DataDrift:
         out = []
         for f in res.features:
             fields = {
-                R.F_STATISTIC: f.statistic, R.F_P_VALUE: f.p_value, R.F_THRESHOLD: f.threshold,
-                R.F_DRIFT: int(f.drift), R.F_PSI: f.psi, R.F_JS: f.js, R.F_WASSERSTEIN: f.wasserstein,
-                R.F_N_REF: f.n_ref, R.F_N_CUR: f.n_cur, R.F_RANK: f.rank, R.F_ENGINE: res.engine,
-                R.F_WINDOW_START: start, **(f.verdict.fields() if f.verdict else {}),
+                R.F_STATISTIC: f.statistic,
+                R.F_P_VALUE: f.p_value,
+                R.F_THRESHOLD: f.threshold,
+                R.F_DRIFT: int(f.drift),
+                R.F_PSI: f.psi,
+                R.F_JS: f.js,
+                R.F_WASSERSTEIN: f.wasserstein,
+                R.F_N_REF: f.n_ref,
+                R.F_N_CUR: f.n_cur,
+                R.F_RANK: f.rank,
+                R.F_ENGINE: res.engine,
+                R.F_WINDOW_START: start,
+                **(f.verdict.fields() if f.verdict else {}),
             }
             tags = ctx.tags({R.T_FEATURE: f.feature, R.T_DETECTOR: f.test})
             out.append(ctx.record(R.DRIFT, tags, fields))
         summary = {
-            R.F_SHARE_DRIFTED: float(res.share_drifted), R.F_N_DRIFTED: res.n_drifted,
-            R.F_N_FEATURES: res.n_features, R.F_N_SKIPPED: len(res.skipped),
-            R.F_CORRECTION: res.correction, R.F_P_VAL: float(res.p_val),
+            R.F_SHARE_DRIFTED: float(res.share_drifted),
+            R.F_N_DRIFTED: res.n_drifted,
+            R.F_N_FEATURES: res.n_features,
+            R.F_N_SKIPPED: len(res.skipped),
+            R.F_CORRECTION: res.correction,
+            R.F_P_VAL: float(res.p_val),
             R.F_THRESHOLD_METHOD: res.threshold_method,
-            R.F_THRESHOLD: float(res.threshold), R.F_DRIFT: int(res.drift), R.F_ENGINE: res.engine,
+            R.F_THRESHOLD: float(res.threshold),
+            R.F_DRIFT: int(res.drift),
+            R.F_ENGINE: res.engine,
             R.F_TOP_FEATURE: res.features[0].feature if res.features else None,
             R.F_WINDOW_START: start,
         }
@@ -210,9 +226,12 @@ class Histograms:
     name = "histograms"
     segmented = True
 
-    def __init__(self, epsilon: float | None = None,
-                 sensitive: Literal["noise", "withhold"] = "noise",
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        epsilon: float | None = None,
+        sensitive: Literal["noise", "withhold"] = "noise",
+        rng: np.random.Generator | None = None,
+    ) -> None:
         if sensitive not in ("noise", "withhold"):
             raise ValueError(f"sensitive must be 'noise' or 'withhold', got {sensitive!r}")
         if epsilon is not None and not epsilon > 0:
@@ -258,20 +277,25 @@ class Histograms:
             pub = self._publish(h, sensitive, eps)
             if pub is None:
                 continue
-            out.append(ctx.record(R.HISTOGRAM, tags, {**histogram_fields(pub), "kind": h.kind,
-                                                      R.F_WINDOW_START: start}))
+            out.append(
+                ctx.record(R.HISTOGRAM, tags, {**histogram_fields(pub), "kind": h.kind, R.F_WINDOW_START: start})
+            )
             if sensitive and eps is not None:  # noise the reference once per reference object (published: eps set)
                 key = ("noised_reference_histogram", h.feature, eps)
                 if key not in ref._cache:
                     ref._cache[key] = privatize(r, eps, self.rng)
                 r = ref._cache[key]
-            out.append(ctx.record(R.REFERENCE_HISTOGRAM, tags,
-                                  {**histogram_fields(r), "kind": h.kind, R.F_WINDOW_START: start}))
+            out.append(
+                ctx.record(
+                    R.REFERENCE_HISTOGRAM, tags, {**histogram_fields(r), "kind": h.kind, R.F_WINDOW_START: start}
+                )
+            )
         return out
 
 
-def default_evaluators(*, online_cache_dir: str | None = None,
-                       online_background: bool = False) -> list[WindowEvaluator]:
+def default_evaluators(
+    *, online_cache_dir: str | None = None, online_background: bool = False
+) -> list[WindowEvaluator]:
     """A new list of new evaluators, in the order :func:`evaluate_window` runs them.
 
     The four built-ins (window stats, quality, univariate drift, histograms), then the
@@ -286,9 +310,18 @@ def default_evaluators(*, online_cache_dir: str | None = None,
     >>> any(x is y for x, y in zip(a, b))  # no state shared between two lists
     False
     """
-    return [WindowStats(), DataQuality(), DataDrift(), Histograms(), AdversarialEvaluator(),
-            PredictionDrift(), MultivariateDrift(), EstimatedPerformance(), FeatureImpactEvaluator(),
-            OnlineDrift(cache_dir=online_cache_dir, background=online_background)]
+    return [
+        WindowStats(),
+        DataQuality(),
+        DataDrift(),
+        Histograms(),
+        AdversarialEvaluator(),
+        PredictionDrift(),
+        MultivariateDrift(),
+        EstimatedPerformance(),
+        FeatureImpactEvaluator(),
+        OnlineDrift(cache_dir=online_cache_dir, background=online_background),
+    ]
 
 
 def register(evaluator: WindowEvaluator, registry: list[WindowEvaluator]) -> WindowEvaluator:
@@ -306,8 +339,7 @@ class WindowEvaluationError(DetectorFailure):
     def __init__(self, records: list[Record], errors: list[tuple[str, str | None, BaseException]]):
         self.records = records
         self.errors = errors  # (evaluator name, segment tag or None, exception)
-        detail = "; ".join(f"{name} [{seg or 'whole window'}]: {type(e).__name__}: {e}"
-                           for name, seg, e in errors)
+        detail = "; ".join(f"{name} [{seg or 'whole window'}]: {type(e).__name__}: {e}" for name, seg, e in errors)
         super().__init__(f"{len(errors)} evaluator(s) failed: {detail}")
 
 
@@ -347,12 +379,12 @@ def _attach_segment_rows(ref: Reference, feature: str, tag: str, sub: Reference)
 NEEDS_EVERY_ROW = frozenset({"online_drift", "adversarial"})
 """Evaluators that follow every event (a stream of tests, per-source state): not run on a window that kept
 a summary instead of its rows (its ``frame`` is a sample); they write a ``dw_status`` saying so."""
-SUMMARY_SKIP = ("the window kept a summary, not its rows (a window above the summary size): this detector "
-                "needs every event")
+SUMMARY_SKIP = (
+    "the window kept a summary, not its rows (a window above the summary size): this detector needs every event"
+)
 
 
-def evaluate_window(ctx: WindowContext,
-                    evaluators: Sequence[WindowEvaluator] | None = None) -> list[Record]:
+def evaluate_window(ctx: WindowContext, evaluators: Sequence[WindowEvaluator] | None = None) -> list[Record]:
     """Run ``evaluators`` on the window and its segments.
 
     ``None``: a fresh :func:`default_evaluators` list for this one window, so nothing
@@ -382,5 +414,3 @@ def evaluate_window(ctx: WindowContext,
     if errors:
         raise WindowEvaluationError(out, errors)
     return out
-
-

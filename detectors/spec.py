@@ -48,9 +48,11 @@ class FeatureSpec(_Strict):
     nullable: bool = True
     sensitive: bool = Field(default=False, description="histograms noised (DP) or withheld")
     dp_epsilon: float | None = Field(
-        default=1.0, gt=0,
+        default=1.0,
+        gt=0,
         description="sensitive features: Laplace noise at this epsilon per published histogram "
-                    "(smaller = more private); null = histograms withheld")
+        "(smaller = more private); null = histograms withheld",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -98,13 +100,19 @@ class OnlineSpec(_Strict):
     [20, 50]
     """
 
-    features: list[str] = Field(default_factory=list, max_length=20,
-                                description="numeric features watched event by event (empty: off)")
+    features: list[str] = Field(
+        default_factory=list, max_length=20, description="numeric features watched event by event (empty: off)"
+    )
     ert: float = Field(10_000.0, gt=1, le=1e7, description="expected events between false alarms, per feature")
-    window_sizes: list[int] = Field(default_factory=lambda: [20, 50], min_length=1, max_length=4,
-                                    description="sliding test windows (events); small = fast on big changes")
-    n_bootstraps: int = Field(20_000, ge=1_000, le=1_000_000,
-                              description="simulated null streams for calibration (>= ERT; ideally 10x)")
+    window_sizes: list[int] = Field(
+        default_factory=lambda: [20, 50],
+        min_length=1,
+        max_length=4,
+        description="sliding test windows (events); small = fast on big changes",
+    )
+    n_bootstraps: int = Field(
+        20_000, ge=1_000, le=1_000_000, description="simulated null streams for calibration (>= ERT; ideally 10x)"
+    )
     engine: Engine = "native"
 
     @model_validator(mode="after")
@@ -115,8 +123,10 @@ class OnlineSpec(_Strict):
         if len(set(self.features)) != len(self.features):
             raise ValueError(f"features are listed twice: {self.features}")
         if self.features and self.n_bootstraps * (1 - (1 - 1 / self.ert)) < 1:  # as detectors.online checks it
-            raise ValueError(f"n_bootstraps ({self.n_bootstraps}) must be larger than ert ({self.ert:g}) "
-                             "for the calibration to reach that false-alarm rate")
+            raise ValueError(
+                f"n_bootstraps ({self.n_bootstraps}) must be larger than ert ({self.ert:g}) "
+                "for the calibration to reach that false-alarm rate"
+            )
         return self
 
 
@@ -141,14 +151,14 @@ class ErrorStreamSpec(_Strict):
     """
 
     enabled: bool = True
-    reference_size: int = Field(5000, ge=50, le=1_000_000,
-                                description="joined labels whose errors form the reference")
+    reference_size: int = Field(5000, ge=50, le=1_000_000, description="joined labels whose errors form the reference")
     ert: float = Field(100_000.0, gt=1, le=1e8, description="expected joined labels between false alarms")
     window_sizes: list[int] = Field(default_factory=lambda: [100, 500, 2000], min_length=1, max_length=4)
     n_bootstraps: int = Field(5_000, ge=100, le=1_000_000, description="simulated null streams for calibration")
     error_threshold: float | None = Field(None, ge=0, description="regression: |error| above this counts as wrong")
-    error_quantile: float = Field(0.9, gt=0, lt=1, description="regression without error_threshold: "
-                                                                "this quantile of the reference's |errors|")
+    error_quantile: float = Field(
+        0.9, gt=0, lt=1, description="regression without error_threshold: this quantile of the reference's |errors|"
+    )
     engine: Engine = "native"
 
     @model_validator(mode="after")
@@ -158,8 +168,10 @@ class ErrorStreamSpec(_Strict):
         object.__setattr__(self, "window_sizes", _check_window_sizes(self.window_sizes))
         pooled = self.n_bootstraps * max(2000, 4 * max(self.window_sizes))  # simulated steady-state labels
         if self.enabled and pooled < 5 * self.ert:
-            raise ValueError(f"n_bootstraps ({self.n_bootstraps}) is too small for ert {self.ert:g}: "
-                             f"need at least {int(-(-5 * self.ert // max(2000, 4 * max(self.window_sizes))))}")
+            raise ValueError(
+                f"n_bootstraps ({self.n_bootstraps}) is too small for ert {self.ert:g}: "
+                f"need at least {int(-(-5 * self.ert // max(2000, 4 * max(self.window_sizes))))}"
+            )
         return self
 
 
@@ -196,14 +208,17 @@ class ThresholdSpec(_Strict):
     """
 
     method: ThresholdMethod = "both"
-    sd_multiplier: float | None = Field(default=None, gt=0, le=20,
-                                        description="k of mean + k·sd (None: from the level)")
-    min_chunks: int = Field(default=5, ge=2, le=1000,
-                            description="reference chunks needed for a band (fewer: effect_size)")
+    sd_multiplier: float | None = Field(
+        default=None, gt=0, le=20, description="k of mean + k·sd (None: from the level)"
+    )
+    min_chunks: int = Field(
+        default=5, ge=2, le=1000, description="reference chunks needed for a band (fewer: effect_size)"
+    )
     max_chunks: int = Field(default=50, ge=2, le=1000, description="chunks used at most (spread evenly)")
     numeric_floor: float = Field(default=0.1, gt=0, description="Wasserstein distance / reference std")
-    categorical_floor: float = Field(default=0.1, gt=0, lt=1,
-                                     description="Jensen-Shannon distance (natural log, as Evidently)")
+    categorical_floor: float = Field(
+        default=0.1, gt=0, lt=1, description="Jensen-Shannon distance (natural log, as Evidently)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ThresholdSpec:
@@ -222,8 +237,11 @@ class DriftSpec(_Strict):
     correction: Correction = "bonferroni"
     multivariate: Literal["none", "mmd", "pca"] = "none"
     histogram_bins: int = Field(default=10, ge=2, le=100)
-    online: OnlineSpec = Field(default_factory=OnlineSpec,
-                               description="event-by-event drift on key features (off without features)")
-    threshold: ThresholdSpec = Field(default_factory=ThresholdSpec,
-                                     description="how verdicts are made: p_value | reference_chunks | "
-                                                 "effect_size | both (docs/detection-science.md)")
+    online: OnlineSpec = Field(
+        default_factory=OnlineSpec, description="event-by-event drift on key features (off without features)"
+    )
+    threshold: ThresholdSpec = Field(
+        default_factory=ThresholdSpec,
+        description="how verdicts are made: p_value | reference_chunks | "
+        "effect_size | both (docs/detection-science.md)",
+    )

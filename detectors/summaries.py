@@ -180,8 +180,11 @@ def fine_edges(sorted_values: np.ndarray, coarse: np.ndarray, bins: int) -> np.n
 
 def _stable_bucket(values: np.ndarray, buckets: int) -> np.ndarray:
     """Bucket of each (unicode) value: CRC-32 of its UTF-8 text modulo ``buckets`` (stable across processes)."""
-    return np.fromiter((zlib.crc32(v.encode("utf-8", "surrogatepass")) % buckets for v in values.tolist()),
-                       dtype=np.int64, count=values.shape[0])
+    return np.fromiter(
+        (zlib.crc32(v.encode("utf-8", "surrogatepass")) % buckets for v in values.tolist()),
+        dtype=np.int64,
+        count=values.shape[0],
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,8 +254,9 @@ class CategoricalLayout:
             order = np.argsort(h)
             hs = h[order]
             self._index["h"] = (hs, order, bool(np.any(hs[1:] == hs[:-1])))
-            self._index["allowed"] = (None if self.allowed is None else
-                                      np.isin(self.categories, np.array(sorted(self.allowed), dtype=str)))
+            self._index["allowed"] = (
+                None if self.allowed is None else np.isin(self.categories, np.array(sorted(self.allowed), dtype=str))
+            )
         hs, order, collide = self._index["h"]
         values = None
         if collide or hs.size == 0:
@@ -268,8 +272,7 @@ class CategoricalLayout:
             uniq, inv = np.unique(values, return_inverse=True)
             idx[other] = k + _stable_bucket(uniq, self.hash_buckets)[inv]
             if self.allowed is not None:
-                bad = np.fromiter((u not in self.allowed for u in uniq.tolist()), dtype=bool,
-                                  count=uniq.shape[0])
+                bad = np.fromiter((u not in self.allowed for u in uniq.tolist()), dtype=bool, count=uniq.shape[0])
                 not_allowed += int(bad[inv].sum())
         if self.allowed is not None:
             kept = idx[idx < k]
@@ -295,10 +298,17 @@ class SummaryLayout:
     fingerprint: str = ""
 
     @classmethod
-    def build(cls, reference: Reference, features: Sequence[FeatureSpec] | None = None, *,
-              bins: int = DEFAULT_BINS, max_categories: int = DEFAULT_MAX_CATEGORIES,
-              hash_buckets: int = DEFAULT_HASH_BUCKETS, reservoir: int = DEFAULT_RESERVOIR,
-              outputs: Any = None) -> SummaryLayout:
+    def build(
+        cls,
+        reference: Reference,
+        features: Sequence[FeatureSpec] | None = None,
+        *,
+        bins: int = DEFAULT_BINS,
+        max_categories: int = DEFAULT_MAX_CATEGORIES,
+        hash_buckets: int = DEFAULT_HASH_BUCKETS,
+        reservoir: int = DEFAULT_RESERVOIR,
+        outputs: Any = None,
+    ) -> SummaryLayout:
         """The layout of ``reference`` for ``features`` (default: the reference's).
 
         ``outputs``: a :class:`~detectors.prediction.PredictionReference` to summarise the
@@ -320,8 +330,14 @@ class SummaryLayout:
                 cat.append(_categorical_layout(f, reference, max_categories, hash_buckets))
         out_layout, classes = None, ()
         if outputs is not None:
-            out_layout = cls.build(outputs.reference, None, bins=bins, max_categories=max_categories,
-                                   hash_buckets=hash_buckets, reservoir=0)
+            out_layout = cls.build(
+                outputs.reference,
+                None,
+                bins=bins,
+                max_categories=max_categories,
+                hash_buckets=hash_buckets,
+                reservoir=0,
+            )
             classes = tuple(outputs.proba_classes)
         digest = hashlib.sha1()
         for n in num:
@@ -372,21 +388,39 @@ def _numeric_layout(f: FeatureSpec, reference: Reference, bins: int) -> NumericL
     csum = np.concatenate(([0.0], np.cumsum(values)))
     cut = np.concatenate(([0], np.searchsorted(values, edges, side="left"), [values.shape[0]]))
     sums = np.diff(csum[cut])
-    return NumericLayout(f.name, edges, coarse, int(nref.edges.shape[0]) + 1, counts, sums,
-                         float(np.std(values)), lo, hi, f.nullable, True)
+    return NumericLayout(
+        f.name,
+        edges,
+        coarse,
+        int(nref.edges.shape[0]) + 1,
+        counts,
+        sums,
+        float(np.std(values)),
+        lo,
+        hi,
+        f.nullable,
+        True,
+    )
 
 
-def _categorical_layout(f: FeatureSpec, reference: Reference, max_categories: int,
-                        hash_buckets: int) -> CategoricalLayout:
+def _categorical_layout(
+    f: FeatureSpec, reference: Reference, max_categories: int, hash_buckets: int
+) -> CategoricalLayout:
     allowed = None if f.allowed is None else frozenset(str(a) for a in f.allowed)
     cref = reference.categorical.get(f.name)
     if cref is None:
-        return CategoricalLayout(f.name, np.empty(0, dtype="<U1"), hash_buckets,
-                                 np.zeros(hash_buckets, dtype=np.int64), allowed, f.nullable, False)
+        return CategoricalLayout(
+            f.name,
+            np.empty(0, dtype="<U1"),
+            hash_buckets,
+            np.zeros(hash_buckets, dtype=np.int64),
+            allowed,
+            f.nullable,
+            False,
+        )
     order = np.lexsort((cref.categories, -cref.counts))
     kept = np.union1d(cref.categories[order[:max_categories]], cref.top.astype(str)).astype(str)
-    layout = CategoricalLayout(f.name, kept, hash_buckets, np.zeros(0, dtype=np.int64), allowed,
-                               f.nullable, True)
+    layout = CategoricalLayout(f.name, kept, hash_buckets, np.zeros(0, dtype=np.int64), allowed, f.nullable, True)
     idx = lookup(kept, cref.categories.astype(str))
     rest = np.flatnonzero(idx < 0)
     if rest.size:
@@ -562,8 +596,15 @@ class WindowSummary:
         total = sum(a.nbytes for a in self.arrays.values()) + self.reservoir.keys.nbytes
         fr = self.reservoir.frame
         if fr is not None:
-            cols = [fr.event_id, fr.event_time, fr.source_id, *fr.numeric.values(), *fr.categorical.values(),
-                    *fr.type_error.values(), *fr.unknown.values()]
+            cols = [
+                fr.event_id,
+                fr.event_time,
+                fr.source_id,
+                *fr.numeric.values(),
+                *fr.categorical.values(),
+                *fr.type_error.values(),
+                *fr.unknown.values(),
+            ]
             cols += [a for a in (fr.pred_label, fr.pred_proba, fr.pred_value, fr.label) if a is not None]
             total += sum(a.nbytes for a in cols)
         return total
@@ -572,8 +613,13 @@ class WindowSummary:
         """Same counts, counters and sampled rows; float sums equal within ``rtol`` (summation order)."""
         if self.layout.fingerprint != other.layout.fingerprint or self.n != other.n:
             return False
-        if (self.t_min, self.t_max, self.n_unknown_rows, self.n_invalid_rows, self.unknown) != \
-                (other.t_min, other.t_max, other.n_unknown_rows, other.n_invalid_rows, other.unknown):
+        if (self.t_min, self.t_max, self.n_unknown_rows, self.n_invalid_rows, self.unknown) != (
+            other.t_min,
+            other.t_max,
+            other.n_unknown_rows,
+            other.n_invalid_rows,
+            other.unknown,
+        ):
             return False
         for k, a in self.arrays.items():
             b = other.arrays[k]
@@ -589,10 +635,15 @@ class WindowSummary:
     def to_bytes(self) -> bytes:
         """NPZ bytes (arrays and a JSON header, no pickled objects) for a checkpoint."""
         out = {f"a.{k}": v for k, v in self.arrays.items()}
-        meta: dict[str, Any] = {"fingerprint": self.layout.fingerprint, "n": self.n,
-                                "t_min": self.t_min, "t_max": self.t_max,
-                                "n_unknown_rows": self.n_unknown_rows, "n_invalid_rows": self.n_invalid_rows,
-                                "unknown": self.unknown}
+        meta: dict[str, Any] = {
+            "fingerprint": self.layout.fingerprint,
+            "n": self.n,
+            "t_min": self.t_min,
+            "t_max": self.t_max,
+            "n_unknown_rows": self.n_unknown_rows,
+            "n_invalid_rows": self.n_invalid_rows,
+            "unknown": self.unknown,
+        }
         out["r.keys"] = self.reservoir.keys
         if self.reservoir.frame is not None:
             meta["frame"] = _frame_arrays(self.reservoir.frame, "r.", out)
@@ -659,10 +710,12 @@ def _update_binned(arrays: dict[str, np.ndarray], prefix: str, layout: SummaryLa
             arrays[prefix + "num_out_of_range"] += ((mat < lo) | (mat > hi)).sum(axis=1)
         arrays[prefix + "num_nonfinite"] += (~finite & ~null).sum(axis=1)
         with np.errstate(invalid="ignore"):
-            arrays[prefix + "num_min"] = np.minimum(arrays[prefix + "num_min"],
-                                                    np.where(finite, mat, np.inf).min(axis=1))
-            arrays[prefix + "num_max"] = np.maximum(arrays[prefix + "num_max"],
-                                                    np.where(finite, mat, -np.inf).max(axis=1))
+            arrays[prefix + "num_min"] = np.minimum(
+                arrays[prefix + "num_min"], np.where(finite, mat, np.inf).min(axis=1)
+            )
+            arrays[prefix + "num_max"] = np.maximum(
+                arrays[prefix + "num_max"], np.where(finite, mat, -np.inf).max(axis=1)
+            )
         flat = np.empty((f, n), dtype=np.int64)
         for i, nl in enumerate(layout.numeric):
             flat[i] = np.searchsorted(nl.edges, mat[i], side="right") + i * w  # NaN lands last: dropped below
@@ -711,10 +764,14 @@ def _get_objects(key: str, data: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _frame_arrays(fr: Frame, p: str, out: dict[str, np.ndarray]) -> dict:
-    meta = {"numeric": list(fr.numeric), "categorical": list(fr.categorical), "type_error": list(fr.type_error),
-            "unknown": list(fr.unknown), "classes": list(fr.classes),
-            "optional": [k for k in ("pred_label", "pred_proba", "pred_value", "label")
-                         if getattr(fr, k) is not None]}
+    meta = {
+        "numeric": list(fr.numeric),
+        "categorical": list(fr.categorical),
+        "type_error": list(fr.type_error),
+        "unknown": list(fr.unknown),
+        "classes": list(fr.classes),
+        "optional": [k for k in ("pred_label", "pred_proba", "pred_value", "label") if getattr(fr, k) is not None],
+    }
     _put_objects(fr.event_id, p + "event_id", out)
     _put_objects(fr.source_id, p + "source_id", out)
     out[p + "event_time"] = fr.event_time
@@ -735,17 +792,21 @@ def _frame_arrays(fr: Frame, p: str, out: dict[str, np.ndarray]) -> dict:
 
 
 def _frame_from_arrays(meta: dict, p: str, data: dict[str, np.ndarray]) -> Frame:
-    opt = {k: (_get_objects(p + k, data) if k in ("pred_label", "label") else data[p + k])
-           for k in meta["optional"]}
+    opt = {k: (_get_objects(p + k, data) if k in ("pred_label", "label") else data[p + k]) for k in meta["optional"]}
     return Frame(
-        event_id=_get_objects(p + "event_id", data), event_time=data[p + "event_time"],
+        event_id=_get_objects(p + "event_id", data),
+        event_time=data[p + "event_time"],
         source_id=_get_objects(p + "source_id", data),
         numeric={k: data[f"{p}num{i}"] for i, k in enumerate(meta["numeric"])},
         categorical={k: _get_objects(f"{p}cat{i}", data) for i, k in enumerate(meta["categorical"])},
         type_error={k: data[f"{p}te{i}"] for i, k in enumerate(meta["type_error"])},
-        pred_label=opt.get("pred_label"), pred_proba=opt.get("pred_proba"), classes=tuple(meta["classes"]),
-        pred_value=opt.get("pred_value"), label=opt.get("label"),
-        unknown={k: data[f"{p}unk{i}"] for i, k in enumerate(meta["unknown"])})
+        pred_label=opt.get("pred_label"),
+        pred_proba=opt.get("pred_proba"),
+        classes=tuple(meta["classes"]),
+        pred_value=opt.get("pred_value"),
+        label=opt.get("label"),
+        unknown={k: data[f"{p}unk{i}"] for i, k in enumerate(meta["unknown"])},
+    )
 
 
 # -- tests from summaries -------------------------------------------------------------------
@@ -772,8 +833,9 @@ class NumericStatistics:
     cur_coarse: list[np.ndarray]
 
 
-def numeric_statistics(layout: SummaryLayout, counts: np.ndarray, sums: np.ndarray, cur_min: np.ndarray,
-                       cur_max: np.ndarray) -> NumericStatistics:
+def numeric_statistics(
+    layout: SummaryLayout, counts: np.ndarray, sums: np.ndarray, cur_min: np.ndarray, cur_max: np.ndarray
+) -> NumericStatistics:
     """KS, CvM and Wasserstein of every numeric feature from binned counts, O(features × bins).
 
     ``counts``/``sums``: the window's ``(F, width)`` fine-bin counts and value sums;
@@ -836,8 +898,9 @@ def numeric_statistics(layout: SummaryLayout, counts: np.ndarray, sums: np.ndarr
         nb = nl.n_bins
         ref_coarse.append(np.bincount(nl.coarse, weights=rc[i, :nb], minlength=nl.n_coarse).astype(np.int64))
         cur_coarse.append(np.bincount(nl.coarse, weights=cc[i, :nb], minlength=nl.n_coarse).astype(np.int64))
-    return NumericStatistics(n.astype(np.int64), m.astype(np.int64), ks, ks_upper, cvm, wass, bound,
-                             ref_coarse, cur_coarse)
+    return NumericStatistics(
+        n.astype(np.int64), m.astype(np.int64), ks, ks_upper, cvm, wass, bound, ref_coarse, cur_coarse
+    )
 
 
 def _select(layout: SummaryLayout, names: Collection[str] | None) -> tuple[list[int], list[int]]:
@@ -846,9 +909,15 @@ def _select(layout: SummaryLayout, names: Collection[str] | None) -> tuple[list[
     return num, cat
 
 
-def summary_drift(summary: WindowSummary, reference: Reference, spec: DriftSpec,
-                  features: Sequence[str] | None = None, *, outputs: bool = False,
-                  min_samples: int = MIN_SAMPLES) -> DriftResult:
+def summary_drift(
+    summary: WindowSummary,
+    reference: Reference,
+    spec: DriftSpec,
+    features: Sequence[str] | None = None,
+    *,
+    outputs: bool = False,
+    min_samples: int = MIN_SAMPLES,
+) -> DriftResult:
     """The window's univariate drift from its summary (same result type and verdict rule as
     :func:`detectors.univariate.univariate_drift`; ``engine`` is ``"summary"``).
 
@@ -870,14 +939,15 @@ def summary_drift(summary: WindowSummary, reference: Reference, spec: DriftSpec,
     cat_tables = []
     for i in cat_idx:
         cl = layout.categorical[i]
-        cur = a[p + "cat_counts"][starts[i]: starts[i] + cl.n_columns]
+        cur = a[p + "cat_counts"][starts[i] : starts[i] + cl.n_columns]
         keep = (cl.ref_counts + cur) > 0
         ra, cb = cl.ref_counts[keep], cur[keep]
         if min(int(ra.sum()), int(cb.sum())) >= min_samples:
             cat_tables.append((i, ra, cb))
     names = [layout.numeric[i].name for i in num_ok] + [layout.categorical[t[0]].name for t in cat_tables]
-    wanted = [x.name for x in layout.numeric if x.name in reference.numeric] + \
-        [x.name for x in layout.categorical if x.name in reference.categorical]
+    wanted = [x.name for x in layout.numeric if x.name in reference.numeric] + [
+        x.name for x in layout.categorical if x.name in reference.categorical
+    ]
     if features is not None:
         wanted = [w for w in wanted if w in set(features)]
     skipped = [w for w in wanted if w not in names]
@@ -891,8 +961,11 @@ def summary_drift(summary: WindowSummary, reference: Reference, spec: DriftSpec,
     z = np.empty(0)
     if num_ok:
         lens = np.array([st.ref_coarse[i].shape[0] for i in num_ok])
-        npsi, njs = binned_effects(np.concatenate([st.ref_coarse[i] for i in num_ok]),
-                                   np.concatenate([st.cur_coarse[i] for i in num_ok]), _starts(lens))
+        npsi, njs = binned_effects(
+            np.concatenate([st.ref_coarse[i] for i in num_ok]),
+            np.concatenate([st.cur_coarse[i] for i in num_ok]),
+            _starts(lens),
+        )
     else:
         npsi, njs = z, z
     # categorical
@@ -908,15 +981,24 @@ def summary_drift(summary: WindowSummary, reference: Reference, spec: DriftSpec,
         cstat = cp = cdof = cpsi = cjs = z
         cn = cm = np.zeros(0, dtype=np.int64)
     num_names = names[: len(num_ok)]
-    cat_names = names[len(num_ok):]
+    cat_names = names[len(num_ok) :]
     return drift_result(
-        reference, spec, summary.n, num_names, cat_names,
-        statistic=np.concatenate([nstat, cstat]), p_value=np.concatenate([np_, cp]),
-        psi=np.concatenate([npsi, cpsi]), js=np.concatenate([njs, cjs]),
-        wasserstein=st.wasserstein[num_ok], n_ref=np.concatenate([st.n_ref[num_ok], cn]),
+        reference,
+        spec,
+        summary.n,
+        num_names,
+        cat_names,
+        statistic=np.concatenate([nstat, cstat]),
+        p_value=np.concatenate([np_, cp]),
+        psi=np.concatenate([npsi, cpsi]),
+        js=np.concatenate([njs, cjs]),
+        wasserstein=st.wasserstein[num_ok],
+        n_ref=np.concatenate([st.n_ref[num_ok], cn]),
         n_cur=np.concatenate([st.n_cur[num_ok], cm]),
         dof=np.concatenate([np.full(len(num_ok), np.nan), np.asarray(cdof, dtype=np.float64)]),
-        skipped=skipped, engine="summary")
+        skipped=skipped,
+        engine="summary",
+    )
 
 
 def summary_quality(summary: WindowSummary, features: Sequence[FeatureSpec]) -> list[FeatureQuality]:
@@ -931,20 +1013,41 @@ def summary_quality(summary: WindowSummary, features: Sequence[FeatureSpec]) -> 
                 raise SummaryError(f"feature {f.name!r} is not in the summary's layout")
             i = num[f.name]
             miss = int(a["f.num_missing"][i])
-            out.append(FeatureQuality(f.name, "numeric", summary.n, miss, int(a["f.num_type_error"][i]),
-                                      int(a["f.num_out_of_range"][i]), 0, 0 if f.nullable else miss))
+            out.append(
+                FeatureQuality(
+                    f.name,
+                    "numeric",
+                    summary.n,
+                    miss,
+                    int(a["f.num_type_error"][i]),
+                    int(a["f.num_out_of_range"][i]),
+                    0,
+                    0 if f.nullable else miss,
+                )
+            )
         else:
             if f.name not in cat:
                 raise SummaryError(f"feature {f.name!r} is not in the summary's layout")
             i = cat[f.name]
             miss = int(a["f.cat_missing"][i])
-            out.append(FeatureQuality(f.name, "categorical", summary.n, miss, int(a["f.cat_type_error"][i]), 0,
-                                      int(a["f.cat_unknown"][i]), 0 if f.nullable else miss))
+            out.append(
+                FeatureQuality(
+                    f.name,
+                    "categorical",
+                    summary.n,
+                    miss,
+                    int(a["f.cat_type_error"][i]),
+                    0,
+                    int(a["f.cat_unknown"][i]),
+                    0 if f.nullable else miss,
+                )
+            )
     return out
 
 
-def summary_histograms(summary: WindowSummary, reference: Reference,
-                       features: Sequence[str] | None = None) -> list[Histogram]:
+def summary_histograms(
+    summary: WindowSummary, reference: Reference, features: Sequence[str] | None = None
+) -> list[Histogram]:
     """The window's histograms over the reference's bins (as :func:`detectors.histograms.window_histograms`
     on the rows: numeric bins are unions of fine bins, categorical top-K bins unions of columns)."""
     layout, a = summary.layout, summary.arrays
@@ -956,14 +1059,15 @@ def summary_histograms(summary: WindowSummary, reference: Reference,
     for name in names:
         if name in reference.numeric and name in num:
             nl = layout.numeric[num[name]]
-            counts = np.bincount(nl.coarse, weights=a["f.num_counts"][num[name], : nl.n_bins],
-                                 minlength=nl.n_coarse).astype(np.int64)
+            counts = np.bincount(
+                nl.coarse, weights=a["f.num_counts"][num[name], : nl.n_bins], minlength=nl.n_coarse
+            ).astype(np.int64)
             out.append(Histogram(name, "numeric", counts, edges=reference.numeric[name].edges))
         elif name in reference.categorical and name in cat:
             cl = layout.categorical[cat[name]]
             cref = reference.categorical[name]
             k = cref.top.shape[0]
-            cols = a["f.cat_counts"][starts[cat[name]]: starts[cat[name]] + cl.n_columns]
+            cols = a["f.cat_counts"][starts[cat[name]] : starts[cat[name]] + cl.n_columns]
             to_top = np.concatenate((cref.top_codes(cl.categories), np.full(cl.hash_buckets, k)))
             counts = np.bincount(to_top, weights=cols, minlength=k + 1).astype(np.int64)
             out.append(Histogram(name, "categorical", counts, labels=(*cref.top.tolist(), OTHER)))
@@ -988,6 +1092,6 @@ def output_totals(summary: WindowSummary) -> tuple[dict[str, float], dict[str, i
     starts = _starts(np.array([c.n_columns for c in layout.categorical], dtype=np.int64))
     for i, cl in enumerate(layout.categorical):
         if cl.name == LABEL:
-            cols = a["o.cat_counts"][starts[i]: starts[i] + cl.categories.shape[0]]
+            cols = a["o.cat_counts"][starts[i] : starts[i] + cl.categories.shape[0]]
             labels = {c: int(v) for c, v in zip(cl.categories.tolist(), cols.tolist()) if v}
     return out_means, labels

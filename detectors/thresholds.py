@@ -73,12 +73,16 @@ class Band:
         """True when ``value`` is below ``lower`` or above ``upper`` (NaN is never outside)."""
         if value is None or not math.isfinite(value):
             return False
-        return (self.lower is not None and value < self.lower) or \
-               (self.upper is not None and value > self.upper)
+        return (self.lower is not None and value < self.lower) or (self.upper is not None and value > self.upper)
 
 
-def sd_band(values: np.ndarray, multiplier: float, *, two_sided: bool = True,
-            clip: tuple[float | None, float | None] = (None, None)) -> Band:
+def sd_band(
+    values: np.ndarray,
+    multiplier: float,
+    *,
+    two_sided: bool = True,
+    clip: tuple[float | None, float | None] = (None, None),
+) -> Band:
     """``mean ± multiplier · sd`` of ``values`` (NaN ignored; sd with ddof=0 as NannyML).
 
     ``two_sided=False``: upper bound only (distances: smaller is never an alarm).
@@ -150,9 +154,17 @@ def chunk_slices(n_rows: int, size: int, max_chunks: int | None = None) -> list[
     return [slice(int(i) * size, int(i + 1) * size) for i in idx]
 
 
-def chunk_band(statistic: Callable[[slice], float], n_rows: int, size: int, multiplier: float, *,
-               min_chunks: int = 5, max_chunks: int | None = 50, two_sided: bool = True,
-               clip: tuple[float | None, float | None] = (None, None)) -> Band | None:
+def chunk_band(
+    statistic: Callable[[slice], float],
+    n_rows: int,
+    size: int,
+    multiplier: float,
+    *,
+    min_chunks: int = 5,
+    max_chunks: int | None = 50,
+    two_sided: bool = True,
+    clip: tuple[float | None, float | None] = (None, None),
+) -> Band | None:
     """Band of ``statistic(chunk)`` over the reference's chunks of ``size`` rows.
 
     Generic: ``statistic`` gets a slice of the (time-ordered) reference rows and
@@ -162,8 +174,9 @@ def chunk_band(statistic: Callable[[slice], float], n_rows: int, size: int, mult
     slices = chunk_slices(n_rows, size, max_chunks)
     if len(slices) < min_chunks:
         return None
-    return sd_band(np.array([statistic(s) for s in slices], dtype=np.float64), multiplier,
-                   two_sided=two_sided, clip=clip)
+    return sd_band(
+        np.array([statistic(s) for s in slices], dtype=np.float64), multiplier, two_sided=two_sided, clip=clip
+    )
 
 
 def multiplier_for_level(level: float) -> float:
@@ -191,8 +204,7 @@ def null_quantile(test: str, q_upper: float, n_ref, n_cur, dof=None) -> np.ndarr
     if test == "ks":
         return np.asarray(stats.kstwo.isf(q_upper, np.round(n_ref * n_cur / (n_ref + n_cur))), dtype=np.float64)
     if test == "chi2":
-        return np.asarray(stats.chi2.isf(q_upper, np.maximum(np.asarray(dof, dtype=np.float64), 1)),
-                          dtype=np.float64)
+        return np.asarray(stats.chi2.isf(q_upper, np.maximum(np.asarray(dof, dtype=np.float64), 1)), dtype=np.float64)
     if test == "cvm":
         lo = np.zeros(np.broadcast(n_ref, n_cur).shape)
         hi = np.full(lo.shape, 50.0)
@@ -267,8 +279,15 @@ def _remove_sorted(values: np.ndarray, sub: np.ndarray) -> np.ndarray:
     return np.delete(values, first + within)
 
 
-def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: int,
-                 numeric_test: str, *, max_chunks: int | None = 50) -> ChunkValues:
+def chunk_values(
+    reference: Reference,
+    rows: Frame,
+    names: Sequence[str],
+    size: int,
+    numeric_test: str,
+    *,
+    max_chunks: int | None = 50,
+) -> ChunkValues:
     """Drift statistics of every chunk of ``size`` rows of ``rows`` (time order) vs the rest.
 
     ``rows`` are the reference's own rows (the frame it was built from); the
@@ -280,8 +299,10 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
     slices = chunk_slices(len(rows), size, max_chunks)
     num = [n for n in names if n in reference.numeric and n in rows.numeric]
     cat = [n for n in names if n in reference.categorical and n in rows.categorical]
-    out = {k: {n: np.full(len(slices), np.nan) for n in num + cat}
-           for k in ("statistic", "psi", "js", "wasserstein", "ratio")}
+    out = {
+        k: {n: np.full(len(slices), np.nan) for n in num + cat}
+        for k in ("statistic", "psi", "js", "wasserstein", "ratio")
+    }
     num_cols = {}
     for n in num:
         col = np.asarray(rows.numeric[n], dtype=np.float64)[order]
@@ -299,9 +320,13 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
             rest = [_remove_sorted(reference.numeric[n].values, c) for n, c in zip(num, cur)]
             ok = [i for i, (r, c) in enumerate(zip(rest, cur)) if r.size >= 2 and c.size >= 2]
             if ok:
-                blk = numeric_block([rest[i] for i in ok], [cur[i] for i in ok],
-                                    [reference.numeric[num[i]].edges for i in ok], [num[i] for i in ok],
-                                    cvm=numeric_test == "cvm")
+                blk = numeric_block(
+                    [rest[i] for i in ok],
+                    [cur[i] for i in ok],
+                    [reference.numeric[num[i]].edges for i in ok],
+                    [num[i] for i in ok],
+                    cvm=numeric_test == "cvm",
+                )
                 st = blk.ks if blk.cvm is None else blk.cvm  # cvm is computed only when asked
                 med = null_quantile(numeric_test, 0.5, blk.n_ref, blk.n_cur)
                 for k, i in enumerate(ok):
@@ -324,8 +349,11 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
             seg = np.repeat(np.arange(len(cat)), lens)
             a, b, seg = a[keep], b[keep], seg[keep]
             kept = np.bincount(seg, minlength=len(cat))
-            valid = (kept > 0) & (np.bincount(seg, weights=a, minlength=len(cat)) > 0) & \
-                    (np.bincount(seg, weights=b, minlength=len(cat)) > 0)
+            valid = (
+                (kept > 0)
+                & (np.bincount(seg, weights=a, minlength=len(cat)) > 0)
+                & (np.bincount(seg, weights=b, minlength=len(cat)) > 0)
+            )
             if valid.all():  # every feature has values on both sides (else: this chunk stays NaN)
                 starts = _starts(kept)
                 st, _, dof = chi2_2xk(a, b, starts)
@@ -334,8 +362,7 @@ def chunk_values(reference: Reference, rows: Frame, names: Sequence[str], size: 
                 for i, n in enumerate(cat):
                     out["statistic"][n][j], out["psi"][n][j], out["js"][n][j] = st[i], psi[i], js[i]
                     out["ratio"][n][j] = st[i] / med[i] if dof[i] > 0 and med[i] > 0 else np.nan
-    return ChunkValues(size, len(slices), out["statistic"], out["psi"], out["js"], out["wasserstein"],
-                       out["ratio"])
+    return ChunkValues(size, len(slices), out["statistic"], out["psi"], out["js"], out["wasserstein"], out["ratio"])
 
 
 def chunk_size_key(m: int) -> int:
@@ -346,8 +373,9 @@ def chunk_size_key(m: int) -> int:
     return int(round(m / e) * e)
 
 
-def drift_chunks(reference: Reference, rows: Frame | None, names: Sequence[str], window_rows: int,
-                 spec: DriftSpec) -> ChunkValues | None:
+def drift_chunks(
+    reference: Reference, rows: Frame | None, names: Sequence[str], window_rows: int, spec: DriftSpec
+) -> ChunkValues | None:
     """The reference's chunk values for windows of ``window_rows`` rows, cached on the reference.
 
     None when the reference has no rows attached or fewer than
@@ -361,8 +389,7 @@ def drift_chunks(reference: Reference, rows: Frame | None, names: Sequence[str],
     key = ("drift_chunks", size, spec.numeric_test, spec.threshold.max_chunks, tuple(names))
     cache = reference._cache
     if key not in cache:
-        cache[key] = chunk_values(reference, rows, names, size, spec.numeric_test,
-                                  max_chunks=spec.threshold.max_chunks)
+        cache[key] = chunk_values(reference, rows, names, size, spec.numeric_test, max_chunks=spec.threshold.max_chunks)
     return cache[key]
 
 
@@ -407,17 +434,36 @@ class FeatureVerdict:
         unbounded), ``effect``, ``effect_floor``, ``effect_band`` (the reference chunks' effect band the
         effect had to exceed too), ``threshold_note`` (why a chunk method fell back, or that the
         statistic saturates)."""
-        out = {"threshold_method": self.method, "judged": self.judged, "band_lower": self.lower,
-               "band_upper": self.upper, "effect": self.effect, "effect_floor": self.effect_floor,
-               "effect_band": self.effect_band, "threshold_note": self.note or None}
+        out = {
+            "threshold_method": self.method,
+            "judged": self.judged,
+            "band_lower": self.lower,
+            "band_upper": self.upper,
+            "effect": self.effect,
+            "effect_floor": self.effect_floor,
+            "effect_band": self.effect_band,
+            "threshold_note": self.note or None,
+        }
         return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
-def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str], kinds: Sequence[str],
-                   tests: Sequence[str], statistic: np.ndarray, p_value: np.ndarray, js: np.ndarray,
-                   wasserstein: Sequence[float | None], n_ref: np.ndarray, n_cur: np.ndarray,
-                   dof: np.ndarray, p_threshold: float, p_reject: np.ndarray,
-                   spec: DriftSpec) -> list[FeatureVerdict]:
+def drift_verdicts(
+    reference: Reference,
+    window_rows: int,
+    names: Sequence[str],
+    kinds: Sequence[str],
+    tests: Sequence[str],
+    statistic: np.ndarray,
+    p_value: np.ndarray,
+    js: np.ndarray,
+    wasserstein: Sequence[float | None],
+    n_ref: np.ndarray,
+    n_cur: np.ndarray,
+    dof: np.ndarray,
+    p_threshold: float,
+    p_reject: np.ndarray,
+    spec: DriftSpec,
+) -> list[FeatureVerdict]:
     """Per-feature verdicts under ``spec.threshold.method`` (see :class:`FeatureVerdict`).
 
     ``p_threshold``/``p_reject``: the corrected p-value bar and its verdicts
@@ -440,9 +486,12 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
         rows = reference_frame(reference)
         chunks = drift_chunks(reference, rows, list(names), window_rows, spec)
         if chunks is None:
-            note = ("the reference has no rows" if rows is None else
-                    f"the reference ({len(rows)} rows) holds fewer than {t.min_chunks} chunks of "
-                    f"{chunk_size_key(window_rows)}")
+            note = (
+                "the reference has no rows"
+                if rows is None
+                else f"the reference ({len(rows)} rows) holds fewer than {t.min_chunks} chunks of "
+                f"{chunk_size_key(window_rows)}"
+            )
     per_test = spec.p_val / max(len(names), 1)
     out = []
     for i, (name, kind) in enumerate(zip(names, kinds)):
@@ -450,8 +499,11 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
         ref_std = float(np.std(reference.numeric[name].values)) if kind == "numeric" else 0.0
         eff = effect_size(kind, wasserstein[i], float(js[i]), ref_std)
         if method == "p_value":
-            out.append(FeatureVerdict("p_value", "p_value", float(p_value[i]), float(p_threshold), None,
-                                      eff, floor, bool(p_reject[i])))
+            out.append(
+                FeatureVerdict(
+                    "p_value", "p_value", float(p_value[i]), float(p_threshold), None, eff, floor, bool(p_reject[i])
+                )
+            )
             continue
         if method == "effect_size":
             out.append(FeatureVerdict("effect_size", "effect", eff, None, floor, eff, floor, bool(eff > floor)))
@@ -465,12 +517,23 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
             else:
                 c = chunks.inflation(name)
                 if math.isfinite(c):
-                    upper = c * _critical(tests[i], per_test, int(n_ref[i]), int(n_cur[i]),
-                                          int(dof[i]) if tests[i] == "chi2" else 0)
+                    upper = c * _critical(
+                        tests[i], per_test, int(n_ref[i]), int(n_cur[i]), int(dof[i]) if tests[i] == "chi2" else 0
+                    )
         if upper is None or not math.isfinite(upper):  # significant and large: noise cannot pass
-            out.append(FeatureVerdict("p_and_effect", "p_value", float(p_value[i]), float(p_threshold), None,
-                                      eff, floor, bool(p_reject[i] and eff > floor),
-                                      note or f"no chunk values for {name!r}"))
+            out.append(
+                FeatureVerdict(
+                    "p_and_effect",
+                    "p_value",
+                    float(p_value[i]),
+                    float(p_threshold),
+                    None,
+                    eff,
+                    floor,
+                    bool(p_reject[i] and eff > floor),
+                    note or f"no chunk values for {name!r}",
+                )
+            )
             continue
         top = statistic_max(tests[i], int(n_ref[i]), int(n_cur[i]))
         saturated = eff_upper is not None and math.isfinite(top) and upper >= top
@@ -480,12 +543,28 @@ def drift_verdicts(reference: Reference, window_rows: int, names: Sequence[str],
             drift = (saturated or above) and over_band and eff > floor
         else:
             drift = over_band if saturated else above
-        note = (f"the statistic's band ({upper:.4g}) reaches its maximum ({top:.4g}) at these sizes: "
-                f"judged on the effect against the reference chunks' effects") if saturated else ""
-        out.append(FeatureVerdict(method, "effect" if saturated else "statistic",
-                                  eff if saturated else float(statistic[i]), None,
-                                  eff_upper if saturated else float(upper), eff, floor, bool(drift), note,
-                                  eff_upper if method == "both" or saturated else None))
+        note = (
+            (
+                f"the statistic's band ({upper:.4g}) reaches its maximum ({top:.4g}) at these sizes: "
+                f"judged on the effect against the reference chunks' effects"
+            )
+            if saturated
+            else ""
+        )
+        out.append(
+            FeatureVerdict(
+                method,
+                "effect" if saturated else "statistic",
+                eff if saturated else float(statistic[i]),
+                None,
+                eff_upper if saturated else float(upper),
+                eff,
+                floor,
+                bool(drift),
+                note,
+                eff_upper if method == "both" or saturated else None,
+            )
+        )
     return out
 
 
@@ -497,27 +576,41 @@ def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:
     t = spec.threshold
     level = f"family level {spec.p_val:.3g} ({spec.correction} over {n_features} feature(s))"
     test = {"ks": "Kolmogorov-Smirnov", "cvm": "Cramer-von Mises"}[spec.numeric_test]
-    floor = (f"Wasserstein distance / reference std > {t.numeric_floor:g} (numeric), Jensen-Shannon "
-             f"distance > {t.categorical_floor:g} (categorical)")
+    floor = (
+        f"Wasserstein distance / reference std > {t.numeric_floor:g} (numeric), Jensen-Shannon "
+        f"distance > {t.categorical_floor:g} (categorical)"
+    )
     if t.sd_multiplier is not None:
-        band = (f"above mean + {t.sd_multiplier:g} sd of the same statistic on the reference's chunks of "
-                f"{window}'s size, in time order (NannyML's rule)")
+        band = (
+            f"above mean + {t.sd_multiplier:g} sd of the same statistic on the reference's chunks of "
+            f"{window}'s size, in time order (NannyML's rule)"
+        )
     else:
-        band = (f"above its critical value at the {level}, widened by how much more it moves between the "
-                f"reference's chunks of {window}'s size (in time order) than between independent samples")
-    fallback = (f" With fewer than {t.min_chunks} such chunks in the reference (or no reference rows) a feature "
-                f"drifts when its p-value is below the corrected level and {floor}.")
-    eff_band = ("the effect size is above the log-normal band of the same effect on those chunks (each against "
-                "the rest of the reference)")
-    saturated = (f" Where that band reaches the largest value the statistic can take at these sizes (short "
-                 f"windows of a series that moves by itself), the statistic cannot tell, and {eff_band} decides.")
+        band = (
+            f"above its critical value at the {level}, widened by how much more it moves between the "
+            f"reference's chunks of {window}'s size (in time order) than between independent samples"
+        )
+    fallback = (
+        f" With fewer than {t.min_chunks} such chunks in the reference (or no reference rows) a feature "
+        f"drifts when its p-value is below the corrected level and {floor}."
+    )
+    eff_band = (
+        "the effect size is above the log-normal band of the same effect on those chunks (each against "
+        "the rest of the reference)"
+    )
+    saturated = (
+        f" Where that band reaches the largest value the statistic can take at these sizes (short "
+        f"windows of a series that moves by itself), the statistic cannot tell, and {eff_band} decides."
+    )
     return {
         "p_value": f"a feature drifts when its {test} / chi-square p-value is below the {level}.",
         "effect_size": f"a feature drifts when {floor} (Evidently's large-sample rule; no p-value).",
-        "reference_chunks": f"a feature drifts when its {test} / chi-square statistic is {band}." + saturated
-                            + fallback,
+        "reference_chunks": f"a feature drifts when its {test} / chi-square statistic is {band}."
+        + saturated
+        + fallback,
         "both": f"a feature drifts when its {test} / chi-square statistic is {band}, {eff_band}, and {floor}."
-                + saturated + fallback,
+        + saturated
+        + fallback,
     }[t.method]
 
 
@@ -558,8 +651,15 @@ class RateVerdict:
     alarm: bool
 
 
-def judge_rate(value: float, chunk_rates: np.ndarray | None, ref_count: int, ref_n: int, window_n: int,
-               level: float, multiplier: float) -> RateVerdict:
+def judge_rate(
+    value: float,
+    chunk_rates: np.ndarray | None,
+    ref_count: int,
+    ref_n: int,
+    window_n: int,
+    level: float,
+    multiplier: float,
+) -> RateVerdict:
     """A window rate against the wider of ``mean + k·sd`` of the reference chunks' rates (time order)
     and :func:`binomial_rate_upper` at ``level``.
 

@@ -35,10 +35,16 @@ _PI6 = math.pi**6
 _SQRT2PI = math.sqrt(2 * math.pi)
 _SQRT3 = math.sqrt(3)
 _LOG_2PI = math.log(2 * math.pi)
-_STIRLING = [-2.955065359477124183e-2, 6.4102564102564102564e-3,
-             -1.9175269175269175269e-3, 8.4175084175084175084e-4,
-             -5.952380952380952381e-4, 7.9365079365079365079e-4,
-             -2.7777777777777777778e-3, 8.3333333333333333333e-2]
+_STIRLING = [
+    -2.955065359477124183e-2,
+    6.4102564102564102564e-3,
+    -1.9175269175269175269e-3,
+    8.4175084175084175084e-4,
+    -5.952380952380952381e-4,
+    7.9365079365079365079e-4,
+    -2.7777777777777777778e-3,
+    8.3333333333333333333e-2,
+]
 
 
 def _pelz_good_cdf(n: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -50,20 +56,26 @@ def _pelz_good_cdf(n: np.ndarray, x: np.ndarray) -> np.ndarray:
     coef = (
         (-z2, _PI2 / 4),
         (6 * z6 + 2 * z4, (2 * z4 - 5 * z2) * _PI2 / 4, _PI4 * (1 - 2 * z2) / 16),
-        (-30 * z6 - 90 * z**8, _PI2 * (135 * z4 - 96 * z6) / 4,
-         _PI4 * (-60 * z2 + 212 * z4) / 16, _PI6 * (5 - 30 * z2) / 64),
+        (
+            -30 * z6 - 90 * z**8,
+            _PI2 * (135 * z4 - 96 * z6) / 4,
+            _PI4 * (-60 * z2 + 212 * z4) / 16,
+            _PI6 * (5 - 30 * z2) / 64,
+        ),
     )
     maxk = np.ceil(16 * z / np.pi).astype(np.int64)
     K = np.zeros((4,) + z.shape)
     for k in range(int(maxk.max(initial=0)), 0, -1):
         act = k <= maxk
         m2 = (2 * k - 1) ** 2
-        terms = np.stack([
-            np.ones_like(z),
-            coef[0][0] + coef[0][1] * m2,
-            coef[1][0] + coef[1][1] * m2 + coef[1][2] * m2**2,
-            coef[2][0] + coef[2][1] * m2 + coef[2][2] * m2**2 + coef[2][3] * m2**3,
-        ])
+        terms = np.stack(
+            [
+                np.ones_like(z),
+                coef[0][0] + coef[0][1] * m2,
+                coef[1][0] + coef[1][1] * m2 + coef[1][2] * m2**2,
+                coef[2][0] + coef[2][1] * m2 + coef[2][2] * m2**2 + coef[2][3] * m2**3,
+            ]
+        )
         K = np.where(act, K * np.power(q, 8 * k) + terms, K)
     K = K * q * _SQRT2PI
     K /= np.stack([z, 6 * z4, 72 * z**7, 6480 * z**10])
@@ -100,15 +112,20 @@ def smirnov_sf(n, x) -> np.ndarray:
     width = int(jmax.max()) + 1
     rows = max(1, (1 << 21) // width)  # bound the temporary (rows x width) arrays
     for lo in range(0, x.size, rows):
-        nn, xx, jm = n[lo:lo + rows, None], x[lo:lo + rows, None], jmax[lo:lo + rows, None]
+        nn, xx, jm = n[lo : lo + rows, None], x[lo : lo + rows, None], jmax[lo : lo + rows, None]
         j = np.arange(width, dtype=np.float64)[None, :]
         valid = j <= jm
         with np.errstate(divide="ignore", invalid="ignore"):
             a = np.where(valid, np.maximum(1.0 - xx - j / nn, 0.0), 1.0)
-            logt = (sc.gammaln(nn + 1) - sc.gammaln(j + 1) - sc.gammaln(np.maximum(nn - j, 0) + 1)
-                    + (nn - j) * np.log(a) + (j - 1) * np.log(xx + j / nn))
+            logt = (
+                sc.gammaln(nn + 1)
+                - sc.gammaln(j + 1)
+                - sc.gammaln(np.maximum(nn - j, 0) + 1)
+                + (nn - j) * np.log(a)
+                + (j - 1) * np.log(xx + j / nn)
+            )
         logt = np.where(valid, logt, -np.inf)
-        out[lo:lo + rows] = xx[:, 0] * np.exp(sc.logsumexp(logt, axis=1))
+        out[lo : lo + rows] = xx[:, 0] * np.exp(sc.logsumexp(logt, axis=1))
     return out
 
 
@@ -137,10 +154,21 @@ def kstwo_sf(d, n) -> np.ndarray:
     put(d <= 0.0, 1.0)
     t = n * d
     put(t <= 0.5, 1.0)
-    put(t <= 1.0, lambda m: np.clip(1.0 - np.exp(
-        np.log(n[m]) / 2 - n[m] + _LOG_2PI / 2
-        + (1.0 / n[m]) * np.polyval(_STIRLING, 1.0 / n[m] ** 2)
-        + n[m] * np.log(2 * t[m] - 1)), 0.0, 1.0))
+    put(
+        t <= 1.0,
+        lambda m: np.clip(
+            1.0
+            - np.exp(
+                np.log(n[m]) / 2
+                - n[m]
+                + _LOG_2PI / 2
+                + (1.0 / n[m]) * np.polyval(_STIRLING, 1.0 / n[m] ** 2)
+                + n[m] * np.log(2 * t[m] - 1)
+            ),
+            0.0,
+            1.0,
+        ),
+    )
     put(t >= n - 1, lambda m: np.clip(2 * (1.0 - d[m]) ** n[m], 0.0, 1.0))
     smirnov2 = lambda m: np.clip(2 * smirnov_sf(n[m], d[m]), 0.0, 1.0)  # noqa: E731
     put(d >= 0.5, smirnov2)
@@ -225,9 +253,11 @@ def chi2_2xk(a: np.ndarray, b: np.ndarray, starts: np.ndarray) -> tuple[np.ndarr
     eb = m[seg] * col / tot
     yates = (dof == 1)[seg]
     if yates.any():
+
         def adjust(obs, exp):
             diff = exp - obs
             return np.where(yates, obs + np.minimum(0.5, np.abs(diff)) * np.sign(diff), obs)
+
         a, b = adjust(a, ea), adjust(b, eb)
     stat = np.add.reduceat((a - ea) ** 2 / ea + (b - eb) ** 2 / eb, starts)
     stat = np.where(dof == 0, 0.0, stat)
@@ -325,8 +355,9 @@ def _merge_stats(r: np.ndarray, c: np.ndarray, cvm: bool) -> tuple[float, float,
     if not cvm:
         return ks, wasserstein, float("nan")
     if last.all():  # no ties: pooled rank - own rank = count of the other sample below
-        u = n * float(np.square(cum_cur[~is_cur], dtype=np.float64).sum()) \
-            + m * float(np.square(cum_ref[is_cur], dtype=np.float64).sum())
+        u = n * float(np.square(cum_cur[~is_cur], dtype=np.float64).sum()) + m * float(
+            np.square(cum_ref[is_cur], dtype=np.float64).sum()
+        )
     else:
         idx = np.arange(size)
         first = np.empty(size, dtype=bool)
@@ -336,15 +367,21 @@ def _merge_stats(r: np.ndarray, c: np.ndarray, cvm: bool) -> tuple[float, float,
         run_first = np.maximum.accumulate(np.where(first, idx, 0))
         run_last = np.minimum.accumulate(np.where(ends, idx, size)[::-1])[::-1]
         rank = (run_first + run_last) / 2.0 + 1.0
-        u = n * float(np.square(rank[~is_cur] - cum_ref[~is_cur]).sum()) \
-            + m * float(np.square(rank[is_cur] - cum_cur[is_cur]).sum())
+        u = n * float(np.square(rank[~is_cur] - cum_ref[~is_cur]).sum()) + m * float(
+            np.square(rank[is_cur] - cum_cur[is_cur]).sum()
+        )
     k, big_n = float(n * m), float(size)
     return ks, wasserstein, u / (k * big_n) - (4 * k - 1) / (6 * big_n)
 
 
-def numeric_block(ref_sorted: list[np.ndarray], cur_sorted: list[np.ndarray],
-                  edges: list[np.ndarray], names: list[str], cvm: bool,
-                  ref_bins: list[np.ndarray] | None = None) -> NumericBlock:
+def numeric_block(
+    ref_sorted: list[np.ndarray],
+    cur_sorted: list[np.ndarray],
+    edges: list[np.ndarray],
+    names: list[str],
+    cvm: bool,
+    ref_bins: list[np.ndarray] | None = None,
+) -> NumericBlock:
     """KS D, CvM T, Wasserstein, PSI and JS for all numeric features of a window.
 
     One merge per feature (:func:`_merge_stats`: a ``searchsorted`` and a dozen
@@ -356,8 +393,9 @@ def numeric_block(ref_sorted: list[np.ndarray], cur_sorted: list[np.ndarray],
     """
     n = np.array([r.shape[0] for r in ref_sorted], dtype=np.int64)
     m = np.array([c.shape[0] for c in cur_sorted], dtype=np.int64)
-    merged = np.array([_merge_stats(r, c, cvm) for r, c in zip(ref_sorted, cur_sorted)],
-                      dtype=np.float64).reshape(-1, 3)
+    merged = np.array([_merge_stats(r, c, cvm) for r, c in zip(ref_sorted, cur_sorted)], dtype=np.float64).reshape(
+        -1, 3
+    )
     bins = [sorted_bin_counts(c, e) for c, e in zip(cur_sorted, edges)]
     if not names:
         z = np.empty(0)
@@ -366,8 +404,9 @@ def numeric_block(ref_sorted: list[np.ndarray], cur_sorted: list[np.ndarray],
         ref_bins = [sorted_bin_counts(r, e) for r, e in zip(ref_sorted, edges)]
     bstarts = _starts(np.array([b.shape[0] for b in bins]))
     psi, js = binned_effects(np.concatenate(ref_bins), np.concatenate(bins), bstarts)
-    return NumericBlock(names, ref_sorted, cur_sorted, n, m, merged[:, 0],
-                        merged[:, 2] if cvm else None, merged[:, 1], psi, js, bins)
+    return NumericBlock(
+        names, ref_sorted, cur_sorted, n, m, merged[:, 0], merged[:, 2] if cvm else None, merged[:, 1], psi, js, bins
+    )
 
 
 def present_categories(frame: Frame, name: str) -> np.ndarray:
@@ -375,8 +414,9 @@ def present_categories(frame: Frame, name: str) -> np.ndarray:
     return WindowColumns(frame).categories(name)
 
 
-def categorical_block(reference: Reference, codes: dict[str, tuple[np.ndarray, int]],
-                      names: list[str]) -> CategoricalBlock:
+def categorical_block(
+    reference: Reference, codes: dict[str, tuple[np.ndarray, int]], names: list[str]
+) -> CategoricalBlock:
     """Counts over the union of categories, chi-square, PSI and JS for categorical features.
 
     ``codes``: per feature, the window's present values as category codes and the

@@ -91,12 +91,12 @@ MIN_SAMPLES = 10
 # Engines: (statistic, p_value) per feature
 # ---------------------------------------------------------------------------------------
 
-EngineFn = Callable[[NumericBlock, CategoricalBlock, str, Reference],
-                    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+EngineFn = Callable[
+    [NumericBlock, CategoricalBlock, str, Reference], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+]
 
 
-def native_engine(num: NumericBlock, cat: CategoricalBlock, numeric_test: str,
-                  reference: Reference):
+def native_engine(num: NumericBlock, cat: CategoricalBlock, numeric_test: str, reference: Reference):
     """Statistics and p-values from the native blocks (no extra work for KS/chi-square)."""
     if numeric_test == "ks":
         stat, p = num.ks, ks_pvalue(num.ks, num.n_ref, num.n_cur)
@@ -112,8 +112,7 @@ def native_engine(num: NumericBlock, cat: CategoricalBlock, numeric_test: str,
     return stat, p, cat.chi2, cat.p_value
 
 
-def alibi_engine(num: NumericBlock, cat: CategoricalBlock, numeric_test: str,
-                 reference: Reference):
+def alibi_engine(num: NumericBlock, cat: CategoricalBlock, numeric_test: str, reference: Reference):
     """Statistics and p-values from alibi-detect's detectors (lazy import, BSL 1.1).
 
     One single-feature detector per feature, built once per reference and cached
@@ -224,36 +223,69 @@ def univariate_drift(
     columns = columns if columns is not None else WindowColumns(frame)
     cur_sorted = columns.numeric(num_names)
     cur_cats = {n: columns.category_codes(n, reference.categorical[n]) for n in cat_names}
-    testable = {n for i, n in enumerate(num_names)
-                if min(reference.numeric[n].n, cur_sorted[i].shape[0]) >= min_samples}
-    testable |= {n for n in cat_names
-                 if min(reference.categorical[n].n, cur_cats[n][0].shape[0]) >= min_samples}
+    testable = {
+        n for i, n in enumerate(num_names) if min(reference.numeric[n].n, cur_sorted[i].shape[0]) >= min_samples
+    }
+    testable |= {n for n in cat_names if min(reference.categorical[n].n, cur_cats[n][0].shape[0]) >= min_samples}
     skipped = [n for n in wanted if n not in testable]
     keep = [i for i, n in enumerate(num_names) if n in testable]
     num_names = [num_names[i] for i in keep]
     cat_names = [n for n in cat_names if n in testable]
     nrefs = [reference.numeric[n] for n in num_names]
-    num = numeric_block([r.values for r in nrefs], [cur_sorted[i] for i in keep],
-                        [r.edges for r in nrefs], num_names, cvm=spec.numeric_test == "cvm",
-                        ref_bins=[r.counts for r in nrefs])
+    num = numeric_block(
+        [r.values for r in nrefs],
+        [cur_sorted[i] for i in keep],
+        [r.edges for r in nrefs],
+        num_names,
+        cvm=spec.numeric_test == "cvm",
+        ref_bins=[r.counts for r in nrefs],
+    )
     cat = categorical_block(reference, cur_cats, cat_names)
 
     num_stat, num_p, cat_stat, cat_p = ENGINES[spec.engine](num, cat, spec.numeric_test, reference)
 
-    dof = np.concatenate([np.full(len(num_names), np.nan),
-                          [float(np.count_nonzero(a + b) - 1) for a, b in zip(cat.ref_counts, cat.cur_counts)]])
+    dof = np.concatenate(
+        [
+            np.full(len(num_names), np.nan),
+            [float(np.count_nonzero(a + b) - 1) for a, b in zip(cat.ref_counts, cat.cur_counts)],
+        ]
+    )
     return drift_result(
-        reference, spec, len(frame), num_names, cat_names,
-        statistic=np.concatenate([num_stat, cat_stat]), p_value=np.concatenate([num_p, cat_p]),
-        psi=np.concatenate([num.psi, cat.psi]), js=np.concatenate([num.js, cat.js]),
-        wasserstein=num.wasserstein, n_ref=np.concatenate([num.n_ref, cat.n_ref]),
-        n_cur=np.concatenate([num.n_cur, cat.n_cur]), dof=dof, skipped=skipped)
+        reference,
+        spec,
+        len(frame),
+        num_names,
+        cat_names,
+        statistic=np.concatenate([num_stat, cat_stat]),
+        p_value=np.concatenate([num_p, cat_p]),
+        psi=np.concatenate([num.psi, cat.psi]),
+        js=np.concatenate([num.js, cat.js]),
+        wasserstein=num.wasserstein,
+        n_ref=np.concatenate([num.n_ref, cat.n_ref]),
+        n_cur=np.concatenate([num.n_cur, cat.n_cur]),
+        dof=dof,
+        skipped=skipped,
+    )
 
 
-def drift_result(reference: Reference, spec: DriftSpec, window_rows: int, num_names: Sequence[str],
-                 cat_names: Sequence[str], *, statistic: np.ndarray, p_value: np.ndarray, psi: np.ndarray,
-                 js: np.ndarray, wasserstein: np.ndarray, n_ref: np.ndarray, n_cur: np.ndarray,
-                 dof: np.ndarray, skipped: Sequence[str] = (), engine: str | None = None) -> DriftResult:
+def drift_result(
+    reference: Reference,
+    spec: DriftSpec,
+    window_rows: int,
+    num_names: Sequence[str],
+    cat_names: Sequence[str],
+    *,
+    statistic: np.ndarray,
+    p_value: np.ndarray,
+    psi: np.ndarray,
+    js: np.ndarray,
+    wasserstein: np.ndarray,
+    n_ref: np.ndarray,
+    n_cur: np.ndarray,
+    dof: np.ndarray,
+    skipped: Sequence[str] = (),
+    engine: str | None = None,
+) -> DriftResult:
     """The window's :class:`DriftResult` from per-feature statistics (numeric features first).
 
     Shared by :func:`univariate_drift` (statistics on the window's rows) and
@@ -272,8 +304,23 @@ def drift_result(reference: Reference, spec: DriftSpec, window_rows: int, num_na
     kinds = ["numeric"] * n_num + ["categorical"] * len(cat_names)
     wass = [float(w) for w in wasserstein] + [None] * len(cat_names)
     tests = [spec.numeric_test] * n_num + [spec.categorical_test] * len(cat_names)
-    verdicts = drift_verdicts(reference, window_rows, names, kinds, tests, stat, p, js, wass,
-                              n_ref, n_cur, dof, corr.threshold, corr.reject, spec)
+    verdicts = drift_verdicts(
+        reference,
+        window_rows,
+        names,
+        kinds,
+        tests,
+        stat,
+        p,
+        js,
+        wass,
+        n_ref,
+        n_cur,
+        dof,
+        corr.threshold,
+        corr.reject,
+        spec,
+    )
     reject = np.array([v.drift for v in verdicts], dtype=bool)
     # rank: drifting first, then larger PSI, then smaller p-value, then name
     order = sorted(range(len(names)), key=lambda i: (not reject[i], -psi[i], p[i], names[i]))
@@ -282,11 +329,20 @@ def drift_result(reference: Reference, spec: DriftSpec, window_rows: int, num_na
             feature=names[i],
             kind=kinds[i],
             test=tests[i],
-            statistic=float(stat[i]), p_value=float(p[i]),
-            n_ref=int(n_ref[i]), n_cur=int(n_cur[i]), psi=float(psi[i]), js=float(js[i]),
+            statistic=float(stat[i]),
+            p_value=float(p[i]),
+            n_ref=int(n_ref[i]),
+            n_cur=int(n_cur[i]),
+            psi=float(psi[i]),
+            js=float(js[i]),
             wasserstein=wass[i],
-            threshold=corr.threshold, drift=bool(reject[i]), rank=r + 1, verdict=verdicts[i])
-        for r, i in enumerate(order))
+            threshold=corr.threshold,
+            drift=bool(reject[i]),
+            rank=r + 1,
+            verdict=verdicts[i],
+        )
+        for r, i in enumerate(order)
+    )
     return DriftResult(
         features=results,
         engine=spec.engine if engine is None else engine,
@@ -301,9 +357,15 @@ def drift_result(reference: Reference, spec: DriftSpec, window_rows: int, num_na
     )
 
 
-def judge_windows(reference: np.ndarray | Mapping[str, np.ndarray], windows: Sequence[np.ndarray | Mapping],
-                  method: str, *, kinds: Mapping[str, str] | None = None, spec: DriftSpec | None = None,
-                  **threshold) -> list:
+def judge_windows(
+    reference: np.ndarray | Mapping[str, np.ndarray],
+    windows: Sequence[np.ndarray | Mapping],
+    method: str,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    spec: DriftSpec | None = None,
+    **threshold,
+) -> list:
     """Verdicts of ``windows`` against ``reference`` with threshold ``method``.
 
     ``reference`` and each window: a 2-D array (rows × features, time order,
@@ -328,8 +390,9 @@ def judge_windows(reference: np.ndarray | Mapping[str, np.ndarray], windows: Seq
         n = len(next(iter(cols.values())))
         num = {k: v.astype(np.float64) for k, v in cols.items() if kinds_.get(k, "numeric") == "numeric"}
         cat = {k: np.asarray(v, dtype=object) for k, v in cols.items() if kinds_.get(k) == "categorical"}
-        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=np.float64),
-                                  numeric=num, categorical=cat)
+        return Frame.from_columns(
+            event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=np.float64), numeric=num, categorical=cat
+        )
 
     ref_cols = columns(reference)
     kinds_ = dict(kinds or {})

@@ -71,8 +71,10 @@ def _spellings(words: Sequence[str]) -> set[str]:
     return {v for w in words for v in (w, w.upper(), w.capitalize())}
 
 
-_BOOLEAN_OF: dict[str, str] = {**{s: TRUE for s in _spellings(_TRUE_TEXTS)},
-                               **{s: FALSE for s in _spellings(_FALSE_TEXTS)}}
+_BOOLEAN_OF: dict[str, str] = {
+    **{s: TRUE for s in _spellings(_TRUE_TEXTS)},
+    **{s: FALSE for s in _spellings(_FALSE_TEXTS)},
+}
 """Texts a boolean feature reads as true/false."""
 _BOOL_CASE: dict[str, str] = {s: TRUE for s in _spellings([TRUE]) if s != TRUE}
 _BOOL_CASE.update({s: FALSE for s in _spellings([FALSE]) if s != FALSE})
@@ -108,8 +110,9 @@ def parse_numeric(values: Sequence[Any] | np.ndarray, *, text: bool = False) -> 
             return _numeric_texts(values.astype(str))
         values = values.tolist()
     if text:
-        return _numeric_texts(np.array(["" if v is None else v for v in values] if None in values else values,
-                                       dtype=str))
+        return _numeric_texts(
+            np.array(["" if v is None else v for v in values] if None in values else values, dtype=str)
+        )
     try:  # strict and fast: refuses None and strings (the array shares the array.array's buffer)
         return np.frombuffer(array.array("d", values), dtype=np.float64), None
     except (TypeError, OverflowError):
@@ -281,8 +284,9 @@ def _apply(out: np.ndarray, values: Sequence[Any], vocab: set[Any], canon: Calla
     return out, _mask(bad)
 
 
-def parse_feature(values: Sequence[Any] | np.ndarray, kind: str, *, boolean: bool = False,
-                  text: bool = False) -> Parsed:
+def parse_feature(
+    values: Sequence[Any] | np.ndarray, kind: str, *, boolean: bool = False, text: bool = False
+) -> Parsed:
     """The column of a feature of ``kind`` (``numeric`` or ``categorical``), read by the rules above."""
     if kind == "numeric":
         return parse_numeric(values, text=text)

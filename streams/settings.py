@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_000_000, ge=1024, description="larger messages are dead-lettered")
 
     # InfluxDB --------------------------------------------------------------------
-    influx_version: int = Field(1, ge=1, le=2, description="1: InfluxDB 1.x (database, user/password); 2: InfluxDB 2.x (org, bucket, token)")
+    influx_version: int = Field(
+        1, ge=1, le=2, description="1: InfluxDB 1.x (database, user/password); 2: InfluxDB 2.x (org, bucket, token)"
+    )
     influx_url: str = "http://127.0.0.1:18086"
     influx_db: str = Field("driftwatch", description="1.x database (2.x: bucket via v1 mapping)")
     influx_username: str | None = None
@@ -66,14 +68,18 @@ class Settings(BaseSettings):
         Path(__file__).parent / "devstack" / "examples" / "demo.yaml", description="monitor config (YAML)"
     )
     detector_process: bool = Field(
-        True, description="run the detectors in a child process of the worker (another core than decoding); "
-                          "false: on a thread of the worker process")
+        True,
+        description="run the detectors in a child process of the worker (another core than decoding); "
+        "false: on a thread of the worker process",
+    )
     worker_web_port: int = Field(6066, ge=0, le=65535)
 
     # Local stack / dashboard ---------------------------------------------------------
-    state_dir: Path = Field(default_factory=lambda: default_state_dir(),
-                            description="state folder of the local stack, alert store and caches (absolute once "
-                                        "loaded; default: the project's .driftwatch)")
+    state_dir: Path = Field(
+        default_factory=lambda: default_state_dir(),
+        description="state folder of the local stack, alert store and caches (absolute once "
+        "loaded; default: the project's .driftwatch)",
+    )
     kafka_port: int = Field(19092, ge=1, le=65535)
     influx_port: int = Field(18086, ge=1, le=65535)
     dashboard_port: int = Field(8501, ge=1, le=65535)
@@ -93,8 +99,9 @@ class Settings(BaseSettings):
                 try:
                     data[name] = Path(path).read_text().strip()
                 except OSError as e:  # name the variable, never the content
-                    raise ValueError(f"DRIFTWATCH_{name.upper()}_FILE={path}: cannot read the secret file "
-                                     f"({e.strerror})") from None
+                    raise ValueError(
+                        f"DRIFTWATCH_{name.upper()}_FILE={path}: cannot read the secret file ({e.strerror})"
+                    ) from None
         return data
 
     @field_validator("state_dir")

@@ -130,12 +130,15 @@ def test_no_import_circle_among_our_modules() -> None:
     assert not found, "import circles:\n" + "\n".join(_describe(c, graph) for c in found)
 
 
-@pytest.mark.parametrize(("graph", "expected"), [
-    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
-    ({"a": {"b"}, "b": {"a"}, "c": {"a"}}, [["a", "b"]]),
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}, [["a", "b", "c"]]),
-    ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b"], ["c", "d"]]),
-])
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+        ({"a": {"b"}, "b": {"a"}, "c": {"a"}}, [["a", "b"]]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}, [["a", "b", "c"]]),
+        ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b"], ["c", "d"]]),
+    ],
+)
 def test_cycles_finds_every_circle_and_nothing_else(graph: dict[str, set[str]], expected: list[list[str]]) -> None:
     assert sorted(cycles(graph)) == expected
 
@@ -161,7 +164,7 @@ def size_problems(known: dict[str, Path]) -> list[str]:
     for name, path in sorted(known.items()):
         lines = path.read_text().splitlines()
         first = lines[0] if lines else ""
-        has_reason = first.startswith(SIZE_TAG) and len(first[len(SIZE_TAG):].split()) >= 5
+        has_reason = first.startswith(SIZE_TAG) and len(first[len(SIZE_TAG) :].split()) >= 5
         if len(lines) > MAX_LINES and not has_reason:
             problems.append(f"{name}: {len(lines)} lines and no '{SIZE_TAG} <reason of five words or more>' first line")
         elif len(lines) <= MAX_LINES and first.startswith(SIZE_TAG):
@@ -205,4 +208,5 @@ def test_no_routing_by_module_name_strings_except_lazy_optional_dependencies() -
     found = string_imports(modules(ROOT, (*PACKAGES, "benchmarks")))
     assert set(found) == set(STRING_IMPORTS), (
         f"importing by a module-name string outside {sorted(STRING_IMPORTS)}: {sorted(set(found) - set(STRING_IMPORTS))}; "
-        f"allowed but no longer needed: {sorted(set(STRING_IMPORTS) - set(found))}")
+        f"allowed but no longer needed: {sorted(set(STRING_IMPORTS) - set(found))}"
+    )

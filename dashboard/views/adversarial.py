@@ -40,8 +40,12 @@ def _verdict(row: pd.Series) -> str:
 
 
 def render(ctx: ui.Ctx) -> None:
-    f = D.fetch(series=(D.adversarial_series, (ctx.conn, ctx.scope)), latest=(D.adversarial_latest, (ctx.conn, ctx.scope)),
-                src=(D.sources, (ctx.conn, ctx.scope)), flags=(D.adversarial_flags, (ctx.conn, ctx.scope)))
+    f = D.fetch(
+        series=(D.adversarial_series, (ctx.conn, ctx.scope)),
+        latest=(D.adversarial_latest, (ctx.conn, ctx.scope)),
+        src=(D.sources, (ctx.conn, ctx.scope)),
+        flags=(D.adversarial_flags, (ctx.conn, ctx.scope)),
+    )
     series = f["series"]
     if not len(series):
         ui.empty(
@@ -60,84 +64,153 @@ def render(ctx: ui.Ctx) -> None:
             cells = ui.metric_row()
             flagged = bool(row.get(Q.F_FLAGGED)) if pd.notna(row.get(Q.F_FLAGGED)) else False
             top = row.get("top_component")
-            cells.metric("Combined score (latest window)", ui.fmt_num(row.get(Q.F_SCORE), ".4f"), width="content",
-                           delta=_verdict(row) if flagged else "not flagged", delta_color="inverse" if flagged else "off",
-                           delta_arrow="off",
-                           help=f"1 − combined p-value (p = {ui.fmt_p(row.get(Q.F_P_VALUE))}); flagged above "
-                                f"{ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}; closest component: "
-                                f"{_label(top) if isinstance(top, str) else '—'}; window ending {ui.fmt_time(row.get('time'))}")
+            cells.metric(
+                "Combined score (latest window)",
+                ui.fmt_num(row.get(Q.F_SCORE), ".4f"),
+                width="content",
+                delta=_verdict(row) if flagged else "not flagged",
+                delta_color="inverse" if flagged else "off",
+                delta_arrow="off",
+                help=f"1 − combined p-value (p = {ui.fmt_p(row.get(Q.F_P_VALUE))}); flagged above "
+                f"{ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}; closest component: "
+                f"{_label(top) if isinstance(top, str) else '—'}; window ending {ui.fmt_time(row.get('time'))}",
+            )
             for name in comps[:4]:
                 if name.endswith("_source"):
-                    hint = (f"suspect {row.get(f'{name}_suspect') or '—'}: rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')}"
-                            f" vs the rest of the window {ui.fmt_num(row.get(f'{name}_rest_rate'), '.3g')}")
+                    hint = (
+                        f"suspect {row.get(f'{name}_suspect') or '—'}: rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')}"
+                        f" vs the rest of the window {ui.fmt_num(row.get(f'{name}_rest_rate'), '.3g')}"
+                    )
                 else:
-                    hint = (f"rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')} vs reference "
-                            f"{ui.fmt_num(row.get(f'{name}_ref_rate'), '.3g')}")
-                cells.metric(f"{_label(name)} p-value", ui.fmt_p(row.get(f"{name}{P_SUFFIX}")), help=hint,
-                             width="content")
+                    hint = (
+                        f"rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')} vs reference "
+                        f"{ui.fmt_num(row.get(f'{name}_ref_rate'), '.3g')}"
+                    )
+                cells.metric(
+                    f"{_label(name)} p-value", ui.fmt_p(row.get(f"{name}{P_SUFFIX}")), help=hint, width="content"
+                )
         flags = f["flags"]
         if len(flags):
             show = flags.assign(verdict=[_verdict(r) for _, r in flags.iterrows()])
-            st.warning(f"{len(flags)} flagged window(s) in the {ctx.range_label}; latest: "
-                       f"{ui.fmt_time(show['time'].iloc[0])}, {show['verdict'].iloc[0]}", icon=":material/gpp_maybe:")
-            ui.table(show[[c for c in ("time", Q.F_SCORE, "verdict") if c in show]], column_config={
-                "time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss"),
-                Q.F_SCORE: st.column_config.NumberColumn("score", format="%.4f"),
-                "verdict": st.column_config.TextColumn("which component raised it"),
-            })
+            st.warning(
+                f"{len(flags)} flagged window(s) in the {ctx.range_label}; latest: "
+                f"{ui.fmt_time(show['time'].iloc[0])}, {show['verdict'].iloc[0]}",
+                icon=":material/gpp_maybe:",
+            )
+            ui.table(
+                show[[c for c in ("time", Q.F_SCORE, "verdict") if c in show]],
+                column_config={
+                    "time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss"),
+                    Q.F_SCORE: st.column_config.NumberColumn("score", format="%.4f"),
+                    "verdict": st.column_config.TextColumn("which component raised it"),
+                },
+            )
         if Q.F_SCORE in series:
-            st.altair_chart(charts.lines(series.dropna(subset=[Q.F_SCORE]), Q.F_SCORE, title="Combined adversarial score (mean per bucket)",
-                                         y_title="1 − combined p", rule=thr,
-                                         rule_label=f"flagged above {ui.fmt_num(thr, '.3g')}",
-                                         rules=ui.rule_thresholds(ctx, "adversarial.score")), width="stretch")
+            st.altair_chart(
+                charts.lines(
+                    series.dropna(subset=[Q.F_SCORE]),
+                    Q.F_SCORE,
+                    title="Combined adversarial score (mean per bucket)",
+                    y_title="1 − combined p",
+                    rule=thr,
+                    rule_label=f"flagged above {ui.fmt_num(thr, '.3g')}",
+                    rules=ui.rule_thresholds(ctx, "adversarial.score"),
+                ),
+                width="stretch",
+            )
         if comps:
-            long = series.melt(id_vars=["time"], value_vars=[f"{c}{P_SUFFIX}" for c in comps if f"{c}{P_SUFFIX}" in series],
-                               var_name="component", value_name="p").dropna()
+            long = series.melt(
+                id_vars=["time"],
+                value_vars=[f"{c}{P_SUFFIX}" for c in comps if f"{c}{P_SUFFIX}" in series],
+                var_name="component",
+                value_name="p",
+            ).dropna()
             long["component"] = long["component"].str[: -len(P_SUFFIX)]
             long["p"] = long["p"].clip(lower=1e-300)
             alpha = 1.0 - thr if thr is not None else None
             long["component"] = long["component"].map(_label)
-            st.altair_chart(charts.lines(long, "p", color="component", log=True, title="Components in the score: p-value",
-                                         y_title="p-value (log)", rule=alpha,
-                                         rule_label=f"alpha {ui.fmt_num(alpha, '.3g')} (before Bonferroni)"),
-                            width="stretch")
+            st.altair_chart(
+                charts.lines(
+                    long,
+                    "p",
+                    color="component",
+                    log=True,
+                    title="Components in the score: p-value",
+                    y_title="p-value (log)",
+                    rule=alpha,
+                    rule_label=f"alpha {ui.fmt_num(alpha, '.3g')} (before Bonferroni)",
+                ),
+                width="stretch",
+            )
         rates = [c for c in population if f"{c}_rate" in series]
         if rates and len(latest):
             last = latest.iloc[-1]
-            st.caption("Did the inputs move? Population rates in the latest window vs the reference (data drift "
-                       "raises them; not in the score): " + "; ".join(
-                           f"{_label(c)} {ui.fmt_num(last.get(f'{c}_rate'), '.3g')} vs "
-                           f"{ui.fmt_num(last.get(f'{c}_ref_rate'), '.3g')} (p = {ui.fmt_p(last.get(f'{c}{P_SUFFIX}'))})"
-                           for c in rates) + ".")
+            st.caption(
+                "Did the inputs move? Population rates in the latest window vs the reference (data drift "
+                "raises them; not in the score): "
+                + "; ".join(
+                    f"{_label(c)} {ui.fmt_num(last.get(f'{c}_rate'), '.3g')} vs "
+                    f"{ui.fmt_num(last.get(f'{c}_ref_rate'), '.3g')} (p = {ui.fmt_p(last.get(f'{c}{P_SUFFIX}'))})"
+                    for c in rates
+                )
+                + "."
+            )
 
     st.subheader("Sources")
     src = f["src"]
     if not len(src):
-        st.info("No per-source scores in this range. Sources are tracked when events carry a source/client id "
-                "(only the top-K sources get their own series).", icon=":material/info:")
+        st.info(
+            "No per-source scores in this range. Sources are tracked when events carry a source/client id "
+            "(only the top-K sources get their own series).",
+            icon=":material/info:",
+        )
     else:
         flagged = src[src["flagged_windows"] > 0]
         if len(flagged):
-            st.error(f"{len(flagged)} source(s) flagged in the {ctx.range_label}: "
-                     + ", ".join(f"`{s}`" for s in flagged["source"]), icon=":material/gpp_maybe:")
+            st.error(
+                f"{len(flagged)} source(s) flagged in the {ctx.range_label}: "
+                + ", ".join(f"`{s}`" for s in flagged["source"]),
+                icon=":material/gpp_maybe:",
+            )
         else:
             st.success("No source flagged in this range.", icon=":material/check_circle:")
-        show = [c for c in ("source", "flagged_windows", "windows", Q.F_SCORE, "max_score", Q.F_SOURCE_FLAG,
-                            Q.F_EXTRACTION_FLAG, Q.F_FLAGGED_BY, "n_queries", "time") if c in src]
-        ui.table(src[show], column_config={
-            "flagged_windows": st.column_config.NumberColumn("windows flagged"),
-            "windows": st.column_config.NumberColumn("windows seen"),
-            Q.F_SCORE: st.column_config.NumberColumn("latest score", format="%.3f"),
-            "max_score": st.column_config.NumberColumn("max score", format="%.3f"),
-            Q.F_SOURCE_FLAG: st.column_config.CheckboxColumn("flagged now"),
-            Q.F_EXTRACTION_FLAG: st.column_config.CheckboxColumn("extraction"),
-            Q.F_FLAGGED_BY: st.column_config.TextColumn("flagged by"),
-            "n_queries": st.column_config.NumberColumn("queries seen"),
-            "time": st.column_config.DatetimeColumn("last seen", format="YYYY-MM-DD HH:mm"),
-        })
+        show = [
+            c
+            for c in (
+                "source",
+                "flagged_windows",
+                "windows",
+                Q.F_SCORE,
+                "max_score",
+                Q.F_SOURCE_FLAG,
+                Q.F_EXTRACTION_FLAG,
+                Q.F_FLAGGED_BY,
+                "n_queries",
+                "time",
+            )
+            if c in src
+        ]
+        ui.table(
+            src[show],
+            column_config={
+                "flagged_windows": st.column_config.NumberColumn("windows flagged"),
+                "windows": st.column_config.NumberColumn("windows seen"),
+                Q.F_SCORE: st.column_config.NumberColumn("latest score", format="%.3f"),
+                "max_score": st.column_config.NumberColumn("max score", format="%.3f"),
+                Q.F_SOURCE_FLAG: st.column_config.CheckboxColumn("flagged now"),
+                Q.F_EXTRACTION_FLAG: st.column_config.CheckboxColumn("extraction"),
+                Q.F_FLAGGED_BY: st.column_config.TextColumn("flagged by"),
+                "n_queries": st.column_config.NumberColumn("queries seen"),
+                "time": st.column_config.DatetimeColumn("last seen", format="YYYY-MM-DD HH:mm"),
+            },
+        )
     ui.links(ctx, [("drift", f"Data drift of {ctx.model}"), ("alerts", "Alerts"), ("overview", "Overview")])
 
 
 ctx = ui.current()
-ui.body(ctx, render, title="Adversarial",
-        caption="Is someone probing the model? The combined score, its components and the sources behind them.")
+ui.body(
+    ctx,
+    render,
+    title="Adversarial",
+    caption="Is someone probing the model? The combined score, its components and the sources behind them.",
+)

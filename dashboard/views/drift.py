@@ -38,50 +38,79 @@ def verdict_text(row: pd.Series) -> str:
     else:
         rel = ">" if drift else "≤"
         basis = f"statistic {rel} threshold {ui.fmt_num(thr, '.3g')}"
-    if pd.isna(pd.to_numeric(row.get(Q.F_N_CUR), errors="coerce")) and pd.notna(pd.to_numeric(row.get("n"),
-                                                                                              errors="coerce")):
+    if pd.isna(pd.to_numeric(row.get(Q.F_N_CUR), errors="coerce")) and pd.notna(
+        pd.to_numeric(row.get("n"), errors="coerce")
+    ):
         # an online (event-by-event) detector: no window-vs-reference sample sizes, but how many
         # events it tested and how rarely it raises a false alarm
         ert = row.get("ert")
-        sizes = (f"{ui.fmt_num(row.get('n'), ',.0f')} events of the window tested one by one against the reference"
-                 + (f" (a false alarm once per {ui.fmt_num(ert, ',.0f')} events)" if pd.notna(
-                     pd.to_numeric(ert, errors="coerce")) else "")
-                 + (f", {ui.fmt_num(row.get('n_detections'), ',.0f')} detections in it"
-                    if pd.notna(pd.to_numeric(row.get("n_detections"), errors="coerce")) else ""))
+        sizes = (
+            f"{ui.fmt_num(row.get('n'), ',.0f')} events of the window tested one by one against the reference"
+            + (
+                f" (a false alarm once per {ui.fmt_num(ert, ',.0f')} events)"
+                if pd.notna(pd.to_numeric(ert, errors="coerce"))
+                else ""
+            )
+            + (
+                f", {ui.fmt_num(row.get('n_detections'), ',.0f')} detections in it"
+                if pd.notna(pd.to_numeric(row.get("n_detections"), errors="coerce"))
+                else ""
+            )
+        )
     else:
-        sizes = (f"window of {ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} events vs reference of "
-                 f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}")
-    return (f"**{'Drift' if drift else 'No drift'}** — {test} statistic {stat}, {basis}; {sizes}; "
-            f"window ending {ui.fmt_time(row.get('time'))}.")
+        sizes = (
+            f"window of {ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} events vs reference of "
+            f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}"
+        )
+    return (
+        f"**{'Drift' if drift else 'No drift'}** — {test} statistic {stat}, {basis}; {sizes}; "
+        f"window ending {ui.fmt_time(row.get('time'))}."
+    )
 
 
 def _summary(ctx: ui.Ctx, latest: pd.DataFrame, summ: pd.DataFrame) -> None:
-    tests = ", ".join(f"{ui.test_name(d)} ({n} features)" for d, n in
-                      Q.col(latest, "detector", "").value_counts().items()) or "—"
+    tests = (
+        ", ".join(f"{ui.test_name(d)} ({n} features)" for d, n in Q.col(latest, "detector", "").value_counts().items())
+        or "—"
+    )
     n_cur = pd.to_numeric(Q.col(latest, Q.F_N_CUR), errors="coerce")
     n_ref = pd.to_numeric(Q.col(latest, Q.F_N_REF), errors="coerce")
     row = ui.metric_row()
     if len(summ):
         s = summ.iloc[0]
         nd, nf = s.get(Q.F_N_DRIFTED), s.get(Q.F_N_FEATURES)
-        row.metric("Drifting features", f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}", width="content",
-                  help=f"in the latest window, ending {ui.fmt_time(s.get('time'))}")
+        row.metric(
+            "Drifting features",
+            f"{ui.fmt_num(nd, '.0f')} / {ui.fmt_num(nf, '.0f')}",
+            width="content",
+            help=f"in the latest window, ending {ui.fmt_time(s.get('time'))}",
+        )
         corr = CORRECTIONS.get(str(s.get(Q.F_CORRECTION)), str(s.get(Q.F_CORRECTION, "—")))
         c2 = ui.metric_cell(row)  # the level with its correction under it
-        c2.metric("Level", f"α = {ui.fmt_num(s.get(Q.F_P_VAL), '.3g')}", help=f"multiple-testing correction: {corr}",
-                  width="content")
+        c2.metric(
+            "Level",
+            f"α = {ui.fmt_num(s.get(Q.F_P_VAL), '.3g')}",
+            help=f"multiple-testing correction: {corr}",
+            width="content",
+        )
         c2.caption(corr)
     else:
         n_drift = int(Q.col(latest, Q.F_DRIFT, False).fillna(False).astype(bool).sum())
         row.metric("Drifting features", f"{n_drift} / {len(latest)}", help="in the latest window", width="content")
         row.metric("Level", "—", help="no drift summary written yet", width="content")
-    row.metric("Window (events)", ui.fmt_num(ui.median(n_cur), ",.0f"), help="median current-window size over features",
-              width="content")
+    row.metric(
+        "Window (events)",
+        ui.fmt_num(ui.median(n_cur), ",.0f"),
+        help="median current-window size over features",
+        width="content",
+    )
     row.metric("Reference (events)", ui.fmt_num(ui.median(n_ref), ",.0f"), width="content")
     rules = ", ".join(sorted(set(_rules(latest))))
-    st.caption(f"Tests: {tests}. Verdict rule: {rules} — a feature drifts when the judged value (p-value, "
-               "statistic or effect size) leaves its band (columns rule and band), calibrated on chunks of the "
-               "reference where the rule says so; with an effect floor, the shift must also be large.")
+    st.caption(
+        f"Tests: {tests}. Verdict rule: {rules} — a feature drifts when the judged value (p-value, "
+        "statistic or effect size) leaves its band (columns rule and band), calibrated on chunks of the "
+        "reference where the rule says so; with an effect floor, the shift must also be large."
+    )
 
 
 def _rules(df: pd.DataFrame) -> pd.Series:
@@ -121,12 +150,16 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
     present = [c for c in cols if c in t]
     cfg = {
         "verdict": st.column_config.CheckboxColumn("drift", help="the judged value left its band (see rule and band)"),
-        "effect": st.column_config.NumberColumn(format="%.3f", help="normed Wasserstein (numeric) or "
-                                                "Jensen-Shannon (categorical) distance"),
+        "effect": st.column_config.NumberColumn(
+            format="%.3f", help="normed Wasserstein (numeric) or Jensen-Shannon (categorical) distance"
+        ),
         "effect floor": st.column_config.NumberColumn(format="%.2f"),
-        "effect band": st.column_config.NumberColumn(format="%.3g", help="the effect of the reference's own chunks "
-                                                     "(each against the rest), upper end: a drifting window's "
-                                                     "effect is above it"),
+        "effect band": st.column_config.NumberColumn(
+            format="%.3g",
+            help="the effect of the reference's own chunks "
+            "(each against the rest), upper end: a drifting window's "
+            "effect is above it",
+        ),
         "p-value": st.column_config.NumberColumn(format="%.3g"),
         "statistic": st.column_config.NumberColumn(format="%.4g"),
         "threshold": st.column_config.NumberColumn(format="%.3g"),
@@ -134,8 +167,10 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
         "JS distance": st.column_config.NumberColumn(format="%.3f"),
         "Wasserstein": st.column_config.NumberColumn(format="%.3g"),
         "impact": st.column_config.NumberColumn(format="%.3f"),
-        "importance": st.column_config.NumberColumn(format="percent", help="share of the model's dependence on "
-                                                    "its inputs (mutual information with the output, dw_impact)"),
+        "importance": st.column_config.NumberColumn(
+            format="percent",
+            help="share of the model's dependence on its inputs (mutual information with the output, dw_impact)",
+        ),
         "window end": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
     }
     # lazy tabs: only the open tab's table is built and drawn
@@ -148,11 +183,17 @@ def _tables(ctx: ui.Ctx, latest: pd.DataFrame) -> None:
         with by_impact:
             ui.table(t.sort_values("impact_rank")[present].rename(columns=cols), column_config=cfg)
             has_imp = "importance" in t and t["importance"].notna().any()
-            st.caption("By the size of the shift rather than its significance: impact = Jensen-Shannon distance "
-                       "(else PSI)" + (" × the feature's importance to the model output (its share of the mutual "
-                                       "information between inputs and predictions, from the reference)" if has_imp
-                                       else "; no feature importance has been computed for this model yet") +
-                       ". Large windows make small shifts significant; this ranking shows which shifts matter.")
+            st.caption(
+                "By the size of the shift rather than its significance: impact = Jensen-Shannon distance "
+                "(else PSI)"
+                + (
+                    " × the feature's importance to the model output (its share of the mutual "
+                    "information between inputs and predictions, from the reference)"
+                    if has_imp
+                    else "; no feature importance has been computed for this model yet"
+                )
+                + ". Large windows make small shifts significant; this ranking shows which shifts matter."
+            )
 
 
 def _ranked(latest: pd.DataFrame) -> list[str]:
@@ -183,32 +224,46 @@ def _distribution(ctx: ui.Ctx, feature: str, hist: dict[str, pd.DataFrame]) -> N
     note = pub.note()
     if len(ref) or len(cur):
         when = ui.fmt_time(cur["time"].iloc[0]) if len(cur) else "—"
-        st.altair_chart(charts.distributions(ref, cur, title=f"{feature}: reference vs window ending {when}"),
-                        width="stretch")
+        st.altair_chart(
+            charts.distributions(ref, cur, title=f"{feature}: reference vs window ending {when}"), width="stretch"
+        )
         if note:
-            st.caption(f":material/lock: **{feature}**: histogram {note}. Counts carry Laplace noise at this ε per "
-                       "published histogram; bins are unnamed, so no value leaks through an edge or a label.")
+            st.caption(
+                f":material/lock: **{feature}**: histogram {note}. Counts carry Laplace noise at this ε per "
+                "published histogram; bins are unnamed, so no value leaks through an edge or a label."
+            )
         if not len(ref):
             st.caption("No reference histogram stored for this feature yet.")
     elif pub.status == "withheld":
-        st.info(f":material/lock: **{feature}**: histogram {note}. The monitor config marks it sensitive with "
-                "`dp_epsilon: null`; its drift tests are still shown above.", icon=":material/visibility_off:")
+        st.info(
+            f":material/lock: **{feature}**: histogram {note}. The monitor config marks it sensitive with "
+            "`dp_epsilon: null`; its drift tests are still shown above.",
+            icon=":material/visibility_off:",
+        )
     else:
-        ui.empty(f"No histograms stored for `{feature}`" + (f" (sensitive: {note})" if note else "") + ".",
-                 "The worker writes bin counts with every window once the reference is complete; a sensitive "
-                 "feature with `dp_epsilon: null` in the monitor config never gets any.")
+        ui.empty(
+            f"No histograms stored for `{feature}`" + (f" (sensitive: {note})" if note else "") + ".",
+            "The worker writes bin counts with every window once the reference is complete; a sensitive "
+            "feature with `dp_epsilon: null` in the monitor config never gets any.",
+        )
 
 
 def _history(ctx: ui.Ctx, feature: str) -> None:
     """The feature's p-value and effect sizes over time and its last windows, built only when
     the expander is opened (each chart costs the browser a fixed ~0.2-0.5 s to draw)."""
-    exp = st.expander(f"History of `{feature}`: p-value and effect sizes over time, the last 20 windows",
-                      key="dw_feature_history", on_change="rerun", icon=":material/history:")
+    exp = st.expander(
+        f"History of `{feature}`: p-value and effect sizes over time, the last 20 windows",
+        key="dw_feature_history",
+        on_change="rerun",
+        icon=":material/history:",
+    )
     if not exp.open:
         return
     with exp:
-        f = D.fetch(series=(D.drift_feature_series, (ctx.conn, ctx.scope, feature)),
-                    win=(D.drift_feature_windows, (ctx.conn, ctx.scope, feature)))
+        f = D.fetch(
+            series=(D.drift_feature_series, (ctx.conn, ctx.scope, feature)),
+            win=(D.drift_feature_windows, (ctx.conn, ctx.scope, feature)),
+        )
         series, win = f["series"], f["win"]
         judged = str(win[Q.F_JUDGED].dropna().iloc[0]) if Q.F_JUDGED in win and win[Q.F_JUDGED].notna().any() else ""
         left, right = st.columns(2)
@@ -217,30 +272,75 @@ def _history(ctx: ui.Ctx, feature: str) -> None:
                 s = series.dropna(subset=[Q.F_P_VALUE]).copy()
                 s[Q.F_P_VALUE] = s[Q.F_P_VALUE].clip(lower=1e-300)
                 thr = ui.median(s[Q.F_THRESHOLD])
-                st.altair_chart(charts.lines(s, Q.F_P_VALUE, log=True, y_title="p-value (log)",
-                                             band=_band_of(series, judged, Q.F_P_VALUE),
-                                             title=f"{feature}: smallest p-value per bucket", rule=thr,
-                                             rule_label=f"threshold {ui.fmt_num(thr, '.3g')}"), width="stretch")
+                st.altair_chart(
+                    charts.lines(
+                        s,
+                        Q.F_P_VALUE,
+                        log=True,
+                        y_title="p-value (log)",
+                        band=_band_of(series, judged, Q.F_P_VALUE),
+                        title=f"{feature}: smallest p-value per bucket",
+                        rule=thr,
+                        rule_label=f"threshold {ui.fmt_num(thr, '.3g')}",
+                    ),
+                    width="stretch",
+                )
             elif len(series):
                 thr = ui.median(series[Q.F_THRESHOLD])
-                st.altair_chart(charts.lines(series, Q.F_STATISTIC, y_title="statistic",
-                                             band=_band_of(series, judged, Q.F_STATISTIC),
-                                             title=f"{feature}: largest statistic per bucket", rule=thr), width="stretch")
+                st.altair_chart(
+                    charts.lines(
+                        series,
+                        Q.F_STATISTIC,
+                        y_title="statistic",
+                        band=_band_of(series, judged, Q.F_STATISTIC),
+                        title=f"{feature}: largest statistic per bucket",
+                        rule=thr,
+                    ),
+                    width="stretch",
+                )
         eff = [c for c in Q.EFFECT_FIELDS if c in series and series[c].notna().any()] if len(series) else []
         with right:
             if eff:
-                long = series.melt(id_vars=["time"], value_vars=eff, var_name="effect size",
-                                   value_name="value").dropna()
-                st.altair_chart(charts.lines(long, "value", color="effect size", y_title="effect size",
-                                             title=f"{feature}: effect sizes (mean per bucket)"), width="stretch")
+                long = series.melt(
+                    id_vars=["time"], value_vars=eff, var_name="effect size", value_name="value"
+                ).dropna()
+                st.altair_chart(
+                    charts.lines(
+                        long,
+                        "value",
+                        color="effect size",
+                        y_title="effect size",
+                        title=f"{feature}: effect sizes (mean per bucket)",
+                    ),
+                    width="stretch",
+                )
         st.markdown("**Latest windows of this feature** (every field as the worker wrote it)")
         if len(win):
-            show = [c for c in ("time", "version", "detector", Q.F_DRIFT, Q.F_STATISTIC, Q.F_P_VALUE, Q.F_THRESHOLD,
-                                Q.F_PSI, Q.F_JS, Q.F_WASSERSTEIN, Q.F_N_CUR, Q.F_N_REF) if c in win]
-            ui.table(win[show],
-                     column_config={"time": st.column_config.DatetimeColumn("window end",
-                                                                                format="YYYY-MM-DD HH:mm:ss"),
-                                        Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g")})
+            show = [
+                c
+                for c in (
+                    "time",
+                    "version",
+                    "detector",
+                    Q.F_DRIFT,
+                    Q.F_STATISTIC,
+                    Q.F_P_VALUE,
+                    Q.F_THRESHOLD,
+                    Q.F_PSI,
+                    Q.F_JS,
+                    Q.F_WASSERSTEIN,
+                    Q.F_N_CUR,
+                    Q.F_N_REF,
+                )
+                if c in win
+            ]
+            ui.table(
+                win[show],
+                column_config={
+                    "time": st.column_config.DatetimeColumn("window end", format="YYYY-MM-DD HH:mm:ss"),
+                    Q.F_P_VALUE: st.column_config.NumberColumn(format="%.3g"),
+                },
+            )
         else:
             st.caption("No window of this feature in the range.")
 
@@ -268,14 +368,18 @@ def _detail(ctx: ui.Ctx, latest: pd.DataFrame, pre: str, early: D.Fetched) -> No
     for _, row in rows.iterrows():
         st.markdown(verdict_text(row))
         # one line rather than six metric widgets (each widget is drawing time in the browser)
-        st.markdown(" · ".join([
-            f"**Statistic** {ui.fmt_num(row.get(Q.F_STATISTIC), '.4g')} ({ui.test_name(row.get('detector'))})",
-            f"**p-value** {ui.fmt_p(row.get(Q.F_P_VALUE))}",
-            f"**threshold** {ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}",
-            f"**PSI** {ui.fmt_num(row.get(Q.F_PSI), '.3f')}",
-            f"**JS distance** {ui.fmt_num(row.get(Q.F_JS), '.3f')}",
-            f"**Wasserstein** {ui.fmt_num(row.get(Q.F_WASSERSTEIN), '.3g')}",
-        ]))
+        st.markdown(
+            " · ".join(
+                [
+                    f"**Statistic** {ui.fmt_num(row.get(Q.F_STATISTIC), '.4g')} ({ui.test_name(row.get('detector'))})",
+                    f"**p-value** {ui.fmt_p(row.get(Q.F_P_VALUE))}",
+                    f"**threshold** {ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}",
+                    f"**PSI** {ui.fmt_num(row.get(Q.F_PSI), '.3f')}",
+                    f"**JS distance** {ui.fmt_num(row.get(Q.F_JS), '.3f')}",
+                    f"**Wasserstein** {ui.fmt_num(row.get(Q.F_WASSERSTEIN), '.3g')}",
+                ]
+            )
+        )
 
     _distribution(ctx, feature, f["hist"])
     _history(ctx, feature)
@@ -289,19 +393,30 @@ def _heatmap(ctx: ui.Ctx, heat: pd.DataFrame, order: list[str], title: str) -> N
     bucket = ctx.rng.heat_bucket
     st.altair_chart(
         charts.heatmap(
-            heat, "share", bucket_s=Q.bucket_seconds(bucket), order=order, legend="share of windows drifting",
-            start=ctx.data_start, now=pd.Timestamp.now(tz="UTC"),
+            heat,
+            "share",
+            bucket_s=Q.bucket_seconds(bucket),
+            order=order,
+            legend="share of windows drifting",
+            start=ctx.data_start,
+            now=pd.Timestamp.now(tz="UTC"),
             title=f"{title} ({bucket} buckets): share of windows whose test found drift",
-            tooltip=[alt.Tooltip("share:Q", title="share of windows drifting", format=".0%"),
-                     alt.Tooltip("p_min:Q", title="smallest p-value", format=".3g")],
+            tooltip=[
+                alt.Tooltip("share:Q", title="share of windows drifting", format=".0%"),
+                alt.Tooltip("p_min:Q", title="smallest p-value", format=".3g"),
+            ],
         ),
         width="stretch",
     )
 
 
 def render(ctx: ui.Ctx) -> None:
-    f = D.fetch(latest=(D.drift_latest, (ctx.conn, ctx.scope)), summ=(D.drift_summary_latest, (ctx.conn, ctx.scope)),
-                series=(D.drift_summary_series, (ctx.conn, ctx.scope)), counts=(D.drift_counts, (ctx.conn, ctx.scope)))
+    f = D.fetch(
+        latest=(D.drift_latest, (ctx.conn, ctx.scope)),
+        summ=(D.drift_summary_latest, (ctx.conn, ctx.scope)),
+        series=(D.drift_summary_series, (ctx.conn, ctx.scope)),
+        counts=(D.drift_counts, (ctx.conn, ctx.scope)),
+    )
     latest = f["latest"]
     if not len(latest):
         ui.empty(
@@ -322,18 +437,32 @@ def render(ctx: ui.Ctx) -> None:
     st.subheader("Drift over time")
     if len(summ):
         since = Q.drifting_since(summ)
-        st.altair_chart(charts.lines(summ, Q.F_SHARE_DRIFTED, y_title="share drifting", fmt=".1%", height=160,
-                                     rules=ui.rule_thresholds(ctx, "drift_summary.share_drifted"),
-                                     since=(since, f"drifting since {since:%H:%M:%S}") if since is not None else None,
-                                     title="Share of features drifting (mean per bucket)"), width="stretch")
+        st.altair_chart(
+            charts.lines(
+                summ,
+                Q.F_SHARE_DRIFTED,
+                y_title="share drifting",
+                fmt=".1%",
+                height=160,
+                rules=ui.rule_thresholds(ctx, "drift_summary.share_drifted"),
+                since=(since, f"drifting since {since:%H:%M:%S}") if since is not None else None,
+                title="Share of features drifting (mean per bucket)",
+            ),
+            width="stretch",
+        )
         if since is not None:
-            st.caption(f"Drifting since **{ui.fmt_time(since)}** (the first bucket of the current run of buckets "
-                       "with drifting features). Dashed lines: the thresholds of the model's alert rules.")
+            st.caption(
+                f"Drifting since **{ui.fmt_time(since)}** (the first bucket of the current run of buckets "
+                "with drifting features). Dashed lines: the thresholds of the model's alert rules."
+            )
     more = len(rows) > len(top)
-    _heatmap(ctx, g["heat"], top, f"The {len(top)} features with the most drifting windows" if more else "Feature × time")
+    _heatmap(
+        ctx, g["heat"], top, f"The {len(top)} features with the most drifting windows" if more else "Feature × time"
+    )
     if more:
-        exp = st.expander(f"All {len(rows)} features × time", key="dw_heat_all", on_change="rerun",
-                          icon=":material/grid_on:")
+        exp = st.expander(
+            f"All {len(rows)} features × time", key="dw_heat_all", on_change="rerun", icon=":material/grid_on:"
+        )
         if exp.open:
             with exp:
                 _heatmap(ctx, D.drift_heatmap(ctx.conn, ctx.scope), rows, f"All {len(rows)} features")
@@ -344,5 +473,9 @@ def render(ctx: ui.Ctx) -> None:
 
 
 ctx = ui.current()
-ui.body(ctx, render, title="Data drift",
-        caption="Which inputs moved away from the reference, how significantly and by how much.")
+ui.body(
+    ctx,
+    render,
+    title="Data drift",
+    caption="Which inputs moved away from the reference, how significantly and by how much.",
+)

@@ -63,8 +63,9 @@ class ContrastResult:
         return self.rate - self.rest_rate
 
 
-def source_contrast(name: str, sources: np.ndarray | None, exceed: np.ndarray, *, min_events: int = 10,
-                    min_excess: float = 0.25) -> ContrastResult:
+def source_contrast(
+    name: str, sources: np.ndarray | None, exceed: np.ndarray, *, min_events: int = 10, min_excess: float = 0.25
+) -> ContrastResult:
     """Test every source's exceedance count against the rest of the window (see module docstring).
 
     ``sources``: client id per event (object; None = unknown); ``exceed``: bool per event
@@ -92,5 +93,13 @@ def source_contrast(name: str, sources: np.ndarray | None, exceed: np.ndarray, *
     p = np.where((k > 0) & (rate - rest >= min_excess), stats.hypergeom.sf(k - 1, N, K, n), 1.0)
     i = int(np.argmin(p))
     per = {str(s): (float(a), float(b), float(c)) for s, a, b, c in zip(names, rate, rest, p)}
-    return ContrastResult(name, int(names.size), float(min(1.0, names.size * p[i])), str(names[i]), int(n[i]),
-                          float(rate[i]), float(rest[i]), per)
+    return ContrastResult(
+        name,
+        int(names.size),
+        float(min(1.0, names.size * p[i])),
+        str(names[i]),
+        int(n[i]),
+        float(rate[i]),
+        float(rest[i]),
+        per,
+    )

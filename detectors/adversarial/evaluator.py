@@ -127,5 +127,6 @@ class AdversarialEvaluator:
             return st.monitor
         except Exception as e:
             st.failed = True
-            raise AdversarialFitError(f"adversarial detectors off for {ctx.model_id} v{ctx.version}: "
-                                      f"{type(e).__name__}: {e}") from e
+            raise AdversarialFitError(
+                f"adversarial detectors off for {ctx.model_id} v{ctx.version}: {type(e).__name__}: {e}"
+            ) from e

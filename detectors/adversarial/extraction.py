@@ -63,8 +63,14 @@ import numpy as np
 from detectors.adversarial.stats import shapiro_w
 from detectors.values import not_none
 
-__all__ = ["ExtractionCalibration", "ExtractionTracker", "SourceUpdate", "calibrate", "simulate_benign",
-           "tail_quantile"]
+__all__ = [
+    "ExtractionCalibration",
+    "ExtractionTracker",
+    "SourceUpdate",
+    "calibrate",
+    "simulate_benign",
+    "tail_quantile",
+]
 
 _CHUNK_ELEMENTS = 2_000_000  # float64 elements per distance block (~16 MB)
 _BLOCK_ELEMENTS = 262_144  # float64 elements per chunk of query blocks (2 MB: fits in cache)
@@ -196,18 +202,38 @@ class ExtractionTracker:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the per-source arrays (grows with sources up to ``max_sources``)."""
-        return int(sum(a.nbytes for a in (self._q, self._d, self._q_count, self._q_head, self._d_total,
-                                          self._n, self._last, self._w, self._flag, self._first))
-                   + self._src.nbytes)
+        return int(
+            sum(
+                a.nbytes
+                for a in (
+                    self._q,
+                    self._d,
+                    self._q_count,
+                    self._q_head,
+                    self._d_total,
+                    self._n,
+                    self._last,
+                    self._w,
+                    self._flag,
+                    self._first,
+                )
+            )
+            + self._src.nbytes
+        )
 
     def state(self, source: str) -> dict[str, object] | None:
         """One source's counters (for inspection and tests); None if not tracked."""
         s = self._slot.get(source)
         if s is None:
             return None
-        return {"n_queries": int(self._n[s]), "n_distances": int(self._d_total[s]),
-                "w": float(self._w[s]), "flagged": bool(self._flag[s]), "first_flag": int(self._first[s]),
-                "last_seen": float(self._last[s])}
+        return {
+            "n_queries": int(self._n[s]),
+            "n_distances": int(self._d_total[s]),
+            "w": float(self._w[s]),
+            "flagged": bool(self._flag[s]),
+            "first_flag": int(self._first[s]),
+            "last_seen": float(self._last[s]),
+        }
 
     def _assign(self, names: np.ndarray, now: float) -> np.ndarray:
         """Slot of each (unique) source name, making room as needed; -1 where none is left."""
@@ -269,7 +295,7 @@ class ExtractionTracker:
             penalty = np.where((cols >= ar[:, None]) & (cols < B + ar[:, None]), 0.0, np.inf)  # (P, B + P)
             per = max(1, _BLOCK_ELEMENTS // (P * (B + P)))
             for a in range(0, gsel.shape[0], per):
-                gi = gsel[a: a + per]
+                gi = gsel[a : a + per]
                 slots = s[starts[gi]]
                 ev = ar[None, :] < sizes[gi][:, None]
                 idx = np.where(ev, starts[gi][:, None] + ar[None, :], starts[gi][:, None])
@@ -277,8 +303,11 @@ class ExtractionTracker:
                 X[:, :B] = self._q[slots[:, None], (self._q_head[slots][:, None] + arB[None, :]) % B]
                 X[:, B:] = Z[idx]
                 Xn = np.empty((gi.shape[0], B + P))
-                Xn[:, :B] = np.where((B - 1 - arB)[None, :] < self._q_count[slots][:, None],
-                                     np.einsum("gbd,gbd->gb", X[:, :B], X[:, :B]), np.inf)
+                Xn[:, :B] = np.where(
+                    (B - 1 - arB)[None, :] < self._q_count[slots][:, None],
+                    np.einsum("gbd,gbd->gb", X[:, :B], X[:, :B]),
+                    np.inf,
+                )
                 Xn[:, B:] = np.where(ev, zn[idx], np.inf)
                 d2 = X[:, B:] @ np.ascontiguousarray(X.transpose(0, 2, 1))
                 d2 *= -2.0  # in place from here: no more full-size temporaries
@@ -292,8 +321,9 @@ class ExtractionTracker:
             self._nearest_blocked(s, Z, zn, starts[large], sizes[large], best)
         return np.maximum(best, 0.0)
 
-    def _nearest_blocked(self, s: np.ndarray, Z: np.ndarray, zn: np.ndarray, starts: np.ndarray,
-                         sizes: np.ndarray, best: np.ndarray) -> None:
+    def _nearest_blocked(
+        self, s: np.ndarray, Z: np.ndarray, zn: np.ndarray, starts: np.ndarray, sizes: np.ndarray, best: np.ndarray
+    ) -> None:
         """:meth:`_nearest_sq` for sources with many queries in the batch, all at once.
 
         Each source's sequence — its ring of past queries (oldest first), then its batch
@@ -335,7 +365,7 @@ class ExtractionTracker:
         XT = np.ascontiguousarray(Xb.transpose(0, 2, 1))  # (blocks, d, B): BLAS-friendly right operand
         per = max(1, _BLOCK_ELEMENTS // (2 * B * B))  # small chunks: the temporaries stay in cache
         for a in range(0, qblocks.shape[0], per):
-            qb = qblocks[a: a + per]
+            qb = qblocks[a : a + per]
             d2 = Xb[qb] @ np.concatenate((XT[qb - 1], XT[qb]), axis=2)
             d2 *= -2.0  # in place from here: no more full-size temporaries
             d2 += Xnb[qb][:, :, None]
@@ -454,15 +484,24 @@ class ExtractionTracker:
 
 def _empty_update() -> SourceUpdate:
     e = np.empty(0)
-    return SourceUpdate(np.empty(0, dtype=object), e.astype(np.int64), e.astype(np.int64), e, e.astype(bool),
-                        e.astype(bool), e, e.astype(np.int64))
+    return SourceUpdate(
+        np.empty(0, dtype=object),
+        e.astype(np.int64),
+        e.astype(np.int64),
+        e,
+        e.astype(bool),
+        e.astype(bool),
+        e,
+        e.astype(np.int64),
+    )
 
 
 # -- calibration ------------------------------------------------------------------------------
 
 
-def _sequences(Z: np.ndarray, n_uniform: int, n_focused: int, horizon: int, focus: float,
-               rng: np.random.Generator) -> list[np.ndarray]:
+def _sequences(
+    Z: np.ndarray, n_uniform: int, n_focused: int, horizon: int, focus: float, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Row-index sequences of simulated benign clients (no row twice in one sequence)."""
     n = Z.shape[0]
     L = min(horizon, n)
@@ -556,7 +595,7 @@ def simulate_benign(
     # the earliest and every later look a live client can get, small samples included
     cuts = [0, *range(t.min_queries + 1, pad.shape[1], t.test_every), pad.shape[1]]
     for a, z in pairwise(cuts):
-        block = pad[:, a: z]
+        block = pad[:, a:z]
         ok = block >= 0
         rows, _ = np.nonzero(ok)
         if rows.size == 0:
@@ -592,8 +631,17 @@ def calibrate(
         raise ValueError(f"extraction calibration needs more than {mq + 1} reference rows, got {Z.shape[0]}")
     n_focused = simulations // 2 if focus < 1.0 else 0
     n_uniform = simulations - n_focused
-    null = np.sort(simulate_benign(Z, n_uniform=n_uniform, n_focused=n_focused, horizon=horizon,
-                                   focus=focus, seed=seed, **tracker_kw))
+    null = np.sort(
+        simulate_benign(
+            Z, n_uniform=n_uniform, n_focused=n_focused, horizon=horizon, focus=focus, seed=seed, **tracker_kw
+        )
+    )
     delta = tail_quantile(null, fpr)
-    return ExtractionCalibration(delta=delta, null_min_w=null, fpr=float(fpr), n_uniform=n_uniform,
-                                 n_focused=n_focused, horizon=min(horizon, Z.shape[0]))
+    return ExtractionCalibration(
+        delta=delta,
+        null_min_w=null,
+        fpr=float(fpr),
+        n_uniform=n_uniform,
+        n_focused=n_focused,
+        horizon=min(horizon, Z.shape[0]),
+    )

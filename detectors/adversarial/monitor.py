@@ -137,10 +137,18 @@ class AdversarialResult:
 class AdversarialMonitor:
     """Fitted adversarial detectors of one model version, plus per-source extraction state."""
 
-    def __init__(self, spec: AdversarialSpec, names: list[str], standardizer: Standardizer | None,
-                 outlier: OutlierDetector | None, margin: MarginDetector | None,
-                 squeeze: SqueezeDetector | None, tracker: ExtractionTracker | None,
-                 task: str = "classification", notes: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: AdversarialSpec,
+        names: list[str],
+        standardizer: Standardizer | None,
+        outlier: OutlierDetector | None,
+        margin: MarginDetector | None,
+        squeeze: SqueezeDetector | None,
+        tracker: ExtractionTracker | None,
+        task: str = "classification",
+        notes: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.names = names
         self.standardizer = standardizer
@@ -155,8 +163,14 @@ class AdversarialMonitor:
     # -- fitting ---------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, reference: Frame, features: Sequence[FeatureSpec], spec: AdversarialSpec | None = None,
-            task: str = "classification", estimator: Any = None) -> AdversarialMonitor:
+    def fit(
+        cls,
+        reference: Frame,
+        features: Sequence[FeatureSpec],
+        spec: AdversarialSpec | None = None,
+        task: str = "classification",
+        estimator: Any = None,
+    ) -> AdversarialMonitor:
         """Fit every enabled component on the reference rows (see the module docstring).
 
         ``estimator``: the model itself for the squeeze component (default: loaded from
@@ -173,19 +187,29 @@ class AdversarialMonitor:
             notes.append("no numeric features: outlier and extraction components off")
         if names and spec.outlier.enabled:
             o = spec.outlier
-            outlier = OutlierDetector.fit(Z, rate=o.rate, holdout=o.holdout, method=o.method, engine=o.engine,
-                                          min_eigenvalue=o.min_eigenvalue, n_estimators=o.n_estimators,
-                                          seed=spec.seed, test=spec.test)
+            outlier = OutlierDetector.fit(
+                Z,
+                rate=o.rate,
+                holdout=o.holdout,
+                method=o.method,
+                engine=o.engine,
+                min_eigenvalue=o.min_eigenvalue,
+                n_estimators=o.n_estimators,
+                seed=spec.seed,
+                test=spec.test,
+            )
         if names and spec.extraction.enabled:
             e = spec.extraction
             kw = dict(buffer=e.buffer, distances=e.distances, min_queries=e.min_queries, test_every=e.test_every)
             if Z.shape[0] < e.min_queries + 2:
                 notes.append(f"extraction off: the reference has {Z.shape[0]} rows, fewer than min_queries + 2")
             else:
-                cal = calibrate(Z, fpr=e.fpr, simulations=e.simulations, focus=e.focus, horizon=e.horizon,
-                                seed=spec.seed, **kw)
-                tracker = ExtractionTracker(Z.shape[1], max_sources=e.max_sources, idle_seconds=e.idle_seconds,
-                                            calibration=cal, **kw)
+                cal = calibrate(
+                    Z, fpr=e.fpr, simulations=e.simulations, focus=e.focus, horizon=e.horizon, seed=spec.seed, **kw
+                )
+                tracker = ExtractionTracker(
+                    Z.shape[1], max_sources=e.max_sources, idle_seconds=e.idle_seconds, calibration=cal, **kw
+                )
         if task == "classification" and spec.squeeze.enabled:
             if estimator is None:
                 from detectors.adversarial.squeeze import load_estimator
@@ -194,8 +218,9 @@ class AdversarialMonitor:
                     raise ValueError("adversarial.squeeze needs squeeze.model (a saved estimator) or an estimator")
                 estimator = load_estimator(spec.squeeze.model)
             s = spec.squeeze
-            squeeze = SqueezeDetector.fit(estimator, names, X, bins=s.bins, rate=s.rate, sample=s.sample,
-                                          test=spec.test, seed=spec.seed)
+            squeeze = SqueezeDetector.fit(
+                estimator, names, X, bins=s.bins, rate=s.rate, sample=s.sample, test=spec.test, seed=spec.seed
+            )
         mon = cls(spec, names, std, outlier, None, squeeze, tracker, task, notes)
         if task == "classification" and spec.margin.enabled:
             m = frame_margins(reference)
@@ -204,8 +229,10 @@ class AdversarialMonitor:
             if m is not None and np.isfinite(m).sum() >= 20:
                 mon.margin = MarginDetector.fit(m, spec.margin.rate, spec.test)
             else:
-                mon.notes.append(f"margin: the reference has no probabilities; calibrating on the first "
-                                 f"{spec.margin.warmup_events} predictions seen")
+                mon.notes.append(
+                    f"margin: the reference has no probabilities; calibrating on the first "
+                    f"{spec.margin.warmup_events} predictions seen"
+                )
         return mon
 
     @property
@@ -237,15 +264,24 @@ class AdversarialMonitor:
         pop: dict[str, ComponentResult] = {}
         X = numeric_matrix(frame, self.names)
         Z = self.standardizer.transform(X) if self.standardizer is not None else None
-        res = AdversarialResult(n_events=n, components=comps, p_value=1.0, score=0.0, flagged=False,
-                                alpha=self.spec.alpha, notes=list(self.notes), population=pop)
+        res = AdversarialResult(
+            n_events=n,
+            components=comps,
+            p_value=1.0,
+            score=0.0,
+            flagged=False,
+            alpha=self.spec.alpha,
+            notes=list(self.notes),
+            population=pop,
+        )
         src = frame.source_id
         con = self.spec.contrast
 
         def contrast(name: str, sources: np.ndarray | None, exceed: np.ndarray) -> None:
             if con.enabled and sources is not None:
-                c = source_contrast(f"{name}_source", sources, exceed, min_events=con.min_events,
-                                    min_excess=con.min_excess)
+                c = source_contrast(
+                    f"{name}_source", sources, exceed, min_events=con.min_events, min_excess=con.min_excess
+                )
                 if c.n_tested:
                     comps[c.name] = c
 
@@ -313,8 +349,12 @@ class AdversarialMonitor:
         names the components that raised the flag (``top_component``: the one closest to it).
         """
         f: dict[str, Any] = {
-            "score": res.score, "p_value": res.p_value, "threshold": 1.0 - res.alpha, "flagged": res.flagged,
-            "n_events": res.n_events, "n_components": len(res.components),
+            "score": res.score,
+            "p_value": res.p_value,
+            "threshold": 1.0 - res.alpha,
+            "flagged": res.flagged,
+            "n_events": res.n_events,
+            "n_components": len(res.components),
             "score_population": bool(self.spec.score_population),
         }
         if res.top_component is not None:
@@ -359,9 +399,13 @@ class AdversarialMonitor:
             for i in order.tolist():
                 name = str(u.source[i])
                 sf: dict[str, Any] = {
-                    "flag": bool(flag[i]), "extraction_flag": bool(u.flagged[i]),
-                    "score": float(u.score[i]), "shapiro_w": float(u.w[i]), "threshold": res.delta,
-                    "n_queries": int(u.n_queries[i]), "n_window": int(u.n_batch[i]),
+                    "flag": bool(flag[i]),
+                    "extraction_flag": bool(u.flagged[i]),
+                    "score": float(u.score[i]),
+                    "shapiro_w": float(u.w[i]),
+                    "threshold": res.delta,
+                    "n_queries": int(u.n_queries[i]),
+                    "n_window": int(u.n_batch[i]),
                 }
                 if flag[i]:
                     sf["flagged_by"] = suspects[name]
@@ -377,8 +421,7 @@ class AdversarialMonitor:
 
 
 def _finite(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items()
-            if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+    return {k: v for k, v in fields.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _estimator_margins(estimator: Any, X: np.ndarray, names: list[str]) -> np.ndarray | None:

@@ -137,7 +137,8 @@ class AlibiMahalanobisScorer:  # pragma: no cover - needs PyTorch
         if importlib.util.find_spec("torch") is None:
             raise EngineUnavailable(
                 "alibi-detect's Mahalanobis outlier detector needs PyTorch, which is not installed; "
-                "use engine: native (the same computation in numpy) or method: iforest")
+                "use engine: native (the same computation in numpy) or method: iforest"
+            )
         from alibi_detect.od import _mahalanobis
 
         self.det = _mahalanobis.Mahalanobis(min_eigenvalue=min_eigenvalue, backend="pytorch", device="cpu")
@@ -179,8 +180,14 @@ class IForestScorer:
         return -self.det.score_samples(Z)
 
 
-def make_scorer(method: str = "mahalanobis", engine: str = "native", *, min_eigenvalue: float = 1e-6,
-                n_estimators: int = 100, seed: int = 0) -> Scorer:
+def make_scorer(
+    method: str = "mahalanobis",
+    engine: str = "native",
+    *,
+    min_eigenvalue: float = 1e-6,
+    n_estimators: int = 100,
+    seed: int = 0,
+) -> Scorer:
     """The outlier scorer for ``method`` / ``engine`` (raises :class:`EngineUnavailable`)."""
     if engine not in ("native", "alibi"):
         raise ValueError(f"unknown engine {engine!r}; use 'native' or 'alibi'")
@@ -200,9 +207,19 @@ class OutlierDetector:
         self.test = test
 
     @classmethod
-    def fit(cls, Z: np.ndarray, *, rate: float = 0.05, holdout: float = 0.5, method: str = "mahalanobis",
-            engine: str = "native", min_eigenvalue: float = 1e-6, n_estimators: int = 100, seed: int = 0,
-            test: str = "beta-binomial") -> OutlierDetector:
+    def fit(
+        cls,
+        Z: np.ndarray,
+        *,
+        rate: float = 0.05,
+        holdout: float = 0.5,
+        method: str = "mahalanobis",
+        engine: str = "native",
+        min_eigenvalue: float = 1e-6,
+        n_estimators: int = 100,
+        seed: int = 0,
+        test: str = "beta-binomial",
+    ) -> OutlierDetector:
         """Fit on ``1 - holdout`` of the (standardised) reference rows, calibrate on the rest."""
         Z = np.asarray(Z, dtype=np.float64)
         n = Z.shape[0]

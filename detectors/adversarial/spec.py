@@ -43,8 +43,9 @@ class MarginSpec(_Strict):
 
     enabled: bool = True
     rate: float = Field(0.1, gt=0, lt=0.5, description="reference share of low-margin predictions")
-    warmup_events: int = Field(1000, ge=20, description="reference without probabilities: calibrate on the "
-                                                        "first N predictions of the stream")
+    warmup_events: int = Field(
+        1000, ge=20, description="reference without probabilities: calibrate on the first N predictions of the stream"
+    )
 
 
 class ExtractionSpec(_Strict):
@@ -53,7 +54,9 @@ class ExtractionSpec(_Strict):
     enabled: bool = True
     fpr: float = Field(1e-5, gt=0, lt=0.5, description="share of benign sources ever flagged (over `horizon` queries)")
     buffer: int = Field(128, ge=8, le=4096, description="past queries kept per source for distances")
-    distances: int = Field(256, ge=20, le=5000, description="past minimum distances kept per source (Shapiro-Wilk sample)")
+    distances: int = Field(
+        256, ge=20, le=5000, description="past minimum distances kept per source (Shapiro-Wilk sample)"
+    )
     min_queries: int = Field(100, ge=20, description="distances needed before a source is tested")
     test_every: int = Field(25, ge=1, description="test a source again after this many new distances")
     focus: float = Field(0.25, gt=0, le=1, description="benign clients may concentrate on this share of the data")
@@ -80,7 +83,9 @@ class ContrastSpec(_Strict):
 
     enabled: bool = True
     min_events: int = Field(10, ge=2, description="a source is tested once it has this many events in the window")
-    min_excess: float = Field(0.25, ge=0, lt=1, description="and its rate exceeds the rest of the window's by this much")
+    min_excess: float = Field(
+        0.25, ge=0, lt=1, description="and its rate exceeds the rest of the window's by this much"
+    )
 
 
 class SqueezeSpec(_Strict):
@@ -109,10 +114,20 @@ class AdversarialSpec(_Strict):
     extraction: ExtractionSpec = ExtractionSpec()
     squeeze: SqueezeSpec = SqueezeSpec()
     contrast: ContrastSpec = ContrastSpec()
-    score_population: bool = Field(False, description="also put the population rates against the reference in the "
-                                                      "combined score (flags on data drift; for streams without client ids)")
-    alpha: float = Field(0.01, gt=0, lt=0.5, description="a benign window's combined score exceeds 1 - alpha at this rate")
-    test: RateTest = Field("beta-binomial", description="rate test against the reference (beta-binomial accounts for its size)")
-    warmup_events: int | None = Field(None, ge=100, description="no reference rows attached: fit on the first N "
-                                                               "events of each model version (off by default)")
+    score_population: bool = Field(
+        False,
+        description="also put the population rates against the reference in the "
+        "combined score (flags on data drift; for streams without client ids)",
+    )
+    alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="a benign window's combined score exceeds 1 - alpha at this rate"
+    )
+    test: RateTest = Field(
+        "beta-binomial", description="rate test against the reference (beta-binomial accounts for its size)"
+    )
+    warmup_events: int | None = Field(
+        None,
+        ge=100,
+        description="no reference rows attached: fit on the first N events of each model version (off by default)",
+    )
     seed: int = 0

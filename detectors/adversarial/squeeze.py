@@ -110,8 +110,16 @@ def _model_input(X: np.ndarray, names: Sequence[str], estimator: Any):
 class SqueezeDetector:
     """Squeeze distance threshold calibrated on held-out reference rows, and the window test."""
 
-    def __init__(self, estimator: Any, names: Sequence[str], squeezer: QuantileSqueezer, calibration: Calibration,
-                 sample: int = 200, test: str = "beta-binomial", seed: int = 0) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        names: Sequence[str],
+        squeezer: QuantileSqueezer,
+        calibration: Calibration,
+        sample: int = 200,
+        test: str = "beta-binomial",
+        seed: int = 0,
+    ) -> None:
         self.estimator = estimator
         self.names = list(names)
         self.squeezer = squeezer
@@ -129,8 +137,9 @@ class SqueezeDetector:
             Xo = X[ok]
             try:
                 p = np.asarray(self.estimator.predict_proba(_model_input(Xo, self.names, self.estimator)))
-                q = np.asarray(self.estimator.predict_proba(
-                    _model_input(self.squeezer.transform(Xo), self.names, self.estimator)))
+                q = np.asarray(
+                    self.estimator.predict_proba(_model_input(self.squeezer.transform(Xo), self.names, self.estimator))
+                )
             except SqueezeModelError:
                 raise
             except Exception as e:  # a user model; say what failed
@@ -139,8 +148,19 @@ class SqueezeDetector:
         return out
 
     @classmethod
-    def fit(cls, estimator: Any, names: Sequence[str], X_ref: np.ndarray, *, bins: int = 16, rate: float = 0.05,
-            holdout: float = 0.5, sample: int = 200, test: str = "beta-binomial", seed: int = 0) -> SqueezeDetector:
+    def fit(
+        cls,
+        estimator: Any,
+        names: Sequence[str],
+        X_ref: np.ndarray,
+        *,
+        bins: int = 16,
+        rate: float = 0.05,
+        holdout: float = 0.5,
+        sample: int = 200,
+        test: str = "beta-binomial",
+        seed: int = 0,
+    ) -> SqueezeDetector:
         """Quantile bins from one part of the (raw, numeric) reference rows, threshold from the rest."""
         X_ref = np.asarray(X_ref, dtype=np.float64)
         n = X_ref.shape[0]

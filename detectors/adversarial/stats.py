@@ -122,7 +122,7 @@ def shapiro_coefficients(n: int) -> np.ndarray:
         half[i1:] = -m[i1:] / fac
     full = np.zeros(n)
     full[:nn2] = -half
-    full[n - nn2:] = half[::-1]
+    full[n - nn2 :] = half[::-1]
     full.setflags(write=False)
     return full
 

@@ -157,10 +157,20 @@ def _texts(obs: Observation, state: AlertState, status: str) -> tuple[str, str]:
     rule = obs.rule
     series = ", ".join(f"{k}={v}" for k, v in sorted(obs.series.items()))
     values: dict[str, Any] = {
-        **obs.series, **rule.labels, "model": obs.model, "version": obs.version, "rule": rule.name,
-        "severity": rule.severity, "value": obs.value, "threshold": rule.threshold, "op": rule.op,
-        "signal": rule.signal, "for_windows": rule.for_windows, "windows": state.consecutive,
-        "for": rule.for_, "keep_firing_for": rule.keep_firing_for,
+        **obs.series,
+        **rule.labels,
+        "model": obs.model,
+        "version": obs.version,
+        "rule": rule.name,
+        "severity": rule.severity,
+        "value": obs.value,
+        "threshold": rule.threshold,
+        "op": rule.op,
+        "signal": rule.signal,
+        "for_windows": rule.for_windows,
+        "windows": state.consecutive,
+        "for": rule.for_,
+        "keep_firing_for": rule.keep_firing_for,
     }
     where = f" [{series}]" if series else ""
     if rule.summary:
@@ -171,32 +181,53 @@ def _texts(obs: Observation, state: AlertState, status: str) -> tuple[str, str]:
         description = (
             f"{rule.signal} = {_fmt(obs.value)} {rule.op} {_fmt(rule.threshold)} for "
             f"{state.consecutive} consecutive window(s) (rule needs {rule.for_windows}"
-            + (f" over at least {seconds_text(rule.for_)}" if rule.for_ else "") + ") on model "
+            + (f" over at least {seconds_text(rule.for_)}" if rule.for_ else "")
+            + ") on model "
             f"{obs.model} version {obs.version}{where}; window ending {iso(obs.window_end_ns)}."
         )
     else:
         description = (
             f"{rule.signal} = {_fmt(obs.value)}, no longer {rule.op} {_fmt(rule.threshold)}, on model "
             f"{obs.model} version {obs.version}{where}; firing since {iso(state.firing_since_ns)}, "
-            + (f"last breached in the window ending {iso(state.last_breach_ns)} (rule keeps firing for "
-               f"{seconds_text(rule.keep_firing_for)}), " if rule.keep_firing_for else "")
+            + (
+                f"last breached in the window ending {iso(state.last_breach_ns)} (rule keeps firing for "
+                f"{seconds_text(rule.keep_firing_for)}), "
+                if rule.keep_firing_for
+                else ""
+            )
             + f"resolved at the window ending {iso(obs.window_end_ns)}."
         )
     return summary, description
 
 
-def _event(obs: Observation, state: AlertState, status: Literal["firing", "resolved"], notify: bool,
-           silenced: bool) -> AlertEvent:
+def _event(
+    obs: Observation, state: AlertState, status: Literal["firing", "resolved"], notify: bool, silenced: bool
+) -> AlertEvent:
     summary, description = _texts(obs, state, status)
     return AlertEvent(
         id=event_id(obs.key, state.firing_since_ns, status, state.repeat if status == "firing" else 0),
-        status=status, key=obs.key, fingerprint=fingerprint(obs.key), rule=obs.rule.name,
-        model=obs.model, version=obs.version, severity=obs.rule.severity, labels=obs.labels,
-        summary=summary, description=description, signal=obs.rule.signal, op=obs.rule.op,
-        threshold=obs.rule.threshold, value=obs.value, for_windows=obs.rule.for_windows,
-        consecutive=state.consecutive, starts_at_ns=state.firing_since_ns,
-        ends_at_ns=obs.window_end_ns if status == "resolved" else 0, window_end_ns=obs.window_end_ns,
-        repeat=state.repeat if status == "firing" else 0, notify=notify, silenced=silenced,
+        status=status,
+        key=obs.key,
+        fingerprint=fingerprint(obs.key),
+        rule=obs.rule.name,
+        model=obs.model,
+        version=obs.version,
+        severity=obs.rule.severity,
+        labels=obs.labels,
+        summary=summary,
+        description=description,
+        signal=obs.rule.signal,
+        op=obs.rule.op,
+        threshold=obs.rule.threshold,
+        value=obs.value,
+        for_windows=obs.rule.for_windows,
+        consecutive=state.consecutive,
+        starts_at_ns=state.firing_since_ns,
+        ends_at_ns=obs.window_end_ns if status == "resolved" else 0,
+        window_end_ns=obs.window_end_ns,
+        repeat=state.repeat if status == "firing" else 0,
+        notify=notify,
+        silenced=silenced,
         webhooks=tuple(obs.rule.webhooks) if obs.rule.webhooks is not None else None,
     )
 
@@ -214,10 +245,17 @@ def advance(prev: AlertState | None, obs: Observation, *, now_ns: int, silenced:
     """Apply one window's observation to an alert (see the module docstring for the rules)."""
     rule = obs.rule
     if prev is None:
-        prev = AlertState(key=obs.key, model=obs.model, version=obs.version, rule=rule.name,
-                          severity=rule.severity, labels=obs.labels)
-    base = replace(prev, last_window_ns=obs.window_end_ns, value=obs.value, severity=rule.severity,
-                   labels=obs.labels, silenced=silenced)
+        prev = AlertState(
+            key=obs.key, model=obs.model, version=obs.version, rule=rule.name, severity=rule.severity, labels=obs.labels
+        )
+    base = replace(
+        prev,
+        last_window_ns=obs.window_end_ns,
+        value=obs.value,
+        severity=rule.severity,
+        labels=obs.labels,
+        silenced=silenced,
+    )
 
     if not obs.breached:
         if prev.status == "pending":
@@ -255,8 +293,15 @@ def advance(prev: AlertState | None, obs: Observation, *, now_ns: int, silenced:
         if changed:  # a new episode: nothing of it has been told yet
             state = replace(state, notified=False, repeat=0)
         return Step(replace(state, status="pending", firing_since_ns=0, resolved_ns=0), None, changed)
-    state = replace(state, status="firing", firing_since_ns=obs.window_end_ns, resolved_ns=0, repeat=0,
-                    notified=not silenced, last_notified_ns=0 if silenced else now_ns)
+    state = replace(
+        state,
+        status="firing",
+        firing_since_ns=obs.window_end_ns,
+        resolved_ns=0,
+        repeat=0,
+        notified=not silenced,
+        last_notified_ns=0 if silenced else now_ns,
+    )
     ev = _event(obs, state, "firing", notify=not silenced, silenced=silenced)
     return Step(replace(state, summary=ev.summary), ev, True)
 

@@ -215,14 +215,19 @@ class AlertRule(_Strict):
     threshold: float | bool | str
     for_windows: int = Field(1, ge=1, le=10_000, description="consecutive breaching windows before firing")
     for_: Duration = Field(
-        0.0, alias="for", ge=0, le=30 * 86_400,
+        0.0,
+        alias="for",
+        ge=0,
+        le=30 * 86_400,
         description="the condition must hold this long (seconds or '10m', between the end of the first and of the "
-                    "current breaching window) before firing; 0 = at once (besides for_windows)",
+        "current breaching window) before firing; 0 = at once (besides for_windows)",
     )
     keep_firing_for: Duration = Field(
-        0.0, ge=0, le=30 * 86_400,
+        0.0,
+        ge=0,
+        le=30 * 86_400,
         description="a firing alert resolves only once its condition has been false this long (seconds or '30m', "
-                    "since the end of the last breaching window); 0 = at the first window without a breach",
+        "since the end of the last breaching window); 0 = at the first window without a breach",
     )
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
@@ -292,8 +297,11 @@ class AlertRule(_Strict):
         wait += [seconds_text(self.for_)] if self.for_ else []
         keep, t = self.keep_firing_for, self.threshold
         threshold = f"{t:g}" if isinstance(t, float) else str(t)
-        return (f"{self.signal} {self.op} {threshold}" + (f" for {' and '.join(wait)}" if wait else "")
-                + (f", keeps firing {seconds_text(keep)} after the last breach" if keep else ""))
+        return (
+            f"{self.signal} {self.op} {threshold}"
+            + (f" for {' and '.join(wait)}" if wait else "")
+            + (f", keeps firing {seconds_text(keep)} after the last breach" if keep else "")
+        )
 
     @property
     def measurement(self) -> str:
@@ -365,7 +373,9 @@ class WebhookConfig(_Strict):
         try:
             value = Path(self.secret_file).read_text().strip()  # type: ignore[arg-type]
         except OSError as e:
-            raise RuleError(f"webhook {self.name!r}: cannot read secret_file {self.secret_file}: {e.strerror}") from None
+            raise RuleError(
+                f"webhook {self.name!r}: cannot read secret_file {self.secret_file}: {e.strerror}"
+            ) from None
         if not value:
             raise RuleError(f"webhook {self.name!r}: secret_file {self.secret_file} is empty")
         return value.encode()
@@ -433,8 +443,12 @@ class Observation:
     @property
     def labels(self) -> dict[str, str]:
         """Alert labels: alertname, model, version, severity, series tags, rule labels."""
-        out = {"alertname": self.rule.name, "model": self.model, "version": self.version,
-               "severity": self.rule.severity}
+        out = {
+            "alertname": self.rule.name,
+            "model": self.model,
+            "version": self.version,
+            "severity": self.rule.severity,
+        }
         out.update(self.series)
         out.update(self.rule.labels)
         return out
@@ -501,8 +515,9 @@ def evaluate(
     window without the signal neither advances nor resolves an alert. At most
     ``rule.max_series`` series per rule (the first in record order) are kept.
     """
-    recs = [r for r in records
-            if r.tags.get(T_MODEL, model) == model and str(r.tags.get(T_VERSION, version)) == version]
+    recs = [
+        r for r in records if r.tags.get(T_MODEL, model) == model and str(r.tags.get(T_VERSION, version)) == version
+    ]
     if window_end_ns is None:
         window_end_ns = max((r.time_ns for r in recs), default=0)
     out: dict[str, Observation] = {}
@@ -520,15 +535,24 @@ def evaluate(
             verdict = compare(value, rule.op, rule.threshold)
             if verdict is None:
                 continue
-            series = {k: str(v) for k, v in rec.tags.items()
-                      if k not in (T_MODEL, T_VERSION) and not (k == T_SEGMENT and v == ALL_SEGMENTS)}
+            series = {
+                k: str(v)
+                for k, v in rec.tags.items()
+                if k not in (T_MODEL, T_VERSION) and not (k == T_SEGMENT and v == ALL_SEGMENTS)
+            }
             key = alert_key(model, version, rule.name, series)
             if key not in out:
                 if n >= rule.max_series:
                     continue
                 n += 1
             out[key] = Observation(  # a repeated series keeps its last value
-                key=key, rule=rule, model=model, version=version, series=series, value=value,
-                breached=verdict, window_end_ns=window_end_ns,
+                key=key,
+                rule=rule,
+                model=model,
+                version=version,
+                series=series,
+                value=value,
+                breached=verdict,
+                window_end_ns=window_end_ns,
             )
     return list(out.values())

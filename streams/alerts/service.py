@@ -51,11 +51,24 @@ log = logging.getLogger(__name__)
 
 #: dashboard page (url path, dashboard/ui.py PAGES) that shows each signal
 DASHBOARD_PAGES = {
-    "drift": "drift", "dw_drift": "drift", "drift_summary": "drift", "dw_drift_summary": "drift",
-    "prediction": "drift", "dw_prediction": "drift", "quality": "quality", "dw_quality": "quality",
-    "performance": "performance", "dw_performance": "performance", "adversarial": "adversarial",
-    "dw_adversarial": "adversarial", "source": "adversarial", "dw_source": "adversarial",
-    "window": "overview", "dw_window": "overview", "deadletter": "overview", "dw_deadletter": "overview",
+    "drift": "drift",
+    "dw_drift": "drift",
+    "drift_summary": "drift",
+    "dw_drift_summary": "drift",
+    "prediction": "drift",
+    "dw_prediction": "drift",
+    "quality": "quality",
+    "dw_quality": "quality",
+    "performance": "performance",
+    "dw_performance": "performance",
+    "adversarial": "adversarial",
+    "dw_adversarial": "adversarial",
+    "source": "adversarial",
+    "dw_source": "adversarial",
+    "window": "overview",
+    "dw_window": "overview",
+    "deadletter": "overview",
+    "dw_deadletter": "overview",
 }
 
 
@@ -64,15 +77,22 @@ def config_silences(silences: Iterable[SilenceConfig]) -> list[Silence]:
     out = []
     for i, s in enumerate(silences):
         starts = int(s.starts.timestamp() * 1e9) if s.starts else 0
-        out.append(Silence(id=f"config-{i}", matchers=dict(s.match), starts_ns=starts,
-                           ends_ns=int(s.until.timestamp() * 1e9), comment=s.comment, source="config"))
+        out.append(
+            Silence(
+                id=f"config-{i}",
+                matchers=dict(s.match),
+                starts_ns=starts,
+                ends_ns=int(s.until.timestamp() * 1e9),
+                comment=s.comment,
+                source="config",
+            )
+        )
     return out
 
 
 def alert_record(state: AlertState, series: dict[str, str], threshold: Any) -> Record:
     """The ``dw_alert`` point of one alert in one window (fields keep one type each)."""
-    tags = {**series, T_MODEL: state.model, T_VERSION: state.version, T_RULE: state.rule,
-            T_SEVERITY: state.severity}
+    tags = {**series, T_MODEL: state.model, T_VERSION: state.version, T_RULE: state.rule, T_SEVERITY: state.severity}
     fields: dict[str, Any] = {
         "status": state.status,
         "firing": 1 if state.status == "firing" else 0,
@@ -195,8 +215,9 @@ class Alerting:
             q["feature"] = series["feature"]
         return f"{self.dashboard_base}/{page}?{urlencode(q)}"
 
-    def on_window(self, model: str, version: str, records: Sequence[Record],
-                  window_end_ns: int | None = None) -> list[Record]:
+    def on_window(
+        self, model: str, version: str, records: Sequence[Record], window_end_ns: int | None = None
+    ) -> list[Record]:
         """Evaluate one closed window; queue announcements; return its ``dw_alert`` Records.
 
         ``window_end_ns`` defaults to the latest ``time_ns`` among ``records``; it must grow
@@ -235,13 +256,23 @@ class Alerting:
         for ev in events:
             log.info("alerts: %s %s%s: %s", ev.status, ev.key, " (silenced)" if not ev.notify else "", ev.summary)
         threshold = {r.name: r.threshold for r in rules}
-        return [alert_record(s.state, series, threshold[s.state.rule])
-                for s, series in steps if s.state.status in ("pending", "firing") or s.changed]
+        return [
+            alert_record(s.state, series, threshold[s.state.rule])
+            for s, series in steps
+            if s.state.status in ("pending", "firing") or s.changed
+        ]
 
     def _route(self, ev: AlertEvent) -> list[dict[str, Any]]:
         """One outbox row per target that should receive ``ev``."""
-        base = {"event_id": ev.id, "event_status": ev.status, "alert_key": ev.key, "model": ev.model,
-                "version": ev.version, "rule": ev.rule, "severity": ev.severity}
+        base = {
+            "event_id": ev.id,
+            "event_status": ev.status,
+            "alert_key": ev.key,
+            "model": ev.model,
+            "version": ev.version,
+            "rule": ev.rule,
+            "severity": ev.severity,
+        }
         rows = []
         if self.topic_enabled and ev.repeat == 0:  # the topic records transitions, not reminders
             rows.append({**base, "target": KAFKA_TARGET, "body": _dumps(payload_json(ev))})

@@ -55,20 +55,25 @@ def describe(payload: dict[str, Any]) -> str:
     if "alerts" in payload and "version" in payload:  # Alertmanager
         a = (payload.get("alerts") or [{}])[0]
         lab, ann = a.get("labels", {}), a.get("annotations", {})
-        return (f"{str(payload.get('status', '?')).upper()} [{lab.get('severity', '?')}] {lab.get('model', '?')} "
-                f"{lab.get('alertname', '?')}: {ann.get('summary', '')}")
+        return (
+            f"{str(payload.get('status', '?')).upper()} [{lab.get('severity', '?')}] {lab.get('model', '?')} "
+            f"{lab.get('alertname', '?')}: {ann.get('summary', '')}"
+        )
     if "blocks" in payload:  # Slack
         return str(payload.get("text", ""))
     repeat = " (reminder)" if payload.get("repeat") else ""
-    return (f"{str(payload.get('status', '?')).upper()}{repeat} [{payload.get('severity', '?')}] "
-            f"{payload.get('model', '?')} {payload.get('rule', '?')}: {payload.get('summary', '')}")
+    return (
+        f"{str(payload.get('status', '?')).upper()}{repeat} [{payload.get('severity', '?')}] "
+        f"{payload.get('model', '?')} {payload.get('rule', '?')}: {payload.get('summary', '')}"
+    )
 
 
 class WebhookSink:
     """A threaded HTTP server on ``host:port`` that verifies, deduplicates and logs deliveries."""
 
-    def __init__(self, secret: bytes, host: str = "127.0.0.1", port: int = 0, jsonl: Path | None = None,
-                 out: Any = None) -> None:
+    def __init__(
+        self, secret: bytes, host: str = "127.0.0.1", port: int = 0, jsonl: Path | None = None, out: Any = None
+    ) -> None:
         if not secret:
             raise SinkError(f"no webhook secret: set {SECRET_ENV} (or pass --secret-file)")
         self.secret = secret
@@ -119,9 +124,15 @@ class WebhookSink:
             duplicate = ok and key in self.seen
             if ok and key:
                 self.seen.add(key)
-            rec = {"path": path, "idempotency_key": key, "signature_ok": ok, "duplicate": duplicate,
-                   "event": h.get("x-driftwatch-event", ""), "attempt": h.get("x-driftwatch-attempt", ""),
-                   "payload": payload}
+            rec = {
+                "path": path,
+                "idempotency_key": key,
+                "signature_ok": ok,
+                "duplicate": duplicate,
+                "event": h.get("x-driftwatch-event", ""),
+                "attempt": h.get("x-driftwatch-attempt", ""),
+                "payload": payload,
+            }
             self.deliveries.append(rec)
             if not ok:
                 line = f"REJECTED delivery {key or '(no idempotency key)'}: signature does not verify (answered 401)"
@@ -129,8 +140,10 @@ class WebhookSink:
                 line = f"REJECTED delivery {key}: body is not a JSON object (answered 400)"
             else:
                 what = describe(payload)
-                line = (f"{LINE_PREFIX} {what} (signature ok, id {key}"
-                        f"{', duplicate: already received' if duplicate else ''})")
+                line = (
+                    f"{LINE_PREFIX} {what} (signature ok, id {key}"
+                    f"{', duplicate: already received' if duplicate else ''})"
+                )
                 link = payload.get("dashboard_url")
                 if link and not duplicate:
                     line += f"\n      open: {link}"
@@ -158,8 +171,12 @@ class WebhookSink:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--secret-file", type=Path, default=None,
-                        help=f"file holding the shared HMAC secret (default: the {SECRET_ENV} variable)")
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        default=None,
+        help=f"file holding the shared HMAC secret (default: the {SECRET_ENV} variable)",
+    )
     parser.add_argument("--jsonl", type=Path, default=None, help="also append every delivery to this JSON-lines file")
 
 

@@ -161,8 +161,9 @@ class AlertStore:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def states(self, model: str | None = None, version: str | None = None,
-               statuses: Sequence[str] | None = None) -> dict[str, AlertState]:
+    def states(
+        self, model: str | None = None, version: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, AlertState]:
         """Alert states by key, optionally of one model/version and some statuses."""
         sql, args = "SELECT data FROM alert_state WHERE 1=1", []
         if model is not None:
@@ -215,8 +216,19 @@ class AlertStore:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO outbox(target, event_id, event_status, alert_key, model, version,"
                         " rule, severity, body, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (row["target"], row["event_id"], row["event_status"], row["alert_key"], row["model"],
-                         row["version"], row["rule"], row["severity"], row["body"], created, created),
+                        (
+                            row["target"],
+                            row["event_id"],
+                            row["event_status"],
+                            row["alert_key"],
+                            row["model"],
+                            row["version"],
+                            row["rule"],
+                            row["severity"],
+                            row["body"],
+                            created,
+                            created,
+                        ),
                     )
                     if cur.rowcount and cur.lastrowid is not None:
                         ids.append(int(cur.lastrowid))
@@ -233,13 +245,26 @@ class AlertStore:
         return ids
 
     # silences -------------------------------------------------------------------------
-    def add_silence(self, matchers: Mapping[str, str], ends_ns: int, *, starts_ns: int | None = None,
-                    comment: str = "", created_by: str = "") -> Silence:
+    def add_silence(
+        self,
+        matchers: Mapping[str, str],
+        ends_ns: int,
+        *,
+        starts_ns: int | None = None,
+        comment: str = "",
+        created_by: str = "",
+    ) -> Silence:
         if not matchers:
             raise ValueError("a silence needs at least one matcher")
         now = time.time_ns()
-        s = Silence(id=uuid.uuid4().hex[:12], matchers=dict(matchers), starts_ns=starts_ns or now,
-                    ends_ns=int(ends_ns), comment=comment, created_by=created_by)
+        s = Silence(
+            id=uuid.uuid4().hex[:12],
+            matchers=dict(matchers),
+            starts_ns=starts_ns or now,
+            ends_ns=int(ends_ns),
+            comment=comment,
+            created_by=created_by,
+        )
         if s.ends_ns <= s.starts_ns:
             raise ValueError("a silence must end after it starts")
         with self._lock:
@@ -283,23 +308,38 @@ class AlertStore:
         rows = self._rows("WHERE id=?", (row_id,))
         return rows[0] if rows else None
 
-    def record_attempt(self, row_id: int, *, status: str, attempts: int, next_attempt_ns: int = 0,
-                       last_error: str = "", http_status: int = 0) -> OutboxRow:
+    def record_attempt(
+        self,
+        row_id: int,
+        *,
+        status: str,
+        attempts: int,
+        next_attempt_ns: int = 0,
+        last_error: str = "",
+        http_status: int = 0,
+    ) -> OutboxRow:
         """Save the outcome of one attempt (status pending = will retry) and return the row."""
         now = time.time_ns()
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET status=?, attempts=?, next_attempt_ns=?, last_error=?, http_status=?,"
                 " updated_ns=?, delivered_ns=? WHERE id=?",
-                (status, attempts, next_attempt_ns, last_error[:500], http_status, now,
-                 now if status == "delivered" else 0, row_id),
+                (
+                    status,
+                    attempts,
+                    next_attempt_ns,
+                    last_error[:500],
+                    http_status,
+                    now,
+                    now if status == "delivered" else 0,
+                    row_id,
+                ),
             )
         row = self.get(row_id)
         assert row is not None
         return row
 
-    def deliveries(self, *, target: str | None = None, status: str | None = None,
-                   limit: int = 50) -> list[OutboxRow]:
+    def deliveries(self, *, target: str | None = None, status: str | None = None, limit: int = 50) -> list[OutboxRow]:
         """The delivery log, newest first."""
         sql, args = "WHERE 1=1", []
         if target:

@@ -103,18 +103,34 @@ def payload_slack(ev: AlertEvent) -> dict[str, Any]:
     head = f"{icon} [{ev.status.upper()}{' again' if ev.repeat else ''}] {ev.summary}"
     labels = ", ".join(f"{k}={v}" for k, v in sorted(ev.labels.items()) if k not in ("alertname",))
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_slack_escape(head)}*\n{_slack_escape(ev.description)}"}},
-        {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Model*\n{_slack_escape(ev.model)} v{_slack_escape(ev.version)}"},
-            {"type": "mrkdwn", "text": f"*Severity*\n{ev.severity}"},
-            {"type": "mrkdwn", "text": f"*Signal*\n`{ev.signal} {ev.op} {ev.threshold}`"},
-            {"type": "mrkdwn", "text": f"*Value*\n{_num(ev.value)}"},
-        ]},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*{_slack_escape(head)}*\n{_slack_escape(ev.description)}"},
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Model*\n{_slack_escape(ev.model)} v{_slack_escape(ev.version)}"},
+                {"type": "mrkdwn", "text": f"*Severity*\n{ev.severity}"},
+                {"type": "mrkdwn", "text": f"*Signal*\n`{ev.signal} {ev.op} {ev.threshold}`"},
+                {"type": "mrkdwn", "text": f"*Value*\n{_num(ev.value)}"},
+            ],
+        },
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _slack_escape(f"{labels} · id {ev.id}")}]},
     ]
     if ev.dashboard_url:
-        blocks.append({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Open dashboard"}, "url": ev.dashboard_url}]})
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Open dashboard"},
+                        "url": ev.dashboard_url,
+                    }
+                ],
+            }
+        )
     return {"text": _slack_escape(head), "blocks": blocks}
 
 
@@ -125,8 +141,12 @@ def _slack_escape(s: str) -> str:
 def payload_alertmanager(ev: AlertEvent, receiver: str, external_url: str = "") -> dict[str, Any]:
     """Prometheus Alertmanager webhook format, version 4, one alert per notification."""
     group = {k: ev.labels[k] for k in ("alertname", "model", "version") if k in ev.labels}
-    annotations = {"summary": ev.summary, "description": ev.description,
-                   "value": str(_num(ev.value)), "threshold": f"{ev.op} {ev.threshold}"}
+    annotations = {
+        "summary": ev.summary,
+        "description": ev.description,
+        "value": str(_num(ev.value)),
+        "threshold": f"{ev.op} {ev.threshold}",
+    }
     if ev.dashboard_url:
         annotations["dashboard"] = ev.dashboard_url
     return {
@@ -139,15 +159,17 @@ def payload_alertmanager(ev: AlertEvent, receiver: str, external_url: str = "") 
         "commonLabels": dict(ev.labels),
         "commonAnnotations": annotations,
         "externalURL": external_url,
-        "alerts": [{
-            "status": ev.status,
-            "labels": dict(ev.labels),
-            "annotations": annotations,
-            "startsAt": iso(ev.starts_at_ns),
-            "endsAt": iso(ev.ends_at_ns) if ev.ends_at_ns else ZERO_TIME,
-            "generatorURL": ev.dashboard_url or external_url,
-            "fingerprint": ev.fingerprint,
-        }],
+        "alerts": [
+            {
+                "status": ev.status,
+                "labels": dict(ev.labels),
+                "annotations": annotations,
+                "startsAt": iso(ev.starts_at_ns),
+                "endsAt": iso(ev.ends_at_ns) if ev.ends_at_ns else ZERO_TIME,
+                "generatorURL": ev.dashboard_url or external_url,
+                "fingerprint": ev.fingerprint,
+            }
+        ],
     }
 
 
@@ -189,8 +211,7 @@ class RetryPolicy:
     cap: float = 60.0
     give_up_after: float = 86_400.0
 
-    def delay(self, attempts: int, retry_after: float | None = None,
-              rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempts: int, retry_after: float | None = None, rng: Callable[[], float] = random.random) -> float:
         d = Backoff(self.initial, self.cap, jitter=0.5).delay(attempts, rng)
         if retry_after is not None:
             d = max(d, min(retry_after, self.cap))
@@ -227,7 +248,8 @@ class WebhookTarget:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None or self._client.is_closed:
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.cfg.timeout_seconds), follow_redirects=False,
+                timeout=httpx.Timeout(self.cfg.timeout_seconds),
+                follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
             )
         return self._client
@@ -261,8 +283,13 @@ class WebhookTarget:
             retry_after = float(resp.headers.get("Retry-After", ""))
         retryable = code in (408, 425, 429) or code >= 500
         snippet = _scrub(resp.text[:120].replace("\n", " "), [url, secret.decode()]) if resp.content else ""
-        return Attempt(ok=False, retryable=retryable, http_status=code,
-                       error=f"HTTP {code}" + (f": {snippet}" if snippet else ""), retry_after=retry_after)
+        return Attempt(
+            ok=False,
+            retryable=retryable,
+            http_status=code,
+            error=f"HTTP {code}" + (f": {snippet}" if snippet else ""),
+            retry_after=retry_after,
+        )
 
     async def close(self) -> None:
         if self._client is not None:
@@ -280,8 +307,13 @@ class KafkaTarget:
     otherwise an aiokafka producer is created from the settings on first use.
     """
 
-    def __init__(self, settings: Any = None, publish: Publish | None = None, topic: str | None = None,
-                 policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        settings: Any = None,
+        publish: Publish | None = None,
+        topic: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.name = KAFKA_TARGET
         self.policy = policy or RetryPolicy(0.5, 30.0, 7 * 86_400.0)
         self._settings = settings
@@ -298,8 +330,13 @@ class KafkaTarget:
             cafile = opts.pop("ssl_cafile", None)
             if cafile:
                 opts["ssl_context"] = create_ssl_context(cafile=cafile)
-            producer = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap, acks="all",
-                                        request_timeout_ms=10_000, client_id="driftwatch-alerts", **opts)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                acks="all",
+                request_timeout_ms=10_000,
+                client_id="driftwatch-alerts",
+                **opts,
+            )
             await producer.start()
             self._producer = producer
         await self._producer.send_and_wait(self._topic, value=value, key=key, headers=headers)
@@ -355,8 +392,15 @@ class Dispatcher:
     another one waits in standby, so two workers sharing a state_dir do not double-send.
     """
 
-    def __init__(self, store: AlertStore, targets: Sequence[Target], *, write_records: RecordWriter | None = None,
-                 idle_poll_seconds: float = 5.0, rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        targets: Sequence[Target],
+        *,
+        write_records: RecordWriter | None = None,
+        idle_poll_seconds: float = 5.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.store = store
         self.targets = {t.name: t for t in targets}
         self.write_records = write_records
@@ -487,9 +531,13 @@ class Dispatcher:
                 continue
             if row.attempts and now - row.created_ns > target.policy.give_up_after * 1e9:
                 row = self.store.record_attempt(
-                    row.id, status="failed", attempts=row.attempts, last_error=f"gave up after "
+                    row.id,
+                    status="failed",
+                    attempts=row.attempts,
+                    last_error=f"gave up after "
                     f"{row.attempts} attempts over {target.policy.give_up_after:g}s; last: {row.last_error}",
-                    http_status=row.http_status)
+                    http_status=row.http_status,
+                )
                 log.error("alerts: delivery %s to %s failed for good: %s", row.event_id, name, row.last_error)
                 await self._emit([delivery_record(row)])
                 continue
@@ -502,19 +550,27 @@ class Dispatcher:
                 res = Attempt(ok=False, error=f"{type(e).__name__}: {e}"[:300])
             done = time.time_ns()
             if res.ok:
-                row = self.store.record_attempt(row.id, status="delivered", attempts=attempt,
-                                                http_status=res.http_status, last_error=row.last_error)
+                row = self.store.record_attempt(
+                    row.id, status="delivered", attempts=attempt, http_status=res.http_status, last_error=row.last_error
+                )
                 log.info("alerts: %s %s delivered to %s (attempt %d)", row.event_status, row.alert_key, name, attempt)
             elif res.retryable:
                 delay = target.policy.delay(attempt, res.retry_after, self.rng)
-                row = self.store.record_attempt(row.id, status="pending", attempts=attempt,
-                                                next_attempt_ns=done + int(delay * 1e9), last_error=res.error,
-                                                http_status=res.http_status)
-                log.warning("alerts: delivery to %s failed (attempt %d, retry in %.1fs): %s",
-                            name, attempt, delay, res.error)
+                row = self.store.record_attempt(
+                    row.id,
+                    status="pending",
+                    attempts=attempt,
+                    next_attempt_ns=done + int(delay * 1e9),
+                    last_error=res.error,
+                    http_status=res.http_status,
+                )
+                log.warning(
+                    "alerts: delivery to %s failed (attempt %d, retry in %.1fs): %s", name, attempt, delay, res.error
+                )
             else:
-                row = self.store.record_attempt(row.id, status="failed", attempts=attempt,
-                                                last_error=res.error, http_status=res.http_status)
+                row = self.store.record_attempt(
+                    row.id, status="failed", attempts=attempt, last_error=res.error, http_status=res.http_status
+                )
                 log.error("alerts: delivery to %s rejected, not retried: %s", name, res.error)
             await self._emit([delivery_record(row, (done - row.created_ns) / 1e6)])
 

@@ -61,8 +61,8 @@ def check(settings: Settings) -> None:
             missing.append("DRIFTWATCH_KAFKA_SASL_PASSWORD (or DRIFTWATCH_KAFKA_SASL_PASSWORD_FILE)")
         if missing:
             raise SecurityConfigError(
-                f"DRIFTWATCH_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
-                + " and ".join(missing))
+                f"DRIFTWATCH_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs " + " and ".join(missing)
+            )
     if uses_tls(settings) and settings.kafka_ssl_cafile is not None:
         path = settings.kafka_ssl_cafile
         if not path.is_file():
@@ -111,8 +111,12 @@ def faust_credentials(settings: Settings):
     check(settings)
     ctx = ssl_context(settings)
     if uses_sasl(settings):
-        return faust.SASLCredentials(username=settings.kafka_sasl_username or "", password=_password(settings) or "",
-                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=ctx)
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=_password(settings) or "",
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ctx,
+        )
     return ctx
 
 
@@ -124,8 +128,9 @@ def describe(settings: Settings) -> str:
         parts.append(f"{settings.kafka_sasl_mechanism} as user {settings.kafka_sasl_username}")
     if uses_tls(settings):
         ca = settings.kafka_ssl_cafile
-        parts.append(f"server certificate checked against {ca}" if ca else
-                     "server certificate checked against the system CAs")
+        parts.append(
+            f"server certificate checked against {ca}" if ca else "server certificate checked against the system CAs"
+        )
     return proto + (f" ({', '.join(parts)})" if parts else "")
 
 

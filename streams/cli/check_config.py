@@ -45,8 +45,10 @@ def problems(cfg: MonitorsConfig) -> tuple[list[tuple[str, str]], dict[str, str]
         if sq is not None and not Path(sq).is_file():
             found.append((f"models[{i}].adversarial.squeeze.model", f"{sq}: file not found"))
     for j, w in enumerate(cfg.webhooks):
-        for what, resolve in (("url_env", w.resolve_url), ("secret_env" if w.secret_env else "secret_file",
-                                                           w.resolve_secret)):
+        for what, resolve in (
+            ("url_env", w.resolve_url),
+            ("secret_env" if w.secret_env else "secret_file", w.resolve_secret),
+        ):
             if what == "url_env" and w.url_env is None:
                 continue
             try:
@@ -75,29 +77,45 @@ def run(args: argparse.Namespace) -> int:
         win = m.window
         size = f"{win.size_events} events" if win.size_events else f"{win.size_seconds}s (+{win.grace_seconds}s grace)"
         ref = summaries.get(m.model_id) or "reference " + ", ".join(
-            f"{k}={v}" for k, v in m.reference.model_dump(exclude_none=True, exclude_defaults=True).items())
+            f"{k}={v}" for k, v in m.reference.model_dump(exclude_none=True, exclude_defaults=True).items()
+        )
         print(f"ok  {m.model_id}: {len(m.features)} features, {m.task}, window {size}, {ref}")
         print(f"    drift ({m.drift.threshold.method}): {describe(m.drift, len(m.features))}")
         print(f"    quality: {describe_quality(m.drift, m.features)}")
         if m.observes_rate:
-            print("    (under the alarm budget the level follows the observed event rate: "
-                  f"{m.drift.p_val:g} until the first window)")
+            print(
+                "    (under the alarm budget the level follows the observed event rate: "
+                f"{m.drift.p_val:g} until the first window)"
+            )
     plan = cfg.budget_plan()
     b = cfg.alarm_budget
     if plan is not None and b is not None:  # a plan exists exactly when a budget is declared
-        print(f"alarm budget: {b.false_alarms:g} false alarm(s) per {b.per} across all models, features and "
-              f"segments ({b.per_day:.3g}/day); the online detectors' expected false alarms (features x "
-              f"events/day / ert) come off it first, the rest is shared by every alarming verdict family "
-              f"(per window: drift and quality, each also per segment; prediction drift; multivariate when on; "
-              f"CBPE's estimate band):")
+        print(
+            f"alarm budget: {b.false_alarms:g} false alarm(s) per {b.per} across all models, features and "
+            f"segments ({b.per_day:.3g}/day); the online detectors' expected false alarms (features x "
+            f"events/day / ert) come off it first, the rest is shared by every alarming verdict family "
+            f"(per window: drift and quality, each also per segment; prediction drift; multivariate when on; "
+            f"CBPE's estimate band):"
+        )
         for line in plan:
-            wpd = "? (the observed event rate sets it)" if line.windows_per_day is None else \
-                f"{line.windows_per_day:.4g} ({line.rate_source})"
-            lvl = "from the observed rate" if line.window_level is None else \
-                f"{line.window_level:.3g} per window, {line.test_level:.3g} per test"
-            online = "unknown until the event rate is observed" if line.fixed_per_day is None else \
-                f"{line.fixed_per_day:.3g}/day"
-            print(f"    {line.model_id}: {line.share_per_day:.3g} alarm(s)/day over {line.families} family(ies) "
-                  f"({line.kinds}) x {line.tests} test(s); windows/day {wpd}; level {lvl}; online detectors "
-                  f"{online}")
+            wpd = (
+                "? (the observed event rate sets it)"
+                if line.windows_per_day is None
+                else f"{line.windows_per_day:.4g} ({line.rate_source})"
+            )
+            lvl = (
+                "from the observed rate"
+                if line.window_level is None
+                else f"{line.window_level:.3g} per window, {line.test_level:.3g} per test"
+            )
+            online = (
+                "unknown until the event rate is observed"
+                if line.fixed_per_day is None
+                else f"{line.fixed_per_day:.3g}/day"
+            )
+            print(
+                f"    {line.model_id}: {line.share_per_day:.3g} alarm(s)/day over {line.families} family(ies) "
+                f"({line.kinds}) x {line.tests} test(s); windows/day {wpd}; level {lvl}; online detectors "
+                f"{online}"
+            )
     return 0

@@ -71,9 +71,14 @@ def read_deadletters(settings: Settings, idle: float = 2.0, timeout: float = 120
     """Every record of the dead-letter topic, in (partition, offset) order."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id="driftwatch-deadletter-cli",
-                             **settings.kafka_client_options())
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="driftwatch-deadletter-cli",
+        **settings.kafka_client_options(),
+    )
     try:
         parts = consumer.partitions_for_topic(settings.topic_deadletter) or set()
         tps = [TopicPartition(settings.topic_deadletter, p) for p in sorted(parts)]
@@ -118,11 +123,15 @@ def read_replayed(settings: Settings, producer, timeout: float = 30.0) -> dict[s
     from kafka import KafkaConsumer, TopicPartition
 
     topic = _ensure_ledger(settings)
-    marker = producer.send(topic, key=(MARKER_PREFIX + uuid.uuid4().hex).encode(), value=b"",
-                           partition=0).get(timeout)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id="driftwatch-deadletter-cli",
-                             **settings.kafka_client_options())
+    marker = producer.send(topic, key=(MARKER_PREFIX + uuid.uuid4().hex).encode(), value=b"", partition=0).get(timeout)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="driftwatch-deadletter-cli",
+        **settings.kafka_client_options(),
+    )
     tp = TopicPartition(topic, 0)
     out: dict[str, dict] = {}
     try:
@@ -132,8 +141,9 @@ def read_replayed(settings: Settings, producer, timeout: float = 30.0) -> dict[s
         position = 0
         while position <= marker.offset:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} timed out at offset {position} before the marker "
-                                   f"at {marker.offset}")
+                raise TimeoutError(
+                    f"reading {topic} timed out at offset {position} before the marker at {marker.offset}"
+                )
             for recs in consumer.poll(timeout_ms=250).values():
                 for r in recs:
                     position = r.offset + 1
@@ -181,8 +191,9 @@ def cut_rows(value: bytes, rows: list[int]) -> bytes:
             return {k: take(v) for k, v in obj.items()}
         return obj
 
-    return orjson.dumps({k: take(v) if k not in ("type", "model_id", "model_version", "schema_version") else v
-                         for k, v in doc.items()})
+    return orjson.dumps(
+        {k: take(v) if k not in ("type", "model_id", "model_version", "schema_version") else v for k, v in doc.items()}
+    )
 
 
 def replay_value(letter: Letter) -> bytes | None:
@@ -199,7 +210,8 @@ def still_dead(letter: Letter, value: bytes | None, monitors) -> str | None:
 
     settings = Settings()
     out = Decoder(monitors, max_message_bytes=settings.max_message_bytes).decode(
-        [RawMessage(value, letter.key, letter.h("dw-source-topic"), 0, 0, None)])
+        [RawMessage(value, letter.key, letter.h("dw-source-topic"), 0, 0, None)]
+    )
     if not out.dead:
         return None
     return "; ".join(f"{d.reason}: {d.detail[:160]}" for d in out.dead)
@@ -217,8 +229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rp = sub.add_parser("replay", help="send dead letters again to the topic they came from")
     rp.add_argument("ids", nargs="*", help="PARTITION:OFFSET ids (from `list`)")
     rp.add_argument("--all", action="store_true", help="every dead letter that matches the filters")
-    rp.add_argument("--monitors", type=Path, default=None,
-                    help="monitor config to check against (default: DRIFTWATCH_MONITORS)")
+    rp.add_argument(
+        "--monitors", type=Path, default=None, help="monitor config to check against (default: DRIFTWATCH_MONITORS)"
+    )
     rp.add_argument("--force", action="store_true", help="send even what the config would dead-letter again")
     rp.add_argument("--again", action="store_true", help="send even what was replayed before")
     rp.add_argument("--dry-run", action="store_true", help="say what would be sent, send nothing")
@@ -226,13 +239,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--reason", help="only this reason (e.g. unknown_model)")
         p.add_argument("--model", help="only dead letters of this model id")
     for p in (ls, show, rp):
-        p.add_argument("--idle", type=float, default=2.0,
-                       help="stop reading the dead-letter topic after this many seconds without a record")
+        p.add_argument(
+            "--idle",
+            type=float,
+            default=2.0,
+            help="stop reading the dead-letter topic after this many seconds without a record",
+        )
 
 
 def _matches(d: Letter, args: argparse.Namespace) -> bool:
-    return ((not getattr(args, "reason", None) or d.h("dw-reason") == args.reason)
-            and (not getattr(args, "model", None) or d.h("dw-model") == args.model))
+    return (not getattr(args, "reason", None) or d.h("dw-reason") == args.reason) and (
+        not getattr(args, "model", None) or d.h("dw-model") == args.model
+    )
 
 
 def _when(ms: str) -> str:
@@ -245,9 +263,14 @@ def _when(ms: str) -> str:
 def _producer(settings: Settings):
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0,
-                         max_request_size=max(int(settings.max_message_bytes) + 65536, 1_048_576),
-                         client_id="driftwatch-deadletter-cli", **settings.kafka_client_options())
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=0,
+        max_request_size=max(int(settings.max_message_bytes) + 65536, 1_048_576),
+        client_id="driftwatch-deadletter-cli",
+        **settings.kafka_client_options(),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -255,8 +278,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         letters = read_deadletters(settings, idle=args.idle)
     except Exception as e:  # e.g. the broker is down: say so, no traceback
-        print(f"driftwatch deadletter: cannot read {settings.topic_deadletter} at {settings.kafka_bootstrap}: "
-              f"{type(e).__name__}: {e}", file=sys.stderr)
+        print(
+            f"driftwatch deadletter: cannot read {settings.topic_deadletter} at {settings.kafka_bootstrap}: "
+            f"{type(e).__name__}: {e}",
+            file=sys.stderr,
+        )
         return 1
     if args.action == "show":
         d = next((x for x in letters if x.id == args.id), None)
@@ -287,8 +313,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'ID':<12} {'DEAD-LETTERED (UTC)':<20} {'REASON':<26} {'MODEL':<20} {'EVENTS':>6}  DETAIL")
         for d in chosen:
             mark = " [replayed]" if d.id in replayed else ""
-            print(f"{d.id:<12} {_when(d.h('dw-time')):<20} {d.h('dw-reason'):<26} {d.model[:20]:<20} "
-                  f"{d.h('dw-events'):>6}  {d.h('dw-detail')[:100]}{mark}")
+            print(
+                f"{d.id:<12} {_when(d.h('dw-time')):<20} {d.h('dw-reason'):<26} {d.model[:20]:<20} "
+                f"{d.h('dw-events'):>6}  {d.h('dw-detail')[:100]}{mark}"
+            )
         return 0
     return _replay(settings, args, letters, chosen)
 
@@ -329,24 +357,30 @@ def _replay(settings: Settings, args: argparse.Namespace, letters: list[Letter],
                 continue
             why = still_dead(d, value, monitors)
             if why is not None and not args.force:
-                print(f"skip {d.id}: the current config would dead-letter it again ({why}); fix the config or "
-                      f"--force")
+                print(f"skip {d.id}: the current config would dead-letter it again ({why}); fix the config or --force")
                 skipped += 1
                 continue
             topic = d.h("dw-source-topic") or settings.topic_inferences
             if args.dry_run:
-                print(f"would send {d.id} ({d.h('dw-reason')}, model {d.model}, {d.h('dw-events')} event(s)) "
-                      f"to {topic}")
+                print(
+                    f"would send {d.id} ({d.h('dw-reason')}, model {d.model}, {d.h('dw-events')} event(s)) to {topic}"
+                )
                 continue
             origin = f"{settings.topic_deadletter}:{d.id}"
-            meta = producer.send(topic, key=d.key, value=value,
-                                 headers=[(REPLAY_HEADER, origin.encode())]).get(30)
-            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "topic": topic,
-                      "partition": meta.partition, "offset": meta.offset, "reason": d.h("dw-reason"),
-                      "model": d.h("dw-model")}
+            meta = producer.send(topic, key=d.key, value=value, headers=[(REPLAY_HEADER, origin.encode())]).get(30)
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "topic": topic,
+                "partition": meta.partition,
+                "offset": meta.offset,
+                "reason": d.h("dw-reason"),
+                "model": d.h("dw-model"),
+            }
             producer.send(ledger, key=d.id.encode(), value=json.dumps(record).encode(), partition=0).get(30)
-            print(f"sent {d.id} ({d.h('dw-reason')}, model {d.model}, {d.h('dw-events')} event(s)) to "
-                  f"{topic}[{meta.partition}]@{meta.offset}")
+            print(
+                f"sent {d.id} ({d.h('dw-reason')}, model {d.model}, {d.h('dw-events')} event(s)) to "
+                f"{topic}[{meta.partition}]@{meta.offset}"
+            )
             sent += 1
     finally:
         producer.close(10)

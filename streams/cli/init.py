@@ -41,16 +41,31 @@ _BOOL_WORDS = {"true", "false", "yes", "no"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from-csv", dest="csv", type=Path, required=True,
-                        help="a CSV (or .csv.gz) of the model's inputs, one row per prediction, with a header row")
+    parser.add_argument(
+        "--from-csv",
+        dest="csv",
+        type=Path,
+        required=True,
+        help="a CSV (or .csv.gz) of the model's inputs, one row per prediction, with a header row",
+    )
     parser.add_argument("--target", help="column of the true label (kept out of the features; the reference's label)")
     parser.add_argument("--prediction", help="column of the model's prediction (the reference's prediction)")
     parser.add_argument("--model-id", help="model id the serving app sends (default: the CSV's name)")
-    parser.add_argument("--ignore", action="append", default=[], metavar="COLUMN",
-                        help="a column that is not a model input (e.g. an id); repeatable")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column that is not a model input (e.g. an id); repeatable",
+    )
     parser.add_argument("--window", type=int, default=1000, help="events per window (default 1000)")
-    parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="config file to write (default: monitors.yaml next to the CSV; '-' for stdout)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="config file to write (default: monitors.yaml next to the CSV; '-' for stdout)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing config file")
 
 
@@ -114,8 +129,16 @@ def infer_task(cells: list[str]) -> str:
     return "classification"
 
 
-def build_config(path: Path, output: Path, *, target: str | None = None, prediction: str | None = None,
-                 model_id: str | None = None, ignore: list[str] | None = None, window: int = 1000) -> dict:
+def build_config(
+    path: Path,
+    output: Path,
+    *,
+    target: str | None = None,
+    prediction: str | None = None,
+    model_id: str | None = None,
+    ignore: list[str] | None = None,
+    window: int = 1000,
+) -> dict:
     """The monitor config of the table at ``path``, its reference path relative to ``output``."""
     header, body = read_table(path)
     for what, col in (("--target", target), ("--prediction", prediction), *(("--ignore", c) for c in ignore or [])):
@@ -148,11 +171,13 @@ def _model_id(path: Path) -> str:
 
 
 def _dump(cfg: dict, source: Path) -> str:
-    lines = [f"# driftwatch monitor config inferred from {source.name} by `driftwatch init --from-csv`:",
-             "# kinds, ranges (min/max = the range seen), allowed categories and nullable come from the data;",
-             "# review them, then `driftwatch check-config` this file and start a worker with it.",
-             "# A model's events are counted only once its model_id is declared here (others are dead-lettered).",
-             ""]
+    lines = [
+        f"# driftwatch monitor config inferred from {source.name} by `driftwatch init --from-csv`:",
+        "# kinds, ranges (min/max = the range seen), allowed categories and nullable come from the data;",
+        "# review them, then `driftwatch check-config` this file and start a worker with it.",
+        "# A model's events are counted only once its model_id is declared here (others are dead-lettered).",
+        "",
+    ]
     body = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=110)
     return "\n".join(lines) + body
 
@@ -164,8 +189,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftwatch init: {output} exists; use --force to overwrite it or -o for another file", file=sys.stderr)
         return 1
     try:
-        cfg = build_config(args.csv, output, target=args.target, prediction=args.prediction,
-                           model_id=args.model_id, ignore=args.ignore, window=args.window)
+        cfg = build_config(
+            args.csv,
+            output,
+            target=args.target,
+            prediction=args.prediction,
+            model_id=args.model_id,
+            ignore=args.ignore,
+            window=args.window,
+        )
     except ValueError as e:
         print(f"driftwatch init: {e}", file=sys.stderr)
         return 1
@@ -178,8 +210,10 @@ def run(args: argparse.Namespace) -> int:
     kinds: dict[str, int] = {}
     for f in m["features"]:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
-    print(f"wrote {output}: model {m['model_id']!r} ({m['task']}), {len(m['features'])} features "
-          f"({', '.join(f'{n} {k}' for k, n in kinds.items())}), reference {m['reference']['file']}")
+    print(
+        f"wrote {output}: model {m['model_id']!r} ({m['task']}), {len(m['features'])} features "
+        f"({', '.join(f'{n} {k}' for k, n in kinds.items())}), reference {m['reference']['file']}"
+    )
     print(f"next: driftwatch check-config {output}  ·  driftwatch worker --monitors {output}")
     print(f"      and send events with model_id {m['model_id']!r} (docs/producer.md)")
     return 0

@@ -59,17 +59,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", metavar="MODEL", help="model id (as in the monitor config)")
-        p.add_argument("--version", default=None,
-                       help="model version (default: set/reset every version; show all stored)")
-        p.add_argument("--monitors", type=Path, default=None,
-                       help="monitor config (YAML); default: DRIFTWATCH_MONITORS / the demo's")
+        p.add_argument(
+            "--version", default=None, help="model version (default: set/reset every version; show all stored)"
+        )
+        p.add_argument(
+            "--monitors",
+            type=Path,
+            default=None,
+            help="monitor config (YAML); default: DRIFTWATCH_MONITORS / the demo's",
+        )
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
 
     p = sub.add_parser("set", help="store a reference built from a file of rows (CSV, Parquet, NPZ)")
     common(p)
     p.add_argument("--file", type=Path, required=True, help="reference rows: one column per feature")
-    p.add_argument("--strict", action="store_true",
-                   help="values outside the configured expectations (range, allowed, nulls) are errors")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="values outside the configured expectations (range, allowed, nulls) are errors",
+    )
     p = sub.add_parser("show", help="show the stored reference(s): source, rows, per-feature summary")
     common(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -114,21 +122,36 @@ def feature_summary(reference, features=None) -> list[dict[str, Any]]:
                 item["withheld"] = "sensitive feature"
             elif r.n:
                 v = r.values
-                item.update(mean=_num(v.mean()), std=_num(v.std(ddof=1)) if r.n > 1 else None,
-                            min=_num(v[0]), max=_num(v[-1]),
-                            quantiles={f"{q:g}": _num(x) for q, x in zip(QUANTILES, np.quantile(v, QUANTILES))})
+                item.update(
+                    mean=_num(v.mean()),
+                    std=_num(v.std(ddof=1)) if r.n > 1 else None,
+                    min=_num(v[0]),
+                    max=_num(v[-1]),
+                    quantiles={f"{q:g}": _num(x) for q, x in zip(QUANTILES, np.quantile(v, QUANTILES))},
+                )
             out.append(item)
         elif spec.kind == "categorical" and name in reference.categorical:
             r = reference.categorical[name]
             n = r.n
-            item = {"name": name, "kind": "categorical", "n": n, "missing": int(r.n_missing),
-                    "categories": int(r.categories.shape[0])}
+            item = {
+                "name": name,
+                "kind": "categorical",
+                "n": n,
+                "missing": int(r.n_missing),
+                "categories": int(r.categories.shape[0]),
+            }
             if name in sensitive:
                 item["withheld"] = "sensitive feature"
             else:
                 order = np.lexsort((r.categories, -r.counts))[:TOP_CATEGORIES]
-                item["top"] = [{"value": str(r.categories[i]), "count": int(r.counts[i]),
-                                "share": round(int(r.counts[i]) / n, 4) if n else None} for i in order]
+                item["top"] = [
+                    {
+                        "value": str(r.categories[i]),
+                        "count": int(r.counts[i]),
+                        "share": round(int(r.counts[i]) / n, 4) if n else None,
+                    }
+                    for i in order
+                ]
             out.append(item)
     return out
 
@@ -215,15 +238,18 @@ def _build(args: argparse.Namespace, model):
     path: Path = args.file
     try:  # with the output/label columns the model's config declares
         rows = read_reference_rows(path, model.features, model.reference.outputs(), model.task)
-        ref = Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
-                                   segments=model.segments, source=str(path.resolve()))
+        ref = Reference.from_frame(
+            rows, model.features, bins=model.drift.histogram_bins, segments=model.segments, source=str(path.resolve())
+        )
     except ReferenceDataError as e:
-        raise CliError(f"{e} (model {model.model_id}: features "
-                       f"{', '.join(f'{f.name} ({f.kind})' for f in model.features)})") from None
+        raise CliError(
+            f"{e} (model {model.model_id}: features {', '.join(f'{f.name} ({f.kind})' for f in model.features)})"
+        ) from None
     problems = expectation_problems(rows, model.features)
     if problems and args.strict:
-        raise CliError(f"{path}: values outside the expectations of model {model.model_id}:\n  "
-                       + "\n  ".join(problems))
+        raise CliError(
+            f"{path}: values outside the expectations of model {model.model_id}:\n  " + "\n  ".join(problems)
+        )
     for p in problems:
         print(f"warning: {path}: {p}", file=sys.stderr)
     from streams.worker.references import encode_rows
@@ -239,17 +265,32 @@ async def _set(args, settings, store, model) -> int:
     version = args.version or ALL_VERSIONS
     blob = ref.to_bytes()
     rows = getattr(args, "rows_blob", b"")
-    stored = StoredReference(model.model_id, version, blob, "", -1, (-1, -1), ref.n_rows, time.time(),
-                             origin=ORIGIN_SET, source=str(args.file.resolve()), rows_blob=rows)
+    stored = StoredReference(
+        model.model_id,
+        version,
+        blob,
+        "",
+        -1,
+        (-1, -1),
+        ref.n_rows,
+        time.time(),
+        origin=ORIGIN_SET,
+        source=str(args.file.resolve()),
+        rows_blob=rows,
+    )
     await store.save(stored)
     chunks = math.ceil(len(blob) / store.chunk_bytes) if len(blob) > store.chunk_bytes else 1
     if rows:
         chunks += math.ceil(len(rows) / store.chunk_bytes)
     which = f"v{version}" if version != ALL_VERSIONS else "every version (without a reference set of its own)"
-    print(f"reference of {model.model_id} {which} set from {args.file}: {ref.n_rows} rows, "
-          f"{len(blob) / 1e6:.2f} MB in {chunks} record(s) on {store.topic}")
-    print("running workers use it from their next window; `driftwatch reference reset` goes back to "
-          f"the configured source ({_configured(model)})")
+    print(
+        f"reference of {model.model_id} {which} set from {args.file}: {ref.n_rows} rows, "
+        f"{len(blob) / 1e6:.2f} MB in {chunks} record(s) on {store.topic}"
+    )
+    print(
+        "running workers use it from their next window; `driftwatch reference reset` goes back to "
+        f"the configured source ({_configured(model)})"
+    )
     return 0
 
 
@@ -261,10 +302,12 @@ def _describe(stored, model, store) -> dict[str, Any]:
     item: dict[str, Any] = {
         "model": stored.model_id,
         "version": stored.version,
-        "applies_to": "every version without its own set reference" if stored.version == ALL_VERSIONS
+        "applies_to": "every version without its own set reference"
+        if stored.version == ALL_VERSIONS
         else f"version {stored.version}",
         "origin": stored.origin,
-        "origin_text": "set by an operator (`driftwatch reference set`)" if stored.origin == ORIGIN_SET
+        "origin_text": "set by an operator (`driftwatch reference set`)"
+        if stored.origin == ORIGIN_SET
         else "built by a worker from the first events",
         "source": stored.source or None,
         "rows": stored.rows,
@@ -275,8 +318,12 @@ def _describe(stored, model, store) -> dict[str, Any]:
         "sha256": stored.sha256,
     }
     if stored.origin != ORIGIN_SET:
-        item["ends_at"] = {"topic": stored.topic, "partition": stored.partition,
-                           "offset": stored.end_pos[0], "row": stored.end_pos[1]}
+        item["ends_at"] = {
+            "topic": stored.topic,
+            "partition": stored.partition,
+            "offset": stored.end_pos[0],
+            "row": stored.end_pos[1],
+        }
     if stored.rows_blob:
         from streams.worker.references import rows_info
 
@@ -377,13 +424,16 @@ def _print_features(r: dict[str, Any]) -> None:
                 print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7}  ({f['withheld']}: values withheld)")
                 continue
             q = f.get("quantiles", {})
-            print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {g(f.get('mean'))} {g(f.get('std'))} "
-                  f"{g(f.get('min'))}" + "".join(g(q.get(f"{x:g}")) for x in QUANTILES) + f" {g(f.get('max'))}")
+            print(
+                f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {g(f.get('mean'))} {g(f.get('std'))} "
+                f"{g(f.get('min'))}" + "".join(g(q.get(f"{x:g}")) for x in QUANTILES) + f" {g(f.get('max'))}"
+            )
     if cat:
         print(f"  {'categorical':<{w}} {'n':>7} {'missing':>7} {'levels':>7}  top categories (share)")
         for f in cat:
             top = (f.get("withheld") and f"({f['withheld']}: values withheld)") or ", ".join(
-                f"{t['value']} {t['share']:.1%}" for t in f.get("top", []) if t["share"] is not None)
+                f"{t['value']} {t['share']:.1%}" for t in f.get("top", []) if t["share"] is not None
+            )
             print(f"  {f['name']:<{w}} {f['n']:>7} {f['missing']:>7} {f['categories']:>7}  {top}")
 
 
@@ -392,19 +442,26 @@ async def _show(args, settings, store, model) -> int:
 
     refs = await store.load()
     mine = {k: v for k, v in refs.items() if k[0] == args.model}
-    doc: dict[str, Any] = {"model": args.model, "version": args.version, "configured_source": _configured(model),
-                           "topic": store.topic}
+    doc: dict[str, Any] = {
+        "model": args.model,
+        "version": args.version,
+        "configured_source": _configured(model),
+        "topic": store.topic,
+    }
     if args.version is not None:
         use = applicable(mine, args.model, args.version)
         shown = [use] if use is not None else []
-        doc["in_use"] = (f"stored {use.model_id}/{use.version} ({use.origin})" if use is not None
-                         else "the configured source")
+        doc["in_use"] = (
+            f"stored {use.model_id}/{use.version} ({use.origin})" if use is not None else "the configured source"
+        )
     else:
         shown = [mine[k] for k in sorted(mine)]
     doc["references"] = [_describe(s, model, store) for s in shown]
     if model is None:
-        doc["nothing_stored"] = ("no worker monitors this model: declare it in the monitor config (its events are "
-                                 "dead-lettered as unknown_model until then)")
+        doc["nothing_stored"] = (
+            "no worker monitors this model: declare it in the monitor config (its events are "
+            "dead-lettered as unknown_model until then)"
+        )
         doc.pop("in_use", None)
     elif model.reference.file is not None:
         doc["nothing_stored"] = "workers use the configured file (below)"
@@ -425,8 +482,11 @@ async def _show(args, settings, store, model) -> int:
 async def _reset(args, settings, store, model) -> int:
     refs = await store.load()
     keys = [k for k in refs if k[0] == args.model and (args.version is None or k[1] == args.version)]
-    keys += [k for k in store.problems if k[0] == args.model and k not in keys
-             and (args.version is None or k[1] == args.version)]
+    keys += [
+        k
+        for k in store.problems
+        if k[0] == args.model and k not in keys and (args.version is None or k[1] == args.version)
+    ]
     if not keys:
         what = f"{args.model}" + (f" v{args.version}" if args.version else "")
         print(f"nothing stored for {what}: workers already use the configured source ({_configured(model)})")
@@ -455,8 +515,9 @@ def run(args: argparse.Namespace) -> int:
         except TopicError as e:
             raise CliError(str(e), 1) from None
         except Exception as e:  # kafka-python errors: name them, do not trace
-            raise CliError(f"cannot reach the references topic on {settings.kafka_bootstrap}: "
-                           f"{type(e).__name__}: {e}", 1) from None
+            raise CliError(
+                f"cannot reach the references topic on {settings.kafka_bootstrap}: {type(e).__name__}: {e}", 1
+            ) from None
 
         async def main() -> int:
             store = ReferenceStore(settings, timeout=args.timeout)

@@ -17,9 +17,13 @@ from streams.wire.schemas import export_json_schemas, json_schemas
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["export"])
-    parser.add_argument("directory", type=Path, nargs="?", default=None,
-                        help="write <name>.schema.json files here (default: print them all as one JSON "
-                             "object on stdout)")
+    parser.add_argument(
+        "directory",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="write <name>.schema.json files here (default: print them all as one JSON object on stdout)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,19 +18,21 @@ log = logging.getLogger("streams.cli.worker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--monitors", type=Path, default=None,
-                        help="monitor config (YAML); default: DRIFTWATCH_MONITORS / the demo's")
-    parser.add_argument("--batch", type=int, default=200,
-                        help="messages handed to the pipeline at once (default 200)")
-    parser.add_argument("--within", type=float, default=0.2,
-                        help="seconds to wait for a batch to fill (default 0.2)")
-    parser.add_argument("--no-create-topics", action="store_true",
-                        help="do not create missing topics, at start or when the broker loses them "
-                             "(they must exist)")
+    parser.add_argument(
+        "--monitors", type=Path, default=None, help="monitor config (YAML); default: DRIFTWATCH_MONITORS / the demo's"
+    )
+    parser.add_argument("--batch", type=int, default=200, help="messages handed to the pipeline at once (default 200)")
+    parser.add_argument("--within", type=float, default=0.2, help="seconds to wait for a batch to fill (default 0.2)")
+    parser.add_argument(
+        "--no-create-topics",
+        action="store_true",
+        help="do not create missing topics, at start or when the broker loses them (they must exist)",
+    )
 
 
-def build(settings, monitors, *, batch: int = 200, within: float = 0.2, evaluator="default",
-          recreate_topics: bool = True):
+def build(
+    settings, monitors, *, batch: int = 200, within: float = 0.2, evaluator="default", recreate_topics: bool = True
+):
     """The Faust app with the driftwatch agents registered, and its runtime.
 
     ``recreate_topics``: topics the broker lost while the worker runs are recreated
@@ -42,8 +44,16 @@ def build(settings, monitors, *, batch: int = 200, within: float = 0.2, evaluato
 
     app = create_app(settings)
     topics = define_topics(app, settings)
-    runtime = Runtime(app, settings, monitors, topics, batch=batch, within=within, evaluator=evaluator,
-                      recreate_topics=recreate_topics)
+    runtime = Runtime(
+        app,
+        settings,
+        monitors,
+        topics,
+        batch=batch,
+        within=within,
+        evaluator=evaluator,
+        recreate_topics=recreate_topics,
+    )
     return app, runtime
 
 
@@ -82,11 +92,19 @@ def run(args: argparse.Namespace) -> int:
         log.warning("could not make sure the InfluxDB database exists (%s); writes will retry", e)
     import faust
 
-    app, _runtime = build(settings, monitors, batch=args.batch, within=args.within,
-                          recreate_topics=not args.no_create_topics)
-    log.info("worker for %d model(s) from %s: group %s, topic %s (%d partitions), InfluxDB %s db %s",
-             len(monitors.models), path, settings.consumer_group, settings.topic_inferences,
-             settings.topic_partitions, settings.influx_url, settings.influx_db)
+    app, _runtime = build(
+        settings, monitors, batch=args.batch, within=args.within, recreate_topics=not args.no_create_topics
+    )
+    log.info(
+        "worker for %d model(s) from %s: group %s, topic %s (%d partitions), InfluxDB %s db %s",
+        len(monitors.models),
+        path,
+        settings.consumer_group,
+        settings.topic_inferences,
+        settings.topic_partitions,
+        settings.influx_url,
+        settings.influx_db,
+    )
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

@@ -78,8 +78,7 @@ def decision_scores(estimator: Any, X: np.ndarray) -> np.ndarray:
     return np.log(np.clip(p, 1e-12, 1.0))
 
 
-def decision_gradient(estimator: Any, X: np.ndarray, toward: np.ndarray, away: np.ndarray,
-                      h: np.ndarray) -> np.ndarray:
+def decision_gradient(estimator: Any, X: np.ndarray, toward: np.ndarray, away: np.ndarray, h: np.ndarray) -> np.ndarray:
     """∂(score[toward] − score[away]) / ∂x per row, by central differences of step ``h`` (per feature).
 
     One call of the estimator on ``2·n·d`` rows: vectorised over rows and features.
@@ -89,8 +88,10 @@ def decision_gradient(estimator: Any, X: np.ndarray, toward: np.ndarray, away: n
     eye = np.eye(d) * np.asarray(h, dtype=np.float64)[None, :]
     pts = np.concatenate([X[:, None, :] + eye[None], X[:, None, :] - eye[None]], axis=1).reshape(-1, d)
     s = decision_scores(estimator, pts).reshape(n, 2 * d, -1)
-    obj = (np.take_along_axis(s, np.asarray(toward)[:, None, None], axis=2)
-           - np.take_along_axis(s, np.asarray(away)[:, None, None], axis=2))[:, :, 0]  # (n, 2d)
+    obj = (
+        np.take_along_axis(s, np.asarray(toward)[:, None, None], axis=2)
+        - np.take_along_axis(s, np.asarray(away)[:, None, None], axis=2)
+    )[:, :, 0]  # (n, 2d)
     return (obj[:, :d] - obj[:, d:]) / (2.0 * eye.diagonal()[None, :])
 
 
@@ -266,8 +267,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _fit_softmax(Z: np.ndarray, y: np.ndarray, k: int, iters: int = 200, lr: float = 0.5,
-                 l2: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def _fit_softmax(
+    Z: np.ndarray, y: np.ndarray, k: int, iters: int = 200, lr: float = 0.5, l2: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression by full-batch gradient descent (the attacker's substitute).
 
     Small and dependency-free: the attacker refits it every augmentation round.
@@ -294,8 +296,9 @@ def subpopulation_rows(X: np.ndarray, column: int, quantile: float = 0.5, above:
     return idx
 
 
-def subpopulation_sample(model: Any, rng: np.random.Generator, n: int, feature: str, quantile: float = 0.5,
-                         above: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def subpopulation_sample(
+    model: Any, rng: np.random.Generator, n: int, feature: str, quantile: float = 0.5, above: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` inputs (and their true targets) of a demo model's subpopulation, generated like its normal traffic.
 
     Same smoothed bootstrap as :meth:`streams.devstack.models.DemoModel.sample` (a row plus the
@@ -316,12 +319,12 @@ BENIGN_SHIFTS: dict[str, str] = {
     "mean-shift": "three other inputs move by +1.5 std",
     "scale": "every input's spread around its mean grows by half (x1.5)",
     "toward-boundary": "every input moves 40% of the way from its predicted class's centroid toward the "
-                       "runner-up's: natural covariate shift toward the decision boundary",
+    "runner-up's: natural covariate shift toward the decision boundary",
     "new-segment": "a segment grows: 70% of the traffic is one cultivar / the top BMI quarter (prior shift)",
     "seasonal": "a slow seasonal cycle: three inputs swing by +-1.5 std over the shifted windows",
     "subpopulation": "the traffic moves to a natural subpopulation (above-median alcohol / BMI)",
     "unusual-client": "one heavy client (20% of the traffic) sends the new segment's mix (70% one cultivar / "
-                      "the top BMI quarter); everyone else is unchanged",
+    "the top BMI quarter); everyone else is unchanged",
 }
 
 _MEAN_SHIFT_INPUTS = {"wine": ["malic_acid", "magnesium", "hue"], "diabetes": ["age", "s1", "s5"]}
@@ -338,8 +341,9 @@ def _toward_boundary(model: Any, X: np.ndarray, fraction: float) -> np.ndarray:
     return model.finish_inputs(X + fraction * (cent[order[:, 1]] - cent[order[:, 0]]))
 
 
-def benign_shift_sample(model: Any, kind: str, rng: np.random.Generator, n: int,
-                        progress: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def benign_shift_sample(
+    model: Any, kind: str, rng: np.random.Generator, n: int, progress: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` inputs (and true targets) of the normal traffic under the benign shift ``kind``
     (:data:`BENIGN_SHIFTS`; ``progress`` in [0, 1]: how far into the shifted stretch, for
     ``seasonal``). ``unusual-client`` returns the unusual client's traffic (the others' is
@@ -363,7 +367,9 @@ def benign_shift_sample(model: Any, kind: str, rng: np.random.Generator, n: int,
             Xs, ys = subpopulation_sample(model, rng, k, feature, 0.75, True)
         Xo, yo = model.sample(rng, n - k)
         perm = rng.permutation(n)
-        return np.vstack([Xs, Xo])[perm], np.concatenate([np.asarray(ys, dtype=object), np.asarray(yo, dtype=object)])[perm]
+        return np.vstack([Xs, Xo])[perm], np.concatenate([np.asarray(ys, dtype=object), np.asarray(yo, dtype=object)])[
+            perm
+        ]
     X, y = model.sample(rng, n)
     if kind == "demo-drift":
         return shift_inputs(model, X, model.default_drift_features, 1.0), y
@@ -413,8 +419,17 @@ class Evasion(Scenario):
         if k == 0 or len(batch) == 0:
             return
         start = batch.X[rng.integers(0, len(batch), k)]
-        r = evasion(m.estimator, start, scale=m.std, step=self.step, max_steps=self.max_steps,
-                    overshoot=self.overshoot, lo=m.lo, hi=m.hi, finish=m.finish_inputs)
+        r = evasion(
+            m.estimator,
+            start,
+            scale=m.std,
+            step=self.step,
+            max_steps=self.max_steps,
+            overshoot=self.overshoot,
+            lo=m.lo,
+            hi=m.hi,
+            finish=m.finish_inputs,
+        )
         batch.extend(r.X, source_id=self.source)
         self.count(batch, "evasion_events", k)
         self.count(batch, "flipped", int(r.flipped.sum()))
@@ -437,8 +452,9 @@ class Extraction(Scenario):
     def setup(self, models: dict[str, Any]) -> None:
         super().setup(models)
         if self.strategy not in EXTRACTION_STRATEGIES:
-            raise ValueError(f"scenario {self.name}: unknown strategy {self.strategy!r}; "
-                             f"known: {', '.join(EXTRACTION_STRATEGIES)}")
+            raise ValueError(
+                f"scenario {self.name}: unknown strategy {self.strategy!r}; known: {', '.join(EXTRACTION_STRATEGIES)}"
+            )
         if not self.share >= 0 or not self.step > 0 or self.seeds < 1:
             raise ValueError(f"scenario {self.name}: share >= 0, step > 0 and seeds >= 1")
         self.attacks: dict[str, ExtractionAttack] = {}
@@ -454,8 +470,8 @@ class Extraction(Scenario):
             strategy = self.strategy if m.task == "classification" or self.strategy != "jbda" else "random-sign"
             oracle = m.estimator.predict
             att = self.attacks[m.model_id] = ExtractionAttack(
-                oracle, seeds, scale=m.std, strategy=strategy, step=self.step, rng=rng,
-                finish=m.finish_inputs)
+                oracle, seeds, scale=m.std, strategy=strategy, step=self.step, rng=rng, finish=m.finish_inputs
+            )
         batch.extend(att.take(k), source_id=self.source)
         self.count(batch, "extraction_queries", k)
 

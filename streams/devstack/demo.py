@@ -235,7 +235,9 @@ class _Sender:
     ``client_factory`` replaces kafka-python's ``KafkaProducer`` for both (tests).
     """
 
-    def __init__(self, settings: Settings, options: DemoOptions, client_factory: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, options: DemoOptions, client_factory: Callable[..., Any] | None = None
+    ) -> None:
         from streams.wire.producer import DriftwatchProducer
 
         kw: dict[str, Any] = {"linger_ms": 100.0, "max_buffer_events": 1_000_000, "client_id": "driftwatch-demo"}
@@ -262,13 +264,27 @@ class _Sender:
             proba = np.round(b.pred["proba"], PROBA_DECIMALS).tolist()
             classes = m.classes
             for i, eid in enumerate(ids):
-                send(m.model_id, rows[i], {"label": labels[i], "probabilities": dict(zip(classes, proba[i]))},
-                     event_id=eid, event_time=times[i], model_version=m.version, source_id=srcs[i])
+                send(
+                    m.model_id,
+                    rows[i],
+                    {"label": labels[i], "probabilities": dict(zip(classes, proba[i]))},
+                    event_id=eid,
+                    event_time=times[i],
+                    model_version=m.version,
+                    source_id=srcs[i],
+                )
         else:
             values = np.round(b.pred["value"], VALUE_DECIMALS).tolist()
             for i, eid in enumerate(ids):
-                send(m.model_id, rows[i], {"value": values[i]},
-                     event_id=eid, event_time=times[i], model_version=m.version, source_id=srcs[i])
+                send(
+                    m.model_id,
+                    rows[i],
+                    {"value": values[i]},
+                    event_id=eid,
+                    event_time=times[i],
+                    model_version=m.version,
+                    source_id=srcs[i],
+                )
 
     def labels(self, model_id: str, ids: list[str], labels: list[Any], label_time: float) -> None:
         send = self.dw.send_label
@@ -345,9 +361,7 @@ def run_demo(
         ensure_topics(settings)
     snd = _Sender(settings, opts, client_factory)
     streams = [_Stream(m, i, seed, opts.sources) for i, m in enumerate(models.values())]
-    srngs = {
-        (si, mi): _scenario_rng(seed, s, si, mi) for si, s in enumerate(scenarios) for mi in range(len(streams))
-    }
+    srngs = {(si, mi): _scenario_rng(seed, s, si, mi) for si, s in enumerate(scenarios) for mi in range(len(streams))}
     stop = stop or threading.Event()
 
     chunk = max(1, int(round(opts.rate * TICK_SECONDS)))
@@ -361,7 +375,10 @@ def run_demo(
     last_progress = mono0
     log.info(
         "demo: models %s at %.0f events/s each, seed %d, scenarios: %s",
-        ", ".join(models), opts.rate, seed, "; ".join(s.describe() for s in scenarios) or "none",
+        ", ".join(models),
+        opts.rate,
+        seed,
+        "; ".join(s.describe() for s in scenarios) or "none",
     )
 
     def send_due_labels(now_t: float) -> None:
@@ -407,7 +424,11 @@ def run_demo(
                 if mask.any():
                     sel = np.flatnonzero(mask)
                     labs = b.y_true[sel]
-                    labs = np.round(labs.astype(float), 3).tolist() if st.model.task == "regression" else [str(x) for x in labs]
+                    labs = (
+                        np.round(labs.astype(float), 3).tolist()
+                        if st.model.task == "regression"
+                        else [str(x) for x in labs]
+                    )
                     pending.append((t + opts.label_delay, st.model.model_id, [ids[i] for i in sel], labs))
                     st.labels += len(sel)
             send_due_labels(t)
@@ -494,8 +515,12 @@ def _csv_list(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("traffic")
-    g.add_argument("--models", type=_csv_list, default=list(MODEL_BUILDERS),
-                   help=f"demo models, comma separated (default: {','.join(MODEL_BUILDERS)})")
+    g.add_argument(
+        "--models",
+        type=_csv_list,
+        default=list(MODEL_BUILDERS),
+        help=f"demo models, comma separated (default: {','.join(MODEL_BUILDERS)})",
+    )
     g.add_argument("--rate", type=float, default=200.0, help="events per second per model (default 200)")
     stop = g.add_mutually_exclusive_group()
     stop.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
@@ -504,29 +529,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--label-fraction", type=float, default=0.5, help="share of events that get a label (default 0.5)")
     g.add_argument("--sources", type=int, default=20, help="number of client ids (default 20)")
     g.add_argument("--seed", type=int, help="random seed: same seed, same traffic (default: random, printed)")
-    g.add_argument("--no-pace", dest="pace", action="store_false",
-                   help="send as fast as possible; event times follow a simulated clock at --rate")
-    g.add_argument("--start-time", type=float,
-                   help="with --no-pace: the simulated clock's start, epoch seconds (default: now)")
+    g.add_argument(
+        "--no-pace",
+        dest="pace",
+        action="store_false",
+        help="send as fast as possible; event times follow a simulated clock at --rate",
+    )
+    g.add_argument(
+        "--start-time", type=float, help="with --no-pace: the simulated clock's start, epoch seconds (default: now)"
+    )
     s = parser.add_argument_group("scenarios (times are seconds after the start)")
     s.add_argument("--drift-at", type=float, help="data drift starts at this time")
-    s.add_argument("--drift-features", type=_csv_list, help="inputs that drift (default: wine alcohol,color_intensity; diabetes bmi,bp)")
+    s.add_argument(
+        "--drift-features",
+        type=_csv_list,
+        help="inputs that drift (default: wine alcohol,color_intensity; diabetes bmi,bp)",
+    )
     s.add_argument("--drift-shift", type=float, default=1.0, help="drift size in standard deviations (default 1.0)")
     s.add_argument("--quality-break-at", type=float, help="nulls / out-of-range / wrong types start at this time")
-    s.add_argument("--quality-features", type=_csv_list, help="features that break (default: wine magnesium,alcohol_level; diabetes s5,bmi_class)")
+    s.add_argument(
+        "--quality-features",
+        type=_csv_list,
+        help="features that break (default: wine magnesium,alcohol_level; diabetes s5,bmi_class)",
+    )
     s.add_argument("--malformed-rate", type=float, default=0.0, help="malformed messages per valid event (e.g. 0.01)")
     s.add_argument("--concept-drift-at", type=float, help="true labels change at this time")
-    s.add_argument("--concept-flip", type=float, default=0.4, help="classifier: share of labels moved to another class (default 0.4)")
-    s.add_argument("--concept-shift", type=float, default=1.0, help="regression: target shift in standard deviations (default 1.0)")
-    s.add_argument("--scenario", action="append", default=[], metavar="NAME[:k=v,...]",
-                   help="run a registered scenario (repeatable); see --list-scenarios")
+    s.add_argument(
+        "--concept-flip",
+        type=float,
+        default=0.4,
+        help="classifier: share of labels moved to another class (default 0.4)",
+    )
+    s.add_argument(
+        "--concept-shift", type=float, default=1.0, help="regression: target shift in standard deviations (default 1.0)"
+    )
+    s.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME[:k=v,...]",
+        help="run a registered scenario (repeatable); see --list-scenarios",
+    )
     s.add_argument("--list-scenarios", action="store_true", help="list the scenarios and their parameters, then exit")
     o = parser.add_argument_group("other")
     o.add_argument("--bootstrap", help="Kafka bootstrap servers (default: DRIFTWATCH_KAFKA_BOOTSTRAP)")
-    o.add_argument("--no-create-topics", dest="create_topics", action="store_false",
-                   help="do not create missing topics first")
-    o.add_argument("--write-reference", type=Path, metavar="DIR",
-                   help="write each model's reference CSV (<model>_reference.csv) into DIR and exit")
+    o.add_argument(
+        "--no-create-topics", dest="create_topics", action="store_false", help="do not create missing topics first"
+    )
+    o.add_argument(
+        "--write-reference",
+        type=Path,
+        metavar="DIR",
+        help="write each model's reference CSV (<model>_reference.csv) into DIR and exit",
+    )
     o.add_argument("--quiet", action="store_true", help="no progress lines")
 
 

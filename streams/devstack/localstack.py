@@ -312,8 +312,9 @@ def _influx_query(url: str, q: str, auth: tuple[str, str] | None = None, timeout
     import base64
     import urllib.parse
 
-    req = urllib.request.Request(url.rstrip("/") + "/query", data=urllib.parse.urlencode({"q": q}).encode(),
-                                 method="POST")
+    req = urllib.request.Request(
+        url.rstrip("/") + "/query", data=urllib.parse.urlencode({"q": q}).encode(), method="POST"
+    )
     if auth is not None:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
@@ -352,13 +353,13 @@ reporting-enabled = false
 bind-address = "{HOST}:{rpc_port}"
 
 [meta]
-  dir = "{d / 'meta'}"
+  dir = "{d / "meta"}"
   retention-autocreate = true
   logging-enabled = false
 
 [data]
-  dir = "{d / 'data'}"
-  wal-dir = "{d / 'wal'}"
+  dir = "{d / "data"}"
+  wal-dir = "{d / "wal"}"
   wal-fsync-delay = "0s"
   index-version = "inmem"
   query-log-enabled = false
@@ -480,8 +481,10 @@ class LocalStack:
         try:
             return INFLUX_ADMIN, self.influx_password_file.read_text().strip()
         except OSError as e:
-            raise StackError(f"no InfluxDB credential in {self.influx_password_file} ({e.strerror}): "
-                             "start the stack first (`driftwatch stack up`)") from None
+            raise StackError(
+                f"no InfluxDB credential in {self.influx_password_file} ({e.strerror}): "
+                "start the stack first (`driftwatch stack up`)"
+            ) from None
 
     def influx_settings(self) -> dict[str, Any]:
         """Settings fields that point at this stack's InfluxDB with its admin credential
@@ -489,15 +492,23 @@ class LocalStack:
         from pydantic import SecretStr
 
         user, password = self.influx_auth
-        return {"influx_version": 1, "influx_url": self.influx_url, "influx_username": user,
-                "influx_password": SecretStr(password), "influx_token": None}
+        return {
+            "influx_version": 1,
+            "influx_url": self.influx_url,
+            "influx_username": user,
+            "influx_password": SecretStr(password),
+            "influx_token": None,
+        }
 
     def influx_env(self) -> dict[str, str]:
         """Environment variables that give a ``driftwatch`` process this stack's InfluxDB
         credential (the file, never the value)."""
-        return {"DRIFTWATCH_INFLUX_URL": self.influx_url, "DRIFTWATCH_INFLUX_VERSION": "1",
-                "DRIFTWATCH_INFLUX_USERNAME": INFLUX_ADMIN,
-                "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(self.influx_password_file)}
+        return {
+            "DRIFTWATCH_INFLUX_URL": self.influx_url,
+            "DRIFTWATCH_INFLUX_VERSION": "1",
+            "DRIFTWATCH_INFLUX_USERNAME": INFLUX_ADMIN,
+            "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(self.influx_password_file),
+        }
 
     def _ensure_password_file(self) -> None:
         f = self.influx_password_file
@@ -514,8 +525,10 @@ class LocalStack:
         code, body = _influx_query(self.influx_url, "SHOW USERS", (user, password))
         if code == 200:
             return
-        code, body = _influx_query(self.influx_url, f"CREATE USER {quote_ident(user)} WITH PASSWORD "
-                                                    f"{quote_literal(password)} WITH ALL PRIVILEGES")
+        code, body = _influx_query(
+            self.influx_url,
+            f"CREATE USER {quote_ident(user)} WITH PASSWORD {quote_literal(password)} WITH ALL PRIVILEGES",
+        )
         if code == 200 and '"error"' not in body:
             log.info("InfluxDB admin user %r created; password in %s", user, self.influx_password_file)
             return
@@ -690,8 +703,16 @@ class LocalStack:
     def _command(self, svc: _Service, binary: str) -> tuple[list[str], dict[str, Any]]:
         if svc.name == KAFKA:
             url = f"tcp://{HOST}:{svc.port}"
-            cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                   "--storage-engine", "memory://tansu/"]
+            cmd = [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
             return cmd, {}
         rpc_port = free_port()
         conf = self.state_dir / "influxdb.conf"
@@ -761,8 +782,13 @@ class LocalStack:
             svc = self._service(name)
             state = self._read_state(svc)
             addr = self.bootstrap if name == KAFKA else self.influx_url
-            info: dict[str, Any] = {"running": state is not None, "pid": None, "port": svc.port,
-                                    "address": addr, "log": str(svc.logfile)}
+            info: dict[str, Any] = {
+                "running": state is not None,
+                "pid": None,
+                "port": svc.port,
+                "address": addr,
+                "log": str(svc.logfile),
+            }
             if state is not None:
                 info["pid"] = int(state["pid"])
                 info["port"] = int(state["port"])
@@ -822,7 +848,9 @@ def settings_env(settings: Any, base: dict[str, str] | None = None, secrets_dir:
         if name in SECRET_FIELDS:
             env.pop(key, None)
             secret = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-            env[f"{key}_FILE"] = str(_secret_file(name, secret, given, secrets_dir or Path(settings.state_dir) / "secrets"))
+            env[f"{key}_FILE"] = str(
+                _secret_file(name, secret, given, secrets_dir or Path(settings.state_dir) / "secrets")
+            )
             continue
         if isinstance(value, (list, dict, tuple)):
             value = json.dumps(value)
@@ -859,8 +887,9 @@ def from_settings(settings: Any = None, **overrides: Any) -> LocalStack:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["up", "down", "status"], help="start, stop or report the local stack")
-    parser.add_argument("--state-dir", type=Path,
-                        help="state folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="state folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)"
+    )
     parser.add_argument("--kafka-port", type=int, help="broker port (default: DRIFTWATCH_KAFKA_PORT or 19092)")
     parser.add_argument("--influx-port", type=int, help="InfluxDB port (default: DRIFTWATCH_INFLUX_PORT or 18086)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each service (default 30)")
@@ -878,7 +907,10 @@ def _print_status(status: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     stack = from_settings(
-        None, state_dir=args.state_dir, kafka_port=args.kafka_port, influx_port=args.influx_port,
+        None,
+        state_dir=args.state_dir,
+        kafka_port=args.kafka_port,
+        influx_port=args.influx_port,
         start_timeout=args.timeout,
     )
     try:
@@ -886,7 +918,9 @@ def run(args: argparse.Namespace) -> int:
             status = stack.up()
             print(json.dumps(status, indent=2) if args.json else status["message"])
             if not args.json:
-                print("stop it with: driftwatch stack down" + (f" --state-dir {args.state_dir}" if args.state_dir else ""))
+                print(
+                    "stop it with: driftwatch stack down" + (f" --state-dir {args.state_dir}" if args.state_dir else "")
+                )
             return 0
         if args.action == "down":
             result = stack.down()

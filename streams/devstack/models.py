@@ -167,7 +167,10 @@ def build_wine() -> DemoModel:
         estimator=est,
         classes=classes,
         categorical={
-            "alcohol_level": (lambda X: _bins(X[:, ia], [12.5, 13.5], ["low", "medium", "high"]), ["low", "medium", "high"]),
+            "alcohol_level": (
+                lambda X: _bins(X[:, ia], [12.5, 13.5], ["low", "medium", "high"]),
+                ["low", "medium", "high"],
+            ),
             "color_shade": (lambda X: _bins(X[:, ic], [3.8, 5.7], ["pale", "ruby", "deep"]), ["pale", "ruby", "deep"]),
         },
         decimals=decimals,
@@ -225,8 +228,6 @@ def build_models(names: Sequence[str]) -> dict[str, DemoModel]:
     if unknown:
         raise ValueError(f"unknown demo model(s) {unknown}; known: {sorted(MODEL_BUILDERS)}")
     return {n: MODEL_BUILDERS[n]() for n in names}
-
-
 
 
 # ============================================================================ reference files

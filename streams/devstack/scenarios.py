@@ -81,7 +81,11 @@ class TickBatch:
         self.y_true = np.concatenate([self.y_true.astype(object), np.asarray(y_true, dtype=object)])
         if self.model.task == "regression":
             self.y_true = self.y_true.astype(float)
-        src = np.full(n, source_id, dtype=object) if source_id is None or isinstance(source_id, str) else np.asarray(source_id, dtype=object)
+        src = (
+            np.full(n, source_id, dtype=object)
+            if source_id is None or isinstance(source_id, str)
+            else np.asarray(source_id, dtype=object)
+        )
         self.source_id = np.concatenate([self.source_id, src])
         last = self.event_time[-1] if len(self.event_time) else time.time()
         self.event_time = np.concatenate([self.event_time, np.full(n, last)])
@@ -137,9 +141,7 @@ class Scenario:
         spec = {**self.COMMON, **self.params}
         unknown = set(kwargs) - set(spec)
         if unknown:
-            raise ValueError(
-                f"scenario {self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(spec)}"
-            )
+            raise ValueError(f"scenario {self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(spec)}")
         for key, p in spec.items():
             value = p.parse(key, kwargs[key]) if key in kwargs else p.default
             setattr(self, key, list(value) if isinstance(value, list) else value)
@@ -260,8 +262,9 @@ class DataDriftScenario(Scenario):
             self.count(batch, "shifted_events", len(batch))
 
 
-def shift_inputs(model: DemoModel, X: np.ndarray, names: Sequence[str], shift: float | np.ndarray = 1.0,
-                 scale: float = 1.0) -> np.ndarray:
+def shift_inputs(
+    model: DemoModel, X: np.ndarray, names: Sequence[str], shift: float | np.ndarray = 1.0, scale: float = 1.0
+) -> np.ndarray:
     """``X`` with the named inputs moved by ``shift`` standard deviations (per row when an array) and their
     spread around the dataset mean multiplied by ``scale``; clipped and rounded as real inputs.
     The ``data-drift`` scenario's transformation (``driftwatch up`` injects it one minute in)."""

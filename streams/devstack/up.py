@@ -75,23 +75,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-demo", action="store_true", help="do not publish demo traffic")
     parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     parser.add_argument("--no-worker", action="store_true", help="do not run a worker (e.g. you run your own)")
-    parser.add_argument("--no-webhook-sink", action="store_true",
-                        help="do not run the local webhook receiver the demo's alert rules post to")
-    parser.add_argument("--webhook-port", type=int, default=0,
-                        help="port of the local webhook receiver (default: a free port)")
-    parser.add_argument("--drift-at", type=float, default=DEFAULT_DRIFT_AT,
-                        help=f"seconds into the demo at which data drift is injected (default {DEFAULT_DRIFT_AT:g})")
+    parser.add_argument(
+        "--no-webhook-sink",
+        action="store_true",
+        help="do not run the local webhook receiver the demo's alert rules post to",
+    )
+    parser.add_argument(
+        "--webhook-port", type=int, default=0, help="port of the local webhook receiver (default: a free port)"
+    )
+    parser.add_argument(
+        "--drift-at",
+        type=float,
+        default=DEFAULT_DRIFT_AT,
+        help=f"seconds into the demo at which data drift is injected (default {DEFAULT_DRIFT_AT:g})",
+    )
     parser.add_argument("--keep-stack", action="store_true", help="leave broker and InfluxDB running on exit")
-    parser.add_argument("--state-dir", type=Path,
-                        help="state/log folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)")
-    parser.add_argument("--monitors", type=Path,
-                        help="monitor config the worker runs (default: DRIFTWATCH_MONITORS or the demo's)")
-    parser.add_argument("--worker-port", dest="worker_web_port", type=int,
-                        help="worker web server port (default: DRIFTWATCH_WORKER_WEB_PORT or 6066; 0: none) — "
-                             "a second local instance needs its own")
+    parser.add_argument(
+        "--state-dir", type=Path, help="state/log folder (default: DRIFTWATCH_STATE_DIR or the project's .driftwatch)"
+    )
+    parser.add_argument(
+        "--monitors", type=Path, help="monitor config the worker runs (default: DRIFTWATCH_MONITORS or the demo's)"
+    )
+    parser.add_argument(
+        "--worker-port",
+        dest="worker_web_port",
+        type=int,
+        help="worker web server port (default: DRIFTWATCH_WORKER_WEB_PORT or 6066; 0: none) — "
+        "a second local instance needs its own",
+    )
     parser.add_argument("--kafka-port", type=int, help="broker port (default: DRIFTWATCH_KAFKA_PORT or 19092)")
     parser.add_argument("--influx-port", type=int, help="InfluxDB port (default: DRIFTWATCH_INFLUX_PORT or 18086)")
-    parser.add_argument("--dashboard-port", type=int, help="dashboard port (default: DRIFTWATCH_DASHBOARD_PORT or 8501)")
+    parser.add_argument(
+        "--dashboard-port", type=int, help="dashboard port (default: DRIFTWATCH_DASHBOARD_PORT or 8501)"
+    )
 
 
 def local_settings(args: argparse.Namespace) -> Any:
@@ -199,10 +215,14 @@ def write_demo_monitors(path: Path, url: str, secret_file: Path, source: Path | 
         sq = (m.get("adversarial") or {}).get("squeeze") or {}
         if sq.get("model") and not Path(sq["model"]).is_absolute():
             sq["model"] = str((source.parent / sq["model"]).resolve())
-    raw["webhooks"] = [*(raw.get("webhooks") or []),
-                       {"name": LOCAL_WEBHOOK, "url": url, "secret_file": str(secret_file), "give_up_after": "10m"}]
-    path.write_text(f"# written by `driftwatch up` from {source}: the demo's alerts go to its local webhook-sink\n"
-                    + yaml.safe_dump(raw, sort_keys=False))
+    raw["webhooks"] = [
+        *(raw.get("webhooks") or []),
+        {"name": LOCAL_WEBHOOK, "url": url, "secret_file": str(secret_file), "give_up_after": "10m"},
+    ]
+    path.write_text(
+        f"# written by `driftwatch up` from {source}: the demo's alerts go to its local webhook-sink\n"
+        + yaml.safe_dump(raw, sort_keys=False)
+    )
     return path
 
 
@@ -243,8 +263,13 @@ class _Relay:
         return out
 
 
-def _start_children(settings: Any, names: list[str], args: argparse.Namespace | None = None,
-                    sink_args: list[str] | None = None, base_env: dict[str, str] | None = None) -> list[Child]:
+def _start_children(
+    settings: Any,
+    names: list[str],
+    args: argparse.Namespace | None = None,
+    sink_args: list[str] | None = None,
+    base_env: dict[str, str] | None = None,
+) -> list[Child]:
     env = settings_env(settings, base_env)
     env["PYTHONUNBUFFERED"] = "1"
     logs = Path(settings.state_dir) / "logs"
@@ -322,13 +347,21 @@ def run(args: argparse.Namespace) -> int:
             if code:
                 break
             for line in relay.poll() if relay else ():
-                _say(("webhook received: " + line[len("ALERT "):]) if line.startswith("ALERT ") else line.strip())
+                _say(("webhook received: " + line[len("ALERT ") :]) if line.startswith("ALERT ") else line.strip())
             if not announced and (_http_ok(url + "/_stcore/health") or time.monotonic() > deadline):
                 ready = time.monotonic() <= deadline
-                note = f"   (ready after {time.monotonic() - t_start:.1f} s)" if ready else "   (still starting: see its log)"
+                note = (
+                    f"   (ready after {time.monotonic() - t_start:.1f} s)"
+                    if ready
+                    else "   (still starting: see its log)"
+                )
                 print(
-                    "\n" + "=" * 64 + f"\n  Dashboard: {url}{note}"
-                    + "\n  Stop everything with Ctrl-C\n" + "=" * 64 + "\n",
+                    "\n"
+                    + "=" * 64
+                    + f"\n  Dashboard: {url}{note}"
+                    + "\n  Stop everything with Ctrl-C\n"
+                    + "=" * 64
+                    + "\n",
                     flush=True,
                 )
                 announced = True

@@ -125,8 +125,10 @@ def _buckets_api(settings: Settings, what: str) -> Iterator[Any]:
             raise InfluxAdminError(f"InfluxDB at {settings.influx_url}: {what} answered {err[0]}: {err[1]}") from None
         if type(e) is InfluxDBError:  # the client's own verdict, e.g. the organisation does not exist
             raise InfluxAdminError(f"InfluxDB at {settings.influx_url}: {what}: {e.message}") from None
-        raise InfluxAdminError(f"cannot reach InfluxDB at {settings.influx_url} ({err}): is it running? "
-                               "(set DRIFTWATCH_INFLUX_URL for another server)") from None
+        raise InfluxAdminError(
+            f"cannot reach InfluxDB at {settings.influx_url} ({err}): is it running? "
+            "(set DRIFTWATCH_INFLUX_URL for another server)"
+        ) from None
 
 
 def _find_bucket(api: Any, settings: Settings, bucket: str) -> Any | None:

@@ -71,8 +71,14 @@ class InfluxTarget:
         db = s.influx_db
         if getattr(s, "influx_version", 1) == 2 and getattr(s, "influx_bucket", None):
             db = s.influx_bucket
-        return cls(url=s.influx_url.rstrip("/"), db=db, username=s.influx_username,
-                   password=secret(s.influx_password), token=secret(s.influx_token), timeout=timeout)
+        return cls(
+            url=s.influx_url.rstrip("/"),
+            db=db,
+            username=s.influx_username,
+            password=secret(s.influx_password),
+            token=secret(s.influx_token),
+            timeout=timeout,
+        )
 
     def auth_options(self) -> dict[str, Any]:
         """``headers``/``auth`` for httpx: a 2.x token, or 1.x user and password as HTTP basic (never logged).
@@ -98,8 +104,9 @@ class InfluxTarget:
         return {"q": text, "db": self.db if db is None else db, "epoch": epoch}
 
 
-def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Sequence[str],
-                      db: str | None = None) -> list[list[dict]]:
+def statement_results(
+    resp: httpx.Response, target: InfluxTarget, statements: Sequence[str], db: str | None = None
+) -> list[list[dict]]:
     """Per statement its series (``[{"name", "columns", "values", "tags"}, ...]``); raise on any error.
 
     ``db``: the database the statements ran on (default the target's), for the messages.
@@ -114,7 +121,9 @@ def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Se
     try:
         body = resp.json()
     except ValueError:
-        raise InfluxQueryError(f"InfluxDB at {target.safe_url} answered {resp.status_code}: {resp.text[:300]}") from None
+        raise InfluxQueryError(
+            f"InfluxDB at {target.safe_url} answered {resp.status_code}: {resp.text[:300]}"
+        ) from None
     if not isinstance(body, dict):
         raise InfluxQueryError(f"InfluxDB at {target.safe_url} answered {resp.status_code}: {resp.text[:300]}")
     if "error" in body:
@@ -133,8 +142,9 @@ def statement_results(resp: httpx.Response, target: InfluxTarget, statements: Se
 
 def _raise(message: str, target: InfluxTarget, statement: str, db: str) -> None:
     if "database not found" in message:
-        raise DatabaseNotFound(f"InfluxDB rejected {statement[:200]!r}: database {db!r} does not exist on "
-                               f"{target.safe_url} yet")
+        raise DatabaseNotFound(
+            f"InfluxDB rejected {statement[:200]!r}: database {db!r} does not exist on {target.safe_url} yet"
+        )
     raise InfluxQueryError(f"InfluxDB rejected {statement[:200]!r}: {message}")
 
 
@@ -154,19 +164,25 @@ def rows(series: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def query(target: InfluxTarget, influxql: str, db: str | None = None, timeout: float | None = None,
-          epoch: str = "ns") -> list[dict[str, Any]]:
+def query(
+    target: InfluxTarget, influxql: str, db: str | None = None, timeout: float | None = None, epoch: str = "ns"
+) -> list[dict[str, Any]]:
     """Run one InfluxQL statement and return one dict per row (``time`` in epoch ``epoch``)."""
     try:
-        resp = httpx.get(target.url.rstrip("/") + "/query", params=target.query_params(influxql, epoch, db),
-                         timeout=target.timeout if timeout is None else timeout, **target.auth_options())
+        resp = httpx.get(
+            target.url.rstrip("/") + "/query",
+            params=target.query_params(influxql, epoch, db),
+            timeout=target.timeout if timeout is None else timeout,
+            **target.auth_options(),
+        )
     except httpx.HTTPError as e:
         raise InfluxUnavailable(f"cannot reach InfluxDB at {target.safe_url}: {type(e).__name__}: {e}") from e
     return rows(statement_results(resp, target, [influxql], db)[0])
 
 
-async def aquery(client: httpx.AsyncClient, target: InfluxTarget, influxql: str, db: str | None = None,
-                 epoch: str = "ns") -> list[dict[str, Any]]:
+async def aquery(
+    client: httpx.AsyncClient, target: InfluxTarget, influxql: str, db: str | None = None, epoch: str = "ns"
+) -> list[dict[str, Any]]:
     """:func:`query` on an existing async client (the worker's, which carries the credentials)."""
     try:
         resp = await client.get("/query", params=target.query_params(influxql, epoch, db))

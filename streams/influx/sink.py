@@ -167,11 +167,19 @@ def v2_target(settings: Settings) -> tuple[str, str]:
     >>> v2_target(Settings(influx_version=2, influx_token="t", influx_org="o", influx_bucket="b"))
     ('o', 'b')
     """
-    missing = [name for name, value in (("DRIFTWATCH_INFLUX_TOKEN", settings.influx_token),
-                                        ("DRIFTWATCH_INFLUX_ORG", settings.influx_org)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("DRIFTWATCH_INFLUX_TOKEN", settings.influx_token),
+            ("DRIFTWATCH_INFLUX_ORG", settings.influx_org),
+        )
+        if not value
+    ]
     if missing:
-        raise InfluxConfigError(f"InfluxDB 2.x (DRIFTWATCH_INFLUX_VERSION=2) needs {' and '.join(missing)} "
-                                "(the bucket is DRIFTWATCH_INFLUX_BUCKET, else DRIFTWATCH_INFLUX_DB)")
+        raise InfluxConfigError(
+            f"InfluxDB 2.x (DRIFTWATCH_INFLUX_VERSION=2) needs {' and '.join(missing)} "
+            "(the bucket is DRIFTWATCH_INFLUX_BUCKET, else DRIFTWATCH_INFLUX_DB)"
+        )
     return settings.influx_org, database(settings)
 
 
@@ -183,8 +191,13 @@ def v2_client(settings: Settings, timeout: float = 10.0) -> Any:
     v2_target(settings)
     from influxdb_client import InfluxDBClient
 
-    return InfluxDBClient(url=settings.influx_url.rstrip("/"), token=settings.influx_token.get_secret_value(),
-                          org=settings.influx_org, timeout=int(timeout * 1000), retries=False)
+    return InfluxDBClient(
+        url=settings.influx_url.rstrip("/"),
+        token=settings.influx_token.get_secret_value(),
+        org=settings.influx_org,
+        timeout=int(timeout * 1000),
+        retries=False,
+    )
 
 
 def v2_error(exc: Exception) -> tuple[int, str] | str:
@@ -243,7 +256,8 @@ def write_lines(settings: Settings, lines: Sequence[str], timeout: float = 10.0)
         with v2_client(settings, timeout) as client:
             try:
                 client.write_api(write_options=SYNCHRONOUS).write(
-                    bucket=bucket, org=org, record="\n".join(lines).encode(), write_precision="ns")
+                    bucket=bucket, org=org, record="\n".join(lines).encode(), write_precision="ns"
+                )
             except _v2_transport_errors() as e:
                 err = v2_error(e)
                 if isinstance(err, str):
@@ -332,7 +346,9 @@ class InfluxSink:
         """The async HTTP client (also used for the worker's checkpoint queries)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
-                base_url=self.settings.influx_url.rstrip("/"), timeout=self.timeout, transport=self._transport,
+                base_url=self.settings.influx_url.rstrip("/"),
+                timeout=self.timeout,
+                transport=self._transport,
                 **auth_options(self.settings),
             )
         return self._client
@@ -354,8 +370,10 @@ class InfluxSink:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
-            log.warning("InfluxDB sink stopped with %d points not written (they will be rewritten after restart)",
-                        self._pending_points)
+            log.warning(
+                "InfluxDB sink stopped with %d points not written (they will be rewritten after restart)",
+                self._pending_points,
+            )
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -476,8 +494,11 @@ class InfluxSink:
         code, text = sent
         if code < 300:
             if self._down_since is not None:
-                log.info("InfluxDB writes recovered after %.1f s (%d points queued)",
-                         time.monotonic() - self._down_since, self._pending_points)
+                log.info(
+                    "InfluxDB writes recovered after %.1f s (%d points queued)",
+                    time.monotonic() - self._down_since,
+                    self._pending_points,
+                )
                 self._down_since = None
             self.stats.points += n
             return True, False
@@ -500,9 +521,19 @@ class InfluxSink:
         if self._down_since is None:
             self._down_since = now
             self._last_complaint = now
-            log.warning("InfluxDB write of %d points failed (%s); retrying with backoff, %d points queued, "
-                        "consumption pauses at %d", n, what, self._pending_points, self.max_pending_points)
+            log.warning(
+                "InfluxDB write of %d points failed (%s); retrying with backoff, %d points queued, "
+                "consumption pauses at %d",
+                n,
+                what,
+                self._pending_points,
+                self.max_pending_points,
+            )
         elif now - self._last_complaint >= 30:
             self._last_complaint = now
-            log.warning("InfluxDB still failing for %.0f s (%s); %d points queued",
-                        now - self._down_since, what, self._pending_points)
+            log.warning(
+                "InfluxDB still failing for %.0f s (%s); %d points queued",
+                now - self._down_since,
+                what,
+                self._pending_points,
+            )

@@ -147,9 +147,7 @@ def _coerce_scalar(field: str, v: Any) -> Any:
         x = v.item()
         if isinstance(x, (bool, int, float, str)):
             return x
-    raise ValueError(
-        f"{field}: unsupported type {type(v).__name__} (use a number, string, bool or None)"
-    )
+    raise ValueError(f"{field}: unsupported type {type(v).__name__} (use a number, string, bool or None)")
 
 
 _NONE = type(None)
@@ -241,7 +239,9 @@ def _clean_prediction(prediction: Any) -> tuple[dict[str, Any], int]:
     probs = prediction.get("probabilities")
     if probs is not None:
         if type(probs) is not dict and not isinstance(probs, Mapping):
-            raise ValueError(f"prediction['probabilities']: must be a mapping class -> probability, got {type(probs).__name__}")
+            raise ValueError(
+                f"prediction['probabilities']: must be a mapping class -> probability, got {type(probs).__name__}"
+            )
         clean: dict[str, float | None] = dict(probs)
         pvals = clean.values()
         fast = False
@@ -463,7 +463,10 @@ def encode_batches(
             oversize += 1
             log.warning(
                 "driftwatch: dropped one %s event of model %r: %d bytes encoded, over the %d-byte message limit",
-                kind, b["model_id"], len(value), max_message_bytes,
+                kind,
+                b["model_id"],
+                len(value),
+                max_message_bytes,
             )
     return out, oversize
 
@@ -713,7 +716,12 @@ class DriftwatchProducer:
         return event_id
 
     def send_label(
-        self, model_id: str, event_id: str, label: str | int | float | bool, *, label_time: float | datetime | None = None
+        self,
+        model_id: str,
+        event_id: str,
+        label: str | int | float | bool,
+        *,
+        label_time: float | datetime | None = None,
     ) -> None:
         """Queue the true outcome of an earlier prediction (joined by ``event_id``)."""
         mid = _check_id("model_id", model_id)
@@ -880,7 +888,9 @@ class DriftwatchProducer:
         except Exception as e:  # NoBrokersAvailable, auth errors, bad config...
             with self._stat_lock:
                 self._connect_failures += 1
-            self._warn("connect", f"cannot connect to Kafka at {self.bootstrap_servers}: {type(e).__name__}: {e}; retrying")
+            self._warn(
+                "connect", f"cannot connect to Kafka at {self.bootstrap_servers}: {type(e).__name__}: {e}; retrying"
+            )
             return False
 
     def _on_ack(self, msg: EncodedMessage, _meta: Any) -> None:
@@ -944,7 +954,9 @@ class DriftwatchProducer:
                 self._warned_counts["dropped"] = dropped
                 log.warning(
                     "driftwatch: buffer full (max_buffer_events=%d): dropped %d oldest events since the last warning (%d in total)",
-                    self.max_buffer_events, dropped - before, dropped,
+                    self.max_buffer_events,
+                    dropped - before,
+                    dropped,
                 )
 
     def _run(self) -> None:
@@ -1011,10 +1023,14 @@ def _bench(args: Any) -> int:
     from streams.broker.admin import delete_topics, ensure_topics
 
     tag = uuid.uuid4().hex[:8]
-    settings = _settings_for(args.bootstrap).model_copy(update={
-        "topic_inferences": f"bench{tag}.inferences", "topic_labels": f"bench{tag}.labels",
-        "topic_deadletter": f"bench{tag}.deadletter", "topic_alerts": f"bench{tag}.alerts",
-    })
+    settings = _settings_for(args.bootstrap).model_copy(
+        update={
+            "topic_inferences": f"bench{tag}.inferences",
+            "topic_labels": f"bench{tag}.labels",
+            "topic_deadletter": f"bench{tag}.deadletter",
+            "topic_alerts": f"bench{tag}.alerts",
+        }
+    )
     feats = {f"f{i}": 0.5 + i for i in range(args.features)}
     pred = {"label": "a", "probabilities": {"a": 0.7, "b": 0.2, "c": 0.1}}
     models = [f"m{i}" for i in range(args.models)]
@@ -1045,15 +1061,24 @@ def _bench(args: Any) -> int:
             st = dw.stats()
     finally:
         delete_topics(settings)
-    print(json.dumps({
-        "events": n, "features": args.features, "models": args.models,
-        "call_us_idle": round(best * 1e6, 2),
-        "call_us_under_load": round((t1 - t0) / n * 1e6, 2),
-        "throughput_events_per_s": round(n / (t2 - t0)),
-        "flushed": ok, "messages": st.messages_delivered,
-        "bytes_per_event": round(st.bytes_delivered / max(1, st.inferences_delivered), 1),
-        "delivered": st.inferences_delivered, "dropped": st.dropped_buffer_full, "failed": st.failed,
-    }))
+    print(
+        json.dumps(
+            {
+                "events": n,
+                "features": args.features,
+                "models": args.models,
+                "call_us_idle": round(best * 1e6, 2),
+                "call_us_under_load": round((t1 - t0) / n * 1e6, 2),
+                "throughput_events_per_s": round(n / (t2 - t0)),
+                "flushed": ok,
+                "messages": st.messages_delivered,
+                "bytes_per_event": round(st.bytes_delivered / max(1, st.inferences_delivered), 1),
+                "delivered": st.inferences_delivered,
+                "dropped": st.dropped_buffer_full,
+                "failed": st.failed,
+            }
+        )
+    )
     return 0 if ok and st.inferences_delivered == n else 1
 
 
@@ -1069,8 +1094,11 @@ def _send_lines(args: Any) -> int:
 
     settings = _settings_for(args.bootstrap)
     topic = {"inferences": settings.topic_inferences, "labels": settings.topic_labels}.get(args.topic, args.topic)
-    client = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="driftwatch-send",
-                           **settings.kafka_client_options())
+    client = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        client_id="driftwatch-send",
+        **settings.kafka_client_options(),
+    )
     futures = []
     for line in sys.stdin.buffer:
         value = line.rstrip(b"\r\n")

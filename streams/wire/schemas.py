@@ -130,9 +130,7 @@ class LabelBatch(_Wire):
     label_time: list[float]
 
 
-WireObject = Annotated[
-    InferenceEvent | LabelEvent | InferenceBatch | LabelBatch, Field(discriminator="type")
-]
+WireObject = Annotated[InferenceEvent | LabelEvent | InferenceBatch | LabelBatch, Field(discriminator="type")]
 WIRE_ADAPTER: TypeAdapter = TypeAdapter(WireObject)
 
 SCHEMAS: dict[str, type[BaseModel]] = {

@@ -154,8 +154,11 @@ class Runtime:
                 await self.pipeline.process(msgs, live)
             except Exception as exc:
                 # at-least-once: stop rather than skip a batch; the restarted worker re-reads it
-                log.critical("processing failed, stopping the worker (it resumes from the committed offsets): %r",
-                             exc, exc_info=True)
+                log.critical(
+                    "processing failed, stopping the worker (it resumes from the committed offsets): %r",
+                    exc,
+                    exc_info=True,
+                )
                 await self.app.crash(exc)
                 raise
 
@@ -173,6 +176,7 @@ class Runtime:
                 await rt.handle(events)
 
         if rt.alerting is not None:
+
             @app.task
             async def start_alerting():  # delivery queues (rows left by a previous run go first)
                 await rt.alerting.start()
@@ -190,6 +194,7 @@ class Runtime:
             await rt.pipeline.tick()
 
         if rt.pipeline.label_hook is not None:
+
             @app.timer(interval=1.0, name="driftwatch-label-snapshots")
             async def label_snapshots():  # label results within ~1 s; the join is checkpointed to Kafka (streams/worker/labels.py)
                 await rt.pipeline.flush_labels()
@@ -247,9 +252,16 @@ class Runtime:
         log.info(
             "%.0f events/s, %d windows (+%d), %d events windowed, %d dead-lettered (by reason and model: %s), %d late, "
             "%d events in open windows, %d messages un-acked, %d points queued for InfluxDB",
-            (s.events - ev0) / dt, s.windows, s.windows - w0, s.windowed_events, s.dead_events,
-            self.pipeline.deadletters.summary(), s.late_events, self.pipeline.open_events(),
-            self.pipeline.pending_messages(), self.sink.pending_points,
+            (s.events - ev0) / dt,
+            s.windows,
+            s.windows - w0,
+            s.windowed_events,
+            s.dead_events,
+            self.pipeline.deadletters.summary(),
+            s.late_events,
+            self.pipeline.open_events(),
+            self.pipeline.pending_messages(),
+            self.sink.pending_points,
         )
 
 

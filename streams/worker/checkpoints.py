@@ -97,6 +97,10 @@ class CheckpointSource:
                 return []
             except InfluxQueryError as e:
                 wait = next(delays)
-                log.warning("cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
-                            "/".join(map(str, key)), e, wait)
+                log.warning(
+                    "cannot read the checkpoint of %s from InfluxDB (%s); retrying in %.1f s",
+                    "/".join(map(str, key)),
+                    e,
+                    wait,
+                )
                 await asyncio.sleep(wait)

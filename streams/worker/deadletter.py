@@ -81,8 +81,9 @@ MAX_LOGGED = 100
 #: ``send(key, value, headers) -> awaitable`` that resolves once the broker has the record
 SendFn = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
 #: ``send_batch([(key, value, headers), ...]) -> awaitable`` of one future for the whole list
-BatchSendFn = Callable[[Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]],
-                       Awaitable[Awaitable[Any]]]
+BatchSendFn = Callable[
+    [Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]], Awaitable[Awaitable[Any]]
+]
 
 
 def compact_rows(rows: Iterable[int]) -> str:
@@ -149,8 +150,13 @@ def deadletter_record(dl: DeadLetter, known_models: frozenset[str] | set[str]) -
         tags[T_MODEL] = dl.model_id
         if dl.model_version is not None:
             tags[T_VERSION] = dl.model_version
-    fields = {"count": dl.n_events, "messages": 1, "partition": m.partition, "offset": m.offset,
-              "last_offset": m.offset}
+    fields = {
+        "count": dl.n_events,
+        "messages": 1,
+        "partition": m.partition,
+        "offset": m.offset,
+        "last_offset": m.offset,
+    }
     if dl.model_id is not None:
         fields["model_id"] = safe_label(dl.model_id)
     return Record(DEADLETTER, tags, fields, time_ns)
@@ -222,9 +228,12 @@ class DeadLetterPublisher:
             if len(self.by_model) >= MAX_LOGGED:
                 key = (dl.reason, "(other)")
             else:
-                hint = ("declare the model in the monitor config, then `driftwatch deadletter replay --reason "
-                        f"{dl.reason} --model {model}`" if dl.reason == "unknown_model" else
-                        "`driftwatch deadletter list` shows them, `deadletter replay` sends them again once fixed")
+                hint = (
+                    "declare the model in the monitor config, then `driftwatch deadletter replay --reason "
+                    f"{dl.reason} --model {model}`"
+                    if dl.reason == "unknown_model"
+                    else "`driftwatch deadletter list` shows them, `deadletter replay` sends them again once fixed"
+                )
                 log.warning("dead-lettering events of model %s: %s (%s); %s", model, dl.reason, dl.detail[:200], hint)
         self.by_model[key] += dl.n_events
 
@@ -251,8 +260,7 @@ class DeadLetterPublisher:
             log.debug("dead letter %s from %s[%d]@%d: %s", dl.reason, m.topic, m.partition, m.offset, dl.detail[:200])
         return asyncio.ensure_future(delivery)
 
-    async def publish_batch(self, dls: Sequence[DeadLetter], retries: int = 5,
-                            backoff: float = 0.5) -> asyncio.Future:
+    async def publish_batch(self, dls: Sequence[DeadLetter], retries: int = 5, backoff: float = 0.5) -> asyncio.Future:
         """Send the dead letters of one batch, in order, without waiting for their delivery.
 
         The returned future resolves once the broker has every one of them, and
@@ -276,14 +284,21 @@ class DeadLetterPublisher:
             except Exception as e:  # the broker may be briefly unavailable
                 if attempt.wait is None:
                     raise
-                log.warning("publishing %d dead letter(s) failed (%s); retrying in %.1f s", len(records), e,
-                            attempt.wait)
+                log.warning(
+                    "publishing %d dead letter(s) failed (%s); retrying in %.1f s", len(records), e, attempt.wait
+                )
         for dl in dls:
             self._count(dl)
         self.messages += len(dls)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%d dead letter(s) from %s[%d]@%d..: %s", len(dls), dls[0].message.topic,
-                      dls[0].message.partition, dls[0].message.offset, dict(Counter(d.reason for d in dls)))
+            log.debug(
+                "%d dead letter(s) from %s[%d]@%d..: %s",
+                len(dls),
+                dls[0].message.topic,
+                dls[0].message.partition,
+                dls[0].message.offset,
+                dict(Counter(d.reason for d in dls)),
+            )
         return delivered
 
 
@@ -321,9 +336,15 @@ class KafkaBatchSender:
             from streams.broker.security import aiokafka_options
 
             size = max(int(self.settings.max_message_bytes) + 64 * 1024, 1_048_576)
-            p = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0,
-                                 max_batch_size=size, max_request_size=size, client_id=self.client_id,
-                                 **aiokafka_options(self.settings))
+            p = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                acks="all",
+                linger_ms=0,
+                max_batch_size=size,
+                max_request_size=size,
+                client_id=self.client_id,
+                **aiokafka_options(self.settings),
+            )
             try:
                 await p.start()
             except BaseException:
@@ -332,8 +353,9 @@ class KafkaBatchSender:
             self._producer, self._partitioner = p, DefaultPartitioner()
         return self._producer
 
-    async def __call__(self, records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
-                       ) -> asyncio.Future:
+    async def __call__(
+        self, records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+    ) -> asyncio.Future:
         p = await self._get()
         partitions = sorted(await p.partitions_for(self.topic))
         by_part: dict[int, list] = {}

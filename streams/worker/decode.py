@@ -76,8 +76,17 @@ R_UNKNOWN_MODEL = "unknown_model"  # model id not in the monitor config
 R_BAD_TIME = "bad_time"  # event time negative, not finite, or too far in the future
 R_LATE = "late"  # event-time window already closed (set by the windows, not here)
 REASONS: tuple[str, ...] = (
-    R_EMPTY, R_TOO_LARGE, R_INVALID_ENCODING, R_INVALID_JSON, R_NON_FINITE, R_TOO_DEEP,
-    R_SCHEMA, R_UNSUPPORTED_VERSION, R_UNKNOWN_MODEL, R_BAD_TIME, R_LATE,
+    R_EMPTY,
+    R_TOO_LARGE,
+    R_INVALID_ENCODING,
+    R_INVALID_JSON,
+    R_NON_FINITE,
+    R_TOO_DEEP,
+    R_SCHEMA,
+    R_UNSUPPORTED_VERSION,
+    R_UNKNOWN_MODEL,
+    R_BAD_TIME,
+    R_LATE,
 )
 
 MAX_ID_LEN = 256
@@ -86,8 +95,17 @@ MAX_UNDECLARED = 20
 OTHER_UNDECLARED = "__other__"
 _PRED_KEYS = frozenset(("label", "probabilities", "score", "value"))
 _INF_EVENT_KEYS = frozenset(
-    ("schema_version", "type", "event_id", "model_id", "model_version", "event_time", "source_id",
-     "features", "prediction")
+    (
+        "schema_version",
+        "type",
+        "event_id",
+        "model_id",
+        "model_version",
+        "event_time",
+        "source_id",
+        "features",
+        "prediction",
+    )
 )
 _INF_BATCH_KEYS = _INF_EVENT_KEYS
 _LABEL_EVENT_KEYS = frozenset(("schema_version", "type", "event_id", "model_id", "label", "label_time"))
@@ -303,14 +321,18 @@ def _check_ids(ids: Any, n: int, name: str, errors: _RowErrors, required: bool =
             out[i] = None
         else:
             out[i] = None
-            what = "missing" if x is None else (
-                f"{type(x).__name__}" if type(x) is not str else ("empty" if not x else f"{len(x)} chars long"))
+            what = (
+                "missing"
+                if x is None
+                else (f"{type(x).__name__}" if type(x) is not str else ("empty" if not x else f"{len(x)} chars long"))
+            )
             errors.add([i], R_SCHEMA, name, f"must be a string of 1-{MAX_ID_LEN} chars, got {what}")
     return out
 
 
-def _check_times(times: Any, n: int, name: str, errors: _RowErrors, ts_s: np.ndarray | None,
-                 max_future_s: float) -> np.ndarray:
+def _check_times(
+    times: Any, n: int, name: str, errors: _RowErrors, ts_s: np.ndarray | None, max_future_s: float
+) -> np.ndarray:
     """A column of event times (epoch seconds); bad rows go to ``errors``."""
     if type(times) is not list or len(times) != n:
         raise _Bad(R_SCHEMA, f"{name} must be a list of {n} numbers")
@@ -338,7 +360,9 @@ def _check_times(times: Any, n: int, name: str, errors: _RowErrors, ts_s: np.nda
         future = out > ts_s + max_future_s
         if future.any():
             errors.add(
-                np.flatnonzero(future), R_BAD_TIME, name,
+                np.flatnonzero(future),
+                R_BAD_TIME,
+                name,
                 lambda i: f"= {out[i]:.3f} is more than {max_future_s:.0f} s after the message's Kafka timestamp",
             )
     return out
@@ -428,8 +452,12 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
             raise _Bad(R_SCHEMA, f"prediction.label must be a list of {n} values")
         pred_label, bad = parse_categories(labels)
         if bad is not None:
-            errors.add(np.flatnonzero(bad), R_SCHEMA, "prediction.label",
-                       lambda i: f"must be a string, integer or boolean, not {type(labels[i]).__name__}")
+            errors.add(
+                np.flatnonzero(bad),
+                R_SCHEMA,
+                "prediction.label",
+                lambda i: f"must be a string, integer or boolean, not {type(labels[i]).__name__}",
+            )
         present |= not_none(pred_label)
     pred_proba = None
     classes: tuple[str, ...] = ()
@@ -462,8 +490,9 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
         present |= ~np.isnan(values)
         pred_value = values if pred_value is None else np.where(np.isnan(pred_value), values, pred_value)
     if not present.all():
-        errors.add(np.flatnonzero(~present), R_SCHEMA, "",
-                   "prediction needs a label, probabilities, a score or a value")
+        errors.add(
+            np.flatnonzero(~present), R_SCHEMA, "", "prediction needs a label, probabilities, a score or a value"
+        )
     return pred_label, pred_proba, classes, pred_value
 
 
@@ -574,14 +603,15 @@ class Decoder:
                 for i, row in enumerate(doc):
                     self._add_row(msg, i, row, segs, label_rows, out, dead_row)
             else:
-                out.dead.append(DeadLetter(
-                    msg, R_SCHEMA, f"value must be a JSON object or array, not {t.__name__}", None, 1))
+                out.dead.append(
+                    DeadLetter(msg, R_SCHEMA, f"value must be a JSON object or array, not {t.__name__}", None, 1)
+                )
 
         for key, parts in segs.items():
             self._finish(key, parts, out, dead_row)
         for (topic, partition, model_id), seg in label_rows.items():
             self._finish_labels(topic, partition, model_id, seg, out, dead_row)
-        for (msg, reason, rows, details, model, version) in row_dead.values():
+        for msg, reason, rows, details, model, version in row_dead.values():
             detail = details[0] + (f" (and {len(details) - 1} more rows)" if len(details) > 1 else "")
             idx = tuple(sorted(rows))
             whole = idx == (-1,)
@@ -595,8 +625,9 @@ class Decoder:
         sv = doc.get("schema_version", SCHEMA_VERSION)
         if sv != SCHEMA_VERSION or type(sv) is not int:
             if type(sv) is int:
-                raise _Bad(R_UNSUPPORTED_VERSION,
-                           f"schema_version {sv} is not supported (this worker reads {SCHEMA_VERSION})")
+                raise _Bad(
+                    R_UNSUPPORTED_VERSION, f"schema_version {sv} is not supported (this worker reads {SCHEMA_VERSION})"
+                )
             raise _Bad(R_SCHEMA, f"schema_version must be an integer, not {type(sv).__name__}")
         extra = set(doc) - keys
         if extra:
@@ -666,8 +697,20 @@ class Decoder:
         for i, x in enumerate(labels):
             if x is None or type(x) not in (str, int, float, bool):
                 errors.add([i], R_SCHEMA, "label", "must be a string, number or boolean")
-        self._emit_labels(msg.topic, msg.partition, model_id, event_id, label, times,
-                          np.full(n, msg.offset, dtype=np.int64), errors, [msg] * n, None, out, dead_row)
+        self._emit_labels(
+            msg.topic,
+            msg.partition,
+            model_id,
+            event_id,
+            label,
+            times,
+            np.full(n, msg.offset, dtype=np.int64),
+            errors,
+            [msg] * n,
+            None,
+            out,
+            dead_row,
+        )
 
     def _add_row(self, msg, idx, row, segs, label_rows, out, dead_row) -> None:
         """One event object (single message or array element) into its row segment."""
@@ -705,8 +748,10 @@ class Decoder:
             elif kind in ("inference_batch", "label_batch"):
                 raise _Bad(R_SCHEMA, f"a {kind} cannot be an element of a JSON array")
             else:
-                raise _Bad(R_SCHEMA, f"unknown event type {str(kind)[:40]!r} (inference, label, "
-                                     "inference_batch or label_batch)")
+                raise _Bad(
+                    R_SCHEMA,
+                    f"unknown event type {str(kind)[:40]!r} (inference, label, inference_batch or label_batch)",
+                )
         except _Bad as b:
             detail = b.detail
             if b.reason == R_SCHEMA and type(row) is dict:
@@ -740,8 +785,16 @@ class Decoder:
             msg, doc = seg.message, seg.doc
             n = len(doc["event_id"])
             ts = None if msg.timestamp_ms is None or msg.timestamp_ms < 0 else np.float64(msg.timestamp_ms / 1000)
-            cols = _Cols(model, n, doc["event_id"], doc.get("event_time"), doc.get("source_id"),
-                         doc["features"], doc["prediction"], ts)
+            cols = _Cols(
+                model,
+                n,
+                doc["event_id"],
+                doc.get("event_time"),
+                doc.get("source_id"),
+                doc["features"],
+                doc["prediction"],
+                ts,
+            )
             try:
                 frame = _build_frame(cols, errors, self.max_future_s)
             except _Bad as b:
@@ -770,8 +823,9 @@ class Decoder:
         if frames:
             out.frames[key] = FramePart(concat(frames), np.concatenate(origins), np.concatenate(indexes))
 
-    def _rows_pieces(self, model: ModelMonitor, key: StreamKey, segs: list[_RowSeg],
-                     dead_row) -> dict[int, tuple[Frame, np.ndarray, np.ndarray]]:
+    def _rows_pieces(
+        self, model: ModelMonitor, key: StreamKey, segs: list[_RowSeg], dead_row
+    ) -> dict[int, tuple[Frame, np.ndarray, np.ndarray]]:
         """The single events of a stream key validated as one column set, then split back per segment.
 
         Column batches between single events cut them into many small segments (a
@@ -785,8 +839,11 @@ class Decoder:
         if len(segs) == 1:
             merged = segs[0]
         else:
-            merged = _RowSeg([r for sg in segs for r in sg.rows], [m for sg in segs for m in sg.messages],
-                             [i for sg in segs for i in sg.index])
+            merged = _RowSeg(
+                [r for sg in segs for r in sg.rows],
+                [m for sg in segs for m in sg.messages],
+                [i for sg in segs for i in sg.index],
+            )
         errors = _RowErrors()
         frame, origin = self._rows_frame(model, merged, errors)
         rows_idx = np.array(merged.index, dtype=np.int64)
@@ -795,8 +852,14 @@ class Decoder:
             bad = np.fromiter(errors.bad, dtype=np.int64, count=len(errors.bad))
             for i in bad.tolist():
                 idx = merged.index[i]
-                dead_row(merged.messages[i], idx, errors.bad[i][0], errors.row_detail(i, idx),
-                         key.model_id, key.model_version)
+                dead_row(
+                    merged.messages[i],
+                    idx,
+                    errors.bad[i][0],
+                    errors.row_detail(i, idx),
+                    key.model_id,
+                    key.model_version,
+                )
             keep = np.ones(len(frame), dtype=bool)
             keep[bad] = False
         out: dict[int, tuple[Frame, np.ndarray, np.ndarray]] = {}
@@ -822,14 +885,19 @@ class Decoder:
         if any("label" in p for p in preds):
             prediction["label"] = [p.get("label") for p in preds]
         classes = {c for p in preds if type(p.get("probabilities")) is dict for c in p["probabilities"]}
-        bad_probs = [i for i, p in enumerate(preds) if "probabilities" in p
-                     and p["probabilities"] is not None and type(p["probabilities"]) is not dict]
+        bad_probs = [
+            i
+            for i, p in enumerate(preds)
+            if "probabilities" in p and p["probabilities"] is not None and type(p["probabilities"]) is not dict
+        ]
         if bad_probs:
             errors.add(bad_probs, R_SCHEMA, "prediction.probabilities", "must map class -> number")
         if classes:
             prediction["probabilities"] = {
-                c: [(p.get("probabilities") or {}).get(c) if type(p.get("probabilities")) is dict else None
-                    for p in preds]
+                c: [
+                    (p.get("probabilities") or {}).get(c) if type(p.get("probabilities")) is dict else None
+                    for p in preds
+                ]
                 for c in classes
             }
         for k in ("score", "value"):
@@ -838,7 +906,8 @@ class Decoder:
         ts = np.array([-1 if m.timestamp_ms is None else m.timestamp_ms for m in seg.messages], dtype=np.float64)
         ts_s = None if (ts < 0).any() else ts / 1000.0
         cols = _Cols(
-            model, n,
+            model,
+            n,
             [r.get("event_id") for r in rows],
             [r.get("event_time") for r in rows],
             [r.get("source_id") for r in rows],
@@ -863,12 +932,14 @@ class Decoder:
             if x is None or type(x) not in (str, int, float, bool):
                 errors.add([i], R_SCHEMA, "label", "must be a string, number or boolean")
         origin = np.fromiter((m.offset for m in seg.messages), dtype=np.int64, count=n)
-        self._emit_labels(topic, partition, model_id, event_id, label, times, origin, errors,
-                          seg.messages, seg.index, out, dead_row)
+        self._emit_labels(
+            topic, partition, model_id, event_id, label, times, origin, errors, seg.messages, seg.index, out, dead_row
+        )
 
     @staticmethod
-    def _emit_labels(topic, partition, model_id, event_id, label, times, origin, errors, msgs, index, out,
-                     dead_row) -> None:
+    def _emit_labels(
+        topic, partition, model_id, event_id, label, times, origin, errors, msgs, index, out, dead_row
+    ) -> None:
         """Labels without their bad rows; ``index`` None = a label batch (row i is column i)."""
         n = len(event_id)
         keep = np.ones(n, dtype=bool)
@@ -879,5 +950,6 @@ class Decoder:
             else:
                 dead_row(msgs[i], index[i], reason, errors.row_detail(i, index[i]), model_id)
         if keep.any():
-            out.labels.append(LabelPart(topic, partition, model_id, event_id[keep], label[keep], times[keep],
-                                        origin[keep]))
+            out.labels.append(
+                LabelPart(topic, partition, model_id, event_id[keep], label[keep], times[keep], origin[keep])
+            )

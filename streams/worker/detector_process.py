@@ -90,8 +90,14 @@ def _ready() -> bool:
     return True
 
 
-def _evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, ref_key: tuple[str, str] | None,
-              reference: Any, rolling: list[Frame] | None) -> tuple[list[Record], float]:
+def _evaluate(
+    model: ModelMonitor,
+    key: StreamKey,
+    window: ClosedWindow,
+    ref_key: tuple[str, str] | None,
+    reference: Any,
+    rolling: list[Frame] | None,
+) -> tuple[list[Record], float]:
     if reference is not None and ref_key is not None:  # a reference is sent with its key
         _references[ref_key] = reference
     elif ref_key is not None:
@@ -133,15 +139,20 @@ class DetectorProcess:
 
     def _open(self) -> ProcessPoolExecutor:
         # spawn, not fork: the worker has threads (Kafka clients, the event loop's executors)
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                                   initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel(), os.getpid()))
+        pool = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
+            initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel(), os.getpid()),
+        )
         self._sent.clear()
         with _empty_main():
             pool.submit(_ready)  # starts the child, here and now
         return pool
 
-    async def evaluate(self, model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference: Any,
-                       rolling: list[Frame] | None) -> tuple[list[Record], float]:
+    async def evaluate(
+        self, model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference: Any, rolling: list[Frame] | None
+    ) -> tuple[list[Record], float]:
         """The window's records and the seconds the detectors took; ``([], 0.0)`` if the process died."""
         ref_key = None if reference is None else (key.model_id, key.model_version)
         send = reference if ref_key is not None and self._sent.get(ref_key) is not reference else None
@@ -163,14 +174,23 @@ class DetectorProcess:
                 return self._broken(pool, key, window, BrokenProcessPool("the window was queued"))
             raise
         except Exception:
-            if send is not None and ref_key is not None:  # it may not have arrived (e.g. it could not be pickled): send it again
+            if (
+                send is not None and ref_key is not None
+            ):  # it may not have arrived (e.g. it could not be pickled): send it again
                 self._sent.pop(ref_key, None)
             raise
 
-    def _broken(self, pool: ProcessPoolExecutor, key: StreamKey, window: ClosedWindow,
-                error: BaseException) -> tuple[list[Record], float]:
-        log.error("the detector process died (%s): window #%d of %s v%s gets its counts only; "
-                  "starting a new detector process", error, window.seq, key.model_id, key.model_version)
+    def _broken(
+        self, pool: ProcessPoolExecutor, key: StreamKey, window: ClosedWindow, error: BaseException
+    ) -> tuple[list[Record], float]:
+        log.error(
+            "the detector process died (%s): window #%d of %s v%s gets its counts only; "
+            "starting a new detector process",
+            error,
+            window.seq,
+            key.model_id,
+            key.model_version,
+        )
         if pool is self._pool:  # once per dead process, however many windows were in flight
             self.restarts += 1
             pool.shutdown(wait=False)  # its queued windows fail with BrokenProcessPool (counts only)

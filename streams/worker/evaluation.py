@@ -50,7 +50,8 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
         # this evaluator's own instances: their per-model state lives as long as it does
         box["evaluators"] = runner.default_evaluators(
             online_cache_dir=None if online_cache_dir is None else str(online_cache_dir),
-            online_background=online_cache_dir is not None)
+            online_background=online_cache_dir is not None,
+        )
         box["runner"] = runner
 
     loader = threading.Thread(target=load, name="import-detectors", daemon=True)
@@ -118,8 +119,14 @@ class ObservedRates:
         return model.drift_for_rate(rate) if rate is not None else model.drift
 
 
-def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w: ClosedWindow, reference,
-                    rolling_frames: list[Frame] | None) -> tuple[list[Record], float]:
+def evaluate_closed(
+    evaluator: Evaluator,
+    model: ModelMonitor,
+    key: StreamKey,
+    w: ClosedWindow,
+    reference,
+    rolling_frames: list[Frame] | None,
+) -> tuple[list[Record], float]:
     """Run ``evaluator`` on a closed window: its records, and the seconds it took.
 
     Runs on the evaluation thread, inline, or in the detector process
@@ -134,12 +141,24 @@ def evaluate_closed(evaluator: Evaluator, model: ModelMonitor, key: StreamKey, w
             from detectors.reference import Reference, attach_reference_frame
 
             rows = concat(rolling_frames)
-            ref = attach_reference_frame(Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins,
-                                                  segments=model.segments, source="previous window"), rows)
+            ref = attach_reference_frame(
+                Reference.from_frame(
+                    rows,
+                    model.features,
+                    bins=model.drift.histogram_bins,
+                    segments=model.segments,
+                    source="previous window",
+                ),
+                rows,
+            )
         records = list(evaluator(model, key, w, ref))
     except Exception:
-        log.exception("detectors failed on window #%d of %s v%s (%d events); writing its counts only",
-                      w.seq, key.model_id, key.model_version, w.n)
+        log.exception(
+            "detectors failed on window #%d of %s v%s (%d events); writing its counts only",
+            w.seq,
+            key.model_id,
+            key.model_version,
+            w.n,
+        )
         records = []
     return records, time.perf_counter() - t0
-

@@ -94,8 +94,9 @@ def ensure_changelog_topic(settings: Settings) -> str:
         if name in set(admin.list_topics()):
             return name
         with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(name, settings.topic_partitions, 1,
-                                          topic_configs={"cleanup.policy": "compact"})])
+            admin.create_topics(
+                [NewTopic(name, settings.topic_partitions, 1, topic_configs={"cleanup.policy": "compact"})]
+            )
     return name
 
 
@@ -109,8 +110,9 @@ class Generation:
     offset: int  # offset of its last chunk in the changelog partition
 
 
-def chunk_records(partition: int, gen: int, blob: bytes, chunk_bytes: int = CHUNK_BYTES
-                  ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def chunk_records(
+    partition: int, gen: int, blob: bytes, chunk_bytes: int = CHUNK_BYTES
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     """The records ``(key, value, headers)`` of one generation (see module docstring).
 
     >>> [(k, len(v)) for k, v, _ in chunk_records(3, 7, b"x" * 5, chunk_bytes=2)]
@@ -118,10 +120,20 @@ def chunk_records(partition: int, gen: int, blob: bytes, chunk_bytes: int = CHUN
     """
     n = max(1, math.ceil(len(blob) / chunk_bytes))
     sha = hashlib.sha256(blob).hexdigest().encode()
-    common = [(H_GEN, str(gen).encode()), (H_CHUNKS, str(n).encode()), (H_SIZE, str(len(blob)).encode()),
-              (H_SHA256, sha)]
-    return [(f"p{partition}/{gen % 2}/{i}".encode(), blob[i * chunk_bytes:(i + 1) * chunk_bytes],
-             common + [(H_INDEX, str(i).encode())]) for i in range(n)]
+    common = [
+        (H_GEN, str(gen).encode()),
+        (H_CHUNKS, str(n).encode()),
+        (H_SIZE, str(len(blob)).encode()),
+        (H_SHA256, sha),
+    ]
+    return [
+        (
+            f"p{partition}/{gen % 2}/{i}".encode(),
+            blob[i * chunk_bytes : (i + 1) * chunk_bytes],
+            common + [(H_INDEX, str(i).encode())],
+        )
+        for i in range(n)
+    ]
 
 
 class GenerationFold:
@@ -190,9 +202,15 @@ class LabelChangelog:
 
             from streams.broker.security import aiokafka_options
 
-            p = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0,
-                                 max_request_size=PRODUCER_MAX_REQUEST, client_id="driftwatch-label-changelog",
-                                 request_timeout_ms=int(self.timeout * 1000), **aiokafka_options(self.settings))
+            p = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                acks="all",
+                linger_ms=0,
+                max_request_size=PRODUCER_MAX_REQUEST,
+                client_id="driftwatch-label-changelog",
+                request_timeout_ms=int(self.timeout * 1000),
+                **aiokafka_options(self.settings),
+            )
             await p.start()
             self._producer = p
         return self._producer
@@ -203,8 +221,9 @@ class LabelChangelog:
             producer = await self._get_producer()
             parts = await producer.partitions_for(self.topic)
             if not parts:
-                raise ChangelogError(f"topic {self.topic} has no partitions (is it created? `driftwatch worker` "
-                                     "creates it)")
+                raise ChangelogError(
+                    f"topic {self.topic} has no partitions (is it created? `driftwatch worker` creates it)"
+                )
             self._partitions = len(parts)
         return partition % self._partitions
 
@@ -215,12 +234,16 @@ class LabelChangelog:
             async with self._lock:
                 target = await self._target(partition)
                 producer = await self._get_producer()
-                futs = [await producer.send(self.topic, key=k, value=v, partition=target, headers=h)
-                        for k, v, h in chunk_records(partition, gen, blob, self.chunk_bytes)]
+                futs = [
+                    await producer.send(self.topic, key=k, value=v, partition=target, headers=h)
+                    for k, v, h in chunk_records(partition, gen, blob, self.chunk_bytes)
+                ]
                 await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
         except Exception as e:
-            raise ChangelogError(f"cannot write generation {gen} of partition {partition} ({len(blob)} bytes) to "
-                                 f"{self.topic}: {type(e).__name__}: {e}") from e
+            raise ChangelogError(
+                f"cannot write generation {gen} of partition {partition} ({len(blob)} bytes) to "
+                f"{self.topic}: {type(e).__name__}: {e}"
+            ) from e
         return len(blob)
 
     async def load(self, partition: int) -> Generation | None:
@@ -230,24 +253,34 @@ class LabelChangelog:
                 target = await self._target(partition)
                 producer = await self._get_producer()
                 meta = await asyncio.wait_for(
-                    await producer.send(self.topic, key=f"{MARKER_PREFIX}p{partition}".encode(), value=b"",
-                                        partition=target), self.timeout)
+                    await producer.send(
+                        self.topic, key=f"{MARKER_PREFIX}p{partition}".encode(), value=b"", partition=target
+                    ),
+                    self.timeout,
+                )
             return await self._read_tail(partition, target, meta.offset)
         except ChangelogError:
             raise
         except Exception as e:
-            raise ChangelogError(f"cannot read the checkpoint of partition {partition} from {self.topic}: "
-                                 f"{type(e).__name__}: {e}") from e
+            raise ChangelogError(
+                f"cannot read the checkpoint of partition {partition} from {self.topic}: {type(e).__name__}: {e}"
+            ) from e
 
     async def _read_tail(self, partition: int, target: int, marker: int) -> Generation | None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         from streams.broker.security import aiokafka_options
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
-                                    client_id="driftwatch-label-changelog", **aiokafka_options(self.settings))
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            client_id="driftwatch-label-changelog",
+            **aiokafka_options(self.settings),
+        )
         await consumer.start()
         tp = TopicPartition(self.topic, target)
         deadline = time.monotonic() + self.timeout
@@ -261,8 +294,10 @@ class LabelChangelog:
                 position = start
                 while position <= marker:
                     if time.monotonic() > deadline:
-                        raise ChangelogError(f"reading {self.topic}[{target}] timed out at offset {position} before "
-                                             f"the marker at {marker}")
+                        raise ChangelogError(
+                            f"reading {self.topic}[{target}] timed out at offset {position} before "
+                            f"the marker at {marker}"
+                        )
                     batch = await consumer.getmany(tp, timeout_ms=500)
                     for rec in batch.get(tp, []):
                         position = rec.offset + 1

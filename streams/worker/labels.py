@@ -154,6 +154,7 @@ class DaemonExecutor:
                     job[0].cancel()
         self._jobs.put(None)
 
+
 def online_cache_dir(state_dir: Path | str) -> Path:
     """``<state_dir>/cache/online``: calibrated thresholds of the online detectors (one ``.npz`` each)."""
     return Path(state_dir) / "cache" / "online"
@@ -218,8 +219,12 @@ def merge_error_fields(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[
 class LabelResults:
     """Records of label-derived results, and what to mark written once InfluxDB confirmed them."""
 
-    def __init__(self, records: list[Record] | None = None, marks: list[tuple[WindowResult, int]] | None = None,
-                 sent: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        records: list[Record] | None = None,
+        marks: list[tuple[WindowResult, int]] | None = None,
+        sent: dict[str, Any] | None = None,
+    ):
         self.records = records or []
         self.marks = marks or []
         self.unsent: list[str] = []  # models whose join counters are in the records
@@ -290,15 +295,27 @@ def _encode_results(mr: ModelResults | None, meta: dict[str, Any], arrays: dict[
         return
     results = []
     for i, res in enumerate(mr.results.values()):
-        item = {"version": res.version, "time_ns": res.time_ns, "end_time": res.end_time, "errors": res.errors,
-                "changed": res.changed, "written": res.written, "acc": None}
+        item = {
+            "version": res.version,
+            "time_ns": res.time_ns,
+            "end_time": res.end_time,
+            "errors": res.errors,
+            "changed": res.changed,
+            "written": res.written,
+            "acc": None,
+        }
         if res.acc is not None:
             item["acc"], acc_arrays = res.acc.state()
             arrays.update({f"res{i}.{k}": v for k, v in acc_arrays.items()})
         results.append(item)
-    meta["results"] = {"ends": mr.ends, "keys": [list(k) for k in mr.keys], "items": results,
-                       "calibrating": list(mr.calibrating) if mr.calibrating else None,
-                       "floor": mr.floor if math.isfinite(mr.floor) else None, "dropped": mr.dropped}
+    meta["results"] = {
+        "ends": mr.ends,
+        "keys": [list(k) for k in mr.keys],
+        "items": results,
+        "calibrating": list(mr.calibrating) if mr.calibrating else None,
+        "floor": mr.floor if math.isfinite(mr.floor) else None,
+        "dropped": mr.dropped,
+    }
     if mr.waiting:
         from detectors.concept import Joined
 
@@ -321,37 +338,73 @@ def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelR
     r = meta.get("results")
     if r is None:
         return None
-    mr = ModelResults(ends=[float(e) for e in r["ends"]], keys=[(str(v), int(t)) for v, t in r["keys"]],
-                      calibrating=tuple(r["calibrating"]) if r["calibrating"] else None,
-                      floor=-math.inf if r["floor"] is None else float(r["floor"]), dropped=int(r["dropped"]))
+    mr = ModelResults(
+        ends=[float(e) for e in r["ends"]],
+        keys=[(str(v), int(t)) for v, t in r["keys"]],
+        calibrating=tuple(r["calibrating"]) if r["calibrating"] else None,
+        floor=-math.inf if r["floor"] is None else float(r["floor"]),
+        dropped=int(r["dropped"]),
+    )
     for i, item in enumerate(r["items"]):
         acc = None
         if item["acc"] is not None:
-            acc = PerformanceAccumulator.from_state(item["acc"], {k: data[f"res{i}.{k}"] for k in ("confusion", "delays")})
+            acc = PerformanceAccumulator.from_state(
+                item["acc"], {k: data[f"res{i}.{k}"] for k in ("confusion", "delays")}
+            )
         # submitted = written: what InfluxDB may not have is written again
-        res = WindowResult(item["version"], int(item["time_ns"]), float(item["end_time"]), acc, item["errors"],
-                           int(item["changed"]), int(item["written"]), int(item["written"]))
+        res = WindowResult(
+            item["version"],
+            int(item["time_ns"]),
+            float(item["end_time"]),
+            acc,
+            item["errors"],
+            int(item["changed"]),
+            int(item["written"]),
+            int(item["written"]),
+        )
         mr.results[(res.version, res.time_ns)] = res
     if "w.event_id.json" in data:
+
         def obj(name):
             return object_column(data[f"w.{name}.json"]) if f"w.{name}.json" in data else None
 
-        mr.waiting = [Joined(obj("event_id"), data["w.event_time"], data["w.label_time"], obj("label"), obj("pred_label"),
-                             data.get("w.pred_proba"), data.get("w.pred_value"), tuple(meta.get("waiting_classes", ())))]
+        mr.waiting = [
+            Joined(
+                obj("event_id"),
+                data["w.event_time"],
+                data["w.label_time"],
+                obj("label"),
+                obj("pred_label"),
+                data.get("w.pred_proba"),
+                data.get("w.pred_value"),
+                tuple(meta.get("waiting_classes", ())),
+            )
+        ]
     return mr
 
 
-def encode_state(snap, results: ModelResults | None, monitor_state: dict[str, np.ndarray] | None,
-                 clock: float, offsets: dict[tuple[str, int], int] | None = None, calibration=None) -> bytes:
+def encode_state(
+    snap,
+    results: ModelResults | None,
+    monitor_state: dict[str, np.ndarray] | None,
+    clock: float,
+    offsets: dict[tuple[str, int], int] | None = None,
+    calibration=None,
+) -> bytes:
     """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON).
 
     ``calibration``: CBPE's :class:`~detectors.performance.CalibrationCollector` of the model (its
     labelled rows from the join), so the calibration follows the join to another worker."""
     arrays: dict[str, np.ndarray] = {}
-    meta: dict[str, Any] = {"format": _FORMAT, "clock": clock, "classes": list(snap.classes), "has": snap.has,
-                            "stats": snap.stats.as_fields(),
-                            "label_clock": snap.label_clock if math.isfinite(snap.label_clock) else None,
-                            "offsets": [[t, p, o] for (t, p), o in sorted((offsets or {}).items())]}
+    meta: dict[str, Any] = {
+        "format": _FORMAT,
+        "clock": clock,
+        "classes": list(snap.classes),
+        "has": snap.has,
+        "stats": snap.stats.as_fields(),
+        "label_clock": snap.label_clock if math.isfinite(snap.label_clock) else None,
+        "offsets": [[t, p, o] for (t, p), o in sorted((offsets or {}).items())],
+    }
     for prefix, cols in (("p.", snap.predictions), ("l.", snap.labels)):
         for name, col in cols.items():
             if col.dtype == object:
@@ -391,15 +444,22 @@ def decode_state(blob: bytes) -> dict[str, Any]:
     for k, v in data.items():
         for prefix in cols:
             if k.startswith(prefix):
-                name = k[len(prefix):]
+                name = k[len(prefix) :]
                 if name.endswith(".json"):
                     cols[prefix][name[:-5]] = object_column(v)
                 else:
                     cols[prefix][name] = v
     stats = JoinStats(**{k: v for k, v in meta["stats"].items() if k in JoinStats.__dataclass_fields__})
-    snap = JoinSnapshot.from_arrays(cols["p."], cols["l."], object_column(data["tomb.ids.json"]),
-                                    data["tomb.reasons"].astype(np.int64), tuple(meta["classes"]), dict(meta["has"]),
-                                    stats, -math.inf if meta.get("label_clock") is None else meta["label_clock"])
+    snap = JoinSnapshot.from_arrays(
+        cols["p."],
+        cols["l."],
+        object_column(data["tomb.ids.json"]),
+        data["tomb.reasons"].astype(np.int64),
+        tuple(meta["classes"]),
+        dict(meta["has"]),
+        stats,
+        -math.inf if meta.get("label_clock") is None else meta["label_clock"],
+    )
     monitor = {k: data[f"mon.{k}"] for k in meta["monitor"]} if "monitor" in meta else None
     offsets = {(str(t), int(p)): int(o) for t, p, o in meta.get("offsets", [])}
     calibration = None
@@ -409,16 +469,23 @@ def decode_state(blob: bytes) -> dict[str, Any]:
         cal = {k[4:-5]: object_column(v) for k, v in data.items() if k.startswith("cal.") and k.endswith(".json")}
         cal.update({k[4:]: v for k, v in data.items() if k.startswith("cal.") and not k.endswith(".json")})
         calibration = CalibrationCollector.from_state(meta["calibration"], cal)
-    return {"snapshot": snap, "results": _decode_results(meta, data), "monitor": monitor, "clock": float(meta["clock"]),
-            "offsets": offsets, "calibration": calibration}
+    return {
+        "snapshot": snap,
+        "results": _decode_results(meta, data),
+        "monitor": monitor,
+        "clock": float(meta["clock"]),
+        "offsets": offsets,
+        "calibration": calibration,
+    }
 
 
 def encode_partition(states: dict[str, bytes], saved_at: float) -> bytes:
     """The checkpoint of one input partition: its models' :func:`encode_state` bytes in one zlib-compressed
     NPZ (event ids and repeated labels compress well; level 1 keeps it fast)."""
     arrays = {f"s{i}": np.frombuffer(b, dtype=np.uint8) for i, b in enumerate(states.values())}
-    arrays["meta"] = np.frombuffer(json.dumps({"format": _PARTITION_FORMAT, "models": list(states),
-                                               "saved_at": saved_at}).encode(), dtype=np.uint8)
+    arrays["meta"] = np.frombuffer(
+        json.dumps({"format": _PARTITION_FORMAT, "models": list(states), "saved_at": saved_at}).encode(), dtype=np.uint8
+    )
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return zlib.compress(buf.getvalue(), 1)
@@ -447,9 +514,18 @@ class LabelHook:
     calibrate the error-stream detector on a thread.
     """
 
-    def __init__(self, monitors: MonitorsConfig, settings=None, *, store=None, state_dir: Path | str | None = None,
-                 snapshot_every: float = SNAPSHOT_SECONDS, cache_dir: Path | str | None = None,
-                 background: bool = True, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        monitors: MonitorsConfig,
+        settings=None,
+        *,
+        store=None,
+        state_dir: Path | str | None = None,
+        snapshot_every: float = SNAPSHOT_SECONDS,
+        cache_dir: Path | str | None = None,
+        background: bool = True,
+        clock=time.monotonic,
+    ) -> None:
         from detectors import concept  # noqa: F401 - fail early (scikit-learn missing): the worker then runs without labels
 
         self.models = {m.model_id: m for m in monitors.models}
@@ -458,8 +534,9 @@ class LabelHook:
         if state_dir is None and settings is not None:
             state_dir = settings.state_dir
         self.store = store
-        self.cache_dir = cache_dir if cache_dir is not None else (
-            online_cache_dir(state_dir) if state_dir is not None else None)
+        self.cache_dir = (
+            cache_dir if cache_dir is not None else (online_cache_dir(state_dir) if state_dir is not None else None)
+        )
         self.snapshot_every = float(snapshot_every)
         self.clock = clock
         self._joins: dict[str, object] = {}
@@ -499,9 +576,15 @@ class LabelHook:
         old = self._part.setdefault(model_id, int(partition))
         if old != partition and model_id not in self._warned:
             self._warned.add(model_id)
-            log.warning("%s: events in partitions %d and %d: the inference and label topics are not "
-                        "co-partitioned (same partition count, key = model id); the label join is checkpointed "
-                        "with partition %d", model_id, old, partition, old)
+            log.warning(
+                "%s: events in partitions %d and %d: the inference and label topics are not "
+                "co-partitioned (same partition count, key = model id); the label join is checkpointed "
+                "with partition %d",
+                model_id,
+                old,
+                partition,
+                old,
+            )
 
     async def restore_partitions(self, partitions) -> int:
         """Input partitions that just came to this worker: restore the label join of their models from their
@@ -525,16 +608,19 @@ class LabelHook:
             try:
                 states, saved_at = decode_partition(got.blob)
             except Exception:  # a damaged checkpoint must not stop the worker: start empty
-                log.exception("the label-join checkpoint of partition %d (generation %d) is unusable; its models "
-                              "start with an empty join", p, got.gen)
+                log.exception(
+                    "the label-join checkpoint of partition %d (generation %d) is unusable; its models "
+                    "start with an empty join",
+                    p,
+                    got.gen,
+                )
                 continue
             for m, blob in states.items():
                 if m in self.models and m not in self._joins:
                     n += self._restore_model(m, p, blob, saved_at, got.gen, t0)
         return n
 
-    def _restore_model(self, model_id: str, partition: int, blob: bytes, saved_at: float, gen: int,
-                       t0: float) -> int:
+    def _restore_model(self, model_id: str, partition: int, blob: bytes, saved_at: float, gen: int, t0: float) -> int:
         try:
             st = decode_state(blob)
             join = self._new_join(model_id)
@@ -556,11 +642,20 @@ class LabelHook:
                 mon.restore(st["monitor"])
         self.restored[model_id] = n
         s = join.stats
-        log.info("%s: label join restored from %r (partition %d, generation %d, saved %.0f s ago): %d predictions "
-                 "and %d labels waiting, %d expired on restore, CBPE calibration rows: %d; %.0f ms", model_id,
-                 self.store, partition, gen, time.time() - saved_at, n, s.pending_labels,
-                 s.expired - st["snapshot"].stats.expired,
-                 getattr(st["calibration"], "n", 0), 1e3 * (time.perf_counter() - t0))
+        log.info(
+            "%s: label join restored from %r (partition %d, generation %d, saved %.0f s ago): %d predictions "
+            "and %d labels waiting, %d expired on restore, CBPE calibration rows: %d; %.0f ms",
+            model_id,
+            self.store,
+            partition,
+            gen,
+            time.time() - saved_at,
+            n,
+            s.pending_labels,
+            s.expired - st["snapshot"].stats.expired,
+            getattr(st["calibration"], "n", 0),
+            1e3 * (time.perf_counter() - t0),
+        )
         return 1
 
     def _join(self, model_id: str):
@@ -579,7 +674,8 @@ class LabelHook:
             from detectors.concept import ErrorStreamMonitor
 
             mon = self._mon[model_id] = ErrorStreamMonitor.from_spec(
-                spec, cfg.task, cache_dir=self.cache_dir, submit=None if self._calib is None else self._calib.submit)
+                spec, cfg.task, cache_dir=self.cache_dir, submit=None if self._calib is None else self._calib.submit
+            )
         return mon
 
     def _add(self, model_id: str, rows) -> None:
@@ -683,12 +779,21 @@ class LabelHook:
                 tags = {T_MODEL: m, T_VERSION: res.version}
                 if res.acc is not None and res.acc.n:
                     extra = {"n_labels": res.acc.n, **res.acc.delay_quantiles()}
-                    out.records += performance_records(res.acc.metrics(), tags, res.time_ns, estimated=False,
-                                                       n=res.acc.n, extra=extra)
+                    out.records += performance_records(
+                        res.acc.metrics(), tags, res.time_ns, estimated=False, n=res.acc.n, extra=extra
+                    )
                 if res.errors is not None:
-                    fields = {k: v for k, v in res.errors.items() if not (isinstance(v, float) and not math.isfinite(v))}
-                    out.records.append(Record(PERFORMANCE, {**tags, T_METRIC: ERROR_STREAM_METRIC,
-                                                            T_DETECTOR: FET_DETECTOR}, fields, res.time_ns))
+                    fields = {
+                        k: v for k, v in res.errors.items() if not (isinstance(v, float) and not math.isfinite(v))
+                    }
+                    out.records.append(
+                        Record(
+                            PERFORMANCE,
+                            {**tags, T_METRIC: ERROR_STREAM_METRIC, T_DETECTOR: FET_DETECTOR},
+                            fields,
+                            res.time_ns,
+                        )
+                    )
                 if fresh:
                     res.submitted = res.changed
                     out.marks.append((res, res.changed))
@@ -732,8 +837,9 @@ class LabelHook:
         col = self._cal_rows.get(model_id)
         if col is None:
             cfg = self.models[model_id]
-            col = self._cal_rows[model_id] = CalibrationCollector(cfg.performance.rows(cfg.reference),
-                                                                  cfg.performance.min_calibration_rows)
+            col = self._cal_rows[model_id] = CalibrationCollector(
+                cfg.performance.rows(cfg.reference), cfg.performance.min_calibration_rows
+            )
         col.add(rows.pred_proba, rows.classes, rows.label, rows.pred_label)
 
     def use_reference_calibration(self, model_id: str, calibration) -> None:
@@ -753,8 +859,10 @@ class LabelHook:
         perf = self.models[model_id].performance if model_id in self.models else None
         need = perf.min_calibration_rows if perf is not None else 0
         if col is None:
-            return (f"waiting for labels: CBPE calibrates on the first {need} joined labels with probabilities "
-                    f"(none yet), or on a reference file with a label column")
+            return (
+                f"waiting for labels: CBPE calibrates on the first {need} joined labels with probabilities "
+                f"(none yet), or on a reference file with a label column"
+            )
         cal = col.calibration()
         if cal is not None:
             return cal
@@ -810,8 +918,14 @@ class LabelHook:
             now = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
             self._now[key.model_id] = now
             rows = self._join(key.model_id).add_predictions(
-                frame.event_id, frame.event_time, pred_label=frame.pred_label, pred_proba=frame.pred_proba,
-                classes=frame.classes, pred_value=frame.pred_value, now=now)
+                frame.event_id,
+                frame.event_time,
+                pred_label=frame.pred_label,
+                pred_proba=frame.pred_proba,
+                classes=frame.classes,
+                pred_value=frame.pred_value,
+                now=now,
+            )
             self._add(key.model_id, rows)
             self._dirty.add(key.model_id)
         except Exception:  # the label join must not stop drift monitoring
@@ -881,9 +995,17 @@ class LabelHook:
                 mr = self._res.get(m)
                 mon = self._mon.get(m)
                 cal = self._cal_rows.get(m)
-                items.append((m, self._joins[m].snapshot(), copy.deepcopy(mr) if mr is not None else None,
-                              mon.state() if mon is not None else None, self._now.get(m, -math.inf),
-                              dict(self._offsets.get(m, {})), copy.deepcopy(cal) if cal is not None else None))
+                items.append(
+                    (
+                        m,
+                        self._joins[m].snapshot(),
+                        copy.deepcopy(mr) if mr is not None else None,
+                        mon.state() if mon is not None else None,
+                        self._now.get(m, -math.inf),
+                        dict(self._offsets.get(m, {})),
+                        copy.deepcopy(cal) if cal is not None else None,
+                    )
+                )
             if items:
                 out.append((p, items))
         return out
@@ -933,9 +1055,15 @@ class LabelHook:
         c["bytes"] += n
         c["seconds"] += t3 - t0
         c["last_bytes"], c["last_ms"] = n, 1e3 * (t3 - t0)
-        log.log(logging.WARNING if t3 - t0 > 2.0 else logging.DEBUG,
-                "label-join checkpoint of %d partition(s): %d bytes, copy %.1f ms, encode %.1f ms, write %.1f ms",
-                len(parts), n, 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2))
+        log.log(
+            logging.WARNING if t3 - t0 > 2.0 else logging.DEBUG,
+            "label-join checkpoint of %d partition(s): %d bytes, copy %.1f ms, encode %.1f ms, write %.1f ms",
+            len(parts),
+            n,
+            1e3 * (t1 - t0),
+            1e3 * (t2 - t1),
+            1e3 * (t3 - t2),
+        )
         return n
 
     async def revoke(self, tps) -> list[str]:
@@ -955,8 +1083,17 @@ class LabelHook:
             except Exception:  # the new owner then re-reads from the committed offsets
                 log.exception("the label-join state of %s could not be saved at the rebalance", models)
         for m in models:
-            for d in (self._joins, self._res, self._mon, self._offsets, self._now, self._join_sent, self._since_window,
-                      self._cal_rows, self._part):
+            for d in (
+                self._joins,
+                self._res,
+                self._mon,
+                self._offsets,
+                self._now,
+                self._join_sent,
+                self._since_window,
+                self._cal_rows,
+                self._part,
+            ):
                 d.pop(m, None)
             self._dirty.discard(m)
         self._restored -= parts
@@ -992,8 +1129,12 @@ async def read_checkpoints(store, partitions) -> dict[str, dict[str, Any]]:
         for m, blob in states.items():
             st = decode_state(blob)
             snap = st["snapshot"]
-            out[m] = {"partition": int(p), "gen": got.gen, "saved_at": saved_at,
-                      "pending_predictions": int(snap.predictions["ids"].shape[0]),
-                      "pending_labels": int(snap.labels["ids"].shape[0]),
-                      "offsets": st["offsets"]}
+            out[m] = {
+                "partition": int(p),
+                "gen": got.gen,
+                "saved_at": saved_at,
+                "pending_predictions": int(snap.predictions["ids"].shape[0]),
+                "pending_labels": int(snap.labels["ids"].shape[0]),
+                "offsets": st["offsets"],
+            }
     return out

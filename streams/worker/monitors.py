@@ -46,19 +46,22 @@ class WindowConfig(_Strict):
     size_events: int | None = Field(None, ge=10, le=10_000_000)
     size_seconds: float | None = Field(None, gt=0)
     grace_seconds: float = Field(0.0, ge=0, description="event-time windows: wait for late events")
-    idle_close_seconds: float = Field(
-        30.0, gt=0, description="close the open window(s) after this long without events"
-    )
+    idle_close_seconds: float = Field(30.0, gt=0, description="close the open window(s) after this long without events")
     max_open_windows: int = Field(
         16, ge=1, le=1000, description="event-time windows: most open at once (caps the grace; bounds memory)"
     )
     summary_min_events: int | None = Field(
-        100_000, ge=10, description="count windows of at least this many events keep a mergeable summary "
-                                    "instead of their rows (detectors/summaries.py); null: always rows")
-    summary_bins: int = Field(1024, ge=16, le=65_536, description="summaries: fine reference-quantile bins "
-                                                                  "per numeric feature")
-    summary_reservoir: int = Field(2000, ge=0, le=100_000, description="summaries: rows sampled per window for "
-                                                                       "the row-based detectors")
+        100_000,
+        ge=10,
+        description="count windows of at least this many events keep a mergeable summary "
+        "instead of their rows (detectors/summaries.py); null: always rows",
+    )
+    summary_bins: int = Field(
+        1024, ge=16, le=65_536, description="summaries: fine reference-quantile bins per numeric feature"
+    )
+    summary_reservoir: int = Field(
+        2000, ge=0, le=100_000, description="summaries: rows sampled per window for the row-based detectors"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> WindowConfig:
@@ -70,18 +73,22 @@ class WindowConfig(_Strict):
 class ReferenceConfig(_Strict):
     """Where the reference distribution comes from (exactly one source)."""
 
-    file: Path | None = Field(None, description="reference rows: .csv, .csv.gz, .jsonl(.gz), .parquet or .npz "
-                                                "(docs/references.md)")
+    file: Path | None = Field(
+        None, description="reference rows: .csv, .csv.gz, .jsonl(.gz), .parquet or .npz (docs/references.md)"
+    )
     first_n: int | None = Field(None, ge=10, description="the first N events of each model version")
     rolling: bool = Field(False, description="the previous window")
     # columns of the file that hold the model's outputs and the true labels (docs/references.md)
-    prediction: str | None = Field(None, min_length=1, description="file: column of the served class "
-                                                                   "(regression: the predicted value)")
-    probabilities: dict[str, str] = Field(default_factory=dict, description="file: class -> column of its "
-                                                                            "predicted probability")
+    prediction: str | None = Field(
+        None, min_length=1, description="file: column of the served class (regression: the predicted value)"
+    )
+    probabilities: dict[str, str] = Field(
+        default_factory=dict, description="file: class -> column of its predicted probability"
+    )
     score: str | None = Field(None, min_length=1, description="file: column of the model's score")
-    label: str | None = Field(None, min_length=1, description="file: column of the true label (calibrates "
-                                                              "CBPE; impact against labels)")
+    label: str | None = Field(
+        None, min_length=1, description="file: column of the true label (calibrates CBPE; impact against labels)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ReferenceConfig:
@@ -90,11 +97,12 @@ class ReferenceConfig(_Strict):
             raise ValueError("set exactly one of file, first_n or rolling")
         cols = self.outputs().columns
         if cols and self.file is None:
-            raise ValueError("prediction/probabilities/score/label name columns of a reference file: set file "
-                             "(first_n and rolling references take the outputs from the events, and the labels "
-                             "from the label join)")
-        if len(cols) != len([c for c in (self.prediction, *self.probabilities.values(), self.score, self.label)
-                             if c]):
+            raise ValueError(
+                "prediction/probabilities/score/label name columns of a reference file: set file "
+                "(first_n and rolling references take the outputs from the events, and the labels "
+                "from the label join)"
+            )
+        if len(cols) != len([c for c in (self.prediction, *self.probabilities.values(), self.score, self.label) if c]):
             raise ValueError("prediction, probabilities, score and label must name different columns")
         return self
 
@@ -106,11 +114,16 @@ class ReferenceConfig(_Strict):
 class PerformanceConfig(_Strict):
     """Estimated performance (CBPE): calibrated on labelled reference rows before it shows a number."""
 
-    calibration_rows: int | None = Field(None, ge=20, description="without a labelled reference file: "
-                                                                   "calibrate on the model's first N joined labels "
-                                                                   "(default: first_n, at least 1000)")
-    min_calibration_rows: int = Field(200, ge=20, description="fewest labelled rows to calibrate on; until "
-                                                              "then the estimate says 'not calibrated'")
+    calibration_rows: int | None = Field(
+        None,
+        ge=20,
+        description="without a labelled reference file: "
+        "calibrate on the model's first N joined labels "
+        "(default: first_n, at least 1000)",
+    )
+    min_calibration_rows: int = Field(
+        200, ge=20, description="fewest labelled rows to calibrate on; until then the estimate says 'not calibrated'"
+    )
 
     @model_validator(mode="after")
     def _order(self) -> PerformanceConfig:
@@ -129,13 +142,15 @@ class PerformanceConfig(_Strict):
 class ImpactConfig(_Strict):
     """Feature importance: measured on the reference rows, or declared."""
 
-    method: Literal["mi", "permutation"] = Field("mi", description="mutual information, or permutation "
-                                                                   "importance of a surrogate model")
-    target: Literal["prediction", "label"] = Field("prediction", description="explain the served output, or "
-                                                                             "the true label (needs reference "
-                                                                             "labels)")
-    declared: dict[str, float] = Field(default_factory=dict, description="feature -> importance (>= 0): "
-                                                                         "used instead of measuring")
+    method: Literal["mi", "permutation"] = Field(
+        "mi", description="mutual information, or permutation importance of a surrogate model"
+    )
+    target: Literal["prediction", "label"] = Field(
+        "prediction", description="explain the served output, or the true label (needs reference labels)"
+    )
+    declared: dict[str, float] = Field(
+        default_factory=dict, description="feature -> importance (>= 0): used instead of measuring"
+    )
 
 
 class LabelsConfig(_Strict):
@@ -143,8 +158,9 @@ class LabelsConfig(_Strict):
 
     ttl_seconds: float = Field(86_400.0, gt=0)
     max_pending: int = Field(1_000_000, ge=1)
-    online: ErrorStreamSpec = Field(ErrorStreamSpec(), description="FETOnline on the 0/1 error stream "
-                                                                   "(docs/detection-science.md)")
+    online: ErrorStreamSpec = Field(
+        ErrorStreamSpec(), description="FETOnline on the 0/1 error stream (docs/detection-science.md)"
+    )
 
 
 SEGMENT_TOP_K = 10
@@ -162,8 +178,9 @@ class AlarmBudgetConfig(_Strict):
 
     false_alarms: float = Field(gt=0, description="false alarms accepted per period")
     per: Literal["day", "week"] = "day"
-    event_rates: dict[str, float] = Field(default_factory=dict,
-                                          description="model_id -> events/s (size_events windows)")
+    event_rates: dict[str, float] = Field(
+        default_factory=dict, description="model_id -> events/s (size_events windows)"
+    )
 
     @property
     def per_day(self) -> float:
@@ -183,8 +200,9 @@ class ModelMonitor(_Strict):
     labels: LabelsConfig = LabelsConfig()
     alerts: list[AlertRule] = Field(default_factory=list, description="alert rules (docs/alerts.md)")
     adversarial: AdversarialSpec = Field(AdversarialSpec(), description="adversarial scores (docs/adversarial.md)")
-    performance: PerformanceConfig = Field(PerformanceConfig(), description="CBPE calibration "
-                                                                            "(docs/detection-science.md)")
+    performance: PerformanceConfig = Field(
+        PerformanceConfig(), description="CBPE calibration (docs/detection-science.md)"
+    )
     impact: ImpactConfig = Field(ImpactConfig(), description="feature importance (docs/detectors.md)")
     _budget: tuple[float, int, float | None] | None = PrivateAttr(default=None)  # (alarms/day, Σ families,
     # declared events/s) under an alarm budget
@@ -249,8 +267,12 @@ class ModelMonitor(_Strict):
             raise ValueError(f"impact.declared: {unknown} are not features of the model (features: {names})")
         if any(not v >= 0 for v in self.impact.declared.values()):
             raise ValueError("impact.declared: importances must be >= 0")
-        if self.impact.target == "label" and not self.impact.declared and self.reference.file is not None \
-                and self.reference.label is None:
+        if (
+            self.impact.target == "label"
+            and not self.impact.declared
+            and self.reference.file is not None
+            and self.reference.label is None
+        ):
             raise ValueError("impact.target: label needs reference.label (the column of the true label)")
         if self.task == "regression" and self.reference.probabilities:
             raise ValueError("reference.probabilities: a regression model has no class probabilities")
@@ -258,8 +280,10 @@ class ModelMonitor(_Strict):
         for name in self.drift.online.features:
             if name not in numeric:
                 what = "a categorical feature" if kinds.get(name) == "categorical" else "not a feature of the model"
-                raise ValueError(f"drift.online.features: {name!r} is {what}; online drift watches numeric "
-                                 f"features (numeric: {numeric})")
+                raise ValueError(
+                    f"drift.online.features: {name!r} is {what}; online drift watches numeric "
+                    f"features (numeric: {numeric})"
+                )
         return self
 
 
@@ -270,8 +294,9 @@ class MonitorsConfig(_Strict):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="alert endpoints (docs/alerts.md)")
     silences: list[SilenceConfig] = Field(default_factory=list, description="alert silences, each with an expiry")
     dashboard_url: str | None = Field(None, description="dashboard base URL put in alerts (default: local port)")
-    alarm_budget: AlarmBudgetConfig | None = Field(None, description="false alarms per day/week across all "
-                                                                    "models (docs/detection-science.md)")
+    alarm_budget: AlarmBudgetConfig | None = Field(
+        None, description="false alarms per day/week across all models (docs/detection-science.md)"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> MonitorsConfig:
@@ -288,8 +313,9 @@ class MonitorsConfig(_Strict):
             total = sum(m.families for m in self.models)
             # the online detectors' expected false alarms (declared rates: known now) come off the budget first
             rates = self.alarm_budget.event_rates
-            left = B.remaining(self.alarm_budget.per_day, [m.load(rates.get(m.model_id)).fixed_per_day
-                                                          for m in self.models])
+            left = B.remaining(
+                self.alarm_budget.per_day, [m.load(rates.get(m.model_id)).fixed_per_day for m in self.models]
+            )
             for m in self.models:  # the level in force; size_events without a rate: set per window (observed)
                 m._budget = (left, total, rates.get(m.model_id))
                 m.drift = m.drift_for_rate(None)
@@ -356,7 +382,9 @@ def load_monitors(path: Path | str) -> MonitorsConfig:
             m.reference.file = (path.parent / m.reference.file).resolve()
         sq = m.adversarial.squeeze
         if sq.model is not None and not sq.model.is_absolute():  # the estimator file, next to the config
-            m.adversarial = m.adversarial.model_copy(update={"squeeze": sq.model_copy(update={"model": (path.parent / sq.model).resolve()})})
+            m.adversarial = m.adversarial.model_copy(
+                update={"squeeze": sq.model_copy(update={"model": (path.parent / sq.model).resolve()})}
+            )
     return cfg
 
 
@@ -374,6 +402,7 @@ def file_reference(model: ModelMonitor):
         raise ValueError(f"{model.model_id}: the reference is not a file")
     # with the model's outputs and the true labels, where the config declares their columns
     rows = read_reference_rows(model.reference.file, model.features, model.reference.outputs(), model.task)
-    ref = Reference.from_frame(rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
-                               source=str(model.reference.file))
+    ref = Reference.from_frame(
+        rows, model.features, bins=model.drift.histogram_bins, segments=model.segments, source=str(model.reference.file)
+    )
     return attach_reference_frame(ref, rows)

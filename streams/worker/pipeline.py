@@ -241,8 +241,13 @@ class Pipeline:
         # normal: transaction markers take offsets; a partition that moved away and back was forgotten
         # by the rebalance hook)
         if st is not None and first_offset <= st.tracker.last_offset:
-            log.info("%s[%d] is read again from offset %d (was at %d): rebuilding its windows from the checkpoints",
-                     topic, partition, first_offset, st.tracker.last_offset)
+            log.info(
+                "%s[%d] is read again from offset %d (was at %d): rebuilding its windows from the checkpoints",
+                topic,
+                partition,
+                first_offset,
+                st.tracker.last_offset,
+            )
             self.forget([tp])
             st = None
         if st is None:
@@ -264,9 +269,11 @@ class Pipeline:
             size += len(m.value) if m.value else 0
             if size >= self.chunk_bytes or i == len(messages) - 1:
                 async with self.lock:
-                    chunk, chunk_tokens = messages[start:i + 1], tokens[start:i + 1]
+                    chunk, chunk_tokens = messages[start : i + 1], tokens[start : i + 1]
                     if self._epoch != epoch:  # a rebalance since the batch came: drop what was revoked
-                        keep = [k for k, x in enumerate(chunk) if self._revoked_at.get((x.topic, x.partition), 0) <= epoch]
+                        keep = [
+                            k for k, x in enumerate(chunk) if self._revoked_at.get((x.topic, x.partition), 0) <= epoch
+                        ]
                         chunk, chunk_tokens = [chunk[k] for k in keep], [chunk_tokens[k] for k in keep]
                     try:
                         await self._process(chunk, chunk_tokens)
@@ -308,12 +315,17 @@ class Pipeline:
     async def _handle(self, decoded: Decoded, tps: dict[tuple[str, int], _TP]) -> None:
         if self.label_hook is not None:  # partitions new to this worker: their label join from its checkpoint
             await self.label_hook.restore_partitions(p for _, p in tps)
-        for (topic, partition, model_id) in decoded.unkeyed:
+        for topic, partition, model_id in decoded.unkeyed:
             w = ("unkeyed", topic, partition, model_id)
             if w not in self._warned:
                 self._warned.add(w)
-                log.warning("messages of model %r in %s[%d] are not keyed by the model id: its windows are kept "
-                            "per partition (key messages by model id, as the SDK does)", model_id, topic, partition)
+                log.warning(
+                    "messages of model %r in %s[%d] are not keyed by the model id: its windows are kept "
+                    "per partition (key messages by model id, as the SDK does)",
+                    model_id,
+                    topic,
+                    partition,
+                )
         if decoded.dead:  # one InfluxDB unit and one confirmation for the whole batch (hostile floods)
             await self._dead_letters(decoded.dead, tps)
         for key, part in decoded.frames.items():
@@ -349,9 +361,12 @@ class Pipeline:
         if not new or len(warned) >= 200:
             return
         warned.update((model_id, n) for n in new)
-        log.warning("model %s: events carry feature(s) %s that the monitor config does not declare: not monitored, "
-                    "counted as data quality unknown_feature (feature __undeclared__) — a typo, or a feature to add",
-                    model_id, ", ".join(repr(safe_label(n)) for n in new[:10]))
+        log.warning(
+            "model %s: events carry feature(s) %s that the monitor config does not declare: not monitored, "
+            "counted as data quality unknown_feature (feature __undeclared__) — a typo, or a feature to add",
+            model_id,
+            ", ".join(repr(safe_label(n)) for n in new[:10]),
+        )
 
     # -- stream state ------------------------------------------------------------
     async def _new_state(self, key: StreamKey, st_tp: _TP) -> StreamState:
@@ -372,31 +387,48 @@ class Pipeline:
             after = self.label_hook.last_window_ns(key)
             if after is not None and after < ck.time_ns:
                 for c in await self.checkpoints.since(key, after):
-                    self.label_hook.add_window(key, c.time_ns,
-                                               c.max_event_time if win.size_events is not None else c.closed_until)
+                    self.label_hook.add_window(
+                        key, c.time_ns, c.max_event_time if win.size_events is not None else c.closed_until
+                    )
         if win.size_events is not None:
             windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
         else:
-            windows = TimeWindows(win.size_seconds, win.grace_seconds,
-                                  win.max_open_windows, ck)
+            windows = TimeWindows(win.size_seconds, win.grace_seconds, win.max_open_windows, ck)
             if windows.grace_capped:
-                log.warning("%s: grace %.0f s capped to %.0f s (at most %d open windows)",
-                            key.model_id, windows.requested_grace, windows.grace, windows.max_open)
+                log.warning(
+                    "%s: grace %.0f s capped to %.0f s (at most %d open windows)",
+                    key.model_id,
+                    windows.requested_grace,
+                    windows.grace,
+                    windows.max_open,
+                )
         state = StreamState(key, model, windows)
-        if (isinstance(windows, CountWindows) and win.summary_min_events is not None
-                and windows.size >= win.summary_min_events and not model.reference.rolling):
+        if (
+            isinstance(windows, CountWindows)
+            and win.summary_min_events is not None
+            and windows.size >= win.summary_min_events
+            and not model.reference.rolling
+        ):
             windows.summarise = partial(self._open_summary, state)
         ref_cfg = model.reference
         # operator-set references apply to every kind of source
         await self._stored_reference(key, wait=ref_cfg.first_n is not None)
         self._configure_reference(state, None)
         st_tp.streams[key] = state
-        log.info("%s %s v%s in %s[%d]: %s, %s", "resuming" if ck else "starting", key.model_id, key.model_version,
-                 key.topic, key.partition,
-                 f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
-                 "reference set by an operator" if state.pinned else
-                 "stored reference" if state.reference is not None and ref_cfg.first_n else
-                 ("building the reference" if state.builder is not None else "reference from config"))
+        log.info(
+            "%s %s v%s in %s[%d]: %s, %s",
+            "resuming" if ck else "starting",
+            key.model_id,
+            key.model_version,
+            key.topic,
+            key.partition,
+            f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
+            "reference set by an operator"
+            if state.pinned
+            else "stored reference"
+            if state.reference is not None and ref_cfg.first_n
+            else ("building the reference" if state.builder is not None else "reference from config"),
+        )
         return state
 
     def _open_summary(self, state: StreamState):
@@ -414,8 +446,12 @@ class Pipeline:
                 outputs = prediction_reference(ref)
             except ValueError:  # no reference rows, or they carry no model output
                 outputs = None
-            state.summary_layout = (ref, SummaryLayout.build(ref, state.model.features, bins=win.summary_bins,
-                                                             reservoir=win.summary_reservoir, outputs=outputs))
+            state.summary_layout = (
+                ref,
+                SummaryLayout.build(
+                    ref, state.model.features, bins=win.summary_bins, reservoir=win.summary_reservoir, outputs=outputs
+                ),
+            )
         summary = state.summary_layout[1].summary()
         state.summary_refs[id(summary)] = ref
         return summary
@@ -439,15 +475,30 @@ class Pipeline:
                 "state (an in-memory broker restarted, or the topic was recreated). Events it held that were "
                 "not yet in a written window are lost; consumption restarts from the beginning of what the "
                 "broker has now.",
-                key.topic, key.partition, self.settings.consumer_group, end, key.model_id, key.model_version,
-                old.start_pos[0], old.end_pos[0], old.seq)
+                key.topic,
+                key.partition,
+                self.settings.consumer_group,
+                end,
+                key.model_id,
+                key.model_version,
+                old.start_pos[0],
+                old.end_pos[0],
+                old.seq,
+            )
         else:
             log.info(
                 "%s[%d]: no committed offset for group %s yet (InfluxDB holds windows of %s v%s up to offset %d, "
                 "window #%d; the partition ends at %s): reading the partition from its first offset, the "
                 "windows are rebuilt and rewritten with the same values.",
-                key.topic, key.partition, self.settings.consumer_group, key.model_id, key.model_version,
-                old.end_pos[0], old.seq, "an unknown offset" if end is None else f"offset {end}")
+                key.topic,
+                key.partition,
+                self.settings.consumer_group,
+                key.model_id,
+                key.model_version,
+                old.end_pos[0],
+                old.seq,
+                "an unknown offset" if end is None else f"offset {end}",
+            )
 
     # -- references --------------------------------------------------------------
     def _configure_reference(self, state: StreamState, tracker: AckTracker | None) -> None:
@@ -571,12 +622,21 @@ class Pipeline:
                     if state.key.model_id != k[0] or k[1] not in (state.key.model_version, ALL_VERSIONS):
                         continue
                     self._configure_reference(state, st_tp.tracker)
-                    log.info("%s v%s in %s[%d]: reference %s (%s)", state.key.model_id, state.key.model_version,
-                             state.key.topic, state.key.partition,
-                             "set by an operator" if state.pinned else "reset to the configured source",
-                             getattr(state.reference, "source", None) if state.pinned else
-                             ("building from the next events" if state.builder is not None else
-                              state.model.reference.model_dump(exclude_none=True, exclude_defaults=True)))
+                    log.info(
+                        "%s v%s in %s[%d]: reference %s (%s)",
+                        state.key.model_id,
+                        state.key.model_version,
+                        state.key.topic,
+                        state.key.partition,
+                        "set by an operator" if state.pinned else "reset to the configured source",
+                        getattr(state.reference, "source", None)
+                        if state.pinned
+                        else (
+                            "building from the next events"
+                            if state.builder is not None
+                            else state.model.reference.model_dump(exclude_none=True, exclude_defaults=True)
+                        ),
+                    )
 
     def _file_reference(self, model: ModelMonitor):
         if model.model_id not in self._file_refs:
@@ -607,8 +667,12 @@ class Pipeline:
                     break
                 except Exception as e:  # the broker may be briefly unavailable
                     if not wait:
-                        log.warning("cannot read stored references (%s): %s v%s starts with its configured "
-                                    "reference source", e, key.model_id, key.model_version)
+                        log.warning(
+                            "cannot read stored references (%s): %s v%s starts with its configured reference source",
+                            e,
+                            key.model_id,
+                            key.model_version,
+                        )
                         break
                     log.warning("cannot read stored references (%s); retrying in %.1f s", e, attempt.wait)
         return self._stored_refs.get(k)
@@ -637,9 +701,15 @@ class Pipeline:
 
     async def _feed_builder(self, state: StreamState, part: FramePart, tracker: AckTracker) -> None:
         need = state.model.reference.first_n - state.builder_rows
-        take = part if len(part.frame) <= need else FramePart(
-            part.frame.take(slice(0, need)), part.origin[:need],
-            None if part.row_index is None else part.row_index[:need])
+        take = (
+            part
+            if len(part.frame) <= need
+            else FramePart(
+                part.frame.take(slice(0, need)),
+                part.origin[:need],
+                None if part.row_index is None else part.row_index[:need],
+            )
+        )
         state.builder.append(take)
         state.builder_rows += len(take.frame)
         held = np.unique(take.origin)
@@ -654,13 +724,27 @@ class Pipeline:
         ordinals = _ordinals_of_last(state.builder)
         model = state.model
         rows = concat(frames)
-        state.reference = attach_reference_frame(Reference.from_frame(
-            rows, model.features, bins=model.drift.histogram_bins, segments=model.segments,
-            source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}"), rows)
+        state.reference = attach_reference_frame(
+            Reference.from_frame(
+                rows,
+                model.features,
+                bins=model.drift.histogram_bins,
+                segments=model.segments,
+                source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}",
+            ),
+            rows,
+        )
         state.ref_end_pos = (int(origin[-1]), ordinals)
         holds, state.builder, state.builder_holds = state.builder_holds, None, []
-        log.info("%s v%s: reference built from the first %d events (ends at %s[%d]@%d)", model.model_id,
-                 state.key.model_version, state.builder_rows, state.key.topic, state.key.partition, origin[-1])
+        log.info(
+            "%s v%s: reference built from the first %d events (ends at %s[%d]@%d)",
+            model.model_id,
+            state.key.model_version,
+            state.builder_rows,
+            state.key.topic,
+            state.key.partition,
+            origin[-1],
+        )
         await self._store_reference(state, holds, tracker)
 
     async def _store_reference(self, state: StreamState, holds: list[np.ndarray], tracker: AckTracker) -> None:
@@ -676,9 +760,17 @@ class Pipeline:
 
         key = state.key
         rows = reference_frame(state.reference)  # stored too (sensitive features left out): see streams/references
-        stored = StoredReference(key.model_id, key.model_version, state.reference.to_bytes(), key.topic,
-                                 key.partition, state.ref_end_pos, state.builder_rows, time.time(),
-                                 rows_blob=encode_rows(rows, state.model.features) if rows is not None else b"")
+        stored = StoredReference(
+            key.model_id,
+            key.model_version,
+            state.reference.to_bytes(),
+            key.topic,
+            key.partition,
+            state.ref_end_pos,
+            state.builder_rows,
+            time.time(),
+            rows_blob=encode_rows(rows, state.model.features) if rows is not None else b"",
+        )
         self._stored_refs[(key.model_id, key.model_version)] = stored
         self._decoded[(key.model_id, key.model_version)] = (stored, state.reference)
 
@@ -688,10 +780,19 @@ class Pipeline:
                     await self.references.save(stored)
                     return
                 except Exception as e:  # the broker may be briefly unavailable: retried
-                    log.warning("storing the reference of %s v%s failed (%s); attempt %d", key.model_id,
-                                key.model_version, e, attempt.number)
-            log.error("the reference of %s v%s (%d bytes) could not be stored: a restart will build a new one",
-                      key.model_id, key.model_version, len(stored.blob))
+                    log.warning(
+                        "storing the reference of %s v%s failed (%s); attempt %d",
+                        key.model_id,
+                        key.model_version,
+                        e,
+                        attempt.number,
+                    )
+            log.error(
+                "the reference of %s v%s (%d bytes) could not be stored: a restart will build a new one",
+                key.model_id,
+                key.model_version,
+                len(stored.blob),
+            )
 
         task = asyncio.ensure_future(save())
         self._track(task)
@@ -712,11 +813,14 @@ class Pipeline:
             msg = tracker.message(o)
             if msg is None:
                 continue
-            detail = (f"{len(rs)} event(s) of {key.model_id} v{key.model_version} arrived after their window "
-                      f"closed (event time {float(times.min()):.3f}; windows closed until {w.closed_until:.3f}, "
-                      f"grace {w.grace:g} s)")
-            dl = DeadLetter(msg, R_LATE, detail, None if rs == [-1] else tuple(rs), len(rs), key.model_id,
-                            key.model_version)
+            detail = (
+                f"{len(rs)} event(s) of {key.model_id} v{key.model_version} arrived after their window "
+                f"closed (event time {float(times.min()):.3f}; windows closed until {w.closed_until:.3f}, "
+                f"grace {w.grace:g} s)"
+            )
+            dl = DeadLetter(
+                msg, R_LATE, detail, None if rs == [-1] else tuple(rs), len(rs), key.model_id, key.model_version
+            )
             await self._dead_letter(dl, tracker)
 
     # -- results -----------------------------------------------------------------
@@ -780,7 +884,8 @@ class Pipeline:
                 records, seconds = evaluate_closed(self.evaluator, model, key, w, reference, rolling_frames)
             else:
                 records, seconds = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, evaluate_closed, self.evaluator, model, key, w, reference, rolling_frames)
+                    self._executor, evaluate_closed, self.evaluator, model, key, w, reference, rolling_frames
+                )
             self.stats.evaluate_s += seconds
             records = [r if r.time_ns == w.time_ns else replace(r, time_ns=w.time_ns) for r in records]
             if previous is not None:
@@ -792,8 +897,9 @@ class Pipeline:
                 try:
                     records.extend(self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns))
                 except Exception:  # alerting must not stop detection
-                    log.exception("alert evaluation failed on window #%d of %s v%s", w.seq, key.model_id,
-                                  key.model_version)
+                    log.exception(
+                        "alert evaluation failed on window #%d of %s v%s", w.seq, key.model_id, key.model_version
+                    )
             fut = await self.sink.submit(records)
 
             def done(_f: asyncio.Future) -> None:
@@ -856,9 +962,13 @@ class Pipeline:
 
         def done(f: asyncio.Future) -> None:
             if f.cancelled() or f.exception() is not None:
-                log.error("dead letter of %s[%d]@%d not confirmed (%s): the message stays un-acked",
-                          dl.message.topic, dl.message.partition, offset,
-                          "cancelled" if f.cancelled() else f.exception())
+                log.error(
+                    "dead letter of %s[%d]@%d not confirmed (%s): the message stays un-acked",
+                    dl.message.topic,
+                    dl.message.partition,
+                    offset,
+                    "cancelled" if f.cancelled() else f.exception(),
+                )
                 return
             tracker.release([offset])
 
@@ -914,8 +1024,11 @@ class Pipeline:
 
         def done(f: asyncio.Future) -> None:
             if f.cancelled() or f.exception() is not None:
-                log.error("%d dead letter(s) not confirmed (%s): their messages stay un-acked", len(dls),
-                          "cancelled" if f.cancelled() else f.exception())
+                log.error(
+                    "%d dead letter(s) not confirmed (%s): their messages stay un-acked",
+                    len(dls),
+                    "cancelled" if f.cancelled() else f.exception(),
+                )
                 return
             for tracker, offsets in held.items():
                 tracker.release(offsets)

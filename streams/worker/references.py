@@ -133,7 +133,7 @@ def chunk_key(model_id: str, version: str, sha256: str, index: int) -> str:
 
 def _chunk_owner(key: str) -> tuple[str, str] | None:
     """``(model, version)`` of a chunk key (model ids may contain ``/``)."""
-    parts = key[len(CHUNK_PREFIX):].rsplit("/", 3)
+    parts = key[len(CHUNK_PREFIX) :].rsplit("/", 3)
     return (parts[0], parts[1]) if len(parts) == 4 else None
 
 
@@ -166,8 +166,12 @@ class StoredReference:
             try:
                 frame = decode_rows(self.rows_blob)
             except ValueError as e:  # summaries still work: only the row-based evaluators stay silent
-                log.warning("the stored rows of the reference of %s/%s are unusable (%s): summary only",
-                            self.model_id, self.version, e)
+                log.warning(
+                    "the stored rows of the reference of %s/%s are unusable (%s): summary only",
+                    self.model_id,
+                    self.version,
+                    e,
+                )
                 return ref
             from detectors.reference import attach_reference_frame
 
@@ -180,8 +184,9 @@ def json_column(values) -> np.ndarray:
     without pickle; :func:`object_column` reads it back."""
     import orjson
 
-    return np.frombuffer(orjson.dumps(np.asarray(values, dtype=object).tolist(),
-                                      option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
+    return np.frombuffer(
+        orjson.dumps(np.asarray(values, dtype=object).tolist(), option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8
+    )
 
 
 def object_column(data: np.ndarray) -> np.ndarray:
@@ -234,8 +239,15 @@ def encode_rows(frame, features) -> bytes:
         arrays["pred_value"] = np.asarray(frame.pred_value, dtype=np.float64)
     if frame.label is not None:  # true labels of a labelled reference file: CBPE calibrates on them
         arrays["label"] = json_column(frame.label)
-    meta = {"format": ROWS_FORMAT, "version": 1, "n": n, "numeric": numeric, "categorical": categorical,
-            "withheld": withheld, "classes": list(frame.classes)}
+    meta = {
+        "format": ROWS_FORMAT,
+        "version": 1,
+        "n": n,
+        "numeric": numeric,
+        "categorical": categorical,
+        "withheld": withheld,
+        "classes": list(frame.classes),
+    }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -270,20 +282,29 @@ def decode_rows(blob: bytes):
         categorical = {name: object_column(data[f"cat{i}"]) for i, name in enumerate(meta["categorical"])}
         label = object_column(data["pred_label"]) if "pred_label" in data else None
         truth = object_column(data["label"]) if "label" in data else None
-        cols = [*numeric.values(), *categorical.values(), *(x for x in (label, data.get("pred_proba"),
-                                                                        data.get("pred_value"), truth)
-                                                              if x is not None)]
+        cols = [
+            *numeric.values(),
+            *categorical.values(),
+            *(x for x in (label, data.get("pred_proba"), data.get("pred_value"), truth) if x is not None),
+        ]
     except (KeyError, ValueError) as e:
         raise ValueError(f"stored reference rows are incomplete: {e}") from None
     if any(c.shape[0] != n for c in cols):
         raise ValueError("stored reference rows have columns of different lengths")
-    return Frame.from_columns(event_id=np.full(n, "", dtype=object), event_time=np.zeros(n), numeric=numeric,
-                              categorical=categorical, pred_label=label, pred_proba=data.get("pred_proba"),
-                              classes=tuple(meta["classes"]), pred_value=data.get("pred_value"), label=truth)
+    return Frame.from_columns(
+        event_id=np.full(n, "", dtype=object),
+        event_time=np.zeros(n),
+        numeric=numeric,
+        categorical=categorical,
+        pred_label=label,
+        pred_proba=data.get("pred_proba"),
+        classes=tuple(meta["classes"]),
+        pred_value=data.get("pred_value"),
+        label=truth,
+    )
 
 
-def applicable(refs: dict[tuple[str, str], StoredReference], model_id: str,
-               version: str) -> StoredReference | None:
+def applicable(refs: dict[tuple[str, str], StoredReference], model_id: str, version: str) -> StoredReference | None:
     """The stored reference a model version uses, if any.
 
     An operator's reference of the version beats one set for all versions,
@@ -365,10 +386,17 @@ class _Fold:
         try:
             blob = self._assemble(k, h, value) if H_CHUNKS in h else value
             stored = StoredReference(
-                k[0], k[1], blob, h.get(H_TOPIC, ""), int(h.get(H_PARTITION, -1)),
+                k[0],
+                k[1],
+                blob,
+                h.get(H_TOPIC, ""),
+                int(h.get(H_PARTITION, -1)),
                 (int(h.get(H_END_OFFSET, -1)), int(h.get(H_END_ROW, -1))),
-                int(h.get(H_ROWS, 0)), float(h.get(H_CREATED, 0.0)),
-                h.get(H_ORIGIN, ORIGIN_FIRST_N), h.get(H_SOURCE, ""))
+                int(h.get(H_ROWS, 0)),
+                float(h.get(H_CREATED, 0.0)),
+                h.get(H_ORIGIN, ORIGIN_FIRST_N),
+                h.get(H_SOURCE, ""),
+            )
         except (ValueError, KeyError) as e:
             self.problems[k] = f"record at offset {offset}: {e}"
             log.warning("ignoring the stored reference of %s/%s: %s", k[0], k[1], self.problems[k])
@@ -378,8 +406,13 @@ class _Fold:
                 rows = self._chunks_of(k, int(h[H_ROWS_CHUNKS]), h[H_ROWS_SHA256], int(h[H_ROWS_SIZE]))
                 stored = dataclasses.replace(stored, rows_blob=rows)
             except (ValueError, KeyError) as e:
-                log.warning("the stored reference of %s/%s has no usable rows (%s): summary only; the "
-                            "row-based evaluators stay silent for it", k[0], k[1], e)
+                log.warning(
+                    "the stored reference of %s/%s has no usable rows (%s): summary only; the "
+                    "row-based evaluators stay silent for it",
+                    k[0],
+                    k[1],
+                    e,
+                )
         return stored
 
     def _assemble(self, k: tuple[str, str], h: dict[str, str], value: bytes) -> bytes:
@@ -474,8 +507,13 @@ class ReferenceStore:
         written: set[str] = set()
         rows = stored.rows_blob
         if len(rows) > MAX_REFERENCE_BYTES:
-            log.warning("the rows of %s (%d bytes) are larger than %d bytes: storing the summary only (the "
-                        "row-based evaluators stay silent after a restart)", what, len(rows), MAX_REFERENCE_BYTES)
+            log.warning(
+                "the rows of %s (%d bytes) are larger than %d bytes: storing the summary only (the "
+                "row-based evaluators stay silent after a restart)",
+                what,
+                len(rows),
+                MAX_REFERENCE_BYTES,
+            )
             rows = b""
         try:
             if rows:  # rows first, as chunks of their own digest; the record below points at them
@@ -485,11 +523,19 @@ class ReferenceStore:
                 for i in range(rn):
                     ck = chunk_key(stored.model_id, stored.version, rsha, i)
                     written.add(ck)
-                    futs.append(await self._send(ck, rows[i * self.chunk_bytes:(i + 1) * self.chunk_bytes],
-                                                 [(H_SHA256, rsha.encode()), (H_INDEX, str(i).encode())]))
+                    futs.append(
+                        await self._send(
+                            ck,
+                            rows[i * self.chunk_bytes : (i + 1) * self.chunk_bytes],
+                            [(H_SHA256, rsha.encode()), (H_INDEX, str(i).encode())],
+                        )
+                    )
                 await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
-                headers += [(H_ROWS_SHA256, rsha.encode()), (H_ROWS_SIZE, str(len(rows)).encode()),
-                            (H_ROWS_CHUNKS, str(rn).encode())]
+                headers += [
+                    (H_ROWS_SHA256, rsha.encode()),
+                    (H_ROWS_SIZE, str(len(rows)).encode()),
+                    (H_ROWS_CHUNKS, str(rn).encode()),
+                ]
             if len(blob) <= self.chunk_bytes:
                 value = blob
             else:
@@ -499,11 +545,17 @@ class ReferenceStore:
                 for i in range(n):
                     ck = chunk_key(stored.model_id, stored.version, sha, i)
                     written.add(ck)
-                    futs.append(await self._send(ck, blob[i * self.chunk_bytes:(i + 1) * self.chunk_bytes],
-                                                 [(H_SHA256, sha.encode()), (H_INDEX, str(i).encode())]))
+                    futs.append(
+                        await self._send(
+                            ck,
+                            blob[i * self.chunk_bytes : (i + 1) * self.chunk_bytes],
+                            [(H_SHA256, sha.encode()), (H_INDEX, str(i).encode())],
+                        )
+                    )
                 await asyncio.wait_for(asyncio.gather(*futs), self.timeout)  # every chunk before the manifest
-                value = json.dumps({"format": MANIFEST_FORMAT, "version": 1, "chunks": n, "sha256": sha,
-                                    "size": len(blob)}).encode()
+                value = json.dumps(
+                    {"format": MANIFEST_FORMAT, "version": 1, "chunks": n, "sha256": sha, "size": len(blob)}
+                ).encode()
                 headers += [(H_CHUNKS, str(n).encode()), (H_SHA256, sha.encode()), (H_SIZE, str(len(blob)).encode())]
             await asyncio.wait_for(await self._send(store_key(*k), value, headers), self.timeout)
         except ReferenceStoreError:
@@ -531,8 +583,9 @@ class ReferenceStore:
         try:
             await asyncio.wait_for(await self._send(store_key(model_id, version), None), self.timeout)
         except Exception as e:
-            raise ReferenceStoreError(f"cannot reset the reference of {model_id}/{version} on {self.topic}: "
-                                      f"{type(e).__name__}: {e}") from e
+            raise ReferenceStoreError(
+                f"cannot reset the reference of {model_id}/{version} on {self.topic}: {type(e).__name__}: {e}"
+            ) from e
         await self._tombstone(self._chunks.pop(k, set()))
 
     async def _marker(self) -> int:
@@ -591,7 +644,8 @@ class ReferenceStore:
         while position <= marker_offset:
             if time.monotonic() > deadline:
                 raise ReferenceStoreError(
-                    f"reading {self.topic} timed out at offset {position} before the marker at {marker_offset}")
+                    f"reading {self.topic} timed out at offset {position} before the marker at {marker_offset}"
+                )
             batch = await consumer.getmany(tp, timeout_ms=500)
             for rec in batch.get(tp, []):
                 position = rec.offset + 1

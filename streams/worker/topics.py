@@ -44,8 +44,14 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
     """Declare the input topics on ``app`` (raw keys and values)."""
 
     def topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                         partitions=settings.topic_partitions)
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
 
     return Topics(inferences=topic(settings.topic_inferences), labels=topic(settings.topic_labels))
 
@@ -105,10 +111,15 @@ class TopicWatch:
             want = 1 if t == refs else self.settings.topic_partitions
             if n != want and (t, n) not in self._wrong:
                 self._wrong.add((t, n))
-                log.warning("topic %s has %d partitions, not %d: it was created by someone else (a producer's first "
-                            "send auto-creates topics with the broker's count); windows stay correct, but the "
-                            "labels join and scale-out need co-partitioned topics — recreate it with %d",
-                            t, n, want, want)
+                log.warning(
+                    "topic %s has %d partitions, not %d: it was created by someone else (a producer's first "
+                    "send auto-creates topics with the broker's count); windows stay correct, but the "
+                    "labels join and scale-out need co-partitioned topics — recreate it with %d",
+                    t,
+                    n,
+                    want,
+                    want,
+                )
 
     async def check(self, client) -> list[str]:
         """One round: the topics found missing (and recreated, unless ``recreate`` is off)."""
@@ -119,15 +130,23 @@ class TopicWatch:
         if not self.recreate:
             if frozenset(gone) != self._warned:
                 self._warned = frozenset(gone)
-                log.warning("topics %s are missing on %s (the broker lost its state, or they were deleted) and "
-                            "--no-create-topics is set: create them with %d partitions before producers send, or "
-                            "the broker picks its own partition count", gone, self.settings.kafka_bootstrap,
-                            self.settings.topic_partitions)
+                log.warning(
+                    "topics %s are missing on %s (the broker lost its state, or they were deleted) and "
+                    "--no-create-topics is set: create them with %d partitions before producers send, or "
+                    "the broker picks its own partition count",
+                    gone,
+                    self.settings.kafka_bootstrap,
+                    self.settings.topic_partitions,
+                )
             return gone
-        log.warning("topics %s are missing on %s: the broker lost its state (an in-memory broker restarted, or the "
-                    "topics were deleted); recreating them with %d partitions before a producer auto-creates them "
-                    "with a count of the broker's choosing", gone, self.settings.kafka_bootstrap,
-                    self.settings.topic_partitions)
+        log.warning(
+            "topics %s are missing on %s: the broker lost its state (an in-memory broker restarted, or the "
+            "topics were deleted); recreating them with %d partitions before a producer auto-creates them "
+            "with a count of the broker's choosing",
+            gone,
+            self.settings.kafka_bootstrap,
+            self.settings.topic_partitions,
+        )
         counts = await asyncio.to_thread(ensure_topics, self.settings)
         self.recreated += 1
         log.info("topics recreated: %s", {t: counts.get(t, 1) for t in gone})
@@ -139,8 +158,12 @@ class TopicWatch:
 
         from streams.broker.security import aiokafka_options
 
-        client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap, client_id="driftwatch-topic-watch",
-                                request_timeout_ms=10_000, **aiokafka_options(self.settings))
+        client = AIOKafkaClient(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id="driftwatch-topic-watch",
+            request_timeout_ms=10_000,
+            **aiokafka_options(self.settings),
+        )
         try:
             await client.bootstrap()
         except BaseException:

@@ -188,8 +188,9 @@ class CountWindows:
 
     kind = "count"
 
-    def __init__(self, size: int, checkpoint: Checkpoint | None = None,
-                 summarise: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, size: int, checkpoint: Checkpoint | None = None, summarise: Callable[[], Any] | None = None
+    ) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.size = int(size)

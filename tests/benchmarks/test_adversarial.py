@@ -35,8 +35,15 @@ def test_done_when_criteria_hold(result: dict) -> None:
     # the demo's drift and the other benign shifts (both demo models) flag no window and no source
     shifts = result["benign_shifts"]
     kinds = {k.split("/")[1] for k in shifts}
-    assert {"demo-drift", "toward-boundary", "mean-shift", "scale", "new-segment", "seasonal",
-            "unusual-client"} <= kinds and "diabetes/demo-drift" in shifts
+    assert {
+        "demo-drift",
+        "toward-boundary",
+        "mean-shift",
+        "scale",
+        "new-segment",
+        "seasonal",
+        "unusual-client",
+    } <= kinds and "diabetes/demo-drift" in shifts
     for name, r in shifts.items():
         assert r["shift"]["drift_rate"] > 0.5 or name.endswith("unusual-client"), name  # the inputs did move
         for phase in ("stationary", "shift"):
@@ -53,7 +60,8 @@ def test_output_is_json_with_the_reported_numbers(result: dict) -> None:
     back = json.loads(text)
     for strategy in B.STRATEGIES:
         assert {"detected_within_200", "queries_to_detection_median", "queries_to_detection_p90"} <= set(
-            back["extraction"][strategy])
+            back["extraction"][strategy]
+        )
     assert {"auc", "component_auc", "windows"} <= set(back["evasion"])
     assert {"stationary", "shift"} <= set(back["benign_shift"])
 

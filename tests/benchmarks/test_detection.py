@@ -14,13 +14,47 @@ from benchmarks import detection
 def test_detection_benchmark_prints_json(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     detection.add_arguments(parser)
-    args = parser.parse_args([
-        "--no-alibi", "--features", "5", "--window", "300", "--stationary-windows", "20", "--mv-windows", "4",
-        "--streams", "2", "--mmd-permutations", "20", "--mmd-rows", "100", "--ert", "20000",
-        "--error-bootstraps", "3000", "--error-events", "5000", "--error-streams", "1", "--ert-small", "300", "--online-ert", "200", "--online-bootstraps", "2000", "--small-bootstraps", "3000",
-        "--summary-windows", "16", "--summary-bins", "256",
-        "--cache-dir", str(tmp_path),
-    ])
+    args = parser.parse_args(
+        [
+            "--no-alibi",
+            "--features",
+            "5",
+            "--window",
+            "300",
+            "--stationary-windows",
+            "20",
+            "--mv-windows",
+            "4",
+            "--streams",
+            "2",
+            "--mmd-permutations",
+            "20",
+            "--mmd-rows",
+            "100",
+            "--ert",
+            "20000",
+            "--error-bootstraps",
+            "3000",
+            "--error-events",
+            "5000",
+            "--error-streams",
+            "1",
+            "--ert-small",
+            "300",
+            "--online-ert",
+            "200",
+            "--online-bootstraps",
+            "2000",
+            "--small-bootstraps",
+            "3000",
+            "--summary-windows",
+            "16",
+            "--summary-bins",
+            "256",
+            "--cache-dir",
+            str(tmp_path),
+        ]
+    )
     assert detection.run(args) == 0
     report = json.loads(capsys.readouterr().out)
     cov = report["covariate"]

@@ -35,9 +35,19 @@ CLASSES = ("a", "b", "c")
 
 def hook_of(settings) -> LabelHook:
     """A worker's label hook for one model (default bounds), checkpointing to the real changelog."""
-    cfg = parse_monitors({"models": [{"model_id": "m", "features": [{"name": "x", "kind": "numeric"}],
-                                      "window": {"size_events": 1000}, "reference": {"first_n": 1000},
-                                      "labels": {"online": {"enabled": False}}}]})
+    cfg = parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": "m",
+                    "features": [{"name": "x", "kind": "numeric"}],
+                    "window": {"size_events": 1000},
+                    "reference": {"first_n": 1000},
+                    "labels": {"online": {"enabled": False}},
+                }
+            ]
+        }
+    )
     return LabelHook(cfg, store=LabelChangelog(settings), background=False)
 
 
@@ -50,8 +60,9 @@ def filled_hook(settings, n: int, rng: np.random.Generator) -> LabelHook:
     proba = rng.dirichlet([1, 1, 1], total)
     pred = np.asarray(CLASSES, dtype=object)[np.argmax(proba, axis=1)]
     join = h._join("m")
-    join.add_predictions(ids, 1e9 + np.arange(total) * 0.01, pred_label=pred, pred_proba=proba, classes=CLASSES,
-                         now=1e9 + total * 0.01)
+    join.add_predictions(
+        ids, 1e9 + np.arange(total) * 0.01, pred_label=pred, pred_proba=proba, classes=CLASSES, now=1e9 + total * 0.01
+    )
     join.add_labels(ids[:done], pred[:done], np.full(done, 1e9 + total * 0.01))
     assert join.stats.pending_predictions == n
     h._part["m"] = 0
@@ -80,9 +91,14 @@ def test_checkpoint_cost_up_to_the_default_bounds(settings):
         restore = time.perf_counter() - t0
         assert other._joins["m"].stats.pending_predictions == n
         await other.close()
-        return {"pending_predictions": n, "finished_ids": min(n, 50_000), "checkpoint_bytes": sizes[-1],
-                "chunks": -(-sizes[-1] // CHUNK_BYTES), "checkpoint_ms": [round(1e3 * t, 1) for t in times],
-                "restore_ms": round(1e3 * restore, 1)}
+        return {
+            "pending_predictions": n,
+            "finished_ids": min(n, 50_000),
+            "checkpoint_bytes": sizes[-1],
+            "chunks": -(-sizes[-1] // CHUNK_BYTES),
+            "checkpoint_ms": [round(1e3 * t, 1) for t in times],
+            "restore_ms": round(1e3 * restore, 1),
+        }
 
     try:
         for n in SIZES:

@@ -23,10 +23,22 @@ STATE = real.default_bench_dir()
 def _stream(n: int = 1000, window: int = 100, ref_n: int = 300, changes=(600,)) -> Stream:
     import pandas as pd
 
-    return Stream("t", "real", "test", "classification", ["x"], [], pd.DataFrame({"x": np.zeros(n)}), window, ref_n,
-                  None if changes is None else list(changes), classes=["0", "1"],
-                  pred_label=np.array(["0"] * n, dtype=object), proba=np.tile([0.9, 0.1], (n, 1)),
-                  label=np.array(["0"] * n, dtype=object))
+    return Stream(
+        "t",
+        "real",
+        "test",
+        "classification",
+        ["x"],
+        [],
+        pd.DataFrame({"x": np.zeros(n)}),
+        window,
+        ref_n,
+        None if changes is None else list(changes),
+        classes=["0", "1"],
+        pred_label=np.array(["0"] * n, dtype=object),
+        proba=np.tile([0.9, 0.1], (n, 1)),
+        label=np.array(["0"] * n, dtype=object),
+    )
 
 
 def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after_it():
@@ -48,7 +60,9 @@ def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after
 
     assert fisher_exact([[9, 1], [1, 16]], alternative="greater").pvalue < 0.05
     none_known = real.windows_summary(_stream(changes=()), alarms)
-    assert none_known["no_change_windows"] == 7 and none_known["false_alarms"] == 3 and "delay_windows" not in none_known
+    assert (
+        none_known["no_change_windows"] == 7 and none_known["false_alarms"] == 3 and "delay_windows" not in none_known
+    )
     undocumented = real.windows_summary(_stream(changes=None), alarms)
     assert undocumented["false_alarms"] is None and undocumented["alarms"] == 3
 
@@ -57,13 +71,20 @@ def test_windows_outside_the_reference_range_are_counted_apart():
     import pandas as pd
 
     s = _stream()  # reference rows 0..299, windows of 100; x in [0, 1] there
-    x = np.r_[np.linspace(0, 1, 300), np.full(100, 0.5), np.r_[np.full(50, 2.0), np.full(50, 0.5)],
-              np.r_[np.full(49, -1.0), np.full(51, 0.5)], np.full(400, 0.2)]
+    x = np.r_[
+        np.linspace(0, 1, 300),
+        np.full(100, 0.5),
+        np.r_[np.full(50, 2.0), np.full(50, 0.5)],
+        np.r_[np.full(49, -1.0), np.full(51, 0.5)],
+        np.full(400, 0.2),
+    ]
     s.features = pd.DataFrame({"x": x})
     out = real.outside_reference(s)
     ref = x[:300]
-    want = {k: np.mean((x[k * 100:(k + 1) * 100] < ref.min()) | (x[k * 100:(k + 1) * 100] > ref.max())) >= 0.5
-            for k in range(3, 10)}
+    want = {
+        k: np.mean((x[k * 100 : (k + 1) * 100] < ref.min()) | (x[k * 100 : (k + 1) * 100] > ref.max())) >= 0.5
+        for k in range(3, 10)
+    }
     assert out == want and out[4] and not out[5] and not out[3]
     m = real.windows_summary(s, {3: True, 4: True, 5: False, 6: True, 7: False, 8: False, 9: False}, out)
     # quiet windows 3, 4, 5; window 4 is outside the reference's range: 1 false alarm of 2 inside it
@@ -90,15 +111,27 @@ def test_online_metrics_and_checks():
     m = real.online_summary(s, [250, 640, 900])
     assert m["false_alarms"] == 1 and m["delay_events"] == 40 and m["delay_windows"] == 0
     assert m["false_alarms_per_100_windows"] == pytest.approx(100 / 6, abs=0.05)
-    reps = {"a": {"detectors": {
-        "driftwatch_any_verdict": {"false_alarms_per_100_windows": 1.0, "delay_windows": 2, "change_at_event": 600},
-        "alibi_tabular_drift": {"delay_windows": 1, "found_change": True},
-        "nannyml_univariate": {"delay_windows": 3, "found_change": True},
-        "driftwatch_error_stream": {"false_alarms": 0, "delay_events": 50, "change_at_event": 600},
-        "river_adwin": {"false_alarms": 0, "delay_events": 80, "change_at_event": 600}},
-        "performance": {"driftwatch_cbpe": {"mae": 0.02}, "nannyml_cbpe": {"mae": 0.025}}}}
+    reps = {
+        "a": {
+            "detectors": {
+                "driftwatch_any_verdict": {
+                    "false_alarms_per_100_windows": 1.0,
+                    "delay_windows": 2,
+                    "change_at_event": 600,
+                },
+                "alibi_tabular_drift": {"delay_windows": 1, "found_change": True},
+                "nannyml_univariate": {"delay_windows": 3, "found_change": True},
+                "driftwatch_error_stream": {"false_alarms": 0, "delay_events": 50, "change_at_event": 600},
+                "river_adwin": {"false_alarms": 0, "delay_events": 80, "change_at_event": 600},
+            },
+            "performance": {"driftwatch_cbpe": {"mae": 0.02}, "nannyml_cbpe": {"mae": 0.025}},
+        }
+    }
     c = real.checks(reps)
-    unset = ("false_alarms_within_declared_budget", "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range")
+    unset = (
+        "false_alarms_within_declared_budget",
+        "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range",
+    )
     assert c["all"] == {k: (True if k not in unset else None) for k in c["all"]}
     reps["a"]["detectors"]["driftwatch_any_verdict"]["delay_windows"] = 3  # > faster peer + 1
     reps["a"]["performance"]["driftwatch_cbpe"]["mae"] = 0.031
@@ -119,7 +152,7 @@ def test_river_episodes_replay_the_threshold_study_episodes():
         s = eps[name]
         assert s.ref_n == e.ref.stop - e.ref.start and s.window == 10
         assert s.changes == ([] if e.change is None else [e.change - e.ref.start])
-        assert np.allclose(s.features.to_numpy(), occ.values[e.ref.start:e.ref.start + s.n])
+        assert np.allclose(s.features.to_numpy(), occ.values[e.ref.start : e.ref.start + s.n])
     # Apple's annotations index every 3rd trading day: the known change is the crash of September 2000
     assert ANNOTATION_SCALE == {"Apple": 3}
     assert eps["apple_1"].changes == [957]
@@ -149,7 +182,10 @@ def test_bench_real_quick_end_to_end(tmp_path, capsys):
     for name, s in streams.items():
         d = s["detectors"]
         for det in ("driftwatch_data_drift", "driftwatch_any_verdict", "alibi_tabular_drift", "nannyml_univariate"):
-            assert {"windows_evaluated", "alarms", "false_alarms", "false_alarms_per_100_windows"} <= set(d[det]), (name, det)
+            assert {"windows_evaluated", "alarms", "false_alarms", "false_alarms_per_100_windows"} <= set(d[det]), (
+                name,
+                det,
+            )
         n_eval = s["stream"]["windows"] - s["stream"]["reference_first_n"] // s["stream"]["window"]
         # every evaluated window has a worker result and a verdict of each peer
         assert d["driftwatch_data_drift"]["windows_with_result"] == n_eval, name
@@ -168,10 +204,14 @@ def test_bench_real_quick_end_to_end(tmp_path, capsys):
             assert dw["windows"] + dw["windows_not_calibrated"] == n_eval, name
             assert dw["windows"] == 0 or 0 <= dw["mae"] <= 1, name
     assert set(report["checks"]["all"]) == {
-        "false_alarms_at_most_2_per_100_windows", "false_alarms_within_declared_budget", "delay_no_later_than_slower_peer_and_within_one_window_of_faster",
-        "cbpe_mae_at_most_nannyml_and_0.03", "cbpe_mae_at_most_nannyml",
+        "false_alarms_at_most_2_per_100_windows",
+        "false_alarms_within_declared_budget",
+        "delay_no_later_than_slower_peer_and_within_one_window_of_faster",
+        "cbpe_mae_at_most_nannyml_and_0.03",
+        "cbpe_mae_at_most_nannyml",
         "error_stream_delay_at_most_adwin_and_no_more_false_alarms",
-        "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range"}
+        "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range",
+    }
 
     # the peers' numbers are their own: recompute them independently on the same data
     loaded = {s.name: s for s in load_streams(site_packages(STATE / "nannyml-venv"), True)}
@@ -180,7 +220,7 @@ def test_bench_real_quick_end_to_end(tmp_path, capsys):
         s, first = loaded[name], chk["alibi_first_window_p_values"]
         k = first["window"]
         assert k == s.ref_n // s.window
-        ref, win = s.features.iloc[: s.ref_n], s.features.iloc[k * s.window:(k + 1) * s.window]
+        ref, win = s.features.iloc[: s.ref_n], s.features.iloc[k * s.window : (k + 1) * s.window]
         for j, f in enumerate(first["features"]):
             if f in s.numeric:
                 p = ks_2samp(ref[f].to_numpy(float), win[f].to_numpy(float), method="asymp").pvalue
@@ -205,4 +245,5 @@ def test_bench_real_quick_end_to_end(tmp_path, capsys):
         # realized accuracy is computed from the labels, not read from the worker
         e = s.errors()
         assert streams[name]["performance"]["realized_accuracy_after_reference"] == pytest.approx(
-            1 - e[s.ref_n:].mean(), abs=1e-4)
+            1 - e[s.ref_n :].mean(), abs=1e-4
+        )

@@ -16,8 +16,15 @@ def test_episodes_split_the_stream_between_known_changes():
     eps = episodes(200, [100], window=10, ref_windows=3)
     first = eps[0]
     assert (first.ref.start, first.ref.stop) == (0, 30)
-    assert [(s.start, s.stop) for s in first.quiet] == [(30, 40), (40, 50), (50, 60), (60, 70), (70, 80),
-                                                        (80, 90), (90, 100)]
+    assert [(s.start, s.stop) for s in first.quiet] == [
+        (30, 40),
+        (40, 50),
+        (50, 60),
+        (60, 70),
+        (70, 80),
+        (80, 90),
+        (90, 100),
+    ]
     assert first.change == 100 and first.after[0].start == 100 and len(first.after) == 5
     assert eps[1].change is None and eps[1].after == []
 

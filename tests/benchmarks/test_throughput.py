@@ -110,10 +110,15 @@ def test_sizes_round_up_to_whole_windows():
 
 def test_summary_computes_ratios_and_targets():
     report = {
-        "worker": {"events_per_s_per_worker": 120_000.0, "events_counted": 10, "events_expected": 10,
-                   "latency_ms": {"p50": 100.0, "p99": 400.0}, "peak_rss_mb": 300.0,
-                   "latency_after_warm_up_ms": {"p50": 90.0, "p99": 300.0, "warm_up_s": 5.0},
-                   "rss_mb_at": {"1000000": 200.0, "10000000": 210.0}},
+        "worker": {
+            "events_per_s_per_worker": 120_000.0,
+            "events_counted": 10,
+            "events_expected": 10,
+            "latency_ms": {"p50": 100.0, "p99": 400.0},
+            "peak_rss_mb": 300.0,
+            "latency_after_warm_up_ms": {"p50": 90.0, "p99": 300.0, "warm_up_s": 5.0},
+            "rss_mb_at": {"1000000": 200.0, "10000000": 210.0},
+        },
         "floor": {"events_per_s": 200_000.0},
         "naive": {"events_per_s": 3_000.0},
         "drift": {"data_drift": {"p50": 8.0, "p99": 12.0, "cpu": {"p50": 7.0, "p99": 9.0}}},
@@ -150,9 +155,24 @@ def test_procstats_reads_this_process():
 def test_quick_benchmark_counts_every_event_and_prints_the_table_keys(tmp_path: Path):
     out = tmp_path / "bench.json"
     cmd = [
-        sys.executable, "-m", "streams.cli", "bench", "throughput", "--quick",
-        "--models", "4", "--window", "1000", "--events", "16000", "--naive-events", "8000",
-        "--drift-repeats", "3", "--output", str(out),
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "bench",
+        "throughput",
+        "--quick",
+        "--models",
+        "4",
+        "--window",
+        "1000",
+        "--events",
+        "16000",
+        "--naive-events",
+        "8000",
+        "--drift-repeats",
+        "3",
+        "--output",
+        str(out),
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.exists(), f"no JSON written (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
@@ -161,8 +181,18 @@ def test_quick_benchmark_counts_every_event_and_prints_the_table_keys(tmp_path: 
     assert report["errors"] == {}, f"{report['errors']}\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0
 
-    for key in ("events_per_s_per_worker", "floor_events_per_s", "naive_events_per_s", "ratio_to_floor",
-                "drift_ms_5000x20", "latency_ms", "peak_rss_mb", "two_workers_speedup", "machine", "targets"):
+    for key in (
+        "events_per_s_per_worker",
+        "floor_events_per_s",
+        "naive_events_per_s",
+        "ratio_to_floor",
+        "drift_ms_5000x20",
+        "latency_ms",
+        "peak_rss_mb",
+        "two_workers_speedup",
+        "machine",
+        "targets",
+    ):
         assert key in report, key
     assert report["machine"]["nproc"] == os.cpu_count()
 
@@ -184,9 +214,14 @@ def test_quick_benchmark_counts_every_event_and_prints_the_table_keys(tmp_path: 
 
 def test_warm_up_ends_when_every_models_first_evaluated_window_is_queryable():
     P = throughput.WindowPoint
-    pts = [P((1, "a", "1"), 5, 10.0, 10.1), P((2, "a", "1"), 5, 11.0, 15.0),  # a: 2nd window seen at 15.0
-           P((1, "b", "1"), 5, 10.5, 10.6), P((2, "b", "1"), 5, 12.0, 16.0),  # b: 2nd window seen at 16.0
-           P((3, "a", "1"), 5, 16.5, 16.7), P((3, "b", "1"), 5, 17.0, 17.5)]
+    pts = [
+        P((1, "a", "1"), 5, 10.0, 10.1),
+        P((2, "a", "1"), 5, 11.0, 15.0),  # a: 2nd window seen at 15.0
+        P((1, "b", "1"), 5, 10.5, 10.6),
+        P((2, "b", "1"), 5, 12.0, 16.0),  # b: 2nd window seen at 16.0
+        P((3, "a", "1"), 5, 16.5, 16.7),
+        P((3, "b", "1"), 5, 17.0, 17.5),
+    ]
     end, lat = throughput._warm_up_end(pts)
     assert end == 16.0
     assert sorted(lat.round(1).tolist()) == [200.0, 500.0]  # only the windows closed after it

@@ -40,14 +40,26 @@ PAGES = ["drift", "quality", "performance", "adversarial", "alerts"]
 def populated(stack: LocalStack) -> Iterator[Q.Conn]:
     """One database with 8 hours of results (5-minute windows) for three models."""
     conn = Q.Conn(stack.influx_url, f"dash{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    recs = sample.sample_records(MODELS, n_features=8, windows=96, cadence_s=300, drift_feature=DRIFTING,
-                                 quality_feature=BROKEN, segments=[SEGMENT], false_alarms=False)
+    recs = sample.sample_records(
+        MODELS,
+        n_features=8,
+        windows=96,
+        cadence_s=300,
+        drift_feature=DRIFTING,
+        quality_feature=BROKEN,
+        segments=[SEGMENT],
+        false_alarms=False,
+    )
     n = sample.write_records(conn, recs)
     assert n > 10_000
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
-                   auth=(conn.username, conn.password))
+        httpx.post(
+            f"{conn.url}/query",
+            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
+            timeout=30,
+            auth=(conn.username, conn.password),
+        )
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, url: str, db: str, **extra: str) -> None:
@@ -146,8 +158,14 @@ def test_drift_page_shows_the_drifting_feature_with_its_evidence(env: Q.Conn) ->
         assert part in verdict, verdict
     assert re.search(r"p (= [0-9.e+-]+|< 1e-16) < threshold 0.00625", verdict), verdict
     detail = next(m.value for m in at.markdown if m.value.startswith("**Statistic**"))
-    for part in ("(Kolmogorov-Smirnov)", "**p-value**", "**threshold** 0.00625", "**PSI**", "**JS distance**",
-                 "**Wasserstein**"):
+    for part in (
+        "(Kolmogorov-Smirnov)",
+        "**p-value**",
+        "**threshold** 0.00625",
+        "**PSI**",
+        "**JS distance**",
+        "**Wasserstein**",
+    ):
         assert part in detail, detail
     assert at.selectbox(key="dw_feature_sel").value == DRIFTING
     assert at.query_params["feature"] == [DRIFTING] or at.query_params["feature"] == DRIFTING
@@ -254,22 +272,33 @@ def test_alerts_page(env: Q.Conn) -> None:
     assert "No alert was pending" in texts(at)
 
 
-def test_alerts_page_shows_the_false_alarm_budget(populated: Q.Conn, monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_alerts_page_shows_the_false_alarm_budget(
+    populated: Q.Conn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     feats = [{"name": f"f_{i:03d}", "kind": "numeric"} for i in range(8)]
     cfg = tmp_path / "monitors.yaml"
-    cfg.write_text(json.dumps({
-        "alarm_budget": {"false_alarms": 2, "per": "day"},
-        "models": [{"model_id": "churn", "features": feats, "window": {"size_seconds": 300}},
-                   {"model_id": "fraud", "features": feats, "window": {"size_events": 1000}},
-                   {"model_id": "ranker", "features": feats, "window": {"size_seconds": 300}}]}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "alarm_budget": {"false_alarms": 2, "per": "day"},
+                "models": [
+                    {"model_id": "churn", "features": feats, "window": {"size_seconds": 300}},
+                    {"model_id": "fraud", "features": feats, "window": {"size_events": 1000}},
+                    {"model_id": "ranker", "features": feats, "window": {"size_seconds": 300}},
+                ],
+            }
+        )
+    )
     _env(monkeypatch, populated.url, populated.db, monitors=str(cfg))
     at = open_page("alerts", model="churn")
     no_exception(at)
     assert metric(at, "Budget per day") == "2"
     # alarms spent, counted independently: drift verdicts of the univariate summaries in the last day
-    rows = Q.run(populated, "SELECT count(\"drift\") FROM \"dw_drift_summary\" WHERE \"drift\" = 1 AND "
-                            "\"detector\" = 'univariate' AND time > now() - 86400s GROUP BY \"model\"")[0]
+    rows = Q.run(
+        populated,
+        'SELECT count("drift") FROM "dw_drift_summary" WHERE "drift" = 1 AND '
+        '"detector" = \'univariate\' AND time > now() - 86400s GROUP BY "model"',
+    )[0]
     by_model = {r["tags"]["model"]: r["values"][0][1] for r in rows}
     assert by_model.get("churn", 0) > 0  # churn drifts in the sample
     assert metric(at, "Alarms spent (last day)") == str(sum(by_model.values()))
@@ -337,8 +366,12 @@ def test_wide_models_draw_the_top_features_and_the_rest_on_demand(settings, monk
     """50 features: the heatmaps draw the top 20 (the drifting / broken one first), the other
     30 behind an expander whose heatmap is only built when it is opened."""
     conn = Q.Conn.from_settings(settings)
-    sample.write_records(conn, sample.sample_records(["wide"], n_features=50, windows=48, drift_feature="f_031",
-                                                     quality_feature="f_032", false_alarms=False))
+    sample.write_records(
+        conn,
+        sample.sample_records(
+            ["wide"], n_features=50, windows=48, drift_feature="f_031", quality_feature="f_032", false_alarms=False
+        ),
+    )
     _env(monkeypatch, settings.influx_url, settings.influx_db)
     at = open_page("drift", model="wide")
     no_exception(at)
@@ -389,8 +422,9 @@ def test_a_model_without_results_in_the_range(settings, monkeypatch: pytest.Monk
     # only an old window: nothing in the last 15 minutes
     from datetime import datetime, timedelta
 
-    sample.write_records(conn, sample.sample_records(["old"], n_features=3, windows=2,
-                                                     end=datetime.now(UTC) - timedelta(hours=3)))
+    sample.write_records(
+        conn, sample.sample_records(["old"], n_features=3, windows=2, end=datetime.now(UTC) - timedelta(hours=3))
+    )
     _env(monkeypatch, settings.influx_url, settings.influx_db)
     for page in ["overview", *PAGES]:
         at = open_page(page, model="old", range="15m")

@@ -17,8 +17,10 @@ def test_password_hash_is_pbkdf2_and_verifies() -> None:
     h = auth.hash_password("correct horse", iterations=1000, salt=b"0123456789abcdef")
     scheme, iters, _salt_b64, hash_b64 = h.split("$")
     assert (scheme, iters) == ("pbkdf2_sha256", "1000")
+
     def pad(s):
         return s + "=" * (-len(s) % 4)
+
     expected = hashlib.pbkdf2_hmac("sha256", b"correct horse", b"0123456789abcdef", 1000)
     assert base64.b64decode(pad(hash_b64)) == expected
     assert auth.verify_password("correct horse", h)
@@ -70,6 +72,7 @@ def test_missing_access_file(tmp_path: Path) -> None:
 def test_resolve_mode() -> None:
     def s(mode="auto", pw=None):
         return SimpleNamespace(dashboard_auth=mode, dashboard_password=pw)
+
     with_hashes = auth.Access(users={"a": ("*",)}, hashes={"a": "pbkdf2_sha256$1$a$b"})
     assert auth.resolve_mode(s(), None, False) == "none"
     assert auth.resolve_mode(s(pw="x"), None, True) == "password"
@@ -92,8 +95,14 @@ def test_hash_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 def test_launch_command_is_headless_and_private() -> None:
     cmd = streamlit_command(port=8765, address="127.0.0.1", extra=["--theme.base=dark"])
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/server.py")
-    for opt in ("--server.port=8765", "--server.address=127.0.0.1", "--server.headless=true",
-                "--browser.gatherUsageStats=false", "--client.showErrorDetails=none", "--client.showErrorLinks=false"):
+    for opt in (
+        "--server.port=8765",
+        "--server.address=127.0.0.1",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+        "--client.showErrorDetails=none",
+        "--client.showErrorLinks=false",
+    ):
         assert opt in cmd
     assert cmd[-1] == "--theme.base=dark"
 

@@ -35,9 +35,17 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     db = f"dashb{uuid.uuid4().hex[:10]}"
     conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
-    sample.write_records(conn, sample.sample_records(["churn", "fraud", "ranker"], n_features=8, windows=96,
-                                                     drift_feature="f_001", quality_feature="f_002",
-                                                     false_alarms=False))
+    sample.write_records(
+        conn,
+        sample.sample_records(
+            ["churn", "fraud", "ranker"],
+            n_features=8,
+            windows=96,
+            drift_feature="f_001",
+            quality_feature="f_002",
+            false_alarms=False,
+        ),
+    )
     env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db))
     env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="3", DRIFTWATCH_DASHBOARD_AUTH="none")
     env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
@@ -106,7 +114,8 @@ def test_auto_refresh_updates_the_time(served: str, page) -> None:
     first = stamp()
     page.wait_for_function(
         "t => !document.querySelector('[data-testid=stMain]').innerText.includes('last updated ' + t)",
-        arg=first, timeout=20_000,
+        arg=first,
+        timeout=20_000,
     )
     assert stamp() != first
     browser.check_no_exception(page, "alerts after refresh")

@@ -43,6 +43,13 @@ def test_bars_distributions_and_timeline() -> None:
     ref = pd.DataFrame({"bin": ["< 0", "≥ 0"], "order": [0, 1], "count": [5, 5], "share": [0.5, 0.5]})
     cur = ref.assign(count=[2, 8], share=[0.2, 0.8])
     _valid(charts.distributions(ref, cur, title="x"))
-    iv = pd.DataFrame({"start": T[:2], "end": T[2:4], "alert": ["m · r", "m · s"], "status": ["firing", "pending"],
-                       "ongoing": [False, True]})
+    iv = pd.DataFrame(
+        {
+            "start": T[:2],
+            "end": T[2:4],
+            "alert": ["m · r", "m · s"],
+            "status": ["firing", "pending"],
+            "ongoing": [False, True],
+        }
+    )
     _valid(charts.timeline(iv, row="alert", tooltip=["alert", "status"]))

@@ -25,22 +25,42 @@ def db(stack, monkeypatch: pytest.MonkeyPatch):
     _env(monkeypatch, conn.url, conn.db)
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
-                   auth=(conn.username, conn.password))
+        httpx.post(
+            f"{conn.url}/query",
+            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
+            timeout=30,
+            auth=(conn.username, conn.password),
+        )
 
 
 def test_detections_of_the_error_stream_are_listed(db) -> None:
     now = int(time.time()) - 600
     tags = {R.T_MODEL: "m", R.T_VERSION: "1", R.T_METRIC: ERROR_STREAM_METRIC, R.T_DETECTOR: FET_DETECTOR}
-    recs = [Record(R.PERFORMANCE, {**tags, R.T_METRIC: "accuracy", R.T_DETECTOR: "realized"},
-                   {"value": 0.9, "n": 100, "estimated": False}, (now + 60 * k) * 10**9) for k in range(6)]
-    recs.append(Record(R.PERFORMANCE, tags, {"phase": "reference", "n_ref": 400, "n": 0, "ert": 1e5},
-                       now * 10**9))
+    recs = [
+        Record(
+            R.PERFORMANCE,
+            {**tags, R.T_METRIC: "accuracy", R.T_DETECTOR: "realized"},
+            {"value": 0.9, "n": 100, "estimated": False},
+            (now + 60 * k) * 10**9,
+        )
+        for k in range(6)
+    ]
+    recs.append(Record(R.PERFORMANCE, tags, {"phase": "reference", "n_ref": 400, "n": 0, "ert": 1e5}, now * 10**9))
     for k in range(1, 6):
         drift = int(k == 4)
-        fields = {"phase": "monitoring", "n_ref": 1000, "reference_error_rate": 0.1, "ert": 1e5, "n": 200,
-                  "t": 200 * k, "drift": drift, "n_detections": drift, "statistic": 0.999999 if drift else 0.7,
-                  "threshold": 0.99999, "error_rate": 0.3 if k >= 4 else 0.1}
+        fields = {
+            "phase": "monitoring",
+            "n_ref": 1000,
+            "reference_error_rate": 0.1,
+            "ert": 1e5,
+            "n": 200,
+            "t": 200 * k,
+            "drift": drift,
+            "n_detections": drift,
+            "statistic": 0.999999 if drift else 0.7,
+            "threshold": 0.99999,
+            "error_rate": 0.3 if k >= 4 else 0.1,
+        }
         if drift:
             fields["first_detection_time"] = float(now + 60 * k - 30)
         recs.append(Record(R.PERFORMANCE, tags, fields, (now + 60 * k) * 10**9))

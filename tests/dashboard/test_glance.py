@@ -51,27 +51,56 @@ models:
 def _extra(recs: list[Record]) -> list[Record]:
     """0.2 % missing in f_003, an online detector's point, a regression with realized metrics only."""
     out = []
-    q3 = [r for r in recs if r.measurement == R.QUALITY and r.tags.get(R.T_FEATURE) == "f_003"
-          and r.tags.get(R.T_MODEL) == "churn"]
+    q3 = [
+        r
+        for r in recs
+        if r.measurement == R.QUALITY and r.tags.get(R.T_FEATURE) == "f_003" and r.tags.get(R.T_MODEL) == "churn"
+    ]
     out += [Record(R.QUALITY, r.tags, {**r.fields, "missing_rate": 0.002, "n_missing": 1}, r.time_ns) for r in q3]
-    d5 = [r for r in recs if r.measurement == R.DRIFT and r.tags.get(R.T_FEATURE) == "f_005"
-          and r.tags.get(R.T_MODEL) == "churn"]  # judged against a stored band (detectors/thresholds.py)
-    out += [Record(R.DRIFT, r.tags, {**r.fields, "judged": "p_value", "band_lower": 0.001,
-                                     "threshold_method": "reference_chunks"}, r.time_ns) for r in d5]
+    d5 = [
+        r
+        for r in recs
+        if r.measurement == R.DRIFT and r.tags.get(R.T_FEATURE) == "f_005" and r.tags.get(R.T_MODEL) == "churn"
+    ]  # judged against a stored band (detectors/thresholds.py)
+    out += [
+        Record(
+            R.DRIFT,
+            r.tags,
+            {**r.fields, "judged": "p_value", "band_lower": 0.001, "threshold_method": "reference_chunks"},
+            r.time_ns,
+        )
+        for r in d5
+    ]
     last = max(r.time_ns for r in recs)
-    out.append(Record(R.DRIFT, {R.T_MODEL: "churn", R.T_VERSION: "1", R.T_FEATURE: "f_000", R.T_DETECTOR: "cvm_online"},
-                      {"drift": 0, "statistic": 3.1, "threshold": 8.4, "n": 500, "ert": 20000, "n_detections": 0,
-                       "rank": 9}, last))
+    out.append(
+        Record(
+            R.DRIFT,
+            {R.T_MODEL: "churn", R.T_VERSION: "1", R.T_FEATURE: "f_000", R.T_DETECTOR: "cvm_online"},
+            {"drift": 0, "statistic": 3.1, "threshold": 8.4, "n": 500, "ert": 20000, "n_detections": 0, "rank": 9},
+            last,
+        )
+    )
     for k in range(WINDOWS):
         t = last - (WINDOWS - 1 - k) * CADENCE * 1_000_000_000
         base = {R.T_MODEL: "reg", R.T_VERSION: "1"}
         out.append(Record(R.WINDOW, base, {"n_events": 500, "events_per_s": 16.7, "n_invalid": 0}, t))
-        out.append(Record(R.PERFORMANCE, {**base, R.T_METRIC: "mae", R.T_DETECTOR: "realized"},
-                          {"value": 40.0 + k, "n_labels": 250, "label_delay_p50": 5.0, "label_delay_p95": 6.0}, t))
+        out.append(
+            Record(
+                R.PERFORMANCE,
+                {**base, R.T_METRIC: "mae", R.T_DETECTOR: "realized"},
+                {"value": 40.0 + k, "n_labels": 250, "label_delay_p50": 5.0, "label_delay_p95": 6.0},
+                t,
+            )
+        )
         # prediction drift of a regression's output, as the worker writes it (window size in n_cur)
-        out.append(Record(R.PREDICTION, {**base, R.T_FEATURE: "__value__", R.T_DETECTOR: "ks"},
-                          {"statistic": 0.05, "p_value": 0.4, "threshold": 0.05, "drift": False, "n_cur": 500,
-                           "n_ref": 1000}, t))
+        out.append(
+            Record(
+                R.PREDICTION,
+                {**base, R.T_FEATURE: "__value__", R.T_DETECTOR: "ks"},
+                {"statistic": 0.05, "p_value": 0.4, "threshold": 0.05, "drift": False, "n_cur": 500, "n_ref": 1000},
+                t,
+            )
+        )
     return out
 
 
@@ -79,8 +108,18 @@ def _extra(recs: list[Record]) -> list[Record]:
 def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Q.Conn, Path, pd.Timestamp]]:
     conn = Q.Conn(stack.influx_url, f"glance{uuid.uuid4().hex[:10]}", *stack.influx_auth)
     end = datetime.now(UTC).replace(microsecond=0)  # when the module's tests start, not at collection
-    recs = list(sample.sample_records(["churn"], n_features=8, windows=WINDOWS, cadence_s=CADENCE, end=end,
-                                      drift_feature="f_001", quality_feature="f_002", false_alarms=False))
+    recs = list(
+        sample.sample_records(
+            ["churn"],
+            n_features=8,
+            windows=WINDOWS,
+            cadence_s=CADENCE,
+            end=end,
+            drift_feature="f_001",
+            quality_feature="f_002",
+            false_alarms=False,
+        )
+    )
     recs += _extra(recs)
     sample.write_records(conn, recs)
     first = pd.Timestamp(min(r.time_ns for r in recs if r.measurement == R.WINDOW), unit="ns", tz="UTC")
@@ -88,8 +127,12 @@ def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     monitors.write_text(MONITORS)
     yield conn, monitors, first
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
-                   auth=(conn.username, conn.password))
+        httpx.post(
+            f"{conn.url}/query",
+            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
+            timeout=30,
+            auth=(conn.username, conn.password),
+        )
 
 
 @pytest.fixture
@@ -112,8 +155,9 @@ def specs(at: AppTest) -> list[dict]:
     out = []
     for c in at.get("vega_lite_chart"):
         spec = json.loads(c.proto.spec)
-        spec["datasets"] = {d.name: pa.ipc.open_stream(d.data.data).read_pandas().to_dict("records")
-                            for d in c.proto.datasets}
+        spec["datasets"] = {
+            d.name: pa.ipc.open_stream(d.data.data).read_pandas().to_dict("records") for d in c.proto.datasets
+        }
         out.append(spec)
     return out
 
@@ -144,8 +188,7 @@ def titled(at: AppTest, start: str) -> dict:
 
 
 def has_rule(spec: dict, value: float | None = None) -> bool:
-    rules = [lay for lay in layers(spec) if (lay.get("mark") or {}).get("type") == "rule"
-             and lay["encoding"].get("y")]
+    rules = [lay for lay in layers(spec) if (lay.get("mark") or {}).get("type") == "rule" and lay["encoding"].get("y")]
     if value is None:
         return bool(rules)
     return any(value in pd.DataFrame(spec["datasets"][r["data"]["name"]])["y"].tolist() for r in rules)
@@ -182,10 +225,16 @@ def test_heatmap_cells_start_with_the_data_and_end_now(env: pd.Timestamp) -> Non
 def test_the_change_is_marked_where_it_starts(env: pd.Timestamp) -> None:
     at = open_page("drift", model="churn")
     share = titled(at, "Share of features drifting")
-    marker = [lay for lay in share["layer"] if (lay.get("mark") or {}).get("type") == "rule"
-              and "x" in lay.get("encoding", {})] or [
-        inner for lay in share["layer"] for inner in lay.get("layer", [])
-        if (inner.get("mark") or {}).get("type") == "rule"]
+    marker = [
+        lay
+        for lay in share["layer"]
+        if (lay.get("mark") or {}).get("type") == "rule" and "x" in lay.get("encoding", {})
+    ] or [
+        inner
+        for lay in share["layer"]
+        for inner in lay.get("layer", [])
+        if (inner.get("mark") or {}).get("type") == "rule"
+    ]
     assert marker, share["layer"]
     cap = " ".join(c.value for c in at.caption)
     assert "Drifting since" in cap
@@ -337,7 +386,9 @@ def test_stored_threshold_bands_are_drawn(env: pd.Timestamp) -> None:
     at.session_state["dw_feature_history"] = True
     at.run()
     no_exception(at)
-    assert not [lay for lay in layers(titled(at, "f_001: smallest p-value")) if (lay.get("mark") or {}).get("type") == "area"]
+    assert not [
+        lay for lay in layers(titled(at, "f_001: smallest p-value")) if (lay.get("mark") or {}).get("type") == "area"
+    ]
 
 
 # Layout fixes seen at 1,024 px (issue 18; the Chromium side is tests/dashboard/test_layout.py) -----
@@ -348,8 +399,12 @@ def test_time_axes_are_24_hour_utc(env: pd.Timestamp, page: str) -> None:
     """Vega's default tick labels are 12-hour without AM/PM ("03:01" for 15:01, "03 PM"): every
     time axis says hours and minutes as the captions and tooltips do."""
     at = open_page(page, model="churn")
-    axes = [(lay.get("encoding") or {}).get("x", {}).get("axis") for spec in specs(at) for lay in layers(spec)
-            if (lay.get("encoding") or {}).get("x", {}).get("type") == "temporal"]
+    axes = [
+        (lay.get("encoding") or {}).get("x", {}).get("axis")
+        for spec in specs(at)
+        for lay in layers(spec)
+        if (lay.get("encoding") or {}).get("x", {}).get("type") == "temporal"
+    ]
     axes = [a for a in axes if a]
     assert axes, page
     for a in axes:
@@ -360,8 +415,13 @@ def test_series_with_equal_values_get_distinct_dashes_and_a_note() -> None:
     """Two models at the same rate: the second line is dashed over the solid first (drawn
     first), and the subtitle says they lie on top of each other."""
     t = pd.date_range("2026-01-01", periods=5, freq="min", tz="UTC")
-    df = pd.DataFrame({"time": [*t, *t, *t], "model": ["b"] * 5 + ["a"] * 5 + ["c"] * 5,
-                       "events_per_s": [200.0] * 10 + [10.0, 12.0, 11.0, 13.0, 12.0]})
+    df = pd.DataFrame(
+        {
+            "time": [*t, *t, *t],
+            "model": ["b"] * 5 + ["a"] * 5 + ["c"] * 5,
+            "events_per_s": [200.0] * 10 + [10.0, 12.0, 11.0, 13.0, 12.0],
+        }
+    )
     spec = C.lines(df, "events_per_s", color="model", title="Events per second").to_dict()
     dash = spec["encoding"]["strokeDash"]
     assert dash["field"] == "model" and dash["scale"]["domain"] == ["a", "b", "c"]

@@ -57,10 +57,21 @@ def _twins(end_ns: int, windows: int = 96, cadence_s: int = 300) -> list[Record]
     for k in range(windows):
         t = end_ns - (windows - 1 - k) * cadence_s * 1_000_000_000
         for m in TWINS:
-            out.append(Record(R.WINDOW, {R.T_MODEL: m, R.T_VERSION: "1"},
-                              {Q.F_N_EVENTS: 15_000, Q.F_N_INVALID: 0, Q.F_DURATION: float(cadence_s),
-                               Q.F_EVENTS_PER_S: 50.0, Q.F_WINDOW_START: t / 1e9 - cadence_s,
-                               Q.F_CLOSED_AT: t / 1e9 + 1.0}, t))
+            out.append(
+                Record(
+                    R.WINDOW,
+                    {R.T_MODEL: m, R.T_VERSION: "1"},
+                    {
+                        Q.F_N_EVENTS: 15_000,
+                        Q.F_N_INVALID: 0,
+                        Q.F_DURATION: float(cadence_s),
+                        Q.F_EVENTS_PER_S: 50.0,
+                        Q.F_WINDOW_START: t / 1e9 - cadence_s,
+                        Q.F_CLOSED_AT: t / 1e9 + 1.0,
+                    },
+                    t,
+                )
+            )
     return out
 
 
@@ -70,8 +81,11 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     db = f"layout{uuid.uuid4().hex[:10]}"
     conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
-    recs = list(sample.sample_records(["churn"], n_features=8, windows=96, drift_feature="f_001",
-                                      quality_feature="f_002", false_alarms=False))
+    recs = list(
+        sample.sample_records(
+            ["churn"], n_features=8, windows=96, drift_feature="f_001", quality_feature="f_002", false_alarms=False
+        )
+    )
     recs += _twins(max(r.time_ns for r in recs))
     sample.write_records(conn, recs)
     env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db))
@@ -144,11 +158,9 @@ def test_identical_lines_are_both_visible_and_said(served: str, page) -> None:
     page.wait_for_timeout(300)
     # the legend's own swatches are cut off: only the plotted lines count
     box = chart.bounding_box()
-    shot = page.screenshot(clip={"x": box["x"], "y": box["y"], "width": box["width"] * 0.55,
-                                 "height": box["height"]})
+    shot = page.screenshot(clip={"x": box["x"], "y": box["y"], "width": box["width"] * 0.55, "height": box["height"]})
     (ARTIFACTS / f"twins-{page.dw_width}.png").parent.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"twins-{page.dw_width}.png").write_bytes(shot)
     # tableau10 in the sorted domain [churn, twin_a, twin_b]: blue, orange, red
     a, b = _colour_pixels(shot, (0xF5, 0x85, 0x18)), _colour_pixels(shot, (0xE4, 0x57, 0x56))
     assert a >= 30 and b >= 30, (a, b)
-

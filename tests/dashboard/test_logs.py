@@ -64,8 +64,7 @@ def test_setup_redacts_the_settings_secrets_in_every_logger(caplog: pytest.LogCa
 @pytest.mark.integration
 @pytest.mark.browser
 @pytest.mark.slow  # a dashboard server at DEBUG (~10 s)
-def test_dashboard_password_never_appears_in_the_dashboard_log_at_debug(
-        stack: LocalStack, tmp_path: Path) -> None:
+def test_dashboard_password_never_appears_in_the_dashboard_log_at_debug(stack: LocalStack, tmp_path: Path) -> None:
     password, influx_pw = _secret("dash"), _secret("influx")
     db = f"dashlog{uuid.uuid4().hex[:8]}"
     conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
@@ -75,9 +74,17 @@ def test_dashboard_password_never_appears_in_the_dashboard_log_at_debug(
     for q in (f"CREATE USER \"{reader}\" WITH PASSWORD '{influx_pw}'", f'GRANT READ ON "{db}" TO "{reader}"'):
         r = httpx.post(f"{stack.influx_url}/query", data={"q": q}, auth=stack.influx_auth, timeout=30)
         assert r.status_code == 200 and "error" not in r.text, r.text
-    env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db, influx_username=reader,
-                                influx_password=influx_pw, dashboard_password=password, log_level="DEBUG",
-                                state_dir=tmp_path / "state"))
+    env = settings_env(
+        Settings(
+            influx_url=stack.influx_url,
+            influx_db=db,
+            influx_username=reader,
+            influx_password=influx_pw,
+            dashboard_password=password,
+            log_level="DEBUG",
+            state_dir=tmp_path / "state",
+        )
+    )
     env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0", DRIFTWATCH_DASHBOARD_AUTH="password")
     env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
     assert "DRIFTWATCH_DASHBOARD_PASSWORD" not in env and env["DRIFTWATCH_LOG_LEVEL"] == "DEBUG"

@@ -30,15 +30,26 @@ def db(stack, monkeypatch: pytest.MonkeyPatch):
     _env(monkeypatch, conn.url, conn.db)
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
-                   auth=(conn.username, conn.password))
+        httpx.post(
+            f"{conn.url}/query",
+            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
+            timeout=30,
+            auth=(conn.username, conn.password),
+        )
 
 
 def _frame(rng, n, outputs=True):
     x = rng.normal(size=n)
     p = 1 / (1 + np.exp(-x))
-    kw = dict(pred_label=np.where(p > 0.5, "yes", "no").astype(object), pred_proba=np.column_stack([1 - p, p]),
-              classes=("no", "yes")) if outputs else {}
+    kw = (
+        dict(
+            pred_label=np.where(p > 0.5, "yes", "no").astype(object),
+            pred_proba=np.column_stack([1 - p, p]),
+            classes=("no", "yes"),
+        )
+        if outputs
+        else {}
+    )
     return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n), numeric={"x": x}, **kw)
 
 
@@ -49,8 +60,15 @@ def test_a_file_reference_without_outputs_or_labels_is_explained(db) -> None:
     now = time.time() - 600
     recs = []
     for k in range(3):
-        ctx = WindowContext(model_id="m", version="1", frame=_frame(rng, 200), reference=ref, features=FEATS,
-                            window_start=now + 60 * k, window_end=now + 60 * (k + 1))
+        ctx = WindowContext(
+            model_id="m",
+            version="1",
+            frame=_frame(rng, 200),
+            reference=ref,
+            features=FEATS,
+            window_start=now + 60 * k,
+            window_end=now + 60 * (k + 1),
+        )
         recs += evaluate_window(ctx, [PredictionDrift(), FeatureImpactEvaluator(), EstimatedPerformance()])
     assert sample.write_records(db, recs) == len(recs)
     at = open_page("performance", model="m")

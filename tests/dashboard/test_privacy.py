@@ -22,16 +22,19 @@ def test_doctests() -> None:
     assert doctest.testmod(privacy).failed == 0
 
 
-@pytest.mark.parametrize(("spec", "noised", "eps", "status", "note"), [
-    (NOISED, False, None, "noised", "noised (differential privacy, ε = 0.5)"),  # config only (no point yet)
-    (NOISED, True, 0.5, "noised", "noised (differential privacy, ε = 0.5)"),
-    (NOISED, True, 2.0, "noised", "noised (differential privacy, ε = 2)"),  # what was published wins
-    (None, True, 0.25, "noised", "noised (differential privacy, ε = 0.25)"),  # no config: the point says it
-    (None, True, None, "noised", "noised (differential privacy, ε = ?)"),
-    (WITHHELD, False, None, "withheld", WITHHELD_NOTE),
-    (PLAIN, False, None, "plain", None),
-    (None, False, None, "plain", None),
-])
+@pytest.mark.parametrize(
+    ("spec", "noised", "eps", "status", "note"),
+    [
+        (NOISED, False, None, "noised", "noised (differential privacy, ε = 0.5)"),  # config only (no point yet)
+        (NOISED, True, 0.5, "noised", "noised (differential privacy, ε = 0.5)"),
+        (NOISED, True, 2.0, "noised", "noised (differential privacy, ε = 2)"),  # what was published wins
+        (None, True, 0.25, "noised", "noised (differential privacy, ε = 0.25)"),  # no config: the point says it
+        (None, True, None, "noised", "noised (differential privacy, ε = ?)"),
+        (WITHHELD, False, None, "withheld", WITHHELD_NOTE),
+        (PLAIN, False, None, "plain", None),
+        (None, False, None, "plain", None),
+    ],
+)
 def test_publication(spec: FeatureSpec | None, noised: bool, eps: float | None, status: str, note: str | None) -> None:
     pub = publication(spec, noised=noised, epsilon=eps)
     assert pub.status == status and pub.note() == note
@@ -39,8 +42,9 @@ def test_publication(spec: FeatureSpec | None, noised: bool, eps: float | None, 
 
 def test_feature_specs_from_the_monitor_config(tmp_path: Path) -> None:
     cfg = tmp_path / "monitors.yaml"
-    cfg.write_text(yaml.safe_dump({"models": [{"model_id": "m", "features": [
-        f.model_dump() for f in (NOISED, WITHHELD, PLAIN)]}]}))
+    cfg.write_text(
+        yaml.safe_dump({"models": [{"model_id": "m", "features": [f.model_dump() for f in (NOISED, WITHHELD, PLAIN)]}]})
+    )
     specs = privacy.feature_specs(cfg, "m")
     assert specs["income"].dp_epsilon == 0.5 and specs["postcode"].dp_epsilon is None and not specs["age"].sensitive
     assert privacy.feature_specs(cfg, "other") == {}

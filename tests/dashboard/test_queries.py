@@ -22,9 +22,11 @@ def test_literals_escape_quotes_and_backslashes() -> None:
 
 def test_scope_where_clause_names_every_filter() -> None:
     s = Q.Scope(Q.TimeRange.last("1h"), model="m'1", version="2", segment=None)
-    w = s.where('"feature" = \'x\'')
-    assert w == (" WHERE time > now() - 3600s AND \"model\" = 'm\\'1' AND \"version\" = '2'"
-                 " AND \"segment\" = '' AND \"feature\" = 'x'")
+    w = s.where("\"feature\" = 'x'")
+    assert w == (
+        " WHERE time > now() - 3600s AND \"model\" = 'm\\'1' AND \"version\" = '2'"
+        " AND \"segment\" = '' AND \"feature\" = 'x'"
+    )
     assert "segment" not in s.where(segment=False)
     assert "time" not in Q.Scope(Q.TimeRange.last("1h"), model="m").where(time_=False)
 
@@ -68,13 +70,15 @@ def test_frame_joins_series_with_their_tags() -> None:
 def test_rank_features_matches_an_independent_sort() -> None:
     rng = np.random.default_rng(3)
     n = 40
-    df = pd.DataFrame({
-        "feature": [f"x{i}" for i in range(n)],
-        "p_value": rng.uniform(0, 1, n) ** 3,
-        "threshold": 0.01,
-        "statistic": rng.uniform(0, 1, n),
-        "js": rng.uniform(0, 0.5, n),
-    })
+    df = pd.DataFrame(
+        {
+            "feature": [f"x{i}" for i in range(n)],
+            "p_value": rng.uniform(0, 1, n) ** 3,
+            "threshold": 0.01,
+            "statistic": rng.uniform(0, 1, n),
+            "js": rng.uniform(0, 0.5, n),
+        }
+    )
     df["drift"] = (df["p_value"] < df["threshold"]).astype(float)  # the worker writes 0/1
     ranked = Q.rank_features(df)
     # by drift: drifting first, then ascending p-value
@@ -87,8 +91,9 @@ def test_rank_features_matches_an_independent_sort() -> None:
 
 
 def test_impact_uses_importance_when_reported() -> None:
-    df = pd.DataFrame({"feature": ["a", "b"], "p_value": [0.5, 0.5], "drift": [0.0, 0.0],
-                       "js": [0.2, 0.1], "normalized": [0.1, 0.9]})
+    df = pd.DataFrame(
+        {"feature": ["a", "b"], "p_value": [0.5, 0.5], "drift": [0.0, 0.0], "js": [0.2, 0.1], "normalized": [0.1, 0.9]}
+    )
     ranked = Q.rank_features(df)
     assert ranked.sort_values("impact_rank")["feature"].tolist() == ["b", "a"]
 
@@ -146,16 +151,25 @@ def test_health_status(row: dict, status: str) -> None:
 
 
 def test_health_explains_every_problem() -> None:
-    status, why = Q.health({"last_window": NOW, "active_alerts": 1, "drift": True, "n_drifted": 3,
-                            "n_features": 50, "invalid_rate": 0.2}, now=NOW)
+    status, why = Q.health(
+        {"last_window": NOW, "active_alerts": 1, "drift": True, "n_drifted": 3, "n_features": 50, "invalid_rate": 0.2},
+        now=NOW,
+    )
     assert status == "alerting"
     assert "1 alert(s) firing" in why and "3/50 features drifting" in why and "20.0% invalid" in why
 
 
 def _alert_points() -> pd.DataFrame:
     t = pd.to_datetime([0, 60, 120, 180, 240, 300], unit="s", utc=True)
-    a = pd.DataFrame({"time": t, "model": "m", "rule": "drift", "feature": "x",
-                      "status": ["pending", "firing", "firing", "resolved", "pending", "firing"]})
+    a = pd.DataFrame(
+        {
+            "time": t,
+            "model": "m",
+            "rule": "drift",
+            "feature": "x",
+            "status": ["pending", "firing", "firing", "resolved", "pending", "firing"],
+        }
+    )
     b = pd.DataFrame({"time": t[:2], "model": "m", "rule": "missing", "feature": "y", "status": ["firing", "firing"]})
     return pd.concat([a, b], ignore_index=True)
 
@@ -173,7 +187,8 @@ def test_alert_intervals_and_changes() -> None:
     assert len(missing) == 1 and bool(missing["ongoing"].iloc[0])
     changes = Q.alert_changes(_alert_points())
     assert sorted(changes[changes["rule"] == "drift"]["status"].tolist()) == sorted(
-        ["pending", "firing", "resolved", "pending", "firing"])
+        ["pending", "firing", "resolved", "pending", "firing"]
+    )
     assert len(changes[changes["rule"] == "missing"]) == 1
     assert Q.alert_intervals(pd.DataFrame()).empty
 

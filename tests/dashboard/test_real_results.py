@@ -37,9 +37,13 @@ def _frame(rng: np.random.Generator, n: int, t0: float, shift: float) -> Frame:
     proba = rng.uniform(0.55, 0.95, n)
     label = np.where(num["x1"] > 0, "yes", "no").astype(object)
     return Frame.from_columns(
-        event_id=np.array([f"e{t0}-{i}" for i in range(n)], dtype=object), event_time=np.full(n, t0),
-        numeric=num, categorical={"region": region}, pred_label=label,
-        pred_proba=np.column_stack([1 - proba, proba]), classes=("no", "yes"),
+        event_id=np.array([f"e{t0}-{i}" for i in range(n)], dtype=object),
+        event_time=np.full(n, t0),
+        numeric=num,
+        categorical={"region": region},
+        pred_label=label,
+        pred_proba=np.column_stack([1 - proba, proba]),
+        classes=("no", "yes"),
     )
 
 
@@ -60,12 +64,19 @@ def real_records(now: float) -> list[Record]:
     for k in range(WINDOWS):
         start, end = now - (WINDOWS - k) * 300.0, now - (WINDOWS - k - 1) * 300.0
         frame = _frame(rng, SIZE, start, 1.5 if k >= SHIFT_FROM else 0.0)
-        ctx = WindowContext(MODEL, "3", frame, ref, FEATURES, DriftSpec(), segments=("region",),
-                            window_start=start, window_end=end)
+        ctx = WindowContext(
+            MODEL, "3", frame, ref, FEATURES, DriftSpec(), segments=("region",), window_start=start, window_end=end
+        )
         out += evaluate_window(ctx, evaluators)
         t = ctx.time_ns
-        out += performance_records({"accuracy": 0.8 - 0.1 * (k >= SHIFT_FROM), "f1": 0.7}, tags, t, estimated=False,
-                                   n=300, extra={"n_labels": 300, "label_delay_p50": 1800.0, "label_delay_p95": 3000.0})
+        out += performance_records(
+            {"accuracy": 0.8 - 0.1 * (k >= SHIFT_FROM), "f1": 0.7},
+            tags,
+            t,
+            estimated=False,
+            n=300,
+            extra={"n_labels": 300, "label_delay_p50": 1800.0, "label_delay_p95": 3000.0},
+        )
         out += performance_records({"accuracy": 0.81, "accuracy_std": 0.02, "n": SIZE}, tags, t, estimated=True)
         stats.predictions += SIZE
         stats.matched += 300
@@ -147,10 +158,12 @@ PRIVATE_FEATURES = (
 
 def _private_frame(rng: np.random.Generator, n: int, t0: float) -> Frame:
     return Frame.from_columns(
-        event_id=np.array([f"p{t0}-{i}" for i in range(n)], dtype=object), event_time=np.full(n, t0),
+        event_id=np.array([f"p{t0}-{i}" for i in range(n)], dtype=object),
+        event_time=np.full(n, t0),
         numeric={"x0": rng.normal(0, 1, n), "income": rng.lognormal(10, 1, n)},
         categorical={"postcode": rng.choice(np.array(["1000", "2000", "3000"], dtype=object), n)},
-        pred_label=np.full(n, "yes", dtype=object), pred_proba=np.column_stack([np.full(n, 0.3), np.full(n, 0.7)]),
+        pred_label=np.full(n, "yes", dtype=object),
+        pred_proba=np.column_stack([np.full(n, 0.3), np.full(n, 0.7)]),
         classes=("no", "yes"),
     )
 
@@ -166,8 +179,16 @@ def private_records(now: float) -> list[Record]:
     evaluators = default_evaluators()
     for k in range(4):
         start, end = now - (4 - k) * 300.0, now - (3 - k) * 300.0
-        ctx = WindowContext(PRIVATE, "1", _private_frame(rng, 500, start), ref, PRIVATE_FEATURES, DriftSpec(),
-                            window_start=start, window_end=end)
+        ctx = WindowContext(
+            PRIVATE,
+            "1",
+            _private_frame(rng, 500, start),
+            ref,
+            PRIVATE_FEATURES,
+            DriftSpec(),
+            window_start=start,
+            window_end=end,
+        )
         out += evaluate_window(ctx, evaluators)
     return out
 
@@ -182,8 +203,9 @@ def private_db(settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
     write_records(settings, private_records(time.time()))
     config = tmp_path / "monitors.yaml"
-    config.write_text(yaml.safe_dump({"models": [{"model_id": PRIVATE,
-                                                  "features": [f.model_dump() for f in PRIVATE_FEATURES]}]}))
+    config.write_text(
+        yaml.safe_dump({"models": [{"model_id": PRIVATE, "features": [f.model_dump() for f in PRIVATE_FEATURES]}]})
+    )
     for k in ("PASSWORD", "PASSWORD_FILE", "AUTH", "ACCESS"):
         monkeypatch.delenv(f"DRIFTWATCH_DASHBOARD_{k}", raising=False)
     monkeypatch.setenv("DRIFTWATCH_INFLUX_URL", settings.influx_url)
@@ -201,10 +223,14 @@ def test_drift_page_says_how_sensitive_histograms_are_published(private_db, monk
     import httpx
 
     # what the worker's runner stored: income noised at its epsilon, postcode nothing at all
-    r = httpx.post(f"{private_db.influx_url}/query", data={
-        "db": private_db.influx_db,
-        "q": 'SELECT "noised", "epsilon", "e01", "n" FROM "dw_histogram" GROUP BY "feature"'},
-        auth=(private_db.influx_username, private_db.influx_password.get_secret_value())).json()
+    r = httpx.post(
+        f"{private_db.influx_url}/query",
+        data={
+            "db": private_db.influx_db,
+            "q": 'SELECT "noised", "epsilon", "e01", "n" FROM "dw_histogram" GROUP BY "feature"',
+        },
+        auth=(private_db.influx_username, private_db.influx_password.get_secret_value()),
+    ).json()
     stored = {s["tags"]["feature"]: dict(zip(s["columns"], s["values"][-1])) for s in r["results"][0]["series"]}
     assert set(stored) == {"x0", "income"}  # postcode withheld
     assert stored["income"]["noised"] == 1 and stored["income"]["epsilon"] == 0.5 and stored["income"]["e01"] is None

@@ -34,10 +34,12 @@ REFRESH = 2
 
 
 def access_text(alice_models: list[str]) -> str:
-    return ("users:\n"
-            f"  alice: {{models: {alice_models}, password_hash: '{HASHES['alice']}'}}\n"
-            f"  bob: {{models: ['*'], password_hash: '{HASHES['bob']}'}}\n"
-            "default_models: []\n")
+    return (
+        "users:\n"
+        f"  alice: {{models: {alice_models}, password_hash: '{HASHES['alice']}'}}\n"
+        f"  bob: {{models: ['*'], password_hash: '{HASHES['bob']}'}}\n"
+        "default_models: []\n"
+    )
 
 
 HASHES = {"alice": auth.hash_password(ALICE_PW, iterations=2000), "bob": auth.hash_password(BOB_PW, iterations=2000)}
@@ -46,13 +48,25 @@ HASHES = {"alice": auth.hash_password(ALICE_PW, iterations=2000), "bob": auth.ha
 @pytest.fixture(scope="module")
 def influx_db(stack: LocalStack) -> Iterator[Q.Conn]:
     conn = Q.Conn(stack.influx_url, f"sec{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    sample.write_records(conn, sample.sample_records(["wine", "diabetes"], n_features=4, windows=24,
-                                                     drift_feature="f_001", quality_feature="f_002",
-                                                     false_alarms=False))
+    sample.write_records(
+        conn,
+        sample.sample_records(
+            ["wine", "diabetes"],
+            n_features=4,
+            windows=24,
+            drift_feature="f_001",
+            quality_feature="f_002",
+            false_alarms=False,
+        ),
+    )
     yield conn
     with contextlib.suppress(Exception):
-        httpx.post(f"{conn.url}/query", data={"q": f"DROP DATABASE {Q.ident(conn.db)}"}, timeout=30,
-                   auth=(conn.username, conn.password))
+        httpx.post(
+            f"{conn.url}/query",
+            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
+            timeout=30,
+            auth=(conn.username, conn.password),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +78,11 @@ def served(influx_db: Q.Conn, tmp_path_factory: pytest.TempPathFactory) -> Itera
     access = folder / "access.yaml"
     access.write_text(access_text(["wine"]))
     env = settings_env(Settings(influx_url=influx_db.url, influx_db=influx_db.db))
-    env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS=str(REFRESH), DRIFTWATCH_DASHBOARD_AUTH="password",
-               DRIFTWATCH_DASHBOARD_ACCESS=str(access))
+    env.update(
+        DRIFTWATCH_DASHBOARD_REFRESH_SECONDS=str(REFRESH),
+        DRIFTWATCH_DASHBOARD_AUTH="password",
+        DRIFTWATCH_DASHBOARD_ACCESS=str(access),
+    )
     env.pop("DRIFTWATCH_DASHBOARD_PASSWORD", None)
     log = folder / "dashboard.log"
     try:
@@ -145,10 +162,14 @@ def test_other_sessions_are_untouched_by_a_revocation_of_alice(dash) -> None:
 # Forged and malformed input --------------------------------------------------------------
 
 FORGED = [
-    widget("dw_auth_ok", bool_value=True), widget("dw_auth_named", bool_value=True),
-    widget("dw_auth_user", string_value="bob"), widget("dw__login", string_value="bob"),
-    widget("dw__ctx", json_value='{"model": "diabetes"}'), widget("$$STREAMLIT_INTERNAL_KEY_x", int_value=1),
-    widget("", string_value="x"), widget("dw_model", string_value="diabetes"),
+    widget("dw_auth_ok", bool_value=True),
+    widget("dw_auth_named", bool_value=True),
+    widget("dw_auth_user", string_value="bob"),
+    widget("dw__login", string_value="bob"),
+    widget("dw__ctx", json_value='{"model": "diabetes"}'),
+    widget("$$STREAMLIT_INTERNAL_KEY_x", int_value=1),
+    widget("", string_value="x"),
+    widget("dw_model", string_value="diabetes"),
 ]
 
 
@@ -156,7 +177,7 @@ def _no_traceback(run, what: str) -> None:
     raw = run.raw()
     for exc in run.exceptions():
         assert not exc.stack_trace, f"{what}: a stack trace reached the client: {list(exc.stack_trace)[:3]}"
-    for needle in (b"Traceback", b'File "', b".py\", line", b"/work/", b"site-packages", b"KeyError"):
+    for needle in (b"Traceback", b'File "', b'.py", line', b"/work/", b"site-packages", b"KeyError"):
         assert needle not in raw, f"{what}: {needle!r} reached the client"
     assert not run.exceptions(), f"{what}: an exception reached the client: {run.exceptions()[0].message[:300]}"
 
@@ -175,8 +196,13 @@ def test_forged_widget_keys_before_login_give_no_traceback_and_no_login(dash) ->
         _no_traceback(run, "forged keys + submit")
         _no_leak(run, "forged keys + submit")
         # wrong types for the real widgets
-        run = c.rerun(widgets=[widget(form["User"], int_value=7), widget(form["Password"], bytes_value=b"\xff" * 64),
-                               widget(form["Log in"], string_value="yes")])
+        run = c.rerun(
+            widgets=[
+                widget(form["User"], int_value=7),
+                widget(form["Password"], bytes_value=b"\xff" * 64),
+                widget(form["Log in"], string_value="yes"),
+            ]
+        )
         _no_traceback(run, "wrongly typed widget values")
         _no_leak(run, "wrongly typed widget values")
         run = c.rerun(fragment_id="f" * 32)  # a fragment id that never existed
@@ -185,11 +211,18 @@ def test_forged_widget_keys_before_login_give_no_traceback_and_no_login(dash) ->
         _no_leak(run, "unknown fragment id")
 
 
-@pytest.mark.parametrize("query", [
-    "model=diabetes", "model=%00%ff&range=bogus", "range=custom&from=2020-13-45&to=yesterday",
-    "range=custom&from=" + "9" * 300, "version=%27%22;DROP&segment=%5C", "feature=" + "x" * 5000,
-    "model=wine&model=diabetes&range=30d",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "model=diabetes",
+        "model=%00%ff&range=bogus",
+        "range=custom&from=2020-13-45&to=yesterday",
+        "range=custom&from=" + "9" * 300,
+        "version=%27%22;DROP&segment=%5C",
+        "feature=" + "x" * 5000,
+        "model=wine&model=diabetes&range=30d",
+    ],
+)
 def test_malformed_urls_after_login_give_no_traceback_and_no_foreign_model(dash, query: str) -> None:
     base, _access, _log = dash
     with StreamlitClient(base) as c:
@@ -231,7 +264,8 @@ def _submit(at: AppTest, user: str, pw: str) -> str:
 
 
 def test_twenty_five_wrong_guesses_are_throttled_and_logged_without_the_password(
-        form_app: Path, caplog: pytest.LogCaptureFixture) -> None:
+    form_app: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="dashboard")
     at = AppTest.from_file(APP, default_timeout=60).run()
     guesses = [f"guess-{i:02d}-x" for i in range(25)]
@@ -278,25 +312,27 @@ def test_login_time_does_not_tell_whether_a_user_exists(form_app: Path) -> None:
     time (the work the server does, which is what an attacker's clock measures on an idle
     server): on this shared machine the wall clock also carries other processes' load
     (both are printed)."""
-    form_app.write_text("users:\n"
-                        f"  alice: {{models: [wine], password_hash: '{auth.hash_password(ALICE_PW)}'}}\n"
-                        "default_models: []\n")
+    form_app.write_text(
+        f"users:\n  alice: {{models: [wine], password_hash: '{auth.hash_password(ALICE_PW)}'}}\ndefault_models: []\n"
+    )
     at = AppTest.from_file(APP, default_timeout=60).run()
     _submit(at, "nobody", "warm-up")  # the dummy hash is made once per process
     users = ["alice", "nobody-here"]
     wall: dict[str, list[float]] = {u: [] for u in users}
     cpu: dict[str, list[float]] = {u: [] for u in users}
     for i in range(21):  # alternating order: a load change hits both
-        for user in (users if i % 2 else users[::-1]):
+        for user in users if i % 2 else users[::-1]:
             auth.THROTTLE.reset()
             w0, c0 = time.perf_counter(), time.process_time()
             assert "Wrong user or password" in _submit(at, user, "not-the-password")
             cpu[user].append(time.process_time() - c0)
             wall[user].append(time.perf_counter() - w0)
     med = {k: {u: statistics.median(v[u]) for u in users} for k, v in (("wall", wall), ("cpu", cpu))}
-    print("\nmedian failed login (known / unknown user): "
-          + ", ".join(f"{k} {m['alice'] * 1000:.1f} / {m['nobody-here'] * 1000:.1f} ms" for k, m in med.items())
-          + f"; load average {os.getloadavg()[0]:.1f}")
+    print(
+        "\nmedian failed login (known / unknown user): "
+        + ", ".join(f"{k} {m['alice'] * 1000:.1f} / {m['nobody-here'] * 1000:.1f} ms" for k, m in med.items())
+        + f"; load average {os.getloadavg()[0]:.1f}"
+    )
     assert med["cpu"]["alice"] > 0.05, "the known user's hash should cost real time"
     assert abs(med["cpu"]["alice"] - med["cpu"]["nobody-here"]) < 0.020, med
 
@@ -322,8 +358,12 @@ def test_metrics_script_path_and_versions_are_not_served(dash) -> None:
         env = ns.initialize.environment_info
         assert (env.streamlit_version, env.python_version, env.server_os) == ("", "", "")
         raw = run.raw(new_session=True)
-        for needle in (str(Path(APP).parent).encode(), b"app.py", streamlit.__version__.encode(),
-                       platform.python_version().encode()):
+        for needle in (
+            str(Path(APP).parent).encode(),
+            b"app.py",
+            streamlit.__version__.encode(),
+            platform.python_version().encode(),
+        ):
             assert needle not in raw, needle
         assert "Password" in run.widget_ids()  # the app itself is served as before
 
@@ -361,8 +401,9 @@ class Wire:
         return Run([m for at, m in self.frames if at >= t])
 
     def page_hash(self) -> str:
-        return next(m.new_session.page_script_hash for _, m in reversed(self.frames)
-                    if m.WhichOneof("type") == "new_session")
+        return next(
+            m.new_session.page_script_hash for _, m in reversed(self.frames) if m.WhichOneof("type") == "new_session"
+        )
 
     def rerun_fragment(self, fragment_id: str) -> None:
         """What the page's refresh timer sends, sent by us on the page's own socket."""

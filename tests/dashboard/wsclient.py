@@ -18,8 +18,20 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 #: element types that carry monitoring results (charts, tables, metrics)
-DATA_ELEMENTS = frozenset({"arrow_data_frame", "arrow_table", "arrow_vega_lite_chart", "vega_lite_chart",
-                           "metric", "plotly_chart", "deck_gl_json_chart", "json", "table", "data_frame"})
+DATA_ELEMENTS = frozenset(
+    {
+        "arrow_data_frame",
+        "arrow_table",
+        "arrow_vega_lite_chart",
+        "vega_lite_chart",
+        "metric",
+        "plotly_chart",
+        "deck_gl_json_chart",
+        "json",
+        "table",
+        "data_frame",
+    }
+)
 
 
 @dataclass
@@ -51,8 +63,9 @@ class Run:
 
     def raw(self, *, new_session: bool = False) -> bytes:
         """The serialized messages (``new_session``, which names the script, only if asked)."""
-        return b"".join(m.SerializeToString() for m in self.msgs
-                        if new_session or m.WhichOneof("type") != "new_session")
+        return b"".join(
+            m.SerializeToString() for m in self.msgs if new_session or m.WhichOneof("type") != "new_session"
+        )
 
     def fragment_ids(self) -> set[str]:
         """Fragment ids the server registered in this run (the browser reruns them)."""
@@ -97,8 +110,15 @@ class StreamlitClient:
     def send(self, msg: BackMsg) -> None:
         self.ws.send(msg.SerializeToString())
 
-    def rerun(self, *, query: str = "", widgets: list[Any] | None = None, fragment_id: str = "",
-              page_hash: str | None = None, wait: bool = True) -> Run:
+    def rerun(
+        self,
+        *,
+        query: str = "",
+        widgets: list[Any] | None = None,
+        fragment_id: str = "",
+        page_hash: str | None = None,
+        wait: bool = True,
+    ) -> Run:
         """Send ``rerun_script`` (widget states as ``WidgetState`` messages); collect the answer."""
         msg = BackMsg()
         cs = msg.rerun_script

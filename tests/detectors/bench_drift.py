@@ -32,12 +32,15 @@ def make_frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> Frame:
         col = cats[rng.integers(0, 12, n)].copy()
         col[rng.random(n) < 0.05] = None
         categorical[f"c{i}"] = col
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n) * 1e-3,
-                              numeric=numeric, categorical=categorical)
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str), event_time=np.arange(n) * 1e-3, numeric=numeric, categorical=categorical
+    )
 
 
-FEATURES = tuple([FeatureSpec(name=f"x{i}", kind="numeric") for i in range(15)]
-                 + [FeatureSpec(name=f"c{i}", kind="categorical") for i in range(5)])
+FEATURES = tuple(
+    [FeatureSpec(name=f"x{i}", kind="numeric") for i in range(15)]
+    + [FeatureSpec(name=f"c{i}", kind="categorical") for i in range(5)]
+)
 
 
 def timeit(fn, repeat: int) -> tuple[float, float, float]:
@@ -78,8 +81,10 @@ def main() -> None:
     ref_frame = make_frame(rng, a.ref)
     window = make_frame(rng, a.rows)
     ref = Reference.from_frame(ref_frame, FEATURES)
-    print(f"window {a.rows} x 20 (15 numeric, 5 categorical), reference {a.ref} rows, "
-          f"{a.repeat} runs; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"window {a.rows} x 20 (15 numeric, 5 categorical), reference {a.ref} rows, "
+        f"{a.repeat} runs; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     print(f"  {'step':32s} {'wall median':>12s} {'wall min':>10s} {'CPU median':>11s}")
     rows = [
         ("reference build", lambda: Reference.from_frame(ref_frame, FEATURES)),
@@ -87,10 +92,20 @@ def main() -> None:
         ("drift cvm (native)", lambda: univariate_drift(window, ref, DriftSpec(numeric_test="cvm"))),
         ("quality", lambda: data_quality(window, FEATURES)),
     ]
+
     def ctx() -> WindowContext:  # a fresh context per run: results are cached on it
-        return WindowContext(model_id="m", version="1", frame=window, reference=ref,
-                             features=FEATURES, drift=DriftSpec(), task="classification",
-                             segments=(), window_start=0.0, window_end=5.0)
+        return WindowContext(
+            model_id="m",
+            version="1",
+            frame=window,
+            reference=ref,
+            features=FEATURES,
+            drift=DriftSpec(),
+            task="classification",
+            segments=(),
+            window_start=0.0,
+            window_end=5.0,
+        )
 
     builtin = [WindowStats(), DataQuality(), DataDrift(), Histograms()]
     rows.append(("evaluate_window (4 built-ins)", lambda: evaluate_window(ctx(), builtin)))

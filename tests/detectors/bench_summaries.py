@@ -72,8 +72,9 @@ def main() -> None:
         data_quality(w, FEATURES, cols)
         univariate_drift(w, ref, spec, columns=cols)
         t_exact += time.process_time() - t0
-        st = numeric_statistics(s.layout, s.arrays["f.num_counts"], s.arrays["f.num_sums"], s.arrays["f.num_min"],
-                                s.arrays["f.num_max"])
+        st = numeric_statistics(
+            s.layout, s.arrays["f.num_counts"], s.arrays["f.num_sums"], s.arrays["f.num_min"], s.arrays["f.num_max"]
+        )
         for i, nl in enumerate(s.layout.numeric):
             r = ref.numeric[nl.name].values
             x = w.numeric[nl.name]
@@ -83,20 +84,25 @@ def main() -> None:
             cvm_err.append(abs(st.cvm[i] - t) / t)
             w_err.append(abs(stats.wasserstein_distance(r, x) - st.wasserstein[i]) / np.std(r))
     n_events = a.windows * a.rows
-    print(json.dumps({
-        "config": vars(a),
-        "ks_abs_error_max": round(float(np.max(ks_err)), 6),
-        "ks_abs_error_p99": round(float(np.quantile(ks_err, 0.99)), 6),
-        "ks_abs_error_mean": round(float(np.mean(ks_err)), 6),
-        "cvm_rel_error_max": round(float(np.max(cvm_err)), 4),
-        "cvm_rel_error_p99": round(float(np.quantile(cvm_err, 0.99)), 4),
-        "wasserstein_error_max_in_ref_sd": round(float(np.max(w_err)), 5),
-        "update_cpu_us_per_event_no_reservoir": round(1e6 * t_update[0] / n_events, 2),
-        "update_cpu_us_per_event_reservoir_2000": round(1e6 * t_update[2000] / n_events, 2),
-        "close_cpu_ms_per_window": round(1e3 * t_close / a.windows, 2),
-        "exact_cpu_ms_per_window": round(1e3 * t_exact / a.windows, 2),
-        "summary_bytes_reservoir_2000": int(s.nbytes),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "config": vars(a),
+                "ks_abs_error_max": round(float(np.max(ks_err)), 6),
+                "ks_abs_error_p99": round(float(np.quantile(ks_err, 0.99)), 6),
+                "ks_abs_error_mean": round(float(np.mean(ks_err)), 6),
+                "cvm_rel_error_max": round(float(np.max(cvm_err)), 4),
+                "cvm_rel_error_p99": round(float(np.quantile(cvm_err, 0.99)), 4),
+                "wasserstein_error_max_in_ref_sd": round(float(np.max(w_err)), 5),
+                "update_cpu_us_per_event_no_reservoir": round(1e6 * t_update[0] / n_events, 2),
+                "update_cpu_us_per_event_reservoir_2000": round(1e6 * t_update[2000] / n_events, 2),
+                "close_cpu_ms_per_window": round(1e3 * t_close / a.windows, 2),
+                "exact_cpu_ms_per_window": round(1e3 * t_exact / a.windows, 2),
+                "summary_bytes_reservoir_2000": int(s.nbytes),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ from detectors.reference import Reference, attach_reference_frame
 from detectors.runner import WindowContext, evaluate_window
 from detectors.spec import DriftSpec, FeatureSpec
 
-FEATS = (FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="y", kind="numeric"),
-         FeatureSpec(name="c", kind="categorical"))
+FEATS = (
+    FeatureSpec(name="x", kind="numeric"),
+    FeatureSpec(name="y", kind="numeric"),
+    FeatureSpec(name="c", kind="categorical"),
+)
 
 
 def _frame(rng, n, flip=False, labelled=False):
@@ -28,24 +31,36 @@ def _frame(rng, n, flip=False, labelled=False):
     p = 1 / (1 + np.exp(-2 * xy[:, 0]))
     truth = np.where(rng.random(n) < p, "1", "0").astype(object) if labelled else None
     return Frame.from_columns(
-        event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=float),
-        numeric={"x": xy[:, 0], "y": xy[:, 1]}, categorical={"c": rng.choice(["a", "b"], n).astype(object)},
-        pred_label=np.where(p > 0.5, "1", "0").astype(object), pred_proba=np.column_stack([1 - p, p]),
-        classes=("0", "1"), pred_value=p, label=truth)
+        event_id=np.arange(n).astype(str),
+        event_time=np.arange(n, dtype=float),
+        numeric={"x": xy[:, 0], "y": xy[:, 1]},
+        categorical={"c": rng.choice(["a", "b"], n).astype(object)},
+        pred_label=np.where(p > 0.5, "1", "0").astype(object),
+        pred_proba=np.column_stack([1 - p, p]),
+        classes=("0", "1"),
+        pred_value=p,
+        label=truth,
+    )
 
 
 def _ctx(rng, ref, flip, multivariate="mmd"):
-    return WindowContext(model_id="m", version="1", frame=_frame(rng, 500, flip), reference=ref,
-                         features=FEATS, drift=DriftSpec(multivariate=multivariate), window_start=0.0,
-                         window_end=10.0)
+    return WindowContext(
+        model_id="m",
+        version="1",
+        frame=_frame(rng, 500, flip),
+        reference=ref,
+        features=FEATS,
+        drift=DriftSpec(multivariate=multivariate),
+        window_start=0.0,
+        window_end=10.0,
+    )
 
 
 def test_evaluators_emit_their_records():
     rng = np.random.default_rng(0)
     ref_frame = _frame(rng, 800, labelled=True)  # labelled reference rows: CBPE is calibrated on them
     ref = attach_reference_frame(Reference.from_frame(ref_frame, FEATS), ref_frame)
-    evs = [PredictionDrift(), MultivariateDrift(n_permutations=50), EstimatedPerformance(),
-           FeatureImpactEvaluator()]
+    evs = [PredictionDrift(), MultivariateDrift(n_permutations=50), EstimatedPerformance(), FeatureImpactEvaluator()]
     recs = evaluate_window(_ctx(rng, ref, flip=True), evs)
     by = {}
     for r in recs:
@@ -54,12 +69,16 @@ def test_evaluators_emit_their_records():
     assert len(mv) == 1 and mv[0].tags[R.T_DETECTOR] == "mmd" and mv[0].fields["drift"] == 1
     assert mv[0].fields["engine"] == "native" and mv[0].time_ns == 10 * 10**9
     assert {r.tags[R.T_METRIC] for r in by[R.PERFORMANCE]} >= {"accuracy", "f1", "log_loss"}
-    assert all(r.tags[R.T_DETECTOR] == "cbpe" and r.fields["estimated"] and r.fields["calibrated"]
-               for r in by[R.PERFORMANCE])
+    assert all(
+        r.tags[R.T_DETECTOR] == "cbpe" and r.fields["estimated"] and r.fields["calibrated"] for r in by[R.PERFORMANCE]
+    )
     acc = next(r for r in by[R.PERFORMANCE] if r.tags[R.T_METRIC] == "accuracy")
     assert acc.fields["lower"] < acc.fields["value"] < acc.fields["upper"] and acc.fields["calibration_n"] == 800
     assert {r.tags[R.T_DETECTOR]: r.fields["computed"] for r in by[R.STATUS]} == {
-        "prediction_drift": 1, "estimated_performance": 1, "feature_impact": 1}
+        "prediction_drift": 1,
+        "estimated_performance": 1,
+        "feature_impact": 1,
+    }
     assert {r.tags[R.T_FEATURE] for r in by[R.IMPACT]} == {"x", "y", "c"}
     assert any(r.tags[R.T_DETECTOR] == "summary" for r in by[R.PREDICTION])
     # PCA variant and the alibi engine request (MMD falls back to native, and says so)
@@ -79,15 +98,22 @@ def test_say_why_without_reference_rows_or_outputs_and_silent_when_off():
     recs = evaluate_window(_ctx(rng, ref, flip=True), evs)
     status = {r.tags[R.T_DETECTOR]: r.fields for r in recs if r.measurement == R.STATUS}
     assert {k: v["computed"] for k, v in status.items()} == {
-        "prediction_drift": 0, "feature_impact": 0, "estimated_performance": 0}
+        "prediction_drift": 0,
+        "feature_impact": 0,
+        "estimated_performance": 0,
+    }
     assert "no rows attached" in status["prediction_drift"]["reason"]
     assert "not calibrated" in status["estimated_performance"]["reason"]
     cbpe = [r for r in recs if r.measurement == R.PERFORMANCE]  # a point that says so, and no value
     assert len(cbpe) == 1 and cbpe[0].fields["status"] == "not calibrated" and "value" not in cbpe[0].fields
     assert not [r for r in recs if r.measurement in (R.PREDICTION, R.IMPACT)]
     # rows without outputs (a file reference that declares none): the reason says which config keys to set
-    bare = Frame.from_columns(event_id=ref_frame.event_id, event_time=ref_frame.event_time,
-                              numeric=ref_frame.numeric, categorical=ref_frame.categorical)
+    bare = Frame.from_columns(
+        event_id=ref_frame.event_id,
+        event_time=ref_frame.event_time,
+        numeric=ref_frame.numeric,
+        categorical=ref_frame.categorical,
+    )
     ref2 = attach_reference_frame(Reference.from_frame(bare, FEATS), bare)
     recs = evaluate_window(_ctx(rng, ref2, flip=True), [PredictionDrift(), FeatureImpactEvaluator()])
     assert all(r.measurement == R.STATUS and "reference.probabilities" in r.fields["reason"] for r in recs)
@@ -104,16 +130,25 @@ def test_online_drift_keeps_state_across_windows(tmp_path):
     assert quiet[0].tags[R.T_DETECTOR] == "cvm_online"
     f = _frame(rng, 500)
     f.numeric["x"] = f.numeric["x"] + 2.0
-    ctx = WindowContext(model_id="m", version="1", frame=f, reference=ref, features=FEATS,
-                        window_start=0.0, window_end=20.0)
+    ctx = WindowContext(
+        model_id="m", version="1", frame=f, reference=ref, features=FEATS, window_start=0.0, window_end=20.0
+    )
     loud = evaluate_window(ctx, [ev])[0]
     assert loud.fields["drift"] == 1 and loud.fields["first_detection_time"] < 40
     assert list(tmp_path.glob("*.npz"))
 
 
 def _online_ctx(frame, ref, drift, end=10.0):
-    return WindowContext(model_id="m", version="1", frame=frame, reference=ref, features=FEATS, drift=drift,
-                         window_start=end - 10.0, window_end=end)
+    return WindowContext(
+        model_id="m",
+        version="1",
+        frame=frame,
+        reference=ref,
+        features=FEATS,
+        drift=drift,
+        window_start=end - 10.0,
+        window_end=end,
+    )
 
 
 def test_online_drift_runs_from_the_monitor_config_and_finds_the_first_crossing(tmp_path):
@@ -190,13 +225,23 @@ def test_row_based_evaluators_use_the_features_the_rows_carry():
 
     def run(attached):
         ref = attach_reference_frame(Reference.from_frame(full, FEATS), attached)
-        ctx = WindowContext(model_id="m", version="1", frame=window, reference=ref, features=FEATS,
-                            drift=DriftSpec(multivariate="mmd"), window_start=0.0, window_end=10.0)
+        ctx = WindowContext(
+            model_id="m",
+            version="1",
+            frame=window,
+            reference=ref,
+            features=FEATS,
+            drift=DriftSpec(multivariate="mmd"),
+            window_start=0.0,
+            window_end=10.0,
+        )
         return evaluate_window(ctx, [MultivariateDrift(n_permutations=50), FeatureImpactEvaluator()])
 
     without, with_y = run(rows), run(full)
     assert {r.tags[R.T_FEATURE] for r in without if r.measurement == R.IMPACT} == {"x", "c"}
     assert {r.tags[R.T_FEATURE] for r in with_y if r.measurement == R.IMPACT} == {"x", "y", "c"}
-    mv = {name: next(r for r in recs if r.measurement == R.DRIFT) for name, recs in (("without", without),
-                                                                                    ("with", with_y))}
+    mv = {
+        name: next(r for r in recs if r.measurement == R.DRIFT)
+        for name, recs in (("without", without), ("with", with_y))
+    }
     assert mv["with"].fields["drift"] == 1 and mv["without"].fields["drift"] == 0  # 'y' is not compared at all

@@ -36,7 +36,8 @@ from detectors.spec import FeatureSpec
 SMALL = {"extraction": {"simulations": 80, "horizon": 300}}  # fast calibration for unit tests
 COV = np.array([[1.0, 0.8, 0.2], [0.8, 1.0, 0.1], [0.2, 0.1, 1.0]])
 FEATURES = [FeatureSpec(name=n, kind="numeric") for n in ("a", "b", "c")] + [
-    FeatureSpec(name="colour", kind="categorical")]
+    FeatureSpec(name="colour", kind="categorical")
+]
 
 
 def frame(X: np.ndarray, sources=None, proba=None, t0: float = 0.0) -> Frame:
@@ -166,8 +167,9 @@ def test_margins_against_a_sort() -> None:
     p = rng.dirichlet([1, 1, 1, 1], 50)
     s = np.sort(p, axis=1)
     np.testing.assert_allclose(margins(p), s[:, -1] - s[:, -2])
-    f = Frame.from_columns(event_id=np.array(["a", "b"], dtype=object), event_time=np.zeros(2),
-                           pred_value=np.array([0.9, 0.4]))
+    f = Frame.from_columns(
+        event_id=np.array(["a", "b"], dtype=object), event_time=np.zeros(2), pred_value=np.array([0.9, 0.4])
+    )
     np.testing.assert_allclose(frame_margins(f), [0.8, 0.2])
     assert frame_margins(Frame.from_columns(event_id=np.array(["a"], dtype=object), event_time=np.zeros(1))) is None
     with pytest.raises(ValueError, match="probabilities"):
@@ -282,8 +284,9 @@ def test_calibration_bounds_the_benign_false_flag_rate() -> None:
     again = calibrate(ref, fpr=0.02, simulations=150, focus=0.5, horizon=300, seed=1, **kw)
     assert again.delta == cal.delta  # deterministic
     # fresh benign clients from the same distribution are flagged about as rarely
-    fresh = simulate_benign(rng.multivariate_normal([0, 0, 0], COV, 800), n_uniform=150, n_focused=0,
-                            horizon=300, focus=1.0, seed=2, **kw)
+    fresh = simulate_benign(
+        rng.multivariate_normal([0, 0, 0], COV, 800), n_uniform=150, n_focused=0, horizon=300, focus=1.0, seed=2, **kw
+    )
     assert (fresh < cal.delta).mean() <= 0.05
     # a sign-step prober is flagged quickly
     seeds = ref[:5]
@@ -291,7 +294,7 @@ def test_calibration_bounds_the_benign_false_flag_rate() -> None:
     S = seeds
     while sum(len(s) for s in steps) < 120:
         S = np.vstack([S, S + 0.1 * np.sign(rng.normal(size=S.shape))])
-        steps.append(S[len(S) // 2:])
+        steps.append(S[len(S) // 2 :])
     probe = np.vstack(steps)[:120]
     t = ExtractionTracker(3, calibration=cal, **kw)
     r = t.update(np.array(["p"] * 120, dtype=object), probe)
@@ -433,9 +436,23 @@ def test_records_names_fields_and_top_k(fitted) -> None:
     src = [r for r in recs if r.measurement == R.SOURCE]
     assert len(adv) == 1 and len(src) == base.spec.extraction.top_k
     f = adv[0].fields
-    for key in ("score", "p_value", "threshold", "flagged", "n_events", "outlier_rate", "outlier_ref_rate",
-                "outlier_change", "outlier_p_value", "low_margin_rate", "low_margin_p_value",
-                "extraction_p_value", "extraction_flagged", "sources_active", "sources_tracked"):
+    for key in (
+        "score",
+        "p_value",
+        "threshold",
+        "flagged",
+        "n_events",
+        "outlier_rate",
+        "outlier_ref_rate",
+        "outlier_change",
+        "outlier_p_value",
+        "low_margin_rate",
+        "low_margin_p_value",
+        "extraction_p_value",
+        "extraction_flagged",
+        "sources_active",
+        "sources_tracked",
+    ):
         assert key in f, key
     assert adv[0].tags == {"model": "m", "version": "1"} and adv[0].time_ns == 123
     assert 0 <= f["score"] <= 1 and isinstance(f["flagged"], bool)
@@ -539,8 +556,10 @@ def test_detectors_stay_pure() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, detectors.adversarial.evaluator, detectors.adversarial.squeeze; "
-            "print(sorted({m.split('.')[0] for m in sys.modules}))")
+    code = (
+        "import sys, detectors.adversarial.evaluator, detectors.adversarial.squeeze; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for banned in ("faust", "kafka", "aiokafka", "influxdb_client", "streamlit", "streams", "dashboard"):
         assert f"'{banned}'" not in out, banned
@@ -563,8 +582,10 @@ def test_source_contrast_is_fishers_exact_test_per_source() -> None:
     assert r.n_tested == len(names) and r.source == "c3"
     for name in names:  # each source's p-value: scipy's one-sided Fisher exact test, source vs the rest
         mine = src == name
-        table = [[int(exceed[mine].sum()), int((~exceed[mine]).sum())],
-                 [int(exceed[~mine].sum()), int((~exceed[~mine]).sum())]]
+        table = [
+            [int(exceed[mine].sum()), int((~exceed[mine]).sum())],
+            [int(exceed[~mine].sum()), int((~exceed[~mine]).sum())],
+        ]
         expected = stats.fisher_exact(table, alternative="greater").pvalue
         if exceed[mine].mean() < exceed[~mine].mean():  # one-sided: a source below the rest is never suspect
             expected = 1.0
@@ -589,8 +610,14 @@ def test_source_contrast_is_calibrated_whatever_the_window_rate() -> None:
     names = np.array([f"c{i}" for i in range(20)], dtype=object)
     w = 1.0 / np.arange(1, 21)
     for base in (0.05, 0.3, 0.7):
-        ps = np.array([source_contrast("x", names[rng.choice(20, 500, p=w / w.sum())], rng.random(500) < base,
-                                       min_excess=0.0).p_value for _ in range(400)])
+        ps = np.array(
+            [
+                source_contrast(
+                    "x", names[rng.choice(20, 500, p=w / w.sum())], rng.random(500) < base, min_excess=0.0
+                ).p_value
+                for _ in range(400)
+            ]
+        )
         assert (ps < 0.05).mean() <= 0.05 and (ps < 0.01).mean() <= 0.015, base
 
 
@@ -602,7 +629,9 @@ def wine_world():
     world = World(Options())
     X, _ = world.model.sample(np.random.default_rng(32), 1000)
     ref = world.frame(X, np.full(1000, None, dtype=object))
-    mon = AdversarialMonitor.fit(ref, world.features, AdversarialSpec.model_validate({"extraction": {"simulations": 300}}))
+    mon = AdversarialMonitor.fit(
+        ref, world.features, AdversarialSpec.model_validate({"extraction": {"simulations": 300}})
+    )
     return world, mon
 
 
@@ -630,8 +659,19 @@ def _shifted_windows(world, mon, kind: str, n_windows: int, seed: int, evader: b
     return out
 
 
-@pytest.mark.parametrize("kind", ["demo-drift", "mean-shift", "scale", "toward-boundary", "new-segment", "seasonal",
-                                  "subpopulation", "unusual-client"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "demo-drift",
+        "mean-shift",
+        "scale",
+        "toward-boundary",
+        "new-segment",
+        "seasonal",
+        "subpopulation",
+        "unusual-client",
+    ],
+)
 def test_benign_shifts_flag_no_window_and_no_source(wine_world, kind: str) -> None:
     world, mon = wine_world
     res = _shifted_windows(world, mon, kind, 12, seed=33)
@@ -640,8 +680,9 @@ def test_benign_shifts_flag_no_window_and_no_source(wine_world, kind: str) -> No
     if kind in ("demo-drift", "toward-boundary"):  # the inputs moved: the population low-margin rate rose ...
         assert np.mean([r.population["low_margin"].p_value < 1e-3 for r in res]) >= 0.75
         # ... which is what the old score (population rates in it) flags: it cried wolf on this drift
-        old = AdversarialMonitor(AdversarialSpec(score_population=True), mon.names, mon.standardizer, mon.outlier,
-                                 mon.margin, None, None)
+        old = AdversarialMonitor(
+            AdversarialSpec(score_population=True), mon.names, mon.standardizer, mon.outlier, mon.margin, None, None
+        )
         assert old.evaluate(world.frame(*_frames_of(world, kind, 34))).flagged
 
 

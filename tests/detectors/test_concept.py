@@ -23,9 +23,15 @@ def ids(*xs):
 
 def test_join_matches_and_carries_prediction_columns():
     j = LabelJoin(ttl_seconds=100, max_pending=10)
-    j.add_predictions(ids(1, 2, 3), np.array([1.0, 2, 3]), pred_label=ids("x", "y", "x"),
-                      pred_proba=np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), classes=("x", "y"),
-                      pred_value=np.array([0.1, 0.8, 0.4]), now=3)
+    j.add_predictions(
+        ids(1, 2, 3),
+        np.array([1.0, 2, 3]),
+        pred_label=ids("x", "y", "x"),
+        pred_proba=np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]),
+        classes=("x", "y"),
+        pred_value=np.array([0.1, 0.8, 0.4]),
+        now=3,
+    )
     rows = j.add_labels(ids(3, 1), np.array(["x", "y"], dtype=object), np.array([10.0, 11.0]), now=11)
     assert rows.event_id.tolist() == ["3", "1"]
     assert rows.pred_label.tolist() == ["x", "x"]
@@ -91,16 +97,16 @@ def test_random_stream_against_a_dict_model_and_conservation():
             truth.setdefault(eid, lab)
         m = int(rng.integers(1, 40))
         le = ids(*(f"e{k}" for k in rng.integers(0, served + 200, m)))  # some ids never served
-        joined.append(j.add_labels(le, np.where(rng.random(m) < 0.5, "x", "y").astype(object),
-                                   np.full(m, t), now=t))
+        joined.append(j.add_labels(le, np.where(rng.random(m) < 0.5, "x", "y").astype(object), np.full(m, t), now=t))
     rows = Joined.concat(joined)
     s = j.stats
     assert len(rows) == s.matched > 0
     assert len(set(rows.event_id.tolist())) <= len(rows)
     for eid, pl in zip(rows.event_id.tolist(), rows.pred_label.tolist()):
         assert pl == truth[eid]  # the prediction joined is the first one served with that id
-    assert s.labels == (s.matched + s.late_labels + s.duplicate_labels + s.unmatched_labels
-                        + s.evicted_labels + s.pending_labels)
+    assert s.labels == (
+        s.matched + s.late_labels + s.duplicate_labels + s.unmatched_labels + s.evicted_labels + s.pending_labels
+    )
     assert s.pending_predictions <= 400
     rec = join_records(s, {"model": "m"}, 5)[0]
     assert rec.measurement == PERFORMANCE and rec.fields["matched"] == s.matched
@@ -129,8 +135,7 @@ def test_error_stream_detector_is_no_slower_than_adwin_and_no_noisier(tmp_path):
     # a reference whose error share is exactly the stream's (10 %): this test is about the
     # detector, the benchmark covers references drawn at random (ERT 1e7 there)
     ref = rng.permutation(np.r_[np.ones(500), np.zeros(4500)])
-    det = ErrorStreamDetector(ref, ert=1_000_000, window_sizes=(100, 500), n_bootstraps=20_000,
-                              cache_dir=tmp_path)
+    det = ErrorStreamDetector(ref, ert=1_000_000, window_sizes=(100, 500), n_bootstraps=20_000, cache_dir=tmp_path)
     assert det.kind == "fet_online"
 
     def river(factory, x):
@@ -180,8 +185,9 @@ def test_default_error_stream_finds_a_rise_by_half_no_later_than_adwin(tmp_path)
     rng = np.random.default_rng(21)
     p0, quiet_n, after_n = 0.056, 20_000, 6_000
     ref = (rng.random(spec.reference_size) < p0).astype(float)
-    det = ErrorStreamDetector(ref, ert=spec.ert, window_sizes=tuple(spec.window_sizes),
-                              n_bootstraps=spec.n_bootstraps, cache_dir=tmp_path)
+    det = ErrorStreamDetector(
+        ref, ert=spec.ert, window_sizes=tuple(spec.window_sizes), n_bootstraps=spec.n_bootstraps, cache_dir=tmp_path
+    )
     fa_ours = fa_adwin = 0
     delays_ours, delays_adwin = [], []
     for _ in range(4):
@@ -233,15 +239,22 @@ def test_a_restored_join_goes_on_like_the_uninterrupted_one():
     value = np.arange(100) / 7
 
     def first_half(j):
-        j.add_predictions(p_ids, np.arange(100.0), pred_label=p_lab, pred_proba=proba, classes=("x", "y"),
-                          pred_value=value, now=99)
+        j.add_predictions(
+            p_ids, np.arange(100.0), pred_label=p_lab, pred_proba=proba, classes=("x", "y"), pred_value=value, now=99
+        )
         j.add_labels(p_ids[:30], _labels(*(["x", 1, 2.5, True, None] * 6)), np.full(30, 100.0), now=99)
         j.add_labels(ids("q0", "q1"), _labels("x", 7), np.array([100.0, 100.0]), now=99)  # early
 
     def second_half(j):
-        out = [j.add_predictions(ids(*(f"p{i}" for i in range(100, 150)), "q0", "q1"), np.arange(100.0, 152.0),
-                                 pred_label=np.array(["x"] * 52, dtype=object), now=151),
-               j.add_labels(p_ids[30:80], _labels(*(["y"] * 50)), np.full(50, 152.0), now=151)]
+        out = [
+            j.add_predictions(
+                ids(*(f"p{i}" for i in range(100, 150)), "q0", "q1"),
+                np.arange(100.0, 152.0),
+                pred_label=np.array(["x"] * 52, dtype=object),
+                now=151,
+            ),
+            j.add_labels(p_ids[30:80], _labels(*(["y"] * 50)), np.full(50, 152.0), now=151),
+        ]
         return Joined.concat(out)
 
     a = LabelJoin(ttl_seconds=1000, max_pending=500)
@@ -298,8 +311,7 @@ def test_random_stream_with_restarts_conserves_everything():
         if step % 17 == 16:  # restart: restore, then the last 3 batches of predictions come again
             j = _snapshot_round_trip(j, now=t)
             for e_old, t_old in history[-3:]:
-                j.add_predictions(e_old, np.full(e_old.shape[0], t_old), pred_label=ids(*["x"] * e_old.shape[0]),
-                                  now=t)
+                j.add_predictions(e_old, np.full(e_old.shape[0], t_old), pred_label=ids(*["x"] * e_old.shape[0]), now=t)
     s = j.stats
     assert s.replayed_predictions > 0 and s.predictions == served
     assert s.predictions - s.duplicate_predictions == s.matched + s.expired + s.evicted + s.pending_predictions
@@ -331,8 +343,15 @@ def test_error_stream_monitor_reports_the_smoothed_fisher_statistic():
     m.add_errors(x, 300 + np.arange(200.0))
     f = m.window_fields()
     w, ones = 25, ref.sum()
-    raw = np.array([1 - st.fisher_exact([[x[i:i + w].sum(), w - x[i:i + w].sum()], [ones, 300 - ones]],
-                                        alternative="greater").pvalue for i in range(200 - w + 1)])
+    raw = np.array(
+        [
+            1
+            - st.fisher_exact(
+                [[x[i : i + w].sum(), w - x[i : i + w].sum()], [ones, 300 - ones]], alternative="greater"
+            ).pvalue
+            for i in range(200 - w + 1)
+        ]
+    )
     assert f["drift"] == 0 and f["n"] == 200 and f["error_rate"] == pytest.approx(x.mean())
     assert f["statistic"] == pytest.approx(_ema(raw, 0.99).max(), abs=1e-9)
     assert f["reference_error_rate"] == pytest.approx(ref.mean())
@@ -340,8 +359,9 @@ def test_error_stream_monitor_reports_the_smoothed_fisher_statistic():
 
 def test_error_stream_monitor_regression_threshold_is_the_reference_quantile():
     rng = np.random.default_rng(5)
-    m = ErrorStreamMonitor("regression", reference_size=400, ert=2000, window_sizes=(20,), n_bootstraps=400,
-                           error_quantile=0.8)
+    m = ErrorStreamMonitor(
+        "regression", reference_size=400, ert=2000, window_sizes=(20,), n_bootstraps=400, error_quantile=0.8
+    )
     ref = np.abs(rng.normal(size=400))
     m.add_errors(ref, np.arange(400.0))
     assert m.threshold == pytest.approx(np.quantile(ref, 0.8))
@@ -349,8 +369,9 @@ def test_error_stream_monitor_regression_threshold_is_the_reference_quantile():
     m.add_errors(np.abs(rng.normal(0, 4, size=100)), 400 + np.arange(100.0))  # errors four times larger
     f = m.window_fields()
     assert f["drift"] == 1 and 400 <= f["first_detection_time"] < 440 and f["error_threshold"] == m.threshold
-    fixed = ErrorStreamMonitor("regression", reference_size=50, error_threshold=1.5, ert=1000, window_sizes=(10,),
-                               n_bootstraps=400)
+    fixed = ErrorStreamMonitor(
+        "regression", reference_size=50, error_threshold=1.5, ert=1000, window_sizes=(10,), n_bootstraps=400
+    )
     fixed.add_errors(np.r_[np.full(45, 0.5), np.full(5, 2.0)], np.arange(50.0))
     assert fixed.threshold == 1.5 and fixed.reference.sum() == 5
 
@@ -431,8 +452,11 @@ def _run(order, align, ttl=500.0):
         matched.extend(j.add_predictions(ids[a:b], t[a:b], pred_label=pred[a:b], now=now).event_id.tolist())
 
     def labels(a, b):
-        matched.extend(j.add_labels(lab_ids[a:b], np.full(b - a, "a", dtype=object),
-                                    lab_t[a:b], now=now if np.isfinite(now) else None).event_id.tolist())
+        matched.extend(
+            j.add_labels(
+                lab_ids[a:b], np.full(b - a, "a", dtype=object), lab_t[a:b], now=now if np.isfinite(now) else None
+            ).event_id.tolist()
+        )
 
     step = 100
     if order == "live":  # labels follow their predictions closely

@@ -50,7 +50,7 @@ IDS = [c.__name__ for c in DETECTORS]
 # detector-like things in detectors/ that are not detectors of their own, and why
 EXEMPT = {
     "ErrorStreamMonitor": "the worker's scheduling around ErrorStreamDetector (background calibration, "
-                          "buffering, restore); its detector is ConceptDriftDetector's",
+    "buffering, restore); its detector is ConceptDriftDetector's",
     "FeatureDrift": "one feature's part of a DriftResult (a result type)",
     "Scorer": "the protocol of the scorers inside OutlierDetector",
     "MahalanobisScorer": "a scorer inside OutlierDetector (AdversarialDetector)",
@@ -73,8 +73,9 @@ def _detector_like() -> list[tuple[str, str]]:
             if node.name.startswith("_") if hasattr(node, "name") else True:
                 continue
             if isinstance(node, ast.ClassDef):
-                attrs = {t.id for n in node.body if isinstance(n, ast.Assign) for t in n.targets
-                         if isinstance(t, ast.Name)}
+                attrs = {
+                    t.id for n in node.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+                }
                 if "segmented" in attrs:  # a WindowEvaluator of detectors.runner: turns detectors into records
                     continue
                 methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
@@ -90,9 +91,16 @@ LIKE = _detector_like()
 
 def test_discovery_finds_the_detectors() -> None:
     # the scan works (else the checks below would pass on nothing)
-    assert {"UnivariateDetector", "MultivariateDetector", "OnlineDriftDetector", "ConceptDriftDetector",
-            "PredictionDriftDetector", "PerformanceEstimator", "DataQualityDetector",
-            "AdversarialDetector"} <= set(IDS)
+    assert {
+        "UnivariateDetector",
+        "MultivariateDetector",
+        "OnlineDriftDetector",
+        "ConceptDriftDetector",
+        "PredictionDriftDetector",
+        "PerformanceEstimator",
+        "DataQualityDetector",
+        "AdversarialDetector",
+    } <= set(IDS)
     assert {"MMDDrift", "CVMOnline", "univariate_drift", "AdversarialMonitor"} <= {n for _, n in LIKE}
 
 
@@ -101,7 +109,8 @@ def test_every_detector_like_thing_is_covered(module: str, name: str) -> None:
     wrapped = {w for cls in DETECTORS for w in cls.wraps}
     assert name in wrapped or name in EXEMPT, (
         f"{module}.{name} looks like a detector but no detectors.adapters class wraps it (add one, with "
-        f"'{name}' in its wraps, or exempt it in tests/detectors/test_contract.py with a reason)")
+        f"'{name}' in its wraps, or exempt it in tests/detectors/test_contract.py with a reason)"
+    )
 
 
 def test_no_stale_exemption() -> None:
@@ -113,8 +122,10 @@ def test_wraps_name_real_things() -> None:
     names = {n for _, n in LIKE}
     for cls in DETECTORS:
         for w in cls.wraps:
-            assert w in names or any(hasattr(importlib.import_module(m.name), w)
-                                     for m in pkgutil.walk_packages(detectors.__path__, "detectors.")), (cls, w)
+            assert w in names or any(
+                hasattr(importlib.import_module(m.name), w)
+                for m in pkgutil.walk_packages(detectors.__path__, "detectors.")
+            ), (cls, w)
 
 
 # -- the contract, per detector -----------------------------------------------------------------------------
@@ -132,8 +143,11 @@ def _same(a: DetectorResult, b: DetectorResult) -> bool:
         return x == y
 
     fields = ("detector", "n_reference", "n_window", "statistic", "p_value", "threshold", "drift", "reason")
-    return all(eq(getattr(a, f), getattr(b, f)) for f in fields) and a.details.keys() == b.details.keys() and all(
-        eq(a.details[k], b.details[k]) for k in a.details)
+    return (
+        all(eq(getattr(a, f), getattr(b, f)) for f in fields)
+        and a.details.keys() == b.details.keys()
+        and all(eq(a.details[k], b.details[k]) for k in a.details)
+    )
 
 
 def _check_schema(res: DetectorResult, cls: type) -> None:
@@ -218,8 +232,11 @@ def _example_kwargs(cls) -> dict:
     """The required constructor arguments of the example (``bad_arguments`` override one at a time)."""
     det = cls.example()
     sig = inspect.signature(cls.__init__)
-    return {p: getattr(det, p) for p, param in sig.parameters.items()
-            if p != "self" and param.default is inspect.Parameter.empty}
+    return {
+        p: getattr(det, p)
+        for p, param in sig.parameters.items()
+        if p != "self" and param.default is inspect.Parameter.empty
+    }
 
 
 def test_a_malformed_result_is_refused() -> None:
@@ -230,4 +247,5 @@ def test_a_malformed_result_is_refused() -> None:
     with pytest.raises(DetectorFailure, match="p_value"):
         DetectorResult("x", 10, 10, 1.0, 1.5, 0.1, True)
     assert DetectorResult("x", 10, 10, 1.0, 0.5, 0.1, np.bool_(True), details={"d": np.float64("nan")}).details == {
-        "d": None}
+        "d": None
+    }

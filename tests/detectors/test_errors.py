@@ -41,8 +41,14 @@ DECLARED = _declared_exceptions()
 def test_found_the_known_exceptions() -> None:
     names = {c for _, c in DECLARED}
     # a sample across the three packages: the scan works (else every check below passes vacuously)
-    assert {"ReferenceDataError", "WindowEvaluationError", "ConfigError", "TopicError", "InfluxQueryError",
-            "AccessError"} <= names
+    assert {
+        "ReferenceDataError",
+        "WindowEvaluationError",
+        "ConfigError",
+        "TopicError",
+        "InfluxQueryError",
+        "AccessError",
+    } <= names
     assert len(DECLARED) >= 27
 
 

@@ -37,8 +37,7 @@ def test_numeric_bins_are_left_closed_with_open_outer_bins():
 
 def test_window_histograms_use_the_reference_bins(rng):
     specs = feature_specs(3, 2)
-    ref = Reference.from_frame(make_frame(rng, 2000, n_numeric=3, n_categorical=2), specs,
-                               bins=8, top_k=4)
+    ref = Reference.from_frame(make_frame(rng, 2000, n_numeric=3, n_categorical=2), specs, bins=8, top_k=4)
     w = make_frame(rng, 500, n_numeric=3, n_categorical=2, missing=0.1)
     hists = {h.feature: h for h in window_histograms(w, ref)}
     x = w.numeric["x1"]
@@ -59,8 +58,9 @@ def test_window_histograms_use_the_reference_bins(rng):
 def test_histograms_merge_across_partitions_exactly(rng):
     specs = feature_specs(3, 2)
     ref = Reference.from_frame(make_frame(rng, 2000, n_numeric=3, n_categorical=2), specs)
-    parts = [make_frame(rng, n, n_numeric=3, n_categorical=2, missing=0.05,
-                        shift={"x0": 0.4}) for n in (100, 333, 1, 800)]
+    parts = [
+        make_frame(rng, n, n_numeric=3, n_categorical=2, missing=0.05, shift={"x0": 0.4}) for n in (100, 333, 1, 800)
+    ]
     per_part = [window_histograms(p, ref) for p in parts]
     merged = {h.feature: h for h in merge_all(per_part)}
     whole = {h.feature: h for h in window_histograms(concat(parts), ref)}
@@ -70,8 +70,9 @@ def test_histograms_merge_across_partitions_exactly(rng):
         assert merged[name].same_bins(h)
     # associative and commutative
     a, b, c = (g[0] for g in per_part[:3])
-    np.testing.assert_array_equal(merge_histograms(a, merge_histograms(b, c)).counts,
-                                  merge_histograms(merge_histograms(c, a), b).counts)
+    np.testing.assert_array_equal(
+        merge_histograms(a, merge_histograms(b, c)).counts, merge_histograms(merge_histograms(c, a), b).counts
+    )
 
 
 def test_merge_refuses_different_bins():

@@ -11,18 +11,30 @@ from detectors.impact import feature_impact, impact_records, rank_drift_by_impac
 from detectors.records import IMPACT
 from detectors.spec import FeatureSpec
 
-FEATS = [FeatureSpec(name="a", kind="numeric"), FeatureSpec(name="b", kind="numeric"),
-         FeatureSpec(name="c", kind="categorical"), FeatureSpec(name="noise", kind="numeric")]
+FEATS = [
+    FeatureSpec(name="a", kind="numeric"),
+    FeatureSpec(name="b", kind="numeric"),
+    FeatureSpec(name="c", kind="categorical"),
+    FeatureSpec(name="noise", kind="numeric"),
+]
 
 
 def _frame(rng, n=1500, task="classification"):
     a, b, noise = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
     c = rng.choice(["u", "v", "w"], n).astype(object)
     score = 2 * a + 0.7 * b + (c == "w") * 1.0
-    kw = dict(pred_label=np.where(score > 0.5, "pos", "neg").astype(object)) if task == "classification" \
+    kw = (
+        dict(pred_label=np.where(score > 0.5, "pos", "neg").astype(object))
+        if task == "classification"
         else dict(pred_value=score + 0.05 * rng.normal(size=n))
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n),
-                              numeric={"a": a, "b": b, "noise": noise}, categorical={"c": c}, **kw)
+    )
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str),
+        event_time=np.zeros(n),
+        numeric={"a": a, "b": b, "noise": noise},
+        categorical={"c": c},
+        **kw,
+    )
 
 
 def test_mutual_information_equals_sklearn():
@@ -31,8 +43,9 @@ def test_mutual_information_equals_sklearn():
     imp = {i.feature: i for i in feature_impact(f, FEATS, seed=3)}
     _, codes = np.unique(f.categorical["c"].astype(str), return_inverse=True)
     x = np.column_stack([f.numeric["a"], f.numeric["b"], codes, f.numeric["noise"]])
-    ref = mutual_info_classif(x, f.pred_label.astype(str), discrete_features=[False, False, True, False],
-                              random_state=3)
+    ref = mutual_info_classif(
+        x, f.pred_label.astype(str), discrete_features=[False, False, True, False], random_state=3
+    )
     for name, v in zip(["a", "b", "c", "noise"], ref):
         assert imp[name].importance == pytest.approx(v)
     assert [i.feature for i in sorted(imp.values(), key=lambda i: i.rank)][:2] == ["a", "b"]
@@ -70,5 +83,9 @@ def test_records_and_drift_ranking():
     ranked = rank_drift_by_impact({"a": 0.1, "noise": 0.9, "b": 0.5}, imp)
     assert ranked[0][0] in ("a", "b") and ranked[-1][0] in ("c", "noise")
     with pytest.raises(ValueError, match="no prediction"):
-        feature_impact(Frame.from_columns(event_id=np.arange(30).astype(str), event_time=np.zeros(30),
-                                          numeric={"a": np.zeros(30)}), FEATS[:1])
+        feature_impact(
+            Frame.from_columns(
+                event_id=np.arange(30).astype(str), event_time=np.zeros(30), numeric={"a": np.zeros(30)}
+            ),
+            FEATS[:1],
+        )

@@ -28,11 +28,15 @@ def test_kernel_and_unbiased_mmd_match_sklearn_and_definition():
     z = np.vstack([x, y])
     k = rbf_kernel(z, z, sigma)
     np.testing.assert_allclose(k, sk_rbf(z, z, gamma=1 / (2 * sigma**2)), atol=1e-12)
-    kxx, kyy, kxy = sk_rbf(x, x, gamma=1 / (2 * sigma**2)), sk_rbf(y, y, gamma=1 / (2 * sigma**2)), sk_rbf(
-        x, y, gamma=1 / (2 * sigma**2))
+    kxx, kyy, kxy = (
+        sk_rbf(x, x, gamma=1 / (2 * sigma**2)),
+        sk_rbf(y, y, gamma=1 / (2 * sigma**2)),
+        sk_rbf(x, y, gamma=1 / (2 * sigma**2)),
+    )
     n, m = len(x), len(y)
-    expected = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                - 2 * kxy.mean())
+    expected = (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    )
     assert mmd2_unbiased(k, n) == pytest.approx(expected, rel=1e-12)
 
 
@@ -109,22 +113,22 @@ def test_pca_errors_and_test_match_sklearn_and_scipy():
 
 def test_pca_false_alarm_rate():
     rng = np.random.default_rng(7)
-    alarms = sum(
-        PCADrift(rng.normal(size=(300, 4)), seed=i).test(rng.normal(size=(200, 4))).drift for i in range(200)
-    )
+    alarms = sum(PCADrift(rng.normal(size=(300, 4)), seed=i).test(rng.normal(size=(200, 4))).drift for i in range(200))
     assert alarms <= 19  # 5 % of 200 = 10; binomial tail above 19 < 0.5 %
 
 
 def test_row_encoder_standardises_imputes_and_one_hots():
     n = 6
     f = Frame.from_columns(
-        event_id=np.arange(n).astype(str), event_time=np.zeros(n),
+        event_id=np.arange(n).astype(str),
+        event_time=np.zeros(n),
         numeric={"x": np.array([1.0, 2, 3, 4, 5, 6])},
         categorical={"c": np.array(["a", "a", "b", "a", "b", "z"], dtype=object)},
     )
     enc = RowEncoder(["x"], ["c"], max_categories=2).fit(f)
     g = Frame.from_columns(
-        event_id=np.arange(3).astype(str), event_time=np.zeros(3),
+        event_id=np.arange(3).astype(str),
+        event_time=np.zeros(3),
         numeric={"x": np.array([3.5, np.nan, 10.0])},
         categorical={"c": np.array(["b", None, "new"], dtype=object)},
     )

@@ -157,8 +157,9 @@ def test_run_length_under_no_change_is_close_to_ert(kind, tmp_path):
     runs = []
     for r in range(6):  # several references: ERT is calibrated over references
         if kind == "cvm":
-            det = CVMOnline(rng.normal(size=200), ert=ert, window_sizes=ws, n_bootstraps=3000, seed=1,
-                            cache_dir=tmp_path)
+            det = CVMOnline(
+                rng.normal(size=200), ert=ert, window_sizes=ws, n_bootstraps=3000, seed=1, cache_dir=tmp_path
+            )
             runs += det.update(rng.normal(size=8000)).run_lengths
         else:
             ref = rng.random(400) < 0.2
@@ -241,12 +242,15 @@ def test_a_resumed_run_equals_the_uninterrupted_one(kind):
     rng = np.random.default_rng(12)
     if kind == "cvm":
         ref, x = rng.normal(size=300), rng.normal(size=400)
+
         def make():
             return CVMOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=6000, seed=1)
     else:
         ref, x = (rng.random(400) < 0.2).astype(float), (rng.random(400) < 0.2).astype(float)
+
         def make():
             return FETOnline(ref, ert=5000, window_sizes=(10, 30), n_bootstraps=500, seed=1)
+
     whole = make()
     full = whole.update(x)
     assert full.n_drift == 0  # quiet: no reset inside, so the statistics are comparable one to one

@@ -113,7 +113,7 @@ def test_cbpe_tracks_realized_performance_on_calibrated_data():
 def test_cbpe_calibration_fixes_overconfidence():
     rng = np.random.default_rng(4)
     p_true, y = _calibrated(rng, 4000, k=2)
-    over = p_true ** 3 / (p_true ** 3).sum(1, keepdims=True)  # overconfident scores
+    over = p_true**3 / (p_true**3).sum(1, keepdims=True)  # overconfident scores
     raw = CBPE().estimate(over[2000:], CLASSES[:2])
     cal = CBPE().fit_calibration(over[:2000], y[:2000], CLASSES[:2]).estimate(over[2000:], CLASSES[:2])
     real = classification_metrics(y[2000:], np.array(CLASSES[:2], dtype=object)[over[2000:].argmax(1)])
@@ -122,14 +122,16 @@ def test_cbpe_calibration_fixes_overconfidence():
 
 
 def test_performance_records():
-    recs = performance_records({"accuracy": 0.9, "accuracy_std": 0.01, "f1": float("nan"), "n": 10},
-                               {"model": "m"}, 7, estimated=True)
+    recs = performance_records(
+        {"accuracy": 0.9, "accuracy_std": 0.01, "f1": float("nan"), "n": 10}, {"model": "m"}, 7, estimated=True
+    )
     assert [r.tags["metric"] for r in recs] == ["accuracy"]
     r = recs[0]
     assert r.measurement == PERFORMANCE and r.tags["detector"] == "cbpe" and r.time_ns == 7
     assert r.fields == {"value": 0.9, "estimated": True, "n": 10, "std": 0.01}
-    recs = performance_records({"mae": 1.5}, {"model": "m"}, 7, estimated=False, n=3,
-                               extra={"n_labels": 3, "label_coverage": 0.5})
+    recs = performance_records(
+        {"mae": 1.5}, {"model": "m"}, 7, estimated=False, n=3, extra={"n_labels": 3, "label_coverage": 0.5}
+    )
     assert recs[0].tags["detector"] == "realized" and recs[0].fields["label_coverage"] == 0.5
 
 
@@ -143,7 +145,7 @@ def test_isotonic_fit_matches_sklearn():
 
     rng = np.random.default_rng(7)
     x = np.round(rng.random(700), 2)  # ties, as probabilities have
-    y = (rng.random(700) < x ** 2).astype(float)
+    y = (rng.random(700) < x**2).astype(float)
     xs, ys = isotonic_fit(x, y)
     iso = IsotonicRegression(out_of_bounds="clip").fit(x, y)
     t = np.linspace(-0.1, 1.1, 301)
@@ -159,7 +161,7 @@ def test_cbpe_expected_metrics_match_a_direct_computation():
     rng = np.random.default_rng(3)
     classes = ("a", "b", "c")
     raw = rng.dirichlet([1, 1, 1], 600)
-    truth = np.array([rng.choice(3, p=p ** 2 / (p ** 2).sum()) for p in raw])  # probabilities too flat
+    truth = np.array([rng.choice(3, p=p**2 / (p**2).sum()) for p in raw])  # probabilities too flat
     lab = np.array(classes, dtype=object)[truth]
     cal = fit_calibration(raw, lab, classes)
     est = CBPE(cal).estimate(raw, classes)
@@ -173,7 +175,8 @@ def test_cbpe_expected_metrics_match_a_direct_computation():
     assert est["recall"] == pytest.approx(np.mean(tp / true_n), abs=1e-12)
     std = np.sqrt(np.sum(p[np.arange(600), served] * (1 - p[np.arange(600), served]))) / 600
     assert est["accuracy_std"] == pytest.approx(std) and est["accuracy_upper"] == pytest.approx(
-        min(1.0, est["accuracy"] + 3 * std))
+        min(1.0, est["accuracy"] + 3 * std)
+    )
     # calibration on its own rows: the expected accuracy is the realized one (isotonic preserves class means)
     assert abs(est["accuracy"] - np.mean(served == truth)) < 0.03
     assert abs(CBPE().estimate(raw, classes)["accuracy"] - np.mean(served == truth)) > 0.05  # raw is off
@@ -183,7 +186,7 @@ def _real_split(loader, model, seed=0):
     X, y = loader(return_X_y=True)
     idx = np.random.default_rng(seed).permutation(len(y))
     third = len(y) // 3
-    tr, ref, ana = idx[:third], idx[third:2 * third], idx[2 * third:]
+    tr, ref, ana = idx[:third], idx[third : 2 * third], idx[2 * third :]
     m = model.fit(X[tr], y[tr])
     classes = tuple(str(c) for c in m.classes_)
     P = m.predict_proba(X)
@@ -234,7 +237,7 @@ def test_calibration_collector_waits_for_enough_labels():
     classes = ("0", "1")
     for _ in range(8):
         p1 = rng.random(50)
-        lab = np.where(rng.random(50) < p1 ** 2, "1", "0").astype(object)
+        lab = np.where(rng.random(50) < p1**2, "1", "0").astype(object)
         before = col.n
         col.add(np.column_stack([1 - p1, p1]), classes, lab, None)
         cal = col.calibration()
@@ -260,7 +263,7 @@ def _binary_rows(rng, n, flip_above=None):
     """Overconfident binary scores (true P(1) = s ** 2) and labels; ``flip_above``: the label of every row
     with a score above it is flipped (concept drift: the inputs and scores do not move)."""
     s = rng.random(n)
-    lab = rng.random(n) < s ** 2
+    lab = rng.random(n) < s**2
     if flip_above is not None:
         lab = np.where(s > flip_above, ~lab, lab)
     pred = np.where(s > 0.5, "1", "0").astype(object)
@@ -317,7 +320,7 @@ def test_calibration_collector_recalibrates_after_concept_drift():
             break
     assert col.recalibrations == 1 and k <= 1, (k, col.last_z)
     assert "stopped holding" in col.drift_note and col.drift_note.count("z = ") == 1
-    for rows in post[k + 1:]:
+    for rows in post[k + 1 :]:
         col.add(*_split(rows, classes))
     cal = col.calibration()
     used = post[k:]

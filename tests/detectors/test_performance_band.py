@@ -21,9 +21,15 @@ def _frame(rng, n, shift=0.0, t0=0.0):
     x = rng.normal(shift, 1, n)
     p = 1 / (1 + np.exp(-2 * x))
     truth = np.where(rng.random(n) < p, "1", "0").astype(object)
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=t0 + np.arange(n, dtype=float),
-                              numeric={"x": x}, pred_label=np.where(p > 0.5, "1", "0").astype(object),
-                              pred_proba=np.column_stack([1 - p, p]), classes=("0", "1"), label=truth)
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str),
+        event_time=t0 + np.arange(n, dtype=float),
+        numeric={"x": x},
+        pred_label=np.where(p > 0.5, "1", "0").astype(object),
+        pred_proba=np.column_stack([1 - p, p]),
+        classes=("0", "1"),
+        label=truth,
+    )
 
 
 def _accuracy(recs):
@@ -57,7 +63,8 @@ def test_no_band_with_too_few_chunks():
     rng = np.random.default_rng(3)
     rows = _frame(rng, 3000)
     ref = attach_reference_frame(Reference.from_frame(rows, list(FEATS)), rows)
-    rec = _accuracy(EstimatedPerformance().evaluate(
-        WindowContext("m", "1", _frame(rng, 1000, t0=1e5), ref, FEATS, DriftSpec())))
+    rec = _accuracy(
+        EstimatedPerformance().evaluate(WindowContext("m", "1", _frame(rng, 1000, t0=1e5), ref, FEATS, DriftSpec()))
+    )
     assert "threshold_method" not in rec.fields and "alarm" not in rec.fields
     assert "lower" in rec.fields  # CBPE's own sampling band is still there

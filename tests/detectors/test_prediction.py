@@ -16,8 +16,14 @@ def _frame(rng, n, shift=0.0, classes=("no", "yes")):
     p = np.clip(rng.beta(2, 5, n) + shift, 0, 1)
     proba = np.column_stack([1 - p, p])
     lab = np.where(p > 0.4, classes[1], classes[0]).astype(object)
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n), pred_label=lab,
-                              pred_proba=proba, classes=classes, pred_value=10 * p)
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str),
+        event_time=np.zeros(n),
+        pred_label=lab,
+        pred_proba=proba,
+        classes=classes,
+        pred_value=10 * p,
+    )
 
 
 def test_statistics_match_scipy():
@@ -62,15 +68,12 @@ def test_multiclass_and_regression_only():
     k = 25
     p = rng.dirichlet(np.ones(k), 300)
     classes = tuple(f"c{i}" for i in range(k))
-    f = Frame.from_columns(event_id=np.arange(300).astype(str), event_time=np.zeros(300),
-                           pred_proba=p, classes=classes)
+    f = Frame.from_columns(event_id=np.arange(300).astype(str), event_time=np.zeros(300), pred_proba=p, classes=classes)
     ref = PredictionReference.from_frame(f, max_classes=20)
     assert len(ref.proba_classes) == 20
-    g = Frame.from_columns(event_id=np.arange(50).astype(str), event_time=np.zeros(50),
-                           pred_value=rng.normal(size=50))
+    g = Frame.from_columns(event_id=np.arange(50).astype(str), event_time=np.zeros(50), pred_value=rng.normal(size=50))
     with pytest.raises(ValueError, match="no prediction"):
-        PredictionReference.from_frame(Frame.from_columns(event_id=np.arange(3).astype(str),
-                                                          event_time=np.zeros(3)))
+        PredictionReference.from_frame(Frame.from_columns(event_id=np.arange(3).astype(str), event_time=np.zeros(3)))
     rref = PredictionReference.from_frame(g)
     assert [x.feature for x in prediction_drift(g, rref, DriftSpec()).features] == [VALUE]
 
@@ -107,16 +110,19 @@ def test_prediction_drift_is_judged_against_the_reference_chunks_of_its_outputs(
         x[t] = 0.98 * x[t - 1] + e[t]
 
     def frame(v):
-        return Frame.from_columns(event_id=np.arange(len(v)).astype(str), event_time=np.arange(len(v), dtype=float),
-                                  pred_value=v)
+        return Frame.from_columns(
+            event_id=np.arange(len(v)).astype(str), event_time=np.arange(len(v), dtype=float), pred_value=v
+        )
+
     pref = PredictionReference.from_frame(frame(x[:10_000]))
     spec = DriftSpec(threshold=ThresholdSpec(method="reference_chunks"))
-    results = [prediction_drift(frame(x[a:a + 1000]), pref, spec) for a in range(10_000, n, 1000)]
+    results = [prediction_drift(frame(x[a : a + 1000]), pref, spec) for a in range(10_000, n, 1000)]
     v = results[0].features[0].verdict
     assert v.method == "reference_chunks" and v.judged == "statistic" and v.upper is not None
     # the same verdicts as the drift tests' pure entry point on the same arrays (one code path)
-    same = judge_windows({"__value__": x[:10_000]}, [{"__value__": x[a:a + 1000]} for a in range(10_000, n, 1000)],
-                         "reference_chunks")
+    same = judge_windows(
+        {"__value__": x[:10_000]}, [{"__value__": x[a : a + 1000]} for a in range(10_000, n, 1000)], "reference_chunks"
+    )
     assert [r.drift for r in results] == [r.drift for r in same]
     assert [r.features[0].verdict.upper for r in results] == pytest.approx([r.features[0].verdict.upper for r in same])
     recs = prediction_records(results[0], frame(x[10_000:11_000]), pref, {"model": "m", "version": "1"}, 0)

@@ -25,7 +25,8 @@ def frame() -> Frame:
     color[rng.random(n) < 0.04] = None
     color[color_te] = None
     return Frame.from_columns(
-        event_id=np.arange(n).astype(str), event_time=np.zeros(n),
+        event_id=np.arange(n).astype(str),
+        event_time=np.zeros(n),
         numeric={"age": age, "score": rng.uniform(0, 1, n)},
         categorical={"color": color},
         type_error={"age": age_te, "color": color_te},
@@ -57,8 +58,14 @@ def _recount(frame: Frame, spec: FeatureSpec) -> dict[str, int]:
             oor += (spec.min is not None and v < spec.min) or (spec.max is not None and v > spec.max)
         elif spec.allowed is not None:
             unknown += v not in spec.allowed
-    return {"n": n, "n_missing": missing, "n_type_error": int(np.sum(te)), "n_out_of_range": oor,
-            "n_unknown_category": unknown, "n_null_violation": 0 if spec.nullable else missing}
+    return {
+        "n": n,
+        "n_missing": missing,
+        "n_type_error": int(np.sum(te)),
+        "n_out_of_range": oor,
+        "n_unknown_category": unknown,
+        "n_null_violation": 0 if spec.nullable else missing,
+    }
 
 
 def test_counts_match_a_plain_recount(frame):

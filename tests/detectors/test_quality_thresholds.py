@@ -16,8 +16,9 @@ from detectors.spec import DriftSpec, FeatureSpec
 from detectors.thresholds import binomial_rate_upper, judge_rate
 
 
-@pytest.mark.parametrize("x,N,n,level", [(0, 5000, 1000, 0.001), (3, 2000, 500, 0.01), (40, 1000, 1000, 0.05),
-                                         (0, 200, 50, 0.05)])
+@pytest.mark.parametrize(
+    "x,N,n,level", [(0, 5000, 1000, 0.001), (3, 2000, 500, 0.01), (40, 1000, 1000, 0.05), (0, 200, 50, 0.05)]
+)
 def test_binomial_bound_matches_scipy_by_hand(x, N, n, level):
     # Clopper-Pearson one-sided upper bound: the p whose exact test of x successes has p-value level
     ci = stats.binomtest(x, N).proportion_ci(confidence_level=1 - 2 * level, method="exact")
@@ -60,18 +61,24 @@ def _frame(n: int, missing: float, seed: int, t0: float = 0.0) -> Frame:
     age = rng.normal(50, 10, n)
     age[rng.random(n) < missing] = np.nan
     color = np.array(["a", "b"], dtype=object)[rng.integers(0, 2, n)]
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=t0 + np.arange(n, dtype=float),
-                              numeric={"age": age}, categorical={"color": color})
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str),
+        event_time=t0 + np.arange(n, dtype=float),
+        numeric={"age": age},
+        categorical={"color": color},
+    )
 
 
-FEATS = (FeatureSpec(name="age", kind="numeric", min=0, max=120), FeatureSpec(name="color", kind="categorical",
-                                                                              allowed=["a", "b"]))
+FEATS = (
+    FeatureSpec(name="age", kind="numeric", min=0, max=120),
+    FeatureSpec(name="color", kind="categorical", allowed=["a", "b"]),
+)
 
 
 def test_reference_chunks_by_hand():
     rows = _frame(5000, 0.02, 3)
     ref = reference_quality(rows, FEATS, 1000, 5, 50)
-    by_hand = [np.isnan(rows.numeric["age"][i * 1000:(i + 1) * 1000]).mean() for i in range(5)]
+    by_hand = [np.isnan(rows.numeric["age"][i * 1000 : (i + 1) * 1000]).mean() for i in range(5)]
     np.testing.assert_allclose(ref.chunk_rates["age"]["missing_rate"], by_hand)
     assert ref.totals["age"].n_missing == int(np.isnan(rows.numeric["age"]).sum())
     q = data_quality(_frame(1000, 0.2, 4), FEATS)
@@ -111,9 +118,11 @@ def test_stationary_windows_rarely_alarm():
 
     def frame(n):
         num = {f.name: np.where(rng.random(n) < 0.01, np.nan, rng.normal(size=n)) for f in feats}
-        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=float),
-                                  numeric=num)
+        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.arange(n, dtype=float), numeric=num)
+
     ref = reference_quality(frame(10_000), feats, 1000, 5, 50)
-    alarms = sum(any(v["quality_alarm"] for v in quality_verdicts(data_quality(frame(1000), feats), feats, ref,
-                                                                   0.05)) for _ in range(200))
+    alarms = sum(
+        any(v["quality_alarm"] for v in quality_verdicts(data_quality(frame(1000), feats), feats, ref, 0.05))
+        for _ in range(200)
+    )
     assert alarms <= 0.05 * 200 * 2  # at most twice the level (sampling of 200 windows)

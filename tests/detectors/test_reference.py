@@ -40,9 +40,12 @@ def _frame(rng, n=400):
     age[::10] = np.nan
     color = np.array(["red", "green", "blue"], dtype=object)[rng.integers(0, 3, n)]
     color[::7] = None
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n),
-                              numeric={"age": age, "income": rng.exponential(1000, n)},
-                              categorical={"color": color})
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str),
+        event_time=np.zeros(n),
+        numeric={"age": age, "income": rng.exponential(1000, n)},
+        categorical={"color": color},
+    )
 
 
 def test_precomputed_parts(rng):
@@ -67,8 +70,7 @@ def test_precomputed_parts(rng):
 
 def test_constant_and_absent_features(rng):
     n = 50
-    f = Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n),
-                           numeric={"age": np.full(n, 3.0)})
+    f = Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n), numeric={"age": np.full(n, 3.0)})
     ref = Reference.from_frame(f, SPECS)
     assert ref.numeric["age"].edges.tolist() == [3.0]
     assert ref.numeric["age"].counts.tolist() == [0, 50]
@@ -80,8 +82,14 @@ def test_constant_and_absent_features(rng):
 
 def test_bytes_roundtrip_is_exact_and_pickle_free(rng):
     specs = feature_specs(3, 2)
-    ref = Reference.from_frame(make_frame(rng, 2000, n_numeric=3, n_categorical=2), specs,
-                               segments=("c0",), segment_top_k=3, min_segment_rows=100, bins=7)
+    ref = Reference.from_frame(
+        make_frame(rng, 2000, n_numeric=3, n_categorical=2),
+        specs,
+        segments=("c0",),
+        segment_top_k=3,
+        min_segment_rows=100,
+        bins=7,
+    )
     blob = ref.to_bytes()
     names = zipfile.ZipFile(io.BytesIO(blob)).namelist()
     assert all(name.endswith(".npy") for name in names)
@@ -91,12 +99,10 @@ def test_bytes_roundtrip_is_exact_and_pickle_free(rng):
     for a, b in [(ref, back)] + [(ref.segments[t], back.segments[t]) for t in ref.segments]:
         for name in a.numeric:
             for attr in ("values", "edges", "counts"):
-                np.testing.assert_array_equal(getattr(a.numeric[name], attr),
-                                              getattr(b.numeric[name], attr))
+                np.testing.assert_array_equal(getattr(a.numeric[name], attr), getattr(b.numeric[name], attr))
         for name in a.categorical:
             for attr in ("categories", "counts", "top", "top_counts"):
-                np.testing.assert_array_equal(getattr(a.categorical[name], attr),
-                                              getattr(b.categorical[name], attr))
+                np.testing.assert_array_equal(getattr(a.categorical[name], attr), getattr(b.categorical[name], attr))
     w = make_frame(rng, 500, n_numeric=3, n_categorical=2, shift={"x1": 0.3})
     assert univariate_drift(w, ref, DriftSpec()) == univariate_drift(w, back, DriftSpec())
     assert len(Reference.from_bytes(ref.to_bytes(compress=False)).segments) == len(ref.segments)
@@ -144,12 +150,10 @@ def test_category_codes_by_hash_equal_codes_by_string(rng):
     specs = feature_specs(0, 1)
     ref = Reference.from_frame(make_frame(rng, 500, n_numeric=0, n_categorical=1), specs, top_k=3)
     cref = ref.categorical["c0"]
-    values = np.array(["cat_3", None, "new_b", "cat_0", "new_a", "new_b", "cat_7", None],
-                      dtype=object)
+    values = np.array(["cat_3", None, "new_b", "cat_0", "new_a", "new_b", "cat_7", None], dtype=object)
     # fresh string objects, as a JSON decoder makes them
     values = np.array([None if v is None else "".join(v) for v in values], dtype=object)
-    frame = Frame.from_columns(event_id=np.arange(8).astype(str), event_time=np.zeros(8),
-                               categorical={"c0": values})
+    frame = Frame.from_columns(event_id=np.arange(8).astype(str), event_time=np.zeros(8), categorical={"c0": values})
     k = cref.categories.shape[0]
     present = np.array([v for v in values if v is not None], dtype=str)
     by_string = lookup(cref.categories, present)
@@ -192,17 +196,16 @@ def test_csv_parquet_and_npz_give_the_same_reference(tmp_path, rng):
     age_txt[4] = "NA"
     color_txt = color.astype(object)
     color_txt[5] = ""
-    lines = ["id,age,income,color"] + [f"{i},{a},{b},{c}" for i, (a, b, c)
-                                       in enumerate(zip(age_txt, income, color_txt))]
+    lines = ["id,age,income,color"] + [
+        f"{i},{a},{b},{c}" for i, (a, b, c) in enumerate(zip(age_txt, income, color_txt))
+    ]
     (tmp_path / "ref.csv").write_text("\n".join(lines) + "\n")
     age_m = age.copy()
     age_m[[3, 4]] = np.nan
     color_m = color.astype(object)
     color_m[5] = None
-    pq.write_table(pa.table({"age": age_m, "income": income, "color": list(color_m)}),
-                   tmp_path / "ref.parquet")
-    np.savez(tmp_path / "ref.npz", age=age_m, income=income,
-             color=np.where(color_m == None, "", color_m).astype(str))  # noqa: E711 - elementwise over an object array, independent of not_none()
+    pq.write_table(pa.table({"age": age_m, "income": income, "color": list(color_m)}), tmp_path / "ref.parquet")
+    np.savez(tmp_path / "ref.npz", age=age_m, income=income, color=np.where(color_m == None, "", color_m).astype(str))  # noqa: E711 - elementwise over an object array, independent of not_none()
     refs = [Reference.from_file(tmp_path / f"ref.{ext}", SPECS) for ext in ("csv", "parquet", "npz")]
     for r in refs:
         assert r.n_rows == n and r.numeric["age"].n_missing == 2
@@ -226,8 +229,11 @@ def test_missing_column_is_named(tmp_path):
 def test_non_numeric_value_is_named_with_its_row(tmp_path):
     p = tmp_path / "ref.csv"
     p.write_text("age,income,color\n1,2,red\n3,lots,blue\n")
-    with pytest.raises(ReferenceDataError, match=r"ref\.csv: column 'income' is numeric but row 2 "
-                                                 r"holds the non-numeric value 'lots'"):
+    with pytest.raises(
+        ReferenceDataError,
+        match=r"ref\.csv: column 'income' is numeric but row 2 "
+        r"holds the non-numeric value 'lots'",
+    ):
         read_rows(p, SPECS)
 
 
@@ -235,25 +241,25 @@ def test_non_numeric_parquet_and_npz_columns(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"age": ["1", "x"], "income": [1.0, 2.0], "color": ["a", "b"]}),
-                   tmp_path / "r.parquet")
+    pq.write_table(pa.table({"age": ["1", "x"], "income": [1.0, 2.0], "color": ["a", "b"]}), tmp_path / "r.parquet")
     with pytest.raises(ReferenceDataError, match=r"r\.parquet: column 'age' is numeric but row 2"):
         read_rows(tmp_path / "r.parquet", SPECS)
-    np.savez(tmp_path / "r.npz", age=np.array([1.0]), income=np.array([True]),
-             color=np.array([1.5 + 2j]))
+    np.savez(tmp_path / "r.npz", age=np.array([1.0]), income=np.array([True]), color=np.array([1.5 + 2j]))
     with pytest.raises(ReferenceDataError, match=r"r\.npz: column 'color' .*dtype complex128"):
         read_rows(tmp_path / "r.npz", SPECS)
-    np.savez(tmp_path / "s.npz", age=np.array(["1", "2"]), income=np.array(["1", "x"]),
-             color=np.array(["a", "b"]))
+    np.savez(tmp_path / "s.npz", age=np.array(["1", "2"]), income=np.array(["1", "x"]), color=np.array(["a", "b"]))
     with pytest.raises(ReferenceDataError, match=r"s\.npz: column 'income' is numeric but row 2"):
         read_rows(tmp_path / "s.npz", SPECS)
 
 
-@pytest.mark.parametrize("content,match", [
-    ("", "the file is empty"),
-    ("age,income,color\n", "has no rows"),
-    ("age,income,color\n1,2\n", "row 1 has 2 cells, the header has 3"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("", "the file is empty"),
+        ("age,income,color\n", "has no rows"),
+        ("age,income,color\n1,2\n", "row 1 has 2 cells, the header has 3"),
+    ],
+)
 def test_empty_and_ragged_csv(tmp_path, content, match):
     p = tmp_path / "ref.csv"
     p.write_text(content)
@@ -271,8 +277,7 @@ def test_file_level_errors(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(ReferenceDataError, match=r"bad\.parquet: not a readable Parquet file"):
         read_rows(tmp_path / "bad.parquet", SPECS)
-    np.savez(tmp_path / "obj.npz", age=np.array([1.0]), income=np.array([1.0]),
-             color=np.array(["a"], dtype=object))
+    np.savez(tmp_path / "obj.npz", age=np.array([1.0]), income=np.array([1.0]), color=np.array(["a"], dtype=object))
     with pytest.raises(ReferenceDataError, match=r"obj\.npz: cannot load without pickle"):
         read_rows(tmp_path / "obj.npz", SPECS)
     np.savez(tmp_path / "len.npz", age=np.zeros(3), income=np.zeros(2), color=np.array(["a"] * 3))
@@ -303,9 +308,15 @@ def user_table(rng):
     seats[::9] = np.nan
     age = np.round(rng.normal(40, 10, n), 2)
     age[::11] = np.nan
-    return pd.DataFrame({"age": age, "churned": rng.random(n) < 0.3,
-                         "plan": np.array(["free", "pro", "team"], dtype=object)[rng.integers(0, 3, n)],
-                         "seats": seats, "unused": np.arange(n)})
+    return pd.DataFrame(
+        {
+            "age": age,
+            "churned": rng.random(n) < 0.3,
+            "plan": np.array(["free", "pro", "team"], dtype=object)[rng.integers(0, 3, n)],
+            "seats": seats,
+            "unused": np.arange(n),
+        }
+    )
 
 
 def _same_reference(a: Reference, b: Reference) -> None:
@@ -327,8 +338,10 @@ def test_every_file_type_users_write_gives_one_reference(tmp_path, user_table):
     df.to_json(tmp_path / "r.jsonl", orient="records", lines=True)
     df.to_json(tmp_path / "r.jsonl.gz", orient="records", lines=True)
     assert (tmp_path / "r.csv").read_text().count("True") > 0  # pandas writes True/False
-    refs = {p: Reference.from_file(tmp_path / p, USER_SPECS)
-            for p in ("r.csv", "r.csv.gz", "r.parquet", "r.jsonl", "r.jsonl.gz")}
+    refs = {
+        p: Reference.from_file(tmp_path / p, USER_SPECS)
+        for p in ("r.csv", "r.csv.gz", "r.parquet", "r.jsonl", "r.jsonl.gz")
+    }
     first = refs["r.csv"]
     assert first.categorical["churned"].categories.tolist() == ["false", "true"]
     assert first.categorical["seats"].categories.tolist() == ["1", "2", "3"]
@@ -343,25 +356,36 @@ def test_jsonl_rows_may_be_events(tmp_path):
     """A dump of the inference stream (features under "features") is a reference file too."""
     import orjson
 
-    rows = [{"event_id": str(i), "features": {"age": 30 + i, "churned": i % 2 == 0, "plan": "pro", "seats": 2}}
-            for i in range(20)]
+    rows = [
+        {"event_id": str(i), "features": {"age": 30 + i, "churned": i % 2 == 0, "plan": "pro", "seats": 2}}
+        for i in range(20)
+    ]
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     frame = read_rows(tmp_path / "events.jsonl", USER_SPECS)
     assert frame.categorical["churned"].tolist()[:2] == ["true", "false"]
     assert frame.numeric["age"].tolist()[:2] == [30.0, 31.0]
 
 
-@pytest.mark.parametrize("name,content,match", [
-    ("bad.csv.gz", b"age,churned\n1,True\n", r"bad\.csv\.gz: not a readable gzip file"),
-    ("bad.jsonl", b'{"age": 1}\n{"age": \n', r"bad\.jsonl: line 2 is not JSON"),
-    ("list.jsonl", b'[1, 2]\n', r"list\.jsonl: line 1 is not a JSON object"),
-    ("cols.jsonl", b'{"age": 1, "churned": true}\n', r"missing column\(s\) 'plan' \(categorical\)"),
-    ("bool.csv", b"age,churned,plan,seats\n1,True,pro,1\n2,maybe,pro,1\n",
-     r"bool\.csv: column 'churned' is boolean but row 2 holds the value .*'maybe'"),
-    ("frac.jsonl", b'{"age": 1, "churned": true, "plan": "pro", "seats": 1.5}\n',
-     r"frac\.jsonl: column 'seats' is categorical but row 1 holds a float"),
-    ("ref.xlsx", b"x", r"unknown reference file type '\.xlsx'"),
-])
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("bad.csv.gz", b"age,churned\n1,True\n", r"bad\.csv\.gz: not a readable gzip file"),
+        ("bad.jsonl", b'{"age": 1}\n{"age": \n', r"bad\.jsonl: line 2 is not JSON"),
+        ("list.jsonl", b"[1, 2]\n", r"list\.jsonl: line 1 is not a JSON object"),
+        ("cols.jsonl", b'{"age": 1, "churned": true}\n', r"missing column\(s\) 'plan' \(categorical\)"),
+        (
+            "bool.csv",
+            b"age,churned,plan,seats\n1,True,pro,1\n2,maybe,pro,1\n",
+            r"bool\.csv: column 'churned' is boolean but row 2 holds the value .*'maybe'",
+        ),
+        (
+            "frac.jsonl",
+            b'{"age": 1, "churned": true, "plan": "pro", "seats": 1.5}\n',
+            r"frac\.jsonl: column 'seats' is categorical but row 1 holds a float",
+        ),
+        ("ref.xlsx", b"x", r"unknown reference file type '\.xlsx'"),
+    ],
+)
 def test_what_the_worker_rejects_is_named(tmp_path, name, content, match):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ReferenceDataError, match=match):

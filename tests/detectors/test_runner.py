@@ -38,21 +38,39 @@ def rng() -> np.random.Generator:
 
 def _ctx(rng, *, shift=None, segments=(), specs=None, reference=True, n=1000, **kw):
     specs = specs or feature_specs()
-    ref = Reference.from_frame(make_frame(rng, 3000), specs, segments=segments,
-                               segment_top_k=2, min_segment_rows=100) if reference else None
+    ref = (
+        Reference.from_frame(make_frame(rng, 3000), specs, segments=segments, segment_top_k=2, min_segment_rows=100)
+        if reference
+        else None
+    )
     frame = make_frame(rng, n, shift=shift, missing=0.02, t0=1_700_000_000.0)
-    return WindowContext(model_id="iris", version="v2", frame=frame, reference=ref,
-                         features=specs, drift=DriftSpec(), task="classification",
-                         segments=segments, window_start=1_700_000_000.0,
-                         window_end=1_700_000_010.5, **kw)
+    return WindowContext(
+        model_id="iris",
+        version="v2",
+        frame=frame,
+        reference=ref,
+        features=specs,
+        drift=DriftSpec(),
+        task="classification",
+        segments=segments,
+        window_start=1_700_000_000.0,
+        window_end=1_700_000_010.5,
+        **kw,
+    )
 
 
 def test_records_of_a_drifting_window(rng):
     ctx = _ctx(rng, shift={"x3": 0.5})
     recs = evaluate_window(ctx, mine())
     kinds = Counter(r.measurement for r in recs)
-    assert kinds == {R.WINDOW: 1, R.DRIFT: 20, R.DRIFT_SUMMARY: 1, R.QUALITY: 20,
-                     R.HISTOGRAM: 20, R.REFERENCE_HISTOGRAM: 20}
+    assert kinds == {
+        R.WINDOW: 1,
+        R.DRIFT: 20,
+        R.DRIFT_SUMMARY: 1,
+        R.QUALITY: 20,
+        R.HISTOGRAM: 20,
+        R.REFERENCE_HISTOGRAM: 20,
+    }
     assert all(r.time_ns == 1_700_000_010_500_000_000 for r in recs)
     win = next(r for r in recs if r.measurement == R.WINDOW)
     assert win.tags == {"model": "iris", "version": "v2"}
@@ -70,10 +88,27 @@ def test_records_of_a_drifting_window(rng):
     assert x3.fields["drift"] == 1 and x3.fields["rank"] == 1
     assert x3.fields["threshold"] == pytest.approx(0.05 / 20)
     assert set(x3.fields) - {"band_lower", "band_upper", "threshold_note", "effect_band"} == {
-        "statistic", "p_value", "threshold", "drift", "psi", "js", "wasserstein", "n_ref", "n_cur", "rank",
-        "engine", "window_start", "threshold_method", "judged", "effect", "effect_floor"}
-    assert x3.fields["threshold_method"] == summary.fields["threshold_method"] or \
-        x3.fields["threshold_method"] == "p_and_effect"  # the chunk methods' fallback on a short reference
+        "statistic",
+        "p_value",
+        "threshold",
+        "drift",
+        "psi",
+        "js",
+        "wasserstein",
+        "n_ref",
+        "n_cur",
+        "rank",
+        "engine",
+        "window_start",
+        "threshold_method",
+        "judged",
+        "effect",
+        "effect_floor",
+    }
+    assert (
+        x3.fields["threshold_method"] == summary.fields["threshold_method"]
+        or x3.fields["threshold_method"] == "p_and_effect"
+    )  # the chunk methods' fallback on a short reference
     assert "band_lower" in x3.fields or "band_upper" in x3.fields  # every verdict stores its band
     assert drift["c1"].tags["detector"] == "chi2" and "wasserstein" not in drift["c1"].fields
     assert sorted(r.fields["rank"] for r in drift.values()) == list(range(1, 21))
@@ -103,7 +138,8 @@ def test_no_raw_values_in_records(rng):
                 assert round(v, 12) not in raw
     labels = {v for r in recs for k, v in r.fields.items() if k.startswith("l")}
     assert labels <= set(ctx.reference.categorical["c0"].top.tolist()) | {OTHER} | {
-        lab for c in ctx.reference.categorical.values() for lab in c.top.tolist()}
+        lab for c in ctx.reference.categorical.values() for lab in c.top.tolist()
+    }
 
 
 def test_segments_are_tagged_and_bounded(rng):
@@ -112,9 +148,12 @@ def test_segments_are_tagged_and_bounded(rng):
     segs = Counter(r.tags.get("segment") for r in recs if r.measurement == R.DRIFT_SUMMARY)
     assert segs == {None: 1, "c0=cat_0": 1, "c0=cat_1": 1, f"c0={OTHER}": 1}
     assert all("segment" not in r.tags for r in recs if r.measurement == R.WINDOW)
-    seg_q = next(r for r in recs if r.measurement == R.QUALITY
-                 and r.tags == {"model": "iris", "version": "v2", "segment": "c0=cat_1",
-                                "feature": "x0"})
+    seg_q = next(
+        r
+        for r in recs
+        if r.measurement == R.QUALITY
+        and r.tags == {"model": "iris", "version": "v2", "segment": "c0=cat_1", "feature": "x0"}
+    )
     assert seg_q.fields["n"] == int((ctx.frame.categorical["c0"] == "cat_1").sum())
 
 
@@ -189,13 +228,18 @@ def test_default_evaluators_and_engine_choice(rng):
     assert [type(e) for e in evaluators[:4]] == [WindowStats, DataQuality, DataDrift, Histograms]
     assert len(set(names)) == len(names), names
     assert all(isinstance(e, WindowEvaluator) for e in evaluators)
-    assert {"adversarial", "prediction_drift", "multivariate_drift", "estimated_performance",
-            "feature_impact", "online_drift"} <= set(names[4:])
+    assert {
+        "adversarial",
+        "prediction_drift",
+        "multivariate_drift",
+        "estimated_performance",
+        "feature_impact",
+        "online_drift",
+    } <= set(names[4:])
     ctx = _ctx(rng, specs=feature_specs(3, 1))
     ctx_alibi = WindowContext(**{**ctx.__dict__, "drift": DriftSpec(engine="alibi"), "cache": {}})
     a = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx) if r.measurement == R.DRIFT}
-    b = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx_alibi)
-         if r.measurement == R.DRIFT}
+    b = {r.tags["feature"]: r.fields for r in DataDrift().evaluate(ctx_alibi) if r.measurement == R.DRIFT}
     assert a.keys() == b.keys() and all(b[k]["engine"] == "alibi" for k in b)
     for k in a:
         assert a[k]["statistic"] == pytest.approx(b[k]["statistic"], rel=2e-6)
@@ -220,8 +264,9 @@ def test_each_factory_call_builds_its_own_state(rng):
     assert adv1.monitor("iris", "v2") is not None  # warmed up on the first list's windows
     assert adv2.monitor("iris", "v2") is None
     online1 = next(e for e in first if e.name == "online_drift")
-    online2 = next(e for e in default_evaluators(online_cache_dir="/tmp/x", online_background=True)
-                   if e.name == "online_drift")
+    online2 = next(
+        e for e in default_evaluators(online_cache_dir="/tmp/x", online_background=True) if e.name == "online_drift"
+    )
     assert (online1.cache_dir, online1.background) == (None, False)
     assert (online2.cache_dir, online2.background) == ("/tmp/x", True)
 
@@ -252,11 +297,20 @@ def test_segments_get_their_own_reference_chunks(rng):
 
     specs = feature_specs()
     rows = make_frame(rng, 12_000)
-    ref = attach_reference_frame(Reference.from_frame(rows, specs, segments=("c0",), segment_top_k=2,
-                                                      min_segment_rows=100), rows)
-    ctx = WindowContext(model_id="iris", version="v2", frame=make_frame(rng, 600, t0=1_700_000_000.0),
-                        reference=ref, features=specs, drift=DriftSpec(threshold=ThresholdSpec(method="both")),
-                        segments=("c0",), window_start=1_700_000_000.0, window_end=1_700_000_010.0)
+    ref = attach_reference_frame(
+        Reference.from_frame(rows, specs, segments=("c0",), segment_top_k=2, min_segment_rows=100), rows
+    )
+    ctx = WindowContext(
+        model_id="iris",
+        version="v2",
+        frame=make_frame(rng, 600, t0=1_700_000_000.0),
+        reference=ref,
+        features=specs,
+        drift=DriftSpec(threshold=ThresholdSpec(method="both")),
+        segments=("c0",),
+        window_start=1_700_000_000.0,
+        window_end=1_700_000_010.0,
+    )
     recs = evaluate_window(ctx)
     seg = [r for r in recs if r.measurement == R.DRIFT and r.tags.get("segment") == "c0=cat_0"]
     methods = {r.tags["feature"]: r.fields["threshold_method"] for r in seg}

@@ -50,8 +50,16 @@ FEATURES = [
 ]
 
 
-def make_frame(rng: np.random.Generator, n: int, shift: float = 0.0, start: int = 0, *, dirty: bool = False,
-               unseen: tuple[str, ...] = (), outputs: bool = False) -> Frame:
+def make_frame(
+    rng: np.random.Generator,
+    n: int,
+    shift: float = 0.0,
+    start: int = 0,
+    *,
+    dirty: bool = False,
+    unseen: tuple[str, ...] = (),
+    outputs: bool = False,
+) -> Frame:
     num = {
         "normal": rng.normal(shift, 1.0, n),
         "heavy": rng.standard_t(3, n) * 10,
@@ -77,11 +85,19 @@ def make_frame(rng: np.random.Generator, n: int, shift: float = 0.0, start: int 
     kw = {}
     if outputs:
         p1 = 1 / (1 + np.exp(-(num["normal"] - 0.2)))
-        kw = dict(pred_proba=np.column_stack([1 - p1, p1]), classes=("no", "yes"),
-                  pred_label=np.where(p1 > 0.5, "yes", "no").astype(object))
-    f = Frame.from_columns(event_id=np.char.add("ev-", np.arange(start, start + n).astype(str)).astype(object),
-                           event_time=np.arange(start, start + n, dtype=float),
-                           numeric=num, categorical={"c": cat}, type_error=te, **kw)
+        kw = dict(
+            pred_proba=np.column_stack([1 - p1, p1]),
+            classes=("no", "yes"),
+            pred_label=np.where(p1 > 0.5, "yes", "no").astype(object),
+        )
+    f = Frame.from_columns(
+        event_id=np.char.add("ev-", np.arange(start, start + n).astype(str)).astype(object),
+        event_time=np.arange(start, start + n, dtype=float),
+        numeric=num,
+        categorical={"c": cat},
+        type_error=te,
+        **kw,
+    )
     if dirty:
         f.unknown = {"colour": rng.random(n) < 0.1}
     return f
@@ -160,8 +176,9 @@ def test_drift_from_summary_matches_the_exact_path(setup):
             exact = univariate_drift(w, ref, spec)
             summ = summary_drift(summarise(layout, w), ref, spec)
             assert summ.engine == "summary"
-            assert [f.feature for f in exact.features] == [f.feature for f in summ.features] or \
-                {f.feature for f in exact.features} == {f.feature for f in summ.features}
+            assert [f.feature for f in exact.features] == [f.feature for f in summ.features] or {
+                f.feature for f in exact.features
+            } == {f.feature for f in summ.features}
             assert summ.skipped == exact.skipped == ("absent",)
             for f in exact.features:
                 g = summ.feature(f.feature)
@@ -184,9 +201,17 @@ def test_chi_square_equals_scipy_with_unseen_categories(setup):
     res = summary_drift(summarise(layout, w), ref, DriftSpec(threshold=ThresholdSpec(method="p_value")), ["c"])
     vals = w.categorical["c"]
     cats = sorted(set(ref.categorical["c"].categories) | set(vals))
-    table = np.array([[int(ref.categorical["c"].counts[list(ref.categorical["c"].categories).index(c)])
-                       if c in ref.categorical["c"].categories else 0 for c in cats],
-                      [int(np.sum(vals == c)) for c in cats]])
+    table = np.array(
+        [
+            [
+                int(ref.categorical["c"].counts[list(ref.categorical["c"].categories).index(c)])
+                if c in ref.categorical["c"].categories
+                else 0
+                for c in cats
+            ],
+            [int(np.sum(vals == c)) for c in cats],
+        ]
+    )
     chi2, p, _dof, _ = stats.chi2_contingency(table)
     f = res.feature("c")
     assert f.statistic == pytest.approx(chi2, rel=1e-10) and f.p_value == pytest.approx(p, rel=1e-8)
@@ -233,8 +258,10 @@ def test_memory_is_bounded_by_configuration_not_events(setup):
     # configuration decides: fewer bins, smaller summary
     rows = make_frame(rng, 5000)
     ref = Reference.from_frame(rows, FEATURES)
-    assert SummaryLayout.build(ref, FEATURES, bins=64).summary().nbytes < \
-        SummaryLayout.build(ref, FEATURES, bins=1024).summary().nbytes
+    assert (
+        SummaryLayout.build(ref, FEATURES, bins=64).summary().nbytes
+        < SummaryLayout.build(ref, FEATURES, bins=1024).summary().nbytes
+    )
 
 
 def test_reservoir_is_a_uniform_sample(setup):
@@ -254,10 +281,17 @@ def test_reservoir_is_a_uniform_sample(setup):
 
 def test_row_keys_are_stable_across_processes():
     ids = np.array(["ev-1", "a", "ÿ-ünïcode", "x" * 40], dtype=object)
-    code = ("import numpy as np; from detectors.summaries import row_keys; "
-            "print(row_keys(np.array(['ev-1', 'a', 'ÿ-ünïcode', 'x' * 40], dtype=object)).tolist())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
+    code = (
+        "import numpy as np; from detectors.summaries import row_keys; "
+        "print(row_keys(np.array(['ev-1', 'a', 'ÿ-ünïcode', 'x' * 40], dtype=object)).tolist())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+    ).stdout
     assert eval(out) == row_keys(ids).tolist()
     # ids of a wider batch hash the same (padding is not hashed)
     assert row_keys(np.array(["a"], dtype=object))[0] == row_keys(ids)[1]
@@ -318,8 +352,7 @@ def test_evaluate_window_from_a_summary(setup):
     layout = SummaryLayout.build(ref, FEATURES, outputs=prediction_reference(ref), reservoir=300)
     w = make_frame(rng, 5000, 0.5, dirty=True, outputs=True)
     s = summarise(layout, w)
-    base = dict(model_id="m", version="1", reference=ref, features=tuple(FEATURES), window_start=0.0,
-                window_end=5000.0)
+    base = dict(model_id="m", version="1", reference=ref, features=tuple(FEATURES), window_start=0.0, window_end=5000.0)
     exact = evaluate_window(WindowContext(frame=w, **base))
     approx = evaluate_window(WindowContext(frame=s.reservoir.frame, summary=s, **base))
 
@@ -330,8 +363,9 @@ def test_evaluate_window_from_a_summary(setup):
     skipped = {k for k, f in a.items() if f.get("reason") == SUMMARY_SKIP}
     assert {dict(k[1])[R.T_DETECTOR] for k in skipped} == {"online_drift", "adversarial"}
     assert set(a) - skipped <= set(e)
-    assert {k for k in e if k[0] in (R.WINDOW, R.QUALITY, R.DRIFT, R.DRIFT_SUMMARY, R.HISTOGRAM, R.PREDICTION)} \
-        <= set(a)
+    assert {k for k in e if k[0] in (R.WINDOW, R.QUALITY, R.DRIFT, R.DRIFT_SUMMARY, R.HISTOGRAM, R.PREDICTION)} <= set(
+        a
+    )
     for k, fe in e.items():
         if k not in a or k in skipped:
             continue
@@ -364,10 +398,16 @@ def test_a_pickled_summary_counts_the_same_in_another_process(setup, tmp_path):
     blob = pickle.dumps((layout.summary(), w))
     assert pickle.loads(blob)[0].layout.categorical[0]._index == {}
     (tmp_path / "in.pkl").write_bytes(blob)
-    code = ("import pickle, sys; s, w = pickle.load(open(sys.argv[1], 'rb')); s.update(w); "
-            "sys.stdout.buffer.write(pickle.dumps(s.arrays['f.cat_counts']))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pkl")], capture_output=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "7"}).stdout
+    code = (
+        "import pickle, sys; s, w = pickle.load(open(sys.argv[1], 'rb')); s.update(w); "
+        "sys.stdout.buffer.write(pickle.dumps(s.arrays['f.cat_counts']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "in.pkl")],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "7"},
+    ).stdout
     assert np.array_equal(pickle.loads(out), s.arrays["f.cat_counts"])
 
 

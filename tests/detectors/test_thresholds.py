@@ -30,7 +30,7 @@ def test_sd_band_is_mean_plus_k_sd_by_hand():
     mean, sd = x.sum() / 4, np.sqrt(((x - x.sum() / 4) ** 2).sum() / 4)
     assert b.lower == pytest.approx(mean - 3 * sd) and b.upper == pytest.approx(mean + 3 * sd)
     assert sd_band(v, 3.0, two_sided=False).lower is None
-    assert sd_band(v, 3.0, clip=(0.0, 1.0)) .lower is None  # below the statistic's range: unbounded
+    assert sd_band(v, 3.0, clip=(0.0, 1.0)).lower is None  # below the statistic's range: unbounded
     assert b.outside(b.upper + 1e-9) and not b.outside(b.upper) and not b.outside(float("nan"))
 
 
@@ -42,9 +42,12 @@ def test_chunks_keep_time_order_and_drop_the_tail():
 
 def _frame(num: dict, cat: dict | None = None, times=None) -> Frame:
     n = len(next(iter(num.values())))
-    return Frame.from_columns(event_id=np.arange(n).astype(str),
-                              event_time=np.arange(n, dtype=float) if times is None else times,
-                              numeric=num, categorical=cat or {})
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str),
+        event_time=np.arange(n, dtype=float) if times is None else times,
+        numeric=num,
+        categorical=cat or {},
+    )
 
 
 def test_chunk_statistics_match_scipy_on_chunk_versus_rest():
@@ -61,7 +64,7 @@ def test_chunk_statistics_match_scipy_on_chunk_versus_rest():
     assert cv.n_chunks == 6
     order = np.argsort(times, kind="stable")
     for j in range(6):
-        idx = order[j * 200:(j + 1) * 200]
+        idx = order[j * 200 : (j + 1) * 200]
         rest = np.setdiff1d(np.arange(n), idx)
         xc, xr = x[idx], x[rest]
         ks = stats.ks_2samp(xc[~np.isnan(xc)], xr[~np.isnan(xr)]).statistic
@@ -70,8 +73,9 @@ def test_chunk_statistics_match_scipy_on_chunk_versus_rest():
         assert cv.wasserstein["x"][j] == pytest.approx(w, rel=1e-9)
         table = np.array([[np.sum(c[rest] == k) for k in "abc"], [np.sum(c[idx] == k) for k in "abc"]])
         assert cv.statistic["c"][j] == pytest.approx(stats.chi2_contingency(table)[0], rel=1e-9)
-        med = stats.kstwo.median(round(len(xr[~np.isnan(xr)]) * len(xc[~np.isnan(xc)])
-                                       / (len(xr[~np.isnan(xr)]) + len(xc[~np.isnan(xc)]))))
+        med = stats.kstwo.median(
+            round(len(xr[~np.isnan(xr)]) * len(xc[~np.isnan(xc)]) / (len(xr[~np.isnan(xr)]) + len(xc[~np.isnan(xc)])))
+        )
         assert cv.ratio["x"][j] == pytest.approx(ks / med, rel=1e-6)
         assert cv.ratio["c"][j] == pytest.approx(cv.statistic["c"][j] / stats.chi2.median(2), rel=1e-9)
 
@@ -98,7 +102,7 @@ def _ar1(rng, n, d, phi):
 def test_chunk_band_absorbs_autocorrelation_that_the_p_value_calls_drift():
     rng = np.random.default_rng(7)
     x = _ar1(rng, 30_000, 5, 0.98)
-    ref, quiet = x[:10_000], [x[i:i + 1000] for i in range(10_000, 30_000, 1000)]
+    ref, quiet = x[:10_000], [x[i : i + 1000] for i in range(10_000, 30_000, 1000)]
     p_flags = sum(r.drift for r in judge_windows(ref, quiet, "p_value"))
     c_flags = sum(r.drift for r in judge_windows(ref, quiet, "reference_chunks"))
     assert p_flags >= 10  # the classical test flags most windows of a stationary but autocorrelated stream
@@ -142,6 +146,7 @@ def test_effect_size_is_evidentlys_normed_wasserstein_and_js():
     pr = np.array([np.mean(ref["c"] == k) for k in "ab"])
     pw = np.array([np.mean(w["c"] == k) for k in "ab"])
     from scipy.spatial.distance import jensenshannon
+
     assert r.feature("c").verdict.effect == pytest.approx(jensenshannon(pr, pw), rel=1e-9)  # natural log
 
 
@@ -158,8 +163,10 @@ def test_reference_without_rows_falls_back():
     feats = [FeatureSpec(name="x", kind="numeric")]
     ref = Reference.from_frame(_frame({"x": rng.normal(size=5000)}), feats)
     from detectors.univariate import univariate_drift
-    res = univariate_drift(_frame({"x": rng.normal(size=500)}), ref,
-                           DriftSpec(threshold=ThresholdSpec(method="reference_chunks")))
+
+    res = univariate_drift(
+        _frame({"x": rng.normal(size=500)}), ref, DriftSpec(threshold=ThresholdSpec(method="reference_chunks"))
+    )
     assert res.features[0].verdict.note == "the reference has no rows"
     attach_reference_frame(ref, _frame({"x": rng.normal(size=5000)}))
 
@@ -208,8 +215,8 @@ def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
     # the band is the log-normal band of the chunks' effects (chunk vs rest, Wasserstein / reference sd)
     effects = []
     for j in range(8):
-        c = x[j * 10:(j + 1) * 10]
-        rest = np.r_[x[:j * 10], x[(j + 1) * 10:]]
+        c = x[j * 10 : (j + 1) * 10]
+        rest = np.r_[x[: j * 10], x[(j + 1) * 10 :]]
         effects.append(stats.wasserstein_distance(c, rest) / sd)
     k = multiplier_for_level(0.01)
     assert v.effect_band == pytest.approx(np.exp(np.mean(np.log(effects)) + k * np.std(np.log(effects))), rel=1e-9)

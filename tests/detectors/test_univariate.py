@@ -86,8 +86,7 @@ def test_block_statistics_match_scipy(rng):
     blk = numeric_block(refs, curs, edges, [f"f{i}" for i in range(len(refs))], cvm=True)
     for i, (r, c) in enumerate(pairs):
         assert blk.ks[i] == pytest.approx(stats.ks_2samp(r, c).statistic, abs=1e-15)
-        assert blk.cvm[i] == pytest.approx(
-            stats.cramervonmises_2samp(r, c, method="asymptotic").statistic, rel=1e-10)
+        assert blk.cvm[i] == pytest.approx(stats.cramervonmises_2samp(r, c, method="asymptotic").statistic, rel=1e-10)
         assert blk.wasserstein[i] == pytest.approx(stats.wasserstein_distance(r, c), rel=1e-10)
         # bins and effect sizes, independently
         ref_counts = np.histogram(r, bins=np.concatenate(([-np.inf], edges[i], [np.inf])))[0]
@@ -126,8 +125,9 @@ def test_chi2_2xk_matches_chi2_contingency(rng):
 
 def _frame(numeric=None, categorical=None):
     n = len(next(iter({**(numeric or {}), **(categorical or {})}.values())))
-    return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=np.zeros(n),
-                              numeric=numeric, categorical=categorical)
+    return Frame.from_columns(
+        event_id=np.arange(n).astype(str), event_time=np.zeros(n), numeric=numeric, categorical=categorical
+    )
 
 
 def test_missing_values_are_excluded_from_the_tests(rng):
@@ -162,8 +162,7 @@ def test_infinite_values_are_treated_as_missing(rng):
 
 def test_unseen_categories_enter_the_table(rng):
     specs = (FeatureSpec(name="c", kind="categorical"),)
-    ref = Reference.from_frame(_frame(categorical={"c": np.array(["a", "b"] * 100, dtype=object)}),
-                               specs)
+    ref = Reference.from_frame(_frame(categorical={"c": np.array(["a", "b"] * 100, dtype=object)}), specs)
     cur = np.array(["a", "b", "zzz", "a"] * 25, dtype=object)
     res = univariate_drift(_frame(categorical={"c": cur}), ref, DriftSpec())
     exp = stats.chi2_contingency(np.array([[100, 100, 0], [50, 25, 25]]))
@@ -214,9 +213,11 @@ def test_cvm_uses_exact_distribution_for_tiny_samples(rng):
 def _tricky_windows(rng):
     """Reference + windows with missing values, ties, unseen and two-level categories."""
     specs = (
-        FeatureSpec(name="a", kind="numeric"), FeatureSpec(name="b", kind="numeric"),
+        FeatureSpec(name="a", kind="numeric"),
+        FeatureSpec(name="b", kind="numeric"),
         FeatureSpec(name="tiny", kind="numeric"),
-        FeatureSpec(name="k", kind="categorical"), FeatureSpec(name="two", kind="categorical"),
+        FeatureSpec(name="k", kind="categorical"),
+        FeatureSpec(name="two", kind="categorical"),
         FeatureSpec(name="one", kind="categorical"),
     )
 
@@ -271,13 +272,13 @@ def test_window_verdict_matches_alibi_tabular_drift():
     def matrix(frame):
         cols = [frame.numeric[f"x{i}"] for i in range(4)]
         cats = list(ref.categorical["c0"].categories)
-        cols += [np.array([cats.index(v) for v in frame.categorical[f"c{i}"]], dtype=float)
-                 for i in range(2)]
+        cols += [np.array([cats.index(v) for v in frame.categorical[f"c{i}"]], dtype=float) for i in range(2)]
         return np.column_stack(cols)
 
     for correction in ("bonferroni", "fdr"):
-        det = TabularDrift(matrix(ref_frame), p_val=0.05, correction=correction,
-                           categories_per_feature={4: None, 5: None})
+        det = TabularDrift(
+            matrix(ref_frame), p_val=0.05, correction=correction, categories_per_feature={4: None, 5: None}
+        )
         for shift in (0.0, 0.15, 0.5):
             w = make_frame(rng, 700, n_numeric=4, n_categorical=2, shift={"x2": shift})
             ours = univariate_drift(w, ref, DriftSpec(correction=correction))

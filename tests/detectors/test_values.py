@@ -43,10 +43,14 @@ def test_categories_read_one_way_from_every_source():
     assert parse_categories(["1.0"])[0].tolist() == ["1.0"]
 
 
-@pytest.mark.parametrize("values", [
-    [True, "true", "True", "TRUE", 1, 1.0, "1", "yes", "Y"],
-    np.array([1, 1]), np.array([True, True]),
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [True, "true", "True", "TRUE", 1, 1.0, "1", "yes", "Y"],
+        np.array([1, 1]),
+        np.array([True, True]),
+    ],
+)
 def test_every_spelling_of_true_is_one_boolean(values):
     out, bad = parse_categories(values, boolean=True)
     assert bad is None and set(out.tolist()) == {"true"}

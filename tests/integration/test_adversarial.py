@@ -23,8 +23,7 @@ def _windows(world: World, rng: np.random.Generator, n_windows: int, attack: boo
     """Windows of 500 events from 10 clients; with ``attack``, evasion attempts and one prober."""
     m = world.model
     clients = np.array([f"client-{i}" for i in range(10)], dtype=object)
-    prober = ExtractionAttack(m.estimator.predict, m.sample(rng, 10)[0], scale=m.std, rng=rng,
-                              finish=m.finish_inputs)
+    prober = ExtractionAttack(m.estimator.predict, m.sample(rng, 10)[0], scale=m.std, rng=rng, finish=m.finish_inputs)
     for _ in range(n_windows):
         X, _ = m.sample(rng, 500)
         src = clients[rng.integers(0, 10, 500)]
@@ -60,8 +59,11 @@ def test_records_reach_influxdb_the_dashboard_and_the_alert_rules(settings) -> N
     write_records(settings, records)
 
     # what InfluxDB holds: one point per window, booleans and numbers typed as written
-    rows = query(settings, f'SELECT "score", "flagged", "outlier_rate", "low_margin_p_value" FROM "{R.ADVERSARIAL}"',
-                 db=database(settings))
+    rows = query(
+        settings,
+        f'SELECT "score", "flagged", "outlier_rate", "low_margin_p_value" FROM "{R.ADVERSARIAL}"',
+        db=database(settings),
+    )
     assert len(rows) == len(plan)
     flagged = [r["flagged"] for r in rows]
     assert flagged == plan  # benign windows not flagged, attacked ones flagged
@@ -101,9 +103,17 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
     from streams.devstack.demo import DemoOptions, run_demo
     from streams.devstack.models import EXAMPLES_DIR
 
-    opts = DemoOptions(models=["wine"], rate=200, events=6000, pace=False, seed=11, label_fraction=0.0,
-                       create_topics=False, progress_every=0,
-                       scenarios=["extraction:share=0.05", "evasion:at=17.5,until=25,share=0.15"])
+    opts = DemoOptions(
+        models=["wine"],
+        rate=200,
+        events=6000,
+        pace=False,
+        seed=11,
+        label_fraction=0.0,
+        create_topics=False,
+        progress_every=0,
+        scenarios=["extraction:share=0.05", "evasion:at=17.5,until=25,share=0.15"],
+    )
     summary = run_demo(settings, opts)
     assert summary.delivered
     log = tmp_path / "worker.log"
@@ -113,16 +123,24 @@ def test_demo_attacks_through_the_worker(settings, settings_env, tmp_path) -> No
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"worker exited: {log.read_text(errors='replace')[-3000:]}"
             try:
-                rows = query(settings, f'SELECT "score", "flagged", "flagged_by", "low_margin_source_suspect" '
-                                       f'FROM "{R.ADVERSARIAL}"', db=database(settings))
+                rows = query(
+                    settings,
+                    f'SELECT "score", "flagged", "flagged_by", "low_margin_source_suspect" FROM "{R.ADVERSARIAL}"',
+                    db=database(settings),
+                )
             except Exception:  # the database appears with the first write
                 rows = []
             if len(rows) >= 13:
                 break
             time.sleep(1.0)
-        assert len(rows) >= 13, f"only {len(rows)} adversarial points; worker log:\n{log.read_text(errors='replace')[-3000:]}"
-        sources = query(settings, f'SELECT "extraction_flag", "source" FROM "{R.SOURCE}" WHERE "source" = \'prober-1\'',
-                        db=database(settings))
+        assert len(rows) >= 13, (
+            f"only {len(rows)} adversarial points; worker log:\n{log.read_text(errors='replace')[-3000:]}"
+        )
+        sources = query(
+            settings,
+            f'SELECT "extraction_flag", "source" FROM "{R.SOURCE}" WHERE "source" = \'prober-1\'',
+            db=database(settings),
+        )
     # the detectors are fitted on the rows of the reference file (attached by the worker), so every
     # window is scored; evasion runs over simulated seconds 17.5-25: with the prober's 5% on top a
     # 500-event window spans ~2.4 s, so windows 7-10 (0-based) hold evader-1's events (window 7 only
@@ -158,8 +176,9 @@ def _wait_for(settings, proc, log, q: str, n: int, timeout: float = 180.0) -> li
 
 
 @pytest.mark.slow  # runs the demo's attack scenarios through a worker (25-50 s)
-def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(settings, settings_env,
-                                                                                tmp_path) -> None:
+def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(
+    settings, settings_env, tmp_path
+) -> None:
     """The demo's data drift (``driftwatch up``: wine alcohol + color_intensity, diabetes bmi + bp,
     +1 std) through ``driftwatch demo`` → Kafka → ``driftwatch worker`` → InfluxDB: the
     population low-margin / outlier rates rise (the inputs moved), but no window and no source is
@@ -169,13 +188,24 @@ def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(
     from streams.devstack.demo import DemoOptions, run_demo
     from streams.devstack.models import EXAMPLES_DIR
 
-    opts = DemoOptions(models=["wine", "diabetes"], rate=200, events=9000, pace=False, seed=5, label_fraction=0.0,
-                       create_topics=False, progress_every=0, drift_at=10.0,
-                       scenarios=["evasion:at=32.5,until=37.5,share=0.15"])
+    opts = DemoOptions(
+        models=["wine", "diabetes"],
+        rate=200,
+        events=9000,
+        pace=False,
+        seed=5,
+        label_fraction=0.0,
+        create_topics=False,
+        progress_every=0,
+        drift_at=10.0,
+        scenarios=["evasion:at=32.5,until=37.5,share=0.15"],
+    )
     assert run_demo(settings, opts).delivered
     log = tmp_path / "worker.log"
-    fields = '"score", "flagged", "flagged_by", "top_component", "low_margin_rate", "outlier_rate", ' \
-             '"low_margin_source_suspect", "model"'
+    fields = (
+        '"score", "flagged", "flagged_by", "top_component", "low_margin_rate", "outlier_rate", '
+        '"low_margin_source_suspect", "model"'
+    )
     with worker(settings_env, EXAMPLES_DIR / "demo.yaml", log) as proc:
         q = f'SELECT {fields} FROM "{R.ADVERSARIAL}" GROUP BY "model"'
         _wait_for(settings, proc, log, f'SELECT count("score") FROM "{R.ADVERSARIAL}" WHERE "model" = \'diabetes\'', 1)
@@ -186,8 +216,11 @@ def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(
             if len(by["wine"]) >= 18 and len(by["diabetes"]) >= 17:
                 break
             time.sleep(1.0)
-        sources = query(settings, f'SELECT "flag", "extraction_flag", "flagged_by", "source", "model" FROM "{R.SOURCE}"'
-                                  f' GROUP BY "model"', db=database(settings))
+        sources = query(
+            settings,
+            f'SELECT "flag", "extraction_flag", "flagged_by", "source", "model" FROM "{R.SOURCE}" GROUP BY "model"',
+            db=database(settings),
+        )
     wine, diabetes = by["wine"], by["diabetes"]
     assert len(wine) >= 18 and len(diabetes) >= 17, (len(wine), len(diabetes))
     # 500-event windows at 200 events/s: drift from window 4 on (t = 10 s); evasion events (15% on top)
@@ -206,5 +239,7 @@ def test_demo_drift_flags_nothing_through_the_worker_but_evasion_during_it_does(
     after = np.mean([r["low_margin_rate"] for r in wine[5:13]])
     assert after > before + 0.05, (before, after)
     # no source flagged, in either model, except the evader (by the contrast, not extraction)
-    flagged = {(r["model"], r["source"]): r.get("flagged_by") for r in sources if r.get("flag") or r.get("extraction_flag")}
+    flagged = {
+        (r["model"], r["source"]): r.get("flagged_by") for r in sources if r.get("flag") or r.get("extraction_flag")
+    }
     assert set(flagged) <= {("wine", "evader-1")}, flagged

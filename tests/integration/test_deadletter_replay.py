@@ -27,25 +27,47 @@ FEATURES = [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical
 
 
 def monitors(path: Path, models: list[str]) -> Path:
-    path.write_text(yaml.safe_dump({"models": [{
-        "model_id": m, "features": FEATURES, "window": {"size_events": 100, "idle_close_seconds": 2.0},
-        "reference": {"first_n": 100}} for m in models]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "model_id": m,
+                        "features": FEATURES,
+                        "window": {"size_events": 100, "idle_close_seconds": 2.0},
+                        "reference": {"first_n": 100},
+                    }
+                    for m in models
+                ]
+            }
+        )
+    )
     return path
 
 
 def batch(model: str, start: int, n: int, rng: np.random.Generator) -> bytes:
-    return orjson.dumps({
-        "schema_version": 1, "type": "inference_batch", "model_id": model, "model_version": "1",
-        "event_id": [f"{model}-{i}" for i in range(start, start + n)],
-        "event_time": (T0 + np.arange(start, start + n) * 0.01).tolist(),
-        "features": {"x": rng.normal(size=n).tolist(), "c": ["a", "b"] * (n // 2)},
-        "prediction": {"label": ["yes"] * n},
-    })
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "type": "inference_batch",
+            "model_id": model,
+            "model_version": "1",
+            "event_id": [f"{model}-{i}" for i in range(start, start + n)],
+            "event_time": (T0 + np.arange(start, start + n) * 0.01).tolist(),
+            "features": {"x": rng.normal(size=n).tolist(), "c": ["a", "b"] * (n // 2)},
+            "prediction": {"label": ["yes"] * n},
+        }
+    )
 
 
 def cli(settings_env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", "deadletter", *args], env=settings_env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "deadletter", *args],
+        env=settings_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def windowed_of(settings, model: str) -> int:
@@ -68,8 +90,13 @@ def test_unknown_model_dead_lettered_then_replayed_into_windows(settings, settin
     log = tmp_path / "worker.log"
     before = monitors(tmp_path / "before.yaml", ["m"])
     with worker(settings_env, before, log) as proc:
-        wait_for(lambda: True if windowed(settings) + dead_events(consume_all, settings)[0] == 600 else None,
-                 120, "every event windowed or dead-lettered", [proc], log)
+        wait_for(
+            lambda: True if windowed(settings) + dead_events(consume_all, settings)[0] == 600 else None,
+            120,
+            "every event windowed or dead-lettered",
+            [proc],
+            log,
+        )
     assert dead_events(consume_all, settings)[1] == {"unknown_model": 300}
     text = log.read_text()
     assert "dead-lettering events of model iris: unknown_model" in text  # the log names model and reason
@@ -99,8 +126,13 @@ def test_unknown_model_dead_lettered_then_replayed_into_windows(settings, settin
     assert "0 replayed, 3 skipped" in again.stdout and "replayed before" in again.stdout, again.stdout
 
     with worker(settings_env, fixed, log) as proc:
-        wait_for(lambda: True if windowed_of(settings, "iris") == 300 else windowed_of(settings, "iris"),
-                 120, "the replayed events in windows of iris", [proc], log)
+        wait_for(
+            lambda: True if windowed_of(settings, "iris") == 300 else windowed_of(settings, "iris"),
+            120,
+            "the replayed events in windows of iris",
+            [proc],
+            log,
+        )
     assert windowed_of(settings, "m") == 300  # nothing counted twice
     assert dead_events(consume_all, settings)[1] == {"unknown_model": 300}  # the dead letters stay, unchanged
     replayed = consume_all(settings, settings.topic_inferences, timeout=10, idle=2.0)

@@ -28,22 +28,37 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs worke
 RATE = 400
 
 
-def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe(settings, settings_env,
-                                                                                  tmp_path) -> None:
+def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe(
+    settings, settings_env, tmp_path
+) -> None:
     from streams.devstack.demo import DemoOptions, run_demo
     from streams.devstack.models import EXAMPLES_DIR
 
     def demo(seed: int, events: int, drift: bool):
-        return DemoOptions(models=["wine"], rate=RATE, events=events, pace=True, seed=seed, label_fraction=1.0,
-                           label_delay=1.0, drift_at=0.0 if drift else None, drift_shift=1.5,
-                           create_topics=False, progress_every=0)
+        return DemoOptions(
+            models=["wine"],
+            rate=RATE,
+            events=events,
+            pace=True,
+            seed=seed,
+            label_fraction=1.0,
+            label_delay=1.0,
+            drift_at=0.0 if drift else None,
+            drift_shift=1.5,
+            create_topics=False,
+            progress_every=0,
+        )
 
     log = tmp_path / "worker.log"
     env = {**settings_env, "DRIFTWATCH_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--monitors",
-                                 str(EXAMPLES_DIR / "demo.yaml")], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--monitors", str(EXAMPLES_DIR / "demo.yaml")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     db = database(settings)
 
     def q(text):
@@ -65,6 +80,7 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
     try:
         wait(lambda: "[^Worker]: Ready" in log.read_text(errors="replace"), 90, "the worker did not start")
         time.sleep(3.0)  # the group join
+
         # stationary traffic (chunks of 1000 events) until labels have been reported and enough quiet windows
         # are there to judge prediction drift's false alarms on
         def quiet_windows() -> int:
@@ -74,13 +90,25 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
             assert run_demo(settings, demo(seed, 1000, drift=False)).delivered
             if len([r for r in realized() if r.get("estimation_error") is not None]) >= 2 and quiet_windows() >= 5:
                 break
-        wait(lambda: len([r for r in realized() if r.get("estimation_error") is not None]) >= 2, 60,
-             "no realized accuracy with an estimate on stationary traffic")
+        wait(
+            lambda: len([r for r in realized() if r.get("estimation_error") is not None]) >= 2,
+            60,
+            "no realized accuracy with an estimate on stationary traffic",
+        )
         t_switch = time.time()
         for seed in range(40, 50):  # shifted traffic, until its labels have been reported a few times
             assert run_demo(settings, demo(seed, 2000, drift=True)).delivered
-            if len([r for r in realized() if r["time"] >= (t_switch + 5) * 1e9
-                    and r.get("estimation_error") is not None]) >= 3 and seed >= 43:
+            if (
+                len(
+                    [
+                        r
+                        for r in realized()
+                        if r["time"] >= (t_switch + 5) * 1e9 and r.get("estimation_error") is not None
+                    ]
+                )
+                >= 3
+                and seed >= 43
+            ):
                 break
         cbpe = q(f'SELECT * FROM "{R.PERFORMANCE}" WHERE "detector" = \'cbpe\' AND "metric" = \'accuracy\'')
         real = realized()
@@ -96,8 +124,9 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
             proc.wait(10)
     sw, settle = t_switch * 1e9, (t_switch + 5) * 1e9
     assert len(cbpe) >= 12
-    assert all(r.get("calibrated") is True and r.get("value") is not None and r.get("calibration_n") == 1000
-               for r in cbpe), cbpe[:2]
+    assert all(
+        r.get("calibrated") is True and r.get("value") is not None and r.get("calibration_n") == 1000 for r in cbpe
+    ), cbpe[:2]
     assert all(r["lower"] <= r["value"] <= r["upper"] for r in cbpe)
     assert {r["detector"] for r in status} == {"prediction_drift", "feature_impact", "estimated_performance"}
     assert all(r["computed"] == 1 for r in status), [r for r in status if r["computed"] != 1][:3]
@@ -111,9 +140,11 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
             assert abs(abs(r["cbpe_value"] - r["value"]) - r["estimation_error"]) < 1e-9
     pre = [r["estimation_error"] for r in real if r["time"] < sw and r.get("estimation_error") is not None]
     post = [r for r in real if r["time"] >= settle and r.get("estimation_error") is not None]
-    print(f"CBPE {[round(r['value'], 3) for r in cbpe]}; realized {[round(r['value'], 3) for r in real]}; "
-          f"estimation error on stationary traffic {[round(e, 4) for e in pre]}, after the shift "
-          f"{[round(r['estimation_error'], 4) for r in post]}")
+    print(
+        f"CBPE {[round(r['value'], 3) for r in cbpe]}; realized {[round(r['value'], 3) for r in real]}; "
+        f"estimation error on stationary traffic {[round(e, 4) for e in pre]}, after the shift "
+        f"{[round(r['estimation_error'], 4) for r in post]}"
+    )
     assert pre and np.mean(pre) <= 0.03, pre
     assert len(post) >= 3 and post[-1]["estimation_error"] > 0.05, post
     lower = {r["time"]: r["lower"] for r in cbpe}

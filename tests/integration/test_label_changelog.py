@@ -73,8 +73,11 @@ def test_the_reader_goes_back_as_far_as_the_newest_complete_generation(changelog
         try:
             await store.save(0, 5, b"old but newest")
             producer = await other._get_producer()
-            futs = [await producer.send(other.topic, key=k, value=v, partition=0, headers=h)
-                    for g in range(TAIL_RECORDS * 2) for k, v, h in chunk_records(n, g + 1, b"x")]
+            futs = [
+                await producer.send(other.topic, key=k, value=v, partition=0, headers=h)
+                for g in range(TAIL_RECORDS * 2)
+                for k, v, h in chunk_records(n, g + 1, b"x")
+            ]
             await asyncio.gather(*futs)
             got = await store.load(0)
             assert (got.gen, got.blob) == (5, b"old but newest")

@@ -32,8 +32,11 @@ WINDOW = 250
 
 def counters(settings) -> dict[str, dict]:
     try:
-        rows = query(settings, 'SELECT * FROM "dw_performance" WHERE "metric" = \'label_join\' GROUP BY "model" '
-                               'ORDER BY time DESC LIMIT 1')
+        rows = query(
+            settings,
+            'SELECT * FROM "dw_performance" WHERE "metric" = \'label_join\' GROUP BY "model" '
+            "ORDER BY time DESC LIMIT 1",
+        )
     except DatabaseNotFound:
         return {}
     return {r["model"]: r for r in rows}
@@ -41,8 +44,9 @@ def counters(settings) -> dict[str, dict]:
 
 def labelled(settings) -> dict[str, int]:
     try:
-        rows = query(settings, 'SELECT sum("n") AS n FROM "dw_performance" WHERE "metric" = \'accuracy\' '
-                               'GROUP BY "model"')
+        rows = query(
+            settings, 'SELECT sum("n") AS n FROM "dw_performance" WHERE "metric" = \'accuracy\' GROUP BY "model"'
+        )
     except DatabaseNotFound:
         return {}
     return {r["model"]: int(r["n"]) for r in rows}
@@ -67,9 +71,14 @@ def test_label_join_counters_reconcile_when_a_worker_joins_and_leaves(settings, 
 
     def labels_for(m: str, start: int) -> None:  # 90 % of the labels of one step's predictions
         ids = [f"{m}-{i}" for i in range(start, start + WINDOW) if rng.random() < 0.9]
-        doc = {"schema_version": 1, "type": "label_batch", "model_id": m, "event_id": ids,
-               "label": rng.choice(["yes", "no"], size=len(ids)).tolist(),
-               "label_time": [T0 + (start + WINDOW) * 0.01 + 5.0] * len(ids)}
+        doc = {
+            "schema_version": 1,
+            "type": "label_batch",
+            "model_id": m,
+            "event_id": ids,
+            "label": rng.choice(["yes", "no"], size=len(ids)).tolist(),
+            "label_time": [T0 + (start + WINDOW) * 0.01 + 5.0] * len(ids),
+        }
         traffic.producer.send(settings.topic_labels, key=m.encode(), value=orjson.dumps(doc))
         sent[m] += len(ids)
 
@@ -83,8 +92,13 @@ def test_label_join_counters_reconcile_when_a_worker_joins_and_leaves(settings, 
                 stack = contextlib.ExitStack()
                 procs[name] = stack.enter_context(worker(env_b if name == "b" else settings_env, mon, logs[name]))
                 running[name] = stack
-                wait_for(lambda n=name: logs[n].read_text(errors="replace").count("Worker]: Ready") >= 1, 90,
-                         f"worker {name} ready (the rebalance done)", list(procs.values()), logs[name])
+                wait_for(
+                    lambda n=name: logs[n].read_text(errors="replace").count("Worker]: Ready") >= 1,
+                    90,
+                    f"worker {name} ready (the rebalance done)",
+                    list(procs.values()),
+                    logs[name],
+                )
             for m in models:
                 start = traffic.next.get(m, 0)
                 traffic.send(m, WINDOW)
@@ -92,13 +106,23 @@ def test_label_join_counters_reconcile_when_a_worker_joins_and_leaves(settings, 
                     labels_for(m, start - WINDOW)  # the previous step's predictions, waiting since then
             traffic.flush()
             expected = (i + 1) * WINDOW * len(models)
-            wait_for(lambda expected=expected: windowed(settings) == expected, 120, f"step {i} windowed", list(procs.values()),
-                     logs["a"])
+            wait_for(
+                lambda expected=expected: windowed(settings) == expected,
+                120,
+                f"step {i} windowed",
+                list(procs.values()),
+                logs["a"],
+            )
         for m in models:
             labels_for(m, traffic.next[m] - WINDOW)
         traffic.flush()
-        wait_for(lambda: labelled(settings) == sent or labelled(settings), 90, "every label in the results",
-                 list(procs.values()), logs["a"])
+        wait_for(
+            lambda: labelled(settings) == sent or labelled(settings),
+            90,
+            "every label in the results",
+            list(procs.values()),
+            logs["a"],
+        )
         time.sleep(2.0)  # the counters of the last labels (the next timer tick)
         got = counters(settings)
     finally:
@@ -125,8 +149,10 @@ exact (docs/worker.md, "Limits"); compared and printed, not asserted."""
 
 
 def without_run(points: dict) -> dict:
-    return {k: {f: v for f, v in fields.items() if k[1] != "error_stream" or f not in RUN_FIELDS}
-            for k, fields in points.items()}
+    return {
+        k: {f: v for f, v in fields.items() if k[1] != "error_stream" or f not in RUN_FIELDS}
+        for k, fields in points.items()
+    }
 
 
 def test_label_partitions_move_between_workers_with_separate_state_folders(settings, tmp_path):
@@ -167,10 +193,14 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
     assert any(v.get("drift") == 1 for k, v in want.items() if k[1] == "error_stream")
 
     folders = {name: tmp_path / f"host-{name}" for name in "ab"}
-    envs = {name: settings_env(settings.model_copy(update={"state_dir": folders[name],
-                                                           "worker_web_port": 0 if name == "b" else
-                                                           settings.worker_web_port}))
-            for name in "ab"}
+    envs = {
+        name: settings_env(
+            settings.model_copy(
+                update={"state_dir": folders[name], "worker_web_port": 0 if name == "b" else settings.worker_web_port}
+            )
+        )
+        for name in "ab"
+    }
     logs = {name: tmp_path / f"{name}.log" for name in ("a", "b", "a2")}
     procs: dict = {}
     n_batches = len(streams[models[0]][0])
@@ -180,8 +210,7 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
     done, errors = threading.Event(), []
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
-                             **settings.kafka_client_options())
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, **settings.kafka_client_options())
 
     def produce() -> None:  # each step: a batch of predictions per model, and the labels of BEHIND batches earlier
         try:
@@ -205,8 +234,13 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
         procs[name] = start_worker(envs[name[0]], mon, logs[name])  # a2: a again, on a's host
 
     def ready(name: str, count: int) -> None:  # Faust logs this after every assignment
-        wait_for(lambda: logs[name].read_text(errors="replace").count("Recovery]: Worker ready") >= count, 120,
-                 f"worker {name} assigned ({count})", [procs[name]], logs[name])
+        wait_for(
+            lambda: logs[name].read_text(errors="replace").count("Recovery]: Worker ready") >= count,
+            120,
+            f"worker {name} assigned ({count})",
+            [procs[name]],
+            logs[name],
+        )
 
     traffic = threading.Thread(target=produce, daemon=True, name="traffic")
     try:
@@ -233,8 +267,13 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
                 ready("a2", 2)  # b's partitions come to a after the session timeout
             moved[b].set()
         assert done.wait(300) and not errors, errors
-        wait_for(lambda: differences(without_run(label_points(settings)), without_run(want))[:8] or True, 180,
-                 "label results equal to the fault-free run's", list(procs.values()), logs["a2"])
+        wait_for(
+            lambda: differences(without_run(label_points(settings)), without_run(want))[:8] or True,
+            180,
+            "label results equal to the fault-free run's",
+            list(procs.values()),
+            logs["a2"],
+        )
         time.sleep(2.0)  # the counters of the last labels (the next timer tick)
         got = counters(settings)
     finally:
@@ -248,8 +287,10 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
             delete_topics(settings, [changelog_topic(settings)])
     problems = differences(without_run(label_points(settings)), without_run(want))
     assert not problems, "\n".join(problems[:20])
-    print("label points: the error-stream run fields that differ from the fault-free run:",
-          differences(label_points(settings), want))
+    print(
+        "label points: the error-stream run fields that differ from the fault-free run:",
+        differences(label_points(settings), want),
+    )
     for m in models:
         c = got[m]
         assert (c["predictions"], c["labels"], c["matched"]) == (N, n_labels[m], n_labels[m]), (m, c)

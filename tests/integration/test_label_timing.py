@@ -40,8 +40,7 @@ def test_the_concept_drift_point_is_in_influxdb_within_2s_of_its_label(settings,
 
     mon = monitors(tmp_path)
     inf, lab, _n = breast_cancer_stream()
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0,
-                             **settings.kafka_client_options())
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, **settings.kafka_client_options())
     log = tmp_path / "worker.log"
     proc = start_worker(settings_env, mon, log)
     try:
@@ -55,8 +54,14 @@ def test_the_concept_drift_point_is_in_influxdb_within_2s_of_its_label(settings,
             producer.send(settings.topic_labels, key=b"bc", value=orjson.dumps(doc)).get(30)
             sent[doc["label_time"][0]] = time.monotonic()
             if k == 6:  # the reference (500 labels) is complete: wait for the detector's calibration
-                wait_for(lambda: any(v["phase"] == "monitoring" for v in verdicts(settings)) or None, 120,
-                         "the error stream calibrated", [proc], log, every=0.2)
+                wait_for(
+                    lambda: any(v["phase"] == "monitoring" for v in verdicts(settings)) or None,
+                    120,
+                    "the error stream calibrated",
+                    [proc],
+                    log,
+                    every=0.2,
+                )
             t_next = time.monotonic() + 0.6
             while time.monotonic() < t_next:
                 hits = [v for v in verdicts(settings) if v.get("drift") == 1]
@@ -95,8 +100,13 @@ def test_a_restart_before_the_first_commit_logs_no_lost_broker_state(settings, s
         assert stop(proc, timeout=30) == 0, tail(log1)
     proc = start_worker(settings_env, mon, log2)
     try:
-        wait_for(lambda: "no committed offset" in log2.read_text(errors="replace"), 90,
-                 "the restarted worker reading the partition again", [proc], log2)
+        wait_for(
+            lambda: "no committed offset" in log2.read_text(errors="replace"),
+            90,
+            "the restarted worker reading the partition again",
+            [proc],
+            log2,
+        )
         traffic.send("m", 1500)  # the reference is built from the first 2000 and the stream goes on
         traffic.flush()
         wait_for(lambda: windowed(settings) >= 2500, 120, "windows after the restart", [proc], log2)

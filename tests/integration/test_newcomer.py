@@ -50,22 +50,45 @@ class Up:
         kport, iport, dport, wport = free_ports(4)
         self.base = f"http://127.0.0.1:{dport}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWATCH_")}
-        env.update(DRIFTWATCH_WORKER_WEB_PORT=str(wport), DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="5",
-                   DRIFTWATCH_DASHBOARD_CACHE_SECONDS="2", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+        env.update(
+            DRIFTWATCH_WORKER_WEB_PORT=str(wport),
+            DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="5",
+            DRIFTWATCH_DASHBOARD_CACHE_SECONDS="2",
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=str(REPO),
+        )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.log = ARTIFACTS / "up.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "up", "--state-dir", str(tmp / "state"),
-                 "--kafka-port", str(kport), "--influx-port", str(iport), "--dashboard-port", str(dport),
-                 "--drift-at", f"{DRIFT_AT:g}"],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "streams.cli",
+                    "up",
+                    "--state-dir",
+                    str(tmp / "state"),
+                    "--kafka-port",
+                    str(kport),
+                    "--influx-port",
+                    str(iport),
+                    "--dashboard-port",
+                    str(dport),
+                    "--drift-at",
+                    f"{DRIFT_AT:g}",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.lines: list[tuple[float, str]] = []
         self._offset = 0
 
     def poll(self) -> None:
         data = self.log.read_bytes()
-        new, self._offset = data[self._offset:], len(data)
+        new, self._offset = data[self._offset :], len(data)
         now = time.monotonic()
         *complete, rest = new.split(b"\n")
         self._offset -= len(rest)
@@ -100,8 +123,9 @@ def _main(page) -> str:
 
 
 def _tables(page) -> str:
-    return "\n".join(page.evaluate(
-        "() => [...document.querySelectorAll('[data-testid=stDataFrame] table')].map(t => t.innerText)"))
+    return "\n".join(
+        page.evaluate("() => [...document.querySelectorAll('[data-testid=stDataFrame] table')].map(t => t.innerText)")
+    )
 
 
 def _wait_tables(page, pattern: str, timeout: float = 20.0) -> str:
@@ -189,9 +213,12 @@ def test_newcomer_sees_the_injected_drift_fire_an_alert_and_the_pages_show_it(tm
         # titles whole at both widths, on every page with charts
         for width in (1024, 1400):
             with browser.chromium(width=width, height=1000) as page:
-                for key, title, n in (("overview", "Overview", 2), ("drift", "Data drift", 2),
-                                      ("performance", "Concept drift & performance", 3),
-                                      ("adversarial", "Adversarial", 2)):
+                for key, title, n in (
+                    ("overview", "Overview", 2),
+                    ("drift", "Data drift", 2),
+                    ("performance", "Concept drift & performance", 3),
+                    ("adversarial", "Adversarial", 2),
+                ):
                     page.goto(browser.page_url(up.base, key, "model=wine"))
                     browser.wait_page(page, title, n)
                     titles = page.evaluate(TITLES_INSIDE)

@@ -35,16 +35,23 @@ CATEGORICAL = ["c0", "c1"]
 LEVELS = np.array(["a", "b", "c", "d"], dtype=object)
 
 
-def monitors_file(tmp_path: Path, models: list[str], *, window: int, first_n: int, idle: float,
-                  window_extra: dict | None = None) -> Path:
+def monitors_file(
+    tmp_path: Path, models: list[str], *, window: int, first_n: int, idle: float, window_extra: dict | None = None
+) -> Path:
     features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
     features += [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
-    cfg = {"models": [{
-        "model_id": m, "features": features,
-        "window": {"size_events": window, "idle_close_seconds": idle, **(window_extra or {})},
-        "reference": {"first_n": first_n},
-        "drift": {"p_val": 0.001, "correction": "bonferroni"},
-    } for m in models]}
+    cfg = {
+        "models": [
+            {
+                "model_id": m,
+                "features": features,
+                "window": {"size_events": window, "idle_close_seconds": idle, **(window_extra or {})},
+                "reference": {"first_n": first_n},
+                "drift": {"p_val": 0.001, "correction": "bonferroni"},
+            }
+            for m in models
+        ]
+    }
     path = tmp_path / "monitors.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -58,11 +65,16 @@ def batch(model: str, start: int, n: int, rng: np.random.Generator, drift: bool)
     p_c0 = [0.1, 0.2, 0.3, 0.4] if drift else [0.4, 0.3, 0.2, 0.1]
     cats = [LEVELS[rng.choice(4, size=n, p=p_c0)], LEVELS[rng.choice(4, size=n, p=[0.25] * 4)]]
     doc = {
-        "schema_version": 1, "type": "inference_batch", "model_id": model, "model_version": "1",
+        "schema_version": 1,
+        "type": "inference_batch",
+        "model_id": model,
+        "model_version": "1",
         "event_id": [f"{model}-{i}" for i in range(start, start + n)],
         "event_time": (T0 + np.arange(start, start + n) * 0.01).tolist(),
-        "features": {**{k: num[i].tolist() for i, k in enumerate(NUMERIC)},
-                     **{k: cats[i].tolist() for i, k in enumerate(CATEGORICAL)}},
+        "features": {
+            **{k: num[i].tolist() for i, k in enumerate(NUMERIC)},
+            **{k: cats[i].tolist() for i, k in enumerate(CATEGORICAL)},
+        },
         "prediction": {"label": ["yes" if v > 0 else "no" for v in num[1]]},
     }
     return orjson.dumps(doc)
@@ -75,16 +87,21 @@ class Traffic:
         from kafka import KafkaProducer
 
         self.settings = settings
-        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
-                                      max_request_size=4 << 20, **settings.kafka_client_options())
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            linger_ms=5,
+            max_request_size=4 << 20,
+            **settings.kafka_client_options(),
+        )
         self.rng = np.random.default_rng(seed)
         self.events = 0
         self.next = {}
 
     def send(self, model: str, n: int, *, drift: bool = False) -> None:
         start = self.next.get(model, 0)
-        self.producer.send(self.settings.topic_inferences, key=model.encode(),
-                           value=batch(model, start, n, self.rng, drift))
+        self.producer.send(
+            self.settings.topic_inferences, key=model.encode(), value=batch(model, start, n, self.rng, drift)
+        )
         self.next[model] = start + n
         self.events += n
 
@@ -103,8 +120,13 @@ class Traffic:
 def worker(settings_env: dict, monitors: Path, log: Path, extra_env: dict | None = None):
     env = {**settings_env, **(extra_env or {}), "DRIFTWATCH_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         yield proc
     finally:
@@ -175,8 +197,9 @@ def test_drift_recorded_and_every_event_accounted_for(settings, settings_env, tm
     bad_row["event_id"][3] = ""  # one bad row: only it is dead-lettered
     traffic.raw(orjson.dumps(bad_row), events=10)
     traffic.raw(batch("not-monitored", 0, 7, np.random.default_rng(3), False), key=b"not-monitored", events=7)
-    traffic.raw(b"[" + b",".join([batch("m", 200_000, 1000, np.random.default_rng(4), False)] * 2) + b"]",
-                events=1)  # > max_message_bytes: too_large (counted as one message)
+    traffic.raw(
+        b"[" + b",".join([batch("m", 200_000, 1000, np.random.default_rng(4), False)] * 2) + b"]", events=1
+    )  # > max_message_bytes: too_large (counted as one message)
     traffic.flush()
     traffic.close()
     produced = traffic.events
@@ -196,8 +219,9 @@ def test_drift_recorded_and_every_event_accounted_for(settings, settings_env, tm
     assert schema.value == orjson.dumps(bad_row)  # the original bytes, unchanged
     # (a) drift: x0 and c0 drift in the drifted windows, nothing else ever does
     # unsegmented results: no segment tag (older runners tagged them segment=all)
-    rows = query(settings, 'SELECT "drift", "p_value", "feature" FROM "dw_drift" '
-                           'WHERE "segment" = \'\' OR "segment" = \'all\'')
+    rows = query(
+        settings, 'SELECT "drift", "p_value", "feature" FROM "dw_drift" WHERE "segment" = \'\' OR "segment" = \'all\''
+    )
     assert rows, "no drift points written"
     flagged = {r["feature"] for r in rows if r["drift"]}
     assert flagged == {"x0", "c0"}
@@ -215,8 +239,14 @@ def test_summarised_windows_record_the_same_drift(settings, settings_env, tmp_pa
     """``window.summary_min_events``: the worker keeps summaries, not rows, for the windows after the
     reference; drift is found in the same windows and features, every event is counted, and the
     detectors that need every event say why they did not run."""
-    mon = monitors_file(tmp_path, ["m"], window=1000, first_n=2000, idle=2.0,
-                        window_extra={"summary_min_events": 500, "summary_bins": 256, "summary_reservoir": 100})
+    mon = monitors_file(
+        tmp_path,
+        ["m"],
+        window=1000,
+        first_n=2000,
+        idle=2.0,
+        window_extra={"summary_min_events": 500, "summary_bins": 256, "summary_reservoir": 100},
+    )
     traffic = Traffic(settings)
     for _ in range(16):  # 4000 stationary events (2000 of them build the reference)
         traffic.send("m", 250)
@@ -226,10 +256,16 @@ def test_summarised_windows_record_the_same_drift(settings, settings_env, tmp_pa
     traffic.close()
     log = tmp_path / "worker.log"
     with worker(settings_env, mon, log) as proc:
-        wait_for(lambda: windowed(settings) == traffic.events or windowed(settings), 90,
-                 "every event in a window", [proc], log)
-    wins = sorted(query(settings, 'SELECT "n_events", "summarised", "drift_evaluated" FROM "dw_window"'),
-                  key=lambda w: w["time"])
+        wait_for(
+            lambda: windowed(settings) == traffic.events or windowed(settings),
+            90,
+            "every event in a window",
+            [proc],
+            log,
+        )
+    wins = sorted(
+        query(settings, 'SELECT "n_events", "summarised", "drift_evaluated" FROM "dw_window"'), key=lambda w: w["time"]
+    )
     assert sum(w["n_events"] for w in wins) == 8000
     # a window opened after the reference was built keeps a summary (here all of them: the first decoded
     # batch already holds the 2,000 reference events); the windows overlapping the reference are not tested
@@ -250,11 +286,22 @@ def test_summarised_windows_record_the_same_drift(settings, settings_env, tmp_pa
 def points(settings) -> set:
     """The dw_window and dw_drift points in InfluxDB, as comparable tuples."""
     win = query(settings, 'SELECT "n_events", "seq", "ckpt_end_offset" FROM "dw_window" GROUP BY "model"')
-    drift = query(settings, 'SELECT "p_value", "statistic" FROM "dw_drift" '
-                            'GROUP BY "model", "feature", "segment", "detector"')
-    return ({("w", r["model"], r["time"], r["n_events"], r["seq"], r["ckpt_end_offset"]) for r in win}
-            | {("d", r["model"], r.get("feature") or "", r.get("segment") or "", r.get("detector") or "",
-                r["time"], r.get("p_value"), r.get("statistic")) for r in drift})
+    drift = query(
+        settings, 'SELECT "p_value", "statistic" FROM "dw_drift" GROUP BY "model", "feature", "segment", "detector"'
+    )
+    return {("w", r["model"], r["time"], r["n_events"], r["seq"], r["ckpt_end_offset"]) for r in win} | {
+        (
+            "d",
+            r["model"],
+            r.get("feature") or "",
+            r.get("segment") or "",
+            r.get("detector") or "",
+            r["time"],
+            r.get("p_value"),
+            r.get("statistic"),
+        )
+        for r in drift
+    }
 
 
 def expected_points(settings, mon: Path, consume_all, n_messages: int) -> set:
@@ -275,6 +322,7 @@ def expected_points(settings, mon: Path, consume_all, n_messages: int) -> set:
 
     sink = CollectSink()
     pipeline = Pipeline(settings, load_monitors(mon), sink=sink, deadletters=DeadLetterPublisher(no_dead_letters))
+
     async def run():
         await pipeline.process(msgs)
         await pipeline.drain(timeout=120)
@@ -287,8 +335,18 @@ def expected_points(settings, mon: Path, consume_all, n_messages: int) -> set:
             out.add(("w", r.tags["model"], r.time_ns, f["n_events"], f["seq"], f["ckpt_end_offset"]))
         elif r.measurement == "dw_drift":
             t = r.tags
-            out.add(("d", t["model"], t.get("feature", ""), t.get("segment", ""), t.get("detector", ""), r.time_ns,
-                     f.get("p_value"), f.get("statistic")))
+            out.add(
+                (
+                    "d",
+                    t["model"],
+                    t.get("feature", ""),
+                    t.get("segment", ""),
+                    t.get("detector", ""),
+                    r.time_ns,
+                    f.get("p_value"),
+                    f.get("statistic"),
+                )
+            )
     return out
 
 
@@ -303,8 +361,13 @@ def test_sigkilled_worker_restarts_with_the_same_windows(settings, settings_env,
     log = tmp_path / "worker-a.log"
     phase1_full = 2 * (1750 // 500) * 500
     with worker(settings_env, mon, log) as proc:
-        wait_for(lambda: True if windowed(settings) >= phase1_full else windowed(settings), 90,
-                 "phase-1 windows", [proc], log)
+        wait_for(
+            lambda: True if windowed(settings) >= phase1_full else windowed(settings),
+            90,
+            "phase-1 windows",
+            [proc],
+            log,
+        )
         time.sleep(2.5)  # let an offset commit happen (commit interval 1 s)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -316,8 +379,13 @@ def test_sigkilled_worker_restarts_with_the_same_windows(settings, settings_env,
     total_full = 2 * (3500 // 500) * 500
     log_b = tmp_path / "worker-b.log"
     with worker(settings_env, mon, log_b) as proc:
-        wait_for(lambda: True if windowed(settings) >= total_full else windowed(settings), 90,
-                 "all windows after the restart", [proc], log_b)
+        wait_for(
+            lambda: True if windowed(settings) >= total_full else windowed(settings),
+            90,
+            "all windows after the restart",
+            [proc],
+            log_b,
+        )
     assert "resuming" in log_b.read_text()  # it rebuilt its windows from the checkpoints
     assert windowed(settings) == total_full  # no window written twice with other contents
     got = points(settings)
@@ -381,8 +449,13 @@ def test_influxdb_outage_pauses_and_loses_nothing(settings, settings_env, tmp_pa
             assert proc.poll() is None, tail(log)
             assert windowed(settings) == 0
             proxy.up()
-            wait_for(lambda: True if windowed(settings) == 2000 else windowed(settings), 90,
-                     "windows after InfluxDB came up", [proc], log)
+            wait_for(
+                lambda: True if windowed(settings) == 2000 else windowed(settings),
+                90,
+                "windows after InfluxDB came up",
+                [proc],
+                log,
+            )
             proxy.down()  # down in the middle of the stream
             for _ in range(6):
                 traffic.send("m", 250)
@@ -391,8 +464,13 @@ def test_influxdb_outage_pauses_and_loses_nothing(settings, settings_env, tmp_pa
             assert proc.poll() is None, tail(log)
             assert windowed(settings) == 2000  # nothing could be written...
             proxy.up()
-            wait_for(lambda: True if windowed(settings) == 3500 else windowed(settings), 90,
-                     "every window after the outage", [proc], log)  # ...and nothing was lost
+            wait_for(
+                lambda: True if windowed(settings) == 3500 else windowed(settings),
+                90,
+                "every window after the outage",
+                [proc],
+                log,
+            )  # ...and nothing was lost
     finally:
         traffic.close()
         proxy.close()

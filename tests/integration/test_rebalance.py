@@ -63,9 +63,14 @@ def test_workers_joining_and_leaving_keep_every_partition_read(settings, setting
             traffic.send(m, WINDOW)
             ids = [f"{m}-{i}" for i in range(start, start + WINDOW)]
             rng = np.random.default_rng(len(ids))
-            doc = {"schema_version": 1, "type": "label_batch", "model_id": m, "event_id": ids,
-                   "label": rng.choice(["yes", "no"], size=len(ids)).tolist(),
-                   "label_time": [time.time()] * len(ids)}
+            doc = {
+                "schema_version": 1,
+                "type": "label_batch",
+                "model_id": m,
+                "event_id": ids,
+                "label": rng.choice(["yes", "no"], size=len(ids)).tolist(),
+                "label_time": [time.time()] * len(ids),
+            }
             meta = traffic.producer.send(settings.topic_labels, key=m.encode(), value=orjson.dumps(doc)).get(30)
             label_msgs[meta.partition] = label_msgs.get(meta.partition, 0) + 1
         traffic.flush()
@@ -90,7 +95,8 @@ def test_workers_joining_and_leaving_keep_every_partition_read(settings, setting
             got = windowed(settings)
             assert got == expected, (
                 f"step {i} ({sorted(members)}): {got} of {expected} events windowed — an assigned partition "
-                f"was not read\n" + "\n".join(f"--- {n}\n{tail(p, 30)}" for n, p in logs.items() if p.exists()))
+                f"was not read\n" + "\n".join(f"--- {n}\n{tail(p, 30)}" for n, p in logs.items() if p.exists())
+            )
             # every labels partition is read too: its committed offset reaches what was produced
             per_part = label_msgs
             deadline = time.monotonic() + 30
@@ -101,11 +107,15 @@ def test_workers_joining_and_leaving_keep_every_partition_read(settings, setting
                     break
                 time.sleep(0.5)
             assert all(committed.get(p, -1) >= n for p, n in per_part.items()), (
-                f"step {i}: labels partitions not read: committed {committed}, produced {per_part}")
+                f"step {i}: labels partitions not read: committed {committed}, produced {per_part}"
+            )
     finally:
         for stack in running.values():
             stack.close()
         traffic.close()
-    bad = {n: [ln for ln in p.read_text(errors="replace").splitlines() if BAD_LINE.search(ln)]
-           for n, p in logs.items() if p.exists()}
+    bad = {
+        n: [ln for ln in p.read_text(errors="replace").splitlines() if BAD_LINE.search(ln)]
+        for n, p in logs.items()
+        if p.exists()
+    }
     assert not any(bad.values()), bad

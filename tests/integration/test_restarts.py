@@ -44,14 +44,21 @@ def rows(settings, q: str) -> list[dict]:
 
 
 def send_labels(traffic: Traffic, model: str, ids: list[str], labels: list[str]) -> None:
-    doc = {"schema_version": 1, "type": "label_batch", "model_id": model, "event_id": ids, "label": labels,
-           "label_time": [T0 + 3600.0] * len(ids)}
+    doc = {
+        "schema_version": 1,
+        "type": "label_batch",
+        "model_id": model,
+        "event_id": ids,
+        "label": labels,
+        "label_time": [T0 + 3600.0] * len(ids),
+    }
     traffic.producer.send(traffic.settings.topic_labels, key=model.encode(), value=orjson.dumps(doc))
     traffic.flush()
 
 
 def checkpointed(settings) -> dict[str, int]:
     """Predictions waiting per model in the newest label-join checkpoints on the broker."""
+
     async def read():
         store = LabelChangelog(settings)
         try:
@@ -77,8 +84,10 @@ def predicted(traffic_seed: int, model: str, batches: list[int]) -> list[str]:
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env, tmp_path, how):
     online = {"features": ["x0"], "ert": 2000, "window_sizes": [20, 50], "n_bootstraps": 3000}
-    labels = {"ttl_seconds": 86_400, "online": {"reference_size": 300, "ert": 2000, "window_sizes": [20],
-                                                "n_bootstraps": 2000}}
+    labels = {
+        "ttl_seconds": 86_400,
+        "online": {"reference_size": 300, "ert": 2000, "window_sizes": [20], "n_bootstraps": 2000},
+    }
     features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
     mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0, features=features)
     cfg = yaml.safe_load(mon.read_text())
@@ -94,13 +103,11 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
         traffic.flush()
         wait_for(lambda: windowed(settings) == 1500, 120, "three windows written", [proc], log1)
         # the snapshot (every 5 s) holds all 1500 predictions waiting for labels
-        wait_for(lambda: checkpointed(settings).get("m") == 1500, 30, "a checkpoint of 1500 predictions",
-                 [proc], log1)
+        wait_for(lambda: checkpointed(settings).get("m") == 1500, 30, "a checkpoint of 1500 predictions", [proc], log1)
         # the online thresholds are calibrated on a thread and cached (seconds; longer on a busy machine):
         # the restart below is meant to find them on disk
         cache = settings.state_dir / "cache" / "online"
-        wait_for(lambda: len(list(cache.glob("cvm-*.npz"))) == 1, 180, "the online thresholds cached",
-                 [proc], log1)
+        wait_for(lambda: len(list(cache.glob("cvm-*.npz"))) == 1, 180, "the online thresholds cached", [proc], log1)
         t_kill = time.monotonic()
         if how == "sigkill":
             proc.send_signal(signal.SIGKILL)
@@ -122,8 +129,11 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
         send_labels(traffic, "m", [f"m-{i}" for i in range(1500)], truth)
 
         def counted():
-            got = rows(settings, f'SELECT sum("n") AS n FROM "{R.PERFORMANCE}" WHERE "metric" = \'accuracy\' '
-                                 f'AND "detector" = \'realized\'')
+            got = rows(
+                settings,
+                f'SELECT sum("n") AS n FROM "{R.PERFORMANCE}" WHERE "metric" = \'accuracy\' '
+                f"AND \"detector\" = 'realized'",
+            )
             return got[0]["n"] if got else 0
 
         # each label's result is written within about a second (a timer), on the window of its prediction:
@@ -133,18 +143,26 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
         assert [a["n"] for a in acc] == [500, 500, 500]  # every label joined, on its prediction's window
         pred = predicted(3, "m", [500, 500, 500])
         for k, a in enumerate(acc):
-            assert a["value"] == pytest.approx(accuracy_score(truth[500 * k:500 * (k + 1)], pred[500 * k:500 * (k + 1)]))
-        join = rows(settings, f'SELECT * FROM "{R.PERFORMANCE}" WHERE "metric" = \'label_join\' '
-                              'ORDER BY time DESC LIMIT 1')[0]
+            assert a["value"] == pytest.approx(
+                accuracy_score(truth[500 * k : 500 * (k + 1)], pred[500 * k : 500 * (k + 1)])
+            )
+        join = rows(
+            settings, f'SELECT * FROM "{R.PERFORMANCE}" WHERE "metric" = \'label_join\' ORDER BY time DESC LIMIT 1'
+        )[0]
         assert join["duplicate_predictions"] == 0 and join["late_labels"] == 0 and join["unmatched_labels"] == 0
 
         # the error stream: reference = the first 300 joined labels' errors; calibrated on a thread
         # meanwhile (the other 200 of the first window wait in its buffer; the later windows' rows wait
         # in the label results until it is ready, so they are tested in order, window by window)
         def fet():
-            return sorted((r for r in rows(settings, f'SELECT * FROM "{R.PERFORMANCE}" WHERE "detector" = '
-                                                     '\'fet_online\'') if r["phase"] == "monitoring"),
-                          key=lambda r: r["time"])
+            return sorted(
+                (
+                    r
+                    for r in rows(settings, f'SELECT * FROM "{R.PERFORMANCE}" WHERE "detector" = \'fet_online\'')
+                    if r["phase"] == "monitoring"
+                ),
+                key=lambda r: r["time"],
+            )
 
         wait_for(lambda: len(fet()) == 3, 180, "the error stream tested on all three windows", [proc], log2)
         got = fet()
@@ -153,6 +171,7 @@ def test_predictions_waiting_for_labels_survive_a_restart(settings, settings_env
         assert got[0]["reference_error_rate"] == pytest.approx(np.mean(flip[:300]))
         for r, part in zip(got, (flip[300:500], flip[500:1000], flip[1000:])):
             assert r["error_rate"] == pytest.approx(np.mean(part))
+
         # the online drift detectors go on from where they were: more windows, until two points are in
         def cvm() -> int:
             return len(rows(settings, f'SELECT * FROM "{R.DRIFT}" WHERE "detector" = \'cvm_online\''))
@@ -188,8 +207,11 @@ def test_row_based_evaluators_keep_running_on_a_stored_reference_after_a_restart
     from streams.worker.references import ReferenceStore, rows_info
 
     features = [{"name": n, "kind": "numeric"} for n in NUMERIC[:3]]
-    features += [{"name": "x3", "kind": "numeric", "sensitive": True}, {"name": "c0", "kind": "categorical"},
-                 {"name": "c1", "kind": "categorical"}]
+    features += [
+        {"name": "x3", "kind": "numeric", "sensitive": True},
+        {"name": "c0", "kind": "categorical"},
+        {"name": "c1", "kind": "categorical"},
+    ]
     mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0, features=features)
     cfg = yaml.safe_load(mon.read_text())
     cfg["models"][0]["drift"]["multivariate"] = "pca"

@@ -57,11 +57,18 @@ def fresh(settings: Settings) -> Iterator[Settings]:
     from streams.influx.admin import drop_database, ensure_database
 
     tag = uuid.uuid4().hex[:10]
-    s = settings.model_copy(update=dict(
-        topic_inferences=f"t{tag}.inferences", topic_labels=f"t{tag}.labels",
-        topic_deadletter=f"t{tag}.deadletter", topic_alerts=f"t{tag}.alerts",
-        consumer_group=f"g{tag}", influx_db=f"d{tag}", worker_web_port=free_port(),
-        state_dir=settings.state_dir.parent / f"state-{tag}"))
+    s = settings.model_copy(
+        update=dict(
+            topic_inferences=f"t{tag}.inferences",
+            topic_labels=f"t{tag}.labels",
+            topic_deadletter=f"t{tag}.deadletter",
+            topic_alerts=f"t{tag}.alerts",
+            consumer_group=f"g{tag}",
+            influx_db=f"d{tag}",
+            worker_web_port=free_port(),
+            state_dir=settings.state_dir.parent / f"state-{tag}",
+        )
+    )
     ensure_topics(s, partitions=s.topic_partitions)
     ensure_database(s)
     try:
@@ -74,11 +81,18 @@ def fresh(settings: Settings) -> Iterator[Settings]:
 
 
 def env_for(settings_env: dict, s: Settings, **extra: str) -> dict:
-    return {**settings_env, "DRIFTWATCH_TOPIC_INFERENCES": s.topic_inferences,
-            "DRIFTWATCH_TOPIC_LABELS": s.topic_labels, "DRIFTWATCH_TOPIC_DEADLETTER": s.topic_deadletter,
-            "DRIFTWATCH_TOPIC_ALERTS": s.topic_alerts, "DRIFTWATCH_CONSUMER_GROUP": s.consumer_group,
-            "DRIFTWATCH_INFLUX_DB": s.influx_db, "DRIFTWATCH_WORKER_WEB_PORT": str(s.worker_web_port),
-            "DRIFTWATCH_STATE_DIR": str(s.state_dir), **extra}
+    return {
+        **settings_env,
+        "DRIFTWATCH_TOPIC_INFERENCES": s.topic_inferences,
+        "DRIFTWATCH_TOPIC_LABELS": s.topic_labels,
+        "DRIFTWATCH_TOPIC_DEADLETTER": s.topic_deadletter,
+        "DRIFTWATCH_TOPIC_ALERTS": s.topic_alerts,
+        "DRIFTWATCH_CONSUMER_GROUP": s.consumer_group,
+        "DRIFTWATCH_INFLUX_DB": s.influx_db,
+        "DRIFTWATCH_WORKER_WEB_PORT": str(s.worker_web_port),
+        "DRIFTWATCH_STATE_DIR": str(s.state_dir),
+        **extra,
+    }
 
 
 def windowed(s: Settings) -> int:
@@ -128,7 +142,7 @@ def wait_until(conds: dict[str, tuple], timeout: float, procs_logs: list[tuple])
                 pytest.fail(f"worker exited with {proc.returncode}; log:\n{tail(log)}")
         time.sleep(0.5)
     logs = "\n\n".join(f"--- {log.name}\n{tail(log, 25)}" for _, log in procs_logs)
-    pytest.fail(f"timed out: {last} (want {({k: t for k, (_, t) in conds.items()})})\n{logs}")
+    pytest.fail(f"timed out: {last} (want { ({k: t for k, (_, t) in conds.items()}) })\n{logs}")
 
 
 def models_started(log: Path) -> dict[str, str]:
@@ -155,14 +169,14 @@ def test_two_workers_in_one_group_write_the_same_points_as_one(settings, setting
             env_b = env_for(settings_env, two, DRIFTWATCH_WORKER_WEB_PORT="0")
             t0 = time.monotonic()
             with worker(env_one, mon, logs["one"]) as p_one, worker(env_a, mon, logs["two-a"]) as p_a:
-                wait_until({"two": (lambda: windowed(two), PHASE1_FULL)}, 60,
-                           [(p_one, logs["one"]), (p_a, logs["two-a"])])
+                wait_until(
+                    {"two": (lambda: windowed(two), PHASE1_FULL)}, 60, [(p_one, logs["one"]), (p_a, logs["two-a"])]
+                )
                 # every model now has 250 events in an open window, held by worker a
                 with worker(env_b, mon, logs["two-b"]) as p_b:
                     produce(traffics, models, phase=2)
                     procs = [(p_one, logs["one"]), (p_a, logs["two-a"]), (p_b, logs["two-b"])]
-                    wait_until({"one": (lambda: windowed(one), FULL), "two": (lambda: windowed(two), FULL)},
-                               120, procs)
+                    wait_until({"one": (lambda: windowed(one), FULL), "two": (lambda: windowed(two), FULL)}, 120, procs)
                     # the newcomer got partitions (each with its models' state)
                     wait_until({"b": (lambda: len(models_started(logs["two-b"])), 1)}, 15, procs)
             elapsed = time.monotonic() - t0
@@ -173,18 +187,22 @@ def test_two_workers_in_one_group_write_the_same_points_as_one(settings, setting
         started_a = models_started(logs["two-a"])
         assert started_a and started_b, (started_a, started_b)
         assert "resuming" in started_b.values(), (
-            f"the second worker should have resumed a moved model from its checkpoint: {started_b}")
+            f"the second worker should have resumed a moved model from its checkpoint: {started_b}"
+        )
         assert windowed(one) == windowed(two) == FULL  # nothing lost, nothing counted twice
         got_one, got_two = all_points(one), all_points(two)
         assert len(got_one) > N_MODELS * 3 * 20  # windows x (drift, quality, histograms, ...)
         missing, extra = got_one - got_two, got_two - got_one
         assert not missing and not extra, (
             f"{len(missing)} points only with one worker, {len(extra)} only with two; e.g. "
-            f"{sorted(missing)[:2]} / {sorted(extra)[:2]}")
+            f"{sorted(missing)[:2]} / {sorted(extra)[:2]}"
+        )
         by_measurement: dict[str, int] = {}
         for point in got_one:
             name = dict(point)["measurement"]
             by_measurement[name] = by_measurement.get(name, 0) + 1
-        print(f"\nscale-out: {N_MODELS} models, {FULL} windowed events, {len(got_one)} points equal "
-              f"({dict(sorted(by_measurement.items()))}); worker b took {sorted(started_b.items())}; "
-              f"{elapsed:.1f} s with 3 workers")
+        print(
+            f"\nscale-out: {N_MODELS} models, {FULL} windowed events, {len(got_one)} points equal "
+            f"({dict(sorted(by_measurement.items()))}); worker b took {sorted(started_b.items())}; "
+            f"{elapsed:.1f} s with 3 workers"
+        )

@@ -37,9 +37,16 @@ MODEL = "m"
 
 
 def _event(i: int, **over) -> dict:
-    ev = {"schema_version": 1, "type": "inference", "event_id": f"bad-{i}", "model_id": MODEL,
-          "model_version": "1", "event_time": 1.7e9 + i,
-          "features": {"x0": 0.5, "x1": 1.0, "c0": "a"}, "prediction": {"label": "yes"}}
+    ev = {
+        "schema_version": 1,
+        "type": "inference",
+        "event_id": f"bad-{i}",
+        "model_id": MODEL,
+        "model_version": "1",
+        "event_time": 1.7e9 + i,
+        "features": {"x0": 0.5, "x1": 1.0, "c0": "a"},
+        "prediction": {"label": "yes"},
+    }
     ev.update(over)
     return {k: v for k, v in ev.items() if v is not _DROP}
 

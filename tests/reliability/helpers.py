@@ -30,19 +30,33 @@ CATEGORICAL = ["c0", "c1"]
 LEVELS = np.array(["a", "b", "c", "d"], dtype=object)
 
 
-def monitors_file(tmp_path: Path, models: list[str], *, window: int = 500, first_n: int = 500,
-                  idle: float = 600.0, features: list[dict] | None = None, extra: dict | None = None,
-                  name: str = "monitors.yaml") -> Path:
+def monitors_file(
+    tmp_path: Path,
+    models: list[str],
+    *,
+    window: int = 500,
+    first_n: int = 500,
+    idle: float = 600.0,
+    features: list[dict] | None = None,
+    extra: dict | None = None,
+    name: str = "monitors.yaml",
+) -> Path:
     """A monitor config for ``models`` with the standard 4 numeric + 2 categorical features."""
     if features is None:
         features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
         features += [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
-    cfg: dict[str, Any] = {"models": [{
-        "model_id": m, "features": features,
-        "window": {"size_events": window, "idle_close_seconds": idle},
-        "reference": {"first_n": first_n},
-        "drift": {"p_val": 0.001, "correction": "bonferroni"},
-    } for m in models]}
+    cfg: dict[str, Any] = {
+        "models": [
+            {
+                "model_id": m,
+                "features": features,
+                "window": {"size_events": window, "idle_close_seconds": idle},
+                "reference": {"first_n": first_n},
+                "drift": {"p_val": 0.001, "correction": "bonferroni"},
+            }
+            for m in models
+        ]
+    }
     if extra:
         cfg.update(extra)
     path = tmp_path / name
@@ -58,11 +72,16 @@ def batch_doc(model: str, start: int, n: int, rng: np.random.Generator, drift: b
     p_c0 = [0.1, 0.2, 0.3, 0.4] if drift else [0.4, 0.3, 0.2, 0.1]
     cats = [LEVELS[rng.choice(4, size=n, p=p_c0)], LEVELS[rng.choice(4, size=n, p=[0.25] * 4)]]
     return {
-        "schema_version": 1, "type": "inference_batch", "model_id": model, "model_version": "1",
+        "schema_version": 1,
+        "type": "inference_batch",
+        "model_id": model,
+        "model_version": "1",
         "event_id": [f"{model}-{i}" for i in range(start, start + n)],
         "event_time": (T0 + np.arange(start, start + n) * 0.01).tolist(),
-        "features": {**{k: num[i].tolist() for i, k in enumerate(NUMERIC)},
-                     **{k: cats[i].tolist() for i, k in enumerate(CATEGORICAL)}},
+        "features": {
+            **{k: num[i].tolist() for i, k in enumerate(NUMERIC)},
+            **{k: cats[i].tolist() for i, k in enumerate(CATEGORICAL)},
+        },
         "prediction": {"label": ["yes" if v > 0 else "no" for v in num[1]]},
     }
 
@@ -79,8 +98,9 @@ class Traffic:
 
         self.settings = settings
         opts = {"linger_ms": 5, "max_request_size": 4 << 20, **producer_options}
-        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                      **settings.kafka_client_options(), **opts)
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_client_options(), **opts
+        )
         self.rng = np.random.default_rng(seed)
         self.events = 0
         self.messages = 0
@@ -88,8 +108,9 @@ class Traffic:
 
     def send(self, model: str, n: int, *, drift: bool = False) -> None:
         start = self.next.get(model, 0)
-        self.producer.send(self.settings.topic_inferences, key=model.encode(),
-                           value=batch(model, start, n, self.rng, drift))
+        self.producer.send(
+            self.settings.topic_inferences, key=model.encode(), value=batch(model, start, n, self.rng, drift)
+        )
         self.next[model] = start + n
         self.events += n
         self.messages += 1
@@ -110,9 +131,14 @@ def start_worker(env: dict[str, str], monitors: Path, log: Path, *args: str) -> 
     full = {**env, "PYTHONUNBUFFERED": "1"}
     full.setdefault("DRIFTWATCH_LOG_LEVEL", "INFO")
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors), *args],
-                                env=full, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors), *args],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
@@ -142,8 +168,9 @@ def tail(log: Path | None, n: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, procs=(), log: Path | None = None,
-             every: float = 0.5) -> None:
+def wait_for(
+    cond: Callable[[], Any], timeout: float, what: str, procs=(), log: Path | None = None, every: float = 0.5
+) -> None:
     """Poll ``cond`` until it returns True; fail with the last value and the worker log otherwise."""
     deadline = time.monotonic() + timeout
     last = None
@@ -182,8 +209,9 @@ def dead_letters(consume_all, settings, timeout: float = 10.0, idle: float = 2.0
 def window_points(settings) -> list[dict]:
     """Every dw_window point (time, model, n_events, seq, checkpoint end offset)."""
     try:
-        return query(settings, 'SELECT "n_events", "seq", "ckpt_end_offset", "ckpt_partition" FROM "dw_window" '
-                               'GROUP BY "model"')
+        return query(
+            settings, 'SELECT "n_events", "seq", "ckpt_end_offset", "ckpt_partition" FROM "dw_window" GROUP BY "model"'
+        )
     except DatabaseNotFound:
         return []
 
@@ -200,16 +228,19 @@ def stored_points(settings) -> dict:
     """dw_window and dw_drift points in InfluxDB: key -> values (a key appearing once = written once)."""
     win = query(settings, 'SELECT "n_events", "seq", "ckpt_end_offset", "n_invalid" FROM "dw_window" GROUP BY "model"')
     try:
-        drift = query(settings, 'SELECT "p_value", "statistic" FROM "dw_drift" '
-                                'GROUP BY "model", "feature", "segment", "detector"')
+        drift = query(
+            settings, 'SELECT "p_value", "statistic" FROM "dw_drift" GROUP BY "model", "feature", "segment", "detector"'
+        )
     except DatabaseNotFound:
         drift = []
     out = {}
     for r in win:
         out[("w", r["model"], r["time"])] = (r["n_events"], r["seq"], r["ckpt_end_offset"], r.get("n_invalid"))
     for r in drift:
-        out[("d", r["model"], r.get("feature") or "", r.get("segment") or "", r.get("detector") or "",
-             r["time"])] = (r.get("p_value"), r.get("statistic"))
+        out[("d", r["model"], r.get("feature") or "", r.get("segment") or "", r.get("detector") or "", r["time"])] = (
+            r.get("p_value"),
+            r.get("statistic"),
+        )
     return out
 
 
@@ -246,7 +277,9 @@ def fault_free_points(settings, monitors: Path, consume_all, n_messages: int) ->
             out[("w", t["model"], r.time_ns)] = (f["n_events"], f["seq"], f["ckpt_end_offset"], f.get("n_invalid"))
         elif r.measurement == "dw_drift":
             out[("d", t["model"], t.get("feature", ""), t.get("segment", ""), t.get("detector", ""), r.time_ns)] = (
-                f.get("p_value"), f.get("statistic"))
+                f.get("p_value"),
+                f.get("statistic"),
+            )
     return out
 
 
@@ -263,7 +296,11 @@ def compare_points(got: dict, want: dict) -> list[str]:
         a, b = got[k], want[k]
         for x, y in zip(a, b):
             if x is None or y is None:
-                if x != y and not (isinstance(x, float) and math.isnan(x)) and not (isinstance(y, float) and math.isnan(y)):
+                if (
+                    x != y
+                    and not (isinstance(x, float) and math.isnan(x))
+                    and not (isinstance(y, float) and math.isnan(y))
+                ):
                     problems.append(f"{k}: {a} != {b}")
                     break
             elif not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12):

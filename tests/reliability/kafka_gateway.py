@@ -68,14 +68,14 @@ def _enc_uvarint(n: int) -> bytes:
 def client_id(frame: bytes) -> str:
     """The client id in a request header ('' when there is none)."""
     (n,) = struct.unpack(">h", frame[8:10])
-    return frame[10:10 + n].decode(errors="replace") if n > 0 else ""
+    return frame[10 : 10 + n].decode(errors="replace") if n > 0 else ""
 
 
 def parse_header(frame: bytes) -> tuple[int, int, int, int]:
     """(api_key, api_version, correlation_id, offset of the body) of a request (header v1/v2)."""
     api_key, api_version, corr, client_len = struct.unpack(">hhih", frame[:10])
     pos = 10 + max(client_len, 0)
-    flexible = (api_key == SASL_AUTHENTICATE and api_version >= 2)
+    flexible = api_key == SASL_AUTHENTICATE and api_version >= 2
     if flexible:  # request header v2: tagged fields after the client id
         n_tags, pos = _uvarint(frame, pos)
         for _ in range(n_tags):
@@ -95,9 +95,9 @@ def handshake_response(corr: int, error: int, mechanisms: list[str]) -> bytes:
 def authenticate_request_bytes(frame: bytes, version: int, pos: int) -> bytes:
     if version >= 2:
         n, pos = _uvarint(frame, pos)
-        return frame[pos:pos + n - 1]
-    (n,) = struct.unpack(">i", frame[pos:pos + 4])
-    return frame[pos + 4:pos + 4 + n]
+        return frame[pos : pos + n - 1]
+    (n,) = struct.unpack(">i", frame[pos : pos + 4])
+    return frame[pos + 4 : pos + 4 + n]
 
 
 def authenticate_response(corr: int, version: int, error: int, message: str | None) -> bytes:
@@ -118,8 +118,15 @@ def authenticate_response(corr: int, version: int, error: int, message: str | No
 class KafkaGateway:
     """See module docstring. ``start()`` binds ``port`` (0: pick one) and returns it."""
 
-    def __init__(self, upstream: tuple[str, int], *, host: str = "127.0.0.1", port: int = 0,
-                 tls: tuple[Path, Path] | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: tuple[Path, Path] | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.upstream = upstream
         self.host = host
         self.port = port
@@ -147,7 +154,8 @@ class KafkaGateway:
                     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                     ctx.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, self.host, self.port, ssl=ctx))
+                    asyncio.start_server(self._handle, self.host, self.port, ssl=ctx)
+                )
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as e:
                 error.append(e)
@@ -236,13 +244,14 @@ class KafkaGateway:
                 await up_writer.drain()
                 self._write_frame(writer, await self._read_frame(up_reader))
             elif api_key == SASL_HANDSHAKE:
-                (n,) = struct.unpack(">h", frame[pos:pos + 2])
-                mechanism = frame[pos + 2:pos + 2 + n].decode()
+                (n,) = struct.unpack(">h", frame[pos : pos + 2])
+                mechanism = frame[pos + 2 : pos + 2 + n].decode()
                 ok = mechanism == "PLAIN"
                 if not ok:
                     self.stats["unsupported_mechanism"] += 1
-                self._write_frame(writer, handshake_response(
-                    corr, ERR_NONE if ok else ERR_UNSUPPORTED_SASL_MECHANISM, ["PLAIN"]))
+                self._write_frame(
+                    writer, handshake_response(corr, ERR_NONE if ok else ERR_UNSUPPORTED_SASL_MECHANISM, ["PLAIN"])
+                )
                 if not ok:
                     await writer.drain()
                     return False
@@ -259,8 +268,12 @@ class KafkaGateway:
                     await writer.drain()
                     return True
                 self.stats["auth_failed"] += 1
-                self._write_frame(writer, authenticate_response(
-                    corr, version, ERR_SASL_AUTHENTICATION_FAILED, "Authentication failed: invalid credentials"))
+                self._write_frame(
+                    writer,
+                    authenticate_response(
+                        corr, version, ERR_SASL_AUTHENTICATION_FAILED, "Authentication failed: invalid credentials"
+                    ),
+                )
                 await writer.drain()
                 return False
             else:  # anything else before authentication: refuse, as a SASL listener does

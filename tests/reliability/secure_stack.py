@@ -38,14 +38,33 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     """(cert.pem, key.pem) for CN/SAN 127.0.0.1 + localhost, valid one day."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.fail("the `openssl` command is needed to make a test certificate (apt-get install openssl)",
-                    pytrace=False)
+        pytest.fail(
+            "the `openssl` command is needed to make a test certificate (apt-get install openssl)", pytrace=False
+        )
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -54,8 +73,9 @@ def tansu_bin() -> str:
 
 
 @contextlib.contextmanager
-def secured_broker(folder: Path, *, tls: tuple[Path, Path] | None, users: dict[str, str] | None
-                   ) -> Iterator[tuple[KafkaGateway, str]]:
+def secured_broker(
+    folder: Path, *, tls: tuple[Path, Path] | None, users: dict[str, str] | None
+) -> Iterator[tuple[KafkaGateway, str]]:
     """A dedicated tansu behind a gateway; yields (gateway, bootstrap address of the gateway)."""
     for _attempt in range(3):
         broker_port, gw_port = free_ports(2)
@@ -69,8 +89,20 @@ def secured_broker(folder: Path, *, tls: tuple[Path, Path] | None, users: dict[s
         pytest.fail("no free port for the Kafka gateway", pytrace=False)
     url = f"tcp://127.0.0.1:{broker_port}"
     log = folder / "tansu.log"
-    proc = spawn([tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
-                  f"tcp://127.0.0.1:{gw_port}", "--storage-engine", "memory://tansu/"], log, die_with_parent=True)
+    proc = spawn(
+        [
+            tansu_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{gw_port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        log,
+        die_with_parent=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while not kafka_ready("127.0.0.1", broker_port):
@@ -103,8 +135,9 @@ def influx_with_auth(folder: Path, admin: str, password: str) -> Iterator[str]:
                 pytest.fail(f"influxd (auth) did not start:\n{tail(log)}", pytrace=False)
             time.sleep(0.05)
         # With no user yet, InfluxDB 1.x accepts exactly one statement unauthenticated: the first admin.
-        r = httpx.post(url + "/query", params={"q": f"CREATE USER \"{admin}\" WITH PASSWORD '{password}' "
-                                                    "WITH ALL PRIVILEGES"})
+        r = httpx.post(
+            url + "/query", params={"q": f"CREATE USER \"{admin}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"}
+        )
         assert r.status_code == 200, r.text
         yield url
     finally:

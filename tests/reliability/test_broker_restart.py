@@ -26,8 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"  # gitignored
 
 
-
-
 def _topics_on_broker(s, names: list[str]) -> dict[str, int] | str:
     """Partition count of each of ``names``, or what is missing (listing never auto-creates a topic)."""
     from streams.broker.admin import admin_client
@@ -49,8 +47,14 @@ def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
     from streams.worker.references import references_topic
     from streams.worker.topics import worker_topics
 
-    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
-                                    "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})
+    s = settings.model_copy(
+        update={
+            "kafka_bootstrap": own_stack.bootstrap,
+            **own_stack.influx_settings(),
+            "kafka_port": own_stack.kafka_port,
+            "influx_port": own_stack.influx_port,
+        }
+    )
     ensure_topics(s, partitions=s.topic_partitions)
     ensure_database(s)
     mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0)
@@ -70,8 +74,13 @@ def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
         own_stack.up()  # a new, empty broker on the same port
         # nobody but the worker recreates the topics; wait for it before any producer could auto-create them
         names = worker_topics(s)
-        wait_for(lambda: isinstance(found := _topics_on_broker(s, names), dict) or found,
-                 30, "the worker to recreate its topics on the new broker", [proc], log)
+        wait_for(
+            lambda: isinstance(found := _topics_on_broker(s, names), dict) or found,
+            30,
+            "the worker to recreate its topics on the new broker",
+            [proc],
+            log,
+        )
         recreated_in = time.monotonic() - t0
         counts = _topics_on_broker(s, names)
         want = {t: (1 if t == references_topic(s) else s.topic_partitions) for t in names}
@@ -82,17 +91,29 @@ def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
             traffic.send("m", 250, drift=True)
         traffic.flush()
         traffic.close()
-        wait_for(lambda: True if windowed(s) >= before + 2000 else windowed(s) - before, 120,
-                 "phase-2 windows after the broker restart (no hang, no silent stall)", [proc], log)
+        wait_for(
+            lambda: True if windowed(s) >= before + 2000 else windowed(s) - before,
+            120,
+            "phase-2 windows after the broker restart (no hang, no silent stall)",
+            [proc],
+            log,
+        )
         took = time.monotonic() - t0
         assert proc.poll() is None
     text = log.read_text(errors="replace")
-    said = [ln for ln in text.splitlines() if "lost" in ln.lower() and ("broker" in ln.lower() or "offset" in ln.lower())]
+    said = [
+        ln for ln in text.splitlines() if "lost" in ln.lower() and ("broker" in ln.lower() or "offset" in ln.lower())
+    ]
     assert said, f"the worker did not say what the broker restart lost:\n{tail(log, 60)}"
     assert any("recreating them with" in ln for ln in said), f"no topic recreation in the log:\n{tail(log, 60)}"
-    result = {"events_before": before, "events_after_restart": windowed(s) - before,
-              "topics_recreated_after_s": round(recreated_in, 1), "partitions": counts,
-              "recovered_in_s": round(took, 1), "log_lines": [ln[:240] for ln in said[:3]]}
+    result = {
+        "events_before": before,
+        "events_after_restart": windowed(s) - before,
+        "topics_recreated_after_s": round(recreated_in, 1),
+        "partitions": counts,
+        "recovered_in_s": round(took, 1),
+        "log_lines": [ln[:240] for ln in said[:3]],
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "broker_restart.json").write_text(json.dumps(result, indent=2) + "\n")
     print("broker restart:", json.dumps(result))

@@ -80,16 +80,28 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
                 # a random point after this worker is up and has written a window of its own, so
                 # that each restart has a checkpoint to resume from (traffic still flows)
                 before = windowed(settings)
-                wait_for(lambda log=log: "Worker]: Ready" in log.read_text(errors="replace"), 90,
-                         f"worker {k} ready", [proc], log)
-                wait_for(lambda before=before: windowed(settings) > before, 90, f"worker {k} writes a window", [proc], log)
+                wait_for(
+                    lambda log=log: "Worker]: Ready" in log.read_text(errors="replace"),
+                    90,
+                    f"worker {k} ready",
+                    [proc],
+                    log,
+                )
+                wait_for(
+                    lambda before=before: windowed(settings) > before, 90, f"worker {k} writes a window", [proc], log
+                )
                 delay = float(rng.uniform(0.5, 5.0))
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 assert not done.is_set(), "traffic ended before the kill: it must flow during all three"
-                kills.append({"worker": k, "after_first_window_s": round(delay, 2),
-                              "events_windowed_at_kill": windowed(settings)})
+                kills.append(
+                    {
+                        "worker": k,
+                        "after_first_window_s": round(delay, 2),
+                        "events_windowed_at_kill": windowed(settings),
+                    }
+                )
             finally:
                 stop(proc)
         killed_three.set()
@@ -101,16 +113,22 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
         full = sum((n // window) * window for n in traffic.next.values())
         proc = start_worker(settings_env, mon, log)
         try:
-            wait_for(lambda: True if windowed(settings) >= full else windowed(settings), 120,
-                     "every full window after three crashes", [proc], log)
+            wait_for(
+                lambda: True if windowed(settings) >= full else windowed(settings),
+                120,
+                "every full window after three crashes",
+                [proc],
+                log,
+            )
             time.sleep(1.0)
         finally:
             stop(proc)
     finally:
         killed_three.set()  # on an early failure too: the traffic thread stops after its last batches
         done.wait(60)
-    assert "resuming" in "".join(p.read_text(errors="replace") for p in logs[1:]), \
+    assert "resuming" in "".join(p.read_text(errors="replace") for p in logs[1:]), (
         "a restarted worker should resume from its checkpoints"
+    )
     got = stored_points(settings)
     want = fault_free_points(settings, mon, consume_all, n_messages=traffic.messages)
     problems = compare_points(got, want)
@@ -121,12 +139,23 @@ def test_three_sigkills_while_traffic_flows(settings, settings_env, tmp_path, co
     _d, _by, recs = dead_letters(consume_all, settings, timeout=15)
     dead, duplicates = unique_dead_letters(recs)
     open_events = sum(n % window for n in traffic.next.values())
-    assert traffic.events == windowed(settings) + open_events + dead, (traffic.events, windowed(settings),
-                                                                        open_events, dead)
-    result = {"kills": kills, "windows": n_windows, "events_produced": traffic.events,
-              "events_windowed": windowed(settings), "events_in_open_windows": open_events,
-              "events_dead_lettered": dead, "dead_letter_duplicates_on_topic": duplicates, "lost": 0,
-              "points_compared": len(got)}
+    assert traffic.events == windowed(settings) + open_events + dead, (
+        traffic.events,
+        windowed(settings),
+        open_events,
+        dead,
+    )
+    result = {
+        "kills": kills,
+        "windows": n_windows,
+        "events_produced": traffic.events,
+        "events_windowed": windowed(settings),
+        "events_in_open_windows": open_events,
+        "events_dead_lettered": dead,
+        "dead_letter_duplicates_on_topic": duplicates,
+        "lost": 0,
+        "points_compared": len(got),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "crash_recovery.json").write_text(json.dumps(result, indent=2) + "\n")
     print("crash recovery:", json.dumps(result))

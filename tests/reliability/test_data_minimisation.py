@@ -37,8 +37,17 @@ def test_feature_epsilon_config():
     from streams.worker.monitors import ConfigError, parse_monitors
 
     with pytest.raises(ConfigError, match="sensitive feature"):
-        parse_monitors({"models": [{"model_id": "m", "segments": ["c"], "features": [
-            {"name": "c", "kind": "categorical", "sensitive": True}]}]})
+        parse_monitors(
+            {
+                "models": [
+                    {
+                        "model_id": "m",
+                        "segments": ["c"],
+                        "features": [{"name": "c", "kind": "categorical", "sensitive": True}],
+                    }
+                ]
+            }
+        )
 
 
 def test_noise_follows_the_configured_epsilon():
@@ -49,8 +58,11 @@ def test_noise_follows_the_configured_epsilon():
 
     rng = np.random.default_rng(5)
     n = 4000
-    frame = Frame.from_columns(event_id=np.array([str(i) for i in range(n)], dtype=object),
-                               event_time=np.arange(n, dtype=float), numeric={"x": rng.normal(size=n)})
+    frame = Frame.from_columns(
+        event_id=np.array([str(i) for i in range(n)], dtype=object),
+        event_time=np.arange(n, dtype=float),
+        numeric={"x": rng.normal(size=n)},
+    )
     diffs = {}
     for eps in (0.25, 2.0):
         spec = FeatureSpec(name="x", kind="numeric", sensitive=True, dp_epsilon=eps)
@@ -59,13 +71,19 @@ def test_noise_follows_the_configured_epsilon():
         out = []
         for seed in range(40):  # 40 releases x 50 bins
             h = Histograms(rng=np.random.default_rng(seed))
-            noised = next(r for r in h.evaluate(WindowContext("m", "1", frame, ref, (spec,))) if r.measurement == "dw_histogram")
-            true = next(r for r in Histograms().evaluate(WindowContext("m", "1", frame, ref, (plain,)))
-                    if r.measurement == "dw_histogram")
+            noised = next(
+                r for r in h.evaluate(WindowContext("m", "1", frame, ref, (spec,))) if r.measurement == "dw_histogram"
+            )
+            true = next(
+                r
+                for r in Histograms().evaluate(WindowContext("m", "1", frame, ref, (plain,)))
+                if r.measurement == "dw_histogram"
+            )
             assert noised.fields["noised"] and noised.fields["epsilon"] == eps
             assert not any(k.startswith("e") and k[1:].isdigit() for k in noised.fields)  # no edges
-            out += [noised.fields[k] - true.fields[k] for k in true.fields if k.startswith("b")
-                    and true.fields[k] > 20]  # away from the clip at 0
+            out += [
+                noised.fields[k] - true.fields[k] for k in true.fields if k.startswith("b") and true.fields[k] > 20
+            ]  # away from the clip at 0
         d = diffs[eps] = np.array(out, dtype=float)
         # the published counts are rounded: compare with round(Laplace(0, 1/eps)) by chi-square,
         # cells k = -K..K (tails merged); P(round(L) = k) = F(k + 0.5) - F(k - 0.5)
@@ -79,8 +97,10 @@ def test_noise_follows_the_configured_epsilon():
         assert stats.chisquare(observed, expected).pvalue > 1e-3, (eps, observed, expected.round(1))
     assert diffs[0.25].std() > 4 * diffs[2.0].std()
     withheld = FeatureSpec(name="x", kind="numeric", sensitive=True, dp_epsilon=None)
-    assert Histograms().evaluate(WindowContext("m", "1", frame, Reference.from_frame(frame, [withheld]),
-                                               (withheld,))) == []
+    assert (
+        Histograms().evaluate(WindowContext("m", "1", frame, Reference.from_frame(frame, [withheld]), (withheld,)))
+        == []
+    )
 
 
 @pytest.mark.integration
@@ -90,17 +110,34 @@ def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all)
     from tests.reliability.helpers import Traffic, wait_for, windowed, worker
     from tests.streams.alerts.receiver import Receiver
 
-    features = [{"name": "x0", "kind": "numeric"}, {"name": "c0", "kind": "categorical"},
-                {"name": "x1", "kind": "numeric", "sensitive": True, "dp_epsilon": 0.5},
-                {"name": "c1", "kind": "categorical", "sensitive": True, "dp_epsilon": None}]
+    features = [
+        {"name": "x0", "kind": "numeric"},
+        {"name": "c0", "kind": "categorical"},
+        {"name": "x1", "kind": "numeric", "sensitive": True, "dp_epsilon": 0.5},
+        {"name": "c1", "kind": "categorical", "sensitive": True, "dp_epsilon": None},
+    ]
     receiver = Receiver().start()
-    cfg = {"models": [{"model_id": "m", "features": features,
-                       "window": {"size_events": 500, "idle_close_seconds": 600},
-                       "reference": {"first_n": 1000},
-                       "alerts": [{"name": "every_window", "signal": "window.n_events", "op": ">", "threshold": 0},
-                                  {"name": "any_drift", "signal": "drift.p_value", "where": {"feature": "*"},
-                                   "op": "<", "threshold": 1.01}]}],
-           "webhooks": [{"name": "ops", "url": receiver.url, "secret_env": "DW_TEST_SECRET"}]}
+    cfg = {
+        "models": [
+            {
+                "model_id": "m",
+                "features": features,
+                "window": {"size_events": 500, "idle_close_seconds": 600},
+                "reference": {"first_n": 1000},
+                "alerts": [
+                    {"name": "every_window", "signal": "window.n_events", "op": ">", "threshold": 0},
+                    {
+                        "name": "any_drift",
+                        "signal": "drift.p_value",
+                        "where": {"feature": "*"},
+                        "op": "<",
+                        "threshold": 1.01,
+                    },
+                ],
+            }
+        ],
+        "webhooks": [{"name": "ops", "url": receiver.url, "secret_env": "DW_TEST_SECRET"}],
+    }
     mon = tmp_path / "monitors.yaml"
     mon.write_text(yaml.safe_dump(cfg))
     rng = np.random.default_rng(21)
@@ -115,10 +152,16 @@ def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all)
         eids = [f"e{n_total + i}" for i in range(n)]
         if b == 3:
             x0[17], c0[17], eids[17] = SENT_X0, SENT_C0, SENT_EID
-        doc = {"schema_version": 1, "type": "inference_batch", "model_id": "m", "model_version": "1",
-               "event_id": eids, "event_time": (1.7e9 + np.arange(n_total, n_total + n) * 0.01).tolist(),
-               "features": {"x0": x0.tolist(), "c0": c0.tolist(), "x1": x1.tolist(), "c1": c1.tolist()},
-               "prediction": {"label": ["y"] * n}}
+        doc = {
+            "schema_version": 1,
+            "type": "inference_batch",
+            "model_id": "m",
+            "model_version": "1",
+            "event_id": eids,
+            "event_time": (1.7e9 + np.arange(n_total, n_total + n) * 0.01).tolist(),
+            "features": {"x0": x0.tolist(), "c0": c0.tolist(), "x1": x1.tolist(), "c1": c1.tolist()},
+            "prediction": {"label": ["y"] * n},
+        }
         traffic.raw(orjson.dumps(doc), key=b"m", events=n)
         n_total += n
     traffic.flush()
@@ -127,10 +170,16 @@ def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all)
     env = {**settings_env, "DRIFTWATCH_LOG_LEVEL": "DEBUG", "DW_TEST_SECRET": "s" * 16}
     try:
         with worker(env, mon, log) as proc:
-            wait_for(lambda: True if windowed(settings) == n_total else windowed(settings), 90,
-                     f"{n_total} events windowed", [proc], log)
-            wait_for(lambda: len(receiver.requests) >= 2 or len(receiver.requests), 30, "alerts at the receiver",
-                     [proc], log)
+            wait_for(
+                lambda: True if windowed(settings) == n_total else windowed(settings),
+                90,
+                f"{n_total} events windowed",
+                [proc],
+                log,
+            )
+            wait_for(
+                lambda: len(receiver.requests) >= 2 or len(receiver.requests), 30, "alerts at the receiver", [proc], log
+            )
             time.sleep(2)  # let the alerts topic and delivery log catch up
     finally:
         receiver.stop()
@@ -163,6 +212,8 @@ def test_sentinels_appear_nowhere(settings, settings_env, tmp_path, consume_all)
     alerts_text += "\n".join(r.value.decode(errors="replace") for r in topic)
     log_text = log.read_text(errors="replace")
     assert "DEBUG" in log_text
-    found = {where: [s for s in SENTINELS if s in text]
-             for where, text in (("influxdb", stored_text), ("alerts", alerts_text), ("log", log_text))}
+    found = {
+        where: [s for s in SENTINELS if s in text]
+        for where, text in (("influxdb", stored_text), ("alerts", alerts_text), ("log", log_text))
+    }
     assert found == {"influxdb": [], "alerts": [], "log": []}, found

@@ -36,14 +36,18 @@ RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 OUTAGE_S = 30.0
 
 
-
-
 def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume_all):
     from streams.broker.admin import ensure_topics
     from streams.influx.admin import ensure_database
 
-    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
-                                    "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port})
+    s = settings.model_copy(
+        update={
+            "kafka_bootstrap": own_stack.bootstrap,
+            **own_stack.influx_settings(),
+            "kafka_port": own_stack.kafka_port,
+            "influx_port": own_stack.influx_port,
+        }
+    )
     ensure_topics(s, partitions=s.topic_partitions)
     ensure_database(s)
     models = ["m", "k"]
@@ -76,8 +80,9 @@ def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume
         traffic.flush()
         traffic.close()
         full = sum((n // 500) * 500 for n in traffic.next.values())
-        wait_for(lambda: True if windowed(s) >= full else windowed(s), 120, "every window after the outage",
-                 [proc], log)
+        wait_for(
+            lambda: True if windowed(s) >= full else windowed(s), 120, "every window after the outage", [proc], log
+        )
         wait_for(lambda: "recovered" in log.read_text(errors="replace"), 30, "a 'recovered' log line", [proc], log)
     got = stored_points(s)
     want = fault_free_points(s, mon, consume_all, n_messages=traffic.messages)
@@ -87,11 +92,20 @@ def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume
     _d, _by, recs = dead_letters(consume_all, s, timeout=10)
     dead, _dups = unique_dead_letters(recs)
     assert traffic.events == full + sum(n % 500 for n in traffic.next.values()) + dead
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "InfluxDB" in ln and
-             ("failed" in ln or "recovered" in ln or "still failing" in ln)]
-    result = {"outage_s": round(downtime, 1), "windows": sum(1 for k in got if k[0] == "w"),
-              "events_produced": traffic.events, "events_windowed": windowed(s), "events_dead_lettered": dead,
-              "lost": 0, "log_lines": [ln[:240] for ln in lines[:3]]}
+    lines = [
+        ln
+        for ln in log.read_text(errors="replace").splitlines()
+        if "InfluxDB" in ln and ("failed" in ln or "recovered" in ln or "still failing" in ln)
+    ]
+    result = {
+        "outage_s": round(downtime, 1),
+        "windows": sum(1 for k in got if k[0] == "w"),
+        "events_produced": traffic.events,
+        "events_windowed": windowed(s),
+        "events_dead_lettered": dead,
+        "lost": 0,
+        "log_lines": [ln[:240] for ln in lines[:3]],
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "influx_outage.json").write_text(json.dumps(result, indent=2) + "\n")
     print("influx outage:", json.dumps(result))

@@ -42,8 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"  # gitignored
 N, PER, BEHIND, DRIFT_AT, WINDOW = 6000, 100, 5, 3000, 500
 T0 = float(int(time.time()) - 7200)
-FEATURES = ["mean radius", "mean texture", "mean smoothness", "mean compactness", "mean concavity",
-            "mean symmetry"]
+FEATURES = ["mean radius", "mean texture", "mean smoothness", "mean compactness", "mean concavity", "mean symmetry"]
 OUTAGE_S = 30.0
 
 
@@ -69,25 +68,48 @@ def breast_cancer_stream(seed: int = 7, model_id: str = "bc") -> tuple[list[dict
     for b in range(N // PER):
         sl = slice(b * PER, (b + 1) * PER)
         ids = [f"{model_id}-{i}" for i in range(b * PER, (b + 1) * PER)]
-        inf.append({"schema_version": 1, "type": "inference_batch", "model_id": model_id, "model_version": "1",
-                    "event_id": ids, "event_time": (T0 + np.arange(b * PER, (b + 1) * PER) * 0.01).tolist(),
-                    "features": {f: x[sl, k].tolist() for k, f in enumerate(FEATURES)},
-                    "prediction": {"label": [str(int(p)) for p in pred[sl]]}})
+        inf.append(
+            {
+                "schema_version": 1,
+                "type": "inference_batch",
+                "model_id": model_id,
+                "model_version": "1",
+                "event_id": ids,
+                "event_time": (T0 + np.arange(b * PER, (b + 1) * PER) * 0.01).tolist(),
+                "features": {f: x[sl, k].tolist() for k, f in enumerate(FEATURES)},
+                "prediction": {"label": [str(int(p)) for p in pred[sl]]},
+            }
+        )
         keep = np.flatnonzero(sent[sl])
-        lab.append({"schema_version": 1, "type": "label_batch", "model_id": model_id,
-                    "event_id": [ids[k] for k in keep], "label": [str(int(v)) for v in y[sl][keep]],
-                    "label_time": [T0 + ((b + 1) * PER + BEHIND * PER) * 0.01] * len(keep)})
+        lab.append(
+            {
+                "schema_version": 1,
+                "type": "label_batch",
+                "model_id": model_id,
+                "event_id": [ids[k] for k in keep],
+                "label": [str(int(v)) for v in y[sl][keep]],
+                "label_time": [T0 + ((b + 1) * PER + BEHIND * PER) * 0.01] * len(keep),
+            }
+        )
     return inf, lab, int(sent.sum())
 
 
 def monitors(tmp_path: Path, models: tuple[str, ...] = ("bc",)) -> Path:
-    cfg = {"models": [{
-        "model_id": m, "features": [{"name": f, "kind": "numeric"} for f in FEATURES],
-        "window": {"size_events": WINDOW, "idle_close_seconds": 600},
-        "reference": {"first_n": WINDOW},
-        "labels": {"ttl_seconds": 3600,
-                   "online": {"reference_size": 500, "ert": 5000, "window_sizes": [50], "n_bootstraps": 2000}},
-    } for m in models]}
+    cfg = {
+        "models": [
+            {
+                "model_id": m,
+                "features": [{"name": f, "kind": "numeric"} for f in FEATURES],
+                "window": {"size_events": WINDOW, "idle_close_seconds": 600},
+                "reference": {"first_n": WINDOW},
+                "labels": {
+                    "ttl_seconds": 3600,
+                    "online": {"reference_size": 500, "ert": 5000, "window_sizes": [50], "n_bootstraps": 2000},
+                },
+            }
+            for m in models
+        ]
+    }
     path = tmp_path / "monitors.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -96,13 +118,21 @@ def monitors(tmp_path: Path, models: tuple[str, ...] = ("bc",)) -> Path:
 def label_points(s) -> dict:
     """Label-derived dw_performance points in InfluxDB: (model, metric, detector, time) -> fields."""
     try:
-        rows = query(s, 'SELECT * FROM "dw_performance" WHERE "detector" = \'realized\' OR '
-                        '"detector" = \'fet_online\' GROUP BY "model", "metric", "detector"')
+        rows = query(
+            s,
+            'SELECT * FROM "dw_performance" WHERE "detector" = \'realized\' OR '
+            '"detector" = \'fet_online\' GROUP BY "model", "metric", "detector"',
+        )
     except DatabaseNotFound:
         return {}
-    return {(r["model"], r["metric"], r["detector"], int(r["time"])): {
-        k: v for k, v in r.items() if v is not None and k not in ("time", "measurement", "metric", "detector", "model",
-                                                                  "version")} for r in rows}
+    return {
+        (r["model"], r["metric"], r["detector"], int(r["time"])): {
+            k: v
+            for k, v in r.items()
+            if v is not None and k not in ("time", "measurement", "metric", "detector", "model", "version")
+        }
+        for r in rows
+    }
 
 
 def fault_free(s, mon: Path, streams: dict[str, tuple[list[dict], list[dict]]], state: Path) -> dict:
@@ -156,8 +186,12 @@ def differences(got: dict, want: dict) -> list[str]:
         a, b = got[k], want[k]
         for f in set(a) | set(b):
             x, y = a.get(f), b.get(f)
-            same = x == y or (isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool)
-                              and math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12))
+            same = x == y or (
+                isinstance(x, (int, float))
+                and isinstance(y, (int, float))
+                and not isinstance(x, bool)
+                and math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12)
+            )
             if not same:
                 problems.append(f"{k} {f}: {x!r} != {y!r}")
     return problems
@@ -168,8 +202,6 @@ def join_counters(s) -> dict:
     return rows[0] if rows else {}
 
 
-
-
 def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settings, tmp_path):
     from kafka import KafkaProducer
 
@@ -177,9 +209,15 @@ def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settin
     from streams.influx.admin import ensure_database
 
     t_start = time.monotonic()
-    s = settings.model_copy(update={"kafka_bootstrap": own_stack.bootstrap, **own_stack.influx_settings(),
-                                    "kafka_port": own_stack.kafka_port, "influx_port": own_stack.influx_port,
-                                    "topic_partitions": 1})
+    s = settings.model_copy(
+        update={
+            "kafka_bootstrap": own_stack.bootstrap,
+            **own_stack.influx_settings(),
+            "kafka_port": own_stack.kafka_port,
+            "influx_port": own_stack.influx_port,
+            "topic_partitions": 1,
+        }
+    )
     ensure_topics(s, partitions=1)
     ensure_database(s)
     mon = monitors(tmp_path)
@@ -250,8 +288,13 @@ def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settin
         killed_three.set()
         proc, log = up(3)
         assert done.wait(120) and not errors, errors
-        wait_for(lambda: differences(label_points(s), want)[:6] or True, 120,
-                 "label results equal to a fault-free run", [proc], log)
+        wait_for(
+            lambda: differences(label_points(s), want)[:6] or True,
+            120,
+            "label results equal to a fault-free run",
+            [proc],
+            log,
+        )
         counters = join_counters(s)
     finally:
         killed_three.set()
@@ -272,23 +315,40 @@ def test_label_results_survive_crashes_an_outage_and_a_backlog(own_stack, settin
 
     # a fresh worker on the backlog of both topics: the same points
     t_backlog = time.monotonic()
-    fresh = s.model_copy(update={"consumer_group": f"g{uuid.uuid4().hex[:10]}", "influx_db": f"b{uuid.uuid4().hex[:10]}",
-                                 "state_dir": tmp_path / "backlog-state"})
+    fresh = s.model_copy(
+        update={
+            "consumer_group": f"g{uuid.uuid4().hex[:10]}",
+            "influx_db": f"b{uuid.uuid4().hex[:10]}",
+            "state_dir": tmp_path / "backlog-state",
+        }
+    )
     ensure_database(fresh)
     log = tmp_path / "worker-backlog.log"
     proc = start_worker(settings_env(fresh), mon, log)
     try:
-        wait_for(lambda: differences(label_points(fresh), want)[:6] or True, 180,
-                 "the backlog worker's label results", [proc], log)
+        wait_for(
+            lambda: differences(label_points(fresh), want)[:6] or True,
+            180,
+            "the backlog worker's label results",
+            [proc],
+            log,
+        )
     finally:
         stop(proc)
     backlog_s = time.monotonic() - t_backlog
     for p in [*logs, log]:
         assert "Traceback" not in p.read_text(errors="replace"), tail(p)
-    result = {"data": "sklearn breast_cancer, resampled", "predictions": N, "labels": n_labels, "kills": kills,
-              "outage_s": round(outage, 1), "label_points": len(got), "backlog_worker_s": round(backlog_s, 1),
-              "test_s": round(time.monotonic() - t_start, 1), "counters": {k: counters[k] for k in (
-                  "predictions", "labels", "matched", "expired", "pending_predictions")}}
+    result = {
+        "data": "sklearn breast_cancer, resampled",
+        "predictions": N,
+        "labels": n_labels,
+        "kills": kills,
+        "outage_s": round(outage, 1),
+        "label_points": len(got),
+        "backlog_worker_s": round(backlog_s, 1),
+        "test_s": round(time.monotonic() - t_start, 1),
+        "counters": {k: counters[k] for k in ("predictions", "labels", "matched", "expired", "pending_predictions")},
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "label_join.json").write_text(json.dumps(result, indent=2) + "\n")
     print("label join:", json.dumps(result))

@@ -48,8 +48,12 @@ def test_secrets_from_environment_and_files(tmp_path, monkeypatch):
         if k.startswith("DRIFTWATCH_"):
             monkeypatch.delenv(k)
     files = {}
-    for name, value in (("kafka_sasl_password", KAFKA_PW), ("influx_password", INFLUX_PW),
-                        ("influx_token", "tok-1"), ("dashboard_password", DASHBOARD_PW)):
+    for name, value in (
+        ("kafka_sasl_password", KAFKA_PW),
+        ("influx_password", INFLUX_PW),
+        ("influx_token", "tok-1"),
+        ("dashboard_password", DASHBOARD_PW),
+    ):
         f = tmp_path / name
         f.write_text(value + "\n")
         files[name] = f
@@ -75,10 +79,17 @@ def test_secrets_from_environment_and_files(tmp_path, monkeypatch):
 
 def test_settings_command_masks_secrets(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWATCH_")}
-    env.update({"DRIFTWATCH_KAFKA_SASL_PASSWORD": KAFKA_PW, "DRIFTWATCH_INFLUX_PASSWORD": INFLUX_PW,
-                "DRIFTWATCH_DASHBOARD_PASSWORD": DASHBOARD_PW, "DRIFTWATCH_STATE_DIR": str(tmp_path)})
-    out = subprocess.run([sys.executable, "-m", "streams.cli", "settings"], env=env, capture_output=True, text=True,
-                         timeout=60)
+    env.update(
+        {
+            "DRIFTWATCH_KAFKA_SASL_PASSWORD": KAFKA_PW,
+            "DRIFTWATCH_INFLUX_PASSWORD": INFLUX_PW,
+            "DRIFTWATCH_DASHBOARD_PASSWORD": DASHBOARD_PW,
+            "DRIFTWATCH_STATE_DIR": str(tmp_path),
+        }
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "settings"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert not leaked(out.stdout + out.stderr)
     assert json.loads(out.stdout)["kafka_sasl_password"] == "**********"
@@ -88,16 +99,16 @@ def test_webhook_secrets_cannot_sit_in_the_config_file(tmp_path, monkeypatch):
     from streams.worker.monitors import ConfigError, parse_monitors
 
     model = {"model_id": "m", "features": [{"name": "x", "kind": "numeric"}]}
-    inline = {"models": [model], "webhooks": [{"name": "ops", "url": "http://127.0.0.1:1/h",
-                                               "secret": WEBHOOK_SECRET}]}
+    inline = {"models": [model], "webhooks": [{"name": "ops", "url": "http://127.0.0.1:1/h", "secret": WEBHOOK_SECRET}]}
     with pytest.raises(ConfigError) as e:
         parse_monitors(inline, "monitors.yaml")
     assert "secret" in str(e.value) and not leaked(str(e.value))
     missing = {"models": [model], "webhooks": [{"name": "ops", "url": "http://127.0.0.1:1/h"}]}
     with pytest.raises(ConfigError, match="secret_env or secret_file"):
         parse_monitors(missing, "monitors.yaml")
-    cfg = parse_monitors({"models": [model], "webhooks": [{"name": "ops", "url_env": "DW_TEST_URL",
-                                                           "secret_env": "DW_TEST_SECRET"}]})
+    cfg = parse_monitors(
+        {"models": [model], "webhooks": [{"name": "ops", "url_env": "DW_TEST_URL", "secret_env": "DW_TEST_SECRET"}]}
+    )
     from streams.alerts.rules import RuleError
 
     monkeypatch.delenv("DW_TEST_SECRET", raising=False)
@@ -139,13 +150,22 @@ def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all
     logs: list[Path] = []
     errors: list[str] = []
     try:
-        with secured_broker(tmp_path, tls=None, users={"svc": KAFKA_PW}) as (gw, bootstrap), \
-                influx_with_auth(tmp_path / "influx", "admin", INFLUX_PW) as influx_url:
-            s = settings.model_copy(update={
-                "kafka_bootstrap": bootstrap, "kafka_security_protocol": "SASL_PLAINTEXT",
-                "kafka_sasl_username": "svc", "kafka_sasl_password": SecretStr(KAFKA_PW),
-                "influx_url": influx_url, "influx_username": "admin", "influx_password": SecretStr(INFLUX_PW),
-                "dashboard_password": SecretStr(DASHBOARD_PW)})
+        with (
+            secured_broker(tmp_path, tls=None, users={"svc": KAFKA_PW}) as (gw, bootstrap),
+            influx_with_auth(tmp_path / "influx", "admin", INFLUX_PW) as influx_url,
+        ):
+            s = settings.model_copy(
+                update={
+                    "kafka_bootstrap": bootstrap,
+                    "kafka_security_protocol": "SASL_PLAINTEXT",
+                    "kafka_sasl_username": "svc",
+                    "kafka_sasl_password": SecretStr(KAFKA_PW),
+                    "influx_url": influx_url,
+                    "influx_username": "admin",
+                    "influx_password": SecretStr(INFLUX_PW),
+                    "dashboard_password": SecretStr(DASHBOARD_PW),
+                }
+            )
             ensure_topics(s)
             traffic = Traffic(s, seed=11)
             for _ in range(4):
@@ -153,33 +173,55 @@ def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all
             traffic.raw(b'{"not": "an event", "password": "x"}')
             traffic.flush()
             traffic.close()
-            mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, extra={"webhooks": [
-                {"name": "ops", "url_env": "DW_TEST_WEBHOOK_URL", "secret_env": "DW_TEST_WEBHOOK_SECRET",
-                 "backoff_initial_seconds": 0.2, "backoff_max_seconds": 1}]})
+            mon = monitors_file(
+                tmp_path,
+                ["m"],
+                window=500,
+                first_n=500,
+                extra={
+                    "webhooks": [
+                        {
+                            "name": "ops",
+                            "url_env": "DW_TEST_WEBHOOK_URL",
+                            "secret_env": "DW_TEST_WEBHOOK_SECRET",
+                            "backoff_initial_seconds": 0.2,
+                            "backoff_max_seconds": 1,
+                        }
+                    ]
+                },
+            )
             import yaml
 
             cfg = yaml.safe_load(mon.read_text())
-            cfg["models"][0]["alerts"] = [{"name": "always", "signal": "window.n_events", "op": ">",
-                                           "threshold": 0, "severity": "warning"}]
+            cfg["models"][0]["alerts"] = [
+                {"name": "always", "signal": "window.n_events", "op": ">", "threshold": 0, "severity": "warning"}
+            ]
             mon.write_text(yaml.safe_dump(cfg))
             env = settings_env(s)
             for name in ("KAFKA_SASL_PASSWORD", "INFLUX_PASSWORD"):  # settings_env never passes values
                 assert f"DRIFTWATCH_{name}" not in env and f"DRIFTWATCH_{name}_FILE" in env
-            env.update({
-                "DRIFTWATCH_KAFKA_SASL_PASSWORD_FILE": str(secrets_dir / "kafka"),
-                "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(secrets_dir / "influx"),
-                "DRIFTWATCH_LOG_LEVEL": "DEBUG",
-                "DW_TEST_WEBHOOK_URL": f"{receiver.url}/{WEBHOOK_TOKEN}",
-                "DW_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            })
+            env.update(
+                {
+                    "DRIFTWATCH_KAFKA_SASL_PASSWORD_FILE": str(secrets_dir / "kafka"),
+                    "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(secrets_dir / "influx"),
+                    "DRIFTWATCH_LOG_LEVEL": "DEBUG",
+                    "DW_TEST_WEBHOOK_URL": f"{receiver.url}/{WEBHOOK_TOKEN}",
+                    "DW_TEST_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                }
+            )
             # 1. everything works: windows written, the alert delivered (signed with the secret)
             log = tmp_path / "worker-ok.log"
             logs.append(log)
             proc = start_worker(env, mon, log)
             try:
                 wait_for(lambda: True if windowed(s) == 1000 else windowed(s), 90, "1000 events windowed", [proc], log)
-                wait_for(lambda: bool(receiver.requests) or len(receiver.requests), 30, "an alert at the receiver",
-                         [proc], log)
+                wait_for(
+                    lambda: bool(receiver.requests) or len(receiver.requests),
+                    30,
+                    "an alert at the receiver",
+                    [proc],
+                    log,
+                )
                 assert WEBHOOK_TOKEN in receiver.requests[0].path  # the real URL was used ...
                 # 2. the receiver goes away: delivery errors are logged (without the URL's token)
                 receiver.stop()
@@ -196,12 +238,16 @@ def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all
             # 3. wrong InfluxDB password: writes fail with 401, logged
             log = tmp_path / "worker-influx-401.log"
             logs.append(log)
-            bad = {**env, "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(secrets_dir / "influx-wrong"),
-                   "DRIFTWATCH_CONSUMER_GROUP": s.consumer_group + "-b"}
+            bad = {
+                **env,
+                "DRIFTWATCH_INFLUX_PASSWORD_FILE": str(secrets_dir / "influx-wrong"),
+                "DRIFTWATCH_CONSUMER_GROUP": s.consumer_group + "-b",
+            }
             proc = start_worker(bad, mon, log)
             try:
-                wait_for(lambda: "401" in log.read_text(errors="replace"), 60, "a 401 from InfluxDB in the log",
-                         [proc], log)
+                wait_for(
+                    lambda: "401" in log.read_text(errors="replace"), 60, "a 401 from InfluxDB in the log", [proc], log
+                )
             finally:
                 stop(proc)
             # 4. wrong Kafka password: the worker stops with an error (and the admin error message)
@@ -272,14 +318,36 @@ def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
     secret_file.write_text(DASHBOARD_PW + "\n")
     kport, iport, dport, wport = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWATCH_")}
-    env.update({"DRIFTWATCH_DASHBOARD_PASSWORD_FILE": str(secret_file), "DRIFTWATCH_KAFKA_SASL_PASSWORD": KAFKA_PW,
-                "DRIFTWATCH_WORKER_WEB_PORT": str(wport), "DRIFTWATCH_DASHBOARD_REFRESH_SECONDS": "0",
-                "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    env.update(
+        {
+            "DRIFTWATCH_DASHBOARD_PASSWORD_FILE": str(secret_file),
+            "DRIFTWATCH_KAFKA_SASL_PASSWORD": KAFKA_PW,
+            "DRIFTWATCH_WORKER_WEB_PORT": str(wport),
+            "DRIFTWATCH_DASHBOARD_REFRESH_SECONDS": "0",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        }
+    )
     state = tmp_path / "state"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "up", "--state-dir", str(state), "--kafka-port", str(kport),
-         "--influx-port", str(iport), "--dashboard-port", str(dport)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[2],
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "up",
+            "--state-dir",
+            str(state),
+            "--kafka-port",
+            str(kport),
+            "--influx-port",
+            str(iport),
+            "--dashboard-port",
+            str(dport),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
     lines: list[str] = []
     try:

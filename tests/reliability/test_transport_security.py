@@ -52,14 +52,19 @@ def certs(tmp_path_factory) -> tuple[Path, Path]:
     return self_signed(tmp_path_factory.mktemp("certs"))
 
 
-def secured(settings: Settings, bootstrap: str, protocol: str, cafile: Path | None,
-            password: str = PASSWORD) -> Settings:
-    return settings.model_copy(update={
-        "kafka_bootstrap": bootstrap, "kafka_security_protocol": protocol, "kafka_sasl_mechanism": "PLAIN",
-        "kafka_sasl_username": "svc" if protocol.startswith("SASL") else None,
-        "kafka_sasl_password": SecretStr(password) if protocol.startswith("SASL") else None,
-        "kafka_ssl_cafile": cafile if protocol.endswith("SSL") else None,
-    })
+def secured(
+    settings: Settings, bootstrap: str, protocol: str, cafile: Path | None, password: str = PASSWORD
+) -> Settings:
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "kafka_security_protocol": protocol,
+            "kafka_sasl_mechanism": "PLAIN",
+            "kafka_sasl_username": "svc" if protocol.startswith("SASL") else None,
+            "kafka_sasl_password": SecretStr(password) if protocol.startswith("SASL") else None,
+            "kafka_ssl_cafile": cafile if protocol.endswith("SSL") else None,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- settings -> client options
@@ -70,8 +75,13 @@ def secured(settings: Settings, bootstrap: str, protocol: str, cafile: Path | No
 def test_settings_map_to_every_client_library(protocol, mechanism, certs):
     import faust
 
-    s = Settings(kafka_security_protocol=protocol, kafka_sasl_mechanism=mechanism, kafka_sasl_username="svc",
-                 kafka_sasl_password=PASSWORD, kafka_ssl_cafile=certs[0])
+    s = Settings(
+        kafka_security_protocol=protocol,
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="svc",
+        kafka_sasl_password=PASSWORD,
+        kafka_ssl_cafile=certs[0],
+    )
     kp, ak = kafka_python_options(s), aiokafka_options(s)
     assert kp["security_protocol"] == ak["security_protocol"] == protocol
     sasl, tls = protocol.startswith("SASL"), protocol.endswith("SSL")
@@ -79,7 +89,10 @@ def test_settings_map_to_every_client_library(protocol, mechanism, certs):
         assert ("sasl_mechanism" in opts) == sasl
         if sasl:
             assert (opts["sasl_mechanism"], opts["sasl_plain_username"], opts["sasl_plain_password"]) == (
-                mechanism, "svc", PASSWORD)
+                mechanism,
+                "svc",
+                PASSWORD,
+            )
     assert ("ssl_cafile" in kp) == tls and "ssl_cafile" not in ak  # aiokafka refuses ssl_cafile
     assert isinstance(ak.get("ssl_context"), ssl.SSLContext) == tls
     if tls:
@@ -120,16 +133,33 @@ def test_incomplete_security_settings_fail_clearly(tmp_path):
 @pytest.mark.integration
 def test_tansu_cannot_serve_tls_itself(certs, tmp_path):
     cert, key = certs
-    both = subprocess.run([tansu_bin(), "broker", "--listener-url", "tcp://127.0.0.1:1",
-                           "--cert", str(cert), "--key", str(key)], capture_output=True, text=True, timeout=10)
+    both = subprocess.run(
+        [tansu_bin(), "broker", "--listener-url", "tcp://127.0.0.1:1", "--cert", str(cert), "--key", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert both.returncode != 0 and "cannot be used with" in both.stderr
     port = free_ports(1)[0]
     log = tmp_path / "tansu-cert.log"
     url = f"tcp://127.0.0.1:{port}"
     combined = tmp_path / "combined.pem"
     combined.write_text(cert.read_text() + key.read_text())
-    proc = spawn([tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                  "--storage-engine", "memory://tansu/", "--cert", str(combined)], log)
+    proc = spawn(
+        [
+            tansu_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--cert",
+            str(combined),
+        ],
+        log,
+    )
     try:
         deadline = time.monotonic() + 10
         while not kafka_ready("127.0.0.1", port) and time.monotonic() < deadline:
@@ -137,9 +167,11 @@ def test_tansu_cannot_serve_tls_itself(certs, tmp_path):
         assert kafka_ready("127.0.0.1", port), f"tansu --cert did not start:\n{tail(log)}"
         # a plaintext Kafka request is answered: --cert alone does not turn TLS on
         ctx = ssl.create_default_context(cafile=str(cert))
-        with (socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
-              pytest.raises((ssl.SSLError, OSError)),
-              ctx.wrap_socket(raw, server_hostname="127.0.0.1")):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+            pytest.raises((ssl.SSLError, OSError)),
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1"),
+        ):
             pass
     finally:
         terminate(proc.pid, 5, proc)
@@ -150,8 +182,20 @@ def test_tansu_sasl_offers_no_plain_and_memory_storage_has_no_users(tmp_path):
     port = free_ports(1)[0]
     url = f"tcp://127.0.0.1:{port}"
     log = tmp_path / "tansu-auth.log"
-    proc = spawn([tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                  "--storage-engine", "memory://tansu/", "--authentication"], log)
+    proc = spawn(
+        [
+            tansu_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--authentication",
+        ],
+        log,
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -178,8 +222,12 @@ def test_tansu_sasl_offers_no_plain_and_memory_storage_has_no_users(tmp_path):
         scram = handshake("SCRAM-SHA-512")
         assert scram[0] == 0  # SCRAM is offered ...
         # ... but users live in the storage, and creating one needs an authenticated client
-        made = subprocess.run([tansu_bin(), "user", "create", "--broker", url, "svc", PASSWORD],
-                              capture_output=True, text=True, timeout=20)
+        made = subprocess.run(
+            [tansu_bin(), "user", "create", "--broker", url, "svc", PASSWORD],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert made.returncode != 0
         assert "NotAuthenticated" in tail(log, 200)
     finally:
@@ -242,8 +290,15 @@ def test_every_kafka_client_honours_the_security_settings(protocol, settings, ce
         recs = consume_all(s, s.topic_inferences, expected=1, timeout=20)  # kafka-python consumer
         assert recs and b'"x0"' in recs[0].value
         asyncio.run(_aiokafka_clients(s))
-        expected = {"driftwatch-admin", "driftwatch-producer", "driftwatch-consume-all", "driftwatch-references",
-                    "driftwatch-alerts", "driftwatch-deadletters", "driftwatch-topic-watch"}
+        expected = {
+            "driftwatch-admin",
+            "driftwatch-producer",
+            "driftwatch-consume-all",
+            "driftwatch-references",
+            "driftwatch-alerts",
+            "driftwatch-deadletters",
+            "driftwatch-topic-watch",
+        }
         assert expected <= set(gw.clients), gw.clients
         if users:
             assert gw.stats["auth_ok"] >= len(expected) and gw.stats["auth_failed"] == 0
@@ -269,8 +324,13 @@ def test_worker_runs_end_to_end_over_sasl_ssl(settings, certs, tmp_path):
         log = tmp_path / "worker.log"
         env = settings_env(s)
         with worker(env, mon, log) as proc:
-            wait_for(lambda: True if windowed(s) == 1000 else windowed(s), 90, "1000 events windowed over SASL_SSL",
-                     [proc], log)
+            wait_for(
+                lambda: True if windowed(s) == 1000 else windowed(s),
+                90,
+                "1000 events windowed over SASL_SSL",
+                [proc],
+                log,
+            )
         assert gw.stats["auth_failed"] == 0 and gw.auth_users["svc"] >= 3, gw.stats
         faust_ids = {c for c in gw.clients if c.startswith("faust")}
         assert faust_ids, f"no Faust connection went through the gateway: {gw.clients}"
@@ -308,8 +368,9 @@ def test_influxdb_username_password(settings, tmp_path):
 
     pw = "influx-Adm1n-pw-55e2"
     with influx_with_auth(tmp_path / "influx", "admin", pw) as url:
-        good = settings.model_copy(update={"influx_url": url, "influx_username": "admin",
-                                        "influx_password": SecretStr(pw)})
+        good = settings.model_copy(
+            update={"influx_url": url, "influx_username": "admin", "influx_password": SecretStr(pw)}
+        )
         ensure_database(good)
 
         async def write() -> None:
@@ -320,8 +381,10 @@ def test_influxdb_username_password(settings, tmp_path):
 
         asyncio.run(write())
         assert query(good, 'SELECT "n_events" FROM "dw_window"')[0]["n_events"] == 3
-        for bad in (settings.model_copy(update={"influx_url": url}),  # no credentials
-                    good.model_copy(update={"influx_password": SecretStr("wrong-pw-3391")})):
+        for bad in (
+            settings.model_copy(update={"influx_url": url}),  # no credentials
+            good.model_copy(update={"influx_password": SecretStr("wrong-pw-3391")}),
+        ):
             with pytest.raises(InfluxQueryError) as e:
                 query(bad, 'SELECT * FROM "dw_window"')
             assert "401" in str(e.value) or "authorization" in str(e.value).lower()

@@ -19,7 +19,7 @@ def test_doctests() -> None:
 
 def test_delays_match_the_loops_they_replaced() -> None:
     # the InfluxDB sink: 0.25 s doubling to its max_backoff
-    assert list(Backoff(0.25, 30.0, retries=10).delays()) == [min(0.25 * 2 ** i, 30.0) for i in range(10)]
+    assert list(Backoff(0.25, 30.0, retries=10).delays()) == [min(0.25 * 2**i, 30.0) for i in range(10)]
     # the local stack's start-up poll: 0.01 s growing by half to 0.2 s
     got = list(Backoff(0.01, 0.2, factor=1.5, retries=12).delays())
     want, d = [], 0.01
@@ -44,8 +44,17 @@ def test_unbounded_delays_never_overflow() -> None:
     assert [next(it) for _ in range(200)][-1] == 30.0
 
 
-@pytest.mark.parametrize("kwargs", [dict(initial=-1.0), dict(cap=-0.5), dict(factor=0.5),
-                                    dict(jitter=1.5), dict(retries=-1), dict(initial=float("nan"))])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(initial=-1.0),
+        dict(cap=-0.5),
+        dict(factor=0.5),
+        dict(jitter=1.5),
+        dict(retries=-1),
+        dict(initial=float("nan")),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)

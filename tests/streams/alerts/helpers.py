@@ -32,22 +32,41 @@ def documented_verify(source: str = "docs/alerts.md") -> Callable[..., bool]:
 
 
 def webhook(name: str, url: str, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "url": url, "secret_env": SECRET_ENV, "backoff_initial_seconds": 0.05,
-            "backoff_max_seconds": 0.3, "timeout_seconds": 2, **kw}
+    return {
+        "name": name,
+        "url": url,
+        "secret_env": SECRET_ENV,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 0.3,
+        "timeout_seconds": 2,
+        **kw,
+    }
 
 
-DRIFT_RULE = {"name": "feature_drift", "signal": "drift.p_value", "where": {"feature": "*"}, "op": "<",
-              "threshold": 0.01, "summary": "{feature} drifted on {model} v{version}: p={value:.3g}"}
+DRIFT_RULE = {
+    "name": "feature_drift",
+    "signal": "drift.p_value",
+    "where": {"feature": "*"},
+    "op": "<",
+    "threshold": 0.01,
+    "summary": "{feature} drifted on {model} v{version}: p={value:.3g}",
+}
 
 
-def make_alerting(tmp_path: Path, webhooks: list[dict], rules: list[dict] | None = None,
-                  **kw: Any) -> Alerting:
-    cfg = parse_monitors({
-        "models": [{"model_id": "m", "features": [{"name": "a", "kind": "numeric"}],
-                    "alerts": rules if rules is not None else [DRIFT_RULE]}],
-        "webhooks": webhooks,
-        "dashboard_url": "http://dash.test:8501",
-    })
+def make_alerting(tmp_path: Path, webhooks: list[dict], rules: list[dict] | None = None, **kw: Any) -> Alerting:
+    cfg = parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": "m",
+                    "features": [{"name": "a", "kind": "numeric"}],
+                    "alerts": rules if rules is not None else [DRIFT_RULE],
+                }
+            ],
+            "webhooks": webhooks,
+            "dashboard_url": "http://dash.test:8501",
+        }
+    )
     settings = kw.pop("settings", None) or Settings(state_dir=tmp_path / "state")
     kw.setdefault("publish", False)
     return Alerting(cfg, settings, **kw)
@@ -55,8 +74,15 @@ def make_alerting(tmp_path: Path, webhooks: list[dict], rules: list[dict] | None
 
 def window(i: int, pvals: dict[str, float], model: str = "m", version: str = "1") -> list[Record]:
     """The Records of window ``i`` (ends at T0 + i minutes): one drift point per feature."""
-    return [Record(DRIFT, {"model": model, "version": version, "feature": f, "detector": "ks"},
-                   {"p_value": p, "statistic": 0.1}, T0 + i * MINUTE) for f, p in pvals.items()]
+    return [
+        Record(
+            DRIFT,
+            {"model": model, "version": version, "feature": f, "detector": "ks"},
+            {"p_value": p, "statistic": 0.1},
+            T0 + i * MINUTE,
+        )
+        for f, p in pvals.items()
+    ]
 
 
 async def until(pred: Callable[[], bool], timeout: float) -> bool:

@@ -34,14 +34,36 @@ def monitors_file(tmp_path: Path, receiver: Receiver) -> Path:
     (wine,) = [m for m in demo["models"] if m["model_id"] == "wine"]
     wine["reference"] = {"file": str(ROOT / "streams" / "devstack" / "examples" / wine["reference"]["file"])}
     wine["alerts"] = [
-        {"name": "feature_drift", "signal": "drift.drift", "where": {"feature": "*"}, "op": "==", "threshold": 1,
-         "for_windows": 2, "summary": "{feature} drifted on {model} v{version} (p={value})"},
-        {"name": "share_drifted", "signal": "drift_summary.share_drifted", "op": ">=", "threshold": 0.1,
-         "severity": "critical"},
+        {
+            "name": "feature_drift",
+            "signal": "drift.drift",
+            "where": {"feature": "*"},
+            "op": "==",
+            "threshold": 1,
+            "for_windows": 2,
+            "summary": "{feature} drifted on {model} v{version} (p={value})",
+        },
+        {
+            "name": "share_drifted",
+            "signal": "drift_summary.share_drifted",
+            "op": ">=",
+            "threshold": 0.1,
+            "severity": "critical",
+        },
     ]
-    cfg = {"models": [wine], "dashboard_url": "http://127.0.0.1:8501",
-           "webhooks": [{"name": "receiver", "url": receiver.url, "secret_env": SECRET_ENV,
-                         "backoff_initial_seconds": 0.2, "backoff_max_seconds": 2}]}
+    cfg = {
+        "models": [wine],
+        "dashboard_url": "http://127.0.0.1:8501",
+        "webhooks": [
+            {
+                "name": "receiver",
+                "url": receiver.url,
+                "secret_env": SECRET_ENV,
+                "backoff_initial_seconds": 0.2,
+                "backoff_max_seconds": 2,
+            }
+        ],
+    }
     path = tmp_path / "monitors.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -56,12 +78,25 @@ def test_demo_drift_reaches_a_signed_webhook_within_10s_of_the_window_closing(se
     log = tmp_path / "worker.log"
     env = {**settings_env, SECRET_ENV: SECRET, "DRIFTWATCH_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
     stop = threading.Event()
-    demo = threading.Thread(target=run_demo, args=(settings, DemoOptions(
-        models=["wine"], rate=400, duration=60, drift_at=10, seed=7, progress_every=0, create_topics=False)),
-        kwargs={"stop": stop}, daemon=True)
+    demo = threading.Thread(
+        target=run_demo,
+        args=(
+            settings,
+            DemoOptions(
+                models=["wine"], rate=400, duration=60, drift_at=10, seed=7, progress_every=0, create_topics=False
+            ),
+        ),
+        kwargs={"stop": stop},
+        daemon=True,
+    )
     with log.open("ab") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors)],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         demo.start()
         deadline = time.monotonic() + 90
@@ -95,14 +130,19 @@ def test_demo_drift_reaches_a_signed_webhook_within_10s_of_the_window_closing(se
     latencies = []
     for q, b in zip(reqs, bodies):
         t_ns = _ns(b["window_end"])  # milliseconds in the payload
-        rows = query(settings, "SELECT closed_at FROM dw_window WHERE model = 'wine' "
-                               f"AND time >= {t_ns - 1_000_000} AND time < {t_ns + 1_000_000}")
+        rows = query(
+            settings,
+            "SELECT closed_at FROM dw_window WHERE model = 'wine' "
+            f"AND time >= {t_ns - 1_000_000} AND time < {t_ns + 1_000_000}",
+        )
         assert len(rows) <= 1
         assert rows, f"no dw_window point at {b['window_end']}"
         latencies.append(q.at - float(rows[0]["closed_at"]))
-    print(f"\n{len(bodies)} firing webhooks ({sorted(Counter(b['rule'] for b in bodies).items())}); "
-          f"window closed -> signed webhook received: median {statistics.median(latencies) * 1000:.0f} ms, "
-          f"max {max(latencies) * 1000:.0f} ms")
+    print(
+        f"\n{len(bodies)} firing webhooks ({sorted(Counter(b['rule'] for b in bodies).items())}); "
+        f"window closed -> signed webhook received: median {statistics.median(latencies) * 1000:.0f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms"
+    )
     assert max(latencies) < 10.0, latencies
 
 

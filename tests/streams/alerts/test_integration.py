@@ -25,8 +25,9 @@ def test_alerts_topic_influx_points_and_webhook(settings, consume_all, monkeypat
     async def main():
         sink = InfluxSink(settings)
         await sink.start()
-        al = make_alerting(settings.state_dir, [webhook("j", receiver.url)], settings=settings,
-                           publish=None, write_records=sink.submit)
+        al = make_alerting(
+            settings.state_dir, [webhook("j", receiver.url)], settings=settings, publish=None, write_records=sink.submit
+        )
         await al.start()
         try:
             for i, p in enumerate([0.001, 0.002, 0.5], start=1):

@@ -54,8 +54,16 @@ def test_new_episode_gets_new_ids_and_same_inputs_give_same_ids():
 def test_repeat_only_after_the_interval():
     # windows every 10 s of wall clock, repeat every 25 s: notify at t=10, 40, 70
     _states, events = run(make_rule(repeat_interval=25), [0.001] * 8, now_step=10 * S)
-    assert kinds(events) == [("firing", 0, True), None, None, ("firing", 1, True), None, None,
-                             ("firing", 2, True), None]
+    assert kinds(events) == [
+        ("firing", 0, True),
+        None,
+        None,
+        ("firing", 1, True),
+        None,
+        None,
+        ("firing", 2, True),
+        None,
+    ]
     assert len({e.id for e in events if e}) == 3
 
 
@@ -78,8 +86,9 @@ def test_silence_does_not_swallow_the_resolve_of_a_notified_firing():
 
 
 def test_texts_say_what_and_where():
-    _, events = run(make_rule(summary="{feature} drifted on {model} v{version}: p={value:.2g}",
-                              for_windows=2), [0.001, 0.002])
+    _, events = run(
+        make_rule(summary="{feature} drifted on {model} v{version}: p={value:.2g}", for_windows=2), [0.001, 0.002]
+    )
     ev = events[1]
     assert ev.summary == "age drifted on m v1: p=0.002"
     assert "drift.p_value = 0.002 < 0.01 for 2 consecutive window(s)" in ev.description
@@ -152,6 +161,7 @@ def test_for_and_for_windows_must_both_hold():
     rule = make_rule(signal="drift.drift", op="==", threshold=1, for_windows=3, **{"for": "30s"})
     states, _ = run_flags(rule, [1, 1, 1], step_s=60)
     assert states == ["pending", "pending", "firing"]  # 2 min spanned after 2 windows, but 3 windows needed
-    states, _ = run_flags(make_rule(signal="drift.drift", op="==", threshold=1, for_windows=2, **{"for": 50}),
-                          [1, 1, 1, 1], step_s=20)
+    states, _ = run_flags(
+        make_rule(signal="drift.drift", op="==", threshold=1, for_windows=2, **{"for": 50}), [1, 1, 1, 1], step_s=20
+    )
     assert states == ["pending", "pending", "pending", "firing"]  # 2 windows after 20 s, 50 s after 3 steps (60 s)

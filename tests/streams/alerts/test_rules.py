@@ -75,13 +75,19 @@ def test_where_glob_list_and_exact():
     [
         ({"signal": "drift_summary.share_drifted", "op": ">=", "threshold": 0.3}, {"m/1/r": True}),
         ({"signal": "quality.missing_rate", "op": ">", "threshold": 0.1}, {"m/1/r{feature=age}": True}),
-        ({"signal": "performance.value", "op": "<", "threshold": 0.8, "where": {"metric": "accuracy"}},
-         {"m/1/r{metric=accuracy}": True}),
+        (
+            {"signal": "performance.value", "op": "<", "threshold": 0.8, "where": {"metric": "accuracy"}},
+            {"m/1/r{metric=accuracy}": True},
+        ),
         ({"signal": "adversarial.score", "op": ">", "threshold": 0.95}, {"m/1/r": False}),
-        ({"signal": "source.extraction_flag", "op": "==", "threshold": True},
-         {"m/1/r{source=client-7}": True, "m/1/r{source=client-8}": False}),
-        ({"signal": "dw_drift.drift", "op": "==", "threshold": True, "where": {"feature": "age"}},
-         {"m/1/r{detector=ks,feature=age}": True}),
+        (
+            {"signal": "source.extraction_flag", "op": "==", "threshold": True},
+            {"m/1/r{source=client-7}": True, "m/1/r{source=client-8}": False},
+        ),
+        (
+            {"signal": "dw_drift.drift", "op": "==", "threshold": True, "where": {"feature": "age"}},
+            {"m/1/r{detector=ks,feature=age}": True},
+        ),
     ],
 )
 def test_every_kind_of_signal(kw, expected):
@@ -96,23 +102,39 @@ def test_max_series_bounds_keys_and_duplicates_keep_the_last_value():
 
 
 def test_window_end_defaults_to_latest_record_time():
-    obs = evaluate([rule()], [Record(DRIFT, {"feature": "a"}, {"p_value": 0.0}, 7),
-                              Record(DRIFT, {"feature": "b"}, {"p_value": 0.0}, 9)], "m", "1")
+    obs = evaluate(
+        [rule()],
+        [Record(DRIFT, {"feature": "a"}, {"p_value": 0.0}, 7), Record(DRIFT, {"feature": "b"}, {"p_value": 0.0}, 9)],
+        "m",
+        "1",
+    )
     assert {o.window_end_ns for o in obs} == {9}
 
 
 def test_labels_of_an_observation():
-    (o,) = evaluate([rule(labels={"team": "risk"}, severity="critical", where={"feature": "age"})],
-                    WINDOW, "m", "1")
-    assert o.labels == {"alertname": "r", "model": "m", "version": "1", "severity": "critical",
-                        "feature": "age", "detector": "ks", "team": "risk"}
+    (o,) = evaluate([rule(labels={"team": "risk"}, severity="critical", where={"feature": "age"})], WINDOW, "m", "1")
+    assert o.labels == {
+        "alertname": "r",
+        "model": "m",
+        "version": "1",
+        "severity": "critical",
+        "feature": "age",
+        "detector": "ks",
+        "team": "risk",
+    }
 
 
 def test_compare_against_python_operators():
     import operator
 
-    ops = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
-           "!=": operator.ne}
+    ops = {
+        ">": operator.gt,
+        ">=": operator.ge,
+        "<": operator.lt,
+        "<=": operator.le,
+        "==": operator.eq,
+        "!=": operator.ne,
+    }
     for sym, fn in ops.items():
         for a in (0.0, 0.5, 1.0):
             for b in (0.0, 0.5, 1.0):
@@ -189,8 +211,10 @@ def test_silence_needs_expiry_and_matchers():
 
 
 def monitors(alerts, webhooks=()):
-    return {"models": [{"model_id": "m", "features": [{"name": "x", "kind": "numeric"}], "alerts": alerts}],
-            "webhooks": list(webhooks)}
+    return {
+        "models": [{"model_id": "m", "features": [{"name": "x", "kind": "numeric"}], "alerts": alerts}],
+        "webhooks": list(webhooks),
+    }
 
 
 def test_monitor_config_checks_routes_and_names():
@@ -206,12 +230,16 @@ def test_monitor_config_checks_routes_and_names():
 
 
 def test_segments_only_when_asked_for():
-    recs = [rec(DRIFT, {"p_value": 0.001}, feature="age", segment="all"),
-            rec(DRIFT, {"p_value": 0.001}, feature="age", segment="region=eu"),
-            rec(DRIFT, {"p_value": 0.5}, feature="age", segment="region=us")]
+    recs = [
+        rec(DRIFT, {"p_value": 0.001}, feature="age", segment="all"),
+        rec(DRIFT, {"p_value": 0.001}, feature="age", segment="region=eu"),
+        rec(DRIFT, {"p_value": 0.5}, feature="age", segment="region=us"),
+    ]
     assert verdicts_of(rule(where={"feature": "*"}), recs) == {"m/1/r{feature=age}": True}
     assert verdicts_of(rule(where={"segment": "region=*"}), recs) == {
-        "m/1/r{feature=age,segment=region=eu}": True, "m/1/r{feature=age,segment=region=us}": False}
+        "m/1/r{feature=age,segment=region=eu}": True,
+        "m/1/r{feature=age,segment=region=us}": False,
+    }
 
 
 def verdicts_of(r, recs):

@@ -90,8 +90,10 @@ def test_state_and_pending_deliveries_survive_restarts_and_replays_are_skipped(t
 
 def test_queued_delivery_survives_sigkill(tmp_path):
     receiver = Receiver()  # not started: the endpoint is down while the worker dies
-    cfg = {"models": [{"model_id": "m", "features": [{"name": "a", "kind": "numeric"}], "alerts": [DRIFT_RULE]}],
-           "webhooks": [webhook("j", receiver.url)]}
+    cfg = {
+        "models": [{"model_id": "m", "features": [{"name": "a", "kind": "numeric"}], "alerts": [DRIFT_RULE]}],
+        "webhooks": [webhook("j", receiver.url)],
+    }
     (tmp_path / "monitors.yaml").write_text(yaml.safe_dump(cfg))
     child = textwrap.dedent(f"""
         import asyncio, sys
@@ -111,8 +113,9 @@ def test_queued_delivery_survives_sigkill(tmp_path):
 
         asyncio.run(main())
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, SECRET_ENV: SECRET})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env={**os.environ, SECRET_ENV: SECRET}
+    )
     try:
         assert proc.stdout.readline().strip() == "queued"
         time.sleep(0.5)
@@ -148,8 +151,25 @@ def test_silence_from_the_cli_applies_to_the_running_service(tmp_path, capsys):
         al = make_alerting(tmp_path, [webhook("j", receiver.url)], publish=publish)
         await al.start()
         try:
-            assert cli(["alerts", "--state-dir", state, "silence", "--match", "model=m", "--match",
-                        "feature=a*", "--for", "1h", "--comment", "testing"]) == 0
+            assert (
+                cli(
+                    [
+                        "alerts",
+                        "--state-dir",
+                        state,
+                        "silence",
+                        "--match",
+                        "model=m",
+                        "--match",
+                        "feature=a*",
+                        "--for",
+                        "1h",
+                        "--comment",
+                        "testing",
+                    ]
+                )
+                == 0
+            )
             sid = capsys.readouterr().out.split()[1]
             recs = al.on_window("m", "1", window(1, {"age": 0.001, "bmi": 0.001}))
             assert {r.tags["feature"]: r.fields["silenced"] for r in recs} == {"age": True, "bmi": False}
@@ -198,8 +218,9 @@ def test_alert_records_for_influxdb(tmp_path):
         al = make_alerting(tmp_path, [], rules=[{**DRIFT_RULE, "for_windows": 2}])
         await al.start()
         try:
-            return [al.on_window("m", "1", window(i, {"age": p})) for i, p in
-                    enumerate([0.001, 0.002, 0.5, 0.6], start=1)]
+            return [
+                al.on_window("m", "1", window(i, {"age": p})) for i, p in enumerate([0.001, 0.002, 0.5, 0.6], start=1)
+            ]
         finally:
             await al.stop()
 
@@ -207,8 +228,14 @@ def test_alert_records_for_influxdb(tmp_path):
     assert [[r.fields["status"] for r in w] for w in per_window] == [["pending"], ["firing"], ["resolved"], []]
     r = per_window[1][0]
     assert r.measurement == ALERT and r.time_ns == window(2, {"age": 0})[0].time_ns
-    assert r.tags == {"model": "m", "version": "1", "rule": "feature_drift", "severity": "warning",
-                      "feature": "age", "detector": "ks"}
+    assert r.tags == {
+        "model": "m",
+        "version": "1",
+        "rule": "feature_drift",
+        "severity": "warning",
+        "feature": "age",
+        "detector": "ks",
+    }
     assert r.fields["firing"] == 1 and r.fields["value"] == 0.002 and r.fields["threshold"] == 0.01
     assert all(isinstance(r.fields[k], float) for k in ("value", "threshold"))
 

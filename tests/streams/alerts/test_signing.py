@@ -40,8 +40,23 @@ def test_verify_accepts_fresh_and_rejects_tampered_stale_and_wrong(verify):
 
 
 @pytest.mark.parametrize("verify", VERIFIERS, ids=IDS)
-@pytest.mark.parametrize("header", [None, b"t=1,v1=00", "", ",", "t=", "v1=", "t=\u00b2,v1=00", "t=12\u0663,v1=00",
-                                    "t={t},v1=\u00e9\u00e9", "t={t},v1", "=,=,=", "t={t}"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        b"t=1,v1=00",
+        "",
+        ",",
+        "t=",
+        "v1=",
+        "t=\u00b2,v1=00",
+        "t=12\u0663,v1=00",
+        "t={t},v1=\u00e9\u00e9",
+        "t={t},v1",
+        "=,=,=",
+        "t={t}",
+    ],
+)
 def test_missing_or_malformed_header_is_false_not_an_exception(verify, header):
     """A request without the header (``headers.get()`` -> None) or with garbage in it is refused."""
     if isinstance(header, str):

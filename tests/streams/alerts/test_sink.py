@@ -25,16 +25,39 @@ from streams.settings import Settings
 from streams.worker.monitors import load_monitors
 
 SECRET = b"sink-test-secret"
-ALERT = {"schema": "driftwatch.alert/v1", "status": "firing", "model": "wine", "rule": "features_drifting",
-         "severity": "warning", "summary": "wine: 27% of the features drifting for 3 windows", "repeat": 0,
-         "dashboard_url": "http://127.0.0.1:8501/drift?model=wine&version=1"}
+ALERT = {
+    "schema": "driftwatch.alert/v1",
+    "status": "firing",
+    "model": "wine",
+    "rule": "features_drifting",
+    "severity": "warning",
+    "summary": "wine: 27% of the features drifting for 3 windows",
+    "repeat": 0,
+    "dashboard_url": "http://127.0.0.1:8501/drift?model=wine&version=1",
+}
 
 
 def _row(body: bytes, event_id: str = "e1") -> OutboxRow:
-    return OutboxRow(id=1, target="local", event_id=event_id, event_status="firing", alert_key="k", model="wine",
-                     version="1", rule="features_drifting", severity="warning", body=body, status="pending",
-                     attempts=0, next_attempt_ns=0, last_error="", http_status=0, created_ns=0, updated_ns=0,
-                     delivered_ns=0)
+    return OutboxRow(
+        id=1,
+        target="local",
+        event_id=event_id,
+        event_status="firing",
+        alert_key="k",
+        model="wine",
+        version="1",
+        rule="features_drifting",
+        severity="warning",
+        body=body,
+        status="pending",
+        attempts=0,
+        next_attempt_ns=0,
+        last_error="",
+        http_status=0,
+        created_ns=0,
+        updated_ns=0,
+        delivered_ns=0,
+    )
 
 
 @pytest.fixture
@@ -62,8 +85,10 @@ def test_worker_delivery_code_is_verified_and_logged(sink, tmp_path: Path) -> No
     assert [d["signature_ok"] for d in s.deliveries] == [True, True]
     assert [d["duplicate"] for d in s.deliveries] == [False, True]
     lines = out.getvalue().splitlines()
-    assert lines[0] == ("ALERT FIRING [warning] wine features_drifting: wine: 27% of the features drifting for "
-                        "3 windows (signature ok, id e1)")
+    assert lines[0] == (
+        "ALERT FIRING [warning] wine features_drifting: wine: 27% of the features drifting for "
+        "3 windows (signature ok, id e1)"
+    )
     assert lines[1].strip() == f"open: {ALERT['dashboard_url']}"
     assert "duplicate" in lines[2]
     logged = [json.loads(x) for x in (s.jsonl.read_text().splitlines())]
@@ -73,23 +98,30 @@ def test_worker_delivery_code_is_verified_and_logged(sink, tmp_path: Path) -> No
 def test_bad_or_missing_signature_is_refused(sink) -> None:
     s, out = sink
     body = json.dumps(ALERT).encode()
-    wrong = httpx.post(s.url, content=body, headers={"X-Driftwatch-Signature": sign(b"other", body),
-                                                     "Idempotency-Key": "e2"})
-    tampered = httpx.post(s.url, content=body + b" ", headers={"X-Driftwatch-Signature": sign(SECRET, body),
-                                                               "Idempotency-Key": "e3"})
+    wrong = httpx.post(
+        s.url, content=body, headers={"X-Driftwatch-Signature": sign(b"other", body), "Idempotency-Key": "e2"}
+    )
+    tampered = httpx.post(
+        s.url, content=body + b" ", headers={"X-Driftwatch-Signature": sign(SECRET, body), "Idempotency-Key": "e3"}
+    )
     missing = httpx.post(s.url, content=body)
     assert (wrong.status_code, tampered.status_code, missing.status_code) == (401, 401, 401)
     assert not any(d["signature_ok"] for d in s.deliveries)
     assert out.getvalue().count("REJECTED") == 3 and "ALERT" not in out.getvalue()
-    ok = httpx.post(s.url, content=body, headers={"X-Driftwatch-Signature": sign(SECRET, body),
-                                                  "Idempotency-Key": "e2"})
+    ok = httpx.post(
+        s.url, content=body, headers={"X-Driftwatch-Signature": sign(SECRET, body), "Idempotency-Key": "e2"}
+    )
     assert ok.status_code == 200  # a rejected key was not remembered as received
 
 
 def test_describe_reads_every_payload_format() -> None:
-    am = {"version": "4", "status": "resolved", "alerts": [{"labels": {"severity": "critical", "model": "m",
-                                                                          "alertname": "r"},
-                                                               "annotations": {"summary": "gone"}}]}
+    am = {
+        "version": "4",
+        "status": "resolved",
+        "alerts": [
+            {"labels": {"severity": "critical", "model": "m", "alertname": "r"}, "annotations": {"summary": "gone"}}
+        ],
+    }
     assert describe(am) == "RESOLVED [critical] m r: gone"
     assert describe({"text": "[FIRING] x", "blocks": []}) == "[FIRING] x"
     assert describe({**ALERT, "repeat": 2}).startswith("FIRING (reminder) [warning] wine")
@@ -98,18 +130,32 @@ def test_describe_reads_every_payload_format() -> None:
 def test_command_needs_a_secret_and_serves_with_one(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     port = free_ports(1)[0]
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "webhook-sink", "--port", str(port)], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "webhook-sink", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and SECRET_ENV in r.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "webhook-sink", "--port", str(port)],
-                            env={**env, SECRET_ENV: SECRET.decode()}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "webhook-sink", "--port", str(port)],
+        env={**env, SECRET_ENV: SECRET.decode()},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         assert f"listening on http://127.0.0.1:{port}/driftwatch" in proc.stdout.readline()
         body = json.dumps(ALERT).encode()
-        assert httpx.post(f"http://127.0.0.1:{port}/driftwatch", content=body,
-                          headers={"X-Driftwatch-Signature": sign(SECRET, body), "Idempotency-Key": "c1"}
-                          ).status_code == 200
+        assert (
+            httpx.post(
+                f"http://127.0.0.1:{port}/driftwatch",
+                content=body,
+                headers={"X-Driftwatch-Signature": sign(SECRET, body), "Idempotency-Key": "c1"},
+            ).status_code
+            == 200
+        )
         assert proc.stdout.readline().startswith("ALERT FIRING [warning] wine features_drifting")
     finally:
         proc.terminate()

@@ -11,14 +11,34 @@ from streams.alerts.store import AlertStore, Silence, default_path
 
 
 def row(target="ops", event_id="e1", **kw):
-    return {"target": target, "event_id": event_id, "event_status": "firing", "alert_key": "m/1/r",
-            "model": "m", "version": "1", "rule": "r", "severity": "warning", "body": b"{}", **kw}
+    return {
+        "target": target,
+        "event_id": event_id,
+        "event_status": "firing",
+        "alert_key": "m/1/r",
+        "model": "m",
+        "version": "1",
+        "rule": "r",
+        "severity": "warning",
+        "body": b"{}",
+        **kw,
+    }
 
 
 def test_state_outbox_and_mark_survive_reopen(tmp_path):
     path = default_path(tmp_path)
-    st = AlertState(key="m/1/r", model="m", version="1", rule="r", severity="warning", labels={"a": "b"},
-                    status="firing", consecutive=3, value=0.001, notified=True)
+    st = AlertState(
+        key="m/1/r",
+        model="m",
+        version="1",
+        rule="r",
+        severity="warning",
+        labels={"a": "b"},
+        status="firing",
+        consecutive=3,
+        value=0.001,
+        notified=True,
+    )
     with AlertStore(path) as s:
         ids = s.commit_window("m", "1", 100, [st], [row(), row(target="kafka")])
         assert len(ids) == 2
@@ -37,8 +57,9 @@ def test_outbox_head_is_fifo_per_target(tmp_path):
         s.commit_window("m", "1", 1, [], [row(event_id="a"), row(event_id="b"), row(target="x", event_id="c")])
         head = s.head("ops")
         assert head.event_id == "a"
-        s.record_attempt(head.id, status="pending", attempts=1, next_attempt_ns=5, last_error="HTTP 500",
-                         http_status=500)
+        s.record_attempt(
+            head.id, status="pending", attempts=1, next_attempt_ns=5, last_error="HTTP 500", http_status=500
+        )
         assert s.head("ops").event_id == "a" and s.head("ops").attempts == 1
         s.record_attempt(head.id, status="delivered", attempts=2, http_status=200)
         assert s.head("ops").event_id == "b" and s.head("x").event_id == "c"

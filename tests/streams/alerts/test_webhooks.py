@@ -52,11 +52,14 @@ def bodies(r: Receiver, path: str | None = None) -> list[dict]:
 
 def test_payload_formats_signed_and_idempotent(tmp_path, receiver):
     async def main():
-        al = make_alerting(tmp_path, [
-            webhook("j", receiver.url + "/json"),
-            webhook("s", receiver.url + "/slack", format="slack"),
-            webhook("am", receiver.url + "/am", format="alertmanager"),
-        ])
+        al = make_alerting(
+            tmp_path,
+            [
+                webhook("j", receiver.url + "/json"),
+                webhook("s", receiver.url + "/slack", format="slack"),
+                webhook("am", receiver.url + "/am", format="alertmanager"),
+            ],
+        )
         await al.start()
         try:
             al.on_window("m", "1", window(1, {"age": 0.001, "income": 0.5}))
@@ -82,8 +85,14 @@ def test_payload_formats_signed_and_idempotent(tmp_path, receiver):
     assert fire["id"] == by_path["json"][0].headers[IDEM] != resolve["id"]
     assert fire["key"] == "m/1/feature_drift{detector=ks,feature=age}"
     assert fire["summary"] == "age drifted on m v1: p=0.001"
-    assert fire["labels"] == {"alertname": "feature_drift", "model": "m", "version": "1", "severity": "warning",
-                              "detector": "ks", "feature": "age"}
+    assert fire["labels"] == {
+        "alertname": "feature_drift",
+        "model": "m",
+        "version": "1",
+        "severity": "warning",
+        "detector": "ks",
+        "feature": "age",
+    }
     assert fire["value"] == 0.001 and fire["threshold"] == 0.01 and fire["ends_at"] is None
     assert resolve["ends_at"] is not None and resolve["starts_at"] == fire["starts_at"]
     assert fire["dashboard_url"] == "http://dash.test:8501/drift?model=m&version=1&feature=age"
@@ -95,8 +104,18 @@ def test_payload_formats_signed_and_idempotent(tmp_path, receiver):
     assert slack_fire["blocks"][-1]["elements"][0]["url"] == fire["dashboard_url"]
 
     am_fire, am_resolve = (json.loads(q.body) for q in by_path["am"])
-    assert set(am_fire) == {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
-                            "commonLabels", "commonAnnotations", "externalURL", "alerts"}
+    assert set(am_fire) == {
+        "version",
+        "groupKey",
+        "truncatedAlerts",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    }
     assert am_fire["version"] == "4" and am_fire["receiver"] == "am" and am_fire["status"] == "firing"
     assert am_fire["groupKey"] == '{}:{alertname="feature_drift", model="m", version="1"}'
     assert am_fire["externalURL"] == "http://dash.test:8501"
@@ -130,8 +149,10 @@ def test_no_second_notification_for_one_firing_and_one_resolve(tmp_path, receive
 
     asyncio.run(main())
     assert [b["status"] for b in bodies(receiver)] == ["firing", "resolved"]
-    assert published == [(b"m/1/feature_drift{detector=ks,feature=age}", "firing"),
-                         (b"m/1/feature_drift{detector=ks,feature=age}", "resolved")]
+    assert published == [
+        (b"m/1/feature_drift{detector=ks,feature=age}", "firing"),
+        (b"m/1/feature_drift{detector=ks,feature=age}", "resolved"),
+    ]
 
 
 def test_retries_on_500_with_backoff_and_keeps_body_and_key(tmp_path, receiver):
@@ -182,7 +203,9 @@ def test_client_errors_are_not_retried_and_do_not_block_the_queue(tmp_path, rece
     log = asyncio.run(main())
     assert len(receiver.requests) == 2
     assert sorted((r.status, r.attempts, r.http_status) for r in log.values()) == [
-        ("delivered", 1, 200), ("failed", 1, 400)]
+        ("delivered", 1, 200),
+        ("failed", 1, 400),
+    ]
 
 
 def test_retry_after_is_honoured(tmp_path, receiver):
@@ -207,11 +230,14 @@ def test_timeout_is_per_endpoint_and_a_dead_endpoint_delays_only_its_own_queue(t
     slow.delay = 3.0
 
     async def main():
-        al = make_alerting(tmp_path, [
-            webhook("slow", slow.url, timeout_seconds=0.5),
-            webhook("dead", "http://127.0.0.1:9/nothing-listens"),
-            webhook("good", receiver.url),
-        ])
+        al = make_alerting(
+            tmp_path,
+            [
+                webhook("slow", slow.url, timeout_seconds=0.5),
+                webhook("dead", "http://127.0.0.1:9/nothing-listens"),
+                webhook("good", receiver.url),
+            ],
+        )
         await al.start()
         try:
             latencies, calls = [], []
@@ -247,14 +273,22 @@ def _down_then_back(tmp_path, down_seconds: float, backoff_max: float, backoff_i
 
     async def main():
         policy = {"backoff_max_seconds": backoff_max, "backoff_initial_seconds": backoff_initial}
-        al = make_alerting(tmp_path, [webhook("j", receiver.url, **policy),
-                                      webhook("am", receiver.url + "/am", format="alertmanager", **policy)])
+        al = make_alerting(
+            tmp_path,
+            [
+                webhook("j", receiver.url, **policy),
+                webhook("am", receiver.url + "/am", format="alertmanager", **policy),
+            ],
+        )
         await al.start()
         t_down = time.monotonic()
         try:
             # while down: 3 features fire, 2 of them resolve, spread over the outage
-            plan = [{"a": 0.001, "b": 0.001, "c": 0.001}, {"a": 0.5, "b": 0.001, "c": 0.001},
-                    {"a": 0.5, "b": 0.5, "c": 0.001}]
+            plan = [
+                {"a": 0.001, "b": 0.001, "c": 0.001},
+                {"a": 0.5, "b": 0.001, "c": 0.001},
+                {"a": 0.5, "b": 0.5, "c": 0.001},
+            ]
             for i, pv in enumerate(plan, start=1):
                 al.on_window("m", "1", window(i, pv))
                 await asyncio.sleep(down_seconds / (len(plan) + 1))
@@ -286,8 +320,10 @@ def _down_then_back(tmp_path, down_seconds: float, backoff_max: float, backoff_i
         for k, s in st:
             if s == "resolved":
                 assert st.index((k, "firing")) < st.index((k, "resolved"))
-    print(f"\nreceiver down {down_seconds:.0f}s: {len(back.requests)} deliveries, all within "
-          f"{caught_up:.2f}s of its return, attempts max {max(r.attempts for r in log)}")
+    print(
+        f"\nreceiver down {down_seconds:.0f}s: {len(back.requests)} deliveries, all within "
+        f"{caught_up:.2f}s of its return, attempts max {max(r.attempts for r in log)}"
+    )
     return caught_up
 
 
@@ -315,8 +351,9 @@ def test_secrets_never_in_logs_or_errors(tmp_path, monkeypatch, caplog):
         await al.start()
         try:
             al.on_window("m", "1", window(1, {"age": 0.001}))
-            await until(lambda: (al.store.deliveries() or [None])[0] is not None
-                        and al.store.deliveries()[0].attempts >= 2, 10)
+            await until(
+                lambda: (al.store.deliveries() or [None])[0] is not None and al.store.deliveries()[0].attempts >= 2, 10
+            )
             return al.store.deliveries()
         finally:
             await al.stop()

@@ -17,10 +17,14 @@ from streams.cli import main
 from streams.cli.check_config import problems
 from streams.worker.monitors import load_monitors
 
-FEATURES = [{"name": "age", "kind": "numeric"}, {"name": "churned", "kind": "boolean"},
-            {"name": "plan", "kind": "categorical"}]
-GOOD_CSV = "age,churned,plan\n" + "".join(f"{20 + i % 40},{'True' if i % 3 else 'False'},{'pro' if i % 2 else 'free'}\n"
-                                          for i in range(200))
+FEATURES = [
+    {"name": "age", "kind": "numeric"},
+    {"name": "churned", "kind": "boolean"},
+    {"name": "plan", "kind": "categorical"},
+]
+GOOD_CSV = "age,churned,plan\n" + "".join(
+    f"{20 + i % 40},{'True' if i % 3 else 'False'},{'pro' if i % 2 else 'free'}\n" for i in range(200)
+)
 
 
 def config(tmp_path: Path, reference: str, webhooks: list | None = None) -> Path:
@@ -91,9 +95,14 @@ def test_unset_webhook_secrets_are_reported(tmp_path, capsys, monkeypatch):
     (tmp_path / "ref.csv").write_text(GOOD_CSV)
     monkeypatch.delenv("DW_TEST_HOOK_SECRET", raising=False)
     monkeypatch.delenv("DW_TEST_HOOK_URL", raising=False)
-    path = config(tmp_path, "ref.csv", webhooks=[
-        {"name": "ops", "url": "https://example.org/hook", "secret_env": "DW_TEST_HOOK_SECRET"},
-        {"name": "chat", "url_env": "DW_TEST_HOOK_URL", "secret_file": str(tmp_path / "no-secret")}])
+    path = config(
+        tmp_path,
+        "ref.csv",
+        webhooks=[
+            {"name": "ops", "url": "https://example.org/hook", "secret_env": "DW_TEST_HOOK_SECRET"},
+            {"name": "chat", "url_env": "DW_TEST_HOOK_URL", "secret_file": str(tmp_path / "no-secret")},
+        ],
+    )
     assert main(["check-config", str(path)]) == 1
     err = capsys.readouterr().err
     assert "webhooks[0].secret_env: webhook 'ops': environment variable DW_TEST_HOOK_SECRET is not set" in err
@@ -110,8 +119,12 @@ def test_unset_webhook_secrets_are_reported(tmp_path, capsys, monkeypatch):
 def test_problems_reads_no_broker_and_lists_everything(tmp_path):
     """Every problem at once (not only the first), each with its own field path."""
     (tmp_path / "a.csv").write_bytes(BAD["columns.csv"][0])
-    cfg = {"models": [{"model_id": m, "features": FEATURES, "reference": {"file": f}}
-                      for m, f in (("a", "a.csv"), ("b", "b.parquet"))]}
+    cfg = {
+        "models": [
+            {"model_id": m, "features": FEATURES, "reference": {"file": f}}
+            for m, f in (("a", "a.csv"), ("b", "b.parquet"))
+        ]
+    }
     path = tmp_path / "monitors.yaml"
     path.write_text(yaml.safe_dump(cfg))
     found, summaries = problems(load_monitors(path))
@@ -122,25 +135,44 @@ def test_problems_reads_no_broker_and_lists_everything(tmp_path):
 def test_check_config_explains_the_verdict_rule_and_the_alarm_budget(tmp_path, capsys):
     feats = [{"name": "age", "kind": "numeric"}, {"name": "plan", "kind": "categorical"}]
     path = tmp_path / "monitors.yaml"
-    path.write_text(yaml.safe_dump({
-        "alarm_budget": {"false_alarms": 7, "per": "week"},
-        "models": [{"model_id": "a", "features": feats, "window": {"size_seconds": 600},
-                    "drift": {"threshold": {"method": "reference_chunks", "sd_multiplier": 3}}},
-                   {"model_id": "b", "features": feats, "window": {"size_events": 500},
-                    "drift": {"threshold": {"method": "p_value"}}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "alarm_budget": {"false_alarms": 7, "per": "week"},
+                "models": [
+                    {
+                        "model_id": "a",
+                        "features": feats,
+                        "window": {"size_seconds": 600},
+                        "drift": {"threshold": {"method": "reference_chunks", "sd_multiplier": 3}},
+                    },
+                    {
+                        "model_id": "b",
+                        "features": feats,
+                        "window": {"size_events": 500},
+                        "drift": {"threshold": {"method": "p_value"}},
+                    },
+                ],
+            }
+        )
+    )
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "drift (reference_chunks): a feature drifts when its Kolmogorov-Smirnov / chi-square statistic " \
-           "is above mean + 3 sd of the same statistic on the reference's chunks" in out
+    assert (
+        "drift (reference_chunks): a feature drifts when its Kolmogorov-Smirnov / chi-square statistic "
+        "is above mean + 3 sd of the same statistic on the reference's chunks" in out
+    )
     assert "fewer than 5 such chunks" in out  # the fallback is said too
     assert "drift (p_value): a feature drifts when its Kolmogorov-Smirnov / chi-square p-value is below" in out
     assert "level follows the observed event rate" in out  # b counts events and declares no rate
     assert "alarm budget: 7 false alarm(s) per week" in out and "(1/day)" in out
     # every alarming family counts: drift, quality, prediction drift, CBPE per model: 1 alarm a day over 8
     level = 1 / (8 * 144)  # a: 144 windows a day
-    assert f"a: 0.5 alarm(s)/day over 4 family(ies) (drift 1, quality 1, prediction 1, performance 1) x 2 " \
-           f"test(s); windows/day 144 (size_seconds); level {level:.3g} per window, {level / 2:.3g} per test; " \
-           f"online detectors 0/day" in out
+    assert (
+        f"a: 0.5 alarm(s)/day over 4 family(ies) (drift 1, quality 1, prediction 1, performance 1) x 2 "
+        f"test(s); windows/day 144 (size_seconds); level {level:.3g} per window, {level / 2:.3g} per test; "
+        f"online detectors 0/day" in out
+    )
     # the quality rule in words: 2 rates per feature here (no bounds, no allowed list)
     assert "quality: each of 4 rate(s)" in out and "Clopper-Pearson upper bound of the reference rate" in out
     assert f"at level {1 / (8 * 144) / 4:.3g} (family level {1 / (8 * 144):.3g} / 4)" in out
@@ -149,10 +181,22 @@ def test_check_config_explains_the_verdict_rule_and_the_alarm_budget(tmp_path, c
 def test_the_online_detectors_expected_false_alarms_come_off_the_budget(tmp_path, capsys):
     feats = [{"name": "age", "kind": "numeric"}]
     path = tmp_path / "monitors.yaml"
-    path.write_text(yaml.safe_dump({
-        "alarm_budget": {"false_alarms": 2, "per": "day", "event_rates": {"a": 0.1}},
-        "models": [{"model_id": "a", "features": feats, "window": {"size_events": 500}, "task": "regression",
-                    "drift": {"online": {"features": ["age"], "ert": 10000}}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "alarm_budget": {"false_alarms": 2, "per": "day", "event_rates": {"a": 0.1}},
+                "models": [
+                    {
+                        "model_id": "a",
+                        "features": feats,
+                        "window": {"size_events": 500},
+                        "task": "regression",
+                        "drift": {"online": {"features": ["age"], "ert": 10000}},
+                    }
+                ],
+            }
+        )
+    )
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     online = 0.1 * 86400 / 10000  # one feature, one false alarm per 10,000 events, 8,640 events a day

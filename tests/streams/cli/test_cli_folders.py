@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[3]
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWATCH_")}
     base["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=cwd, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_state_folder_is_one_absolute_path_from_any_folder(tmp_path, monkeypatch):
@@ -45,8 +51,11 @@ def test_alerts_list_elsewhere_creates_no_stray_state_folder(tmp_path):
 
 @pytest.mark.integration
 def test_stack_status_from_another_folder_sees_the_running_stack(stack, tmp_path):
-    env = {"DRIFTWATCH_STATE_DIR": str(stack.state_dir), "DRIFTWATCH_KAFKA_PORT": str(stack.kafka_port),
-           "DRIFTWATCH_INFLUX_PORT": str(stack.influx_port)}
+    env = {
+        "DRIFTWATCH_STATE_DIR": str(stack.state_dir),
+        "DRIFTWATCH_KAFKA_PORT": str(stack.kafka_port),
+        "DRIFTWATCH_INFLUX_PORT": str(stack.influx_port),
+    }
     for cwd in (tmp_path, ROOT):
         status = json.loads(cli("stack", "status", "--json", cwd=cwd, env=env).stdout)
         assert all(s["running"] for s in status["services"].values()), (cwd, status)
@@ -57,6 +66,7 @@ def test_up_takes_monitors_and_worker_port(tmp_path):
     import argparse
 
     from streams.devstack import up
+
     parser = argparse.ArgumentParser()
     up.add_arguments(parser)
     (tmp_path / "mine.yaml").write_text("models: []\n")
@@ -86,7 +96,10 @@ def test_schema_export_without_dir_prints_and_writes_nothing(tmp_path):
     out = cli("schema", "export", cwd=tmp_path)
     assert out.returncode == 0 and list(tmp_path.iterdir()) == []
     schemas = json.loads(out.stdout)
-    assert set(schemas) == {p.name.removesuffix(".schema.json") for p in (ROOT / "streams" / "wire" / "schemas").iterdir()}
+    assert set(schemas) == {
+        p.name.removesuffix(".schema.json") for p in (ROOT / "streams" / "wire" / "schemas").iterdir()
+    }
     out = cli("schema", "export", "out", cwd=tmp_path)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        p.name for p in (ROOT / "streams" / "wire" / "schemas").iterdir())
+        p.name for p in (ROOT / "streams" / "wire" / "schemas").iterdir()
+    )

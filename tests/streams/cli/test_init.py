@@ -18,24 +18,38 @@ N = 600
 def tables(tmp_path: Path) -> dict[str, tuple[Path, dict]]:
     """Three CSVs written by pandas — numeric, categorical, boolean — each with missing values."""
     rng = np.random.default_rng(4)
-    numeric = pd.DataFrame({"temp": rng.normal(20, 5, N).round(2), "load": rng.exponential(3, N).round(3),
-                            "rpm": rng.integers(500, 3000, N)})
+    numeric = pd.DataFrame(
+        {
+            "temp": rng.normal(20, 5, N).round(2),
+            "load": rng.exponential(3, N).round(3),
+            "rpm": rng.integers(500, 3000, N),
+        }
+    )
     numeric.loc[::9, "temp"] = np.nan
     numeric["y"] = (numeric["load"] * 2 + rng.normal(0, 1, N)).round(3)
-    categorical = pd.DataFrame({"country": rng.choice(["DE", "FR", "NL", "PL"], N),
-                                "plan": rng.choice(["free", "pro"], N), "tier": rng.integers(1, 4, N).astype(float),
-                                "user": [f"u{i}" for i in range(N)]})
+    categorical = pd.DataFrame(
+        {
+            "country": rng.choice(["DE", "FR", "NL", "PL"], N),
+            "plan": rng.choice(["free", "pro"], N),
+            "tier": rng.integers(1, 4, N).astype(float),
+            "user": [f"u{i}" for i in range(N)],
+        }
+    )
     categorical.loc[::7, "country"] = None
     categorical.loc[::5, "tier"] = np.nan  # pandas writes 1.0, 2.0 around the gaps; events send 1, 2
     categorical["y"] = rng.choice(["churn", "stay"], N)
-    boolean = pd.DataFrame({"returning": rng.random(N) < 0.4, "promo": rng.random(N) < 0.1,
-                            "basket": rng.normal(50, 10, N).round(2)})
+    boolean = pd.DataFrame(
+        {"returning": rng.random(N) < 0.4, "promo": rng.random(N) < 0.1, "basket": rng.normal(50, 10, N).round(2)}
+    )
     boolean["promo"] = boolean["promo"].astype(object)
     boolean.loc[::6, "promo"] = None  # a bool column with gaps
     boolean["pred"] = np.where(rng.random(N) < 0.5, "buy", "leave")
     out = {}
-    for name, df, args in (("numeric", numeric, {"target": "y"}), ("categorical", categorical, {"target": "y"}),
-                           ("boolean", boolean, {"prediction": "pred"})):
+    for name, df, args in (
+        ("numeric", numeric, {"target": "y"}),
+        ("categorical", categorical, {"target": "y"}),
+        ("boolean", boolean, {"prediction": "pred"}),
+    ):
         path = tmp_path / f"{name}.csv"
         df.to_csv(path, index=False)
         out[name] = (path, args)
@@ -99,16 +113,28 @@ def _events(model: dict, df: pd.DataFrame, target: str | None, prediction: str |
     feats = {}
     for f in model["features"]:
         col = df[f["name"]]
-        feats[f["name"]] = [None if pd.isna(v) else (bool(v) if f["kind"] == "boolean" else
-                                                    (float(v) if f["kind"] == "numeric" else str(v)))
-                            for v in col]
+        feats[f["name"]] = [
+            None
+            if pd.isna(v)
+            else (bool(v) if f["kind"] == "boolean" else (float(v) if f["kind"] == "numeric" else str(v)))
+            for v in col
+        ]
     if model["task"] == "regression":
         pred = {"value": df[target].astype(float).tolist()}
     else:
         pred = {"label": df[prediction or target].astype(str).tolist()}
-    return orjson.dumps({"schema_version": 1, "type": "inference_batch", "model_id": model["model_id"],
-                         "model_version": "1", "event_id": [f"{model['model_id']}-{i}" for i in range(n)],
-                         "event_time": [1.7e9 + i for i in range(n)], "features": feats, "prediction": pred})
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "type": "inference_batch",
+            "model_id": model["model_id"],
+            "model_version": "1",
+            "event_id": [f"{model['model_id']}-{i}" for i in range(n)],
+            "event_time": [1.7e9 + i for i in range(n)],
+            "features": feats,
+            "prediction": pred,
+        }
+    )
 
 
 @pytest.mark.integration
@@ -121,14 +147,18 @@ def test_a_worker_runs_the_inferred_configs(settings, settings_env, tmp_path, ca
 
     t = tables(tmp_path)
     models = []
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 << 20,
-                             **settings.kafka_client_options())
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 << 20, **settings.kafka_client_options()
+    )
     for name, (path, args) in t.items():
         model = init(path, args, *(["--ignore", "user"] if name == "categorical" else []))["models"][0]
         models.append(model)
         df = pd.read_csv(path).sample(frac=1.0, random_state=1)  # the same rows in another order: no drift
-        producer.send(settings.topic_inferences, key=name.encode(),
-                      value=_events(model, df, args.get("target"), args.get("prediction")))
+        producer.send(
+            settings.topic_inferences,
+            key=name.encode(),
+            value=_events(model, df, args.get("target"), args.get("prediction")),
+        )
     producer.flush(30)
     producer.close(10)
     mon = tmp_path / "all.yaml"  # the three inferred models, as written, in one worker's config
@@ -136,8 +166,13 @@ def test_a_worker_runs_the_inferred_configs(settings, settings_env, tmp_path, ca
     assert main(["check-config", str(mon)]) == 0
     log = tmp_path / "worker.log"
     with worker(settings_env, mon, log) as proc:
-        wait_for(lambda: True if windowed(settings) == 3 * N else windowed(settings), 120,
-                 "every event of the three models in windows", [proc], log)
+        wait_for(
+            lambda: True if windowed(settings) == 3 * N else windowed(settings),
+            120,
+            "every event of the three models in windows",
+            [proc],
+            log,
+        )
     assert "reference file cannot be used" not in log.read_text()
     wins = query(settings, 'SELECT "n_events", "drift_evaluated", "model" FROM "dw_window"')
     assert {w["model"] for w in wins} == {"numeric", "categorical", "boolean"}
@@ -155,13 +190,20 @@ def test_the_readme_snippet_sends_the_model_its_init_step_declares(tmp_path):
     import re
 
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    section = readme[readme.index("## Add it to a serving app"):readme.index("## Configure a monitor")]
+    section = readme[readme.index("## Add it to a serving app") : readme.index("## Configure a monitor")]
     csv_name = re.search(r"driftwatch init --from-csv (\S+)", section).group(1)
     sent = re.search(r'send_inference\("([^"]+)"', section).group(1)
     features = set(re.findall(r'"(\w+)": ', section.split("features=")[1].split("prediction=")[0]))
     path = tmp_path / csv_name
-    pd.DataFrame({"age": [41, 35], "income": [3200.0, 1.0], "plan": ["pro", "free"], "returning": [True, False],
-                  "churned": ["stay", "churn"]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "age": [41, 35],
+            "income": [3200.0, 1.0],
+            "plan": ["pro", "free"],
+            "returning": [True, False],
+            "churned": ["stay", "churn"],
+        }
+    ).to_csv(path, index=False)
     model = init(path, {"target": "churned"})["models"][0]
     assert model["model_id"] == sent
     assert features == {f["name"] for f in model["features"]}

@@ -47,14 +47,21 @@ LEVELS = ["a", "b", "c", "d"]
 
 
 def features_cfg() -> list[dict]:
-    return ([{"name": n, "kind": "numeric", "min": -20, "max": 20} for n in NUMERIC]
-            + [{"name": "c0", "kind": "categorical", "allowed": LEVELS, "nullable": False}])
+    return [{"name": n, "kind": "numeric", "min": -20, "max": 20} for n in NUMERIC] + [
+        {"name": "c0", "kind": "categorical", "allowed": LEVELS, "nullable": False}
+    ]
 
 
 def write_monitors(path: Path, reference: dict, **extra) -> Path:
-    model = {"model_id": "m", "features": features_cfg(), "window": {"size_events": 500, "idle_close_seconds": 600},
-             "reference": reference, "drift": {"p_val": 0.001, "correction": "bonferroni"},
-             "adversarial": {"extraction": {"simulations": 60, "horizon": 200}}, **extra}
+    model = {
+        "model_id": "m",
+        "features": features_cfg(),
+        "window": {"size_events": 500, "idle_close_seconds": 600},
+        "reference": reference,
+        "drift": {"p_val": 0.001, "correction": "bonferroni"},
+        "adversarial": {"extraction": {"simulations": 60, "horizon": 200}},
+        **extra,
+    }
     path.write_text(yaml.safe_dump({"models": [model]}))
     return path
 
@@ -77,23 +84,35 @@ def batch(start: int, n: int, rng: np.random.Generator, t0: float, version: str 
     """A column batch of ``n`` stationary events of model m, with probabilities and sources."""
     x = rng.normal(size=(len(NUMERIC), n))
     p1 = 1.0 / (1.0 + np.exp(-2 * x[1]))
-    return orjson.dumps({
-        "schema_version": 1, "type": "inference_batch", "model_id": "m", "model_version": version,
-        "event_id": [f"m-{i}" for i in range(start, start + n)],
-        "event_time": (t0 + np.arange(start, start + n) * 0.01).tolist(),
-        "source_id": [f"client-{i % 7}" for i in range(start, start + n)],
-        "features": {**{k: x[i].tolist() for i, k in enumerate(NUMERIC)},
-                     "c0": np.array(LEVELS)[rng.choice(4, size=n, p=C0_P)].tolist()},
-        "prediction": {"label": np.where(p1 > 0.5, "yes", "no").tolist(),
-                       "probabilities": {"no": (1 - p1).tolist(), "yes": p1.tolist()}},
-    })
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "type": "inference_batch",
+            "model_id": "m",
+            "model_version": version,
+            "event_id": [f"m-{i}" for i in range(start, start + n)],
+            "event_time": (t0 + np.arange(start, start + n) * 0.01).tolist(),
+            "source_id": [f"client-{i % 7}" for i in range(start, start + n)],
+            "features": {
+                **{k: x[i].tolist() for i, k in enumerate(NUMERIC)},
+                "c0": np.array(LEVELS)[rng.choice(4, size=n, p=C0_P)].tolist(),
+            },
+            "prediction": {
+                "label": np.where(p1 > 0.5, "yes", "no").tolist(),
+                "probabilities": {"no": (1 - p1).tolist(), "yes": p1.tolist()},
+            },
+        }
+    )
 
 
 def small_ref(seed: int = 0, n: int = 300) -> Reference:
     rng = np.random.default_rng(seed)
-    f = Frame.from_columns(event_id=np.arange(n).astype(str).astype(object), event_time=np.zeros(n),
-                           numeric={"x": rng.normal(size=n)},
-                           categorical={"c": rng.choice(np.array(["a", "b"], dtype=object), n)})
+    f = Frame.from_columns(
+        event_id=np.arange(n).astype(str).astype(object),
+        event_time=np.zeros(n),
+        numeric={"x": rng.normal(size=n)},
+        categorical={"c": rng.choice(np.array(["a", "b"], dtype=object), n)},
+    )
     return Reference.from_frame(f, [FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="c", kind="categorical")])
 
 
@@ -103,8 +122,9 @@ def big_ref(n: int = 5000, seed: int = 1) -> Reference:
     num = {f"x{i}": rng.normal(size=n) for i in range(19)}
     seg = rng.choice(np.array([f"s{i}" for i in range(8)], dtype=object), n)
     specs = [FeatureSpec(name=k, kind="numeric") for k in num] + [FeatureSpec(name="seg", kind="categorical")]
-    f = Frame.from_columns(event_id=np.arange(n).astype(str).astype(object), event_time=np.zeros(n),
-                           numeric=num, categorical={"seg": seg})
+    f = Frame.from_columns(
+        event_id=np.arange(n).astype(str).astype(object), event_time=np.zeros(n), numeric=num, categorical={"seg": seg}
+    )
     return Reference.from_frame(f, specs, segments=["seg"])
 
 
@@ -118,10 +138,17 @@ def test_feature_summary_matches_numpy():
     x[:17] = np.nan
     c = np.array(["u", "v", "w"], dtype=object)[rng.choice(3, size=n, p=[0.6, 0.3, 0.1])]
     c[:5] = None
-    specs = [FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="c", kind="categorical"),
-             FeatureSpec(name="s", kind="numeric", sensitive=True)]
-    f = Frame.from_columns(event_id=np.arange(n).astype(str).astype(object), event_time=np.zeros(n),
-                           numeric={"x": x, "s": rng.normal(size=n)}, categorical={"c": c})
+    specs = [
+        FeatureSpec(name="x", kind="numeric"),
+        FeatureSpec(name="c", kind="categorical"),
+        FeatureSpec(name="s", kind="numeric", sensitive=True),
+    ]
+    f = Frame.from_columns(
+        event_id=np.arange(n).astype(str).astype(object),
+        event_time=np.zeros(n),
+        numeric={"x": x, "s": rng.normal(size=n)},
+        categorical={"c": c},
+    )
     s = {d["name"]: d for d in feature_summary(Reference.from_frame(f, specs), specs)}
     ok = x[~np.isnan(x)]
     assert s["x"]["n"] == n - 17 and s["x"]["missing"] == 17
@@ -137,15 +164,22 @@ def test_feature_summary_matches_numpy():
 
 
 def test_expectation_problems():
-    specs = [FeatureSpec(name="x", kind="numeric", min=0, max=1, nullable=False),
-             FeatureSpec(name="c", kind="categorical", allowed=["a", "b"])]
-    f = Frame.from_columns(event_id=np.arange(5).astype(str).astype(object), event_time=np.zeros(5),
-                           numeric={"x": np.array([0.5, 2.0, -1.0, np.nan, 1.0])},
-                           categorical={"c": np.array(["a", "z", None, "b", "a"], dtype=object)})
+    specs = [
+        FeatureSpec(name="x", kind="numeric", min=0, max=1, nullable=False),
+        FeatureSpec(name="c", kind="categorical", allowed=["a", "b"]),
+    ]
+    f = Frame.from_columns(
+        event_id=np.arange(5).astype(str).astype(object),
+        event_time=np.zeros(5),
+        numeric={"x": np.array([0.5, 2.0, -1.0, np.nan, 1.0])},
+        categorical={"c": np.array(["a", "z", None, "b", "a"], dtype=object)},
+    )
     got = expectation_problems(f, specs)
-    assert got == ["x: 2 of 5 values (40.0%) outside [0.0, 1.0]",
-                   "x: 1 of 5 values missing, but the feature is not nullable",
-                   "c: 1 of 5 values ('z') not in the allowed categories"]
+    assert got == [
+        "x: 2 of 5 values (40.0%) outside [0.0, 1.0]",
+        "x: 1 of 5 values missing, but the feature is not nullable",
+        "c: 1 of 5 values ('z') not in the allowed categories",
+    ]
 
 
 def test_applicable_precedence():
@@ -168,9 +202,16 @@ class Rec:
 def test_fold_assembles_chunks_and_rejects_incomplete_ones():
     blob = bytes(range(256)) * 40
     sha = hashlib.sha256(blob).hexdigest()
-    parts = [blob[i:i + 4000] for i in range(0, len(blob), 4000)]
-    manifest = json.dumps({"format": "driftwatch-reference-manifest", "version": 1, "chunks": len(parts),
-                           "sha256": sha, "size": len(blob)}).encode()
+    parts = [blob[i : i + 4000] for i in range(0, len(blob), 4000)]
+    manifest = json.dumps(
+        {
+            "format": "driftwatch-reference-manifest",
+            "version": 1,
+            "chunks": len(parts),
+            "sha256": sha,
+            "size": len(blob),
+        }
+    ).encode()
     h = [("dw-chunks", str(len(parts)).encode()), ("dw-origin", b"set"), ("dw-rows", b"7")]
     fold = _Fold()
     for i, p in enumerate(parts):
@@ -220,7 +261,9 @@ def test_every_reference_source_attaches_its_rows(source, tmp_path):
     from streams.worker.pipeline import Pipeline
 
     write_rows(tmp_path / "ref.csv", 1500, seed=2)
-    ref_cfg = {"file": "ref.csv"} if source == "file" else {"first_n": 1000} if source == "first_n" else {"rolling": True}
+    ref_cfg = (
+        {"file": "ref.csv"} if source == "file" else {"first_n": 1000} if source == "first_n" else {"rolling": True}
+    )
     cfg = load_monitors(write_monitors(tmp_path / "m.yaml", ref_cfg))
     assert cfg.models[0].adversarial.warmup_events is None
     rng = np.random.default_rng(5)
@@ -280,11 +323,26 @@ def test_a_reference_over_1mb_is_chunked_and_round_trips(settings, consume_all):
         follow = asyncio.ensure_future(follower.follow(on_snapshot, on_change, poll_ms=200))
         try:
             await asyncio.wait_for(snap.wait(), 30)
-            await store.save(StoredReference("big", "1", blob, "", -1, (-1, -1), big.n_rows, time.time(),
-                                             origin=ORIGIN_SET, source="big.npz"))
+            await store.save(
+                StoredReference(
+                    "big", "1", blob, "", -1, (-1, -1), big.n_rows, time.time(), origin=ORIGIN_SET, source="big.npz"
+                )
+            )
             first = await ReferenceStore(settings).load()  # another process reading it
-            await store.save(StoredReference("big", "1", other.to_bytes(), "", -1, (-1, -1), other.n_rows,
-                                             time.time(), origin=ORIGIN_SET, source="other.npz"))
+            await store.save(
+                StoredReference(
+                    "big",
+                    "1",
+                    other.to_bytes(),
+                    "",
+                    -1,
+                    (-1, -1),
+                    other.n_rows,
+                    time.time(),
+                    origin=ORIGIN_SET,
+                    source="other.npz",
+                )
+            )
             second = await store.load()
             await store.reset("big", "1")
             third = await store.load()
@@ -307,9 +365,11 @@ def test_a_reference_over_1mb_is_chunked_and_round_trips(settings, consume_all):
     assert second[("big", "1")].source == "other.npz" and ("big", "1") not in third
     # a running follower saw the saves and the reset, in order, ending with the reset (changes that
     # arrive in one poll are reported once, as the key's latest state)
-    writes = [("change", ("big", "1"), hashlib.sha256(blob).hexdigest()),
-              ("change", ("big", "1"), hashlib.sha256(other.to_bytes()).hexdigest()),
-              ("change", ("big", "1"), None)]
+    writes = [
+        ("change", ("big", "1"), hashlib.sha256(blob).hexdigest()),
+        ("change", ("big", "1"), hashlib.sha256(other.to_bytes()).hexdigest()),
+        ("change", ("big", "1"), None),
+    ]
     assert seen[0] == ("snapshot", []) and seen[-1] == writes[-1], seen
     assert seen[1:] == [w for w in writes if w in seen[1:]], seen  # a subsequence, in write order
     # on the topic: no record near the 1 MB limit; the replaced and reset chunks are tombstoned
@@ -394,17 +454,30 @@ def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, 
             send(4)  # 1000 events build the reference, 2 windows are tested against it
             wait_for(n_windows(4), 120, "4 windows", [proc], log)
 
-            code, out, err = _cli(monkeypatch, settings_env, capsys, "set", "m", "--version", "1",
-                                  "--file", str(tmp_path / "shifted.csv"), "--monitors", str(mon))
+            code, out, err = _cli(
+                monkeypatch,
+                settings_env,
+                capsys,
+                "set",
+                "m",
+                "--version",
+                "1",
+                "--file",
+                str(tmp_path / "shifted.csv"),
+                "--monitors",
+                str(mon),
+            )
             assert code == 0, err
             assert "reference of m v1 set from" in out and "3000 rows" in out
-            wait_for(lambda: "reference set by an operator" in log.read_text(), 30, "the worker to apply it",
-                     [proc], log)
+            wait_for(
+                lambda: "reference set by an operator" in log.read_text(), 30, "the worker to apply it", [proc], log
+            )
             send(2)
             wait_for(n_windows(6), 60, "6 windows", [proc], log)
 
-            code, out, err = _cli(monkeypatch, settings_env, capsys, "show", "m", "--version", "1", "--json",
-                                  "--monitors", str(mon))
+            code, out, err = _cli(
+                monkeypatch, settings_env, capsys, "show", "m", "--version", "1", "--json", "--monitors", str(mon)
+            )
             assert code == 0, err
             doc = json.loads(out)
             (shown,) = doc["references"]
@@ -415,27 +488,34 @@ def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, 
             assert x0["quantiles"]["0.5"] == pytest.approx(np.median(shifted["x0"]))
             c0 = next(f for f in shown["features"] if f["name"] == "c0")
             assert c0["top"][0]["value"] == "a" and c0["top"][0]["share"] == pytest.approx(
-                np.mean(shifted["c0"] == "a"), abs=1e-4)
+                np.mean(shifted["c0"] == "a"), abs=1e-4
+            )
             assert len(out) < 10_000  # a summary, never the 3000 rows
             # the rows are stored beside it (for the row-based evaluators of a restarted worker), not shown
             assert shown["stored_rows"]["n"] == 3000 and shown["stored_rows"]["withheld"] == []
             code, text, _ = _cli(monkeypatch, settings_env, capsys, "show", "m", "--monitors", str(mon))
             assert "set by an operator" in text and "x0" in text and "row data 3000 rows" in text
 
-            code, out, err = _cli(monkeypatch, settings_env, capsys, "reset", "m", "--version", "1",
-                                  "--monitors", str(mon))
+            code, out, err = _cli(
+                monkeypatch, settings_env, capsys, "reset", "m", "--version", "1", "--monitors", str(mon)
+            )
             assert code == 0 and "reset m/1" in out, err
-            wait_for(lambda: "reset to the configured source" in log.read_text(), 30, "the worker to reset",
-                     [proc], log)
+            wait_for(
+                lambda: "reset to the configured source" in log.read_text(), 30, "the worker to reset", [proc], log
+            )
             send(4)  # 1000 events rebuild the reference, 2 windows are tested against it
             wait_for(n_windows(10), 60, "10 windows", [proc], log)
 
             def rebuilt():
-                c, o, _e = _cli(monkeypatch, settings_env, capsys, "show", "m", "--version", "1", "--json",
-                                "--monitors", str(mon))
+                c, o, _e = _cli(
+                    monkeypatch, settings_env, capsys, "show", "m", "--version", "1", "--json", "--monitors", str(mon)
+                )
                 refs = json.loads(o)["references"] if c == 0 else []
-                return True if refs and refs[0]["origin"] == ORIGIN_FIRST_N and refs[0]["stored_rows"]["n"] == 1000 \
+                return (
+                    True
+                    if refs and refs[0]["origin"] == ORIGIN_FIRST_N and refs[0]["stored_rows"]["n"] == 1000
                     else refs
+                )
 
             wait_for(rebuilt, 30, "the rebuilt reference in the store", [proc], log)
             adversarial = query(settings, f'SELECT "score" FROM "{R.ADVERSARIAL}"')
@@ -477,8 +557,7 @@ def test_a_worker_started_later_reads_the_set_reference(settings, settings_env, 
         async def main():
             store = ReferenceStore(settings)
             sink = CollectSink()
-            p = Pipeline(settings, cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters),
-                         references=store)
+            p = Pipeline(settings, cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters), references=store)
             try:
                 await p.process(msgs)
                 await p.drain(timeout=120)
@@ -490,13 +569,17 @@ def test_a_worker_started_later_reads_the_set_reference(settings, settings_env, 
 
     def summary(records) -> list[tuple[str, int]]:
         wins = {r.time_ns: r.fields["reference"] for r in records if r.measurement == R.WINDOW and "seq" in r.fields}
-        x0 = {r.time_ns: int(r.fields["drift"]) for r in records
-              if r.measurement == R.DRIFT and r.tags.get("feature") == "x0" and "segment" not in r.tags}
+        x0 = {
+            r.time_ns: int(r.fields["drift"])
+            for r in records
+            if r.measurement == R.DRIFT and r.tags.get("feature") == "x0" and "segment" not in r.tags
+        }
         return [(wins[t], x0[t]) for t in sorted(wins)]
 
     assert summary(run_worker("a")) == [("file", 0), ("file", 0)]
-    code, out, err = _cli(monkeypatch, settings_env, capsys, "set", "m", "--file", str(tmp_path / "shifted.csv"),
-                          "--monitors", str(mon))
+    code, out, err = _cli(
+        monkeypatch, settings_env, capsys, "set", "m", "--file", str(tmp_path / "shifted.csv"), "--monitors", str(mon)
+    )
     assert code == 0 and "every version" in out, err
     assert summary(run_worker("b")) == [("set", 1), ("set", 1)]  # x0 drifts against the shifted rows
     code, out, err = _cli(monkeypatch, settings_env, capsys, "reset", "m", "--monitors", str(mon))
@@ -507,8 +590,9 @@ def test_a_worker_started_later_reads_the_set_reference(settings, settings_env, 
 
 
 @pytest.mark.integration
-def test_show_says_one_thing_and_gives_the_summary_its_help_promises(settings, settings_env, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_show_says_one_thing_and_gives_the_summary_its_help_promises(
+    settings, settings_env, tmp_path, monkeypatch, capsys
+):
     """`reference show iris` once said both "not in the monitor config" and "workers use the configured
     source"; `reference show wine` (a file reference, nothing stored) printed no per-feature summary."""
     cols = write_rows(tmp_path / "ref.csv", 400, seed=3)

@@ -45,7 +45,7 @@ def test_evasion_flips_the_demo_classifier_with_small_steps() -> None:
     assert np.median(p[:, -1] - p[:, -2]) < 0.5 * np.median(p0[:, -1] - p0[:, -2])
     # each feature moved by at most one step (of 0.05 std, plus rounding to the dataset's precision) per step
     moved = np.abs(r.X - X) / m.std
-    assert (moved <= r.steps[:, None] * (0.05 + 0.5 * 10.0 ** -m.decimals / m.std) + 1e-9).all()
+    assert (moved <= r.steps[:, None] * (0.05 + 0.5 * 10.0**-m.decimals / m.std) + 1e-9).all()
     assert (m.lo <= r.X).all()
 
 
@@ -69,8 +69,15 @@ def test_extraction_queries(strategy: str) -> None:
     seeds, _ = m.sample(np.random.default_rng(2), 10)
 
     def make():
-        return A.ExtractionAttack(m.estimator.predict, seeds, scale=m.std, strategy=strategy, step=0.1,
-                                  rng=np.random.default_rng(3), finish=m.finish_inputs)
+        return A.ExtractionAttack(
+            m.estimator.predict,
+            seeds,
+            scale=m.std,
+            strategy=strategy,
+            step=0.1,
+            rng=np.random.default_rng(3),
+            finish=m.finish_inputs,
+        )
 
     att = make()
     Q = np.vstack([att.take(7), att.take(150), att.take(43)])
@@ -152,9 +159,14 @@ def demo_events(**kw) -> tuple[Any, list[dict[str, Any]]]:
             if topic == SETTINGS.topic_inferences:
                 b = InferenceBatch.model_validate_json(value)
                 for j in range(len(b.event_id)):
-                    events.append({"model": b.model_id, "source": b.source_id[j] if b.source_id else None,
-                                   "features": {k: v[j] for k, v in b.features.items()},
-                                   "label": b.prediction.label[j] if b.prediction.label else None})
+                    events.append(
+                        {
+                            "model": b.model_id,
+                            "source": b.source_id[j] if b.source_id else None,
+                            "features": {k: v[j] for k, v in b.features.items()},
+                            "label": b.prediction.label[j] if b.prediction.label else None,
+                        }
+                    )
     return summary, events
 
 
@@ -163,16 +175,21 @@ def test_the_three_scenarios_are_registered() -> None:
 
 
 def test_demo_evasion_and_extraction_add_attack_clients() -> None:
-    s, ev = demo_events(models=["wine", "diabetes"], events=400, rate=400,
-                        scenarios=["evasion:at=0.5,share=0.2", "extraction:share=0.1,source=probe-x"])
+    s, ev = demo_events(
+        models=["wine", "diabetes"],
+        events=400,
+        rate=400,
+        scenarios=["evasion:at=0.5,share=0.2", "extraction:share=0.1,source=probe-x"],
+    )
     wine_ev = [e for e in ev if e["model"] == "wine"]
     evader = [e for e in wine_ev if e["source"] == "evader-1"]
     probe = [e for e in ev if e["source"] == "probe-x"]
     assert s.counters["evasion.wine.evasion_events"] == len(evader) > 0
     assert "evasion.diabetes.evasion_events" not in s.counters  # regression: nothing to evade
     assert 0.9 <= s.counters["evasion.wine.flipped"] / len(evader) <= 1.0
-    assert s.counters["extraction.wine.extraction_queries"] + s.counters["extraction.diabetes.extraction_queries"] \
-        == len(probe)
+    assert s.counters["extraction.wine.extraction_queries"] + s.counters[
+        "extraction.diabetes.extraction_queries"
+    ] == len(probe)
     assert {e["model"] for e in probe} == {"wine", "diabetes"}
     assert s.events["wine"] == 400 + len(evader) + sum(1 for e in probe if e["model"] == "wine")
     # attack rows are valid events: in range, same features as the normal traffic
@@ -191,15 +208,19 @@ def test_demo_benign_shift_moves_the_normal_clients() -> None:
     assert s.events == {"wine": 600}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("extraction:strategy=magic", "unknown strategy"),
-    ("evasion:step=0", "step > 0"),
-    ("benign-shift:quantile=1.5", "quantile"),
-    ("benign-shift:feature=colour", "not a numeric model input"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("extraction:strategy=magic", "unknown strategy"),
+        ("evasion:step=0", "step > 0"),
+        ("benign-shift:quantile=1.5", "quantile"),
+        ("benign-shift:feature=colour", "not a numeric model input"),
+    ],
+)
 def test_bad_scenario_parameters_fail_before_sending(text: str, message: str) -> None:
     FakeClient.instances.clear()
     with pytest.raises(ValueError, match=message):
-        run_demo(SETTINGS, DemoOptions(models=["wine"], events=10, pace=False, scenarios=[text]),
-                 client_factory=FakeClient)
+        run_demo(
+            SETTINGS, DemoOptions(models=["wine"], events=10, pace=False, scenarios=[text]), client_factory=FakeClient
+        )
     assert FakeClient.instances == []

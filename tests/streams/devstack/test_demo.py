@@ -102,21 +102,24 @@ class Run:
                 b = InferenceBatch.model_validate_json(value)
                 assert key == b.model_id.encode()
                 for j, eid in enumerate(b.event_id):
-                    self.events.setdefault(b.model_id, []).append({
-                        "event_id": eid,
-                        "event_time": b.event_time[j],
-                        "source_id": b.source_id[j] if b.source_id else None,
-                        "features": {k: v[j] for k, v in b.features.items()},
-                        "label": b.prediction.label[j] if b.prediction.label else None,
-                        "value": b.prediction.value[j] if b.prediction.value else None,
-                        "proba": {c: v[j] for c, v in (b.prediction.probabilities or {}).items()},
-                    })
+                    self.events.setdefault(b.model_id, []).append(
+                        {
+                            "event_id": eid,
+                            "event_time": b.event_time[j],
+                            "source_id": b.source_id[j] if b.source_id else None,
+                            "features": {k: v[j] for k, v in b.features.items()},
+                            "label": b.prediction.label[j] if b.prediction.label else None,
+                            "value": b.prediction.value[j] if b.prediction.value else None,
+                            "proba": {c: v[j] for c, v in (b.prediction.probabilities or {}).items()},
+                        }
+                    )
             else:
                 assert topic == SETTINGS.topic_labels
                 b = LabelBatch.model_validate_json(value)
                 for j, eid in enumerate(b.event_id):
                     self.labels.setdefault(b.model_id, []).append(
-                        {"event_id": eid, "label": b.label[j], "label_time": b.label_time[j]})
+                        {"event_id": eid, "label": b.label[j], "label_time": b.label_time[j]}
+                    )
         for evs in self.events.values():
             evs.sort(key=lambda e: e["event_id"])
 
@@ -125,7 +128,6 @@ class Run:
 
     def numeric(self, model: str, feature: str) -> np.ndarray:
         return np.array([np.nan if v is None or isinstance(v, str) else v for v in self.column(model, feature)], float)
-
 
 
 def feature_specs(model: str):
@@ -164,7 +166,9 @@ def test_stationary_traffic_follows_the_config_and_counts_add_up() -> None:
     assert np.all(gaps <= 2.0 + 1e-6) and np.all(gaps >= 2.0 - D.TICK_SECONDS - 1e-6)
     # the classifier is a good one, its probabilities are probabilities, the regression is sane
     wine = r.events["wine"]
-    assert all(abs(sum(e["proba"].values()) - 1) < 1e-3 and e["label"] == max(e["proba"], key=e["proba"].get) for e in wine)
+    assert all(
+        abs(sum(e["proba"].values()) - 1) < 1e-3 and e["label"] == max(e["proba"], key=e["proba"].get) for e in wine
+    )
     truth = {x["event_id"]: x["label"] for x in r.labels["wine"]}
     acc = np.mean([e["label"] == truth[e["event_id"]] for e in wine if e["event_id"] in truth])
     assert acc > 0.85
@@ -187,8 +191,15 @@ def test_numpy_predictions_equal_scikit_learn() -> None:
 
 
 def test_same_seed_same_traffic_other_seed_other_traffic() -> None:
-    kw = dict(events=200, rate=100, malformed_rate=0.05, drift_at=1.0, quality_break_at=1.0, concept_drift_at=1.0,
-              start_time=1_700_000_000.0)
+    kw = dict(
+        events=200,
+        rate=100,
+        malformed_rate=0.05,
+        drift_at=1.0,
+        quality_break_at=1.0,
+        concept_drift_at=1.0,
+        start_time=1_700_000_000.0,
+    )
     a, b, c = Run(seed=5, **kw), Run(seed=5, **kw), Run(seed=6, **kw)
     # the same events, labels and garbage bytes (how the SDK cuts them into messages depends on timing)
     assert a.events == b.events and a.raw_messages == b.raw_messages
@@ -238,7 +249,8 @@ def test_shipped_references_are_what_the_generator_writes(tmp_path: Path) -> Non
     for model in models().values():
         fresh = M.write_reference_csv(model, tmp_path / f"{model.model_id}.csv")
         assert fresh.read_bytes() == M.reference_path(model.model_id).read_bytes(), (
-            f"{model.model_id}: regenerate with `driftwatch demo --write-reference streams/devstack/examples`")
+            f"{model.model_id}: regenerate with `driftwatch demo --write-reference streams/devstack/examples`"
+        )
 
 
 def test_references_load_and_stay_in_range() -> None:
@@ -316,15 +328,20 @@ def test_quality_break_counts_match_what_was_published_and_what_the_decoder_sees
             else:
                 bad += sum(isinstance(v, float) for v in col)
                 oor += sum(isinstance(v, str) and v not in spec.allowed for v in col)
-        assert (nulls, oor, bad) == (c[f"quality-break.{model}.null_values"],
-                                     c[f"quality-break.{model}.out_of_range_values"],
-                                     c[f"quality-break.{model}.type_errors"])
+        assert (nulls, oor, bad) == (
+            c[f"quality-break.{model}.null_values"],
+            c[f"quality-break.{model}.out_of_range_values"],
+            c[f"quality-break.{model}.type_errors"],
+        )
         n = 2 * 2000  # two features: Binomial(4000, p)
         for got, p in ((nulls, 0.3), (oor, 0.2), (bad, 0.05)):
             assert abs(got - n * p) < 5 * np.sqrt(n * p * (1 - p)), (model, got, p)
         # the worker's decoder keeps the events and marks the wrong types
-        msgs = [DecodeMessage(v, k, t, 0, i, int(time.time() * 1000))
-                for i, (t, k, v) in enumerate(r.sdk_messages) if k == model.encode() and t == SETTINGS.topic_inferences]
+        msgs = [
+            DecodeMessage(v, k, t, 0, i, int(time.time() * 1000))
+            for i, (t, k, v) in enumerate(r.sdk_messages)
+            if k == model.encode() and t == SETTINGS.topic_inferences
+        ]
         out = dec.decode(msgs)
         assert out.dead == []
         frames = list(out.frames.values())
@@ -355,9 +372,13 @@ def test_concept_drift_changes_labels_not_inputs() -> None:
 @pytest.mark.parametrize("kind", MALFORMED_KINDS)
 def test_every_malformed_kind_is_dead_lettered_by_the_decoder(kind: str) -> None:
     from streams.worker import decode
+
     expected = {
-        "invalid_json": decode.R_INVALID_JSON, "empty": decode.R_EMPTY, "nan_literal": decode.R_NON_FINITE,
-        "unknown_model": decode.R_UNKNOWN_MODEL, "bad_schema_version": decode.R_UNSUPPORTED_VERSION,
+        "invalid_json": decode.R_INVALID_JSON,
+        "empty": decode.R_EMPTY,
+        "nan_literal": decode.R_NON_FINITE,
+        "unknown_model": decode.R_UNKNOWN_MODEL,
+        "bad_schema_version": decode.R_UNSUPPORTED_VERSION,
         "not_json": decode.R_INVALID_ENCODING,
     }
     dec = Decoder(CONFIG)
@@ -474,8 +495,9 @@ def test_stop_event_ends_an_endless_paced_run() -> None:
         stop.set()
 
     threading.Thread(target=stop_once_traffic_flows, daemon=True).start()
-    s = run_demo(SETTINGS, DemoOptions(rate=100, seed=1, progress_every=0, label_delay=30), stop=stop,
-                 client_factory=FakeClient)
+    s = run_demo(
+        SETTINGS, DemoOptions(rate=100, seed=1, progress_every=0, label_delay=30), stop=stop, client_factory=FakeClient
+    )
     assert s.interrupted and 0 < s.events["wine"] < 1000
     assert s.total_labels == 0  # none was due yet: none published, none counted
 
@@ -496,17 +518,60 @@ def test_cli_flags_map_to_options() -> None:
 
     p = argparse.ArgumentParser()
     D.add_arguments(p)
-    a = p.parse_args(["--rate", "50", "--events", "7", "--drift-at", "60", "--drift-features", "alcohol,bmi",
-                      "--drift-shift", "2", "--quality-break-at", "90", "--malformed-rate", "0.01",
-                      "--concept-drift-at", "120", "--label-delay", "3", "--label-fraction", "0.2",
-                      "--seed", "4", "--no-pace", "--scenario", "data-drift:at=5", "--quiet"])
+    a = p.parse_args(
+        [
+            "--rate",
+            "50",
+            "--events",
+            "7",
+            "--drift-at",
+            "60",
+            "--drift-features",
+            "alcohol,bmi",
+            "--drift-shift",
+            "2",
+            "--quality-break-at",
+            "90",
+            "--malformed-rate",
+            "0.01",
+            "--concept-drift-at",
+            "120",
+            "--label-delay",
+            "3",
+            "--label-fraction",
+            "0.2",
+            "--seed",
+            "4",
+            "--no-pace",
+            "--scenario",
+            "data-drift:at=5",
+            "--quiet",
+        ]
+    )
     o = D.options_from_args(a)
     assert (o.rate, o.events, o.duration, o.drift_at, o.drift_features, o.drift_shift) == (
-        50.0, 7, None, 60.0, ["alcohol", "bmi"], 2.0)
+        50.0,
+        7,
+        None,
+        60.0,
+        ["alcohol", "bmi"],
+        2.0,
+    )
     assert (o.quality_break_at, o.malformed_rate, o.concept_drift_at, o.label_delay, o.label_fraction) == (
-        90.0, 0.01, 120.0, 3.0, 0.2)
+        90.0,
+        0.01,
+        120.0,
+        3.0,
+        0.2,
+    )
     assert (o.seed, o.pace, o.scenarios, o.progress_every) == (4, False, ["data-drift:at=5"], 0.0)
-    assert [s.name for s in o.build_scenarios()] == ["data-drift", "quality-break", "malformed", "concept-drift", "data-drift"]
+    assert [s.name for s in o.build_scenarios()] == [
+        "data-drift",
+        "quality-break",
+        "malformed",
+        "concept-drift",
+        "data-drift",
+    ]
     with pytest.raises(SystemExit):
         p.parse_args(["--events", "5", "--duration", "3"])
 
@@ -533,8 +598,17 @@ def _topic_contents(settings: Settings, consume_all) -> tuple[dict, dict]:
 @pytest.mark.integration
 @pytest.mark.slow  # the demo on the real broker (~6 s)
 def test_demo_on_the_real_broker_publishes_what_it_reports(settings: Settings, consume_all) -> None:
-    opts = DemoOptions(events=600, rate=600, label_delay=0.5, label_fraction=0.5, malformed_rate=0.02, seed=3,
-                       drift_at=0.5, quality_break_at=0.5, progress_every=0)
+    opts = DemoOptions(
+        events=600,
+        rate=600,
+        label_delay=0.5,
+        label_fraction=0.5,
+        malformed_rate=0.02,
+        seed=3,
+        drift_at=0.5,
+        quality_break_at=0.5,
+        progress_every=0,
+    )
     s = run_demo(settings, opts)
     assert s.delivered and not s.interrupted
     assert s.elapsed_s >= 1.0  # paced: 600 events at 600/s, then the last labels 0.5 s later
@@ -553,9 +627,28 @@ def test_demo_on_the_real_broker_publishes_what_it_reports(settings: Settings, c
 def test_demo_command_line(settings_env: dict[str, str], settings: Settings, consume_all) -> None:
     env = {**os.environ, **settings_env}
     proc = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--events", "100", "--rate", "1000", "--no-pace",
-         "--seed", "5", "--label-delay", "0", "--label-fraction", "1", "--quiet"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "demo",
+            "--events",
+            "100",
+            "--rate",
+            "1000",
+            "--no-pace",
+            "--seed",
+            "5",
+            "--label-delay",
+            "0",
+            "--label-fraction",
+            "1",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "200 events" in proc.stdout and "200 labels" in proc.stdout and "lost 0" in proc.stdout
@@ -566,15 +659,31 @@ def test_demo_command_line(settings_env: dict[str, str], settings: Settings, con
 
 @pytest.mark.integration
 @pytest.mark.slow  # an endless demo on the real broker (~7 s)
-def test_sigterm_stops_an_endless_demo_and_loses_nothing(settings_env: dict[str, str], settings: Settings,
-                                                         consume_all) -> None:
+def test_sigterm_stops_an_endless_demo_and_loses_nothing(
+    settings_env: dict[str, str], settings: Settings, consume_all
+) -> None:
     import re
     import signal
 
     env = {**os.environ, **settings_env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "demo", "--rate", "300", "--label-delay", "0.5", "--seed", "9", "--quiet"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "demo",
+            "--rate",
+            "300",
+            "--label-delay",
+            "0.5",
+            "--seed",
+            "9",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -619,18 +728,34 @@ def test_demo_references_run_prediction_drift_impact_and_calibrated_cbpe() -> No
         assert rows.label is not None and (rows.pred_label is not None or rows.pred_value is not None)
         ref = attach_reference_frame(Reference.from_frame(rows, mon.features), rows)
         X, _ = model.sample(rng, 500)
-        X[:, model.index(model.default_drift_features[0])] += 1.5 * model.std[model.index(model.default_drift_features[0])]
+        X[:, model.index(model.default_drift_features[0])] += (
+            1.5 * model.std[model.index(model.default_drift_features[0])]
+        )
         X = model.finish_inputs(X)
         cols, out = model.derive(X), model.predict(X)
         num = {k: np.asarray(v, dtype=float) for k, v in cols.items() if k not in model.categorical}
         cat = {k: np.asarray(v, dtype=object) for k, v in cols.items() if k in model.categorical}
-        frame = Frame.from_columns(event_id=np.arange(500).astype(str), event_time=np.zeros(500), numeric=num,
-                                   categorical=cat, pred_label=out.get("label"), pred_proba=out.get("proba"),
-                                   classes=tuple(model.classes) if "proba" in out else (),
-                                   pred_value=out.get("value"))
-        ctx = WindowContext(model_id=mon.model_id, version="1", frame=frame, reference=ref,
-                            features=tuple(mon.features), drift=mon.drift, task=mon.task, window_end=1.0,
-                            impact=mon.impact)
+        frame = Frame.from_columns(
+            event_id=np.arange(500).astype(str),
+            event_time=np.zeros(500),
+            numeric=num,
+            categorical=cat,
+            pred_label=out.get("label"),
+            pred_proba=out.get("proba"),
+            classes=tuple(model.classes) if "proba" in out else (),
+            pred_value=out.get("value"),
+        )
+        ctx = WindowContext(
+            model_id=mon.model_id,
+            version="1",
+            frame=frame,
+            reference=ref,
+            features=tuple(mon.features),
+            drift=mon.drift,
+            task=mon.task,
+            window_end=1.0,
+            impact=mon.impact,
+        )
         recs = evaluate_window(ctx, [PredictionDrift(), FeatureImpactEvaluator(), EstimatedPerformance()])
         status = {r.tags[R.T_DETECTOR]: r.fields for r in recs if r.measurement == R.STATUS}
         assert status["prediction_drift"]["computed"] == 1 and status["feature_impact"]["computed"] == 1

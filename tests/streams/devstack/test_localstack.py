@@ -56,8 +56,13 @@ def test_influx_config_binds_everything_to_loopback(tmp_path: Path) -> None:
 
 def test_settings_env_round_trips_through_settings(tmp_path: Path) -> None:
     s = Settings(
-        kafka_bootstrap="h:1", topic_inferences="x.inf", influx_db="db1", influx_token="s3cret",
-        state_dir=tmp_path, kafka_port=1234, influx_username=None,
+        kafka_bootstrap="h:1",
+        topic_inferences="x.inf",
+        influx_db="db1",
+        influx_token="s3cret",
+        state_dir=tmp_path,
+        kafka_port=1234,
+        influx_username=None,
     )
     env = settings_env(s, base={"DRIFTWATCH_INFLUX_USERNAME": "stale", "PATH": "/bin"})
     assert env["PATH"] == "/bin" and "DRIFTWATCH_INFLUX_USERNAME" not in env
@@ -129,18 +134,34 @@ def test_influxdb_refuses_unauthenticated_queries_and_keeps_its_credential(tmp_p
             assert r.status_code == 401, (q, r.status_code, r.text)
         r = httpx.post(f"{stack.influx_url}/write", params={"db": "x"}, content=b"m v=1")
         assert r.status_code == 401
-        assert httpx.post(f"{stack.influx_url}/query", data={"q": "SHOW DATABASES"},
-                          auth=(user, "wrong-" + password)).status_code == 401
+        assert (
+            httpx.post(
+                f"{stack.influx_url}/query", data={"q": "SHOW DATABASES"}, auth=(user, "wrong-" + password)
+            ).status_code
+            == 401
+        )
         r = httpx.post(f"{stack.influx_url}/query", data={"q": 'CREATE DATABASE "x"'}, auth=stack.influx_auth)
         assert r.status_code == 200 and "error" not in r.text, r.text
         # `driftwatch worker` after `driftwatch stack up` (same state folder, no credential set) finds it
         from streams.influx.admin import list_databases
 
-        local = Settings(state_dir=tmp_path / "st", influx_port=iport, influx_url=stack.influx_url,
-                         influx_username=None, influx_password=None, influx_token=None)
+        local = Settings(
+            state_dir=tmp_path / "st",
+            influx_port=iport,
+            influx_url=stack.influx_url,
+            influx_username=None,
+            influx_password=None,
+            influx_token=None,
+        )
         assert local.influx_username == "driftwatch" and "x" in list_databases(local)
-        elsewhere = Settings(state_dir=tmp_path / "other", influx_port=iport, influx_url=stack.influx_url,
-                             influx_username=None, influx_password=None, influx_token=None)
+        elsewhere = Settings(
+            state_dir=tmp_path / "other",
+            influx_port=iport,
+            influx_url=stack.influx_url,
+            influx_username=None,
+            influx_password=None,
+            influx_token=None,
+        )
         assert elsewhere.influx_username is None
         stack.down()
         stack.up()  # the same data folder: the user exists, the file's password still works
@@ -194,12 +215,17 @@ def test_influx_write_query_round_trip(stack: LocalStack, settings: Settings) ->
     db = settings.influx_db
     t_ns = 1_700_000_000_123_456_789
     r = httpx.post(
-        f"{stack.influx_url}/write", params={"db": db},
-        content=f"drift,model=m1,feature=x score=0.25,n=100i {t_ns}\n".encode(), auth=stack.influx_auth,
+        f"{stack.influx_url}/write",
+        params={"db": db},
+        content=f"drift,model=m1,feature=x score=0.25,n=100i {t_ns}\n".encode(),
+        auth=stack.influx_auth,
     )
     assert r.status_code == 204, r.text
-    r = httpx.get(f"{stack.influx_url}/query", params={"db": db, "epoch": "ns", "q": 'SELECT * FROM "drift"'},
-                  auth=stack.influx_auth)
+    r = httpx.get(
+        f"{stack.influx_url}/query",
+        params={"db": db, "epoch": "ns", "q": 'SELECT * FROM "drift"'},
+        auth=stack.influx_auth,
+    )
     series = r.json()["results"][0]["series"][0]
     row = dict(zip(series["columns"], series["values"][0]))
     assert row == {"time": t_ns, "feature": "x", "model": "m1", "n": 100, "score": 0.25}
@@ -229,7 +255,10 @@ def test_taken_port_gives_a_clear_message(tmp_path: Path, which: str) -> None:
 @pytest.mark.integration
 def test_missing_binaries_give_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kport, iport = free_ports(2)
-    with pytest.raises(StackError, match=r"influxd not found at '/nonexistent/influxd': run scripts/bootstrap.sh or apt-get install influxdb"):
+    with pytest.raises(
+        StackError,
+        match=r"influxd not found at '/nonexistent/influxd': run scripts/bootstrap.sh or apt-get install influxdb",
+    ):
         LocalStack(tmp_path, kport, iport, influxd_bin="/nonexistent/influxd").up()
     with pytest.raises(StackError, match=r"tansu \(Kafka broker\) not found.*scripts/bootstrap.sh"):
         LocalStack(tmp_path, kport, iport, tansu_bin="/nonexistent/tansu").up()
@@ -280,8 +309,14 @@ def test_running_on_other_ports_is_reported(stack: LocalStack) -> None:
 
 @pytest.mark.integration
 def test_cli_status_of_the_session_stack(stack: LocalStack) -> None:
-    base = ["--state-dir", str(stack.state_dir), "--kafka-port", str(stack.kafka_port),
-            "--influx-port", str(stack.influx_port)]
+    base = [
+        "--state-dir",
+        str(stack.state_dir),
+        "--kafka-port",
+        str(stack.kafka_port),
+        "--influx-port",
+        str(stack.influx_port),
+    ]
     r = _cli("stack", "status", *base)
     assert r.returncode == 0, r.stderr
     assert "kafka     running" in r.stdout and stack.bootstrap in r.stdout and stack.influx_url in r.stdout

@@ -30,8 +30,16 @@ def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     up.add_arguments(parser)
     kport, iport, dport = free_ports(3)
-    argv = ["--state-dir", str(tmp_path), "--kafka-port", str(kport), "--influx-port", str(iport),
-            "--dashboard-port", str(dport)]
+    argv = [
+        "--state-dir",
+        str(tmp_path),
+        "--kafka-port",
+        str(kport),
+        "--influx-port",
+        str(iport),
+        "--dashboard-port",
+        str(dport),
+    ]
     for k, v in kw.items():
         if v is True:
             argv.append("--" + k.replace("_", "-"))
@@ -41,9 +49,25 @@ def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
 def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: Path) -> None:
     kport, iport = free_ports(2)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "up", "--no-worker", "--no-dashboard", "--no-demo",
-         "--state-dir", str(tmp_path), "--kafka-port", str(kport), "--influx-port", str(iport)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "up",
+            "--no-worker",
+            "--no-dashboard",
+            "--no-demo",
+            "--state-dir",
+            str(tmp_path),
+            "--kafka-port",
+            str(kport),
+            "--influx-port",
+            str(iport),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     try:
@@ -55,8 +79,9 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
             if ("database" in line and "ready" in line) or not line:
                 break
         assert any("topics ready" in ln for ln in lines), "".join(lines)
-        s = up.local_settings(argparse.Namespace(state_dir=tmp_path, kafka_port=kport, influx_port=iport,
-                                                 dashboard_port=None))
+        s = up.local_settings(
+            argparse.Namespace(state_dir=tmp_path, kafka_port=kport, influx_port=iport, dashboard_port=None)
+        )
         s = s.model_copy(update=LocalStack(tmp_path, kport, iport).influx_settings())  # InfluxDB has auth on
         assert {s.topic_inferences, s.topic_labels, s.topic_deadletter, s.topic_alerts} <= set(list_topics(s))
         assert s.influx_db in list_databases(s)
@@ -68,8 +93,9 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
     assert not LocalStack(tmp_path, kport, iport).status()["services"]["kafka"]["running"]
 
 
-def test_child_exiting_early_is_named_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_child_exiting_early_is_named_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = tmp_path / "child.py"
     script.write_text(
         "import sys, time\n"
@@ -88,8 +114,9 @@ def test_child_exiting_early_is_named_with_its_log(tmp_path: Path, monkeypatch: 
     assert time.monotonic() - t0 < 20
 
 
-def test_taken_dashboard_port_is_reported_before_anything_starts(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_taken_dashboard_port_is_reported_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
 
     args = _args(tmp_path, no_worker=True, no_demo=True)

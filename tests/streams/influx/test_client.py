@@ -26,8 +26,9 @@ def test_target_from_settings_picks_the_bucket_on_2x_and_the_credential() -> Non
     s1 = Settings(influx_url="http://h:8086/", influx_db="dw", influx_username="u", influx_password="pw-secret")
     v1 = C.InfluxTarget.from_settings(s1)
     assert (v1.url, v1.db, v1.auth_options()) == ("http://h:8086", "dw", {"auth": ("u", "pw-secret")})
-    v2 = C.InfluxTarget.from_settings(Settings(influx_version=2, influx_bucket="b", influx_token="tok-secret",
-                                               influx_org="o"))
+    v2 = C.InfluxTarget.from_settings(
+        Settings(influx_version=2, influx_bucket="b", influx_token="tok-secret", influx_org="o")
+    )
     assert v2.db == "b" and v2.auth_options() == {"headers": {"Authorization": "Token tok-secret"}}
     assert "secret" not in repr(v1) + repr(v2)  # secrets stay out of reprs (and so out of logs)
     assert hash(v1) == hash(C.InfluxTarget.from_settings(s1))  # the dashboard's caches key on it
@@ -40,14 +41,23 @@ def _answer(status: int, body: object) -> httpx.Response:
 
 def test_statement_results_maps_every_error_to_one_family() -> None:
     target = C.InfluxTarget("http://u:secret@h:8086", "dw")
-    ok = _answer(200, {"results": [{"statement_id": 0, "series": [{"name": "m", "columns": ["time", "v"],
-                                                                    "values": [[1, 2.0]]}]},
-                                   {"statement_id": 1}]})
-    assert C.statement_results(ok, target, ["a", "b"]) == [[{"name": "m", "columns": ["time", "v"],
-                                                              "values": [[1, 2.0]]}], []]
+    ok = _answer(
+        200,
+        {
+            "results": [
+                {"statement_id": 0, "series": [{"name": "m", "columns": ["time", "v"], "values": [[1, 2.0]]}]},
+                {"statement_id": 1},
+            ]
+        },
+    )
+    assert C.statement_results(ok, target, ["a", "b"]) == [
+        [{"name": "m", "columns": ["time", "v"], "values": [[1, 2.0]]}],
+        [],
+    ]
     with pytest.raises(C.DatabaseNotFound, match="'dw' does not exist") as e:
-        C.statement_results(_answer(200, {"results": [{"statement_id": 0, "error": "database not found: dw"}]}),
-                            target, ["SELECT 1"])
+        C.statement_results(
+            _answer(200, {"results": [{"statement_id": 0, "error": "database not found: dw"}]}), target, ["SELECT 1"]
+        )
     assert "secret" not in str(e.value)
     with pytest.raises(C.InfluxQueryError, match=r"rejected 'SELECT x'.*bad"):
         C.statement_results(_answer(200, {"results": [{"statement_id": 0, "error": "bad"}]}), target, ["SELECT x"])
@@ -62,8 +72,10 @@ def test_statement_results_maps_every_error_to_one_family() -> None:
 
 def test_rows_carry_columns_tags_and_measurement() -> None:
     series = [{"name": "dw_drift", "tags": {"feature": "x"}, "columns": ["time", "p"], "values": [[1, 0.5], [2, 0.1]]}]
-    assert C.rows(series) == [{"time": 1, "p": 0.5, "feature": "x", "measurement": "dw_drift"},
-                              {"time": 2, "p": 0.1, "feature": "x", "measurement": "dw_drift"}]
+    assert C.rows(series) == [
+        {"time": 1, "p": 0.5, "feature": "x", "measurement": "dw_drift"},
+        {"time": 2, "p": 0.1, "feature": "x", "measurement": "dw_drift"},
+    ]
 
 
 @pytest.mark.integration
@@ -75,7 +87,7 @@ def test_sink_admin_and_dashboard_read_one_answer_alike_on_the_real_influxdb(set
     with pytest.raises(Q.NoDatabase):
         Q.run(Q.Conn.from_settings(missing), f"SELECT * FROM {quote_ident(DRIFT)}")
     ensure_database(settings)  # idempotent (the fixture created it)
-    feature = "it's \"odd\""  # quoted by the one helper, in tags and in WHERE
+    feature = 'it\'s "odd"'  # quoted by the one helper, in tags and in WHERE
     write_records(settings, [Record(DRIFT, {T_MODEL: "m", T_FEATURE: feature}, {"p_value": 0.25}, 1_000_000_000)])
     q = f"SELECT p_value FROM {quote_ident(DRIFT)} WHERE {quote_ident(T_FEATURE)} = {quote_literal(feature)}"
     rows = sink_query(settings, q)

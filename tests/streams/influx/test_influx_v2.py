@@ -83,8 +83,15 @@ class Req:
 class Influx2:
     """An InfluxDB 2.x API emulation backed by a real 1.x server (see module docstring)."""
 
-    def __init__(self, backend_url: str, *, token: str = TOKEN, org: str = ORG, org_id: str = ORG_ID,
-                 backend_auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        backend_url: str,
+        *,
+        token: str = TOKEN,
+        org: str = ORG,
+        org_id: str = ORG_ID,
+        backend_auth: tuple[str, str] | None = None,
+    ) -> None:
         self.backend = httpx.Client(base_url=backend_url, timeout=10, auth=backend_auth)
         self.tokens = {token}
         self.v1_users: dict[str, str] = {}  # `influx v1 auth create` credentials (username -> password)
@@ -116,8 +123,15 @@ class Influx2:
         """A bucket (as ``DOCKER_INFLUXDB_INIT_BUCKET`` or ``influx bucket create`` makes it)."""
         r = self.backend.post("/query", params={"q": f'CREATE DATABASE "{name}"'})
         assert r.status_code == 200, r.text
-        b = {"id": uuid.uuid4().hex[:16], "orgID": self.org_id, "name": name, "type": "user",
-             "retentionRules": [{"type": "expire", "everySeconds": 0}], "labels": [], "links": {}}
+        b = {
+            "id": uuid.uuid4().hex[:16],
+            "orgID": self.org_id,
+            "name": name,
+            "type": "user",
+            "retentionRules": [{"type": "expire", "everySeconds": 0}],
+            "labels": [],
+            "links": {},
+        }
         b["links"] = {"self": f"/api/v2/buckets/{b['id']}", "org": f"/api/v2/orgs/{self.org_id}"}
         self.buckets[name] = b
         return b
@@ -143,8 +157,14 @@ class Influx2:
                 form = {}
                 if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
                     form = parse_qs(body.decode(), keep_blank_values=True)
-                req = Req(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
-                          {k.lower(): v for k, v in self.headers.items()}, body, form)
+                req = Req(
+                    self.command,
+                    url.path,
+                    parse_qs(url.query, keep_blank_values=True),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    form,
+                )
                 with emu._lock:
                     emu.requests.append(req)
                 try:
@@ -154,8 +174,11 @@ class Influx2:
                 if status is None:  # "hang": answer after the client gave up
                     time.sleep(emu.hang_seconds)
                     status, payload = 503, {"code": "unavailable", "message": "too slow"}
-                data = b"" if payload is None else (payload if isinstance(payload, bytes)
-                                                     else json.dumps(payload).encode())
+                data = (
+                    b""
+                    if payload is None
+                    else (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+                )
                 try:
                     self.send_response(status)
                     self.send_header("X-Influxdb-Version", VERSION)
@@ -178,7 +201,7 @@ class Influx2:
     # -- the API ---------------------------------------------------------------------
     def _token(self, req: Req) -> str | None:
         auth = req.headers.get("authorization", "")
-        return auth[len("Token "):] if auth.startswith("Token ") else None
+        return auth[len("Token ") :] if auth.startswith("Token ") else None
 
     def _v1_authorised(self, req: Req) -> bool:
         """2.x ``Influx1xAuthenticationHandler``: URL u/p, ``Token [user:]tok``, then basic auth."""
@@ -187,7 +210,7 @@ class Influx2:
             return self.v1_users.get(u) == p
         auth = req.headers.get("authorization", "")
         if auth.startswith("Token "):
-            tok = auth[len("Token "):]
+            tok = auth[len("Token ") :]
             if ":" in tok:
                 u, p = tok.split(":", 1)
                 return self.v1_users.get(u) == p
@@ -202,8 +225,18 @@ class Influx2:
         if req.path == "/ping":
             return 204, None, {}
         if req.path == "/health":
-            return 200, {"name": "influxdb", "message": "ready for queries and writes", "status": "pass",
-                         "checks": [], "version": VERSION, "commit": "emulated"}, {}
+            return (
+                200,
+                {
+                    "name": "influxdb",
+                    "message": "ready for queries and writes",
+                    "status": "pass",
+                    "checks": [],
+                    "version": VERSION,
+                    "commit": "emulated",
+                },
+                {},
+            )
         if req.path == "/query":
             if not self._v1_authorised(req):
                 return unauthorised
@@ -219,12 +252,23 @@ class Influx2:
                 wanted = req.param("org")
                 if wanted not in (None, self.org):
                     return 404, {"code": "not found", "message": f'organization name "{wanted}" not found'}, {}
-                return 200, {"orgs": [{"id": self.org_id, "name": self.org,
-                                       "links": {"self": f"/api/v2/orgs/{self.org_id}"}}],
-                             "links": {"self": "/api/v2/orgs"}}, {}
+                return (
+                    200,
+                    {
+                        "orgs": [
+                            {"id": self.org_id, "name": self.org, "links": {"self": f"/api/v2/orgs/{self.org_id}"}}
+                        ],
+                        "links": {"self": "/api/v2/orgs"},
+                    },
+                    {},
+                )
             if req.path == "/api/v2/buckets" and req.method == "GET":
                 if req.param("org") not in (None, self.org):
-                    return 404, {"code": "not found", "message": f'organization name "{req.param("org")}" not found'}, {}
+                    return (
+                        404,
+                        {"code": "not found", "message": f'organization name "{req.param("org")}" not found'},
+                        {},
+                    )
                 found = [b for b in self.buckets.values() if req.param("name") in (None, b["name"])]
                 return 200, {"buckets": found, "links": {"self": "/api/v2/buckets"}}, {}
             if req.path == "/api/v2/buckets" and req.method == "POST":
@@ -262,8 +306,11 @@ class Influx2:
         if scripted == "hang":
             return None, None, {}
         if scripted is not None:
-            return int(scripted), {"code": "unavailable" if scripted >= 500 else "invalid",
-                                   "message": f"scripted {scripted}"}, ({"Retry-After": "0"} if scripted == 429 else {})
+            return (
+                int(scripted),
+                {"code": "unavailable" if scripted >= 500 else "invalid", "message": f"scripted {scripted}"},
+                ({"Retry-After": "0"} if scripted == 429 else {}),
+            )
         r = self.backend.post("/write", params={"db": bucket, "precision": precision}, content=req.body)
         if r.status_code == 204:
             return 204, None, {}
@@ -280,8 +327,16 @@ def influx2(stack):
 
 
 def v2_settings(emu: Influx2, **kw: Any) -> Settings:
-    base = dict(influx_version=2, influx_url=emu.url, influx_org=ORG, influx_bucket=emu.bucket,
-                influx_db="not-used-on-2x", influx_token=TOKEN, influx_username=None, influx_password=None)
+    base = dict(
+        influx_version=2,
+        influx_url=emu.url,
+        influx_org=ORG,
+        influx_bucket=emu.bucket,
+        influx_db="not-used-on-2x",
+        influx_token=TOKEN,
+        influx_username=None,
+        influx_password=None,
+    )
     return Settings(**{**base, **kw})
 
 
@@ -296,11 +351,31 @@ def sample_records(t0_s: int = NOW_S) -> list[Record]:
     for w in range(3):
         t = (t0_s + 60 * w) * 1_000_000_000 + 123_456_789  # ns precision survives
         for f, p in (("x0", 0.001 * (w + 1)), ("x 1,=odd", 0.4), ("c0", 0.2 + w / 10)):
-            out.append(Record(R.DRIFT, {R.T_MODEL: "m-1", R.T_VERSION: "1", R.T_FEATURE: f, R.T_DETECTOR: "ks"},
-                              {"statistic": 0.1 * (w + 1), "p_value": p, "threshold": 0.001, "drift": int(p < 0.01),
-                               "n_ref": 500, "n_cur": 500, "js": 0.05 * w, "engine": 'native "np"'}, t))
-        out.append(Record(R.WINDOW, {R.T_MODEL: "m-1", R.T_VERSION: "1"},
-                          {"n_events": 500, "n_invalid": 2, "events_per_s": 123.5, "duration": 4.0}, t))
+            out.append(
+                Record(
+                    R.DRIFT,
+                    {R.T_MODEL: "m-1", R.T_VERSION: "1", R.T_FEATURE: f, R.T_DETECTOR: "ks"},
+                    {
+                        "statistic": 0.1 * (w + 1),
+                        "p_value": p,
+                        "threshold": 0.001,
+                        "drift": int(p < 0.01),
+                        "n_ref": 500,
+                        "n_cur": 500,
+                        "js": 0.05 * w,
+                        "engine": 'native "np"',
+                    },
+                    t,
+                )
+            )
+        out.append(
+            Record(
+                R.WINDOW,
+                {R.T_MODEL: "m-1", R.T_VERSION: "1"},
+                {"n_events": 500, "n_invalid": 2, "events_per_s": 123.5, "duration": 4.0},
+                t,
+            )
+        )
     return out
 
 
@@ -320,8 +395,15 @@ class Recording(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def sink_write(settings: Settings, units: list[list[Record]], *, timeout: float = 10.0, wait: float = 30.0,
-               transport: httpx.AsyncBaseTransport | None = None, during=None) -> S.SinkStats:
+def sink_write(
+    settings: Settings,
+    units: list[list[Record]],
+    *,
+    timeout: float = 10.0,
+    wait: float = 30.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+    during=None,
+) -> S.SinkStats:
     """Submit units through an InfluxSink, wait until all are confirmed, stop it; its stats."""
 
     async def main() -> S.SinkStats:
@@ -387,8 +469,9 @@ def test_v2_write_request_shape_and_same_body_and_points_as_v1(influx2, settings
     assert rows_v1 == rows_v2 and len(rows_v1) == 9
     assert {r["time"] % 1_000_000_000 for r in rows_v2} == {123_456_789}  # nanoseconds kept
     queries = influx2.of("/query")
-    assert queries and all(r.headers["authorization"] == f"Token {TOKEN}" and r.param("db") == influx2.bucket
-                           for r in queries)
+    assert queries and all(
+        r.headers["authorization"] == f"Token {TOKEN}" and r.param("db") == influx2.bucket for r in queries
+    )
 
 
 @pytest.mark.integration
@@ -413,8 +496,13 @@ def test_dashboard_queries_on_v2_equal_v1(influx2, settings):
     assert set(latest[R.T_FEATURE]) == {"x0", "x 1,=odd", "c0"}
     assert latest.loc[latest[R.T_FEATURE] == "x0", "p_value"].item() == pytest.approx(0.003)
     posted = [r for r in influx2.of("/query") if r.method == "POST"]
-    assert posted and all(r.form.get("db") == [influx2.bucket] and "q" in r.form and "u" not in r.form
-                          and r.headers["authorization"] == f"Token {TOKEN}" for r in posted)
+    assert posted and all(
+        r.form.get("db") == [influx2.bucket]
+        and "q" in r.form
+        and "u" not in r.form
+        and r.headers["authorization"] == f"Token {TOKEN}"
+        for r in posted
+    )
     # a wrong token: the dashboard says so (and never prints it)
     bad = Q.Conn.from_settings(v2.model_copy(update={"influx_token": SecretStr("nope-123")}))
     with pytest.raises(Q.InfluxError, match="refused the credentials \\(401\\)") as e:
@@ -470,7 +558,7 @@ def test_v2_503_429_and_timeout_are_retried_in_order(influx2, caplog):
     influx2.hang_seconds = 1.5
     v2 = v2_settings(influx2)
     recs = sample_records()
-    units = [recs[i:i + 2] for i in range(0, len(recs), 2)]
+    units = [recs[i : i + 2] for i in range(0, len(recs), 2)]
     with caplog.at_level(logging.WARNING, logger="streams.influx.sink"):
         stats = sink_write(v2, units, timeout=0.5)
     assert stats.failures == 3 and stats.points == len(recs)
@@ -510,8 +598,13 @@ def test_v2_unknown_bucket_is_404_with_a_hint(influx2, caplog):
 def test_v2_unreachable_is_a_transport_failure(caplog):
     from streams.devstack.localstack import free_port
 
-    v2 = Settings(influx_version=2, influx_url=f"http://127.0.0.1:{free_port()}", influx_org=ORG,
-                  influx_bucket="b", influx_token=TOKEN)
+    v2 = Settings(
+        influx_version=2,
+        influx_url=f"http://127.0.0.1:{free_port()}",
+        influx_org=ORG,
+        influx_bucket="b",
+        influx_token=TOKEN,
+    )
 
     async def main():
         sink = S.InfluxSink(v2, timeout=1, max_backoff=0.05)
@@ -540,12 +633,18 @@ def test_v2_ensure_and_drop_bucket_through_buckets_api(influx2):
     assert A.ensure_database(v2) == name
     made = influx2.requests[n0:]
     assert [(r.method, r.path) for r in made] == [
-        ("GET", "/api/v2/buckets"), ("GET", "/api/v2/orgs"), ("POST", "/api/v2/buckets")]
+        ("GET", "/api/v2/buckets"),
+        ("GET", "/api/v2/orgs"),
+        ("POST", "/api/v2/buckets"),
+    ]
     assert made[0].params["name"] == [name] and made[0].params["org"] == [ORG]
     assert made[1].params["org"] == [ORG]
     posted = json.loads(made[2].body)  # (+ "rp": "0", influxdb-client's default v1 retention policy name)
-    assert {k: posted[k] for k in ("name", "orgID", "retentionRules")} == \
-        {"name": name, "orgID": ORG_ID, "retentionRules": []}  # retention: infinite unless set
+    assert {k: posted[k] for k in ("name", "orgID", "retentionRules")} == {
+        "name": name,
+        "orgID": ORG_ID,
+        "retentionRules": [],
+    }  # retention: infinite unless set
     assert all(r.headers["authorization"] == f"Token {TOKEN}" for r in made)
     n1 = len(influx2.requests)
     assert A.ensure_database(v2) == name  # idempotent: one lookup, nothing created
@@ -583,10 +682,23 @@ def test_worker_on_v2_settings_end_to_end(influx2, settings, settings_env, tmp_p
     from tests.integration.test_pipeline import Traffic, monitors_file, tail, wait_for, worker
 
     bucket = f"wb{uuid.uuid4().hex[:8]}"  # not created up front: the worker's ensure_database makes it
-    v2 = settings.model_copy(update=dict(influx_version=2, influx_url=influx2.url, influx_org=ORG,
-                                         influx_bucket=bucket, influx_token=SecretStr(TOKEN)))
-    env = {**settings_env, "DRIFTWATCH_INFLUX_VERSION": "2", "DRIFTWATCH_INFLUX_URL": influx2.url,
-           "DRIFTWATCH_INFLUX_ORG": ORG, "DRIFTWATCH_INFLUX_BUCKET": bucket, "DRIFTWATCH_INFLUX_TOKEN": TOKEN}
+    v2 = settings.model_copy(
+        update=dict(
+            influx_version=2,
+            influx_url=influx2.url,
+            influx_org=ORG,
+            influx_bucket=bucket,
+            influx_token=SecretStr(TOKEN),
+        )
+    )
+    env = {
+        **settings_env,
+        "DRIFTWATCH_INFLUX_VERSION": "2",
+        "DRIFTWATCH_INFLUX_URL": influx2.url,
+        "DRIFTWATCH_INFLUX_ORG": ORG,
+        "DRIFTWATCH_INFLUX_BUCKET": bucket,
+        "DRIFTWATCH_INFLUX_TOKEN": TOKEN,
+    }
     mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0)
     traffic = Traffic(settings, seed=21)
     for i in range(8):
@@ -607,8 +719,9 @@ def test_worker_on_v2_settings_end_to_end(influx2, settings, settings_env, tmp_p
         wait_for(windowed, 60, "2000 events in windows via InfluxDB 2.x", [proc], log)
     assert bucket in influx2.buckets, tail(log)
     assert influx2.of("/api/v2/write") and not influx2.of("/write")
-    assert all(r.headers["authorization"] == f"Token {TOKEN}" for r in influx2.requests
-               if r.path not in ("/ping", "/health"))
+    assert all(
+        r.headers["authorization"] == f"Token {TOKEN}" for r in influx2.requests if r.path not in ("/ping", "/health")
+    )
     checkpoint_reads = [r for r in influx2.of("/query") if "ckpt_topic" in (r.param("q") or "")]
     assert checkpoint_reads and all(r.param("db") == bucket for r in checkpoint_reads)
     drift = S.query(v2, 'SELECT "drift" FROM "dw_drift" WHERE "feature" = \'x0\'')
@@ -629,22 +742,27 @@ def test_v1_user_password_sink_queries_and_dashboard(settings, tmp_path):
 
     pw = "v1-Pa55-word-x9"
     with influx_with_auth(tmp_path / "influx-auth", "dw", pw) as url:
-        good = settings.model_copy(update={"influx_url": url, "influx_username": "dw",
-                                           "influx_password": SecretStr(pw)})
+        good = settings.model_copy(
+            update={"influx_url": url, "influx_username": "dw", "influx_password": SecretStr(pw)}
+        )
         A.ensure_database(good)
         wire = Recording()
         stats = sink_write(good, [sample_records()], transport=wire)
         assert stats.points == 12
         w = wire.requests[0]
-        assert w.url.path == "/write" and w.headers["authorization"] == \
-            "Basic " + base64.b64encode(f"dw:{pw}".encode()).decode()
+        assert (
+            w.url.path == "/write"
+            and w.headers["authorization"] == "Basic " + base64.b64encode(f"dw:{pw}".encode()).decode()
+        )
         assert len(S.query(good, 'SELECT * FROM "dw_drift"')) == 9
         conn = Q.Conn.from_settings(good)
         scope = Q.Scope(Q.TimeRange.last("1h"), model="m-1", version="1")
         assert Q.models(conn) == ["m-1"]
         assert len(Q.drift_latest(conn, scope)) == 3
-        for bad in (good.model_copy(update={"influx_password": SecretStr("wrong-pw-41")}),
-                    good.model_copy(update={"influx_username": None, "influx_password": None})):
+        for bad in (
+            good.model_copy(update={"influx_password": SecretStr("wrong-pw-41")}),
+            good.model_copy(update={"influx_username": None, "influx_password": None}),
+        ):
             with pytest.raises(Q.InfluxError) as e:
                 Q.models(Q.Conn.from_settings(bad))
             assert "401" in str(e.value) or "authoriz" in str(e.value).lower()

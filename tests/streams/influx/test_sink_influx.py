@@ -43,8 +43,20 @@ def test_line_protocol_matches_influxdb_client(record):
 
 
 def test_numbers_are_floats_and_non_finite_fields_are_left_out():
-    r = Record(WINDOW, {"model": "m"}, {"n": 3, "i64": np.int64(4), "f32": np.float32(0.5), "nan": float("nan"),
-                                       "inf": np.inf, "ok": np.bool_(True), "none": None}, 1)
+    r = Record(
+        WINDOW,
+        {"model": "m"},
+        {
+            "n": 3,
+            "i64": np.int64(4),
+            "f32": np.float32(0.5),
+            "nan": float("nan"),
+            "inf": np.inf,
+            "ok": np.bool_(True),
+            "none": None,
+        },
+        1,
+    )
     assert S.to_line(r) == "dw_window,model=m f32=0.5,i64=4.0,n=3.0,ok=true 1"
     assert S.to_line(Record(WINDOW, {"model": "m"}, {"nan": float("nan")}, 1)) is None
     assert S.to_lines([r, Record(WINDOW, {}, {"nan": float("nan")}, 1)]) == [S.to_line(r)]
@@ -146,8 +158,9 @@ def test_sink_backpressure_blocks_submit_while_influx_is_down():
         return httpx.Response(204) if gate["up"] else httpx.Response(503, text="down")
 
     async def main():
-        sink = S.InfluxSink(fake_settings(), transport=httpx.MockTransport(handler), max_pending_points=4,
-                            max_backoff=0.02)
+        sink = S.InfluxSink(
+            fake_settings(), transport=httpx.MockTransport(handler), max_pending_points=4, max_backoff=0.02
+        )
         f1 = await sink.submit([rec(i) for i in range(3)])
         blocked = asyncio.create_task(sink.submit([rec(i) for i in range(3)]))
         await asyncio.sleep(0.2)
@@ -225,10 +238,18 @@ class TcpProxy:
 @pytest.mark.integration
 def test_write_query_and_idempotent_overwrite(settings):
     records = [
-        Record(DRIFT, {"model": "m,1", "version": "1", "feature": "a b=c"},
-               {"p_value": 0.01, "drift": True, "note": 'he said "x"\nthen'}, 1_700_000_000_000_000_000),
-        Record(DRIFT, {"model": "m,1", "version": "1", "feature": "z"}, {"p_value": 0.5, "drift": False},
-               1_700_000_000_000_000_000),
+        Record(
+            DRIFT,
+            {"model": "m,1", "version": "1", "feature": "a b=c"},
+            {"p_value": 0.01, "drift": True, "note": 'he said "x"\nthen'},
+            1_700_000_000_000_000_000,
+        ),
+        Record(
+            DRIFT,
+            {"model": "m,1", "version": "1", "feature": "z"},
+            {"p_value": 0.5, "drift": False},
+            1_700_000_000_000_000_000,
+        ),
     ]
     S.write_records(settings, records)
     S.write_records(settings, records[:1])  # the same window again: overwrite, not a second point
@@ -254,9 +275,20 @@ def test_sink_survives_influx_outage_without_losing_points(settings, caplog):
     async def main():
         sink = S.InfluxSink(proxied, max_backoff=0.2, max_batch_points=7)
         await sink.start()  # proxy not listening yet: InfluxDB is "down"
-        futs = [await sink.submit([Record(WINDOW, {"model": "m", "version": str(i % 2)}, {"n_events": float(i)},
-                                          1_700_000_000_000_000_000 + j * 10**9) for j in range(5)])
-                for i in range(6)]
+        futs = [
+            await sink.submit(
+                [
+                    Record(
+                        WINDOW,
+                        {"model": "m", "version": str(i % 2)},
+                        {"n_events": float(i)},
+                        1_700_000_000_000_000_000 + j * 10**9,
+                    )
+                    for j in range(5)
+                ]
+            )
+            for i in range(6)
+        ]
         await asyncio.sleep(0.8)
         assert not any(f.done() for f in futs)
         await proxy.start()  # back up

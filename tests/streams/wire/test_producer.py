@@ -118,7 +118,9 @@ def test_pack_labels_groups_by_model() -> None:
 
 
 def test_encode_batches_halves_messages_over_the_size_limit_keeping_order() -> None:
-    rows = [("m", "1", f"e{i:03d}", float(i), None, {"x": float(i), "pad": "p" * 50}, {"value": 1.0}) for i in range(100)]
+    rows = [
+        ("m", "1", f"e{i:03d}", float(i), None, {"x": float(i), "pad": "p" * 50}, {"value": 1.0}) for i in range(100)
+    ]
     batches = pack_inferences(rows)
     whole = len(orjson.dumps(batches[0]))
     limit = whole // 5
@@ -132,8 +134,10 @@ def test_encode_batches_halves_messages_over_the_size_limit_keeping_order() -> N
 
 
 def test_encode_batches_drops_and_counts_a_single_event_over_the_limit() -> None:
-    rows = [("m", "1", "small", 1.0, None, {"x": 1.0}, {"value": 1.0}),
-            ("m", "1", "huge", 2.0, None, {"x": "y" * 5000}, {"value": 1.0})]
+    rows = [
+        ("m", "1", "small", 1.0, None, {"x": 1.0}, {"value": 1.0}),
+        ("m", "1", "huge", 2.0, None, {"x": "y" * 5000}, {"value": 1.0}),
+    ]
     msgs, oversize = encode_batches(pack_inferences(rows), "inference", 2000)
     assert oversize == 1
     assert [InferenceBatch.model_validate_json(m.value).event_id for m in msgs] == [["small"]]
@@ -185,8 +189,11 @@ def test_bad_labels_raise(label: Any, field: str) -> None:
 
 def test_non_finite_values_become_null_and_are_counted() -> None:
     dw = producer(start=False)
-    dw.send_inference("m", {"a": math.nan, "b": math.inf, "c": 1.0, "d": np.float32("nan")},
-                      {"probabilities": {"p": math.nan, "q": 1.0}, "value": -math.inf, "label": "p"})
+    dw.send_inference(
+        "m",
+        {"a": math.nan, "b": math.inf, "c": 1.0, "d": np.float32("nan")},
+        {"probabilities": {"p": math.nan, "q": 1.0}, "value": -math.inf, "label": "p"},
+    )
     row = dw._inf[0]
     assert row[5] == {"a": None, "b": None, "c": 1.0, "d": None}
     assert row[6] == {"label": "p", "probabilities": {"p": None, "q": 1.0}}
@@ -197,8 +204,12 @@ def test_non_finite_values_become_null_and_are_counted() -> None:
 def test_numpy_scalars_and_datetimes_are_accepted_and_converted() -> None:
     dw = producer(start=False)
     when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    dw.send_inference("m", {"f64": np.float64(1.5), "i64": np.int64(7), "b": np.bool_(True), "s": np.str_("u")},
-                      {"label": np.int64(2), "probabilities": {np.int64(2): np.float32(0.5)}}, event_time=when)
+    dw.send_inference(
+        "m",
+        {"f64": np.float64(1.5), "i64": np.int64(7), "b": np.bool_(True), "s": np.str_("u")},
+        {"label": np.int64(2), "probabilities": {np.int64(2): np.float32(0.5)}},
+        event_time=when,
+    )
     dw.send_inference("m", {"x": 1}, {"value": np.float64(3.0)}, event_time=datetime(2025, 1, 2, 3, 4, 5))
     (r1, r2) = list(dw._inf)
     assert r1[5] == {"f64": 1.5, "i64": 7, "b": True, "s": "u"}
@@ -266,9 +277,13 @@ def test_background_thread_packs_column_batches_per_model_version() -> None:
     with producer(client_factory=FakeClient, max_batch_events=100, linger_ms=10) as dw:
         for i in range(250):
             model = "iris" if i % 2 else "wine"
-            eid = dw.send_inference(model, {"x": float(i), "c": "u" if i % 3 else None},
-                                    {"label": "a", "probabilities": {"a": 0.6, "b": 0.4}},
-                                    model_version="2" if i % 5 == 0 else None, source_id=f"s{i % 4}")
+            eid = dw.send_inference(
+                model,
+                {"x": float(i), "c": "u" if i % 3 else None},
+                {"label": "a", "probabilities": {"a": 0.6, "b": 0.4}},
+                model_version="2" if i % 5 == 0 else None,
+                source_id=f"s{i % 4}",
+            )
             sent.append((model, eid, float(i)))
             if i % 2:
                 dw.send_label(model, eid, "b")
@@ -327,8 +342,11 @@ def test_calls_never_touch_the_network_even_when_the_broker_hangs() -> None:
 
 def test_unreachable_broker_never_raises_and_bounds_memory() -> None:
     dw = DriftwatchProducer(
-        settings=SETTINGS, bootstrap_servers="127.0.0.1:9",  # discard port: nothing listens
-        max_buffer_events=1000, linger_ms=10, kafka_options={"bootstrap_timeout_ms": 300},
+        settings=SETTINGS,
+        bootstrap_servers="127.0.0.1:9",  # discard port: nothing listens
+        max_buffer_events=1000,
+        linger_ms=10,
+        kafka_options={"bootstrap_timeout_ms": 300},
     )
     for i in range(5000):
         dw.send_inference("m", {"x": float(i)}, PRED)
@@ -368,13 +386,22 @@ def test_failed_deliveries_are_counted() -> None:
 
 
 def test_settings_security_options_reach_kafka_python() -> None:
-    s = Settings(kafka_bootstrap="b1:9093,b2:9093", kafka_security_protocol="SASL_SSL",
-                 kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="u", kafka_sasl_password="pw")
+    s = Settings(
+        kafka_bootstrap="b1:9093,b2:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="u",
+        kafka_sasl_password="pw",
+    )
     dw = DriftwatchProducer(settings=s, start=False, compression_type="gzip", kafka_options={"acks": 1})
     cfg = dw._client_config
     assert cfg["bootstrap_servers"] == ["b1:9093", "b2:9093"]
-    assert (cfg["security_protocol"], cfg["sasl_mechanism"], cfg["sasl_plain_username"], cfg["sasl_plain_password"]) == (
-        "SASL_SSL", "SCRAM-SHA-512", "u", "pw")
+    assert (
+        cfg["security_protocol"],
+        cfg["sasl_mechanism"],
+        cfg["sasl_plain_username"],
+        cfg["sasl_plain_password"],
+    ) == ("SASL_SSL", "SCRAM-SHA-512", "u", "pw")
     assert cfg["compression_type"] == "gzip" and cfg["acks"] == 1
     assert cfg["max_request_size"] > s.max_message_bytes
     from kafka import KafkaProducer
@@ -398,8 +425,11 @@ def test_events_sent_through_the_real_broker_decode_back(settings: Settings, con
             feats = {"x": float(rng.normal()), "n": int(rng.integers(10)), "c": str(rng.choice(["u", "v"]))}
             if i % 100 == 0:
                 feats["x"] = math.nan  # sent as null
-            pred = {"value": float(rng.normal())} if model == "diabetes" else {
-                "label": "p", "probabilities": {"p": 0.7, "q": 0.3}}
+            pred = (
+                {"value": float(rng.normal())}
+                if model == "diabetes"
+                else {"label": "p", "probabilities": {"p": 0.7, "q": 0.3}}
+            )
             eid = dw.send_inference(model, feats, pred, source_id=f"c{i % 7}", event_time=1_700_000_000.0 + i)
             sent[eid] = (model, feats, pred)
             if i % 4 == 0:
@@ -429,12 +459,25 @@ def test_events_sent_through_the_real_broker_decode_back(settings: Settings, con
     assert len({m for m, _ in parts}) == len(parts)
 
     # and the worker's decoder reads every event, dead-lettering none
-    cfg = parse_monitors({"models": [
-        {"model_id": m, "task": "regression" if m == "diabetes" else "classification",
-         "features": [{"name": "x", "kind": "numeric"}, {"name": "n", "kind": "numeric"},
-                      {"name": "c", "kind": "categorical"}]} for m in ("wine", "diabetes", "iris")]})
-    out = Decoder(cfg).decode([RawMessage(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp)
-                               for r in inf + lab])
+    cfg = parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": m,
+                    "task": "regression" if m == "diabetes" else "classification",
+                    "features": [
+                        {"name": "x", "kind": "numeric"},
+                        {"name": "n", "kind": "numeric"},
+                        {"name": "c", "kind": "categorical"},
+                    ],
+                }
+                for m in ("wine", "diabetes", "iris")
+            ]
+        }
+    )
+    out = Decoder(cfg).decode(
+        [RawMessage(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp) for r in inf + lab]
+    )
     assert out.dead == []
     assert sum(len(p.frame) for p in out.frames.values()) == 3000
     assert sum(len(p) for p in out.labels) == len(labels)
@@ -454,8 +497,13 @@ def test_send_tool_publishes_lines_as_they_are(settings: Settings, settings_env:
         b'"features":{},"prediction":{"value":1.0}}]',
         b"not json at all",
     ]
-    proc = subprocess.run([sys.executable, "-m", "streams.wire.producer", "send"], input=b"\n".join(lines) + b"\n",
-                          env={**os.environ, **settings_env}, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.wire.producer", "send"],
+        input=b"\n".join(lines) + b"\n",
+        env={**os.environ, **settings_env},
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"sent 3 messages to {settings.topic_inferences}" in proc.stdout.decode()
     recs = consume_all(settings, settings.topic_inferences, expected=3)

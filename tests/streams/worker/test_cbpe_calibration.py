@@ -32,7 +32,7 @@ def _events(rng, start: int, n: int):
     """A logistic model whose probabilities are over-confident (p ** 0.3): true P(yes) = p, served p ** 0.3."""
     x = rng.normal(size=n)
     p = 1 / (1 + np.exp(-x))
-    served = np.clip(p ** 0.3, 0, 1)
+    served = np.clip(p**0.3, 0, 1)
     truth = np.where(rng.random(n) < p, "yes", "no")
     pred = np.where(served >= 0.5, "yes", "no")
     return x, served, pred, truth
@@ -40,40 +40,73 @@ def _events(rng, start: int, n: int):
 
 def _msg(start, x, served, pred, offset):
     n = len(x)
-    doc = {"type": "inference_batch", "model_id": "m", "event_id": [f"e{start + i}" for i in range(n)],
-           "event_time": (T0 + np.arange(start, start + n) * 0.1).tolist(),
-           "features": {"x": x.tolist()},
-           "prediction": {"label": pred.tolist(), "probabilities": {"yes": served.tolist(),
-                                                                     "no": (1 - served).tolist()}}}
+    doc = {
+        "type": "inference_batch",
+        "model_id": "m",
+        "event_id": [f"e{start + i}" for i in range(n)],
+        "event_time": (T0 + np.arange(start, start + n) * 0.1).tolist(),
+        "features": {"x": x.tolist()},
+        "prediction": {"label": pred.tolist(), "probabilities": {"yes": served.tolist(), "no": (1 - served).tolist()}},
+    }
     return RawMessage(orjson.dumps(doc), b"m", "t", 0, offset, int((T0 + 1e5) * 1000))
 
 
 def _labels(start, truth, offset):
-    return RawMessage(orjson.dumps({"type": "label_batch", "model_id": "m",
-                                    "event_id": [f"e{start + i}" for i in range(len(truth))],
-                                    "label": truth.tolist(), "label_time": [T0 + 500.0] * len(truth)}),
-                      b"m", "labels", 0, offset, None)
+    return RawMessage(
+        orjson.dumps(
+            {
+                "type": "label_batch",
+                "model_id": "m",
+                "event_id": [f"e{start + i}" for i in range(len(truth))],
+                "label": truth.tolist(),
+                "label_time": [T0 + 500.0] * len(truth),
+            }
+        ),
+        b"m",
+        "labels",
+        0,
+        offset,
+        None,
+    )
 
 
 def _cfg(reference: dict):
-    return parse_monitors({"models": [{
-        "model_id": "m", "features": [{"name": "x", "kind": "numeric"}], "window": {"size_events": N},
-        "reference": reference, "performance": {"calibration_rows": 400, "min_calibration_rows": 200},
-        "labels": {"ttl_seconds": 3600, "online": {"enabled": False}},
-    }]})
+    return parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": "m",
+                    "features": [{"name": "x", "kind": "numeric"}],
+                    "window": {"size_events": N},
+                    "reference": reference,
+                    "performance": {"calibration_rows": 400, "min_calibration_rows": 200},
+                    "labels": {"ttl_seconds": 3600, "online": {"enabled": False}},
+                }
+            ]
+        }
+    )
 
 
 def _cbpe(sink):
-    return [r for r in sink.records if r.measurement == R.PERFORMANCE and r.tags[R.T_DETECTOR] == "cbpe"
-            and r.tags[R.T_METRIC] == "accuracy"]
+    return [
+        r
+        for r in sink.records
+        if r.measurement == R.PERFORMANCE and r.tags[R.T_DETECTOR] == "cbpe" and r.tags[R.T_METRIC] == "accuracy"
+    ]
 
 
 def _run(cfg, windows: int, labelled_until: int):
     rng = np.random.default_rng(11)
     hook = LabelHook(cfg, background=False)
     sink = FakeSink()
-    p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
-                 evaluator=default_evaluator(), label_hook=hook)
+    p = Pipeline(
+        Settings(),
+        cfg,
+        sink=sink,
+        deadletters=DeadLetterPublisher(dl_sender([])),
+        evaluator=default_evaluator(),
+        label_hook=hook,
+    )
     data = [_events(rng, k * N, N) for k in range(windows)]
 
     async def go():
@@ -96,8 +129,9 @@ def test_first_joined_labels_calibrate_cbpe_and_it_says_not_calibrated_until_the
     assert pts, "no CBPE points"
     early = [r for r in pts if "value" not in r.fields]
     late = [r for r in pts if "value" in r.fields]
-    assert early and all(r.fields["status"] == "not calibrated" and "waiting for labels" in r.fields["reason"]
-                         for r in early)
+    assert early and all(
+        r.fields["status"] == "not calibrated" and "waiting for labels" in r.fields["reason"] for r in early
+    )
     assert late and all(r.fields["calibrated"] for r in late)
     assert max(r.time_ns for r in early) < min(r.time_ns for r in late)
     # the estimate of the last window equals a direct computation with the calibration on the first 400 rows
@@ -109,10 +143,15 @@ def test_first_joined_labels_calibrate_cbpe_and_it_says_not_calibrated_until_the
     q = cal.apply(P[-N:])
     direct = np.mean(np.where(pred[-N:] == "yes", q[:, 1], q[:, 0]))
     assert abs(late[-1].fields["value"] - direct) < 1e-9
-    assert late[-1].fields["calibration_n"] == 400 and late[-1].fields["calibration_source"] == "first 400 joined labels"
+    assert (
+        late[-1].fields["calibration_n"] == 400 and late[-1].fields["calibration_source"] == "first 400 joined labels"
+    )
     # uncalibrated, the model's own confidence says ~0.9; the realized accuracy is far lower
-    realized = [r for r in sink.records if r.measurement == R.PERFORMANCE and r.tags[R.T_DETECTOR] == "realized"
-                and r.tags[R.T_METRIC] == "accuracy"]
+    realized = [
+        r
+        for r in sink.records
+        if r.measurement == R.PERFORMANCE and r.tags[R.T_DETECTOR] == "realized" and r.tags[R.T_METRIC] == "accuracy"
+    ]
     with_est = [r for r in realized if "estimation_error" in r.fields]
     assert with_est
     for r in with_est:
@@ -128,8 +167,7 @@ def test_a_labelled_reference_file_calibrates_from_the_first_window(tmp_path):
     x, served, pred, truth = _events(rng, 0, 1000)
     path = tmp_path / "ref.csv"
     pd.DataFrame({"x": x, "yhat": pred, "p_yes": served, "p_no": 1 - served, "y": truth}).to_csv(path, index=False)
-    cfg = _cfg({"file": str(path), "prediction": "yhat", "probabilities": {"yes": "p_yes", "no": "p_no"},
-                "label": "y"})
+    cfg = _cfg({"file": str(path), "prediction": "yhat", "probabilities": {"yes": "p_yes", "no": "p_no"}, "label": "y"})
     sink, data, _hook = _run(cfg, windows=3, labelled_until=0)
     pts = _cbpe(sink)
     assert len(pts) == 3 and all(r.fields["calibrated"] and r.fields["calibration_n"] == 1000 for r in pts)

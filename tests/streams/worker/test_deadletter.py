@@ -67,18 +67,31 @@ def test_publisher_sends_original_bytes_and_counts():
 def test_deadletter_points_are_aggregated_per_partition_reason_and_model():
     from streams.worker.deadletter import deadletter_records
 
-    dls = [dl(offset=10), dl(offset=11, rows=(1, 2)), dl(offset=12, reason="invalid_json", model=None),
-           dl(offset=13, reason="unknown_model", model="attacker-1"), dl(offset=14, reason="unknown_model",
-                                                                          model="attacker-2")]
-    recs = {(r.tags.get("reason"), r.tags.get("model"), r.fields.get("model_id"))
-            for r in deadletter_records(dls, {"m"})}
+    dls = [
+        dl(offset=10),
+        dl(offset=11, rows=(1, 2)),
+        dl(offset=12, reason="invalid_json", model=None),
+        dl(offset=13, reason="unknown_model", model="attacker-1"),
+        dl(offset=14, reason="unknown_model", model="attacker-2"),
+    ]
+    recs = {
+        (r.tags.get("reason"), r.tags.get("model"), r.fields.get("model_id")) for r in deadletter_records(dls, {"m"})
+    }
     # attacker ids never become tags; they are named in a field (no new series)
-    assert recs == {("schema", "m", "m"), ("invalid_json", None, None), ("unknown_model", None, "attacker-1"),
-                    ("unknown_model", None, "attacker-2")}
+    assert recs == {
+        ("schema", "m", "m"),
+        ("invalid_json", None, None),
+        ("unknown_model", None, "attacker-1"),
+        ("unknown_model", None, "attacker-2"),
+    }
     recs = {(r.tags.get("reason"), r.tags.get("model")): r for r in deadletter_records(dls[:3], {"m"})}
     schema = recs[("schema", "m")]
-    assert (schema.fields["count"], schema.fields["messages"], schema.fields["offset"],
-            schema.fields["last_offset"]) == (3, 2, 10, 11)
+    assert (
+        schema.fields["count"],
+        schema.fields["messages"],
+        schema.fields["offset"],
+        schema.fields["last_offset"],
+    ) == (3, 2, 10, 11)
     assert schema.time_ns == deadletter_record(dls[0], {"m"}).time_ns  # keyed by its first message
     one = deadletter_records([dls[0]], {"m"})[0]
     assert one == deadletter_record(dls[0], {"m"})  # a group of one is the per-message point

@@ -53,8 +53,10 @@ def batch(n=4, model="m", version="1", start=0, **over) -> dict:
             "y": [float(i % 3) for i in range(n)],
             "c": ["a", "b", "a", None][:n] + ["b"] * max(0, n - 4),
         },
-        "prediction": {"label": ["p", "q"] * (n // 2) + ["p"] * (n % 2),
-                       "probabilities": {"p": [0.9] * n, "q": [0.1] * n}},
+        "prediction": {
+            "label": ["p", "q"] * (n // 2) + ["p"] * (n % 2),
+            "probabilities": {"p": [0.9] * n, "q": [0.1] * n},
+        },
     }
     doc.update(over)
     return doc
@@ -68,13 +70,19 @@ def rows_of(doc: dict) -> list[dict]:
         pred = {}
         for k, v in doc["prediction"].items():
             pred[k] = {c: col[i] for c, col in v.items()} if k == "probabilities" else v[i]
-        out.append({
-            "schema_version": 1, "type": "inference", "event_id": doc["event_id"][i],
-            "model_id": doc["model_id"], "model_version": doc["model_version"],
-            "event_time": doc["event_time"][i], "source_id": doc["source_id"][i],
-            "features": {k: v[i] for k, v in doc["features"].items()},
-            "prediction": pred,
-        })
+        out.append(
+            {
+                "schema_version": 1,
+                "type": "inference",
+                "event_id": doc["event_id"][i],
+                "model_id": doc["model_id"],
+                "model_version": doc["model_version"],
+                "event_time": doc["event_time"][i],
+                "source_id": doc["source_id"][i],
+                "features": {k: v[i] for k, v in doc["features"].items()},
+                "prediction": pred,
+            }
+        )
     return out
 
 
@@ -147,10 +155,16 @@ def test_missing_feature_columns_and_unknown_features():
 
 
 def test_keys_per_partition_model_and_version():
-    out = decode(msg(batch(2)), msg(batch(2, version="2"), 1), msg(batch(2), 2, partition=3),
-                 msg(batch(2, model="other"), 3, key=b"other"))
+    out = decode(
+        msg(batch(2)),
+        msg(batch(2, version="2"), 1),
+        msg(batch(2), 2, partition=3),
+        msg(batch(2, model="other"), 3, key=b"other"),
+    )
     assert set(out.frames) == {
-        StreamKey("t", 0, "m", "1"), StreamKey("t", 0, "m", "2"), StreamKey("t", 3, "m", "1"),
+        StreamKey("t", 0, "m", "1"),
+        StreamKey("t", 0, "m", "2"),
+        StreamKey("t", 3, "m", "1"),
         StreamKey("t", 0, "other", "1"),
     }
     assert out.unkeyed == set()
@@ -223,7 +237,7 @@ def test_integers_beyond_float_range_are_non_finite():
         (b"{not json", D.R_INVALID_JSON),
         (b'{"a": 1', D.R_INVALID_JSON),
         (b'{"x": NaN}', D.R_NON_FINITE),
-        (b'[Infinity]', D.R_NON_FINITE),
+        (b"[Infinity]", D.R_NON_FINITE),
         (b'{"x": -Infinity}', D.R_NON_FINITE),
         (b'{"x": 1e400}', D.R_NON_FINITE),
         (b"[" * 2000 + b"]" * 2000, D.R_TOO_DEEP),
@@ -358,8 +372,14 @@ def test_probabilities_not_numbers():
 
 
 def test_label_batch_and_label_events():
-    lb = {"schema_version": 1, "type": "label_batch", "model_id": "m", "event_id": ["e1", "e2"],
-          "label": ["p", 1], "label_time": [T0, T0 + 1]}
+    lb = {
+        "schema_version": 1,
+        "type": "label_batch",
+        "model_id": "m",
+        "event_id": ["e1", "e2"],
+        "label": ["p", 1],
+        "label_time": [T0, T0 + 1],
+    }
     le = {"type": "label", "event_id": "e3", "model_id": "m", "label": True, "label_time": T0 + 2}
     out = decode(msg(lb, 0), msg(le, 1), msg([le, {**le, "event_id": "e4"}], 2))
     assert out.dead == [] and not out.frames
@@ -370,8 +390,13 @@ def test_label_batch_and_label_events():
 
 
 def test_bad_label_rows():
-    lb = {"type": "label_batch", "model_id": "m", "event_id": ["e1", "e2", "e3"],
-          "label": ["p", None, "q"], "label_time": [T0, T0, -1.0]}
+    lb = {
+        "type": "label_batch",
+        "model_id": "m",
+        "event_id": ["e1", "e2", "e3"],
+        "label": ["p", None, "q"],
+        "label_time": [T0, T0, -1.0],
+    }
     out = decode(msg(lb))
     assert sorted((d.reason, d.rows) for d in out.dead) == [(D.R_BAD_TIME, (2,)), (D.R_SCHEMA, (1,))]
     assert out.labels[0].event_id.tolist() == ["e1"]
@@ -417,8 +442,18 @@ def test_counts_add_up_over_a_mixed_stream():
             messages.append(msg(doc, off))
         else:
             produced += 3
-            messages.append(msg({"type": "label_batch", "model_id": "m", "event_id": ["a", "b", "c"],
-                                 "label": [1, 2, 3], "label_time": [T0] * 3}, off))
+            messages.append(
+                msg(
+                    {
+                        "type": "label_batch",
+                        "model_id": "m",
+                        "event_id": ["a", "b", "c"],
+                        "label": [1, 2, 3],
+                        "label_time": [T0] * 3,
+                    },
+                    off,
+                )
+            )
     out = decode(*messages)
     assert out.n_events() == produced
     # every dead letter points at its message and a known reason
@@ -460,8 +495,14 @@ def test_single_events_between_batches_are_validated_together_and_kept_in_order(
 
 
 def test_dead_letters_come_out_in_source_order():
-    msgs = [msg(b"{bad", 0), msg(batch(3), 1), msg(b"", 2), msg(batch(2, event_id=["", "ok"]), 3),
-            msg(b"[1", 4), msg(batch(2, model="nope"), 5)]
+    msgs = [
+        msg(b"{bad", 0),
+        msg(batch(3), 1),
+        msg(b"", 2),
+        msg(batch(2, event_id=["", "ok"]), 3),
+        msg(b"[1", 4),
+        msg(batch(2, model="nope"), 5),
+    ]
     out = decode(*msgs)
     assert [d.message.offset for d in out.dead] == [0, 2, 3, 4, 5]
 
@@ -491,11 +532,11 @@ def test_pandas_booleans_in_the_reference_match_json_booleans_in_events(tmp_path
     from detectors.univariate import univariate_drift
 
     rng = np.random.default_rng(3)
-    cfg = parse_monitors({"models": [{"model_id": "m", "features": [{"name": "flag", "kind": kind},
-                                                                    {"name": "x", "kind": "numeric"}]}]})
+    cfg = parse_monitors(
+        {"models": [{"model_id": "m", "features": [{"name": "flag", "kind": kind}, {"name": "x", "kind": "numeric"}]}]}
+    )
     feats = cfg.models[0].features
-    pd.DataFrame({"flag": rng.random(2000) < 0.3, "x": rng.normal(size=2000)}).to_csv(tmp_path / "ref.csv",
-                                                                                       index=False)
+    pd.DataFrame({"flag": rng.random(2000) < 0.3, "x": rng.normal(size=2000)}).to_csv(tmp_path / "ref.csv", index=False)
     reference = Reference.from_file(tmp_path / "ref.csv", feats)
     flags = (rng.random(1000) < 0.3).tolist()
     doc = batch(1000, features={"flag": flags, "x": rng.normal(size=1000).tolist()})
@@ -533,8 +574,12 @@ def test_undeclared_features_are_counted_and_named_not_dropped():
     assert q == {"n": 4, "n_unknown_feature": 3, "unknown_feature_rate": 0.75, "features": "note=3, colour=1"}
     rows = decode(msg(rows_of(doc))).frames[StreamKey("t", 0, "m", "1")].frame  # rows: the same counts
     assert undeclared_features(rows) == q
-    assert undeclared_features(frame.take(np.array([1, 2]))) == {"n": 2, "n_unknown_feature": 1,
-                                                                 "unknown_feature_rate": 0.5, "features": "note=1"}
+    assert undeclared_features(frame.take(np.array([1, 2]))) == {
+        "n": 2,
+        "n_unknown_feature": 1,
+        "unknown_feature_rate": 0.5,
+        "features": "note=1",
+    }
 
 
 def test_a_flood_of_invented_feature_names_is_bounded():

@@ -33,8 +33,10 @@ def traffic_messages(events: int = 6000) -> tuple[Traffic, list[RawMessage]]:
     # a model id of its own: the evaluators in this process keep per-model state (per-source extraction
     # tracking) from other tests' models "m"
     tr = Traffic(models=[f"dp-{uuid.uuid4().hex[:8]}"], events=events, batch_events=500, seed=3)
-    msgs = [RawMessage(value, key, "t", 0, i, int(time.time() * 1000))
-            for i, (key, value, _n) in enumerate(iter_messages(tr))]
+    msgs = [
+        RawMessage(value, key, "t", 0, i, int(time.time() * 1000))
+        for i, (key, value, _n) in enumerate(iter_messages(tr))
+    ]
     return tr, msgs
 
 
@@ -104,8 +106,10 @@ def test_a_dead_child_costs_the_windows_in_flight_and_is_replaced(caplog):
         assert 1 <= len(windows) - len(scored) <= 2, (len(windows), len(scored))
         assert max(windows) in scored  # the new child scores what comes after
         third = run(proc, tr, msgs)  # the new child works (and got the reference again)
+
         def drift(records):
             return comparable(r for r in records if r.measurement == "dw_drift")
+
         assert drift(third) == drift(first)  # (stateful scores, e.g. per source, went on from the 2nd run)
         assert list(proc._pool._processes) != [pid]
     finally:

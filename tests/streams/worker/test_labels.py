@@ -60,24 +60,51 @@ class MemoryChangelog:
 
 
 def cfg(labels: dict | None = None, task: str = "classification"):
-    return parse_monitors({"models": [{
-        "model_id": "m", "task": task,
-        "features": [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}],
-        "window": {"size_events": 20}, "reference": {"first_n": 10},
-        "labels": {"ttl_seconds": 3600, **(labels or {})},
-    }]})
+    return parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": "m",
+                    "task": task,
+                    "features": [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}],
+                    "window": {"size_events": 20},
+                    "reference": {"first_n": 10},
+                    "labels": {"ttl_seconds": 3600, **(labels or {})},
+                }
+            ]
+        }
+    )
 
 
 def label_msg(ids, labels, offset=0, t=T0 + 50.0) -> RawMessage:
-    return RawMessage(orjson.dumps({"type": "label_batch", "model_id": "m", "event_id": list(ids),
-                                    "label": list(labels), "label_time": [t] * len(ids)}), b"m", "labels", 0,
-                      offset, None)
+    return RawMessage(
+        orjson.dumps(
+            {
+                "type": "label_batch",
+                "model_id": "m",
+                "event_id": list(ids),
+                "label": list(labels),
+                "label_time": [t] * len(ids),
+            }
+        ),
+        b"m",
+        "labels",
+        0,
+        offset,
+        None,
+    )
 
 
 def pipeline(hook) -> tuple[Pipeline, FakeSink]:
     sink = FakeSink()
-    return Pipeline(Settings(), hook_cfg(hook), sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
-                    evaluator=None, label_hook=hook), sink
+    return Pipeline(
+        Settings(),
+        hook_cfg(hook),
+        sink=sink,
+        deadletters=DeadLetterPublisher(dl_sender([])),
+        evaluator=None,
+        label_hook=hook,
+    ), sink
 
 
 def hook_cfg(hook):
@@ -85,8 +112,11 @@ def hook_cfg(hook):
 
 
 def perf(sink, metric, detector="realized"):
-    return [r for r in sink.records if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == metric
-            and r.tags[R.T_DETECTOR] == detector]
+    return [
+        r
+        for r in sink.records
+        if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == metric and r.tags[R.T_DETECTOR] == detector
+    ]
 
 
 def test_state_round_trips_through_bytes():
@@ -94,9 +124,15 @@ def test_state_round_trips_through_bytes():
     counters, the unreported accumulator and the error-stream detector all come back."""
     j = LabelJoin(ttl_seconds=100)
     ids = np.array([f"e{i}" for i in range(6)], dtype=object)
-    j.add_predictions(ids, np.arange(6.0), pred_label=np.array(["a", "b", None, "a", "b", "a"], dtype=object),
-                      pred_proba=np.random.default_rng(0).dirichlet([1, 1], 6), classes=("a", "b"),
-                      pred_value=np.array([0.1, np.nan, 0.3, 0.4, 0.5, 0.6]), now=6)
+    j.add_predictions(
+        ids,
+        np.arange(6.0),
+        pred_label=np.array(["a", "b", None, "a", "b", "a"], dtype=object),
+        pred_proba=np.random.default_rng(0).dirichlet([1, 1], 6),
+        classes=("a", "b"),
+        pred_value=np.array([0.1, np.nan, 0.3, 0.4, 0.5, 0.6]),
+        now=6,
+    )
     lab = np.empty(4, dtype=object)
     lab[:] = ["a", 3, 2.5, True]
     j.add_labels(np.array(["e0", "z1", "z2", "z3"], dtype=object), lab, np.full(4, 7.0), now=6)
@@ -231,8 +267,7 @@ async def finish(p: Pipeline, h: LabelHook) -> None:
 
 def run_labelled(msgs, state, clock=None):
     clock = clock if clock is not None else [0.0]
-    h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0,
-                  clock=lambda: clock[0])
+    h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0])
     p, sink = pipeline(h)
 
     async def main():
@@ -262,11 +297,20 @@ def test_label_results_are_the_same_live_on_a_backlog_and_after_crashes(tmp_path
     acked: list[RawMessage] = []
     for crash in [*sorted(rng.choice(np.arange(5, len(live) - 5), 3, replace=False).tolist()), None]:
         committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}  # acks come in order
-        h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0,
-                      clock=lambda: clock[0])
-        p = Pipeline(Settings(), hook_cfg(h), sink=shared, deadletters=DeadLetterPublisher(dl_sender([])),
-                     evaluator=None, label_hook=h, ack=acked.append, checkpoints=FakeCheckpoints(shared),
-                     committed=lambda t, part, c=committed: c.get(t) or None)
+        h = LabelHook(
+            cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0]
+        )
+        p = Pipeline(
+            Settings(),
+            hook_cfg(h),
+            sink=shared,
+            deadletters=DeadLetterPublisher(dl_sender([])),
+            evaluator=None,
+            label_hook=h,
+            ack=acked.append,
+            checkpoints=FakeCheckpoints(shared),
+            committed=lambda t, part, c=committed: c.get(t) or None,
+        )
         rest = [m for m in live if m.offset >= committed[m.topic]]  # read again from the committed offsets
         upto = None if crash is None else crash - (len(live) - len(rest))
 
@@ -297,11 +341,20 @@ def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_pat
 
     def worker():
         committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
-        h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0,
-                      clock=lambda: clock[0])
-        p = Pipeline(Settings(), hook_cfg(h), sink=shared, deadletters=DeadLetterPublisher(dl_sender([])),
-                     evaluator=None, label_hook=h, ack=acked.append, checkpoints=FakeCheckpoints(shared),
-                     committed=lambda t, part: committed.get(t) or None)
+        h = LabelHook(
+            cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0]
+        )
+        p = Pipeline(
+            Settings(),
+            hook_cfg(h),
+            sink=shared,
+            deadletters=DeadLetterPublisher(dl_sender([])),
+            evaluator=None,
+            label_hook=h,
+            ack=acked.append,
+            checkpoints=FakeCheckpoints(shared),
+            committed=lambda t, part: committed.get(t) or None,
+        )
         return p, h, [m for m in live if m.offset >= committed[m.topic]]
 
     a, ha, rest = worker()
@@ -328,10 +381,17 @@ def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_pat
     s = ha._joins["m"].stats
     n_labels = sum(len(orjson.loads(m.value)["event_id"]) for m in lab)
     assert (s.predictions, s.labels, s.matched, s.duplicate_predictions, s.duplicate_labels) == (
-        800, n_labels, n_labels, 0, 0)
+        800,
+        n_labels,
+        n_labels,
+        0,
+        0,
+    )
     assert s.matched + s.expired + s.evicted + s.pending_predictions == s.predictions
-    assert s.matched + s.late_labels + s.duplicate_labels + s.unmatched_labels + s.evicted_labels \
-        + s.pending_labels == s.labels
+    assert (
+        s.matched + s.late_labels + s.duplicate_labels + s.unmatched_labels + s.evicted_labels + s.pending_labels
+        == s.labels
+    )
 
 
 def test_an_unusable_snapshot_is_reported_and_the_join_starts_empty(caplog):
@@ -398,8 +458,15 @@ def test_offsets_are_released_only_after_the_checkpoint_that_covers_them():
     write keeps them held (and retries), so a crash re-reads exactly what the last checkpoint lacks."""
     state, acked = MemoryChangelog(), []
     h = LabelHook(cfg(), store=state, background=False)
-    p = Pipeline(Settings(), hook_cfg(h), sink=FakeSink(), deadletters=DeadLetterPublisher(dl_sender([])),
-                 evaluator=None, label_hook=h, ack=acked.append)
+    p = Pipeline(
+        Settings(),
+        hook_cfg(h),
+        sink=FakeSink(),
+        deadletters=DeadLetterPublisher(dl_sender([])),
+        evaluator=None,
+        label_hook=h,
+        ack=acked.append,
+    )
 
     async def run():
         await p.process([batch_msg("m", 0, 5, 0), label_msg(["m-0", "m-1"], ["p", "q"], 0)])
@@ -427,11 +494,18 @@ def test_calibration_rows_travel_with_the_checkpoint():
     rng = np.random.default_rng(3)
     n = 300
     proba = rng.dirichlet([1, 1], n)
-    doc = {"type": "inference_batch", "model_id": "m", "model_version": "1",
-           "event_id": [f"c-{i}" for i in range(n)], "event_time": (T0 + np.arange(n) * 0.1).tolist(),
-           "features": {"x": rng.normal(size=n).tolist(), "c": ["a"] * n},
-           "prediction": {"label": np.where(proba[:, 0] > 0.5, "p", "q").tolist(),
-                          "probabilities": {"p": proba[:, 0].tolist(), "q": proba[:, 1].tolist()}}}
+    doc = {
+        "type": "inference_batch",
+        "model_id": "m",
+        "model_version": "1",
+        "event_id": [f"c-{i}" for i in range(n)],
+        "event_time": (T0 + np.arange(n) * 0.1).tolist(),
+        "features": {"x": rng.normal(size=n).tolist(), "c": ["a"] * n},
+        "prediction": {
+            "label": np.where(proba[:, 0] > 0.5, "p", "q").tolist(),
+            "probabilities": {"p": proba[:, 0].tolist(), "q": proba[:, 1].tolist()},
+        },
+    }
     truth = np.where(rng.random(n) < proba[:, 0], "p", "q").tolist()
 
     async def run():
@@ -451,8 +525,9 @@ def test_calibration_rows_travel_with_the_checkpoint():
     assert h2._cal_rows["m"].n == h._cal_rows["m"].n > 200
     assert cal2.classes == cal.classes
     probe = rng.dirichlet([1, 1], 50)
-    np.testing.assert_allclose(CBPE(cal2).expected_correct(probe, ("p", "q"))[0],
-                               CBPE(cal).expected_correct(probe, ("p", "q"))[0])
+    np.testing.assert_allclose(
+        CBPE(cal2).expected_correct(probe, ("p", "q"))[0], CBPE(cal).expected_correct(probe, ("p", "q"))[0]
+    )
 
 
 def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp_path):
@@ -483,8 +558,7 @@ def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp
     assert fired["drift"] == 1 and fired["reference_error_rate"] == pytest.approx(0.1) and fired["n_ref"] == 100
     assert fired["first_detection_time"] == T0 + 60 and fired["statistic"] > fired["threshold"]
     pts = [r for r in pts if r.fields is fired]
-    rule = AlertRule(name="concept", signal="performance.drift", where={"detector": "fet_online"}, op="==",
-                     threshold=1)
+    rule = AlertRule(name="concept", signal="performance.drift", where={"detector": "fet_online"}, op="==", threshold=1)
     obs = evaluate([rule], [pts[-1]], "m", pts[-1].tags[R.T_VERSION])
     assert len(obs) == 1 and obs[0].breached
     h2 = LabelHook(cfg({"online": online}), store=store, state_dir=tmp_path / "state", background=False)
@@ -499,16 +573,36 @@ def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp
 
 
 def test_regression_errors_are_cut_at_the_reference_quantile(tmp_path):
-    h = LabelHook(cfg({"online": {"reference_size": 60, "ert": 500, "window_sizes": [10], "n_bootstraps": 400,
-                                  "error_quantile": 0.75}}, task="regression"), background=False)
+    h = LabelHook(
+        cfg(
+            {
+                "online": {
+                    "reference_size": 60,
+                    "ert": 500,
+                    "window_sizes": [10],
+                    "n_bootstraps": 400,
+                    "error_quantile": 0.75,
+                }
+            },
+            task="regression",
+        ),
+        background=False,
+    )
     rng = np.random.default_rng(1)
     f = h.models["m"]
     assert f.labels.online.error_quantile == 0.75
     from detectors.concept import Joined
 
     truth = rng.normal(size=60)
-    rows = Joined(np.array([f"e{i}" for i in range(60)], dtype=object), np.zeros(60), np.ones(60),
-                  truth.astype(object), None, None, np.zeros(60))
+    rows = Joined(
+        np.array([f"e{i}" for i in range(60)], dtype=object),
+        np.zeros(60),
+        np.ones(60),
+        truth.astype(object),
+        None,
+        None,
+        np.zeros(60),
+    )
     h._add("m", rows)
     h._res_of("m").add_window("1", 1, 0.0, keep=10)  # a closed window of those predictions (event time 0)
     h._drain("m")
@@ -543,6 +637,8 @@ def test_results_the_timer_wrote_go_into_the_next_window_unit_for_alert_rules():
     assert [(r.time_ns, r.fields["value"]) for r in carried] == [(acc[0].time_ns, 0.95)]
     again = SimpleNamespace(time_ns=acc[0].time_ns + 2 * 10**9, end_time=T0 + 20.0)
     assert not [r for r in h.on_window(key, again).records if r.tags[R.T_METRIC] == "accuracy"]
+
+
 def test_a_calibration_in_progress_does_not_hold_up_the_workers_exit():
     # a worker stopped while the error-stream detector calibrated sat 20 s and more after "Closing event
     # loop": Python joins every ThreadPoolExecutor thread at exit, even after shutdown(wait=False)
@@ -550,10 +646,12 @@ def test_a_calibration_in_progress_does_not_hold_up_the_workers_exit():
     import sys
     import time
 
-    code = ("import time\nfrom streams.worker.labels import DaemonExecutor\n"
-            "ex = DaemonExecutor('calibration')\nassert ex.submit(sum, [1, 2]).result(5) == 3\n"
-            "ex.submit(time.sleep, 60)\nqueued = ex.submit(time.sleep, 60)\n"
-            "time.sleep(0.2)\nex.shutdown(wait=False, cancel_futures=True)\nassert queued.cancelled()\n")
+    code = (
+        "import time\nfrom streams.worker.labels import DaemonExecutor\n"
+        "ex = DaemonExecutor('calibration')\nassert ex.submit(sum, [1, 2]).result(5) == 3\n"
+        "ex.submit(time.sleep, 60)\nqueued = ex.submit(time.sleep, 60)\n"
+        "time.sleep(0.2)\nex.shutdown(wait=False, cancel_futures=True)\nassert queued.cancelled()\n"
+    )
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert time.monotonic() - t0 < 20

@@ -26,32 +26,41 @@ def test_online_features_must_be_numeric_features_of_the_model():
     assert spec.features == ["y", "x"] and spec.window_sizes == [20, 50] and spec.ert == 5000
     with pytest.raises(ConfigError, match=r"m.yaml: models\[0\]: .*drift.online.features: 'c' is a categorical"):
         parse_monitors(one(drift={"online": {"features": ["c"]}}), "m.yaml")
-    with pytest.raises(ConfigError, match=r"drift.online.features: 'nope' is not a feature of the model.*"
-                                          r"numeric: \['x', 'y'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"drift.online.features: 'nope' is not a feature of the model.*"
+        r"numeric: \['x', 'y'\]",
+    ):
         parse_monitors(one(drift={"online": {"features": ["nope"]}}), "m.yaml")
 
 
-@pytest.mark.parametrize("online, where, what", [
-    ({"features": ["x"], "ert": 50_000}, "drift.online", "n_bootstraps .* must be larger than ert"),
-    ({"features": ["x", "x"]}, "drift.online", "listed twice"),
-    ({"window_sizes": [20, 20]}, "drift.online", "distinct"),
-    ({"window_sizes": [1]}, "drift.online", "between 2 and 1000"),
-    ({"ert": 1}, "drift.online.ert", "greater than 1"),
-    ({"engine": "torch"}, "drift.online.engine", "'native' or 'alibi'"),
-])
+@pytest.mark.parametrize(
+    "online, where, what",
+    [
+        ({"features": ["x"], "ert": 50_000}, "drift.online", "n_bootstraps .* must be larger than ert"),
+        ({"features": ["x", "x"]}, "drift.online", "listed twice"),
+        ({"window_sizes": [20, 20]}, "drift.online", "distinct"),
+        ({"window_sizes": [1]}, "drift.online", "between 2 and 1000"),
+        ({"ert": 1}, "drift.online.ert", "greater than 1"),
+        ({"engine": "torch"}, "drift.online.engine", "'native' or 'alibi'"),
+    ],
+)
 def test_bad_drift_online_is_refused_with_its_field(online, where, what):
     with pytest.raises(ConfigError, match=rf"models\[0\]\.{where}.*{what}"):
         parse_monitors(one(drift={"online": online}))
 
 
-@pytest.mark.parametrize("online, what", [
-    ({"ert": 1e8}, "n_bootstraps .* too small for ert"),
-    ({"reference_size": 10}, "greater than or equal to 50"),
-    ({"error_quantile": 1.0}, "less than 1"),
-    ({"error_threshold": -1}, "greater than or equal to 0"),
-    ({"window_sizes": [5, 5]}, "distinct"),
-    ({"nope": 1}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "online, what",
+    [
+        ({"ert": 1e8}, "n_bootstraps .* too small for ert"),
+        ({"reference_size": 10}, "greater than or equal to 50"),
+        ({"error_quantile": 1.0}, "less than 1"),
+        ({"error_threshold": -1}, "greater than or equal to 0"),
+        ({"window_sizes": [5, 5]}, "distinct"),
+        ({"nope": 1}, "Extra inputs are not permitted"),
+    ],
+)
 def test_bad_labels_online_is_refused_with_its_field(online, what):
     with pytest.raises(ConfigError, match=rf"models\[0\]\.labels\.online.*{what}"):
         parse_monitors(one(labels={"online": online}))
@@ -71,10 +80,15 @@ def test_the_demo_configures_online_detection():
 
 def _budgeted(**budget):
     feats = [{"name": "a", "kind": "numeric"}, {"name": "c", "kind": "categorical"}]
-    return parse_monitors({
-        "alarm_budget": {"false_alarms": 2, "per": "day", **budget},
-        "models": [{"model_id": "seg", "features": feats, "segments": ["c"], "window": {"size_seconds": 300}},
-                   {"model_id": "evt", "features": feats, "window": {"size_events": 1000}}]})
+    return parse_monitors(
+        {
+            "alarm_budget": {"false_alarms": 2, "per": "day", **budget},
+            "models": [
+                {"model_id": "seg", "features": feats, "segments": ["c"], "window": {"size_seconds": 300}},
+                {"model_id": "evt", "features": feats, "window": {"size_events": 1000}},
+            ],
+        }
+    )
 
 
 def test_alarm_budget_sets_the_drift_level_of_each_model():

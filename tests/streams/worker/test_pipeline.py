@@ -29,24 +29,39 @@ T0 = 1_764_000_000.0
 
 def config(window: dict, reference: dict | None = None, labels: dict | None = None):
     extra = {"labels": labels} if labels is not None else {}
-    return parse_monitors({"models": [{
-        "model_id": "m",
-        "features": [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}],
-        "window": window,
-        "reference": reference or {"rolling": True},
-        **extra,
-    }, {"model_id": "k", "features": [{"name": "x", "kind": "numeric"}], "window": window,
-        "reference": reference or {"rolling": True}}]})
+    return parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": "m",
+                    "features": [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}],
+                    "window": window,
+                    "reference": reference or {"rolling": True},
+                    **extra,
+                },
+                {
+                    "model_id": "k",
+                    "features": [{"name": "x", "kind": "numeric"}],
+                    "window": window,
+                    "reference": reference or {"rolling": True},
+                },
+            ]
+        }
+    )
 
 
 def batch_msg(model, start, n, offset, partition=0, t_jitter=None, bad_row=None) -> RawMessage:
     times = T0 + np.arange(start, start + n) * 0.1
     if t_jitter is not None:
         times = times + t_jitter
-    doc = {"type": "inference_batch", "model_id": model, "event_id": [f"{model}-{start + i}" for i in range(n)],
-           "event_time": times.tolist(), "features": {"x": [float(start + i) for i in range(n)],
-                                                      "c": ["a", "b"] * (n // 2) + ["a"] * (n % 2)},
-           "prediction": {"label": ["p"] * n}}
+    doc = {
+        "type": "inference_batch",
+        "model_id": model,
+        "event_id": [f"{model}-{start + i}" for i in range(n)],
+        "event_time": times.tolist(),
+        "features": {"x": [float(start + i) for i in range(n)], "c": ["a", "b"] * (n // 2) + ["a"] * (n % 2)},
+        "prediction": {"label": ["p"] * n},
+    }
     if bad_row is not None:
         doc["event_id"][bad_row] = ""
     return RawMessage(orjson.dumps(doc), model.encode(), "t", partition, offset, int((T0 + 1e5) * 1000))
@@ -85,17 +100,27 @@ class FakeCheckpoints:
         self.sink = sink
 
     async def latest(self, key: StreamKey):
-        rows = [r for r in self.sink.windows() if r.tags["model"] == key.model_id
-                and r.tags["version"] == key.model_version and r.fields["ckpt_partition"] == key.partition]
+        rows = [
+            r
+            for r in self.sink.windows()
+            if r.tags["model"] == key.model_id
+            and r.tags["version"] == key.model_version
+            and r.fields["ckpt_partition"] == key.partition
+        ]
         if not rows:
             return None
         r = max(rows, key=lambda r: r.time_ns)
         return self._ck(r)
 
     async def since(self, key: StreamKey, after_ns: int, limit: int = 1000):
-        rows = {r.time_ns: r for r in self.sink.windows() if r.tags["model"] == key.model_id
-                and r.tags["version"] == key.model_version and r.fields["ckpt_partition"] == key.partition
-                and r.time_ns > after_ns}
+        rows = {
+            r.time_ns: r
+            for r in self.sink.windows()
+            if r.tags["model"] == key.model_id
+            and r.tags["version"] == key.model_version
+            and r.fields["ckpt_partition"] == key.partition
+            and r.time_ns > after_ns
+        }
         return [self._ck(rows[t]) for t in sorted(rows)[-limit:]]
 
     @staticmethod
@@ -116,24 +141,39 @@ def dl_sender(sent: list):
 
 def evaluator(model, key, window, reference):
     """Stand-in for detectors.runner: one record telling what it saw."""
-    return [Record(DRIFT, {"model": key.model_id, "version": key.model_version, "feature": "x"},
-                   {"n": window.n, "has_ref": reference is not None,
-                    "ref_rows": 0 if reference is None else reference.n_rows}, 0)]
+    return [
+        Record(
+            DRIFT,
+            {"model": key.model_id, "version": key.model_version, "feature": "x"},
+            {"n": window.n, "has_ref": reference is not None, "ref_rows": 0 if reference is None else reference.n_rows},
+            0,
+        )
+    ]
 
 
 def make(cfg, sink=None, committed=None, acked=None, sent=None):
     sink = sink or FakeSink()
     acked = acked if acked is not None else []
     sent = sent if sent is not None else []
-    p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender(sent)),
-                 ack=acked.append, checkpoints=FakeCheckpoints(sink),
-                 committed=committed or (lambda t, p: None), evaluator=evaluator)
+    p = Pipeline(
+        Settings(),
+        cfg,
+        sink=sink,
+        deadletters=DeadLetterPublisher(dl_sender(sent)),
+        ack=acked.append,
+        checkpoints=FakeCheckpoints(sink),
+        committed=committed or (lambda t, p: None),
+        evaluator=evaluator,
+    )
     return p, sink, acked, sent
 
 
 def window_summary(records):
-    return sorted((r.tags["model"], r.time_ns, r.fields["n_events"], r.fields["seq"], r.fields["ckpt_end_offset"])
-                  for r in records if r.measurement == WINDOW)
+    return sorted(
+        (r.tags["model"], r.time_ns, r.fields["n_events"], r.fields["seq"], r.fields["ckpt_end_offset"])
+        for r in records
+        if r.measurement == WINDOW
+    )
 
 
 def test_ack_tracker_acks_in_order_only():
@@ -178,8 +218,11 @@ def test_the_rest_of_a_batch_is_not_processed_once_its_partition_is_revoked():
     cfg = config({"size_events": 25}, {"first_n": 10})
     p, _sink, _acked, _ = make(cfg)
     p.chunk_bytes = 1  # one chunk per message
-    batch = [batch_msg("m", 0, 10, 0, partition=0), batch_msg("m", 10, 10, 1, partition=0),
-             batch_msg("k", 0, 10, 0, partition=1)]
+    batch = [
+        batch_msg("m", 0, 10, 0, partition=0),
+        batch_msg("m", 10, 10, 1, partition=0),
+        batch_msg("k", 0, 10, 0, partition=1),
+    ]
 
     async def main():
         async with p.lock:  # the rebalance comes before the first chunk got the lock
@@ -234,8 +277,11 @@ def test_everything_is_accounted_for():
         model = "m" if i % 3 else "k"
         msgs.append(batch_msg(model, i * 7, 7, i, bad_row=3 if i % 5 == 0 else None))
     msgs.append(RawMessage(b"{broken", b"m", "t", 0, 30, None))
-    msgs.append(RawMessage(orjson.dumps({"type": "inference_batch", "model_id": "zz", "event_id": ["a", "b"]}),
-                           b"zz", "t", 0, 31, None))
+    msgs.append(
+        RawMessage(
+            orjson.dumps({"type": "inference_batch", "model_id": "zz", "event_id": ["a", "b"]}), b"zz", "t", 0, 31, None
+        )
+    )
 
     async def main():
         await p.process(msgs[:17])
@@ -293,8 +339,9 @@ def test_restart_from_committed_offset_rewrites_the_same_windows(kind, crash_aft
     def run_all(messages, pipeline):
         async def main():
             for i in range(0, len(messages), 3):
-                await pipeline.process(messages[i:i + 3])
+                await pipeline.process(messages[i : i + 3])
             await pipeline.drain()
+
         asyncio.run(main())
 
     full, full_sink, _, _ = make(cfg)
@@ -312,6 +359,7 @@ def test_restart_from_committed_offset_rewrites_the_same_windows(kind, crash_aft
     got = window_summary(shared.records)
     want = window_summary(full_sink.records)
     assert sorted(set(got)) == want  # same windows; duplicates are exact rewrites
+
     # the rolling reference after the restart is the same as without the crash
     def drift(records):
         return sorted({(r.tags["model"], r.time_ns, r.fields["ref_rows"]) for r in records if r.measurement == DRIFT})
@@ -339,13 +387,27 @@ def test_labels_join_into_realized_performance():
     hook = LabelHook(cfg)
     assert hook.eager == {"m"}
     assert LabelHook(config({"size_events": 20})).eager == set()
-    p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
-                 evaluator=None, label_hook=hook)
+    p = Pipeline(
+        Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])), evaluator=None, label_hook=hook
+    )
     preds = batch_msg("m", 0, 20, 0)  # predicted label "p" for every event
     truth = ["p" if i % 4 else "q" for i in range(12)]  # labels for the first 12 events
-    labels = RawMessage(orjson.dumps({"type": "label_batch", "model_id": "m",
-                                      "event_id": [f"m-{i}" for i in range(12)], "label": truth,
-                                      "label_time": [T0 + 50.0] * 12}), b"m", "labels", 0, 0, None)
+    labels = RawMessage(
+        orjson.dumps(
+            {
+                "type": "label_batch",
+                "model_id": "m",
+                "event_id": [f"m-{i}" for i in range(12)],
+                "label": truth,
+                "label_time": [T0 + 50.0] * 12,
+            }
+        ),
+        b"m",
+        "labels",
+        0,
+        0,
+        None,
+    )
     more = batch_msg("m", 20, 20, 1)  # closes the next window: the joined rows are reported on it
 
     async def main():
@@ -387,9 +449,18 @@ def test_dead_letters_are_flushed_together_and_acked_only_when_confirmed():
         return fut
 
     now = [100.0]
-    p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(send_batch=send_batch),
-                 ack=acked.append, evaluator=None, eval_thread=False, clock=lambda: now[0],
-                 deadletter_linger=0.5, deadletter_max=50)
+    p = Pipeline(
+        Settings(),
+        cfg,
+        sink=sink,
+        deadletters=DeadLetterPublisher(send_batch=send_batch),
+        ack=acked.append,
+        evaluator=None,
+        eval_thread=False,
+        clock=lambda: now[0],
+        deadletter_linger=0.5,
+        deadletter_max=50,
+    )
     bad = [RawMessage(b"{nope %d" % i, b"m", "t", 0, i, None) for i in range(30)]
 
     async def main():
@@ -427,8 +498,16 @@ def test_dead_letters_not_confirmed_stay_unacked():
         fut.set_exception(RuntimeError("broker said no"))
         return fut
 
-    p = Pipeline(Settings(), cfg, sink=FakeSink(), deadletters=DeadLetterPublisher(send_batch=send_batch),
-                 ack=acked.append, evaluator=None, eval_thread=False, deadletter_linger=0.0)
+    p = Pipeline(
+        Settings(),
+        cfg,
+        sink=FakeSink(),
+        deadletters=DeadLetterPublisher(send_batch=send_batch),
+        ack=acked.append,
+        evaluator=None,
+        eval_thread=False,
+        deadletter_linger=0.0,
+    )
 
     async def main():
         await p.process([RawMessage(b"", b"m", "t", 0, i, None) for i in range(5)])
@@ -439,8 +518,12 @@ def test_dead_letters_not_confirmed_stay_unacked():
 
 
 def _budget_cfg(window: dict):
-    return parse_monitors({"alarm_budget": {"false_alarms": 1, "per": "day"}, "models": [{
-        "model_id": "m", "features": [{"name": "x", "kind": "numeric"}], "window": window}]})
+    return parse_monitors(
+        {
+            "alarm_budget": {"false_alarms": 1, "per": "day"},
+            "models": [{"model_id": "m", "features": [{"name": "x", "kind": "numeric"}], "window": window}],
+        }
+    )
 
 
 def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
@@ -455,8 +538,10 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     F = 4  # alarming families per window: drift, quality, prediction drift, CBPE (the budget counts them all)
     assert model.families == F
     rates = ObservedRates(smoothing=0.5)
+
     def win(n, secs):
         return SimpleNamespace(n=n, start_time=T0, end_time=T0 + secs)
+
     assert rates.drift_for(model, win(500, 10.0)).p_val == pytest.approx(1 / (F * 86_400 * 50 / 500))
     assert rates.drift_for(model, win(500, 5.0)).p_val == pytest.approx(1 / (F * 86_400 * 75 / 500))  # smoothed 50->75
     fixed = _budget_cfg({"size_seconds": 60}).models[0]
@@ -466,8 +551,12 @@ def test_budgeted_count_windows_take_their_level_from_the_observed_event_rate():
     rng = np.random.default_rng(0)
 
     def frame(n, secs):
-        return Frame.from_columns(event_id=np.arange(n).astype(str), event_time=T0 + np.linspace(0, secs, n),
-                                  numeric={"x": rng.normal(size=n)})
+        return Frame.from_columns(
+            event_id=np.arange(n).astype(str),
+            event_time=T0 + np.linspace(0, secs, n),
+            numeric={"x": rng.normal(size=n)},
+        )
+
     ref = Reference.from_frame(frame(2000, 40), model.features)
     evaluate = default_evaluator()
     w = SimpleNamespace(seq=1, n=500, frame=frame(500, 20.0), start_time=T0, end_time=T0 + 20.0)
@@ -492,9 +581,16 @@ def test_a_missing_committed_offset_is_called_a_lost_broker_state_only_with_evid
 
     asyncio.run(run(a, msgs))
     assert len(sink.windows()) == 3  # windows #1-#3 end at offsets 1, 3, 5
-    b = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
-                 checkpoints=FakeCheckpoints(sink), committed=lambda t, p: None, end_offset=lambda t, p: end,
-                 evaluator=evaluator)
+    b = Pipeline(
+        Settings(),
+        cfg,
+        sink=sink,
+        deadletters=DeadLetterPublisher(dl_sender([])),
+        checkpoints=FakeCheckpoints(sink),
+        committed=lambda t, p: None,
+        end_offset=lambda t, p: end,
+        evaluator=evaluator,
+    )
     with caplog.at_level(logging.INFO, logger="streams.worker.pipeline"):
         asyncio.run(run(b, msgs[:1]))
     said = [r for r in caplog.records if "committed offset" in r.getMessage()]
@@ -510,12 +606,18 @@ def test_large_count_windows_are_evaluated_from_summaries():
     from streams.worker.evaluation import default_evaluator
 
     def run_with(summary_min):
-        cfg = config({"size_events": 40, "summary_min_events": summary_min, "summary_bins": 64},
-                     {"first_n": 30})
+        cfg = config({"size_events": 40, "summary_min_events": summary_min, "summary_bins": 64}, {"first_n": 30})
         sink, acked = FakeSink(), []
-        p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(dl_sender([])),
-                     ack=acked.append, checkpoints=FakeCheckpoints(sink), committed=lambda t, p: None,
-                     evaluator=default_evaluator())
+        p = Pipeline(
+            Settings(),
+            cfg,
+            sink=sink,
+            deadletters=DeadLetterPublisher(dl_sender([])),
+            ack=acked.append,
+            checkpoints=FakeCheckpoints(sink),
+            committed=lambda t, p: None,
+            evaluator=default_evaluator(),
+        )
         msgs = [batch_msg("m", i * 10, 10, i) for i in range(20)]
 
         async def main():
@@ -530,16 +632,16 @@ def test_large_count_windows_are_evaluated_from_summaries():
     assert [m.offset for m in acked_summ] == [m.offset for m in acked_rows]
 
     def points(records, measurement):
-        return {(r.time_ns, tuple(sorted(r.tags.items()))): r.fields for r in records
-                if r.measurement == measurement}
+        return {(r.time_ns, tuple(sorted(r.tags.items()))): r.fields for r in records if r.measurement == measurement}
 
     w_rows, w_summ = points(rows, WINDOW), points(summ, WINDOW)
     assert w_rows.keys() == w_summ.keys()
     assert [f["summarised"] for f in w_rows.values()] == [0] * len(w_rows)
     assert sum(f["summarised"] for f in w_summ.values()) >= 3  # after the first_n reference
     for k, f in w_rows.items():
-        assert {n: v for n, v in w_summ[k].items() if n not in ("summarised", "closed_at")} == \
-            {n: v for n, v in f.items() if n not in ("summarised", "closed_at")}
+        assert {n: v for n, v in w_summ[k].items() if n not in ("summarised", "closed_at")} == {
+            n: v for n, v in f.items() if n not in ("summarised", "closed_at")
+        }
     assert points(summ, QUALITY) == points(rows, QUALITY)
     d_rows, d_summ = points(rows, DRIFT_SUMMARY), points(summ, DRIFT_SUMMARY)
     assert d_rows.keys() == d_summ.keys() and d_rows

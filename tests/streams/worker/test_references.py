@@ -19,9 +19,12 @@ FEATURES = [FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="c", kind="c
 
 def reference(seed: int, n: int = 300) -> Reference:
     rng = np.random.default_rng(seed)
-    f = Frame.from_columns(event_id=np.arange(n).astype(str).astype(object), event_time=np.zeros(n),
-                           numeric={"x": rng.normal(size=n)},
-                           categorical={"c": rng.choice(np.array(["a", "b", "c"], dtype=object), n)})
+    f = Frame.from_columns(
+        event_id=np.arange(n).astype(str).astype(object),
+        event_time=np.zeros(n),
+        numeric={"x": rng.normal(size=n)},
+        categorical={"c": rng.choice(np.array(["a", "b", "c"], dtype=object), n)},
+    )
     return Reference.from_frame(f, FEATURES)
 
 
@@ -89,15 +92,22 @@ def test_rows_are_stored_chunked_without_sensitive_features(settings, consume_al
     ensure_references_topic(settings)
     rng = np.random.default_rng(5)
     n = 3000
-    feats = [FeatureSpec(name="x", kind="numeric"), FeatureSpec(name="secret", kind="numeric", sensitive=True),
-             FeatureSpec(name="c", kind="categorical")]
+    feats = [
+        FeatureSpec(name="x", kind="numeric"),
+        FeatureSpec(name="secret", kind="numeric", sensitive=True),
+        FeatureSpec(name="c", kind="categorical"),
+    ]
     proba = rng.dirichlet([1, 1, 1], n)
     frame = Frame.from_columns(
-        event_id=np.arange(n).astype(str).astype(object), event_time=np.zeros(n),
+        event_id=np.arange(n).astype(str).astype(object),
+        event_time=np.zeros(n),
         numeric={"x": np.where(rng.random(n) < 0.05, np.nan, rng.normal(size=n)), "secret": np.full(n, 31337.125)},
         categorical={"c": rng.choice(np.array(["a", "b", None], dtype=object), n)},
-        pred_label=np.array(["k0", "k1", "k2"], dtype=object)[proba.argmax(1)], pred_proba=proba,
-        classes=("k0", "k1", "k2"), pred_value=proba.max(1))
+        pred_label=np.array(["k0", "k1", "k2"], dtype=object)[proba.argmax(1)],
+        pred_proba=proba,
+        classes=("k0", "k1", "k2"),
+        pred_value=proba.max(1),
+    )
     ref = Reference.from_frame(frame, feats)
     rows = encode_rows(frame, feats)
     assert b"31337" not in rows and np.float64(31337.125).tobytes() not in rows

@@ -45,8 +45,10 @@ def test_lost_topics_are_recreated_with_the_configured_partitions(settings, capl
     with caplog.at_level(logging.WARNING, logger="streams.worker.topics"):
         missing = asyncio.run(_one_round(watch))
     assert sorted(missing) == sorted(gone)
-    assert any("lost its state" in r.getMessage() and "recreating them with 4 partitions" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "lost its state" in r.getMessage() and "recreating them with 4 partitions" in r.getMessage()
+        for r in caplog.records
+    )
     want = {n: (1 if n == references_topic(settings) else settings.topic_partitions) for n in names}
     assert _counts(settings, names) == want
     assert asyncio.run(_one_round(watch)) == []  # nothing missing any more: quiet

@@ -34,7 +34,7 @@ def run(windows, messages, group=1):
     """Feed messages, ``group`` at a time (as one decoded part); return closed windows and late ids."""
     closed, late = [], []
     for i in range(0, len(messages), group):
-        chunk = messages[i:i + group]
+        chunk = messages[i : i + group]
         frames = [part(t, off) for off, t in chunk]
         from detectors.frame import concat
 
@@ -250,7 +250,7 @@ def test_holds_taken_equal_holds_released(kind):
             for h in c.holds:
                 released.update(h.tolist())
     rest = w.close_idle()
-    for c in ([rest] if kind == "count" and rest else (rest or [] if kind == "time" else [])):
+    for c in [rest] if kind == "count" and rest else (rest or [] if kind == "time" else []):
         for h in c.holds:
             released.update(h.tolist())
     assert taken == released
@@ -270,8 +270,9 @@ def test_count_windows_with_summaries_close_at_the_same_rows(group):
     layout = SummaryLayout.build(Reference.from_frame(ref_frame, feats), feats, bins=64, reservoir=10)
     rows, _ = run(CountWindows(50), msgs, group=1)
     summ, _ = run(CountWindows(50, summarise=layout.summary), msgs, group=group)
-    assert [(w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in summ] == \
-        [(w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in rows]
+    assert [(w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in summ] == [
+        (w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in rows
+    ]
     for s, r in zip(summ, rows):
         assert s.summary is not None and r.summary is None
         assert np.array_equal(np.unique(np.concatenate(s.holds)), np.unique(r.origin))
