@@ -1,3 +1,4 @@
+# size: one thin adapter per detector family behind one contract, read side by side
 """Thin adapters that put the detectors of this package behind the contract of :mod:`detectors.contract`.
 
 Each adapter keeps its detector's own arithmetic and only translates: configuration

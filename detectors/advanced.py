@@ -1,3 +1,4 @@
+# size: the row-based window evaluators share one per-reference fitted-object cache
 """Window evaluators of the advanced detectors, for :mod:`detectors.runner`.
 
 The runner's :class:`~detectors.runner.Reference` holds per-feature summaries

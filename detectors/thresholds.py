@@ -1,3 +1,4 @@
+# size: the verdict rules (chunk bands, effect floors, saturation) share their calibration code
 """Thresholds calibrated on the reference: chunk bands and effect-size floors.
 
 A p-value answers "could these two samples come from one distribution?". On

@@ -1,3 +1,4 @@
+# size: one PRADA-style tracker: per-source state, its update and its verdicts belong together
 """Model-extraction detection per source (client id), PRADA-style (Juuti et al. 2019).
 
 An extraction attack synthesises queries from a few seeds (Jacobian-based

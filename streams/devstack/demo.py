@@ -1,3 +1,4 @@
+# size: the demo command: options, validation, the sender loop and its summary in one place
 """``driftwatch demo``: realistic traffic for two models, with drift, breaks and garbage on demand.
 
 Two models are trained at start-up on datasets that ship with scikit-learn (no download):
