@@ -19,10 +19,15 @@ tell a false alarm from a true one; on a stream without drift they are all false
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from detectors.budget import SECONDS_PER
+from detectors.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from streams.worker.monitors import MonitorsConfig
 
 
 @dataclass(frozen=True)
@@ -42,15 +47,17 @@ def period_seconds(per: str) -> int:
     return int(SECONDS_PER[per])
 
 
-def budget_view(cfg, spent: pd.DataFrame) -> BudgetView | None:
-    """Join the config's allocation with the alarms spent (``Q.budget_spent``); None without a budget."""
-    b = getattr(cfg, "alarm_budget", None)
-    if b is None:
-        return None
-    rates = {}
+def budget_view(cfg: MonitorsConfig, spent: pd.DataFrame) -> BudgetView:
+    """Join the config's allocation with the alarms spent (``Q.budget_spent``).
+
+    Raises ConfigurationError when ``cfg`` declares no ``alarm_budget`` (the page checks first)."""
+    rates: dict[str, float] = {}
     if len(spent) and "events_per_s" in spent:
         rates = {m: float(r) for m, r in zip(spent["model"], spent["events_per_s"]) if pd.notna(r) and r > 0}
+    b = cfg.alarm_budget
     plan = cfg.budget_plan(rates)
+    if b is None or plan is None:
+        raise ConfigurationError("the monitor config declares no alarm_budget: there is no budget to show")
     days = SECONDS_PER[b.per] / SECONDS_PER["day"]
     used = dict(zip(spent["model"], spent["alarms"])) if len(spent) and "alarms" in spent else {}
     rows = []

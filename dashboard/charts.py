@@ -7,7 +7,7 @@ a verdict can be checked without leaving the page.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import altair as alt
 import pandas as pd
@@ -26,8 +26,8 @@ def unvalidated(chart: C) -> C:
     """
     to_dict = chart.to_dict
 
-    def _to_dict(*args: Any, validate: bool = False, **kw: Any) -> dict[str, Any]:
-        return to_dict(*args, validate=validate, **kw)
+    def _to_dict(validate: bool = False, **kw: Any) -> dict[str, Any]:
+        return to_dict(validate, **kw)
 
     object.__setattr__(chart, "to_dict", _to_dict)
     return chart
@@ -53,7 +53,7 @@ TIME_AXIS = alt.Axis(
 )
 HEIGHT = 240
 #: one distinct colour per series (Streamlit's theme would give two models two blues)
-PALETTE = "tableau10"
+PALETTE: Final = "tableau10"
 THRESHOLD_COLOR = "#d62728"
 #: a line style per series besides its colour: the first solid, the others dashed/dotted, so a
 #: series drawn over another with the same values leaves the one under it visible in its gaps
@@ -268,7 +268,7 @@ def lines(
     series, which gets zero in (a scale around one value labels every tick alike).
     """
     scale = alt.Scale(type="log") if log else alt.Scale(zero=zero or (y in df and _flat(df[y])), nice=True)
-    enc: dict = {
+    enc: dict[str, Any] = {
         "x": alt.X("time:T", axis=TIME_AXIS),
         "y": alt.Y(
             f"{y}:Q",
@@ -281,7 +281,11 @@ def lines(
     note: list[str] = []
     if color:
         domain = sorted(df[color].dropna().astype(str).unique().tolist()) if color in df else None
-        enc["color"] = alt.Color(f"{color}:N", title=None, scale=alt.Scale(scheme=PALETTE, domain=domain))
+        enc["color"] = alt.Color(
+            f"{color}:N",
+            title=None,
+            scale=alt.Scale(scheme=PALETTE, domain=alt.Undefined if domain is None else domain),
+        )
         enc["tooltip"].insert(0, alt.Tooltip(f"{color}:N"))
         if domain and len(domain) > 1 and not dash:
             # each series its own line style too; the solid first series is drawn first (its rows
@@ -298,8 +302,9 @@ def lines(
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
         enc["tooltip"].insert(0, alt.Tooltip(f"{dash}:N"))
     base = alt.Chart(df).mark_line(point=len(df) < 60).encode(**enc).properties(height=height)
+    heading: str | alt.TitleParams = title
     if note:  # said under the title: the legend alone cannot show that one line hides another
-        title = alt.TitleParams(title, subtitle=note, subtitleColor="#6b7280")  # type: ignore[assignment]
+        heading = alt.TitleParams(title, subtitle=note, subtitleColor="#6b7280")
     all_rules = [*([(rule, rule_label or f"threshold {rule:.3g}")] if rule is not None else []), *rules]
     all_rules = [(float(v), lab) for v, lab in all_rules if v is not None and pd.notna(v) and (not log or v > 0)]
     layers: list[Any] = [base]
@@ -310,8 +315,9 @@ def lines(
     if since is not None and since[0] is not None and pd.notna(since[0]):
         layers.append(_since_rule(*since))
     if len(layers) == 1:
-        return unvalidated(base.properties(title=title))
-    return unvalidated(alt.layer(*layers).properties(title=title))
+        return unvalidated(base.properties(title=heading))
+    # LayerChart, not alt.layer (which may return a FacetChart): no layer here has a facet channel
+    return unvalidated(alt.LayerChart(layer=layers).properties(title=heading))
 
 
 def lines_with_band(
@@ -355,7 +361,7 @@ def lines_with_band(
     )
     inner = base.copy()
     inner.title = alt.Undefined  # the title goes on the outer layer
-    return unvalidated(alt.layer(band, inner).properties(title=title))
+    return unvalidated(alt.LayerChart(layer=[band, inner]).properties(title=title))
 
 
 def bars_over_time(df: pd.DataFrame, y: str, color: str, *, title: str = "", y_title: str = "") -> alt.Chart:

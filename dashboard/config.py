@@ -26,11 +26,14 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:  # the pydantic models load lazily (~0.3 s), when a page first reads the config
+    from streams.worker.monitors import ModelMonitor, MonitorsConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +66,11 @@ def load_settings() -> DashboardSettings:
 
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, float], Any] = {}
+_cache: dict[tuple[str, float], MonitorsConfig | None] = {}
 
 
-def monitor_config(path: Path | str | None) -> Any:
-    """The whole monitor config (``streams.worker.monitors.MonitorsConfig``) at ``path``, or None when
+def monitor_config(path: Path | str | None) -> MonitorsConfig | None:
+    """The whole monitor config at ``path``, or None when
     there is no path or the file cannot be read or validated (logged once per file version).
     Parsed once per version of the file (its mtime)."""
     if path is None:
@@ -82,6 +85,7 @@ def monitor_config(path: Path | str | None) -> Any:
             return _cache[key]
     from streams.worker.monitors import ConfigError, load_monitors  # pydantic models, ~0.3 s once
 
+    cfg: MonitorsConfig | None
     try:
         cfg = load_monitors(p)
     except ConfigError as e:
@@ -93,8 +97,8 @@ def monitor_config(path: Path | str | None) -> Any:
     return cfg
 
 
-def monitor_model(path: Path | str | None, model: str) -> Any:
-    """The model's entry (``streams.worker.monitors.ModelMonitor``) in the monitor config at ``path``,
+def monitor_model(path: Path | str | None, model: str) -> ModelMonitor | None:
+    """The model's entry in the monitor config at ``path``,
     or None when the file cannot be read or validated or the model is not in it."""
     cfg = monitor_config(path)
     return cfg.model(model) if cfg is not None else None

@@ -68,7 +68,7 @@ class Ctx:
     conn: Q.Conn
     user: str | None
     models: list[str]  # the models this user may see
-    model: str | None
+    model: str  # the selected one (a page starts only when the user may see some model)
     version: str | None
     segment: str | None
     rng: Q.TimeRange
@@ -400,6 +400,8 @@ def start(page: str, settings: DashboardSettings | None = None) -> Ctx:
         )
     _valid("model", allowed, allowed[0])
     model = sb.selectbox("Model", allowed, key=_k("model"))
+    if model is None:  # a select box over a non-empty list always has a value
+        st.stop()
 
     meta = D.fetch(versions=(D.versions, (conn, model)), segments=(D.segments, (conn, model)))
     vers = _guarded(meta.__getitem__, "versions") or []

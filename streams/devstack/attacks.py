@@ -47,7 +47,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from streams.devstack.scenarios import Param, Scenario, register_scenario, shift_inputs
+from streams.devstack.models import DemoModel
+from streams.devstack.scenarios import Param, Scenario, TickBatch, register_scenario, shift_inputs
 
 __all__ = [
     "BENIGN_SHIFTS",
@@ -297,7 +298,7 @@ def subpopulation_rows(X: np.ndarray, column: int, quantile: float = 0.5, above:
 
 
 def subpopulation_sample(
-    model: Any, rng: np.random.Generator, n: int, feature: str, quantile: float = 0.5, above: bool = True
+    model: DemoModel, rng: np.random.Generator, n: int, feature: str, quantile: float = 0.5, above: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` inputs (and their true targets) of a demo model's subpopulation, generated like its normal traffic.
 
@@ -332,7 +333,7 @@ _SEASONAL_INPUTS = {"wine": ["alcohol", "flavanoids", "proline"], "diabetes": ["
 _SEGMENT_FEATURE = {"wine": "alcohol", "diabetes": "bmi"}
 
 
-def _toward_boundary(model: Any, X: np.ndarray, fraction: float) -> np.ndarray:
+def _toward_boundary(model: DemoModel, X: np.ndarray, fraction: float) -> np.ndarray:
     """Move rows ``fraction`` of the way from their predicted class's centroid toward the runner-up's."""
     classes = np.asarray(model.classes, dtype=object)
     cent = np.stack([model.X[model.y == c].mean(axis=0) for c in classes])
@@ -342,7 +343,7 @@ def _toward_boundary(model: Any, X: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def benign_shift_sample(
-    model: Any, kind: str, rng: np.random.Generator, n: int, progress: float = 1.0
+    model: DemoModel, kind: str, rng: np.random.Generator, n: int, progress: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` inputs (and true targets) of the normal traffic under the benign shift ``kind``
     (:data:`BENIGN_SHIFTS`; ``progress`` in [0, 1]: how far into the shifted stretch, for
@@ -387,7 +388,7 @@ def benign_shift_sample(
 
 
 # ============================================================================ demo scenarios
-def _n_extra(batch: Any, share: float, rng: np.random.Generator) -> int:
+def _n_extra(batch: TickBatch, share: float, rng: np.random.Generator) -> int:
     x = len(batch) * share
     return int(np.floor(x) + (rng.random() < x - np.floor(x)))
 
@@ -405,13 +406,18 @@ class Evasion(Scenario):
         "overshoot": Param(int, 0, "extra steps after the prediction flipped"),
         "source": Param(str, "evader-1", "the attacker's client id"),
     }
+    share: float
+    step: float
+    max_steps: int
+    overshoot: int
+    source: str
 
-    def setup(self, models: dict[str, Any]) -> None:
+    def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
         if not self.share >= 0 or not self.step > 0 or self.max_steps < 1 or self.overshoot < 0:
             raise ValueError(f"scenario {self.name}: share >= 0, step > 0, max_steps >= 1, overshoot >= 0")
 
-    def on_inputs(self, batch: Any, rng: np.random.Generator) -> None:
+    def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
         if m.task != "classification":
             return
@@ -448,8 +454,13 @@ class Extraction(Scenario):
         "seeds": Param(int, 10, "natural inputs the attacker starts from"),
         "source": Param(str, "prober-1", "the attacker's client id"),
     }
+    share: float
+    strategy: str
+    step: float
+    seeds: int
+    source: str
 
-    def setup(self, models: dict[str, Any]) -> None:
+    def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
         if self.strategy not in EXTRACTION_STRATEGIES:
             raise ValueError(
@@ -459,7 +470,7 @@ class Extraction(Scenario):
             raise ValueError(f"scenario {self.name}: share >= 0, step > 0 and seeds >= 1")
         self.attacks: dict[str, ExtractionAttack] = {}
 
-    def on_inputs(self, batch: Any, rng: np.random.Generator) -> None:
+    def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
         k = _n_extra(batch, self.share, rng)
         if k == 0:
@@ -488,16 +499,20 @@ class BenignShift(Scenario):
         "above": Param(bool, True, "keep rows at or above the cut-off (else at or below)"),
         "share": Param(float, 1.0, "share of the normal events drawn from the subpopulation"),
     }
+    feature: str | None
+    quantile: float
+    above: bool
+    share: float
     DEFAULT_FEATURE: ClassVar[dict[str, str]] = {"wine": "alcohol", "diabetes": "bmi"}
 
-    def setup(self, models: dict[str, Any]) -> None:
+    def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
         if not 0 < self.quantile < 1 or not 0 <= self.share <= 1:
             raise ValueError(f"scenario {self.name}: quantile in (0, 1) and share in [0, 1]")
         if self.feature is not None and not any(self.feature in m.inputs for m in models.values()):
             raise ValueError(f"scenario {self.name}: {self.feature!r} is not a numeric model input")
 
-    def on_inputs(self, batch: Any, rng: np.random.Generator) -> None:
+    def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
         feature = self.feature or self.DEFAULT_FEATURE.get(m.model_id) or m.inputs[0]
         if feature not in m.inputs or len(batch) == 0:

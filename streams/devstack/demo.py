@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import secrets
 import signal
 import sys
 import threading
@@ -92,6 +93,7 @@ from streams.devstack.scenarios import (
     Scenario,
     ScenarioMessage,
     TickBatch,
+    not_none,
     parse_scenario,
 )
 from streams.settings import Settings
@@ -351,7 +353,7 @@ def run_demo(
     settings = settings or Settings()
     opts = options or DemoOptions()
     _validate(opts)
-    seed = opts.seed if opts.seed is not None else int(np.random.SeedSequence().entropy % (1 << 31))
+    seed = opts.seed if opts.seed is not None else secrets.randbits(31)
     models = build_models(opts.models)
     scenarios = opts.build_scenarios()
     for s in scenarios:
@@ -424,11 +426,11 @@ def run_demo(
                 mask = b.label_mask & _has_truth(b)
                 if mask.any():
                     sel = np.flatnonzero(mask)
-                    labs = b.y_true[sel]
-                    labs = (
-                        np.round(labs.astype(float), 3).tolist()
+                    truth = b.y_true[sel]
+                    labs: list[Any] = (
+                        np.round(truth.astype(float), 3).tolist()
                         if st.model.task == "regression"
-                        else [str(x) for x in labs]
+                        else [str(x) for x in truth]
                     )
                     pending.append((t + opts.label_delay, st.model.model_id, [ids[i] for i in sel], labs))
                     st.labels += len(sel)
@@ -485,7 +487,7 @@ def run_demo(
 def _has_truth(b: TickBatch) -> np.ndarray:
     if b.model.task == "regression":
         return np.isfinite(b.y_true.astype(float))
-    return np.not_equal(b.y_true, None)
+    return not_none(b.y_true)
 
 
 def _validate(o: DemoOptions) -> None:

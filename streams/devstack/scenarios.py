@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from streams.devstack.models import DemoModel, plain_value
 
@@ -92,6 +93,11 @@ class TickBatch:
         self.label_mask = np.concatenate([self.label_mask, np.full(n, bool(labelled))])
 
 
+def not_none(col: np.ndarray) -> NDArray[np.bool_]:
+    """Per element of an object column: is it not ``None`` (a label or value is present)."""
+    return np.not_equal(col, np.array(None, dtype=object))
+
+
 # ============================================================================ scenarios
 @dataclass(frozen=True)
 class Param:
@@ -136,6 +142,10 @@ class Scenario:
         "until": Param(float, None, "end, seconds after the demo starts (default: never)"),
         "models": Param(list, None, "models it applies to (default: all)"),
     }
+    # the parameters, set from COMMON and ``params`` by __init__ (declared so they are typed)
+    at: float
+    until: float | None
+    models: list[str] | None
 
     def __init__(self, **kwargs: Any) -> None:
         spec = {**self.COMMON, **self.params}
@@ -246,6 +256,9 @@ class DataDriftScenario(Scenario):
         "shift": Param(float, 1.0, "shift in standard deviations"),
         "scale": Param(float, 1.0, "also multiply the spread around the mean by this"),
     }
+    features: list[str] | None
+    shift: float
+    scale: float
 
     def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
@@ -289,6 +302,10 @@ class QualityBreak(Scenario):
         "out_of_range_rate": Param(float, 0.2, "share with an impossible value (numeric) or an unknown category"),
         "type_error_rate": Param(float, 0.05, "share with a value of the wrong type"),
     }
+    features: list[str] | None
+    null_rate: float
+    out_of_range_rate: float
+    type_error_rate: float
 
     def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
@@ -333,6 +350,8 @@ class ConceptDrift(Scenario):
         "flip": Param(float, 0.4, "classification: share of labels moved to the next class"),
         "shift": Param(float, 1.0, "regression: target shift in standard deviations"),
     }
+    flip: float
+    shift: float
 
     def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
@@ -349,7 +368,7 @@ class ConceptDrift(Scenario):
             for i, c in enumerate(m.classes):  # class_i -> class_{i+1}: a systematic change
                 new[flip & (old == c)] = m.classes[(i + 1) % k]
             batch.y_true = new
-            self.count(batch, "flipped_labels", int((flip & batch.label_mask & np.not_equal(old, None)).sum()))
+            self.count(batch, "flipped_labels", int((flip & batch.label_mask & not_none(old)).sum()))
         else:
             batch.y_true = batch.y_true + self.shift * m.y_std
             self.count(batch, "shifted_labels", int(batch.label_mask.sum()))
@@ -380,6 +399,8 @@ class Malformed(Scenario):
         "rate": Param(float, 0.01, "malformed messages per valid event"),
         "kinds": Param(list, None, "subset of: " + ", ".join(MALFORMED_KINDS)),
     }
+    rate: float
+    kinds: list[str] | None
 
     def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
