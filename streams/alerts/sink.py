@@ -28,7 +28,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from detectors.errors import ServiceError
 from streams.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
@@ -72,13 +72,13 @@ class WebhookSink:
     """A threaded HTTP server on ``host:port`` that verifies, deduplicates and logs deliveries."""
 
     def __init__(
-        self, secret: bytes, host: str = "127.0.0.1", port: int = 0, jsonl: Path | None = None, out: Any = None
+        self, secret: bytes, host: str = "127.0.0.1", port: int = 0, jsonl: Path | None = None, out: TextIO | None = None
     ) -> None:
         if not secret:
             raise SinkError(f"no webhook secret: set {SECRET_ENV} (or pass --secret-file)")
         self.secret = secret
         self.jsonl = jsonl
-        self.out = out or sys.stdout
+        self.out: TextIO = out or sys.stdout
         self.seen: set[str] = set()
         self.deliveries: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -105,7 +105,9 @@ class WebhookSink:
         except OSError as e:
             raise SinkError(f"cannot listen on {host}:{port}: {e.strerror}") from None
         self.server.daemon_threads = True
-        self.host, self.port = self.server.server_address[:2]
+        bound_host, self.port = self.server.server_address[:2]
+        # an AF_INET server's address: the host is text (typeshed allows bytes for other families)
+        self.host = bound_host.decode() if isinstance(bound_host, bytes) else bound_host
 
     @property
     def url(self) -> str:

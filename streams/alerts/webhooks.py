@@ -427,17 +427,17 @@ class Dispatcher:
             ev.set()
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
-            for t in pending:
-                t.cancel()
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
         if self._log_tasks:  # give the delivery log a moment, then let go
             await asyncio.wait(list(self._log_tasks), timeout=1.0)
-            for t in list(self._log_tasks):
-                t.cancel()
-        for t in self.targets.values():
+            for log_task in list(self._log_tasks):
+                log_task.cancel()
+        for target in self.targets.values():
             with contextlib.suppress(Exception):
-                await t.close()
+                await target.close()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None

@@ -51,7 +51,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -67,6 +67,12 @@ from streams.influx.client import (  # noqa: F401 - the errors are re-exported: 
 )
 from streams.retry import Backoff
 from streams.settings import Settings
+
+if TYPE_CHECKING:  # influxdb-client is imported where it is used: it costs ~0.5 s of start-up
+    from concurrent.futures import ThreadPoolExecutor
+
+    from influxdb_client import InfluxDBClient
+    from influxdb_client.client.write_api import WriteApi
 
 log = logging.getLogger(__name__)
 
@@ -167,34 +173,37 @@ def v2_target(settings: Settings) -> tuple[str, str]:
     >>> v2_target(Settings(influx_version=2, influx_token="t", influx_org="o", influx_bucket="b"))
     ('o', 'b')
     """
+    _token, org = _v2_credentials(settings)
+    return org, database(settings)
+
+
+def _v2_credentials(settings: Settings) -> tuple[str, str]:
+    """``(token, org)`` of InfluxDB 2.x; :class:`InfluxConfigError` naming what is missing."""
+    token = settings.influx_token.get_secret_value() if settings.influx_token is not None else ""
+    org = settings.influx_org or ""
     missing = [
-        name
-        for name, value in (
-            ("DRIFTWATCH_INFLUX_TOKEN", settings.influx_token),
-            ("DRIFTWATCH_INFLUX_ORG", settings.influx_org),
-        )
-        if not value
+        name for name, value in (("DRIFTWATCH_INFLUX_TOKEN", token), ("DRIFTWATCH_INFLUX_ORG", org)) if not value
     ]
     if missing:
         raise InfluxConfigError(
             f"InfluxDB 2.x (DRIFTWATCH_INFLUX_VERSION=2) needs {' and '.join(missing)} "
             "(the bucket is DRIFTWATCH_INFLUX_BUCKET, else DRIFTWATCH_INFLUX_DB)"
         )
-    return settings.influx_org, database(settings)
+    return token, org
 
 
-def v2_client(settings: Settings, timeout: float = 10.0) -> Any:
+def v2_client(settings: Settings, timeout: float = 10.0) -> InfluxDBClient:
     """An influxdb-client ``InfluxDBClient`` for 2.x (imported here: it costs ~0.5 s of start-up).
 
     No client-side retries (the sink retries with its own backoff), no gzip.
     """
-    v2_target(settings)
+    token, org = _v2_credentials(settings)
     from influxdb_client import InfluxDBClient
 
     return InfluxDBClient(
         url=settings.influx_url.rstrip("/"),
-        token=settings.influx_token.get_secret_value(),
-        org=settings.influx_org,
+        token=token,
+        org=org,
         timeout=int(timeout * 1000),
         retries=False,
     )
@@ -215,7 +224,7 @@ def v2_error(exc: Exception) -> tuple[int, str] | str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _v2_transport_errors() -> tuple[type[BaseException], ...]:
+def _v2_transport_errors() -> tuple[type[Exception], ...]:
     import urllib3
     from influxdb_client.rest import ApiException
 
@@ -325,15 +334,15 @@ class InfluxSink:
         self.stats = SinkStats()
         self._queue: deque[_Unit] = deque()
         self._pending_points = 0
-        self._wakeup: asyncio.Event | None = None
-        self._room: asyncio.Event | None = None
+        self._wakeup = asyncio.Event()  # both made again by start(), for the running loop
+        self._room = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
         self._stopping = False
         self._down_since: float | None = None
         self._last_complaint = 0.0
-        self._v2: tuple[Any, Any] | None = None  # (InfluxDBClient, WriteApi), made in the writer thread
-        self._v2_executor: Any = None
+        self._v2: tuple[InfluxDBClient, WriteApi] | None = None  # made in the writer thread
+        self._v2_executor: ThreadPoolExecutor | None = None
         if settings.influx_version == 2:
             self._v2_org, self._v2_bucket = v2_target(settings)  # fail at start, not at the first window
 
@@ -476,7 +485,12 @@ class InfluxSink:
 
             client = v2_client(self.settings, self.timeout)
             self._v2 = (client, client.write_api(write_options=SYNCHRONOUS))
-        self._v2[1].write(bucket=self._v2_bucket, org=self._v2_org, record=body, write_precision="ns")
+        self._v2[1].write(
+            bucket=self._v2_bucket,
+            org=self._v2_org,
+            record=body,
+            write_precision="ns",  # type: ignore[arg-type]  # influxdb-client's WritePrecision.NS is a str too
+        )
 
     def _close_v2(self) -> None:
         if self._v2 is not None:

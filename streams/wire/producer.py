@@ -242,12 +242,13 @@ def _clean_prediction(prediction: Any) -> tuple[dict[str, Any], int]:
             raise ValueError(
                 f"prediction['probabilities']: must be a mapping class -> probability, got {type(probs).__name__}"
             )
-        clean: dict[str, float | None] = dict(probs)
-        pvals = clean.values()
+        given: dict[Any, Any] = dict(probs)  # checked next: kept as it is when all clean
+        pvals = given.values()
         fast = False
-        if set(map(type, pvals)) <= {float} and _all_str(clean):
+        if set(map(type, pvals)) <= {float} and _all_str(given):
             total = sum(pvals)
             fast = total - total == 0.0  # all finite floats with string classes
+        clean: dict[str, float | None] = given
         if not fast:
             clean = {}
             for c, p in probs.items():
