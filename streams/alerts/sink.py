@@ -72,7 +72,12 @@ class WebhookSink:
     """A threaded HTTP server on ``host:port`` that verifies, deduplicates and logs deliveries."""
 
     def __init__(
-        self, secret: bytes, host: str = "127.0.0.1", port: int = 0, jsonl: Path | None = None, out: TextIO | None = None
+        self,
+        secret: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        jsonl: Path | None = None,
+        out: TextIO | None = None,
     ) -> None:
         if not secret:
             raise SinkError(f"no webhook secret: set {SECRET_ENV} (or pass --secret-file)")
