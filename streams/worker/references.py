@@ -1,4 +1,3 @@
-# size: one store's record format, topic follower and operator client share private codecs; split they would import each other
 """Stored references: shared by every worker, surviving restarts, set and reset by operators.
 
 The references live on a Kafka topic (``<topic_inferences>.references``, one
@@ -61,27 +60,34 @@ worker applies a reference set or reset by the CLI within about a second
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
-import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from detectors.errors import StorageError
-from streams.broker.security import aiokafka_options
 from streams.settings import Settings
+from streams.worker.changelog_store import (
+    CHUNK_BYTES,
+    MARKER_PREFIX,
+    TopicClient,
+    ensure_compacted_topic,
+    join_chunks,
+    sha256_hex,
+    split_chunks,
+)
+from streams.worker.changelog_store import (
+    PRODUCER_MAX_REQUEST as PRODUCER_MAX_REQUEST,  # re-exported: the limit every record stays below
+)
 
 log = logging.getLogger(__name__)
 
-MARKER_PREFIX = "__marker__/"
 CHUNK_PREFIX = "__chunk__/"
 ALL_VERSIONS = "*"
 """Version of a reference that applies to every version of a model (``reference set`` without ``--version``)."""
@@ -89,11 +95,8 @@ ORIGIN_FIRST_N = "first_n"
 """Built by a worker from the first N events of a model version."""
 ORIGIN_SET = "set"
 """Set by an operator (``driftwatch reference set``): overrides the configured source."""
-CHUNK_BYTES = 512 * 1024
-"""Blobs larger than this are chunked (Kafka's default message limit is 1 MB)."""
 MAX_REFERENCE_BYTES = 256 * 1024 * 1024
 """Refuse to store a larger reference (it would have to be held in every worker's memory)."""
-PRODUCER_MAX_REQUEST = 1_048_576  # Kafka's default max.request.size: chunks keep every record below it
 MANIFEST_FORMAT = "driftwatch-reference-manifest"
 
 H_TOPIC = "dw-topic"
@@ -155,7 +158,7 @@ class StoredReference:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.blob).hexdigest()
+        return sha256_hex(self.blob)
 
     def reference(self, rows: bool = True):
         """The :class:`~detectors.reference.Reference`, with its rows attached when stored (``rows``)."""
@@ -329,19 +332,7 @@ def ensure_references_topic(settings: Settings) -> str:
 
     No ``max.message.bytes`` override is needed: large references are chunked.
     """
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    from streams.broker.admin import admin_client
-
-    name = references_topic(settings)
-    with admin_client(settings) as admin:
-        if name in set(admin.list_topics()):
-            return name
-        topic = NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([topic])
-    return name
+    return ensure_compacted_topic(settings, references_topic(settings), 1)
 
 
 def _headers(headers) -> dict[str, str]:
@@ -423,16 +414,7 @@ class _Fold:
         return self._chunks_of(k, n, sha, size)
 
     def _chunks_of(self, k: tuple[str, str], n: int, sha: str, size: int) -> bytes:
-        parts = []
-        for i in range(n):
-            part = self.chunks.get(chunk_key(k[0], k[1], sha, i))
-            if part is None:
-                raise ValueError(f"chunk {i} of {n} is missing (a save was interrupted, or the topic lost it)")
-            parts.append(part)
-        blob = b"".join(parts)
-        if len(blob) != size or hashlib.sha256(blob).hexdigest() != sha:
-            raise ValueError(f"chunks do not match the manifest (size {len(blob)} vs {size}, or SHA-256)")
-        return blob
+        return join_chunks((self.chunks.get(chunk_key(k[0], k[1], sha, i)) for i in range(n)), size, sha)
 
     def chunk_keys(self, k: tuple[str, str]) -> set[str]:
         return {c for c in self.chunks if _chunk_owner(c) == k}
@@ -455,37 +437,34 @@ class ReferenceStore:
         self.timeout = timeout
         self.chunk_bytes = int(chunk_bytes)
         self.problems: dict[tuple[str, str], str] = {}  # unusable records seen by the last load
-        self._producer = None
+        self.client = TopicClient(
+            settings, self.topic, name="driftwatch-references", timeout=timeout, compression="gzip"
+        )
+        self.client.error = ReferenceStoreError
         self._lock = asyncio.Lock()
         self._chunks: dict[tuple[str, str], set[str]] = {}  # chunk keys seen or written per reference
 
-    async def _get_producer(self):
-        if self._producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            p = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                acks="all",
-                linger_ms=0,
-                max_request_size=PRODUCER_MAX_REQUEST,
-                compression_type="gzip",
-                client_id="driftwatch-references",
-                **aiokafka_options(self.settings),
-            )
-            await p.start()
-            self._producer = p
-        return self._producer
-
     async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        await self.client.close()
 
     async def _send(self, key: str | bytes, value: bytes | None, headers=None):
         """Send one record to partition 0; returns the future of its acknowledgement."""
-        producer = await self._get_producer()
-        key = key.encode() if isinstance(key, str) else key
-        return await producer.send(self.topic, key=key, value=value, partition=0, headers=headers or [])
+        return await self.client.send(key, value, 0, headers)
+
+    async def _send_chunks(self, model_id: str, version: str, blob: bytes, written: set[str]) -> tuple[str, int]:
+        """Write ``blob`` as chunk records of its own digest; returns ``(sha256, chunks)`` once all are acknowledged."""
+        sha = sha256_hex(blob)
+        parts = split_chunks(blob, self.chunk_bytes)
+        keys = [chunk_key(model_id, version, sha, i) for i in range(len(parts))]
+        written.update(keys)
+        await self.client.send_all(
+            (
+                (k.encode(), c, [(H_SHA256, sha.encode()), (H_INDEX, str(i).encode())])
+                for i, (k, c) in enumerate(zip(keys, parts))
+            ),
+            0,
+        )
+        return sha, len(parts)
 
     async def save(self, stored: StoredReference) -> None:
         """Store a reference (chunked if large); returns once the broker has acknowledged it."""
@@ -517,20 +496,7 @@ class ReferenceStore:
             rows = b""
         try:
             if rows:  # rows first, as chunks of their own digest; the record below points at them
-                rsha = hashlib.sha256(rows).hexdigest()
-                rn = max(1, math.ceil(len(rows) / self.chunk_bytes))
-                futs = []
-                for i in range(rn):
-                    ck = chunk_key(stored.model_id, stored.version, rsha, i)
-                    written.add(ck)
-                    futs.append(
-                        await self._send(
-                            ck,
-                            rows[i * self.chunk_bytes : (i + 1) * self.chunk_bytes],
-                            [(H_SHA256, rsha.encode()), (H_INDEX, str(i).encode())],
-                        )
-                    )
-                await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
+                rsha, rn = await self._send_chunks(stored.model_id, stored.version, rows, written)
                 headers += [
                     (H_ROWS_SHA256, rsha.encode()),
                     (H_ROWS_SIZE, str(len(rows)).encode()),
@@ -538,21 +504,8 @@ class ReferenceStore:
                 ]
             if len(blob) <= self.chunk_bytes:
                 value = blob
-            else:
-                sha = hashlib.sha256(blob).hexdigest()
-                n = math.ceil(len(blob) / self.chunk_bytes)
-                futs = []
-                for i in range(n):
-                    ck = chunk_key(stored.model_id, stored.version, sha, i)
-                    written.add(ck)
-                    futs.append(
-                        await self._send(
-                            ck,
-                            blob[i * self.chunk_bytes : (i + 1) * self.chunk_bytes],
-                            [(H_SHA256, sha.encode()), (H_INDEX, str(i).encode())],
-                        )
-                    )
-                await asyncio.wait_for(asyncio.gather(*futs), self.timeout)  # every chunk before the manifest
+            else:  # every chunk before the manifest
+                sha, n = await self._send_chunks(stored.model_id, stored.version, blob, written)
                 value = json.dumps(
                     {"format": MANIFEST_FORMAT, "version": 1, "chunks": n, "sha256": sha, "size": len(blob)}
                 ).encode()
@@ -569,9 +522,7 @@ class ReferenceStore:
     async def _tombstone(self, keys) -> None:
         """Delete chunk records no manifest points at any more (best effort: they are only garbage)."""
         try:
-            futs = [await self._send(c, None) for c in sorted(keys)]
-            if futs:
-                await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
+            await self.client.send_all(((c.encode(), None, []) for c in sorted(keys)), 0)
         except Exception as e:
             log.warning("could not delete %d stale reference chunk(s) on %s: %s", len(keys), self.topic, e)
 
@@ -588,24 +539,23 @@ class ReferenceStore:
             ) from e
         await self._tombstone(self._chunks.pop(k, set()))
 
-    async def _marker(self) -> int:
-        marker = (MARKER_PREFIX + uuid.uuid4().hex).encode()
+    async def _read_snapshot(self) -> tuple[_Fold, Any, Any]:
+        """A started consumer that has read everything up to a new marker, the fold of what it read, its tp."""
+        marker_offset = await self.client.marker(uuid.uuid4().hex, 0)
+        consumer, tp = await self.client.consumer(0)
         try:
-            meta = await asyncio.wait_for(await self._send(marker, b""), self.timeout)
-        except Exception as e:
-            raise ReferenceStoreError(f"cannot write a marker to {self.topic}: {type(e).__name__}: {e}") from e
-        return meta.offset
+            fold = _Fold()
+            await self.client.read_until(consumer, tp, marker_offset, fold.add)
+        except BaseException:
+            await consumer.stop()
+            raise
+        return fold, consumer, tp
 
     async def load(self) -> dict[tuple[str, str], StoredReference]:
         """Every stored reference, read up to a marker written just before (see module docstring)."""
         async with self._lock:
-            marker_offset = await self._marker()
-            consumer, tp = await self._consumer()
-            try:
-                fold = _Fold()
-                await self._read_until(consumer, tp, fold, marker_offset)
-            finally:
-                await consumer.stop()
+            fold, consumer, _tp = await self._read_snapshot()
+            await consumer.stop()
             return self._learn(fold)
 
     def _learn(self, fold: _Fold) -> dict[tuple[str, str], StoredReference]:
@@ -614,45 +564,6 @@ class ReferenceStore:
         for k in set(fold.entries) | {_chunk_owner(c) for c in fold.chunks} - {None}:
             self._chunks[k] = fold.chunk_keys(k)  # type: ignore[index]
         return out
-
-    async def _consumer(self):
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            client_id="driftwatch-references",
-            **aiokafka_options(self.settings),
-        )
-        await consumer.start()
-        tp = TopicPartition(self.topic, 0)
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-        except BaseException:
-            await consumer.stop()
-            raise
-        return consumer, tp
-
-    async def _read_until(self, consumer, tp, fold: _Fold, marker_offset: int) -> None:
-        deadline = time.monotonic() + self.timeout
-        position = 0
-        while position <= marker_offset:
-            if time.monotonic() > deadline:
-                raise ReferenceStoreError(
-                    f"reading {self.topic} timed out at offset {position} before the marker at {marker_offset}"
-                )
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            for rec in batch.get(tp, []):
-                position = rec.offset + 1
-                fold.add(rec)
-            if not batch:
-                # aiokafka may report the position past records it skipped (control batches)
-                position = max(position, await consumer.position(tp))
 
     async def follow(
         self,
@@ -668,11 +579,8 @@ class ReferenceStore:
         unusable record: the reader falls back as after a reset). Errors propagate:
         the caller retries with a new ``follow`` (which starts with a new snapshot).
         """
-        marker_offset = await self._marker()
-        consumer, tp = await self._consumer()
+        fold, consumer, tp = await self._read_snapshot()
         try:
-            fold = _Fold()
-            await self._read_until(consumer, tp, fold, marker_offset)
             await on_snapshot(self._learn(fold))
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=poll_ms)

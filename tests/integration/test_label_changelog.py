@@ -47,7 +47,7 @@ def test_a_large_checkpoint_is_chunked_and_the_newest_complete_generation_is_rea
             got = await store.load(0)
             assert (got.gen, got.blob) == (2, big)
             # a crash while writing generation 3: only its first chunk reached the broker
-            producer = await store._get_producer()
+            producer = await store.producer()
             k, v, h = chunk_records(0, 3, os.urandom(1_300_000))[0]
             await (await producer.send(store.topic, key=k, value=v, partition=0, headers=h))
             got = await store.load(0)
@@ -72,7 +72,7 @@ def test_the_reader_goes_back_as_far_as_the_newest_complete_generation(changelog
         store, other = LabelChangelog(s), LabelChangelog(s)
         try:
             await store.save(0, 5, b"old but newest")
-            producer = await other._get_producer()
+            producer = await other.producer()
             futs = [
                 await producer.send(other.topic, key=k, value=v, partition=0, headers=h)
                 for g in range(TAIL_RECORDS * 2)
