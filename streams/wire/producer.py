@@ -62,7 +62,18 @@ from typing import Any
 import orjson
 
 from streams.retry import Backoff
-from streams.wire.constants import SCHEMA_VERSION  # not streams.wire.schemas: the SDK does not load pydantic models
+
+# the contract's plain-Python definition, not streams.wire.schemas: the SDK does not load pydantic models
+from streams.wire.contract import (
+    CLASS_TYPES,
+    FEATURE_TYPES,
+    INFERENCE,
+    LABEL,
+    MAX_ID_LEN,
+    PREDICTION_EMPTY,
+    PREDICTION_KEYS,
+    SCHEMA_VERSION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +88,6 @@ __all__ = [
 
 # kafka-python settings we set that older kafka-python versions do not know
 _OPTIONAL_CONFIG = frozenset({"bootstrap_timeout_ms", "delivery_timeout_ms"})
-_PRED_KEYS = frozenset({"label", "probabilities", "score", "value"})
-_MAX_ID = 256
 CONNECT_RETRY = Backoff(0.5, 30.0)
 """Delays between the background thread's tries to connect or send after a failure (0.5 s doubling to 30 s)."""
 
@@ -95,8 +104,8 @@ def _check_id(field: str, value: Any) -> str:
             value = str(value)
         else:
             raise ValueError(f"{field}: must be a non-empty string, got {type(value).__name__}")
-    if not value or len(value) > _MAX_ID:
-        raise ValueError(f"{field}: must be a string of 1..{_MAX_ID} characters (got {len(value)})")
+    if not value or len(value) > MAX_ID_LEN:
+        raise ValueError(f"{field}: must be a string of 1..{MAX_ID_LEN} characters (got {len(value)})")
     return value
 
 
@@ -150,8 +159,7 @@ def _coerce_scalar(field: str, v: Any) -> Any:
     raise ValueError(f"{field}: unsupported type {type(v).__name__} (use a number, string, bool or None)")
 
 
-_NONE = type(None)
-_PLAIN = frozenset({float, int, str, bool, _NONE})
+_PLAIN = frozenset(FEATURE_TYPES)
 _SUMMABLE = frozenset({float, int, bool})
 
 
@@ -221,17 +229,17 @@ def _clean_prediction(prediction: Any) -> tuple[dict[str, Any], int]:
             "prediction: must be a mapping with 'label', 'probabilities', 'score' and/or 'value', "
             f"got {type(prediction).__name__}"
         )
-    if not _PRED_KEYS.issuperset(prediction):
-        unknown = set(prediction) - _PRED_KEYS
+    if not PREDICTION_KEYS.issuperset(prediction):
+        unknown = set(prediction) - PREDICTION_KEYS
         raise ValueError(
-            f"prediction: unknown key(s) {sorted(map(str, unknown))}; allowed: label, probabilities, score, value"
+            f"prediction: unknown key(s) {sorted(map(str, unknown))}; allowed: {', '.join(sorted(PREDICTION_KEYS))}"
         )
     out: dict[str, Any] = {}
     bad = 0
     label = prediction.get("label")
     if label is not None:
         t = type(label)
-        if not (t is str or t is int or t is bool):
+        if t not in CLASS_TYPES:
             label = _coerce_scalar("prediction['label']", label)
             if type(label) is float:
                 raise ValueError("prediction['label']: must be a string, int or bool (use 'value' for numbers)")
@@ -272,7 +280,7 @@ def _clean_prediction(prediction: Any) -> tuple[dict[str, Any], int]:
             if f is not None:
                 out[key] = f
     if not out:
-        raise ValueError("prediction: needs a label, probabilities, a score or a value")
+        raise ValueError(f"prediction: {PREDICTION_EMPTY}")
     return out, bad
 
 
@@ -359,7 +367,7 @@ def _inference_batch(model_id: str, version: str, rows: Sequence[InferenceRow]) 
         prediction["probabilities"] = _columns([p or empty for p in probas])
     batch: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "type": "inference_batch",
+        "type": INFERENCE.batch_type,
         "model_id": model_id,
         "model_version": version,
         "event_id": [r[2] for r in rows],
@@ -393,7 +401,7 @@ def pack_labels(rows: Sequence[LabelRow], max_batch_events: int = 1000) -> list[
             out.append(
                 {
                     "schema_version": SCHEMA_VERSION,
-                    "type": "label_batch",
+                    "type": LABEL.batch_type,
                     "model_id": model_id,
                     "event_id": [r[1] for r in part],
                     "label": [r[2] for r in part],
@@ -425,11 +433,7 @@ def _split_batch(batch: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict
             return {k: cut(v, lo, hi) for k, v in obj.items()}
         return obj
 
-    per_event = (
-        ("event_id", "event_time", "source_id", "features", "prediction")
-        if kind == "inference"
-        else ("event_id", "label", "label_time")
-    )
+    per_event = INFERENCE.columns if kind == "inference" else LABEL.columns
     a = dict(batch)
     b = dict(batch)
     for k in per_event:
@@ -688,18 +692,18 @@ class DriftwatchProducer:
         Raises ValueError for a malformed call; never blocks, never raises because of
         the broker.
         """
-        mid = model_id if type(model_id) is str and 0 < len(model_id) <= _MAX_ID else _check_id("model_id", model_id)
+        mid = model_id if type(model_id) is str and 0 < len(model_id) <= MAX_ID_LEN else _check_id("model_id", model_id)
         feats, bad = _clean_features(features)
         pred, bad2 = _clean_prediction(prediction)
         if event_id is None:
             event_id = f"{self._id_prefix}{next(self._id_counter):012x}"
-        elif not (type(event_id) is str and 0 < len(event_id) <= _MAX_ID):
+        elif not (type(event_id) is str and 0 < len(event_id) <= MAX_ID_LEN):
             event_id = _check_id("event_id", event_id)
         t = time.time() if event_time is None else _to_time("event_time", event_time)
         version = self.model_version if model_version is None else _check_id("model_version", model_version)
         src = self.source_id if source_id is None else source_id
-        if src is not None and not (type(src) is str and len(src) <= _MAX_ID):
-            raise ValueError(f"source_id: must be a string of at most {_MAX_ID} characters or None")
+        if src is not None and not (type(src) is str and len(src) <= MAX_ID_LEN):
+            raise ValueError(f"source_id: must be a string of at most {MAX_ID_LEN} characters or None")
         row = (mid, version, event_id, t, src, feats, pred)
         with self._lock:
             if self._closed:

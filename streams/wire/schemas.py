@@ -1,4 +1,9 @@
-"""Event contract: what producers put on the wire.
+"""The wire contract as pydantic models and JSON Schemas, built from :mod:`streams.wire.contract`.
+
+The fields, their kinds, which are required and the limits are defined once, in
+:mod:`streams.wire.contract`; this module only says which pydantic type each
+:class:`~streams.wire.contract.Kind` is (as a single event's value and as a batch column) and
+builds the four models from that. What producers put on the wire:
 
 One Kafka message value is UTF-8 JSON and holds either
 
@@ -37,101 +42,145 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
-from streams.wire.constants import (
-    SCHEMA_VERSION as SCHEMA_VERSION,  # re-exported: the SDK imports it from streams.wire.constants
+from streams.wire.contract import (
+    CLASS_TYPES,
+    FEATURE_TYPES,
+    INFERENCE,
+    LABEL,
+    LABEL_TYPES,
+    MAX_ID_LEN,
+    PREDICTION_DESCRIPTION,
+    PREDICTION_EMPTY,
+    PREDICTION_FIELDS,
+    SCHEMA_VERSION,
+    EventKind,
+    Kind,
+    WireField,
 )
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
-FeatureValue = float | int | str | bool | None
+# Value types built at run time from the contract's type tuples, hence Any for the type checker.
+Id: Any = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
+OptionalId: Any = Optional[Annotated[str, Field(max_length=MAX_ID_LEN)]]  # noqa: UP045 (built at run time)
+FeatureValue: Any = Union[FEATURE_TYPES]  # noqa: UP007 (a tuple of types: no | spelling)
+LabelValue: Any = Union[LABEL_TYPES]  # noqa: UP007
+ClassValue: Any = Optional[Union[CLASS_TYPES]]  # noqa: UP007, UP045
 EventTime = datetime | float
+_Number = float | None
 
 
-class _Wire(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class _Wire(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
-class Prediction(BaseModel):
-    """A model output: class label (with optional probabilities), a score, or a regression value."""
+def _at_least_one_output(schema: dict[str, Any]) -> None:
+    """The JSON Schema says what the validator below says: at least one output, not null (probabilities not empty)."""
+    schema["anyOf"] = [
+        {
+            "required": [f.name],
+            "properties": {
+                f.name: {"type": "object", "minProperties": 1}
+                if f.kind is Kind.PROBABILITIES
+                else {"not": {"type": "null"}}
+            },
+        }
+        for f in PREDICTION_FIELDS
+    ]
 
-    model_config = ConfigDict(extra="forbid")
 
-    label: str | int | bool | None = None
-    probabilities: dict[str, float] | None = None
-    score: float | None = None
-    value: float | None = None
+class _OnePrediction(_Strict):
+    """A single event's prediction: at least one of its outputs is given."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_at_least_one_output)
 
     @model_validator(mode="after")
-    def _not_empty(self) -> Prediction:
-        if self.label is None and self.value is None and self.score is None and not self.probabilities:
-            raise ValueError("prediction needs a label, probabilities, a score or a value")
+    def _not_empty(self) -> _OnePrediction:
+        if all(getattr(self, f.name) in (None, {}) for f in PREDICTION_FIELDS):
+            raise ValueError(f"prediction {PREDICTION_EMPTY}")
         return self
 
 
-class InferenceEvent(_Wire):
-    """One prediction a model served."""
-
-    type: Literal["inference"] = "inference"
-    event_id: Id
-    model_id: Id
-    model_version: Id = "1"
-    event_time: EventTime
-    source_id: str | None = Field(default=None, max_length=256)
-    features: dict[str, FeatureValue]
-    prediction: Prediction
+def _model(name: str, doc: str, base: type[BaseModel], fields: dict[str, tuple[Any, Any]]) -> type[BaseModel]:
+    model: type[BaseModel] = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)  # type: ignore[call-overload]
+    return model
 
 
-class LabelEvent(_Wire):
-    """The true outcome for an earlier prediction, joined by ``event_id``."""
-
-    type: Literal["label"] = "label"
-    event_id: Id
-    model_id: Id
-    label: str | int | float | bool
-    label_time: EventTime
-
-
-class BatchPrediction(BaseModel):
-    """Column form of :class:`Prediction`: each present key holds one value per event."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    label: list[str | int | bool | None] | None = None
-    probabilities: dict[str, list[float | None]] | None = None
-    score: list[float | None] | None = None
-    value: list[float | None] | None = None
+def _fields(fields: tuple[WireField, ...], columns: bool) -> dict[str, tuple[Any, Any]]:
+    """pydantic field definitions: required ones without a default, optional ones nullable (or their default)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in fields:
+        ann = _COLUMN[f.kind] if columns and f.per_event else _EVENT[f.kind]
+        if f.required:
+            out[f.name] = (ann, ...)
+        elif f.default is not None:
+            out[f.name] = (ann, f.default)
+        else:
+            out[f.name] = (Optional[ann], None)  # noqa: UP045 (built at run time)
+    return out
 
 
-class InferenceBatch(_Wire):
-    """Many inference events of one model version, as columns (the SDK's format)."""
+# The pydantic type of each Kind: as a single event's value, and as a batch column.
+_EVENT: dict[Kind, Any] = {
+    Kind.ID: Id,
+    Kind.OPTIONAL_ID: OptionalId,
+    Kind.TIME: EventTime,
+    Kind.FEATURES: dict[str, FeatureValue],
+    Kind.LABEL: LabelValue,
+    Kind.CLASS: ClassValue,
+    Kind.PROBABILITIES: dict[str, float],
+    Kind.NUMBER: float,
+}
+_COLUMN: dict[Kind, Any] = {
+    Kind.ID: list[Id],
+    Kind.OPTIONAL_ID: list[OptionalId],
+    Kind.TIME: list[float],  # column batches carry epoch seconds only
+    Kind.FEATURES: dict[str, list[FeatureValue]],
+    Kind.LABEL: list[LabelValue],
+    Kind.CLASS: list[ClassValue],
+    Kind.PROBABILITIES: dict[str, list[_Number]],
+    Kind.NUMBER: list[_Number],
+}
 
-    type: Literal["inference_batch"] = "inference_batch"
-    model_id: Id
-    model_version: Id = "1"
-    event_id: list[Id]
-    event_time: list[float]
-    source_id: list[str | None] | None = None
-    features: dict[str, list[FeatureValue]]
-    prediction: BatchPrediction
+Prediction = _model("Prediction", PREDICTION_DESCRIPTION, _OnePrediction, _fields(PREDICTION_FIELDS, False))
+BatchPrediction = _model(
+    "BatchPrediction",
+    "Column form of :class:`Prediction`: each present key holds one value per event.",
+    _Strict,
+    _fields(PREDICTION_FIELDS, True),
+)
+_EVENT[Kind.PREDICTION] = Prediction
+_COLUMN[Kind.PREDICTION] = BatchPrediction
 
 
-class LabelBatch(_Wire):
-    """Many labels of one model, as columns."""
-
-    type: Literal["label_batch"] = "label_batch"
-    model_id: Id
-    event_id: list[Id]
-    label: list[str | int | float | bool]
-    label_time: list[float]
+def _event_model(kind: EventKind, name: str) -> type[BaseModel]:
+    fields = {"type": (Literal[kind.type], kind.type), **_fields(kind.fields, False)}
+    return _model(name, kind.description, _Wire, fields)
 
 
-WireObject = Annotated[InferenceEvent | LabelEvent | InferenceBatch | LabelBatch, Field(discriminator="type")]
-WIRE_ADAPTER: TypeAdapter = TypeAdapter(WireObject)
+def _batch_model(kind: EventKind, name: str) -> type[BaseModel]:
+    by_name = {f.name: f for f in kind.fields}
+    ordered = tuple(by_name[n] for n in kind.batch_order)
+    fields = {"type": (Literal[kind.batch_type], kind.batch_type), **_fields(ordered, True)}
+    return _model(name, kind.batch_description, _Wire, fields)
+
+
+InferenceEvent = _event_model(INFERENCE, "InferenceEvent")
+LabelEvent = _event_model(LABEL, "LabelEvent")
+InferenceBatch = _batch_model(INFERENCE, "InferenceBatch")
+LabelBatch = _batch_model(LABEL, "LabelBatch")
+
+WireObject: Any = Annotated[
+    Union[InferenceEvent, LabelEvent, InferenceBatch, LabelBatch],  # noqa: UP007 (classes built at run time)
+    Field(discriminator="type"),
+]
+WIRE_ADAPTER: TypeAdapter[Any] = TypeAdapter(WireObject)
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "inference_event": InferenceEvent,

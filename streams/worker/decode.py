@@ -60,56 +60,40 @@ import orjson
 
 from detectors.frame import Frame, concat
 from detectors.values import not_none, parse_categories, parse_numeric
-from streams.wire.schemas import SCHEMA_VERSION
-from streams.worker.monitors import ModelMonitor, MonitorsConfig
 
-# Dead-letter reasons: a small, closed vocabulary (also an InfluxDB tag value).
-R_EMPTY = "empty"  # no value (tombstone) or an empty array
-R_TOO_LARGE = "too_large"  # value larger than Settings.max_message_bytes
-R_INVALID_ENCODING = "invalid_encoding"  # not UTF-8
-R_INVALID_JSON = "invalid_json"  # not JSON
-R_NON_FINITE = "non_finite"  # NaN / Infinity literals or numbers beyond float range
-R_TOO_DEEP = "too_deep"  # nesting beyond the parser's depth limit
-R_SCHEMA = "schema"  # missing / wrong fields (detail says which)
-R_UNSUPPORTED_VERSION = "unsupported_schema_version"
-R_UNKNOWN_MODEL = "unknown_model"  # model id not in the monitor config
-R_BAD_TIME = "bad_time"  # event time negative, not finite, or too far in the future
-R_LATE = "late"  # event-time window already closed (set by the windows, not here)
-REASONS: tuple[str, ...] = (
+# the one wire-contract definition: keys, required fields, limits and the dead-letter reasons
+from streams.wire.contract import (
+    INFERENCE,
+    LABEL,
+    LABEL_TYPES,
+    MAX_ID_LEN,
+    PREDICTION_EMPTY,
+    PREDICTION_KEYS,
+    R_BAD_TIME,
     R_EMPTY,
-    R_TOO_LARGE,
     R_INVALID_ENCODING,
     R_INVALID_JSON,
     R_NON_FINITE,
-    R_TOO_DEEP,
     R_SCHEMA,
-    R_UNSUPPORTED_VERSION,
+    R_TOO_DEEP,
+    R_TOO_LARGE,
     R_UNKNOWN_MODEL,
-    R_BAD_TIME,
-    R_LATE,
+    R_UNSUPPORTED_VERSION,
+    SCHEMA_VERSION,
 )
+from streams.wire.contract import R_LATE as R_LATE  # re-exported: the windows set it
+from streams.wire.contract import REASONS as REASONS  # re-exported: the dead-letter code and tests read it here
+from streams.worker.monitors import ModelMonitor, MonitorsConfig
 
-MAX_ID_LEN = 256
 MAX_UNDECLARED = 20
 """Undeclared feature names tracked per batch (``Frame.unknown``); more share :data:`OTHER_UNDECLARED`."""
 OTHER_UNDECLARED = "__other__"
-_PRED_KEYS = frozenset(("label", "probabilities", "score", "value"))
-_INF_EVENT_KEYS = frozenset(
-    (
-        "schema_version",
-        "type",
-        "event_id",
-        "model_id",
-        "model_version",
-        "event_time",
-        "source_id",
-        "features",
-        "prediction",
-    )
-)
-_INF_BATCH_KEYS = _INF_EVENT_KEYS
-_LABEL_EVENT_KEYS = frozenset(("schema_version", "type", "event_id", "model_id", "label", "label_time"))
-_LABEL_BATCH_KEYS = _LABEL_EVENT_KEYS
+_PRED_KEYS = PREDICTION_KEYS
+_INF_KEYS = INFERENCE.keys  # an event and its batch allow the same keys
+_INF_REQUIRED = INFERENCE.required
+_LABEL_KEYS = LABEL.keys
+_LABEL_REQUIRED = LABEL.required
+_LABEL_TYPES = frozenset(LABEL_TYPES)
 _STR_OR_NONE = frozenset((str, type(None)))
 
 
@@ -490,9 +474,7 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
         present |= ~np.isnan(values)
         pred_value = values if pred_value is None else np.where(np.isnan(pred_value), values, pred_value)
     if not present.all():
-        errors.add(
-            np.flatnonzero(~present), R_SCHEMA, "", "prediction needs a label, probabilities, a score or a value"
-        )
+        errors.add(np.flatnonzero(~present), R_SCHEMA, "", f"prediction {PREDICTION_EMPTY}")
     return pred_label, pred_proba, classes, pred_value
 
 
@@ -590,9 +572,9 @@ class Decoder:
             t = type(doc)
             if t is dict:
                 kind = doc.get("type")
-                if kind == "inference_batch":
+                if kind == INFERENCE.batch_type:
                     self._add_batch(msg, doc, segs, out)
-                elif kind == "label_batch":
+                elif kind == LABEL.batch_type:
                     self._add_label_batch(msg, doc, out, dead_row)
                 else:
                     self._add_row(msg, -1, doc, segs, label_rows, out, dead_row)
@@ -652,7 +634,7 @@ class Decoder:
         n_guess = len(ids) if type(ids) is list else 1
         model_id = version = None
         try:
-            model_id, _model = self._check_header(doc, _INF_BATCH_KEYS, "inference_batch")
+            model_id, _model = self._check_header(doc, _INF_KEYS, INFERENCE.batch_type)
             version = self._version(doc)
             if type(ids) is not list:
                 raise _Bad(R_SCHEMA, "event_id must be a list of strings")
@@ -678,7 +660,7 @@ class Decoder:
         n = len(ids) if type(ids) is list else 1
         model_id = None
         try:
-            model_id, _model = self._check_header(doc, _LABEL_BATCH_KEYS, "label_batch")
+            model_id, _model = self._check_header(doc, _LABEL_KEYS, LABEL.batch_type)
             errors = _RowErrors()
             event_id = _check_ids(ids, n, "event_id", errors)
             labels = doc.get("label")
@@ -695,7 +677,7 @@ class Decoder:
             return
         label = np.array(labels, dtype=object) if n else np.empty(0, dtype=object)
         for i, x in enumerate(labels):
-            if x is None or type(x) not in (str, int, float, bool):
+            if type(x) not in _LABEL_TYPES:
                 errors.add([i], R_SCHEMA, "label", "must be a string, number or boolean")
         self._emit_labels(
             msg.topic,
@@ -720,9 +702,9 @@ class Decoder:
                 raise _Bad(R_SCHEMA, f"an event must be a JSON object, not {type(row).__name__}")
             kind = row.get("type")
             if kind is None:  # tolerate a missing type when the shape says it
-                kind = "inference" if "features" in row else ("label" if "label_time" in row else None)
-            if kind == "inference":
-                model_id, _model = self._check_header(row, _INF_EVENT_KEYS, "inference event")
+                kind = INFERENCE.type if "features" in row else (LABEL.type if "label_time" in row else None)
+            if kind == INFERENCE.type:
+                model_id, _model = self._check_header(row, _INF_KEYS, "inference event")
                 version = self._version(row)
                 if type(row.get("features")) is not dict:
                     raise _Bad(R_SCHEMA, "features must map feature name -> value")
@@ -731,8 +713,8 @@ class Decoder:
                     raise _Bad(R_SCHEMA, "prediction must be an object")
                 if not pred.keys() <= _PRED_KEYS:
                     raise _Bad(R_SCHEMA, f"prediction has unknown keys {sorted(set(pred) - _PRED_KEYS)}")
-                if "event_id" not in row or "event_time" not in row:
-                    raise _Bad(R_SCHEMA, "an inference event needs event_id and event_time")
+                if not row.keys() >= _INF_REQUIRED:
+                    raise _Bad(R_SCHEMA, f"an inference event needs {', '.join(sorted(_INF_REQUIRED - row.keys()))}")
                 if msg.key is not None and msg.key != model_id.encode():
                     out.unkeyed.add((msg.topic, msg.partition, model_id))
                 key = StreamKey(msg.topic, msg.partition, model_id, version)
@@ -740,12 +722,12 @@ class Decoder:
                 if not parts or type(parts[-1]) is not _RowSeg:
                     parts.append(_RowSeg())
                 seg = parts[-1]
-            elif kind == "label":
-                model_id, _model = self._check_header(row, _LABEL_EVENT_KEYS, "label event")
-                if "event_id" not in row or "label" not in row or "label_time" not in row:
-                    raise _Bad(R_SCHEMA, "a label event needs event_id, label and label_time")
+            elif kind == LABEL.type:
+                model_id, _model = self._check_header(row, _LABEL_KEYS, "label event")
+                if not row.keys() >= _LABEL_REQUIRED:
+                    raise _Bad(R_SCHEMA, f"a label event needs {', '.join(sorted(_LABEL_REQUIRED - row.keys()))}")
                 seg = label_rows.setdefault((msg.topic, msg.partition, model_id), _RowSeg())
-            elif kind in ("inference_batch", "label_batch"):
+            elif kind in (INFERENCE.batch_type, LABEL.batch_type):
                 raise _Bad(R_SCHEMA, f"a {kind} cannot be an element of a JSON array")
             else:
                 raise _Bad(
@@ -757,7 +739,7 @@ class Decoder:
             if b.reason == R_SCHEMA and type(row) is dict:
                 from streams.wire.schemas import InferenceEvent, LabelEvent
 
-                cls = LabelEvent if row.get("type") == "label" or "label_time" in row else InferenceEvent
+                cls = LabelEvent if row.get("type") == LABEL.type or "label_time" in row else InferenceEvent
                 detail = self._schema_detail(cls, row) or detail
             where = f"event [{idx}]: " if idx >= 0 else ""
             dead_row(msg, idx, b.reason, where + detail, model_id or b.model_id, version)
@@ -929,7 +911,7 @@ class Decoder:
         for i, r in enumerate(rows):
             x = r.get("label")
             label[i] = x
-            if x is None or type(x) not in (str, int, float, bool):
+            if type(x) not in _LABEL_TYPES:
                 errors.add([i], R_SCHEMA, "label", "must be a string, number or boolean")
         origin = np.fromiter((m.offset for m in seg.messages), dtype=np.int64, count=n)
         self._emit_labels(

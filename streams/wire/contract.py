@@ -1,0 +1,186 @@
+"""The wire contract, defined once: every field of every event, its kind, whether it is required, the limits.
+
+Three things read events and must agree on what one is; each derives from this module
+instead of spelling the contract again:
+
+* :mod:`streams.wire.schemas` builds the pydantic models and the JSON Schemas (shipped in
+  ``streams/wire/schemas/``) from :data:`SHAPES`, one pydantic type per :class:`Kind`;
+* :mod:`streams.wire.producer` (the SDK) takes the id limit, the prediction keys, the type
+  names and the columns it cuts when it halves a batch from here;
+* :mod:`streams.worker.decode` takes the keys each object may carry and must carry, the id
+  limit, the prediction keys, the label types and the dead-letter :data:`REASONS` from here.
+
+``tests/streams/wire/test_contract.py`` sends events through all three and checks they agree.
+
+Plain Python (no pydantic, no numpy): the SDK imports this on ``pip install driftwatch`` and
+a serving app must not pay for loading pydantic models.
+
+An event kind (:class:`EventKind`) is a list of :class:`WireField` s. Its single-event object
+holds the fields in their order; its column batch holds the per-message fields (``per_event``
+False: the model, and for an inference its version) once, then one list per per-event field,
+every list as long as the batch. Both carry ``schema_version`` and ``type`` too.
+
+>>> sorted(INFERENCE.required)
+['event_id', 'event_time', 'features', 'model_id', 'prediction']
+>>> INFERENCE.batch_order
+('model_id', 'model_version', 'event_id', 'event_time', 'source_id', 'features', 'prediction')
+>>> LABEL.columns
+('event_id', 'label', 'label_time')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+#: ``schema_version`` of every event and batch on the wire.
+SCHEMA_VERSION: Literal[1] = 1
+
+#: Longest id (event, model, version, source), in characters (code points).
+MAX_ID_LEN = 256
+
+#: Python types of the JSON scalars each value may be (their order is the JSON Schema's ``anyOf`` order).
+FEATURE_TYPES: tuple[type, ...] = (float, int, str, bool, type(None))
+"""A feature value: a number, a string, a boolean or null (missing)."""
+LABEL_TYPES: tuple[type, ...] = (str, int, float, bool)
+"""A true outcome (label event): a class or a regression target; never null."""
+CLASS_TYPES: tuple[type, ...] = (str, int, bool)
+"""A predicted class (``prediction.label``); numbers are sent as ``value``."""
+
+
+class Kind(Enum):
+    """What a field holds; :mod:`streams.wire.schemas` maps each to one pydantic type (event and column)."""
+
+    ID = "a string of 1..MAX_ID_LEN characters"
+    OPTIONAL_ID = "a string of at most MAX_ID_LEN characters, or null"
+    TIME = "epoch seconds (a single event may send an ISO-8601 string; naive = UTC)"
+    FEATURES = "an object: feature name -> number, string, boolean or null"
+    PREDICTION = "an object with any of label, probabilities, score, value (at least one)"
+    LABEL = "a string, number or boolean"
+    CLASS = "a string, integer or boolean"
+    PROBABILITIES = "an object: class name -> probability"
+    NUMBER = "a number"
+
+
+@dataclass(frozen=True, slots=True)
+class WireField:
+    """One field of an event: its name, what it holds, and whether a producer must send it.
+
+    ``default`` is what the worker assumes when an optional field is absent.
+    ``per_event`` False: in a column batch the field is sent once (not as a list).
+    """
+
+    name: str
+    kind: Kind
+    required: bool = True
+    default: str | None = None
+    per_event: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    """One kind of event: its ``type`` as a single event and as a column batch, and its fields."""
+
+    type: str
+    batch_type: str
+    description: str
+    batch_description: str
+    fields: tuple[WireField, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The field names in the single event's order."""
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every key an object of this kind may carry (the same for the event and its batch)."""
+        return frozenset(("schema_version", "type", *self.names))
+
+    @property
+    def required(self) -> frozenset[str]:
+        """The keys a producer must send (``schema_version`` and ``type`` have defaults)."""
+        return frozenset(f.name for f in self.fields if f.required)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The fields a column batch sends as one list per field (one value per event)."""
+        return tuple(f.name for f in self.fields if f.per_event)
+
+    @property
+    def batch_order(self) -> tuple[str, ...]:
+        """The field names in the batch's order: the once-per-message fields first."""
+        return tuple(f.name for f in self.fields if not f.per_event) + self.columns
+
+
+INFERENCE = EventKind(
+    type="inference",
+    batch_type="inference_batch",
+    description="One prediction a model served.",
+    batch_description="Many inference events of one model version, as columns (the SDK's format).",
+    fields=(
+        WireField("event_id", Kind.ID),
+        WireField("model_id", Kind.ID, per_event=False),
+        WireField("model_version", Kind.ID, required=False, default="1", per_event=False),
+        WireField("event_time", Kind.TIME),
+        WireField("source_id", Kind.OPTIONAL_ID, required=False),
+        WireField("features", Kind.FEATURES),
+        WireField("prediction", Kind.PREDICTION),
+    ),
+)
+
+LABEL = EventKind(
+    type="label",
+    batch_type="label_batch",
+    description="The true outcome for an earlier prediction, joined by ``event_id``.",
+    batch_description="Many labels of one model, as columns.",
+    fields=(
+        WireField("event_id", Kind.ID),
+        WireField("model_id", Kind.ID, per_event=False),
+        WireField("label", Kind.LABEL),
+        WireField("label_time", Kind.TIME),
+    ),
+)
+
+SHAPES: tuple[EventKind, ...] = (INFERENCE, LABEL)
+"""Every event kind; a message is one of their events, a JSON array of them, or one of their batches."""
+
+PREDICTION_FIELDS: tuple[WireField, ...] = (
+    WireField("label", Kind.CLASS, required=False),
+    WireField("probabilities", Kind.PROBABILITIES, required=False),
+    WireField("score", Kind.NUMBER, required=False),
+    WireField("value", Kind.NUMBER, required=False),
+)
+"""A model output: a class label (with optional probabilities), a score or a regression value; at least one."""
+PREDICTION_KEYS: frozenset[str] = frozenset(f.name for f in PREDICTION_FIELDS)
+PREDICTION_DESCRIPTION = "A model output: class label (with optional probabilities), a score, or a regression value."
+PREDICTION_EMPTY = "needs a label, probabilities, a score or a value"
+"""What all three say (after the word ``prediction``) when a prediction carries none of :data:`PREDICTION_KEYS`."""
+
+# Dead-letter reasons: why the worker could not use a message or an event. A small, closed
+# vocabulary: the ``dw-reason`` header of a dead letter and an InfluxDB tag value.
+R_EMPTY = "empty"  # no value (tombstone) or an empty array
+R_TOO_LARGE = "too_large"  # value larger than Settings.max_message_bytes
+R_INVALID_ENCODING = "invalid_encoding"  # not UTF-8
+R_INVALID_JSON = "invalid_json"  # not JSON
+R_NON_FINITE = "non_finite"  # NaN / Infinity literals or numbers beyond float range
+R_TOO_DEEP = "too_deep"  # nesting beyond the parser's depth limit
+R_SCHEMA = "schema"  # missing / wrong fields (detail says which)
+R_UNSUPPORTED_VERSION = "unsupported_schema_version"
+R_UNKNOWN_MODEL = "unknown_model"  # model id not in the monitor config
+R_BAD_TIME = "bad_time"  # event time negative, not finite, or too far in the future
+R_LATE = "late"  # event-time window already closed (set by the windows, not the decoder)
+REASONS: tuple[str, ...] = (
+    R_EMPTY,
+    R_TOO_LARGE,
+    R_INVALID_ENCODING,
+    R_INVALID_JSON,
+    R_NON_FINITE,
+    R_TOO_DEEP,
+    R_SCHEMA,
+    R_UNSUPPORTED_VERSION,
+    R_UNKNOWN_MODEL,
+    R_BAD_TIME,
+    R_LATE,
+)
