@@ -169,6 +169,7 @@ def populate(
     import multiprocessing
 
     from dashboard.queries import ident
+    from streams.lifetime import exit_with
 
     client = httpx.Client(base_url=url, timeout=120, auth=_auth())
     client.post("/query", data={"q": f"DROP DATABASE {ident(db)}"})
@@ -189,7 +190,8 @@ def populate(
     t0 = time.perf_counter()
     n = 0
     # the pool forks before the writer thread starts (no thread is copied into the children)
-    with multiprocessing.get_context("fork").Pool(max(1, processes)) as pool:
+    # the generators end with this process, however it ends (streams.lifetime)
+    with multiprocessing.get_context("fork").Pool(max(1, processes), exit_with, (os.getpid(),)) as pool:
         th = threading.Thread(target=writer, daemon=True)
         th.start()
         for model, out in zip(names, pool.imap(_model_batches, jobs)):

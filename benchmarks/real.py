@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.real_streams import Stream, load_streams, site_packages
+from streams.lifetime import die_with_parent
 
 COMMAND = "driftwatch bench real"
 NANNYML_SPEC = ["nannyml==0.13.1", "statsmodels>=0.14", "pandas>=2.2,<3"]
@@ -147,6 +148,7 @@ def ensure_nannyml_venv(state_dir: Path) -> Path:
         [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *NANNYML_SPEC],
         capture_output=True,
         text=True,
+        preexec_fn=die_with_parent(),
     )
     if r.returncode != 0:
         raise BenchError(f"pip install {want} failed in {venv}: {r.stderr.strip()[-1500:]}")
@@ -202,6 +204,7 @@ def start_nannyml(venv: Path, streams: list[Stream], folder: Path) -> tuple[subp
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     return proc, out, logp
 
@@ -617,6 +620,7 @@ def run_worker(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         facts["worker_log"] = str(logp)
         influx = Influx(settings)

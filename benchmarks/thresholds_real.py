@@ -135,13 +135,17 @@ def nannyml_flags(series: list[Series], window: int, ref_windows: int, python: s
     import tempfile
     from pathlib import Path
 
+    from streams.lifetime import die_with_parent
+
     with tempfile.TemporaryDirectory() as tmp:
         for s in series:
             for k, e in enumerate(episodes(len(s.values), known_changes(s.annotations), window, ref_windows)):
                 wins = {f"win_{i}": s.values[w] for i, w in enumerate(e.quiet + e.after)}
                 np.savez(Path(tmp) / f"{s.name}__{k}.npz", ref=s.values[e.ref], **wins)
         script = Path(__file__).with_name("nannyml_univariate.py")
-        out = subprocess.run([python, str(script), tmp], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [python, str(script), tmp], check=True, capture_output=True, text=True, preexec_fn=die_with_parent()
+        ).stdout
     return {tuple(k.rsplit("__", 1)[0:1]) + (int(k.rsplit("__", 1)[1]),): v for k, v in json.loads(out).items()}
 
 

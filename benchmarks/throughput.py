@@ -63,6 +63,7 @@ from benchmarks.traffic import (
 )
 from detectors import records as R
 from streams.influx.influxql import quote_ident
+from streams.lifetime import descendants, die_with_parent
 
 PARTITIONS = 4
 #: the ``dw_window`` tags that tell two windows with the same end time apart
@@ -430,7 +431,9 @@ def run_floor(bench: Bench, topic: str, events: int, columnar: bool) -> dict[str
         "--events",
         str(events),
     ] + (["--columnar"] if columnar else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
+    )
     meter = procstats.CpuMeter(dict(bench.pids)).start()
     out, err = proc.communicate(timeout=900)
     cpu = meter.stop()  # the floor's own CPU over its timed part is in cpu_percent_self
@@ -522,25 +525,10 @@ class WindowWatcher:
         return new
 
 
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-                out.extend(kids)
-                todo.extend(kids)
-        except OSError:
-            pass
-    return out
-
-
 def _tree_mb(measure, pid: int) -> float:
     """``measure`` (RSS or peak RSS, MiB) summed over a worker and its children (the detector process)."""
     total = 0.0
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         with contextlib.suppress(procstats.ProcessGone):
             total += measure(p)
     return total
@@ -593,6 +581,7 @@ def run_workers(
                         stdout=log_file,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
+                        preexec_fn=die_with_parent(),
                     )
                 )
         t_start = time.time()
@@ -613,7 +602,7 @@ def run_workers(
                     pids = {**bench.pids}
                     for i, p in enumerate(procs):
                         pids[f"worker{i}"] = p.pid
-                        for k, c in enumerate(_descendants(p.pid)):
+                        for k, c in enumerate(descendants(p.pid)):
                             pids[f"worker{i}_child{k}"] = c
                     meter = procstats.CpuMeter(pids).start()
             counted = watcher.counted
@@ -751,7 +740,13 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.naive_worker", "worker", "--without-web", "-l", "warn"]
     with open(logp, "wb") as log_file:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     from streams.devstack.localstack import terminate
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from detectors.errors import ServiceError
+from streams.lifetime import die_with_parent
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -59,6 +60,7 @@ def serve_dashboard(env: dict[str, str], port: int, log: Path, timeout: float = 
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import fcntl
 import json
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.errors import ServiceError
+from streams import lifetime
 from streams.influx.influxql import quote_ident, quote_literal
 from streams.retry import Backoff
 from streams.settings import INFLUX_ADMIN, INFLUX_PASSWORD_FILE  # the admin user and its password's file
@@ -150,34 +150,12 @@ def who_listens(port: int) -> str | None:
 # --------------------------------------------------------------------------- processes
 
 
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return []
     return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """preexec hook: the kernel sends SIGTERM to this child when its parent dies."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -224,7 +202,7 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=lifetime.die_with_parent() if die_with_parent else None,
         )
 
 
@@ -234,7 +212,7 @@ def _wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
     def alive() -> bool:
         if proc is not None:
             return proc.poll() is None
-        return _pid_alive(pid)
+        return lifetime.alive(pid)
 
     deadline = time.monotonic() + timeout
     while alive():
@@ -246,7 +224,7 @@ def _wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
 
 def terminate(pid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> str:
     """SIGTERM ``pid``, wait up to ``timeout`` s, then SIGKILL. Returns how it ended."""
-    if (proc.poll() is not None) if proc is not None else not _pid_alive(pid):
+    if (proc.poll() is not None) if proc is not None else not lifetime.alive(pid):
         return "not running"
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -592,7 +570,7 @@ class LocalStack:
             running = proc.poll() is None
         else:
             cmd = _cmdline(pid)
-            running = _pid_alive(pid) and bool(cmd) and Path(cmd[0]).name == Path(state["cmd"][0]).name
+            running = lifetime.alive(pid) and bool(cmd) and Path(cmd[0]).name == Path(state["cmd"][0]).name
         return state if running else None
 
     def _write_state(self, svc: _Service, pid: int, cmd: list[str], extra: dict[str, Any]) -> None:

@@ -220,26 +220,28 @@ class Runtime:
 
         @app.on_before_shutdown.connect
         async def on_shutdown(app, **kwargs):
-            if rt.alerting is not None:
-                await rt.alerting.stop()
-            try:  # dead letters still waiting for their flush (else their messages are simply read again)
-                await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
-            except Exception as e:
-                log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
-            if rt.pipeline.label_hook is not None:
-                try:  # label results not yet written, then the last label-join snapshot
-                    await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
+            try:
+                if rt.alerting is not None:
+                    await rt.alerting.stop()
+                try:  # dead letters still waiting for their flush (else their messages are simply read again)
+                    await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
                 except Exception as e:
-                    log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
-                try:  # the last label-join checkpoint: the next owner re-reads nothing
-                    await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
-                except Exception as e:
-                    log.warning("label-join state not saved at shutdown (%r)", e)
-            await rt.sink.stop(timeout=5.0)
-            await rt.deadletter_sender.stop()
-            await rt.references.close()
-            if isinstance(rt.pipeline.evaluator, DetectorProcess):
-                rt.pipeline.evaluator.close()
+                    log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
+                if rt.pipeline.label_hook is not None:
+                    try:  # label results not yet written, then the last label-join snapshot
+                        await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
+                    except Exception as e:
+                        log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
+                    try:  # the last label-join checkpoint: the next owner re-reads nothing
+                        await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
+                    except Exception as e:
+                        log.warning("label-join state not saved at shutdown (%r)", e)
+                await rt.sink.stop(timeout=5.0)
+                await rt.deadletter_sender.stop()
+                await rt.references.close()
+            finally:  # whatever failed above, the detector process ends with the worker
+                if isinstance(rt.pipeline.evaluator, DetectorProcess):
+                    rt.pipeline.evaluator.close()
 
         self.agents = (inferences, labels)
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from detectors.frame import Frame
 from detectors.records import Record
+from streams.lifetime import exit_with, on_main_thread
 from streams.worker.decode import StreamKey
 from streams.worker.evaluation import default_evaluator, evaluate_closed
 from streams.worker.monitors import ModelMonitor
@@ -57,7 +58,9 @@ _references: dict[tuple[str, str], Any] = {}  # (model, version) -> the last ref
 
 
 def _exit_with_parent(parent: int, every: float = 0.5) -> None:
-    """End this process when the worker is gone (a SIGKILLed worker must not leave its detectors running).
+    """End this process when the worker is gone: the watch for a detector process started off the
+    worker's main thread, where a parent-death signal would come when that thread ends (see
+    :mod:`streams.lifetime`).
 
     ``parent`` is the worker's pid as the worker saw it, not ``os.getppid()`` read here: a worker
     that dies while this process is still starting (an InfluxDB 401 at start-up, a bad config)
@@ -68,14 +71,17 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
     os._exit(0)
 
 
-def _start(online_cache_dir: str | None, log_level: int, parent: int) -> None:
-    """Initializer of the child: logging like the worker's, then the detectors (imported in the background)."""
+def _start(online_cache_dir: str | None, log_level: int, parent: int, main_thread: bool = True) -> None:
+    """Initializer of the child: a watch on the worker, logging like the worker's, then the detectors.
+
+    The worker may die in any way (SIGKILL, a crash at start-up) without closing this process:
+    the kernel sends it SIGTERM when the worker's main thread (the one that started it) ends.
+    """
     global _evaluate_fn
-    if os.getppid() != parent:  # the worker died before this process got here
-        os._exit(0)
+    if not (main_thread and exit_with(parent, signal.SIGTERM)):
+        threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-worker", daemon=True).start()
     # Ctrl-C in a terminal reaches the whole process group: the worker shuts down, and stops this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-worker", daemon=True).start()
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     # one BLAS thread: the detectors' matrix products are small, and idle BLAS threads spin on the
     # cores the worker's own process, the broker and InfluxDB need (measured: +15 % events/s on 2 cores)
@@ -143,7 +149,8 @@ class DetectorProcess:
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel(), os.getpid()),
+            # the child arms a parent-death signal only if started from the main thread (streams.lifetime)
+            initargs=(self.online_cache_dir, logging.getLogger().getEffectiveLevel(), os.getpid(), on_main_thread()),
         )
         self._sent.clear()
         with _empty_main():

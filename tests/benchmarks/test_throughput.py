@@ -32,6 +32,7 @@ from benchmarks.traffic import (
     partition_for,
     single_event_payloads,
 )
+from streams.lifetime import die_with_parent
 from streams.wire.schemas import InferenceBatch, InferenceEvent
 from streams.worker.monitors import parse_monitors
 
@@ -174,7 +175,7 @@ def test_quick_benchmark_counts_every_event_and_prints_the_table_keys(tmp_path: 
         "--output",
         str(out),
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=die_with_parent())
     assert out.exists(), f"no JSON written (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
     report = json.loads(proc.stdout)
     assert report == json.loads(out.read_text())

@@ -22,6 +22,7 @@ import pytest
 
 from detectors import records as R
 from streams.influx.sink import database, query
+from streams.lifetime import die_with_parent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 
@@ -58,6 +59,7 @@ def test_file_reference_outputs_give_prediction_drift_impact_and_calibrated_cbpe
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
         )
     db = database(settings)
 

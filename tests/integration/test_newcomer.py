@@ -23,6 +23,7 @@ import pytest
 
 from dashboard import browser
 from streams.devstack.localstack import free_ports
+from streams.lifetime import die_with_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -82,6 +83,7 @@ class Up:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         self.lines: list[tuple[float, str]] = []
         self._offset = 0

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from streams.influx.sink import DatabaseNotFound, query
+from streams.lifetime import die_with_parent
 from tests.sinks import CollectSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
@@ -126,6 +127,7 @@ def worker(settings_env: dict, monitors: Path, log: Path, extra_env: dict | None
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
         )
     try:
         yield proc

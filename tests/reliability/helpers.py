@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from streams.influx.sink import DatabaseNotFound, InfluxQueryError, query
+from streams.lifetime import die_with_parent
 from tests.sinks import CollectSink
 
 T0 = float(int(time.time()) - 7200)
@@ -138,6 +139,7 @@ def start_worker(env: dict[str, str], monitors: Path, log: Path, *args: str) -> 
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from streams.lifetime import descendants, die_with_parent
 from streams.settings import Settings
 from tests.reliability.helpers import Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
 from tests.reliability.secure_stack import influx_with_auth, secured_broker
@@ -287,24 +288,6 @@ def test_no_secret_in_logs_errors_or_stored_data(settings, tmp_path, consume_all
 # ----------------------------------------------------------------------------- child processes
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (from /proc's parent links)."""
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 @pytest.mark.integration
 @pytest.mark.slow  # runs the whole local stack with every secret set (~30 s)
 def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
@@ -348,6 +331,7 @@ def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
+        preexec_fn=die_with_parent(),
     )
     lines: list[str] = []
     try:
@@ -367,7 +351,7 @@ def test_up_passes_secret_files_never_values_to_its_children(tmp_path):
         if admin.exists():  # the local stack's generated InfluxDB credential
             secrets.append(admin.read_text().strip())
             assert (admin.stat().st_mode & 0o777) == 0o600
-        pids = _descendants(proc.pid)
+        pids = descendants(proc.pid)
         assert len(pids) >= 3, pids
         for pid in pids:
             try:

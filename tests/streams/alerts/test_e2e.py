@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from streams.influx.sink import query
+from streams.lifetime import die_with_parent
 from tests.streams.alerts.helpers import ROOT, SECRET, SECRET_ENV, documented_verify
 from tests.streams.alerts.receiver import Receiver
 
@@ -96,6 +97,7 @@ def test_demo_drift_reaches_a_signed_webhook_within_10s_of_the_window_closing(se
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
         )
     try:
         demo.start()

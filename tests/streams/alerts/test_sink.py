@@ -21,6 +21,7 @@ from streams.alerts.store import OutboxRow
 from streams.alerts.webhooks import WebhookTarget
 from streams.devstack import up
 from streams.devstack.localstack import free_ports
+from streams.lifetime import die_with_parent
 from streams.settings import Settings
 from streams.worker.monitors import load_monitors
 
@@ -143,6 +144,7 @@ def test_command_needs_a_secret_and_serves_with_one(tmp_path: Path) -> None:
         env={**env, SECRET_ENV: SECRET.decode()},
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent(),
     )
     try:
         assert proc.stdout is not None

@@ -29,6 +29,7 @@ from streams.devstack.scenarios import (
     parse_scenario,
     register_scenario,
 )
+from streams.lifetime import die_with_parent
 from streams.settings import Settings
 from streams.wire.schemas import InferenceBatch, LabelBatch
 from streams.worker.decode import Decoder
@@ -684,6 +685,7 @@ def test_sigterm_stops_an_endless_demo_and_loses_nothing(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent(),
     )
     try:
         deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ from streams.broker.admin import list_topics
 from streams.devstack import up
 from streams.devstack.localstack import LocalStack, free_ports, port_in_use
 from streams.influx.admin import list_databases
+from streams.lifetime import die_with_parent
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -68,6 +69,7 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=die_with_parent(),
     )
     lines: list[str] = []
     try:
