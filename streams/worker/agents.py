@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.transport.consumer import Consumer
 from faust.types import TP
 
 from streams.influx.sink import InfluxSink
@@ -35,6 +36,9 @@ from streams.worker.monitors import MonitorsConfig
 from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
 from streams.worker.topics import Topics, TopicWatch
+
+if TYPE_CHECKING:  # imported only when a model has alert rules
+    from streams.alerts import Alerting
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ class Runtime:
         self.within = within
         self.sink = InfluxSink(settings)
         self.references = ReferenceStore(settings)
-        self.alerting = None
+        self.alerting: Alerting | None = None
         if any(m.alerts for m in monitors.models):
             from streams.alerts import Alerting
 
@@ -105,8 +109,11 @@ class Runtime:
     def _committed(self, topic: str, partition: int) -> int | None:
         if TP(topic, partition) in getattr(self.app.consumer, "revoking", ()):  # Faust forgot its offset already
             raise PartitionRevoked(f"{topic}[{partition}] is being revoked")
+        consumer = self.app.consumer
+        if not isinstance(consumer, Consumer):  # the offsets are an internal of Faust's Consumer, not of ConsumerT
+            return None
         try:
-            return self.app.consumer._committed_offset.get(TP(topic, partition))
+            return consumer._committed_offset.get(TP(topic, partition))
         except Exception:  # a Faust internal: no answer means "do not trust checkpoints"
             log.debug("no committed offset known for %s[%d]", topic, partition, exc_info=True)
             return None
@@ -175,11 +182,12 @@ class Runtime:
             async for events in stream.take_events(rt.batch, within=rt.within):
                 await rt.handle(events)
 
-        if rt.alerting is not None:
+        alerting = rt.alerting
+        if alerting is not None:
 
             @app.task
             async def start_alerting():  # delivery queues (rows left by a previous run go first)
-                await rt.alerting.start()
+                await alerting.start()
 
         @app.task
         async def watch_topics():
@@ -204,8 +212,8 @@ class Runtime:
         async def stats():
             rt.log_stats()
 
-        @app.on_partitions_revoked.connect
-        async def on_revoked(app, revoked, **kwargs):
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function
+        async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
             # until the next assignment, the consumer still lists them as assigned and the generation is the old
             # one: a batch fetched before is not processed (its label join was just handed over)
             rt.revoked.update(dict.fromkeys(revoked, app.consumer_generation_id))
@@ -214,12 +222,12 @@ class Runtime:
                 async with rt.pipeline.lock:
                     await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
 
-        @app.on_partitions_assigned.connect
-        async def on_assigned(app, assigned, **kwargs):
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function
+        async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
             rt.revoked.clear()
 
-        @app.on_before_shutdown.connect
-        async def on_shutdown(app, **kwargs):
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function
+        async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
             try:
                 if rt.alerting is not None:
                     await rt.alerting.stop()

@@ -62,12 +62,16 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, Record
+from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, FieldValue, Record
 from detectors.reference import safe_label
 from streams.retry import Backoff
 from streams.worker.decode import DeadLetter
+
+if TYPE_CHECKING:  # aiokafka is imported when the sender starts (the module is imported without a broker too)
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +82,12 @@ MAX_NAMED_UNKNOWN = 20
 MAX_LOGGED = 100
 """(reason, model) pairs the worker log announces and counts by name; the rest are counted as ``(other)``."""
 
+#: ``(key, value, headers)`` of one dead letter on the topic
+DeadLetterRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 #: ``send(key, value, headers) -> awaitable`` that resolves once the broker has the record
 SendFn = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
 #: ``send_batch([(key, value, headers), ...]) -> awaitable`` of one future for the whole list
-BatchSendFn = Callable[
-    [Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]], Awaitable[Awaitable[Any]]
-]
+BatchSendFn = Callable[[Sequence[DeadLetterRecord]], Awaitable[Awaitable[Any]]]
 
 
 def compact_rows(rows: Iterable[int]) -> str:
@@ -145,12 +149,12 @@ def deadletter_record(dl: DeadLetter, known_models: frozenset[str] | set[str]) -
     m = dl.message
     ts_ms = m.timestamp_ms if m.timestamp_ms is not None and m.timestamp_ms >= 0 else int(time.time() * 1000)
     time_ns = ts_ms * 1_000_000 + (m.partition % 1000) * 1000 + m.offset % 1000
-    tags = {T_REASON: dl.reason}
+    tags: dict[str, str] = {T_REASON: dl.reason}
     if dl.model_id is not None and dl.model_id in known_models:
         tags[T_MODEL] = dl.model_id
         if dl.model_version is not None:
             tags[T_VERSION] = dl.model_version
-    fields = {
+    fields: dict[str, FieldValue] = {
         "count": dl.n_events,
         "messages": 1,
         "partition": m.partition,
@@ -211,8 +215,10 @@ class DeadLetterPublisher:
     """
 
     def __init__(self, send: SendFn | None = None, *, send_batch: BatchSendFn | None = None) -> None:
-        if send is None and send_batch is None:
-            raise TypeError("DeadLetterPublisher needs send or send_batch")
+        if send_batch is None:
+            if send is None:
+                raise TypeError("DeadLetterPublisher needs send or send_batch")
+            send_batch = _one_by_one(send)
         self._send = send
         self._send_batch = send_batch
         self.counts: Counter[str] = Counter()  # events per reason
@@ -275,11 +281,7 @@ class DeadLetterPublisher:
         records = [(dl.message.key, dl.message.value, headers_for(dl, now_ms)) for dl in dls]
         async for attempt in Backoff(backoff, cap=30.0, retries=retries).attempts_async():
             try:
-                if self._send_batch is not None:
-                    delivered = await self._send_batch(records)
-                else:
-                    # each send only appends to the producer's batch (it waits only when that is full)
-                    delivered = asyncio.gather(*[await self._send(k, v, h) for k, v, h in records])
+                delivered = await self._send_batch(records)
                 break
             except Exception as e:  # the broker may be briefly unavailable
                 if attempt.wait is None:
@@ -299,7 +301,17 @@ class DeadLetterPublisher:
                 dls[0].message.offset,
                 dict(Counter(d.reason for d in dls)),
             )
-        return delivered
+        return asyncio.ensure_future(delivered)
+
+
+def _one_by_one(send: SendFn) -> BatchSendFn:
+    """:data:`BatchSendFn` over a :data:`SendFn`: one producer call per record, one future for all."""
+
+    async def send_batch(records: Sequence[DeadLetterRecord]) -> asyncio.Future[list[Any]]:
+        # each send only appends to the producer's batch (it waits only when that is full)
+        return asyncio.gather(*[await send(k, v, h) for k, v, h in records])
+
+    return send_batch
 
 
 def _done() -> asyncio.Future:
@@ -324,12 +336,13 @@ class KafkaBatchSender:
         self.settings = settings
         self.topic = topic or settings.topic_deadletter
         self.client_id = client_id
-        self._producer = None
-        self._partitioner = None
+        self._producer: AIOKafkaProducer | None = None
+        self._partitioner: DefaultPartitioner | None = None
         self._rr = 0
 
-    async def _get(self):
-        if self._producer is None:
+    async def _get(self) -> tuple[AIOKafkaProducer, DefaultPartitioner]:
+        """The started producer and the partitioner (made on first use)."""
+        if self._producer is None or self._partitioner is None:
             from aiokafka import AIOKafkaProducer
             from aiokafka.partitioner import DefaultPartitioner
 
@@ -351,12 +364,10 @@ class KafkaBatchSender:
                 await p.stop()
                 raise
             self._producer, self._partitioner = p, DefaultPartitioner()
-        return self._producer
+        return self._producer, self._partitioner
 
-    async def __call__(
-        self, records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
-    ) -> asyncio.Future:
-        p = await self._get()
+    async def __call__(self, records: Sequence[DeadLetterRecord]) -> asyncio.Future:
+        p, partitioner = await self._get()
         partitions = sorted(await p.partitions_for(self.topic))
         by_part: dict[int, list] = {}
         for rec in records:
@@ -365,7 +376,7 @@ class KafkaBatchSender:
                 part = partitions[self._rr % len(partitions)]
                 self._rr += 1
             else:
-                part = self._partitioner(key, partitions, partitions)
+                part = partitioner(key, partitions, partitions)
             by_part.setdefault(part, []).append(rec)
         deliveries = []
         for part, recs in by_part.items():

@@ -315,7 +315,7 @@ def _check_ids(ids: Any, n: int, name: str, errors: _RowErrors, required: bool =
 
 
 def _check_times(
-    times: Any, n: int, name: str, errors: _RowErrors, ts_s: np.ndarray | None, max_future_s: float
+    times: Any, n: int, name: str, errors: _RowErrors, ts_s: np.ndarray | np.float64 | None, max_future_s: float
 ) -> np.ndarray:
     """A column of event times (epoch seconds); bad rows go to ``errors``."""
     if type(times) is not list or len(times) != n:
@@ -363,7 +363,7 @@ class _Cols:
     source_id: Any
     features: dict[str, list]
     prediction: dict[str, Any]
-    ts_s: np.ndarray | None  # Kafka timestamp (s) per row, for the future-time check
+    ts_s: np.ndarray | np.float64 | None  # Kafka timestamp (s) per row or of the whole batch: future-time check
 
 
 def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:

@@ -75,7 +75,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -84,6 +84,10 @@ from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, T_MODEL, T_VERS
 from streams.worker.decode import LabelPart, StreamKey
 from streams.worker.monitors import MonitorsConfig
 from streams.worker.references import json_column, object_column
+
+if TYPE_CHECKING:  # the detectors load when a model first has labels (scipy, scikit-learn)
+    from detectors.concept import ErrorStreamMonitor, LabelJoin
+    from detectors.performance import Calibration, CalibrationCollector
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +543,7 @@ class LabelHook:
         )
         self.snapshot_every = float(snapshot_every)
         self.clock = clock
-        self._joins: dict[str, object] = {}
+        self._joins: dict[str, LabelJoin] = {}
         self._res: dict[str, ModelResults] = {}
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}  # model -> (topic, partition) -> last offset fed
         self._part: dict[str, int] = {}  # model -> the input partition (number) its events come from
@@ -550,9 +554,9 @@ class LabelHook:
         self._since_window: dict[str, set[tuple[str, int]]] = {}  # model -> windows the timer wrote since
         self._held: list[tuple[Any, np.ndarray]] = []  # (AckTracker, offsets) released by the next snapshot
         self.keep_windows = KEEP_WINDOWS
-        self._mon: dict[str, object] = {}
-        self._cal_rows: dict[str, object] = {}  # model -> CalibrationCollector (CBPE's labelled reference)
-        self._ref_cal: dict[str, object] = {}  # model -> the Calibration of its labelled reference file
+        self._mon: dict[str, ErrorStreamMonitor] = {}
+        self._cal_rows: dict[str, CalibrationCollector] = {}  # model -> CBPE's labelled reference
+        self._ref_cal: dict[str, Calibration] = {}  # model -> the Calibration of its labelled reference file
         self._now: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._warned: set[str] = set()  # models seen in two partitions (warned once)
@@ -565,7 +569,7 @@ class LabelHook:
         self.checkpoints = {"count": 0, "bytes": 0, "seconds": 0.0, "last_bytes": 0, "last_ms": 0.0}
 
     # -- state ----------------------------------------------------------------------
-    def _new_join(self, model_id: str):
+    def _new_join(self, model_id: str) -> LabelJoin:
         from detectors.concept import LabelJoin
 
         cfg = self.models[model_id].labels
@@ -658,13 +662,13 @@ class LabelHook:
         )
         return 1
 
-    def _join(self, model_id: str):
+    def _join(self, model_id: str) -> LabelJoin:
         j = self._joins.get(model_id)
         if j is None:
             j = self._joins[model_id] = self._new_join(model_id)
         return j
 
-    def _monitor(self, model_id: str):
+    def _monitor(self, model_id: str) -> ErrorStreamMonitor | None:
         mon = self._mon.get(model_id)
         if mon is None:
             cfg = self.models[model_id]
@@ -708,10 +712,10 @@ class LabelHook:
             if not mon.ready:
                 return
             key, mr.calibrating = mr.calibrating, None  # the buffered errors ran: they belong to that window
-            res = mr.results.get(key)
-            if res is not None:
-                res.errors = merge_error_fields(res.errors, mon.window_fields())
-                res.changed += 1
+            held = mr.results.get(key)
+            if held is not None:
+                held.errors = merge_error_fields(held.errors, mon.window_fields())
+                held.changed += 1
         if not mr.waiting:
             return
         rows = Joined.concat(mr.waiting) if len(mr.waiting) > 1 else mr.waiting[0]
@@ -842,14 +846,14 @@ class LabelHook:
             )
         col.add(rows.pred_proba, rows.classes, rows.label, rows.pred_label)
 
-    def use_reference_calibration(self, model_id: str, calibration) -> None:
+    def use_reference_calibration(self, model_id: str, calibration: Calibration | None) -> None:
         """The model's reference has labelled rows: CBPE uses their calibration (not the join's rows)."""
         if calibration is None:
             self._ref_cal.pop(model_id, None)
         else:
             self._ref_cal[model_id] = calibration
 
-    def calibration(self, model_id: str):
+    def calibration(self, model_id: str) -> Calibration | str:
         """CBPE's calibration for the model (``detectors.performance.Calibration``), or why there is none (str):
         the labelled reference file's, else one fitted on the model's first joined labels."""
         ref = self._ref_cal.get(model_id)

@@ -561,8 +561,9 @@ class ReferenceStore:
     def _learn(self, fold: _Fold) -> dict[tuple[str, str], StoredReference]:
         out = fold.snapshot()
         self.problems = dict(fold.problems)
-        for k in set(fold.entries) | {_chunk_owner(c) for c in fold.chunks} - {None}:
-            self._chunks[k] = fold.chunk_keys(k)  # type: ignore[index]
+        owners = {o for c in fold.chunks if (o := _chunk_owner(c)) is not None}
+        for k in set(fold.entries) | owners:
+            self._chunks[k] = fold.chunk_keys(k)
         return out
 
     async def follow(
