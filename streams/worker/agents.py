@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import faust
 from faust.transport.consumer import Consumer
@@ -32,6 +32,7 @@ from streams.worker.checkpoints import CheckpointSource
 from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.worker.decode import RawMessage
 from streams.worker.detector_process import DetectorProcess
+from streams.worker.evaluation import Evaluator
 from streams.worker.monitors import MonitorsConfig
 from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
@@ -62,7 +63,7 @@ class Runtime:
         batch: int = 200,
         within: float = 0.2,
         stats_every: float = 30.0,
-        evaluator: Any = "default",
+        evaluator: Evaluator | DetectorProcess | Literal["default"] | None = "default",
         recreate_topics: bool = True,
         topic_watch_every: float = 2.0,
     ) -> None:

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -80,7 +80,7 @@ from streams.worker.deadletter import DeadLetterPublisher, deadletter_record, de
 from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePart, RawMessage, StreamKey
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.evaluation import Evaluator, default_evaluator, evaluate_closed
-from streams.worker.monitors import ModelMonitor, MonitorsConfig
+from streams.worker.monitors import ConfigError, ModelMonitor, MonitorsConfig
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Pipeline:
         checkpoints: CheckpointSource | None = None,
         committed: Callable[[str, int], int | None] = lambda topic, partition: None,
         end_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
-        evaluator: Evaluator | str | None = "default",
+        evaluator: Evaluator | DetectorProcess | Literal["default"] | None = "default",
         label_hook=None,
         alerting=None,  # streams.alerts.Alerting: rules evaluated on every closed window
         max_future_s: float = 86_400.0,
@@ -188,7 +188,7 @@ class Pipeline:
             from streams.worker.labels import online_cache_dir
 
             evaluator = default_evaluator(online_cache_dir(settings.state_dir))
-        self.evaluator = evaluator
+        self.evaluator: Evaluator | DetectorProcess | None = evaluator
         self.label_hook = label_hook
         self.alerting = alerting
         self.clock = clock
@@ -221,16 +221,16 @@ class Pipeline:
     def revoke(self, tps: Iterable[tuple[str, int]]) -> None:
         """Partitions left this worker (a rebalance): forget their state, and do not process the rest of a
         batch handed to :meth:`process` before (its later chunks): their next owner reads them again."""
-        tps = [tuple(tp) for tp in tps]
+        revoked = [(topic, partition) for topic, partition in tps]
         self._epoch += 1
-        for tp in tps:
+        for tp in revoked:
             self._revoked_at[tp] = self._epoch
-        self.forget(tps)
+        self.forget(revoked)
 
     def forget(self, tps: Iterable[tuple[str, int]] | None = None) -> None:
         """Drop the state of partitions (revoked, or re-read from the committed offset)."""
-        for tp in list(self._tps) if tps is None else list(tps):
-            st = self._tps.pop(tuple(tp), None)
+        for topic, partition in list(self._tps) if tps is None else list(tps):
+            st = self._tps.pop((topic, partition), None)
             if st is not None:
                 st.tracker.active = False  # results still in flight will not ack old messages
 
@@ -347,10 +347,10 @@ class Pipeline:
                 self.label_hook.on_predictions(key, part.frame, part.origin)
             # messages fed to the label join stay un-acked until a checkpoint of the join holds them
             for topic, partition, offsets in self.label_hook.take_fed():
-                st_tp = tps.get((topic, partition))
-                if st_tp is not None:
-                    st_tp.tracker.hold(offsets.tolist())
-                    self.label_hook.hold_until_snapshot(st_tp.tracker, offsets)
+                fed_tp = tps.get((topic, partition))
+                if fed_tp is not None:
+                    fed_tp.tracker.hold(offsets.tolist())
+                    self.label_hook.hold_until_snapshot(fed_tp.tracker, offsets)
 
     def _warn_undeclared(self, model_id: str, unknown: dict) -> None:
         """Log once per (model, name) that events carry a feature the config does not declare (bounded)."""
@@ -382,7 +382,7 @@ class Pipeline:
                 self._lost_warned.add((key.topic, key.partition))
                 self._report_untrusted(key, old)
         win = model.window
-        if ck is not None and self.label_hook is not None:
+        if ck is not None and self.label_hook is not None and self.checkpoints is not None:
             # windows written after the label join's last snapshot (a crash): their predictions' labels go to them
             after = self.label_hook.last_window_ns(key)
             if after is not None and after < ck.time_ns:
@@ -392,7 +392,7 @@ class Pipeline:
                     )
         if win.size_events is not None:
             windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
-        else:
+        elif win.size_seconds is not None:
             windows = TimeWindows(win.size_seconds, win.grace_seconds, win.max_open_windows, ck)
             if windows.grace_capped:
                 log.warning(
@@ -402,6 +402,8 @@ class Pipeline:
                     windows.grace,
                     windows.max_open,
                 )
+        else:  # WindowConfig's validator rules this out
+            raise ConfigError(f"{key.model_id}: the window needs exactly one of size_events or size_seconds")
         state = StreamState(key, model, windows)
         if (
             isinstance(windows, CountWindows)
@@ -531,7 +533,7 @@ class Pipeline:
             state.reference = self._file_reference(model)
         elif cfg.first_n is not None:
             ref = self._decode(stored) if stored is not None else None
-            if ref is not None:
+            if ref is not None and stored is not None:
                 state.reference = ref
                 same = stored.topic == key.topic and stored.partition == key.partition
                 state.ref_end_pos = stored.end_pos if same else (-1, -1)
@@ -700,7 +702,10 @@ class Pipeline:
             await self._window_closed(state, w, tracker)
 
     async def _feed_builder(self, state: StreamState, part: FramePart, tracker: AckTracker) -> None:
-        need = state.model.reference.first_n - state.builder_rows
+        builder, first_n = state.builder, state.model.reference.first_n
+        if builder is None or first_n is None:  # only while a first_n reference is being built (_feed checks)
+            return
+        need = first_n - state.builder_rows
         take = (
             part
             if len(part.frame) <= need
@@ -710,18 +715,18 @@ class Pipeline:
                 None if part.row_index is None else part.row_index[:need],
             )
         )
-        state.builder.append(take)
+        builder.append(take)
         state.builder_rows += len(take.frame)
         held = np.unique(take.origin)
         tracker.hold(held.tolist())
         state.builder_holds.append(held)
-        if state.builder_rows < state.model.reference.first_n:
+        if state.builder_rows < first_n:
             return
         from detectors.reference import Reference, attach_reference_frame
 
-        frames = [p.frame for p in state.builder]
-        origin = np.concatenate([p.origin for p in state.builder])
-        ordinals = _ordinals_of_last(state.builder)
+        frames = [p.frame for p in builder]
+        origin = np.concatenate([p.origin for p in builder])
+        ordinals = _ordinals_of_last(builder)
         model = state.model
         rows = concat(frames)
         state.reference = attach_reference_frame(
@@ -734,7 +739,7 @@ class Pipeline:
             ),
             rows,
         )
-        state.ref_end_pos = (int(origin[-1]), ordinals)
+        state.ref_end_pos = end_pos = (int(origin[-1]), ordinals)
         holds, state.builder, state.builder_holds = state.builder_holds, None, []
         log.info(
             "%s v%s: reference built from the first %d events (ends at %s[%d]@%d)",
@@ -745,9 +750,11 @@ class Pipeline:
             state.key.partition,
             origin[-1],
         )
-        await self._store_reference(state, holds, tracker)
+        await self._store_reference(state, end_pos, holds, tracker)
 
-    async def _store_reference(self, state: StreamState, holds: list[np.ndarray], tracker: AckTracker) -> None:
+    async def _store_reference(
+        self, state: StreamState, end_pos: Position, holds: list[np.ndarray], tracker: AckTracker
+    ) -> None:
         def release(_f=None) -> None:
             for h in holds:
                 tracker.release(h.tolist())
@@ -766,7 +773,7 @@ class Pipeline:
             state.reference.to_bytes(),
             key.topic,
             key.partition,
-            state.ref_end_pos,
+            end_pos,
             state.builder_rows,
             time.time(),
             rows_blob=encode_rows(rows, state.model.features) if rows is not None else b"",
@@ -813,10 +820,14 @@ class Pipeline:
             msg = tracker.message(o)
             if msg is None:
                 continue
+            closed = (  # only event-time windows have late rows
+                f"; windows closed until {w.closed_until:.3f}, grace {w.grace:g} s"
+                if isinstance(w, TimeWindows)
+                else ""
+            )
             detail = (
                 f"{len(rs)} event(s) of {key.model_id} v{key.model_version} arrived after their window "
-                f"closed (event time {float(times.min()):.3f}; windows closed until {w.closed_until:.3f}, "
-                f"grace {w.grace:g} s)"
+                f"closed (event time {float(times.min()):.3f}{closed})"
             )
             dl = DeadLetter(
                 msg, R_LATE, detail, None if rs == [-1] else tuple(rs), len(rs), key.model_id, key.model_version
@@ -876,6 +887,7 @@ class Pipeline:
         state.windows_closed += 1
 
         async def finish(previous: asyncio.Future | None) -> None:
+            records: list[Record]
             if self.evaluator is None:
                 records, seconds = [], 0.0
             elif isinstance(self.evaluator, DetectorProcess):
