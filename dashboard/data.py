@@ -29,7 +29,7 @@ def _c(fn: F) -> F:
         return fn
     wrapped = st.cache_data(ttl=TTL_SECONDS, show_spinner=False, max_entries=512)(fn)
     _cached.append(wrapped)
-    return wrapped  # type: ignore[return-value]
+    return wrapped  # type: ignore[return-value]  # streamlit types it CachedFunc; it is called like fn
 
 
 _pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="dw-query")

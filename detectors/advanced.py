@@ -55,6 +55,7 @@ import numpy as np
 from detectors import records as R
 from detectors.context import WindowContext
 from detectors.frame import Frame
+from detectors.impact import Method as ImpactMethod
 from detectors.impact import declared_impact, feature_impact, impact_records
 from detectors.multivariate import (
     MULTIVARIATE_FEATURE,
@@ -234,14 +235,15 @@ class MultivariateDrift:
         if not numeric and not categorical:
             return []
         key = ("multivariate", method, ctx.drift.engine, ctx.drift.p_val, tuple(numeric), tuple(categorical))
-        note = None
 
-        def build():
+        def build() -> tuple[RowEncoder, PCADrift | MMDDrift, str | None]:
+            """The fitted encoder and detector, and why the engine asked for is not the one used (or None)."""
             enc = RowEncoder(numeric, categorical).fit(ref_frame)
             x_ref = enc.transform(ref_frame)
             if method == "pca":
-                return enc, PCADrift(x_ref, variance=self.pca_variance, p_val=ctx.drift.p_val, seed=self.seed)
+                return enc, PCADrift(x_ref, variance=self.pca_variance, p_val=ctx.drift.p_val, seed=self.seed), None
             engine = ctx.drift.engine
+            note = None
             try:
                 det = MMDDrift(
                     x_ref,
@@ -261,11 +263,10 @@ class MultivariateDrift:
                     max_test=self.max_rows,
                     seed=self.seed,
                 )
-                det.note = "alibi MMD unavailable"  # type: ignore[attr-defined]
-            return enc, det
+                note = "alibi MMD unavailable"
+            return enc, det, note
 
-        enc, det = _fitted(ctx.reference, key, build)
-        note = getattr(det, "note", None)
+        enc, det, note = _fitted(ctx.reference, key, build)
         res = det.test(enc.transform(ctx.frame))
         fields: dict[str, Any] = {
             "statistic": res.statistic,
@@ -359,7 +360,13 @@ class EstimatedPerformance:
         from detectors.thresholds import chunk_size_key, chunk_slices, sd_band, sd_multiplier, time_order
 
         rows = reference_frame(ctx.reference)
-        if rows is None or rows.pred_proba is None or tuple(rows.classes) != cal.classes or window_n < 2:
+        if (
+            ctx.reference is None
+            or rows is None
+            or rows.pred_proba is None
+            or tuple(rows.classes) != cal.classes
+            or window_n < 2
+        ):
             return {}
         t = ctx.drift.threshold
         size = chunk_size_key(window_n)
@@ -367,7 +374,7 @@ class EstimatedPerformance:
         if len(slices) < t.min_chunks:
             return {}
         key = ("cbpe_chunks", size, t.max_chunks, cal.n, cal.source, cal.classes)
-        cache = ctx.reference._cache  # type: ignore[union-attr]
+        cache = ctx.reference._cache
         if key not in cache:
             order = time_order(rows)
             cache[key] = chunk_estimates(
@@ -394,7 +401,7 @@ class FeatureImpactEvaluator:
     name = "feature_impact"
     segmented = False
 
-    def __init__(self, method: str | None = None, max_rows: int = 5000, seed: int = 0) -> None:
+    def __init__(self, method: ImpactMethod | None = None, max_rows: int = 5000, seed: int = 0) -> None:
         self.method = method  # None: the model's impact.method
         self.max_rows = max_rows
         self.seed = seed
@@ -410,7 +417,7 @@ class FeatureImpactEvaluator:
         if ref_frame is None or ctx.reference is None:  # no rows without a reference
             return [status_record(ctx, self.name, _no_rows_reason(ctx))]
         target = getattr(cfg, "target", "prediction")
-        method = self.method or getattr(cfg, "method", "mi")
+        method: ImpactMethod = self.method if self.method is not None else getattr(cfg, "method", "mi")
         if target == "label":
             if ref_frame.label is None:
                 return [
@@ -447,7 +454,7 @@ class FeatureImpactEvaluator:
                 lambda: feature_impact(
                     rows,
                     features,
-                    method=method,  # type: ignore[arg-type]
+                    method=method,
                     max_rows=self.max_rows,
                     seed=self.seed,
                 ),

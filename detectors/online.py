@@ -1117,13 +1117,13 @@ def _alibi_fet(owner: FETOnline, cached: dict[str, np.ndarray] | None):
 
 
 def make_online(
-    kind: Literal["cvm", "fet"], x_ref: np.ndarray, ert: float, window_sizes: Sequence[int], **kw: object
+    kind: Literal["cvm", "fet"], x_ref: np.ndarray, ert: float, window_sizes: Sequence[int], **kw: Any
 ) -> CVMOnline | FETOnline:
-    """Build an online detector by name ("cvm" for continuous values, "fet" for 0/1)."""
+    """Build an online detector by name ("cvm" for continuous values, "fet" for 0/1); ``kw`` go to its constructor."""
     if kind == "cvm":
-        return CVMOnline(x_ref, ert, window_sizes, **kw)  # type: ignore[arg-type]
+        return CVMOnline(x_ref, ert, window_sizes, **kw)
     if kind == "fet":
-        return FETOnline(x_ref, ert, window_sizes, **kw)  # type: ignore[arg-type]
+        return FETOnline(x_ref, ert, window_sizes, **kw)
     raise ValueError(f"unknown online detector {kind!r} (use 'cvm' or 'fet')")
 
 

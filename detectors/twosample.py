@@ -170,7 +170,10 @@ def kstwo_sf(d, n) -> np.ndarray:
         ),
     )
     put(t >= n - 1, lambda m: np.clip(2 * (1.0 - d[m]) ** n[m], 0.0, 1.0))
-    smirnov2 = lambda m: np.clip(2 * smirnov_sf(n[m], d[m]), 0.0, 1.0)  # noqa: E731
+
+    def smirnov2(m: np.ndarray) -> np.ndarray:
+        return np.clip(2 * smirnov_sf(n[m], d[m]), 0.0, 1.0)
+
     put(d >= 0.5, smirnov2)
     nx2 = t * d
     put(nx2 >= 370.0, 0.0)

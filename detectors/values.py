@@ -231,8 +231,8 @@ def parse_categories(values: Sequence[Any] | np.ndarray, *, boolean: bool = Fals
         obj = np.empty(n, dtype=object)
         obj[:] = values
         out = np.full(n, None, dtype=object)
-        out[obj == True] = TRUE  # noqa: E712 - elementwise over an object array
-        out[obj == False] = FALSE  # noqa: E712 - elementwise over an object array
+        out[np.equal(obj, True)] = TRUE  # elementwise over the object array
+        out[np.equal(obj, False)] = FALSE
         return out, None
     if types <= _INT_OR_NONE and not boolean:  # integer codes: their text, once per distinct value
         out = np.empty(n, dtype=object)

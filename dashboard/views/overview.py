@@ -46,7 +46,7 @@ def render(ctx: ui.Ctx) -> None:
     row.metric("Alerts firing", firing, width="content")
     row.metric(
         "Models drifting",
-        int((ov.get("drift", pd.Series(dtype=bool)) == True).sum()),  # noqa: E712 - elementwise over a pandas column
+        int(ov.get("drift", pd.Series(dtype=bool)).eq(True).sum()),
         width="content",
     )
     eps = pd.to_numeric(ov.get("events_per_s"), errors="coerce").sum()

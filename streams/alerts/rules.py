@@ -370,8 +370,10 @@ class WebhookConfig(_Strict):
             if not value:
                 raise RuleError(f"webhook {self.name!r}: environment variable {self.secret_env} is not set")
             return value.encode()
+        if self.secret_file is None:  # the validator asks for one of the two
+            raise RuleError(f"webhook {self.name!r}: set secret_env or secret_file")
         try:
-            value = Path(self.secret_file).read_text().strip()  # type: ignore[arg-type]
+            value = Path(self.secret_file).read_text().strip()
         except OSError as e:
             raise RuleError(
                 f"webhook {self.name!r}: cannot read secret_file {self.secret_file}: {e.strerror}"

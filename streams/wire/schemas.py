@@ -66,8 +66,8 @@ from streams.wire.contract import (
 Id: Any = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
 OptionalId: Any = Optional[Annotated[str, Field(max_length=MAX_ID_LEN)]]  # noqa: UP045 (built at run time)
 FeatureValue: Any = Union[FEATURE_TYPES]  # noqa: UP007 (a tuple of types: no | spelling)
-LabelValue: Any = Union[LABEL_TYPES]  # noqa: UP007
-ClassValue: Any = Optional[Union[CLASS_TYPES]]  # noqa: UP007, UP045
+LabelValue: Any = Union[LABEL_TYPES]  # noqa: UP007 (a tuple of types: no | spelling)
+ClassValue: Any = Optional[Union[CLASS_TYPES]]  # noqa: UP007, UP045 (a tuple of types: no | spelling)
 EventTime = datetime | float
 _Number = float | None
 
@@ -108,7 +108,10 @@ class _OnePrediction(_Strict):
 
 
 def _model(name: str, doc: str, base: type[BaseModel], fields: dict[str, tuple[Any, Any]]) -> type[BaseModel]:
-    model: type[BaseModel] = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)  # type: ignore[call-overload]
+    # spread as dict[str, Any]: mypy checks a spread dict's value type against every keyword parameter
+    # of create_model (__config__, __validators__, ...), not only against the field definitions
+    definitions: dict[str, Any] = fields
+    model: type[BaseModel] = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **definitions)
     return model
 
 
