@@ -37,6 +37,15 @@ committed offset and rebuilds its windows from the checkpoint:
 Rows of the last written window are handed back (:attr:`Added.replayed`), so
 a *rolling* reference (the previous window) can be rebuilt after a restart.
 
+Open summarised windows (count windows of ``window.summary_min_events`` or more)
+are checkpointed too, while they are open: :meth:`CountWindows.open_window`
+gives an :class:`OpenWindow` (the summary so far and the positions it covers),
+and :meth:`CountWindows.resume` restarts from one — rows at or before its last
+position are skipped, the window goes on where it was. With ``checkpointed``
+set, the rows of such a window are handed out in :attr:`Added.covered` (held
+until a checkpoint of the open window has them) instead of being held until the
+window is written (:mod:`streams.worker.window_changelog`).
+
 >>> import numpy as np
 >>> from detectors.frame import Frame
 >>> def part(times, offset):
@@ -91,6 +100,23 @@ class Checkpoint:
     window_start: float = -math.inf
 
 
+@dataclass(frozen=True, slots=True)
+class OpenWindow:
+    """The open summarised count window of a stream key, as checkpointed (see module docstring).
+
+    ``seq``: its number; ``n``: rows in it; ``start_pos``/``last_pos``: positions of its first and
+    last row; ``last_time_ns``: point time of the window before it (point times are strictly
+    increasing); ``summary``: its :class:`~detectors.summaries.WindowSummary` (serialised by the caller).
+    """
+
+    seq: int
+    n: int
+    start_pos: Position
+    last_pos: Position
+    last_time_ns: int
+    summary: Any
+
+
 @dataclass(slots=True)
 class ClosedWindow:
     """A window ready for the detectors: its frame, rows' offsets and its checkpoint."""
@@ -139,6 +165,7 @@ class Added:
     late: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     skipped: int = 0
     replayed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    covered: list[np.ndarray] = field(default_factory=list)
 
 
 def row_ordinals(origin: np.ndarray) -> np.ndarray:
@@ -184,6 +211,8 @@ class CountWindows:
     ``summarise``: called when a window opens; a :class:`~detectors.summaries.WindowSummary` it
     returns takes the window's rows batch by batch instead of a list of frames (memory bounded by
     the summary's configuration, not by ``size``); None keeps the rows (e.g. no reference yet).
+    ``checkpointed``: the open summary is checkpointed (:meth:`open_window`), so its rows' messages
+    are handed out in :attr:`Added.covered` instead of being held until the window is written.
     """
 
     kind = "count"
@@ -195,6 +224,7 @@ class CountWindows:
             raise ValueError("size must be >= 1")
         self.size = int(size)
         self.summarise = summarise
+        self.checkpointed = False
         self._summary: Any = None
         self.checkpoint = checkpoint
         self.next_seq = checkpoint.seq + 1 if checkpoint else 0
@@ -245,8 +275,11 @@ class CountWindows:
                 self._origins.append(origin[sl])
                 self._ks.append(k[sl])
             held = _unique_sorted(origin[sl])
-            self._holds.append(held)
-            out.entered.append(held)
+            if self._summary is not None and self.checkpointed:
+                out.covered.append(held)
+            else:
+                self._holds.append(held)
+                out.entered.append(held)
             self.n_open += take
             start += take
             if self.n_open >= self.size:
@@ -256,6 +289,63 @@ class CountWindows:
     def close_idle(self) -> ClosedWindow | None:
         """Close the partial window (after ``idle_close_seconds`` without events)."""
         return self._close("idle") if self.n_open else None
+
+    def summarise_open(self) -> list[np.ndarray] | None:
+        """Turn the open window of rows into a summarised one, now that ``summarise`` gives a summary (the
+        reference exists: a ``first_n`` reference is built inside the model's first window). The rows so
+        far go into the summary and are dropped; the window closes where it would have. Returns None if
+        nothing changed; else, with ``checkpointed``, the holds of its pieces so far (the caller keeps them
+        until a checkpoint has them, as :attr:`Added.covered`), otherwise [] (they stay until it is written).
+        """
+        if self._summary is not None or not self.n_open or self.summarise is None:
+            return None
+        summary = self.summarise()
+        if summary is None:
+            return None
+        summary.update(concat(self._frames))
+        origin, ks = np.concatenate(self._origins), np.concatenate(self._ks)
+        self._summary, self._frames = summary, []
+        self._origins = [np.array([origin[0], origin[-1]], dtype=np.int64)]
+        self._ks = [np.array([ks[0], ks[-1]], dtype=np.int64)]
+        if not self.checkpointed:
+            return []
+        holds, self._holds = self._holds, []
+        return holds
+
+    @property
+    def summarised(self) -> bool:
+        """The open window keeps a summary (not its rows)."""
+        return self._summary is not None
+
+    def open_window(self) -> OpenWindow | None:
+        """The open window as a checkpoint (None: no window open, or it keeps rows). The summary is the live
+        object: serialise it before more rows are added."""
+        if self._summary is None or not self.n_open:
+            return None
+        o, k = self._origins[0], self._ks[0]
+        return OpenWindow(
+            self.next_seq,
+            self.n_open,
+            (int(o[0]), int(k[0])),
+            (int(o[-1]), int(k[-1])),
+            self._last_time_ns,
+            self._summary,
+        )
+
+    def resume(self, ow: OpenWindow) -> None:
+        """Go on with a checkpointed open window: rows at or before ``ow.last_pos`` are skipped (they are
+        in its summary, or in windows written before it), the next rows go into it."""
+        if self.n_open:
+            raise ValueError("resume() needs a CountWindows with no open window")
+        self.checkpoint = Checkpoint(
+            seq=ow.seq - 1, start_pos=ow.last_pos, end_pos=ow.last_pos, time_ns=ow.last_time_ns
+        )
+        self.next_seq = ow.seq
+        self._last_time_ns = ow.last_time_ns
+        self._summary = ow.summary
+        self._origins = [np.array([ow.start_pos[0], ow.last_pos[0]], dtype=np.int64)]
+        self._ks = [np.array([ow.start_pos[1], ow.last_pos[1]], dtype=np.int64)]
+        self.n_open = int(ow.n)
 
     def _close(self, reason: CloseReason) -> ClosedWindow:
         summary, self._summary = self._summary, None

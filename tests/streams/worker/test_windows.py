@@ -282,3 +282,76 @@ def test_count_windows_with_summaries_close_at_the_same_rows(group):
     # None from the factory keeps the rows (no reference yet)
     mixed, _ = run(CountWindows(50, summarise=lambda: None), msgs)
     assert summary(mixed) == summary(rows)
+
+
+@pytest.mark.parametrize("stop_at", [7, 23, 41])
+def test_a_summarised_window_resumed_from_its_checkpoint_closes_as_if_never_interrupted(stop_at):
+    """An open summarised window checkpointed (serialised summary + positions) after ``stop_at`` messages and
+    resumed in a new CountWindows from an earlier offset (what the committed offset gives): the rows already
+    in it are skipped, and every window closes with the same rows, checkpoint, point time and summary as an
+    uninterrupted run. Its messages are handed out as ``covered`` (held until a checkpoint), never held
+    until the window is written."""
+    from detectors.reference import Reference
+    from detectors.spec import FeatureSpec
+    from detectors.summaries import SummaryLayout, WindowSummary
+
+    msgs = stream(4)
+    feats = [FeatureSpec(name="x", kind="numeric")]
+    ref_frame, _ = part(np.linspace(1000, 1300, 500), 0)
+    layout = SummaryLayout.build(Reference.from_frame(ref_frame, feats), feats, bins=64, reservoir=10)
+
+    def windows():
+        w = CountWindows(60, summarise=layout.summary)
+        w.checkpointed = True
+        return w
+
+    whole = windows()
+    want, _ = run(whole, msgs)
+    a = windows()
+    first, _ = run(a, msgs[: stop_at + 1])
+    ow = a.open_window()
+    assert ow is not None and ow.n == a.n_open and ow.last_pos[0] == stop_at
+    blob = ow.summary.to_bytes()
+    b = windows()
+    b.resume(type(ow)(ow.seq, ow.n, ow.start_pos, ow.last_pos, ow.last_time_ns, WindowSummary.from_bytes(layout, blob)))
+    again = max(0, stop_at - 5)  # the committed offset lags the checkpoint: some messages come again
+    rest, _ = run(b, msgs[again:])
+    got = first + rest
+    assert [(w.seq, w.checkpoint, w.time_ns, w.n) for w in got] == [(w.seq, w.checkpoint, w.time_ns, w.n) for w in want]
+    for g, w in zip(got, want):
+        assert g.summary.equals(w.summary, rtol=1e-9)
+        assert g.holds == []  # nothing held until written: checkpoints release the messages
+    # every message is covered (once per window piece it has rows in), and none is held until written
+    c = windows()
+    added = [c.add(*part(t, off)) for off, t in msgs]
+    assert sorted({int(o) for a_ in added for h in a_.covered for o in h}) == [off for off, _ in msgs]
+    assert not any(a_.entered for a_ in added)
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_an_open_window_of_rows_becomes_a_summary_when_the_reference_arrives(checkpointed):
+    """A first_n reference is built inside the first window: from then on that window keeps a summary of
+    the rows it had and of those that come, and closes like a window summarised from its start."""
+    from detectors.reference import Reference
+    from detectors.spec import FeatureSpec
+    from detectors.summaries import SummaryLayout
+
+    msgs = stream(6)
+    feats = [FeatureSpec(name="x", kind="numeric")]
+    ref_frame, _ = part(np.linspace(1000, 1300, 500), 0)
+    layout = SummaryLayout.build(Reference.from_frame(ref_frame, feats), feats, bins=64, reservoir=10)
+    want, _ = run(CountWindows(400, summarise=layout.summary), msgs)
+    ready = {"ref": False}
+    w = CountWindows(400, summarise=lambda: layout.summary() if ready["ref"] else None)
+    w.checkpointed = checkpointed
+    first, _ = run(w, msgs[:5])
+    assert not first and not w.summarised and w.n_open > 0
+    held = list(w._holds)
+    ready["ref"] = True
+    moved = w.summarise_open()
+    assert w.summarised and w.summarise_open() is None
+    assert (moved == held) if checkpointed else (moved == [] and w._holds == held)
+    rest, _ = run(w, msgs[5:])
+    assert [(c.seq, c.checkpoint, c.time_ns, c.n) for c in rest] == [(c.seq, c.checkpoint, c.time_ns, c.n) for c in want]
+    for g, x in zip(rest, want):
+        assert g.summary.equals(x.summary, rtol=1e-9)
