@@ -37,6 +37,7 @@ from streams.worker.monitors import MonitorsConfig
 from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
 from streams.worker.topics import Topics, TopicWatch
+from streams.worker.window_changelog import WindowChangelog, window_store
 
 if TYPE_CHECKING:  # imported only when a model has alert rules
     from streams.alerts import Alerting
@@ -101,6 +102,7 @@ class Runtime:
             evaluator=evaluator,
             label_hook=_label_hook(monitors, settings),
             alerting=self.alerting,
+            window_changelog=WindowChangelog(window_store(settings)),
         )
         self._last_stats = (time.monotonic(), 0, 0)
         self.stale = 0  # events dropped because they were fetched before a rebalance
@@ -209,6 +211,10 @@ class Runtime:
                 await rt.pipeline.flush_labels()
                 await rt.pipeline.label_hook.snapshot_if_due()
 
+        @app.timer(interval=1.0, name="driftwatch-window-checkpoints")
+        async def window_checkpoints():  # open summarised windows to Kafka, their messages acked (window_changelog.py)
+            await rt.pipeline.save_windows()
+
         @app.timer(interval=stats_every, name="driftwatch-stats")
         async def stats():
             rt.log_stats()
@@ -218,6 +224,12 @@ class Runtime:
             # until the next assignment, the consumer still lists them as assigned and the generation is the old
             # one: a batch fetched before is not processed (its label join was just handed over)
             rt.revoked.update(dict.fromkeys(revoked, app.consumer_generation_id))
+            try:  # the open summarised windows go to the partitions' next owner (else it re-reads more)
+                await asyncio.wait_for(
+                    rt.pipeline.save_windows(force=True, partitions={tp.partition for tp in revoked}), 10.0
+                )
+            except Exception as e:
+                log.warning("open windows not checkpointed at the rebalance (%r): their next owner re-reads more", e)
             rt.pipeline.revoke((tp.topic, tp.partition) for tp in revoked)
             if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
                 async with rt.pipeline.lock:
@@ -245,6 +257,12 @@ class Runtime:
                         await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
                     except Exception as e:
                         log.warning("label-join state not saved at shutdown (%r)", e)
+                try:  # the open summarised windows: a restart re-reads nothing before this
+                    await asyncio.wait_for(rt.pipeline.save_windows(force=True), 10.0)
+                except Exception as e:
+                    log.warning("open windows not checkpointed at shutdown (%r): the restart re-reads more", e)
+                if rt.pipeline.window_changelog is not None:
+                    await rt.pipeline.window_changelog.close()
                 await rt.sink.stop(timeout=5.0)
                 await rt.deadletter_sender.stop()
                 await rt.references.close()

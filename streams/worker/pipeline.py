@@ -1,4 +1,4 @@
-# size: one class, Pipeline, drives ingestion, the reference lifecycle, evaluation hand-off and dead letters over shared per-stream state (acks: commits.py, checkpoints: checkpoints.py, evaluation: evaluation.py)
+# size: one class, Pipeline, drives ingestion, the reference lifecycle, evaluation hand-off, dead letters and open-window checkpoints over shared per-stream state (acks: commits.py, checkpoints: checkpoints.py and window_changelog.py, evaluation: evaluation.py)
 """The worker's engine, without Faust: decode → windows → detectors → sink, and the commit bookkeeping.
 
 :class:`Pipeline` gets batches of raw messages (with an opaque *token* each —
@@ -81,6 +81,7 @@ from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePar
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.evaluation import Evaluator, default_evaluator, evaluate_closed
 from streams.worker.monitors import ConfigError, ModelMonitor, MonitorsConfig
+from streams.worker.window_changelog import Entry, EntryKey, WindowChangelog
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class StreamState:
     last_event_at: float = field(default_factory=time.monotonic)
     windows_closed: int = 0
     pinned: bool = False  # the reference was set by an operator (`driftwatch reference set`)
+    unwritten: int = 0  # closed windows not yet confirmed by InfluxDB (no open-window checkpoint meanwhile)
+    covered: list[np.ndarray] = field(default_factory=list)  # held until an open-window checkpoint has them
 
 
 @dataclass
@@ -128,6 +131,7 @@ class _TP:
     tracker: AckTracker
     streams: dict[StreamKey, StreamState] = field(default_factory=dict)
     trusted: bool | None = None  # checkpoints usable (the group has a committed offset)
+    entries: dict[EntryKey, Entry] | None = None  # open-window checkpoint entries (None: not loaded yet)
 
 
 @dataclass
@@ -170,6 +174,7 @@ class Pipeline:
         chunk_bytes: int = 1_000_000,
         deadletter_linger: float = 0.5,
         deadletter_max: int = 2000,
+        window_changelog: WindowChangelog | None = None,
     ) -> None:
         self.settings = settings
         self.monitors = monitors
@@ -216,6 +221,11 @@ class Pipeline:
         self.deadletter_max = deadletter_max
         self._dl_pending: list[tuple[DeadLetter, AckTracker]] = []
         self._dl_since = 0.0
+        # open summarised windows checkpointed to Kafka (streams/worker/window_changelog.py)
+        self.window_changelog = window_changelog
+        self._windows_saved_at = clock()
+        self._covered = 0  # messages held until an open-window checkpoint has them
+        self._saving: asyncio.Task | None = None
 
     # -- partitions --------------------------------------------------------------
     def revoke(self, tps: Iterable[tuple[str, int]]) -> None:
@@ -233,6 +243,8 @@ class Pipeline:
             st = self._tps.pop((topic, partition), None)
             if st is not None:
                 st.tracker.active = False  # results still in flight will not ack old messages
+                if self.window_changelog is not None and st.entries is not None:
+                    self.window_changelog.forget(partition)
 
     def _tp(self, topic: str, partition: int, first_offset: int) -> _TP:
         tp = (topic, partition)
@@ -285,6 +297,12 @@ class Pipeline:
                         self.revoke({(x.topic, x.partition) for x in messages})
                 await asyncio.sleep(0)
                 start, size = i + 1, 0
+        wc = self.window_changelog
+        idle = self._saving is None or self._saving.done()
+        if wc is not None and self._covered >= wc.max_covered and not wc.lock.locked() and idle:
+            # many messages wait for an open-window checkpoint: take one now (it gets the lock between batches)
+            self._saving = asyncio.ensure_future(self.save_windows())
+            self._track(self._saving)
 
     async def _process(self, messages: Sequence[RawMessage], tokens: Sequence[Any]) -> None:
         if not messages:
@@ -412,19 +430,27 @@ class Pipeline:
             and not model.reference.rolling
         ):
             windows.summarise = partial(self._open_summary, state)
+            windows.checkpointed = self.window_changelog is not None
         ref_cfg = model.reference
         # operator-set references apply to every kind of source
         await self._stored_reference(key, wait=ref_cfg.first_n is not None)
         self._configure_reference(state, None)
+        resumed = None
+        if isinstance(windows, CountWindows) and windows.checkpointed:
+            resumed = await self._resume_open_window(state, st_tp, ck)
         st_tp.streams[key] = state
         log.info(
-            "%s %s v%s in %s[%d]: %s, %s",
-            "resuming" if ck else "starting",
+            "%s %s v%s in %s[%d]: %s%s, %s",
+            "resuming" if ck or resumed else "starting",
             key.model_id,
             key.model_version,
             key.topic,
             key.partition,
             f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
+            f"; open window #{resumed.seq} restored from {self.window_changelog!r} ({resumed.n} events, up to "
+            f"offset {resumed.last_pos[0]})"
+            if resumed
+            else "",
             "reference set by an operator"
             if state.pinned
             else "stored reference"
@@ -433,9 +459,67 @@ class Pipeline:
         )
         return state
 
-    def _open_summary(self, state: StreamState):
-        """A summary for the count window that opens now (``window.summary_min_events``), or None to keep its
-        rows: there is no reference yet (the window is not drift-tested anyway), or it has no layout."""
+    async def _resume_open_window(self, state: StreamState, st_tp: _TP, ck: Checkpoint | None):
+        """Restore the stream key's open summarised window from the partition's open-window checkpoint
+        (:mod:`streams.worker.window_changelog`), if it holds one after the newest written window ``ck``.
+        Returns the :class:`~streams.worker.windows.OpenWindow` resumed, or None."""
+        key = state.key
+        assert self.window_changelog is not None and isinstance(state.windows, CountWindows)
+        if st_tp.entries is None:
+            # a checkpoint that cannot be read raises: the batch fails and the worker stops rather than
+            # go on without the state (the messages it covers were acked)
+            st_tp.entries = await self.window_changelog.load(key.partition) if st_tp.trusted else {}
+            st_tp.entries = {k: e for k, e in st_tp.entries.items() if k[0] == key.topic}
+        entry = st_tp.entries.get((key.topic, key.model_id, key.model_version))
+        expected = ck.seq + 1 if ck is not None else 0
+        if entry is None or entry.seq < expected:
+            return None  # none, or stale: the windows written since cover it
+        if entry.seq > expected:
+            log.warning(
+                "%s v%s in %s[%d]: the open-window checkpoint is window #%d but InfluxDB's newest window is #%d "
+                "(points deleted?): going on from the checkpoint",
+                key.model_id,
+                key.model_version,
+                key.topic,
+                key.partition,
+                entry.seq,
+                expected - 1,
+            )
+        from detectors.summaries import SummaryError, WindowSummary
+
+        layout = self._summary_layout(state)
+        try:
+            if layout is None:
+                raise SummaryError("there is no reference to lay the summary out with")
+            summary = WindowSummary.from_bytes(layout, entry.summary)
+        except SummaryError as e:
+            # the rows it holds are not read again (their messages were acked): the window keeps its bounds
+            # (the windows after it are those of an uninterrupted run) without them, or, with no reference
+            # at all, a new window starts after them
+            log.error(
+                "%s v%s in %s[%d]: the checkpointed open window #%d (%d events up to offset %d) cannot be "
+                "restored (%s): the window goes on without those events",
+                key.model_id,
+                key.model_version,
+                key.topic,
+                key.partition,
+                entry.seq,
+                entry.n,
+                entry.last_pos[0],
+                e,
+            )
+            if layout is None:
+                state.windows.checkpoint = Checkpoint(entry.seq - 1, entry.last_pos, entry.last_pos, entry.last_time_ns)
+                state.windows.next_seq = entry.seq
+                return None
+            summary = layout.summary()
+        ow = entry.open_window(summary)
+        state.windows.resume(ow)
+        state.summary_refs[id(summary)] = state.reference
+        return ow
+
+    def _summary_layout(self, state: StreamState):
+        """The summary layout of the state's reference (built once per reference), or None without one."""
         ref = state.reference
         if ref is None:
             return None
@@ -454,8 +538,16 @@ class Pipeline:
                     ref, state.model.features, bins=win.summary_bins, reservoir=win.summary_reservoir, outputs=outputs
                 ),
             )
-        summary = state.summary_layout[1].summary()
-        state.summary_refs[id(summary)] = ref
+        return state.summary_layout[1]
+
+    def _open_summary(self, state: StreamState):
+        """A summary for the count window that opens now (``window.summary_min_events``), or None to keep its
+        rows: there is no reference yet (the window is not drift-tested anyway), or it has no layout."""
+        layout = self._summary_layout(state)
+        if layout is None:
+            return None
+        summary = layout.summary()
+        state.summary_refs[id(summary)] = state.reference
         return summary
 
     def _report_untrusted(self, key: StreamKey, old: Checkpoint) -> None:
@@ -687,6 +779,10 @@ class Pipeline:
         added = state.windows.add(part.frame, part.origin)
         for held in added.entered:
             tracker.hold(held.tolist())
+        for held in added.covered:  # released by the next open-window checkpoint (save_windows)
+            tracker.hold(held.tolist())
+            state.covered.append(held)
+            self._covered += len(held)
         if added.skipped:
             self.stats.skipped_replayed += added.skipped
         if added.replayed.size and state.model.reference.rolling:
@@ -741,6 +837,11 @@ class Pipeline:
         )
         state.ref_end_pos = end_pos = (int(origin[-1]), ordinals)
         holds, state.builder, state.builder_holds = state.builder_holds, None, []
+        if isinstance(state.windows, CountWindows):  # a long first window: its rows become a summary now
+            moved = state.windows.summarise_open()
+            if moved:
+                state.covered.extend(moved)
+                self._covered += sum(len(h) for h in moved)
         log.info(
             "%s v%s: reference built from the first %d events (ends at %s[%d]@%d)",
             model.model_id,
@@ -885,6 +986,7 @@ class Pipeline:
         self.stats.windows += 1
         self.stats.windowed_events += w.n
         state.windows_closed += 1
+        state.unwritten += 1
 
         async def finish(previous: asyncio.Future | None) -> None:
             records: list[Record]
@@ -919,6 +1021,7 @@ class Pipeline:
                     if labelled is not None:
                         labelled.failed()
                     return  # not written: keep the messages un-acked (they are re-read after a restart)
+                state.unwritten -= 1
                 if labelled is not None:
                     labelled.confirm()
                 for h in release:
@@ -1105,6 +1208,91 @@ class Pipeline:
             self._chain = task
             self._track(task)
         return len(out.records)
+
+    async def save_windows(self, force: bool = False, partitions: Iterable[int] | None = None) -> int:
+        """Checkpoint the open summarised windows to Kafka (:mod:`streams.worker.window_changelog`), if due.
+
+        Due every ``window_changelog.every`` seconds, or once ``max_covered`` messages wait for a
+        checkpoint, or ``force`` (revoke, shutdown). The entries are taken under the pipeline's lock;
+        once the broker has acknowledged a partition's checkpoint, the messages whose rows it holds
+        are released (acked, so their offsets may be committed). ``partitions``: only these input
+        partitions. Returns the bytes written.
+        """
+        wc = self.window_changelog
+        if wc is None or (not force and wc.lock.locked()):
+            return 0
+        if not force and self.clock() - self._windows_saved_at < wc.every and self._covered < wc.max_covered:
+            return 0
+        only = None if partitions is None else {int(p) for p in partitions}
+        async with wc.lock:  # one checkpoint at a time: generations in order
+            t0 = time.perf_counter()
+            async with self.lock:
+                captured = self._capture_windows(only)
+                self._windows_saved_at = self.clock()
+            written = 0
+            for part, entries, release in captured:
+                try:
+                    written += await wc.save(part, entries)
+                except Exception:  # broker away...: the messages stay held, the next checkpoint tries again
+                    log.exception("writing the open-window checkpoint of partition %d to %r failed", part, wc)
+                    for _tracker, state, held in release:
+                        state.covered[:0] = held
+                        self._covered += sum(len(h) for h in held)
+                    continue
+                for tracker, _state, held in release:
+                    for h in held:
+                        tracker.release(h.tolist())
+            if captured:
+                dt = time.perf_counter() - t0
+                st = wc.stats
+                st["count"] += 1
+                st["bytes"] += written
+                st["seconds"] += dt
+                st["last_bytes"], st["last_ms"] = written, 1e3 * dt
+                log.log(
+                    logging.WARNING if dt > 2.0 else logging.DEBUG,
+                    "open-window checkpoint of %d partition(s): %d bytes in %.1f ms",
+                    len(captured),
+                    written,
+                    1e3 * dt,
+                )
+        return written
+
+    def _capture_windows(self, only: set[int] | None) -> list[tuple[int, dict[EntryKey, Entry], list]]:
+        """Per input partition with something new: its entries and the held messages they release
+        (``[(tracker, state, [offsets, ...]), ...]``). A stream key with a closed window not yet
+        confirmed keeps its previous entry and its holds (see the window_changelog module)."""
+        by_part: dict[int, list[_TP]] = {}
+        for (_topic, part), st in self._tps.items():
+            if st.entries is not None and (only is None or part in only):
+                by_part.setdefault(part, []).append(st)
+        out = []
+        for part, sts in sorted(by_part.items()):
+            entries: dict[EntryKey, Entry] = {}
+            release = []
+            changed = False
+            for st in sts:
+                assert st.entries is not None
+                for key, state in st.streams.items():
+                    w = state.windows
+                    if not isinstance(w, CountWindows) or not w.checkpointed or state.unwritten:
+                        continue
+                    ek = (key.topic, key.model_id, key.model_version)
+                    ow, old = w.open_window(), st.entries.get(ek)
+                    if ow is None:
+                        changed |= st.entries.pop(ek, None) is not None
+                    elif old is None or (old.seq, old.n) != (ow.seq, ow.n):
+                        st.entries[ek] = Entry.of(ow)
+                        changed = True
+                    if state.covered:
+                        release.append((st.tracker, state, state.covered))
+                        self._covered -= sum(len(h) for h in state.covered)
+                        state.covered = []
+                        changed = True
+                entries.update(st.entries)
+            if changed:
+                out.append((part, entries, release))
+        return out
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for background work (window evaluations, reference stores, dead letters) to finish."""

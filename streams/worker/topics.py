@@ -9,6 +9,8 @@
   :mod:`streams.worker.references`.
 * the label join's changelog (``<consumer_group>-<topic_labels>-join-changelog``, ``topic_partitions``
   partitions, compacted): :mod:`streams.worker.label_changelog`.
+* the open summarised windows' changelog (``<consumer_group>-<topic_inferences>-window-changelog``,
+  ``topic_partitions`` partitions, compacted): :mod:`streams.worker.window_changelog`.
 
 Topics are never auto-created: brokers choose their own partition count for
 those (tansu at random) and tansu cannot add partitions later.
@@ -61,20 +63,25 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     from streams.broker.admin import ensure_topics as _ensure
     from streams.worker.label_changelog import ensure_changelog_topic
     from streams.worker.references import ensure_references_topic
+    from streams.worker.window_changelog import ensure_window_changelog_topic
 
     counts = _ensure(settings)
     ensure_references_topic(settings)
     ensure_changelog_topic(settings)
+    ensure_window_changelog_topic(settings)
     return counts
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    """Every topic the worker needs: inferences, labels, dead letters, alerts, references, the label changelog."""
+    """Every topic the worker needs: inferences, labels, dead letters, alerts, references, the two changelogs."""
     from streams.broker.admin import topic_names
     from streams.worker.label_changelog import changelog_topic
     from streams.worker.references import references_topic
+    from streams.worker.window_changelog import window_changelog_topic
 
-    return topic_names(settings, [references_topic(settings), changelog_topic(settings)])
+    return topic_names(
+        settings, [references_topic(settings), changelog_topic(settings), window_changelog_topic(settings)]
+    )
 
 
 class TopicWatch:

@@ -1,0 +1,229 @@
+"""Open summarised windows checkpointed to Kafka, with the input offsets they cover.
+
+A count window of ``window.summary_min_events`` or more keeps a mergeable summary
+(:mod:`detectors.summaries`), not its rows. Such a window can hold millions of events:
+keeping its messages un-acked until it is written (as row windows do) would keep their
+bytes in memory and make a restart re-read the whole window. Instead, every
+``every`` seconds (and when partitions are revoked, and at shutdown) the open
+window of every stream key is checkpointed here, per input partition, and the
+messages whose rows it holds are acked once the broker has acknowledged the
+checkpoint. A worker that gets the partition — on this host or another — restores
+the open window from the newest complete checkpoint and re-reads only what came after
+it (:meth:`streams.worker.windows.CountWindows.resume`).
+
+**Topic.** ``<consumer_group>-<topic_inferences>-window-changelog`` (one per consumer group:
+the state goes with the group's offsets), ``Settings.topic_partitions`` partitions,
+``cleanup.policy=compact``. The records (generations cut into chunks, SHA-256, the newest
+complete one wins, the tail read up to a marker because tansu's end offsets are wrong)
+are those of the label join's changelog (:mod:`streams.worker.label_changelog`).
+
+**What a checkpoint of partition p holds.** One entry per stream key (topic, model,
+version) of p whose open window is summarised: its sequence number, event count, first
+and last row position, the point time of the window before it, and the summary's bytes
+(:meth:`detectors.summaries.WindowSummary.to_bytes`; a few hundred KB for 20 features
+and 1,024 bins, whatever the window's event count).
+
+**When an entry is taken.** Only when every window the key closed before is confirmed
+written to InfluxDB: the entry and the written windows then describe everything before
+it, and the checkpoint may release (ack) the messages of the rows it holds. While a
+closed window is still on its way, the key's previous entry is carried and its messages
+stay held. An entry whose ``seq`` is not after the newest written window's (read back from
+InfluxDB, :mod:`streams.worker.checkpoints`) is stale and ignored on restore.
+
+**Limit.** The summary's bins are cut from the reference: if the reference changed since
+the checkpoint (``driftwatch reference set``), the restored summary does not fit the new
+layout; the worker logs an ERROR and the window goes on without the events before the
+checkpoint (its ``n_events`` says how many it has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors.errors import StorageError
+from detectors.reference import npz_bytes, npz_read
+from streams.settings import Settings
+from streams.worker.windows import OpenWindow
+
+log = logging.getLogger(__name__)
+
+FORMAT = "driftwatch-open-windows"
+FORMAT_VERSION = 1
+CHECKPOINT_SECONDS = 5.0
+"""Default time between checkpoints of the open summarised windows."""
+MAX_COVERED_MESSAGES = 256
+"""A checkpoint is also taken once this many messages wait for one (bounds the worker's un-acked bytes)."""
+
+EntryKey = tuple[str, str, str]  # (topic, model id, model version)
+
+
+class WindowChangelogError(StorageError):
+    """An open-window checkpoint could not be encoded, decoded, read or written (the message says why)."""
+
+
+def window_changelog_topic(settings: Settings) -> str:
+    """The topic the open summarised windows of a consumer group are checkpointed to.
+
+    >>> window_changelog_topic(Settings(topic_inferences="x.inferences", consumer_group="g"))
+    'g-x.inferences-window-changelog'
+    """
+    return f"{settings.consumer_group}-{settings.topic_inferences}-window-changelog"
+
+
+def ensure_window_changelog_topic(settings: Settings) -> str:
+    """Create the changelog topic (``topic_partitions`` partitions, compacted) if missing."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from streams.broker.admin import admin_client
+
+    name = window_changelog_topic(settings)
+    with admin_client(settings) as admin:
+        if name in set(admin.list_topics()):
+            return name
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(
+                [NewTopic(name, settings.topic_partitions, 1, topic_configs={"cleanup.policy": "compact"})]
+            )
+    return name
+
+
+def window_store(settings: Settings):
+    """The chunked compacted-topic store the checkpoints go to (``save(partition, gen, blob)``,
+    ``load(partition)``, ``close()``)."""
+    from streams.worker.label_changelog import LabelChangelog
+
+    store = LabelChangelog(settings)
+    store.topic = window_changelog_topic(settings)
+    return store
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream key's open window as stored: the :class:`~streams.worker.windows.OpenWindow` fields, the
+    summary's layout fingerprint and its bytes (decoded by the pipeline, which has the layout)."""
+
+    seq: int
+    n: int
+    start_pos: tuple[int, int]
+    last_pos: tuple[int, int]
+    last_time_ns: int
+    fingerprint: str
+    summary: bytes
+
+    @classmethod
+    def of(cls, ow: OpenWindow) -> Entry:
+        """The entry of an open window (serialises its summary now)."""
+        return cls(
+            ow.seq,
+            ow.n,
+            ow.start_pos,
+            ow.last_pos,
+            ow.last_time_ns,
+            ow.summary.layout.fingerprint,
+            ow.summary.to_bytes(),
+        )
+
+    def open_window(self, summary: Any) -> OpenWindow:
+        return OpenWindow(self.seq, self.n, self.start_pos, self.last_pos, self.last_time_ns, summary)
+
+
+def encode_entries(entries: dict[EntryKey, Entry]) -> bytes:
+    """One partition's checkpoint (NPZ, no pickles; the summaries are compressed already).
+
+    >>> e = Entry(3, 10, (5, 0), (9, 2), 123, "f", b"xyz")
+    >>> decode_entries(encode_entries({("t", "m", "1"): e})) == {("t", "m", "1"): e}
+    True
+    """
+    meta = []
+    arrays: dict[str, np.ndarray] = {}
+    for i, (k, e) in enumerate(sorted(entries.items())):
+        meta.append(
+            {
+                "key": list(k),
+                "seq": e.seq,
+                "n": e.n,
+                "start": list(e.start_pos),
+                "last": list(e.last_pos),
+                "last_time_ns": e.last_time_ns,
+                "fingerprint": e.fingerprint,
+            }
+        )
+        arrays[f"s{i}"] = np.frombuffer(e.summary, dtype=np.uint8)
+    return npz_bytes(arrays, {"entries": meta}, FORMAT, FORMAT_VERSION, compress=False)
+
+
+def decode_entries(blob: bytes) -> dict[EntryKey, Entry]:
+    """Inverse of :func:`encode_entries` (:class:`WindowChangelogError` on foreign data)."""
+    meta, data = npz_read(blob, FORMAT, FORMAT_VERSION, "open-window checkpoint", WindowChangelogError)
+    out: dict[EntryKey, Entry] = {}
+    try:
+        for i, m in enumerate(meta["entries"]):
+            t, model, version = (str(x) for x in m["key"])
+            out[(t, model, version)] = Entry(
+                int(m["seq"]),
+                int(m["n"]),
+                (int(m["start"][0]), int(m["start"][1])),
+                (int(m["last"][0]), int(m["last"][1])),
+                int(m["last_time_ns"]),
+                str(m["fingerprint"]),
+                data[f"s{i}"].tobytes(),
+            )
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise WindowChangelogError(f"damaged open-window checkpoint: {type(e).__name__}: {e}") from None
+    return out
+
+
+class WindowChangelog:
+    """Reads and writes the open-window checkpoints of input partitions on ``store`` (see module docstring).
+
+    ``store``: :func:`window_store` (or any object with async ``save(partition, gen, blob)`` and
+    ``load(partition)`` returning an object with ``gen`` and ``blob``, or None). ``every``:
+    seconds between checkpoints; ``max_covered``: messages waiting for a checkpoint that make
+    one due earlier.
+    """
+
+    def __init__(self, store: Any, every: float = CHECKPOINT_SECONDS, max_covered: int = MAX_COVERED_MESSAGES) -> None:
+        self.store = store
+        self.every = float(every)
+        self.max_covered = int(max_covered)
+        self._gen: dict[int, int] = {}  # input partition -> generation last restored or written
+        self.lock = asyncio.Lock()  # one checkpoint at a time (generations in order)
+        #: checkpoints written: count, bytes, seconds (encode + broker acknowledgement), the last one's
+        self.stats = {"count": 0, "bytes": 0, "seconds": 0.0, "last_bytes": 0, "last_ms": 0.0}
+
+    def __repr__(self) -> str:
+        return repr(self.store)
+
+    async def load(self, partition: int) -> dict[EntryKey, Entry]:
+        """The entries of ``partition``'s newest complete checkpoint ({} if none)."""
+        got = await self.store.load(int(partition))
+        if got is None:
+            return {}
+        self._gen[int(partition)] = max(self._gen.get(int(partition), 0), int(got.gen))
+        try:
+            return decode_entries(got.blob)
+        except WindowChangelogError:  # a damaged checkpoint: the windows restart from InfluxDB's checkpoints
+            log.exception("the open-window checkpoint of partition %d is unusable", partition)
+            return {}
+
+    async def save(self, partition: int, entries: dict[EntryKey, Entry]) -> int:
+        """Write the checkpoint of ``partition``; returns once the broker acknowledged it (bytes written)."""
+        blob = encode_entries(entries)
+        gen = self._gen.get(int(partition), 0) + 1
+        await self.store.save(int(partition), gen, blob)
+        self._gen[int(partition)] = gen
+        return len(blob)
+
+    def forget(self, partition: int) -> None:
+        """The partition left: its next checkpoint here follows what is restored then."""
+        self._gen.pop(int(partition), None)
+
+    async def close(self) -> None:
+        await self.store.close()
