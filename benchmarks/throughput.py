@@ -25,7 +25,10 @@ partitions) so producer speed limits nothing. Phases, all in the same run:
    with summaries off (``worker_rows``), so both are measured against the same floor.
 4. **scale-out** — the same traffic (a topic of ``--scale-events``), one worker,
    then two workers in one consumer group, started together.
-5. **naive** — a per-event Faust agent that appends to a Python list and calls
+5. **sigkill** (``--sigkill``, :mod:`benchmarks.sigkill`) — a SIGKILL in the middle of a long
+   summarised window under live traffic: what the next worker re-reads (the issue's target: ~10 s
+   of traffic), and whether the points equal a fault-free run's.
+6. **naive** — a per-event Faust agent that appends to a Python list and calls
    alibi-detect's ``TabularDrift`` per window (``benchmarks/naive_worker.py``
    says exactly what it does), on a bounded sample of the same events.
 
@@ -138,6 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
+    from benchmarks import sigkill
+
+    sigkill.add_arguments(parser)
 
 
 @dataclass
@@ -161,6 +167,9 @@ class Plan:
     summary_min_events: int | str | None = "default"  # "default": not written (the config default)
     reference_events: int | None = None  # None: the window size
     rows_too: bool = False
+    sigkill: bool = False
+    sigkill_window: int | None = None  # None: 1M (quick 100k)
+    sigkill_rate: float | None = None  # None: 20,000 events/s (quick 10,000)
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Plan:
@@ -201,6 +210,9 @@ class Plan:
             ),
             rows_too=a.rows_too,
             reference_events=a.reference_events,
+            sigkill=getattr(a, "sigkill", False),
+            sigkill_window=getattr(a, "sigkill_window", None),
+            sigkill_rate=getattr(a, "sigkill_rate", None),
         )
 
     def window_extra(self) -> dict:
@@ -541,6 +553,28 @@ def _tail(path: Path, n: int = 30) -> str:
         return ""
 
 
+def spawn_worker(bench: Bench, s, label: str, i: int, log_level: str | None = None) -> subprocess.Popen:
+    """Start worker ``i`` of phase ``label`` on settings ``s`` (its own web port and state folder; log in
+    ``worker-<label>-<i>.log`` under the bench folder)."""
+    from streams.devstack.localstack import free_port, settings_env
+
+    update: dict[str, Any] = {"worker_web_port": free_port(), "state_dir": bench.root / f"state-{label}-{i}"}
+    if log_level:
+        update["log_level"] = log_level
+    env = settings_env(s.model_copy(update=update))
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(bench.root / f"worker-{label}-{i}.log", "wb") as log_file:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            bench.plan.worker_cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+
+
 def run_workers(
     bench: Bench,
     data_settings,
@@ -553,7 +587,7 @@ def run_workers(
     """Start ``n_workers`` workers in one new consumer group on ``data_settings``' topic; wait for ``expected``.
     ``monitors``: the monitor config file (in the bench folder) the workers run."""
     from streams.broker.admin import ensure_topics
-    from streams.devstack.localstack import free_port, settings_env, terminate
+    from streams.devstack.localstack import terminate
     from streams.influx.admin import ensure_database
 
     plan = bench.plan
@@ -567,23 +601,8 @@ def run_workers(
     watcher = WindowWatcher(s)
     try:
         for i in range(n_workers):
-            ws = s.model_copy(update={"worker_web_port": free_port(), "state_dir": bench.root / f"state-{label}-{i}"})
-            env = settings_env(ws)
-            env["PYTHONUNBUFFERED"] = "1"
-            logp = bench.root / f"worker-{label}-{i}.log"
-            logs.append(logp)
-            with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-                procs.append(
-                    subprocess.Popen(
-                        plan.worker_cmd,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        preexec_fn=die_with_parent(),
-                    )
-                )
+            logs.append(bench.root / f"worker-{label}-{i}.log")
+            procs.append(spawn_worker(bench, s, label, i))
         t_start = time.time()
         log(f"{label}: {n_workers} worker(s) started (pids {[p.pid for p in procs]}), waiting for {expected:,} events")
         meter: procstats.CpuMeter | None = None
@@ -894,6 +913,13 @@ def run(args: argparse.Namespace) -> int:
             except Exception as e:
                 errors["scale"] = f"{type(e).__name__}: {e}"
         _drop_topic(main_s)
+        if plan.sigkill:
+            from benchmarks.sigkill import run_sigkill
+
+            try:
+                report["sigkill"] = run_sigkill(bench, base, spawn_worker, log)
+            except Exception as e:
+                errors["sigkill"] = f"{type(e).__name__}: {e}"
         if "naive" not in plan.skip:
             try:
                 report["naive"] = run_naive(bench, main_tr)
@@ -1000,6 +1026,15 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
             "peak_rss_mb": g("worker_rows", "peak_rss_mb"),
             "events_counted": g("worker_rows", "events_counted"),
         }
+    if r.get("sigkill"):  # --sigkill: a SIGKILL in the middle of a long window
+        s["sigkill"] = {
+            "reread_seconds_of_traffic": g("sigkill", "reread", "seconds_of_traffic"),
+            "reread_events": g("sigkill", "reread", "events"),
+            "window_events": g("sigkill", "window_events"),
+            "restored_events": g("sigkill", "restored", "events"),
+            "points_equal_fault_free": g("sigkill", "points_equal_fault_free"),
+            "points_compared": g("sigkill", "points_compared"),
+        }
     s["targets"] = {
         "events_per_s_per_worker>=50000": _ok(eps, lambda v: v >= 50_000),
         "ratio_to_floor>=0.5": _ok(s["ratio_to_floor"], lambda v: v >= 0.5),
@@ -1011,6 +1046,9 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "two_workers_speedup>=1.6": _ok(s["two_workers_speedup"], lambda v: v >= 1.6),
         "counted_equals_produced": None if counted is None else counted == expected,
     }
+    if r.get("sigkill"):
+        s["targets"]["sigkill_reread_s<=10"] = _ok(g("sigkill", "reread", "seconds_of_traffic"), lambda v: v <= 10)
+        s["targets"]["sigkill_points_equal_fault_free"] = g("sigkill", "points_equal_fault_free")
     return s
 
 
