@@ -13,9 +13,10 @@ it (:meth:`streams.worker.windows.CountWindows.resume`).
 
 **Topic.** ``<consumer_group>-<topic_inferences>-window-changelog`` (one per consumer group:
 the state goes with the group's offsets), ``Settings.topic_partitions`` partitions,
-``cleanup.policy=compact``. The records (generations cut into chunks, SHA-256, the newest
-complete one wins, the tail read up to a marker because tansu's end offsets are wrong)
-are those of the label join's changelog (:mod:`streams.worker.label_changelog`).
+``cleanup.policy=compact``. Input partition ``p``'s checkpoint is key ``p<p>`` of the generic
+:class:`streams.worker.changelog_store.ChangelogStore` on topic partition ``p % n``
+(generations cut into chunks with size and SHA-256, the newest complete one wins, the tail
+read up to a marker because tansu's end offsets are wrong).
 
 **What a checkpoint of partition p holds.** One entry per stream key (topic, model,
 version) of p whose open window is summarised: its sequence number, event count, first
@@ -39,7 +40,6 @@ checkpoint (its ``n_events`` says how many it has).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -78,30 +78,26 @@ def window_changelog_topic(settings: Settings) -> str:
 
 def ensure_window_changelog_topic(settings: Settings) -> str:
     """Create the changelog topic (``topic_partitions`` partitions, compacted) if missing."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from streams.worker.changelog_store import ensure_compacted_topic
 
-    from streams.broker.admin import admin_client
-
-    name = window_changelog_topic(settings)
-    with admin_client(settings) as admin:
-        if name in set(admin.list_topics()):
-            return name
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics(
-                [NewTopic(name, settings.topic_partitions, 1, topic_configs={"cleanup.policy": "compact"})]
-            )
-    return name
+    return ensure_compacted_topic(settings, window_changelog_topic(settings), settings.topic_partitions)
 
 
 def window_store(settings: Settings):
-    """The chunked compacted-topic store the checkpoints go to (``save(partition, gen, blob)``,
-    ``load(partition)``, ``close()``)."""
-    from streams.worker.label_changelog import LabelChangelog
+    """The chunked compacted-topic store the checkpoints go to
+    (:class:`streams.worker.changelog_store.ChangelogStore`)."""
+    from streams.worker.changelog_store import ChangelogStore
 
-    store = LabelChangelog(settings)
-    store.topic = window_changelog_topic(settings)
-    return store
+    return ChangelogStore(settings, window_changelog_topic(settings), name="driftwatch-window-changelog")
+
+
+def partition_key(partition: int) -> str:
+    """The store key of an input partition's checkpoint.
+
+    >>> partition_key(3)
+    'p3'
+    """
+    return f"p{int(partition)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +179,8 @@ def decode_entries(blob: bytes) -> dict[EntryKey, Entry]:
 class WindowChangelog:
     """Reads and writes the open-window checkpoints of input partitions on ``store`` (see module docstring).
 
-    ``store``: :func:`window_store` (or any object with async ``save(partition, gen, blob)`` and
-    ``load(partition)`` returning an object with ``gen`` and ``blob``, or None). ``every``:
+    ``store``: :func:`window_store` (or any object with its async ``put(key, gen, blob, route)``,
+    ``restore(key, route)`` — an object with ``gen`` and ``blob``, or None — and ``close()``). ``every``:
     seconds between checkpoints; ``max_covered``: messages waiting for a checkpoint that make
     one due earlier.
     """
@@ -203,7 +199,7 @@ class WindowChangelog:
 
     async def load(self, partition: int) -> dict[EntryKey, Entry]:
         """The entries of ``partition``'s newest complete checkpoint ({} if none)."""
-        got = await self.store.load(int(partition))
+        got = await self.store.restore(partition_key(partition), route=int(partition))
         if got is None:
             return {}
         self._gen[int(partition)] = max(self._gen.get(int(partition), 0), int(got.gen))
@@ -217,7 +213,7 @@ class WindowChangelog:
         """Write the checkpoint of ``partition``; returns once the broker acknowledged it (bytes written)."""
         blob = encode_entries(entries)
         gen = self._gen.get(int(partition), 0) + 1
-        await self.store.save(int(partition), gen, blob)
+        await self.store.put(partition_key(partition), gen, blob, route=int(partition))
         self._gen[int(partition)] = gen
         return len(blob)
 

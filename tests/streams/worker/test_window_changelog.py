@@ -39,15 +39,16 @@ class MemStore:
         self.saves = 0
         self.fail = False
 
-    async def save(self, partition: int, gen: int, blob: bytes) -> int:
+    async def put(self, key: str, gen: int, blob: bytes, route: int = 0) -> int:
         if self.fail:
             raise ConnectionError("broker away")
-        self.saved[partition] = Gen(gen, blob)
+        assert key == f"p{route}"
+        self.saved[route] = Gen(gen, blob)
         self.saves += 1
         return len(blob)
 
-    async def load(self, partition: int):
-        return self.saved.get(partition)
+    async def restore(self, key: str, route: int = 0):
+        return self.saved.get(route)
 
     async def close(self) -> None:
         pass

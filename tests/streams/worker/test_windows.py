@@ -352,6 +352,8 @@ def test_an_open_window_of_rows_becomes_a_summary_when_the_reference_arrives(che
     assert w.summarised and w.summarise_open() is None
     assert (moved == held) if checkpointed else (moved == [] and w._holds == held)
     rest, _ = run(w, msgs[5:])
-    assert [(c.seq, c.checkpoint, c.time_ns, c.n) for c in rest] == [(c.seq, c.checkpoint, c.time_ns, c.n) for c in want]
+    assert [(c.seq, c.checkpoint, c.time_ns, c.n) for c in rest] == [
+        (c.seq, c.checkpoint, c.time_ns, c.n) for c in want
+    ]
     for g, x in zip(rest, want):
         assert g.summary.equals(x.summary, rtol=1e-9)
