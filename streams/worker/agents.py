@@ -226,7 +226,9 @@ class Runtime:
             rt.revoked.update(dict.fromkeys(revoked, app.consumer_generation_id))
             try:  # the open summarised windows go to the partitions' next owner (else it re-reads more)
                 await asyncio.wait_for(
-                    rt.pipeline.save_windows(force=True, partitions={tp.partition for tp in revoked}), 10.0
+                    # within the rebalance timeout (6 s): later, the partitions' next owner may already write its own
+                    rt.pipeline.save_windows(force=True, partitions={tp.partition for tp in revoked}),
+                    4.0,
                 )
             except Exception as e:
                 log.warning("open windows not checkpointed at the rebalance (%r): their next owner re-reads more", e)
