@@ -1,0 +1,54 @@
+"""benchmarks/sigkill.py: the bookkeeping of `bench throughput --sigkill` (the phase itself runs a real stack:
+`driftwatch bench throughput --quick --sigkill`, and tests/integration/test_window_checkpoints.py checks the
+same behaviour with assertions)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from benchmarks import sigkill, throughput
+
+
+def _plan(*argv: str) -> throughput.Plan:
+    p = argparse.ArgumentParser()
+    throughput.add_arguments(p)
+    return throughput.Plan.from_args(p.parse_args(list(argv)))
+
+
+def test_options_reach_the_plan():
+    plan = _plan("--sigkill", "--sigkill-window", "500000", "--sigkill-rate", "30000")
+    assert (plan.sigkill, plan.sigkill_window, plan.sigkill_rate) == (True, 500_000, 30_000.0)
+    assert _plan().sigkill is False
+
+
+def test_differences_compare_floats_relatively_and_name_missing_points():
+    want = {("w", 1): (100, 0, 99, 0.0), ("d", "x0", "ks", 1): (0.5, math.nan)}
+    assert sigkill.differences(dict(want), want) == []
+    near = {("w", 1): (100, 0, 99, 0.0), ("d", "x0", "ks", 1): (0.5 * (1 + 1e-12), math.nan)}
+    assert sigkill.differences(near, want) == []
+    off = {("w", 1): (100, 0, 98, 0.0)}
+    assert sigkill.differences(off, want) == [
+        "missing ('d', 'x0', 'ks', 1)",
+        "('w', 1): (100, 0, 98, 0.0) != (100, 0, 99, 0.0)",
+    ]
+
+
+def test_summary_reports_the_reread_and_its_targets():
+    report = {
+        "sigkill": {
+            "window_events": 1_000_000,
+            "reread": {"messages": 120, "events": 120_000, "seconds_of_traffic": 6.0},
+            "restored": {"events": 480_000},
+            "points_equal_fault_free": True,
+            "points_compared": 42,
+        }
+    }
+    s = throughput.summarise(report, _plan("--sigkill"))
+    assert s["sigkill"]["reread_seconds_of_traffic"] == 6.0 and s["sigkill"]["restored_events"] == 480_000
+    assert s["targets"]["sigkill_reread_s<=10"] is True
+    assert s["targets"]["sigkill_points_equal_fault_free"] is True
+    report["sigkill"]["reread"]["seconds_of_traffic"] = 11.0
+    report["sigkill"]["points_equal_fault_free"] = False
+    t = throughput.summarise(report, _plan("--sigkill"))["targets"]
+    assert t["sigkill_reread_s<=10"] is False and t["sigkill_points_equal_fault_free"] is False
