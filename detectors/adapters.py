@@ -18,7 +18,7 @@ detector from a prompt, and what the contract test runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -59,6 +59,30 @@ def _features(features: Sequence[FeatureSpec], who: str) -> tuple[FeatureSpec, .
     return out
 
 
+def _by_kind(features: Sequence[FeatureSpec]) -> dict[str, list[str]]:
+    """The features' names by kind, as :meth:`~detectors.contract.BaseDetector._need` takes them."""
+    return {kind: [f.name for f in features if f.kind == kind] for kind in ("numeric", "categorical")}
+
+
+S = TypeVar("S", DriftSpec, AdversarialSpec)
+
+
+def _spec(spec: Any, kind: type[S], who: str) -> S:
+    """``spec``, or the default ``kind()`` when it is None; anything else is refused."""
+    if spec is None:
+        return kind()
+    if not isinstance(spec, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise InvalidInputError(f"{who}: spec must be {article} {kind.__name__}, got {type(spec).__name__}")
+    return spec
+
+
+def _task(task: Any, who: str) -> str:
+    if task not in ("classification", "regression"):
+        raise InvalidInputError(f"{who}: task must be 'classification' or 'regression', got {task!r}")
+    return str(task)
+
+
 def _level(p_val: float, who: str, name: str = "p_val") -> float:
     if not isinstance(p_val, (int, float)) or not 0 < p_val < 1:
         raise InvalidInputError(f"{who}: {name} must be within (0, 1), got {p_val!r}")
@@ -85,15 +109,7 @@ def _drift_result(det: BaseDetector, res: DriftResult, n_window: int) -> Detecto
     }
     details.update({f"p_value.{f.feature}": f.p_value for f in res.features})
     if not res.n_features:
-        return det.result(
-            None,
-            None,
-            None,
-            None,
-            n_window=n_window,
-            reason="no feature had enough values on both sides to be tested",
-            **details,
-        )
+        return det.no_verdict(n_window, "no feature had enough values on both sides to be tested", **details)
     return det.result(
         res.share_drifted,
         min(p_values) if p_values else None,
@@ -154,32 +170,20 @@ class UnivariateDetector(BaseDetector):
 
     def __init__(self, features: Sequence[FeatureSpec], spec: DriftSpec | None = None, bins: int = 10) -> None:
         self.features = _features(features, self.name)
-        self.spec = spec if spec is not None else DriftSpec()
-        if not isinstance(self.spec, DriftSpec):
-            raise InvalidInputError(f"{self.name}: spec must be a DriftSpec, got {type(spec).__name__}")
+        self.spec = _spec(spec, DriftSpec, self.name)
         self.bins = _positive_int(bins, self.name, "bins", 2)
 
     def _fit(self, reference: Frame) -> None:
         from detectors.reference import attach_reference_frame  # the chunk thresholds need the rows
 
-        self._need(
-            reference,
-            "reference",
-            numeric=[f.name for f in self.features if f.kind == "numeric"],
-            categorical=[f.name for f in self.features if f.kind == "categorical"],
-        )
+        self._need(reference, "reference", **_by_kind(self.features))
         self.reference = attach_reference_frame(
             Reference.from_frame(reference, self.features, bins=self.bins), reference
         )
 
     def _update(self, window: Frame) -> DetectorResult:
         names = [f.name for f in self.features]
-        self._need(
-            window,
-            "window",
-            numeric=[f.name for f in self.features if f.kind == "numeric"],
-            categorical=[f.name for f in self.features if f.kind == "categorical"],
-        )
+        self._need(window, "window", **_by_kind(self.features))
         return _drift_result(self, univariate_drift(window, self.reference, self.spec, names), len(window))
 
     @classmethod
@@ -212,9 +216,7 @@ class SummaryDriftDetector(BaseDetector):
         batch: int = 1000,
     ) -> None:
         self.features = _features(features, self.name)
-        self.spec = spec if spec is not None else DriftSpec()
-        if not isinstance(self.spec, DriftSpec):
-            raise InvalidInputError(f"{self.name}: spec must be a DriftSpec, got {type(spec).__name__}")
+        self.spec = _spec(spec, DriftSpec, self.name)
         self.bins = _positive_int(bins, self.name, "bins", 2)
         self.reservoir = _positive_int(reservoir, self.name, "reservoir", 0)
         self.batch = _positive_int(batch, self.name, "batch", 1)
@@ -222,22 +224,12 @@ class SummaryDriftDetector(BaseDetector):
     def _fit(self, reference: Frame) -> None:
         from detectors.reference import attach_reference_frame  # the chunk thresholds need the rows
 
-        self._need(
-            reference,
-            "reference",
-            numeric=[f.name for f in self.features if f.kind == "numeric"],
-            categorical=[f.name for f in self.features if f.kind == "categorical"],
-        )
+        self._need(reference, "reference", **_by_kind(self.features))
         self.reference = attach_reference_frame(Reference.from_frame(reference, self.features), reference)
         self.layout = SummaryLayout.build(self.reference, self.features, bins=self.bins, reservoir=self.reservoir)
 
     def _update(self, window: Frame) -> DetectorResult:
-        self._need(
-            window,
-            "window",
-            numeric=[f.name for f in self.features if f.kind == "numeric"],
-            categorical=[f.name for f in self.features if f.kind == "categorical"],
-        )
+        self._need(window, "window", **_by_kind(self.features))
         summary = self.layout.summary()
         for lo in range(0, len(window), self.batch):
             summary.update(window.take(slice(lo, lo + self.batch)))
@@ -269,16 +261,12 @@ class PredictionDriftDetector(BaseDetector):
     wraps = ("prediction_drift", "PredictionReference")
 
     def __init__(self, spec: DriftSpec | None = None, bins: int = 10) -> None:
-        self.spec = spec if spec is not None else DriftSpec()
-        if not isinstance(self.spec, DriftSpec):
-            raise InvalidInputError(f"{self.name}: spec must be a DriftSpec, got {type(spec).__name__}")
+        self.spec = _spec(spec, DriftSpec, self.name)
         self.bins = _positive_int(bins, self.name, "bins", 2)
 
     def _fit(self, reference: Frame) -> None:
-        try:
+        with self._invalid_input():
             self.reference = PredictionReference.from_frame(reference, bins=self.bins)
-        except ValueError as e:
-            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         if window.pred_label is None and window.pred_proba is None and window.pred_value is None:
@@ -323,12 +311,11 @@ class MultivariateDetector(BaseDetector):
         self.seed = int(seed)
 
     def _fit(self, reference: Frame) -> None:
-        numeric = [f.name for f in self.features if f.kind == "numeric"]
-        categorical = [f.name for f in self.features if f.kind == "categorical"]
-        self._need(reference, "reference", numeric=numeric, categorical=categorical)
-        self.encoder = RowEncoder(numeric, categorical).fit(reference)
+        kinds = _by_kind(self.features)
+        self._need(reference, "reference", **kinds)
+        self.encoder = RowEncoder(kinds["numeric"], kinds["categorical"]).fit(reference)
         x_ref = self.encoder.transform(reference)
-        try:
+        with self._invalid_input():
             if self.method == "pca":
                 self.test: MMDDrift | PCADrift = PCADrift(x_ref, p_val=self.p_val, seed=self.seed)
             else:
@@ -340,15 +327,11 @@ class MultivariateDetector(BaseDetector):
                     max_test=self.max_rows,
                     seed=self.seed,
                 )
-        except ValueError as e:
-            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         self._need(window, "window", numeric=self.encoder.numeric, categorical=self.encoder.categorical)
         if len(window) < 2:
-            return self.result(
-                None, None, None, None, n_window=len(window), reason="a two-sample test needs at least 2 window rows"
-            )
+            return self.no_verdict(len(window), "a two-sample test needs at least 2 window rows")
         r = self.test.test(self.encoder.transform(window))
         return self.result(
             r.statistic,
@@ -406,12 +389,10 @@ class OnlineDriftDetector(BaseDetector):
         self._need(reference, "reference", numeric=[self.feature])
         values = reference.numeric[self.feature]
         values = values[np.isfinite(values)]
-        try:
+        with self._invalid_input():  # CalibrationError included
             self.detector = CVMOnline(
                 values, self.ert, self.window_sizes, n_bootstraps=self.n_bootstraps, seed=self.seed
             )
-        except ValueError as e:  # CalibrationError included
-            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         self._need(window, "window", numeric=[self.feature])
@@ -419,7 +400,7 @@ class OnlineDriftDetector(BaseDetector):
         vals = window.numeric[self.feature][order]
         vals = vals[np.isfinite(vals)]
         if not vals.size:
-            return self.result(None, None, None, None, n_window=0, reason=f"no value of {self.feature!r}")
+            return self.no_verdict(0, f"no value of {self.feature!r}")
         return _online_result(self, self.detector.update(vals), int(vals.size), "events", ert=self.ert)
 
     @classmethod
@@ -455,9 +436,7 @@ class ConceptDriftDetector(BaseDetector):
         n_bootstraps: int = 2000,
         seed: int = 0,
     ) -> None:
-        if task not in ("classification", "regression"):
-            raise InvalidInputError(f"{self.name}: task must be 'classification' or 'regression', got {task!r}")
-        self.task = task
+        self.task = _task(task, self.name)
         self.ert, self.window_sizes, self.n_bootstraps, self.seed = _online_config(
             self.name, ert, window_sizes, n_bootstraps, seed
         )
@@ -476,18 +455,16 @@ class ConceptDriftDetector(BaseDetector):
 
     def _fit(self, reference: Frame) -> None:
         errors = self._errors(reference, "reference")
-        try:
+        with self._invalid_input():
             self.detector = ErrorStreamDetector(
                 errors, ert=self.ert, window_sizes=self.window_sizes, n_bootstraps=self.n_bootstraps, seed=self.seed
             )
-        except ValueError as e:
-            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         order = np.argsort(window.event_time, kind="stable")
         errors = self._errors(window.take(order), "window")
         if not errors.size:
-            return self.result(None, None, None, None, n_window=0, reason="no scorable prediction and label")
+            return self.no_verdict(0, "no scorable prediction and label")
         return _online_result(
             self,
             self.detector.update(errors),
@@ -523,12 +500,10 @@ class PerformanceEstimator(BaseDetector):
 
     def _fit(self, reference: Frame) -> None:
         proba, label = self._column(reference, "pred_proba", "reference"), self._column(reference, "label", "reference")
-        try:
+        with self._invalid_input():
             self.calibration: Calibration = fit_calibration(
                 proba, label, reference.classes, reference.pred_label, min_rows=self.min_rows
             )
-        except ValueError as e:
-            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         proba = self._column(window, "pred_proba", "window")
@@ -539,9 +514,7 @@ class PerformanceEstimator(BaseDetector):
             )
         est = CBPE(self.calibration).estimate(proba, window.classes, window.pred_label)
         if not est:
-            return self.result(
-                None, None, None, None, n_window=len(window), reason="no row of the window has complete probabilities"
-            )
+            return self.no_verdict(len(window), "no row of the window has complete probabilities")
         return self.result(
             est["accuracy"],
             None,
@@ -638,19 +611,13 @@ class AdversarialDetector(BaseDetector):
         self, features: Sequence[FeatureSpec], spec: AdversarialSpec | None = None, task: str = "classification"
     ) -> None:
         self.features = _features(features, self.name)
-        self.spec = spec if spec is not None else AdversarialSpec()
-        if not isinstance(self.spec, AdversarialSpec):
-            raise InvalidInputError(f"{self.name}: spec must be an AdversarialSpec, got {type(spec).__name__}")
-        if task not in ("classification", "regression"):
-            raise InvalidInputError(f"{self.name}: task must be 'classification' or 'regression', got {task!r}")
-        self.task = task
+        self.spec = _spec(spec, AdversarialSpec, self.name)
+        self.task = _task(task, self.name)
 
     def _fit(self, reference: Frame) -> None:
-        self._need(reference, "reference", numeric=[f.name for f in self.features if f.kind == "numeric"])
-        try:
+        self._need(reference, "reference", numeric=_by_kind(self.features)["numeric"])
+        with self._invalid_input():
             self.monitor = AdversarialMonitor.fit(reference, self.features, self.spec, task=self.task)
-        except ValueError as e:
-            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _update(self, window: Frame) -> DetectorResult:
         self._need(window, "window", numeric=self.monitor.names)

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -179,7 +180,7 @@ class BaseDetector(ABC):
             raise NotFittedError(f"{self.name}: call fit(reference) before update(window)")
         self._check_frame(window, "window")
         if not len(window):
-            return self.result(None, None, None, None, n_window=0, reason="the window is empty")
+            return self.no_verdict(0, "the window is empty")
         return self._update(window)
 
     def result(
@@ -206,6 +207,10 @@ class BaseDetector(ABC):
             details,
         )
 
+    def no_verdict(self, n_window: int, reason: str, **details: Detail) -> DetectorResult:
+        """A result with nothing measured (no statistic, p-value, threshold or verdict); ``reason`` says why."""
+        return self.result(None, None, None, None, n_window=n_window, reason=reason, **details)
+
     def _check_frame(self, frame: Any, what: str) -> None:
         if not isinstance(frame, Frame):
             raise InvalidInputError(f"{self.name}: {what} must be a detectors.frame.Frame, got {type(frame).__name__}")
@@ -218,6 +223,15 @@ class BaseDetector(ABC):
         for n in categorical:
             if n not in frame.categorical:
                 raise InvalidInputError(f"{self.name}: the {what} has no categorical feature {n!r}")
+
+    @contextmanager
+    def _invalid_input(self) -> Iterator[None]:
+        """Re-raise a ``ValueError`` of the wrapped detector (bad data, a failed calibration) as
+        :class:`InvalidInputError` naming this detector."""
+        try:
+            yield
+        except ValueError as e:
+            raise InvalidInputError(f"{self.name}: {e}") from None
 
     def _column(self, frame: Frame, column: str, what: str) -> np.ndarray:
         """``frame.<column>`` (``label``, ``pred_label``, ``pred_proba``, ``pred_value``), or
