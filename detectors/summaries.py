@@ -1004,44 +1004,29 @@ def summary_drift(
 def summary_quality(summary: WindowSummary, features: Sequence[FeatureSpec]) -> list[FeatureQuality]:
     """Quality counts of ``features`` (as :func:`detectors.quality.data_quality` on the window's rows)."""
     layout, a = summary.layout, summary.arrays
-    num = {x.name: i for i, x in enumerate(layout.numeric)}
-    cat = {x.name: i for i, x in enumerate(layout.categorical)}
+    index = {
+        "numeric": ("num", {x.name: i for i, x in enumerate(layout.numeric)}),
+        "categorical": ("cat", {x.name: i for i, x in enumerate(layout.categorical)}),
+    }
     out = []
     for f in features:
-        if f.kind == "numeric":
-            if f.name not in num:
-                raise SummaryError(f"feature {f.name!r} is not in the summary's layout")
-            i = num[f.name]
-            miss = int(a["f.num_missing"][i])
-            out.append(
-                FeatureQuality(
-                    f.name,
-                    "numeric",
-                    summary.n,
-                    miss,
-                    int(a["f.num_type_error"][i]),
-                    int(a["f.num_out_of_range"][i]),
-                    0,
-                    0 if f.nullable else miss,
-                )
+        prefix, names = index[f.kind]
+        if f.name not in names:
+            raise SummaryError(f"feature {f.name!r} is not in the summary's layout")
+        i = names[f.name]
+        miss = int(a[f"f.{prefix}_missing"][i])
+        out.append(
+            FeatureQuality(
+                f.name,
+                f.kind,
+                summary.n,
+                miss,
+                int(a[f"f.{prefix}_type_error"][i]),
+                int(a["f.num_out_of_range"][i]) if f.kind == "numeric" else 0,  # a category has no range
+                int(a["f.cat_unknown"][i]) if f.kind == "categorical" else 0,  # a number has no vocabulary
+                0 if f.nullable else miss,
             )
-        else:
-            if f.name not in cat:
-                raise SummaryError(f"feature {f.name!r} is not in the summary's layout")
-            i = cat[f.name]
-            miss = int(a["f.cat_missing"][i])
-            out.append(
-                FeatureQuality(
-                    f.name,
-                    "categorical",
-                    summary.n,
-                    miss,
-                    int(a["f.cat_type_error"][i]),
-                    0,
-                    int(a["f.cat_unknown"][i]),
-                    0 if f.nullable else miss,
-                )
-            )
+        )
     return out
 
 
