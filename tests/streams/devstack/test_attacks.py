@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import doctest
 import functools
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,10 +13,7 @@ from streams.devstack import attacks as A
 from streams.devstack.demo import DemoOptions, run_demo
 from streams.devstack.models import build_wine
 from streams.devstack.scenarios import SCENARIOS
-from streams.settings import Settings
-from streams.wire.schemas import InferenceBatch
-
-SETTINGS = Settings(kafka_bootstrap="127.0.0.1:1")
+from tests.streams.devstack.fake_broker import SETTINGS, FakeClient, Run
 
 
 @functools.cache
@@ -116,58 +113,15 @@ def test_subpopulation_sample() -> None:
 # ----------------------------------------------------------------------------- demo scenarios
 
 
-class FakeFuture:
-    is_done = True
-
-    def add_callback(self, f, *args):
-        f(*args, None)
-        return self
-
-    def add_errback(self, f, *args):
-        return self
-
-    def get(self, timeout=None):
-        return None
-
-
-class FakeClient:
-    """kafka-python's KafkaProducer as far as the demo uses it."""
-
-    instances: ClassVar[list[FakeClient]] = []
-
-    def __init__(self, **config: Any) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-        FakeClient.instances.append(self)
-
-    def send(self, topic, value=None, key=None):
-        self.sent.append((topic, key, value))
-        return FakeFuture()
-
-    def flush(self, timeout=None):
-        pass
-
-    def close(self, timeout=None):
-        pass
-
-
 def demo_events(**kw) -> tuple[Any, list[dict[str, Any]]]:
-    FakeClient.instances.clear()
-    summary = run_demo(SETTINGS, DemoOptions(seed=5, pace=False, progress_every=0, **kw), client_factory=FakeClient)
-    events = []
-    for c in FakeClient.instances:
-        for topic, _key, value in c.sent:
-            if topic == SETTINGS.topic_inferences:
-                b = InferenceBatch.model_validate_json(value)
-                for j in range(len(b.event_id)):
-                    events.append(
-                        {
-                            "model": b.model_id,
-                            "source": b.source_id[j] if b.source_id else None,
-                            "features": {k: v[j] for k, v in b.features.items()},
-                            "label": b.prediction.label[j] if b.prediction.label else None,
-                        }
-                    )
-    return summary, events
+    """A demo run's summary and its inference events (model, source, features, predicted label)."""
+    run = Run(seed=5, **kw)
+    events = [
+        {"model": model, "source": e["source_id"], "features": e["features"], "label": e["label"]}
+        for model, evs in run.events.items()
+        for e in evs
+    ]
+    return run.summary, events
 
 
 def test_the_three_scenarios_are_registered() -> None:
