@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Any
 
 import numpy as np
 import orjson
@@ -95,8 +96,9 @@ def label_msg(ids, labels, offset=0, t=T0 + 50.0) -> RawMessage:
     )
 
 
-def pipeline(hook) -> tuple[Pipeline, FakeSink]:
-    sink = FakeSink()
+def pipeline(hook, sink: FakeSink | None = None, **options: Any) -> tuple[Pipeline, FakeSink]:
+    """A pipeline around ``hook`` writing to ``sink`` (a new one by default); ``options``: more of Pipeline's."""
+    sink = sink if sink is not None else FakeSink()
     return Pipeline(
         Settings(),
         hook_cfg(hook),
@@ -104,6 +106,7 @@ def pipeline(hook) -> tuple[Pipeline, FakeSink]:
         deadletters=DeadLetterPublisher(dl_sender([])),
         evaluator=None,
         label_hook=hook,
+        **options,
     ), sink
 
 
@@ -265,9 +268,33 @@ async def finish(p: Pipeline, h: LabelHook) -> None:
     await p.drain()
 
 
+def labelled_hook(state, clock: list[float]) -> LabelHook:
+    """The label hook of the labelled-stream tests: the error stream on, a snapshot every 2 s of ``clock[0]``."""
+    return LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0])
+
+
+def committed_offsets(acked: list[RawMessage]) -> dict[str, int]:
+    """Where a worker starting now reads from, per topic (acks come in order)."""
+    return {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
+
+
+def restarted_worker(live, state, sink: FakeSink, clock: list[float], acked: list[RawMessage]):
+    """A worker (pipeline and label hook) started over from the offsets committed so far, and what it reads again."""
+    committed = committed_offsets(acked)
+    h = labelled_hook(state, clock)
+    p, _ = pipeline(
+        h,
+        sink,
+        ack=acked.append,
+        checkpoints=FakeCheckpoints(sink),
+        committed=lambda t, part: committed.get(t) or None,
+    )
+    return p, h, [m for m in live if m.offset >= committed[m.topic]]
+
+
 def run_labelled(msgs, state, clock=None):
     clock = clock if clock is not None else [0.0]
-    h = LabelHook(cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0])
+    h = labelled_hook(state, clock)
     p, sink = pipeline(h)
 
     async def main():
@@ -296,22 +323,7 @@ def test_label_results_are_the_same_live_on_a_backlog_and_after_crashes(tmp_path
     state, shared, clock = MemoryChangelog(), FakeSink(), [0.0]
     acked: list[RawMessage] = []
     for crash in [*sorted(rng.choice(np.arange(5, len(live) - 5), 3, replace=False).tolist()), None]:
-        committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}  # acks come in order
-        h = LabelHook(
-            cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0]
-        )
-        p = Pipeline(
-            Settings(),
-            hook_cfg(h),
-            sink=shared,
-            deadletters=DeadLetterPublisher(dl_sender([])),
-            evaluator=None,
-            label_hook=h,
-            ack=acked.append,
-            checkpoints=FakeCheckpoints(shared),
-            committed=lambda t, part, c=committed: c.get(t) or None,
-        )
-        rest = [m for m in live if m.offset >= committed[m.topic]]  # read again from the committed offsets
+        p, h, rest = restarted_worker(live, state, shared, clock, acked)  # read again from the committed offsets
         upto = None if crash is None else crash - (len(live) - len(rest))
 
         async def main(p=p, h=h, rest=rest, upto=upto):
@@ -339,36 +351,18 @@ def test_a_partition_handed_to_another_worker_takes_its_label_join_along(tmp_pat
     want, _ = run_labelled(live, MemoryChangelog())
     state, shared, clock, acked = MemoryChangelog(), FakeSink(), [0.0], []
 
-    def worker():
-        committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
-        h = LabelHook(
-            cfg({"online": ONLINE}), store=state, background=False, snapshot_every=2.0, clock=lambda: clock[0]
-        )
-        p = Pipeline(
-            Settings(),
-            hook_cfg(h),
-            sink=shared,
-            deadletters=DeadLetterPublisher(dl_sender([])),
-            evaluator=None,
-            label_hook=h,
-            ack=acked.append,
-            checkpoints=FakeCheckpoints(shared),
-            committed=lambda t, part: committed.get(t) or None,
-        )
-        return p, h, [m for m in live if m.offset >= committed[m.topic]]
-
-    a, ha, rest = worker()
+    a, ha, rest = restarted_worker(live, state, shared, clock, acked)
 
     async def main():
         nonlocal a, ha, rest
         await play(a, ha, rest, clock, upto=30)
         a.forget([("t", 0), ("labels", 0)])  # revoked: what the rebalance hook of streams/worker/agents.py does
         assert await ha.revoke([("t", 0), ("labels", 0)]) == ["m"] and "m" not in ha._joins
-        b, hb, rest = worker()
+        b, hb, rest = restarted_worker(live, state, shared, clock, acked)
         await play(b, hb, rest, clock, upto=25)
         b.forget([("t", 0), ("labels", 0)])
         await hb.revoke([("t", 0), ("labels", 0)])
-        committed = {t: len([m for m in acked if m.topic == t]) for t in ("t", "labels")}
+        committed = committed_offsets(acked)
         a.committed = lambda t, part: committed[t] or None
         rest = [m for m in live if m.offset >= committed[m.topic]]
         await play(a, ha, rest, clock)  # A again: restores what B saved, not its own old state
@@ -458,15 +452,7 @@ def test_offsets_are_released_only_after_the_checkpoint_that_covers_them():
     write keeps them held (and retries), so a crash re-reads exactly what the last checkpoint lacks."""
     state, acked = MemoryChangelog(), []
     h = LabelHook(cfg(), store=state, background=False)
-    p = Pipeline(
-        Settings(),
-        hook_cfg(h),
-        sink=FakeSink(),
-        deadletters=DeadLetterPublisher(dl_sender([])),
-        evaluator=None,
-        label_hook=h,
-        ack=acked.append,
-    )
+    p, _ = pipeline(h, ack=acked.append)
 
     async def run():
         await p.process([batch_msg("m", 0, 5, 0), label_msg(["m-0", "m-1"], ["p", "q"], 0)])
