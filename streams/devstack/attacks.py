@@ -48,7 +48,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streams.devstack.models import DemoModel
-from streams.devstack.scenarios import Param, Scenario, TickBatch, register_scenario, shift_inputs
+from streams.devstack.scenarios import (
+    Scenario,
+    TickBatch,
+    param,
+    register_scenario,
+    require_numeric_inputs,
+    shift_inputs,
+)
 
 __all__ = [
     "BENIGN_SHIFTS",
@@ -399,23 +406,17 @@ class Evasion(Scenario):
 
     name = "evasion"
     help = "a client sends inputs perturbed by gradient-sign steps until the model's prediction flips"
-    params: ClassVar[dict[str, Param]] = {
-        "share": Param(float, 0.1, "attack events per normal event"),
-        "step": Param(float, 0.05, "step size in standard deviations per feature"),
-        "max_steps": Param(int, 60, "give up on a row after this many steps"),
-        "overshoot": Param(int, 0, "extra steps after the prediction flipped"),
-        "source": Param(str, "evader-1", "the attacker's client id"),
-    }
-    share: float
-    step: float
-    max_steps: int
-    overshoot: int
-    source: str
+    share: float = param(0.1, "attack events per normal event")
+    step: float = param(0.05, "step size in standard deviations per feature")
+    max_steps: int = param(60, "give up on a row after this many steps")
+    overshoot: int = param(0, "extra steps after the prediction flipped")
+    source: str = param("evader-1", "the attacker's client id")
 
-    def setup(self, models: dict[str, DemoModel]) -> None:
-        super().setup(models)
-        if not self.share >= 0 or not self.step > 0 or self.max_steps < 1 or self.overshoot < 0:
-            raise ValueError(f"scenario {self.name}: share >= 0, step > 0, max_steps >= 1, overshoot >= 0")
+    def check(self, models: dict[str, DemoModel]) -> None:
+        self.require(
+            self.share >= 0 and self.step > 0 and self.max_steps >= 1 and self.overshoot >= 0,
+            "share >= 0, step > 0, max_steps >= 1, overshoot >= 0",
+        )
 
     def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
@@ -447,27 +448,21 @@ class Extraction(Scenario):
 
     name = "extraction"
     help = "one client issues synthetic probing queries (Jacobian augmentation, random signs or a walk)"
-    params: ClassVar[dict[str, Param]] = {
-        "share": Param(float, 0.05, "attack queries per normal event"),
-        "strategy": Param(str, "jbda", "jbda, random-sign or walk"),
-        "step": Param(float, 0.1, "step size λ in standard deviations per feature"),
-        "seeds": Param(int, 10, "natural inputs the attacker starts from"),
-        "source": Param(str, "prober-1", "the attacker's client id"),
-    }
-    share: float
-    strategy: str
-    step: float
-    seeds: int
-    source: str
+    share: float = param(0.05, "attack queries per normal event")
+    strategy: str = param("jbda", "jbda, random-sign or walk")
+    step: float = param(0.1, "step size λ in standard deviations per feature")
+    seeds: int = param(10, "natural inputs the attacker starts from")
+    source: str = param("prober-1", "the attacker's client id")
+
+    def check(self, models: dict[str, DemoModel]) -> None:
+        self.require(
+            self.strategy in EXTRACTION_STRATEGIES,
+            f"unknown strategy {self.strategy!r}; known: {', '.join(EXTRACTION_STRATEGIES)}",
+        )
+        self.require(self.share >= 0 and self.step > 0 and self.seeds >= 1, "share >= 0, step > 0 and seeds >= 1")
 
     def setup(self, models: dict[str, DemoModel]) -> None:
         super().setup(models)
-        if self.strategy not in EXTRACTION_STRATEGIES:
-            raise ValueError(
-                f"scenario {self.name}: unknown strategy {self.strategy!r}; known: {', '.join(EXTRACTION_STRATEGIES)}"
-            )
-        if not self.share >= 0 or not self.step > 0 or self.seeds < 1:
-            raise ValueError(f"scenario {self.name}: share >= 0, step > 0 and seeds >= 1")
         self.attacks: dict[str, ExtractionAttack] = {}
 
     def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
@@ -493,24 +488,15 @@ class BenignShift(Scenario):
 
     name = "benign-shift"
     help = "normal clients' inputs come from a subpopulation (e.g. above-median alcohol): drift, no attack"
-    params: ClassVar[dict[str, Param]] = {
-        "feature": Param(str, None, "input defining the subpopulation (default: wine alcohol, diabetes bmi)"),
-        "quantile": Param(float, 0.5, "cut-off quantile of that input"),
-        "above": Param(bool, True, "keep rows at or above the cut-off (else at or below)"),
-        "share": Param(float, 1.0, "share of the normal events drawn from the subpopulation"),
-    }
-    feature: str | None
-    quantile: float
-    above: bool
-    share: float
+    feature: str | None = param(None, "input defining the subpopulation (default: wine alcohol, diabetes bmi)")
+    quantile: float = param(0.5, "cut-off quantile of that input")
+    above: bool = param(True, "keep rows at or above the cut-off (else at or below)")
+    share: float = param(1.0, "share of the normal events drawn from the subpopulation")
     DEFAULT_FEATURE: ClassVar[dict[str, str]] = {"wine": "alcohol", "diabetes": "bmi"}
 
-    def setup(self, models: dict[str, DemoModel]) -> None:
-        super().setup(models)
-        if not 0 < self.quantile < 1 or not 0 <= self.share <= 1:
-            raise ValueError(f"scenario {self.name}: quantile in (0, 1) and share in [0, 1]")
-        if self.feature is not None and not any(self.feature in m.inputs for m in models.values()):
-            raise ValueError(f"scenario {self.name}: {self.feature!r} is not a numeric model input")
+    def check(self, models: dict[str, DemoModel]) -> None:
+        self.require(0 < self.quantile < 1 and 0 <= self.share <= 1, "quantile in (0, 1) and share in [0, 1]")
+        require_numeric_inputs(self, models, [self.feature] if self.feature is not None else [])
 
     def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model

@@ -31,7 +31,7 @@ that this file imports beside ``attacks``: a scenario registers itself when its 
     class Probe(Scenario):
         name = "probe"
         help = "one client queries uniformly random inputs"
-        params = {"share": Param(float, 0.2, "extra events, as a share of the normal traffic")}
+        share: float = param(0.2, "extra events, as a share of the normal traffic")
 
         def on_inputs(self, batch, rng):          # before the model predicts
             m = batch.model

@@ -9,6 +9,7 @@ messages) are here; the attacks are in :mod:`streams.devstack.attacks`. How to a
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -126,16 +127,45 @@ class Param:
             raise ValueError(f"parameter {name}: {text!r} is not a valid {self.type.__name__}") from None
 
 
-class Scenario:
-    """Base of every scenario: timing, model filter, parameters, no-op hooks.
+@dataclass(frozen=True)
+class _Declared:
+    default: Any
+    help: str
 
-    Subclasses set ``name``, ``help``, ``params`` and override any of the hooks.
-    Every scenario also takes ``at`` (seconds, default 0), ``until`` (seconds, default
-    never) and ``models`` (default all).
+
+def param(default: Any = None, help: str = "") -> Any:
+    """Declare a scenario parameter as an annotated class attribute, its type written once::
+
+        share: float = param(0.1, "attack events per normal event")
+
+    The annotation gives its type (float, int, str, bool or list[str], optionally ``| None``);
+    the class's :attr:`Scenario.params` is built from these declarations.
+    """
+    return _Declared(default, help)
+
+
+_PARAM_TYPES: dict[str, type] = {"float": float, "int": int, "str": str, "bool": bool, "list[str]": list}
+
+
+def _param_type(owner: str, name: str, annotation: Any) -> type:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    base = text.replace(" ", "").removesuffix("|None").removeprefix("None|")
+    if base not in _PARAM_TYPES:
+        raise TypeError(f"{owner}.{name}: a parameter is float, int, str, bool or list[str] (or | None), not {text}")
+    return _PARAM_TYPES[base]
+
+
+class Scenario:
+    """Base of every scenario: timing, model filter, parameters, parameter checks, no-op hooks.
+
+    Subclasses set ``name`` and ``help``, declare their parameters with :func:`param`, check
+    them in :meth:`check` and override any of the hooks. Every scenario also takes ``at``
+    (seconds, default 0), ``until`` (seconds, default never) and ``models`` (default all).
     """
 
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
+    #: the scenario's own parameters, built from its :func:`param` declarations
     params: ClassVar[dict[str, Param]] = {}
     COMMON: ClassVar[dict[str, Param]] = {
         "at": Param(float, 0.0, "start, seconds after the demo starts"),
@@ -146,6 +176,19 @@ class Scenario:
     at: float
     until: float | None
     models: list[str] | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "params" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: declare parameters as `name: type = param(default, help)`, not params")
+        annotations = inspect.get_annotations(cls)  # its own, as written (strings: postponed evaluation)
+        own = {}
+        for key, d in [(k, v) for k, v in cls.__dict__.items() if isinstance(v, _Declared)]:
+            if key not in annotations:
+                raise TypeError(f"{cls.__name__}.{key}: a parameter needs its type: `{key}: float = param(...)`")
+            own[key] = Param(_param_type(cls.__name__, key, annotations[key]), d.default, d.help)
+            delattr(cls, key)  # the instance's value is set by __init__
+        cls.params = {**cls.params, **own}
 
     def __init__(self, **kwargs: Any) -> None:
         spec = {**self.COMMON, **self.params}
@@ -167,11 +210,19 @@ class Scenario:
         return f"{self.name}" + (f"({', '.join(parts)})" if parts else "")
 
     def setup(self, models: dict[str, DemoModel]) -> None:
-        """Check the parameters against the models (raise ValueError); default: models exist."""
+        """Check the parameters against the models (ValueError): the models exist, then :meth:`check`."""
         if self.models:
             unknown = [m for m in self.models if m not in models]
-            if unknown:
-                raise ValueError(f"scenario {self.name}: unknown model(s) {unknown}; running: {sorted(models)}")
+            self.require(not unknown, f"unknown model(s) {unknown}; running: {sorted(models)}")
+        self.check(models)
+
+    def check(self, models: dict[str, DemoModel]) -> None:
+        """The scenario's own parameter checks, with :meth:`require`; default: none."""
+
+    def require(self, ok: bool, message: str) -> None:
+        """Refuse the parameters unless ``ok``: ``ValueError("scenario NAME: message")``."""
+        if not ok:
+            raise ValueError(f"scenario {self.name}: {message}")
 
     def applies(self, model: DemoModel, t: float) -> bool:
         if t < self.at or (self.until is not None and t >= self.until):
@@ -230,6 +281,12 @@ def parse_scenario(text: str) -> Scenario:
     return SCENARIOS[name](**kwargs)
 
 
+def require_numeric_inputs(scn: Scenario, models: dict[str, DemoModel], names: Sequence[str]) -> None:
+    """Check that every name is a numeric input of some running model (what an input shift can move)."""
+    for f in names:
+        scn.require(any(f in m.inputs for m in models.values()), f"{f!r} is not a numeric model input")
+
+
 def _pick_features(scn: Scenario, models: dict[str, DemoModel], names: list[str] | None) -> None:
     """Check a scenario's ``features`` list: every name must belong to some running model."""
     if not names:
@@ -251,21 +308,13 @@ class DataDriftScenario(Scenario):
 
     name = "data-drift"
     help = "shift chosen numeric inputs by SHIFT standard deviations (the model sees it)"
-    params: ClassVar[dict[str, Param]] = {
-        "features": Param(list, None, "numeric inputs to shift (default: two per model)"),
-        "shift": Param(float, 1.0, "shift in standard deviations"),
-        "scale": Param(float, 1.0, "also multiply the spread around the mean by this"),
-    }
-    features: list[str] | None
-    shift: float
-    scale: float
+    features: list[str] | None = param(None, "numeric inputs to shift (default: two per model)")
+    shift: float = param(1.0, "shift in standard deviations")
+    scale: float = param(1.0, "also multiply the spread around the mean by this")
 
-    def setup(self, models: dict[str, DemoModel]) -> None:
-        super().setup(models)
+    def check(self, models: dict[str, DemoModel]) -> None:
         _pick_features(self, models, self.features)
-        for f in self.features or []:
-            if not any(f in m.inputs for m in models.values()):
-                raise ValueError(f"scenario {self.name}: {f!r} is not a numeric model input")
+        require_numeric_inputs(self, models, self.features or [])
 
     def on_inputs(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
@@ -296,23 +345,18 @@ class QualityBreak(Scenario):
 
     name = "quality-break"
     help = "nulls, out-of-range values and wrong types in chosen logged features"
-    params: ClassVar[dict[str, Param]] = {
-        "features": Param(list, None, "logged features to break (default: two per model)"),
-        "null_rate": Param(float, 0.3, "share of events with the feature null"),
-        "out_of_range_rate": Param(float, 0.2, "share with an impossible value (numeric) or an unknown category"),
-        "type_error_rate": Param(float, 0.05, "share with a value of the wrong type"),
-    }
-    features: list[str] | None
-    null_rate: float
-    out_of_range_rate: float
-    type_error_rate: float
+    features: list[str] | None = param(None, "logged features to break (default: two per model)")
+    null_rate: float = param(0.3, "share of events with the feature null")
+    out_of_range_rate: float = param(0.2, "share with an impossible value (numeric) or an unknown category")
+    type_error_rate: float = param(0.05, "share with a value of the wrong type")
 
-    def setup(self, models: dict[str, DemoModel]) -> None:
-        super().setup(models)
+    def check(self, models: dict[str, DemoModel]) -> None:
         _pick_features(self, models, self.features)
         total = self.null_rate + self.out_of_range_rate + self.type_error_rate
-        if min(self.null_rate, self.out_of_range_rate, self.type_error_rate) < 0 or total > 1:
-            raise ValueError(f"scenario {self.name}: rates must be >= 0 and add up to at most 1 (got {total})")
+        self.require(
+            min(self.null_rate, self.out_of_range_rate, self.type_error_rate) >= 0 and total <= 1,
+            f"rates must be >= 0 and add up to at most 1 (got {total})",
+        )
 
     def on_features(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
@@ -346,17 +390,11 @@ class ConceptDrift(Scenario):
 
     name = "concept-drift"
     help = "true labels change: a share FLIP of classes moves to the next class; regression targets shift"
-    params: ClassVar[dict[str, Param]] = {
-        "flip": Param(float, 0.4, "classification: share of labels moved to the next class"),
-        "shift": Param(float, 1.0, "regression: target shift in standard deviations"),
-    }
-    flip: float
-    shift: float
+    flip: float = param(0.4, "classification: share of labels moved to the next class")
+    shift: float = param(1.0, "regression: target shift in standard deviations")
 
-    def setup(self, models: dict[str, DemoModel]) -> None:
-        super().setup(models)
-        if not 0 <= self.flip <= 1:
-            raise ValueError(f"scenario {self.name}: flip must be in [0, 1], got {self.flip}")
+    def check(self, models: dict[str, DemoModel]) -> None:
+        self.require(0 <= self.flip <= 1, f"flip must be in [0, 1], got {self.flip}")
 
     def on_labels(self, batch: TickBatch, rng: np.random.Generator) -> None:
         m = batch.model
@@ -395,20 +433,13 @@ class Malformed(Scenario):
 
     name = "malformed"
     help = "malformed messages (RATE per valid event): bad JSON, wrong types, missing fields, unknown model..."
-    params: ClassVar[dict[str, Param]] = {
-        "rate": Param(float, 0.01, "malformed messages per valid event"),
-        "kinds": Param(list, None, "subset of: " + ", ".join(MALFORMED_KINDS)),
-    }
-    rate: float
-    kinds: list[str] | None
+    rate: float = param(0.01, "malformed messages per valid event")
+    kinds: list[str] | None = param(None, "subset of: " + ", ".join(MALFORMED_KINDS))
 
-    def setup(self, models: dict[str, DemoModel]) -> None:
-        super().setup(models)
-        if self.rate < 0:
-            raise ValueError(f"scenario {self.name}: rate must be >= 0")
+    def check(self, models: dict[str, DemoModel]) -> None:
+        self.require(self.rate >= 0, "rate must be >= 0")
         bad = [k for k in self.kinds or [] if k not in MALFORMED_KINDS]
-        if bad:
-            raise ValueError(f"scenario {self.name}: unknown kind(s) {bad}; known: {', '.join(MALFORMED_KINDS)}")
+        self.require(not bad, f"unknown kind(s) {bad}; known: {', '.join(MALFORMED_KINDS)}")
 
     def on_messages(self, batch: TickBatch, rng: np.random.Generator) -> list[ScenarioMessage]:
         n = int(rng.poisson(self.rate * len(batch))) if self.rate < 1 else int(round(self.rate * len(batch)))

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,9 +23,9 @@ from streams.devstack.models import build_models
 from streams.devstack.scenarios import (
     MALFORMED_KINDS,
     SCENARIOS,
-    Param,
     Scenario,
     malformed_message,
+    param,
     parse_scenario,
     register_scenario,
 )
@@ -368,7 +368,7 @@ def test_a_new_scenario_plugs_in_through_the_registry() -> None:
     class Probe(Scenario):
         name = "test-probe"
         help = "an extra client sends uniformly random inputs"
-        params: ClassVar[dict[str, Param]] = {"share": Param(float, 0.5, "extra events per normal event")}
+        share: float = param(0.5, "extra events per normal event")
 
         def on_inputs(self, batch, rng):
             m = batch.model
@@ -395,8 +395,32 @@ def test_a_new_scenario_plugs_in_through_the_registry() -> None:
 
 def test_scenario_parameters_must_not_shadow_hooks() -> None:
     with pytest.raises(ValueError, match="clash"):
-        register_scenario(type("Bad", (Scenario,), {"name": "bad", "params": {"on_inputs": Param(float, 1.0)}}))
+        register_scenario(
+            type(
+                "Bad", (Scenario,), {"name": "bad", "__annotations__": {"on_inputs": "float"}, "on_inputs": param(1.0)}
+            )
+        )
     assert "bad" not in SCENARIOS
+
+
+def test_scenario_parameters_are_declared_once_with_their_type() -> None:
+    class Typed(Scenario):
+        name = "test-typed"
+        share: float = param(0.5, "a share")
+        kinds: list[str] | None = param(None, "some kinds")
+
+    assert {k: (p.type, p.default, p.help) for k, p in Typed.params.items()} == {
+        "share": (float, 0.5, "a share"),
+        "kinds": (list, None, "some kinds"),
+    }
+    t = Typed(share="0.25", kinds="a+b")
+    assert (t.share, t.kinds) == (0.25, ["a", "b"]) and Typed().share == 0.5
+    with pytest.raises(TypeError, match="needs its type"):
+        type("Untyped", (Scenario,), {"name": "untyped", "share": param(0.5)})
+    with pytest.raises(TypeError, match="a parameter is float"):
+        type("Odd", (Scenario,), {"name": "odd", "__annotations__": {"x": "dict"}, "x": param({})})
+    with pytest.raises(TypeError, match="not params"):
+        type("Old", (Scenario,), {"name": "old", "params": {}})
 
 
 def test_stop_event_ends_an_endless_paced_run() -> None:
