@@ -11,6 +11,7 @@ three at once.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -424,3 +425,20 @@ def test_the_label_types_are_the_same_for_the_sdk_the_decoder_and_the_schema() -
         assert (schema_errors(event) == []) is ok, label
         dead = decode([event]).dead
         assert (dead == []) is ok, (label, dead)
+
+
+def test_the_json_schema_follows_a_change_of_the_definition() -> None:
+    """The models are generated: a field made required, a field added or the id limit changed in the contract
+    is in the schema with no other edit (the SDK and the decoder read the same names, checked above)."""
+    from streams.wire import schemas
+
+    fields = tuple(
+        dataclasses.replace(f, required=True) if f.name == "source_id" else f for f in C.INFERENCE.fields
+    ) + (C.WireField("tenant", C.Kind.ID, required=False, per_event=False),)
+    changed = dataclasses.replace(C.INFERENCE, fields=fields)
+    event = schemas._event_model(changed, "Changed").model_json_schema()
+    batch = schemas._batch_model(changed, "ChangedBatch").model_json_schema()
+    assert set(event["required"]) == C.INFERENCE.required | {"source_id"} == changed.required
+    assert "tenant" in event["properties"] and "tenant" in batch["properties"] and "tenant" not in batch["required"]
+    assert batch["properties"]["source_id"]["type"] == "array"  # per event: a column in the batch
+    assert event["properties"]["event_id"]["maxLength"] == C.MAX_ID_LEN
