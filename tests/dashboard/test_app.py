@@ -8,16 +8,13 @@ delivery; ``fraud`` and ``ranker`` are healthy.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -25,6 +22,7 @@ import dashboard
 from dashboard import auth, sample
 from dashboard import queries as Q
 from streams.devstack.localstack import LocalStack
+from tests.dashboard.helpers import fresh_db
 
 pytestmark = pytest.mark.integration
 
@@ -39,27 +37,20 @@ PAGES = ["drift", "quality", "performance", "adversarial", "alerts"]
 @pytest.fixture(scope="module")
 def populated(stack: LocalStack) -> Iterator[Q.Conn]:
     """One database with 8 hours of results (5-minute windows) for three models."""
-    conn = Q.Conn(stack.influx_url, f"dash{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    recs = sample.sample_records(
-        MODELS,
-        n_features=8,
-        windows=96,
-        cadence_s=300,
-        drift_feature=DRIFTING,
-        quality_feature=BROKEN,
-        segments=[SEGMENT],
-        false_alarms=False,
-    )
-    n = sample.write_records(conn, recs)
-    assert n > 10_000
-    yield conn
-    with contextlib.suppress(Exception):
-        httpx.post(
-            f"{conn.url}/query",
-            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
-            timeout=30,
-            auth=(conn.username, conn.password),
+    with fresh_db(stack, "dash") as conn:
+        recs = sample.sample_records(
+            MODELS,
+            n_features=8,
+            windows=96,
+            cadence_s=300,
+            drift_feature=DRIFTING,
+            quality_feature=BROKEN,
+            segments=[SEGMENT],
+            false_alarms=False,
         )
+        n = sample.write_records(conn, recs)
+        assert n > 10_000
+        yield conn
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, url: str, db: str, **extra: str) -> None:

@@ -9,17 +9,15 @@ charts drawn and without any exception element, and is saved as a screenshot und
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dashboard import browser, sample
-from dashboard import queries as Q
 from dashboard.config import PAGES
-from streams.devstack.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, settings_env
+from tests.dashboard.helpers import chromium, fresh_db, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]  # Chromium over every page: 20-40 s
 
@@ -33,39 +31,28 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """``driftwatch dashboard`` on a free port, reading a freshly filled database."""
     from streams.settings import Settings
 
-    db = f"dashb{uuid.uuid4().hex[:10]}"
-    conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
-    sample.write_records(
-        conn,
-        sample.sample_records(
-            ["churn", "fraud", "ranker"],
-            n_features=8,
-            windows=96,
-            drift_feature="f_001",
-            quality_feature="f_002",
-            false_alarms=False,
-        ),
-    )
-    env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db))
-    env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="3", DRIFTWATCH_DASHBOARD_AUTH="none")
-    env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
-    log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
-    try:
-        with browser.serve_dashboard(env, free_port(), log) as base:
+    with fresh_db(stack, "dashb") as conn:
+        sample.write_records(
+            conn,
+            sample.sample_records(
+                ["churn", "fraud", "ranker"],
+                n_features=8,
+                windows=96,
+                drift_feature="f_001",
+                quality_feature="f_002",
+                false_alarms=False,
+            ),
+        )
+        env = settings_env(Settings(influx_url=stack.influx_url, influx_db=conn.db))
+        env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="3", DRIFTWATCH_DASHBOARD_AUTH="none")
+        env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
+        with serving(env, tmp_path_factory.mktemp("dashboard") / "dashboard.log") as base:
             yield base
-    except browser.BrowserError as e:
-        pytest.fail(str(e), pytrace=False)
-    finally:
-        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=30, auth=stack.influx_auth)
 
 
 @pytest.fixture(scope="module")
 def page(served: str) -> Iterator[object]:
-    try:
-        browser.chromium_path()
-    except browser.BrowserError as e:
-        pytest.fail(str(e), pytrace=False)
-    with browser.chromium() as p:
+    with chromium() as p:
         yield p
 
 

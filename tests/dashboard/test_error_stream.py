@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 
-import httpx
 import pytest
 
-from dashboard import queries as Q
 from dashboard import sample
 from detectors import records as R
 from detectors.records import Record
 from streams.worker.labels import ERROR_STREAM_METRIC, FET_DETECTOR
+from tests.dashboard.helpers import fresh_db
 from tests.dashboard.test_app import _env, no_exception, open_page, texts
 
 pytestmark = pytest.mark.integration
@@ -21,16 +18,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def db(stack, monkeypatch: pytest.MonkeyPatch):
-    conn = Q.Conn(stack.influx_url, f"dashes{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    _env(monkeypatch, conn.url, conn.db)
-    yield conn
-    with contextlib.suppress(Exception):
-        httpx.post(
-            f"{conn.url}/query",
-            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
-            timeout=30,
-            auth=(conn.username, conn.password),
-        )
+    with fresh_db(stack, "dashes") as conn:
+        _env(monkeypatch, conn.url, conn.db)
+        yield conn
 
 
 def test_detections_of_the_error_stream_are_listed(db) -> None:

@@ -9,15 +9,12 @@ metrics only. The monitor config gives ``churn`` alert rules, whose thresholds t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -29,6 +26,7 @@ from detectors import records as R
 from detectors.records import Record
 from streams.devstack.localstack import LocalStack
 from tests.dashboard import test_app
+from tests.dashboard.helpers import fresh_db
 from tests.dashboard.test_app import _env, no_exception, texts
 
 pytestmark = pytest.mark.integration
@@ -106,33 +104,26 @@ def _extra(recs: list[Record]) -> list[Record]:
 
 @pytest.fixture(scope="module")
 def fresh(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Q.Conn, Path, pd.Timestamp]]:
-    conn = Q.Conn(stack.influx_url, f"glance{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    end = datetime.now(UTC).replace(microsecond=0)  # when the module's tests start, not at collection
-    recs = list(
-        sample.sample_records(
-            ["churn"],
-            n_features=8,
-            windows=WINDOWS,
-            cadence_s=CADENCE,
-            end=end,
-            drift_feature="f_001",
-            quality_feature="f_002",
-            false_alarms=False,
+    with fresh_db(stack, "glance") as conn:
+        end = datetime.now(UTC).replace(microsecond=0)  # when the module's tests start, not at collection
+        recs = list(
+            sample.sample_records(
+                ["churn"],
+                n_features=8,
+                windows=WINDOWS,
+                cadence_s=CADENCE,
+                end=end,
+                drift_feature="f_001",
+                quality_feature="f_002",
+                false_alarms=False,
+            )
         )
-    )
-    recs += _extra(recs)
-    sample.write_records(conn, recs)
-    first = pd.Timestamp(min(r.time_ns for r in recs if r.measurement == R.WINDOW), unit="ns", tz="UTC")
-    monitors = tmp_path_factory.mktemp("glance") / "monitors.yaml"
-    monitors.write_text(MONITORS)
-    yield conn, monitors, first
-    with contextlib.suppress(Exception):
-        httpx.post(
-            f"{conn.url}/query",
-            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
-            timeout=30,
-            auth=(conn.username, conn.password),
-        )
+        recs += _extra(recs)
+        sample.write_records(conn, recs)
+        first = pd.Timestamp(min(r.time_ns for r in recs if r.measurement == R.WINDOW), unit="ns", tz="UTC")
+        monitors = tmp_path_factory.mktemp("glance") / "monitors.yaml"
+        monitors.write_text(MONITORS)
+        yield conn, monitors, first
 
 
 @pytest.fixture

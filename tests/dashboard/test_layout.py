@@ -10,11 +10,9 @@ events), so their throughput lines lie exactly on top of each other. Screenshots
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -23,7 +21,8 @@ from dashboard import queries as Q
 from dashboard.config import PAGES
 from detectors import records as R
 from detectors.records import Record
-from streams.devstack.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, settings_env
+from tests.dashboard.helpers import chromium, fresh_db, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]  # Chromium over every page: 20-40 s
 
@@ -79,35 +78,24 @@ def _twins(end_ns: int, windows: int = 96, cadence_s: int = 300) -> list[Record]
 def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from streams.settings import Settings
 
-    db = f"layout{uuid.uuid4().hex[:10]}"
-    conn = Q.Conn(stack.influx_url, db, *stack.influx_auth)
     recs = list(
         sample.sample_records(
             ["churn"], n_features=8, windows=96, drift_feature="f_001", quality_feature="f_002", false_alarms=False
         )
     )
     recs += _twins(max(r.time_ns for r in recs))
-    sample.write_records(conn, recs)
-    env = settings_env(Settings(influx_url=stack.influx_url, influx_db=db))
-    env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0", DRIFTWATCH_DASHBOARD_AUTH="none")
-    env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
-    log = tmp_path_factory.mktemp("layout") / "dashboard.log"
-    try:
-        with browser.serve_dashboard(env, free_port(), log) as base:
+    with fresh_db(stack, "layout") as conn:
+        sample.write_records(conn, recs)
+        env = settings_env(Settings(influx_url=stack.influx_url, influx_db=conn.db))
+        env.update(DRIFTWATCH_DASHBOARD_REFRESH_SECONDS="0", DRIFTWATCH_DASHBOARD_AUTH="none")
+        env.pop("DRIFTWATCH_DASHBOARD_ACCESS", None)
+        with serving(env, tmp_path_factory.mktemp("layout") / "dashboard.log") as base:
             yield base
-    except browser.BrowserError as e:
-        pytest.fail(str(e), pytrace=False)
-    finally:
-        httpx.post(f"{stack.influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=30, auth=stack.influx_auth)
 
 
 @pytest.fixture(scope="module", params=WIDTHS, ids=[f"{w}px" for w in WIDTHS])
 def page(request: pytest.FixtureRequest, served: str) -> Iterator[object]:
-    try:
-        browser.chromium_path()
-    except browser.BrowserError as e:
-        pytest.fail(str(e), pytrace=False)
-    with browser.chromium(width=request.param, height=900) as p:
+    with chromium(width=request.param, height=900) as p:
         p.dw_width = request.param  # type: ignore[attr-defined]
         yield p
 

@@ -3,21 +3,18 @@ drift and impact without reference outputs (records from the real evaluators, re
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 
-import httpx
 import numpy as np
 import pytest
 
-from dashboard import queries as Q
 from dashboard import sample
 from detectors.advanced import EstimatedPerformance, FeatureImpactEvaluator, PredictionDrift
 from detectors.frame import Frame
 from detectors.reference import Reference, attach_reference_frame
 from detectors.runner import WindowContext, evaluate_window
 from detectors.spec import FeatureSpec
+from tests.dashboard.helpers import fresh_db
 from tests.dashboard.test_app import _env, no_exception, open_page, texts
 
 pytestmark = pytest.mark.integration
@@ -26,16 +23,9 @@ FEATS = (FeatureSpec(name="x", kind="numeric"),)
 
 @pytest.fixture
 def db(stack, monkeypatch: pytest.MonkeyPatch):
-    conn = Q.Conn(stack.influx_url, f"dashps{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    _env(monkeypatch, conn.url, conn.db)
-    yield conn
-    with contextlib.suppress(Exception):
-        httpx.post(
-            f"{conn.url}/query",
-            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
-            timeout=30,
-            auth=(conn.username, conn.password),
-        )
+    with fresh_db(stack, "dashps") as conn:
+        _env(monkeypatch, conn.url, conn.db)
+        yield conn
 
 
 def _frame(rng, n, outputs=True):

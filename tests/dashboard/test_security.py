@@ -8,13 +8,11 @@ Guessing and timing run the real login form under Streamlit's AppTest.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import auth, browser, sample
 from dashboard import queries as Q
-from streams.devstack.localstack import LocalStack, free_port, settings_env
+from streams.devstack.localstack import LocalStack, settings_env
+from tests.dashboard.helpers import chromium, fresh_db, serving
 from tests.dashboard.wsclient import StreamlitClient, drain, login, until, widget
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -47,26 +46,19 @@ HASHES = {"alice": auth.hash_password(ALICE_PW, iterations=2000), "bob": auth.ha
 
 @pytest.fixture(scope="module")
 def influx_db(stack: LocalStack) -> Iterator[Q.Conn]:
-    conn = Q.Conn(stack.influx_url, f"sec{uuid.uuid4().hex[:10]}", *stack.influx_auth)
-    sample.write_records(
-        conn,
-        sample.sample_records(
-            ["wine", "diabetes"],
-            n_features=4,
-            windows=24,
-            drift_feature="f_001",
-            quality_feature="f_002",
-            false_alarms=False,
-        ),
-    )
-    yield conn
-    with contextlib.suppress(Exception):
-        httpx.post(
-            f"{conn.url}/query",
-            data={"q": f"DROP DATABASE {Q.ident(conn.db)}"},
-            timeout=30,
-            auth=(conn.username, conn.password),
+    with fresh_db(stack, "sec") as conn:
+        sample.write_records(
+            conn,
+            sample.sample_records(
+                ["wine", "diabetes"],
+                n_features=4,
+                windows=24,
+                drift_feature="f_001",
+                quality_feature="f_002",
+                false_alarms=False,
+            ),
         )
+        yield conn
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +77,8 @@ def served(influx_db: Q.Conn, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     env.pop("DRIFTWATCH_DASHBOARD_PASSWORD", None)
     log = folder / "dashboard.log"
-    try:
-        with browser.serve_dashboard(env, free_port(), log) as base:
-            yield base, access, log
-    except browser.BrowserError as e:
-        pytest.fail(str(e), pytrace=False)
+    with serving(env, log) as base:
+        yield base, access, log
 
 
 @pytest.fixture
@@ -416,16 +405,6 @@ class Wire:
         self.server.send(msg.SerializeToString())
 
 
-@contextlib.contextmanager
-def _chromium():
-    try:
-        browser.chromium_path()
-    except browser.BrowserError as e:
-        pytest.fail(str(e), pytrace=False)
-    with browser.chromium() as page:
-        yield page
-
-
 def _browser_login(page, base: str, user: str, pw: str) -> None:
     page.goto(base)
     page.get_by_role("textbox", name="User").fill(user)
@@ -438,7 +417,7 @@ def _browser_login(page, base: str, user: str, pw: str) -> None:
 @pytest.mark.slow  # Chromium (~15 s)
 def test_browser_logout_then_replayed_fragment_shows_nothing(dash) -> None:
     base, _access, _log = dash
-    with _chromium() as page:
+    with chromium() as page:
         wire = Wire(page)
         _browser_login(page, base, "alice", ALICE_PW)
         frags = wire.since(0).fragment_ids()
@@ -460,7 +439,7 @@ def test_browser_logout_then_replayed_fragment_shows_nothing(dash) -> None:
 @pytest.mark.slow  # Chromium (~15 s)
 def test_browser_revocation_empties_the_open_page_at_the_next_tick(dash) -> None:
     base, access, _log = dash
-    with _chromium() as page:
+    with chromium() as page:
         wire = Wire(page)
         _browser_login(page, base, "alice", ALICE_PW)
         assert wire.since(0).data_elements()
