@@ -649,6 +649,19 @@ def fmt_num(v: Any, spec: str = ".3g") -> str:
     return "—" if math.isnan(f) else format(f, spec)
 
 
+def count(n: Any, noun: str, plural: str | None = None, spec: str = ",.0f") -> str:
+    """``n`` formatted, and ``noun`` agreeing with it (``plural`` when adding an s is wrong).
+
+    >>> count(1, "feature"), count(2500, "event"), count(None, "label"), count(1.0, "query", "queries")
+    ('1 feature', '2,500 events', '— labels', '1 query')
+    """
+    try:
+        one = float(n) == 1
+    except (TypeError, ValueError):
+        one = False
+    return f"{fmt_num(n, spec)} {noun if one else (plural or noun + 's')}"
+
+
 def fmt_time(t: Any) -> str:
     if t is None or (isinstance(t, float) and math.isnan(t)) or pd.isna(t):
         return "—"

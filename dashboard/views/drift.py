@@ -45,21 +45,21 @@ def verdict_text(row: pd.Series) -> str:
         # events it tested and how rarely it raises a false alarm
         ert = row.get("ert")
         sizes = (
-            f"{ui.fmt_num(row.get('n'), ',.0f')} events of the window tested one by one against the reference"
+            f"{ui.count(row.get('n'), 'event')} of the window tested one by one against the reference"
             + (
-                f" (a false alarm once per {ui.fmt_num(ert, ',.0f')} events)"
+                f" (a false alarm once per {ui.count(ert, 'event')})"
                 if pd.notna(pd.to_numeric(ert, errors="coerce"))
                 else ""
             )
             + (
-                f", {ui.fmt_num(row.get('n_detections'), ',.0f')} detections in it"
+                f", {ui.count(row.get('n_detections'), 'detection')} in it"
                 if pd.notna(pd.to_numeric(row.get("n_detections"), errors="coerce"))
                 else ""
             )
         )
     else:
         sizes = (
-            f"window of {ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} events vs reference of "
+            f"window of {ui.count(row.get(Q.F_N_CUR), 'event')} vs reference of "
             f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}"
         )
     return (
@@ -70,7 +70,10 @@ def verdict_text(row: pd.Series) -> str:
 
 def _summary(ctx: ui.Ctx, latest: pd.DataFrame, summ: pd.DataFrame) -> None:
     tests = (
-        ", ".join(f"{ui.test_name(d)} ({n} features)" for d, n in Q.col(latest, "detector", "").value_counts().items())
+        ", ".join(
+            f"{ui.test_name(d)} ({ui.count(n, 'feature')})"
+            for d, n in Q.col(latest, "detector", "").value_counts().items()
+        )
         or "—"
     )
     n_cur = pd.to_numeric(Q.col(latest, Q.F_N_CUR), errors="coerce")

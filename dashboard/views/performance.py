@@ -165,10 +165,10 @@ def _error_stream_section(ctx: ui.Ctx, es: pd.DataFrame) -> None:
     else:
         st.markdown(
             f"Latest window ({ui.fmt_time(last.get('time'))}): **{'drift' if last.get(Q.F_DRIFT) else 'no drift'}**; "
-            f"error rate {ui.fmt_num(last.get('error_rate'), '.1%')} over {ui.fmt_num(last.get('n'), ',.0f')} joined "
-            f"labels vs {ui.fmt_num(last.get('reference_error_rate'), '.1%')} in the reference of "
-            f"{ui.fmt_num(last.get('n_ref'), ',.0f')}; {ui.fmt_num(last.get('t'), ',.0f')} labels since the last "
-            f"detection; expected run time {ui.fmt_num(last.get('ert'), ',.0f')} labels between false alarms."
+            f"error rate {ui.fmt_num(last.get('error_rate'), '.1%')} over {ui.count(last.get('n'), 'joined label')} "
+            f"vs {ui.fmt_num(last.get('reference_error_rate'), '.1%')} in the reference of "
+            f"{ui.fmt_num(last.get('n_ref'), ',.0f')}; {ui.count(last.get('t'), 'label')} since the last "
+            f"detection; expected run time {ui.count(last.get('ert'), 'label')} between false alarms."
         )
     hits = es[pd.to_numeric(Q.col(es, Q.F_DRIFT), errors="coerce").fillna(0) > 0]
     if len(hits):
@@ -342,7 +342,7 @@ def render(ctx: ui.Ctx) -> None:
                 f"**{out}** — latest window ({ui.fmt_time(row.get('time'))}): "
                 f"**{'drift' if row.get(Q.F_DRIFT) else 'no drift'}**, {ui.test_name(row.get('detector'))} statistic "
                 f"{ui.fmt_num(row.get(Q.F_STATISTIC), '.4g')}, {basis}; window of "
-                f"{ui.fmt_num(row.get(Q.F_N_CUR), ',.0f')} predictions vs reference of "
+                f"{ui.count(row.get(Q.F_N_CUR), 'prediction')} vs reference of "
                 f"{ui.fmt_num(row.get(Q.F_N_REF), ',.0f')}."
             )
         y = Q.F_P_VALUE if Q.F_P_VALUE in pred and pred[Q.F_P_VALUE].notna().any() else Q.F_STATISTIC

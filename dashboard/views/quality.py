@@ -122,13 +122,13 @@ def render(ctx: ui.Ctx) -> None:
                             # the band the rate was judged against (one feature: bands of several
                             # features would overlap); the table lists every feature's
                             band=(f"{rate}_lower", f"{rate}_upper") if len(worst_feats) == 1 else None,
-                            title=f"The {len(worst_feats)} worst features over time",
+                            title=f"The {ui.count(len(worst_feats), 'worst feature')} over time",
                         ),
                         width="stretch",
                     )
         else:
             st.success(
-                f"No {RATE_LABELS[rate]} values in the {ctx.range_label} ({len(order)} features checked).",
+                f"No {RATE_LABELS[rate]} values in the {ctx.range_label} ({ui.count(len(order), 'feature')} checked).",
                 icon=":material/check_circle:",
             )
         if len(latest):
