@@ -97,7 +97,7 @@ def batch_payload(traffic: Traffic, model_id: str, start: int, n: int, rng: np.r
         "model_id": model_id,
         "model_version": "1",
         "event_id": [f"{model_id[-3:]}-{i:x}" for i in idx.tolist()],
-        "event_time": np.round(traffic.base_time + idx * 0.001, 3),
+        "event_time": event_times(traffic, start, n),
         "source_id": SOURCES[rng.integers(0, len(SOURCES), n)].tolist(),
         "features": {
             **{name: num[k] for k, name in enumerate(NUMERIC)},
@@ -106,6 +106,11 @@ def batch_payload(traffic: Traffic, model_id: str, start: int, n: int, rng: np.r
         "prediction": {"label": label.tolist()},
     }
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def event_times(traffic: Traffic, start: int, n: int) -> np.ndarray:
+    """The event times (epoch s) of a model's events ``start``..``start+n``: one per millisecond."""
+    return np.round(traffic.base_time + np.arange(start, start + n) * 0.001, 3)
 
 
 def iter_messages(traffic: Traffic):
@@ -181,20 +186,22 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
 
 
 def monitor_config(
-    traffic: Traffic, window: int = 5000, reference: int = 5000, window_extra: dict | None = None
+    traffic: Traffic, window: int | None = 5000, reference: int = 5000, window_extra: dict | None = None
 ) -> dict:
     """The monitor config (``streams.worker.monitors`` shape) the worker runs for the bench models.
 
-    ``window_extra``: more ``window`` settings (e.g. ``summary_min_events``)."""
+    ``window``: count windows of that many events; None with ``size_seconds`` in ``window_extra``
+    for event-time windows. ``window_extra``: more ``window`` settings (e.g. ``summary_min_events``)."""
     features = [{"name": n, "kind": "numeric", "min": -50.0, "max": 50.0} for n in NUMERIC]
     features += [{"name": c, "kind": "categorical", "allowed": LEVELS.tolist()} for c in CATEGORICAL]
+    size = {} if window is None else {"size_events": window}
     return {
         "models": [
             {
                 "model_id": m,
                 "task": "classification",
                 "features": features,
-                "window": {"size_events": window, "idle_close_seconds": 600.0, **(window_extra or {})},
+                "window": {**size, "idle_close_seconds": 600.0, **(window_extra or {})},
                 "reference": {"first_n": reference},
                 "drift": {"p_val": 0.05, "correction": "bonferroni"},
             }
@@ -204,7 +211,7 @@ def monitor_config(
 
 
 def write_monitor_config(
-    path: Path, traffic: Traffic, window: int = 5000, reference: int = 5000, window_extra: dict | None = None
+    path: Path, traffic: Traffic, window: int | None = 5000, reference: int = 5000, window_extra: dict | None = None
 ) -> Path:
     """Write :func:`monitor_config` as YAML and validate it with the real loader."""
     from streams.worker.monitors import load_monitors
