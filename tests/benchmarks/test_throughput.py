@@ -226,3 +226,54 @@ def test_warm_up_ends_when_every_models_first_evaluated_window_is_queryable():
     end, lat = throughput._warm_up_end(pts)
     assert end == 16.0
     assert sorted(lat.round(1).tolist()) == [200.0, 500.0]  # only the windows closed after it
+
+
+def test_cases_parse_count_and_time_windows_and_know_how_many_events_they_close():
+    plan = _plan("--models", "2", "--events", "4000000", "--cases", "1000000,60s")
+    one_m, sixty = plan.cases
+    assert (one_m.name, one_m.events, one_m.seconds) == ("count_1000000", 1_000_000, None)
+    assert (sixty.name, sixty.events, sixty.seconds) == ("time_60s", None, 60.0)
+    tr = Traffic(models=plan.models, events=plan.events, base_time=1_699_999_970.0)  # 10 s before a minute
+    assert one_m.expected(tr) == 4_000_000  # two whole windows per model
+    # one event per ms over 2,000 s: 10 s, then 33 whole minutes close; the last 10 s stay open
+    assert sixty.expected(tr) == 2 * (10_000 + 33 * 60_000)
+    with pytest.raises(throughput.BenchError):
+        throughput.Case.parse("ten")
+
+
+def test_the_rate_is_measured_after_every_models_first_window():
+    P = throughput.WindowPoint
+    # two models, windows of 1M events closing in rounds: round 1 at ~10 s, round 2 at ~20 s
+    pts = [
+        P((1, "a", "1"), 1_000_000, 10.0, 10.1),
+        P((1, "b", "1"), 1_000_000, 10.5, 10.6),
+        P((2, "a", "1"), 1_000_000, 20.0, 20.1),
+        P((2, "b", "1"), 1_000_000, 20.5, 20.6),
+    ]
+    rate, span = throughput.steady_rate(pts)
+    assert span == 10.0 and rate == 200_000.0  # the second round's 2M events over 10.5 → 20.5 s
+    assert throughput.steady_rate(pts[:2]) == (None, 0.0)  # one round: nothing to measure
+
+
+def test_summary_reports_each_case_against_the_same_floor():
+    report = {
+        "floor": {"events_per_s": 100_000.0},
+        "worker": {"events_per_s_per_worker": 35_000.0},
+        "cases": {
+            "count_1000000": {
+                "events_per_s_per_worker": 45_000.0,
+                "latency_ms": {"p99": 900.0},
+                "events_counted": 8,
+                "events_expected": 8,
+            },
+            "time_60s": {"events_per_s_per_worker": 30_000.0, "latency_ms": {"p99": 1500.0}},
+        },
+    }
+    s = throughput.summarise(report, _plan())
+    assert s["ratio_to_floor"] == 0.35 and s["targets"]["ratio_to_floor_5000>=0.3"] is True
+    assert s["cases_summary"]["count_1000000"]["ratio_to_floor"] == 0.45
+    assert s["targets"]["ratio_to_floor_count_1000000>=0.4"] is True
+    assert s["targets"]["latency_p99_ms_count_1000000<1000"] is True
+    assert s["targets"]["ratio_to_floor_time_60s>=0.4"] is False
+    assert s["targets"]["latency_p99_ms_time_60s<1000"] is False
+    assert s["targets"]["counted_equals_expected_time_60s"] is None
