@@ -1286,10 +1286,6 @@ def sources(conn: Conn, scope: Scope) -> pd.DataFrame:
     return latest.sort_values(["flagged_windows", TIME], ascending=False).reset_index(drop=True)
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, float]:
     """``(fn(*a, **kw), seconds)`` — for the benchmark."""
     t = time.perf_counter()

@@ -49,8 +49,6 @@ from detectors.reference import (
     OTHER,
     Reference,
     WindowColumns,
-    as_str,
-    not_missing,
     safe_label,
     sorted_bin_counts,
 )
@@ -94,14 +92,6 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     values = values[np.isfinite(values)]
     idx = np.searchsorted(edges, values, side="right")  # x in [e_{k-1}, e_k) -> k
     return np.bincount(idx, minlength=edges.shape[0] + 1).astype(np.int64)
-
-
-def category_counts(values: np.ndarray, reference: Reference, feature: str) -> np.ndarray:
-    """Counts of categorical ``values`` per top-K reference category plus ``__other__``."""
-    cref = reference.categorical[feature]
-    col = np.asarray(values, dtype=object)
-    codes = cref.top_codes(as_str(col[not_missing(col)]))
-    return np.bincount(codes, minlength=cref.top.shape[0] + 1).astype(np.int64)
 
 
 def _labels(reference: Reference, feature: str) -> tuple[str, ...]:

@@ -11,15 +11,13 @@ not each other.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.special as sc
 from scipy import stats
 
-from detectors.frame import Frame
-from detectors.reference import Reference, WindowColumns, sorted_bin_counts
+from detectors.reference import Reference, sorted_bin_counts
 
 PSI_EPS = 1e-4
 """Floor of bin proportions in PSI (empty bins would make it infinite)."""
@@ -324,11 +322,6 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
 
 
-def sorted_columns(frame: Frame, names: Sequence[str]) -> list[np.ndarray]:
-    """Finite values of each numeric column, sorted (one 2-D sort for all columns)."""
-    return WindowColumns(frame).numeric(names)
-
-
 def _merge_stats(r: np.ndarray, c: np.ndarray, cvm: bool) -> tuple[float, float, float]:
     """KS D, Wasserstein and (optionally) CvM T of sorted samples ``r`` (reference), ``c``.
 
@@ -410,11 +403,6 @@ def numeric_block(
     return NumericBlock(
         names, ref_sorted, cur_sorted, n, m, merged[:, 0], merged[:, 2] if cvm else None, merged[:, 1], psi, js, bins
     )
-
-
-def present_categories(frame: Frame, name: str) -> np.ndarray:
-    """The non-missing values of a categorical column as a unicode array."""
-    return WindowColumns(frame).categories(name)
 
 
 def categorical_block(
