@@ -23,6 +23,7 @@ import orjson
 from numpy.typing import NDArray
 
 from streams.devstack.models import DemoModel, plain_value
+from streams.wire.contract import INFERENCE, LABEL, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -461,8 +462,8 @@ def _valid_event(batch: TickBatch, rng: np.random.Generator) -> dict[str, Any]:
     else:
         pred = {"value": float(batch.pred["value"][i])}
     return {
-        "schema_version": 1,
-        "type": "inference",
+        "schema_version": SCHEMA_VERSION,
+        "type": INFERENCE.type,
         "event_id": f"bad-{int(rng.integers(1 << 62)):x}",
         "model_id": m.model_id,
         "model_version": m.version,
@@ -512,8 +513,8 @@ def malformed_message(kind: str, batch: TickBatch, rng: np.random.Generator) -> 
         return ScenarioMessage(orjson.dumps(ev), key, kind=kind)
     if kind == "batch_length_mismatch":
         batch_msg = {
-            "schema_version": 1,
-            "type": "inference_batch",
+            "schema_version": SCHEMA_VERSION,
+            "type": INFERENCE.batch_type,
             "model_id": m.model_id,
             "model_version": m.version,
             "event_id": [ev["event_id"], ev["event_id"] + "b"],
@@ -524,8 +525,8 @@ def malformed_message(kind: str, batch: TickBatch, rng: np.random.Generator) -> 
         return ScenarioMessage(orjson.dumps(batch_msg), key, kind=kind)
     if kind == "label_wrong_type":
         lab = {
-            "schema_version": 1,
-            "type": "label",
+            "schema_version": SCHEMA_VERSION,
+            "type": LABEL.type,
             "event_id": ev["event_id"],
             "model_id": m.model_id,
             "label": {"value": 1},

@@ -8,7 +8,7 @@ topic (``Settings.topic_deadletter``):
 * **headers** (UTF-8 text):
 
   ==================== ===========================================================
-  ``dw-reason``        one of :data:`streams.worker.decode.REASONS`
+  ``dw-reason``        one of :data:`streams.wire.contract.REASONS`
   ``dw-detail``        what is wrong, for humans (at most 1000 characters)
   ``dw-rows``          ``all``, or the bad rows' indexes inside the message
                        (JSON array index / column index), as ranges ``0-3,7``
@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 from detectors.records import DEADLETTER, T_MODEL, T_REASON, T_VERSION, FieldValue, Record
 from detectors.reference import safe_label
 from streams.retry import Backoff
+from streams.wire.contract import R_UNKNOWN_MODEL
 from streams.worker.decode import DeadLetter
 
 if TYPE_CHECKING:  # aiokafka is imported when the sender starts (the module is imported without a broker too)
@@ -237,7 +238,7 @@ class DeadLetterPublisher:
                 hint = (
                     "declare the model in the monitor config, then `driftwatch deadletter replay --reason "
                     f"{dl.reason} --model {model}`"
-                    if dl.reason == "unknown_model"
+                    if dl.reason == R_UNKNOWN_MODEL
                     else "`driftwatch deadletter list` shows them, `deadletter replay` sends them again once fixed"
                 )
                 log.warning("dead-lettering events of model %s: %s (%s); %s", model, dl.reason, dl.detail[:200], hint)
