@@ -238,7 +238,7 @@ def monitor_config(
                 "task": s.task,
                 "features": feats,
                 "window": {"size_events": s.window},
-                "reference": {"first_n": s.ref_n},
+                "reference": s.reference or {"first_n": s.ref_n},
             }
         )
     cfg: dict[str, Any] = {"models": models}
@@ -1168,7 +1168,7 @@ def run(args: argparse.Namespace) -> int:
                 "label_pace": LABEL_PACE,
                 "budget_false_alarms_per_100_windows": args.budget,
                 "windows_per_day": WINDOWS_PER_DAY,
-                "worker": "driftwatch worker, default monitor config (reference first_n, window, features)",
+                "worker": "driftwatch worker, default monitor config (reference per stream, window, features)",
                 "nannyml": nanny.get("nannyml_version"),
                 "nannyml_spec": None if args.no_nannyml else NANNYML_SPEC,
             },

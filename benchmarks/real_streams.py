@@ -11,8 +11,8 @@ Each :class:`Stream` is what a serving system would have published: feature
 columns, the model's outputs (predicted label and class probabilities, or a
 regression value) and, for labelled streams, the true outcome of every event.
 Streams are replayed in their own order; the first ``ref_n`` events are the
-monitor's reference (``reference: {first_n: ref_n}``, the only per-stream
-choice), windows are ``window`` events. ``changes`` are the event indices where
+monitor's reference (``reference: {first_n: ref_n}`` unless the stream sets
+``reference``: the only per-stream choice), windows are ``window`` events. ``changes`` are the event indices where
 a change is *known* (documented by the data set, annotated by people, or
 injected here); ``None`` means the data set documents nothing either way
 (alarms are counted but neither as false nor as detections).
@@ -44,6 +44,8 @@ Streams (``kind``: ``real`` = recorded from the world, ``synthetic`` = generated
   (a point marked by at least half of the annotators; ``benchmarks/thresholds_real.py``) is one
   stream: a reference of 8 windows of 10 events, the quiet windows after it, then 5 windows
   from the next known change. The "model" is a persistence forecast of the first column; no labels.
+  Their monitors use a ``rolling`` reference (:data:`ROLLING`); the first 8 windows are its warm-up
+  (not scored), and the peers keep those 80 rows as their fixed reference.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class Stream:
     pred_value: np.ndarray | None = None  # regression
     label: np.ndarray | None = None  # str (classification) / float (regression) per event, or None
     description: str = ""
+    reference: dict[str, Any] | None = None  # the monitor's reference config; None = {first_n: ref_n}
 
     @property
     def n(self) -> int:
@@ -115,6 +118,7 @@ class Stream:
             "events": self.n,
             "window": self.window,
             "reference_first_n": self.ref_n,
+            "reference": self.reference or {"first_n": self.ref_n},
             "windows": self.n_windows,
             "features": {"numeric": len(self.numeric), "categorical": len(self.categorical)},
             "classes": self.classes,
@@ -419,6 +423,13 @@ ANNOTATION_SCALE = {"Apple": 3}
 (annotation 319 × 3 = row 957, 2000-09-27, two days before Apple's crash of 29 September 2000)."""
 
 
+ROLLING = {"rolling": True}
+"""The change-point series' monitor reference: each window against the previous one, the chunk band from how
+every earlier window moved from its predecessor (``reference.rolling_history``, default 100). Prices and passenger
+counts trend and wander: against a fixed block of the first rows, every later window "drifts"
+(docs/detection-science.md, "A reference that follows the series")."""
+
+
 def _brent():
     """Brent crude since 2000, daily (River's file); its annotations index every 10th day (River's docstring).
 
@@ -479,6 +490,7 @@ def river_episodes(quick: bool) -> list[Stream]:
                     pred_value=np.r_[target[0], target[:-1]],
                     description=f"{ser.name} rows {e.ref.start}..{stop}: reference, {len(e.quiet)} quiet windows"
                     + ("" if cp is None else f", change at row {e.change}"),
+                    reference=ROLLING,
                 )
             )
     return out

@@ -66,9 +66,9 @@ from detectors.multivariate import (
 )
 from detectors.online import CVMOnline
 from detectors.performance import CBPE, Calibration, fit_calibration, not_calibrated_record, performance_records
-from detectors.prediction import PredictionReference, prediction_drift, prediction_records
+from detectors.prediction import PredictionReference, prediction_drift, prediction_frame, prediction_records
 from detectors.records import FieldValue, Record
-from detectors.reference import Reference, reference_frame
+from detectors.reference import Reference, attach_rolling_history, reference_frame, rolling_history
 from detectors.spec import DriftSpec, Engine, OnlineSpec
 from detectors.thresholds import Band
 
@@ -160,11 +160,15 @@ def prediction_reference(reference: Reference) -> PredictionReference:
     rows = reference_frame(reference)
     if rows is None:
         raise ValueError("the reference has no rows")
-    return _fitted(
-        reference,
-        ("prediction_reference", reference.bins),
-        lambda: PredictionReference.from_frame(rows, bins=reference.bins),
-    )
+
+    def build() -> PredictionReference:
+        pref = PredictionReference.from_frame(rows, bins=reference.bins)
+        history = rolling_history(reference)
+        if history is not None:  # the outputs of a rolling reference's past windows: its successive-window band
+            attach_rolling_history(pref.reference, [prediction_frame(w, pref.proba_classes)[0] for w in history])
+        return pref
+
+    return _fitted(reference, ("prediction_reference", reference.bins), build)
 
 
 class PredictionDrift:

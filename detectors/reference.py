@@ -816,6 +816,29 @@ def attach_reference_frame(reference: Reference, frame: Frame) -> Reference:
     return reference
 
 
+#: where :func:`attach_rolling_history` keeps a rolling reference's past windows (in ``Reference._cache``)
+ROLLING_HISTORY_KEY = "rolling_history"
+
+
+def attach_rolling_history(reference: Reference, windows: Sequence[Frame]) -> Reference:
+    """Keep the rows of the windows before a rolling reference's own, one frame per window, in time order.
+
+    ``windows`` ends with the reference's own rows (the previous window). The chunk thresholds
+    (:func:`detectors.thresholds.drift_chunks`) then judge a window's change from its predecessor
+    against how each of these windows changed from *its* predecessor: the series' own
+    window-to-window movement, trend included.
+    """
+    reference._cache[ROLLING_HISTORY_KEY] = tuple(windows)
+    return reference
+
+
+def rolling_history(reference: Reference | None) -> tuple[Frame, ...] | None:
+    """The windows attached by :func:`attach_rolling_history` (oldest first), or None."""
+    if reference is None:
+        return None
+    return reference._cache.get(ROLLING_HISTORY_KEY)
+
+
 def reference_frame(reference: Reference | None) -> Frame | None:
     """The rows attached by :func:`attach_reference_frame`, or None."""
     if reference is None:

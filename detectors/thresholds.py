@@ -53,7 +53,7 @@ import numpy as np
 from scipy import stats
 
 from detectors.frame import Frame
-from detectors.reference import Reference, reference_frame
+from detectors.reference import Reference, quantile_edges, reference_frame, rolling_history
 from detectors.spec import DriftSpec, ThresholdSpec
 from detectors.twosample import _starts, binned_effects, chi2_2xk, cvm_pvalue, numeric_block
 from detectors.values import not_none
@@ -247,13 +247,19 @@ class ChunkValues:
     js: dict[str, np.ndarray]
     wasserstein: dict[str, np.ndarray]
     ratio: dict[str, np.ndarray]  # statistic / its median under no drift at the chunk's sizes
+    effect: dict[str, np.ndarray] | None = None  # each chunk's own effect size (successive windows), else None
 
     def band(self, name: str, value: str, multiplier: float) -> Band:
         """Upper band (mean + k·sd) of one feature's chunk ``value`` ("statistic", "psi", ...)."""
         return sd_band(getattr(self, value)[name], multiplier, two_sided=False)
 
     def effects(self, name: str, kind: str, ref_std: float) -> np.ndarray:
-        """Each chunk's effect size against the rest, in :func:`effect_size`'s units."""
+        """Each chunk's effect size against the rest, in :func:`effect_size`'s units.
+
+        Successive windows (:func:`successive_values`) carry their own, each against its predecessor's sd.
+        """
+        if self.effect is not None and name in self.effect:
+            return self.effect[name]
         if kind == "numeric":
             return self.wasserstein[name] / (ref_std if ref_std > 0 else 1e-3)
         return self.js[name] * LN2_SQRT
@@ -366,6 +372,74 @@ def chunk_values(
     return ChunkValues(size, len(slices), out["statistic"], out["psi"], out["js"], out["wasserstein"], out["ratio"])
 
 
+def successive_values(
+    reference: Reference,
+    windows: Sequence[Frame],
+    names: Sequence[str],
+    numeric_test: str,
+) -> ChunkValues:
+    """Drift statistics of each window of a rolling reference's history against the window before it.
+
+    ``windows``: consecutive windows in time order (:func:`detectors.reference.rolling_history`); value
+    ``j`` is window ``j + 1`` judged as the worker judges a window against a rolling reference of the
+    previous window: KS D / CvM T (numeric, bins at the predecessor's quantiles for PSI and JS),
+    chi-square (categorical), and the effect size against the *predecessor's* sd. On a trending or
+    random-walk series every window lies beside the one before it by some amount; these values say
+    how much, so the band (:func:`drift_verdicts`) is the series' own window-to-window movement rather
+    than the spread of one fixed block of rows. ``size`` is the mean window size.
+    """
+    num = [n for n in names if n in reference.numeric]
+    cat = [n for n in names if n in reference.categorical]
+    n_pairs = max(len(windows) - 1, 0)
+    out = {
+        k: {n: np.full(n_pairs, np.nan) for n in num + cat}
+        for k in ("statistic", "psi", "js", "wasserstein", "ratio", "effect")
+    }
+    for j in range(n_pairs):
+        prev, cur = windows[j], windows[j + 1]
+        rs, cs, ok = [], [], []
+        for n in num:
+            if n not in prev.numeric or n not in cur.numeric:
+                continue
+            r = np.sort(np.asarray(prev.numeric[n], dtype=np.float64))
+            c = np.sort(np.asarray(cur.numeric[n], dtype=np.float64))
+            r, c = r[np.isfinite(r)], c[np.isfinite(c)]
+            if r.size >= 2 and c.size >= 2:
+                rs.append(r)
+                cs.append(c)
+                ok.append(n)
+        if ok:
+            blk = numeric_block(rs, cs, [quantile_edges(r, reference.bins) for r in rs], ok, cvm=numeric_test == "cvm")
+            st = blk.ks if blk.cvm is None else blk.cvm
+            med = null_quantile(numeric_test, 0.5, blk.n_ref, blk.n_cur)
+            for k, n in enumerate(ok):
+                out["statistic"][n][j], out["psi"][n][j], out["js"][n][j] = st[k], blk.psi[k], blk.js[k]
+                out["wasserstein"][n][j] = blk.wasserstein[k]
+                out["ratio"][n][j] = st[k] / med[k] if med[k] > 0 else np.nan
+                out["effect"][n][j] = effect_size("numeric", float(blk.wasserstein[k]), 0.0, float(np.std(rs[k])))
+        for n in cat:
+            if n not in prev.categorical or n not in cur.categorical:
+                continue
+            pv, cv = (np.asarray(f.categorical[n], dtype=object) for f in (prev, cur))
+            pv, cv = pv[not_none(pv)].astype(str), cv[not_none(cv)].astype(str)
+            if pv.size == 0 or cv.size == 0:
+                continue
+            cats, codes = np.unique(np.concatenate([pv, cv]), return_inverse=True)
+            a = np.bincount(codes[: pv.size], minlength=cats.size)
+            b = np.bincount(codes[pv.size :], minlength=cats.size)
+            starts = np.zeros(1, dtype=np.int64)
+            st_c, _, dof = chi2_2xk(a, b, starts)
+            psi_c, js_c = binned_effects(a, b, starts)
+            med_c = null_quantile("chi2", 0.5, 0, 0, dof)
+            out["statistic"][n][j], out["psi"][n][j], out["js"][n][j] = st_c[0], psi_c[0], js_c[0]
+            out["ratio"][n][j] = st_c[0] / med_c[0] if dof[0] > 0 and med_c[0] > 0 else np.nan
+            out["effect"][n][j] = float(js_c[0]) * LN2_SQRT
+    size = int(round(float(np.mean([len(w) for w in windows[1:]])))) if n_pairs else 0
+    return ChunkValues(
+        size, n_pairs, out["statistic"], out["psi"], out["js"], out["wasserstein"], out["ratio"], out["effect"]
+    )
+
+
 def chunk_size_key(m: int) -> int:
     """Window size rounded to two significant digits: time windows of varying counts share bands."""
     if m < 100:
@@ -380,8 +454,18 @@ def drift_chunks(
     """The reference's chunk values for windows of ``window_rows`` rows, cached on the reference.
 
     None when the reference has no rows attached or fewer than
-    ``spec.threshold.min_chunks`` chunks of that size fit in it.
+    ``spec.threshold.min_chunks`` chunks of that size fit in it. A rolling reference with its
+    history attached (:func:`detectors.reference.attach_rolling_history`) gives its successive
+    windows instead (:func:`successive_values`; None with fewer than ``min_chunks`` of them).
     """
+    history = rolling_history(reference)
+    if history is not None:
+        if len(history) - 1 < spec.threshold.min_chunks:
+            return None
+        hkey = ("drift_successive", spec.numeric_test, tuple(names))
+        if hkey not in reference._cache:
+            reference._cache[hkey] = successive_values(reference, history, names, spec.numeric_test)
+        return reference._cache[hkey]
     if rows is None or window_rows < 2:
         return None
     size = chunk_size_key(window_rows)
@@ -486,9 +570,13 @@ def drift_verdicts(
     if method in ("reference_chunks", "both"):
         rows = reference_frame(reference)
         chunks = drift_chunks(reference, rows, list(names), window_rows, spec)
+        history = rolling_history(reference)
         if chunks is None:
             note = (
-                "the reference has no rows"
+                f"the rolling reference's history holds {max(len(history) - 1, 0)} successive windows, "
+                f"fewer than {t.min_chunks}"
+                if history is not None
+                else "the reference has no rows"
                 if rows is None
                 else f"the reference ({len(rows)} rows) holds fewer than {t.min_chunks} chunks of "
                 f"{chunk_size_key(window_rows)}"
@@ -572,8 +660,12 @@ def drift_verdicts(
 # -- the one call a benchmark makes -----------------------------------------------------------
 
 
-def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:
-    """The verdict rule of ``spec`` in words (``driftwatch check-config`` prints it)."""
+def describe(spec: DriftSpec, n_features: int, window: str = "a window", rolling_history: int | None = None) -> str:
+    """The verdict rule of ``spec`` in words (``driftwatch check-config`` prints it).
+
+    ``rolling_history``: the model's reference is ``rolling`` with this many past windows calibrating
+    the band (their successive changes take the place of the reference's chunks).
+    """
     t = spec.threshold
     level = f"family level {spec.p_val:.3g} ({spec.correction} over {n_features} feature(s))"
     test = {"ks": "Kolmogorov-Smirnov", "cvm": "Cramer-von Mises"}[spec.numeric_test]
@@ -595,10 +687,22 @@ def describe(spec: DriftSpec, n_features: int, window: str = "a window") -> str:
         f" With fewer than {t.min_chunks} such chunks in the reference (or no reference rows) a feature "
         f"drifts when its p-value is below the corrected level and {floor}."
     )
+    if rolling_history:
+        fallback = fallback.replace("such chunks in the reference", "past windows (the first windows, after a restart)")
     eff_band = (
         "the effect size is above the log-normal band of the same effect on those chunks (each against "
         "the rest of the reference)"
     )
+    if rolling_history:  # rolling: the chunks are the past windows, each against the one before it
+        chunks = f"the reference's chunks of {window}'s size (in time order)"
+        succ = (
+            f"the last {rolling_history} windows, each against the window before it (the series' own "
+            f"window-to-window movement, trend included)"
+        )
+        band = band.replace(chunks, succ).replace(f"the reference's chunks of {window}'s size, in time order", succ)
+        eff_band = eff_band.replace(
+            "those chunks (each against the rest of the reference)", "those windows (each against its predecessor)"
+        )
     saturated = (
         f" Where that band reaches the largest value the statistic can take at these sizes (short "
         f"windows of a series that moves by itself), the statistic cannot tell, and {eff_band} decides."

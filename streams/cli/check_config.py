@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={v}" for k, v in m.reference.model_dump(exclude_none=True, exclude_defaults=True).items()
         )
         print(f"ok  {m.model_id}: {len(m.features)} features, {m.task}, window {size}, {ref}")
-        print(f"    drift ({m.drift.threshold.method}): {describe(m.drift, len(m.features))}")
+        hist = m.reference.rolling_history if m.reference.rolling else None
+        print(f"    drift ({m.drift.threshold.method}): {describe(m.drift, len(m.features), rolling_history=hist)}")
         print(f"    quality: {describe_quality(m.drift, m.features)}")
         if m.observes_rate:
             print(

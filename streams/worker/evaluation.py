@@ -2,7 +2,7 @@
 
 :func:`default_evaluator` wraps ``detectors.runner.evaluate_window`` for the worker (with its own
 evaluators, so per-model state is this evaluator's), :func:`evaluate_closed` runs one on a closed
-window (building a ``rolling`` reference from the previous window's rows) and never lets a detector
+window (building a ``rolling`` reference from the previous window's rows, with its history) and never lets a detector
 bug stop the stream. Both the pipeline (inline or on its evaluation thread) and the detector process
 (:mod:`streams.worker.detector_process`) call them, which is why they live apart from the pipeline:
 the detector process must not import the pipeline that starts it.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from detectors.frame import Frame, concat
+from detectors.frame import Frame
 from detectors.records import F_WINDOW_START, IMPACT, REFERENCE_HISTOGRAM, Record
 from streams.worker.decode import StreamKey
 from streams.worker.monitors import ModelMonitor
@@ -170,17 +170,20 @@ def evaluate_closed(
     """Run ``evaluator`` on a closed window: its records, and the seconds it took.
 
     Runs on the evaluation thread, inline, or in the detector process
-    (:mod:`streams.worker.detector_process`). A ``rolling`` reference (the previous
-    window's rows) is built here, off the event loop. A detector bug must not stop
+    (:mod:`streams.worker.detector_process`). A ``rolling`` reference is built here, off
+    the event loop: ``rolling_frames`` holds one frame per past window, oldest first; the
+    last (the previous window) is the reference, and all of them are its history, whose
+    successive windows calibrate the chunk band (``reference.rolling_history``;
+    :func:`detectors.thresholds.successive_values`). A detector bug must not stop
     the stream: it is logged and the window gets its counts only.
     """
     t0 = time.perf_counter()
     try:
         ref = reference
-        if rolling_frames is not None:
-            from detectors.reference import Reference, attach_reference_frame
+        if rolling_frames:
+            from detectors.reference import Reference, attach_reference_frame, attach_rolling_history
 
-            rows = concat(rolling_frames)
+            rows = rolling_frames[-1]
             ref = attach_reference_frame(
                 Reference.from_frame(
                     rows,
@@ -191,6 +194,8 @@ def evaluate_closed(
                 ),
                 rows,
             )
+            if len(rolling_frames) > 1:
+                attach_rolling_history(ref, rolling_frames)
         records = list(evaluator(model, key, w, ref))
     except Exception:
         log.exception(

@@ -78,6 +78,13 @@ class ReferenceConfig(_Strict):
     )
     first_n: int | None = Field(None, ge=10, description="the first N events of each model version")
     rolling: bool = Field(False, description="the previous window")
+    rolling_history: int = Field(
+        100,
+        ge=0,
+        le=1000,
+        description="rolling: past windows whose change from the window before them calibrates the "
+        "chunk band (docs/detection-science.md; 0 = none: p-value and effect floor)",
+    )
     # columns of the file that hold the model's outputs and the true labels (docs/references.md)
     prediction: str | None = Field(
         None, min_length=1, description="file: column of the served class (regression: the predicted value)"

@@ -117,6 +117,9 @@ class StreamState:
     builder_holds: list[np.ndarray] = field(default_factory=list)
     prev_frames: list[Frame] = field(default_factory=list)  # rolling: the previous window (rebuilt on replay)
     prev_holds: list[np.ndarray] = field(default_factory=list)  # rolling: released when the next is written
+    # rolling: whole windows before the previous one, oldest first (at most reference.rolling_history; in memory
+    # only: after a restart the band is rebuilt from the windows that follow)
+    rolling_history: list[Frame] = field(default_factory=list)
     summary_layout: Any = None  # (reference, detectors.summaries.SummaryLayout) of the summarised windows
     summary_refs: dict[int, Any] = field(default_factory=dict)  # id(open window summary) -> its reference
     last_event_at: float = field(default_factory=time.monotonic)
@@ -955,7 +958,7 @@ class Pipeline:
             if state.reference is not None and state.ref_end_pos is not None and w.start_pos > state.ref_end_pos:
                 reference, ref_kind = state.reference, "first_n"
         elif cfg.rolling and state.prev_frames:
-            rolling_frames, ref_kind = list(state.prev_frames), "rolling"
+            rolling_frames, ref_kind = [*state.rolling_history, concat(state.prev_frames)], "rolling"
         if w.summary is not None:  # judged against the reference its bins were cut from
             built = state.summary_refs.pop(id(w.summary), None)
             if reference is not None and built is not None:
@@ -980,6 +983,8 @@ class Pipeline:
         if cfg.rolling:
             release = state.prev_holds
             state.prev_holds = w.holds
+            if state.prev_frames and cfg.rolling_history > 0:
+                state.rolling_history = [*state.rolling_history, concat(state.prev_frames)][-cfg.rolling_history :]
             state.prev_frames = [w.frame]
         else:
             release = w.holds

@@ -245,3 +245,62 @@ def test_both_requires_the_effect_above_the_chunks_effect_band():
         assert res.drift == (v.value > v.upper and v.effect > max(v.effect_floor, v.effect_band))
     assert not r[0].drift and r[1].drift
     assert "effect_band" in r[1].feature("x0").verdict.fields()
+
+
+def _rolling_reference(windows: list[np.ndarray], cats: list[np.ndarray] | None = None) -> Reference:
+    """The worker's rolling reference: the last window, with all of them as its history."""
+    from detectors.reference import attach_rolling_history
+
+    frames = [_frame({"x": w}, None if cats is None else {"c": c}) for w, c in zip(windows, cats or windows)]
+    feats = [FeatureSpec(name="x", kind="numeric")]
+    if cats is not None:
+        feats.append(FeatureSpec(name="c", kind="categorical"))
+    ref = attach_reference_frame(Reference.from_frame(frames[-1], feats), frames[-1])
+    return attach_rolling_history(ref, frames)
+
+
+def test_successive_windows_match_scipy_window_against_its_predecessor():
+    from detectors.thresholds import successive_values
+
+    rng = np.random.default_rng(11)
+    xs = [rng.normal(loc=j * 0.3, size=12) for j in range(7)]
+    cs = [rng.choice(np.array(["a", "b", "c"], dtype=object), size=12) for _ in range(7)]
+    ref = _rolling_reference(xs, cs)
+    from detectors.reference import rolling_history
+
+    cv = successive_values(ref, rolling_history(ref), ["x", "c"], "ks")
+    assert cv.n_chunks == 6
+    for j in range(6):
+        prev, cur = xs[j], xs[j + 1]
+        assert cv.statistic["x"][j] == pytest.approx(stats.ks_2samp(cur, prev).statistic, abs=1e-12)
+        w = stats.wasserstein_distance(cur, prev)
+        assert cv.wasserstein["x"][j] == pytest.approx(w, rel=1e-9)
+        assert cv.effects("x", "numeric", 123.0)[j] == pytest.approx(w / prev.std(), rel=1e-9)  # predecessor's sd
+        assert cv.ratio["x"][j] == pytest.approx(cv.statistic["x"][j] / stats.kstwo.median(6), rel=1e-9)
+        cats = sorted(set(cs[j]) | set(cs[j + 1]))
+        table = np.array([[np.sum(cs[j] == k) for k in cats], [np.sum(cs[j + 1] == k) for k in cats]])
+        assert cv.statistic["c"][j] == pytest.approx(stats.chi2_contingency(table)[0], rel=1e-9)
+
+
+def test_a_rolling_reference_is_judged_against_the_series_own_window_to_window_moves():
+    # a random walk in windows of 10: each window lies beside the previous one by some amount; the band is
+    # how far every earlier window moved from its predecessor, so the walk going on is quiet and a jump is not
+    rng = np.random.default_rng(5)
+    x = _random_walk(rng, 410)
+    windows = [x[k * 10 : (k + 1) * 10] for k in range(41)]
+    spec = DriftSpec(p_val=0.01)
+    ref = _rolling_reference(windows[:40])
+    from detectors.univariate import univariate_drift
+
+    quiet = univariate_drift(_frame({"x": windows[40]}), ref, spec)
+    sd = windows[39].std()
+    jump = univariate_drift(_frame({"x": windows[39].max() + 12 * sd + rng.normal(scale=sd, size=10)}), ref, spec)
+    v = jump.feature("x").verdict
+    assert v.method == "both" and not quiet.drift and jump.drift
+    effects = [stats.wasserstein_distance(windows[j + 1], windows[j]) / windows[j].std() for j in range(39)]
+    k = multiplier_for_level(0.01)
+    assert v.effect_band == pytest.approx(np.exp(np.mean(np.log(effects)) + k * np.std(np.log(effects))), rel=1e-9)
+    # with fewer than min_chunks successive windows: significant and large, and the note says why
+    few = univariate_drift(_frame({"x": windows[40]}), _rolling_reference(windows[36:40]), spec)
+    fv = few.feature("x").verdict
+    assert fv.method == "p_and_effect" and "rolling reference's history holds 3" in fv.note

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from detectors.records import DRIFT, WINDOW, Record
+from detectors.reference import rolling_history
 from streams.settings import Settings
 from streams.worker.checkpoints import checkpoint_from_row
 from streams.worker.commits import AckTracker
@@ -145,7 +146,12 @@ def evaluator(model, key, window, reference):
         Record(
             DRIFT,
             {"model": key.model_id, "version": key.model_version, "feature": "x"},
-            {"n": window.n, "has_ref": reference is not None, "ref_rows": 0 if reference is None else reference.n_rows},
+            {
+                "n": window.n,
+                "has_ref": reference is not None,
+                "ref_rows": 0 if reference is None else reference.n_rows,
+                "history": len(rolling_history(reference) or ()),
+            },
             0,
         )
     ]
@@ -267,6 +273,21 @@ def test_rolling_reference_keeps_the_previous_window_unacked():
     assert [m.offset for m in acked] == [0, 1]
     drift = [r for r in sink.records if r.measurement == DRIFT]
     assert [r.fields["ref_rows"] for r in drift] == [0, 25]
+
+
+def test_rolling_reference_carries_its_last_windows_as_history():
+    # rolling_history: 2 -> the previous window and the 2 before it; the band of successive windows needs them
+    cfg = config({"size_events": 10}, {"rolling": True, "rolling_history": 2})
+    p, sink, _, _ = make(cfg)
+
+    async def main():
+        await p.process([batch_msg("m", i * 10, 10, i) for i in range(6)])
+        await p.drain()
+
+    asyncio.run(main())
+    drift = [r for r in sink.records if r.measurement == DRIFT]
+    assert [r.fields["ref_rows"] for r in drift] == [0, 10, 10, 10, 10, 10]
+    assert [r.fields["history"] for r in drift] == [0, 0, 2, 3, 3, 3]
 
 
 def test_everything_is_accounted_for():
