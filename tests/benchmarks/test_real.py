@@ -158,6 +158,10 @@ def test_river_episodes_replay_the_threshold_study_episodes():
     assert eps["apple_1"].changes == [957]
     brent = [s for n, s in eps.items() if n.startswith("brent_")]
     assert brent and all(s.task == "regression" and s.label is None for s in brent)
+    # the change-point series trend and wander: their monitors follow them (rolling), the rest keep first_n
+    assert all(s.reference == {"rolling": True} for s in eps.values())
+    models = real.monitor_config([eps["apple_1"], _stream()])["models"]
+    assert [m["reference"] for m in models] == [{"rolling": True}, {"first_n": 300}]
 
 
 @pytest.mark.slow  # the real-data benchmark end to end (several minutes)
