@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from detectors.frame import Frame
-from detectors.records import F_WINDOW_START, IMPACT, REFERENCE_HISTOGRAM, Record
+from detectors.records import Record
 from streams.worker.decode import StreamKey
 from streams.worker.monitors import ModelMonitor
 from streams.worker.windows import ClosedWindow
@@ -57,7 +57,6 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
     loader = threading.Thread(target=load, name="import-detectors", daemon=True)
     loader.start()
     rates = ObservedRates()
-    repeats = RepeatFilter()
 
     def evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference) -> list[Record]:
         if loader.is_alive():
@@ -85,51 +84,12 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             summary=getattr(window, "summary", None),
         )
         try:
-            return repeats.filter(runner.evaluate_window(ctx, box["evaluators"]))
+            return runner.evaluate_window(ctx, box["evaluators"])
         except runner.WindowEvaluationError as e:  # some evaluators failed: keep what the others produced
             log.error("window #%d of %s v%s: %s", window.seq, key.model_id, key.model_version, e)
-            return repeats.filter(e.records)
+            return e.records
 
     return evaluate
-
-
-class RepeatFilter:
-    """Leaves out the points that only repeat the last one written for their series: the reference's
-    histograms and the feature impacts (``MEASUREMENTS``).
-
-    Both are computed once per reference but were written with every window: 40 of the ~120 points
-    of a 5,000-event window of 20 features, and a quarter of its fields — line formatting in the
-    worker, the write, and InfluxDB's own CPU, for nothing the dashboard reads: it takes the
-    latest point of each series whatever the time range (``dashboard/queries.py``: "the reference
-    is written once per model version, maybe long before the range"; "impact is computed once per
-    reference"). A point is written when its fields differ from the last one written for the same
-    measurement and tags (a new reference, another segment) — the start of the window that carried
-    it aside — and at least every ``refresh_s`` of window time, so a retention policy or a bounded
-    query still finds one. A new detector process (a restart) writes them again with its first window.
-    """
-
-    MEASUREMENTS = frozenset({REFERENCE_HISTOGRAM, IMPACT})
-    NOT_COMPARED = frozenset({F_WINDOW_START})  # which window carried the point, not what it says
-
-    def __init__(self, refresh_s: float = 3600.0, max_series: int = 100_000) -> None:
-        self.refresh_ns = int(refresh_s * 1e9)
-        self.max_series = max_series
-        self._last: dict[tuple, tuple[dict, int]] = {}  # (measurement, tags) -> (fields, time_ns) last written
-
-    def filter(self, records: list[Record]) -> list[Record]:
-        out = []
-        for r in records:
-            if r.measurement in self.MEASUREMENTS:
-                key = (r.measurement, tuple(sorted(r.tags.items())))
-                said = {k: v for k, v in r.fields.items() if k not in self.NOT_COMPARED}
-                last = self._last.get(key)
-                if last is not None and last[0] == said and 0 <= r.time_ns - last[1] < self.refresh_ns:
-                    continue
-                if len(self._last) >= self.max_series:  # bounded whatever the tags: start over
-                    self._last.clear()
-                self._last[key] = (said, r.time_ns)
-            out.append(r)
-        return out
 
 
 class ObservedRates:
