@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 
 from detectors.records import ALERT, T_MODEL, T_RULE, T_SEVERITY, T_VERSION, Record
 from streams.alerts.lifecycle import AlertEvent, AlertState, Step, advance
+from streams.alerts.partitions import AlertPartitions
 from streams.alerts.rules import SEVERITIES, AlertRule, SilenceConfig, WebhookConfig, evaluate
 from streams.alerts.store import AlertStore, Silence, default_path
 from streams.alerts.webhooks import (
@@ -122,6 +123,13 @@ class Alerting:
     ``write_records`` receives ``dw_delivery`` Records as deliveries progress (sync or
     async callable). ``publish(key, value, headers)`` replaces the built-in aiokafka
     producer for the alerts topic (``publish=False`` disables the topic, for tests).
+
+    ``partitions``: an :class:`~streams.alerts.partitions.AlertPartitions` — the worker's —
+    keeps the alert state per input partition in Kafka, so it follows the partition to any
+    host (windows are then evaluated with their ``partition``); without it (tests, one
+    process) the state lives in the local store. The store always holds the outbox (each
+    worker delivers what it queued), the silences, and a copy of the states of the
+    partitions this worker owns (``driftwatch alerts list``).
     """
 
     def __init__(
@@ -135,6 +143,7 @@ class Alerting:
         dashboard_url: str | None = None,
         clock_ns: Any = time.time_ns,
         retention_seconds: float = 7 * 86_400.0,
+        partitions: AlertPartitions | None = None,
     ) -> None:
         self.monitors = monitors
         self.settings = settings
@@ -145,6 +154,7 @@ class Alerting:
             base = f"http://127.0.0.1:{settings.dashboard_port}"
         self.dashboard_base = (base or "").rstrip("/")
         self.store = AlertStore(store_path or default_path(settings.state_dir))
+        self.partitions = partitions
         self.clock_ns = clock_ns
         targets: list[Target] = [WebhookTarget(w) for w in self.webhooks.values()]
         self.topic_enabled = publish is not False
@@ -174,13 +184,18 @@ class Alerting:
                 await asyncio.gather(self._pruner, return_exceptions=True)
             await self.dispatcher.stop(timeout)
             self._started = False
+        if self.partitions is not None:  # the last checkpoint of the alert state
+            await self.partitions.close()
         self.store.close()
 
     async def _prune_forever(self, every: float = 3600.0) -> None:
         """Forget finished deliveries, resolved alerts and expired silences after the retention."""
         while True:
             try:
-                n = self.store.prune(self.clock_ns() - int(self.retention_seconds * 1e9))
+                cutoff = self.clock_ns() - int(self.retention_seconds * 1e9)
+                n = self.store.prune(cutoff)
+                if self.partitions is not None:
+                    n += self.partitions.prune(cutoff)
                 if n:
                     log.info("alerts: pruned %d old rows from the alert store", n)
             except Exception as e:  # housekeeping must not stop the worker
@@ -215,15 +230,54 @@ class Alerting:
             q["feature"] = series["feature"]
         return f"{self.dashboard_base}/{page}?{urlencode(q)}"
 
+    # alert state per partition (the worker) ----------------------------------------------
+    async def restore_partitions(self, partitions: Iterable[int]) -> None:
+        """Partitions new to this worker: their alert state from Kafka, before any of their windows is evaluated
+        (and the local copy for ``driftwatch alerts list``)."""
+        if self.partitions is None:
+            return
+        for p in await self.partitions.restore(partitions):
+            for model, version in self.partitions.models(p):
+                self.store.replace_states(model, version, self.partitions.view(p, model, version).alerts.values())
+
+    def owns(self, partition: int) -> bool:
+        """Whether windows of ``partition`` may be evaluated here (its alert state is here)."""
+        return self.partitions is None or self.partitions.owns(partition)
+
+    async def sync(self, partition: int) -> None:
+        """Before a window's results are written: its alert state is in Kafka if the window changed a status."""
+        if self.partitions is not None:
+            await self.partitions.sync(partition)
+
+    async def flush(self) -> None:
+        """The 1 s timer: checkpoint the alert state that changed since."""
+        if self.partitions is not None:
+            await self.partitions.flush()
+
+    async def revoke_partitions(self, partitions: Iterable[int]) -> None:
+        """Partitions leave this worker: their alert state goes to Kafka for the next owner and is forgotten here."""
+        if self.partitions is None:
+            return
+        for model, version in await self.partitions.revoke(partitions):
+            self.store.replace_states(model, version, ())
+
+    # evaluation ----------------------------------------------------------------------------
     def on_window(
-        self, model: str, version: str, records: Sequence[Record], window_end_ns: int | None = None
+        self,
+        model: str,
+        version: str,
+        records: Sequence[Record],
+        window_end_ns: int | None = None,
+        partition: int | None = None,
     ) -> list[Record]:
         """Evaluate one closed window; queue announcements; return its ``dw_alert`` Records.
 
         ``window_end_ns`` defaults to the latest ``time_ns`` among ``records``; it must grow
         from one window of a (model, version) to the next, as the InfluxDB points' times do.
-        Never blocks on the network; raises :class:`~streams.alerts.store.StoreError` only
-        if the local store cannot be written.
+        ``partition``: the input partition of the model's events (with ``partitions``, its
+        state is used and updated; the caller then awaits :meth:`sync` before writing the
+        window's results). Never blocks on the network; raises
+        :class:`~streams.alerts.store.StoreError` only if the local store cannot be written.
         """
         rules = self.rules_for(model)
         if not rules:
@@ -231,11 +285,17 @@ class Alerting:
         version = str(version)
         if window_end_ns is None:
             window_end_ns = max((r.time_ns for r in records), default=0)
-        if window_end_ns <= self.store.last_window(model, version):
+        by_partition = self.partitions is not None and partition is not None
+        if by_partition:
+            assert self.partitions is not None and partition is not None
+            held = self.partitions.view(partition, model, version)
+            mark, previous = held.last_window_ns, dict(held.alerts)
+        else:
+            mark, previous = self.store.last_window(model, version), self.store.states(model, version)
+        if window_end_ns <= mark:
             log.info("alerts: window %s/%s@%d already evaluated, skipped", model, version, window_end_ns)
             return []
         observations = evaluate(rules, records, model, version, window_end_ns)
-        previous = self.store.states(model, version)
         now = self.clock_ns()
         silences = self.active_silences(now)
         steps: list[tuple[Step, dict[str, str]]] = []
@@ -250,7 +310,12 @@ class Alerting:
             ev = replace(step.event, dashboard_url=self.dashboard_link(model, version, series, step.event.signal))
             events.append(ev)
             outbox.extend(self._route(ev))
-        ids = self.store.commit_window(model, version, window_end_ns, [s.state for s, _ in steps], outbox)
+        states = [s.state for s, _ in steps]
+        ids = self.store.commit_window(model, version, window_end_ns, states, outbox)
+        if by_partition:
+            assert self.partitions is not None and partition is not None
+            urgent = bool(events) or any(s.changed for s, _ in steps)
+            self.partitions.update(partition, model, version, window_end_ns, states, urgent)
         if ids:
             self.dispatcher.wake(sorted({row["target"] for row in outbox}))
         for ev in events:

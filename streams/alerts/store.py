@@ -244,6 +244,26 @@ class AlertStore:
                 raise StoreError(f"cannot write the alert store {self.path}: {e}") from None
         return ids
 
+    def replace_states(self, model: str, version: str, states: Iterable[AlertState]) -> None:
+        """The local copy of a model version's alert states becomes ``states`` (their partition came to this
+        worker: restored from Kafka; or left it: none)."""
+        with self._lock:
+            now = self._unique_ns()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM alert_state WHERE model=? AND version=?", (model, version))
+                for st in states:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO alert_state(key, model, version, rule, status, data, updated_ns)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (st.key, st.model, st.version, st.rule, st.status, json.dumps(st.to_dict()), now),
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write the alert store {self.path}: {e}") from None
+
     # silences -------------------------------------------------------------------------
     def add_silence(
         self,

@@ -78,8 +78,15 @@ class Runtime:
         self.alerting: Alerting | None = None
         if any(m.alerts for m in monitors.models):
             from streams.alerts import Alerting
+            from streams.alerts.partitions import AlertPartitions, alert_changelog
 
-            self.alerting = Alerting(monitors, settings, write_records=self.sink.submit)
+            # alert state per input partition, in Kafka: it follows the partition to any host
+            self.alerting = Alerting(
+                monitors,
+                settings,
+                write_records=self.sink.submit,
+                partitions=AlertPartitions(alert_changelog(settings)),
+            )
 
         # dead letters of a batch go out as one record batch per partition on their own producer
         self.deadletter_sender = KafkaBatchSender(settings)
@@ -215,6 +222,12 @@ class Runtime:
         async def window_checkpoints():  # open summarised windows to Kafka, their messages acked (window_changelog.py)
             await rt.pipeline.save_windows()
 
+        if rt.alerting is not None:
+
+            @app.timer(interval=1.0, name="driftwatch-alert-state")
+            async def alert_state():  # alert state that changed without a status change (streams/alerts/partitions.py)
+                await rt.alerting.flush()
+
         @app.timer(interval=stats_every, name="driftwatch-stats")
         async def stats():
             rt.log_stats()
@@ -236,6 +249,10 @@ class Runtime:
             if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
                 async with rt.pipeline.lock:
                     await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
+            if rt.alerting is not None:  # the alert state too (windows closed before and not yet evaluated are dropped)
+                await rt.alerting.revoke_partitions(
+                    tp.partition for tp in revoked if tp.topic == rt.settings.topic_inferences
+                )
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function
         async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:

@@ -334,8 +334,11 @@ class Pipeline:
             tps[tp].tracker.release(messages[i].offset for i in idx)
 
     async def _handle(self, decoded: Decoded, tps: dict[tuple[str, int], _TP]) -> None:
-        if self.label_hook is not None:  # partitions new to this worker: their label join from its checkpoint
-            await self.label_hook.restore_partitions(p for _, p in tps)
+        # partitions new to this worker: their label join and alert state from their checkpoints in Kafka
+        new = sorted({p for _, p in tps})
+        restores = [h.restore_partitions(new) for h in (self.label_hook, self.alerting) if h is not None]
+        if restores:  # concurrently: one round trip
+            await asyncio.gather(*restores)
         for topic, partition, model_id in decoded.unkeyed:
             w = ("unkeyed", topic, partition, model_id)
             if w not in self._warned:
@@ -992,6 +995,8 @@ class Pipeline:
         self.stats.windowed_events += w.n
         state.windows_closed += 1
         state.unwritten += 1
+        epoch = self._epoch
+        alerted = self.alerting is not None and bool(self.alerting.rules_for(key.model_id))
 
         async def finish(previous: asyncio.Future | None) -> None:
             records: list[Record]
@@ -1012,13 +1017,24 @@ class Pipeline:
             if labelled is not None:
                 records.extend(labelled.records)
             records.append(Record(WINDOW, {T_MODEL: key.model_id, T_VERSION: key.model_version}, fields, w.time_ns))
-            if self.alerting is not None:  # never blocks on the network: deliveries have their own queues
-                try:
-                    records.extend(self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns))
+            if alerted:
+                if self._revoked_at.get((key.topic, key.partition), 0) > epoch or not self.alerting.owns(key.partition):
+                    # the partition left since the window closed: its alert state went to the next owner, who
+                    # evaluates this window again (it re-reads its messages, none was acked): write nothing of it
+                    if labelled is not None:
+                        labelled.failed()
+                    return
+                try:  # never blocks on the network: deliveries have their own queues
+                    records.extend(
+                        self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns, key.partition)
+                    )
                 except Exception:  # alerting must not stop detection
                     log.exception(
                         "alert evaluation failed on window #%d of %s v%s", w.seq, key.model_id, key.model_version
                     )
+                # a window that changed an alert's status: its alert state is in Kafka before its results (and
+                # its dw_window checkpoint) are in InfluxDB, so whoever resumes after it has that state
+                await self.alerting.sync(key.partition)
             fut = await self.sink.submit(records)
 
             def done(_f: asyncio.Future) -> None:

@@ -11,6 +11,8 @@
   partitions, compacted): :mod:`streams.worker.label_changelog`.
 * the open summarised windows' changelog (``<consumer_group>-<topic_inferences>-window-changelog``,
   ``topic_partitions`` partitions, compacted): :mod:`streams.worker.window_changelog`.
+* the alert state's changelog (``<consumer_group>-<topic_inferences>-alerts-changelog``,
+  ``topic_partitions`` partitions, compacted): :mod:`streams.alerts.partitions`.
 
 Topics are never auto-created: brokers choose their own partition count for
 those (tansu at random) and tansu cannot add partitions later.
@@ -60,6 +62,7 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
 
 def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create every topic the worker uses that does not exist yet (idempotent)."""
+    from streams.alerts.partitions import ensure_changelog_topic as ensure_alert_changelog
     from streams.broker.admin import ensure_topics as _ensure
     from streams.worker.label_changelog import ensure_changelog_topic
     from streams.worker.references import ensure_references_topic
@@ -69,18 +72,27 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     ensure_references_topic(settings)
     ensure_changelog_topic(settings)
     ensure_window_changelog_topic(settings)
+    ensure_alert_changelog(settings)
     return counts
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    """Every topic the worker needs: inferences, labels, dead letters, alerts, references, the two changelogs."""
+    """Every topic the worker needs: inferences, labels, dead letters, alerts, references, the changelogs (label
+    join, open windows, alert state)."""
+    from streams.alerts.partitions import changelog_topic as alert_changelog_topic
     from streams.broker.admin import topic_names
     from streams.worker.label_changelog import changelog_topic
     from streams.worker.references import references_topic
     from streams.worker.window_changelog import window_changelog_topic
 
     return topic_names(
-        settings, [references_topic(settings), changelog_topic(settings), window_changelog_topic(settings)]
+        settings,
+        [
+            references_topic(settings),
+            changelog_topic(settings),
+            window_changelog_topic(settings),
+            alert_changelog_topic(settings),
+        ],
     )
 
 
