@@ -1,22 +1,22 @@
-"""Durable alert state, silences and the delivery outbox: one SQLite file under ``state_dir``.
+"""The delivery outbox, silences and a local copy of alert state: one SQLite file under ``state_dir``.
 
-Why a local file and not the broker: the local broker (tansu) keeps everything in
-memory, so a broker restart would forget which alerts fire; and rebuilding state by
-reading a compacted topic "to the end" is exactly what tansu's end-offset bug breaks
-(design.md). SQLite is in the standard library, transactional, survives a SIGKILL, and
-lets the ``driftwatch alerts`` command (another process) add a silence the running
-worker sees at its next window. The alerts Kafka topic stays the record of truth for
-everybody else: every firing/resolve is published there, from this outbox.
+The outbox stays local: every firing/resolve is queued here, one row per delivery target
+(the alerts Kafka topic, each routed webhook), and each worker delivers what it queued
+(also after the partition moved on). SQLite is in the standard library, transactional,
+survives a SIGKILL, and lets the ``driftwatch alerts`` command (another process) add a
+silence the running worker sees at its next window and read the delivery log.
 
-One transaction per evaluated window writes the new alert states, the outbox rows (one
-per delivery target) and the window mark, so a crash either happened before (the window
-is re-evaluated after restart) or after (the replayed window is recognised and skipped):
-an announcement is queued exactly once, and ``UNIQUE(target, event_id)`` makes that hold
-even if it were queued again.
+The alert state itself — per alert its status and counts, per model version the last
+evaluated window — follows its input partition to any worker through a Kafka changelog
+(:mod:`streams.alerts.partitions`); this file keeps a copy of the states of the partitions
+the worker owns (``driftwatch alerts list``). Without that changelog (tests, a single
+process) this file is the state: one transaction per evaluated window writes the new alert
+states, the outbox rows and the window mark, so a crash either happened before (the window
+is re-evaluated after restart) or after (the replayed window is recognised and skipped).
+``UNIQUE(target, event_id)`` makes an announcement queued twice in one file count once.
 
 Default path: ``<state_dir>/alerts/alerts.sqlite3`` (:func:`default_path`). Several
-workers may share it on one host (WAL mode, busy timeout); with workers on several hosts,
-give each its own state_dir — an alert then lives where its model's partition lives.
+workers may share it on one host (WAL mode, busy timeout; one of them delivers the outbox).
 """
 
 from __future__ import annotations
