@@ -210,24 +210,37 @@ class AlertPartitions:
                 versions = self._parts.get(p)
                 if versions is None:
                     continue
-                self._dirty.discard(p)
+                urgent = p in self._urgent
+                self._dirty.discard(p)  # changes made while the write is under way make it dirty again
                 self._urgent.discard(p)
                 gen = self._gen.get(p, 0) + 1
                 try:
                     n += await self.store.put(self.key(p), gen, encode(versions), route=p)
                 except BaseException:
                     self._dirty.add(p)
+                    if urgent:
+                        self._urgent.add(p)
                     raise
                 self._gen[p] = gen
                 self.checkpoints["count"] += 1
         self.checkpoints["bytes"] += n
         return n
 
-    async def sync(self, partition: int) -> None:
-        """If the last evaluation of ``partition`` was urgent, checkpoint it now (returns once acknowledged;
-        the window's results are written after)."""
-        if int(partition) in self._urgent:
-            await self._write([int(partition)])
+    async def sync(self, partition: int, max_backoff: float = 10.0) -> None:
+        """If the last evaluation of ``partition`` was urgent, checkpoint it now: returns once acknowledged (the
+        window's results are written after), retrying while the broker is away — the windows wait rather than
+        be written ahead of their alert state — or once the partition is no longer this worker's."""
+        from streams.retry import Backoff
+
+        p = int(partition)
+        delays = Backoff(0.5, max_backoff).delays()
+        while p in self._urgent and self.owns(p):
+            try:
+                await self._write([p])
+            except Exception as e:
+                wait = next(delays)
+                log.warning("cannot checkpoint the alert state of partition %d (%s); retrying in %.1f s", p, e, wait)
+                await asyncio.sleep(wait)
 
     async def flush(self) -> int:
         """Checkpoint every partition whose state changed (the worker's 1 s timer, shutdown)."""
