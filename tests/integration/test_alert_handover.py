@@ -26,7 +26,17 @@ from datetime import datetime
 import pytest
 import yaml
 
-from tests.reliability.helpers import T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
+from tests.reliability.helpers import (
+    T0,
+    Traffic,
+    monitors_file,
+    start_worker,
+    stop,
+    tail,
+    wait_assigned,
+    wait_for,
+    windowed,
+)
 from tests.streams.alerts.helpers import SECRET, SECRET_ENV
 from tests.streams.alerts.receiver import Receiver
 
@@ -137,15 +147,6 @@ def test_alerts_fire_once_and_resolve_once_while_partitions_move_between_two_hos
     procs: dict = {}
     traffic = Traffic(settings, seed=16)
 
-    def ready(name: str, count: int) -> None:  # Faust logs this after every assignment
-        wait_for(
-            lambda: logs[name].read_text(errors="replace").count("Recovery]: Worker ready") >= count,
-            120,
-            f"worker {name} assigned ({count})",
-            [procs[name]],
-            logs[name],
-        )
-
     starts = Counter()
     try:
         for step, members in enumerate(MEMBERS):
@@ -158,7 +159,7 @@ def test_alerts_fire_once_and_resolve_once_while_partitions_move_between_two_hos
                 procs[name] = start_worker(envs[name], mon, logs[name])
                 starts[name] += 1
                 if step == 0:
-                    ready(name, 1)
+                    wait_assigned(procs[name], logs[name], 1, f"worker {name}")
             expected = (step + 1) * WINDOW * len(models)
             wait_for(
                 lambda expected=expected: windowed(settings) == expected,

@@ -24,7 +24,18 @@ import pytest
 import yaml
 
 from streams.influx.sink import DatabaseNotFound, query
-from tests.reliability.helpers import T0, Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed, worker
+from tests.reliability.helpers import (
+    T0,
+    Traffic,
+    monitors_file,
+    start_worker,
+    stop,
+    tail,
+    wait_assigned,
+    wait_for,
+    windowed,
+    worker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WINDOW = 250
@@ -233,14 +244,8 @@ def test_label_partitions_move_between_workers_with_separate_state_folders(setti
     def start(name: str) -> None:
         procs[name] = start_worker(envs[name[0]], mon, logs[name])  # a2: a again, on a's host
 
-    def ready(name: str, count: int) -> None:  # Faust logs this after every assignment
-        wait_for(
-            lambda: logs[name].read_text(errors="replace").count("Recovery]: Worker ready") >= count,
-            120,
-            f"worker {name} assigned ({count})",
-            [procs[name]],
-            logs[name],
-        )
+    def ready(name: str, count: int) -> None:
+        wait_assigned(procs[name], logs[name], count, f"worker {name}")
 
     traffic = threading.Thread(target=produce, daemon=True, name="traffic")
     try:

@@ -187,6 +187,17 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last}); worker log:\n{tail(log)}")
 
 
+def wait_assigned(proc: subprocess.Popen, log: Path, count: int, name: str = "worker", timeout: float = 120) -> None:
+    """Wait until the worker has had ``count`` partition assignments (Faust logs "Worker ready" after each)."""
+    wait_for(
+        lambda: log.read_text(errors="replace").count("Recovery]: Worker ready") >= count,
+        timeout,
+        f"{name} assigned ({count})",
+        [proc],
+        log,
+    )
+
+
 def windowed(settings) -> int:
     """Events counted in written windows (sum of dw_window.n_events); 0 before the first."""
     try:

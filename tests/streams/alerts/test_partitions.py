@@ -13,35 +13,17 @@ import asyncio
 import pytest
 
 from streams.alerts.partitions import AlertPartitions, VersionState, decode, encode
-from streams.worker.changelog_store import ChangelogError, GenerationFold, chunk_records
 from tests.streams.alerts.helpers import make_alerting, window
+from tests.streams.worker.changelogs import MemoryStore
 
 KEY = "m/1/feature_drift{detector=ks,feature=age}"
 
 
-class MemoryChangelog:
-    """A changelog topic's records in a list: ``put``/``restore`` as :class:`ChangelogStore` does them."""
+class MemoryChangelog(MemoryStore):
+    """The alert changelog's records in a list, in small chunks (several per checkpoint)."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes, list]] = []
-        self.fail = False
-        self.puts = 0
-
-    async def put(self, key: str, gen: int, blob: bytes, route: int = 0) -> int:
-        if self.fail:
-            raise ChangelogError("broker away")
-        self.records += chunk_records(key, gen, blob, 64)  # small chunks: several per checkpoint
-        self.puts += 1
-        return len(blob)
-
-    async def restore(self, key: str, route: int = 0):
-        fold = GenerationFold(key)
-        for off, (k, v, h) in enumerate(self.records):
-            fold.add(k, v, h, off)
-        return fold.newest()
-
-    async def close(self) -> None:
-        return None
+        super().__init__(chunk_bytes=64)
 
 
 def never(key, value, headers):  # the alerts topic's publisher: deliveries are not started here

@@ -23,35 +23,22 @@ from streams.alerts.rules import AlertRule, evaluate
 from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.decode import RawMessage
-from streams.worker.label_changelog import ChangelogError, GenerationFold, chunk_records
+from streams.worker.label_changelog import GenerationFold, partition_key
 from streams.worker.labels import LabelHook, ModelResults, decode_partition, decode_state, encode_state
 from streams.worker.monitors import parse_monitors
 from streams.worker.pipeline import Pipeline
+from tests.streams.worker.changelogs import MemoryStore
 from tests.streams.worker.test_pipeline import T0, FakeCheckpoints, FakeSink, batch_msg, dl_sender
 
 
-class MemoryChangelog:
-    """The changelog's records in a list (same chunking and generation fold as the Kafka one)."""
-
-    def __init__(self, chunk_bytes: int = 4096) -> None:
-        self.chunk_bytes = chunk_bytes
-        self.records: list[tuple[bytes, bytes, list]] = []
-        self.fail = False
+class MemoryChangelog(MemoryStore):
+    """The label changelog's records in a list (same chunking and generation fold as the Kafka one)."""
 
     async def save(self, partition: int, gen: int, blob: bytes) -> int:
-        if self.fail:
-            raise ChangelogError("broker away")
-        self.records += chunk_records(partition, gen, blob, self.chunk_bytes)
-        return len(blob)
+        return await self.put(partition_key(partition), gen, blob, route=partition)
 
     async def load(self, partition: int):
-        fold = GenerationFold(partition)
-        for off, (k, v, h) in enumerate(self.records):
-            fold.add(k, v, h, off)
-        return fold.newest()
-
-    async def close(self) -> None:
-        return None
+        return await self.restore(partition_key(partition), route=partition)
 
     def pending(self, partition: int = 0) -> dict[str, int]:
         """Predictions waiting per model in the partition's newest checkpoint."""
