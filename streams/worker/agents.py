@@ -222,11 +222,11 @@ class Runtime:
         async def window_checkpoints():  # open summarised windows to Kafka, their messages acked (window_changelog.py)
             await rt.pipeline.save_windows()
 
-        if rt.alerting is not None:
+        if alerting is not None:
 
             @app.timer(interval=1.0, name="driftwatch-alert-state")
             async def alert_state():  # alert state that changed without a status change (streams/alerts/partitions.py)
-                await rt.alerting.flush()
+                await alerting.flush()
 
         @app.timer(interval=stats_every, name="driftwatch-stats")
         async def stats():
