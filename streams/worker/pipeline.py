@@ -103,6 +103,20 @@ def _invalid_rows(frame: Frame) -> int:
 # ----------------------------------------------------------------------------- per stream key
 
 
+ROLLING_HISTORY_ROWS = 2000
+"""Rows kept of each past window of a rolling reference's history (evenly spaced, in order): 100 windows of
+100,000 events x 50 features would otherwise hold 4 GB per stream. The band's effect sizes do not depend on
+the count; its KS inflation is computed at the kept sizes (docs/detection-science.md)."""
+
+
+def thin_rows(frame: Frame, limit: int) -> Frame:
+    """At most ``limit`` rows of ``frame``, evenly spaced and in order (all of them when it has fewer)."""
+    n = len(frame)
+    if n <= limit:
+        return frame
+    return frame.take(np.unique(np.linspace(0, n - 1, limit).astype(np.int64)))
+
+
 @dataclass
 class StreamState:
     """Everything kept for one stream key (topic partition, model, version)."""
@@ -987,7 +1001,8 @@ class Pipeline:
             release = state.prev_holds
             state.prev_holds = w.holds
             if state.prev_frames and cfg.rolling_history > 0:
-                state.rolling_history = [*state.rolling_history, concat(state.prev_frames)][-cfg.rolling_history :]
+                past = thin_rows(concat(state.prev_frames), ROLLING_HISTORY_ROWS)
+                state.rolling_history = [*state.rolling_history, past][-cfg.rolling_history :]
             state.prev_frames = [w.frame]
         else:
             release = w.holds

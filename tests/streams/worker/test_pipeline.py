@@ -290,6 +290,21 @@ def test_rolling_reference_carries_its_last_windows_as_history():
     assert [r.fields["history"] for r in drift] == [0, 0, 2, 3, 3, 3]
 
 
+def test_rolling_history_keeps_at_most_its_row_limit_per_window():
+    from detectors.frame import Frame
+    from streams.worker.pipeline import thin_rows
+
+    frame = Frame.from_columns(
+        event_id=np.arange(10).astype(str),
+        event_time=np.arange(10, dtype=float),
+        numeric={"x": np.arange(10, dtype=float)},
+        categorical={},
+    )
+    thin = thin_rows(frame, 4)
+    assert thin.event_id.tolist() == ["0", "3", "6", "9"] and thin.numeric["x"].tolist() == [0.0, 3.0, 6.0, 9.0]
+    assert thin_rows(frame, 10) is frame
+
+
 def test_everything_is_accounted_for():
     cfg = config({"size_events": 20}, {"first_n": 30})
     p, sink, acked, sent = make(cfg)
