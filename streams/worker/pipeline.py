@@ -1249,10 +1249,11 @@ class Pipeline:
         """Checkpoint the open summarised windows to Kafka (:mod:`streams.worker.window_changelog`), if due.
 
         Due every ``window_changelog.every`` seconds, or once ``max_covered`` messages wait for a
-        checkpoint, or ``force`` (revoke, shutdown). The entries are taken under the pipeline's lock;
-        once the broker has acknowledged a partition's checkpoint, the messages whose rows it holds
-        are released (acked, so their offsets may be committed). ``partitions``: only these input
-        partitions. Returns the bytes written.
+        checkpoint, or ``force`` (revoke, shutdown). The open windows are copied under the pipeline's
+        lock (a few ms each) and serialised on a thread (~0.1 s each: compression), so the batches go
+        on meanwhile; once the broker has acknowledged a partition's checkpoint, the messages whose rows
+        it holds are released (acked, so their offsets may be committed). ``partitions``: only these
+        input partitions. Returns the bytes written.
         """
         wc = self.window_changelog
         if wc is None or (not force and wc.lock.locked()):
@@ -1266,8 +1267,15 @@ class Pipeline:
                 captured = self._capture_windows(only)
                 self._windows_saved_at = self.clock()
             written = 0
-            for part, entries, release in captured:
+            for part, sts, todo, release in captured:
                 try:
+                    made = await asyncio.to_thread(_entries_of, [ow for _st, _ek, ow in todo]) if todo else []
+                    for (st, ek, _ow), entry in zip(todo, made):
+                        if st.entries is not None:
+                            st.entries[ek] = entry
+                    entries: dict[EntryKey, Entry] = {}
+                    for st in sts:
+                        entries.update(st.entries or {})
                     written += await wc.save(part, entries)
                 except Exception:  # broker away...: the messages stay held, the next checkpoint tries again
                     log.exception("writing the open-window checkpoint of partition %d to %r failed", part, wc)
@@ -1294,17 +1302,20 @@ class Pipeline:
                 )
         return written
 
-    def _capture_windows(self, only: set[int] | None) -> list[tuple[int, dict[EntryKey, Entry], list]]:
-        """Per input partition with something new: its entries and the held messages they release
-        (``[(tracker, state, [offsets, ...]), ...]``). A stream key with a closed window not yet
-        confirmed keeps its previous entry and its holds (see the window_changelog module)."""
+    def _capture_windows(self, only: set[int] | None) -> list[tuple[int, list[_TP], list, list]]:
+        """Per input partition with something new: ``(partition, its _TPs, [(tp, entry key, copy of the open
+        window), ...] to serialise, [(tracker, state, [offsets, ...]), ...] the messages it releases)``. A
+        stream key with a closed window not yet confirmed keeps its previous entry and its holds (see the
+        window_changelog module)."""
+        import copy
+
         by_part: dict[int, list[_TP]] = {}
         for (_topic, part), st in self._tps.items():
             if st.entries is not None and (only is None or part in only):
                 by_part.setdefault(part, []).append(st)
         out = []
         for part, sts in sorted(by_part.items()):
-            entries: dict[EntryKey, Entry] = {}
+            todo = []
             release = []
             changed = False
             for st in sts:
@@ -1318,16 +1329,16 @@ class Pipeline:
                     if ow is None:
                         changed |= st.entries.pop(ek, None) is not None
                     elif old is None or (old.seq, old.n) != (ow.seq, ow.n):
-                        st.entries[ek] = Entry.of(ow)
+                        summary = copy.deepcopy(ow.summary, {id(ow.summary.layout): ow.summary.layout})
+                        todo.append((st, ek, replace(ow, summary=summary)))
                         changed = True
                     if state.covered:
                         release.append((st.tracker, state, state.covered))
                         self._covered -= sum(len(h) for h in state.covered)
                         state.covered = []
                         changed = True
-                entries.update(st.entries)
             if changed:
-                out.append((part, entries, release))
+                out.append((part, sts, todo, release))
         return out
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -1343,6 +1354,11 @@ class Pipeline:
 
     def open_events(self) -> int:
         return sum(s.windows.n_open for st in self._tps.values() for s in st.streams.values())
+
+
+def _entries_of(windows: list) -> list[Entry]:
+    """The checkpoint entries of open windows (serialises their summaries: on a thread)."""
+    return [Entry.of(ow) for ow in windows]
 
 
 def _ordinals_of_last(parts: list[FramePart]) -> int:
