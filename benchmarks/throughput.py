@@ -1126,8 +1126,8 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
             "peak_rss_mb": g("worker_rows", "peak_rss_mb"),
             "events_counted": g("worker_rows", "events_counted"),
         }
-    if r.get("sigkill"):  # --sigkill: a SIGKILL in the middle of a long window
-        s["sigkill"] = {
+    if r.get("sigkill"):  # --sigkill: a SIGKILL in the middle of a long window (the phase's details stay in "sigkill")
+        s["sigkill_headline"] = {
             "reread_seconds_of_traffic": g("sigkill", "reread", "seconds_of_traffic"),
             "reread_events": g("sigkill", "reread", "events"),
             "window_events": g("sigkill", "window_events"),
