@@ -1,7 +1,8 @@
 """streams.worker.window_changelog + the pipeline's open-window checkpoints, with in-memory stand-ins.
 
-The engine runs with real detectors on summarised count windows; the changelog store is a
-dict (the real one, on the broker, is exercised by tests/integration/test_window_checkpoints.py).
+The engine runs with real detectors on summarised count windows; the changelog store is the shared
+in-memory one (tests/streams/worker/changelogs.py; the real one, on the broker, is exercised by
+tests/integration/test_window_checkpoints.py).
 A worker "crashes" after some messages: a second pipeline starts from the first one's committed
 offset (its contiguous acked prefix), its open-window checkpoint and its written windows, and
 the union of points equals an uninterrupted run's.
@@ -10,7 +11,6 @@ the union of points equals an uninterrupted run's.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
@@ -20,38 +20,10 @@ from streams.worker.deadletter import DeadLetterPublisher
 from streams.worker.evaluation import default_evaluator
 from streams.worker.pipeline import Pipeline
 from streams.worker.window_changelog import WindowChangelog, decode_entries
+from tests.streams.worker.changelogs import MemoryStore as MemStore
 from tests.streams.worker.test_pipeline import FakeCheckpoints, FakeSink, batch_msg, config, dl_sender
 
 WINDOW_CFG = {"size_events": 200, "summary_min_events": 100, "summary_bins": 64, "summary_reservoir": 50}
-
-
-@dataclass
-class Gen:
-    gen: int
-    blob: bytes
-
-
-class MemStore:
-    """The chunked-topic store's interface over a dict: the newest generation saved wins."""
-
-    def __init__(self) -> None:
-        self.saved: dict[int, Gen] = {}
-        self.saves = 0
-        self.fail = False
-
-    async def put(self, key: str, gen: int, blob: bytes, route: int = 0) -> int:
-        if self.fail:
-            raise ConnectionError("broker away")
-        assert key == f"p{route}"
-        self.saved[route] = Gen(gen, blob)
-        self.saves += 1
-        return len(blob)
-
-    async def restore(self, key: str, route: int = 0):
-        return self.saved.get(route)
-
-    async def close(self) -> None:
-        pass
 
 
 class Sink(FakeSink):
@@ -139,8 +111,8 @@ def test_open_summarised_windows_release_their_messages_at_each_checkpoint(ref):
     run(p, msgs)
     before = len(acked)
     asyncio.run(p.save_windows(force=True))
-    assert store.saves == 1 and len(acked) == len(msgs) > before  # everything, the open windows' too
-    (entries,) = [decode_entries(g.blob) for g in store.saved.values()]
+    assert store.puts == 1 and len(acked) == len(msgs) > before  # everything, the open windows' too
+    entries = decode_entries(asyncio.run(store.restore("p0")).blob)
     assert {k[1] for k in entries} == {"m", "k"}
     assert all(e.n > 0 and e.summary for e in entries.values())
 
@@ -178,12 +150,12 @@ def test_a_crash_resumes_the_open_window_from_its_checkpoint_with_the_same_point
         committed += 1
     # re-read: at most the 4 batches of 3 messages since the last checkpoint (plus the unfinished one)
     assert crash_after + 1 - committed <= 15, (crash_after, committed)
-    assert store.saves >= 1 or crash_after < 12
+    assert store.puts >= 1 or crash_after < 12
     after_a = list(sink.records)
     b = pipeline(sink, store, [], ref, committed=lambda t, part: committed or None)
     run(b, msgs[committed:])
     assert same(points(sink.records), want) == []
-    if store.saves:  # control: without the checkpoint, the same restart loses the open windows' first rows
+    if store.puts:  # control: without the checkpoint, the same restart loses the open windows' first rows
         control = Sink()
         control.records = list(after_a)
         run(pipeline(control, None, [], ref, committed=lambda t, part: committed or None), msgs[committed:])
