@@ -1127,7 +1127,7 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
             "events_counted": g("worker_rows", "events_counted"),
         }
     if r.get("sigkill"):  # --sigkill: a SIGKILL in the middle of a long window (the phase's details stay in "sigkill")
-        s["sigkill_headline"] = {
+        s["sigkill_summary"] = {
             "reread_seconds_of_traffic": g("sigkill", "reread", "seconds_of_traffic"),
             "reread_events": g("sigkill", "reread", "events"),
             "window_events": g("sigkill", "window_events"),
@@ -1150,6 +1150,7 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
                 "latency_after_warm_up_ms": c.get("latency_after_warm_up_ms"),
                 "rss_mb_at": c.get("rss_mb_at"),
                 "peak_rss_mb": c.get("peak_rss_mb"),
+                **rss_vs_main(c, r.get("worker") or {}),
                 "windows": c.get("windows"),
                 "events_counted": c.get("events_counted"),
                 "events_expected": c.get("events_expected"),
@@ -1174,12 +1175,36 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     if plan.window == 5000:
         s["targets"]["ratio_to_floor_5000>=0.3"] = _ok(s["ratio_to_floor"], lambda v: v >= 0.3)
     for name, c in (s.get("cases_summary") or {}).items():
+        if name.startswith("count_"):  # issue 16: RSS with long count windows at most 15 % above the main run's
+            s["targets"][f"rss_{name}<=1.15x_main"] = _ok(c.get("rss_vs_main"), lambda v: v <= 1.15)
         s["targets"][f"ratio_to_floor_{name}>=0.4"] = _ok(c["ratio_to_floor"], lambda v: v >= 0.4)
         s["targets"][f"latency_p99_ms_{name}<1000"] = _ok(_get(c, "latency_ms", "p99"), lambda v: v < 1000)
         s["targets"][f"counted_equals_expected_{name}"] = (
             None if c["events_counted"] is None else c["events_counted"] == c["events_expected"]
         )
     return s
+
+
+def rss_vs_main(case: dict[str, Any], main: dict[str, Any]) -> dict[str, Any]:
+    """A case's worker RSS over the main run's (same traffic, other windows): at the largest event count
+    both sampled (``rss_at``), else at their ends; and the same for the peak RSS.
+
+    >>> rss_vs_main({"rss_mb_at": {"1000": 110.0, "2000": 115.0}, "peak_rss_mb": 120.0},
+    ...             {"rss_mb_at": {"1000": 100.0, "2000": 100.0}, "peak_rss_mb": 100.0})
+    {'rss_vs_main': 1.15, 'rss_vs_main_at': '2000', 'peak_rss_vs_main': 1.2}
+    """
+    a, b = case.get("rss_mb_at") or {}, main.get("rss_mb_at") or {}
+    common = sorted(set(a) & set(b), key=int)
+    if common:
+        at, x, y = common[-1], a[common[-1]], b[common[-1]]
+    else:
+        at, x, y = "end", case.get("rss_mb_final"), main.get("rss_mb_final")
+    px, py = case.get("peak_rss_mb"), main.get("peak_rss_mb")
+    return {
+        "rss_vs_main": round(x / y, 3) if x and y else None,
+        "rss_vs_main_at": at,
+        "peak_rss_vs_main": round(px / py, 3) if px and py else None,
+    }
 
 
 def _ok(v, pred) -> bool | None:

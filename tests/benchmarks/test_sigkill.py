@@ -45,7 +45,7 @@ def test_summary_reports_the_reread_and_its_targets():
         }
     }
     s = throughput.summarise(report, _plan("--sigkill"))
-    head = s["sigkill_headline"]
+    head = s["sigkill_summary"]
     assert head["reread_seconds_of_traffic"] == 6.0 and head["restored_events"] == 480_000
     assert "sigkill" not in s  # the phase's own result is not replaced by the summary
     assert s["targets"]["sigkill_reread_s<=10"] is True
@@ -54,3 +54,20 @@ def test_summary_reports_the_reread_and_its_targets():
     report["sigkill"]["points_equal_fault_free"] = False
     t = throughput.summarise(report, _plan("--sigkill"))["targets"]
     assert t["sigkill_reread_s<=10"] is False and t["sigkill_points_equal_fault_free"] is False
+
+
+def test_count_cases_compare_their_rss_with_the_main_run():
+    report = {
+        "worker": {"rss_mb_at": {"1000000": 550.0, "4000000": 549.0}, "peak_rss_mb": 624.0},
+        "cases": {
+            "count_1000000": {"rss_mb_at": {"4000000": 394.0}, "peak_rss_mb": 409.0, "events_counted": 1},
+            "time_60s": {"rss_mb_at": {"4000000": 700.0}, "peak_rss_mb": 709.0, "events_counted": 1},
+        },
+    }
+    s = throughput.summarise(report, _plan())
+    c = s["cases_summary"]["count_1000000"]
+    assert (c["rss_vs_main"], c["rss_vs_main_at"], c["peak_rss_vs_main"]) == (0.718, "4000000", 0.655)
+    assert s["targets"]["rss_count_1000000<=1.15x_main"] is True
+    assert "rss_time_60s<=1.15x_main" not in s["targets"]  # the target is about count windows
+    report["cases"]["count_1000000"]["rss_mb_at"]["4000000"] = 640.0
+    assert throughput.summarise(report, _plan())["targets"]["rss_count_1000000<=1.15x_main"] is False
