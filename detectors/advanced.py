@@ -65,7 +65,13 @@ from detectors.multivariate import (
     RowEncoder,
 )
 from detectors.online import CVMOnline
-from detectors.performance import CBPE, Calibration, fit_calibration, not_calibrated_record, performance_records
+from detectors.performance import (
+    CBPE,
+    Calibration,
+    not_calibrated_record,
+    performance_records,
+    reference_calibration,
+)
 from detectors.prediction import PredictionReference, prediction_drift, prediction_frame, prediction_records
 from detectors.records import FieldValue, Record
 from detectors.reference import Reference, attach_rolling_history, reference_frame, rolling_history
@@ -125,32 +131,6 @@ NO_OUTPUTS = (
     "score columns in the monitor config (reference.prediction, reference.probabilities, "
     "reference.score), or use a first_n reference"
 )
-
-
-def reference_calibration(reference: Reference | None, min_rows: int = 200) -> Calibration | str:
-    """CBPE's calibration fitted on the reference rows' labels (cached per reference), or why there is none."""
-    rows = reference_frame(reference)
-    if rows is None or reference is None:  # no rows without a reference
-        return "no labelled reference rows"
-    if rows.label is None:
-        return "the reference rows carry no labels"
-    if rows.pred_proba is None or len(rows.classes) < 2:
-        return "the reference rows carry no class probabilities"
-    key = ("calibration", min_rows)
-    cache = reference._cache
-    if key not in cache:
-        try:
-            cache[key] = fit_calibration(
-                rows.pred_proba,
-                rows.label,
-                rows.classes,
-                rows.pred_label,
-                min_rows=min_rows,
-                source=f"{reference.source}: labelled rows",
-            )
-        except ValueError as e:
-            cache[key] = f"the reference's labels cannot calibrate it: {e}"
-    return cache[key]
 
 
 def prediction_reference(reference: Reference) -> PredictionReference:

@@ -57,6 +57,7 @@ from typing import Literal
 import numpy as np
 
 from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, FieldValue, Record
+from detectors.reference import Reference, reference_frame
 from detectors.values import not_none
 
 Task = Literal["classification", "regression"]
@@ -74,6 +75,7 @@ __all__ = [
     "normalize_labels",
     "not_calibrated_record",
     "performance_records",
+    "reference_calibration",
     "regression_metrics",
     "suffix_z",
 ]
@@ -531,6 +533,35 @@ def fit_calibration(
     return Calibration(classes, tuple(maps), int(p.shape[0]), source, float(np.mean(served == lab)))
 
 
+def reference_calibration(reference: Reference | None, min_rows: int = 200) -> Calibration | str:
+    """CBPE's calibration fitted on the reference rows' labels (cached per reference), or why there is none.
+
+    Here, not in :mod:`detectors.advanced`, so the worker's event loop can ask for it at the first window
+    without importing scipy and the multivariate engines (seconds on a busy host)."""
+    rows = reference_frame(reference)
+    if rows is None or reference is None:  # no rows without a reference
+        return "no labelled reference rows"
+    if rows.label is None:
+        return "the reference rows carry no labels"
+    if rows.pred_proba is None or len(rows.classes) < 2:
+        return "the reference rows carry no class probabilities"
+    key = ("calibration", min_rows)
+    cache = reference._cache
+    if key not in cache:
+        try:
+            cache[key] = fit_calibration(
+                rows.pred_proba,
+                rows.label,
+                rows.classes,
+                rows.pred_label,
+                min_rows=min_rows,
+                source=f"{reference.source}: labelled rows",
+            )
+        except ValueError as e:
+            cache[key] = f"the reference's labels cannot calibrate it: {e}"
+    return cache[key]
+
+
 class CBPE:
     """Confidence-based performance estimation for classifiers with probabilities.
 
@@ -626,6 +657,12 @@ class CalibrationCollector:
     why), so CBPE is "not calibrated" until ``min_rows`` new labels are in and
     then calibrated on labels of the new concept. ``drift_z=None`` keeps the
     first calibration for good (NannyML's behaviour).
+
+    ``rolling=True`` keeps the *most recent* ``size`` labelled rows instead, and
+    refits once a tenth of them (at least ``min_rows``) are new: the calibration
+    always follows the labels, with no test (measured against the default in
+    docs/detection-science.md: it trails a step change by as long, and is noisier
+    where the concept holds).
     """
 
     size: int = 1000
@@ -634,6 +671,8 @@ class CalibrationCollector:
     n: int = 0
     drift_z: float | None = 5.0
     max_batches: int = 256
+    rolling: bool = False
+    _new: int = 0  # rolling: rows added since the last fit
     _proba: list[np.ndarray] = field(default_factory=list)
     _label: list[np.ndarray] = field(default_factory=list)
     _pred: list[np.ndarray] = field(default_factory=list)
@@ -660,6 +699,9 @@ class CalibrationCollector:
             self.classes = tuple(classes)
         if tuple(classes) != self.classes:
             return
+        if self.rolling:
+            self._add_recent(proba, labels, pred_label)
+            return
         if self.drift_z is not None and (self.full or self.recalibrations) and self.n >= self.min_rows:
             was_full = self.full
             if self._holds(proba, labels, pred_label):
@@ -671,19 +713,50 @@ class CalibrationCollector:
                 return
         elif self.full:
             return
-        p = np.asarray(proba, dtype=np.float64)
-        ok = np.isfinite(p).all(axis=1) & not_none(normalize_labels(labels))
-        take = np.flatnonzero(ok)[: self.size - self.n]
-        if not take.size:
+        got = self._rows(proba, labels, pred_label, self.size - self.n)
+        if got is None:
             return
-        self._proba.append(p[take])
-        self._label.append(normalize_labels(labels)[take])
-        self._pred.append(
+        for lst, a in zip((self._proba, self._label, self._pred), got):
+            lst.append(a)
+        self.n += int(got[0].shape[0])
+
+    def _rows(
+        self, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The usable rows (finite probabilities and a label), at most ``limit`` of the first: (proba, label,
+        served class)."""
+        p = np.asarray(proba, dtype=np.float64)
+        lab = normalize_labels(labels)
+        ok = np.isfinite(p).all(axis=1) & not_none(lab)
+        take = np.flatnonzero(ok)[:limit]
+        if not take.size:
+            return None
+        pred = (
             normalize_labels(pred_label)[take]
             if pred_label is not None
             else np.asarray(self.classes, dtype=object)[np.argmax(p[take], axis=1)]
         )
-        self.n += int(take.size)
+        return p[take], lab[take], pred
+
+    def _add_recent(self, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None) -> None:
+        """Rolling: append the rows and forget the oldest beyond ``size``."""
+        got = self._rows(proba, labels, pred_label, len(labels))
+        if got is None:
+            return
+        for lst, a in zip((self._proba, self._label, self._pred), got):
+            lst.append(a[-self.size :])
+        k = min(got[0].shape[0], self.size)
+        self.n += k
+        self._new += k
+        while self.n - self._label[0].shape[0] >= self.size:
+            self.n -= self._label[0].shape[0]
+            del self._proba[0], self._label[0], self._pred[0]
+        if self.n > self.size:  # cut the oldest batch
+            cut = self.n - self.size
+            self._proba[0], self._label[0], self._pred[0] = (
+                a[cut:] for a in (self._proba[0], self._label[0], self._pred[0])
+            )
+            self.n = self.size
 
     def _holds(self, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None) -> bool:
         """Test the full calibration on joined rows after it; True when it stopped holding (the
@@ -723,15 +796,22 @@ class CalibrationCollector:
         """The calibration of the rows so far (refitted when they grew by half, or filled up)."""
         if self.n < self.min_rows or (self.unstable and not self.full):
             return None
-        if self._fitted is not None and (self._fitted_n == self.n or (not self.full and self.n < 1.5 * self._fitted_n)):
+        if self.rolling:
+            if self._fitted is not None and self._new < max(self.min_rows, self.size // 10):
+                return self._fitted
+            self._new = 0
+        elif self._fitted is not None and (
+            self._fitted_n == self.n or (not self.full and self.n < 1.5 * self._fitted_n)
+        ):
             return self._fitted
         proba, lab, pred = (np.concatenate(x) for x in (self._proba, self._label, self._pred))
         self._proba, self._label, self._pred = [proba], [lab], [pred]
-        what = (
-            f"first {self.n} joined labels"
-            if not self.recalibrations
-            else f"{self.n} joined labels after recalibration {self.recalibrations}"
-        )
+        if self.rolling:
+            what = f"last {self.n} joined labels"
+        elif not self.recalibrations:
+            what = f"first {self.n} joined labels"
+        else:
+            what = f"{self.n} joined labels after recalibration {self.recalibrations}"
         try:
             self._fitted = fit_calibration(proba, lab, self.classes, pred, min_rows=self.min_rows, source=what)
             self.error = None
@@ -743,12 +823,26 @@ class CalibrationCollector:
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """``(scalars, arrays)``: the rows collected so far (probabilities; labels and predictions as object
-        arrays), so the label join's checkpoint carries CBPE's calibration to a restarted or new worker; the
-        fit is not stored (:meth:`calibration` refits the same rows, deterministically)."""
-        scalars = {"size": self.size, "min_rows": self.min_rows, "classes": list(self.classes), "n": self.n}
+        arrays) and the test of the calibration (its batches' residual sums, recalibrations, why), so the
+        label join's checkpoint carries CBPE's calibration to a restarted or new worker; the fit is not
+        stored (:meth:`calibration` refits the same rows, deterministically)."""
+        scalars = {
+            "size": self.size,
+            "min_rows": self.min_rows,
+            "classes": list(self.classes),
+            "n": self.n,
+            "drift_z": self.drift_z,
+            "rolling": self.rolling,
+            "new": self._new,
+            "recalibrations": self.recalibrations,
+            "drift_note": self.drift_note,
+            "unstable": self.unstable,
+        }
+        arrays = {"tests": np.asarray(self._tests, dtype=np.float64).reshape(-1, 3)} if self._tests else {}
         if not self.n:
-            return scalars, {}
+            return scalars, arrays
         return scalars, {
+            **arrays,
             "proba": np.concatenate(self._proba),
             "label": np.concatenate(self._label),
             "pred": np.concatenate(self._pred),
@@ -758,6 +852,14 @@ class CalibrationCollector:
     def from_state(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> CalibrationCollector:
         """The collector :meth:`state` described."""
         col = cls(int(scalars["size"]), int(scalars["min_rows"]), tuple(str(c) for c in scalars["classes"]))
+        if "drift_z" in scalars:  # checkpoints written before the calibration test was kept lack these
+            col.drift_z = None if scalars["drift_z"] is None else float(scalars["drift_z"])
+            col.recalibrations = int(scalars["recalibrations"])
+            col.drift_note = scalars["drift_note"]
+            col.unstable = bool(scalars["unstable"])
+            col.rolling, col._new = bool(scalars.get("rolling", False)), int(scalars.get("new", 0))
+        if "tests" in arrays:
+            col._tests = [(float(u), float(v), int(n)) for u, v, n in np.asarray(arrays["tests"]).tolist()]
         if int(scalars["n"]):
             col._proba = [np.asarray(arrays["proba"], dtype=np.float64)]
             col._label = [np.asarray(arrays["label"], dtype=object)]

@@ -842,7 +842,9 @@ class LabelHook:
         if col is None:
             cfg = self.models[model_id]
             col = self._cal_rows[model_id] = CalibrationCollector(
-                cfg.performance.rows(cfg.reference), cfg.performance.min_calibration_rows
+                cfg.performance.rows(cfg.reference),
+                cfg.performance.min_calibration_rows,
+                rolling=cfg.performance.calibration == "rolling",
             )
         col.add(rows.pred_proba, rows.classes, rows.label, rows.pred_label)
 
@@ -911,14 +913,17 @@ class LabelHook:
             return
         try:
             self._owner(key.model_id, key.partition)
-            if key.model_id not in self._joins and key.model_id not in self.eager:
+            room = self._room_before_label(key.model_id, frame)
+            if room <= 0:
                 self._now[key.model_id] = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
-                return  # no label seen yet for this model: do not hold its predictions
+                return  # no label seen yet for this model: do not hold (more of) its predictions
             fresh = self._fresh(key.model_id, key.topic, key.partition, origin)
             if fresh is not None and not fresh.all():
                 if not fresh.any():
                     return
                 frame = frame.take(fresh)
+            if room < len(frame):
+                frame = frame.take(slice(0, room))
             now = max(self._now.get(key.model_id, -math.inf), float(np.max(frame.event_time)))
             self._now[key.model_id] = now
             rows = self._join(key.model_id).add_predictions(
@@ -934,6 +939,30 @@ class LabelHook:
             self._dirty.add(key.model_id)
         except Exception:  # the label join must not stop drift monitoring
             log.exception("label join failed on predictions of %s", key.model_id)
+
+    def _room_before_label(self, model_id: str, frame: Frame) -> int:
+        """How many of ``frame``'s predictions the join may take (a large number: all of them).
+
+        A model with a ``labels:`` section, or one whose first label has come, joins every prediction.
+        Before its first label, a classifier's predictions with probabilities are held up to CBPE's
+        ``performance.calibration_rows`` (``first_n``'s events by default), so CBPE calibrates on the
+        labels of the reference period itself — the rows NannyML calibrates on — even when labels
+        start coming one window (or a day) later; other predictions are not held (memory).
+        A labelled reference file calibrates CBPE already: nothing is held for it either."""
+        join = self._joins.get(model_id)
+        if model_id in self.eager or (join is not None and (join.stats.labels or join.stats.replayed_labels)):
+            return len(frame)
+        cfg = self.models.get(model_id)
+        if (
+            cfg is None
+            or cfg.task != "classification"
+            or frame.pred_proba is None
+            or len(frame.classes) < 2
+            or model_id in self._ref_cal
+        ):
+            return 0
+        held = join.stats.predictions if join is not None else 0
+        return cfg.performance.rows(cfg.reference) - held
 
     def on_labels(self, part: LabelPart) -> None:
         if part.model_id not in self.models or not len(part):

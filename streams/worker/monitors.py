@@ -131,6 +131,12 @@ class PerformanceConfig(_Strict):
     min_calibration_rows: int = Field(
         200, ge=20, description="fewest labelled rows to calibrate on; until then the estimate says 'not calibrated'"
     )
+    calibration: Literal["first", "rolling"] = Field(
+        "first",
+        description="without a labelled reference file: 'first' calibrates on the first calibration_rows joined "
+        "labels and recalibrates when they stop holding (tested on every later label); 'rolling' on the most "
+        "recent calibration_rows joined labels, refitted as they come (docs/detection-science.md)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> PerformanceConfig:

@@ -117,6 +117,22 @@ def thin_rows(frame: Frame, limit: int) -> Frame:
     return frame.take(np.unique(np.linspace(0, n - 1, limit).astype(np.int64)))
 
 
+def _preload_detectors() -> None:
+    """Import, on a thread, the detector modules the event loop itself needs at the first windows after a
+    reference (the window summaries' layout and prediction reference: scipy.stats and the drift engines,
+    3 s of imports here, far more on a busy host), so the first window does not import them on the loop
+    and stall every timer (Faust logged "Timer livelock is overlapping" there)."""
+    import threading
+
+    def load() -> None:
+        try:
+            from detectors import advanced, summaries  # noqa: F401
+        except Exception:  # the loop imports them when needed, and reports what fails there
+            log.debug("preloading the detector modules failed", exc_info=True)
+
+    threading.Thread(target=load, name="import-detectors", daemon=True).start()
+
+
 @dataclass
 class StreamState:
     """Everything kept for one stream key (topic partition, model, version)."""
@@ -211,6 +227,8 @@ class Pipeline:
 
             evaluator = default_evaluator(online_cache_dir(settings.state_dir))
         self.evaluator: Evaluator | DetectorProcess | None = evaluator
+        if isinstance(evaluator, DetectorProcess):  # an in-process evaluator imports them itself, on a thread
+            _preload_detectors()
         self.label_hook = label_hook
         self.alerting = alerting
         self.clock = clock
@@ -845,16 +863,22 @@ class Pipeline:
         ordinals = _ordinals_of_last(builder)
         model = state.model
         rows = concat(frames)
-        state.reference = attach_reference_frame(
-            Reference.from_frame(
+        # hundreds of ms per model (seconds when several references fill in the same round on a busy host):
+        # built on a thread so the worker's timers (label results, checkpoints, Faust's) keep running
+        built = await asyncio.get_running_loop().run_in_executor(
+            None,
+            partial(
+                Reference.from_frame,
                 rows,
                 model.features,
                 bins=model.drift.histogram_bins,
                 segments=model.segments,
                 source=f"first {model.reference.first_n} events of {model.model_id} v{state.key.model_version}",
             ),
-            rows,
         )
+        if state.builder is not builder:  # a reference was set or reset meanwhile (driftwatch reference ...)
+            return
+        state.reference = attach_reference_frame(built, rows)
         state.ref_end_pos = end_pos = (int(origin[-1]), ordinals)
         holds, state.builder, state.builder_holds = state.builder_holds, None, []
         if isinstance(state.windows, CountWindows):  # a long first window: its rows become a summary now
@@ -1079,8 +1103,7 @@ class Pipeline:
         its reference (a file with a label column), else the model's first joined labels."""
         if model.task != "classification":
             return None
-        from detectors.advanced import reference_calibration
-        from detectors.performance import Calibration
+        from detectors.performance import Calibration, reference_calibration  # light: no scipy/alibi import
 
         cal = reference_calibration(reference, model.performance.min_calibration_rows)
         if self.label_hook is None:

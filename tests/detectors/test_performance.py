@@ -362,6 +362,71 @@ def test_calibration_collector_without_drift_test_keeps_the_first_calibration():
     assert col.recalibrations == 0 and col.calibration().source == "first 1000 joined labels"
 
 
+def test_calibration_collector_state_keeps_its_test_of_the_calibration():
+    """A collector in the middle of a recalibration comes back from its state (as the label join's
+    checkpoint stores it) with the same rows, the same test history and the same next verdict."""
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(16)
+    col = CalibrationCollector(size=3000, min_rows=200)
+    classes = ("0", "1")
+    for _ in range(6):
+        col.add(*_split(_binary_rows(rng, 500), classes))
+    col.add(*_split(_binary_rows(rng, 500, flip_above=0.7), classes))
+    col.add(*_split(_binary_rows(rng, 300, flip_above=0.7), classes))
+    assert col.recalibrations == 1 and col._tests  # testing the new calibration already
+    back = CalibrationCollector.from_state(*col.state())
+    for k in ("n", "recalibrations", "drift_note", "unstable", "drift_z", "classes"):
+        assert getattr(back, k) == getattr(col, k), k
+    np.testing.assert_allclose(np.array(back._tests), np.array(col._tests))
+    more = _binary_rows(rng, 500)  # the first concept again: both see the same break
+    col.add(*_split(more, classes))
+    back.add(*_split(more, classes))
+    assert (back.recalibrations, back.unstable, back.n) == (col.recalibrations, col.unstable, col.n)
+    grid = np.linspace(0, 1, 11)
+    probe = np.column_stack([1 - grid, grid])
+    a, b = col.calibration(), back.calibration()
+    assert (a is None) == (b is None)
+    if a is not None:
+        np.testing.assert_allclose(a.apply(probe), b.apply(probe))
+
+
+def test_rolling_calibration_follows_the_most_recent_labels():
+    """``rolling=True``: the calibration is the isotonic fit (scikit-learn, independently) of exactly the last
+    ``size`` labelled rows, refitted once a tenth of them are new; it follows a concept drift without a test."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(17)
+    classes = ("0", "1")
+    col = CalibrationCollector(size=2000, min_rows=200, rolling=True)
+    batches = [_binary_rows(rng, 700) for _ in range(4)] + [_binary_rows(rng, 700, flip_above=0.7) for _ in range(4)]
+    for i, rows in enumerate(batches):
+        col.add(*_split(rows, classes))
+        assert col.n == min(col.size, 700 * (i + 1))
+    cal = col.calibration()
+    assert cal.source == "last 2000 joined labels" and cal.n == 2000 and col.recalibrations == 0
+    x = np.concatenate([r[0][:, 1] for r in batches])[-2000:]
+    y = np.concatenate([r[1] == "1" for r in batches])[-2000:]
+    grid = np.linspace(0, 1, 101)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(x, y)
+    assert np.allclose(cal.apply(np.column_stack([1 - grid, grid]))[:, 1], iso.predict(grid))
+    p, lab, pred = _binary_rows(rng, 5000, flip_above=0.7)
+    assert abs(CBPE(cal).estimate(p, classes, pred)["accuracy"] - float(np.mean(pred == lab))) < 0.03
+    # fewer than a tenth new: the same fit; then a refit
+    col.add(*_split(_binary_rows(rng, 150, flip_above=0.7), classes))
+    assert col.calibration() is cal
+    col.add(*_split(_binary_rows(rng, 100, flip_above=0.7), classes))
+    assert col.calibration() is not cal
+    back = CalibrationCollector.from_state(*col.state())
+    assert back.rolling and back.n == col.n == 2000
+    np.testing.assert_allclose(
+        back.calibration().apply(np.column_stack([1 - grid, grid])),
+        col.calibration().apply(np.column_stack([1 - grid, grid])),
+    )
+
+
 def _split(rows, classes):
     p, lab, pred = rows
     return p, classes, lab, pred

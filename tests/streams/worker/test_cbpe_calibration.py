@@ -70,21 +70,17 @@ def _labels(start, truth, offset):
     )
 
 
-def _cfg(reference: dict):
-    return parse_monitors(
-        {
-            "models": [
-                {
-                    "model_id": "m",
-                    "features": [{"name": "x", "kind": "numeric"}],
-                    "window": {"size_events": N},
-                    "reference": reference,
-                    "performance": {"calibration_rows": 400, "min_calibration_rows": 200},
-                    "labels": {"ttl_seconds": 3600, "online": {"enabled": False}},
-                }
-            ]
-        }
-    )
+def _cfg(reference: dict, labels_section: bool = True):
+    model = {
+        "model_id": "m",
+        "features": [{"name": "x", "kind": "numeric"}],
+        "window": {"size_events": N},
+        "reference": reference,
+        "performance": {"calibration_rows": 400, "min_calibration_rows": 200},
+    }
+    if labels_section:  # without one, the join holds predictions from the first label on (but see below)
+        model["labels"] = {"ttl_seconds": 3600, "online": {"enabled": False}}
+    return parse_monitors({"models": [model]})
 
 
 def _cbpe(sink):
@@ -95,7 +91,7 @@ def _cbpe(sink):
     ]
 
 
-def _run(cfg, windows: int, labelled_until: int):
+def _run(cfg, windows: int, labelled_until: int, label_lag: int = 0):
     rng = np.random.default_rng(11)
     hook = LabelHook(cfg, background=False)
     sink = FakeSink()
@@ -111,11 +107,12 @@ def _run(cfg, windows: int, labelled_until: int):
 
     async def go():
         off = 0
-        for k, (x, served, pred, truth) in enumerate(data):
+        for k, (x, served, pred, _truth) in enumerate(data):
             await p.process([_msg(k * N, x, served, pred, off)])
             off += 1
-            if k < labelled_until:  # the labels of this window arrive before the next one
-                await p.process([_labels(k * N, truth, off)])
+            j = k - label_lag  # the labels of window j arrive before window k + 1 (label_lag windows late)
+            if 0 <= j < labelled_until:
+                await p.process([_labels(j * N, data[j][3], off)])
                 off += 1
         await p.drain()
 
@@ -179,3 +176,67 @@ def test_a_labelled_reference_file_calibrates_from_the_first_window(tmp_path):
     assert status == {"prediction_drift": 1, "feature_impact": 1, "estimated_performance": 1}
     assert any(r.measurement == R.PREDICTION for r in sink.records)
     assert any(r.measurement == R.IMPACT for r in sink.records)
+
+
+def _direct_estimate(data, rows: slice, window: int) -> float:
+    """CBPE's accuracy of ``window`` calibrated on ``rows``, computed directly (isotonic map + numpy)."""
+    served = np.concatenate([d[1] for d in data])
+    pred = np.concatenate([d[2] for d in data])
+    truth = np.concatenate([d[3] for d in data])
+    P = np.column_stack([1 - served, served])
+    cal = fit_calibration(P[rows], truth[rows].astype(object), ("no", "yes"), pred[rows].astype(object))
+    w = slice(window * N, (window + 1) * N)
+    q = cal.apply(P[w])
+    return float(np.mean(np.where(pred[w] == "yes", q[:, 1], q[:, 0])))
+
+
+def test_cbpe_calibrates_on_the_first_predictions_even_when_labels_start_later():
+    """No ``labels:`` section and labels three windows late: the join still holds the model's first
+    ``calibration_rows`` predictions (it has probabilities), so CBPE calibrates on rows 0–399 — the
+    reference period's own, NannyML's reference — not on the first rows joined after the first label."""
+    cfg = _cfg({"first_n": 400}, labels_section=False)
+    sink, data, hook = _run(cfg, windows=10, labelled_until=10, label_lag=3)
+    pts = [r for r in _cbpe(sink) if "value" in r.fields]
+    assert pts and pts[-1].fields["calibration_n"] == 400
+    assert pts[-1].fields["calibration_source"] == "first 400 joined labels"
+    assert abs(pts[-1].fields["value"] - _direct_estimate(data, slice(0, 400), 9)) < 1e-9
+    assert abs(pts[-1].fields["value"] - _direct_estimate(data, slice(300, 700), 9)) > 1e-6  # the rows matter
+    # every window's labels joined, the first ones too (held from before the first label)
+    realized = [
+        r
+        for r in sink.records
+        if r.measurement == R.PERFORMANCE and r.tags[R.T_DETECTOR] == "realized" and r.tags[R.T_METRIC] == "accuracy"
+    ]
+    first_window = min(r.time_ns for r in sink.records if r.measurement == R.WINDOW)
+    assert any(r.time_ns == first_window and r.fields["n"] == N for r in realized)
+    stats = hook._joins["m"].stats
+    assert stats.predictions == 10 * N and stats.matched == 7 * N
+
+
+def test_before_the_first_label_only_calibration_rows_predictions_are_held():
+    """Without a label yet, the join holds at most ``calibration_rows`` predictions (memory), and none of a
+    model whose events carry no probabilities (CBPE cannot use them)."""
+    cfg = _cfg({"first_n": 100}, labels_section=False)
+    _sink, _data, hook = _run(cfg, windows=7, labelled_until=0)
+    assert hook._joins["m"].stats.predictions == 400  # calibration_rows, not 700
+    assert hook._joins["m"].stats.pending_predictions == 400
+    no_proba = LabelHook(cfg, background=False)
+    rng = np.random.default_rng(1)
+    x, served, pred, _truth = _events(rng, 0, N)
+    doc = orjson.loads(_msg(0, x, served, pred, 0).value)
+    del doc["prediction"]["probabilities"]
+    p = Pipeline(
+        Settings(),
+        cfg,
+        sink=FakeSink(),
+        deadletters=DeadLetterPublisher(dl_sender([])),
+        evaluator=None,
+        label_hook=no_proba,
+    )
+
+    async def go():
+        await p.process([RawMessage(orjson.dumps(doc), b"m", "t", 0, 0, None)])
+        await p.drain()
+
+    asyncio.run(go())
+    assert "m" not in no_proba._joins

@@ -22,7 +22,7 @@ from detectors.performance import PerformanceAccumulator
 from streams.alerts.rules import AlertRule, evaluate
 from streams.settings import Settings
 from streams.worker.deadletter import DeadLetterPublisher
-from streams.worker.decode import RawMessage
+from streams.worker.decode import LabelPart, RawMessage
 from streams.worker.label_changelog import GenerationFold, partition_key
 from streams.worker.labels import LabelHook, ModelResults, decode_partition, decode_state, encode_state
 from streams.worker.monitors import parse_monitors
@@ -501,6 +501,47 @@ def test_calibration_rows_travel_with_the_checkpoint():
     np.testing.assert_allclose(
         CBPE(cal2).expected_correct(probe, ("p", "q"))[0], CBPE(cal).expected_correct(probe, ("p", "q"))[0]
     )
+
+
+def test_predictions_held_before_the_first_label_travel_with_the_checkpoint():
+    """A classifier without a ``labels:`` section: its first predictions (CBPE's calibration rows) are held
+    before any label and checkpointed; a new worker restoring the partition joins their labels."""
+    model = hook_cfg(LabelHook(cfg(), background=False)).models[0].model_dump(exclude_unset=True)
+    del model["labels"]
+    config = parse_monitors({"models": [model]})
+    state = MemoryChangelog()
+    h = LabelHook(config, store=state, background=False)
+    assert h.eager == set()
+    p, _ = pipeline(h)
+    rng = np.random.default_rng(4)
+    n = 300
+    proba = rng.dirichlet([1, 1], n)
+    doc = {
+        "type": "inference_batch",
+        "model_id": "m",
+        "model_version": "1",
+        "event_id": [f"c-{i}" for i in range(n)],
+        "event_time": (T0 + np.arange(n) * 0.1).tolist(),
+        "features": {"x": rng.normal(size=n).tolist(), "c": ["a"] * n},
+        "prediction": {
+            "label": np.where(proba[:, 0] > 0.5, "p", "q").tolist(),
+            "probabilities": {"p": proba[:, 0].tolist(), "q": proba[:, 1].tolist()},
+        },
+    }
+
+    async def run():
+        await p.process([RawMessage(orjson.dumps(doc), b"m", "t", 0, 0, None)])
+        await p.drain()
+        await h.close()
+
+    asyncio.run(run())
+    assert state.pending() == {"m": n}  # held (and checkpointed) though no label came yet
+    h2 = LabelHook(config, store=state, background=False)
+    asyncio.run(h2.restore_partitions([0]))
+    truth = np.where(rng.random(n) < proba[:, 0], "p", "q")
+    ids = np.array([f"c-{i}" for i in range(n)], dtype=object)
+    h2.on_labels(LabelPart("labels", 0, "m", ids, truth.astype(object), np.full(n, T0 + 50.0), np.zeros(n, np.int64)))
+    assert h2._joins["m"].stats.matched == n
 
 
 def test_the_error_stream_detector_reports_each_window_and_feeds_alert_rules(tmp_path):
