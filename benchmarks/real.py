@@ -828,7 +828,7 @@ CBPE_NOTE = (
     "joined labels (the same rows: the label join holds them from the first prediction), tests that calibration "
     "on every later label and recalibrates on the labels since when it stops holding (|z| > 5); while a "
     "recalibration is incomplete and fails again it writes 'not calibrated' and no value. Its MAE is over the "
-    "windows with an estimate (windows_with_estimate of windows); NannyML's MAE is over all evaluated windows, "
+    "windows with an estimate (windows of windows_evaluated); NannyML's MAE is over all evaluated windows, "
     "and mae_same_windows_as_driftwatch over driftwatch's. Labels arrive one window late, so no estimator that "
     "learns from labels sees a concept change in the two windows after it. The check compares with both."
 )

@@ -51,9 +51,12 @@ twice; it costs at most ``snapshot_every`` seconds of re-reading.
 
 Memory: a join holds every prediction until its label comes or it expires
 (up to ``labels.max_pending`` per model, ~200 bytes each). So a model whose
-config has no ``labels:`` section starts joining only when its first label
-arrives (labels for predictions made before that count as unmatched); a model
-with an explicit ``labels:`` section joins from its first prediction.
+config has no ``labels:`` section holds, before its first label, only a
+classifier's first ``performance.calibration_rows`` predictions with
+probabilities (CBPE's calibration rows: the reference period's, as NannyML
+calibrates); it joins everything from its first label on (labels for other
+predictions made before that count as unmatched). A model with an explicit
+``labels:`` section joins from its first prediction.
 
 Limits (documented in docs/worker.md): labels carry no model version, so with
 several versions live at once the joined rows are reported on the version whose

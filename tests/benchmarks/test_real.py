@@ -103,7 +103,7 @@ def test_cbpe_summary_splits_at_the_change_and_compares_like_windows():
     assert m["mae_before_change"] == pytest.approx(0.01)
     assert m["mae_same_windows_as_driftwatch"] == pytest.approx((3 * 0.01 + 2 * 0.3) / 5, abs=1e-4)
     d = real.cbpe_summary(s, ours, realized)
-    assert d["windows"] == 5 and "mae_same_windows_as_driftwatch" not in d
+    assert d["windows"] == 5 and d["windows_evaluated"] == 7 and "mae_same_windows_as_driftwatch" not in d
 
 
 def test_online_metrics_and_checks():
@@ -138,6 +138,14 @@ def test_online_metrics_and_checks():
     c = real.checks(reps)
     assert c["all"]["delay_no_later_than_slower_peer_and_within_one_window_of_faster"] is False
     assert c["all"]["cbpe_mae_at_most_nannyml_and_0.03"] is False
+    # below NannyML over all its windows but not over the windows driftwatch estimated: not at most NannyML's
+    reps["a"]["performance"] = {
+        "driftwatch_cbpe": {"mae": 0.02},
+        "nannyml_cbpe": {"mae": 0.025, "mae_same_windows_as_driftwatch": 0.015},
+    }
+    assert real.checks(reps)["all"]["cbpe_mae_at_most_nannyml"] is False
+    reps["a"]["performance"]["nannyml_cbpe"]["mae_same_windows_as_driftwatch"] = 0.02
+    assert real.checks(reps)["all"]["cbpe_mae_at_most_nannyml"] is True
 
 
 def test_river_episodes_replay_the_threshold_study_episodes():
