@@ -14,7 +14,7 @@ from detectors.adversarial import AdversarialMonitor, AdversarialSpec
 from streams.alerts.rules import AlertRule, evaluate
 from streams.devstack.attacks import ExtractionAttack, evasion
 from streams.influx.sink import database, query, write_records
-from tests.integration.test_pipeline import worker
+from tests.reliability.helpers import worker
 
 pytestmark = pytest.mark.integration
 

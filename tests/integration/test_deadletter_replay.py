@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from streams.influx.sink import query
-from tests.integration.test_pipeline import T0, dead_events, wait_for, windowed, worker
+from tests.reliability.helpers import T0, dead_letters, wait_for, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 
@@ -91,13 +91,13 @@ def test_unknown_model_dead_lettered_then_replayed_into_windows(settings, settin
     before = monitors(tmp_path / "before.yaml", ["m"])
     with worker(settings_env, before, log) as proc:
         wait_for(
-            lambda: True if windowed(settings) + dead_events(consume_all, settings)[0] == 600 else None,
+            lambda: True if windowed(settings) + dead_letters(consume_all, settings)[0] == 600 else None,
             120,
             "every event windowed or dead-lettered",
             [proc],
             log,
         )
-    assert dead_events(consume_all, settings)[1] == {"unknown_model": 300}
+    assert dead_letters(consume_all, settings)[1] == {"unknown_model": 300}
     text = log.read_text()
     assert "dead-lettering events of model iris: unknown_model" in text  # the log names model and reason
     points = query(settings, 'SELECT "count", "model_id" FROM "dw_deadletter" WHERE "reason" = \'unknown_model\'')
@@ -134,7 +134,7 @@ def test_unknown_model_dead_lettered_then_replayed_into_windows(settings, settin
             log,
         )
     assert windowed_of(settings, "m") == 300  # nothing counted twice
-    assert dead_events(consume_all, settings)[1] == {"unknown_model": 300}  # the dead letters stay, unchanged
+    assert dead_letters(consume_all, settings)[1] == {"unknown_model": 300}  # the dead letters stay, unchanged
     replayed = consume_all(settings, settings.topic_inferences, timeout=10, idle=2.0)
     marked = [r for r in replayed if any(k == "dw-replay-of" for k, _v in r.headers)]
     assert len(marked) == 3

@@ -12,173 +12,30 @@ worker``) with the test's settings in its environment.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
-import yaml
 
-from streams.influx.sink import DatabaseNotFound, query
-from streams.lifetime import die_with_parent
+from streams.influx.sink import query
+from tests.reliability.helpers import (
+    CATEGORICAL,
+    NUMERIC,
+    Traffic,
+    batch,
+    dead_letters,
+    monitors_file,
+    tail,
+    wait_for,
+    windowed,
+    worker,
+)
 from tests.sinks import CollectSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
-
-T0 = float(int(time.time()) - 3600)
-NUMERIC = ["x0", "x1", "x2", "x3"]
-CATEGORICAL = ["c0", "c1"]
-LEVELS = np.array(["a", "b", "c", "d"], dtype=object)
-
-
-def monitors_file(
-    tmp_path: Path, models: list[str], *, window: int, first_n: int, idle: float, window_extra: dict | None = None
-) -> Path:
-    features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
-    features += [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
-    cfg = {
-        "models": [
-            {
-                "model_id": m,
-                "features": features,
-                "window": {"size_events": window, "idle_close_seconds": idle, **(window_extra or {})},
-                "reference": {"first_n": first_n},
-                "drift": {"p_val": 0.001, "correction": "bonferroni"},
-            }
-            for m in models
-        ]
-    }
-    path = tmp_path / "monitors.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def batch(model: str, start: int, n: int, rng: np.random.Generator, drift: bool) -> bytes:
-    """One column batch; with ``drift``, x0 shifts by 1 sd and c0 changes its mix."""
-    num = rng.normal(0.0, 1.0, size=(len(NUMERIC), n))
-    if drift:
-        num[0] += 1.0
-    p_c0 = [0.1, 0.2, 0.3, 0.4] if drift else [0.4, 0.3, 0.2, 0.1]
-    cats = [LEVELS[rng.choice(4, size=n, p=p_c0)], LEVELS[rng.choice(4, size=n, p=[0.25] * 4)]]
-    doc = {
-        "schema_version": 1,
-        "type": "inference_batch",
-        "model_id": model,
-        "model_version": "1",
-        "event_id": [f"{model}-{i}" for i in range(start, start + n)],
-        "event_time": (T0 + np.arange(start, start + n) * 0.01).tolist(),
-        "features": {
-            **{k: num[i].tolist() for i, k in enumerate(NUMERIC)},
-            **{k: cats[i].tolist() for i, k in enumerate(CATEGORICAL)},
-        },
-        "prediction": {"label": ["yes" if v > 0 else "no" for v in num[1]]},
-    }
-    return orjson.dumps(doc)
-
-
-class Traffic:
-    """Produces batches (key = model id) and counts what was produced."""
-
-    def __init__(self, settings, seed: int = 1):
-        from kafka import KafkaProducer
-
-        self.settings = settings
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            linger_ms=5,
-            max_request_size=4 << 20,
-            **settings.kafka_client_options(),
-        )
-        self.rng = np.random.default_rng(seed)
-        self.events = 0
-        self.next = {}
-
-    def send(self, model: str, n: int, *, drift: bool = False) -> None:
-        start = self.next.get(model, 0)
-        self.producer.send(
-            self.settings.topic_inferences, key=model.encode(), value=batch(model, start, n, self.rng, drift)
-        )
-        self.next[model] = start + n
-        self.events += n
-
-    def raw(self, value: bytes | None, key: bytes = b"m", events: int = 1) -> None:
-        self.producer.send(self.settings.topic_inferences, key=key, value=value)
-        self.events += events
-
-    def flush(self) -> None:
-        self.producer.flush(30)
-
-    def close(self) -> None:
-        self.producer.close(10)
-
-
-@contextlib.contextmanager
-def worker(settings_env: dict, monitors: Path, log: Path, extra_env: dict | None = None):
-    env = {**settings_env, **(extra_env or {}), "DRIFTWATCH_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--monitors", str(monitors)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(),
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def windowed(settings) -> int:
-    try:
-        rows = query(settings, 'SELECT sum("n_events") AS n FROM "dw_window"')
-    except DatabaseNotFound:
-        return 0
-    return int(rows[0]["n"]) if rows else 0
-
-
-def wait_for(cond, timeout: float, what: str, procs=(), log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last is True:
-            return
-        for p in procs:
-            if p.poll() is not None:
-                pytest.fail(f"worker exited with {p.returncode} while waiting for {what}; log:\n{tail(log)}")
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what} (last: {last}); worker log:\n{tail(log)}")
-
-
-def tail(log: Path | None, n: int = 40) -> str:
-    if log is None or not log.exists():
-        return ""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
-
-
-def dead_events(consume_all, settings) -> tuple[int, dict[str, int], list]:
-    recs = consume_all(settings, settings.topic_deadletter, timeout=10, idle=2.0)
-    total, by = 0, {}
-    for r in recs:
-        h = {k: v.decode() for k, v in r.headers}
-        n = int(h["dw-events"])
-        total += n
-        by[h["dw-reason"]] = by.get(h["dw-reason"], 0) + n
-    return total, by, recs
-
 
 # ----------------------------------------------------------------------------- drift + accounting
 
@@ -209,12 +66,12 @@ def test_drift_recorded_and_every_event_accounted_for(settings, settings_env, tm
     with worker(settings_env, mon, log) as proc:
 
         def all_counted():
-            dead, _by, _r = dead_events(consume_all, settings)
+            dead, _by, _r = dead_letters(consume_all, settings)
             n = windowed(settings)
             return True if n + dead == produced else (n, dead, produced)
 
         wait_for(all_counted, 90, "every event in a window or dead-lettered", [proc], log)
-    dead, by, recs = dead_events(consume_all, settings)
+    dead, by, recs = dead_letters(consume_all, settings)
     assert by == {"invalid_json": 1, "non_finite": 1, "schema": 1, "unknown_model": 7, "too_large": 1}
     schema = next(r for r in recs if dict(r.headers)["dw-reason"] == b"schema")
     assert dict(schema.headers)["dw-rows"] == b"3"  # only the bad row

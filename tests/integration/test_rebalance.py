@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.integration.test_pipeline import Traffic, monitors_file, tail, windowed, worker
+from tests.reliability.helpers import Traffic, monitors_file, tail, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

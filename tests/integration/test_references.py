@@ -16,7 +16,7 @@ import yaml
 
 from streams.cli import main
 from streams.influx.sink import query
-from tests.integration.test_pipeline import T0, wait_for, windowed, worker
+from tests.reliability.helpers import T0, wait_for, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # each test runs workers for 30-100 s
 

@@ -35,7 +35,7 @@ import pytest
 
 from streams.influx.sink import DatabaseNotFound, query
 from streams.settings import Settings
-from tests.integration.test_pipeline import Traffic, monitors_file, tail, worker
+from tests.reliability.helpers import Traffic, monitors_file, tail, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

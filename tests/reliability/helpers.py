@@ -41,8 +41,10 @@ def monitors_file(
     features: list[dict] | None = None,
     extra: dict | None = None,
     name: str = "monitors.yaml",
+    window_extra: dict | None = None,
 ) -> Path:
-    """A monitor config for ``models`` with the standard 4 numeric + 2 categorical features."""
+    """A monitor config for ``models`` with the standard 4 numeric + 2 categorical features
+    (``window_extra``: more window settings, ``extra``: more top-level config)."""
     if features is None:
         features = [{"name": n, "kind": "numeric"} for n in NUMERIC]
         features += [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
@@ -51,7 +53,7 @@ def monitors_file(
             {
                 "model_id": m,
                 "features": features,
-                "window": {"size_events": window, "idle_close_seconds": idle},
+                "window": {"size_events": window, "idle_close_seconds": idle, **(window_extra or {})},
                 "reference": {"first_n": first_n},
                 "drift": {"p_val": 0.001, "correction": "bonferroni"},
             }

@@ -143,7 +143,7 @@ def test_a_worker_runs_the_inferred_configs(settings, settings_env, tmp_path, ca
     from kafka import KafkaProducer
 
     from streams.influx.sink import query
-    from tests.integration.test_pipeline import wait_for, windowed, worker
+    from tests.reliability.helpers import wait_for, windowed, worker
 
     t = tables(tmp_path)
     models = []

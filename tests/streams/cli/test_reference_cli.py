@@ -419,7 +419,7 @@ def test_set_show_reset_with_a_running_worker(settings, settings_env, tmp_path, 
     from kafka import KafkaProducer
 
     from streams.influx.sink import DatabaseNotFound, query
-    from tests.integration.test_pipeline import wait_for, worker
+    from tests.reliability.helpers import wait_for, worker
 
     mon = write_monitors(tmp_path / "monitors.yaml", {"first_n": 1000})
     shifted = write_rows(tmp_path / "shifted.csv", 3000, seed=4, shift=3.0)

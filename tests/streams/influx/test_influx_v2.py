@@ -679,7 +679,7 @@ def test_v2_admin_errors_are_clear(influx2):
 def test_worker_on_v2_settings_end_to_end(influx2, settings, settings_env, tmp_path):
     """`driftwatch worker` with DRIFTWATCH_INFLUX_VERSION=2: bucket ensured, windows written via
     /api/v2/write, checkpoints read via /query with the token — never the v1 /write."""
-    from tests.integration.test_pipeline import Traffic, monitors_file, tail, wait_for, worker
+    from tests.reliability.helpers import Traffic, monitors_file, tail, wait_for, worker
 
     bucket = f"wb{uuid.uuid4().hex[:8]}"  # not created up front: the worker's ensure_database makes it
     v2 = settings.model_copy(
