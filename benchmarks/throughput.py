@@ -31,7 +31,10 @@ partitions) so producer speed limits nothing. Phases, all in the same run:
 5. **sigkill** (``--sigkill``, :mod:`benchmarks.sigkill`) — a SIGKILL in the middle of a long
    summarised window under live traffic: what the next worker re-reads (the issue's target: ~10 s
    of traffic), and whether the points equal a fault-free run's.
-6. **naive** — a per-event Faust agent that appends to a Python list and calls
+6. **soak** (``--soak [MINUTES]``, :mod:`benchmarks.soak`, not in CI) — live traffic at half the
+   worker phase's rate for 30 minutes: worker RSS, consumer lag, windows and ERROR lines every 10 s,
+   and a verdict (flat RSS after minute 5, bounded lag, no ERROR line).
+7. **naive** — a per-event Faust agent that appends to a Python list and calls
    alibi-detect's ``TabularDrift`` per window (``benchmarks/naive_worker.py``
    says exactly what it does), on a bounded sample of the same events.
 
@@ -152,9 +155,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
-    from benchmarks import sigkill
+    from benchmarks import sigkill, soak
 
     sigkill.add_arguments(parser)
+    soak.add_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,9 @@ class Plan:
     sigkill_window: int | None = None  # None: 1M (quick 100k)
     sigkill_rate: float | None = None  # None: 20,000 events/s (quick 10,000)
     cases: tuple[Case, ...] = ()
+    soak: float | None = None  # minutes; None: no soak
+    soak_rate: float | None = None  # None: half the worker phase's events/s
+    soak_sample: float = 10.0
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Plan:
@@ -260,6 +267,9 @@ class Plan:
             sigkill_window=getattr(a, "sigkill_window", None),
             sigkill_rate=getattr(a, "sigkill_rate", None),
             cases=tuple(Case.parse(c) for c in (a.cases or "").split(",") if c.strip()),
+            soak=getattr(a, "soak", None),
+            soak_rate=getattr(a, "soak_rate", None),
+            soak_sample=getattr(a, "soak_sample", 10.0),
         )
 
     def window_extra(self) -> dict:
@@ -922,6 +932,7 @@ def run(args: argparse.Namespace) -> int:
             "rows_too": plan.rows_too,
             "reference_events": plan.reference_events or plan.window,
             "cases": [c.name for c in plan.cases],
+            "soak_minutes": plan.soak,
         },
     }
     errors: dict[str, str] = {}
@@ -1020,6 +1031,13 @@ def run(args: argparse.Namespace) -> int:
                 report["sigkill"] = run_sigkill(bench, base, spawn_worker, log)
             except Exception as e:
                 errors["sigkill"] = f"{type(e).__name__}: {e}"
+        if plan.soak:
+            from benchmarks.soak import run_soak
+
+            try:
+                report["soak"] = run_soak(bench, _get(report, "worker", "events_per_s_per_worker"), spawn_worker, log)
+            except Exception as e:
+                errors["soak"] = f"{type(e).__name__}: {e}"
         if "naive" not in plan.skip:
             try:
                 report["naive"] = run_naive(bench, main_tr)
@@ -1135,6 +1153,18 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
             "points_equal_fault_free": g("sigkill", "points_equal_fault_free"),
             "points_compared": g("sigkill", "points_compared"),
         }
+    if r.get("soak"):  # --soak: half the worker's rate for minutes; the time series stays in "soak"
+        s["soak_summary"] = {
+            k: g("soak", k)
+            for k in (
+                "minutes",
+                "rate_events_per_s",
+                "max_rate_events_per_s",
+                "drained",
+                "uptime_at_start",
+                "uptime_at_end",
+            )
+        } | (g("soak", "verdict") or {})
     cases = r.get("cases") or {}
     if cases:  # --cases: other windows on the same topic, against the same floor (the phases stay in "cases")
         s["cases_summary"] = {
@@ -1171,6 +1201,11 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     if r.get("sigkill"):
         s["targets"]["sigkill_reread_s<=10"] = _ok(g("sigkill", "reread", "seconds_of_traffic"), lambda v: v <= 10)
         s["targets"]["sigkill_points_equal_fault_free"] = g("sigkill", "points_equal_fault_free")
+    if r.get("soak"):
+        v = g("soak", "verdict") or {}
+        s["targets"]["soak_rss_flat_within_10pct_after_warm_up"] = v.get("rss_flat")
+        s["targets"]["soak_lag_bounded"] = v.get("lag_bounded")
+        s["targets"]["soak_no_error_line"] = v.get("no_error_line")
     # issue 16's targets: 0.3 of the floor with 5,000-event windows, 0.4 with 1M-event and 60-s windows
     if plan.window == 5000:
         s["targets"]["ratio_to_floor_5000>=0.3"] = _ok(s["ratio_to_floor"], lambda v: v >= 0.3)

@@ -23,6 +23,7 @@ workers get the same load.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,57 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
     finally:
         producer.close(timeout=10)
     return {"messages": n_msg, "events": n_ev, "bytes": n_bytes, "seconds": time.perf_counter() - t0}
+
+
+class PacedProducer:
+    """Produce a :class:`Traffic`'s messages live, at ``rate`` events/s, from a background thread.
+
+    Why: the SIGKILL and soak phases need traffic that arrives while the worker runs (a pre-produced
+    topic measures catch-up, not a steady state). ``messages``/``events`` count what was handed to the
+    producer so far, ``by_partition`` the messages per partition (the default partitioner's choice
+    for the model id), so ``by_partition[p] - committed[p]`` is a consumer lag that does not depend
+    on the broker's end offsets (tansu reports them wrong). ``stop()`` ends early; ``done`` is set
+    when the thread ends, ``failure`` holds what made it end abnormally.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, traffic: Traffic, rate: float, partitions: int) -> None:
+        self.bootstrap, self.topic, self.traffic, self.rate = bootstrap, topic, traffic, rate
+        self.partition_of = {m.encode(): partition_for(m, partitions) for m in traffic.models}
+        self.messages = self.events = 0
+        self.by_partition: dict[int, int] = dict.fromkeys(range(partitions), 0)
+        self.done = threading.Event()
+        self.failure: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-paced-traffic", daemon=True)
+
+    def start(self) -> PacedProducer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _paced(self):
+        t0 = time.monotonic()
+        due = 0.0  # events handed over so far, for the schedule
+        for key, value, n in iter_messages(self.traffic):
+            if self._stop.is_set():
+                return
+            time.sleep(max(0.0, t0 + due / self.rate - time.monotonic()))
+            yield key, value, n
+            due += n
+            self.messages += 1
+            self.events += n
+            self.by_partition[self.partition_of[key]] += 1
+
+    def _run(self) -> None:
+        try:
+            produce(self.bootstrap, self.topic, self._paced())
+        except BaseException as e:
+            self.failure.append(e)
+        finally:
+            self.done.set()
 
 
 def monitor_config(
