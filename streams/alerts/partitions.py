@@ -178,7 +178,7 @@ class AlertPartitions:
 
     def view(self, partition: int, model: str, version: str) -> VersionState:
         """The state of a model version in a partition (restored before: see :meth:`restore`)."""
-        return self._parts.setdefault(int(partition), {}).get((model, version)) or VersionState()
+        return self._parts.get(int(partition), {}).get((model, version)) or VersionState()
 
     def update(
         self, partition: int, model: str, version: str, window_end_ns: int, states: Iterable[AlertState], urgent: bool
