@@ -26,13 +26,12 @@ import contextlib
 import math
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import procstats
-from benchmarks.traffic import Traffic, iter_messages, produce, write_monitor_config
+from benchmarks.traffic import PacedProducer, Traffic, write_monitor_config
 
 
 def add_arguments(parser) -> None:
@@ -111,25 +110,7 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
     s = bench.settings("sigkill").model_copy(update={"monitors": bench.root / "monitors-sigkill.yaml"})
     ensure_topics(s)
     ensure_database(s)
-    sent = {"messages": 0}
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def paced():
-        t0 = time.monotonic()
-        for i, (key, value, n) in enumerate(iter_messages(traffic)):
-            time.sleep(max(0.0, t0 + i * plan.batch_events / rate - time.monotonic()))
-            yield key, value, n
-            sent["messages"] = i + 1
-
-    def producer() -> None:
-        try:
-            produce(bench.stack.bootstrap, s.topic_inferences, paced())
-        except BaseException as e:
-            failure.append(e)
-        finally:
-            done.set()
-
+    producer = PacedProducer(bench.stack.bootstrap, s.topic_inferences, traffic, rate, s.topic_partitions)
     procs: list[subprocess.Popen] = []
     logs = [bench.root / f"worker-sigkill-{i}.log" for i in range(2)]
     watcher = WindowWatcher(s)
@@ -140,8 +121,8 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         while not cond():
             if proc.poll() is not None:
                 raise BenchError(f"sigkill: worker exited with {proc.returncode} waiting for {what}:\n{_tail(logp)}")
-            if failure:
-                raise BenchError(f"sigkill: producing failed: {failure[0]!r}")
+            if producer.failure:
+                raise BenchError(f"sigkill: producing failed: {producer.failure[0]!r}")
             if time.monotonic() > deadline:
                 raise BenchError(f"sigkill: timed out waiting for {what}; log tail:\n{_tail(logp)}")
             watcher.poll()
@@ -151,8 +132,7 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         a = spawn(bench, s, "sigkill", 0, "INFO")
         procs.append(a)
         wait(lambda: "Worker ready" in logs[0].read_text(errors="replace"), 120, "worker A ready", a, logs[0])
-        thread = threading.Thread(target=producer, name="sigkill-traffic", daemon=True)
-        thread.start()
+        producer.start()
         log(f"sigkill: worker A ready, traffic at {rate:,.0f} events/s, windows of {window:,}")
         per_window = window // plan.batch_events
         wait(lambda: watcher.counted >= window, 3 * window / rate + 120, "the first window", a, logs[0])
@@ -161,13 +141,13 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         def steady() -> bool:
             """Half-way into the second window, with A acking messages of it (it keeps up with the traffic:
             the re-read bound below is then not A's lag)."""
-            if sent["messages"] >= 2 * per_window - 2:
+            if producer.messages >= 2 * per_window - 2:
                 raise BenchError("sigkill: worker A did not keep up with the traffic before the second window ended")
-            return sent["messages"] >= kill_at and max(committed_offsets(s).values(), default=0) > per_window
+            return producer.messages >= kill_at and max(committed_offsets(s).values(), default=0) > per_window
 
         wait(steady, 2 * window / rate + 60, "mid second window, A caught up", a, logs[0])
         out["rss_mb_before_kill"] = round(_tree_mb(procstats.rss_mb, a.pid), 1)
-        produced = sent["messages"]
+        produced = producer.messages
         a.kill()
         a.wait(10)
         time.sleep(1.0)  # nothing commits for a dead member; the group's offsets are what it left
@@ -188,7 +168,7 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         log(f"sigkill: A killed after {produced} messages; committed offset {offset}: {out['reread']}")
         b = spawn(bench, s, "sigkill", 1, "INFO")
         procs.append(b)
-        wait(done.is_set, 2 * window / rate + 120, "the traffic", b, logs[1])
+        wait(producer.done.is_set, 2 * window / rate + 120, "the traffic", b, logs[1])
         wait(lambda: watcher.counted >= 2 * window, 300, "both windows", b, logs[1])
         out["rss_mb_after"] = round(_tree_mb(procstats.rss_mb, b.pid), 1)
         out["events_counted"] = watcher.counted
@@ -198,6 +178,7 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         )
         out["error_lines"] = sum(" ERROR " in ln for p in logs for ln in p.read_text(errors="replace").splitlines())
     finally:
+        producer.stop(timeout=10)
         for p in procs:
             terminate(p.pid, 15.0, p)
         watcher.close()
