@@ -278,6 +278,8 @@ class Pipeline:
             st = self._tps.pop((topic, partition), None)
             if st is not None:
                 st.tracker.active = False  # results still in flight will not ack old messages
+                for state in st.streams.values():  # their holds go with the tracker
+                    self._covered -= sum(len(h) for h in state.covered)
                 if self.window_changelog is not None and st.entries is not None:
                     self.window_changelog.forget(partition)
 

@@ -121,6 +121,20 @@ def test_open_summarised_windows_release_their_messages_at_each_checkpoint(ref):
     assert len(acked_rows) < len(msgs)  # the open windows hold theirs
 
 
+def test_messages_waiting_for_a_checkpoint_are_counted_until_released_or_their_partition_is_gone(ref):
+    """The count that makes a checkpoint due early (``max_covered``) follows the holds: down to 0 after a
+    checkpoint, and after a revoke (else a worker that lost partitions would checkpoint after every batch)."""
+    p = pipeline(Sink(), MemStore(), [], ref)
+    run(p, messages(30))
+    assert p._covered >= 30
+    asyncio.run(p.save_windows(force=True))
+    assert p._covered == 0
+    run(p, [batch_msg("m", 10_000 + i * 10, 10, 30 + i) for i in range(6)])
+    assert p._covered == 6
+    p.revoke([("t", 0)])
+    assert p._covered == 0
+
+
 def test_a_failed_checkpoint_keeps_the_messages_held_until_one_succeeds(ref):
     msgs = messages(50)
     store, acked = MemStore(), []
