@@ -395,7 +395,7 @@ class FeatureImpactEvaluator:
         declared = dict(getattr(cfg, "declared", {}) or {})
         if declared:
             impacts = declared_impact(declared, [f.name for f in ctx.features])
-            recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns)
+            recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns) if ctx.reference_points else []
             return [ctx.record(r.measurement, r.tags, r.fields) for r in recs] + [status_record(ctx, self.name, None)]
         ref_frame = reference_frame(ctx.reference)
         if ref_frame is None or ctx.reference is None:  # no rows without a reference
@@ -445,7 +445,8 @@ class FeatureImpactEvaluator:
             )
         except ValueError as e:
             return [status_record(ctx, self.name, f"cannot rank the features: {e}")]
-        recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns)
+        # ranked once per reference: written with the windows that carry the reference's points
+        recs = impact_records(impacts, ctx.tags(segmented=False), ctx.time_ns) if ctx.reference_points else []
         return [ctx.record(r.measurement, r.tags, {**r.fields, "target": target}) for r in recs] + [
             status_record(ctx, self.name, None, target=target, method=method)
         ]

@@ -52,6 +52,10 @@ class WindowContext:
     # the window's WindowSummary (detectors.summaries) when it kept no rows: counts, quality, drift and
     # histograms come from it, and ``frame`` holds only its reservoir sample (for the row-based evaluators)
     summary: Any = None
+    # False: leave out the points that only describe the reference (its histograms, the feature impacts
+    # ranked on its rows) — the worker writes them on the windows that start using a reference and on
+    # every 100th window of a stream, not on every one (streams.worker.pipeline, reference_points)
+    reference_points: bool = True
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -280,6 +280,8 @@ class Histograms:
             out.append(
                 ctx.record(R.HISTOGRAM, tags, {**histogram_fields(pub), "kind": h.kind, R.F_WINDOW_START: start})
             )
+            if not ctx.reference_points:
+                continue
             if sensitive and eps is not None:  # noise the reference once per reference object (published: eps set)
                 key = ("noised_reference_histogram", h.feature, eps)
                 if key not in ref._cache:

@@ -82,6 +82,7 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
             calibration=getattr(window, "calibration", None),
             impact=getattr(model, "impact", None),
             summary=getattr(window, "summary", None),
+            reference_points=getattr(window, "reference_points", True),
         )
         try:
             return runner.evaluate_window(ctx, box["evaluators"])

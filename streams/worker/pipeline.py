@@ -155,6 +155,8 @@ class StreamState:
     last_event_at: float = field(default_factory=time.monotonic)
     windows_closed: int = 0
     pinned: bool = False  # the reference was set by an operator (`driftwatch reference set`)
+    resumed_from: Checkpoint | None = None  # the checkpoint this stream state was rebuilt from
+    last_reference: Any = None  # the reference the last window closed here was judged against
     unwritten: int = 0  # closed windows not yet confirmed by InfluxDB (no open-window checkpoint meanwhile)
     covered: list[np.ndarray] = field(default_factory=list)  # held until an open-window checkpoint has them
 
@@ -462,7 +464,7 @@ class Pipeline:
                 )
         else:  # WindowConfig's validator rules this out
             raise ConfigError(f"{key.model_id}: the window needs exactly one of size_events or size_seconds")
-        state = StreamState(key, model, windows)
+        state = StreamState(key, model, windows, resumed_from=ck)
         if (
             isinstance(windows, CountWindows)
             and win.summary_min_events is not None
@@ -1006,6 +1008,8 @@ class Pipeline:
             built = state.summary_refs.pop(id(w.summary), None)
             if reference is not None and built is not None:
                 reference = built
+        w.reference_points = _reference_points(state, w, reference, ref_kind)
+        state.last_reference = reference
         duration = max(w.end_time - w.start_time, 0.0)
         fields: dict[str, Any] = {
             F_N_EVENTS: w.n,
@@ -1384,6 +1388,38 @@ class Pipeline:
 def _entries_of(windows: list) -> list[Entry]:
     """The checkpoint entries of open windows (serialises their summaries: on a thread)."""
     return [Entry.of(ow) for ow in windows]
+
+
+#: a stream writes its reference's own points (histograms, feature impacts) at least every this many windows
+REFERENCE_POINTS_EVERY = 100
+
+
+def _reference_points(state: StreamState, w: ClosedWindow, reference: Any, ref_kind: str) -> bool:
+    """Whether window ``w`` writes the points that describe its reference (histograms, feature impacts).
+
+    They are the same for every window judged against one reference, and the dashboard reads only
+    the latest of each (``dashboard/queries.py``: ``histogram``, ``drift_latest``): with every
+    window they were a third of a 5,000-event window's points. They are written by the window that
+    starts using a reference and by every ``REFERENCE_POINTS_EVERY``-th window of the stream — a
+    function of the stream's windows and references, not of this process's history, so a worker
+    that restarts or takes a partition over writes the same points as one that ran through
+    (``tests/integration/test_scale_out.py`` compares every point).
+    """
+    if ref_kind == "rolling" or w.seq % REFERENCE_POINTS_EVERY == 0:
+        return True  # a rolling reference is a new one with every window
+    if reference is None:
+        return False
+    if state.windows_closed:  # the previous window closed here: was it judged against this reference?
+        return state.last_reference is not reference
+    ck = state.resumed_from
+    if ck is None:
+        return True  # the stream's first window
+    # the previous window (#ck.seq) was written before this state was rebuilt
+    if ref_kind == "first_n":  # judged only if it started after the reference's last event
+        return not (state.ref_end_pos is not None and ck.start_pos > state.ref_end_pos)
+    # a file or operator-set reference: the one the previous window had (one set while no worker owned
+    # the partition shows with the next REFERENCE_POINTS_EVERY-th window)
+    return False
 
 
 def _ordinals_of_last(parts: list[FramePart]) -> int:

@@ -134,6 +134,7 @@ class ClosedWindow:
     # the window's detectors.summaries.WindowSummary when it kept no rows: ``frame`` is then its reservoir
     # sample and ``origin`` holds the offsets of its first and last rows only
     summary: Any = None
+    reference_points: bool = True  # write the reference's own points with this window (set by the pipeline)
 
     @property
     def n(self) -> int:

@@ -319,3 +319,29 @@ def test_segments_get_their_own_reference_chunks(rng):
     sub = ref.segments["c0=cat_0"]
     sub_rows = reference_frame(sub)
     assert len(sub_rows) == sub.n_rows == int((rows.categorical["c0"] == "cat_0").sum())
+
+
+def test_without_reference_points_a_window_leaves_out_only_those(rng):
+    """``reference_points=False`` (the worker's windows that only repeat them): no reference histograms and
+    no feature impacts; every other point as with them."""
+    from detectors.reference import attach_reference_frame
+
+    specs = feature_specs()
+    rows = make_frame(rng, 2000)
+    ref = attach_reference_frame(Reference.from_frame(rows, specs), rows)
+    frame = make_frame(rng, 1000, t0=1_700_000_000.0)
+    from types import SimpleNamespace
+
+    declared = SimpleNamespace(declared={specs[0].name: 2.0, specs[1].name: 1.0})  # impacts without a fit
+    base = dict(
+        model_id="m", version="1", frame=frame, reference=ref, features=specs, window_end=1.7e9, impact=declared
+    )
+
+    def points(ctx):
+        return {(r.measurement, tuple(sorted(r.tags.items()))): r.fields for r in evaluate_window(ctx)}
+
+    full = points(WindowContext(**base))
+    thin = points(WindowContext(**base, reference_points=False))
+    assert {k[0] for k in full} >= {R.REFERENCE_HISTOGRAM, R.IMPACT, R.HISTOGRAM, R.DRIFT}
+    assert {k for k in full if k[0] not in (R.REFERENCE_HISTOGRAM, R.IMPACT)} == set(thin)
+    assert all(full[k] == thin[k] for k in thin)
