@@ -1323,7 +1323,7 @@ class Pipeline:
                 st["seconds"] += dt
                 st["last_bytes"], st["last_ms"] = written, 1e3 * dt
                 log.log(
-                    logging.WARNING if dt > 2.0 else logging.DEBUG,
+                    logging.WARNING if dt > wc.every else logging.DEBUG,  # slower than the interval: worth a look
                     "open-window checkpoint of %d partition(s): %d bytes in %.1f ms",
                     len(captured),
                     written,
