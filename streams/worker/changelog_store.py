@@ -238,7 +238,11 @@ class TopicClient:
                 request_timeout_ms=int(self.timeout * 1000),
                 **aiokafka_options(self.settings),
             )
-            await p.start()
+            try:
+                await p.start()
+            except BaseException:
+                await p.stop()  # a producer that failed to start still holds its client
+                raise
             self._producer = p
         return self._producer
 

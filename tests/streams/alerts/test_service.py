@@ -113,15 +113,15 @@ def test_queued_delivery_survives_sigkill(tmp_path):
 
         asyncio.run(main())
     """)
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the pipe
         [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env={**os.environ, SECRET_ENV: SECRET}
-    )
-    try:
-        assert proc.stdout.readline().strip() == "queued"
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+    ) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "queued"
+            time.sleep(0.5)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
     receiver.start()
 
     async def restart():

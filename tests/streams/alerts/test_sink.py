@@ -139,29 +139,29 @@ def test_command_needs_a_secret_and_serves_with_one(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 2 and SECRET_ENV in r.stderr
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the pipe
         [sys.executable, "-m", "streams.cli", "webhook-sink", "--port", str(port)],
         env={**env, SECRET_ENV: SECRET.decode()},
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=die_with_parent(),
-    )
-    try:
-        assert proc.stdout is not None
-        assert f"listening on http://127.0.0.1:{port}/driftwatch" in proc.stdout.readline()
-        body = json.dumps(ALERT).encode()
-        assert (
-            httpx.post(
-                f"http://127.0.0.1:{port}/driftwatch",
-                content=body,
-                headers={"X-Driftwatch-Signature": sign(SECRET, body), "Idempotency-Key": "c1"},
-            ).status_code
-            == 200
-        )
-        assert proc.stdout.readline().startswith("ALERT FIRING [warning] wine features_drifting")
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert f"listening on http://127.0.0.1:{port}/driftwatch" in proc.stdout.readline()
+            body = json.dumps(ALERT).encode()
+            assert (
+                httpx.post(
+                    f"http://127.0.0.1:{port}/driftwatch",
+                    content=body,
+                    headers={"X-Driftwatch-Signature": sign(SECRET, body), "Idempotency-Key": "c1"},
+                ).status_code
+                == 200
+            )
+            assert proc.stdout.readline().startswith("ALERT FIRING [warning] wine features_drifting")
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_up_wires_the_demo_config_to_the_sink(tmp_path: Path) -> None:

@@ -328,7 +328,11 @@ def test_a_reference_over_1mb_is_chunked_and_round_trips(settings, consume_all):
                     "big", "1", blob, "", -1, (-1, -1), big.n_rows, time.time(), origin=ORIGIN_SET, source="big.npz"
                 )
             )
-            first = await ReferenceStore(settings).load()  # another process reading it
+            reader = ReferenceStore(settings)  # another process reading it
+            try:
+                first = await reader.load()
+            finally:
+                await reader.close()
             await store.save(
                 StoredReference(
                     "big",

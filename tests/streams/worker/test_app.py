@@ -15,7 +15,14 @@ def test_the_worker_consumer_fetches_and_polls_with_short_waits(tmp_path):
     assert isinstance(app, App)
 
     async def main():
-        consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
-        return consumer._fetch_max_wait_ms
+        thread = app.consumer._new_consumer_thread()  # makes its own event loop
+        try:
+            consumer = thread._create_worker_consumer(app.transport)
+            try:
+                return consumer._fetch_max_wait_ms
+            finally:
+                await consumer.stop()  # never started, but open until stopped
+        finally:
+            thread.thread_loop.close()
 
     assert asyncio.run(main()) == FETCH_MAX_WAIT_MS
