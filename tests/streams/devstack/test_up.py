@@ -131,6 +131,8 @@ def test_taken_dashboard_port_is_reported_before_anything_starts(
     assert not port_in_use(args.kafka_port)
 
 
+# --keep-stack leaves broker and InfluxDB running on purpose: their Popen objects go while they run
+@pytest.mark.filterwarnings("ignore:subprocess \\d+ is still running:ResourceWarning")
 def test_keep_stack_leaves_it_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "child.py"
     script.write_text("import sys; sys.exit(3)\n")

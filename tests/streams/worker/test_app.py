@@ -25,4 +25,7 @@ def test_the_worker_consumer_fetches_and_polls_with_short_waits(tmp_path):
         finally:
             thread.thread_loop.close()
 
-    assert asyncio.run(main()) == FETCH_MAX_WAIT_MS
+    try:
+        assert asyncio.run(main()) == FETCH_MAX_WAIT_MS
+    finally:
+        app.consumer._thread.thread_loop.close()  # the consumer's own thread loop, made with the consumer
