@@ -155,6 +155,8 @@ class AlertPartitions:
         if not todo:
             return []
         got = await asyncio.gather(*(self.store.restore(self.key(p), route=p) for p in todo))
+        if self.closed:  # the worker stopped meanwhile: it evaluates nothing more
+            return []
         for p, g in zip(todo, got):
             versions: Versions = {}
             if g is not None:

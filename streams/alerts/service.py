@@ -234,7 +234,7 @@ class Alerting:
     async def restore_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions new to this worker: their alert state from Kafka, before any of their windows is evaluated
         (and the local copy for ``driftwatch alerts list``)."""
-        if self.partitions is None:
+        if self.partitions is None or self.partitions.closed:  # stopping: the next owner restores them
             return
         for p in await self.partitions.restore(partitions):
             for model, version in self.partitions.models(p):
@@ -256,7 +256,7 @@ class Alerting:
 
     async def revoke_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions leave this worker: their alert state goes to Kafka for the next owner and is forgotten here."""
-        if self.partitions is None:
+        if self.partitions is None or self.partitions.closed:  # stopped: the last checkpoint is written
             return
         for model, version in await self.partitions.revoke(partitions):
             self.store.replace_states(model, version, ())

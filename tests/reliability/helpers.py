@@ -189,10 +189,14 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last}); worker log:\n{tail(log)}")
 
 
+WORKER_READY = "Recovery]: Worker ready"
+"""What Faust logs after every partition assignment of a worker."""
+
+
 def wait_assigned(proc: subprocess.Popen, log: Path, count: int, name: str = "worker", timeout: float = 120) -> None:
     """Wait until the worker has had ``count`` partition assignments (Faust logs "Worker ready" after each)."""
     wait_for(
-        lambda: log.read_text(errors="replace").count("Recovery]: Worker ready") >= count,
+        lambda: log.read_text(errors="replace").count(WORKER_READY) >= count,
         timeout,
         f"{name} assigned ({count})",
         [proc],

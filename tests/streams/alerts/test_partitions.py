@@ -162,3 +162,25 @@ def test_encode_rejects_what_is_not_an_alert_checkpoint():
     with pytest.raises(ValueError, match="not an alert-state checkpoint"):
         decode(b"garbage")
     assert VersionState().last_window_ns == 0
+
+
+def test_partitions_that_come_or_go_while_the_worker_stops_are_left_to_the_next_owner(tmp_path):
+    """A batch's restore or a rebalance that completes after ``stop`` (SIGTERM) neither crashes the worker on the
+    closed store nor makes it evaluate windows (a worker crashed this way in the two-host test)."""
+    changelog = MemoryChangelog()
+    a, b = hosts(tmp_path, changelog)
+
+    async def run():
+        await b.restore_partitions([1])  # partition 1 has a checkpoint (written by b)
+        b.on_window("m", "1", window(1, {"age": 0.001}), partition=1)
+        await b.sync(1)
+        await a.restore_partitions([0])
+        a.on_window("m", "1", window(1, {"age": 0.001}), partition=0)
+        await a.stop()
+        assert changelog.puts == 2  # a's last checkpoint
+        await a.restore_partitions([1])
+        await a.revoke_partitions([0])
+        assert not a.owns(0) and not a.owns(1)
+
+    asyncio.run(run())
+    assert decode(asyncio.run(changelog.restore("p0")).blob)[("m", "1")].alerts[KEY].status == "firing"
