@@ -175,8 +175,15 @@ def _texts(obs: Observation, state: AlertState, status: str) -> tuple[str, str]:
     where = f" [{series}]" if series else ""
     if rule.summary:
         summary = render_summary(rule.summary, values)
-    else:
+        if status == "resolved":  # the template describes the breach; say it is over
+            summary = f"[resolved] {summary}"
+    elif status == "firing":
         summary = f"{rule.name}: {rule.signal} {_fmt(obs.value)} {rule.op} {_fmt(rule.threshold)} on {obs.model} v{obs.version}{where}"
+    else:
+        summary = (
+            f"{rule.name} resolved: {rule.signal} {_fmt(obs.value)}, no longer {rule.op} {_fmt(rule.threshold)},"
+            f" on {obs.model} v{obs.version}{where}"
+        )
     if status == "firing":
         description = (
             f"{rule.signal} = {_fmt(obs.value)} {rule.op} {_fmt(rule.threshold)} for "

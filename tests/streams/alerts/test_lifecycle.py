@@ -95,6 +95,17 @@ def test_texts_say_what_and_where():
     assert "feature=age" in ev.description and ev.labels["feature"] == "age"
 
 
+def test_a_resolve_does_not_repeat_the_breach_as_if_it_held():
+    _, events = run(make_rule(), [0.001, 0.5])
+    resolved = events[1]
+    assert resolved.status == "resolved"
+    assert "resolved" in resolved.summary and "no longer < 0.01" in resolved.summary
+    assert "0.5 < 0.01" not in resolved.summary
+    _, events = run(make_rule(summary="{feature} drifted: p={value:.2g}"), [0.001, 0.5])
+    assert events[0].summary == "age drifted: p=0.001"
+    assert events[1].summary == "[resolved] age drifted: p=0.5"
+
+
 def test_state_round_trips_through_a_dict():
     rule = make_rule()
     obs = Observation("k", rule, "m", "1", {}, 0.001, True, 5)
