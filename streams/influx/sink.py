@@ -372,7 +372,8 @@ class InfluxSink:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued (for up to ``timeout`` s), then stop; unwritten units are cancelled."""
-        if self._task is None:
+        if self._task is None:  # never started: its clients may still have been used (``client`` for queries)
+            await self._close_clients()
             return
         self._stopping = True
         self._wakeup.set()
@@ -393,13 +394,16 @@ class InfluxSink:
             self._queue.clear()
             self._pending_points = 0
             self._task = None
-            if self._client is not None:
-                await self._client.aclose()
-                self._client = None
-            if self._v2_executor is not None:
-                executor, self._v2_executor = self._v2_executor, None
-                await asyncio.get_running_loop().run_in_executor(executor, self._close_v2)
-                executor.shutdown(wait=False)
+            await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._v2_executor is not None:
+            executor, self._v2_executor = self._v2_executor, None
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_v2)
+            executor.shutdown(wait=False)
 
     async def submit(self, records: Iterable[Record]) -> asyncio.Future:
         """Queue one unit of records; returns a future resolved when InfluxDB has them.

@@ -45,6 +45,7 @@ False
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import math
@@ -409,6 +410,32 @@ def pack_labels(rows: Sequence[LabelRow], max_batch_events: int = 1000) -> list[
                 }
             )
     return out
+
+
+def kafka_producer(**config: Any) -> Any:
+    """kafka-python's ``KafkaProducer(**config)``, closing its network client if the start fails.
+
+    kafka-python 3.0 opens the client (a socket pair to wake its I/O thread) before it reaches
+    the broker, and leaves it open when that fails (``NoBrokersAvailable``, an auth error): an
+    SDK retrying every few seconds against a broker that is down would leak two descriptors
+    a try.
+    """
+    from kafka import KafkaProducer
+
+    made: list[Any] = []
+    factory = config.pop("kafka_client", None) or KafkaProducer.DEFAULT_CONFIG["kafka_client"]
+
+    def client(**kw: Any) -> Any:
+        made.append(factory(**kw))
+        return made[-1]
+
+    try:
+        return KafkaProducer(**config, kafka_client=client)
+    except BaseException:
+        for c in made:
+            with contextlib.suppress(Exception):
+                c.close()
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -883,7 +910,7 @@ class DriftwatchProducer:
 
                 known = KafkaProducer.DEFAULT_CONFIG
                 cfg = {k: v for k, v in self._client_config.items() if k in known or k not in _OPTIONAL_CONFIG}
-                self._client = KafkaProducer(**cfg)
+                self._client = kafka_producer(**cfg)
             # kafka-python closes its producers at exit (atexit). Handlers run last-in
             # first-out: register ours again so it flushes before the client closes.
             if not self._closing:
@@ -1095,11 +1122,9 @@ def _send_lines(args: Any) -> int:
     """
     import sys
 
-    from kafka import KafkaProducer
-
     settings = _settings_for(args.bootstrap)
     topic = {"inferences": settings.topic_inferences, "labels": settings.topic_labels}.get(args.topic, args.topic)
-    client = KafkaProducer(
+    client = kafka_producer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
         client_id="driftwatch-send",
         **settings.kafka_client_options(),
