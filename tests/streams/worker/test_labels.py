@@ -456,16 +456,8 @@ def test_offsets_are_released_only_after_the_checkpoint_that_covers_them():
     asyncio.run(run())
 
 
-def test_calibration_rows_travel_with_the_checkpoint():
-    """CBPE's calibration learnt from joined labels (no labelled reference) is in the checkpoint: a new
-    worker restoring the partition has the same rows and fits the same calibration."""
-    from detectors.performance import CBPE
-
-    state = MemoryChangelog()
-    h = LabelHook(cfg(), store=state, background=False)
-    p, _ = pipeline(h)
-    rng = np.random.default_rng(3)
-    n = 300
+def scored_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict]:
+    """A batch of ``n`` binary predictions ``c-0 …`` with probabilities (CBPE's input) and those probabilities."""
     proba = rng.dirichlet([1, 1], n)
     doc = {
         "type": "inference_batch",
@@ -479,6 +471,20 @@ def test_calibration_rows_travel_with_the_checkpoint():
             "probabilities": {"p": proba[:, 0].tolist(), "q": proba[:, 1].tolist()},
         },
     }
+    return proba, doc
+
+
+def test_calibration_rows_travel_with_the_checkpoint():
+    """CBPE's calibration learnt from joined labels (no labelled reference) is in the checkpoint: a new
+    worker restoring the partition has the same rows and fits the same calibration."""
+    from detectors.performance import CBPE
+
+    state = MemoryChangelog()
+    h = LabelHook(cfg(), store=state, background=False)
+    p, _ = pipeline(h)
+    rng = np.random.default_rng(3)
+    n = 300
+    proba, doc = scored_batch(rng, n)
     truth = np.where(rng.random(n) < proba[:, 0], "p", "q").tolist()
 
     async def run():
@@ -515,19 +521,7 @@ def test_predictions_held_before_the_first_label_travel_with_the_checkpoint():
     p, _ = pipeline(h)
     rng = np.random.default_rng(4)
     n = 300
-    proba = rng.dirichlet([1, 1], n)
-    doc = {
-        "type": "inference_batch",
-        "model_id": "m",
-        "model_version": "1",
-        "event_id": [f"c-{i}" for i in range(n)],
-        "event_time": (T0 + np.arange(n) * 0.1).tolist(),
-        "features": {"x": rng.normal(size=n).tolist(), "c": ["a"] * n},
-        "prediction": {
-            "label": np.where(proba[:, 0] > 0.5, "p", "q").tolist(),
-            "probabilities": {"p": proba[:, 0].tolist(), "q": proba[:, 1].tolist()},
-        },
-    }
+    proba, doc = scored_batch(rng, n)
 
     async def run():
         await p.process([RawMessage(orjson.dumps(doc), b"m", "t", 0, 0, None)])
