@@ -75,7 +75,8 @@ def render(ctx: ui.Ctx) -> None:
                 f"{ui.fmt_num(row.get(Q.F_THRESHOLD), '.3g')}; closest component: "
                 f"{_label(top) if isinstance(top, str) else '—'}; window ending {ui.fmt_time(row.get('time'))}",
             )
-            for name in comps[:4]:
+            shown = [c for c in comps if pd.notna(row.get(f"{c}{P_SUFFIX}"))]
+            for name in shown[:4]:
                 if name.endswith("_source"):
                     hint = (
                         f"suspect {row.get(f'{name}_suspect') or '—'}: rate {ui.fmt_num(row.get(f'{name}_rate'), '.3g')}"
@@ -88,6 +89,12 @@ def render(ctx: ui.Ctx) -> None:
                     )
                 cells.metric(
                     f"{_label(name)} p-value", ui.fmt_p(row.get(f"{name}{P_SUFFIX}")), help=hint, width="content"
+                )
+            if missing := [_label(c) for c in comps if c not in shown]:
+                st.caption(
+                    "Not measured in the latest window: "
+                    + ", ".join(missing)
+                    + " (a regression model has no decision margin; a window without the rows a component needs)."
                 )
         flags = f["flags"]
         if len(flags):
@@ -145,6 +152,8 @@ def render(ctx: ui.Ctx) -> None:
         rates = [c for c in population if f"{c}_rate" in series]
         if rates and len(latest):
             last = latest.iloc[-1]
+            rates = [c for c in rates if pd.notna(last.get(f"{c}_rate"))]
+        if rates and len(latest):
             st.caption(
                 "Did the inputs move? Population rates in the latest window vs the reference (data drift "
                 "raises them; not in the score): "

@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 import dashboard
 from dashboard import auth, sample
 from dashboard import queries as Q
+from detectors import records as R
 from streams.devstack.localstack import LocalStack
 from tests.dashboard.helpers import fresh_db
 
@@ -245,6 +246,29 @@ def test_adversarial_page_flags_the_scraper(env: Q.Conn) -> None:
     assert len(charts(at)) == 2
     at = open_page("adversarial", model="fraud")
     assert "No source flagged" in texts(at)
+
+
+def test_adversarial_page_leaves_out_what_the_latest_window_did_not_measure(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A component without a value in the latest window (a regression model has no decision margin) is
+    named as not measured, never shown as a dash or as "— vs —"."""
+    with fresh_db(stack, "advgap") as conn:
+        recs = list(sample.sample_records(["reg"], n_features=3, windows=6, cadence_s=300))
+        last = max(r.time_ns for r in recs if r.measurement == R.ADVERSARIAL)
+        for r in recs:
+            if r.measurement == R.ADVERSARIAL and r.time_ns == last:
+                for k in [k for k in r.fields if k.startswith("low_margin")]:
+                    del r.fields[k]
+        sample.write_records(conn, recs)
+        _env(monkeypatch, conn.url, conn.db)
+        at = open_page("adversarial", model="reg", range="7d")
+        no_exception(at)
+        shown = [m.label for m in at.metric]
+        assert "outlier (source contrast) p-value" in shown
+        assert not any(label.startswith("low margin") for label in shown), shown
+        assert "Not measured in the latest window: low margin (source contrast)" in texts(at)
+        assert "— vs —" not in texts(at) and "p = —" not in texts(at)
 
 
 def test_alerts_page(env: Q.Conn) -> None:
