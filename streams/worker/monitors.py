@@ -56,6 +56,12 @@ class WindowConfig(_Strict):
         description="count windows of at least this many events keep a mergeable summary "
         "instead of their rows (detectors/summaries.py); null: always rows",
     )
+    reference_points_every: int = Field(
+        100,  # streams.worker.pipeline.REFERENCE_POINTS_EVERY
+        ge=1,
+        description="the reference's own points (histograms, feature impacts) are written by the window that "
+        "starts using a reference and by every this-many-th window (1: every window)",
+    )
     summary_bins: int = Field(
         1024, ge=16, le=65_536, description="summaries: fine reference-quantile bins per numeric feature"
     )

@@ -1008,7 +1008,7 @@ class Pipeline:
             built = state.summary_refs.pop(id(w.summary), None)
             if reference is not None and built is not None:
                 reference = built
-        w.reference_points = _reference_points(state, w, reference, ref_kind)
+        w.reference_points = _reference_points(state, w, reference, ref_kind, model.window.reference_points_every)
         state.last_reference = reference
         duration = max(w.end_time - w.start_time, 0.0)
         fields: dict[str, Any] = {
@@ -1390,22 +1390,24 @@ def _entries_of(windows: list) -> list[Entry]:
     return [Entry.of(ow) for ow in windows]
 
 
-#: a stream writes its reference's own points (histograms, feature impacts) at least every this many windows
+#: default of ``window.reference_points_every``: the reference's own points at least every this many windows
 REFERENCE_POINTS_EVERY = 100
 
 
-def _reference_points(state: StreamState, w: ClosedWindow, reference: Any, ref_kind: str) -> bool:
+def _reference_points(
+    state: StreamState, w: ClosedWindow, reference: Any, ref_kind: str, every: int = REFERENCE_POINTS_EVERY
+) -> bool:
     """Whether window ``w`` writes the points that describe its reference (histograms, feature impacts).
 
     They are the same for every window judged against one reference, and the dashboard reads only
     the latest of each (``dashboard/queries.py``: ``histogram``, ``drift_latest``): with every
     window they were a third of a 5,000-event window's points. They are written by the window that
-    starts using a reference and by every ``REFERENCE_POINTS_EVERY``-th window of the stream — a
+    starts using a reference and by every ``every``-th window of the stream (``window.reference_points_every``) — a
     function of the stream's windows and references, not of this process's history, so a worker
     that restarts or takes a partition over writes the same points as one that ran through
     (``tests/integration/test_scale_out.py`` compares every point).
     """
-    if ref_kind == "rolling" or w.seq % REFERENCE_POINTS_EVERY == 0:
+    if ref_kind == "rolling" or w.seq % every == 0:
         return True  # a rolling reference is a new one with every window
     if reference is None:
         return False
@@ -1418,7 +1420,7 @@ def _reference_points(state: StreamState, w: ClosedWindow, reference: Any, ref_k
     if ref_kind == "first_n":  # judged only if it started after the reference's last event
         return not (state.ref_end_pos is not None and ck.start_pos > state.ref_end_pos)
     # a file or operator-set reference: the one the previous window had (one set while no worker owned
-    # the partition shows with the next REFERENCE_POINTS_EVERY-th window)
+    # the partition shows with the next every-th window)
     return False
 
 

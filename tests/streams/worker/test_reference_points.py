@@ -35,6 +35,8 @@ def test_written_by_the_first_window_of_a_reference_and_every_hundredth():
     assert _reference_points(_state(1, None), _w(1), REF, "first_n") is True
     assert _reference_points(_state(2, REF), _w(2), REF, "first_n") is False
     assert _reference_points(_state(99, REF), _w(REFERENCE_POINTS_EVERY), REF, "first_n") is True
+    # window.reference_points_every: 1 writes them with every window
+    assert _reference_points(_state(2, REF), _w(2), REF, "first_n", every=1) is True
     # a new reference object (set, reset, rebuilt) while the stream runs here
     assert _reference_points(_state(5, REF), _w(5), object(), "set") is True
     # the very first window of a stream with a file reference
