@@ -35,7 +35,7 @@ import pytest
 
 from streams.influx.sink import DatabaseNotFound, query
 from streams.settings import Settings
-from tests.reliability.helpers import Traffic, monitors_file, tail, worker
+from tests.reliability.helpers import Traffic, monitors_file, tail, wait_assigned, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -174,6 +174,9 @@ def test_two_workers_in_one_group_write_the_same_points_as_one(settings, setting
                 )
                 # every model now has 250 events in an open window, held by worker a
                 with worker(env_b, mon, logs["two-b"]) as p_b:
+                    # the second half only once b has partitions: a worker that reads phase 2 before the
+                    # rebalance completes leaves b nothing to resume (the race this test once lost)
+                    wait_assigned(p_b, logs["two-b"], 1, "worker b", timeout=60)
                     produce(traffics, models, phase=2)
                     procs = [(p_one, logs["one"]), (p_a, logs["two-a"]), (p_b, logs["two-b"])]
                     wait_until({"one": (lambda: windowed(one), FULL), "two": (lambda: windowed(two), FULL)}, 120, procs)
