@@ -285,9 +285,22 @@ class ThreadedProxy:
     def down(self):
         self._call(self.proxy.stop())
 
+    async def _shutdown(self):
+        import asyncio
+
+        if self.proxy.server is not None:
+            await self.proxy.stop()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in pending:  # the connections' pipes
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def close(self):
+        """Stop the proxy, its connections and its loop, and close them (else their sockets leak)."""
+        self._call(self._shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 def test_influxdb_outage_pauses_and_loses_nothing(settings, settings_env, tmp_path):
