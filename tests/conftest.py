@@ -40,23 +40,13 @@ log = logging.getLogger("tests.conftest")
 TEST_PARTITIONS = 4
 
 
-#: ResourceWarning is an error in the fast tier (pyproject.toml). The slow tests have not yet been
-#: run with it as an error (issue 17: `-m slow -W error::ResourceWarning`): until then a leak of
-#: theirs is ignored — and collected before their teardown ends, so it cannot fail the next test.
-SLOW_LEAKS = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(SLOW_LEAKS)
-
-
 @pytest.fixture(autouse=True)
-def _collect_slow_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+def _collect_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A ResourceWarning is an error (pyproject.toml): collect at the end of every slow test (they start
+    workers, stacks and browsers), so a leak fails the test that made it, not whichever test runs next."""
     yield
     if request.node.get_closest_marker("slow") is not None:
-        gc.collect()  # inside this test's warning filters (see SLOW_LEAKS)
+        gc.collect()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
