@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.real_streams import Stream, load_streams, site_packages
-from streams.lifetime import die_with_parent
+from streams.lifetime import die_with_parent, spawn_logged
 
 COMMAND = "driftwatch bench real"
 NANNYML_SPEC = ["nannyml==0.13.1", "statsmodels>=0.14", "pandas>=2.2,<3"]
@@ -196,16 +196,7 @@ def start_nannyml(venv: Path, streams: list[Stream], folder: Path) -> tuple[subp
     logp = folder / "nannyml.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["NML_DISABLE_USAGE_LOGGING"] = "1"
-    with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            [str(venv / "bin" / "python"), str(script), str(job), str(out)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
+    proc = spawn_logged([str(venv / "bin" / "python"), str(script), str(job), str(out)], env, logp)
     return proc, out, logp
 
 
@@ -612,16 +603,7 @@ def run_worker(
             [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
         logp = root / "worker.log"
-        with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
+        proc = spawn_logged([sys.executable, "-m", "streams.cli", "worker"], env, logp)
         facts["worker_log"] = str(logp)
         influx = Influx(settings)
         t0 = time.perf_counter()

@@ -73,7 +73,7 @@ from benchmarks.traffic import (
 )
 from detectors import records as R
 from streams.influx.influxql import quote_ident
-from streams.lifetime import descendants, die_with_parent
+from streams.lifetime import descendants, die_with_parent, spawn_logged
 
 PARTITIONS = 4
 #: the ``dw_window`` tags that tell two windows with the same end time apart
@@ -620,16 +620,7 @@ def spawn_worker(bench: Bench, s, label: str, i: int, log_level: str | None = No
         update["log_level"] = log_level
     env = settings_env(s.model_copy(update=update))
     env["PYTHONUNBUFFERED"] = "1"
-    with open(bench.root / f"worker-{label}-{i}.log", "wb") as log_file:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            bench.plan.worker_cmd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
+    return spawn_logged(bench.plan.worker_cmd, env, bench.root / f"worker-{label}-{i}.log")
 
 
 def run_workers(
@@ -844,16 +835,7 @@ def run_naive(bench: Bench, traffic: Traffic) -> dict[str, Any]:
     logp = bench.root / "naive.log"
     # --without-web: the `faust worker` command would serve on port 6066, taken by any local worker
     cmd = [sys.executable, "-m", "benchmarks.naive_worker", "worker", "--without-web", "-l", "warn"]
-    with open(logp, "wb") as log_file:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
+    proc = spawn_logged(cmd, env, logp)
     from streams.devstack.localstack import terminate
 
     try:

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -78,6 +79,23 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
         exit_with(parent, sig)
 
     return hook
+
+
+def spawn_logged(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``cmd`` in a session of its own, its output to ``log`` (truncated), dying with this process.
+
+    The background children of the benchmarks (workers, baselines, NannyML) are started this way.
+    """
+    with open(log, "wb") as log_file:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
 
 
 def exit_with(parent: int, sig: int = signal.SIGTERM) -> bool:
