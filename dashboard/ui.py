@@ -642,11 +642,22 @@ def median(values: Any) -> float | None:
 
 
 def fmt_num(v: Any, spec: str = ".3g") -> str:
+    """``v`` formatted by ``spec``, "—" when it is missing; ``spec="percent"`` writes it as
+    Streamlit's ``NumberColumn(format="percent")`` does (at most two decimals, no trailing
+    zeros), so a column shown as text beside numeric ones reads the same.
+
+    >>> fmt_num(0.02, "percent"), fmt_num(0.0213, "percent"), fmt_num(0.021, "percent"), fmt_num(None, "percent")
+    ('2%', '2.13%', '2.1%', '—')
+    """
     try:
         f = float(v)
     except (TypeError, ValueError):
         return "—" if v is None else str(v)
-    return "—" if math.isnan(f) else format(f, spec)
+    if math.isnan(f):
+        return "—"
+    if spec == "percent":
+        return f"{f * 100:.2f}".rstrip("0").rstrip(".") + "%"
+    return format(f, spec)
 
 
 def count(n: Any, noun: str, plural: str | None = None, spec: str = ",.0f") -> str:
@@ -705,10 +716,11 @@ def fmt_pct(v: Any) -> str:
 
 
 def _spec(cfg: Any) -> str:
-    """A Python format spec for a column's ``NumberColumn`` printf format."""
+    """A Python format spec for a column's ``NumberColumn`` printf format (``"percent"`` has a
+    rule of its own: :func:`fmt_percent_cell`)."""
     fmt = (cfg or {}).get("type_config", {}).get("format") if isinstance(cfg, dict) else None
     if fmt == "percent":
-        return ".1%"
+        return "percent"
     if isinstance(fmt, str) and fmt.startswith("%") and fmt[-1] in "dfgeE":
         return ".0f" if fmt == "%d" else fmt[1:]
     return ".4g"
@@ -738,10 +750,19 @@ def table(df: pd.DataFrame, column_config: dict[str, Any] | None = None, **kw: A
         ):
             spec = _spec(old)
             out[c] = s.map(lambda v, spec=spec: fmt_num(v, spec))
+            cfg[c] = st.column_config.TextColumn(label or c, help=helptext, alignment="right")  # as numbers are
+            continue
         else:
             out[c] = s.map(lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
             continue
         cfg[c] = st.column_config.TextColumn(label or c, help=helptext)
+    first = out.columns[0] if len(out.columns) else None
+    if first is not None and out[first].dtype == object and not isinstance(cfg.get(first), dict):
+        first_label = cfg.get(first) if isinstance(cfg.get(first), str) else str(first)
+        # the row names (features, models): wide enough for the longest, which Streamlit's own
+        # sizing clips ("bmi_clas")
+        longest = int(out[first].astype(str).str.len().max() or 0)
+        cfg[first] = st.column_config.TextColumn(first_label, width=min(8 * longest + 28, 320))
     kw.setdefault("hide_index", True)
     kw.setdefault("width", "stretch")
     return st.dataframe(out, column_config=cfg, **kw)

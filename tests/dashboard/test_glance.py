@@ -286,6 +286,30 @@ def test_tables_never_show_none(env: pd.Timestamp) -> None:
         assert not df.isna().any().any(), df
 
 
+def test_percent_columns_read_alike_with_and_without_missing_cells() -> None:
+    # a column with a missing cell is drawn as text: it must read as Streamlit's "percent" format
+    # draws the complete column beside it ("2%", "2.13%"; not "2.0%" beside "2%"), and its row
+    # names must fit ("bmi_class" was clipped)
+    def page() -> None:
+        import pandas as pd
+        import streamlit as st
+
+        from dashboard import ui
+
+        df = pd.DataFrame({"feature": ["bmi_class", "s1"], "full": [0.02, 0.0213], "gappy": [0.02, None]})
+        pct = st.column_config.NumberColumn(format="percent")
+        ui.table(df, column_config={"full": pct, "gappy": pct})
+
+    at = AppTest.from_function(page).run()
+    no_exception(at)
+    shown = at.dataframe[0].value
+    assert list(shown["gappy"]) == ["2%", "—"]
+    assert list(shown["full"]) == [0.02, 0.0213]  # numeric: Streamlit draws "2%", "2.13%"
+    cfg = json.loads(at.dataframe[0].proto.columns)
+    assert cfg["gappy"]["alignment"] == "right"  # as the numbers beside it
+    assert cfg["feature"]["width"] == 8 * len("bmi_class") + 28
+
+
 def test_online_detector_verdict_says_what_it_tested(env: pd.Timestamp) -> None:
     at = open_page("drift", model="churn", feature="f_000")
     at.selectbox(key="dw_feature_sel").set_value("f_000").run()
