@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 # Measurements ---------------------------------------------------------------
 WINDOW = "dw_window"  # one per window and model/version: counts, rates, timing
+SHARD = "dw_shard"  # one per partial window of a sharded model's shard: its count and checkpoint (no results)
 DRIFT = "dw_drift"  # one per window and feature (and detector)
 DRIFT_SUMMARY = "dw_drift_summary"  # one per window: share drifting, correction
 QUALITY = "dw_quality"  # one per window and feature: missing/out-of-range/... rates
@@ -41,6 +42,7 @@ T_SOURCE = "source"
 T_REASON = "reason"
 T_RULE = "rule"  # alert rule name (dw_alert, dw_delivery)
 T_ENDPOINT = "endpoint"  # webhook endpoint name (dw_delivery)
+T_SHARD = "shard"  # input partition of a sharded model's shard (dw_shard; at most the partition count)
 
 # Fields, per measurement ------------------------------------------------------
 # dw_drift

@@ -43,7 +43,7 @@ def build(
     from streams.worker.topics import define_topics
 
     app = create_app(settings)
-    topics = define_topics(app, settings)
+    topics = define_topics(app, settings, sharded=any(m.shards > 1 for m in monitors.models))
     runtime = Runtime(
         app,
         settings,

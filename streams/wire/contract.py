@@ -184,3 +184,72 @@ REASONS: tuple[str, ...] = (
     R_BAD_TIME,
     R_LATE,
 )
+
+
+# Sharded models (one hot model over several partitions). A model monitored with ``shards: N`` (N > 1) has
+# its events spread by the SDK over N partitions of the inferences topic; a label goes to the partition of
+# the prediction it answers (the same function of the event id), so the label join stays local. The key of
+# every message stays the model id; the partition is chosen explicitly. Producers in other languages do the
+# same with these two functions (CRC-32 and Kafka's murmur2 are in every Kafka client).
+def murmur2(data: bytes) -> int:
+    """Kafka's default partitioner hash (the Java client's ``Utils.murmur2``), as a signed 32-bit int.
+
+    >>> murmur2(b"abc")
+    479470107
+    """
+    length = len(data)
+    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length % 4
+    base = length - tail
+    if tail >= 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h ^= data[base]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def home_partition(model_id: str, n_partitions: int) -> int:
+    """The partition Kafka's default partitioner gives the key ``model_id`` (where an unsharded model's events go).
+
+    >>> home_partition("iris", 4)
+    1
+    """
+    if n_partitions < 1:
+        raise ValueError(f"n_partitions: must be >= 1, got {n_partitions}")
+    return (murmur2(model_id.encode()) & 0x7FFFFFFF) % n_partitions
+
+
+def shard_partitions(model_id: str, shards: int, n_partitions: int) -> tuple[int, ...]:
+    """The partitions of a model's shards 0..shards-1: its home partition and the next ones (mod the count).
+
+    >>> shard_partitions("iris", 4, 4)
+    (1, 2, 3, 0)
+    """
+    if not 1 <= shards <= n_partitions:
+        raise ValueError(f"shards: must be between 1 and the partition count {n_partitions}, got {shards}")
+    home = home_partition(model_id, n_partitions)
+    return tuple((home + s) % n_partitions for s in range(shards))
+
+
+def shard_of(event_id: str, shards: int) -> int:
+    """The shard of an event (inference or label): CRC-32 of its id's UTF-8 bytes, mod ``shards``.
+
+    >>> shard_of("e-1", 4), shard_of("e-1", 1)
+    (0, 0)
+    """
+    import zlib
+
+    return zlib.crc32(event_id.encode("utf-8", "surrogatepass")) % shards if shards > 1 else 0

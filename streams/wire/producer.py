@@ -74,6 +74,8 @@ from streams.wire.contract import (
     PREDICTION_EMPTY,
     PREDICTION_KEYS,
     SCHEMA_VERSION,
+    shard_of,
+    shard_partitions,
 )
 
 log = logging.getLogger(__name__)
@@ -446,6 +448,8 @@ class EncodedMessage:
     key: bytes
     value: bytes
     events: int
+    shard: int = 0  # which of the model's ``shards`` it goes to (streams.wire.contract.shard_partitions)
+    shards: int = 1  # 1: Kafka's partitioner places it by its key (the model id)
 
 
 def _split_batch(batch: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -471,12 +475,12 @@ def _split_batch(batch: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict
 
 
 def encode_batches(
-    batches: Iterable[dict[str, Any]], kind: str, max_message_bytes: int
+    batches: Iterable[dict[str, Any]], kind: str, max_message_bytes: int, shard: int = 0, shards: int = 1
 ) -> tuple[list[EncodedMessage], int]:
     """orjson-encode column batches, halving any batch larger than ``max_message_bytes``.
 
     Returns the messages and the number of events dropped because a single event
-    alone is larger than the limit.
+    alone is larger than the limit. ``shard``/``shards``: where the messages go (see :class:`EncodedMessage`).
     """
     out: list[EncodedMessage] = []
     oversize = 0
@@ -486,7 +490,7 @@ def encode_batches(
         value = orjson.dumps(b)
         n = len(b["event_id"])
         if len(value) <= max_message_bytes:
-            out.append(EncodedMessage(kind, b["model_id"].encode(), value, n))
+            out.append(EncodedMessage(kind, b["model_id"].encode(), value, n, shard, shards))
         elif n > 1:
             first, second = _split_batch(b, kind)
             todo.appendleft(second)
@@ -556,6 +560,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _check_shards(shards: int | Mapping[str, int] | None) -> tuple[int, dict[str, int]]:
+    """``shards`` as (for every model, {model: N}); a bad value raises ValueError naming it."""
+    if shards is None:
+        return 1, {}
+    if isinstance(shards, Mapping):
+        out = {}
+        for model_id, n in shards.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"shards[{model_id!r}]: must be an integer >= 1, got {n!r}")
+            out[_check_id("model_id", model_id)] = n
+        return 1, out
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"shards: must be an integer >= 1 or a mapping model_id -> integer, got {shards!r}")
+    return shards, {}
+
+
 class DriftwatchProducer:
     """Buffered, non-blocking publisher of inference and label events (see module doc).
 
@@ -576,6 +596,10 @@ class DriftwatchProducer:
     * ``warn_interval_s`` (30): at most one "dropping events" warning per interval.
     * ``close_timeout_s`` (10): how long ``close()`` at interpreter exit waits.
     * ``start`` (True): start the background thread (False: buffer only — for tests).
+    * ``shards`` (None): spread a hot model over several partitions — an int for every model or
+      ``{model_id: N}``. Its events (and labels) go to N partitions by the CRC-32 of their event id
+      (:func:`streams.wire.contract.shard_of`, :func:`~streams.wire.contract.shard_partitions`), so N
+      workers can share it. The model's monitor config must say ``shards: N`` too (docs/scale-out.md).
     """
 
     def __init__(
@@ -598,6 +622,7 @@ class DriftwatchProducer:
         close_timeout_s: float = 10.0,
         start: bool = True,
         client_factory: Callable[..., Any] | None = None,
+        shards: int | Mapping[str, int] | None = None,
     ) -> None:
         if settings is None:
             from streams.settings import get_settings
@@ -613,6 +638,8 @@ class DriftwatchProducer:
         self.topic_inferences = topic_inferences or settings.topic_inferences
         self.topic_labels = topic_labels or settings.topic_labels
         self.model_version = _check_id("model_version", model_version)
+        self._shards_all, self._shards = _check_shards(shards)
+        self._partition_counts: dict[str, int] = {}  # topic -> partitions (for sharded models)
         self.source_id = source_id
         self.max_batch_events = int(max_batch_events)
         self.linger_s = float(linger_ms) / 1000.0
@@ -884,15 +911,43 @@ class DriftwatchProducer:
                 self._lab = deque(maxlen=self.max_buffer_events)
             seq = self._flush_requested
         msgs: list[EncodedMessage] = []
-        if inf:
-            m, over = encode_batches(pack_inferences(inf, self.max_batch_events), "inference", self.max_message_bytes)
-            msgs += m
-            self._count_oversize(over)
-        if lab:
-            m, over = encode_batches(pack_labels(lab, self.max_batch_events), "label", self.max_message_bytes)
-            msgs += m
-            self._count_oversize(over)
+        for rows, pack, kind in ((inf, pack_inferences, "inference"), (lab, pack_labels, "label")):
+            if not rows:
+                continue
+            for (shard, shards), part in self._by_shard(rows).items():
+                m, over = encode_batches(pack(part, self.max_batch_events), kind, self.max_message_bytes, shard, shards)
+                msgs += m
+                self._count_oversize(over)
         return msgs, seq
+
+    def shards_of(self, model_id: str) -> int:
+        """Over how many partitions ``model_id``'s events are spread (1: unsharded)."""
+        return self._shards.get(model_id, self._shards_all)
+
+    def _by_shard(self, rows: Iterable[Any]) -> dict[tuple[int, int], list[Any]]:
+        """Rows (inference or label: model id first, event id at 2 or 1) grouped by (shard, shards), in order."""
+        if self._shards_all == 1 and not self._shards:
+            return {(0, 1): list(rows)}
+        out: dict[tuple[int, int], list[Any]] = {}
+        for r in rows:
+            n = self.shards_of(r[0])
+            key = (shard_of(r[2] if len(r) == 7 else r[1], n), n)
+            g = out.get(key)
+            if g is None:
+                out[key] = [r]
+            else:
+                g.append(r)
+        return out
+
+    def _partition(self, client: Any, topic: str, msg: EncodedMessage) -> int:
+        """The partition of a sharded model's message (its shard's: :func:`~streams.wire.contract.shard_partitions`)."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            found = client.partitions_for(topic)  # waits for the topic's metadata (max_block_ms)
+            if not found:
+                raise LookupError(f"topic {topic} has no partitions")
+            count = self._partition_counts[topic] = len(found)
+        return shard_partitions(msg.key.decode(), min(msg.shards, count), count)[msg.shard % count]
 
     def _count_oversize(self, n: int) -> None:
         if n:
@@ -946,7 +1001,12 @@ class DriftwatchProducer:
             msg = self._pending[0]
             topic = self.topic_inferences if msg.kind == "inference" else self.topic_labels
             try:
-                fut = client.send(topic, value=msg.value, key=msg.key)
+                if msg.shards > 1:
+                    fut = client.send(
+                        topic, value=msg.value, key=msg.key, partition=self._partition(client, topic, msg)
+                    )
+                else:
+                    fut = client.send(topic, value=msg.value, key=msg.key)
             except Exception as e:  # KafkaTimeoutError (no metadata), size errors, closed client
                 name = type(e).__name__
                 if "TooLarge" in name:

@@ -110,11 +110,20 @@ class Runtime:
             label_hook=_label_hook(monitors, settings),
             alerting=self.alerting,
             window_changelog=WindowChangelog(window_store(settings)),
+            partials=self._partials_client(topics),
         )
         self._last_stats = (time.monotonic(), 0, 0)
         self.stale = 0  # events dropped because they were fetched before a rebalance
         self.revoked: dict = {}  # TP -> consumer generation when it was revoked (until the next assignment)
         self._register(stats_every)
+
+    def _partials_client(self, topics: Topics):
+        """The producer side of the partials topic (sharded models' partial windows), or None."""
+        if topics.partials is None:
+            return None
+        from streams.worker.changelog_store import TopicClient
+
+        return TopicClient(self.settings, topics.partials.get_topic_name(), name="driftwatch-partials")
 
     def _committed(self, topic: str, partition: int) -> int | None:
         if TP(topic, partition) in getattr(self.app.consumer, "revoking", ()):  # Faust forgot its offset already
@@ -191,6 +200,16 @@ class Runtime:
         async def labels(stream):
             async for events in stream.take_events(rt.batch, within=rt.within):
                 await rt.handle(events)
+
+        agents = [inferences, labels]
+        if self.topics.partials is not None:
+
+            @app.agent(self.topics.partials, name="driftwatch-partials")
+            async def partials(stream):  # sharded models: the merge step of the models whose partition this is
+                async for events in stream.take_events(rt.batch, within=rt.within):
+                    await rt.handle(events)
+
+            agents.append(partials)
 
         alerting = rt.alerting
         if alerting is not None:
@@ -282,6 +301,8 @@ class Runtime:
                     log.warning("open windows not checkpointed at shutdown (%r): the restart re-reads more", e)
                 if rt.pipeline.window_changelog is not None:
                     await rt.pipeline.window_changelog.close()
+                if rt.pipeline.partials is not None:
+                    await rt.pipeline.partials.close()
                 await rt.sink.stop(timeout=5.0)
                 await rt.deadletter_sender.stop()
                 await rt.references.close()
@@ -289,7 +310,7 @@ class Runtime:
                 if isinstance(rt.pipeline.evaluator, DetectorProcess):
                     rt.pipeline.evaluator.close()
 
-        self.agents = (inferences, labels)
+        self.agents = tuple(agents)
 
     def log_stats(self) -> None:
         s = self.pipeline.stats

@@ -68,8 +68,9 @@ class CheckpointSource:
         self._client = client_getter
         self.max_backoff = max_backoff
 
-    async def latest(self, key: StreamKey) -> Checkpoint | None:
-        rows = await self._query(key, "ORDER BY time DESC LIMIT 1")
+    async def latest(self, key: StreamKey, measurement: str = WINDOW) -> Checkpoint | None:
+        """The newest checkpoint of ``key`` (``measurement``: ``dw_shard`` for a shard of a sharded model)."""
+        rows = await self._query(key, "ORDER BY time DESC LIMIT 1", measurement)
         return checkpoint_from_row(rows[0]) if rows else None
 
     async def since(self, key: StreamKey, after_ns: int, limit: int = 1000) -> list[Checkpoint]:
@@ -78,13 +79,13 @@ class CheckpointSource:
         rows = await self._query(key, f"AND time > {int(after_ns)} ORDER BY time DESC LIMIT {int(limit)}")
         return [c for c in map(checkpoint_from_row, reversed(rows)) if c is not None]
 
-    async def _query(self, key: StreamKey, tail: str) -> list[dict[str, Any]]:
+    async def _query(self, key: StreamKey, tail: str, measurement: str = WINDOW) -> list[dict[str, Any]]:
         from streams.influx.influxql import quote_ident
         from streams.influx.influxql import quote_literal as lit
         from streams.influx.sink import DatabaseNotFound, InfluxQueryError, aquery
 
         q = (
-            f"SELECT * FROM {quote_ident(WINDOW)} WHERE {quote_ident(T_MODEL)} = {lit(key.model_id)}"
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {quote_ident(T_MODEL)} = {lit(key.model_id)}"
             f" AND {quote_ident(T_VERSION)} = {lit(key.model_version)}"
             f" AND {quote_ident(CKPT_FIELDS['topic'])} = {lit(key.topic)}"
             f" AND {quote_ident(CKPT_FIELDS['partition'])} = {int(key.partition)} {tail}"

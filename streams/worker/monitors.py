@@ -223,6 +223,14 @@ class ModelMonitor(_Strict):
         PerformanceConfig(), description="CBPE calibration (docs/detection-science.md)"
     )
     impact: ImpactConfig = Field(ImpactConfig(), description="feature importance (docs/detectors.md)")
+    shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="spread one hot model over this many partitions (the SDK's shards=): each shard's worker "
+        "closes partial window summaries of size_events/shards events, one merge step per model combines them "
+        "(docs/scale-out.md#one-hot-model-across-workers)",
+    )
     _budget: tuple[float, int, float | None] | None = PrivateAttr(default=None)  # (alarms/day, Σ families,
     # declared events/s) under an alarm budget
 
@@ -303,7 +311,26 @@ class ModelMonitor(_Strict):
                     f"drift.online.features: {name!r} is {what}; online drift watches numeric "
                     f"features (numeric: {numeric})"
                 )
+        if self.shards > 1:
+            self._check_sharded()
         return self
+
+    def _check_sharded(self) -> None:
+        """What a sharded model needs: windows that line up across shards, one reference for all of them."""
+        n, w = self.shards, self.window
+        if w.size_events is None:
+            raise ValueError(
+                f"shards: {n} needs count windows (window.size_events); event-time windows are not sharded"
+            )
+        if w.size_events % n:
+            raise ValueError(f"window.size_events: {w.size_events} is not a multiple of shards ({n})")
+        if self.reference.file is None:
+            raise ValueError(
+                f"shards: {n} needs reference.file: every shard and the merge step must use the same reference "
+                "(a first_n or rolling reference would differ per shard)"
+            )
+        if self.alerts:
+            raise ValueError(f"alerts: not evaluated yet for a sharded model (shards: {n}); remove them or shards")
 
 
 class MonitorsConfig(_Strict):

@@ -67,7 +67,9 @@ from detectors.records import (  # dw_window's fields: one vocabulary for the wo
     F_REFERENCE,
     F_SUMMARISED,
     F_WINDOW_START,
+    SHARD,
     T_MODEL,
+    T_SHARD,
     T_VERSION,
     WINDOW,
     Record,
@@ -81,6 +83,7 @@ from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePar
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.evaluation import Evaluator, default_evaluator, evaluate_closed
 from streams.worker.monitors import ConfigError, ModelMonitor, MonitorsConfig
+from streams.worker.shards import MergeBuffer, Partial, PartialError, merge_partials, merged_window, partial_of
 from streams.worker.window_changelog import Entry, EntryKey, WindowChangelog
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
@@ -159,6 +162,15 @@ class StreamState:
     last_reference: Any = None  # the reference the last window closed here was judged against
     unwritten: int = 0  # closed windows not yet confirmed by InfluxDB (no open-window checkpoint meanwhile)
     covered: list[np.ndarray] = field(default_factory=list)  # held until an open-window checkpoint has them
+    # a sharded model's merge step (a stream key of the partials topic; streams/worker/shards.py): the partials of
+    # its windows not yet complete, and the point time of the newest merged window
+    merge: MergeBuffer | None = None
+    merge_last_ns: int = -1
+
+    @property
+    def shard(self) -> bool:
+        """A shard of a sharded model: its windows are published as partials, not tested here."""
+        return self.model.shards > 1 and self.merge is None
 
 
 @dataclass
@@ -210,10 +222,17 @@ class Pipeline:
         deadletter_linger: float = 0.5,
         deadletter_max: int = 2000,
         window_changelog: WindowChangelog | None = None,
+        partials: Any = None,  # streams.worker.changelog_store.TopicClient of the partials topic (sharded models)
     ) -> None:
         self.settings = settings
         self.monitors = monitors
         self.models = {m.model_id: m for m in monitors.models}
+        for i, m in enumerate(monitors.models):
+            if m.shards > settings.topic_partitions:
+                raise ConfigError(
+                    f"models[{i}].shards: {m.model_id} has {m.shards} shards but the topics have "
+                    f"{settings.topic_partitions} partitions (DRIFTWATCH_TOPIC_PARTITIONS)"
+                )
         self.known_models = frozenset(self.models)
         self.decoder = Decoder(monitors, settings.max_message_bytes, max_future_s)
         self.sink = sink
@@ -263,6 +282,9 @@ class Pipeline:
         self._windows_saved_at = clock()
         self._covered = 0  # messages held until an open-window checkpoint has them
         self._saving: asyncio.Task | None = None
+        # sharded models (streams/worker/shards.py): partials are published to and merged from this topic
+        self.partials = partials
+        self.partials_topic = partials.topic if partials is not None else None
 
     # -- partitions --------------------------------------------------------------
     def revoke(self, tps: Iterable[tuple[str, int]]) -> None:
@@ -347,6 +369,7 @@ class Pipeline:
         if not messages:
             return
         by_tp: dict[tuple[str, int], list[int]] = {}
+        offsets = [m.offset for m in messages]
         for i, m in enumerate(messages):
             by_tp.setdefault((m.topic, m.partition), []).append(i)
         tps: dict[tuple[str, int], _TP] = {}
@@ -356,18 +379,23 @@ class Pipeline:
             for i in idx:
                 st.tracker.register(messages[i].offset, tokens[i], messages[i])
         self.stats.messages += len(messages)
+        partials = [m for m in messages if m.topic == self.partials_topic]
+        if partials:
+            messages = [m for m in messages if m.topic != self.partials_topic]
         try:
+            if partials:
+                await self._merge(partials, tps)
             t0 = time.perf_counter()
             decoded = self.decoder.decode(messages)
             self.stats.decode_s += time.perf_counter() - t0
-            await self._handle(decoded, tps)
+            await self._handle(decoded, {tp: st for tp, st in tps.items() if tp[0] != self.partials_topic})
         except BaseException:
             # never ack what was not fully processed: drop these partitions' state, so nothing of
             # theirs is acked any more; the caller stops and they are re-read from the committed offset
             self.forget(tps)
             raise
         for tp, idx in by_tp.items():
-            tps[tp].tracker.release(messages[i].offset for i in idx)
+            tps[tp].tracker.release(offsets[i] for i in idx)
 
     async def _handle(self, decoded: Decoded, tps: dict[tuple[str, int], _TP]) -> None:
         # partitions new to this worker: their label join and alert state from their checkpoints in Kafka
@@ -404,7 +432,8 @@ class Pipeline:
                     self.label_hook.on_labels(p)
         if self.label_hook is not None:
             for key, part in decoded.frames.items():
-                self.label_hook.on_predictions(key, part.frame, part.origin)
+                if self.models[key.model_id].shards == 1:  # a sharded model's labels are not joined (yet)
+                    self.label_hook.on_predictions(key, part.frame, part.origin)
             # messages fed to the label join stay un-acked until a checkpoint of the join holds them
             for topic, partition, offsets in self.label_hook.take_fed():
                 fed_tp = tps.get((topic, partition))
@@ -434,15 +463,16 @@ class Pipeline:
         if st_tp.trusted is None:
             st_tp.trusted = self.committed(key.topic, key.partition) is not None
         ck = None
+        sharded = model.shards > 1
         if st_tp.trusted and self.checkpoints is not None:
-            ck = await self.checkpoints.latest(key)
+            ck = await self.checkpoints.latest(key, SHARD if sharded else WINDOW)
         elif self.checkpoints is not None and (key.topic, key.partition) not in self._lost_warned:
             old = await self.checkpoints.latest(key)  # only to say what happened, never to resume from
             if old is not None:
                 self._lost_warned.add((key.topic, key.partition))
                 self._report_untrusted(key, old)
         win = model.window
-        if ck is not None and self.label_hook is not None and self.checkpoints is not None:
+        if ck is not None and self.label_hook is not None and self.checkpoints is not None and not sharded:
             # windows written after the label join's last snapshot (a crash): their predictions' labels go to them
             after = self.label_hook.last_window_ns(key)
             if after is not None and after < ck.time_ns:
@@ -450,8 +480,8 @@ class Pipeline:
                     self.label_hook.add_window(
                         key, c.time_ns, c.max_event_time if win.size_events is not None else c.closed_until
                     )
-        if win.size_events is not None:
-            windows: CountWindows | TimeWindows = CountWindows(win.size_events, ck)
+        if win.size_events is not None:  # a shard's windows hold its share of the model's (size_events/shards)
+            windows: CountWindows | TimeWindows = CountWindows(win.size_events // model.shards, ck)
         elif win.size_seconds is not None:
             windows = TimeWindows(win.size_seconds, win.grace_seconds, win.max_open_windows, ck)
             if windows.grace_capped:
@@ -465,11 +495,13 @@ class Pipeline:
         else:  # WindowConfig's validator rules this out
             raise ConfigError(f"{key.model_id}: the window needs exactly one of size_events or size_seconds")
         state = StreamState(key, model, windows, resumed_from=ck)
-        if (
-            isinstance(windows, CountWindows)
-            and win.summary_min_events is not None
-            and windows.size >= win.summary_min_events
-            and not model.reference.rolling
+        if isinstance(windows, CountWindows) and (
+            sharded  # partials are summaries, whatever their size
+            or (
+                win.summary_min_events is not None
+                and windows.size >= win.summary_min_events
+                and not model.reference.rolling
+            )
         ):
             windows.summarise = partial(self._open_summary, state)
             windows.checkpointed = self.window_changelog is not None
@@ -481,13 +513,25 @@ class Pipeline:
         if isinstance(windows, CountWindows) and windows.checkpointed:
             resumed = await self._resume_open_window(state, st_tp, ck)
         st_tp.streams[key] = state
+        if sharded and key.partition not in self._shard_partitions(model):
+            log.error(
+                "%s v%s: events in %s[%d], which is not one of its shards' partitions %s (a producer without "
+                "shards=%d?): their windows are never merged",
+                key.model_id,
+                key.model_version,
+                key.topic,
+                key.partition,
+                list(self._shard_partitions(model)),
+                model.shards,
+            )
         log.info(
-            "%s %s v%s in %s[%d]: %s%s, %s",
+            "%s %s v%s in %s[%d]%s: %s%s, %s",
             "resuming" if ck or resumed else "starting",
             key.model_id,
             key.model_version,
             key.topic,
             key.partition,
+            f" (shard of {model.shards})" if sharded else "",
             f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
             f"; open window #{resumed.seq} restored from {self.window_changelog!r} ({resumed.n} events, up to "
             f"offset {resumed.last_pos[0]})"
@@ -992,6 +1036,9 @@ class Pipeline:
         detectors then run on the evaluation thread while the next messages are
         decoded, and a chain of tasks hands the results to the sink in order.
         """
+        if state.shard:
+            await self._publish_partial(state, w, tracker)
+            return
         key, model = state.key, state.model
         cfg = model.reference
         reference, ref_kind, rolling_frames = None, "none", None
@@ -1026,7 +1073,7 @@ class Pipeline:
         if duration > 0:
             fields[F_EVENTS_PER_S] = w.n / duration
         w.calibration = self._calibration(model, key, reference)
-        labelled = self.label_hook.on_window(key, w) if self.label_hook is not None else None
+        labelled = self.label_hook.on_window(key, w) if self.label_hook is not None and model.shards == 1 else None
         if cfg.rolling:
             release = state.prev_holds
             state.prev_holds = w.holds
@@ -1103,6 +1150,154 @@ class Pipeline:
         while self._in_flight > self.max_windows_in_flight:  # backpressure: the detectors are behind
             self._room.clear()
             await self._room.wait()
+
+    # -- sharded models (streams/worker/shards.py) ---------------------------------
+    def _shard_partitions(self, model: ModelMonitor) -> tuple[int, ...]:
+        from streams.wire.contract import shard_partitions
+
+        return shard_partitions(model.model_id, model.shards, self.settings.topic_partitions)
+
+    async def _publish_partial(self, state: StreamState, w: ClosedWindow, tracker: AckTracker) -> None:
+        """A shard's closed window goes to the partials topic (the model's merge owner tests it), then its
+        ``dw_shard`` point (count and checkpoint: where this shard resumes) to InfluxDB; its messages are
+        released once both are confirmed. In closing order, after the windows closed before."""
+        key = state.key
+        if self.partials is None:
+            raise ConfigError(
+                f"{key.model_id}: shards: {state.model.shards} needs the partials topic (a worker runtime)"
+            )
+        if w.summary is None:  # the window opened before its layout existed: summarise its rows now
+            layout = self._summary_layout(state)
+            if layout is None:
+                raise ConfigError(f"{key.model_id}: a sharded model's windows need a reference (reference.file)")
+            w.summary = layout.summary()
+            w.summary.update(w.frame)
+        state.summary_refs.pop(id(w.summary), None)
+        from streams.wire.contract import home_partition
+
+        target = home_partition(key.model_id, self.settings.topic_partitions)
+        fields: dict[str, Any] = {F_N_EVENTS: w.n, F_CLOSE_REASON: w.reason, **checkpoint_fields(key, w.checkpoint)}
+        tags = {T_MODEL: key.model_id, T_VERSION: key.model_version, T_SHARD: str(key.partition)}
+        record = Record(SHARD, tags, fields, w.time_ns)
+        self.stats.windows += 1
+        self.stats.windowed_events += w.n
+        state.windows_closed += 1
+        state.unwritten += 1
+        epoch, release = self._epoch, w.holds
+        blob = await asyncio.to_thread(lambda: partial_of(key.model_id, key.model_version, key.partition, w).to_bytes())
+
+        async def finish(previous: asyncio.Future | None) -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            async for attempt in Backoff(0.5, 10.0).attempts_async():
+                if self._revoked_at.get((key.topic, key.partition), 0) > epoch:
+                    return  # the shard's next owner publishes this window again (its messages are not acked)
+                try:
+                    await asyncio.wait_for(await self.partials.send(key.model_id, blob, target), 30.0)
+                    break
+                except Exception as e:  # broker away: the window waits, its messages stay un-acked
+                    log.warning(
+                        "publishing partial window #%d of %s v%s (%s[%d]) failed (%r); retrying in %.1f s",
+                        w.seq,
+                        key.model_id,
+                        key.model_version,
+                        key.topic,
+                        key.partition,
+                        e,
+                        attempt.wait,
+                    )
+            fut = await self.sink.submit([record])
+
+            def done(f: asyncio.Future) -> None:
+                if f.cancelled() or f.exception() is not None:
+                    return  # not written: re-read after a restart, published again (the merge keeps one)
+                state.unwritten -= 1
+                for h in release:
+                    tracker.release(h.tolist())
+
+            fut.add_done_callback(done)
+
+        task = asyncio.ensure_future(finish(self._chain))
+        self._chain = task
+        self._track(task)
+        task.add_done_callback(self._job_done)
+        self._in_flight += 1
+        while self._in_flight > self.max_windows_in_flight:  # backpressure, as for any window
+            self._room.clear()
+            await self._room.wait()
+
+    async def _merge(self, messages: Sequence[RawMessage], tps: dict[tuple[str, int], _TP]) -> None:
+        """Partials (messages of the partials topic) into their models' merge buffers; every window they
+        complete is merged and goes through :meth:`_window_closed` like any summarised window. A partial is
+        held (un-acked) until its window is written; one that cannot be used is logged and acked."""
+        for m in messages:
+            st_tp = tps[(m.topic, m.partition)]
+            try:
+                p = Partial.from_bytes(m.value or b"")
+            except PartialError as e:
+                log.error("%s[%d]@%d: %s: skipped", m.topic, m.partition, m.offset, e)
+                continue
+            model = self.models.get(p.model_id)
+            if model is None or model.shards <= 1:
+                log.error(
+                    "%s[%d]@%d: a partial window of %r, which the monitor config does not shard: skipped",
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    p.model_id,
+                )
+                continue
+            key = StreamKey(m.topic, m.partition, p.model_id, p.model_version)
+            state = st_tp.streams.get(key)
+            if state is None:
+                state = await self._new_merge_state(key, model, st_tp)
+            assert state.merge is not None
+            added = state.merge.add(p, m.offset)
+            if added.dropped == "unexpected":
+                log.error(
+                    "%s v%s: a partial window from partition %d, not one of its shards %s: skipped",
+                    p.model_id,
+                    p.model_version,
+                    p.partition,
+                    list(state.merge.shards),
+                )
+                continue
+            if added.dropped:  # its window is written already (a shard re-read after a restart)
+                continue
+            st_tp.tracker.hold([m.offset])
+            layout = self._summary_layout(state)
+            if added.complete and layout is None:
+                raise ConfigError(f"{p.model_id}: a sharded model's windows need a reference (reference.file)")
+            for c in added.complete:
+                summary = await asyncio.to_thread(merge_partials, layout, c.partials)
+                w = merged_window(c, summary, state.merge_last_ns)
+                state.merge_last_ns = w.time_ns
+                w.holds = [np.array(sorted(set(c.tokens)), dtype=np.int64)]
+                await self._window_closed(state, w, st_tp.tracker)
+
+    async def _new_merge_state(self, key: StreamKey, model: ModelMonitor, st_tp: _TP) -> StreamState:
+        """The merge step of a sharded model version, resumed after its newest merged window in InfluxDB."""
+        if st_tp.trusted is None:
+            st_tp.trusted = self.committed(key.topic, key.partition) is not None
+        ck = await self.checkpoints.latest(key) if st_tp.trusted and self.checkpoints is not None else None
+        assert model.window.size_events is not None  # ModelMonitor: a sharded model has count windows
+        state = StreamState(key, model, CountWindows(model.window.size_events, ck), resumed_from=ck)
+        state.merge = MergeBuffer(self._shard_partitions(model), ck.seq if ck is not None else -1)
+        state.merge_last_ns = ck.time_ns if ck is not None else -1
+        await self._stored_reference(key, wait=False)
+        self._configure_reference(state, None)
+        st_tp.streams[key] = state
+        log.info(
+            "merging %s v%s from its %d shards (partitions %s) in %s[%d]: %s",
+            key.model_id,
+            key.model_version,
+            model.shards,
+            list(state.merge.shards),
+            key.topic,
+            key.partition,
+            f"after window #{ck.seq}" if ck is not None else "from its first window",
+        )
+        return state
 
     def _calibration(self, model: ModelMonitor, key: StreamKey, reference):
         """CBPE's calibration for a window of ``key`` (or why there is none, as text): the labelled rows of

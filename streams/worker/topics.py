@@ -13,6 +13,9 @@
   ``topic_partitions`` partitions, compacted): :mod:`streams.worker.window_changelog`.
 * the alert state's changelog (``<consumer_group>-<topic_inferences>-alerts-changelog``,
   ``topic_partitions`` partitions, compacted): :mod:`streams.alerts.partitions`.
+* the partial windows of sharded models (``<consumer_group>-<topic_inferences>-partials``,
+  ``topic_partitions`` partitions, *not* compacted — every partial counts): read by an agent of the
+  same group, so each model's merge step has one owner (:mod:`streams.worker.shards`).
 
 Topics are never auto-created: brokers choose their own partition count for
 those (tansu at random) and tansu cannot add partitions later.
@@ -42,10 +45,18 @@ log = logging.getLogger(__name__)
 class Topics:
     inferences: faust.TopicT
     labels: faust.TopicT
+    partials: faust.TopicT | None = None  # sharded models' partial windows (None: no model is sharded)
 
 
-def define_topics(app: faust.App, settings: Settings) -> Topics:
-    """Declare the input topics on ``app`` (raw keys and values)."""
+def partials_topic_name(settings: Settings) -> str:
+    """The group's partials topic (:func:`streams.worker.shards.partials_topic`)."""
+    from streams.worker.shards import partials_topic
+
+    return partials_topic(settings.consumer_group, settings.topic_inferences)
+
+
+def define_topics(app: faust.App, settings: Settings, sharded: bool = False) -> Topics:
+    """Declare the input topics on ``app`` (raw keys and values); ``sharded``: the partials topic too."""
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(
@@ -57,7 +68,11 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
             partitions=settings.topic_partitions,
         )
 
-    return Topics(inferences=topic(settings.topic_inferences), labels=topic(settings.topic_labels))
+    return Topics(
+        inferences=topic(settings.topic_inferences),
+        labels=topic(settings.topic_labels),
+        partials=topic(partials_topic_name(settings)) if sharded else None,
+    )
 
 
 def ensure_topics(settings: Settings) -> dict[str, int]:
@@ -68,7 +83,7 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     from streams.worker.references import ensure_references_topic
     from streams.worker.window_changelog import ensure_window_changelog_topic
 
-    counts = _ensure(settings)
+    counts = _ensure(settings, extra=[partials_topic_name(settings)])
     ensure_references_topic(settings)
     ensure_changelog_topic(settings)
     ensure_window_changelog_topic(settings)
@@ -92,6 +107,7 @@ def worker_topics(settings: Settings) -> list[str]:
             changelog_topic(settings),
             window_changelog_topic(settings),
             alert_changelog_topic(settings),
+            partials_topic_name(settings),
         ],
     )
 

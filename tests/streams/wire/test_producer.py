@@ -555,3 +555,57 @@ def test_linger_zero_sends_at_once_without_spinning() -> None:
         assert dw.stats().inferences_delivered == 1  # woken by the event, long before its 1 s timer
         assert idle_wakeups <= 2  # idle, it sleeps instead of spinning
     assert len(FakeClient.instances[-1].sent) == 1
+
+
+# ----------------------------------------------------------------------------- sharded models
+class ShardingClient(FakeClient):
+    """A fake broker with 4 partitions that records the partition each message was sent to."""
+
+    def send(self, topic: str, value: bytes, key: bytes, partition: int | None = None) -> FakeFuture:
+        self.sent.append((topic, key, value))
+        self.partitions = getattr(self, "partitions", [])
+        self.partitions.append(partition)
+        return FakeFuture()
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+
+def test_a_sharded_model_spreads_over_its_shards_partitions_and_labels_follow_their_predictions() -> None:
+    import zlib
+
+    from kafka.partitioner.default import murmur2 as kafka_murmur2  # the peer implementation
+
+    from streams.wire.contract import home_partition, murmur2, shard_partitions
+
+    for key in (b"", b"a", b"ab", b"abc", b"hot-model", "ü-id".encode()):
+        assert murmur2(key) & 0xFFFFFFFF == kafka_murmur2(key) & 0xFFFFFFFF
+    assert home_partition("hot", 4) == (kafka_murmur2(b"hot") & 0x7FFFFFFF) % 4
+    FakeClient.instances.clear()
+    with producer(client_factory=ShardingClient, linger_ms=5, shards={"hot": 4}) as dw:
+        eids = [dw.send_inference("hot", {"x": float(i)}, {"label": "a"}) for i in range(400)]
+        for e in eids[::3]:
+            dw.send_label("hot", e, "a")
+        dw.send_inference("cold", {"x": 1.0}, {"label": "a"})
+        assert dw.flush(timeout=10)
+    client = FakeClient.instances[-1]
+    where: dict[tuple[str, str], int] = {}
+    for (topic, key, value), part in zip(client.sent, client.partitions):
+        doc = orjson.loads(value)
+        assert key == doc["model_id"].encode()  # the key stays the model id
+        if doc["model_id"] == "cold":
+            assert part is None  # unsharded: Kafka's partitioner, by key
+            continue
+        for e in doc["event_id"]:
+            assert part == shard_partitions("hot", 4, 4)[zlib.crc32(e.encode()) % 4]
+            where[(topic, e)] = part
+    assert {where[("t.inf", e)] for e in eids} == {0, 1, 2, 3}
+    assert all(where[("t.lab", e)] == where[("t.inf", e)] for e in eids[::3])
+
+
+@pytest.mark.parametrize(
+    ("shards", "match"), [(0, "shards: must be"), ({"m": 0}, r"shards\['m'\]"), ({"m": True}, r"shards\['m'\]")]
+)
+def test_bad_shards_raise_naming_the_field(shards: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        producer(start=False, shards=shards)
