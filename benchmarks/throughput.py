@@ -25,7 +25,8 @@ partitions) so producer speed limits nothing. Phases, all in the same run:
    with summaries off (``worker_rows``), so both are measured against the same floor.
    ``--cases`` runs it again per other window kind on the same topic, against the same
    floor (e.g. ``1000000,60s``: count windows of 1M events, event-time windows of 60 s):
-   ``cases`` in the JSON, each with its ratio to the floor and its latency.
+   ``cases`` in the JSON, each with its ratio to the floor and its latency. ``hotN`` is one hot
+   model sharded over N partitions, run with one and with two workers (:mod:`benchmarks.hot_model`).
 4. **scale-out** — the same traffic (a topic of ``--scale-events``), one worker,
    then two workers in one consumer group, started together.
 5. **sigkill** (``--sigkill``, :mod:`benchmarks.sigkill`) — a SIGKILL in the middle of a long
@@ -133,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="more worker phases on the same topic, one per window: N = count windows of N events, "
         "Ns = event-time windows of N seconds (e.g. 1000000,60s); each reported under 'cases' with "
-        "its ratio to the same floor",
+        "its ratio to the same floor; hotN = one model sharded over N partitions, one and two workers",
     )
     parser.add_argument(
         "--rss-at",
@@ -143,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift-repeats", type=int, default=50, help="timed drift computations")
     parser.add_argument("--poll", type=float, default=0.05, help="InfluxDB poll interval, seconds")
     parser.add_argument("--stall-timeout", type=float, default=90.0, help="give up when no window lands for this long")
-    parser.add_argument("--skip", default="", help="comma-separated phases to skip: drift,floor,worker,scale,naive")
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: drift,floor,worker,scale,naive,hot")
     parser.add_argument(
         "--worker-cmd", default=None, help="command that starts one worker (default: python -m streams.cli worker)"
     )
@@ -155,8 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
-    from benchmarks import sigkill, soak
+    from benchmarks import hot_model, sigkill, soak
 
+    hot_model.add_arguments(parser)
     sigkill.add_arguments(parser)
     soak.add_arguments(parser)
 
@@ -165,24 +167,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Case:
     """The windows of one worker phase: count windows of ``events``, or event-time windows of ``seconds``.
 
-    >>> Case.parse("1000000"), Case.parse("60s").name
-    (Case(name='count_1000000', events=1000000, seconds=None), 'time_60s')
+    >>> Case.parse("1000000"), Case.parse("60s").name, Case.parse("hot4").shards
+    (Case(name='count_1000000', events=1000000, seconds=None, shards=None), 'time_60s', 4)
     """
 
     name: str
     events: int | None = None
     seconds: float | None = None
+    shards: int | None = None  # hotN: one model over N partitions (benchmarks/hot_model.py)
 
     @classmethod
     def parse(cls, spec: str) -> Case:
         spec = spec.strip().lower()
         try:
+            if spec.startswith("hot"):
+                n = int(spec[3:])
+                if not 2 <= n <= PARTITIONS:
+                    raise ValueError(spec)
+                return cls(f"hot{n}", shards=n)
             if spec.endswith("s"):
                 sec = float(spec[:-1])
                 return cls(f"time_{sec:g}s", seconds=sec)
             n = int(float(spec))
         except ValueError:
-            raise BenchError(f"--cases: {spec!r} is neither N (events) nor Ns (seconds)") from None
+            raise BenchError(
+                f"--cases: {spec!r} is neither N (events), Ns (seconds) nor hotN (N shards, 2..{PARTITIONS})"
+            ) from None
         return cls(f"count_{n}", events=n)
 
     def expected(self, traffic: Traffic) -> int:
@@ -941,6 +951,8 @@ def run(args: argparse.Namespace) -> int:
             window_extra={"summary_min_events": None},
         )
         for case in plan.cases:  # same models, reference and summary setting; other windows
+            if case.shards:
+                continue  # its own model and traffic (benchmarks/hot_model.py)
             extra = {**plan.window_extra(), **({} if case.seconds is None else {"size_seconds": case.seconds})}
             write_monitor_config(
                 tmp / f"monitors-{case.name}.yaml", base, window=case.events, reference=ref_n, window_extra=extra
@@ -978,6 +990,8 @@ def run(args: argparse.Namespace) -> int:
         if "worker" not in plan.skip and plan.cases:
             report["cases"] = {}
             for case in plan.cases:
+                if case.shards:
+                    continue  # after the main traffic's phases: its own topic
                 try:
                     report["cases"][case.name] = run_workers(
                         bench,
@@ -1006,6 +1020,14 @@ def run(args: argparse.Namespace) -> int:
             except Exception as e:
                 errors["scale"] = f"{type(e).__name__}: {e}"
         _drop_topic(main_s)
+        for case in plan.cases:
+            if case.shards and "hot" not in plan.skip:
+                from benchmarks.hot_model import run_hot
+
+                try:
+                    report.setdefault("cases", {})[case.name] = run_hot(bench, case.shards, args, run_workers, log)
+                except Exception as e:
+                    errors[case.name] = f"{type(e).__name__}: {e}"
         if plan.sigkill:
             from benchmarks.sigkill import run_sigkill
 
@@ -1147,7 +1169,20 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
                 "uptime_at_end",
             )
         } | (g("soak", "verdict") or {})
-    cases = r.get("cases") or {}
+    cases = {k: v for k, v in (r.get("cases") or {}).items() if not k.startswith("hot")}
+    hot = {k: v for k, v in (r.get("cases") or {}).items() if k.startswith("hot")}
+    if hot:  # one hot model: per worker count, and the two-worker run's CPU efficiency over the one-worker run's
+        s["hot_summary"] = {
+            name: {
+                "cpu_efficiency_two_vs_one": h.get("cpu_efficiency_two_vs_one"),
+                "speedup_two_vs_one": h.get("speedup_two_vs_one"),
+                **{
+                    run: {k: _get(h, run, k) for k in ("events_per_s", "events_per_worker_cpu_s", "cpu_percent")}
+                    for run in ("workers_1", "workers_2")
+                },
+            }
+            for name, h in hot.items()
+        }
     if cases:  # --cases: other windows on the same topic, against the same floor (the phases stay in "cases")
         s["cases_summary"] = {
             name: {
@@ -1199,6 +1234,8 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         s["targets"][f"counted_equals_expected_{name}"] = (
             None if c["events_counted"] is None else c["events_counted"] == c["events_expected"]
         )
+    for name, h in (s.get("hot_summary") or {}).items():  # issue 16: within 10 % of one worker's
+        s["targets"][f"{name}_cpu_efficiency_two_vs_one>=0.9"] = _ok(h["cpu_efficiency_two_vs_one"], lambda v: v >= 0.9)
     return s
 
 

@@ -150,7 +150,8 @@ def single_event_payloads(batch: bytes) -> list[bytes]:
 
 
 def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None = None) -> dict[str, float]:
-    """Send ``(key, value, n_events)`` tuples to ``topic`` with kafka-python; wait for all acks.
+    """Send ``(key, value, n_events)`` tuples (or ``(key, value, n_events, partition)``) to ``topic`` with
+    kafka-python; wait for all acks.
 
     Returns messages, events, bytes and seconds. Raises on any delivery error.
     """
@@ -169,8 +170,8 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
     n_msg = n_ev = n_bytes = 0
     futures = []
     try:
-        for key, value, n in messages:
-            futures.append(producer.send(topic, key=key, value=value))
+        for key, value, n, *partition in messages:
+            futures.append(producer.send(topic, key=key, value=value, partition=partition[0] if partition else None))
             n_msg += 1
             n_ev += n
             n_bytes += len(value)

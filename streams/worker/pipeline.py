@@ -465,7 +465,7 @@ class Pipeline:
         ck = None
         sharded = model.shards > 1
         if st_tp.trusted and self.checkpoints is not None:
-            ck = await self.checkpoints.latest(key, SHARD if sharded else WINDOW)
+            ck = await (self.checkpoints.latest(key, SHARD) if sharded else self.checkpoints.latest(key))
         elif self.checkpoints is not None and (key.topic, key.partition) not in self._lost_warned:
             old = await self.checkpoints.latest(key)  # only to say what happened, never to resume from
             if old is not None:
@@ -1227,6 +1227,8 @@ class Pipeline:
             await self._room.wait()
 
     async def _merge(self, messages: Sequence[RawMessage], tps: dict[tuple[str, int], _TP]) -> None:
+        from detectors.summaries import SummaryError
+
         """Partials (messages of the partials topic) into their models' merge buffers; every window they
         complete is merged and goes through :meth:`_window_closed` like any summarised window. A partial is
         held (un-acked) until its window is written; one that cannot be used is logged and acked."""
@@ -1265,11 +1267,25 @@ class Pipeline:
             if added.dropped:  # its window is written already (a shard re-read after a restart)
                 continue
             st_tp.tracker.hold([m.offset])
+            if added.replaced:  # an older copy of this partial: its message is not needed any more
+                st_tp.tracker.release(added.replaced)
             layout = self._summary_layout(state)
             if added.complete and layout is None:
                 raise ConfigError(f"{p.model_id}: a sharded model's windows need a reference (reference.file)")
             for c in added.complete:
-                summary = await asyncio.to_thread(merge_partials, layout, c.partials)
+                try:
+                    summary = await asyncio.to_thread(merge_partials, layout, c.partials)
+                except SummaryError as e:  # a shard cut its window from another reference (one was set meanwhile)
+                    log.error(
+                        "%s v%s: merged window #%d is not written: its partials cannot be merged with this "
+                        "worker's reference (%s)",
+                        p.model_id,
+                        p.model_version,
+                        c.seq,
+                        e,
+                    )
+                    st_tp.tracker.release(c.tokens)
+                    continue
                 w = merged_window(c, summary, state.merge_last_ns)
                 state.merge_last_ns = w.time_ns
                 w.holds = [np.array(sorted(set(c.tokens)), dtype=np.int64)]

@@ -158,6 +158,7 @@ class Added:
 
     complete: list[Complete] = field(default_factory=list)
     dropped: str | None = None  # "written" (the window is written already) or "unexpected" (not a shard)
+    replaced: list[Any] = field(default_factory=list)  # token of an older copy of the same partial (release it)
 
 
 class MergeBuffer:
@@ -185,8 +186,11 @@ class MergeBuffer:
             return Added(dropped="unexpected")
         if p.seq <= self.last_seq:
             return Added(dropped="written")
-        self._open.setdefault(p.seq, {})[p.partition] = (p, token)
+        got = self._open.setdefault(p.seq, {})
         out = Added()
+        if p.partition in got:
+            out.replaced.append(got[p.partition][1])
+        got[p.partition] = (p, token)
         while self._open:  # windows complete in order: a shard publishes its windows in order
             seq = min(self._open)
             got = self._open[seq]

@@ -131,8 +131,8 @@ def test_merge_buffer_completes_windows_in_order_once() -> None:
 def test_merge_buffer_after_a_restart_drops_written_windows_and_keeps_the_newest_copy() -> None:
     buf = MergeBuffer([0, 1], last_seq=4)
     assert buf.add(_p(4, 0)).dropped == "written"
-    buf.add(_p(5, 0), "old")
-    buf.add(_p(5, 0), "new")  # the same window published again: the newest copy counts
+    assert buf.add(_p(5, 0), "old").replaced == []
+    assert buf.add(_p(5, 0), "new").replaced == ["old"]  # the same window published again: the newest copy counts
     (c,) = buf.add(_p(5, 1), "t").complete
     assert c.tokens == ["new", "t"]
     with pytest.raises(ValueError, match="distinct"):
