@@ -605,7 +605,8 @@ class WindowWatcher:
 
 
 def _tree_mb(measure, pid: int) -> float:
-    """``measure`` (RSS or peak RSS, MiB) summed over a worker and its children (the detector process)."""
+    """``measure`` (RSS or peak RSS, MiB; or CPU seconds) summed over a worker and its children (the detector
+    process)."""
     total = 0.0
     for p in [pid, *descendants(pid)]:
         with contextlib.suppress(procstats.ProcessGone):
@@ -701,6 +702,7 @@ def run_workers(
         cpu = meter.stop() if meter else {}
         peak = [_tree_mb(procstats.peak_rss_mb, p.pid) for p in procs]
         final_rss = [_tree_mb(procstats.rss_mb, p.pid) for p in procs]
+        cpu_whole = sum(_tree_mb(procstats.cpu_seconds, p.pid) for p in procs)  # since each started (imports too)
     finally:
         for p in procs:
             terminate(p.pid, 15.0, p)
@@ -729,6 +731,9 @@ def run_workers(
         "seconds_measured": round(steady_s, 3),
         # contention-free efficiency: events per second of worker CPU (all workers' processes)
         "events_per_worker_cpu_s": round(rate / (worker_cpu / 100), 1) if rate and worker_cpu else None,
+        # the same over each worker's whole life (start-up and imports included, windows' timing excluded)
+        "worker_cpu_s_whole_run": round(cpu_whole, 2),
+        "events_per_worker_cpu_s_whole_run": round(counted / cpu_whole, 1) if cpu_whole else None,
         "seconds_first_to_last_window": round(span, 3),
         "seconds_start_to_last_window": round(t_close[-1] - t_start, 3),
         "latency_ms": None
@@ -1175,9 +1180,18 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         s["hot_summary"] = {
             name: {
                 "cpu_efficiency_two_vs_one": h.get("cpu_efficiency_two_vs_one"),
+                "cpu_efficiency_two_vs_one_whole_run": h.get("cpu_efficiency_two_vs_one_whole_run"),
                 "speedup_two_vs_one": h.get("speedup_two_vs_one"),
                 **{
-                    run: {k: _get(h, run, k) for k in ("events_per_s", "events_per_worker_cpu_s", "cpu_percent")}
+                    run: {
+                        k: _get(h, run, k)
+                        for k in (
+                            "events_per_s",
+                            "events_per_worker_cpu_s",
+                            "events_per_worker_cpu_s_whole_run",
+                            "cpu_percent",
+                        )
+                    }
                     for run in ("workers_1", "workers_2")
                 },
             }

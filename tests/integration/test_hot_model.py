@@ -18,6 +18,7 @@ worker must have resumed a shard from a checkpoint.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -93,7 +94,13 @@ def shard_events(s) -> int:
     return int(rows[0]["n"]) if rows else 0
 
 
-def test_one_hot_model_on_four_partitions_two_workers_write_the_same_points_as_one(settings, settings_env, tmp_path):
+@pytest.mark.parametrize("leave", ["join", "sigkill"])
+def test_one_hot_model_on_four_partitions_two_workers_write_the_same_points_as_one(
+    settings, settings_env, tmp_path, leave
+):
+    """``join``: worker b joins worker a (shards and maybe the merge step move to b). ``sigkill``: worker a
+    is killed with SIGKILL after the first merged window, worker b then starts alone and takes every
+    shard and the merge step over from the checkpoints and the un-acked partials."""
     assert settings.topic_partitions == SHARDS
     ref = reference_csv(tmp_path / "reference.csv")
     mon = tmp_path / "monitors.yaml"
@@ -121,10 +128,18 @@ def test_one_hot_model_on_four_partitions_two_workers_write_the_same_points_as_o
                     90,
                     [(p_one, logs["one"]), (p_a, logs["two-a"])],
                 )
+                if leave == "sigkill":
+                    # after the open windows' next checkpoint (every 5 s) and Faust's commit: b resumes the shards
+                    # from their checkpoints (killed at once, b re-reads the partitions from their start)
+                    time.sleep(8.0)
+                    p_a.send_signal(signal.SIGKILL)
+                    p_a.wait(10)
                 with worker(env_b, mon, logs["two-b"]) as p_b:
                     wait_assigned(p_b, logs["two-b"], 1, "worker b", timeout=60)
                     traffic.phase(drift=True)
-                    procs = [(p_one, logs["one"]), (p_a, logs["two-a"]), (p_b, logs["two-b"])]
+                    procs = [(p_one, logs["one"]), (p_b, logs["two-b"])]
+                    if leave == "join":
+                        procs.append((p_a, logs["two-a"]))
                     so.wait_until(
                         {"one": (lambda: merged_events(one), FULL), "two": (lambda: merged_events(two), FULL)},
                         150,
@@ -161,5 +176,5 @@ def test_one_hot_model_on_four_partitions_two_workers_write_the_same_points_as_o
         print(
             f"\nhot model: {SHARDS} shards, {FULL} events in merged windows, {len(got_one)} points equal "
             f"({dict(sorted(by_measurement.items()))}); x0 drift per window {[r.get('drift') for r in drift]}; "
-            f"{elapsed:.1f} s with 3 workers"
+            f"{elapsed:.1f} s with 3 workers ({leave})"
         )
