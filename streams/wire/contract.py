@@ -164,6 +164,7 @@ R_EMPTY = "empty"  # no value (tombstone) or an empty array
 R_TOO_LARGE = "too_large"  # value larger than Settings.max_message_bytes
 R_INVALID_ENCODING = "invalid_encoding"  # not UTF-8
 R_INVALID_JSON = "invalid_json"  # not JSON
+R_INVALID_ARROW = "invalid_arrow"  # marked or sniffed as Arrow IPC, but not a readable Arrow stream
 R_NON_FINITE = "non_finite"  # NaN / Infinity literals or numbers beyond float range
 R_TOO_DEEP = "too_deep"  # nesting beyond the parser's depth limit
 R_SCHEMA = "schema"  # missing / wrong fields (detail says which)
@@ -176,6 +177,7 @@ REASONS: tuple[str, ...] = (
     R_TOO_LARGE,
     R_INVALID_ENCODING,
     R_INVALID_JSON,
+    R_INVALID_ARROW,
     R_NON_FINITE,
     R_TOO_DEEP,
     R_SCHEMA,
@@ -253,3 +255,17 @@ def shard_of(event_id: str, shards: int) -> int:
     import zlib
 
     return zlib.crc32(event_id.encode("utf-8", "surrogatepass")) % shards if shards > 1 else 0
+
+
+# Wire formats of a column batch. JSON is the default and what the JSON Schemas describe; Arrow IPC
+# (a stream of one record batch, see streams.wire.arrow and docs/producer.md) is the SDK's opt-in
+# binary format. A message says which it is in its CONTENT_TYPE_HEADER; a message without that
+# header is Arrow when its value starts with ARROW_MAGIC (JSON text never starts with byte 0xFF).
+WIRE_JSON = "json"
+WIRE_ARROW = "arrow"
+WIRE_FORMATS: tuple[str, ...] = (WIRE_JSON, WIRE_ARROW)
+CONTENT_TYPE_HEADER = "content-type"
+JSON_CONTENT_TYPE = "application/json"
+ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+ARROW_MAGIC = b"\xff\xff\xff\xff"
+"""The first bytes of an Arrow IPC stream (the continuation marker of its first message, Arrow >= 0.15)."""

@@ -30,7 +30,7 @@ from streams.influx.sink import InfluxSink
 from streams.settings import Settings
 from streams.worker.checkpoints import CheckpointSource
 from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
-from streams.worker.decode import RawMessage
+from streams.worker.decode import RawMessage, content_type
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.evaluation import Evaluator
 from streams.worker.monitors import MonitorsConfig
@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 def raw_message(event: Any) -> RawMessage:
     m = event.message
     ts = m.timestamp
-    return RawMessage(m.value, m.key, m.topic, m.partition, m.offset, int(ts * 1000) if ts else None)
+    return RawMessage(
+        m.value, m.key, m.topic, m.partition, m.offset, int(ts * 1000) if ts else None, content_type(m.headers)
+    )
 
 
 class Runtime:

@@ -59,11 +59,15 @@ import numpy as np
 import orjson
 
 from detectors.frame import Frame, concat
-from detectors.values import not_none, parse_categories, parse_numeric
+from detectors.values import not_none, parse_categories, parse_feature, parse_numeric
 
 # the one wire-contract definition: keys, required fields, limits and the dead-letter reasons
 from streams.wire.contract import (
+    ARROW_CONTENT_TYPE,
+    ARROW_MAGIC,
+    CONTENT_TYPE_HEADER,
     INFERENCE,
+    JSON_CONTENT_TYPE,
     LABEL,
     LABEL_TYPES,
     MAX_ID_LEN,
@@ -83,6 +87,7 @@ from streams.wire.contract import (
 )
 from streams.wire.contract import R_LATE as R_LATE  # re-exported: the windows set it
 from streams.wire.contract import REASONS as REASONS  # re-exported: the dead-letter code and tests read it here
+from streams.worker.arrow_decode import ArrowPayloadError, Coded, read_batch
 from streams.worker.monitors import ModelMonitor, MonitorsConfig
 
 MAX_UNDECLARED = 20
@@ -116,6 +121,37 @@ class RawMessage:
     partition: int = 0
     offset: int = 0
     timestamp_ms: int | None = None  # the record's Kafka timestamp
+    content_type: str | None = None  # the record's content-type header (None: not sent)
+
+    @property
+    def is_arrow(self) -> bool:
+        """An Arrow IPC batch: said by its content-type header, else told by its first bytes."""
+        ct = self.content_type
+        if ct is not None and ct in _KNOWN_CONTENT_TYPES:
+            return ct == ARROW_CONTENT_TYPE
+        v = self.value
+        return v is not None and v[:4] == ARROW_MAGIC
+
+
+_KNOWN_CONTENT_TYPES = frozenset((ARROW_CONTENT_TYPE, JSON_CONTENT_TYPE))
+
+
+def content_type(headers: Any) -> str | None:
+    """The content-type of a record's headers (a list of ``(name, bytes)`` pairs or a mapping), or None.
+
+    >>> content_type([("dw-x", b"1"), ("Content-Type", b"application/vnd.apache.arrow.stream")])
+    'application/vnd.apache.arrow.stream'
+    """
+    if not headers:
+        return None
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    for name, value in pairs:
+        if str(name).lower() == CONTENT_TYPE_HEADER:
+            try:
+                return (value.decode() if isinstance(value, bytes) else str(value)).strip().lower()
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 @dataclass(slots=True)
@@ -239,6 +275,29 @@ def _classify_json_error(value: bytes, err: Exception) -> _Bad:
 
 # ----------------------------------------------------------------------------- columns
 
+#: What a per-event column may be: a JSON list, or (from an Arrow batch) a numpy array or a :class:`Coded`.
+_COLUMN_TYPES = frozenset((list, np.ndarray, Coded))
+
+
+def _is_column(col: Any, n: int) -> bool:
+    return type(col) in _COLUMN_TYPES and len(col) == n
+
+
+def _n_rows(ids: Any) -> int:
+    """Events a batch says it carries (its ``event_id`` column's length), 1 when it cannot be told."""
+    return len(ids) if type(ids) in _COLUMN_TYPES else 1
+
+
+def _as_list(col: Any) -> Any:
+    """An Arrow column as the JSON list it stands for (numbers as Python numbers, NaN of a float column as null)."""
+    if type(col) is Coded:
+        col = col.expand()
+    if type(col) is np.ndarray:
+        return [None if v != v else v for v in col.tolist()] if col.dtype.kind == "f" else col.tolist()
+    if type(col) is dict:
+        return {k: _as_list(v) for k, v in col.items()}
+    return col
+
 
 def _to_time(x: Any) -> float:
     """Epoch seconds from a number or an ISO-8601 string (naive = UTC)."""
@@ -289,8 +348,10 @@ def _check_ids(ids: Any, n: int, name: str, errors: _RowErrors, required: bool =
     """A column of id strings (1..256 chars); bad rows go to ``errors``."""
     if ids is None and not required:
         return np.full(n, None, dtype=object)
-    if type(ids) is not list or len(ids) != n:
+    if not _is_column(ids, n):
         raise _Bad(R_SCHEMA, f"{name} must be a list of {n} strings")
+    if type(ids) is not list and not (type(ids) is np.ndarray and ids.dtype == object):
+        ids = _as_list(ids)  # dictionary-encoded, or not strings at all: the list path says which rows
     types = set(map(type, ids))
     ok_types = {str} if required else _STR_OR_NONE
     if types <= ok_types and ("" not in ids or not required):
@@ -318,10 +379,18 @@ def _check_times(
     times: Any, n: int, name: str, errors: _RowErrors, ts_s: np.ndarray | np.float64 | None, max_future_s: float
 ) -> np.ndarray:
     """A column of event times (epoch seconds); bad rows go to ``errors``."""
-    if type(times) is not list or len(times) != n:
+    if not _is_column(times, n):
         raise _Bad(R_SCHEMA, f"{name} must be a list of {n} numbers")
     out = None
-    if bool not in set(map(type, times)):
+    if type(times) is np.ndarray and times.dtype.kind in "fiu":  # an Arrow number column: NaN is null
+        out = times.astype(np.float64)
+        null = np.isnan(out)
+        if null.any():
+            errors.add(np.flatnonzero(null), R_SCHEMA, name, "must be a number or an ISO-8601 string, not NoneType")
+            out[null] = 0.0
+    elif type(times) is not list:
+        times = _as_list(times)
+    if out is None and bool not in set(map(type, times)):
         try:
             out = np.frombuffer(array.array("d", times), dtype=np.float64)
         except (TypeError, OverflowError):
@@ -361,7 +430,7 @@ class _Cols:
     event_id: Any
     event_time: Any
     source_id: Any
-    features: dict[str, list]
+    features: dict[str, Any]  # name -> a list, or from an Arrow batch a numpy array or a Coded column
     prediction: dict[str, Any]
     ts_s: np.ndarray | np.float64 | None  # Kafka timestamp (s) per row or of the whole batch: future-time check
 
@@ -385,9 +454,12 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
                 categorical[spec.name] = np.full(n, None, dtype=object)
             type_error[spec.name] = np.zeros(n, dtype=bool)
             continue
-        if type(col) is not list or len(col) != n:
+        if not _is_column(col, n):
             raise _Bad(R_SCHEMA, f"features.{spec.name} must be a list of {n} values")
-        if spec.kind == "numeric":
+        if type(col) is Coded:  # once per distinct value
+            values, bad = col.parse(lambda d, s=spec: parse_feature(d, s.kind, boolean=s.boolean))
+            (numeric if spec.kind == "numeric" else categorical)[spec.name] = values
+        elif spec.kind == "numeric":
             values, bad = parse_numeric(col)
             numeric[spec.name] = values
         else:
@@ -396,10 +468,10 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
         type_error[spec.name] = bad if bad is not None else np.zeros(n, dtype=bool)
     unknown: dict[str, np.ndarray] = {}
     for name, col in feats.items():  # undeclared features: their shape, and which rows carry one
-        if type(col) is not list or len(col) != n:
+        if not _is_column(col, n):
             raise _Bad(R_SCHEMA, f"features.{name} must be a list of {n} values")
         if name not in numeric and name not in categorical:  # every declared feature is in one of them
-            carried = np.fromiter(map(operator.is_not, col, repeat(None)), dtype=bool, count=n)
+            carried = _carried(col, n)
             if not carried.any():
                 continue
             if len(unknown) >= MAX_UNDECLARED:  # a flood of invented names shares one entry
@@ -422,6 +494,15 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
     )
 
 
+def _carried(col: Any, n: int) -> np.ndarray:
+    """Which rows of a column carry a value (not null)."""
+    if type(col) is Coded:
+        return col.codes >= 0
+    if type(col) is np.ndarray:
+        return ~np.isnan(col) if col.dtype.kind == "f" else (not_none(col) if col.dtype == object else np.ones(n, bool))
+    return np.fromiter(map(operator.is_not, col, repeat(None)), dtype=bool, count=n)
+
+
 def _prediction(p: Any, n: int, errors: _RowErrors):
     if type(p) is not dict:
         raise _Bad(R_SCHEMA, "prediction must be an object")
@@ -432,9 +513,11 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
     pred_label = None
     labels = p.get("label")
     if labels is not None:
-        if type(labels) is not list or len(labels) != n:
+        if not _is_column(labels, n):
             raise _Bad(R_SCHEMA, f"prediction.label must be a list of {n} values")
-        pred_label, bad = parse_categories(labels)
+        if type(labels) is np.ndarray and labels.dtype.kind == "f":
+            labels = _as_list(labels)  # a float class is an error that names the row (and NaN is null)
+        pred_label, bad = labels.parse(parse_categories) if type(labels) is Coded else parse_categories(labels)
         if bad is not None:
             errors.add(
                 np.flatnonzero(bad),
@@ -453,9 +536,9 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
         pred_proba = np.full((n, len(classes)), np.nan)
         for j, cls in enumerate(classes):
             col = probs[cls]
-            if type(col) is not list or len(col) != n:
+            if not _is_column(col, n):
                 raise _Bad(R_SCHEMA, f"prediction.probabilities[{cls!r}] must be a list of {n} numbers")
-            values, bad = parse_numeric(col)
+            values, bad = col.parse(parse_numeric) if type(col) is Coded else parse_numeric(col)
             if bad is not None:
                 errors.add(np.flatnonzero(bad), R_SCHEMA, f"prediction.probabilities[{cls!r}]", "is not a number")
             pred_proba[:, j] = values
@@ -466,9 +549,9 @@ def _prediction(p: Any, n: int, errors: _RowErrors):
         col = p.get(key)
         if col is None:
             continue
-        if type(col) is not list or len(col) != n:
+        if not _is_column(col, n):
             raise _Bad(R_SCHEMA, f"prediction.{key} must be a list of {n} numbers")
-        values, bad = parse_numeric(col)
+        values, bad = col.parse(parse_numeric) if type(col) is Coded else parse_numeric(col)
         if bad is not None:
             errors.add(np.flatnonzero(bad), R_SCHEMA, f"prediction.{key}", "is not a number")
         present |= ~np.isnan(values)
@@ -544,7 +627,7 @@ class Decoder:
         if self._details_left <= 0:
             return None
         self._details_left -= 1
-        return _pydantic_detail(model_cls, doc)
+        return _pydantic_detail(model_cls, _as_list(doc) if type(doc) is dict else doc)
 
     # -- public ------------------------------------------------------------------
     def decode(self, messages: Sequence[RawMessage]) -> Decoded:
@@ -564,6 +647,9 @@ class Decoder:
             entry[3].append(detail)
 
         for msg in messages:
+            if msg.is_arrow:
+                self._add_arrow(msg, segs, out, dead_row)
+                continue
             try:
                 doc = parse_value(msg.value, self.max_message_bytes)
             except _Bad as b:
@@ -603,6 +689,31 @@ class Decoder:
         return out
 
     # -- intake ------------------------------------------------------------------
+    def _add_arrow(self, msg: RawMessage, segs: dict, out: Decoded, dead_row) -> None:
+        """An Arrow IPC batch: read into columns, then checked like the JSON batch it stands for."""
+        value = msg.value or b""
+        try:
+            if not value:
+                raise _Bad(R_EMPTY, "message has no value")
+            if len(value) > self.max_message_bytes:
+                raise _Bad(R_TOO_LARGE, f"value is {len(value)} bytes, the limit is {self.max_message_bytes}")
+            doc = read_batch(value)
+        except _Bad as b:
+            out.dead.append(DeadLetter(msg, b.reason, b.detail, None, 1))
+            return
+        except ArrowPayloadError as e:
+            out.dead.append(DeadLetter(msg, e.reason, e.detail, None, 0 if e.reason == R_EMPTY else 1))
+            return
+        kind = doc.get("type")
+        if kind == INFERENCE.batch_type:
+            self._add_batch(msg, doc, segs, out)
+        elif kind == LABEL.batch_type:
+            self._add_label_batch(msg, doc, out, dead_row)
+        else:
+            n = _n_rows(doc.get("event_id"))
+            detail = f"an Arrow message is an {INFERENCE.batch_type} or a {LABEL.batch_type}, not {str(kind)[:40]!r}"
+            out.dead.append(DeadLetter(msg, R_SCHEMA, detail, None, n, doc.get("model_id")))
+
     def _check_header(self, doc: dict, keys: frozenset, what: str) -> tuple[str, ModelMonitor]:
         sv = doc.get("schema_version", SCHEMA_VERSION)
         if sv != SCHEMA_VERSION or type(sv) is not int:
@@ -631,12 +742,12 @@ class Decoder:
 
     def _add_batch(self, msg: RawMessage, doc: dict, segs: dict, out: Decoded) -> None:
         ids = doc.get("event_id")
-        n_guess = len(ids) if type(ids) is list else 1
+        n_guess = _n_rows(ids)
         model_id = version = None
         try:
             model_id, _model = self._check_header(doc, _INF_KEYS, INFERENCE.batch_type)
             version = self._version(doc)
-            if type(ids) is not list:
+            if type(ids) not in _COLUMN_TYPES:
                 raise _Bad(R_SCHEMA, "event_id must be a list of strings")
             if type(doc.get("features")) is not dict:
                 raise _Bad(R_SCHEMA, "features must map feature name -> list of values")
@@ -657,15 +768,17 @@ class Decoder:
 
     def _add_label_batch(self, msg: RawMessage, doc: dict, out: Decoded, dead_row) -> None:
         ids = doc.get("event_id")
-        n = len(ids) if type(ids) is list else 1
+        n = _n_rows(ids)
         model_id = None
         try:
             model_id, _model = self._check_header(doc, _LABEL_KEYS, LABEL.batch_type)
             errors = _RowErrors()
             event_id = _check_ids(ids, n, "event_id", errors)
             labels = doc.get("label")
-            if type(labels) is not list or len(labels) != n:
+            if not _is_column(labels, n):
                 raise _Bad(R_SCHEMA, f"label must be a list of {n} values")
+            if type(labels) is not list:
+                labels = _as_list(labels)  # Python scalars: the label keeps its type (0 is not "0")
             times = _check_times(doc.get("label_time"), n, "label_time", errors, None, self.max_future_s)
         except _Bad as b:
             detail = b.detail
