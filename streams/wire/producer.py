@@ -66,7 +66,9 @@ from streams.retry import Backoff
 
 # the contract's plain-Python definition, not streams.wire.schemas: the SDK does not load pydantic models
 from streams.wire.contract import (
+    ARROW_CONTENT_TYPE,
     CLASS_TYPES,
+    CONTENT_TYPE_HEADER,
     FEATURE_TYPES,
     INFERENCE,
     LABEL,
@@ -74,6 +76,9 @@ from streams.wire.contract import (
     PREDICTION_EMPTY,
     PREDICTION_KEYS,
     SCHEMA_VERSION,
+    WIRE_ARROW,
+    WIRE_FORMATS,
+    WIRE_JSON,
     shard_of,
     shard_partitions,
 )
@@ -84,6 +89,7 @@ __all__ = [
     "DriftwatchProducer",
     "EncodedMessage",
     "ProducerStats",
+    "batch_encoder",
     "encode_batches",
     "pack_inferences",
     "pack_labels",
@@ -442,7 +448,7 @@ def kafka_producer(**config: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class EncodedMessage:
-    """One Kafka message ready to send: topic kind, key, value and its event count."""
+    """One Kafka message ready to send: topic kind, key, value, its event count and its headers."""
 
     kind: str  # "inference" or "label"
     key: bytes
@@ -450,6 +456,27 @@ class EncodedMessage:
     events: int
     shard: int = 0  # which of the model's ``shards`` it goes to (streams.wire.contract.shard_partitions)
     shards: int = 1  # 1: Kafka's partitioner places it by its key (the model id)
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def batch_encoder(wire_format: str) -> tuple[Callable[[dict[str, Any]], bytes], tuple[tuple[str, bytes], ...]]:
+    """How a column batch is written in ``wire_format``, and the headers that say so.
+
+    ``json`` (the default, no header: what every worker reads) or ``arrow`` (Arrow IPC,
+    :mod:`streams.wire.arrow`, marked with a content-type header). pyarrow is imported here,
+    only for ``arrow``; without it the error says what to install.
+    """
+    if wire_format == WIRE_JSON:
+        return orjson.dumps, ()
+    if wire_format != WIRE_ARROW:
+        raise ValueError(f"wire_format: must be one of {', '.join(WIRE_FORMATS)}, got {wire_format!r}")
+    try:
+        from streams.wire.arrow import encode_batch
+    except ModuleNotFoundError as e:
+        raise ValueError(
+            f"wire_format='arrow' needs pyarrow ({e}): pip install 'driftwatch[arrow]', or use wire_format='json'"
+        ) from None
+    return encode_batch, ((CONTENT_TYPE_HEADER, ARROW_CONTENT_TYPE.encode()),)
 
 
 def _split_batch(batch: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -475,22 +502,28 @@ def _split_batch(batch: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict
 
 
 def encode_batches(
-    batches: Iterable[dict[str, Any]], kind: str, max_message_bytes: int, shard: int = 0, shards: int = 1
+    batches: Iterable[dict[str, Any]],
+    kind: str,
+    max_message_bytes: int,
+    shard: int = 0,
+    shards: int = 1,
+    wire_format: str = WIRE_JSON,
 ) -> tuple[list[EncodedMessage], int]:
-    """orjson-encode column batches, halving any batch larger than ``max_message_bytes``.
+    """Encode column batches (JSON, or Arrow IPC: :func:`batch_encoder`), halving any larger than ``max_message_bytes``.
 
     Returns the messages and the number of events dropped because a single event
     alone is larger than the limit. ``shard``/``shards``: where the messages go (see :class:`EncodedMessage`).
     """
+    encode, headers = batch_encoder(wire_format)
     out: list[EncodedMessage] = []
     oversize = 0
     todo = deque(batches)
     while todo:
         b = todo.popleft()
-        value = orjson.dumps(b)
+        value = encode(b)
         n = len(b["event_id"])
         if len(value) <= max_message_bytes:
-            out.append(EncodedMessage(kind, b["model_id"].encode(), value, n, shard, shards))
+            out.append(EncodedMessage(kind, b["model_id"].encode(), value, n, shard, shards, headers))
         elif n > 1:
             first, second = _split_batch(b, kind)
             todo.appendleft(second)
@@ -592,6 +625,8 @@ class DriftwatchProducer:
       labels); when full the oldest event is dropped and counted.
     * ``compression_type`` (None): "gzip", "lz4", "zstd" or "snappy" (the last three
       need their Python package in the producer AND the worker).
+    * ``wire_format`` ("json"): "arrow" sends Arrow IPC column batches (:mod:`streams.wire.arrow`,
+      needs pyarrow: ``pip install 'driftwatch[arrow]'``), which the worker decodes ~3x faster.
     * ``kafka_options`` — extra kafka-python ``KafkaProducer`` settings (override ours).
     * ``warn_interval_s`` (30): at most one "dropping events" warning per interval.
     * ``close_timeout_s`` (10): how long ``close()`` at interpreter exit waits.
@@ -616,6 +651,7 @@ class DriftwatchProducer:
         max_buffer_events: int = 50_000,
         max_message_bytes: int | None = None,
         compression_type: str | None = None,
+        wire_format: str = WIRE_JSON,
         client_id: str = "driftwatch-producer",
         kafka_options: Mapping[str, Any] | None = None,
         warn_interval_s: float = 30.0,
@@ -634,6 +670,8 @@ class DriftwatchProducer:
             raise ValueError(f"max_buffer_events: must be >= 1, got {max_buffer_events}")
         if linger_ms < 0:
             raise ValueError(f"linger_ms: must be >= 0, got {linger_ms}")
+        batch_encoder(wire_format)  # an unknown format, or arrow without pyarrow, fails here, in the caller's thread
+        self.wire_format = wire_format
         self.bootstrap_servers = bootstrap_servers or settings.kafka_bootstrap
         self.topic_inferences = topic_inferences or settings.topic_inferences
         self.topic_labels = topic_labels or settings.topic_labels
@@ -915,7 +953,9 @@ class DriftwatchProducer:
             if not rows:
                 continue
             for (shard, shards), part in self._by_shard(rows).items():
-                m, over = encode_batches(pack(part, self.max_batch_events), kind, self.max_message_bytes, shard, shards)
+                m, over = encode_batches(
+                    pack(part, self.max_batch_events), kind, self.max_message_bytes, shard, shards, self.wire_format
+                )
                 msgs += m
                 self._count_oversize(over)
         return msgs, seq
@@ -1001,12 +1041,12 @@ class DriftwatchProducer:
             msg = self._pending[0]
             topic = self.topic_inferences if msg.kind == "inference" else self.topic_labels
             try:
+                extra: dict[str, Any] = {}
                 if msg.shards > 1:
-                    fut = client.send(
-                        topic, value=msg.value, key=msg.key, partition=self._partition(client, topic, msg)
-                    )
-                else:
-                    fut = client.send(topic, value=msg.value, key=msg.key)
+                    extra["partition"] = self._partition(client, topic, msg)
+                if msg.headers:
+                    extra["headers"] = list(msg.headers)
+                fut = client.send(topic, value=msg.value, key=msg.key, **extra)
             except Exception as e:  # KafkaTimeoutError (no metadata), size errors, closed client
                 name = type(e).__name__
                 if "TooLarge" in name:

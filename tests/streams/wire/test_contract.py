@@ -22,12 +22,13 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pyarrow as pa
 import pytest
 
 from streams.wire import contract as C
 from streams.wire.producer import DriftwatchProducer, ProducerStats
 from streams.wire.schemas import json_schemas
-from streams.worker.decode import Decoded, Decoder, RawMessage
+from streams.worker.decode import Decoded, Decoder, RawMessage, content_type
 from streams.worker.monitors import parse_monitors
 from tests.streams.wire.test_producer import SETTINGS, FakeClient
 
@@ -137,7 +138,31 @@ def through_sdk(
         assert dw.flush(timeout=30)
         stats = dw.stats()
     sent = [m for c in made for m in c.sent]
-    return [RawMessage(value, key, topic, 0, i) for i, (topic, key, value) in enumerate(sent)], ids, stats
+    headers = [h for c in made for h in c.headers]
+    messages = [
+        RawMessage(value, key, topic, 0, i, None, content_type(h))
+        for i, ((topic, key, value), h) in enumerate(zip(sent, headers, strict=True))
+    ]
+    return messages, ids, stats
+
+
+def arrow_as_json(value: bytes) -> dict[str, Any]:
+    """An Arrow batch read with pyarrow alone (``to_pylist``), as the JSON column batch it stands for."""
+
+    def columns(arr: pa.Array) -> Any:
+        if pa.types.is_struct(arr.type):
+            return {arr.type.field(i).name: columns(c) for i, c in enumerate(arr.flatten())}
+        return arr.to_pylist()
+
+    table = pa.ipc.open_stream(value).read_all()
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    doc: dict[str, Any] = {**meta, "schema_version": int(meta["schema_version"])}
+    return doc | {name: columns(table.column(name).combine_chunks()) for name in table.column_names}
+
+
+def as_json(message: RawMessage) -> dict[str, Any]:
+    """A message's value as a JSON column batch, whichever wire format it was sent in."""
+    return arrow_as_json(message.value or b"") if message.is_arrow else orjson.loads(message.value or b"")
 
 
 def schema_errors(doc: dict[str, Any], wire_type: str | None = None) -> list[str]:
@@ -245,23 +270,27 @@ def test_the_shipped_json_schemas_are_a_fresh_export_of_the_contract() -> None:
     assert set(shipped) == set(SCHEMA_OF.values())
 
 
+@pytest.mark.parametrize("wire_format", C.WIRE_FORMATS)
 @pytest.mark.parametrize(
     ("copies", "max_message_bytes"), [(0, 1_000_000), (60, 3_000)], ids=["one-message-per-batch", "split-for-size"]
 )
 def test_sdk_events_decode_back_equal_and_validate_against_the_json_schemas(
-    copies: int, max_message_bytes: int
+    copies: int, max_message_bytes: int, wire_format: str
 ) -> None:
     inferences = INFERENCES + [INFERENCES[0] | {"event_id": f"copy-{i}", "event_time": T0 + i} for i in range(copies)]
-    messages, ids, stats = through_sdk(inferences, LABELS, max_message_bytes=max_message_bytes)
+    messages, ids, stats = through_sdk(inferences, LABELS, max_message_bytes=max_message_bytes, wire_format=wire_format)
     assert stats.nonfinite == 1 and stats.dropped_oversize == 0 and stats.failed == 0
     assert all(len(m.value or b"") <= max_message_bytes for m in messages)
+    # an Arrow batch says so in its content-type header and in its first bytes; JSON has neither
+    assert {m.content_type for m in messages} == {C.ARROW_CONTENT_TYPE if wire_format == C.WIRE_ARROW else None}
+    assert {(m.value or b"")[:4] == C.ARROW_MAGIC for m in messages} == {wire_format == C.WIRE_ARROW}
     # one message per (model, version) and kind, unless the size limit split it
     batches = len({(c["model_id"], c.get("model_version", "1")) for c in inferences}) + len(
         {c["model_id"] for c in LABELS}
     )
     assert (len(messages) == batches) == (max_message_bytes == 1_000_000), (len(messages), batches)
 
-    docs = [orjson.loads(m.value or b"") for m in messages]
+    docs = [as_json(m) for m in messages]  # an Arrow batch is a JSON batch in another encoding
     for doc in docs:
         assert schema_errors(doc) == [], doc
     out = Decoder(MONITORS).decode(messages)

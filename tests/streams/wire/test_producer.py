@@ -51,13 +51,15 @@ class FakeClient:
     def __init__(self, **config: Any) -> None:
         self.config = config
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []  # per sent message, None: no headers given
         self.threads: set[int] = {threading.get_ident()}
         self.closed = False
         FakeClient.instances.append(self)
 
-    def send(self, topic: str, value: bytes, key: bytes) -> FakeFuture:
+    def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]] | None = None) -> FakeFuture:
         self.threads.add(threading.get_ident())
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
         return FakeFuture()
 
     def flush(self, timeout: float | None = None) -> None:
