@@ -101,7 +101,12 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
     rate = plan.sigkill_rate or (10_000.0 if plan.quick else 20_000.0)
     model = base.models[0]
     traffic = Traffic(
-        models=[model], events=2 * window, batch_events=plan.batch_events, seed=base.seed, base_time=base.base_time
+        models=[model],
+        events=2 * window,
+        batch_events=plan.batch_events,
+        seed=base.seed,
+        base_time=base.base_time,
+        wire=base.wire,
     )
     ref_n = plan.reference_events or plan.window
     write_monitor_config(

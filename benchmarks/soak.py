@@ -148,7 +148,7 @@ def run_soak(bench, max_rate: float | None, spawn, log) -> dict[str, Any]:
     if not rate:
         raise BenchError("soak: no rate: the worker phase did not measure one (skipped or failed); give --soak-rate")
     duration = plan.soak * 60.0
-    base = Traffic(models=plan.models)
+    base = Traffic(models=plan.models, wire=plan.wire)
     # enough traffic for the whole soak; the producer is stopped when the time is up
     traffic = Traffic(
         models=base.models,
@@ -156,6 +156,7 @@ def run_soak(bench, max_rate: float | None, spawn, log) -> dict[str, Any]:
         batch_events=plan.batch_events,
         seed=base.seed,
         base_time=base.base_time,
+        wire=base.wire,
     )
     # the bench's models and windows, with the config's default idle close (the bench's pre-produced
     # phases set 600 s): after the traffic stops, the open windows close and the lag can drain to 0

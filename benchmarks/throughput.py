@@ -11,7 +11,11 @@ partitions) so producer speed limits nothing. Phases, all in the same run:
    reference, timed in-process (median, p99), with the worker's detector code
    (``detectors.runner``) and, for scale, alibi-detect's ``TabularDrift``.
 2. **floor** — a plain aiokafka consumer that only ``orjson.loads`` the same
-   messages (``benchmarks/floor.py``); also with numpy columns built.
+   messages (``benchmarks/floor.py``); also with numpy columns built. ``--wire arrow``
+   produces the traffic as the SDK's Arrow IPC batches instead of JSON (every phase reads
+   them, the floor with pyarrow), so the ratio to the floor stays like for like.
+   **decode** — the decoder alone, in-process, on the same events as JSON and as Arrow
+   (:mod:`benchmarks.decode_cost`): µs of CPU per event of both formats in every run.
 3. **worker** — the real ``driftwatch worker`` (subprocess, one consumer
    group) consumes the whole topic: produce → consume → validate → window →
    detect → InfluxDB. The benchmark polls the ``dw_window`` points in InfluxDB:
@@ -108,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="event",
         help="naive baseline reads one event per message (default) or the same batches",
     )
+    parser.add_argument(
+        "--wire",
+        choices=["json", "arrow"],
+        default="json",
+        help="wire format of the traffic the floor and the workers read: the SDK's JSON column batches "
+        "(default) or its Arrow IPC batches (wire_format='arrow')",
+    )
     parser.add_argument("--models", type=int, default=8, help="model ids (spread evenly over 4 partitions)")
     parser.add_argument("--window", type=int, default=5000, help="window size in events")
     parser.add_argument("--batch-events", type=int, default=1000, help="events per Kafka message")
@@ -144,7 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift-repeats", type=int, default=50, help="timed drift computations")
     parser.add_argument("--poll", type=float, default=0.05, help="InfluxDB poll interval, seconds")
     parser.add_argument("--stall-timeout", type=float, default=90.0, help="give up when no window lands for this long")
-    parser.add_argument("--skip", default="", help="comma-separated phases to skip: drift,floor,worker,scale,naive,hot")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated phases to skip: drift,decode,floor,worker,scale,naive,hot"
+    )
     parser.add_argument(
         "--worker-cmd", default=None, help="command that starts one worker (default: python -m streams.cli worker)"
     )
@@ -213,6 +226,7 @@ class Plan:
     floor_events: int
     naive_events: int
     naive_wire: str
+    wire: str
     models: list[str]
     window: int
     batch_events: int
@@ -254,6 +268,7 @@ class Plan:
             # the first window of each model is the naive detector's reference: two windows at least
             naive_events=_round_up(a.naive_events or (2 if q else 4) * unit, unit),
             naive_wire=a.naive_wire,
+            wire=a.wire,
             models=models,
             window=a.window,
             batch_events=a.batch_events,
@@ -509,6 +524,8 @@ def run_floor(bench: Bench, topic: str, events: int, columnar: bool) -> dict[str
         topic,
         "--events",
         str(events),
+        "--wire",
+        bench.plan.wire,
     ] + (["--columnar"] if columnar else [])
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
@@ -888,9 +905,10 @@ def _produce_traffic(bench: Bench, name: str, events: int, base: Traffic) -> tup
         batch_events=bench.plan.batch_events,
         seed=base.seed,
         base_time=base.base_time,
+        wire=base.wire,
     )
-    log(f"{name}: producing {events:,} events ({tr.messages:,} messages) to {s.topic_inferences}")
-    prod = produce(bench.stack.bootstrap, s.topic_inferences, iter_messages(tr))
+    log(f"{name}: producing {events:,} events ({tr.messages:,} {tr.wire} messages) to {s.topic_inferences}")
+    prod = produce(bench.stack.bootstrap, s.topic_inferences, iter_messages(tr), headers=tr.headers)
     prod["events_per_s"] = round(prod["events"] / prod["seconds"], 1)
     prod["bytes_per_event"] = round(prod["bytes"] / prod["events"], 1)
     log(f"{name}: produced in {prod['seconds']:.1f} s; broker RSS {procstats.rss_mb(bench.pids['broker']):.0f} MB")
@@ -925,6 +943,7 @@ def run(args: argparse.Namespace) -> int:
             "floor_events": plan.floor_events,
             "naive_events": plan.naive_events,
             "naive_wire": plan.naive_wire,
+            "wire": plan.wire,
             "summary_min_events": plan.summary_min_events,
             "rows_too": plan.rows_too,
             "reference_events": plan.reference_events or plan.window,
@@ -941,9 +960,19 @@ def run(args: argparse.Namespace) -> int:
                 report["drift"] = bench_drift(plan)
             except Exception as e:  # reported, the other phases still run
                 errors["drift"] = f"{type(e).__name__}: {e}"
+        if "decode" not in plan.skip:
+            log("decode: the decoder alone on the same events as JSON and as Arrow")
+            try:
+                from benchmarks.decode_cost import measure
+
+                report["decode"] = measure(
+                    events=min(plan.events, 200_000), models=len(plan.models), batch_events=plan.batch_events
+                )
+            except Exception as e:  # reported, the other phases still run
+                errors["decode"] = f"{type(e).__name__}: {e}"
         bench.start_stack()
         log(f"stack up: {bench.stack.bootstrap}, {bench.stack.influx_url} (logs under {tmp})")
-        base = Traffic(models=plan.models)
+        base = Traffic(models=plan.models, wire=plan.wire)
         ref_n = plan.reference_events or plan.window
         write_monitor_config(
             tmp / "monitors.yaml", base, window=plan.window, reference=ref_n, window_extra=plan.window_extra()
@@ -966,7 +995,7 @@ def run(args: argparse.Namespace) -> int:
         report["produce"] = prod
         report["broker_rss_mb_after_produce"] = round(procstats.rss_mb(bench.pids["broker"]), 1)
         if "floor" not in plan.skip:
-            log(f"floor: {plan.floor_events:,} events, orjson only, then with numpy columns")
+            log(f"floor: {plan.floor_events:,} {plan.wire} events, parsed only, then with numpy columns")
             try:
                 report["floor"] = run_floor(bench, main_s.topic_inferences, plan.floor_events, columnar=False)
                 report["floor_columnar"] = run_floor(bench, main_s.topic_inferences, plan.floor_events, columnar=True)
@@ -1098,6 +1127,8 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "events_per_worker_cpu_s": g("worker", "events_per_worker_cpu_s"),
         "floor_events_per_s": floor,
         "floor_columnar_events_per_s": g("floor_columnar", "events_per_s"),
+        "wire": plan.wire,  # the format the floor and the workers read (the ratio compares like with like)
+        "decode_us_per_event": {w: g("decode", w, "decode_us_per_event") for w in ("json", "arrow")},
         "ratio_to_floor": round(eps / floor, 3) if eps and floor else None,
         # the same ratio per CPU-second of the consumer process: what it would be without
         # other processes competing for the cores (informative; the target is the wall-clock ratio)

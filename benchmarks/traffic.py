@@ -8,7 +8,8 @@ The model has 15 numeric features (``n0``..``n14``, normal, rounded to 3
 decimals) and 5 categorical ones (``c0``..``c4``, 6 levels with skewed
 probabilities), a binary classification label as prediction, a source id.
 Messages are :class:`streams.wire.schemas.InferenceBatch` objects (the SDK's wire
-format) of ``batch_events`` events, key = model id. Model ids are chosen so the
+format: JSON, or with ``wire="arrow"`` the SDK's Arrow IPC encoding of the same batch,
+marked by its content-type header) of ``batch_events`` events, key = model id. Model ids are chosen so the
 default (murmur2) partitioner spreads them evenly over the partitions, so two
 workers get the same load.
 
@@ -72,6 +73,14 @@ class Traffic:
     batch_events: int = 1000
     seed: int = 7
     base_time: float = field(default_factory=lambda: float(int(time.time()) - 86_400))
+    wire: str = "json"  # "json" or "arrow" (streams.wire.contract.WIRE_FORMATS)
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The headers every message of this traffic carries (the SDK's: a content type for Arrow)."""
+        from streams.wire.producer import batch_encoder
+
+        return list(batch_encoder(self.wire)[1])
 
     @property
     def per_model(self) -> int:
@@ -83,7 +92,7 @@ class Traffic:
 
 
 def batch_payload(traffic: Traffic, model_id: str, start: int, n: int, rng: np.random.Generator | None = None) -> bytes:
-    """One InferenceBatch message (JSON bytes) with the model's events ``start``..``start+n``."""
+    """One InferenceBatch message (in ``traffic.wire``) with the model's events ``start``..``start+n``."""
     rng = rng or np.random.default_rng((traffic.seed, start))
     idx = np.arange(start, start + n)
     mu = np.linspace(-2.0, 2.0, N_NUMERIC)[:, None]
@@ -106,6 +115,12 @@ def batch_payload(traffic: Traffic, model_id: str, start: int, n: int, rng: np.r
         },
         "prediction": {"label": label.tolist()},
     }
+    if traffic.wire != "json":  # the SDK's own encoder, from the Python lists the SDK would hold
+        from streams.wire.producer import batch_encoder
+
+        doc["event_time"] = doc["event_time"].tolist()
+        doc["features"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in doc["features"].items()}
+        return batch_encoder(traffic.wire)[0](doc)
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -125,7 +140,7 @@ def iter_messages(traffic: Traffic):
 
 
 def single_event_payloads(batch: bytes) -> list[bytes]:
-    """Split a column batch into InferenceEvent messages (one event each), for the naive baseline."""
+    """Split a JSON column batch into InferenceEvent messages (one event each), for the naive baseline."""
     doc = orjson.loads(batch)
     out = []
     feats = doc["features"]
@@ -149,9 +164,16 @@ def single_event_payloads(batch: bytes) -> list[bytes]:
     return out
 
 
-def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None = None) -> dict[str, float]:
+def produce(
+    bootstrap: str,
+    topic: str,
+    messages,
+    *,
+    client_options: dict | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> dict[str, float]:
     """Send ``(key, value, n_events)`` tuples (or ``(key, value, n_events, partition)``) to ``topic`` with
-    kafka-python; wait for all acks.
+    kafka-python, each with ``headers``; wait for all acks.
 
     Returns messages, events, bytes and seconds. Raises on any delivery error.
     """
@@ -171,7 +193,11 @@ def produce(bootstrap: str, topic: str, messages, *, client_options: dict | None
     futures = []
     try:
         for key, value, n, *partition in messages:
-            futures.append(producer.send(topic, key=key, value=value, partition=partition[0] if partition else None))
+            futures.append(
+                producer.send(
+                    topic, key=key, value=value, partition=partition[0] if partition else None, headers=headers or None
+                )
+            )
             n_msg += 1
             n_ev += n
             n_bytes += len(value)
@@ -231,7 +257,7 @@ class PacedProducer:
 
     def _run(self) -> None:
         try:
-            produce(self.bootstrap, self.topic, self._paced())
+            produce(self.bootstrap, self.topic, self._paced(), headers=self.traffic.headers)
         except BaseException as e:
             self.failure.append(e)
         finally:
