@@ -25,7 +25,7 @@ from streams.settings import Settings
 from streams.wire.schemas import InferenceBatch
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("faust", "streamlit", "sklearn", "alibi_detect", "numpy", "pandas", "scipy", "aiokafka")
+HEAVY = ("faust", "streamlit", "sklearn", "alibi_detect", "numpy", "pandas", "scipy", "aiokafka", "pyarrow")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -46,6 +46,19 @@ def test_importing_the_sdk_loads_no_worker_dashboard_or_science_module() -> None
     # not even pydantic or kafka-python: the SDK needs kafka only when its thread connects
     assert "pydantic" not in loaded and "kafka" not in loaded, loaded
     assert "orjson" in loaded  # the probe sees the imports (it would pass vacuously otherwise)
+
+
+def test_the_sdk_loads_pyarrow_only_when_the_arrow_wire_format_is_chosen() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    make = (
+        "from streams.producer import DriftwatchProducer\n"
+        "from streams.settings import Settings\n"
+        "DriftwatchProducer(settings=Settings(kafka_bootstrap='127.0.0.1:1'), start=False{})"
+    )
+    assert "pyarrow" not in _loaded_after(sys.executable, make.format(""), env)
+    assert "pyarrow" in _loaded_after(sys.executable, make.format(", wire_format='arrow'"), env)
+    arrow = PYPROJECT["project"]["optional-dependencies"]["arrow"]
+    assert [d.split(">")[0] for d in arrow] == ["pyarrow"]  # the extra is pyarrow alone: no worker
 
 
 def test_base_dependencies_are_the_sdk_ones_and_alibi_only_in_its_extras() -> None:
@@ -106,6 +119,14 @@ print(json.dumps({"ids": ids, "flushed": ok, "delivered": st.inferences_delivere
 """
 
 
+NO_ARROW = """
+try:
+    DriftwatchProducer(bootstrap_servers="127.0.0.1:1", wire_format="arrow", start=False)
+except ValueError as e:
+    print(e)
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_a_fresh_venv_without_extras_sends_events_with_the_sdk(settings: Settings, consume_all, tmp_path: Path) -> None:
@@ -158,6 +179,18 @@ def test_a_fresh_venv_without_extras_sends_events_with_the_sdk(settings: Setting
     assert sent.returncode == 0, sent.stderr[-3000:]
     report = json.loads(sent.stdout.strip().splitlines()[-1])
     assert report["flushed"] and report["delivered"] == 3 and report["heavy"] == []
+
+    # the Arrow format needs its extra, and says so when it is missing (pyarrow is not installed here)
+    no_arrow = subprocess.run(
+        [py, "-c", "from streams.producer import DriftwatchProducer\n" + NO_ARROW],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert no_arrow.returncode == 0, no_arrow.stderr[-3000:]
+    assert "pip install 'driftwatch[arrow]'" in no_arrow.stdout
 
     records = consume_all(settings, settings.topic_inferences, expected=None, timeout=20)
     got = [InferenceBatch.model_validate_json(r.value) for r in records]

@@ -32,12 +32,18 @@ from streams.wire.contract import INFERENCE, LABEL, R_EMPTY, R_INVALID_ARROW, R_
 
 
 class ArrowPayloadError(ValueError):
-    """The message is not a usable Arrow batch: ``reason`` is a dead-letter reason, the text says why."""
+    """The message is not a usable Arrow batch: ``reason`` is a dead-letter reason, the text says why.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    ``n_events``: the events it carried (its rows, once the stream could be read; else 1);
+    ``model_id``: the model its metadata names, when it was read.
+    """
+
+    def __init__(self, reason: str, detail: str, n_events: int = 1, model_id: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.n_events = n_events
+        self.model_id = model_id
 
 
 @dataclass(slots=True)
@@ -90,24 +96,28 @@ def read_batch(value: bytes) -> dict[str, Any]:
     except (pa.ArrowException, OSError, ValueError) as e:
         raise ArrowPayloadError(R_INVALID_ARROW, f"not a readable Arrow IPC stream: {e}") from None
     if table.num_rows == 0:
-        raise ArrowPayloadError(R_EMPTY, "Arrow stream without rows: no events")
+        raise ArrowPayloadError(R_EMPTY, "Arrow stream without rows: no events", 0)
     doc: dict[str, Any] = {}
     for k, v in (table.schema.metadata or {}).items():
         try:
             name, text = k.decode(), v.decode()
         except UnicodeDecodeError:
-            raise ArrowPayloadError(R_SCHEMA, f"schema metadata {k[:40]!r} is not UTF-8 text") from None
+            raise ArrowPayloadError(R_SCHEMA, f"schema metadata {k[:40]!r} is not UTF-8 text", table.num_rows) from None
         if name == "schema_version":
             doc[name] = int(text) if text.isdigit() else text
         elif name in INFERENCE.keys or name in LABEL.keys:  # other metadata (pandas', a writer's) is not ours
             doc[name] = text
     names = table.column_names
-    if len(set(names)) != len(names):
-        raise ArrowPayloadError(R_SCHEMA, f"columns {sorted(names)} repeat a name")
-    for name in names:
-        chunks = table.column(name).chunks
-        arr = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
-        doc[name] = _read(arr, name, pa)
+    try:
+        if len(set(names)) != len(names):
+            raise ArrowPayloadError(R_SCHEMA, f"columns {sorted(names)} repeat a name")
+        for name in names:
+            chunks = table.column(name).chunks
+            arr = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+            doc[name] = _read(arr, name, pa)
+    except ArrowPayloadError as e:  # the message's events and model are known by now
+        model = doc.get("model_id")
+        raise ArrowPayloadError(e.reason, e.detail, table.num_rows, model if type(model) is str else None) from None
     return doc
 
 

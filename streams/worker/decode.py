@@ -702,7 +702,7 @@ class Decoder:
             out.dead.append(DeadLetter(msg, b.reason, b.detail, None, 1))
             return
         except ArrowPayloadError as e:
-            out.dead.append(DeadLetter(msg, e.reason, e.detail, None, 0 if e.reason == R_EMPTY else 1))
+            out.dead.append(DeadLetter(msg, e.reason, e.detail, None, e.n_events, e.model_id))
             return
         kind = doc.get("type")
         if kind == INFERENCE.batch_type:

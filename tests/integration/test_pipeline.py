@@ -94,6 +94,51 @@ def test_drift_recorded_and_every_event_accounted_for(settings, settings_env, tm
     assert {r["reason"]: int(r["n"]) for r in dl_points} == by
 
 
+def test_arrow_batches_record_the_same_drift_and_bad_ones_are_dead_lettered(
+    settings, settings_env, tmp_path, consume_all
+):
+    """The SDK's Arrow format end to end: the worker windows it like JSON, and an unreadable or non-finite
+    Arrow message goes to the dead-letter topic with its reason and its original bytes; nothing crashes."""
+    from streams.wire.arrow import encode_batch
+    from tests.reliability.helpers import batch_doc
+
+    mon = monitors_file(tmp_path, ["m"], window=1000, first_n=2000, idle=2.0)
+    traffic = Traffic(settings, wire="arrow")
+    for _ in range(8):
+        traffic.send("m", 250)
+    truncated = encode_batch(batch_doc("m", 50_000, 10, np.random.default_rng(5)))[:300]
+    traffic.raw(truncated, headers=traffic.headers)
+    nan = batch_doc("m", 60_000, 10, np.random.default_rng(6))
+    nan["features"]["x0"][2] = float("nan")
+    traffic.raw(encode_batch(nan), events=10)  # no header: told by its magic bytes
+    bad_row = batch_doc("m", 70_000, 10, np.random.default_rng(7))
+    bad_row["event_id"][3] = ""
+    traffic.raw(encode_batch(bad_row), events=10, headers=traffic.headers)
+    for _ in range(8):
+        traffic.send("m", 250, drift=True)
+    traffic.flush()
+    traffic.close()
+    produced = traffic.events
+    log = tmp_path / "worker.log"
+    with worker(settings_env, mon, log) as proc:
+
+        def all_counted():
+            dead, _by, _r = dead_letters(consume_all, settings)
+            n = windowed(settings)
+            return True if n + dead == produced else (n, dead, produced)
+
+        wait_for(all_counted, 90, "every event in a window or dead-lettered", [proc], log)
+        assert proc.poll() is None, tail(log)
+    _dead, by, recs = dead_letters(consume_all, settings)
+    assert by == {"invalid_arrow": 1, "non_finite": 10, "schema": 1}
+    reasons = {dict(r.headers)["dw-reason"]: r for r in recs}
+    assert reasons[b"invalid_arrow"].value == truncated  # the original bytes, unchanged
+    assert dict(reasons[b"schema"].headers)["dw-rows"] == b"3"  # only the bad row
+    rows = query(settings, 'SELECT "drift", "feature" FROM "dw_drift" WHERE "segment" = \'\'')
+    assert {r["feature"] for r in rows if r["drift"]} == {"x0", "c0"}
+    assert "Traceback" not in log.read_text()
+
+
 def test_summarised_windows_record_the_same_drift(settings, settings_env, tmp_path):
     """``window.summary_min_events``: the worker keeps summaries, not rows, for the windows after the
     reference; drift is found in the same windows and features, every event is counted, and the

@@ -94,10 +94,15 @@ def batch(model: str, start: int, n: int, rng: np.random.Generator, drift: bool 
 
 
 class Traffic:
-    """A kafka-python producer (key = model id) that counts the events it produced."""
+    """A kafka-python producer (key = model id) that counts the events it produced.
 
-    def __init__(self, settings, seed: int = 1, **producer_options: Any) -> None:
+    ``wire="arrow"``: :meth:`send` writes the batches as the SDK's Arrow IPC, with its content-type header.
+    """
+
+    def __init__(self, settings, seed: int = 1, wire: str = "json", **producer_options: Any) -> None:
         from kafka import KafkaProducer
+
+        from streams.wire.producer import batch_encoder
 
         self.settings = settings
         opts = {"linger_ms": 5, "max_request_size": 4 << 20, **producer_options}
@@ -105,6 +110,8 @@ class Traffic:
             bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_client_options(), **opts
         )
         self.rng = np.random.default_rng(seed)
+        self.encode, headers = batch_encoder(wire)
+        self.headers = list(headers) or None
         self.events = 0
         self.messages = 0
         self.next: dict[str, int] = {}
@@ -112,14 +119,17 @@ class Traffic:
     def send(self, model: str, n: int, *, drift: bool = False) -> None:
         start = self.next.get(model, 0)
         self.producer.send(
-            self.settings.topic_inferences, key=model.encode(), value=batch(model, start, n, self.rng, drift)
+            self.settings.topic_inferences,
+            key=model.encode(),
+            value=self.encode(batch_doc(model, start, n, self.rng, drift)),
+            headers=self.headers,
         )
         self.next[model] = start + n
         self.events += n
         self.messages += 1
 
-    def raw(self, value: bytes | None, key: bytes | None = b"m", events: int = 1) -> None:
-        self.producer.send(self.settings.topic_inferences, key=key, value=value)
+    def raw(self, value: bytes | None, key: bytes | None = b"m", events: int = 1, headers: list | None = None) -> None:
+        self.producer.send(self.settings.topic_inferences, key=key, value=value, headers=headers)
         self.events += events
         self.messages += 1
 

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from streams.settings import Settings
+from streams.wire.contract import ARROW_MAGIC
 from streams.wire.producer import (
     DriftwatchProducer,
     encode_batches,
@@ -143,6 +144,52 @@ def test_encode_batches_drops_and_counts_a_single_event_over_the_limit() -> None
     msgs, oversize = encode_batches(pack_inferences(rows), "inference", 2000)
     assert oversize == 1
     assert [InferenceBatch.model_validate_json(m.value).event_id for m in msgs] == [["small"]]
+
+
+def _arrow_ids(value: bytes) -> list[str]:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(value).read_all().column("event_id").to_pylist()
+
+
+def test_encode_batches_in_arrow_halves_and_marks_every_message() -> None:
+    rows = [
+        ("m", "1", f"e{i:03d}", float(i), None, {"x": float(i), "pad": f"p{i}" * 20}, {"value": 1.0})
+        for i in range(100)
+    ]
+    whole, _ = encode_batches(pack_inferences(rows), "inference", 10**9, "arrow")
+    assert len(whole) == 1 and whole[0].value[:4] == ARROW_MAGIC
+    assert whole[0].headers == (("content-type", b"application/vnd.apache.arrow.stream"),)
+    msgs, oversize = encode_batches(pack_inferences(rows), "inference", len(whole[0].value) // 3, "arrow")
+    assert oversize == 0 and len(msgs) >= 3 and all(len(m.value) <= len(whole[0].value) // 3 for m in msgs)
+    assert [e for m in msgs for e in _arrow_ids(m.value)] == [f"e{i:03d}" for i in range(100)]
+    assert all(m.headers == whole[0].headers for m in msgs) and sum(m.events for m in msgs) == 100
+    json_msgs, _ = encode_batches(pack_inferences(rows), "inference", 10**9)
+    assert json_msgs[0].headers == ()  # JSON: no header (what every worker has always read)
+
+
+def test_the_wire_format_is_checked_in_the_callers_thread() -> None:
+    with pytest.raises(ValueError, match="wire_format: must be one of json, arrow, got 'avro'"):
+        producer(wire_format="avro", start=False)
+
+
+def test_arrow_batches_go_to_kafka_with_their_content_type_header() -> None:
+    FakeClient.instances.clear()
+    with producer(client_factory=FakeClient, wire_format="arrow", linger_ms=10) as dw:
+        ids = [dw.send_inference("iris", {"x": float(i), "c": "u"}, PRED) for i in range(10)]
+        dw.send_label("iris", ids[0], "a")
+        assert dw.flush(timeout=10)
+        stats = dw.stats()
+    client = FakeClient.instances[-1]
+    assert [t for t, _k, _v in client.sent] == ["t.inf", "t.lab"]
+    assert client.headers == [[("content-type", b"application/vnd.apache.arrow.stream")]] * 2
+    assert _arrow_ids(client.sent[0][2]) == ids and _arrow_ids(client.sent[1][2]) == ids[:1]
+    assert stats.inferences_delivered == 10 and stats.bytes_delivered == sum(len(v) for _t, _k, v in client.sent)
+    FakeClient.instances.clear()
+    with producer(client_factory=FakeClient, linger_ms=10) as dw:
+        dw.send_inference("iris", {"x": 1.0}, PRED)
+        assert dw.flush(timeout=10)
+    assert FakeClient.instances[-1].headers == [None]  # JSON: sent as before, without headers
 
 
 # ----------------------------------------------------------------------------- validation
@@ -484,6 +531,45 @@ def test_events_sent_through_the_real_broker_decode_back(settings: Settings, con
     assert sum(len(p.frame) for p in out.frames.values()) == 3000
     assert sum(len(p) for p in out.labels) == len(labels)
     assert sum(int(np.isnan(p.frame.numeric["x"]).sum()) for p in out.frames.values()) == 30
+
+
+@pytest.mark.integration
+def test_arrow_batches_through_the_real_broker_keep_their_header_and_decode_back(
+    settings: Settings, consume_all
+) -> None:
+    from streams.worker.decode import Decoder, RawMessage, content_type
+    from streams.worker.monitors import parse_monitors
+
+    with DriftwatchProducer(settings=settings, wire_format="arrow", max_batch_events=200, linger_ms=20) as dw:
+        ids = [dw.send_inference("iris", {"x": i * 0.5, "c": ("u", "v", None)[i % 3]}, PRED) for i in range(1000)]
+        for eid in ids[::10]:
+            dw.send_label("iris", eid, "a")
+        assert dw.flush(timeout=30)
+    records = consume_all(settings, settings.topic_inferences, expected=None, timeout=20)
+    records += consume_all(settings, settings.topic_labels, expected=None, timeout=20)
+    assert {content_type(r.headers) for r in records} == {"application/vnd.apache.arrow.stream"}
+    cfg = parse_monitors(
+        {
+            "models": [
+                {
+                    "model_id": "iris",
+                    "features": [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}],
+                }
+            ]
+        }
+    )
+    out = Decoder(cfg).decode(
+        [
+            RawMessage(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp, content_type(r.headers))
+            for r in records
+        ]
+    )
+    assert out.dead == []
+    (part,) = out.frames.values()
+    assert part.frame.event_id.tolist() == ids
+    assert part.frame.numeric["x"].tolist() == [i * 0.5 for i in range(1000)]
+    assert part.frame.categorical["c"].tolist() == [("u", "v", None)[i % 3] for i in range(1000)]
+    assert [e for p in out.labels for e in p.event_id.tolist()] == ids[::10]
 
 
 @pytest.mark.integration

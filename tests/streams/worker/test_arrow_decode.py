@@ -318,6 +318,11 @@ def test_a_bad_arrow_payload_is_dead_lettered_with_its_reason_and_the_rest_decod
     assert out.dead[0].message.value == value  # the original bytes, for the dead-letter topic
     assert out.frames[KEY].origin.tolist() == [0] * 8 + [2] * 8
     assert out.dead[0].detail  # a reason a human can read
+    assert out.n_events() == 16 + out.dead[0].n_events
+    if reason in (C.R_NON_FINITE, C.R_UNKNOWN_MODEL, C.R_SCHEMA, C.R_UNSUPPORTED_VERSION):
+        assert out.dead[0].n_events == 8  # the stream was read: its rows are counted, as a JSON batch's are
+    if reason in (C.R_NON_FINITE, C.R_UNKNOWN_MODEL):
+        assert out.dead[0].model_id == ("nope" if reason == C.R_UNKNOWN_MODEL else "m")
     if reason == C.R_SCHEMA:
         assert "extra" in out.dead[0].detail or "event_id" in out.dead[0].detail
 
