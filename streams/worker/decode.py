@@ -227,11 +227,12 @@ class Decoded:
 class _Bad(Exception):
     """A value or row is unusable: ``reason`` from :data:`REASONS`, ``detail`` for humans."""
 
-    def __init__(self, reason: str, detail: str, model_id: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str, model_id: str | None = None, n_events: int = 1) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.model_id = model_id  # the model the event named, when it is known (e.g. unknown_model)
+        self.n_events = n_events  # the events it stands for, when a whole message is dead
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -242,14 +243,20 @@ def parse_value(value: bytes | None, max_bytes: int) -> Any:
 
     Classification of failures happens only on the error path (it is rare).
     """
-    if value is None or len(value) == 0:
-        raise _Bad(R_EMPTY, "message has no value")
-    if len(value) > max_bytes:
-        raise _Bad(R_TOO_LARGE, f"value is {len(value)} bytes, the limit is {max_bytes}")
+    value = _sized(value, max_bytes)
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as e:
         raise _classify_json_error(value, e) from None
+
+
+def _sized(value: bytes | None, max_bytes: int) -> bytes:
+    """The value, or :class:`_Bad` when there is none (``empty``) or it is over the limit (``too_large``)."""
+    if value is None or len(value) == 0:
+        raise _Bad(R_EMPTY, "message has no value")
+    if len(value) > max_bytes:
+        raise _Bad(R_TOO_LARGE, f"value is {len(value)} bytes, the limit is {max_bytes}")
+    return value
 
 
 def _classify_json_error(value: bytes, err: Exception) -> _Bad:
@@ -647,13 +654,10 @@ class Decoder:
             entry[3].append(detail)
 
         for msg in messages:
-            if msg.is_arrow:
-                self._add_arrow(msg, segs, out, dead_row)
-                continue
             try:
-                doc = parse_value(msg.value, self.max_message_bytes)
+                doc = self._arrow_batch(msg) if msg.is_arrow else parse_value(msg.value, self.max_message_bytes)
             except _Bad as b:
-                out.dead.append(DeadLetter(msg, b.reason, b.detail, None, 1))
+                out.dead.append(DeadLetter(msg, b.reason, b.detail, None, b.n_events, b.model_id))
                 continue
             t = type(doc)
             if t is dict:
@@ -689,30 +693,18 @@ class Decoder:
         return out
 
     # -- intake ------------------------------------------------------------------
-    def _add_arrow(self, msg: RawMessage, segs: dict, out: Decoded, dead_row) -> None:
-        """An Arrow IPC batch: read into columns, then checked like the JSON batch it stands for."""
-        value = msg.value or b""
+    def _arrow_batch(self, msg: RawMessage) -> dict:
+        """An Arrow IPC batch read into columns (then checked like the JSON batch it stands for), or :class:`_Bad`."""
         try:
-            if not value:
-                raise _Bad(R_EMPTY, "message has no value")
-            if len(value) > self.max_message_bytes:
-                raise _Bad(R_TOO_LARGE, f"value is {len(value)} bytes, the limit is {self.max_message_bytes}")
-            doc = read_batch(value)
-        except _Bad as b:
-            out.dead.append(DeadLetter(msg, b.reason, b.detail, None, 1))
-            return
+            doc = read_batch(_sized(msg.value, self.max_message_bytes))
         except ArrowPayloadError as e:
-            out.dead.append(DeadLetter(msg, e.reason, e.detail, None, e.n_events, e.model_id))
-            return
+            raise _Bad(e.reason, e.detail, e.model_id, e.n_events) from None
         kind = doc.get("type")
-        if kind == INFERENCE.batch_type:
-            self._add_batch(msg, doc, segs, out)
-        elif kind == LABEL.batch_type:
-            self._add_label_batch(msg, doc, out, dead_row)
-        else:
-            n = _n_rows(doc.get("event_id"))
+        if kind not in (INFERENCE.batch_type, LABEL.batch_type):  # rows are JSON's: an Arrow message is a batch
             detail = f"an Arrow message is an {INFERENCE.batch_type} or a {LABEL.batch_type}, not {str(kind)[:40]!r}"
-            out.dead.append(DeadLetter(msg, R_SCHEMA, detail, None, n, doc.get("model_id")))
+            model = doc.get("model_id")
+            raise _Bad(R_SCHEMA, detail, model if type(model) is str else None, _n_rows(doc.get("event_id")))
+        return doc
 
     def _check_header(self, doc: dict, keys: frozenset, what: str) -> tuple[str, ModelMonitor]:
         sv = doc.get("schema_version", SCHEMA_VERSION)

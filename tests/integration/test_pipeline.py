@@ -29,6 +29,7 @@ from tests.reliability.helpers import (
     dead_letters,
     monitors_file,
     tail,
+    wait_all_counted,
     wait_for,
     windowed,
     worker,
@@ -64,13 +65,7 @@ def test_drift_recorded_and_every_event_accounted_for(settings, settings_env, tm
     produced = traffic.events
     log = tmp_path / "worker.log"
     with worker(settings_env, mon, log) as proc:
-
-        def all_counted():
-            dead, _by, _r = dead_letters(consume_all, settings)
-            n = windowed(settings)
-            return True if n + dead == produced else (n, dead, produced)
-
-        wait_for(all_counted, 90, "every event in a window or dead-lettered", [proc], log)
+        wait_all_counted(consume_all, settings, produced, proc, log)
     dead, by, recs = dead_letters(consume_all, settings)
     assert by == {"invalid_json": 1, "non_finite": 1, "schema": 1, "unknown_model": 7, "too_large": 1}
     schema = next(r for r in recs if dict(r.headers)["dw-reason"] == b"schema")
@@ -121,13 +116,7 @@ def test_arrow_batches_record_the_same_drift_and_bad_ones_are_dead_lettered(
     produced = traffic.events
     log = tmp_path / "worker.log"
     with worker(settings_env, mon, log) as proc:
-
-        def all_counted():
-            dead, _by, _r = dead_letters(consume_all, settings)
-            n = windowed(settings)
-            return True if n + dead == produced else (n, dead, produced)
-
-        wait_for(all_counted, 90, "every event in a window or dead-lettered", [proc], log)
+        wait_all_counted(consume_all, settings, produced, proc, log)
         assert proc.poll() is None, tail(log)
     _dead, by, recs = dead_letters(consume_all, settings)
     assert by == {"invalid_arrow": 1, "non_finite": 10, "schema": 1}

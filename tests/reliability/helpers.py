@@ -235,6 +235,17 @@ def dead_letters(consume_all, settings, timeout: float = 10.0, idle: float = 2.0
     return total, by, recs
 
 
+def wait_all_counted(consume_all, settings, produced: int, proc: subprocess.Popen, log: Path) -> None:
+    """Wait until every produced event is in a written window or in the dead-letter topic."""
+
+    def all_counted():
+        dead, _by, _r = dead_letters(consume_all, settings)
+        n = windowed(settings)
+        return True if n + dead == produced else (n, dead, produced)
+
+    wait_for(all_counted, 90, "every event in a window or dead-lettered", [proc], log)
+
+
 def window_points(settings) -> list[dict]:
     """Every dw_window point (time, model, n_events, seq, checkpoint end offset)."""
     try:
