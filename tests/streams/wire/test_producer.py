@@ -157,10 +157,10 @@ def test_encode_batches_in_arrow_halves_and_marks_every_message() -> None:
         ("m", "1", f"e{i:03d}", float(i), None, {"x": float(i), "pad": f"p{i}" * 20}, {"value": 1.0})
         for i in range(100)
     ]
-    whole, _ = encode_batches(pack_inferences(rows), "inference", 10**9, "arrow")
+    whole, _ = encode_batches(pack_inferences(rows), "inference", 10**9, wire_format="arrow")
     assert len(whole) == 1 and whole[0].value[:4] == ARROW_MAGIC
     assert whole[0].headers == (("content-type", b"application/vnd.apache.arrow.stream"),)
-    msgs, oversize = encode_batches(pack_inferences(rows), "inference", len(whole[0].value) // 3, "arrow")
+    msgs, oversize = encode_batches(pack_inferences(rows), "inference", len(whole[0].value) // 3, wire_format="arrow")
     assert oversize == 0 and len(msgs) >= 3 and all(len(m.value) <= len(whole[0].value) // 3 for m in msgs)
     assert [e for m in msgs for e in _arrow_ids(m.value)] == [f"e{i:03d}" for i in range(100)]
     assert all(m.headers == whole[0].headers for m in msgs) and sum(m.events for m in msgs) == 100
