@@ -390,6 +390,11 @@ class FeatureImpactEvaluator:
         self.max_rows = max_rows
         self.seed = seed
 
+    def prepare(self, ctx: WindowContext) -> None:
+        """Rank the features on the reference rows now (:func:`detectors.runner.prepare_evaluators`): the
+        ranking depends on the reference only and is cached on it, so the first window finds it."""
+        self.evaluate(ctx)
+
     def evaluate(self, ctx: WindowContext) -> list[Record]:
         cfg = ctx.impact
         declared = dict(getattr(cfg, "declared", {}) or {})

@@ -49,6 +49,12 @@ none at all (:class:`Histograms`).
 
 If an evaluator raises, the others still run; :class:`WindowEvaluationError`
 then carries the records that were produced and the errors.
+
+One-off fits ahead of the first window: :func:`prepare_evaluators` calls ``prepare(ctx)``
+on the evaluators that have one (the adversarial monitor's fit and its extraction
+calibration, the feature impacts: ~1–2 s per model and reference) as soon as the
+reference exists, so the first window judged against it does not wait for them
+(its close → written latency was those seconds).
 """
 
 from __future__ import annotations
@@ -384,6 +390,31 @@ a summary instead of its rows (its ``frame`` is a sample); they write a ``dw_sta
 SUMMARY_SKIP = (
     "the window kept a summary, not its rows (a window above the summary size): this detector needs every event"
 )
+
+
+def prepare_evaluators(
+    ctx: WindowContext, evaluators: Sequence[WindowEvaluator], *, summarised: bool = False
+) -> list[tuple[str, BaseException]]:
+    """Run the one-off per-model, per-reference fits of ``evaluators`` before the first window.
+
+    ``ctx`` carries the model's specs and the reference; its frame may be empty: a
+    ``prepare(ctx)`` fits from the reference only, writes no record and leaves the
+    evaluator as the first :func:`evaluate_window` would have (same fits, same cache),
+    so the windows' results are the same with or without it. ``summarised``: the model's
+    windows keep summaries, so the evaluators that need every row (:data:`NEEDS_EVERY_ROW`)
+    will not run and are not fitted. Returns the ``(evaluator name, error)`` of the
+    prepares that failed (the first window then meets the same error and reports it).
+    """
+    errors: list[tuple[str, BaseException]] = []
+    for ev in evaluators:
+        prepare = getattr(ev, "prepare", None)
+        if prepare is None or (summarised and ev.name in NEEDS_EVERY_ROW):
+            continue
+        try:
+            prepare(ctx)
+        except Exception as e:  # reported by the caller; the first window meets it again
+            errors.append((ev.name, e))
+    return errors
 
 
 def evaluate_window(ctx: WindowContext, evaluators: Sequence[WindowEvaluator] | None = None) -> list[Record]:

@@ -68,6 +68,9 @@ class _State:
     warm: list[Frame] = field(default_factory=list)
     warm_n: int = 0
     failed: bool = False
+    # fitted by prepare() and no window with reference rows evaluated yet: until one is, a window without
+    # reference rows gets nothing, as it would have if the first such window had fitted the monitor
+    prepared: bool = False
 
 
 class AdversarialEvaluator:
@@ -103,6 +106,10 @@ class AdversarialEvaluator:
         st = self._state((ctx.model_id, ctx.version), spec)
         if st.failed:
             return []
+        if st.prepared:
+            if reference_rows(ctx) is None:
+                return []
+            st.prepared = False
         if st.monitor is None:
             ref = reference_rows(ctx)
             if ref is None:
@@ -120,6 +127,19 @@ class AdversarialEvaluator:
             st.monitor = self._fit(st, ref, ctx)
         res = st.monitor.evaluate(ctx.frame)
         return st.monitor.records(res, ctx.tags(segmented=False), ctx.time_ns)
+
+    def prepare(self, ctx: Any) -> None:
+        """Fit the model version's monitor from the reference rows now, before its first window
+        (:func:`detectors.runner.prepare_evaluators`): the same fit :meth:`evaluate` would do then."""
+        spec = getattr(ctx, "adversarial", None) or self.spec
+        if not spec.enabled:
+            return
+        st = self._state((ctx.model_id, ctx.version), spec)
+        if st.monitor is None and not st.failed:
+            ref = reference_rows(ctx)
+            if ref is not None:
+                self._fit(st, ref, ctx)
+                st.prepared = True
 
     def _fit(self, st: _State, ref: Frame, ctx: Any) -> AdversarialMonitor:
         try:

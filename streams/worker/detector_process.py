@@ -10,6 +10,10 @@ go to one child process instead, and the worker's own process only decodes.
   detectors, ...) lives in that process for as long as the worker runs.
 - **References are sent once** per model version, and again only when the
   reference object changes (set, reset, rebuilt); a window sends its frame.
+- **One-off fits go ahead of the first window.** :meth:`DetectorProcess.prepare` sends a
+  new reference as soon as the worker has it, with a job that runs the per-model fits
+  (``detectors.runner.prepare_evaluators``: the adversarial monitor, the feature impacts,
+  ~1–2 s per model) while the first window still fills, instead of inside its close.
 - **A dead process loses one window's scores, never the stream.** If the child
   dies (out of memory, killed), the windows in flight get no detector results
   (their counts are still written, as on a detector error), the error is
@@ -111,6 +115,14 @@ def _evaluate(
     return evaluate_closed(_evaluate_fn, model, key, window, reference, rolling)
 
 
+def _prepare(model: ModelMonitor, key: StreamKey, ref_key: tuple[str, str], reference: Any, summarised: bool) -> float:
+    if reference is not None:
+        _references[ref_key] = reference
+    else:
+        reference = _references[ref_key]
+    return _evaluate_fn.prepare(model, key, reference, summarised)
+
+
 # -- in the worker ---------------------------------------------------------------------------------
 
 
@@ -186,6 +198,33 @@ class DetectorProcess:
             ):  # it may not have arrived (e.g. it could not be pickled): send it again
                 self._sent.pop(ref_key, None)
             raise
+
+    def prepare(self, model: ModelMonitor, key: StreamKey, reference: Any, summarised: bool) -> None:
+        """Send ``reference`` now and fit the detectors' one-off per-model state on it, in the background
+        (the jobs run in order: a window submitted after this finds the fits done or waits for them)."""
+        ref_key = (key.model_id, key.model_version)
+        send = reference if self._sent.get(ref_key) is not reference else None
+        pool = self._pool
+        try:
+            fut: Future = pool.submit(_prepare, model, key, ref_key, send, summarised)
+        except BrokenProcessPool:
+            return  # the next window finds the process dead and starts a new one
+        if send is not None:
+            self._sent[ref_key] = reference
+
+        def done(f: Future) -> None:
+            if f.cancelled():
+                return
+            e = f.exception()
+            if e is None:
+                log.debug("%s v%s: detectors prepared in %.2f s", key.model_id, key.model_version, f.result())
+                return
+            if send is not None and self._sent.get(ref_key) is reference:
+                self._sent.pop(ref_key, None)  # it may not have arrived: the next window sends it again
+            if not isinstance(e, BrokenProcessPool):
+                log.warning("preparing the detectors of %s v%s failed: %r", key.model_id, key.model_version, e)
+
+        fut.add_done_callback(done)
 
     def _broken(
         self, pool: ProcessPoolExecutor, key: StreamKey, window: ClosedWindow, error: BaseException

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from detectors.frame import Frame
 from detectors.records import Record
 from streams.worker.decode import StreamKey
@@ -27,8 +29,8 @@ log = logging.getLogger(__name__)
 Evaluator = Callable[..., list[Record]]
 
 
-def default_evaluator(online_cache_dir=None) -> Evaluator | None:
-    """``detectors.runner.evaluate_window`` wrapped for the pipeline, or None if it is missing.
+def default_evaluator(online_cache_dir=None) -> DetectorRunner:
+    """``detectors.runner.evaluate_window`` wrapped for the pipeline (:class:`DetectorRunner`).
 
     The runner pulls scipy.stats in (seconds of imports): it is imported in a
     background thread right away, so the import overlaps the consumer group join,
@@ -37,11 +39,26 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
     Each call builds its own evaluators (:func:`detectors.runner.default_evaluators`), so the
     per-model state they keep is this evaluator's, not the process's.
     """
-    import threading
+    return DetectorRunner(online_cache_dir)
 
-    box: dict[str, Any] = {}
 
-    def load() -> None:
+class DetectorRunner:
+    """The pipeline's evaluator: called per closed window (``(model, key, window, reference) -> records``);
+    :meth:`prepare` runs the one-off per-model fits ahead of the first window (see :func:`default_evaluator`).
+    """
+
+    def __init__(self, online_cache_dir=None) -> None:
+        import threading
+
+        self._box: dict[str, Any] = {}
+        self._loader = threading.Thread(
+            target=self._load, args=(online_cache_dir,), name="import-detectors", daemon=True
+        )
+        self._loader.start()
+        self._rates = ObservedRates()
+
+    def _load(self, online_cache_dir) -> None:
+        box = self._box
         try:
             from detectors import runner
         except ImportError as e:
@@ -54,43 +71,67 @@ def default_evaluator(online_cache_dir=None) -> Evaluator | None:
         )
         box["runner"] = runner
 
-    loader = threading.Thread(target=load, name="import-detectors", daemon=True)
-    loader.start()
-    rates = ObservedRates()
+    def _runner(self):
+        if self._loader.is_alive():
+            self._loader.join()
+        runner = self._box.get("runner")
+        if runner is None and "warned" not in self._box:
+            self._box["warned"] = True
+            log.warning("detectors.runner is not available (%s): windows get counts only", self._box.get("error"))
+        return runner
 
-    def evaluate(model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference) -> list[Record]:
-        if loader.is_alive():
-            loader.join()
-        runner = box.get("runner")
-        if runner is None:
-            if "warned" not in box:
-                box["warned"] = True
-                log.warning("detectors.runner is not available (%s): windows get counts only", box.get("error"))
-            return []
-        ctx = runner.WindowContext(
+    @staticmethod
+    def _context(runner, model: ModelMonitor, key: StreamKey, frame: Frame, reference, drift, **window: Any):
+        return runner.WindowContext(
             model_id=key.model_id,
             version=key.model_version,
-            frame=window.frame,
+            frame=frame,
             reference=reference,
             features=tuple(model.features),
-            drift=rates.drift_for(model, window),
+            drift=drift,
             task=model.task,
             segments=tuple(model.segments),
+            adversarial=getattr(model, "adversarial", None),
+            impact=getattr(model, "impact", None),
+            **window,
+        )
+
+    def __call__(self, model: ModelMonitor, key: StreamKey, window: ClosedWindow, reference) -> list[Record]:
+        runner = self._runner()
+        if runner is None:
+            return []
+        ctx = self._context(
+            runner,
+            model,
+            key,
+            window.frame,
+            reference,
+            self._rates.drift_for(model, window),
             window_start=window.start_time,
             window_end=window.end_time,
-            adversarial=getattr(model, "adversarial", None),
             calibration=getattr(window, "calibration", None),
-            impact=getattr(model, "impact", None),
             summary=getattr(window, "summary", None),
             reference_points=getattr(window, "reference_points", True),
         )
         try:
-            return runner.evaluate_window(ctx, box["evaluators"])
+            return runner.evaluate_window(ctx, self._box["evaluators"])
         except runner.WindowEvaluationError as e:  # some evaluators failed: keep what the others produced
             log.error("window #%d of %s v%s: %s", window.seq, key.model_id, key.model_version, e)
             return e.records
 
-    return evaluate
+    def prepare(self, model: ModelMonitor, key: StreamKey, reference, summarised: bool) -> float:
+        """Fit what the detectors fit once per model and reference (``detectors.runner.prepare_evaluators``)
+        now, so that the first window judged against ``reference`` does not wait for it. Returns the seconds
+        it took; a failure is logged (the first window meets it again and reports it as usual)."""
+        t0 = time.perf_counter()
+        runner = self._runner()
+        if runner is None or reference is None:
+            return 0.0
+        empty = Frame.from_columns(event_id=np.empty(0, dtype=object), event_time=np.empty(0))
+        ctx = self._context(runner, model, key, empty, reference, model.drift)
+        for name, e in runner.prepare_evaluators(ctx, self._box["evaluators"], summarised=summarised):
+            log.warning("preparing %s for %s v%s failed: %s", name, key.model_id, key.model_version, e)
+        return time.perf_counter() - t0
 
 
 class ObservedRates:

@@ -160,6 +160,7 @@ class StreamState:
     pinned: bool = False  # the reference was set by an operator (`driftwatch reference set`)
     resumed_from: Checkpoint | None = None  # the checkpoint this stream state was rebuilt from
     last_reference: Any = None  # the reference the last window closed here was judged against
+    prepared: Any = None  # the reference the detectors' one-off fits were started on (_prepare_detectors)
     unwritten: int = 0  # closed windows not yet confirmed by InfluxDB (no open-window checkpoint meanwhile)
     covered: list[np.ndarray] = field(default_factory=list)  # held until an open-window checkpoint has them
     # a sharded model's merge step (a stream key of the partials topic; streams/worker/shards.py): the partials of
@@ -862,6 +863,8 @@ class Pipeline:
         state.last_event_at = self.clock()
         if state.builder is not None:
             await self._feed_builder(state, part, tracker)
+        if state.reference is not state.prepared:
+            self._prepare_detectors(state)
         added = state.windows.add(part.frame, part.origin)
         for held in added.entered:
             tracker.hold(held.tolist())
@@ -882,6 +885,22 @@ class Pipeline:
             await self._late(state, part, added.late, tracker)
         for w in added.closed:
             await self._window_closed(state, w, tracker)
+
+    def _prepare_detectors(self, state: StreamState) -> None:
+        """Start the detectors' one-off fits on the stream's (new) reference while its first window fills
+        (``DetectorProcess.prepare``, or the evaluation thread): the first window judged against it then
+        does not carry ~1–2 s of fits in its close → written latency. Inline evaluation (no thread) leaves
+        them to the first window, as the event loop must not wait on them."""
+        state.prepared = ref = state.reference
+        if ref is None or state.model.reference.rolling or self.evaluator is None:
+            return
+        summarised = isinstance(state.windows, CountWindows) and state.windows.summarise is not None
+        if isinstance(self.evaluator, DetectorProcess):
+            self.evaluator.prepare(state.model, state.key, ref, summarised)
+            return
+        prepare = getattr(self.evaluator, "prepare", None)
+        if prepare is not None and self._executor is not None:  # one thread: in order with the windows
+            self._executor.submit(prepare, state.model, state.key, ref, summarised)
 
     async def _feed_builder(self, state: StreamState, part: FramePart, tracker: AckTracker) -> None:
         builder, first_n = state.builder, state.model.reference.first_n

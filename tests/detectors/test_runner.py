@@ -345,3 +345,35 @@ def test_without_reference_points_a_window_leaves_out_only_those(rng):
     assert {k[0] for k in full} >= {R.REFERENCE_HISTOGRAM, R.IMPACT, R.HISTOGRAM, R.DRIFT}
     assert {k for k in full if k[0] not in (R.REFERENCE_HISTOGRAM, R.IMPACT)} == set(thin)
     assert all(full[k] == thin[k] for k in thin)
+
+
+def test_prepare_fits_ahead_only_what_the_windows_will_run(rng):
+    """``prepare_evaluators``: the adversarial monitor is fitted from the reference rows alone (an empty frame),
+    not for summarised windows (the adversarial evaluator does not run on them), and a failing prepare is
+    returned, not raised."""
+    from detectors.reference import attach_reference_frame
+    from detectors.runner import NEEDS_EVERY_ROW, prepare_evaluators
+
+    specs = feature_specs()
+    rows = make_frame(rng, 2000)
+    ref = attach_reference_frame(Reference.from_frame(rows, specs), rows)
+    empty = make_frame(rng, 0)
+    ctx = WindowContext(model_id="m", version="1", frame=empty, reference=ref, features=specs)
+
+    class Broken:
+        name, segmented = "broken", False
+
+        def prepare(self, ctx):
+            raise RuntimeError("no")
+
+        def evaluate(self, ctx):  # pragma: no cover - not called here
+            return []
+
+    summarised = default_evaluators()
+    assert prepare_evaluators(ctx, summarised, summarised=True) == []
+    adv = next(e for e in summarised if e.name == "adversarial")
+    assert "adversarial" in NEEDS_EVERY_ROW and adv.monitor("m", "1") is None
+    rows_kind = [*default_evaluators(), Broken()]
+    errors = prepare_evaluators(ctx, rows_kind)
+    assert [(name, str(e)) for name, e in errors] == [("broken", "no")]
+    assert next(e for e in rows_kind if e.name == "adversarial").monitor("m", "1") is not None

@@ -74,9 +74,14 @@ def test_the_child_process_computes_what_the_thread_computes():
         proc.close()
     measurements = {k[0] for k in on_thread}
     assert {"dw_drift", "dw_quality", "dw_histogram"} <= measurements  # the detectors really ran
-    assert in_child.keys() == on_thread.keys()
-    for k, want in on_thread.items():
-        got = in_child[k]
+    assert_same(in_child, on_thread)
+
+
+def assert_same(got_all: dict, want_all: dict) -> None:
+    """The same points with the same fields; floats equal to 1e-9."""
+    assert got_all.keys() == want_all.keys()
+    for k, want in want_all.items():
+        got = got_all[k]
         assert got.keys() == want.keys(), k
         for f, v in want.items():
             if isinstance(v, float):
@@ -198,3 +203,44 @@ def test_no_detector_process_outlives_its_worker(how):
         host.kill()
         host.wait()
         host.stdout.close()
+
+
+def test_the_one_off_fits_run_before_the_first_judged_window_and_change_no_result(monkeypatch):
+    # the reference (first 1,000 events) is fed alone: once it exists, the adversarial monitor and the feature
+    # impacts are fitted on the evaluation thread before any window is judged against it; the windows then
+    # get the same records as when the first window does the fits itself
+    from streams.worker.evaluation import DetectorRunner
+
+    tr, msgs = traffic_messages(4000)
+    per_msg = tr.batch_events
+    ref_msgs, rest = msgs[: 1000 // per_msg], msgs[1000 // per_msg :]
+    cfg = parse_monitors(monitor_config(tr, window=1000, reference=1000))
+    model = tr.models[0]
+
+    def records_of(prepare: bool) -> tuple[dict, bool, bool]:
+        sink = CollectSink()
+        runner = DetectorRunner()
+        if not prepare:
+            monkeypatch.setattr(runner, "prepare", lambda *a, **k: 0.0)
+
+        async def main():
+            p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters), evaluator=runner)
+            await p.process(ref_msgs)
+            await p.drain(120)
+            evaluators = {e.name: e for e in runner._box["evaluators"]}
+            ref = next(s for tp in p._tps.values() for s in tp.streams.values()).reference
+            fitted = evaluators["adversarial"].monitor(model, "1") is not None
+            ranked = any(k[0] == "impact" for k in ref._cache if isinstance(k, tuple))
+            await p.process(rest)
+            await p.drain(120)
+            return fitted, ranked
+
+        fitted, ranked = asyncio.run(main())
+        return comparable(sink.records), fitted, ranked
+
+    with_prepare, fitted, ranked = records_of(True)
+    assert fitted and ranked  # done while no window had been judged yet
+    without, fitted_late, ranked_late = records_of(False)
+    assert not fitted_late and not ranked_late  # the control: without prepare the first window fits
+    assert {"dw_adversarial", "dw_source", "dw_impact", "dw_drift"} <= {k[0] for k in with_prepare}
+    assert_same(with_prepare, without)
