@@ -118,3 +118,31 @@ def test_alarm_budget_errors_name_the_field():
         _budgeted(event_rates={"nope": 1.0})
     with pytest.raises(ConfigError, match=r"alarm_budget.false_alarms"):
         _budgeted(false_alarms=0)
+
+
+@pytest.mark.parametrize(
+    ("model", "what"),
+    [
+        ({"window": {"size_seconds": 60}}, r"shards: 4 needs count windows"),
+        ({"window": {"size_events": 1001}}, r"window.size_events: 1001 is not a multiple of shards \(4\)"),
+        ({"window": {"size_events": 1000}, "reference": {"first_n": 500}}, r"shards: 4 needs reference.file"),
+        ({"window": {"size_events": 1000}, "reference": {"rolling": True}}, r"shards: 4 needs reference.file"),
+        (
+            {
+                "window": {"size_events": 1000},
+                "alerts": [{"name": "a", "signal": "drift.p_value", "op": "<", "threshold": 0.01}],
+            },
+            r"alerts: not evaluated yet for a sharded model",
+        ),
+        ({"shards": 0}, r"shards"),
+    ],
+)
+def test_a_sharded_model_needs_aligned_count_windows_and_a_file_reference(tmp_path, model, what):
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x,y,c\n1.0,2.0,a\n2.0,3.0,b\n")
+    cfg = one(shards=4, reference={"file": str(ref)})
+    cfg["models"][0].update(model)
+    with pytest.raises(ConfigError, match=what):
+        parse_monitors(cfg, "m.yaml")
+    ok = one(shards=4, window={"size_events": 1000}, reference={"file": str(ref)})
+    assert parse_monitors(ok).models[0].shards == 4
