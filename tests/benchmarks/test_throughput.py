@@ -74,6 +74,23 @@ def test_batches_are_valid_sdk_column_batches_with_20_features():
     assert len(set(ids)) == 3000  # unique event ids across batches
 
 
+def test_arrow_traffic_is_the_json_traffic_in_the_sdks_arrow_encoding():
+    import pyarrow as pa
+
+    js = Traffic(models=["m1"], events=2000, batch_events=1000)
+    ar = Traffic(models=["m1"], events=2000, batch_events=1000, wire="arrow", base_time=js.base_time)
+    assert js.headers == [] and ar.headers == [("content-type", b"application/vnd.apache.arrow.stream")]
+    for (k1, v1, n1), (k2, v2, n2) in zip(iter_messages(js), iter_messages(ar), strict=True):
+        assert (k1, n1) == (k2, n2) and v2[:4] == b"\xff\xff\xff\xff"
+        doc, table = orjson.loads(v1), pa.ipc.open_stream(v2).read_all()
+        assert table.column("event_id").to_pylist() == doc["event_id"]
+        assert table.column("event_time").to_pylist() == doc["event_time"]
+        feats = table.column("features").combine_chunks()
+        for i in range(feats.type.num_fields):
+            name = feats.type.field(i).name
+            assert feats.field(i).to_pylist() == doc["features"][name], name
+
+
 def test_single_event_messages_carry_the_same_events():
     tr = Traffic(models=["m1"])
     payload = batch_payload(tr, "m1", 0, 5)
@@ -277,3 +294,25 @@ def test_summary_reports_each_case_against_the_same_floor():
     assert s["targets"]["ratio_to_floor_time_60s>=0.4"] is False
     assert s["targets"]["latency_p99_ms_time_60s<1000"] is False
     assert s["targets"]["counted_equals_expected_time_60s"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_quick_benchmark_in_the_arrow_wire_format_counts_every_event_and_decodes_both(tmp_path: Path):
+    """``--wire arrow``: the floor and the worker read the SDK's Arrow batches; the decode phase reports both formats."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "streams.cli", "bench", "throughput", "--quick", "--models", "4", "--window", "1000"]
+    cmd += ["--events", "16000", "--wire", "arrow", "--skip", "drift,scale,naive", "--output", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=die_with_parent())
+    assert out.exists(), f"no JSON written (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    report = json.loads(out.read_text())
+    assert report["errors"] == {} and proc.returncode == 0, f"{report['errors']}\n{proc.stderr[-4000:]}"
+    assert report["wire"] == "arrow" and report["config"]["wire"] == "arrow"
+    assert report["floor"]["wire"] == "arrow" and report["floor"]["events"] == 16_000
+    assert report["events_counted"] == report["produce"]["events"] == 16_000
+    sizes = {w: report["decode"][w]["bytes_per_event"] for w in ("json", "arrow")}
+    assert abs(report["produce"]["bytes_per_event"] - sizes["arrow"]) < 3 < abs(sizes["arrow"] - sizes["json"])
+    for wire in ("json", "arrow"):
+        d = report["decode"][wire]
+        assert d["decode_us_per_event"] > d["parse_only_us_per_event"] > 0
+    assert report["decode_us_per_event"] == {w: report["decode"][w]["decode_us_per_event"] for w in ("json", "arrow")}
