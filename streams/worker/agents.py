@@ -9,7 +9,9 @@
   stays un-acked until the pipeline's :class:`~streams.worker.commits.AckTracker`
   calls ``event.ack()`` — after the window results that depend on it are
   written. Faust then commits the offsets.
-* A 1 s timer closes idle windows; another logs throughput every 30 s.
+* A 1 s timer closes idle windows; another logs throughput every 30 s. The 1 s timers that write
+  (label results and checkpoints, open-window checkpoints, alert state) only start their job as a
+  task (:meth:`Runtime.background_timer`): it may wait seconds for the pipeline's lock or the broker.
 * On rebalance the pipeline forgets the revoked partitions; Faust re-reads the
   new assignment from the committed offsets and the pipeline rebuilds its
   windows from the checkpoints (see :mod:`streams.worker.pipeline`).
@@ -20,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import faust
@@ -117,6 +121,7 @@ class Runtime:
         self._last_stats = (time.monotonic(), 0, 0)
         self.stale = 0  # events dropped because they were fetched before a rebalance
         self.revoked: dict = {}  # TP -> consumer generation when it was revoked (until the next assignment)
+        self.background: dict[str, asyncio.Future] = {}  # timer name -> the job it started last
         self._register(stats_every)
 
     def _partials_client(self, topics: Topics):
@@ -126,6 +131,30 @@ class Runtime:
         from streams.worker.changelog_store import TopicClient
 
         return TopicClient(self.settings, topics.partials.get_topic_name(), name="driftwatch-partials")
+
+    def background_timer(self, name: str, job: Callable[[], Awaitable[Any]], interval: float = 1.0) -> None:
+        """A Faust timer whose tick only *starts* ``job`` as a task, unless the job it started before is still
+        running (then the tick is skipped).
+
+        Why: the timers' jobs wait for the pipeline's lock, which a batch holds while it waits for room in the
+        detectors' queue (seconds at start-up, while the detector process imports and calibrates its first
+        window), and for the broker's acknowledgement of a checkpoint. Awaited in the timer itself, such a
+        wait made Faust log "Timer driftwatch-label-snapshots is overlapping" at every start-up; the work
+        itself is the same either way (one run at a time, each as soon as it can).
+        """
+
+        @self.app.timer(interval=interval, name=name)
+        async def tick() -> None:
+            running = self.background.get(name)
+            if running is None or running.done():
+                task = self.background[name] = asyncio.ensure_future(job())
+                task.add_done_callback(partial(_job_failed, name))
+
+    async def settle_background(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for the jobs the timers started (shutdown)."""
+        running = [t for t in self.background.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
 
     def _committed(self, topic: str, partition: int) -> int | None:
         if TP(topic, partition) in getattr(self.app.consumer, "revoking", ()):  # Faust forgot its offset already
@@ -233,21 +262,19 @@ class Runtime:
             await rt.pipeline.tick()
 
         if rt.pipeline.label_hook is not None:
+            hook = rt.pipeline.label_hook
 
-            @app.timer(interval=1.0, name="driftwatch-label-snapshots")
-            async def label_snapshots():  # label results within ~1 s; the join is checkpointed to Kafka (streams/worker/labels.py)
+            async def label_snapshots() -> None:  # label results within ~1 s; the join checkpointed (labels.py)
                 await rt.pipeline.flush_labels()
-                await rt.pipeline.label_hook.snapshot_if_due()
+                await hook.snapshot_if_due()
 
-        @app.timer(interval=1.0, name="driftwatch-window-checkpoints")
-        async def window_checkpoints():  # open summarised windows to Kafka, their messages acked (window_changelog.py)
-            await rt.pipeline.save_windows()
+            rt.background_timer("driftwatch-label-snapshots", label_snapshots)
 
-        if alerting is not None:
+        # open summarised windows to Kafka, their messages acked (window_changelog.py)
+        rt.background_timer("driftwatch-window-checkpoints", rt.pipeline.save_windows)
 
-            @app.timer(interval=1.0, name="driftwatch-alert-state")
-            async def alert_state():  # alert state that changed without a status change (streams/alerts/partitions.py)
-                await alerting.flush()
+        if alerting is not None:  # alert state that changed without a status change (streams/alerts/partitions.py)
+            rt.background_timer("driftwatch-alert-state", alerting.flush)
 
         @app.timer(interval=stats_every, name="driftwatch-stats")
         async def stats():
@@ -282,6 +309,7 @@ class Runtime:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function
         async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
             try:
+                await rt.settle_background(5.0)  # a checkpoint the timers started finishes (or is read again)
                 if rt.alerting is not None:
                     await rt.alerting.stop()
                 try:  # dead letters still waiting for their flush (else their messages are simply read again)
@@ -334,6 +362,12 @@ class Runtime:
             self.pipeline.pending_messages(),
             self.sink.pending_points,
         )
+
+
+def _job_failed(name: str, task: asyncio.Future) -> None:
+    """Log a timer job that raised (each job keeps its own state for the next run; the worker goes on)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the %s job failed: %r", name, task.exception(), exc_info=task.exception())
 
 
 def _label_hook(monitors: MonitorsConfig, settings: Settings):
