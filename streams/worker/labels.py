@@ -190,6 +190,48 @@ class WindowResult:
     changed: int = 0
     submitted: int = 0
     written: int = 0
+    # (changed, written, item, arrays) of the last capture (ModelResults.capture): reused while neither changed
+    _captured: tuple[int, int, dict[str, Any], dict[str, np.ndarray]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def capture(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(item, arrays)``: this window's result as stored in a checkpoint (JSON-able item, accumulator
+        arrays), copied now — or the copies of the last call if nothing changed since (the item and arrays
+        are never modified afterwards, so a thread may serialise them while the results go on)."""
+        got = self._captured
+        if got is not None and got[0] == self.changed and got[1] == self.written:
+            return got[2], got[3]
+        item: dict[str, Any] = {
+            "version": self.version,
+            "time_ns": self.time_ns,
+            "end_time": self.end_time,
+            "errors": dict(self.errors) if self.errors is not None else None,
+            "changed": self.changed,
+            "written": self.written,
+            "acc": None,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.acc is not None:
+            scalars, acc_arrays = self.acc.state()
+            item["acc"] = {**scalars, "classes": list(scalars["classes"])}
+            arrays = {k: np.array(v, copy=True) for k, v in acc_arrays.items()}
+        self._captured = (self.changed, self.written, item, arrays)
+        return item, arrays
+
+
+@dataclass(frozen=True)
+class ResultsCapture:
+    """A model's :class:`ModelResults` as a checkpoint takes it on the event loop (:meth:`ModelResults.capture`):
+    copies of its small lists, each window's captured result, and the waiting joined rows (immutable)."""
+
+    ends: list[float]
+    keys: list[tuple[str, int]]
+    items: list[tuple[dict[str, Any], dict[str, np.ndarray]]]
+    calibrating: tuple[str, int] | None
+    floor: float
+    dropped: int
+    waiting: list[Any]
 
 
 _SUM = ("n", "n_detections", "n_dropped")
@@ -283,6 +325,20 @@ class ModelResults:
         for k in [k for k, r in self.results.items() if k not in live and r.written >= r.changed]:
             del self.results[k]
 
+    def capture(self) -> ResultsCapture:
+        """What a checkpoint stores of these results, taken cheaply: a window whose result did not change since
+        the last checkpoint is not copied again (with 1,000 windows kept, a deep copy of them all took
+        100-250 ms of the event loop at every checkpoint)."""
+        return ResultsCapture(
+            list(self.ends),
+            list(self.keys),
+            [res.capture() for res in self.results.values()],
+            self.calibrating,
+            self.floor,
+            self.dropped,
+            list(self.waiting),
+        )
+
     def attributable(self, event_time: np.ndarray) -> tuple[np.ndarray, int]:
         """Window index of each row (-1: before the kept windows), and how many leading rows have a
         closed window (the rest wait: rows are attributed in join order, see LabelHook)."""
@@ -296,29 +352,21 @@ class ModelResults:
 # ----------------------------------------------------------------------------- encoding
 
 
-def _encode_results(mr: ModelResults | None, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def _encode_results(
+    results: ModelResults | ResultsCapture | None, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> None:
     """A model's window results and waiting joined rows into ``meta`` / ``arrays`` (see :func:`encode_state`)."""
-    if mr is None:
+    if results is None:
         return
-    results = []
-    for i, res in enumerate(mr.results.values()):
-        item = {
-            "version": res.version,
-            "time_ns": res.time_ns,
-            "end_time": res.end_time,
-            "errors": res.errors,
-            "changed": res.changed,
-            "written": res.written,
-            "acc": None,
-        }
-        if res.acc is not None:
-            item["acc"], acc_arrays = res.acc.state()
-            arrays.update({f"res{i}.{k}": v for k, v in acc_arrays.items()})
-        results.append(item)
+    mr = results.capture() if isinstance(results, ModelResults) else results
+    items = []
+    for i, (item, acc_arrays) in enumerate(mr.items):
+        items.append(item)
+        arrays.update({f"res{i}.{k}": v for k, v in acc_arrays.items()})
     meta["results"] = {
         "ends": mr.ends,
         "keys": [list(k) for k in mr.keys],
-        "items": results,
+        "items": items,
         "calibrating": list(mr.calibrating) if mr.calibrating else None,
         "floor": mr.floor if math.isfinite(mr.floor) else None,
         "dropped": mr.dropped,
@@ -392,7 +440,7 @@ def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelR
 
 def encode_state(
     snap,
-    results: ModelResults | None,
+    results: ModelResults | ResultsCapture | None,
     monitor_state: dict[str, np.ndarray] | None,
     clock: float,
     offsets: dict[tuple[str, int], int] | None = None,
@@ -400,8 +448,12 @@ def encode_state(
 ) -> bytes:
     """One model's state as NPZ bytes (plain arrays + a JSON header; object columns as JSON).
 
+    ``snap``: a :class:`~detectors.concept.JoinSnapshot`, or a :class:`~detectors.concept.JoinCapture` (its
+    snapshot is taken here: on the serialising thread).
     ``calibration``: CBPE's :class:`~detectors.performance.CalibrationCollector` of the model (its
     labelled rows from the join), so the calibration follows the join to another worker."""
+    if hasattr(snap, "tombs"):  # a JoinCapture
+        snap = snap.snapshot()
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {
         "format": _FORMAT,
@@ -568,8 +620,9 @@ class LabelHook:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="label-snapshots") if self.store is not None else None
         self._calib = DaemonExecutor("error-stream-calibration") if background else None
         self.restored: dict[str, int] = {}  # model -> predictions restored (introspection, logs)
-        #: checkpoints written: count, bytes (compressed), seconds (copy + encode + broker acknowledgement)
-        self.checkpoints = {"count": 0, "bytes": 0, "seconds": 0.0, "last_bytes": 0, "last_ms": 0.0}
+        #: checkpoints written: count, bytes (compressed), seconds (copy + encode + broker acknowledgement), the
+        #: last one's bytes and milliseconds, and the longest copy (the only part on the event loop)
+        self.checkpoints = {"count": 0, "bytes": 0, "seconds": 0.0, "last_bytes": 0, "last_ms": 0.0, "loop_ms_max": 0.0}
 
     # -- state ----------------------------------------------------------------------
     def _new_join(self, model_id: str) -> LabelJoin:
@@ -1019,9 +1072,11 @@ class LabelHook:
 
     # -- persistence ----------------------------------------------------------------
     def _capture(self) -> list[tuple[int, list[tuple]]]:
-        """Copies of the state of every input partition with a changed model (on the caller's thread;
-        serialised on a thread): ``[(partition, [(model, join snapshot, results, monitor, clock, offsets,
-        calibration), ...]), ...]``. A checkpoint holds all the partition's models (it replaces the last)."""
+        """Copies of the state of every input partition with a changed model (on the caller's thread, the
+        event loop: only plain array copies and the window results that changed since the last checkpoint;
+        selected, sorted and serialised on a thread): ``[(partition, [(model, join capture, results capture,
+        monitor, clock, offsets, calibration), ...]), ...]``. A checkpoint holds all the partition's models
+        (it replaces the last)."""
         parts = sorted({self._part[m] for m in self._dirty if m in self._part})
         self._dirty.clear()
         out = []
@@ -1034,8 +1089,8 @@ class LabelHook:
                 items.append(
                     (
                         m,
-                        self._joins[m].snapshot(),
-                        copy.deepcopy(mr) if mr is not None else None,
+                        self._joins[m].capture(),
+                        mr.capture() if mr is not None else None,
                         mon.state() if mon is not None else None,
                         self._now.get(m, -math.inf),
                         dict(self._offsets.get(m, {})),
@@ -1091,6 +1146,7 @@ class LabelHook:
         c["bytes"] += n
         c["seconds"] += t3 - t0
         c["last_bytes"], c["last_ms"] = n, 1e3 * (t3 - t0)
+        c["loop_ms_max"] = max(c["loop_ms_max"], 1e3 * (t1 - t0))  # the part on the event loop (the copies)
         log.log(
             logging.WARNING if t3 - t0 > 2.0 else logging.DEBUG,
             "label-join checkpoint of %d partition(s): %d bytes, copy %.1f ms, encode %.1f ms, write %.1f ms",

@@ -2,7 +2,8 @@
 
 One model of 3 classes with probabilities, ``N`` predictions waiting for their labels (32-hex
 event ids) and up to 50 000 recently finished ids (what a checkpoint keeps of them), on the
-session's real broker: :meth:`streams.worker.labels.LabelHook.snapshot_if_due` (copy on the event loop,
+session's real broker: :meth:`streams.worker.labels.LabelHook.snapshot_if_due` (plain copies on the event loop,
+reported as ``event_loop_ms_max``; selection,
 encode + compress on a thread, chunks written to the changelog and acknowledged) and
 :meth:`~streams.worker.labels.LabelHook.restore_partitions` on a second hook (read to the marker,
 decompress, decode, restore). ``N = 1 000 000`` is the default ``labels.max_pending``.
@@ -97,6 +98,7 @@ def test_checkpoint_cost_up_to_the_default_bounds(settings):
             "checkpoint_bytes": sizes[-1],
             "chunks": -(-sizes[-1] // CHUNK_BYTES),
             "checkpoint_ms": [round(1e3 * t, 1) for t in times],
+            "event_loop_ms_max": round(hook.checkpoints["loop_ms_max"], 1),  # the copies; the rest is on threads
             "restore_ms": round(1e3 * restore, 1),
         }
 

@@ -280,6 +280,62 @@ def test_a_restored_join_goes_on_like_the_uninterrupted_one():
     assert kept == c.stats.matched + c.stats.expired + c.stats.evicted + c.stats.pending_predictions
 
 
+def _old_snapshot_tombs(j: LabelJoin, limit: int) -> list[tuple[str, int]]:
+    """The finished ids a snapshot keeps, read from the join's own ordered dict (newest first): what
+    :meth:`LabelJoin.snapshot` returned before it read them from the append-only chunks."""
+    out = []
+    for e, r in reversed(j._tomb.items()):
+        if len(out) == limit:
+            break
+        out.append((e, r))
+    return out
+
+
+def _assert_snapshots_equal(a, b) -> None:
+    for name in ("predictions", "labels"):
+        ca, cb = getattr(a, name), getattr(b, name)
+        assert sorted(ca) == sorted(cb)
+        for k in ca:
+            np.testing.assert_array_equal(ca[k], cb[k])
+    assert [(e, r % 10) for e, r in a.tomb] == [(e, r % 10) for e, r in b.tomb]
+    assert (a.classes, a.has, a.stats, a.label_clock) == (b.classes, b.has, b.stats, b.label_clock)
+
+
+def test_a_capture_is_the_snapshot_of_its_moment_while_the_join_goes_on():
+    """``capture()`` (plain copies, on the event loop) then ``snapshot()`` (later, on a thread) equals the snapshot
+    taken at the capture, whatever the join does in between; its finished ids equal the join's ordered dict
+    (newest first, bounded), also after evictions, expiries, duplicates and a restore."""
+    rng = np.random.default_rng(11)
+    j = LabelJoin(ttl_seconds=30, max_pending=60, align=True)
+    seq = 0
+    for step in range(40):
+        n = int(rng.integers(1, 30))
+        p = ids(*(f"e{seq + i}" for i in range(n)))
+        t = seq + np.arange(n, dtype=float)
+        j.add_predictions(
+            p,
+            t,
+            pred_label=ids(*rng.choice(["x", "y"], n)),
+            pred_proba=rng.dirichlet([1, 1], n),
+            classes=("x", "y"),
+            now=float(t[-1]),
+        )
+        lab = ids(*(f"e{int(k)}" for k in rng.integers(max(0, seq - 80), seq + n + 5, size=n)))  # some early, late, dup
+        j.add_labels(lab, ids(*["x"] * n), np.full(n, float(t[-1])), now=float(t[-1]))
+        seq += n
+        if step == 20:  # a restore in the middle: its finished ids count like the others
+            r = LabelJoin(ttl_seconds=30, max_pending=60, align=True)
+            r.restore(j.snapshot(), now=float(t[-1]))
+            j = r
+        for limit in (5, 50, 1000):
+            cap = j.capture(tomb_limit=limit)
+            now = j.snapshot(tomb_limit=limit)
+            assert now.tomb == _old_snapshot_tombs(j, min(limit, j.max_pending))
+            j.add_predictions(ids(f"later{step}-{limit}"), np.array([float(seq)]), pred_label=ids("x"), now=float(seq))
+            j.add_labels(ids(f"e{seq - 1}"), ids("y"), np.array([float(seq)]), now=float(seq))
+            _assert_snapshots_equal(cap.snapshot(), now)
+
+
 def test_restore_expires_what_outlived_the_ttl_and_keeps_the_bound():
     j = LabelJoin(ttl_seconds=50, max_pending=100)
     j.add_predictions(ids(*range(80)), np.arange(80.0), pred_label=ids(*["x"] * 80), now=80)

@@ -109,6 +109,40 @@ def perf(sink, metric, detector="realized"):
     ]
 
 
+def test_a_checkpoint_copies_only_the_window_results_that_changed():
+    """``ModelResults.capture`` on the event loop: a window result unchanged since the last capture is not copied
+    again (the same objects), a changed or confirmed one is; what was captured stays as it was while the
+    results go on; and the checkpoint it encodes equals the one of the live results."""
+    mr = ModelResults()
+    for t in (1, 2, 3):
+        mr.add_window("1", t * 1000, float(t), keep=10)
+    for res in mr.results.values():
+        res.acc = PerformanceAccumulator("classification")
+        res.acc.add(np.array(["a", "b"], dtype=object), np.array(["a", "a"], dtype=object), delays=np.array([1.0, 2.0]))
+        res.changed = 1
+    first = mr.capture()
+    again = mr.capture()
+    assert all(a[0] is b[0] and a[1] is b[1] for a, b in zip(first.items, again.items))  # nothing copied again
+    res = mr.results[("1", 2000)]
+    res.acc.add(np.array(["c"], dtype=object), np.array(["b"], dtype=object), delays=np.array([5.0]))
+    res.changed += 1
+    mr.results[("1", 3000)].written = 1  # confirmed by InfluxDB
+    third = mr.capture()
+    assert third.items[0][0] is first.items[0][0]
+    assert third.items[1][0] is not first.items[1][0] and third.items[2][0] is not first.items[2][0]
+    # the earlier capture still holds the state of its moment (2 rows, 2 classes), the new one the change
+    assert first.items[1][0]["acc"]["n"] == 2 and first.items[1][0]["acc"]["classes"] == ["a", "b"]
+    assert first.items[1][1]["confusion"].sum() == 2 and first.items[1][1]["delays"].tolist() == [1.0, 2.0]
+    assert third.items[1][0]["acc"]["n"] == 3 and third.items[1][1]["confusion"].sum() == 3
+    j = LabelJoin(ttl_seconds=100)
+    back_live = decode_state(encode_state(j.snapshot(), mr, None, 1.0))["results"]
+    back_cap = decode_state(encode_state(j.capture(), third, None, 1.0))["results"]
+    for key in mr.results:
+        a, b = back_live.results[key], back_cap.results[key]
+        assert (a.changed, a.written, a.acc.metrics()) == (b.changed, b.written, b.acc.metrics())
+        assert a.acc.metrics() == mr.results[key].acc.metrics()
+
+
 def test_state_round_trips_through_bytes():
     """Pending predictions (label, probabilities, value), early labels of any JSON type, finished ids,
     counters, the unreported accumulator and the error-stream detector all come back."""
