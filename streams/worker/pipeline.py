@@ -574,7 +574,24 @@ class Pipeline:
             )
         from detectors.summaries import SummaryError, WindowSummary
 
-        layout = self._summary_layout(state)
+        layout, opened_with = self._summary_layout(state), state.reference
+        if layout is None or layout.fingerprint != entry.fingerprint:
+            # the reference changed since the checkpoint (driftwatch reference set/reset): the window goes on with
+            # the reference it was opened with, stored beside the checkpoints, as an uninterrupted worker's does
+            old = await self.window_changelog.load_reference(key.partition, entry.fingerprint)
+            old_layout = self._layout_of(state, old) if old is not None else None
+            if old_layout is not None and old_layout.fingerprint == entry.fingerprint:
+                layout, opened_with = old_layout, old
+                log.info(
+                    "%s v%s in %s[%d]: the open window #%d was opened with another reference than the current "
+                    "one: it goes on with that reference (stored beside the checkpoints); the current one applies "
+                    "from the next window",
+                    key.model_id,
+                    key.model_version,
+                    key.topic,
+                    key.partition,
+                    entry.seq,
+                )
         try:
             if layout is None:
                 raise SummaryError("there is no reference to lay the summary out with")
@@ -585,7 +602,8 @@ class Pipeline:
             # at all, a new window starts after them
             log.error(
                 "%s v%s in %s[%d]: the checkpointed open window #%d (%d events up to offset %d) cannot be "
-                "restored (%s): the window goes on without those events",
+                "restored (%s; the reference it was opened with is not stored beside the checkpoints): the "
+                "window goes on without those events",
                 key.model_id,
                 key.model_version,
                 key.topic,
@@ -602,7 +620,7 @@ class Pipeline:
             summary = layout.summary()
         ow = entry.open_window(summary)
         state.windows.resume(ow)
-        state.summary_refs[id(summary)] = state.reference
+        state.summary_refs[id(summary)] = opened_with
         return ow
 
     def _summary_layout(self, state: StreamState):
@@ -611,21 +629,23 @@ class Pipeline:
         if ref is None:
             return None
         if state.summary_layout is None or state.summary_layout[0] is not ref:
-            from detectors.advanced import prediction_reference
-            from detectors.summaries import SummaryLayout
-
-            win = state.model.window
-            try:
-                outputs = prediction_reference(ref)
-            except ValueError:  # no reference rows, or they carry no model output
-                outputs = None
-            state.summary_layout = (
-                ref,
-                SummaryLayout.build(
-                    ref, state.model.features, bins=win.summary_bins, reservoir=win.summary_reservoir, outputs=outputs
-                ),
-            )
+            state.summary_layout = (ref, self._layout_of(state, ref))
         return state.summary_layout[1]
+
+    @staticmethod
+    def _layout_of(state: StreamState, ref):
+        """The summary layout ``ref`` gives the state's model (``window.summary_bins`` / ``summary_reservoir``)."""
+        from detectors.advanced import prediction_reference
+        from detectors.summaries import SummaryLayout
+
+        win = state.model.window
+        try:
+            outputs = prediction_reference(ref)
+        except ValueError:  # no reference rows, or they carry no model output
+            outputs = None
+        return SummaryLayout.build(
+            ref, state.model.features, bins=win.summary_bins, reservoir=win.summary_reservoir, outputs=outputs
+        )
 
     def _open_summary(self, state: StreamState):
         """A summary for the count window that opens now (``window.summary_min_events``), or None to keep its
@@ -1528,8 +1548,19 @@ class Pipeline:
             written = 0
             for part, sts, todo, release in captured:
                 try:
-                    made = await asyncio.to_thread(_entries_of, [ow for _st, _ek, ow in todo]) if todo else []
-                    for (st, ek, _ow), entry in zip(todo, made):
+                    refs = {  # the references of summary layouts not yet stored beside this partition's checkpoints
+                        ow.summary.layout.fingerprint: (ref, st_.model.features)
+                        for _st, _ek, ow, ref, st_ in todo
+                        if ref is not None and not wc.has_reference(part, ow.summary.layout.fingerprint)
+                    }
+                    made, blobs = (
+                        await asyncio.to_thread(_entries_of, [ow for _st, _ek, ow, _r, _s in todo], refs)
+                        if todo
+                        else ([], {})
+                    )
+                    for fingerprint, blob in blobs.items():  # before the entries that need them
+                        written += await wc.save_reference(part, fingerprint, blob)
+                    for (st, ek, _ow, _r, _s), entry in zip(todo, made):
                         if st.entries is not None:
                             st.entries[ek] = entry
                     entries: dict[EntryKey, Entry] = {}
@@ -1563,7 +1594,7 @@ class Pipeline:
 
     def _capture_windows(self, only: set[int] | None) -> list[tuple[int, list[_TP], list, list]]:
         """Per input partition with something new: ``(partition, its _TPs, [(tp, entry key, copy of the open
-        window), ...] to serialise, [(tracker, state, [offsets, ...]), ...] the messages it releases)``. A
+        window, the reference its summary was opened with, its stream state), ...] to serialise, [(tracker, state, [offsets, ...]), ...] the messages it releases)``. A
         stream key with a closed window not yet confirmed keeps its previous entry and its holds (see the
         window_changelog module)."""
         import copy
@@ -1589,7 +1620,8 @@ class Pipeline:
                         changed |= st.entries.pop(ek, None) is not None
                     elif old is None or (old.seq, old.n) != (ow.seq, ow.n):
                         summary = copy.deepcopy(ow.summary, {id(ow.summary.layout): ow.summary.layout})
-                        todo.append((st, ek, replace(ow, summary=summary)))
+                        opened_with = state.summary_refs.get(id(ow.summary))  # stored beside it, once
+                        todo.append((st, ek, replace(ow, summary=summary), opened_with, state))
                         changed = True
                     if state.covered:
                         release.append((st.tracker, state, state.covered))
@@ -1615,9 +1647,12 @@ class Pipeline:
         return sum(s.windows.n_open for st in self._tps.values() for s in st.streams.values())
 
 
-def _entries_of(windows: list) -> list[Entry]:
-    """The checkpoint entries of open windows (serialises their summaries: on a thread)."""
-    return [Entry.of(ow) for ow in windows]
+def _entries_of(windows: list, refs: dict[str, tuple[Any, Any]]) -> tuple[list[Entry], dict[str, bytes]]:
+    """The checkpoint entries of open windows, and the references ``{layout fingerprint: (reference, features)}``
+    their summaries were opened with as stored beside them (serialises both: on a thread)."""
+    from streams.worker.window_changelog import encode_reference
+
+    return [Entry.of(ow) for ow in windows], {fp: encode_reference(ref, feats) for fp, (ref, feats) in refs.items()}
 
 
 #: default of ``window.reference_points_every``: the reference's own points at least every this many windows

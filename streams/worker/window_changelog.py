@@ -31,10 +31,16 @@ closed window is still on its way, the key's previous entry is carried and its m
 stay held. An entry whose ``seq`` is not after the newest written window's (read back from
 InfluxDB, :mod:`streams.worker.checkpoints`) is stale and ignored on restore.
 
-**Limit.** The summary's bins are cut from the reference: if the reference changed since
-the checkpoint (``driftwatch reference set``), the restored summary does not fit the new
-layout; the worker logs an ERROR and the window goes on without the events before the
-checkpoint (its ``n_events`` says how many it has).
+**The reference a summary was opened with.** A summary's bins are cut from its window's reference,
+and a window opened before a reference change (``driftwatch reference set`` / ``reset``) is judged
+against the reference it was opened with, as an uninterrupted worker does. So beside the checkpoints
+of partition p, each summary layout's reference is stored once (key ``ref-<layout fingerprint>``,
+the same topic partition; :func:`encode_reference`: ``Reference.to_bytes()`` and its rows, sensitive
+features left out, as on the references topic). A worker that restores an entry whose layout is not
+its current reference's loads that reference from here, restores the summary on it and judges the
+window against it; the new reference applies from the next window. Only if that reference is not
+there (a checkpoint written before it was stored, or a changed ``summary_bins``) does the window go on
+without the events before the checkpoint, with an ERROR saying how many.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "driftwatch-open-windows"
 FORMAT_VERSION = 1
+REFERENCE_FORMAT = "driftwatch-window-reference"
+REFERENCE_VERSION = 1
 CHECKPOINT_SECONDS = 5.0
 """Default time between checkpoints of the open summarised windows."""
 MAX_COVERED_MESSAGES = 256
@@ -98,6 +106,43 @@ def partition_key(partition: int) -> str:
     'p3'
     """
     return f"p{int(partition)}"
+
+
+def reference_key(fingerprint: str) -> str:
+    """The store key of the reference of summaries of layout ``fingerprint`` (beside a partition's checkpoints).
+
+    >>> reference_key("3f2a")
+    'ref-3f2a'
+    """
+    return f"ref-{fingerprint}"
+
+
+def encode_reference(reference: Any, features: Any) -> bytes:
+    """The reference a summary was opened with, as stored beside the checkpoints: its ``to_bytes()`` and its
+    rows (:func:`streams.worker.references.encode_rows`: sensitive features left out), as NPZ (no pickles)."""
+    from detectors.reference import reference_frame
+    from streams.worker.references import encode_rows
+
+    arrays = {"reference": np.frombuffer(reference.to_bytes(), dtype=np.uint8)}
+    rows = reference_frame(reference)
+    if rows is not None:
+        arrays["rows"] = np.frombuffer(encode_rows(rows, features), dtype=np.uint8)
+    return npz_bytes(arrays, {}, REFERENCE_FORMAT, REFERENCE_VERSION, compress=False)
+
+
+def decode_reference(blob: bytes) -> Any:
+    """Inverse of :func:`encode_reference`: the :class:`~detectors.reference.Reference`, rows attached
+    (:class:`WindowChangelogError` on foreign or damaged data)."""
+    from detectors.reference import ReferenceDataError
+    from streams.worker.references import StoredReference
+
+    _meta, data = npz_read(blob, REFERENCE_FORMAT, REFERENCE_VERSION, "open window's reference", WindowChangelogError)
+    try:
+        rows = data["rows"].tobytes() if "rows" in data else b""
+        stored = StoredReference("", "", data["reference"].tobytes(), "", -1, (-1, -1), 0, 0.0, rows_blob=rows)
+        return stored.reference()
+    except (KeyError, ValueError, ReferenceDataError) as e:
+        raise WindowChangelogError(f"damaged open window's reference: {type(e).__name__}: {e}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +235,7 @@ class WindowChangelog:
         self.every = float(every)
         self.max_covered = int(max_covered)
         self._gen: dict[int, int] = {}  # input partition -> generation last restored or written
+        self._refs: set[tuple[int, str]] = set()  # (partition, layout fingerprint) whose reference is stored
         self.lock = asyncio.Lock()  # one checkpoint at a time (generations in order)
         #: checkpoints written: count, bytes, seconds (encode + broker acknowledgement), the last one's
         self.stats = {"count": 0, "bytes": 0, "seconds": 0.0, "last_bytes": 0, "last_ms": 0.0}
@@ -220,6 +266,39 @@ class WindowChangelog:
     def forget(self, partition: int) -> None:
         """The partition left: its next checkpoint here follows what is restored then."""
         self._gen.pop(int(partition), None)
+        self._refs = {r for r in self._refs if r[0] != int(partition)}
+
+    def has_reference(self, partition: int, fingerprint: str) -> bool:
+        """Whether the reference of layout ``fingerprint`` is known to be stored beside ``partition``'s checkpoints."""
+        return (int(partition), fingerprint) in self._refs
+
+    async def save_reference(self, partition: int, fingerprint: str, blob: bytes) -> int:
+        """Store the reference of layout ``fingerprint`` (:func:`encode_reference` bytes) beside ``partition``'s
+        checkpoints, once; returns the bytes written (0: stored already)."""
+        if self.has_reference(partition, fingerprint):
+            return 0
+        await self.store.put(reference_key(fingerprint), 1, blob, route=int(partition))
+        self._refs.add((int(partition), fingerprint))
+        return len(blob)
+
+    async def load_reference(self, partition: int, fingerprint: str) -> Any:
+        """The reference of layout ``fingerprint`` stored beside ``partition``'s checkpoints (None: not there, or
+        unusable — a WARNING says why)."""
+        got = await self.store.restore(reference_key(fingerprint), route=int(partition))
+        if got is None:
+            return None
+        try:
+            ref = decode_reference(got.blob)
+        except WindowChangelogError as e:
+            log.warning(
+                "the reference of layout %s beside partition %d's checkpoints is unusable: %s",
+                fingerprint,
+                partition,
+                e,
+            )
+            return None
+        self._refs.add((int(partition), fingerprint))
+        return ref
 
     async def close(self) -> None:
         await self.store.close()

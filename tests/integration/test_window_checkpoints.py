@@ -11,6 +11,9 @@ its own state folder, as on another host) takes the partition over. Checked:
   the window changelog it was everything since the open window began;
 * every window point and drift point equals a fault-free run's (the same engine in-process over the
   topic's messages), and every produced event is in a window.
+
+The second test sets another reference (``driftwatch reference set``) between the checkpoint and the kill:
+the window opened before goes on with the reference it was opened with, without an ERROR or a lost event.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from tests.reliability.helpers import (
     windowed,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~70 s: 40 s of traffic and two workers
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~70 s each: traffic and two workers
 
 WINDOW = 50_000
 BATCH = 250  # events per message
@@ -47,20 +50,21 @@ RATE = 10.0  # messages per second (2,500 events/s)
 N_MESSAGES = 2 * WINDOW // BATCH  # two windows
 
 
-def reference_file(tmp_path: Path) -> Path:
-    """Rows drawn like the traffic's (tests.reliability.helpers.batch_doc), as a CSV reference."""
+def reference_file(tmp_path: Path, shift: float = 0.0, name: str = "reference.csv") -> Path:
+    """Rows drawn like the traffic's (tests.reliability.helpers.batch_doc), as a CSV reference (``shift``: numeric
+    features moved by that much)."""
     rng = np.random.default_rng(5)
     n = 4000
-    cols = {k: rng.normal(0.0, 1.0, n) for k in NUMERIC}
+    cols = {k: rng.normal(shift, 1.0, n) for k in NUMERIC}
     cols[CATEGORICAL[0]] = LEVELS[rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])]
     cols[CATEGORICAL[1]] = LEVELS[rng.choice(4, size=n)]
-    path = tmp_path / "reference.csv"
+    path = tmp_path / name
     lines = [",".join(cols)] + [",".join(str(cols[k][i]) for k in cols) for i in range(n)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def monitors(tmp_path: Path) -> Path:
+def monitors(tmp_path: Path, window: int = WINDOW) -> Path:
     features = [{"name": n, "kind": "numeric"} for n in NUMERIC] + [
         {"name": c, "kind": "categorical"} for c in CATEGORICAL
     ]
@@ -69,7 +73,7 @@ def monitors(tmp_path: Path) -> Path:
             {
                 "model_id": "m",
                 "features": features,
-                "window": {"size_events": WINDOW, "summary_min_events": 10_000, "idle_close_seconds": 600},
+                "window": {"size_events": window, "summary_min_events": 10_000, "idle_close_seconds": 600},
                 "reference": {"file": str(reference_file(tmp_path))},
                 "drift": {"p_val": 0.001, "correction": "bonferroni"},
             }
@@ -89,10 +93,19 @@ def committed_offsets(settings) -> dict[int, int]:
     return {tp.partition: om.offset for tp, om in got.items() if tp.topic == settings.topic_inferences}
 
 
-def test_sigkill_mid_window_resumes_from_the_window_changelog(settings, settings_env, tmp_path, consume_all):
+def tear_down(settings, traffic: Traffic, *workers) -> None:
+    """Stop the workers and the traffic, and delete the window changelog (tansu keeps it in memory)."""
     from streams.broker.admin import delete_topics
     from streams.worker.window_changelog import window_changelog_topic
 
+    for w in workers:
+        if w is not None:
+            stop(w)
+    traffic.close()
+    delete_topics(settings, [window_changelog_topic(settings)])
+
+
+def test_sigkill_mid_window_resumes_from_the_window_changelog(settings, settings_env, tmp_path, consume_all):
     mon = monitors(tmp_path)
     traffic = Traffic(settings, seed=11)
     sent = threading.Event()
@@ -153,8 +166,59 @@ def test_sigkill_mid_window_resumes_from_the_window_changelog(settings, settings
         errors_b = [ln for ln in log_b.read_text(errors="replace").splitlines() if " ERROR " in ln]
         assert not errors_b, errors_b
     finally:
-        stop(a)
-        if b is not None:
-            stop(b)
-        traffic.close()
-        delete_topics(settings, [window_changelog_topic(settings)])
+        tear_down(settings, traffic, a, b)
+
+
+def test_a_window_opened_before_a_reference_set_is_restored_after_a_sigkill(
+    settings, settings_env, tmp_path, consume_all
+):
+    """The open summarised window is checkpointed, an operator sets another reference (``driftwatch reference
+    set``), the worker is SIGKILLed and another one (its own state folder) takes over: that window goes on with
+    the reference it was opened with (stored beside the checkpoints on the window changelog), as the live
+    worker's would — no ERROR line, none of its events lost, and every window and drift point equal to a
+    fault-free run's (whose windows were all opened with the first reference). Before, the new worker logged an
+    ERROR and the window went on without the events before the checkpoint."""
+    import subprocess
+    import sys
+
+    window, per_window = 20_000, 20_000 // BATCH
+    mon = monitors(tmp_path, window)
+    traffic = Traffic(settings, seed=13)
+    log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
+    env_b = {**settings_env, "DRIFTWATCH_STATE_DIR": str(tmp_path / "state-b")}
+    a = start_worker(settings_env, mon, log_a)
+    b = None
+    try:
+        wait_for(lambda: "Worker ready" in log_a.read_text(errors="replace"), 60, "worker a ready", [a], log_a)
+        first = per_window + per_window // 2  # the first window and half of the second
+        for _ in range(first):
+            traffic.send("m", BATCH)
+        traffic.flush()
+        wait_for(lambda: windowed(settings) >= window, 90, "the first window", [a], log_a)
+        # every message acked: the open window's through a checkpoint of it (they are not written yet)
+        wait_for(lambda: committed_offsets(settings).get(0, 0) >= first or None, 60, "a checkpoint", [a], log_a)
+        shifted = reference_file(tmp_path, shift=3.0, name="shifted.csv")
+        cli = [sys.executable, "-m", "streams.cli", "reference", "set", "m", "--file", str(shifted)]
+        done = subprocess.run([*cli, "--monitors", str(mon)], env=settings_env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_for(lambda: "reference set by an operator" in log_a.read_text(errors="replace"), 30, "a applied it", [a])
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        b = start_worker(env_b, mon, log_b)
+        wait_for(lambda: "Worker ready" in log_b.read_text(errors="replace"), 60, "worker b ready", [b], log_b)
+        for _ in range(2 * per_window - first):  # the rest of the second window
+            traffic.send("m", BATCH)
+        traffic.flush()
+        wait_for(lambda: windowed(settings) == 2 * window, 90, "both windows written", [b], log_b)
+        stop(b)
+        text_b = log_b.read_text(errors="replace")
+        assert "open window #1 restored from" in text_b, tail(log_b)
+        assert "opened with another reference than the current one" in text_b, tail(log_b)
+        errors_b = [ln for ln in text_b.splitlines() if " ERROR " in ln or "[ERROR]" in ln]
+        assert not errors_b, errors_b
+        problems = compare_points(
+            stored_points(settings), fault_free_points(settings, mon, consume_all, 2 * per_window)
+        )
+        assert not problems, "\n".join(problems)
+    finally:
+        tear_down(settings, traffic, a, b)

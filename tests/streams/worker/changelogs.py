@@ -19,12 +19,14 @@ class MemoryStore:
         self.records: list[tuple[bytes, bytes, list]] = []
         self.fail = False
         self.puts = 0
+        self.keys: list[str] = []  # the key of every put, in order
 
     async def put(self, key: str, gen: int, blob: bytes, route: int = 0) -> int:
         if self.fail:
             raise ChangelogError("broker away")
         self.records += chunk_records(key, gen, blob, self.chunk_bytes)
         self.puts += 1
+        self.keys.append(key)
         return len(blob)
 
     async def restore(self, key: str, route: int = 0) -> Generation | None:

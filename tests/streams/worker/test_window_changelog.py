@@ -111,7 +111,11 @@ def test_open_summarised_windows_release_their_messages_at_each_checkpoint(ref):
     run(p, msgs)
     before = len(acked)
     asyncio.run(p.save_windows(force=True))
-    assert store.puts == 1 and len(acked) == len(msgs) > before  # everything, the open windows' too
+    assert store.keys.count("p0") == 1 and len(acked) == len(msgs) > before  # everything, the open windows' too
+    # beside it, once, the reference each model's summary was opened with (one layout per model)
+    assert sorted(k[:4] for k in store.keys if k != "p0") == ["ref-", "ref-"]
+    asyncio.run(p.save_windows(force=True))
+    assert store.keys.count("p0") == 1  # nothing new: no checkpoint, no reference written again
     entries = decode_entries(asyncio.run(store.restore("p0")).blob)
     assert {k[1] for k in entries} == {"m", "k"}
     assert all(e.n > 0 and e.summary for e in entries.values())
@@ -188,3 +192,84 @@ def test_a_first_n_models_first_window_is_summarised_once_its_reference_is_built
     assert len(acked) == len(msgs)
     wins = sorted((r.tags["model"], r.fields["seq"], r.fields["summarised"]) for r in sink.windows())
     assert wins and all(s == 1 for _m, _q, s in wins), wins  # the first windows too
+
+
+class References:
+    """The stored references a restarted worker reads (``driftwatch reference set`` wrote them)."""
+
+    def __init__(self, refs: dict) -> None:
+        self.refs = refs
+
+    async def load(self) -> dict:
+        return dict(self.refs)
+
+    async def save(self, stored) -> None:
+        return None
+
+
+def set_reference(tmp_path):
+    """A reference an operator sets for model m (``driftwatch reference set``): x shifted, c mostly b."""
+    from detectors.reference import reference_frame
+    from streams.worker.monitors import file_reference
+    from streams.worker.references import ALL_VERSIONS, ORIGIN_SET, StoredReference, encode_rows
+
+    path = tmp_path / "new.csv"
+    path.write_text("x,c\n" + "".join(f"{300 + i * 2.0},{'abbb'[i % 4]}\n" for i in range(500)))
+    model = config(WINDOW_CFG, {"file": str(path)}).models[0]
+    ref = file_reference(model)
+    rows = encode_rows(reference_frame(ref), model.features)
+    stored = StoredReference("m", ALL_VERSIONS, ref.to_bytes(), "", -1, (-1, -1), 500, 0.0, ORIGIN_SET, "", rows)
+    return ("m", ALL_VERSIONS), stored
+
+
+@pytest.mark.parametrize("change_at", [25, 52])
+def test_a_window_opened_before_a_reference_change_is_restored_with_its_reference(change_at, ref, tmp_path, caplog):
+    """Worker A checkpoints its open summarised windows; an operator sets another reference for m; A stops
+    (crash) and B, which knows only the new reference, takes over. B restores m's open window on the reference
+    it was opened with (stored beside the checkpoints): no ERROR, no event lost, and every point equals an
+    uninterrupted worker's that saw the same change at the same place (its open window keeps its reference,
+    the next ones take the new one). Without the stored reference the same restart loses the window's rows."""
+    key, stored = set_reference(tmp_path)
+    msgs = messages()
+    fault_free_sink = Sink()
+    p = pipeline(fault_free_sink, None, [], ref)
+
+    async def uninterrupted():
+        for i in range(0, len(msgs), 3):
+            if i == change_at - change_at % 3:
+                await p._reference_changed(key, stored)
+            await p.process(msgs[i : i + 3])
+        await p.drain()
+
+    asyncio.run(uninterrupted())
+    want = points(fault_free_sink.records)
+    cut = change_at - change_at % 3
+
+    def crash_run(keep_reference: bool):
+        sink, store, acked = Sink(), MemStore(), []
+        a = pipeline(sink, store, acked, ref)
+        run(a, msgs[:cut])
+        asyncio.run(a.save_windows(force=True))
+        assert len(acked) == cut  # everything before the change is written or in the checkpoint
+        opened = [e for e in decode_entries(asyncio.run(store.restore("p0")).blob).values()]
+        assert opened and all(e.n > 0 for e in opened)
+        if not keep_reference:
+            store.records = [r for r in store.records if not r[0].startswith(b"ref-")]
+        b = pipeline(sink, store, [], ref, committed=lambda t, part: cut)
+        b.references = References({key: stored})
+        caplog.clear()
+        run(b, msgs[cut:])
+        return sink, [r for r in caplog.records if r.levelname == "ERROR"]
+
+    with caplog.at_level("INFO"):
+        sink, errors = crash_run(keep_reference=True)
+        assert not errors, [r.getMessage() for r in errors]
+        assert "opened with another reference than the current one" in caplog.text
+        assert sum(r.fields["n_events"] for r in sink.windows()) == sum(
+            r.fields["n_events"] for r in fault_free_sink.windows()
+        )
+        assert same(points(sink.records), want) == []
+        # the control: the reference not stored beside the checkpoints (as before), the window loses its rows
+        control, errors = crash_run(keep_reference=False)
+        assert errors and "cannot be restored" in errors[0].getMessage()
+        assert same(points(control.records), want) != []
