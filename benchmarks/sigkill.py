@@ -45,15 +45,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sigkill-rate", type=float, help="live traffic, events/s (default 20,000; quick 10,000)")
 
 
-def committed_offsets(settings) -> dict[int, int]:
-    """The consumer group's committed offsets of the inference topic, per partition."""
-    from streams.broker.admin import admin_client
-
-    with admin_client(settings) as admin:
-        got = admin.list_group_offsets({settings.consumer_group: None})[settings.consumer_group]
-    return {tp.partition: om.offset for tp, om in got.items() if tp.topic == settings.topic_inferences}
-
-
 def _points(settings) -> dict:
     """dw_window and dw_drift points: key -> the values compared."""
     from detectors import records as R
@@ -92,7 +83,7 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
     """The phase (see module docstring). ``spawn(bench, settings, label, i, log_level)`` starts one worker (Popen);
     ``log(msg)`` reports progress."""
     from benchmarks.throughput import BenchError, WindowWatcher, _tail, _tree_mb
-    from streams.broker.admin import ensure_topics
+    from streams.broker.admin import committed_offsets, ensure_topics
     from streams.devstack.localstack import terminate
     from streams.influx.admin import ensure_database
 

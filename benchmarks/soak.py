@@ -134,9 +134,8 @@ def verdict(samples: list[dict[str, Any]], rate: float, duration_s: float) -> di
 def run_soak(bench, max_rate: float | None, spawn, log) -> dict[str, Any]:
     """The phase (see module docstring). ``max_rate``: the worker phase's events/s (None: not measured);
     ``spawn(bench, settings, label, i, log_level)`` starts one worker; ``log(msg)`` reports progress."""
-    from benchmarks.sigkill import committed_offsets
     from benchmarks.throughput import PARTITIONS, BenchError, WindowWatcher, _tail
-    from streams.broker.admin import delete_topics, ensure_topics, topic_names
+    from streams.broker.admin import committed_offsets, delete_topics, ensure_topics, topic_names
     from streams.devstack.localstack import terminate
     from streams.influx.admin import ensure_database
     from streams.lifetime import descendants

@@ -123,6 +123,19 @@ def list_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
         return sorted(admin.list_topics())
 
 
+def committed_offsets(settings: Settings, topic: str | None = None, timeout_ms: int = 10_000) -> dict[int, int]:
+    """The worker group's committed offsets of ``topic`` (default: the inference topic), per partition.
+
+    A partition with no committed offset is absent. Used to watch every partition being consumed
+    (the benchmarks, the rebalance and checkpoint tests).
+    """
+    topic = topic or settings.topic_inferences
+    group = settings.consumer_group
+    with admin_client(settings, timeout_ms) as admin:
+        got = admin.list_group_offsets({group: None})[group]
+    return {tp.partition: om.offset for tp, om in got.items() if tp.topic == topic and om.offset >= 0}
+
+
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for desc in admin.describe_topics(names):

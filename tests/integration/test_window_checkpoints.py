@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
+from streams.broker.admin import committed_offsets
 from tests.reliability.helpers import (
     CATEGORICAL,
     LEVELS,
@@ -82,15 +83,6 @@ def monitors(tmp_path: Path, window: int = WINDOW) -> Path:
     path = tmp_path / "monitors.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def committed_offsets(settings) -> dict[int, int]:
-    """The consumer group's committed offsets of the inference topic, per partition."""
-    from streams.broker.admin import admin_client
-
-    with admin_client(settings) as admin:
-        got = admin.list_group_offsets({settings.consumer_group: None})[settings.consumer_group]
-    return {tp.partition: om.offset for tp, om in got.items() if tp.topic == settings.topic_inferences}
 
 
 def tear_down(settings, traffic: Traffic, *workers) -> None:
