@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "aiokafka"):  # one line per request / fetch otherwise
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # but the group membership (joins, the leader, syncs, assignments, leaves): a few lines per rebalance
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(max(logging.INFO, logging.getLogger().level))
     path = args.monitors or settings.monitors
     try:
         monitors = load_monitors(path)

@@ -32,6 +32,13 @@ the partitions). The settings that matter, and why:
   stream's buffer is full its partition is left out of the poll, and a poll in
   progress does not notice that the buffer drained — with a backlog of small
   messages the worker idled up to 1 s every ~200 messages.
+* the worker never sends LeaveGroup (aiokafka sends it on close and after
+  ``max_poll_interval`` idle): a stopped worker's partitions move once the session
+  timeout (6 s) has passed, as after a SIGKILL. tansu 0.6.0 (the local broker)
+  keeps a member that leaves while a join is in progress as the group's leader:
+  every later join is answered with that departed leader, nobody can sync, and the
+  whole group consumes nothing until the broker restarts. A member that just stops
+  heartbeating is dropped properly, leader included. See docs/scale-out.md.
 * no tables, ``store="memory://"``: the worker's state is rebuilt from the
   committed offset plus the checkpoints in InfluxDB (see :mod:`streams.worker.pipeline`).
 """
@@ -77,12 +84,29 @@ FETCH_MAX_WAIT_MS = 100
 POLL_TIMEOUT_S = 0.1
 
 
+def _stay_in_group(coordinator):
+    """A stand-in for aiokafka's ``GroupCoordinator._maybe_leave_group``: forget the generation, send nothing."""
+
+    async def forget_generation() -> None:
+        coordinator.reset_generation()
+
+    return forget_generation
+
+
 class _ConsumerThread(_driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
         # aiokafka hands this to its Fetcher in start(); Faust passes a fixed 1500 ms
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # never LeaveGroup (module docstring): aiokafka sends it on close() and when the consumer sat idle for
+        # max_poll_interval; the broker drops a silent member after the session timeout and rebalances then
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator._maybe_leave_group = _stay_in_group(coordinator)
 
     async def seek_to_committed(self):
         return await self.call_thread(self._seek_assigned_to_committed)
