@@ -116,9 +116,10 @@ class Traffic:
         self.messages = 0
         self.next: dict[str, int] = {}
 
-    def send(self, model: str, n: int, *, drift: bool = False) -> None:
+    def send(self, model: str, n: int, *, drift: bool = False) -> Any:
+        """One batch message of ``n`` events; returns kafka-python's future (``.get().partition``)."""
         start = self.next.get(model, 0)
-        self.producer.send(
+        fut = self.producer.send(
             self.settings.topic_inferences,
             key=model.encode(),
             value=self.encode(batch_doc(model, start, n, self.rng, drift)),
@@ -127,6 +128,7 @@ class Traffic:
         self.next[model] = start + n
         self.events += n
         self.messages += 1
+        return fut
 
     def raw(self, value: bytes | None, key: bytes | None = b"m", events: int = 1, headers: list | None = None) -> None:
         self.producer.send(self.settings.topic_inferences, key=key, value=value, headers=headers)
