@@ -6,7 +6,9 @@ windows, the detectors and everybody else on the machine; this times only
 batches of ``batch_events``, handed over ``batch`` messages at a time like the worker's
 ``take_events``), alternating the formats round by round so a neighbour's burst hits both,
 and reports the best round of each (µs of this process's CPU per event) next to the bare
-parse of the same bytes (``orjson.loads`` / ``pyarrow.ipc.open_stream(...).read_all()``).
+parse of the same bytes (``orjson.loads`` / ``pyarrow.ipc.open_stream(...).read_all()``) and
+the other side's cost: the SDK's encoding of the same column batches
+(:func:`streams.wire.producer.batch_encoder`, what its background thread spends in a serving app).
 
     python -m benchmarks.decode_cost --events 200000
 
@@ -50,6 +52,9 @@ def measure(
     events: int = 200_000, models: int = 8, batch_events: int = 1000, batch: int = 200, rounds: int = 5
 ) -> dict:
     """µs of CPU per event to decode the same traffic in each wire format (best of ``rounds``)."""
+    import orjson
+
+    from streams.wire.producer import batch_encoder
     from streams.worker.decode import Decoder
     from streams.worker.monitors import parse_monitors
 
@@ -59,6 +64,8 @@ def measure(
     n = base.per_model * models
     best: dict[str, float] = dict.fromkeys(WIRE_FORMATS, float("inf"))
     parse: dict[str, float] = dict.fromkeys(WIRE_FORMATS, float("inf"))
+    encode: dict[str, float] = dict.fromkeys(WIRE_FORMATS, float("inf"))
+    docs = [orjson.loads(m.value) for m in msgs["json"]]  # the column batches as the SDK holds them: lists
     for _ in range(rounds):
         for wire, ms in msgs.items():
             c0 = time.process_time()
@@ -76,11 +83,17 @@ def measure(
             for m in ms:
                 loads(m.value)
             parse[wire] = min(parse[wire], time.process_time() - c0)
+            write = batch_encoder(wire)[0]
+            c0 = time.process_time()
+            for doc in docs:
+                write(doc)
+            encode[wire] = min(encode[wire], time.process_time() - c0)
     out: dict[str, Any] = {"events": n, "batch_events": batch_events, "batch_messages": batch, "rounds": rounds}
     for wire in WIRE_FORMATS:
         out[wire] = {
             "decode_us_per_event": round(1e6 * best[wire] / n, 3),
             "parse_only_us_per_event": round(1e6 * parse[wire] / n, 3),
+            "sdk_encode_us_per_event": round(1e6 * encode[wire] / n, 3),
             "bytes_per_event": round(sum(len(m.value) for m in msgs[wire]) / n, 1),
         }
     out["arrow_vs_json_decode"] = round(best["arrow"] / best["json"], 3)

@@ -58,6 +58,7 @@ _UNION_TYPE = pa.dense_union([pa.field(name, t) for name, t in UNION_CHILDREN])
 _NO_DICTIONARY = frozenset({"event_id"})
 """String columns sent plain: their values are all different (dictionary encoding would only add an index)."""
 _INT64 = (-(2**63), 2**63 - 1)
+_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 
 
 def kind_of(batch_type: str) -> EventKind:
@@ -81,10 +82,9 @@ def column(values: Sequence[Any], name: str = "") -> pa.Array:
     if not types:
         return pa.nulls(len(values))
     if types == {str}:
-        arr = pa.array(values, pa.string())
         if name not in _NO_DICTIONARY and 2 * len(set(values)) <= len(values):
-            return arr.dictionary_encode()
-        return arr
+            return pa.array(values, _DICTIONARY)
+        return pa.array(values, pa.string())
     if types == {bool}:
         return pa.array(values, pa.bool_())
     if types == {int}:
