@@ -697,3 +697,35 @@ def test_a_calibration_in_progress_does_not_hold_up_the_workers_exit():
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert time.monotonic() - t0 < 20
+
+
+def test_a_checkpoint_is_a_warning_only_when_it_stalls_the_loop_or_falls_behind_its_interval(caplog):
+    """A checkpoint whose encoding and write (on a thread, beside the batches) take long but stay within the
+    interval is logged at DEBUG; one slower than its interval is a WARNING (a crash then re-reads more)."""
+
+    class SlowChangelog(MemoryChangelog):
+        delay = 0.0
+
+        async def save(self, partition: int, gen: int, blob: bytes) -> int:
+            await asyncio.sleep(self.delay)
+            return await super().save(partition, gen, blob)
+
+    store = SlowChangelog()
+    h = LabelHook(cfg(), store=store, background=False, snapshot_every=0.5)
+    p, _sink = pipeline(h)
+
+    async def checkpoint(delay: float) -> None:
+        store.delay = delay
+        await p.process([batch_msg("m", int(delay * 1000), 5, int(delay * 1000))])
+        h._dirty.add("m")
+        assert await h.snapshot_if_due(force=True) > 0
+
+    with caplog.at_level("DEBUG", logger="streams.worker.labels"):
+        asyncio.run(checkpoint(0.3))  # within the 0.5 s interval
+        quiet = [r for r in caplog.records if "label-join checkpoint" in r.getMessage()]
+        assert [r.levelname for r in quiet] == ["DEBUG"]
+        caplog.clear()
+        asyncio.run(checkpoint(0.7))  # slower than the interval
+        slow = [r for r in caplog.records if "label-join checkpoint" in r.getMessage()]
+        assert [r.levelname for r in slow] == ["WARNING"]
+    assert h.checkpoints["loop_ms_max"] < 250
