@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal
 
@@ -448,6 +448,8 @@ class Calibration:
     n: int  # labelled rows it was fitted on
     source: str  # where those rows came from (shown on the dashboard)
     accuracy: float = float("nan")  # realized accuracy of the labelled rows (their served class vs truth)
+    # top-label map (see fit_calibration's ``served``): calibrated P(served class) -> P(served class is right)
+    served: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def mapped(self) -> int:
@@ -468,6 +470,12 @@ class Calibration:
         )
         s = out.sum(axis=1, keepdims=True)
         return np.where(s > 0, out / np.where(s > 0, s, 1.0), 1.0 / out.shape[1])
+
+    def served_right(self, calibrated: np.ndarray, pred_idx: np.ndarray) -> np.ndarray:
+        """P(the served class is right) per row, from rows already through :meth:`apply`: the served
+        class's calibrated probability, mapped by :attr:`served` when there is one."""
+        c = calibrated[np.arange(calibrated.shape[0]), pred_idx]
+        return c if self.served is None else np.interp(c, self.served[0], self.served[1])
 
 
 def _proba_rows(
@@ -500,6 +508,7 @@ def fit_calibration(
     source: str = "reference",
     min_rows: int = 100,
     check: bool = False,
+    served: bool = False,
 ) -> Calibration:
     """Fit CBPE's calibration on labelled reference rows (probabilities + true labels).
 
@@ -512,6 +521,13 @@ def fit_calibration(
     left the estimate 5–10 points off, where mapping every class was within 3. Rows without
     finite probabilities, a known served class or a label are left out; fewer
     than ``min_rows`` left raise :class:`ValueError` (the message says how many).
+
+    ``served=True`` adds a top-label map (Gupta & Ramdas, "Top-label calibration", ICLR 2022): an
+    increasing isotonic map from the served class's calibrated probability to whether the served class
+    was right, fitted on the same rows, which the accuracy estimate then uses. Per-class maps cannot
+    describe a model that has become worse than chance (after a concept change flips outcomes, P(class 1)
+    falls as the score rises: the increasing map pools to the mean and the accuracy estimate stays at
+    ≥ 0.5); the served-class map keeps the rows' realized accuracy (isotonic regression keeps the mean).
     """
     classes = tuple(classes)
     lab = normalize_labels(labels)
@@ -529,8 +545,12 @@ def fit_calibration(
             maps.append(None)
         else:
             maps.append(isotonic_fit(p[:, j], truth.astype(np.float64)))
-    served = np.asarray(classes, dtype=object)[pred_idx]
-    return Calibration(classes, tuple(maps), int(p.shape[0]), source, float(np.mean(served == lab)))
+    right = np.asarray(classes, dtype=object)[pred_idx] == lab
+    cal = Calibration(classes, tuple(maps), int(p.shape[0]), source, float(np.mean(right)))
+    if not served:
+        return cal
+    c = cal.served_right(cal.apply(p), pred_idx)
+    return replace(cal, served=isotonic_fit(c, right.astype(np.float64)))
 
 
 def reference_calibration(reference: Reference | None, min_rows: int = 200) -> Calibration | str:
@@ -614,7 +634,8 @@ class CBPE:
         with np.errstate(divide="ignore", invalid="ignore"):
             ent = -np.where(proba > 0, proba * np.log(np.clip(proba, _EPS, 1.0)), 0.0).sum(axis=1)
         out["log_loss"] = float(ent.mean())
-        c = proba[np.arange(n), pred_idx]
+        c = self._right(proba, pred_idx)
+        out["accuracy"] = float(c.mean())  # the trace of `expected` / n, or the top-label map's
         std = float(np.sqrt(np.sum(c * (1 - c))) / n)
         out["accuracy_std"] = std
         out["accuracy_lower"] = max(0.0, out["accuracy"] - 3 * std)
@@ -630,7 +651,13 @@ class CBPE:
         if not p.shape[0]:
             return 0.0, 0
         p = self.calibrate(p, classes)
-        return float(p[np.arange(p.shape[0]), pred_idx].sum()), int(p.shape[0])
+        return float(self._right(p, pred_idx).sum()), int(p.shape[0])
+
+    def _right(self, calibrated: np.ndarray, pred_idx: np.ndarray) -> np.ndarray:
+        """P(the served class is right) per calibrated row (:meth:`Calibration.served_right`)."""
+        if self.calibration is None:
+            return calibrated[np.arange(calibrated.shape[0]), pred_idx]
+        return self.calibration.served_right(calibrated, pred_idx)
 
 
 @dataclass
@@ -655,8 +682,15 @@ class CalibrationCollector:
     calibration no longer holds: the collector starts again from the batch
     that showed it (:attr:`recalibrations` counts it, :attr:`drift_note` says
     why), so CBPE is "not calibrated" until ``min_rows`` new labels are in and
-    then calibrated on labels of the new concept. ``drift_z=None`` keeps the
-    first calibration for good (NannyML's behaviour).
+    then calibrated on labels of the new concept — with the top-label map
+    (:func:`fit_calibration`'s ``served``), since a concept change can make the
+    model worse than chance, which per-class increasing maps cannot describe.
+    Every recalibration is tested the same way on the labels after it. When one
+    stops holding before it held on ``min_rows`` labels it was not fitted on,
+    the estimator knows its calibrations do not last (the concept moves faster
+    than labels come): :attr:`unstable`, "not calibrated" with that reason,
+    until the current recalibration has held on ``min_rows`` new labels.
+    ``drift_z=None`` keeps the first calibration for good (NannyML's behaviour).
 
     ``rolling=True`` keeps the *most recent* ``size`` labelled rows instead, and
     refits once a tenth of them (at least ``min_rows``) are new: the calibration
@@ -683,7 +717,8 @@ class CalibrationCollector:
     recalibrations: int = 0
     drift_note: str | None = None  # why the last recalibration started
     last_z: float = float("nan")  # the largest |z| of the last test (signed)
-    unstable: bool = False  # a recalibration stopped holding before it was complete: no estimate
+    unstable: bool = False  # recalibrations stop holding before they held on min_rows new labels: no estimate
+    _held: int = 0  # rows the last calibration that stopped holding had held on before (its test's batches)
 
     @property
     def full(self) -> bool:
@@ -705,12 +740,19 @@ class CalibrationCollector:
         if self.drift_z is not None and (self.full or self.recalibrations) and self.n >= self.min_rows:
             was_full = self.full
             if self._holds(proba, labels, pred_label):
-                self.unstable = not was_full  # the new calibration failed before it was even complete
+                # a recalibration that stopped holding before it held on min_rows new labels: calibrations
+                # do not last here (the concept moves faster than labels come), so no estimate until one does
+                self.unstable = self.recalibrations > 1 and self._held < self.min_rows
                 if self.unstable:
-                    self.error = self.drift_note
-            elif was_full:
-                self.unstable = False
-                return
+                    self.error = (
+                        f"{self.drift_note}; the previous recalibration held on only {self._held} new labels: "
+                        f"no estimate until a recalibration holds on {self.min_rows}"
+                    )
+            else:
+                if sum(t[2] for t in self._tests) >= self.min_rows:
+                    self.unstable = False  # the current calibration held on min_rows labels it was not fitted on
+                if was_full:
+                    return
         elif self.full:
             return
         got = self._rows(proba, labels, pred_label, self.size - self.n)
@@ -761,7 +803,7 @@ class CalibrationCollector:
     def _holds(self, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None) -> bool:
         """Test the full calibration on joined rows after it; True when it stopped holding (the
         collector was reset and the caller collects these rows as the first of the new calibration)."""
-        cal = self.calibration()
+        cal = self._fit()  # also while unstable: a recalibration that holds ends it
         if cal is None or self.drift_z is None:  # drift_z=None: the calibration is never tested
             return False
         stat = calibration_residuals(cal, proba, labels, pred_label)
@@ -788,13 +830,19 @@ class CalibrationCollector:
             f"{self.drift_z:g}); recalibrating on the labels since"
         )
         self.recalibrations += 1
+        self._held = sum(t[2] for t in self._tests[:-1])
         self.n, self._fitted, self._fitted_n, self.error = 0, None, 0, None
         self._proba, self._label, self._pred, self._tests = [], [], [], []
         return True
 
     def calibration(self) -> Calibration | None:
-        """The calibration of the rows so far (refitted when they grew by half, or filled up)."""
-        if self.n < self.min_rows or (self.unstable and not self.full):
+        """The calibration of the rows so far (refitted when they grew by half, or filled up); None before
+        ``min_rows`` and while :attr:`unstable`. After a recalibration it carries the top-label map
+        (:func:`fit_calibration`'s ``served``): the concept changed, the per-class maps alone may not hold."""
+        return None if self.unstable else self._fit()
+
+    def _fit(self) -> Calibration | None:
+        if self.n < self.min_rows:
             return None
         if self.rolling:
             if self._fitted is not None and self._new < max(self.min_rows, self.size // 10):
@@ -813,7 +861,9 @@ class CalibrationCollector:
         else:
             what = f"{self.n} joined labels after recalibration {self.recalibrations}"
         try:
-            self._fitted = fit_calibration(proba, lab, self.classes, pred, min_rows=self.min_rows, source=what)
+            self._fitted = fit_calibration(
+                proba, lab, self.classes, pred, min_rows=self.min_rows, source=what, served=self.recalibrations > 0
+            )
             self.error = None
         except ValueError as e:
             self.error = str(e)
@@ -837,6 +887,7 @@ class CalibrationCollector:
             "recalibrations": self.recalibrations,
             "drift_note": self.drift_note,
             "unstable": self.unstable,
+            "held": self._held,
         }
         arrays = {"tests": np.asarray(self._tests, dtype=np.float64).reshape(-1, 3)} if self._tests else {}
         if not self.n:
@@ -857,6 +908,7 @@ class CalibrationCollector:
             col.recalibrations = int(scalars["recalibrations"])
             col.drift_note = scalars["drift_note"]
             col.unstable = bool(scalars["unstable"])
+            col._held = int(scalars.get("held", 0))
             col.rolling, col._new = bool(scalars.get("rolling", False)), int(scalars.get("new", 0))
         if "tests" in arrays:
             col._tests = [(float(u), float(v), int(n)) for u, v, n in np.asarray(arrays["tests"]).tolist()]
@@ -883,7 +935,7 @@ def calibration_residuals(
         return None
     p, pred_idx, lab = cal.apply(p[has]), pred_idx[has], lab[has]
     eps = 0.5 / max(cal.n, 1)
-    c = np.clip(p[np.arange(p.shape[0]), pred_idx], eps, 1 - eps)
+    c = np.clip(cal.served_right(p, pred_idx), eps, 1 - eps)
     r = (np.asarray(cal.classes, dtype=object)[pred_idx] == lab).astype(np.float64)
     return float(np.sum(r - c)), float(np.sum(c * (1 - c))), int(c.shape[0])
 

@@ -430,3 +430,82 @@ def test_rolling_calibration_follows_the_most_recent_labels():
 def _split(rows, classes):
     p, lab, pred = rows
     return p, classes, lab, pred
+
+
+def test_top_label_map_matches_sklearn_and_keeps_a_worse_than_chance_model_s_accuracy():
+    """``served=True``: the map is scikit-learn's isotonic fit of "the served class was right" on the served
+    class's calibrated probability; on a model whose outcomes reversed (P(1 | s) = 1 - s², realized ~0.25)
+    the per-class map pools to the mean and estimates 0.5, the top-label map the realized accuracy."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from detectors.performance import fit_calibration
+
+    rng = np.random.default_rng(31)
+    classes = ("0", "1")
+    p, lab, pred = _binary_rows(rng, 3000, flip_above=0.0)  # every outcome reversed
+    plain = fit_calibration(p, lab, classes, pred)
+    top = fit_calibration(p, lab, classes, pred, served=True)
+    assert plain.served is None and top.served is not None
+    c = plain.apply(p)[np.arange(len(p)), (pred == "1").astype(int)]
+    right = (pred == lab).astype(float)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(c, right)
+    grid = np.linspace(0.0, 1.0, 101)
+    np.testing.assert_allclose(np.interp(grid, *top.served), iso.predict(grid), atol=1e-12)
+    # in sample, isotonic regression keeps the mean: the estimate is the rows' realized accuracy (numpy)
+    assert CBPE(top).estimate(p, classes, pred)["accuracy"] == pytest.approx(right.mean(), abs=1e-9)
+    q, qlab, qpred = _binary_rows(rng, 5000, flip_above=0.0)
+    realized = float(np.mean(qpred == qlab))
+    est = CBPE(top).estimate(q, classes, qpred)
+    assert realized < 0.3 and abs(est["accuracy"] - realized) < 0.02
+    assert CBPE(plain).estimate(q, classes, qpred)["accuracy"] > 0.45
+    # the band, the expected correct count and the calibration test use the same per-row probability
+    cq = np.interp(plain.apply(q)[np.arange(len(q)), (qpred == "1").astype(int)], *top.served)
+    assert est["accuracy_std"] == pytest.approx(np.sqrt(np.sum(cq * (1 - cq))) / len(q))
+    assert CBPE(top).expected_correct(q, classes, qpred)[0] == pytest.approx(cq.sum())
+
+
+def test_recalibration_follows_a_model_that_became_worse_than_chance():
+    """After the first calibration stops holding, the recalibration carries the top-label map: it holds on
+    the reversed concept (no second recalibration, no 'not calibrated') and estimates its accuracy."""
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(32)
+    classes = ("0", "1")
+    col = CalibrationCollector(size=2000, min_rows=200)
+    for _ in range(5):
+        col.add(*_split(_binary_rows(rng, 500), classes))
+    assert col.calibration().served is None  # the first calibration: per-class maps only (as NannyML)
+    for _ in range(10):
+        col.add(*_split(_binary_rows(rng, 250, flip_above=0.0), classes))
+    cal = col.calibration()
+    assert col.recalibrations == 1 and not col.unstable and cal is not None and cal.served is not None
+    p, lab, pred = _binary_rows(rng, 5000, flip_above=0.0)
+    assert abs(CBPE(cal).estimate(p, classes, pred)["accuracy"] - float(np.mean(pred == lab))) < 0.03
+
+
+def test_unstable_calibration_ends_when_a_recalibration_holds():
+    """Two recalibrations in a row, the second before the first held on min_rows new labels: 'not calibrated'
+    (calibration() is None, the reason says so); once the concept settles and the current recalibration holds
+    on min_rows new labels, estimates come back — without waiting for the collector to fill."""
+    from detectors.performance import CalibrationCollector
+
+    rng = np.random.default_rng(33)
+    classes = ("0", "1")
+    col = CalibrationCollector(size=5000, min_rows=200)
+    for _ in range(10):
+        col.add(*_split(_binary_rows(rng, 500), classes))
+    for k in range(4):  # the concept flips every batch
+        col.add(*_split(_binary_rows(rng, 300, flip_above=0.0 if k % 2 == 0 else None), classes))
+    assert col.recalibrations >= 2 and col.unstable and col.calibration() is None
+    assert "held on only" in col.error
+    n_recal = col.recalibrations
+    for _ in range(3):  # it settles on the reversed concept
+        col.add(*_split(_binary_rows(rng, 300, flip_above=0.0), classes))
+    # one more break at most (the batch that starts the settled concept), then it holds
+    assert col.recalibrations <= n_recal + 1 and not col.unstable and not col.full
+    cal = col.calibration()
+    assert cal is not None and cal.served is not None
+    p, lab, pred = _binary_rows(rng, 5000, flip_above=0.0)
+    assert abs(CBPE(cal).estimate(p, classes, pred)["accuracy"] - float(np.mean(pred == lab))) < 0.03
+    back = CalibrationCollector.from_state(*col.state())
+    assert (back._held, back.unstable) == (col._held, col.unstable)
