@@ -1111,8 +1111,11 @@ class Pipeline:
         }
         if duration > 0:
             fields[F_EVENTS_PER_S] = w.n / duration
-        w.calibration = self._calibration(model, key, reference)
+        # the label hook first: it attributes the labels joined since its last timer tick, so CBPE's calibration
+        # of this window uses every label joined before the window closed (taken before, it missed up to a
+        # second's labels)
         labelled = self.label_hook.on_window(key, w) if self.label_hook is not None and model.shards == 1 else None
+        w.calibration = self._calibration(model, key, reference)
         if cfg.rolling:
             release = state.prev_holds
             state.prev_holds = w.holds
