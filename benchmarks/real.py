@@ -808,8 +808,10 @@ CBPE_NOTE = (
     "NannyML's CBPE is fitted once on the reference (the first reference_first_n rows with their labels) and "
     "never recalibrated. driftwatch's default CBPE calibrates on the model's first performance.calibration_rows "
     "joined labels (the same rows: the label join holds them from the first prediction), tests that calibration "
-    "on every later label and recalibrates on the labels since when it stops holding (|z| > 5); while a "
-    "recalibration is incomplete and fails again it writes 'not calibrated' and no value. Its MAE is over the "
+    "on every later label and recalibrates on the labels since when it stops holding (|z| > 5), with a top-label "
+    "map (P(served class right | its calibrated probability)) besides the per-class maps; when a recalibration "
+    "stops holding before it held on min_calibration_rows new labels it writes 'not calibrated' and no value "
+    "until one holds. Its MAE is over the "
     "windows with an estimate (windows of windows_evaluated); NannyML's MAE is over all evaluated windows, "
     "and mae_same_windows_as_driftwatch over driftwatch's. Labels arrive one window late, so no estimator that "
     "learns from labels sees a concept change in the two windows after it. The check compares with both."
@@ -928,6 +930,10 @@ def stream_report(
                 if v.get("value") is not None and np.isfinite(float(v["value"]))
             }
             perf["driftwatch_cbpe"] = cbpe_summary(s, est, realized)
+            # [window, estimate (None: not calibrated or missing), realized]: where the error comes from
+            perf["driftwatch_cbpe"]["per_window"] = [
+                [k, None if k not in est else round(est[k], 4), round(realized[k], 4)] for k in evaluated_ks
+            ]
             notes = sorted(
                 {
                     str(v.get("note") or v.get("status"))
