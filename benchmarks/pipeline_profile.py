@@ -61,12 +61,13 @@ class NullDeadLetters:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from streams.settings import Settings
-    from streams.worker.decode import RawMessage
+    from streams.worker.decode import RawMessage, content_type
     from streams.worker.monitors import parse_monitors
     from streams.worker.pipeline import Pipeline
 
     models = balanced_model_ids(args.models, 4)
-    tr = Traffic(models=models, events=args.events, batch_events=args.batch_events)
+    tr = Traffic(models=models, events=args.events, batch_events=args.batch_events, wire=args.wire)
+    ct = content_type(tr.headers)
     extra = (
         {}
         if args.summary_min_events is None
@@ -82,7 +83,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         part = models.index(key.decode()) % 4
         off = offsets.get(key, 0)
         offsets[key] = off + 1
-        msgs.append(RawMessage(value, key, "bench", part * 100 + models.index(key.decode()), off, now_ms))
+        msgs.append(RawMessage(value, key, "bench", part * 100 + models.index(key.decode()), off, now_ms, ct))
     sink = NullSink()
     rss0 = round(procstats.rss_mb(os.getpid()), 1)  # the traffic itself is in memory here
     kw: dict[str, Any] = {}
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=int, default=8)
     p.add_argument("--window", type=int, default=5000)
     p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--wire", choices=("json", "arrow"), default="json", help="the traffic's wire format")
     p.add_argument("--reference", type=int, default=None, help="first_n reference size (default: --window)")
     p.add_argument(
         "--summary-min-events",
