@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from detectors.errors import InvalidInputError
 from streams.wire.contract import INFERENCE, LABEL, R_EMPTY, R_INVALID_ARROW, R_NON_FINITE, R_SCHEMA
 
 
-class ArrowPayloadError(ValueError):
+class ArrowPayloadError(InvalidInputError):
     """The message is not a usable Arrow batch: ``reason`` is a dead-letter reason, the text says why.
 
     ``n_events``: the events it carried (its rows, once the stream could be read; else 1);
