@@ -39,6 +39,8 @@ the partitions). The settings that matter, and why:
   every later join is answered with that departed leader, nobody can sync, and the
   whole group consumes nothing until the broker restarts. A member that just stops
   heartbeating is dropped properly, leader included. See docs/scale-out.md.
+* Faust's "has not sent fetch request for TP since start" check counts from the
+  last assignment, not from the consumer's start (:meth:`_Consumer.on_partitions_assigned`).
 * no tables, ``store="memory://"``: the worker's state is rebuilt from the
   committed offset plus the checkpoints in InfluxDB (see :mod:`streams.worker.pipeline`).
 """
@@ -46,6 +48,7 @@ the partitions). The settings that matter, and why:
 from __future__ import annotations
 
 import ssl
+import time
 
 import faust
 from faust.transport.drivers import aiokafka as _driver
@@ -146,6 +149,11 @@ class _Consumer(_driver.Consumer):
 
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
         self.revoking.clear()
+        # Faust's "Aiokafka has not sent fetch request for TP since start" counted from the consumer's start, but
+        # aiokafka keeps fetch times per assignment, empty until its first fetch answers: right after every
+        # rebalance a worker older than stream_processing_timeout could log that ERROR for partitions fetched a
+        # moment later. Its "since start" is since the assignment now: the ERROR means a partition not fetched.
+        self._thread.time_started = time.monotonic()
         await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_consumer_thread(self):
