@@ -120,6 +120,38 @@ def log_band(values: np.ndarray, multiplier: float) -> float | None:
     return float(np.exp(lv.mean() + multiplier * lv.std()))
 
 
+def prediction_multiplier(level: float, n: int) -> float:
+    """k of a one-sided normal *prediction* band from ``n`` values: ``t.isf(level, n - 1) · sqrt(1 + 1/n)``.
+
+    A band ``mean + k·sd`` (sd with ddof 1) of ``n`` values holds the next value drawn from their
+    normal distribution with probability ``1 - level`` exactly; ``multiplier_for_level`` (the normal
+    quantile) assumes mean and sd known and, from the 5–20 past windows a rolling reference has early
+    on, alarms several times more often than ``level`` (with 7 values at level 0.01: 2.33 vs 3.36).
+    Tends to :func:`multiplier_for_level` as ``n`` grows (50 values: +5 %).
+    """
+    if n < 2:
+        raise ValueError(f"a prediction band needs at least 2 values, got {n}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(stats.t.isf(level, n - 1) * math.sqrt(1.0 + 1.0 / n))
+
+
+def log_prediction_band(values: np.ndarray, level: float) -> float | None:
+    """Upper end of the one-sided prediction band at ``level`` of the logs of the positive finite ``values``.
+
+    ``exp(mean + prediction_multiplier(level, n) · sd)`` of the logs (sd ddof 1): the effect a new
+    chunk or window exceeds with probability ``level`` when the effects are log-normal, whatever their
+    count — the band :func:`log_band` gives with k from the level, corrected for having estimated mean
+    and sd from ``n`` values. None with fewer than two positive values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size < 2:
+        return None
+    lv = np.log(v)
+    return float(np.exp(lv.mean() + prediction_multiplier(level, int(v.size)) * lv.std(ddof=1)))
+
+
 def statistic_max(test: str, n_ref: int, n_cur: int) -> float:
     """The largest value ``test``'s statistic can take at these sample sizes (complete separation).
 
@@ -248,6 +280,7 @@ class ChunkValues:
     wasserstein: dict[str, np.ndarray]
     ratio: dict[str, np.ndarray]  # statistic / its median under no drift at the chunk's sizes
     effect: dict[str, np.ndarray] | None = None  # each chunk's own effect size (successive windows), else None
+    sd_floor: dict[str, float] | None = None  # successive windows: the smallest sd an effect is divided by
 
     def band(self, name: str, value: str, multiplier: float) -> Band:
         """Upper band (mean + k·sd) of one feature's chunk ``value`` ("statistic", "psi", ...)."""
@@ -259,7 +292,7 @@ class ChunkValues:
         Successive windows (:func:`successive_values`) carry their own, each against its predecessor's sd.
         """
         if self.effect is not None and name in self.effect:
-            return self.effect[name]
+            return self.effect[name]  # already divided by max(predecessor's sd, sd_floor)
         if kind == "numeric":
             return self.wasserstein[name] / (ref_std if ref_std > 0 else 1e-3)
         return self.js[name] * LN2_SQRT
@@ -395,6 +428,7 @@ def successive_values(
         k: {n: np.full(n_pairs, np.nan) for n in num + cat}
         for k in ("statistic", "psi", "js", "wasserstein", "ratio", "effect")
     }
+    floors = {n: successive_sd_floor([w.numeric[n] for w in windows if n in w.numeric]) for n in num}
     for j in range(n_pairs):
         prev, cur = windows[j], windows[j + 1]
         rs, cs, ok = [], [], []
@@ -416,7 +450,8 @@ def successive_values(
                 out["statistic"][n][j], out["psi"][n][j], out["js"][n][j] = st[k], blk.psi[k], blk.js[k]
                 out["wasserstein"][n][j] = blk.wasserstein[k]
                 out["ratio"][n][j] = st[k] / med[k] if med[k] > 0 else np.nan
-                out["effect"][n][j] = effect_size("numeric", float(blk.wasserstein[k]), 0.0, float(np.std(rs[k])))
+                scale = max(float(np.std(rs[k])), floors[n])
+                out["effect"][n][j] = effect_size("numeric", float(blk.wasserstein[k]), 0.0, scale)
         for n in cat:
             if n not in prev.categorical or n not in cur.categorical:
                 continue
@@ -436,8 +471,34 @@ def successive_values(
             out["effect"][n][j] = float(js_c[0]) * LN2_SQRT
     size = int(round(float(np.mean([len(w) for w in windows[1:]])))) if n_pairs else 0
     return ChunkValues(
-        size, n_pairs, out["statistic"], out["psi"], out["js"], out["wasserstein"], out["ratio"], out["effect"]
+        size, n_pairs, out["statistic"], out["psi"], out["js"], out["wasserstein"], out["ratio"], out["effect"], floors
     )
+
+
+SD_FLOOR_QUANTILE = 0.1
+"""A rolling reference's effect divides by the predecessor's sd, but never by less than this quantile of
+the sds of the windows in its history (:func:`successive_sd_floor`)."""
+
+
+def successive_sd_floor(windows: Sequence[np.ndarray]) -> float:
+    """The smallest sd a successive window's effect size is divided by: the :data:`SD_FLOOR_QUANTILE`
+    quantile of the windows' own sds (finite values; 0.0 without any).
+
+    Against a rolling reference the effect is Wasserstein / the *previous* window's sd. A window that
+    happens to be flat — a sensor at its resolution, a stuck value, a calm week of a price — has an sd
+    near 0 (Evidently's guard: 1e-3), and the next window's ordinary step then scores tens or hundreds
+    of sds (bench real's occupancy_2: a temperature step of 0.09 after a constant window scored 104
+    against a band of 18). A flat window says nothing about how much the series moves; the sds the
+    series usually shows do. Floored at the 10 % quantile, a calm window still counts as calm (a
+    crash after a quiet fortnight is still many sds: bitcoin_2), a constant one no longer as 0.
+    """
+    sds = []
+    for w in windows:
+        v = np.asarray(w, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size >= 2:
+            sds.append(float(v.std()))
+    return float(np.quantile(sds, SD_FLOOR_QUANTILE)) if sds else 0.0
 
 
 def chunk_size_key(m: int) -> int:
@@ -553,8 +614,8 @@ def drift_verdicts(
 
     ``p_threshold``/``p_reject``: the corrected p-value bar and its verdicts
     (:func:`detectors.correction.correct`), used by ``p_value``. ``both`` also
-    requires the effect above the chunks' effect band (:meth:`ChunkValues.effects`,
-    :func:`log_band` with the same k); where the statistic's band reaches
+    requires the effect above the chunks' effect band (:meth:`ChunkValues.effects`;
+    :func:`log_prediction_band` at the per-feature level, :func:`log_band` with ``sd_multiplier`` when set); where the statistic's band reaches
     :func:`statistic_max` the verdict is judged on the effect against that band
     (``judged="effect"``, a note says why). The chunk band
     (``sd_multiplier`` unset) is ``inflation × null_quantile(level / n)``: the
@@ -586,6 +647,8 @@ def drift_verdicts(
     for i, (name, kind) in enumerate(zip(names, kinds)):
         floor = t.numeric_floor if kind == "numeric" else t.categorical_floor
         ref_std = float(np.std(reference.numeric[name].values)) if kind == "numeric" else 0.0
+        if chunks is not None and chunks.sd_floor is not None and kind == "numeric":
+            ref_std = max(ref_std, chunks.sd_floor.get(name, 0.0))  # a rolling reference's flat predecessor
         eff = effect_size(kind, wasserstein[i], float(js[i]), ref_std)
         if method == "p_value":
             out.append(
@@ -599,11 +662,12 @@ def drift_verdicts(
             continue
         upper = eff_upper = None
         if chunks is not None:
-            k = float(t.sd_multiplier) if t.sd_multiplier is not None else multiplier_for_level(per_test)
-            eff_upper = log_band(chunks.effects(name, kind, ref_std), k)
+            effects = chunks.effects(name, kind, ref_std)
             if t.sd_multiplier is not None:
+                eff_upper = log_band(effects, float(t.sd_multiplier))
                 upper = chunks.band(name, "statistic", float(t.sd_multiplier)).upper
-            else:
+            else:  # a prediction band: the chunks estimate the effects' mean and sd (few of them early on)
+                eff_upper = log_prediction_band(effects, per_test)
                 c = chunks.inflation(name)
                 if math.isfinite(c):
                     upper = c * _critical(

@@ -55,7 +55,9 @@ def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after
     c = real.windows_summary(long, clear)
     assert c["false_alarms"] == 1 and c["delay_windows"] == 0 and c["found_change"]
     noisy = real.windows_summary(long, {k: k % 10 != 4 for k in range(3, 30)})  # 90 % of windows, both sides
-    assert noisy["delay_windows"] == 0 and not noisy["found_change"]
+    # flagged since window 15, before the change (window 20): no detection there; the next onset is window 25
+    assert noisy["delay_windows"] == 5 and noisy["first_alarm_after_change_windows"] == 0
+    assert noisy["alarming_since_before_change"] and not noisy["found_change"]
     from scipy.stats import fisher_exact
 
     assert fisher_exact([[9, 1], [1, 16]], alternative="greater").pvalue < 0.05
@@ -65,6 +67,20 @@ def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after
     )
     undocumented = real.windows_summary(_stream(changes=None), alarms)
     assert undocumented["false_alarms"] is None and undocumented["alarms"] == 3
+
+
+def test_a_verdict_that_stays_on_across_the_change_is_no_detection_of_it():
+    s = _stream(n=1500, changes=(1000,))  # windows 3..14; window 10 holds the change
+    on_before = {k: k >= 8 for k in range(3, 15)}  # turns on two windows early and stays on
+    m = real.windows_summary(s, on_before)
+    assert m["false_alarms"] == 2 and m["delay_windows"] is None and not m["detected"]
+    assert m["alarming_since_before_change"] and m["first_alarm_after_change_windows"] == 0
+    turns_on = real.windows_summary(s, {k: k == 5 or k >= 10 for k in range(3, 15)})  # quiet just before
+    assert turns_on["delay_windows"] == 0 and turns_on["delay_events"] == 100 and turns_on["found_change"]
+    assert not turns_on["alarming_since_before_change"]
+    relapse = real.windows_summary(s, {k: k in (9, 10, 12, 13, 14) for k in range(3, 15)})
+    assert relapse["delay_windows"] == 2 and relapse["alarming_since_before_change"]
+    assert real.alarm_onsets({3: True, 4: True, 5: False, 6: True}, 3) == [3, 6]  # the first window: an onset
 
 
 def test_windows_outside_the_reference_range_are_counted_apart():

@@ -199,6 +199,12 @@ def _random_walk(rng, n):
     return np.cumsum(rng.normal(size=n))
 
 
+def _t_band(effects: list[float], level: float) -> float:
+    """The one-sided normal prediction band of the effects' logs, by hand (Student's t, sd with ddof 1)."""
+    lv, n = np.log(effects), len(effects)
+    return float(np.exp(lv.mean() + stats.t.isf(level, n - 1) * np.sqrt(1 + 1 / n) * lv.std(ddof=1)))
+
+
 def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
     # a random walk: chunks of 10 of an 80-row reference are far from the rest, their KS statistics run
     # near 1, and the inflated critical value is above 1 — the statistic could never cross it.
@@ -218,8 +224,7 @@ def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
         c = x[j * 10 : (j + 1) * 10]
         rest = np.r_[x[: j * 10], x[(j + 1) * 10 :]]
         effects.append(stats.wasserstein_distance(c, rest) / sd)
-    k = multiplier_for_level(0.01)
-    assert v.effect_band == pytest.approx(np.exp(np.mean(np.log(effects)) + k * np.std(np.log(effects))), rel=1e-9)
+    assert v.effect_band == pytest.approx(_t_band(effects, 0.01), rel=1e-9)
     assert v.upper == pytest.approx(v.effect_band)
     assert v.effect == pytest.approx(stats.wasserstein_distance(far[:, 0], x) / sd, rel=1e-9)
     assert r_far.drift and not r_in.drift
@@ -275,7 +280,8 @@ def test_successive_windows_match_scipy_window_against_its_predecessor():
         assert cv.statistic["x"][j] == pytest.approx(stats.ks_2samp(cur, prev).statistic, abs=1e-12)
         w = stats.wasserstein_distance(cur, prev)
         assert cv.wasserstein["x"][j] == pytest.approx(w, rel=1e-9)
-        assert cv.effects("x", "numeric", 123.0)[j] == pytest.approx(w / prev.std(), rel=1e-9)  # predecessor's sd
+        floor = np.quantile([x.std() for x in xs], 0.1)  # the predecessor's sd, floored (the next test)
+        assert cv.effects("x", "numeric", 123.0)[j] == pytest.approx(w / max(prev.std(), floor), rel=1e-9)
         assert cv.ratio["x"][j] == pytest.approx(cv.statistic["x"][j] / stats.kstwo.median(6), rel=1e-9)
         cats = sorted(set(cs[j]) | set(cs[j + 1]))
         table = np.array([[np.sum(cs[j] == k) for k in cats], [np.sum(cs[j + 1] == k) for k in cats]])
@@ -297,10 +303,61 @@ def test_a_rolling_reference_is_judged_against_the_series_own_window_to_window_m
     jump = univariate_drift(_frame({"x": windows[39].max() + 12 * sd + rng.normal(scale=sd, size=10)}), ref, spec)
     v = jump.feature("x").verdict
     assert v.method == "both" and not quiet.drift and jump.drift
-    effects = [stats.wasserstein_distance(windows[j + 1], windows[j]) / windows[j].std() for j in range(39)]
-    k = multiplier_for_level(0.01)
-    assert v.effect_band == pytest.approx(np.exp(np.mean(np.log(effects)) + k * np.std(np.log(effects))), rel=1e-9)
+    floor = np.quantile([w.std() for w in windows[:40]], 0.1)
+    effects = [stats.wasserstein_distance(windows[j + 1], windows[j]) / max(windows[j].std(), floor) for j in range(39)]
+    assert v.effect_band == pytest.approx(_t_band(effects, 0.01), rel=1e-9)
     # with fewer than min_chunks successive windows: significant and large, and the note says why
     few = univariate_drift(_frame({"x": windows[40]}), _rolling_reference(windows[36:40]), spec)
     fv = few.feature("x").verdict
     assert fv.method == "p_and_effect" and "rolling reference's history holds 3" in fv.note
+
+
+def test_prediction_band_holds_its_level_for_a_new_value_from_few_values():
+    # independent check: simulate n log-normal effects and one more; the new one exceeds the band at the level
+    from detectors.thresholds import log_prediction_band, prediction_multiplier
+
+    rng = np.random.default_rng(21)
+    for n, level in ((6, 0.01), (12, 0.0025), (40, 0.01)):
+        logs = rng.normal(size=(200_000, n + 1))
+        m, s = logs[:, :n].mean(1), logs[:, :n].std(1, ddof=1)
+        k = prediction_multiplier(level, n)
+        rate = float(np.mean(logs[:, n] > m + k * s))
+        assert rate == pytest.approx(level, abs=4 * np.sqrt(level / 200_000) + 1e-4)
+        z_rate = float(np.mean(logs[:, n] > m + multiplier_for_level(level) * s))
+        assert z_rate > 1.3 * level  # the normal quantile alone alarms too often from few values
+        v = np.exp(logs[0, :n])
+        assert log_prediction_band(v, level) == pytest.approx(
+            np.exp(np.log(v).mean() + stats.t.isf(level, n - 1) * np.sqrt(1 + 1 / n) * np.log(v).std(ddof=1)),
+            rel=1e-12,
+        )
+    assert prediction_multiplier(0.01, 10_000) == pytest.approx(multiplier_for_level(0.01), rel=1e-3)
+    assert log_prediction_band(np.array([1.0, 0.0, np.nan]), 0.01) is None
+
+
+def test_a_flat_predecessor_divides_the_effect_by_the_series_usual_sd_not_by_zero():
+    # a sensor at its resolution: one window constant, the next one step of 0.1 off; against the
+    # predecessor's sd (0: Evidently's 1e-3 guard) the step was 100 sds; the floor is the 10 % quantile
+    # of the history windows' sds
+    from detectors.reference import rolling_history
+    from detectors.thresholds import successive_sd_floor, successive_values
+    from detectors.univariate import univariate_drift
+
+    rng = np.random.default_rng(3)
+    windows = [20 + 0.1 * rng.standard_normal(10).round(1) + 0.05 * j for j in range(30)]
+    windows[28] = np.full(10, 21.5)
+    ref = _rolling_reference(windows)
+    cv = successive_values(ref, rolling_history(ref), ["x"], "ks")
+    floor = float(np.quantile([w.std() for w in windows], 0.1))
+    assert successive_sd_floor(windows) == pytest.approx(floor, rel=1e-12) and floor > 0
+    w = stats.wasserstein_distance(windows[29], windows[28])
+    assert cv.effects("x", "numeric", 1.0)[28] == pytest.approx(w / floor, rel=1e-9)  # not w / 1e-3
+    for j in (0, 5):  # an ordinary predecessor keeps its own sd
+        sd = max(windows[j].std(), floor)
+        assert cv.effects("x", "numeric", 1.0)[j] == pytest.approx(
+            stats.wasserstein_distance(windows[j + 1], windows[j]) / sd, rel=1e-9
+        )
+    step = windows[28] + 0.1  # the next window, one resolution step up
+    v = univariate_drift(_frame({"x": step}), _rolling_reference(windows[:29]), DriftSpec(p_val=0.01))
+    fv = v.feature("x").verdict
+    floor29 = float(np.quantile([x.std() for x in windows[:29]], 0.1))
+    assert fv.effect == pytest.approx(0.1 / floor29, rel=1e-9) and fv.effect < 100
