@@ -16,8 +16,8 @@ other ways to judge a window statistic, both available for every statistic:
   in, which biases the chunk values low and the band too narrow: a window is
   never part of the reference it is compared with).
 * **effect band**: the same chunks' effect sizes (below), each chunk against the
-  rest; ``both`` also requires the window's effect above their log-normal band
-  (:func:`log_band`), so a window must move the distribution more than the
+  rest; ``both`` also requires the window's effect above the upper end of their
+  log-normal prediction band (:func:`log_prediction_band`), so a window must move the distribution more than the
   reference moves between its own chunks. Where the statistic's band is at or
   above the largest value the statistic can take (:func:`statistic_max`: KS
   D = 1 — ten values of a random walk against 70 others are often wholly apart),
@@ -754,7 +754,7 @@ def describe(spec: DriftSpec, n_features: int, window: str = "a window", rolling
     if rolling_history:
         fallback = fallback.replace("such chunks in the reference", "past windows (the first windows, after a restart)")
     eff_band = (
-        "the effect size is above the log-normal band of the same effect on those chunks (each against "
+        "the effect size is above the log-normal prediction band of the same effect on those chunks (each against "
         "the rest of the reference)"
     )
     if rolling_history:  # rolling: the chunks are the past windows, each against the one before it
@@ -765,7 +765,9 @@ def describe(spec: DriftSpec, n_features: int, window: str = "a window", rolling
         )
         band = band.replace(chunks, succ).replace(f"the reference's chunks of {window}'s size, in time order", succ)
         eff_band = eff_band.replace(
-            "those chunks (each against the rest of the reference)", "those windows (each against its predecessor)"
+            "those chunks (each against the rest of the reference)",
+            "those windows (each against its predecessor, over the predecessor's sd or, if less, the 10 % "
+            "quantile of the windows' sds)",
         )
     saturated = (
         f" Where that band reaches the largest value the statistic can take at these sizes (short "
