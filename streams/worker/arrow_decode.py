@@ -94,6 +94,9 @@ def read_batch(value: bytes) -> dict[str, Any]:
 
     try:
         table = pa.ipc.open_stream(value).read_all()
+        # the reader checks the framing only: offsets, dictionary indices and UTF-8 of a corrupted or
+        # hostile message are checked here (else an index past a dictionary's end reaches numpy)
+        table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise ArrowPayloadError(R_INVALID_ARROW, f"not a readable Arrow IPC stream: {e}") from None
     if table.num_rows == 0:
@@ -108,14 +111,18 @@ def read_batch(value: bytes) -> dict[str, Any]:
             doc[name] = int(text) if text.isdigit() else text
         elif name in INFERENCE.keys or name in LABEL.keys:  # other metadata (pandas', a writer's) is not ours
             doc[name] = text
-    names = table.column_names
     try:
+        names = table.column_names
         if len(set(names)) != len(names):
             raise ArrowPayloadError(R_SCHEMA, f"columns {sorted(names)} repeat a name")
-        for name in names:
-            chunks = table.column(name).chunks
+        for i, name in enumerate(names):
+            chunks = table.column(i).chunks
             arr = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
             doc[name] = _read(arr, name, pa)
+    except UnicodeDecodeError:  # a field name (the reader does not check them)
+        raise ArrowPayloadError(R_SCHEMA, "a field name is not UTF-8 text", table.num_rows) from None
+    except pa.ArrowException as e:  # a conversion pyarrow refuses (valid, but not what a batch holds)
+        raise ArrowPayloadError(R_INVALID_ARROW, f"unreadable Arrow column: {e}", table.num_rows) from None
     except ArrowPayloadError as e:  # the message's events and model are known by now
         model = doc.get("model_id")
         raise ArrowPayloadError(e.reason, e.detail, table.num_rows, model if type(model) is str else None) from None
