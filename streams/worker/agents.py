@@ -129,8 +129,14 @@ class Runtime:
         if topics.partials is None:
             return None
         from streams.worker.changelog_store import TopicClient
+        from streams.worker.shards import MAX_PARTIAL_BYTES
 
-        return TopicClient(self.settings, topics.partials.get_topic_name(), name="driftwatch-partials")
+        return TopicClient(
+            self.settings,
+            topics.partials.get_topic_name(),
+            name="driftwatch-partials",
+            max_request_size=MAX_PARTIAL_BYTES + 64 * 1024,
+        )
 
     def background_timer(self, name: str, job: Callable[[], Awaitable[Any]], interval: float = 1.0) -> None:
         """A Faust timer whose tick only *starts* ``job`` as a task, unless the job it started before is still

@@ -71,6 +71,11 @@ class ChangelogError(StorageError):
 
 def ensure_compacted_topic(settings: Settings, name: str, partitions: int) -> str:
     """Create the topic (``partitions`` partitions, ``cleanup.policy=compact``) if missing; returns ``name``."""
+    return ensure_topic(settings, name, partitions, {"cleanup.policy": "compact"})
+
+
+def ensure_topic(settings: Settings, name: str, partitions: int, configs: dict[str, str]) -> str:
+    """Create the topic (``partitions`` partitions, topic ``configs``) if missing; returns ``name``."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -80,7 +85,7 @@ def ensure_compacted_topic(settings: Settings, name: str, partitions: int) -> st
         if name in set(admin.list_topics()):
             return name
         with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
     return name
 
 
@@ -210,12 +215,14 @@ class TopicClient:
         name: str,
         timeout: float = 30.0,
         compression: str | None = None,
+        max_request_size: int = PRODUCER_MAX_REQUEST,
     ) -> None:
         self.settings = settings
         self.topic = topic
         self.name = name
         self.timeout = timeout
         self.compression = compression
+        self.max_request_size = max_request_size
         self._producer: Any = None
 
     def __repr__(self) -> str:
@@ -232,7 +239,7 @@ class TopicClient:
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 acks="all",
                 linger_ms=0,
-                max_request_size=PRODUCER_MAX_REQUEST,
+                max_request_size=self.max_request_size,
                 compression_type=self.compression,
                 client_id=self.name,
                 request_timeout_ms=int(self.timeout * 1000),

@@ -83,11 +83,22 @@ from streams.worker.decode import R_LATE, DeadLetter, Decoded, Decoder, FramePar
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.evaluation import Evaluator, default_evaluator, evaluate_closed
 from streams.worker.monitors import ConfigError, ModelMonitor, MonitorsConfig
-from streams.worker.shards import MergeBuffer, Partial, PartialError, merge_partials, merged_window, partial_of
+from streams.worker.shards import (
+    MAX_PARTIAL_BYTES,
+    MergeBuffer,
+    Partial,
+    PartialError,
+    merge_partials,
+    merged_window,
+    partial_of,
+)
 from streams.worker.window_changelog import Entry, EntryKey, WindowChangelog
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
 
 log = logging.getLogger(__name__)
+
+MAX_WAITING_WINDOWS = 8
+"""A sharded model with more windows than this waiting for partials gets a WARNING naming the missing shards."""
 
 
 class PartitionRevoked(ServiceError):
@@ -1227,6 +1238,11 @@ class Pipeline:
         state.unwritten += 1
         epoch, release = self._epoch, w.holds
         blob = await asyncio.to_thread(lambda: partial_of(key.model_id, key.model_version, key.partition, w).to_bytes())
+        if len(blob) > MAX_PARTIAL_BYTES:  # the broker would refuse it: the model's windows cannot be merged
+            raise ConfigError(
+                f"models[{key.model_id}].window: a partial window of {key.model_id} is {len(blob):,} bytes, over "
+                f"{MAX_PARTIAL_BYTES:,}: lower window.summary_reservoir or window.summary_bins"
+            )
 
         async def finish(previous: asyncio.Future | None) -> None:
             if previous is not None:
@@ -1308,6 +1324,19 @@ class Pipeline:
                 continue
             if added.dropped:  # its window is written already (a shard re-read after a restart)
                 continue
+            waiting = state.merge.waiting
+            if len(waiting) > MAX_WAITING_WINDOWS and ("waiting", key) not in self._warned:
+                self._warned.add(("waiting", key))
+                first = min(waiting)
+                log.warning(
+                    "%s v%s: %d windows wait to be merged; the oldest, #%d, for the partials of partitions %s "
+                    "(a shard that gets no events holds the model's windows back: is every producer sharded?)",
+                    p.model_id,
+                    p.model_version,
+                    len(waiting),
+                    first,
+                    waiting[first],
+                )
             st_tp.tracker.hold([m.offset])
             if added.replaced:  # an older copy of this partial: its message is not needed any more
                 st_tp.tracker.release(added.replaced)

@@ -48,6 +48,9 @@ from streams.worker.windows import Checkpoint, ClosedWindow, CloseReason, Positi
 
 FORMAT = "driftwatch-partial-window"
 FORMAT_VERSION = 1
+MAX_PARTIAL_BYTES = 16 << 20
+"""Largest partial (the partials topic is created with this ``max.message.bytes``, Kafka's default being 1 MiB):
+a partial of 20 features with the default 1,024 bins and 2,000 sampled rows is ~230 kB."""
 
 
 class PartialError(InvalidInputError):
@@ -57,6 +60,10 @@ class PartialError(InvalidInputError):
 def partials_topic(consumer_group: str, topic_inferences: str) -> str:
     """The partials topic of a worker group (one per group, like the changelogs)."""
     return f"{consumer_group}-{topic_inferences}-partials"
+
+
+PARTIALS_TOPIC_CONFIGS = {"cleanup.policy": "delete", "max.message.bytes": str(MAX_PARTIAL_BYTES)}
+"""Every partial counts (not compacted); large enough for big layouts."""
 
 
 @dataclass(frozen=True, slots=True)

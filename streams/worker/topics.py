@@ -79,11 +79,14 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create every topic the worker uses that does not exist yet (idempotent)."""
     from streams.alerts.partitions import ensure_changelog_topic as ensure_alert_changelog
     from streams.broker.admin import ensure_topics as _ensure
+    from streams.worker.changelog_store import ensure_topic
     from streams.worker.label_changelog import ensure_changelog_topic
     from streams.worker.references import ensure_references_topic
+    from streams.worker.shards import PARTIALS_TOPIC_CONFIGS
     from streams.worker.window_changelog import ensure_window_changelog_topic
 
-    counts = _ensure(settings, extra=[partials_topic_name(settings)])
+    counts = _ensure(settings)
+    ensure_topic(settings, partials_topic_name(settings), settings.topic_partitions, PARTIALS_TOPIC_CONFIGS)
     ensure_references_topic(settings)
     ensure_changelog_topic(settings)
     ensure_window_changelog_topic(settings)
