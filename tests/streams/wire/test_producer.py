@@ -700,3 +700,30 @@ def test_a_sharded_model_spreads_over_its_shards_partitions_and_labels_follow_th
 def test_bad_shards_raise_naming_the_field(shards: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         producer(start=False, shards=shards)
+
+
+@pytest.mark.integration
+def test_a_sharded_model_through_the_real_broker_lands_on_its_shards_partitions(
+    settings: Settings, consume_all
+) -> None:
+    import zlib
+
+    from streams.wire.contract import shard_partitions
+
+    parts = shard_partitions("hot", 4, settings.topic_partitions)
+    with DriftwatchProducer(settings=settings, linger_ms=10, shards={"hot": 4}) as dw:
+        eids = [dw.send_inference("hot", {"x": float(i)}, {"label": "a"}) for i in range(800)]
+        for e in eids[::4]:
+            dw.send_label("hot", e, "a")
+        assert dw.flush(timeout=30)
+    inf = consume_all(settings, settings.topic_inferences, expected=None, timeout=20)
+    lab = consume_all(settings, settings.topic_labels, expected=None, timeout=20)
+    where = {}
+    for r in inf:
+        assert r.key == b"hot"
+        for e in orjson.loads(r.value)["event_id"]:
+            assert r.partition == parts[zlib.crc32(e.encode()) % 4]
+            where[e] = r.partition
+    assert sorted(where) == sorted(eids) and set(where.values()) == set(parts)
+    got = {e: r.partition for r in lab for e in orjson.loads(r.value)["event_id"]}
+    assert got == {e: where[e] for e in eids[::4]}  # every label in its prediction's partition
