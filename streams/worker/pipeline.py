@@ -281,6 +281,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="detectors") if eval_thread else None
         self._chain: asyncio.Future | None = None
         self._in_flight = 0
+        self._to_prepare: dict[StreamKey, tuple[ModelMonitor, Any, bool]] = {}  # see _prepare_detectors
         self.max_windows_in_flight = max_windows_in_flight
         self.chunk_bytes = chunk_bytes
         self._room = asyncio.Event()
@@ -894,8 +895,6 @@ class Pipeline:
         state.last_event_at = self.clock()
         if state.builder is not None:
             await self._feed_builder(state, part, tracker)
-        if state.reference is not state.prepared:
-            self._prepare_detectors(state)
         added = state.windows.add(part.frame, part.origin)
         for held in added.entered:
             tracker.hold(held.tolist())
@@ -916,22 +915,41 @@ class Pipeline:
             await self._late(state, part, added.late, tracker)
         for w in added.closed:
             await self._window_closed(state, w, tracker)
+        if state.reference is not state.prepared:  # after the windows that closed: they do not wait for it
+            self._prepare_detectors(state)
 
     def _prepare_detectors(self, state: StreamState) -> None:
-        """Start the detectors' one-off fits on the stream's (new) reference while its first window fills
-        (``DetectorProcess.prepare``, or the evaluation thread): the first window judged against it then
-        does not carry ~1–2 s of fits in its close → written latency. Inline evaluation (no thread) leaves
-        them to the first window, as the event loop must not wait on them."""
+        """Start the detectors' one-off fits on the stream's (new) reference before its first window closes.
+
+        The fits (adversarial monitor and extraction calibration, feature impacts: 1–2 s of CPU per model)
+        used to run inside the first window judged against the reference, which carried them in its
+        close → written latency. They are queued here and handed to the detectors (``DetectorProcess.prepare``,
+        or the evaluation thread) once no window is in flight, so no window waits behind them unless it
+        closes while they run; while windows keep the detectors busy (a backlog) they stay queued, and the
+        first window does the fits itself, as before. Inline evaluation (no thread) leaves them to the first
+        window too: the event loop must not wait on them.
+        """
         state.prepared = ref = state.reference
         if ref is None or state.model.reference.rolling or self.evaluator is None:
+            self._to_prepare.pop(state.key, None)
             return
         summarised = isinstance(state.windows, CountWindows) and state.windows.summarise is not None
-        if isinstance(self.evaluator, DetectorProcess):
-            self.evaluator.prepare(state.model, state.key, ref, summarised)
-            return
-        prepare = getattr(self.evaluator, "prepare", None)
-        if prepare is not None and self._executor is not None:  # one thread: in order with the windows
-            self._executor.submit(prepare, state.model, state.key, ref, summarised)
+        self._to_prepare[state.key] = (state.model, ref, summarised)
+        if not self._in_flight:
+            self._submit_prepares()
+
+    def _submit_prepares(self) -> None:
+        todo, self._to_prepare = self._to_prepare, {}
+        for key, (model, ref, summarised) in todo.items():
+            try:
+                if isinstance(self.evaluator, DetectorProcess):
+                    self.evaluator.prepare(model, key, ref, summarised)
+                    continue
+                prepare = getattr(self.evaluator, "prepare", None)
+                if prepare is not None and self._executor is not None:  # one thread: in order with the windows
+                    self._executor.submit(prepare, model, key, ref, summarised)
+            except RuntimeError:  # shutting down (no new jobs): the first window would fit anyway
+                log.debug("%s v%s: detectors not prepared (shutting down)", key.model_id, key.model_version)
 
     async def _feed_builder(self, state: StreamState, part: FramePart, tracker: AckTracker) -> None:
         builder, first_n = state.builder, state.model.reference.first_n
@@ -1402,6 +1420,8 @@ class Pipeline:
     def _job_done(self, task: asyncio.Future) -> None:
         self._in_flight -= 1
         self._room.set()
+        if not self._in_flight and self._to_prepare:
+            self._submit_prepares()
         if not task.cancelled() and task.exception() is not None:
             log.error("writing a window's results failed: %r", task.exception())
 

@@ -226,7 +226,8 @@ def test_the_one_off_fits_run_before_the_first_judged_window_and_change_no_resul
         async def main():
             p = Pipeline(Settings(), cfg, sink=sink, deadletters=DeadLetterPublisher(no_dead_letters), evaluator=runner)
             await p.process(ref_msgs)
-            await p.drain(120)
+            await p.drain(120)  # the reference window; the fits are handed over once it is done
+            await asyncio.get_running_loop().run_in_executor(p._executor, lambda: None)  # after them (one thread)
             evaluators = {e.name: e for e in runner._box["evaluators"]}
             ref = next(s for tp in p._tps.values() for s in tp.streams.values()).reference
             fitted = evaluators["adversarial"].monitor(model, "1") is not None
