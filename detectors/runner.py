@@ -403,7 +403,8 @@ def prepare_evaluators(
     so the windows' results are the same with or without it. ``summarised``: the model's
     windows keep summaries, so the evaluators that need every row (:data:`NEEDS_EVERY_ROW`)
     will not run and are not fitted. Returns the ``(evaluator name, error)`` of the
-    prepares that failed (the first window then meets the same error and reports it).
+    prepares that failed, for the caller to report as the first window's evaluation would have (an
+    evaluator keeps the outcome of its fit either way: an adversarial monitor that failed stays off).
     """
     errors: list[tuple[str, BaseException]] = []
     for ev in evaluators:
@@ -412,7 +413,7 @@ def prepare_evaluators(
             continue
         try:
             prepare(ctx)
-        except Exception as e:  # reported by the caller; the first window meets it again
+        except Exception as e:  # reported by the caller
             errors.append((ev.name, e))
     return errors
 

@@ -122,7 +122,8 @@ class DetectorRunner:
     def prepare(self, model: ModelMonitor, key: StreamKey, reference, summarised: bool) -> float:
         """Fit what the detectors fit once per model and reference (``detectors.runner.prepare_evaluators``)
         now, so that the first window judged against ``reference`` does not wait for it. Returns the seconds
-        it took; a failure is logged (the first window meets it again and reports it as usual)."""
+        it took. A failure is logged as an ERROR, as the first window's evaluation would have logged it (the
+        evaluator then stays off for that model version, or reports it in its records, as before)."""
         t0 = time.perf_counter()
         runner = self._runner()
         if runner is None or reference is None:
@@ -130,7 +131,7 @@ class DetectorRunner:
         empty = Frame.from_columns(event_id=np.empty(0, dtype=object), event_time=np.empty(0))
         ctx = self._context(runner, model, key, empty, reference, model.drift)
         for name, e in runner.prepare_evaluators(ctx, self._box["evaluators"], summarised=summarised):
-            log.warning("preparing %s for %s v%s failed: %s", name, key.model_id, key.model_version, e)
+            log.error("preparing %s for %s v%s failed: %s", name, key.model_id, key.model_version, e)
         return time.perf_counter() - t0
 
 

@@ -735,3 +735,16 @@ def test_benign_shift_sample_kinds_and_errors() -> None:
         benign_shift_sample(diabetes, "toward-boundary", rng, 5)
     with pytest.raises(ValueError, match="unknown benign shift 'storm'"):
         benign_shift_sample(wine, "storm", rng, 5)
+
+
+def test_a_fit_failure_in_prepare_is_raised_there_once_and_the_windows_get_nothing(fitted) -> None:
+    # prepare (ahead of the first window) meets the failure the first window would have met; the windows
+    # after it then get no adversarial records, as after a failed fit in evaluate
+    clf, X, _ = fitted
+    rng = np.random.default_rng(22)
+    spec = AdversarialSpec.model_validate({**SMALL, "squeeze": {"model": "/nonexistent/model.joblib"}})
+    ev = AdversarialEvaluator(spec)
+    ref = frame(X, proba=clf.predict_proba(X))
+    with pytest.raises(AdversarialFitError, match="estimator file not found"):
+        ev.prepare(Ctx(_window(clf, X[:0], rng), cache={"reference_frame": ref}))
+    assert ev.evaluate(Ctx(_window(clf, X, rng), cache={"reference_frame": ref})) == []
