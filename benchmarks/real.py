@@ -725,7 +725,11 @@ def windows_summary(s: Stream, alarms: dict[int, bool], outside: dict[int, bool]
     """
     first_eval = s.ref_n // s.window
     cp = s.first_change_after_reference()
-    out: dict[str, Any] = {"windows_evaluated": len(alarms), "alarms": int(sum(alarms.values()))}
+    out: dict[str, Any] = {
+        "windows_evaluated": len(alarms),
+        "alarms": int(sum(alarms.values())),
+        "alarm_windows": sorted(k for k, v in alarms.items() if v),  # to rescore or audit the lines below
+    }
     if s.changes is None:
         out.update(
             {

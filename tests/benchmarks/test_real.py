@@ -73,6 +73,7 @@ def test_a_verdict_that_stays_on_across_the_change_is_no_detection_of_it():
     s = _stream(n=1500, changes=(1000,))  # windows 3..14; window 10 holds the change
     on_before = {k: k >= 8 for k in range(3, 15)}  # turns on two windows early and stays on
     m = real.windows_summary(s, on_before)
+    assert m["alarm_windows"] == list(range(8, 15))
     assert m["false_alarms"] == 2 and m["delay_windows"] is None and not m["detected"]
     assert m["alarming_since_before_change"] and m["first_alarm_after_change_windows"] == 0
     turns_on = real.windows_summary(s, {k: k == 5 or k >= 10 for k in range(3, 15)})  # quiet just before
