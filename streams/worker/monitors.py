@@ -56,6 +56,12 @@ class WindowConfig(_Strict):
         description="count windows of at least this many events keep a mergeable summary "
         "instead of their rows (detectors/summaries.py); null: always rows",
     )
+    summary_min_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="event-time windows of at least this many seconds keep a mergeable summary per open window "
+        "instead of their rows, checkpointed to Kafka while open (docs/worker.md); null: always rows",
+    )
     reference_points_every: int = Field(
         100,  # streams.worker.pipeline.REFERENCE_POINTS_EVERY
         ge=1,

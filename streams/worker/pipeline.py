@@ -93,7 +93,7 @@ from streams.worker.shards import (
     partial_of,
 )
 from streams.worker.window_changelog import Entry, EntryKey, WindowChangelog
-from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, Position, TimeWindows
+from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, OpenTimeWindows, Position, TimeWindows
 
 log = logging.getLogger(__name__)
 
@@ -508,13 +508,21 @@ class Pipeline:
         else:  # WindowConfig's validator rules this out
             raise ConfigError(f"{key.model_id}: the window needs exactly one of size_events or size_seconds")
         state = StreamState(key, model, windows, resumed_from=ck)
-        if isinstance(windows, CountWindows) and (
-            sharded  # partials are summaries, whatever their size
-            or (
-                win.summary_min_events is not None
-                and windows.size >= win.summary_min_events
-                and not model.reference.rolling
+        if (
+            isinstance(windows, CountWindows)
+            and (
+                sharded  # partials are summaries, whatever their size
+                or (
+                    win.summary_min_events is not None
+                    and windows.size >= win.summary_min_events
+                    and not model.reference.rolling
+                )
             )
+        ) or (
+            isinstance(windows, TimeWindows)
+            and win.summary_min_seconds is not None
+            and windows.size >= win.summary_min_seconds
+            and not model.reference.rolling
         ):
             windows.summarise = partial(self._open_summary, state)
             windows.checkpointed = self.window_changelog is not None
@@ -523,7 +531,7 @@ class Pipeline:
         await self._stored_reference(key, wait=ref_cfg.first_n is not None)
         self._configure_reference(state, None)
         resumed = None
-        if isinstance(windows, CountWindows) and windows.checkpointed:
+        if windows.checkpointed:
             resumed = await self._resume_open_window(state, st_tp, ck)
         st_tp.streams[key] = state
         if sharded and key.partition not in self._shard_partitions(model):
@@ -546,8 +554,8 @@ class Pipeline:
             key.partition,
             f" (shard of {model.shards})" if sharded else "",
             f"after window #{ck.seq} (ends at offset {ck.end_pos[0]})" if ck else "no checkpoint",
-            f"; open window #{resumed.seq} restored from {self.window_changelog!r} ({resumed.n} events, up to "
-            f"offset {resumed.last_pos[0]})"
+            f"; open window{'s' if isinstance(resumed, OpenTimeWindows) else ''} #{resumed.seq} restored from "
+            f"{self.window_changelog!r} ({resumed.n} events, up to offset {resumed.last_pos[0]})"
             if resumed
             else "",
             "reference set by an operator"
@@ -559,11 +567,12 @@ class Pipeline:
         return state
 
     async def _resume_open_window(self, state: StreamState, st_tp: _TP, ck: Checkpoint | None):
-        """Restore the stream key's open summarised window from the partition's open-window checkpoint
-        (:mod:`streams.worker.window_changelog`), if it holds one after the newest written window ``ck``.
-        Returns the :class:`~streams.worker.windows.OpenWindow` resumed, or None."""
+        """Restore the stream key's open summarised window(s) from the partition's open-window checkpoint
+        (:mod:`streams.worker.window_changelog`), if it holds them after the newest written window ``ck``.
+        Returns the :class:`~streams.worker.windows.OpenWindow` (count) or
+        :class:`~streams.worker.windows.OpenTimeWindows` (event time) resumed, or None."""
         key = state.key
-        assert self.window_changelog is not None and isinstance(state.windows, CountWindows)
+        assert self.window_changelog is not None
         if st_tp.entries is None:
             # a checkpoint that cannot be read raises: the batch fails and the worker stops rather than
             # go on without the state (the messages it covers were acked)
@@ -571,8 +580,15 @@ class Pipeline:
             st_tp.entries = {k: e for k, e in st_tp.entries.items() if k[0] == key.topic}
         entry = st_tp.entries.get((key.topic, key.model_id, key.model_version))
         expected = ck.seq + 1 if ck is not None else 0
-        if entry is None or entry.seq < expected:
-            return None  # none, or stale: the windows written since cover it
+        timed = isinstance(state.windows, TimeWindows)
+        if entry is None or (entry.kind == "time") != timed:
+            return None  # none, or of another window kind (the config changed)
+        if timed:
+            # open event-time windows outlive windows closed after the checkpoint: those are dropped from it
+            # (TimeWindows.resume), the others go on
+            return await self._resume_time_windows(state, entry)
+        if entry.seq < expected:
+            return None  # stale: the windows written since cover it
         if entry.seq > expected:
             log.warning(
                 "%s v%s in %s[%d]: the open-window checkpoint is window #%d but InfluxDB's newest window is #%d "
@@ -584,15 +600,47 @@ class Pipeline:
                 entry.seq,
                 expected - 1,
             )
-        from detectors.summaries import SummaryError, WindowSummary
+        assert isinstance(state.windows, CountWindows)
+        layout, opened_with = await self._layout_for(state, entry.fingerprint, entry.seq)
+        summary = self._restored_summary(state, layout, entry.summary, entry.seq, entry.n, entry.last_pos[0])
+        if summary is None:  # no reference at all: a new window starts after its rows
+            state.windows.checkpoint = Checkpoint(entry.seq - 1, entry.last_pos, entry.last_pos, entry.last_time_ns)
+            state.windows.next_seq = entry.seq
+            return None
+        ow = entry.open_window(summary)
+        state.windows.resume(ow)
+        state.summary_refs[id(summary)] = opened_with
+        return ow
 
+    async def _resume_time_windows(self, state: StreamState, entry: Entry) -> OpenTimeWindows:
+        """Restore a stream key's open summarised event-time windows (all of them, with the watermark state)."""
+        assert isinstance(state.windows, TimeWindows)
+        summaries, refs = [], []
+        for _w, n, _a, last, fingerprint, blob in entry.windows:
+            layout, opened_with = await self._layout_for(state, fingerprint, entry.seq)
+            summaries.append(self._restored_summary(state, layout, blob, entry.seq, n, last))
+            refs.append(opened_with)
+        ow = entry.open_time_windows(summaries)
+        # a window with no reference to lay its summary out with is dropped (an ERROR said so)
+        ow = replace(ow, windows=tuple(w for w in ow.windows if w[4] is not None))
+        state.windows.resume(ow)
+        for summary, opened_with in zip(summaries, refs):
+            if summary is not None:
+                state.summary_refs[id(summary)] = opened_with
+        return ow
+
+    async def _layout_for(self, state: StreamState, fingerprint: str, seq: int) -> tuple[Any, Any]:
+        """The summary layout of fingerprint ``fingerprint`` and the reference it was cut from: the current
+        reference's, or, if the reference changed since the checkpoint (``driftwatch reference set``/``reset``),
+        the one stored beside the checkpoints — a window goes on with the reference it was opened with, as an
+        uninterrupted worker's does. ``(None, None)``: no reference; the current layout if the old one is gone."""
+        key = state.key
+        assert self.window_changelog is not None
         layout, opened_with = self._summary_layout(state), state.reference
-        if layout is None or layout.fingerprint != entry.fingerprint:
-            # the reference changed since the checkpoint (driftwatch reference set/reset): the window goes on with
-            # the reference it was opened with, stored beside the checkpoints, as an uninterrupted worker's does
-            old = await self.window_changelog.load_reference(key.partition, entry.fingerprint)
+        if layout is None or layout.fingerprint != fingerprint:
+            old = await self.window_changelog.load_reference(key.partition, fingerprint)
             old_layout = self._layout_of(state, old) if old is not None else None
-            if old_layout is not None and old_layout.fingerprint == entry.fingerprint:
+            if old_layout is not None and old_layout.fingerprint == fingerprint:
                 layout, opened_with = old_layout, old
                 log.info(
                     "%s v%s in %s[%d]: the open window #%d was opened with another reference than the current "
@@ -602,16 +650,23 @@ class Pipeline:
                     key.model_version,
                     key.topic,
                     key.partition,
-                    entry.seq,
+                    seq,
                 )
+        return layout, opened_with
+
+    @staticmethod
+    def _restored_summary(state: StreamState, layout: Any, blob: bytes, seq: int, n: int, last_offset: int) -> Any:
+        """A checkpointed summary on ``layout``; if it cannot be (another layout, no reference), an ERROR and an
+        empty summary — the rows it held are not read again (their messages were acked): the window keeps its
+        bounds (the windows after it are those of an uninterrupted run) without them — or None with no layout."""
+        from detectors.summaries import SummaryError, WindowSummary
+
+        key = state.key
         try:
             if layout is None:
                 raise SummaryError("there is no reference to lay the summary out with")
-            summary = WindowSummary.from_bytes(layout, entry.summary)
+            return WindowSummary.from_bytes(layout, blob)
         except SummaryError as e:
-            # the rows it holds are not read again (their messages were acked): the window keeps its bounds
-            # (the windows after it are those of an uninterrupted run) without them, or, with no reference
-            # at all, a new window starts after them
             log.error(
                 "%s v%s in %s[%d]: the checkpointed open window #%d (%d events up to offset %d) cannot be "
                 "restored (%s; the reference it was opened with is not stored beside the checkpoints): the "
@@ -620,20 +675,12 @@ class Pipeline:
                 key.model_version,
                 key.topic,
                 key.partition,
-                entry.seq,
-                entry.n,
-                entry.last_pos[0],
+                seq,
+                n,
+                last_offset,
                 e,
             )
-            if layout is None:
-                state.windows.checkpoint = Checkpoint(entry.seq - 1, entry.last_pos, entry.last_pos, entry.last_time_ns)
-                state.windows.next_seq = entry.seq
-                return None
-            summary = layout.summary()
-        ow = entry.open_window(summary)
-        state.windows.resume(ow)
-        state.summary_refs[id(summary)] = opened_with
-        return ow
+            return None if layout is None else layout.summary()
 
     def _summary_layout(self, state: StreamState):
         """The summary layout of the state's reference (built once per reference), or None without one."""
@@ -933,7 +980,7 @@ class Pipeline:
         if ref is None or state.model.reference.rolling or self.evaluator is None:
             self._to_prepare.pop(state.key, None)
             return
-        summarised = isinstance(state.windows, CountWindows) and state.windows.summarise is not None
+        summarised = state.windows.summarise is not None
         self._to_prepare[state.key] = (state.model, ref, summarised)
         if not self._in_flight:
             self._submit_prepares()
@@ -997,11 +1044,10 @@ class Pipeline:
         state.reference = attach_reference_frame(built, rows)
         state.ref_end_pos = end_pos = (int(origin[-1]), ordinals)
         holds, state.builder, state.builder_holds = state.builder_holds, None, []
-        if isinstance(state.windows, CountWindows):  # a long first window: its rows become a summary now
-            moved = state.windows.summarise_open()
-            if moved:
-                state.covered.extend(moved)
-                self._covered += sum(len(h) for h in moved)
+        moved = state.windows.summarise_open()  # a long first window: its rows become a summary now
+        if moved:
+            state.covered.extend(moved)
+            self._covered += sum(len(h) for h in moved)
         log.info(
             "%s v%s: reference built from the first %d events (ends at %s[%d]@%d)",
             model.model_id,
@@ -1601,9 +1647,10 @@ class Pipeline:
             for part, sts, todo, release in captured:
                 try:
                     refs = {  # the references of summary layouts not yet stored beside this partition's checkpoints
-                        ow.summary.layout.fingerprint: (ref, st_.model.features)
-                        for _st, _ek, ow, ref, st_ in todo
-                        if ref is not None and not wc.has_reference(part, ow.summary.layout.fingerprint)
+                        fp: (ref, st_.model.features)
+                        for _st, _ek, _ow, opened, st_ in todo
+                        for fp, ref in opened
+                        if ref is not None and not wc.has_reference(part, fp)
                     }
                     made, blobs = (
                         await asyncio.to_thread(_entries_of, [ow for _st, _ek, ow, _r, _s in todo], refs)
@@ -1646,7 +1693,8 @@ class Pipeline:
 
     def _capture_windows(self, only: set[int] | None) -> list[tuple[int, list[_TP], list, list]]:
         """Per input partition with something new: ``(partition, its _TPs, [(tp, entry key, copy of the open
-        window, the reference its summary was opened with, its stream state), ...] to serialise, [(tracker, state, [offsets, ...]), ...] the messages it releases)``. A
+        window(s), [(layout fingerprint, the reference a summary was opened with), ...], its stream state), ...] to
+        serialise, [(tracker, state, [offsets, ...]), ...] the messages it releases)``. A
         stream key with a closed window not yet confirmed keeps its previous entry and its holds (see the
         window_changelog module)."""
         import copy
@@ -1664,16 +1712,23 @@ class Pipeline:
                 assert st.entries is not None
                 for key, state in st.streams.items():
                     w = state.windows
-                    if not isinstance(w, CountWindows) or not w.checkpointed or state.unwritten:
+                    # event-time windows that opened with rows (before a reference) are held until written
+                    if not w.checkpointed or state.unwritten or (isinstance(w, TimeWindows) and w.has_rows):
                         continue
                     ek = (key.topic, key.model_id, key.model_version)
                     ow, old = w.open_window(), st.entries.get(ek)
                     if ow is None:
                         changed |= st.entries.pop(ek, None) is not None
-                    elif old is None or (old.seq, old.n) != (ow.seq, ow.n):
-                        summary = copy.deepcopy(ow.summary, {id(ow.summary.layout): ow.summary.layout})
-                        opened_with = state.summary_refs.get(id(ow.summary))  # stored beside it, once
-                        todo.append((st, ek, replace(ow, summary=summary), opened_with, state))
+                    elif old is None or (old.seq, old.n, old.last_pos) != (ow.seq, ow.n, ow.last_pos):
+                        live = ow.summaries if isinstance(ow, OpenTimeWindows) else [ow.summary]
+                        copies = [copy.deepcopy(s, {id(s.layout): s.layout}) for s in live]
+                        # the references the summaries were opened with: stored beside them, once
+                        opened = [(s.layout.fingerprint, state.summary_refs.get(id(s))) for s in live]
+                        if isinstance(ow, OpenTimeWindows):
+                            ow = replace(ow, windows=tuple((*w_[:4], c) for w_, c in zip(ow.windows, copies)))
+                        else:
+                            ow = replace(ow, summary=copies[0])
+                        todo.append((st, ek, ow, opened, state))
                         changed = True
                     if state.covered:
                         release.append((st.tracker, state, state.covered))

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ import numpy as np
 from detectors.errors import StorageError
 from detectors.reference import npz_bytes, npz_read
 from streams.settings import Settings
-from streams.worker.windows import OpenWindow
+from streams.worker.windows import OpenTimeWindows, OpenWindow
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,15 @@ def decode_reference(blob: bytes) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream key's open window as stored: the :class:`~streams.worker.windows.OpenWindow` fields, the
-    summary's layout fingerprint and its bytes (decoded by the pipeline, which has the layout)."""
+    """One stream key's open window(s) as stored, summaries as bytes (decoded by the pipeline, which has the
+    layout).
+
+    A count window: the :class:`~streams.worker.windows.OpenWindow` fields, its summary's layout fingerprint and
+    bytes. Event-time windows (``kind == "time"``): ``seq`` is the next window's number, ``n`` the rows of all
+    open windows, ``last_pos`` the last row taken, ``max_event_time`` and ``closed_until`` the watermark state,
+    and ``windows`` one ``(window index, rows, first offset, last offset, layout fingerprint, summary bytes)``
+    per open window (:class:`~streams.worker.windows.OpenTimeWindows`).
+    """
 
     seq: int
     n: int
@@ -157,10 +165,18 @@ class Entry:
     last_time_ns: int
     fingerprint: str
     summary: bytes
+    kind: str = "count"
+    windows: tuple[tuple[int, int, int, int, str, bytes], ...] = ()
+    max_event_time: float = -math.inf
+    closed_until: float = -math.inf
 
     @classmethod
-    def of(cls, ow: OpenWindow) -> Entry:
-        """The entry of an open window (serialises its summary now)."""
+    def of(cls, ow: OpenWindow | OpenTimeWindows) -> Entry:
+        """The entry of open window(s) (serialises the summaries now)."""
+        if isinstance(ow, OpenTimeWindows):
+            wins = tuple((w, n, a, b, s.layout.fingerprint, s.to_bytes()) for w, n, a, b, s in ow.windows)
+            start = (min(w[2] for w in wins), 0) if wins else ow.last_pos
+            return cls(ow.seq, ow.n, start, ow.last_pos, -1, "", b"", "time", wins, ow.max_event_time, ow.closed_until)
         return cls(
             ow.seq,
             ow.n,
@@ -171,32 +187,49 @@ class Entry:
             ow.summary.to_bytes(),
         )
 
+    @property
+    def fingerprints(self) -> list[str]:
+        """The layout fingerprint of every summary in the entry."""
+        return [w[4] for w in self.windows] if self.kind == "time" else [self.fingerprint]
+
     def open_window(self, summary: Any) -> OpenWindow:
         return OpenWindow(self.seq, self.n, self.start_pos, self.last_pos, self.last_time_ns, summary)
+
+    def open_time_windows(self, summaries: list[Any]) -> OpenTimeWindows:
+        """The event-time windows of a ``kind == "time"`` entry, with their decoded ``summaries`` (in order)."""
+        wins = tuple((w, n, a, b, s) for (w, n, a, b, _f, _blob), s in zip(self.windows, summaries, strict=True))
+        return OpenTimeWindows(self.seq, wins, self.last_pos, self.max_event_time, self.closed_until)
 
 
 def encode_entries(entries: dict[EntryKey, Entry]) -> bytes:
     """One partition's checkpoint (NPZ, no pickles; the summaries are compressed already).
 
     >>> e = Entry(3, 10, (5, 0), (9, 2), 123, "f", b"xyz")
-    >>> decode_entries(encode_entries({("t", "m", "1"): e})) == {("t", "m", "1"): e}
+    >>> t = Entry(4, 7, (1, 0), (9, 3), -1, "", b"", "time", ((8, 7, 1, 9, "f", b"ab"),), 90.5, 60.0)
+    >>> decode_entries(encode_entries({("t", "m", "1"): e, ("t", "k", "1"): t})) == {
+    ...     ("t", "m", "1"): e, ("t", "k", "1"): t}
     True
     """
     meta = []
     arrays: dict[str, np.ndarray] = {}
     for i, (k, e) in enumerate(sorted(entries.items())):
-        meta.append(
-            {
-                "key": list(k),
-                "seq": e.seq,
-                "n": e.n,
-                "start": list(e.start_pos),
-                "last": list(e.last_pos),
-                "last_time_ns": e.last_time_ns,
-                "fingerprint": e.fingerprint,
-            }
-        )
+        m: dict[str, Any] = {
+            "key": list(k),
+            "seq": e.seq,
+            "n": e.n,
+            "start": list(e.start_pos),
+            "last": list(e.last_pos),
+            "last_time_ns": e.last_time_ns,
+            "fingerprint": e.fingerprint,
+        }
         arrays[f"s{i}"] = np.frombuffer(e.summary, dtype=np.uint8)
+        if e.kind == "time":  # the watermark state travels as its exact float's repr (JSON has no -inf)
+            m["kind"] = "time"
+            m["watermark"] = [repr(float(e.max_event_time)), repr(float(e.closed_until))]
+            m["windows"] = [[w, n, a, b, f] for w, n, a, b, f, _blob in e.windows]
+            for j, w in enumerate(e.windows):
+                arrays[f"s{i}_{j}"] = np.frombuffer(w[5], dtype=np.uint8)
+        meta.append(m)
     return npz_bytes(arrays, {"entries": meta}, FORMAT, FORMAT_VERSION, compress=False)
 
 
@@ -207,6 +240,17 @@ def decode_entries(blob: bytes) -> dict[EntryKey, Entry]:
     try:
         for i, m in enumerate(meta["entries"]):
             t, model, version = (str(x) for x in m["key"])
+            time_kw: dict[str, Any] = {}
+            if m.get("kind") == "time":
+                time_kw = {
+                    "kind": "time",
+                    "max_event_time": float(m["watermark"][0]),
+                    "closed_until": float(m["watermark"][1]),
+                    "windows": tuple(
+                        (int(w), int(n), int(a), int(b), str(f), data[f"s{i}_{j}"].tobytes())
+                        for j, (w, n, a, b, f) in enumerate(m["windows"])
+                    ),
+                }
             out[(t, model, version)] = Entry(
                 int(m["seq"]),
                 int(m["n"]),
@@ -215,6 +259,7 @@ def decode_entries(blob: bytes) -> dict[EntryKey, Entry]:
                 int(m["last_time_ns"]),
                 str(m["fingerprint"]),
                 data[f"s{i}"].tobytes(),
+                **time_kw,
             )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise WindowChangelogError(f"damaged open-window checkpoint: {type(e).__name__}: {e}") from None

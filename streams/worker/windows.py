@@ -117,6 +117,43 @@ class OpenWindow:
     summary: Any
 
 
+@dataclass(frozen=True, slots=True)
+class OpenTimeWindows:
+    """The open summarised event-time windows of a stream key, as checkpointed (see module docstring).
+
+    ``seq``: number the next window to close gets; ``windows``: per open window, oldest first,
+    ``(window index, rows, first offset, last offset, summary)``; ``last_pos``: position of the last row
+    taken; ``max_event_time`` and ``closed_until``: the watermark state at that row (the windows after it
+    close and judge lateness exactly as an uninterrupted run's).
+    """
+
+    seq: int
+    windows: tuple[tuple[int, int, int, int, Any], ...]
+    last_pos: Position
+    max_event_time: float
+    closed_until: float
+
+    @property
+    def n(self) -> int:
+        return sum(w[1] for w in self.windows)
+
+    @property
+    def summaries(self) -> list[Any]:
+        return [w[4] for w in self.windows]
+
+
+@dataclass(slots=True)
+class _Summed:
+    """An open event-time window that keeps a summary: its rows, first and last offset, and the holds of its
+    pieces (only when not checkpointed: they are released when it is written)."""
+
+    summary: Any
+    n: int
+    first: int
+    last: int
+    holds: list[np.ndarray]
+
+
 @dataclass(slots=True)
 class ClosedWindow:
     """A window ready for the detectors: its frame, rows' offsets and its checkpoint."""
@@ -194,6 +231,14 @@ def at_or_before(origin: np.ndarray, k: np.ndarray, pos: Position) -> np.ndarray
 
 def _ns(seconds: float) -> int:
     return int(round(seconds * 1e9))
+
+
+def _reservoir_frame(summary: Any) -> Frame:
+    """A closed summarised window's frame: its reservoir sample (an empty frame if it has none)."""
+    frame = summary.reservoir.frame
+    if frame is None:
+        frame = Frame.from_columns(event_id=np.zeros(0, dtype=object), event_time=np.zeros(0))
+    return frame
 
 
 def _unique_sorted(origin: np.ndarray) -> np.ndarray:
@@ -353,9 +398,7 @@ class CountWindows:
         origin = np.concatenate(self._origins)
         ks = np.concatenate(self._ks)
         if summary is not None:
-            frame = summary.reservoir.frame
-            if frame is None:
-                frame = Frame.from_columns(event_id=np.zeros(0, dtype=object), event_time=np.zeros(0))
+            frame = _reservoir_frame(summary)
             t_min, t_max = float(summary.t_min), float(summary.t_max)
         else:
             frame = concat(self._frames)
@@ -377,12 +420,23 @@ class CountWindows:
 
 
 class TimeWindows:
-    """Event-time tumbling windows with a lateness grace (see module docstring)."""
+    """Event-time tumbling windows with a lateness grace (see module docstring).
+
+    ``summarise``: as for :class:`CountWindows`, called when a window opens; a summary it returns takes
+    that window's rows batch by batch. ``checkpointed``: the open summaries are checkpointed
+    (:meth:`open_window`, all open windows of the key with the watermark state), so their rows' messages
+    are handed out in :attr:`Added.covered`; :meth:`resume` goes on from such a checkpoint.
+    """
 
     kind = "time"
 
     def __init__(
-        self, size: float, grace: float = 0.0, max_open: int = 16, checkpoint: Checkpoint | None = None
+        self,
+        size: float,
+        grace: float = 0.0,
+        max_open: int = 16,
+        checkpoint: Checkpoint | None = None,
+        summarise: Callable[[], Any] | None = None,
     ) -> None:
         if size <= 0:
             raise ValueError("size must be > 0")
@@ -392,13 +446,17 @@ class TimeWindows:
         self.requested_grace = float(grace)
         self.grace = min(float(grace), (max_open - 1) * self.size)
         self.max_open = max_open
+        self.summarise = summarise
+        self.checkpointed = False
         self.checkpoint = checkpoint
         self.next_seq = checkpoint.seq + 1 if checkpoint else 0
         self.max_event_time = checkpoint.max_event_time if checkpoint else -math.inf
         self.closed_until = checkpoint.closed_until if checkpoint else -math.inf
         self._last_pos: Position = checkpoint.end_pos if checkpoint else NO_POSITION
-        # window index -> pieces
+        self._resume_pos: Position | None = None  # rows at or before it are in a restored checkpoint
+        # window index -> pieces (windows of rows), or its summary (summarised windows)
         self._open: dict[int, list[tuple[Frame, np.ndarray, np.ndarray]]] = {}
+        self._sums: dict[int, _Summed] = {}
 
     @property
     def grace_capped(self) -> bool:
@@ -406,15 +464,26 @@ class TimeWindows:
 
     @property
     def n_open(self) -> int:
-        return sum(len(f) for pieces in self._open.values() for f, _o, _k in pieces)
+        rows = sum(len(f) for pieces in self._open.values() for f, _o, _k in pieces)
+        return rows + sum(sm.n for sm in self._sums.values())
 
     @property
     def open_windows(self) -> list[int]:
-        return sorted(self._open)
+        return sorted(set(self._open) | set(self._sums))
+
+    @property
+    def has_rows(self) -> bool:
+        """Some open window keeps rows (it opened before a summary could be laid out): no checkpoint then."""
+        return bool(self._open)
+
+    @property
+    def summarised(self) -> bool:
+        return bool(self._sums)
 
     @property
     def open_offsets(self) -> np.ndarray:
         parts = [o for pieces in self._open.values() for _f, o, _k in pieces]
+        parts += [h for sm in self._sums.values() for h in sm.holds]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def add(self, frame: Frame, origin: np.ndarray) -> Added:
@@ -423,12 +492,15 @@ class TimeWindows:
         k = row_ordinals(origin)
         idx = np.arange(len(frame))
         t = frame.event_time
-        ck = self.checkpoint
-        if ck is not None and len(frame) and origin[0] <= ck.end_pos[0]:
-            before = at_or_before(origin, k, ck.end_pos)
-            done = before & (t < ck.closed_until)
-            if done.any():
+        ck, rp = self.checkpoint, self._resume_pos
+        if len(frame) and ((ck is not None and origin[0] <= ck.end_pos[0]) or (rp is not None and origin[0] <= rp[0])):
+            done = np.zeros(len(frame), dtype=bool)
+            if ck is not None:
+                done |= at_or_before(origin, k, ck.end_pos) & (t < ck.closed_until)
                 out.replayed = idx[done & (t >= ck.window_start)]
+            if rp is not None:  # in the restored open windows, in windows written before, or late
+                done |= at_or_before(origin, k, rp)
+            if done.any():
                 out.skipped = int(done.sum())
                 keep = ~done
                 frame, origin, k, idx, t = frame.take(keep), origin[keep], k[keep], idx[keep], t[keep]
@@ -453,11 +525,10 @@ class TimeWindows:
             bounds = np.flatnonzero(np.diff(w_sorted)) + 1
             for grp in np.split(order, bounds):
                 sel = rows[grp]
-                self._open.setdefault(int(w_ok[grp[0]]), []).append((frame.take(sel), origin[sel], k[sel]))
-                out.entered.append(_unique_sorted(origin[sel]))
+                self._attach(int(w_ok[grp[0]]), frame.take(sel), origin[sel], k[sel], out)
         # close the windows the watermark passed, each at the row that passed it
         new_closed = max(self.closed_until, math.floor((m_after[-1] - grace) / size) * size)
-        for win in sorted(self._open):
+        for win in self.open_windows:
             end = (win + 1) * size
             if end > new_closed:
                 break
@@ -469,17 +540,90 @@ class TimeWindows:
         self._last_pos = (int(origin[-1]), int(k[-1]))
         return out
 
+    def _attach(self, win: int, piece: Frame, origin: np.ndarray, k: np.ndarray, out: Added) -> None:
+        """Rows of one window: into its summary (opened now if ``summarise`` gives one) or its pieces."""
+        held = _unique_sorted(origin)
+        if win not in self._open and win not in self._sums and self.summarise is not None:
+            summary = self.summarise()
+            if summary is not None:
+                self._sums[win] = _Summed(summary, 0, int(origin[0]), int(origin[-1]), [])
+        sm = self._sums.get(win)
+        if sm is None:
+            self._open.setdefault(win, []).append((piece, origin, k))
+            out.entered.append(held)
+            return
+        sm.summary.update(piece)
+        sm.n += len(piece)
+        sm.last = int(origin[-1])
+        if self.checkpointed:
+            out.covered.append(held)
+        else:
+            sm.holds.append(held)
+            out.entered.append(held)
+
     def close_idle(self) -> list[ClosedWindow]:
         """Close every open window (the stream went quiet); later rows for them are late."""
-        closed = [self._close(w, self._last_pos, self.max_event_time, "idle") for w in sorted(self._open)]
-        return closed
+        return [self._close(w, self._last_pos, self.max_event_time, "idle") for w in self.open_windows]
+
+    def summarise_open(self) -> list[np.ndarray] | None:
+        """Turn the open windows of rows into summarised ones (as :meth:`CountWindows.summarise_open`: the
+        reference now exists). Returns None if nothing changed; else, with ``checkpointed``, the holds of
+        their pieces (the caller keeps them until a checkpoint has them), otherwise []."""
+        if not self._open or self.summarise is None:
+            return None
+        moved: list[np.ndarray] = []
+        for win in sorted(self._open):
+            summary = self.summarise()
+            if summary is None:
+                return moved or None
+            pieces = self._open.pop(win)
+            summary.update(concat([f for f, _o, _k in pieces]))
+            holds = [_unique_sorted(o) for _f, o, _k in pieces]
+            first, last = min(int(o.min()) for _f, o, _k in pieces), max(int(o.max()) for _f, o, _k in pieces)
+            n = sum(len(f) for f, _o, _k in pieces)
+            if self.checkpointed:
+                moved.extend(holds)
+                holds = []
+            self._sums[win] = _Summed(summary, n, first, last, holds)
+        return moved
+
+    def open_window(self) -> OpenTimeWindows | None:
+        """The open summarised windows as a checkpoint (None: none open). The summaries are the live objects:
+        serialise them before more rows are added."""
+        if not self._sums:
+            return None
+        wins = tuple((win, sm.n, sm.first, sm.last, sm.summary) for win, sm in sorted(self._sums.items()))
+        return OpenTimeWindows(self.next_seq, wins, self._last_pos, self.max_event_time, self.closed_until)
+
+    def resume(self, ow: OpenTimeWindows) -> None:
+        """Go on from checkpointed open windows: rows at or before ``ow.last_pos`` are skipped (in its
+        summaries, in windows written before it, or late). The written windows' :class:`Checkpoint` this
+        object was made with may be newer (windows written after the open-window checkpoint): its windows
+        are dropped from ``ow`` and its rows skipped as before."""
+        if self._open or self._sums:
+            raise ValueError("resume() needs a TimeWindows with no open window")
+        self._resume_pos = ow.last_pos
+        self.next_seq = max(self.next_seq, ow.seq)
+        self.max_event_time = max(self.max_event_time, ow.max_event_time)
+        self.closed_until = max(self.closed_until, ow.closed_until)
+        self._last_pos = max(self._last_pos, ow.last_pos)
+        for win, n, first, last, summary in ow.windows:
+            if (win + 1) * self.size > self.closed_until:  # not written since
+                self._sums[win] = _Summed(summary, n, first, last, [])
 
     def _close(self, win: int, at: Position, max_event_time: float, reason: CloseReason) -> ClosedWindow:
-        pieces = self._open.pop(win)
-        frame = concat([f for f, _o, _k in pieces])
-        origin = np.concatenate([o for _f, o, _k in pieces])
         start, end = win * self.size, (win + 1) * self.size
         self.closed_until = max(self.closed_until, end)
+        sm = self._sums.pop(win, None)
+        summary = None
+        if sm is not None:
+            summary, frame, holds = sm.summary, _reservoir_frame(sm.summary), sm.holds
+            origin = np.array([sm.first, sm.last], dtype=np.int64)  # its first and last rows' only
+        else:
+            pieces = self._open.pop(win)
+            frame = concat([f for f, _o, _k in pieces])
+            origin = np.concatenate([o for _f, o, _k in pieces])
+            holds = [_unique_sorted(o) for _f, o, _k in pieces]
         ck = Checkpoint(
             seq=self.next_seq,
             start_pos=(int(origin.min()), 0),
@@ -490,8 +634,7 @@ class TimeWindows:
             window_start=start,
         )
         self.next_seq += 1
-        holds = [_unique_sorted(o) for _f, o, _k in pieces]
-        return ClosedWindow(ck.seq, frame, origin, start, end, ck.time_ns, reason, ck, holds)
+        return ClosedWindow(ck.seq, frame, origin, start, end, ck.time_ns, reason, ck, holds, summary=summary)
 
 
 Windows = CountWindows | TimeWindows
