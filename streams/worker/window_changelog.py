@@ -5,7 +5,8 @@ A count window of ``window.summary_min_events`` or more keeps a mergeable summar
 keeping its messages un-acked until it is written (as row windows do) would keep their
 bytes in memory and make a restart re-read the whole window. Instead, every
 ``every`` seconds (and when partitions are revoked, and at shutdown) the open
-window of every stream key is checkpointed here, per input partition, and the
+window of every stream key (all open windows of a summarised event-time stream key, with the watermark
+state; ``window.summary_min_seconds``) is checkpointed here, per input partition, and the
 messages whose rows it holds are acked once the broker has acknowledged the
 checkpoint. A worker that gets the partition — on this host or another — restores
 the open window from the newest complete checkpoint and re-reads only what came after

@@ -37,8 +37,11 @@ committed offset and rebuilds its windows from the checkpoint:
 Rows of the last written window are handed back (:attr:`Added.replayed`), so
 a *rolling* reference (the previous window) can be rebuilt after a restart.
 
-Open summarised windows (count windows of ``window.summary_min_events`` or more)
-are checkpointed too, while they are open: :meth:`CountWindows.open_window`
+Open summarised windows (count windows of ``window.summary_min_events`` or more; event-time
+windows of ``window.summary_min_seconds`` or more, each open window with its own summary) are
+checkpointed too, while they are open. For event-time windows, :meth:`TimeWindows.open_window` gives
+every open window with the watermark state (:class:`OpenTimeWindows`) and :meth:`TimeWindows.resume`
+goes on from it. For count windows: :meth:`CountWindows.open_window`
 gives an :class:`OpenWindow` (the summary so far and the positions it covers),
 and :meth:`CountWindows.resume` restarts from one — rows at or before its last
 position are skipped, the window goes on where it was. With ``checkpointed``

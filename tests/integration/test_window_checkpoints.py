@@ -12,6 +12,9 @@ its own state folder, as on another host) takes the partition over. Checked:
 * every window point and drift point equals a fault-free run's (the same engine in-process over the
   topic's messages), and every produced event is in a window.
 
+The third test does the same with event-time windows kept as summaries (``window.summary_min_seconds``):
+every open window is restored with the watermark state, the re-read is bounded, the points equal.
+
 The second test sets another reference (``driftwatch reference set``) between the checkpoint and the kill:
 the window opened before goes on with the reference it was opened with, without an ERROR or a lost event.
 """
@@ -212,5 +215,106 @@ def test_a_window_opened_before_a_reference_set_is_restored_after_a_sigkill(
             stored_points(settings), fault_free_points(settings, mon, consume_all, 2 * per_window)
         )
         assert not problems, "\n".join(problems)
+    finally:
+        tear_down(settings, traffic, a, b)
+
+
+# -- event-time windows -----------------------------------------------------------------------------------
+T_SIZE = 500.0  # event seconds per window: the traffic carries 100 events per event second (helpers.batch_doc),
+T_GRACE = 100.0  # so 50,000 events (20 s of traffic) per window, and the grace keeps the one before open 4 s more
+T_MESSAGES = 700  # 70 s of traffic: three windows and more
+
+
+def time_monitors(tmp_path: Path) -> Path:
+    """The model of :func:`monitors` on 500-s event-time windows with a 100-s grace, kept as summaries."""
+    path = monitors(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["models"][0]["window"] = {
+        "size_seconds": T_SIZE,
+        "grace_seconds": T_GRACE,
+        "summary_min_seconds": 60,
+        "idle_close_seconds": 600,  # only the watermark closes windows (as in the fault-free run)
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def first_message_of_window_open_at(messages: int) -> int:
+    """The message holding the first event of the oldest event-time window open after ``messages`` messages
+    (what a restart re-read from before the open windows were checkpointed)."""
+    import math
+
+    from tests.reliability.helpers import T0
+
+    watermark = T0 + (messages * BATCH - 1) * 0.01 - T_GRACE
+    start = math.floor(watermark / T_SIZE) * T_SIZE
+    return max(0, math.ceil((start - T0) / 0.01)) // BATCH
+
+
+def test_sigkill_mid_event_time_window_resumes_every_open_window_from_the_changelog(
+    settings, settings_env, tmp_path, consume_all
+):
+    """Event-time windows kept as summaries: worker A is SIGKILLed in the middle of a window; B (its own state
+    folder) restores every open window with the watermark and closed-until state from the window changelog. The
+    re-read is at most ~10 s of traffic (before: from the oldest open window's first event, up to its 20 s plus
+    the 4-s grace), and every window and drift point equals a fault-free run's."""
+    mon = time_monitors(tmp_path)
+    traffic = Traffic(settings, seed=17)
+    sent = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            t0 = time.monotonic()
+            for i in range(T_MESSAGES):
+                traffic.send("m", BATCH)
+                traffic.flush()
+                time.sleep(max(0.0, t0 + (i + 1) / RATE - time.monotonic()))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            sent.set()
+
+    log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
+    env_b = {**settings_env, "DRIFTWATCH_STATE_DIR": str(tmp_path / "state-b")}
+    a = start_worker(settings_env, mon, log_a)
+    b = None
+    try:
+        wait_for(lambda: "Worker ready" in log_a.read_text(errors="replace"), 60, "worker a ready", [a], log_a)
+        producer = threading.Thread(target=produce, name="traffic", daemon=True)
+        producer.start()
+        wait_for(lambda: windowed(settings) > 0, 90, "the first window", [a], log_a)
+        seen = traffic.messages
+        wait_for(lambda: traffic.messages >= seen + 120, 60, "12 s more traffic", [a], log_a)
+        at_kill = traffic.messages
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        time.sleep(1.0)
+        committed = committed_offsets(settings)
+        assert len(committed) == 1, committed
+        (offset,) = committed.values()
+        reread, opened = at_kill - offset, first_message_of_window_open_at(at_kill)
+        print(
+            f"\nSIGKILL after {at_kill} messages; committed offset {offset}: {reread} messages "
+            f"({reread * BATCH} events, {reread / RATE:.1f} s of traffic) to re-read; the oldest open window began "
+            f"at message {opened} ({(at_kill - opened) / RATE:.1f} s of traffic re-read without its checkpoint)"
+        )
+        assert offset > opened, "the open windows' messages were not acked before they closed"
+        assert reread / RATE <= 10.0, f"re-reads {reread / RATE:.1f} s of traffic"
+
+        b = start_worker(env_b, mon, log_b)
+        wait_for(lambda: sent.is_set(), 120, "the traffic", [b], log_b)
+        assert not errors, errors
+        want = fault_free_points(settings, mon, consume_all, T_MESSAGES)
+        n_want = sum(v[0] for k, v in want.items() if k[0] == "w")
+        assert len([k for k in want if k[0] == "w"]) >= 3 and {k for k in want if k[0] == "d"}
+        wait_for(lambda: windowed(settings) >= n_want, 90, "every closed window written", [b], log_b)
+        text_b = log_b.read_text(errors="replace")
+        assert "open windows #" in text_b and "restored from" in text_b, tail(log_b)
+        problems = compare_points(stored_points(settings), want)
+        assert not problems, "\n".join(problems)
+        stop(b)
+        errors_b = [ln for ln in log_b.read_text(errors="replace").splitlines() if " ERROR " in ln]
+        assert not errors_b, errors_b
     finally:
         tear_down(settings, traffic, a, b)
