@@ -1,3 +1,4 @@
+# size: the two window kinds (count, event time) with their shared position, skip and close bookkeeping and their open-window checkpoints (kept together: they share the restart rules the docstring states)
 """Columnar tumbling windows per stream key (topic partition, model, version).
 
 Two kinds, both fed with decoded :class:`~streams.worker.decode.FramePart` s and both
