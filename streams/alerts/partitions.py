@@ -22,6 +22,10 @@ any worker on any host, with or without a shared ``state_dir``:
   change is missing (no lost resolve). Windows that changed nothing but counters and values
   are written by the 1 s timer (:meth:`AlertPartitions.flush`), at a rebalance
   (:meth:`AlertPartitions.revoke`, before the partition is handed over) and at shutdown;
+* a **sharded model** (docs/scale-out.md) is evaluated by its merge step, on a partition of the
+  partials topic, whose numbers collide with the input partitions': its state is held in a
+  slot of its own, :func:`merge_slot` (key ``m<partition>``), which follows the partials
+  partition the way ``p<partition>`` follows an input partition;
 * the **idempotency key** of an announcement (:func:`streams.alerts.lifecycle.event_id`) is
   made of the alert key, the window end at which it fired, the status and the repeat count —
   all in the checkpoint — so it is the same whichever worker announces it.
@@ -70,6 +74,22 @@ def alert_changelog(settings: Settings):
     from streams.worker.changelog_store import ChangelogStore
 
     return ChangelogStore(settings, changelog_topic(settings), name="driftwatch-alert-changelog")
+
+
+MERGE_SLOTS = 1 << 20
+"""Slots from here on hold the alert state of a partials-topic partition (:func:`merge_slot`); below, input partitions."""
+
+
+def merge_slot(partition: int) -> int:
+    """The alert-state slot of partials-topic partition ``partition`` (where sharded models are merged and
+    evaluated): a namespace of its own, so it never takes the state of input partition ``partition``.
+
+    >>> AlertPartitions.key(merge_slot(3)), AlertPartitions.key(3), AlertPartitions.route(merge_slot(3))
+    ('m3', 'p3', 3)
+    """
+    if not 0 <= int(partition) < MERGE_SLOTS:
+        raise ValueError(f"partition {partition} out of range [0, {MERGE_SLOTS})")
+    return MERGE_SLOTS + int(partition)
 
 
 @dataclass
@@ -141,7 +161,21 @@ class AlertPartitions:
 
     @staticmethod
     def key(partition: int) -> str:
-        return f"p{int(partition)}"
+        """The changelog key of a slot: ``p<n>`` for input partition n, ``m<n>`` for partials partition n."""
+        p = int(partition)
+        return f"m{p - MERGE_SLOTS}" if p >= MERGE_SLOTS else f"p{p}"
+
+    @staticmethod
+    def name(partition: int) -> str:
+        """A slot in log lines: ``partition <n>`` or ``partials partition <n>``."""
+        p = int(partition)
+        return f"partials partition {p - MERGE_SLOTS}" if p >= MERGE_SLOTS else f"partition {p}"
+
+    @staticmethod
+    def route(partition: int) -> int:
+        """The partition number a slot's checkpoints are routed by (the input or partials partition's own)."""
+        p = int(partition)
+        return p - MERGE_SLOTS if p >= MERGE_SLOTS else p
 
     def owns(self, partition: int) -> bool:
         """Whether the partition's state has been restored here (and not revoked since, nor the worker stopping)."""
@@ -154,7 +188,7 @@ class AlertPartitions:
         todo = sorted({int(p) for p in partitions} - set(self._parts))
         if not todo:
             return []
-        got = await asyncio.gather(*(self.store.restore(self.key(p), route=p) for p in todo))
+        got = await asyncio.gather(*(self.store.restore(self.key(p), route=self.route(p)) for p in todo))
         if self.closed:  # the worker stopped meanwhile: it evaluates nothing more
             return []
         for p, g in zip(todo, got):
@@ -163,13 +197,12 @@ class AlertPartitions:
                 try:
                     versions = decode(g.blob)
                 except ValueError:  # a damaged checkpoint must not stop the worker
-                    log.exception("the alert-state checkpoint of partition %d is unusable: its alerts start afresh", p)
+                    log.exception("the alert-state checkpoint of %s is unusable: its alerts start afresh", self.name(p))
                 self._gen[p] = g.gen
                 firing = sum(a.status == "firing" for vs in versions.values() for a in vs.alerts.values())
                 log.info(
-                    "alert state of partition %d restored from %r (generation %d): %d model version(s), %d alert(s) "
-                    "firing",
-                    p,
+                    "alert state of %s restored from %r (generation %d): %d model version(s), %d alert(s) firing",
+                    self.name(p),
                     self.store,
                     g.gen,
                     len(versions),
@@ -217,7 +250,7 @@ class AlertPartitions:
                 self._urgent.discard(p)
                 gen = self._gen.get(p, 0) + 1
                 try:
-                    n += await self.store.put(self.key(p), gen, encode(versions), route=p)
+                    n += await self.store.put(self.key(p), gen, encode(versions), route=self.route(p))
                 except BaseException:
                     self._dirty.add(p)
                     if urgent:
@@ -241,7 +274,7 @@ class AlertPartitions:
                 await self._write([p])
             except Exception as e:
                 wait = next(delays)
-                log.warning("cannot checkpoint the alert state of partition %d (%s); retrying in %.1f s", p, e, wait)
+                log.warning("cannot checkpoint the alert state of %s (%s); retrying in %.1f s", self.name(p), e, wait)
                 await asyncio.sleep(wait)
 
     async def flush(self) -> int:
@@ -261,13 +294,15 @@ class AlertPartitions:
         try:
             await self._write(parts)
         except Exception:  # the next owner then starts from the previous checkpoint
-            log.exception("the alert state of partitions %s could not be saved at the rebalance", sorted(parts))
+            log.exception(
+                "the alert state of %s could not be saved at the rebalance", [self.name(p) for p in sorted(parts)]
+            )
         gone = [mv for p in sorted(parts) for mv in sorted(self._parts.pop(p, {}))]
         for p in parts:
             self._gen.pop(p, None)
             self._dirty.discard(p)
             self._urgent.discard(p)
-        log.info("alert state of partitions %s handed over", sorted(parts))
+        log.info("alert state of %s handed over", [self.name(p) for p in sorted(parts)])
         return gone
 
     def prune(self, resolved_before_ns: int) -> int:

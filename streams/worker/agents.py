@@ -304,8 +304,12 @@ class Runtime:
                 async with rt.pipeline.lock:
                     await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
             if rt.alerting is not None:  # the alert state too (windows closed before and not yet evaluated are dropped)
+                from streams.alerts.partitions import merge_slot
+
                 await rt.alerting.revoke_partitions(
-                    tp.partition for tp in revoked if tp.topic == rt.settings.topic_inferences
+                    tp.partition if tp.topic == rt.settings.topic_inferences else merge_slot(tp.partition)
+                    for tp in revoked
+                    if tp.topic in (rt.settings.topic_inferences, rt.pipeline.partials_topic)
                 )
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function

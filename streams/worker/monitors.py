@@ -335,8 +335,6 @@ class ModelMonitor(_Strict):
                 f"shards: {n} needs reference.file: every shard and the merge step must use the same reference "
                 "(a first_n or rolling reference would differ per shard)"
             )
-        if self.alerts:
-            raise ValueError(f"alerts: not evaluated yet for a sharded model (shards: {n}); remove them or shards")
 
 
 class MonitorsConfig(_Strict):

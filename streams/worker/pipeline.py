@@ -74,6 +74,7 @@ from detectors.records import (  # dw_window's fields: one vocabulary for the wo
     WINDOW,
     Record,
 )
+from streams.alerts.partitions import merge_slot
 from streams.retry import Backoff
 from streams.settings import Settings
 from streams.worker.checkpoints import CheckpointSource, checkpoint_fields
@@ -397,6 +398,8 @@ class Pipeline:
             messages = [m for m in messages if m.topic != self.partials_topic]
         try:
             if partials:
+                if self.alerting is not None:  # the merge step's alert state (its own slots) before any window
+                    await self.alerting.restore_partitions(sorted({merge_slot(m.partition) for m in partials}))
                 await self._merge(partials, tps)
             t0 = time.perf_counter()
             decoded = self.decoder.decode(messages)
@@ -1206,6 +1209,8 @@ class Pipeline:
         state.unwritten += 1
         epoch = self._epoch
         alerted = self.alerting is not None and bool(self.alerting.rules_for(key.model_id))
+        # the alert state of a merged window (a sharded model) is in its partials partition's own slot
+        slot = merge_slot(key.partition) if key.topic == self.partials_topic else key.partition
 
         async def finish(previous: asyncio.Future | None) -> None:
             records: list[Record]
@@ -1227,23 +1232,21 @@ class Pipeline:
                 records.extend(labelled.records)
             records.append(Record(WINDOW, {T_MODEL: key.model_id, T_VERSION: key.model_version}, fields, w.time_ns))
             if alerted:
-                if self._revoked_at.get((key.topic, key.partition), 0) > epoch or not self.alerting.owns(key.partition):
+                if self._revoked_at.get((key.topic, key.partition), 0) > epoch or not self.alerting.owns(slot):
                     # the partition left since the window closed: its alert state went to the next owner, who
                     # evaluates this window again (it re-reads its messages, none was acked): write nothing of it
                     if labelled is not None:
                         labelled.failed()
                     return
                 try:  # never blocks on the network: deliveries have their own queues
-                    records.extend(
-                        self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns, key.partition)
-                    )
+                    records.extend(self.alerting.on_window(key.model_id, key.model_version, records, w.time_ns, slot))
                 except Exception:  # alerting must not stop detection
                     log.exception(
                         "alert evaluation failed on window #%d of %s v%s", w.seq, key.model_id, key.model_version
                     )
                 # a window that changed an alert's status: its alert state is in Kafka before its results (and
                 # its dw_window checkpoint) are in InfluxDB, so whoever resumes after it has that state
-                await self.alerting.sync(key.partition)
+                await self.alerting.sync(slot)
             fut = await self.sink.submit(records)
 
             def done(_f: asyncio.Future) -> None:

@@ -184,3 +184,44 @@ def test_partitions_that_come_or_go_while_the_worker_stops_are_left_to_the_next_
 
     asyncio.run(run())
     assert decode(asyncio.run(changelog.restore("p0")).blob)[("m", "1")].alerts[KEY].status == "firing"
+
+
+def test_a_sharded_models_alert_state_has_a_slot_of_its_own_beside_the_input_partition_of_that_number(tmp_path):
+    """The merge step evaluates a sharded model on a partials-topic partition: its alert state is keyed ``m<n>``,
+    so input partition ``n`` (restored, revoked, checkpointed as ``p<n>``) never takes or drops it, and it follows
+    the partials partition to the next owner."""
+    from streams.alerts.partitions import merge_slot
+
+    want = single_host(tmp_path)
+    changelog = MemoryChangelog()
+    a, b = hosts(tmp_path, changelog)
+    slot = merge_slot(0)
+    assert (AlertPartitions.key(slot), AlertPartitions.route(slot), AlertPartitions.name(slot)) == (
+        "m0",
+        0,
+        "partials partition 0",
+    )
+
+    async def run():
+        await a.restore_partitions([0, slot])
+        for i, p in enumerate(P_VALUES[:3], 1):  # fires at window 2, on a
+            a.on_window("m", "1", window(i, {"age": p}), partition=slot)
+            await a.sync(slot)
+        await a.revoke_partitions([0])  # input partition 0 leaves a: the merge slot stays
+        assert a.owns(slot) and not a.owns(0)
+        await a.revoke_partitions([slot])
+        await b.restore_partitions([slot])  # b merges from now on: resolves what a fired
+        for i, p in enumerate(P_VALUES[3:], 4):
+            b.on_window("m", "1", window(i, {"age": p}), partition=slot)
+            await b.sync(slot)
+        await b.restore_partitions([0])
+        assert b.partitions is not None and b.partitions.models(0) == []  # nothing of the model in p0
+
+    asyncio.run(run())
+    got = announced(a, b)
+    for s in (a, b):
+        s.store.close()
+    assert got == want
+    assert "m0" in changelog.keys and "p0" not in changelog.keys
+    with pytest.raises(ValueError, match="out of range"):
+        merge_slot(-1)

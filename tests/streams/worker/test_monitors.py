@@ -127,13 +127,6 @@ def test_alarm_budget_errors_name_the_field():
         ({"window": {"size_events": 1001}}, r"window.size_events: 1001 is not a multiple of shards \(4\)"),
         ({"window": {"size_events": 1000}, "reference": {"first_n": 500}}, r"shards: 4 needs reference.file"),
         ({"window": {"size_events": 1000}, "reference": {"rolling": True}}, r"shards: 4 needs reference.file"),
-        (
-            {
-                "window": {"size_events": 1000},
-                "alerts": [{"name": "a", "signal": "drift.p_value", "op": "<", "threshold": 0.01}],
-            },
-            r"alerts: not evaluated yet for a sharded model",
-        ),
         ({"shards": 0}, r"shards"),
     ],
 )
@@ -146,3 +139,7 @@ def test_a_sharded_model_needs_aligned_count_windows_and_a_file_reference(tmp_pa
         parse_monitors(cfg, "m.yaml")
     ok = one(shards=4, window={"size_events": 1000}, reference={"file": str(ref)})
     assert parse_monitors(ok).models[0].shards == 4
+    # alert rules are evaluated by the merge step (their state in the partials partition's own slot)
+    rules = [{"name": "a", "signal": "drift.p_value", "op": "<", "threshold": 0.01}]
+    alerted = one(shards=4, window={"size_events": 1000}, reference={"file": str(ref)}, alerts=rules)
+    assert parse_monitors(alerted).models[0].alerts[0].name == "a"
