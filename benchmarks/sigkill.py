@@ -18,6 +18,13 @@ Reported (``sigkill`` in the JSON):
 * ``points_equal_fault_free``: every ``dw_window`` (events, seq, checkpoint end offset, invalid rows)
   and ``dw_drift`` point (p-value, statistic) written by A and B equals C's, floats to 1e-9.
 * RSS of A just before the kill and of B at the end (worker and detector process together).
+
+``--sigkill-window 60s``: event-time windows of 60 s instead (a grace of a sixth of the window,
+``summary_min_seconds`` set so they are summarised and checkpointed), traffic at 1,000 events/s by
+default — the bench traffic carries one event per millisecond, so its event time then keeps pace with
+the wall clock as a live stream's does. The traffic covers the partial first window, two whole ones and
+the grace; A is killed 60 % into the first whole window (``window_began_at_message``: its first
+message, what a restart re-read before the open event-time windows were checkpointed).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks import procstats
 from benchmarks.traffic import PacedProducer, Traffic, write_monitor_config
 
@@ -41,8 +50,44 @@ def add_arguments(parser) -> None:
         help="also SIGKILL a worker in the middle of a long summarised window under live traffic and report "
         "what its successor re-reads (and that the points equal a fault-free run's)",
     )
-    parser.add_argument("--sigkill-window", type=int, help="window size in events (default 1M; quick 100k)")
-    parser.add_argument("--sigkill-rate", type=float, help="live traffic, events/s (default 20,000; quick 10,000)")
+    parser.add_argument(
+        "--sigkill-window",
+        help="window size in events (default 1M; quick 100k), or Ns: event-time windows of N seconds (e.g. 60s)",
+    )
+    parser.add_argument(
+        "--sigkill-rate",
+        type=float,
+        help="live traffic, events/s (default 20,000; quick 10,000; event-time windows: 1,000)",
+    )
+
+
+def time_plan(base_time: float, seconds: float, batch_events: int) -> dict[str, Any]:
+    """Event-time windows of ``seconds`` over bench traffic starting at ``base_time`` (one event per ms):
+    the grace, the events to produce (the partial first window, two whole ones, the grace and 2 s more), the
+    first message of the first whole window, the message to kill after (60 % into it) and the events in the
+    windows that close by themselves.
+
+    >>> p = time_plan(1000.5, 60.0, 1000)
+    >>> p["grace"], p["events"], p["window_message"], p["kill_at"], p["expected"]
+    (10.0, 152000, 19, 55, 139500)
+    """
+    from benchmarks.traffic import Traffic as T
+    from benchmarks.traffic import event_times
+
+    grace = seconds / 6
+    first_end = (math.floor(base_time / seconds) + 1) * seconds
+    events = math.ceil((first_end - base_time + 2 * seconds + grace + 2.0) * 1000 / batch_events) * batch_events
+    t = event_times(T(models=["m"], base_time=base_time), 0, events)
+    closed_until = math.floor((float(t[-1]) - grace) / seconds) * seconds
+    window_first = int(np.searchsorted(t, first_end))
+    kill_first = int(np.searchsorted(t, first_end + 0.6 * seconds))
+    return {
+        "grace": grace,
+        "events": events,
+        "window_message": window_first // batch_events,
+        "kill_at": kill_first // batch_events,
+        "expected": int(np.sum(t < closed_until)),
+    }
 
 
 def _points(settings) -> dict:
@@ -82,26 +127,38 @@ def differences(got: dict, want: dict) -> list[str]:
 def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
     """The phase (see module docstring). ``spawn(bench, settings, label, i, log_level)`` starts one worker (Popen);
     ``log(msg)`` reports progress."""
-    from benchmarks.throughput import BenchError, WindowWatcher, _tail, _tree_mb
+    from benchmarks.throughput import BenchError, Case, WindowWatcher, _tail, _tree_mb
     from streams.broker.admin import committed_offsets, ensure_topics
     from streams.devstack.localstack import terminate
     from streams.influx.admin import ensure_database
 
     plan = bench.plan
-    window = plan.sigkill_window or (100_000 if plan.quick else 1_000_000)
-    rate = plan.sigkill_rate or (10_000.0 if plan.quick else 20_000.0)
+    case = Case.parse(str(plan.sigkill_window or (100_000 if plan.quick else 1_000_000)))
+    timed = case.seconds is not None
+    tp = time_plan(base.base_time, case.seconds, plan.batch_events) if case.seconds is not None else {}
+    window = int(case.events or 0)
+    rate = plan.sigkill_rate or (1000.0 if timed else 10_000.0 if plan.quick else 20_000.0)
+    expected = tp["expected"] if timed else 2 * window  # events in the windows that close by themselves
     model = base.models[0]
     traffic = Traffic(
         models=[model],
-        events=2 * window,
+        events=tp["events"] if timed else 2 * window,
         batch_events=plan.batch_events,
         seed=base.seed,
         base_time=base.base_time,
         wire=base.wire,
     )
     ref_n = plan.reference_events or plan.window
+    extra = plan.window_extra()
+    if timed:
+        extra = {**extra, "size_seconds": case.seconds, "grace_seconds": tp["grace"]}
+        extra["summary_min_seconds"] = case.seconds
     write_monitor_config(
-        bench.root / "monitors-sigkill.yaml", traffic, window=window, reference=ref_n, window_extra=plan.window_extra()
+        bench.root / "monitors-sigkill.yaml",
+        traffic,
+        window=None if timed else window,
+        reference=ref_n,
+        window_extra=extra,
     )
     s = bench.settings("sigkill").model_copy(update={"monitors": bench.root / "monitors-sigkill.yaml"})
     ensure_topics(s)
@@ -111,6 +168,9 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
     logs = [bench.root / f"worker-sigkill-{i}.log" for i in range(2)]
     watcher = WindowWatcher(s)
     out: dict[str, Any] = {"window_events": window, "rate_events_per_s": rate, "batch_events": plan.batch_events}
+    if timed:
+        out.update(window_seconds=case.seconds, grace_seconds=tp["grace"], events_in_closed_windows=expected)
+        del out["window_events"]
 
     def wait(cond, timeout: float, what: str, proc: subprocess.Popen, logp: Path) -> None:
         deadline = time.monotonic() + timeout
@@ -129,19 +189,25 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         procs.append(a)
         wait(lambda: "Worker ready" in logs[0].read_text(errors="replace"), 120, "worker A ready", a, logs[0])
         producer.start()
-        log(f"sigkill: worker A ready, traffic at {rate:,.0f} events/s, windows of {window:,}")
-        per_window = window // plan.batch_events
-        wait(lambda: watcher.counted >= window, 3 * window / rate + 120, "the first window", a, logs[0])
-        kill_at = per_window + per_window // 2
+        log(f"sigkill: worker A ready, traffic at {rate:,.0f} events/s, windows of {case.name}")
+        if timed:
+            per_window, kill_at = tp["window_message"], tp["kill_at"]
+            first = 1  # the partial first window
+            last = kill_at + int((1 - 0.6) * (case.seconds or 0) * 1000 / plan.batch_events) - 2
+        else:
+            per_window = window // plan.batch_events
+            kill_at, first, last = per_window + per_window // 2, window, 2 * per_window - 2
+        span = traffic.events / rate
+        wait(lambda: watcher.counted >= first, span + 120, "the first window", a, logs[0])
 
         def steady() -> bool:
-            """Half-way into the second window, with A acking messages of it (it keeps up with the traffic:
+            """In the middle of the open window, with A acking messages of it (it keeps up with the traffic:
             the re-read bound below is then not A's lag)."""
-            if producer.messages >= 2 * per_window - 2:
-                raise BenchError("sigkill: worker A did not keep up with the traffic before the second window ended")
+            if producer.messages >= last:
+                raise BenchError("sigkill: worker A did not keep up with the traffic before the window ended")
             return producer.messages >= kill_at and max(committed_offsets(s).values(), default=0) > per_window
 
-        wait(steady, 2 * window / rate + 60, "mid second window, A caught up", a, logs[0])
+        wait(steady, span + 60, "mid window, A caught up", a, logs[0])
         out["rss_mb_before_kill"] = round(_tree_mb(procstats.rss_mb, a.pid), 1)
         produced = producer.messages
         a.kill()
@@ -164,11 +230,11 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
         log(f"sigkill: A killed after {produced} messages; committed offset {offset}: {out['reread']}")
         b = spawn(bench, s, "sigkill", 1, "INFO")
         procs.append(b)
-        wait(producer.done.is_set, 2 * window / rate + 120, "the traffic", b, logs[1])
-        wait(lambda: watcher.counted >= 2 * window, 300, "both windows", b, logs[1])
+        wait(producer.done.is_set, span + 120, "the traffic", b, logs[1])
+        wait(lambda: watcher.counted >= expected, 300, "every window", b, logs[1])
         out["rss_mb_after"] = round(_tree_mb(procstats.rss_mb, b.pid), 1)
         out["events_counted"] = watcher.counted
-        m = re.search(r"open window #\d+ restored from .*?\((\d+) events, up to offset (\d+)\)", logs[1].read_text())
+        m = re.search(r"open windows? #\d+ restored from .*?\((\d+) events, up to offset (\d+)\)", logs[1].read_text())
         out["restored"] = (
             {"line": m.group(0), "events": int(m.group(1)), "up_to_offset": int(m.group(2))} if m else None
         )
@@ -187,7 +253,7 @@ def run_sigkill(bench, base: Traffic, spawn, log) -> dict[str, Any]:
     proc = spawn(bench, c, "sigkill-faultfree", 0, "WARNING")
     try:
         deadline = time.monotonic() + 600
-        while check.counted < 2 * window:
+        while check.counted < expected:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise BenchError("sigkill: the fault-free run did not finish")
             check.poll()

@@ -241,7 +241,7 @@ class Plan:
     reference_events: int | None = None  # None: the window size
     rows_too: bool = False
     sigkill: bool = False
-    sigkill_window: int | None = None  # None: 1M (quick 100k)
+    sigkill_window: int | str | None = None  # events, or 'Ns' (event-time windows); None: 1M (quick 100k)
     sigkill_rate: float | None = None  # None: 20,000 events/s (quick 10,000)
     cases: tuple[Case, ...] = ()
     soak: float | None = None  # minutes; None: no soak
@@ -289,7 +289,7 @@ class Plan:
             rows_too=a.rows_too,
             reference_events=a.reference_events,
             sigkill=getattr(a, "sigkill", False),
-            sigkill_window=getattr(a, "sigkill_window", None),
+            sigkill_window=_events_or_seconds(getattr(a, "sigkill_window", None)),
             sigkill_rate=getattr(a, "sigkill_rate", None),
             cases=tuple(Case.parse(c) for c in (a.cases or "").split(",") if c.strip()),
             soak=getattr(a, "soak", None),
@@ -300,6 +300,15 @@ class Plan:
     def window_extra(self) -> dict:
         """The ``window`` settings the bench adds to the monitor config."""
         return {} if self.summary_min_events == "default" else {"summary_min_events": self.summary_min_events}
+
+
+def _events_or_seconds(spec: str | None) -> int | str | None:
+    """A window option: N events as an int, ``Ns`` (seconds) kept as given.
+
+    >>> _events_or_seconds("500000"), _events_or_seconds("60s"), _events_or_seconds(None)
+    (500000, '60s', None)
+    """
+    return int(spec) if spec is not None and spec.strip().isdigit() else spec
 
 
 def _round_up(n: int, unit: int) -> int:
@@ -1189,6 +1198,7 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
             "reread_seconds_of_traffic": g("sigkill", "reread", "seconds_of_traffic"),
             "reread_events": g("sigkill", "reread", "events"),
             "window_events": g("sigkill", "window_events"),
+            "window_seconds": g("sigkill", "window_seconds"),  # --sigkill-window Ns: event-time windows
             "restored_events": g("sigkill", "restored", "events"),
             "points_equal_fault_free": g("sigkill", "points_equal_fault_free"),
             "points_compared": g("sigkill", "points_compared"),

@@ -20,6 +20,26 @@ def test_options_reach_the_plan():
     plan = _plan("--sigkill", "--sigkill-window", "500000", "--sigkill-rate", "30000")
     assert (plan.sigkill, plan.sigkill_window, plan.sigkill_rate) == (True, 500_000, 30_000.0)
     assert _plan().sigkill is False
+    assert _plan("--sigkill", "--sigkill-window", "60s").sigkill_window == "60s"  # event-time windows
+
+
+def test_a_time_window_plan_kills_mid_window_and_counts_only_the_windows_that_close():
+    """``--sigkill-window 60s``: checked against the event times themselves (one per ms, traffic.event_times)."""
+    import numpy as np
+
+    from benchmarks.traffic import Traffic, event_times
+
+    base = 1_700_000_017.25
+    p = sigkill.time_plan(base, 60.0, 500)
+    t = event_times(Traffic(models=["m"], base_time=base), 0, p["events"])
+    first_end = (base // 60 + 1) * 60
+    assert p["grace"] == 10.0 and p["events"] % 500 == 0
+    assert t[p["window_message"] * 500] < first_end <= t[(p["window_message"] + 1) * 500]
+    kill = p["kill_at"] * 500  # the message holding the event 60 % into the first whole window
+    assert t[kill] <= first_end + 36.0 < t[kill + 500]
+    # the windows that close: every end + grace at or before the last event; two whole ones at least
+    closed = np.floor((t[-1] - 10.0) / 60) * 60
+    assert p["expected"] == int(np.sum(t < closed)) and closed >= first_end + 120
 
 
 def test_differences_compare_floats_relatively_and_name_missing_points():
