@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -1262,14 +1262,7 @@ class Pipeline:
 
             fut.add_done_callback(done)
 
-        task = asyncio.ensure_future(finish(self._chain))
-        self._chain = task
-        self._track(task)
-        task.add_done_callback(self._job_done)
-        self._in_flight += 1
-        while self._in_flight > self.max_windows_in_flight:  # backpressure: the detectors are behind
-            self._room.clear()
-            await self._room.wait()
+        await self._chain_job(finish)
 
     # -- sharded models (streams/worker/shards.py) ---------------------------------
     def _shard_partitions(self, model: ModelMonitor) -> tuple[int, ...]:
@@ -1342,14 +1335,7 @@ class Pipeline:
 
             fut.add_done_callback(done)
 
-        task = asyncio.ensure_future(finish(self._chain))
-        self._chain = task
-        self._track(task)
-        task.add_done_callback(self._job_done)
-        self._in_flight += 1
-        while self._in_flight > self.max_windows_in_flight:  # backpressure, as for any window
-            self._room.clear()
-            await self._room.wait()
+        await self._chain_job(finish)
 
     async def _merge(self, messages: Sequence[RawMessage], tps: dict[tuple[str, int], _TP]) -> None:
         from detectors.summaries import SummaryError
@@ -1465,6 +1451,19 @@ class Pipeline:
             return cal if isinstance(cal, Calibration) else f"{cal}, and this worker joins no labels"
         self.label_hook.use_reference_calibration(key.model_id, cal if isinstance(cal, Calibration) else None)
         return self.label_hook.calibration(key.model_id)
+
+    async def _chain_job(self, finish: Callable[[asyncio.Future | None], Awaitable[None]]) -> None:
+        """Run a closed window's ``finish`` after the previous window's (results are written in window
+        order), and wait while more than ``max_windows_in_flight`` are under way (backpressure: the
+        detectors or the sink are behind)."""
+        task = asyncio.ensure_future(finish(self._chain))
+        self._chain = task
+        self._track(task)
+        task.add_done_callback(self._job_done)
+        self._in_flight += 1
+        while self._in_flight > self.max_windows_in_flight:
+            self._room.clear()
+            await self._room.wait()
 
     def _job_done(self, task: asyncio.Future) -> None:
         self._in_flight -= 1

@@ -54,6 +54,27 @@ RATE = 10.0  # messages per second (2,500 events/s)
 N_MESSAGES = 2 * WINDOW // BATCH  # two windows
 
 
+def paced_sender(traffic: Traffic, messages: int) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+    """A thread (not started) that sends ``messages`` batches of BATCH events at RATE messages per second;
+    the event is set when it is done, the list holds what it raised."""
+    sent = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            t0 = time.monotonic()
+            for i in range(messages):
+                traffic.send("m", BATCH)
+                traffic.flush()
+                time.sleep(max(0.0, t0 + (i + 1) / RATE - time.monotonic()))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            sent.set()
+
+    return threading.Thread(target=produce, name="traffic", daemon=True), sent, errors
+
+
 def reference_file(tmp_path: Path, shift: float = 0.0, name: str = "reference.csv") -> Path:
     """Rows drawn like the traffic's (tests.reliability.helpers.batch_doc), as a CSV reference (``shift``: numeric
     features moved by that much)."""
@@ -103,20 +124,7 @@ def tear_down(settings, traffic: Traffic, *workers) -> None:
 def test_sigkill_mid_window_resumes_from_the_window_changelog(settings, settings_env, tmp_path, consume_all):
     mon = monitors(tmp_path)
     traffic = Traffic(settings, seed=11)
-    sent = threading.Event()
-    errors: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            t0 = time.monotonic()
-            for i in range(N_MESSAGES):
-                traffic.send("m", BATCH)
-                traffic.flush()
-                time.sleep(max(0.0, t0 + (i + 1) / RATE - time.monotonic()))
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            sent.set()
+    producer, sent, errors = paced_sender(traffic, N_MESSAGES)
 
     log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
     env_b = {**settings_env, "DRIFTWATCH_STATE_DIR": str(tmp_path / "state-b")}  # as on another host
@@ -124,7 +132,6 @@ def test_sigkill_mid_window_resumes_from_the_window_changelog(settings, settings
     b = None
     try:
         wait_for(lambda: "Worker ready" in log_a.read_text(errors="replace"), 60, "worker a ready", [a], log_a)
-        producer = threading.Thread(target=produce, name="traffic", daemon=True)
         producer.start()
         # the first window written, then ~60 % into the second one
         wait_for(lambda: windowed(settings) >= WINDOW, 90, "the first window", [a], log_a)
@@ -260,20 +267,7 @@ def test_sigkill_mid_event_time_window_resumes_every_open_window_from_the_change
     the 4-s grace), and every window and drift point equals a fault-free run's."""
     mon = time_monitors(tmp_path)
     traffic = Traffic(settings, seed=17)
-    sent = threading.Event()
-    errors: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            t0 = time.monotonic()
-            for i in range(T_MESSAGES):
-                traffic.send("m", BATCH)
-                traffic.flush()
-                time.sleep(max(0.0, t0 + (i + 1) / RATE - time.monotonic()))
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            sent.set()
+    producer, sent, errors = paced_sender(traffic, T_MESSAGES)
 
     log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
     env_b = {**settings_env, "DRIFTWATCH_STATE_DIR": str(tmp_path / "state-b")}
@@ -281,7 +275,6 @@ def test_sigkill_mid_event_time_window_resumes_every_open_window_from_the_change
     b = None
     try:
         wait_for(lambda: "Worker ready" in log_a.read_text(errors="replace"), 60, "worker a ready", [a], log_a)
-        producer = threading.Thread(target=produce, name="traffic", daemon=True)
         producer.start()
         wait_for(lambda: windowed(settings) > 0, 90, "the first window", [a], log_a)
         seen = traffic.messages
