@@ -54,13 +54,15 @@ class WindowConfig(_Strict):
         100_000,
         ge=10,
         description="count windows of at least this many events keep a mergeable summary "
-        "instead of their rows (detectors/summaries.py); null: always rows",
+        "instead of their rows (detectors/summaries.py); an event-time window keeps rows until it holds this "
+        "many, then turns into a summary (bounded memory); null: always rows",
     )
     summary_min_seconds: float | None = Field(
         None,
         gt=0,
         description="event-time windows of at least this many seconds keep a mergeable summary per open window "
-        "instead of their rows, checkpointed to Kafka while open (docs/worker.md); null: always rows",
+        "from the moment it opens instead of their rows, checkpointed to Kafka while open (docs/worker.md); "
+        "null: rows until summary_min_events",
     )
     reference_points_every: int = Field(
         100,  # streams.worker.pipeline.REFERENCE_POINTS_EVERY

@@ -511,6 +511,12 @@ class Pipeline:
         else:  # WindowConfig's validator rules this out
             raise ConfigError(f"{key.model_id}: the window needs exactly one of size_events or size_seconds")
         state = StreamState(key, model, windows, resumed_from=ck)
+        # event-time windows summarised from the moment they open (summary_min_seconds)
+        from_start = (
+            isinstance(windows, TimeWindows)
+            and win.summary_min_seconds is not None
+            and windows.size >= win.summary_min_seconds
+        )
         if (
             isinstance(windows, CountWindows)
             and (
@@ -523,12 +529,14 @@ class Pipeline:
             )
         ) or (
             isinstance(windows, TimeWindows)
-            and win.summary_min_seconds is not None
-            and windows.size >= win.summary_min_seconds
             and not model.reference.rolling
+            and (from_start or win.summary_min_events is not None)
         ):
             windows.summarise = partial(self._open_summary, state)
             windows.checkpointed = self.window_changelog is not None
+            if isinstance(windows, TimeWindows) and not from_start:
+                # rows until a window holds summary_min_events of them: bounded memory, exact results below it
+                windows.summary_after = win.summary_min_events
         ref_cfg = model.reference
         # operator-set references apply to every kind of source
         await self._stored_reference(key, wait=ref_cfg.first_n is not None)
@@ -952,6 +960,9 @@ class Pipeline:
             tracker.hold(held.tolist())
             state.covered.append(held)
             self._covered += len(held)
+        if added.moved:  # a window's rows (held as they entered) became a summary: the checkpoint releases them
+            state.covered.extend(added.moved)
+            self._covered += sum(len(h) for h in added.moved)
         if added.skipped:
             self.stats.skipped_replayed += added.skipped
         if added.replayed.size and state.model.reference.rolling:
@@ -983,7 +994,8 @@ class Pipeline:
         if ref is None or state.model.reference.rolling or self.evaluator is None:
             self._to_prepare.pop(state.key, None)
             return
-        summarised = state.windows.summarise is not None
+        w = state.windows  # summarised from the start (not rows first, summarised past summary_min_events)
+        summarised = w.summarise is not None and not (isinstance(w, TimeWindows) and w.summary_after is not None)
         self._to_prepare[state.key] = (state.model, ref, summarised)
         if not self._in_flight:
             self._submit_prepares()

@@ -208,6 +208,9 @@ class Added:
     skipped: int = 0
     replayed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     covered: list[np.ndarray] = field(default_factory=list)
+    # pieces already held (``entered``) of a window that turned into a summary now: the caller hands them to the
+    # open-window checkpoint (released by it) instead of to the window's write
+    moved: list[np.ndarray] = field(default_factory=list)
 
 
 def row_ordinals(origin: np.ndarray) -> np.ndarray:
@@ -427,9 +430,15 @@ class TimeWindows:
     """Event-time tumbling windows with a lateness grace (see module docstring).
 
     ``summarise``: as for :class:`CountWindows`, called when a window opens; a summary it returns takes
-    that window's rows batch by batch. ``checkpointed``: the open summaries are checkpointed
+    that window's rows batch by batch. ``summary_after``: with it set, a window opens with rows instead and
+    ``summarise`` is called once it holds this many rows (``window.summary_min_events``): its rows go into
+    the summary once, the next ones update it, so a window's memory is bounded whatever its event count
+    while windows below it keep their rows (exact results). Whether a window ends as a summary depends
+    only on its row count, and a summary of the same rows is the same however they were batched, so the
+    results do not depend on batching. ``checkpointed``: the open summaries are checkpointed
     (:meth:`open_window`, all open windows of the key with the watermark state), so their rows' messages
-    are handed out in :attr:`Added.covered`; :meth:`resume` goes on from such a checkpoint.
+    are handed out in :attr:`Added.covered` (:attr:`Added.moved` for the rows a window held before it
+    turned into a summary); :meth:`resume` goes on from such a checkpoint.
     """
 
     kind = "time"
@@ -441,9 +450,12 @@ class TimeWindows:
         max_open: int = 16,
         checkpoint: Checkpoint | None = None,
         summarise: Callable[[], Any] | None = None,
+        summary_after: int | None = None,
     ) -> None:
         if size <= 0:
             raise ValueError("size must be > 0")
+        if summary_after is not None and summary_after < 1:
+            raise ValueError("summary_after must be >= 1")
         if max_open < 1:
             raise ValueError("max_open must be >= 1")
         self.size = float(size)
@@ -451,6 +463,7 @@ class TimeWindows:
         self.grace = min(float(grace), (max_open - 1) * self.size)
         self.max_open = max_open
         self.summarise = summarise
+        self.summary_after = summary_after
         self.checkpointed = False
         self.checkpoint = checkpoint
         self.next_seq = checkpoint.seq + 1 if checkpoint else 0
@@ -547,14 +560,20 @@ class TimeWindows:
     def _attach(self, win: int, piece: Frame, origin: np.ndarray, k: np.ndarray, out: Added) -> None:
         """Rows of one window: into its summary (opened now if ``summarise`` gives one) or its pieces."""
         held = _unique_sorted(origin)
-        if win not in self._open and win not in self._sums and self.summarise is not None:
+        opening = win not in self._open and win not in self._sums
+        if opening and self.summarise is not None and self.summary_after is None:
             summary = self.summarise()
             if summary is not None:
                 self._sums[win] = _Summed(summary, 0, int(origin[0]), int(origin[-1]), [])
         sm = self._sums.get(win)
         if sm is None:
-            self._open.setdefault(win, []).append((piece, origin, k))
+            pieces = self._open.setdefault(win, [])
+            pieces.append((piece, origin, k))
             out.entered.append(held)
+            if self.summary_after is not None and sum(len(f) for f, _o, _k in pieces) >= self.summary_after:
+                moved = self._to_summary(win)
+                if moved is not None:
+                    out.moved.extend(moved)
             return
         sm.summary.update(piece)
         sm.n += len(piece)
@@ -576,19 +595,35 @@ class TimeWindows:
         if not self._open or self.summarise is None:
             return None
         moved: list[np.ndarray] = []
+        changed = False
         for win in sorted(self._open):
-            summary = self.summarise()
-            if summary is None:
-                return moved or None
-            pieces = self._open.pop(win)
-            summary.update(concat([f for f, _o, _k in pieces]))
-            holds = [_unique_sorted(o) for _f, o, _k in pieces]
-            first, last = min(int(o.min()) for _f, o, _k in pieces), max(int(o.max()) for _f, o, _k in pieces)
-            n = sum(len(f) for f, _o, _k in pieces)
-            if self.checkpointed:
-                moved.extend(holds)
-                holds = []
-            self._sums[win] = _Summed(summary, n, first, last, holds)
+            if self.summary_after is not None and sum(len(f) for f, _o, _k in self._open[win]) < self.summary_after:
+                continue  # below the threshold: keeps its rows
+            holds = self._to_summary(win)
+            if holds is None:
+                break
+            moved.extend(holds)
+            changed = True
+        return moved if changed else None
+
+    def _to_summary(self, win: int) -> list[np.ndarray] | None:
+        """Turn the open window ``win`` of rows into a summarised one: its rows go into a new summary and are
+        dropped. Returns None (nothing changed) if ``summarise`` gives no summary; else, with
+        ``checkpointed``, the holds of its pieces (from now on the open-window checkpoint releases them),
+        otherwise [] (they stay with the window until it is written)."""
+        assert self.summarise is not None
+        summary = self.summarise()
+        if summary is None:
+            return None
+        pieces = self._open.pop(win)
+        summary.update(concat([f for f, _o, _k in pieces]))
+        holds = [_unique_sorted(o) for _f, o, _k in pieces]
+        first, last = min(int(o.min()) for _f, o, _k in pieces), max(int(o.max()) for _f, o, _k in pieces)
+        n = sum(len(f) for f, _o, _k in pieces)
+        moved: list[np.ndarray] = []
+        if self.checkpointed:
+            moved, holds = holds, []
+        self._sums[win] = _Summed(summary, n, first, last, holds)
         return moved
 
     def open_window(self) -> OpenTimeWindows | None:

@@ -357,3 +357,82 @@ def test_an_open_window_of_rows_becomes_a_summary_when_the_reference_arrives(che
     ]
     for g, x in zip(rest, want):
         assert g.summary.equals(x.summary, rtol=1e-9)
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+@pytest.mark.parametrize("group", [1, 7])
+def test_a_time_window_turns_into_a_summary_once_it_holds_summary_after_rows(group, checkpointed):
+    """By default (window.summary_min_events) an event-time window keeps its rows until it holds that many,
+    then turns into a summary once and updates it: its memory stops growing, its summary equals the summary
+    of all its rows (bin counts checked with numpy), and it closes where the window of rows does. Windows
+    that stay below the threshold keep their rows: exactly the windows of rows."""
+    from detectors.reference import Reference
+    from detectors.spec import FeatureSpec
+    from detectors.summaries import SummaryLayout
+
+    # 10-s windows of ~100 rows/s, then a quiet stretch of ~2 rows/s: busy windows cross 300, quiet ones do not
+    msgs = stream(8, n_messages=80, disorder=0.5, rate=100.0)
+    t_end = float(msgs[-1][1].max())
+    msgs += [(80 + i, np.array([t_end + 1 + i * 0.5])) for i in range(60)]
+    feats = [FeatureSpec(name="x", kind="numeric")]
+    ref_frame, _ = part(np.linspace(2000, 2400, 500), 0)
+    layout = SummaryLayout.build(Reference.from_frame(ref_frame, feats), feats, bins=64, reservoir=10)
+
+    def windows(summary_after=None):
+        w = TimeWindows(10.0, grace=1.0, summarise=layout.summary, summary_after=summary_after)
+        w.checkpointed = checkpointed
+        return w
+
+    rows, rows_late = run(TimeWindows(10.0, grace=1.0), msgs, group=1)
+    got, got_late = run(windows(300), msgs, group=group)
+    assert got_late == rows_late
+    assert [(w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in got] == [
+        (w.seq, w.time_ns, w.checkpoint, w.start_time, w.end_time, w.n) for w in rows
+    ]
+    big = [i for i, r in enumerate(rows) if r.n >= 300]
+    assert big and len(big) < len(rows)  # both kinds are in the run
+    edges = layout.numeric[0].edges
+    for i, (g, r) in enumerate(zip(got, rows)):
+        if i not in big:  # below the threshold: the same rows, no summary
+            assert g.summary is None and g.frame.event_id.tolist() == r.frame.event_id.tolist()
+            continue
+        assert g.summary is not None and g.summary.n == r.n
+        x = r.frame.numeric["x"]
+        want = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1)
+        assert np.array_equal(g.summary.arrays["f.num_counts"][0, : len(edges) + 1], want)
+        assert np.isclose(g.summary.arrays["f.num_sums"][0].sum(), x.sum(), rtol=1e-12)
+        # the same as a summary of all its rows at once, and as one summarised from its start
+        whole = layout.summary()
+        whole.update(r.frame)
+        assert g.summary.equals(whole, rtol=1e-9)
+        assert set(g.frame.event_id) <= set(r.frame.event_id) and len(g.frame) == 10
+        # its messages: held until written (not checkpointed) or handed to the checkpoint (checkpointed)
+        assert (
+            (g.holds == []) if checkpointed else np.array_equal(np.unique(np.concatenate(g.holds)), np.unique(r.origin))
+        )
+
+    # rows held by an open window stop growing at the threshold; every held message is released once: by
+    # the window's write, or (checkpointed) by the open-window checkpoint, pieces held before the switch too
+    from collections import Counter
+
+    w = windows(300)
+    taken, released, most = Counter(), Counter(), 0
+    for off, t in msgs:
+        a = w.add(*part(t, off))
+        most = max(most, sum(len(f) for pieces in w._open.values() for f, _o, _k in pieces))
+        for h in a.entered + a.covered:
+            taken.update(h.tolist())
+        for h in a.moved + a.covered + [h for c in a.closed for h in c.holds]:
+            released.update(h.tolist())
+        if off == 20:
+            assert w.summarised and w.n_open > 300 + 40 > most  # a message has at most 39 rows
+            ow = w.open_window()
+            assert (ow is not None and ow.n == w.n_open) if checkpointed else not a.moved
+    for c in w.close_idle():
+        for h in c.holds:
+            released.update(h.tolist())
+    assert taken == released and most < 340
+    # summarised from its start (summary_after None, window.summary_min_seconds): the same summaries
+    start, _ = run(windows(None), msgs, group=group)
+    for i in big:
+        assert start[i].summary.equals(got[i].summary, rtol=1e-9)
