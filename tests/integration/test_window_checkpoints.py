@@ -232,14 +232,19 @@ T_GRACE = 100.0  # so 50,000 events (20 s of traffic) per window, and the grace 
 T_MESSAGES = 700  # 70 s of traffic: three windows and more
 
 
-def time_monitors(tmp_path: Path) -> Path:
-    """The model of :func:`monitors` on 500-s event-time windows with a 100-s grace, kept as summaries."""
+# how the event-time windows become summaries: from their start, or (the default rule) once they hold 5,000 rows
+SUMMARISED = {"from-start": {"summary_min_seconds": 60}, "past-5000-rows": {"summary_min_events": 5000}}
+
+
+def time_monitors(tmp_path: Path, summarised: str = "from-start") -> Path:
+    """The model of :func:`monitors` on 500-s event-time windows with a 100-s grace, kept as summaries
+    (``summarised``: a key of :data:`SUMMARISED`)."""
     path = monitors(tmp_path)
     cfg = yaml.safe_load(path.read_text())
     cfg["models"][0]["window"] = {
         "size_seconds": T_SIZE,
         "grace_seconds": T_GRACE,
-        "summary_min_seconds": 60,
+        **SUMMARISED[summarised],
         "idle_close_seconds": 600,  # only the watermark closes windows (as in the fault-free run)
     }
     path.write_text(yaml.safe_dump(cfg))
@@ -258,14 +263,15 @@ def first_message_of_window_open_at(messages: int) -> int:
     return max(0, math.ceil((start - T0) / 0.01)) // BATCH
 
 
+@pytest.mark.parametrize("summarised", list(SUMMARISED))
 def test_sigkill_mid_event_time_window_resumes_every_open_window_from_the_changelog(
-    settings, settings_env, tmp_path, consume_all
+    settings, settings_env, tmp_path, consume_all, summarised
 ):
-    """Event-time windows kept as summaries: worker A is SIGKILLed in the middle of a window; B (its own state
+    """Event-time windows kept as summaries (from their start, or rows until 5,000 then a summary): worker A is SIGKILLed in the middle of a window; B (its own state
     folder) restores every open window with the watermark and closed-until state from the window changelog. The
     re-read is at most ~10 s of traffic (before: from the oldest open window's first event, up to its 20 s plus
     the 4-s grace), and every window and drift point equals a fault-free run's."""
-    mon = time_monitors(tmp_path)
+    mon = time_monitors(tmp_path, summarised)
     traffic = Traffic(settings, seed=17)
     producer, sent, errors = paced_sender(traffic, T_MESSAGES)
 
