@@ -17,7 +17,9 @@ other ways to judge a window statistic, both available for every statistic:
   never part of the reference it is compared with).
 * **effect band**: the same chunks' effect sizes (below), each chunk against the
   rest; ``both`` also requires the window's effect above the upper end of their
-  log-normal prediction band (:func:`log_prediction_band`), so a window must move the distribution more than the
+  log-normal band at the per-feature level (:func:`log_band` with the normal quantile; against a rolling
+  reference, whose few past moves estimate mean and sd, the Student-t prediction band
+  :func:`log_prediction_band`), so a window must move the distribution more than the
   reference moves between its own chunks. Where the statistic's band is at or
   above the largest value the statistic can take (:func:`statistic_max`: KS
   D = 1 — ten values of a random walk against 70 others are often wholly apart),
@@ -615,7 +617,8 @@ def drift_verdicts(
     ``p_threshold``/``p_reject``: the corrected p-value bar and its verdicts
     (:func:`detectors.correction.correct`), used by ``p_value``. ``both`` also
     requires the effect above the chunks' effect band (:meth:`ChunkValues.effects`;
-    :func:`log_prediction_band` at the per-feature level, :func:`log_band` with ``sd_multiplier`` when set); where the statistic's band reaches
+    :func:`log_band` at the per-feature level's normal quantile, :func:`log_prediction_band` for a rolling
+    reference's successive windows, :func:`log_band` with ``sd_multiplier`` when set); where the statistic's band reaches
     :func:`statistic_max` the verdict is judged on the effect against that band
     (``judged="effect"``, a note says why). The chunk band
     (``sd_multiplier`` unset) is ``inflation × null_quantile(level / n)``: the
@@ -666,8 +669,12 @@ def drift_verdicts(
             if t.sd_multiplier is not None:
                 eff_upper = log_band(effects, float(t.sd_multiplier))
                 upper = chunks.band(name, "statistic", float(t.sd_multiplier)).upper
-            else:  # a prediction band: the chunks estimate the effects' mean and sd (few of them early on)
+            elif chunks.effect is not None:  # a rolling reference: a prediction band from its few past moves
                 eff_upper = log_prediction_band(effects, per_test)
+            else:  # chunks of one reference block: the normal quantile (a t band from 6 chunks at a
+                # Bonferroni level missed a one-sd shift: tests/integration/test_references.py)
+                eff_upper = log_band(effects, multiplier_for_level(per_test))
+            if t.sd_multiplier is None:
                 c = chunks.inflation(name)
                 if math.isfinite(c):
                     upper = c * _critical(

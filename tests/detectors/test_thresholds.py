@@ -224,7 +224,9 @@ def test_a_saturated_band_judges_the_effect_against_the_chunks_effects():
         c = x[j * 10 : (j + 1) * 10]
         rest = np.r_[x[: j * 10], x[(j + 1) * 10 :]]
         effects.append(stats.wasserstein_distance(c, rest) / sd)
-    assert v.effect_band == pytest.approx(_t_band(effects, 0.01), rel=1e-9)
+    # chunks of one reference block: the normal quantile (the t prediction band is a rolling reference's)
+    lv = np.log(effects)
+    assert v.effect_band == pytest.approx(float(np.exp(lv.mean() + stats.norm.isf(0.01) * lv.std())), rel=1e-9)
     assert v.upper == pytest.approx(v.effect_band)
     assert v.effect == pytest.approx(stats.wasserstein_distance(far[:, 0], x) / sd, rel=1e-9)
     assert r_far.drift and not r_in.drift
@@ -305,6 +307,7 @@ def test_a_rolling_reference_is_judged_against_the_series_own_window_to_window_m
     assert v.method == "both" and not quiet.drift and jump.drift
     floor = np.quantile([w.std() for w in windows[:40]], 0.1)
     effects = [stats.wasserstein_distance(windows[j + 1], windows[j]) / max(windows[j].std(), floor) for j in range(39)]
+    # a rolling reference: the Student-t prediction band of its few past moves
     assert v.effect_band == pytest.approx(_t_band(effects, 0.01), rel=1e-9)
     # with fewer than min_chunks successive windows: significant and large, and the note says why
     few = univariate_drift(_frame({"x": windows[40]}), _rolling_reference(windows[36:40]), spec)
