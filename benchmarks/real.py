@@ -721,7 +721,8 @@ def windows_summary(s: Stream, alarms: dict[int, bool], outside: dict[int, bool]
     """False alarms per 100 no-change windows and delay after the first known change, from per-window verdicts.
 
     ``outside`` (:func:`outside_reference`): also the false alarms among the quiet windows that lie inside
-    the reference's range.
+    the reference's range. Windows near a point only some annotators marked
+    (:meth:`~benchmarks.real_streams.Stream.disputed_windows`) are not quiet windows.
     """
     first_eval = s.ref_n // s.window
     cp = s.first_change_after_reference()
@@ -742,8 +743,13 @@ def windows_summary(s: Stream, alarms: dict[int, bool], outside: dict[int, bool]
             }
         )
         return out
-    quiet = [k for k in alarms if k >= first_eval and (cp is None or (k + 1) * s.window <= cp)]
+    disputed = s.disputed_windows()
+    quiet = [k for k in alarms if k >= first_eval and (cp is None or (k + 1) * s.window <= cp) and k not in disputed]
     fa = sum(alarms[k] for k in quiet)
+    if disputed:
+        near = sorted(k for k in disputed if k in alarms)
+        out["disputed_windows"] = near  # near a minority's mark: neither quiet nor the known change
+        out["alarms_in_disputed_windows"] = int(sum(alarms[k] for k in near))
     out["no_change_windows"] = len(quiet)
     out["false_alarms"] = int(fa)
     out["false_alarms_per_100_windows"] = round(100 * fa / len(quiet), 1) if quiet else None

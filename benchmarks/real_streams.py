@@ -85,6 +85,8 @@ class Stream:
     label: np.ndarray | None = None  # str (classification) / float (regression) per event, or None
     description: str = ""
     reference: dict[str, Any] | None = None  # the monitor's reference config; None = {first_n: ref_n}
+    marks: list[int] | None = None  # every annotator's marks (event indices), majority or not; None: no annotators
+    margin: int = 0  # events within which an alarm "matches" a mark (TCPD's margin of 5 steps, in events)
 
     @property
     def n(self) -> int:
@@ -103,6 +105,28 @@ class Stream:
         if self.label is None or self.pred_label is None:
             return None
         return (self.label != self.pred_label).astype(float)
+
+    def disputed_windows(self) -> set[int]:
+        """Windows before the next known change that lie within :attr:`margin` of some annotator's mark.
+
+        The Turing change-point benchmark scores a reported change point as a true positive when it lies
+        within its margin (5 steps) of *any* annotator's mark (van den Burg & Williams 2020: precision
+        against the union of the annotations, recall per annotator). An alarm in such a window is not a
+        false alarm by the data set's own scoring, nor is the window one "where no change is known": the
+        bench leaves these windows out of the quiet ones (``disputed_windows`` in the JSON). Windows from
+        the known change on keep their scoring (delay).
+
+        >>> s = Stream("x", "real", "", "regression", ["a"], [], pd.DataFrame({"a": range(100)}), 10, 20, [90],
+        ...            marks=[45, 88, 90], margin=5)
+        >>> sorted(s.disputed_windows())
+        [4, 5, 8]
+        """
+        cp = self.first_change_after_reference()
+        end = self.n_windows if cp is None else cp // self.window
+        out: set[int] = set()
+        for m in self.marks or []:
+            out.update(range(max(0, (m - self.margin) // self.window), min(end, (m + self.margin) // self.window + 1)))
+        return out
 
     def first_change_after_reference(self) -> int | None:
         if not self.changes:
@@ -423,6 +447,12 @@ ANNOTATION_SCALE = {"Apple": 3}
 (annotation 319 × 3 = row 957, 2000-09-27, two days before Apple's crash of 29 September 2000)."""
 
 
+TCPD_MARGIN = 5
+"""Steps within which a reported change point matches an annotator's mark in the Turing change-point
+benchmark's F1 (van den Burg & Williams 2020, "An evaluation of change point detection algorithms"); scaled
+like the annotations (:data:`ANNOTATION_SCALE`, Brent × 10)."""
+
+
 ROLLING = {"rolling": True}
 """The change-point series' monitor reference: each window against the previous one, the chunk band from how
 every earlier window moved from its predecessor (``reference.rolling_history``, default 100). Prices and passenger
@@ -465,7 +495,9 @@ def river_episodes(quick: bool) -> list[Stream]:
     scale = {**ANNOTATION_SCALE, "Brent": 10}
     out = []
     for ser in series:
-        changes = [c * scale.get(ser.name, 1) for c in known_changes(ser.annotations)]
+        k = scale.get(ser.name, 1)
+        changes = [c * k for c in known_changes(ser.annotations)]
+        marks = sorted({p * k for pts in ser.annotations.values() for p in pts})
         values = np.asarray(ser.values, dtype=float)
         if values.ndim == 1:
             values = values[:, None]
@@ -491,6 +523,8 @@ def river_episodes(quick: bool) -> list[Stream]:
                     description=f"{ser.name} rows {e.ref.start}..{stop}: reference, {len(e.quiet)} quiet windows"
                     + ("" if cp is None else f", change at row {e.change}"),
                     reference=ROLLING,
+                    marks=[m - e.ref.start for m in marks if e.ref.start <= m < stop],
+                    margin=TCPD_MARGIN * k,
                 )
             )
     return out

@@ -69,6 +69,31 @@ def test_window_metrics_count_false_alarms_before_the_change_and_the_delay_after
     assert undocumented["false_alarms"] is None and undocumented["alarms"] == 3
 
 
+def test_windows_near_a_minority_annotators_mark_are_not_quiet():
+    """TCPD's precision counts an alarm within the margin of *any* annotator's mark as a true positive."""
+    s = _stream()  # windows 3..9 evaluated; change at 600 (window 6); quiet: 3, 4, 5
+    s.marks, s.margin = [450, 640], 20  # one annotator marked 450 (window 4 only); 640 supports the change
+    assert s.disputed_windows() == {4}
+    m = real.windows_summary(s, {3: False, 4: True, 5: False, 6: True, 7: False, 8: False, 9: False})
+    assert m["no_change_windows"] == 2 and m["false_alarms"] == 0 and m["false_alarms_per_100_windows"] == 0.0
+    assert m["disputed_windows"] == [4] and m["alarms_in_disputed_windows"] == 1
+    assert m["delay_windows"] == 0  # the known change keeps its scoring
+    s.marks = [490]  # within 20 events of windows 4 and 5
+    assert s.disputed_windows() == {4, 5}
+    s.marks = [585]  # marks before the change's window, within the margin: an early detection, not a false alarm
+    assert s.disputed_windows() == {5}
+
+
+def test_river_episodes_carry_every_annotators_marks_scaled_like_the_changes():
+    eps = {s.name: s for s in river_episodes(quick=False)}
+    occ2 = eps[
+        "occupancy_2"
+    ]  # rows 236..466: annotator 9 marked 341 (window 10), 264; annotator 10 marked 267, 324, 360
+    assert 341 - 236 in occ2.marks and occ2.margin == 5 and 10 in occ2.disputed_windows()
+    b3 = eps["brent_3"]  # Brent annotations index every 10th day: marks and margin × 10
+    assert b3.margin == 50 and all(m % 10 == 0 for m in (x + 2860 for x in b3.marks))
+
+
 def test_a_verdict_that_stays_on_across_the_change_is_no_detection_of_it():
     s = _stream(n=1500, changes=(1000,))  # windows 3..14; window 10 holds the change
     on_before = {k: k >= 8 for k in range(3, 15)}  # turns on two windows early and stays on
