@@ -48,6 +48,7 @@ from detectors.records import Record
 from streams.lifetime import exit_with, on_main_thread
 from streams.worker.decode import StreamKey
 from streams.worker.evaluation import default_evaluator, evaluate_closed
+from streams.worker.frame_codec import PackedFrame, pack, unpack
 from streams.worker.monitors import ModelMonitor
 from streams.worker.windows import ClosedWindow
 
@@ -104,15 +105,18 @@ def _evaluate(
     model: ModelMonitor,
     key: StreamKey,
     window: ClosedWindow,
+    frame: PackedFrame,
     ref_key: tuple[str, str] | None,
     reference: Any,
-    rolling: list[Frame] | None,
+    rolling: list[PackedFrame] | None,
 ) -> tuple[list[Record], float]:
     if reference is not None and ref_key is not None:  # a reference is sent with its key
         _references[ref_key] = reference
     elif ref_key is not None:
         reference = _references[ref_key]
-    return evaluate_closed(_evaluate_fn, model, key, window, reference, rolling)
+    window = replace(window, frame=unpack(frame))
+    frames = None if rolling is None else [unpack(f) for f in rolling]
+    return evaluate_closed(_evaluate_fn, model, key, window, reference, frames)
 
 
 def _prepare(model: ModelMonitor, key: StreamKey, ref_key: tuple[str, str], reference: Any, summarised: bool) -> float:
@@ -124,6 +128,9 @@ def _prepare(model: ModelMonitor, key: StreamKey, ref_key: tuple[str, str], refe
 
 
 # -- in the worker ---------------------------------------------------------------------------------
+
+_NO_ROWS = Frame.from_columns(event_id=np.empty(0, dtype=object), event_time=np.empty(0))
+"""Stands in for a window's frame in the pickled window: the frame travels packed beside it."""
 
 
 @contextmanager
@@ -175,11 +182,14 @@ class DetectorProcess:
         """The window's records and the seconds the detectors took; ``([], 0.0)`` if the process died."""
         ref_key = None if reference is None else (key.model_id, key.model_version)
         send = reference if ref_key is not None and self._sent.get(ref_key) is not reference else None
-        # only what the detectors read: the commit bookkeeping (offsets, holds) stays here
-        light = replace(window, origin=np.empty(0, dtype=np.int64), holds=[])
+        # only what the detectors read: the commit bookkeeping (offsets, holds) stays here, and the rows
+        # travel packed (their object columns as codes: streams.worker.frame_codec)
+        light = replace(window, frame=_NO_ROWS, origin=np.empty(0, dtype=np.int64), holds=[])
+        packed = pack(window.frame)
+        rolled = None if rolling is None else [pack(f) for f in rolling]
         pool = self._pool
         try:
-            fut: Future = pool.submit(_evaluate, model, key, light, ref_key, send, rolling)
+            fut: Future = pool.submit(_evaluate, model, key, light, packed, ref_key, send, rolled)
         except BrokenProcessPool as e:
             return self._broken(pool, key, window, e)
         if send is not None and ref_key is not None:  # send implies ref_key
