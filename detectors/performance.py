@@ -64,10 +64,12 @@ Task = Literal["classification", "regression"]
 
 __all__ = [
     "CBPE",
+    "CONCEPT_UNSTABLE",
     "Calibration",
     "CalibrationCollector",
     "PerformanceAccumulator",
     "calibration_residuals",
+    "chunk_dispersion",
     "classification_metrics",
     "fit_calibration",
     "isotonic_fit",
@@ -81,6 +83,9 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
+CONCEPT_UNSTABLE = "concept unstable"
+"""How CBPE's "not calibrated" reason starts when the joined labels show no calibration lasts
+(:attr:`CalibrationCollector.unstable_reason`; the dashboard's Performance page says so in its headline)."""
 
 
 def normalize_labels(values: np.ndarray | Sequence[object]) -> np.ndarray:
@@ -617,8 +622,9 @@ class CBPE:
 
         ``pred_label``: the served class per row (default: the most probable).
         Returns ``accuracy``, ``precision``, ``recall``, ``f1``, ``log_loss``,
-        ``accuracy_std``, ``accuracy_lower`` / ``accuracy_upper`` (the estimate
-        ± 3 ``accuracy_std``, clipped to [0, 1]: NannyML's sampling-error band)
+        ``accuracy_std`` (the window's sampling error), ``accuracy_lower`` / ``accuracy_upper``
+        (the estimate ± 3 standard deviations, clipped to [0, 1]: NannyML's sampling-error band,
+        widened by the calibration's own sampling error, :meth:`calibration_std`, in quadrature)
         and ``n``; empty when no row has probabilities.
         """
         _, proba, pred_idx = _proba_rows(proba, classes, pred_label)
@@ -638,10 +644,21 @@ class CBPE:
         out["accuracy"] = float(c.mean())  # the trace of `expected` / n, or the top-label map's
         std = float(np.sqrt(np.sum(c * (1 - c))) / n)
         out["accuracy_std"] = std
-        out["accuracy_lower"] = max(0.0, out["accuracy"] - 3 * std)
-        out["accuracy_upper"] = min(1.0, out["accuracy"] + 3 * std)
+        band = math.hypot(std, self.calibration_std())
+        out["accuracy_lower"] = max(0.0, out["accuracy"] - 3 * band)
+        out["accuracy_upper"] = min(1.0, out["accuracy"] + 3 * band)
         out["n"] = float(n)
         return out
+
+    def calibration_std(self) -> float:
+        """The calibration's own sampling error of the accuracy level: ``sqrt(a (1 - a) / n)`` for a calibration
+        fitted on ``n`` labelled rows of realized accuracy ``a`` (0 without one). The isotonic maps keep the mean
+        of the rows they were fitted on, so an estimate inherits that mean's standard error on top of the
+        window's own; a recalibration on 250 rows adds ~0.03, a reference of 20,000 rows ~0.003."""
+        cal = self.calibration
+        if cal is None or not cal.n or not math.isfinite(cal.accuracy):
+            return 0.0
+        return math.sqrt(cal.accuracy * (1.0 - cal.accuracy) / cal.n)
 
     def expected_correct(
         self, proba: np.ndarray, classes: Sequence[str], pred_label: np.ndarray | None = None
@@ -685,11 +702,21 @@ class CalibrationCollector:
     then calibrated on labels of the new concept — with the top-label map
     (:func:`fit_calibration`'s ``served``), since a concept change can make the
     model worse than chance, which per-class increasing maps cannot describe.
-    Every recalibration is tested the same way on the labels after it. When one
-    stops holding before it held on ``min_rows`` labels it was not fitted on,
-    the estimator knows its calibrations do not last (the concept moves faster
-    than labels come): :attr:`unstable`, "not calibrated" with that reason,
-    until the current recalibration has held on ``min_rows`` new labels.
+    Every recalibration is tested the same way on the labels after it.
+
+    **Concept unstable: a back-off on label evidence.** A calibration *lasts* when it held on ``size``
+    labels it was not fitted on (as many as a full calibration is fitted on); :attr:`streak` counts the
+    recalibrations since the last one that lasted (the first calibration counts as lasting until it
+    fails). The first recalibration of a streak is one concept change: its estimates are published as
+    soon as it is fitted on ``min_rows`` labels, as before. Each further one says the previous
+    calibration did not last either, so before the new one's estimates are published it must hold on
+    :attr:`need` labels it was not fitted on: ``min_rows`` after the second, doubling with every further
+    recalibration of the streak, at most ``size`` (:meth:`backoff`). Meanwhile :attr:`unstable` is True,
+    :meth:`calibration` None and :attr:`unstable_reason` says "concept unstable" with the evidence (how
+    many recalibrations over how many joined labels). A concept that keeps moving is thus silenced after a
+    few recalibrations and stays silent until one calibration lasts, whereas a single change, or two
+    close together, costs nothing or ``min_rows`` labels. Once the current calibration has held on
+    ``size`` labels the streak ends and the next change is trusted at once again.
     ``drift_z=None`` keeps the first calibration for good (NannyML's behaviour).
 
     ``rolling=True`` keeps the *most recent* ``size`` labelled rows instead, and
@@ -717,8 +744,14 @@ class CalibrationCollector:
     recalibrations: int = 0
     drift_note: str | None = None  # why the last recalibration started
     last_z: float = float("nan")  # the largest |z| of the last test (signed)
-    unstable: bool = False  # recalibrations stop holding before they held on min_rows new labels: no estimate
+    unstable: bool = False  # the current calibration has not yet held on `need` new labels: no estimate
+    streak: int = 0  # recalibrations since the last calibration that held on `size` labels it was not fitted on
+    need: int = 0  # labels the current calibration must hold on before it is published (0: at once)
     _held: int = 0  # rows the last calibration that stopped holding had held on before (its test's batches)
+    _tested: int = 0  # rows the current calibration has held on (tested, not fitted on) so far
+    _seen: int = 0  # usable joined rows added so far (for the evidence of a streak)
+    _streak_from: int = 0  # `_seen` when the streak's first recalibration started
+    moving_rows: str | None = None  # the current calibration's own rows failed chunk_dispersion: its z and chunks
 
     @property
     def full(self) -> bool:
@@ -734,23 +767,17 @@ class CalibrationCollector:
             self.classes = tuple(classes)
         if tuple(classes) != self.classes:
             return
+        self._seen += int(np.asarray(labels).shape[0])
         if self.rolling:
             self._add_recent(proba, labels, pred_label)
             return
         if self.drift_z is not None and (self.full or self.recalibrations) and self.n >= self.min_rows:
             was_full = self.full
-            if self._holds(proba, labels, pred_label):
-                # a recalibration that stopped holding before it held on min_rows new labels: calibrations
-                # do not last here (the concept moves faster than labels come), so no estimate until one does
-                self.unstable = self.recalibrations > 1 and self._held < self.min_rows
-                if self.unstable:
-                    self.error = (
-                        f"{self.drift_note}; the previous recalibration held on only {self._held} new labels: "
-                        f"no estimate until a recalibration holds on {self.min_rows}"
-                    )
-            else:
-                if sum(t[2] for t in self._tests) >= self.min_rows:
-                    self.unstable = False  # the current calibration held on min_rows labels it was not fitted on
+            if not self._holds(proba, labels, pred_label):
+                if self._tested >= self.size:
+                    self.streak = 0  # the calibration lasted: the next change is trusted at once
+                if self._tested >= self.need:
+                    self.unstable = False
                 if was_full:
                     return
         elif self.full:
@@ -811,6 +838,7 @@ class CalibrationCollector:
             return False
         self._tests.append(stat)
         del self._tests[: -self.max_batches]
+        self._tested += stat[2]
         z, n = suffix_z(
             np.array([t[0] for t in self._tests]),
             np.array([t[1] for t in self._tests]),
@@ -830,16 +858,56 @@ class CalibrationCollector:
             f"{self.drift_z:g}); recalibrating on the labels since"
         )
         self.recalibrations += 1
-        self._held = sum(t[2] for t in self._tests[:-1])
+        self._held = self._tested - stat[2]
+        if self._held >= self.size or not self.streak:
+            self.streak, self._streak_from = 1, self._seen - stat[2]
+        else:
+            self.streak += 1
+        self.need = self.backoff(self.streak, self.min_rows, self.size)
+        self.unstable = self.need > 0
+        self._tested, self.moving_rows = 0, None
         self.n, self._fitted, self._fitted_n, self.error = 0, None, 0, None
         self._proba, self._label, self._pred, self._tests = [], [], [], []
         return True
+
+    @staticmethod
+    def backoff(streak: int, min_rows: int, size: int) -> int:
+        """Labels the ``streak``-th recalibration since the last lasting calibration must hold on before its
+        estimates are published: 0 for the first (one concept change), then ``min_rows``, doubling, at most
+        ``size``.
+
+        >>> [CalibrationCollector.backoff(k, 200, 1000) for k in range(1, 7)]
+        [0, 200, 400, 800, 1000, 1000]
+        """
+        return 0 if streak <= 1 else min(size, min_rows << min(streak - 2, 40))
+
+    @property
+    def unstable_reason(self) -> str | None:
+        """Why no estimate is published while :attr:`unstable` (the label evidence), else None."""
+        if not self.unstable:
+            return None
+        until = (
+            f"no estimate until the current calibration holds on {self.need:,} labels it was not fitted on "
+            f"({self._tested:,} so far)"
+        )
+        if self.moving_rows:
+            return (
+                f"{CONCEPT_UNSTABLE}: on the {self._fitted_n:,} joined labels the calibration was fitted on, accuracy "
+                f"moves between consecutive chunks far beyond chance (dispersion z = {self.moving_rows}, limit "
+                f"{self.drift_z:g}); {until}"
+            )
+        return (
+            f"{CONCEPT_UNSTABLE}: {self.streak} calibrations in a row did not last over the last "
+            f"{self._seen - self._streak_from:,} joined labels ({self.recalibrations} recalibrations in all; "
+            f"none held on {self.size:,} new labels, the last on {self._held:,}); {until}"
+        )
 
     def calibration(self) -> Calibration | None:
         """The calibration of the rows so far (refitted when they grew by half, or filled up); None before
         ``min_rows`` and while :attr:`unstable`. After a recalibration it carries the top-label map
         (:func:`fit_calibration`'s ``served``): the concept changed, the per-class maps alone may not hold."""
-        return None if self.unstable else self._fit()
+        cal = self._fit()  # a fit may find the concept moving within its own rows (:attr:`moving_rows`)
+        return None if self.unstable else cal
 
     def _fit(self) -> Calibration | None:
         if self.n < self.min_rows:
@@ -869,6 +937,14 @@ class CalibrationCollector:
             self.error = str(e)
             self._fitted = None
         self._fitted_n = self.n
+        if self._fitted is not None and not self.rolling and self.drift_z is not None and not self.moving_rows:
+            stat = chunk_dispersion(self._fitted, proba, lab, pred, self.min_rows)
+            if stat is not None and stat[0] > self.drift_z:
+                # the concept moves within the rows this calibration was fitted on: it did not last even there
+                self.moving_rows = f"{stat[0]:.1f} over {stat[1]} chunks of {self.min_rows}"
+                self.streak = max(self.streak + 1, 2)
+                self.need = self.backoff(self.streak, self.min_rows, self.size)
+                self.unstable = True
         return self._fitted
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
@@ -888,6 +964,12 @@ class CalibrationCollector:
             "drift_note": self.drift_note,
             "unstable": self.unstable,
             "held": self._held,
+            "streak": self.streak,
+            "need": self.need,
+            "tested": self._tested,
+            "seen": self._seen,
+            "streak_from": self._streak_from,
+            "moving_rows": self.moving_rows,
         }
         arrays = {"tests": np.asarray(self._tests, dtype=np.float64).reshape(-1, 3)} if self._tests else {}
         if not self.n:
@@ -912,6 +994,12 @@ class CalibrationCollector:
             col.rolling, col._new = bool(scalars.get("rolling", False)), int(scalars.get("new", 0))
         if "tests" in arrays:
             col._tests = [(float(u), float(v), int(n)) for u, v, n in np.asarray(arrays["tests"]).tolist()]
+        if "drift_z" in scalars:  # checkpoints from before the back-off: the old rule's streak and need
+            old = (2, col.min_rows) if col.unstable else (min(col.recalibrations, 1), 0)
+            col.streak, col.need = int(scalars.get("streak", old[0])), int(scalars.get("need", old[1]))
+            col._tested = int(scalars.get("tested", sum(t[2] for t in col._tests)))
+            col._seen, col._streak_from = int(scalars.get("seen", 0)), int(scalars.get("streak_from", 0))
+            col.moving_rows = scalars.get("moving_rows")
         if int(scalars["n"]):
             col._proba = [np.asarray(arrays["proba"], dtype=np.float64)]
             col._label = [np.asarray(arrays["label"], dtype=object)]
@@ -938,6 +1026,45 @@ def calibration_residuals(
     c = np.clip(cal.served_right(p, pred_idx), eps, 1 - eps)
     r = (np.asarray(cal.classes, dtype=object)[pred_idx] == lab).astype(np.float64)
     return float(np.sum(r - c)), float(np.sum(c * (1 - c))), int(c.shape[0])
+
+
+def chunk_dispersion(
+    cal: Calibration, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None, chunk: int
+) -> tuple[float, int] | None:
+    """Does a calibration hold within the rows it was fitted on? ``(z, chunks)``, or None below 2 chunks.
+
+    The rows (in arrival order) are cut into consecutive chunks of ``chunk`` rows (the last one takes the
+    remainder); per chunk ``z_k = sum(r - c) / sqrt(sum c (1 - c))`` as in :func:`calibration_residuals`.
+    If the concept is one across the rows, the ``z_k`` are standard normal around the fit's mean, so
+    ``D = sum z_k²`` is chi-square with ``chunks - 1`` degrees of freedom (the fit takes one: isotonic
+    regression keeps the mean); ``z`` is ``D``'s Wilson-Hilferty normal score, large when accuracy moves
+    between chunks more than sampling allows (the concept moves within the calibration's own rows).
+
+    >>> p = np.array([[0.2, 0.8]] * 800)
+    >>> moving = np.array((["1"] * 200 + ["0"] * 200) * 2)  # right, wrong, right, wrong: 50 % overall
+    >>> z, k = chunk_dispersion(fit_calibration(p, moving, ("0", "1")), p, moving, None, 200)
+    >>> round(z, 1), k
+    (20.2, 4)
+    """
+    ok, p, pred_idx = _proba_rows(proba, cal.classes, pred_label)
+    lab = normalize_labels(labels)[ok]
+    has = not_none(lab)
+    p, pred_idx, lab = cal.apply(p[has]), pred_idx[has], lab[has]
+    eps = 0.5 / max(cal.n, 1)
+    c = np.clip(cal.served_right(p, pred_idx), eps, 1 - eps)
+    r = (np.asarray(cal.classes, dtype=object)[pred_idx] == lab).astype(np.float64)
+    k = c.shape[0] // chunk
+    if k < 2:
+        return None
+    ends = np.minimum(np.arange(1, k + 1) * chunk, c.shape[0])
+    ends[-1] = c.shape[0]
+    starts = np.concatenate([[0], ends[:-1]])
+    u = np.add.reduceat(r - c, starts)
+    v = np.add.reduceat(c * (1 - c), starts)
+    d = float(np.sum(u * u / np.maximum(v, _EPS)))
+    dof = k - 1
+    a = 2.0 / (9.0 * dof)
+    return ((d / dof) ** (1.0 / 3.0) - (1.0 - a)) / math.sqrt(a), k
 
 
 def suffix_z(u: np.ndarray, v: np.ndarray, rows: np.ndarray, min_rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import charts, ui
 from dashboard import data as D
 from dashboard import queries as Q
+from detectors.performance import CONCEPT_UNSTABLE
 
 #: metrics shown as percentages (the others — log_loss, mae, rmse, bias — as numbers)
 PERCENT_METRICS = {"accuracy", "precision", "recall", "f1"}
@@ -87,16 +88,25 @@ def _cbpe_state(ctx: ui.Ctx, latest: pd.DataFrame, status: pd.DataFrame) -> None
         return
     row = rows.sort_values("time", ascending=False).iloc[0]
     if row.get("status") == "not calibrated" or row.get("calibrated") is False:
+        reason = str(row.get(Q.F_REASON) or "no labelled reference rows yet")
+        unstable = reason.startswith(CONCEPT_UNSTABLE)
+        head = f"not calibrated: {CONCEPT_UNSTABLE}" if unstable else "not calibrated"
+        why = (
+            "the joined labels show that no calibration lasts on this model — the outcome given the inputs "
+            "keeps changing, so the model's probabilities say nothing about its accuracy"
+            if unstable
+            else "an uncalibrated model's own confidence is not an estimate of its accuracy"
+        )
         st.warning(
-            f"**Estimated performance: not calibrated** (latest window {ui.fmt_time(row.get('time'))}) — "
-            f"{row.get(Q.F_REASON) or 'no labelled reference rows yet'}. No estimate is shown until it is: "
-            "an uncalibrated model's own confidence is not an estimate of its accuracy."
+            f"**Estimated performance: {head}** (latest window {ui.fmt_time(row.get('time'))}) — "
+            f"{reason.removeprefix(CONCEPT_UNSTABLE + ': ')}. No estimate is shown until it is: {why}."
         )
     elif isinstance(row.get("calibration_source"), str):
         st.caption(
             f"Estimated performance calibrated on {ui.fmt_num(row.get('calibration_n'), ',.0f')} labelled "
             f"rows ({row.get('calibration_source')}); band = estimate ± 3 standard deviations of the "
-            "accuracy a calibrated model would realize on the window."
+            "accuracy a calibrated model would realize on the window, widened by the calibration's own "
+            "sampling error (fewer labelled rows, a wider band)."
         )
 
 

@@ -930,6 +930,8 @@ class LabelHook:
         cal = col.calibration()
         if cal is not None:
             return cal
+        if col.unstable_reason:
+            return col.unstable_reason
         if col.error:
             return f"the joined labels cannot calibrate it: {col.error}"
         return f"waiting for labels: {col.n} of {need} joined labels with probabilities so far"

@@ -174,9 +174,13 @@ def test_cbpe_expected_metrics_match_a_direct_computation():
     assert est["precision"] == pytest.approx(np.mean(tp / pred_n), abs=1e-12)
     assert est["recall"] == pytest.approx(np.mean(tp / true_n), abs=1e-12)
     std = np.sqrt(np.sum(p[np.arange(600), served] * (1 - p[np.arange(600), served]))) / 600
+    # the band adds the calibration's own sampling error (600 rows of realized accuracy a) in quadrature
+    a = np.mean(served == truth)
+    band = np.sqrt(std**2 + a * (1 - a) / 600)
     assert est["accuracy_std"] == pytest.approx(std) and est["accuracy_upper"] == pytest.approx(
-        min(1.0, est["accuracy"] + 3 * std)
+        min(1.0, est["accuracy"] + 3 * band)
     )
+    assert est["accuracy_lower"] == pytest.approx(max(0.0, est["accuracy"] - 3 * band))
     # calibration on its own rows: the expected accuracy is the realized one (isotonic preserves class means)
     assert abs(est["accuracy"] - np.mean(served == truth)) < 0.03
     assert abs(CBPE().estimate(raw, classes)["accuracy"] - np.mean(served == truth)) > 0.05  # raw is off
@@ -349,7 +353,7 @@ def test_calibration_collector_says_not_calibrated_when_no_calibration_holds():
     for k in range(6):  # the concept flips back and forth every batch: no calibration lasts
         col.add(*_split(_binary_rows(rng, 500, flip_above=0.7 if k % 2 == 0 else None), classes))
     assert col.recalibrations >= 2 and col.unstable and col.calibration() is None
-    assert "stopped holding" in col.error
+    assert col.unstable_reason.startswith("concept unstable: ") and "stopped holding" in col.drift_note
 
 
 def test_calibration_collector_without_drift_test_keeps_the_first_calibration():
@@ -484,9 +488,9 @@ def test_recalibration_follows_a_model_that_became_worse_than_chance():
 
 
 def test_unstable_calibration_ends_when_a_recalibration_holds():
-    """Two recalibrations in a row, the second before the first held on min_rows new labels: 'not calibrated'
+    """Recalibrations in a row, each before the previous one lasted: 'not calibrated: concept unstable'
     (calibration() is None, the reason says so); once the concept settles and the current recalibration holds
-    on min_rows new labels, estimates come back — without waiting for the collector to fill."""
+    on as many new labels as the back-off asks, estimates come back — without waiting for the collector to fill."""
     from detectors.performance import CalibrationCollector
 
     rng = np.random.default_rng(33)
@@ -497,15 +501,16 @@ def test_unstable_calibration_ends_when_a_recalibration_holds():
     for k in range(4):  # the concept flips every batch
         col.add(*_split(_binary_rows(rng, 300, flip_above=0.0 if k % 2 == 0 else None), classes))
     assert col.recalibrations >= 2 and col.unstable and col.calibration() is None
-    assert "held on only" in col.error
+    assert "concept unstable" in col.unstable_reason and col.need == CalibrationCollector.backoff(col.streak, 200, 5000)
     n_recal = col.recalibrations
-    for _ in range(3):  # it settles on the reversed concept
+    for _ in range(12):  # it settles on the reversed concept
         col.add(*_split(_binary_rows(rng, 300, flip_above=0.0), classes))
     # one more break at most (the batch that starts the settled concept), then it holds
     assert col.recalibrations <= n_recal + 1 and not col.unstable and not col.full
+    assert col._tested >= col.need > 0
     cal = col.calibration()
     assert cal is not None and cal.served is not None
     p, lab, pred = _binary_rows(rng, 5000, flip_above=0.0)
     assert abs(CBPE(cal).estimate(p, classes, pred)["accuracy"] - float(np.mean(pred == lab))) < 0.03
     back = CalibrationCollector.from_state(*col.state())
-    assert (back._held, back.unstable) == (col._held, col.unstable)
+    assert (back._held, back.unstable, back.streak, back.need) == (col._held, col.unstable, col.streak, col.need)
