@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.real_streams import Stream, load_streams, site_packages
+from detectors.performance import CONCEPT_UNSTABLE
 from streams.lifetime import die_with_parent, spawn_logged
 
 COMMAND = "driftwatch bench real"
@@ -843,9 +844,10 @@ CBPE_NOTE = (
     "never recalibrated. driftwatch's default CBPE calibrates on the model's first performance.calibration_rows "
     "joined labels (the same rows: the label join holds them from the first prediction), tests that calibration "
     "on every later label and recalibrates on the labels since when it stops holding (|z| > 5), with a top-label "
-    "map (P(served class right | its calibrated probability)) besides the per-class maps; when a recalibration "
-    "stops holding before it held on min_calibration_rows new labels it writes 'not calibrated' and no value "
-    "until one holds. Its MAE is over the "
+    "map (P(served class right | its calibrated probability)) besides the per-class maps; when the labels show "
+    "that no calibration lasts (recalibrations in a row, each new one held back until it holds on twice as many "
+    "new labels, or a calibration whose own rows move between chunks) it writes 'not calibrated' with a reason "
+    "that starts 'concept unstable' and no value, until one lasts. Its MAE is over the "
     "windows with an estimate (windows of windows_evaluated); NannyML's MAE is over all evaluated windows, "
     "and mae_same_windows_as_driftwatch over driftwatch's. Labels arrive one window late, so no estimator that "
     "learns from labels sees a concept change in the two windows after it. The check compares with both."
@@ -863,7 +865,7 @@ def cbpe_summary(
     where its calibration stopped holding)."""
     ks = sorted(k for k in estimates if k in realized and k >= s.ref_n // s.window)
     if not ks:
-        return {"windows": 0, "mae": None}
+        return {"windows": 0, "windows_evaluated": s.n_windows - s.ref_n // s.window, "mae": None}
     errs = np.array([abs(estimates[k] - realized[k]) for k in ks])
     out = {
         "windows": len(ks),
@@ -981,6 +983,11 @@ def stream_report(
             perf["driftwatch_cbpe"]["windows_not_calibrated"] = sum(
                 worker["cbpe"][k].get("calibrated") is False for k in evaluated_ks if k in worker["cbpe"]
             )
+            perf["driftwatch_cbpe"]["windows_concept_unstable"] = sum(
+                str(worker["cbpe"][k].get("reason") or "").startswith(CONCEPT_UNSTABLE)
+                for k in evaluated_ks
+                if k in worker["cbpe"]
+            )
         if nanny is not None and "cbpe" in nanny:
             c = nanny["cbpe"]
             est = {first_eval + i: v for i, v in enumerate(c["estimated_accuracy"]) if v is not None}
@@ -1026,6 +1033,7 @@ def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "delay_no_later_than_slower_peer_and_within_one_window_of_faster": {},
         "cbpe_mae_at_most_nannyml_and_0.03": {},
         "cbpe_mae_at_most_nannyml": {},
+        "cbpe_mae_at_most_nannyml_and_0.03_or_concept_unstable": {},
         "error_stream_delay_at_most_adwin_and_no_more_false_alarms": {},
         "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range": {},
     }
@@ -1059,6 +1067,10 @@ def checks(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
             )
             out["cbpe_mae_at_most_nannyml_and_0.03"][name] = le_nm and m_dw <= 0.03
             out["cbpe_mae_at_most_nannyml"][name] = le_nm
+            # or no number at all: every estimated window withheld with the labels' evidence ("concept unstable")
+            dwc = perf.get("driftwatch_cbpe") or {}
+            declined = m_dw is None and dwc.get("windows_concept_unstable", 0) > 0
+            out["cbpe_mae_at_most_nannyml_and_0.03_or_concept_unstable"][name] = (le_nm and m_dw <= 0.03) or declined
         es, ad = d.get("driftwatch_error_stream"), d.get("river_adwin")
         if es is not None and ad is not None:
             fa_ok = (es.get("false_alarms") or 0) <= (ad.get("false_alarms") or 0)

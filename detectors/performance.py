@@ -716,7 +716,11 @@ class CalibrationCollector:
     many recalibrations over how many joined labels). A concept that keeps moving is thus silenced after a
     few recalibrations and stays silent until one calibration lasts, whereas a single change, or two
     close together, costs nothing or ``min_rows`` labels. Once the current calibration has held on
-    ``size`` labels the streak ends and the next change is trusted at once again.
+    ``size`` labels the streak ends and the next change is trusted at once again. Every fit also checks
+    its own rows (:func:`chunk_dispersion`: accuracy moving between consecutive chunks of ``min_rows``
+    beyond chance, z > ``drift_z``): such a calibration did not last even there, it counts as one more in
+    the streak (at least the second) and :attr:`moving_rows` gives the evidence.
+
     ``drift_z=None`` keeps the first calibration for good (NannyML's behaviour).
 
     ``rolling=True`` keeps the *most recent* ``size`` labelled rows instead, and

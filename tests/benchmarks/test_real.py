@@ -188,6 +188,15 @@ def test_online_metrics_and_checks():
     assert real.checks(reps)["all"]["cbpe_mae_at_most_nannyml"] is False
     reps["a"]["performance"]["nannyml_cbpe"]["mae_same_windows_as_driftwatch"] = 0.02
     assert real.checks(reps)["all"]["cbpe_mae_at_most_nannyml"] is True
+    # no number at all: passes the "or concept unstable" line only when the withheld windows say why
+    reps["a"]["performance"] = {"driftwatch_cbpe": {"mae": None, "windows": 0}, "nannyml_cbpe": {"mae": 0.16}}
+    c = real.checks(reps)["all"]
+    assert c["cbpe_mae_at_most_nannyml_and_0.03"] is False
+    assert c["cbpe_mae_at_most_nannyml_and_0.03_or_concept_unstable"] is False
+    reps["a"]["performance"]["driftwatch_cbpe"]["windows_concept_unstable"] = 44
+    c = real.checks(reps)["all"]
+    assert c["cbpe_mae_at_most_nannyml_and_0.03"] is False
+    assert c["cbpe_mae_at_most_nannyml_and_0.03_or_concept_unstable"] is True
 
 
 def test_river_episodes_replay_the_threshold_study_episodes():
@@ -263,6 +272,7 @@ def test_bench_real_quick_end_to_end(tmp_path, capsys):
         "delay_no_later_than_slower_peer_and_within_one_window_of_faster",
         "cbpe_mae_at_most_nannyml_and_0.03",
         "cbpe_mae_at_most_nannyml",
+        "cbpe_mae_at_most_nannyml_and_0.03_or_concept_unstable",
         "error_stream_delay_at_most_adwin_and_no_more_false_alarms",
         "diagnostic_false_alarms_at_most_2_per_100_windows_inside_reference_range",
     }
