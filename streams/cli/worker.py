@@ -43,7 +43,7 @@ def build(
     from streams.worker.topics import define_topics
 
     app = create_app(settings)
-    topics = define_topics(app, settings, sharded=any(m.shards > 1 for m in monitors.models))
+    topics = define_topics(app, settings, sharded=monitors.sharded)
     runtime = Runtime(
         app,
         settings,
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         from streams.worker.topics import ensure_topics
 
         try:
-            ensure_topics(settings)
+            ensure_topics(settings, sharded=monitors.sharded)  # the partials topic only when a model is sharded
         except TopicError as e:
             print(f"driftwatch worker: {e}", file=sys.stderr)
             return 1

@@ -97,7 +97,9 @@ class Runtime:
         # dead letters of a batch go out as one record batch per partition on their own producer
         self.deadletter_sender = KafkaBatchSender(settings)
         # the broker lost its topics (in-memory broker restarted): recreate them with the configured partitions
-        self.topic_watch = TopicWatch(settings, topic_watch_every, recreate=recreate_topics)
+        self.topic_watch = TopicWatch(
+            settings, topic_watch_every, recreate=recreate_topics, sharded=topics.partials is not None
+        )
         if evaluator == "default" and settings.detector_process:
             from streams.worker.labels import online_cache_dir
 

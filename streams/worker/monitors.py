@@ -392,6 +392,12 @@ class MonitorsConfig(_Strict):
             loads.append(m.load(rate, src))
         return B.allocate(self.alarm_budget.per_day, loads)
 
+    @property
+    def sharded(self) -> bool:
+        """True when some model is spread over partitions (``shards`` > 1): the worker then needs the partials
+        topic (:mod:`streams.worker.shards`)."""
+        return any(m.shards > 1 for m in self.models)
+
     def model(self, model_id: str) -> ModelMonitor | None:
         """The monitor of ``model_id``, or None when the model is not configured."""
         return next((m for m in self.models if m.model_id == model_id), None)

@@ -15,7 +15,9 @@
   ``topic_partitions`` partitions, compacted): :mod:`streams.alerts.partitions`.
 * the partial windows of sharded models (``<consumer_group>-<topic_inferences>-partials``,
   ``topic_partitions`` partitions, *not* compacted — every partial counts): read by an agent of the
-  same group, so each model's merge step has one owner (:mod:`streams.worker.shards`).
+  same group, so each model's merge step has one owner (:mod:`streams.worker.shards`). Created, declared
+  and watched only when some monitor sets ``shards`` above 1 (``sharded=True`` below): a worker started
+  with a config that newly shards a model creates it then.
 
 Topics are never auto-created: brokers choose their own partition count for
 those (tansu at random) and tansu cannot add partitions later.
@@ -75,8 +77,9 @@ def define_topics(app: faust.App, settings: Settings, sharded: bool = False) -> 
     )
 
 
-def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create every topic the worker uses that does not exist yet (idempotent)."""
+def ensure_topics(settings: Settings, sharded: bool = False) -> dict[str, int]:
+    """Create every topic the worker uses that does not exist yet (idempotent); ``sharded``: the partials
+    topic too (some model has ``shards`` > 1)."""
     from streams.alerts.partitions import ensure_changelog_topic as ensure_alert_changelog
     from streams.broker.admin import ensure_topics as _ensure
     from streams.worker.changelog_store import ensure_topic
@@ -86,7 +89,8 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     from streams.worker.window_changelog import ensure_window_changelog_topic
 
     counts = _ensure(settings)
-    ensure_topic(settings, partials_topic_name(settings), settings.topic_partitions, PARTIALS_TOPIC_CONFIGS)
+    if sharded:
+        ensure_topic(settings, partials_topic_name(settings), settings.topic_partitions, PARTIALS_TOPIC_CONFIGS)
     ensure_references_topic(settings)
     ensure_changelog_topic(settings)
     ensure_window_changelog_topic(settings)
@@ -94,9 +98,9 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     return counts
 
 
-def worker_topics(settings: Settings) -> list[str]:
+def worker_topics(settings: Settings, sharded: bool = False) -> list[str]:
     """Every topic the worker needs: inferences, labels, dead letters, alerts, references, the changelogs (label
-    join, open windows, alert state)."""
+    join, open windows, alert state), and with ``sharded`` the partials topic."""
     from streams.alerts.partitions import changelog_topic as alert_changelog_topic
     from streams.broker.admin import topic_names
     from streams.worker.label_changelog import changelog_topic
@@ -110,7 +114,7 @@ def worker_topics(settings: Settings) -> list[str]:
             changelog_topic(settings),
             window_changelog_topic(settings),
             alert_changelog_topic(settings),
-            partials_topic_name(settings),
+            *([partials_topic_name(settings)] if sharded else []),
         ],
     )
 
@@ -122,14 +126,15 @@ class TopicWatch:
     (cheap; it never auto-creates a topic). When topics are missing: a WARNING
     naming them, then :func:`ensure_topics` (idempotent: only the missing ones
     are created, with ``Settings.topic_partitions``). With ``recreate=False``
-    (``driftwatch worker --no-create-topics``) it only warns.
+    (``driftwatch worker --no-create-topics``) it only warns. ``sharded``: the partials topic is one of them.
     """
 
-    def __init__(self, settings: Settings, interval: float = 2.0, recreate: bool = True) -> None:
+    def __init__(self, settings: Settings, interval: float = 2.0, recreate: bool = True, sharded: bool = False) -> None:
         self.settings = settings
         self.interval = interval
         self.recreate = recreate
-        self.topics = worker_topics(settings)
+        self.sharded = sharded
+        self.topics = worker_topics(settings, sharded)
         self.recreated = 0  # times topics were found missing and recreated
         self._warned: frozenset[str] = frozenset()
         self._wrong: set[tuple[str, int]] = set()  # (topic, partition count) already warned about
@@ -185,7 +190,7 @@ class TopicWatch:
             self.settings.kafka_bootstrap,
             self.settings.topic_partitions,
         )
-        counts = await asyncio.to_thread(ensure_topics, self.settings)
+        counts = await asyncio.to_thread(ensure_topics, self.settings, self.sharded)
         self.recreated += 1
         log.info("topics recreated: %s", {t: counts.get(t, 1) for t in gone})
         return gone

@@ -79,3 +79,53 @@ def test_a_topic_with_another_partition_count_is_reported_once(settings, caplog)
     said = [r.getMessage() for r in caplog.records if "has 2 partitions, not 4" in r.getMessage()]
     assert len(said) == 1 and settings.topic_alerts in said[0]
     delete_topics(settings, [references_topic(settings)])
+
+
+def test_the_partials_topic_exists_only_when_a_model_is_sharded(settings):
+    from streams.worker.topics import partials_topic_name
+
+    partials = partials_topic_name(settings)
+    ensure_topics(settings)  # no model sharded
+    assert partials not in worker_topics(settings)
+    assert partials not in _counts(settings, [partials])
+    ensure_topics(settings, sharded=True)  # a config that now shards a model
+    assert partials in worker_topics(settings, sharded=True)
+    assert _counts(settings, [partials]) == {partials: settings.topic_partitions}
+    delete_topics(settings, [partials, references_topic(settings)])
+
+
+def test_the_watch_recreates_the_partials_topic_only_for_a_sharded_config(settings):
+    from streams.worker.topics import partials_topic_name
+
+    partials = partials_topic_name(settings)
+    ensure_topics(settings)
+    assert asyncio.run(_one_round(TopicWatch(settings))) == []  # unsharded: the missing partials topic is fine
+    assert partials not in _counts(settings, [partials])
+    assert asyncio.run(_one_round(TopicWatch(settings, sharded=True))) == [partials]
+    assert _counts(settings, [partials]) == {partials: settings.topic_partitions}
+    delete_topics(settings, [partials, references_topic(settings)])
+
+
+def test_a_worker_creates_the_partials_topic_once_its_config_shards_a_model(settings, settings_env, tmp_path):
+    """The real ``driftwatch worker`` start-up: unsharded config, no partials topic; the same group restarted
+    with the model sharded (a config change), the topic is there before the worker joins its group."""
+    import yaml
+
+    from streams.worker.topics import partials_topic_name
+    from tests.integration.test_hot_model import reference_csv
+    from tests.reliability.helpers import monitors_file, tail, wait_for, worker
+
+    partials = partials_topic_name(settings)
+    plain = monitors_file(tmp_path, ["m"], window=1000, name="plain.yaml")
+    cfg = yaml.safe_load(plain.read_text())
+    cfg["models"][0].update(shards=4, reference={"file": reference_csv(tmp_path / "reference.csv")})
+    sharded = tmp_path / "sharded.yaml"
+    sharded.write_text(yaml.safe_dump(cfg))
+    for path, want in ((plain, False), (sharded, True)):
+        log = tmp_path / f"{path.stem}.log"
+        with worker(settings_env, path, log) as proc:  # "worker for N model(s)" follows the topics' creation
+            wait_for(
+                lambda log=log: "worker for 1 model(s)" in log.read_text(errors="replace"), 60, "start", [proc], log
+            )
+            assert (partials in _counts(settings, [partials])) is want, tail(log)
+    delete_topics(settings, [partials, references_topic(settings)])
