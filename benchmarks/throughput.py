@@ -67,6 +67,7 @@ import numpy as np
 from benchmarks import procstats
 from benchmarks.traffic import (
     CATEGORICAL,
+    EVENTS_PER_SECOND,
     NUMERIC,
     Traffic,
     balanced_model_ids,
@@ -208,6 +209,23 @@ class Case:
             ) from None
         return cls(f"count_{n}", events=n)
 
+    def events_needed(self, models: int) -> int:
+        """Events the topic must hold for each of ``models`` to close two windows of this case (0: a hot case,
+        which produces its own traffic).
+
+        A count window of N closes after N events of its model; event-time windows are aligned to the epoch
+        and the traffic's first event is not, so three window lengths of events (:data:`EVENTS_PER_SECOND`
+        per second of event time) close at least two whole windows whatever the start.
+
+        >>> Case.parse("1000000").events_needed(8), Case.parse("60s").events_needed(8), Case.parse("hot4").events_needed(8)
+        (16000000, 1440000, 0)
+        """
+        if self.events is not None:
+            return 2 * self.events * models
+        if self.seconds is not None:
+            return int(np.ceil(3 * self.seconds * EVENTS_PER_SECOND)) * models
+        return 0
+
     def expected(self, traffic: Traffic) -> int:
         """Events in the windows that close by themselves (a time window closes once a later event passes
         its end; the last, open one of each model is not counted: no idle close during the run)."""
@@ -253,8 +271,10 @@ class Plan:
         q = a.quick
         models = balanced_model_ids(a.models, PARTITIONS)
         unit = a.models * a.window  # whole windows only: no partial window waits for an idle close
-        events = _round_up(a.events or (200_000 if q else 10_000_000), unit)
-        scale = _round_up(a.scale_events or (events if q else 2_000_000), unit)
+        cases = tuple(Case.parse(c) for c in (a.cases or "").split(",") if c.strip())
+        base = _round_up(a.events or (200_000 if q else 10_000_000), unit)
+        events = events_for_cases(base, cases, a.models, unit, explicit=a.events is not None)
+        scale = _round_up(a.scale_events or (base if q else 2_000_000), unit)
         if a.rss_at:
             rss_at = [int(x) for x in a.rss_at.split(",") if x]
         else:
@@ -291,7 +311,7 @@ class Plan:
             sigkill=getattr(a, "sigkill", False),
             sigkill_window=_events_or_seconds(getattr(a, "sigkill_window", None)),
             sigkill_rate=getattr(a, "sigkill_rate", None),
-            cases=tuple(Case.parse(c) for c in (a.cases or "").split(",") if c.strip()),
+            cases=cases,
             soak=getattr(a, "soak", None),
             soak_rate=getattr(a, "soak_rate", None),
             soak_sample=getattr(a, "soak_sample", 10.0),
@@ -300,6 +320,35 @@ class Plan:
     def window_extra(self) -> dict:
         """The ``window`` settings the bench adds to the monitor config."""
         return {} if self.summary_min_events == "default" else {"summary_min_events": self.summary_min_events}
+
+
+def events_for_cases(events: int, cases: tuple[Case, ...], models: int, unit: int, explicit: bool) -> int:
+    """The main topic's size: ``events``, or more when a ``--cases`` case needs more to close two windows per
+    model (it runs on the same topic; with fewer it closes none and measures nothing).
+
+    ``explicit`` (``--events`` given): too few is refused with the value needed, never changed behind the
+    user's back. Otherwise the size grows to what the largest case needs, in whole windows of ``unit``.
+
+    >>> events_for_cases(200_000, (Case.parse("1000000"),), models=8, unit=40_000, explicit=False)
+    16000000
+    >>> events_for_cases(200_000, (Case.parse("5000"),), models=8, unit=40_000, explicit=False)
+    200000
+    >>> events_for_cases(200_000, (Case.parse("1000000"),), models=8, unit=40_000, explicit=True)
+    Traceback (most recent call last):
+    ...
+    benchmarks.throughput.BenchError: --cases count_1000000: each of the 8 models must close two windows, so --events must be at least 16,000,000 (got 200,000); leave --events out to size it so
+    """
+    need, case = max(((c.events_needed(models), c) for c in cases), default=(0, None), key=lambda x: x[0])
+    need = _round_up(need, unit) if need else 0
+    if events >= need or case is None:
+        return events
+    if explicit:
+        raise BenchError(
+            f"--cases {case.name}: each of the {models} models must close two windows, so --events must be at "
+            f"least {need:,} (got {events:,}); leave --events out to size it so"
+        )
+    log(f"--cases {case.name}: {need:,} events (two windows per model), not {events:,}")
+    return need
 
 
 def _events_or_seconds(spec: str | None) -> int | str | None:
@@ -1036,11 +1085,14 @@ def run(args: argparse.Namespace) -> int:
                 if case.shards:
                     continue  # after the main traffic's phases: its own topic
                 try:
+                    expected = case.expected(main_tr)
+                    if not expected:  # Plan.from_args sizes or refuses this; a guard, not a measurement of nothing
+                        raise BenchError(f"{case.name}: the topic's {main_tr.events:,} events close no window")
                     report["cases"][case.name] = run_workers(
                         bench,
                         main_s,
                         1,
-                        case.expected(main_tr),
+                        expected,
                         case.name.replace("_", "-"),
                         rss_at=plan.rss_at,
                         monitors=f"monitors-{case.name}.yaml",

@@ -124,9 +124,13 @@ def batch_payload(traffic: Traffic, model_id: str, start: int, n: int, rng: np.r
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+#: a model's events per second of event time (:func:`event_times`)
+EVENTS_PER_SECOND = 1000
+
+
 def event_times(traffic: Traffic, start: int, n: int) -> np.ndarray:
     """The event times (epoch s) of a model's events ``start``..``start+n``: one per millisecond."""
-    return np.round(traffic.base_time + np.arange(start, start + n) * 0.001, 3)
+    return np.round(traffic.base_time + np.arange(start, start + n) * (1.0 / EVENTS_PER_SECOND), 3)
 
 
 def iter_messages(traffic: Traffic):

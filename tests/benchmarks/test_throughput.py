@@ -316,3 +316,27 @@ def test_quick_benchmark_in_the_arrow_wire_format_counts_every_event_and_decodes
         d = report["decode"][wire]
         assert d["decode_us_per_event"] > d["parse_only_us_per_event"] > 0
     assert report["decode_us_per_event"] == {w: report["decode"][w]["decode_us_per_event"] for w in ("json", "arrow")}
+
+
+def test_a_case_gets_enough_events_to_close_two_windows_per_model_or_is_refused():
+    """``--cases 1000000`` on the default or quick size closed no window ("waiting for 0 events")."""
+    quick = _plan("--quick", "--cases", "1000000")  # 8 models
+    assert quick.events == 16_000_000  # two 1M-event windows for each of the 8 models
+    assert quick.scale_events == 200_000  # the other phases keep their quick size
+    one_m = quick.cases[0]
+    tr = Traffic(models=quick.models, events=quick.events)
+    assert one_m.expected(tr) == 16_000_000 and tr.per_model // 1_000_000 == 2
+    assert _plan("--cases", "1000000").events == 16_000_000  # default 10M: too few as well
+    assert _plan("--quick", "--cases", "5000").events == 200_000  # a small case changes nothing
+
+    # event-time windows: whatever the traffic's start, at least two whole windows close per model
+    sixty = _plan("--quick", "--models", "2", "--window", "1000", "--cases", "60s")
+    assert sixty.events == 360_000
+    for offset in (0.0, 0.001, 17.5, 59.999):
+        tr = Traffic(models=sixty.models, events=sixty.events, base_time=1_700_000_040.0 + offset)
+        per_window = 60 * 1000
+        assert sixty.cases[0].expected(tr) >= 2 * per_window * 2, offset
+
+    with pytest.raises(throughput.BenchError, match=r"--events must be at least 16,000,000 \(got 200,000\)"):
+        _plan("--quick", "--events", "200000", "--cases", "1000000")
+    assert _plan("--events", "4000000", "--models", "2", "--cases", "1000000").events == 4_000_000  # just enough
