@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +49,32 @@ def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: how long ``up`` may take to print "database ready". What it waits for is mostly a fresh interpreter's start and
+#: imports, which are CPU-bound: ~1 s on an idle machine, 10-13 s measured with ten busy processes on this
+#: 2-core machine (the stack itself then starts in 0.2-0.7 s). A fixed 30 s, counted from the Popen, was
+#: exceeded once in a fast-tier run beside other tests. Beyond that, up's own budgets: each service
+#: LocalStack.start_timeout (30 s), the topic admin 10 s.
+UP_START_BUDGET = 180.0
+#: how long ``up`` may take to stop its stack after SIGTERM: LocalStack.down waits stop_timeout (10 s) and then
+#: 5 s after a SIGKILL per service, one after the other (30 s at worst, the old timeout), plus its exit
+UP_STOP_BUDGET = 90.0
+
+
+def _lines(stream) -> queue.Queue:
+    """The lines of ``stream`` as they come, read on a thread (None at EOF): a blocked ``readline()`` can
+    then not outlast the deadline, as it could in the loop the test had."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        with stream:  # closed at EOF, when the process has exited
+            for line in stream:
+                lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="up-stdout", daemon=True).start()
+    return lines
+
+
 def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: Path) -> None:
     kport, iport = free_ports(2)
     proc = subprocess.Popen(
@@ -71,14 +99,21 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
         text=True,
         preexec_fn=die_with_parent(),
     )
+    assert proc.stdout is not None
+    pending = _lines(proc.stdout)
     lines: list[str] = []
+    t0 = time.monotonic()
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+        while True:  # until "database ready", up's exit, or the budget
+            left = UP_START_BUDGET - (time.monotonic() - t0)
+            try:
+                line = pending.get(timeout=max(left, 0.0))
+            except queue.Empty:
+                pytest.fail(f"no 'database ready' from up within {UP_START_BUDGET:.0f} s:\n" + "".join(lines))
+            if line is None:
+                break
             lines.append(line)
-            if ("database" in line and "ready" in line) or not line:
+            if "database" in line and "ready" in line:
                 break
         assert any("topics ready" in ln for ln in lines), "".join(lines)
         s = up.local_settings(
@@ -89,8 +124,16 @@ def test_up_without_children_prepares_the_stack_and_stops_on_sigterm(tmp_path: P
         assert s.influx_db in list_databases(s)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, "".join(lines) + out
+        try:
+            proc.wait(UP_STOP_BUDGET)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            pytest.fail(f"up did not stop within {UP_STOP_BUDGET:.0f} s of SIGTERM:\n" + "".join(lines))
+    while (line := pending.get(timeout=10)) is not None:  # the pump reads to EOF once up has exited
+        lines.append(line)
+    out = "".join(lines)
+    assert proc.returncode == 0, out
     assert "stack kafka stopped, influxdb stopped" in out
     assert not LocalStack(tmp_path, kport, iport).status()["services"]["kafka"]["running"]
 
