@@ -35,19 +35,26 @@ def _latest_metrics(ctx: ui.Ctx, metrics: list[str], latest: pd.DataFrame) -> No
     if not len(latest) or "metric" not in latest:
         return
     latest = latest.sort_values("time", ascending=False)
+    # CBPE's newest point says "not calibrated" (on accuracy only): older estimates of the other metrics are
+    # from a calibration that no longer stands, so no tile shows them
+    cbpe_acc = latest[(Q.col(latest, "detector", "").astype(str) == Q.CBPE) & (latest["metric"] == "accuracy")]
+    withheld = bool(len(cbpe_acc)) and (
+        cbpe_acc.iloc[0].get("status") == "not calibrated" or cbpe_acc.iloc[0].get("calibrated") is False
+    )
     row = ui.metric_row()
     for m in metrics[:4]:
         rows = latest[latest["metric"] == m]
         det = Q.col(rows, "detector", "").astype(str)
         real, est = rows[det == Q.REALIZED], rows[det == Q.CBPE]
         rv = real.iloc[0].get(Q.F_VALUE) if len(real) else None
-        ev = est.iloc[0].get(Q.F_VALUE) if len(est) else None
+        ev = est.iloc[0].get(Q.F_VALUE) if len(est) and not withheld else None
         when = ui.fmt_time(real.iloc[0].get("time")) if len(real) else "no labels yet"
+        estimated = "estimate: not calibrated" if withheld else None
         row.metric(
             f"{m} (realized)",
             ui.fmt_num(rv, _fmt(m)),
             width="content",
-            delta=(f"estimated {ui.fmt_num(ev, _fmt(m))}" if ev is not None else None),
+            delta=(f"estimated {ui.fmt_num(ev, _fmt(m))}" if ev is not None else estimated),
             delta_color="off",
             delta_arrow="off",
             help=f"latest labelled window: {when}",

@@ -111,6 +111,9 @@ def test_concept_unstable_is_said_instead_of_a_number(db) -> None:
     text = texts(at)
     assert "Estimated performance: not calibrated: concept unstable" in text
     assert "calibrations in a row did not last" in text and "no calibration lasts" in text
+    # the tiles show no estimate of any metric from the calibrations before (they no longer stand)
+    tiles = {m.label: m.delta for m in at.metric}
+    assert tiles and all(d == "estimate: not calibrated" for d in tiles.values()), tiles
 
 
 @pytest.mark.browser
