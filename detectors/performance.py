@@ -1020,6 +1020,17 @@ def calibration_residuals(
     a known served class or a label left out; None when none is left). ``c`` is kept within
     ``[0.5 / cal.n, 1 - 0.5 / cal.n]``: a calibration of ``n`` rows cannot know a probability closer to
     0 or 1, and a row it calls certain must not make the variance vanish."""
+    rc = _served_outcomes(cal, proba, labels, pred_label)
+    if rc is None:
+        return None
+    r, c = rc
+    return float(np.sum(r - c)), float(np.sum(c * (1 - c))), int(c.shape[0])
+
+
+def _served_outcomes(
+    cal: Calibration, proba: np.ndarray, labels: np.ndarray, pred_label: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(r, c)`` per usable labelled row, in order (see :func:`calibration_residuals`); None when none."""
     ok, p, pred_idx = _proba_rows(proba, cal.classes, pred_label)
     lab = normalize_labels(labels)[ok]
     has = not_none(lab)
@@ -1029,7 +1040,7 @@ def calibration_residuals(
     eps = 0.5 / max(cal.n, 1)
     c = np.clip(cal.served_right(p, pred_idx), eps, 1 - eps)
     r = (np.asarray(cal.classes, dtype=object)[pred_idx] == lab).astype(np.float64)
-    return float(np.sum(r - c)), float(np.sum(c * (1 - c))), int(c.shape[0])
+    return r, c
 
 
 def chunk_dispersion(
@@ -1050,16 +1061,11 @@ def chunk_dispersion(
     >>> round(z, 1), k
     (20.2, 4)
     """
-    ok, p, pred_idx = _proba_rows(proba, cal.classes, pred_label)
-    lab = normalize_labels(labels)[ok]
-    has = not_none(lab)
-    p, pred_idx, lab = cal.apply(p[has]), pred_idx[has], lab[has]
-    eps = 0.5 / max(cal.n, 1)
-    c = np.clip(cal.served_right(p, pred_idx), eps, 1 - eps)
-    r = (np.asarray(cal.classes, dtype=object)[pred_idx] == lab).astype(np.float64)
-    k = c.shape[0] // chunk
-    if k < 2:
+    rc = _served_outcomes(cal, proba, labels, pred_label)
+    k = 0 if rc is None else rc[1].shape[0] // chunk
+    if rc is None or k < 2:
         return None
+    r, c = rc
     ends = np.minimum(np.arange(1, k + 1) * chunk, c.shape[0])
     ends[-1] = c.shape[0]
     starts = np.concatenate([[0], ends[:-1]])
