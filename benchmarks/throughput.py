@@ -11,9 +11,12 @@ partitions) so producer speed limits nothing. Phases, all in the same run:
    reference, timed in-process (median, p99), with the worker's detector code
    (``detectors.runner``) and, for scale, alibi-detect's ``TabularDrift``.
 2. **floor** — a plain aiokafka consumer that only ``orjson.loads`` the same
-   messages (``benchmarks/floor.py``); also with numpy columns built. ``--wire arrow``
-   produces the traffic as the SDK's Arrow IPC batches instead of JSON (every phase reads
-   them, the floor with pyarrow), so the ratio to the floor stays like for like.
+   messages (``benchmarks/floor.py``); also with numpy columns built: issue 16's floor, to
+   which ``ratio_to_floor`` compares the workers. ``--wire arrow`` produces the traffic as the
+   SDK's Arrow IPC batches instead of JSON (every phase reads them; ``floor`` with pyarrow) and
+   also measures the orjson floor on the same events produced as JSON to a topic of their own
+   (``floor_json``): ``ratio_to_floor`` stays against the JSON floor, ``ratio_to_floor_same_wire``
+   is against the floor that reads the workers' wire (the same number with ``--wire json``).
    **decode** — the decoder alone, in-process, on the same events as JSON and as Arrow
    (:mod:`benchmarks.decode_cost`): µs of CPU per event of both formats in every run.
 3. **worker** — the real ``driftwatch worker`` (subprocess, one consumer
@@ -58,7 +61,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll", type=float, default=0.05, help="InfluxDB poll interval, seconds")
     parser.add_argument("--stall-timeout", type=float, default=90.0, help="give up when no window lands for this long")
     parser.add_argument(
-        "--skip", default="", help="comma-separated phases to skip: drift,decode,floor,worker,scale,naive,hot"
+        "--skip",
+        default="",
+        help="comma-separated phases to skip: drift,decode,floor,worker,scale,naive,hot (worker: the main "
+        "5,000-event phase; --cases still run)",
     )
     parser.add_argument(
         "--worker-cmd", default=None, help="command that starts one worker (default: python -m streams.cli worker)"
@@ -571,7 +577,8 @@ class Bench:
 # ----------------------------------------------------------------------------- floor
 
 
-def run_floor(bench: Bench, topic: str, events: int, columnar: bool) -> dict[str, Any]:
+def run_floor(bench: Bench, topic: str, events: int, columnar: bool, wire: str | None = None) -> dict[str, Any]:
+    """The floor consumer (``benchmarks/floor.py``) on ``topic``, in ``wire`` (default: the run's)."""
     cmd = [
         sys.executable,
         "-m",
@@ -583,7 +590,7 @@ def run_floor(bench: Bench, topic: str, events: int, columnar: bool) -> dict[str
         "--events",
         str(events),
         "--wire",
-        bench.plan.wire,
+        wire or bench.plan.wire,
     ] + (["--columnar"] if columnar else [])
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
@@ -598,6 +605,24 @@ def run_floor(bench: Bench, topic: str, events: int, columnar: bool) -> dict[str
     own = result.get("cpu_percent_self")
     result["events_per_cpu_s"] = round(result["events_per_s"] / (own / 100), 1) if own else None
     return result
+
+
+def run_json_floor(bench: Bench, plan: Plan, base: Traffic) -> dict[str, Any]:
+    """The issue's floor (aiokafka + ``orjson.loads``) when the workers read another wire format.
+
+    The same events as the main topic's first ``floor_events`` (same seed and event times), produced as
+    the SDK's JSON column batches to a topic of their own, read by the floor parsed only and with numpy
+    columns, then deleted: ``floor_json`` and ``floor_json_columnar`` beside ``floor`` (the workers' wire).
+    """
+    s, _, _ = _produce_traffic(bench, "floorjson", plan.floor_events, replace(base, wire="json"))
+    try:
+        log(f"floor_json: {plan.floor_events:,} json events (issue 16's floor), parsed only, then with numpy columns")
+        return {
+            "floor_json": run_floor(bench, s.topic_inferences, plan.floor_events, columnar=False, wire="json"),
+            "floor_json_columnar": run_floor(bench, s.topic_inferences, plan.floor_events, columnar=True, wire="json"),
+        }
+    finally:
+        _drop_topic(s)
 
 
 # ----------------------------------------------------------------------------- worker
@@ -1059,6 +1084,11 @@ def run(args: argparse.Namespace) -> int:
                 report["floor_columnar"] = run_floor(bench, main_s.topic_inferences, plan.floor_events, columnar=True)
             except Exception as e:
                 errors["floor"] = f"{type(e).__name__}: {e}"
+            if plan.wire != "json":  # issue 16's floor is the orjson consumer: also measured, on the same events
+                try:
+                    report.update(run_json_floor(bench, plan, base))
+                except Exception as e:
+                    errors["floor_json"] = f"{type(e).__name__}: {e}"
         if "worker" not in plan.skip:
             try:
                 report["worker"] = run_workers(
@@ -1079,7 +1109,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             except Exception as e:
                 errors["worker_rows"] = f"{type(e).__name__}: {e}"
-        if "worker" not in plan.skip and plan.cases:
+        if plan.cases:  # --skip worker skips only the 5,000-event phase: the cases still run
             report["cases"] = {}
             for case in plan.cases:
                 if case.shards:
@@ -1150,6 +1180,8 @@ def run(args: argparse.Namespace) -> int:
     report["seconds_total"] = round(time.monotonic() - t0, 1)
     report["errors"] = errors
     report.update(summarise(report, plan))
+    for line in ratio_lines(report):
+        log(line)
     text = json.dumps(report, indent=2, sort_keys=False)
     print(text)
     if args.output:
@@ -1170,7 +1202,8 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         return _get(r, *path)
 
     eps = g("worker", "events_per_s_per_worker")
-    floor = g("floor", "events_per_s")
+    fl = floors(r)
+    floor, floor_wire = fl["json"], fl["same_wire"]
     one = g("scale_out", "one_worker", "events_per_s")
     two = g("scale_out", "two_workers", "events_per_s")
     eff1 = g("scale_out", "one_worker", "events_per_worker_cpu_s")
@@ -1186,18 +1219,21 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     s = {
         "events_per_s_per_worker": eps,
         "events_per_worker_cpu_s": g("worker", "events_per_worker_cpu_s"),
+        # issue 16's floor: the aiokafka + orjson consumer on the JSON batches (with --wire arrow: the same
+        # events produced as JSON to a topic of their own, ``floor_json``); the floor that reads the workers'
+        # own wire is ``floor_same_wire_events_per_s`` (equal to this one with --wire json)
         "floor_events_per_s": floor,
-        "floor_columnar_events_per_s": g("floor_columnar", "events_per_s"),
-        "wire": plan.wire,  # the format the floor and the workers read (the ratio compares like with like)
+        "floor_columnar_events_per_s": fl["json_columnar"],
+        "floor_same_wire_events_per_s": floor_wire,
+        "floor_same_wire_columnar_events_per_s": g("floor_columnar", "events_per_s"),
+        "wire": plan.wire,  # the format the workers (and floor_same_wire) read
         "decode_us_per_event": {w: g("decode", w, "decode_us_per_event") for w in ("json", "arrow")},
-        "ratio_to_floor": round(eps / floor, 3) if eps and floor else None,
-        # the same ratio per CPU-second of the consumer process: what it would be without
-        # other processes competing for the cores (informative; the target is the wall-clock ratio)
-        "ratio_to_floor_per_cpu_s": (
-            round(g("worker", "events_per_worker_cpu_s") / g("floor", "events_per_cpu_s"), 3)
-            if g("worker", "events_per_worker_cpu_s") and g("floor", "events_per_cpu_s")
-            else None
-        ),
+        "ratio_to_floor": ratio(eps, floor),
+        "ratio_to_floor_same_wire": ratio(eps, floor_wire),
+        # the same ratios per CPU-second of the consumer process: what they would be without
+        # other processes competing for the cores (informative; the targets are the wall-clock ratio)
+        "ratio_to_floor_per_cpu_s": ratio(g("worker", "events_per_worker_cpu_s"), fl["json_per_cpu_s"]),
+        "ratio_to_floor_same_wire_per_cpu_s": ratio(g("worker", "events_per_worker_cpu_s"), fl["same_wire_per_cpu_s"]),
         "naive_events_per_s": g("naive", "events_per_s"),
         "speedup_vs_naive": round(eps / g("naive", "events_per_s"), 1) if eps and g("naive", "events_per_s") else None,
         "drift_ms_5000x20": {
@@ -1240,7 +1276,8 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         rows_eps = g("worker_rows", "events_per_s_per_worker")
         s["rows"] = {
             "events_per_s_per_worker": rows_eps,
-            "ratio_to_floor": round(rows_eps / floor, 3) if rows_eps and floor else None,
+            "ratio_to_floor": ratio(rows_eps, floor),
+            "ratio_to_floor_same_wire": ratio(rows_eps, floor_wire),
             "rss_mb_at": g("worker_rows", "rss_mb_at"),
             "peak_rss_mb": g("worker_rows", "peak_rss_mb"),
             "events_counted": g("worker_rows", "events_counted"),
@@ -1294,12 +1331,10 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
         s["cases_summary"] = {
             name: {
                 "events_per_s_per_worker": c.get("events_per_s_per_worker"),
-                "ratio_to_floor": (
-                    round(c["events_per_s_per_worker"] / floor, 3)
-                    if c.get("events_per_s_per_worker") and floor
-                    else None
-                ),
+                "ratio_to_floor": ratio(c.get("events_per_s_per_worker"), floor),
+                "ratio_to_floor_same_wire": ratio(c.get("events_per_s_per_worker"), floor_wire),
                 "events_per_worker_cpu_s": c.get("events_per_worker_cpu_s"),
+                "ratio_to_floor_per_cpu_s": ratio(c.get("events_per_worker_cpu_s"), fl["json_per_cpu_s"]),
                 "latency_ms": c.get("latency_ms"),
                 "latency_after_warm_up_ms": c.get("latency_after_warm_up_ms"),
                 "rss_mb_at": c.get("rss_mb_at"),
@@ -1344,6 +1379,73 @@ def summarise(r: dict[str, Any], plan: Plan) -> dict[str, Any]:
     for name, h in (s.get("hot_summary") or {}).items():  # issue 16: within 10 % of one worker's
         s["targets"][f"{name}_cpu_efficiency_two_vs_one>=0.9"] = _ok(h["cpu_efficiency_two_vs_one"], lambda v: v >= 0.9)
     return s
+
+
+def floors(r: dict[str, Any]) -> dict[str, float | None]:
+    """The two floors of a run: issue 16's (aiokafka + orjson on JSON batches) and the one that reads the
+    workers' wire. With ``--wire json`` they are one phase (``floor``); with ``--wire arrow`` the JSON floor
+    is ``floor_json`` (the same events as JSON) and ``floor`` read the Arrow batches.
+
+    >>> fl = floors({"floor": {"events_per_s": 900.0, "events_per_cpu_s": 2000.0, "wire": "arrow"},
+    ...              "floor_json": {"events_per_s": 600.0, "events_per_cpu_s": 1000.0, "wire": "json"}})
+    >>> fl["json"], fl["same_wire"], fl["json_per_cpu_s"], fl["same_wire_per_cpu_s"]
+    (600.0, 900.0, 1000.0, 2000.0)
+    >>> floors({"floor": {"events_per_s": 700.0, "wire": "json"}})["json"]
+    700.0
+    """
+    wire = _get(r, "floor", "wire")
+    json_phase, json_columnar = (
+        ("floor_json", "floor_json_columnar") if "floor_json" in r else ("floor", "floor_columnar")
+    )
+    if json_phase == "floor" and wire not in (None, "json"):  # the JSON floor was not measured (an error)
+        json_phase = json_columnar = "floor_json"
+    return {
+        "json": _get(r, json_phase, "events_per_s"),
+        "json_columnar": _get(r, json_columnar, "events_per_s"),
+        "json_per_cpu_s": _get(r, json_phase, "events_per_cpu_s"),
+        "same_wire": _get(r, "floor", "events_per_s"),
+        "same_wire_per_cpu_s": _get(r, "floor", "events_per_cpu_s"),
+    }
+
+
+def ratio_lines(s: dict[str, Any]) -> list[str]:
+    """The log's summary of the ratios to both floors: the main phase and every case, one line each.
+
+    >>> for line in ratio_lines({"wire": "arrow", "floor_events_per_s": 800.0, "floor_same_wire_events_per_s": 1600.0,
+    ...                          "events_per_s_per_worker": 200.0, "ratio_to_floor": 0.25,
+    ...                          "ratio_to_floor_same_wire": 0.125, "cases_summary": {"time_60s": {
+    ...                          "events_per_s_per_worker": 400.0, "ratio_to_floor": 0.5, "ratio_to_floor_same_wire": 0.25}}}):
+    ...     print(line)
+    floors: issue 16's (aiokafka + orjson, JSON batches) 800 events/s; same wire as the workers (arrow) 1,600 events/s
+    worker (main phase): 200 events/s = 0.25 of the JSON floor, 0.125 of the arrow floor
+    time_60s: 400 events/s = 0.5 of the JSON floor, 0.25 of the arrow floor
+    """
+
+    def n(v: Any) -> str:
+        return "n/a" if v is None else f"{v:,.0f}"
+
+    wire = s.get("wire")
+    out = [
+        f"floors: issue 16's (aiokafka + orjson, JSON batches) {n(s.get('floor_events_per_s'))} events/s; "
+        f"same wire as the workers ({wire}) {n(s.get('floor_same_wire_events_per_s'))} events/s"
+    ]
+    rows = [("worker (main phase)", s)] if s.get("events_per_s_per_worker") else []
+    rows += list((s.get("cases_summary") or {}).items())
+    for name, c in rows:
+        out.append(
+            f"{name}: {n(c.get('events_per_s_per_worker'))} events/s = {c.get('ratio_to_floor')} of the JSON floor, "
+            f"{c.get('ratio_to_floor_same_wire')} of the {wire} floor"
+        )
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b`` to 3 decimals, None when either is missing or zero.
+
+    >>> ratio(1.0, 3.0), ratio(None, 3.0), ratio(1.0, 0)
+    (0.333, None, None)
+    """
+    return round(a / b, 3) if a and b else None
 
 
 def rss_vs_main(case: dict[str, Any], main: dict[str, Any]) -> dict[str, Any]:

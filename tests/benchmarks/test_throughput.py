@@ -296,6 +296,56 @@ def test_summary_reports_each_case_against_the_same_floor():
     assert s["targets"]["counted_equals_expected_time_60s"] is None
 
 
+def test_with_arrow_traffic_every_ratio_is_against_the_json_floor_and_the_same_wire_floor_apart():
+    """Issue 16's floor is the orjson consumer: with ``--wire arrow`` the workers are compared with it
+    (``ratio_to_floor``) and with the floor that reads Arrow (``ratio_to_floor_same_wire``), main phase and cases."""
+    report = {
+        "floor": {"events_per_s": 400_000.0, "events_per_cpu_s": 2_000_000.0, "wire": "arrow"},
+        "floor_columnar": {"events_per_s": 300_000.0, "wire": "arrow"},
+        "floor_json": {"events_per_s": 200_000.0, "events_per_cpu_s": 1_000_000.0, "wire": "json"},
+        "floor_json_columnar": {"events_per_s": 150_000.0, "wire": "json"},
+        "worker": {"events_per_s_per_worker": 50_000.0, "events_per_worker_cpu_s": 100_000.0},
+        "cases": {"time_60s": {"events_per_s_per_worker": 90_000.0, "events_per_worker_cpu_s": 250_000.0}},
+    }
+    s = throughput.summarise(report, _plan("--wire", "arrow"))
+    assert (s["floor_events_per_s"], s["floor_same_wire_events_per_s"]) == (200_000.0, 400_000.0)
+    assert (s["floor_columnar_events_per_s"], s["floor_same_wire_columnar_events_per_s"]) == (150_000.0, 300_000.0)
+    assert (s["ratio_to_floor"], s["ratio_to_floor_same_wire"]) == (0.25, 0.125)
+    assert (s["ratio_to_floor_per_cpu_s"], s["ratio_to_floor_same_wire_per_cpu_s"]) == (0.1, 0.05)
+    case = s["cases_summary"]["time_60s"]
+    assert (case["ratio_to_floor"], case["ratio_to_floor_same_wire"], case["ratio_to_floor_per_cpu_s"]) == (
+        0.45,
+        0.225,
+        0.25,
+    )
+    assert s["targets"]["ratio_to_floor_time_60s>=0.4"] is True  # the target reads the JSON floor
+    lines = throughput.ratio_lines({**report, **s})
+    assert "0.45 of the JSON floor, 0.225 of the arrow floor" in lines[-1] and lines[-1].startswith("time_60s")
+    assert "(arrow) 400,000 events/s" in lines[0]
+
+
+def test_with_json_traffic_both_floors_are_the_one_json_floor():
+    report = {
+        "floor": {"events_per_s": 200_000.0, "events_per_cpu_s": 800_000.0, "wire": "json"},
+        "worker": {"events_per_s_per_worker": 50_000.0, "events_per_worker_cpu_s": 80_000.0},
+    }
+    s = throughput.summarise(report, _plan())
+    assert s["floor_events_per_s"] == s["floor_same_wire_events_per_s"] == 200_000.0
+    assert s["ratio_to_floor"] == s["ratio_to_floor_same_wire"] == 0.25
+    assert s["ratio_to_floor_per_cpu_s"] == s["ratio_to_floor_same_wire_per_cpu_s"] == 0.1
+
+
+def test_arrow_traffic_without_its_json_floor_reports_no_ratio_to_floor():
+    """A failed JSON floor must not let the Arrow floor pass for issue 16's (a ratio against the wrong floor)."""
+    report = {
+        "floor": {"events_per_s": 400_000.0, "wire": "arrow"},
+        "worker": {"events_per_s_per_worker": 50_000.0},
+    }
+    s = throughput.summarise(report, _plan("--wire", "arrow"))
+    assert s["ratio_to_floor"] is None and s["ratio_to_floor_same_wire"] == 0.125
+    assert s["targets"]["ratio_to_floor>=0.5"] is None
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_quick_benchmark_in_the_arrow_wire_format_counts_every_event_and_decodes_both(tmp_path: Path):
@@ -309,6 +359,15 @@ def test_quick_benchmark_in_the_arrow_wire_format_counts_every_event_and_decodes
     assert report["errors"] == {} and proc.returncode == 0, f"{report['errors']}\n{proc.stderr[-4000:]}"
     assert report["wire"] == "arrow" and report["config"]["wire"] == "arrow"
     assert report["floor"]["wire"] == "arrow" and report["floor"]["events"] == 16_000
+    # issue 16's floor too: the same events as JSON batches, read by the orjson consumer
+    assert report["floor_json"]["wire"] == "json" and report["floor_json"]["events"] == 16_000
+    assert report["floor_json_columnar"]["columnar"] is True
+    assert report["floor_events_per_s"] == report["floor_json"]["events_per_s"]
+    assert report["floor_same_wire_events_per_s"] == report["floor"]["events_per_s"]
+    eps = report["events_per_s_per_worker"]
+    assert report["ratio_to_floor"] == round(eps / report["floor_json"]["events_per_s"], 3)
+    assert report["ratio_to_floor_same_wire"] == round(eps / report["floor"]["events_per_s"], 3)
+    assert "of the JSON floor" in proc.stderr and "of the arrow floor" in proc.stderr
     assert report["events_counted"] == report["produce"]["events"] == 16_000
     sizes = {w: report["decode"][w]["bytes_per_event"] for w in ("json", "arrow")}
     assert abs(report["produce"]["bytes_per_event"] - sizes["arrow"]) < 3 < abs(sizes["arrow"] - sizes["json"])
