@@ -24,6 +24,73 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detectors.values import not_none
+
+
+@dataclass(slots=True, eq=False)
+class Codes:
+    """A dictionary encoding of one object column: ``column[i] is values[codes[i]]`` for every row.
+
+    Why: a column of categories (sources, predicted classes, categorical features) holds a few
+    distinct strings many times; work that only needs the distinct values (hashing, sorting them
+    as text, grouping rows) is then done once per value instead of once per row. ``column`` is the
+    very array described: :meth:`Frame.codes_of` hands the codes out only for that array, so a
+    column replaced or re-built (``take``, ``concat``, ``replace``) simply has none.
+    """
+
+    column: np.ndarray  # object: the column described
+    codes: np.ndarray  # unsigned ints, one per row
+    values: np.ndarray  # object: the distinct elements (str or None)
+
+
+@dataclass(frozen=True, slots=True)
+class TextGroups:
+    """Rows grouped by the text of an object column (client ids, classes): one sort per window, shared.
+
+    ``row[i]`` is row i's index into ``names`` (the column's distinct present values as unicode,
+    sorted), ``-1`` where it is None. :meth:`unique` gives exactly
+    ``np.unique(col[known].astype(str), return_inverse=True)`` for the rows grouped, also after
+    :meth:`take`; with the column's :class:`Codes` only its distinct values are sorted.
+
+    >>> g = TextGroups.of(np.array(["b", None, "a", "b"], dtype=object))
+    >>> known, names, inv = g.take(np.array([0, 1, 3])).unique()
+    >>> known.tolist(), names.tolist(), inv.tolist()
+    ([True, False, True], ['b'], [0, 0])
+    """
+
+    row: np.ndarray  # int64 per row, -1: None
+    names: np.ndarray  # unicode, sorted, unique
+
+    @classmethod
+    def of(cls, column: np.ndarray, codes: Codes | None = None) -> TextGroups:
+        """The groups of ``column``, from its ``codes`` when given (then its distinct values only are sorted)."""
+        if codes is None:
+            known = not_none(column)
+            names, inv = np.unique(column[known].astype(str), return_inverse=True)
+            row = np.full(column.shape[0], -1, dtype=np.int64)
+            row[known] = inv
+            return cls(row, names)
+        present = not_none(codes.values)
+        names, inv = np.unique(codes.values[present].astype(str), return_inverse=True)
+        of_value = np.full(codes.values.shape[0], -1, dtype=np.int64)
+        of_value[present] = inv
+        return cls(of_value[codes.codes], names)
+
+    def take(self, idx: np.ndarray) -> TextGroups:
+        """The groups of the rows ``idx`` (an index array or a boolean mask)."""
+        return TextGroups(self.row[idx], self.names)
+
+    def unique(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(known, names, inv)``: the rows with a value, the distinct values they hold (sorted) and each
+        known row's index into them."""
+        known = self.row >= 0
+        r = self.row[known]
+        used = np.bincount(r, minlength=self.names.shape[0]) > 0
+        if used.all():
+            return known, self.names, r
+        new = np.cumsum(used) - 1
+        return known, self.names[used], new[r]
+
 
 @dataclass(slots=True)
 class Frame:
@@ -43,9 +110,23 @@ class Frame:
     #: features the monitor does not declare: name -> rows that carried a value (bool); see
     #: :func:`detectors.quality.undeclared_features`. Empty for well-formed traffic.
     unknown: dict[str, np.ndarray] = field(default_factory=dict)
+    #: dictionary encodings of some object columns, by ``id`` of the column (see :class:`Codes`); a
+    #: cache that changes no value: empty unless whoever built the frame had them at hand
+    codes: dict[int, Codes] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.event_time.shape[0])
+
+    def codes_of(self, column: np.ndarray | None) -> Codes | None:
+        """The :class:`Codes` of ``column`` (one of this frame's own arrays), or None if not known."""
+        if column is None:
+            return None
+        c = self.codes.get(id(column))
+        return c if c is not None and c.column is column else None
+
+    def text_groups(self, column: np.ndarray) -> TextGroups:
+        """:class:`TextGroups` of ``column`` (one of this frame's object arrays), from its codes if known."""
+        return TextGroups.of(column, self.codes_of(column))
 
     @classmethod
     def from_columns(

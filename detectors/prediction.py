@@ -29,7 +29,7 @@ Records (measurement ``dw_prediction``; see :func:`prediction_records`):
   ``correction``, ``engine``, ``threshold_method``.
 
 >>> import numpy as np
->>> from detectors.frame import Frame
+>>> from detectors.frame import Codes, Frame
 >>> from detectors.spec import DriftSpec
 >>> rng = np.random.default_rng(0)
 >>> def frame(p):
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.frame import Frame
+from detectors.frame import Codes, Frame
 from detectors.records import (
     PREDICTION,
     T_DETECTOR,
@@ -109,11 +109,20 @@ def prediction_frame(
     n = len(frame)
     categorical: dict[str, np.ndarray] = {}
     numeric: dict[str, np.ndarray] = {}
+    codes: dict[int, Codes] = {}
     if frame.pred_label is not None:
         lab = np.asarray(frame.pred_label, dtype=object)
-        ok = not_missing(lab)
-        out = np.full(n, None, dtype=object)
-        out[ok] = as_str(lab[ok]).astype(object)
+        coded = frame.codes_of(lab)
+        if coded is None:
+            ok = not_missing(lab)
+            out = np.full(n, None, dtype=object)
+            out[ok] = as_str(lab[ok]).astype(object)
+        else:  # the same text, made once per distinct class
+            ok = not_missing(coded.values)
+            table = np.full(coded.values.shape[0], None, dtype=object)
+            table[ok] = as_str(coded.values[ok]).astype(object)
+            out = table[coded.codes]
+            codes[id(out)] = Codes(out, coded.codes, table)
         categorical[LABEL] = out
     cols = _proba_columns(frame.classes, frame.pred_proba, max_classes, proba_classes)
     numeric.update(cols)
@@ -127,6 +136,7 @@ def prediction_frame(
     pf = Frame.from_columns(
         event_id=frame.event_id, event_time=frame.event_time, numeric=numeric, categorical=categorical
     )
+    pf.codes = codes
     return pf, used
 
 
@@ -210,8 +220,8 @@ def prediction_records(
         if label_counts is not None:
             win_counts = dict(label_counts)
         else:
-            col = pf.categorical[LABEL]
-            classes, counts = np.unique(as_str(col[not_missing(col)]), return_counts=True)
+            _, classes, inv = pf.text_groups(pf.categorical[LABEL]).unique()
+            counts = np.bincount(inv, minlength=classes.shape[0])
             win_counts = dict(zip(classes.tolist(), counts.tolist()))
         n_win = max(int(sum(win_counts.values())), 1)
         n_ref = max(lab_ref.n, 1)

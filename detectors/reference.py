@@ -170,7 +170,15 @@ class WindowColumns:
                 n = len(self.frame)
                 self._hashes[name] = (np.empty(0, dtype=np.int64), np.zeros(n, dtype=bool))
             else:
-                self._hashes[name] = hash_values(np.asarray(col, dtype=object))
+                coded = self.frame.codes_of(col)
+                if coded is None:
+                    self._hashes[name] = hash_values(np.asarray(col, dtype=object))
+                else:  # the distinct values hashed, once each
+                    h, present = hash_values(coded.values)
+                    full = np.zeros(present.shape[0], dtype=np.int64)
+                    full[present] = h
+                    mask = present[coded.codes]
+                    self._hashes[name] = (full[coded.codes][mask], mask)
         return self._hashes[name]
 
     def hashes(self, name: str) -> np.ndarray:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from detectors.values import not_none
+from detectors.frame import TextGroups
 
 __all__ = ["ContrastResult", "source_contrast"]
 
@@ -64,12 +64,20 @@ class ContrastResult:
 
 
 def source_contrast(
-    name: str, sources: np.ndarray | None, exceed: np.ndarray, *, min_events: int = 10, min_excess: float = 0.25
+    name: str,
+    sources: np.ndarray | None,
+    exceed: np.ndarray,
+    *,
+    min_events: int = 10,
+    min_excess: float = 0.25,
+    groups: TextGroups | None = None,
 ) -> ContrastResult:
     """Test every source's exceedance count against the rest of the window (see module docstring).
 
     ``sources``: client id per event (object; None = unknown); ``exceed``: bool per event
     (the per-event score beyond its calibrated threshold). Vectorised over sources.
+    ``groups``: the rows of ``sources`` grouped by source, when the caller has them (one sort
+    of the window's sources shared by every test; :meth:`detectors.frame.Frame.text_groups`).
     """
     exceed = np.asarray(exceed, dtype=bool)
     if sources is None or exceed.size == 0:
@@ -77,11 +85,14 @@ def source_contrast(
     sources = np.asarray(sources, dtype=object)
     if sources.shape[0] != exceed.shape[0]:
         raise ValueError(f"{name}: {sources.shape[0]} source ids for {exceed.shape[0]} scored events")
-    known = not_none(sources)
+    if groups is None:
+        groups = TextGroups.of(sources)
+    elif groups.row.shape[0] != exceed.shape[0]:
+        raise ValueError(f"{name}: source groups of {groups.row.shape[0]} rows for {exceed.shape[0]} scored events")
+    known, names, inv = groups.unique()
     if not known.any():
         return ContrastResult(name, 0, 1.0)
     N, K = int(exceed.size), int(exceed.sum())
-    names, inv = np.unique(sources[known].astype(str), return_inverse=True)
     n = np.bincount(inv, minlength=names.size)
     k = np.bincount(inv, weights=exceed[known], minlength=names.size).astype(np.int64)
     test = (n >= min_events) & (n < N)  # a source alone in its window has no rest to compare with

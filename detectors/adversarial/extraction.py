@@ -62,7 +62,7 @@ from itertools import pairwise
 import numpy as np
 
 from detectors.adversarial.stats import shapiro_w
-from detectors.values import not_none
+from detectors.frame import TextGroups
 
 __all__ = [
     "ExtractionCalibration",
@@ -379,11 +379,14 @@ class ExtractionTracker:
 
     # -- the update --------------------------------------------------------------------------
 
-    def update(self, sources: np.ndarray, Z: np.ndarray, times: np.ndarray | None = None) -> SourceUpdate:
+    def update(
+        self, sources: np.ndarray, Z: np.ndarray, times: np.ndarray | None = None, groups: TextGroups | None = None
+    ) -> SourceUpdate:
         """Add a batch of queries (rows of ``Z``, in arrival order) and test the sources that are due.
 
         ``sources``: object array of client ids (None = unknown: ignored); ``times``: event
-        times (epoch s), for idle expiry and LRU eviction.
+        times (epoch s), for idle expiry and LRU eviction; ``groups``: the rows of ``sources``
+        grouped by client id, if the caller has them (:meth:`detectors.frame.Frame.text_groups`).
         """
         Z = np.asarray(Z, dtype=np.float32)
         if Z.ndim != 2 or Z.shape[1] != self.dim:
@@ -393,12 +396,15 @@ class ExtractionTracker:
         times = np.zeros(n_all) if times is None else np.asarray(times, dtype=np.float64)
         if sources.shape[0] != n_all or times.shape[0] != n_all:
             raise ValueError("sources, queries and times must have the same length")
-        ok = not_none(sources)
+        if groups is None:
+            groups = TextGroups.of(sources)
+        elif groups.row.shape[0] != n_all:
+            raise ValueError("sources, queries and their groups must have the same length")
+        ok, names, inv = groups.unique()
         if not ok.all():
-            sources, Z, times = sources[ok], Z[ok], times[ok]
+            Z, times = Z[ok], times[ok]
         if Z.shape[0] == 0:
             return _empty_update()
-        names, inv = np.unique(sources.astype(str), return_inverse=True)
         now = float(np.nanmax(times)) if np.isfinite(times).any() else 0.0
         uslots = self._assign(names, now)
         slot_e = uslots[inv]

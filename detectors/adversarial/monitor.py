@@ -45,7 +45,7 @@ Records (names in :mod:`detectors.records`, fields in ``docs/adversarial.md``):
 source).
 
 >>> import numpy as np
->>> from detectors.frame import Frame
+>>> from detectors.frame import Frame, TextGroups
 >>> from detectors.spec import FeatureSpec
 >>> rng = np.random.default_rng(0)
 >>> def frame(X, src=None):
@@ -80,7 +80,7 @@ from detectors.adversarial.outlier import ComponentResult, OutlierDetector, Stan
 from detectors.adversarial.spec import AdversarialSpec
 from detectors.adversarial.squeeze import SqueezeDetector
 from detectors.adversarial.stats import bonferroni_min
-from detectors.frame import Frame
+from detectors.frame import Frame, TextGroups
 from detectors.records import Record
 from detectors.reference import safe_label
 from detectors.spec import FeatureSpec
@@ -276,11 +276,23 @@ class AdversarialMonitor:
         )
         src = frame.source_id
         con = self.spec.contrast
+        groups: list[TextGroups] = []  # the window's rows grouped by source: one sort, for every test below
 
-        def contrast(name: str, sources: np.ndarray | None, exceed: np.ndarray) -> None:
-            if con.enabled and sources is not None:
+        def by_source() -> TextGroups:
+            if not groups:
+                groups.append(frame.text_groups(np.asarray(src, dtype=object)))
+            return groups[0]
+
+        def contrast(name: str, rows: np.ndarray | None, exceed: np.ndarray) -> None:
+            if con.enabled and src is not None:
+                g = by_source() if rows is None else by_source().take(rows)
                 c = source_contrast(
-                    f"{name}_source", sources, exceed, min_events=con.min_events, min_excess=con.min_excess
+                    f"{name}_source",
+                    src if rows is None else src[rows],
+                    exceed,
+                    min_events=con.min_events,
+                    min_excess=con.min_excess,
+                    groups=g,
                 )
                 if c.n_tested:
                     comps[c.name] = c
@@ -288,7 +300,7 @@ class AdversarialMonitor:
         if self.outlier is not None and Z is not None and n:  # fitted together with the standardizer
             exceed = self.outlier.exceedances(Z)
             pop["outlier"] = self.outlier.result(exceed)
-            contrast("outlier", src, exceed)
+            contrast("outlier", None, exceed)
         if self.task == "classification" and self.spec.margin.enabled:
             m = frame_margins(frame)
             if m is not None:
@@ -298,7 +310,7 @@ class AdversarialMonitor:
                     c = self.margin.result(exceed)
                     if c.n:
                         pop["low_margin"] = c
-                        contrast("low_margin", src[ok] if src is not None else None, exceed)
+                        contrast("low_margin", ok, exceed)
                 else:
                     self._warm_margin(m)
         if self.squeeze is not None and n:
@@ -308,7 +320,7 @@ class AdversarialMonitor:
         if self.tracker is not None and Z is not None and n:  # fitted together with the standardizer
             cal = self.tracker.calibration
             assert cal is not None, "fit() builds the monitor's tracker with its calibration"
-            upd = self.tracker.update(frame.source_id, Z, frame.event_time)
+            upd = self.tracker.update(src, Z, frame.event_time, groups=by_source())
             res.sources = upd
             res.sources_tracked = self.tracker.n_sources
             res.sources_evicted = self.tracker.evicted

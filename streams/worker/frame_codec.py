@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.frame import Frame
+from detectors.frame import Codes, Frame
 
 _STR_OR_NONE = frozenset((str, type(None)))
 MAX_DISTINCT_SHARE = 0.5
@@ -46,11 +46,11 @@ class Coded:
     codes: np.ndarray
     values: list[Any]
 
-    def decode(self) -> np.ndarray:
-        """The object column back (its elements are the ``values`` objects)."""
+    def decode(self) -> Codes:
+        """The object column back (its elements are the ``values`` objects), with its codes."""
         table = np.empty(len(self.values), dtype=object)
         table[:] = self.values
-        return table.take(self.codes)
+        return Codes(table.take(self.codes), self.codes, table)
 
 
 Column = np.ndarray | Coded
@@ -75,7 +75,7 @@ def encode(col: np.ndarray) -> Column:
 
 def decode(col: Column) -> np.ndarray:
     """The inverse of :func:`encode`."""
-    return col.decode() if isinstance(col, Coded) else col
+    return col.decode().column if isinstance(col, Coded) else col
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ _OBJECT_FIELDS = ("source_id", "pred_label", "label")
 
 def pack(frame: Frame) -> PackedFrame:
     """``frame`` ready to pickle: its repeating object columns coded (see the module docstring)."""
-    columns = {f.name: getattr(frame, f.name) for f in fields(Frame) if f.name != "categorical"}
+    columns = {f.name: getattr(frame, f.name) for f in fields(Frame) if f.name not in ("categorical", "codes")}
     for name in _OBJECT_FIELDS:
         if columns[name] is not None:
             columns[name] = encode(columns[name])
@@ -100,9 +100,20 @@ def pack(frame: Frame) -> PackedFrame:
 
 
 def unpack(packed: PackedFrame) -> Frame:
-    """The frame :func:`pack` was given, equal column by column."""
+    """The frame :func:`pack` was given, equal column by column; the codes it travelled with are kept
+    (:attr:`Frame.codes`), so the detectors hash, sort and group the distinct values only."""
     columns = dict(packed.columns)
+    codes: dict[int, Codes] = {}
+
+    def back(col: Column) -> np.ndarray:
+        if not isinstance(col, Coded):
+            return col
+        c = col.decode()
+        codes[id(c.column)] = c
+        return c.column
+
     for name in _OBJECT_FIELDS:
         if columns[name] is not None:
-            columns[name] = decode(columns[name])
-    return Frame(**columns, categorical={k: decode(v) for k, v in packed.categorical.items()})
+            columns[name] = back(columns[name])
+    columns["codes"] = codes
+    return Frame(**columns, categorical={k: back(v) for k, v in packed.categorical.items()})
