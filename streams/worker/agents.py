@@ -302,12 +302,15 @@ class Runtime:
             except Exception as e:
                 log.warning("open windows not checkpointed at the rebalance (%r): their next owner re-reads more", e)
             rt.pipeline.revoke((tp.topic, tp.partition) for tp in revoked)
-            if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
-                async with rt.pipeline.lock:
-                    await rt.pipeline.label_hook.revoke((tp.topic, tp.partition) for tp in revoked)
-            if rt.alerting is not None:  # the alert state too (windows closed before and not yet evaluated are dropped)
-                from streams.alerts.partitions import merge_slot
+            from streams.alerts.partitions import merge_slot
 
+            if rt.pipeline.label_hook is not None:  # the join state goes to the partitions' next owner
+                partials = rt.pipeline.partials_topic  # a merge step's label results: the partition's merge slot
+                async with rt.pipeline.lock:
+                    await rt.pipeline.label_hook.revoke(
+                        (tp.topic, merge_slot(tp.partition) if tp.topic == partials else tp.partition) for tp in revoked
+                    )
+            if rt.alerting is not None:  # the alert state too (windows closed before and not yet evaluated are dropped)
                 await rt.alerting.revoke_partitions(
                     tp.partition if tp.topic == rt.settings.topic_inferences else merge_slot(tp.partition)
                     for tp in revoked

@@ -13,7 +13,9 @@ checkpoint that covers them is acknowledged, see ``LabelHook.hold_until_snapshot
 the state goes with the group's offsets), ``Settings.topic_partitions`` partitions,
 ``cleanup.policy=compact``. Input partition ``p`` (of the inferences and of the labels
 topic: they are co-partitioned) is checkpointed under key ``p<p>`` to changelog partition
-``p % n``.
+``p % n``. A sharded model's merge owner keeps the model's label results in the merge slot of
+its partials partition ``q`` (:func:`streams.alerts.partitions.merge_slot`), under key ``m<q>``
+routed like ``q``.
 
 **Records, reading to the end.** One checkpoint of input partition ``p`` is a *generation*
 ``g`` (one more than the generation it was restored from): its blob (zlib-compressed, see
@@ -24,6 +26,7 @@ SHA-256 checks, the newest complete generation read back past a marker record: s
 
 from __future__ import annotations
 
+from streams.alerts.partitions import MERGE_SLOTS
 from streams.settings import Settings
 from streams.worker.changelog_store import (
     CHUNK_BYTES,
@@ -70,12 +73,20 @@ def ensure_changelog_topic(settings: Settings) -> str:
 
 
 def partition_key(partition: int) -> str:
-    """The store key of an input partition's checkpoint.
+    """The store key of an input partition's checkpoint (``m<q>``: the merge slot of partials partition ``q``).
 
-    >>> partition_key(3)
-    'p3'
+    >>> from streams.alerts.partitions import merge_slot
+    >>> partition_key(3), partition_key(merge_slot(3))
+    ('p3', 'm3')
     """
-    return f"p{int(partition)}"
+    p = int(partition)
+    return f"m{p - MERGE_SLOTS}" if p >= MERGE_SLOTS else f"p{p}"
+
+
+def route(partition: int) -> int:
+    """The partition number a checkpoint is routed by: the input partition's, or the merge slot's partials partition's."""
+    p = int(partition)
+    return p - MERGE_SLOTS if p >= MERGE_SLOTS else p
 
 
 def chunk_records(partition: int, gen: int, blob: bytes, chunk_bytes: int = CHUNK_BYTES):
@@ -110,8 +121,8 @@ class LabelChangelog(ChangelogStore):
     async def save(self, partition: int, gen: int, blob: bytes) -> int:
         """Write generation ``gen`` of input ``partition``; returns once the broker acknowledged every chunk
         (the caller may then commit the input offsets it covers). Returns the bytes written."""
-        return await self.put(partition_key(partition), gen, blob, route=partition)
+        return await self.put(partition_key(partition), gen, blob, route=route(partition))
 
     async def load(self, partition: int) -> Generation | None:
         """The newest complete generation of input ``partition`` (None: never checkpointed)."""
-        return await self.restore(partition_key(partition), route=partition)
+        return await self.restore(partition_key(partition), route=route(partition))

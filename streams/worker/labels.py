@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -75,6 +76,7 @@ import math
 import threading
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,7 @@ import numpy as np
 
 from detectors.frame import Frame
 from detectors.records import PERFORMANCE, T_DETECTOR, T_METRIC, T_MODEL, T_VERSION, Record
+from streams.alerts.partitions import AlertPartitions
 from streams.worker.decode import LabelPart, StreamKey
 from streams.worker.monitors import MonitorsConfig
 from streams.worker.references import json_column, object_column
@@ -105,6 +108,19 @@ FET_DETECTOR = "fet_online"
 _FORMAT = 2
 _FORMATS = (1, 2)  # 1: before the results per window (its accumulator is ignored)
 _PARTITION_FORMAT = 1
+SHARD_ROWS = "shard-rows"
+"""The merge owner's record of the shards' row batches it has (``_offsets`` key ``(SHARD_ROWS, shard partition)``)."""
+SHARD_TAG = "@shard"
+
+
+def shard_join_id(model_id: str, partition: int) -> str:
+    """The label join's own key of one shard (input ``partition``) of a sharded model: a worker holding several
+    shards of a model keeps one join per shard, each checkpointed with its partition.
+
+    >>> shard_join_id("fraud", 3)
+    'fraud@shard3'
+    """
+    return f"{model_id}{SHARD_TAG}{int(partition)}"
 
 
 class DaemonExecutor:
@@ -234,6 +250,9 @@ class ResultsCapture:
     floor: float
     dropped: int
     waiting: list[Any]
+    outbox: Any = None
+    outbox_seq: int = -1
+    next_seq: int = 0
 
 
 _SUM = ("n", "n_detections", "n_dropped")
@@ -307,6 +326,13 @@ class ModelResults:
     calibrating: tuple[str, int] | None = None  # window whose errors wait in the monitor's calibration buffer
     floor: float = -math.inf  # end of the newest window no longer kept: older rows are dropped
     dropped: int = 0  # joined rows of windows no longer kept
+    # a shard of a sharded model (LabelHook, "Sharded models"): its joined rows go to the merge owner in numbered
+    # batches; ``outbox`` is the batch ``outbox_seq`` being published (None: none), ``next_seq`` the next number,
+    # ``outbox_saved`` whether a checkpoint acknowledged by the broker holds the outbox (only then is it published)
+    outbox: Any = None
+    outbox_seq: int = -1
+    next_seq: int = 0
+    outbox_saved: bool = False
 
     def add_window(self, version: str, time_ns: int, end_time: float, keep: int) -> None:
         key = (version, int(time_ns))
@@ -339,6 +365,9 @@ class ModelResults:
             self.floor,
             self.dropped,
             list(self.waiting),
+            self.outbox,
+            self.outbox_seq,
+            self.next_seq,
         )
 
     def attributable(self, event_time: np.ndarray) -> tuple[np.ndarray, int]:
@@ -372,24 +401,56 @@ def _encode_results(
         "calibrating": list(mr.calibrating) if mr.calibrating else None,
         "floor": mr.floor if math.isfinite(mr.floor) else None,
         "dropped": mr.dropped,
+        "outbox_seq": mr.outbox_seq,
+        "next_seq": mr.next_seq,
     }
     if mr.waiting:
         from detectors.concept import Joined
 
-        rows = Joined.concat(mr.waiting)
-        meta["waiting_classes"] = list(rows.classes)
-        for name in ("event_id", "label", "pred_label"):
-            col = getattr(rows, name)
-            if col is not None:
-                arrays[f"w.{name}.json"] = json_column(col)
-        for name in ("event_time", "label_time", "pred_proba", "pred_value"):
-            col = getattr(rows, name)
-            if col is not None:
-                arrays[f"w.{name}"] = np.asarray(col, dtype=np.float64)
+        meta["waiting_classes"] = joined_arrays(Joined.concat(mr.waiting), "w.", arrays)
+    if mr.outbox is not None:
+        meta["outbox_classes"] = joined_arrays(mr.outbox, "o.", arrays)
+
+
+_OBJECT_COLUMNS = ("event_id", "label", "pred_label")
+_FLOAT_COLUMNS = ("event_time", "label_time", "pred_proba", "pred_value")
+
+
+def joined_arrays(rows, prefix: str, arrays: dict[str, np.ndarray]) -> list[str]:
+    """Joined rows (:class:`detectors.concept.Joined`) into ``arrays`` as plain columns named ``prefix + column``
+    (object columns as JSON, no pickle); returns their classes (JSON-able)."""
+    for name in _OBJECT_COLUMNS:
+        col = getattr(rows, name)
+        if col is not None:
+            arrays[f"{prefix}{name}.json"] = json_column(col)
+    for name in _FLOAT_COLUMNS:
+        col = getattr(rows, name)
+        if col is not None:
+            arrays[f"{prefix}{name}"] = np.asarray(col, dtype=np.float64)
+    return list(rows.classes)
+
+
+def joined_from_arrays(data: dict[str, np.ndarray], prefix: str, classes) -> Any:
+    """Inverse of :func:`joined_arrays` (a :class:`detectors.concept.Joined`)."""
+    from detectors.concept import Joined
+
+    def obj(name):
+        key = f"{prefix}{name}.json"
+        return object_column(data[key]) if key in data else None
+
+    return Joined(
+        obj("event_id"),
+        data[f"{prefix}event_time"],
+        data[f"{prefix}label_time"],
+        obj("label"),
+        obj("pred_label"),
+        data.get(f"{prefix}pred_proba"),
+        data.get(f"{prefix}pred_value"),
+        tuple(str(c) for c in classes),
+    )
 
 
 def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelResults | None:
-    from detectors.concept import Joined
     from detectors.performance import PerformanceAccumulator
 
     r = meta.get("results")
@@ -401,6 +462,8 @@ def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelR
         calibrating=tuple(r["calibrating"]) if r["calibrating"] else None,
         floor=-math.inf if r["floor"] is None else float(r["floor"]),
         dropped=int(r["dropped"]),
+        outbox_seq=int(r.get("outbox_seq", -1)),
+        next_seq=int(r.get("next_seq", 0)),
     )
     for i, item in enumerate(r["items"]):
         acc = None
@@ -421,22 +484,10 @@ def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelR
         )
         mr.results[(res.version, res.time_ns)] = res
     if "w.event_id.json" in data:
-
-        def obj(name):
-            return object_column(data[f"w.{name}.json"]) if f"w.{name}.json" in data else None
-
-        mr.waiting = [
-            Joined(
-                obj("event_id"),
-                data["w.event_time"],
-                data["w.label_time"],
-                obj("label"),
-                obj("pred_label"),
-                data.get("w.pred_proba"),
-                data.get("w.pred_value"),
-                tuple(meta.get("waiting_classes", ())),
-            )
-        ]
+        mr.waiting = [joined_from_arrays(data, "w.", meta.get("waiting_classes", ()))]
+    if "o.event_id.json" in data:  # a checkpoint acknowledged it: it may be published (again: the merge keeps one)
+        mr.outbox = joined_from_arrays(data, "o.", meta.get("outbox_classes", ()))
+        mr.outbox_saved = True
     return mr
 
 
@@ -617,6 +668,10 @@ class LabelHook:
         self._now: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._warned: set[str] = set()  # models seen in two partitions (warned once)
+        self._shard_of: dict[str, str] = {}  # shard join key (shard_join_id) -> its sharded model
+        #: publishes a shard's batch of joined rows to its model's merge owner: ``(model, shard partition, seq, rows)``,
+        #: returns once the broker acknowledged it (the pipeline's, through the partials topic)
+        self.publish: Callable[[str, int, int, Any], Awaitable[None]] | None = None
         self._last_snapshot = clock()
         self._writing = False
         self._io = ThreadPoolExecutor(1, thread_name_prefix="label-snapshots") if self.store is not None else None
@@ -648,6 +703,38 @@ class LabelHook:
                 old,
             )
 
+    def _route(self, model_id: str, partition: int) -> str:
+        """The join key of a model's events from ``partition``: the model id, or a sharded model's shard key."""
+        cfg = self.models.get(model_id)
+        if cfg is None or cfg.shards <= 1 or model_id in self._shard_of:
+            return model_id
+        jid = shard_join_id(model_id, partition)
+        if jid not in self._shard_of:
+            self._register_shard(model_id, jid)
+        return jid
+
+    def _register_shard(self, model_id: str, jid: str) -> None:
+        self.models[jid] = self.models[model_id]
+        self._shard_of[jid] = model_id
+        if model_id in self.eager:
+            self.eager.add(jid)
+
+    def _known(self, key: str) -> bool:
+        """Whether a checkpoint's model key is one of this config's (a shard key of a sharded model is registered)."""
+        if key in self.models:
+            return True
+        model_id, tag, part = key.rpartition(SHARD_TAG)
+        cfg = self.models.get(model_id) if tag else None
+        if cfg is None or cfg.shards <= 1 or not part.isdigit():
+            return False
+        self._register_shard(model_id, key)
+        return True
+
+    def _merged(self, model_id: str) -> bool:
+        """A sharded model's own key: its state is the merge owner's (rows from the shards, merged windows)."""
+        cfg = self.models.get(model_id)
+        return cfg is not None and cfg.shards > 1 and model_id not in self._shard_of
+
     async def restore_partitions(self, partitions) -> int:
         """Input partitions that just came to this worker: restore the label join of their models from their
         newest complete checkpoint (before any of their messages is fed). Returns the models restored.
@@ -678,7 +765,7 @@ class LabelHook:
                 )
                 continue
             for m, blob in states.items():
-                if m in self.models and m not in self._joins:
+                if self._known(m) and m not in self._joins:
                     n += self._restore_model(m, p, blob, saved_at, got.gen, t0)
         return n
 
@@ -695,6 +782,8 @@ class LabelHook:
         self._now[model_id] = max(self._now.get(model_id, -math.inf), st["clock"])
         if st["results"] is not None:
             self._res[model_id] = st["results"]
+            if st["results"].waiting:  # a shard's rows for its merge owner: into the next checkpoint's outbox
+                self._dirty.add(model_id)
         self._offsets[model_id] = dict(st["offsets"])
         if st["calibration"] is not None:
             self._cal_rows[model_id] = st["calibration"]
@@ -705,11 +794,11 @@ class LabelHook:
         self.restored[model_id] = n
         s = join.stats
         log.info(
-            "%s: label join restored from %r (partition %d, generation %d, saved %.0f s ago): %d predictions "
+            "%s: label join restored from %r (%s, generation %d, saved %.0f s ago): %d predictions "
             "and %d labels waiting, %d expired on restore, CBPE calibration rows: %d; %.0f ms",
             model_id,
             self.store,
-            partition,
+            AlertPartitions.name(partition),
             gen,
             time.time() - saved_at,
             n,
@@ -865,7 +954,7 @@ class LabelHook:
                 since.clear()
             mr.prune()
             j = self._joins.get(m)
-            if j is not None and mr.keys:  # the counters as they are now, on the model's newest window
+            if j is not None and mr.keys and not self._merged(m):  # the counters now, on the model's newest window
                 fields = j.stats.as_fields()
                 if fields != self._join_sent.get(m):
                     self._join_sent[m] = fields
@@ -972,6 +1061,7 @@ class LabelHook:
         if not len(frame):
             return
         try:
+            key = key._replace(model_id=self._route(key.model_id, key.partition))
             self._owner(key.model_id, key.partition)
             room = self._room_before_label(key.model_id, frame)
             if room <= 0:
@@ -1018,7 +1108,7 @@ class LabelHook:
             or cfg.task != "classification"
             or frame.pred_proba is None
             or len(frame.classes) < 2
-            or model_id in self._ref_cal
+            or self._shard_of.get(model_id, model_id) in self._ref_cal
         ):
             return 0
         held = join.stats.predictions if join is not None else 0
@@ -1028,6 +1118,7 @@ class LabelHook:
         if part.model_id not in self.models or not len(part):
             return
         try:
+            part = dataclasses.replace(part, model_id=self._route(part.model_id, part.partition))
             self._owner(part.model_id, part.partition)
             fresh = self._fresh(part.model_id, part.topic, part.partition, part.origin)
             ids, labels, times = part.event_id, part.label, part.label_time
@@ -1041,6 +1132,68 @@ class LabelHook:
             self._dirty.add(part.model_id)
         except Exception:
             log.exception("label join failed on labels of %s", part.model_id)
+
+    # -- sharded models: the merge owner's side --------------------------------------
+    def merge_model(self, model_id: str, slot: int) -> None:
+        """This worker merges sharded ``model_id`` in ``slot`` (its partials partition's merge slot,
+        :func:`streams.alerts.partitions.merge_slot`): the model's label results live there, checkpointed
+        under the slot's own key, and follow the partials partition."""
+        self._owner(model_id, slot)
+        self._join(model_id)  # empty (the shards join): the unit a checkpoint holds
+
+    def on_shard_rows(self, model_id: str, slot: int, shard: int, seq: int, rows) -> bool:
+        """Batch ``seq`` of the rows joined by shard ``shard`` (its input partition) of sharded ``model_id``,
+        read from the partials topic by its merge owner: they wait (in the order the merge owner reads the
+        batches) to be attributed to the merged windows of their predictions, as an unsharded model's joined
+        rows do. A batch this state already holds (published again after the shard's worker crashed or moved)
+        is dropped: returns False."""
+        try:
+            self.merge_model(model_id, slot)
+            offs = self._offsets.setdefault(model_id, {})
+            last = offs.get((SHARD_ROWS, int(shard)), -1)
+            if seq <= last:
+                return False
+            if seq != last + 1 and last >= 0:
+                log.warning("%s: joined-row batch #%d of shard %d follows #%d", model_id, seq, shard, last)
+            offs[(SHARD_ROWS, int(shard))] = int(seq)
+            self._add(model_id, rows)
+            self._dirty.add(model_id)
+            return True
+        except Exception:
+            log.exception("label rows of %s from shard %d failed", model_id, shard)
+            return False
+
+    # -- sharded models: a shard's side -----------------------------------------------
+    def _fill_outboxes(self) -> None:
+        """A shard's joined rows (waiting: a shard has no windows) become its next numbered batch, which the
+        checkpoint about to be taken holds: a batch is published only once a checkpoint has it, so a worker
+        that restores the shard publishes the same rows under the same number (the merge owner keeps one)."""
+        for jid in self._shard_of:
+            mr = self._res.get(jid)
+            if mr is None or mr.outbox is not None or not mr.waiting or jid not in self._dirty:
+                continue
+            from detectors.concept import Joined
+
+            mr.outbox, mr.waiting = Joined.concat(mr.waiting), []
+            mr.outbox_seq, mr.next_seq = mr.next_seq, mr.next_seq + 1
+            mr.outbox_saved = False
+
+    async def _publish_outboxes(self) -> None:
+        """Publish the shards' checkpointed batches to their merge owners (retried at the next tick on failure)."""
+        if self.publish is None:
+            return
+        for jid, model_id in list(self._shard_of.items()):
+            mr = self._res.get(jid)
+            if mr is None or mr.outbox is None or not mr.outbox_saved:
+                continue
+            try:
+                await self.publish(model_id, self._part[jid], mr.outbox_seq, mr.outbox)
+            except Exception as e:  # broker away: the batch stays in the outbox (and in the checkpoint)
+                log.warning("publishing joined-row batch #%d of %s failed (%r); retrying", mr.outbox_seq, jid, e)
+                continue
+            if self._res.get(jid) is mr:  # not revoked meanwhile
+                mr.outbox, mr.outbox_saved = None, False
+                self._dirty.add(jid)
 
     def last_window_ns(self, key: StreamKey) -> int | None:
         """Point time of the newest window of ``key``'s model and version the restored label results know
@@ -1115,12 +1268,27 @@ class LabelHook:
         taken here, the encoding runs on a thread, then each partition's checkpoint goes to the store; the
         messages whose rows it holds are released (their offsets may be committed) once the broker
         acknowledged it. Returns the bytes written."""
-        if self.store is None or not self._dirty or self._writing:
+        if self._writing:
+            return 0
+        if self._shard_of:
+            self._writing = True
+            try:
+                await self._publish_outboxes()  # restored ones, and any whose publishing failed
+                if self.store is None:  # nothing persisted: published as they come
+                    self._fill_outboxes()
+                    for jid in self._shard_of:
+                        if jid in self._res and self._res[jid].outbox is not None:
+                            self._res[jid].outbox_saved = True
+                    await self._publish_outboxes()
+            finally:
+                self._writing = False
+        if self.store is None or not self._dirty:
             return 0
         if not force and self.clock() - self._last_snapshot < self.snapshot_every:
             return 0
         t0 = time.perf_counter()
         held, self._held = self._held, []  # messages whose rows this checkpoint contains
+        self._fill_outboxes()
         parts = self._capture()
         t1 = time.perf_counter()
         self._last_snapshot = self.clock()
@@ -1144,6 +1312,17 @@ class LabelHook:
         finally:
             self._writing = False
         self._release(held)
+        if self._shard_of:  # the shards' batches this checkpoint holds may go to their merge owners now
+            for _, items in parts:
+                for m, *_ in items:
+                    mr = self._res.get(m)
+                    if m in self._shard_of and mr is not None and mr.outbox is not None:
+                        mr.outbox_saved = True
+            self._writing = True
+            try:
+                await self._publish_outboxes()
+            finally:
+                self._writing = False
         t3 = time.perf_counter()
         c = self.checkpoints
         c["count"] += 1

@@ -87,11 +87,12 @@ from streams.worker.monitors import ConfigError, ModelMonitor, MonitorsConfig
 from streams.worker.shards import (
     MAX_PARTIAL_BYTES,
     MergeBuffer,
-    Partial,
     PartialError,
+    ShardRows,
     merge_partials,
     merged_window,
     partial_of,
+    read_message,
 )
 from streams.worker.window_changelog import Entry, EntryKey, WindowChangelog
 from streams.worker.windows import Checkpoint, ClosedWindow, CountWindows, OpenTimeWindows, Position, TimeWindows
@@ -299,6 +300,8 @@ class Pipeline:
         # sharded models (streams/worker/shards.py): partials are published to and merged from this topic
         self.partials = partials
         self.partials_topic = partials.topic if partials is not None else None
+        if partials is not None and label_hook is not None:  # a shard's joined rows go to its model's merge owner
+            label_hook.publish = self._publish_rows
 
     # -- partitions --------------------------------------------------------------
     def revoke(self, tps: Iterable[tuple[str, int]]) -> None:
@@ -398,8 +401,11 @@ class Pipeline:
             messages = [m for m in messages if m.topic != self.partials_topic]
         try:
             if partials:
-                if self.alerting is not None:  # the merge step's alert state (its own slots) before any window
-                    await self.alerting.restore_partitions(sorted({merge_slot(m.partition) for m in partials}))
+                # the merge step's alert state and label results (their own slots) before any window
+                slots = sorted({merge_slot(m.partition) for m in partials})
+                restores = [h.restore_partitions(slots) for h in (self.label_hook, self.alerting) if h is not None]
+                if restores:
+                    await asyncio.gather(*restores)
                 await self._merge(partials, tps)
             t0 = time.perf_counter()
             decoded = self.decoder.decode(messages)
@@ -447,15 +453,25 @@ class Pipeline:
                 for p in decoded.labels:
                     self.label_hook.on_labels(p)
         if self.label_hook is not None:
-            for key, part in decoded.frames.items():
-                if self.models[key.model_id].shards == 1:  # a sharded model's labels are not joined (yet)
-                    self.label_hook.on_predictions(key, part.frame, part.origin)
+            for key, part in decoded.frames.items():  # a sharded model's: one join per shard (LabelHook)
+                self.label_hook.on_predictions(key, part.frame, part.origin)
             # messages fed to the label join stay un-acked until a checkpoint of the join holds them
             for topic, partition, offsets in self.label_hook.take_fed():
                 fed_tp = tps.get((topic, partition))
                 if fed_tp is not None:
                     fed_tp.tracker.hold(offsets.tolist())
                     self.label_hook.hold_until_snapshot(fed_tp.tracker, offsets)
+
+    async def _catch_up_labels(self, lkey: StreamKey, key: StreamKey, ck: Checkpoint | None) -> None:
+        """Windows of ``key`` written after the label join's last snapshot (a crash) that its restored state
+        (key ``lkey``) does not know: their predictions' labels go to them."""
+        if ck is None or self.label_hook is None or self.checkpoints is None:
+            return
+        after = self.label_hook.last_window_ns(lkey)
+        if after is not None and after < ck.time_ns:
+            count = self.models[key.model_id].window.size_events is not None
+            for c in await self.checkpoints.since(key, after):
+                self.label_hook.add_window(lkey, c.time_ns, c.max_event_time if count else c.closed_until)
 
     def _warn_undeclared(self, model_id: str, unknown: dict) -> None:
         """Log once per (model, name) that events carry a feature the config does not declare (bounded)."""
@@ -488,14 +504,8 @@ class Pipeline:
                 self._lost_warned.add((key.topic, key.partition))
                 self._report_untrusted(key, old)
         win = model.window
-        if ck is not None and self.label_hook is not None and self.checkpoints is not None and not sharded:
-            # windows written after the label join's last snapshot (a crash): their predictions' labels go to them
-            after = self.label_hook.last_window_ns(key)
-            if after is not None and after < ck.time_ns:
-                for c in await self.checkpoints.since(key, after):
-                    self.label_hook.add_window(
-                        key, c.time_ns, c.max_event_time if win.size_events is not None else c.closed_until
-                    )
+        if not sharded:  # a shard's windows get no labels (its merge owner's merged windows do)
+            await self._catch_up_labels(key, key, ck)
         if win.size_events is not None:  # a shard's windows hold its share of the model's (size_events/shards)
             windows: CountWindows | TimeWindows = CountWindows(win.size_events // model.shards, ck)
         elif win.size_seconds is not None:
@@ -1204,7 +1214,9 @@ class Pipeline:
         # the label hook first: it attributes the labels joined since its last timer tick, so CBPE's calibration
         # of this window uses every label joined before the window closed (taken before, it missed up to a
         # second's labels)
-        labelled = self.label_hook.on_window(key, w) if self.label_hook is not None and model.shards == 1 else None
+        labelled = None
+        if self.label_hook is not None:  # a merged window's label results are in its partials partition's slot
+            labelled = self.label_hook.on_window(self._label_key(state), w)
         w.calibration = self._calibration(model, key, reference)
         if cfg.rolling:
             release = state.prev_holds
@@ -1358,9 +1370,12 @@ class Pipeline:
         for m in messages:
             st_tp = tps[(m.topic, m.partition)]
             try:
-                p = Partial.from_bytes(m.value or b"")
+                p = read_message(m.value or b"")
             except PartialError as e:
                 log.error("%s[%d]@%d: %s: skipped", m.topic, m.partition, m.offset, e)
+                continue
+            if isinstance(p, ShardRows):
+                self._merge_rows(m, p, st_tp)
                 continue
             model = self.models.get(p.model_id)
             if model is None or model.shards <= 1:
@@ -1427,6 +1442,47 @@ class Pipeline:
                 w.holds = [np.array(sorted(set(c.tokens)), dtype=np.int64)]
                 await self._window_closed(state, w, st_tp.tracker)
 
+    def _merge_rows(self, m: RawMessage, rows: ShardRows, st_tp: _TP) -> None:
+        """A shard's batch of joined rows to its model's label results here (the merge owner); its message is
+        held until a label-join checkpoint holds the rows (or acked now if this worker joins no labels)."""
+        model = self.models.get(rows.model_id)
+        if model is None or model.shards <= 1:
+            log.error(
+                "%s[%d]@%d: joined rows of %r, which the monitor config does not shard: skipped",
+                m.topic,
+                m.partition,
+                m.offset,
+                rows.model_id,
+            )
+            return
+        if rows.partition not in self._shard_partitions(model):
+            log.error(
+                "%s: joined rows from partition %d, not one of its shards: skipped", rows.model_id, rows.partition
+            )
+            return
+        if self.label_hook is None:
+            return
+        fresh = self.label_hook.on_shard_rows(
+            rows.model_id, merge_slot(m.partition), rows.partition, rows.seq, rows.rows
+        )
+        if fresh and self.label_hook.store is not None:
+            st_tp.tracker.hold([m.offset])
+            self.label_hook.hold_until_snapshot(st_tp.tracker, np.array([m.offset], dtype=np.int64))
+
+    async def _publish_rows(self, model_id: str, partition: int, seq: int, rows: Any) -> None:
+        """A shard's batch of joined rows (:class:`ShardRows`) to its model's merge owner, acknowledged."""
+        from streams.wire.contract import home_partition
+
+        assert self.partials is not None
+        blob = await asyncio.to_thread(lambda: ShardRows(model_id, partition, seq, rows).to_bytes())
+        target = home_partition(model_id, self.settings.topic_partitions)
+        await asyncio.wait_for(await self.partials.send(model_id, blob, target), 30.0)
+
+    def _label_key(self, state: StreamState) -> StreamKey:
+        """The label hook's key of a stream: a merged window's partition is its partials partition's merge slot."""
+        key = state.key
+        return key._replace(partition=merge_slot(key.partition)) if state.merge is not None else key
+
     async def _new_merge_state(self, key: StreamKey, model: ModelMonitor, st_tp: _TP) -> StreamState:
         """The merge step of a sharded model version, resumed after its newest merged window in InfluxDB."""
         if st_tp.trusted is None:
@@ -1436,6 +1492,10 @@ class Pipeline:
         state = StreamState(key, model, CountWindows(model.window.size_events, ck), resumed_from=ck)
         state.merge = MergeBuffer(self._shard_partitions(model), ck.seq if ck is not None else -1)
         state.merge_last_ns = ck.time_ns if ck is not None else -1
+        if self.label_hook is not None:
+            lkey = self._label_key(state)
+            self.label_hook.merge_model(key.model_id, lkey.partition)
+            await self._catch_up_labels(lkey, key, ck)
         await self._stored_reference(key, wait=False)
         self._configure_reference(state, None)
         st_tp.streams[key] = state

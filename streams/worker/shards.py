@@ -29,6 +29,15 @@ the merged window's number).
 * **Restart of the merge owner**: the partials stay un-acked until the merged window is written, so a
   new owner re-reads them; it starts after the newest merged window in InfluxDB.
 
+**Labels** go to the shard of the event id they answer, so each shard's worker joins them
+(:class:`streams.worker.labels.LabelHook`, one join per shard). A shard attributes nothing: it publishes
+its joined rows in numbered batches (:class:`ShardRows`, on the same partials partition as its partials),
+each one only after a label-join checkpoint holding it was acknowledged, so a worker that restores the
+shard publishes the same rows under the same number. The merge owner keeps, per shard, the newest batch
+number it holds (in its own label-join checkpoint, the partials partition's merge slot) and drops a batch
+it has; it attributes the rows to the merged windows and computes realized performance, the error stream
+and CBPE's calibration rows as for an unsharded model (docs/scale-out.md says what is exact).
+
 Pure: no I/O here (the pipeline publishes, consumes and writes).
 """
 
@@ -61,6 +70,9 @@ def partials_topic(consumer_group: str, topic_inferences: str) -> str:
     """The partials topic of a worker group (one per group, like the changelogs)."""
     return f"{consumer_group}-{topic_inferences}-partials"
 
+
+ROWS_FORMAT = "driftwatch-shard-rows"
+ROWS_FORMAT_VERSION = 1
 
 PARTIALS_TOPIC_CONFIGS = {"cleanup.policy": "delete", "max.message.bytes": str(MAX_PARTIAL_BYTES)}
 """Every partial counts (not compacted); large enough for big layouts."""
@@ -130,6 +142,69 @@ class Partial:
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise PartialError(f"partial window: header field {e} missing or of the wrong type") from e
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRows:
+    """Batch ``seq`` of the rows the label join of shard ``partition`` of ``model_id`` joined
+    (a :class:`detectors.concept.Joined`), for the model's merge owner."""
+
+    model_id: str
+    partition: int
+    seq: int
+    rows: Any
+
+    def to_bytes(self) -> bytes:
+        """A JSON header line, then the rows' columns as NPZ (no pickle)."""
+        import io
+
+        from streams.worker.labels import joined_arrays
+
+        arrays: dict[str, np.ndarray] = {}
+        classes = joined_arrays(self.rows, "", arrays)
+        head = {
+            "format": ROWS_FORMAT,
+            "version": ROWS_FORMAT_VERSION,
+            "model_id": self.model_id,
+            "partition": self.partition,
+            "seq": self.seq,
+            "classes": classes,
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return orjson.dumps(head) + b"\n" + buf.getvalue()
+
+    @classmethod
+    def from_head(cls, head: dict[str, Any], body: bytes) -> ShardRows:
+        import io
+
+        from streams.worker.labels import joined_from_arrays
+
+        if head.get("version") != ROWS_FORMAT_VERSION:
+            raise PartialError(f"shard rows: version {head.get('version')!r}, this worker reads {ROWS_FORMAT_VERSION}")
+        try:
+            with np.load(io.BytesIO(body), allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+            return cls(
+                str(head["model_id"]),
+                int(head["partition"]),
+                int(head["seq"]),
+                joined_from_arrays(data, "", head["classes"]),
+            )
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            raise PartialError(f"shard rows: {e!r}") from e
+
+
+def read_message(blob: bytes) -> Partial | ShardRows:
+    """A message of the partials topic: a partial window or a shard's joined rows (:class:`PartialError` if neither)."""
+    head_bytes, sep, body = blob.partition(b"\n")
+    try:
+        head = orjson.loads(head_bytes) if sep else None
+    except orjson.JSONDecodeError as e:
+        raise PartialError(f"partials topic: the header is not JSON ({e})") from e
+    if isinstance(head, dict) and head.get("format") == ROWS_FORMAT:
+        return ShardRows.from_head(head, body)
+    return Partial.from_bytes(blob)
 
 
 def partial_of(model_id: str, model_version: str, partition: int, w: ClosedWindow) -> Partial:
