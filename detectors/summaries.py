@@ -216,6 +216,78 @@ class NumericLayout:
     def ref_n(self) -> int:
         return int(self.ref_counts.sum())
 
+    def __getstate__(self) -> dict:
+        """Pickled without the bin lookup table (rebuilt on first use, :meth:`bin_index`)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_lut"}
+
+    def bin_index(self, values: np.ndarray) -> np.ndarray:
+        """The fine bin of each value: ``np.searchsorted(edges, values, side="right")``, the same numbers.
+
+        A binary search over ~1,000 edges per value was half of a summary's update. The edges are
+        quantiles, so a uniform grid over their range holds at most two of them per cell (it is made
+        fine enough, :func:`_bin_lut`): a value's bin is the edges in the cells before its own plus those
+        of its own cell at or below it — three table reads, no search. The cell is computed from the value
+        by the same rounded arithmetic for the values and the edges, which is monotone, so the count is
+        exact. Edges too crowded for :data:`LUT_MAX_CELLS` cells (a heavy tail stretching the range) and
+        non-finite values use the search.
+        """
+        lut = self.__dict__.get("_lut")
+        if lut is None:
+            lut = self.__dict__["_lut"] = _bin_lut(self.edges)
+        if not lut:
+            return np.searchsorted(self.edges, values, side="right")
+        lo, hi, scale, before, first, second = lut
+        x = np.asarray(values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            cell = _cells(x, lo, scale, before.shape[0] - 1)
+            b = before[cell] + (first[cell] <= x) + (second[cell] <= x)
+            odd = ~((x >= lo) & (x < hi))  # outside the grid (a tail), NaN, infinities
+        if odd.any():
+            b[odd] = np.searchsorted(self.edges, x[odd], side="right")
+        return b
+
+
+LUT_CELLS_PER_EDGE = 4
+"""Grid cells per fine edge to start with in :meth:`NumericLayout.bin_index`'s lookup table."""
+LUT_MAX_CELLS = 1 << 15
+"""At most this many cells (~0.6 MB per feature): edges more crowded than that keep the binary search."""
+
+
+def _cells(x: np.ndarray, lo: float, scale: float, last: int) -> np.ndarray:
+    """Grid cell of each value (monotone in the value; NaN and infinities land anywhere: call under
+    ``np.errstate(invalid="ignore")`` if there may be some)."""
+    cell = ((x - lo) * scale).astype(np.int64)
+    return np.minimum(np.maximum(cell, 0, out=cell), last, out=cell)
+
+
+def _bin_lut(edges: np.ndarray) -> tuple[float, float, float, np.ndarray, np.ndarray, np.ndarray] | tuple[()]:
+    """``(lo, hi, cells per unit, edges below each cell, each cell's first and second edge (+inf: none))``
+    for :meth:`NumericLayout.bin_index` over the edges from ``lo`` to ``hi``, or ``()`` when a grid does
+    not pay. The grid spans all edges if at most two fall in a cell of :data:`LUT_MAX_CELLS`; else the
+    edges of the outer 1/64, then 1/16, of each side are left to the search (a heavy tail stretches the
+    range: the values there are few); else no grid."""
+    e = edges.shape[0]
+    if e < 64 or not np.isfinite(edges[[0, -1]]).all():
+        return ()
+    for trim in (0, e // 64, e // 16):
+        inner = edges[trim : e - trim]
+        lo, hi = float(inner[0]), float(inner[-1])
+        if hi <= lo:
+            continue
+        k, cells = inner.shape[0], LUT_CELLS_PER_EDGE * inner.shape[0]
+        while cells <= LUT_MAX_CELLS:  # finer until no cell holds more than two edges
+            scale = cells / (hi - lo)
+            ecell = _cells(inner, lo, scale, cells)  # cells + 1 of them: the last holds the top edge
+            before = np.searchsorted(ecell, np.arange(cells + 1), side="left")
+            count = np.diff(np.append(before, k))
+            if count.max() <= 2:
+                pad = np.append(inner, [np.inf, np.inf])
+                first = np.where(count >= 1, pad[before], np.inf)
+                second = np.where(count >= 2, pad[before + 1], np.inf)
+                return lo, hi, scale, (before + trim).astype(np.int64), first, second
+            cells *= 2
+    return ()
+
 
 @dataclass(frozen=True, eq=False)
 class CategoricalLayout:
@@ -718,7 +790,7 @@ def _update_binned(arrays: dict[str, np.ndarray], prefix: str, layout: SummaryLa
             )
         flat = np.empty((f, n), dtype=np.int64)
         for i, nl in enumerate(layout.numeric):
-            flat[i] = np.searchsorted(nl.edges, mat[i], side="right") + i * w  # NaN lands last: dropped below
+            flat[i] = nl.bin_index(mat[i]) + i * w  # NaN lands last: dropped below
         keep = finite.ravel()
         idx = flat.ravel()[keep]
         arrays[prefix + "num_counts"] += np.bincount(idx, minlength=f * w).reshape(f, w)

@@ -425,3 +425,43 @@ def test_the_summary_adapter_agrees_with_the_univariate_one(shift):
         assert a.drift == b.drift and a.threshold == b.threshold and a.n_window == b.n_window
         assert b.details["engine"] == "summary" and a.details["n_features"] == b.details["n_features"]
     assert b.drift == (shift > 0)
+
+
+@pytest.mark.parametrize("law", ["normal", "student_t3", "lognormal", "integers", "two_values"])
+def test_bin_lookup_equals_the_binary_search(law):
+    """``NumericLayout.bin_index`` (a grid over the quantile edges) places every value where
+    ``np.searchsorted(edges, v, side="right")`` does: edges themselves, ties, tails, values outside the
+    reference's range, NaN and infinities."""
+    import pickle
+
+    from detectors.reference import quantile_edges
+    from detectors.summaries import NumericLayout, fine_edges
+
+    rng = np.random.default_rng(11)
+    draw = {
+        "normal": lambda n: rng.normal(0, 1, n),
+        "student_t3": lambda n: rng.standard_t(3, n),
+        "lognormal": lambda n: rng.lognormal(0, 1.5, n),
+        "integers": lambda n: rng.integers(0, 400, n).astype(float),
+        "two_values": lambda n: rng.choice([0.0, 1.0], n),
+    }[law]
+    ref = np.sort(draw(20_000))
+    edges = fine_edges(ref, quantile_edges(ref, 10), 1024)
+    nl = NumericLayout("x", edges, np.zeros(1), 1, np.zeros(1), np.zeros(1), 1.0)
+    mid = (edges[:-1] + edges[1:]) / 2 if edges.size > 1 else edges
+    probe = np.concatenate(
+        [
+            draw(100_000) * 1.3 + 0.2,  # a shifted window
+            edges,
+            np.nextafter(edges, -np.inf),
+            np.nextafter(edges, np.inf),
+            mid,
+            [np.nan, np.inf, -np.inf, -1e300, 1e300, 0.0, -0.0],
+        ]
+    )
+    expected = np.searchsorted(edges, probe, side="right")
+    assert np.array_equal(nl.bin_index(probe), expected)
+    if law in ("normal", "student_t3", "lognormal"):  # these have ~1,000 edges: the grid is used, not the search
+        assert nl.__dict__["_lut"]
+    copy = pickle.loads(pickle.dumps(nl))  # the table stays behind (rebuilt on first use)
+    assert "_lut" not in copy.__dict__ and np.array_equal(copy.bin_index(probe), expected)
