@@ -91,7 +91,9 @@ def _cbpe(sink):
     ]
 
 
-def _run(cfg, windows: int, labelled_until: int, label_lag: int = 0):
+def _run(cfg, windows: int, labelled_until: int, label_lag: int = 0, flip_every: int = 0, flip_from: int = 0):
+    """``flip_every`` > 0: from window ``flip_from`` on, every other block of that many windows gets labels
+    that contradict every prediction (the same inputs, other outcomes: a concept that keeps flipping)."""
     rng = np.random.default_rng(11)
     hook = LabelHook(cfg, background=False)
     sink = FakeSink()
@@ -104,6 +106,11 @@ def _run(cfg, windows: int, labelled_until: int, label_lag: int = 0):
         label_hook=hook,
     )
     data = [_events(rng, k * N, N) for k in range(windows)]
+    if flip_every:
+        for k in range(flip_from, windows):
+            if (k - flip_from) // flip_every % 2 == 0:
+                x, served, pred, _truth = data[k]
+                data[k] = (x, served, pred, np.where(pred == "yes", "no", "yes"))
 
     async def go():
         off = 0
@@ -240,3 +247,22 @@ def test_before_the_first_label_only_calibration_rows_predictions_are_held():
 
     asyncio.run(go())
     assert "m" not in no_proba._joins
+
+
+def test_a_concept_that_keeps_flipping_is_reported_as_concept_unstable():
+    """The labels contradict every prediction in every other two windows after the first calibration: the worker's CBPE points say
+    "not calibrated" with a reason that starts "concept unstable" and no value (the label join's collector,
+    through the pipeline and the real evaluator)."""
+    cfg = _cfg({"first_n": 100})
+    sink, _data, hook = _run(cfg, windows=30, labelled_until=30, label_lag=1, flip_every=2, flip_from=6)
+    pts = sorted(_cbpe(sink), key=lambda r: r.time_ns)
+    unstable = [r for r in pts if str(r.fields.get("reason", "")).startswith("concept unstable: ")]
+    assert unstable and all("value" not in r.fields and r.fields["status"] == "not calibrated" for r in unstable)
+    first = pts.index(unstable[0])
+    # the back-off: the second recalibration may publish once it held on 200 new labels (at most one window
+    # here); after the third, 400 are asked of every calibration, and none holds that long
+    assert sum("value" in r.fields for r in pts[first:]) <= 1
+    assert all(r in unstable for r in pts[-15:])
+    col = hook._cal_rows["m"]
+    assert col.recalibrations >= 4 and col.unstable and col.need == 400  # backed off to calibration_rows
+    assert f"{col.recalibrations} recalibrations in all" in unstable[-1].fields["reason"]
