@@ -250,9 +250,9 @@ def test_before_the_first_label_only_calibration_rows_predictions_are_held():
 
 
 def test_a_concept_that_keeps_flipping_is_reported_as_concept_unstable():
-    """The labels contradict every prediction in every other two windows after the first calibration: the worker's CBPE points say
-    "not calibrated" with a reason that starts "concept unstable" and no value (the label join's collector,
-    through the pipeline and the real evaluator)."""
+    """The labels contradict every prediction in every other two windows after the first calibration: the
+    worker's CBPE points say "not calibrated" with a reason that starts "concept unstable" and no value (the
+    label join's collector, through the pipeline and the real evaluator)."""
     cfg = _cfg({"first_n": 100})
     sink, _data, hook = _run(cfg, windows=30, labelled_until=30, label_lag=1, flip_every=2, flip_from=6)
     pts = sorted(_cbpe(sink), key=lambda r: r.time_ns)
