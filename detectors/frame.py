@@ -21,6 +21,7 @@ window is a list of decoded batches joined once when it closes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from detectors.values import not_none
 
 @dataclass(slots=True, eq=False)
 class Codes:
-    """A dictionary encoding of one object column: ``column[i] is values[codes[i]]`` for every row.
+    """A dictionary encoding of one object column: ``column[i] == values[codes[i]]`` for every row.
 
     Why: a column of categories (sources, predicted classes, categorical features) holds a few
     distinct strings many times; work that only needs the distinct values (hashing, sorting them
@@ -41,6 +42,37 @@ class Codes:
     column: np.ndarray  # object: the column described
     codes: np.ndarray  # unsigned ints, one per row
     values: np.ndarray  # object: the distinct elements (str or None)
+
+    @classmethod
+    def of(cls, column: np.ndarray, max_share: float = 0.5) -> Codes | None:
+        """The codes of an object column of ``str``/``None`` whose distinct values are at most ``max_share``
+        of its rows (values first seen first); None for any other column.
+
+        One pass of a dict in C (``dict.setdefault`` mapped over the column): equality decides, so
+        ``values[codes]`` equals the column element by element. Only ``str`` and ``None`` are coded:
+        ``1``, ``1.0`` and ``True`` are one dict key.
+        """
+        if column.dtype != object or column.ndim != 1 or column.shape[0] == 0:
+            return None
+        items = column.tolist()
+        if not set(map(type, items)) <= _STR_OR_NONE:
+            return None
+        first: dict[Any, int] = {}
+        seen = np.fromiter(map(first.setdefault, items, range(len(items))), dtype=np.int64, count=len(items))
+        k = len(first)
+        if k > max_share * len(items):
+            return None
+        rows = np.fromiter(first.values(), dtype=np.int64, count=k)  # increasing: dicts keep insertion order
+        values = np.empty(k, dtype=object)
+        values[:] = list(first)
+        return cls(column, np.searchsorted(rows, seen).astype(_code_dtype(k)), values)
+
+
+_STR_OR_NONE = frozenset((str, type(None)))
+
+
+def _code_dtype(k: int) -> type:
+    return np.uint8 if k <= 256 else np.uint16 if k <= 65_536 else np.int32
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from detectors.errors import InvalidInputError
-from detectors.frame import Frame
+from detectors.frame import Codes, Frame
 from detectors.spec import FeatureSpec
 from detectors.values import not_none, parse_categories, parse_numeric
 
@@ -162,6 +162,8 @@ class WindowColumns:
         self._categories: dict[str, np.ndarray] = {}
         self._hashes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._codes: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+        # name -> (hash of each coded value, its Codes, present rows): set by _hashed when the column has codes
+        self._value_hashes: dict[str, tuple[np.ndarray, Codes, np.ndarray]] = {}
 
     def _hashed(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self._hashes:
@@ -179,6 +181,7 @@ class WindowColumns:
                     full[present] = h
                     mask = present[coded.codes]
                     self._hashes[name] = (full[coded.codes][mask], mask)
+                    self._value_hashes[name] = (full, coded, mask)
         return self._hashes[name]
 
     def hashes(self, name: str) -> np.ndarray:
@@ -200,13 +203,18 @@ class WindowColumns:
         key = (name, id(cref))
         if key not in self._codes:
             k = cref.categories.shape[0]
-            idx = cref.hash_lookup(self.hashes(name))
+            ids = self.hashes(name)
+            by_value = self._value_hashes.get(name)
+            if by_value is not None:  # the distinct values looked up, once each
+                full, coded, mask = by_value
+                per_value = cref.hash_lookup(full)
+                idx = None if per_value is None else per_value[coded.codes][mask]
+            else:
+                idx = cref.hash_lookup(ids)
             if idx is None:  # colliding reference hashes: compare strings
                 values = self.categories(name)
                 idx = lookup(cref.categories, values)
                 ids = values
-            else:
-                ids = self.hashes(name)
             unknown = idx < 0
             extra = 0
             if unknown.any():

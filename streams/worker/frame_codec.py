@@ -33,7 +33,6 @@ import numpy as np
 
 from detectors.frame import Codes, Frame
 
-_STR_OR_NONE = frozenset((str, type(None)))
 MAX_DISTINCT_SHARE = 0.5
 """A column is coded only if its distinct values are at most this share of its rows (else it is sent as is)."""
 
@@ -56,21 +55,10 @@ class Coded:
 Column = np.ndarray | Coded
 
 
-def encode(col: np.ndarray) -> Column:
-    """``col`` as :class:`Coded` if it is an object column of ``str``/``None`` with few distinct values, else itself."""
-    if col.dtype != object or col.ndim != 1 or col.shape[0] == 0:
-        return col
-    items = col.tolist()
-    if not set(map(type, items)) <= _STR_OR_NONE:  # 1 and True are equal keys: only str and None are coded
-        return col
-    first: dict[Any, int] = {}
-    # one C pass: each element -> the row where its value first appeared
-    seen = np.fromiter(map(first.setdefault, items, range(len(items))), dtype=np.int64, count=len(items))
-    if len(first) > MAX_DISTINCT_SHARE * len(items):
-        return col
-    rows = np.fromiter(first.values(), dtype=np.int64, count=len(first))  # increasing: dicts keep insertion order
-    dtype = np.uint8 if len(first) <= 256 else np.uint16 if len(first) <= 65_536 else np.int32
-    return Coded(np.searchsorted(rows, seen).astype(dtype), list(first))
+def encode(col: np.ndarray, codes: Codes | None = None) -> Column:
+    """``col`` as :class:`Coded` (from its ``codes`` if known, else :meth:`Codes.of`), or itself if not worth it."""
+    c = codes if codes is not None else Codes.of(col, MAX_DISTINCT_SHARE)
+    return col if c is None else Coded(c.codes, c.values.tolist())
 
 
 def decode(col: Column) -> np.ndarray:
@@ -95,8 +83,8 @@ def pack(frame: Frame) -> PackedFrame:
     columns = {f.name: getattr(frame, f.name) for f in fields(Frame) if f.name not in ("categorical", "codes")}
     for name in _OBJECT_FIELDS:
         if columns[name] is not None:
-            columns[name] = encode(columns[name])
-    return PackedFrame(columns, {k: encode(v) for k, v in frame.categorical.items()})
+            columns[name] = encode(columns[name], frame.codes_of(columns[name]))
+    return PackedFrame(columns, {k: encode(v, frame.codes_of(v)) for k, v in frame.categorical.items()})
 
 
 def unpack(packed: PackedFrame) -> Frame:

@@ -103,6 +103,33 @@ def test_hashes_from_codes_equal_hashes_of_the_column():
         assert cols.present(name).tolist() == want_p.tolist()
 
 
+def test_category_codes_from_codes_equal_the_plain_ones_unseen_values_included():
+    from detectors.reference import Reference
+    from detectors.spec import FeatureSpec
+
+    rng = np.random.default_rng(6)
+    ref = Reference.from_frame(
+        Frame.from_columns(
+            event_id=np.arange(600).astype(str), event_time=np.zeros(600), categorical={"c": column(600, rng, levels=5)}
+        ),
+        [FeatureSpec(name="c", kind="categorical")],
+    )
+    win = Frame.from_columns(
+        event_id=np.arange(400).astype(str), event_time=np.zeros(400), categorical={"c": column(400, rng, levels=9)}
+    )  # v5..v8: never in the reference
+    want = WindowColumns(win).category_codes("c", ref.categorical["c"])
+    got = WindowColumns(with_codes(win)).category_codes("c", ref.categorical["c"])
+    assert want[1] == got[1] == 4 and want[0].tolist() == got[0].tolist()
+
+
+def test_codes_of_a_column_follow_first_appearance_and_refuse_what_they_cannot_code():
+    c = Codes.of(np.array(["b", None, "a", "b"], dtype=object), max_share=1.0)
+    assert c is not None and c.values.tolist() == ["b", None, "a"] and c.codes.tolist() == [0, 1, 2, 0]
+    assert Codes.of(np.array([1, True, 1.0, 1], dtype=object), max_share=1.0) is None  # one dict key: not coded
+    assert Codes.of(np.array(["x", "y"], dtype=object)) is None  # as many values as rows: not worth it
+    assert Codes.of(np.zeros(4)) is None and Codes.of(np.empty(0, dtype=object)) is None
+
+
 def test_source_contrast_and_the_extraction_tracker_give_the_same_with_shared_groups():
     rng = np.random.default_rng(4)
     n = 3000
