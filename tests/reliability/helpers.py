@@ -178,6 +178,24 @@ def worker(env: dict[str, str], monitors: Path, log: Path, *args: str) -> Iterat
         stop(proc)
 
 
+def on_stack(settings, stack):
+    """``settings`` pointed at ``stack`` (a test's own broker and InfluxDB), with its topics and database made."""
+    from streams.broker.admin import ensure_topics
+    from streams.influx.admin import ensure_database
+
+    s = settings.model_copy(
+        update={
+            "kafka_bootstrap": stack.bootstrap,
+            **stack.influx_settings(),
+            "kafka_port": stack.kafka_port,
+            "influx_port": stack.influx_port,
+        }
+    )
+    ensure_topics(s, partitions=s.topic_partitions)
+    ensure_database(s)
+    return s
+
+
 def tail(log: Path | None, n: int = 40) -> str:
     if log is None or not log.exists():
         return ""

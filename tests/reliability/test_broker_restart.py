@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from streams.devstack.localstack import KAFKA, settings_env, terminate
-from tests.reliability.helpers import Traffic, monitors_file, tail, wait_for, windowed, worker
+from tests.reliability.helpers import Traffic, monitors_file, on_stack, tail, wait_for, windowed, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"  # gitignored
@@ -42,21 +42,10 @@ def _topics_on_broker(s, names: list[str]) -> dict[str, int] | str:
 
 
 def test_worker_survives_a_broker_restart(own_stack, settings, tmp_path):
-    from streams.broker.admin import ensure_topics
-    from streams.influx.admin import ensure_database
     from streams.worker.references import references_topic
     from streams.worker.topics import worker_topics
 
-    s = settings.model_copy(
-        update={
-            "kafka_bootstrap": own_stack.bootstrap,
-            **own_stack.influx_settings(),
-            "kafka_port": own_stack.kafka_port,
-            "influx_port": own_stack.influx_port,
-        }
-    )
-    ensure_topics(s, partitions=s.topic_partitions)
-    ensure_database(s)
+    s = on_stack(settings, own_stack)
     mon = monitors_file(tmp_path, ["m"], window=500, first_n=500, idle=600.0)
     traffic = Traffic(s, seed=31)
     for _ in range(8):

@@ -24,6 +24,7 @@ from tests.reliability.helpers import (
     dead_letters,
     fault_free_points,
     monitors_file,
+    on_stack,
     stored_points,
     unique_dead_letters,
     wait_for,
@@ -37,19 +38,7 @@ OUTAGE_S = 30.0
 
 
 def test_influxdb_down_for_30s_mid_stream(own_stack, settings, tmp_path, consume_all):
-    from streams.broker.admin import ensure_topics
-    from streams.influx.admin import ensure_database
-
-    s = settings.model_copy(
-        update={
-            "kafka_bootstrap": own_stack.bootstrap,
-            **own_stack.influx_settings(),
-            "kafka_port": own_stack.kafka_port,
-            "influx_port": own_stack.influx_port,
-        }
-    )
-    ensure_topics(s, partitions=s.topic_partitions)
-    ensure_database(s)
+    s = on_stack(settings, own_stack)
     models = ["m", "k"]
     mon = monitors_file(tmp_path, models, window=500, first_n=500, idle=600.0)
     traffic = Traffic(s, seed=17)
