@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "false: on a thread of the worker process",
     )
     worker_web_port: int = Field(6066, ge=0, le=65535)
+    worker_shutdown_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="the worker's orderly shutdown (checkpoints, flushes) gets this long after SIGTERM/SIGINT or "
+        "its parent's death; then it logs what it waited for, kills its detector process and exits with code 124",
+    )
 
     # Local stack / dashboard ---------------------------------------------------------
     state_dir: Path = Field(

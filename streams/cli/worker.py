@@ -3,7 +3,8 @@
 Loads the monitor config (``--monitors FILE``, default ``Settings.monitors``),
 creates the topics it needs (idempotent), makes sure the InfluxDB database
 exists (1.x: CREATE DATABASE; 2.x: the bucket, via BucketsApi), then runs the
-Faust worker in the foreground until SIGINT/SIGTERM. Start more workers with the same
+Faust worker in the foreground until SIGINT/SIGTERM (its shutdown bounded by
+``DRIFTWATCH_WORKER_SHUTDOWN_TIMEOUT_SECONDS``, :mod:`streams.worker.shutdown`). Start more workers with the same
 ``DRIFTWATCH_CONSUMER_GROUP`` to split the partitions between them.
 """
 
@@ -92,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         ensure_database(settings)
     except Exception as e:  # InfluxDB may come later: the sink retries and logs
         log.warning("could not make sure the InfluxDB database exists (%s); writes will retry", e)
-    import faust
+    from streams.worker.shutdown import Worker
 
-    app, _runtime = build(
+    app, runtime = build(
         settings, monitors, batch=args.batch, within=args.within, recreate_topics=not args.no_create_topics
     )
     log.info(
@@ -107,7 +108,16 @@ def run(args: argparse.Namespace) -> int:
         settings.influx_url,
         settings.influx_db,
     )
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # a shutdown that overruns settings.worker_shutdown_timeout_seconds ends the process anyway (shutdown.py)
+    worker = Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        shutdown_timeout=settings.worker_shutdown_timeout_seconds,
+        kill_children=runtime.kill_children,
+    )
+    runtime.deadline = worker.deadline  # the orderly shutdown's steps share it
     try:
         worker.execute_from_commandline()
     except SystemExit as e:

@@ -40,6 +40,7 @@ from streams.worker.evaluation import Evaluator
 from streams.worker.monitors import MonitorsConfig
 from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
+from streams.worker.shutdown import ShutdownDeadline
 from streams.worker.topics import Topics, TopicWatch
 from streams.worker.window_changelog import WindowChangelog, window_store
 
@@ -124,6 +125,8 @@ class Runtime:
         self.stale = 0  # events dropped because they were fetched before a rebalance
         self.revoked: dict = {}  # TP -> consumer generation when it was revoked (until the next assignment)
         self.background: dict[str, asyncio.Future] = {}  # timer name -> the job it started last
+        #: the shutdown's deadline (streams.worker.shutdown; set by the CLI): the shutdown steps share it
+        self.deadline: ShutdownDeadline | None = None
         self._register(stats_every)
 
     def _partials_client(self, topics: Topics):
@@ -139,6 +142,15 @@ class Runtime:
             name="driftwatch-partials",
             max_request_size=MAX_PARTIAL_BYTES + 64 * 1024,
         )
+
+    def kill_children(self) -> list[int]:
+        """SIGKILL the detector process, if the detectors run in one (the shutdown deadline's last step)."""
+        evaluator = self.pipeline.evaluator
+        return evaluator.kill() if isinstance(evaluator, DetectorProcess) else []
+
+    def budget(self, timeout: float) -> float:
+        """Seconds a shutdown step may take: ``timeout``, cut to what the shutdown deadline leaves it."""
+        return timeout if self.deadline is None else self.deadline.budget(timeout)
 
     def background_timer(self, name: str, job: Callable[[], Awaitable[Any]], interval: float = 1.0) -> None:
         """A Faust timer whose tick only *starts* ``job`` as a task, unless the job it started before is still
@@ -323,32 +335,35 @@ class Runtime:
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (VarArg/NamedArg) matches no function
         async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
+            # each step's wait is cut to what the shutdown deadline leaves (rt.budget): one stuck on a broker or an
+            # InfluxDB that is gone leaves the later steps and Faust's own stop their time (streams/worker/shutdown.py)
             try:
-                await rt.settle_background(5.0)  # a checkpoint the timers started finishes (or is read again)
+                # a checkpoint the timers started finishes (or is read again)
+                await rt.settle_background(rt.budget(5.0))
                 if rt.alerting is not None:
                     await rt.alerting.stop()
                 try:  # dead letters still waiting for their flush (else their messages are simply read again)
-                    await asyncio.wait_for(rt.pipeline.flush_dead_letters(), 5.0)
+                    await asyncio.wait_for(rt.pipeline.flush_dead_letters(), rt.budget(5.0))
                 except Exception as e:
                     log.warning("dead letters not flushed at shutdown (%r): their messages are read again", e)
                 if rt.pipeline.label_hook is not None:
                     try:  # label results not yet written, then the last label-join snapshot
-                        await asyncio.wait_for(rt.pipeline.flush_labels(), 5.0)
+                        await asyncio.wait_for(rt.pipeline.flush_labels(), rt.budget(5.0))
                     except Exception as e:
                         log.warning("label results not flushed at shutdown (%r): they are written after the restart", e)
                     try:  # the last label-join checkpoint: the next owner re-reads nothing
-                        await asyncio.wait_for(rt.pipeline.label_hook.close(), 30.0)
+                        await asyncio.wait_for(rt.pipeline.label_hook.close(), rt.budget(30.0))
                     except Exception as e:
                         log.warning("label-join state not saved at shutdown (%r)", e)
                 try:  # the open summarised windows: a restart re-reads nothing before this
-                    await asyncio.wait_for(rt.pipeline.save_windows(force=True), 10.0)
+                    await asyncio.wait_for(rt.pipeline.save_windows(force=True), rt.budget(10.0))
                 except Exception as e:
                     log.warning("open windows not checkpointed at shutdown (%r): the restart re-reads more", e)
                 if rt.pipeline.window_changelog is not None:
                     await rt.pipeline.window_changelog.close()
                 if rt.pipeline.partials is not None:
                     await rt.pipeline.partials.close()
-                await rt.sink.stop(timeout=5.0)
+                await rt.sink.stop(timeout=rt.budget(5.0))
                 await rt.deadletter_sender.stop()
                 await rt.references.close()
             finally:  # whatever failed above, the detector process ends with the worker

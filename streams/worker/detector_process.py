@@ -256,3 +256,13 @@ class DetectorProcess:
     def close(self) -> None:
         """Stop the child (windows still queued are dropped: their messages are not acked, so read again)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def kill(self) -> list[int]:
+        """SIGKILL the child now, whatever it is doing (a shutdown past its deadline,
+        :mod:`streams.worker.shutdown`); returns the pids killed. Safe from any thread."""
+        killed = []
+        for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.kill()
+                killed.append(proc.pid)
+        return killed

@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from streams.devstack.localstack import settings_env
 from streams.lifetime import alive, descendants, start_time, with_environ
-from tests.reliability.helpers import Traffic, monitors_file, start_worker, stop, tail, wait_for, windowed
+from tests.reliability.helpers import Traffic, monitors_file, on_stack, start_worker, stop, tail, wait_for, windowed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,11 +53,12 @@ class Watched:
         self.tag = uuid.uuid4().hex
         self.log = log
         self.proc = start_worker({**env, MARK: self.tag}, monitors, log, *args)
+        self.pid = self.proc.pid
         self.seen: dict[int, int | None] = {}  # pid -> start time
 
     def look(self) -> list[int]:
         """Record the worker's current descendants; return them."""
-        pids = descendants(self.proc.pid)
+        pids = descendants(self.pid)
         for pid in pids:
             self.seen.setdefault(pid, start_time(pid))
         return pids
@@ -214,3 +216,128 @@ def test_the_marker_finds_a_reparented_child(tmp_path):
     finally:
         for pid in with_environ(MARK, tag):
             os.kill(pid, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- the shutdown deadline
+
+#: the deadline these tests give the worker (DRIFTWATCH_WORKER_SHUTDOWN_TIMEOUT_SECONDS; default 10 s)
+DEADLINE = 6.0
+#: what an exit may take beyond the deadline: the ERROR line, the SIGKILL, the process's end (a loaded machine)
+SLACK = 5.0
+DEADLINE_LINE = "did not finish within 6 s; still waiting for:"
+
+
+def _on_own_broker(own_stack, settings, tmp_path, env: dict[str, str] | None = None):
+    """Settings on a stack of this test's own (its broker is killed, not the session's), and the environment of
+    a worker on it with the test's shutdown deadline."""
+    s = on_stack(settings, own_stack)
+    worker_env = {**settings_env(s), "DRIFTWATCH_WORKER_SHUTDOWN_TIMEOUT_SECONDS": f"{DEADLINE:g}", **(env or {})}
+    return s, worker_env
+
+
+def _kill_broker(own_stack) -> None:
+    from streams.devstack.localstack import KAFKA
+
+    pid = own_stack.status()["services"][KAFKA]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 10, "the broker's end")
+    time.sleep(2)  # the worker's clients notice the broker is gone (fetches, heartbeats fail)
+
+
+def test_a_worker_whose_broker_died_exits_by_its_shutdown_deadline_on_sigterm(own_stack, settings, tmp_path):
+    """Observed: a worker whose broker had died ignored SIGTERM for more than 20 s (Faust's stop waited on it)."""
+    s, env = _on_own_broker(own_stack, settings, tmp_path)
+    w = Watched(env, monitors_file(tmp_path, ["m"], window=500, first_n=500), tmp_path / "worker.log")
+    try:
+        _traffic_windowed(s, w)
+        _kill_broker(own_stack)
+        w.look()
+        t0 = time.monotonic()
+        w.proc.send_signal(signal.SIGTERM)
+        code = w.wait_exit(DEADLINE + 60)  # fails the test (with the log) if it is not gone by then
+        took = time.monotonic() - t0
+    finally:
+        stop(w.proc)
+    text = w.log.read_text(errors="replace")
+    assert took <= DEADLINE + SLACK, f"exited {took:.1f} s after SIGTERM, deadline {DEADLINE:g} s\n{tail(w.log)}"
+    assert code == 124, f"exit code {code}\n{tail(w.log)}"
+    assert text.count(DEADLINE_LINE) == 1, tail(w.log)  # one line, naming what the shutdown waited for
+    assert w.seen, "no child of the worker was ever seen: the test proves nothing"
+    w.assert_nothing_left("SIGTERM with the broker dead")
+
+
+PARENT = """
+import subprocess, sys, time
+from streams.lifetime import die_with_parent
+with open(sys.argv[2], "ab") as log:  # as `driftwatch up` starts its worker: dying with this process
+    p = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--monitors", sys.argv[1]],
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, preexec_fn=die_with_parent())
+print(p.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_whose_parent_and_broker_died_exits_by_its_shutdown_deadline(own_stack, settings, tmp_path):
+    """Observed: a worker started by `driftwatch up` outlived `up` by ~60 s when both `up` and its broker died.
+    Here its parent is a script that starts it the way `up` does (parent-death signal armed); both die."""
+    from streams.lifetime import die_with_parent
+
+    s, env = _on_own_broker(own_stack, settings, tmp_path)
+    tag = uuid.uuid4().hex
+    log = tmp_path / "worker.log"
+    monitors = monitors_file(tmp_path, ["m"], window=500, first_n=500)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(monitors), str(log)],
+        env={**env, MARK: tag, "PYTHONUNBUFFERED": "1", "DRIFTWATCH_LOG_LEVEL": "INFO"},
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=die_with_parent(),
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        started = start_time(pid)
+        seen: dict[int, int | None] = {}
+
+        def detector_started() -> bool:
+            for child in descendants(pid):
+                seen.setdefault(child, start_time(child))
+            return any("multiprocessing" in _cmdline(p) for p in seen)
+
+        traffic = Traffic(s, seed=5)
+        for _ in range(2):
+            traffic.send("m", 500)
+        traffic.flush()
+        traffic.close()
+        wait_for(lambda: True if windowed(s) >= 500 else windowed(s), 120, "a window", [parent], log)
+        wait_for(detector_started, 30, "the detector process", [parent], log)
+        _kill_broker(own_stack)
+        detector_started()
+        t0 = time.monotonic()
+        parent.kill()  # SIGKILL: the kernel sends the worker SIGTERM (PR_SET_PDEATHSIG)
+        parent.wait(10)
+        while alive(pid, started) and time.monotonic() - t0 < DEADLINE + 60:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if parent.stdout is not None:
+            parent.stdout.close()
+    left = {p: _cmdline(p) for p in set(with_environ(MARK, tag)) | {p for p, t in seen.items() if alive(p, t)}}
+    deadline = time.monotonic() + GRACE
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = {p: _cmdline(p) for p in set(with_environ(MARK, tag)) | {p for p, t in seen.items() if alive(p, t)}}
+    for p in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    assert took <= DEADLINE + SLACK, (
+        f"the worker lived {took:.1f} s after its parent, deadline {DEADLINE:g} s\n{tail(log)}"
+    )
+    assert log.read_text(errors="replace").count(DEADLINE_LINE) == 1, tail(log)
+    assert seen, "no child of the worker was ever seen: the test proves nothing"
+    assert not left, f"processes of the worker outlived it: {left}\n{tail(log)}"
