@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "false: on a thread of the worker process",
     )
     worker_web_port: int = Field(6066, ge=0, le=65535)
+    worker_fetch_stall_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="an assigned partition with a backlog that had no fetch for this long is logged as an ERROR, "
+        "once per episode (Faust's own check for it never fires); 0: off",
+    )
     worker_shutdown_timeout_seconds: float = Field(
         10.0,
         gt=0,

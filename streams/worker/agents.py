@@ -37,6 +37,7 @@ from streams.worker.deadletter import DeadLetterPublisher, KafkaBatchSender
 from streams.worker.decode import RawMessage, content_type
 from streams.worker.detector_process import DetectorProcess
 from streams.worker.evaluation import Evaluator
+from streams.worker.fetch_watch import FetchWatch
 from streams.worker.monitors import MonitorsConfig
 from streams.worker.pipeline import PartitionRevoked, Pipeline
 from streams.worker.references import ReferenceStore
@@ -125,6 +126,11 @@ class Runtime:
         self.stale = 0  # events dropped because they were fetched before a rebalance
         self.revoked: dict = {}  # TP -> consumer generation when it was revoked (until the next assignment)
         self.background: dict[str, asyncio.Future] = {}  # timer name -> the job it started last
+        #: partitions assigned, with a backlog and not fetched (Faust's own check never fires): fetch_watch.py
+        self.fetch_watch = (
+            FetchWatch(settings.worker_fetch_stall_seconds) if settings.worker_fetch_stall_seconds else None
+        )
+        self._fetch_watched: frozenset[tuple[str, int]] = frozenset()
         #: the shutdown's deadline (streams.worker.shutdown; set by the CLI): the shutdown steps share it
         self.deadline: ShutdownDeadline | None = None
         self._register(stats_every)
@@ -147,6 +153,41 @@ class Runtime:
         """SIGKILL the detector process, if the detectors run in one (the shutdown deadline's last step)."""
         evaluator = self.pipeline.evaluator
         return evaluator.kill() if isinstance(evaluator, DetectorProcess) else []
+
+    def check_fetches(self) -> None:
+        """One look of the fetch watchdog: an ERROR per partition newly stalled, an INFO when one recovers."""
+        if self.fetch_watch is None or self.app.rebalancing:
+            return
+        from streams.worker.app import partition_views
+
+        try:
+            views = partition_views(self.app)
+        except Exception:  # Faust/aiokafka internals: no answer this round
+            log.debug("fetch watch: partition state not readable", exc_info=True)
+            return
+        watched = frozenset(v.key for v in views)
+        if watched != self._fetch_watched:  # once per assignment: the watch reads the consumer's state
+            self._fetch_watched = watched
+            log.info(
+                "fetch watch: %d assigned partition(s) watched (reported if one with a backlog has no fetch for %g s)",
+                len(watched),
+                self.fetch_watch.stall_seconds,
+            )
+        stalls, ended = self.fetch_watch.check(time.time(), views)
+        for st in stalls:
+            v = st.view
+            log.error(
+                "partition %s[%d] is assigned to this worker and has a backlog (position %s, end %s) but had no "
+                "fetch for %.0f s: its events are not being read (DRIFTWATCH_WORKER_FETCH_STALL_SECONDS=%g)",
+                v.topic,
+                v.partition,
+                v.position,
+                v.end,
+                st.seconds,
+                self.fetch_watch.stall_seconds,
+            )
+        for topic, partition in ended:
+            log.info("partition %s[%d] is fetched again (or no longer stalled)", topic, partition)
 
     def budget(self, timeout: float) -> float:
         """Seconds a shutdown step may take: ``timeout``, cut to what the shutdown deadline leaves it."""
@@ -295,6 +336,12 @@ class Runtime:
 
         if alerting is not None:  # alert state that changed without a status change (streams/alerts/partitions.py)
             rt.background_timer("driftwatch-alert-state", alerting.flush)
+
+        if rt.fetch_watch is not None:  # assigned partitions with a backlog and no fetch (fetch_watch.py)
+
+            @app.timer(interval=min(5.0, rt.fetch_watch.stall_seconds / 3), name="driftwatch-fetch-watch")
+            async def fetch_watch():
+                rt.check_fetches()
 
         @app.timer(interval=stats_every, name="driftwatch-stats")
         async def stats():

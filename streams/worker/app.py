@@ -41,6 +41,9 @@ the partitions). The settings that matter, and why:
   heartbeating is dropped properly, leader included. See docs/scale-out.md.
 * Faust's "has not sent fetch request for TP since start" check counts from the
   last assignment, not from the consumer's start (:meth:`_Consumer.on_partitions_assigned`).
+  Its "no recent fetch" check can never fire (it compares a monotonic clock with aiokafka's
+  wall-clock fetch time): :mod:`streams.worker.fetch_watch` does that job, from the state
+  :func:`partition_views` reads here.
 * no tables, ``store="memory://"``: the worker's state is rebuilt from the
   committed offset plus the checkpoints in InfluxDB (see :mod:`streams.worker.pipeline`).
 """
@@ -166,6 +169,47 @@ class _Consumer(_driver.Consumer):
             await self.sleep(POLL_TIMEOUT_S)  # every partition paused (Faust sleeps 1 s here)
             return {}, set()
         return await super()._wait_next_records(min(timeout, POLL_TIMEOUT_S))
+
+
+def partition_views(app: faust.App) -> list:
+    """What the worker's consumer knows of each assigned partition (:class:`streams.worker.fetch_watch.PartitionView`):
+    position, end offset and wall-clock time of the last fetch answer (aiokafka's), and whether it is held back on
+    purpose (paused by aiokafka or by Faust's flow control and full stream buffers, or holding fetched records not
+    handed over yet). Faust and aiokafka internals, read as Faust's own checks read them; [] when not running."""
+    from aiokafka import TopicPartition
+
+    from streams.worker.fetch_watch import PartitionView
+
+    consumer = app.consumer
+    if not isinstance(consumer, _Consumer):  # not started (or not this transport): nothing to read
+        return []
+    thread = getattr(consumer, "_thread", None)
+    aio = getattr(thread, "_consumer", None)
+    if aio is None:
+        return []
+    fetcher = aio._fetcher
+    assignment = fetcher._subscriptions.subscription.assignment if fetcher._subscriptions.subscription else None
+    if assignment is None or not assignment.active:
+        return []
+    active = consumer._get_active_partitions()
+    buffered = set(fetcher._records)
+    out = []
+    for tp in consumer.assignment():
+        atp = TopicPartition(tp.topic, tp.partition)
+        state = assignment.state_value(atp)
+        if state is None:
+            continue
+        out.append(
+            PartitionView(
+                tp.topic,
+                tp.partition,
+                position=state.position if state.has_valid_position else None,
+                end=state.highwater,
+                last_fetch=state.timestamp / 1000 if state.timestamp else None,
+                held=tp not in active or state.paused or atp in buffered,
+            )
+        )
+    return out
 
 
 class _Transport(_driver.Transport):
