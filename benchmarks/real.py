@@ -112,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget",
         type=float,
         default=1.0,
-        help="declared false-alarm budget, per 100 windows per model (as alarm_budget per day)",
+        help="declared false-alarm budget, per 100 windows per verdict family of each model (as alarm_budget per day)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the run folder (worker log, data files)")
