@@ -858,6 +858,7 @@ def run_workers(
             "warm_up_s": round(warm_end - t_start, 1),
         },
         "latency_note": None if lat else (f"{R.WINDOW} has no {R.F_CLOSED_AT!r} field; latency not measurable"),
+        "slowest_windows": slowest_windows(pts, t_start),
         "rss_mb_at": rss,
         "rss_mb_final": round(sum(final_rss), 1),
         "peak_rss_mb": round(max(peak), 1),
@@ -870,6 +871,29 @@ def run_workers(
         f"latency {result['latency_ms']}, RSS {rss or result['rss_mb_final']} MB, CPU % {cpu}"
     )
     return result
+
+
+def slowest_windows(pts: list[WindowPoint], t_start: float, n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` windows with the longest close → queryable latency: which window (the point's tags), its
+    events, when it closed (s after the workers started, and its rank in close order) and the latency (ms).
+    The p99 of a case with a few dozen windows is one of them: this says whether it is the warm-up.
+
+    >>> pts = [WindowPoint(("t", "m1"), 10, 100.0 + i, 100.2 + i + (i == 1)) for i in range(3)]
+    >>> [(w["rank"], w["latency_ms"]) for w in slowest_windows(pts, 90.0, 2)]
+    [(1, 1200.0), (0, 200.0)]
+    """
+    timed = sorted((p for p in pts if p.closed_at), key=lambda p: p.closed_at or 0.0)
+    rows = [
+        {
+            "window": list(p.key),
+            "events": p.events,
+            "closed_s": round((p.closed_at or 0.0) - t_start, 2),
+            "rank": i,
+            "latency_ms": round(1e3 * (p.seen_at - (p.closed_at or 0.0)), 1),
+        }
+        for i, p in enumerate(timed)
+    ]
+    return sorted(rows, key=lambda r: -r["latency_ms"])[:n]
 
 
 def steady_rate(pts: list[WindowPoint]) -> tuple[float | None, float]:
