@@ -44,6 +44,22 @@ class Codes:
     values: np.ndarray  # object: the distinct elements (str or None)
 
     @classmethod
+    def distinct(cls, column: np.ndarray, codes: np.ndarray, values: np.ndarray) -> Codes:
+        """The codes of ``column`` given as ``values[codes]`` where ``values`` (few: a dictionary per message)
+        may repeat an element: the values made distinct (first seen first) and the codes mapped onto them.
+
+        >>> col = np.array(["a", None, "a", "b"], dtype=object)
+        >>> c = Codes.distinct(col, np.array([0, 1, 2, 3]), np.array(["a", None, "a", "b"], dtype=object))
+        >>> c.values.tolist(), c.codes.tolist(), bool((c.values[c.codes] == col).all())
+        (['a', None, 'b'], [0, 1, 0, 2], True)
+        """
+        first: dict[Any, int] = {}
+        at = np.array([first.setdefault(v, len(first)) for v in values.tolist()], dtype=np.int64)  # few values
+        distinct = np.empty(len(first), dtype=object)
+        distinct[:] = list(first)
+        return cls(column, at.astype(_code_dtype(len(first)))[codes], distinct)
+
+    @classmethod
     def of(cls, column: np.ndarray, max_share: float = 0.5) -> Codes | None:
         """The codes of an object column of ``str``/``None`` whose distinct values are at most ``max_share``
         of its rows (values first seen first); None for any other column.
@@ -205,12 +221,19 @@ class Frame:
         def sel(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[idx]
 
+        categorical = {k: v[idx] for k, v in self.categorical.items()}
+        codes: dict[int, Codes] = {}
+        for k, v in self.categorical.items():  # the categorical columns' codes follow their rows
+            c = self.codes_of(v)
+            if c is not None:
+                new = categorical[k]
+                codes[id(new)] = Codes(new, c.codes[idx], c.values)
         return Frame(
             event_id=self.event_id[idx],
             event_time=self.event_time[idx],
             source_id=self.source_id[idx],
             numeric={k: v[idx] for k, v in self.numeric.items()},
-            categorical={k: v[idx] for k, v in self.categorical.items()},
+            categorical=categorical,
             type_error={k: v[idx] for k, v in self.type_error.items()},
             pred_label=sel(self.pred_label),
             pred_proba=sel(self.pred_proba),
@@ -218,6 +241,7 @@ class Frame:
             pred_value=sel(self.pred_value),
             label=sel(self.label),
             unknown={k: v[idx] for k, v in self.unknown.items()},
+            codes=codes,
         )
 
 
@@ -251,12 +275,21 @@ def concat(frames: list[Frame]) -> Frame:
     has_label = any(f.pred_label is not None for f in frames)
     has_value = any(f.pred_value is not None for f in frames)
     has_truth = any(f.label is not None for f in frames)
+    categorical = {k: cat(lambda f, k=k: f.categorical.get(k), None, object) for k in cat_names}
+    codes: dict[int, Codes] = {}
+    for k, col in categorical.items():  # a column coded in every frame stays coded: the values side by side
+        parts_c = [f.codes_of(f.categorical.get(k)) for f in frames]
+        if all(c is not None for c in parts_c):
+            coded = [c for c in parts_c if c is not None]
+            offsets = np.cumsum([0] + [c.values.shape[0] for c in coded[:-1]])
+            joined = np.concatenate([c.codes.astype(np.int64) + o for c, o in zip(coded, offsets)])
+            codes[id(col)] = Codes.distinct(col, joined, np.concatenate([c.values for c in coded]))
     return Frame(
         event_id=np.concatenate([f.event_id for f in frames]),
         event_time=np.concatenate([f.event_time for f in frames]),
         source_id=np.concatenate([f.source_id for f in frames]),
         numeric={k: cat(lambda f, k=k: f.numeric.get(k), np.nan, np.float64) for k in num_names},
-        categorical={k: cat(lambda f, k=k: f.categorical.get(k), None, object) for k in cat_names},
+        categorical=categorical,
         type_error={k: cat(lambda f, k=k: f.type_error.get(k), False, bool) for k in (*num_names, *cat_names)},
         pred_label=cat(lambda f: f.pred_label, None, object) if has_label else None,
         pred_proba=proba,
@@ -267,4 +300,5 @@ def concat(frames: list[Frame]) -> Frame:
             k: cat(lambda f, k=k: f.unknown.get(k), False, bool)
             for k in dict.fromkeys(k for f in frames for k in f.unknown)
         },
+        codes=codes,
     )

@@ -102,7 +102,7 @@ from typing import Any
 import numpy as np
 
 from detectors.errors import ConfigurationError, InvalidInputError
-from detectors.frame import Frame, concat
+from detectors.frame import Codes, Frame, concat
 from detectors.histograms import Histogram
 from detectors.quality import FeatureQuality
 from detectors.reference import (
@@ -316,13 +316,32 @@ class CategoricalLayout:
     def n_columns(self) -> int:
         return int(self.categories.shape[0]) + self.hash_buckets
 
-    def columns_of(self, col: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    def columns_of(self, col: np.ndarray, codes: Codes | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """``(column of each present value, present mask, number of values not allowed)``.
 
         Kept categories are matched by Python's string hash (salted per process, never
         stored), with a fall back to comparing text if two kept categories collide; other
-        values are hashed into the buckets by their text, once per distinct value.
+        values are hashed into the buckets by their text, once per distinct value. With the
+        column's ``codes`` (an Arrow batch's dictionary, :class:`~detectors.frame.Codes`) only its
+        distinct values are looked up, and the rows take their value's column.
         """
+        if codes is not None:
+            values = codes.values
+            idx_v, present_v, bad_v = self._columns_of(values)
+            full = np.full(values.shape[0], -1, dtype=np.int64)
+            full[present_v] = idx_v
+            rows = codes.codes
+            present = present_v[rows]
+            not_allowed = 0
+            if bad_v is not None:
+                per_value = np.bincount(rows, minlength=values.shape[0])
+                not_allowed = int(per_value[np.flatnonzero(present_v)[bad_v]].sum())
+            return full[rows][present], present, not_allowed
+        idx, present, bad = self._columns_of(col)
+        return idx, present, 0 if bad is None else int(np.count_nonzero(bad))
+
+    def _columns_of(self, col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(column of each present value, present mask, which present values are not allowed | None)``."""
         hashes, present = hash_values(np.asarray(col, dtype=object))
         k = self.categories.shape[0]
         if "h" not in self._index:
@@ -342,18 +361,19 @@ class CategoricalLayout:
             pos = np.minimum(np.searchsorted(hs, hashes), hs.shape[0] - 1)
             idx = np.where(hs[pos] == hashes, order[pos], -1).astype(np.int64)
         other = np.flatnonzero(idx < 0)
-        not_allowed = 0
+        allowed = self.allowed
+        bad_rows = None if allowed is None else np.zeros(idx.shape[0], dtype=bool)
         if other.size:
             values = as_str(np.asarray(col, dtype=object)[present][other]) if values is None else values[other]
             uniq, inv = np.unique(values, return_inverse=True)
             idx[other] = k + _stable_bucket(uniq, self.hash_buckets)[inv]
-            if self.allowed is not None:
-                bad = np.fromiter((u not in self.allowed for u in uniq.tolist()), dtype=bool, count=uniq.shape[0])
-                not_allowed += int(bad[inv].sum())
-        if self.allowed is not None:
-            kept = idx[idx < k]
-            not_allowed += int((~self._index["allowed"][kept]).sum())
-        return idx, present, not_allowed
+            if bad_rows is not None and allowed is not None:
+                bad = np.array([u not in allowed for u in uniq.tolist()], dtype=bool)
+                bad_rows[other] = bad[inv]
+        if bad_rows is not None:
+            kept = np.flatnonzero(idx < k)
+            bad_rows[kept] = ~self._index["allowed"][idx[kept]]
+        return idx, present, bad_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -811,7 +831,7 @@ def _update_binned(arrays: dict[str, np.ndarray], prefix: str, layout: SummaryLa
                 arrays[prefix + "cat_missing"][i] += n - n_te
                 arrays[prefix + "cat_type_error"][i] += n_te
                 continue
-            idx, present, not_allowed = cl.columns_of(col)
+            idx, present, not_allowed = cl.columns_of(col, frame.codes_of(col))
             te = np.zeros(n, dtype=bool) if t is None else np.asarray(t, dtype=bool)
             arrays[prefix + "cat_missing"][i] += int((~present & ~te).sum())
             arrays[prefix + "cat_type_error"][i] += n_te

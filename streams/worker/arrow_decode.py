@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from detectors.errors import InvalidInputError
+from detectors.frame import Codes
 from streams.wire.contract import INFERENCE, LABEL, R_EMPTY, R_INVALID_ARROW, R_NON_FINITE, R_SCHEMA
 
 
@@ -73,16 +74,26 @@ class Coded:
 
     def parse(self, parse: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """``parse(values) -> (parsed, type_error | None)`` applied to the dictionary, spread over the rows."""
+        out, bad, _ = self.parse_coded(parse)
+        return out, bad
+
+    def parse_coded(self, parse: Any) -> tuple[np.ndarray, np.ndarray | None, Codes | None]:
+        """:meth:`parse`, and for an object result its :class:`~detectors.frame.Codes` (the parsed
+        dictionary and the rows' codes into it): later work on the column's distinct values (the
+        window summary's category lookup) is then done once per value, not per row."""
         values, bad = parse(self.dictionary)
         missing = np.nan if values.dtype.kind == "f" else None
         ext = np.empty(values.shape[0] + 1, dtype=values.dtype)
         ext[:-1] = values
         ext[-1] = missing
-        out = ext[self.codes]
+        out = ext[self.codes]  # a null row (-1) takes the last entry: missing
+        codes = None
+        if out.dtype == object:
+            codes = Codes.distinct(out, np.where(self.codes < 0, ext.shape[0] - 1, self.codes), ext)
         if bad is None:
-            return out, None
+            return out, None, codes
         bad_rows = np.append(bad, False)[self.codes]
-        return out, (bad_rows if bad_rows.any() else None)
+        return out, (bad_rows if bad_rows.any() else None), codes
 
 
 def read_batch(value: bytes) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from detectors.frame import Frame, concat
+from detectors.frame import Codes, Frame, concat
 from detectors.values import not_none, parse_categories, parse_feature, parse_numeric
 
 # the one wire-contract definition: keys, required fields, limits and the dead-letter reasons
@@ -452,6 +452,7 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
     categorical: dict[str, np.ndarray] = {}
     type_error: dict[str, np.ndarray] = {}
     feats = c.features
+    codes: dict[int, Codes] = {}  # of the categorical columns read from an Arrow dictionary
     for spec in c.model.features:
         col = feats.get(spec.name)
         if col is None:
@@ -464,8 +465,10 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
         if not _is_column(col, n):
             raise _Bad(R_SCHEMA, f"features.{spec.name} must be a list of {n} values")
         if type(col) is Coded:  # once per distinct value
-            values, bad = col.parse(lambda d, s=spec: parse_feature(d, s.kind, boolean=s.boolean))
+            values, bad, coded = col.parse_coded(lambda d, s=spec: parse_feature(d, s.kind, boolean=s.boolean))
             (numeric if spec.kind == "numeric" else categorical)[spec.name] = values
+            if coded is not None and spec.kind != "numeric":
+                codes[id(values)] = coded
         elif spec.kind == "numeric":
             values, bad = parse_numeric(col)
             numeric[spec.name] = values
@@ -498,6 +501,7 @@ def _build_frame(c: _Cols, errors: _RowErrors, max_future_s: float) -> Frame:
         classes=classes,
         pred_value=pred_value,
         unknown=unknown,
+        codes=codes,
     )
 
 

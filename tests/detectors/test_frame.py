@@ -164,3 +164,34 @@ def test_prediction_frame_from_codes_equals_the_plain_one():
     (name,) = a.categorical
     assert a.categorical[name].tolist() == b.categorical[name].tolist()
     assert b.codes_of(b.categorical[name]) is not None  # and the codes follow into the prediction frame
+
+
+def test_take_and_concat_keep_the_codes_of_categorical_columns():
+    """The codes follow the rows through ``take`` and ``concat`` (values made distinct across the parts);
+    a part without codes leaves the joined column without them: codes are a cache, never a guess."""
+    from detectors.frame import Codes, Frame, concat
+
+    def part(values: list, codes: list, coded: bool = True) -> Frame:
+        vals = np.array(values, dtype=object)
+        col = vals[np.array(codes)]
+        f = Frame.from_columns(
+            event_id=np.arange(len(codes)).astype(str).astype(object),
+            event_time=np.zeros(len(codes)),
+            categorical={"c": col},
+        )
+        if coded:
+            f.codes[id(col)] = Codes.distinct(col, np.array(codes), vals)
+        return f
+
+    a, b = part(["x", None, "y"], [0, 0, 1, 2]), part(["y", "z", None], [2, 1, 0])
+    joined = concat([a, b])
+    c = joined.codes_of(joined.categorical["c"])
+    assert c is not None and sorted(map(str, c.values.tolist())) == ["None", "x", "y", "z"]
+    assert c.values[c.codes].tolist() == joined.categorical["c"].tolist() == ["x", "x", None, "y", None, "z", "y"]
+    t = joined.take(np.array([6, 0, 2]))
+    tc = t.codes_of(t.categorical["c"])
+    assert tc is not None and tc.values[tc.codes].tolist() == ["y", "x", None]
+    s = joined.take(slice(1, 4))
+    assert s.codes_of(s.categorical["c"]).values[s.codes_of(s.categorical["c"]).codes].tolist() == ["x", None, "y"]
+    plain = concat([a, part(["q"], [0, 0], coded=False)])
+    assert plain.codes_of(plain.categorical["c"]) is None

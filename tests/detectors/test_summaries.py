@@ -486,3 +486,26 @@ def test_npz_bytes_at_a_deflate_level_reads_back_like_savez_compressed():
     assert len(default) < len(fast) < 1.3 * len(default) < len(npz_bytes(arrays, {}, "f", 1, compress=False))
     with pytest.raises(ValueError, match="deflate level"):
         npz_bytes(arrays, {}, "f", 1, compress=0)
+
+
+def test_category_columns_from_codes_equal_the_row_by_row_lookup():
+    """``CategoricalLayout.columns_of`` with the column's codes (its distinct values looked up once) gives the
+    rows the same columns, presence and count of values outside ``allowed`` as hashing every row."""
+    from detectors.frame import Codes
+    from detectors.summaries import CategoricalLayout
+
+    rng = np.random.default_rng(2)
+    layout = CategoricalLayout(
+        "c",
+        np.array(["a", "b", "c"], dtype=object),
+        8,
+        np.zeros(11, dtype=np.int64),
+        allowed=frozenset({"a", "b", "u1"}),
+    )
+    values = np.array(["a", "b", "c", None, "u1", "u2", "u3", "a"], dtype=object)  # a repeat, unseen values
+    codes = rng.integers(0, values.shape[0], 5000)
+    col = values[codes]
+    by_row = layout.columns_of(col)
+    by_value = layout.columns_of(col, Codes.distinct(col, codes, values))
+    assert np.array_equal(by_row[0], by_value[0]) and np.array_equal(by_row[1], by_value[1])
+    assert by_row[2] == by_value[2] == int(np.isin(col, ["c", "u2", "u3"]).sum())

@@ -378,3 +378,39 @@ def test_corrupted_arrow_streams_are_dead_lettered_never_raised(seed: int) -> No
         for d in out.dead:
             reasons[d.reason] = reasons.get(d.reason, 0) + 1
     assert reasons.get(C.R_INVALID_ARROW, 0) > 300  # most corruptions break the stream itself
+
+
+def test_arrow_categories_reach_the_frame_with_their_codes_and_summarise_like_json() -> None:
+    """A categorical column read from an Arrow dictionary keeps its codes through the decoder's join of the
+    messages (``Frame.codes``): ``values[codes]`` is the column, nulls included; a window
+    summary updated from it counts exactly what the JSON frame of the same events counts."""
+    from detectors.reference import Reference
+    from detectors.summaries import SummaryLayout
+
+    docs = [
+        with_features(c=["a", None, "a", "zz", "b", "b", "a", None], k=[1, 2, 1, None, 7, 1, 1, 2]),
+        batch(event_id=[f"f{i}" for i in range(8)]) | {"features": batch()["features"] | {"c": ["c", "q"] * 4}},
+    ]
+    a = decode(*(amsg(d, offset=i) for i, d in enumerate(docs))).frames[KEY].frame
+    j = decode(*(jmsg(d, offset=i) for i, d in enumerate(docs))).frames[KEY].frame
+    assert len(a) == 16
+    assert a.codes_of(a.categorical["k"]) is None  # integers: not a dictionary column, no codes
+    for name in ("c",):
+        col = a.categorical[name]
+        coded = a.codes_of(col)
+        assert coded is not None and len(set(coded.values.tolist())) == coded.values.shape[0]
+        assert coded.values[coded.codes].tolist() == col.tolist() == j.categorical[name].tolist()
+        part = a.take(np.array([3, 9, 0]))
+        assert part.codes_of(part.categorical[name]) is not None
+        assert part.codes_of(part.categorical[name]).values[part.codes_of(part.categorical[name]).codes].tolist() == [
+            col[3],
+            col[9],
+            col[0],
+        ]
+    assert j.codes_of(j.categorical["c"]) is None  # JSON lists have no dictionary
+    ref = Reference.from_frame(j.take(np.arange(8)), CFG.models[0].features)
+    layout = SummaryLayout.build(ref, CFG.models[0].features, bins=16, reservoir=0, max_categories=2, hash_buckets=4)
+    sa, sj = layout.summary(), layout.summary()
+    sa.update(a)
+    sj.update(j)
+    assert sa.equals(sj) and sa.arrays["f.cat_counts"].sum() > 0
