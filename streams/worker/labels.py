@@ -253,6 +253,8 @@ class ResultsCapture:
     outbox: Any = None
     outbox_seq: int = -1
     next_seq: int = 0
+    outbox_stats: dict[str, int] | None = None
+    shard_stats: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 _SUM = ("n", "n_detections", "n_dropped")
@@ -333,6 +335,10 @@ class ModelResults:
     outbox_seq: int = -1
     next_seq: int = 0
     outbox_saved: bool = False
+    outbox_stats: dict[str, int] | None = None  # the shard join's counters when the outbox was filled
+    sent_stats: dict[str, int] | None = None  # the counters last published (not checkpointed: published again)
+    # the merge owner of a sharded model: each shard's join counters (shard partition -> fields), as last published
+    shard_stats: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def add_window(self, version: str, time_ns: int, end_time: float, keep: int) -> None:
         key = (version, int(time_ns))
@@ -368,6 +374,8 @@ class ModelResults:
             self.outbox,
             self.outbox_seq,
             self.next_seq,
+            self.outbox_stats,
+            {k: dict(v) for k, v in self.shard_stats.items()},
         )
 
     def attributable(self, event_time: np.ndarray) -> tuple[np.ndarray, int]:
@@ -403,6 +411,8 @@ def _encode_results(
         "dropped": mr.dropped,
         "outbox_seq": mr.outbox_seq,
         "next_seq": mr.next_seq,
+        "outbox_stats": mr.outbox_stats,
+        "shard_stats": [[p, st] for p, st in sorted(mr.shard_stats.items())],
     }
     if mr.waiting:
         from detectors.concept import Joined
@@ -464,6 +474,8 @@ def _decode_results(meta: dict[str, Any], data: dict[str, np.ndarray]) -> ModelR
         dropped=int(r["dropped"]),
         outbox_seq=int(r.get("outbox_seq", -1)),
         next_seq=int(r.get("next_seq", 0)),
+        outbox_stats=r.get("outbox_stats"),
+        shard_stats={int(p): dict(st) for p, st in r.get("shard_stats", [])},
     )
     for i, item in enumerate(r["items"]):
         acc = None
@@ -669,9 +681,9 @@ class LabelHook:
         self._dirty: set[str] = set()
         self._warned: set[str] = set()  # models seen in two partitions (warned once)
         self._shard_of: dict[str, str] = {}  # shard join key (shard_join_id) -> its sharded model
-        #: publishes a shard's batch of joined rows to its model's merge owner: ``(model, shard partition, seq, rows)``,
+        #: publishes a shard's batch to its model's merge owner: ``(model, shard partition, seq, rows, join counters)``,
         #: returns once the broker acknowledged it (the pipeline's, through the partials topic)
-        self.publish: Callable[[str, int, int, Any], Awaitable[None]] | None = None
+        self.publish: Callable[[str, int, int, Any, dict[str, int]], Awaitable[None]] | None = None
         self._last_snapshot = clock()
         self._writing = False
         self._io = ThreadPoolExecutor(1, thread_name_prefix="label-snapshots") if self.store is not None else None
@@ -914,7 +926,7 @@ class LabelHook:
         """Records of every window whose results changed since they were last handed to InfluxDB, and the
         join's counters if they changed. ``window_close``: also the windows the timer wrote since the model's
         last window (they go into the closing window's unit, where alert rules evaluate them)."""
-        from detectors.concept import join_records
+        from detectors.concept import JoinStats, join_records
         from detectors.performance import performance_records
 
         out = LabelResults(sent=self._join_sent)
@@ -954,13 +966,22 @@ class LabelHook:
                 since.clear()
             mr.prune()
             j = self._joins.get(m)
-            if j is not None and mr.keys and not self._merged(m):  # the counters now, on the model's newest window
-                fields = j.stats.as_fields()
-                if fields != self._join_sent.get(m):
+            if j is not None and mr.keys:  # the counters as they are now, on the model's newest window
+                fields = self._shard_counters(mr) if self._merged(m) else j.stats.as_fields()
+                if fields and fields != self._join_sent.get(m):
                     self._join_sent[m] = fields
                     version, t = max(mr.keys, key=lambda k: k[1])
-                    out.records += join_records(j.stats, {T_MODEL: m, T_VERSION: version}, t)
+                    out.records += join_records(JoinStats(**fields), {T_MODEL: m, T_VERSION: version}, t)
                     out.unsent.append(m)
+        return out
+
+    @staticmethod
+    def _shard_counters(mr: ModelResults) -> dict[str, int]:
+        """A sharded model's join counters: the sum of its shards' as last published (empty: none yet)."""
+        out: dict[str, int] = {}
+        for st in mr.shard_stats.values():
+            for k, v in st.items():
+                out[k] = out.get(k, 0) + int(v)
         return out
 
     def flush(self) -> LabelResults:
@@ -1141,11 +1162,14 @@ class LabelHook:
         self._owner(model_id, slot)
         self._join(model_id)  # empty (the shards join): the unit a checkpoint holds
 
-    def on_shard_rows(self, model_id: str, slot: int, shard: int, seq: int, rows) -> bool:
+    def on_shard_rows(
+        self, model_id: str, slot: int, shard: int, seq: int, rows, stats: dict[str, int] | None = None
+    ) -> bool:
         """Batch ``seq`` of the rows joined by shard ``shard`` (its input partition) of sharded ``model_id``,
         read from the partials topic by its merge owner: they wait (in the order the merge owner reads the
         batches) to be attributed to the merged windows of their predictions, as an unsharded model's joined
-        rows do. A batch this state already holds (published again after the shard's worker crashed or moved)
+        rows do; ``stats``: the shard join's counters (summed over the shards into the model's ``label_join``
+        point). A batch this state already holds (published again after the shard's worker crashed or moved)
         is dropped: returns False."""
         try:
             self.merge_model(model_id, slot)
@@ -1156,6 +1180,8 @@ class LabelHook:
             if seq != last + 1 and last >= 0:
                 log.warning("%s: joined-row batch #%d of shard %d follows #%d", model_id, seq, shard, last)
             offs[(SHARD_ROWS, int(shard))] = int(seq)
+            if stats:
+                self._res_of(model_id).shard_stats[int(shard)] = {k: int(v) for k, v in stats.items()}
             self._add(model_id, rows)
             self._dirty.add(model_id)
             return True
@@ -1170,13 +1196,17 @@ class LabelHook:
         that restores the shard publishes the same rows under the same number (the merge owner keeps one)."""
         for jid in self._shard_of:
             mr = self._res.get(jid)
-            if mr is None or mr.outbox is not None or not mr.waiting or jid not in self._dirty:
+            join = self._joins.get(jid)
+            if mr is None or join is None or mr.outbox is not None or jid not in self._dirty:
+                continue
+            stats = join.stats.as_fields()
+            if not mr.waiting and stats == mr.sent_stats:
                 continue
             from detectors.concept import Joined
 
-            mr.outbox, mr.waiting = Joined.concat(mr.waiting), []
+            mr.outbox, mr.waiting = Joined.concat(mr.waiting), []  # no rows: the counters alone
             mr.outbox_seq, mr.next_seq = mr.next_seq, mr.next_seq + 1
-            mr.outbox_saved = False
+            mr.outbox_saved, mr.outbox_stats = False, stats
 
     async def _publish_outboxes(self) -> None:
         """Publish the shards' checkpointed batches to their merge owners (retried at the next tick on failure)."""
@@ -1187,12 +1217,12 @@ class LabelHook:
             if mr is None or mr.outbox is None or not mr.outbox_saved:
                 continue
             try:
-                await self.publish(model_id, self._part[jid], mr.outbox_seq, mr.outbox)
+                await self.publish(model_id, self._part[jid], mr.outbox_seq, mr.outbox, mr.outbox_stats or {})
             except Exception as e:  # broker away: the batch stays in the outbox (and in the checkpoint)
                 log.warning("publishing joined-row batch #%d of %s failed (%r); retrying", mr.outbox_seq, jid, e)
                 continue
             if self._res.get(jid) is mr:  # not revoked meanwhile
-                mr.outbox, mr.outbox_saved = None, False
+                mr.outbox, mr.outbox_saved, mr.sent_stats = None, False, mr.outbox_stats
                 self._dirty.add(jid)
 
     def last_window_ns(self, key: StreamKey) -> int | None:

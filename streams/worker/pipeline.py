@@ -1463,18 +1463,18 @@ class Pipeline:
         if self.label_hook is None:
             return
         fresh = self.label_hook.on_shard_rows(
-            rows.model_id, merge_slot(m.partition), rows.partition, rows.seq, rows.rows
+            rows.model_id, merge_slot(m.partition), rows.partition, rows.seq, rows.rows, rows.stats
         )
         if fresh and self.label_hook.store is not None:
             st_tp.tracker.hold([m.offset])
             self.label_hook.hold_until_snapshot(st_tp.tracker, np.array([m.offset], dtype=np.int64))
 
-    async def _publish_rows(self, model_id: str, partition: int, seq: int, rows: Any) -> None:
-        """A shard's batch of joined rows (:class:`ShardRows`) to its model's merge owner, acknowledged."""
+    async def _publish_rows(self, model_id: str, partition: int, seq: int, rows: Any, stats: dict[str, int]) -> None:
+        """A shard's batch of joined rows and counters (:class:`ShardRows`) to its model's merge owner, acknowledged."""
         from streams.wire.contract import home_partition
 
         assert self.partials is not None
-        blob = await asyncio.to_thread(lambda: ShardRows(model_id, partition, seq, rows).to_bytes())
+        blob = await asyncio.to_thread(lambda: ShardRows(model_id, partition, seq, rows, stats).to_bytes())
         target = home_partition(model_id, self.settings.topic_partitions)
         await asyncio.wait_for(await self.partials.send(model_id, blob, target), 30.0)
 

@@ -147,12 +147,13 @@ class Partial:
 @dataclass(frozen=True, slots=True)
 class ShardRows:
     """Batch ``seq`` of the rows the label join of shard ``partition`` of ``model_id`` joined
-    (a :class:`detectors.concept.Joined`), for the model's merge owner."""
+    (a :class:`detectors.concept.Joined`, maybe none) and the join's counters then, for the model's merge owner."""
 
     model_id: str
     partition: int
     seq: int
     rows: Any
+    stats: dict[str, int] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """A JSON header line, then the rows' columns as NPZ (no pickle)."""
@@ -169,6 +170,7 @@ class ShardRows:
             "partition": self.partition,
             "seq": self.seq,
             "classes": classes,
+            "stats": self.stats,
         }
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -190,6 +192,7 @@ class ShardRows:
                 int(head["partition"]),
                 int(head["seq"]),
                 joined_from_arrays(data, "", head["classes"]),
+                {str(k): int(v) for k, v in head.get("stats", {}).items()},
             )
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise PartialError(f"shard rows: {e!r}") from e

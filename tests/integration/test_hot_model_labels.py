@@ -128,6 +128,15 @@ def labelled(s) -> int:
     return int(rows[0]["n"]) if rows else 0
 
 
+def counters(s) -> dict:
+    """The model's newest label-join counters (a sharded model's: the sum of its shards')."""
+    try:
+        rows = query(s, 'SELECT * FROM "dw_performance" WHERE "metric" = \'label_join\' ORDER BY time DESC LIMIT 1')
+    except DatabaseNotFound:
+        return {}
+    return rows[0] if rows else {}
+
+
 def realized(s) -> set[tuple]:
     """Every realized performance point (tags, time, fields), floats to 10 significant digits."""
     out = set()
@@ -207,6 +216,8 @@ def test_a_sharded_models_realized_performance_equals_the_unsharded_models(setti
                             "sharded": (lambda: so.windowed(sharded), FULL),
                             "flat labels": (lambda: labelled(flat), FULL),
                             "sharded labels": (lambda: labelled(sharded), FULL),
+                            "flat matched": (lambda: counters(flat).get("matched", 0), FULL),
+                            "sharded matched": (lambda: counters(sharded).get("matched", 0), FULL),
                         },
                         180,
                         procs,
@@ -229,6 +240,10 @@ def test_a_sharded_models_realized_performance_equals_the_unsharded_models(setti
             f"{sorted(missing)[:2]} / {sorted(extra)[:2]}"
         )
         assert labelled(flat) == labelled(sharded) == FULL
+        join = {run: counters(s) for run, s in (("flat", flat), ("sharded", sharded))}
+        for k in ("predictions", "labels", "matched", "pending_predictions", "pending_labels", "expired"):
+            assert join["flat"][k] == join["sharded"][k], (k, join)
+        assert join["sharded"]["predictions"] == join["sharded"]["matched"] == FULL, join
         # CBPE calibrated from the joined labels at the merge owner: its estimates of the labelled rows, and
         # the error stream: as many labelled rows tested in both runs
         # (which windows get them depends on when the calibration rows were in: timing, in both runs)

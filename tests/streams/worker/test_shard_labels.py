@@ -106,8 +106,8 @@ def run_sharded(tmp_path, republish: bool = False):
     shard = np.array([shard_of(i, SHARDS) for i in ids])
     sent: list[bytes] = []
 
-    async def publish(model_id, partition, seq, rows):
-        sent.append(ShardRows(model_id, partition, seq, rows).to_bytes())
+    async def publish(model_id, partition, seq, rows, stats):
+        sent.append(ShardRows(model_id, partition, seq, rows, stats).to_bytes())
 
     shards = []
     for _s in range(SHARDS):
@@ -133,11 +133,11 @@ def run_sharded(tmp_path, republish: bool = False):
             for blob in sent:
                 got = read_message(blob)
                 assert isinstance(got, ShardRows)
-                fresh.append(owner.on_shard_rows(got.model_id, slot, got.partition, got.seq, got.rows))
+                fresh.append(owner.on_shard_rows(got.model_id, slot, got.partition, got.seq, got.rows, got.stats))
             if republish:  # every batch again (a shard's worker restored from its checkpoint): dropped
                 for blob in sent:
                     got = read_message(blob)
-                    assert not owner.on_shard_rows(got.model_id, slot, got.partition, got.seq, got.rows)
+                    assert not owner.on_shard_rows(got.model_id, slot, got.partition, got.seq, got.rows, got.stats)
             sent.clear()
             for k in range(N // WINDOW):
                 if (k + 1) * WINDOW <= half.stop and Window(k, t).time_ns not in {w for _, w in owner._res["hot"].keys}:
@@ -192,6 +192,16 @@ def test_a_sharded_models_realized_performance_equals_sklearn_and_the_unsharded_
     for s, h in enumerate(shards):
         assert set(h._joins) == {shard_join_id("hot", s)}
         assert h._joins[shard_join_id("hot", s)].stats.matched == int(sum(shard_of(i, SHARDS) == s for i in ids))
+    # the model's join counters: the sum of its shards', as an unsharded join counts the same traffic
+    joins = [r for r in records if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == "label_join"]
+    flat_joins = [r for r in flat if r.measurement == R.PERFORMANCE and r.tags[R.T_METRIC] == "label_join"]
+    want = {
+        k: sum(h._joins[shard_join_id("hot", s)].stats.as_fields()[k] for s, h in enumerate(shards))
+        for k in joins[-1].fields
+    }
+    assert joins[-1].fields == want
+    assert joins[-1].fields == flat_joins[-1].fields
+    assert (want["predictions"], want["labels"], want["matched"]) == (N, N, N)
 
 
 def test_a_batch_published_again_is_dropped_by_the_merge_owner(tmp_path):
@@ -208,10 +218,10 @@ def test_a_shards_unpublished_batch_is_in_its_checkpoint_and_published_again_und
     store = SlotChangelog()
     first: list[tuple[int, int, int]] = []
 
-    async def broken(model_id, partition, seq, rows):
+    async def broken(model_id, partition, seq, rows, stats):
         raise ConnectionError("broker away")
 
-    async def ok(model_id, partition, seq, rows):
+    async def ok(model_id, partition, seq, rows, stats):
         first.append((partition, seq, len(rows)))
 
     async def go():
@@ -229,6 +239,6 @@ def test_a_shards_unpublished_batch_is_in_its_checkpoint_and_published_again_und
         h2.on_labels(LabelPart("labels", 1, "hot", ids[sel], truth[sel], label_time[sel], sel))  # already fed
         h2.on_predictions(StreamKey("inferences", 1, "hot", "1"), frame(sel, ids, t, proba, pred))
         await h2.snapshot_if_due(force=True)
-        assert first == [(1, 0, 50)]  # nothing new to publish
+        assert [f for f in first if f[2]] == [(1, 0, 50)]  # no row published twice (the counters changed: a batch)
 
     asyncio.run(go())
