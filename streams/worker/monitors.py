@@ -58,12 +58,11 @@ class WindowConfig(_Strict):
         "many, then turns into a summary (bounded memory); null: always rows",
     )
     summary_min_seconds: float | None = Field(
-        60.0,
+        None,
         gt=0,
         description="event-time windows of at least this many seconds keep a mergeable summary per open window "
         "from the moment it opens instead of their rows, checkpointed to Kafka while open (docs/worker.md); "
-        "shorter windows keep rows until summary_min_events; null: every event-time window keeps rows until "
-        "summary_min_events (exact results and every detector below it, at ~2.5x the CPU per event)",
+        "null: rows until summary_min_events",
     )
     reference_points_every: int = Field(
         100,  # streams.worker.pipeline.REFERENCE_POINTS_EVERY

@@ -232,12 +232,8 @@ T_GRACE = 100.0  # so 50,000 events (20 s of traffic) per window, and the grace 
 T_MESSAGES = 700  # 70 s of traffic: three windows and more
 
 
-# how the event-time windows become summaries: from their start (the default for windows of 60 s or more),
-# or (summary_min_seconds: null) once they hold summary_min_events rows
-SUMMARISED = {
-    "from-start": {},  # the default: windows of 60 s or more are summaries from their start
-    "past-5000-rows": {"summary_min_seconds": None, "summary_min_events": 5000},
-}
+# how the event-time windows become summaries: from their start, or (the default rule) once they hold 5,000 rows
+SUMMARISED = {"from-start": {"summary_min_seconds": 60}, "past-5000-rows": {"summary_min_events": 5000}}
 
 
 def time_monitors(tmp_path: Path, summarised: str = "from-start") -> Path:
