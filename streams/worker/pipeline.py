@@ -1377,15 +1377,8 @@ class Pipeline:
             if isinstance(p, ShardRows):
                 self._merge_rows(m, p, st_tp)
                 continue
-            model = self.models.get(p.model_id)
-            if model is None or model.shards <= 1:
-                log.error(
-                    "%s[%d]@%d: a partial window of %r, which the monitor config does not shard: skipped",
-                    m.topic,
-                    m.partition,
-                    m.offset,
-                    p.model_id,
-                )
+            model = self._sharded(m, p.model_id, "a partial window")
+            if model is None:
                 continue
             key = StreamKey(m.topic, m.partition, p.model_id, p.model_version)
             state = st_tp.streams.get(key)
@@ -1442,18 +1435,27 @@ class Pipeline:
                 w.holds = [np.array(sorted(set(c.tokens)), dtype=np.int64)]
                 await self._window_closed(state, w, st_tp.tracker)
 
-    def _merge_rows(self, m: RawMessage, rows: ShardRows, st_tp: _TP) -> None:
-        """A shard's batch of joined rows to its model's label results here (the merge owner); its message is
-        held until a label-join checkpoint holds the rows (or acked now if this worker joins no labels)."""
-        model = self.models.get(rows.model_id)
+    def _sharded(self, m: RawMessage, model_id: str, what: str) -> ModelMonitor | None:
+        """The monitor of ``model_id`` when it is sharded; else None, with one ERROR line naming ``what`` the
+        partials message held."""
+        model = self.models.get(model_id)
         if model is None or model.shards <= 1:
             log.error(
-                "%s[%d]@%d: joined rows of %r, which the monitor config does not shard: skipped",
+                "%s[%d]@%d: %s of %r, which the monitor config does not shard: skipped",
                 m.topic,
                 m.partition,
                 m.offset,
-                rows.model_id,
+                what,
+                model_id,
             )
+            return None
+        return model
+
+    def _merge_rows(self, m: RawMessage, rows: ShardRows, st_tp: _TP) -> None:
+        """A shard's batch of joined rows to its model's label results here (the merge owner); its message is
+        held until a label-join checkpoint holds the rows (or acked now if this worker joins no labels)."""
+        model = self._sharded(m, rows.model_id, "joined rows")
+        if model is None:
             return
         if rows.partition not in self._shard_partitions(model):
             log.error(
