@@ -1153,7 +1153,9 @@ def markdown_table(report: dict[str, Any]) -> str:
             cover = f" ({dwc['windows']}/{dwc['windows_evaluated']})" if "windows_evaluated" in dwc else ""
             same = nmc.get("mae_same_windows_as_driftwatch")
             same_txt = f"; {_fmt(same)}" if same is not None and same != nmc.get("mae") else ""
-            mae = f"{_fmt(dwc.get('mae'))}{cover} · {_fmt(nmc.get('mae'))}{same_txt}"
+            unstable = dwc.get("windows_concept_unstable") or 0
+            withheld = f", concept unstable on {unstable}" if unstable else ""
+            mae = f"{_fmt(dwc.get('mae'))}{cover}{withheld} · {_fmt(nmc.get('mae'))}{same_txt}"
 
             def es(x: str, d: dict = d, st: dict = st) -> str:
                 if not d.get(x):
